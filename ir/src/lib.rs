@@ -1,0 +1,121 @@
+//! # Tile IR
+//!
+//! The typed, scoped SSA intermediate representation of tilekit kernels: data ([`Module`],
+//! [`Func`], [`Region`], [`Op`]), a [`FuncBuilder`], a [`verify`]er, a text form
+//! ([`print_module`] / [`parse_module`], round-tripping exactly) and the CPU [`interp`]reter, which
+//! defines what every op means. Every lowering is correct when it agrees with the interpreter.
+//!
+//! ## Execution model
+//!
+//! A kernel runs over a grid of blocks (`block_idx.x|y|z` of `grid_dim.x|y|z`); each block has
+//! `warps(N)` warps, which all run the kernel body. Register values (scalars, tiles, vectors) are
+//! held per warp: an op at **warp** scope runs in each warp that reaches it, on that warp's values.
+//! Ops at **warpgroup** scope (4 consecutive warps) and **block** scope are collective: every warp
+//! of the group or block executes them, and memory work is split among those warps. Above warp
+//! scope the IR does not know how many lanes a warp has.
+//!
+//! Warps of a block run concurrently with respect to barriers and semaphores: nothing orders two
+//! warps' memory accesses except `barrier @block`, semaphores and async-copy completion.
+//!
+//! ## Types (text form)
+//!
+//! | type | text | notes |
+//! |---|---|---|
+//! | scalar | `f32 f16 bf16 f8e4m3 f8e5m2 i8 i32 u32 i64 bool` | uniform across the warp |
+//! | register tile | `rt<bf16, 64x16, row>` | rows, cols multiples of 16; layout `row` or `col` |
+//! | register vector | `rv<f32, 64, rows>` | `rows`: one element per tile row; `cols`: per column |
+//! | shared tile | `st<bf16, 64x64, swz128>` | swizzle `none swz32 swz64 swz128` |
+//! | shared vector | `sv<f32, 64>` | |
+//! | global view | `gl<bf16, 2>`, `gl<f32, 2, mut>` | rank 1..=4; shape and strides at launch; `mut` to write |
+//! | semaphore | `sem` | in shared memory |
+//! | shared array | `[2 x st<bf16, 64x16, none>]` | of shared tiles, vectors or semaphores |
+//!
+//! Register tiles and vectors may not have element type `i64` (their elements are held exactly
+//! as f64 by the interpreter).
+//!
+//! ## Ops
+//!
+//! Operands in parentheses, attributes in brackets, result types after the colon. The scope is
+//! written `@warpgroup` or `@block` after the name; warp scope is the default and is not written.
+//!
+//! | op | operands → result | meaning |
+//! |---|---|---|
+//! | `const[v]` | → scalar | constant |
+//! | `block_idx.{x,y,z}`, `grid_dim.{x,y,z}`, `warp_idx`, `warpgroup_idx`, `num_warps` | → i32 | indices and counts |
+//! | `dim[k]` | gl → i32 | runtime size of dimension k |
+//! | `fill[v]` | → rt/rv | every element = v (rounded to the dtype) |
+//! | `splat` | scalar → rt/rv | every element = the scalar (same dtype) |
+//! | `iota.rows`, `iota.cols` | → rt/rv | element = its row (or vector) index / its column index |
+//! | `map.{exp,exp2,log,log2,neg,abs,relu,silu,gelu_tanh,sqrt,rsqrt,recip,tanh,sigmoid,not}` | x → same type | elementwise |
+//! | `map.{add,sub,mul,div,max,min,pow,rem,and,or,xor,shl,shr}` | (x, y) → type of the non-scalar | tile-tile, vector-vector, scalar-scalar of one dtype, or one side a scalar of the same dtype |
+//! | `cmp.{lt,le,gt,ge,eq,ne}` | (scalar, scalar) → bool | |
+//! | `select` | (bool, x, y) → type of x | |
+//! | `convert` | x → same kind, other dtype (tiles: and/or layout) | round to nearest even; fp8 and ints saturate; NaN → 0 for ints |
+//! | `transpose` | rt<T, RxC, l> → rt<T, CxR, l> | |
+//! | `bcast_row.f`, `bcast_col.f` | (rt, rv) → rt | `t[r][c] f v[r]` (v along rows) / `t[r][c] f v[c]` (v along cols) |
+//! | `reduce_row.f`, `reduce_col.f`, `reduce.f` (f: sum, max, min) | rt → rv rows / rv cols; rt or rv → scalar | |
+//! | `mask.{causal,anticausal}[v]` | (rt, row_off, col_off) → rt | element (r,c) replaced by v when `col_off+c > row_off+r` (causal) / `<` (anticausal) |
+//! | `mask.rows[v]`, `mask.cols[v]` | (rt, off, bound) → rt | rows with `off+r >= bound` / columns with `off+c >= bound` replaced by v |
+//! | `mma.{ab,abt,atb,atbt}` | (a, b, c) → rt<f32> | `D = op(A)·op(B) + C`, see [`MmaVariant`] |
+//! | `alloc_shared @block` | → shared type | top level of a kernel body only |
+//! | `shared.index` | ([n x T], i32) → T | out of range is an error |
+//! | `load` | (src, idx…) → register value | see *Memory* |
+//! | `store` | (dst, x, idx…) | see *Memory* |
+//! | `copy @scope` | (dst, src, idx…) | global ↔ shared tile or vector, split among the scope's warps |
+//! | `copy_async` | (st, gl, sem, idx…) | global → shared, completes on the semaphore |
+//! | `gather_rows` | (gl, rv<i32> rows, j) → rt | row r = global row `idx[r]` |
+//! | `scatter_rows`, `scatter_add_rows` | (gl mut, rt, rv<i32> rows, j) | global row `idx[r]` = / += row r |
+//! | `atomic_add` | (gl mut, x, idx…) | scalar at element indices, or tile at tile coordinates |
+//! | `barrier @block` | | every warp of the block waits for all |
+//! | `sem.init[n]`, `sem.arrive`, `sem.expect[bytes]`, `sem.wait` | (sem[, parity]) | see *Semaphores* |
+//! | `for`, `if`, `while`, `yield`, `condition`, `return`, `call[@f]` | | structured control flow |
+//!
+//! ### Memory
+//!
+//! *Global views.* A view of rank n takes n indices (i32). For a scalar they are element indices
+//! and must be in bounds. For a tile `R×C` the last two are tile coordinates (element row `i·R`,
+//! column `j·C`) and the leading ones element indices; for a vector of length L the last is a
+//! chunk index (element `k·L`). Tile and vector accesses are **masked** by the view's shape:
+//! elements outside it read as zero and are not written. Leading (element) indices out of bounds
+//! are errors. The global dtype must equal the register dtype.
+//!
+//! *Shared memory.* `load`/`store` between a shared tile and a register tile of the same shape take
+//! no indices; with a shared tile larger than the register tile they take two tile coordinates,
+//! which must lie inside the shared tile. At warpgroup scope the shared tile has 4× the register
+//! tile's rows and warp w of the group uses rows `[w·R, (w+1)·R)`. Shared memory is not
+//! initialized: reading an element never written yields NaN in the interpreter.
+//!
+//! *Gather/scatter.* A negative row index selects no row (gathered as zeros, not scattered); an
+//! index at or past the view's row count is an out-of-bounds error.
+//!
+//! ### Semaphores
+//!
+//! A semaphore works in phases. `sem.init[n]` starts phase 0, which completes once it has had `n`
+//! arrivals and every expected byte of async copies has landed; then the next phase begins.
+//! `sem.expect[b]` adds b bytes to the current phase's expected byte count; `copy_async` counts
+//! its tile's bytes (rows·cols·element size) towards it, and its data becomes visible when the
+//! phase completes. `sem.wait (s, p)` returns once the most recent phase with parity p has
+//! completed: before any phase has completed, waiting on parity 1 returns at once (as `mbarrier`'s
+//! `try_wait.parity` does).
+//!
+//! ### Numbers
+//!
+//! Every value is exactly representable in its dtype: results are rounded to the dtype (round to
+//! nearest even) after each op. `mma` multiplies exactly and accumulates in f32, in order of k.
+//! Transcendental functions are evaluated in f64 and rounded.
+
+pub mod builder;
+pub mod interp;
+pub mod module;
+pub mod numeric;
+pub mod ops;
+pub mod text;
+pub mod types;
+pub mod verify;
+
+pub use builder::{rt, rt_col, FuncBuilder};
+pub use module::{Func, FuncKind, Loc, Module, Op, Region, Value};
+pub use ops::*;
+pub use text::{parse_module, print_func, print_module, ParseError};
+pub use types::{Layout, ScalarType, Swizzle, Type, VecAxis};
+pub use verify::{verify, VerifyError, VerifyErrorKind};

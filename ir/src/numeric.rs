@@ -1,0 +1,262 @@
+//! Rounding of values to Tile IR dtypes, as the hardware does it.
+//!
+//! The interpreter holds every element as an `f64` that is exactly representable in its dtype.
+//! Arithmetic results are rounded with [`round`] (round to nearest, ties to even; fp8 saturates to
+//! its largest finite value, as `cvt.rn.satfinite` does). [`convert`] is the `convert` op.
+
+use crate::types::ScalarType;
+
+/// Rounds an arithmetic result to `dtype`.
+///
+/// Floats: round to nearest even (f32 and f16/bf16 overflow to infinity; fp8 saturates, NaN stays
+/// NaN). Integers: the result of integer arithmetic wraps around (two's complement), as hardware
+/// integer units do. Bool: nonzero is true.
+pub fn round(dtype: ScalarType, x: f64) -> f64 {
+    match dtype {
+        ScalarType::F32 => f64::from(x as f32),
+        ScalarType::F16 => half::f16::from_f64(x).to_f64(),
+        ScalarType::BF16 => half::bf16::from_f64(x).to_f64(),
+        ScalarType::F8E4M3 => round_fp8(x, E4M3),
+        ScalarType::F8E5M2 => round_fp8(x, E5M2),
+        ScalarType::I8 => f64::from(wrap_int(x) as i8),
+        ScalarType::I32 => f64::from(wrap_int(x) as i32),
+        ScalarType::U32 => f64::from(wrap_int(x) as u32),
+        ScalarType::I64 => wrap_int(x) as f64,
+        ScalarType::Bool => {
+            if x != 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+fn wrap_int(x: f64) -> i64 {
+    if x.is_nan() {
+        0
+    } else {
+        // `as` saturates at the i64 range; values of our integer ops stay well inside it.
+        x as i64
+    }
+}
+
+/// The `convert` op: a value of dtype `from` to dtype `to`.
+///
+/// Float → float: round to nearest even (fp8 saturating). Float → int: truncate toward zero and
+/// saturate to the int range; NaN → 0. Int → float: round to nearest even. Int → int: wrap.
+/// Anything → bool: nonzero is true. Bool → number: 0 or 1.
+pub fn convert(from: ScalarType, to: ScalarType, x: f64) -> f64 {
+    if from.is_float() && to.is_int() {
+        if x.is_nan() {
+            return 0.0;
+        }
+        let t = x.trunc();
+        let (lo, hi) = int_range(to);
+        return t.clamp(lo, hi);
+    }
+    round(to, x)
+}
+
+/// The smallest and largest value of an integer dtype, as f64.
+pub fn int_range(dtype: ScalarType) -> (f64, f64) {
+    match dtype {
+        ScalarType::I8 => (f64::from(i8::MIN), f64::from(i8::MAX)),
+        ScalarType::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        ScalarType::U32 => (0.0, f64::from(u32::MAX)),
+        ScalarType::I64 => (i64::MIN as f64, i64::MAX as f64),
+        ScalarType::Bool => (0.0, 1.0),
+        _ => (f64::NEG_INFINITY, f64::INFINITY),
+    }
+}
+
+/// An 8-bit float format.
+#[derive(Clone, Copy, Debug)]
+struct Fp8 {
+    mantissa_bits: i32,
+    /// Exponent of the smallest normal number.
+    min_exp: i32,
+    max_finite: f64,
+}
+
+const E4M3: Fp8 = Fp8 {
+    mantissa_bits: 3,
+    min_exp: -6,
+    max_finite: 448.0,
+};
+
+const E5M2: Fp8 = Fp8 {
+    mantissa_bits: 2,
+    min_exp: -14,
+    max_finite: 57344.0,
+};
+
+fn round_fp8(x: f64, f: Fp8) -> f64 {
+    if x.is_nan() {
+        return f64::NAN;
+    }
+    if x.is_infinite() {
+        return f.max_finite.copysign(x);
+    }
+    if x == 0.0 {
+        return x;
+    }
+    let a = x.abs();
+    // Spacing of representable numbers around `a`: 2^(e - mantissa_bits), where e is the
+    // exponent of `a`, but never below the subnormal spacing 2^(min_exp - mantissa_bits).
+    let e = (a.log2().floor() as i32).max(f.min_exp);
+    let ulp = (2.0f64).powi(e - f.mantissa_bits);
+    let q = a / ulp; // exact: dividing by a power of two
+    let r = round_half_even(q) * ulp;
+    r.min(f.max_finite).copysign(x)
+}
+
+fn round_half_even(q: f64) -> f64 {
+    let fl = q.floor();
+    let diff = q - fl;
+    if diff > 0.5 {
+        fl + 1.0
+    } else if diff < 0.5 {
+        fl
+    } else if fl % 2.0 == 0.0 {
+        fl
+    } else {
+        fl + 1.0
+    }
+}
+
+/// Encodes a value (already representable) as an fp8 byte.
+pub fn fp8_to_bits(dtype: ScalarType, x: f64) -> u8 {
+    let f = match dtype {
+        ScalarType::F8E4M3 => E4M3,
+        _ => E5M2,
+    };
+    let x = round_fp8(x, f);
+    let exp_bits = if f.mantissa_bits == 3 { 4 } else { 5 };
+    let bias = (1 << (exp_bits - 1)) - 1;
+    let sign = if x.is_sign_negative() { 0x80u8 } else { 0 };
+    if x.is_nan() {
+        return 0x7f; // E4M3: S.1111.111; E5M2: S.11111.11 (both 0x7f)
+    }
+    let a = x.abs();
+    if a == 0.0 {
+        return sign;
+    }
+    let e = a.log2().floor() as i32;
+    if e < f.min_exp {
+        let m = (a / (2.0f64).powi(f.min_exp - f.mantissa_bits)) as u8;
+        return sign | m;
+    }
+    let m = ((a / (2.0f64).powi(e) - 1.0) * f64::from(1u32 << f.mantissa_bits)) as u8;
+    sign | (((e + bias) as u8) << f.mantissa_bits) | m
+}
+
+/// Decodes an fp8 byte.
+pub fn fp8_from_bits(dtype: ScalarType, b: u8) -> f64 {
+    let (mb, eb) = match dtype {
+        ScalarType::F8E4M3 => (3, 4),
+        _ => (2, 5),
+    };
+    let bias = (1 << (eb - 1)) - 1;
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let e = i32::from((b >> mb) & ((1 << eb) - 1));
+    let m = f64::from(b & ((1 << mb) - 1));
+    let scale = f64::from(1u32 << mb);
+    if dtype == ScalarType::F8E4M3 && e == 15 && m == 7.0 {
+        return f64::NAN;
+    }
+    if dtype == ScalarType::F8E5M2 && e == 31 {
+        return if m == 0.0 {
+            sign * f64::INFINITY
+        } else {
+            f64::NAN
+        };
+    }
+    if e == 0 {
+        sign * m / scale * (2.0f64).powi(1 - bias)
+    } else {
+        sign * (1.0 + m / scale) * (2.0f64).powi(e - bias)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ScalarType::*;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        // 1 + 2^-8 is exactly halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1.0).
+        assert_eq!(round(BF16, 1.0 + 2f64.powi(-8)), 1.0);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even).
+        assert_eq!(round(BF16, 1.0 + 3.0 * 2f64.powi(-8)), 1.0 + 2f64.powi(-6));
+        // Just above the halfway point rounds up. Going through f32 first would lose the tiny bit.
+        assert_eq!(
+            round(BF16, 1.0 + 2f64.powi(-8) + 2f64.powi(-40)),
+            1.0 + 2f64.powi(-7)
+        );
+    }
+
+    #[test]
+    fn f16_overflows_to_infinity_and_f32_rounds() {
+        assert_eq!(round(F16, 70000.0), f64::INFINITY);
+        assert_eq!(round(F16, 1.0 + 2f64.powi(-11)), 1.0);
+        assert_eq!(round(F32, 0.1), f64::from(0.1f32));
+    }
+
+    #[test]
+    fn e4m3_saturates_and_keeps_subnormals() {
+        assert_eq!(round(F8E4M3, 1000.0), 448.0);
+        assert_eq!(round(F8E4M3, -1e9), -448.0);
+        assert_eq!(round(F8E4M3, f64::INFINITY), 448.0);
+        assert!(round(F8E4M3, f64::NAN).is_nan());
+        // Smallest subnormal is 2^-9; half of it ties to even (0).
+        assert_eq!(round(F8E4M3, 2f64.powi(-9)), 2f64.powi(-9));
+        assert_eq!(round(F8E4M3, 2f64.powi(-10)), 0.0);
+        assert_eq!(round(F8E4M3, 1.5 * 2f64.powi(-9)), 2.0 * 2f64.powi(-9));
+        // Between 1 and 2 the spacing is 1/8: 1.0625 is a tie and goes to the even 1.0.
+        assert_eq!(round(F8E4M3, 1.0625), 1.0);
+        assert_eq!(round(F8E4M3, 1.1875), 1.25);
+    }
+
+    #[test]
+    fn e5m2_saturates() {
+        assert_eq!(round(F8E5M2, 60000.0), 57344.0);
+        assert_eq!(round(F8E5M2, 3.0), 3.0);
+        assert_eq!(round(F8E5M2, 2.6), 2.5);
+        assert_eq!(round(F8E5M2, 2f64.powi(-16)), 2f64.powi(-16));
+    }
+
+    #[test]
+    fn fp8_bits_round_trip_every_byte() {
+        for dt in [F8E4M3, F8E5M2] {
+            for b in 0..=255u8 {
+                let x = fp8_from_bits(dt, b);
+                if x.is_nan() || x.is_infinite() {
+                    continue;
+                }
+                assert_eq!(
+                    round(dt, x),
+                    x,
+                    "{dt} byte {b:#04x} = {x} is not fixed by rounding"
+                );
+                let back = fp8_to_bits(dt, x);
+                // +0/-0 both decode to zero with their sign; everything else is a bijection.
+                assert_eq!(fp8_from_bits(dt, back), x, "{dt} byte {b:#04x}");
+            }
+        }
+        assert_eq!(fp8_from_bits(F8E4M3, 0x7e), 448.0);
+        assert_eq!(fp8_from_bits(F8E5M2, 0x7b), 57344.0);
+    }
+
+    #[test]
+    fn float_to_int_truncates_and_saturates() {
+        assert_eq!(convert(F32, I32, -2.7), -2.0);
+        assert_eq!(convert(F32, I32, 3e10), f64::from(i32::MAX));
+        assert_eq!(convert(F32, I8, -300.0), -128.0);
+        assert_eq!(convert(F32, U32, -5.0), 0.0);
+        assert_eq!(convert(F32, I32, f64::NAN), 0.0);
+        assert_eq!(convert(I32, F32, 16_777_217.0), 16_777_216.0);
+        assert_eq!(round(I32, 2147483648.0), -2147483648.0);
+    }
+}

@@ -1,1 +1,822 @@
-//! CPU interpreter.
+//! The CPU interpreter: runs a kernel over a grid of blocks and defines what Tile IR means.
+//!
+//! Blocks run one after another and share the global tensors (so atomics and scatter-adds of
+//! different blocks accumulate). Within a block every warp is a separate program with its own
+//! registers; warps share the block's shared memory and synchronize through `barrier @block` and
+//! semaphores. The scheduler runs a warp until it blocks (or, with
+//! [`Schedule::RoundRobin`], for a fixed number of ops), then the next warp that can make
+//! progress. When every unfinished warp waits, the run stops with [`InterpError::Deadlock`], naming
+//! each warp and the op it waits at.
+//!
+//! Out-of-bounds accesses that the IR does not define as masked are errors naming the op, the
+//! index and the bounds; nothing is ever read or written outside a tensor or a shared object.
+//!
+//! ```
+//! use tilekit_ir::{interp, parse_module, ScalarType};
+//! use tilekit_ir::interp::{Arg, HostTensor};
+//!
+//! let m = parse_module(
+//!     "kernel @double(%x: gl<f32, 1, mut>) warps(1) {
+//!        %0 = block_idx.x : i32
+//!        %1 = load (%x, %0) : rv<f32, 16, rows>
+//!        %2 = map.add (%1, %1) : rv<f32, 16, rows>
+//!        store (%x, %2, %0)
+//!        return ()
+//!      }",
+//! ).unwrap();
+//! let x = HostTensor::new(ScalarType::F32, &[20], &(0..20).map(f64::from).collect::<Vec<_>>()).unwrap();
+//! let mut args = vec![Arg::Tensor(x)];
+//! interp::run(&m, "double", [2, 1, 1], &mut args).unwrap();
+//! assert_eq!(args[0].tensor().unwrap().get(&[19]), Some(38.0));
+//! ```
+
+mod exec;
+mod memory;
+mod tensor;
+
+use std::fmt;
+use std::rc::Rc;
+
+use crate::module::{Func, Loc, Module, Op, Region, Value};
+use crate::ops::OpKind;
+use crate::types::Type;
+use crate::verify::{verify, VerifyError};
+
+pub use tensor::{Arg, HostTensor};
+
+use memory::{BlockMemory, SharedRef};
+
+/// How the warps of a block take turns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Schedule {
+    /// Run a warp until it blocks or finishes, then the next (in warp order). Deterministic.
+    #[default]
+    UntilBlocked,
+    /// Run each warp for at most `quantum` ops per turn, interleaving warps finely; useful to
+    /// expose missing synchronization.
+    RoundRobin { quantum: u32 },
+}
+
+/// How to launch a kernel on the interpreter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// Blocks along x, y and z.
+    pub grid: [u32; 3],
+    pub schedule: Schedule,
+}
+
+impl Launch {
+    pub fn grid(grid: [u32; 3]) -> Launch {
+        Launch {
+            grid,
+            schedule: Schedule::UntilBlocked,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub blocks: u64,
+    /// Ops executed, summed over every warp of every block.
+    pub ops: u64,
+}
+
+/// Where in a kernel run something happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    pub block: [u32; 3],
+    pub warp: u32,
+    /// The function the op is in.
+    pub func: String,
+    /// Position of the op (as in verifier errors: `4.0.2`).
+    pub path: String,
+    pub op: String,
+    pub loc: Loc,
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [x, y, z] = self.block;
+        write!(
+            f,
+            "block ({x}, {y}, {z}) warp {}: @{} op {} `{}` ({})",
+            self.warp, self.func, self.path, self.op, self.loc
+        )
+    }
+}
+
+/// An interpreter error.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum InterpError {
+    #[error("no kernel named `{name}` in the module (kernels: {available})")]
+    UnknownKernel { name: String, available: String },
+    #[error("the module does not verify:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<VerifyError>),
+    #[error("bad kernel argument: {message}")]
+    Argument { message: String },
+    #[error("{site}: out of bounds: {what} {index} is outside {bounds}")]
+    OutOfBounds {
+        site: Box<Site>,
+        what: String,
+        index: String,
+        bounds: String,
+    },
+    #[error("deadlock in block ({}, {}, {}): every unfinished warp waits:\n{}", block[0], block[1], block[2], waits.join("\n"))]
+    Deadlock { block: [u32; 3], waits: Vec<String> },
+    #[error("{site}: {message}")]
+    Runtime { site: Box<Site>, message: String },
+}
+
+/// Runs `kernel` over `grid` with `args` (one per kernel parameter, in order); tensors passed
+/// for mutable views are updated in place. Verifies the module first.
+pub fn run(
+    module: &Module,
+    kernel: &str,
+    grid: [u32; 3],
+    args: &mut [Arg],
+) -> Result<RunStats, InterpError> {
+    run_with(module, kernel, Launch::grid(grid), args)
+}
+
+/// [`run`] with a chosen [`Launch`] configuration.
+pub fn run_with(
+    module: &Module,
+    kernel: &str,
+    launch: Launch,
+    args: &mut [Arg],
+) -> Result<RunStats, InterpError> {
+    verify(module).map_err(InterpError::Invalid)?;
+    let func = module
+        .func(kernel)
+        .filter(|f| f.is_kernel())
+        .ok_or_else(|| InterpError::UnknownKernel {
+            name: kernel.to_string(),
+            available: module
+                .kernels()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    check_args(func, args)?;
+    if let Schedule::RoundRobin { quantum: 0 } = launch.schedule {
+        return Err(InterpError::Argument {
+            message: "a round-robin schedule needs a quantum of at least 1 op".into(),
+        });
+    }
+    let mut stats = RunStats::default();
+    let [gx, gy, gz] = launch.grid;
+    for z in 0..gz {
+        for y in 0..gy {
+            for x in 0..gx {
+                let mut block = BlockRun::new(module, func, [x, y, z], launch, args);
+                block.run()?;
+                stats.blocks += 1;
+                stats.ops += block.ops;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn check_args(func: &Func, args: &mut [Arg]) -> Result<(), InterpError> {
+    if args.len() != func.params.len() {
+        return Err(InterpError::Argument {
+            message: format!(
+                "kernel @{} takes {} arguments, got {}",
+                func.name,
+                func.params.len(),
+                args.len()
+            ),
+        });
+    }
+    for (i, (p, a)) in func.params.iter().zip(args.iter_mut()).enumerate() {
+        let name = func.value_name(*p).unwrap_or("?").to_string();
+        let ty = func.value_type(*p);
+        match (ty, a) {
+            (Type::Global { dtype, rank, .. }, Arg::Tensor(t)) => {
+                if t.dtype() != *dtype || t.rank() != *rank as usize {
+                    return Err(InterpError::Argument {
+                        message: format!(
+                            "argument {i} (`{name}`) must be a {dtype} tensor of rank {rank}, got a {} tensor of rank {}",
+                            t.dtype(),
+                            t.rank()
+                        ),
+                    });
+                }
+                if let Some(&n) = t.shape().iter().find(|&&n| n > i32::MAX as usize) {
+                    return Err(InterpError::Argument {
+                        message: format!(
+                            "argument {i} (`{name}`) has a dimension of {n} elements; dimensions are limited to {} (i32 indices)",
+                            i32::MAX
+                        ),
+                    });
+                }
+            }
+            (Type::Scalar(dtype), Arg::Scalar(d, v)) => {
+                if d != dtype {
+                    return Err(InterpError::Argument {
+                        message: format!(
+                            "argument {i} (`{name}`) must be a {dtype} scalar, got a {d} scalar"
+                        ),
+                    });
+                }
+                *v = crate::numeric::round(*dtype, *v);
+            }
+            (ty, a) => {
+                let got = match a {
+                    Arg::Tensor(_) => "a tensor",
+                    Arg::Scalar(..) => "a scalar",
+                };
+                return Err(InterpError::Argument {
+                    message: format!("argument {i} (`{name}`) must be {ty}, got {got}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A runtime value held by a warp.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    /// A scalar (ints and bools as exact integers).
+    Scalar(f64),
+    /// A register tile (row-major, whatever its layout) or vector.
+    Data(Rc<Vec<f64>>),
+    Shared(SharedRef),
+    /// A global view: the index of its kernel argument.
+    Global(usize),
+}
+
+/// Where a warp is inside a region.
+#[derive(Debug)]
+struct Level<'m> {
+    region: &'m Region,
+    /// Index of this region among its op's regions (for error paths).
+    region_index: usize,
+    pc: usize,
+    kind: LevelKind<'m>,
+}
+
+#[derive(Debug)]
+enum LevelKind<'m> {
+    Body,
+    For {
+        op: &'m Op,
+        iv: f64,
+        hi: f64,
+        step: f64,
+    },
+    IfBranch {
+        op: &'m Op,
+    },
+    WhileBefore {
+        op: &'m Op,
+    },
+    WhileAfter {
+        op: &'m Op,
+    },
+}
+
+/// One function activation of a warp.
+#[derive(Debug)]
+struct Frame<'m> {
+    func: &'m Func,
+    env: Vec<Option<Val>>,
+    levels: Vec<Level<'m>>,
+    /// For a call: the call op in the caller, whose results receive the returned values.
+    call: Option<&'m Op>,
+}
+
+/// Why a warp cannot go on.
+#[derive(Clone, Debug, PartialEq)]
+enum Wait {
+    Barrier { generation: u64 },
+    Sem { sem: SharedRef, parity: u64 },
+}
+
+#[derive(Debug)]
+enum WarpState {
+    Ready,
+    Waiting(Wait),
+    Done,
+}
+
+#[derive(Debug)]
+struct Warp<'m> {
+    frames: Vec<Frame<'m>>,
+    state: WarpState,
+}
+
+/// Outcome of executing one op.
+pub(crate) enum Step {
+    Next,
+    Wait(WaitOn),
+}
+
+/// What an op asks its warp to wait for (built by `exec`, turned into a [`Wait`] here).
+pub(crate) enum WaitOn {
+    Barrier,
+    Sem { sem: SharedRef, parity: u64 },
+}
+
+/// One block's run.
+struct BlockRun<'m, 'a> {
+    module: &'m Module,
+    kernel: &'m Func,
+    block: [u32; 3],
+    launch: Launch,
+    args: &'a mut [Arg],
+    mem: BlockMemory,
+    warps: Vec<Warp<'m>>,
+    barrier_count: u32,
+    barrier_generation: u64,
+    ops: u64,
+}
+
+impl<'m, 'a> BlockRun<'m, 'a> {
+    fn new(
+        module: &'m Module,
+        kernel: &'m Func,
+        block: [u32; 3],
+        launch: Launch,
+        args: &'a mut [Arg],
+    ) -> Self {
+        let n = kernel.warps().unwrap_or(1);
+        let warps = (0..n)
+            .map(|_| {
+                let mut env = vec![None; kernel.value_types.len()];
+                for (i, p) in kernel.params.iter().enumerate() {
+                    env[p.index()] = Some(match &args[i] {
+                        Arg::Tensor(_) => Val::Global(i),
+                        Arg::Scalar(_, v) => Val::Scalar(*v),
+                    });
+                }
+                Warp {
+                    frames: vec![Frame {
+                        func: kernel,
+                        env,
+                        levels: vec![Level {
+                            region: &kernel.body,
+                            region_index: 0,
+                            pc: 0,
+                            kind: LevelKind::Body,
+                        }],
+                        call: None,
+                    }],
+                    state: WarpState::Ready,
+                }
+            })
+            .collect();
+        BlockRun {
+            module,
+            kernel,
+            block,
+            launch,
+            args,
+            mem: BlockMemory::new(kernel),
+            warps,
+            barrier_count: 0,
+            barrier_generation: 0,
+            ops: 0,
+        }
+    }
+
+    fn run(&mut self) -> Result<(), InterpError> {
+        let n = self.warps.len();
+        let quantum = match self.launch.schedule {
+            Schedule::UntilBlocked => u64::MAX,
+            Schedule::RoundRobin { quantum } => u64::from(quantum),
+        };
+        let mut w = 0;
+        let mut idle_turns = 0;
+        loop {
+            if self
+                .warps
+                .iter()
+                .all(|w| matches!(w.state, WarpState::Done))
+            {
+                return Ok(());
+            }
+            let progressed = self.turn(w, quantum)?;
+            idle_turns = if progressed { 0 } else { idle_turns + 1 };
+            if idle_turns > n {
+                return Err(self.deadlock());
+            }
+            w = (w + 1) % n;
+        }
+    }
+
+    /// Gives warp `w` a turn of at most `quantum` ops. Returns whether it made progress.
+    fn turn(&mut self, w: usize, quantum: u64) -> Result<bool, InterpError> {
+        match &self.warps[w].state {
+            WarpState::Done => return Ok(false),
+            WarpState::Waiting(wait) => {
+                if !self.satisfied(wait) {
+                    return Ok(false);
+                }
+                self.warps[w].state = WarpState::Ready;
+                self.advance(w);
+            }
+            WarpState::Ready => {}
+        }
+        let mut executed = 0;
+        while executed < quantum {
+            if !matches!(self.warps[w].state, WarpState::Ready) {
+                break;
+            }
+            self.step(w)?;
+            executed += 1;
+        }
+        Ok(true)
+    }
+
+    fn satisfied(&self, wait: &Wait) -> bool {
+        match wait {
+            Wait::Barrier { generation } => self.barrier_generation > *generation,
+            Wait::Sem { sem, parity } => self.mem.sem_phase_parity(*sem) != *parity,
+        }
+    }
+
+    /// Moves warp `w` past the op it is at.
+    fn advance(&mut self, w: usize) {
+        if let Some(level) = self.warps[w]
+            .frames
+            .last_mut()
+            .and_then(|f| f.levels.last_mut())
+        {
+            level.pc += 1;
+        }
+    }
+
+    fn deadlock(&self) -> InterpError {
+        let waits = self
+            .warps
+            .iter()
+            .enumerate()
+            .map(|(i, w)| match &w.state {
+                WarpState::Done => format!("  warp {i}: finished"),
+                WarpState::Ready => format!("  warp {i}: ready"),
+                WarpState::Waiting(wait) => {
+                    let site = self.site(i);
+                    let what = match wait {
+                        Wait::Barrier { .. } => format!(
+                            "for the block barrier ({} of {} warps arrived)",
+                            self.barrier_count,
+                            self.warps.len()
+                        ),
+                        Wait::Sem { sem, parity } => format!(
+                            "for parity {parity} of semaphore {}",
+                            self.mem.describe_sem(*sem)
+                        ),
+                    };
+                    format!(
+                        "  warp {i}: waits at @{} op {} `{}` ({}) {what}",
+                        site.func, site.path, site.op, site.loc
+                    )
+                }
+            })
+            .collect();
+        InterpError::Deadlock {
+            block: self.block,
+            waits,
+        }
+    }
+
+    /// The op warp `w` is at.
+    fn site(&self, w: usize) -> Site {
+        let warp = &self.warps[w];
+        let mut path = Vec::new();
+        let mut op_name = String::from("return");
+        let mut loc = Loc::Unknown;
+        let mut func = self.kernel.name.clone();
+        if let Some(frame) = warp.frames.last() {
+            func = frame.func.name.clone();
+            for (i, level) in frame.levels.iter().enumerate() {
+                if i > 0 {
+                    path.push(level.region_index.to_string());
+                }
+                path.push(level.pc.to_string());
+            }
+            if let Some(level) = frame.levels.last() {
+                if let Some(op) = level.region.ops.get(level.pc) {
+                    op_name = op.kind.name();
+                    loc = op.loc;
+                }
+            }
+        }
+        Site {
+            block: self.block,
+            warp: w as u32,
+            func,
+            path: path.join("."),
+            op: op_name,
+            loc,
+        }
+    }
+
+    /// Executes the op warp `w` is at.
+    fn step(&mut self, w: usize) -> Result<(), InterpError> {
+        let (op, frame_depth) = {
+            let warp = &self.warps[w];
+            let Some(frame) = warp.frames.last() else {
+                self.warps[w].state = WarpState::Done;
+                return Ok(());
+            };
+            let Some(level) = frame.levels.last() else {
+                self.warps[w].state = WarpState::Done;
+                return Ok(());
+            };
+            match level.region.ops.get(level.pc) {
+                Some(op) => (op, warp.frames.len()),
+                None => {
+                    // Regions end in terminators (verified); running off the end is a bug here.
+                    return Err(self.runtime(w, "fell off the end of a region"));
+                }
+            }
+        };
+        let _ = frame_depth;
+        self.ops += 1;
+        match &op.kind {
+            OpKind::For => self.enter_for(w, op),
+            OpKind::If => {
+                let c = self.scalar(w, op.operands[0])?;
+                let region_index = if c != 0.0 { 0 } else { 1 };
+                self.push_level(
+                    w,
+                    &op.regions[region_index],
+                    region_index,
+                    LevelKind::IfBranch { op },
+                    &[],
+                );
+                Ok(())
+            }
+            OpKind::While => {
+                let vals = self.vals(w, &op.operands)?;
+                self.push_level(w, &op.regions[0], 0, LevelKind::WhileBefore { op }, &vals);
+                Ok(())
+            }
+            OpKind::Yield | OpKind::Condition => self.end_region(w, op),
+            OpKind::Return => self.ret(w, op),
+            OpKind::Call(name) => {
+                let callee = self
+                    .module
+                    .func(name)
+                    .ok_or_else(|| self.runtime(w, &format!("call of unknown function @{name}")))?;
+                let args = self.vals(w, &op.operands)?;
+                let mut env = vec![None; callee.value_types.len()];
+                for (p, a) in callee.params.iter().zip(args) {
+                    env[p.index()] = Some(a);
+                }
+                self.warps[w].frames.push(Frame {
+                    func: callee,
+                    env,
+                    levels: vec![Level {
+                        region: &callee.body,
+                        region_index: 0,
+                        pc: 0,
+                        kind: LevelKind::Body,
+                    }],
+                    call: Some(op),
+                });
+                Ok(())
+            }
+            _ => {
+                let step = exec::exec(self, w, op)?;
+                match step {
+                    Step::Next => self.advance(w),
+                    Step::Wait(WaitOn::Barrier) => {
+                        let generation = self.barrier_generation;
+                        self.barrier_count += 1;
+                        if self.barrier_count as usize == self.warps.len() {
+                            self.barrier_count = 0;
+                            self.barrier_generation += 1;
+                            self.advance(w);
+                        } else {
+                            self.warps[w].state = WarpState::Waiting(Wait::Barrier { generation });
+                        }
+                    }
+                    Step::Wait(WaitOn::Sem { sem, parity }) => {
+                        if self.mem.sem_phase_parity(sem) != parity {
+                            self.advance(w);
+                        } else {
+                            self.warps[w].state = WarpState::Waiting(Wait::Sem { sem, parity });
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn enter_for(&mut self, w: usize, op: &'m Op) -> Result<(), InterpError> {
+        let lo = self.scalar(w, op.operands[0])?;
+        let hi = self.scalar(w, op.operands[1])?;
+        let step = self.scalar(w, op.operands[2])?;
+        if step <= 0.0 {
+            return Err(self.runtime(w, &format!("`for` step must be positive, got {step}")));
+        }
+        let inits = self.vals(w, &op.operands[3..])?;
+        if lo < hi {
+            let mut args = vec![Val::Scalar(lo)];
+            args.extend(inits);
+            self.push_level(
+                w,
+                &op.regions[0],
+                0,
+                LevelKind::For {
+                    op,
+                    iv: lo,
+                    hi,
+                    step,
+                },
+                &args,
+            );
+        } else {
+            self.bind(w, &op.results, inits);
+            self.advance(w);
+        }
+        Ok(())
+    }
+
+    fn push_level(
+        &mut self,
+        w: usize,
+        region: &'m Region,
+        region_index: usize,
+        kind: LevelKind<'m>,
+        args: &[Val],
+    ) {
+        let frame = self.warps[w]
+            .frames
+            .last_mut()
+            .expect("a running warp has a frame");
+        for (a, v) in region.args.iter().zip(args) {
+            frame.env[a.index()] = Some(v.clone());
+        }
+        frame.levels.push(Level {
+            region,
+            region_index,
+            pc: 0,
+            kind,
+        });
+    }
+
+    /// A `yield` or `condition` ends the innermost region.
+    fn end_region(&mut self, w: usize, term: &'m Op) -> Result<(), InterpError> {
+        let vals = self.vals(w, &term.operands)?;
+        let frame = self.warps[w]
+            .frames
+            .last_mut()
+            .expect("a running warp has a frame");
+        let level = frame.levels.pop().expect("a terminator is inside a level");
+        match level.kind {
+            LevelKind::For { op, iv, hi, step } => {
+                let next = iv + step;
+                if next < hi {
+                    let mut args = vec![Val::Scalar(next)];
+                    args.extend(vals);
+                    self.push_level(
+                        w,
+                        level.region,
+                        0,
+                        LevelKind::For {
+                            op,
+                            iv: next,
+                            hi,
+                            step,
+                        },
+                        &args,
+                    );
+                } else {
+                    self.bind(w, &op.results, vals);
+                    self.advance(w);
+                }
+            }
+            LevelKind::IfBranch { op } => {
+                self.bind(w, &op.results, vals);
+                self.advance(w);
+            }
+            LevelKind::WhileBefore { op } => {
+                let go_on = vals
+                    .first()
+                    .map(|v| matches!(v, Val::Scalar(c) if *c != 0.0))
+                    .unwrap_or(false);
+                let forwarded = vals[1..].to_vec();
+                if go_on {
+                    self.push_level(
+                        w,
+                        &op.regions[1],
+                        1,
+                        LevelKind::WhileAfter { op },
+                        &forwarded,
+                    );
+                } else {
+                    self.bind(w, &op.results, forwarded);
+                    self.advance(w);
+                }
+            }
+            LevelKind::WhileAfter { op } => {
+                self.push_level(w, &op.regions[0], 0, LevelKind::WhileBefore { op }, &vals);
+            }
+            LevelKind::Body => {
+                return Err(self.runtime(w, "`yield` at the top level of a function"));
+            }
+        }
+        Ok(())
+    }
+
+    fn ret(&mut self, w: usize, op: &'m Op) -> Result<(), InterpError> {
+        let vals = self.vals(w, &op.operands)?;
+        let frame = self.warps[w]
+            .frames
+            .pop()
+            .expect("a running warp has a frame");
+        match frame.call {
+            Some(call) => {
+                self.bind(w, &call.results, vals);
+                self.advance(w);
+            }
+            None => self.warps[w].state = WarpState::Done,
+        }
+        Ok(())
+    }
+
+    fn bind(&mut self, w: usize, results: &[Value], vals: Vec<Val>) {
+        let frame = self.warps[w]
+            .frames
+            .last_mut()
+            .expect("a running warp has a frame");
+        for (r, v) in results.iter().zip(vals) {
+            frame.env[r.index()] = Some(v);
+        }
+    }
+
+    pub(crate) fn set(&mut self, w: usize, v: Value, val: Val) {
+        let frame = self.warps[w]
+            .frames
+            .last_mut()
+            .expect("a running warp has a frame");
+        frame.env[v.index()] = Some(val);
+    }
+
+    pub(crate) fn val(&self, w: usize, v: Value) -> Result<Val, InterpError> {
+        self.warps[w]
+            .frames
+            .last()
+            .and_then(|f| f.env.get(v.index()))
+            .and_then(|x| x.clone())
+            .ok_or_else(|| self.runtime(w, &format!("value %{} has no value here", v.0)))
+    }
+
+    fn vals(&self, w: usize, vs: &[Value]) -> Result<Vec<Val>, InterpError> {
+        vs.iter().map(|v| self.val(w, *v)).collect()
+    }
+
+    pub(crate) fn scalar(&self, w: usize, v: Value) -> Result<f64, InterpError> {
+        match self.val(w, v)? {
+            Val::Scalar(x) => Ok(x),
+            _ => Err(self.runtime(w, &format!("value %{} is not a scalar", v.0))),
+        }
+    }
+
+    pub(crate) fn data(&self, w: usize, v: Value) -> Result<Rc<Vec<f64>>, InterpError> {
+        match self.val(w, v)? {
+            Val::Data(d) => Ok(d),
+            _ => Err(self.runtime(w, &format!("value %{} is not a tile or vector", v.0))),
+        }
+    }
+
+    /// The type of a value of the function warp `w` is running.
+    pub(crate) fn ty(&self, w: usize, v: Value) -> &'m Type {
+        let f: &'m Func = self.warps[w]
+            .frames
+            .last()
+            .map(|f| f.func)
+            .unwrap_or(self.kernel);
+        f.value_type(v)
+    }
+
+    pub(crate) fn runtime(&self, w: usize, message: &str) -> InterpError {
+        InterpError::Runtime {
+            site: Box::new(self.site(w)),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn out_of_bounds(
+        &self,
+        w: usize,
+        what: &str,
+        index: String,
+        bounds: String,
+    ) -> InterpError {
+        InterpError::OutOfBounds {
+            site: Box::new(self.site(w)),
+            what: what.to_string(),
+            index,
+            bounds,
+        }
+    }
+}

@@ -53,10 +53,6 @@ mkdir -p "$venv/tools"
 ln -sf "$ptxas" "$venv/tools/ptxas"
 ln -sf "$nvdisasm" "$venv/tools/nvdisasm"
 
-if [ "${TILEKIT_DEPS_QUIET:-1}" = "0" ] || [ ${#missing[@]} -gt 0 ]; then
-    log "llvm-config: /usr/lib/llvm-22/bin/llvm-config ($(/usr/lib/llvm-22/bin/llvm-config --version))"
-    log "mlir-opt:    /usr/lib/llvm-22/bin/mlir-opt"
-    log "ld.lld:      /usr/lib/llvm-22/bin/ld.lld"
-    log "ptxas:       $venv/tools/ptxas"
-    log "nvdisasm:    $venv/tools/nvdisasm"
-fi
+# One line, always: where each tool is.
+log "llvm $(/usr/lib/llvm-22/bin/llvm-config --version) and mlir-opt, ld.lld in /usr/lib/llvm-22/bin;" \
+    "ptxas: $venv/tools/ptxas; nvdisasm: $venv/tools/nvdisasm"

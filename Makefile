@@ -1,0 +1,30 @@
+# tilekit: the two commands.
+#   make demo   set-up if needed, build, run the example kernels and show the results
+#   make test   set-up if needed, run every test
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: demo test deps build bench fmt clippy
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --release
+
+demo: deps
+	$(CARGO) run --release -p tilekit-examples --bin demo
+
+test: deps
+	@mkdir -p target
+	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log | grep -v '^test .* ok$$' ; \
+	  status=$${PIPESTATUS[0]}; scripts/test-summary.sh target/test-output.log; exit $$status
+
+bench: deps
+	$(CARGO) bench -p tilekit-tests --bench interp_gemm
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets

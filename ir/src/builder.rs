@@ -364,8 +364,8 @@ impl FuncBuilder {
         self.op1(OpKind::Mma(v), Scope::Warp, &[a, b, c], t)
     }
 
-    /// `D = op(A)·op(B) + C` at warpgroup scope: A and B are the group's operands (B in shared
-    /// memory), C and D this warp's quarter of the rows.
+    /// `D = op(A)·op(B) + C` at warpgroup scope: B is the group's shared tile, C and D this
+    /// warp's quarter of the rows, A the group's shared tile or this warp's rows in registers.
     #[track_caller]
     pub fn mma_warpgroup(&mut self, v: MmaVariant, a: Value, b: Value, c: Value) -> Value {
         let t = self.ty(c);

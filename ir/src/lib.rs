@@ -56,7 +56,7 @@
 //! | `reduce_row.f`, `reduce_col.f`, `reduce.f` (f: sum, max, min) | rt → rv rows / rv cols; rt or rv → scalar | |
 //! | `mask.{causal,anticausal}[v]` | (rt, row_off, col_off) → rt | element (r,c) replaced by v when `col_off+c > row_off+r` (causal) / `<` (anticausal) |
 //! | `mask.rows[v]`, `mask.cols[v]` | (rt, off, bound) → rt | rows with `off+r >= bound` / columns with `off+c >= bound` replaced by v |
-//! | `mma.{ab,abt,atb,atbt}` | (a, b, c) → rt<f32> | `D = op(A)·op(B) + C`, see [`MmaVariant`] |
+//! | `mma.{ab,abt,atb,atbt}` | (a, b, c) → rt<f32> | `D = op(A)·op(B) + C`, see [`MmaVariant`]; at warpgroup scope B is shared, C/D this warp's quarter of the rows, A shared (the group's) or registers (this warp's rows) |
 //! | `alloc_shared @block` | → shared type | top level of a kernel body only |
 //! | `shared.index` | ([n x T], i32) → T | out of range is an error |
 //! | `load` | (src, idx…) → register value | see *Memory* |
@@ -82,7 +82,8 @@
 //! *Shared memory.* `load`/`store` between a shared tile and a register tile of the same shape take
 //! no indices; with a shared tile larger than the register tile they take two tile coordinates,
 //! which must lie inside the shared tile. At warpgroup scope the shared tile has 4× the register
-//! tile's rows and warp w of the group uses rows `[w·R, (w+1)·R)`. Shared memory is not
+//! tile's rows and warp w of the group uses rows `[w·R, (w+1)·R)` (global views and shared
+//! vectors are accessed at warp scope only). Shared memory is not
 //! initialized: reading an element never written yields NaN in the interpreter.
 //!
 //! *Gather/scatter.* A negative row index selects no row (gathered as zeros, not scattered); an

@@ -433,8 +433,9 @@ pub enum OpKind {
 
     // ---- tensor cores -------------------------------------------------------------------------
     /// `mma.v (%a, %b, %c) : rt<f32, M x N, row>` — `D = op(A)·op(B) + C` with f32 accumulation.
-    /// At warpgroup scope A (register or shared) and B (shared) are the whole group's operands and
-    /// C/D are this warp's quarter of the rows.
+    /// At warpgroup scope B is a shared tile (the whole group's operand) and C/D are this warp's
+    /// quarter of the rows; A is either a shared tile (the whole group's, 4× C's rows, of which
+    /// this warp uses its quarter) or a register tile holding just this warp's rows.
     Mma(MmaVariant),
 
     // ---- memory -------------------------------------------------------------------------------

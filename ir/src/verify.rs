@@ -1,8 +1,49 @@
 //! The verifier: checks that a module is well formed and well typed.
+//!
+//! [`verify`] checks every function of a module and returns every error it finds, each naming
+//! the function, the op's position and name, where the op came from and what was expected. It
+//! never panics, whatever the module holds: values out of range of a function's value table,
+//! wrong arities and misplaced terminators are all reported as errors.
+//!
+//! The checks are split the way the op table is:
+//!
+//! | file | checks |
+//! |---|---|
+//! | `verify/func.rs` | function signatures, SSA (definition before use, single definition), regions and terminators, dispatch to the op families |
+//! | `verify/calls.rs` | the call graph: no recursion; warp counts of kernels that (transitively) run warpgroup ops |
+//! | `verify/arity.rs` | how many operands, results and regions each op takes |
+//! | `verify/types.rs` | well-formed types (tile shapes, register dtypes, ranks, shared arrays) |
+//! | `verify/expect.rs` | the op being checked and the `expect_*` helpers every family uses |
+//! | `verify/scalar.rs` | `const`, grid and warp indices, `dim` |
+//! | `verify/creation.rs` | `fill`, `splat`, `iota` |
+//! | `verify/elementwise.rs` | `map.*`, `cmp.*`, `select`, `convert`, `transpose` |
+//! | `verify/rowcol.rs` | `bcast_*`, `reduce*`, `mask.*` |
+//! | `verify/mma.rs` | `mma.*` at warp and warpgroup scope |
+//! | `verify/memory.rs` | `alloc_shared`, `shared.index`, `load`, `store` and global-view indexing |
+//! | `verify/copy.rs` | `copy`, `copy_async` |
+//! | `verify/gather.rs` | `gather_rows`, `scatter_rows`, `scatter_add_rows`, `atomic_add` |
+//! | `verify/sync.rs` | `sem.*` |
+//! | `verify/control.rs` | `for`, `if`, `while`, `call` and what their regions must yield |
+
+mod arity;
+mod calls;
+mod control;
+mod copy;
+mod creation;
+mod elementwise;
+mod expect;
+mod func;
+mod gather;
+mod memory;
+mod mma;
+mod rowcol;
+mod scalar;
+mod sync;
+mod types;
 
 use std::fmt;
 
-use crate::module::{Loc, Module};
+use crate::module::{Func, Loc, Module};
 use crate::ops::Scope;
 
 /// What was wrong with an op.
@@ -152,20 +193,73 @@ impl fmt::Display for VerifyErrorKind {
 
 /// A verifier error: the function, the op's position and name, where it came from, and what was
 /// wrong.
+///
+/// Errors about a function as a whole (its name, warps, parameters, results, or a body that
+/// does not end in `return`) have an empty `path` and `op`, and the function's `loc`; they print
+/// as `in @f (loc): …`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("in @{func}, op {path} `{op}` ({loc}): {kind}")]
+#[error("in @{func}{}: {kind}", position(.path, .op, .loc))]
 pub struct VerifyError {
     pub func: String,
     /// Position of the op: indices of ops and regions from the function body down, such as `4`
-    /// (fifth op of the body) or `4.0.2` (third op of region 0 of op 4).
+    /// (fifth op of the body) or `4.0.2` (third op of region 0 of op 4). Empty for errors about
+    /// the function itself.
     pub path: String,
-    /// The op's name in the text form.
+    /// The op's name in the text form (empty for errors about the function itself).
     pub op: String,
     pub loc: Loc,
     pub kind: VerifyErrorKind,
 }
 
+/// The middle of an error's text: `, op 4.0.2 `load` (loc)`, or ` (loc)` for a function.
+fn position(path: &str, op: &str, loc: &Loc) -> String {
+    if path.is_empty() && op.is_empty() {
+        format!(" ({loc})")
+    } else {
+        format!(", op {path} `{op}` ({loc})")
+    }
+}
+
+impl VerifyError {
+    /// An error about function `f` as a whole.
+    fn at_func(f: &Func, kind: VerifyErrorKind) -> VerifyError {
+        VerifyError {
+            func: f.name.clone(),
+            path: String::new(),
+            op: String::new(),
+            loc: f.loc,
+            kind,
+        }
+    }
+}
+
 /// Verifies a module. Returns every error found (at least one on failure).
-pub fn verify(_m: &Module) -> Result<(), Vec<VerifyError>> {
-    Ok(())
+///
+/// Errors are collected rather than returned at the first: every function and every op is
+/// checked. Where one mistake would make later checks of the same op meaningless (an operand
+/// missing from the value table, an operand of an ill-formed type, a wrong operand count), those
+/// checks are skipped, so that each root cause is reported once.
+pub fn verify(m: &Module) -> Result<(), Vec<VerifyError>> {
+    let mut errors = Vec::new();
+    let mut summaries = Vec::with_capacity(m.funcs.len());
+    for (i, f) in m.funcs.iter().enumerate() {
+        if let Some(first) = m.funcs[..i].iter().position(|g| g.name == f.name) {
+            errors.push(VerifyError::at_func(
+                f,
+                VerifyErrorKind::Structure {
+                    message: format!(
+                        "duplicate function name @{}: function {i} of the module has the name of function {first}",
+                        f.name
+                    ),
+                },
+            ));
+        }
+        summaries.push(func::check(m, f, &mut errors));
+    }
+    calls::check(m, &summaries, &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }

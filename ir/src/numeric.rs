@@ -158,14 +158,11 @@ fn exponent(a: f64) -> i32 {
 fn round_half_even(q: f64) -> f64 {
     let fl = q.floor();
     let diff = q - fl;
-    if diff > 0.5 {
+    let up = diff > 0.5 || (diff == 0.5 && fl % 2.0 != 0.0);
+    if up {
         fl + 1.0
-    } else if diff < 0.5 {
-        fl
-    } else if fl % 2.0 == 0.0 {
-        fl
     } else {
-        fl + 1.0
+        fl
     }
 }
 

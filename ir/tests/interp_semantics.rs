@@ -58,7 +58,7 @@ fn tile_loads_and_stores_are_masked_by_the_view_shape() {
                 }
             }
             let sum32 = f64::from(sum as f32);
-            let expect = f64::from((xv[r * 21 + c] as f32 + sum32 as f32) as f32);
+            let expect = f64::from(xv[r * 21 + c] as f32 + sum32 as f32);
             let got = out.get(&[r, c]).unwrap();
             assert!(
                 (got - expect).abs() <= 1e-5 * expect.abs().max(1.0),
@@ -493,7 +493,7 @@ fn helper_calls_bind_arguments_and_results() {
     let out = args[0].tensor().unwrap().to_vec();
     for (o, x) in out.iter().zip(&xv) {
         let x = f64::from(*x as f32);
-        assert_eq!(*o, f64::from((2.0 * x as f32 + x as f32) as f32));
+        assert_eq!(*o, f64::from(2.0 * x as f32 + x as f32));
     }
 }
 

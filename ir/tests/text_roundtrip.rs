@@ -54,7 +54,8 @@ fn gemm() -> Func {
     b.finish()
 }
 
-/// Every mma variant at warp scope (register operands) and at warpgroup scope (shared B).
+/// Every mma variant at warp scope (register operands) and at warpgroup scope (shared B), with
+/// the warpgroup result written out through shared memory.
 fn mma_variants() -> Func {
     let mut b = FuncBuilder::kernel("mma_variants", 4);
     let x = b.param("x", Type::global(BF16, 2, false));
@@ -64,8 +65,11 @@ fn mma_variants() -> Func {
     let _n = b.num_warps();
     let sa = b.alloc_shared(Type::shared_tile(BF16, 64, 64, Swizzle::B64));
     let sb = b.alloc_shared(Type::shared_tile(BF16, 64, 64, Swizzle::B32));
+    let so = b.alloc_shared(Type::shared_tile(F32, 64, 64, Swizzle::None));
+    let zero = b.const_i32(0);
+    let lead = b.cmp(CmpPred::Eq, w, zero);
     b.copy(Scope::Warpgroup, sa, x, &[g, g]);
-    b.copy(Scope::Warp, sb, x, &[g, w]);
+    b.if_then(lead, |b| b.copy(Scope::Warp, sb, x, &[g, zero]));
     b.barrier();
     let a_row = b.load(rt(BF16, 16, 16), x, &[w, w]);
     let a_col = b.load(rt_col(BF16, 16, 16), x, &[w, w]);
@@ -74,23 +78,26 @@ fn mma_variants() -> Func {
     let d = b.mma(MmaVariant::ABt, a_row, a_row, d);
     let d = b.mma(MmaVariant::AtB, a_col, a_col, d);
     let d = b.mma(MmaVariant::AtBt, a_col, a_row, d);
+    b.store(y, d, &[w, g]);
     let a_wg = b.load_at(Scope::Warpgroup, rt(BF16, 16, 64), sa, &[]);
     let cw = b.zeros(rt(F32, 16, 64));
     let e = b.mma_warpgroup(MmaVariant::AB, a_wg, sb, cw);
     let e = b.mma_warpgroup(MmaVariant::ABt, sa, sb, e);
     let e = b.mma_warpgroup(MmaVariant::AtB, sa, sb, e);
     let e = b.mma_warpgroup(MmaVariant::AtBt, sa, sb, e);
-    b.store_at(Scope::Warpgroup, sa, a_wg, &[]);
-    b.store(y, d, &[w, g]);
-    b.store(y, e, &[w, g]);
+    b.store_at(Scope::Warpgroup, so, e, &[]);
+    b.barrier();
+    b.copy(Scope::Warpgroup, y, so, &[g, g]);
     b.finish()
 }
 
-/// Masked softmax along rows, then every map, broadcast, reduction and comparison.
+/// Masked softmax along rows, then every map, broadcast, reduction and comparison: float
+/// functions on f32 tiles, integer-only functions on i32 tiles.
 fn softmax_masked() -> Func {
     let mut b = FuncBuilder::kernel("softmax_masked", 1);
     let s = b.param("s", Type::global(F32, 2, false));
     let o = b.param("o", Type::global(BF16, 2, true));
+    let ids = b.param("ids", Type::global(I32, 2, true));
     let q_off = b.param("q_off", Type::scalar(I32));
     let kv_len = b.param("kv_len", Type::scalar(I32));
     let r = b.block_idx(Dim3::X);
@@ -109,9 +116,12 @@ fn softmax_masked() -> Func {
     let p16 = b.convert_dtype(p, BF16);
     b.store(o, p16, &[r, zero]);
 
-    // Float maps on the probabilities, integer maps on an index tile.
+    // Float maps on the probabilities; integer maps on column indices, with row indices or a
+    // scalar shift / modulus as the second operand.
     let mut x = p;
     let mut ix = b.iota(rt(I32, 64, 64), BcastAxis::Col);
+    let irow = b.iota(rt(I32, 64, 64), BcastAxis::Row);
+    let three = b.const_i32(3);
     for f in UnaryFn::ALL {
         if f.float_only() {
             x = b.unary(f, x);
@@ -120,20 +130,27 @@ fn softmax_masked() -> Func {
         }
     }
     for f in BinaryFn::ALL {
-        if f.int_only() {
-            ix = b.binary(f, ix, ix);
-        } else {
-            x = b.binary(f, x, p);
+        match f {
+            BinaryFn::Rem | BinaryFn::Shl | BinaryFn::Shr => ix = b.binary(f, ix, three),
+            _ if f.int_only() => ix = b.binary(f, ix, irow),
+            _ => x = b.binary(f, x, p),
         }
     }
-    b.store(o, ix, &[r, r]);
+    b.store(ids, ix, &[r, zero]);
     let half = b.const_f32(0.5);
     let x = b.binary(BinaryFn::Mul, half, x);
     let x = b.binary(BinaryFn::Add, x, half);
     let cols = b.reduce(ReduceAxis::Col, ReduceFn::Max, x);
+    let irows = b.iota(Type::vector(I32, 64, VecAxis::Rows), BcastAxis::Row);
+    let icols = b.iota(Type::vector(I32, 64, VecAxis::Cols), BcastAxis::Row);
     for f in BinaryFn::ALL {
-        b.bcast(BcastAxis::Row, f, x, mx);
-        b.bcast(BcastAxis::Col, f, x, cols);
+        if f.int_only() {
+            b.bcast(BcastAxis::Row, f, ix, irows);
+            b.bcast(BcastAxis::Col, f, ix, icols);
+        } else {
+            b.bcast(BcastAxis::Row, f, x, mx);
+            b.bcast(BcastAxis::Col, f, x, cols);
+        }
     }
     for f in ReduceFn::ALL {
         b.reduce(ReduceAxis::Row, f, x);
@@ -149,20 +166,20 @@ fn softmax_masked() -> Func {
     let pick = b.select(conds[0], half, sq);
     let _ = b.splat(rt(F32, 16, 16), pick);
     let _ = b.splat(Type::vector(F32, 16, VecAxis::Cols), pick);
-    let _ = b.iota(rt(I32, 16, 16), BcastAxis::Row);
-    let _ = b.iota(Type::vector(I32, 64, VecAxis::Rows), BcastAxis::Row);
     let xt = b.transpose(x);
     let _ = b.convert(xt, rt_col(BF16, 64, 64));
     b.finish()
 }
 
 /// A mixture-of-experts style pipeline: semaphores and async copies, gathers and scatters,
-/// atomics, `while`, `if` and calls.
+/// atomics, `while`, `if` and calls. Warp 0 initializes the semaphores and stages the expert's
+/// tile; each warp works on its own 64-column slice.
 fn moe_pipeline() -> Func {
     let mut b = FuncBuilder::kernel("moe_pipeline", 8);
     let x = b.param("x", Type::global(BF16, 2, false));
     let y = b.param("y", Type::global(F32, 2, true));
     let idx = b.param("idx", Type::global(I32, 1, false));
+    let bias_g = b.param("bias", Type::global(F32, 1, false));
     let counts = b.param("counts", Type::global(I32, 1, true));
     let ring = b.alloc_shared(Type::shared_array(
         Type::shared_tile(BF16, 64, 64, Swizzle::None),
@@ -180,25 +197,35 @@ fn moe_pipeline() -> Func {
     let _gz = b.grid_dim(Dim3::Z);
     let e = b.block_idx(Dim3::Z);
     b.name(e, "expert");
+    let w = b.warp_idx();
     let zero = b.const_i32(0);
     let one = b.const_i32(1);
+    let lead = b.cmp(CmpPred::Eq, w, zero);
     let sem0 = b.shared_index(full, zero);
-    b.sem_init(sem0, 1);
-    b.sem_init(lone, 8);
-    b.sem_expect(sem0, 8192);
     let stage = b.shared_index(ring, zero);
-    b.copy_async(stage, x, sem0, &[e, zero]);
+    b.if_then(lead, |b| {
+        b.sem_init(sem0, 1);
+        b.sem_init(lone, 8);
+    });
+    b.barrier();
+    b.if_then(lead, |b| {
+        b.sem_expect(sem0, 8192);
+        b.copy_async(stage, x, sem0, &[e, zero]);
+        b.sem_arrive(sem0);
+    });
     b.sem_wait(sem0, zero);
-    b.sem_arrive(sem0);
+    let xs = b.load(rt(BF16, 64, 64), stage, &[]);
     let rows = b.load(Type::vector(I32, 64, VecAxis::Rows), idx, &[e]);
-    let g = b.gather_rows(rt(BF16, 64, 64), x, rows, zero);
+    let g = b.gather_rows(rt(BF16, 64, 64), x, rows, w);
+    let g = b.add(g, xs);
     let gf = b.convert_dtype(g, F32);
-    b.scatter_rows(false, y, gf, rows, zero);
-    b.scatter_rows(true, y, gf, rows, zero);
+    b.scatter_rows(false, y, gf, rows, w);
+    b.scatter_rows(true, y, gf, rows, w);
     b.atomic_add(counts, one, &[e]);
-    b.atomic_add(y, gf, &[e, zero]);
+    b.atomic_add(y, gf, &[e, w]);
     let slot = b.shared_index(scratch, one);
-    b.copy(Scope::Block, bias, y, &[e]);
+    b.copy(Scope::Block, bias, bias_g, &[e]);
+    b.barrier();
     let v = b.load(Type::vector(F32, 64, VecAxis::Rows), bias, &[]);
     b.store(slot, v, &[]);
 
@@ -290,6 +317,24 @@ fn parse(text: &str) -> Module {
         Ok(m) => m,
         Err(e) => panic!("{e}\n--- text ---\n{text}"),
     }
+}
+
+/// Panics with every verifier error of `m`, one a line, when it does not verify.
+fn assert_verifies(m: &Module, what: &str) {
+    if let Err(errors) = verify(m) {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        panic!(
+            "{what} does not verify ({} errors):\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
+    }
+}
+
+#[test]
+fn every_op_module_verifies() {
+    assert_verifies(&every_op_module(), "every_op_module()");
+    assert_verifies(&parse(EVERY_OP_TEXT), "EVERY_OP_TEXT");
 }
 
 #[test]
@@ -659,29 +704,38 @@ kernel @mma_variants(%x: gl<bf16, 2>, %y: gl<f32, 2, mut>) warps(4) {
   %2 = num_warps () : i32
   %3 = alloc_shared @block () : st<bf16, 64x64, swz64>
   %4 = alloc_shared @block () : st<bf16, 64x64, swz32>
+  %5 = alloc_shared @block () : st<f32, 64x64, none>
+  %6 = const[0] () : i32
+  %7 = cmp.eq (%0, %6) : bool
   copy @warpgroup (%3, %x, %1, %1)
-  copy (%4, %x, %1, %0)
+  if (%7) {
+    copy (%4, %x, %1, %6)
+    yield ()
+  } {
+    yield ()
+  }
   barrier @block ()
-  %5 = load (%x, %0, %0) : rt<bf16, 16x16, row>
-  %6 = load (%x, %0, %0) : rt<bf16, 16x16, col>
-  %7 = fill[0.0] () : rt<f32, 16x16, row>
-  %8 = mma.ab (%5, %6, %7) : rt<f32, 16x16, row>
-  %9 = mma.abt (%5, %5, %8) : rt<f32, 16x16, row>
-  %10 = mma.atb (%6, %6, %9) : rt<f32, 16x16, row>
-  %11 = mma.atbt (%6, %5, %10) : rt<f32, 16x16, row>
-  %12 = load @warpgroup (%3) : rt<bf16, 16x64, row>
-  %13 = fill[0.0] () : rt<f32, 16x64, row>
-  %14 = mma.ab @warpgroup (%12, %4, %13) : rt<f32, 16x64, row>
-  %15 = mma.abt @warpgroup (%3, %4, %14) : rt<f32, 16x64, row>
-  %16 = mma.atb @warpgroup (%3, %4, %15) : rt<f32, 16x64, row>
-  %17 = mma.atbt @warpgroup (%3, %4, %16) : rt<f32, 16x64, row>
-  store @warpgroup (%3, %12)
-  store (%y, %11, %0, %1)
-  store (%y, %17, %0, %1)
+  %8 = load (%x, %0, %0) : rt<bf16, 16x16, row>
+  %9 = load (%x, %0, %0) : rt<bf16, 16x16, col>
+  %10 = fill[0.0] () : rt<f32, 16x16, row>
+  %11 = mma.ab (%8, %9, %10) : rt<f32, 16x16, row>
+  %12 = mma.abt (%8, %8, %11) : rt<f32, 16x16, row>
+  %13 = mma.atb (%9, %9, %12) : rt<f32, 16x16, row>
+  %14 = mma.atbt (%9, %8, %13) : rt<f32, 16x16, row>
+  store (%y, %14, %0, %1)
+  %15 = load @warpgroup (%3) : rt<bf16, 16x64, row>
+  %16 = fill[0.0] () : rt<f32, 16x64, row>
+  %17 = mma.ab @warpgroup (%15, %4, %16) : rt<f32, 16x64, row>
+  %18 = mma.abt @warpgroup (%3, %4, %17) : rt<f32, 16x64, row>
+  %19 = mma.atb @warpgroup (%3, %4, %18) : rt<f32, 16x64, row>
+  %20 = mma.atbt @warpgroup (%3, %4, %19) : rt<f32, 16x64, row>
+  store @warpgroup (%5, %20)
+  barrier @block ()
+  copy @warpgroup (%y, %5, %1, %1)
   return ()
 }
 
-kernel @softmax_masked(%s: gl<f32, 2>, %o: gl<bf16, 2, mut>, %q_off: i32, %kv_len: i32) warps(1) {
+kernel @softmax_masked(%s: gl<f32, 2>, %o: gl<bf16, 2, mut>, %ids: gl<i32, 2, mut>, %q_off: i32, %kv_len: i32) warps(1) {
   %0 = block_idx.x () : i32
   %1 = const[0] () : i32
   %2 = load (%s, %0, %1) : rt<f32, 64x64, row>
@@ -697,95 +751,97 @@ kernel @softmax_masked(%s: gl<f32, 2>, %o: gl<bf16, 2, mut>, %q_off: i32, %kv_le
   %11 = convert (%p) : rt<bf16, 64x64, row>
   store (%o, %11, %0, %1)
   %12 = iota.cols () : rt<i32, 64x64, row>
-  %13 = map.exp (%p) : rt<f32, 64x64, row>
-  %14 = map.exp2 (%13) : rt<f32, 64x64, row>
-  %15 = map.log (%14) : rt<f32, 64x64, row>
-  %16 = map.log2 (%15) : rt<f32, 64x64, row>
-  %17 = map.neg (%12) : rt<i32, 64x64, row>
-  %18 = map.abs (%17) : rt<i32, 64x64, row>
-  %19 = map.relu (%18) : rt<i32, 64x64, row>
-  %20 = map.silu (%16) : rt<f32, 64x64, row>
-  %21 = map.gelu_tanh (%20) : rt<f32, 64x64, row>
-  %22 = map.sqrt (%21) : rt<f32, 64x64, row>
-  %23 = map.rsqrt (%22) : rt<f32, 64x64, row>
-  %24 = map.recip (%23) : rt<f32, 64x64, row>
-  %25 = map.tanh (%24) : rt<f32, 64x64, row>
-  %26 = map.sigmoid (%25) : rt<f32, 64x64, row>
-  %27 = map.not (%19) : rt<i32, 64x64, row>
-  %28 = map.add (%26, %p) : rt<f32, 64x64, row>
-  %29 = map.sub (%28, %p) : rt<f32, 64x64, row>
-  %30 = map.mul (%29, %p) : rt<f32, 64x64, row>
-  %31 = map.div (%30, %p) : rt<f32, 64x64, row>
-  %32 = map.max (%31, %p) : rt<f32, 64x64, row>
-  %33 = map.min (%32, %p) : rt<f32, 64x64, row>
-  %34 = map.pow (%33, %p) : rt<f32, 64x64, row>
-  %35 = map.rem (%27, %27) : rt<i32, 64x64, row>
-  %36 = map.and (%35, %35) : rt<i32, 64x64, row>
-  %37 = map.or (%36, %36) : rt<i32, 64x64, row>
-  %38 = map.xor (%37, %37) : rt<i32, 64x64, row>
-  %39 = map.shl (%38, %38) : rt<i32, 64x64, row>
-  %40 = map.shr (%39, %39) : rt<i32, 64x64, row>
-  store (%o, %40, %0, %0)
-  %41 = const[0.5] () : f32
-  %42 = map.mul (%41, %34) : rt<f32, 64x64, row>
-  %43 = map.add (%42, %41) : rt<f32, 64x64, row>
-  %44 = reduce_col.max (%43) : rv<f32, 64, cols>
-  %45 = bcast_row.add (%43, %7) : rt<f32, 64x64, row>
-  %46 = bcast_col.add (%43, %44) : rt<f32, 64x64, row>
-  %47 = bcast_row.sub (%43, %7) : rt<f32, 64x64, row>
-  %48 = bcast_col.sub (%43, %44) : rt<f32, 64x64, row>
-  %49 = bcast_row.mul (%43, %7) : rt<f32, 64x64, row>
-  %50 = bcast_col.mul (%43, %44) : rt<f32, 64x64, row>
-  %51 = bcast_row.div (%43, %7) : rt<f32, 64x64, row>
-  %52 = bcast_col.div (%43, %44) : rt<f32, 64x64, row>
-  %53 = bcast_row.max (%43, %7) : rt<f32, 64x64, row>
-  %54 = bcast_col.max (%43, %44) : rt<f32, 64x64, row>
-  %55 = bcast_row.min (%43, %7) : rt<f32, 64x64, row>
-  %56 = bcast_col.min (%43, %44) : rt<f32, 64x64, row>
-  %57 = bcast_row.pow (%43, %7) : rt<f32, 64x64, row>
-  %58 = bcast_col.pow (%43, %44) : rt<f32, 64x64, row>
-  %59 = bcast_row.rem (%43, %7) : rt<f32, 64x64, row>
-  %60 = bcast_col.rem (%43, %44) : rt<f32, 64x64, row>
-  %61 = bcast_row.and (%43, %7) : rt<f32, 64x64, row>
-  %62 = bcast_col.and (%43, %44) : rt<f32, 64x64, row>
-  %63 = bcast_row.or (%43, %7) : rt<f32, 64x64, row>
-  %64 = bcast_col.or (%43, %44) : rt<f32, 64x64, row>
-  %65 = bcast_row.xor (%43, %7) : rt<f32, 64x64, row>
-  %66 = bcast_col.xor (%43, %44) : rt<f32, 64x64, row>
-  %67 = bcast_row.shl (%43, %7) : rt<f32, 64x64, row>
-  %68 = bcast_col.shl (%43, %44) : rt<f32, 64x64, row>
-  %69 = bcast_row.shr (%43, %7) : rt<f32, 64x64, row>
-  %70 = bcast_col.shr (%43, %44) : rt<f32, 64x64, row>
-  %71 = reduce_row.sum (%43) : rv<f32, 64, rows>
-  %72 = reduce_col.sum (%43) : rv<f32, 64, cols>
-  %73 = reduce.sum (%43) : f32
-  %74 = reduce.sum (%44) : f32
-  %75 = reduce_row.max (%43) : rv<f32, 64, rows>
-  %76 = reduce_col.max (%43) : rv<f32, 64, cols>
-  %77 = reduce.max (%43) : f32
-  %78 = reduce.max (%44) : f32
-  %79 = reduce_row.min (%43) : rv<f32, 64, rows>
-  %80 = reduce_col.min (%43) : rv<f32, 64, cols>
-  %81 = reduce.min (%43) : f32
-  %82 = reduce.min (%44) : f32
-  %83 = map.mul (%41, %41) : f32
-  %84 = cmp.lt (%41, %83) : bool
-  %85 = cmp.le (%41, %83) : bool
-  %86 = cmp.gt (%41, %83) : bool
-  %87 = cmp.ge (%41, %83) : bool
-  %88 = cmp.eq (%41, %83) : bool
-  %89 = cmp.ne (%41, %83) : bool
-  %90 = select (%84, %41, %83) : f32
-  %91 = splat (%90) : rt<f32, 16x16, row>
-  %92 = splat (%90) : rv<f32, 16, cols>
-  %93 = iota.rows () : rt<i32, 16x16, row>
-  %94 = iota.rows () : rv<i32, 64, rows>
-  %95 = transpose (%43) : rt<f32, 64x64, row>
-  %96 = convert (%95) : rt<bf16, 64x64, col>
+  %13 = iota.rows () : rt<i32, 64x64, row>
+  %14 = const[3] () : i32
+  %15 = map.exp (%p) : rt<f32, 64x64, row>
+  %16 = map.exp2 (%15) : rt<f32, 64x64, row>
+  %17 = map.log (%16) : rt<f32, 64x64, row>
+  %18 = map.log2 (%17) : rt<f32, 64x64, row>
+  %19 = map.neg (%12) : rt<i32, 64x64, row>
+  %20 = map.abs (%19) : rt<i32, 64x64, row>
+  %21 = map.relu (%20) : rt<i32, 64x64, row>
+  %22 = map.silu (%18) : rt<f32, 64x64, row>
+  %23 = map.gelu_tanh (%22) : rt<f32, 64x64, row>
+  %24 = map.sqrt (%23) : rt<f32, 64x64, row>
+  %25 = map.rsqrt (%24) : rt<f32, 64x64, row>
+  %26 = map.recip (%25) : rt<f32, 64x64, row>
+  %27 = map.tanh (%26) : rt<f32, 64x64, row>
+  %28 = map.sigmoid (%27) : rt<f32, 64x64, row>
+  %29 = map.not (%21) : rt<i32, 64x64, row>
+  %30 = map.add (%28, %p) : rt<f32, 64x64, row>
+  %31 = map.sub (%30, %p) : rt<f32, 64x64, row>
+  %32 = map.mul (%31, %p) : rt<f32, 64x64, row>
+  %33 = map.div (%32, %p) : rt<f32, 64x64, row>
+  %34 = map.max (%33, %p) : rt<f32, 64x64, row>
+  %35 = map.min (%34, %p) : rt<f32, 64x64, row>
+  %36 = map.pow (%35, %p) : rt<f32, 64x64, row>
+  %37 = map.rem (%29, %14) : rt<i32, 64x64, row>
+  %38 = map.and (%37, %13) : rt<i32, 64x64, row>
+  %39 = map.or (%38, %13) : rt<i32, 64x64, row>
+  %40 = map.xor (%39, %13) : rt<i32, 64x64, row>
+  %41 = map.shl (%40, %14) : rt<i32, 64x64, row>
+  %42 = map.shr (%41, %14) : rt<i32, 64x64, row>
+  store (%ids, %42, %0, %1)
+  %43 = const[0.5] () : f32
+  %44 = map.mul (%43, %36) : rt<f32, 64x64, row>
+  %45 = map.add (%44, %43) : rt<f32, 64x64, row>
+  %46 = reduce_col.max (%45) : rv<f32, 64, cols>
+  %47 = iota.rows () : rv<i32, 64, rows>
+  %48 = iota.rows () : rv<i32, 64, cols>
+  %49 = bcast_row.add (%45, %7) : rt<f32, 64x64, row>
+  %50 = bcast_col.add (%45, %46) : rt<f32, 64x64, row>
+  %51 = bcast_row.sub (%45, %7) : rt<f32, 64x64, row>
+  %52 = bcast_col.sub (%45, %46) : rt<f32, 64x64, row>
+  %53 = bcast_row.mul (%45, %7) : rt<f32, 64x64, row>
+  %54 = bcast_col.mul (%45, %46) : rt<f32, 64x64, row>
+  %55 = bcast_row.div (%45, %7) : rt<f32, 64x64, row>
+  %56 = bcast_col.div (%45, %46) : rt<f32, 64x64, row>
+  %57 = bcast_row.max (%45, %7) : rt<f32, 64x64, row>
+  %58 = bcast_col.max (%45, %46) : rt<f32, 64x64, row>
+  %59 = bcast_row.min (%45, %7) : rt<f32, 64x64, row>
+  %60 = bcast_col.min (%45, %46) : rt<f32, 64x64, row>
+  %61 = bcast_row.pow (%45, %7) : rt<f32, 64x64, row>
+  %62 = bcast_col.pow (%45, %46) : rt<f32, 64x64, row>
+  %63 = bcast_row.rem (%42, %47) : rt<i32, 64x64, row>
+  %64 = bcast_col.rem (%42, %48) : rt<i32, 64x64, row>
+  %65 = bcast_row.and (%42, %47) : rt<i32, 64x64, row>
+  %66 = bcast_col.and (%42, %48) : rt<i32, 64x64, row>
+  %67 = bcast_row.or (%42, %47) : rt<i32, 64x64, row>
+  %68 = bcast_col.or (%42, %48) : rt<i32, 64x64, row>
+  %69 = bcast_row.xor (%42, %47) : rt<i32, 64x64, row>
+  %70 = bcast_col.xor (%42, %48) : rt<i32, 64x64, row>
+  %71 = bcast_row.shl (%42, %47) : rt<i32, 64x64, row>
+  %72 = bcast_col.shl (%42, %48) : rt<i32, 64x64, row>
+  %73 = bcast_row.shr (%42, %47) : rt<i32, 64x64, row>
+  %74 = bcast_col.shr (%42, %48) : rt<i32, 64x64, row>
+  %75 = reduce_row.sum (%45) : rv<f32, 64, rows>
+  %76 = reduce_col.sum (%45) : rv<f32, 64, cols>
+  %77 = reduce.sum (%45) : f32
+  %78 = reduce.sum (%46) : f32
+  %79 = reduce_row.max (%45) : rv<f32, 64, rows>
+  %80 = reduce_col.max (%45) : rv<f32, 64, cols>
+  %81 = reduce.max (%45) : f32
+  %82 = reduce.max (%46) : f32
+  %83 = reduce_row.min (%45) : rv<f32, 64, rows>
+  %84 = reduce_col.min (%45) : rv<f32, 64, cols>
+  %85 = reduce.min (%45) : f32
+  %86 = reduce.min (%46) : f32
+  %87 = map.mul (%43, %43) : f32
+  %88 = cmp.lt (%43, %87) : bool
+  %89 = cmp.le (%43, %87) : bool
+  %90 = cmp.gt (%43, %87) : bool
+  %91 = cmp.ge (%43, %87) : bool
+  %92 = cmp.eq (%43, %87) : bool
+  %93 = cmp.ne (%43, %87) : bool
+  %94 = select (%88, %43, %87) : f32
+  %95 = splat (%94) : rt<f32, 16x16, row>
+  %96 = splat (%94) : rv<f32, 16, cols>
+  %97 = transpose (%45) : rt<f32, 64x64, row>
+  %98 = convert (%97) : rt<bf16, 64x64, col>
   return ()
 }
 
-kernel @moe_pipeline(%x: gl<bf16, 2>, %y: gl<f32, 2, mut>, %idx: gl<i32, 1>, %counts: gl<i32, 1, mut>) warps(8) {
+kernel @moe_pipeline(%x: gl<bf16, 2>, %y: gl<f32, 2, mut>, %idx: gl<i32, 1>, %bias: gl<f32, 1>, %counts: gl<i32, 1, mut>) warps(8) {
   %0 = alloc_shared @block () : [2 x st<bf16, 64x64, none>]
   %full = alloc_shared @block () : [2 x sem]
   %1 = alloc_shared @block () : sv<f32, 64>
@@ -797,53 +853,69 @@ kernel @moe_pipeline(%x: gl<bf16, 2>, %y: gl<f32, 2, mut>, %idx: gl<i32, 1>, %co
   %7 = grid_dim.y () : i32
   %8 = grid_dim.z () : i32
   %expert = block_idx.z () : i32
-  %9 = const[0] () : i32
-  %10 = const[1] () : i32
-  %11 = shared.index (%full, %9) : sem
-  sem.init[1] (%11)
-  sem.init[8] (%3)
-  sem.expect[8192] (%11)
-  %12 = shared.index (%0, %9) : st<bf16, 64x64, none>
-  copy_async (%12, %x, %11, %expert, %9)
-  sem.wait (%11, %9)
-  sem.arrive (%11)
-  %13 = load (%idx, %expert) : rv<i32, 64, rows>
-  %14 = gather_rows (%x, %13, %9) : rt<bf16, 64x64, row>
-  %15 = convert (%14) : rt<f32, 64x64, row>
-  scatter_rows (%y, %15, %13, %9)
-  scatter_add_rows (%y, %15, %13, %9)
-  atomic_add (%counts, %10, %expert)
-  atomic_add (%y, %15, %expert, %9)
-  %16 = shared.index (%2, %10) : sv<f32, 64>
-  copy @block (%1, %y, %expert)
-  %17 = load (%1) : rv<f32, 64, rows>
-  store (%16, %17)
-  %18 = const[0.0] () : f32
-  %19, %20 = while (%9, %18) (%21: i32, %22: f32) {
-    %23 = cmp.lt (%21, %4) : bool
-    condition (%23, %21, %22)
-  } (%24: i32, %25: f32) {
-    %26 = map.add (%24, %10) : i32
-    %27, %28 = call[@min_max] (%26, %4) : i32, i32
-    %29 = convert (%27) : f32
-    %30 = map.add (%25, %29) : f32
-    yield (%26, %30)
-  } : i32, f32
-  %31 = cmp.gt (%19, %9) : bool
-  %picked = if (%31) {
-    %32 = map.neg (%20) : f32
-    yield (%32)
+  %9 = warp_idx () : i32
+  %10 = const[0] () : i32
+  %11 = const[1] () : i32
+  %12 = cmp.eq (%9, %10) : bool
+  %13 = shared.index (%full, %10) : sem
+  %14 = shared.index (%0, %10) : st<bf16, 64x64, none>
+  if (%12) {
+    sem.init[1] (%13)
+    sem.init[8] (%3)
+    yield ()
   } {
-    yield (%20)
+    yield ()
+  }
+  barrier @block ()
+  if (%12) {
+    sem.expect[8192] (%13)
+    copy_async (%14, %x, %13, %expert, %10)
+    sem.arrive (%13)
+    yield ()
+  } {
+    yield ()
+  }
+  sem.wait (%13, %10)
+  %15 = load (%14) : rt<bf16, 64x64, row>
+  %16 = load (%idx, %expert) : rv<i32, 64, rows>
+  %17 = gather_rows (%x, %16, %9) : rt<bf16, 64x64, row>
+  %18 = map.add (%17, %15) : rt<bf16, 64x64, row>
+  %19 = convert (%18) : rt<f32, 64x64, row>
+  scatter_rows (%y, %19, %16, %9)
+  scatter_add_rows (%y, %19, %16, %9)
+  atomic_add (%counts, %11, %expert)
+  atomic_add (%y, %19, %expert, %9)
+  %20 = shared.index (%2, %11) : sv<f32, 64>
+  copy @block (%1, %bias, %expert)
+  barrier @block ()
+  %21 = load (%1) : rv<f32, 64, rows>
+  store (%20, %21)
+  %22 = const[0.0] () : f32
+  %23, %24 = while (%10, %22) (%25: i32, %26: f32) {
+    %27 = cmp.lt (%25, %4) : bool
+    condition (%27, %25, %26)
+  } (%28: i32, %29: f32) {
+    %30 = map.add (%28, %11) : i32
+    %31, %32 = call[@min_max] (%30, %4) : i32, i32
+    %33 = convert (%31) : f32
+    %34 = map.add (%29, %33) : f32
+    yield (%30, %34)
+  } : i32, f32
+  %35 = cmp.gt (%23, %10) : bool
+  %picked = if (%35) {
+    %36 = map.neg (%24) : f32
+    yield (%36)
+  } {
+    yield (%24)
   } : f32
-  if (%31) {
+  if (%35) {
     call[@arrive] (%3)
     yield ()
   } {
     yield ()
   }
-  %33 = fill[NaN] () : rt<f32, 16x16, row>
-  %34 = call[@gelu_scale] (%33, %picked) : rt<f32, 16x16, row>
+  %37 = fill[NaN] () : rt<f32, 16x16, row>
+  %38 = call[@gelu_scale] (%37, %picked) : rt<f32, 16x16, row>
   return ()
 }
 

@@ -1,1 +1,4 @@
 //! Shared pieces of the cross-crate tests.
+
+pub mod compare;
+pub mod random;

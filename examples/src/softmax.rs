@@ -1,0 +1,175 @@
+//! Row softmax: `Y[i][j] = exp(X[i][j]) / Σ_k exp(X[i][k])`, X `[rows, cols]` f32 or bf16, Y f32.
+//!
+//! Each warp owns `rows_per_warp` rows (a block has `warps` warps; the grid covers the rows) and
+//! walks the columns in tiles of `block_cols`, twice:
+//!
+//! 1. online statistics: a running row max `m` and a running sum `l` of `exp2(t − m)`, rescaled
+//!    by `exp2(m − m')` whenever the max grows (scores are kept in the exp2 domain,
+//!    `t = x · log2(e)`, so every exponential is one `exp2`);
+//! 2. the output: `exp2(t − m) / l`, stored.
+//!
+//! Columns at or past `cols` in the last tile are set to `-inf` before the max (`mask.cols`), so
+//! they contribute `exp2(-inf) = 0` to the sum; rows past `rows` are computed on zeros and masked
+//! off by the store. Any `cols ≥ 1` works, in one tile or many.
+
+use tilekit::ir::interp::{self, Arg, HostTensor, InterpError};
+use tilekit::ir::{
+    rt, BcastAxis, BinaryFn, Dim3, FuncBuilder, MaskKind, Module, ReduceAxis, ReduceFn, ScalarType,
+    Type, UnaryFn, Value, VecAxis,
+};
+
+use crate::tiling::{tiles, tiles_ir};
+use crate::{bad_input, expect_tensor, output};
+
+/// The kernel's name in its module.
+pub const KERNEL: &str = "softmax_rows";
+
+/// Tiling and input dtype of [`build`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftmaxConfig {
+    /// X's dtype: `F32` or `BF16` (Y is always f32).
+    pub input: ScalarType,
+    /// Rows per warp (a multiple of 16).
+    pub rows_per_warp: u32,
+    /// Warps per block.
+    pub warps: u32,
+    /// Columns per tile of the column loops (a multiple of 16).
+    pub block_cols: u32,
+}
+
+impl Default for SoftmaxConfig {
+    fn default() -> Self {
+        SoftmaxConfig {
+            input: ScalarType::F32,
+            rows_per_warp: 16,
+            warps: 4,
+            block_cols: 64,
+        }
+    }
+}
+
+impl SoftmaxConfig {
+    /// The launch grid: x over blocks of `warps · rows_per_warp` rows.
+    pub fn grid(&self, rows: usize) -> [u32; 3] {
+        [tiles(rows, self.warps * self.rows_per_warp), 1, 1]
+    }
+
+    fn check(&self) {
+        assert!(
+            self.rows_per_warp % 16 == 0 && self.block_cols % 16 == 0 && self.warps >= 1,
+            "softmax: rows_per_warp ({}) and block_cols ({}) must be multiples of 16",
+            self.rows_per_warp,
+            self.block_cols
+        );
+        assert!(
+            matches!(self.input, ScalarType::F32 | ScalarType::BF16),
+            "softmax: the input dtype must be f32 or bf16, got {}",
+            self.input
+        );
+    }
+}
+
+/// Builds `@softmax_rows(%x: gl<input, 2>, %y: gl<f32, 2, mut>)`.
+///
+/// # Panics
+/// When the configuration is not a valid tiling (see [`SoftmaxConfig`]'s fields).
+pub fn build(cfg: &SoftmaxConfig) -> Module {
+    cfg.check();
+    let f32 = ScalarType::F32;
+    let (rows, cols) = (cfg.rows_per_warp, cfg.block_cols);
+    let mut b = FuncBuilder::kernel(KERNEL, cfg.warps);
+    let x = b.param("x", Type::global(cfg.input, 2, false));
+    let y = b.param("y", Type::global(f32, 2, true));
+
+    let block = b.block_idx(Dim3::X);
+    let warp = b.warp_idx();
+    let warps = b.const_i32(cfg.warps as i32);
+    let row_tile = b.mul(block, warps);
+    let row_tile = b.add(row_tile, warp);
+    let zero = b.const_i32(0);
+    let one = b.const_i32(1);
+    let n_cols = b.dim(x, 1);
+    let col_tiles = tiles_ir(&mut b, n_cols, cols);
+    b.name(row_tile, "row_tile");
+    b.name(n_cols, "n_cols");
+    let log2e = b.const_f32(std::f32::consts::LOG2_E);
+    let cols_c = b.const_i32(cols as i32);
+
+    // Column tile `ct` of this warp's rows in the exp2 domain, padding columns at -inf.
+    let scores = |b: &mut FuncBuilder, ct: Value| -> Value {
+        let t = b.load(rt(cfg.input, rows, cols), x, &[row_tile, ct]);
+        let t = if cfg.input == f32 {
+            t
+        } else {
+            b.convert_dtype(t, f32)
+        };
+        let t = b.mul(t, log2e);
+        let col0 = b.mul(ct, cols_c);
+        b.mask(MaskKind::Cols, f64::NEG_INFINITY, t, col0, n_cols)
+    };
+
+    let row_vec = Type::vector(f32, rows, VecAxis::Rows);
+    let m0 = b.fill(row_vec.clone(), f64::NEG_INFINITY);
+    let l0 = b.zeros(row_vec);
+    let stats = b.for_range(zero, col_tiles, one, &[m0, l0], |b, ct, c| {
+        let (m, l) = (c[0], c[1]);
+        let t = scores(b, ct);
+        let tile_max = b.reduce(ReduceAxis::Row, ReduceFn::Max, t);
+        let m_new = b.max(m, tile_max);
+        let m_diff = b.sub(m, m_new);
+        let alpha = b.unary(UnaryFn::Exp2, m_diff);
+        let l = b.mul(l, alpha);
+        let e = b.bcast(BcastAxis::Row, BinaryFn::Sub, t, m_new);
+        let e = b.unary(UnaryFn::Exp2, e);
+        let e_sum = b.reduce(ReduceAxis::Row, ReduceFn::Sum, e);
+        let l = b.add(l, e_sum);
+        vec![m_new, l]
+    });
+    let (m, l) = (stats[0], stats[1]);
+    b.name(m, "row_max");
+    b.name(l, "row_sum");
+
+    b.for_range(zero, col_tiles, one, &[], |b, ct, _| {
+        let t = scores(b, ct);
+        let e = b.bcast(BcastAxis::Row, BinaryFn::Sub, t, m);
+        let e = b.unary(UnaryFn::Exp2, e);
+        let out = b.bcast(BcastAxis::Row, BinaryFn::Div, e, l);
+        b.store(y, out, &[row_tile, ct]);
+        vec![]
+    });
+
+    let mut module = Module::new();
+    module.push(b.finish());
+    module
+}
+
+/// Runs the kernel on the interpreter for X `[rows, cols]` (dtype `cfg.input`, `cols ≥ 1`);
+/// returns Y `[rows, cols]` f32.
+pub fn run(cfg: &SoftmaxConfig, x: &HostTensor) -> Result<HostTensor, InterpError> {
+    expect_tensor(KERNEL, "x", x, cfg.input, 2)?;
+    let (rows, cols) = (x.shape()[0], x.shape()[1]);
+    if cols == 0 {
+        return Err(bad_input(
+            KERNEL,
+            "a softmax over zero columns is undefined",
+        ));
+    }
+    let mut args = vec![
+        Arg::Tensor(x.clone()),
+        Arg::Tensor(HostTensor::zeros(ScalarType::F32, &[rows, cols])),
+    ];
+    interp::run(&build(cfg), KERNEL, cfg.grid(rows), &mut args)?;
+    Ok(output(&args, 1))
+}
+
+/// Row softmax in f64 from the definition (shifted by the row max for range), X row-major
+/// `rows × cols`.
+pub fn reference(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut y = Vec::with_capacity(rows * cols);
+    for row in x.chunks(cols).take(rows) {
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+        y.extend(row.iter().map(|v| (v - max).exp() / sum));
+    }
+    y
+}

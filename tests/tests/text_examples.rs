@@ -1,5 +1,6 @@
 //! The acceptance kernels survive the text form: printing, parsing and printing again gives the
-//! same text, and the parsed module verifies.
+//! same text, and the parsed module verifies. Their text is snapshot-tested: a change to the IR a
+//! kernel builds shows up as a reviewable diff in `tests/tests/snapshots/`.
 
 use tilekit::ir::{parse_module, print_module, verify, Module};
 use tilekit_examples::{adamw, attention, gemm, moe, softmax, ws_gemm};
@@ -8,7 +9,15 @@ fn kernels() -> Vec<(&'static str, Module)> {
     vec![
         ("gemm", gemm::build(&Default::default())),
         (
-            "attention causal",
+            "gemm_bf16_out",
+            gemm::build(&gemm::GemmConfig {
+                out: tilekit::ir::ScalarType::BF16,
+                ..Default::default()
+            }),
+        ),
+        ("attention", attention::build(&Default::default())),
+        (
+            "attention_causal",
             attention::build(&attention::AttentionConfig {
                 causal: true,
                 ..Default::default()
@@ -31,5 +40,12 @@ fn acceptance_kernels_round_trip_through_text() {
             verify(&parsed).is_ok(),
             "{name}: the parsed module does not verify"
         );
+    }
+}
+
+#[test]
+fn acceptance_kernel_text_snapshots() {
+    for (name, m) in kernels() {
+        insta::assert_snapshot!(name, print_module(&m));
     }
 }

@@ -84,7 +84,8 @@
 //! which must lie inside the shared tile. At warpgroup scope the shared tile has 4× the register
 //! tile's rows and warp w of the group uses rows `[w·R, (w+1)·R)` (global views and shared
 //! vectors are accessed at warp scope only). Shared memory is not
-//! initialized: reading an element never written yields NaN in the interpreter.
+//! initialized: reading an element nothing has written is an error in the interpreter (it is how
+//! a missing barrier or semaphore wait shows up; a GPU would read stale data).
 //!
 //! *Gather/scatter.* A negative row index selects no row (gathered as zeros, not scattered); an
 //! index at or past the view's row count is an out-of-bounds error.

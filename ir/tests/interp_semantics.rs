@@ -199,9 +199,9 @@ fn async_copies_land_when_the_phase_completes() {
 }
 
 #[test]
-fn a_consumer_that_does_not_wait_reads_uninitialized_shared_memory() {
-    // Under round-robin scheduling the consumer reaches its load before the phase completes;
-    // shared memory that was never written reads as NaN.
+fn a_consumer_that_does_not_wait_is_caught_reading_unwritten_shared_memory() {
+    // Under round-robin scheduling the consumer reaches its load before the phase completes and
+    // the copy lands; reading shared memory that nothing wrote is an error naming the element.
     let x = HostTensor::new(BF16, &[16, 32], &values(16 * 32, 5)).unwrap();
     let mut args = vec![
         Arg::Tensor(x),
@@ -211,13 +211,15 @@ fn a_consumer_that_does_not_wait_reads_uninitialized_shared_memory() {
         grid: [1, 1, 1],
         schedule: Schedule::RoundRobin { quantum: 1 },
     };
-    interp::run_with(&handoff(16 * 32 * 2, false), "handoff", launch, &mut args).unwrap();
-    assert!(args[1]
-        .tensor()
-        .unwrap()
-        .to_vec()
-        .iter()
-        .all(|v| v.is_nan()));
+    let e =
+        interp::run_with(&handoff(16 * 32 * 2, false), "handoff", launch, &mut args).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("warp 1: @handoff op")
+            && msg.contains("`load`")
+            && msg.contains("reads element (0, 0) of shared object #0 before anything wrote it"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::numeric;
 use crate::ops::*;
 use crate::types::{ScalarType, Type};
 
-use super::memory::{PendingCopy, SharedRef};
+use super::memory::{is_unwritten, PendingCopy, SharedRef};
 use super::{Arg, BlockRun, InterpError, Step, Val, WaitOn};
 
 type R<T> = Result<T, InterpError>;
@@ -543,12 +543,44 @@ fn mma(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, v: MmaVariant) -> R<()> {
 fn operand_data(b: &BlockRun<'_, '_>, w: usize, v: Value) -> R<Rc<Vec<f64>>> {
     match b.val(w, v)? {
         Val::Data(d) => Ok(d),
-        Val::Shared(r) => Ok(Rc::new(b.mem.data(r).to_vec())),
+        Val::Shared(r) => {
+            let ty = b.ty(w, v);
+            let data = b.mem.data(r);
+            let cols = extent(ty).1;
+            check_written(b, w, r, data, 0..data.len(), cols)?;
+            Ok(Rc::new(data.to_vec()))
+        }
         _ => Err(b.runtime(w, "mma operand is neither a register nor a shared tile")),
     }
 }
 
 // ---- memory -----------------------------------------------------------------------------------
+
+/// Reading shared memory that no op has written is an error: it is how a missing barrier or
+/// semaphore wait shows up on the interpreter (on a GPU it reads stale data).
+fn check_written(
+    b: &BlockRun<'_, '_>,
+    w: usize,
+    r: SharedRef,
+    data: &[f64],
+    span: std::ops::Range<usize>,
+    cols: usize,
+) -> R<()> {
+    match span.clone().find(|&i| is_unwritten(data[i])) {
+        None => Ok(()),
+        Some(i) => {
+            let (row, col) = (i / cols.max(1), i % cols.max(1));
+            Err(b.runtime(
+                w,
+                &format!(
+                    "reads element ({row}, {col}) of shared object {} before anything wrote it \
+                     (a missing barrier or semaphore wait?)",
+                    b.mem.describe(r)
+                ),
+            ))
+        }
+    }
+}
 
 /// How a global access addresses its view: element offsets of a tile or vector, with `None`
 /// for elements outside the view (masked).
@@ -704,7 +736,9 @@ fn load(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
             let s = b.mem.data(r);
             let mut out = Vec::with_capacity(rows * cols);
             for rr in 0..rows {
-                out.extend_from_slice(&s[(r0 + rr) * scols + c0..(r0 + rr) * scols + c0 + cols]);
+                let span = (r0 + rr) * scols + c0..(r0 + rr) * scols + c0 + cols;
+                check_written(b, w, r, s, span.clone(), scols)?;
+                out.extend_from_slice(&s[span]);
             }
             set_data(b, w, op, out);
         }
@@ -795,6 +829,11 @@ fn copy(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
             let d = dtype(b.ty(w, op.operands[0]));
             let win = window(b, w, g, &idx, rows, cols, is_tile)?;
             let sd = b.mem.data(s).to_vec();
+            let mut mine = Vec::new();
+            for_share(win.rows, win.cols, rank, n, |e| mine.push(e));
+            for e in mine {
+                check_written(b, w, s, &sd, e..e + 1, win.cols)?;
+            }
             let gd = tensor_mut(b, g).data_mut();
             for_share(win.rows, win.cols, rank, n, |e| {
                 if let Some(o) = win.offsets[e] {

@@ -6,6 +6,15 @@ use crate::module::{Func, Op};
 use crate::ops::OpKind;
 use crate::types::Type;
 
+/// What shared memory holds before anything is written: a NaN with a payload that no arithmetic
+/// produces (rounding to any dtype changes a NaN's payload), so reads of it can be recognized.
+pub(crate) const UNWRITTEN: f64 = f64::from_bits(0x7ff8_dead_beef_0001);
+
+/// Whether a shared element was never written.
+pub(crate) fn is_unwritten(x: f64) -> bool {
+    x.to_bits() == UNWRITTEN.to_bits()
+}
+
 /// A reference to a shared object: allocation `alloc`, element `elem` of it (0 for a single
 /// object); `whole` when the reference is to a whole shared array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +113,7 @@ impl BlockMemory {
                 elem,
                 len,
                 is_array,
-                data: vec![f64::NAN; per * len as usize],
+                data: vec![UNWRITTEN; per * len as usize],
                 sems,
             });
         }
@@ -230,15 +239,20 @@ impl BlockMemory {
         Ok(())
     }
 
+    /// A name for a shared object in error messages: `#alloc` or `#alloc[elem]`.
+    pub fn describe(&self, r: SharedRef) -> String {
+        if self.allocs[r.alloc as usize].is_array {
+            format!("#{}[{}]", r.alloc, r.elem)
+        } else {
+            format!("#{}", r.alloc)
+        }
+    }
+
     /// A description of a semaphore and its current phase, for error messages.
     pub fn describe_sem(&self, r: SharedRef) -> String {
         let a = &self.allocs[r.alloc as usize];
         let s = &a.sems[r.elem as usize];
-        let name = if a.len > 1 {
-            format!("#{}[{}]", r.alloc, r.elem)
-        } else {
-            format!("#{}", r.alloc)
-        };
+        let name = self.describe(r);
         if !s.initialized {
             return format!("{name} (never initialized)");
         }

@@ -571,3 +571,27 @@ fn arguments_are_checked_against_the_kernel_signature() {
         "no kernel named `nope` in the module (kernels: k)"
     );
 }
+
+#[test]
+fn warps_passing_different_coordinates_to_a_block_copy_are_reported() {
+    // Each warp names its own tile row in a `copy @block`: the copy would mix two tiles.
+    let mut b = FuncBuilder::kernel("mixed", 2);
+    let x = b.param("x", Type::global(F32, 2, false));
+    let st = b.alloc_shared(Type::shared_tile(F32, 16, 16, Swizzle::None));
+    let w = b.warp_idx();
+    let z = b.const_i32(0);
+    b.copy(Scope::Block, st, x, &[w, z]);
+    let m = module(b.finish());
+    let mut args = vec![Arg::Tensor(
+        HostTensor::new(F32, &[32, 16], &values(512, 15)).unwrap(),
+    )];
+    let e = interp::run(&m, "mixed", [1, 1, 1], &mut args).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "warp 1: @mixed op 3 `copy`"
+        ) && e.to_string().contains(
+            "warps of one block disagree on a collective op: this warp passes (shared #0, argument 0, 1, 0) but warp 0 passed (shared #0, argument 0, 0, 0)"
+        ),
+        "{e}"
+    );
+}

@@ -34,6 +34,7 @@ mod exec;
 mod memory;
 mod tensor;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
@@ -333,6 +334,26 @@ struct BlockRun<'m, 'a> {
     barrier_count: u32,
     barrier_generation: u64,
     ops: u64,
+    /// Collective ops in flight: what the first warp of each group passed, to check that the
+    /// others pass the same.
+    collectives: HashMap<CollectiveKey, Collective>,
+    /// How many times each warp has executed each collective op.
+    occurrences: Vec<HashMap<*const Op, u64>>,
+}
+
+/// A collective op's k-th execution by one group of warps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CollectiveKey {
+    op: *const Op,
+    group: usize,
+    occurrence: u64,
+}
+
+#[derive(Debug)]
+struct Collective {
+    first_warp: usize,
+    operands: Vec<String>,
+    remaining: usize,
 }
 
 impl<'m, 'a> BlockRun<'m, 'a> {
@@ -380,6 +401,8 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             barrier_count: 0,
             barrier_generation: 0,
             ops: 0,
+            collectives: HashMap::new(),
+            occurrences: vec![HashMap::new(); n as usize],
         }
     }
 
@@ -583,6 +606,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 Ok(())
             }
             _ => {
+                if op.scope != crate::ops::Scope::Warp {
+                    self.check_collective(w, op)?;
+                }
                 let step = exec::exec(self, w, op)?;
                 match step {
                     Step::Next => self.advance(w),
@@ -604,6 +630,64 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                             self.warps[w].state = WarpState::Waiting(Wait::Sem { sem, parity });
                         }
                     }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every warp of a group must execute a collective op with the same memory operands and
+    /// indices (register operands, such as a warpgroup mma's accumulator, differ by design).
+    fn check_collective(&mut self, w: usize, op: &'m Op) -> Result<(), InterpError> {
+        let (group, size) = match op.scope {
+            crate::ops::Scope::Warpgroup => (w / 4, 4.min(self.warps.len())),
+            _ => (0, self.warps.len()),
+        };
+        let counter = self.occurrences[w].entry(op as *const Op).or_insert(0);
+        let key = CollectiveKey {
+            op,
+            group,
+            occurrence: *counter,
+        };
+        *counter += 1;
+        let operands: Vec<String> = op
+            .operands
+            .iter()
+            .map(|v| match self.val(w, *v) {
+                Ok(Val::Scalar(x)) => format!("{x}"),
+                Ok(Val::Shared(r)) => format!("shared {}", self.mem.describe(r)),
+                Ok(Val::Global(g)) => format!("argument {g}"),
+                _ => "(registers)".to_string(),
+            })
+            .collect();
+        match self.collectives.get_mut(&key) {
+            None => {
+                if size > 1 {
+                    self.collectives.insert(
+                        key,
+                        Collective {
+                            first_warp: w,
+                            operands,
+                            remaining: size - 1,
+                        },
+                    );
+                }
+                Ok(())
+            }
+            Some(c) => {
+                if c.operands != operands {
+                    let msg = format!(
+                        "warps of one {} disagree on a collective op: this warp passes ({}) but warp {} passed ({})",
+                        op.scope,
+                        operands.join(", "),
+                        c.first_warp,
+                        c.operands.join(", ")
+                    );
+                    return Err(self.runtime(w, &msg));
+                }
+                c.remaining -= 1;
+                if c.remaining == 0 {
+                    self.collectives.remove(&key);
                 }
                 Ok(())
             }

@@ -21,7 +21,8 @@ fn main() {
     };
     let runs = args.get(3).copied().unwrap_or(5);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-    let mut random = |len: usize| -> Vec<f64> { (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+    let mut random =
+        |len: usize| -> Vec<f64> { (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect() };
     let a = HostTensor::new(BF16, &[m, k], &random(m * k)).expect("shape matches data");
     let b = HostTensor::new(BF16, &[k, n], &random(k * n)).expect("shape matches data");
     let cfg = GemmConfig::default();

@@ -1,7 +1,7 @@
 //! # Tile IR
 //!
 //! The typed, scoped SSA intermediate representation of tilekit kernels: data ([`Module`],
-//! [`Func`], [`Region`], [`Op`]), a [`FuncBuilder`], a [`verify`]er, a text form
+//! [`Func`], [`Region`], [`Op`]), a [`FuncBuilder`], a [`verify`](fn@verify)er, a text form
 //! ([`print_module`] / [`parse_module`], round-tripping exactly) and the CPU [`interp`]reter, which
 //! defines what every op means. Every lowering is correct when it agrees with the interpreter.
 //!
@@ -56,15 +56,15 @@
 //! | `reduce_row.f`, `reduce_col.f`, `reduce.f` (f: sum, max, min) | rt → rv rows / rv cols; rt or rv → scalar | |
 //! | `mask.{causal,anticausal}[v]` | (rt, row_off, col_off) → rt | element (r,c) replaced by v when `col_off+c > row_off+r` (causal) / `<` (anticausal) |
 //! | `mask.rows[v]`, `mask.cols[v]` | (rt, off, bound) → rt | rows with `off+r >= bound` / columns with `off+c >= bound` replaced by v |
-//! | `mma.{ab,abt,atb,atbt}` | (a, b, c) → rt<f32> | `D = op(A)·op(B) + C`, see [`MmaVariant`]; at warpgroup scope B is shared, C/D this warp's quarter of the rows, A shared (the group's) or registers (this warp's rows) |
+//! | `mma.{ab,abt,atb,atbt}` | (a, b, c) → `rt<f32>` | `D = op(A)·op(B) + C`, see [`MmaVariant`]; at warpgroup scope B is shared, C/D this warp's quarter of the rows, A shared (the group's) or registers (this warp's rows) |
 //! | `alloc_shared @block` | → shared type | top level of a kernel body only |
 //! | `shared.index` | ([n x T], i32) → T | out of range is an error |
 //! | `load` | (src, idx…) → register value | see *Memory* |
 //! | `store` | (dst, x, idx…) | see *Memory* |
 //! | `copy @scope` | (dst, src, idx…) | global ↔ shared tile or vector, split among the scope's warps |
 //! | `copy_async` | (st, gl, sem, idx…) | global → shared, completes on the semaphore |
-//! | `gather_rows` | (gl, rv<i32> rows, j) → rt | row r = global row `idx[r]` |
-//! | `scatter_rows`, `scatter_add_rows` | (gl mut, rt, rv<i32> rows, j) | global row `idx[r]` = / += row r |
+//! | `gather_rows` | (gl, `rv<i32>` rows, j) → rt | row r = global row `idx[r]` |
+//! | `scatter_rows`, `scatter_add_rows` | (gl mut, rt, `rv<i32>` rows, j) | global row `idx[r]` = / += row r |
 //! | `atomic_add` | (gl mut, x, idx…) | scalar at element indices, or tile at tile coordinates |
 //! | `barrier @block` | | every warp of the block waits for all |
 //! | `sem.init[n]`, `sem.arrive`, `sem.expect[bytes]`, `sem.wait` | (sem[, parity]) | see *Semaphores* |

@@ -1,5 +1,844 @@
-//! Proc macros of tilekit (`#[kernel]`, `#[func]`).
+//! Proc macros of tilekit: `#[kernel]` and `#[func]`.
 //!
-//! Not written yet: this crate exports no macros. Kernels are built today with
-//! `tilekit_ir::FuncBuilder` or written in the Tile IR text form; the macros that turn Rust
-//! functions into those builders are the next piece of work.
+//! Both turn a Rust function body into a *tracing builder*: DSL ops in it append Tile IR ops to
+//! the kernel being built, and the macro rewrites control flow so that the DSL's trait dispatch
+//! decides whether it runs at build time or becomes IR control flow:
+//!
+//! - `for PAT in ITER { BODY }` → `(a, b) = __for(ITER, (a, b), |PAT, (mut a, mut b)| { BODY; (a, b) })`
+//! - `if C { X } else { Y }` → `__if(C, (a, b), |(mut a, mut b)| ((a, b), X), …)` (its value too)
+//! - `while C { BODY }` → `__while((a, b), |(mut a, mut b)| (C, (a, b)), |(mut a, mut b)| { BODY; (a, b) })`
+//!
+//! where `a, b` are the variables the loop or branch assigns that were declared outside it.
+//! Syntax the DSL cannot trace (closures, `loop`, `break`, `continue`, `return`, `?`, `async`,
+//! `unsafe`, references to host memory, macros outside a small set) is a compile error at its
+//! span. The macro never panics on user input.
+//!
+//! The expansion of `#[kernel]` is documented on [`macro@kernel`].
+
+use std::collections::BTreeSet;
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+use quote::{quote, quote_spanned, ToTokens};
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+use syn::visit_mut::VisitMut;
+use syn::{
+    AngleBracketedGenericArguments, Block, Expr, FnArg, GenericParam, Ident, ItemFn, Pat, Path,
+    ReturnType, Token, Type,
+};
+
+/// Marks a kernel. On `fn name<generics>(params) { body }` it produces:
+///
+/// - `struct name<generics>` with `NAME`, `build() -> Module` (traces the body: deterministic),
+///   `module() -> &'static Module` (built once per instantiation and cached) and
+///   `launch(&Device, grid, args…) -> Result<(), Error>`, which takes `&HostTensor` for `Gl`
+///   parameters, `&mut HostTensor` for `GlMut` and a `ScalarArg` (from a Rust number) for
+///   `Scalar`, checks dtypes and ranks, runs the kernel and writes outputs back;
+/// - a registration for `tilekit list` / `tilekit selftest`.
+///
+/// Attribute arguments: `warps = EXPR` (warps per block, may use the const generics; default 1),
+/// `variants(<A, B>, …)` (instantiations to register), `selftest = path::to::fn`
+/// (`fn(&Device) -> Result<String, String>`), `check = EXPR` (a `fn(&[Arg]) -> Result<(),
+/// String>` the launcher runs on the arguments after the dtype and rank checks, for shape
+/// constraints; it may use the const generics, e.g. `check = shapes::<D>`).
+#[proc_macro_attribute]
+pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let args = match syn::parse::<KernelArgs>(attr) {
+        Ok(a) => a,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let f = match syn::parse::<ItemFn>(item) {
+        Ok(f) => f,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    match expand_kernel(args, f) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Marks a helper callable from kernels (and other helpers). Its body gets the same rewriting
+/// and checks as a kernel's. `#[func]`: inlined where it is called, so it may be generic over
+/// shapes and dtypes and take comptime Rust arguments. `#[func(call)]`: a Tile IR helper
+/// function (one per instantiation, built once per kernel build) called with `call`; its
+/// parameters and results must be DSL values.
+#[proc_macro_attribute]
+pub fn func(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = TokenStream2::from(attr);
+    let as_call = match attr.to_string().as_str() {
+        "" => false,
+        "call" => true,
+        _ => {
+            let e = syn::Error::new_spanned(
+                attr,
+                "#[tilekit::func] takes no argument or `call` (an IR helper called with `call`)",
+            );
+            return e.to_compile_error().into();
+        }
+    };
+    let mut f = match syn::parse::<ItemFn>(item) {
+        Ok(f) => f,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let mut errors = Vec::new();
+    check_signature(&f, false, &mut errors);
+    check_body(&f.block, &mut errors);
+    if as_call {
+        for input in &f.sig.inputs {
+            if let FnArg::Typed(pt) = input {
+                if !matches!(&*pt.pat, Pat::Ident(_)) {
+                    errors.push(syn::Error::new_spanned(
+                        &pt.pat,
+                        "parameters of a #[func(call)] helper must be plain names",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(e) = combine(errors) {
+        return e.to_compile_error().into();
+    }
+    Rewriter.visit_block_mut(&mut f.block);
+    f.attrs.push(syn::parse_quote!(#[allow(unused_mut, unused_assignments, clippy::let_unit_value, clippy::unused_unit)]));
+    if as_call {
+        let name = f.sig.ident.to_string();
+        let (mut names, mut pats, mut tys) = (Vec::new(), Vec::new(), Vec::new());
+        for input in &f.sig.inputs {
+            if let FnArg::Typed(pt) = input {
+                if let Pat::Ident(pi) = &*pt.pat {
+                    names.push(pi.ident.to_string());
+                    let id = &pi.ident;
+                    pats.push(quote!(#id));
+                    tys.push((*pt.ty).clone());
+                }
+            }
+        }
+        let ret = match &f.sig.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, t) => quote!(#t),
+        };
+        let body = &f.block;
+        let call: Block = syn::parse_quote!({
+            ::tilekit::dsl::__call(
+                #name,
+                &[#(#names),*],
+                (#(#pats,)*),
+                |(#(mut #pats,)*): (#(#tys,)*)| -> #ret { #body },
+            )
+        });
+        f.block = Box::new(call);
+    }
+    f.into_token_stream().into()
+}
+
+// ---- attribute arguments --------------------------------------------------------------------
+
+struct KernelArgs {
+    warps: Option<Expr>,
+    variants: Vec<AngleBracketedGenericArguments>,
+    selftest: Option<Path>,
+    check: Option<Expr>,
+}
+
+impl Parse for KernelArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = KernelArgs {
+            warps: None,
+            variants: Vec::new(),
+            selftest: None,
+            check: None,
+        };
+        while !input.is_empty() {
+            let key: Ident = input.parse()?;
+            match key.to_string().as_str() {
+                "warps" => {
+                    input.parse::<Token![=]>()?;
+                    args.warps = Some(input.parse()?);
+                }
+                "selftest" => {
+                    input.parse::<Token![=]>()?;
+                    args.selftest = Some(input.parse()?);
+                }
+                "check" => {
+                    input.parse::<Token![=]>()?;
+                    args.check = Some(input.parse()?);
+                }
+                "variants" => {
+                    let content;
+                    syn::parenthesized!(content in input);
+                    let list: Punctuated<AngleBracketedGenericArguments, Token![,]> =
+                        Punctuated::parse_terminated(&content)?;
+                    args.variants.extend(list);
+                }
+                _ => {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        "unknown kernel argument: expected `warps = N`, `variants(<..>, ..)`, `selftest = path` or `check = path`",
+                    ))
+                }
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(args)
+    }
+}
+
+// ---- checks ---------------------------------------------------------------------------------
+
+fn combine(errors: Vec<syn::Error>) -> Option<syn::Error> {
+    let mut it = errors.into_iter();
+    let mut first = it.next()?;
+    for e in it {
+        first.combine(e);
+    }
+    Some(first)
+}
+
+fn check_signature(f: &ItemFn, is_kernel: bool, errors: &mut Vec<syn::Error>) {
+    let sig = &f.sig;
+    if let Some(t) = &sig.asyncness {
+        errors.push(syn::Error::new(
+            t.span(),
+            "kernels and DSL functions cannot be `async`",
+        ));
+    }
+    if let Some(t) = &sig.unsafety {
+        errors.push(syn::Error::new(
+            t.span(),
+            "kernels and DSL functions cannot be `unsafe`",
+        ));
+    }
+    if let Some(t) = &sig.constness {
+        errors.push(syn::Error::new(
+            t.span(),
+            "kernels and DSL functions cannot be `const fn`",
+        ));
+    }
+    if is_kernel {
+        if let ReturnType::Type(_, t) = &sig.output {
+            errors.push(syn::Error::new_spanned(
+                t,
+                "a kernel returns nothing: write its results through `GlMut` parameters",
+            ));
+        }
+    }
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => errors.push(syn::Error::new_spanned(
+                r,
+                "kernels and DSL functions cannot take `self`",
+            )),
+            FnArg::Typed(pt) => {
+                if is_kernel && !matches!(&*pt.pat, Pat::Ident(_)) {
+                    errors.push(syn::Error::new_spanned(
+                        &pt.pat,
+                        "kernel parameters must be plain names",
+                    ));
+                }
+                if let Some(bad) = host_memory_type(&pt.ty) {
+                    errors.push(syn::Error::new_spanned(
+                        bad,
+                        "a kernel cannot reference host memory: pass tensors as `Gl<T, RANK>` / `GlMut<T, RANK>` parameters and numbers as `Scalar<T>`",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A reference, pointer, slice or trait object type inside `ty`, if any.
+fn host_memory_type(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Reference(_) | Type::Ptr(_) | Type::Slice(_) | Type::TraitObject(_) => Some(ty),
+        Type::Array(a) => host_memory_type(&a.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(host_memory_type),
+        Type::Paren(p) => host_memory_type(&p.elem),
+        Type::Group(g) => host_memory_type(&g.elem),
+        _ => None,
+    }
+}
+
+/// Macros a kernel body may use: they run at build time and trace nothing.
+const ALLOWED_MACROS: &[&str] = &[
+    "assert",
+    "assert_eq",
+    "assert_ne",
+    "debug_assert",
+    "debug_assert_eq",
+    "debug_assert_ne",
+    "panic",
+    "unreachable",
+    "matches",
+];
+
+struct BodyCheck<'e> {
+    errors: &'e mut Vec<syn::Error>,
+}
+
+impl BodyCheck<'_> {
+    /// An error spanning all of `at` (first to last token).
+    fn err(&mut self, at: &dyn ToTokens, message: &str) {
+        self.errors.push(syn::Error::new_spanned(at, message));
+    }
+}
+
+impl<'ast> Visit<'ast> for BodyCheck<'_> {
+    fn visit_expr(&mut self, e: &'ast Expr) {
+        match e {
+            Expr::Closure(c) => self.err(
+                c,
+                "closures are not supported in kernels: write a #[tilekit::func] helper instead",
+            ),
+            Expr::Loop(l) => self.err(
+                &l.loop_token,
+                "`loop` is not supported in kernels: use `for` over a range or `while` with a condition",
+            ),
+            Expr::Break(b) => self.err(
+                b,
+                "`break` is not supported in kernels: loops run to their bound (use `while` with a condition)",
+            ),
+            Expr::Continue(c) => self.err(
+                c,
+                "`continue` is not supported in kernels: use `if` around the rest of the body",
+            ),
+            Expr::Return(r) => self.err(
+                r,
+                "`return` is not supported in kernels and DSL functions: end the body with its value",
+            ),
+            Expr::Try(t) => self.err(
+                &t.question_token, "`?` is not supported in kernels"),
+            Expr::Async(a) => self.err(
+                a, "`async` is not supported in kernels"),
+            Expr::Await(a) => self.err(
+                a, "`.await` is not supported in kernels"),
+            Expr::Unsafe(u) => self.err(
+                &u.unsafe_token, "`unsafe` is not supported in kernels"),
+            Expr::Yield(y) => self.err(
+                y, "`yield` is not supported in kernels"),
+            Expr::Reference(r) if r.mutability.is_some() => self.err(
+                r,
+                "`&mut` is not supported in kernels: DSL values are copied, assign the result instead",
+            ),
+            Expr::ForLoop(f) if f.label.is_some() => {
+                self.err(
+                f, "loop labels are not supported in kernels")
+            }
+            Expr::While(w) if w.label.is_some() => {
+                self.err(
+                w, "loop labels are not supported in kernels")
+            }
+            Expr::Macro(m) => self.check_macro(&m.mac),
+            _ => {}
+        }
+        syn::visit::visit_expr(self, e);
+    }
+
+    fn visit_stmt_macro(&mut self, m: &'ast syn::StmtMacro) {
+        self.check_macro(&m.mac);
+    }
+
+    fn visit_item(&mut self, i: &'ast syn::Item) {
+        // Nested items (helper fns, consts) are plain Rust: they are not traced.
+        if let syn::Item::Static(s) = i {
+            self.err(
+                &s.static_token,
+                "a kernel cannot reference host memory: `static` items are not allowed in kernels",
+            );
+        }
+    }
+}
+
+impl BodyCheck<'_> {
+    fn check_macro(&mut self, m: &syn::Macro) {
+        let name = m
+            .path
+            .segments
+            .last()
+            .map(|s| s.ident.to_string())
+            .unwrap_or_default();
+        if !ALLOWED_MACROS.contains(&name.as_str()) {
+            self.err(
+                &m.path,
+                &format!(
+                    "macro `{name}!` is not supported in kernels (allowed: {})",
+                    ALLOWED_MACROS.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn check_body(block: &Block, errors: &mut Vec<syn::Error>) {
+    BodyCheck { errors }.visit_block(block);
+}
+
+// ---- which variables a construct assigns ----------------------------------------------------
+
+/// Variables assigned in a piece of code, less those it declares itself.
+#[derive(Default)]
+struct Assigned {
+    assigned: Vec<Ident>,
+    declared: BTreeSet<String>,
+}
+
+impl Assigned {
+    fn target(&mut self, e: &Expr) {
+        match e {
+            Expr::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
+                let id = &p.path.segments[0].ident;
+                if !self.assigned.iter().any(|a| a == id) {
+                    self.assigned.push(id.clone());
+                }
+            }
+            Expr::Tuple(t) => t.elems.iter().for_each(|x| self.target(x)),
+            Expr::Paren(p) => self.target(&p.expr),
+            Expr::Index(i) => self.target(&i.expr),
+            Expr::Field(f) => self.target(&f.base),
+            _ => {}
+        }
+    }
+
+    fn carried(self) -> Vec<Ident> {
+        let declared = self.declared;
+        self.assigned
+            .into_iter()
+            .filter(|a| !declared.contains(&a.to_string()))
+            .collect()
+    }
+}
+
+impl<'ast> Visit<'ast> for Assigned {
+    fn visit_expr_assign(&mut self, a: &'ast syn::ExprAssign) {
+        self.target(&a.left);
+        syn::visit::visit_expr_assign(self, a);
+    }
+
+    fn visit_expr_binary(&mut self, b: &'ast syn::ExprBinary) {
+        use syn::BinOp::*;
+        if matches!(
+            b.op,
+            AddAssign(_)
+                | SubAssign(_)
+                | MulAssign(_)
+                | DivAssign(_)
+                | RemAssign(_)
+                | BitXorAssign(_)
+                | BitAndAssign(_)
+                | BitOrAssign(_)
+                | ShlAssign(_)
+                | ShrAssign(_)
+        ) {
+            self.target(&b.left);
+        }
+        syn::visit::visit_expr_binary(self, b);
+    }
+
+    fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
+        self.declared.insert(p.ident.to_string());
+        syn::visit::visit_pat_ident(self, p);
+    }
+
+    fn visit_item(&mut self, _: &'ast syn::Item) {}
+}
+
+fn carried_of(parts: &[&dyn Fn(&mut Assigned)]) -> Vec<Ident> {
+    let mut a = Assigned::default();
+    for p in parts {
+        p(&mut a);
+    }
+    a.carried()
+}
+
+// ---- rewriting ------------------------------------------------------------------------------
+
+struct Rewriter;
+
+/// `(a, b,)` as an expression or pattern, with `mut` for patterns.
+fn tuple(vars: &[Ident], pat: bool) -> TokenStream2 {
+    let items = vars
+        .iter()
+        .map(|v| if pat { quote!(mut #v) } else { quote!(#v) });
+    quote!((#(#items,)*))
+}
+
+/// Statements naming the traced values of `vars` after them (no-ops for plain Rust values).
+fn name_values(vars: &[Ident]) -> TokenStream2 {
+    if vars.is_empty() {
+        return quote!();
+    }
+    let names = vars.iter().map(|v| {
+        let s = v.to_string();
+        quote!((&__Named(&#v)).__tk_name(#s);)
+    });
+    quote!({
+        #[allow(unused_imports)]
+        use ::tilekit::dsl::naming::{NameHandle as _, NameOther as _, __Named};
+        #(#names)*
+    })
+}
+
+/// The plain names a `let` pattern binds (`x`, `mut x`, `x: T`, tuples of those).
+fn bound_names(p: &Pat, out: &mut Vec<Ident>) {
+    match p {
+        Pat::Ident(pi) if pi.subpat.is_none() && pi.by_ref.is_none() => out.push(pi.ident.clone()),
+        Pat::Type(pt) => bound_names(&pt.pat, out),
+        Pat::Tuple(t) => t.elems.iter().for_each(|x| bound_names(x, out)),
+        Pat::Paren(pp) => bound_names(&pp.pat, out),
+        _ => {}
+    }
+}
+
+fn assign_back(vars: &[Ident], from: TokenStream2) -> TokenStream2 {
+    if vars.is_empty() {
+        quote!(let () = #from;)
+    } else {
+        let t = tuple(vars, false);
+        quote!(#t = #from;)
+    }
+}
+
+impl VisitMut for Rewriter {
+    fn visit_expr_mut(&mut self, e: &mut Expr) {
+        match e {
+            Expr::ForLoop(f) => {
+                let vars = carried_of(&[&|a: &mut Assigned| a.visit_block(&f.body)]);
+                // The pattern's own bindings are fresh in each iteration.
+                let mut pat_names = Assigned::default();
+                pat_names.visit_pat(&f.pat);
+                let vars: Vec<Ident> = vars
+                    .into_iter()
+                    .filter(|v| !pat_names.declared.contains(&v.to_string()))
+                    .collect();
+                self.visit_block_mut(&mut f.body);
+                self.visit_expr_mut(&mut f.expr);
+                let (pat, iter, body) = (&f.pat, &f.expr, &f.body);
+                let span = f.for_token.span;
+                let (tin, tout) = (tuple(&vars, true), tuple(&vars, false));
+                let mut inner = Vec::new();
+                bound_names(pat, &mut inner);
+                inner.extend(vars.iter().cloned());
+                let name_inner = name_values(&inner);
+                let call = quote_spanned! {span=>
+                    ::tilekit::dsl::__for(#iter, #tout, |#pat, #tin| { #name_inner #body; #tout })
+                };
+                let back = assign_back(&vars, call);
+                let name_out = name_values(&vars);
+                *e = syn::parse_quote_spanned!(span=> { #back #name_out });
+            }
+            Expr::If(i) if !matches!(&*i.cond, Expr::Let(_)) => {
+                let vars = carried_of(&[
+                    &|a: &mut Assigned| a.visit_block(&i.then_branch),
+                    &|a: &mut Assigned| {
+                        if let Some((_, x)) = &i.else_branch {
+                            a.visit_expr(x);
+                        }
+                    },
+                ]);
+                self.visit_expr_mut(&mut i.cond);
+                self.visit_block_mut(&mut i.then_branch);
+                if let Some((_, x)) = &mut i.else_branch {
+                    self.visit_expr_mut(x);
+                }
+                let span = i.if_token.span;
+                let (tin, tout) = (tuple(&vars, true), tuple(&vars, false));
+                let (cond, then) = (&i.cond, &i.then_branch);
+                let otherwise = match &i.else_branch {
+                    Some((_, x)) => quote!(#x),
+                    None => quote!({}),
+                };
+                let call = quote_spanned! {span=>
+                    ::tilekit::dsl::__if(
+                        #cond,
+                        #tout,
+                        |#tin| { let __tk_value = #then; (#tout, __tk_value) },
+                        |#tin| { let __tk_value = #otherwise; (#tout, __tk_value) },
+                    )
+                };
+                let back = assign_back(&vars, quote!(__tk_carried));
+                let name_out = name_values(&vars);
+                *e = syn::parse_quote_spanned!(span=> {
+                    let (__tk_carried, __tk_value) = #call;
+                    #back
+                    #name_out
+                    __tk_value
+                });
+            }
+            Expr::While(w) if !matches!(&*w.cond, Expr::Let(_)) => {
+                let vars = carried_of(&[&|a: &mut Assigned| a.visit_block(&w.body)]);
+                self.visit_expr_mut(&mut w.cond);
+                self.visit_block_mut(&mut w.body);
+                let span = w.while_token.span;
+                let (tin, tout) = (tuple(&vars, true), tuple(&vars, false));
+                let (cond, body) = (&w.cond, &w.body);
+                let call = quote_spanned! {span=>
+                    ::tilekit::dsl::__while(
+                        #tout,
+                        |#tin| { let __tk_cond = #cond; (__tk_cond, #tout) },
+                        |#tin| { #body; #tout },
+                    )
+                };
+                let back = assign_back(&vars, call);
+                let name_out = name_values(&vars);
+                *e = syn::parse_quote_spanned!(span=> { #back #name_out });
+            }
+            _ => syn::visit_mut::visit_expr_mut(self, e),
+        }
+    }
+
+    // Nested items are plain Rust, not traced.
+    fn visit_item_mut(&mut self, _: &mut syn::Item) {}
+
+    fn visit_block_mut(&mut self, b: &mut Block) {
+        let mut out = Vec::with_capacity(b.stmts.len());
+        for mut stmt in std::mem::take(&mut b.stmts) {
+            self.visit_stmt_mut(&mut stmt);
+            let mut names = Vec::new();
+            if let syn::Stmt::Local(l) = &stmt {
+                if l.init.as_ref().is_some_and(|i| i.diverge.is_none()) {
+                    bound_names(&l.pat, &mut names);
+                }
+            }
+            out.push(stmt);
+            if !names.is_empty() {
+                let naming = name_values(&names);
+                out.push(syn::parse_quote!(#naming));
+            }
+        }
+        b.stmts = out;
+    }
+}
+
+// ---- the kernel -----------------------------------------------------------------------------
+
+fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
+    let mut errors = Vec::new();
+    check_signature(&f, true, &mut errors);
+    check_body(&f.block, &mut errors);
+    if let Some(e) = combine(errors) {
+        return Err(e);
+    }
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        mut block,
+    } = f;
+    Rewriter.visit_block_mut(&mut block);
+
+    let name = &sig.ident;
+    let name_str = name.to_string();
+    let generics = &sig.generics;
+    let (impl_g, ty_g, where_g) = generics.split_for_impl();
+    let type_params: Vec<&Ident> = generics
+        .params
+        .iter()
+        .filter_map(|p| match p {
+            GenericParam::Type(t) => Some(&t.ident),
+            _ => None,
+        })
+        .collect();
+    let warps = args.warps.map(|w| quote!(#w)).unwrap_or(quote!(1));
+
+    let mut params = Vec::new();
+    for input in &sig.inputs {
+        if let FnArg::Typed(pt) = input {
+            if let Pat::Ident(pi) = &*pt.pat {
+                params.push((pi.ident.clone(), (*pt.ty).clone()));
+            }
+        }
+    }
+    let declare = params.iter().map(|(id, ty)| {
+        let s = id.to_string();
+        quote!(let #id: #ty = ::tilekit::launch::__param::<#ty>(#s);)
+    });
+    let launch_params = params
+        .iter()
+        .map(|(id, ty)| quote!(mut #id: <#ty as ::tilekit::launch::Param>::Host<'_>));
+    let to_args = params.iter().map(|(id, ty)| {
+        let s = id.to_string();
+        quote!(::tilekit::launch::__arg::<#ty>(Self::NAME, #s, &#id)?)
+    });
+    let write_back = params.iter().map(|(id, ty)| {
+        quote!(if let ::core::option::Option::Some(__tk_arg) = __tk_args.next() {
+            <#ty as ::tilekit::launch::Param>::write_back(&mut #id, __tk_arg);
+        })
+    });
+    let params_str = params
+        .iter()
+        .map(|(id, ty)| {
+            format!("{id}: {}", ty.to_token_stream())
+                .replace(" < ", "<")
+                .replace(" >", ">")
+                .replace(" ,", ",")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    let struct_def = if type_params.is_empty() {
+        quote!(#vis struct #name #impl_g #where_g;)
+    } else {
+        quote!(#vis struct #name #impl_g (::core::marker::PhantomData<fn() -> (#(#type_params,)*)>) #where_g;)
+    };
+
+    let variants: Vec<TokenStream2> = if generics.params.is_empty() {
+        vec![quote!(::tilekit::Variant { args: "", module: #name::module })]
+    } else {
+        args.variants
+            .iter()
+            .map(|v| {
+                let s = v
+                    .to_token_stream()
+                    .to_string()
+                    .replace("< ", "<")
+                    .replace(" >", ">")
+                    .replace(" ,", ",");
+                quote!(::tilekit::Variant { args: #s, module: #name::#v::module })
+            })
+            .collect()
+    };
+    let selftest = match &args.selftest {
+        Some(p) => quote!(::core::option::Option::Some(#p)),
+        None => quote!(::core::option::Option::None),
+    };
+    let check_call = match &args.check {
+        Some(c) => quote!(::tilekit::launch::__check(Self::NAME, &__tk_args, #c)?;),
+        None => quote!(),
+    };
+    let doc_launch = format!("Runs `{name_str}` on `device` over `grid` (see the crate docs of `tilekit` for the argument kinds).");
+
+    Ok(quote! {
+        #(#attrs)*
+        #[allow(non_camel_case_types)]
+        #struct_def
+
+        impl #impl_g #name #ty_g #where_g {
+            /// The kernel's name in its module.
+            pub const NAME: &'static str = #name_str;
+
+            /// Traces the kernel body into a fresh module (deterministic).
+            #[allow(unused_mut, unused_assignments, unused_variables, clippy::let_unit_value, clippy::unused_unit)]
+            pub fn build() -> ::tilekit::ir::Module {
+                ::tilekit::launch::__build_kernel(Self::NAME, #warps, || {
+                    #(#declare)*
+                    #block
+                })
+            }
+
+            /// The kernel's module, built on first use and kept for the process, or the error
+            /// of a build that failed (a kernel `assert!` on its comptime parameters).
+            pub fn try_module() -> ::core::result::Result<&'static ::tilekit::ir::Module, ::tilekit::Error> {
+                ::tilekit::launch::__cached(Self::NAME, ::core::any::TypeId::of::<Self>(), Self::build)
+            }
+
+            /// The kernel's module, built on first use and kept for the process.
+            ///
+            /// # Panics
+            /// When the build fails (see `try_module`).
+            pub fn module() -> &'static ::tilekit::ir::Module {
+                match Self::try_module() {
+                    ::core::result::Result::Ok(m) => m,
+                    ::core::result::Result::Err(e) => ::core::panic!("{e}"),
+                }
+            }
+
+            #[doc = #doc_launch]
+            #[allow(unused_mut, clippy::too_many_arguments)]
+            pub fn launch(
+                device: &::tilekit::Device,
+                grid: impl ::core::convert::Into<::tilekit::Grid>,
+                #(#launch_params),*
+            ) -> ::core::result::Result<(), ::tilekit::Error> {
+                let mut __tk_args = ::std::vec![#(#to_args),*];
+                #check_call
+                ::tilekit::launch::__run(device, Self::try_module()?, Self::NAME, grid.into(), &mut __tk_args)?;
+                let mut __tk_args = __tk_args.into_iter();
+                #(#write_back)*
+                ::core::result::Result::Ok(())
+            }
+        }
+
+        ::tilekit::inventory::submit! {
+            ::tilekit::KernelInfo {
+                name: #name_str,
+                params: #params_str,
+                file: ::core::file!(),
+                line: ::core::line!(),
+                variants: &[#(#variants),*],
+                selftest: #selftest,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(vars: &[Ident]) -> Vec<String> {
+        vars.iter().map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn a_construct_carries_the_outer_variables_it_assigns_but_not_its_own() {
+        let body: Block = syn::parse_quote!({
+            let t = load(x);
+            acc = mma(acc, t);
+            let mut y = 1;
+            y += 1;
+            s += 1;
+            arr[i] = 2;
+            (p, q) = (1, 2);
+            for j in 0..4 {
+                inner = j;
+            }
+        });
+        let vars = carried_of(&[&|a: &mut Assigned| a.visit_block(&body)]);
+        assert_eq!(names(&vars), ["acc", "s", "arr", "p", "q", "inner"]);
+    }
+
+    #[test]
+    fn unsupported_syntax_is_reported_once_per_construct() {
+        let body: Block = syn::parse_quote!({
+            let f = |x| x;
+            let n = loop {
+                break 3;
+            };
+            if c {
+                return;
+            }
+            println!("no");
+            assert!(true);
+            let r = &mut acc;
+        });
+        let mut errors = Vec::new();
+        check_body(&body, &mut errors);
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 6, "{messages:#?}");
+        assert!(messages[0].starts_with("closures are not supported"));
+        assert!(messages[1].starts_with("`loop` is not supported"));
+        assert!(messages[2].starts_with("`break` is not supported"));
+        assert!(messages[3].starts_with("`return` is not supported"));
+        assert!(messages[4].starts_with("macro `println!` is not supported"));
+        assert!(messages[5].starts_with("`&mut` is not supported"));
+    }
+
+    #[test]
+    fn for_loops_become_calls_of_the_dsl_with_the_carried_tuple() {
+        let mut body: Block = syn::parse_quote!({
+            for k in range(0, n) {
+                acc = mma_ab(acc, a, b);
+            }
+        });
+        Rewriter.visit_block_mut(&mut body);
+        let text = body.to_token_stream().to_string();
+        assert!(
+            text.contains("(acc ,) = :: tilekit :: dsl :: __for (range (0 , n) , (acc ,) , | k , (mut acc ,) |"),
+            "{text}"
+        );
+    }
+}

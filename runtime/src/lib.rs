@@ -1,8 +1,53 @@
 //! # tilekit
 //!
-//! Tiled GPU kernels in Rust. Today this crate re-exports the Tile IR ([`ir`]): kernels are built
-//! with [`ir::FuncBuilder`] or written in the Tile IR text form, verified with [`ir::verify`] and
-//! run on the CPU interpreter ([`ir::interp`]), which defines what they mean. The DSL macros, the
-//! GPU code generation and the device runtime build on it.
+//! Tiled GPU kernels in Rust. Kernels are Rust functions marked [`kernel`], written with the
+//! typed DSL of [`dsl`] (register tiles, shared tiles, global views; shapes, dtypes and layouts in
+//! the types, so mistakes are rustc errors at the author's line). The macro turns the body into
+//! a builder of Tile IR ([`ir`]); the kernel's typed launcher runs it on a [`Device`] (today the
+//! CPU interpreter, which defines what every op means).
+//!
+//! ```
+//! use tilekit::dsl::*;
+//! use tilekit::ir::interp::HostTensor;
+//! use tilekit::ir::ScalarType::F32;
+//!
+//! /// `y = 2·x` over 16-element chunks, one block per chunk.
+//! #[tilekit::kernel(warps = 1)]
+//! fn double(x: Gl<f32, 1>, y: GlMut<f32, 1>) {
+//!     let i = block_idx_x();
+//!     let v: Rv<f32, 16> = load(x.chunk(i));
+//!     store(y.chunk(i), v * 2.0);
+//! }
+//!
+//! let x = HostTensor::new(F32, &[20], &(0..20).map(f64::from).collect::<Vec<_>>()).unwrap();
+//! let mut y = HostTensor::zeros(F32, &[20]);
+//! double::launch(&tilekit::Device::Cpu, 2, &x, &mut y).unwrap();
+//! assert_eq!(y.to_vec()[19], 38.0);
+//! ```
+//!
+//! The kernel library [`kernels`] (GEMM, attention, softmax, AdamW, MoE, warp-specialized GEMM)
+//! is written in the DSL. Kernels register themselves ([`registry`]); the `tilekit` command
+//! ([`cli`]) lists and self-tests them.
 
 pub use tilekit_ir as ir;
+
+// The kernel library uses the macros, whose expansions name `::tilekit`.
+extern crate self as tilekit;
+
+pub mod cli;
+pub mod dsl;
+pub mod kernels;
+pub mod launch;
+pub mod registry;
+
+pub use launch::{Device, Error, Grid, ScalarArg};
+pub use registry::{KernelInfo, Variant};
+pub use tilekit_macros::{func, kernel};
+
+#[doc(hidden)]
+pub use inventory;
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,128 @@
+//! # The kernel DSL
+//!
+//! Kernels are Rust functions marked `#[tilekit::kernel]` whose parameters are global views
+//! ([`Gl`], [`GlMut`]) and runtime scalars ([`Scalar`]). The body runs once per instantiation
+//! while the kernel is *built*: every DSL op appends a Tile IR op (recording the author's line),
+//! and plain Rust — const generics, `usize` arithmetic, loops over Rust ranges, `if` on Rust
+//! bools, helper functions — is the meta-language that decides which ops are built.
+//!
+//! ```
+//! use tilekit::dsl::*;
+//!
+//! #[tilekit::kernel(warps = 1)]
+//! fn gemm<const BM: usize, const BN: usize>(a: Gl<bf16, 2>, b: Gl<bf16, 2>, c: GlMut<f32, 2>) {
+//!     let (m, n) = (block_idx_y(), block_idx_x());
+//!     let mut acc: Rt<f32, BM, BN> = zeros();
+//!     for k in range(0, (a.cols() + 15) / 16) {     // runtime loop: an IR `for`, acc carried
+//!         let at: Rt<bf16, BM, 16> = load(a.tile(m, k));
+//!         let bt: Rt<bf16, 16, BN, Col> = load(b.tile(k, n));
+//!         acc = mma_ab(acc, at, bt);
+//!     }
+//!     store(c.tile(m, n), acc);
+//! }
+//!
+//! // Tile IR for one instantiation, built once and cached.
+//! let module = gemm::<64, 32>::module();
+//! tilekit::ir::verify(module).unwrap();
+//! ```
+//!
+//! ## Types
+//!
+//! | Rust type | IR type | |
+//! |---|---|---|
+//! | `bf16`, `f16`, `f8e4m3`, `f8e5m2` (markers), `f32`, `i32`, `u32`, `i8`, `i64`, `bool` | dtypes ([`Dtype`]) | register tiles and vectors: all but `i64` |
+//! | [`Scalar<T>`] | `T` | runtime scalar; `+ - * / % & \| ^ << >>`, unary `-` and `!`, `.lt() .le() .gt() .ge() .eq() .ne()` → `Scalar<bool>` |
+//! | [`Rt<T, R, C, L = Row>`](Rt) | `rt<T, RxC, row\|col>` | R, C multiples of 16 (a compile error otherwise); layouts [`Row`], [`Col`] |
+//! | [`Rv<T, N, A = Rows>`](Rv) | `rv<T, N, rows\|cols>` | axes [`Rows`], [`Cols`] |
+//! | [`St<T, R, C, Z = Auto>`](St) | `st<T, RxC, swz>` | swizzles [`Auto`], [`NoSwizzle`], [`Swz32`], [`Swz64`], [`Swz128`] |
+//! | [`Sv<T, N>`](Sv) | `sv<T, N>` | |
+//! | [`Gl<T, RANK>`](Gl), [`GlMut<T, RANK>`](GlMut) | `gl<T, RANK>`, `gl<T, RANK, mut>` | kernel parameters; places: `.tile(..)`, `.chunk(..)`, `.at(..)` |
+//! | [`Sem`] | `sem` | `.init(n)`, `.arrive()`, `.expect(bytes)`, `.wait(parity)` |
+//! | [`SharedArray<E, N>`](SharedArray) | `[N x E]` | `.at(i)` is `shared.index` |
+//!
+//! Maps take the same type on both sides, or a [`Scalar`] of the same dtype, or a Rust literal
+//! (`x * 0.5`); anything else is a compile error naming both types.
+//!
+//! ## Ops
+//!
+//! | DSL | IR op | shapes |
+//! |---|---|---|
+//! | [`lit::<T>(v)`](lit), literals in expressions, integer indices | `const` | → `Scalar<T>` |
+//! | [`block_idx_x`] `_y` `_z`, [`grid_dim_x`] `_y` `_z`, [`warp_idx`], [`warpgroup_idx`], [`num_warps`] | indices | → `Scalar<i32>` |
+//! | `g.dim(k)`, `g.rows()`, `g.cols()`, `g.len()` | `dim[k]` | `Gl`/`GlMut` → `Scalar<i32>` |
+//! | [`fill(v)`](fill), [`zeros()`](zeros) | `fill[v]` | → `Rt`/`Rv` (type from context) |
+//! | [`splat(s)`](splat) | `splat` | `Scalar<T>` → `Rt<T,..>`/`Rv<T,..>` |
+//! | [`iota_rows()`](iota_rows), [`iota_cols()`](iota_cols) | `iota.rows`, `iota.cols` | → `Rt`/`Rv`; → `Rt` |
+//! | `x.exp() .exp2() .log() .log2() .abs() .relu() .silu() .gelu_tanh() .sqrt() .rsqrt() .recip() .tanh() .sigmoid()`, `-x`, `!x` ([`Map`]) | `map.f` | `H` → `H` (H = `Scalar`, `Rt`, `Rv`) |
+//! | `x + y`, `-`, `*`, `/`, `%`, `&`, `\|`, `^`, `<<`, `>>`, `+=` …, `x.max(y)`, `x.min(y)`, `x.pow(y)` | `map.f` | `(H, H \| Scalar<T> \| literal)` → `H` |
+//! | `s.lt(y)`, `.le`, `.gt`, `.ge`, `.eq`, `.ne` | `cmp.p` | `(Scalar<T>, Scalar<T>)` → `Scalar<bool>` |
+//! | [`select(c, x, y)`](select) | `select` | `(Scalar<bool>, H, H)` → `H` |
+//! | [`convert(x)`](convert), `x.cast::<U>()`, `t.relayout::<L2>()` | `convert` | `Rt<T,R,C,L>` → `Rt<U,R,C,L2>`; `Rv<T,N,A>` → `Rv<U,N,A>`; `Scalar<T>` → `Scalar<U>` |
+//! | [`transpose(t)`](transpose) | `transpose` | `Rt<T,R,C,L>` → `Rt<T,C,R,L>` |
+//! | [`bcast_row(f, t, v)`](bcast_row), [`add_row`] [`sub_row`] [`mul_row`] [`div_row`] [`max_row`] [`min_row`] | `bcast_row.f` | `(Rt<T,R,C,L>, Rv<T,R,Rows>)` → `Rt<T,R,C,L>` |
+//! | [`bcast_col(f, t, v)`](bcast_col), [`add_col`] … [`min_col`] | `bcast_col.f` | `(Rt<T,R,C,L>, Rv<T,C,Cols>)` → `Rt<T,R,C,L>` |
+//! | [`reduce_row(f, t)`](reduce_row), [`row_sum`] [`row_max`] [`row_min`] | `reduce_row.f` | `Rt<T,R,C,L>` → `Rv<T,R,Rows>` |
+//! | [`reduce_col(f, t)`](reduce_col), [`col_sum`] [`col_max`] [`col_min`] | `reduce_col.f` | `Rt<T,R,C,L>` → `Rv<T,C,Cols>` |
+//! | [`reduce_all(f, x)`](reduce_all) | `reduce.f` | `Rt`/`Rv` of T → `Scalar<T>` |
+//! | [`mask_causal(t, r0, c0, v)`](mask_causal), [`mask_anticausal`] | `mask.causal[v]`, `mask.anticausal[v]` | `Rt` → `Rt` |
+//! | [`mask_rows(t, off, bound, v)`](mask_rows), [`mask_cols`] | `mask.rows[v]`, `mask.cols[v]` | `Rt` → `Rt` |
+//! | [`mma_ab(acc, a, b)`](mma_ab) | `mma.ab` | `(Rt<f32,M,N>, Rt<TA,M,K,Row>, Rt<TB,K,N,Col>)` → `Rt<f32,M,N>` |
+//! | [`mma_abt`] | `mma.abt` | `(Rt<f32,M,N>, Rt<TA,M,K,Row>, Rt<TB,N,K,Row>)` → `Rt<f32,M,N>` |
+//! | [`mma_atb`] | `mma.atb` | `(Rt<f32,M,N>, Rt<TA,K,M,Col>, Rt<TB,K,N,Col>)` → `Rt<f32,M,N>` |
+//! | [`mma_atbt`] | `mma.atbt` | `(Rt<f32,M,N>, Rt<TA,K,M,Col>, Rt<TB,N,K,Row>)` → `Rt<f32,M,N>` |
+//! | [`mma_ab_wg`], [`mma_abt_wg`], [`mma_atb_wg`], [`mma_atbt_wg`] | `mma.* @warpgroup` | acc this warp's `M×N`; A this warp's `Rt` or the group's `St` with 4·M rows of op(A) ([`WgA`], [`WgAt`]); B the group's `St` (`K×N` or `N×K`) |
+//! | [`alloc_shared()`](alloc_shared) | `alloc_shared @block` | → `St`/`Sv`/`Sem`/`SharedArray` |
+//! | `arr.at(i)` | `shared.index` | `SharedArray<E, N>` → `E` |
+//! | [`load(src)`](load) | `load` | `g.tile(i, j)` → `Rt`; `g.chunk(..)` → `Rv`; `g.at(..)` → `Scalar`; `St<T,R,C>` → `Rt<T,R,C,L>`; `st.tile(i, j)` → `Rt`; `Sv<T,N>` → `Rv<T,N,A>` |
+//! | [`load_warpgroup(st)`](load_warpgroup) | `load @warpgroup` | `St<T,4·R,C>` → `Rt<T,R,C,L>` (this warp's rows) |
+//! | [`store(dst, x)`](store) | `store` | the inverse of `load` (global places must come from a `GlMut`) |
+//! | [`store_warpgroup(st, t)`](store_warpgroup) | `store @warpgroup` | `(St<T,4·R,C>, Rt<T,R,C,L>)` |
+//! | [`copy_block(dst, src)`](copy_block), [`copy_warpgroup`], [`copy_warp`] | `copy @block` / `@warpgroup` / warp | `St ← g.tile(..)`, `GlMut.tile(..) ← St`, and the same for `Sv` |
+//! | [`copy_async(st, g.tile(..), sem)`](copy_async) | `copy_async` | global → `St`, completes on `sem` |
+//! | [`gather_rows(g, rows, j)`](gather_rows) | `gather_rows` | `(Gl<T>, Rv<i32,R,Rows>, i32)` → `Rt<T,R,C,L>` |
+//! | [`scatter_rows(g, t, rows, j)`](scatter_rows), [`scatter_add_rows`] | `scatter_rows`, `scatter_add_rows` | `(GlMut<T>, Rt<T,R,C,L>, Rv<i32,R,Rows>, i32)` |
+//! | [`atomic_add(g.at(..) \| g.tile(..), x)`](atomic_add) | `atomic_add` | `GlMut` place, `Scalar<T>` or `Rt<T,..>` |
+//! | [`barrier()`](barrier) | `barrier @block` | |
+//! | `s.init(n)`, `s.arrive()`, `s.expect(bytes)`, `s.wait(parity)` | `sem.init[n]`, `sem.arrive`, `sem.expect[b]`, `sem.wait` | `Sem` ([`bytes_of`] sizes a shared object) |
+//! | `for x in range(lo, hi)` / [`range_step`] | `for` (+ `yield`) | variables assigned in the body are loop-carried |
+//! | `if c { .. } else { .. }` with `c: Scalar<bool>` | `if` (+ `yield`) | variables assigned in a branch become results; an `if` expression's value too |
+//! | `while c { .. }` with `c: Scalar<bool>` | `while` (+ `condition`, `yield`) | |
+//! | end of the kernel body | `return` | |
+//! | a call of a `#[tilekit::func(call)]` helper | `call[@f]` (+ the helper, ending in `return`) | arguments and results: DSL values and tuples of them ([`Values`]) |
+//!
+//! `for` over a Rust range or iterator and `if`/`while` on a Rust `bool` run while building
+//! (unrolling, choosing). `#[tilekit::func]` helpers are inlined at each call (they may be generic
+//! over shapes and dtypes and take Rust values); `#[tilekit::func(call)]` helpers, whose
+//! parameters and results are DSL values, become Tile IR helper functions (one per
+//! instantiation, built once per kernel) called with `call[@name]`.
+//!
+//! ## Scopes
+//!
+//! Ops run at warp scope unless their name says otherwise (`*_warpgroup`, `*_wg`, `*_block`,
+//! `barrier`, `alloc_shared`). Branching on [`warp_idx`] gives warp-specialized kernels.
+
+pub mod arith;
+pub mod call;
+pub mod control;
+pub mod dtype;
+pub mod handles;
+#[doc(hidden)]
+pub mod naming;
+pub mod ops;
+pub(crate) mod trace;
+
+pub use arith::{convert, lit, select, transpose, ConvertTo, Map, Operand};
+#[doc(hidden)]
+pub use call::__call;
+pub use call::Values;
+#[doc(hidden)]
+pub use control::{__for, __if, __while};
+pub use control::{range, range_step, Carry, Cond, ForLoop, RtRange, WhileCond};
+pub use dtype::{
+    bf16, f16, f8e4m3, f8e5m2, Dtype, FloatDtype, IntDtype, Literal, MmaPair, RegDtype,
+};
+pub use handles::{
+    Auto, Col, Cols, Gl, GlMut, Handle, NoSwizzle, Register, Row, Rows, Rt, Rv, Scalar, Sem,
+    Shared, SharedArray, St, Sv, SwizzleKind, Swz128, Swz32, Swz64, TileLayout, VecAlong,
+};
+pub use ops::*;

@@ -1,0 +1,129 @@
+//! Tiled GEMM `C = A·B` (A `M×K` bf16, B `K×N` bf16, f32 accumulation, C of dtype `O`).
+//!
+//! A block computes a `BM × BN` tile of C with `(BM / WM) × (BN / WN)` warps; each warp owns a
+//! `WM × WN` sub-tile and keeps its accumulator in registers for the whole K loop. Each K step
+//! the block stages `BM × BK` of A and `BK × BN` of B in shared memory (`copy_block` splits the
+//! copy among the warps), waits at a barrier, and each warp loads its rows of A (row layout) and
+//! columns of B (col layout, as `mma_ab` takes them). The second barrier keeps the next copy
+//! from overwriting a stage a slower warp still reads. Edges are masked by the views' shapes, so
+//! M, N and K need not be multiples of the tile.
+
+use crate::dsl::*;
+use crate::ir::interp::Arg;
+use crate::ir::ScalarType;
+use crate::kernels::check::{normalized_max_error, tiles, Rng};
+use crate::launch::{shape_of, Device};
+
+/// See the module documentation. Grid: `[⌈N / BN⌉, ⌈M / BM⌉, 1]` ([`grid`]).
+#[crate::kernel(
+    warps = ((BM / WM) * (BN / WN)) as u32,
+    variants(<f32, 64, 64, 32, 32, 32>, <bf16, 64, 64, 32, 32, 32>, <f32, 64, 64, 16, 16, 64>),
+    selftest = selftest,
+    check = shapes
+)]
+pub fn gemm<
+    O: RegDtype,
+    const BM: usize,
+    const BN: usize,
+    const BK: usize,
+    const WM: usize,
+    const WN: usize,
+>(
+    a: Gl<bf16, 2>,
+    b: Gl<bf16, 2>,
+    c: GlMut<O, 2>,
+) {
+    assert!(
+        BM % WM == 0 && BN % WN == 0,
+        "gemm: the warp tile {WM}×{WN} must divide the block tile {BM}×{BN}"
+    );
+    let a_smem: St<bf16, BM, BK> = alloc_shared();
+    let b_smem: St<bf16, BK, BN> = alloc_shared();
+    let (tile_m, tile_n) = (block_idx_y(), block_idx_x());
+    let warps_n = (BN / WN) as i32;
+    let warp = warp_idx();
+    let (warp_row, warp_col) = (warp / warps_n, warp % warps_n);
+    let k_tiles = (a.cols() + (BK as i32 - 1)) / BK as i32;
+
+    let mut acc: Rt<f32, WM, WN> = zeros();
+    for kt in range(0, k_tiles) {
+        copy_block(a_smem, a.tile(tile_m, kt));
+        copy_block(b_smem, b.tile(kt, tile_n));
+        barrier();
+        let a_frag: Rt<bf16, WM, BK> = load(a_smem.tile(warp_row, 0));
+        let b_frag: Rt<bf16, BK, WN, Col> = load(b_smem.tile(0, warp_col));
+        acc = mma_ab(acc, a_frag, b_frag);
+        // The next iteration overwrites the stage: every warp must be done reading it.
+        barrier();
+    }
+
+    // This warp's sub-tile of C, in units of the warp tile.
+    let row = tile_m * (BM / WM) as i32 + warp_row;
+    let col = tile_n * warps_n + warp_col;
+    store(c.tile(row, col), acc.cast::<O>());
+}
+
+/// A `M×K`, B `K×N`, C `M×N` (arguments a, b, c).
+pub fn shapes(args: &[Arg]) -> Result<(), String> {
+    let (a, b, c) = (shape_of(args, 0), shape_of(args, 1), shape_of(args, 2));
+    if a[1] != b[0] || c != [a[0], b[1]] {
+        return Err(format!(
+            "A {a:?}, B {b:?} and C {c:?} do not multiply: expected A [M, K], B [K, N], C [M, N]"
+        ));
+    }
+    Ok(())
+}
+
+/// The launch grid for an `m × n` C and a `BM × BN` block tile.
+pub fn grid(m: usize, n: usize, bm: usize, bn: usize) -> [u32; 3] {
+    [tiles(n, bn), tiles(m, bm), 1]
+}
+
+/// `C = A·B` in f64 with A `m×k` and B `k×n` row-major.
+pub fn reference(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|kk| a[i * k + kk] * b[kk * n + j]).sum();
+        }
+    }
+    c
+}
+
+/// Every registered variant on two shapes (one with partial tiles in M, N and K).
+fn selftest(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let mut checked = 0;
+    for (m, n, k) in [(64, 64, 64), (70, 33, 40)] {
+        let a = rng.tensor(ScalarType::BF16, &[m, k], -1.0, 1.0);
+        let b = rng.tensor(ScalarType::BF16, &[k, n], -1.0, 1.0);
+        let want = reference(&a.to_vec(), &b.to_vec(), m, k, n);
+        let run = |out: ScalarType,
+                   tol: f64,
+                   launch: &dyn Fn(
+            &mut crate::ir::interp::HostTensor,
+        ) -> Result<(), crate::Error>| {
+            let mut c = crate::ir::interp::HostTensor::zeros(out, &[m, n]);
+            launch(&mut c).map_err(|e| format!("{m}×{n}×{k}: {e} (seed {})", rng.seed))?;
+            let err = normalized_max_error(&c.to_vec(), &want);
+            if err > tol {
+                return Err(format!(
+                    "{m}×{n}×{k} out {out}: error {err:.2e} > {tol:.0e} (seed {})",
+                    rng.seed
+                ));
+            }
+            Ok(())
+        };
+        run(ScalarType::F32, 1e-5, &|c| {
+            gemm::<f32, 64, 64, 32, 32, 32>::launch(device, grid(m, n, 64, 64), &a, &b, c)
+        })?;
+        run(ScalarType::BF16, 1e-2, &|c| {
+            gemm::<bf16, 64, 64, 32, 32, 32>::launch(device, grid(m, n, 64, 64), &a, &b, c)
+        })?;
+        run(ScalarType::F32, 1e-5, &|c| {
+            gemm::<f32, 64, 64, 16, 16, 64>::launch(device, grid(m, n, 64, 64), &a, &b, c)
+        })?;
+        checked += 3;
+    }
+    Ok(format!("{checked} runs against the f64 reference"))
+}

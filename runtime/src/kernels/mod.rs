@@ -1,0 +1,10 @@
+//! The kernel library, written in the DSL. Each kernel registers itself with a self-test that
+//! runs it on fresh random inputs against an f64 reference written from the definition.
+
+pub mod attention;
+pub mod check;
+pub mod gemm;
+pub mod moe;
+pub mod optim;
+pub mod softmax;
+pub mod ws_gemm;

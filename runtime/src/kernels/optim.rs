@@ -1,0 +1,141 @@
+//! One AdamW step over a flat f32 parameter buffer (decoupled weight decay, as
+//! `torch.optim.AdamW`). For each element, with step `t ≥ 1`:
+//!
+//! ```text
+//! m ← β1·m + (1 − β1)·g          v ← β2·v + (1 − β2)·g²
+//! m̂ = m / (1 − β1^t)             v̂ = v / (1 − β2^t)
+//! p ← p − lr·( m̂ / (√v̂ + ε) + λ·p )
+//! ```
+//!
+//! The bias corrections `1 − β^t` come from the host (they change once per step). Each warp
+//! updates one chunk of `N` elements; the last chunk is masked by the views' length.
+
+use crate::dsl::*;
+use crate::ir::interp::{Arg, HostTensor};
+use crate::ir::ScalarType;
+use crate::kernels::check::{normalized_max_error, tiles, Rng};
+use crate::launch::{shape_of, Device, ScalarArg};
+
+/// See the module documentation. Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
+#[crate::kernel(warps = WARPS as u32, variants(<256, 4>), selftest = selftest, check = shapes)]
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_step<const N: usize, const WARPS: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<f32, 1>,
+    m: GlMut<f32, 1>,
+    v: GlMut<f32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    eps: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+    bias_correction1: Scalar<f32>,
+    bias_correction2: Scalar<f32>,
+) {
+    let chunk = block_idx_x() * WARPS as i32 + warp_idx();
+    let one = lit::<f32>(1.0);
+    let pv: Rv<f32, N> = load(p.chunk(chunk));
+    let gv: Rv<f32, N> = load(g.chunk(chunk));
+    let mv: Rv<f32, N> = load(m.chunk(chunk));
+    let vv: Rv<f32, N> = load(v.chunk(chunk));
+
+    let m_new = mv * beta1 + gv * (one - beta1);
+    let v_new = vv * beta2 + gv * gv * (one - beta2);
+    let adam = (m_new / bias_correction1) / ((v_new / bias_correction2).sqrt() + eps);
+    let p_new = pv - (adam + pv * weight_decay) * lr;
+
+    store(p.chunk(chunk), p_new);
+    store(m.chunk(chunk), m_new);
+    store(v.chunk(chunk), v_new);
+}
+
+/// p, g, m and v of one length.
+pub fn shapes(args: &[Arg]) -> Result<(), String> {
+    let [p, g, m, v] = [0, 1, 2, 3].map(|i| shape_of(args, i));
+    if g != p || m != p || v != p {
+        return Err(format!(
+            "p {p:?}, g {g:?}, m {m:?} and v {v:?} must have one length"
+        ));
+    }
+    Ok(())
+}
+
+/// Hyperparameters of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// The step number, from 1.
+    pub step: u32,
+}
+
+/// One step on `device` with the default tiling: updates `p`, `m` and `v` in place.
+pub fn step(
+    device: &Device,
+    p: &mut HostTensor,
+    g: &HostTensor,
+    m: &mut HostTensor,
+    v: &mut HostTensor,
+    h: &Hyper,
+) -> Result<(), crate::Error> {
+    let t = i32::try_from(h.step).unwrap_or(i32::MAX);
+    let bc1 = 1.0 - h.beta1.powi(t);
+    let bc2 = 1.0 - h.beta2.powi(t);
+    let s = |x: f32| ScalarArg::from(x);
+    adamw_step::<256, 4>::launch(
+        device,
+        [tiles(p.len(), 256 * 4), 1, 1],
+        p,
+        g,
+        m,
+        v,
+        s(h.lr),
+        s(h.beta1),
+        s(h.beta2),
+        s(h.eps),
+        s(h.weight_decay),
+        s(bc1),
+        s(bc2),
+    )
+}
+
+fn selftest(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = Hyper {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 3,
+    };
+    let n = 3000;
+    let f = ScalarType::F32;
+    let (p0, g) = (
+        rng.tensor(f, &[n], -1.0, 1.0),
+        rng.tensor(f, &[n], -1.0, 1.0),
+    );
+    let (m0, v0) = (
+        rng.tensor(f, &[n], -0.1, 0.1),
+        rng.tensor(f, &[n], 0.0, 0.01),
+    );
+    let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+    step(device, &mut p, &g, &mut m, &mut v, &h).map_err(|e| e.to_string())?;
+    let (b1, b2, t) = (f64::from(h.beta1), f64::from(h.beta2), h.step as i32);
+    let (gv, pv, mv, vv) = (g.to_vec(), p0.to_vec(), m0.to_vec(), v0.to_vec());
+    let mut want = Vec::new();
+    for i in 0..n {
+        let mi = b1 * mv[i] + (1.0 - b1) * gv[i];
+        let vi = b2 * vv[i] + (1.0 - b2) * gv[i] * gv[i];
+        let upd = mi / (1.0 - b1.powi(t)) / ((vi / (1.0 - b2.powi(t))).sqrt() + f64::from(h.eps));
+        want.push(pv[i] - f64::from(h.lr) * (upd + f64::from(h.weight_decay) * pv[i]));
+    }
+    let err = normalized_max_error(&p.to_vec(), &want);
+    if err > 1e-5 {
+        return Err(format!("p: error {err:.2e} (seed {})", rng.seed));
+    }
+    Ok(format!("{n} parameters against the f64 step"))
+}

@@ -1,0 +1,157 @@
+//! The attention forward kernel written in the DSL against full softmax attention in f64
+//! (`tilekit_examples::attention::reference`), plain and causal.
+
+use tilekit::dsl::bf16;
+use tilekit::ir::interp::HostTensor;
+use tilekit::ir::print_module;
+use tilekit::ir::ScalarType::{BF16, F32};
+use tilekit::kernels::attention::{attention_fwd, grid};
+use tilekit::{Device, ScalarArg};
+use tilekit_examples::attention::reference;
+use tilekit_tests::compare::{max_abs_error, normalized_max_error};
+use tilekit_tests::random::TestRng;
+
+/// As in interp_attention.rs: p is rounded to bf16 for P·V (and O to bf16): ≈ 2⁻⁸ relative.
+const O_TOLERANCE: f64 = 1e-2;
+/// LSE is f32 arithmetic on values ≤ 10 (absolute error).
+const LSE_TOLERANCE: f64 = 1e-5;
+
+/// (bh, seq_q, seq_kv): one tile, partial tiles, more keys than queries, several KV tiles.
+const SHAPES: [(usize, usize, usize); 4] = [(2, 64, 64), (3, 37, 37), (1, 50, 130), (2, 150, 150)];
+
+fn check(causal: bool) {
+    let mut rng = TestRng::fresh();
+    let d = 64;
+    let sm_scale = 1.0 / (d as f32).sqrt();
+    for (bh, seq_q, seq_kv) in SHAPES {
+        let q = rng.tensor(BF16, &[bh, seq_q, d], -2.0, 2.0);
+        let k = rng.tensor(BF16, &[bh, seq_kv, d], -2.0, 2.0);
+        let v = rng.tensor(BF16, &[bh, seq_kv, d], -1.0, 1.0);
+        let mut o = HostTensor::zeros(BF16, &[bh, seq_q, d]);
+        let mut lse = HostTensor::zeros(F32, &[bh, seq_q]);
+        let g = grid(bh, seq_q, 64);
+        let s = ScalarArg::from(sm_scale);
+        let r = if causal {
+            attention_fwd::<bf16, 64, 16, 64, 4, true>::launch(
+                &Device::Cpu,
+                g,
+                &q,
+                &k,
+                &v,
+                &mut o,
+                &mut lse,
+                s,
+            )
+        } else {
+            attention_fwd::<bf16, 64, 16, 64, 4, false>::launch(
+                &Device::Cpu,
+                g,
+                &q,
+                &k,
+                &v,
+                &mut o,
+                &mut lse,
+                s,
+            )
+        };
+        r.unwrap_or_else(|e| panic!("seed {}: {e}", rng.seed));
+        let (o_ref, lse_ref) = reference(
+            &q.to_vec(),
+            &k.to_vec(),
+            &v.to_vec(),
+            bh,
+            seq_q,
+            seq_kv,
+            d,
+            f64::from(sm_scale),
+            causal,
+        );
+        let o_err = normalized_max_error(&o.to_vec(), &o_ref);
+        let lse_err = max_abs_error(&lse.to_vec(), &lse_ref);
+        assert!(
+            o_err <= O_TOLERANCE && lse_err <= LSE_TOLERANCE,
+            "causal {causal} {bh}×{seq_q}×{seq_kv}: O error {o_err:.3e}, LSE error {lse_err:.3e}; seed {}",
+            rng.seed
+        );
+    }
+}
+
+#[test]
+fn dsl_attention_matches_full_softmax() {
+    check(false);
+}
+
+#[test]
+fn dsl_causal_attention_matches_full_softmax_over_earlier_keys() {
+    check(true);
+}
+
+#[test]
+fn dsl_attention_with_f32_output_matches() {
+    let mut rng = TestRng::fresh();
+    let (bh, seq, d) = (2, 70, 64);
+    let q = rng.tensor(BF16, &[bh, seq, d], -2.0, 2.0);
+    let k = rng.tensor(BF16, &[bh, seq, d], -2.0, 2.0);
+    let v = rng.tensor(BF16, &[bh, seq, d], -1.0, 1.0);
+    let mut o = HostTensor::zeros(F32, &[bh, seq, d]);
+    let mut lse = HostTensor::zeros(F32, &[bh, seq]);
+    attention_fwd::<f32, 64, 16, 64, 4, false>::launch(
+        &Device::Cpu,
+        grid(bh, seq, 64),
+        &q,
+        &k,
+        &v,
+        &mut o,
+        &mut lse,
+        0.125f32.into(),
+    )
+    .unwrap();
+    let (o_ref, _) = reference(
+        &q.to_vec(),
+        &k.to_vec(),
+        &v.to_vec(),
+        bh,
+        seq,
+        seq,
+        d,
+        0.125,
+        false,
+    );
+    let err = normalized_max_error(&o.to_vec(), &o_ref);
+    assert!(err <= O_TOLERANCE, "error {err:.3e}; seed {}", rng.seed);
+}
+
+#[test]
+fn dsl_attention_tile_ir() {
+    insta::assert_snapshot!(
+        "dsl_attention",
+        print_module(attention_fwd::<bf16, 64, 16, 64, 4, false>::module())
+    );
+    insta::assert_snapshot!(
+        "dsl_attention_causal",
+        print_module(attention_fwd::<bf16, 64, 16, 64, 4, true>::module())
+    );
+}
+
+#[test]
+fn dsl_attention_launcher_rejects_a_head_dim_other_than_the_kernels() {
+    let q = HostTensor::zeros(BF16, &[1, 16, 128]);
+    let mut o = HostTensor::zeros(BF16, &[1, 16, 128]);
+    let mut lse = HostTensor::zeros(F32, &[1, 16]);
+    let err = attention_fwd::<bf16, 64, 16, 64, 4, false>::launch(
+        &Device::Cpu,
+        grid(1, 16, 64),
+        &q,
+        &q,
+        &q,
+        &mut o,
+        &mut lse,
+        1.0f32.into(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, tilekit::Error::Shape { .. }), "{err}");
+    assert!(
+        err.to_string().contains("expected q and o [bh, seq_q, 64]"),
+        "{err}"
+    );
+}

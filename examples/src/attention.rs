@@ -282,7 +282,7 @@ pub fn run(
 /// Attention in f64 from the definition: for each head and query row, the full score row
 /// `s_j = sm_scale · q_i·k_j` over the visible keys (`j ≤ i` when causal), `softmax(s)·V` and
 /// `ln Σ exp(s_j)`. Inputs row-major `[bh, seq_q, d]` and `[bh, seq_kv, d]`; returns
-/// `(O [bh, seq_q, d], LSE [bh, seq_q])`.
+/// `(O [bh, seq_q, d], LSE [bh, seq_q])`. The kernel library's reference, with the shape spelled out.
 #[allow(clippy::too_many_arguments)]
 pub fn reference(
     q: &[f64],
@@ -295,30 +295,5 @@ pub fn reference(
     sm_scale: f64,
     causal: bool,
 ) -> (Vec<f64>, Vec<f64>) {
-    let mut o = vec![0.0; bh * seq_q * d];
-    let mut lse = vec![0.0; bh * seq_q];
-    for h in 0..bh {
-        for i in 0..seq_q {
-            let qi = &q[(h * seq_q + i) * d..][..d];
-            let visible = if causal { seq_kv.min(i + 1) } else { seq_kv };
-            let s: Vec<f64> = (0..visible)
-                .map(|j| {
-                    let kj = &k[(h * seq_kv + j) * d..][..d];
-                    sm_scale * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>()
-                })
-                .collect();
-            let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            lse[h * seq_q + i] = max + sum.ln();
-            let oi = &mut o[(h * seq_q + i) * d..][..d];
-            for (j, ej) in e.iter().enumerate() {
-                let vj = &v[(h * seq_kv + j) * d..][..d];
-                for (x, y) in oi.iter_mut().zip(vj) {
-                    *x += ej / sum * y;
-                }
-            }
-        }
-    }
-    (o, lse)
+    tilekit::kernels::attention::reference(q, k, v, (bh, seq_q, seq_kv, d), sm_scale, causal)
 }

@@ -222,13 +222,5 @@ pub(crate) fn operand_shapes(
     Ok((m, k, n))
 }
 
-/// `C = A·B` in f64: `C[i][j] = Σ_k A[i][k]·B[k][j]`, with A `m×k` and B `k×n` row-major.
-pub fn reference(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
-    let mut c = vec![0.0; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            c[i * n + j] = (0..k).map(|kk| a[i * k + kk] * b[kk * n + j]).sum();
-        }
-    }
-    c
-}
+/// `C = A·B` in f64, from the definition (the kernel library's reference).
+pub use tilekit::kernels::gemm::reference;

@@ -162,14 +162,5 @@ pub fn run(cfg: &SoftmaxConfig, x: &HostTensor) -> Result<HostTensor, InterpErro
     Ok(output(&args, 1))
 }
 
-/// Row softmax in f64 from the definition (shifted by the row max for range), X row-major
-/// `rows × cols`.
-pub fn reference(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    let mut y = Vec::with_capacity(rows * cols);
-    for row in x.chunks(cols).take(rows) {
-        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
-        y.extend(row.iter().map(|v| (v - max).exp() / sum));
-    }
-    y
-}
+/// Row softmax in f64, from the definition (the kernel library's reference).
+pub use tilekit::kernels::softmax::reference;

@@ -8,7 +8,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 apt_packages=(llvm-22-dev libmlir-22-dev mlir-22-tools lld-22 libpolly-22-dev
-              libzstd-dev libz3-dev libxml2-dev libffi-dev zlib1g-dev)
+              libzstd-dev libz3-dev libxml2-dev libffi-dev zlib1g-dev
+              libclang-22-dev)  # libclang-22-dev: bindgen (mlir-sys, tblgen) needs libclang
 pip_packages=(nvidia-cuda-nvcc nvidia-cuda-nvdisasm)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

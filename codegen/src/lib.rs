@@ -1,7 +1,31 @@
 //! # tilekit-codegen
 //!
-//! Code generation for Tile IR kernels. This crate names the targets tilekit compiles for; the
-//! lowering through MLIR and LLVM to PTX (NVIDIA) and code objects (AMD) is built on top of it.
+//! Code generation for Tile IR kernels: [`compile`] lowers a verified kernel for an NVIDIA
+//! [`Target`] through every stage of the pipeline and keeps each as text:
+//!
+//! ```text
+//! Tile IR ──(nvidia: lowering rules, layout)──▶ MLIR (arith, scf, llvm, nvvm)
+//!   ──(mlir::PIPELINE)──▶ MLIR in the LLVM dialect ──(translation)──▶ LLVM IR
+//!   ──(O3)──▶ optimized LLVM IR ──(NVPTX target machine)──▶ PTX ──(ptxas, nvdisasm)──▶ SASS
+//! ```
+//!
+//! [`layout`] holds the register fragment layouts and swizzles as data; [`ptxas`] and [`sass`]
+//! drive NVIDIA's offline tools for resource reports and instruction mixes; [`cache`] keeps
+//! compiled kernels in memory and under `TILEKIT_CACHE_DIR`. AMD targets are named
+//! here but not lowered yet.
+
+pub mod cache;
+pub mod error;
+pub mod layout;
+pub mod llvm;
+pub mod mlir;
+mod nvidia;
+pub mod ptxas;
+pub mod sass;
+
+pub use cache::compile_cached;
+pub use error::CodegenError;
+pub use nvidia::{shared_limit, REGISTER_LIMIT};
 
 use std::fmt;
 use std::str::FromStr;
@@ -80,6 +104,257 @@ impl FromStr for Target {
                 given: s.to_string(),
             })
     }
+}
+
+/// A stage of the pipeline whose text a [`Compiled`] kernel keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The kernel's Tile IR (with the helpers of its module), as printed by `tilekit_ir`.
+    Tile,
+    /// MLIR as generated (arith, scf, llvm, nvvm dialects).
+    Mlir,
+    /// MLIR after the pass pipeline: the LLVM dialect only.
+    MlirLowered,
+    /// LLVM IR as translated from MLIR.
+    Llvm,
+    /// LLVM IR after O3, as handed to the NVPTX back end.
+    LlvmOpt,
+    /// PTX assembly.
+    Ptx,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 6] = [
+        Stage::Tile,
+        Stage::Mlir,
+        Stage::MlirLowered,
+        Stage::Llvm,
+        Stage::LlvmOpt,
+        Stage::Ptx,
+    ];
+
+    /// The name used on the command line and in dump file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Tile => "tile",
+            Stage::Mlir => "mlir",
+            Stage::MlirLowered => "mlir-lowered",
+            Stage::Llvm => "llvm",
+            Stage::LlvmOpt => "llvm-opt",
+            Stage::Ptx => "ptx",
+        }
+    }
+}
+
+/// One kernel argument as the launch passes it.
+///
+/// A global view of rank n is passed as a pointer, then n sizes, then n strides (elements),
+/// the sizes and strides as 32-bit signed integers; a scalar as itself (bool as a 32-bit 0 or 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelArg {
+    Global {
+        name: String,
+        dtype: tilekit_ir::ScalarType,
+        rank: u32,
+    },
+    Scalar {
+        name: String,
+        dtype: tilekit_ir::ScalarType,
+    },
+}
+
+/// A compiled kernel: the text of every stage and what a launch needs to know.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub kernel: String,
+    pub target: Target,
+    /// Kernel arguments, in order (see [`KernelArg`] for the calling convention).
+    pub args: Vec<KernelArg>,
+    /// Warps per block; the block is `warps · 32` threads along x.
+    pub warps: u32,
+    /// Bytes of shared memory the kernel uses.
+    pub shared_bytes: u64,
+    /// Whether that shared memory is dynamic (over 48 KiB: the launch passes `shared_bytes` and
+    /// opts in to the size); otherwise it is a static allocation in the PTX.
+    pub dynamic_shared: bool,
+    /// Seconds spent in each stage: lowering to MLIR, MLIR passes, translation, O3 and PTX.
+    pub timings: Timings,
+    stages: Vec<(Stage, String)>,
+}
+
+/// Wall-clock time of each compilation stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// Tile IR → MLIR text (the lowering rules).
+    pub lower: f64,
+    /// Parsing and verifying the MLIR text (including context set-up).
+    pub parse: f64,
+    /// The MLIR pass pipeline.
+    pub passes: f64,
+    /// Translation to LLVM IR.
+    pub translate: f64,
+    /// O3 and PTX emission.
+    pub llvm: f64,
+}
+
+impl Timings {
+    pub fn total(&self) -> f64 {
+        self.lower + self.parse + self.passes + self.translate + self.llvm
+    }
+}
+
+impl Compiled {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        kernel: String,
+        target: Target,
+        args: Vec<KernelArg>,
+        warps: u32,
+        shared_bytes: u64,
+        dynamic_shared: bool,
+        timings: Timings,
+        stages: Vec<(Stage, String)>,
+    ) -> Compiled {
+        Compiled {
+            kernel,
+            target,
+            args,
+            warps,
+            shared_bytes,
+            dynamic_shared,
+            timings,
+            stages,
+        }
+    }
+
+    /// The text of one stage.
+    pub fn stage(&self, s: Stage) -> &str {
+        self.stages
+            .iter()
+            .find(|(k, _)| *k == s)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or("")
+    }
+
+    pub fn ptx(&self) -> &str {
+        self.stage(Stage::Ptx)
+    }
+
+    /// Threads per block.
+    pub fn block_threads(&self) -> u32 {
+        self.warps * 32
+    }
+
+    /// Assembles the PTX with ptxas for the target and disassembles it with nvdisasm.
+    pub fn sass(&self) -> Result<String, CodegenError> {
+        let cubin = ptxas::assemble(self.ptx(), self.target)?;
+        sass::disassemble(&cubin.cubin)
+    }
+
+    /// Writes every stage to `dir`, one file per stage (`<kernel>.<target>.<stage>`).
+    pub fn dump(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (s, text) in &self.stages {
+            let path = dir.join(format!("{}.{}.{}", self.kernel, self.target, s.name()));
+            std::fs::write(path, text)?;
+        }
+        Ok(())
+    }
+}
+
+/// Compiles kernel `kernel` of `module` for `target` through every stage to PTX.
+///
+/// The module must verify. Ops the target cannot lower yet are [`CodegenError::Unsupported`],
+/// naming the op and the target; kernels over the target's shared memory or register limits
+/// are [`CodegenError::Resources`], before any PTX is emitted. When `TILEKIT_DUMP` names a
+/// directory, every stage is written there.
+pub fn compile(
+    module: &tilekit_ir::Module,
+    kernel: &str,
+    target: Target,
+) -> Result<Compiled, CodegenError> {
+    use std::time::Instant;
+    tilekit_ir::verify(module).map_err(|es| {
+        CodegenError::Invalid(
+            es.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let func = module
+        .func(kernel)
+        .filter(|f| f.is_kernel())
+        .ok_or_else(|| CodegenError::UnknownKernel {
+            name: kernel.to_string(),
+            available: module
+                .kernels()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    if !target.is_nvidia() {
+        return Err(CodegenError::Unsupported {
+            op: format!("kernel `{kernel}`"),
+            target,
+            reason: "AMD targets are not lowered yet".into(),
+            loc: func.loc.to_string(),
+        });
+    }
+    let mut timings = Timings::default();
+    let t0 = Instant::now();
+    let lowered = nvidia::lower(module, func, target)?;
+    timings.lower = t0.elapsed().as_secs_f64();
+
+    let t0 = Instant::now();
+    let mlir = mlir::Mlir::new();
+    let mut m = mlir.parse(&lowered.mlir)?;
+    let mlir_text = m.as_operation().to_string();
+    timings.parse = t0.elapsed().as_secs_f64();
+
+    let t0 = Instant::now();
+    mlir.lower(&mut m)?;
+    let lowered_text = m.as_operation().to_string();
+    timings.passes = t0.elapsed().as_secs_f64();
+
+    let t0 = Instant::now();
+    let ctx = inkwell::context::Context::create();
+    let lm = mlir::translate(&m, &ctx)?;
+    let llvm_text = lm.print_to_string().to_string();
+    timings.translate = t0.elapsed().as_secs_f64();
+
+    let t0 = Instant::now();
+    let (opt_text, ptx) = llvm::optimize_and_emit(&lm, target)?;
+    timings.llvm = t0.elapsed().as_secs_f64();
+
+    let tile = tilekit_ir::print_module(module);
+    let compiled = Compiled {
+        kernel: kernel.to_string(),
+        target,
+        args: lowered.args,
+        warps: func.warps().unwrap_or(1),
+        shared_bytes: lowered.shared_bytes,
+        dynamic_shared: lowered.dynamic_shared,
+        timings,
+        stages: vec![
+            (Stage::Tile, tile),
+            (Stage::Mlir, mlir_text),
+            (Stage::MlirLowered, lowered_text),
+            (Stage::Llvm, llvm_text),
+            (Stage::LlvmOpt, opt_text),
+            (Stage::Ptx, ptx),
+        ],
+    };
+    if let Some(dir) = std::env::var_os("TILEKIT_DUMP") {
+        compiled
+            .dump(std::path::Path::new(&dir))
+            .map_err(|e| CodegenError::Tool {
+                tool: "TILEKIT_DUMP".into(),
+                message: format!("cannot write the stages to {}: {e}", dir.to_string_lossy()),
+            })?;
+    }
+    Ok(compiled)
 }
 
 #[cfg(test)]

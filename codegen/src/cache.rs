@@ -1,0 +1,150 @@
+//! A compile cache: in memory, and on disk under `TILEKIT_CACHE_DIR` when it is set.
+//!
+//! The key is the kernel's module as Tile IR text (comptime values are already specialized into
+//! it), the kernel name, the target, this crate's version and the LLVM version, so a change to
+//! any of them misses. Entries hold every stage and the launch metadata; the full key is stored
+//! with an entry and compared on load, so a hash collision is a miss, never a wrong kernel.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use crate::{compile, CodegenError, Compiled, KernelArg, Stage, Target, Timings};
+
+fn memory() -> &'static Mutex<HashMap<String, Compiled>> {
+    static M: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
+    M.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Forgets every kernel cached in memory (the disk cache stays).
+pub fn clear_memory() {
+    if let Ok(mut m) = memory().lock() {
+        m.clear();
+    }
+}
+
+/// The cache key of a kernel: everything its compiled form depends on.
+pub fn key(module: &tilekit_ir::Module, kernel: &str, target: Target) -> String {
+    let (major, minor, patch) = inkwell::support::get_llvm_version();
+    format!(
+        "tilekit-codegen {} llvm {major}.{minor}.{patch} target {target} kernel {kernel}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        tilekit_ir::print_module(module)
+    )
+}
+
+/// FNV-1a, 64 bits: stable across Rust versions (unlike `DefaultHasher`), for file names.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// [`compile`] through the cache: a hit returns the stored kernel (with zero [`Timings`]).
+pub fn compile_cached(
+    module: &tilekit_ir::Module,
+    kernel: &str,
+    target: Target,
+) -> Result<Compiled, CodegenError> {
+    let k = key(module, kernel, target);
+    if let Some(c) = memory().lock().ok().and_then(|m| m.get(&k).cloned()) {
+        return Ok(c);
+    }
+    let dir = std::env::var_os("TILEKIT_CACHE_DIR").map(PathBuf::from);
+    if let Some(c) = dir.as_deref().and_then(|d| load(d, &k)) {
+        if let Ok(mut m) = memory().lock() {
+            m.insert(k, c.clone());
+        }
+        return Ok(c);
+    }
+    let c = compile(module, kernel, target)?;
+    if let Some(d) = dir {
+        // A cache that cannot be written is only slower: the kernel is still returned.
+        let _ = store(&d, &k, &c);
+    }
+    if let Ok(mut m) = memory().lock() {
+        let mut hit = c.clone();
+        hit.timings = Timings::default();
+        m.insert(k, hit);
+    }
+    Ok(c)
+}
+
+fn entry(dir: &Path, key: &str) -> PathBuf {
+    dir.join(format!("{:016x}", fnv1a(key)))
+}
+
+fn store(dir: &Path, key: &str, c: &Compiled) -> std::io::Result<()> {
+    let e = entry(dir, key);
+    std::fs::create_dir_all(&e)?;
+    for s in Stage::ALL {
+        std::fs::write(e.join(s.name()), c.stage(s))?;
+    }
+    let mut meta = format!(
+        "kernel {}\nwarps {}\nshared_bytes {}\ndynamic_shared {}\n",
+        c.kernel,
+        c.warps,
+        c.shared_bytes,
+        u8::from(c.dynamic_shared)
+    );
+    for a in &c.args {
+        match a {
+            KernelArg::Global { name, dtype, rank } => {
+                meta.push_str(&format!("global {name} {dtype} {rank}\n"))
+            }
+            KernelArg::Scalar { name, dtype } => meta.push_str(&format!("scalar {name} {dtype}\n")),
+        }
+    }
+    std::fs::write(e.join("meta"), meta)?;
+    // The key last: an entry without it (an interrupted write) is a miss.
+    std::fs::write(e.join("key"), key)
+}
+
+fn load(dir: &Path, key: &str) -> Option<Compiled> {
+    let e = entry(dir, key);
+    if std::fs::read_to_string(e.join("key")).ok()? != key {
+        return None;
+    }
+    let target = key
+        .split_whitespace()
+        .skip_while(|w| *w != "target")
+        .nth(1)?
+        .parse::<Target>()
+        .ok()?;
+    let meta = std::fs::read_to_string(e.join("meta")).ok()?;
+    let (mut kernel, mut warps, mut shared_bytes, mut dynamic_shared) = (None, None, None, None);
+    let mut args = Vec::new();
+    for line in meta.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["kernel", k] => kernel = Some(k.to_string()),
+            ["warps", n] => warps = n.parse().ok(),
+            ["shared_bytes", n] => shared_bytes = n.parse().ok(),
+            ["dynamic_shared", b] => dynamic_shared = Some(*b == "1"),
+            ["global", name, d, rank] => args.push(KernelArg::Global {
+                name: name.to_string(),
+                dtype: tilekit_ir::ScalarType::from_name(d)?,
+                rank: rank.parse().ok()?,
+            }),
+            ["scalar", name, d] => args.push(KernelArg::Scalar {
+                name: name.to_string(),
+                dtype: tilekit_ir::ScalarType::from_name(d)?,
+            }),
+            _ => return None,
+        }
+    }
+    let stages = Stage::ALL
+        .into_iter()
+        .map(|s| Some((s, std::fs::read_to_string(e.join(s.name())).ok()?)))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Compiled::from_parts(
+        kernel?,
+        target,
+        args,
+        warps?,
+        shared_bytes?,
+        dynamic_shared?,
+        Timings::default(),
+        stages,
+    ))
+}

@@ -1,0 +1,505 @@
+//! Which lane holds which element: the register fragment layouts of NVIDIA tensor cores, the
+//! distribution of register vectors, `ldmatrix` addressing and shared-memory swizzles, as data.
+//!
+//! A warp holds a register tile `R×C` as `R/16 · C/16` subtiles of 16×16, in row-major subtile
+//! order; each lane holds 8 elements of each subtile ("registers" `e = 0..8` below), so a lane
+//! holds `R·C/32` elements, subtile `s` at `8·s .. 8·s + 8`.
+//!
+//! Within a 16×16 subtile, with `g = lane / 4` ("groupID") and `t = lane % 4`
+//! ("threadID_in_group"), the **row** layout is the A-operand fragment of
+//! `mma.m16n8k16` with `.bf16`/`.f16` inputs (PTX ISA, *Matrix Fragments for `mma.m16n8k16` with
+//! floating point type*, figure "MMA .m16n8k16 fragment layout for matrix A"):
+//! `a0,a1` at row `g`, columns `2t, 2t+1`; `a2,a3` at row `g+8`; `a4,a5` at row `g`, columns
+//! `2t+8, 2t+9`; `a6,a7` at row `g+8`, columns `2t+8, 2t+9`. The same table is the accumulator
+//! fragment (figure "MMA .m16n8k16 fragment layout for accumulator matrix C/D": `c0,c1` at row
+//! `g`, columns `2t, 2t+1`; `c2,c3` at row `g+8`) of the two `n8` halves side by side: registers
+//! `0..4` are the left half's `c0..c3`, registers `4..8` the right half's.
+//!
+//! The **col** layout is the transpose: register `e` of a col tile sits at `(c, r)` where `(r, c)`
+//! is its position in the row layout. That is the B-operand fragment (figure "MMA .m16n8k16
+//! fragment layout for matrix B": `b0,b1` at rows `2t, 2t+1`, column `g`; `b2,b3` at rows
+//! `2t+8, 2t+9`) with the left `n8` half in registers `{0,1,4,5}` and the right in `{2,3,6,7}`.
+//! Because each layout is the other's transpose, a row tile and the col tile of its transpose
+//! hold the same registers, which is why all four `mma` variants are one instruction.
+
+use tilekit_ir::{Layout, Swizzle, VecAxis};
+
+/// Lanes per warp on NVIDIA GPUs.
+pub const WARP_LANES: u32 = 32;
+/// Elements of one 16×16 subtile held by one lane.
+pub const SUBTILE_REGS: u32 = 8;
+
+/// A coordinate that depends on the lane: `base + per_g·(lane/4) + per_t·(lane%4)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LaneAffine {
+    pub base: u32,
+    pub per_g: u32,
+    pub per_t: u32,
+}
+
+impl LaneAffine {
+    /// The coordinate's value in lane `lane`.
+    pub fn at(self, lane: u32) -> u32 {
+        self.base + self.per_g * (lane / 4) + self.per_t * (lane % 4)
+    }
+}
+
+/// Row and column of register `e` (0..8) of a 16×16 subtile in the row layout, as functions of
+/// the lane (see the module documentation for the PTX ISA figure).
+pub fn row_subtile(e: u32) -> (LaneAffine, LaneAffine) {
+    let row = LaneAffine {
+        base: 8 * ((e / 2) % 2),
+        per_g: 1,
+        per_t: 0,
+    };
+    let col = LaneAffine {
+        base: (e % 2) + 8 * (e / 4),
+        per_g: 0,
+        per_t: 2,
+    };
+    (row, col)
+}
+
+/// Row and column of register `e` (any, `0..rows·cols/32`) of a register tile of `cols` columns.
+pub fn tile_elem(layout: Layout, cols: u32, e: u32) -> (LaneAffine, LaneAffine) {
+    let s = e / SUBTILE_REGS;
+    let (si, sj) = (s / (cols / 16), s % (cols / 16));
+    let (r, c) = row_subtile(e % SUBTILE_REGS);
+    let (mut r, mut c) = match layout {
+        Layout::Row => (r, c),
+        Layout::Col => (c, r),
+    };
+    r.base += 16 * si;
+    c.base += 16 * sj;
+    (r, c)
+}
+
+/// Registers per lane of a register tile.
+pub fn tile_regs(rows: u32, cols: u32) -> u32 {
+    rows * cols / WARP_LANES
+}
+
+/// How a register vector's elements are spread over a warp's lanes.
+///
+/// A vector that meets tiles (broadcasts, row/column reductions, gathers) has the distribution
+/// of its axis: a `rows` vector as the rows of a row-layout tile (each lane holds rows `g` and
+/// `g+8` of every 16, replicated over `t`), a `cols` vector as its columns (columns `2t, 2t+1,
+/// 2t+8, 2t+9` of every 16, replicated over `g`), so broadcasts and reductions need no data
+/// movement beyond the reductions' shuffles. A vector that only meets other vectors and memory
+/// (elementwise kernels: optimizers, activations) is spread over the lanes without replicas:
+/// element `32k + lane` in register `k` (`Lanes`), so consecutive lanes touch consecutive
+/// elements and a lane holds `len / 32` registers instead of `len / 8` or `len / 4`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VecLayout {
+    Rows,
+    Cols,
+    Lanes,
+}
+
+impl From<VecAxis> for VecLayout {
+    fn from(a: VecAxis) -> VecLayout {
+        match a {
+            VecAxis::Rows => VecLayout::Rows,
+            VecAxis::Cols => VecLayout::Cols,
+        }
+    }
+}
+
+/// Registers per lane of a register vector of `len` elements.
+pub fn vector_regs(len: u32, l: VecLayout) -> u32 {
+    match l {
+        VecLayout::Rows => 2 * (len / 16),
+        VecLayout::Cols => 4 * (len / 16),
+        VecLayout::Lanes => len.div_ceil(WARP_LANES),
+    }
+}
+
+/// Element index of register `k` of a vector, as a function of the lane.
+pub fn vector_elem(l: VecLayout, k: u32) -> LaneAffine {
+    match l {
+        VecLayout::Rows => LaneAffine {
+            base: 16 * (k / 2) + 8 * (k % 2),
+            per_g: 1,
+            per_t: 0,
+        },
+        VecLayout::Cols => LaneAffine {
+            base: 16 * (k / 4) + (k % 2) + 8 * ((k / 2) % 2),
+            per_g: 0,
+            per_t: 2,
+        },
+        VecLayout::Lanes => LaneAffine {
+            base: WARP_LANES * k,
+            per_g: 4,
+            per_t: 1,
+        },
+    }
+}
+
+/// Whether a lane is the one that writes a replicated vector element (the others hold copies):
+/// `t == 0` for a rows vector, `g == 0` for a cols vector, every lane for `Lanes`.
+pub fn vector_owner(l: VecLayout, lane: u32) -> bool {
+    match l {
+        VecLayout::Rows => lane % 4 == 0,
+        VecLayout::Cols => lane / 4 == 0,
+        VecLayout::Lanes => true,
+    }
+}
+
+/// The shuffle masks that combine a whole vector's partial reductions: across the lanes that
+/// hold different elements.
+pub fn vector_reduce_masks(l: VecLayout) -> &'static [u32] {
+    match l {
+        VecLayout::Rows => &[4, 8, 16],
+        VecLayout::Cols => &[1, 2],
+        VecLayout::Lanes => &[1, 2, 4, 8, 16],
+    }
+}
+
+/// The distribution of a vector that meets a tile of layout `tile` along `axis` (one element per
+/// row, or per column): a col tile's rows sit in the lanes of a row tile's columns.
+pub fn tile_vector_layout(tile: Layout, axis: VecAxis) -> VecLayout {
+    match (tile, axis) {
+        (Layout::Row, VecAxis::Rows) | (Layout::Col, VecAxis::Cols) => VecLayout::Rows,
+        (Layout::Row, VecAxis::Cols) | (Layout::Col, VecAxis::Rows) => VecLayout::Cols,
+    }
+}
+
+/// The register of a vector along `axis` (distributed as [`tile_vector_layout`] says) that holds
+/// the row (`Rows`) or column (`Cols`) of tile register `e`, for a tile of `cols` columns.
+pub fn vector_reg_of_tile_reg(tile: Layout, axis: VecAxis, cols: u32, e: u32) -> u32 {
+    let s = e / SUBTILE_REGS;
+    let (si, sj) = (s / (cols / 16), s % (cols / 16));
+    let i = e % SUBTILE_REGS;
+    // The subtile index along the vector, and whether the vector's coordinate is the subtile's
+    // row-layout row (indexed by g) or column (indexed by t).
+    let sub = if axis == VecAxis::Rows { si } else { sj };
+    match tile_vector_layout(tile, axis) {
+        VecLayout::Rows => 2 * sub + (i / 2) % 2,
+        _ => 4 * sub + (i % 2) + 2 * (i / 4),
+    }
+}
+
+/// The `shfl.sync.bfly` lane masks that combine the lanes holding parts of the same vector
+/// element of a `Rows` or `Cols` distribution: a `Rows` element (indexed by `g`) is spread over
+/// the four lanes of a group (`t`: masks 1, 2), a `Cols` element over the eight groups (`g`:
+/// masks 4, 8, 16). `Lanes` elements sit in one lane each.
+pub fn reduce_masks(l: VecLayout) -> &'static [u32] {
+    match l {
+        VecLayout::Rows => &[1, 2],
+        VecLayout::Cols => &[4, 8, 16],
+        VecLayout::Lanes => &[],
+    }
+}
+
+/// `ldmatrix.sync.aligned.m8n8.x4` addressing for one 16×16 subtile of 16-bit elements: the row
+/// and the first column (of 8 contiguous) whose address lane `lane` supplies.
+///
+/// PTX ISA, *Warp-level matrix load instruction: ldmatrix*: lanes `8q .. 8q+8` give the row
+/// addresses of matrix `q`, and destination register `q` receives matrix `q`, lane `l` holding
+/// row `l/4`, elements `2(l%4), 2(l%4)+1` (with `.trans`: column `l/4`, rows `2(l%4), 2(l%4)+1`).
+/// For the row layout the four matrices are the quadrants (rows 0–7, cols 0–7), (8–15, 0–7),
+/// (0–7, 8–15), (8–15, 8–15); for the col layout (loaded with `.trans`) they are (0–7, 0–7),
+/// (0–7, 8–15), (8–15, 0–7), (8–15, 8–15).
+pub fn ldmatrix_source(layout: Layout, lane: u32) -> (u32, u32) {
+    let q = lane / 8;
+    let r = lane % 8;
+    match layout {
+        Layout::Row => (r + 8 * (q % 2), 8 * (q / 2)),
+        Layout::Col => (r + 8 * (q / 2), 8 * (q % 2)),
+    }
+}
+
+/// Registers of a B subtile (col layout, or row layout of the transpose) that form the
+/// `b0..b3` fragment of its left (`0`) and right (`1`) `n8` half.
+pub const B_HALF_REGS: [[u32; 4]; 2] = [[0, 1, 4, 5], [2, 3, 6, 7]];
+
+/// One `mma.sync.aligned.m16n8k16` of a warp-scope `mma`: which of this lane's registers of A, B
+/// and C (indices into each tile's registers) are its `a0..a7`, `b0..b3` and `c0..c3`/`d0..d3`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmaStep {
+    pub a: [u32; 8],
+    pub b: [u32; 4],
+    pub c: [u32; 4],
+}
+
+/// The `mma.sync` instructions of `D = op(A)·op(B) + C`, in issue order (k innermost, so each
+/// accumulator sees k in increasing order as the IR defines), for A stored `a_rows × a_cols`,
+/// B stored `b_rows × b_cols` and C `m × n`, with the layouts that `variant` takes.
+///
+/// op(A)'s subtile `(mi, ki)` is A's stored subtile `(mi, ki)` (row A) or `(ki, mi)` (col A: the
+/// col layout is the row layout transposed, so its registers are the A fragment of op(A));
+/// op(B)'s subtile `(ki, nj)` is B's stored `(ki, nj)` (col B) or `(nj, ki)` (row B).
+pub fn mma_steps(
+    variant: tilekit_ir::MmaVariant,
+    (a_rows, a_cols): (u32, u32),
+    (_b_rows, b_cols): (u32, u32),
+    (m, n): (u32, u32),
+) -> Vec<MmaStep> {
+    let k = if variant.a_transposed() {
+        a_rows
+    } else {
+        a_cols
+    };
+    let a_sub = |mi: u32, ki: u32| {
+        if variant.a_transposed() {
+            ki * (a_cols / 16) + mi
+        } else {
+            mi * (a_cols / 16) + ki
+        }
+    };
+    let b_sub = |ki: u32, nj: u32| {
+        if variant.b_transposed() {
+            nj * (b_cols / 16) + ki
+        } else {
+            ki * (b_cols / 16) + nj
+        }
+    };
+    let mut steps = Vec::new();
+    for mi in 0..m / 16 {
+        for nj in 0..n / 16 {
+            for (h, half) in B_HALF_REGS.iter().enumerate() {
+                for ki in 0..k / 16 {
+                    let sa = SUBTILE_REGS * a_sub(mi, ki);
+                    let sb = SUBTILE_REGS * b_sub(ki, nj);
+                    let sc = SUBTILE_REGS * (mi * (n / 16) + nj) + 4 * h as u32;
+                    steps.push(MmaStep {
+                        a: std::array::from_fn(|i| sa + i as u32),
+                        b: half.map(|r| sb + r),
+                        c: std::array::from_fn(|i| sc + i as u32),
+                    });
+                }
+            }
+        }
+    }
+    steps
+}
+
+/// The XOR mask that a swizzle applies to bits 4.. of a byte offset, taken from the bits three
+/// places above (the 32/64/128-byte swizzles of CUTLASS `Swizzle<1|2|3, 4, 3>` and TMA): 16-byte
+/// chunks stay whole, so `ldmatrix` rows and 16-byte copies stay contiguous.
+pub fn swizzle_mask(s: Swizzle) -> u32 {
+    match s {
+        Swizzle::None => 0,
+        Swizzle::B32 => 0x10,
+        Swizzle::B64 => 0x30,
+        Swizzle::B128 => 0x70,
+    }
+}
+
+/// The swizzled position of byte offset `off` within a shared tile.
+pub fn swizzle(s: Swizzle, off: u32) -> u32 {
+    off ^ ((off >> 3) & swizzle_mask(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// PTX ISA, "MMA .m16n8k16 fragment layout for matrix A" (.bf16/.f16): row and column of
+    /// `a_i` for a lane, transcribed from the figure's formulas.
+    fn ptx_a(lane: u32, i: u32) -> (u32, u32) {
+        let (g, t) = (lane / 4, lane % 4);
+        let row = if i < 2 || (4..6).contains(&i) {
+            g
+        } else {
+            g + 8
+        };
+        let col = if i < 4 {
+            t * 2 + (i & 1)
+        } else {
+            t * 2 + (i & 1) + 8
+        };
+        (row, col)
+    }
+
+    /// "MMA .m16n8k16 fragment layout for matrix B": row (k) and column (n) of `b_i`.
+    fn ptx_b(lane: u32, i: u32) -> (u32, u32) {
+        let (g, t) = (lane / 4, lane % 4);
+        let row = if i < 2 {
+            t * 2 + (i & 1)
+        } else {
+            t * 2 + (i & 1) + 8
+        };
+        (row, g)
+    }
+
+    /// "MMA .m16n8k16 fragment layout for accumulator matrix C/D": row and column of `c_i`.
+    fn ptx_c(lane: u32, i: u32) -> (u32, u32) {
+        let (g, t) = (lane / 4, lane % 4);
+        let row = if i < 2 { g } else { g + 8 };
+        (row, t * 2 + (i & 1))
+    }
+
+    fn at(p: (LaneAffine, LaneAffine), lane: u32) -> (u32, u32) {
+        (p.0.at(lane), p.1.at(lane))
+    }
+
+    #[test]
+    fn row_layout_is_the_mma_a_fragment() {
+        for lane in 0..32 {
+            for i in 0..8 {
+                assert_eq!(at(tile_elem(Layout::Row, 16, i), lane), ptx_a(lane, i));
+            }
+        }
+    }
+
+    #[test]
+    fn row_layout_halves_are_the_mma_accumulator_fragments() {
+        for lane in 0..32 {
+            for h in 0..2 {
+                for i in 0..4 {
+                    let (r, c) = at(tile_elem(Layout::Row, 16, 4 * h + i), lane);
+                    assert_eq!((r, c - 8 * h), ptx_c(lane, i));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col_layout_halves_are_the_mma_b_fragments() {
+        let halves = [[0, 1, 4, 5], [2, 3, 6, 7]];
+        for lane in 0..32 {
+            for (h, regs) in halves.iter().enumerate() {
+                for (i, &e) in regs.iter().enumerate() {
+                    let (k, n) = at(tile_elem(Layout::Col, 16, e), lane);
+                    assert_eq!((k, n - 8 * h as u32), ptx_b(lane, i as u32));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_element_of_a_tile_has_exactly_one_lane_and_register() {
+        for layout in [Layout::Row, Layout::Col] {
+            let (rows, cols) = (32, 48);
+            let mut seen = HashSet::new();
+            for lane in 0..32 {
+                for e in 0..tile_regs(rows, cols) {
+                    let (r, c) = at(tile_elem(layout, cols, e), lane);
+                    assert!(r < rows && c < cols);
+                    assert!(seen.insert((r, c)));
+                }
+            }
+            assert_eq!(seen.len() as u32, rows * cols);
+        }
+    }
+
+    #[test]
+    fn vector_registers_match_the_rows_and_columns_of_tiles() {
+        let (rows, cols) = (32, 48);
+        for tile in [Layout::Row, Layout::Col] {
+            for lane in 0..32 {
+                for e in 0..tile_regs(rows, cols) {
+                    let (r, c) = at(tile_elem(tile, cols, e), lane);
+                    for (axis, want) in [(VecAxis::Rows, r), (VecAxis::Cols, c)] {
+                        let k = vector_reg_of_tile_reg(tile, axis, cols, e);
+                        let l = tile_vector_layout(tile, axis);
+                        assert_eq!(vector_elem(l, k).at(lane), want, "{tile:?} {axis:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reduce_masks_join_exactly_the_lanes_holding_one_element() {
+        for l in [VecLayout::Rows, VecLayout::Cols] {
+            for lane in 0..32u32 {
+                let mut group = vec![lane];
+                for &m in reduce_masks(l) {
+                    group = group.iter().flat_map(|&x| [x, x ^ m]).collect();
+                }
+                let holders: Vec<u32> = (0..32)
+                    .filter(|&o| vector_elem(l, 0).at(o) == vector_elem(l, 0).at(lane))
+                    .collect();
+                group.sort();
+                assert_eq!(group, holders, "{l:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn vector_elements_have_one_owner_lane() {
+        for (axis, len) in [
+            (VecLayout::Rows, 48),
+            (VecLayout::Cols, 48),
+            (VecLayout::Lanes, 96),
+        ] {
+            let mut owners = vec![0; len as usize];
+            for lane in 0..32 {
+                for k in 0..vector_regs(len, axis) {
+                    if vector_owner(axis, lane) {
+                        owners[vector_elem(axis, k).at(lane) as usize] += 1;
+                    }
+                }
+            }
+            assert!(owners.iter().all(|&n| n == 1), "{axis:?}: {owners:?}");
+        }
+    }
+
+    #[test]
+    fn whole_vector_reductions_meet_every_element_once() {
+        for (l, len) in [
+            (VecLayout::Rows, 32),
+            (VecLayout::Cols, 32),
+            (VecLayout::Lanes, 64),
+        ] {
+            // The butterfly group of lane 0: every lane reachable by xor-ing the masks.
+            let mut group = vec![0u32];
+            for &m in vector_reduce_masks(l) {
+                group = group.iter().flat_map(|&x| [x, x ^ m]).collect();
+            }
+            let mut seen = HashSet::new();
+            for &lane in &group {
+                for k in 0..vector_regs(len, l) {
+                    assert!(seen.insert(vector_elem(l, k).at(lane)), "{l:?}");
+                }
+            }
+            assert_eq!(seen.len() as u32, len, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn ldmatrix_delivers_the_register_layouts() {
+        // Simulates ldmatrix as the PTX ISA defines it: destination register q of lane l is the
+        // pair at row l/4, columns 2(l%4).. of matrix q (transposed: column l/4, rows 2(l%4)..).
+        for layout in [Layout::Row, Layout::Col] {
+            for lane in 0..32 {
+                for q in 0..4 {
+                    for half in 0..2 {
+                        let src_lane = 8 * q
+                            + match layout {
+                                Layout::Row => lane / 4,
+                                Layout::Col => 2 * (lane % 4) + half,
+                            };
+                        let (r0, c0) = ldmatrix_source(layout, src_lane);
+                        let (r, c) = match layout {
+                            Layout::Row => (r0, c0 + 2 * (lane % 4) + half),
+                            Layout::Col => (r0, c0 + lane / 4),
+                        };
+                        let e = 2 * q + half;
+                        assert_eq!(at(tile_elem(layout, 16, e), lane), (r, c), "{layout:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn swizzles_permute_whole_16_byte_chunks_within_128_bytes_rows() {
+        for s in [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128] {
+            let mut seen = HashSet::new();
+            for off in 0..4096 {
+                let x = swizzle(s, off);
+                assert_eq!(x % 16, off % 16);
+                assert_eq!(x / 128, off / 128);
+                assert!(seen.insert(x));
+            }
+        }
+        // 128-byte swizzle: row 1 (bytes 128..) of a 64-element bf16 tile has chunk 0 and 1
+        // swapped.
+        assert_eq!(swizzle(Swizzle::B128, 128), 144);
+        assert_eq!(swizzle(Swizzle::B128, 7 * 128 + 16), 7 * 128 + 16 * 6);
+    }
+}

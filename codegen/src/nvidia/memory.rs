@@ -1,0 +1,1002 @@
+//! Memory: shared allocations, loads and stores between registers and global or shared memory,
+//! copies between global and shared memory split among a scope's threads, barriers and atomics.
+//!
+//! Global tile and vector accesses are masked by the view's runtime shape (elements outside read
+//! as zero and are not written), and so are out-of-range leading indices: nothing a launch
+//! passes makes a kernel touch memory outside its tensors.
+
+use tilekit_ir::{Layout, Op, OpKind, ScalarType, Scope, Swizzle, Type, Value};
+
+use super::{mem_ty, mty, Lowerer, Lv, R};
+use crate::layout;
+
+/// A global view as lowered.
+struct GlobalView {
+    ptr: String,
+    shape: Vec<String>,
+    strides: Vec<String>,
+}
+
+/// A shared tile as the lowering addresses it: byte offset, shape, swizzle, element type.
+pub(super) struct SharedTileRef {
+    pub base: String,
+    pub rows: u32,
+    pub cols: u32,
+    pub swz: Swizzle,
+    pub d: ScalarType,
+}
+
+/// Where one element goes: a predicate (in bounds, owner lane) and its address.
+struct Access {
+    pred: Option<String>,
+    ptr: String,
+}
+
+impl Lowerer<'_> {
+    /// An unpredicated load of one element from shared memory.
+    pub(super) fn load_shared(&mut self, ptr: &str, d: ScalarType) -> String {
+        let a = Access {
+            pred: None,
+            ptr: ptr.to_string(),
+        };
+        self.load_elem(&a, d, 3)
+    }
+
+    /// An unpredicated store of one element to shared memory.
+    pub(super) fn store_shared(&mut self, ptr: &str, x: &str, d: ScalarType) {
+        let a = Access {
+            pred: None,
+            ptr: ptr.to_string(),
+        };
+        self.store_elem(&a, x, d, 3);
+    }
+
+    pub(super) fn memory(&mut self, op: &Op) -> R<()> {
+        if let OpKind::Barrier = op.kind {
+            self.e.line("nvvm.barrier0");
+            return Ok(());
+        }
+        match &op.kind {
+            OpKind::AllocShared => {
+                let t = self.ty(op.results[0]);
+                let bytes = t.shared_bytes().unwrap_or(0);
+                let align = if contains_swizzled(t) { 1024 } else { 128 };
+                let off = self.alloc_shared(bytes, align);
+                let v = self.e.i32(off as i64);
+                self.set(op.results[0], Lv::Shared(v));
+                Ok(())
+            }
+            OpKind::SharedIndex => {
+                let elem_bytes = match self.ty(op.operands[0]) {
+                    Type::SharedArray { elem, .. } => elem.shared_bytes().unwrap_or(0),
+                    _ => unreachable!("verified IR: shared.index of an array"),
+                };
+                let base = self.shared_off(op.operands[0]);
+                let i = self.scalar(op.operands[1]);
+                let o = self.e.mul_i32_const(&i, elem_bytes as i64);
+                let v = self.e.add_i32(&base, &o);
+                self.set(op.results[0], Lv::Shared(v));
+                Ok(())
+            }
+            OpKind::Load => self.load(op),
+            OpKind::Store => self.store(op),
+            OpKind::Copy => self.copy(op),
+            OpKind::AtomicAdd => self.atomic_add(op),
+            OpKind::GatherRows => self.gather_rows(op),
+            OpKind::ScatterRows { add } => self.scatter_rows(op, *add),
+            _ => unreachable!("dispatched by kind"),
+        }
+    }
+
+    pub(super) fn shared_off(&self, v: Value) -> String {
+        match self.val(v) {
+            Lv::Shared(o) => o.clone(),
+            _ => unreachable!("verified IR: a shared object"),
+        }
+    }
+
+    fn global(&self, v: Value) -> GlobalView {
+        match self.val(v) {
+            Lv::Global {
+                ptr,
+                shape,
+                strides,
+            } => GlobalView {
+                ptr: ptr.clone(),
+                shape: shape.clone(),
+                strides: strides.clone(),
+            },
+            _ => unreachable!("verified IR: a global view"),
+        }
+    }
+
+    fn and_opt(&mut self, a: Option<String>, b: String) -> String {
+        match a {
+            None => b,
+            Some(a) => self.e.and_i1(&a, &b),
+        }
+    }
+
+    /// `0 <= i < n` as one unsigned comparison.
+    fn in_range(&mut self, i: &str, n: &str) -> String {
+        self.e.op(&format!("arith.cmpi ult, {i}, {n} : i32"))
+    }
+
+    /// Σ index·stride in i64.
+    fn offset(&mut self, terms: &[(String, String)]) -> String {
+        let mut acc: Option<String> = None;
+        for (i, s) in terms {
+            let i64v = self.e.op(&format!("arith.extsi {i} : i32 to i64"));
+            let s64 = self.e.op(&format!("arith.extsi {s} : i32 to i64"));
+            let p = self.e.op(&format!("arith.muli {i64v}, {s64} : i64"));
+            acc = Some(match acc {
+                None => p,
+                Some(a) => self.e.op(&format!("arith.addi {a}, {p} : i64")),
+            });
+        }
+        acc.unwrap_or_else(|| self.e.i64(0))
+    }
+
+    fn global_ptr(&mut self, g: &GlobalView, off: &str, d: ScalarType) -> String {
+        self.e.op(&format!(
+            "llvm.getelementptr {}[{off}] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {}",
+            g.ptr,
+            mem_ty(d)
+        ))
+    }
+
+    /// The leading (element) indices of an access: their bounds predicate and offset terms.
+    fn leading(
+        &mut self,
+        g: &GlobalView,
+        idx: &[String],
+    ) -> (Option<String>, Vec<(String, String)>) {
+        let mut pred = None;
+        let mut terms = Vec::new();
+        for (d, i) in idx.iter().enumerate() {
+            let ok = self.in_range(i, &g.shape[d].clone());
+            pred = Some(self.and_opt(pred, ok));
+            terms.push((i.clone(), g.strides[d].clone()));
+        }
+        (pred, terms)
+    }
+
+    /// Element accesses of a register tile at tile coordinates `idx[rank-2..]` of a global view,
+    /// one per register of this lane.
+    fn global_tile(
+        &mut self,
+        g: &GlobalView,
+        idx: &[String],
+        rows: u32,
+        cols: u32,
+        layout: Layout,
+        d: ScalarType,
+    ) -> Vec<Access> {
+        let n = g.shape.len();
+        let (lead_pred, lead_terms) = self.leading(g, &idx[..n - 2]);
+        let row0 = self.e.mul_i32_const(&idx[n - 2], i64::from(rows));
+        let col0 = self.e.mul_i32_const(&idx[n - 1], i64::from(cols));
+        let coords = self.tile_coords(layout, rows, cols, Some(&row0), Some(&col0));
+        coords
+            .into_iter()
+            .map(|(r, c)| self.element(g, &lead_pred, &lead_terms, &[r, c], d, None))
+            .collect()
+    }
+
+    /// One element at trailing coordinates `coords` (bounds-checked against the trailing dims).
+    fn element(
+        &mut self,
+        g: &GlobalView,
+        lead_pred: &Option<String>,
+        lead_terms: &[(String, String)],
+        coords: &[String],
+        d: ScalarType,
+        extra: Option<String>,
+    ) -> Access {
+        let n = g.shape.len();
+        let k = coords.len();
+        let mut pred = lead_pred.clone();
+        let mut terms = lead_terms.to_vec();
+        for (j, c) in coords.iter().enumerate() {
+            let dim = n - k + j;
+            let ok = self.in_range(c, &g.shape[dim].clone());
+            pred = Some(self.and_opt(pred, ok));
+            terms.push((c.clone(), g.strides[dim].clone()));
+        }
+        if let Some(x) = extra {
+            pred = Some(self.and_opt(pred, x));
+        }
+        let off = self.offset(&terms);
+        let ptr = self.global_ptr(g, &off, d);
+        Access { pred, ptr }
+    }
+
+    /// Element accesses of a register vector at chunk `idx[rank-1]` of a global view.
+    fn global_vector(
+        &mut self,
+        g: &GlobalView,
+        idx: &[String],
+        len: u32,
+        axis: layout::VecLayout,
+        d: ScalarType,
+        owner_only: bool,
+    ) -> Vec<Access> {
+        let n = g.shape.len();
+        let (lead_pred, lead_terms) = self.leading(g, &idx[..n - 1]);
+        let base = self.e.mul_i32_const(&idx[n - 1], i64::from(len));
+        let owner = if owner_only { self.owner(axis) } else { None };
+        (0..layout::vector_regs(len, axis))
+            .map(|k| {
+                let i = self.e.affine(layout::vector_elem(axis, k), Some(&base));
+                self.element(g, &lead_pred, &lead_terms, &[i], d, owner.clone())
+            })
+            .collect()
+    }
+
+    /// Whether this lane writes the replicated elements of a vector (`None`: every lane does).
+    fn owner(&mut self, l: layout::VecLayout) -> Option<String> {
+        let z = self.e.i32(0);
+        let which = match l {
+            layout::VecLayout::Rows => self.e.t.clone(),
+            layout::VecLayout::Cols => self.e.g.clone(),
+            layout::VecLayout::Lanes => return None,
+        };
+        Some(self.e.hoist(&format!("arith.cmpi eq, {which}, {z} : i32")))
+    }
+
+    pub(super) fn lane0(&mut self) -> String {
+        let z = self.e.i32(0);
+        let lane = self.e.lane.clone();
+        self.e.hoist(&format!("arith.cmpi eq, {lane}, {z} : i32"))
+    }
+
+    /// Loads through `a` (pointer of address space `space`), zero where the predicate is false.
+    fn load_elem(&mut self, a: &Access, d: ScalarType, space: u32) -> String {
+        let mt = mem_ty(d);
+        let raw = match &a.pred {
+            None => self
+                .e
+                .op(&format!("llvm.load {} : !llvm.ptr<{space}> -> {mt}", a.ptr)),
+            Some(p) => {
+                let z = self.e.constant(
+                    if d == ScalarType::Bool {
+                        ScalarType::I8
+                    } else {
+                        d
+                    },
+                    0.0,
+                );
+                let r = self.e.fresh();
+                self.e.open(&format!("{r} = scf.if {p} -> ({mt}) {{"));
+                let x = self
+                    .e
+                    .op(&format!("llvm.load {} : !llvm.ptr<{space}> -> {mt}", a.ptr));
+                self.e.line(&format!("scf.yield {x} : {mt}"));
+                self.e.reopen("} else {");
+                self.e.line(&format!("scf.yield {z} : {mt}"));
+                self.e.close("}");
+                r
+            }
+        };
+        if d == ScalarType::Bool {
+            let z = self.e.hoist("arith.constant 0 : i8");
+            self.e.op(&format!("arith.cmpi ne, {raw}, {z} : i8"))
+        } else {
+            raw
+        }
+    }
+
+    fn store_elem(&mut self, a: &Access, x: &str, d: ScalarType, space: u32) {
+        let mt = mem_ty(d);
+        let x = if d == ScalarType::Bool {
+            self.e.op(&format!("arith.extui {x} : i1 to i8"))
+        } else {
+            x.to_string()
+        };
+        let st = format!("llvm.store {x}, {} : {mt}, !llvm.ptr<{space}>", a.ptr);
+        match &a.pred {
+            None => self.e.line(&st),
+            Some(p) => {
+                self.e.open(&format!("scf.if {p} {{"));
+                self.e.line(&st);
+                self.e.close("}");
+            }
+        }
+    }
+
+    /// Address of element (row, col) of a shared tile at byte offset `base`: row-major, with the
+    /// tile's swizzle applied to the byte offset within the tile.
+    fn shared_tile_ptr(
+        &mut self,
+        base: &str,
+        row: &str,
+        col: &str,
+        cols: u32,
+        d: ScalarType,
+        swz: Swizzle,
+    ) -> String {
+        let es = i64::from(d.size_bytes());
+        let rb = self.e.mul_i32_const(row, i64::from(cols) * es);
+        let cb = self.e.mul_i32_const(col, es);
+        let mut off = self.e.add_i32(&rb, &cb);
+        let mask = layout::swizzle_mask(swz);
+        if mask != 0 {
+            let three = self.e.i32(3);
+            let m = self.e.i32(i64::from(mask));
+            let sh = self.e.op(&format!("arith.shrui {off}, {three} : i32"));
+            let bits = self.e.op(&format!("arith.andi {sh}, {m} : i32"));
+            off = self.e.op(&format!("arith.xori {off}, {bits} : i32"));
+        }
+        let total = self.e.add_i32(base, &off);
+        self.shared_ptr(&total)
+    }
+
+    pub(super) fn shared_ptr(&mut self, byte_off: &str) -> String {
+        let smem = self.smem.clone();
+        self.e.op(&format!(
+            "llvm.getelementptr {smem}[{byte_off}] : (!llvm.ptr<3>, i32) -> !llvm.ptr<3>, i8"
+        ))
+    }
+
+    fn shared_vec_ptr(&mut self, base: &str, i: &str, d: ScalarType) -> String {
+        let b = self.e.mul_i32_const(i, i64::from(d.size_bytes()));
+        let total = self.e.add_i32(base, &b);
+        self.shared_ptr(&total)
+    }
+
+    pub(super) fn idx(&self, vs: &[Value]) -> Vec<String> {
+        vs.iter().map(|v| self.scalar(*v)).collect()
+    }
+
+    fn load(&mut self, op: &Op) -> R<()> {
+        let (src, res) = (op.operands[0], op.results[0]);
+        let idx = self.idx(&op.operands[1..]);
+        let rty = self.ty(res).clone();
+        let d = rty.dtype().unwrap_or(ScalarType::F32);
+        let lv = match (self.ty(src).clone(), &rty) {
+            (Type::Global { .. }, Type::Scalar(_)) => {
+                let g = self.global(src);
+                let (pred, terms) = self.leading(&g, &idx);
+                let off = self.offset(&terms);
+                let ptr = self.global_ptr(&g, &off, d);
+                Lv::Scalar(self.load_elem(&Access { pred, ptr }, d, 1))
+            }
+            (
+                Type::Global { .. },
+                Type::Tile {
+                    rows, cols, layout, ..
+                },
+            ) => {
+                let g = self.global(src);
+                let acc = self.global_tile(&g, &idx, *rows, *cols, *layout, d);
+                Lv::Regs(acc.iter().map(|a| self.load_elem(a, d, 1)).collect())
+            }
+            (Type::Global { .. }, Type::Vector { len, .. }) => {
+                let g = self.global(src);
+                let vl = self.vec_layout(res);
+                let acc = self.global_vector(&g, &idx, *len, vl, d, false);
+                Lv::Regs(acc.iter().map(|a| self.load_elem(a, d, 1)).collect())
+            }
+            (
+                Type::SharedTile {
+                    cols: scols,
+                    swizzle,
+                    ..
+                },
+                Type::Tile {
+                    rows, cols, layout, ..
+                },
+            ) => {
+                let base = self.shared_off(src);
+                let (row0, col0) = if op.scope == Scope::Warpgroup {
+                    self.warpgroup_origin(*rows)
+                } else {
+                    self.tile_origin(&idx, *rows, *cols)
+                };
+                let sh = SharedTileRef {
+                    base,
+                    rows: *rows,
+                    cols: scols,
+                    swz: swizzle,
+                    d,
+                };
+                Lv::Regs(self.shared_to_regs(&sh, &row0, &col0, *rows, *cols, *layout))
+            }
+            (Type::SharedVector { .. }, Type::Vector { len, .. }) => {
+                let base = self.shared_off(src);
+                let start = self.vector_origin(&idx, *len);
+                let vl = self.vec_layout(res);
+                let mut out = Vec::new();
+                for k in 0..layout::vector_regs(*len, vl) {
+                    let i = self.e.affine(layout::vector_elem(vl, k), Some(&start));
+                    let ptr = self.shared_vec_ptr(&base, &i, d);
+                    out.push(self.load_elem(&Access { pred: None, ptr }, d, 3));
+                }
+                Lv::Regs(out)
+            }
+            (s, r) => return Err(self.unsupported(op, format!("load of {r} from {s}"))),
+        };
+        self.set(res, lv);
+        Ok(())
+    }
+
+    /// Registers of a `rows × cols` tile of the given layout read from a shared tile at element
+    /// origin (row0, col0): `ldmatrix` for 16-bit elements, element loads otherwise.
+    pub(super) fn shared_to_regs(
+        &mut self,
+        sh: &SharedTileRef,
+        row0: &str,
+        col0: &str,
+        rows: u32,
+        cols: u32,
+        layout: Layout,
+    ) -> Vec<String> {
+        let d = sh.d;
+        if d.size_bytes() == 2 {
+            return self.ldmatrix(&sh.base, row0, col0, rows, cols, layout, sh.cols, sh.swz, d);
+        }
+        let coords = self.tile_coords(layout, rows, cols, Some(row0), Some(col0));
+        let mut out = Vec::new();
+        for (r, c) in coords {
+            let ptr = self.shared_tile_ptr(&sh.base, &r, &c, sh.cols, d, sh.swz);
+            out.push(self.load_elem(&Access { pred: None, ptr }, d, 3));
+        }
+        out
+    }
+
+    /// The element origin of this warp's quarter at warpgroup scope: rows `w·rows`, where w is
+    /// the warp's rank in its group.
+    pub(super) fn warpgroup_origin(&mut self, rows: u32) -> (String, String) {
+        let c128 = self.e.i32(128);
+        let tid = self.tid.clone();
+        let in_group = self.e.hoist(&format!("arith.remui {tid}, {c128} : i32"));
+        let c32 = self.e.i32(32);
+        let rank = self
+            .e
+            .hoist(&format!("arith.divui {in_group}, {c32} : i32"));
+        (self.e.mul_i32_const(&rank, i64::from(rows)), self.e.i32(0))
+    }
+
+    fn tile_origin(&mut self, idx: &[String], rows: u32, cols: u32) -> (String, String) {
+        if idx.len() == 2 {
+            (
+                self.e.mul_i32_const(&idx[0], i64::from(rows)),
+                self.e.mul_i32_const(&idx[1], i64::from(cols)),
+            )
+        } else {
+            (self.e.i32(0), self.e.i32(0))
+        }
+    }
+
+    fn vector_origin(&mut self, idx: &[String], len: u32) -> String {
+        match idx.last() {
+            Some(i) => self.e.mul_i32_const(i, i64::from(len)),
+            None => self.e.i32(0),
+        }
+    }
+
+    /// Shared → registers for 16-bit tiles with `ldmatrix.x4` per 16×16 subtile (`.trans` for
+    /// the col layout); see [`layout::ldmatrix_source`].
+    #[allow(clippy::too_many_arguments)]
+    fn ldmatrix(
+        &mut self,
+        base: &str,
+        row0: &str,
+        col0: &str,
+        rows: u32,
+        cols: u32,
+        layout: Layout,
+        scols: u32,
+        swz: Swizzle,
+        d: ScalarType,
+    ) -> Vec<String> {
+        let lane = self.e.lane.clone();
+        // Row/col of the 8-element row this lane addresses, from `ldmatrix_source`'s table.
+        let c8 = self.e.i32(8);
+        let c16 = self.e.i32(16);
+        let l8 = self.e.hoist(&format!("arith.remui {lane}, {c8} : i32"));
+        let q = self.e.hoist(&format!("arith.divui {lane}, {c8} : i32"));
+        let two = self.e.i32(2);
+        let q_lo = self.e.hoist(&format!("arith.remui {q}, {two} : i32"));
+        let q_hi = self.e.hoist(&format!("arith.divui {lane}, {c16} : i32"));
+        let (rsel, csel) = match layout {
+            Layout::Row => (q_lo, q_hi),
+            Layout::Col => (q_hi, q_lo),
+        };
+        let r8 = self.e.hoist(&format!("arith.muli {rsel}, {c8} : i32"));
+        let lr = self.e.hoist(&format!("arith.addi {l8}, {r8} : i32"));
+        let lc = self.e.hoist(&format!("arith.muli {csel}, {c8} : i32"));
+        let lr = self.e.add_i32(&lr, row0);
+        let lc = self.e.add_i32(&lc, col0);
+        let trans = if layout == Layout::Col { ".trans" } else { "" };
+        let t = mty(d);
+        let mut out = vec![String::new(); layout::tile_regs(rows, cols) as usize];
+        for si in 0..rows / 16 {
+            for sj in 0..cols / 16 {
+                let ro = self.e.i32(i64::from(16 * si));
+                let co = self.e.i32(i64::from(16 * sj));
+                let r = self.e.add_i32(&lr, &ro);
+                let c = self.e.add_i32(&lc, &co);
+                let p = self.shared_tile_ptr(base, &r, &c, scols, d, swz);
+                let a = self
+                    .e
+                    .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
+                let st = "!llvm.struct<(i32, i32, i32, i32)>";
+                let m = self.e.op(&format!(
+                    "llvm.inline_asm has_side_effects \"ldmatrix.sync.aligned.m8n8.x4{trans}.shared.b16 {{$0, $1, $2, $3}}, [$4];\", \"=r,=r,=r,=r,r\" {a} : (i32) -> {st}"
+                ));
+                let s = (si * (cols / 16) + sj) as usize;
+                for qq in 0..4 {
+                    let w = self.e.op(&format!("llvm.extractvalue {m}[{qq}] : {st}"));
+                    let v = self
+                        .e
+                        .op(&format!("llvm.bitcast {w} : i32 to vector<2x{t}>"));
+                    for h in 0..2 {
+                        let hi = self
+                            .e
+                            .hoist(&format!("llvm.mlir.constant({h} : i32) : i32"));
+                        out[8 * s + 2 * qq + h] = self.e.op(&format!(
+                            "llvm.extractelement {v}[{hi} : i32] : vector<2x{t}>"
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn store(&mut self, op: &Op) -> R<()> {
+        let (dst, x) = (op.operands[0], op.operands[1]);
+        let idx = self.idx(&op.operands[2..]);
+        let xty = self.ty(x).clone();
+        let d = xty.dtype().unwrap_or(ScalarType::F32);
+        match (self.ty(dst).clone(), &xty) {
+            (Type::Global { .. }, Type::Scalar(_)) => {
+                // A scalar is the warp's: one lane writes it.
+                let g = self.global(dst);
+                let (pred, terms) = self.leading(&g, &idx);
+                let l0 = self.lane0();
+                let pred = Some(self.and_opt(pred, l0));
+                let off = self.offset(&terms);
+                let ptr = self.global_ptr(&g, &off, d);
+                let v = self.scalar(x);
+                self.store_elem(&Access { pred, ptr }, &v, d, 1);
+            }
+            (
+                Type::Global { .. },
+                Type::Tile {
+                    rows, cols, layout, ..
+                },
+            ) => {
+                let g = self.global(dst);
+                let acc = self.global_tile(&g, &idx, *rows, *cols, *layout, d);
+                let xs = self.regs(x);
+                for (a, v) in acc.iter().zip(&xs) {
+                    self.store_elem(a, v, d, 1);
+                }
+            }
+            (Type::Global { .. }, Type::Vector { len, .. }) => {
+                let g = self.global(dst);
+                let vl = self.vec_layout(x);
+                let acc = self.global_vector(&g, &idx, *len, vl, d, true);
+                let xs = self.regs(x);
+                for (a, v) in acc.iter().zip(&xs) {
+                    self.store_elem(a, v, d, 1);
+                }
+            }
+            (
+                Type::SharedTile {
+                    cols: scols,
+                    swizzle,
+                    ..
+                },
+                Type::Tile {
+                    rows, cols, layout, ..
+                },
+            ) => {
+                let base = self.shared_off(dst);
+                let (row0, col0) = if op.scope == Scope::Warpgroup {
+                    self.warpgroup_origin(*rows)
+                } else {
+                    self.tile_origin(&idx, *rows, *cols)
+                };
+                let coords = self.tile_coords(*layout, *rows, *cols, Some(&row0), Some(&col0));
+                let xs = self.regs(x);
+                for ((r, c), v) in coords.into_iter().zip(&xs) {
+                    let ptr = self.shared_tile_ptr(&base, &r, &c, scols, d, swizzle);
+                    self.store_elem(&Access { pred: None, ptr }, v, d, 3);
+                }
+            }
+            (Type::SharedVector { .. }, Type::Vector { len, .. }) => {
+                let base = self.shared_off(dst);
+                let start = self.vector_origin(&idx, *len);
+                let vl = self.vec_layout(x);
+                let owner = self.owner(vl);
+                let xs = self.regs(x);
+                for k in 0..layout::vector_regs(*len, vl) {
+                    let i = self.e.affine(layout::vector_elem(vl, k), Some(&start));
+                    let ptr = self.shared_vec_ptr(&base, &i, d);
+                    let a = Access {
+                        pred: owner.clone(),
+                        ptr,
+                    };
+                    self.store_elem(&a, &xs[k as usize], d, 3);
+                }
+            }
+            (m, r) => return Err(self.unsupported(op, format!("store of {r} to {m}"))),
+        }
+        Ok(())
+    }
+
+    /// `copy @scope (dst, src, idx…)`: each thread of the scope moves elements
+    /// `rank, rank + n, rank + 2n, …` of the tile (row-major) or vector.
+    fn copy(&mut self, op: &Op) -> R<()> {
+        let idx = self.idx(&op.operands[2..]);
+        self.copy_elements(op, op.operands[0], op.operands[1], &idx, op.scope)
+    }
+
+    /// The elementwise copy between a global view and a shared tile or vector that `copy` and
+    /// the synchronous fallback of `copy_async` use.
+    pub(super) fn copy_elements(
+        &mut self,
+        op: &Op,
+        dst: Value,
+        src: Value,
+        idx: &[String],
+        scope: Scope,
+    ) -> R<()> {
+        let (threads, rank) = match scope {
+            Scope::Warp => (32, self.e.lane.clone()),
+            Scope::Warpgroup => {
+                let c = self.e.i32(128);
+                (
+                    128,
+                    self.e.op(&format!("arith.remui {}, {c} : i32", self.tid)),
+                )
+            }
+            Scope::Block => (32 * self.warps, self.tid.clone()),
+        };
+        let to_shared = self.ty(dst).is_shared();
+        let (sv, gv) = if to_shared { (dst, src) } else { (src, dst) };
+        let sty = self.ty(sv).clone();
+        let d = sty.dtype().unwrap_or(ScalarType::F32);
+        let g = self.global(gv);
+        let base = self.shared_off(sv);
+        let n = g.shape.len();
+        let (rows, cols, swz, is_tile) = match sty {
+            Type::SharedTile {
+                rows,
+                cols,
+                swizzle,
+                ..
+            } => (rows, cols, swizzle, true),
+            Type::SharedVector { len, .. } => (1, len, Swizzle::None, false),
+            other => return Err(self.unsupported(op, format!("copy of {other}"))),
+        };
+        let lead = if is_tile { n - 2 } else { n - 1 };
+        let (lead_pred, lead_terms) = self.leading(&g, &idx[..lead]);
+        let row0 = if is_tile {
+            Some(self.e.mul_i32_const(&idx[n - 2], i64::from(rows)))
+        } else {
+            None
+        };
+        let col0 = self.e.mul_i32_const(&idx[n - 1], i64::from(cols));
+        let es = d.size_bytes();
+        // Global → shared tiles whose rows are whole 16-byte chunks go through `cp.async` when
+        // the view allows 16-byte accesses (checked at run time); otherwise element by element.
+        let chunked = to_shared && is_tile && d != ScalarType::Bool && (cols * es) % 16 == 0;
+        if let (true, Some(r0)) = (chunked, &row0) {
+            let fast = self.chunk_aligned(&g, 16 / es);
+            self.e.open(&format!("scf.if {fast} {{"));
+            let tile = SharedTileRef {
+                base: base.clone(),
+                rows,
+                cols,
+                swz,
+                d,
+            };
+            self.cp_async_tile(
+                &g,
+                &lead_pred,
+                &lead_terms,
+                r0,
+                &col0,
+                &tile,
+                threads,
+                &rank,
+            );
+            self.e.reopen("} else {");
+        }
+        let total = rows * cols;
+        let iters = total.div_ceil(threads);
+        for k in 0..iters {
+            let kk = self.e.i32(i64::from(k * threads));
+            let e = self.e.add_i32(&rank, &kk);
+            let guard = (total % threads != 0).then(|| {
+                let t = self.e.i32(i64::from(total));
+                self.e.op(&format!("arith.cmpi ult, {e}, {t} : i32"))
+            });
+            let ccols = self.e.i32(i64::from(cols));
+            let r = self.e.op(&format!("arith.divui {e}, {ccols} : i32"));
+            let c = self.e.op(&format!("arith.remui {e}, {ccols} : i32"));
+            let sptr = if is_tile {
+                self.shared_tile_ptr(&base, &r, &c, cols, d, swz)
+            } else {
+                self.shared_vec_ptr(&base, &c, d)
+            };
+            let gc = self.e.add_i32(&col0, &c);
+            let coords = match &row0 {
+                Some(r0) => vec![self.e.add_i32(r0, &r), gc],
+                None => vec![gc],
+            };
+            let ga = self.element(&g, &lead_pred, &lead_terms, &coords, d, guard.clone());
+            let sa = Access {
+                pred: guard,
+                ptr: sptr,
+            };
+            if to_shared {
+                // Elements outside the view land as zeros, as the IR defines.
+                let v = self.load_elem(&ga, d, 1);
+                self.store_elem(&sa, &v, d, 3);
+            } else {
+                let v = self.load_elem(&sa, d, 3);
+                self.store_elem(&ga, &v, d, 1);
+            }
+        }
+        if chunked && row0.is_some() {
+            self.e.close("}");
+        }
+        Ok(())
+    }
+
+    /// Whether every 16-byte chunk of the view's rows starts 16-byte aligned: the base pointer
+    /// is, the last dimension is contiguous and every other stride is a multiple of the chunk.
+    fn chunk_aligned(&mut self, g: &GlobalView, per_chunk: u32) -> String {
+        let n = g.strides.len();
+        let p = self
+            .e
+            .op(&format!("llvm.ptrtoint {} : !llvm.ptr<1> to i64", g.ptr));
+        let m15 = self.e.i64(15);
+        let z64 = self.e.i64(0);
+        let low = self.e.op(&format!("arith.andi {p}, {m15} : i64"));
+        let mut ok = self.e.op(&format!("arith.cmpi eq, {low}, {z64} : i64"));
+        let one = self.e.i32(1);
+        let c = self
+            .e
+            .op(&format!("arith.cmpi eq, {}, {one} : i32", g.strides[n - 1]));
+        ok = self.e.and_i1(&ok, &c);
+        let mask = self.e.i32(i64::from(per_chunk) - 1);
+        let z = self.e.i32(0);
+        for s in &g.strides[..n - 1] {
+            let r = self.e.op(&format!("arith.andi {s}, {mask} : i32"));
+            let c = self.e.op(&format!("arith.cmpi eq, {r}, {z} : i32"));
+            ok = self.e.and_i1(&ok, &c);
+        }
+        ok
+    }
+
+    /// `cp.async.cg` of 16-byte chunks of a global tile into a shared tile (PTX ISA, *Data
+    /// Movement and Conversion Instructions: cp.async*): chunk `rank + k·threads` in row-major
+    /// order, with `src-size` the chunk's bytes inside the view (the rest is zero-filled, as
+    /// the IR's masking defines); then the thread waits for its copies
+    /// (`cp.async.wait_group 0`), since `copy` completes before the next op.
+    #[allow(clippy::too_many_arguments)]
+    fn cp_async_tile(
+        &mut self,
+        g: &GlobalView,
+        lead_pred: &Option<String>,
+        lead_terms: &[(String, String)],
+        row0: &str,
+        col0: &str,
+        tile: &SharedTileRef,
+        threads: u32,
+        rank: &str,
+    ) {
+        let n = g.shape.len();
+        let es = tile.d.size_bytes();
+        let per_chunk = 16 / es;
+        let per_row = tile.cols / per_chunk;
+        let chunks = tile.rows * per_row;
+        let (nrows, ncols) = (g.shape[n - 2].clone(), g.shape[n - 1].clone());
+        let zero = self.e.i32(0);
+        let cpc = self.e.i32(i64::from(per_chunk));
+        let esz = self.e.i32(i64::from(es));
+        for k in 0..chunks.div_ceil(threads) {
+            let kk = self.e.i32(i64::from(k * threads));
+            let ch = self.e.add_i32(rank, &kk);
+            let guard = (chunks % threads != 0).then(|| {
+                let t = self.e.i32(i64::from(chunks));
+                self.e.op(&format!("arith.cmpi ult, {ch}, {t} : i32"))
+            });
+            let pr = self.e.i32(i64::from(per_row));
+            let r = self.e.op(&format!("arith.divui {ch}, {pr} : i32"));
+            let cc = self.e.op(&format!("arith.remui {ch}, {pr} : i32"));
+            let c = self.e.op(&format!("arith.muli {cc}, {cpc} : i32"));
+            let gr = self.e.add_i32(row0, &r);
+            let gc = self.e.add_i32(col0, &c);
+            // Elements of the chunk inside the view: clamp(ncols - gc, 0, per_chunk), none when
+            // the row or a leading index is outside it.
+            let left = self.e.op(&format!("arith.subi {ncols}, {gc} : i32"));
+            let left = self.e.op(&format!("arith.maxsi {left}, {zero} : i32"));
+            let left = self.e.op(&format!("arith.minsi {left}, {cpc} : i32"));
+            let row_ok = self.in_range(&gr, &nrows);
+            let row_ok = self.and_opt(lead_pred.clone(), row_ok);
+            let row_ok = match &guard {
+                Some(gd) => self.e.and_i1(&row_ok, gd),
+                None => row_ok,
+            };
+            let valid = self
+                .e
+                .op(&format!("arith.select {row_ok}, {left}, {zero} : i32"));
+            let bytes = self.e.op(&format!("arith.muli {valid}, {esz} : i32"));
+            let mut terms = lead_terms.to_vec();
+            terms.push((gr, g.strides[n - 2].clone()));
+            terms.push((gc, g.strides[n - 1].clone()));
+            let off = self.offset(&terms);
+            let src = self.global_ptr(g, &off, tile.d);
+            let any = self.e.op(&format!("arith.cmpi sgt, {bytes}, {zero} : i32"));
+            // A chunk with nothing to read keeps a valid address: the view's base.
+            let src = self.e.op(&format!(
+                "llvm.select {any}, {src}, {} : i1, !llvm.ptr<1>",
+                g.ptr
+            ));
+            let dst = self.shared_tile_ptr(&tile.base, &r, &c, tile.cols, tile.d, tile.swz);
+            let dst = self
+                .e
+                .op(&format!("llvm.ptrtoint {dst} : !llvm.ptr<3> to i32"));
+            let asm = format!(
+                "llvm.inline_asm has_side_effects \"cp.async.cg.shared.global [$0], [$1], 16, $2;\", \"r,l,r\" {dst}, {src}, {bytes} : (i32, !llvm.ptr<1>, i32) -> ()"
+            );
+            match &guard {
+                None => self.e.line(&asm),
+                Some(gd) => {
+                    self.e.open(&format!("scf.if {gd} {{"));
+                    self.e.line(&asm);
+                    self.e.close("}");
+                }
+            }
+        }
+        self.e
+            .line("llvm.inline_asm has_side_effects \"cp.async.commit_group;\", \"\" : () -> ()");
+        self.e
+            .line("llvm.inline_asm has_side_effects \"cp.async.wait_group 0;\", \"\" : () -> ()");
+    }
+
+    fn atomic_add(&mut self, op: &Op) -> R<()> {
+        let (gv, x) = (op.operands[0], op.operands[1]);
+        let idx = self.idx(&op.operands[2..]);
+        let xty = self.ty(x).clone();
+        let d = xty.dtype().unwrap_or(ScalarType::F32);
+        let kind = self.atomic_kind(op, d)?;
+        let g = self.global(gv);
+        let accesses: Vec<(Access, String)> = match &xty {
+            Type::Scalar(_) => {
+                let (pred, terms) = self.leading(&g, &idx);
+                let l0 = self.lane0();
+                let pred = Some(self.and_opt(pred, l0));
+                let off = self.offset(&terms);
+                let ptr = self.global_ptr(&g, &off, d);
+                vec![(Access { pred, ptr }, self.scalar(x))]
+            }
+            Type::Tile {
+                rows, cols, layout, ..
+            } => {
+                let acc = self.global_tile(&g, &idx, *rows, *cols, *layout, d);
+                acc.into_iter().zip(self.regs(x)).collect()
+            }
+            other => return Err(self.unsupported(op, format!("atomic add of {other}"))),
+        };
+        for (a, v) in accesses {
+            self.atomic_elem(&a, &v, d, kind);
+        }
+        Ok(())
+    }
+}
+
+impl Lowerer<'_> {
+    /// Element accesses of a row-layout tile whose row r is global row `rows[r]` (held in the
+    /// rows vector's registers, which sit in the same lanes as the tile's rows), columns of tile
+    /// column `j`. Negative row indices select no row; indices past the view are masked too.
+    fn row_accesses(
+        &mut self,
+        op: &Op,
+        g: Value,
+        t_ty: &Type,
+        idx: Value,
+        j: Value,
+    ) -> R<Vec<Access>> {
+        let Type::Tile {
+            dtype,
+            rows,
+            cols,
+            layout: Layout::Row,
+        } = *t_ty
+        else {
+            return Err(self.unsupported(op, "row gather/scatter of col-layout tiles"));
+        };
+        let gv = self.global(g);
+        if gv.shape.len() != 2 {
+            return Err(self.unsupported(op, "row gather/scatter on views of rank other than 2"));
+        }
+        let row_regs = self.regs(idx);
+        let j = self.scalar(j);
+        let col0 = self.e.mul_i32_const(&j, i64::from(cols));
+        let mut out = Vec::new();
+        for e in 0..layout::tile_regs(rows, cols) {
+            let (_, c) = layout::tile_elem(Layout::Row, cols, e);
+            let k = layout::vector_reg_of_tile_reg(Layout::Row, tilekit_ir::VecAxis::Rows, cols, e);
+            let r = row_regs[k as usize].clone();
+            let c = self.e.affine(c, Some(&col0));
+            out.push(self.element(&gv, &None, &[], &[r, c], dtype, None));
+        }
+        Ok(out)
+    }
+
+    fn gather_rows(&mut self, op: &Op) -> R<()> {
+        let res = op.results[0];
+        let t_ty = self.ty(res).clone();
+        let d = t_ty.dtype().unwrap_or(ScalarType::F32);
+        let acc = self.row_accesses(op, op.operands[0], &t_ty, op.operands[1], op.operands[2])?;
+        let regs = acc.iter().map(|a| self.load_elem(a, d, 1)).collect();
+        self.set(res, Lv::Regs(regs));
+        Ok(())
+    }
+
+    fn scatter_rows(&mut self, op: &Op, add: bool) -> R<()> {
+        let (g, t, idx, j) = (
+            op.operands[0],
+            op.operands[1],
+            op.operands[2],
+            op.operands[3],
+        );
+        let t_ty = self.ty(t).clone();
+        let d = t_ty.dtype().unwrap_or(ScalarType::F32);
+        let acc = self.row_accesses(op, g, &t_ty, idx, j)?;
+        let xs = self.regs(t);
+        if !add {
+            for (a, v) in acc.iter().zip(&xs) {
+                self.store_elem(a, v, d, 1);
+            }
+            return Ok(());
+        }
+        let kind = self.atomic_kind(op, d)?;
+        for (a, v) in acc.iter().zip(&xs) {
+            self.atomic_elem(a, v, d, kind);
+        }
+        Ok(())
+    }
+
+    fn atomic_kind(&self, op: &Op, d: ScalarType) -> R<&'static str> {
+        match d {
+            ScalarType::F32 | ScalarType::F16 | ScalarType::BF16 => Ok("fadd"),
+            ScalarType::I32 | ScalarType::U32 | ScalarType::I64 => Ok("add"),
+            other => Err(self.unsupported(op, format!("atomic add of {other} elements"))),
+        }
+    }
+
+    fn atomic_elem(&mut self, a: &Access, v: &str, d: ScalarType, kind: &str) {
+        let line = format!(
+            "llvm.atomicrmw {kind} {}, {v} monotonic : !llvm.ptr<1>, {}",
+            a.ptr,
+            mty(d)
+        );
+        match &a.pred {
+            None => {
+                self.e.op(&line);
+            }
+            Some(p) => {
+                self.e.open(&format!("scf.if {p} {{"));
+                self.e.op(&line);
+                self.e.close("}");
+            }
+        }
+    }
+}
+
+fn contains_swizzled(t: &Type) -> bool {
+    match t {
+        Type::SharedTile { swizzle, .. } => *swizzle != Swizzle::None,
+        Type::SharedArray { elem, .. } => contains_swizzled(elem),
+        _ => false,
+    }
+}

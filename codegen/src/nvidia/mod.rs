@@ -1,0 +1,807 @@
+//! Tile IR → MLIR for NVIDIA targets (`sm_80`, `sm_90a`).
+//!
+//! The kernel becomes an `llvm.func` marked `nvvm.kernel` whose body uses the `arith`, `scf`,
+//! `llvm` and `nvvm` dialects; hardware instructions without an MLIR op of stable syntax
+//! (`mma.sync`, `ldmatrix`, `ex2.approx`, …) are `llvm.inline_asm`. Every register tile and
+//! vector is unrolled into the per-lane registers of [`crate::layout`], so a lowering rule is a
+//! loop over a lane's registers at code-generation time.
+//!
+//! One file per family of ops, as in the IR and the interpreter: [`elementwise`] (scalars,
+//! creation, maps, conversions, broadcasts, reductions, masks), [`memory`] (global and shared
+//! loads, stores and copies, barriers), [`mma`] (tensor cores), [`sync`] (semaphores, async
+//! copies) and the control flow here.
+
+mod elementwise;
+mod emit;
+mod memory;
+mod mma;
+mod relayout;
+mod sync;
+
+use std::collections::HashMap;
+
+use tilekit_ir::{Func, Module, Op, OpKind, Region, ScalarType, Type, Value, VecAxis};
+
+use crate::layout;
+use crate::{CodegenError, KernelArg, Target};
+use emit::Emit;
+
+/// The lowered form of a Tile IR value.
+#[derive(Clone, Debug)]
+pub(crate) enum Lv {
+    /// A scalar (uniform across the warp).
+    Scalar(String),
+    /// A register tile or vector: this lane's registers in [`crate::layout`] order.
+    Regs(Vec<String>),
+    /// A global view: base pointer, shape and strides (elements, i32).
+    Global {
+        ptr: String,
+        shape: Vec<String>,
+        strides: Vec<String>,
+    },
+    /// A shared object: its byte offset (i32) in the block's shared buffer.
+    Shared(String),
+}
+
+/// What a lowered kernel is, besides its MLIR text.
+#[derive(Debug)]
+pub(crate) struct Lowered {
+    pub mlir: String,
+    pub args: Vec<KernelArg>,
+    pub shared_bytes: u64,
+    pub dynamic_shared: bool,
+}
+
+/// Static shared memory above this size must be dynamic (PTX: a `.shared` variable over 48 KiB
+/// is rejected; larger allocations need the opt-in of dynamic shared memory).
+const STATIC_SHARED_LIMIT: u64 = 48 * 1024;
+
+/// The largest shared memory one block may use: 227 KiB on sm_90 and 163 KiB on sm_80 (CUDA C
+/// Programming Guide, *Compute Capabilities*, "maximum amount of shared memory per thread
+/// block"; the SM has 1 KiB more, which the system reserves per block).
+pub fn shared_limit(target: Target) -> u64 {
+    match target {
+        Target::Sm80 => 163 * 1024,
+        _ => 227 * 1024,
+    }
+}
+
+/// 32-bit registers a thread may use.
+pub const REGISTER_LIMIT: u64 = 255;
+
+pub(crate) struct Lowerer<'f> {
+    pub func: &'f Func,
+    /// The module, for the helpers that calls inline.
+    pub module: &'f Module,
+    /// How many calls deep the function being lowered is inlined.
+    depth: u32,
+    pub target: Target,
+    pub e: Emit,
+    pub vals: HashMap<Value, Lv>,
+    /// `%tid` (threadIdx.x) and the base pointer of the shared buffer.
+    pub tid: String,
+    pub smem: String,
+    shared_next: u64,
+    pub warps: u32,
+    /// Bytes per warp of the relayout scratch buffer (placed after every allocation), and the
+    /// names of the constants that hold its start and per-warp size.
+    pub scratch_bytes: u64,
+    pub scratch_start: String,
+    pub scratch_per_warp: String,
+    /// The distribution of every register vector ([`vector_layouts`]).
+    pub vec_layouts: HashMap<Value, layout::VecLayout>,
+}
+
+type R<T> = Result<T, CodegenError>;
+
+/// The MLIR type of a register element of dtype `d`.
+pub(crate) fn mty(d: ScalarType) -> &'static str {
+    match d {
+        ScalarType::F32 => "f32",
+        ScalarType::F16 => "f16",
+        ScalarType::BF16 => "bf16",
+        ScalarType::I32 | ScalarType::U32 => "i32",
+        ScalarType::I8 => "i8",
+        ScalarType::I64 => "i64",
+        ScalarType::Bool => "i1",
+        ScalarType::F8E4M3 | ScalarType::F8E5M2 => "!fp8",
+    }
+}
+
+/// The MLIR type of an element of dtype `d` in memory (bool is a byte).
+pub(crate) fn mem_ty(d: ScalarType) -> &'static str {
+    match d {
+        ScalarType::Bool => "i8",
+        _ => mty(d),
+    }
+}
+
+/// Registers per lane of a register value of type `t` (1 for a scalar), vectors laid out as
+/// `vl` says.
+pub(crate) fn reg_count(t: &Type, vl: Option<layout::VecLayout>) -> u32 {
+    match t {
+        Type::Tile { rows, cols, .. } => layout::tile_regs(*rows, *cols),
+        Type::Vector { len, axis, .. } => layout::vector_regs(*len, vl.unwrap_or((*axis).into())),
+        _ => 1,
+    }
+}
+
+/// Chooses each register vector's distribution (see [`layout::VecLayout`]): vectors connected
+/// through elementwise ops, conversions, selects and control flow form a class. A class that
+/// meets a tile (broadcast, row/column reduction) takes the distribution that tile's layout
+/// needs ([`layout::tile_vector_layout`]); one that meets a gather/scatter or a call, or whose
+/// lengths are not multiples of 32, keeps its axis's; any other class is `Lanes`.
+fn vector_layouts(func: &Func) -> HashMap<Value, layout::VecLayout> {
+    let n = func.value_types.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(p: &mut [usize], x: usize) -> usize {
+        let mut r = x;
+        while p[r] != r {
+            r = p[r];
+        }
+        let mut y = x;
+        while p[y] != r {
+            let next = p[y];
+            p[y] = r;
+            y = next;
+        }
+        r
+    }
+    let is_vec = |v: Value| matches!(func.value_type(v), Type::Vector { .. });
+    let union = |p: &mut Vec<usize>, a: Value, b: Value| {
+        if is_vec(a) && is_vec(b) {
+            let (ra, rb) = (find(p, a.index()), find(p, b.index()));
+            p[ra] = rb;
+        }
+    };
+    // Values whose class keeps its axis's distribution, and values whose class must have a
+    // given one (a vector meeting a tile).
+    let mut tied: Vec<Value> = Vec::new();
+    let mut need: Vec<(Value, layout::VecLayout)> = Vec::new();
+    func.walk(|op| {
+        let last_values = |r: &Region| -> Vec<Value> {
+            r.ops
+                .last()
+                .filter(|o| o.kind.is_terminator())
+                .map(|o| o.operands.clone())
+                .unwrap_or_default()
+        };
+        match &op.kind {
+            OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Select | OpKind::Convert => {
+                for &x in &op.operands {
+                    union(&mut parent, x, op.results[0]);
+                }
+            }
+            OpKind::For => {
+                let r = &op.regions[0];
+                let ys = last_values(r);
+                for (k, &res) in op.results.iter().enumerate() {
+                    union(&mut parent, op.operands[3 + k], res);
+                    union(&mut parent, r.args[1 + k], res);
+                    if let Some(&y) = ys.get(k) {
+                        union(&mut parent, y, res);
+                    }
+                }
+            }
+            OpKind::If => {
+                for r in &op.regions {
+                    for (k, &y) in last_values(r).iter().enumerate() {
+                        union(&mut parent, y, op.results[k]);
+                    }
+                }
+            }
+            OpKind::While => {
+                let (before, after) = (&op.regions[0], &op.regions[1]);
+                let cond = last_values(before);
+                let ys = last_values(after);
+                for (k, &res) in op.results.iter().enumerate() {
+                    for v in [op.operands[k], before.args[k], after.args[k]] {
+                        union(&mut parent, v, res);
+                    }
+                    for v in [cond.get(k + 1), ys.get(k)].into_iter().flatten() {
+                        union(&mut parent, *v, res);
+                    }
+                }
+            }
+            OpKind::Bcast(axis, _) => {
+                let vaxis = if *axis == tilekit_ir::BcastAxis::Row {
+                    VecAxis::Rows
+                } else {
+                    VecAxis::Cols
+                };
+                if let Type::Tile { layout: tl, .. } = func.value_type(op.operands[0]) {
+                    need.push((op.operands[1], layout::tile_vector_layout(*tl, vaxis)));
+                }
+            }
+            OpKind::Reduce(axis, _) if *axis != tilekit_ir::ReduceAxis::All => {
+                let vaxis = if *axis == tilekit_ir::ReduceAxis::Row {
+                    VecAxis::Rows
+                } else {
+                    VecAxis::Cols
+                };
+                if let Type::Tile { layout: tl, .. } = func.value_type(op.operands[0]) {
+                    need.push((op.results[0], layout::tile_vector_layout(*tl, vaxis)));
+                }
+            }
+            OpKind::GatherRows | OpKind::ScatterRows { .. } | OpKind::Call(_) => {
+                tied.extend(
+                    op.operands
+                        .iter()
+                        .chain(&op.results)
+                        .copied()
+                        .filter(|v| is_vec(*v)),
+                );
+            }
+            _ => {}
+        }
+    });
+    if !func.is_kernel() {
+        // A helper's vectors cross the call boundary: they keep their axis's distribution,
+        // as the caller's arguments and results (tied at the call) do.
+        tied.extend(func.params.iter().copied().filter(|v| is_vec(*v)));
+        if let Some(ret) = func.body.ops.last().filter(|o| o.kind.is_terminator()) {
+            tied.extend(ret.operands.iter().copied().filter(|v| is_vec(*v)));
+        }
+    }
+    let mut class_free = vec![true; n];
+    for v in tied {
+        let r = find(&mut parent, v.index());
+        class_free[r] = false;
+    }
+    // A class with one required distribution takes it; with conflicting ones it keeps its
+    // axis's, and the op that needed the other reports it.
+    let mut required: HashMap<usize, Option<layout::VecLayout>> = HashMap::new();
+    for (v, l) in need {
+        let r = find(&mut parent, v.index());
+        class_free[r] = false;
+        required
+            .entry(r)
+            .and_modify(|x| {
+                if *x != Some(l) {
+                    *x = None;
+                }
+            })
+            .or_insert(Some(l));
+    }
+    for (i, t) in func.value_types.iter().enumerate() {
+        if let Type::Vector { len, .. } = t {
+            if len % 32 != 0 {
+                let r = find(&mut parent, i);
+                class_free[r] = false;
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for (i, t) in func.value_types.iter().enumerate() {
+        if let Type::Vector { axis, .. } = t {
+            let r = find(&mut parent, i);
+            let l = match (class_free[r], required.get(&r)) {
+                (true, _) => layout::VecLayout::Lanes,
+                (false, Some(Some(l))) => *l,
+                _ => (*axis).into(),
+            };
+            out.insert(Value(i as u32), l);
+        }
+    }
+    out
+}
+
+impl<'f> Lowerer<'f> {
+    pub fn unsupported(&self, op: &Op, reason: impl Into<String>) -> CodegenError {
+        CodegenError::Unsupported {
+            op: op.kind.name(),
+            target: self.target,
+            reason: reason.into(),
+            loc: op.loc.to_string(),
+        }
+    }
+
+    pub fn ty(&self, v: Value) -> &'f Type {
+        self.func.value_type(v)
+    }
+
+    pub fn val(&self, v: Value) -> &Lv {
+        &self.vals[&v]
+    }
+
+    pub fn scalar(&self, v: Value) -> String {
+        match &self.vals[&v] {
+            Lv::Scalar(s) => s.clone(),
+            other => unreachable!("verified IR: {v:?} is a scalar, lowered as {other:?}"),
+        }
+    }
+
+    pub fn regs(&self, v: Value) -> Vec<String> {
+        match &self.vals[&v] {
+            Lv::Regs(r) => r.clone(),
+            other => unreachable!("verified IR: {v:?} is in registers, lowered as {other:?}"),
+        }
+    }
+
+    pub fn set(&mut self, v: Value, lv: Lv) {
+        self.vals.insert(v, lv);
+    }
+
+    /// The flattened MLIR values and types of register values (for loop-carried values and
+    /// region results).
+    fn flatten(&self, vs: &[Value]) -> (Vec<String>, Vec<String>) {
+        let mut names = Vec::new();
+        let mut types = Vec::new();
+        for &v in vs {
+            let t = mty(self.ty(v).dtype().unwrap_or(ScalarType::I32));
+            match &self.vals[&v] {
+                Lv::Scalar(s) => {
+                    names.push(s.clone());
+                    types.push(t.to_string());
+                }
+                Lv::Regs(r) => {
+                    names.extend(r.iter().cloned());
+                    types.extend(r.iter().map(|_| t.to_string()));
+                }
+                _ => {}
+            }
+        }
+        (names, types)
+    }
+
+    /// The flattened MLIR types of register values.
+    fn flat_types(&self, vs: &[Value]) -> Vec<String> {
+        let mut out = Vec::new();
+        for &v in vs {
+            let m = mty(self.ty(v).dtype().unwrap_or(ScalarType::I32));
+            for _ in 0..self.reg_count_of(v) {
+                out.push(m.to_string());
+            }
+        }
+        out
+    }
+
+    /// The distribution of a register vector.
+    pub fn vec_layout(&self, v: Value) -> layout::VecLayout {
+        match (self.vec_layouts.get(&v), self.ty(v)) {
+            (Some(l), _) => *l,
+            (None, Type::Vector { axis, .. }) => (*axis).into(),
+            _ => layout::VecLayout::Rows,
+        }
+    }
+
+    /// Registers per lane of a register value.
+    pub fn reg_count_of(&self, v: Value) -> u32 {
+        reg_count(self.ty(v), self.vec_layouts.get(&v).copied())
+    }
+
+    /// Binds values of `types` to consecutive flattened names (`names[k..]`).
+    fn bind_flat(&mut self, vs: &[Value], names: &[String]) {
+        let mut k = 0;
+        for &v in vs {
+            let t = self.ty(v);
+            if t.is_scalar() {
+                self.set(v, Lv::Scalar(names[k].clone()));
+                k += 1;
+            } else {
+                let n = self.reg_count_of(v) as usize;
+                self.set(v, Lv::Regs(names[k..k + n].to_vec()));
+                k += n;
+            }
+        }
+    }
+
+    fn region(&mut self, r: &Region) -> R<()> {
+        for op in &r.ops {
+            self.op(op)?;
+        }
+        Ok(())
+    }
+
+    fn op(&mut self, op: &Op) -> R<()> {
+        for &v in op.operands.iter().chain(op.results.iter()) {
+            if self.ty(v).dtype().is_some_and(ScalarType::is_fp8) {
+                return Err(self.unsupported(op, "fp8 element types are not lowered yet"));
+            }
+        }
+        match &op.kind {
+            OpKind::For => self.for_op(op),
+            OpKind::If => self.if_op(op),
+            OpKind::While => self.while_op(op),
+            OpKind::Return => {
+                if !op.operands.is_empty() {
+                    return Err(self.unsupported(op, "kernels return nothing"));
+                }
+                Ok(())
+            }
+            OpKind::Yield | OpKind::Condition => {
+                unreachable!("terminators are lowered by their parent op")
+            }
+            OpKind::Call(name) => self.call(op, name),
+            OpKind::Mma(_) => self.mma(op),
+            OpKind::AllocShared
+            | OpKind::SharedIndex
+            | OpKind::Load
+            | OpKind::Store
+            | OpKind::Copy
+            | OpKind::Barrier
+            | OpKind::AtomicAdd
+            | OpKind::GatherRows
+            | OpKind::ScatterRows { .. } => self.memory(op),
+            OpKind::CopyAsync
+            | OpKind::SemInit(_)
+            | OpKind::SemArrive
+            | OpKind::SemExpect(_)
+            | OpKind::SemWait => self.sync(op),
+            OpKind::Transpose => self.relayout(op),
+            OpKind::Convert if self.changes_layout(op) => self.relayout(op),
+            _ => self.elementwise(op),
+        }
+    }
+
+    /// A call is inlined: the helper's body is lowered in place with its parameters bound to
+    /// the arguments' lowered values, and the values it returns become the call's results.
+    fn call(&mut self, op: &Op, name: &str) -> R<()> {
+        const MAX_DEPTH: u32 = 64;
+        let module = self.module;
+        let Some(helper) = module.func(name) else {
+            return Err(self.unsupported(op, format!("no helper `{name}` in the module")));
+        };
+        if self.depth >= MAX_DEPTH {
+            return Err(self.unsupported(
+                op,
+                format!("calls nested more than {MAX_DEPTH} deep (recursion?)"),
+            ));
+        }
+        let mut sub = Lowerer {
+            func: helper,
+            module,
+            depth: self.depth + 1,
+            target: self.target,
+            e: std::mem::take(&mut self.e),
+            vals: HashMap::new(),
+            tid: self.tid.clone(),
+            smem: self.smem.clone(),
+            shared_next: self.shared_next,
+            warps: self.warps,
+            scratch_bytes: self.scratch_bytes,
+            scratch_start: self.scratch_start.clone(),
+            scratch_per_warp: self.scratch_per_warp.clone(),
+            vec_layouts: vector_layouts(helper),
+        };
+        for (&p, &a) in helper.params.iter().zip(&op.operands) {
+            sub.vals.insert(p, self.vals[&a].clone());
+        }
+        let result = sub.region(&Self::region_body(&helper.body));
+        let returned: Vec<Lv> = Self::terminator_values(&helper.body)
+            .iter()
+            .map(|v| sub.vals.get(v).cloned())
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        self.e = std::mem::take(&mut sub.e);
+        self.shared_next = sub.shared_next;
+        self.scratch_bytes = sub.scratch_bytes;
+        result?;
+        for (&r, lv) in op.results.iter().zip(returned) {
+            self.set(r, lv);
+        }
+        Ok(())
+    }
+
+    fn changes_layout(&self, op: &Op) -> bool {
+        matches!(
+            (self.ty(op.operands[0]), self.ty(op.results[0])),
+            (Type::Tile { layout: a, .. }, Type::Tile { layout: b, .. }) if a != b
+        )
+    }
+
+    /// Allocates `bytes` of the shared buffer; returns the byte offset.
+    pub fn alloc_shared(&mut self, bytes: u64, align: u64) -> u64 {
+        let off = self.shared_next.div_ceil(align) * align;
+        self.shared_next = off + bytes;
+        off
+    }
+
+    // ---- control flow -------------------------------------------------------------------------
+
+    fn terminator_values(r: &Region) -> &[Value] {
+        r.ops
+            .last()
+            .filter(|o| o.kind.is_terminator())
+            .map(|o| o.operands.as_slice())
+            .unwrap_or(&[])
+    }
+
+    fn region_body(r: &Region) -> Region {
+        let mut body = r.clone();
+        if body.ops.last().is_some_and(|o| o.kind.is_terminator()) {
+            body.ops.pop();
+        }
+        body
+    }
+
+    fn results_decl(&mut self, n: usize) -> (String, Vec<String>) {
+        if n == 0 {
+            return (String::new(), Vec::new());
+        }
+        let r = self.e.fresh();
+        let names = (0..n).map(|k| format!("{r}#{k}")).collect();
+        (format!("{r}:{n} = "), names)
+    }
+
+    fn yield_line(&mut self, kw: &str, vs: &[Value]) {
+        let (names, types) = self.flatten(vs);
+        if names.is_empty() {
+            self.e.line(kw);
+        } else {
+            self.e
+                .line(&format!("{kw} {} : {}", names.join(", "), types.join(", ")));
+        }
+    }
+
+    fn for_op(&mut self, op: &Op) -> R<()> {
+        let (lo, hi, step) = (
+            self.scalar(op.operands[0]),
+            self.scalar(op.operands[1]),
+            self.scalar(op.operands[2]),
+        );
+        let inits = &op.operands[3..];
+        let r = &op.regions[0];
+        let (init_names, types) = self.flatten(inits);
+        let iv = self.e.fresh();
+        let args: Vec<String> = init_names.iter().map(|_| self.e.fresh()).collect();
+        let (decl, results) = self.results_decl(types.len());
+        let iter = if args.is_empty() {
+            String::new()
+        } else {
+            let pairs: Vec<String> = args
+                .iter()
+                .zip(&init_names)
+                .map(|(a, i)| format!("{a} = {i}"))
+                .collect();
+            format!(" iter_args({}) -> ({})", pairs.join(", "), types.join(", "))
+        };
+        self.e.open(&format!(
+            "{decl}scf.for {iv} = {lo} to {hi} step {step}{iter} : i32 {{"
+        ));
+        self.set(r.args[0], Lv::Scalar(iv));
+        self.bind_flat(&r.args[1..], &args);
+        self.region(&Self::region_body(r))?;
+        self.yield_line("scf.yield", Self::terminator_values(r));
+        self.e.close("}");
+        self.bind_flat(&op.results, &results);
+        Ok(())
+    }
+
+    fn if_op(&mut self, op: &Op) -> R<()> {
+        let c = self.scalar(op.operands[0]);
+        let types = self.flat_types(&op.results);
+        let (decl, results) = self.results_decl(types.len());
+        let ret = if types.is_empty() {
+            String::new()
+        } else {
+            format!(" -> ({})", types.join(", "))
+        };
+        self.e.open(&format!("{decl}scf.if {c}{ret} {{"));
+        let then = &op.regions[0];
+        self.region(&Self::region_body(then))?;
+        self.yield_line("scf.yield", Self::terminator_values(then));
+        self.e.reopen("} else {");
+        if let Some(els) = op.regions.get(1) {
+            self.region(&Self::region_body(els))?;
+            self.yield_line("scf.yield", Self::terminator_values(els));
+        } else {
+            self.e.line("scf.yield");
+        }
+        self.e.close("}");
+        self.bind_flat(&op.results, &results);
+        Ok(())
+    }
+
+    fn while_op(&mut self, op: &Op) -> R<()> {
+        let (before, after) = (&op.regions[0], &op.regions[1]);
+        let (init_names, types) = self.flatten(&op.operands);
+        let bargs: Vec<String> = init_names.iter().map(|_| self.e.fresh()).collect();
+        let aargs: Vec<String> = init_names.iter().map(|_| self.e.fresh()).collect();
+        let (decl, results) = self.results_decl(types.len());
+        let pairs: Vec<String> = bargs
+            .iter()
+            .zip(&init_names)
+            .map(|(a, i)| format!("{a} = {i}"))
+            .collect();
+        let tys = types.join(", ");
+        self.e.open(&format!(
+            "{decl}scf.while ({}) : ({tys}) -> ({tys}) {{",
+            pairs.join(", ")
+        ));
+        self.bind_flat(&before.args, &bargs);
+        self.region(&Self::region_body(before))?;
+        let cond = Self::terminator_values(before);
+        let c = self.scalar(cond[0]);
+        let (fwd, fwd_tys) = self.flatten(&cond[1..]);
+        if fwd.is_empty() {
+            self.e.line(&format!("scf.condition({c})"));
+        } else {
+            self.e.line(&format!(
+                "scf.condition({c}) {} : {}",
+                fwd.join(", "),
+                fwd_tys.join(", ")
+            ));
+        }
+        self.e.reopen("} do {");
+        let decls: Vec<String> = aargs
+            .iter()
+            .zip(&types)
+            .map(|(a, t)| format!("{a}: {t}"))
+            .collect();
+        self.e.line(&format!("^bb0({}):", decls.join(", ")));
+        self.bind_flat(&after.args, &aargs);
+        self.region(&Self::region_body(after))?;
+        self.yield_line("scf.yield", Self::terminator_values(after));
+        self.e.close("}");
+        self.bind_flat(&op.results, &results);
+        Ok(())
+    }
+}
+
+/// Lowers kernel `func` to the text of an MLIR module.
+pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> {
+    let warps = func.warps().unwrap_or(1);
+    let mut l = Lowerer {
+        func,
+        module,
+        depth: 0,
+        target,
+        e: Emit::default(),
+        vals: HashMap::new(),
+        tid: String::new(),
+        smem: String::new(),
+        shared_next: 0,
+        warps,
+        scratch_bytes: 0,
+        scratch_start: "%scratch_start".into(),
+        scratch_per_warp: "%scratch_per_warp".into(),
+        vec_layouts: vector_layouts(func),
+    };
+    // Parameters: a global view of rank n is a pointer, n sizes and n strides (elements, i32);
+    // a scalar is passed as itself (bool as i32).
+    let mut sig = Vec::new();
+    let mut args = Vec::new();
+    for (k, &p) in func.params.iter().enumerate() {
+        let name = func.value_name(p).unwrap_or("arg").to_string();
+        match func.value_type(p) {
+            Type::Global { dtype, rank, .. } => {
+                let ptr = format!("%p{k}");
+                sig.push(format!("{ptr}: !llvm.ptr<1>"));
+                let shape: Vec<String> = (0..*rank).map(|d| format!("%p{k}_n{d}")).collect();
+                let strides: Vec<String> = (0..*rank).map(|d| format!("%p{k}_s{d}")).collect();
+                for s in shape.iter().chain(&strides) {
+                    sig.push(format!("{s}: i32"));
+                }
+                args.push(KernelArg::Global {
+                    name,
+                    dtype: *dtype,
+                    rank: *rank,
+                });
+                l.set(
+                    p,
+                    Lv::Global {
+                        ptr,
+                        shape,
+                        strides,
+                    },
+                );
+            }
+            Type::Scalar(d) => {
+                let d = *d;
+                if d.is_fp8() {
+                    return Err(CodegenError::Unsupported {
+                        op: format!("parameter `{name}`"),
+                        target,
+                        reason: "fp8 scalars are not lowered yet".into(),
+                        loc: func.loc.to_string(),
+                    });
+                }
+                let abi = if d == ScalarType::Bool { "i32" } else { mty(d) };
+                sig.push(format!("%p{k}: {abi}"));
+                args.push(KernelArg::Scalar { name, dtype: d });
+                l.set(p, Lv::Scalar(format!("%p{k}")));
+            }
+            other => {
+                return Err(CodegenError::Unsupported {
+                    op: format!("parameter `{name}`"),
+                    target,
+                    reason: format!("kernel parameters of type {other} are not lowered"),
+                    loc: func.loc.to_string(),
+                })
+            }
+        }
+    }
+    // Thread coordinates, used by every rule that distributes work over lanes.
+    l.tid = l.e.hoist("nvvm.read.ptx.sreg.tid.x : i32");
+    let c32 = l.e.i32(32);
+    l.e.lane = l.e.hoist(&format!("arith.remui {}, {c32} : i32", l.tid));
+    let c4 = l.e.i32(4);
+    l.e.g = l.e.hoist(&format!("arith.divui {}, {c4} : i32", l.e.lane));
+    l.e.t = l.e.hoist(&format!("arith.remui {}, {c4} : i32", l.e.lane));
+    l.smem = l.e.hoist("llvm.mlir.addressof @__tk_smem : !llvm.ptr<3>");
+    for (k, &p) in func.params.iter().enumerate() {
+        if func.value_type(p).as_scalar() == Some(ScalarType::Bool) {
+            let z = l.e.i32(0);
+            let b = l.e.op(&format!("arith.cmpi ne, %p{k}, {z} : i32"));
+            l.set(p, Lv::Scalar(b));
+        }
+    }
+    check_carried_registers(func, target)?;
+    l.region(&func.body)?;
+    l.e.line("llvm.return");
+    if l.scratch_bytes > 0 {
+        let per_warp = l.scratch_bytes.div_ceil(16) * 16;
+        let start = l.alloc_shared(per_warp * u64::from(warps), 16);
+        l.e.prologue = format!(
+            "    %scratch_start = arith.constant {start} : i32\n    %scratch_per_warp = arith.constant {per_warp} : i32\n{}",
+            l.e.prologue
+        );
+    }
+
+    let shared_bytes = l.shared_next;
+    let limit = shared_limit(target);
+    if shared_bytes > limit {
+        return Err(CodegenError::Resources {
+            kernel: func.name.clone(),
+            target,
+            resource: "bytes of shared memory".into(),
+            needed: shared_bytes,
+            limit,
+        });
+    }
+    let dynamic_shared = shared_bytes > STATIC_SHARED_LIMIT;
+    let smem_decl = if dynamic_shared {
+        // Dynamic shared memory: the launch passes the size (and opts in above 48 KiB).
+        "llvm.mlir.global external @__tk_smem() {addr_space = 3 : i32, alignment = 1024 : i64} : !llvm.array<0 x i8>".to_string()
+    } else {
+        format!(
+            "llvm.mlir.global internal @__tk_smem() {{addr_space = 3 : i32, alignment = 1024 : i64}} : !llvm.array<{} x i8>",
+            shared_bytes.max(16)
+        )
+    };
+    let threads = warps * 32;
+    let mlir = format!(
+        "module attributes {{llvm.target_triple = \"nvptx64-nvidia-cuda\"}} {{\n  {smem_decl}\n  llvm.func @{name}({sig}) attributes {{nvvm.kernel, nvvm.maxntid = array<i32: {threads}, 1, 1>}} {{\n{prologue}{body}  }}\n}}\n",
+        name = func.name,
+        sig = sig.join(", "),
+        prologue = l.e.prologue,
+        body = l.e.text,
+    );
+    Ok(Lowered {
+        mlir,
+        args,
+        shared_bytes,
+        dynamic_shared,
+    })
+}
+
+/// Rejects a kernel whose loop-carried register values alone need more 32-bit registers per
+/// thread than the hardware has: they are all live at once, so such a kernel would spill.
+fn check_carried_registers(func: &Func, target: Target) -> R<()> {
+    let mut worst = 0u64;
+    func.walk(|op| {
+        if matches!(op.kind, OpKind::For | OpKind::While) {
+            let words: u64 = op
+                .results
+                .iter()
+                .map(|v| {
+                    let t = func.value_type(*v);
+                    let bytes = t.dtype().map_or(4, ScalarType::size_bytes).max(4);
+                    u64::from(reg_count(t, None)) * u64::from(bytes) / 4
+                })
+                .sum();
+            worst = worst.max(words);
+        }
+    });
+    if worst > REGISTER_LIMIT {
+        return Err(CodegenError::Resources {
+            kernel: func.name.clone(),
+            target,
+            resource: "32-bit registers per thread for loop-carried values".into(),
+            needed: worst,
+            limit: REGISTER_LIMIT,
+        });
+    }
+    Ok(())
+}

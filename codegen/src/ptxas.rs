@@ -1,0 +1,177 @@
+//! The ptxas driver: assembles PTX for a target and reads its resource report (`-v`).
+//!
+//! ptxas comes from PyPI (`nvidia-cuda-nvcc`); `scripts/install-deps.sh` installs it into the
+//! repository's `.venv` and links it at `.venv/tools/ptxas`. `TILEKIT_PTXAS` overrides the path.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{CodegenError, Target};
+
+/// What ptxas reports for one kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// 32-bit registers per thread.
+    pub registers: u32,
+    pub spill_store_bytes: u32,
+    pub spill_load_bytes: u32,
+    pub stack_frame_bytes: u32,
+    /// Static shared memory (dynamic shared memory is not in the PTX).
+    pub shared_bytes: u32,
+    pub barriers: u32,
+}
+
+/// An assembled kernel.
+#[derive(Clone, Debug)]
+pub struct Assembled {
+    pub cubin: Vec<u8>,
+    pub report: Report,
+    /// ptxas's own output (the `-v` lines and any warnings).
+    pub log: String,
+}
+
+/// Finds an NVIDIA tool: `$env_var`, the repository's `.venv/tools/<name>`, then `PATH`.
+pub(crate) fn find_tool(name: &str, env_var: &str) -> Result<PathBuf, CodegenError> {
+    if let Some(p) = std::env::var_os(env_var) {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(CodegenError::Tool {
+            tool: name.into(),
+            message: format!(
+                "${env_var} names {}, which does not exist; unset it to use .venv/tools/{name} \
+                 from `scripts/install-deps.sh`",
+                p.display()
+            ),
+        });
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(".venv/tools")
+        .join(name);
+    if venv.exists() {
+        return Ok(venv);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(CodegenError::Tool {
+        tool: name.into(),
+        message: format!(
+            "`{name}` not found (looked at ${env_var}, .venv/tools/{name} and PATH); install it with \
+             `scripts/install-deps.sh` (PyPI nvidia-cuda-nvcc / nvidia-cuda-nvdisasm)"
+        ),
+    })
+}
+
+/// A scratch file name unique to this process and call.
+pub(crate) fn scratch(ext: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("tilekit-{}-{n}.{ext}", std::process::id()))
+}
+
+/// Assembles `ptx` for `target` (`ptxas -arch=<target> -v`).
+pub fn assemble(ptx: &str, target: Target) -> Result<Assembled, CodegenError> {
+    let tool = find_tool("ptxas", "TILEKIT_PTXAS")?;
+    let src = scratch("ptx");
+    let out = scratch("cubin");
+    let io = |e: std::io::Error| CodegenError::Tool {
+        tool: "ptxas".into(),
+        message: e.to_string(),
+    };
+    std::fs::write(&src, ptx).map_err(io)?;
+    let result = Command::new(&tool)
+        .arg(format!("-arch={}", target.name()))
+        .arg("-v")
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .map_err(io);
+    let _ = std::fs::remove_file(&src);
+    let result = result?;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    if !result.status.success() {
+        let _ = std::fs::remove_file(&out);
+        return Err(CodegenError::Tool {
+            tool: "ptxas".into(),
+            message: format!("assembling for {target} failed:\n{log}"),
+        });
+    }
+    let cubin = std::fs::read(&out).map_err(io)?;
+    let _ = std::fs::remove_file(&out);
+    Ok(Assembled {
+        cubin,
+        report: parse_report(&log),
+        log,
+    })
+}
+
+/// Reads the numbers of ptxas's `-v` lines:
+/// `ptxas info : Used 14 registers, used 1 barriers, 1024 bytes smem, 368 bytes cmem[0]` and
+/// `0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads`.
+pub fn parse_report(log: &str) -> Report {
+    let mut r = Report::default();
+    for line in log.lines() {
+        for part in line.split(',') {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let num = |i: usize| words.get(i).and_then(|w| w.parse::<u32>().ok());
+            for (i, w) in words.iter().enumerate() {
+                match *w {
+                    "registers" if i >= 1 => r.registers = num(i - 1).unwrap_or(r.registers),
+                    "barriers" if i >= 1 => r.barriers = num(i - 1).unwrap_or(r.barriers),
+                    "smem" if i >= 2 => r.shared_bytes = num(i - 2).unwrap_or(r.shared_bytes),
+                    "stack" if i >= 2 => {
+                        r.stack_frame_bytes = num(i - 2).unwrap_or(r.stack_frame_bytes)
+                    }
+                    "spill" if i >= 2 => {
+                        let v = num(i - 2).unwrap_or(0);
+                        match words.get(i + 1) {
+                            Some(&"stores") => r.spill_store_bytes = v,
+                            Some(&"loads") => r.spill_load_bytes = v,
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_verbose_report() {
+        let log = "ptxas info    : 0 bytes gmem\nptxas info    : Compiling entry function 'k' for 'sm_80'\n\
+                   ptxas info    : Function properties for k\n    \
+                   0 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads\n\
+                   ptxas info    : Used 14 registers, used 1 barriers, 1024 bytes smem, 368 bytes cmem[0]\n";
+        assert_eq!(
+            parse_report(log),
+            Report {
+                registers: 14,
+                spill_store_bytes: 8,
+                spill_load_bytes: 12,
+                stack_frame_bytes: 0,
+                shared_bytes: 1024,
+                barriers: 1,
+            }
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! The acceptance kernels (examples/src/*.rs) at their default configurations, read from the
+//! Tile IR text snapshots that `tests/tests/text_examples.rs` keeps up to date, so that this
+//! crate's tests need not depend on the runtime and examples crates (which depend on it).
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use tilekit_ir::Module;
+
+/// Snapshot name, kernel name.
+pub const KERNELS: [(&str, &str); 8] = [
+    ("gemm", "gemm"),
+    ("gemm_bf16_out", "gemm"),
+    ("attention", "attention_fwd"),
+    ("attention_causal", "attention_fwd"),
+    ("softmax", "softmax_rows"),
+    ("adamw", "adamw_step"),
+    ("moe", "moe_expert_proj"),
+    ("ws_gemm", "ws_gemm"),
+];
+
+/// Parses `tests/tests/snapshots/text_examples__<name>.snap` (an insta snapshot: a `---` header,
+/// then the module's text).
+pub fn module(name: &str) -> Module {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/tests/snapshots")
+        .join(format!("text_examples__{name}.snap"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let body = text
+        .splitn(3, "---\n")
+        .nth(2)
+        .unwrap_or_else(|| panic!("{} has no insta header", path.display()));
+    let m = tilekit_ir::parse_module(body)
+        .unwrap_or_else(|e| panic!("parsing {}: {e:?}", path.display()));
+    tilekit_ir::verify(&m).expect("acceptance kernel verifies");
+    m
+}

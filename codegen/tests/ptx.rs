@@ -1,0 +1,356 @@
+//! Every kernel that lowers is assembled by ptxas for its target; what does not lower is an
+//! error naming the op and the target; resource limits are checked before PTX emission.
+
+mod acceptance;
+mod kernels;
+
+use tilekit_codegen::{compile, ptxas, sass, CodegenError, Compiled, Stage, Target};
+use tilekit_ir::ScalarType::{BF16, F32};
+use tilekit_ir::{
+    rt, rt_col, BcastAxis, BinaryFn, FuncBuilder, MmaVariant, Module, ReduceAxis, ReduceFn, Scope,
+    Swizzle, Type,
+};
+
+const NVIDIA: [Target; 2] = [Target::Sm80, Target::Sm90a];
+
+fn small_kernels() -> Vec<(&'static str, Module)> {
+    vec![
+        ("scale", kernels::scale()),
+        ("mma_global", kernels::mma_global(2, 2, MmaVariant::AB)),
+        ("mma_global", kernels::mma_global(1, 2, MmaVariant::ABt)),
+        ("mma_global", kernels::mma_global(2, 1, MmaVariant::AtB)),
+        ("mma_global", kernels::mma_global(1, 1, MmaVariant::AtBt)),
+        ("softmax_rows", kernels::softmax_rows()),
+        ("gemm_shared", kernels::gemm_shared(F32, Swizzle::None)),
+        ("gemm_shared", kernels::gemm_shared(BF16, Swizzle::B128)),
+        ("vector_map", kernels::vector_map()),
+        ("masks", kernels::masks()),
+        ("mma_warpgroup", kernels::mma_warpgroup()),
+        ("with_helper", kernels::with_helper()),
+        ("scalar_control", kernels::scalar_control()),
+        (
+            "softmax_rows",
+            kernels::softmax_rows_in(tilekit_ir::Layout::Col),
+        ),
+    ]
+}
+
+fn assemble(c: &Compiled) -> ptxas::Assembled {
+    ptxas::assemble(c.ptx(), c.target).unwrap_or_else(|e| panic!("{} {}: {e}", c.kernel, c.target))
+}
+
+#[test]
+fn small_kernels_assemble_without_spills_on_both_targets() {
+    for (name, m) in small_kernels() {
+        for t in NVIDIA {
+            let c = compile(&m, name, t).unwrap_or_else(|e| panic!("{name} {t}: {e}"));
+            let a = assemble(&c);
+            assert_eq!(
+                (a.report.spill_store_bytes, a.report.spill_load_bytes),
+                (0, 0),
+                "{name} {t}: {:?}",
+                a.report
+            );
+            assert!(a.report.registers > 0 && a.report.registers <= 255);
+            assert_eq!(
+                u64::from(a.report.shared_bytes),
+                c.shared_bytes,
+                "{name} {t}"
+            );
+        }
+    }
+}
+
+/// Every acceptance kernel lowers and assembles on both targets; GEMM and attention (default
+/// configurations) with HMMA, LDSM and LDGSTS (`cp.async`) in their SASS and no spills.
+#[test]
+fn acceptance_kernels_assemble_on_both_targets() {
+    for (snap, kernel) in acceptance::KERNELS {
+        let m = acceptance::module(snap);
+        for t in NVIDIA {
+            let c = compile(&m, kernel, t).unwrap_or_else(|e| panic!("{snap} {t}: {e}"));
+            let a = assemble(&c);
+            println!("{snap} {t}: {:?}", a.report);
+            if matches!(snap, "gemm" | "gemm_bf16_out" | "attention") {
+                assert_eq!(a.report.spill_store_bytes, 0, "{snap} {t} spills");
+                let mix = sass::instruction_mix(&sass::disassemble(&a.cubin).unwrap());
+                assert!(
+                    mix.get("HMMA").copied().unwrap_or(0) > 0,
+                    "{snap} {t}: {mix:?}"
+                );
+                assert!(
+                    mix.get("LDSM").copied().unwrap_or(0) > 0,
+                    "{snap} {t}: {mix:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn semaphores_are_mbarriers_on_sm_90a_and_shared_atomics_on_sm_80() {
+    let m = acceptance::module("ws_gemm");
+    let hopper = compile(&m, "ws_gemm", Target::Sm90a).unwrap();
+    for instr in [
+        "mbarrier.init",
+        "mbarrier.expect_tx",
+        "mbarrier.try_wait.parity",
+        "mbarrier.complete_tx",
+    ] {
+        assert!(hopper.ptx().contains(instr), "sm_90a: {instr}");
+    }
+    let ampere = compile(&m, "ws_gemm", Target::Sm80).unwrap();
+    assert!(!ampere.ptx().contains("mbarrier"));
+    assert!(ampere.ptx().contains("atom.shared.add.u64"));
+}
+
+#[test]
+fn calls_are_inlined() {
+    let c = compile(&kernels::with_helper(), "with_helper", Target::Sm80).unwrap();
+    assert!(!c.ptx().contains("call"), "{}", c.ptx());
+    assert!(!c.stage(Stage::Mlir).contains("axpy"));
+}
+
+#[test]
+fn ptx_names_its_version_and_target() {
+    let m = kernels::scale();
+    for (t, version) in [
+        (Target::Sm80, ".version 8.0"),
+        (Target::Sm90a, ".version 8.3"),
+    ] {
+        let c = compile(&m, "scale", t).unwrap();
+        assert!(c.ptx().contains(version), "{t}");
+        assert!(c.ptx().contains(&format!(".target {}", t.name())), "{t}");
+        assert!(c.ptx().contains(".entry scale("), "{t}");
+    }
+}
+
+#[test]
+fn output_is_deterministic() {
+    let m = kernels::gemm_shared(BF16, Swizzle::B64);
+    let a = compile(&m, "gemm_shared", Target::Sm80).unwrap();
+    let b = compile(&m, "gemm_shared", Target::Sm80).unwrap();
+    for s in Stage::ALL {
+        assert_eq!(a.stage(s), b.stage(s), "{}", s.name());
+        assert!(!a.stage(s).is_empty(), "{}", s.name());
+    }
+}
+
+#[test]
+fn metadata_describes_the_launch() {
+    let c = compile(
+        &kernels::gemm_shared(F32, Swizzle::B64),
+        "gemm_shared",
+        Target::Sm80,
+    )
+    .unwrap();
+    assert_eq!((c.warps, c.block_threads()), (4, 128));
+    assert_eq!(c.shared_bytes, 2048 + 2048);
+    assert!(!c.dynamic_shared);
+    assert_eq!(c.args.len(), 3);
+    assert!(c.ptx().contains(".maxntid 128, 1, 1"));
+}
+
+#[test]
+fn exp2_is_ex2_approx_and_reductions_are_shuffles() {
+    let c = compile(&kernels::softmax_rows(), "softmax_rows", Target::Sm80).unwrap();
+    assert!(c.ptx().contains("ex2.approx.f32"));
+    assert!(c.ptx().contains("shfl.sync.bfly.b32"));
+    assert!(!c.ptx().contains("__nv_"), "no libdevice calls");
+}
+
+#[test]
+fn bf16_conversion_rounds_to_nearest_even() {
+    let c = compile(&kernels::vector_map(), "vector_map", Target::Sm80).unwrap();
+    assert!(c.ptx().contains("cvt.rn.bf16.f32"), "{}", c.ptx());
+}
+
+fn one_alloc_kernel(rows: u32, cols: u32) -> Module {
+    let mut b = FuncBuilder::kernel("big_smem", 4);
+    let g = b.param("g", Type::global(F32, 2, false));
+    let s = b.alloc_shared(Type::shared_tile(F32, rows, cols, Swizzle::None));
+    let z = b.const_i32(0);
+    b.copy(Scope::Block, s, g, &[z, z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    m
+}
+
+#[test]
+fn shared_memory_over_the_limit_is_rejected_with_the_numbers() {
+    // 256×256 f32 = 256 KiB: over both targets' limits.
+    let m = one_alloc_kernel(256, 256);
+    for (t, limit) in [(Target::Sm80, 163 * 1024), (Target::Sm90a, 227 * 1024)] {
+        match compile(&m, "big_smem", t) {
+            Err(CodegenError::Resources {
+                needed,
+                limit: l,
+                target,
+                ..
+            }) => assert_eq!((needed, l, target), (256 * 1024, limit, t)),
+            other => panic!("{t}: {other:?}"),
+        }
+    }
+    // 192×256 f32 = 192 KiB: fits sm_90a (as dynamic shared memory), not sm_80.
+    let m = one_alloc_kernel(192, 256);
+    assert!(matches!(
+        compile(&m, "big_smem", Target::Sm80),
+        Err(CodegenError::Resources { .. })
+    ));
+    let c = compile(&m, "big_smem", Target::Sm90a).unwrap();
+    assert!(c.dynamic_shared);
+    assemble(&c);
+}
+
+#[test]
+fn loop_carried_registers_over_the_limit_are_rejected_with_the_numbers() {
+    let mut b = FuncBuilder::kernel("fat", 1);
+    let g = b.param("g", Type::global(F32, 2, true));
+    let z = b.const_i32(0);
+    let one = b.const_i32(1);
+    let acc = b.zeros(rt(F32, 128, 128)); // 512 f32 per lane
+    let r = b.for_range(z, one, one, &[acc], |_, _, c| vec![c[0]]);
+    b.store(g, r[0], &[z, z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    let e = compile(&m, "fat", Target::Sm80).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CodegenError::Resources {
+                needed: 512,
+                limit: 255,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("512"), "{e}");
+}
+
+#[test]
+fn ops_without_a_lowering_name_the_op_and_the_target() {
+    // A row vector that meets a row tile and a col tile needs two distributions at once.
+    let mut b = FuncBuilder::kernel("mixed", 1);
+    let g = b.param("g", Type::global(F32, 2, true));
+    let z = b.const_i32(0);
+    let t = b.load(rt(F32, 16, 16), g, &[z, z]);
+    let u = b.load(rt_col(F32, 16, 16), g, &[z, z]);
+    let s = b.reduce(ReduceAxis::Row, ReduceFn::Sum, t);
+    let u = b.bcast(BcastAxis::Row, BinaryFn::Add, u, s);
+    b.store(g, u, &[z, z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    tilekit_ir::verify(&m).unwrap();
+    let e = compile(&m, "mixed", Target::Sm90a).unwrap_err();
+    assert!(
+        matches!(&e, CodegenError::Unsupported { op, target: Target::Sm90a, .. } if op == "bcast_row.add"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("`bcast_row.add` cannot be lowered for sm_90a"),
+        "{e}"
+    );
+
+    let e = compile(&kernels::scale(), "scale", Target::Gfx942).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CodegenError::Unsupported {
+                target: Target::Gfx942,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn transposes_and_layout_changes_go_through_per_warp_scratch() {
+    let mut b = FuncBuilder::kernel("relayout", 2);
+    let g = b.param("g", Type::global(F32, 2, false));
+    let h = b.param("h", Type::global(BF16, 2, true));
+    let z = b.const_i32(0);
+    let t = b.load(rt(F32, 16, 32), g, &[z, z]);
+    let t = b.transpose(t);
+    let t = b.convert(t, rt_col(BF16, 32, 16));
+    b.store(h, t, &[z, z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    tilekit_ir::verify(&m).unwrap();
+    for t in NVIDIA {
+        let c = compile(&m, "relayout", t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        // Two warps × 16×32 f32.
+        assert_eq!(c.shared_bytes, 2 * 16 * 32 * 4, "{t}");
+        assert!(c.ptx().contains("bar.warp.sync"), "{t}");
+        assemble(&c);
+    }
+}
+
+#[test]
+fn unknown_kernels_list_the_available_ones() {
+    let e = compile(&kernels::scale(), "nope", Target::Sm80).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "no kernel `nope` in the module; kernels: scale"
+    );
+}
+
+/// Conversions between every pair of non-fp8 dtypes, and every unary and binary map on every
+/// dtype it is defined for, lower and assemble (scalars; tiles share the per-element rules).
+#[test]
+fn every_conversion_and_map_assembles() {
+    use tilekit_ir::ScalarType::*;
+    use tilekit_ir::{BinaryFn, UnaryFn};
+    let dtypes = [F32, F16, BF16, I8, I32, U32, I64, Bool];
+    let mut b = FuncBuilder::kernel("conversions", 1);
+    let params: Vec<_> = dtypes
+        .iter()
+        .map(|&d| {
+            let x = b.param(&format!("x_{d}"), Type::scalar(d));
+            let g = b.param(&format!("g_{d}"), Type::global(d, 1, true));
+            (d, x, g)
+        })
+        .collect();
+    let z = b.const_i32(0);
+    for &(from, x, _) in &params {
+        for &(to, _, g) in &params {
+            let y = b.convert_dtype(x, to);
+            b.store(g, y, &[z]);
+        }
+        for f in UnaryFn::ALL {
+            let ok = if from.is_float() {
+                f != UnaryFn::Not
+            } else if matches!(from, Bool | U32) {
+                f == UnaryFn::Not
+            } else {
+                !f.float_only()
+            };
+            if ok {
+                let y = b.unary(f, x);
+                b.store(params.iter().find(|p| p.0 == from).unwrap().2, y, &[z]);
+            }
+        }
+        for f in BinaryFn::ALL {
+            let ok = if from.is_float() {
+                !f.int_only()
+            } else if from == Bool {
+                matches!(f, BinaryFn::And | BinaryFn::Or | BinaryFn::Xor)
+            } else {
+                !f.float_only()
+            };
+            if ok {
+                let y = b.binary(f, x, x);
+                b.store(params.iter().find(|p| p.0 == from).unwrap().2, y, &[z]);
+            }
+        }
+    }
+    let mut m = Module::new();
+    m.push(b.finish());
+    tilekit_ir::verify(&m).unwrap();
+    for t in NVIDIA {
+        let c = compile(&m, "conversions", t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assemble(&c);
+    }
+}

@@ -1,0 +1,76 @@
+//! Tool discovery, stage dumps and the disk cache, which read process-wide environment
+//! variables: one test, so that nothing else in this binary runs while they are set.
+
+mod kernels;
+
+use tilekit_codegen::{cache, compile, compile_cached, ptxas, CodegenError, Stage, Target};
+
+#[test]
+fn environment_overrides_for_tools_and_dumps() {
+    let c = compile(&kernels::scale(), "scale", Target::Sm80).unwrap();
+
+    std::env::set_var("TILEKIT_PTXAS", "/nonexistent/ptxas");
+    let e = ptxas::assemble(c.ptx(), Target::Sm80).unwrap_err();
+    std::env::remove_var("TILEKIT_PTXAS");
+    assert!(
+        matches!(&e, CodegenError::Tool { tool, .. } if tool == "ptxas"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("scripts/install-deps.sh"), "{e}");
+
+    let dir = std::env::temp_dir().join(format!("tilekit-dump-{}", std::process::id()));
+    std::env::set_var("TILEKIT_DUMP", &dir);
+    let c = compile(&kernels::scale(), "scale", Target::Sm90a);
+    std::env::remove_var("TILEKIT_DUMP");
+    let c = c.unwrap();
+    for s in Stage::ALL {
+        let path = dir.join(format!("scale.sm_90a.{}", s.name()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        assert_eq!(text, c.stage(s));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The disk cache: a second process would find the entry; here, a key the memory cache has
+    // not seen is compiled and stored, and a stored entry loads back equal.
+    let cache_dir = std::env::temp_dir().join(format!("tilekit-cache-{}", std::process::id()));
+    std::env::set_var("TILEKIT_CACHE_DIR", &cache_dir);
+    let m = kernels::softmax_rows();
+    let first = compile_cached(&m, "softmax_rows", Target::Sm80);
+    let again = compile_cached(&m, "softmax_rows", Target::Sm80);
+    cache::clear_memory();
+    let from_disk = compile_cached(&m, "softmax_rows", Target::Sm80);
+    std::env::remove_var("TILEKIT_CACHE_DIR");
+    let (first, again, from_disk) = (first.unwrap(), again.unwrap(), from_disk.unwrap());
+    for s in Stage::ALL {
+        assert_eq!(first.stage(s), again.stage(s));
+        assert_eq!(first.stage(s), from_disk.stage(s));
+    }
+    assert_eq!(again.timings.total(), 0.0, "the second compile is a hit");
+    assert_eq!(from_disk.timings.total(), 0.0, "the third is a hit on disk");
+    assert_eq!(
+        (
+            from_disk.args.clone(),
+            from_disk.warps,
+            from_disk.shared_bytes,
+            from_disk.target
+        ),
+        (
+            first.args.clone(),
+            first.warps,
+            first.shared_bytes,
+            first.target
+        )
+    );
+    let entries: Vec<_> = std::fs::read_dir(&cache_dir).unwrap().collect();
+    assert_eq!(entries.len(), 1);
+    let entry = entries[0].as_ref().unwrap().path();
+    let key = std::fs::read_to_string(entry.join("key")).unwrap();
+    assert_eq!(key, cache::key(&m, "softmax_rows", Target::Sm80));
+    assert_eq!(
+        std::fs::read_to_string(entry.join("ptx")).unwrap(),
+        first.ptx()
+    );
+    // Another target is another key.
+    assert_ne!(key, cache::key(&m, "softmax_rows", Target::Sm90a));
+    let _ = std::fs::remove_dir_all(&cache_dir);
+}

@@ -62,7 +62,8 @@ fn small_kernels_assemble_without_spills_on_both_targets() {
 }
 
 /// Every acceptance kernel lowers and assembles on both targets; GEMM and attention (default
-/// configurations) with HMMA, LDSM and LDGSTS (`cp.async`) in their SASS and no spills.
+/// configurations, causal or not) with HMMA, LDSM and LDGSTS (`cp.async`) in their SASS and
+/// no spills.
 #[test]
 fn acceptance_kernels_assemble_on_both_targets() {
     for (snap, kernel) in acceptance::KERNELS {
@@ -71,7 +72,10 @@ fn acceptance_kernels_assemble_on_both_targets() {
             let c = compile(&m, kernel, t).unwrap_or_else(|e| panic!("{snap} {t}: {e}"));
             let a = assemble(&c);
             println!("{snap} {t}: {:?}", a.report);
-            if matches!(snap, "gemm" | "gemm_bf16_out" | "attention") {
+            if matches!(
+                snap,
+                "gemm" | "gemm_bf16_out" | "attention" | "attention_causal"
+            ) {
                 assert_eq!(a.report.spill_store_bytes, 0, "{snap} {t} spills");
                 let mix = sass::instruction_mix(&sass::disassemble(&a.cubin).unwrap());
                 assert!(

@@ -1,14 +1,85 @@
-//! The `tilekit` command: `tilekit list`, `tilekit selftest [--device cpu]`.
+//! The `tilekit` command: `list`, `selftest`, `emit` and `check` over the registered kernels.
 //!
 //! A library module so that any binary linking more kernels (which register themselves) can
 //! offer the same command over all of them: `fn main() { std::process::exit(tilekit::cli::main()) }`.
+//!
+//! `emit` and `check` compile kernels and need the `jit` feature (on by default); a build
+//! without it answers them with an error that says so.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use crate::launch::Device;
-use crate::registry::kernels;
+use crate::registry::{kernels, KernelInfo, Variant};
 
-const USAGE: &str = "usage: tilekit list | tilekit selftest [--device cpu]";
+const USAGE: &str = "\
+usage: tilekit list
+       tilekit selftest [--device cpu]
+       tilekit emit <kernel> --target sm_80|sm_90a --stage <stage> [--const N=V]...
+       tilekit check <kernel> --target sm_80|sm_90a [--const N=V]...
+       tilekit help";
+
+const HELP: &str = "\
+tilekit: tiled GPU kernels in Rust
+
+commands:
+  list                 one line per registered kernel variant: name<comptime arguments>,
+                       parameters, op count, source
+  selftest [--device cpu]
+                       runs every kernel against its reference; ends with `N passed, M failed`
+  emit <kernel> --target <target> --stage <stage> [--const N=V]...
+                       prints one stage of the kernel compiled for the target
+  check <kernel> --target <target> [--const N=V]...
+                       assembles the kernel's PTX with ptxas and prints registers, spill bytes,
+                       shared memory and the SASS instruction mix (needs ptxas and nvdisasm)
+
+targets: sm_80, sm_90a
+stages:  tile (Tile IR), mlir (as generated), mlir-lowered (LLVM dialect), llvm (as translated),
+         llvm-opt (after O3), ptx, sass (ptxas + nvdisasm)
+
+choosing a variant: a generic kernel is registered with several comptime instantiations
+(`tilekit list` shows them). Name one by writing its comptime arguments after the kernel's
+name, as `list` prints them (spaces do not matter; quote it for the shell):
+    tilekit emit 'gemm<bf16, 64, 64, 32, 32, 32>' --target sm_80 --stage ptx
+or narrow by position with --const N=V: the N-th comptime argument (counting from 0) is V
+    tilekit check gemm --const 0=bf16 --target sm_90a
+A kernel with a single variant needs neither. If the choice leaves no variant, or more than
+one, the error lists the registered variants.
+
+exit codes: 0 success, 1 a kernel failed (selftest) or could not be compiled or assembled,
+2 a usage error (unknown command, kernel, variant, target or stage).";
+
+/// Why a command failed: the message and the process exit code (2 for usage errors, which
+/// [`main`] follows with the usage lines; 1 for a kernel that could not be compiled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CliError {
+    pub message: String,
+    pub code: i32,
+}
+
+impl CliError {
+    fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            code: 2,
+        }
+    }
+
+    #[cfg_attr(not(feature = "jit"), allow(dead_code))]
+    fn failure(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
 
 /// Runs the command on the process arguments; returns the exit code.
 pub fn main() -> i32 {
@@ -18,31 +89,218 @@ pub fn main() -> i32 {
             print!("{out}");
             code
         }
-        Err(message) => {
-            eprintln!("tilekit: {message}\n{USAGE}");
-            2
+        Err(e) if e.code == 2 => {
+            eprintln!("tilekit: {e}\n{USAGE}");
+            e.code
+        }
+        Err(e) => {
+            eprintln!("tilekit: {e}");
+            e.code
         }
     }
 }
 
 /// Runs the command on `args` (without the program name): the text to print and the exit code,
-/// or a usage error.
-pub fn run(args: &[String]) -> Result<(String, i32), String> {
+/// or why it failed.
+pub fn run(args: &[String]) -> Result<(String, i32), CliError> {
     match args.first().map(String::as_str) {
         Some("list") if args.len() == 1 => Ok((list(), 0)),
+        Some("help" | "--help" | "-h") => Ok((format!("{HELP}\n\n{USAGE}\n"), 0)),
         Some("selftest") => {
             let device = match &args[1..] {
                 [] => Device::Cpu,
                 [flag, name] if flag == "--device" => {
-                    Device::from_name(name).map_err(|e| e.to_string())?
+                    Device::from_name(name).map_err(|e| CliError::usage(e.to_string()))?
                 }
-                other => return Err(format!("unexpected arguments {other:?}")),
+                other => return Err(CliError::usage(format!("unexpected arguments {other:?}"))),
             };
             Ok(selftest(&device))
         }
-        Some(other) => Err(format!("unknown command `{other}`")),
-        None => Err("no command".into()),
+        Some(cmd @ ("emit" | "check")) => {
+            if !cfg!(feature = "jit") {
+                return Err(unavailable(cmd));
+            }
+            let opts = CompileArgs::parse(cmd, &args[1..])?;
+            let (kernel, variant) = select(&opts.kernel, &opts.consts)?;
+            if cmd == "emit" {
+                let stage = opts
+                    .stage
+                    .as_deref()
+                    .ok_or_else(|| CliError::usage("`emit` needs --stage <stage>"))?;
+                jit::emit(kernel, variant, &opts.target, stage).map(|s| (s, 0))
+            } else {
+                if opts.stage.is_some() {
+                    return Err(CliError::usage("`check` takes no --stage"));
+                }
+                jit::check(kernel, variant, &opts.target).map(|s| (s, 0))
+            }
+        }
+        Some(other) => Err(CliError::usage(format!("unknown command `{other}`"))),
+        None => Err(CliError::usage("no command")),
     }
+}
+
+/// The arguments of `emit` and `check`.
+struct CompileArgs {
+    kernel: String,
+    target: String,
+    stage: Option<String>,
+    /// `--const N=V`: position and value.
+    consts: Vec<(usize, String)>,
+}
+
+impl CompileArgs {
+    fn parse(cmd: &str, args: &[String]) -> Result<CompileArgs, CliError> {
+        let mut kernel = None;
+        let mut target = None;
+        let mut stage = None;
+        let mut consts = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |flag: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| CliError::usage(format!("{flag} needs a value")))
+            };
+            match a.as_str() {
+                "--target" => target = Some(value("--target")?),
+                "--stage" => stage = Some(value("--stage")?),
+                "--const" => {
+                    let kv = value("--const")?;
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| CliError::usage(format!("--const wants N=V, not `{kv}`")))?;
+                    let n = k.trim().parse::<usize>().map_err(|_| {
+                        CliError::usage(format!(
+                            "--const {kv}: N is the position of a comptime argument (0, 1, …) as \
+                             `tilekit list` shows them; the registry does not record their names"
+                        ))
+                    })?;
+                    consts.push((n, v.trim().to_string()));
+                }
+                flag if flag.starts_with("--") => {
+                    return Err(CliError::usage(format!("`{cmd}`: unknown option `{flag}`")))
+                }
+                name if kernel.is_none() => kernel = Some(name.to_string()),
+                extra => {
+                    return Err(CliError::usage(format!(
+                        "`{cmd}`: unexpected argument `{extra}` (one kernel at a time)"
+                    )))
+                }
+            }
+        }
+        Ok(CompileArgs {
+            kernel: kernel
+                .ok_or_else(|| CliError::usage(format!("`{cmd}` needs a kernel name")))?,
+            target: target
+                .ok_or_else(|| CliError::usage(format!("`{cmd}` needs --target sm_80|sm_90a")))?,
+            stage,
+            consts,
+        })
+    }
+}
+
+/// A variant's comptime arguments, one string per argument, without spaces:
+/// `<bf16, 64, 64>` → `["bf16", "64", "64"]`.
+fn comptime_args(args: &str) -> Vec<String> {
+    let inner = args.trim().trim_start_matches('<').trim_end_matches('>');
+    if inner.trim().is_empty() {
+        return Vec::new();
+    }
+    // Arguments may themselves be generic (`Foo<A, B>`): split at top-level commas only.
+    let (mut out, mut cur, mut depth) = (Vec::new(), String::new(), 0i32);
+    for c in inner.chars().filter(|c| !c.is_whitespace()) {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            '>' | ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out
+}
+
+/// Finds the kernel and the one variant that `spec` (`name` or `name<args>`) and the `--const`
+/// choices name; otherwise a usage error listing what is registered.
+fn select(
+    spec: &str,
+    consts: &[(usize, String)],
+) -> Result<(&'static KernelInfo, &'static Variant), CliError> {
+    let (name, args) = match spec.find('<') {
+        Some(i) => (spec[..i].trim(), Some(comptime_args(&spec[i..]))),
+        None => (spec.trim(), None),
+    };
+    let all = kernels();
+    let kernel = all
+        .iter()
+        .copied()
+        .find(|k| k.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|k| k.name).collect();
+            CliError::usage(format!(
+                "unknown kernel `{name}`; registered kernels: {}",
+                names.join(", ")
+            ))
+        })?;
+    let listing = || {
+        kernel
+            .variants
+            .iter()
+            .map(|v| format!("  {}{}", kernel.name, v.args))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let matching: Vec<&'static Variant> = kernel
+        .variants
+        .iter()
+        .filter(|v| {
+            let have = comptime_args(v.args);
+            args.as_ref().is_none_or(|a| *a == have)
+                && consts
+                    .iter()
+                    .all(|(n, val)| have.get(*n).is_some_and(|h| *h == val.replace(' ', "")))
+        })
+        .collect();
+    match matching.as_slice() {
+        [v] => Ok((kernel, v)),
+        [] => Err(CliError::usage(format!(
+            "no registered variant of `{}` matches `{spec}`{}; the registered variants are:\n{}",
+            kernel.name,
+            describe_consts(consts),
+            listing()
+        ))),
+        several => Err(CliError::usage(format!(
+            "`{spec}`{} matches {} variants of `{}`; name one (see `tilekit help`):\n{}",
+            describe_consts(consts),
+            several.len(),
+            kernel.name,
+            several
+                .iter()
+                .map(|v| format!("  {}{}", kernel.name, v.args))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))),
+    }
+}
+
+/// The answer to `emit` and `check` in a build without the compiler.
+fn unavailable(cmd: &str) -> CliError {
+    CliError::usage(format!(
+        "`{cmd}` compiles kernels, but this tilekit was built without the `jit` feature \
+         (tilekit-codegen, LLVM and MLIR); rebuild it with default features or `--features jit`"
+    ))
+}
+
+fn describe_consts(consts: &[(usize, String)]) -> String {
+    consts
+        .iter()
+        .map(|(n, v)| format!(" --const {n}={v}"))
+        .collect()
 }
 
 /// One line per kernel variant: name, comptime arguments, ops, parameters, source.
@@ -95,4 +353,302 @@ pub fn selftest(device: &Device) -> (String, i32) {
     }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
     (out, i32::from(failed > 0))
+}
+
+/// `emit` and `check`, which compile through tilekit-codegen.
+#[cfg(feature = "jit")]
+mod jit {
+    use std::fmt::Write as _;
+
+    use tilekit_codegen::{compile, ptxas, sass, Compiled, Stage, Target};
+
+    use super::CliError;
+    use crate::registry::{KernelInfo, Variant};
+
+    /// The stages `emit` prints: the compiled kernel's, then SASS.
+    fn stage_names() -> Vec<&'static str> {
+        Stage::ALL
+            .iter()
+            .map(|s| s.name())
+            .chain(["sass"])
+            .collect()
+    }
+
+    fn compiled(k: &KernelInfo, v: &Variant, target: &str) -> Result<Compiled, CliError> {
+        let target: Target = target
+            .parse()
+            .map_err(|e: tilekit_codegen::UnknownTarget| CliError::usage(e.to_string()))?;
+        compile((v.module)(), k.name, target).map_err(|e| {
+            CliError::failure(format!("compiling {}{} for {target}: {e}", k.name, v.args))
+        })
+    }
+
+    pub(super) fn emit(
+        k: &KernelInfo,
+        v: &Variant,
+        target: &str,
+        stage: &str,
+    ) -> Result<String, CliError> {
+        let known = Stage::ALL.into_iter().find(|s| s.name() == stage);
+        if known.is_none() && stage != "sass" {
+            return Err(CliError::usage(format!(
+                "unknown stage `{stage}`; stages: {}",
+                stage_names().join(", ")
+            )));
+        }
+        let c = compiled(k, v, target)?;
+        let mut text = match known {
+            Some(s) => c.stage(s).to_string(),
+            None => c.sass().map_err(|e| CliError::failure(e.to_string()))?,
+        };
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
+    pub(super) fn check(k: &KernelInfo, v: &Variant, target: &str) -> Result<String, CliError> {
+        let c = compiled(k, v, target)?;
+        let fail = |e: tilekit_codegen::CodegenError| CliError::failure(e.to_string());
+        let asm = ptxas::assemble(c.ptx(), c.target).map_err(fail)?;
+        let mix = sass::instruction_mix(&sass::disassemble(&asm.cubin).map_err(fail)?);
+        let r = &asm.report;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}{} on {}: {} warps ({} threads per block)",
+            k.name,
+            v.args,
+            c.target,
+            c.warps,
+            c.block_threads()
+        );
+        let _ = writeln!(out, "registers      {} per thread", r.registers);
+        let _ = writeln!(
+            out,
+            "spill bytes    {} stores, {} loads (stack frame {} bytes){}",
+            r.spill_store_bytes,
+            r.spill_load_bytes,
+            r.stack_frame_bytes,
+            if r.spill_store_bytes + r.spill_load_bytes > 0 {
+                "  <- spills to local memory"
+            } else {
+                ""
+            }
+        );
+        let dynamic = if c.dynamic_shared { c.shared_bytes } else { 0 };
+        let _ = writeln!(
+            out,
+            "shared memory  {} bytes ({} static, {} dynamic)",
+            u64::from(r.shared_bytes) + dynamic,
+            r.shared_bytes,
+            dynamic
+        );
+        let _ = writeln!(out, "barriers       {}", r.barriers);
+        let total: usize = mix.values().sum();
+        let _ = writeln!(out, "SASS instruction mix ({total} instructions):");
+        let mut ops: Vec<(&String, &usize)> = mix.iter().collect();
+        ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (op, n) in ops {
+            let _ = writeln!(out, "  {op:<10} {n:>6}");
+        }
+        Ok(out)
+    }
+}
+
+/// Without the `jit` feature there is no compiler to answer `emit` and `check`.
+#[cfg(not(feature = "jit"))]
+mod jit {
+    use super::{unavailable, CliError};
+    use crate::registry::{KernelInfo, Variant};
+
+    pub(super) fn emit(_: &KernelInfo, _: &Variant, _: &str, _: &str) -> Result<String, CliError> {
+        Err(unavailable("emit"))
+    }
+
+    pub(super) fn check(_: &KernelInfo, _: &Variant, _: &str) -> Result<String, CliError> {
+        Err(unavailable("check"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_str(args: &str) -> Result<(String, i32), CliError> {
+        let args: Vec<String> = args.split(' ').map(String::from).collect();
+        run(&args)
+    }
+
+    /// The usage error for `args`, which must fail with exit code 2.
+    fn usage_error(args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        match run(&args) {
+            Err(e) => {
+                assert_eq!(e.code, 2, "{args:?}: {e}");
+                e.message
+            }
+            Ok((out, _)) => panic!("{args:?} succeeded:\n{out}"),
+        }
+    }
+
+    #[test]
+    fn comptime_arguments_split_at_top_level_commas() {
+        assert_eq!(comptime_args("<bf16, 64,64>"), ["bf16", "64", "64"]);
+        assert_eq!(comptime_args("<Foo<A, B>, 16>"), ["Foo<A,B>", "16"]);
+        assert!(comptime_args("").is_empty());
+    }
+
+    #[test]
+    fn a_variant_is_named_by_its_arguments_or_by_const_positions() {
+        let (k, v) = select("gemm<bf16,64,64,32,32,32>", &[]).unwrap();
+        assert_eq!((k.name, v.args), ("gemm", "<bf16, 64, 64, 32, 32, 32>"));
+        let (_, v2) = select("gemm", &[(0, "bf16".into())]).unwrap();
+        assert_eq!(v2.args, v.args);
+        let (_, v3) = select("gemm", &[(0, "f32".into()), (3, "16".into())]).unwrap();
+        assert_eq!(v3.args, "<f32, 64, 64, 16, 16, 64>");
+        // A kernel with one variant needs no choice.
+        assert!(select("adamw_step", &[]).is_ok());
+    }
+
+    // Without `jit`, `emit` and `check` answer with the missing feature before reading their arguments.
+    #[cfg(feature = "jit")]
+    #[test]
+    fn unknown_kernels_variants_and_options_are_usage_errors() {
+        let e = usage_error(&["emit", "gemmm", "--target", "sm_80", "--stage", "ptx"]);
+        assert!(
+            e.contains("unknown kernel `gemmm`") && e.contains("attention_fwd"),
+            "{e}"
+        );
+        // Several variants match: the error lists them.
+        let e = usage_error(&["emit", "gemm", "--target", "sm_80", "--stage", "ptx"]);
+        assert!(
+            e.contains("matches 3 variants") && e.contains("gemm<bf16, 64, 64, 32, 32, 32>"),
+            "{e}"
+        );
+        let e = usage_error(&["check", "gemm", "--const", "0=f32", "--target", "sm_80"]);
+        assert!(e.contains("matches 2 variants"), "{e}");
+        let e = usage_error(&[
+            "emit",
+            "gemm<f16, 64, 64, 32, 32, 32>",
+            "--target",
+            "sm_80",
+            "--stage",
+            "ptx",
+        ]);
+        assert!(
+            e.contains("no registered variant") && e.contains("gemm<f32, 64, 64, 16, 16, 64>"),
+            "{e}"
+        );
+        let e = usage_error(&[
+            "emit", "gemm", "--const", "BM=64", "--target", "sm_80", "--stage", "ptx",
+        ]);
+        assert!(e.contains("position"), "{e}");
+        let e = usage_error(&["emit", "adamw_step", "--target", "sm_80"]);
+        assert!(e.contains("--stage"), "{e}");
+        let e = usage_error(&["check", "adamw_step"]);
+        assert!(e.contains("--target"), "{e}");
+        let e = usage_error(&["check", "adamw_step", "--target", "sm_80", "--bogus"]);
+        assert!(e.contains("unknown option `--bogus`"), "{e}");
+    }
+
+    #[test]
+    fn help_explains_how_a_variant_is_chosen_and_unknown_commands_are_usage_errors() {
+        let (help, code) = run_str("help").unwrap();
+        assert_eq!(code, 0);
+        assert!(
+            help.contains("--const N=V") && help.contains("tilekit list"),
+            "{help}"
+        );
+        let e = usage_error(&["frobnicate"]);
+        assert!(e.contains("unknown command `frobnicate`"), "{e}");
+    }
+
+    #[cfg(feature = "jit")]
+    #[test]
+    fn unknown_targets_and_stages_are_usage_errors() {
+        let e = usage_error(&["emit", "adamw_step", "--target", "sm_75", "--stage", "ptx"]);
+        assert!(
+            e.contains("unknown target `sm_75`") && e.contains("sm_90a"),
+            "{e}"
+        );
+        let e = usage_error(&[
+            "emit",
+            "adamw_step",
+            "--target",
+            "sm_80",
+            "--stage",
+            "cubin",
+        ]);
+        assert!(
+            e.contains("unknown stage `cubin`") && e.contains("llvm-opt") && e.contains("sass"),
+            "{e}"
+        );
+        let e = usage_error(&["check", "adamw_step", "--target", "sm_90"]);
+        assert!(e.contains("unknown target `sm_90`"), "{e}");
+    }
+
+    #[cfg(feature = "jit")]
+    #[test]
+    fn a_target_that_cannot_be_lowered_is_a_compile_failure() {
+        let e = run_str("emit adamw_step --target gfx942 --stage ptx").unwrap_err();
+        assert_eq!(e.code, 1, "{e}");
+        assert!(e.message.contains("gfx942"), "{e}");
+    }
+
+    #[cfg(feature = "jit")]
+    #[test]
+    fn emit_prints_every_stage_of_the_gemm_for_both_targets() {
+        let gemm = "gemm<bf16,64,64,32,32,32>";
+        for target in ["sm_80", "sm_90a"] {
+            let emit = |stage: &str| {
+                let args = ["emit", gemm, "--target", target, "--stage", stage];
+                let (out, code) =
+                    run(&args.map(String::from)).unwrap_or_else(|e| panic!("{stage}: {e}"));
+                assert_eq!(code, 0);
+                out
+            };
+            assert!(emit("tile").contains("kernel @gemm("));
+            assert!(emit("mlir").contains("llvm.func @gemm("));
+            assert!(emit("mlir-lowered").contains("llvm.func @gemm("));
+            assert!(emit("llvm").contains("define ptx_kernel void @gemm("));
+            assert!(emit("llvm-opt").contains("@gemm("));
+            let ptx = emit("ptx");
+            assert!(
+                ptx.contains(&format!(".target {target}")) && ptx.contains(".entry gemm("),
+                "{target}"
+            );
+            assert!(ptx.contains("mma.sync.aligned.m16n8k16"), "{target}");
+            assert!(emit("sass").contains("HMMA"), "{target}");
+        }
+    }
+
+    #[cfg(feature = "jit")]
+    #[test]
+    fn check_prints_resources_and_the_instruction_mix() {
+        for target in ["sm_80", "sm_90a"] {
+            let (out, code) =
+                run_str(&format!("check gemm --const 0=bf16 --target {target}")).unwrap();
+            assert_eq!(code, 0);
+            for want in [
+                "registers",
+                "spill bytes    0 stores, 0 loads",
+                "shared memory",
+                "HMMA",
+                "LDSM",
+                "LDGSTS",
+            ] {
+                assert!(out.contains(want), "{target}: no `{want}` in\n{out}");
+            }
+        }
+    }
+
+    #[cfg(not(feature = "jit"))]
+    #[test]
+    fn emit_and_check_need_the_jit_feature() {
+        let e = usage_error(&["emit", "gemm", "--target", "sm_80", "--stage", "ptx"]);
+        assert!(e.contains("without the `jit` feature"), "{e}");
+        let e = usage_error(&["check", "gemm", "--target", "sm_80"]);
+        assert!(e.contains("without the `jit` feature"), "{e}");
+    }
 }

@@ -27,7 +27,9 @@
 //!
 //! The kernel library [`kernels`] (GEMM, attention, softmax, AdamW, MoE, warp-specialized GEMM)
 //! is written in the DSL. Kernels register themselves ([`registry`]); the `tilekit` command
-//! ([`cli`]) lists and self-tests them.
+//! ([`cli`]) lists and self-tests them, and with the `jit` feature (on by default: it links the
+//! compiler, `tilekit-codegen`, LLVM and MLIR) prints any stage of their compilation for a GPU
+//! target (`tilekit emit`) and ptxas's resource report and SASS mix (`tilekit check`).
 
 pub use tilekit_ir as ir;
 

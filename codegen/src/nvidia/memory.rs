@@ -675,8 +675,18 @@ impl Lowerer<'_> {
         };
         let lead = if is_tile { n - 2 } else { n - 1 };
         let (lead_pred, lead_terms) = self.leading(&g, &idx[..lead]);
+        // The tile's first row goes through an opaque `mov` (free after ptxas): LLVM's scalar
+        // evolution then cannot see it as an induction variable of an enclosing loop. Where
+        // it could prove that `row0 + r` does not overflow (a trip count bounded by a block
+        // index, as in causal attention), loop strength reduction turned the 64-bit address of
+        // every element of the fallback path below into its own pointer induction variable,
+        // live across the whole loop: 2 registers per element, and spills. (`llvm.freeze`
+        // does not hide it: instcombine drops a freeze of a value that cannot be poison.)
         let row0 = if is_tile {
-            Some(self.e.mul_i32_const(&idx[n - 2], i64::from(rows)))
+            let r0 = self.e.mul_i32_const(&idx[n - 2], i64::from(rows));
+            Some(self.e.op(&format!(
+                "llvm.inline_asm \"mov.u32 $0, $1;\", \"=r,r\" {r0} : (i32) -> i32"
+            )))
         } else {
             None
         };

@@ -1,5 +1,6 @@
-//! `tilekit list` · `tilekit selftest [--device cpu]` over the kernels linked into this binary
-//! (the kernel library `tilekit::kernels`).
+//! `tilekit list` · `tilekit selftest [--device cpu]` · `tilekit emit <kernel> --target <t>
+//! --stage <s>` · `tilekit check <kernel> --target <t>` over the kernels linked into this binary
+//! (the kernel library `tilekit::kernels`); `tilekit help` explains how a variant is chosen.
 
 fn main() {
     std::process::exit(tilekit::cli::main())

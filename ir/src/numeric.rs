@@ -10,7 +10,8 @@ use crate::types::ScalarType;
 ///
 /// Floats: round to nearest even (f32 and f16/bf16 overflow to infinity; fp8 saturates, NaN stays
 /// NaN). Integers: the result of integer arithmetic wraps around (two's complement), as hardware
-/// integer units do. Bool: nonzero is true.
+/// integer units do; a value with a fraction (a host value, a `fill` or `mask` attribute) first
+/// rounds to nearest even, NaN becomes 0 and ±infinity saturates to the dtype's range. Bool: nonzero is true.
 pub fn round(dtype: ScalarType, x: f64) -> f64 {
     match dtype {
         ScalarType::F32 => f64::from(x as f32),
@@ -18,6 +19,10 @@ pub fn round(dtype: ScalarType, x: f64) -> f64 {
         ScalarType::BF16 => round_float(x, BF16_FORMAT),
         ScalarType::F8E4M3 => round_float(x, E4M3_FORMAT),
         ScalarType::F8E5M2 => round_float(x, E5M2_FORMAT),
+        ScalarType::I8 | ScalarType::I32 | ScalarType::U32 | ScalarType::I64 if x.is_infinite() => {
+            let (lo, hi) = int_range(dtype);
+            x.clamp(lo, hi)
+        }
         ScalarType::I8 => f64::from(wrap_int(x) as i8),
         ScalarType::I32 => f64::from(wrap_int(x) as i32),
         ScalarType::U32 => f64::from(wrap_int(x) as u32),
@@ -37,16 +42,23 @@ fn wrap_int(x: f64) -> i64 {
         0
     } else {
         // `as` saturates at the i64 range; values of our integer ops stay well inside it.
-        x as i64
+        // A value with a fraction (a host value, a `fill` or `mask` attribute) rounds to
+        // nearest even first.
+        round_half_even(x) as i64
     }
 }
 
 /// The `convert` op: a value of dtype `from` to dtype `to`.
 ///
 /// Float → float: round to nearest even (fp8 saturating). Float → int: truncate toward zero and
-/// saturate to the int range; NaN → 0. Int → float: round to nearest even. Int → int: wrap.
+/// saturate to the int range; NaN → 0. Int → float: round to nearest even. Int → int: saturate
+/// to the destination's range (as the crate docs' table says: "ints saturate").
 /// Anything → bool: nonzero is true. Bool → number: 0 or 1.
 pub fn convert(from: ScalarType, to: ScalarType, x: f64) -> f64 {
+    if from.is_int() && to.is_int() {
+        let (lo, hi) = int_range(to);
+        return x.clamp(lo, hi);
+    }
     if from.is_float() && to.is_int() {
         if x.is_nan() {
             return 0.0;
@@ -328,6 +340,27 @@ mod tests {
         assert_eq!(convert(F32, U32, -5.0), 0.0);
         assert_eq!(convert(F32, I32, f64::NAN), 0.0);
         assert_eq!(convert(I32, F32, 16_777_217.0), 16_777_216.0);
+    }
+
+    #[test]
+    fn int_to_int_saturates() {
+        assert_eq!(convert(I32, I8, 300.0), 127.0);
+        assert_eq!(convert(I32, I8, -300.0), -128.0);
+        assert_eq!(convert(I32, U32, -5.0), 0.0);
+        assert_eq!(convert(U32, I32, 4294967295.0), f64::from(i32::MAX));
+        assert_eq!(convert(I8, I32, -7.0), -7.0);
         assert_eq!(round(I32, 2147483648.0), -2147483648.0);
+    }
+
+    #[test]
+    fn int_rounding_of_fractions_is_nearest_even_and_infinities_saturate() {
+        assert_eq!(round(I32, 1.5), 2.0);
+        assert_eq!(round(I32, 2.5), 2.0);
+        assert_eq!(round(I32, -1.5), -2.0);
+        assert_eq!(round(I8, -0.4), 0.0);
+        assert_eq!(round(I32, f64::NAN), 0.0);
+        assert_eq!(round(I32, f64::NEG_INFINITY), f64::from(i32::MIN));
+        assert_eq!(round(I8, f64::INFINITY), 127.0);
+        assert_eq!(round(U32, f64::NEG_INFINITY), 0.0);
     }
 }

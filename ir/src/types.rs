@@ -313,14 +313,15 @@ impl Type {
         }
     }
 
-    /// Bytes of shared memory an allocation of this type takes (semaphores: 8 bytes, as an mbarrier).
+    /// Bytes of shared memory an allocation of this type takes (semaphores: 8 bytes, as an mbarrier);
+    /// `None` for a type not in shared memory, or a size that does not fit in a u64.
     pub fn shared_bytes(&self) -> Option<u64> {
         match self {
-            Type::SharedTile { dtype, .. } | Type::SharedVector { dtype, .. } => {
-                Some(self.num_elements()? * u64::from(dtype.size_bytes()))
-            }
+            Type::SharedTile { dtype, .. } | Type::SharedVector { dtype, .. } => self
+                .num_elements()?
+                .checked_mul(u64::from(dtype.size_bytes())),
             Type::Semaphore => Some(8),
-            Type::SharedArray { elem, len } => Some(elem.shared_bytes()? * u64::from(*len)),
+            Type::SharedArray { elem, len } => elem.shared_bytes()?.checked_mul(u64::from(*len)),
             _ => None,
         }
     }

@@ -95,6 +95,18 @@ fn tensor_arg<T: Dtype>(t: &HostTensor, rank: usize) -> Result<Arg, (String, Str
             format!("a {} tensor of shape {:?}", t.dtype(), t.shape()),
         ));
     }
+    // Kernels index views with i32 (and shape checks multiply dimensions): larger dimensions
+    // are refused here, before a kernel's shape check sees them.
+    if t.shape().iter().any(|&n| n > i32::MAX as usize) {
+        return Err((
+            format!(
+                "a {} tensor of rank {rank} with dimensions of at most {} elements",
+                T::SCALAR,
+                i32::MAX
+            ),
+            format!("a {} tensor of shape {:?}", t.dtype(), t.shape()),
+        ));
+    }
     Ok(Arg::Tensor(t.clone()))
 }
 

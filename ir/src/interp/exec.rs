@@ -169,7 +169,7 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
             let arr = shared(b, w, op.operands[0])?;
             let i = b.scalar(w, op.operands[1])?;
             let len = b.mem.array_len(arr);
-            if i < 0.0 || i >= f64::from(len) {
+            if !(0.0..f64::from(len)).contains(&i) {
                 return Err(b.out_of_bounds(
                     w,
                     "shared array index",

@@ -127,7 +127,19 @@ pub enum InterpError {
     Deadlock { block: [u32; 3], waits: Vec<String> },
     #[error("{site}: {message}")]
     Runtime { site: Box<Site>, message: String },
+    /// The module verifies but is beyond what the interpreter holds in memory (see
+    /// [`MAX_VALUE_ELEMENTS`] and [`MAX_SHARED_ELEMENTS`]).
+    #[error("@{func}: {message}")]
+    TooLarge { func: String, message: String },
 }
+
+/// The most elements a register tile or vector, or one shared object, may have on the
+/// interpreter (it holds each element as an f64).
+pub const MAX_VALUE_ELEMENTS: u64 = 1 << 24;
+
+/// The most elements the shared memory of one block may hold on the interpreter, over every
+/// `alloc_shared` of its kernel.
+pub const MAX_SHARED_ELEMENTS: u64 = 1 << 26;
 
 /// Runs `kernel` over `grid` with `args` (one per kernel parameter, in order); tensors passed
 /// for mutable views are updated in place. Verifies the module first.
@@ -159,10 +171,20 @@ pub fn run_with(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
+    check_sizes(module, func)?;
     check_args(func, args)?;
     if let Schedule::RoundRobin { quantum: 0 } = launch.schedule {
         return Err(InterpError::Argument {
             message: "a round-robin schedule needs a quantum of at least 1 op".into(),
+        });
+    }
+    if let Some(n) = launch.grid.iter().find(|&&n| n > i32::MAX as u32) {
+        return Err(InterpError::Argument {
+            message: format!(
+                "the grid {:?} has {n} blocks along one dimension; `block_idx` and `grid_dim` are i32, so at most {}",
+                launch.grid,
+                i32::MAX
+            ),
         });
     }
     let mut stats = RunStats::default();
@@ -178,6 +200,56 @@ pub fn run_with(
         }
     }
     Ok(stats)
+}
+
+/// Rejects values and shared memory too large to hold, before anything runs: a verified module
+/// may declare tiles of up to 2^32 × 2^32 elements.
+fn check_sizes(module: &Module, kernel: &Func) -> Result<(), InterpError> {
+    let too_large = |func: &Func, message: String| InterpError::TooLarge {
+        func: func.name.clone(),
+        message,
+    };
+    for f in &module.funcs {
+        for ty in &f.value_types {
+            let elem = match ty {
+                Type::SharedArray { elem, .. } => elem,
+                other => other,
+            };
+            if matches!(elem, Type::Scalar(_)) {
+                continue;
+            }
+            if let Some(n) = elem.num_elements().filter(|&n| n > MAX_VALUE_ELEMENTS) {
+                return Err(too_large(
+                    f,
+                    format!(
+                        "a value of type {ty} has {n} elements per object; the interpreter holds at most {MAX_VALUE_ELEMENTS}"
+                    ),
+                ));
+            }
+        }
+    }
+    let mut total: u64 = 0;
+    for op in &kernel.body.ops {
+        if !matches!(op.kind, OpKind::AllocShared) {
+            continue;
+        }
+        for r in &op.results {
+            let (elem, len) = match kernel.value_type(*r) {
+                Type::SharedArray { elem, len } => (&**elem, u64::from(*len)),
+                other => (other, 1),
+            };
+            total = total.saturating_add(elem.num_elements().unwrap_or(0).saturating_mul(len));
+        }
+    }
+    if total > MAX_SHARED_ELEMENTS {
+        return Err(too_large(
+            kernel,
+            format!(
+                "the kernel allocates {total} elements of shared memory per block; the interpreter holds at most {MAX_SHARED_ELEMENTS}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_args(func: &Func, args: &mut [Arg]) -> Result<(), InterpError> {
@@ -353,7 +425,12 @@ struct CollectiveKey {
 struct Collective {
     first_warp: usize,
     operands: Vec<String>,
+    /// Warps of the group, and how many have not executed this occurrence yet.
+    size: usize,
     remaining: usize,
+    scope: crate::ops::Scope,
+    /// Where the first warp executed it (for the error when the others never do).
+    site: Site,
 }
 
 impl<'m, 'a> BlockRun<'m, 'a> {
@@ -420,7 +497,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 .iter()
                 .all(|w| matches!(w.state, WarpState::Done))
             {
-                return Ok(());
+                return self.check_collectives_complete();
             }
             let progressed = self.turn(w, quantum)?;
             idle_turns = if progressed { 0 } else { idle_turns + 1 };
@@ -636,6 +713,27 @@ impl<'m, 'a> BlockRun<'m, 'a> {
         }
     }
 
+    /// Once every warp has finished, every collective op must have been executed by all the
+    /// warps of its group: one that only some reach has done only their shares of the work.
+    fn check_collectives_complete(&self) -> Result<(), InterpError> {
+        let Some(c) = self
+            .collectives
+            .values()
+            .min_by_key(|c| (c.site.warp, c.site.path.clone()))
+        else {
+            return Ok(());
+        };
+        Err(InterpError::Runtime {
+            site: Box::new(c.site.clone()),
+            message: format!(
+                "only {} of the {} warps of its {} executed this collective op (every one must)",
+                c.size - c.remaining,
+                c.size,
+                c.scope
+            ),
+        })
+    }
+
     /// Every warp of a group must execute a collective op with the same memory operands and
     /// indices (register operands, such as a warpgroup mma's accumulator, differ by design).
     fn check_collective(&mut self, w: usize, op: &'m Op) -> Result<(), InterpError> {
@@ -668,7 +766,10 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                         Collective {
                             first_warp: w,
                             operands,
+                            size,
                             remaining: size - 1,
+                            scope: op.scope,
+                            site: self.site(w),
                         },
                     );
                 }

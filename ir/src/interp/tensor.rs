@@ -24,7 +24,7 @@ impl HostTensor {
         shape: &[usize],
         values: &[f64],
     ) -> Result<HostTensor, InterpError> {
-        let n: usize = shape.iter().product();
+        let n = element_count(shape)?;
         if values.len() != n {
             return Err(InterpError::Argument {
                 message: format!(
@@ -43,8 +43,11 @@ impl HostTensor {
     }
 
     /// A contiguous row-major tensor of zeros.
+    ///
+    /// # Panics
+    /// When the number of elements overflows `usize` (as `vec!` does when it cannot allocate).
     pub fn zeros(dtype: ScalarType, shape: &[usize]) -> HostTensor {
-        let n: usize = shape.iter().product();
+        let n = element_count(shape).unwrap_or_else(|e| panic!("{e}"));
         HostTensor {
             dtype,
             shape: shape.to_vec(),
@@ -54,6 +57,9 @@ impl HostTensor {
     }
 
     /// A contiguous row-major tensor with every element `value` (rounded to `dtype`).
+    ///
+    /// # Panics
+    /// As [`HostTensor::zeros`].
     pub fn full(dtype: ScalarType, shape: &[usize], value: f64) -> HostTensor {
         let mut t = HostTensor::zeros(dtype, shape);
         let v = numeric::round(dtype, value);
@@ -78,6 +84,7 @@ impl HostTensor {
                 ),
             });
         }
+        element_count(shape)?;
         let empty = shape.contains(&0);
         let last: Option<usize> = shape.iter().zip(strides).try_fold(0usize, |acc, (&n, &s)| {
             acc.checked_add(n.saturating_sub(1).checked_mul(s)?)
@@ -119,7 +126,8 @@ impl HostTensor {
 
     /// Number of logical elements.
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        // Every constructor checks that the count fits.
+        element_count(&self.shape).unwrap_or(usize::MAX)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,10 +199,23 @@ impl HostTensor {
     }
 }
 
+/// The number of elements of `shape`; an error when it overflows `usize`, so that every tensor's
+/// [`HostTensor::len`] is defined.
+fn element_count(shape: &[usize]) -> Result<usize, InterpError> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .or_else(|| shape.contains(&0).then_some(0))
+        .ok_or_else(|| InterpError::Argument {
+            message: format!("a tensor of shape {shape:?} has more elements than a usize counts"),
+        })
+}
+
 fn row_major_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
+    let mut strides = vec![1usize; shape.len()];
     for d in (0..shape.len().saturating_sub(1)).rev() {
-        strides[d] = strides[d + 1] * shape[d + 1];
+        // Saturating: an empty tensor may have dimensions whose product overflows.
+        strides[d] = strides[d + 1].saturating_mul(shape[d + 1]);
     }
     strides
 }

@@ -114,19 +114,14 @@ fn build_helper<A: Values, R: Values, F: FnOnce(A) -> R>(
     params: &[&str],
     body: F,
 ) -> (String, Vec<Type>) {
-    // Instantiations of a generic helper get distinct names: `name`, `name_1`, …
-    let n = HELPERS.with(|h| {
-        h.borrow()
-            .built
-            .iter()
-            .filter(|(_, n, _)| n == name || n.starts_with(&format!("{name}_")))
-            .count()
-    });
-    let ir_name = if n == 0 {
-        name.to_string()
-    } else {
-        format!("{name}_{n}")
-    };
+    // Instantiations of a generic helper get distinct names: `name`, `name_1`, …, skipping
+    // names already taken (another helper may be called `name_2`).
+    let taken =
+        |candidate: &str| HELPERS.with(|h| h.borrow().built.iter().any(|(_, n, _)| n == candidate));
+    let ir_name = std::iter::once(name.to_string())
+        .chain((1..).map(|i| format!("{name}_{i}")))
+        .find(|candidate| !taken(candidate))
+        .unwrap_or_else(|| name.to_string());
     let mut results = Vec::new();
     R::types(&mut results);
     HELPERS.with(|h| {

@@ -358,3 +358,94 @@ fn every_conversion_and_map_assembles() {
         assemble(&c);
     }
 }
+
+/// `copy_async` on sm_80 is a multi-stage `cp.async` pipeline: each copy issues its chunks and
+/// commits a group without waiting for it; the group's bytes are counted on the semaphore only
+/// when the warp would block (a semaphore wait that is not yet satisfied, a block barrier, the
+/// kernel's end) or when more than four groups are in flight (`cp.async.wait_group 3`).
+#[test]
+fn copy_async_on_sm_80_is_an_asynchronous_cp_async_pipeline() {
+    let m = acceptance::module("ws_gemm");
+    let c = compile(&m, "ws_gemm", Target::Sm80).unwrap();
+    let a = assemble(&c);
+    println!("ws_gemm sm_80: {:?}", a.report);
+    let ptx = c.ptx();
+    for instr in [
+        "cp.async.cg.shared.global",
+        "cp.async.commit_group;",
+        "cp.async.wait_group 3;",
+        "cp.async.wait_group 0;",
+    ] {
+        assert!(ptx.contains(instr), "{instr}");
+    }
+    assert!(!ptx.contains("mbarrier"));
+    // One group per `copy_async` (A and B tiles), none waited for where it is committed: the
+    // synchronous lowering was `commit_group` then `wait_group 0` right away.
+    let lines: Vec<&str> = ptx
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .collect();
+    let commits: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i] == "cp.async.commit_group;")
+        .collect();
+    assert_eq!(commits.len(), 2);
+    for i in commits {
+        assert!(
+            !lines[i + 1].starts_with("cp.async.wait_group"),
+            "{}",
+            lines[i + 1]
+        );
+    }
+    // The queue of committed groups lives in registers (its `alloca`s promoted): no stack.
+    assert_eq!(
+        (
+            a.report.spill_store_bytes,
+            a.report.spill_load_bytes,
+            a.report.stack_frame_bytes
+        ),
+        (0, 0, 0),
+        "{:?}",
+        a.report
+    );
+}
+
+/// One warp waits on the phase that its own `copy_async` completes: the wait finds the phase
+/// open, so the warp first counts its queued copy (`cp.async.wait_group 0`), then sees the
+/// phase complete. Lowers and assembles on both targets.
+#[test]
+fn a_warp_may_wait_for_its_own_copy_async() {
+    let text = "kernel @self_wait(%a: gl<bf16, 2>, %c: gl<bf16, 2, mut>) warps(1) {
+  %t = alloc_shared @block () : [1 x st<bf16, 64x64, swz128>]
+  %ss = alloc_shared @block () : [1 x sem]
+  %z = const[0] () : i32
+  %s = shared.index (%ss, %z) : sem
+  %ti = shared.index (%t, %z) : st<bf16, 64x64, swz128>
+  sem.init[1] (%s)
+  barrier @block ()
+  %b = block_idx.x () : i32
+  sem.expect[8192] (%s)
+  sem.arrive (%s)
+  copy_async (%ti, %a, %s, %b, %z)
+  sem.wait (%s, %z)
+  %x = load (%ti) : rt<bf16, 64x64, row>
+  store (%c, %x, %b, %z)
+  return ()
+}
+";
+    let m = tilekit_ir::parse_module(text).unwrap();
+    tilekit_ir::verify(&m).unwrap();
+    for t in NVIDIA {
+        let c = compile(&m, "self_wait", t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        let a = assemble(&c);
+        assert_eq!(
+            (a.report.spill_store_bytes, a.report.stack_frame_bytes),
+            (0, 0),
+            "{t}: {:?}",
+            a.report
+        );
+        if t == Target::Sm80 {
+            assert!(c.ptx().contains("cp.async.wait_group 0;"));
+        }
+    }
+}

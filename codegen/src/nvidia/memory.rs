@@ -53,6 +53,8 @@ impl Lowerer<'_> {
 
     pub(super) fn memory(&mut self, op: &Op) -> R<()> {
         if let OpKind::Barrier = op.kind {
+            // Deferred `copy_async` completions first: a warp must not block with them pending.
+            self.flush_async();
             self.e.line("nvvm.barrier0");
             return Ok(());
         }
@@ -632,11 +634,12 @@ impl Lowerer<'_> {
     /// `rank, rank + n, rank + 2n, …` of the tile (row-major) or vector.
     fn copy(&mut self, op: &Op) -> R<()> {
         let idx = self.idx(&op.operands[2..]);
-        self.copy_elements(op, op.operands[0], op.operands[1], &idx, op.scope)
+        self.copy_elements(op, op.operands[0], op.operands[1], &idx, op.scope, false)
     }
 
     /// The elementwise copy between a global view and a shared tile or vector that `copy` and
-    /// the synchronous fallback of `copy_async` use.
+    /// `copy_async` use. With `defer`, the `cp.async` path neither commits nor waits for its
+    /// chunks (the caller commits the group; see `nvidia/sync.rs`).
     pub(super) fn copy_elements(
         &mut self,
         op: &Op,
@@ -644,6 +647,7 @@ impl Lowerer<'_> {
         src: Value,
         idx: &[String],
         scope: Scope,
+        defer: bool,
     ) -> R<()> {
         let (threads, rank) = match scope {
             Scope::Warp => (32, self.e.lane.clone()),
@@ -714,6 +718,7 @@ impl Lowerer<'_> {
                 &tile,
                 threads,
                 &rank,
+                defer,
             );
             self.e.reopen("} else {");
         }
@@ -789,7 +794,8 @@ impl Lowerer<'_> {
     /// Movement and Conversion Instructions: cp.async*): chunk `rank + k·threads` in row-major
     /// order, with `src-size` the chunk's bytes inside the view (the rest is zero-filled, as
     /// the IR's masking defines); then the thread waits for its copies
-    /// (`cp.async.wait_group 0`), since `copy` completes before the next op.
+    /// (`cp.async.wait_group 0`), since `copy` completes before the next op, unless `defer`
+    /// (`copy_async` on sm_80), which leaves committing and waiting to its caller.
     #[allow(clippy::too_many_arguments)]
     fn cp_async_tile(
         &mut self,
@@ -801,6 +807,7 @@ impl Lowerer<'_> {
         tile: &SharedTileRef,
         threads: u32,
         rank: &str,
+        defer: bool,
     ) {
         let n = g.shape.len();
         let es = tile.d.size_bytes();
@@ -865,6 +872,9 @@ impl Lowerer<'_> {
                     self.e.close("}");
                 }
             }
+        }
+        if defer {
+            return;
         }
         self.e
             .line("llvm.inline_asm has_side_effects \"cp.async.commit_group;\", \"\" : () -> ()");

@@ -90,6 +90,9 @@ pub(crate) struct Lowerer<'f> {
     pub scratch_per_warp: String,
     /// The distribution of every register vector ([`vector_layouts`]).
     pub vec_layouts: HashMap<Value, layout::VecLayout>,
+    /// On sm_80, for a kernel with `copy_async`: the queue of its committed, uncounted
+    /// `cp.async` groups (see [`sync`]).
+    pub async_queue: Option<sync::AsyncQueue>,
 }
 
 type R<T> = Result<T, CodegenError>;
@@ -463,6 +466,7 @@ impl<'f> Lowerer<'f> {
             scratch_start: self.scratch_start.clone(),
             scratch_per_warp: self.scratch_per_warp.clone(),
             vec_layouts: vector_layouts(helper),
+            async_queue: self.async_queue.take(),
         };
         for (&p, &a) in helper.params.iter().zip(&op.operands) {
             sub.vals.insert(p, self.vals[&a].clone());
@@ -474,6 +478,7 @@ impl<'f> Lowerer<'f> {
             .collect::<Option<_>>()
             .unwrap_or_default();
         self.e = std::mem::take(&mut sub.e);
+        self.async_queue = sub.async_queue.take();
         self.shared_next = sub.shared_next;
         self.scratch_bytes = sub.scratch_bytes;
         result?;
@@ -657,6 +662,7 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
         scratch_start: "%scratch_start".into(),
         scratch_per_warp: "%scratch_per_warp".into(),
         vec_layouts: vector_layouts(func),
+        async_queue: None,
     };
     // Parameters: a global view of rank n is a pointer, n sizes and n strides (elements, i32);
     // a scalar is passed as itself (bool as i32).
@@ -728,7 +734,16 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
         }
     }
     check_carried_registers(func, target)?;
+    // The module's helpers too: calls are inlined into this function.
+    let mut has_copy_async = false;
+    for f in std::iter::once(func).chain(&module.funcs) {
+        f.walk(|op| has_copy_async |= op.kind == OpKind::CopyAsync);
+    }
+    if target == Target::Sm80 && has_copy_async {
+        l.async_queue = Some(l.new_async_queue());
+    }
     l.region(&func.body)?;
+    l.flush_async();
     l.e.line("llvm.return");
     if l.scratch_bytes > 0 {
         let per_warp = l.scratch_bytes.div_ceil(16) * 16;

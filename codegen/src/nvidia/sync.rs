@@ -17,11 +17,61 @@
 //! completes the phase by adding n back and one completed phase. `sem.wait (s, p)` spins until
 //! the parity of the completed-phase count differs from p, which is `mbarrier.try_wait.parity`'s
 //! rule. Fences (`fence.acq_rel.cta`) order the data before an arrival and after a wait.
+//!
+//! `copy_async` on sm_80 is asynchronous: a pipeline of `cp.async` groups. The hardware route
+//! of sm_90a — the copy's bytes counted on the barrier by the memory system — does not exist on
+//! sm_80: its `mbarrier` counts arrivals only (`mbarrier.expect_tx`, `mbarrier.complete_tx` and
+//! `mbarrier.arrive` with a count need sm_90; PTX ISA, *mbarrier.expect_tx*, *mbarrier.arrive*,
+//! "Target ISA notes"), so the pending count of a phase cannot be raised by `sem.expect` after
+//! `mbarrier.init`; and `cp.async.mbarrier.arrive[.noinc]` (PTX ISA, *cp.async.mbarrier.arrive*)
+//! makes one arrival per thread once that thread's prior `cp.async`s complete, whatever their
+//! bytes. Mapping byte counts onto it needs each phase's expected bytes, and how many copies
+//! and threads deliver them, at `sem.init` — which the IR's semaphores (`sem.expect` at run time,
+//! any number of copies per phase, phases with no async bytes at all, as `empty` in the
+//! warp-specialized GEMM) do not give. So the semaphore stays the shared word above, and the
+//! completion of the copies is counted on it by the issuing warp, late:
+//!
+//! - `copy_async` issues the tile's 16-byte `cp.async.cg` chunks (zero-filled outside the view,
+//!   as `copy` does; PTX ISA, *cp.async*) and `cp.async.commit_group` (*cp.async.commit_group*;
+//!   an empty group on the element-wise fallback path, whose stores are synchronous, so that
+//!   groups and queue entries stay one to one), and appends (semaphore, bytes) to the warp's
+//!   queue of [`ASYNC_DEPTH`] entries (each lane holds the same queue, in registers: `alloca`s
+//!   that LLVM promotes). Nothing waits: the warp goes on to the next stage's copies.
+//! - A queue entry is retired by `cp.async.wait_group N` (*cp.async.wait_group*: every group but
+//!   the N most recent of the executing thread is complete, its writes visible to that thread),
+//!   then `fence.acq_rel.cta` and `bar.warp.sync` (all 32 lanes' chunks have landed and are
+//!   ordered before what follows), then lane 0 subtracts the entry's bytes from the pending
+//!   count — the completion that `copy_async` owes the phase; the update that reaches zero
+//!   releases the waiters, whose `sem.wait` fences after observing it, so the data is visible
+//!   after the wait as the IR defines.
+//! - When is an entry retired: the oldest when a fifth copy is issued (`wait_group 3`), and all
+//!   of them (`wait_group 0`) whenever the warp could block — a `sem.wait` that finds its phase
+//!   not yet complete (checked once first, so a producer whose ring slot is free keeps its
+//!   copies in flight), a `barrier @block`, and the kernel's end. A warp therefore never waits
+//!   on a phase that its own unretired copies hold open, and every phase the IR completes is
+//!   completed: the IR's copies complete at some later point, which retiring before blocking
+//!   only brings forward.
+//!
+//! In the warp-specialized GEMM (a 2-stage ring, one producer warp issuing two copies per
+//! stage) the producer thus has up to two stages in flight: stage k's copies are counted when
+//! the producer finds stage k+1's `empty` semaphore not yet released, or four copies later.
 
 use tilekit_ir::{Op, OpKind, Scope};
 
 use super::{Lowerer, R};
 use crate::Target;
+
+/// Committed `cp.async` groups a warp keeps in flight before retiring the oldest.
+pub(crate) const ASYNC_DEPTH: u32 = 4;
+
+/// The sm_80 queue of committed, uncounted `copy_async` groups of the module documentation:
+/// `alloca`s of i32 holding the number of entries and, oldest first, each entry's semaphore
+/// (shared byte offset) and bytes.
+pub(crate) struct AsyncQueue {
+    len: String,
+    sems: Vec<String>,
+    bytes: Vec<String>,
+}
 
 impl Lowerer<'_> {
     pub(super) fn sync(&mut self, op: &Op) -> R<()> {
@@ -61,7 +111,7 @@ impl Lowerer<'_> {
                 let (dst, src) = (op.operands[0], op.operands[1]);
                 let bytes = self.ty(dst).shared_bytes().unwrap_or(0);
                 let idx = self.idx(&op.operands[3..]);
-                self.copy_elements(op, dst, src, &idx, Scope::Warp)?;
+                self.copy_elements(op, dst, src, &idx, Scope::Warp, false)?;
                 // Each lane's stores before the warp's completion, which releases the waiters.
                 self.fence_cta();
                 let all = self.e.i32(-1);
@@ -120,6 +170,8 @@ impl Lowerer<'_> {
                 let again = self.e.op(&format!("arith.cmpi eq, {bit}, {parity} : i32"));
                 self.e.line(&format!("scf.condition({again})"));
                 self.e.reopen("} do {");
+                // Not complete: count this warp's copies before spinning on.
+                self.flush_async();
                 self.e.line("scf.yield");
                 self.e.close("}");
                 self.fence_cta();
@@ -128,11 +180,24 @@ impl Lowerer<'_> {
                 let (dst, src) = (op.operands[0], op.operands[1]);
                 let bytes = self.ty(dst).shared_bytes().unwrap_or(0);
                 let idx = self.idx(&op.operands[3..]);
-                self.copy_elements(op, dst, src, &idx, Scope::Warp)?;
-                self.fence_cta();
-                let all = self.e.i32(-1);
-                self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
-                self.soft_sub(&p, bytes as i64);
+                if self.async_queue.is_none() {
+                    // Without a queue (`lower` sets one up for every sm_80 kernel with
+                    // `copy_async`, so only a defensive path): the synchronous copy, then the
+                    // count.
+                    self.copy_elements(op, dst, src, &idx, Scope::Warp, false)?;
+                    self.fence_cta();
+                    let all = self.e.i32(-1);
+                    self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
+                    self.soft_sub(&p, bytes as i64);
+                    return Ok(());
+                }
+                self.make_room();
+                self.copy_elements(op, dst, src, &idx, Scope::Warp, true)?;
+                self.e.line(
+                    "llvm.inline_asm has_side_effects \"cp.async.commit_group;\", \"\" : () -> ()",
+                );
+                let b = self.e.i32(bytes as i64);
+                self.push_async(&off, &b);
             }
             _ => unreachable!("dispatched by kind"),
         }
@@ -147,10 +212,15 @@ impl Lowerer<'_> {
     /// Lane 0 subtracts `count` from the pending count of the semaphore at `p`; the update that
     /// reaches zero completes the phase.
     fn soft_sub(&mut self, p: &str, count: i64) {
-        let l0 = self.lane0();
         let neg = self.e.i64(-count);
-        let target = self.e.i32(i64::from(i32::MIN));
         let cnt = self.e.i32(count);
+        self.soft_sub_value(p, &neg, &cnt);
+    }
+
+    /// [`Self::soft_sub`] of a count known at run time: `cnt` (i32) and `neg` = −cnt (i64).
+    fn soft_sub_value(&mut self, p: &str, neg: &str, cnt: &str) {
+        let l0 = self.lane0();
+        let target = self.e.i32(i64::from(i32::MIN));
         let c32 = self.e.i64(32);
         let mask = self.e.i64(0xFFFF);
         let phase = self.e.i64(1 << 48);
@@ -187,6 +257,122 @@ impl Lowerer<'_> {
         self.e.line(&format!(
             "llvm.inline_asm has_side_effects \"{asm}\", \"r\" {addr} : (i32) -> ()"
         ));
+        self.e.close("}");
+    }
+
+    /// The queue's `alloca`s, zero entries, in the kernel's prologue (entry block).
+    pub(super) fn new_async_queue(&mut self) -> AsyncQueue {
+        let zero = self.e.i32(0);
+        let one = self.e.hoist("llvm.mlir.constant(1 : i32) : i32");
+        let slot = |e: &mut super::Emit| {
+            let v = e.fresh();
+            e.prologue.push_str(&format!(
+                "    {v} = llvm.alloca {one} x i32 : (i32) -> !llvm.ptr\n    llvm.store {zero}, {v} : i32, !llvm.ptr\n"
+            ));
+            v
+        };
+        let len = slot(&mut self.e);
+        let sems = (0..ASYNC_DEPTH).map(|_| slot(&mut self.e)).collect();
+        let bytes = (0..ASYNC_DEPTH).map(|_| slot(&mut self.e)).collect();
+        AsyncQueue { len, sems, bytes }
+    }
+
+    fn load_slot(&mut self, p: &str) -> String {
+        self.e.op(&format!("llvm.load {p} : !llvm.ptr -> i32"))
+    }
+
+    fn store_slot(&mut self, p: &str, v: &str) {
+        self.e
+            .line(&format!("llvm.store {v}, {p} : i32, !llvm.ptr"));
+    }
+
+    /// The queue's slots, cloned out of `self` for emission.
+    fn queue(&self) -> Option<(String, Vec<String>, Vec<String>)> {
+        let q = self.async_queue.as_ref()?;
+        Some((q.len.clone(), q.sems.clone(), q.bytes.clone()))
+    }
+
+    /// `cp.async.wait_group n`, the fence and the warp barrier before counting retired copies.
+    fn await_groups(&mut self, n: u32) {
+        self.e.line(&format!(
+            "llvm.inline_asm has_side_effects \"cp.async.wait_group {n};\", \"\" : () -> ()"
+        ));
+        self.fence_cta();
+        let all = self.e.i32(-1);
+        self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
+    }
+
+    /// Counts queue entry `k`'s bytes on its semaphore.
+    fn retire_entry(&mut self, sem: &str, bytes: &str) {
+        let off = self.load_slot(sem);
+        let b = self.load_slot(bytes);
+        let p = self.shared_ptr(&off);
+        let b64 = self.e.op(&format!("arith.extui {b} : i32 to i64"));
+        let z = self.e.i64(0);
+        let neg = self.e.op(&format!("arith.subi {z}, {b64} : i64"));
+        self.soft_sub_value(&p, &neg, &b);
+    }
+
+    /// With a full queue, retires its oldest entry (`cp.async.wait_group ASYNC_DEPTH-1`).
+    fn make_room(&mut self) {
+        let Some((len, sems, bytes)) = self.queue() else {
+            return;
+        };
+        let n = self.load_slot(&len);
+        let depth = self.e.i32(i64::from(ASYNC_DEPTH));
+        let full = self.e.op(&format!("arith.cmpi eq, {n}, {depth} : i32"));
+        self.e.open(&format!("scf.if {full} {{"));
+        self.await_groups(ASYNC_DEPTH - 1);
+        self.retire_entry(&sems[0], &bytes[0]);
+        for k in 1..ASYNC_DEPTH as usize {
+            let s = self.load_slot(&sems[k]);
+            self.store_slot(&sems[k - 1], &s);
+            let b = self.load_slot(&bytes[k]);
+            self.store_slot(&bytes[k - 1], &b);
+        }
+        let less = self.e.i32(i64::from(ASYNC_DEPTH - 1));
+        self.store_slot(&len, &less);
+        self.e.close("}");
+    }
+
+    /// Appends (semaphore offset, bytes) to the queue (which has room).
+    fn push_async(&mut self, off: &str, b: &str) {
+        let Some((len, sems, bytes)) = self.queue() else {
+            return;
+        };
+        let n = self.load_slot(&len);
+        for k in 0..ASYNC_DEPTH as usize {
+            let kk = self.e.i32(k as i64);
+            let here = self.e.op(&format!("arith.cmpi eq, {n}, {kk} : i32"));
+            for (slot, v) in [(&sems[k], off), (&bytes[k], b)] {
+                let old = self.load_slot(slot);
+                let new = self.e.op(&format!("arith.select {here}, {v}, {old} : i32"));
+                self.store_slot(slot, &new);
+            }
+        }
+        let one = self.e.i32(1);
+        let n1 = self.e.add_i32(&n, &one);
+        self.store_slot(&len, &n1);
+    }
+
+    /// Retires every queue entry (`cp.async.wait_group 0`): before the warp may block.
+    pub(super) fn flush_async(&mut self) {
+        let Some((len, sems, bytes)) = self.queue() else {
+            return;
+        };
+        let n = self.load_slot(&len);
+        let zero = self.e.i32(0);
+        let any = self.e.op(&format!("arith.cmpi ne, {n}, {zero} : i32"));
+        self.e.open(&format!("scf.if {any} {{"));
+        self.await_groups(0);
+        for k in 0..ASYNC_DEPTH as usize {
+            let kk = self.e.i32(k as i64);
+            let live = self.e.op(&format!("arith.cmpi ult, {kk}, {n} : i32"));
+            self.e.open(&format!("scf.if {live} {{"));
+            self.retire_entry(&sems[k], &bytes[k]);
+            self.e.close("}");
+        }
+        self.store_slot(&len, &zero);
         self.e.close("}");
     }
 }

@@ -390,11 +390,7 @@ impl Lowerer<'_> {
                 },
             ) => {
                 let base = self.shared_off(src);
-                let (row0, col0) = if op.scope == Scope::Warpgroup {
-                    self.warpgroup_origin(*rows)
-                } else {
-                    self.tile_origin(&idx, *rows, *cols)
-                };
+                let (row0, col0) = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
                 let sh = SharedTileRef {
                     base,
                     rows: *rows,
@@ -457,6 +453,22 @@ impl Lowerer<'_> {
             .e
             .hoist(&format!("arith.divui {in_group}, {c32} : i32"));
         (self.e.mul_i32_const(&rank, i64::from(rows)), self.e.i32(0))
+    }
+
+    /// The element origin in a shared tile of the `rows × cols` register tile a load or store
+    /// moves: this warp's quarter at warpgroup scope, else tile (i, j) of the indices.
+    fn shared_tile_origin(
+        &mut self,
+        scope: Scope,
+        idx: &[String],
+        rows: u32,
+        cols: u32,
+    ) -> (String, String) {
+        if scope == Scope::Warpgroup {
+            self.warpgroup_origin(rows)
+        } else {
+            self.tile_origin(idx, rows, cols)
+        }
     }
 
     fn tile_origin(&mut self, idx: &[String], rows: u32, cols: u32) -> (String, String) {
@@ -597,11 +609,7 @@ impl Lowerer<'_> {
                 },
             ) => {
                 let base = self.shared_off(dst);
-                let (row0, col0) = if op.scope == Scope::Warpgroup {
-                    self.warpgroup_origin(*rows)
-                } else {
-                    self.tile_origin(&idx, *rows, *cols)
-                };
+                let (row0, col0) = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
                 let coords = self.tile_coords(*layout, *rows, *cols, Some(&row0), Some(&col0));
                 let xs = self.regs(x);
                 for ((r, c), v) in coords.into_iter().zip(&xs) {

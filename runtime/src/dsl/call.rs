@@ -5,6 +5,7 @@
 use std::any::TypeId;
 use std::cell::RefCell;
 
+use super::control::tuple_impls;
 use super::handles::Handle;
 use super::trace::{self, rec};
 use crate::ir::{Func, FuncBuilder, Type, Value};
@@ -33,27 +34,7 @@ impl<H: Handle> Values for H {
     }
 }
 
-macro_rules! values_tuple {
-    ($($x:ident $i:tt),*) => {
-        impl<$($x: Values),*> Values for ($($x,)*) {
-            #[allow(unused_variables)]
-            fn values(&self, out: &mut Vec<Value>) { $(self.$i.values(out);)* }
-            #[allow(unused_variables)]
-            fn types(out: &mut Vec<Type>) { $($x::types(out);)* }
-            #[allow(unused_variables, clippy::unused_unit)]
-            fn rebuild(vals: &mut std::slice::Iter<'_, Value>) -> Self { ($($x::rebuild(vals),)*) }
-        }
-    };
-}
-values_tuple!();
-values_tuple!(A 0);
-values_tuple!(A 0, B 1);
-values_tuple!(A 0, B 1, C 2);
-values_tuple!(A 0, B 1, C 2, D 3);
-values_tuple!(A 0, B 1, C 2, D 3, E 4);
-values_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);
-values_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
-values_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+tuple_impls!(Values; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 
 /// The helpers of the kernel being built.
 #[derive(Default)]

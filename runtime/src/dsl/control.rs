@@ -80,9 +80,22 @@ impl<X: Carry, const N: usize> Carry for [X; N] {
         std::array::from_fn(|_| X::rebuild(vals))
     }
 }
-macro_rules! carry_tuple {
-    ($($x:ident $i:tt),*) => {
-        impl<$($x: Carry),*> Carry for ($($x,)*) {
+/// Implements a trait of [`Carry`]'s shape (`values`, `types`, `rebuild`: a value as an ordered
+/// list of IR values) for the tuples of every length up to the list given, element by element
+/// in order: `tuple_impls!(Carry; A 0, B 1)` covers `()`, `(A,)` and `(A, B)`.
+macro_rules! tuple_impls {
+    ($tr:ident; $($x:ident $i:tt),*) => {
+        tuple_impls!(@prefixes $tr; []; $($x $i),*);
+    };
+    (@prefixes $tr:ident; [$($x:ident $i:tt),*]; ) => {
+        tuple_impls!(@impl $tr; $($x $i),*);
+    };
+    (@prefixes $tr:ident; [$($x:ident $i:tt),*]; $y:ident $j:tt $(, $z:ident $k:tt)*) => {
+        tuple_impls!(@impl $tr; $($x $i),*);
+        tuple_impls!(@prefixes $tr; [$($x $i,)* $y $j]; $($z $k),*);
+    };
+    (@impl $tr:ident; $($x:ident $i:tt),*) => {
+        impl<$($x: $tr),*> $tr for ($($x,)*) {
             #[allow(unused_variables)]
             fn values(&self, out: &mut Vec<Value>) { $(self.$i.values(out);)* }
             #[allow(unused_variables)]
@@ -92,17 +105,8 @@ macro_rules! carry_tuple {
         }
     };
 }
-carry_tuple!();
-carry_tuple!(A 0);
-carry_tuple!(A 0, B 1);
-carry_tuple!(A 0, B 1, C 2);
-carry_tuple!(A 0, B 1, C 2, D 3);
-carry_tuple!(A 0, B 1, C 2, D 3, E 4);
-carry_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);
-carry_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
-carry_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
-carry_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
-carry_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+pub(super) use tuple_impls;
+tuple_impls!(Carry; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
 
 fn values_of<C: Carry>(c: &C) -> Vec<Value> {
     let mut v = Vec::new();

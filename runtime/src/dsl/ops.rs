@@ -384,73 +384,40 @@ fn mma_wg<const M: usize, const N: usize>(
     Rt::from_value(rec!(|b| b.mma_warpgroup(v, a, b2, acc.value())))
 }
 
-/// Warpgroup `acc + A·B`: `acc` is this warp's `M×N` quarter, A see [`WgA`], B the group's
-/// shared `K×N` tile.
-#[track_caller]
-pub fn mma_ab_wg<
-    const M: usize,
-    const N: usize,
-    const K: usize,
-    TA: MmaPair<TB>,
-    TB: Dtype,
-    Z: SwizzleKind,
->(
-    acc: Rt<f32, M, N>,
-    a: impl WgA<TA, M, K>,
-    b: St<TB, K, N, Z>,
-) -> Rt<f32, M, N> {
-    mma_wg(MmaVariant::AB, acc, wg_a(a), b.value())
+/// Writes out the warpgroup mma functions from one signature: `acc` is this warp's `M×N`
+/// quarter; each entry gives the A operand's type and the function that checks and takes it
+/// (`wg_a` or `wg_at`), B's type and the IR variant. (The warp-scope functions above stay
+/// written out: the compile-fail expectations quote their signatures.)
+macro_rules! mma_wg_fns {
+    ($($(#[$doc:meta])* $name:ident(a: $a:ty => $check:ident, b: $b:ty) = $v:ident;)*) => {$(
+        $(#[$doc])*
+        #[track_caller]
+        pub fn $name<
+            const M: usize,
+            const N: usize,
+            const K: usize,
+            TA: MmaPair<TB>,
+            TB: Dtype,
+            Z: SwizzleKind,
+        >(
+            acc: Rt<f32, M, N>,
+            a: $a,
+            b: $b,
+        ) -> Rt<f32, M, N> {
+            mma_wg(MmaVariant::$v, acc, $check(a), b.value())
+        }
+    )*};
 }
-
-/// Warpgroup `acc + A·Bᵀ`: B the group's shared `N×K` tile.
-#[track_caller]
-pub fn mma_abt_wg<
-    const M: usize,
-    const N: usize,
-    const K: usize,
-    TA: MmaPair<TB>,
-    TB: Dtype,
-    Z: SwizzleKind,
->(
-    acc: Rt<f32, M, N>,
-    a: impl WgA<TA, M, K>,
-    b: St<TB, N, K, Z>,
-) -> Rt<f32, M, N> {
-    mma_wg(MmaVariant::ABt, acc, wg_a(a), b.value())
-}
-
-/// Warpgroup `acc + Aᵀ·B`: A see [`WgAt`], B the group's shared `K×N` tile.
-#[track_caller]
-pub fn mma_atb_wg<
-    const M: usize,
-    const N: usize,
-    const K: usize,
-    TA: MmaPair<TB>,
-    TB: Dtype,
-    Z: SwizzleKind,
->(
-    acc: Rt<f32, M, N>,
-    a: impl WgAt<TA, M, K>,
-    b: St<TB, K, N, Z>,
-) -> Rt<f32, M, N> {
-    mma_wg(MmaVariant::AtB, acc, wg_at(a), b.value())
-}
-
-/// Warpgroup `acc + Aᵀ·Bᵀ`: B the group's shared `N×K` tile.
-#[track_caller]
-pub fn mma_atbt_wg<
-    const M: usize,
-    const N: usize,
-    const K: usize,
-    TA: MmaPair<TB>,
-    TB: Dtype,
-    Z: SwizzleKind,
->(
-    acc: Rt<f32, M, N>,
-    a: impl WgAt<TA, M, K>,
-    b: St<TB, N, K, Z>,
-) -> Rt<f32, M, N> {
-    mma_wg(MmaVariant::AtBt, acc, wg_at(a), b.value())
+mma_wg_fns! {
+    /// Warpgroup `acc + A·B`: `acc` is this warp's `M×N` quarter, A see [`WgA`], B the group's
+    /// shared `K×N` tile.
+    mma_ab_wg(a: impl WgA<TA, M, K> => wg_a, b: St<TB, K, N, Z>) = AB;
+    /// Warpgroup `acc + A·Bᵀ`: B the group's shared `N×K` tile.
+    mma_abt_wg(a: impl WgA<TA, M, K> => wg_a, b: St<TB, N, K, Z>) = ABt;
+    /// Warpgroup `acc + Aᵀ·B`: A see [`WgAt`], B the group's shared `K×N` tile.
+    mma_atb_wg(a: impl WgAt<TA, M, K> => wg_at, b: St<TB, K, N, Z>) = AtB;
+    /// Warpgroup `acc + Aᵀ·Bᵀ`: B the group's shared `N×K` tile.
+    mma_atbt_wg(a: impl WgAt<TA, M, K> => wg_at, b: St<TB, N, K, Z>) = AtBt;
 }
 
 fn wg_a<T: Dtype, const M: usize, const K: usize, A: WgA<T, M, K>>(a: A) -> Value {

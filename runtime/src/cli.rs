@@ -1,9 +1,9 @@
-//! The `tilekit` command: `list`, `selftest`, `emit` and `check` over the registered kernels.
+//! The `tilekit` command: `list`, `selftest`, `emit`, `check` and `bundle` over the registered kernels.
 //!
 //! A library module so that any binary linking more kernels (which register themselves) can
 //! offer the same command over all of them: `fn main() { std::process::exit(tilekit::cli::main()) }`.
 //!
-//! `emit` and `check` compile kernels and need the `jit` feature (on by default); a build
+//! `emit`, `check` and `bundle` compile kernels and need the `jit` feature (on by default); a build
 //! without it answers them with an error that says so.
 
 use std::fmt::{self, Write as _};
@@ -16,6 +16,7 @@ usage: tilekit list
        tilekit selftest [--device cpu]
        tilekit emit <kernel> --target sm_80|sm_90a --stage <stage> [--const N=V]...
        tilekit check <kernel> --target sm_80|sm_90a [--const N=V]...
+       tilekit bundle --target sm_80|sm_90a --out <dir>
        tilekit help";
 
 const HELP: &str = "\
@@ -31,6 +32,10 @@ commands:
   check <kernel> --target <target> [--const N=V]...
                        assembles the kernel's PTX with ptxas and prints registers, spill bytes,
                        shared memory and the SASS instruction mix (needs ptxas and nvdisasm)
+  bundle --target <target> --out <dir>
+                       compiles every kernel variant ahead of time: one PTX file per variant,
+                       bundle.txt (metadata) and bundle.tkb (all of it, for include_bytes!);
+                       a tilekit built without `jit` loads it (tilekit::Bundle)
 
 targets: sm_80, sm_90a
 stages:  tile (Tile IR), mlir (as generated), mlir-lowered (LLVM dialect), llvm (as translated),
@@ -135,6 +140,13 @@ pub fn run(args: &[String]) -> Result<(String, i32), CliError> {
                 jit::check(kernel, variant, &opts.target).map(|s| (s, 0))
             }
         }
+        Some("bundle") => {
+            if !cfg!(feature = "jit") {
+                return Err(unavailable("bundle"));
+            }
+            let (target, out) = bundle_args(&args[1..])?;
+            jit::bundle(&target, &out).map(|s| (s, 0))
+        }
         Some(other) => Err(CliError::usage(format!("unknown command `{other}`"))),
         None => Err(CliError::usage("no command")),
     }
@@ -198,6 +210,32 @@ impl CompileArgs {
             consts,
         })
     }
+}
+
+/// The arguments of `bundle`: the target and the output directory.
+fn bundle_args(args: &[String]) -> Result<(String, String), CliError> {
+    let (mut target, mut out) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let slot = match a.as_str() {
+            "--target" => &mut target,
+            "--out" => &mut out,
+            other => {
+                return Err(CliError::usage(format!(
+                    "`bundle`: unexpected argument `{other}`"
+                )))
+            }
+        };
+        *slot = Some(
+            it.next()
+                .cloned()
+                .ok_or_else(|| CliError::usage(format!("{a} needs a value")))?,
+        );
+    }
+    Ok((
+        target.ok_or_else(|| CliError::usage("`bundle` needs --target sm_80|sm_90a"))?,
+        out.ok_or_else(|| CliError::usage("`bundle` needs --out <dir>"))?,
+    ))
 }
 
 /// A variant's comptime arguments, one string per argument, without spaces:
@@ -407,6 +445,32 @@ mod jit {
         Ok(text)
     }
 
+    pub(super) fn bundle(target: &str, out: &str) -> Result<String, CliError> {
+        let target: Target = target
+            .parse()
+            .map_err(|e: tilekit_codegen::UnknownTarget| CliError::usage(e.to_string()))?;
+        if !crate::bundle::TARGETS.contains(&target.name()) {
+            return Err(CliError::usage(format!(
+                "bundles hold PTX for {}, not {target}",
+                crate::bundle::TARGETS.join(", ")
+            )));
+        }
+        let b = crate::bundle::compile_registry(target)
+            .map_err(|e| CliError::failure(e.to_string()))?;
+        b.write_dir(out)
+            .map_err(|e| CliError::failure(e.to_string()))?;
+        let mut text = String::new();
+        for k in &b.kernels {
+            let _ = writeln!(text, "{}{}  {}", k.name, k.variant, k.ptx_file);
+        }
+        let _ = writeln!(
+            text,
+            "wrote {} kernel variants for {target} to {out}",
+            b.kernels.len()
+        );
+        Ok(text)
+    }
+
     pub(super) fn check(k: &KernelInfo, v: &Variant, target: &str) -> Result<String, CliError> {
         let c = compiled(k, v, target)?;
         let fail = |e: tilekit_codegen::CodegenError| CliError::failure(e.to_string());
@@ -468,6 +532,10 @@ mod jit {
 
     pub(super) fn check(_: &KernelInfo, _: &Variant, _: &str) -> Result<String, CliError> {
         Err(unavailable("check"))
+    }
+
+    pub(super) fn bundle(_: &str, _: &str) -> Result<String, CliError> {
+        Err(unavailable("bundle"))
     }
 }
 

@@ -29,19 +29,23 @@
 //! is written in the DSL. Kernels register themselves ([`registry`]); the `tilekit` command
 //! ([`cli`]) lists and self-tests them, and with the `jit` feature (on by default: it links the
 //! compiler, `tilekit-codegen`, LLVM and MLIR) prints any stage of their compilation for a GPU
-//! target (`tilekit emit`) and ptxas's resource report and SASS mix (`tilekit check`).
+//! target (`tilekit emit`) and ptxas's resource report and SASS mix (`tilekit check`), and
+//! compiles all of them ahead of time into a [`Bundle`] (`tilekit bundle`), which a build
+//! without `jit` loads.
 
 pub use tilekit_ir as ir;
 
 // The kernel library uses the macros, whose expansions name `::tilekit`.
 extern crate self as tilekit;
 
+pub mod bundle;
 pub mod cli;
 pub mod dsl;
 pub mod kernels;
 pub mod launch;
 pub mod registry;
 
+pub use bundle::{Bundle, BundleError};
 pub use launch::{Device, Error, Grid, ScalarArg};
 pub use registry::{KernelInfo, Variant};
 pub use tilekit_macros::{func, kernel};

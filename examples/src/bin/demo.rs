@@ -22,10 +22,10 @@ use tilekit_examples::ws_gemm::{self, WsGemmConfig};
 
 fn main() -> anyhow::Result<()> {
     println!(
-        "tilekit demo: Tile IR kernels on the CPU interpreter, the reference semantics; \
-         GPU code generation (sm_80, sm_90a, gfx9xx) is not built yet"
+        "tilekit demo: Tile IR kernels on the CPU interpreter, the reference semantics \
+         (PTX for sm_80/sm_90a: `tilekit emit`/`tilekit check`; AMD targets not lowered yet)"
     );
-    println!("device: cpu interpreter (no GPU runtime yet)");
+    println!("device: cpu interpreter (the GPU runtime that launches PTX is not written yet)");
     let start = Instant::now();
     let mut rng = DemoRng::fresh()?;
     println!(

@@ -92,7 +92,8 @@
 //!
 //! ### Semaphores
 //!
-//! A semaphore works in phases. `sem.init[n]` starts phase 0, which completes once it has had `n`
+//! A semaphore works in phases (arrival and byte counts are at most 2^20 − 1, as mbarrier's).
+//! `sem.init[n]` starts phase 0, which completes once it has had `n`
 //! arrivals and every expected byte of async copies has landed; then the next phase begins.
 //! `sem.expect[b]` adds b bytes to the current phase's expected byte count; `copy_async` counts
 //! its tile's bytes (rows·cols·element size) towards it, and its data becomes visible when the

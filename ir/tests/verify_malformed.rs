@@ -703,7 +703,7 @@ fn sem_init_with_zero_arrivals_is_rejected() {
         &e,
         "sem.init",
         "1",
-        "bad attribute arrival count n: expected n >= 1 (a phase completes after n arrivals), found 0",
+        "bad attribute arrival count n: expected 1 <= n <= 1048575 (a phase completes after n arrivals; mbarrier counts are 20-bit), found 0",
     );
 }
 
@@ -1413,4 +1413,24 @@ fn async_copy_pipeline_verifies() {
     let gathered = b.gather_rows(rt(F32, 16, 32), out, rows, one);
     let _ = gathered;
     assert_verifies(vec![b.finish()]);
+}
+
+#[test]
+fn sem_counts_beyond_20_bits_are_rejected() {
+    let mut b = FuncBuilder::kernel("k", 1);
+    let s = b.alloc_shared(Type::Semaphore);
+    b.sem_init(s, 1 << 20);
+    b.sem_expect(s, 2_000_000);
+    let errors = errors(vec![b.finish()]);
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 2, "{text:?}");
+    assert!(
+        text[0].contains("`sem.init`") && text[0].contains("found 1048576"),
+        "{text:?}"
+    );
+    assert!(
+        text[1].contains("`sem.expect`")
+            && text[1].contains("expected 1 <= b <= 1048575 (mbarrier transaction counts are 20-bit), found 2000000"),
+        "{text:?}"
+    );
 }

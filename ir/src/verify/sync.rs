@@ -4,22 +4,33 @@ use super::expect::OpCx;
 use super::VerifyErrorKind;
 use crate::ops::OpKind;
 
-/// `sem.init[n] (s)` with n ≥ 1, `sem.arrive (s)`, `sem.expect[b] (s)` with b ≥ 1,
-/// `sem.wait (s, parity)` with an i32 parity.
+/// The largest arrival count and transaction byte count of a phase: an mbarrier's counts are
+/// 20-bit (PTX ISA, "Size and alignment of mbarrier object": count range [1, 2^20 - 1], tx-count
+/// range [-(2^20 - 1), 2^20 - 1]), and every lowering must be able to hold them.
+pub const SEM_COUNT_MAX: u32 = (1 << 20) - 1;
+
+/// `sem.init[n] (s)` with 1 ≤ n ≤ 2^20 − 1, `sem.arrive (s)`, `sem.expect[b] (s)` with
+/// 1 ≤ b ≤ 2^20 − 1, `sem.wait (s, parity)` with an i32 parity.
 pub(super) fn check(cx: &mut OpCx<'_, '_>) {
     let s = cx.operand(0);
     cx.expect_semaphore("s", s);
     match cx.op.kind {
-        OpKind::SemInit(0) => cx.report(VerifyErrorKind::Attribute {
-            what: "arrival count n".into(),
-            expected: "n >= 1 (a phase completes after n arrivals)".into(),
-            found: "0".into(),
-        }),
-        OpKind::SemExpect(0) => cx.report(VerifyErrorKind::Attribute {
-            what: "byte count b".into(),
-            expected: "b >= 1".into(),
-            found: "0".into(),
-        }),
+        OpKind::SemInit(n) if n == 0 || n > SEM_COUNT_MAX => {
+            cx.report(VerifyErrorKind::Attribute {
+                what: "arrival count n".into(),
+                expected: format!(
+                    "1 <= n <= {SEM_COUNT_MAX} (a phase completes after n arrivals; mbarrier counts are 20-bit)"
+                ),
+                found: n.to_string(),
+            })
+        }
+        OpKind::SemExpect(b) if b == 0 || b > SEM_COUNT_MAX => {
+            cx.report(VerifyErrorKind::Attribute {
+                what: "byte count b".into(),
+                expected: format!("1 <= b <= {SEM_COUNT_MAX} (mbarrier transaction counts are 20-bit)"),
+                found: b.to_string(),
+            })
+        }
         OpKind::SemWait => {
             let parity = cx.operand(1);
             cx.expect_i32("parity", parity);

@@ -284,15 +284,10 @@ pub fn compile(
         )
     })?;
     let func = module
-        .func(kernel)
-        .filter(|f| f.is_kernel())
+        .kernel(kernel)
         .ok_or_else(|| CodegenError::UnknownKernel {
             name: kernel.to_string(),
-            available: module
-                .kernels()
-                .map(|k| k.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            available: module.kernel_names(),
         })?;
     if !target.is_nvidia() {
         return Err(CodegenError::Unsupported {

@@ -186,23 +186,46 @@ pub fn run_scheduled(
     a: &HostTensor,
     b: &HostTensor,
 ) -> Result<HostTensor, InterpError> {
-    let (m, _, n) = operand_shapes(KERNEL, a, b)?;
+    run_matmul(
+        KERNEL,
+        &build(cfg),
+        |m, n| cfg.grid(m, n),
+        cfg.out,
+        schedule,
+        a,
+        b,
+    )
+}
+
+/// Runs a `(a, b, c)` matmul kernel on the interpreter: checks the bf16 operands A `M×K` and
+/// B `K×N`, allocates C `M×N` of dtype `out`, launches over `grid(M, N)` and returns C. Shared
+/// by the GEMM kernels of this crate, which differ only in how they compute C.
+pub(crate) fn run_matmul(
+    kernel: &str,
+    module: &Module,
+    grid: impl Fn(usize, usize) -> [u32; 3],
+    out: ScalarType,
+    schedule: Schedule,
+    a: &HostTensor,
+    b: &HostTensor,
+) -> Result<HostTensor, InterpError> {
+    let (m, _, n) = operand_shapes(kernel, a, b)?;
     let mut args = vec![
         Arg::Tensor(a.clone()),
         Arg::Tensor(b.clone()),
-        Arg::Tensor(HostTensor::zeros(cfg.out, &[m, n])),
+        Arg::Tensor(HostTensor::zeros(out, &[m, n])),
     ];
     let launch = Launch {
-        grid: cfg.grid(m, n),
+        grid: grid(m, n),
         schedule,
     };
-    interp::run_with(&build(cfg), KERNEL, launch, &mut args)?;
+    interp::run_with(module, kernel, launch, &mut args)?;
     Ok(output(&args, 2))
 }
 
 /// `(M, K, N)` of bf16 operands A `M×K` and B `K×N` of `kernel`, or the error saying what
 /// does not fit.
-pub(crate) fn operand_shapes(
+fn operand_shapes(
     kernel: &str,
     a: &HostTensor,
     b: &HostTensor,

@@ -27,13 +27,12 @@
 //!
 //! [`WsFault`] builds deliberately broken variants, to show the interpreter catching them.
 
-use tilekit::ir::interp::{self, Arg, HostTensor, InterpError, Launch, Schedule};
+use tilekit::ir::interp::{HostTensor, InterpError, Schedule};
 use tilekit::ir::{
     rt, rt_col, BinaryFn, CmpPred, Dim3, FuncBuilder, MmaVariant, Module, ScalarType, Type, Value,
 };
 
-use crate::gemm::operand_shapes;
-use crate::output;
+use crate::gemm::run_matmul;
 use crate::tiling::{swizzle_for, tiles, tiles_ir};
 
 /// The kernel's name in its module.
@@ -247,18 +246,15 @@ pub fn run_scheduled(
     a: &HostTensor,
     b: &HostTensor,
 ) -> Result<HostTensor, InterpError> {
-    let (m, _, n) = operand_shapes(KERNEL, a, b)?;
-    let mut args = vec![
-        Arg::Tensor(a.clone()),
-        Arg::Tensor(b.clone()),
-        Arg::Tensor(HostTensor::zeros(cfg.out, &[m, n])),
-    ];
-    let launch = Launch {
-        grid: cfg.grid(m, n),
+    run_matmul(
+        KERNEL,
+        &build(cfg),
+        |m, n| cfg.grid(m, n),
+        cfg.out,
         schedule,
-    };
-    interp::run_with(&build(cfg), KERNEL, launch, &mut args)?;
-    Ok(output(&args, 2))
+        a,
+        b,
+    )
 }
 
 /// `C = A·B` in f64: the same product as the plain GEMM's reference.

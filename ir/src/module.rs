@@ -182,6 +182,19 @@ impl Module {
         self.funcs.iter().filter(|f| f.is_kernel())
     }
 
+    /// The kernel named `name` (helpers do not count).
+    pub fn kernel(&self, name: &str) -> Option<&Func> {
+        self.func(name).filter(|f| f.is_kernel())
+    }
+
+    /// The kernels' names, comma-separated, for "no kernel named …" errors.
+    pub fn kernel_names(&self) -> String {
+        self.kernels()
+            .map(|k| k.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn push(&mut self, f: Func) {
         self.funcs.push(f);
     }

@@ -161,15 +161,10 @@ pub fn run_with(
 ) -> Result<RunStats, InterpError> {
     verify(module).map_err(InterpError::Invalid)?;
     let func = module
-        .func(kernel)
-        .filter(|f| f.is_kernel())
+        .kernel(kernel)
         .ok_or_else(|| InterpError::UnknownKernel {
             name: kernel.to_string(),
-            available: module
-                .kernels()
-                .map(|k| k.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            available: module.kernel_names(),
         })?;
     check_sizes(module, func)?;
     check_args(func, args)?;

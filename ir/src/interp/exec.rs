@@ -703,6 +703,25 @@ fn shared_window(
     Ok((i as usize * rows, j as usize * cols))
 }
 
+/// Where a register value of `rows × cols` sits in the shared object of type `mem`: the row and
+/// column of its first element and the object's row length. A shared vector is one row.
+fn shared_origin(
+    b: &BlockRun<'_, '_>,
+    w: usize,
+    op: &Op,
+    mem: &Type,
+    idx: &[i64],
+    rows: usize,
+    cols: usize,
+) -> R<(usize, usize, usize)> {
+    let (r0, c0) = if matches!(mem, Type::SharedTile { .. }) {
+        shared_window(b, w, op, mem, idx, rows, cols)?
+    } else {
+        (0, 0)
+    };
+    Ok((r0, c0, extent(mem).1))
+}
+
 fn load(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
     let src_ty = b.ty(w, op.operands[0]);
     let res_ty = b.ty(w, op.results[0]);
@@ -727,12 +746,7 @@ fn load(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
         }
         Val::Shared(r) => {
             let (rows, cols, _) = extent(res_ty);
-            let (r0, c0) = if matches!(src_ty, Type::SharedTile { .. }) {
-                shared_window(b, w, op, src_ty, &idx, rows, cols)?
-            } else {
-                (0, 0)
-            };
-            let (_, scols, _) = extent(src_ty);
+            let (r0, c0, scols) = shared_origin(b, w, op, src_ty, &idx, rows, cols)?;
             let s = b.mem.data(r);
             let mut out = Vec::with_capacity(rows * cols);
             for rr in 0..rows {
@@ -775,12 +789,7 @@ fn store(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
         }
         Val::Shared(r) => {
             let (rows, cols, _) = extent(x_ty);
-            let (r0, c0) = if matches!(dst_ty, Type::SharedTile { .. }) {
-                shared_window(b, w, op, dst_ty, &idx, rows, cols)?
-            } else {
-                (0, 0)
-            };
-            let (_, scols, _) = extent(dst_ty);
+            let (r0, c0, scols) = shared_origin(b, w, op, dst_ty, &idx, rows, cols)?;
             let vals = match x {
                 Val::Data(v) => v,
                 _ => return Err(b.runtime(w, "store of a non-register value")),

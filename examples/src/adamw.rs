@@ -52,28 +52,8 @@ impl AdamWConfig {
     }
 }
 
-/// The hyperparameters of one step.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamWHyper {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    /// The step number t, from 1.
-    pub step: u32,
-}
-
-impl AdamWHyper {
-    /// `(1 − β1^t, 1 − β2^t)`, computed in f64 and rounded to f32 once.
-    pub fn bias_corrections(&self) -> (f32, f32) {
-        let t = self.step as i32;
-        (
-            (1.0 - f64::from(self.beta1).powi(t)) as f32,
-            (1.0 - f64::from(self.beta2).powi(t)) as f32,
-        )
-    }
-}
+/// The hyperparameters of one step (the kernel library's, shared with its DSL AdamW).
+pub use tilekit::kernels::optim::Hyper as AdamWHyper;
 
 /// The optimizer state the step updates in place.
 #[derive(Clone, Debug, PartialEq)]

@@ -72,6 +72,17 @@ pub struct Hyper {
     pub step: u32,
 }
 
+impl Hyper {
+    /// `(1 − β1^t, 1 − β2^t)`, computed in f64 and rounded to f32 once.
+    pub fn bias_corrections(&self) -> (f32, f32) {
+        let t = i32::try_from(self.step).unwrap_or(i32::MAX);
+        (
+            (1.0 - f64::from(self.beta1).powi(t)) as f32,
+            (1.0 - f64::from(self.beta2).powi(t)) as f32,
+        )
+    }
+}
+
 /// One step on `device` with the default tiling: updates `p`, `m` and `v` in place.
 pub fn step(
     device: &Device,
@@ -81,9 +92,7 @@ pub fn step(
     v: &mut HostTensor,
     h: &Hyper,
 ) -> Result<(), crate::Error> {
-    let t = i32::try_from(h.step).unwrap_or(i32::MAX);
-    let bc1 = 1.0 - h.beta1.powi(t);
-    let bc2 = 1.0 - h.beta2.powi(t);
+    let (bc1, bc2) = h.bias_corrections();
     let s = |x: f32| ScalarArg::from(x);
     adamw_step::<256, 4>::launch(
         device,

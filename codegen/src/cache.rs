@@ -77,8 +77,11 @@ fn entry(dir: &Path, key: &str) -> PathBuf {
 fn store(dir: &Path, key: &str, c: &Compiled) -> std::io::Result<()> {
     let e = entry(dir, key);
     std::fs::create_dir_all(&e)?;
-    for s in Stage::ALL {
+    for s in Stage::ALL.into_iter().filter(|s| *s != Stage::Hsaco) {
         std::fs::write(e.join(s.name()), c.stage(s))?;
+    }
+    if let Some(co) = c.code_object() {
+        std::fs::write(e.join("code_object"), co)?;
     }
     let mut meta = format!(
         "kernel {}\nwarps {}\nshared_bytes {}\ndynamic_shared {}\n",
@@ -135,8 +138,14 @@ fn load(dir: &Path, key: &str) -> Option<Compiled> {
     }
     let stages = Stage::ALL
         .into_iter()
+        .filter(|s| *s != Stage::Hsaco)
         .map(|s| Some((s, std::fs::read_to_string(e.join(s.name())).ok()?)))
         .collect::<Option<Vec<_>>>()?;
+    let code_object = if target.is_nvidia() {
+        None
+    } else {
+        Some(std::fs::read(e.join("code_object")).ok()?)
+    };
     Some(Compiled::from_parts(
         kernel?,
         target,
@@ -146,5 +155,6 @@ fn load(dir: &Path, key: &str) -> Option<Compiled> {
         dynamic_shared?,
         Timings::default(),
         stages,
+        code_object,
     ))
 }

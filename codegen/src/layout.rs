@@ -1,9 +1,14 @@
-//! Which lane holds which element: the register fragment layouts of NVIDIA tensor cores, the
-//! distribution of register vectors, `ldmatrix` addressing and shared-memory swizzles, as data.
+//! Which lane holds which element: the register fragment layouts of NVIDIA tensor cores and AMD
+//! matrix cores, the distribution of register vectors, `ldmatrix` addressing, MFMA issue plans
+//! and shared-memory swizzles, as data.
 //!
-//! A warp holds a register tile `R×C` as `R/16 · C/16` subtiles of 16×16, in row-major subtile
-//! order; each lane holds 8 elements of each subtile ("registers" `e = 0..8` below), so a lane
-//! holds `R·C/32` elements, subtile `s` at `8·s .. 8·s + 8`.
+//! A warp (NVIDIA, 32 lanes) or wavefront (AMD CDNA, 64 lanes) holds a register tile `R×C` as
+//! `R/16 · C/16` subtiles of 16×16, in row-major subtile order; each lane holds
+//! [`Frag::subtile_regs`] elements of each subtile (8 on NVIDIA, 4 on AMD), subtile `s` at
+//! registers `n·s .. n·s + n`. Every coordinate is a [`LaneAffine`] of two lane-dependent parts
+//! `g` and `t`, whose meaning is the target's ([`Frag::g`], [`Frag::t`]).
+//!
+//! ## NVIDIA: `mma.sync` fragments ([`Frag::MmaSync`])
 //!
 //! Within a 16×16 subtile, with `g = lane / 4` ("groupID") and `t = lane % 4`
 //! ("threadID_in_group"), the **row** layout is the A-operand fragment of
@@ -21,15 +26,33 @@
 //! `2t+8, 2t+9`) with the left `n8` half in registers `{0,1,4,5}` and the right in `{2,3,6,7}`.
 //! Because each layout is the other's transpose, a row tile and the col tile of its transpose
 //! hold the same registers, which is why all four `mma` variants are one instruction.
+//!
+//! ## AMD CDNA: MFMA fragments ([`Frag::Mfma`])
+//!
+//! `v_mfma_f32_16x16x16_bf16` (`v_mfma_f32_16x16x16bf16_1k` on gfx90a; AMD CDNA3 ISA, *Matrix
+//! Arithmetic Instructions*, and the AMD Matrix Instruction Calculator) spreads its operands over
+//! the 64 lanes as: lane `l` holds `A[l%16][4·(l/16) + i]` and `B[4·(l/16) + i][l%16]` for
+//! `i = 0..4`, and the result `D[4·(l/16) + i][l%16]`. With `g = lane % 16` and
+//! `t = lane / 16`, the **row** layout here is the A-operand pattern: register `i` of a subtile at
+//! row `g`, column `4t + i`. The accumulator pattern is its transpose, so the lowering computes
+//! `Dᵀ = Bᵀ·Aᵀ` ([`mfma_steps`]): a row tile (M×K) read as the instruction's B operand is Aᵀ in
+//! the B pattern, a col tile (K×N, the transpose of the row layout) read as its A operand is
+//! Bᵀ in the A pattern, and the result Dᵀ in the accumulator pattern is D in the row layout.
+//! So, as on NVIDIA, the row layout is both the A operand and the accumulator, the col layout
+//! the B operand, and a row tile and the col tile of its transpose hold the same registers.
+//! `v_mfma_f32_16x16x32_bf16` (gfx950, CDNA4 ISA) takes 8 elements per lane, `k = 8·(l/16) + i`:
+//! two consecutive k-subtiles of 4 feed it, which permutes k identically in A and B and so
+//! computes the same sum.
 
 use tilekit_ir::{Layout, Swizzle, VecAxis};
 
 /// Lanes per warp on NVIDIA GPUs.
 pub const WARP_LANES: u32 = 32;
-/// Elements of one 16×16 subtile held by one lane.
+/// Elements of one 16×16 subtile held by one lane on NVIDIA GPUs.
 pub const SUBTILE_REGS: u32 = 8;
 
-/// A coordinate that depends on the lane: `base + per_g·(lane/4) + per_t·(lane%4)`.
+/// A coordinate that depends on the lane: `base + per_g·g + per_t·t`, with `g` and `t` the
+/// target's lane parts ([`Frag::g`], [`Frag::t`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LaneAffine {
     pub base: u32,
@@ -38,57 +61,231 @@ pub struct LaneAffine {
 }
 
 impl LaneAffine {
-    /// The coordinate's value in lane `lane`.
-    pub fn at(self, lane: u32) -> u32 {
-        self.base + self.per_g * (lane / 4) + self.per_t * (lane % 4)
+    /// The coordinate's value in lane `lane` of a target with fragments `frag`.
+    pub fn at(self, frag: Frag, lane: u32) -> u32 {
+        self.base + self.per_g * frag.g(lane) + self.per_t * frag.t(lane)
     }
 }
 
-/// Row and column of register `e` (0..8) of a 16×16 subtile in the row layout, as functions of
-/// the lane (see the module documentation for the PTX ISA figure).
-pub fn row_subtile(e: u32) -> (LaneAffine, LaneAffine) {
-    let row = LaneAffine {
-        base: 8 * ((e / 2) % 2),
-        per_g: 1,
-        per_t: 0,
-    };
-    let col = LaneAffine {
-        base: (e % 2) + 8 * (e / 4),
-        per_g: 0,
-        per_t: 2,
-    };
-    (row, col)
+/// The register fragment geometry of a target's matrix instructions: lane count, how a lane
+/// splits into `g` and `t`, and where each register of a tile or vector sits (see the module
+/// documentation for the sources).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Frag {
+    /// NVIDIA, 32 lanes: `mma.sync.m16n8k16` fragments; `g = lane / 4`, `t = lane % 4`.
+    MmaSync,
+    /// AMD CDNA wave64: MFMA 16×16 fragments; `g = lane % 16`, `t = lane / 16`.
+    Mfma,
 }
 
-/// Row and column of register `e` (any, `0..rows·cols/32`) of a register tile of `cols` columns.
-pub fn tile_elem(layout: Layout, cols: u32, e: u32) -> (LaneAffine, LaneAffine) {
-    let s = e / SUBTILE_REGS;
-    let (si, sj) = (s / (cols / 16), s % (cols / 16));
-    let (r, c) = row_subtile(e % SUBTILE_REGS);
-    let (mut r, mut c) = match layout {
-        Layout::Row => (r, c),
-        Layout::Col => (c, r),
-    };
-    r.base += 16 * si;
-    c.base += 16 * sj;
-    (r, c)
-}
+impl Frag {
+    /// Lanes per warp (wavefront).
+    pub fn lanes(self) -> u32 {
+        match self {
+            Frag::MmaSync => WARP_LANES,
+            Frag::Mfma => 64,
+        }
+    }
 
-/// Registers per lane of a register tile.
-pub fn tile_regs(rows: u32, cols: u32) -> u32 {
-    rows * cols / WARP_LANES
+    /// Elements of one 16×16 subtile held by one lane.
+    pub fn subtile_regs(self) -> u32 {
+        256 / self.lanes()
+    }
+
+    /// The lane's `g` part: the row of its first element in a row-layout subtile.
+    pub fn g(self, lane: u32) -> u32 {
+        match self {
+            Frag::MmaSync => lane / 4,
+            Frag::Mfma => lane % 16,
+        }
+    }
+
+    /// The lane's `t` part: which columns of a row-layout subtile it holds.
+    pub fn t(self, lane: u32) -> u32 {
+        match self {
+            Frag::MmaSync => lane % 4,
+            Frag::Mfma => lane / 16,
+        }
+    }
+
+    /// Row and column of register `e` (`0..subtile_regs`) of a 16×16 subtile in the row layout.
+    pub fn row_subtile(self, e: u32) -> (LaneAffine, LaneAffine) {
+        match self {
+            Frag::MmaSync => {
+                let row = LaneAffine {
+                    base: 8 * ((e / 2) % 2),
+                    per_g: 1,
+                    per_t: 0,
+                };
+                let col = LaneAffine {
+                    base: (e % 2) + 8 * (e / 4),
+                    per_g: 0,
+                    per_t: 2,
+                };
+                (row, col)
+            }
+            Frag::Mfma => {
+                let row = LaneAffine {
+                    base: 0,
+                    per_g: 1,
+                    per_t: 0,
+                };
+                let col = LaneAffine {
+                    base: e,
+                    per_g: 0,
+                    per_t: 4,
+                };
+                (row, col)
+            }
+        }
+    }
+
+    /// Row and column of register `e` (any, `0..rows·cols/lanes`) of a register tile of `cols`
+    /// columns.
+    pub fn tile_elem(self, layout: Layout, cols: u32, e: u32) -> (LaneAffine, LaneAffine) {
+        let n = self.subtile_regs();
+        let s = e / n;
+        let (si, sj) = (s / (cols / 16), s % (cols / 16));
+        let (r, c) = self.row_subtile(e % n);
+        let (mut r, mut c) = match layout {
+            Layout::Row => (r, c),
+            Layout::Col => (c, r),
+        };
+        r.base += 16 * si;
+        c.base += 16 * sj;
+        (r, c)
+    }
+
+    /// Registers per lane of a register tile.
+    pub fn tile_regs(self, rows: u32, cols: u32) -> u32 {
+        rows * cols / self.lanes()
+    }
+
+    /// Registers per lane of a register vector of `len` elements.
+    pub fn vector_regs(self, len: u32, l: VecLayout) -> u32 {
+        match (self, l) {
+            (Frag::MmaSync, VecLayout::Rows) => 2 * (len / 16),
+            (Frag::MmaSync, VecLayout::Cols) => 4 * (len / 16),
+            (Frag::Mfma, VecLayout::Rows) => len / 16,
+            (Frag::Mfma, VecLayout::Cols) => 4 * (len / 16),
+            (_, VecLayout::Lanes) => len.div_ceil(self.lanes()),
+        }
+    }
+
+    /// Element index of register `k` of a vector, as a function of the lane.
+    pub fn vector_elem(self, l: VecLayout, k: u32) -> LaneAffine {
+        match (self, l) {
+            (Frag::MmaSync, VecLayout::Rows) => LaneAffine {
+                base: 16 * (k / 2) + 8 * (k % 2),
+                per_g: 1,
+                per_t: 0,
+            },
+            (Frag::MmaSync, VecLayout::Cols) => LaneAffine {
+                base: 16 * (k / 4) + (k % 2) + 8 * ((k / 2) % 2),
+                per_g: 0,
+                per_t: 2,
+            },
+            (Frag::MmaSync, VecLayout::Lanes) => LaneAffine {
+                base: WARP_LANES * k,
+                per_g: 4,
+                per_t: 1,
+            },
+            (Frag::Mfma, VecLayout::Rows) => LaneAffine {
+                base: 16 * k,
+                per_g: 1,
+                per_t: 0,
+            },
+            (Frag::Mfma, VecLayout::Cols) => LaneAffine {
+                base: 16 * (k / 4) + k % 4,
+                per_g: 0,
+                per_t: 4,
+            },
+            (Frag::Mfma, VecLayout::Lanes) => LaneAffine {
+                base: 64 * k,
+                per_g: 1,
+                per_t: 16,
+            },
+        }
+    }
+
+    /// Whether a lane is the one that writes a replicated vector element (the others hold
+    /// copies): `t == 0` for a rows vector, `g == 0` for a cols vector, every lane for `Lanes`.
+    pub fn vector_owner(self, l: VecLayout, lane: u32) -> bool {
+        match l {
+            VecLayout::Rows => self.t(lane) == 0,
+            VecLayout::Cols => self.g(lane) == 0,
+            VecLayout::Lanes => true,
+        }
+    }
+
+    /// The shuffle masks that combine a whole vector's partial reductions: across the lanes
+    /// that hold different elements.
+    pub fn vector_reduce_masks(self, l: VecLayout) -> &'static [u32] {
+        match (self, l) {
+            (Frag::MmaSync, VecLayout::Rows) => &[4, 8, 16],
+            (Frag::MmaSync, VecLayout::Cols) => &[1, 2],
+            (Frag::MmaSync, VecLayout::Lanes) => &[1, 2, 4, 8, 16],
+            (Frag::Mfma, VecLayout::Rows) => &[1, 2, 4, 8],
+            (Frag::Mfma, VecLayout::Cols) => &[16, 32],
+            (Frag::Mfma, VecLayout::Lanes) => &[1, 2, 4, 8, 16, 32],
+        }
+    }
+
+    /// The xor masks that join every lane of a warp (a tile's elements sit in one lane each).
+    pub fn all_lanes_masks(self) -> &'static [u32] {
+        match self {
+            Frag::MmaSync => &[1, 2, 4, 8, 16],
+            Frag::Mfma => &[1, 2, 4, 8, 16, 32],
+        }
+    }
+
+    /// The register of a vector along `axis` (distributed as [`tile_vector_layout`] says) that
+    /// holds the row (`Rows`) or column (`Cols`) of tile register `e`, for a tile of `cols`
+    /// columns.
+    pub fn vector_reg_of_tile_reg(self, tile: Layout, axis: VecAxis, cols: u32, e: u32) -> u32 {
+        let n = self.subtile_regs();
+        let s = e / n;
+        let (si, sj) = (s / (cols / 16), s % (cols / 16));
+        let i = e % n;
+        // The subtile index along the vector, and whether the vector's coordinate is the
+        // subtile's row-layout row (indexed by g) or column (indexed by t).
+        let sub = if axis == VecAxis::Rows { si } else { sj };
+        match (self, tile_vector_layout(tile, axis)) {
+            (Frag::MmaSync, VecLayout::Rows) => 2 * sub + (i / 2) % 2,
+            (Frag::MmaSync, _) => 4 * sub + (i % 2) + 2 * (i / 4),
+            (Frag::Mfma, VecLayout::Rows) => sub,
+            (Frag::Mfma, _) => 4 * sub + i,
+        }
+    }
+
+    /// The butterfly (xor) lane masks that combine the lanes holding parts of the same vector
+    /// element of a `Rows` or `Cols` distribution. NVIDIA: a `Rows` element (indexed by `g`)
+    /// is spread over the four lanes of a group (`t`: masks 1, 2), a `Cols` element over the
+    /// eight groups (`g`: masks 4, 8, 16). AMD: a `Rows` element over the four `t` (masks 16,
+    /// 32), a `Cols` element over the sixteen `g` (masks 1, 2, 4, 8). `Lanes` elements sit in
+    /// one lane each.
+    pub fn reduce_masks(self, l: VecLayout) -> &'static [u32] {
+        match (self, l) {
+            (Frag::MmaSync, VecLayout::Rows) => &[1, 2],
+            (Frag::MmaSync, VecLayout::Cols) => &[4, 8, 16],
+            (Frag::Mfma, VecLayout::Rows) => &[16, 32],
+            (Frag::Mfma, VecLayout::Cols) => &[1, 2, 4, 8],
+            (_, VecLayout::Lanes) => &[],
+        }
+    }
 }
 
 /// How a register vector's elements are spread over a warp's lanes.
 ///
 /// A vector that meets tiles (broadcasts, row/column reductions, gathers) has the distribution
-/// of its axis: a `rows` vector as the rows of a row-layout tile (each lane holds rows `g` and
-/// `g+8` of every 16, replicated over `t`), a `cols` vector as its columns (columns `2t, 2t+1,
-/// 2t+8, 2t+9` of every 16, replicated over `g`), so broadcasts and reductions need no data
+/// of its axis: a `rows` vector as the rows of a row-layout tile (on NVIDIA each lane holds rows
+/// `g` and `g+8` of every 16, replicated over `t`; on AMD row `g` of every 16, replicated over
+/// `t`), a `cols` vector as its columns (NVIDIA: columns `2t, 2t+1, 2t+8, 2t+9` of every 16; AMD:
+/// columns `4t .. 4t+4`; replicated over `g`), so broadcasts and reductions need no data
 /// movement beyond the reductions' shuffles. A vector that only meets other vectors and memory
 /// (elementwise kernels: optimizers, activations) is spread over the lanes without replicas:
-/// element `32k + lane` in register `k` (`Lanes`), so consecutive lanes touch consecutive
-/// elements and a lane holds `len / 32` registers instead of `len / 8` or `len / 4`.
+/// element `lanes·k + lane` in register `k` (`Lanes`), so consecutive lanes touch consecutive
+/// elements and a lane holds `len / lanes` registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VecLayout {
     Rows,
@@ -105,89 +302,12 @@ impl From<VecAxis> for VecLayout {
     }
 }
 
-/// Registers per lane of a register vector of `len` elements.
-pub fn vector_regs(len: u32, l: VecLayout) -> u32 {
-    match l {
-        VecLayout::Rows => 2 * (len / 16),
-        VecLayout::Cols => 4 * (len / 16),
-        VecLayout::Lanes => len.div_ceil(WARP_LANES),
-    }
-}
-
-/// Element index of register `k` of a vector, as a function of the lane.
-pub fn vector_elem(l: VecLayout, k: u32) -> LaneAffine {
-    match l {
-        VecLayout::Rows => LaneAffine {
-            base: 16 * (k / 2) + 8 * (k % 2),
-            per_g: 1,
-            per_t: 0,
-        },
-        VecLayout::Cols => LaneAffine {
-            base: 16 * (k / 4) + (k % 2) + 8 * ((k / 2) % 2),
-            per_g: 0,
-            per_t: 2,
-        },
-        VecLayout::Lanes => LaneAffine {
-            base: WARP_LANES * k,
-            per_g: 4,
-            per_t: 1,
-        },
-    }
-}
-
-/// Whether a lane is the one that writes a replicated vector element (the others hold copies):
-/// `t == 0` for a rows vector, `g == 0` for a cols vector, every lane for `Lanes`.
-pub fn vector_owner(l: VecLayout, lane: u32) -> bool {
-    match l {
-        VecLayout::Rows => lane % 4 == 0,
-        VecLayout::Cols => lane / 4 == 0,
-        VecLayout::Lanes => true,
-    }
-}
-
-/// The shuffle masks that combine a whole vector's partial reductions: across the lanes that
-/// hold different elements.
-pub fn vector_reduce_masks(l: VecLayout) -> &'static [u32] {
-    match l {
-        VecLayout::Rows => &[4, 8, 16],
-        VecLayout::Cols => &[1, 2],
-        VecLayout::Lanes => &[1, 2, 4, 8, 16],
-    }
-}
-
 /// The distribution of a vector that meets a tile of layout `tile` along `axis` (one element per
 /// row, or per column): a col tile's rows sit in the lanes of a row tile's columns.
 pub fn tile_vector_layout(tile: Layout, axis: VecAxis) -> VecLayout {
     match (tile, axis) {
         (Layout::Row, VecAxis::Rows) | (Layout::Col, VecAxis::Cols) => VecLayout::Rows,
         (Layout::Row, VecAxis::Cols) | (Layout::Col, VecAxis::Rows) => VecLayout::Cols,
-    }
-}
-
-/// The register of a vector along `axis` (distributed as [`tile_vector_layout`] says) that holds
-/// the row (`Rows`) or column (`Cols`) of tile register `e`, for a tile of `cols` columns.
-pub fn vector_reg_of_tile_reg(tile: Layout, axis: VecAxis, cols: u32, e: u32) -> u32 {
-    let s = e / SUBTILE_REGS;
-    let (si, sj) = (s / (cols / 16), s % (cols / 16));
-    let i = e % SUBTILE_REGS;
-    // The subtile index along the vector, and whether the vector's coordinate is the subtile's
-    // row-layout row (indexed by g) or column (indexed by t).
-    let sub = if axis == VecAxis::Rows { si } else { sj };
-    match tile_vector_layout(tile, axis) {
-        VecLayout::Rows => 2 * sub + (i / 2) % 2,
-        _ => 4 * sub + (i % 2) + 2 * (i / 4),
-    }
-}
-
-/// The `shfl.sync.bfly` lane masks that combine the lanes holding parts of the same vector
-/// element of a `Rows` or `Cols` distribution: a `Rows` element (indexed by `g`) is spread over
-/// the four lanes of a group (`t`: masks 1, 2), a `Cols` element over the eight groups (`g`:
-/// masks 4, 8, 16). `Lanes` elements sit in one lane each.
-pub fn reduce_masks(l: VecLayout) -> &'static [u32] {
-    match l {
-        VecLayout::Rows => &[1, 2],
-        VecLayout::Cols => &[4, 8, 16],
-        VecLayout::Lanes => &[],
     }
 }
 
@@ -274,6 +394,84 @@ pub fn mma_steps(
     steps
 }
 
+/// The MFMA instruction a step issues: `v_mfma_f32_16x16x16_{bf16,f16}` (k = 16, every CDNA
+/// chip; `…bf16_1k` is its gfx90a name) or `v_mfma_f32_16x16x32_{bf16,f16}` (k = 32, gfx950).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MfmaK {
+    K16,
+    K32,
+}
+
+/// One MFMA of a wave-scope `mma` computing `Dᵀ = Bᵀ·Aᵀ` (see the module documentation): the
+/// registers (indices into each tile's registers) that form the instruction's A operand (from
+/// the IR's B: 4 per k-subtile, `src_a.len()` = 4 or 8), its B operand (from the IR's A) and
+/// the accumulator (the IR's C subtile, 4 registers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MfmaStep {
+    pub k: MfmaK,
+    pub src_a: Vec<u32>,
+    pub src_b: Vec<u32>,
+    pub c: [u32; 4],
+}
+
+/// The MFMAs of `D = op(A)·op(B) + C` in issue order (k innermost, increasing), for A stored
+/// `a_rows × a_cols`, B stored `b_rows × b_cols` and C `m × n`; with `k32` (gfx950) two
+/// consecutive k-subtiles share one `16x16x32` instruction, an odd last one takes `16x16x16`.
+/// Subtile addressing of op(A) and op(B) is [`mma_steps`']: the col layout is the transpose of
+/// the row layout on AMD as on NVIDIA.
+pub fn mfma_steps(
+    variant: tilekit_ir::MmaVariant,
+    (a_rows, a_cols): (u32, u32),
+    (_b_rows, b_cols): (u32, u32),
+    (m, n): (u32, u32),
+    k32: bool,
+) -> Vec<MfmaStep> {
+    let regs = Frag::Mfma.subtile_regs();
+    let k = if variant.a_transposed() {
+        a_rows
+    } else {
+        a_cols
+    };
+    let a_sub = |mi: u32, ki: u32| {
+        if variant.a_transposed() {
+            ki * (a_cols / 16) + mi
+        } else {
+            mi * (a_cols / 16) + ki
+        }
+    };
+    let b_sub = |ki: u32, nj: u32| {
+        if variant.b_transposed() {
+            nj * (b_cols / 16) + ki
+        } else {
+            ki * (b_cols / 16) + nj
+        }
+    };
+    let sub_regs = |s: u32| (regs * s..regs * s + regs).collect::<Vec<u32>>();
+    let mut steps = Vec::new();
+    for mi in 0..m / 16 {
+        for nj in 0..n / 16 {
+            let sc = regs * (mi * (n / 16) + nj);
+            let mut ki = 0;
+            while ki < k / 16 {
+                let width = if k32 && ki + 1 < k / 16 { 2 } else { 1 };
+                let (mut src_a, mut src_b) = (Vec::new(), Vec::new());
+                for kk in ki..ki + width {
+                    src_a.extend(sub_regs(b_sub(kk, nj)));
+                    src_b.extend(sub_regs(a_sub(mi, kk)));
+                }
+                steps.push(MfmaStep {
+                    k: if width == 2 { MfmaK::K32 } else { MfmaK::K16 },
+                    src_a,
+                    src_b,
+                    c: std::array::from_fn(|i| sc + i as u32),
+                });
+                ki += width;
+            }
+        }
+    }
+    steps
+}
+
 /// The XOR mask that a swizzle applies to bits 4.. of a byte offset, taken from the bits three
 /// places above (the 32/64/128-byte swizzles of CUTLASS `Swizzle<1|2|3, 4, 3>` and TMA): 16-byte
 /// chunks stay whole, so `ldmatrix` rows and 16-byte copies stay contiguous.
@@ -295,6 +493,9 @@ pub fn swizzle(s: Swizzle, off: u32) -> u32 {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    const NV: Frag = Frag::MmaSync;
+    const AMD: Frag = Frag::Mfma;
 
     /// PTX ISA, "MMA .m16n8k16 fragment layout for matrix A" (.bf16/.f16): row and column of
     /// `a_i` for a lane, transcribed from the figure's formulas.
@@ -332,14 +533,14 @@ mod tests {
     }
 
     fn at(p: (LaneAffine, LaneAffine), lane: u32) -> (u32, u32) {
-        (p.0.at(lane), p.1.at(lane))
+        (p.0.at(NV, lane), p.1.at(NV, lane))
     }
 
     #[test]
     fn row_layout_is_the_mma_a_fragment() {
         for lane in 0..32 {
             for i in 0..8 {
-                assert_eq!(at(tile_elem(Layout::Row, 16, i), lane), ptx_a(lane, i));
+                assert_eq!(at(NV.tile_elem(Layout::Row, 16, i), lane), ptx_a(lane, i));
             }
         }
     }
@@ -349,7 +550,7 @@ mod tests {
         for lane in 0..32 {
             for h in 0..2 {
                 for i in 0..4 {
-                    let (r, c) = at(tile_elem(Layout::Row, 16, 4 * h + i), lane);
+                    let (r, c) = at(NV.tile_elem(Layout::Row, 16, 4 * h + i), lane);
                     assert_eq!((r, c - 8 * h), ptx_c(lane, i));
                 }
             }
@@ -362,40 +563,49 @@ mod tests {
         for lane in 0..32 {
             for (h, regs) in halves.iter().enumerate() {
                 for (i, &e) in regs.iter().enumerate() {
-                    let (k, n) = at(tile_elem(Layout::Col, 16, e), lane);
+                    let (k, n) = at(NV.tile_elem(Layout::Col, 16, e), lane);
                     assert_eq!((k, n - 8 * h as u32), ptx_b(lane, i as u32));
                 }
             }
         }
     }
 
+    fn at_in(f: Frag, p: (LaneAffine, LaneAffine), lane: u32) -> (u32, u32) {
+        (p.0.at(f, lane), p.1.at(f, lane))
+    }
+
     #[test]
     fn every_element_of_a_tile_has_exactly_one_lane_and_register() {
-        for layout in [Layout::Row, Layout::Col] {
-            let (rows, cols) = (32, 48);
-            let mut seen = HashSet::new();
-            for lane in 0..32 {
-                for e in 0..tile_regs(rows, cols) {
-                    let (r, c) = at(tile_elem(layout, cols, e), lane);
-                    assert!(r < rows && c < cols);
-                    assert!(seen.insert((r, c)));
+        for f in [NV, AMD] {
+            for layout in [Layout::Row, Layout::Col] {
+                let (rows, cols) = (32, 48);
+                let mut seen = HashSet::new();
+                for lane in 0..f.lanes() {
+                    for e in 0..f.tile_regs(rows, cols) {
+                        let (r, c) = at_in(f, f.tile_elem(layout, cols, e), lane);
+                        assert!(r < rows && c < cols);
+                        assert!(seen.insert((r, c)));
+                    }
                 }
+                assert_eq!(seen.len() as u32, rows * cols, "{f:?}");
             }
-            assert_eq!(seen.len() as u32, rows * cols);
         }
     }
 
     #[test]
     fn vector_registers_match_the_rows_and_columns_of_tiles() {
         let (rows, cols) = (32, 48);
-        for tile in [Layout::Row, Layout::Col] {
-            for lane in 0..32 {
-                for e in 0..tile_regs(rows, cols) {
-                    let (r, c) = at(tile_elem(tile, cols, e), lane);
-                    for (axis, want) in [(VecAxis::Rows, r), (VecAxis::Cols, c)] {
-                        let k = vector_reg_of_tile_reg(tile, axis, cols, e);
-                        let l = tile_vector_layout(tile, axis);
-                        assert_eq!(vector_elem(l, k).at(lane), want, "{tile:?} {axis:?}");
+        for f in [NV, AMD] {
+            for tile in [Layout::Row, Layout::Col] {
+                for lane in 0..f.lanes() {
+                    for e in 0..f.tile_regs(rows, cols) {
+                        let (r, c) = at_in(f, f.tile_elem(tile, cols, e), lane);
+                        for (axis, want) in [(VecAxis::Rows, r), (VecAxis::Cols, c)] {
+                            let k = f.vector_reg_of_tile_reg(tile, axis, cols, e);
+                            let l = tile_vector_layout(tile, axis);
+                            let got = f.vector_elem(l, k).at(f, lane);
+                            assert_eq!(got, want, "{f:?} {tile:?} {axis:?}");
+                        }
                     }
                 }
             }
@@ -404,59 +614,165 @@ mod tests {
 
     #[test]
     fn reduce_masks_join_exactly_the_lanes_holding_one_element() {
-        for l in [VecLayout::Rows, VecLayout::Cols] {
-            for lane in 0..32u32 {
-                let mut group = vec![lane];
-                for &m in reduce_masks(l) {
-                    group = group.iter().flat_map(|&x| [x, x ^ m]).collect();
+        for f in [NV, AMD] {
+            for l in [VecLayout::Rows, VecLayout::Cols] {
+                for lane in 0..f.lanes() {
+                    let mut group = vec![lane];
+                    for &m in f.reduce_masks(l) {
+                        group = group.iter().flat_map(|&x| [x, x ^ m]).collect();
+                    }
+                    let elem = |o: u32| f.vector_elem(l, 0).at(f, o);
+                    let holders: Vec<u32> =
+                        (0..f.lanes()).filter(|&o| elem(o) == elem(lane)).collect();
+                    group.sort();
+                    assert_eq!(group, holders, "{f:?} {l:?}");
                 }
-                let holders: Vec<u32> = (0..32)
-                    .filter(|&o| vector_elem(l, 0).at(o) == vector_elem(l, 0).at(lane))
-                    .collect();
-                group.sort();
-                assert_eq!(group, holders, "{l:?}");
             }
         }
     }
 
     #[test]
     fn vector_elements_have_one_owner_lane() {
-        for (axis, len) in [
-            (VecLayout::Rows, 48),
-            (VecLayout::Cols, 48),
-            (VecLayout::Lanes, 96),
-        ] {
-            let mut owners = vec![0; len as usize];
-            for lane in 0..32 {
-                for k in 0..vector_regs(len, axis) {
-                    if vector_owner(axis, lane) {
-                        owners[vector_elem(axis, k).at(lane) as usize] += 1;
+        for f in [NV, AMD] {
+            for (axis, len) in [
+                (VecLayout::Rows, 48),
+                (VecLayout::Cols, 48),
+                (VecLayout::Lanes, 192),
+            ] {
+                let mut owners = vec![0; len as usize];
+                for lane in 0..f.lanes() {
+                    for k in 0..f.vector_regs(len, axis) {
+                        if f.vector_owner(axis, lane) {
+                            owners[f.vector_elem(axis, k).at(f, lane) as usize] += 1;
+                        }
                     }
                 }
+                assert!(owners.iter().all(|&n| n == 1), "{f:?} {axis:?}: {owners:?}");
             }
-            assert!(owners.iter().all(|&n| n == 1), "{axis:?}: {owners:?}");
         }
     }
 
     #[test]
     fn whole_vector_reductions_meet_every_element_once() {
-        for (l, len) in [
-            (VecLayout::Rows, 32),
-            (VecLayout::Cols, 32),
-            (VecLayout::Lanes, 64),
-        ] {
-            // The butterfly group of lane 0: every lane reachable by xor-ing the masks.
+        for f in [NV, AMD] {
+            for (l, len) in [
+                (VecLayout::Rows, 32),
+                (VecLayout::Cols, 32),
+                (VecLayout::Lanes, 128),
+            ] {
+                // The butterfly group of lane 0: every lane reachable by xor-ing the masks.
+                let mut group = vec![0u32];
+                for &m in f.vector_reduce_masks(l) {
+                    group = group.iter().flat_map(|&x| [x, x ^ m]).collect();
+                }
+                let mut seen = HashSet::new();
+                for &lane in &group {
+                    for k in 0..f.vector_regs(len, l) {
+                        assert!(seen.insert(f.vector_elem(l, k).at(f, lane)), "{f:?} {l:?}");
+                    }
+                }
+                assert_eq!(seen.len() as u32, len, "{f:?} {l:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn all_lanes_masks_reach_every_lane() {
+        for f in [NV, AMD] {
             let mut group = vec![0u32];
-            for &m in vector_reduce_masks(l) {
+            for &m in f.all_lanes_masks() {
                 group = group.iter().flat_map(|&x| [x, x ^ m]).collect();
             }
-            let mut seen = HashSet::new();
-            for &lane in &group {
-                for k in 0..vector_regs(len, l) {
-                    assert!(seen.insert(vector_elem(l, k).at(lane)), "{l:?}");
-                }
+            group.sort();
+            assert_eq!(group, (0..f.lanes()).collect::<Vec<_>>(), "{f:?}");
+        }
+    }
+
+    /// AMD CDNA3 ISA, *Matrix Arithmetic Instructions* / AMD Matrix Instruction Calculator for
+    /// `v_mfma_f32_16x16x16_bf16` (gfx90a: `…bf16_1k`): element `i` (0..4) of lane `l` is
+    /// `A[l%16][4·(l/16)+i]`, `B[4·(l/16)+i][l%16]` and `D[4·(l/16)+i][l%16]`, written out here
+    /// from the ISA's formulas independently of [`Frag`].
+    fn mfma_a(l: u32, i: u32) -> (u32, u32) {
+        (l % 16, 4 * (l / 16) + i)
+    }
+    fn mfma_b(l: u32, i: u32) -> (u32, u32) {
+        (4 * (l / 16) + i, l % 16)
+    }
+    fn mfma_d(l: u32, i: u32) -> (u32, u32) {
+        (4 * (l / 16) + i, l % 16)
+    }
+
+    #[test]
+    fn amd_row_layout_is_the_mfma_a_operand_and_the_transposed_accumulator() {
+        for lane in 0..64 {
+            for i in 0..4 {
+                let (r, c) = at_in(AMD, AMD.tile_elem(Layout::Row, 16, i), lane);
+                assert_eq!((r, c), mfma_a(lane, i));
+                // Dᵀ in the accumulator pattern: D's (row, col) is the pattern's (col, row).
+                let (dr, dc) = mfma_d(lane, i);
+                assert_eq!((r, c), (dc, dr));
             }
-            assert_eq!(seen.len() as u32, len, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn amd_col_layout_is_the_mfma_b_operand_and_feeds_the_a_operand_as_its_transpose() {
+        for lane in 0..64 {
+            for i in 0..4 {
+                let (k, n) = at_in(AMD, AMD.tile_elem(Layout::Col, 16, i), lane);
+                assert_eq!((k, n), mfma_b(lane, i));
+                // As the instruction's A operand, Bᵀ[n][k] must be in the A pattern.
+                assert_eq!((n, k), mfma_a(lane, i));
+            }
+        }
+    }
+
+    /// `v_mfma_f32_16x16x32_bf16` (CDNA4 ISA): element `j` (0..8) of lane `l` is
+    /// `A[l%16][8·(l/16)+j]`. Feeding registers of two k-subtiles (4 + 4) maps the
+    /// instruction's k to the tile's k by the same bijection for A and B.
+    #[test]
+    fn amd_k32_operands_permute_k_the_same_way_in_a_and_b() {
+        let step = &mfma_steps(AB, (16, 32), (32, 16), (16, 16), true)[0];
+        assert_eq!(step.k, MfmaK::K32);
+        let mut ks = HashSet::new();
+        for lane in 0..64 {
+            for j in 0..8u32 {
+                let instr_k = 8 * (lane / 16) + j;
+                // Tile k of the A register (src_b) and of the B register (src_a).
+                let (_, ka) = at_in(
+                    AMD,
+                    AMD.tile_elem(Layout::Row, 32, step.src_b[j as usize]),
+                    lane,
+                );
+                let (kb, _) = at_in(
+                    AMD,
+                    AMD.tile_elem(Layout::Col, 16, step.src_a[j as usize]),
+                    lane,
+                );
+                assert_eq!(ka, kb, "lane {lane} j {j}");
+                ks.insert((instr_k, ka));
+            }
+        }
+        // One tile k per instruction k: a bijection of 0..32.
+        let firsts: HashSet<u32> = ks.iter().map(|p| p.0).collect();
+        let seconds: HashSet<u32> = ks.iter().map(|p| p.1).collect();
+        assert_eq!((ks.len(), firsts.len(), seconds.len()), (32, 32, 32));
+    }
+
+    const AB: tilekit_ir::MmaVariant = tilekit_ir::MmaVariant::AB;
+
+    #[test]
+    fn mfma_plans_cover_every_k_subtile_once_per_output_subtile() {
+        for k32 in [false, true] {
+            let steps = mfma_steps(AB, (32, 48), (48, 32), (32, 32), k32);
+            let per_out: usize = steps
+                .iter()
+                .filter(|s| s.c[0] == 0)
+                .map(|s| s.src_b.len())
+                .sum();
+            assert_eq!(per_out, 4 * 3, "k32 {k32}");
+            let n32 = steps.iter().filter(|s| s.k == MfmaK::K32).count();
+            assert_eq!(n32, if k32 { 4 } else { 0 });
         }
     }
 
@@ -479,7 +795,7 @@ mod tests {
                             Layout::Col => (r0, c0 + lane / 4),
                         };
                         let e = 2 * q + half;
-                        assert_eq!(at(tile_elem(layout, 16, e), lane), (r, c), "{layout:?}");
+                        assert_eq!(at(NV.tile_elem(layout, 16, e), lane), (r, c), "{layout:?}");
                     }
                 }
             }
@@ -572,9 +888,20 @@ mod bank_conflicts {
         for r0 in (0..srows).step_by(16) {
             for c0 in (0..scols).step_by(16) {
                 for e in 0..SUBTILE_REGS {
-                    let (r, c) = tile_elem(layout, 16, e);
+                    let (r, c) = Frag::MmaSync.tile_elem(layout, 16, e);
                     let phase: Vec<(u32, u32)> = (0..WARP_LANES)
-                        .map(|l| (addr(swz, scols, es, r0 + r.at(l), c0 + c.at(l)), es))
+                        .map(|l| {
+                            (
+                                addr(
+                                    swz,
+                                    scols,
+                                    es,
+                                    r0 + r.at(Frag::MmaSync, l),
+                                    c0 + c.at(Frag::MmaSync, l),
+                                ),
+                                es,
+                            )
+                        })
                         .collect();
                     worst = worst.max(ways(&phase));
                 }

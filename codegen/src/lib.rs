@@ -1,25 +1,31 @@
 //! # tilekit-codegen
 //!
-//! Code generation for Tile IR kernels: [`compile`] lowers a verified kernel for an NVIDIA
-//! [`Target`] through every stage of the pipeline and keeps each as text:
+//! Code generation for Tile IR kernels: [`compile`] lowers a verified kernel for a [`Target`]
+//! through every stage of the pipeline and keeps each as text (the AMD code object as bytes):
 //!
 //! ```text
-//! Tile IR ──(nvidia: lowering rules, layout)──▶ MLIR (arith, scf, llvm, nvvm)
-//!   ──(mlir::PIPELINE)──▶ MLIR in the LLVM dialect ──(translation)──▶ LLVM IR
-//!   ──(O3)──▶ optimized LLVM IR ──(NVPTX target machine)──▶ PTX ──(ptxas, nvdisasm)──▶ SASS
+//! Tile IR ──(lowering rules + the target's rules, layout)──▶ MLIR (arith, scf, llvm,
+//!   nvvm | rocdl) ──(mlir::PIPELINE)──▶ MLIR in the LLVM dialect ──(translation)──▶ LLVM IR
+//!   ──(O3)──▶ optimized LLVM IR ─┬─(NVPTX target machine)──▶ PTX ──(ptxas, nvdisasm)──▶ SASS
+//!                                └─(AMDGPU target machine)──▶ assembly, object
+//!                                     ──(ld.lld -shared)──▶ code object (.hsaco, v5)
 //! ```
 //!
-//! [`layout`] holds the register fragment layouts and swizzles as data; [`ptxas`] and [`sass`]
-//! drive NVIDIA's offline tools for resource reports and instruction mixes; [`cache`] keeps
-//! compiled kernels in memory and under `TILEKIT_CACHE_DIR`. AMD targets are named
-//! here but not lowered yet.
+//! The lowering is written once; what differs between NVIDIA and AMD (lane count, fragment
+//! layouts, hardware operations, limits) is each target's rules ([`nvidia`], [`amd`]).
+//! [`layout`] holds the register fragment layouts, MFMA plans and swizzles as data; [`ptxas`]
+//! and [`sass`] drive NVIDIA's offline tools for resource reports and instruction mixes;
+//! [`amd::lld`] links AMD code objects and [`amd::resources`] reads their resource report;
+//! [`cache`] keeps compiled kernels in memory and under `TILEKIT_CACHE_DIR`.
 
+pub mod amd;
 pub mod cache;
 pub mod error;
 pub mod layout;
 pub mod llvm;
+mod lower;
 pub mod mlir;
-mod nvidia;
+pub mod nvidia;
 pub mod ptxas;
 pub mod sass;
 
@@ -119,19 +125,25 @@ pub enum Stage {
     Llvm,
     /// LLVM IR after O3, as handed to the NVPTX back end.
     LlvmOpt,
-    /// PTX assembly.
+    /// PTX assembly (NVIDIA targets).
     Ptx,
+    /// AMDGPU assembly (AMD targets), as the back end prints it, with its resource comments.
+    Asm,
+    /// The linked AMD code object (binary: [`Compiled::code_object`]; its text stage is empty).
+    Hsaco,
 }
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Tile,
         Stage::Mlir,
         Stage::MlirLowered,
         Stage::Llvm,
         Stage::LlvmOpt,
         Stage::Ptx,
+        Stage::Asm,
+        Stage::Hsaco,
     ];
 
     /// The name used on the command line and in dump file names.
@@ -143,6 +155,17 @@ impl Stage {
             Stage::Llvm => "llvm",
             Stage::LlvmOpt => "llvm-opt",
             Stage::Ptx => "ptx",
+            Stage::Asm => "asm",
+            Stage::Hsaco => "hsaco",
+        }
+    }
+
+    /// Whether `target` has this stage (PTX is NVIDIA's, assembly and code object AMD's).
+    pub fn applies_to(self, target: Target) -> bool {
+        match self {
+            Stage::Ptx => target.is_nvidia(),
+            Stage::Asm | Stage::Hsaco => !target.is_nvidia(),
+            _ => true,
         }
     }
 }
@@ -171,7 +194,8 @@ pub struct Compiled {
     pub target: Target,
     /// Kernel arguments, in order (see [`KernelArg`] for the calling convention).
     pub args: Vec<KernelArg>,
-    /// Warps per block; the block is `warps · 32` threads along x.
+    /// Warps (wavefronts) per block; the block is `warps · lanes` threads along x (32 lanes on
+    /// NVIDIA, 64 on AMD: [`Compiled::block_threads`]).
     pub warps: u32,
     /// Bytes of shared memory the kernel uses.
     pub shared_bytes: u64,
@@ -181,6 +205,8 @@ pub struct Compiled {
     /// Seconds spent in each stage: lowering to MLIR, MLIR passes, translation, O3 and PTX.
     pub timings: Timings,
     stages: Vec<(Stage, String)>,
+    /// The linked code object of an AMD target.
+    code_object: Option<Vec<u8>>,
 }
 
 /// Wall-clock time of each compilation stage.
@@ -194,13 +220,15 @@ pub struct Timings {
     pub passes: f64,
     /// Translation to LLVM IR.
     pub translate: f64,
-    /// O3 and PTX emission.
+    /// O3 and PTX emission (AMD: O3, assembly and object emission).
     pub llvm: f64,
+    /// Linking the AMD code object with `ld.lld`.
+    pub link: f64,
 }
 
 impl Timings {
     pub fn total(&self) -> f64 {
-        self.lower + self.parse + self.passes + self.translate + self.llvm
+        self.lower + self.parse + self.passes + self.translate + self.llvm + self.link
     }
 }
 
@@ -215,6 +243,7 @@ impl Compiled {
         dynamic_shared: bool,
         timings: Timings,
         stages: Vec<(Stage, String)>,
+        code_object: Option<Vec<u8>>,
     ) -> Compiled {
         Compiled {
             kernel,
@@ -225,6 +254,7 @@ impl Compiled {
             dynamic_shared,
             timings,
             stages,
+            code_object,
         }
     }
 
@@ -241,9 +271,20 @@ impl Compiled {
         self.stage(Stage::Ptx)
     }
 
+    /// The linked code object (`.hsaco`) of an AMD target; `None` on NVIDIA targets.
+    pub fn code_object(&self) -> Option<&[u8]> {
+        self.code_object.as_deref()
+    }
+
+    /// The resource report of an AMD code object (registers, LDS, scratch), read from its
+    /// metadata note; `None` on NVIDIA targets (see [`ptxas`] there).
+    pub fn amd_resources(&self) -> Option<amd::resources::Report> {
+        amd::resources::report(self.code_object()?, &self.kernel)
+    }
+
     /// Threads per block.
     pub fn block_threads(&self) -> u32 {
-        self.warps * 32
+        self.warps * self.target.lanes()
     }
 
     /// Assembles the PTX with ptxas for the target and disassembles it with nvdisasm.
@@ -259,15 +300,21 @@ impl Compiled {
             let path = dir.join(format!("{}.{}.{}", self.kernel, self.target, s.name()));
             std::fs::write(path, text)?;
         }
+        if let Some(co) = &self.code_object {
+            let path = dir.join(format!("{}.{}.hsaco", self.kernel, self.target));
+            std::fs::write(path, co)?;
+        }
         Ok(())
     }
 }
 
-/// Compiles kernel `kernel` of `module` for `target` through every stage to PTX.
+/// Compiles kernel `kernel` of `module` for `target` through every stage to PTX (NVIDIA) or a
+/// linked code object (AMD).
 ///
 /// The module must verify. Ops the target cannot lower yet are [`CodegenError::Unsupported`],
 /// naming the op and the target; kernels over the target's shared memory or register limits
-/// are [`CodegenError::Resources`], before any PTX is emitted. When `TILEKIT_DUMP` names a
+/// are [`CodegenError::Resources`] (shared memory and loop-carried registers before any code is
+/// emitted; on AMD also the VGPRs and LDS the code object reports). When `TILEKIT_DUMP` names a
 /// directory, every stage is written there.
 pub fn compile(
     module: &tilekit_ir::Module,
@@ -289,17 +336,9 @@ pub fn compile(
             name: kernel.to_string(),
             available: module.kernel_names(),
         })?;
-    if !target.is_nvidia() {
-        return Err(CodegenError::Unsupported {
-            op: format!("kernel `{kernel}`"),
-            target,
-            reason: "AMD targets are not lowered yet".into(),
-            loc: func.loc.to_string(),
-        });
-    }
     let mut timings = Timings::default();
     let t0 = Instant::now();
-    let lowered = nvidia::lower(module, func, target)?;
+    let lowered = lower::lower(module, func, target)?;
     timings.lower = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
@@ -320,10 +359,32 @@ pub fn compile(
     timings.translate = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
-    let (opt_text, ptx) = llvm::optimize_and_emit(&lm, target)?;
-    timings.llvm = t0.elapsed().as_secs_f64();
-
     let tile = tilekit_ir::print_module(module);
+    let mut stages = vec![
+        (Stage::Tile, tile),
+        (Stage::Mlir, mlir_text),
+        (Stage::MlirLowered, lowered_text),
+        (Stage::Llvm, llvm_text),
+    ];
+    let mut code_object = None;
+    // A resource overflow is reported after the stages are dumped, so they can be inspected.
+    let mut resource_check = Ok(());
+    if target.is_nvidia() {
+        let (opt_text, ptx) = llvm::optimize_and_emit(&lm, target)?;
+        timings.llvm = t0.elapsed().as_secs_f64();
+        stages.push((Stage::LlvmOpt, opt_text));
+        stages.push((Stage::Ptx, ptx));
+    } else {
+        let out = llvm::optimize_and_emit_amd(&lm, target)?;
+        timings.llvm = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let co = amd::lld::link(&out.object)?;
+        timings.link = t0.elapsed().as_secs_f64();
+        resource_check = amd::resources::check(kernel, target, &co).map(|_| ());
+        stages.push((Stage::LlvmOpt, out.ir));
+        stages.push((Stage::Asm, out.asm));
+        code_object = Some(co);
+    }
     let compiled = Compiled {
         kernel: kernel.to_string(),
         target,
@@ -332,14 +393,8 @@ pub fn compile(
         shared_bytes: lowered.shared_bytes,
         dynamic_shared: lowered.dynamic_shared,
         timings,
-        stages: vec![
-            (Stage::Tile, tile),
-            (Stage::Mlir, mlir_text),
-            (Stage::MlirLowered, lowered_text),
-            (Stage::Llvm, llvm_text),
-            (Stage::LlvmOpt, opt_text),
-            (Stage::Ptx, ptx),
-        ],
+        stages,
+        code_object,
     };
     if let Some(dir) = std::env::var_os("TILEKIT_DUMP") {
         compiled
@@ -349,6 +404,7 @@ pub fn compile(
                 message: format!("cannot write the stages to {}: {e}", dir.to_string_lossy()),
             })?;
     }
+    resource_check?;
     Ok(compiled)
 }
 

@@ -1,6 +1,7 @@
-//! LLVM stage: O3 and the NVPTX target machine.
+//! LLVM stage: O3, then the NVPTX target machine (PTX text) or the AMDGPU target machine
+//! (assembly text and a relocatable object for `ld.lld`).
 
-use inkwell::module::Module;
+use inkwell::module::{FlagBehavior, Module};
 use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{
     CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget, TargetMachine,
@@ -72,4 +73,88 @@ pub(crate) fn optimize_and_emit(
         .trim_end_matches('\0')
         .to_string();
     Ok((ir, ptx))
+}
+
+/// The code object version AMD kernels are written as: LLVM 22 defaults to v6, which needs a
+/// recent ROCm; the module flag `amdhsa_code_object_version` = 500 asks for v5, which ROCm 5.x and
+/// later load (LLVM AMDGPUUsage, *Code Object V5 Metadata*).
+pub const AMDHSA_CODE_OBJECT_VERSION: u64 = 500;
+
+/// What the AMDGPU back end produced for one kernel.
+pub(crate) struct AmdOutput {
+    /// LLVM IR after O3.
+    pub ir: String,
+    /// AMDGPU assembly.
+    pub asm: String,
+    /// The relocatable ELF object.
+    pub object: Vec<u8>,
+}
+
+fn amd_machine(target: Target) -> Result<TargetMachine, CodegenError> {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| LlvmTarget::initialize_amd_gpu(&InitializationConfig::default()));
+    let triple = TargetTriple::create("amdgcn-amd-amdhsa");
+    let t = LlvmTarget::from_triple(&triple).map_err(|e| CodegenError::Llvm {
+        stage: "target lookup".into(),
+        message: e.to_string(),
+    })?;
+    t.create_target_machine(
+        &triple,
+        target.name(),
+        "",
+        OptimizationLevel::Aggressive,
+        RelocMode::PIC,
+        CodeModel::Default,
+    )
+    .ok_or_else(|| CodegenError::Llvm {
+        stage: "target machine".into(),
+        message: format!("AMDGPU has no target machine for {target}"),
+    })
+}
+
+/// Sets the module's triple, data layout and code object version, verifies it, runs
+/// `default<O3>`, and emits AMDGPU assembly and an object file.
+pub(crate) fn optimize_and_emit_amd(
+    module: &Module<'_>,
+    target: Target,
+) -> Result<AmdOutput, CodegenError> {
+    let tm = amd_machine(target)?;
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    let version = module
+        .get_context()
+        .i32_type()
+        .const_int(AMDHSA_CODE_OBJECT_VERSION, false);
+    module.add_basic_value_flag("amdhsa_code_object_version", FlagBehavior::Error, version);
+    module.verify().map_err(|e| CodegenError::Llvm {
+        stage: "verification".into(),
+        message: e.to_string(),
+    })?;
+    module
+        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
+        .map_err(|e| CodegenError::Llvm {
+            stage: "O3".into(),
+            message: e.to_string(),
+        })?;
+    let ir = module.print_to_string().to_string();
+    // Code generation rewrites the IR it is given (control-flow annotation inserts
+    // `llvm.amdgcn.if`, which a second emission cannot select): each emission gets a copy.
+    let asm = tm
+        .write_to_memory_buffer(&module.clone(), FileType::Assembly)
+        .map_err(|e| CodegenError::Llvm {
+            stage: "AMDGPU assembly emission".into(),
+            message: e.to_string(),
+        })?;
+    let asm = String::from_utf8_lossy(asm.as_slice())
+        .trim_end_matches('\0')
+        .to_string();
+    let object = tm
+        .write_to_memory_buffer(&module.clone(), FileType::Object)
+        .map_err(|e| CodegenError::Llvm {
+            stage: "AMDGPU object emission".into(),
+            message: e.to_string(),
+        })?
+        .as_slice()
+        .to_vec();
+    Ok(AmdOutput { ir, asm, object })
 }

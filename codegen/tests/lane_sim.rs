@@ -2,7 +2,7 @@
 //! the interpreter on random inputs, so that a layout bug fails on the CPU.
 //!
 //! The simulation holds each lane's registers as the lowering does: global tile loads put
-//! element `tile_elem(layout, cols, e)` of the tile in register `e`; shared tiles are
+//! element `NV.tile_elem(layout, cols, e)` of the tile in register `e`; shared tiles are
 //! swizzled byte arrays written by `copy` and read by `ldmatrix` as the PTX ISA defines it
 //! (lanes `8q..8q+8` address the rows of matrix `q`; lane `l` receives row `l/4`, elements
 //! `2(l%4), 2(l%4)+1`, or with `.trans` column `l/4`); `mma` issues one `m16n8k16` per
@@ -13,7 +13,10 @@ mod kernels;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tilekit_codegen::layout::{self, ldmatrix_source, mma_steps, swizzle, tile_elem, tile_regs};
+use tilekit_codegen::layout::{self, ldmatrix_source, mma_steps, swizzle, Frag};
+
+/// The NVIDIA fragment geometry that this simulation follows.
+const NV: Frag = Frag::MmaSync;
 use tilekit_ir::interp::{self, Arg, HostTensor};
 use tilekit_ir::ScalarType::{BF16, F32};
 use tilekit_ir::{Layout, MaskKind, MmaVariant, ScalarType, Swizzle};
@@ -105,10 +108,10 @@ impl Global {
 fn load_tile(g: &Global, i: u32, j: u32, rows: u32, cols: u32, lay: Layout) -> Warp {
     (0..LANES)
         .map(|l| {
-            (0..tile_regs(rows, cols))
+            (0..NV.tile_regs(rows, cols))
                 .map(|e| {
-                    let (r, c) = tile_elem(lay, cols, e);
-                    g.get(i * rows + r.at(l), j * cols + c.at(l))
+                    let (r, c) = NV.tile_elem(lay, cols, e);
+                    g.get(i * rows + r.at(NV, l), j * cols + c.at(NV, l))
                 })
                 .collect()
         })
@@ -118,9 +121,12 @@ fn load_tile(g: &Global, i: u32, j: u32, rows: u32, cols: u32, lay: Layout) -> W
 /// `store` of an f32 register tile of either layout, masked.
 fn store_tile_in(g: &mut Global, t: &Warp, i: u32, j: u32, rows: u32, cols: u32, lay: Layout) {
     for l in 0..LANES {
-        for e in 0..tile_regs(rows, cols) {
-            let (r, c) = tile_elem(lay, cols, e);
-            let (gr, gc) = ((i * rows + r.at(l)) as usize, (j * cols + c.at(l)) as usize);
+        for e in 0..NV.tile_regs(rows, cols) {
+            let (r, c) = NV.tile_elem(lay, cols, e);
+            let (gr, gc) = (
+                (i * rows + r.at(NV, l)) as usize,
+                (j * cols + c.at(NV, l)) as usize,
+            );
             if gr < g.rows && gc < g.cols {
                 g.data[gr * g.cols + gc] = t[l as usize][e as usize];
             }
@@ -131,9 +137,12 @@ fn store_tile_in(g: &mut Global, t: &Warp, i: u32, j: u32, rows: u32, cols: u32,
 /// `store` of a register tile, masked; values rounded to `out`.
 fn store_tile(g: &mut Global, t: &Warp, i: u32, j: u32, rows: u32, cols: u32, out: ScalarType) {
     for l in 0..LANES {
-        for e in 0..tile_regs(rows, cols) {
-            let (r, c) = tile_elem(Layout::Row, cols, e);
-            let (gr, gc) = ((i * rows + r.at(l)) as usize, (j * cols + c.at(l)) as usize);
+        for e in 0..NV.tile_regs(rows, cols) {
+            let (r, c) = NV.tile_elem(Layout::Row, cols, e);
+            let (gr, gc) = (
+                (i * rows + r.at(NV, l)) as usize,
+                (j * cols + c.at(NV, l)) as usize,
+            );
             if gr < g.rows && gc < g.cols {
                 let v = t[l as usize][e as usize];
                 g.data[gr * g.cols + gc] = match out {
@@ -236,7 +245,7 @@ fn register_mma_from_global_agrees_with_the_interpreter() {
             };
             for ti in 0..grid[1] {
                 for tj in 0..grid[0] {
-                    let mut acc: Warp = vec![vec![0.0; tile_regs(tm, tn) as usize]; 32];
+                    let mut acc: Warp = vec![vec![0.0; NV.tile_regs(tm, tn) as usize]; 32];
                     for kt in 0..k.div_ceil(16) as u32 {
                         let (af, a_dims) = if variant.a_transposed() {
                             (load_tile(&a, kt, ti, 16, tm, Layout::Col), (16, tm))
@@ -305,7 +314,7 @@ fn copy_to_shared(g: &Global, s: &mut Shared, i: u32, j: u32, rows: u32, cols: u
 /// `load` shared → registers with `ldmatrix.x4` per 16×16 subtile (`.trans` for col tiles), at
 /// element origin (row0, col0) of the shared tile, simulated per the PTX ISA.
 fn ldmatrix_tile(s: &Shared, row0: u32, col0: u32, rows: u32, cols: u32, lay: Layout) -> Warp {
-    let mut w: Warp = vec![vec![0.0; tile_regs(rows, cols) as usize]; 32];
+    let mut w: Warp = vec![vec![0.0; NV.tile_regs(rows, cols) as usize]; 32];
     for si in 0..rows / 16 {
         for sj in 0..cols / 16 {
             // Row addresses each lane supplies (the lowering's rule).
@@ -423,11 +432,11 @@ fn shfl_bfly(v: &[f32], m: u32) -> Vec<f32> {
 fn reduce_rows(t: &Warp, lay: Layout, cols: u32, f: fn(f32, f32) -> f32) -> Warp {
     use tilekit_ir::VecAxis::Rows;
     let vl = layout::tile_vector_layout(lay, Rows);
-    let nregs = layout::vector_regs(t[0].len() as u32 * 32 / cols, vl) as usize;
+    let nregs = NV.vector_regs(t[0].len() as u32 * 32 / cols, vl) as usize;
     let mut parts: Warp = vec![vec![f32::NAN; nregs]; 32];
     for l in 0..32 {
         for (e, &x) in t[l].iter().enumerate() {
-            let k = layout::vector_reg_of_tile_reg(lay, Rows, cols, e as u32) as usize;
+            let k = NV.vector_reg_of_tile_reg(lay, Rows, cols, e as u32) as usize;
             parts[l][k] = if parts[l][k].is_nan() {
                 x
             } else {
@@ -437,7 +446,7 @@ fn reduce_rows(t: &Warp, lay: Layout, cols: u32, f: fn(f32, f32) -> f32) -> Warp
     }
     for k in 0..nregs {
         let mut v: Vec<f32> = (0..32).map(|l| parts[l][k]).collect();
-        for &m in layout::reduce_masks(vl) {
+        for &m in NV.reduce_masks(vl) {
             let o = shfl_bfly(&v, m);
             v = v.iter().zip(&o).map(|(&a, &b)| f(a, b)).collect();
         }
@@ -457,7 +466,7 @@ fn bcast_rows(t: &Warp, v: &Warp, lay: Layout, cols: u32, f: fn(f32, f32) -> f32
             t[l].iter()
                 .enumerate()
                 .map(|(e, &x)| {
-                    let k = layout::vector_reg_of_tile_reg(lay, Rows, cols, e as u32) as usize;
+                    let k = NV.vector_reg_of_tile_reg(lay, Rows, cols, e as u32) as usize;
                     f(x, v[l][k])
                 })
                 .collect()
@@ -590,8 +599,8 @@ fn warpgroup_mma_from_shared_memory_agrees_with_the_interpreter() {
 /// (`lane_r`, `lane_c`, the same for every register of a layout) and the register's constants
 /// (`r_base`, `c_base`), the test `d <swapped> base` where `d = bound - lane_part`.
 fn mask_hit(kind: MaskKind, lay: Layout, cols: u32, lane: u32, e: u32, a: i32, b: i32) -> bool {
-    let (r, c) = tile_elem(lay, cols, e);
-    let lane_of = |x: layout::LaneAffine| layout::LaneAffine { base: 0, ..x }.at(lane) as i32;
+    let (r, c) = NV.tile_elem(lay, cols, e);
+    let lane_of = |x: layout::LaneAffine| layout::LaneAffine { base: 0, ..x }.at(NV, lane) as i32;
     let (lr, lc) = (lane_of(r), lane_of(c));
     let (rb, cb) = (r.base as i32, c.base as i32);
     match kind {
@@ -656,7 +665,7 @@ fn masks_agree_with_the_interpreter_in_both_layouts() {
             ];
             for (kind, v, p, q) in steps {
                 for l in 0..32u32 {
-                    for e in 0..tile_regs(16, 32) {
+                    for e in 0..NV.tile_regs(16, 32) {
                         if mask_hit(kind, lay, 32, l, e, p, q) {
                             t[l as usize][e as usize] = v;
                         }

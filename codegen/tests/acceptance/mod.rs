@@ -19,12 +19,29 @@ pub const KERNELS: [(&str, &str); 8] = [
     ("ws_gemm", "ws_gemm"),
 ];
 
+/// The kernel library's DSL kernels (`runtime/src/kernels/`) at the configurations of their
+/// Tile IR snapshots in `tests/tests/dsl_*.rs`: snapshot file stem, kernel name.
+pub const DSL_KERNELS: [(&str, &str); 7] = [
+    ("dsl_gemm__dsl_gemm_tile_ir", "gemm"),
+    ("dsl_attention__dsl_attention", "attention_fwd"),
+    ("dsl_attention__dsl_attention_causal", "attention_fwd"),
+    ("dsl_softmax__dsl_softmax_tile_ir", "softmax_rows"),
+    ("dsl_adamw__dsl_adamw_tile_ir", "adamw_step"),
+    ("dsl_moe__dsl_moe_tile_ir", "moe_expert_proj"),
+    ("dsl_ws_gemm__dsl_ws_gemm_tile_ir", "ws_gemm"),
+];
+
 /// Parses `tests/tests/snapshots/text_examples__<name>.snap` (an insta snapshot: a `---` header,
 /// then the module's text).
 pub fn module(name: &str) -> Module {
+    snapshot_module(&format!("text_examples__{name}"))
+}
+
+/// Parses the Tile IR module of insta snapshot `tests/tests/snapshots/<stem>.snap`.
+pub fn snapshot_module(stem: &str) -> Module {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/tests/snapshots")
-        .join(format!("text_examples__{name}.snap"));
+        .join(format!("{stem}.snap"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let body = text

@@ -1,12 +1,14 @@
-//! Tensor cores at warp scope: `mma.{ab,abt,atb,atbt}` → `mma.sync.aligned.m16n8k16`, one
-//! instruction per [`layout::MmaStep`] (the register plan is data, shared with the tests'
-//! lane-level simulation).
+//! Matrix instructions at warp scope: `mma.{ab,abt,atb,atbt}` gathers its operands' registers
+//! (loading shared operands into the layouts the variant takes) and hands them to the target's
+//! [`Rules::mma`](super::rules::Rules::mma): `mma.sync.aligned.m16n8k16` per
+//! [`crate::layout::MmaStep`] on NVIDIA, an MFMA per [`crate::layout::MfmaStep`] on AMD (the
+//! register plans are data, shared with the tests' lane-level simulations).
 
 use tilekit_ir::{Layout, Op, OpKind, ScalarType, Type, Value};
 
 use super::memory::SharedTileRef;
-use super::{mty, Lowerer, Lv, R};
-use crate::layout;
+use super::rules::MmaRegs;
+use super::{Lowerer, Lv, R};
 
 impl Lowerer<'_> {
     pub(super) fn mma(&mut self, op: &Op) -> R<()> {
@@ -41,36 +43,21 @@ impl Lowerer<'_> {
                 format!("mma of {ad} × {bd} (only bf16 × bf16 and f16 × f16 are lowered)"),
             ));
         }
-        let mut rc = self.regs(c);
-        let t = mty(ad);
-        let kind = if ad == ScalarType::BF16 {
-            "bf16"
-        } else {
-            "f16"
+        let c_regs = self.regs(c);
+        let regs = MmaRegs {
+            dtype: ad,
+            variant: v,
+            a_dims: (ar, ac),
+            b_dims: (br, bc),
+            mn: (m, n),
+            a: &ra,
+            b: &rb,
+            c: c_regs,
         };
-        let st = "!llvm.struct<(f32, f32, f32, f32)>";
-        let tys = "i32, i32, i32, i32, i32, i32, f32, f32, f32, f32";
-        for step in layout::mma_steps(v, (ar, ac), (br, bc), (m, n)) {
-            let r = |regs: &[String], i: u32| regs[i as usize].clone();
-            let af: Vec<String> = (0..4)
-                .map(|p| self.pack(t, &r(&ra, step.a[2 * p]), &r(&ra, step.a[2 * p + 1])))
-                .collect();
-            let bf: Vec<String> = (0..2)
-                .map(|p| self.pack(t, &r(&rb, step.b[2 * p]), &r(&rb, step.b[2 * p + 1])))
-                .collect();
-            let args: Vec<String> = af
-                .into_iter()
-                .chain(bf)
-                .chain(step.c.iter().map(|&i| r(&rc, i)))
-                .collect();
-            let d = self.e.op(&format!(
-                "llvm.inline_asm \"mma.sync.aligned.m16n8k16.row.col.f32.{kind}.{kind}.f32 {{$0, $1, $2, $3}}, {{$4, $5, $6, $7}}, {{$8, $9}}, {{$10, $11, $12, $13}};\", \"=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f\" {} : ({tys}) -> {st}",
-                args.join(", ")
-            ));
-            for (q, &ci) in step.c.iter().enumerate() {
-                rc[ci as usize] = self.e.op(&format!("llvm.extractvalue {d}[{q}] : {st}"));
-            }
-        }
+        let rules = self.rules;
+        let rc = rules
+            .mma(&mut self.e, regs)
+            .map_err(|reason| self.unsupported(op, reason))?;
         self.set(op.results[0], Lv::Regs(rc));
         Ok(())
     }
@@ -131,21 +118,5 @@ impl Lowerer<'_> {
             }
             other => Err(self.unsupported(op, format!("mma operand of type {other}"))),
         }
-    }
-
-    /// Two 16-bit elements in one 32-bit register, the first in the low half (the order of
-    /// fragment elements in a `.b32` register, PTX ISA *Matrix Fragments for mma.m16n8k16*).
-    fn pack(&mut self, t: &str, lo: &str, hi: &str) -> String {
-        let vt = format!("vector<2x{t}>");
-        let u = self.e.hoist(&format!("llvm.mlir.poison : {vt}"));
-        let i0 = self.e.hoist("llvm.mlir.constant(0 : i32) : i32");
-        let i1 = self.e.hoist("llvm.mlir.constant(1 : i32) : i32");
-        let v0 = self
-            .e
-            .op(&format!("llvm.insertelement {lo}, {u}[{i0} : i32] : {vt}"));
-        let v1 = self
-            .e
-            .op(&format!("llvm.insertelement {hi}, {v0}[{i1} : i32] : {vt}"));
-        self.e.op(&format!("llvm.bitcast {v1} : {vt} to i32"))
     }
 }

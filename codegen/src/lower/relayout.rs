@@ -1,7 +1,7 @@
 //! `transpose` and layout-changing `convert` of register tiles: a round trip through a per-warp
 //! scratch buffer in shared memory (row-major, unswizzled), since an element changes lanes.
-//! `bar.warp.sync` orders the warp's stores before its loads and its loads before the next use
-//! of the buffer.
+//! The target's warp sync (`bar.warp.sync`; a wavefront fence on AMD) orders the warp's stores
+//! before its loads and its loads before the next use of the buffer.
 
 use tilekit_ir::{Op, OpKind, ScalarType, Type};
 
@@ -30,14 +30,13 @@ impl Lowerer<'_> {
         let bytes = u64::from(rows * cols * sd.size_bytes());
         let base = self.scratch(bytes);
         let xs = self.regs(src);
-        let all = self.e.i32(-1);
         // Stores: src (r, c) at r·cols + c.
         let coords = self.tile_coords(sl, rows, cols, None, None);
         for ((r, c), x) in coords.iter().zip(&xs) {
             let p = self.scratch_ptr(&base, r, c, cols, sd);
             self.store_shared(&p, x, sd);
         }
-        self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
+        self.rules.warp_sync(&mut self.e);
         // Loads: result (i, j) is src (j, i) for a transpose, src (i, j) otherwise.
         let (rr, rc) = if transpose {
             (cols, rows)
@@ -52,7 +51,7 @@ impl Lowerer<'_> {
             let v = self.load_shared(&p, sd);
             out.push(self.convert(sd, rd, &v));
         }
-        self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
+        self.rules.warp_sync(&mut self.e);
         self.set(res, Lv::Regs(out));
         Ok(())
     }
@@ -68,7 +67,7 @@ impl Lowerer<'_> {
     }
 
     fn warp_idx_value(&mut self) -> String {
-        let c = self.e.i32(32);
+        let c = self.e.i32(i64::from(self.frag.lanes()));
         let tid = self.tid.clone();
         self.e.hoist(&format!("arith.divui {tid}, {c} : i32"))
     }

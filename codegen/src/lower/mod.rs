@@ -1,10 +1,12 @@
-//! Tile IR → MLIR for NVIDIA targets (`sm_80`, `sm_90a`).
+//! Tile IR → MLIR, for every target.
 //!
-//! The kernel becomes an `llvm.func` marked `nvvm.kernel` whose body uses the `arith`, `scf`,
-//! `llvm` and `nvvm` dialects; hardware instructions without an MLIR op of stable syntax
-//! (`mma.sync`, `ldmatrix`, `ex2.approx`, …) are `llvm.inline_asm`. Every register tile and
-//! vector is unrolled into the per-lane registers of [`crate::layout`], so a lowering rule is a
-//! loop over a lane's registers at code-generation time.
+//! The kernel becomes an `llvm.func` whose body uses the `arith`, `scf` and `llvm` dialects
+//! plus the target's (`nvvm` with `llvm.inline_asm` for instructions without an MLIR op of
+//! stable syntax on NVIDIA, `rocdl` on AMD). Every register tile and vector is unrolled into the
+//! per-lane registers of [`crate::layout`] (the target's [`layout::Frag`]), so a lowering rule
+//! is a loop over a lane's registers at code-generation time. Where the hardware differs, the
+//! rules ask the target's [`rules::Rules`]: thread coordinates, barriers, shuffles, fast math,
+//! matrix instructions, capabilities and limits.
 //!
 //! One file per family of ops, as in the IR and the interpreter: [`elementwise`] (scalars,
 //! creation, maps, conversions, broadcasts, reductions, masks), [`memory`] (global and shared
@@ -12,19 +14,21 @@
 //! copies) and the control flow here.
 
 mod elementwise;
-mod emit;
+pub(crate) mod emit;
 mod memory;
 mod mma;
 mod relayout;
+pub(crate) mod rules;
 mod sync;
 
 use std::collections::HashMap;
 
 use tilekit_ir::{Func, Module, Op, OpKind, Region, ScalarType, Type, Value, VecAxis};
 
-use crate::layout;
+use crate::layout::{self, Frag};
 use crate::{CodegenError, KernelArg, Target};
 use emit::Emit;
+use rules::{KernelText, Rules};
 
 /// The lowered form of a Tile IR value.
 #[derive(Clone, Debug)]
@@ -52,23 +56,6 @@ pub(crate) struct Lowered {
     pub dynamic_shared: bool,
 }
 
-/// Static shared memory above this size must be dynamic (PTX: a `.shared` variable over 48 KiB
-/// is rejected; larger allocations need the opt-in of dynamic shared memory).
-const STATIC_SHARED_LIMIT: u64 = 48 * 1024;
-
-/// The largest shared memory one block may use: 227 KiB on sm_90 and 163 KiB on sm_80 (CUDA C
-/// Programming Guide, *Compute Capabilities*, "maximum amount of shared memory per thread
-/// block"; the SM has 1 KiB more, which the system reserves per block).
-pub fn shared_limit(target: Target) -> u64 {
-    match target {
-        Target::Sm80 => 163 * 1024,
-        _ => 227 * 1024,
-    }
-}
-
-/// 32-bit registers a thread may use.
-pub const REGISTER_LIMIT: u64 = 255;
-
 pub(crate) struct Lowerer<'f> {
     pub func: &'f Func,
     /// The module, for the helpers that calls inline.
@@ -76,6 +63,9 @@ pub(crate) struct Lowerer<'f> {
     /// How many calls deep the function being lowered is inlined.
     depth: u32,
     pub target: Target,
+    /// The target's rules and fragment geometry.
+    pub rules: &'f dyn Rules,
+    pub frag: Frag,
     pub e: Emit,
     pub vals: HashMap<Value, Lv>,
     /// `%tid` (threadIdx.x) and the base pointer of the shared buffer.
@@ -121,10 +111,10 @@ pub(crate) fn mem_ty(d: ScalarType) -> &'static str {
 
 /// Registers per lane of a register value of type `t` (1 for a scalar), vectors laid out as
 /// `vl` says.
-pub(crate) fn reg_count(t: &Type, vl: Option<layout::VecLayout>) -> u32 {
+pub(crate) fn reg_count(f: Frag, t: &Type, vl: Option<layout::VecLayout>) -> u32 {
     match t {
-        Type::Tile { rows, cols, .. } => layout::tile_regs(*rows, *cols),
-        Type::Vector { len, axis, .. } => layout::vector_regs(*len, vl.unwrap_or((*axis).into())),
+        Type::Tile { rows, cols, .. } => f.tile_regs(*rows, *cols),
+        Type::Vector { len, axis, .. } => f.vector_regs(*len, vl.unwrap_or((*axis).into())),
         _ => 1,
     }
 }
@@ -133,8 +123,8 @@ pub(crate) fn reg_count(t: &Type, vl: Option<layout::VecLayout>) -> u32 {
 /// through elementwise ops, conversions, selects and control flow form a class. A class that
 /// meets a tile (broadcast, row/column reduction) takes the distribution that tile's layout
 /// needs ([`layout::tile_vector_layout`]); one that meets a gather/scatter or a call, or whose
-/// lengths are not multiples of 32, keeps its axis's; any other class is `Lanes`.
-fn vector_layouts(func: &Func) -> HashMap<Value, layout::VecLayout> {
+/// lengths are not multiples of the lane count, keeps its axis's; any other class is `Lanes`.
+fn vector_layouts(func: &Func, lanes: u32) -> HashMap<Value, layout::VecLayout> {
     let n = func.value_types.len();
     let mut parent: Vec<usize> = (0..n).collect();
     fn find(p: &mut [usize], x: usize) -> usize {
@@ -268,7 +258,7 @@ fn vector_layouts(func: &Func) -> HashMap<Value, layout::VecLayout> {
     }
     for (i, t) in func.value_types.iter().enumerate() {
         if let Type::Vector { len, .. } = t {
-            if len % 32 != 0 {
+            if len % lanes != 0 {
                 let r = find(&mut parent, i);
                 class_free[r] = false;
             }
@@ -370,7 +360,7 @@ impl<'f> Lowerer<'f> {
 
     /// Registers per lane of a register value.
     pub fn reg_count_of(&self, v: Value) -> u32 {
-        reg_count(self.ty(v), self.vec_layouts.get(&v).copied())
+        reg_count(self.frag, self.ty(v), self.vec_layouts.get(&v).copied())
     }
 
     /// Binds values of `types` to consecutive flattened names (`names[k..]`).
@@ -456,6 +446,8 @@ impl<'f> Lowerer<'f> {
             module,
             depth: self.depth + 1,
             target: self.target,
+            rules: self.rules,
+            frag: self.frag,
             e: std::mem::take(&mut self.e),
             vals: HashMap::new(),
             tid: self.tid.clone(),
@@ -465,7 +457,7 @@ impl<'f> Lowerer<'f> {
             scratch_bytes: self.scratch_bytes,
             scratch_start: self.scratch_start.clone(),
             scratch_per_warp: self.scratch_per_warp.clone(),
-            vec_layouts: vector_layouts(helper),
+            vec_layouts: vector_layouts(helper, self.frag.lanes()),
             async_queue: self.async_queue.take(),
         };
         for (&p, &a) in helper.params.iter().zip(&op.operands) {
@@ -647,11 +639,15 @@ impl<'f> Lowerer<'f> {
 /// Lowers kernel `func` to the text of an MLIR module.
 pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> {
     let warps = func.warps().unwrap_or(1);
+    let rules = rules::rules(target);
+    let frag = rules.frag();
     let mut l = Lowerer {
         func,
         module,
         depth: 0,
         target,
+        rules: rules.as_ref(),
+        frag,
         e: Emit::default(),
         vals: HashMap::new(),
         tid: String::new(),
@@ -661,7 +657,7 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
         scratch_bytes: 0,
         scratch_start: "%scratch_start".into(),
         scratch_per_warp: "%scratch_per_warp".into(),
-        vec_layouts: vector_layouts(func),
+        vec_layouts: vector_layouts(func, frag.lanes()),
         async_queue: None,
     };
     // Parameters: a global view of rank n is a pointer, n sizes and n strides (elements, i32);
@@ -719,12 +715,7 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
         }
     }
     // Thread coordinates, used by every rule that distributes work over lanes.
-    l.tid = l.e.hoist("nvvm.read.ptx.sreg.tid.x : i32");
-    let c32 = l.e.i32(32);
-    l.e.lane = l.e.hoist(&format!("arith.remui {}, {c32} : i32", l.tid));
-    let c4 = l.e.i32(4);
-    l.e.g = l.e.hoist(&format!("arith.divui {}, {c4} : i32", l.e.lane));
-    l.e.t = l.e.hoist(&format!("arith.remui {}, {c4} : i32", l.e.lane));
+    l.tid = rules.thread_coords(&mut l.e);
     l.smem = l.e.hoist("llvm.mlir.addressof @__tk_smem : !llvm.ptr<3>");
     for (k, &p) in func.params.iter().enumerate() {
         if func.value_type(p).as_scalar() == Some(ScalarType::Bool) {
@@ -733,13 +724,13 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
             l.set(p, Lv::Scalar(b));
         }
     }
-    check_carried_registers(func, target)?;
+    check_carried_registers(func, rules.as_ref())?;
     // The module's helpers too: calls are inlined into this function.
     let mut has_copy_async = false;
     for f in std::iter::once(func).chain(&module.funcs) {
         f.walk(|op| has_copy_async |= op.kind == OpKind::CopyAsync);
     }
-    if target == Target::Sm80 && has_copy_async {
+    if rules.async_copy_queue() && has_copy_async {
         l.async_queue = Some(l.new_async_queue());
     }
     l.region(&func.body)?;
@@ -755,34 +746,26 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
     }
 
     let shared_bytes = l.shared_next;
-    let limit = shared_limit(target);
+    let limit = rules.shared_limit();
     if shared_bytes > limit {
-        return Err(CodegenError::Resources {
-            kernel: func.name.clone(),
+        return Err(rules::over_limit(
+            &func.name,
             target,
-            resource: "bytes of shared memory".into(),
-            needed: shared_bytes,
+            "bytes of shared memory",
+            shared_bytes,
             limit,
-        });
+        ));
     }
-    let dynamic_shared = shared_bytes > STATIC_SHARED_LIMIT;
-    let smem_decl = if dynamic_shared {
-        // Dynamic shared memory: the launch passes the size (and opts in above 48 KiB).
-        "llvm.mlir.global external @__tk_smem() {addr_space = 3 : i32, alignment = 1024 : i64} : !llvm.array<0 x i8>".to_string()
-    } else {
-        format!(
-            "llvm.mlir.global internal @__tk_smem() {{addr_space = 3 : i32, alignment = 1024 : i64}} : !llvm.array<{} x i8>",
-            shared_bytes.max(16)
-        )
-    };
-    let threads = warps * 32;
-    let mlir = format!(
-        "module attributes {{llvm.target_triple = \"nvptx64-nvidia-cuda\"}} {{\n  {smem_decl}\n  llvm.func @{name}({sig}) attributes {{nvvm.kernel, nvvm.maxntid = array<i32: {threads}, 1, 1>}} {{\n{prologue}{body}  }}\n}}\n",
-        name = func.name,
-        sig = sig.join(", "),
-        prologue = l.e.prologue,
-        body = l.e.text,
-    );
+    let dynamic_shared = shared_bytes > rules.static_shared_limit();
+    let mlir = rules.module(&KernelText {
+        name: &func.name,
+        sig: &sig.join(", "),
+        prologue: &l.e.prologue,
+        body: &l.e.text,
+        threads: warps * frag.lanes(),
+        shared_bytes,
+        dynamic_shared,
+    });
     Ok(Lowered {
         mlir,
         args,
@@ -793,7 +776,7 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
 
 /// Rejects a kernel whose loop-carried register values alone need more 32-bit registers per
 /// thread than the hardware has: they are all live at once, so such a kernel would spill.
-fn check_carried_registers(func: &Func, target: Target) -> R<()> {
+fn check_carried_registers(func: &Func, rules: &dyn Rules) -> R<()> {
     let mut worst = 0u64;
     func.walk(|op| {
         if matches!(op.kind, OpKind::For | OpKind::While) {
@@ -803,20 +786,21 @@ fn check_carried_registers(func: &Func, target: Target) -> R<()> {
                 .map(|v| {
                     let t = func.value_type(*v);
                     let bytes = t.dtype().map_or(4, ScalarType::size_bytes).max(4);
-                    u64::from(reg_count(t, None)) * u64::from(bytes) / 4
+                    u64::from(reg_count(rules.frag(), t, None)) * u64::from(bytes) / 4
                 })
                 .sum();
             worst = worst.max(words);
         }
     });
-    if worst > REGISTER_LIMIT {
-        return Err(CodegenError::Resources {
-            kernel: func.name.clone(),
-            target,
-            resource: "32-bit registers per thread for loop-carried values".into(),
-            needed: worst,
-            limit: REGISTER_LIMIT,
-        });
+    let limit = rules.register_limit();
+    if worst > limit {
+        return Err(rules::over_limit(
+            &func.name,
+            rules.target(),
+            "32-bit registers per thread for loop-carried values",
+            worst,
+            limit,
+        ));
     }
     Ok(())
 }

@@ -2,10 +2,11 @@
 //! broadcasts, reductions (warp shuffles) and masks.
 
 use tilekit_ir::{
-    BcastAxis, BinaryFn, CmpPred, Const, Dim3, Layout, MaskKind, Op, OpKind, ReduceAxis, ReduceFn,
+    BcastAxis, BinaryFn, CmpPred, Const, Layout, MaskKind, Op, OpKind, ReduceAxis, ReduceFn,
     ScalarType, Type, UnaryFn, VecAxis,
 };
 
+use super::rules::HwMath;
 use super::{mty, Lowerer, Lv, R};
 use crate::layout;
 
@@ -39,14 +40,14 @@ impl Lowerer<'_> {
                     Lv::Scalar(self.e.constant(d, v))
                 }
             }
-            OpKind::BlockIdx(d) => Lv::Scalar(self.sreg("ctaid", *d)),
-            OpKind::GridDim(d) => Lv::Scalar(self.sreg("nctaid", *d)),
+            OpKind::BlockIdx(d) => Lv::Scalar(self.rules.block_index(&mut self.e, *d)),
+            OpKind::GridDim(d) => Lv::Scalar(self.rules.grid_dim(&mut self.e, *d)),
             OpKind::WarpIdx => {
-                let c = self.e.i32(32);
+                let c = self.e.i32(i64::from(self.frag.lanes()));
                 Lv::Scalar(self.e.op(&format!("arith.divui {}, {c} : i32", self.tid)))
             }
             OpKind::WarpgroupIdx => {
-                let c = self.e.i32(128);
+                let c = self.e.i32(i64::from(4 * self.frag.lanes()));
                 Lv::Scalar(self.e.op(&format!("arith.divui {}, {c} : i32", self.tid)))
             }
             OpKind::NumWarps => Lv::Scalar(self.e.i32(i64::from(self.warps))),
@@ -125,11 +126,6 @@ impl Lowerer<'_> {
         Ok(())
     }
 
-    fn sreg(&mut self, name: &str, d: Dim3) -> String {
-        self.e
-            .op(&format!("nvvm.read.ptx.sreg.{name}.{} : i32", d.name()))
-    }
-
     /// Applies `f` elementwise over the operands: register values register by register, scalar
     /// operands broadcast.
     fn map(&mut self, op: &Op, mut f: impl FnMut(&mut Self, &[String]) -> R<String>) -> R<Lv> {
@@ -175,28 +171,26 @@ impl Lowerer<'_> {
         }
     }
 
-    /// A one-operand PTX instruction on f32 (`ex2.approx.f32`, …).
-    fn asm_f32(&mut self, instr: &str, x: &str) -> String {
-        self.e.op(&format!(
-            "llvm.inline_asm \"{instr} $0, $1;\", \"=f,f\" {x} : (f32) -> f32"
-        ))
+    /// The target's fast form of an f32 function (`ex2.approx.f32`, `v_exp_f32`, …).
+    fn hw(&mut self, f: HwMath, x: &str) -> String {
+        self.rules.math(&mut self.e, f, x)
     }
 
     fn fconst(&mut self, v: f64) -> String {
         self.e.constant(ScalarType::F32, v)
     }
 
-    /// `ex2.approx` of `x · log2(e)`: exp without libdevice.
+    /// 2^(x · log2(e)): exp without libdevice.
     fn exp_f32(&mut self, x: &str) -> String {
         let k = self.fconst(LOG2_E);
         let y = self.e.op(&format!("arith.mulf {x}, {k} : f32"));
-        self.asm_f32("ex2.approx.f32", &y)
+        self.hw(HwMath::Exp2, &y)
     }
 
     fn sigmoid_f32(&mut self, x: &str) -> String {
         let k = self.fconst(-LOG2_E);
         let y = self.e.op(&format!("arith.mulf {x}, {k} : f32"));
-        let ex = self.asm_f32("ex2.approx.f32", &y);
+        let ex = self.hw(HwMath::Exp2, &y);
         let one = self.fconst(1.0);
         let den = self.e.op(&format!("arith.addf {one}, {ex} : f32"));
         self.e.op(&format!("arith.divf {one}, {den} : f32"))
@@ -234,11 +228,11 @@ impl Lowerer<'_> {
         let x = self.widen_f32(d, x);
         let x = x.as_str();
         let y = match f {
-            UnaryFn::Exp2 => self.asm_f32("ex2.approx.f32", x),
+            UnaryFn::Exp2 => self.hw(HwMath::Exp2, x),
             UnaryFn::Exp => self.exp_f32(x),
-            UnaryFn::Log2 => self.asm_f32("lg2.approx.f32", x),
+            UnaryFn::Log2 => self.hw(HwMath::Log2, x),
             UnaryFn::Log => {
-                let l2 = self.asm_f32("lg2.approx.f32", x);
+                let l2 = self.hw(HwMath::Log2, x);
                 let k = self.fconst(LN_2);
                 self.e.op(&format!("arith.mulf {l2}, {k} : f32"))
             }
@@ -263,7 +257,7 @@ impl Lowerer<'_> {
                 let cx3 = self.e.op(&format!("arith.mulf {c}, {x3} : f32"));
                 let inner = self.e.op(&format!("arith.addf {x}, {cx3} : f32"));
                 let arg = self.e.op(&format!("arith.mulf {k}, {inner} : f32"));
-                let th = self.asm_f32("tanh.approx.f32", &arg);
+                let th = self.hw(HwMath::Tanh, &arg);
                 let one = self.fconst(1.0);
                 let half = self.fconst(0.5);
                 let s = self.e.op(&format!("arith.addf {one}, {th} : f32"));
@@ -271,12 +265,12 @@ impl Lowerer<'_> {
                 self.e.op(&format!("arith.mulf {hx}, {s} : f32"))
             }
             UnaryFn::Sqrt => self.e.op(&format!("llvm.intr.sqrt({x}) : (f32) -> f32")),
-            UnaryFn::Rsqrt => self.asm_f32("rsqrt.approx.f32", x),
+            UnaryFn::Rsqrt => self.hw(HwMath::Rsqrt, x),
             UnaryFn::Recip => {
                 let one = self.fconst(1.0);
                 self.e.op(&format!("arith.divf {one}, {x} : f32"))
             }
-            UnaryFn::Tanh => self.asm_f32("tanh.approx.f32", x),
+            UnaryFn::Tanh => self.hw(HwMath::Tanh, x),
             UnaryFn::Not => unreachable!("verified IR: not on floats"),
         };
         Ok(self.narrow_f32(d, &y))
@@ -343,9 +337,9 @@ impl Lowerer<'_> {
             BinaryFn::Min => self.e.op(&format!("arith.minnumf {xf}, {yf} : f32")),
             BinaryFn::Pow => {
                 // x^y = 2^(y·log2 x), with the approximate PTX instructions.
-                let l = self.asm_f32("lg2.approx.f32", &xf);
+                let l = self.hw(HwMath::Log2, &xf);
                 let p = self.e.op(&format!("arith.mulf {yf}, {l} : f32"));
-                self.asm_f32("ex2.approx.f32", &p)
+                self.hw(HwMath::Exp2, &p)
             }
             _ => unreachable!("verified IR: {} on floats", f.name()),
         };
@@ -481,9 +475,10 @@ impl Lowerer<'_> {
         row0: Option<&str>,
         col0: Option<&str>,
     ) -> Vec<(String, String)> {
-        (0..layout::tile_regs(rows, cols))
+        let f = self.frag;
+        (0..f.tile_regs(rows, cols))
             .map(|e| {
-                let (r, c) = layout::tile_elem(layout, cols, e);
+                let (r, c) = f.tile_elem(layout, cols, e);
                 (self.e.affine(r, row0), self.e.affine(c, col0))
             })
             .collect()
@@ -501,8 +496,9 @@ impl Lowerer<'_> {
                 .collect(),
             Type::Vector { len, .. } => {
                 let vl = self.vec_layout(op.results[0]);
-                (0..layout::vector_regs(*len, vl))
-                    .map(|k| self.e.affine(layout::vector_elem(vl, k), None))
+                let f = self.frag;
+                (0..f.vector_regs(*len, vl))
+                    .map(|k| self.e.affine(f.vector_elem(vl, k), None))
                     .collect()
             }
             _ => return Err(self.unsupported(op, "iota of a non-register value")),
@@ -550,7 +546,7 @@ impl Lowerer<'_> {
         let v = self.regs(op.operands[1]);
         let out = (0..t.len() as u32)
             .map(|e| {
-                let k = layout::vector_reg_of_tile_reg(tl, vaxis, cols, e) as usize;
+                let k = self.frag.vector_reg_of_tile_reg(tl, vaxis, cols, e) as usize;
                 self.binary(f, d, &t[e as usize], &v[k])
             })
             .collect();
@@ -567,17 +563,13 @@ impl Lowerer<'_> {
     }
 
     /// Combines `x` with the values of the lanes whose index differs in the bits of `masks`
-    /// (`shfl.sync.bfly`), so every lane ends with the reduction over its butterfly group.
+    /// (the target's xor shuffle), so every lane ends with the reduction over its butterfly
+    /// group.
     fn butterfly(&mut self, f: ReduceFn, d: ScalarType, x: &str, masks: &[u32]) -> String {
         let t = mty(d);
         let mut acc = x.to_string();
-        let all = self.e.i32(-1);
-        let clamp = self.e.i32(31);
         for &m in masks {
-            let off = self.e.i32(i64::from(m));
-            let other = self.e.op(&format!(
-                "nvvm.shfl.sync bfly {all}, {acc}, {off}, {clamp} : {t} -> {t}"
-            ));
+            let other = self.rules.shuffle_xor(&mut self.e, &acc, t, m);
             acc = self.combine(f, d, &acc, &other);
         }
         acc
@@ -602,14 +594,16 @@ impl Lowerer<'_> {
         let out = match (axis, &src_ty) {
             (ReduceAxis::All, Type::Vector { .. }) => {
                 let part = fold(self, xs);
-                let masks = layout::vector_reduce_masks(self.vec_layout(op.operands[0]));
+                let masks = self
+                    .frag
+                    .vector_reduce_masks(self.vec_layout(op.operands[0]));
                 let r = self.butterfly(f, wide, &part, masks);
                 Lv::Scalar(self.convert(wide, d, &r))
             }
             (ReduceAxis::All, Type::Tile { .. }) => {
                 // Every element sits in exactly one lane, whatever the layout.
                 let part = fold(self, xs);
-                let r = self.butterfly(f, wide, &part, &[1, 2, 4, 8, 16]);
+                let r = self.butterfly(f, wide, &part, self.frag.all_lanes_masks());
                 Lv::Scalar(self.convert(wide, d, &r))
             }
             (ReduceAxis::Row | ReduceAxis::Col, _) => {
@@ -621,11 +615,11 @@ impl Lowerer<'_> {
                 };
                 self.check_vector(op, op.results[0], tl, vaxis)?;
                 let vl = layout::tile_vector_layout(tl, vaxis);
-                let masks = layout::reduce_masks(vl);
-                let nregs = layout::vector_regs(len, vl);
+                let masks = self.frag.reduce_masks(vl);
+                let nregs = self.frag.vector_regs(len, vl);
                 let mut groups: Vec<Vec<String>> = vec![Vec::new(); nregs as usize];
                 for (e, x) in xs.into_iter().enumerate() {
-                    let k = layout::vector_reg_of_tile_reg(tl, vaxis, cols, e as u32);
+                    let k = self.frag.vector_reg_of_tile_reg(tl, vaxis, cols, e as u32);
                     groups[k as usize].push(x);
                 }
                 let mut out = Vec::new();
@@ -649,7 +643,7 @@ impl Lowerer<'_> {
         let ty = mty(d);
         // Each test is `lane_part + base_e <pred> bound`, with the lane-dependent part (the
         // same for every register of a layout) computed once per op.
-        let (r0, c0) = layout::tile_elem(tl, cols, 0);
+        let (r0, c0) = self.frag.tile_elem(tl, cols, 0);
         let lane_of = |l: &mut Self, x: layout::LaneAffine| {
             l.e.affine(layout::LaneAffine { base: 0, ..x }, None)
         };
@@ -686,7 +680,7 @@ impl Lowerer<'_> {
         };
         let mut out = Vec::with_capacity(t.len());
         for (e, x) in t.iter().enumerate() {
-            let (r, c) = layout::tile_elem(tl, cols, e as u32);
+            let (r, c) = self.frag.tile_elem(tl, cols, e as u32);
             let base = match kind {
                 MaskKind::Causal | MaskKind::AntiCausal => i64::from(c.base) - i64::from(r.base),
                 MaskKind::Rows => i64::from(r.base),

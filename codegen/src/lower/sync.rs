@@ -59,7 +59,6 @@
 use tilekit_ir::{Op, OpKind, Scope};
 
 use super::{Lowerer, R};
-use crate::Target;
 
 /// Committed `cp.async` groups a warp keeps in flight before retiring the oldest.
 pub(crate) const ASYNC_DEPTH: u32 = 4;
@@ -75,7 +74,7 @@ pub(crate) struct AsyncQueue {
 
 impl Lowerer<'_> {
     pub(super) fn sync(&mut self, op: &Op) -> R<()> {
-        if self.target != Target::Sm90a {
+        if !self.rules.mbarrier_tx() {
             return self.soft_sync(op);
         }
         let sem = self.sem_addr(op.operands[if op.kind == OpKind::CopyAsync { 2 } else { 0 }]);
@@ -143,8 +142,7 @@ impl Lowerer<'_> {
             }
             OpKind::SemArrive => {
                 self.fence_cta();
-                let all = self.e.i32(-1);
-                self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
+                self.rules.warp_sync(&mut self.e);
                 self.soft_sub(&p, 1);
             }
             OpKind::SemExpect(bytes) => {
@@ -181,13 +179,11 @@ impl Lowerer<'_> {
                 let bytes = self.ty(dst).shared_bytes().unwrap_or(0);
                 let idx = self.idx(&op.operands[3..]);
                 if self.async_queue.is_none() {
-                    // Without a queue (`lower` sets one up for every sm_80 kernel with
-                    // `copy_async`, so only a defensive path): the synchronous copy, then the
-                    // count.
+                    // Without a queue (targets without `cp.async`: AMD, where `lower` sets none
+                    // up): the synchronous copy, then the count.
                     self.copy_elements(op, dst, src, &idx, Scope::Warp, false)?;
                     self.fence_cta();
-                    let all = self.e.i32(-1);
-                    self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
+                    self.rules.warp_sync(&mut self.e);
                     self.soft_sub(&p, bytes as i64);
                     return Ok(());
                 }
@@ -205,8 +201,7 @@ impl Lowerer<'_> {
     }
 
     fn fence_cta(&mut self) {
-        self.e
-            .line("llvm.inline_asm has_side_effects \"fence.acq_rel.cta;\", \"\" : () -> ()");
+        self.rules.fence_block(&mut self.e);
     }
 
     /// Lane 0 subtracts `count` from the pending count of the semaphore at `p`; the update that
@@ -298,8 +293,7 @@ impl Lowerer<'_> {
             "llvm.inline_asm has_side_effects \"cp.async.wait_group {n};\", \"\" : () -> ()"
         ));
         self.fence_cta();
-        let all = self.e.i32(-1);
-        self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
+        self.rules.warp_sync(&mut self.e);
     }
 
     /// Counts queue entry `k`'s bytes on its semaphore.

@@ -55,7 +55,7 @@ impl Lowerer<'_> {
         if let OpKind::Barrier = op.kind {
             // Deferred `copy_async` completions first: a warp must not block with them pending.
             self.flush_async();
-            self.e.line("nvvm.barrier0");
+            self.rules.barrier(&mut self.e);
             return Ok(());
         }
         match &op.kind {
@@ -227,9 +227,10 @@ impl Lowerer<'_> {
         let (lead_pred, lead_terms) = self.leading(g, &idx[..n - 1]);
         let base = self.e.mul_i32_const(&idx[n - 1], i64::from(len));
         let owner = if owner_only { self.owner(axis) } else { None };
-        (0..layout::vector_regs(len, axis))
+        let f = self.frag;
+        (0..f.vector_regs(len, axis))
             .map(|k| {
-                let i = self.e.affine(layout::vector_elem(axis, k), Some(&base));
+                let i = self.e.affine(f.vector_elem(axis, k), Some(&base));
                 self.element(g, &lead_pred, &lead_terms, &[i], d, owner.clone())
             })
             .collect()
@@ -405,8 +406,9 @@ impl Lowerer<'_> {
                 let start = self.vector_origin(&idx, *len);
                 let vl = self.vec_layout(res);
                 let mut out = Vec::new();
-                for k in 0..layout::vector_regs(*len, vl) {
-                    let i = self.e.affine(layout::vector_elem(vl, k), Some(&start));
+                let f = self.frag;
+                for k in 0..f.vector_regs(*len, vl) {
+                    let i = self.e.affine(f.vector_elem(vl, k), Some(&start));
                     let ptr = self.shared_vec_ptr(&base, &i, d);
                     out.push(self.load_elem(&Access { pred: None, ptr }, d, 3));
                 }
@@ -419,7 +421,8 @@ impl Lowerer<'_> {
     }
 
     /// Registers of a `rows × cols` tile of the given layout read from a shared tile at element
-    /// origin (row0, col0): `ldmatrix` for 16-bit elements, element loads otherwise.
+    /// origin (row0, col0): `ldmatrix` for 16-bit elements where the target has it, element
+    /// loads otherwise.
     pub(super) fn shared_to_regs(
         &mut self,
         sh: &SharedTileRef,
@@ -430,7 +433,7 @@ impl Lowerer<'_> {
         layout: Layout,
     ) -> Vec<String> {
         let d = sh.d;
-        if d.size_bytes() == 2 {
+        if d.size_bytes() == 2 && self.rules.ldmatrix() {
             return self.ldmatrix(&sh.base, row0, col0, rows, cols, layout, sh.cols, sh.swz, d);
         }
         let coords = self.tile_coords(layout, rows, cols, Some(row0), Some(col0));
@@ -445,10 +448,11 @@ impl Lowerer<'_> {
     /// The element origin of this warp's quarter at warpgroup scope: rows `w·rows`, where w is
     /// the warp's rank in its group.
     pub(super) fn warpgroup_origin(&mut self, rows: u32) -> (String, String) {
-        let c128 = self.e.i32(128);
+        let lanes = i64::from(self.frag.lanes());
+        let c128 = self.e.i32(4 * lanes);
         let tid = self.tid.clone();
         let in_group = self.e.hoist(&format!("arith.remui {tid}, {c128} : i32"));
-        let c32 = self.e.i32(32);
+        let c32 = self.e.i32(lanes);
         let rank = self
             .e
             .hoist(&format!("arith.divui {in_group}, {c32} : i32"));
@@ -524,7 +528,7 @@ impl Lowerer<'_> {
         let lc = self.e.add_i32(&lc, col0);
         let trans = if layout == Layout::Col { ".trans" } else { "" };
         let t = mty(d);
-        let mut out = vec![String::new(); layout::tile_regs(rows, cols) as usize];
+        let mut out = vec![String::new(); self.frag.tile_regs(rows, cols) as usize];
         for si in 0..rows / 16 {
             for sj in 0..cols / 16 {
                 let ro = self.e.i32(i64::from(16 * si));
@@ -623,8 +627,9 @@ impl Lowerer<'_> {
                 let vl = self.vec_layout(x);
                 let owner = self.owner(vl);
                 let xs = self.regs(x);
-                for k in 0..layout::vector_regs(*len, vl) {
-                    let i = self.e.affine(layout::vector_elem(vl, k), Some(&start));
+                let f = self.frag;
+                for k in 0..f.vector_regs(*len, vl) {
+                    let i = self.e.affine(f.vector_elem(vl, k), Some(&start));
                     let ptr = self.shared_vec_ptr(&base, &i, d);
                     let a = Access {
                         pred: owner.clone(),
@@ -657,16 +662,17 @@ impl Lowerer<'_> {
         scope: Scope,
         defer: bool,
     ) -> R<()> {
+        let lanes = self.frag.lanes();
         let (threads, rank) = match scope {
-            Scope::Warp => (32, self.e.lane.clone()),
+            Scope::Warp => (lanes, self.e.lane.clone()),
             Scope::Warpgroup => {
-                let c = self.e.i32(128);
+                let c = self.e.i32(i64::from(4 * lanes));
                 (
-                    128,
+                    4 * lanes,
                     self.e.op(&format!("arith.remui {}, {c} : i32", self.tid)),
                 )
             }
-            Scope::Block => (32 * self.warps, self.tid.clone()),
+            Scope::Block => (lanes * self.warps, self.tid.clone()),
         };
         let to_shared = self.ty(dst).is_shared();
         let (sv, gv) = if to_shared { (dst, src) } else { (src, dst) };
@@ -687,7 +693,8 @@ impl Lowerer<'_> {
         };
         let lead = if is_tile { n - 2 } else { n - 1 };
         let (lead_pred, lead_terms) = self.leading(&g, &idx[..lead]);
-        // The tile's first row goes through an opaque `mov` (free after ptxas): LLVM's scalar
+        // The tile's first row goes through an opaque value (on NVIDIA a `mov`, free after
+        // ptxas; see `Rules::opaque_i32`): LLVM's scalar
         // evolution then cannot see it as an induction variable of an enclosing loop. Where
         // it could prove that `row0 + r` does not overflow (a trip count bounded by a block
         // index, as in causal attention), loop strength reduction turned the 64-bit address of
@@ -696,17 +703,20 @@ impl Lowerer<'_> {
         // does not hide it: instcombine drops a freeze of a value that cannot be poison.)
         let row0 = if is_tile {
             let r0 = self.e.mul_i32_const(&idx[n - 2], i64::from(rows));
-            Some(self.e.op(&format!(
-                "llvm.inline_asm \"mov.u32 $0, $1;\", \"=r,r\" {r0} : (i32) -> i32"
-            )))
+            Some(self.rules.opaque_i32(&mut self.e, &r0))
         } else {
             None
         };
         let col0 = self.e.mul_i32_const(&idx[n - 1], i64::from(cols));
         let es = d.size_bytes();
         // Global → shared tiles whose rows are whole 16-byte chunks go through `cp.async` when
-        // the view allows 16-byte accesses (checked at run time); otherwise element by element.
-        let chunked = to_shared && is_tile && d != ScalarType::Bool && (cols * es) % 16 == 0;
+        // the view allows 16-byte accesses (checked at run time) and the target has `cp.async`;
+        // otherwise element by element.
+        let chunked = to_shared
+            && is_tile
+            && d != ScalarType::Bool
+            && (cols * es) % 16 == 0
+            && self.rules.cp_async();
         if let (true, Some(r0)) = (chunked, &row0) {
             let fast = self.chunk_aligned(&g, 16 / es);
             self.e.open(&format!("scf.if {fast} {{"));
@@ -950,9 +960,10 @@ impl Lowerer<'_> {
         let j = self.scalar(j);
         let col0 = self.e.mul_i32_const(&j, i64::from(cols));
         let mut out = Vec::new();
-        for e in 0..layout::tile_regs(rows, cols) {
-            let (_, c) = layout::tile_elem(Layout::Row, cols, e);
-            let k = layout::vector_reg_of_tile_reg(Layout::Row, tilekit_ir::VecAxis::Rows, cols, e);
+        let f = self.frag;
+        for e in 0..f.tile_regs(rows, cols) {
+            let (_, c) = f.tile_elem(Layout::Row, cols, e);
+            let k = f.vector_reg_of_tile_reg(Layout::Row, tilekit_ir::VecAxis::Rows, cols, e);
             let r = row_regs[k as usize].clone();
             let c = self.e.affine(c, Some(&col0));
             out.push(self.element(&gv, &None, &[], &[r, c], dtype, None));

@@ -1,0 +1,279 @@
+//! AMD targets (gfx90a, gfx942, gfx950): every acceptance kernel and every DSL kernel of the
+//! kernel library compiles for all three chips and `ld.lld` links each code object; the code
+//! objects say what a loader needs (wave64, work-group size, LDS) and use no scratch; GEMM and
+//! attention run MFMA instructions in their inner loops, with AMDGPU assembly snapshots; LDS
+//! over a chip's limit is an error with the numbers.
+//!
+//! Every kernel × chip is compiled once per test binary (in parallel, one thread per chip) and
+//! shared by the tests.
+
+mod acceptance;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use tilekit_codegen::amd::resources;
+use tilekit_codegen::{compile, CodegenError, Compiled, Stage, Target};
+use tilekit_ir::{FuncBuilder, Module, ScalarType, Scope, Swizzle, Type};
+
+const CHIPS: [Target; 3] = [Target::Gfx90a, Target::Gfx942, Target::Gfx950];
+
+/// (snapshot stem, kernel) of every registered kernel variant this crate can reach.
+fn variants() -> Vec<(String, &'static str, Module)> {
+    let examples = acceptance::KERNELS
+        .iter()
+        .map(|(s, k)| (format!("text_examples__{s}"), *k));
+    let dsl = acceptance::DSL_KERNELS
+        .iter()
+        .map(|(s, k)| (s.to_string(), *k));
+    examples
+        .chain(dsl)
+        .map(|(s, k)| {
+            let m = acceptance::snapshot_module(&s);
+            (s, k, m)
+        })
+        .collect()
+}
+
+type Results = HashMap<(String, Target), Result<Compiled, CodegenError>>;
+
+fn compiled() -> &'static Results {
+    static ALL: OnceLock<Results> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let vs = variants();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = CHIPS
+                .iter()
+                .map(|&t| {
+                    let vs = &vs;
+                    scope.spawn(move || {
+                        vs.iter()
+                            .map(|(s, k, m)| ((s.clone(), t), compile(m, k, t)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("compile thread"))
+                .collect()
+        })
+    })
+}
+
+fn get(stem: &str, t: Target) -> &'static Compiled {
+    match &compiled()[&(stem.to_string(), t)] {
+        Ok(c) => c,
+        Err(e) => panic!("{stem} on {t}: {e}"),
+    }
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+#[test]
+fn every_kernel_compiles_and_links_for_every_amd_chip() {
+    let mut failures = Vec::new();
+    for ((stem, t), r) in compiled() {
+        match r {
+            Err(e) => failures.push(format!("{stem} on {t}: {e}")),
+            Ok(c) => {
+                let co = c.code_object().expect("an AMD target has a code object");
+                // ELF64, shared object (ET_DYN = 3), machine EM_AMDGPU = 224.
+                assert_eq!(&co[..4], b"\x7fELF", "{stem} {t}");
+                assert_eq!((le16(co, 0x10), le16(co, 0x12)), (3, 224), "{stem} {t}");
+                assert!(c.stage(Stage::Ptx).is_empty());
+                assert!(
+                    c.stage(Stage::Asm)
+                        .contains(&format!(".amdgcn_target \"amdgcn-amd-amdhsa--{t}\"")),
+                    "{stem} {t}"
+                );
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(compiled().len(), CHIPS.len() * variants().len());
+}
+
+#[test]
+fn code_objects_are_v5_wave64_with_the_block_size_and_lds_of_the_kernel() {
+    for ((stem, t), r) in compiled() {
+        let Ok(c) = r else { continue };
+        let asm = c.stage(Stage::Asm);
+        assert!(asm.contains(".amdhsa_code_object_version 5"), "{stem} {t}");
+        let threads = c.block_threads();
+        assert_eq!(threads, c.warps * 64);
+        assert!(
+            asm.contains(&format!(".max_flat_workgroup_size: {threads}\n")),
+            "{stem} {t}: flat work-group size {threads}"
+        );
+        let r = c.amd_resources().expect("metadata note");
+        assert_eq!(r.wavefront_size, 64, "{stem} {t}");
+        // The LDS buffer is the kernel's shared memory (a kernel without any declares 16
+        // bytes, which the back end may drop).
+        if c.shared_bytes > 0 {
+            assert_eq!(u64::from(r.lds_bytes), c.shared_bytes, "{stem} {t}");
+        } else {
+            assert!(r.lds_bytes <= 16, "{stem} {t}: {}", r.lds_bytes);
+        }
+    }
+}
+
+#[test]
+fn no_kernel_uses_scratch_at_its_default_configuration() {
+    let mut spills = Vec::new();
+    for ((stem, t), r) in compiled() {
+        let Ok(c) = r else { continue };
+        let r = c.amd_resources().expect("metadata note");
+        if r.scratch_bytes != 0 || r.vgpr_spills != 0 || r.sgpr_spills != 0 {
+            spills.push(format!("{stem} on {t}: {r:?}"));
+        }
+    }
+    assert!(spills.is_empty(), "{}", spills.join("\n"));
+}
+
+/// The instruction lines between each loop header label and the backward branch that closes
+/// the loop.
+fn loop_bodies(asm: &str) -> Vec<Vec<&str>> {
+    let lines: Vec<&str> = asm.lines().map(str::trim).collect();
+    let mut labels = HashMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(name) = l.strip_suffix(':').filter(|n| n.starts_with(".LBB")) {
+            labels.insert(name.to_string(), i);
+        }
+    }
+    let mut bodies = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if !(l.starts_with("s_branch") || l.starts_with("s_cbranch")) {
+            continue;
+        }
+        let Some(target) = l.split_whitespace().last() else {
+            continue;
+        };
+        if let Some(&start) = labels.get(target).filter(|&&s| s < i) {
+            bodies.push(lines[start..=i].to_vec());
+        }
+    }
+    bodies
+}
+
+#[test]
+fn gemm_and_attention_inner_loops_issue_the_chips_mfma() {
+    let want = |t: Target| match t {
+        Target::Gfx90a => "v_mfma_f32_16x16x16bf16_1k",
+        Target::Gfx942 => "v_mfma_f32_16x16x16_bf16",
+        _ => "v_mfma_f32_16x16x32_bf16",
+    };
+    for stem in [
+        "text_examples__gemm",
+        "text_examples__attention",
+        "text_examples__attention_causal",
+        "dsl_gemm__dsl_gemm_tile_ir",
+        "dsl_attention__dsl_attention",
+        "text_examples__ws_gemm",
+    ] {
+        for t in CHIPS {
+            let asm = get(stem, t).stage(Stage::Asm);
+            let in_loops = loop_bodies(asm)
+                .iter()
+                .map(|b| b.iter().filter(|l| l.starts_with(want(t))).count())
+                .max()
+                .unwrap_or(0);
+            assert!(
+                in_loops > 0,
+                "{stem} on {t}: no {} in a loop ({} MFMAs in all)",
+                want(t),
+                resources::mfma_count(asm)
+            );
+        }
+    }
+}
+
+/// The AMDGPU assembly of a kernel without the metadata and directives after the code (the
+/// register counts are checked above; the snapshot shows the instructions).
+fn code_only(asm: &str) -> String {
+    let end = asm.find("\t.section\t.rodata").unwrap_or(asm.len());
+    asm[..end]
+        .lines()
+        .filter(|l| !l.trim_start().starts_with(';'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn gemm_and_attention_assembly_snapshots() {
+    for (stem, name) in [
+        ("text_examples__gemm", "gemm"),
+        ("text_examples__attention", "attention"),
+    ] {
+        for t in [Target::Gfx942, Target::Gfx950] {
+            let asm = code_only(get(stem, t).stage(Stage::Asm));
+            insta::assert_snapshot!(format!("{name}.{t}.asm"), asm);
+        }
+    }
+}
+
+/// A block of 8 wavefronts copying a `rows × 64` f32 shared tile in and out.
+fn lds_kernel(rows: u32) -> Module {
+    let mut b = FuncBuilder::kernel("lds", 8);
+    let g = b.param("g", Type::global(ScalarType::F32, 2, true));
+    let s = b.alloc_shared(Type::shared_tile(ScalarType::F32, rows, 64, Swizzle::None));
+    let z = b.const_i32(0);
+    b.copy(Scope::Block, s, g, &[z, z]);
+    b.barrier();
+    b.copy(Scope::Block, g, s, &[z, z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    tilekit_ir::verify(&m).unwrap();
+    m
+}
+
+#[test]
+fn lds_over_the_chips_limit_is_rejected_with_the_numbers() {
+    // 384 rows of 64 f32: 96 KiB, over gfx942's 64 KiB and within gfx950's 160 KiB.
+    let m = lds_kernel(384);
+    let e = compile(&m, "lds", Target::Gfx942).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CodegenError::Resources {
+                target: Target::Gfx942,
+                needed: 98304,
+                limit: 65536,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("98304"), "{e}");
+    let c = compile(&m, "lds", Target::Gfx950).unwrap();
+    assert_eq!(c.amd_resources().unwrap().lds_bytes, 98304);
+}
+
+#[test]
+fn vgpr_overflow_is_rejected_with_the_numbers() {
+    // One wavefront moving 96 KiB element by element holds far more than 512 registers.
+    let mut b = FuncBuilder::kernel("spill", 1);
+    let g = b.param("g", Type::global(ScalarType::F32, 2, true));
+    let s = b.alloc_shared(Type::shared_tile(ScalarType::F32, 384, 64, Swizzle::None));
+    let z = b.const_i32(0);
+    b.copy(Scope::Warp, s, g, &[z, z]);
+    b.copy(Scope::Warp, g, s, &[z, z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    let e = compile(&m, "spill", Target::Gfx950).unwrap_err();
+    match &e {
+        CodegenError::Resources {
+            target: Target::Gfx950,
+            needed,
+            limit: 512,
+            resource,
+            ..
+        } => {
+            assert!(*needed > 512, "{e}");
+            assert!(resource.contains("spilled to scratch"), "{e}");
+        }
+        other => panic!("expected a register overflow, got {other}"),
+    }
+}

@@ -686,7 +686,9 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
     };
 
     let variants: Vec<TokenStream2> = if generics.params.is_empty() {
-        vec![quote!(::tilekit::Variant { args: "", module: #name::module })]
+        vec![
+            quote!(::tilekit::Variant { args: "", module: #name::module, check: #name::check_args }),
+        ]
     } else {
         args.variants
             .iter()
@@ -697,13 +699,17 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
                     .replace("< ", "<")
                     .replace(" >", ">")
                     .replace(" ,", ",");
-                quote!(::tilekit::Variant { args: #s, module: #name::#v::module })
+                quote!(::tilekit::Variant { args: #s, module: #name::#v::module, check: #name::#v::check_args })
             })
             .collect()
     };
     let selftest = match &args.selftest {
         Some(p) => quote!(::core::option::Option::Some(#p)),
         None => quote!(::core::option::Option::None),
+    };
+    let check_body = match &args.check {
+        Some(c) => quote!(#c(args)),
+        None => quote!(::core::result::Result::Ok(())),
     };
     let check_call = match &args.check {
         Some(c) => quote!(::tilekit::launch::__check(Self::NAME, &__tk_args, #c)?;),
@@ -744,6 +750,11 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
                     ::core::result::Result::Ok(m) => m,
                     ::core::result::Result::Err(e) => ::core::panic!("{e}"),
                 }
+            }
+
+            /// The kernel's shape rule on launch arguments (`Ok` when it declares none).
+            pub fn check_args(args: &[::tilekit::LaunchArg]) -> ::core::result::Result<(), ::std::string::String> {
+                #check_body
             }
 
             #[doc = #doc_launch]

@@ -19,15 +19,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Metadata format, version 1
+//! # Metadata format, version 2
 //!
 //! UTF-8 text, one `key value…` entry per line; blank lines and lines starting with `#` are
-//! ignored. The first entry is `tilekit-bundle 1` (the format version), the second
+//! ignored. The first entry is `tilekit-bundle 2` (the format version), the second
 //! `target <sm_80|sm_90a>`. Then one block per kernel variant:
 //!
 //! ```text
 //! kernel gemm
 //! variant <bf16, 64, 64, 32, 32, 32>     # comptime arguments as `tilekit list` prints them (may be empty)
+//! hash 3f1c0a9d2b7e4c55                  # Tile IR hash (device::ir_hash): how launches find it
 //! ptx gemm_bf16_64_64_32_32_32.ptx       # file in the bundle holding the PTX (`.entry gemm`)
 //! block 128                              # threads per block (along x)
 //! shared 32768 static                    # bytes of shared memory; `dynamic`: pass it at launch
@@ -54,7 +55,7 @@ use std::path::{Path, PathBuf};
 use crate::ir::ScalarType;
 
 /// The metadata format version this runtime reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The metadata file of a bundle directory.
 pub const METADATA_FILE: &str = "bundle.txt";
 /// The whole bundle in one file (for `include_bytes!`).
@@ -158,6 +159,10 @@ pub struct BundleKernel {
     /// Whether that shared memory is dynamic (the launch passes `shared_bytes` and opts in to
     /// the size) rather than a static allocation in the PTX.
     pub dynamic_shared: bool,
+    /// The hash of the kernel's Tile IR ([`crate::device::ir_hash`]): a launch uses this code
+    /// only for a kernel whose IR hashes the same, so a bundle built from other source is never
+    /// launched by mistake.
+    pub ir_hash: String,
 }
 
 impl BundleKernel {
@@ -254,9 +259,10 @@ impl Bundle {
         for k in &self.kernels {
             let _ = write!(
                 s,
-                "\nkernel {}\nvariant {}\nptx {}\nblock {}\nshared {} {}\n",
+                "\nkernel {}\nvariant {}\nhash {}\nptx {}\nblock {}\nshared {} {}\n",
                 k.name,
                 k.variant,
+                k.ir_hash,
                 k.ptx_file,
                 k.block_threads,
                 k.shared_bytes,
@@ -474,8 +480,8 @@ fn parse(
             ));
         }
         let start = line;
-        let (mut variant, mut ptx_file, mut block, mut shared, mut abi) =
-            (None, None, None, None, None);
+        let (mut variant, mut ptx_file, mut block, mut shared, mut abi, mut hash) =
+            (None, None, None, None, None, None);
         let mut params = Vec::new();
         loop {
             let Some((line, key, value)) = lines.next() else {
@@ -487,6 +493,15 @@ fn parse(
             };
             match key {
                 "variant" => variant = Some(value.to_string()),
+                "hash" if value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    hash = Some(value.to_string())
+                }
+                "hash" => {
+                    return Err(syntax(
+                        line,
+                        format!("`hash` wants 16 hex digits, found `{value}`"),
+                    ))
+                }
                 "ptx" if !value.is_empty() => ptx_file = Some(value.to_string()),
                 "block" => {
                     let n = number(value)?;
@@ -531,6 +546,7 @@ fn parse(
             block_threads: block.ok_or_else(|| missing("block"))?,
             shared_bytes,
             dynamic_shared,
+            ir_hash: hash.ok_or_else(|| missing("hash"))?,
         };
         let (abi_line, abi) = abi.ok_or_else(|| missing("abi"))?;
         let want = kernel.abi_text();
@@ -617,12 +633,71 @@ fn check_ptx(origin: &str, target: &str, k: &BundleKernel) -> Result<(), BundleE
     Ok(())
 }
 
-/// Compiles every registered kernel variant for `target` (feature `jit`).
+/// The bundle entry for a kernel compiled for an NVIDIA target (feature `jit`): parameters from
+/// the compiler's ABI, writability from the IR.
 #[cfg(feature = "jit")]
-pub fn compile_registry(target: tilekit_codegen::Target) -> Result<Bundle, BundleError> {
+pub fn kernel_from_compiled(
+    module: &crate::ir::Module,
+    name: &str,
+    variant: &str,
+    c: &tilekit_codegen::Compiled,
+) -> Result<BundleKernel, BundleError> {
     use crate::ir::Type;
     use tilekit_codegen::KernelArg;
 
+    let func = module.kernel(name).ok_or_else(|| BundleError::Compile {
+        kernel: name.to_string(),
+        variant: variant.to_string(),
+        target: c.target.name().to_string(),
+        message: "the module has no such kernel".into(),
+    })?;
+    // Whether a view is writable is the IR's to say (the ABI does not carry it).
+    let mutable: HashMap<&str, bool> = func
+        .params
+        .iter()
+        .filter_map(|p| {
+            let name = func.value_names[p.index()].as_deref()?;
+            match func.value_types[p.index()] {
+                Type::Global { mutable, .. } => Some((name, mutable)),
+                _ => None,
+            }
+        })
+        .collect();
+    let params = c
+        .args
+        .iter()
+        .map(|a| match a {
+            KernelArg::Global { name, dtype, rank } => BundleParam {
+                name: name.clone(),
+                dtype: *dtype,
+                kind: ParamKind::Global {
+                    rank: *rank,
+                    mutable: mutable.get(name.as_str()).copied().unwrap_or(true),
+                },
+            },
+            KernelArg::Scalar { name, dtype } => BundleParam {
+                name: name.clone(),
+                dtype: *dtype,
+                kind: ParamKind::Scalar,
+            },
+        })
+        .collect();
+    Ok(BundleKernel {
+        name: name.to_string(),
+        variant: variant.to_string(),
+        ptx_file: ptx_file_name(name, variant),
+        ptx: c.ptx().to_string(),
+        params,
+        block_threads: c.block_threads(),
+        shared_bytes: c.shared_bytes,
+        dynamic_shared: c.dynamic_shared,
+        ir_hash: crate::device::ir_hash(module, name),
+    })
+}
+
+/// Compiles every registered kernel variant for `target` (feature `jit`).
+#[cfg(feature = "jit")]
+pub fn compile_registry(target: tilekit_codegen::Target) -> Result<Bundle, BundleError> {
     if !TARGETS.contains(&target.name()) {
         return Err(BundleError::UnknownTarget {
             bundle: "to build".into(),
@@ -641,58 +716,14 @@ pub fn compile_registry(target: tilekit_codegen::Target) -> Result<Bundle, Bundl
             let module = (v.module)();
             let c = tilekit_codegen::compile(module, k.name, target)
                 .map_err(|e| fail(e.to_string()))?;
-            // Whether a view is writable is the IR's to say (the ABI does not carry it).
-            let func = module
-                .funcs
-                .iter()
-                .find(|f| f.name == k.name)
-                .ok_or_else(|| fail("the module has no such kernel".into()))?;
-            let mutable: HashMap<&str, bool> = func
-                .params
-                .iter()
-                .filter_map(|p| {
-                    let name = func.value_names[p.index()].as_deref()?;
-                    match func.value_types[p.index()] {
-                        Type::Global { mutable, .. } => Some((name, mutable)),
-                        _ => None,
-                    }
-                })
-                .collect();
-            let params = c
-                .args
-                .iter()
-                .map(|a| match a {
-                    KernelArg::Global { name, dtype, rank } => BundleParam {
-                        name: name.clone(),
-                        dtype: *dtype,
-                        kind: ParamKind::Global {
-                            rank: *rank,
-                            mutable: mutable.get(name.as_str()).copied().unwrap_or(true),
-                        },
-                    },
-                    KernelArg::Scalar { name, dtype } => BundleParam {
-                        name: name.clone(),
-                        dtype: *dtype,
-                        kind: ParamKind::Scalar,
-                    },
-                })
-                .collect();
-            let ptx_file = ptx_file_name(k.name, v.args);
-            if kernels.iter().any(|b| b.ptx_file == ptx_file) {
+            let bk = kernel_from_compiled(module, k.name, v.args, &c)?;
+            if kernels.iter().any(|b| b.ptx_file == bk.ptx_file) {
                 return Err(fail(format!(
-                    "two variants would share the file name `{ptx_file}`"
+                    "two variants would share the file name `{}`",
+                    bk.ptx_file
                 )));
             }
-            kernels.push(BundleKernel {
-                name: k.name.to_string(),
-                variant: v.args.to_string(),
-                ptx_file,
-                ptx: c.ptx().to_string(),
-                params,
-                block_threads: c.block_threads(),
-                shared_bytes: c.shared_bytes,
-                dynamic_shared: c.dynamic_shared,
-            });
+            kernels.push(bk);
         }
     }
     Ok(Bundle {
@@ -747,6 +778,7 @@ mod tests {
                 block_threads: 128,
                 shared_bytes: 65536,
                 dynamic_shared: true,
+                ir_hash: "0123456789abcdef".into(),
             }],
         }
     }
@@ -811,12 +843,20 @@ mod tests {
         let good = tiny("sm_80").metadata();
         let cases = [
             (
-                good.replace("tilekit-bundle 1", "tilekit-bundle 2"),
-                "format version 2, but this tilekit reads version 1",
+                good.replace("tilekit-bundle 2", "tilekit-bundle 1"),
+                "format version 1, but this tilekit reads version 2",
             ),
             (
-                good.replace("tilekit-bundle 1\n", ""),
-                "expected `tilekit-bundle 1` first",
+                good.replace("tilekit-bundle 2\n", ""),
+                "expected `tilekit-bundle 2` first",
+            ),
+            (
+                good.replace("hash 0123456789abcdef", "hash 0123"),
+                "`hash` wants 16 hex digits, found `0123`",
+            ),
+            (
+                good.replace("hash 0123456789abcdef\n", ""),
+                "kernel `scale` has no `hash` line",
             ),
             (
                 good.replace("target sm_80", "target sm_75"),
@@ -828,7 +868,7 @@ mod tests {
             ),
             (
                 good.replace("param x global bf16", "param x global bf17"),
-                "line 10: unknown dtype `bf17`",
+                "line 11: unknown dtype `bf17`",
             ),
             (
                 good.replace("param y global f32 1 out", "param y global f32 one out"),
@@ -1005,44 +1045,77 @@ mod tests {
     /// The same, on the binary: `tilekit` built without `jit` has no LLVM or MLIR, neither as a
     /// shared library (`ldd`) nor linked in statically (their C API's symbols).
     #[test]
-    #[ignore = "builds tilekit without `jit` in its own target directory (about 35 s cold)"]
     fn the_runtime_only_binary_links_no_llvm_or_mlir() {
         let target_dir = std::env::temp_dir().join("tilekit-runtime-only-target");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "tilekit",
-                "--no-default-features",
-                "--bin",
-                "tilekit",
-            ])
+            .args(["build", "-p", "tilekit", "--no-default-features", "--bins"])
             .env("CARGO_TARGET_DIR", &target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .unwrap();
         assert!(status.success());
-        let bin = target_dir.join("debug").join("tilekit");
-        let ldd = std::process::Command::new("ldd")
-            .arg(&bin)
-            .output()
-            .unwrap();
-        let libs = String::from_utf8_lossy(&ldd.stdout).to_lowercase();
-        assert!(
-            ldd.status.success() && !libs.contains("llvm") && !libs.contains("mlir"),
-            "{libs}"
-        );
         let has_compiler = |bytes: &[u8]| {
             [&b"LLVMContextCreate"[..], b"mlirContextCreate"]
                 .iter()
                 .any(|sym| bytes.windows(sym.len()).any(|w| w == *sym))
         };
-        assert!(!has_compiler(&std::fs::read(&bin).unwrap()));
+        for name in ["tilekit", "tilekit-gpucheck"] {
+            let bin = target_dir.join("debug").join(name);
+            let ldd = std::process::Command::new("ldd")
+                .arg(&bin)
+                .output()
+                .unwrap();
+            let libs = String::from_utf8_lossy(&ldd.stdout).to_lowercase();
+            assert!(
+                ldd.status.success()
+                    && !libs.contains("llvm")
+                    && !libs.contains("mlir")
+                    && !libs.contains("libcuda"),
+                "{name}: {libs}"
+            );
+            assert!(!has_compiler(&std::fs::read(&bin).unwrap()), "{name}");
+        }
         // The check can fail: this test's own executable, built with `jit`, has them.
         if cfg!(feature = "jit") {
             let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
             assert!(has_compiler(&me));
+        }
+
+        // The runtime-only checker loads a bundle this (jit) build wrote and finds every kernel
+        // variant in it by Tile IR hash; a bundle with one hash changed is refused.
+        #[cfg(feature = "jit")]
+        {
+            let bundle = compile_registry(tilekit_codegen::Target::Sm80).unwrap();
+            let dir = scratch("runtime-only-load");
+            bundle.write_dir(&dir).unwrap();
+            let inspect = |dir: &Path| {
+                std::process::Command::new(target_dir.join("debug").join("tilekit-gpucheck"))
+                    .arg("--bundle")
+                    .arg(dir)
+                    .arg("--inspect")
+                    .output()
+                    .unwrap()
+            };
+            let out = inspect(&dir);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains(": 0 missing"), "{text}");
+            assert_eq!(
+                text.matches("in the bundle").count(),
+                bundle.kernels.len(),
+                "{text}"
+            );
+            let mut other = bundle.clone();
+            other.kernels[0].ir_hash = "0000000000000000".into();
+            let dir2 = scratch("runtime-only-load-stale");
+            other.write_dir(&dir2).unwrap();
+            let out = inspect(&dir2);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(!out.status.success(), "{text}");
+            assert!(text.contains(": 1 missing"), "{text}");
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(&dir2);
         }
     }
 

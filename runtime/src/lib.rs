@@ -40,18 +40,24 @@ extern crate self as tilekit;
 
 pub mod bundle;
 pub mod cli;
+pub mod device;
 pub mod dsl;
 pub mod kernels;
 pub mod launch;
 pub mod registry;
+pub mod tensor;
 
 pub use bundle::{Bundle, BundleError};
-pub use launch::{Device, Error, Grid, ScalarArg};
+pub use device::{Device, Event};
+pub use launch::{Error, Grid, LaunchArg, ScalarArg, TensorArg};
 pub use registry::{KernelInfo, Variant};
+pub use tensor::{Element, Tensor};
 pub use tilekit_macros::{func, kernel};
 
 #[doc(hidden)]
 pub use inventory;
+/// `half`'s `bf16` and `f16`, the element types of 16-bit [`Tensor`]s.
+pub use half;
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

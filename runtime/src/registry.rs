@@ -11,6 +11,9 @@ pub struct Variant {
     pub args: &'static str,
     /// Its module (built on first use and cached).
     pub module: fn() -> &'static Module,
+    /// The kernel's shape rule (`check = …` on the macro; always `Ok` without one), run on the
+    /// arguments of every launch.
+    pub check: fn(&[crate::launch::LaunchArg]) -> Result<(), String>,
 }
 
 /// Runs a kernel's variants against its reference on `device`; `Ok` describes what was checked.

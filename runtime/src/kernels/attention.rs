@@ -12,10 +12,9 @@
 //! the end. Causal blocks stop at their diagonal tile.
 
 use crate::dsl::*;
-use crate::ir::interp::{Arg, HostTensor};
 use crate::ir::ScalarType;
-use crate::kernels::check::{normalized_max_error, tiles, Rng};
-use crate::launch::{shape_of, Device, ScalarArg};
+use crate::kernels::check::{large, poisoned, record, tiles, Rng};
+use crate::launch::{shape_of, Device, LaunchArg, ScalarArg};
 
 /// See the module documentation. Grid: `[⌈seq_q / (WARPS·R)⌉, bh, 1]` ([`grid`]).
 #[crate::kernel(
@@ -87,7 +86,7 @@ pub fn attention_fwd<
 }
 
 /// Q and O `[bh, seq_q, D]`, K and V `[bh, seq_kv, D]` with `seq_kv ≥ 1`, LSE `[bh, seq_q]`.
-pub fn shapes<const D: usize>(args: &[Arg]) -> Result<(), String> {
+pub fn shapes<const D: usize>(args: &[LaunchArg]) -> Result<(), String> {
     let [q, k, v, o, lse] = [0, 1, 2, 3, 4].map(|i| shape_of(args, i));
     let (bh, seq_q) = (q[0], q[1]);
     if q[2] != D || k != v || k[0] != bh || k[2] != D || k[1] == 0 || o != q || lse != [bh, seq_q] {
@@ -146,44 +145,60 @@ pub fn reference(
 
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
-    let (bh, seq, d) = (2, 70, 64);
-    let bf = ScalarType::BF16;
-    let q = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
-    let k = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
-    let v = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
-    let scale = 0.125f32;
-    for causal in [false, true] {
-        let mut o = HostTensor::zeros(bf, &[bh, seq, d]);
-        let mut lse = HostTensor::zeros(ScalarType::F32, &[bh, seq]);
-        let g = grid(bh, seq, 64);
-        let s = ScalarArg::from(scale);
-        let r = if causal {
-            attention_fwd::<bf16, 64, 16, 64, 4, true>::launch(
-                device, g, &q, &k, &v, &mut o, &mut lse, s,
-            )
-        } else {
-            attention_fwd::<bf16, 64, 16, 64, 4, false>::launch(
-                device, g, &q, &k, &v, &mut o, &mut lse, s,
-            )
-        };
-        r.map_err(|e| format!("causal {causal}: {e}"))?;
-        let (wo, wl) = reference(
-            &q.to_vec(),
-            &k.to_vec(),
-            &v.to_vec(),
-            (bh, seq, seq, d),
-            f64::from(scale),
-            causal,
-        );
-        let (eo, el) = (
-            normalized_max_error(&o.to_vec(), &wo),
-            normalized_max_error(&lse.to_vec(), &wl),
-        );
-        if eo > 1e-2 || el > 1e-5 {
-            return Err(format!(
-                "causal {causal}: O error {eo:.2e}, LSE error {el:.2e} (seed {})",
-                rng.seed
-            ));
+    let mut shapes = vec![(2, 70)];
+    if large(device) {
+        shapes.extend([(4, 1000), (3, 513)]);
+    }
+    let d = 64;
+    for (bh, seq) in shapes {
+        let bf = ScalarType::BF16;
+        let q = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
+        let k = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
+        let v = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
+        let scale = 0.125f32;
+        for causal in [false, true] {
+            let mut o = poisoned(bf, &[bh, seq, d]);
+            let mut lse = poisoned(ScalarType::F32, &[bh, seq]);
+            let g = grid(bh, seq, 64);
+            let s = ScalarArg::from(scale);
+            let r = if causal {
+                attention_fwd::<bf16, 64, 16, 64, 4, true>::launch(
+                    device, g, &q, &k, &v, &mut o, &mut lse, s,
+                )
+            } else {
+                attention_fwd::<bf16, 64, 16, 64, 4, false>::launch(
+                    device, g, &q, &k, &v, &mut o, &mut lse, s,
+                )
+            };
+            r.map_err(|e| format!("causal {causal}: {e}"))?;
+            let (wo, wl) = reference(
+                &q.to_vec(),
+                &k.to_vec(),
+                &v.to_vec(),
+                (bh, seq, seq, d),
+                f64::from(scale),
+                causal,
+            );
+            let (eo, el) = (
+                record(
+                    format!("{bh}×{seq}×{d} causal={causal}: O"),
+                    &o.to_vec(),
+                    &wo,
+                    1e-2,
+                ),
+                record(
+                    format!("{bh}×{seq}×{d} causal={causal}: LSE"),
+                    &lse.to_vec(),
+                    &wl,
+                    1e-5,
+                ),
+            );
+            if eo > 1e-2 || el > 1e-5 {
+                return Err(format!(
+                    "causal {causal}: O error {eo:.2e}, LSE error {el:.2e} (seed {})",
+                    rng.seed
+                ));
+            }
         }
     }
     Ok("full and causal against the f64 reference".into())

@@ -79,3 +79,77 @@ pub fn normalized_max_error(got: &[f64], want: &[f64]) -> f64 {
 pub fn tiles(n: usize, tile: usize) -> u32 {
     u32::try_from(n.div_ceil(tile)).unwrap_or(u32::MAX)
 }
+
+/// One comparison a self-test made against its reference.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// What was compared: shape, dtype, output.
+    pub case: String,
+    /// `max |got − want|`.
+    pub max_abs: f64,
+    /// `max |got − want| / max |want|` (what the tolerance bounds).
+    pub max_rel: f64,
+    pub tolerance: f64,
+}
+
+impl Case {
+    pub fn passed(&self) -> bool {
+        self.max_rel <= self.tolerance
+    }
+}
+
+thread_local! {
+    static CASES: std::cell::RefCell<Option<Vec<Case>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Compares `got` with `want` as [`normalized_max_error`] does and records the case when a
+/// [`collect`] is under way on this thread (the GPU check prints them).
+pub fn record(case: impl Into<String>, got: &[f64], want: &[f64], tolerance: f64) -> f64 {
+    let max_rel = normalized_max_error(got, want);
+    let max_abs = if got.len() == want.len() {
+        got.iter().zip(want).fold(0.0f64, |m, (g, w)| {
+            if g.is_nan() != w.is_nan() {
+                f64::INFINITY
+            } else {
+                m.max((g - w).abs())
+            }
+        })
+    } else {
+        f64::INFINITY
+    };
+    CASES.with(|c| {
+        if let Some(cases) = c.borrow_mut().as_mut() {
+            cases.push(Case {
+                case: case.into(),
+                max_abs,
+                max_rel,
+                tolerance,
+            });
+        }
+    });
+    max_rel
+}
+
+/// Runs `f` (a self-test) and returns what it returned with every case it [`record`]ed.
+pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<Case>) {
+    let outer = CASES.with(|c| c.borrow_mut().replace(Vec::new()));
+    let r = f();
+    let cases = CASES.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    (r, cases.unwrap_or_default())
+}
+
+/// An output tensor filled with poison (NaN for floats, `i32::MIN`-like sentinels for integers),
+/// so an element the kernel never writes fails the comparison instead of passing as a zero.
+pub fn poisoned(dtype: ScalarType, shape: &[usize]) -> HostTensor {
+    let value = if dtype.is_float() {
+        f64::NAN
+    } else {
+        crate::ir::numeric::int_range(dtype).0
+    };
+    HostTensor::full(dtype, shape, value)
+}
+
+/// Whether self-tests should add the larger shapes only a GPU runs quickly.
+pub fn large(device: &crate::Device) -> bool {
+    !matches!(device, crate::Device::Cpu)
+}

@@ -9,10 +9,9 @@
 //! M, N and K need not be multiples of the tile.
 
 use crate::dsl::*;
-use crate::ir::interp::Arg;
 use crate::ir::ScalarType;
-use crate::kernels::check::{normalized_max_error, tiles, Rng};
-use crate::launch::{shape_of, Device};
+use crate::kernels::check::{large, poisoned, record, tiles, Rng};
+use crate::launch::{shape_of, Device, LaunchArg};
 
 /// See the module documentation. Grid: `[⌈N / BN⌉, ⌈M / BM⌉, 1]` ([`grid`]).
 #[crate::kernel(
@@ -64,7 +63,7 @@ pub fn gemm<
 }
 
 /// A `M×K`, B `K×N`, C `M×N` (arguments a, b, c).
-pub fn shapes(args: &[Arg]) -> Result<(), String> {
+pub fn shapes(args: &[LaunchArg]) -> Result<(), String> {
     let (a, b, c) = (shape_of(args, 0), shape_of(args, 1), shape_of(args, 2));
     if a[1] != b[0] || c != [a[0], b[1]] {
         return Err(format!(
@@ -94,18 +93,23 @@ pub fn reference(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64>
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
     let mut checked = 0;
-    for (m, n, k) in [(64, 64, 64), (70, 33, 40)] {
+    let mut shapes = vec![(64, 64, 64), (70, 33, 40)];
+    if large(device) {
+        shapes.extend([(1000, 1000, 520), (257, 129, 1000)]);
+    }
+    for (m, n, k) in shapes {
         let a = rng.tensor(ScalarType::BF16, &[m, k], -1.0, 1.0);
         let b = rng.tensor(ScalarType::BF16, &[k, n], -1.0, 1.0);
         let want = reference(&a.to_vec(), &b.to_vec(), m, k, n);
-        let run = |out: ScalarType,
+        let run = |variant: &str,
+                   out: ScalarType,
                    tol: f64,
                    launch: &dyn Fn(
             &mut crate::ir::interp::HostTensor,
         ) -> Result<(), crate::Error>| {
-            let mut c = crate::ir::interp::HostTensor::zeros(out, &[m, n]);
+            let mut c = poisoned(out, &[m, n]);
             launch(&mut c).map_err(|e| format!("{m}×{n}×{k}: {e} (seed {})", rng.seed))?;
-            let err = normalized_max_error(&c.to_vec(), &want);
+            let err = record(format!("{variant} {m}×{n}×{k}"), &c.to_vec(), &want, tol);
             if err > tol {
                 return Err(format!(
                     "{m}×{n}×{k} out {out}: error {err:.2e} > {tol:.0e} (seed {})",
@@ -114,13 +118,13 @@ fn selftest(device: &Device) -> Result<String, String> {
             }
             Ok(())
         };
-        run(ScalarType::F32, 1e-5, &|c| {
+        run("<f32,64,64,32,32,32>", ScalarType::F32, 1e-5, &|c| {
             gemm::<f32, 64, 64, 32, 32, 32>::launch(device, grid(m, n, 64, 64), &a, &b, c)
         })?;
-        run(ScalarType::BF16, 1e-2, &|c| {
+        run("<bf16,64,64,32,32,32>", ScalarType::BF16, 1e-2, &|c| {
             gemm::<bf16, 64, 64, 32, 32, 32>::launch(device, grid(m, n, 64, 64), &a, &b, c)
         })?;
-        run(ScalarType::F32, 1e-5, &|c| {
+        run("<f32,64,64,16,16,64>", ScalarType::F32, 1e-5, &|c| {
             gemm::<f32, 64, 64, 16, 16, 64>::launch(device, grid(m, n, 64, 64), &a, &b, c)
         })?;
         checked += 3;

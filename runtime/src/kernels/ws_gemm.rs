@@ -10,9 +10,8 @@
 //! every stage starts empty).
 
 use crate::dsl::*;
-use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
-use crate::kernels::check::{normalized_max_error, Rng};
+use crate::kernels::check::{large, poisoned, record, Rng};
 use crate::kernels::gemm::{grid, reference, shapes};
 use crate::launch::Device;
 
@@ -93,14 +92,18 @@ pub fn ws_gemm<
 
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
-    for (m, n, k) in [(64, 64, 64), (70, 33, 130)] {
+    let mut shapes = vec![(64, 64, 64), (70, 33, 130)];
+    if large(device) {
+        shapes.extend([(1000, 1000, 520), (257, 129, 1000)]);
+    }
+    for (m, n, k) in shapes {
         let a = rng.tensor(ScalarType::BF16, &[m, k], -1.0, 1.0);
         let b = rng.tensor(ScalarType::BF16, &[k, n], -1.0, 1.0);
         let want = reference(&a.to_vec(), &b.to_vec(), m, k, n);
-        let mut c = HostTensor::zeros(ScalarType::F32, &[m, n]);
+        let mut c = poisoned(ScalarType::F32, &[m, n]);
         ws_gemm::<f32, 64, 64, 32, 32, 2>::launch(device, grid(m, n, 64, 64), &a, &b, &mut c)
             .map_err(|e| format!("{m}×{n}×{k}: {e}"))?;
-        let err = normalized_max_error(&c.to_vec(), &want);
+        let err = record(format!("{m}×{n}×{k} → f32"), &c.to_vec(), &want, 1e-5);
         if err > 1e-5 {
             return Err(format!("{m}×{n}×{k}: error {err:.2e} (seed {})", rng.seed));
         }

@@ -1,0 +1,560 @@
+//! The `cuda` device: NVIDIA's driver API through `cudarc`, with `libcuda` loaded the first time
+//! a CUDA device is asked for. Building needs no CUDA; a machine without the driver gets
+//! [`Error::NoDriver`] and the cpu device keeps working.
+//!
+//! Everything here is a thin, checked layer over the driver API (CUDA Driver API reference,
+//! modules "Context Management", "Memory Management", "Module Management", "Execution
+//! Control", "Stream Management", "Event Management"): a retained primary context per device,
+//! linear device memory, modules loaded from PTX with the JIT's error log, launches with
+//! explicit parameter buffers, streams and events.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{result, sys};
+
+use super::Error;
+
+/// The driver's name and message for a result code.
+fn describe(e: result::DriverError) -> String {
+    let name = e.error_name().map(|s| s.to_string_lossy().into_owned());
+    let text = e.error_string().map(|s| s.to_string_lossy().into_owned());
+    match (name, text) {
+        (Ok(n), Ok(t)) => format!("{n}: {t}"),
+        (Ok(n), Err(_)) => n,
+        _ => format!("CUresult {}", e.0 as i32),
+    }
+}
+
+fn driver(call: &'static str) -> impl Fn(result::DriverError) -> Error {
+    move |e| Error::Driver {
+        device: "cuda".into(),
+        call: call.into(),
+        message: describe(e),
+    }
+}
+
+/// Whether `libcuda` can be loaded on this machine.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to open the library; nothing is called through it.
+    unsafe { sys::is_culib_present() }
+}
+
+/// How many CUDA devices the driver sees (0 without a driver).
+pub fn device_count() -> usize {
+    if !driver_present() {
+        return 0;
+    }
+    if result::init().is_err() {
+        return 0;
+    }
+    result::device::get_count().map_or(0, |n| n.max(0) as usize)
+}
+
+/// One CUDA device: its retained primary context and what the launcher needs to know.
+pub struct Context {
+    pub ordinal: usize,
+    dev: sys::CUdevice,
+    ctx: sys::CUcontext,
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub cc: (i32, i32),
+    pub multiprocessors: u32,
+    /// Shared memory a block may opt in to (bytes).
+    pub max_shared_optin: u32,
+    pub total_memory: usize,
+    /// Kernels loaded into this context, by their code's key.
+    pub(crate) loaded: Mutex<HashMap<String, Arc<Loaded>>>,
+}
+
+// SAFETY: the driver API is thread-safe; a context handle may be made current on any thread,
+// which every entry point here does before calling into the driver.
+unsafe impl Send for Context {}
+unsafe impl Sync for Context {}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cuda:{} ({}, sm_{}{})",
+            self.ordinal, self.name, self.cc.0, self.cc.1
+        )
+    }
+}
+
+impl Context {
+    /// Opens device `ordinal`: loads the driver, initializes it, retains the primary context.
+    pub fn open(ordinal: usize) -> Result<Arc<Context>, Error> {
+        if !driver_present() {
+            return Err(Error::NoDriver {
+                what: "CUDA driver".into(),
+                library: "libcuda.so (the NVIDIA driver)".into(),
+            });
+        }
+        result::init().map_err(driver("cuInit"))?;
+        let count = result::device::get_count().map_err(driver("cuDeviceGetCount"))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(Error::NoSuchDevice {
+                device: format!("cuda:{ordinal}"),
+                count: count.max(0) as usize,
+            });
+        }
+        let dev = result::device::get(ordinal as i32).map_err(driver("cuDeviceGet"))?;
+        // SAFETY: `dev` is a device handle the driver just returned.
+        let ctx = unsafe { result::primary_ctx::retain(dev) }
+            .map_err(driver("cuDevicePrimaryCtxRetain"))?;
+        // SAFETY: `ctx` was just retained.
+        unsafe { result::ctx::set_current(ctx) }.map_err(driver("cuCtxSetCurrent"))?;
+        let attr = |a: sys::CUdevice_attribute| -> Result<i32, Error> {
+            // SAFETY: `dev` is valid and `a` is an attribute of the enum.
+            unsafe { result::device::get_attribute(dev, a) }.map_err(driver("cuDeviceGetAttribute"))
+        };
+        use sys::CUdevice_attribute as A;
+        let cc = (
+            attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        );
+        let multiprocessors = attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(0) as u32;
+        let max_shared_optin =
+            attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?.max(0) as u32;
+        let name = result::device::get_name(dev).map_err(driver("cuDeviceGetName"))?;
+        // SAFETY: `dev` is valid.
+        let total_memory =
+            unsafe { result::device::total_mem(dev) }.map_err(driver("cuDeviceTotalMem"))?;
+        Ok(Arc::new(Context {
+            ordinal,
+            dev,
+            ctx,
+            name,
+            cc,
+            multiprocessors,
+            max_shared_optin,
+            total_memory,
+            loaded: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Makes this context current on the calling thread.
+    pub fn bind(&self) -> Result<(), Error> {
+        // SAFETY: the context stays retained while `self` lives.
+        unsafe { result::ctx::set_current(self.ctx) }.map_err(driver("cuCtxSetCurrent"))
+    }
+
+    /// The code target for this device: `sm_90a` on compute capability 9.0, `sm_80` PTX (which
+    /// the driver compiles forward) on every other 8.x or later device.
+    pub fn target(&self) -> Result<&'static str, Error> {
+        match self.cc {
+            (9, 0) => Ok("sm_90a"),
+            (major, _) if major >= 8 => Ok("sm_80"),
+            (major, minor) => Err(Error::UnsupportedDevice {
+                device: format!("cuda:{} ({})", self.ordinal, self.name),
+                message: format!(
+                    "compute capability {major}.{minor}; tilekit's kernels need 8.0 (Ampere) or newer"
+                ),
+            }),
+        }
+    }
+
+    /// Blocks until all work on every stream of this context is done; a kernel's fault shows
+    /// here.
+    pub fn synchronize(&self) -> Result<(), Error> {
+        self.bind()?;
+        result::ctx::synchronize().map_err(driver("cuCtxSynchronize"))
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        if let Ok(map) = self.loaded.get_mut() {
+            map.clear();
+        }
+        // SAFETY: balances the retain in `open`.
+        let _ = unsafe { result::primary_ctx::release(self.dev) };
+    }
+}
+
+/// Linear device memory, freed on drop.
+pub(crate) struct Buffer {
+    pub ptr: sys::CUdeviceptr,
+    pub bytes: usize,
+    pub ctx: Arc<Context>,
+}
+
+impl fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes on {:?}", self.bytes, self.ctx)
+    }
+}
+
+impl Buffer {
+    /// `bytes` of device memory (at least one byte is allocated, so every buffer has an
+    /// address).
+    pub fn alloc(ctx: &Arc<Context>, bytes: usize) -> Result<Buffer, Error> {
+        ctx.bind()?;
+        // SAFETY: a plain allocation in the current context.
+        let ptr = unsafe { result::malloc_sync(bytes.max(1)) }.map_err(|e| Error::Driver {
+            device: format!("cuda:{}", ctx.ordinal),
+            call: "cuMemAlloc".into(),
+            message: format!("{} ({bytes} bytes)", describe(e)),
+        })?;
+        Ok(Buffer {
+            ptr,
+            bytes,
+            ctx: ctx.clone(),
+        })
+    }
+
+    /// Copies `data` to the start of the buffer (synchronous).
+    pub fn upload(&self, data: &[u8]) -> Result<(), Error> {
+        assert!(data.len() <= self.bytes, "upload past the buffer");
+        self.ctx.bind()?;
+        // SAFETY: the buffer holds at least `data.len()` bytes.
+        unsafe { result::memcpy_htod_sync(self.ptr, data) }.map_err(driver("cuMemcpyHtoD"))
+    }
+
+    /// Copies the buffer's bytes to the host (synchronous: waits for earlier work on blocking
+    /// streams).
+    pub fn download(&self) -> Result<Vec<u8>, Error> {
+        let mut out = vec![0u8; self.bytes];
+        self.ctx.bind()?;
+        // SAFETY: `out` has exactly the buffer's size.
+        unsafe { result::memcpy_dtoh_sync(&mut out, self.ptr) }.map_err(driver("cuMemcpyDtoH"))?;
+        Ok(out)
+    }
+
+    /// Sets every byte to `value` (synchronous).
+    pub fn fill_bytes(&self, value: u8) -> Result<(), Error> {
+        self.ctx.bind()?;
+        // SAFETY: writes exactly the buffer's bytes.
+        unsafe { result::memset_d8_sync(self.ptr, value, self.bytes) }.map_err(driver("cuMemsetD8"))
+    }
+}
+
+impl Buffer {
+    /// Copies `src` into this buffer on `stream` (device to device; both the same size).
+    pub fn copy_from(&self, src: &Buffer, stream: &Stream) -> Result<(), Error> {
+        self.ctx.bind()?;
+        // SAFETY: both buffers hold at least `min(bytes)` bytes.
+        unsafe {
+            result::memcpy_dtod_async(self.ptr, src.ptr, self.bytes.min(src.bytes), stream.raw)
+        }
+        .map_err(driver("cuMemcpyDtoDAsync"))
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if self.ctx.bind().is_ok() {
+            // SAFETY: `ptr` came from `cuMemAlloc` in this context and is freed once.
+            let _ = unsafe { result::free_sync(self.ptr) };
+        }
+    }
+}
+
+/// A stream: work on it runs in order; it synchronizes with the legacy default stream.
+pub struct Stream {
+    pub raw: sys::CUstream,
+    pub ctx: Arc<Context>,
+    owned: bool,
+}
+
+// SAFETY: stream handles may be used from any thread with their context current.
+unsafe impl Send for Stream {}
+unsafe impl Sync for Stream {}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.owned {
+            write!(f, "stream {:p} on {:?}", self.raw, self.ctx)
+        } else {
+            write!(f, "the default stream of {:?}", self.ctx)
+        }
+    }
+}
+
+impl Stream {
+    /// The legacy default stream.
+    pub fn default_of(ctx: &Arc<Context>) -> Stream {
+        Stream {
+            raw: result::stream::null(),
+            ctx: ctx.clone(),
+            owned: false,
+        }
+    }
+
+    /// A new stream (blocking with respect to the legacy default stream).
+    pub fn create(ctx: &Arc<Context>) -> Result<Stream, Error> {
+        ctx.bind()?;
+        let raw = result::stream::create(result::stream::StreamKind::Default)
+            .map_err(driver("cuStreamCreate"))?;
+        Ok(Stream {
+            raw,
+            ctx: ctx.clone(),
+            owned: true,
+        })
+    }
+
+    pub fn synchronize(&self) -> Result<(), Error> {
+        self.ctx.bind()?;
+        // SAFETY: the stream lives while `self` does.
+        unsafe { result::stream::synchronize(self.raw) }.map_err(driver("cuStreamSynchronize"))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.owned && self.ctx.bind().is_ok() {
+            // SAFETY: created by `create` and destroyed once.
+            let _ = unsafe { result::stream::destroy(self.raw) };
+        }
+    }
+}
+
+/// A timing event.
+pub(crate) struct Event {
+    raw: sys::CUevent,
+    ctx: Arc<Context>,
+}
+
+// SAFETY: as for streams.
+unsafe impl Send for Event {}
+unsafe impl Sync for Event {}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event on {:?}", self.ctx)
+    }
+}
+
+impl Event {
+    pub fn create(ctx: &Arc<Context>) -> Result<Event, Error> {
+        ctx.bind()?;
+        let raw = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+            .map_err(driver("cuEventCreate"))?;
+        Ok(Event {
+            raw,
+            ctx: ctx.clone(),
+        })
+    }
+
+    pub fn record(&self, stream: &Stream) -> Result<(), Error> {
+        self.ctx.bind()?;
+        // SAFETY: both handles live.
+        unsafe { result::event::record(self.raw, stream.raw) }.map_err(driver("cuEventRecord"))
+    }
+
+    /// Milliseconds from `self` to `end`, waiting for `end` to complete.
+    pub fn elapsed_ms(&self, end: &Event) -> Result<f32, Error> {
+        self.ctx.bind()?;
+        // SAFETY: both events live.
+        unsafe {
+            result::event::synchronize(end.raw).map_err(driver("cuEventSynchronize"))?;
+            result::event::elapsed(self.raw, end.raw).map_err(driver("cuEventElapsedTime"))
+        }
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if self.ctx.bind().is_ok() {
+            // SAFETY: created by `create` and destroyed once.
+            let _ = unsafe { result::event::destroy(self.raw) };
+        }
+    }
+}
+
+/// A loaded kernel and the description of its code (parameters, block size, shared memory).
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub func: Function,
+    pub code: crate::bundle::BundleKernel,
+}
+
+/// A kernel entry loaded from PTX.
+pub(crate) struct Function {
+    module: sys::CUmodule,
+    func: sys::CUfunction,
+    ctx: Arc<Context>,
+}
+
+// SAFETY: module and function handles are usable from any thread with the context current.
+unsafe impl Send for Function {}
+unsafe impl Sync for Function {}
+
+impl fmt::Debug for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kernel on {:?}", self.ctx)
+    }
+}
+
+impl Function {
+    /// Loads `ptx` and finds entry `kernel`; a PTX the driver rejects is [`Error::Jit`] with the
+    /// JIT compiler's log.
+    pub fn load(
+        ctx: &Arc<Context>,
+        kernel: &str,
+        ptx: &str,
+        dynamic_shared: u32,
+    ) -> Result<Function, Error> {
+        ctx.bind()?;
+        let image = CString::new(ptx).map_err(|_| Error::Jit {
+            kernel: kernel.into(),
+            device: format!("{:?}", ctx),
+            log: "the PTX contains a NUL byte".into(),
+        })?;
+        let mut error_log = vec![0u8; 1 << 14];
+        let mut info_log = vec![0u8; 1 << 12];
+        use sys::CUjit_option as J;
+        let mut options = [
+            J::CU_JIT_ERROR_LOG_BUFFER,
+            J::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+            J::CU_JIT_INFO_LOG_BUFFER,
+            J::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+        ];
+        // The JIT options take their values in pointer-sized slots (sizes as integers).
+        let mut values: [*mut c_void; 4] = [
+            error_log.as_mut_ptr().cast(),
+            error_log.len() as *mut c_void,
+            info_log.as_mut_ptr().cast(),
+            info_log.len() as *mut c_void,
+        ];
+        let mut module: sys::CUmodule = std::ptr::null_mut();
+        // SAFETY: the image is NUL-terminated PTX; the option arrays match in length and the
+        // log buffers outlive the call.
+        let r = unsafe {
+            sys::cuModuleLoadDataEx(
+                &mut module,
+                image.as_ptr().cast(),
+                options.len() as u32,
+                options.as_mut_ptr(),
+                values.as_mut_ptr(),
+            )
+        };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            let text = |b: &[u8]| {
+                String::from_utf8_lossy(&b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())])
+                    .trim()
+                    .to_string()
+            };
+            let mut log = text(&error_log);
+            if log.is_empty() {
+                log = text(&info_log);
+            }
+            return Err(Error::Jit {
+                kernel: kernel.into(),
+                device: format!("{:?}", ctx),
+                log: format!("{} — {log}", describe(result::DriverError(r))),
+            });
+        }
+        let name = CString::new(kernel).map_err(|_| Error::Jit {
+            kernel: kernel.into(),
+            device: format!("{:?}", ctx),
+            log: "the kernel name contains a NUL byte".into(),
+        })?;
+        // SAFETY: `module` was just loaded.
+        let func = match unsafe { result::module::get_function(module, name) } {
+            Ok(f) => f,
+            Err(e) => {
+                // SAFETY: loaded above, unloaded once.
+                let _ = unsafe { result::module::unload(module) };
+                return Err(Error::Jit {
+                    kernel: kernel.into(),
+                    device: format!("{:?}", ctx),
+                    log: format!("the PTX has no entry `{kernel}`: {}", describe(e)),
+                });
+            }
+        };
+        let loaded = Function {
+            module,
+            func,
+            ctx: ctx.clone(),
+        };
+        if dynamic_shared > 48 * 1024 {
+            // SAFETY: `func` is a live function handle.
+            unsafe {
+                result::function::set_function_attribute(
+                    func,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    dynamic_shared as i32,
+                )
+            }
+            .map_err(driver("cuFuncSetAttribute"))?;
+        }
+        Ok(loaded)
+    }
+
+    /// Launches with `params`, the values of the entry's arguments in order (each as its
+    /// bytes, at its natural alignment).
+    pub fn launch(
+        &self,
+        stream: &Stream,
+        grid: [u32; 3],
+        block: [u32; 3],
+        dynamic_shared: u32,
+        params: &[ParamValue],
+    ) -> Result<(), result::DriverError> {
+        let mut slots: Vec<*mut c_void> = params
+            .iter()
+            .map(|p| p.as_ptr().cast_mut().cast())
+            .collect();
+        if self.ctx.bind().is_err() {
+            return Err(result::DriverError(
+                sys::CUresult::CUDA_ERROR_INVALID_CONTEXT,
+            ));
+        }
+        // SAFETY: every slot points at a value of the type the entry declares (checked by the
+        // caller against the kernel's ABI), alive for the call; the driver copies them.
+        unsafe {
+            result::launch_kernel(
+                self.func,
+                (grid[0], grid[1], grid[2]),
+                (block[0], block[1], block[2]),
+                dynamic_shared,
+                stream.raw,
+                &mut slots,
+            )
+        }
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        if self.ctx.bind().is_ok() {
+            // SAFETY: the module was loaded by `load` and is unloaded once.
+            let _ = unsafe { result::module::unload(self.module) };
+        }
+    }
+}
+
+/// One kernel argument's value as the entry takes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ParamValue {
+    U64(u64),
+    I32(i32),
+    U32(u32),
+    I64(i64),
+    F32(f32),
+    U16(u16),
+    U8(u8),
+}
+
+impl ParamValue {
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        match self {
+            ParamValue::U64(v) => (v as *const u64).cast(),
+            ParamValue::I32(v) => (v as *const i32).cast(),
+            ParamValue::U32(v) => (v as *const u32).cast(),
+            ParamValue::I64(v) => (v as *const i64).cast(),
+            ParamValue::F32(v) => (v as *const f32).cast(),
+            ParamValue::U16(v) => (v as *const u16).cast(),
+            ParamValue::U8(v) => (v as *const u8).cast(),
+        }
+    }
+}
+
+/// Describes a driver error (for launch failures reported by the caller).
+pub(crate) fn describe_error(e: result::DriverError) -> String {
+    describe(e)
+}

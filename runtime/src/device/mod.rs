@@ -1,0 +1,758 @@
+//! Devices: where kernels run.
+//!
+//! - [`Device::Cpu`]: the Tile IR interpreter, exact and slow, the definition of what a kernel
+//!   means; always present.
+//! - [`Device::cuda`]: an NVIDIA GPU through the driver API (`cudarc`, `libcuda` loaded at run
+//!   time). Kernels reach it compiled on first launch for the device's architecture (feature
+//!   `jit`; `sm_90a` on compute capability 9.0, `sm_80` PTX elsewhere) and kept per device, or
+//!   from an AOT [`Bundle`] attached with [`Device::attach_bundle`] (found by the hash of the
+//!   kernel's Tile IR, so a bundle built from other source is never launched by mistake).
+//! - [`Device::hip`]: an AMD GPU through the HIP runtime (`libamdhip64` loaded at run time) —
+//!   written from the HIP documentation and never run on AMD hardware.
+//!
+//! [`Device::best`] picks the first CUDA device, else the first HIP device, else the cpu.
+//! Launches through a kernel's typed launcher or [`Device::launch_by_name`] accept host tensors
+//! (copied to the device and back around a synchronous launch: convenient, and how the
+//! self-tests run everywhere) and device [`Tensor`](crate::Tensor)s (no copies; the launch is
+//! asynchronous on the device's stream, ordered with the stream's other work).
+
+pub mod codec;
+pub mod cuda;
+pub mod hip;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::bundle::{AbiArg, Bundle, BundleKernel, ParamKind};
+use crate::ir::interp::HostTensor;
+use crate::ir::{Module, ScalarType};
+pub use crate::launch::Error;
+use crate::launch::{Grid, LaunchArg};
+use crate::tensor::Storage;
+
+/// Where kernels run. `Device::Cpu` is the default.
+#[derive(Clone, Default)]
+pub enum Device {
+    /// The Tile IR interpreter on the host.
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU.
+    Cuda(Gpu<cuda::Context, cuda::Stream>),
+    /// An AMD GPU.
+    Hip(Gpu<hip::Context, hip::Stream>),
+}
+
+/// A GPU device handle: its context, the stream its launches go to, and the bundles attached to
+/// it. Clones share all three.
+pub struct Gpu<C, S> {
+    pub(crate) ctx: Arc<C>,
+    pub(crate) stream: Arc<S>,
+    bundles: Arc<Mutex<Vec<Arc<Bundle>>>>,
+}
+
+impl<C: fmt::Debug, S> fmt::Debug for Gpu<C, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.ctx.fmt(f)
+    }
+}
+
+impl<C, S> Clone for Gpu<C, S> {
+    fn clone(&self) -> Self {
+        Gpu {
+            ctx: self.ctx.clone(),
+            stream: self.stream.clone(),
+            bundles: self.bundles.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(g) => write!(f, "{:?}", g.ctx),
+            Device::Hip(g) => write!(f, "{:?}", g.ctx),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl PartialEq for Device {
+    /// Two handles are equal when they name the same device (streams and bundles aside).
+    fn eq(&self, other: &Device) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Device {
+    /// `cpu`, `cuda`, `cuda:N`, `hip` or `hip:N`. A GPU name opens the device (and fails when
+    /// there is no driver or no such device).
+    pub fn from_name(name: &str) -> Result<Device, Error> {
+        let (kind, ordinal) = match name.split_once(':') {
+            Some((k, n)) => match n.parse::<usize>() {
+                Ok(n) => (k, n),
+                Err(_) => {
+                    return Err(Error::UnknownDevice {
+                        name: name.to_string(),
+                    })
+                }
+            },
+            None => (name, 0),
+        };
+        match kind {
+            "cpu" if !name.contains(':') => Ok(Device::Cpu),
+            "cuda" => Device::cuda(ordinal),
+            "hip" => Device::hip(ordinal),
+            _ => Err(Error::UnknownDevice {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// CUDA device `ordinal`. Without the NVIDIA driver: [`Error::NoDriver`] ("no CUDA driver
+    /// found").
+    pub fn cuda(ordinal: usize) -> Result<Device, Error> {
+        let ctx = shared_context(&CUDA, ordinal, cuda::Context::open)?;
+        let stream = Arc::new(cuda::Stream::default_of(&ctx));
+        Ok(Device::Cuda(Gpu {
+            ctx,
+            stream,
+            bundles: Default::default(),
+        }))
+    }
+
+    /// HIP device `ordinal`. Without ROCm: [`Error::NoDriver`] ("no HIP runtime found").
+    pub fn hip(ordinal: usize) -> Result<Device, Error> {
+        let ctx = shared_context(&HIP, ordinal, hip::Context::open)?;
+        let stream = Arc::new(hip::Stream::default_of(&ctx));
+        Ok(Device::Hip(Gpu {
+            ctx,
+            stream,
+            bundles: Default::default(),
+        }))
+    }
+
+    /// The first CUDA device, else the first HIP device, else the cpu.
+    pub fn best() -> Device {
+        Device::cuda(0)
+            .or_else(|_| Device::hip(0))
+            .unwrap_or(Device::Cpu)
+    }
+
+    /// `cpu`, `cuda:N` or `hip:N`.
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(g) => format!("cuda:{}", g.ctx.ordinal),
+            Device::Hip(g) => format!("hip:{}", g.ctx.ordinal),
+        }
+    }
+
+    /// What the device is: `cpu (Tile IR interpreter)`, or the GPU's name and architecture.
+    pub fn describe(&self) -> String {
+        match self {
+            Device::Cpu => "cpu (Tile IR interpreter)".into(),
+            Device::Cuda(g) => format!(
+                "cuda:{} {} (sm_{}{}, {} SMs, {:.1} GiB)",
+                g.ctx.ordinal,
+                g.ctx.name,
+                g.ctx.cc.0,
+                g.ctx.cc.1,
+                g.ctx.multiprocessors,
+                g.ctx.total_memory as f64 / f64::from(1u32 << 30)
+            ),
+            Device::Hip(g) => format!("hip:{} {}", g.ctx.ordinal, g.ctx.name),
+        }
+    }
+
+    /// The code target kernels are compiled for on this device (`None` for the cpu).
+    pub fn target(&self) -> Result<Option<&'static str>, Error> {
+        match self {
+            Device::Cpu => Ok(None),
+            Device::Cuda(g) => g.ctx.target().map(Some),
+            Device::Hip(_) => Ok(None),
+        }
+    }
+
+    /// Makes kernels of `bundle` available to launches on this device (and its clones). A
+    /// launch takes a bundled kernel whose Tile IR hash matches the kernel being launched, before
+    /// compiling anything.
+    pub fn attach_bundle(&self, bundle: Bundle) -> Result<(), Error> {
+        let target = self.target()?;
+        let (bundles, fits) = match self {
+            Device::Cpu => {
+                return Err(Error::UnsupportedDevice {
+                    device: "cpu".into(),
+                    message: "the cpu device runs Tile IR, not bundled GPU code".into(),
+                })
+            }
+            Device::Cuda(g) => (
+                &g.bundles,
+                // sm_80 PTX runs on every later architecture; sm_90a only on sm_90.
+                bundle.target == "sm_80" || Some(bundle.target.as_str()) == target,
+            ),
+            Device::Hip(g) => (&g.bundles, true),
+        };
+        if !fits {
+            return Err(Error::UnsupportedDevice {
+                device: self.describe(),
+                message: format!(
+                    "the bundle holds code for {}, which this device cannot run (it runs {})",
+                    bundle.target,
+                    target.unwrap_or("?")
+                ),
+            });
+        }
+        bundles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(bundle));
+        Ok(())
+    }
+
+    /// The same device with launches going to a new stream of their own.
+    pub fn with_new_stream(&self) -> Result<Device, Error> {
+        Ok(match self {
+            Device::Cpu => Device::Cpu,
+            Device::Cuda(g) => Device::Cuda(Gpu {
+                stream: Arc::new(cuda::Stream::create(&g.ctx)?),
+                ..g.clone()
+            }),
+            Device::Hip(g) => Device::Hip(Gpu {
+                stream: Arc::new(hip::Stream::create(&g.ctx)?),
+                ..g.clone()
+            }),
+        })
+    }
+
+    /// Waits for everything launched on this handle's stream; an asynchronous kernel fault
+    /// shows here.
+    pub fn synchronize(&self) -> Result<(), Error> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Cuda(g) => g.stream.synchronize().and_then(|_| g.ctx.synchronize()),
+            Device::Hip(g) => g.stream.synchronize().and_then(|_| g.ctx.synchronize()),
+        }
+    }
+
+    /// An event recorded now on this handle's stream, for timing (see [`Event::elapsed_ms`]).
+    pub fn record_event(&self) -> Result<Event, Error> {
+        match self {
+            Device::Cpu => Ok(Event(EventKind::Cpu(std::time::Instant::now()))),
+            Device::Cuda(g) => {
+                let e = cuda::Event::create(&g.ctx)?;
+                e.record(&g.stream)?;
+                Ok(Event(EventKind::Cuda(e)))
+            }
+            Device::Hip(g) => {
+                let e = hip::Event::create(&g.ctx)?;
+                e.record(&g.stream)?;
+                Ok(Event(EventKind::Hip(e)))
+            }
+        }
+    }
+
+    /// Launches registered kernel `name` at comptime arguments `variant` (as `tilekit list`
+    /// prints them, e.g. `<bf16, 64, 64, 32, 32, 32>`; empty for a non-generic kernel). The
+    /// arguments are checked against the kernel's signature (count, kind, dtype, rank, dimension
+    /// range) and its shape rule before anything runs; host tensors passed for writable
+    /// parameters receive the results.
+    pub fn launch_by_name(
+        &self,
+        name: &str,
+        variant: &str,
+        grid: impl Into<Grid>,
+        args: &mut [LaunchArg],
+    ) -> Result<(), Error> {
+        crate::launch::launch_by_name(self, name, variant, grid.into(), args)
+    }
+
+    /// Runs kernel `kernel` of `module` (checked arguments). Used by the launchers.
+    pub(crate) fn run(
+        &self,
+        module: &Module,
+        kernel: &str,
+        grid: Grid,
+        args: &mut [LaunchArg],
+    ) -> Result<(), Error> {
+        match self {
+            Device::Cpu => unreachable!("the cpu path runs in launch::__run"),
+            Device::Cuda(g) => launch_cuda(self, g, module, kernel, grid, args),
+            Device::Hip(g) => launch_hip(self, g, module, kernel, grid, args),
+        }
+    }
+}
+
+/// A point on a device's timeline.
+#[derive(Debug)]
+pub struct Event(EventKind);
+
+#[derive(Debug)]
+enum EventKind {
+    Cpu(std::time::Instant),
+    Cuda(cuda::Event),
+    Hip(hip::Event),
+}
+
+impl Event {
+    /// Milliseconds from `self` to `end` (waiting for `end`), both recorded on one device.
+    pub fn elapsed_ms(&self, end: &Event) -> Result<f32, Error> {
+        match (&self.0, &end.0) {
+            (EventKind::Cpu(a), EventKind::Cpu(b)) => {
+                Ok(b.saturating_duration_since(*a).as_secs_f32() * 1e3)
+            }
+            (EventKind::Cuda(a), EventKind::Cuda(b)) => a.elapsed_ms(b),
+            (EventKind::Hip(a), EventKind::Hip(b)) => a.elapsed_ms(b),
+            _ => Err(Error::UnsupportedDevice {
+                device: "events".into(),
+                message: "the two events were recorded on different kinds of device".into(),
+            }),
+        }
+    }
+}
+
+static CUDA: Mutex<Vec<(usize, Arc<cuda::Context>)>> = Mutex::new(Vec::new());
+static HIP: Mutex<Vec<(usize, Arc<hip::Context>)>> = Mutex::new(Vec::new());
+
+/// One context per device ordinal for the process (opening is expensive; kernels loaded into it
+/// are shared by every handle).
+fn shared_context<C>(
+    table: &Mutex<Vec<(usize, Arc<C>)>>,
+    ordinal: usize,
+    open: fn(usize) -> Result<Arc<C>, Error>,
+) -> Result<Arc<C>, Error> {
+    let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, c)) = t.iter().find(|(o, _)| *o == ordinal) {
+        return Ok(c.clone());
+    }
+    let c = open(ordinal)?;
+    t.push((ordinal, c.clone()));
+    Ok(c)
+}
+
+/// A 64-bit FNV-1a hash of the printed module and the kernel name: how a launch finds its
+/// kernel in a bundle (stable across processes and machines).
+pub fn ir_hash(module: &Module, kernel: &str) -> String {
+    let text = crate::ir::print_module(module);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in kernel.bytes().chain([0]).chain(text.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// A kernel's code for one device: from an attached bundle, else compiled now (feature `jit`).
+fn find_code(
+    bundles: &Mutex<Vec<Arc<Bundle>>>,
+    module: &Module,
+    kernel: &str,
+    hash: &str,
+    target: Option<&'static str>,
+    device: &Device,
+) -> Result<BundleKernel, Error> {
+    let attached = bundles.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for b in &attached {
+        if let Some(k) = b
+            .kernels
+            .iter()
+            .find(|k| k.name == kernel && k.ir_hash == hash)
+        {
+            return Ok(k.clone());
+        }
+    }
+    compile_for(module, kernel, hash, target, device, &attached)
+}
+
+#[cfg(feature = "jit")]
+fn compile_for(
+    module: &Module,
+    kernel: &str,
+    _hash: &str,
+    target: Option<&'static str>,
+    device: &Device,
+    _attached: &[Arc<Bundle>],
+) -> Result<BundleKernel, Error> {
+    let Some(target) = target else {
+        return Err(Error::NoCode {
+            kernel: kernel.into(),
+            device: device.describe(),
+            message: "this device's code target is not known to tilekit; attach a bundle built \
+                      for it (`tilekit bundle --target <chip>`)"
+                .into(),
+        });
+    };
+    let t: tilekit_codegen::Target = target.parse().map_err(|e| Error::NoCode {
+        kernel: kernel.into(),
+        device: device.describe(),
+        message: format!("{e}"),
+    })?;
+    let c = tilekit_codegen::compile_cached(module, kernel, t).map_err(|e| Error::NoCode {
+        kernel: kernel.into(),
+        device: device.describe(),
+        message: format!("compiling for {target} failed: {e}"),
+    })?;
+    crate::bundle::kernel_from_compiled(module, kernel, "", &c).map_err(|e| Error::NoCode {
+        kernel: kernel.into(),
+        device: device.describe(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(not(feature = "jit"))]
+fn compile_for(
+    _module: &Module,
+    kernel: &str,
+    hash: &str,
+    _target: Option<&'static str>,
+    device: &Device,
+    attached: &[Arc<Bundle>],
+) -> Result<BundleKernel, Error> {
+    Err(Error::NoCode {
+        kernel: kernel.into(),
+        device: device.describe(),
+        message: format!(
+            "no attached bundle holds this kernel (Tile IR hash {hash}; {} bundle(s) attached) \
+             and this tilekit was built without `jit`, so it cannot compile it: build the bundle \
+             from the same source with `tilekit bundle`",
+            attached.len()
+        ),
+    })
+}
+
+/// Memory for one launch argument: the tensor's own, or a copy of a host tensor made for the
+/// launch (written back afterwards when the parameter is writable).
+enum Staged<B> {
+    Own,
+    Copy(B),
+}
+
+/// Checks the arguments against the kernel's parameters, as the bundle or the compiler
+/// describes them (the typed launchers have checked dtype and rank already; this is what guards
+/// the dynamic API and bundles).
+fn check_args(k: &BundleKernel, args: &[LaunchArg]) -> Result<(), Error> {
+    let bad = |param: &str, expected: String, found: String| Error::Argument {
+        kernel: k.name.clone(),
+        param: param.into(),
+        expected,
+        found,
+    };
+    if args.len() != k.params.len() {
+        return Err(bad(
+            "(all)",
+            format!("{} arguments", k.params.len()),
+            format!("{}", args.len()),
+        ));
+    }
+    for (p, a) in k.params.iter().zip(args) {
+        match (p.kind, a) {
+            (ParamKind::Scalar, LaunchArg::Scalar(t, _)) if *t == p.dtype => {}
+            (ParamKind::Global { rank, .. }, a) if a.tensor_dtype() == Some(p.dtype) => {
+                let shape = a.shape();
+                if shape.len() != rank as usize {
+                    return Err(bad(
+                        &p.name,
+                        format!("a {} tensor of rank {rank}", p.dtype),
+                        format!("a tensor of shape {shape:?}"),
+                    ));
+                }
+            }
+            (ParamKind::Scalar, a) => {
+                return Err(bad(&p.name, format!("a {} scalar", p.dtype), a.describe()))
+            }
+            (ParamKind::Global { rank, .. }, a) => {
+                return Err(bad(
+                    &p.name,
+                    format!("a {} tensor of rank {rank}", p.dtype),
+                    a.describe(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The entry's argument values, in ABI order.
+fn abi_values(
+    k: &BundleKernel,
+    args: &[LaunchArg],
+    pointers: &[u64],
+) -> Result<Vec<cuda::ParamValue>, Error> {
+    use cuda::ParamValue as P;
+    let i32_of = |param: usize, what: &str, v: usize| {
+        i32::try_from(v).map_err(|_| Error::Argument {
+            kernel: k.name.clone(),
+            param: k.params[param].name.clone(),
+            expected: format!("{what} of at most {}", i32::MAX),
+            found: v.to_string(),
+        })
+    };
+    k.abi()
+        .into_iter()
+        .map(|a| {
+            Ok(match a {
+                AbiArg::Pointer { param } => P::U64(pointers[param]),
+                AbiArg::Size { param, dim } => {
+                    P::I32(i32_of(param, "a size", args[param].shape()[dim as usize])?)
+                }
+                AbiArg::Stride { param, dim } => P::I32(i32_of(
+                    param,
+                    "a stride",
+                    args[param].strides()[dim as usize],
+                )?),
+                AbiArg::Scalar { param } => {
+                    let LaunchArg::Scalar(t, v) = args[param] else {
+                        unreachable!("checked by check_args")
+                    };
+                    match t {
+                        ScalarType::F32 => P::F32(v as f32),
+                        ScalarType::F16 => P::U16(half::f16::from_f64(v).to_bits()),
+                        ScalarType::BF16 => P::U16(half::bf16::from_f64(v).to_bits()),
+                        ScalarType::F8E4M3 | ScalarType::F8E5M2 => {
+                            P::U8(crate::ir::numeric::fp8_to_bits(t, v))
+                        }
+                        ScalarType::I8 => P::U8(v as i8 as u8),
+                        ScalarType::I32 => P::I32(v as i32),
+                        ScalarType::U32 => P::U32(v as u32),
+                        ScalarType::I64 => P::I64(v as i64),
+                        ScalarType::Bool => P::I32(i32::from(v != 0.0)),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+fn config(k: &BundleKernel, grid: Grid, shared: u32) -> String {
+    format!(
+        "grid {:?} × {} threads, {shared} bytes of dynamic shared memory ({} in all)",
+        grid.0, k.block_threads, k.shared_bytes
+    )
+}
+
+/// Grid limits of both vendors: x < 2^31, y and z ≤ 65535.
+fn check_grid(kernel: &str, grid: Grid) -> Result<(), Error> {
+    let [x, y, z] = grid.0;
+    if x > i32::MAX as u32 || y > 65535 || z > 65535 {
+        return Err(Error::Shape {
+            kernel: kernel.into(),
+            message: format!(
+                "the grid {:?} exceeds the GPU's limits (x < 2^31, y and z at most 65535)",
+                grid.0
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn launch_cuda(
+    device: &Device,
+    g: &Gpu<cuda::Context, cuda::Stream>,
+    module: &Module,
+    kernel: &str,
+    grid: Grid,
+    args: &mut [LaunchArg],
+) -> Result<(), Error> {
+    check_grid(kernel, grid)?;
+    let target = g.ctx.target()?;
+    let hash = ir_hash(module, kernel);
+    let key = format!("{kernel}/{hash}");
+    let loaded = {
+        let cached = g
+            .ctx
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        match cached {
+            Some(l) => l,
+            None => {
+                let code = find_code(&g.bundles, module, kernel, &hash, Some(target), device)?;
+                let shared = if code.dynamic_shared {
+                    code.shared_bytes as u32
+                } else {
+                    0
+                };
+                if code.shared_bytes > u64::from(g.ctx.max_shared_optin) {
+                    return Err(Error::UnsupportedDevice {
+                        device: device.describe(),
+                        message: format!(
+                            "@{kernel} needs {} bytes of shared memory per block; this device \
+                             allows {}",
+                            code.shared_bytes, g.ctx.max_shared_optin
+                        ),
+                    });
+                }
+                let f = cuda::Function::load(&g.ctx, kernel, &code.ptx, shared)?;
+                let l = Arc::new(cuda::Loaded { func: f, code });
+                g.ctx
+                    .loaded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, l.clone());
+                l
+            }
+        }
+    };
+    let k = &loaded.code;
+    check_args(k, args)?;
+    // Device memory for every view: the tensor's own, or a copy of a host tensor.
+    let mut staged = Vec::with_capacity(args.len());
+    let mut pointers = vec![0u64; args.len()];
+    for (i, a) in args.iter().enumerate() {
+        match a {
+            LaunchArg::Device(view) => match &view.storage {
+                Storage::Cuda(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => {
+                    pointers[i] = b.ptr;
+                    staged.push(Staged::Own);
+                }
+                _ => {
+                    return Err(Error::WrongDevice {
+                        kernel: kernel.into(),
+                        param: k.params[i].name.clone(),
+                        tensor: view.device_name(),
+                        launch: device.name(),
+                    })
+                }
+            },
+            LaunchArg::Host(t) => {
+                let bytes = codec::encode(t.dtype(), t.storage());
+                let b = cuda::Buffer::alloc(&g.ctx, bytes.len())?;
+                b.upload(&bytes)?;
+                pointers[i] = b.ptr;
+                staged.push(Staged::Copy(b));
+            }
+            LaunchArg::Scalar(..) => staged.push(Staged::Own),
+        }
+    }
+    let values = abi_values(k, args, &pointers)?;
+    let shared = if k.dynamic_shared {
+        k.shared_bytes as u32
+    } else {
+        0
+    };
+    let launch_failed = |message: String| Error::Launch {
+        kernel: kernel.into(),
+        device: device.describe(),
+        config: config(k, grid, shared),
+        message,
+    };
+    loaded
+        .func
+        .launch(&g.stream, grid.0, [k.block_threads, 1, 1], shared, &values)
+        .map_err(|e| launch_failed(cuda::describe_error(e)))?;
+    let host_args = staged.iter().any(|s| matches!(s, Staged::Copy(_)));
+    if host_args || sync_every_launch() {
+        g.stream
+            .synchronize()
+            .map_err(|e| launch_failed(e.to_string()))?;
+    }
+    for (a, s) in args.iter_mut().zip(staged) {
+        if let (LaunchArg::Host(t), Staged::Copy(b)) = (a, s) {
+            let values = codec::decode(t.dtype(), &b.download()?);
+            *t = HostTensor::strided(t.dtype(), t.shape(), t.strides(), &values)?;
+        }
+    }
+    Ok(())
+}
+
+fn launch_hip(
+    device: &Device,
+    g: &Gpu<hip::Context, hip::Stream>,
+    module: &Module,
+    kernel: &str,
+    grid: Grid,
+    args: &mut [LaunchArg],
+) -> Result<(), Error> {
+    check_grid(kernel, grid)?;
+    let (code, object) = hip_code(device, g, module, kernel)?;
+    check_args(&code, args)?;
+    let f = hip::Function::load(&g.ctx, kernel, &object)?;
+    let mut staged = Vec::with_capacity(args.len());
+    let mut pointers = vec![0u64; args.len()];
+    for (i, a) in args.iter().enumerate() {
+        match a {
+            LaunchArg::Device(view) => match &view.storage {
+                Storage::Hip(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => {
+                    pointers[i] = b.ptr as u64;
+                    staged.push(Staged::Own);
+                }
+                _ => {
+                    return Err(Error::WrongDevice {
+                        kernel: kernel.into(),
+                        param: code.params[i].name.clone(),
+                        tensor: view.device_name(),
+                        launch: device.name(),
+                    })
+                }
+            },
+            LaunchArg::Host(t) => {
+                let bytes = codec::encode(t.dtype(), t.storage());
+                let b = hip::Buffer::alloc(&g.ctx, bytes.len())?;
+                b.upload(&bytes)?;
+                pointers[i] = b.ptr as u64;
+                staged.push(Staged::Copy(b));
+            }
+            LaunchArg::Scalar(..) => staged.push(Staged::Own),
+        }
+    }
+    let values = abi_values(&code, args, &pointers)?;
+    let shared = if code.dynamic_shared {
+        code.shared_bytes as u32
+    } else {
+        0
+    };
+    let launch_failed = |message: String| Error::Launch {
+        kernel: kernel.into(),
+        device: device.describe(),
+        config: config(&code, grid, shared),
+        message,
+    };
+    f.launch(
+        &g.stream,
+        grid.0,
+        [code.block_threads, 1, 1],
+        shared,
+        &values,
+    )
+    .map_err(|e| launch_failed(e.to_string()))?;
+    // The module is unloaded when `f` drops: wait for the kernel first.
+    g.stream
+        .synchronize()
+        .map_err(|e| launch_failed(e.to_string()))?;
+    for (a, s) in args.iter_mut().zip(staged) {
+        if let (LaunchArg::Host(t), Staged::Copy(b)) = (a, s) {
+            let values = codec::decode(t.dtype(), &b.download()?);
+            *t = HostTensor::strided(t.dtype(), t.shape(), t.strides(), &values)?;
+        }
+    }
+    Ok(())
+}
+
+/// A kernel's AMD code object for this device: compiled for the chip `TILEKIT_HIP_ARCH` names
+/// (HIP's device-properties struct changes layout across ROCm versions, so tilekit does not read
+/// the chip from it).
+fn hip_code(
+    device: &Device,
+    _g: &Gpu<hip::Context, hip::Stream>,
+    _module: &Module,
+    kernel: &str,
+) -> Result<(BundleKernel, Vec<u8>), Error> {
+    Err(Error::NoCode {
+        kernel: kernel.into(),
+        device: device.describe(),
+        message: "this build has no AMD code generation to compile the kernel with".into(),
+    })
+}
+
+/// `TILEKIT_SYNC=1`: wait after every launch, so a fault is reported by the launch that caused
+/// it.
+fn sync_every_launch() -> bool {
+    std::env::var_os("TILEKIT_SYNC").is_some_and(|v| v != "0")
+}

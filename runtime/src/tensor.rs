@@ -1,0 +1,410 @@
+//! [`Tensor`]: a dtype, a shape, row-major strides and the memory of one device.
+//!
+//! ```
+//! use tilekit::{Device, Tensor};
+//! use tilekit::ir::ScalarType;
+//!
+//! let device = Device::best(); // a GPU when there is one, else the cpu interpreter
+//! let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3], &device)?;
+//! assert_eq!(x.shape(), &[2, 3]);
+//! assert_eq!(x.to_vec::<f32>()?, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+//! let h = Tensor::from_slice(&[half::bf16::from_f32(0.5)], &[1], &device)?;
+//! assert_eq!(h.dtype(), ScalarType::BF16);
+//! # Ok::<(), tilekit::Error>(())
+//! ```
+
+use std::sync::Arc;
+
+use crate::device::{codec, cuda, hip, Device};
+use crate::ir::interp::HostTensor;
+use crate::ir::ScalarType;
+use crate::launch::{Error, LaunchArg, TensorArg};
+
+/// A tensor on a [`Device`]: contiguous, row-major.
+#[derive(Debug)]
+pub struct Tensor {
+    dtype: ScalarType,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    pub(crate) storage: Storage,
+}
+
+/// Where a tensor's elements live.
+#[derive(Clone, Debug)]
+pub(crate) enum Storage {
+    /// Host memory, for the cpu device (the interpreter's tensor).
+    Host(HostTensor),
+    Cuda(Arc<cuda::Buffer>),
+    Hip(Arc<hip::Buffer>),
+}
+
+/// A Rust element type with a tilekit dtype: `f32`, `half::f16`, `half::bf16`, `i8`, `i32`,
+/// `u32`, `i64`, `bool`. (fp8 tensors are made from bytes: [`Tensor::from_fp8_bytes`].)
+pub trait Element: Copy {
+    const DTYPE: ScalarType;
+    fn to_f64(self) -> f64;
+    fn from_f64(x: f64) -> Self;
+}
+
+macro_rules! element {
+    ($t:ty, $d:ident, |$x:ident| $to:expr, |$y:ident| $from:expr) => {
+        impl Element for $t {
+            const DTYPE: ScalarType = ScalarType::$d;
+            fn to_f64(self) -> f64 {
+                let $x = self;
+                $to
+            }
+            fn from_f64($y: f64) -> Self {
+                $from
+            }
+        }
+    };
+}
+element!(f32, F32, |x| f64::from(x), |y| y as f32);
+element!(half::f16, F16, |x| x.to_f64(), |y| half::f16::from_f64(y));
+element!(half::bf16, BF16, |x| x.to_f64(), |y| half::bf16::from_f64(
+    y
+));
+element!(i8, I8, |x| f64::from(x), |y| y as i8);
+element!(i32, I32, |x| f64::from(x), |y| y as i32);
+element!(u32, U32, |x| f64::from(x), |y| y as u32);
+element!(i64, I64, |x| x as f64, |y| y as i64);
+element!(bool, Bool, |x| f64::from(u8::from(x)), |y| y != 0.0);
+
+fn row_major(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// The element count of `shape`, or an error when it overflows or a dimension is larger than
+/// kernels can index (i32).
+fn element_count(shape: &[usize]) -> Result<usize, Error> {
+    if let Some(&n) = shape.iter().find(|&&n| n > i32::MAX as usize) {
+        return Err(Error::Tensor {
+            message: format!(
+                "shape {shape:?}: dimension {n} is larger than kernels index ({})",
+                i32::MAX
+            ),
+        });
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .ok_or_else(|| Error::Tensor {
+            message: format!("shape {shape:?} has more elements than fit in memory"),
+        })
+}
+
+impl Tensor {
+    /// A tensor holding `values` (rounded to `dtype`) on `device`.
+    pub fn from_f64(
+        dtype: ScalarType,
+        shape: &[usize],
+        values: &[f64],
+        device: &Device,
+    ) -> Result<Tensor, Error> {
+        let n = element_count(shape)?;
+        if values.len() != n {
+            return Err(Error::Tensor {
+                message: format!(
+                    "a tensor of shape {shape:?} needs {n} values, got {}",
+                    values.len()
+                ),
+            });
+        }
+        match device {
+            Device::Cpu => Ok(Tensor::from_host(
+                &HostTensor::new(dtype, shape, values)?,
+                device,
+            )?),
+            _ => Tensor::from_bytes(dtype, shape, &codec::encode(dtype, values), device),
+        }
+    }
+
+    /// A tensor with the elements of `data` (row-major) on `device`.
+    pub fn from_slice<E: Element>(
+        data: &[E],
+        shape: &[usize],
+        device: &Device,
+    ) -> Result<Tensor, Error> {
+        let values: Vec<f64> = data.iter().map(|&e| e.to_f64()).collect();
+        Tensor::from_f64(E::DTYPE, shape, &values, device)
+    }
+
+    /// An fp8 tensor (`F8E4M3` or `F8E5M2`) from its bytes (OCP encodings).
+    pub fn from_fp8_bytes(
+        dtype: ScalarType,
+        bytes: &[u8],
+        shape: &[usize],
+        device: &Device,
+    ) -> Result<Tensor, Error> {
+        if !dtype.is_fp8() {
+            return Err(Error::Tensor {
+                message: format!("from_fp8_bytes wants f8e4m3 or f8e5m2, got {dtype}"),
+            });
+        }
+        let values = codec::decode(dtype, bytes);
+        Tensor::from_f64(dtype, shape, &values, device)
+    }
+
+    /// A copy of a host tensor on `device` (made contiguous).
+    pub fn from_host(t: &HostTensor, device: &Device) -> Result<Tensor, Error> {
+        let shape = t.shape().to_vec();
+        element_count(&shape)?;
+        let dense = t.to_vec();
+        match device {
+            Device::Cpu => {
+                let h = HostTensor::new(t.dtype(), &shape, &dense)?;
+                Ok(Tensor {
+                    dtype: t.dtype(),
+                    strides: row_major(&shape),
+                    shape,
+                    storage: Storage::Host(h),
+                })
+            }
+            _ => Tensor::from_bytes(t.dtype(), &shape, &codec::encode(t.dtype(), &dense), device),
+        }
+    }
+
+    /// A tensor of zeros on `device`.
+    pub fn zeros(dtype: ScalarType, shape: &[usize], device: &Device) -> Result<Tensor, Error> {
+        Tensor::full(dtype, shape, 0.0, device)
+    }
+
+    /// A tensor with every element `value` (rounded to `dtype`) on `device`.
+    pub fn full(
+        dtype: ScalarType,
+        shape: &[usize],
+        value: f64,
+        device: &Device,
+    ) -> Result<Tensor, Error> {
+        let n = element_count(shape)?;
+        let one = codec::encode(dtype, &[value]);
+        if let Device::Cpu = device {
+            return Tensor::from_host(&HostTensor::full(dtype, shape, value), device);
+        }
+        let t = Tensor::alloc(dtype, shape, device)?;
+        if one.iter().all(|&b| b == one[0]) {
+            match &t.storage {
+                Storage::Cuda(b) => b.fill_bytes(one[0])?,
+                Storage::Hip(b) => b.fill_bytes(one[0])?,
+                Storage::Host(_) => {}
+            }
+            Ok(t)
+        } else {
+            Tensor::from_bytes(dtype, shape, &one.repeat(n), device)
+        }
+    }
+
+    /// Uninitialized device memory (the GPU paths fill it before anyone reads it).
+    fn alloc(dtype: ScalarType, shape: &[usize], device: &Device) -> Result<Tensor, Error> {
+        let bytes = element_count(shape)?
+            .checked_mul(dtype.size_bytes() as usize)
+            .ok_or_else(|| Error::Tensor {
+                message: format!("shape {shape:?} of {dtype} does not fit in memory"),
+            })?;
+        let storage = match device {
+            Device::Cpu => Storage::Host(HostTensor::zeros(dtype, shape)),
+            Device::Cuda(g) => Storage::Cuda(Arc::new(cuda::Buffer::alloc(&g.ctx, bytes)?)),
+            Device::Hip(g) => Storage::Hip(Arc::new(hip::Buffer::alloc(&g.ctx, bytes)?)),
+        };
+        Ok(Tensor {
+            dtype,
+            shape: shape.to_vec(),
+            strides: row_major(shape),
+            storage,
+        })
+    }
+
+    /// A tensor from its elements' bytes (row-major, the dtype's encoding).
+    pub fn from_bytes(
+        dtype: ScalarType,
+        shape: &[usize],
+        bytes: &[u8],
+        device: &Device,
+    ) -> Result<Tensor, Error> {
+        let n = element_count(shape)?;
+        let want = n.saturating_mul(dtype.size_bytes() as usize);
+        if bytes.len() != want {
+            return Err(Error::Tensor {
+                message: format!(
+                    "a {dtype} tensor of shape {shape:?} is {want} bytes, got {}",
+                    bytes.len()
+                ),
+            });
+        }
+        if let Device::Cpu = device {
+            let h = HostTensor::new(dtype, shape, &codec::decode(dtype, bytes))?;
+            return Tensor::from_host(&h, device);
+        }
+        let t = Tensor::alloc(dtype, shape, device)?;
+        match &t.storage {
+            Storage::Cuda(b) => b.upload(bytes)?,
+            Storage::Hip(b) => b.upload(bytes)?,
+            Storage::Host(_) => {}
+        }
+        Ok(t)
+    }
+
+    pub fn dtype(&self) -> ScalarType {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Element strides (row-major).
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of the elements.
+    pub fn size_bytes(&self) -> usize {
+        self.len() * self.dtype.size_bytes() as usize
+    }
+
+    /// The device's name (`cpu`, `cuda:0`, `hip:0`).
+    pub fn device_name(&self) -> String {
+        self.storage.device_name()
+    }
+
+    /// The elements' bytes (waits for work on the device that may write them).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        match &self.storage {
+            Storage::Host(h) => Ok(codec::encode(self.dtype, &h.to_vec())),
+            Storage::Cuda(b) => b.download(),
+            Storage::Hip(b) => b.download(),
+        }
+    }
+
+    /// A host copy (for the interpreter, references, printing).
+    pub fn to_host(&self) -> Result<HostTensor, Error> {
+        match &self.storage {
+            Storage::Host(h) => Ok(h.clone()),
+            _ => Ok(HostTensor::new(
+                self.dtype,
+                &self.shape,
+                &codec::decode(self.dtype, &self.to_bytes()?),
+            )?),
+        }
+    }
+
+    /// The elements as `f64` values, row-major.
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>, Error> {
+        Ok(self.to_host()?.to_vec())
+    }
+
+    /// The elements as `E`, which must be the tensor's dtype.
+    pub fn to_vec<E: Element>(&self) -> Result<Vec<E>, Error> {
+        if E::DTYPE != self.dtype {
+            return Err(Error::Tensor {
+                message: format!(
+                    "to_vec::<{}> of a {} tensor; read it as its own dtype",
+                    E::DTYPE,
+                    self.dtype
+                ),
+            });
+        }
+        Ok(self.to_f64_vec()?.into_iter().map(E::from_f64).collect())
+    }
+
+    /// Copies `src` (same dtype, shape and device) into this tensor. On a GPU the copy is
+    /// device to device, ordered on `device`'s stream.
+    pub fn copy_from(&mut self, src: &Tensor, device: &Device) -> Result<(), Error> {
+        if src.dtype != self.dtype || src.shape != self.shape {
+            return Err(Error::Tensor {
+                message: format!(
+                    "copy_from: a {} tensor of shape {:?} into a {} tensor of shape {:?}",
+                    src.dtype, src.shape, self.dtype, self.shape
+                ),
+            });
+        }
+        match (&mut self.storage, &src.storage, device) {
+            (Storage::Host(d), Storage::Host(s), _) => *d = s.clone(),
+            (Storage::Cuda(d), Storage::Cuda(s), Device::Cuda(g))
+                if Arc::ptr_eq(&d.ctx, &s.ctx) && Arc::ptr_eq(&d.ctx, &g.ctx) =>
+            {
+                d.copy_from(s, &g.stream)?
+            }
+            _ => {
+                return Err(Error::Tensor {
+                    message: format!(
+                        "copy_from: {} to {} on {}; copy across devices with `Tensor::to`",
+                        src.device_name(),
+                        self.device_name(),
+                        device.name()
+                    ),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// The device address of a GPU tensor's first element (`None` on the cpu), for handing the
+    /// memory to other libraries (cuBLAS, …). The tensor must outlive their use of it.
+    pub fn device_ptr(&self) -> Option<u64> {
+        match &self.storage {
+            Storage::Host(_) => None,
+            Storage::Cuda(b) => Some(b.ptr),
+            Storage::Hip(b) => Some(b.ptr as u64),
+        }
+    }
+
+    /// A copy on `device`.
+    pub fn to(&self, device: &Device) -> Result<Tensor, Error> {
+        match device {
+            Device::Cpu => Tensor::from_host(&self.to_host()?, device),
+            _ => Tensor::from_bytes(self.dtype, &self.shape, &self.to_bytes()?, device),
+        }
+    }
+}
+
+impl Storage {
+    pub(crate) fn device_name(&self) -> String {
+        match self {
+            Storage::Host(_) => "cpu".into(),
+            Storage::Cuda(b) => format!("cuda:{}", b.ctx.ordinal),
+            Storage::Hip(b) => format!("hip:{}", b.ctx.ordinal),
+        }
+    }
+}
+
+impl TensorArg for Tensor {
+    fn dtype(&self) -> ScalarType {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn launch_arg(&self) -> LaunchArg {
+        match &self.storage {
+            Storage::Host(h) => LaunchArg::Host(h.clone()),
+            storage => LaunchArg::Device(crate::launch::DeviceView {
+                dtype: self.dtype,
+                shape: self.shape.clone(),
+                strides: self.strides.clone(),
+                storage: storage.clone(),
+            }),
+        }
+    }
+
+    fn take_back(&mut self, arg: LaunchArg) {
+        if let (Storage::Host(h), LaunchArg::Host(t)) = (&mut self.storage, arg) {
+            *h = t;
+        }
+    }
+}

@@ -472,6 +472,39 @@ pub fn mfma_steps(
     steps
 }
 
+/// AMD LDS placement of shared tiles: the (row bit, word bit) pairs of the XOR that permutes
+/// the 4-byte words of a row of `row_bytes` bytes by the row's index (rows of 8, 16 or 32 words;
+/// other widths are not permuted). Element (r, c) sits at byte `r·row_bytes + (c·es ^ 4·h(r))`,
+/// `h(r)` setting word bit `w` where row bit `b` is set, for each pair `(b, w)`.
+///
+/// CDNA LDS has 32 banks of 4 bytes and serves 32 lanes of a 4-byte-or-narrower access per cycle
+/// (CDNA3 ISA, *Local Data Share*), so one half-wavefront of a register-tile access conflicts
+/// when two of its lanes touch distinct words in one bank. A half-wavefront of an MFMA row-layout
+/// register touches rows `g = 0..16`, the same word offset within each row's two columns
+/// `4t + e` (`t` = 0, 1: word bit 1): the XOR spreads the row bits that the row's bank line does
+/// not already separate over the other word bits (never bit 1), so the 32 lanes land in 32
+/// banks. A col-layout register reads 16 consecutive columns of rows `i` and `i + 4`: row bit 2
+/// goes to a word bit above those 16 columns' words. Copies (consecutive elements per lane) stay
+/// within one permuted row. This takes the place of the NVIDIA 16-byte-chunk swizzles on AMD
+/// (nothing there needs 16-byte chunks: no `ldmatrix`, no TMA).
+pub fn lds_row_xor_bits(row_bytes: u32) -> &'static [(u32, u32)] {
+    match row_bytes / 4 {
+        32.. if row_bytes % 128 == 0 => &[(0, 0), (1, 2), (2, 3), (3, 4)],
+        16 => &[(1, 0), (2, 3), (3, 2)],
+        8 => &[(2, 0), (3, 2)],
+        _ => &[],
+    }
+}
+
+/// The byte offset of byte `byte_in_row` of row `row` of an AMD LDS tile ([`lds_row_xor_bits`]).
+pub fn lds_offset(row_bytes: u32, row: u32, byte_in_row: u32) -> u32 {
+    let h = lds_row_xor_bits(row_bytes)
+        .iter()
+        .filter(|(b, _)| (row >> b) & 1 == 1)
+        .fold(0, |h, (_, w)| h | (1 << w));
+    row * row_bytes + (byte_in_row ^ (4 * h))
+}
+
 /// The XOR mask that a swizzle applies to bits 4.. of a byte offset, taken from the bits three
 /// places above (the 32/64/128-byte swizzles of CUTLASS `Swizzle<1|2|3, 4, 3>` and TMA): 16-byte
 /// chunks stay whole, so `ldmatrix` rows and 16-byte copies stay contiguous.
@@ -1015,5 +1048,87 @@ mod bank_conflicts {
         for cols in [16, 32, 64] {
             assert_eq!(store_ways(Swizzle::B128, 64, cols, Layout::Row, 4), 2);
         }
+    }
+
+    /// AMD: worst half-wavefront (32 lanes, CDNA LDS serving 32 banks of 4 bytes per cycle) of
+    /// the element accesses of an MFMA register tile `16×16` at every 16-aligned origin of an
+    /// LDS tile `srows×scols` of `es`-byte elements placed by `place`.
+    fn amd_tile_ways(
+        place: impl Fn(u32, u32, u32) -> u32,
+        srows: u32,
+        scols: u32,
+        layout: Layout,
+        es: u32,
+    ) -> usize {
+        let f = Frag::Mfma;
+        let mut worst = 0;
+        for r0 in (0..srows).step_by(16) {
+            for c0 in (0..scols).step_by(16) {
+                for e in 0..f.subtile_regs() {
+                    let (r, c) = f.tile_elem(layout, 16, e);
+                    for half in 0..2 {
+                        let phase: Vec<(u32, u32)> = (32 * half..32 * half + 32)
+                            .map(|l| {
+                                let (row, col) = (r0 + r.at(f, l), c0 + c.at(f, l));
+                                (place(scols * es, row, col * es), es)
+                            })
+                            .collect();
+                        worst = worst.max(ways(&phase));
+                    }
+                }
+            }
+        }
+        worst
+    }
+
+    /// AMD: worst half-wavefront of a global → LDS copy, element `rank + k·threads` per lane.
+    fn amd_copy_ways(srows: u32, scols: u32, es: u32) -> usize {
+        let elems: Vec<(u32, u32)> = (0..srows * scols)
+            .map(|i| (lds_offset(scols * es, i / scols, (i % scols) * es), es))
+            .collect();
+        elems.chunks(32).map(ways).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn lds_placement_permutes_each_row_onto_itself() {
+        for row_bytes in [32, 64, 96, 128, 256, 384] {
+            for row in 0..32 {
+                let mut seen = HashSet::new();
+                for b in 0..row_bytes {
+                    let o = lds_offset(row_bytes, row, b);
+                    assert_eq!(o / row_bytes, row);
+                    assert!(seen.insert(o));
+                }
+            }
+        }
+    }
+
+    /// The AMD rule: MFMA register tiles of bf16 read from or written to LDS (both layouts) and
+    /// the copies into LDS are free of bank conflicts for tiles of 64 or more columns (the
+    /// kernels' `64x64`, `32x64`) and 32 columns (`64x32`); 16-column tiles (`64x16`) are
+    /// conflict-free in the row layout and 2-way in the col layout (a col register reads rows
+    /// `i` and `i + 4` whole, 8 words each, and four such rows fill one bank line whatever the
+    /// permutation within a row); f32 tiles (no kernel keeps one in LDS) are 2-way. Without the
+    /// placement the row layout is 16-way.
+    #[test]
+    fn amd_lds_accesses_are_conflict_free_for_wide_tiles() {
+        let placed = |rb: u32, r: u32, b: u32| lds_offset(rb, r, b);
+        let plain = |rb: u32, r: u32, b: u32| r * rb + b;
+        for (rows, cols) in [(64, 64), (32, 64), (16, 64), (64, 128)] {
+            for layout in [Layout::Row, Layout::Col] {
+                let w = amd_tile_ways(placed, rows, cols, layout, BF16);
+                assert_eq!(w, 1, "{rows}x{cols} {layout:?}");
+            }
+            assert_eq!(amd_tile_ways(placed, rows, cols, Layout::Row, 4), 2);
+            assert_eq!(amd_copy_ways(rows, cols, BF16), 1);
+            assert_eq!(amd_copy_ways(rows, cols, 4), 1);
+        }
+        for (rows, cols, col_ways) in [(64, 32, 1), (64, 16, 2)] {
+            assert_eq!(amd_tile_ways(placed, rows, cols, Layout::Row, BF16), 1);
+            let w = amd_tile_ways(placed, rows, cols, Layout::Col, BF16);
+            assert_eq!(w, col_ways, "{rows}x{cols}");
+            assert_eq!(amd_copy_ways(rows, cols, BF16), 1);
+        }
+        assert_eq!(amd_tile_ways(plain, 64, 64, Layout::Row, BF16), 16);
     }
 }

@@ -186,6 +186,10 @@ impl Rules for Nvidia {
         self.target == Target::Sm80
     }
 
+    fn lds_row_xor(&self) -> bool {
+        false
+    }
+
     fn mbarrier_tx(&self) -> bool {
         self.target == Target::Sm90a
     }

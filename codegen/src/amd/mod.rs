@@ -263,6 +263,10 @@ impl Rules for Amd {
         false
     }
 
+    fn lds_row_xor(&self) -> bool {
+        true
+    }
+
     fn mbarrier_tx(&self) -> bool {
         false
     }

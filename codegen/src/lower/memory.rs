@@ -308,7 +308,8 @@ impl Lowerer<'_> {
     }
 
     /// Address of element (row, col) of a shared tile at byte offset `base`: row-major, with the
-    /// tile's swizzle applied to the byte offset within the tile.
+    /// tile's swizzle applied to the byte offset within the tile (on AMD, LDS's row-indexed word
+    /// permutation instead, see [`layout::lds_row_xor_bits`]).
     fn shared_tile_ptr(
         &mut self,
         base: &str,
@@ -321,6 +322,32 @@ impl Lowerer<'_> {
         let es = i64::from(d.size_bytes());
         let rb = self.e.mul_i32_const(row, i64::from(cols) * es);
         let cb = self.e.mul_i32_const(col, es);
+        if self.rules.lds_row_xor() {
+            // AMD: the row-indexed word permutation of `layout::lds_row_xor_bits` in place of
+            // the swizzle.
+            let row_bytes = cols * d.size_bytes();
+            let mut cb = cb;
+            for &(rbit, wbit) in layout::lds_row_xor_bits(row_bytes) {
+                let to = i64::from(wbit) + 2;
+                let moved = match to - i64::from(rbit) {
+                    0 => row.to_string(),
+                    k if k > 0 => {
+                        let kk = self.e.i32(k);
+                        self.e.op(&format!("arith.shli {row}, {kk} : i32"))
+                    }
+                    k => {
+                        let kk = self.e.i32(-k);
+                        self.e.op(&format!("arith.shrui {row}, {kk} : i32"))
+                    }
+                };
+                let m = self.e.i32(1 << to);
+                let bit = self.e.op(&format!("arith.andi {moved}, {m} : i32"));
+                cb = self.e.op(&format!("arith.xori {cb}, {bit} : i32"));
+            }
+            let off = self.e.add_i32(&rb, &cb);
+            let total = self.e.add_i32(base, &off);
+            return self.shared_ptr(&total);
+        }
         let mut off = self.e.add_i32(&rb, &cb);
         let mask = layout::swizzle_mask(swz);
         if mask != 0 {

@@ -105,6 +105,10 @@ pub(crate) trait Rules {
     /// `copy_async` as a pipeline of `cp.async` groups counted late on software semaphores.
     fn async_copy_queue(&self) -> bool;
 
+    /// Shared tiles placed with LDS's row-indexed word permutation
+    /// ([`crate::layout::lds_row_xor_bits`]) instead of the 16-byte-chunk swizzles.
+    fn lds_row_xor(&self) -> bool;
+
     /// Hardware barriers with transaction counts (`mbarrier.expect_tx`) for semaphores.
     fn mbarrier_tx(&self) -> bool;
 

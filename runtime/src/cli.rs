@@ -14,8 +14,8 @@ use crate::registry::{kernels, KernelInfo, Variant};
 const USAGE: &str = "\
 usage: tilekit list
        tilekit selftest [--device cpu]
-       tilekit emit <kernel> --target sm_80|sm_90a --stage <stage> [--const N=V]...
-       tilekit check <kernel> --target sm_80|sm_90a [--const N=V]...
+       tilekit emit <kernel> --target <target> --stage <stage> [--const N=V]... [--out FILE]
+       tilekit check <kernel> --target <target> [--const N=V]...
        tilekit bundle --target sm_80|sm_90a --out <dir>
        tilekit help";
 
@@ -27,19 +27,24 @@ commands:
                        parameters, op count, source
   selftest [--device cpu]
                        runs every kernel against its reference; ends with `N passed, M failed`
-  emit <kernel> --target <target> --stage <stage> [--const N=V]...
-                       prints one stage of the kernel compiled for the target
+  emit <kernel> --target <target> --stage <stage> [--const N=V]... [--out FILE]
+                       prints one stage of the kernel compiled for the target, or writes it to
+                       FILE; the binary `hsaco` stage is only written (it needs --out)
   check <kernel> --target <target> [--const N=V]...
-                       assembles the kernel's PTX with ptxas and prints registers, spill bytes,
-                       shared memory and the SASS instruction mix (needs ptxas and nvdisasm)
+                       NVIDIA: assembles the kernel's PTX with ptxas and prints registers, spill
+                       bytes, shared memory and the SASS instruction mix (needs ptxas and
+                       nvdisasm). AMD: prints VGPR/AGPR/SGPR counts, LDS bytes, scratch bytes
+                       and spills read from the linked code object's metadata note, and the
+                       number of MFMA instructions in its assembly (needs ld.lld)
   bundle --target <target> --out <dir>
                        compiles every kernel variant ahead of time: one PTX file per variant,
                        bundle.txt (metadata) and bundle.tkb (all of it, for include_bytes!);
                        a tilekit built without `jit` loads it (tilekit::Bundle)
 
-targets: sm_80, sm_90a
+targets: sm_80, sm_90a (NVIDIA); gfx90a, gfx942, gfx950 (AMD CDNA, wave64)
 stages:  tile (Tile IR), mlir (as generated), mlir-lowered (LLVM dialect), llvm (as translated),
-         llvm-opt (after O3), ptx, sass (ptxas + nvdisasm)
+         llvm-opt (after O3); NVIDIA: ptx, sass (ptxas + nvdisasm); AMD: asm (AMDGPU
+         assembly), hsaco (the code object linked by ld.lld; binary, needs --out FILE)
 
 choosing a variant: a generic kernel is registered with several comptime instantiations
 (`tilekit list` shows them). Name one by writing its comptime arguments after the kernel's
@@ -132,10 +137,13 @@ pub fn run(args: &[String]) -> Result<(String, i32), CliError> {
                     .stage
                     .as_deref()
                     .ok_or_else(|| CliError::usage("`emit` needs --stage <stage>"))?;
-                jit::emit(kernel, variant, &opts.target, stage).map(|s| (s, 0))
+                jit::emit(kernel, variant, &opts.target, stage, opts.out.as_deref()).map(|s| (s, 0))
             } else {
                 if opts.stage.is_some() {
                     return Err(CliError::usage("`check` takes no --stage"));
+                }
+                if opts.out.is_some() {
+                    return Err(CliError::usage("`check` takes no --out"));
                 }
                 jit::check(kernel, variant, &opts.target).map(|s| (s, 0))
             }
@@ -157,6 +165,8 @@ struct CompileArgs {
     kernel: String,
     target: String,
     stage: Option<String>,
+    /// `--out FILE`: where `emit` writes the stage instead of printing it.
+    out: Option<String>,
     /// `--const N=V`: position and value.
     consts: Vec<(usize, String)>,
 }
@@ -166,6 +176,7 @@ impl CompileArgs {
         let mut kernel = None;
         let mut target = None;
         let mut stage = None;
+        let mut out = None;
         let mut consts = Vec::new();
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -177,6 +188,7 @@ impl CompileArgs {
             match a.as_str() {
                 "--target" => target = Some(value("--target")?),
                 "--stage" => stage = Some(value("--stage")?),
+                "--out" => out = Some(value("--out")?),
                 "--const" => {
                     let kv = value("--const")?;
                     let (k, v) = kv
@@ -205,8 +217,9 @@ impl CompileArgs {
             kernel: kernel
                 .ok_or_else(|| CliError::usage(format!("`{cmd}` needs a kernel name")))?,
             target: target
-                .ok_or_else(|| CliError::usage(format!("`{cmd}` needs --target sm_80|sm_90a")))?,
+                .ok_or_else(|| CliError::usage(format!("`{cmd}` needs --target <target>")))?,
             stage,
+            out,
             consts,
         })
     }
@@ -398,57 +411,101 @@ pub fn selftest(device: &Device) -> (String, i32) {
 mod jit {
     use std::fmt::Write as _;
 
-    use tilekit_codegen::{compile, ptxas, sass, Compiled, Stage, Target};
+    use tilekit_codegen::{amd, compile, ptxas, sass, Compiled, Stage, Target};
 
     use super::CliError;
     use crate::registry::{KernelInfo, Variant};
 
-    /// The stages `emit` prints: the compiled kernel's, then SASS.
-    fn stage_names() -> Vec<&'static str> {
+    /// The stages `emit` has for `target`: the compiled kernel's, then SASS on NVIDIA.
+    fn stage_names(target: Option<Target>) -> Vec<&'static str> {
+        let nvidia = target.is_none_or(Target::is_nvidia);
         Stage::ALL
-            .iter()
-            .map(|s| s.name())
-            .chain(["sass"])
+            .into_iter()
+            .filter(|s| target.is_none_or(|t| s.applies_to(t)))
+            .map(Stage::name)
+            .chain(nvidia.then_some("sass"))
             .collect()
     }
 
-    fn compiled(k: &KernelInfo, v: &Variant, target: &str) -> Result<Compiled, CliError> {
-        let target: Target = target
+    fn parse_target(target: &str) -> Result<Target, CliError> {
+        target
             .parse()
-            .map_err(|e: tilekit_codegen::UnknownTarget| CliError::usage(e.to_string()))?;
+            .map_err(|e: tilekit_codegen::UnknownTarget| CliError::usage(e.to_string()))
+    }
+
+    fn compiled(k: &KernelInfo, v: &Variant, target: Target) -> Result<Compiled, CliError> {
         compile((v.module)(), k.name, target).map_err(|e| {
             CliError::failure(format!("compiling {}{} for {target}: {e}", k.name, v.args))
         })
     }
 
+    /// One stage of the kernel: its text, or with `out` a line saying where it was written.
+    /// The code object (`hsaco`) is binary and is only written to a file.
     pub(super) fn emit(
         k: &KernelInfo,
         v: &Variant,
         target: &str,
         stage: &str,
+        out: Option<&str>,
     ) -> Result<String, CliError> {
+        let target = parse_target(target)?;
         let known = Stage::ALL.into_iter().find(|s| s.name() == stage);
-        if known.is_none() && stage != "sass" {
+        let applies = match known {
+            Some(s) => s.applies_to(target),
+            None => stage == "sass" && target.is_nvidia(),
+        };
+        if !applies {
+            let what = if known.is_some() || stage == "sass" {
+                format!("stage `{stage}` does not apply to {target}")
+            } else {
+                format!("unknown stage `{stage}`")
+            };
             return Err(CliError::usage(format!(
-                "unknown stage `{stage}`; stages: {}",
-                stage_names().join(", ")
+                "{what}; stages for {target}: {}",
+                stage_names(Some(target)).join(", ")
             )));
         }
-        let c = compiled(k, v, target)?;
-        let mut text = match known {
-            Some(s) => c.stage(s).to_string(),
-            None => c.sass().map_err(|e| CliError::failure(e.to_string()))?,
-        };
-        if !text.ends_with('\n') {
-            text.push('\n');
+        if known == Some(Stage::Hsaco) && out.is_none() {
+            return Err(CliError::usage(
+                "the `hsaco` stage is a binary code object: write it with --out FILE",
+            ));
         }
-        Ok(text)
+        let c = compiled(k, v, target)?;
+        let bytes = match known {
+            Some(Stage::Hsaco) => c.code_object().unwrap_or_default().to_vec(),
+            Some(s) => {
+                let mut text = c.stage(s).to_string();
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.into_bytes()
+            }
+            None => {
+                let mut text = c.sass().map_err(|e| CliError::failure(e.to_string()))?;
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.into_bytes()
+            }
+        };
+        match out {
+            None => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Some(path) => {
+                std::fs::write(path, &bytes).map_err(|e| {
+                    CliError::failure(format!("cannot write the {stage} stage to {path}: {e}"))
+                })?;
+                Ok(format!(
+                    "wrote the {stage} stage of {}{} for {target} ({} bytes) to {path}\n",
+                    k.name,
+                    v.args,
+                    bytes.len()
+                ))
+            }
+        }
     }
 
     pub(super) fn bundle(target: &str, out: &str) -> Result<String, CliError> {
-        let target: Target = target
-            .parse()
-            .map_err(|e: tilekit_codegen::UnknownTarget| CliError::usage(e.to_string()))?;
+        let target = parse_target(target)?;
         if !crate::bundle::TARGETS.contains(&target.name()) {
             return Err(CliError::usage(format!(
                 "bundles hold PTX for {}, not {target}",
@@ -472,7 +529,11 @@ mod jit {
     }
 
     pub(super) fn check(k: &KernelInfo, v: &Variant, target: &str) -> Result<String, CliError> {
+        let target = parse_target(target)?;
         let c = compiled(k, v, target)?;
+        if !target.is_nvidia() {
+            return Ok(check_amd(k, v, &c));
+        }
         let fail = |e: tilekit_codegen::CodegenError| CliError::failure(e.to_string());
         let asm = ptxas::assemble(c.ptx(), c.target).map_err(fail)?;
         let mix = sass::instruction_mix(&sass::disassemble(&asm.cubin).map_err(fail)?);
@@ -518,6 +579,54 @@ mod jit {
         }
         Ok(out)
     }
+
+    /// The AMD report: registers, LDS, scratch and spills from the code object's metadata note
+    /// (`tilekit_codegen::amd::resources`), MFMAs counted in the assembly.
+    fn check_amd(k: &KernelInfo, v: &Variant, c: &Compiled) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}{} on {}: {} wavefronts ({} threads per work-group)",
+            k.name,
+            v.args,
+            c.target,
+            c.warps,
+            c.block_threads()
+        );
+        let Some(r) = c.amd_resources() else {
+            let _ = writeln!(
+                out,
+                "the code object has no AMDGPU metadata for this kernel"
+            );
+            return out;
+        };
+        let _ = writeln!(
+            out,
+            "VGPRs          {} per lane (unified: architectural + {} AGPRs)",
+            r.vgprs, r.agprs
+        );
+        let _ = writeln!(out, "AGPRs          {}", r.agprs);
+        let _ = writeln!(out, "SGPRs          {}", r.sgprs);
+        let _ = writeln!(out, "LDS            {} bytes", r.lds_bytes);
+        let _ = writeln!(
+            out,
+            "scratch        {} bytes per lane ({} VGPR and {} SGPR spills){}",
+            r.scratch_bytes,
+            r.vgpr_spills,
+            r.sgpr_spills,
+            if r.scratch_bytes > 0 {
+                "  <- spills to scratch"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "MFMA           {} instructions",
+            amd::resources::mfma_count(c.stage(Stage::Asm))
+        );
+        out
+    }
 }
 
 /// Without the `jit` feature there is no compiler to answer `emit` and `check`.
@@ -526,7 +635,13 @@ mod jit {
     use super::{unavailable, CliError};
     use crate::registry::{KernelInfo, Variant};
 
-    pub(super) fn emit(_: &KernelInfo, _: &Variant, _: &str, _: &str) -> Result<String, CliError> {
+    pub(super) fn emit(
+        _: &KernelInfo,
+        _: &Variant,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<String, CliError> {
         Err(unavailable("emit"))
     }
 
@@ -658,10 +773,92 @@ mod tests {
 
     #[cfg(feature = "jit")]
     #[test]
-    fn a_target_that_cannot_be_lowered_is_a_compile_failure() {
-        let e = run_str("emit adamw_step --target gfx942 --stage ptx").unwrap_err();
-        assert_eq!(e.code, 1, "{e}");
-        assert!(e.message.contains("gfx942"), "{e}");
+    fn stages_of_the_other_vendor_are_usage_errors_listing_the_targets_stages() {
+        let e = usage_error(&["emit", "adamw_step", "--target", "gfx942", "--stage", "ptx"]);
+        assert!(
+            e.contains("stage `ptx` does not apply to gfx942") && e.contains("asm, hsaco"),
+            "{e}"
+        );
+        let e = usage_error(&["emit", "adamw_step", "--target", "sm_80", "--stage", "asm"]);
+        assert!(
+            e.contains("does not apply to sm_80") && e.contains("sass"),
+            "{e}"
+        );
+        let e = usage_error(&[
+            "emit",
+            "adamw_step",
+            "--target",
+            "gfx942",
+            "--stage",
+            "hsaco",
+        ]);
+        assert!(e.contains("--out FILE"), "{e}");
+        let e = usage_error(&["check", "adamw_step", "--target", "gfx1100"]);
+        assert!(e.contains("gfx90a, gfx942, gfx950"), "{e}");
+    }
+
+    #[cfg(feature = "jit")]
+    #[test]
+    fn emit_prints_the_amd_stages_of_the_gemm_and_writes_its_code_object() {
+        let gemm = "gemm<bf16,64,64,32,32,32>";
+        for target in ["gfx90a", "gfx942", "gfx950"] {
+            let emit = |stage: &str| {
+                let args = ["emit", gemm, "--target", target, "--stage", stage];
+                let (out, code) =
+                    run(&args.map(String::from)).unwrap_or_else(|e| panic!("{stage}: {e}"));
+                assert_eq!(code, 0);
+                out
+            };
+            assert!(emit("mlir").contains("rocdl.kernel"), "{target}");
+            assert!(
+                emit("llvm").contains("amdgpu_kernel void @gemm("),
+                "{target}"
+            );
+            let asm = emit("asm");
+            assert!(
+                asm.contains(&format!("amdgcn-amd-amdhsa--{target}")) && asm.contains("v_mfma"),
+                "{target}"
+            );
+            let path = std::env::temp_dir()
+                .join(format!("tilekit-cli-{}-{target}.hsaco", std::process::id()));
+            let p = path.to_string_lossy().into_owned();
+            let args = [
+                "emit", gemm, "--target", target, "--stage", "hsaco", "--out", &p,
+            ];
+            let (out, code) = run(&args.map(String::from)).unwrap();
+            assert_eq!(code, 0);
+            assert!(out.contains("wrote the hsaco stage"), "{out}");
+            let bytes = std::fs::read(&path).unwrap();
+            let _ = std::fs::remove_file(&path);
+            assert_eq!(&bytes[..4], b"\x7fELF", "{target}");
+        }
+    }
+
+    #[cfg(feature = "jit")]
+    #[test]
+    fn check_prints_amd_registers_lds_scratch_and_mfma_count() {
+        for target in ["gfx90a", "gfx942", "gfx950"] {
+            let (out, code) =
+                run_str(&format!("check gemm --const 0=bf16 --target {target}")).unwrap();
+            assert_eq!(code, 0);
+            for want in [
+                "VGPRs",
+                "AGPRs",
+                "SGPRs",
+                "LDS            8192 bytes",
+                "scratch        0 bytes",
+                "MFMA",
+            ] {
+                assert!(out.contains(want), "{target}: no `{want}` in\n{out}");
+            }
+            let mfma: usize = out
+                .lines()
+                .find_map(|l| l.strip_prefix("MFMA"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            assert!(mfma > 0, "{target}: {out}");
+        }
     }
 
     #[cfg(feature = "jit")]

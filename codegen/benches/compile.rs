@@ -1,6 +1,8 @@
-//! Compile time Tile IR → PTX (ptxas excluded) per kernel and target, split by stage. Prints a
-//! table; asserts nothing. The first compile of the process also pays for registering MLIR's
-//! dialects and passes and initializing the NVPTX target; the median is over later runs.
+//! Compile time Tile IR → PTX (ptxas excluded) or → linked AMD code object per kernel and
+//! target, split by stage (`llvm` is O3 plus PTX, or on AMD O3 plus assembly and object
+//! emission; `link` is ld.lld). Prints a table; asserts nothing. The first compile of the
+//! process also pays for registering MLIR's dialects and passes and initializing the NVPTX
+//! target; the median is over later runs.
 //!
 //! Run with `cargo bench -p tilekit-codegen --bench compile`.
 
@@ -30,12 +32,12 @@ fn main() {
         if first.is_ok() { "" } else { " (failed)" }
     );
     println!(
-        "{:<18} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "kernel", "target", "total", "lower", "parse", "passes", "transl", "llvm", "wall"
+        "{:<18} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "kernel", "target", "total", "lower", "parse", "passes", "transl", "llvm", "link", "wall"
     );
     for (snap, kernel) in acceptance::KERNELS {
         let m = acceptance::module(snap);
-        for t in [Target::Sm80, Target::Sm90a] {
+        for t in Target::ALL {
             let mut timings: Vec<Timings> = Vec::new();
             let mut walls = Vec::new();
             let mut err = None;
@@ -58,7 +60,7 @@ fn main() {
             }
             let col = |f: fn(&Timings) -> f64| median(timings.iter().map(f).collect());
             println!(
-                "{snap:<18} {:<7} {} {} {} {} {} {} {}",
+                "{snap:<18} {:<7} {} {} {} {} {} {} {} {}",
                 t.name(),
                 ms(col(Timings::total)),
                 ms(col(|x| x.lower)),
@@ -66,6 +68,7 @@ fn main() {
                 ms(col(|x| x.passes)),
                 ms(col(|x| x.translate)),
                 ms(col(|x| x.llvm)),
+                ms(col(|x| x.link)),
                 ms(median(walls)),
             );
         }

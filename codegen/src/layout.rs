@@ -417,7 +417,7 @@ pub struct MfmaStep {
 /// The MFMAs of `D = op(A)·op(B) + C` in issue order (k innermost, increasing), for A stored
 /// `a_rows × a_cols`, B stored `b_rows × b_cols` and C `m × n`; with `k32` (gfx950) two
 /// consecutive k-subtiles share one `16x16x32` instruction, an odd last one takes `16x16x16`.
-/// Subtile addressing of op(A) and op(B) is [`mma_steps`']: the col layout is the transpose of
+/// Subtile addressing of op(A) and op(B) is that of [`mma_steps`]: the col layout is the transpose of
 /// the row layout on AMD as on NVIDIA.
 pub fn mfma_steps(
     variant: tilekit_ir::MmaVariant,

@@ -8,6 +8,7 @@
 //! shared by the tests.
 
 mod acceptance;
+mod kernels;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -275,5 +276,41 @@ fn vgpr_overflow_is_rejected_with_the_numbers() {
             assert!(resource.contains("spilled to scratch"), "{e}");
         }
         other => panic!("expected a register overflow, got {other}"),
+    }
+}
+
+/// The small kernels of the NVIDIA tests (every mma variant, shared-memory GEMMs, vector maps,
+/// masks, warpgroup mma, helpers, scalar control flow, layout changes) compile and link for
+/// gfx942 without scratch.
+#[test]
+fn small_kernels_compile_and_link_without_scratch() {
+    use tilekit_ir::MmaVariant;
+    use tilekit_ir::ScalarType::{BF16, F32};
+    let mut ks = vec![
+        ("scale", kernels::scale()),
+        ("softmax_rows", kernels::softmax_rows()),
+        (
+            "softmax_rows",
+            kernels::softmax_rows_in(tilekit_ir::Layout::Col),
+        ),
+        ("gemm_shared", kernels::gemm_shared(F32, Swizzle::None)),
+        ("gemm_shared", kernels::gemm_shared(BF16, Swizzle::B128)),
+        ("vector_map", kernels::vector_map()),
+        ("masks", kernels::masks()),
+        ("mma_warpgroup", kernels::mma_warpgroup()),
+        ("with_helper", kernels::with_helper()),
+        ("scalar_control", kernels::scalar_control()),
+        ("mask_kinds", kernels::mask_kinds(tilekit_ir::Layout::Row)),
+    ];
+    for v in MmaVariant::ALL {
+        ks.push(("mma_global", kernels::mma_global(2, 2, v)));
+    }
+    for (name, m) in ks {
+        let c = compile(&m, name, Target::Gfx942).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let r = c.amd_resources().expect("metadata note");
+        assert_eq!(r.scratch_bytes, 0, "{name}: {r:?}");
+        if name.starts_with("mma") || name == "gemm_shared" {
+            assert!(resources::mfma_count(c.stage(Stage::Asm)) > 0, "{name}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! AMD CDNA targets (`gfx90a`, `gfx942`, `gfx950`): the lowering's rules for wave64 and MFMA
-//! ([`Amd`]), the code object link with `ld.lld` ([`lld`]) and the resource report read back
-//! from the code object ([`resources`]).
+//! (`Amd`, implementing the lowering's `Rules`), the code object link with `ld.lld` ([`lld`])
+//! and the resource report read back from the code object ([`resources`]).
 //!
 //! The kernel is an `llvm.func` marked `rocdl.kernel` (calling convention `amdgpu_kernel`) with
 //! `rocdl.flat_work_group_size` and `rocdl.reqd_work_group_size` set to the block's threads;

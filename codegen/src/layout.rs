@@ -473,25 +473,27 @@ pub fn mfma_steps(
 }
 
 /// AMD LDS placement of shared tiles: the (row bit, word bit) pairs of the XOR that permutes
-/// the 4-byte words of a row of `row_bytes` bytes by the row's index (rows of 8, 16 or 32 words;
-/// other widths are not permuted). Element (r, c) sits at byte `r·row_bytes + (c·es ^ 4·h(r))`,
-/// `h(r)` setting word bit `w` where row bit `b` is set, for each pair `(b, w)`.
+/// the 4-byte words of a row of `row_bytes` bytes by the row's index (rows of 8, 16 or 32·k
+/// words; other widths are not permuted). Element (r, c) sits at byte
+/// `r·row_bytes + (c·es ^ 4·h(r))`, `h(r)` setting word bit `w` where row bit `b` is set, for
+/// each pair `(b, w)`. Word bit 0 never moves, so aligned 8-byte groups stay whole and in order.
 ///
-/// CDNA LDS has 32 banks of 4 bytes and serves 32 lanes of a 4-byte-or-narrower access per cycle
-/// (CDNA3 ISA, *Local Data Share*), so one half-wavefront of a register-tile access conflicts
-/// when two of its lanes touch distinct words in one bank. A half-wavefront of an MFMA row-layout
-/// register touches rows `g = 0..16`, the same word offset within each row's two columns
-/// `4t + e` (`t` = 0, 1: word bit 1): the XOR spreads the row bits that the row's bank line does
-/// not already separate over the other word bits (never bit 1), so the 32 lanes land in 32
-/// banks. A col-layout register reads 16 consecutive columns of rows `i` and `i + 4`: row bit 2
-/// goes to a word bit above those 16 columns' words. Copies (consecutive elements per lane) stay
-/// within one permuted row. This takes the place of the NVIDIA 16-byte-chunk swizzles on AMD
-/// (nothing there needs 16-byte chunks: no `ldmatrix`, no TMA).
+/// CDNA LDS has 32 banks of 4 bytes and serves 128 bytes per cycle (CDNA3 ISA, *Local Data
+/// Share*): 32 lanes of a 4-byte-or-narrower access, 16 lanes of an 8-byte one; lanes of one
+/// cycle conflict when they touch distinct words in one bank. The lowering reads and writes a
+/// 16-bit MFMA row-layout register group — columns `4t .. 4t+4` of row `g` — as one 8-byte
+/// access, and 16 lanes (`g = 0..16`, one `t`) are one cycle: the XOR spreads the row bits that
+/// the row's bank line does not already separate over word bits 1–4, so the 16 rows land in 16
+/// distinct 8-byte bank pairs. A col-layout register (16-bit elements, read one by one) reads 16
+/// consecutive columns of rows `i` and `i + 4`: row bit 2 goes to a word bit above those
+/// columns' words. Copies (consecutive elements per lane) stay within one permuted row. This
+/// takes the place of the NVIDIA 16-byte-chunk swizzles on AMD (nothing there needs whole
+/// 16-byte chunks: no `ldmatrix`, no TMA).
 pub fn lds_row_xor_bits(row_bytes: u32) -> &'static [(u32, u32)] {
     match row_bytes / 4 {
-        32.. if row_bytes % 128 == 0 => &[(0, 0), (1, 2), (2, 3), (3, 4)],
-        16 => &[(1, 0), (2, 3), (3, 2)],
-        8 => &[(2, 0), (3, 2)],
+        32.. if row_bytes % 128 == 0 => &[(0, 1), (1, 2), (2, 3), (3, 4)],
+        16 => &[(1, 1), (2, 3), (3, 2)],
+        8 => &[(2, 1), (3, 2)],
         _ => &[],
     }
 }
@@ -1050,9 +1052,10 @@ mod bank_conflicts {
         }
     }
 
-    /// AMD: worst half-wavefront (32 lanes, CDNA LDS serving 32 banks of 4 bytes per cycle) of
-    /// the element accesses of an MFMA register tile `16×16` at every 16-aligned origin of an
-    /// LDS tile `srows×scols` of `es`-byte elements placed by `place`.
+    /// AMD: worst cycle of the scalar element accesses of an MFMA register tile `16×16` (32
+    /// lanes per cycle for accesses of up to 4 bytes: CDNA LDS serves 128 bytes per cycle from
+    /// 32 banks of 4 bytes) at every 16-aligned origin of an LDS tile `srows×scols` of `es`-byte
+    /// elements placed by `place(row_bytes, row, byte_in_row)`.
     fn amd_tile_ways(
         place: impl Fn(u32, u32, u32) -> u32,
         srows: u32,
@@ -1081,12 +1084,53 @@ mod bank_conflicts {
         worst
     }
 
-    /// AMD: worst half-wavefront of a global → LDS copy, element `rank + k·threads` per lane.
+    /// AMD: worst cycle of the 8-byte group accesses of a 16-bit row-layout MFMA register tile
+    /// (`lds_row_groups` in `lower/memory.rs`: registers `4s .. 4s+4`, columns `4t .. 4t+4` of
+    /// row `g`; 16 lanes of an 8-byte access per cycle).
+    fn amd_group_ways(srows: u32, scols: u32) -> usize {
+        let f = Frag::Mfma;
+        let mut worst = 0;
+        for r0 in (0..srows).step_by(16) {
+            for c0 in (0..scols).step_by(16) {
+                let (r, c) = f.tile_elem(Layout::Row, 16, 0);
+                for quarter in 0..4 {
+                    let phase: Vec<(u32, u32)> = (16 * quarter..16 * quarter + 16)
+                        .map(|l| {
+                            let (row, col) = (r0 + r.at(f, l), c0 + c.at(f, l));
+                            let a = lds_offset(scols * BF16, row, col * BF16);
+                            assert_eq!(a % 8, 0, "8-byte groups stay aligned");
+                            (a, 8)
+                        })
+                        .collect();
+                    worst = worst.max(ways(&phase));
+                }
+            }
+        }
+        worst
+    }
+
+    /// AMD: worst cycle of a global → LDS copy, element `rank + k·threads` per lane.
     fn amd_copy_ways(srows: u32, scols: u32, es: u32) -> usize {
         let elems: Vec<(u32, u32)> = (0..srows * scols)
             .map(|i| (lds_offset(scols * es, i / scols, (i % scols) * es), es))
             .collect();
         elems.chunks(32).map(ways).max().unwrap_or(0)
+    }
+
+    /// The lowering's 8-byte group accesses read and write the bytes the element accesses do.
+    #[test]
+    fn lds_placement_keeps_aligned_8_byte_groups_whole_and_in_order() {
+        for row_bytes in [32, 64, 128, 256] {
+            for row in 0..32 {
+                for group in (0..row_bytes).step_by(8) {
+                    let start = lds_offset(row_bytes, row, group);
+                    assert_eq!(start % 8, 0);
+                    for b in 0..8 {
+                        assert_eq!(lds_offset(row_bytes, row, group + b), start + b);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -1103,31 +1147,26 @@ mod bank_conflicts {
         }
     }
 
-    /// The AMD rule: MFMA register tiles of bf16 read from or written to LDS (both layouts) and
-    /// the copies into LDS are free of bank conflicts for tiles of 64 or more columns (the
-    /// kernels' `64x64`, `32x64`) and 32 columns (`64x32`); 16-column tiles (`64x16`) are
-    /// conflict-free in the row layout and 2-way in the col layout (a col register reads rows
-    /// `i` and `i + 4` whole, 8 words each, and four such rows fill one bank line whatever the
-    /// permutation within a row); f32 tiles (no kernel keeps one in LDS) are 2-way. Without the
-    /// placement the row layout is 16-way.
+    /// The AMD rule, for the accesses the lowering makes: 16-bit row-layout register tiles
+    /// (8-byte groups) and global → LDS copies are conflict-free for every tile width of 16
+    /// columns or more; 16-bit col-layout registers (scalar reads) are conflict-free for tiles
+    /// of 32 columns or more (the kernels' `64x64`, `32x64`, `64x32`) and 2-way for `64x16` (a
+    /// col register reads rows `i` and `i + 4` whole, 8 words each, and four such rows fill one
+    /// bank line whatever the permutation within a row). Scalar row-layout accesses (f32 tiles,
+    /// which no kernel keeps in LDS) are 2-way. Without the placement scalar row-layout
+    /// accesses would be 16-way.
     #[test]
-    fn amd_lds_accesses_are_conflict_free_for_wide_tiles() {
+    fn amd_lds_accesses_are_conflict_free() {
         let placed = |rb: u32, r: u32, b: u32| lds_offset(rb, r, b);
         let plain = |rb: u32, r: u32, b: u32| r * rb + b;
-        for (rows, cols) in [(64, 64), (32, 64), (16, 64), (64, 128)] {
-            for layout in [Layout::Row, Layout::Col] {
-                let w = amd_tile_ways(placed, rows, cols, layout, BF16);
-                assert_eq!(w, 1, "{rows}x{cols} {layout:?}");
-            }
+        for (rows, cols) in [(64, 64), (32, 64), (16, 64), (64, 128), (64, 32), (64, 16)] {
+            assert_eq!(amd_group_ways(rows, cols), 1, "{rows}x{cols}");
+            let col_ways = if cols == 16 { 2 } else { 1 };
+            let w = amd_tile_ways(placed, rows, cols, Layout::Col, BF16);
+            assert_eq!(w, col_ways, "{rows}x{cols} col");
             assert_eq!(amd_tile_ways(placed, rows, cols, Layout::Row, 4), 2);
             assert_eq!(amd_copy_ways(rows, cols, BF16), 1);
             assert_eq!(amd_copy_ways(rows, cols, 4), 1);
-        }
-        for (rows, cols, col_ways) in [(64, 32, 1), (64, 16, 2)] {
-            assert_eq!(amd_tile_ways(placed, rows, cols, Layout::Row, BF16), 1);
-            let w = amd_tile_ways(placed, rows, cols, Layout::Col, BF16);
-            assert_eq!(w, col_ways, "{rows}x{cols}");
-            assert_eq!(amd_copy_ways(rows, cols, BF16), 1);
         }
         assert_eq!(amd_tile_ways(plain, 64, 64, Layout::Row, BF16), 16);
     }

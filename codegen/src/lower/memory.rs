@@ -463,6 +463,26 @@ impl Lowerer<'_> {
         if d.size_bytes() == 2 && self.rules.ldmatrix() {
             return self.ldmatrix(&sh.base, row0, col0, rows, cols, layout, sh.cols, sh.swz, d);
         }
+        if let Some(ptrs) = self.lds_row_groups(sh, row0, col0, rows, cols, layout) {
+            let t = mty(d);
+            let vt = format!("vector<4x{t}>");
+            let mut out = Vec::new();
+            for p in ptrs {
+                let v = self.e.op(&format!(
+                    "llvm.load {p} {{alignment = 8 : i64}} : !llvm.ptr<3> -> {vt}"
+                ));
+                for i in 0..4 {
+                    let k = self
+                        .e
+                        .hoist(&format!("llvm.mlir.constant({i} : i32) : i32"));
+                    out.push(
+                        self.e
+                            .op(&format!("llvm.extractelement {v}[{k} : i32] : {vt}")),
+                    );
+                }
+            }
+            return out;
+        }
         let coords = self.tile_coords(layout, rows, cols, Some(row0), Some(col0));
         let mut out = Vec::new();
         for (r, c) in coords {
@@ -470,6 +490,37 @@ impl Lowerer<'_> {
             out.push(self.load_elem(&Access { pred: None, ptr }, d, 3));
         }
         out
+    }
+
+    /// On AMD, the LDS addresses of a 16-bit row-layout register tile's groups of four
+    /// registers: an MFMA row-layout subtile holds columns `4t .. 4t+4` of one row in registers
+    /// `4s .. 4s+4`, 8 contiguous bytes that LDS's placement keeps together and in order
+    /// (`layout::lds_row_xor_bits` never moves byte bits 0–2), so each group is one 8-byte
+    /// access (`ds_read_b64` / `ds_write_b64`) and stays packed for the MFMA. `None` where
+    /// that does not apply (other targets, layouts or element sizes).
+    fn lds_row_groups(
+        &mut self,
+        sh: &SharedTileRef,
+        row0: &str,
+        col0: &str,
+        rows: u32,
+        cols: u32,
+        layout: Layout,
+    ) -> Option<Vec<String>> {
+        if !self.rules.lds_row_xor() || layout != Layout::Row || sh.d.size_bytes() != 2 {
+            return None;
+        }
+        let f = self.frag;
+        let n = f.subtile_regs();
+        let ptrs = (0..f.tile_regs(rows, cols) / n)
+            .map(|s| {
+                let (r, c) = f.tile_elem(Layout::Row, cols, n * s);
+                let r = self.e.affine(r, Some(row0));
+                let c = self.e.affine(c, Some(col0));
+                self.shared_tile_ptr(&sh.base, &r, &c, sh.cols, sh.d, sh.swz)
+            })
+            .collect();
+        Some(ptrs)
     }
 
     /// The element origin of this warp's quarter at warpgroup scope: rows `w·rows`, where w is
@@ -641,8 +692,33 @@ impl Lowerer<'_> {
             ) => {
                 let base = self.shared_off(dst);
                 let (row0, col0) = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
-                let coords = self.tile_coords(*layout, *rows, *cols, Some(&row0), Some(&col0));
                 let xs = self.regs(x);
+                let sh = SharedTileRef {
+                    base: base.clone(),
+                    rows: *rows,
+                    cols: scols,
+                    swz: swizzle,
+                    d,
+                };
+                if let Some(ptrs) = self.lds_row_groups(&sh, &row0, &col0, *rows, *cols, *layout) {
+                    let vt = format!("vector<4x{}>", mty(d));
+                    for (p, group) in ptrs.iter().zip(xs.chunks(4)) {
+                        let mut v = self.e.hoist(&format!("llvm.mlir.poison : {vt}"));
+                        for (i, x) in group.iter().enumerate() {
+                            let k = self
+                                .e
+                                .hoist(&format!("llvm.mlir.constant({i} : i32) : i32"));
+                            v = self
+                                .e
+                                .op(&format!("llvm.insertelement {x}, {v}[{k} : i32] : {vt}"));
+                        }
+                        self.e.line(&format!(
+                            "llvm.store {v}, {p} {{alignment = 8 : i64}} : {vt}, !llvm.ptr<3>"
+                        ));
+                    }
+                    return Ok(());
+                }
+                let coords = self.tile_coords(*layout, *rows, *cols, Some(&row0), Some(&col0));
                 for ((r, c), v) in coords.into_iter().zip(&xs) {
                     let ptr = self.shared_tile_ptr(&base, &r, &c, scols, d, swizzle);
                     self.store_elem(&Access { pred: None, ptr }, v, d, 3);

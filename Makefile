@@ -14,6 +14,7 @@ build: deps
 
 demo: deps
 	$(CARGO) run --release -p tilekit-examples --bin demo
+	$(CARGO) run --release -p tilekit-examples --features jit --bin gpu_targets
 
 test: deps
 	@mkdir -p target

@@ -33,6 +33,9 @@
 //! compiles all of them ahead of time into a [`Bundle`] (`tilekit bundle`), which a build
 //! without `jit` loads.
 
+/// The compiler (feature `jit`): targets, stages, resource reports.
+#[cfg(feature = "jit")]
+pub use tilekit_codegen as codegen;
 pub use tilekit_ir as ir;
 
 // The kernel library uses the macros, whose expansions name `::tilekit`.
@@ -54,10 +57,10 @@ pub use registry::{KernelInfo, Variant};
 pub use tensor::{Element, Tensor};
 pub use tilekit_macros::{func, kernel};
 
-#[doc(hidden)]
-pub use inventory;
 /// `half`'s `bf16` and `f16`, the element types of 16-bit [`Tensor`]s.
 pub use half;
+#[doc(hidden)]
+pub use inventory;
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -22,10 +22,11 @@ use tilekit_examples::ws_gemm::{self, WsGemmConfig};
 
 fn main() -> anyhow::Result<()> {
     println!(
-        "tilekit demo: Tile IR kernels on the CPU interpreter, the reference semantics \
-         (PTX for sm_80/sm_90a: `tilekit emit`/`tilekit check`; AMD targets not lowered yet)"
+        "tilekit demo: the acceptance kernels on the CPU interpreter, the reference semantics \
+         (then `gpu_targets` compiles the kernel library for every target and runs it on a GPU \
+         when there is one)"
     );
-    println!("device: cpu interpreter (the GPU runtime that launches PTX is not written yet)");
+    println!("device: cpu interpreter");
     let start = Instant::now();
     let mut rng = DemoRng::fresh()?;
     println!(

@@ -735,9 +735,44 @@ fn launch_hip(
     Ok(())
 }
 
-/// A kernel's AMD code object for this device: compiled for the chip `TILEKIT_HIP_ARCH` names
-/// (HIP's device-properties struct changes layout across ROCm versions, so tilekit does not read
-/// the chip from it).
+/// A kernel's AMD code object for this device: compiled (feature `jit`) for the chip
+/// `TILEKIT_HIP_ARCH` names (`gfx90a`, `gfx942`, `gfx950`). HIP's device-properties struct
+/// changes layout across ROCm versions, so tilekit does not read the chip from it.
+#[cfg(feature = "jit")]
+fn hip_code(
+    device: &Device,
+    _g: &Gpu<hip::Context, hip::Stream>,
+    module: &Module,
+    kernel: &str,
+) -> Result<(BundleKernel, Vec<u8>), Error> {
+    let no_code = |message: String| Error::NoCode {
+        kernel: kernel.into(),
+        device: device.describe(),
+        message,
+    };
+    let arch = std::env::var("TILEKIT_HIP_ARCH").map_err(|_| {
+        no_code("set TILEKIT_HIP_ARCH to the GPU's chip (gfx90a, gfx942 or gfx950)".into())
+    })?;
+    let target: tilekit_codegen::Target = arch
+        .parse()
+        .map_err(|e| no_code(format!("TILEKIT_HIP_ARCH: {e}")))?;
+    if target.is_nvidia() {
+        return Err(no_code(format!(
+            "TILEKIT_HIP_ARCH names {arch}, an NVIDIA target"
+        )));
+    }
+    let c = tilekit_codegen::compile_cached(module, kernel, target)
+        .map_err(|e| no_code(format!("compiling for {arch} failed: {e}")))?;
+    let object = c
+        .code_object()
+        .ok_or_else(|| no_code(format!("the compiler made no code object for {arch}")))?
+        .to_vec();
+    let meta = crate::bundle::kernel_from_compiled(module, kernel, "", &c)
+        .map_err(|e| no_code(e.to_string()))?;
+    Ok((meta, object))
+}
+
+#[cfg(not(feature = "jit"))]
 fn hip_code(
     device: &Device,
     _g: &Gpu<hip::Context, hip::Stream>,
@@ -747,7 +782,8 @@ fn hip_code(
     Err(Error::NoCode {
         kernel: kernel.into(),
         device: device.describe(),
-        message: "this build has no AMD code generation to compile the kernel with".into(),
+        message: "AMD code objects come from the compiler (feature `jit`); bundles hold PTX only"
+            .into(),
     })
 }
 
@@ -755,4 +791,162 @@ fn hip_code(
 /// it.
 fn sync_every_launch() -> bool {
     std::env::var_os("TILEKIT_SYNC").is_some_and(|v| v != "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::BundleParam;
+
+    fn kernel(params: Vec<BundleParam>) -> BundleKernel {
+        BundleKernel {
+            name: "k".into(),
+            variant: String::new(),
+            ptx_file: "k.ptx".into(),
+            ptx: String::new(),
+            params,
+            block_threads: 128,
+            shared_bytes: 0,
+            dynamic_shared: false,
+            ir_hash: "0123456789abcdef".into(),
+        }
+    }
+
+    fn global(name: &str, dtype: ScalarType, rank: u32) -> BundleParam {
+        BundleParam {
+            name: name.into(),
+            dtype,
+            kind: ParamKind::Global {
+                rank,
+                mutable: true,
+            },
+        }
+    }
+
+    fn scalar(name: &str, dtype: ScalarType) -> BundleParam {
+        BundleParam {
+            name: name.into(),
+            dtype,
+            kind: ParamKind::Scalar,
+        }
+    }
+
+    /// The entry's values follow the ABI: pointer, sizes, strides per view; scalars in their
+    /// own encoding (bool as a 32-bit 0/1, bf16 as its bits).
+    #[test]
+    fn abi_values_are_pointer_sizes_strides_then_scalars() {
+        let k = kernel(vec![
+            global("x", ScalarType::F32, 2),
+            scalar("alpha", ScalarType::BF16),
+            scalar("flag", ScalarType::Bool),
+            scalar("n", ScalarType::I32),
+        ]);
+        let x = HostTensor::zeros(ScalarType::F32, &[3, 5]);
+        let args = [
+            LaunchArg::Host(x),
+            LaunchArg::Scalar(ScalarType::BF16, -2.0),
+            LaunchArg::Scalar(ScalarType::Bool, 1.0),
+            LaunchArg::Scalar(ScalarType::I32, -7.0),
+        ];
+        check_args(&k, &args).unwrap();
+        let v = abi_values(&k, &args, &[0xdead_beef_0000, 0, 0, 0]).unwrap();
+        let got: Vec<String> = v.iter().map(|p| format!("{p:?}")).collect();
+        assert_eq!(
+            got,
+            [
+                "U64(244837814042624)",
+                "I32(3)",
+                "I32(5)",
+                "I32(5)",
+                "I32(1)",
+                "U16(49152)",
+                "I32(1)",
+                "I32(-7)"
+            ]
+        );
+    }
+
+    #[test]
+    fn arguments_that_do_not_match_the_bundled_signature_are_refused() {
+        let k = kernel(vec![
+            global("x", ScalarType::BF16, 2),
+            scalar("alpha", ScalarType::F32),
+        ]);
+        let x = LaunchArg::Host(HostTensor::zeros(ScalarType::BF16, &[2, 2]));
+        let err = |args: &[LaunchArg]| check_args(&k, args).unwrap_err().to_string();
+        let e = err(&[x.clone()]);
+        assert!(e.contains("must be 2 arguments, got 1"), "{e}");
+        let e = err(&[
+            LaunchArg::Host(HostTensor::zeros(ScalarType::F32, &[2, 2])),
+            LaunchArg::Scalar(ScalarType::F32, 1.0),
+        ]);
+        assert!(e.contains("`x` must be a bf16 tensor of rank 2"), "{e}");
+        let e = err(&[
+            LaunchArg::Host(HostTensor::zeros(ScalarType::BF16, &[4])),
+            LaunchArg::Scalar(ScalarType::F32, 1.0),
+        ]);
+        assert!(e.contains("got a tensor of shape [4]"), "{e}");
+        let e = err(&[x.clone(), LaunchArg::Scalar(ScalarType::I32, 1.0)]);
+        assert!(
+            e.contains("`alpha` must be a f32 scalar, got a i32 scalar"),
+            "{e}"
+        );
+        let e = err(&[x.clone(), x]);
+        assert!(e.contains("`alpha` must be a f32 scalar"), "{e}");
+    }
+
+    #[test]
+    fn grids_beyond_the_hardware_limits_are_refused() {
+        check_grid("k", Grid([1 << 20, 65535, 1])).unwrap();
+        let e = check_grid("k", Grid([1, 65536, 1]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exceeds the GPU's limits"), "{e}");
+    }
+
+    /// Code is found in an attached bundle by the kernel's Tile IR hash; without a match it is
+    /// compiled (with `jit`) or refused with what to do (without).
+    #[test]
+    fn bundled_code_is_found_by_tile_ir_hash() {
+        let module = crate::kernels::softmax::softmax_rows::<f32, 16, 64, 4>::module();
+        let name = "softmax_rows";
+        let hash = ir_hash(module, name);
+        assert_eq!(hash.len(), 16);
+        assert_eq!(hash, ir_hash(module, name), "the hash is deterministic");
+        let other = crate::kernels::softmax::softmax_rows::<crate::dsl::bf16, 16, 64, 4>::module();
+        assert_ne!(
+            hash,
+            ir_hash(other, name),
+            "another variant hashes differently"
+        );
+
+        let mut bundled = kernel(vec![]);
+        bundled.name = name.into();
+        bundled.ir_hash = hash.clone();
+        bundled.ptx = "// bundled".into();
+        let bundles = Mutex::new(vec![Arc::new(Bundle {
+            target: "sm_80".into(),
+            kernels: vec![bundled],
+        })]);
+        let found = find_code(&bundles, module, name, &hash, Some("sm_80"), &Device::Cpu).unwrap();
+        assert_eq!(found.ptx, "// bundled");
+
+        let other_hash = ir_hash(other, name);
+        let r = find_code(
+            &bundles,
+            other,
+            name,
+            &other_hash,
+            Some("sm_80"),
+            &Device::Cpu,
+        );
+        if cfg!(feature = "jit") {
+            let code = r.unwrap();
+            assert!(code.ptx.contains(".entry softmax_rows("), "compiled PTX");
+            assert_eq!(code.ir_hash, other_hash);
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("built without `jit`"), "{e}");
+        }
+    }
 }

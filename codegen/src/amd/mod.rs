@@ -182,8 +182,14 @@ impl Rules for Amd {
         }
     }
 
-    fn opaque_i32(&self, _e: &mut Emit, x: &str) -> String {
-        x.to_string()
+    /// A `v_mov_b32` that LLVM cannot see through, for the reason NVIDIA's `mov` has (see `copy`
+    /// in `lower/memory.rs`): without it, loop strength reduction turns the element addresses
+    /// of a copy in a loop whose trip count is bounded by a block index (causal attention) into
+    /// 64-bit pointer induction variables, two VGPRs each.
+    fn opaque_i32(&self, e: &mut Emit, x: &str) -> String {
+        e.op(&format!(
+            "llvm.inline_asm \"v_mov_b32 $0, $1\", \"=v,v\" {x} : (i32) -> i32"
+        ))
     }
 
     /// One MFMA per [`layout::MfmaStep`]: `rocdl.mfma.f32.16x16x16bf16.1k` (operands as

@@ -287,8 +287,18 @@ impl Compiled {
         self.warps * self.target.lanes()
     }
 
-    /// Assembles the PTX with ptxas for the target and disassembles it with nvdisasm.
+    /// Assembles the PTX with ptxas for the target and disassembles it with nvdisasm (NVIDIA
+    /// targets; an AMD target is an error that points at its `asm` stage).
     pub fn sass(&self) -> Result<String, CodegenError> {
+        if !self.target.is_nvidia() {
+            return Err(CodegenError::Tool {
+                tool: "ptxas".into(),
+                message: format!(
+                    "{} has no PTX to assemble; its code is the AMD code object (stages asm, hsaco)",
+                    self.target
+                ),
+            });
+        }
         let cubin = ptxas::assemble(self.ptx(), self.target)?;
         sass::disassemble(&cubin.cubin)
     }

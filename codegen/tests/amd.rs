@@ -314,3 +314,14 @@ fn small_kernels_compile_and_link_without_scratch() {
         }
     }
 }
+
+#[test]
+fn sass_of_an_amd_kernel_is_an_error_pointing_at_its_assembly() {
+    let e = get("text_examples__gemm", Target::Gfx942)
+        .sass()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("gfx942") && e.to_string().contains("asm"),
+        "{e}"
+    );
+}

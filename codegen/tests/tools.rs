@@ -76,4 +76,17 @@ fn environment_overrides_for_tools_and_dumps() {
     // Another target is another key.
     assert_ne!(key, cache::key(&m, "softmax_rows", Target::Sm90a));
     let _ = std::fs::remove_dir_all(&cache_dir);
+
+    // An AMD entry keeps its code object (bytes) with the text stages.
+    std::env::set_var("TILEKIT_CACHE_DIR", &cache_dir);
+    let first = compile_cached(&m, "softmax_rows", Target::Gfx942);
+    cache::clear_memory();
+    let from_disk = compile_cached(&m, "softmax_rows", Target::Gfx942);
+    std::env::remove_var("TILEKIT_CACHE_DIR");
+    let (first, from_disk) = (first.unwrap(), from_disk.unwrap());
+    assert_eq!(from_disk.timings.total(), 0.0, "a hit on disk");
+    assert!(first.code_object().is_some_and(|co| !co.is_empty()));
+    assert_eq!(first.code_object(), from_disk.code_object());
+    assert_eq!(first.stage(Stage::Asm), from_disk.stage(Stage::Asm));
+    let _ = std::fs::remove_dir_all(&cache_dir);
 }

@@ -11,10 +11,10 @@ use super::{mem_ty, mty, Lowerer, Lv, R};
 use crate::layout;
 
 /// A global view as lowered.
-struct GlobalView {
-    ptr: String,
-    shape: Vec<String>,
-    strides: Vec<String>,
+pub(super) struct GlobalView {
+    pub ptr: String,
+    pub shape: Vec<String>,
+    pub strides: Vec<String>,
 }
 
 /// A shared tile as the lowering addresses it: byte offset, shape, swizzle, element type.
@@ -112,7 +112,7 @@ impl Lowerer<'_> {
         }
     }
 
-    fn and_opt(&mut self, a: Option<String>, b: String) -> String {
+    pub(super) fn and_opt(&mut self, a: Option<String>, b: String) -> String {
         match a {
             None => b,
             Some(a) => self.e.and_i1(&a, &b),
@@ -120,12 +120,12 @@ impl Lowerer<'_> {
     }
 
     /// `0 <= i < n` as one unsigned comparison.
-    fn in_range(&mut self, i: &str, n: &str) -> String {
+    pub(super) fn in_range(&mut self, i: &str, n: &str) -> String {
         self.e.op(&format!("arith.cmpi ult, {i}, {n} : i32"))
     }
 
     /// Σ index·stride in i64.
-    fn offset(&mut self, terms: &[(String, String)]) -> String {
+    pub(super) fn offset(&mut self, terms: &[(String, String)]) -> String {
         let mut acc: Option<String> = None;
         for (i, s) in terms {
             let i64v = self.e.op(&format!("arith.extsi {i} : i32 to i64"));
@@ -139,7 +139,7 @@ impl Lowerer<'_> {
         acc.unwrap_or_else(|| self.e.i64(0))
     }
 
-    fn global_ptr(&mut self, g: &GlobalView, off: &str, d: ScalarType) -> String {
+    pub(super) fn global_ptr(&mut self, g: &GlobalView, off: &str, d: ScalarType) -> String {
         self.e.op(&format!(
             "llvm.getelementptr {}[{off}] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {}",
             g.ptr,
@@ -310,7 +310,7 @@ impl Lowerer<'_> {
     /// Address of element (row, col) of a shared tile at byte offset `base`: row-major, with the
     /// tile's swizzle applied to the byte offset within the tile (on AMD, LDS's row-indexed word
     /// permutation instead, see [`layout::lds_row_xor_bits`]).
-    fn shared_tile_ptr(
+    pub(super) fn shared_tile_ptr(
         &mut self,
         base: &str,
         row: &str,
@@ -569,76 +569,6 @@ impl Lowerer<'_> {
             Some(i) => self.e.mul_i32_const(i, i64::from(len)),
             None => self.e.i32(0),
         }
-    }
-
-    /// Shared → registers for 16-bit tiles with `ldmatrix.x4` per 16×16 subtile (`.trans` for
-    /// the col layout); see [`layout::ldmatrix_source`].
-    #[allow(clippy::too_many_arguments)]
-    fn ldmatrix(
-        &mut self,
-        base: &str,
-        row0: &str,
-        col0: &str,
-        rows: u32,
-        cols: u32,
-        layout: Layout,
-        scols: u32,
-        swz: Swizzle,
-        d: ScalarType,
-    ) -> Vec<String> {
-        let lane = self.e.lane.clone();
-        // Row/col of the 8-element row this lane addresses, from `ldmatrix_source`'s table.
-        let c8 = self.e.i32(8);
-        let c16 = self.e.i32(16);
-        let l8 = self.e.hoist(&format!("arith.remui {lane}, {c8} : i32"));
-        let q = self.e.hoist(&format!("arith.divui {lane}, {c8} : i32"));
-        let two = self.e.i32(2);
-        let q_lo = self.e.hoist(&format!("arith.remui {q}, {two} : i32"));
-        let q_hi = self.e.hoist(&format!("arith.divui {lane}, {c16} : i32"));
-        let (rsel, csel) = match layout {
-            Layout::Row => (q_lo, q_hi),
-            Layout::Col => (q_hi, q_lo),
-        };
-        let r8 = self.e.hoist(&format!("arith.muli {rsel}, {c8} : i32"));
-        let lr = self.e.hoist(&format!("arith.addi {l8}, {r8} : i32"));
-        let lc = self.e.hoist(&format!("arith.muli {csel}, {c8} : i32"));
-        let lr = self.e.add_i32(&lr, row0);
-        let lc = self.e.add_i32(&lc, col0);
-        let trans = if layout == Layout::Col { ".trans" } else { "" };
-        let t = mty(d);
-        let mut out = vec![String::new(); self.frag.tile_regs(rows, cols) as usize];
-        for si in 0..rows / 16 {
-            for sj in 0..cols / 16 {
-                let ro = self.e.i32(i64::from(16 * si));
-                let co = self.e.i32(i64::from(16 * sj));
-                let r = self.e.add_i32(&lr, &ro);
-                let c = self.e.add_i32(&lc, &co);
-                let p = self.shared_tile_ptr(base, &r, &c, scols, d, swz);
-                let a = self
-                    .e
-                    .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
-                let st = "!llvm.struct<(i32, i32, i32, i32)>";
-                let m = self.e.op(&format!(
-                    "llvm.inline_asm has_side_effects \"ldmatrix.sync.aligned.m8n8.x4{trans}.shared.b16 {{$0, $1, $2, $3}}, [$4];\", \"=r,=r,=r,=r,r\" {a} : (i32) -> {st}"
-                ));
-                let s = (si * (cols / 16) + sj) as usize;
-                for qq in 0..4 {
-                    let w = self.e.op(&format!("llvm.extractvalue {m}[{qq}] : {st}"));
-                    let v = self
-                        .e
-                        .op(&format!("llvm.bitcast {w} : i32 to vector<2x{t}>"));
-                    for h in 0..2 {
-                        let hi = self
-                            .e
-                            .hoist(&format!("llvm.mlir.constant({h} : i32) : i32"));
-                        out[8 * s + 2 * qq + h] = self.e.op(&format!(
-                            "llvm.extractelement {v}[{hi} : i32] : vector<2x{t}>"
-                        ));
-                    }
-                }
-            }
-        }
-        out
     }
 
     fn store(&mut self, op: &Op) -> R<()> {
@@ -909,98 +839,6 @@ impl Lowerer<'_> {
             ok = self.e.and_i1(&ok, &c);
         }
         ok
-    }
-
-    /// `cp.async.cg` of 16-byte chunks of a global tile into a shared tile (PTX ISA, *Data
-    /// Movement and Conversion Instructions: cp.async*): chunk `rank + k·threads` in row-major
-    /// order, with `src-size` the chunk's bytes inside the view (the rest is zero-filled, as
-    /// the IR's masking defines); then the thread waits for its copies
-    /// (`cp.async.wait_group 0`), since `copy` completes before the next op, unless `defer`
-    /// (`copy_async` on sm_80), which leaves committing and waiting to its caller.
-    #[allow(clippy::too_many_arguments)]
-    fn cp_async_tile(
-        &mut self,
-        g: &GlobalView,
-        lead_pred: &Option<String>,
-        lead_terms: &[(String, String)],
-        row0: &str,
-        col0: &str,
-        tile: &SharedTileRef,
-        threads: u32,
-        rank: &str,
-        defer: bool,
-    ) {
-        let n = g.shape.len();
-        let es = tile.d.size_bytes();
-        let per_chunk = 16 / es;
-        let per_row = tile.cols / per_chunk;
-        let chunks = tile.rows * per_row;
-        let (nrows, ncols) = (g.shape[n - 2].clone(), g.shape[n - 1].clone());
-        let zero = self.e.i32(0);
-        let cpc = self.e.i32(i64::from(per_chunk));
-        let esz = self.e.i32(i64::from(es));
-        for k in 0..chunks.div_ceil(threads) {
-            let kk = self.e.i32(i64::from(k * threads));
-            let ch = self.e.add_i32(rank, &kk);
-            let guard = (chunks % threads != 0).then(|| {
-                let t = self.e.i32(i64::from(chunks));
-                self.e.op(&format!("arith.cmpi ult, {ch}, {t} : i32"))
-            });
-            let pr = self.e.i32(i64::from(per_row));
-            let r = self.e.op(&format!("arith.divui {ch}, {pr} : i32"));
-            let cc = self.e.op(&format!("arith.remui {ch}, {pr} : i32"));
-            let c = self.e.op(&format!("arith.muli {cc}, {cpc} : i32"));
-            let gr = self.e.add_i32(row0, &r);
-            let gc = self.e.add_i32(col0, &c);
-            // Elements of the chunk inside the view: clamp(ncols - gc, 0, per_chunk), none when
-            // the row or a leading index is outside it.
-            let left = self.e.op(&format!("arith.subi {ncols}, {gc} : i32"));
-            let left = self.e.op(&format!("arith.maxsi {left}, {zero} : i32"));
-            let left = self.e.op(&format!("arith.minsi {left}, {cpc} : i32"));
-            let row_ok = self.in_range(&gr, &nrows);
-            let row_ok = self.and_opt(lead_pred.clone(), row_ok);
-            let row_ok = match &guard {
-                Some(gd) => self.e.and_i1(&row_ok, gd),
-                None => row_ok,
-            };
-            let valid = self
-                .e
-                .op(&format!("arith.select {row_ok}, {left}, {zero} : i32"));
-            let bytes = self.e.op(&format!("arith.muli {valid}, {esz} : i32"));
-            let mut terms = lead_terms.to_vec();
-            terms.push((gr, g.strides[n - 2].clone()));
-            terms.push((gc, g.strides[n - 1].clone()));
-            let off = self.offset(&terms);
-            let src = self.global_ptr(g, &off, tile.d);
-            let any = self.e.op(&format!("arith.cmpi sgt, {bytes}, {zero} : i32"));
-            // A chunk with nothing to read keeps a valid address: the view's base.
-            let src = self.e.op(&format!(
-                "llvm.select {any}, {src}, {} : i1, !llvm.ptr<1>",
-                g.ptr
-            ));
-            let dst = self.shared_tile_ptr(&tile.base, &r, &c, tile.cols, tile.d, tile.swz);
-            let dst = self
-                .e
-                .op(&format!("llvm.ptrtoint {dst} : !llvm.ptr<3> to i32"));
-            let asm = format!(
-                "llvm.inline_asm has_side_effects \"cp.async.cg.shared.global [$0], [$1], 16, $2;\", \"r,l,r\" {dst}, {src}, {bytes} : (i32, !llvm.ptr<1>, i32) -> ()"
-            );
-            match &guard {
-                None => self.e.line(&asm),
-                Some(gd) => {
-                    self.e.open(&format!("scf.if {gd} {{"));
-                    self.e.line(&asm);
-                    self.e.close("}");
-                }
-            }
-        }
-        if defer {
-            return;
-        }
-        self.e
-            .line("llvm.inline_asm has_side_effects \"cp.async.commit_group;\", \"\" : () -> ()");
-        self.e
-            .line("llvm.inline_asm has_side_effects \"cp.async.wait_group 0;\", \"\" : () -> ()");
     }
 
     fn atomic_add(&mut self, op: &Op) -> R<()> {

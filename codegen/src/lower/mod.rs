@@ -17,6 +17,7 @@ mod elementwise;
 pub(crate) mod emit;
 mod memory;
 mod mma;
+mod ptx;
 mod relayout;
 pub(crate) mod rules;
 mod sync;
@@ -82,7 +83,7 @@ pub(crate) struct Lowerer<'f> {
     pub vec_layouts: HashMap<Value, layout::VecLayout>,
     /// On sm_80, for a kernel with `copy_async`: the queue of its committed, uncounted
     /// `cp.async` groups (see [`sync`]).
-    pub async_queue: Option<sync::AsyncQueue>,
+    pub async_queue: Option<ptx::AsyncQueue>,
 }
 
 type R<T> = Result<T, CodegenError>;

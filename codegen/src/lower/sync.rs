@@ -35,7 +35,7 @@
 //!   as `copy` does; PTX ISA, *cp.async*) and `cp.async.commit_group` (*cp.async.commit_group*;
 //!   an empty group on the element-wise fallback path, whose stores are synchronous, so that
 //!   groups and queue entries stay one to one), and appends (semaphore, bytes) to the warp's
-//!   queue of [`ASYNC_DEPTH`] entries (each lane holds the same queue, in registers: `alloca`s
+//!   queue of [`ASYNC_DEPTH`](super::ptx::ASYNC_DEPTH) entries (each lane holds the same queue, in registers: `alloca`s
 //!   that LLVM promotes). Nothing waits: the warp goes on to the next stage's copies.
 //! - A queue entry is retired by `cp.async.wait_group N` (*cp.async.wait_group*: every group but
 //!   the N most recent of the executing thread is complete, its writes visible to that thread),
@@ -55,74 +55,24 @@
 //! In the warp-specialized GEMM (a 2-stage ring, one producer warp issuing two copies per
 //! stage) the producer thus has up to two stages in flight: stage k's copies are counted when
 //! the producer finds stage k+1's `empty` semaphore not yet released, or four copies later.
+//!
+//! On AMD targets (no `cp.async`, no transaction-counting barriers) a semaphore is the same
+//! 64-bit word in LDS with LDS atomics, and `copy_async` is a synchronous copy by the
+//! wavefront's lanes followed by the count of its bytes (after a work-group-scope fence and the
+//! wavefront's sync): correct, not asynchronous. The NVIDIA instruction forms (`mbarrier`,
+//! `cp.async` and its queue) are in `ptx.rs`.
 
 use tilekit_ir::{Op, OpKind, Scope};
 
 use super::{Lowerer, R};
 
-/// Committed `cp.async` groups a warp keeps in flight before retiring the oldest.
-pub(crate) const ASYNC_DEPTH: u32 = 4;
-
-/// The sm_80 queue of committed, uncounted `copy_async` groups of the module documentation:
-/// `alloca`s of i32 holding the number of entries and, oldest first, each entry's semaphore
-/// (shared byte offset) and bytes.
-pub(crate) struct AsyncQueue {
-    len: String,
-    sems: Vec<String>,
-    bytes: Vec<String>,
-}
-
 impl Lowerer<'_> {
     pub(super) fn sync(&mut self, op: &Op) -> R<()> {
-        if !self.rules.mbarrier_tx() {
-            return self.soft_sync(op);
+        if self.rules.mbarrier_tx() {
+            self.mbarrier_sync(op)
+        } else {
+            self.soft_sync(op)
         }
-        let sem = self.sem_addr(op.operands[if op.kind == OpKind::CopyAsync { 2 } else { 0 }]);
-        match &op.kind {
-            OpKind::SemInit(n) => {
-                self.lane0_asm(&format!("mbarrier.init.shared::cta.b64 [$0], {n};"), &sem);
-            }
-            OpKind::SemArrive => {
-                let all = self.e.i32(-1);
-                self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
-                self.lane0_asm("mbarrier.arrive.shared::cta.b64 _, [$0];", &sem);
-            }
-            OpKind::SemExpect(bytes) => {
-                self.lane0_asm(
-                    &format!("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [$0], {bytes};"),
-                    &sem,
-                );
-            }
-            OpKind::SemWait => {
-                let parity = self.scalar(op.operands[1]);
-                let zero = self.e.i32(0);
-                self.e.open("scf.while : () -> () {");
-                let done = self.e.op(&format!(
-                    "llvm.inline_asm has_side_effects \"{{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [$1], $2; selp.u32 $0, 1, 0, p; }}\", \"=r,r,r\" {sem}, {parity} : (i32, i32) -> i32"
-                ));
-                let again = self.e.op(&format!("arith.cmpi eq, {done}, {zero} : i32"));
-                self.e.line(&format!("scf.condition({again})"));
-                self.e.reopen("} do {");
-                self.e.line("scf.yield");
-                self.e.close("}");
-            }
-            OpKind::CopyAsync => {
-                let (dst, src) = (op.operands[0], op.operands[1]);
-                let bytes = self.ty(dst).shared_bytes().unwrap_or(0);
-                let idx = self.idx(&op.operands[3..]);
-                self.copy_elements(op, dst, src, &idx, Scope::Warp, false)?;
-                // Each lane's stores before the warp's completion, which releases the waiters.
-                self.fence_cta();
-                let all = self.e.i32(-1);
-                self.e.line(&format!("nvvm.bar.warp.sync {all} : i32"));
-                self.lane0_asm(
-                    &format!("mbarrier.complete_tx.relaxed.cta.shared::cta.b64 [$0], {bytes};"),
-                    &sem,
-                );
-            }
-            _ => unreachable!("dispatched by kind"),
-        }
-        Ok(())
     }
 
     /// The sm_80 semaphores of the module documentation.
@@ -200,7 +150,7 @@ impl Lowerer<'_> {
         Ok(())
     }
 
-    fn fence_cta(&mut self) {
+    pub(super) fn fence_cta(&mut self) {
         self.rules.fence_block(&mut self.e);
     }
 
@@ -213,7 +163,7 @@ impl Lowerer<'_> {
     }
 
     /// [`Self::soft_sub`] of a count known at run time: `cnt` (i32) and `neg` = −cnt (i64).
-    fn soft_sub_value(&mut self, p: &str, neg: &str, cnt: &str) {
+    pub(super) fn soft_sub_value(&mut self, p: &str, neg: &str, cnt: &str) {
         let l0 = self.lane0();
         let target = self.e.i32(i64::from(i32::MIN));
         let c32 = self.e.i64(32);
@@ -234,139 +184,6 @@ impl Lowerer<'_> {
             "llvm.atomicrmw add {p}, {inc} monotonic : !llvm.ptr<3>, i64"
         ));
         self.e.close("}");
-        self.e.close("}");
-    }
-
-    /// The 32-bit shared-window address of a semaphore.
-    fn sem_addr(&mut self, s: tilekit_ir::Value) -> String {
-        let off = self.shared_off(s);
-        let p = self.shared_ptr(&off);
-        self.e
-            .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"))
-    }
-
-    /// Inline PTX taking the semaphore address as `$0`, executed by lane 0 only.
-    fn lane0_asm(&mut self, asm: &str, addr: &str) {
-        let l0 = self.lane0();
-        self.e.open(&format!("scf.if {l0} {{"));
-        self.e.line(&format!(
-            "llvm.inline_asm has_side_effects \"{asm}\", \"r\" {addr} : (i32) -> ()"
-        ));
-        self.e.close("}");
-    }
-
-    /// The queue's `alloca`s, zero entries, in the kernel's prologue (entry block).
-    pub(super) fn new_async_queue(&mut self) -> AsyncQueue {
-        let zero = self.e.i32(0);
-        let one = self.e.hoist("llvm.mlir.constant(1 : i32) : i32");
-        let slot = |e: &mut super::Emit| {
-            let v = e.fresh();
-            e.prologue.push_str(&format!(
-                "    {v} = llvm.alloca {one} x i32 : (i32) -> !llvm.ptr\n    llvm.store {zero}, {v} : i32, !llvm.ptr\n"
-            ));
-            v
-        };
-        let len = slot(&mut self.e);
-        let sems = (0..ASYNC_DEPTH).map(|_| slot(&mut self.e)).collect();
-        let bytes = (0..ASYNC_DEPTH).map(|_| slot(&mut self.e)).collect();
-        AsyncQueue { len, sems, bytes }
-    }
-
-    fn load_slot(&mut self, p: &str) -> String {
-        self.e.op(&format!("llvm.load {p} : !llvm.ptr -> i32"))
-    }
-
-    fn store_slot(&mut self, p: &str, v: &str) {
-        self.e
-            .line(&format!("llvm.store {v}, {p} : i32, !llvm.ptr"));
-    }
-
-    /// The queue's slots, cloned out of `self` for emission.
-    fn queue(&self) -> Option<(String, Vec<String>, Vec<String>)> {
-        let q = self.async_queue.as_ref()?;
-        Some((q.len.clone(), q.sems.clone(), q.bytes.clone()))
-    }
-
-    /// `cp.async.wait_group n`, the fence and the warp barrier before counting retired copies.
-    fn await_groups(&mut self, n: u32) {
-        self.e.line(&format!(
-            "llvm.inline_asm has_side_effects \"cp.async.wait_group {n};\", \"\" : () -> ()"
-        ));
-        self.fence_cta();
-        self.rules.warp_sync(&mut self.e);
-    }
-
-    /// Counts queue entry `k`'s bytes on its semaphore.
-    fn retire_entry(&mut self, sem: &str, bytes: &str) {
-        let off = self.load_slot(sem);
-        let b = self.load_slot(bytes);
-        let p = self.shared_ptr(&off);
-        let b64 = self.e.op(&format!("arith.extui {b} : i32 to i64"));
-        let z = self.e.i64(0);
-        let neg = self.e.op(&format!("arith.subi {z}, {b64} : i64"));
-        self.soft_sub_value(&p, &neg, &b);
-    }
-
-    /// With a full queue, retires its oldest entry (`cp.async.wait_group ASYNC_DEPTH-1`).
-    fn make_room(&mut self) {
-        let Some((len, sems, bytes)) = self.queue() else {
-            return;
-        };
-        let n = self.load_slot(&len);
-        let depth = self.e.i32(i64::from(ASYNC_DEPTH));
-        let full = self.e.op(&format!("arith.cmpi eq, {n}, {depth} : i32"));
-        self.e.open(&format!("scf.if {full} {{"));
-        self.await_groups(ASYNC_DEPTH - 1);
-        self.retire_entry(&sems[0], &bytes[0]);
-        for k in 1..ASYNC_DEPTH as usize {
-            let s = self.load_slot(&sems[k]);
-            self.store_slot(&sems[k - 1], &s);
-            let b = self.load_slot(&bytes[k]);
-            self.store_slot(&bytes[k - 1], &b);
-        }
-        let less = self.e.i32(i64::from(ASYNC_DEPTH - 1));
-        self.store_slot(&len, &less);
-        self.e.close("}");
-    }
-
-    /// Appends (semaphore offset, bytes) to the queue (which has room).
-    fn push_async(&mut self, off: &str, b: &str) {
-        let Some((len, sems, bytes)) = self.queue() else {
-            return;
-        };
-        let n = self.load_slot(&len);
-        for k in 0..ASYNC_DEPTH as usize {
-            let kk = self.e.i32(k as i64);
-            let here = self.e.op(&format!("arith.cmpi eq, {n}, {kk} : i32"));
-            for (slot, v) in [(&sems[k], off), (&bytes[k], b)] {
-                let old = self.load_slot(slot);
-                let new = self.e.op(&format!("arith.select {here}, {v}, {old} : i32"));
-                self.store_slot(slot, &new);
-            }
-        }
-        let one = self.e.i32(1);
-        let n1 = self.e.add_i32(&n, &one);
-        self.store_slot(&len, &n1);
-    }
-
-    /// Retires every queue entry (`cp.async.wait_group 0`): before the warp may block.
-    pub(super) fn flush_async(&mut self) {
-        let Some((len, sems, bytes)) = self.queue() else {
-            return;
-        };
-        let n = self.load_slot(&len);
-        let zero = self.e.i32(0);
-        let any = self.e.op(&format!("arith.cmpi ne, {n}, {zero} : i32"));
-        self.e.open(&format!("scf.if {any} {{"));
-        self.await_groups(0);
-        for k in 0..ASYNC_DEPTH as usize {
-            let kk = self.e.i32(k as i64);
-            let live = self.e.op(&format!("arith.cmpi ult, {kk}, {n} : i32"));
-            self.e.open(&format!("scf.if {live} {{"));
-            self.retire_entry(&sems[k], &bytes[k]);
-            self.e.close("}");
-        }
-        self.store_slot(&len, &zero);
         self.e.close("}");
     }
 }

@@ -874,7 +874,7 @@ mod tests {
         ]);
         let x = LaunchArg::Host(HostTensor::zeros(ScalarType::BF16, &[2, 2]));
         let err = |args: &[LaunchArg]| check_args(&k, args).unwrap_err().to_string();
-        let e = err(&[x.clone()]);
+        let e = err(std::slice::from_ref(&x));
         assert!(e.contains("must be 2 arguments, got 1"), "{e}");
         let e = err(&[
             LaunchArg::Host(HostTensor::zeros(ScalarType::F32, &[2, 2])),

@@ -190,6 +190,12 @@ impl Rules for Nvidia {
         false
     }
 
+    fn defer_shared_loads(&self) -> bool {
+        // Not measured on NVIDIA (where ptxas schedules again); it would change every PTX
+        // snapshot that loads from shared memory.
+        false
+    }
+
     fn mbarrier_tx(&self) -> bool {
         self.target == Target::Sm90a
     }

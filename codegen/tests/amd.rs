@@ -325,3 +325,44 @@ fn sass_of_an_amd_kernel_is_an_error_pointing_at_its_assembly() {
         "{e}"
     );
 }
+
+/// On AMD a shared → register load is emitted at its first use: in attention, V's loads come
+/// after the first MFMA (S = Q·Kᵀ), not before it where the IR has them.
+#[test]
+fn shared_loads_are_emitted_at_their_first_use() {
+    let mlir = get("text_examples__attention", Target::Gfx942).stage(Stage::Mlir);
+    let first_mfma = mlir.find("rocdl.mfma").expect("an MFMA");
+    // V (col layout) is read element by element; K (row layout) as 8-byte groups.
+    let first_v = mlir.find("!llvm.ptr<3> -> bf16").expect("V's loads");
+    assert!(first_mfma < first_v, "V is loaded before S is computed");
+}
+
+/// …but never past an op that writes shared memory: the load of `t` stays before the store
+/// that overwrites the tile, although `t` is used only after it.
+#[test]
+fn deferred_shared_loads_do_not_move_past_stores() {
+    let mut b = FuncBuilder::kernel("wr", 1);
+    let g = b.param("g", Type::global(ScalarType::F32, 2, true));
+    let s = b.alloc_shared(Type::shared_tile(ScalarType::F32, 16, 16, Swizzle::None));
+    let z = b.const_i32(0);
+    b.copy(Scope::Warp, s, g, &[z, z]);
+    let t = b.load(
+        Type::tile(ScalarType::F32, 16, 16, tilekit_ir::Layout::Row),
+        s,
+        &[],
+    );
+    let ones = b.fill(
+        Type::tile(ScalarType::F32, 16, 16, tilekit_ir::Layout::Row),
+        1.0,
+    );
+    b.store(s, ones, &[]);
+    b.store(g, t, &[z, z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    tilekit_ir::verify(&m).unwrap();
+    let c = compile(&m, "wr", Target::Gfx942).unwrap();
+    let mlir = c.stage(Stage::Mlir);
+    let load = mlir.find("!llvm.ptr<3> -> f32").expect("the tile load");
+    let last_lds_store = mlir.rfind(": f32, !llvm.ptr<3>").expect("the tile store");
+    assert!(load < last_lds_store, "the load moved past the store");
+}

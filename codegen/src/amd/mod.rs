@@ -273,6 +273,10 @@ impl Rules for Amd {
         true
     }
 
+    fn defer_shared_loads(&self) -> bool {
+        true
+    }
+
     fn mbarrier_tx(&self) -> bool {
         false
     }

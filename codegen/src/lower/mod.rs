@@ -84,6 +84,8 @@ pub(crate) struct Lowerer<'f> {
     /// On sm_80, for a kernel with `copy_async`: the queue of its committed, uncounted
     /// `cp.async` groups (see [`sync`]).
     pub async_queue: Option<ptx::AsyncQueue>,
+    /// Shared → register tile loads not emitted yet ([`Rules::defer_shared_loads`]).
+    pending_loads: Vec<Op>,
 }
 
 type R<T> = Result<T, CodegenError>;
@@ -384,6 +386,47 @@ impl<'f> Lowerer<'f> {
         for op in &r.ops {
             self.op(op)?;
         }
+        self.flush_loads()
+    }
+
+    /// Whether `op` is a load of a register tile from a shared tile, which targets that ask
+    /// for it ([`Rules::defer_shared_loads`]) emit at its first use.
+    fn deferrable(&self, op: &Op) -> bool {
+        op.kind == OpKind::Load
+            && self.ty(op.operands[0]).is_shared()
+            && matches!(self.ty(op.results[0]), Type::Tile { .. })
+    }
+
+    /// Whether `op` neither writes memory nor synchronizes nor holds regions, so that a shared
+    /// load may move past it: it reads only registers, or reads memory.
+    fn moves_past(op: &Op) -> bool {
+        !matches!(
+            op.kind,
+            OpKind::Store
+                | OpKind::Copy
+                | OpKind::CopyAsync
+                | OpKind::Barrier
+                | OpKind::AtomicAdd
+                | OpKind::ScatterRows { .. }
+                | OpKind::SemInit(_)
+                | OpKind::SemArrive
+                | OpKind::SemExpect(_)
+                | OpKind::SemWait
+                | OpKind::Call(_)
+                | OpKind::For
+                | OpKind::If
+                | OpKind::While
+                | OpKind::Return
+                | OpKind::Yield
+                | OpKind::Condition
+        )
+    }
+
+    /// Emits every deferred shared load, in program order.
+    fn flush_loads(&mut self) -> R<()> {
+        for l in std::mem::take(&mut self.pending_loads) {
+            self.memory(&l)?;
+        }
         Ok(())
     }
 
@@ -391,6 +434,24 @@ impl<'f> Lowerer<'f> {
         for &v in op.operands.iter().chain(op.results.iter()) {
             if self.ty(v).dtype().is_some_and(ScalarType::is_fp8) {
                 return Err(self.unsupported(op, "fp8 element types are not lowered yet"));
+            }
+        }
+        if self.rules.defer_shared_loads() {
+            if self.deferrable(op) {
+                self.pending_loads.push(op.clone());
+                return Ok(());
+            }
+            if Self::moves_past(op) {
+                // Emit the deferred loads this op uses, just before it.
+                let (now, later): (Vec<Op>, Vec<Op>) = std::mem::take(&mut self.pending_loads)
+                    .into_iter()
+                    .partition(|l| op.operands.contains(&l.results[0]));
+                self.pending_loads = later;
+                for l in now {
+                    self.memory(&l)?;
+                }
+            } else {
+                self.flush_loads()?;
             }
         }
         match &op.kind {
@@ -460,6 +521,7 @@ impl<'f> Lowerer<'f> {
             scratch_per_warp: self.scratch_per_warp.clone(),
             vec_layouts: vector_layouts(helper, self.frag.lanes()),
             async_queue: self.async_queue.take(),
+            pending_loads: Vec::new(),
         };
         for (&p, &a) in helper.params.iter().zip(&op.operands) {
             sub.vals.insert(p, self.vals[&a].clone());
@@ -660,6 +722,7 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
         scratch_per_warp: "%scratch_per_warp".into(),
         vec_layouts: vector_layouts(func, frag.lanes()),
         async_queue: None,
+        pending_loads: Vec::new(),
     };
     // Parameters: a global view of rank n is a pointer, n sizes and n strides (elements, i32);
     // a scalar is passed as itself (bool as i32).

@@ -109,6 +109,11 @@ pub(crate) trait Rules {
     /// ([`crate::layout::lds_row_xor_bits`]) instead of the 16-byte-chunk swizzles.
     fn lds_row_xor(&self) -> bool;
 
+    /// Loads of register tiles from shared tiles are emitted at their first use (or before the
+    /// next op that writes memory, synchronizes or opens a region) instead of where the IR has
+    /// them, which shortens the live ranges of the loaded registers.
+    fn defer_shared_loads(&self) -> bool;
+
     /// Hardware barriers with transaction counts (`mbarrier.expect_tx`) for semaphores.
     fn mbarrier_tx(&self) -> bool;
 

@@ -366,3 +366,33 @@ fn deferred_shared_loads_do_not_move_past_stores() {
     let last_lds_store = mlir.rfind(": f32, !llvm.ptr<3>").expect("the tile store");
     assert!(load < last_lds_store, "the load moved past the store");
 }
+
+/// f16 operands take the f16 MFMAs: `v_mfma_f32_16x16x16_f16` (gfx90a: `…16x16x16f16`) and on
+/// gfx950, for a K of 32, `v_mfma_f32_16x16x32_f16`.
+#[test]
+fn f16_mma_uses_the_f16_mfma() {
+    use tilekit_ir::Layout::{Col, Row};
+    use tilekit_ir::ScalarType::{F16, F32};
+    let mut b = FuncBuilder::kernel("mma_f16", 1);
+    let a = b.param("a", Type::global(F16, 2, false));
+    let bm = b.param("b", Type::global(F16, 2, false));
+    let c = b.param("c", Type::global(F32, 2, true));
+    let z = b.const_i32(0);
+    let af = b.load(Type::tile(F16, 16, 32, Row), a, &[z, z]);
+    let bf = b.load(Type::tile(F16, 32, 16, Col), bm, &[z, z]);
+    let acc = b.zeros(Type::tile(F32, 16, 16, Row));
+    let d = b.mma(tilekit_ir::MmaVariant::AB, af, bf, acc);
+    b.store(c, d, &[z, z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    tilekit_ir::verify(&m).unwrap();
+    for (t, want) in [
+        (Target::Gfx90a, "v_mfma_f32_16x16x16f16"),
+        (Target::Gfx942, "v_mfma_f32_16x16x16_f16"),
+        (Target::Gfx950, "v_mfma_f32_16x16x32_f16"),
+    ] {
+        let c = compile(&m, "mma_f16", t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        let asm = c.stage(Stage::Asm);
+        assert!(asm.contains(want), "{t}: no {want}");
+    }
+}

@@ -396,3 +396,31 @@ fn f16_mma_uses_the_f16_mfma() {
         assert!(asm.contains(want), "{t}: no {want}");
     }
 }
+
+/// 32 warps are 1024 threads on NVIDIA but 2048 in wavefronts of 64: more than a work-group may
+/// have.
+#[test]
+fn too_many_wavefronts_are_rejected_with_the_numbers() {
+    let mut b = FuncBuilder::kernel("wide", 32);
+    let g = b.param("g", Type::global(ScalarType::F32, 1, true));
+    let z = b.const_i32(0);
+    let x = b.const_f32(1.0);
+    b.store(g, x, &[z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    tilekit_ir::verify(&m).unwrap();
+    assert!(compile(&m, "wide", Target::Sm80).is_ok());
+    let e = compile(&m, "wide", Target::Gfx942).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CodegenError::Resources {
+                needed: 2048,
+                limit: 1024,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("32 warps of 64 lanes"), "{e}");
+}

@@ -57,6 +57,9 @@ pub(crate) struct Lowered {
     pub dynamic_shared: bool,
 }
 
+/// Threads one block (work-group) may have on every target.
+const MAX_BLOCK_THREADS: u64 = 1024;
+
 pub(crate) struct Lowerer<'f> {
     pub func: &'f Func,
     /// The module, for the helpers that calls inline.
@@ -704,6 +707,22 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
     let warps = func.warps().unwrap_or(1);
     let rules = rules::rules(target);
     let frag = rules.frag();
+    // At most 1024 threads per block on every target (CUDA C Programming Guide, *Compute
+    // Capabilities*; AMDGPUUsage, `amdgpu-flat-work-group-size`): the IR allows 32 warps, which
+    // is 2048 threads in wavefronts of 64.
+    let threads = u64::from(warps) * u64::from(frag.lanes());
+    if threads > MAX_BLOCK_THREADS {
+        return Err(rules::over_limit(
+            &func.name,
+            target,
+            &format!(
+                "threads per block ({warps} warps of {} lanes)",
+                frag.lanes()
+            ),
+            threads,
+            MAX_BLOCK_THREADS,
+        ));
+    }
     let mut l = Lowerer {
         func,
         module,

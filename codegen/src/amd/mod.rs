@@ -113,10 +113,11 @@ impl Rules for Amd {
         e.line("llvm.fence syncscope(\"workgroup\") acquire");
     }
 
-    /// A wavefront executes in lockstep and its LDS operations complete in order (AMDGPUUsage,
-    /// *Memory Model GFX942*: "The LDS memory … operations of a single wavefront are performed
-    /// in order"), so only the compiler must not reorder one lane's LDS accesses across the
-    /// point: a wavefront-scope fence, which emits no instruction.
+    /// A wavefront executes in lockstep and its own LDS operations are performed in order
+    /// (LLVM AMDGPUUsage, *Memory Model GFX942*: `s_waitcnt lgkmcnt(0)` is needed to order LDS
+    /// operations between wavefronts of a work-group, not within one), so only the compiler
+    /// must not move one lane's LDS accesses across the point: a wavefront-scope fence, which
+    /// the back end emits as no instruction.
     fn warp_sync(&self, e: &mut Emit) {
         e.line("llvm.fence syncscope(\"wavefront\") acq_rel");
     }

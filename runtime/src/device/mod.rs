@@ -196,7 +196,11 @@ impl Device {
                 // sm_80 PTX runs on every later architecture; sm_90a only on sm_90.
                 bundle.target == "sm_80" || Some(bundle.target.as_str()) == target,
             ),
-            Device::Hip(g) => (&g.bundles, true),
+            Device::Hip(g) => (
+                &g.bundles,
+                crate::bundle::is_amd(&bundle.target)
+                    && std::env::var("TILEKIT_HIP_ARCH").map_or(true, |a| a == bundle.target),
+            ),
         };
         if !fits {
             return Err(Error::UnsupportedDevice {
@@ -204,7 +208,11 @@ impl Device {
                 message: format!(
                     "the bundle holds code for {}, which this device cannot run (it runs {})",
                     bundle.target,
-                    target.unwrap_or("?")
+                    target.map_or_else(
+                        || std::env::var("TILEKIT_HIP_ARCH")
+                            .unwrap_or_else(|_| "an AMD chip".into()),
+                        String::from
+                    )
                 ),
             });
         }
@@ -735,15 +743,39 @@ fn launch_hip(
     Ok(())
 }
 
-/// A kernel's AMD code object for this device: compiled (feature `jit`) for the chip
-/// `TILEKIT_HIP_ARCH` names (`gfx90a`, `gfx942`, `gfx950`). HIP's device-properties struct
-/// changes layout across ROCm versions, so tilekit does not read the chip from it.
-#[cfg(feature = "jit")]
+/// A kernel's AMD code object for this device: from an attached bundle (matched by Tile IR
+/// hash), else compiled (feature `jit`) for the chip `TILEKIT_HIP_ARCH` names (`gfx90a`,
+/// `gfx942`, `gfx950`). HIP's device-properties struct changes layout across ROCm versions, so
+/// tilekit does not read the chip from it.
 fn hip_code(
     device: &Device,
-    _g: &Gpu<hip::Context, hip::Stream>,
+    g: &Gpu<hip::Context, hip::Stream>,
     module: &Module,
     kernel: &str,
+) -> Result<(BundleKernel, Vec<u8>), Error> {
+    let hash = ir_hash(module, kernel);
+    let attached = g.bundles.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for b in &attached {
+        if let Some(k) = b
+            .kernels
+            .iter()
+            .find(|k| k.name == kernel && k.ir_hash == hash)
+        {
+            if let Some(object) = &k.code_object {
+                return Ok((k.clone(), object.clone()));
+            }
+        }
+    }
+    hip_compile(device, module, kernel, &hash, attached.len())
+}
+
+#[cfg(feature = "jit")]
+fn hip_compile(
+    device: &Device,
+    module: &Module,
+    kernel: &str,
+    _hash: &str,
+    _attached: usize,
 ) -> Result<(BundleKernel, Vec<u8>), Error> {
     let no_code = |message: String| Error::NoCode {
         kernel: kernel.into(),
@@ -773,17 +805,21 @@ fn hip_code(
 }
 
 #[cfg(not(feature = "jit"))]
-fn hip_code(
+fn hip_compile(
     device: &Device,
-    _g: &Gpu<hip::Context, hip::Stream>,
     _module: &Module,
     kernel: &str,
+    hash: &str,
+    attached: usize,
 ) -> Result<(BundleKernel, Vec<u8>), Error> {
     Err(Error::NoCode {
         kernel: kernel.into(),
         device: device.describe(),
-        message: "AMD code objects come from the compiler (feature `jit`); bundles hold PTX only"
-            .into(),
+        message: format!(
+            "no attached bundle holds this kernel (Tile IR hash {hash}; {attached} bundle(s) \
+             attached) and this tilekit was built without `jit`: build an AMD bundle from the \
+             same source with `tilekit bundle --target <chip>`"
+        ),
     })
 }
 
@@ -804,6 +840,7 @@ mod tests {
             variant: String::new(),
             ptx_file: "k.ptx".into(),
             ptx: String::new(),
+            code_object: None,
             params,
             block_threads: 128,
             shared_bytes: 0,

@@ -24,7 +24,7 @@
 //!
 //! UTF-8 text, one `key value…` entry per line; blank lines and lines starting with `#` are
 //! ignored. The first entry is `tilekit-bundle 2` (the format version), the second
-//! `target <sm_80|sm_90a>`. Then one block per kernel variant:
+//! `target <sm_80|sm_90a|gfx90a|gfx942|gfx950>`. Then one block per kernel variant:
 //!
 //! ```text
 //! kernel gemm

@@ -16,7 +16,7 @@ usage: tilekit list
        tilekit selftest [--device cpu]
        tilekit emit <kernel> --target <target> --stage <stage> [--const N=V]... [--out FILE]
        tilekit check <kernel> --target <target> [--const N=V]...
-       tilekit bundle --target sm_80|sm_90a --out <dir>
+       tilekit bundle --target <target> --out <dir>
        tilekit help";
 
 const HELP: &str = "\
@@ -508,7 +508,7 @@ mod jit {
         let target = parse_target(target)?;
         if !crate::bundle::TARGETS.contains(&target.name()) {
             return Err(CliError::usage(format!(
-                "bundles hold PTX for {}, not {target}",
+                "bundles hold code for {}, not {target}",
                 crate::bundle::TARGETS.join(", ")
             )));
         }
@@ -832,6 +832,47 @@ mod tests {
             let _ = std::fs::remove_file(&path);
             assert_eq!(&bytes[..4], b"\x7fELF", "{target}");
         }
+    }
+
+    /// Every registered kernel variant compiles for every AMD chip, `ld.lld` links its code
+    /// object, and it uses no scratch (one thread per chip).
+    #[cfg(feature = "jit")]
+    #[test]
+    fn every_registered_variant_compiles_and_links_for_every_amd_chip() {
+        use tilekit_codegen::{compile, Target};
+        let chips = [Target::Gfx90a, Target::Gfx942, Target::Gfx950];
+        let failures: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chips
+                .iter()
+                .map(|&t| {
+                    scope.spawn(move || {
+                        let mut failures = Vec::new();
+                        for k in crate::registry::kernels() {
+                            for v in k.variants {
+                                let what = format!("{}{} on {t}", k.name, v.args);
+                                match compile((v.module)(), k.name, t) {
+                                    Err(e) => failures.push(format!("{what}: {e}")),
+                                    Ok(c) => match c.amd_resources() {
+                                        None => failures.push(format!("{what}: no metadata")),
+                                        Some(r) if r.scratch_bytes > 0 => {
+                                            failures.push(format!("{what}: scratch {r:?}"))
+                                        }
+                                        Some(_) => {}
+                                    },
+                                }
+                            }
+                        }
+                        failures
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("compile thread"))
+                .collect()
+        });
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(crate::registry::kernels().len() >= 6);
     }
 
     #[cfg(feature = "jit")]

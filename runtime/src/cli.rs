@@ -35,7 +35,7 @@ commands:
                        bytes, shared memory and the SASS instruction mix (needs ptxas and
                        nvdisasm). AMD: prints VGPR/AGPR/SGPR counts, LDS bytes, scratch bytes
                        and spills read from the linked code object's metadata note, and the
-                       number of MFMA instructions in its assembly (needs ld.lld)
+                       MFMA count and instruction mix of its assembly (needs ld.lld)
   bundle --target <target> --out <dir>
                        compiles every kernel variant ahead of time: one PTX file per variant,
                        bundle.txt (metadata) and bundle.tkb (all of it, for include_bytes!);
@@ -620,11 +620,20 @@ mod jit {
                 ""
             }
         );
+        let asm = c.stage(Stage::Asm);
         let _ = writeln!(
             out,
             "MFMA           {} instructions",
-            amd::resources::mfma_count(c.stage(Stage::Asm))
+            amd::resources::mfma_count(asm)
         );
+        let mix = amd::resources::instruction_mix(asm);
+        let total: usize = mix.values().sum();
+        let _ = writeln!(out, "AMDGPU instruction mix ({total} instructions):");
+        let mut ops: Vec<(&String, &usize)> = mix.iter().collect();
+        ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (op, n) in ops {
+            let _ = writeln!(out, "  {op:<28} {n:>6}");
+        }
         out
     }
 }
@@ -889,6 +898,8 @@ mod tests {
                 "LDS            8192 bytes",
                 "scratch        0 bytes",
                 "MFMA",
+                "AMDGPU instruction mix",
+                "ds_read_b64",
             ] {
                 assert!(out.contains(want), "{target}: no `{want}` in\n{out}");
             }

@@ -228,11 +228,30 @@ pub fn report(elf: &[u8], kernel: &str) -> Option<Report> {
     })
 }
 
+/// The instructions of AMDGPU assembly text: the mnemonic of every line that is neither a
+/// directive, a label nor a comment.
+fn instructions(asm: &str) -> impl Iterator<Item = &str> {
+    asm.lines().filter_map(|l| {
+        let w = l.split_whitespace().next()?;
+        let first = w.chars().next()?;
+        (first.is_ascii_lowercase() && !w.ends_with(':')).then_some(w)
+    })
+}
+
 /// `v_mfma…` instructions in AMDGPU assembly text.
 pub fn mfma_count(asm: &str) -> usize {
-    asm.lines()
-        .filter(|l| l.trim_start().starts_with("v_mfma"))
+    instructions(asm)
+        .filter(|w| w.starts_with("v_mfma"))
         .count()
+}
+
+/// How many times each instruction (mnemonic) occurs in AMDGPU assembly text.
+pub fn instruction_mix(asm: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut mix = std::collections::BTreeMap::new();
+    for w in instructions(asm) {
+        *mix.entry(w.to_string()).or_insert(0) += 1;
+    }
+    mix
 }
 
 /// Checks a linked code object against the target's limits: a kernel whose values do not fit
@@ -290,6 +309,16 @@ mod tests {
         assert_eq!(v.get("c"), Some(&Mp::Bool(true)));
         assert_eq!(v.get("d").and_then(Mp::int), Some(70000));
         assert_eq!(v.get("e").and_then(Mp::int), Some(-200));
+    }
+
+    #[test]
+    fn instructions_are_counted_without_directives_labels_or_comments() {
+        let asm = "\t.text\ngemm:\n\tv_mfma_f32_16x16x16_bf16 v[0:3], v[4:5], v[6:7], v[0:3]\n.LBB0_1:\n\tds_read_b64 v[4:5], v8\n\tv_mfma_f32_16x16x16_bf16 v[0:3], v[4:5], v[6:7], v[0:3]\n; NumVgprs: 9\n\ts_endpgm\n";
+        assert_eq!(mfma_count(asm), 2);
+        let mix = instruction_mix(asm);
+        assert_eq!(mix.len(), 3);
+        assert_eq!(mix["ds_read_b64"], 1);
+        assert_eq!(mix["s_endpgm"], 1);
     }
 
     #[test]

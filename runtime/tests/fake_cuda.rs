@@ -1,0 +1,246 @@
+//! The `cuda` device against a fake driver (`tests/fake_cuda/libcuda.c`, built here with `cc`):
+//! the runtime's whole path — loading libcuda, the context, memory, JIT-compiled PTX loaded as a
+//! module, the parameter buffer of a launch, write-back of host tensors, device tensors, the JIT
+//! log of a rejected module, launch failures, events — on a machine without a GPU.
+//!
+//! The fake runs `axpb` from the ABI values it receives (pointers, sizes, strides, scalars), so a
+//! wrong parameter buffer gives wrong numbers. glibc reads `LD_LIBRARY_PATH` once at start, so the
+//! test re-runs itself as a child process with the fake first on the path.
+
+use tilekit::dsl::*;
+use tilekit::ir::ScalarType::{F32, I32};
+use tilekit::{Bundle, Device, Error, ScalarArg, Tensor};
+
+/// `y = a·x + b` over 16-element chunks, one block per chunk.
+#[tilekit::kernel(warps = 1)]
+fn axpb(x: Gl<f32, 1>, y: GlMut<f32, 1>, a: Scalar<f32>, b: Scalar<i32>) {
+    let i = block_idx_x();
+    let v: Rv<f32, 16> = load(x.chunk(i));
+    let av: Rv<f32, 16> = splat(a);
+    let bv: Rv<f32, 16> = splat(b.cast::<f32>());
+    store(y.chunk(i), v * av + bv);
+}
+
+/// A kernel whose launch the fake driver fails.
+#[tilekit::kernel(warps = 1)]
+fn explode(y: GlMut<f32, 1>) {
+    let i = block_idx_x();
+    let v: Rv<f32, 16> = load(y.chunk(i));
+    store(y.chunk(i), v + v);
+}
+
+/// A kernel the test bundles with PTX the fake driver rejects.
+#[tilekit::kernel(warps = 1)]
+fn rejected(y: GlMut<f32, 1>) {
+    let i = block_idx_x();
+    let v: Rv<f32, 16> = load(y.chunk(i));
+    store(y.chunk(i), v * v);
+}
+
+const CHILD: &str = "TILEKIT_FAKE_CUDA_CHILD";
+
+#[test]
+fn the_cuda_device_runs_against_a_fake_driver() {
+    if std::env::var_os(CHILD).is_some() {
+        return child();
+    }
+    let dir = std::env::temp_dir().join(format!("tilekit-fake-cuda-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_cuda/libcuda.c");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = std::process::Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(dir.join("libcuda.so"))
+        .arg(source)
+        .status()
+        .unwrap_or_else(|e| panic!("`{cc}` (a C compiler, to build the fake driver): {e}"));
+    assert!(built.success(), "building the fake driver failed");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_cuda_device_runs_against_a_fake_driver",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("LD_LIBRARY_PATH", &dir)
+        .env_remove("TILEKIT_SYNC")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("child: all checks passed"),
+        "{stdout}\n{stderr}"
+    );
+    // What the driver saw: sm_90a PTX for a compute capability 9.0 device; one block of 32
+    // threads per 16-element chunk; no dynamic shared memory.
+    assert!(
+        stderr.contains("fake-cuda: load .target sm_90a"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fake-cuda: launch axpb grid 3,1,1 block 32,1,1 shared 0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fake-cuda: launch explode"), "{stderr}");
+}
+
+fn child() {
+    let gpu = Device::cuda(0).expect("the fake driver opens");
+    assert_eq!(gpu.name(), "cuda:0");
+    assert!(
+        gpu.describe().contains("Fake H100 (sm_90, 132 SMs"),
+        "{}",
+        gpu.describe()
+    );
+    assert_eq!(gpu.target().unwrap(), Some("sm_90a"));
+
+    // Host tensors: copied over, launched, copied back.
+    let n = 40;
+    let xs: Vec<f64> = (0..n).map(|i| f64::from(i) * 0.25 - 3.0).collect();
+    let want: Vec<f64> = xs.iter().map(|x| 1.5 * x - 2.0).collect();
+    let x = tilekit::ir::interp::HostTensor::new(F32, &[n as usize], &xs).unwrap();
+    let mut y = tilekit::ir::interp::HostTensor::full(F32, &[n as usize], f64::NAN);
+    axpb::launch(
+        &gpu,
+        3,
+        &x,
+        &mut y,
+        ScalarArg::from(1.5f32),
+        ScalarArg::from(-2i32),
+    )
+    .unwrap();
+    assert_eq!(y.to_vec(), want, "host tensors");
+
+    // The interpreter agrees (the fake's `axpb` is the kernel's meaning).
+    let mut y_cpu = tilekit::ir::interp::HostTensor::full(F32, &[n as usize], f64::NAN);
+    axpb::launch(
+        &Device::Cpu,
+        3,
+        &x,
+        &mut y_cpu,
+        ScalarArg::from(1.5f32),
+        ScalarArg::from(-2i32),
+    )
+    .unwrap();
+    assert_eq!(y_cpu.to_vec(), want, "interpreter");
+
+    // Device tensors: no copies; read back after the launch.
+    let tx = Tensor::from_f64(F32, &[n as usize], &xs, &gpu).unwrap();
+    let mut ty = Tensor::full(F32, &[n as usize], f64::NAN, &gpu).unwrap();
+    assert_eq!(ty.device_name(), "cuda:0");
+    let start = gpu.record_event().unwrap();
+    axpb::launch(
+        &gpu,
+        3,
+        &tx,
+        &mut ty,
+        ScalarArg::from(1.5f32),
+        ScalarArg::from(-2i32),
+    )
+    .unwrap();
+    let end = gpu.record_event().unwrap();
+    assert_eq!(start.elapsed_ms(&end).unwrap(), 1.5);
+    assert_eq!(ty.to_f64_vec().unwrap(), want, "device tensors");
+    let mut copy = Tensor::zeros(F32, &[n as usize], &gpu).unwrap();
+    copy.copy_from(&ty, &gpu).unwrap();
+    assert_eq!(copy.to_f64_vec().unwrap(), want, "device-to-device copy");
+    let back = ty.to(&Device::Cpu).unwrap();
+    assert_eq!(back.to_f64_vec().unwrap(), want);
+
+    // A device tensor on the cpu device is an error naming the parameter and both devices.
+    let e = axpb::launch(
+        &Device::Cpu,
+        3,
+        &tx,
+        &mut y,
+        ScalarArg::from(1.0f32),
+        ScalarArg::from(0i32),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("argument `x` lives on cuda:0, but the launch is on cpu"),
+        "{e}"
+    );
+
+    // The dynamic API on the GPU, with an integer tensor refused for `x`.
+    let mut args = vec![
+        tilekit::LaunchArg::from(&tx),
+        tilekit::LaunchArg::from(&ty),
+        tilekit::LaunchArg::scalar::<f32>(0.5f32),
+        tilekit::LaunchArg::scalar::<i32>(1),
+    ];
+    gpu.launch_by_name("axpb", "", 3, &mut args).unwrap();
+    let want2: Vec<f64> = xs.iter().map(|x| 0.5 * x + 1.0).collect();
+    assert_eq!(ty.to_f64_vec().unwrap(), want2, "launch_by_name");
+    let ti = Tensor::zeros(I32, &[n as usize], &gpu).unwrap();
+    args[0] = tilekit::LaunchArg::from(&ti);
+    let e = gpu
+        .launch_by_name("axpb", "", 3, &mut args)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("argument `x` must be a f32 tensor of rank 1"),
+        "{e}"
+    );
+
+    // A failed launch names the kernel, the device and the configuration.
+    let mut z = Tensor::zeros(F32, &[16], &gpu).unwrap();
+    let e = explode::launch(&gpu, 1, &mut z).unwrap_err();
+    assert!(matches!(e, Error::Launch { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains("@explode on cuda:0 Fake H100"), "{e}");
+    assert!(e.contains("grid [1, 1, 1] × 32 threads"), "{e}");
+    assert!(e.contains("CUDA_ERROR_LAUNCH_FAILED"), "{e}");
+
+    // Code the driver rejects: the JIT log comes back in the error.
+    let module = rejected::module();
+    let k = tilekit::bundle::BundleKernel {
+        name: "rejected".into(),
+        variant: String::new(),
+        ptx_file: "rejected.ptx".into(),
+        ptx: ".version 8.3\n.target sm_90a\n// FAKE_REJECT\n.visible .entry rejected(\n)\n{\n}\n"
+            .into(),
+        code_object: None,
+        params: vec![tilekit::bundle::BundleParam {
+            name: "y".into(),
+            dtype: F32,
+            kind: tilekit::bundle::ParamKind::Global {
+                rank: 1,
+                mutable: true,
+            },
+        }],
+        block_threads: 32,
+        shared_bytes: 0,
+        dynamic_shared: false,
+        ir_hash: tilekit::device::ir_hash(module, "rejected"),
+    };
+    gpu.attach_bundle(Bundle {
+        target: "sm_90a".into(),
+        kernels: vec![k.clone()],
+    })
+    .unwrap();
+    let e = rejected::launch(&gpu, 1, &mut z).unwrap_err();
+    assert!(matches!(e, Error::Jit { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains("CUDA_ERROR_INVALID_PTX"), "{e}");
+    assert!(e.contains("ptxas fatal: fake rejection of line 7"), "{e}");
+
+    // A bundle for a target this device cannot run is refused when attached.
+    let e = gpu
+        .attach_bundle(Bundle {
+            target: "gfx942".into(),
+            kernels: vec![],
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the bundle holds code for gfx942"), "{e}");
+
+    println!("child: all checks passed");
+}

@@ -1,0 +1,124 @@
+/* A fake NVIDIA driver for tilekit's tests: the subset of the CUDA driver API the `cuda` device
+ * calls, with "device" memory in host memory and two kernels whose effect it knows by name, so
+ * the runtime's path (driver loading, context, memory, module loading with the JIT log, parameter
+ * marshalling, launch errors, events) runs on a machine without a GPU.
+ *
+ * Kernels: `axpb(x, y, a, b)` writes y[i] = a * x[i] + b from the ABI's pointer/size/stride
+ * values; `explode` fails its launch. A module whose text contains FAKE_REJECT is refused with a
+ * JIT log. Each load and launch prints one line on stderr for the test to read. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef uint64_t CUdeviceptr;
+typedef struct { char name[64]; } Func;
+
+#define OK 0
+#define ERR_INVALID_VALUE 1
+#define ERR_INVALID_PTX 218
+#define ERR_NOT_FOUND 500
+#define ERR_LAUNCH_FAILED 719
+
+static int ctx_token;
+
+CUresult cuInit(unsigned flags) { (void)flags; return OK; }
+CUresult cuDriverGetVersion(int *v) { *v = 12080; return OK; }
+CUresult cuDeviceGetCount(int *n) { *n = 1; return OK; }
+CUresult cuDeviceGet(CUdevice *d, int ordinal) { if (ordinal != 0) return ERR_INVALID_VALUE; *d = 0; return OK; }
+CUresult cuDevicePrimaryCtxRetain(void **ctx, CUdevice d) { (void)d; *ctx = &ctx_token; return OK; }
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d) { (void)d; return OK; }
+CUresult cuCtxSetCurrent(void *ctx) { return ctx == &ctx_token ? OK : ERR_INVALID_VALUE; }
+CUresult cuCtxSynchronize(void) { return OK; }
+CUresult cuDeviceGetName(char *name, int len, CUdevice d) { (void)d; snprintf(name, len, "Fake H100"); return OK; }
+CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice d) { (void)d; *bytes = (size_t)80 << 30; return OK; }
+CUresult cuDeviceGetAttribute(int *v, int attrib, CUdevice d) {
+    (void)d;
+    switch (attrib) {
+    case 75: *v = 9; return OK;      /* compute capability major */
+    case 76: *v = 0; return OK;      /* minor */
+    case 16: *v = 132; return OK;    /* multiprocessors */
+    case 97: *v = 232448; return OK; /* max shared memory per block, opt-in */
+    default: *v = 0; return OK;
+    }
+}
+
+CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) { void *m = calloc(1, n); if (!m) return 2; *p = (CUdeviceptr)(uintptr_t)m; return OK; }
+CUresult cuMemFree_v2(CUdeviceptr p) { free((void *)(uintptr_t)p); return OK; }
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) { memcpy((void *)(uintptr_t)dst, src, n); return OK; }
+CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) { memcpy(dst, (void *)(uintptr_t)src, n); return OK; }
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void *s) { (void)s; memcpy((void *)(uintptr_t)dst, (void *)(uintptr_t)src, n); return OK; }
+CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) { memset((void *)(uintptr_t)dst, v, n); return OK; }
+
+CUresult cuModuleLoadDataEx(void **module, const void *image, unsigned n, int *options, void **values) {
+    const char *text = image;
+    const char *target = strstr(text, ".target ");
+    fprintf(stderr, "fake-cuda: load %.14s\n", target ? target : "(no .target)");
+    if (strstr(text, "FAKE_REJECT")) {
+        for (unsigned i = 0; i < n; i++) {
+            if (options[i] == 5) { /* CU_JIT_ERROR_LOG_BUFFER; its size follows as option 6 */
+                size_t size = 0;
+                for (unsigned j = 0; j < n; j++) if (options[j] == 6) size = (size_t)(uintptr_t)values[j];
+                if (size) snprintf((char *)values[i], size, "ptxas fatal: fake rejection of line 7");
+            }
+        }
+        return ERR_INVALID_PTX;
+    }
+    *module = strdup(text);
+    return OK;
+}
+CUresult cuModuleUnload(void *module) { free(module); return OK; }
+CUresult cuModuleGetFunction(void **f, void *module, const char *name) {
+    char entry[80];
+    snprintf(entry, sizeof entry, ".entry %s(", name);
+    if (!strstr((const char *)module, entry)) return ERR_NOT_FOUND;
+    Func *fn = calloc(1, sizeof(Func));
+    snprintf(fn->name, sizeof fn->name, "%s", name);
+    *f = fn;
+    return OK;
+}
+CUresult cuFuncSetAttribute(void *f, int attrib, int value) { (void)f; (void)attrib; (void)value; return OK; }
+
+CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                        unsigned bz, unsigned shared, void *stream, void **params, void **extra) {
+    (void)stream; (void)extra;
+    Func *fn = f;
+    fprintf(stderr, "fake-cuda: launch %s grid %u,%u,%u block %u,%u,%u shared %u\n", fn->name, gx, gy,
+            gz, bx, by, bz, shared);
+    if (strcmp(fn->name, "explode") == 0) return ERR_LAUNCH_FAILED;
+    if (strcmp(fn->name, "axpb") == 0) {
+        float *x = (float *)(uintptr_t)*(uint64_t *)params[0];
+        int xs = *(int *)params[2];
+        float *y = (float *)(uintptr_t)*(uint64_t *)params[3];
+        int yn = *(int *)params[4], ys = *(int *)params[5];
+        float a = *(float *)params[6];
+        int b = *(int *)params[7];
+        for (int i = 0; i < yn; i++) y[i * ys] = a * x[i * xs] + (float)b;
+        return OK;
+    }
+    return ERR_INVALID_VALUE;
+}
+
+CUresult cuStreamSynchronize(void *s) { (void)s; return OK; }
+CUresult cuEventCreate(void **e, unsigned flags) { (void)flags; *e = malloc(1); return OK; }
+CUresult cuEventRecord(void *e, void *s) { (void)e; (void)s; return OK; }
+CUresult cuEventSynchronize(void *e) { (void)e; return OK; }
+CUresult cuEventElapsedTime(float *ms, void *a, void *b) { (void)a; (void)b; *ms = 1.5f; return OK; }
+CUresult cuEventDestroy_v2(void *e) { free(e); return OK; }
+
+CUresult cuGetErrorName(CUresult r, const char **s) {
+    switch (r) {
+    case ERR_INVALID_PTX: *s = "CUDA_ERROR_INVALID_PTX"; return OK;
+    case ERR_LAUNCH_FAILED: *s = "CUDA_ERROR_LAUNCH_FAILED"; return OK;
+    case ERR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; return OK;
+    case ERR_INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; return OK;
+    default: *s = "CUDA_ERROR_UNKNOWN"; return OK;
+    }
+}
+CUresult cuGetErrorString(CUresult r, const char **s) {
+    (void)r;
+    *s = "an error reported by the fake driver";
+    return OK;
+}

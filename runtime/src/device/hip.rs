@@ -9,6 +9,7 @@
 //! success. **It has never run on AMD hardware** (the project has none): it is written from the
 //! documentation, and `docs/GPU.md` says so.
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -153,6 +154,15 @@ pub struct Context {
     pub ordinal: usize,
     pub name: String,
     api: &'static Api,
+    /// Kernels loaded on this device, by kernel name and Tile IR hash.
+    pub(crate) loaded: std::sync::Mutex<HashMap<String, Arc<Loaded>>>,
+}
+
+/// A loaded kernel and the description of its code.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub func: Function,
+    pub code: crate::bundle::BundleKernel,
 }
 
 impl fmt::Debug for Context {
@@ -182,7 +192,12 @@ impl Context {
                 (api.device_get_name)(name.as_mut_ptr(), name.len() as c_int, ordinal as c_int),
             )?;
             let name = CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned();
-            Ok(Arc::new(Context { ordinal, name, api }))
+            Ok(Arc::new(Context {
+                ordinal,
+                name,
+                api,
+                loaded: Default::default(),
+            }))
         }
     }
 

@@ -679,9 +679,30 @@ fn launch_hip(
     args: &mut [LaunchArg],
 ) -> Result<(), Error> {
     check_grid(kernel, grid)?;
-    let (code, object) = hip_code(device, g, module, kernel)?;
-    check_args(&code, args)?;
-    let f = hip::Function::load(&g.ctx, kernel, &object)?;
+    let key = format!("{kernel}/{}", ir_hash(module, kernel));
+    let cached = g
+        .ctx
+        .loaded
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    let loaded = match cached {
+        Some(l) => l,
+        None => {
+            let (code, object) = hip_code(device, g, module, kernel)?;
+            let func = hip::Function::load(&g.ctx, kernel, &object)?;
+            let l = Arc::new(hip::Loaded { func, code });
+            g.ctx
+                .loaded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, l.clone());
+            l
+        }
+    };
+    let (code, f) = (&loaded.code, &loaded.func);
+    check_args(code, args)?;
     let mut staged = Vec::with_capacity(args.len());
     let mut pointers = vec![0u64; args.len()];
     for (i, a) in args.iter().enumerate() {
@@ -710,7 +731,7 @@ fn launch_hip(
             LaunchArg::Scalar(..) => staged.push(Staged::Own),
         }
     }
-    let values = abi_values(&code, args, &pointers)?;
+    let values = abi_values(code, args, &pointers)?;
     let shared = if code.dynamic_shared {
         code.shared_bytes as u32
     } else {
@@ -719,7 +740,7 @@ fn launch_hip(
     let launch_failed = |message: String| Error::Launch {
         kernel: kernel.into(),
         device: device.describe(),
-        config: config(&code, grid, shared),
+        config: config(code, grid, shared),
         message,
     };
     f.launch(
@@ -730,10 +751,12 @@ fn launch_hip(
         &values,
     )
     .map_err(|e| launch_failed(e.to_string()))?;
-    // The module is unloaded when `f` drops: wait for the kernel first.
-    g.stream
-        .synchronize()
-        .map_err(|e| launch_failed(e.to_string()))?;
+    let host_args = staged.iter().any(|s| matches!(s, Staged::Copy(_)));
+    if host_args || sync_every_launch() {
+        g.stream
+            .synchronize()
+            .map_err(|e| launch_failed(e.to_string()))?;
+    }
     for (a, s) in args.iter_mut().zip(staged) {
         if let (LaunchArg::Host(t), Staged::Copy(b)) = (a, s) {
             let values = codec::decode(t.dtype(), &b.download()?);

@@ -1,0 +1,129 @@
+//! The `hip` device against a fake HIP runtime (`tests/fake_hip/libamdhip64.c`, built here with
+//! `cc`): loading the library, memory, code objects compiled for `TILEKIT_HIP_ARCH` or taken from
+//! an attached AMD bundle, the launch's argument buffer, events — without ROCm or an AMD GPU.
+//! (What real HIP does is not tested here: no AMD hardware is available to this project.)
+
+use tilekit::codegen::Target;
+use tilekit::dsl::*;
+use tilekit::ir::ScalarType::F32;
+use tilekit::{Bundle, Device, ScalarArg, Tensor};
+
+/// `y = a·x + b` over 16-element chunks (the fake runs it by name from its arguments).
+#[tilekit::kernel(warps = 1)]
+fn axpb(x: Gl<f32, 1>, y: GlMut<f32, 1>, a: Scalar<f32>, b: Scalar<i32>) {
+    let i = block_idx_x();
+    let v: Rv<f32, 16> = load(x.chunk(i));
+    let av: Rv<f32, 16> = splat(a);
+    let bv: Rv<f32, 16> = splat(b.cast::<f32>());
+    store(y.chunk(i), v * av + bv);
+}
+
+/// Bundled below with `axpb`'s code object, so a launch that took the bundle cannot find it.
+#[tilekit::kernel(warps = 1)]
+fn mislabeled(y: GlMut<f32, 1>) {
+    let i = block_idx_x();
+    let v: Rv<f32, 16> = load(y.chunk(i));
+    store(y.chunk(i), v + v);
+}
+
+const CHILD: &str = "TILEKIT_FAKE_HIP_CHILD";
+
+#[test]
+fn the_hip_device_runs_against_a_fake_runtime() {
+    if std::env::var_os(CHILD).is_some() {
+        return child();
+    }
+    let dir = std::env::temp_dir().join(format!("tilekit-fake-hip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_hip/libamdhip64.c");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = std::process::Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(dir.join("libamdhip64.so"))
+        .arg(source)
+        .status()
+        .unwrap_or_else(|e| panic!("`{cc}` (a C compiler, to build the fake runtime): {e}"));
+    assert!(built.success(), "building the fake HIP runtime failed");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_hip_device_runs_against_a_fake_runtime",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("LD_LIBRARY_PATH", &dir)
+        .env("TILEKIT_HIP_ARCH", "gfx942")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("child: all checks passed"),
+        "{stdout}\n{stderr}"
+    );
+    // A 64-bit ELF code object; one wave of 64 lanes per block.
+    assert!(stderr.contains("fake-hip: load ELF class 2"), "{stderr}");
+    assert!(
+        stderr.contains("fake-hip: launch axpb grid 3,1,1 block 64,1,1 shared 0"),
+        "{stderr}"
+    );
+}
+
+fn child() {
+    let gpu = Device::hip(0).expect("the fake runtime opens");
+    assert_eq!(gpu.describe(), "hip:0 Fake MI300X");
+    let n = 40usize;
+    let xs: Vec<f64> = (0..n).map(|i| i as f64 * 0.5 - 7.0).collect();
+    let want: Vec<f64> = xs.iter().map(|x| -0.25 * x + 3.0).collect();
+    let (a, b) = (ScalarArg::from(-0.25f32), ScalarArg::from(3i32));
+
+    let x = tilekit::ir::interp::HostTensor::new(F32, &[n], &xs).unwrap();
+    let mut y = tilekit::ir::interp::HostTensor::full(F32, &[n], f64::NAN);
+    axpb::launch(&gpu, 3, &x, &mut y, a, b).unwrap();
+    assert_eq!(y.to_vec(), want, "host tensors");
+
+    let tx = Tensor::from_f64(F32, &[n], &xs, &gpu).unwrap();
+    let mut ty = Tensor::full(F32, &[n], f64::NAN, &gpu).unwrap();
+    assert_eq!(ty.device_name(), "hip:0");
+    let start = gpu.record_event().unwrap();
+    axpb::launch(&gpu, 3, &tx, &mut ty, a, b).unwrap();
+    let end = gpu.record_event().unwrap();
+    assert_eq!(start.elapsed_ms(&end).unwrap(), 2.5);
+    assert_eq!(ty.to_f64_vec().unwrap(), want, "device tensors");
+
+    // An AMD bundle is taken before compiling: `mislabeled` bundled with `axpb`'s code object
+    // (and `mislabeled`'s Tile IR hash) fails to find its entry there.
+    let axpb_module = axpb::module();
+    let compiled = tilekit::codegen::compile(axpb_module, "axpb", Target::Gfx942).unwrap();
+    let mut k = tilekit::bundle::kernel_from_compiled(axpb_module, "axpb", "", &compiled).unwrap();
+    assert!(k.code_object.is_some());
+    k.name = "mislabeled".into();
+    k.params.truncate(1);
+    k.params[0].name = "y".into();
+    k.ir_hash = tilekit::device::ir_hash(mislabeled::module(), "mislabeled");
+    let e = gpu
+        .attach_bundle(Bundle {
+            target: "gfx90a".into(),
+            kernels: vec![k.clone()],
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the bundle holds code for gfx90a"), "{e}");
+    gpu.attach_bundle(Bundle {
+        target: "gfx942".into(),
+        kernels: vec![k],
+    })
+    .unwrap();
+    let e = mislabeled::launch(&gpu, 1, &mut ty)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hipModuleGetFunction"), "{e}");
+    assert!(e.contains("hipErrorNotFound"), "{e}");
+
+    println!("child: all checks passed");
+}

@@ -327,8 +327,16 @@ impl Lowerer<'_> {
         self.e.close("}");
     }
 
+    /// Commits the `cp.async` group of a `copy_async` just issued and queues its
+    /// (semaphore offset, bytes).
+    pub(super) fn commit_async(&mut self, off: &str, b: &str) {
+        self.e
+            .line("llvm.inline_asm has_side_effects \"cp.async.commit_group;\", \"\" : () -> ()");
+        self.push_async(off, b);
+    }
+
     /// Appends (semaphore offset, bytes) to the queue (which has room).
-    pub(super) fn push_async(&mut self, off: &str, b: &str) {
+    fn push_async(&mut self, off: &str, b: &str) {
         let Some((len, sems, bytes)) = self.queue() else {
             return;
         };

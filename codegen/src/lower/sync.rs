@@ -139,11 +139,8 @@ impl Lowerer<'_> {
                 }
                 self.make_room();
                 self.copy_elements(op, dst, src, &idx, Scope::Warp, true)?;
-                self.e.line(
-                    "llvm.inline_asm has_side_effects \"cp.async.commit_group;\", \"\" : () -> ()",
-                );
                 let b = self.e.i32(bytes as i64);
-                self.push_async(&off, &b);
+                self.commit_async(&off, &b);
             }
             _ => unreachable!("dispatched by kind"),
         }

@@ -424,3 +424,40 @@ fn too_many_wavefronts_are_rejected_with_the_numbers() {
     );
     assert!(e.to_string().contains("32 warps of 64 lanes"), "{e}");
 }
+
+/// Block and grid coordinates: `rocdl.workgroup.id.*` and the grid size from the code object
+/// v5 hidden arguments (`hidden_block_count_*`, read through `llvm.amdgcn.implicitarg.ptr`),
+/// which the metadata then declares.
+#[test]
+fn grid_dimensions_come_from_the_hidden_kernel_arguments() {
+    use tilekit_ir::Dim3;
+    let mut b = FuncBuilder::kernel("coords", 1);
+    let g = b.param("g", Type::global(ScalarType::I32, 1, true));
+    let mut acc = b.const_i32(0);
+    for d in [Dim3::X, Dim3::Y, Dim3::Z] {
+        let n = b.grid_dim(d);
+        let i = b.block_idx(d);
+        let w = b.warp_idx();
+        acc = b.add(acc, n);
+        acc = b.add(acc, i);
+        acc = b.add(acc, w);
+    }
+    let z = b.const_i32(0);
+    b.store(g, acc, &[z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    tilekit_ir::verify(&m).unwrap();
+    let c = compile(&m, "coords", Target::Gfx942).unwrap();
+    assert!(c
+        .stage(Stage::Llvm)
+        .contains("@llvm.amdgcn.implicitarg.ptr"));
+    let asm = c.stage(Stage::Asm);
+    assert!(
+        asm.contains(".value_kind:     hidden_block_count_x"),
+        "no hidden args"
+    );
+    assert!(
+        asm.contains(".value_kind:     hidden_block_count_z"),
+        "no hidden args"
+    );
+}

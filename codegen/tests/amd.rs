@@ -461,3 +461,32 @@ fn grid_dimensions_come_from_the_hidden_kernel_arguments() {
         "no hidden args"
     );
 }
+
+/// A transpose and a layout change go through each wavefront's scratch buffer in LDS, ordered
+/// by wavefront-scope fences.
+#[test]
+fn transposes_go_through_per_wavefront_lds_scratch() {
+    use tilekit_ir::Layout::{Col, Row};
+    use tilekit_ir::ScalarType::{BF16, F32};
+    let mut b = FuncBuilder::kernel("relayout", 2);
+    let g = b.param("g", Type::global(F32, 2, false));
+    let h = b.param("h", Type::global(BF16, 2, true));
+    let z = b.const_i32(0);
+    let t = b.load(Type::tile(F32, 16, 32, Row), g, &[z, z]);
+    let t = b.transpose(t);
+    let t = b.convert(t, Type::tile(BF16, 32, 16, Col));
+    b.store(h, t, &[z, z]);
+    let mut m = Module::new();
+    m.push(b.finish());
+    tilekit_ir::verify(&m).unwrap();
+    for t in CHIPS {
+        let c = compile(&m, "relayout", t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        // Two wavefronts × 16×32 f32.
+        assert_eq!(c.shared_bytes, 2 * 16 * 32 * 4, "{t}");
+        assert!(
+            c.stage(Stage::Mlir).contains("syncscope(\"wavefront\")"),
+            "{t}"
+        );
+        assert_eq!(c.amd_resources().unwrap().scratch_bytes, 0, "{t}");
+    }
+}

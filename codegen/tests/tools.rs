@@ -1,5 +1,5 @@
-//! Tool discovery, stage dumps and the disk cache, which read process-wide environment
-//! variables: one test, so that nothing else in this binary runs while they are set.
+//! Tool discovery (ptxas, ld.lld), stage dumps and the disk cache, which read process-wide
+//! environment variables: one test, so that nothing else in this binary runs while they are set.
 
 mod kernels;
 
@@ -17,6 +17,16 @@ fn environment_overrides_for_tools_and_dumps() {
         "{e}"
     );
     assert!(e.to_string().contains("scripts/install-deps.sh"), "{e}");
+
+    // A missing ld.lld fails the AMD compile with what to install.
+    std::env::set_var("TILEKIT_LLD", "/nonexistent/ld.lld");
+    let e = compile(&kernels::scale(), "scale", Target::Gfx942).unwrap_err();
+    std::env::remove_var("TILEKIT_LLD");
+    assert!(
+        matches!(&e, CodegenError::Tool { tool, .. } if tool == "ld.lld"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("/nonexistent/ld.lld"), "{e}");
 
     let dir = std::env::temp_dir().join(format!("tilekit-dump-{}", std::process::id()));
     std::env::set_var("TILEKIT_DUMP", &dir);

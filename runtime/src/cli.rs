@@ -13,7 +13,7 @@ use crate::registry::{kernels, KernelInfo, Variant};
 
 const USAGE: &str = "\
 usage: tilekit list
-       tilekit selftest [--device cpu]
+       tilekit selftest [--device cpu|cuda[:N]|hip[:N]]
        tilekit emit <kernel> --target <target> --stage <stage> [--const N=V]... [--out FILE]
        tilekit check <kernel> --target <target> [--const N=V]...
        tilekit bundle --target <target> --out <dir>
@@ -25,8 +25,9 @@ tilekit: tiled GPU kernels in Rust
 commands:
   list                 one line per registered kernel variant: name<comptime arguments>,
                        parameters, op count, source
-  selftest [--device cpu]
-                       runs every kernel against its reference; ends with `N passed, M failed`
+  selftest [--device cpu|cuda[:N]|hip[:N]]
+                       runs every kernel against its reference (on a GPU: compiled on first
+                       launch, larger shapes too); ends with `N passed, M failed`
   emit <kernel> --target <target> --stage <stage> [--const N=V]... [--out FILE]
                        prints one stage of the kernel compiled for the target, or writes it to
                        FILE; the binary `hsaco` stage is only written (it needs --out)
@@ -37,7 +38,8 @@ commands:
                        and spills read from the linked code object's metadata note, and the
                        MFMA count and instruction mix of its assembly (needs ld.lld)
   bundle --target <target> --out <dir>
-                       compiles every kernel variant ahead of time: one PTX file per variant,
+                       compiles every kernel variant ahead of time: one PTX file (NVIDIA) or
+                       code object (AMD, .hsaco) per variant,
                        bundle.txt (metadata) and bundle.tkb (all of it, for include_bytes!);
                        a tilekit built without `jit` loads it (tilekit::Bundle)
 

@@ -7,6 +7,8 @@
 //! wrong parameter buffer gives wrong numbers. glibc reads `LD_LIBRARY_PATH` once at start, so the
 //! test re-runs itself as a child process with the fake first on the path.
 
+mod common;
+
 use tilekit::dsl::*;
 use tilekit::ir::ScalarType::{F32, I32};
 use tilekit::{Bundle, Device, Error, ScalarArg, Tensor};
@@ -37,45 +39,16 @@ fn rejected(y: GlMut<f32, 1>) {
     store(y.chunk(i), v * v);
 }
 
-const CHILD: &str = "TILEKIT_FAKE_CUDA_CHILD";
-
 #[test]
 fn the_cuda_device_runs_against_a_fake_driver() {
-    if std::env::var_os(CHILD).is_some() {
+    if common::is_child() {
         return child();
     }
-    let dir = std::env::temp_dir().join(format!("tilekit-fake-cuda-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_cuda/libcuda.c");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let built = std::process::Command::new(&cc)
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(dir.join("libcuda.so"))
-        .arg(source)
-        .status()
-        .unwrap_or_else(|e| panic!("`{cc}` (a C compiler, to build the fake driver): {e}"));
-    assert!(built.success(), "building the fake driver failed");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "the_cuda_device_runs_against_a_fake_driver",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .env("LD_LIBRARY_PATH", &dir)
-        .env_remove("TILEKIT_SYNC")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("child: all checks passed"),
-        "{stdout}\n{stderr}"
+    let (_, stderr) = common::run_child(
+        "fake_cuda/libcuda.c",
+        "libcuda.so",
+        "the_cuda_device_runs_against_a_fake_driver",
+        &[],
     );
     // What the driver saw: sm_90a PTX for a compute capability 9.0 device; one block of 32
     // threads per 16-element chunk; no dynamic shared memory.

@@ -3,6 +3,8 @@
 //! an attached AMD bundle, the launch's argument buffer, events — without ROCm or an AMD GPU.
 //! (What real HIP does is not tested here: no AMD hardware is available to this project.)
 
+mod common;
+
 use tilekit::codegen::Target;
 use tilekit::dsl::*;
 use tilekit::ir::ScalarType::F32;
@@ -26,45 +28,16 @@ fn mislabeled(y: GlMut<f32, 1>) {
     store(y.chunk(i), v + v);
 }
 
-const CHILD: &str = "TILEKIT_FAKE_HIP_CHILD";
-
 #[test]
 fn the_hip_device_runs_against_a_fake_runtime() {
-    if std::env::var_os(CHILD).is_some() {
+    if common::is_child() {
         return child();
     }
-    let dir = std::env::temp_dir().join(format!("tilekit-fake-hip-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_hip/libamdhip64.c");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let built = std::process::Command::new(&cc)
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(dir.join("libamdhip64.so"))
-        .arg(source)
-        .status()
-        .unwrap_or_else(|e| panic!("`{cc}` (a C compiler, to build the fake runtime): {e}"));
-    assert!(built.success(), "building the fake HIP runtime failed");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "the_hip_device_runs_against_a_fake_runtime",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .env("LD_LIBRARY_PATH", &dir)
-        .env("TILEKIT_HIP_ARCH", "gfx942")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("child: all checks passed"),
-        "{stdout}\n{stderr}"
+    let (_, stderr) = common::run_child(
+        "fake_hip/libamdhip64.c",
+        "libamdhip64.so",
+        "the_hip_device_runs_against_a_fake_runtime",
+        &[("TILEKIT_HIP_ARCH", "gfx942")],
     );
     // A 64-bit ELF code object; one wave of 64 lanes per block.
     assert!(stderr.contains("fake-hip: load ELF class 2"), "{stderr}");

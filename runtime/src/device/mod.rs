@@ -433,11 +433,117 @@ fn compile_for(
     })
 }
 
-/// Memory for one launch argument: the tensor's own, or a copy of a host tensor made for the
-/// launch (written back afterwards when the parameter is writable).
-enum Staged<B> {
-    Own,
-    Copy(B),
+/// Device memory as a launch stages it (both vendors' buffers).
+trait Memory: Sized {
+    type Ctx;
+    fn alloc(ctx: &Arc<Self::Ctx>, bytes: usize) -> Result<Self, Error>;
+    fn upload(&self, data: &[u8]) -> Result<(), Error>;
+    fn download(&self) -> Result<Vec<u8>, Error>;
+    fn address(&self) -> u64;
+}
+
+impl Memory for cuda::Buffer {
+    type Ctx = cuda::Context;
+    fn alloc(ctx: &Arc<cuda::Context>, bytes: usize) -> Result<Self, Error> {
+        cuda::Buffer::alloc(ctx, bytes)
+    }
+    fn upload(&self, data: &[u8]) -> Result<(), Error> {
+        cuda::Buffer::upload(self, data)
+    }
+    fn download(&self) -> Result<Vec<u8>, Error> {
+        cuda::Buffer::download(self)
+    }
+    fn address(&self) -> u64 {
+        self.ptr
+    }
+}
+
+impl Memory for hip::Buffer {
+    type Ctx = hip::Context;
+    fn alloc(ctx: &Arc<hip::Context>, bytes: usize) -> Result<Self, Error> {
+        hip::Buffer::alloc(ctx, bytes)
+    }
+    fn upload(&self, data: &[u8]) -> Result<(), Error> {
+        hip::Buffer::upload(self, data)
+    }
+    fn download(&self) -> Result<Vec<u8>, Error> {
+        hip::Buffer::download(self)
+    }
+    fn address(&self) -> u64 {
+        self.ptr as u64
+    }
+}
+
+/// The arguments of one GPU launch in device memory: each view's address, and the copies made
+/// of host tensors (written back after the launch).
+struct Staged<B> {
+    addresses: Vec<u64>,
+    copies: Vec<Option<B>>,
+}
+
+impl<B: Memory> Staged<B> {
+    /// `own` gives the address of a device tensor that lives on the launch's device.
+    fn new(
+        device: &Device,
+        k: &BundleKernel,
+        ctx: &Arc<B::Ctx>,
+        args: &[LaunchArg],
+        own: impl Fn(&Storage) -> Option<u64>,
+    ) -> Result<Staged<B>, Error> {
+        let mut s = Staged {
+            addresses: vec![0; args.len()],
+            copies: Vec::with_capacity(args.len()),
+        };
+        for (i, a) in args.iter().enumerate() {
+            let mut copy = None;
+            match a {
+                LaunchArg::Device(view) => {
+                    s.addresses[i] = own(&view.storage).ok_or_else(|| Error::WrongDevice {
+                        kernel: k.name.clone(),
+                        param: k.params[i].name.clone(),
+                        tensor: view.device_name(),
+                        launch: device.name(),
+                    })?;
+                }
+                LaunchArg::Host(t) => {
+                    let bytes = codec::encode(t.dtype(), t.storage());
+                    let b = B::alloc(ctx, bytes.len())?;
+                    b.upload(&bytes)?;
+                    s.addresses[i] = b.address();
+                    copy = Some(b);
+                }
+                LaunchArg::Scalar(..) => {}
+            }
+            s.copies.push(copy);
+        }
+        Ok(s)
+    }
+
+    /// Whether the launch must wait for the kernel: host tensors are copied back after it (and
+    /// `TILEKIT_SYNC` asks for it).
+    fn must_wait(&self) -> bool {
+        self.copies.iter().any(Option::is_some) || sync_every_launch()
+    }
+
+    /// Copies the kernel's results back into the host tensors.
+    fn write_back(self, args: &mut [LaunchArg]) -> Result<(), Error> {
+        for (a, copy) in args.iter_mut().zip(self.copies) {
+            if let (LaunchArg::Host(t), Some(b)) = (a, copy) {
+                let values = codec::decode(t.dtype(), &b.download()?);
+                *t = HostTensor::strided(t.dtype(), t.shape(), t.strides(), &values)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Dynamic shared memory the launch passes (0 for a static allocation).
+fn dynamic_shared(k: &BundleKernel) -> u32 {
+    if k.dynamic_shared {
+        k.shared_bytes as u32
+    } else {
+        0
+    }
 }
 
 /// Checks the arguments against the kernel's parameters, as the bundle or the compiler
@@ -582,11 +688,7 @@ fn launch_cuda(
             Some(l) => l,
             None => {
                 let code = find_code(&g.bundles, module, kernel, &hash, Some(target), device)?;
-                let shared = if code.dynamic_shared {
-                    code.shared_bytes as u32
-                } else {
-                    0
-                };
+                let shared = dynamic_shared(&code);
                 if code.shared_bytes > u64::from(g.ctx.max_shared_optin) {
                     return Err(Error::UnsupportedDevice {
                         device: device.describe(),
@@ -610,41 +712,12 @@ fn launch_cuda(
     };
     let k = &loaded.code;
     check_args(k, args)?;
-    // Device memory for every view: the tensor's own, or a copy of a host tensor.
-    let mut staged = Vec::with_capacity(args.len());
-    let mut pointers = vec![0u64; args.len()];
-    for (i, a) in args.iter().enumerate() {
-        match a {
-            LaunchArg::Device(view) => match &view.storage {
-                Storage::Cuda(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => {
-                    pointers[i] = b.ptr;
-                    staged.push(Staged::Own);
-                }
-                _ => {
-                    return Err(Error::WrongDevice {
-                        kernel: kernel.into(),
-                        param: k.params[i].name.clone(),
-                        tensor: view.device_name(),
-                        launch: device.name(),
-                    })
-                }
-            },
-            LaunchArg::Host(t) => {
-                let bytes = codec::encode(t.dtype(), t.storage());
-                let b = cuda::Buffer::alloc(&g.ctx, bytes.len())?;
-                b.upload(&bytes)?;
-                pointers[i] = b.ptr;
-                staged.push(Staged::Copy(b));
-            }
-            LaunchArg::Scalar(..) => staged.push(Staged::Own),
-        }
-    }
-    let values = abi_values(k, args, &pointers)?;
-    let shared = if k.dynamic_shared {
-        k.shared_bytes as u32
-    } else {
-        0
-    };
+    let staged = Staged::<cuda::Buffer>::new(device, k, &g.ctx, args, |storage| match storage {
+        Storage::Cuda(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => Some(b.ptr),
+        _ => None,
+    })?;
+    let values = abi_values(k, args, &staged.addresses)?;
+    let shared = dynamic_shared(k);
     let launch_failed = |message: String| Error::Launch {
         kernel: kernel.into(),
         device: device.describe(),
@@ -655,19 +728,12 @@ fn launch_cuda(
         .func
         .launch(&g.stream, grid.0, [k.block_threads, 1, 1], shared, &values)
         .map_err(|e| launch_failed(cuda::describe_error(e)))?;
-    let host_args = staged.iter().any(|s| matches!(s, Staged::Copy(_)));
-    if host_args || sync_every_launch() {
+    if staged.must_wait() {
         g.stream
             .synchronize()
             .map_err(|e| launch_failed(e.to_string()))?;
     }
-    for (a, s) in args.iter_mut().zip(staged) {
-        if let (LaunchArg::Host(t), Staged::Copy(b)) = (a, s) {
-            let values = codec::decode(t.dtype(), &b.download()?);
-            *t = HostTensor::strided(t.dtype(), t.shape(), t.strides(), &values)?;
-        }
-    }
-    Ok(())
+    staged.write_back(args)
 }
 
 fn launch_hip(
@@ -701,69 +767,28 @@ fn launch_hip(
             l
         }
     };
-    let (code, f) = (&loaded.code, &loaded.func);
-    check_args(code, args)?;
-    let mut staged = Vec::with_capacity(args.len());
-    let mut pointers = vec![0u64; args.len()];
-    for (i, a) in args.iter().enumerate() {
-        match a {
-            LaunchArg::Device(view) => match &view.storage {
-                Storage::Hip(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => {
-                    pointers[i] = b.ptr as u64;
-                    staged.push(Staged::Own);
-                }
-                _ => {
-                    return Err(Error::WrongDevice {
-                        kernel: kernel.into(),
-                        param: code.params[i].name.clone(),
-                        tensor: view.device_name(),
-                        launch: device.name(),
-                    })
-                }
-            },
-            LaunchArg::Host(t) => {
-                let bytes = codec::encode(t.dtype(), t.storage());
-                let b = hip::Buffer::alloc(&g.ctx, bytes.len())?;
-                b.upload(&bytes)?;
-                pointers[i] = b.ptr as u64;
-                staged.push(Staged::Copy(b));
-            }
-            LaunchArg::Scalar(..) => staged.push(Staged::Own),
-        }
-    }
-    let values = abi_values(code, args, &pointers)?;
-    let shared = if code.dynamic_shared {
-        code.shared_bytes as u32
-    } else {
-        0
-    };
+    let (k, f) = (&loaded.code, &loaded.func);
+    check_args(k, args)?;
+    let staged = Staged::<hip::Buffer>::new(device, k, &g.ctx, args, |storage| match storage {
+        Storage::Hip(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => Some(b.ptr as u64),
+        _ => None,
+    })?;
+    let values = abi_values(k, args, &staged.addresses)?;
+    let shared = dynamic_shared(k);
     let launch_failed = |message: String| Error::Launch {
         kernel: kernel.into(),
         device: device.describe(),
-        config: config(code, grid, shared),
+        config: config(k, grid, shared),
         message,
     };
-    f.launch(
-        &g.stream,
-        grid.0,
-        [code.block_threads, 1, 1],
-        shared,
-        &values,
-    )
-    .map_err(|e| launch_failed(e.to_string()))?;
-    let host_args = staged.iter().any(|s| matches!(s, Staged::Copy(_)));
-    if host_args || sync_every_launch() {
+    f.launch(&g.stream, grid.0, [k.block_threads, 1, 1], shared, &values)
+        .map_err(|e| launch_failed(e.to_string()))?;
+    if staged.must_wait() {
         g.stream
             .synchronize()
             .map_err(|e| launch_failed(e.to_string()))?;
     }
-    for (a, s) in args.iter_mut().zip(staged) {
-        if let (LaunchArg::Host(t), Staged::Copy(b)) = (a, s) {
-            let values = codec::decode(t.dtype(), &b.download()?);
-            *t = HostTensor::strided(t.dtype(), t.shape(), t.strides(), &values)?;
-        }
-    }
-    Ok(())
+    staged.write_back(args)
 }
 
 /// A kernel's AMD code object for this device: from an attached bundle (matched by Tile IR

@@ -1,0 +1,55 @@
+//! What the fake-driver tests share: building a fake vendor library with `cc` and re-running the
+//! calling test as a child process that loads it (glibc reads `LD_LIBRARY_PATH` once, at start).
+
+use std::path::Path;
+
+/// Set in the child process.
+pub const CHILD: &str = "TILEKIT_FAKE_DRIVER_CHILD";
+
+/// Whether this process is the child that should run the checks.
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD).is_some()
+}
+
+/// Builds `source` (a C file under `tests/`) as the shared library `library`, re-runs test `test`
+/// of this binary with it first on the library path and `env` set, and returns the child's
+/// stdout and stderr after checking that it succeeded and said `child: all checks passed`.
+pub fn run_child(
+    source: &str,
+    library: &str,
+    test: &str,
+    env: &[(&str, &str)],
+) -> (String, String) {
+    let dir = std::env::temp_dir().join(format!("tilekit-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(source);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = std::process::Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(dir.join(library))
+        .arg(&source)
+        .status()
+        .unwrap_or_else(|e| panic!("`{cc}` (a C compiler, to build the fake {library}): {e}"));
+    assert!(built.success(), "building the fake {library} failed");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("LD_LIBRARY_PATH", &dir)
+        .env_remove("TILEKIT_SYNC")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("child: all checks passed"),
+        "{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}

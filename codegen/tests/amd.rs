@@ -285,23 +285,8 @@ fn vgpr_overflow_is_rejected_with_the_numbers() {
 #[test]
 fn small_kernels_compile_and_link_without_scratch() {
     use tilekit_ir::MmaVariant;
-    use tilekit_ir::ScalarType::{BF16, F32};
-    let mut ks = vec![
-        ("scale", kernels::scale()),
-        ("softmax_rows", kernels::softmax_rows()),
-        (
-            "softmax_rows",
-            kernels::softmax_rows_in(tilekit_ir::Layout::Col),
-        ),
-        ("gemm_shared", kernels::gemm_shared(F32, Swizzle::None)),
-        ("gemm_shared", kernels::gemm_shared(BF16, Swizzle::B128)),
-        ("vector_map", kernels::vector_map()),
-        ("masks", kernels::masks()),
-        ("mma_warpgroup", kernels::mma_warpgroup()),
-        ("with_helper", kernels::with_helper()),
-        ("scalar_control", kernels::scalar_control()),
-        ("mask_kinds", kernels::mask_kinds(tilekit_ir::Layout::Row)),
-    ];
+    let mut ks = kernels::small();
+    ks.push(("mask_kinds", kernels::mask_kinds(tilekit_ir::Layout::Row)));
     for v in MmaVariant::ALL {
         ks.push(("mma_global", kernels::mma_global(2, 2, v)));
     }
@@ -466,19 +451,7 @@ fn grid_dimensions_come_from_the_hidden_kernel_arguments() {
 /// by wavefront-scope fences.
 #[test]
 fn transposes_go_through_per_wavefront_lds_scratch() {
-    use tilekit_ir::Layout::{Col, Row};
-    use tilekit_ir::ScalarType::{BF16, F32};
-    let mut b = FuncBuilder::kernel("relayout", 2);
-    let g = b.param("g", Type::global(F32, 2, false));
-    let h = b.param("h", Type::global(BF16, 2, true));
-    let z = b.const_i32(0);
-    let t = b.load(Type::tile(F32, 16, 32, Row), g, &[z, z]);
-    let t = b.transpose(t);
-    let t = b.convert(t, Type::tile(BF16, 32, 16, Col));
-    b.store(h, t, &[z, z]);
-    let mut m = Module::new();
-    m.push(b.finish());
-    tilekit_ir::verify(&m).unwrap();
+    let m = kernels::relayout();
     for t in CHIPS {
         let c = compile(&m, "relayout", t).unwrap_or_else(|e| panic!("{t}: {e}"));
         // Two wavefronts × 16×32 f32.

@@ -13,26 +13,16 @@ use tilekit_ir::{
 
 const NVIDIA: [Target; 2] = [Target::Sm80, Target::Sm90a];
 
+/// The small kernels of both vendors' tests with the NVIDIA tests' `mma_global` variants.
 fn small_kernels() -> Vec<(&'static str, Module)> {
-    vec![
-        ("scale", kernels::scale()),
+    let mut ks = vec![
         ("mma_global", kernels::mma_global(2, 2, MmaVariant::AB)),
         ("mma_global", kernels::mma_global(1, 2, MmaVariant::ABt)),
         ("mma_global", kernels::mma_global(2, 1, MmaVariant::AtB)),
         ("mma_global", kernels::mma_global(1, 1, MmaVariant::AtBt)),
-        ("softmax_rows", kernels::softmax_rows()),
-        ("gemm_shared", kernels::gemm_shared(F32, Swizzle::None)),
-        ("gemm_shared", kernels::gemm_shared(BF16, Swizzle::B128)),
-        ("vector_map", kernels::vector_map()),
-        ("masks", kernels::masks()),
-        ("mma_warpgroup", kernels::mma_warpgroup()),
-        ("with_helper", kernels::with_helper()),
-        ("scalar_control", kernels::scalar_control()),
-        (
-            "softmax_rows",
-            kernels::softmax_rows_in(tilekit_ir::Layout::Col),
-        ),
-    ]
+    ];
+    ks.extend(kernels::small());
+    ks
 }
 
 fn assemble(c: &Compiled) -> ptxas::Assembled {
@@ -273,17 +263,7 @@ fn ops_without_a_lowering_name_the_op_and_the_target() {
 
 #[test]
 fn transposes_and_layout_changes_go_through_per_warp_scratch() {
-    let mut b = FuncBuilder::kernel("relayout", 2);
-    let g = b.param("g", Type::global(F32, 2, false));
-    let h = b.param("h", Type::global(BF16, 2, true));
-    let z = b.const_i32(0);
-    let t = b.load(rt(F32, 16, 32), g, &[z, z]);
-    let t = b.transpose(t);
-    let t = b.convert(t, rt_col(BF16, 32, 16));
-    b.store(h, t, &[z, z]);
-    let mut m = Module::new();
-    m.push(b.finish());
-    tilekit_ir::verify(&m).unwrap();
+    let m = kernels::relayout();
     for t in NVIDIA {
         let c = compile(&m, "relayout", t).unwrap_or_else(|e| panic!("{t}: {e}"));
         // Two warps × 16×32 f32.

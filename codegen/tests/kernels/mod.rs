@@ -310,3 +310,35 @@ pub fn mask_kinds(layout: tilekit_ir::Layout) -> Module {
     b.store(y, t, &[i, zero]);
     module(b)
 }
+
+/// `h = convert(transpose(g))` for one 16×32 f32 row tile per warp (2 warps), stored as a 32×16
+/// bf16 col tile: a transpose and a layout change, which go through per-warp scratch.
+pub fn relayout() -> Module {
+    let mut b = FuncBuilder::kernel("relayout", 2);
+    let g = b.param("g", Type::global(F32, 2, false));
+    let h = b.param("h", Type::global(BF16, 2, true));
+    let z = b.const_i32(0);
+    let t = b.load(rt(F32, 16, 32), g, &[z, z]);
+    let t = b.transpose(t);
+    let t = b.convert(t, rt_col(BF16, 32, 16));
+    b.store(h, t, &[z, z]);
+    module(b)
+}
+
+/// (kernel name, module) of the small kernels that both vendors' tests compile: scaling, row
+/// softmax in both layouts, shared-memory GEMMs, vector maps, masks, warpgroup mma, helpers and
+/// scalar control flow. Each vendor's tests add the `mma_global` variants they cover.
+pub fn small() -> Vec<(&'static str, Module)> {
+    vec![
+        ("scale", scale()),
+        ("softmax_rows", softmax_rows()),
+        ("softmax_rows", softmax_rows_in(tilekit_ir::Layout::Col)),
+        ("gemm_shared", gemm_shared(F32, Swizzle::None)),
+        ("gemm_shared", gemm_shared(BF16, Swizzle::B128)),
+        ("vector_map", vector_map()),
+        ("masks", masks()),
+        ("mma_warpgroup", mma_warpgroup()),
+        ("with_helper", with_helper()),
+        ("scalar_control", scalar_control()),
+    ]
+}

@@ -7,7 +7,7 @@
 //! wrong parameter buffer gives wrong numbers. glibc reads `LD_LIBRARY_PATH` once at start, so the
 //! test re-runs itself as a child process with the fake first on the path.
 
-mod common;
+mod fake_driver;
 
 use tilekit::dsl::*;
 use tilekit::ir::ScalarType::{F32, I32};
@@ -41,10 +41,10 @@ fn rejected(y: GlMut<f32, 1>) {
 
 #[test]
 fn the_cuda_device_runs_against_a_fake_driver() {
-    if common::is_child() {
+    if fake_driver::is_child() {
         return child();
     }
-    let (_, stderr) = common::run_child(
+    let (_, stderr) = fake_driver::run_child(
         "fake_cuda/libcuda.c",
         "libcuda.so",
         "the_cuda_device_runs_against_a_fake_driver",

@@ -3,7 +3,7 @@
 //! an attached AMD bundle, the launch's argument buffer, events — without ROCm or an AMD GPU.
 //! (What real HIP does is not tested here: no AMD hardware is available to this project.)
 
-mod common;
+mod fake_driver;
 
 use tilekit::codegen::Target;
 use tilekit::dsl::*;
@@ -30,10 +30,10 @@ fn mislabeled(y: GlMut<f32, 1>) {
 
 #[test]
 fn the_hip_device_runs_against_a_fake_runtime() {
-    if common::is_child() {
+    if fake_driver::is_child() {
         return child();
     }
-    let (_, stderr) = common::run_child(
+    let (_, stderr) = fake_driver::run_child(
         "fake_hip/libamdhip64.c",
         "libamdhip64.so",
         "the_hip_device_runs_against_a_fake_runtime",

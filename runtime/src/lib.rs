@@ -3,13 +3,15 @@
 //! Tiled GPU kernels in Rust. Kernels are Rust functions marked [`kernel`], written with the
 //! typed DSL of [`dsl`] (register tiles, shared tiles, global views; shapes, dtypes and layouts in
 //! the types, so mistakes are rustc errors at the author's line). The macro turns the body into
-//! a builder of Tile IR ([`ir`]); the kernel's typed launcher runs it on a [`Device`] (today the
-//! CPU interpreter, which defines what every op means).
+//! a builder of Tile IR ([`ir`]); the kernel's typed launcher runs it on a [`Device`]: the CPU
+//! interpreter, which defines what every op means, or a GPU (`cuda` through the NVIDIA driver,
+//! `hip` through ROCm, both loaded at run time), where the kernel is compiled on first launch
+//! (feature `jit`) or taken from an AOT [`Bundle`].
 //!
 //! ```
 //! use tilekit::dsl::*;
-//! use tilekit::ir::interp::HostTensor;
 //! use tilekit::ir::ScalarType::F32;
+//! use tilekit::{Device, Tensor};
 //!
 //! /// `y = 2·x` over 16-element chunks, one block per chunk.
 //! #[tilekit::kernel(warps = 1)]
@@ -19,11 +21,18 @@
 //!     store(y.chunk(i), v * 2.0);
 //! }
 //!
-//! let x = HostTensor::new(F32, &[20], &(0..20).map(f64::from).collect::<Vec<_>>()).unwrap();
-//! let mut y = HostTensor::zeros(F32, &[20]);
-//! double::launch(&tilekit::Device::Cpu, 2, &x, &mut y).unwrap();
-//! assert_eq!(y.to_vec()[19], 38.0);
+//! let device = Device::Cpu; // or Device::cuda(0)?, or Device::best()
+//! let x = Tensor::from_f64(F32, &[20], &(0..20).map(f64::from).collect::<Vec<_>>(), &device)?;
+//! let mut y = Tensor::zeros(F32, &[20], &device)?;
+//! double::launch(&device, 2, &x, &mut y)?;
+//! assert_eq!(y.to_vec::<f32>()?[19], 38.0);
+//! # Ok::<(), tilekit::Error>(())
 //! ```
+//!
+//! [`Tensor`]s hold their elements on a device; the launchers also take the interpreter's
+//! `HostTensor`s, copying them to a GPU and back. [`Device::launch_by_name`] launches a
+//! registered kernel by name and comptime arguments, its arguments checked against the
+//! kernel's signature. `docs/GPU.md` explains running on GPUs and the GPU check.
 //!
 //! The kernel library [`kernels`] (GEMM, attention, softmax, AdamW, MoE, warp-specialized GEMM)
 //! is written in the DSL. Kernels register themselves ([`registry`]); the `tilekit` command

@@ -41,8 +41,11 @@ pub(crate) enum Storage {
 /// A Rust element type with a tilekit dtype: `f32`, `half::f16`, `half::bf16`, `i8`, `i32`,
 /// `u32`, `i64`, `bool`. (fp8 tensors are made from bytes: [`Tensor::from_fp8_bytes`].)
 pub trait Element: Copy {
+    /// The tilekit dtype of this Rust type.
     const DTYPE: ScalarType;
+    /// The value, exactly (every element type's values are f64 values).
     fn to_f64(self) -> f64;
+    /// The element nearest `x` (`x` is representable when it came from a tensor of this dtype).
     fn from_f64(x: f64) -> Self;
 }
 
@@ -249,10 +252,12 @@ impl Tensor {
         Ok(t)
     }
 
+    /// The element type.
     pub fn dtype(&self) -> ScalarType {
         self.dtype
     }
 
+    /// Elements along each dimension.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
@@ -262,10 +267,12 @@ impl Tensor {
         &self.strides
     }
 
+    /// The number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
 
+    /// Whether the tensor has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -55,16 +55,16 @@ pub fn device_count() -> usize {
 
 /// One CUDA device: its retained primary context and what the launcher needs to know.
 pub struct Context {
-    pub ordinal: usize,
+    pub(crate) ordinal: usize,
     dev: sys::CUdevice,
     ctx: sys::CUcontext,
-    pub name: String,
+    pub(crate) name: String,
     /// Compute capability (major, minor).
-    pub cc: (i32, i32),
-    pub multiprocessors: u32,
+    pub(crate) cc: (i32, i32),
+    pub(crate) multiprocessors: u32,
     /// Shared memory a block may opt in to (bytes).
-    pub max_shared_optin: u32,
-    pub total_memory: usize,
+    pub(crate) max_shared_optin: u32,
+    pub(crate) total_memory: usize,
     /// Kernels loaded into this context, by their code's key.
     pub(crate) loaded: Mutex<HashMap<String, Arc<Loaded>>>,
 }
@@ -86,7 +86,7 @@ impl fmt::Debug for Context {
 
 impl Context {
     /// Opens device `ordinal`: loads the driver, initializes it, retains the primary context.
-    pub fn open(ordinal: usize) -> Result<Arc<Context>, Error> {
+    pub(crate) fn open(ordinal: usize) -> Result<Arc<Context>, Error> {
         if !driver_present() {
             return Err(Error::NoDriver {
                 what: "CUDA driver".into(),
@@ -137,14 +137,14 @@ impl Context {
     }
 
     /// Makes this context current on the calling thread.
-    pub fn bind(&self) -> Result<(), Error> {
+    pub(crate) fn bind(&self) -> Result<(), Error> {
         // SAFETY: the context stays retained while `self` lives.
         unsafe { result::ctx::set_current(self.ctx) }.map_err(driver("cuCtxSetCurrent"))
     }
 
     /// The code target for this device: `sm_90a` on compute capability 9.0, `sm_80` PTX (which
     /// the driver compiles forward) on every other 8.x or later device.
-    pub fn target(&self) -> Result<&'static str, Error> {
+    pub(crate) fn target(&self) -> Result<&'static str, Error> {
         match self.cc {
             (9, 0) => Ok("sm_90a"),
             (major, _) if major >= 8 => Ok("sm_80"),
@@ -159,7 +159,7 @@ impl Context {
 
     /// Blocks until all work on every stream of this context is done; a kernel's fault shows
     /// here.
-    pub fn synchronize(&self) -> Result<(), Error> {
+    pub(crate) fn synchronize(&self) -> Result<(), Error> {
         self.bind()?;
         result::ctx::synchronize().map_err(driver("cuCtxSynchronize"))
     }
@@ -177,9 +177,9 @@ impl Drop for Context {
 
 /// Linear device memory, freed on drop.
 pub(crate) struct Buffer {
-    pub ptr: sys::CUdeviceptr,
-    pub bytes: usize,
-    pub ctx: Arc<Context>,
+    pub(crate) ptr: sys::CUdeviceptr,
+    pub(crate) bytes: usize,
+    pub(crate) ctx: Arc<Context>,
 }
 
 impl fmt::Debug for Buffer {
@@ -191,7 +191,7 @@ impl fmt::Debug for Buffer {
 impl Buffer {
     /// `bytes` of device memory (at least one byte is allocated, so every buffer has an
     /// address).
-    pub fn alloc(ctx: &Arc<Context>, bytes: usize) -> Result<Buffer, Error> {
+    pub(crate) fn alloc(ctx: &Arc<Context>, bytes: usize) -> Result<Buffer, Error> {
         ctx.bind()?;
         // SAFETY: a plain allocation in the current context.
         let ptr = unsafe { result::malloc_sync(bytes.max(1)) }.map_err(|e| Error::Driver {
@@ -207,7 +207,7 @@ impl Buffer {
     }
 
     /// Copies `data` to the start of the buffer (synchronous).
-    pub fn upload(&self, data: &[u8]) -> Result<(), Error> {
+    pub(crate) fn upload(&self, data: &[u8]) -> Result<(), Error> {
         assert!(data.len() <= self.bytes, "upload past the buffer");
         self.ctx.bind()?;
         // SAFETY: the buffer holds at least `data.len()` bytes.
@@ -216,7 +216,7 @@ impl Buffer {
 
     /// Copies the buffer's bytes to the host (synchronous: waits for earlier work on blocking
     /// streams).
-    pub fn download(&self) -> Result<Vec<u8>, Error> {
+    pub(crate) fn download(&self) -> Result<Vec<u8>, Error> {
         let mut out = vec![0u8; self.bytes];
         self.ctx.bind()?;
         // SAFETY: `out` has exactly the buffer's size.
@@ -225,7 +225,7 @@ impl Buffer {
     }
 
     /// Sets every byte to `value` (synchronous).
-    pub fn fill_bytes(&self, value: u8) -> Result<(), Error> {
+    pub(crate) fn fill_bytes(&self, value: u8) -> Result<(), Error> {
         self.ctx.bind()?;
         // SAFETY: writes exactly the buffer's bytes.
         unsafe { result::memset_d8_sync(self.ptr, value, self.bytes) }.map_err(driver("cuMemsetD8"))
@@ -234,7 +234,7 @@ impl Buffer {
 
 impl Buffer {
     /// Copies `src` into this buffer on `stream` (device to device; both the same size).
-    pub fn copy_from(&self, src: &Buffer, stream: &Stream) -> Result<(), Error> {
+    pub(crate) fn copy_from(&self, src: &Buffer, stream: &Stream) -> Result<(), Error> {
         self.ctx.bind()?;
         // SAFETY: both buffers hold at least `min(bytes)` bytes.
         unsafe {
@@ -255,8 +255,8 @@ impl Drop for Buffer {
 
 /// A stream: work on it runs in order; it synchronizes with the legacy default stream.
 pub struct Stream {
-    pub raw: sys::CUstream,
-    pub ctx: Arc<Context>,
+    pub(crate) raw: sys::CUstream,
+    pub(crate) ctx: Arc<Context>,
     owned: bool,
 }
 
@@ -276,7 +276,7 @@ impl fmt::Debug for Stream {
 
 impl Stream {
     /// The legacy default stream.
-    pub fn default_of(ctx: &Arc<Context>) -> Stream {
+    pub(crate) fn default_of(ctx: &Arc<Context>) -> Stream {
         Stream {
             raw: result::stream::null(),
             ctx: ctx.clone(),
@@ -285,7 +285,7 @@ impl Stream {
     }
 
     /// A new stream (blocking with respect to the legacy default stream).
-    pub fn create(ctx: &Arc<Context>) -> Result<Stream, Error> {
+    pub(crate) fn create(ctx: &Arc<Context>) -> Result<Stream, Error> {
         ctx.bind()?;
         let raw = result::stream::create(result::stream::StreamKind::Default)
             .map_err(driver("cuStreamCreate"))?;
@@ -296,7 +296,7 @@ impl Stream {
         })
     }
 
-    pub fn synchronize(&self) -> Result<(), Error> {
+    pub(crate) fn synchronize(&self) -> Result<(), Error> {
         self.ctx.bind()?;
         // SAFETY: the stream lives while `self` does.
         unsafe { result::stream::synchronize(self.raw) }.map_err(driver("cuStreamSynchronize"))
@@ -329,7 +329,7 @@ impl fmt::Debug for Event {
 }
 
 impl Event {
-    pub fn create(ctx: &Arc<Context>) -> Result<Event, Error> {
+    pub(crate) fn create(ctx: &Arc<Context>) -> Result<Event, Error> {
         ctx.bind()?;
         let raw = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
             .map_err(driver("cuEventCreate"))?;
@@ -339,14 +339,14 @@ impl Event {
         })
     }
 
-    pub fn record(&self, stream: &Stream) -> Result<(), Error> {
+    pub(crate) fn record(&self, stream: &Stream) -> Result<(), Error> {
         self.ctx.bind()?;
         // SAFETY: both handles live.
         unsafe { result::event::record(self.raw, stream.raw) }.map_err(driver("cuEventRecord"))
     }
 
     /// Milliseconds from `self` to `end`, waiting for `end` to complete.
-    pub fn elapsed_ms(&self, end: &Event) -> Result<f32, Error> {
+    pub(crate) fn elapsed_ms(&self, end: &Event) -> Result<f32, Error> {
         self.ctx.bind()?;
         // SAFETY: both events live.
         unsafe {
@@ -368,8 +368,8 @@ impl Drop for Event {
 /// A loaded kernel and the description of its code (parameters, block size, shared memory).
 #[derive(Debug)]
 pub(crate) struct Loaded {
-    pub func: Function,
-    pub code: crate::bundle::BundleKernel,
+    pub(crate) func: Function,
+    pub(crate) code: crate::bundle::BundleKernel,
 }
 
 /// A kernel entry loaded from PTX.
@@ -392,7 +392,7 @@ impl fmt::Debug for Function {
 impl Function {
     /// Loads `ptx` and finds entry `kernel`; a PTX the driver rejects is [`Error::Jit`] with the
     /// JIT compiler's log.
-    pub fn load(
+    pub(crate) fn load(
         ctx: &Arc<Context>,
         kernel: &str,
         ptx: &str,
@@ -487,7 +487,7 @@ impl Function {
 
     /// Launches with `params`, the values of the entry's arguments in order (each as its
     /// bytes, at its natural alignment).
-    pub fn launch(
+    pub(crate) fn launch(
         &self,
         stream: &Stream,
         grid: [u32; 3],

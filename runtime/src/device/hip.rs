@@ -151,8 +151,8 @@ pub fn runtime_present() -> bool {
 
 /// One HIP device.
 pub struct Context {
-    pub ordinal: usize,
-    pub name: String,
+    pub(crate) ordinal: usize,
+    pub(crate) name: String,
     api: &'static Api,
     /// Kernels loaded on this device, by kernel name and Tile IR hash.
     pub(crate) loaded: std::sync::Mutex<HashMap<String, Arc<Loaded>>>,
@@ -161,8 +161,8 @@ pub struct Context {
 /// A loaded kernel and the description of its code.
 #[derive(Debug)]
 pub(crate) struct Loaded {
-    pub func: Function,
-    pub code: crate::bundle::BundleKernel,
+    pub(crate) func: Function,
+    pub(crate) code: crate::bundle::BundleKernel,
 }
 
 impl fmt::Debug for Context {
@@ -172,7 +172,7 @@ impl fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn open(ordinal: usize) -> Result<Arc<Context>, Error> {
+    pub(crate) fn open(ordinal: usize) -> Result<Arc<Context>, Error> {
         let api = api()?;
         // SAFETY: plain calls with valid out-pointers.
         unsafe {
@@ -202,14 +202,14 @@ impl Context {
     }
 
     /// Makes this device current on the calling thread.
-    pub fn bind(&self) -> Result<(), Error> {
+    pub(crate) fn bind(&self) -> Result<(), Error> {
         // SAFETY: a plain call.
         check(self.api, "hipSetDevice", unsafe {
             (self.api.set_device)(self.ordinal as c_int)
         })
     }
 
-    pub fn synchronize(&self) -> Result<(), Error> {
+    pub(crate) fn synchronize(&self) -> Result<(), Error> {
         self.bind()?;
         // SAFETY: a plain call.
         check(self.api, "hipDeviceSynchronize", unsafe {
@@ -220,9 +220,9 @@ impl Context {
 
 /// Device memory, freed on drop.
 pub(crate) struct Buffer {
-    pub ptr: Ptr,
-    pub bytes: usize,
-    pub ctx: Arc<Context>,
+    pub(crate) ptr: Ptr,
+    pub(crate) bytes: usize,
+    pub(crate) ctx: Arc<Context>,
 }
 
 // SAFETY: a device address is plain data; the HIP runtime is thread-safe.
@@ -236,7 +236,7 @@ impl fmt::Debug for Buffer {
 }
 
 impl Buffer {
-    pub fn alloc(ctx: &Arc<Context>, bytes: usize) -> Result<Buffer, Error> {
+    pub(crate) fn alloc(ctx: &Arc<Context>, bytes: usize) -> Result<Buffer, Error> {
         ctx.bind()?;
         let mut ptr: Ptr = std::ptr::null_mut();
         // SAFETY: a valid out-pointer.
@@ -250,7 +250,7 @@ impl Buffer {
         })
     }
 
-    pub fn upload(&self, data: &[u8]) -> Result<(), Error> {
+    pub(crate) fn upload(&self, data: &[u8]) -> Result<(), Error> {
         assert!(data.len() <= self.bytes, "upload past the buffer");
         self.ctx.bind()?;
         // SAFETY: the buffer holds at least `data.len()` bytes.
@@ -259,7 +259,7 @@ impl Buffer {
         })
     }
 
-    pub fn download(&self) -> Result<Vec<u8>, Error> {
+    pub(crate) fn download(&self) -> Result<Vec<u8>, Error> {
         let mut out = vec![0u8; self.bytes];
         self.ctx.bind()?;
         // SAFETY: `out` has the buffer's size.
@@ -269,7 +269,7 @@ impl Buffer {
         Ok(out)
     }
 
-    pub fn fill_bytes(&self, value: u8) -> Result<(), Error> {
+    pub(crate) fn fill_bytes(&self, value: u8) -> Result<(), Error> {
         self.ctx.bind()?;
         // SAFETY: writes exactly the buffer's bytes.
         check(self.ctx.api, "hipMemset", unsafe {
@@ -289,8 +289,8 @@ impl Drop for Buffer {
 
 /// A HIP stream (the null stream when not owned).
 pub struct Stream {
-    pub raw: Ptr,
-    pub ctx: Arc<Context>,
+    pub(crate) raw: Ptr,
+    pub(crate) ctx: Arc<Context>,
     owned: bool,
 }
 
@@ -305,7 +305,7 @@ impl fmt::Debug for Stream {
 }
 
 impl Stream {
-    pub fn default_of(ctx: &Arc<Context>) -> Stream {
+    pub(crate) fn default_of(ctx: &Arc<Context>) -> Stream {
         Stream {
             raw: std::ptr::null_mut(),
             ctx: ctx.clone(),
@@ -313,7 +313,7 @@ impl Stream {
         }
     }
 
-    pub fn create(ctx: &Arc<Context>) -> Result<Stream, Error> {
+    pub(crate) fn create(ctx: &Arc<Context>) -> Result<Stream, Error> {
         ctx.bind()?;
         let mut raw: Ptr = std::ptr::null_mut();
         // SAFETY: a valid out-pointer.
@@ -327,7 +327,7 @@ impl Stream {
         })
     }
 
-    pub fn synchronize(&self) -> Result<(), Error> {
+    pub(crate) fn synchronize(&self) -> Result<(), Error> {
         self.ctx.bind()?;
         // SAFETY: a live stream.
         check(self.ctx.api, "hipStreamSynchronize", unsafe {
@@ -362,7 +362,7 @@ impl fmt::Debug for Event {
 }
 
 impl Event {
-    pub fn create(ctx: &Arc<Context>) -> Result<Event, Error> {
+    pub(crate) fn create(ctx: &Arc<Context>) -> Result<Event, Error> {
         ctx.bind()?;
         let mut raw: Ptr = std::ptr::null_mut();
         // SAFETY: a valid out-pointer.
@@ -375,14 +375,14 @@ impl Event {
         })
     }
 
-    pub fn record(&self, stream: &Stream) -> Result<(), Error> {
+    pub(crate) fn record(&self, stream: &Stream) -> Result<(), Error> {
         // SAFETY: live handles.
         check(self.ctx.api, "hipEventRecord", unsafe {
             (self.ctx.api.event_record)(self.raw, stream.raw)
         })
     }
 
-    pub fn elapsed_ms(&self, end: &Event) -> Result<f32, Error> {
+    pub(crate) fn elapsed_ms(&self, end: &Event) -> Result<f32, Error> {
         let mut ms = 0f32;
         // SAFETY: live handles, a valid out-pointer.
         unsafe {
@@ -426,7 +426,11 @@ impl fmt::Debug for Function {
 }
 
 impl Function {
-    pub fn load(ctx: &Arc<Context>, kernel: &str, code_object: &[u8]) -> Result<Function, Error> {
+    pub(crate) fn load(
+        ctx: &Arc<Context>,
+        kernel: &str,
+        code_object: &[u8],
+    ) -> Result<Function, Error> {
         ctx.bind()?;
         let jit = |log: String| Error::Jit {
             kernel: kernel.into(),
@@ -456,7 +460,7 @@ impl Function {
         })
     }
 
-    pub fn launch(
+    pub(crate) fn launch(
         &self,
         stream: &Stream,
         grid: [u32; 3],

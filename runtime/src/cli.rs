@@ -13,7 +13,8 @@ use crate::registry::{kernels, KernelInfo, Variant};
 
 const USAGE: &str = "\
 usage: tilekit list
-       tilekit selftest [--device cpu|cuda[:N]|hip[:N]]
+       tilekit selftest [--device cpu|cuda[:N]|hip[:N]] [--bundle DIR]
+       tilekit bench [--device cuda[:N]|hip[:N]] [--bundle DIR] [--runs N]
        tilekit emit <kernel> --target <target> --stage <stage> [--const N=V]... [--out FILE]
        tilekit check <kernel> --target <target> [--const N=V]...
        tilekit bundle --target <target> --out <dir>
@@ -25,9 +26,14 @@ tilekit: tiled GPU kernels in Rust
 commands:
   list                 one line per registered kernel variant: name<comptime arguments>,
                        parameters, op count, source
-  selftest [--device cpu|cuda[:N]|hip[:N]]
+  selftest [--device cpu|cuda[:N]|hip[:N]] [--bundle DIR]
                        runs every kernel against its reference (on a GPU: compiled on first
-                       launch, larger shapes too); ends with `N passed, M failed`
+                       launch or taken from the bundle, larger shapes too); ends with
+                       `N passed, M failed`
+  bench [--device cuda[:N]|hip[:N]] [--bundle DIR] [--runs N]
+                       times the kernel library on a GPU (the first one by default): median of
+                       N ≥ 20 event-timed runs (30), TFLOP/s or GB/s, % of the copy bandwidth and
+                       cuBLAS bf16 GEMM measured in the same run, ratio to cuBLAS for GEMMs
   emit <kernel> --target <target> --stage <stage> [--const N=V]... [--out FILE]
                        prints one stage of the kernel compiled for the target, or writes it to
                        FILE; the binary `hsaco` stage is only written (it needs --out)
@@ -112,21 +118,60 @@ pub fn main() -> i32 {
     }
 }
 
+/// `[--device NAME] [--bundle DIR] [--runs N]` of `selftest` and `bench`: the opened device (with
+/// the bundle attached) and the runs per benchmark row. A name that is not a device is a usage
+/// error; a device that cannot be opened (no driver) is a failure.
+fn device_args(cmd: &str, args: &[String]) -> Result<(Device, usize), CliError> {
+    let (mut name, mut bundle, mut runs) = (None, None, 30);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| CliError::usage(format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--device" => name = Some(value()?.clone()),
+            "--bundle" => bundle = Some(value()?.clone()),
+            "--runs" if cmd == "bench" => {
+                let v = value()?;
+                runs = v.parse().ok().filter(|&n| n >= 20).ok_or_else(|| {
+                    CliError::usage(format!("--runs wants a number of at least 20, not `{v}`"))
+                })?;
+            }
+            other => return Err(CliError::usage(format!("`{cmd}` does not take `{other}`"))),
+        }
+    }
+    let device = match name.as_deref() {
+        None if cmd == "bench" => Device::best(),
+        None => Device::Cpu,
+        Some(n) => Device::from_name(n).map_err(|e| match e {
+            crate::Error::UnknownDevice { .. } => CliError::usage(e.to_string()),
+            _ => CliError::failure(e.to_string()),
+        })?,
+    };
+    if let Some(dir) = bundle {
+        let b = crate::Bundle::load_dir(&dir).map_err(|e| CliError::failure(e.to_string()))?;
+        device
+            .attach_bundle(b)
+            .map_err(|e| CliError::failure(e.to_string()))?;
+    }
+    Ok((device, runs))
+}
+
 /// Runs the command on `args` (without the program name): the text to print and the exit code,
 /// or why it failed.
 pub fn run(args: &[String]) -> Result<(String, i32), CliError> {
     match args.first().map(String::as_str) {
         Some("list") if args.len() == 1 => Ok((list(), 0)),
         Some("help" | "--help" | "-h") => Ok((format!("{HELP}\n\n{USAGE}\n"), 0)),
-        Some("selftest") => {
-            let device = match &args[1..] {
-                [] => Device::Cpu,
-                [flag, name] if flag == "--device" => {
-                    Device::from_name(name).map_err(|e| CliError::usage(e.to_string()))?
-                }
-                other => return Err(CliError::usage(format!("unexpected arguments {other:?}"))),
-            };
-            Ok(selftest(&device))
+        Some(cmd @ ("selftest" | "bench")) => {
+            let (device, runs) = device_args(cmd, &args[1..])?;
+            if cmd == "selftest" {
+                return Ok(selftest(&device));
+            }
+            crate::bench::run(&device, runs)
+                .map(|table| (table, 0))
+                .map_err(|e| CliError::failure(e.to_string()))
         }
         Some(cmd @ ("emit" | "check")) => {
             if !cfg!(feature = "jit") {
@@ -672,6 +717,31 @@ mod tests {
     fn run_str(args: &str) -> Result<(String, i32), CliError> {
         let args: Vec<String> = args.split(' ').map(String::from).collect();
         run(&args)
+    }
+
+    /// `selftest` and `bench` take `--device`, `--bundle` (and `--runs`); a name that is not a
+    /// device is a usage error, a device that cannot be opened or used is a failure (exit 1).
+    #[test]
+    fn selftest_and_bench_say_what_is_wrong_with_the_device() {
+        let e = usage_error(&["selftest", "--device", "tpu"]);
+        assert!(e.contains("unknown device `tpu`"), "{e}");
+        let e = usage_error(&["bench", "--runs", "3"]);
+        assert!(e.contains("--runs wants a number of at least 20, not `3`"), "{e}");
+        let e = usage_error(&["selftest", "--runs", "30"]);
+        assert!(e.contains("`selftest` does not take `--runs`"), "{e}");
+        let e = usage_error(&["selftest", "--device"]);
+        assert!(e.contains("--device needs a value"), "{e}");
+        let e = run_str("bench --device cpu").unwrap_err();
+        assert_eq!(e.code, 1, "{e}");
+        assert!(e.message.contains("the benchmark measures GPUs"), "{e}");
+        let e = run_str("selftest --bundle /nonexistent-tilekit-bundle").unwrap_err();
+        assert_eq!(e.code, 1, "{e}");
+        assert!(e.message.contains("missing file `bundle.txt`"), "{e}");
+        if !crate::device::cuda::driver_present() {
+            let e = run_str("selftest --device cuda").unwrap_err();
+            assert_eq!(e.code, 1, "{e}");
+            assert!(e.message.starts_with("no CUDA driver found"), "{e}");
+        }
     }
 
     /// The usage error for `args`, which must fail with exit code 2.

@@ -50,6 +50,7 @@ pub use tilekit_ir as ir;
 // The kernel library uses the macros, whose expansions name `::tilekit`.
 extern crate self as tilekit;
 
+pub mod bench;
 pub mod bundle;
 pub mod cli;
 pub mod device;

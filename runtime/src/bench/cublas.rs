@@ -37,11 +37,18 @@ type GemmEx = unsafe extern "C" fn(
     c_int,
 ) -> Status;
 
+/// A cuBLAS handle on the current device.
 pub struct Cublas {
     handle: Handle,
     gemm_ex: GemmEx,
     destroy: unsafe extern "C" fn(Handle) -> Status,
     _lib: Library,
+}
+
+impl std::fmt::Debug for Cublas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cuBLAS handle {:p}", self.handle)
+    }
 }
 
 impl Cublas {

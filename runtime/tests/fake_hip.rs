@@ -3,6 +3,9 @@
 //! an attached AMD bundle, the launch's argument buffer, events — without ROCm or an AMD GPU.
 //! (What real HIP does is not tested here: no AMD hardware is available to this project.)
 
+// The kernels reach the fake device compiled by the jit (a runtime-only build has no compiler).
+#![cfg(feature = "jit")]
+
 mod fake_driver;
 
 use tilekit::codegen::Target;

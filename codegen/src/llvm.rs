@@ -21,10 +21,15 @@ pub fn ptx_version(target: Target) -> &'static str {
     }
 }
 
-fn machine(target: Target) -> Result<TargetMachine, CodegenError> {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| LlvmTarget::initialize_nvptx(&InitializationConfig::default()));
-    let triple = TargetTriple::create("nvptx64-nvidia-cuda");
+/// The target machine for `triple` and `target`'s chip, or an error naming the back end.
+fn target_machine(
+    triple: &str,
+    target: Target,
+    features: &str,
+    reloc: RelocMode,
+    backend: &str,
+) -> Result<TargetMachine, CodegenError> {
+    let triple = TargetTriple::create(triple);
     let t = LlvmTarget::from_triple(&triple).map_err(|e| CodegenError::Llvm {
         stage: "target lookup".into(),
         message: e.to_string(),
@@ -32,15 +37,45 @@ fn machine(target: Target) -> Result<TargetMachine, CodegenError> {
     t.create_target_machine(
         &triple,
         target.name(),
-        &format!("+{}", ptx_version(target)),
+        features,
         OptimizationLevel::Aggressive,
-        RelocMode::Default,
+        reloc,
         CodeModel::Default,
     )
     .ok_or_else(|| CodegenError::Llvm {
         stage: "target machine".into(),
-        message: format!("NVPTX has no target machine for {target}"),
+        message: format!("{backend} has no target machine for {target}"),
     })
+}
+
+fn machine(target: Target) -> Result<TargetMachine, CodegenError> {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| LlvmTarget::initialize_nvptx(&InitializationConfig::default()));
+    target_machine(
+        "nvptx64-nvidia-cuda",
+        target,
+        &format!("+{}", ptx_version(target)),
+        RelocMode::Default,
+        "NVPTX",
+    )
+}
+
+/// Sets the module's triple and data layout for `tm`, verifies it and runs `default<O3>`;
+/// returns the optimized IR text.
+fn optimize(module: &Module<'_>, tm: &TargetMachine) -> Result<String, CodegenError> {
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    module.verify().map_err(|e| CodegenError::Llvm {
+        stage: "verification".into(),
+        message: e.to_string(),
+    })?;
+    module
+        .run_passes("default<O3>", tm, PassBuilderOptions::create())
+        .map_err(|e| CodegenError::Llvm {
+            stage: "O3".into(),
+            message: e.to_string(),
+        })?;
+    Ok(module.print_to_string().to_string())
 }
 
 /// Sets the module's triple and data layout, verifies it, runs `default<O3>`; returns the
@@ -50,19 +85,7 @@ pub(crate) fn optimize_and_emit(
     target: Target,
 ) -> Result<(String, String), CodegenError> {
     let tm = machine(target)?;
-    module.set_triple(&tm.get_triple());
-    module.set_data_layout(&tm.get_target_data().get_data_layout());
-    module.verify().map_err(|e| CodegenError::Llvm {
-        stage: "verification".into(),
-        message: e.to_string(),
-    })?;
-    module
-        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
-        .map_err(|e| CodegenError::Llvm {
-            stage: "O3".into(),
-            message: e.to_string(),
-        })?;
-    let ir = module.print_to_string().to_string();
+    let ir = optimize(module, &tm)?;
     let buf = tm
         .write_to_memory_buffer(module, FileType::Assembly)
         .map_err(|e| CodegenError::Llvm {
@@ -93,23 +116,7 @@ pub(crate) struct AmdOutput {
 fn amd_machine(target: Target) -> Result<TargetMachine, CodegenError> {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| LlvmTarget::initialize_amd_gpu(&InitializationConfig::default()));
-    let triple = TargetTriple::create("amdgcn-amd-amdhsa");
-    let t = LlvmTarget::from_triple(&triple).map_err(|e| CodegenError::Llvm {
-        stage: "target lookup".into(),
-        message: e.to_string(),
-    })?;
-    t.create_target_machine(
-        &triple,
-        target.name(),
-        "",
-        OptimizationLevel::Aggressive,
-        RelocMode::PIC,
-        CodeModel::Default,
-    )
-    .ok_or_else(|| CodegenError::Llvm {
-        stage: "target machine".into(),
-        message: format!("AMDGPU has no target machine for {target}"),
-    })
+    target_machine("amdgcn-amd-amdhsa", target, "", RelocMode::PIC, "AMDGPU")
 }
 
 /// Sets the module's triple, data layout and code object version, verifies it, runs
@@ -119,24 +126,12 @@ pub(crate) fn optimize_and_emit_amd(
     target: Target,
 ) -> Result<AmdOutput, CodegenError> {
     let tm = amd_machine(target)?;
-    module.set_triple(&tm.get_triple());
-    module.set_data_layout(&tm.get_target_data().get_data_layout());
     let version = module
         .get_context()
         .i32_type()
         .const_int(AMDHSA_CODE_OBJECT_VERSION, false);
     module.add_basic_value_flag("amdhsa_code_object_version", FlagBehavior::Error, version);
-    module.verify().map_err(|e| CodegenError::Llvm {
-        stage: "verification".into(),
-        message: e.to_string(),
-    })?;
-    module
-        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
-        .map_err(|e| CodegenError::Llvm {
-            stage: "O3".into(),
-            message: e.to_string(),
-        })?;
-    let ir = module.print_to_string().to_string();
+    let ir = optimize(module, &tm)?;
     // Code generation rewrites the IR it is given (control-flow annotation inserts
     // `llvm.amdgcn.if`, which a second emission cannot select): each emission gets a copy.
     let asm = tm

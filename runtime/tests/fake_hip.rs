@@ -8,20 +8,12 @@
 
 mod fake_driver;
 
+use fake_driver::axpb;
+
 use tilekit::codegen::Target;
 use tilekit::dsl::*;
 use tilekit::ir::ScalarType::F32;
 use tilekit::{Bundle, Device, ScalarArg, Tensor};
-
-/// `y = a·x + b` over 16-element chunks (the fake runs it by name from its arguments).
-#[tilekit::kernel(warps = 1)]
-fn axpb(x: Gl<f32, 1>, y: GlMut<f32, 1>, a: Scalar<f32>, b: Scalar<i32>) {
-    let i = block_idx_x();
-    let v: Rv<f32, 16> = load(x.chunk(i));
-    let av: Rv<f32, 16> = splat(a);
-    let bv: Rv<f32, 16> = splat(b.cast::<f32>());
-    store(y.chunk(i), v * av + bv);
-}
 
 /// Bundled below with `axpb`'s code object, so a launch that took the bundle cannot find it.
 #[tilekit::kernel(warps = 1)]

@@ -1,7 +1,22 @@
-//! What the fake-driver tests share: building a fake vendor library with `cc` and re-running the
-//! calling test as a child process that loads it (glibc reads `LD_LIBRARY_PATH` once, at start).
+//! What the fake-driver tests share: the kernel the fakes run by name, building a fake vendor
+//! library with `cc`, and re-running the calling test as a child process that loads it (glibc
+//! reads `LD_LIBRARY_PATH` once, at start).
 
 use std::path::Path;
+
+use tilekit::dsl::*;
+
+/// `y = a·x + b` over 16-element chunks, one block per chunk. The fake drivers run it by name
+/// from the launch's argument buffer (pointers, sizes, strides, then `a` and `b`), so a wrong
+/// buffer gives wrong numbers.
+#[tilekit::kernel(warps = 1)]
+pub fn axpb(x: Gl<f32, 1>, y: GlMut<f32, 1>, a: Scalar<f32>, b: Scalar<i32>) {
+    let i = block_idx_x();
+    let v: Rv<f32, 16> = load(x.chunk(i));
+    let av: Rv<f32, 16> = splat(a);
+    let bv: Rv<f32, 16> = splat(b.cast::<f32>());
+    store(y.chunk(i), v * av + bv);
+}
 
 /// Set in the child process.
 pub const CHILD: &str = "TILEKIT_FAKE_DRIVER_CHILD";

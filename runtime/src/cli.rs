@@ -726,7 +726,10 @@ mod tests {
         let e = usage_error(&["selftest", "--device", "tpu"]);
         assert!(e.contains("unknown device `tpu`"), "{e}");
         let e = usage_error(&["bench", "--runs", "3"]);
-        assert!(e.contains("--runs wants a number of at least 20, not `3`"), "{e}");
+        assert!(
+            e.contains("--runs wants a number of at least 20, not `3`"),
+            "{e}"
+        );
         let e = usage_error(&["selftest", "--runs", "30"]);
         assert!(e.contains("`selftest` does not take `--runs`"), "{e}");
         let e = usage_error(&["selftest", "--device"]);

@@ -115,6 +115,8 @@ pub struct DeviceView {
     pub dtype: ScalarType,
     pub shape: Vec<usize>,
     pub strides: Vec<usize>,
+    /// Elements from the start of the memory to the view's first element.
+    pub offset: usize,
     pub(crate) storage: Storage,
 }
 

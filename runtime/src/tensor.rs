@@ -1,4 +1,9 @@
-//! [`Tensor`]: a dtype, a shape, row-major strides and the memory of one device.
+//! [`Tensor`]: a dtype, a shape, element strides and an offset into the memory of one device.
+//!
+//! Tensors are made contiguous and row-major; [`Tensor::narrow`] and [`Tensor::transpose`] make
+//! views that share the memory (writes through a view are seen by every tensor on it), which the
+//! kernels take as they are: global views carry their strides, and every access is masked by the
+//! view's shape, so a view never lets a kernel reach outside it.
 //!
 //! ```
 //! use tilekit::{Device, Tensor};
@@ -13,29 +18,49 @@
 //! # Ok::<(), tilekit::Error>(())
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::device::{codec, cuda, hip, Device};
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::launch::{Error, LaunchArg, TensorArg};
 
-/// A tensor on a [`Device`]: contiguous, row-major.
+/// A tensor on a [`Device`]: element `[i, j, …]` is element `offset + i·strides[0] + j·strides[1]
+/// + …` of its storage.
 #[derive(Debug)]
 pub struct Tensor {
     dtype: ScalarType,
     shape: Vec<usize>,
     strides: Vec<usize>,
+    offset: usize,
     pub(crate) storage: Storage,
 }
 
-/// Where a tensor's elements live.
+/// Where a tensor's elements live; views share it.
 #[derive(Clone, Debug)]
 pub(crate) enum Storage {
-    /// Host memory, for the cpu device (the interpreter's tensor).
-    Host(HostTensor),
+    /// Host memory, for the cpu device: values rounded to the dtype.
+    Host(Arc<Mutex<Vec<f64>>>),
     Cuda(Arc<cuda::Buffer>),
     Hip(Arc<hip::Buffer>),
+}
+
+/// The storage positions of a view's elements, row-major (relative to its offset).
+fn positions(shape: &[usize], strides: &[usize]) -> Vec<usize> {
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        out.push(idx.iter().zip(strides).map(|(i, s)| i * s).sum());
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
 }
 
 /// A Rust element type with a tilekit dtype: `f32`, `half::f16`, `half::bf16`, `i8`, `i32`,
@@ -159,15 +184,13 @@ impl Tensor {
         element_count(&shape)?;
         let dense = t.to_vec();
         match device {
-            Device::Cpu => {
-                let h = HostTensor::new(t.dtype(), &shape, &dense)?;
-                Ok(Tensor {
-                    dtype: t.dtype(),
-                    strides: row_major(&shape),
-                    shape,
-                    storage: Storage::Host(h),
-                })
-            }
+            Device::Cpu => Ok(Tensor {
+                dtype: t.dtype(),
+                strides: row_major(&shape),
+                shape,
+                offset: 0,
+                storage: Storage::Host(Arc::new(Mutex::new(dense))),
+            }),
             _ => Tensor::from_bytes(t.dtype(), &shape, &codec::encode(t.dtype(), &dense), device),
         }
     }
@@ -210,7 +233,12 @@ impl Tensor {
                 message: format!("shape {shape:?} of {dtype} does not fit in memory"),
             })?;
         let storage = match device {
-            Device::Cpu => Storage::Host(HostTensor::zeros(dtype, shape)),
+            Device::Cpu => Storage::Host(Arc::new(Mutex::new(vec![
+                0.0;
+                bytes
+                    / dtype.size_bytes()
+                        as usize
+            ]))),
             Device::Cuda(g) => Storage::Cuda(Arc::new(cuda::Buffer::alloc(&g.ctx, bytes)?)),
             Device::Hip(g) => Storage::Hip(Arc::new(hip::Buffer::alloc(&g.ctx, bytes)?)),
         };
@@ -218,6 +246,7 @@ impl Tensor {
             dtype,
             shape: shape.to_vec(),
             strides: row_major(shape),
+            offset: 0,
             storage,
         })
     }
@@ -287,25 +316,54 @@ impl Tensor {
         self.storage.device_name()
     }
 
-    /// The elements' bytes (waits for work on the device that may write them).
+    /// Element offset of the view's first element in its storage.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Whether the elements are row-major and dense (no gaps, no reordering).
+    pub fn is_contiguous(&self) -> bool {
+        self.strides == row_major(&self.shape)
+    }
+
+    /// The storage positions of the elements, row-major.
+    fn element_positions(&self) -> Vec<usize> {
+        positions(&self.shape, &self.strides)
+            .into_iter()
+            .map(|p| p + self.offset)
+            .collect()
+    }
+
+    /// The elements' bytes, row-major (waits for work on the device that may write them).
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        match &self.storage {
-            Storage::Host(h) => Ok(codec::encode(self.dtype, &h.to_vec())),
-            Storage::Cuda(b) => b.download(),
-            Storage::Hip(b) => b.download(),
+        let size = self.dtype.size_bytes() as usize;
+        let raw = match &self.storage {
+            Storage::Host(h) => {
+                let h = h.lock().unwrap_or_else(|e| e.into_inner());
+                let values: Vec<f64> = self.element_positions().iter().map(|&p| h[p]).collect();
+                return Ok(codec::encode(self.dtype, &values));
+            }
+            Storage::Cuda(b) => b.download()?,
+            Storage::Hip(b) => b.download()?,
+        };
+        if self.is_contiguous() {
+            let start = self.offset * size;
+            return Ok(raw[start..start + self.len() * size].to_vec());
         }
+        Ok(self
+            .element_positions()
+            .iter()
+            .flat_map(|&p| raw[p * size..(p + 1) * size].iter().copied())
+            .collect())
     }
 
     /// A host copy (for the interpreter, references, printing).
     pub fn to_host(&self) -> Result<HostTensor, Error> {
-        match &self.storage {
-            Storage::Host(h) => Ok(h.clone()),
-            _ => Ok(HostTensor::new(
-                self.dtype,
-                &self.shape,
-                &codec::decode(self.dtype, &self.to_bytes()?),
-            )?),
-        }
+        Ok(HostTensor::new(
+            self.dtype,
+            &self.shape,
+            &codec::decode(self.dtype, &self.to_bytes()?),
+        )?)
     }
 
     /// The elements as `f64` values, row-major.
@@ -338,12 +396,32 @@ impl Tensor {
                 ),
             });
         }
-        match (&mut self.storage, &src.storage, device) {
-            (Storage::Host(d), Storage::Host(s), _) => *d = s.clone(),
+        match (&self.storage, &src.storage, device) {
+            (Storage::Host(d), Storage::Host(_), _) => {
+                let values = codec::decode(src.dtype, &src.to_bytes()?);
+                let mut d = d.lock().unwrap_or_else(|e| e.into_inner());
+                for (p, v) in self.element_positions().into_iter().zip(values) {
+                    d[p] = v;
+                }
+            }
             (Storage::Cuda(d), Storage::Cuda(s), Device::Cuda(g))
                 if Arc::ptr_eq(&d.ctx, &s.ctx) && Arc::ptr_eq(&d.ctx, &g.ctx) =>
             {
-                d.copy_from(s, &g.stream)?
+                if !self.is_contiguous() || !src.is_contiguous() {
+                    return Err(Error::Tensor {
+                        message: "copy_from on a GPU copies contiguous tensors; make one with \
+                                  `contiguous`"
+                            .into(),
+                    });
+                }
+                let size = self.dtype.size_bytes() as usize;
+                d.copy_from(
+                    self.offset * size,
+                    s,
+                    src.offset * size,
+                    self.len() * size,
+                    &g.stream,
+                )?
             }
             _ => {
                 return Err(Error::Tensor {
@@ -364,9 +442,73 @@ impl Tensor {
     pub fn device_ptr(&self) -> Option<u64> {
         match &self.storage {
             Storage::Host(_) => None,
-            Storage::Cuda(b) => Some(b.ptr),
-            Storage::Hip(b) => Some(b.ptr as u64),
+            Storage::Cuda(b) => {
+                Some(b.ptr + (self.offset * self.dtype.size_bytes() as usize) as u64)
+            }
+            Storage::Hip(b) => {
+                Some(b.ptr as u64 + (self.offset * self.dtype.size_bytes() as usize) as u64)
+            }
         }
+    }
+
+    /// The view of elements `start..start + len` along dimension `dim` (sharing the memory).
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor, Error> {
+        let Some(&n) = self.shape.get(dim) else {
+            return Err(Error::Tensor {
+                message: format!(
+                    "narrow: dimension {dim} of a tensor of rank {}",
+                    self.shape.len()
+                ),
+            });
+        };
+        if start.checked_add(len).is_none_or(|end| end > n) {
+            return Err(Error::Tensor {
+                message: format!(
+                    "narrow: elements {start}..{} of dimension {dim}, which has {n}",
+                    start.saturating_add(len)
+                ),
+            });
+        }
+        let mut shape = self.shape.clone();
+        shape[dim] = len;
+        Ok(Tensor {
+            dtype: self.dtype,
+            shape,
+            strides: self.strides.clone(),
+            offset: self.offset
+                + if len == 0 {
+                    0
+                } else {
+                    start * self.strides[dim]
+                },
+            storage: self.storage.clone(),
+        })
+    }
+
+    /// The view with dimensions `a` and `b` swapped (sharing the memory): `t.transpose(0, 1)` of a
+    /// row-major matrix is its transpose, column-major.
+    pub fn transpose(&self, a: usize, b: usize) -> Result<Tensor, Error> {
+        let rank = self.shape.len();
+        if a >= rank || b >= rank {
+            return Err(Error::Tensor {
+                message: format!("transpose: dimensions {a} and {b} of a tensor of rank {rank}"),
+            });
+        }
+        let (mut shape, mut strides) = (self.shape.clone(), self.strides.clone());
+        shape.swap(a, b);
+        strides.swap(a, b);
+        Ok(Tensor {
+            dtype: self.dtype,
+            shape,
+            strides,
+            offset: self.offset,
+            storage: self.storage.clone(),
+        })
+    }
+
+    /// A contiguous row-major copy on `device`.
+    pub fn contiguous(&self, device: &Device) -> Result<Tensor, Error> {
+        Tensor::from_bytes(self.dtype, &self.shape, &self.to_bytes()?, device)
     }
 
     /// A copy on `device`.
@@ -399,19 +541,34 @@ impl TensorArg for Tensor {
 
     fn launch_arg(&self) -> LaunchArg {
         match &self.storage {
-            Storage::Host(h) => LaunchArg::Host(h.clone()),
+            Storage::Host(h) => {
+                let h = h.lock().unwrap_or_else(|e| e.into_inner());
+                // A strided host tensor over the storage from the view's first element. Views are
+                // made only by `narrow` and `transpose`, which keep every element inside the
+                // storage, so this cannot fail; if it did, the empty tensor fails the launch's
+                // shape checks instead of running.
+                let t =
+                    HostTensor::strided(self.dtype, &self.shape, &self.strides, &h[self.offset..])
+                        .unwrap_or_else(|_| HostTensor::zeros(self.dtype, &[0]));
+                LaunchArg::Host(t)
+            }
             storage => LaunchArg::Device(crate::launch::DeviceView {
                 dtype: self.dtype,
                 shape: self.shape.clone(),
                 strides: self.strides.clone(),
+                offset: self.offset,
                 storage: storage.clone(),
             }),
         }
     }
 
     fn take_back(&mut self, arg: LaunchArg) {
-        if let (Storage::Host(h), LaunchArg::Host(t)) = (&mut self.storage, arg) {
-            *h = t;
+        if let (Storage::Host(h), LaunchArg::Host(t)) = (&self.storage, arg) {
+            let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+            let values = t.storage();
+            for p in positions(&self.shape, &self.strides) {
+                h[self.offset + p] = values[p];
+            }
         }
     }
 }

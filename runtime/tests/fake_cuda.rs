@@ -210,5 +210,37 @@ fn child() {
         .to_string();
     assert!(e.contains("the bundle holds code for gfx942"), "{e}");
 
+    // Views on the GPU: the launch passes the view's first element's address; elements
+    // outside the output window stay as they were; a transposed view reads back in its order.
+    let xs_big: Vec<f64> = (0..n + 7).map(|i| f64::from(i) - 10.0).collect();
+    let x_big = Tensor::from_f64(F32, &[n as usize + 7], &xs_big, &gpu).unwrap();
+    let y_big = Tensor::full(F32, &[n as usize + 9], 5.0, &gpu).unwrap();
+    let xv = x_big.narrow(0, 7, n as usize).unwrap();
+    let mut yv = y_big.narrow(0, 4, n as usize).unwrap();
+    axpb::launch(
+        &gpu,
+        3,
+        &xv,
+        &mut yv,
+        ScalarArg::from(2.0f32),
+        ScalarArg::from(1i32),
+    )
+    .unwrap();
+    let got = y_big.to_f64_vec().unwrap();
+    for (i, &g) in got.iter().enumerate() {
+        let want = if (4..4 + n as usize).contains(&i) {
+            2.0 * xs_big[i - 4 + 7] + 1.0
+        } else {
+            5.0
+        };
+        assert_eq!(g, want, "y_big[{i}]");
+    }
+    let m = Tensor::from_f64(F32, &[2, 3], &[0., 1., 2., 3., 4., 5.], &gpu).unwrap();
+    let mt = m.transpose(0, 1).unwrap();
+    assert_eq!(mt.to_f64_vec().unwrap(), [0., 3., 1., 4., 2., 5.]);
+    let e = copy.copy_from(&xv, &gpu);
+    assert!(e.is_ok(), "contiguous views copy on the device: {e:?}");
+    assert_eq!(copy.to_f64_vec().unwrap(), xs_big[7..].to_vec());
+
     println!("child: all checks passed");
 }

@@ -218,3 +218,67 @@ fn the_cpu_refuses_bundles() {
     let e = Device::Cpu.attach_bundle(bundle).unwrap_err();
     assert!(e.to_string().contains("not bundled GPU code"), "{e}");
 }
+
+/// `narrow` and `transpose` are views: they share memory, read back in row-major order of the
+/// view, and bad requests are errors.
+#[test]
+fn views_share_memory_and_read_back_in_their_own_order() {
+    let cpu = Device::Cpu;
+    let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+    let t = Tensor::from_slice(&values, &[3, 4], &cpu).unwrap();
+    let tt = t.transpose(0, 1).unwrap();
+    assert_eq!(tt.shape(), &[4, 3]);
+    assert_eq!(tt.strides(), &[1, 4]);
+    assert!(!tt.is_contiguous());
+    assert_eq!(
+        tt.to_vec::<f32>().unwrap(),
+        [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]
+    );
+    let cols = t.narrow(1, 1, 2).unwrap();
+    assert_eq!(cols.offset(), 1);
+    assert_eq!(cols.to_vec::<f32>().unwrap(), [1., 2., 5., 6., 9., 10.]);
+    // Writing through a view changes the tensor it views.
+    let mut rows = t.narrow(0, 2, 1).unwrap();
+    let src = Tensor::from_slice(&[-1.0f32, -2.0, -3.0, -4.0], &[1, 4], &cpu).unwrap();
+    rows.copy_from(&src, &cpu).unwrap();
+    assert_eq!(t.to_vec::<f32>().unwrap()[8..], [-1., -2., -3., -4.]);
+    let c = tt.contiguous(&cpu).unwrap();
+    assert!(c.is_contiguous() && c.offset() == 0);
+    assert_eq!(c.to_vec::<f32>().unwrap(), tt.to_vec::<f32>().unwrap());
+
+    let e = t.narrow(2, 0, 1).unwrap_err().to_string();
+    assert!(e.contains("narrow: dimension 2 of a tensor of rank 2"), "{e}");
+    let e = t.narrow(1, 3, 2).unwrap_err().to_string();
+    assert!(e.contains("elements 3..5 of dimension 1, which has 4"), "{e}");
+    let e = t.transpose(0, 2).unwrap_err().to_string();
+    assert!(e.contains("transpose: dimensions 0 and 2 of a tensor of rank 2"), "{e}");
+}
+
+/// Kernels take views as they are: a GEMM reads B through a transposed view of Bᵀ and writes C
+/// into a column window of a wider matrix, leaving the rest of it untouched.
+#[test]
+fn kernels_read_and_write_through_views() {
+    let mut rng = Rng::fresh();
+    let cpu = Device::Cpu;
+    let (m, n, k) = (40, 24, 56);
+    let a = rng.tensor(ScalarType::BF16, &[m, k], -1.0, 1.0);
+    let bt = rng.tensor(ScalarType::BF16, &[n, k], -1.0, 1.0);
+    let (av, btv) = (a.to_vec(), bt.to_vec());
+    let b: Vec<f64> = (0..k * n).map(|i| btv[(i % n) * k + i / n]).collect();
+    let want = gemm_reference(&av, &b, m, k, n);
+
+    let ta = Tensor::from_host(&a, &cpu).unwrap();
+    let tb = Tensor::from_host(&bt, &cpu).unwrap().transpose(0, 1).unwrap();
+    let wide = Tensor::full(ScalarType::F32, &[m, n + 9], 7.0, &cpu).unwrap();
+    let mut c = wide.narrow(1, 5, n).unwrap();
+    gemm::<f32, 64, 64, 32, 32, 32>::launch(&cpu, gemm_grid(m, n, 64, 64), &ta, &tb, &mut c)
+        .unwrap();
+    let err = max_rel(&c.to_f64_vec().unwrap(), &want);
+    assert!(err < 1e-5, "error {err:.2e} (seed {})", rng.seed);
+    let all = wide.to_f64_vec().unwrap();
+    for i in 0..m {
+        for j in (0..5).chain(n + 5..n + 9) {
+            assert_eq!(all[i * (n + 9) + j], 7.0, "C[{i}][{j}] outside the view was written");
+        }
+    }
+}

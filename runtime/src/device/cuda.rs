@@ -233,12 +233,28 @@ impl Buffer {
 }
 
 impl Buffer {
-    /// Copies `src` into this buffer on `stream` (device to device; both the same size).
-    pub(crate) fn copy_from(&self, src: &Buffer, stream: &Stream) -> Result<(), Error> {
+    /// Copies `bytes` from `src` at byte `src_at` to this buffer at byte `at`, on `stream`.
+    pub(crate) fn copy_from(
+        &self,
+        at: usize,
+        src: &Buffer,
+        src_at: usize,
+        bytes: usize,
+        stream: &Stream,
+    ) -> Result<(), Error> {
+        assert!(
+            at + bytes <= self.bytes && src_at + bytes <= src.bytes,
+            "copy past a buffer"
+        );
         self.ctx.bind()?;
-        // SAFETY: both buffers hold at least `min(bytes)` bytes.
+        // SAFETY: both ranges lie inside their buffers (asserted above).
         unsafe {
-            result::memcpy_dtod_async(self.ptr, src.ptr, self.bytes.min(src.bytes), stream.raw)
+            result::memcpy_dtod_async(
+                self.ptr + at as u64,
+                src.ptr + src_at as u64,
+                bytes,
+                stream.raw,
+            )
         }
         .map_err(driver("cuMemcpyDtoDAsync"))
     }

@@ -498,11 +498,14 @@ impl<B: Memory> Staged<B> {
             let mut copy = None;
             match a {
                 LaunchArg::Device(view) => {
-                    s.addresses[i] = own(&view.storage).ok_or_else(|| Error::WrongDevice {
-                        kernel: k.name.clone(),
-                        param: k.params[i].name.clone(),
-                        tensor: view.device_name(),
-                        launch: device.name(),
+                    let at = (view.offset * view.dtype.size_bytes() as usize) as u64;
+                    s.addresses[i] = own(&view.storage).map(|base| base + at).ok_or_else(|| {
+                        Error::WrongDevice {
+                            kernel: k.name.clone(),
+                            param: k.params[i].name.clone(),
+                            tensor: view.device_name(),
+                            launch: device.name(),
+                        }
                     })?;
                 }
                 LaunchArg::Host(t) => {

@@ -27,13 +27,27 @@ use crate::launch::{Error, LaunchArg, TensorArg};
 
 /// A tensor on a [`Device`]: element `[i, j, …]` is element `offset + i·strides[0] + j·strides[1]
 /// + …` of its storage.
-#[derive(Debug)]
 pub struct Tensor {
     dtype: ScalarType,
     shape: Vec<usize>,
     strides: Vec<usize>,
     offset: usize,
     pub(crate) storage: Storage,
+}
+
+impl std::fmt::Debug for Tensor {
+    /// The description, not the elements (read those with `to_vec`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor({} {:?}, strides {:?}, offset {}, on {})",
+            self.dtype,
+            self.shape,
+            self.strides,
+            self.offset,
+            self.device_name()
+        )
+    }
 }
 
 /// Where a tensor's elements live; views share it.
@@ -422,6 +436,12 @@ impl Tensor {
                     self.len() * size,
                     &g.stream,
                 )?
+            }
+            (Storage::Hip(_), Storage::Hip(_), _) => {
+                return Err(Error::Tensor {
+                    message: "copy_from between HIP tensors is not implemented; use `Tensor::to`"
+                        .into(),
+                })
             }
             _ => {
                 return Err(Error::Tensor {

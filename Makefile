@@ -13,7 +13,7 @@ build: deps
 	$(CARGO) build --workspace --release
 
 demo: deps
-	$(CARGO) run --release -p tilekit-examples --bin demo
+	$(CARGO) run --release -p tilekit-examples --features jit --bin demo
 	$(CARGO) run --release -p tilekit-examples --features jit --bin gpu_targets
 
 test: deps

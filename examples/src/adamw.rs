@@ -18,7 +18,7 @@
 //! and the grid covers the buffer. The last chunk is masked by the views' length, so any `n`
 //! works.
 
-use tilekit::ir::interp::{self, Arg, HostTensor, InterpError};
+use tilekit::ir::interp::{Arg, HostTensor, InterpError, Launch};
 use tilekit::ir::{Dim3, FuncBuilder, Module, ScalarType, Type, UnaryFn, VecAxis};
 
 use crate::tiling::tiles;
@@ -181,7 +181,12 @@ pub fn run(
         Arg::f32(bc1),
         Arg::f32(bc2),
     ];
-    interp::run(&build(cfg), KERNEL, cfg.grid(state.p.len()), &mut args)?;
+    crate::execute(
+        &build(cfg),
+        KERNEL,
+        Launch::grid(cfg.grid(state.p.len())),
+        &mut args,
+    )?;
     state.p = output(&args, 0);
     state.m = output(&args, 2);
     state.v = output(&args, 3);

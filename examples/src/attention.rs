@@ -30,7 +30,7 @@
 //! block's last tiles that see none of a tile get `p = 0` there. Query rows past `seq_q` are
 //! computed on zeros and masked off by the stores.
 
-use tilekit::ir::interp::{self, Arg, HostTensor, InterpError};
+use tilekit::ir::interp::{Arg, HostTensor, InterpError, Launch};
 use tilekit::ir::{
     rt, rt_col, BcastAxis, BinaryFn, Dim3, FuncBuilder, MaskKind, MmaVariant, Module, ReduceAxis,
     ReduceFn, ScalarType, Scope, Type, UnaryFn, VecAxis,
@@ -272,7 +272,12 @@ pub fn run(
         Arg::Tensor(HostTensor::zeros(ScalarType::F32, &[bh, seq_q])),
         Arg::f32(sm_scale),
     ];
-    interp::run(&build(cfg), KERNEL, cfg.grid(bh, seq_q), &mut args)?;
+    crate::execute(
+        &build(cfg),
+        KERNEL,
+        Launch::grid(cfg.grid(bh, seq_q)),
+        &mut args,
+    )?;
     Ok(AttentionOutput {
         o: output(&args, 3),
         lse: output(&args, 4),

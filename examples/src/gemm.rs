@@ -19,7 +19,7 @@
 //! are masked by the view's shape), so padded K contributes nothing; C stores are masked, so M, N
 //! and K need not be multiples of the tile.
 
-use tilekit::ir::interp::{self, Arg, HostTensor, InterpError, Launch, Schedule};
+use tilekit::ir::interp::{Arg, HostTensor, InterpError, Launch, Schedule};
 use tilekit::ir::{
     rt, rt_col, BinaryFn, Dim3, FuncBuilder, MmaVariant, Module, ScalarType, Scope, Type,
 };
@@ -219,7 +219,7 @@ pub(crate) fn run_matmul(
         grid: grid(m, n),
         schedule,
     };
-    interp::run_with(module, kernel, launch, &mut args)?;
+    crate::execute(module, kernel, launch, &mut args)?;
     Ok(output(&args, 2))
 }
 

@@ -16,9 +16,10 @@
 //! | [`ws_gemm`] | warp-specialized GEMM | a producer warp, a ring of shared stages, full/empty semaphores |
 //!
 //! Each module has a `build` function (config → [`Module`](tilekit::ir::Module)), a `run`
-//! function that launches the kernel on the CPU interpreter for host tensors (computing the grid
-//! from their shapes) and a `reference` function: the same math in plain Rust `f64`, written from
-//! the definition (no tiling, no online tricks). The tests in `tests/tests/interp_*.rs` compare them.
+//! function that launches the kernel for host tensors (computing the grid from their shapes) on
+//! the CPU interpreter, or on the device [`run_on`] chose, and a `reference` function: the same
+//! math in plain Rust `f64`, written from the definition (no tiling, no online tricks). The tests
+//! in `tests/tests/interp_*.rs` compare them.
 
 pub mod adamw;
 pub mod attention;
@@ -28,8 +29,60 @@ pub mod softmax;
 pub mod tiling;
 pub mod ws_gemm;
 
-use tilekit::ir::interp::{Arg, HostTensor, InterpError};
-use tilekit::ir::ScalarType;
+use std::sync::OnceLock;
+
+use tilekit::ir::interp::{self, Arg, HostTensor, InterpError, Launch};
+use tilekit::ir::{Module, ScalarType};
+use tilekit::{Device, LaunchArg};
+
+/// The device the `run` functions use, once chosen.
+static DEVICE: OnceLock<Device> = OnceLock::new();
+
+/// Makes every `run` function of this crate launch on `device` from now on (the demo picks
+/// `Device::best()`); without a call they run on the interpreter. Returns `false` when a device
+/// was already chosen (the first choice stays).
+pub fn run_on(device: Device) -> bool {
+    DEVICE.set(device).is_ok()
+}
+
+/// The device `run` functions launch on.
+pub fn device() -> Device {
+    DEVICE.get().cloned().unwrap_or_default()
+}
+
+/// Launches `kernel` of `module` with the interpreter's arguments on the chosen device: the
+/// interpreter (with `launch`'s warp schedule), or a GPU, where the kernel is compiled on first
+/// launch (feature `jit`) and host tensors are copied over and back. A GPU failure comes back as
+/// an argument error carrying the runtime's message.
+pub(crate) fn execute(
+    module: &Module,
+    kernel: &str,
+    launch: Launch,
+    args: &mut [Arg],
+) -> Result<(), InterpError> {
+    let device = device();
+    if device == Device::Cpu {
+        return interp::run_with(module, kernel, launch, args).map(|_| ());
+    }
+    let mut launch_args: Vec<LaunchArg> = args
+        .iter()
+        .map(|a| match a {
+            Arg::Tensor(t) => LaunchArg::Host(t.clone()),
+            Arg::Scalar(dtype, v) => LaunchArg::Scalar(*dtype, *v),
+        })
+        .collect();
+    device
+        .launch_module(module, kernel, launch.grid, &mut launch_args)
+        .map_err(|e| InterpError::Argument {
+            message: format!("on {}: {e}", device.name()),
+        })?;
+    for (a, back) in args.iter_mut().zip(launch_args) {
+        if let (Arg::Tensor(t), LaunchArg::Host(h)) = (a, back) {
+            *t = h;
+        }
+    }
+    Ok(())
+}
 
 /// The error for host inputs that do not fit a kernel (shapes that disagree, a wrong dtype).
 fn bad_input(kernel: &str, message: impl std::fmt::Display) -> InterpError {

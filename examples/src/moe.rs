@@ -23,7 +23,7 @@
 //! contributions. d and f need not be multiples of the tiles: loads past them read zeros and
 //! stores past them are masked.
 
-use tilekit::ir::interp::{self, Arg, HostTensor, InterpError};
+use tilekit::ir::interp::{Arg, HostTensor, InterpError, Launch};
 use tilekit::ir::{
     rt, rt_col, BcastAxis, BinaryFn, Dim3, FuncBuilder, MmaVariant, Module, ScalarType, Scope,
     Type, VecAxis,
@@ -269,7 +269,7 @@ pub fn run(
         Arg::Tensor(HostTensor::zeros(ScalarType::F32, &[t, f])),
     ];
     let grid = cfg.grid(routing.tile_expert.len(), f);
-    interp::run(&build(cfg), KERNEL, grid, &mut args)?;
+    crate::execute(&build(cfg), KERNEL, Launch::grid(grid), &mut args)?;
     Ok(output(&args, 5))
 }
 

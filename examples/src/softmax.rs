@@ -12,7 +12,7 @@
 //! they contribute `exp2(-inf) = 0` to the sum; rows past `rows` are computed on zeros and masked
 //! off by the store. Any `cols ≥ 1` works, in one tile or many.
 
-use tilekit::ir::interp::{self, Arg, HostTensor, InterpError};
+use tilekit::ir::interp::{Arg, HostTensor, InterpError, Launch};
 use tilekit::ir::{
     rt, BcastAxis, BinaryFn, Dim3, FuncBuilder, MaskKind, Module, ReduceAxis, ReduceFn, ScalarType,
     Type, UnaryFn, Value, VecAxis,
@@ -158,7 +158,7 @@ pub fn run(cfg: &SoftmaxConfig, x: &HostTensor) -> Result<HostTensor, InterpErro
         Arg::Tensor(x.clone()),
         Arg::Tensor(HostTensor::zeros(ScalarType::F32, &[rows, cols])),
     ];
-    interp::run(&build(cfg), KERNEL, cfg.grid(rows), &mut args)?;
+    crate::execute(&build(cfg), KERNEL, Launch::grid(cfg.grid(rows)), &mut args)?;
     Ok(output(&args, 1))
 }
 

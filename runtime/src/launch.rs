@@ -103,6 +103,8 @@ pub enum Error {
         variant: String,
         available: String,
     },
+    #[error("the module has no kernel `{name}`; its kernels: {available}")]
+    NotInModule { name: String, available: String },
     #[error("tensor: {message}")]
     Tensor { message: String },
     #[error(transparent)]
@@ -412,11 +414,10 @@ pub(crate) fn launch_by_name(
                 k.variants
                     .iter()
                     .find(|v| normalize(v.args) == normalize(variant))
-                    .map(|v| (*k, v))
             })
             .flatten()
     });
-    let Some((info, v)) = found else {
+    let Some(v) = found else {
         return Err(Error::UnknownKernel {
             name: name.into(),
             variant: variant.into(),
@@ -432,9 +433,30 @@ pub(crate) fn launch_by_name(
         });
     };
     let module = (v.module)();
-    let func = module.kernel(name).ok_or_else(|| Error::Build {
-        kernel: name.into(),
-        message: "the module has no such kernel".into(),
+    check_signature(module, name, args)?;
+    __check(name, args, v.check)?;
+    __run(device, module, name, grid, args)
+}
+
+/// [`Device::launch_module`]: any verified module's kernel, its arguments checked against the
+/// kernel's parameters.
+pub(crate) fn launch_module(
+    device: &Device,
+    module: &Module,
+    kernel: &str,
+    grid: Grid,
+    args: &mut [LaunchArg],
+) -> Result<(), Error> {
+    check_signature(module, kernel, args)?;
+    __run(device, module, kernel, grid, args)
+}
+
+/// Checks `args` against the parameters of kernel `name` in `module`: count, kind, dtype, rank
+/// and dimensions that kernels can index (i32).
+fn check_signature(module: &Module, name: &str, args: &[LaunchArg]) -> Result<(), Error> {
+    let func = module.kernel(name).ok_or_else(|| Error::NotInModule {
+        name: name.into(),
+        available: module.kernel_names(),
     })?;
     let bad = |param: String, expected: String, found: String| Error::Argument {
         kernel: name.into(),
@@ -443,9 +465,14 @@ pub(crate) fn launch_by_name(
         found,
     };
     if args.len() != func.params.len() {
+        let names: Vec<String> = func
+            .params
+            .iter()
+            .map(|p| func.value_names[p.index()].clone().unwrap_or_default())
+            .collect();
         return Err(bad(
             "(all)".into(),
-            format!("{} arguments ({})", func.params.len(), info.params),
+            format!("{} arguments ({})", func.params.len(), names.join(", ")),
             format!("{}", args.len()),
         ));
     }
@@ -474,8 +501,7 @@ pub(crate) fn launch_by_name(
             (t, a) => return Err(bad(pname, format!("a {t} scalar"), a.describe())),
         }
     }
-    __check(name, args, v.check)?;
-    __run(device, module, name, grid, args)
+    Ok(())
 }
 
 /// Converts one launcher argument. Used by generated launchers.

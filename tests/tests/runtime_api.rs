@@ -247,11 +247,20 @@ fn views_share_memory_and_read_back_in_their_own_order() {
     assert_eq!(c.to_vec::<f32>().unwrap(), tt.to_vec::<f32>().unwrap());
 
     let e = t.narrow(2, 0, 1).unwrap_err().to_string();
-    assert!(e.contains("narrow: dimension 2 of a tensor of rank 2"), "{e}");
+    assert!(
+        e.contains("narrow: dimension 2 of a tensor of rank 2"),
+        "{e}"
+    );
     let e = t.narrow(1, 3, 2).unwrap_err().to_string();
-    assert!(e.contains("elements 3..5 of dimension 1, which has 4"), "{e}");
+    assert!(
+        e.contains("elements 3..5 of dimension 1, which has 4"),
+        "{e}"
+    );
     let e = t.transpose(0, 2).unwrap_err().to_string();
-    assert!(e.contains("transpose: dimensions 0 and 2 of a tensor of rank 2"), "{e}");
+    assert!(
+        e.contains("transpose: dimensions 0 and 2 of a tensor of rank 2"),
+        "{e}"
+    );
 }
 
 /// Kernels take views as they are: a GEMM reads B through a transposed view of Bᵀ and writes C
@@ -268,7 +277,10 @@ fn kernels_read_and_write_through_views() {
     let want = gemm_reference(&av, &b, m, k, n);
 
     let ta = Tensor::from_host(&a, &cpu).unwrap();
-    let tb = Tensor::from_host(&bt, &cpu).unwrap().transpose(0, 1).unwrap();
+    let tb = Tensor::from_host(&bt, &cpu)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap();
     let wide = Tensor::full(ScalarType::F32, &[m, n + 9], 7.0, &cpu).unwrap();
     let mut c = wide.narrow(1, 5, n).unwrap();
     gemm::<f32, 64, 64, 32, 32, 32>::launch(&cpu, gemm_grid(m, n, 64, 64), &ta, &tb, &mut c)
@@ -278,7 +290,47 @@ fn kernels_read_and_write_through_views() {
     let all = wide.to_f64_vec().unwrap();
     for i in 0..m {
         for j in (0..5).chain(n + 5..n + 9) {
-            assert_eq!(all[i * (n + 9) + j], 7.0, "C[{i}][{j}] outside the view was written");
+            assert_eq!(
+                all[i * (n + 9) + j],
+                7.0,
+                "C[{i}][{j}] outside the view was written"
+            );
         }
     }
+}
+
+/// `Device::launch_module` runs a builder-made module's kernel with checked arguments.
+#[test]
+fn modules_built_without_the_dsl_launch_with_checked_arguments() {
+    use tilekit_examples::softmax::{self, SoftmaxConfig};
+    let mut rng = Rng::fresh();
+    let cfg = SoftmaxConfig {
+        input: ScalarType::F32,
+        ..SoftmaxConfig::default()
+    };
+    let module = softmax::build(&cfg);
+    let (rows, cols) = (37, 90);
+    let x = rng.tensor(ScalarType::F32, &[rows, cols], -3.0, 3.0);
+    let y = tilekit::ir::interp::HostTensor::full(ScalarType::F32, &[rows, cols], f64::NAN);
+    let mut args = vec![LaunchArg::from(x.clone()), LaunchArg::from(y.clone())];
+    Device::Cpu
+        .launch_module(&module, softmax::KERNEL, cfg.grid(rows), &mut args)
+        .unwrap();
+    let LaunchArg::Host(out) = &args[1] else {
+        panic!("{:?}", args[1])
+    };
+    let err = max_rel(&out.to_vec(), &softmax::reference(&x.to_vec(), rows, cols));
+    assert!(err < 1e-5, "error {err:.2e} (seed {})", rng.seed);
+
+    let e = Device::Cpu
+        .launch_module(&module, "softmax", [1, 1, 1], &mut args)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the module has no kernel `softmax`"), "{e}");
+    assert!(e.contains("softmax_rows"), "{e}");
+    let e = Device::Cpu
+        .launch_module(&module, softmax::KERNEL, [1, 1, 1], &mut args[..1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must be 2 arguments"), "{e}");
 }

@@ -1,5 +1,7 @@
-//! `make demo`: builds every acceptance kernel, verifies it, runs it on the CPU interpreter on
-//! fresh random inputs and compares the result with the kernel's f64 reference.
+//! `make demo`: builds every acceptance kernel, verifies it, runs it on fresh random inputs — on a
+//! GPU when there is one (`Device::best()`; the kernels are compiled on first launch, which needs
+//! the `jit` feature that `make demo` turns on), else on the CPU interpreter — and compares the
+//! result with the kernel's f64 reference.
 //!
 //! The seed comes from the clock and is printed first; `TILEKIT_SEED=<seed>` replays a run.
 //! Exits non-zero when a kernel errors or misses its tolerance.
@@ -21,12 +23,13 @@ use tilekit_examples::softmax::{self, SoftmaxConfig};
 use tilekit_examples::ws_gemm::{self, WsGemmConfig};
 
 fn main() -> anyhow::Result<()> {
+    let device = tilekit::Device::best();
+    tilekit_examples::run_on(device.clone());
     println!(
-        "tilekit demo: the acceptance kernels on the CPU interpreter, the reference semantics \
-         (then `gpu_targets` compiles the kernel library for every target and runs it on a GPU \
-         when there is one)"
+        "tilekit demo: the acceptance kernels against their f64 references (then `gpu_targets` \
+         compiles the kernel library for every target and self-tests it)"
     );
-    println!("device: cpu interpreter");
+    println!("device: {}", device.describe());
     let start = Instant::now();
     let mut rng = DemoRng::fresh()?;
     println!(
@@ -56,7 +59,10 @@ fn main() -> anyhow::Result<()> {
         "max abs = max|out − ref|, norm = max|out − ref| / max|ref|, against the f64 reference"
     );
     println!("on the same (dtype-rounded) inputs; the tolerance names the error it bounds.");
-    println!("time = wall time of the module's `run` (build, verify, interpret), release build.");
+    println!(
+        "time = wall time of the module's `run` (build, verify, interpret; on a GPU: compile on \
+         first launch, copies, launch), release build."
+    );
     println!();
 
     let failed = &table.failed_cases;

@@ -280,6 +280,19 @@ impl Device {
         crate::launch::launch_by_name(self, name, variant, grid.into(), args)
     }
 
+    /// Launches kernel `kernel` of any module — one built with the IR builder or parsed from
+    /// the text form, say — with its arguments checked against the kernel's parameters (count,
+    /// kind, dtype, rank). Host tensors passed for writable parameters receive the results.
+    pub fn launch_module(
+        &self,
+        module: &Module,
+        kernel: &str,
+        grid: impl Into<Grid>,
+        args: &mut [LaunchArg],
+    ) -> Result<(), Error> {
+        crate::launch::launch_module(self, module, kernel, grid.into(), args)
+    }
+
     /// Runs kernel `kernel` of `module` (checked arguments). Used by the launchers.
     pub(crate) fn run(
         &self,

@@ -25,8 +25,8 @@ use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::launch::{Error, LaunchArg, TensorArg};
 
-/// A tensor on a [`Device`]: element `[i, j, …]` is element `offset + i·strides[0] + j·strides[1]
-/// + …` of its storage.
+/// A tensor on a [`Device`]: element `[i, j, …]` is storage element
+/// `offset + i·strides[0] + j·strides[1] + …`.
 pub struct Tensor {
     dtype: ScalarType,
     shape: Vec<usize>,

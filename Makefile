@@ -18,6 +18,7 @@ demo: deps
 
 test: deps
 	@mkdir -p target
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log | grep -v '^test .* ok$$' ; \
 	  status=$${PIPESTATUS[0]}; scripts/test-summary.sh target/test-output.log; exit $$status
 

@@ -15,7 +15,7 @@
 //! | [`moe`] | mixture-of-experts up-projection | `gather_rows`, `bcast_row.mul`, `scatter_add_rows` |
 //! | [`ws_gemm`] | warp-specialized GEMM | a producer warp, a ring of shared stages, full/empty semaphores |
 //!
-//! Each module has a `build` function (config → [`Module`](tilekit::ir::Module)), a `run`
+//! Each module has a `build` function (config → `Module`), a `run`
 //! function that launches the kernel for host tensors (computing the grid from their shapes) on
 //! the CPU interpreter, or on the device [`run_on`] chose, and a `reference` function: the same
 //! math in plain Rust `f64`, written from the definition (no tiling, no online tricks). The tests

@@ -455,37 +455,30 @@ trait Memory: Sized {
     fn address(&self) -> u64;
 }
 
-impl Memory for cuda::Buffer {
-    type Ctx = cuda::Context;
-    fn alloc(ctx: &Arc<cuda::Context>, bytes: usize) -> Result<Self, Error> {
-        cuda::Buffer::alloc(ctx, bytes)
-    }
-    fn upload(&self, data: &[u8]) -> Result<(), Error> {
-        cuda::Buffer::upload(self, data)
-    }
-    fn download(&self) -> Result<Vec<u8>, Error> {
-        cuda::Buffer::download(self)
-    }
-    fn address(&self) -> u64 {
-        self.ptr
-    }
+/// Both vendors' buffers have the same four operations; `address` says how a buffer's pointer
+/// becomes a kernel argument.
+macro_rules! memory {
+    ($buffer:ty, $ctx:ty, |$b:ident| $address:expr) => {
+        impl Memory for $buffer {
+            type Ctx = $ctx;
+            fn alloc(ctx: &Arc<$ctx>, bytes: usize) -> Result<Self, Error> {
+                <$buffer>::alloc(ctx, bytes)
+            }
+            fn upload(&self, data: &[u8]) -> Result<(), Error> {
+                <$buffer>::upload(self, data)
+            }
+            fn download(&self) -> Result<Vec<u8>, Error> {
+                <$buffer>::download(self)
+            }
+            fn address(&self) -> u64 {
+                let $b = self;
+                $address
+            }
+        }
+    };
 }
-
-impl Memory for hip::Buffer {
-    type Ctx = hip::Context;
-    fn alloc(ctx: &Arc<hip::Context>, bytes: usize) -> Result<Self, Error> {
-        hip::Buffer::alloc(ctx, bytes)
-    }
-    fn upload(&self, data: &[u8]) -> Result<(), Error> {
-        hip::Buffer::upload(self, data)
-    }
-    fn download(&self) -> Result<Vec<u8>, Error> {
-        hip::Buffer::download(self)
-    }
-    fn address(&self) -> u64 {
-        self.ptr as u64
-    }
-}
+memory!(cuda::Buffer, cuda::Context, |b| b.ptr);
+memory!(hip::Buffer, hip::Context, |b| b.ptr as u64);
 
 /// The arguments of one GPU launch in device memory: each view's address, and the copies made
 /// of host tensors (written back after the launch).

@@ -66,7 +66,7 @@ pub struct Context {
     pub(crate) max_shared_optin: u32,
     pub(crate) total_memory: usize,
     /// Kernels loaded into this context, by their code's key.
-    pub(crate) loaded: Mutex<HashMap<String, Arc<Loaded>>>,
+    pub(crate) loaded: Mutex<HashMap<String, Arc<super::Loaded<Function>>>>,
 }
 
 // SAFETY: the driver API is thread-safe; a context handle may be made current on any thread,
@@ -379,13 +379,6 @@ impl Drop for Event {
             let _ = unsafe { result::event::destroy(self.raw) };
         }
     }
-}
-
-/// A loaded kernel and the description of its code (parameters, block size, shared memory).
-#[derive(Debug)]
-pub(crate) struct Loaded {
-    pub(crate) func: Function,
-    pub(crate) code: crate::bundle::BundleKernel,
 }
 
 /// A kernel entry loaded from PTX.

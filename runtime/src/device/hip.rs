@@ -155,14 +155,7 @@ pub struct Context {
     pub(crate) name: String,
     api: &'static Api,
     /// Kernels loaded on this device, by kernel name and Tile IR hash.
-    pub(crate) loaded: std::sync::Mutex<HashMap<String, Arc<Loaded>>>,
-}
-
-/// A loaded kernel and the description of its code.
-#[derive(Debug)]
-pub(crate) struct Loaded {
-    pub(crate) func: Function,
-    pub(crate) code: crate::bundle::BundleKernel,
+    pub(crate) loaded: std::sync::Mutex<HashMap<String, Arc<super::Loaded<Function>>>>,
 }
 
 impl fmt::Debug for Context {

@@ -673,6 +673,68 @@ fn check_grid(kernel: &str, grid: Grid) -> Result<(), Error> {
     Ok(())
 }
 
+/// The kernel loaded under `key` in a device's cache, loading it with `load` the first time.
+fn cached<F>(
+    cache: &Mutex<std::collections::HashMap<String, Arc<Loaded<F>>>>,
+    key: String,
+    load: impl FnOnce() -> Result<Loaded<F>, Error>,
+) -> Result<Arc<Loaded<F>>, Error> {
+    let hit = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(l) = hit {
+        return Ok(l);
+    }
+    let l = Arc::new(load()?);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, l.clone());
+    Ok(l)
+}
+
+/// A kernel loaded on a device and the description of its code (parameters, block size,
+/// shared memory).
+#[derive(Debug)]
+pub(crate) struct Loaded<F> {
+    pub func: F,
+    pub code: BundleKernel,
+}
+
+/// The vendor-neutral part of a GPU launch: checks the arguments against `k`, stages them in
+/// device memory (`own` gives the address of a tensor already on this device), launches with
+/// `launch(values, dynamic shared bytes)`, waits with `wait` when host tensors must be copied
+/// back (or `TILEKIT_SYNC` asks), and copies them back.
+#[allow(clippy::too_many_arguments)]
+fn launch_staged<B: Memory>(
+    device: &Device,
+    k: &BundleKernel,
+    ctx: &Arc<B::Ctx>,
+    grid: Grid,
+    args: &mut [LaunchArg],
+    own: impl Fn(&Storage) -> Option<u64>,
+    launch: impl FnOnce(&[cuda::ParamValue], u32) -> Result<(), String>,
+    wait: impl FnOnce() -> Result<(), Error>,
+) -> Result<(), Error> {
+    check_args(k, args)?;
+    let staged = Staged::<B>::new(device, k, ctx, args, own)?;
+    let values = abi_values(k, args, &staged.addresses)?;
+    let shared = dynamic_shared(k);
+    let launch_failed = |message: String| Error::Launch {
+        kernel: k.name.clone(),
+        device: device.describe(),
+        config: config(k, grid, shared),
+        message,
+    };
+    launch(&values, shared).map_err(launch_failed)?;
+    if staged.must_wait() {
+        wait().map_err(|e| launch_failed(e.to_string()))?;
+    }
+    staged.write_back(args)
+}
+
 fn launch_cuda(
     device: &Device,
     g: &Gpu<cuda::Context, cuda::Stream>,
@@ -684,65 +746,39 @@ fn launch_cuda(
     check_grid(kernel, grid)?;
     let target = g.ctx.target()?;
     let hash = ir_hash(module, kernel);
-    let key = format!("{kernel}/{hash}");
-    let loaded = {
-        let cached = g
-            .ctx
-            .loaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
-        match cached {
-            Some(l) => l,
-            None => {
-                let code = find_code(&g.bundles, module, kernel, &hash, Some(target), device)?;
-                let shared = dynamic_shared(&code);
-                if code.shared_bytes > u64::from(g.ctx.max_shared_optin) {
-                    return Err(Error::UnsupportedDevice {
-                        device: device.describe(),
-                        message: format!(
-                            "@{kernel} needs {} bytes of shared memory per block; this device \
-                             allows {}",
-                            code.shared_bytes, g.ctx.max_shared_optin
-                        ),
-                    });
-                }
-                let f = cuda::Function::load(&g.ctx, kernel, &code.ptx, shared)?;
-                let l = Arc::new(cuda::Loaded { func: f, code });
-                g.ctx
-                    .loaded
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, l.clone());
-                l
-            }
+    let loaded = cached(&g.ctx.loaded, format!("{kernel}/{hash}"), || {
+        let code = find_code(&g.bundles, module, kernel, &hash, Some(target), device)?;
+        if code.shared_bytes > u64::from(g.ctx.max_shared_optin) {
+            return Err(Error::UnsupportedDevice {
+                device: device.describe(),
+                message: format!(
+                    "@{kernel} needs {} bytes of shared memory per block; this device allows {}",
+                    code.shared_bytes, g.ctx.max_shared_optin
+                ),
+            });
         }
-    };
-    let k = &loaded.code;
-    check_args(k, args)?;
-    let staged = Staged::<cuda::Buffer>::new(device, k, &g.ctx, args, |storage| match storage {
-        Storage::Cuda(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => Some(b.ptr),
-        _ => None,
+        let func = cuda::Function::load(&g.ctx, kernel, &code.ptx, dynamic_shared(&code))?;
+        Ok(Loaded { func, code })
     })?;
-    let values = abi_values(k, args, &staged.addresses)?;
-    let shared = dynamic_shared(k);
-    let launch_failed = |message: String| Error::Launch {
-        kernel: kernel.into(),
-        device: device.describe(),
-        config: config(k, grid, shared),
-        message,
-    };
-    loaded
-        .func
-        .launch(&g.stream, grid.0, [k.block_threads, 1, 1], shared, &values)
-        .map_err(|e| launch_failed(cuda::describe_error(e)))?;
-    if staged.must_wait() {
-        g.stream
-            .synchronize()
-            .map_err(|e| launch_failed(e.to_string()))?;
-    }
-    staged.write_back(args)
+    launch_staged::<cuda::Buffer>(
+        device,
+        &loaded.code,
+        &g.ctx,
+        grid,
+        args,
+        |storage| match storage {
+            Storage::Cuda(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => Some(b.ptr),
+            _ => None,
+        },
+        |values, shared| {
+            let block = [loaded.code.block_threads, 1, 1];
+            loaded
+                .func
+                .launch(&g.stream, grid.0, block, shared, values)
+                .map_err(cuda::describe_error)
+        },
+        || g.stream.synchronize(),
+    )
 }
 
 fn launch_hip(
@@ -755,49 +791,30 @@ fn launch_hip(
 ) -> Result<(), Error> {
     check_grid(kernel, grid)?;
     let key = format!("{kernel}/{}", ir_hash(module, kernel));
-    let cached = g
-        .ctx
-        .loaded
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-        .cloned();
-    let loaded = match cached {
-        Some(l) => l,
-        None => {
-            let (code, object) = hip_code(device, g, module, kernel)?;
-            let func = hip::Function::load(&g.ctx, kernel, &object)?;
-            let l = Arc::new(hip::Loaded { func, code });
-            g.ctx
-                .loaded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, l.clone());
-            l
-        }
-    };
-    let (k, f) = (&loaded.code, &loaded.func);
-    check_args(k, args)?;
-    let staged = Staged::<hip::Buffer>::new(device, k, &g.ctx, args, |storage| match storage {
-        Storage::Hip(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => Some(b.ptr as u64),
-        _ => None,
+    let loaded = cached(&g.ctx.loaded, key, || {
+        let (code, object) = hip_code(device, g, module, kernel)?;
+        let func = hip::Function::load(&g.ctx, kernel, &object)?;
+        Ok(Loaded { func, code })
     })?;
-    let values = abi_values(k, args, &staged.addresses)?;
-    let shared = dynamic_shared(k);
-    let launch_failed = |message: String| Error::Launch {
-        kernel: kernel.into(),
-        device: device.describe(),
-        config: config(k, grid, shared),
-        message,
-    };
-    f.launch(&g.stream, grid.0, [k.block_threads, 1, 1], shared, &values)
-        .map_err(|e| launch_failed(e.to_string()))?;
-    if staged.must_wait() {
-        g.stream
-            .synchronize()
-            .map_err(|e| launch_failed(e.to_string()))?;
-    }
-    staged.write_back(args)
+    launch_staged::<hip::Buffer>(
+        device,
+        &loaded.code,
+        &g.ctx,
+        grid,
+        args,
+        |storage| match storage {
+            Storage::Hip(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => Some(b.ptr as u64),
+            _ => None,
+        },
+        |values, shared| {
+            let block = [loaded.code.block_threads, 1, 1];
+            loaded
+                .func
+                .launch(&g.stream, grid.0, block, shared, values)
+                .map_err(|e| e.to_string())
+        },
+        || g.stream.synchronize(),
+    )
 }
 
 /// A kernel's AMD code object for this device: from an attached bundle (matched by Tile IR

@@ -437,11 +437,18 @@ impl Tensor {
                     &g.stream,
                 )?
             }
-            (Storage::Hip(_), Storage::Hip(_), _) => {
-                return Err(Error::Tensor {
-                    message: "copy_from between HIP tensors is not implemented; use `Tensor::to`"
-                        .into(),
-                })
+            (Storage::Hip(d), Storage::Hip(s), Device::Hip(g))
+                if Arc::ptr_eq(&d.ctx, &s.ctx) && Arc::ptr_eq(&d.ctx, &g.ctx) =>
+            {
+                if !self.is_contiguous() || !src.is_contiguous() {
+                    return Err(Error::Tensor {
+                        message: "copy_from on a GPU copies contiguous tensors; make one with \
+                                  `contiguous`"
+                            .into(),
+                    });
+                }
+                let size = self.dtype.size_bytes() as usize;
+                d.copy_from(self.offset * size, s, src.offset * size, self.len() * size)?
             }
             _ => {
                 return Err(Error::Tensor {

@@ -64,6 +64,23 @@ fn child() {
     assert_eq!(start.elapsed_ms(&end).unwrap(), 2.5);
     assert_eq!(ty.to_f64_vec().unwrap(), want, "device tensors");
 
+    // Device-to-device copies, of whole tensors and of contiguous views.
+    let mut copy = Tensor::zeros(F32, &[n], &gpu).unwrap();
+    copy.copy_from(&ty, &gpu).unwrap();
+    assert_eq!(copy.to_f64_vec().unwrap(), want, "copy_from");
+    let mut head = copy.narrow(0, 0, 8).unwrap();
+    head.copy_from(&tx.narrow(0, 32, 8).unwrap(), &gpu).unwrap();
+    assert_eq!(
+        copy.to_f64_vec().unwrap()[..8],
+        xs[32..40],
+        "copy_from between views"
+    );
+    assert_eq!(
+        copy.to_f64_vec().unwrap()[8..],
+        want[8..],
+        "outside the view"
+    );
+
     // An AMD bundle is taken before compiling: `mislabeled` bundled with `axpb`'s code object
     // (and `mislabeled`'s Tile IR hash) fails to find its entry there.
     let axpb_module = axpb::module();

@@ -32,6 +32,7 @@ struct Api {
     memcpy_htod: unsafe extern "C" fn(Ptr, *const c_void, usize) -> HipError,
     memcpy_dtoh: unsafe extern "C" fn(*mut c_void, Ptr, usize) -> HipError,
     memset: unsafe extern "C" fn(Ptr, c_int, usize) -> HipError,
+    memcpy_dtod: unsafe extern "C" fn(Ptr, Ptr, usize) -> HipError,
     module_load_data: unsafe extern "C" fn(*mut Ptr, *const c_void) -> HipError,
     module_get_function: unsafe extern "C" fn(*mut Ptr, Ptr, *const c_char) -> HipError,
     module_unload: unsafe extern "C" fn(Ptr) -> HipError,
@@ -103,6 +104,7 @@ fn load() -> Result<Api, String> {
         memcpy_htod: sym!(b"hipMemcpyHtoD\0"),
         memcpy_dtoh: sym!(b"hipMemcpyDtoH\0"),
         memset: sym!(b"hipMemset\0"),
+        memcpy_dtod: sym!(b"hipMemcpyDtoD\0"),
         module_load_data: sym!(b"hipModuleLoadData\0"),
         module_get_function: sym!(b"hipModuleGetFunction\0"),
         module_unload: sym!(b"hipModuleUnload\0"),
@@ -267,6 +269,31 @@ impl Buffer {
         // SAFETY: writes exactly the buffer's bytes.
         check(self.ctx.api, "hipMemset", unsafe {
             (self.ctx.api.memset)(self.ptr, c_int::from(value), self.bytes)
+        })
+    }
+}
+
+impl Buffer {
+    /// Copies `bytes` from `src` at byte `src_at` to this buffer at byte `at` (device to device).
+    pub(crate) fn copy_from(
+        &self,
+        at: usize,
+        src: &Buffer,
+        src_at: usize,
+        bytes: usize,
+    ) -> Result<(), Error> {
+        assert!(
+            at + bytes <= self.bytes && src_at + bytes <= src.bytes,
+            "copy past a buffer"
+        );
+        self.ctx.bind()?;
+        // SAFETY: both ranges lie inside their buffers (asserted above).
+        check(self.ctx.api, "hipMemcpyDtoD", unsafe {
+            (self.ctx.api.memcpy_dtod)(
+                self.ptr.cast::<u8>().add(at).cast(),
+                src.ptr.cast::<u8>().add(src_at).cast(),
+                bytes,
+            )
         })
     }
 }

@@ -22,6 +22,7 @@ hipError_t hipFree(void *p) { free(p); return 0; }
 hipError_t hipMemcpyHtoD(void *dst, const void *src, size_t n) { memcpy(dst, src, n); return 0; }
 hipError_t hipMemcpyDtoH(void *dst, const void *src, size_t n) { memcpy(dst, src, n); return 0; }
 hipError_t hipMemset(void *dst, int v, size_t n) { memset(dst, v, n); return 0; }
+hipError_t hipMemcpyDtoD(void *dst, const void *src, size_t n) { memcpy(dst, src, n); return 0; }
 hipError_t hipModuleLoadData(void **module, const void *image) {
     const unsigned char *b = image;
     if (memcmp(b, "\x7f" "ELF", 4) != 0) return 200; /* hipErrorInvalidImage */

@@ -43,7 +43,7 @@ fn the_cuda_device_runs_against_a_fake_driver() {
         "fake_cuda/libcuda.c",
         "libcuda.so",
         "the_cuda_device_runs_against_a_fake_driver",
-        &[],
+        &[("FAKE_CUDA_NOOP", "1"), ("TILEKIT_CUBLAS", "off")],
     );
     // What the driver saw: sm_90a PTX for a compute capability 9.0 device; one block of 32
     // threads per 16-element chunk; no dynamic shared memory.
@@ -241,6 +241,24 @@ fn child() {
     let e = copy.copy_from(&xv, &gpu);
     assert!(e.is_ok(), "contiguous views copy on the device: {e:?}");
     assert_eq!(copy.to_f64_vec().unwrap(), xs_big[7..].to_vec());
+
+    // The benchmark harness runs end to end at smoke sizes (the fake runs its kernels as no-ops
+    // and times every run at 1.5 ms): every row is there, and the missing baseline is said.
+    let table = tilekit::bench::run_with(&gpu, 20, tilekit::bench::Sizes::Smoke).unwrap();
+    for row in [
+        "copy (ceiling)",
+        "gemm <bf16,64,64,32,32,32>",
+        "ws_gemm <f32,64,64,32,32,2>",
+        "attention_fwd causal=false",
+        "attention_fwd causal=true",
+        "softmax_rows <bf16>",
+        "adamw_step <256,4>",
+        "cuBLAS baseline unavailable: cuBLAS disabled",
+        "median of 20 runs",
+    ] {
+        assert!(table.contains(row), "no `{row}` in\n{table}");
+    }
+    assert_eq!(table.matches(" 1.500 ").count(), 15, "{table}");
 
     println!("child: all checks passed");
 }

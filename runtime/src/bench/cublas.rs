@@ -52,11 +52,14 @@ impl std::fmt::Debug for Cublas {
 }
 
 impl Cublas {
-    /// Loads cuBLAS from `TILEKIT_CUBLAS` (a path) or the usual library names.
+    /// Loads cuBLAS from `TILEKIT_CUBLAS` (a path; `off` disables the baseline) or the usual
+    /// library names.
     pub fn load() -> Result<Cublas, String> {
         let mut names: Vec<String> = Vec::new();
-        if let Ok(p) = std::env::var("TILEKIT_CUBLAS") {
-            names.push(p);
+        match std::env::var("TILEKIT_CUBLAS") {
+            Ok(p) if p == "off" => return Err("cuBLAS disabled (TILEKIT_CUBLAS=off)".into()),
+            Ok(p) => names.push(p),
+            Err(_) => {}
         }
         names.extend(["libcublas.so", "libcublas.so.13", "libcublas.so.12"].map(String::from));
         let lib = names

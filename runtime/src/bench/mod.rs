@@ -62,9 +62,24 @@ struct Row {
     vs_vendor: Option<f64>,
 }
 
+/// The problem sizes of a benchmark run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sizes {
+    /// The sizes the figures are reported for.
+    Full,
+    /// Tiny problems, for checking that the harness runs end to end (its tests).
+    Smoke,
+}
+
 /// Runs the benchmark on `device` (a GPU) with `runs` timed runs per row (at least 20) and
 /// returns the table.
 pub fn run(device: &Device, runs: usize) -> Result<String, Error> {
+    run_with(device, runs, Sizes::Full)
+}
+
+/// [`run`] at the given problem sizes.
+pub fn run_with(device: &Device, runs: usize, sizes: Sizes) -> Result<String, Error> {
+    let full = sizes == Sizes::Full;
     if *device == Device::Cpu {
         return Err(Error::UnsupportedDevice {
             device: "cpu".into(),
@@ -80,14 +95,18 @@ pub fn run(device: &Device, runs: usize) -> Result<String, Error> {
     let mut out = String::new();
     let mut rows = Vec::new();
     // The memory ceiling: a 1 GiB device-to-device copy (bytes read plus written).
-    let n = 1usize << 28;
+    let n = if full { 1usize << 28 } else { 1 << 12 };
     let src = Tensor::zeros(ScalarType::F32, &[n], device)?;
     let mut dst = Tensor::zeros(ScalarType::F32, &[n], device)?;
     let ms = time(device, runs, || dst.copy_from(&src, device))?;
     let copy_gbs = 2.0 * (n * 4) as f64 / (ms * 1e-3) / 1e9;
     rows.push(Row {
         kernel: "copy (ceiling)".into(),
-        shape: "1 GiB d2d".into(),
+        shape: if full {
+            "1 GiB d2d".into()
+        } else {
+            format!("{} KiB d2d", n * 4 >> 10)
+        },
         ms,
         rate: copy_gbs,
         unit: "GB/s",
@@ -98,7 +117,11 @@ pub fn run(device: &Device, runs: usize) -> Result<String, Error> {
 
     let blas = cublas::Cublas::load();
     let mut peak_tflops: Option<f64> = None;
-    let gemm_shapes = [(8192, 8192, 8192), (4096, 4096, 4096), (2048, 2048, 2048)];
+    let gemm_shapes = if full {
+        [(8192, 8192, 8192), (4096, 4096, 4096), (2048, 2048, 2048)]
+    } else {
+        [(64, 64, 64), (96, 64, 32), (64, 128, 64)]
+    };
     let mut vendor = Vec::new();
     match &blas {
         Ok(b) => {
@@ -167,7 +190,12 @@ pub fn run(device: &Device, runs: usize) -> Result<String, Error> {
         ));
     }
 
-    for (bh, seq) in [(32, 2048), (16, 4096)] {
+    let attention_shapes = if full {
+        [(32, 2048), (16, 4096)]
+    } else {
+        [(2, 64), (1, 128)]
+    };
+    for (bh, seq) in attention_shapes {
         let d = 64;
         let q = random(ScalarType::BF16, &[bh, seq, d], device, 3)?;
         let kk = random(ScalarType::BF16, &[bh, seq, d], device, 4)?;
@@ -215,7 +243,12 @@ pub fn run(device: &Device, runs: usize) -> Result<String, Error> {
         }
     }
 
-    for (r, c) in [(8192, 4096), (65536, 1024)] {
+    let softmax_shapes = if full {
+        [(8192, 4096), (65536, 1024)]
+    } else {
+        [(64, 64), (128, 32)]
+    };
+    for (r, c) in softmax_shapes {
         let x = random(ScalarType::BF16, &[r, c], device, 6)?;
         let mut y = Tensor::zeros(ScalarType::F32, &[r, c], device)?;
         let g = crate::kernels::softmax::grid(r, 16, 4);
@@ -234,7 +267,12 @@ pub fn run(device: &Device, runs: usize) -> Result<String, Error> {
         });
     }
 
-    for n in [1usize << 24, 100_000_000] {
+    let adamw_sizes = if full {
+        [1usize << 24, 100_000_000]
+    } else {
+        [4096, 5000]
+    };
+    for n in adamw_sizes {
         let mut p = random(ScalarType::F32, &[n], device, 7)?;
         let gr = random(ScalarType::F32, &[n], device, 8)?;
         let mut m = Tensor::zeros(ScalarType::F32, &[n], device)?;

@@ -5,7 +5,8 @@
  *
  * Kernels: `axpb(x, y, a, b)` writes y[i] = a * x[i] + b from the ABI's pointer/size/stride
  * values; `explode` fails its launch. A module whose text contains FAKE_REJECT is refused with a
- * JIT log. Each load and launch prints one line on stderr for the test to read. */
+ * JIT log. With FAKE_CUDA_NOOP set, other kernels launch and do nothing. Each load and launch
+ * prints one line on stderr for the test to read. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,8 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
     fprintf(stderr, "fake-cuda: launch %s grid %u,%u,%u block %u,%u,%u shared %u\n", fn->name, gx, gy,
             gz, bx, by, bz, shared);
     if (strcmp(fn->name, "explode") == 0) return ERR_LAUNCH_FAILED;
+    /* FAKE_CUDA_NOOP: every other kernel "runs" without computing (the benchmark's smoke test). */
+    if (strcmp(fn->name, "axpb") != 0 && getenv("FAKE_CUDA_NOOP")) return OK;
     if (strcmp(fn->name, "axpb") == 0) {
         float *x = (float *)(uintptr_t)*(uint64_t *)params[0];
         int xs = *(int *)params[2];

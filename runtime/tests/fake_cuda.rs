@@ -58,6 +58,46 @@ fn the_cuda_device_runs_against_a_fake_driver() {
     assert!(stderr.contains("fake-cuda: launch explode"), "{stderr}");
 }
 
+/// `tilekit-gpucheck` on a GPU whose kernels compute nothing (the fake's no-op mode): outputs stay
+/// poisoned or stale, and the check reports a mismatch for every kernel and exits 1.
+#[test]
+fn the_gpu_check_reports_every_mismatch_and_exits_nonzero() {
+    if fake_driver::is_child() {
+        return;
+    }
+    let dir = fake_driver::build_library("fake_cuda/libcuda.c", "libcuda.so", "gpucheck");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tilekit-gpucheck"))
+        .args(["--device", "cuda"])
+        .env("LD_LIBRARY_PATH", &dir)
+        .env("FAKE_CUDA_NOOP", "1")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("device: cuda:0 Fake H100"), "{stdout}");
+    for kernel in [
+        "adamw_step",
+        "attention_fwd",
+        "gemm",
+        "moe_expert_proj",
+        "softmax_rows",
+        "ws_gemm",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(kernel) && l.ends_with("MISMATCH")),
+            "no mismatch reported for {kernel}:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("  ok"), "a no-op kernel passed:\n{stdout}");
+    assert!(
+        stdout.contains(" inf "),
+        "poisoned outputs show as infinite error:\n{stdout}"
+    );
+}
+
 fn child() {
     let gpu = Device::cuda(0).expect("the fake driver opens");
     assert_eq!(gpu.name(), "cuda:0");

@@ -26,16 +26,10 @@ pub fn is_child() -> bool {
     std::env::var_os(CHILD).is_some()
 }
 
-/// Builds `source` (a C file under `tests/`) as the shared library `library`, re-runs test `test`
-/// of this binary with it first on the library path and `env` set, and returns the child's
-/// stdout and stderr after checking that it succeeded and said `child: all checks passed`.
-pub fn run_child(
-    source: &str,
-    library: &str,
-    test: &str,
-    env: &[(&str, &str)],
-) -> (String, String) {
-    let dir = std::env::temp_dir().join(format!("tilekit-{test}-{}", std::process::id()));
+/// Builds `source` (a C file under `tests/`) as the shared library `library` in a fresh
+/// directory, which it returns (the caller removes it).
+pub fn build_library(source: &str, library: &str, tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tilekit-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
@@ -48,6 +42,20 @@ pub fn run_child(
         .status()
         .unwrap_or_else(|e| panic!("`{cc}` (a C compiler, to build the fake {library}): {e}"));
     assert!(built.success(), "building the fake {library} failed");
+    dir
+}
+
+/// Builds the fake library (see [`build_library`]), re-runs test `test` of this binary with it
+/// first on the library path and `env` set, and returns the child's stdout and stderr after
+/// checking that it succeeded and said `child: all checks passed`.
+#[allow(dead_code)] // each test binary uses what it needs of this module
+pub fn run_child(
+    source: &str,
+    library: &str,
+    test: &str,
+    env: &[(&str, &str)],
+) -> (String, String) {
+    let dir = build_library(source, library, test);
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")

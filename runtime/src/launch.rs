@@ -552,13 +552,26 @@ pub fn __param<P: Handle>(name: &str) -> P {
 /// The module of one kernel instantiation, built once per process and kept; a build that
 /// panics (a kernel's `assert!` on its comptime parameters) is an error naming the kernel.
 #[doc(hidden)]
+/// The modules the typed launchers built, one per kernel instantiation, kept for the process.
+static BUILT: OnceLock<Mutex<HashMap<TypeId, &'static Module>>> = OnceLock::new();
+
+/// Whether `module` is one of the modules [`__cached`] built and keeps for the process: never
+/// freed, so its address identifies it for good.
+pub(crate) fn built_once(module: &Module) -> bool {
+    BUILT.get().is_some_and(|b| {
+        b.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|m| std::ptr::eq(*m, module))
+    })
+}
+
 pub fn __cached(
     kernel: &str,
     id: TypeId,
     build: impl FnOnce() -> Module,
 ) -> Result<&'static Module, Error> {
-    static CACHE: OnceLock<Mutex<HashMap<TypeId, &'static Module>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
+    let cache = BUILT.get_or_init(Default::default);
     let lookup = || {
         cache
             .lock()

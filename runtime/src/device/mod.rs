@@ -368,6 +368,25 @@ pub fn ir_hash(module: &Module, kernel: &str) -> String {
     format!("{h:016x}")
 }
 
+/// [`ir_hash`] for a launch. Printing and hashing a module costs tens of microseconds, which a
+/// launch must not spend every time (the benchmark's events would time it): the hash of a module
+/// the typed launchers keep for the process is computed once; any other module (one passed to
+/// `launch_module`, which may be freed and its address reused) is hashed each time.
+fn launch_hash(module: &Module, kernel: &str) -> String {
+    if !crate::launch::built_once(module) {
+        return ir_hash(module, kernel);
+    }
+    static HASHES: Mutex<Vec<(usize, String, String)>> = Mutex::new(Vec::new());
+    let address = module as *const Module as usize;
+    let mut memo = HASHES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((.., hash)) = memo.iter().find(|(a, k, _)| *a == address && k == kernel) {
+        return hash.clone();
+    }
+    let hash = ir_hash(module, kernel);
+    memo.push((address, kernel.to_string(), hash.clone()));
+    hash
+}
+
 /// A kernel's code for one device: from an attached bundle, else compiled now (feature `jit`).
 fn find_code(
     bundles: &Mutex<Vec<Arc<Bundle>>>,
@@ -745,7 +764,7 @@ fn launch_cuda(
 ) -> Result<(), Error> {
     check_grid(kernel, grid)?;
     let target = g.ctx.target()?;
-    let hash = ir_hash(module, kernel);
+    let hash = launch_hash(module, kernel);
     let loaded = cached(&g.ctx.loaded, format!("{kernel}/{hash}"), || {
         let code = find_code(&g.bundles, module, kernel, &hash, Some(target), device)?;
         if code.shared_bytes > u64::from(g.ctx.max_shared_optin) {
@@ -790,9 +809,9 @@ fn launch_hip(
     args: &mut [LaunchArg],
 ) -> Result<(), Error> {
     check_grid(kernel, grid)?;
-    let key = format!("{kernel}/{}", ir_hash(module, kernel));
-    let loaded = cached(&g.ctx.loaded, key, || {
-        let (code, object) = hip_code(device, g, module, kernel)?;
+    let hash = launch_hash(module, kernel);
+    let loaded = cached(&g.ctx.loaded, format!("{kernel}/{hash}"), || {
+        let (code, object) = hip_code(device, g, module, kernel, &hash)?;
         let func = hip::Function::load(&g.ctx, kernel, &object)?;
         Ok(Loaded { func, code })
     })?;
@@ -826,8 +845,8 @@ fn hip_code(
     g: &Gpu<hip::Context, hip::Stream>,
     module: &Module,
     kernel: &str,
+    hash: &str,
 ) -> Result<(BundleKernel, Vec<u8>), Error> {
-    let hash = ir_hash(module, kernel);
     let attached = g.bundles.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for b in &attached {
         if let Some(k) = b
@@ -840,7 +859,7 @@ fn hip_code(
             }
         }
     }
-    hip_compile(device, module, kernel, &hash, attached.len())
+    hip_compile(device, module, kernel, hash, attached.len())
 }
 
 #[cfg(feature = "jit")]
@@ -1013,6 +1032,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("exceeds the GPU's limits"), "{e}");
+    }
+
+    /// A launch hashes a module the launchers keep once (then remembers it) and any other module
+    /// each time; both give `ir_hash`.
+    #[test]
+    fn launches_hash_kept_modules_once_and_others_every_time() {
+        type K = crate::kernels::softmax::softmax_rows<f32, 16, 64, 4>;
+        let kept = K::module();
+        let fresh = K::build();
+        assert!(crate::launch::built_once(kept));
+        assert!(!crate::launch::built_once(&fresh));
+        let want = ir_hash(kept, "softmax_rows");
+        assert_eq!(launch_hash(kept, "softmax_rows"), want);
+        assert_eq!(launch_hash(kept, "softmax_rows"), want, "remembered");
+        assert_eq!(
+            launch_hash(&fresh, "softmax_rows"),
+            want,
+            "same IR, same hash"
+        );
     }
 
     /// Code is found in an attached bundle by the kernel's Tile IR hash; without a match it is

@@ -722,23 +722,95 @@ pub(crate) struct Loaded<F> {
     pub code: BundleKernel,
 }
 
-/// The vendor-neutral part of a GPU launch: checks the arguments against `k`, stages them in
-/// device memory (`own` gives the address of a tensor already on this device), launches with
-/// `launch(values, dynamic shared bytes)`, waits with `wait` when host tensors must be copied
-/// back (or `TILEKIT_SYNC` asks), and copies them back.
-#[allow(clippy::too_many_arguments)]
-fn launch_staged<B: Memory>(
+/// What a launch needs from one vendor's device handle.
+trait Vendor {
+    type Buffer: Memory;
+    type Func;
+    fn context(&self) -> &Arc<<Self::Buffer as Memory>::Ctx>;
+    /// The address of a tensor's memory when it lives on this device.
+    fn own(&self, storage: &Storage) -> Option<u64>;
+    /// Launches `f` on the handle's stream; the error is the driver's message.
+    fn launch(
+        &self,
+        f: &Self::Func,
+        grid: Grid,
+        block: u32,
+        shared: u32,
+        values: &[cuda::ParamValue],
+    ) -> Result<(), String>;
+    /// Waits for the handle's stream.
+    fn wait(&self) -> Result<(), Error>;
+}
+
+impl Vendor for Gpu<cuda::Context, cuda::Stream> {
+    type Buffer = cuda::Buffer;
+    type Func = cuda::Function;
+    fn context(&self) -> &Arc<cuda::Context> {
+        &self.ctx
+    }
+    fn own(&self, storage: &Storage) -> Option<u64> {
+        match storage {
+            Storage::Cuda(b) if Arc::ptr_eq(&b.ctx, &self.ctx) => Some(b.ptr),
+            _ => None,
+        }
+    }
+    fn launch(
+        &self,
+        f: &cuda::Function,
+        grid: Grid,
+        block: u32,
+        shared: u32,
+        values: &[cuda::ParamValue],
+    ) -> Result<(), String> {
+        f.launch(&self.stream, grid.0, [block, 1, 1], shared, values)
+            .map_err(cuda::describe_error)
+    }
+    fn wait(&self) -> Result<(), Error> {
+        self.stream.synchronize()
+    }
+}
+
+impl Vendor for Gpu<hip::Context, hip::Stream> {
+    type Buffer = hip::Buffer;
+    type Func = hip::Function;
+    fn context(&self) -> &Arc<hip::Context> {
+        &self.ctx
+    }
+    fn own(&self, storage: &Storage) -> Option<u64> {
+        match storage {
+            Storage::Hip(b) if Arc::ptr_eq(&b.ctx, &self.ctx) => Some(b.ptr as u64),
+            _ => None,
+        }
+    }
+    fn launch(
+        &self,
+        f: &hip::Function,
+        grid: Grid,
+        block: u32,
+        shared: u32,
+        values: &[cuda::ParamValue],
+    ) -> Result<(), String> {
+        f.launch(&self.stream, grid.0, [block, 1, 1], shared, values)
+            .map_err(|e| e.to_string())
+    }
+    fn wait(&self) -> Result<(), Error> {
+        self.stream.synchronize()
+    }
+}
+
+/// The vendor-neutral part of a GPU launch: checks the arguments against the loaded kernel's
+/// code, stages them in device memory, launches, waits when host tensors must be copied back
+/// (or `TILEKIT_SYNC` asks), and copies them back.
+fn launch_staged<V: Vendor>(
     device: &Device,
-    k: &BundleKernel,
-    ctx: &Arc<B::Ctx>,
+    gpu: &V,
+    loaded: &Loaded<V::Func>,
     grid: Grid,
     args: &mut [LaunchArg],
-    own: impl Fn(&Storage) -> Option<u64>,
-    launch: impl FnOnce(&[cuda::ParamValue], u32) -> Result<(), String>,
-    wait: impl FnOnce() -> Result<(), Error>,
 ) -> Result<(), Error> {
+    let k = &loaded.code;
     check_args(k, args)?;
-    let staged = Staged::<B>::new(device, k, ctx, args, own)?;
+    let staged = Staged::<V::Buffer>::new(device, k, gpu.context(), args, |s| gpu.own(s))?;
     let values = abi_values(k, args, &staged.addresses)?;
     let shared = dynamic_shared(k);
     let launch_failed = |message: String| Error::Launch {
@@ -747,9 +819,10 @@ fn launch_staged<B: Memory>(
         config: config(k, grid, shared),
         message,
     };
-    launch(&values, shared).map_err(launch_failed)?;
+    gpu.launch(&loaded.func, grid, k.block_threads, shared, &values)
+        .map_err(launch_failed)?;
     if staged.must_wait() {
-        wait().map_err(|e| launch_failed(e.to_string()))?;
+        gpu.wait().map_err(|e| launch_failed(e.to_string()))?;
     }
     staged.write_back(args)
 }
@@ -779,25 +852,7 @@ fn launch_cuda(
         let func = cuda::Function::load(&g.ctx, kernel, &code.ptx, dynamic_shared(&code))?;
         Ok(Loaded { func, code })
     })?;
-    launch_staged::<cuda::Buffer>(
-        device,
-        &loaded.code,
-        &g.ctx,
-        grid,
-        args,
-        |storage| match storage {
-            Storage::Cuda(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => Some(b.ptr),
-            _ => None,
-        },
-        |values, shared| {
-            let block = [loaded.code.block_threads, 1, 1];
-            loaded
-                .func
-                .launch(&g.stream, grid.0, block, shared, values)
-                .map_err(cuda::describe_error)
-        },
-        || g.stream.synchronize(),
-    )
+    launch_staged(device, g, &loaded, grid, args)
 }
 
 fn launch_hip(
@@ -815,25 +870,7 @@ fn launch_hip(
         let func = hip::Function::load(&g.ctx, kernel, &object)?;
         Ok(Loaded { func, code })
     })?;
-    launch_staged::<hip::Buffer>(
-        device,
-        &loaded.code,
-        &g.ctx,
-        grid,
-        args,
-        |storage| match storage {
-            Storage::Hip(b) if Arc::ptr_eq(&b.ctx, &g.ctx) => Some(b.ptr as u64),
-            _ => None,
-        },
-        |values, shared| {
-            let block = [loaded.code.block_threads, 1, 1];
-            loaded
-                .func
-                .launch(&g.stream, grid.0, block, shared, values)
-                .map_err(|e| e.to_string())
-        },
-        || g.stream.synchronize(),
-    )
+    launch_staged(device, g, &loaded, grid, args)
 }
 
 /// A kernel's AMD code object for this device: from an attached bundle (matched by Tile IR

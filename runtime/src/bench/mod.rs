@@ -105,7 +105,7 @@ pub fn run_with(device: &Device, runs: usize, sizes: Sizes) -> Result<String, Er
         shape: if full {
             "1 GiB d2d".into()
         } else {
-            format!("{} KiB d2d", n * 4 >> 10)
+            format!("{} KiB d2d", (n * 4) >> 10)
         },
         ms,
         rate: copy_gbs,

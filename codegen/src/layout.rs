@@ -342,6 +342,47 @@ pub struct MmaStep {
     pub c: [u32; 4],
 }
 
+/// Where op(A)'s and op(B)'s 16×16 subtiles sit in the stored operands of an mma variant
+/// (subtiles numbered row-major in each stored tile), and the reduction length K.
+struct Operands {
+    k: u32,
+    a_cols: u32,
+    b_cols: u32,
+    a_transposed: bool,
+    b_transposed: bool,
+}
+
+impl Operands {
+    fn new(variant: tilekit_ir::MmaVariant, (a_rows, a_cols): (u32, u32), b_cols: u32) -> Operands {
+        let a_transposed = variant.a_transposed();
+        Operands {
+            k: if a_transposed { a_rows } else { a_cols },
+            a_cols,
+            b_cols,
+            a_transposed,
+            b_transposed: variant.b_transposed(),
+        }
+    }
+
+    /// The stored subtile of op(A)'s subtile `(mi, ki)`.
+    fn a_sub(&self, mi: u32, ki: u32) -> u32 {
+        if self.a_transposed {
+            ki * (self.a_cols / 16) + mi
+        } else {
+            mi * (self.a_cols / 16) + ki
+        }
+    }
+
+    /// The stored subtile of op(B)'s subtile `(ki, nj)`.
+    fn b_sub(&self, ki: u32, nj: u32) -> u32 {
+        if self.b_transposed {
+            nj * (self.b_cols / 16) + ki
+        } else {
+            ki * (self.b_cols / 16) + nj
+        }
+    }
+}
+
 /// The `mma.sync` instructions of `D = op(A)·op(B) + C`, in issue order (k innermost, so each
 /// accumulator sees k in increasing order as the IR defines), for A stored `a_rows × a_cols`,
 /// B stored `b_rows × b_cols` and C `m × n`, with the layouts that `variant` takes.
@@ -355,25 +396,12 @@ pub fn mma_steps(
     (_b_rows, b_cols): (u32, u32),
     (m, n): (u32, u32),
 ) -> Vec<MmaStep> {
-    let k = if variant.a_transposed() {
-        a_rows
-    } else {
-        a_cols
-    };
-    let a_sub = |mi: u32, ki: u32| {
-        if variant.a_transposed() {
-            ki * (a_cols / 16) + mi
-        } else {
-            mi * (a_cols / 16) + ki
-        }
-    };
-    let b_sub = |ki: u32, nj: u32| {
-        if variant.b_transposed() {
-            nj * (b_cols / 16) + ki
-        } else {
-            ki * (b_cols / 16) + nj
-        }
-    };
+    let ops = Operands::new(variant, (a_rows, a_cols), b_cols);
+    let (k, a_sub, b_sub) = (
+        ops.k,
+        |mi, ki| ops.a_sub(mi, ki),
+        |ki, nj| ops.b_sub(ki, nj),
+    );
     let mut steps = Vec::new();
     for mi in 0..m / 16 {
         for nj in 0..n / 16 {
@@ -427,25 +455,12 @@ pub fn mfma_steps(
     k32: bool,
 ) -> Vec<MfmaStep> {
     let regs = Frag::Mfma.subtile_regs();
-    let k = if variant.a_transposed() {
-        a_rows
-    } else {
-        a_cols
-    };
-    let a_sub = |mi: u32, ki: u32| {
-        if variant.a_transposed() {
-            ki * (a_cols / 16) + mi
-        } else {
-            mi * (a_cols / 16) + ki
-        }
-    };
-    let b_sub = |ki: u32, nj: u32| {
-        if variant.b_transposed() {
-            nj * (b_cols / 16) + ki
-        } else {
-            ki * (b_cols / 16) + nj
-        }
-    };
+    let ops = Operands::new(variant, (a_rows, a_cols), b_cols);
+    let (k, a_sub, b_sub) = (
+        ops.k,
+        |mi, ki| ops.a_sub(mi, ki),
+        |ki, nj| ops.b_sub(ki, nj),
+    );
     let sub_regs = |s: u32| (regs * s..regs * s + regs).collect::<Vec<u32>>();
     let mut steps = Vec::new();
     for mi in 0..m / 16 {

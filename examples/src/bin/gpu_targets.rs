@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use tilekit::codegen::{self, Target};
-use tilekit::kernels::check::collect;
+use tilekit::kernels::check::case_table;
 use tilekit::Device;
 
 fn main() -> ExitCode {
@@ -107,30 +107,9 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         println!("(no GPU: {why}; the interpreter runs them)");
     }
-    println!(
-        "{:<18} {:<44} {:>10} {:>10} {:>8}  result",
-        "kernel", "case", "max abs", "max rel", "tol"
-    );
-    for k in tilekit::registry::kernels() {
-        let Some(test) = k.selftest else { continue };
-        let (r, cases) = collect(|| test(&device));
-        for c in &cases {
-            bad += usize::from(!c.passed());
-            println!(
-                "{:<18} {:<44} {:>10.2e} {:>10.2e} {:>8.0e}  {}",
-                k.name,
-                c.case,
-                c.max_abs,
-                c.max_rel,
-                c.tolerance,
-                if c.passed() { "ok" } else { "MISMATCH" }
-            );
-        }
-        if let Err(e) = r {
-            bad += 1;
-            println!("{:<18} FAILED: {e}", k.name);
-        }
-    }
+    let (table, failed) = case_table(&device);
+    print!("{table}");
+    bad += failed;
     if !spilling.is_empty() {
         println!(
             "\nspills (registers to local memory / scratch): {}",

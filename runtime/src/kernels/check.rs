@@ -153,3 +153,47 @@ pub fn poisoned(dtype: ScalarType, shape: &[usize]) -> HostTensor {
 pub fn large(device: &crate::Device) -> bool {
     !matches!(device, crate::Device::Cpu)
 }
+
+/// Runs every registered kernel's self-test on `device` and returns the table of its cases (max
+/// absolute and relative error, tolerance, `ok` or `MISMATCH`; a self-test that fails or panics
+/// is a `FAILED` line) with a summary line, and the number of failures.
+pub fn case_table(device: &crate::Device) -> (String, usize) {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<20} {:<44} {:>10} {:>10} {:>8}  result\n",
+        "kernel", "case", "max abs", "max rel", "tol"
+    );
+    let (mut passed, mut failed) = (0, 0);
+    for k in crate::registry::kernels() {
+        let Some(test) = k.selftest else { continue };
+        // A failing kernel must not stop the others: a panic counts as a failure.
+        let (r, cases) = collect(|| std::panic::catch_unwind(|| test(device)));
+        for c in &cases {
+            let ok = c.passed();
+            let _ = writeln!(
+                out,
+                "{:<20} {:<44} {:>10.2e} {:>10.2e} {:>8.0e}  {}",
+                k.name,
+                c.case,
+                c.max_abs,
+                c.max_rel,
+                c.tolerance,
+                if ok { "ok" } else { "MISMATCH" }
+            );
+            if ok {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        let failure = match r {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => "the self-test panicked".to_string(),
+        };
+        failed += 1;
+        let _ = writeln!(out, "{:<20} FAILED: {failure}", k.name);
+    }
+    let _ = writeln!(out, "\n{passed} cases passed, {failed} failed");
+    (out, failed)
+}

@@ -23,7 +23,7 @@
 
 use std::process::ExitCode;
 
-use tilekit::kernels::check::collect;
+use tilekit::kernels::check::case_table;
 use tilekit::{Bundle, Device};
 
 const USAGE: &str =
@@ -166,44 +166,7 @@ fn inspect(dir: &str) -> ExitCode {
 
 /// Runs every self-test; returns the number of failed cases and kernels.
 fn check(device: &Device) -> usize {
-    println!(
-        "\n{:<20} {:<40} {:>10} {:>10} {:>8}  result",
-        "kernel", "case", "max abs", "max rel", "tol"
-    );
-    let mut failed = 0;
-    let mut passed = 0;
-    for k in tilekit::registry::kernels() {
-        let Some(test) = k.selftest else { continue };
-        let (r, cases) = collect(|| std::panic::catch_unwind(|| test(device)));
-        for c in &cases {
-            let ok = c.passed();
-            println!(
-                "{:<20} {:<40} {:>10.2e} {:>10.2e} {:>8.0e}  {}",
-                k.name,
-                c.case,
-                c.max_abs,
-                c.max_rel,
-                c.tolerance,
-                if ok { "ok" } else { "MISMATCH" }
-            );
-            if ok {
-                passed += 1;
-            } else {
-                failed += 1;
-            }
-        }
-        match r {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                failed += 1;
-                println!("{:<20} FAILED: {e}", k.name);
-            }
-            Err(_) => {
-                failed += 1;
-                println!("{:<20} FAILED: the self-test panicked", k.name);
-            }
-        }
-    }
-    println!("\n{passed} cases passed, {failed} failed");
+    let (table, failed) = case_table(device);
+    print!("\n{table}");
     failed
 }

@@ -329,14 +329,11 @@ pub fn __run(
             grid: grid.0,
         });
     }
-    match device {
-        Device::Cpu => run_interp(module, kernel, grid, args),
-        gpu => gpu.run(module, kernel, grid, args),
-    }
+    device.run(module, kernel, grid, args)
 }
 
 /// The interpreter run: host tensors in, their final contents back.
-fn run_interp(
+pub(crate) fn run_interp(
     module: &Module,
     kernel: &str,
     grid: Grid,

@@ -302,7 +302,7 @@ impl Device {
         args: &mut [LaunchArg],
     ) -> Result<(), Error> {
         match self {
-            Device::Cpu => unreachable!("the cpu path runs in launch::__run"),
+            Device::Cpu => crate::launch::run_interp(module, kernel, grid, args),
             Device::Cuda(g) => launch_cuda(self, g, module, kernel, grid, args),
             Device::Hip(g) => launch_hip(self, g, module, kernel, grid, args),
         }

@@ -157,7 +157,7 @@ pub struct BundleKernel {
     pub variant: String,
     /// The bundle file holding its code: PTX (`.ptx`) on NVIDIA targets, the linked code object
     /// (`.hsaco`) on AMD ones.
-    pub ptx_file: String,
+    pub code_file: String,
     /// The PTX (NVIDIA targets; empty on AMD ones).
     pub ptx: String,
     /// The code object (AMD targets; `None` on NVIDIA ones).
@@ -284,7 +284,7 @@ impl Bundle {
                 } else {
                     "ptx"
                 },
-                k.ptx_file,
+                k.code_file,
                 k.block_threads,
                 k.shared_bytes,
                 if k.dynamic_shared {
@@ -314,8 +314,11 @@ impl Bundle {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!("{PACK_MAGIC} {FORMAT_VERSION}\n").into_bytes();
         let metadata = self.metadata();
-        let files = std::iter::once((METADATA_FILE, metadata.as_bytes()))
-            .chain(self.kernels.iter().map(|k| (k.ptx_file.as_str(), k.code())));
+        let files = std::iter::once((METADATA_FILE, metadata.as_bytes())).chain(
+            self.kernels
+                .iter()
+                .map(|k| (k.code_file.as_str(), k.code())),
+        );
         for (name, bytes) in files {
             out.extend_from_slice(format!("file {name} {}\n", bytes.len()).as_bytes());
             out.extend_from_slice(bytes);
@@ -331,7 +334,7 @@ impl Bundle {
         let io = |path: PathBuf| move |source| BundleError::Io { path, source };
         std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
         for k in &self.kernels {
-            let path = dir.join(&k.ptx_file);
+            let path = dir.join(&k.code_file);
             std::fs::write(&path, k.code()).map_err(io(path))?;
         }
         let path = dir.join(METADATA_FILE);
@@ -510,7 +513,7 @@ fn parse(
             ));
         }
         let start = line;
-        let (mut variant, mut ptx_file, mut block, mut shared, mut abi, mut hash) =
+        let (mut variant, mut code_file, mut block, mut shared, mut abi, mut hash) =
             (None, None, None, None, None, None);
         let mut params = Vec::new();
         loop {
@@ -540,7 +543,7 @@ fn parse(
                             format!("a bundle for {target} holds `{want}` files, not `{key}`"),
                         ));
                     }
-                    ptx_file = Some(value.to_string())
+                    code_file = Some(value.to_string())
                 }
                 "block" => {
                     let n = number(value)?;
@@ -574,13 +577,13 @@ fn parse(
             }
         }
         let missing = |what: &str| syntax(start, format!("kernel `{name}` has no `{what}` line"));
-        let ptx_file =
-            ptx_file.ok_or_else(|| missing(if is_amd(&target) { "hsaco" } else { "ptx" }))?;
-        let code = read(&ptx_file)?;
+        let code_file =
+            code_file.ok_or_else(|| missing(if is_amd(&target) { "hsaco" } else { "ptx" }))?;
+        let code = read(&code_file)?;
         let (ptx, code_object) = if is_amd(&target) {
             (String::new(), Some(code))
         } else {
-            (utf8(origin, &ptx_file, code)?, None)
+            (utf8(origin, &code_file, code)?, None)
         };
         let (shared_bytes, dynamic_shared) = shared.ok_or_else(|| missing("shared"))?;
         let kernel = BundleKernel {
@@ -588,7 +591,7 @@ fn parse(
             variant: variant.ok_or_else(|| missing("variant"))?,
             ptx,
             code_object,
-            ptx_file,
+            code_file,
             params,
             block_threads: block.ok_or_else(|| missing("block"))?,
             shared_bytes,
@@ -662,7 +665,7 @@ fn check_ptx(origin: &str, target: &str, k: &BundleKernel) -> Result<(), BundleE
         if !object.starts_with(b"\x7fELF") {
             return Err(invalid(format!(
                 "`{}` (kernel {}{}) is not an ELF code object",
-                k.ptx_file, k.name, k.variant
+                k.code_file, k.name, k.variant
             )));
         }
         if !object
@@ -671,7 +674,7 @@ fn check_ptx(origin: &str, target: &str, k: &BundleKernel) -> Result<(), BundleE
         {
             return Err(invalid(format!(
                 "`{}` has no kernel descriptor `{descriptor}`",
-                k.ptx_file
+                k.code_file
             )));
         }
         return Ok(());
@@ -684,7 +687,7 @@ fn check_ptx(origin: &str, target: &str, k: &BundleKernel) -> Result<(), BundleE
     if ptx_target != Some(target) {
         return Err(invalid(format!(
             "`{}` (kernel {}{}) is PTX for {}, but the bundle is for {target}",
-            k.ptx_file,
+            k.code_file,
             k.name,
             k.variant,
             ptx_target.map_or("no target (no `.target` line)".to_string(), |t| t
@@ -694,7 +697,7 @@ fn check_ptx(origin: &str, target: &str, k: &BundleKernel) -> Result<(), BundleE
     if !k.ptx.contains(&format!(".entry {}(", k.name)) {
         return Err(invalid(format!(
             "`{}` has no entry `.entry {}(`",
-            k.ptx_file, k.name
+            k.code_file, k.name
         )));
     }
     Ok(())
@@ -753,7 +756,7 @@ pub fn kernel_from_compiled(
     Ok(BundleKernel {
         name: name.to_string(),
         variant: variant.to_string(),
-        ptx_file: if code_object.is_some() {
+        code_file: if code_object.is_some() {
             code_file_name(name, variant, "hsaco")
         } else {
             ptx_file_name(name, variant)
@@ -790,10 +793,10 @@ pub fn compile_registry(target: tilekit_codegen::Target) -> Result<Bundle, Bundl
             let c = tilekit_codegen::compile(module, k.name, target)
                 .map_err(|e| fail(e.to_string()))?;
             let bk = kernel_from_compiled(module, k.name, v.args, &c)?;
-            if kernels.iter().any(|b| b.ptx_file == bk.ptx_file) {
+            if kernels.iter().any(|b| b.code_file == bk.code_file) {
                 return Err(fail(format!(
                     "two variants would share the file name `{}`",
-                    bk.ptx_file
+                    bk.code_file
                 )));
             }
             kernels.push(bk);
@@ -823,7 +826,7 @@ mod tests {
             kernels: vec![BundleKernel {
                 name: "scale".into(),
                 variant: "<f32, 16>".into(),
-                ptx_file: ptx_file_name("scale", "<f32, 16>"),
+                code_file: ptx_file_name("scale", "<f32, 16>"),
                 ptx: format!(".version 8.3\n.target {target}\n.visible .entry scale(\n)\n{{\n}}\n"),
                 code_object: None,
                 params: vec![
@@ -861,7 +864,7 @@ mod tests {
     fn load_error(metadata: &str) -> String {
         let b = tiny("sm_80");
         let read = |file: &str| {
-            if file == b.kernels[0].ptx_file {
+            if file == b.kernels[0].code_file {
                 Ok(b.kernels[0].ptx.clone().into_bytes())
             } else {
                 Err(BundleError::MissingFile {
@@ -884,7 +887,7 @@ mod tests {
             "x:ptr x:size0 x:size1 x:stride0 x:stride1 y:ptr y:size0 y:stride0 alpha:f32"
         );
         assert_eq!(b.kernels[0].abi().len(), 9);
-        assert_eq!(b.kernels[0].ptx_file, "scale_f32_16.ptx");
+        assert_eq!(b.kernels[0].code_file, "scale_f32_16.ptx");
     }
 
     #[test]
@@ -1004,7 +1007,7 @@ mod tests {
         let mut b = tiny("gfx942");
         let k = &mut b.kernels[0];
         k.ptx = String::new();
-        k.ptx_file = code_file_name("scale", "<f32, 16>", "hsaco");
+        k.code_file = code_file_name("scale", "<f32, 16>", "hsaco");
         let mut object = b"\x7fELF\x02\x01\x01\x40".to_vec();
         object.extend((0..=255u8).chain(*b"\0scale.kd\0\xff\n\n"));
         k.code_object = Some(object);
@@ -1056,7 +1059,7 @@ mod tests {
         assert!(e.contains("missing file `bundle.txt`"), "{e}");
         let b = tiny("sm_80");
         b.write_dir(&dir).unwrap();
-        std::fs::remove_file(dir.join(&b.kernels[0].ptx_file)).unwrap();
+        std::fs::remove_file(dir.join(&b.kernels[0].code_file)).unwrap();
         let e = Bundle::load_dir(&dir).unwrap_err().to_string();
         assert!(
             e.contains(&format!(
@@ -1082,14 +1085,14 @@ mod tests {
             assert_eq!(b.kernels.len(), variants);
             for k in &b.kernels {
                 if target.is_nvidia() {
-                    assert!(k.code_object.is_none() && k.ptx_file.ends_with(".ptx"));
+                    assert!(k.code_object.is_none() && k.code_file.ends_with(".ptx"));
                     let entry = k.ptx.split(&format!(".entry {}(", k.name)).nth(1).unwrap();
                     let params = entry.split(')').next().unwrap().matches(".param").count();
                     assert_eq!(params, k.abi().len(), "{}{}", k.name, k.variant);
                 } else {
                     let object = k.code_object.as_deref().unwrap();
                     assert!(object.starts_with(b"\x7fELF") && k.ptx.is_empty());
-                    assert!(k.ptx_file.ends_with(".hsaco"), "{}", k.ptx_file);
+                    assert!(k.code_file.ends_with(".hsaco"), "{}", k.code_file);
                 }
             }
             let gemm = b.kernel("gemm", "<bf16, 64, 64, 32, 32, 32>").unwrap();

@@ -565,7 +565,7 @@ mod jit {
             .map_err(|e| CliError::failure(e.to_string()))?;
         let mut text = String::new();
         for k in &b.kernels {
-            let _ = writeln!(text, "{}{}  {}", k.name, k.variant, k.ptx_file);
+            let _ = writeln!(text, "{}{}  {}", k.name, k.variant, k.code_file);
         }
         let _ = writeln!(
             text,

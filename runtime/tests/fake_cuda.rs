@@ -212,7 +212,7 @@ fn child() {
     let k = tilekit::bundle::BundleKernel {
         name: "rejected".into(),
         variant: String::new(),
-        ptx_file: "rejected.ptx".into(),
+        code_file: "rejected.ptx".into(),
         ptx: ".version 8.3\n.target sm_90a\n// FAKE_REJECT\n.visible .entry rejected(\n)\n{\n}\n"
             .into(),
         code_object: None,

@@ -968,7 +968,7 @@ mod tests {
         BundleKernel {
             name: "k".into(),
             variant: String::new(),
-            ptx_file: "k.ptx".into(),
+            code_file: "k.ptx".into(),
             ptx: String::new(),
             code_object: None,
             params,

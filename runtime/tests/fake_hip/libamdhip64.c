@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../fake_driver/axpb.h"
+
 typedef int hipError_t;
 typedef struct { char name[64]; } Func;
 typedef struct { unsigned char *image; size_t size; } Module;
@@ -60,13 +62,7 @@ hipError_t hipModuleLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz,
     fprintf(stderr, "fake-hip: launch %s grid %u,%u,%u block %u,%u,%u shared %u\n", fn->name, gx,
             gy, gz, bx, by, bz, shared);
     if (strcmp(fn->name, "axpb") != 0) return 98; /* hipErrorInvalidDeviceFunction */
-    float *x = (float *)(uintptr_t)*(uint64_t *)params[0];
-    int xs = *(int *)params[2];
-    float *y = (float *)(uintptr_t)*(uint64_t *)params[3];
-    int yn = *(int *)params[4], ys = *(int *)params[5];
-    float a = *(float *)params[6];
-    int b = *(int *)params[7];
-    for (int i = 0; i < yn; i++) y[i * ys] = a * x[i * xs] + (float)b;
+    run_axpb(params);
     return 0;
 }
 hipError_t hipStreamCreate(void **s) { *s = malloc(1); return 0; }

@@ -410,6 +410,14 @@ impl Tensor {
                 ),
             });
         }
+        let on_gpu =
+            !matches!(self.storage, Storage::Host(_)) && !matches!(src.storage, Storage::Host(_));
+        if on_gpu && (!self.is_contiguous() || !src.is_contiguous()) {
+            return Err(Error::Tensor {
+                message: "copy_from on a GPU copies contiguous tensors; make one with `contiguous`"
+                    .into(),
+            });
+        }
         match (&self.storage, &src.storage, device) {
             (Storage::Host(d), Storage::Host(_), _) => {
                 let values = codec::decode(src.dtype, &src.to_bytes()?);
@@ -421,13 +429,6 @@ impl Tensor {
             (Storage::Cuda(d), Storage::Cuda(s), Device::Cuda(g))
                 if Arc::ptr_eq(&d.ctx, &s.ctx) && Arc::ptr_eq(&d.ctx, &g.ctx) =>
             {
-                if !self.is_contiguous() || !src.is_contiguous() {
-                    return Err(Error::Tensor {
-                        message: "copy_from on a GPU copies contiguous tensors; make one with \
-                                  `contiguous`"
-                            .into(),
-                    });
-                }
                 let size = self.dtype.size_bytes() as usize;
                 d.copy_from(
                     self.offset * size,
@@ -440,13 +441,6 @@ impl Tensor {
             (Storage::Hip(d), Storage::Hip(s), Device::Hip(g))
                 if Arc::ptr_eq(&d.ctx, &s.ctx) && Arc::ptr_eq(&d.ctx, &g.ctx) =>
             {
-                if !self.is_contiguous() || !src.is_contiguous() {
-                    return Err(Error::Tensor {
-                        message: "copy_from on a GPU copies contiguous tensors; make one with \
-                                  `contiguous`"
-                            .into(),
-                    });
-                }
                 let size = self.dtype.size_bytes() as usize;
                 d.copy_from(self.offset * size, s, src.offset * size, self.len() * size)?
             }

@@ -241,9 +241,10 @@ impl VerifyError {
 /// checks are skipped, so that each root cause is reported once.
 pub fn verify(m: &Module) -> Result<(), Vec<VerifyError>> {
     let mut errors = Vec::new();
+    let funcs = control::FuncTable::new(m);
     let mut summaries = Vec::with_capacity(m.funcs.len());
     for (i, f) in m.funcs.iter().enumerate() {
-        if let Some(first) = m.funcs[..i].iter().position(|g| g.name == f.name) {
+        if let Some(first) = funcs.first(&f.name).filter(|&first| first != i) {
             errors.push(VerifyError::at_func(
                 f,
                 VerifyErrorKind::Structure {
@@ -254,7 +255,7 @@ pub fn verify(m: &Module) -> Result<(), Vec<VerifyError>> {
                 },
             ));
         }
-        summaries.push(func::check(m, f, &mut errors));
+        summaries.push(func::check(&funcs, f, &mut errors));
     }
     calls::check(m, &summaries, &mut errors);
     if errors.is_empty() {

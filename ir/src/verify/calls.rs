@@ -35,11 +35,14 @@ enum Mark {
 /// cycle. Helpers are inlined, so calls may not recurse.
 fn check_recursion(m: &Module, summaries: &[FuncSummary], errors: &mut Vec<VerifyError>) {
     let mut mark = vec![Mark::Unvisited; m.funcs.len()];
+    // Where each function on the search path stands in it (to cut the cycle out in one step).
+    let mut depth_on_path = vec![0usize; m.funcs.len()];
     for root in 0..m.funcs.len() {
         if mark[root] != Mark::Unvisited {
             continue;
         }
         mark[root] = Mark::OnPath;
+        depth_on_path[root] = 0;
         // The path of the search: each function with the index of its next call to follow.
         let mut path: Vec<(usize, usize)> = vec![(root, 0)];
         while let Some(&(f, next)) = path.last() {
@@ -55,10 +58,11 @@ fn check_recursion(m: &Module, summaries: &[FuncSummary], errors: &mut Vec<Verif
             match mark.get(g) {
                 Some(Mark::Unvisited) => {
                     mark[g] = Mark::OnPath;
+                    depth_on_path[g] = path.len();
                     path.push((g, 0));
                 }
                 Some(Mark::OnPath) => {
-                    let start = path.iter().position(|&(h, _)| h == g).unwrap_or(0);
+                    let start = depth_on_path[g].min(path.len());
                     let cycle: Vec<String> = path[start..]
                         .iter()
                         .map(|&(h, _)| h)
@@ -80,14 +84,24 @@ fn check_recursion(m: &Module, summaries: &[FuncSummary], errors: &mut Vec<Verif
 /// A kernel that runs warpgroup-scope ops, itself or in a helper it calls (transitively), needs
 /// a multiple of 4 warps per block. Reported once per kernel, at its first such op or call.
 fn check_warpgroup_warps(m: &Module, summaries: &[FuncSummary], errors: &mut Vec<VerifyError>) {
+    // Whether each function runs warpgroup ops, itself or through its callees: spread from the
+    // functions that do to their callers along the reversed call graph, each function once
+    // (a fixpoint over the whole module would take one pass per link of a long call chain).
+    let mut callers: Vec<Vec<usize>> = vec![Vec::new(); summaries.len()];
+    for (f, summary) in summaries.iter().enumerate() {
+        for c in &summary.calls {
+            if let Some(list) = callers.get_mut(c.callee) {
+                list.push(f);
+            }
+        }
+    }
     let mut uses: Vec<bool> = summaries.iter().map(|s| s.warpgroup_op.is_some()).collect();
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for (f, summary) in summaries.iter().enumerate() {
-            if !uses[f] && summary.calls.iter().any(|c| uses[c.callee]) {
+    let mut work: Vec<usize> = (0..uses.len()).filter(|&f| uses[f]).collect();
+    while let Some(g) = work.pop() {
+        for &f in &callers[g] {
+            if !uses[f] {
                 uses[f] = true;
-                changed = true;
+                work.push(f);
             }
         }
     }

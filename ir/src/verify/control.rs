@@ -1,6 +1,8 @@
 //! Structured control flow and calls: `for`, `if`, `while`, `call`, and what each region must
 //! end in (`yield`, `condition`, `return`) with which operand types.
 
+use std::collections::HashMap;
+
 use super::expect::OpCx;
 use super::func::RegionEnd;
 use super::VerifyErrorKind;
@@ -8,16 +10,39 @@ use crate::module::{Func, Module, Op, Value};
 use crate::ops::OpKind;
 use crate::types::{ScalarType, Type};
 
-/// The function a `call[@name]` calls: an existing helper of the module, by index.
-pub(super) fn callee(module: &Module, name: &str) -> Result<usize, String> {
-    match module.funcs.iter().position(|f| f.name == name) {
-        None => Err(format!(
-            "call to unknown function @{name}: the module has no function of that name"
-        )),
-        Some(i) if module.funcs[i].is_kernel() => Err(format!(
-            "call to kernel @{name}: only helper functions can be called (kernels are launched over a grid)"
-        )),
-        Some(i) => Ok(i),
+/// The module's functions by name, built once per verification so that resolving a call (or
+/// finding a duplicate name) is one hash lookup instead of a scan of the module.
+pub(super) struct FuncTable<'a> {
+    pub module: &'a Module,
+    /// The first function of each name.
+    by_name: HashMap<&'a str, usize>,
+}
+
+impl<'a> FuncTable<'a> {
+    pub(super) fn new(module: &'a Module) -> FuncTable<'a> {
+        let mut by_name = HashMap::with_capacity(module.funcs.len());
+        for (i, f) in module.funcs.iter().enumerate() {
+            by_name.entry(f.name.as_str()).or_insert(i);
+        }
+        FuncTable { module, by_name }
+    }
+
+    /// The index of the first function named `name`.
+    pub(super) fn first(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The function a `call[@name]` calls: an existing helper of the module, by index.
+    pub(super) fn callee(&self, name: &str) -> Result<usize, String> {
+        match self.first(name) {
+            None => Err(format!(
+                "call to unknown function @{name}: the module has no function of that name"
+            )),
+            Some(i) if self.module.funcs[i].is_kernel() => Err(format!(
+                "call to kernel @{name}: only helper functions can be called (kernels are launched over a grid)"
+            )),
+            Some(i) => Ok(i),
+        }
     }
 }
 
@@ -189,10 +214,10 @@ fn check_results_match(cx: &mut OpCx<'_, '_>, expected: &[&Type], each: &str) {
 /// `call[@f] (args…) : T…` — the arguments have the callee's parameter types and the results
 /// its result types. (Whether @f exists and is a helper is checked with the op's placement.)
 pub(super) fn check_call(cx: &mut OpCx<'_, '_>, name: &str) {
-    let Ok(index) = callee(cx.module, name) else {
+    let Ok(index) = cx.funcs.callee(name) else {
         return;
     };
-    let callee = &cx.module.funcs[index];
+    let callee = &cx.funcs.module.funcs[index];
     if cx.operands.len() != callee.params.len() {
         cx.report(VerifyErrorKind::Arity {
             what: "arguments".into(),

@@ -4,8 +4,9 @@
 
 use std::mem::discriminant;
 
+use super::control::FuncTable;
 use super::{VerifyError, VerifyErrorKind};
-use crate::module::{Func, Module, Op, Value};
+use crate::module::{Func, Op, Value};
 use crate::ops::Scope;
 use crate::types::{Layout, ScalarType, Type, VecAxis};
 
@@ -175,7 +176,7 @@ fn arrangement(ty: &Type) -> Option<&'static str> {
 /// regions and every operand and result has a well-formed type in the value table, so
 /// [`OpCx::operand`] and [`OpCx::result`] can be indexed up to those counts.
 pub(super) struct OpCx<'a, 'e> {
-    pub module: &'a Module,
+    pub funcs: &'a FuncTable<'a>,
     pub func: &'a Func,
     pub op: &'a Op,
     pub path: &'a str,
@@ -188,7 +189,7 @@ pub(super) struct OpCx<'a, 'e> {
 
 impl<'a, 'e> OpCx<'a, 'e> {
     pub(super) fn new(
-        module: &'a Module,
+        funcs: &'a FuncTable<'a>,
         func: &'a Func,
         op: &'a Op,
         path: &'a str,
@@ -197,7 +198,7 @@ impl<'a, 'e> OpCx<'a, 'e> {
         errors: &'e mut Vec<VerifyError>,
     ) -> Self {
         OpCx {
-            module,
+            funcs,
             func,
             op,
             path,

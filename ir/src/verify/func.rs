@@ -8,8 +8,9 @@ use super::expect::{mismatch, OpCx};
 use super::{
     arity, control, copy, creation, elementwise, gather, memory, mma, rowcol, scalar, sync, types,
 };
+use super::control::FuncTable;
 use super::{VerifyError, VerifyErrorKind};
-use crate::module::{Func, Loc, Module, Op, Region, Value};
+use crate::module::{Func, Loc, Op, Region, Value};
 use crate::ops::{OpKind, Scope};
 use crate::types::Type;
 
@@ -102,10 +103,10 @@ fn child_path(prefix: &str, i: usize) -> String {
 }
 
 /// Checks `func`, appending its errors; returns what the module-level checks need.
-pub(super) fn check(module: &Module, func: &Func, errors: &mut Vec<VerifyError>) -> FuncSummary {
+pub(super) fn check<'a>(funcs: &'a FuncTable<'a>, func: &'a Func, errors: &mut Vec<VerifyError>) -> FuncSummary {
     let n = func.value_types.len();
     let mut walker = Walker {
-        module,
+        funcs,
         func,
         errors,
         visible: vec![false; n],
@@ -155,7 +156,7 @@ fn def_sites(func: &Func) -> Vec<Option<DefSite>> {
 }
 
 struct Walker<'a, 'e> {
-    module: &'a Module,
+    funcs: &'a FuncTable<'a>,
     func: &'a Func,
     errors: &'e mut Vec<VerifyError>,
     /// Values defined before the current op in its region or an enclosing one.
@@ -476,7 +477,7 @@ impl<'a> Walker<'a, '_> {
         let scope_dependent = matches!(op.kind, OpKind::Mma(_) | OpKind::Load | OpKind::Store);
         if arity_ok && resolved && (scope_ok || !scope_dependent) {
             let mut cx = OpCx::new(
-                self.module,
+                self.funcs,
                 self.func,
                 op,
                 path,
@@ -560,7 +561,7 @@ impl<'a> Walker<'a, '_> {
                     self.structure(at, format!("`alloc_shared` inside {inside}: {rule}"));
                 }
             }
-            OpKind::Call(name) => match control::callee(self.module, name) {
+            OpKind::Call(name) => match self.funcs.callee(name) {
                 Ok(callee) => self.summary.calls.push(CallSite {
                     callee,
                     site: Site {

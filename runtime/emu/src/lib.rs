@@ -6,4 +6,12 @@
 //! It is written from the PTX ISA and never from tilekit's code generator: its value is that it
 //! is an independent reading of the ISA.
 
+pub mod error;
+pub mod exec;
+pub mod machine;
+pub mod memory;
+pub mod ptx;
+pub mod sanitizer;
 pub mod tensor_core;
+
+pub use error::{EmuError, EmuResult};

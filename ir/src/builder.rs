@@ -87,10 +87,10 @@ impl FuncBuilder {
         while self.stack.len() > 1 {
             // An unbalanced stack can only come from a panic inside a region closure that was
             // caught by the caller; keep what was built so the verifier can report it.
-            let r = self.stack.pop().unwrap_or_default();
+            let mut r = self.stack.pop().unwrap_or_default();
             self.stack
                 .last_mut()
-                .map(|top| top.ops.extend(r.ops))
+                .map(|top| top.ops.append(&mut r.ops))
                 .unwrap_or(());
         }
         let mut body = self.stack.pop().unwrap_or_default();

@@ -117,7 +117,7 @@ pub mod types;
 pub mod verify;
 
 pub use builder::{rt, rt_col, FuncBuilder};
-pub use module::{Func, FuncKind, Loc, Module, Op, Region, Value};
+pub use module::{Func, FuncKind, Loc, Module, Op, Region, Value, MAX_NESTING};
 pub use ops::*;
 pub use text::{parse_module, print_func, print_module, ParseError};
 pub use types::{Layout, ScalarType, Swizzle, Type, VecAxis};

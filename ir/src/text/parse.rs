@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::lex::{lex, Pos, Token, TokenKind};
-use crate::module::{Func, FuncKind, Loc, Module, Op, Region, Value};
+use crate::module::{Func, FuncKind, Loc, Module, Op, Region, Value, MAX_NESTING};
 use crate::ops::*;
 use crate::types::{Layout, ScalarType, Swizzle, Type, VecAxis};
 
@@ -32,9 +32,10 @@ pub fn parse_module(src: &str) -> Result<Module, ParseError> {
 
 type Result<T, E = ParseError> = std::result::Result<T, E>;
 
-/// How deep regions and array types may nest. Deeper text is rejected rather than risking the
-/// parser's stack.
-const MAX_DEPTH: usize = 100;
+/// How deep regions and array types may nest: the IR's one limit, [`MAX_NESTING`], which the
+/// verifier applies to regions too. Deeper text is rejected rather than risking the parser's
+/// stack.
+const MAX_DEPTH: usize = MAX_NESTING;
 
 struct Parser {
     tokens: Vec<Token>,
@@ -43,6 +44,18 @@ struct Parser {
     op_kinds: HashMap<String, OpKind>,
     /// Nesting of regions and types at this point.
     depth: usize,
+}
+
+/// An op read up to its operands (see [`Parser::op`]).
+struct OpHead {
+    start: Pos,
+    result_names: Vec<(String, Pos)>,
+    name: String,
+    kind: OpKind,
+    scope: Scope,
+    results: Vec<Value>,
+    operands: Vec<Value>,
+    wrote_operands: bool,
 }
 
 /// Name resolution within the function being parsed.
@@ -237,7 +250,7 @@ impl Parser {
         if self.depth >= MAX_DEPTH {
             return Err(error(
                 self.pos(),
-                format!("nesting deeper than {MAX_DEPTH} levels"),
+                format!("nesting deeper than {MAX_DEPTH} levels (the limit of Tile IR, MAX_NESTING)"),
             ));
         }
         self.depth += 1;
@@ -365,7 +378,22 @@ impl Parser {
     }
 
     /// `[%r, … =] name[attr] [@scope] (operands) regions… [: types]`.
+    ///
+    /// Regions recurse through here, so this frame holds only what the regions need; the head
+    /// and the tail of the op are read by functions of their own, which keeps the stack each
+    /// level of nesting takes small (see [`MAX_NESTING`]).
     fn op(&mut self, scope: &mut FuncScope) -> Result<Op> {
+        let head = self.op_head(scope)?;
+        let mut regions = Vec::new();
+        while self.at_punct('(') || self.at_punct('{') {
+            regions.push(self.region(scope)?);
+        }
+        self.op_tail(scope, head, regions)
+    }
+
+    /// An op up to its operands: `[%r, … =] name[attr] [@scope] (operands)`.
+    #[inline(never)]
+    fn op_head(&mut self, scope: &mut FuncScope) -> Result<OpHead> {
         let start = self.pos();
         let mut result_names = Vec::new();
         if matches!(self.peek().kind, TokenKind::Value(_)) {
@@ -413,12 +441,31 @@ impl Parser {
                 return Err(self.unexpected("',' or ')'"));
             }
         }
+        Ok(OpHead {
+            start,
+            result_names,
+            name,
+            kind,
+            scope: op_scope,
+            results,
+            operands,
+            wrote_operands,
+        })
+    }
 
-        let mut regions = Vec::new();
-        while self.at_punct('(') || self.at_punct('{') {
-            regions.push(self.region(scope)?);
-        }
-
+    /// The rest of an op after its regions: `[: types]`.
+    #[inline(never)]
+    fn op_tail(&mut self, scope: &mut FuncScope, head: OpHead, regions: Vec<Region>) -> Result<Op> {
+        let OpHead {
+            start,
+            result_names,
+            name,
+            kind,
+            scope: op_scope,
+            results,
+            operands,
+            wrote_operands,
+        } = head;
         let colon = self.pos();
         let types = if self.eat_punct(':') {
             self.type_list()?

@@ -64,16 +64,52 @@ impl Printer<'_> {
     }
 
     /// `{`, the ops one level deeper than `depth`, and `}` at `depth`.
+    ///
+    /// Iterative (an explicit list of what is left to print), so that a module of any depth
+    /// prints without growing the call stack; the parser then rejects text nested deeper than
+    /// [`MAX_NESTING`](crate::MAX_NESTING).
     fn region_body(&mut self, r: &Region, depth: usize) {
-        self.out.push_str("{\n");
-        for op in &r.ops {
-            self.op(op, depth + 1);
+        let mut todo = vec![Print::Body(r, depth)];
+        while let Some(task) = todo.pop() {
+            match task {
+                Print::Body(r, depth) => {
+                    self.out.push_str("{\n");
+                    todo.push(Print::Close(depth));
+                    todo.extend(r.ops.iter().rev().map(|op| Print::Op(op, depth + 1)));
+                }
+                Print::Close(depth) => {
+                    self.indent(depth);
+                    self.out.push('}');
+                }
+                Print::Op(op, depth) => {
+                    self.op_head(op, depth);
+                    todo.push(Print::OpTail(op));
+                    for r in op.regions.iter().rev() {
+                        todo.push(Print::Body(r, depth));
+                        todo.push(Print::RegionArgs(r));
+                    }
+                }
+                Print::RegionArgs(r) => {
+                    self.out.push(' ');
+                    if !r.args.is_empty() {
+                        self.out.push('(');
+                        self.comma_separated(&r.args, Self::typed_value);
+                        self.out.push_str(") ");
+                    }
+                }
+                Print::OpTail(op) => {
+                    if !op.results.is_empty() {
+                        self.out.push_str(" : ");
+                        self.comma_separated(&op.results, Self::value_type);
+                    }
+                    self.out.push('\n');
+                }
+            }
         }
-        self.indent(depth);
-        self.out.push('}');
     }
 
-    fn op(&mut self, op: &Op, depth: usize) {
+    /// An op up to its operands: `%r = name[attr] @scope (operands)`, indented to `depth`.
+    fn op_head(&mut self, op: &Op, depth: usize) {
         self.indent(depth);
         if !op.results.is_empty() {
             self.comma_separated(&op.results, Self::value);
@@ -97,20 +133,6 @@ impl Printer<'_> {
         self.out.push_str(" (");
         self.comma_separated(&op.operands, Self::value);
         self.out.push(')');
-        for r in &op.regions {
-            self.out.push(' ');
-            if !r.args.is_empty() {
-                self.out.push('(');
-                self.comma_separated(&r.args, Self::typed_value);
-                self.out.push_str(") ");
-            }
-            self.region_body(r, depth);
-        }
-        if !op.results.is_empty() {
-            self.out.push_str(" : ");
-            self.comma_separated(&op.results, Self::value_type);
-        }
-        self.out.push('\n');
     }
 
     fn indent(&mut self, depth: usize) {
@@ -201,14 +223,48 @@ fn value_names(f: &Func) -> HashMap<Value, String> {
     names
 }
 
+/// What is left to print of a region (see [`Printer::region_body`]).
+enum Print<'f> {
+    /// A region's `{`, its ops one level deeper than the depth, and its `}`.
+    Body(&'f Region, usize),
+    /// The `}` of a region at a depth.
+    Close(usize),
+    /// An op at a depth, with its regions.
+    Op(&'f Op, usize),
+    /// ` (args) ` before a region's `{`.
+    RegionArgs(&'f Region),
+    /// An op's result types and the end of its line.
+    OpTail(&'f Op),
+}
+
 /// The values defined in `r`, in text order: each op's results, then its regions' arguments and
-/// contents.
+/// contents. Iterative, as the printer is.
 fn definitions(r: &Region, out: &mut Vec<Value>) {
-    for op in &r.ops {
-        out.extend(&op.results);
-        for sub in &op.regions {
-            out.extend(&sub.args);
-            definitions(sub, out);
+    enum Next<'a> {
+        Ops(std::slice::Iter<'a, Op>),
+        Regions(std::slice::Iter<'a, Region>),
+    }
+    let mut stack = vec![Next::Ops(r.ops.iter())];
+    while let Some(top) = stack.last_mut() {
+        match top {
+            Next::Ops(ops) => match ops.next() {
+                Some(op) => {
+                    out.extend(&op.results);
+                    stack.push(Next::Regions(op.regions.iter()));
+                }
+                None => {
+                    stack.pop();
+                }
+            },
+            Next::Regions(regions) => match regions.next() {
+                Some(sub) => {
+                    out.extend(&sub.args);
+                    stack.push(Next::Ops(sub.ops.iter()));
+                }
+                None => {
+                    stack.pop();
+                }
+            },
         }
     }
 }

@@ -10,7 +10,7 @@ use super::{
 };
 use super::control::FuncTable;
 use super::{VerifyError, VerifyErrorKind};
-use crate::module::{Func, Loc, Op, Region, Value};
+use crate::module::{Func, Loc, Op, Region, Value, MAX_NESTING};
 use crate::ops::{OpKind, Scope};
 use crate::types::Type;
 
@@ -114,6 +114,7 @@ pub(super) fn check<'a>(funcs: &'a FuncTable<'a>, func: &'a Func, errors: &mut V
         ill_typed: vec![false; n],
         def_sites: def_sites(func),
         summary: FuncSummary::default(),
+        depth: 1,
     };
     walker.check_signature();
     let end = control::body_end(func);
@@ -128,7 +129,7 @@ fn def_sites(func: &Func) -> Vec<Option<DefSite>> {
             *slot = Some(site);
         }
     }
-    fn go(region: &Region, prefix: &str, sites: &mut [Option<DefSite>]) {
+    fn go(region: &Region, prefix: &str, depth: usize, sites: &mut [Option<DefSite>]) {
         for (i, op) in region.ops.iter().enumerate() {
             let path = child_path(prefix, i);
             for &r in &op.results {
@@ -143,7 +144,10 @@ fn def_sites(func: &Func) -> Vec<Option<DefSite>> {
                     };
                     record(sites, a, site);
                 }
-                go(sub, &format!("{path}.{ri}"), sites);
+                // Regions past the nesting limit are reported, not walked (see `check_op`).
+                if depth < MAX_NESTING {
+                    go(sub, &format!("{path}.{ri}"), depth + 1, sites);
+                }
             }
         }
     }
@@ -151,7 +155,7 @@ fn def_sites(func: &Func) -> Vec<Option<DefSite>> {
     for (i, &p) in func.params.iter().enumerate() {
         record(&mut sites, p, DefSite::Param(i));
     }
-    go(&func.body, "", &mut sites);
+    go(&func.body, "", 1, &mut sites);
     sites
 }
 
@@ -167,6 +171,9 @@ struct Walker<'a, 'e> {
     ill_typed: Vec<bool>,
     def_sites: Vec<Option<DefSite>>,
     summary: FuncSummary,
+    /// How many regions enclose the ops being checked (the body is 1); at most [`MAX_NESTING`],
+    /// which keeps the walk's recursion within a fixed stack depth.
+    depth: usize,
 }
 
 impl<'a> Walker<'a, '_> {
@@ -410,7 +417,21 @@ impl<'a> Walker<'a, '_> {
     }
 
     /// Checks one op and walks its regions.
+    ///
+    /// Regions recurse through here: the op's own checks run in a function of their own
+    /// ([`Walker::check_op_itself`]), so that each level of nesting keeps only this small frame
+    /// on the stack (see [`MAX_NESTING`]).
     fn check_op(&mut self, op: &'a Op, path: &str, inside: Option<&str>) {
+        let ill_operand_types = self.check_op_itself(op, path, inside);
+        if !op.regions.is_empty() {
+            self.walk_regions(op, path, &ill_operand_types);
+        }
+    }
+
+    /// The checks of one op apart from its regions' contents; returns the ill-formed types of its
+    /// operands (already reported).
+    #[inline(never)]
+    fn check_op_itself(&mut self, op: &'a Op, path: &str, inside: Option<&str>) -> Vec<&'a Type> {
         let at = At::Op(path, op);
         let mut resolved = true;
 
@@ -487,11 +508,27 @@ impl<'a> Walker<'a, '_> {
             );
             check_family(&mut cx);
         }
+        ill_operand_types
+    }
 
+    /// Declares the arguments of `op`'s regions and walks them, one level deeper.
+    fn walk_regions(&mut self, op: &'a Op, path: &str, ill_operand_types: &[&'a Type]) {
+        let at = At::Op(path, op);
+        if self.depth >= MAX_NESTING {
+            self.structure(
+                at,
+                format!(
+                    "the regions of this op would be nested {} deep; regions nest at most {MAX_NESTING} deep, the function body counting as 1 (tilekit_ir::MAX_NESTING)",
+                    self.depth + 1
+                ),
+            );
+            return;
+        }
+        self.depth += 1;
         for (ri, region) in op.regions.iter().enumerate() {
             for (k, &a) in region.args.iter().enumerate() {
                 let what = format!("argument {k} {} of region {ri}", value_text(self.func, a));
-                self.declare(a, at, &what, &ill_operand_types);
+                self.declare(a, at, &what, ill_operand_types);
                 if let Some(slot) = self.visible.get_mut(a.index()) {
                     *slot = true;
                 }
@@ -506,6 +543,7 @@ impl<'a> Walker<'a, '_> {
                 }
             }
         }
+        self.depth -= 1;
     }
 
     /// Operand, result and region counts. Returns whether the op's own checks can run.

@@ -187,6 +187,7 @@ impl Accumulation {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // tests index lanes and registers as the ISA's figures do
 mod tests {
     use super::*;
 

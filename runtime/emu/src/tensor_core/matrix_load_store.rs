@@ -103,7 +103,7 @@ impl MatrixLoadStoreSpec {
 
     fn check_addresses(&self, addresses: &[u64; WARP]) -> Result<(), TensorCoreError> {
         for lane in self.address_lanes() {
-            if addresses[lane] % ROW_BYTES as u64 != 0 {
+            if !addresses[lane].is_multiple_of(ROW_BYTES as u64) {
                 return Err(TensorCoreError::Misaligned {
                     opcode: self.opcode(),
                     lane,
@@ -173,6 +173,7 @@ impl MatrixLoadStoreSpec {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // tests index lanes and registers as the ISA's figures do
 mod tests {
     use super::*;
     use crate::tensor_core::mma_sync::{a_position, b_position, MmaShape};

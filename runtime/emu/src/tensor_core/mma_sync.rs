@@ -178,8 +178,8 @@ impl MmaSyncSpec {
         let b_dense = self.gather_b(b);
         let mut d = [[0u32; 4]; WARP];
         let mut products = vec![0.0; k];
-        for lane in 0..WARP {
-            for reg in 0..self.d_registers() {
+        for (lane, d_regs) in d.iter_mut().enumerate() {
+            for (reg, d_reg) in d_regs.iter_mut().enumerate().take(self.d_registers()) {
                 for index in 0..self.d.per_register() {
                     let (row, col) = c_position(self.d, lane, reg, index);
                     // C is laid out by its own type: find the same (row, col) in C's registers.
@@ -189,7 +189,7 @@ impl MmaSyncSpec {
                         *p = a_dense[row * k + kk] * b_dense[kk * n + col];
                     }
                     let sum = Accumulation::Exact.sum(acc, &products);
-                    d[lane][reg] = self.d.pack(d[lane][reg], index, sum);
+                    *d_reg = self.d.pack(*d_reg, index, sum);
                 }
             }
         }
@@ -205,6 +205,7 @@ fn c_slot(acc: AccumulatorType, row: usize, col: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // tests index lanes and registers as the ISA's figures do
 mod tests {
     use super::*;
     use half::{bf16, f16};

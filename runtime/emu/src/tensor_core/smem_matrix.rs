@@ -169,6 +169,7 @@ impl MatrixDescriptor {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // tests index lanes and registers as the ISA's figures do
 mod tests {
     use super::*;
     use rand::rngs::SmallRng;

@@ -256,14 +256,14 @@ impl WgmmaSpec {
         let sign = if ops.negate_a != ops.negate_b { -1.0 } else { 1.0 };
         let mut products = vec![0.0; k];
         for (thread, regs) in d.iter_mut().enumerate() {
-            for reg in 0..regs.len() {
+            for (reg, bits) in regs.iter_mut().enumerate() {
                 for index in 0..self.d.per_register() {
                     let (row, col) = accumulator_position(self.d, thread, reg, index);
-                    let acc = if ops.scale_d { self.d.unpack(regs[reg], index) } else { 0.0 };
+                    let acc = if ops.scale_d { self.d.unpack(*bits, index) } else { 0.0 };
                     for (kk, p) in products.iter_mut().enumerate() {
                         *p = sign * a_dense[row * k + kk] * b_dense[kk * self.n + col];
                     }
-                    regs[reg] = self.d.pack(regs[reg], index, accumulation.sum(acc, &products));
+                    *bits = self.d.pack(*bits, index, accumulation.sum(acc, &products));
                 }
             }
         }
@@ -272,6 +272,7 @@ impl WgmmaSpec {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // tests index lanes and registers as the ISA's figures do
 mod tests {
     use super::*;
     use crate::tensor_core::smem_matrix::Swizzle;

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod exec;
+pub mod launch;
 pub mod machine;
 pub mod memory;
 pub mod ptx;
@@ -15,3 +16,5 @@ pub mod sanitizer;
 pub mod tensor_core;
 
 pub use error::{EmuError, EmuResult};
+pub use launch::{Emulator, LaunchConfig, Report};
+pub use memory::GlobalMemory;

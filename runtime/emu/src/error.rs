@@ -93,6 +93,10 @@ pub enum EmuError {
         /// The access.
         message: String,
     },
+    /// A tensor-core instruction's form or operands are outside what it models (converted to
+    /// [`EmuError::BadInstruction`] with the line by the executor).
+    #[error("{0}")]
+    TensorCore(#[from] crate::tensor_core::TensorCoreError),
     /// The sanitizer found problems (the run's report lists them all).
     #[error("kernel {kernel}: sanitizer found {count} problem(s); first: {first}")]
     Sanitizer {

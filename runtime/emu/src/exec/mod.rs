@@ -410,6 +410,13 @@ impl<'a> Ctx<'a> {
                     Some(e) if e <= self.block.shared.len() as u64 => {
                         let o = a as usize;
                         out.copy_from_slice(&self.block.shared[o..o + len]);
+                        if self.block.ext.pending_at(o, len) {
+                            self.record(
+                                FindingKind::AsyncHazard,
+                                Some(lane),
+                                format!("reads shared offset {o:#x}, the destination of a cp.async not yet waited for (cp.async.wait_group)"),
+                            );
+                        }
                         if let Some(sh) = self.block.shadow.as_mut() {
                             if let Some(c) = sh.read(o, len, self.warp.index, &self.warp.clock, self.instr.line) {
                                 let msg = format!(
@@ -480,6 +487,13 @@ impl<'a> Ctx<'a> {
                 Some(e) if e <= self.block.shared.len() as u64 => {
                     let o = a as usize;
                     self.block.shared[o..o + len].copy_from_slice(bytes);
+                    if self.block.ext.pending_at(o, len) {
+                        self.record(
+                            FindingKind::AsyncHazard,
+                            Some(lane),
+                            format!("writes shared offset {o:#x}, the destination of a cp.async not yet waited for"),
+                        );
+                    }
                     if !atomic {
                         if let Some(sh) = self.block.shadow.as_mut() {
                             if let Some(c) = sh.write(o, len, self.warp.index, &self.warp.clock, self.instr.line) {

@@ -6,6 +6,7 @@
 //! It is written from the PTX ISA and never from tilekit's code generator: its value is that it
 //! is an independent reading of the ISA.
 
+pub mod asynchrony;
 pub mod error;
 pub mod exec;
 pub mod launch;

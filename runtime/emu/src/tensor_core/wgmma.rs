@@ -167,16 +167,33 @@ impl WgmmaSpec {
     /// matching `wgmma.wait_group`.
     pub fn shared_reads(&self, ops: &WgmmaOperands, a: &WgmmaA<'_>, b_desc: u64) -> Result<Vec<(u32, u32)>, TensorCoreError> {
         let mut reads = Vec::new();
-        if let WgmmaA::Descriptor(bits) = a {
-            let desc = self.descriptor(*bits)?;
-            for m in 0..M {
-                for k in 0..self.k() {
-                    let addr = desc.element_address(ops.a_major, self.a.bytes() as u32, m as u32, k as u32);
-                    reads.push((addr, self.a.bytes() as u32));
-                }
+        for warp in 0..WARPGROUP / 32 {
+            if let WgmmaA::Descriptor(bits) = a {
+                reads.extend(self.a_reads(ops, *bits, warp)?);
             }
         }
+        reads.extend(self.b_reads(ops, b_desc)?);
+        Ok(reads)
+    }
+
+    /// The shared-memory reads of A's rows owned by warp `warp` (0..4) of the warpgroup, when A
+    /// comes from a descriptor.
+    pub fn a_reads(&self, ops: &WgmmaOperands, a_desc: u64, warp: usize) -> Result<Vec<(u32, u32)>, TensorCoreError> {
+        let desc = self.descriptor(a_desc)?;
+        let mut reads = Vec::with_capacity(16 * self.k());
+        for m in 16 * warp..16 * warp + 16 {
+            for k in 0..self.k() {
+                let addr = desc.element_address(ops.a_major, self.a.bytes() as u32, m as u32, k as u32);
+                reads.push((addr, self.a.bytes() as u32));
+            }
+        }
+        Ok(reads)
+    }
+
+    /// The shared-memory reads of B (all of it: every warp's rows of D need every column).
+    pub fn b_reads(&self, ops: &WgmmaOperands, b_desc: u64) -> Result<Vec<(u32, u32)>, TensorCoreError> {
         let desc = self.descriptor(b_desc)?;
+        let mut reads = Vec::with_capacity(self.n * self.k());
         for n in 0..self.n {
             for k in 0..self.k() {
                 let addr = desc.element_address(ops.b_major, self.b.bytes() as u32, n as u32, k as u32);
@@ -212,56 +229,87 @@ impl WgmmaSpec {
         accumulation: Accumulation,
         mut read_shared: impl FnMut(u32) -> Result<u8, E>,
     ) -> Result<(), E> {
-        let k = self.k();
         let count = |operand: &'static str, got: usize, expected: usize| TensorCoreError::OperandCount { opcode: self.opcode(), operand, got, expected };
         if d.len() != WARPGROUP {
             return Err(count("d (threads)", d.len(), WARPGROUP).into());
         }
+        if let WgmmaA::Registers(regs) = a {
+            if regs.len() != WARPGROUP {
+                return Err(count("a (threads)", regs.len(), WARPGROUP).into());
+            }
+        }
+        for (warp, d_warp) in d.chunks_mut(32).enumerate() {
+            let a_warp = match a {
+                WgmmaA::Registers(regs) => WgmmaA::Registers(&regs[32 * warp..32 * warp + 32]),
+                desc => desc,
+            };
+            self.execute_warp(ops, warp, a_warp, b_desc, d_warp, accumulation, &mut read_shared)?;
+        }
+        Ok(())
+    }
+
+    /// The part of the instruction that warp `warp` (0..4) of the warpgroup owns: rows
+    /// `16 warp .. 16 warp + 16` of D, which depend on the same rows of A and all of B. The
+    /// executor runs each warp's share when that warp reaches the instruction; `a` (register
+    /// form) and `d` hold that warp's 32 lanes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn execute_warp<E: From<TensorCoreError>>(
+        &self,
+        ops: &WgmmaOperands,
+        warp: usize,
+        a: WgmmaA<'_>,
+        b_desc: u64,
+        d: &mut [Vec<u32>],
+        accumulation: Accumulation,
+        read_shared: &mut impl FnMut(u32) -> Result<u8, E>,
+    ) -> Result<(), E> {
+        let k = self.k();
+        let count = |operand: &'static str, got: usize, expected: usize| TensorCoreError::OperandCount { opcode: self.opcode(), operand, got, expected };
+        if warp >= WARPGROUP / 32 {
+            return Err(count("warp index", warp, WARPGROUP / 32).into());
+        }
+        if d.len() != 32 {
+            return Err(count("d (lanes)", d.len(), 32).into());
+        }
         if let Some(regs) = d.iter().find(|r| r.len() != self.d_registers()) {
             return Err(count("d", regs.len(), self.d_registers()).into());
         }
-        let mut a_dense = vec![0.0; M * k];
+        let row0 = 16 * warp;
+        let mut a_dense = vec![0.0; 16 * k];
         match a {
             WgmmaA::Registers(regs) => {
-                if regs.len() != WARPGROUP {
-                    return Err(count("a (threads)", regs.len(), WARPGROUP).into());
+                if regs.len() != 32 {
+                    return Err(count("a (lanes)", regs.len(), 32).into());
                 }
-                for (thread, lane_regs) in regs.iter().enumerate() {
+                for (lane, lane_regs) in regs.iter().enumerate() {
                     for (reg, bits) in lane_regs.iter().enumerate() {
                         for index in 0..self.a.per_register() {
-                            let (row, col) = a_register_position(self.a, thread, reg, index);
-                            a_dense[row * k + col] = self.a.unpack(*bits, index);
+                            let (row, col) = a_register_position(self.a, 32 * warp + lane, reg, index);
+                            a_dense[(row - row0) * k + col] = self.a.unpack(*bits, index);
                         }
                     }
                 }
             }
             WgmmaA::Descriptor(bits) => {
-                let desc = self.descriptor(bits)?;
-                for m in 0..M {
-                    for kk in 0..k {
-                        let addr = desc.element_address(ops.a_major, self.a.bytes() as u32, m as u32, kk as u32);
-                        a_dense[m * k + kk] = Self::read_element(self.a, addr, &mut read_shared)?;
-                    }
+                for (i, (addr, _)) in self.a_reads(ops, bits, warp)?.into_iter().enumerate() {
+                    a_dense[i] = Self::read_element(self.a, addr, read_shared)?;
                 }
             }
         }
-        let desc = self.descriptor(b_desc)?;
         let mut b_dense = vec![0.0; k * self.n];
-        for n in 0..self.n {
-            for kk in 0..k {
-                let addr = desc.element_address(ops.b_major, self.b.bytes() as u32, n as u32, kk as u32);
-                b_dense[kk * self.n + n] = Self::read_element(self.b, addr, &mut read_shared)?;
-            }
+        for (i, (addr, _)) in self.b_reads(ops, b_desc)?.into_iter().enumerate() {
+            let (n, kk) = (i / k, i % k);
+            b_dense[kk * self.n + n] = Self::read_element(self.b, addr, read_shared)?;
         }
         let sign = if ops.negate_a != ops.negate_b { -1.0 } else { 1.0 };
         let mut products = vec![0.0; k];
-        for (thread, regs) in d.iter_mut().enumerate() {
+        for (lane, regs) in d.iter_mut().enumerate() {
             for (reg, bits) in regs.iter_mut().enumerate() {
                 for index in 0..self.d.per_register() {
-                    let (row, col) = accumulator_position(self.d, thread, reg, index);
+                    let (row, col) = accumulator_position(self.d, 32 * warp + lane, reg, index);
                     let acc = if ops.scale_d { self.d.unpack(*bits, index) } else { 0.0 };
                     for (kk, p) in products.iter_mut().enumerate() {
-                        *p = sign * a_dense[row * k + kk] * b_dense[kk * self.n + col];
+                        *p = sign * a_dense[(row - row0) * k + kk] * b_dense[kk * self.n + col];
                     }
                     *bits = self.d.pack(*bits, index, accumulation.sum(acc, &products));
                 }

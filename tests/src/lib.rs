@@ -1,4 +1,5 @@
 //! Shared pieces of the cross-crate tests.
 
 pub mod compare;
+pub mod fuzz;
 pub mod random;

@@ -378,6 +378,20 @@ impl SharedTracker {
         self.ops.get(&id).map(|o| o.to_string()).unwrap_or_else(|| format!("operation {id}"))
     }
 
+    /// Extends the tracked bytes to `bytes` and warps to `warps` (the tracker starts empty and
+    /// follows the accesses it sees, so blocks that never use the async proxy pay nothing).
+    pub fn grow(&mut self, bytes: usize, warps: usize) {
+        if self.dirty.len() < bytes {
+            self.dirty.resize(bytes, 0);
+            self.dirty_line.resize(bytes, 0);
+            self.pending_write.resize(bytes, 0);
+            self.async_read.resize(bytes, 0);
+        }
+        if self.dirty_count.len() < warps {
+            self.dirty_count.resize(warps, 0);
+        }
+    }
+
     fn range(&self, off: u32, len: u32) -> std::ops::Range<usize> {
         let end = (off as usize + len as usize).min(self.dirty.len());
         (off as usize).min(end)..end
@@ -401,6 +415,7 @@ impl SharedTracker {
     /// needing `fence.proxy.async` before the async proxy reads them, and reports bytes an
     /// asynchronous operation is still reading or will still write.
     pub fn generic_write(&mut self, off: u32, len: u32, warp: usize, line: u32) -> Option<Hazard> {
+        self.grow(off as usize + len as usize, warp + 1);
         let r = self.range(off, len);
         let mut found = None;
         for b in r {
@@ -447,6 +462,7 @@ impl SharedTracker {
     /// An async-proxy read (wgmma operand, TMA store source) by `op`: reports generic writes
     /// not yet fenced, and marks the bytes as read until [`end_async_read`](Self::end_async_read).
     pub fn begin_async_read(&mut self, op: OpId, off: u32, len: u32) -> Option<Hazard> {
+        self.grow(off as usize + len as usize, 0);
         let r = self.range(off, len);
         let mut found = None;
         for b in r {
@@ -484,6 +500,7 @@ impl SharedTracker {
 
     /// An asynchronous write by `op` is in flight to these bytes.
     pub fn begin_async_write(&mut self, op: OpId, off: u32, len: u32) {
+        self.grow(off as usize + len as usize, 0);
         let r = self.range(off, len);
         for b in r {
             self.pending_write[b] = op + 1;
@@ -790,7 +807,7 @@ mod tests {
 
     #[test]
     fn pending_async_writes_and_reads_guard_their_bytes() {
-        let mut t = SharedTracker::new(256, 2);
+        let mut t = SharedTracker::default(); // grows with the accesses it sees
         let load = t.op(AsyncOp { opcode: "cp.async.ca.shared.global".into(), line: 12, thread: 5 });
         t.begin_async_write(load, 64, 16);
         let h = t.generic_read(70, 4).expect("read before delivery");

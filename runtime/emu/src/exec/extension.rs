@@ -38,6 +38,8 @@ struct WarpAsync {
 /// Per-block state of the asynchronous units.
 #[derive(Debug, Default)]
 pub struct BlockExt {
+    /// The sm_90 units: mbarriers, wgmma groups, proxy tracking (`hopper.rs`).
+    pub(super) hopper: super::hopper::HopperState,
     warps: Vec<WarpAsync>,
     /// Per shared byte: how many pending copies write it (empty until the first copy).
     pending: Vec<u16>,
@@ -176,10 +178,9 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
             Ok(Flow::Next)
         }
         "fence" if instr.opcode.starts_with("fence.proxy.async") || instr.opcode.starts_with("fence.mbarrier_init") => {
-            // Ordering between the generic and async proxies: nothing in this emulator runs in
-            // the async proxy before its completion point yet, so there is nothing to order.
-            Ok(Flow::Next)
+            super::hopper::fence(ctx)
         }
+        "wgmma" | "mbarrier" => super::hopper::execute(ctx, group, exec),
         "setmaxnreg" => {
             let n = ctx.read(0, ctx.op(0)?, Ty::U32)?;
             if !(24..=256).contains(&n) || n % 8 != 0 {
@@ -294,6 +295,7 @@ fn complete(ctx: &mut Ctx<'_>, c: &AsyncCopy) -> EmuResult<()> {
 
 /// Checks at the end of a block: `cp.async` copies never waited for.
 pub fn finish_block(prog: &Program<'_>, block: &mut super::BlockMem, findings: &mut Vec<Finding>) -> EmuResult<()> {
+    super::hopper::finish_block(prog, block, findings)?;
     for (w, wa) in block.ext.warps.iter().enumerate() {
         let pending: Vec<&AsyncCopy> = wa.open.iter().chain(wa.committed.iter().flatten()).collect();
         if let Some(c) = pending.first() {

@@ -37,6 +37,7 @@
 
 mod extension;
 mod float;
+mod hopper;
 mod int;
 mod mem;
 mod warp;
@@ -417,6 +418,11 @@ impl<'a> Ctx<'a> {
                                 format!("reads shared offset {o:#x}, the destination of a cp.async not yet waited for (cp.async.wait_group)"),
                             );
                         }
+                        if self.prog.sm >= 90 {
+                            if let Some(h) = self.block.ext.hopper.generic_access(o, len, false, self.warp.index, self.instr.line) {
+                                self.record(FindingKind::AsyncHazard, Some(lane), h.message);
+                            }
+                        }
                         if let Some(sh) = self.block.shadow.as_mut() {
                             if let Some(c) = sh.read(o, len, self.warp.index, &self.warp.clock, self.instr.line) {
                                 let msg = format!(
@@ -493,6 +499,11 @@ impl<'a> Ctx<'a> {
                             Some(lane),
                             format!("writes shared offset {o:#x}, the destination of a cp.async not yet waited for"),
                         );
+                    }
+                    if self.prog.sm >= 90 {
+                        if let Some(h) = self.block.ext.hopper.generic_access(o, len, true, self.warp.index, self.instr.line) {
+                            self.record(FindingKind::AsyncHazard, Some(lane), h.message);
+                        }
                     }
                     if !atomic {
                         if let Some(sh) = self.block.shadow.as_mut() {

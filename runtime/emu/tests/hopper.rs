@@ -1,0 +1,296 @@
+//! sm_90a asynchronous instructions inside whole kernels: an mbarrier producer/consumer hand-off
+//! (right and wrong parities), and a warpgroup `wgmma` from shared-memory descriptors compared
+//! with an f64 matrix product (with and without its `wait_group` and `fence.proxy.async`).
+
+use half::bf16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tilekit_emu::sanitizer::FindingKind;
+use tilekit_emu::{EmuError, Emulator, GlobalMemory, LaunchConfig};
+
+/// Warp 0 consumes what warp 1 produces through a one-slot pipeline of two mbarriers: the
+/// producer waits for the slot to be empty, fills it with `in`, arrives on `full`; the consumer
+/// waits on `full` and copies the slot to `out`.
+const HANDOFF: &str = r#"
+.version 8.3
+.target sm_90a
+.address_size 64
+.visible .entry handoff(.param .u64 pin, .param .u64 pout)
+{
+    .reg .pred %p<4>;
+    .reg .b32 %r<10>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<10>;
+    .shared .align 8 .b64 full;
+    .shared .align 8 .b64 empty;
+    .shared .align 16 .b8 slot[128];
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    and.b32 %r2, %r1, 31;
+    shr.u32 %r3, %r1, 5;
+    setp.ne.u32 %p1, %r1, 0;
+    @%p1 bra INITIALIZED;
+    mbarrier.init.shared::cta.b64 [full], 1;
+    mbarrier.init.shared::cta.b64 [empty], 1;
+INITIALIZED:
+    bar.sync 0;
+    mov.u32 %r4, slot;
+    shl.b32 %r5, %r2, 2;
+    add.s32 %r6, %r4, %r5;
+    mul.wide.u32 %rd3, %r2, 4;
+    setp.eq.u32 %p2, %r3, 0;
+    @%p2 bra CONSUMER;
+PRODUCER_WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 %p3, [empty], EMPTY_PARITY;
+    @!%p3 bra PRODUCER_WAIT;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.f32 %f1, [%rd4];
+    st.shared.f32 [%r6], %f1;
+    bar.warp.sync -1;
+    setp.eq.u32 %p3, %r2, 0;
+    @%p3 mbarrier.arrive.shared::cta.b64 %rd5, [full];
+    ret;
+CONSUMER:
+CONSUMER_WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 %p3, [full], FULL_PARITY;
+    @!%p3 bra CONSUMER_WAIT;
+    ld.shared.f32 %f2, [%r6];
+    add.s64 %rd6, %rd2, %rd3;
+    st.global.f32 [%rd6], %f2;
+    ret;
+}
+"#;
+
+fn handoff(empty_parity: u32, full_parity: u32, input: &[f32]) -> Result<Vec<f32>, EmuError> {
+    let ptx = HANDOFF.replace("EMPTY_PARITY", &empty_parity.to_string()).replace("FULL_PARITY", &full_parity.to_string());
+    let emu = Emulator::new(&ptx)?;
+    let mut g = GlobalMemory::new();
+    let pin = g.alloc("in", input.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let pout = g.alloc("out", vec![0u8; 128]);
+    let params = emu.param_buffer("handoff", &[pin.to_le_bytes().to_vec(), pout.to_le_bytes().to_vec()])?;
+    emu.launch("handoff", &LaunchConfig::new([1, 1, 1], [64, 1, 1]), &params, &mut g)?;
+    Ok(g.get(pout).expect("out").data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+fn random_input(seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..32).map(|_| rng.gen_range(1.0..2.0)).collect()
+}
+
+#[test]
+fn mbarrier_handoff_with_cutlass_parities_delivers_the_data() {
+    // The producer's first empty-slot wait uses the opposite parity (it passes at once); the
+    // consumer waits for phase 0 of `full`.
+    let input = random_input(1);
+    assert_eq!(handoff(1, 0, &input).unwrap(), input);
+}
+
+#[test]
+fn consumer_waiting_on_the_wrong_parity_passes_at_once_and_reads_before_the_arrival() {
+    let input = random_input(2);
+    let err = handoff(1, 1, &input).unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected sanitizer findings, got {err}") };
+    assert!(
+        findings.iter().any(|f| f.kind == FindingKind::Race && f.message.contains("read by warp 0")),
+        "the producer's write must be reported against the consumer's early read: {err}"
+    );
+}
+
+#[test]
+fn producer_starting_its_empty_waits_on_the_wrong_phase_deadlocks() {
+    let err = handoff(0, 0, &random_input(3)).unwrap_err();
+    let EmuError::Deadlock { waits, .. } = &err else { panic!("expected a deadlock, got {err}") };
+    assert!(waits.contains("warp 0") && waits.contains("warp 1") && waits.contains("mbarrier.try_wait"), "{waits}");
+}
+
+/// One warpgroup: D (64×16, f32) = 1 + A (64×16 bf16, row-major) · B, with B given as Bᵀ
+/// (16×16 bf16, row-major: K-major). Both are copied to shared memory in the no-swizzle
+/// K-major core-matrix layout (LBO 128: next 8 k; SBO 256: next 8 rows) and fed to
+/// `wgmma.mma_async` through descriptors.
+const WGMMA: &str = r#"
+.version 8.3
+.target sm_90a
+.address_size 64
+.visible .entry wg(.param .u64 pa, .param .u64 pb, .param .u64 pd)
+{
+    .reg .pred %p<4>;
+    .reg .b32 %r<40>;
+    .reg .f32 %f<10>;
+    .reg .b64 %rd<20>;
+    .shared .align 1024 .b8 smem[4096];
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pb];
+    ld.param.u64 %rd3, [pd];
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, smem;
+    shr.u32 %r3, %r1, 1;
+    and.b32 %r4, %r1, 1;
+    and.b32 %r5, %r3, 7;
+    shl.b32 %r5, %r5, 4;
+    shr.u32 %r6, %r3, 3;
+    shl.b32 %r6, %r6, 8;
+    shl.b32 %r7, %r4, 7;
+    add.s32 %r8, %r5, %r6;
+    add.s32 %r8, %r8, %r7;
+    add.s32 %r9, %r2, %r8;
+    mul.wide.u32 %rd4, %r1, 16;
+    add.s64 %rd5, %rd1, %rd4;
+    ld.global.v4.u32 {%r10, %r11, %r12, %r13}, [%rd5];
+    st.shared.v4.u32 [%r9], {%r10, %r11, %r12, %r13};
+    setp.lt.u32 %p1, %r1, 32;
+    add.s64 %rd6, %rd2, %rd4;
+    @%p1 ld.global.v4.u32 {%r10, %r11, %r12, %r13}, [%rd6];
+    add.s32 %r14, %r9, 2048;
+    @%p1 st.shared.v4.u32 [%r14], {%r10, %r11, %r12, %r13};
+    FENCE
+    bar.sync 0;
+    cvt.u64.u32 %rd7, %r2;
+    shr.u64 %rd7, %rd7, 4;
+    or.b64 %rd8, %rd7, 68720001024;
+    add.s64 %rd9, %rd8, 128;
+    mov.f32 %f1, 0f3F800000;
+    mov.f32 %f2, 0f3F800000;
+    mov.f32 %f3, 0f3F800000;
+    mov.f32 %f4, 0f3F800000;
+    mov.f32 %f5, 0f3F800000;
+    mov.f32 %f6, 0f3F800000;
+    mov.f32 %f7, 0f3F800000;
+    mov.f32 %f8, 0f3F800000;
+    setp.eq.u32 %p2, %r1, %r1;
+    wgmma.fence.sync.aligned;
+    wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, %rd8, %rd9, %p2, 1, 1, 0, 0;
+    wgmma.commit_group.sync.aligned;
+    WAIT
+    shr.u32 %r20, %r1, 5;
+    and.b32 %r21, %r1, 31;
+    shr.u32 %r22, %r21, 2;
+    and.b32 %r23, %r21, 3;
+    shl.b32 %r24, %r20, 4;
+    add.s32 %r25, %r24, %r22;
+    shl.b32 %r26, %r23, 1;
+    shl.b32 %r27, %r25, 4;
+    add.s32 %r28, %r27, %r26;
+    mul.wide.u32 %rd10, %r28, 4;
+    add.s64 %rd11, %rd3, %rd10;
+    st.global.f32 [%rd11], %f1;
+    st.global.f32 [%rd11+4], %f2;
+    st.global.f32 [%rd11+512], %f3;
+    st.global.f32 [%rd11+516], %f4;
+    st.global.f32 [%rd11+32], %f5;
+    st.global.f32 [%rd11+36], %f6;
+    st.global.f32 [%rd11+544], %f7;
+    st.global.f32 [%rd11+548], %f8;
+    ret;
+}
+"#;
+
+fn wgmma(fence: bool, wait: bool, a: &[bf16], bt: &[bf16]) -> Result<Vec<f32>, EmuError> {
+    let ptx = WGMMA
+        .replace("FENCE", if fence { "fence.proxy.async.shared::cta;" } else { "" })
+        .replace("WAIT", if wait { "wgmma.wait_group.sync.aligned 0;" } else { "" });
+    let emu = Emulator::new(&ptx)?;
+    let mut g = GlobalMemory::new();
+    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let pa = g.alloc("a", bytes(a));
+    let pb = g.alloc("bt", bytes(bt));
+    let pd = g.alloc("d", vec![0u8; 64 * 16 * 4]);
+    let params = emu.param_buffer("wg", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()])?;
+    emu.launch("wg", &LaunchConfig::new([1, 1, 1], [128, 1, 1]), &params, &mut g)?;
+    Ok(g.get(pd).expect("d").data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+fn wgmma_inputs(rng: &mut StdRng) -> (Vec<bf16>, Vec<bf16>) {
+    let a = (0..64 * 16).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
+    let bt = (0..16 * 16).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
+    (a, bt)
+}
+
+#[test]
+fn wgmma_from_shared_descriptors_computes_a_matrix_product() {
+    let seed = rand::random::<u64>();
+    eprintln!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for _ in 0..2 {
+        let (a, bt) = wgmma_inputs(&mut rng);
+        let d = wgmma(true, true, &a, &bt).unwrap();
+        for m in 0..64 {
+            for n in 0..16 {
+                let want = 1.0 + (0..16).map(|k| a[m * 16 + k].to_f64() * bt[n * 16 + k].to_f64()).sum::<f64>();
+                let got = f64::from(d[m * 16 + n]);
+                assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "seed {seed}: D[{m}][{n}] = {got}, expected {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn wgmma_accumulators_read_without_wait_group_are_nan_and_reported() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (a, bt) = wgmma_inputs(&mut rng);
+    let err = wgmma(true, false, &a, &bt).unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    assert!(findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("wgmma.mma_async") && f.message.contains("wait_group")), "{err}");
+    // And the numbers are visibly wrong: with the sanitizer's findings not fatal, D is NaN.
+    let ptx = WGMMA.replace("FENCE", "fence.proxy.async.shared::cta;").replace("WAIT", "");
+    let emu = Emulator::new(&ptx).unwrap();
+    let mut g = GlobalMemory::new();
+    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let (pa, pb, pd) = (g.alloc("a", bytes(&a)), g.alloc("bt", bytes(&bt)), g.alloc("d", vec![0u8; 4096]));
+    let params = emu.param_buffer("wg", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()]).unwrap();
+    let mut cfg = LaunchConfig::new([1, 1, 1], [128, 1, 1]);
+    cfg.findings_are_errors = false;
+    let report = emu.launch("wg", &cfg, &params, &mut g).unwrap();
+    assert!(!report.findings.is_empty());
+    assert!(g.get(pd).unwrap().data.chunks_exact(4).all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_nan()));
+}
+
+#[test]
+fn generic_shared_writes_read_by_wgmma_without_fence_proxy_async_are_reported() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let (a, bt) = wgmma_inputs(&mut rng);
+    let err = wgmma(false, true, &a, &bt).unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    assert!(findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.message.contains("fence.proxy.async")), "{err}");
+}
+
+/// Lanes 0..4 arrive on a barrier initialized for one arrival (the missing lane-0 guard), and
+/// lane 0 arrives with a count of 2 on another initialized for one.
+const OVER_ARRIVE: &str = r#"
+.version 8.3
+.target sm_90a
+.address_size 64
+.visible .entry over()
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<4>;
+    .shared .align 8 .b64 bar;
+    .shared .align 8 .b64 bar2;
+    mov.u32 %r1, %tid.x;
+    setp.ne.u32 %p1, %r1, 0;
+    @%p1 bra INIT_DONE;
+    mbarrier.init.shared::cta.b64 [bar], 1;
+    mbarrier.init.shared::cta.b64 [bar2], 1;
+    mbarrier.arrive.shared::cta.b64 %rd2, [bar2], 2;
+INIT_DONE:
+    bar.warp.sync -1;
+    setp.lt.u32 %p1, %r1, 4;
+    @%p1 mbarrier.arrive.shared::cta.b64 %rd1, [bar];
+    ret;
+}
+"#;
+
+#[test]
+fn arrivals_beyond_the_count_are_reported_with_the_init_line() {
+    let emu = Emulator::new(OVER_ARRIVE).unwrap();
+    let mut g = GlobalMemory::new();
+    let err = emu.launch("over", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &[], &mut g).unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    let line_of = |text: &str| OVER_ARRIVE.lines().position(|l| l.contains(text)).expect("line") as u32 + 1;
+    let over = |line: u32, init: u32| {
+        findings.iter().any(|f| f.kind == FindingKind::Mbarrier && f.line == line && f.message.contains(&format!("initialized at PTX line {init}")))
+    };
+    assert!(over(line_of("[bar2], 2;"), line_of("[bar2], 1;")), "count 2 on a barrier of 1: {err}");
+    assert!(over(line_of("@%p1 mbarrier.arrive"), line_of("[bar], 1;")), "four lanes on a barrier of 1: {err}");
+}

@@ -46,7 +46,7 @@ commands:
   bundle --target <target> --out <dir>
                        compiles every kernel variant ahead of time: one PTX file (NVIDIA) or
                        code object (AMD, .hsaco) per variant,
-                       bundle.txt (metadata) and bundle.tkb (all of it, for include_bytes!);
+                       bundle.json (metadata) and bundle.tkb (a tar of it all, for include_bytes!);
                        a tilekit built without `jit` loads it (tilekit::Bundle)
 
 targets: sm_80, sm_90a (NVIDIA); gfx90a, gfx942, gfx950 (AMD CDNA, wave64)
@@ -739,7 +739,7 @@ mod tests {
         assert!(e.message.contains("the benchmark measures GPUs"), "{e}");
         let e = run_str("selftest --bundle /nonexistent-tilekit-bundle").unwrap_err();
         assert_eq!(e.code, 1, "{e}");
-        assert!(e.message.contains("missing file `bundle.txt`"), "{e}");
+        assert!(e.message.contains("missing file `bundle.json`"), "{e}");
         if !crate::device::cuda::driver_present() {
             let e = run_str("selftest --device cuda").unwrap_err();
             assert_eq!(e.code, 1, "{e}");

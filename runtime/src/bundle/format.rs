@@ -1,0 +1,254 @@
+//! The metadata file of a bundle ([`super::METADATA_FILE`], JSON): serde structs that spell the
+//! on-disk schema out, kept apart from the runtime's types so that changing those never changes
+//! the format by accident. [`encode`] writes them; [`decode`] reads and range-checks them
+//! without touching any code file.
+//!
+//! The schema (version [`FORMAT_VERSION`]) is documented in the module above, with an
+//! example; the ranges are in [`super::limits`].
+
+use serde::{Deserialize, Serialize};
+
+use super::limits::{BLOCK_THREADS, MAX_METADATA_BYTES, MAX_PARAMS, RANKS};
+use super::validate::{self, shown};
+use super::METADATA_FILE;
+use super::{AbiArg, Bundle, BundleError, BundleKernel, BundleParam, ParamKind, FORMAT_VERSION};
+use crate::ir::ScalarType;
+
+/// The `format` field: says what the file is.
+pub(super) const FORMAT_NAME: &str = "tilekit-bundle";
+
+/// The whole metadata file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataFile {
+    format: String,
+    schema: u64,
+    target: String,
+    kernels: Vec<KernelEntry>,
+}
+
+/// One kernel variant. Numbers are read as u64 so that an out-of-range value gets this
+/// format's message (with the range) rather than a JSON type error.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KernelEntry {
+    name: String,
+    variant: String,
+    ir_hash: String,
+    code_file: String,
+    block_threads: u64,
+    shared_bytes: u64,
+    dynamic_shared: bool,
+    params: Vec<ParamEntry>,
+    abi: Vec<String>,
+}
+
+/// One parameter.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum ParamEntry {
+    /// A view of a tensor in global memory.
+    Global {
+        name: String,
+        dtype: String,
+        rank: u64,
+        writable: bool,
+    },
+    /// A scalar passed by value.
+    Scalar { name: String, dtype: String },
+}
+
+/// Just the fields that say which format a file is in, read first so that a file of another
+/// version gets a version error rather than complaints about fields it was right to have.
+#[derive(Deserialize)]
+struct Header {
+    format: Option<String>,
+    schema: Option<u64>,
+}
+
+/// The `abi` list of `k`: `a:ptr a:size0 … a:stride0 … alpha:f32`.
+pub(super) fn abi_names(k: &BundleKernel) -> Vec<String> {
+    let name = |param: usize| k.params.get(param).map_or("?", |p| p.name.as_str());
+    k.abi()
+        .iter()
+        .map(|a| match *a {
+            AbiArg::Pointer { param } => format!("{}:ptr", name(param)),
+            AbiArg::Size { param, dim } => format!("{}:size{dim}", name(param)),
+            AbiArg::Stride { param, dim } => format!("{}:stride{dim}", name(param)),
+            AbiArg::Scalar { param } => format!(
+                "{}:{}",
+                name(param),
+                k.params.get(param).map_or("?", |p| p.dtype.name())
+            ),
+        })
+        .collect()
+}
+
+/// The metadata of `b` as JSON text (pretty, one field a line, ending in a newline).
+pub(super) fn encode(b: &Bundle) -> Result<String, BundleError> {
+    let file = MetadataFile {
+        format: FORMAT_NAME.to_string(),
+        schema: FORMAT_VERSION.into(),
+        target: b.target.clone(),
+        kernels: b
+            .kernels
+            .iter()
+            .map(|k| KernelEntry {
+                name: k.name.clone(),
+                variant: k.variant.clone(),
+                ir_hash: k.ir_hash.clone(),
+                code_file: k.code_file.clone(),
+                block_threads: k.block_threads.into(),
+                shared_bytes: k.shared_bytes,
+                dynamic_shared: k.dynamic_shared,
+                params: k
+                    .params
+                    .iter()
+                    .map(|p| match p.kind {
+                        ParamKind::Global { rank, mutable } => ParamEntry::Global {
+                            name: p.name.clone(),
+                            dtype: p.dtype.name().to_string(),
+                            rank: rank.into(),
+                            writable: mutable,
+                        },
+                        ParamKind::Scalar => ParamEntry::Scalar {
+                            name: p.name.clone(),
+                            dtype: p.dtype.name().to_string(),
+                        },
+                    })
+                    .collect(),
+                abi: abi_names(k),
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&file).map_err(|e| BundleError::Invalid {
+        bundle: format!("for {}", shown(&b.target)),
+        message: format!("its metadata cannot be written as JSON: {e}"),
+    })?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Reads metadata: the target and the kernels with every field checked, their code still empty
+/// (`ptx` empty, `code_object` none) for the caller to fill from the files they name.
+pub(super) fn decode(
+    origin: &str,
+    bytes: &[u8],
+) -> Result<(String, Vec<BundleKernel>), BundleError> {
+    let invalid = |message: String| BundleError::Invalid {
+        bundle: origin.to_string(),
+        message,
+    };
+    if bytes.len() as u64 > MAX_METADATA_BYTES {
+        return Err(BundleError::TooLarge {
+            bundle: origin.to_string(),
+            file: METADATA_FILE.to_string(),
+            size: bytes.len() as u64,
+            limit: MAX_METADATA_BYTES,
+        });
+    }
+    let json = |e: serde_json::Error| invalid(format!("`{METADATA_FILE}` is not valid: {e}"));
+    let header: Header = serde_json::from_slice(bytes).map_err(json)?;
+    if header.format.as_deref() != Some(FORMAT_NAME) {
+        return Err(invalid(format!(
+            "`{METADATA_FILE}` is not bundle metadata: its `format` should be \
+             \"{FORMAT_NAME}\""
+        )));
+    }
+    match header.schema {
+        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+        found => {
+            return Err(BundleError::Version {
+                bundle: origin.to_string(),
+                found: found.map_or("(none)".to_string(), |v| v.to_string()),
+            })
+        }
+    }
+    let file: MetadataFile = serde_json::from_slice(bytes).map_err(json)?;
+    validate::check_target(origin, &file.target)?;
+    let target = file.target;
+    let kernels = file
+        .kernels
+        .into_iter()
+        .map(|entry| kernel_from_entry(origin, &target, entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    validate::check_kernels(origin, &target, &kernels)?;
+    Ok((target, kernels))
+}
+
+/// A kernel of the metadata as the runtime's type, its numbers range-checked before they are
+/// narrowed.
+fn kernel_from_entry(
+    origin: &str,
+    target: &str,
+    e: KernelEntry,
+) -> Result<BundleKernel, BundleError> {
+    let label = shown(&format!("{}{}", e.name, e.variant));
+    let err = |message: String| BundleError::Invalid {
+        bundle: origin.to_string(),
+        message: format!("kernel `{label}`: {message}"),
+    };
+    let dtype = |name: &str, d: &str| {
+        ScalarType::from_name(d).ok_or_else(|| {
+            err(format!(
+                "parameter `{}`: unknown dtype `{}`; dtypes: {}",
+                shown(name),
+                shown(d),
+                ScalarType::ALL.map(ScalarType::name).join(", ")
+            ))
+        })
+    };
+    if e.params.len() > MAX_PARAMS {
+        return Err(err(format!(
+            "{} parameters; at most {MAX_PARAMS}",
+            e.params.len()
+        )));
+    }
+    let mut params = Vec::with_capacity(e.params.len());
+    for p in &e.params {
+        params.push(match p {
+            ParamEntry::Global {
+                name,
+                dtype: d,
+                rank,
+                writable,
+            } => BundleParam {
+                name: name.clone(),
+                dtype: dtype(name, d)?,
+                kind: ParamKind::Global {
+                    rank: validate::within(*rank, &RANKS)
+                        .ok_or_else(|| err(validate::rank_problem(name, *rank)))?,
+                    mutable: *writable,
+                },
+            },
+            ParamEntry::Scalar { name, dtype: d } => BundleParam {
+                name: name.clone(),
+                dtype: dtype(name, d)?,
+                kind: ParamKind::Scalar,
+            },
+        });
+    }
+    let kernel = BundleKernel {
+        name: e.name,
+        variant: e.variant,
+        code_file: e.code_file,
+        ptx: String::new(),
+        code_object: None,
+        params,
+        block_threads: validate::within(e.block_threads, &BLOCK_THREADS)
+            .ok_or_else(|| err(validate::block_problem(e.block_threads)))?,
+        shared_bytes: e.shared_bytes,
+        dynamic_shared: e.dynamic_shared,
+        ir_hash: e.ir_hash,
+    };
+    // The fields first: the `abi` comparison below builds a list as long as the ranks say.
+    validate::check_kernel_fields(origin, target, &kernel)?;
+    let want = abi_names(&kernel);
+    if e.abi != want {
+        return Err(err(format!(
+            "its `abi` disagrees with its `params`, which give `{}`",
+            shown(&want.join(" "))
+        )));
+    }
+    Ok(kernel)
+}

@@ -87,6 +87,11 @@ fn ld(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             ctx.write(lane, dst, wty, v)?;
         }
     }
+    // A volatile or acquiring load is how a warp polls a flag another warp sets: let the
+    // others run before it looks again.
+    if instr.mods.iter().any(|m| matches!(m.as_str(), "volatile" | "acquire" | "relaxed")) {
+        return Ok(Flow::Spin);
+    }
     Ok(Flow::Next)
 }
 

@@ -143,6 +143,12 @@ pub struct BlockMem {
     pub barriers: Vec<BarrierState>,
     /// State of the extension (tensor-core / asynchronous units).
     pub ext: extension::BlockExt,
+    /// Stores and atomics so far: a round of the scheduler in which it does not change and every
+    /// warp only spins or waits has made no progress.
+    pub stores: u64,
+    /// Release clocks of shared locations used for synchronization (volatile, atomic, acquire
+    /// and release accesses), by shared offset.
+    pub sync_clocks: HashMap<u64, Vec<u32>>,
 }
 
 /// Limits of a run.
@@ -393,6 +399,35 @@ impl<'a> Ctx<'a> {
         )
     }
 
+    /// Whether this instruction accesses memory for synchronization (atomics, and volatile,
+    /// relaxed, acquire or release loads and stores): such accesses do not race with each other;
+    /// a write releases the writer's history to the location and a read acquires it.
+    pub fn is_sync_access(&self) -> bool {
+        let i = self.instr;
+        matches!(i.head.as_str(), "atom" | "red")
+            || i.mods.iter().any(|m| matches!(m.as_str(), "volatile" | "relaxed" | "acquire" | "release" | "acq_rel"))
+    }
+
+    /// Acquire through shared location `off` (see [`Ctx::is_sync_access`]).
+    fn acquire(&mut self, off: u64) {
+        if let Some(c) = self.block.sync_clocks.get(&off) {
+            for (w, v) in self.warp.clock.iter_mut().zip(c) {
+                *w = (*w).max(*v);
+            }
+        }
+    }
+
+    /// Release to shared location `off` (see [`Ctx::is_sync_access`]).
+    fn release(&mut self, off: u64) {
+        let n = self.warp.clock.len();
+        let c = self.block.sync_clocks.entry(off).or_insert_with(|| vec![0; n]);
+        for (v, w) in c.iter_mut().zip(&self.warp.clock) {
+            *v = (*v).max(*w);
+        }
+        let me = self.warp.index;
+        self.warp.clock[me] += 1;
+    }
+
     /// Reads `out.len()` bytes at `addr` in `space` for `lane`, through the sanitizer. An access
     /// out of bounds is reported and reads zeros.
     pub fn load(&mut self, lane: usize, space: Space, addr: u64, out: &mut [u8]) -> EmuResult<()> {
@@ -423,7 +458,9 @@ impl<'a> Ctx<'a> {
                                 self.record(FindingKind::AsyncHazard, Some(lane), h.message);
                             }
                         }
-                        if let Some(sh) = self.block.shadow.as_mut() {
+                        if self.is_sync_access() {
+                            self.acquire(a);
+                        } else if let Some(sh) = self.block.shadow.as_mut() {
                             if let Some(c) = sh.read(o, len, self.warp.index, &self.warp.clock, self.instr.line) {
                                 let msg = format!(
                                     "warp {} reads shared offset {:#x} written by warp {} (PTX line {}) with no barrier between them",
@@ -485,6 +522,7 @@ impl<'a> Ctx<'a> {
         let len = bytes.len();
         match space {
             Space::Global | Space::Const | Space::Generic => {
+                self.block.stores += 1;
                 if let Err(miss) = self.global.write(a, bytes) {
                     self.oob(lane, format!("global store of {len} bytes at {a:#x}: {miss}"))?;
                 }
@@ -505,7 +543,10 @@ impl<'a> Ctx<'a> {
                             self.record(FindingKind::AsyncHazard, Some(lane), h.message);
                         }
                     }
-                    if !atomic {
+                    self.block.stores += 1;
+                    if atomic || self.is_sync_access() {
+                        self.release(a);
+                    } else {
                         if let Some(sh) = self.block.shadow.as_mut() {
                             if let Some(c) = sh.write(o, len, self.warp.index, &self.warp.clock, self.instr.line) {
                                 let what = if c.was_write { "written" } else { "read" };
@@ -588,6 +629,8 @@ pub fn run_block(
         shadow: prog.sanitize.then(|| SharedShadow::new(prog.shared_bytes, nwarps)),
         barriers: vec![BarrierState::default(); 16],
         ext: extension::BlockExt::default(),
+        stores: 0,
+        sync_clocks: HashMap::new(),
     };
     // Static shared variables with initializers (rare; `.shared` cannot be initialized in PTX,
     // but keep zeros otherwise).
@@ -597,6 +640,7 @@ pub fn run_block(
     loop {
         let mut progressed = false;
         let mut all_done = true;
+        let stores_before = block.stores;
         for w in 0..nwarps {
             if warps[w].done() {
                 continue;
@@ -607,9 +651,13 @@ pub fn run_block(
                 Wait::Retry { .. } => warps[w].wait = Wait::None,
                 Wait::None => {}
             }
-            if run_warp(prog, &mut warps[w], &mut block, global, findings, &mut counts, limits, &mut progressed)? {
-                progressed = true;
+            match run_warp(prog, &mut warps[w], &mut block, global, findings, &mut counts, limits)? {
+                SliceEnd::Spin | SliceEnd::Retry => {}
+                SliceEnd::Done | SliceEnd::Barrier | SliceEnd::Quantum => progressed = true,
             }
+        }
+        if block.stores != stores_before {
+            progressed = true;
         }
         if all_done {
             break;
@@ -758,7 +806,26 @@ fn guarded(warp: &Warp, instr: &Instr, group: LaneMask) -> LaneMask {
     }
 }
 
-/// Runs warp `warp` until it waits, yields or exits. Returns whether it executed anything.
+/// Why a warp's turn ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SliceEnd {
+    /// Every lane exited.
+    Done,
+    /// It waits at a block barrier.
+    Barrier,
+    /// A wait failed; it re-executes the instruction on its next turn.
+    Retry,
+    /// It observed an unmet condition (a polling load): others should run.
+    Spin,
+    /// It ran its quantum of instructions.
+    Quantum,
+}
+
+/// Warp-instructions a warp runs before the next warp gets a turn (turns only matter for
+/// warps that poll memory; barriers and the sanitizer's clocks do not depend on them).
+const QUANTUM: u64 = 4096;
+
+/// Runs warp `warp` until it waits, yields, exits or uses its quantum.
 #[allow(clippy::too_many_arguments)]
 fn run_warp(
     prog: &Program<'_>,
@@ -768,12 +835,13 @@ fn run_warp(
     findings: &mut Vec<Finding>,
     counts: &mut [u64],
     limits: &mut Limits<'_>,
-    progressed: &mut bool,
-) -> EmuResult<bool> {
+) -> EmuResult<SliceEnd> {
     let body = &prog.kernel.body;
-    let mut any = false;
     let mut steps: u64 = 0;
     while let Some((pc, group)) = warp.next_group() {
+        if steps >= QUANTUM {
+            return Ok(SliceEnd::Quantum);
+        }
         let Some(instr) = body.get(pc) else {
             // Falling off the end of the body ends those threads, like `ret`.
             warp.exited |= group;
@@ -788,7 +856,7 @@ fn run_warp(
         }
         limits.budget -= 1;
         steps += 1;
-        if steps % 4096 == 0 {
+        if limits.budget % 4096 == 0 {
             if let Some(c) = limits.cancel {
                 if c.load(std::sync::atomic::Ordering::Relaxed) {
                     return Err(EmuError::Cancelled {
@@ -832,33 +900,30 @@ fn run_warp(
                 for lane in lanes(group) {
                     warp.pc[lane] = pc + 1;
                 }
-                any = true;
             }
             Flow::Jump(target) => {
                 for lane in lanes(group) {
                     warp.pc[lane] = if exec & (1 << lane) != 0 { target } else { pc + 1 };
                 }
-                any = true;
             }
             Flow::Retry => {
                 counts[pc] -= 1;
                 warp.wait = Wait::Retry { pc };
-                return Ok(any);
+                return Ok(SliceEnd::Retry);
             }
             Flow::Spin => {
                 for lane in lanes(group) {
                     warp.pc[lane] = pc + 1;
                 }
-                return Ok(any);
+                return Ok(SliceEnd::Spin);
             }
             Flow::Barrier => {
                 // `dispatch` set `warp.wait`; the pc moves on when the barrier completes.
-                *progressed = true;
-                return Ok(true);
+                return Ok(SliceEnd::Barrier);
             }
         }
     }
-    Ok(any)
+    Ok(SliceEnd::Done)
 }
 
 /// Executes one instruction for the lanes `group` (of which `exec` pass the guard).
@@ -883,7 +948,7 @@ fn dispatch(ctx: &mut Ctx<'_>, pc: usize, group: LaneMask, exec: LaneMask) -> Em
             }
         }
         "bar" | "barrier" => warp::barrier(ctx, pc, group, exec),
-        "membar" | "fence" if !instr.opcode.starts_with("fence.proxy") => Ok(Flow::Next),
+        "membar" | "fence" if !instr.opcode.starts_with("fence.proxy") && !instr.opcode.starts_with("fence.mbarrier_init") => Ok(Flow::Next),
         "nanosleep" | "pmevent" | "prefetch" | "prefetchu" | "discard" | "griddepcontrol" => Ok(Flow::Next),
         "shfl" | "vote" | "activemask" | "match" | "redux" => warp::warp_op(ctx, group, exec),
         "ld" | "st" | "atom" | "red" | "cvta" | "isspacep" => mem::mem_op(ctx, exec),

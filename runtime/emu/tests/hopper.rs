@@ -294,3 +294,143 @@ fn arrivals_beyond_the_count_are_reported_with_the_init_line() {
     assert!(over(line_of("[bar2], 2;"), line_of("[bar2], 1;")), "count 2 on a barrier of 1: {err}");
     assert!(over(line_of("@%p1 mbarrier.arrive"), line_of("[bar], 1;")), "four lanes on a barrier of 1: {err}");
 }
+
+/// One warp: a 2-D TMA load of a 64×8 bf16 box (128-byte swizzle, partly outside the tensor)
+/// completing on an mbarrier, a copy of the raw shared image to `out`, and a TMA store of the
+/// box to a second tensor of the same shape.
+const TMA: &str = r#"
+.version 8.3
+.target sm_90a
+.address_size 64
+.visible .entry tma(.param .align 64 .b8 src_map[128], .param .align 64 .b8 dst_map[128], .param .u64 pout, .param .u32 cx, .param .u32 cy)
+{
+    .reg .pred %p<4>;
+    .reg .b32 %r<20>;
+    .reg .b64 %rd<10>;
+    .shared .align 1024 .b8 tile[1024];
+    .shared .align 8 .b64 full;
+    mov.u32 %r1, %tid.x;
+    setp.eq.u32 %p1, %r1, 0;
+    @%p1 mbarrier.init.shared::cta.b64 [full], 1;
+    INIT_FENCE
+    bar.sync 0;
+    ld.param.u32 %r2, [cx];
+    ld.param.u32 %r3, [cy];
+    ld.param.u64 %rd1, [pout];
+    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 %rd2, [full], 1024;
+    @%p1 cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [tile], [src_map, {%r2, %r3}], [full];
+WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 %p2, [full], PARITY;
+    @!%p2 bra WAIT;
+    mov.u32 %r4, tile;
+    shl.b32 %r5, %r1, 5;
+    add.s32 %r6, %r4, %r5;
+    ld.shared.v4.u32 {%r10, %r11, %r12, %r13}, [%r6];
+    ld.shared.v4.u32 {%r14, %r15, %r16, %r17}, [%r6+16];
+    cvt.u64.u32 %rd3, %r5;
+    add.s64 %rd4, %rd1, %rd3;
+    st.global.v4.u32 [%rd4], {%r10, %r11, %r12, %r13};
+    st.global.v4.u32 [%rd4+16], {%r14, %r15, %r16, %r17};
+    REWRITE
+    bar.sync 0;
+    @%p1 cp.async.bulk.tensor.2d.global.shared::cta.tile.bulk_group [dst_map, {%r2, %r3}], [tile];
+    @%p1 cp.async.bulk.commit_group;
+    @%p1 cp.async.bulk.wait_group.read 0;
+    ret;
+}
+"#;
+
+const TMA_DIMS: [u64; 2] = [100, 20];
+const TMA_PITCH: usize = 104; // elements per row in memory: 208 bytes, a multiple of 16
+const SENTINEL: u16 = 0x7777;
+
+struct TmaRun {
+    src: Vec<u16>,
+    image: Vec<u8>,
+    dst: Vec<u16>,
+}
+
+fn tma(init_fence: &str, parity: u32, rewrite: &str, cx: u32, cy: u32, findings_are_errors: bool) -> Result<(TmaRun, Vec<tilekit_emu::sanitizer::Finding>), EmuError> {
+    use tilekit_emu::asynchrony::{OobFill, TensorMap};
+    use tilekit_emu::tensor_core::smem_matrix::Swizzle;
+    let ptx = TMA.replace("INIT_FENCE", init_fence).replace("PARITY", &parity.to_string()).replace("REWRITE", rewrite);
+    let emu = Emulator::new(&ptx)?;
+    let mut rng = StdRng::seed_from_u64(u64::from(cx * 100 + cy));
+    let src: Vec<u16> = (0..TMA_PITCH * TMA_DIMS[1] as usize).map(|_| bf16::from_f32(rng.gen_range(-4.0..4.0)).to_bits()).collect();
+    let as_bytes = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut g = GlobalMemory::new();
+    let psrc = g.alloc("src", as_bytes(&src));
+    let pdst = g.alloc("dst", as_bytes(&vec![SENTINEL; src.len()]));
+    let pout = g.alloc("out", vec![0u8; 1024]);
+    let map = |base| TensorMap::new(2, base, TMA_DIMS.to_vec(), vec![2 * TMA_PITCH as u64], vec![64, 8], Swizzle::B128, OobFill::Zero).unwrap().encode().to_vec();
+    let args = [map(psrc), map(pdst), pout.to_le_bytes().to_vec(), cx.to_le_bytes().to_vec(), cy.to_le_bytes().to_vec()];
+    let params = emu.param_buffer("tma", &args)?;
+    let mut cfg = LaunchConfig::new([1, 1, 1], [32, 1, 1]);
+    cfg.findings_are_errors = findings_are_errors;
+    let report = emu.launch("tma", &cfg, &params, &mut g)?;
+    let image = g.get(pout).unwrap().data.clone();
+    let dst = g.get(pdst).unwrap().data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    Ok((TmaRun { src, image, dst }, report.findings))
+}
+
+const INIT_FENCE: &str = "fence.mbarrier_init.release.cluster;";
+
+#[test]
+fn tma_load_lands_a_swizzled_zero_filled_box_and_tma_store_writes_only_inside_the_tensor() {
+    for (cx, cy) in [(48u32, 15u32), (0, 0), (36, 12)] {
+        let (run, _) = tma(INIT_FENCE, 0, "", cx, cy, true).unwrap();
+        for y in 0..8usize {
+            for x in 0..64usize {
+                // 128-byte swizzle of a 1024-aligned box: 16-byte chunk x/8 of row y moves to
+                // chunk (x/8) XOR y.
+                let at = y * 128 + (((x / 8) ^ y) * 16) + (x % 8) * 2;
+                let (gx, gy) = (cx as usize + x, cy as usize + y);
+                let inside = gx < TMA_DIMS[0] as usize && gy < TMA_DIMS[1] as usize;
+                let want = if inside { run.src[gy * TMA_PITCH + gx] } else { 0 };
+                assert_eq!(u16::from_le_bytes([run.image[at], run.image[at + 1]]), want, "box ({cx},{cy}) element ({x},{y})");
+            }
+        }
+        for gy in 0..TMA_DIMS[1] as usize {
+            for gx in 0..TMA_PITCH {
+                let in_box = (cx as usize..cx as usize + 64).contains(&gx) && (cy as usize..cy as usize + 8).contains(&gy);
+                let want = if in_box && gx < TMA_DIMS[0] as usize { run.src[gy * TMA_PITCH + gx] } else { SENTINEL };
+                assert_eq!(run.dst[gy * TMA_PITCH + gx], want, "box ({cx},{cy}) dst ({gx},{gy})");
+            }
+        }
+    }
+}
+
+#[test]
+fn tma_consumer_with_the_wrong_parity_reads_before_the_data_arrives() {
+    let err = tma(INIT_FENCE, 1, "", 0, 0, true).err().expect("findings");
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    assert!(
+        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("ld.shared") && f.message.contains("cp.async.bulk.tensor")),
+        "{err}"
+    );
+    // The numbers are wrong too: the box never landed before the reads.
+    let (run, findings) = tma(INIT_FENCE, 1, "", 0, 0, false).unwrap();
+    assert!(!findings.is_empty());
+    assert!(run.image.iter().all(|b| *b == 0));
+}
+
+#[test]
+fn tma_signalling_an_mbarrier_without_an_init_fence_is_reported() {
+    let err = tma("", 0, "", 0, 0, true).err().expect("findings");
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    assert!(findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.message.contains("fence.mbarrier_init")), "{err}");
+}
+
+#[test]
+fn tma_store_of_generic_writes_needs_fence_proxy_async() {
+    let rewrite = "st.shared.v4.u32 [%r6], {%r10, %r11, %r12, %r13};";
+    let err = tma(INIT_FENCE, 0, rewrite, 0, 0, true).err().expect("findings");
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    assert!(
+        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("cp.async.bulk.tensor") && f.message.contains("fence.proxy.async")),
+        "{err}"
+    );
+    let fenced = format!("{rewrite}\n    fence.proxy.async.shared::cta;");
+    let (_, findings) = tma(INIT_FENCE, 0, &fenced, 0, 0, true).unwrap();
+    assert!(findings.is_empty());
+}

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 
 use super::{Ctx, Flow, Program, Space};
-use crate::asynchrony::{AsyncOp, Deferred, Groups, Hazard, HazardKind, Mbarrier, OpId, SharedTracker};
+use crate::asynchrony::{AsyncOp, Deferred, Groups, Hazard, HazardKind, Mbarrier, OobFill, OpId, SharedTracker, TensorMap, TENSOR_MAP_BYTES};
 use crate::error::EmuResult;
 use crate::machine::{lanes, LaneMask, WARP_SIZE};
 use crate::ptx::{Operand, RegId, Ty};
@@ -57,6 +57,24 @@ struct WgmmaWarp {
     latest: HashMap<RegId, (OpId, [u32; WARP_SIZE])>,
 }
 
+/// A bulk store (`cp.async.bulk{.tensor}` to global memory) in flight: it reads shared memory and
+/// writes global memory when its bulk group is waited for.
+#[derive(Debug, Clone)]
+struct PendingStore {
+    op: OpId,
+    line: u32,
+    opcode: String,
+    lane: usize,
+    /// Shared offset of the source.
+    src: u32,
+    /// Bytes of the source.
+    total: u32,
+    /// Each element's global address (None: outside the tensor, not written) and offset in the
+    /// source.
+    elements: Vec<(Option<u64>, u32)>,
+    element_bytes: u32,
+}
+
 /// The block's sm_90 asynchronous state.
 #[derive(Debug, Default)]
 pub struct HopperState {
@@ -64,6 +82,8 @@ pub struct HopperState {
     pub tracker: SharedTracker,
     barriers: HashMap<u32, Mbarrier>,
     wgmma: HashMap<usize, WgmmaWarp>,
+    /// Bulk groups (`cp.async.bulk.commit_group`) per warp.
+    bulk: HashMap<usize, Groups<PendingStore>>,
     /// How fp8 wgmma sums its products (see [`Accumulation`]); 16-bit types always use `Exact`.
     pub fp8_accumulation: Accumulation,
 }
@@ -93,6 +113,7 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
     match ctx.instr.head.as_str() {
         "wgmma" => wgmma(ctx, exec),
         "mbarrier" => mbarrier(ctx, exec),
+        "cp" if ctx.instr.opcode.starts_with("cp.async.bulk") => bulk(ctx, exec),
         _ => Err(ctx.unknown()),
     }
 }
@@ -326,6 +347,212 @@ fn deliver(ctx: &mut Ctx<'_>, off: u32) -> EmuResult<()> {
             }
         }
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bulk copies and TMA
+// ---------------------------------------------------------------------------------------------
+
+/// The shared offset an address operand names (its symbol's space, else the instruction's
+/// shared state space, else generic), or None (reported) when outside shared memory.
+fn shared_offset(ctx: &mut Ctx<'_>, lane: usize, op: &Operand, len: u64) -> EmuResult<Option<u32>> {
+    let (sym_space, addr) = ctx.address(lane, op)?;
+    let (space, off) = ctx.resolve(sym_space.unwrap_or(Space::Generic), addr);
+    let shared = ctx.block.shared.len() as u64;
+    if !matches!(space, Space::Shared | Space::SharedCluster) || off + len > shared {
+        ctx.report(
+            FindingKind::OutOfBounds,
+            Some(lane),
+            format!("`{}`: {len} shared bytes at {addr:#x} are not inside the block's {shared} bytes of shared memory", ctx.instr.opcode),
+        );
+        return Ok(None);
+    }
+    Ok(Some(off as u32))
+}
+
+/// The emulator tensor map a `[tensorMap, {coords}]` operand names, and its coordinates.
+fn tensor_operand(ctx: &mut Ctx<'_>, lane: usize, op: &Operand) -> EmuResult<(TensorMap, Vec<i64>)> {
+    let Operand::Vec(items) = op else {
+        return Err(ctx.bad("expected a tensor operand [tensorMap, {c0, ...}]"));
+    };
+    let (Some(map_op), Some(Operand::Vec(coords))) = (items.first(), items.get(1)) else {
+        return Err(ctx.bad("expected a tensor operand [tensorMap, {c0, ...}]"));
+    };
+    let (sym_space, addr) = ctx.address(lane, map_op)?;
+    let mut bytes = [0u8; TENSOR_MAP_BYTES];
+    ctx.load(lane, sym_space.unwrap_or(Space::Generic), addr, &mut bytes)?;
+    let map = TensorMap::decode(&bytes).map_err(|e| ctx.bad(e.to_string()))?;
+    let mut c = Vec::with_capacity(coords.len());
+    for op in coords {
+        c.push(ctx.read(lane, op, Ty::S32)? as u32 as i32 as i64);
+    }
+    if c.len() != map.rank() {
+        return Err(ctx.bad(format!("{} coordinates for a tensor map of rank {}", c.len(), map.rank())));
+    }
+    Ok((map, c))
+}
+
+fn bulk(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
+    let instr = ctx.instr;
+    let w = ctx.warp.index;
+    if instr.has("prefetch") {
+        return Ok(Flow::Next);
+    }
+    if instr.has("commit_group") {
+        if exec != 0 {
+            ctx.block.ext.hopper.bulk.entry(w).or_default().commit();
+        }
+        return Ok(Flow::Next);
+    }
+    if instr.has("wait_group") {
+        if exec == 0 {
+            return Ok(Flow::Next);
+        }
+        // `.read` only promises the sources were read; completing the writes too is allowed
+        // (earlier than the latest point, which for global writes would be the end of the grid).
+        let keep = ctx.read(exec.trailing_zeros() as usize, ctx.op(0)?, Ty::U32)? as usize;
+        let done = ctx.block.ext.hopper.bulk.entry(w).or_default().wait(keep);
+        for p in done {
+            complete_store(ctx, p)?;
+        }
+        return Ok(Flow::Next);
+    }
+    // The destination's state space comes first among the modifiers.
+    let to_shared = instr
+        .mods
+        .iter()
+        .find_map(|m| Space::from_mod(m))
+        .is_some_and(|s| matches!(s, Space::Shared | Space::SharedCluster));
+    let tensor = instr.has("tensor");
+    for lane in lanes(exec) {
+        if to_shared {
+            bulk_load(ctx, lane, tensor)?;
+        } else {
+            bulk_store(ctx, lane, tensor)?;
+        }
+    }
+    Ok(Flow::Next)
+}
+
+/// `cp.async.bulk{.tensor}` global → shared with `mbarrier::complete_tx::bytes`: reads global
+/// memory now (so out-of-bounds reads are reported here), lands at the latest point.
+fn bulk_load(ctx: &mut Ctx<'_>, lane: usize, tensor: bool) -> EmuResult<()> {
+    let instr = ctx.instr;
+    if !instr.mods.iter().any(|m| m.starts_with("mbarrier::complete_tx")) {
+        return Err(ctx.unknown());
+    }
+    let (bytes, mbar_op) = if tensor {
+        let (map, coords) = tensor_operand(ctx, lane, ctx.op(1)?)?;
+        let (_, dst_addr) = ctx.address(lane, ctx.op(0)?)?;
+        if dst_addr % 128 != 0 {
+            return Err(ctx.bad(format!("TMA destination {dst_addr:#x} is not 128-byte aligned")));
+        }
+        // Offsets depend on the absolute shared address (the swizzle), so resolve it first.
+        let Some(dst) = shared_offset(ctx, lane, ctx.op(0)?, map.box_bytes())? else { return Ok(()) };
+        let eb = map.element_bytes as usize;
+        let fill = if map.oob_fill == OobFill::Nan { 0xff } else { 0 };
+        let mut bytes = vec![fill; map.box_bytes() as usize];
+        let elements = map.box_elements(&coords, dst).map_err(|e| ctx.bad(e.to_string()))?;
+        for (global, off) in elements {
+            let off = off as usize;
+            if off + eb > bytes.len() {
+                continue;
+            }
+            match global {
+                Some(g) => ctx.load(lane, Space::Global, g, &mut bytes[off..off + eb])?,
+                None => bytes[off..off + eb].fill(fill),
+            }
+        }
+        (bytes, ctx.op(2)?)
+    } else {
+        let size = ctx.read(lane, ctx.op(2)?, Ty::U32)?;
+        if size % 16 != 0 {
+            return Err(ctx.bad(format!("bulk copy size {size} is not a multiple of 16")));
+        }
+        let (sym_space, src) = ctx.address(lane, ctx.op(1)?)?;
+        let mut bytes = vec![0u8; size as usize];
+        ctx.load(lane, sym_space.unwrap_or(Space::Global), src, &mut bytes)?;
+        (bytes, ctx.op(3)?)
+    };
+    let Some(dst) = shared_offset(ctx, lane, ctx.op(0)?, bytes.len() as u64)? else { return Ok(()) };
+    let Some(bar) = barrier_offset(ctx, lane, mbar_op)? else { return Ok(()) };
+    let thread = ctx.thread(lane);
+    let w = ctx.warp.index;
+    let clock = ctx.warp.clock.clone();
+    let st = &mut ctx.block.ext.hopper;
+    let op = st.tracker.op(AsyncOp { opcode: instr.opcode.clone(), line: instr.line, thread });
+    st.tracker.begin_async_write(op, dst, bytes.len() as u32);
+    let Some(b) = st.barriers.get_mut(&bar) else {
+        ctx.report(FindingKind::Mbarrier, Some(lane), format!("completes transactions on shared offset {bar:#x}, which no mbarrier.init initialized"));
+        return Ok(());
+    };
+    let unfenced = !b.init_fenced;
+    let init_line = b.init_line;
+    b.deferred.push(Deferred::TxLoad { op, shared: dst, bytes, warp: w, clock });
+    if unfenced {
+        ctx.report(
+            FindingKind::AsyncHazard,
+            Some(lane),
+            format!("the async proxy signals the mbarrier at shared offset {bar:#x}, initialized at PTX line {init_line} with no fence.mbarrier_init or fence.proxy.async after it"),
+        );
+    }
+    Ok(())
+}
+
+/// `cp.async.bulk{.tensor}` shared → global with `.bulk_group`: checks the source against the
+/// generic proxy now, reads and writes at the covering `cp.async.bulk.wait_group`.
+fn bulk_store(ctx: &mut Ctx<'_>, lane: usize, tensor: bool) -> EmuResult<()> {
+    let instr = ctx.instr;
+    if !instr.has("bulk_group") {
+        return Err(ctx.unknown());
+    }
+    let (elements, element_bytes, total) = if tensor {
+        let (map, coords) = tensor_operand(ctx, lane, ctx.op(0)?)?;
+        let (_, src_addr) = ctx.address(lane, ctx.op(1)?)?;
+        if src_addr % 128 != 0 {
+            return Err(ctx.bad(format!("TMA source {src_addr:#x} is not 128-byte aligned")));
+        }
+        let Some(src) = shared_offset(ctx, lane, ctx.op(1)?, map.box_bytes())? else { return Ok(()) };
+        let elements = map.box_elements(&coords, src).map_err(|e| ctx.bad(e.to_string()))?;
+        (elements, map.element_bytes, map.box_bytes() as u32)
+    } else {
+        let size = ctx.read(lane, ctx.op(2)?, Ty::U32)? as u32;
+        if size % 16 != 0 {
+            return Err(ctx.bad(format!("bulk copy size {size} is not a multiple of 16")));
+        }
+        let (sym_space, dst) = ctx.address(lane, ctx.op(0)?)?;
+        let (_, dst) = ctx.resolve(sym_space.unwrap_or(Space::Global), dst);
+        (vec![(Some(dst), 0)], size, size)
+    };
+    let Some(src) = shared_offset(ctx, lane, ctx.op(1)?, u64::from(total))? else { return Ok(()) };
+    let thread = ctx.thread(lane);
+    let w = ctx.warp.index;
+    let op = ctx.block.ext.hopper.tracker.op(AsyncOp { opcode: instr.opcode.clone(), line: instr.line, thread });
+    if let Some(h) = ctx.block.ext.hopper.tracker.begin_async_read(op, src, total) {
+        ctx.report(kind(&h), Some(lane), h.message);
+    }
+    if let Some(sh) = ctx.block.shadow.as_mut() {
+        if let Some(c) = sh.read(src as usize, total as usize, w, &ctx.warp.clock, instr.line) {
+            let m = format!("bulk store reads shared offset {:#x} written by warp {} (PTX line {}) with nothing ordering them", c.offset, c.warp, c.line);
+            ctx.report(FindingKind::Race, Some(lane), m);
+        }
+    }
+    let p = PendingStore { op, line: instr.line, opcode: instr.opcode.clone(), lane, src, total, elements, element_bytes };
+    ctx.block.ext.hopper.bulk.entry(w).or_default().issue(p);
+    Ok(())
+}
+
+/// A bulk store's group was waited for: it reads its source as it is now and writes global memory.
+fn complete_store(ctx: &mut Ctx<'_>, p: PendingStore) -> EmuResult<()> {
+    let eb = p.element_bytes as usize;
+    for (global, off) in &p.elements {
+        let Some(g) = global else { continue };
+        let at = p.src as usize + *off as usize;
+        let Some(bytes) = ctx.block.shared.get(at..at + eb).map(<[u8]>::to_vec) else { continue };
+        ctx.store(p.lane, Space::Global, *g, &bytes)?;
+    }
+    ctx.block.ext.hopper.tracker.end_async_read(p.op, p.src, p.total);
     Ok(())
 }
 
@@ -580,10 +807,26 @@ pub fn finish_block(prog: &Program<'_>, block: &mut super::BlockMem, findings: &
             push(findings, FindingKind::AsyncHazard, p.line, p.opcode.clone(), format!("{n} wgmma.mma_async of warp {w} never reached a wgmma.wait_group; their accumulators were never written"));
         }
     }
+    let mut bulk: Vec<_> = st.bulk.iter().collect();
+    bulk.sort_by_key(|(w, _)| **w);
+    for (w, groups) in bulk {
+        if let Some(p) = groups.pending().next() {
+            let n = groups.pending().count();
+            push(findings, FindingKind::AsyncHazard, p.line, p.opcode.clone(), format!("{n} bulk store(s) of warp {w} never reached a cp.async.bulk.wait_group; their global writes were dropped"));
+        }
+    }
     let mut bars: Vec<_> = st.barriers.iter().collect();
     bars.sort_by_key(|(o, _)| **o);
     for (off, b) in bars {
-        if b.tx > 0 {
+        if let Some(Deferred::TxLoad { op, .. }) = b.deferred.first() {
+            push(
+                findings,
+                FindingKind::Mbarrier,
+                b.init_line,
+                "mbarrier.init".into(),
+                format!("mbarrier at shared offset {off:#x}: {} (and {} more) signals it but nobody waited for it; its data never landed", st.tracker.describe(*op), b.deferred.len() - 1),
+            );
+        } else if b.tx > 0 {
             push(
                 findings,
                 FindingKind::Mbarrier,

@@ -849,6 +849,13 @@ impl Parser {
                     let v = self.signed_int(line)?;
                     offset = if neg { v.wrapping_neg() } else { v };
                 }
+                // `[tensorMap, {c0, c1, ...}]` (cp.async.bulk.tensor): the map's address and its
+                // coordinates, as a two-item vector.
+                if self.eat_punct(',') {
+                    let coords = self.operand(f, scopes, line, depth + 1)?;
+                    self.expect_punct(']')?;
+                    return Ok(Operand::Vec(vec![Operand::Addr { base, offset }, coords]));
+                }
                 self.expect_punct(']')?;
                 Ok(Operand::Addr { base, offset })
             }

@@ -289,6 +289,12 @@ impl Mbarrier {
         Ok(token)
     }
 
+    /// Releases `clock` into the current phase without an arrival (an arrive-on whose pending
+    /// count increment and arrival cancel out).
+    pub fn phase_clock_join(&mut self, clock: &[u32]) {
+        join(&mut self.phase_clock, clock);
+    }
+
     /// `mbarrier.arrive_drop`: one arrival now, and one fewer expected in later phases.
     pub fn arrive_drop(&mut self, clock: &[u32]) -> Result<u64, Hazard> {
         if self.expected == 0 {

@@ -434,3 +434,75 @@ fn tma_store_of_generic_writes_needs_fence_proxy_async() {
     let (_, findings) = tma(INIT_FENCE, 0, &fenced, 0, 0, true).unwrap();
     assert!(findings.is_empty());
 }
+
+/// Warp 1 copies 32 floats into shared memory with `cp.async` and signals their completion with
+/// `cp.async.mbarrier.arrive` on a barrier initialized for 32 arrivals; warp 0 waits for the
+/// phase and copies shared memory to `out`.
+const CP_ASYNC_ARRIVE: &str = r#"
+.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry cparrive(.param .u64 pin, .param .u64 pout)
+{
+    .reg .pred %p<4>;
+    .reg .b32 %r<10>;
+    .reg .f32 %f<2>;
+    .reg .b64 %rd<8>;
+    .shared .align 8 .b64 bar;
+    .shared .align 16 .b8 slot[128];
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    and.b32 %r2, %r1, 31;
+    shr.u32 %r3, %r1, 5;
+    setp.ne.u32 %p1, %r1, 0;
+    @%p1 bra INITIALIZED;
+    mbarrier.init.shared.b64 [bar], 32;
+INITIALIZED:
+    bar.sync 0;
+    mov.u32 %r4, slot;
+    shl.b32 %r5, %r2, 2;
+    add.s32 %r6, %r4, %r5;
+    mul.wide.u32 %rd3, %r2, 4;
+    setp.eq.u32 %p2, %r3, 0;
+    @%p2 bra CONSUMER;
+    add.s64 %rd4, %rd1, %rd3;
+    cp.async.ca.shared.global [%r6], [%rd4], 4;
+    ARRIVE
+    ret;
+CONSUMER:
+    mbarrier.try_wait.parity.shared.b64 %p3, [bar], 0;
+    @!%p3 bra CONSUMER;
+    ld.shared.f32 %f1, [%r6];
+    add.s64 %rd5, %rd2, %rd3;
+    st.global.f32 [%rd5], %f1;
+    ret;
+}
+"#;
+
+fn cp_async_arrive(arrive: &str) -> Result<Vec<f32>, EmuError> {
+    let emu = Emulator::new(&CP_ASYNC_ARRIVE.replace("ARRIVE", arrive))?;
+    let input = random_input(9);
+    let mut g = GlobalMemory::new();
+    let pin = g.alloc("in", input.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let pout = g.alloc("out", vec![0u8; 128]);
+    let params = emu.param_buffer("cparrive", &[pin.to_le_bytes().to_vec(), pout.to_le_bytes().to_vec()])?;
+    emu.launch("cparrive", &LaunchConfig::new([1, 1, 1], [64, 1, 1]), &params, &mut g)?;
+    let out: Vec<f32> = g.get(pout).unwrap().data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert_eq!(out, input);
+    Ok(out)
+}
+
+#[test]
+fn cp_async_mbarrier_arrive_noinc_counts_each_thread_once_its_copies_landed() {
+    cp_async_arrive("cp.async.mbarrier.arrive.noinc.shared.b64 [bar];").unwrap();
+}
+
+#[test]
+fn cp_async_mbarrier_arrive_without_noinc_does_not_count_against_the_init_count() {
+    // Without .noinc the pending count rises by one before each asynchronous arrival, so a
+    // barrier initialized for the 32 copying threads never completes its phase: the consumer
+    // waits forever.
+    let err = cp_async_arrive("cp.async.mbarrier.arrive.shared.b64 [bar];").unwrap_err();
+    assert!(matches!(err, EmuError::Deadlock { .. }), "{err}");
+}

@@ -225,7 +225,19 @@ fn cp_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         return Ok(Flow::Next);
     }
     if instr.has("mbarrier") {
-        return Err(ctx.unknown());
+        // cp.async.mbarrier.arrive{.noinc}: the arrive-on follows the completion of the executing
+        // threads' prior cp.async copies; they complete here, then `hopper` arrives.
+        let wa = &mut ctx.block.ext.warps[w];
+        let mut done = Vec::new();
+        for g in wa.committed.iter_mut().chain(std::iter::once(&mut wa.open)) {
+            let (now, later): (Vec<AsyncCopy>, Vec<AsyncCopy>) = g.drain(..).partition(|c| exec & (1 << c.lane) != 0);
+            done.extend(now);
+            *g = later;
+        }
+        for c in done {
+            complete(ctx, &c)?;
+        }
+        return super::hopper::cp_async_arrive(ctx, exec);
     }
     // cp.async.{ca,cg}.shared{::cta}.global [dst], [src], cp-size{, src-size}{, cache-policy};
     let size = ctx.read(0, ctx.op(2)?, Ty::U32)? as u32;

@@ -350,6 +350,33 @@ fn deliver(ctx: &mut Ctx<'_>, off: u32) -> EmuResult<()> {
     Ok(())
 }
 
+/// `cp.async.mbarrier.arrive{.noinc}.shared{::cta}.b64 [mbar]` after the executing threads'
+/// prior `cp.async` copies landed (the caller lands them): without `.noinc` the instruction
+/// raises the phase's pending count by one and the asynchronous arrival lowers it again, so only
+/// the ordering (the clock) is released; with `.noinc` the arrival counts against the count
+/// given to `mbarrier.init`.
+pub fn cp_async_arrive(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
+    let noinc = ctx.instr.has("noinc");
+    let clock = ctx.warp.clock.clone();
+    for lane in lanes(exec) {
+        let Some(off) = barrier_offset(ctx, lane, ctx.op(0)?)? else { continue };
+        let Some(b) = ctx.block.ext.hopper.barriers.get_mut(&off) else {
+            ctx.report(FindingKind::Mbarrier, Some(lane), format!("`{}` on shared offset {off:#x}, which no mbarrier.init initialized", ctx.instr.opcode));
+            continue;
+        };
+        if noinc {
+            if let Err(h) = b.arrive(1, 0, &clock) {
+                ctx.report(kind(&h), Some(lane), h.message);
+            }
+        } else {
+            b.phase_clock_join(&clock);
+        }
+    }
+    let w = ctx.warp.index;
+    ctx.warp.clock[w] += 1;
+    Ok(Flow::Next)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bulk copies and TMA
 // ---------------------------------------------------------------------------------------------

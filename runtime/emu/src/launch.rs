@@ -34,6 +34,10 @@ pub struct LaunchConfig {
     pub budget: u64,
     /// Set from another thread to stop the launch.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// How fp8 `wgmma` sums its products: exact (the default) or the reduced-precision adder
+    /// measured on H800 (`Accumulation::AlignedTruncation { kept_bits: 14 }`), so kernels that
+    /// promote partial sums can be tested for it.
+    pub fp8_accumulation: crate::tensor_core::Accumulation,
 }
 
 impl LaunchConfig {
@@ -48,6 +52,7 @@ impl LaunchConfig {
             findings_are_errors: true,
             budget: 1 << 34,
             cancel: None,
+            fp8_accumulation: crate::tensor_core::Accumulation::Exact,
         }
     }
 }
@@ -242,6 +247,7 @@ impl Emulator {
             params: params.to_vec(),
             sm: self.sm,
             sanitize: cfg.sanitize,
+            fp8_accumulation: cfg.fp8_accumulation,
         };
         let mut findings = Vec::new();
         let mut profile = Profile::default();

@@ -608,3 +608,115 @@ fn tma_fed_swizzled_wgmma_k_loop_computes_a_matrix_product() {
         }
     }
 }
+
+/// fp8 (e4m3) wgmma accumulated over 64 chained k32 steps on the same tiles: A (64×32) and Bᵀ
+/// (8×32) are copied to shared memory in the no-swizzle K-major layout (LBO 128, SBO 256).
+const FP8: &str = r#"
+.version 8.3
+.target sm_90a
+.address_size 64
+.visible .entry fp8(.param .u64 pa, .param .u64 pb, .param .u64 pd)
+{
+    .reg .pred %p<4>;
+    .reg .b32 %r<40>;
+    .reg .f32 %f<6>;
+    .reg .b64 %rd<20>;
+    .shared .align 1024 .b8 smem[4096];
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pb];
+    ld.param.u64 %rd3, [pd];
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, smem;
+    shr.u32 %r3, %r1, 1;
+    and.b32 %r4, %r1, 1;
+    and.b32 %r5, %r3, 7;
+    shl.b32 %r5, %r5, 4;
+    shr.u32 %r6, %r3, 3;
+    shl.b32 %r6, %r6, 8;
+    shl.b32 %r7, %r4, 7;
+    add.s32 %r8, %r5, %r6;
+    add.s32 %r8, %r8, %r7;
+    add.s32 %r9, %r2, %r8;
+    mul.wide.u32 %rd4, %r1, 16;
+    add.s64 %rd5, %rd1, %rd4;
+    ld.global.v4.u32 {%r10, %r11, %r12, %r13}, [%rd5];
+    st.shared.v4.u32 [%r9], {%r10, %r11, %r12, %r13};
+    setp.lt.u32 %p1, %r1, 16;
+    add.s64 %rd6, %rd2, %rd4;
+    @%p1 ld.global.v4.u32 {%r10, %r11, %r12, %r13}, [%rd6];
+    add.s32 %r14, %r9, 2048;
+    @%p1 st.shared.v4.u32 [%r14], {%r10, %r11, %r12, %r13};
+    fence.proxy.async.shared::cta;
+    bar.sync 0;
+    cvt.u64.u32 %rd7, %r2;
+    shr.u64 %rd7, %rd7, 4;
+    or.b64 %rd8, %rd7, 0x0000001000080000;
+    add.s64 %rd9, %rd8, 128;
+    mov.f32 %f1, 0f00000000;
+    mov.f32 %f2, 0f00000000;
+    mov.f32 %f3, 0f00000000;
+    mov.f32 %f4, 0f00000000;
+    setp.eq.u32 %p2, %r1, %r1;
+    mov.u32 %r30, 0;
+    wgmma.fence.sync.aligned;
+LOOP:
+    wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 {%f1, %f2, %f3, %f4}, %rd8, %rd9, %p2, 1, 1;
+    wgmma.commit_group.sync.aligned;
+    wgmma.wait_group.sync.aligned 0;
+    add.u32 %r30, %r30, 1;
+    setp.lt.u32 %p3, %r30, 64;
+    @%p3 bra LOOP;
+    shr.u32 %r20, %r1, 5;
+    and.b32 %r21, %r1, 31;
+    shr.u32 %r22, %r21, 2;
+    and.b32 %r23, %r21, 3;
+    shl.b32 %r24, %r20, 4;
+    add.s32 %r25, %r24, %r22;
+    shl.b32 %r26, %r23, 1;
+    shl.b32 %r27, %r25, 3;
+    add.s32 %r28, %r27, %r26;
+    mul.wide.u32 %rd10, %r28, 4;
+    add.s64 %rd11, %rd3, %rd10;
+    st.global.f32 [%rd11], %f1;
+    st.global.f32 [%rd11+4], %f2;
+    st.global.f32 [%rd11+256], %f3;
+    st.global.f32 [%rd11+260], %f4;
+    ret;
+}
+"#;
+
+#[test]
+fn fp8_wgmma_accumulation_is_exact_by_default_and_loses_bits_under_the_narrow_adder_option() {
+    use tilekit_emu::tensor_core::{Accumulation, OperandType};
+    let mut rng = StdRng::seed_from_u64(0xf8);
+    // e4m3 values in [1, 2): sign 0, exponent 7, random mantissa.
+    let a: Vec<u8> = (0..64 * 32).map(|_| 0x38 | rng.gen_range(0..8u8)).collect();
+    let bt: Vec<u8> = (0..8 * 32).map(|_| 0x38 | rng.gen_range(0..8u8)).collect();
+    let value = |b: u8| OperandType::E4m3.decode(u32::from(b));
+    let run = |accumulation| {
+        let emu = Emulator::new(FP8).unwrap();
+        let mut g = GlobalMemory::new();
+        let (pa, pb, pd) = (g.alloc("a", a.clone()), g.alloc("bt", bt.clone()), g.alloc("d", vec![0u8; 64 * 8 * 4]));
+        let params = emu.param_buffer("fp8", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()]).unwrap();
+        let mut cfg = LaunchConfig::new([1, 1, 1], [128, 1, 1]);
+        cfg.fp8_accumulation = accumulation;
+        emu.launch("fp8", &cfg, &params, &mut g).unwrap();
+        g.get(pd).unwrap().data.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect::<Vec<f64>>()
+    };
+    let exact = run(Accumulation::Exact);
+    let narrow = run(Accumulation::AlignedTruncation { kept_bits: 14 });
+    let mut worst_narrow = 0.0f64;
+    for m in 0..64 {
+        for n in 0..8 {
+            let want = 64.0 * (0..32).map(|k| value(a[m * 32 + k]) * value(bt[n * 32 + k])).sum::<f64>();
+            let (e, t) = (exact[m * 8 + n], narrow[m * 8 + n]);
+            assert!((e - want).abs() <= 1e-6 * want, "exact D[{m}][{n}] = {e}, expected {want}");
+            // Truncation only ever drops magnitude, by at most one quantum (2^(e_max - 13)) per
+            // addend: 33 addends in each of 64 steps.
+            assert!(t <= e, "narrow D[{m}][{n}] = {t} above exact {e}");
+            assert!(e - t <= 64.0 * 33.0 * 2f64.powi(want.log2().floor() as i32 - 13), "narrow D[{m}][{n}] = {t}, exact {e}");
+            worst_narrow = worst_narrow.max((e - t) / want);
+        }
+    }
+    assert!(worst_narrow > 1e-4, "the 14-bit adder must lose visibly over 64 steps (worst relative loss {worst_narrow})");
+}

@@ -25,7 +25,7 @@ use crate::error::EmuResult;
 use crate::machine::{lanes, LaneMask, WARP_SIZE};
 use crate::ptx::{Operand, RegId, Ty};
 use crate::sanitizer::{Finding, FindingKind};
-use crate::tensor_core::elements::{Accumulation, OperandType};
+use crate::tensor_core::elements::Accumulation;
 use crate::tensor_core::wgmma::{WgmmaA, WgmmaOperands, WgmmaSpec};
 
 /// What accumulator registers hold while a wgmma that writes them is in flight: NaN as an f32
@@ -84,8 +84,6 @@ pub struct HopperState {
     wgmma: HashMap<usize, WgmmaWarp>,
     /// Bulk groups (`cp.async.bulk.commit_group`) per warp.
     bulk: HashMap<usize, Groups<PendingStore>>,
-    /// How fp8 wgmma sums its products (see [`Accumulation`]); 16-bit types always use `Exact`.
-    pub fp8_accumulation: Accumulation,
 }
 
 impl HopperState {
@@ -743,7 +741,7 @@ fn mma_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             };
         }
     }
-    let accumulation = if spec.a == OperandType::E4m3 || spec.a == OperandType::E5m2 { ctx.block.ext.hopper.fp8_accumulation } else { Accumulation::Exact };
+    let accumulation = if spec.a.bytes() == 1 { ctx.prog.fp8_accumulation } else { Accumulation::Exact };
     let a = match a_desc {
         Some(bits) => WgmmaA::Descriptor(bits),
         None => WgmmaA::Registers(&a_vals),

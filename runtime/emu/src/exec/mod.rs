@@ -110,6 +110,8 @@ pub struct Program<'a> {
     pub sm: u32,
     /// Whether the sanitizer runs.
     pub sanitize: bool,
+    /// How fp8 wgmma sums its products.
+    pub fp8_accumulation: crate::tensor_core::Accumulation,
 }
 
 /// Executed warp-instructions by class: a dynamic profile.

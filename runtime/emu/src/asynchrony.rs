@@ -606,20 +606,20 @@ impl TensorMap {
         if ![1, 2, 4, 8].contains(&element_bytes) {
             return bad(format!("element size {element_bytes} bytes is not 1, 2, 4 or 8"));
         }
-        if !global_address.is_multiple_of(16) {
+        if global_address % 16 != 0 {
             return bad(format!("global address {global_address:#x} is not 16-byte aligned"));
         }
         if let Some(d) = dims.iter().find(|d| **d == 0 || **d > 1 << 32) {
             return bad(format!("dimension {d} is outside 1..=2^32"));
         }
-        if let Some(s) = strides.iter().find(|s| !s.is_multiple_of(16) || **s >= 1 << 40) {
+        if let Some(s) = strides.iter().find(|s| **s % 16 != 0 || **s >= 1 << 40) {
             return bad(format!("global stride {s} bytes is not a multiple of 16 below 2^40"));
         }
         if let Some(b) = box_dims.iter().find(|b| **b == 0 || **b > 256) {
             return bad(format!("box extent {b} is outside 1..=256"));
         }
         let inner = box_dims[0] * element_bytes;
-        if !inner.is_multiple_of(16) {
+        if inner % 16 != 0 {
             return bad(format!("inner box extent {inner} bytes is not a multiple of 16"));
         }
         if swizzle != Swizzle::None && inner > swizzle.row_bytes() {

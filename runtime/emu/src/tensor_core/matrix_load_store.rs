@@ -103,7 +103,7 @@ impl MatrixLoadStoreSpec {
 
     fn check_addresses(&self, addresses: &[u64; WARP]) -> Result<(), TensorCoreError> {
         for lane in self.address_lanes() {
-            if !addresses[lane].is_multiple_of(ROW_BYTES as u64) {
+            if addresses[lane] % ROW_BYTES as u64 != 0 {
                 return Err(TensorCoreError::Misaligned {
                     opcode: self.opcode(),
                     lane,

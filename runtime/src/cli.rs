@@ -1,60 +1,44 @@
-//! The `tilekit` command: `list`, `selftest`, `emit`, `check` and `bundle` over the registered kernels.
+//! The `tilekit` command: `list`, `selftest`, `bench`, `emit`, `check` and `bundle` over the
+//! registered kernels; `tilekit help [COMMAND]` (or `--help`) explains each.
 //!
-//! A library module so that any binary linking more kernels (which register themselves) can
-//! offer the same command over all of them: `fn main() { std::process::exit(tilekit::cli::main()) }`.
+//! # Your own kernels in the `tilekit` command
+//! Kernels register themselves in the binary that links them, so this crate's `tilekit` binary
+//! sees the kernel library only. For your own kernels, add a binary to your crate that links
+//! the crate and runs this module; `cargo run --bin tilekit -- list` then shows your kernels
+//! beside the library's, and every other command works on them too:
+//!
+//! ```ignore
+//! // my_crate/src/bin/tilekit.rs
+//! use my_crate as _; // links the crate, so its #[tilekit::kernel]s register themselves
+//!
+//! fn main() {
+//!     std::process::exit(tilekit::cli::main())
+//! }
+//! ```
 //!
 //! `emit`, `check` and `bundle` compile kernels and need the `jit` feature (on by default); a build
 //! without it answers them with an error that says so.
+//!
+//! Exit codes: 0 success; 1 a kernel failed (selftest) or could not be compiled, assembled or
+//! written, or a device could not be opened; 2 a usage error (unknown command, option, kernel,
+//! variant, target, stage or device).
 
 use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::path::PathBuf;
 
-use crate::launch::Device;
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+
 use crate::registry::{kernels, KernelInfo, Variant};
+use crate::Device;
 
-const USAGE: &str = "\
-usage: tilekit list
-       tilekit selftest [--device cpu|cuda[:N]|hip[:N]] [--bundle DIR]
-       tilekit bench [--device cuda[:N]|hip[:N]] [--bundle DIR] [--runs N]
-       tilekit emit <kernel> --target <target> --stage <stage> [--const N=V]... [--out FILE]
-       tilekit check <kernel> --target <target> [--const N=V]...
-       tilekit bundle --target <target> --out <dir>
-       tilekit help";
+/// Said after the commands in `tilekit --help`: the targets, how a variant is named, and the
+/// exit codes.
+const AFTER_HELP: &str = "\
+Targets: sm_80, sm_90a (NVIDIA); gfx90a, gfx942, gfx950 (AMD CDNA, wave64).
 
-const HELP: &str = "\
-tilekit: tiled GPU kernels in Rust
-
-commands:
-  list                 one line per registered kernel variant: name<comptime arguments>,
-                       parameters, op count, source
-  selftest [--device cpu|cuda[:N]|hip[:N]] [--bundle DIR]
-                       runs every kernel against its reference (on a GPU: compiled on first
-                       launch or taken from the bundle, larger shapes too); ends with
-                       `N passed, M failed`
-  bench [--device cuda[:N]|hip[:N]] [--bundle DIR] [--runs N]
-                       times the kernel library on a GPU (the first one by default): median of
-                       N ≥ 20 event-timed runs (30), TFLOP/s or GB/s, % of the copy bandwidth and
-                       cuBLAS bf16 GEMM measured in the same run, ratio to cuBLAS for GEMMs
-  emit <kernel> --target <target> --stage <stage> [--const N=V]... [--out FILE]
-                       prints one stage of the kernel compiled for the target, or writes it to
-                       FILE; the binary `hsaco` stage is only written (it needs --out)
-  check <kernel> --target <target> [--const N=V]...
-                       NVIDIA: assembles the kernel's PTX with ptxas and prints registers, spill
-                       bytes, shared memory and the SASS instruction mix (needs ptxas and
-                       nvdisasm). AMD: prints VGPR/AGPR/SGPR counts, LDS bytes, scratch bytes
-                       and spills read from the linked code object's metadata note, and the
-                       MFMA count and instruction mix of its assembly (needs ld.lld)
-  bundle --target <target> --out <dir>
-                       compiles every kernel variant ahead of time: one PTX file (NVIDIA) or
-                       code object (AMD, .hsaco) per variant,
-                       bundle.json (metadata) and bundle.tkb (a tar of it all, for include_bytes!);
-                       a tilekit built without `jit` loads it (tilekit::Bundle)
-
-targets: sm_80, sm_90a (NVIDIA); gfx90a, gfx942, gfx950 (AMD CDNA, wave64)
-stages:  tile (Tile IR), mlir (as generated), mlir-lowered (LLVM dialect), llvm (as translated),
-         llvm-opt (after O3); NVIDIA: ptx, sass (ptxas + nvdisasm); AMD: asm (AMDGPU
-         assembly), hsaco (the code object linked by ld.lld; binary, needs --out FILE)
-
-choosing a variant: a generic kernel is registered with several comptime instantiations
+Choosing a variant: a generic kernel is registered with several comptime instantiations
 (`tilekit list` shows them). Name one by writing its comptime arguments after the kernel's
 name, as `list` prints them (spaces do not matter; quote it for the shell):
     tilekit emit 'gemm<bf16, 64, 64, 32, 32, 32>' --target sm_80 --stage ptx
@@ -63,11 +47,161 @@ or narrow by position with --const N=V: the N-th comptime argument (counting fro
 A kernel with a single variant needs neither. If the choice leaves no variant, or more than
 one, the error lists the registered variants.
 
-exit codes: 0 success, 1 a kernel failed (selftest) or could not be compiled or assembled,
-2 a usage error (unknown command, kernel, variant, target or stage).";
+Exit codes: 0 success; 1 a kernel failed (selftest) or could not be compiled, assembled or
+written, or a device could not be opened; 2 a usage error (unknown command, option, kernel,
+variant, target, stage or device).";
 
-/// Why a command failed: the message and the process exit code (2 for usage errors, which
-/// [`main`] follows with the usage lines; 1 for a kernel that could not be compiled).
+/// The command line of `tilekit`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tilekit",
+    version,
+    about = "tilekit: tiled GPU kernels in Rust",
+    after_help = AFTER_HELP,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One line per registered kernel variant: name<comptime arguments>, parameters, op count,
+    /// source
+    List,
+    /// Runs every kernel against its reference; ends with `N passed, M failed`
+    #[command(
+        long_about = "Runs every registered kernel against its reference (on a GPU: compiled on \
+                      first launch or taken from the bundle, larger shapes too); ends with \
+                      `N passed, M failed`. Exits with 1 when a kernel fails."
+    )]
+    Selftest(SelftestArgs),
+    /// Times the kernel library on a GPU (the first one by default)
+    #[command(
+        long_about = "Times the kernel library on a GPU (the first one by default): the median of \
+                      --runs event-timed runs, TFLOP/s or GB/s, % of the copy bandwidth and of \
+                      cuBLAS bf16 GEMM measured in the same run, and the ratio to cuBLAS for GEMMs."
+    )]
+    Bench(BenchArgs),
+    /// Prints one stage of a kernel compiled for a target, or writes it to a file
+    #[command(
+        long_about = "Prints one stage of the kernel compiled for the target, or writes it to \
+                      --out FILE. The binary `hsaco` stage is only written (it needs --out)."
+    )]
+    Emit(EmitArgs),
+    /// Compiles a kernel and prints its registers, spills, shared memory and instruction mix
+    #[command(
+        long_about = "Compiles a kernel and prints its resources. NVIDIA: assembles the PTX with \
+                      ptxas and prints registers, spill bytes, shared memory and the SASS \
+                      instruction mix (needs ptxas and nvdisasm). AMD: prints VGPR/AGPR/SGPR \
+                      counts, LDS bytes, scratch bytes and spills read from the linked code \
+                      object's metadata note, and the MFMA count and instruction mix of its \
+                      assembly (needs ld.lld)."
+    )]
+    Check(CheckArgs),
+    /// Compiles every kernel variant ahead of time into a bundle directory
+    #[command(
+        long_about = "Compiles every registered kernel variant ahead of time into --out DIR: one \
+                      PTX file (NVIDIA) or code object (AMD, .hsaco) per variant, the metadata and \
+                      the packed bundle (for include_bytes!). A tilekit built without `jit` loads \
+                      it (tilekit::Bundle)."
+    )]
+    Bundle(BundleArgs),
+}
+
+#[derive(Debug, Args)]
+struct SelftestArgs {
+    /// The device: cpu (the interpreter), cuda[:N] or hip[:N]
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    device: String,
+    /// A bundle directory (written by `tilekit bundle`) whose compiled kernels the device runs
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// The GPU: cuda[:N] or hip[:N] [default: the first GPU found]
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
+    /// A bundle directory (written by `tilekit bundle`) whose compiled kernels the device runs
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+    /// Timed runs per benchmark row, at least 20
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = parse_runs)]
+    runs: usize,
+}
+
+/// The kernel, variant and target of `emit` and `check`.
+#[derive(Debug, Args)]
+struct KernelArgs {
+    /// The kernel: its name, or name<comptime arguments> as `tilekit list` prints them
+    #[arg(value_name = "KERNEL")]
+    kernel: String,
+    /// The target to compile for
+    #[arg(long, value_name = "TARGET", value_parser = jit::target_parser())]
+    target: String,
+    /// Narrows the variant: the N-th comptime argument (counting from 0) is V; repeatable
+    #[arg(long = "const", value_name = "N=V", value_parser = parse_const)]
+    consts: Vec<(usize, String)>,
+}
+
+#[derive(Debug, Args)]
+struct EmitArgs {
+    #[command(flatten)]
+    kernel: KernelArgs,
+    /// The stage to print (which apply depends on the target's vendor)
+    #[arg(long, value_name = "STAGE", value_parser = jit::stage_parser())]
+    stage: String,
+    /// Writes the stage to FILE instead of printing it
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    kernel: KernelArgs,
+}
+
+#[derive(Debug, Args)]
+struct BundleArgs {
+    /// The target to compile for
+    #[arg(long, value_name = "TARGET", value_parser = jit::target_parser())]
+    target: String,
+    /// The directory to write the bundle to (created if missing)
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// `--runs N`: at least 20 runs, so the median is stable.
+fn parse_runs(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|&n| n >= 20)
+        .ok_or_else(|| format!("--runs wants a number of at least 20, not `{s}`"))
+}
+
+/// `--const N=V`: the position of a comptime argument and its value.
+fn parse_const(kv: &str) -> Result<(usize, String), String> {
+    let (k, v) = kv
+        .split_once('=')
+        .ok_or_else(|| format!("--const wants N=V, not `{kv}`"))?;
+    let n = k.trim().parse::<usize>().map_err(|_| {
+        format!(
+            "N is the position of a comptime argument (0, 1, …) as `tilekit list` shows them, \
+             not `{}`; the registry does not record their names",
+            k.trim()
+        )
+    })?;
+    Ok((n, v.trim().to_string()))
+}
+
+/// Why a command failed: the message and the process exit code (2 for usage errors, whose
+/// message is clap's: the error, the command's usage line and where help is; 1 for a kernel
+/// that failed or could not be compiled, or a device that could not be used).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CliError {
     pub message: String,
@@ -75,6 +209,7 @@ pub struct CliError {
 }
 
 impl CliError {
+    /// A usage error that [`run`] renders with the usage line of the command it is about.
     fn usage(message: impl Into<String>) -> CliError {
         CliError {
             message: message.into(),
@@ -99,203 +234,141 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-/// Runs the command on the process arguments; returns the exit code.
-pub fn main() -> i32 {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok((out, code)) => {
-            print!("{out}");
-            code
-        }
-        Err(e) if e.code == 2 => {
-            eprintln!("tilekit: {e}\n{USAGE}");
-            e.code
-        }
-        Err(e) => {
-            eprintln!("tilekit: {e}");
-            e.code
+impl From<clap::Error> for CliError {
+    fn from(e: clap::Error) -> CliError {
+        CliError {
+            message: e.render().to_string().trim_end().to_string(),
+            code: e.exit_code(),
         }
     }
 }
 
-/// `[--device NAME] [--bundle DIR] [--runs N]` of `selftest` and `bench`: the opened device (with
-/// the bundle attached) and the runs per benchmark row. A name that is not a device is a usage
-/// error; a device that cannot be opened (no driver) is a failure.
-fn device_args(cmd: &str, args: &[String]) -> Result<(Device, usize), CliError> {
-    let (mut name, mut bundle, mut runs) = (None, None, 30);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| CliError::usage(format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--device" => name = Some(value()?.clone()),
-            "--bundle" => bundle = Some(value()?.clone()),
-            "--runs" if cmd == "bench" => {
-                let v = value()?;
-                runs = v.parse().ok().filter(|&n| n >= 20).ok_or_else(|| {
-                    CliError::usage(format!("--runs wants a number of at least 20, not `{v}`"))
-                })?;
-            }
-            other => return Err(CliError::usage(format!("`{cmd}` does not take `{other}`"))),
+/// Runs the command on the process arguments; returns the exit code. Output goes to stdout,
+/// errors to stderr; a reader that closes the pipe early (`tilekit list | head -1`) ends the
+/// command quietly with its own exit code.
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (text, code, to_stdout) = match run(&args) {
+        Ok((out, code)) => (out, code, true),
+        Err(e) if e.code == 2 => (format!("{e}\n"), e.code, false),
+        Err(e) => (format!("error: {e}\n"), e.code, false),
+    };
+    // Writing (rather than `print!`, which panics when the pipe is closed): a closed pipe is
+    // the reader saying it has seen enough, not an error of the command.
+    let written = if to_stdout {
+        std::io::stdout().lock().write_all(text.as_bytes())
+    } else {
+        std::io::stderr().lock().write_all(text.as_bytes())
+    };
+    match written {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot write the output: {e}");
+            1
         }
     }
-    let device = match name.as_deref() {
-        None if cmd == "bench" => Device::best(),
-        None => Device::Cpu,
+}
+
+/// The opened device (with the bundle attached). A name that is not a device is a usage
+/// error; a device that cannot be opened (no driver) or a bundle that cannot be loaded is a
+/// failure.
+fn open_device(name: Option<&str>, bundle: Option<&PathBuf>) -> Result<Device, CliError> {
+    let device = match name {
+        None => Device::best(),
         Some(n) => Device::from_name(n).map_err(|e| match e {
             crate::Error::UnknownDevice { .. } => CliError::usage(e.to_string()),
             _ => CliError::failure(e.to_string()),
         })?,
     };
     if let Some(dir) = bundle {
-        let b = crate::Bundle::load_dir(&dir).map_err(|e| CliError::failure(e.to_string()))?;
+        let b = crate::Bundle::load_dir(dir).map_err(|e| CliError::failure(e.to_string()))?;
         device
             .attach_bundle(b)
             .map_err(|e| CliError::failure(e.to_string()))?;
     }
-    Ok((device, runs))
+    Ok(device)
 }
 
 /// Runs the command on `args` (without the program name): the text to print and the exit code,
-/// or why it failed.
+/// or why it failed. `--help`, `-h`, `help [COMMAND]` and `--version` answer with their text
+/// and exit code 0.
 pub fn run(args: &[String]) -> Result<(String, i32), CliError> {
-    match args.first().map(String::as_str) {
-        Some("list") if args.len() == 1 => Ok((list(), 0)),
-        Some("help" | "--help" | "-h") => Ok((format!("{HELP}\n\n{USAGE}\n"), 0)),
-        Some(cmd @ ("selftest" | "bench")) => {
-            let (device, runs) = device_args(cmd, &args[1..])?;
-            if cmd == "selftest" {
-                return Ok(selftest(&device));
-            }
-            crate::bench::run(&device, runs)
+    let argv = std::iter::once("tilekit").chain(args.iter().map(String::as_str));
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) if e.exit_code() == 0 => return Ok((e.render().to_string(), 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let name = subcommand_name(&cli.command);
+    dispatch(cli.command).map_err(|e| {
+        if e.code != 2 {
+            return e;
+        }
+        // Usage errors found after parsing (an unknown kernel, a stage of the other vendor)
+        // read like clap's own: the message, then the command's usage line.
+        let mut cmd = Cli::command();
+        cmd.build();
+        let error = match cmd.find_subcommand_mut(name) {
+            Some(sub) => sub.error(ErrorKind::ValueValidation, &e.message),
+            None => Cli::command().error(ErrorKind::ValueValidation, &e.message),
+        };
+        error.into()
+    })
+}
+
+fn subcommand_name(c: &Command) -> &'static str {
+    match c {
+        Command::List => "list",
+        Command::Selftest(_) => "selftest",
+        Command::Bench(_) => "bench",
+        Command::Emit(_) => "emit",
+        Command::Check(_) => "check",
+        Command::Bundle(_) => "bundle",
+    }
+}
+
+fn dispatch(command: Command) -> Result<(String, i32), CliError> {
+    match command {
+        Command::List => Ok((list(), 0)),
+        Command::Selftest(a) => {
+            let device = open_device(Some(&a.device), a.bundle.as_ref())?;
+            Ok(selftest(&device))
+        }
+        Command::Bench(a) => {
+            let device = open_device(a.device.as_deref(), a.bundle.as_ref())?;
+            crate::bench::run(&device, a.runs)
                 .map(|table| (table, 0))
                 .map_err(|e| CliError::failure(e.to_string()))
         }
-        Some(cmd @ ("emit" | "check")) => {
+        Command::Emit(a) => {
             if !cfg!(feature = "jit") {
-                return Err(unavailable(cmd));
+                return Err(unavailable("emit"));
             }
-            let opts = CompileArgs::parse(cmd, &args[1..])?;
-            let (kernel, variant) = select(&opts.kernel, &opts.consts)?;
-            if cmd == "emit" {
-                let stage = opts
-                    .stage
-                    .as_deref()
-                    .ok_or_else(|| CliError::usage("`emit` needs --stage <stage>"))?;
-                jit::emit(kernel, variant, &opts.target, stage, opts.out.as_deref()).map(|s| (s, 0))
-            } else {
-                if opts.stage.is_some() {
-                    return Err(CliError::usage("`check` takes no --stage"));
-                }
-                if opts.out.is_some() {
-                    return Err(CliError::usage("`check` takes no --out"));
-                }
-                jit::check(kernel, variant, &opts.target).map(|s| (s, 0))
-            }
+            let (kernel, variant) = select(&a.kernel.kernel, &a.kernel.consts)?;
+            jit::emit(
+                kernel,
+                variant,
+                &a.kernel.target,
+                &a.stage,
+                a.out.as_deref(),
+            )
+            .map(|s| (s, 0))
         }
-        Some("bundle") => {
+        Command::Check(a) => {
+            if !cfg!(feature = "jit") {
+                return Err(unavailable("check"));
+            }
+            let (kernel, variant) = select(&a.kernel.kernel, &a.kernel.consts)?;
+            jit::check(kernel, variant, &a.kernel.target).map(|s| (s, 0))
+        }
+        Command::Bundle(a) => {
             if !cfg!(feature = "jit") {
                 return Err(unavailable("bundle"));
             }
-            let (target, out) = bundle_args(&args[1..])?;
-            jit::bundle(&target, &out).map(|s| (s, 0))
+            jit::bundle(&a.target, &a.out).map(|s| (s, 0))
         }
-        Some(other) => Err(CliError::usage(format!("unknown command `{other}`"))),
-        None => Err(CliError::usage("no command")),
     }
-}
-
-/// The arguments of `emit` and `check`.
-struct CompileArgs {
-    kernel: String,
-    target: String,
-    stage: Option<String>,
-    /// `--out FILE`: where `emit` writes the stage instead of printing it.
-    out: Option<String>,
-    /// `--const N=V`: position and value.
-    consts: Vec<(usize, String)>,
-}
-
-impl CompileArgs {
-    fn parse(cmd: &str, args: &[String]) -> Result<CompileArgs, CliError> {
-        let mut kernel = None;
-        let mut target = None;
-        let mut stage = None;
-        let mut out = None;
-        let mut consts = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value = |flag: &str| {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| CliError::usage(format!("{flag} needs a value")))
-            };
-            match a.as_str() {
-                "--target" => target = Some(value("--target")?),
-                "--stage" => stage = Some(value("--stage")?),
-                "--out" => out = Some(value("--out")?),
-                "--const" => {
-                    let kv = value("--const")?;
-                    let (k, v) = kv
-                        .split_once('=')
-                        .ok_or_else(|| CliError::usage(format!("--const wants N=V, not `{kv}`")))?;
-                    let n = k.trim().parse::<usize>().map_err(|_| {
-                        CliError::usage(format!(
-                            "--const {kv}: N is the position of a comptime argument (0, 1, …) as \
-                             `tilekit list` shows them; the registry does not record their names"
-                        ))
-                    })?;
-                    consts.push((n, v.trim().to_string()));
-                }
-                flag if flag.starts_with("--") => {
-                    return Err(CliError::usage(format!("`{cmd}`: unknown option `{flag}`")))
-                }
-                name if kernel.is_none() => kernel = Some(name.to_string()),
-                extra => {
-                    return Err(CliError::usage(format!(
-                        "`{cmd}`: unexpected argument `{extra}` (one kernel at a time)"
-                    )))
-                }
-            }
-        }
-        Ok(CompileArgs {
-            kernel: kernel
-                .ok_or_else(|| CliError::usage(format!("`{cmd}` needs a kernel name")))?,
-            target: target
-                .ok_or_else(|| CliError::usage(format!("`{cmd}` needs --target <target>")))?,
-            stage,
-            out,
-            consts,
-        })
-    }
-}
-
-/// The arguments of `bundle`: the target and the output directory.
-fn bundle_args(args: &[String]) -> Result<(String, String), CliError> {
-    let (mut target, mut out) = (None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let slot = match a.as_str() {
-            "--target" => &mut target,
-            "--out" => &mut out,
-            other => {
-                return Err(CliError::usage(format!(
-                    "`bundle`: unexpected argument `{other}`"
-                )))
-            }
-        };
-        *slot = Some(
-            it.next()
-                .cloned()
-                .ok_or_else(|| CliError::usage(format!("{a} needs a value")))?,
-        );
-    }
-    Ok((
-        target.ok_or_else(|| CliError::usage("`bundle` needs --target sm_80|sm_90a"))?,
-        out.ok_or_else(|| CliError::usage("`bundle` needs --out <dir>"))?,
-    ))
 }
 
 /// A variant's comptime arguments, one string per argument, without spaces:
@@ -460,8 +533,36 @@ mod jit {
 
     use tilekit_codegen::{amd, compile, ptxas, sass, Compiled, Stage, Target};
 
+    use std::path::Path;
+
+    use clap::builder::{PossibleValue, PossibleValuesParser, ValueParser};
+
     use super::CliError;
     use crate::registry::{KernelInfo, Variant};
+
+    /// `--target`: one of the compiler's targets.
+    pub(super) fn target_parser() -> ValueParser {
+        PossibleValuesParser::new(Target::ALL.map(Target::name)).into()
+    }
+
+    /// `--stage`: a stage of the compiled kernel, or `sass`; each with what it is, for `--help`.
+    pub(super) fn stage_parser() -> ValueParser {
+        let help = |s: Stage| match s {
+            Stage::Tile => "Tile IR",
+            Stage::Mlir => "MLIR as generated",
+            Stage::MlirLowered => "MLIR lowered to the LLVM dialect",
+            Stage::Llvm => "LLVM IR as translated",
+            Stage::LlvmOpt => "LLVM IR after O3",
+            Stage::Ptx => "PTX (NVIDIA)",
+            Stage::Asm => "AMDGPU assembly (AMD)",
+            Stage::Hsaco => "the code object linked by ld.lld (AMD; binary, needs --out FILE)",
+        };
+        let stages = Stage::ALL
+            .into_iter()
+            .map(|s| PossibleValue::new(s.name()).help(help(s)))
+            .chain([PossibleValue::new("sass").help("SASS, by ptxas and nvdisasm (NVIDIA)")]);
+        PossibleValuesParser::new(stages).into()
+    }
 
     /// The stages `emit` has for `target`: the compiled kernel's, then SASS on NVIDIA.
     fn stage_names(target: Option<Target>) -> Vec<&'static str> {
@@ -493,7 +594,7 @@ mod jit {
         v: &Variant,
         target: &str,
         stage: &str,
-        out: Option<&str>,
+        out: Option<&Path>,
     ) -> Result<String, CliError> {
         let target = parse_target(target)?;
         let known = Stage::ALL.into_iter().find(|s| s.name() == stage);
@@ -539,19 +640,23 @@ mod jit {
             None => Ok(String::from_utf8_lossy(&bytes).into_owned()),
             Some(path) => {
                 std::fs::write(path, &bytes).map_err(|e| {
-                    CliError::failure(format!("cannot write the {stage} stage to {path}: {e}"))
+                    CliError::failure(format!(
+                        "cannot write the {stage} stage to {}: {e}",
+                        path.display()
+                    ))
                 })?;
                 Ok(format!(
-                    "wrote the {stage} stage of {}{} for {target} ({} bytes) to {path}\n",
+                    "wrote the {stage} stage of {}{} for {target} ({} bytes) to {}\n",
                     k.name,
                     v.args,
-                    bytes.len()
+                    bytes.len(),
+                    path.display()
                 ))
             }
         }
     }
 
-    pub(super) fn bundle(target: &str, out: &str) -> Result<String, CliError> {
+    pub(super) fn bundle(target: &str, out: &Path) -> Result<String, CliError> {
         let target = parse_target(target)?;
         if !crate::bundle::TARGETS.contains(&target.name()) {
             return Err(CliError::usage(format!(
@@ -569,8 +674,9 @@ mod jit {
         }
         let _ = writeln!(
             text,
-            "wrote {} kernel variants for {target} to {out}",
-            b.kernels.len()
+            "wrote {} kernel variants for {target} to {}",
+            b.kernels.len(),
+            out.display()
         );
         Ok(text)
     }
@@ -688,15 +794,30 @@ mod jit {
 /// Without the `jit` feature there is no compiler to answer `emit` and `check`.
 #[cfg(not(feature = "jit"))]
 mod jit {
+    use std::path::Path;
+
+    use clap::builder::ValueParser;
+
     use super::{unavailable, CliError};
     use crate::registry::{KernelInfo, Variant};
+
+    /// Any target name: without a compiler there is no list to check it against, and the
+    /// command answers that it needs the `jit` feature.
+    pub(super) fn target_parser() -> ValueParser {
+        ValueParser::string()
+    }
+
+    /// Any stage name, as for [`target_parser`].
+    pub(super) fn stage_parser() -> ValueParser {
+        ValueParser::string()
+    }
 
     pub(super) fn emit(
         _: &KernelInfo,
         _: &Variant,
         _: &str,
         _: &str,
-        _: Option<&str>,
+        _: Option<&Path>,
     ) -> Result<String, CliError> {
         Err(unavailable("emit"))
     }
@@ -705,7 +826,7 @@ mod jit {
         Err(unavailable("check"))
     }
 
-    pub(super) fn bundle(_: &str, _: &str) -> Result<String, CliError> {
+    pub(super) fn bundle(_: &str, _: &Path) -> Result<String, CliError> {
         Err(unavailable("bundle"))
     }
 }
@@ -724,22 +845,31 @@ mod tests {
     #[test]
     fn selftest_and_bench_say_what_is_wrong_with_the_device() {
         let e = usage_error(&["selftest", "--device", "tpu"]);
-        assert!(e.contains("unknown device `tpu`"), "{e}");
+        assert!(
+            e.contains("unknown device `tpu`") && e.contains("Usage: tilekit selftest"),
+            "{e}"
+        );
         let e = usage_error(&["bench", "--runs", "3"]);
         assert!(
-            e.contains("--runs wants a number of at least 20, not `3`"),
+            e.contains("invalid value '3' for '--runs <N>'") && e.contains("at least 20"),
             "{e}"
         );
         let e = usage_error(&["selftest", "--runs", "30"]);
-        assert!(e.contains("`selftest` does not take `--runs`"), "{e}");
+        assert!(e.contains("unexpected argument '--runs'"), "{e}");
         let e = usage_error(&["selftest", "--device"]);
-        assert!(e.contains("--device needs a value"), "{e}");
+        assert!(
+            e.contains("a value is required for '--device <DEVICE>'"),
+            "{e}"
+        );
         let e = run_str("bench --device cpu").unwrap_err();
         assert_eq!(e.code, 1, "{e}");
         assert!(e.message.contains("the benchmark measures GPUs"), "{e}");
         let e = run_str("selftest --bundle /nonexistent-tilekit-bundle").unwrap_err();
         assert_eq!(e.code, 1, "{e}");
-        assert!(e.message.contains("missing file `bundle.json`"), "{e}");
+        assert!(
+            e.message.contains("nonexistent-tilekit-bundle") && e.message.contains("missing file"),
+            "{e}"
+        );
         if !crate::device::cuda::driver_present() {
             let e = run_str("selftest --device cuda").unwrap_err();
             assert_eq!(e.code, 1, "{e}");
@@ -812,31 +942,132 @@ mod tests {
         ]);
         assert!(e.contains("position"), "{e}");
         let e = usage_error(&["emit", "adamw_step", "--target", "sm_80"]);
-        assert!(e.contains("--stage"), "{e}");
+        assert!(
+            e.contains("required arguments were not provided") && e.contains("--stage <STAGE>"),
+            "{e}"
+        );
         let e = usage_error(&["check", "adamw_step"]);
-        assert!(e.contains("--target"), "{e}");
+        assert!(e.contains("--target <TARGET>"), "{e}");
         let e = usage_error(&["check", "adamw_step", "--target", "sm_80", "--bogus"]);
-        assert!(e.contains("unknown option `--bogus`"), "{e}");
+        assert!(e.contains("unexpected argument '--bogus'"), "{e}");
+        // `check` prints a report: it has neither a stage nor an output file.
+        let e = usage_error(&["check", "adamw_step", "--target", "sm_80", "--stage", "ptx"]);
+        assert!(e.contains("unexpected argument '--stage'"), "{e}");
+        let e = usage_error(&["emit", "adamw_step", "gemm", "--target", "sm_80"]);
+        assert!(e.contains("unexpected argument 'gemm'"), "{e}");
+        // Errors found after parsing carry the usage line of their command, as clap's do.
+        let e = usage_error(&["emit", "gemmm", "--target", "sm_80", "--stage", "ptx"]);
+        assert!(e.contains("Usage: tilekit emit"), "{e}");
     }
 
     #[test]
     fn help_explains_how_a_variant_is_chosen_and_unknown_commands_are_usage_errors() {
-        let (help, code) = run_str("help").unwrap();
-        assert_eq!(code, 0);
-        assert!(
-            help.contains("--const N=V") && help.contains("tilekit list"),
-            "{help}"
-        );
+        for args in ["help", "--help", "-h"] {
+            let (help, code) = run_str(args).unwrap();
+            assert_eq!(code, 0);
+            assert!(
+                help.contains("--const N=V") && help.contains("tilekit list"),
+                "{help}"
+            );
+        }
         let e = usage_error(&["frobnicate"]);
-        assert!(e.contains("unknown command `frobnicate`"), "{e}");
+        assert!(
+            e.contains("unrecognized subcommand 'frobnicate'") && e.contains("Usage: tilekit"),
+            "{e}"
+        );
+        // A near miss gets a suggestion.
+        let e = usage_error(&["lsit"]);
+        assert!(e.contains("'list'"), "{e}");
+        let e = usage_error(&["list", "--bogus"]);
+        assert!(
+            e.contains("unexpected argument '--bogus'") && e.contains("Usage: tilekit list"),
+            "{e}"
+        );
+        // No command at all: the usage error shows the help.
+        let e = run(&[]).unwrap_err();
+        assert_eq!(e.code, 2, "{e}");
+        assert!(e.message.contains("Commands:") && e.message.contains("selftest"), "{e}");
+        let (version, code) = run_str("--version").unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(version.trim(), format!("tilekit {}", env!("CARGO_PKG_VERSION")));
+    }
+
+    /// The commands of DESIGN.md's "The `tilekit` command", with the options each must take.
+    const COMMANDS: [(&str, &[&str]); 6] = [
+        ("list", &[]),
+        ("selftest", &["--device", "--bundle"]),
+        ("bench", &["--device", "--bundle", "--runs"]),
+        ("emit", &["<KERNEL>", "--target", "--stage", "--const", "--out"]),
+        ("check", &["<KERNEL>", "--target", "--const"]),
+        ("bundle", &["--target", "--out"]),
+    ];
+
+    #[test]
+    fn help_mentions_every_command_and_each_commands_help_every_option() {
+        let (help, _) = run_str("--help").unwrap();
+        for (cmd, options) in COMMANDS {
+            assert!(
+                help.lines().any(|l| l.trim_start().starts_with(cmd)),
+                "`{cmd}` missing from\n{help}"
+            );
+            for args in [format!("help {cmd}"), format!("{cmd} --help")] {
+                let (text, code) = run_str(&args).unwrap();
+                assert_eq!(code, 0, "{args}");
+                assert!(text.contains(&format!("Usage: tilekit {cmd}")), "{args}:\n{text}");
+                for option in options {
+                    assert!(text.contains(option), "{args}: no `{option}` in\n{text}");
+                }
+            }
+        }
+        // Every command and every option says what it is.
+        let cli = Cli::command();
+        assert_eq!(cli.get_subcommands().count(), COMMANDS.len());
+        for sub in cli.get_subcommands() {
+            assert!(sub.get_about().is_some(), "`{}` has no help", sub.get_name());
+            for arg in sub.get_arguments() {
+                assert!(
+                    arg.get_help().is_some(),
+                    "`{} {}` has no help",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn const_choices_are_positions_with_values() {
+        assert_eq!(parse_const("0=bf16"), Ok((0, "bf16".to_string())));
+        assert_eq!(parse_const(" 3 = 64 "), Ok((3, "64".to_string())));
+        assert!(parse_const("bf16").unwrap_err().contains("N=V"));
+        assert!(parse_const("BM=64").unwrap_err().contains("position"));
+        assert_eq!(parse_runs("20"), Ok(20));
+        assert!(parse_runs("19").is_err() && parse_runs("many").is_err());
+    }
+
+    /// The options of `bundle`: a known target and an output directory.
+    #[test]
+    fn bundle_wants_a_target_and_an_output_directory() {
+        let e = usage_error(&["bundle", "--target", "sm_80"]);
+        assert!(e.contains("--out <DIR>"), "{e}");
+        let e = usage_error(&["bundle", "--target", "sm_80", "--out"]);
+        assert!(e.contains("a value is required for '--out <DIR>'"), "{e}");
+        let e = usage_error(&["bundle", "--out", "x"]);
+        assert!(e.contains("--target <TARGET>"), "{e}");
     }
 
     #[cfg(feature = "jit")]
     #[test]
     fn unknown_targets_and_stages_are_usage_errors() {
+        let known = "[possible values: sm_80, sm_90a, gfx90a, gfx942, gfx950]";
         let e = usage_error(&["emit", "adamw_step", "--target", "sm_75", "--stage", "ptx"]);
         assert!(
-            e.contains("unknown target `sm_75`") && e.contains("sm_90a"),
+            e.contains("invalid value 'sm_75' for '--target <TARGET>'") && e.contains(known),
+            "{e}"
+        );
+        let e = usage_error(&["bundle", "--target", "sm_75", "--out", "x"]);
+        assert!(
+            e.contains("invalid value 'sm_75' for '--target <TARGET>'") && e.contains(known),
             "{e}"
         );
         let e = usage_error(&[
@@ -848,11 +1079,16 @@ mod tests {
             "cubin",
         ]);
         assert!(
-            e.contains("unknown stage `cubin`") && e.contains("llvm-opt") && e.contains("sass"),
+            e.contains("invalid value 'cubin' for '--stage <STAGE>'")
+                && e.contains("llvm-opt")
+                && e.contains("sass"),
             "{e}"
         );
         let e = usage_error(&["check", "adamw_step", "--target", "sm_90"]);
-        assert!(e.contains("unknown target `sm_90`"), "{e}");
+        assert!(
+            e.contains("invalid value 'sm_90'") && e.contains("'sm_90a'"),
+            "{e}"
+        );
     }
 
     #[cfg(feature = "jit")]

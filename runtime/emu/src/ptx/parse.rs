@@ -914,6 +914,10 @@ impl Parser {
                     }
                     return Err(err(line, format!("undeclared register `{name}`")));
                 }
+                // Registers need no `%` (inline assembly declares `.reg .pred p;` in a scope).
+                if let Some(r) = scopes.reg(&name) {
+                    return Ok(Operand::Reg(r));
+                }
                 Ok(Operand::Sym(name))
             }
             t => Err(err(line, format!("expected an operand, found {}", describe(t.as_ref())))),

@@ -77,7 +77,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::ir::ScalarType;
+// What a compiled kernel is lives below the devices (`abi`); this module is its file format.
+pub use crate::abi::{is_amd, AbiArg, Bundle, BundleKernel, BundleParam, ParamKind};
 
 mod directory;
 mod format;
@@ -96,11 +97,6 @@ pub const METADATA_FILE: &str = "bundle.json";
 pub const PACKED_FILE: &str = "bundle.tkb";
 /// The targets a bundle may hold code for: PTX for NVIDIA, code objects (`.hsaco`) for AMD.
 pub const TARGETS: [&str; 5] = ["sm_80", "sm_90a", "gfx90a", "gfx942", "gfx950"];
-
-/// Whether `target` is an AMD chip (its bundles hold code objects rather than PTX).
-pub fn is_amd(target: &str) -> bool {
-    target.starts_with("gfx")
-}
 
 /// Why a bundle could not be read or written. `bundle` names where it came from (its directory
 /// or `<bytes>`).
@@ -164,98 +160,6 @@ pub enum BundleError {
         target: String,
         message: String,
     },
-}
-
-/// What a kernel parameter is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParamKind {
-    /// A view of a tensor in global memory, of `rank` dimensions; `mutable` when the kernel may
-    /// write it (`GlMut`).
-    Global { rank: u32, mutable: bool },
-    /// A scalar passed by value.
-    Scalar,
-}
-
-/// One parameter of a bundled kernel, as its Rust signature declares it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BundleParam {
-    pub name: String,
-    pub dtype: ScalarType,
-    pub kind: ParamKind,
-}
-
-/// One argument of the PTX entry (see [`BundleKernel::abi`]); `param` indexes
-/// [`BundleKernel::params`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AbiArg {
-    /// A global view's base address.
-    Pointer { param: usize },
-    /// A global view's size along `dim`, as an i32.
-    Size { param: usize, dim: u32 },
-    /// A global view's stride (elements) along `dim`, as an i32.
-    Stride { param: usize, dim: u32 },
-    /// A scalar (a bool as a 32-bit 0 or 1).
-    Scalar { param: usize },
-}
-
-/// One compiled kernel variant of a bundle.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BundleKernel {
-    /// The kernel's name, also the PTX entry's.
-    pub name: String,
-    /// Its comptime arguments as `tilekit list` prints them (empty for a non-generic kernel).
-    pub variant: String,
-    /// The bundle file holding its code: PTX (`.ptx`) on NVIDIA targets, the linked code object
-    /// (`.hsaco`) on AMD ones.
-    pub code_file: String,
-    /// The PTX (NVIDIA targets; empty on AMD ones).
-    pub ptx: String,
-    /// The code object (AMD targets; `None` on NVIDIA ones).
-    pub code_object: Option<Vec<u8>>,
-    pub params: Vec<BundleParam>,
-    /// Threads per block (along x).
-    pub block_threads: u32,
-    /// Bytes of shared memory the kernel uses.
-    pub shared_bytes: u64,
-    /// Whether that shared memory is dynamic (the launch passes `shared_bytes` and opts in to
-    /// the size) rather than a static allocation in the PTX.
-    pub dynamic_shared: bool,
-    /// The hash of the kernel's Tile IR ([`crate::device::ir_hash`]): a launch uses this code
-    /// only for a kernel whose IR hashes the same, so a bundle built from other source is never
-    /// launched by mistake.
-    pub ir_hash: String,
-}
-
-impl BundleKernel {
-    /// The bytes of its code file: the PTX text or the code object.
-    pub fn code(&self) -> &[u8] {
-        self.code_object.as_deref().unwrap_or(self.ptx.as_bytes())
-    }
-
-    /// The PTX entry's arguments, in order: each global view is a pointer, then its sizes, then
-    /// its strides; each scalar is itself.
-    pub fn abi(&self) -> Vec<AbiArg> {
-        let mut out = Vec::new();
-        for (param, p) in self.params.iter().enumerate() {
-            match p.kind {
-                ParamKind::Global { rank, .. } => {
-                    out.push(AbiArg::Pointer { param });
-                    out.extend((0..rank).map(|dim| AbiArg::Size { param, dim }));
-                    out.extend((0..rank).map(|dim| AbiArg::Stride { param, dim }));
-                }
-                ParamKind::Scalar => out.push(AbiArg::Scalar { param }),
-            }
-        }
-        out
-    }
-}
-
-/// Kernels compiled ahead of time for one target.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Bundle {
-    /// The target the PTX was generated for (one of [`TARGETS`]).
-    pub target: String,
-    pub kernels: Vec<BundleKernel>,
 }
 
 impl Bundle {
@@ -442,7 +346,7 @@ fn attach_code(
 }
 
 /// The bundle entry for a compiled kernel (feature `jit`): parameters from
-/// the compiler's ABI, writability from the IR.
+/// the compiler's ABI, writability from the IR ([`crate::abi::compiled_kernel`]).
 #[cfg(feature = "jit")]
 pub fn kernel_from_compiled(
     module: &crate::ir::Module,
@@ -450,62 +354,18 @@ pub fn kernel_from_compiled(
     variant: &str,
     c: &tilekit_codegen::Compiled,
 ) -> Result<BundleKernel, BundleError> {
-    use crate::ir::Type;
-    use tilekit_codegen::KernelArg;
-
-    let func = module.kernel(name).ok_or_else(|| BundleError::Compile {
-        kernel: name.to_string(),
-        variant: variant.to_string(),
-        target: c.target.name().to_string(),
-        message: "the module has no such kernel".into(),
-    })?;
-    // Whether a view is writable is the IR's to say (the ABI does not carry it).
-    let mutable: HashMap<&str, bool> = func
-        .params
-        .iter()
-        .filter_map(|p| {
-            let name = func.value_names[p.index()].as_deref()?;
-            match func.value_types[p.index()] {
-                Type::Global { mutable, .. } => Some((name, mutable)),
-                _ => None,
-            }
-        })
-        .collect();
-    let params = c
-        .args
-        .iter()
-        .map(|a| match a {
-            KernelArg::Global { name, dtype, rank } => BundleParam {
-                name: name.clone(),
-                dtype: *dtype,
-                kind: ParamKind::Global {
-                    rank: *rank,
-                    mutable: mutable.get(name.as_str()).copied().unwrap_or(true),
-                },
-            },
-            KernelArg::Scalar { name, dtype } => BundleParam {
-                name: name.clone(),
-                dtype: *dtype,
-                kind: ParamKind::Scalar,
-            },
-        })
-        .collect();
-    let code_object = c.code_object().map(<[u8]>::to_vec);
-    Ok(BundleKernel {
-        name: name.to_string(),
-        variant: variant.to_string(),
-        code_file: if code_object.is_some() {
-            code_file_name(name, variant, "hsaco")
-        } else {
-            ptx_file_name(name, variant)
-        },
-        ptx: c.ptx().to_string(),
-        code_object,
-        params,
-        block_threads: c.block_threads(),
-        shared_bytes: c.shared_bytes,
-        dynamic_shared: c.dynamic_shared,
-        ir_hash: crate::device::ir_hash(module, name),
+    let code_file = if c.code_object().is_some() {
+        code_file_name(name, variant, "hsaco")
+    } else {
+        ptx_file_name(name, variant)
+    };
+    crate::abi::compiled_kernel(module, name, variant, code_file, c).ok_or_else(|| {
+        BundleError::Compile {
+            kernel: name.to_string(),
+            variant: variant.to_string(),
+            target: c.target.name().to_string(),
+            message: "the module has no such kernel".into(),
+        }
     })
 }
 

@@ -1,233 +1,26 @@
-//! Devices, launch grids, kernel arguments and the typed launchers' checks.
-
-use std::any::TypeId;
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+//! Launching: the typed launchers' argument conversion and checks, the signature check of
+//! [`Device::launch_module`], and building kernel modules from the DSL.
+//!
+//! This layer sits above devices and tensors and below the registry, the bundles and the kernel
+//! library. The grid, argument and error types are defined lower (in [`device`](crate::device)
+//! and [`error`](crate::error)) and re-exported here under their old paths.
 
 use crate::dsl::dtype::{Dtype, Literal};
 use crate::dsl::handles::{Gl, GlMut, Handle, Scalar};
 use crate::dsl::trace::{self, rec};
-use crate::ir::interp::{self, Arg, HostTensor, InterpError};
-use crate::ir::{Const, FuncBuilder, Module, ScalarType};
-use crate::tensor::Storage;
+use crate::ir::{Const, FuncBuilder, Module};
 
-pub use crate::device::Device;
-
-/// A launch grid: blocks along x, y and z. `4`, `(4, 2)`, `(4, 2, 1)` and `[4, 2, 1]` convert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Grid(pub [u32; 3]);
-
-impl From<u32> for Grid {
-    fn from(x: u32) -> Grid {
-        Grid([x, 1, 1])
-    }
-}
-impl From<(u32, u32)> for Grid {
-    fn from((x, y): (u32, u32)) -> Grid {
-        Grid([x, y, 1])
-    }
-}
-impl From<(u32, u32, u32)> for Grid {
-    fn from((x, y, z): (u32, u32, u32)) -> Grid {
-        Grid([x, y, z])
-    }
-}
-impl From<[u32; 3]> for Grid {
-    fn from(g: [u32; 3]) -> Grid {
-        Grid(g)
-    }
-}
-
-/// Why a launch failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("@{kernel}: argument `{param}` must be {expected}, got {found}")]
-    Argument {
-        kernel: String,
-        param: String,
-        expected: String,
-        found: String,
-    },
-    #[error("@{kernel}: {message}")]
-    Shape { kernel: String, message: String },
-    #[error("@{kernel}: building the kernel failed: {message}")]
-    Build { kernel: String, message: String },
-    #[error("@{kernel}: the grid {grid:?} is empty: every dimension needs at least one block")]
-    EmptyGrid { kernel: String, grid: [u32; 3] },
-    #[error("unknown device `{name}` (devices: cpu, cuda, cuda:N, hip, hip:N)")]
-    UnknownDevice { name: String },
-    #[error("no {what} found (could not load {library}); the cpu device works without it")]
-    NoDriver { what: String, library: String },
-    #[error("no device {device}: the driver sees {count}")]
-    NoSuchDevice { device: String, count: usize },
-    #[error("{device}: {message}")]
-    UnsupportedDevice { device: String, message: String },
-    #[error("{device}: {call} failed: {message}")]
-    Driver {
-        device: String,
-        call: String,
-        message: String,
-    },
-    #[error("@{kernel}: the driver of {device} rejected its code: {log}")]
-    Jit {
-        kernel: String,
-        device: String,
-        log: String,
-    },
-    #[error("@{kernel}: no code for {device}: {message}")]
-    NoCode {
-        kernel: String,
-        device: String,
-        message: String,
-    },
-    #[error("@{kernel} on {device} ({config}) failed: {message}")]
-    Launch {
-        kernel: String,
-        device: String,
-        config: String,
-        message: String,
-    },
-    #[error(
-        "@{kernel}: argument `{param}` lives on {tensor}, but the launch is on {launch}; \
-         copy it with `Tensor::to`"
-    )]
-    WrongDevice {
-        kernel: String,
-        param: String,
-        tensor: String,
-        launch: String,
-    },
-    #[error("no registered kernel `{name}{variant}`; registered: {available}")]
-    UnknownKernel {
-        name: String,
-        variant: String,
-        available: String,
-    },
-    #[error("the module has no kernel `{name}`; its kernels: {available}")]
-    NotInModule { name: String, available: String },
-    #[error("tensor: {message}")]
-    Tensor { message: String },
-    #[error(transparent)]
-    Interp(#[from] InterpError),
-}
-
-/// A tensor memory a kernel argument points at, as a launch sees it.
-#[derive(Clone, Debug)]
-pub struct DeviceView {
-    pub dtype: ScalarType,
-    pub shape: Vec<usize>,
-    pub strides: Vec<usize>,
-    /// Elements from the start of the memory to the view's first element.
-    pub offset: usize,
-    pub(crate) storage: Storage,
-}
-
-impl DeviceView {
-    /// The device the memory is on.
-    pub fn device_name(&self) -> String {
-        self.storage.device_name()
-    }
-}
-
-/// One kernel argument on its way to a launch.
-#[derive(Clone, Debug)]
-pub enum LaunchArg {
-    /// A host tensor: the interpreter reads it directly; a GPU launch copies it to the device
-    /// and back (writable parameters).
-    Host(HostTensor),
-    /// A tensor in GPU memory.
-    Device(DeviceView),
-    /// A scalar of the given dtype.
-    Scalar(ScalarType, f64),
-}
+pub use crate::device::{Device, DeviceView, Grid, LaunchArg};
+pub use crate::error::Error;
+#[doc(hidden)]
+pub use crate::module_cache::__cached;
+pub use crate::tensor::TensorArg;
 
 impl LaunchArg {
     /// A scalar argument: `LaunchArg::scalar::<f32>(0.5)`.
     pub fn scalar<T: Dtype>(v: impl Literal<T>) -> LaunchArg {
         let ScalarArg(x) = ScalarArg::of::<T>(v);
         LaunchArg::Scalar(T::SCALAR, x)
-    }
-
-    /// The tensor's shape (empty for a scalar).
-    pub fn shape(&self) -> &[usize] {
-        match self {
-            LaunchArg::Host(t) => t.shape(),
-            LaunchArg::Device(v) => &v.shape,
-            LaunchArg::Scalar(..) => &[],
-        }
-    }
-
-    /// The tensor's element strides (empty for a scalar).
-    pub fn strides(&self) -> &[usize] {
-        match self {
-            LaunchArg::Host(t) => t.strides(),
-            LaunchArg::Device(v) => &v.strides,
-            LaunchArg::Scalar(..) => &[],
-        }
-    }
-
-    /// The tensor's dtype (`None` for a scalar).
-    pub fn tensor_dtype(&self) -> Option<ScalarType> {
-        match self {
-            LaunchArg::Host(t) => Some(t.dtype()),
-            LaunchArg::Device(v) => Some(v.dtype),
-            LaunchArg::Scalar(..) => None,
-        }
-    }
-
-    /// What the argument is, for error messages.
-    pub fn describe(&self) -> String {
-        match self {
-            LaunchArg::Host(t) => format!("a {} tensor of shape {:?}", t.dtype(), t.shape()),
-            LaunchArg::Device(v) => format!(
-                "a {} tensor of shape {:?} on {}",
-                v.dtype,
-                v.shape,
-                v.device_name()
-            ),
-            LaunchArg::Scalar(t, _) => format!("a {t} scalar"),
-        }
-    }
-}
-
-impl From<HostTensor> for LaunchArg {
-    fn from(t: HostTensor) -> LaunchArg {
-        LaunchArg::Host(t)
-    }
-}
-
-impl From<&crate::Tensor> for LaunchArg {
-    fn from(t: &crate::Tensor) -> LaunchArg {
-        t.launch_arg()
-    }
-}
-
-/// What a kernel's tensor parameters accept: a [`HostTensor`] (any device; a GPU launch copies
-/// it over and back) or a [`Tensor`](crate::Tensor) (on the launch's device).
-pub trait TensorArg {
-    fn dtype(&self) -> ScalarType;
-    fn shape(&self) -> &[usize];
-    /// The argument for a launch.
-    fn launch_arg(&self) -> LaunchArg;
-    /// Receives a writable argument after the launch (host memory only; device memory was
-    /// written in place).
-    fn take_back(&mut self, arg: LaunchArg);
-}
-
-impl TensorArg for HostTensor {
-    fn dtype(&self) -> ScalarType {
-        HostTensor::dtype(self)
-    }
-    fn shape(&self) -> &[usize] {
-        HostTensor::shape(self)
-    }
-    fn launch_arg(&self) -> LaunchArg {
-        LaunchArg::Host(self.clone())
-    }
-    fn take_back(&mut self, arg: LaunchArg) {
-        if let LaunchArg::Host(t) = arg {
-            *self = t;
-        }
     }
 }
 
@@ -332,50 +125,6 @@ pub fn __run(
     device.run(module, kernel, grid, args)
 }
 
-/// The interpreter run: host tensors in, their final contents back.
-pub(crate) fn run_interp(
-    module: &Module,
-    kernel: &str,
-    grid: Grid,
-    args: &mut [LaunchArg],
-) -> Result<(), Error> {
-    let params = module
-        .kernel(kernel)
-        .map(|f| {
-            f.params
-                .iter()
-                .map(|p| f.value_names[p.index()].clone().unwrap_or_default())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let mut interp_args = Vec::with_capacity(args.len());
-    for (i, a) in args.iter_mut().enumerate() {
-        interp_args.push(match a {
-            LaunchArg::Host(t) => {
-                Arg::Tensor(std::mem::replace(t, HostTensor::zeros(t.dtype(), &[0])))
-            }
-            LaunchArg::Scalar(t, v) => Arg::Scalar(*t, *v),
-            LaunchArg::Device(v) => {
-                return Err(Error::WrongDevice {
-                    kernel: kernel.into(),
-                    param: params.get(i).cloned().unwrap_or_else(|| format!("#{i}")),
-                    tensor: v.device_name(),
-                    launch: "cpu".into(),
-                })
-            }
-        });
-    }
-    let result = interp::run(module, kernel, grid.0, &mut interp_args);
-    // Hand the tensors back whether or not the run succeeded.
-    for (a, back) in args.iter_mut().zip(interp_args) {
-        if let (LaunchArg::Host(t), Arg::Tensor(b)) = (a, back) {
-            *t = b;
-        }
-    }
-    result?;
-    Ok(())
-}
-
 /// Runs a kernel's shape check on its arguments. Used by generated launchers.
 #[doc(hidden)]
 pub fn __check(
@@ -395,62 +144,29 @@ pub fn shape_of(args: &[LaunchArg], i: usize) -> &[usize] {
     args.get(i).map(LaunchArg::shape).unwrap_or(&[])
 }
 
-/// [`Device::launch_by_name`]: the registry's kernel, its signature checked from the IR.
-pub(crate) fn launch_by_name(
-    device: &Device,
-    name: &str,
-    variant: &str,
-    grid: Grid,
-    args: &mut [LaunchArg],
-) -> Result<(), Error> {
-    let normalize = |s: &str| s.split_whitespace().collect::<String>();
-    let kernels = crate::registry::kernels();
-    let found = kernels.iter().find_map(|k| {
-        (k.name == name)
-            .then(|| {
-                k.variants
-                    .iter()
-                    .find(|v| normalize(v.args) == normalize(variant))
-            })
-            .flatten()
-    });
-    let Some(v) = found else {
-        return Err(Error::UnknownKernel {
-            name: name.into(),
-            variant: variant.into(),
-            available: kernels
-                .iter()
-                .flat_map(|k| {
-                    k.variants
-                        .iter()
-                        .map(move |v| format!("{}{}", k.name, v.args))
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    };
-    let module = (v.module)();
-    check_signature(module, name, args)?;
-    __check(name, args, v.check)?;
-    __run(device, module, name, grid, args)
-}
-
-/// [`Device::launch_module`]: any verified module's kernel, its arguments checked against the
-/// kernel's parameters.
-pub(crate) fn launch_module(
-    device: &Device,
-    module: &Module,
-    kernel: &str,
-    grid: Grid,
-    args: &mut [LaunchArg],
-) -> Result<(), Error> {
-    check_signature(module, kernel, args)?;
-    __run(device, module, kernel, grid, args)
+impl Device {
+    /// Launches kernel `kernel` of any module — one built with the IR builder or parsed from
+    /// the text form, say — with its arguments checked against the kernel's parameters (count,
+    /// kind, dtype, rank). Host tensors passed for writable parameters receive the results.
+    pub fn launch_module(
+        &self,
+        module: &Module,
+        kernel: &str,
+        grid: impl Into<Grid>,
+        args: &mut [LaunchArg],
+    ) -> Result<(), Error> {
+        check_signature(module, kernel, args)?;
+        __run(self, module, kernel, grid.into(), args)
+    }
 }
 
 /// Checks `args` against the parameters of kernel `name` in `module`: count, kind, dtype, rank
 /// and dimensions that kernels can index (i32).
-fn check_signature(module: &Module, name: &str, args: &[LaunchArg]) -> Result<(), Error> {
+pub(crate) fn check_signature(
+    module: &Module,
+    name: &str,
+    args: &[LaunchArg],
+) -> Result<(), Error> {
     let func = module.kernel(name).ok_or_else(|| Error::NotInModule {
         name: name.into(),
         available: module.kernel_names(),
@@ -544,53 +260,4 @@ pub fn __build_kernel(name: &str, warps: u32, body: impl FnOnce()) -> Module {
 #[doc(hidden)]
 pub fn __param<P: Handle>(name: &str) -> P {
     P::from_value(rec!(|b| b.param(name, P::ir_type())))
-}
-
-/// The module of one kernel instantiation, built once per process and kept; a build that
-/// panics (a kernel's `assert!` on its comptime parameters) is an error naming the kernel.
-#[doc(hidden)]
-/// The modules the typed launchers built, one per kernel instantiation, kept for the process.
-static BUILT: OnceLock<Mutex<HashMap<TypeId, &'static Module>>> = OnceLock::new();
-
-/// Whether `module` is one of the modules [`__cached`] built and keeps for the process: never
-/// freed, so its address identifies it for good.
-pub(crate) fn built_once(module: &Module) -> bool {
-    BUILT.get().is_some_and(|b| {
-        b.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .any(|m| std::ptr::eq(*m, module))
-    })
-}
-
-pub fn __cached(
-    kernel: &str,
-    id: TypeId,
-    build: impl FnOnce() -> Module,
-) -> Result<&'static Module, Error> {
-    let cache = BUILT.get_or_init(Default::default);
-    let lookup = || {
-        cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .copied()
-    };
-    if let Some(m) = lookup() {
-        return Ok(m);
-    }
-    // Built without the lock held: a kernel's build may build another kernel.
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).map_err(|p| {
-        let message = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the build panicked".into());
-        Error::Build {
-            kernel: kernel.to_string(),
-            message,
-        }
-    })?;
-    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(map.entry(id).or_insert_with(|| Box::leak(Box::new(built))))
 }

@@ -50,19 +50,30 @@ pub use tilekit_ir as ir;
 // The kernel library uses the macros, whose expansions name `::tilekit`.
 extern crate self as tilekit;
 
+// The modules, bottom to top (each imports only modules below it; `layering` checks it):
+// `error` and `abi` (what compiled code is), `module_cache`; `device` (where kernels run, the
+// launch grid and arguments); `tensor`; `launch` (the typed launchers' checks); `registry`;
+// `bundle` (files of compiled code), `kernels` (the library), `bench`; `cli` on top. `dsl` is
+// the front end, beside them: it names none of them.
+pub mod abi;
 pub mod bench;
 pub mod bundle;
 pub mod cli;
 pub mod device;
 pub mod dsl;
+pub mod error;
 pub mod kernels;
+#[cfg(test)]
+mod layering;
 pub mod launch;
+mod module_cache;
 pub mod registry;
 pub mod tensor;
 
 pub use bundle::{Bundle, BundleError};
-pub use device::{Device, Event};
-pub use launch::{Error, Grid, LaunchArg, ScalarArg, TensorArg};
+pub use device::{Device, Event, Grid, LaunchArg};
+pub use error::Error;
+pub use launch::{ScalarArg, TensorArg};
 pub use registry::{KernelInfo, Variant};
 pub use tensor::{Element, Tensor};
 pub use tilekit_macros::{func, kernel};

@@ -2,7 +2,7 @@
 //! list` and `tilekit selftest` read the registry, so there is no hand-kept list.
 
 use crate::ir::Module;
-use crate::launch::Device;
+use crate::launch::{__check, __run, Device, Error, Grid, LaunchArg};
 
 /// One comptime instantiation of a kernel.
 #[derive(Debug)]
@@ -13,7 +13,7 @@ pub struct Variant {
     pub module: fn() -> &'static Module,
     /// The kernel's shape rule (`check = …` on the macro; always `Ok` without one), run on the
     /// arguments of every launch.
-    pub check: fn(&[crate::launch::LaunchArg]) -> Result<(), String>,
+    pub check: fn(&[LaunchArg]) -> Result<(), String>,
 }
 
 /// Runs a kernel's variants against its reference on `device`; `Ok` describes what was checked.
@@ -41,4 +41,50 @@ pub fn kernels() -> Vec<&'static KernelInfo> {
     let mut v: Vec<&'static KernelInfo> = inventory::iter::<KernelInfo>.into_iter().collect();
     v.sort_by_key(|k| (k.name, k.file, k.line));
     v
+}
+
+impl Device {
+    /// Launches registered kernel `name` at comptime arguments `variant` (as `tilekit list`
+    /// prints them, e.g. `<bf16, 64, 64, 32, 32, 32>`; empty for a non-generic kernel). The
+    /// arguments are checked against the kernel's signature (count, kind, dtype, rank, dimension
+    /// range) and its shape rule before anything runs; host tensors passed for writable
+    /// parameters receive the results.
+    pub fn launch_by_name(
+        &self,
+        name: &str,
+        variant: &str,
+        grid: impl Into<Grid>,
+        args: &mut [LaunchArg],
+    ) -> Result<(), Error> {
+        let normalize = |s: &str| s.split_whitespace().collect::<String>();
+        let kernels = kernels();
+        let found = kernels.iter().find_map(|k| {
+            (k.name == name)
+                .then(|| {
+                    k.variants
+                        .iter()
+                        .find(|v| normalize(v.args) == normalize(variant))
+                })
+                .flatten()
+        });
+        let Some(v) = found else {
+            return Err(Error::UnknownKernel {
+                name: name.into(),
+                variant: variant.into(),
+                available: kernels
+                    .iter()
+                    .flat_map(|k| {
+                        k.variants
+                            .iter()
+                            .map(move |v| format!("{}{}", k.name, v.args))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let module = (v.module)();
+        crate::launch::check_signature(module, name, args)?;
+        __check(name, args, v.check)?;
+        __run(self, module, name, grid.into(), args)
+    }
 }

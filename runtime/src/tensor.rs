@@ -20,10 +20,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::device::{codec, cuda, hip, Device};
+use crate::device::{codec, cuda, hip, Device, DeviceView, LaunchArg, Storage};
+use crate::error::Error;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
-use crate::launch::{Error, LaunchArg, TensorArg};
 
 /// A tensor on a [`Device`]: element `[i, j, …]` is storage element
 /// `offset + i·strides[0] + j·strides[1] + …`.
@@ -48,15 +48,6 @@ impl std::fmt::Debug for Tensor {
             self.device_name()
         )
     }
-}
-
-/// Where a tensor's elements live; views share it.
-#[derive(Clone, Debug)]
-pub(crate) enum Storage {
-    /// Host memory, for the cpu device: values rounded to the dtype.
-    Host(Arc<Mutex<Vec<f64>>>),
-    Cuda(Arc<cuda::Buffer>),
-    Hip(Arc<hip::Buffer>),
 }
 
 /// The storage positions of a view's elements, row-major (relative to its offset).
@@ -541,12 +532,37 @@ impl Tensor {
     }
 }
 
-impl Storage {
-    pub(crate) fn device_name(&self) -> String {
-        match self {
-            Storage::Host(_) => "cpu".into(),
-            Storage::Cuda(b) => format!("cuda:{}", b.ctx.ordinal),
-            Storage::Hip(b) => format!("hip:{}", b.ctx.ordinal),
+impl From<&Tensor> for LaunchArg {
+    fn from(t: &Tensor) -> LaunchArg {
+        t.launch_arg()
+    }
+}
+
+/// What a kernel's tensor parameters accept: a [`HostTensor`] (any device; a GPU launch copies
+/// it over and back) or a [`Tensor`](Tensor) (on the launch's device).
+pub trait TensorArg {
+    fn dtype(&self) -> ScalarType;
+    fn shape(&self) -> &[usize];
+    /// The argument for a launch.
+    fn launch_arg(&self) -> LaunchArg;
+    /// Receives a writable argument after the launch (host memory only; device memory was
+    /// written in place).
+    fn take_back(&mut self, arg: LaunchArg);
+}
+
+impl TensorArg for HostTensor {
+    fn dtype(&self) -> ScalarType {
+        HostTensor::dtype(self)
+    }
+    fn shape(&self) -> &[usize] {
+        HostTensor::shape(self)
+    }
+    fn launch_arg(&self) -> LaunchArg {
+        LaunchArg::Host(self.clone())
+    }
+    fn take_back(&mut self, arg: LaunchArg) {
+        if let LaunchArg::Host(t) = arg {
+            *self = t;
         }
     }
 }
@@ -573,7 +589,7 @@ impl TensorArg for Tensor {
                         .unwrap_or_else(|_| HostTensor::zeros(self.dtype, &[0]));
                 LaunchArg::Host(t)
             }
-            storage => LaunchArg::Device(crate::launch::DeviceView {
+            storage => LaunchArg::Device(DeviceView {
                 dtype: self.dtype,
                 shape: self.shape.clone(),
                 strides: self.strides.clone(),

@@ -16,19 +16,24 @@
 //! self-tests run everywhere) and device [`Tensor`](crate::Tensor)s (no copies; the launch is
 //! asynchronous on the device's stream, ordered with the stream's other work).
 
+mod args;
 pub mod codec;
+mod cpu;
 pub mod cuda;
 pub mod hip;
+mod memory;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::bundle::{AbiArg, Bundle, BundleKernel, ParamKind};
+use crate::abi::{is_amd, AbiArg, Bundle, BundleKernel, ParamKind};
+pub use crate::abi::ir_hash;
+pub use crate::error::Error;
 use crate::ir::interp::HostTensor;
 use crate::ir::{Module, ScalarType};
-pub use crate::launch::Error;
-use crate::launch::{Grid, LaunchArg};
-use crate::tensor::Storage;
+
+pub use args::{DeviceView, Grid, LaunchArg};
+pub(crate) use memory::Storage;
 
 /// Where kernels run. `Device::Cpu` is the default.
 #[derive(Clone, Default)]
@@ -198,7 +203,7 @@ impl Device {
             ),
             Device::Hip(g) => (
                 &g.bundles,
-                crate::bundle::is_amd(&bundle.target)
+                is_amd(&bundle.target)
                     && std::env::var("TILEKIT_HIP_ARCH").map_or(true, |a| a == bundle.target),
             ),
         };
@@ -265,34 +270,6 @@ impl Device {
         }
     }
 
-    /// Launches registered kernel `name` at comptime arguments `variant` (as `tilekit list`
-    /// prints them, e.g. `<bf16, 64, 64, 32, 32, 32>`; empty for a non-generic kernel). The
-    /// arguments are checked against the kernel's signature (count, kind, dtype, rank, dimension
-    /// range) and its shape rule before anything runs; host tensors passed for writable
-    /// parameters receive the results.
-    pub fn launch_by_name(
-        &self,
-        name: &str,
-        variant: &str,
-        grid: impl Into<Grid>,
-        args: &mut [LaunchArg],
-    ) -> Result<(), Error> {
-        crate::launch::launch_by_name(self, name, variant, grid.into(), args)
-    }
-
-    /// Launches kernel `kernel` of any module — one built with the IR builder or parsed from
-    /// the text form, say — with its arguments checked against the kernel's parameters (count,
-    /// kind, dtype, rank). Host tensors passed for writable parameters receive the results.
-    pub fn launch_module(
-        &self,
-        module: &Module,
-        kernel: &str,
-        grid: impl Into<Grid>,
-        args: &mut [LaunchArg],
-    ) -> Result<(), Error> {
-        crate::launch::launch_module(self, module, kernel, grid.into(), args)
-    }
-
     /// Runs kernel `kernel` of `module` (checked arguments). Used by the launchers.
     pub(crate) fn run(
         &self,
@@ -302,7 +279,7 @@ impl Device {
         args: &mut [LaunchArg],
     ) -> Result<(), Error> {
         match self {
-            Device::Cpu => crate::launch::run_interp(module, kernel, grid, args),
+            Device::Cpu => cpu::run_interp(module, kernel, grid, args),
             Device::Cuda(g) => launch_cuda(self, g, module, kernel, grid, args),
             Device::Hip(g) => launch_hip(self, g, module, kernel, grid, args),
         }
@@ -356,24 +333,12 @@ fn shared_context<C>(
     Ok(c)
 }
 
-/// A 64-bit FNV-1a hash of the printed module and the kernel name: how a launch finds its
-/// kernel in a bundle (stable across processes and machines).
-pub fn ir_hash(module: &Module, kernel: &str) -> String {
-    let text = crate::ir::print_module(module);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in kernel.bytes().chain([0]).chain(text.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
 /// [`ir_hash`] for a launch. Printing and hashing a module costs tens of microseconds, which a
 /// launch must not spend every time (the benchmark's events would time it): the hash of a module
 /// the typed launchers keep for the process is computed once; any other module (one passed to
 /// `launch_module`, which may be freed and its address reused) is hashed each time.
 fn launch_hash(module: &Module, kernel: &str) -> String {
-    if !crate::launch::built_once(module) {
+    if !crate::module_cache::built_once(module) {
         return ir_hash(module, kernel);
     }
     static HASHES: Mutex<Vec<(usize, String, String)>> = Mutex::new(Vec::new());
@@ -437,10 +402,10 @@ fn compile_for(
         device: device.describe(),
         message: format!("compiling for {target} failed: {e}"),
     })?;
-    crate::bundle::kernel_from_compiled(module, kernel, "", &c).map_err(|e| Error::NoCode {
+    crate::abi::compiled_kernel(module, kernel, "", String::new(), &c).ok_or_else(|| Error::NoCode {
         kernel: kernel.into(),
         device: device.describe(),
-        message: e.to_string(),
+        message: "the module has no such kernel".into(),
     })
 }
 
@@ -929,8 +894,8 @@ fn hip_compile(
         .code_object()
         .ok_or_else(|| no_code(format!("the compiler made no code object for {arch}")))?
         .to_vec();
-    let meta = crate::bundle::kernel_from_compiled(module, kernel, "", &c)
-        .map_err(|e| no_code(e.to_string()))?;
+    let meta = crate::abi::compiled_kernel(module, kernel, "", String::new(), &c)
+        .ok_or_else(|| no_code("the module has no such kernel".into()))?;
     Ok((meta, object))
 }
 
@@ -962,7 +927,7 @@ fn sync_every_launch() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::BundleParam;
+    use crate::abi::BundleParam;
 
     fn kernel(params: Vec<BundleParam>) -> BundleKernel {
         BundleKernel {
@@ -1071,40 +1036,42 @@ mod tests {
         assert!(e.contains("exceeds the GPU's limits"), "{e}");
     }
 
+    /// A one-kernel module `@k(%alpha: <dtype>)` from the text form: two dtypes give two
+    /// modules that differ only in their Tile IR.
+    fn scalar_kernel(dtype: &str) -> Module {
+        let text = format!("kernel @k(%alpha: {dtype}) warps(1) {{\n  return ()\n}}\n");
+        crate::ir::parse_module(&text).unwrap()
+    }
+
     /// A launch hashes a module the launchers keep once (then remembers it) and any other module
     /// each time; both give `ir_hash`.
     #[test]
     fn launches_hash_kept_modules_once_and_others_every_time() {
-        type K = crate::kernels::softmax::softmax_rows<f32, 16, 64, 4>;
-        let kept = K::module();
-        let fresh = K::build();
-        assert!(crate::launch::built_once(kept));
-        assert!(!crate::launch::built_once(&fresh));
-        let want = ir_hash(kept, "softmax_rows");
-        assert_eq!(launch_hash(kept, "softmax_rows"), want);
-        assert_eq!(launch_hash(kept, "softmax_rows"), want, "remembered");
-        assert_eq!(
-            launch_hash(&fresh, "softmax_rows"),
-            want,
-            "same IR, same hash"
-        );
+        struct Kept;
+        let kept = crate::module_cache::__cached("k", std::any::TypeId::of::<Kept>(), || {
+            scalar_kernel("f32")
+        })
+        .unwrap();
+        let fresh = scalar_kernel("f32");
+        assert!(crate::module_cache::built_once(kept));
+        assert!(!crate::module_cache::built_once(&fresh));
+        let want = ir_hash(kept, "k");
+        assert_eq!(launch_hash(kept, "k"), want);
+        assert_eq!(launch_hash(kept, "k"), want, "remembered");
+        assert_eq!(launch_hash(&fresh, "k"), want, "same IR, same hash");
     }
 
     /// Code is found in an attached bundle by the kernel's Tile IR hash; without a match it is
     /// compiled (with `jit`) or refused with what to do (without).
     #[test]
     fn bundled_code_is_found_by_tile_ir_hash() {
-        let module = crate::kernels::softmax::softmax_rows::<f32, 16, 64, 4>::module();
-        let name = "softmax_rows";
+        let module = &scalar_kernel("f32");
+        let name = "k";
         let hash = ir_hash(module, name);
         assert_eq!(hash.len(), 16);
         assert_eq!(hash, ir_hash(module, name), "the hash is deterministic");
-        let other = crate::kernels::softmax::softmax_rows::<crate::dsl::bf16, 16, 64, 4>::module();
-        assert_ne!(
-            hash,
-            ir_hash(other, name),
-            "another variant hashes differently"
-        );
+        let other = &scalar_kernel("i32");
+        assert_ne!(hash, ir_hash(other, name), "other IR hashes differently");
 
         let mut bundled = kernel(vec![]);
         bundled.name = name.into();
@@ -1128,7 +1095,7 @@ mod tests {
         );
         if cfg!(feature = "jit") {
             let code = r.unwrap();
-            assert!(code.ptx.contains(".entry softmax_rows("), "compiled PTX");
+            assert!(code.ptx.contains(".entry k("), "compiled PTX");
             assert_eq!(code.ir_hash, other_hash);
         } else {
             let e = r.unwrap_err().to_string();

@@ -1,0 +1,179 @@
+//! What a compiled kernel is, as a launch needs it: its code (PTX or an AMD code object), its
+//! parameters and the entry's argument list (the ABI), its block size and shared memory, and the
+//! hash of the Tile IR it was compiled from.
+//!
+//! This sits below the devices, which launch such code, and below [`bundle`](crate::bundle),
+//! which stores it in files (and re-exports these types under their old paths,
+//! `tilekit::bundle::BundleKernel` and so on): a device never needs to know the file format.
+
+use crate::ir::{Module, ScalarType};
+
+/// Whether `target` is an AMD chip (its bundles hold code objects rather than PTX).
+pub fn is_amd(target: &str) -> bool {
+    target.starts_with("gfx")
+}
+
+/// What a kernel parameter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A view of a tensor in global memory, of `rank` dimensions; `mutable` when the kernel may
+    /// write it (`GlMut`).
+    Global { rank: u32, mutable: bool },
+    /// A scalar passed by value.
+    Scalar,
+}
+
+/// One parameter of a bundled kernel, as its Rust signature declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleParam {
+    pub name: String,
+    pub dtype: ScalarType,
+    pub kind: ParamKind,
+}
+
+/// One argument of the PTX entry (see [`BundleKernel::abi`]); `param` indexes
+/// [`BundleKernel::params`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbiArg {
+    /// A global view's base address.
+    Pointer { param: usize },
+    /// A global view's size along `dim`, as an i32.
+    Size { param: usize, dim: u32 },
+    /// A global view's stride (elements) along `dim`, as an i32.
+    Stride { param: usize, dim: u32 },
+    /// A scalar (a bool as a 32-bit 0 or 1).
+    Scalar { param: usize },
+}
+
+/// One compiled kernel variant of a bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleKernel {
+    /// The kernel's name, also the PTX entry's.
+    pub name: String,
+    /// Its comptime arguments as `tilekit list` prints them (empty for a non-generic kernel).
+    pub variant: String,
+    /// The bundle file holding its code: PTX (`.ptx`) on NVIDIA targets, the linked code object
+    /// (`.hsaco`) on AMD ones.
+    pub code_file: String,
+    /// The PTX (NVIDIA targets; empty on AMD ones).
+    pub ptx: String,
+    /// The code object (AMD targets; `None` on NVIDIA ones).
+    pub code_object: Option<Vec<u8>>,
+    pub params: Vec<BundleParam>,
+    /// Threads per block (along x).
+    pub block_threads: u32,
+    /// Bytes of shared memory the kernel uses.
+    pub shared_bytes: u64,
+    /// Whether that shared memory is dynamic (the launch passes `shared_bytes` and opts in to
+    /// the size) rather than a static allocation in the PTX.
+    pub dynamic_shared: bool,
+    /// The hash of the kernel's Tile IR ([`ir_hash`]): a launch uses this code
+    /// only for a kernel whose IR hashes the same, so a bundle built from other source is never
+    /// launched by mistake.
+    pub ir_hash: String,
+}
+
+impl BundleKernel {
+    /// The bytes of its code file: the PTX text or the code object.
+    pub fn code(&self) -> &[u8] {
+        self.code_object.as_deref().unwrap_or(self.ptx.as_bytes())
+    }
+
+    /// The PTX entry's arguments, in order: each global view is a pointer, then its sizes, then
+    /// its strides; each scalar is itself.
+    pub fn abi(&self) -> Vec<AbiArg> {
+        let mut out = Vec::new();
+        for (param, p) in self.params.iter().enumerate() {
+            match p.kind {
+                ParamKind::Global { rank, .. } => {
+                    out.push(AbiArg::Pointer { param });
+                    out.extend((0..rank).map(|dim| AbiArg::Size { param, dim }));
+                    out.extend((0..rank).map(|dim| AbiArg::Stride { param, dim }));
+                }
+                ParamKind::Scalar => out.push(AbiArg::Scalar { param }),
+            }
+        }
+        out
+    }
+}
+
+/// Kernels compiled ahead of time for one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bundle {
+    /// The target the PTX was generated for (one of [`bundle::TARGETS`](crate::bundle::TARGETS)).
+    pub target: String,
+    pub kernels: Vec<BundleKernel>,
+}
+
+/// A 64-bit FNV-1a hash of the printed module and the kernel name: how a launch finds its
+/// kernel in a bundle (stable across processes and machines).
+pub fn ir_hash(module: &Module, kernel: &str) -> String {
+    let text = crate::ir::print_module(module);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in kernel.bytes().chain([0]).chain(text.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The description of kernel `name` of `module` as the compiler made it (feature `jit`):
+/// parameters from the compiler's ABI, writability from the IR. `code_file` is the file a
+/// bundle keeps the code in (any name for code that is only launched). `None` when the module
+/// has no kernel `name`.
+#[cfg(feature = "jit")]
+pub fn compiled_kernel(
+    module: &Module,
+    name: &str,
+    variant: &str,
+    code_file: String,
+    c: &tilekit_codegen::Compiled,
+) -> Option<BundleKernel> {
+    use crate::ir::Type;
+    use tilekit_codegen::KernelArg;
+
+    let func = module.kernel(name)?;
+    // Whether a view is writable is the IR's to say (the ABI does not carry it).
+    let mutable: std::collections::HashMap<&str, bool> = func
+        .params
+        .iter()
+        .filter_map(|p| {
+            let name = func.value_names[p.index()].as_deref()?;
+            match func.value_types[p.index()] {
+                Type::Global { mutable, .. } => Some((name, mutable)),
+                _ => None,
+            }
+        })
+        .collect();
+    let params = c
+        .args
+        .iter()
+        .map(|a| match a {
+            KernelArg::Global { name, dtype, rank } => BundleParam {
+                name: name.clone(),
+                dtype: *dtype,
+                kind: ParamKind::Global {
+                    rank: *rank,
+                    mutable: mutable.get(name.as_str()).copied().unwrap_or(true),
+                },
+            },
+            KernelArg::Scalar { name, dtype } => BundleParam {
+                name: name.clone(),
+                dtype: *dtype,
+                kind: ParamKind::Scalar,
+            },
+        })
+        .collect();
+    Some(BundleKernel {
+        name: name.to_string(),
+        variant: variant.to_string(),
+        code_file,
+        ptx: c.ptx().to_string(),
+        code_object: c.code_object().map(<[u8]>::to_vec),
+        params,
+        block_threads: c.block_threads(),
+        shared_bytes: c.shared_bytes,
+        dynamic_shared: c.dynamic_shared,
+        ir_hash: ir_hash(module, name),
+    })
+}

@@ -1,0 +1,112 @@
+//! What a launch takes: the grid, and each kernel argument (a host tensor, a view of device
+//! memory, or a scalar).
+
+use crate::ir::interp::HostTensor;
+use crate::ir::ScalarType;
+
+use super::Storage;
+
+/// A launch grid: blocks along x, y and z. `4`, `(4, 2)`, `(4, 2, 1)` and `[4, 2, 1]` convert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid(pub [u32; 3]);
+
+impl From<u32> for Grid {
+    fn from(x: u32) -> Grid {
+        Grid([x, 1, 1])
+    }
+}
+impl From<(u32, u32)> for Grid {
+    fn from((x, y): (u32, u32)) -> Grid {
+        Grid([x, y, 1])
+    }
+}
+impl From<(u32, u32, u32)> for Grid {
+    fn from((x, y, z): (u32, u32, u32)) -> Grid {
+        Grid([x, y, z])
+    }
+}
+impl From<[u32; 3]> for Grid {
+    fn from(g: [u32; 3]) -> Grid {
+        Grid(g)
+    }
+}
+
+/// A tensor memory a kernel argument points at, as a launch sees it.
+#[derive(Clone, Debug)]
+pub struct DeviceView {
+    pub dtype: ScalarType,
+    pub shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    /// Elements from the start of the memory to the view's first element.
+    pub offset: usize,
+    pub(crate) storage: Storage,
+}
+
+impl DeviceView {
+    /// The device the memory is on.
+    pub fn device_name(&self) -> String {
+        self.storage.device_name()
+    }
+}
+
+/// One kernel argument on its way to a launch.
+#[derive(Clone, Debug)]
+pub enum LaunchArg {
+    /// A host tensor: the interpreter reads it directly; a GPU launch copies it to the device
+    /// and back (writable parameters).
+    Host(HostTensor),
+    /// A tensor in GPU memory.
+    Device(DeviceView),
+    /// A scalar of the given dtype.
+    Scalar(ScalarType, f64),
+}
+
+impl LaunchArg {
+    /// The tensor's shape (empty for a scalar).
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            LaunchArg::Host(t) => t.shape(),
+            LaunchArg::Device(v) => &v.shape,
+            LaunchArg::Scalar(..) => &[],
+        }
+    }
+
+    /// The tensor's element strides (empty for a scalar).
+    pub fn strides(&self) -> &[usize] {
+        match self {
+            LaunchArg::Host(t) => t.strides(),
+            LaunchArg::Device(v) => &v.strides,
+            LaunchArg::Scalar(..) => &[],
+        }
+    }
+
+    /// The tensor's dtype (`None` for a scalar).
+    pub fn tensor_dtype(&self) -> Option<ScalarType> {
+        match self {
+            LaunchArg::Host(t) => Some(t.dtype()),
+            LaunchArg::Device(v) => Some(v.dtype),
+            LaunchArg::Scalar(..) => None,
+        }
+    }
+
+    /// What the argument is, for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            LaunchArg::Host(t) => format!("a {} tensor of shape {:?}", t.dtype(), t.shape()),
+            LaunchArg::Device(v) => format!(
+                "a {} tensor of shape {:?} on {}",
+                v.dtype,
+                v.shape,
+                v.device_name()
+            ),
+            LaunchArg::Scalar(t, _) => format!("a {t} scalar"),
+        }
+    }
+}
+
+impl From<HostTensor> for LaunchArg {
+    fn from(t: HostTensor) -> LaunchArg {
+        LaunchArg::Host(t)
+    }
+}
+

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::error::{EmuError, EmuResult};
-use crate::exec::{run_block, Limits, Profile, Program, SharedVar, SymAddr};
+use crate::exec::{profile_of, run_block, Limits, Profile, Program, SharedVar, SymAddr};
 use crate::machine::Geometry;
 use crate::memory::GlobalMemory;
 use crate::ptx::{self, Function, Module, Param, Space};
@@ -250,7 +250,8 @@ impl Emulator {
             fp8_accumulation: cfg.fp8_accumulation,
         };
         let mut findings = Vec::new();
-        let mut profile = Profile::default();
+        // Executed warp-instructions per instruction index; classes are named once at the end.
+        let mut counts = vec![0u64; f.body.len()];
         let mut limits = Limits {
             budget: cfg.budget,
             budget_total: cfg.budget,
@@ -268,7 +269,7 @@ impl Emulator {
                         total_smem: shared_bytes as u32,
                         block_linear: blocks,
                     };
-                    run_block(&prog, geom, global, &mut findings, &mut profile, &mut limits)?;
+                    run_block(&prog, geom, global, &mut findings, &mut counts, &mut limits)?;
                     blocks += 1;
                 }
             }
@@ -282,7 +283,7 @@ impl Emulator {
             });
         }
         Ok(Report {
-            profile,
+            profile: profile_of(&f.body, &counts),
             findings,
             blocks,
         })

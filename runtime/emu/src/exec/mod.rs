@@ -612,7 +612,7 @@ pub fn run_block(
     geom: Geometry,
     global: &mut GlobalMemory,
     findings: &mut Vec<Finding>,
-    profile: &mut Profile,
+    counts: &mut [u64],
     limits: &mut Limits<'_>,
 ) -> EmuResult<()> {
     let nwarps = geom.warps();
@@ -634,11 +634,6 @@ pub fn run_block(
         stores: 0,
         sync_clocks: HashMap::new(),
     };
-    // Static shared variables with initializers (rare; `.shared` cannot be initialized in PTX,
-    // but keep zeros otherwise).
-    let body = &prog.kernel.body;
-    // Count of executed warp-instructions by opcode index, folded into the profile at the end.
-    let mut counts = vec![0u64; body.len()];
     loop {
         let mut progressed = false;
         let mut all_done = true;
@@ -653,7 +648,7 @@ pub fn run_block(
                 Wait::Retry { .. } => warps[w].wait = Wait::None,
                 Wait::None => {}
             }
-            match run_warp(prog, &mut warps[w], &mut block, global, findings, &mut counts, limits)? {
+            match run_warp(prog, &mut warps[w], &mut block, global, findings, counts, limits)? {
                 SliceEnd::Spin | SliceEnd::Retry => {}
                 SliceEnd::Done | SliceEnd::Barrier | SliceEnd::Quantum => progressed = true,
             }
@@ -674,15 +669,22 @@ pub fn run_block(
             return Err(deadlock(prog, &warps, &block));
         }
     }
-    for (i, c) in counts.iter().enumerate() {
-        if *c > 0 {
-            let class = profile_class(&body[i]);
-            *profile.counts.entry(class).or_default() += *c;
-            profile.total += *c;
-        }
-    }
     extension::finish_block(prog, &mut block, findings)?;
     Ok(())
+}
+
+/// The profile of a launch from its executed warp-instructions per instruction index.
+pub fn profile_of(body: &[Instr], counts: &[u64]) -> Profile {
+    let mut profile = Profile::default();
+    for (i, c) in counts.iter().enumerate() {
+        if *c > 0 {
+            if let Some(instr) = body.get(i) {
+                *profile.counts.entry(profile_class(instr)).or_default() += *c;
+                profile.total += *c;
+            }
+        }
+    }
+    profile
 }
 
 /// The profile class of an instruction: its opcode without register types on memory ops'

@@ -8,9 +8,9 @@
 //!
 //! Timing model: asynchronous work completes at the **latest** point the ISA allows, so a
 //! missing wait shows up as wrong numbers as well as a report:
-//! - `cp.async` copies land in shared memory at the `cp.async.wait_group` / `wait_all` that
-//!   covers their group, or, after `cp.async.mbarrier.arrive`, when a waiter of that mbarrier
-//!   would otherwise block;
+//! - `cp.async` copies (their state is the executor's, `exec/extension.rs`) land in shared memory
+//!   at the `cp.async.wait_group` / `wait_all` that covers their group, or at a
+//!   `cp.async.mbarrier.arrive` of the issuing threads;
 //! - TMA loads (`cp.async.bulk.tensor` to shared memory) land, and signal `complete_tx` on their
 //!   mbarrier, only when a waiter of that mbarrier would otherwise block: a wait that succeeds
 //!   without them (the wrong parity) reads the buffer before they arrive, and the shared-byte
@@ -124,47 +124,6 @@ impl<T> Groups<T> {
         self.committed.iter().flatten().chain(self.open.iter())
     }
 
-    /// Removes every pending item matching `take`, leaving the group structure (counts) intact.
-    pub fn extract(&mut self, mut take: impl FnMut(&T) -> bool) -> Vec<T> {
-        let mut out = Vec::new();
-        let mut split = |v: &mut Vec<T>| {
-            let mut keep = Vec::new();
-            for item in v.drain(..) {
-                if take(&item) {
-                    out.push(item);
-                } else {
-                    keep.push(item);
-                }
-            }
-            *v = keep;
-        };
-        for g in self.committed.iter_mut() {
-            split(g);
-        }
-        split(&mut self.open);
-        out
-    }
-}
-
-/// One `cp.async` (non-bulk) copy in flight: the bytes were read from global memory at issue
-/// (zero-filled past `src-size`), and land at `shared` when completed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingCopy {
-    /// The operation (for reports and the shared-byte tracker).
-    pub op: OpId,
-    /// Destination offset in shared memory.
-    pub shared: u32,
-    /// The bytes to write (cp-size of them).
-    pub bytes: Vec<u8>,
-}
-
-/// The bytes a `cp.async` delivers: `cp_size` bytes of which the first `src_size` come from the
-/// source and the rest are zero (ISA: "the remaining bytes are zero-filled").
-pub fn zero_filled(source: &[u8], cp_size: usize) -> Vec<u8> {
-    let mut out = vec![0u8; cp_size];
-    let n = source.len().min(cp_size);
-    out[..n].copy_from_slice(&source[..n]);
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,15 +137,6 @@ pub const MBARRIER_MAX_COUNT: i64 = (1 << 20) - 1;
 /// the barrier would otherwise block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deferred {
-    /// `cp.async.mbarrier.arrive{.noinc}`: a thread's prior copies land, then it arrives.
-    CopiesThenArrive {
-        /// The copies.
-        copies: Vec<PendingCopy>,
-        /// `.noinc`: the arrival counts against the expected count (no pending-count increment).
-        noinc: bool,
-        /// The issuing warp's vector clock at the arrive (released to waiters).
-        clock: Vec<u32>,
-    },
     /// A TMA (or bulk) load: its bytes land, then `complete_tx` of their count.
     TxLoad {
         /// The operation.
@@ -737,13 +687,6 @@ mod tests {
         assert_eq!(g.wait(0), Vec::<i32>::new(), "the empty group completes, the open one is not waited for");
         assert_eq!(g.pending().copied().collect::<Vec<_>>(), vec![4]);
         assert_eq!(g.drain(), vec![4]);
-    }
-
-    #[test]
-    fn zero_fill_pads_past_src_size() {
-        assert_eq!(zero_filled(&[1, 2, 3], 8), vec![1, 2, 3, 0, 0, 0, 0, 0]);
-        assert_eq!(zero_filled(&[], 4), vec![0; 4]);
-        assert_eq!(zero_filled(&[9; 16], 16), vec![9; 16]);
     }
 
     #[test]

@@ -329,20 +329,6 @@ fn deliver(ctx: &mut Ctx<'_>, off: u32) -> EmuResult<()> {
                     b.complete_tx(len as i64, &clock);
                 }
             }
-            Deferred::CopiesThenArrive { copies, clock, .. } => {
-                for c in copies {
-                    let (o, len) = (c.shared as usize, c.bytes.len());
-                    if o + len <= ctx.block.shared.len() {
-                        ctx.block.shared[o..o + len].copy_from_slice(&c.bytes);
-                    }
-                    ctx.block.ext.hopper.tracker.end_async_write(c.op, c.shared, len as u32);
-                }
-                if let Some(b) = ctx.block.ext.hopper.barriers.get_mut(&off) {
-                    if let Err(h) = b.arrive(1, 0, &clock) {
-                        ctx.report(kind(&h), None, h.message);
-                    }
-                }
-            }
         }
     }
     Ok(())

@@ -839,3 +839,22 @@ fn overwriting_a_wgmma_shared_operand_before_its_wait_is_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn warps_of_a_warpgroup_issuing_different_wgmma_instructions_are_reported() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let (a, bt) = wgmma_inputs(&mut rng);
+    let mma = "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, %rd8, %rd9, %p2, 1, 1, 0, 0;";
+    // Warp 0 takes one copy of the instruction, warps 1..3 another: same shape, different lines.
+    let divergent = format!("shr.u32 %r39, %r1, 5;\n    setp.eq.u32 %p3, %r39, 0;\n    @%p3 bra ALT;\n    {mma}\n    bra.uni JOIN;\nALT:\n    {mma}\nJOIN:");
+    let ptx = WGMMA.replace("FENCE", "fence.proxy.async.shared::cta;").replace("WAIT", "wgmma.wait_group.sync.aligned 0;").replace(mma, &divergent);
+    assert!(ptx.contains("ALT:"));
+    let emu = Emulator::new(&ptx).unwrap();
+    let mut g = GlobalMemory::new();
+    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let (pa, pb, pd) = (g.alloc("a", bytes(&a)), g.alloc("bt", bytes(&bt)), g.alloc("d", vec![0u8; 4096]));
+    let params = emu.param_buffer("wg", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()]).unwrap();
+    let err = emu.launch("wg", &LaunchConfig::new([1, 1, 1], [128, 1, 1]), &params, &mut g).unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    assert!(findings.iter().any(|f| f.kind == FindingKind::Other && f.message.contains(".aligned over the warpgroup")), "{err}");
+}

@@ -84,6 +84,19 @@ pub struct HopperState {
     wgmma: HashMap<usize, WgmmaWarp>,
     /// Bulk groups (`cp.async.bulk.commit_group`) per warp.
     bulk: HashMap<usize, Groups<PendingStore>>,
+    /// Per warpgroup, the order of its warps' `wgmma.mma_async` instructions.
+    warpgroups: HashMap<usize, WarpgroupLog>,
+}
+
+/// The `wgmma.mma_async` instructions of one warpgroup's warps, for the `.aligned` check.
+#[derive(Debug, Default)]
+struct WarpgroupLog {
+    /// How many each warp has issued.
+    issued: [u64; 4],
+    /// PTX line of the n-th instruction, and which warps have reached it (dropped once all have).
+    lines: HashMap<u64, (u32, u8)>,
+    /// Whether a group of fewer than 4 warps was reported.
+    short_reported: bool,
 }
 
 impl HopperState {
@@ -663,6 +676,7 @@ fn mma_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     };
     let ops = WgmmaOperands::from_immediates(&spec, scale_d, scale_a, scale_b, trans_a, trans_b).map_err(|e| ctx.bad(e.to_string()))?;
     let warp_in_group = w % 4;
+    check_warpgroup_order(ctx, w);
 
     let st = &mut ctx.block.ext.hopper;
     let fenced = st.wgmma.entry(w).or_default().fenced;
@@ -677,6 +691,16 @@ fn mma_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     }
     reads.extend(spec.b_reads(&ops, b_desc).map_err(|e| ctx.bad(e.to_string()))?);
     let op = ctx.block.ext.hopper.tracker.op(AsyncOp { opcode: instr.opcode.clone(), line: instr.line, thread: ctx.thread(exec.trailing_zeros() as usize) });
+    // Element reads merged into byte ranges: the checks below cost per range, not per element.
+    reads.sort_unstable();
+    let mut ranges: Vec<(u32, u32)> = Vec::with_capacity(reads.len() / 8 + 1);
+    for (addr, len) in reads {
+        match ranges.last_mut() {
+            Some((a, l)) if *a + *l >= addr => *l = (*l).max(addr + len - *a),
+            _ => ranges.push((addr, len)),
+        }
+    }
+    let reads = ranges;
     let shared_len = ctx.block.shared.len() as u64;
     let mut reported_oob = false;
     let mut reported_hazard = false;
@@ -752,6 +776,38 @@ fn mma_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         }
     }
     Ok(Flow::Next)
+}
+
+/// `wgmma.mma_async` is `.aligned` over the warpgroup: the n-th one each of its four warps
+/// executes must be the same instruction. Each warp runs its share separately here, so the
+/// order is compared across the warps of the group.
+fn check_warpgroup_order(ctx: &mut Ctx<'_>, w: usize) {
+    let (group, member) = (w / 4, w % 4);
+    let warps_in_group = ctx.block.geom.warps().saturating_sub(4 * group).min(4);
+    let line = ctx.instr.line;
+    let log = ctx.block.ext.hopper.warpgroups.entry(group).or_default();
+    if warps_in_group < 4 {
+        if !log.short_reported {
+            log.short_reported = true;
+            let m = format!("wgmma.mma_async needs a whole warpgroup of 4 warps; warpgroup {group} of this block has {warps_in_group}");
+            ctx.report(FindingKind::Other, None, m);
+        }
+        return;
+    }
+    let index = log.issued[member];
+    log.issued[member] += 1;
+    let entry = log.lines.entry(index).or_insert((line, 0));
+    let other = entry.0;
+    entry.1 |= 1 << member;
+    if entry.1 == 0b1111 {
+        log.lines.remove(&index);
+    }
+    if other != line {
+        let m = format!(
+            "wgmma.mma_async is .aligned over the warpgroup, but wgmma number {index} of warp {w} is at PTX line {line} and another warp of warpgroup {group} executed PTX line {other} there"
+        );
+        ctx.report(FindingKind::Other, None, m);
+    }
 }
 
 /// A wgmma reached its `wait_group`: its accumulators become visible (unless a newer wgmma in

@@ -13,8 +13,8 @@
 //! | MN-major, swizzle S | M/N (up to S bytes) | S bytes along K | SBO (per 8 k) | LBO (per S bytes of M/N) |
 //!
 //! The swizzle is an XOR of address bits: the 16-byte chunk index (bits 4..) is XORed with the
-//! row-within-pattern index (bits 7..): 128B swizzle XORs bits [4:6] with [7:9], 64B bits [4:5]
-//! with [7:8], 32B bit 4 with bit 7. It is applied to the absolute shared-memory address, as TMA
+//! row-within-pattern index (bits 7..): 128B swizzle XORs bits 4–6 with bits 7–9, 64B bits 4–5
+//! with 7–8, 32B bit 4 with bit 7. It is applied to the absolute shared-memory address, as TMA
 //! writes it; that is what lets kernels step through K by adding the step's byte offset to the
 //! descriptor's start address inside a swizzled row.
 

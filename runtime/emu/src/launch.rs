@@ -248,6 +248,7 @@ impl Emulator {
             sm: self.sm,
             sanitize: cfg.sanitize,
             fp8_accumulation: cfg.fp8_accumulation,
+            priority: crate::exec::reconverge::priorities(f),
         };
         let mut findings = Vec::new();
         // Executed warp-instructions per instruction index; classes are named once at the end.

@@ -7,11 +7,11 @@
 //! touches consecutive words.
 //!
 //! Divergence: every lane has its own program counter. The warp scheduler runs, at each step, the
-//! lanes whose program counter is the smallest among the warp's runnable lanes (those neither
-//! exited nor waiting). Because LLVM lays out structured control flow with join points after
-//! both sides of a branch and loop exits after the loop body, lanes that split at a branch meet
-//! again at the join point (the lanes ahead wait there while the others catch up), which is the
-//! reconvergence at the immediate post-dominator that the hardware provides for such code.
+//! lanes whose next instruction has the smallest priority among the warp's live lanes; the
+//! priorities ([`crate::exec::reconverge`]) order the control-flow graph so that a join point
+//! comes after every path into it and a loop's exit after the loop's body, so lanes that split
+//! at a branch run one side, then the other, and meet again at the join (the reconvergence at
+//! the immediate post-dominator that the hardware provides for structured code).
 
 use crate::ptx::RegId;
 
@@ -117,27 +117,31 @@ impl Warp {
         self.live() == 0
     }
 
-    /// The smallest program counter among live lanes and the lanes at it.
-    pub fn next_group(&self) -> Option<(usize, LaneMask)> {
+    /// The program counter that runs next (smallest `priority`, indexed by program counter) and
+    /// the live lanes at it.
+    pub fn next_group(&self, priority: &[u32]) -> Option<(usize, LaneMask)> {
         let live = self.live();
         if live == 0 {
             return None;
         }
-        let mut min = usize::MAX;
+        let first = live.trailing_zeros() as usize;
+        let mut best_pc = self.pc[first];
+        let mut best = priority.get(best_pc).copied().unwrap_or(u32::MAX);
         let mut mask = 0u32;
-        for lane in 0..WARP_SIZE {
-            if live & (1 << lane) == 0 {
+        for lane in lanes(live) {
+            let pc = self.pc[lane];
+            if pc == best_pc {
+                mask |= 1 << lane;
                 continue;
             }
-            let pc = self.pc[lane];
-            if pc < min {
-                min = pc;
+            let p = priority.get(pc).copied().unwrap_or(u32::MAX);
+            if p < best || (p == best && pc < best_pc) {
+                best = p;
+                best_pc = pc;
                 mask = 1 << lane;
-            } else if pc == min {
-                mask |= 1 << lane;
             }
         }
-        Some((min, mask))
+        Some((best_pc, mask))
     }
 }
 

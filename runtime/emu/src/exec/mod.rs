@@ -40,6 +40,7 @@ mod float;
 mod hopper;
 mod int;
 mod mem;
+pub mod reconverge;
 mod warp;
 
 use std::collections::HashMap;
@@ -112,6 +113,8 @@ pub struct Program<'a> {
     pub sanitize: bool,
     /// How fp8 wgmma sums its products.
     pub fp8_accumulation: crate::tensor_core::Accumulation,
+    /// Scheduling priority of each instruction (see [`reconverge`]).
+    pub priority: Vec<u32>,
 }
 
 /// Executed warp-instructions by class: a dynamic profile.
@@ -725,7 +728,7 @@ fn deadlock(prog: &Program<'_>, warps: &[Warp], block: &BlockMem) -> EmuError {
                 at(*pc)
             ),
             Wait::Retry { pc } => format!("a wait that never succeeds at {}", at(*pc)),
-            Wait::None => match w.next_group() {
+            Wait::None => match w.next_group(&prog.priority) {
                 Some((pc, _)) => format!("spinning at {}", at(pc)),
                 None => "nothing".into(),
             },
@@ -842,7 +845,7 @@ fn run_warp(
 ) -> EmuResult<SliceEnd> {
     let body = &prog.kernel.body;
     let mut steps: u64 = 0;
-    while let Some((pc, group)) = warp.next_group() {
+    while let Some((pc, group)) = warp.next_group(&prog.priority) {
         if steps >= QUANTUM {
             return Ok(SliceEnd::Quantum);
         }

@@ -449,6 +449,11 @@ fn bulk(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         .find_map(|m| Space::from_mod(m))
         .is_some_and(|s| matches!(s, Space::Shared | Space::SharedCluster));
     let tensor = instr.has("tensor");
+    // Only the tile mode within one CTA is modelled: im2col boxes and multicast to a cluster are
+    // unknown instructions, never silently wrong ones.
+    if instr.mods.iter().any(|m| m.starts_with("im2col") || m.starts_with("multicast")) {
+        return Err(ctx.unknown());
+    }
     for lane in lanes(exec) {
         if to_shared {
             bulk_load(ctx, lane, tensor)?;

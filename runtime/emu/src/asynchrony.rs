@@ -454,13 +454,32 @@ impl SharedTracker {
         }
     }
 
-    /// An asynchronous write by `op` is in flight to these bytes.
-    pub fn begin_async_write(&mut self, op: OpId, off: u32, len: u32) {
+    /// An asynchronous write by `op` is in flight to these bytes (it may land at any time from
+    /// now): reports bytes another asynchronous operation is still reading (a wgmma operand
+    /// whose slot was released before its `wgmma.wait_group`) or still has to write.
+    pub fn begin_async_write(&mut self, op: OpId, off: u32, len: u32) -> Option<Hazard> {
         self.grow(off as usize + len as usize, 0);
         let r = self.range(off, len);
+        let mut found = None;
         for b in r {
+            if found.is_none() {
+                if self.async_read[b] != 0 {
+                    found = Some(format!(
+                        "{} writes shared offset {b:#x} while {} is still reading it",
+                        self.describe(op),
+                        self.describe(self.async_read[b] - 1)
+                    ));
+                } else if self.pending_write[b] != 0 {
+                    found = Some(format!(
+                        "{} writes shared offset {b:#x} that {} has yet to write",
+                        self.describe(op),
+                        self.describe(self.pending_write[b] - 1)
+                    ));
+                }
+            }
             self.pending_write[b] = op + 1;
         }
+        found.map(|m| hazard(HazardKind::Async, m))
     }
 
     /// The asynchronous write `op` landed.
@@ -758,7 +777,7 @@ mod tests {
     fn pending_async_writes_and_reads_guard_their_bytes() {
         let mut t = SharedTracker::default(); // grows with the accesses it sees
         let load = t.op(AsyncOp { opcode: "cp.async.ca.shared.global".into(), line: 12, thread: 5 });
-        t.begin_async_write(load, 64, 16);
+        assert!(t.begin_async_write(load, 64, 16).is_none());
         let h = t.generic_read(70, 4).expect("read before delivery");
         assert!(h.message.contains("line 12") && h.message.contains("0x46"), "{h}");
         assert!(t.generic_read(80, 16).is_none());
@@ -769,8 +788,13 @@ mod tests {
         t.fence_proxy_async(0);
         assert!(t.begin_async_read(mma, 128, 32).is_none());
         assert!(t.generic_write(140, 2, 1, 21).unwrap().message.contains("still reading"));
+        let tma = t.op(AsyncOp { opcode: "cp.async.bulk.tensor".into(), line: 30, thread: 0 });
+        let h = t.begin_async_write(tma, 144, 16).expect("TMA into an operand wgmma still reads");
+        assert!(h.message.contains("still reading") && h.message.contains("line 20"), "{h}");
+        t.end_async_write(tma, 144, 16);
         t.end_async_read(mma, 128, 32);
         assert!(t.generic_write(140, 2, 1, 22).is_none());
+        assert!(t.begin_async_write(tma, 144, 16).is_none());
     }
 
     fn map_2d(swizzle: Swizzle, box_inner: u32) -> TensorMap {

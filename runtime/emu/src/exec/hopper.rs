@@ -511,7 +511,10 @@ fn bulk_load(ctx: &mut Ctx<'_>, lane: usize, tensor: bool) -> EmuResult<()> {
     let clock = ctx.warp.clock.clone();
     let st = &mut ctx.block.ext.hopper;
     let op = st.tracker.op(AsyncOp { opcode: instr.opcode.clone(), line: instr.line, thread });
-    st.tracker.begin_async_write(op, dst, bytes.len() as u32);
+    if let Some(h) = st.tracker.begin_async_write(op, dst, bytes.len() as u32) {
+        ctx.report(kind(&h), Some(lane), h.message);
+    }
+    let st = &mut ctx.block.ext.hopper;
     let Some(b) = st.barriers.get_mut(&bar) else {
         ctx.report(FindingKind::Mbarrier, Some(lane), format!("completes transactions on shared offset {bar:#x}, which no mbarrier.init initialized"));
         return Ok(());

@@ -858,3 +858,184 @@ fn warps_of_a_warpgroup_issuing_different_wgmma_instructions_are_reported() {
     let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
     assert!(findings.iter().any(|f| f.kind == FindingKind::Other && f.message.contains(".aligned over the warpgroup")), "{err}");
 }
+
+/// A warp-specialized Hopper GEMM mainloop: warp 4 (lane 0) produces k-blocks of A (64×64) and
+/// Bᵀ (16×64) into a 2-stage ring with TMA on `full` mbarriers after waiting on `empty` ones (the
+/// first round on the opposite parity); warps 0–3 wait on `full`, run four chained wgmma k-steps,
+/// and release the slot (RELEASE: `wgmma.wait_group` then one `empty` arrival per warp). K = 256:
+/// each slot is reused once.
+const PIPELINE: &str = r#"
+.version 8.3
+.target sm_90a
+.address_size 64
+.visible .entry pipe(.param .align 64 .b8 a_map[128], .param .align 64 .b8 b_map[128], .param .u64 pd)
+{
+    .reg .pred %p<12>;
+    .reg .b32 %r<60>;
+    .reg .f32 %f<10>;
+    .reg .b64 %rd<30>;
+    .shared .align 1024 .b8 ta[16384];
+    .shared .align 1024 .b8 tb[4096];
+    .shared .align 8 .b8 full[16];
+    .shared .align 8 .b8 empty[16];
+    mov.u32 %r1, %tid.x;
+    shr.u32 %r2, %r1, 5;
+    and.b32 %r3, %r1, 31;
+    mov.u32 %r4, full;
+    mov.u32 %r5, empty;
+    setp.ne.u32 %p1, %r1, 0;
+    @%p1 bra INIT_DONE;
+    mbarrier.init.shared::cta.b64 [%r4], 1;
+    mbarrier.init.shared::cta.b64 [%r4+8], 1;
+    mbarrier.init.shared::cta.b64 [%r5], 4;
+    mbarrier.init.shared::cta.b64 [%r5+8], 4;
+INIT_DONE:
+    fence.mbarrier_init.release.cluster;
+    bar.sync 0;
+    setp.eq.u32 %p2, %r2, 4;
+    @%p2 bra PRODUCER;
+    mov.f32 %f1, 0f00000000;
+    mov.f32 %f2, 0f00000000;
+    mov.f32 %f3, 0f00000000;
+    mov.f32 %f4, 0f00000000;
+    mov.f32 %f5, 0f00000000;
+    mov.f32 %f6, 0f00000000;
+    mov.f32 %f7, 0f00000000;
+    mov.f32 %f8, 0f00000000;
+    setp.eq.u32 %p3, %r1, %r1;
+    setp.eq.u32 %p9, %r3, 0;
+    mov.u32 %r10, 0;
+    mov.u32 %r40, ta;
+    mov.u32 %r41, tb;
+    wgmma.fence.sync.aligned;
+CLOOP:
+    and.b32 %r11, %r10, 1;
+    shr.u32 %r12, %r10, 1;
+    and.b32 %r13, %r12, 1;
+    shl.b32 %r14, %r11, 3;
+    add.s32 %r15, %r4, %r14;
+    add.s32 %r16, %r5, %r14;
+CWAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 %p4, [%r15], %r13;
+    @!%p4 bra CWAIT;
+    shl.b32 %r17, %r11, 13;
+    add.s32 %r18, %r40, %r17;
+    shl.b32 %r19, %r11, 11;
+    add.s32 %r20, %r41, %r19;
+    cvt.u64.u32 %rd1, %r18;
+    shr.u64 %rd1, %rd1, 4;
+    or.b64 %rd2, %rd1, 0x4000004000010000;
+    cvt.u64.u32 %rd3, %r20;
+    shr.u64 %rd3, %rd3, 4;
+    or.b64 %rd4, %rd3, 0x4000004000010000;
+    wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, %rd2, %rd4, %p3, 1, 1, 0, 0;
+    add.s64 %rd5, %rd2, 2;
+    add.s64 %rd6, %rd4, 2;
+    wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, %rd5, %rd6, %p3, 1, 1, 0, 0;
+    add.s64 %rd5, %rd2, 4;
+    add.s64 %rd6, %rd4, 4;
+    wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, %rd5, %rd6, %p3, 1, 1, 0, 0;
+    add.s64 %rd5, %rd2, 6;
+    add.s64 %rd6, %rd4, 6;
+    wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, %rd5, %rd6, %p3, 1, 1, 0, 0;
+    wgmma.commit_group.sync.aligned;
+    RELEASE
+    add.u32 %r10, %r10, 1;
+    setp.lt.u32 %p5, %r10, 4;
+    @%p5 bra CLOOP;
+    ld.param.u64 %rd8, [pd];
+    shr.u32 %r22, %r3, 2;
+    and.b32 %r23, %r3, 3;
+    shl.b32 %r24, %r2, 4;
+    add.s32 %r25, %r24, %r22;
+    shl.b32 %r26, %r23, 1;
+    shl.b32 %r27, %r25, 4;
+    add.s32 %r28, %r27, %r26;
+    mul.wide.u32 %rd10, %r28, 4;
+    add.s64 %rd11, %rd8, %rd10;
+    st.global.f32 [%rd11], %f1;
+    st.global.f32 [%rd11+4], %f2;
+    st.global.f32 [%rd11+512], %f3;
+    st.global.f32 [%rd11+516], %f4;
+    st.global.f32 [%rd11+32], %f5;
+    st.global.f32 [%rd11+36], %f6;
+    st.global.f32 [%rd11+544], %f7;
+    st.global.f32 [%rd11+548], %f8;
+    ret;
+PRODUCER:
+    setp.ne.u32 %p6, %r3, 0;
+    @%p6 bra PDONE;
+    mov.u32 %r30, 0;
+    mov.u32 %r42, ta;
+    mov.u32 %r44, tb;
+PLOOP:
+    and.b32 %r31, %r30, 1;
+    shr.u32 %r32, %r30, 1;
+    and.b32 %r33, %r32, 1;
+    xor.b32 %r34, %r33, 1;
+    shl.b32 %r35, %r31, 3;
+    add.s32 %r36, %r4, %r35;
+    add.s32 %r37, %r5, %r35;
+PWAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 %p7, [%r37], %r34;
+    @!%p7 bra PWAIT;
+    mbarrier.arrive.expect_tx.shared::cta.b64 %rd12, [%r36], 10240;
+    shl.b32 %r38, %r31, 13;
+    add.s32 %r39, %r42, %r38;
+    shl.b32 %r43, %r31, 11;
+    add.s32 %r45, %r44, %r43;
+    shl.b32 %r46, %r30, 6;
+    mov.u32 %r47, 0;
+    cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%r39], [a_map, {%r46, %r47}], [%r36];
+    cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%r45], [b_map, {%r46, %r47}], [%r36];
+    add.u32 %r30, %r30, 1;
+    setp.lt.u32 %p8, %r30, 4;
+    @%p8 bra PLOOP;
+PDONE:
+    ret;
+}
+"#;
+
+const RELEASE_AFTER_WAIT: &str = "wgmma.wait_group.sync.aligned 0;\n    bar.warp.sync -1;\n    @%p9 mbarrier.arrive.shared::cta.b64 _, [%r16];";
+const RELEASE_BEFORE_WAIT: &str = "bar.warp.sync -1;\n    @%p9 mbarrier.arrive.shared::cta.b64 _, [%r16];\n    wgmma.wait_group.sync.aligned 0;";
+
+fn pipeline(release: &str, seed: u64) -> Result<(Vec<bf16>, Vec<bf16>, Vec<f32>), EmuError> {
+    use tilekit_emu::asynchrony::{OobFill, TensorMap};
+    use tilekit_emu::tensor_core::smem_matrix::Swizzle;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let a: Vec<bf16> = (0..64 * 256).map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+    let bt: Vec<bf16> = (0..16 * 256).map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+    let emu = Emulator::new(&PIPELINE.replace("RELEASE", release))?;
+    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let mut g = GlobalMemory::new();
+    let (pa, pb, pd) = (g.alloc("a", bytes(&a)), g.alloc("bt", bytes(&bt)), g.alloc("d", vec![0u8; 64 * 16 * 4]));
+    let map = |base, rows: u64| TensorMap::new(2, base, vec![256, rows], vec![512], vec![64, rows as u32], Swizzle::B128, OobFill::Zero).unwrap().encode().to_vec();
+    let params = emu.param_buffer("pipe", &[map(pa, 64), map(pb, 16), pd.to_le_bytes().to_vec()])?;
+    emu.launch("pipe", &LaunchConfig::new([1, 1, 1], [160, 1, 1]), &params, &mut g)?;
+    let d = g.get(pd).unwrap().data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok((a, bt, d))
+}
+
+#[test]
+fn warp_specialized_tma_wgmma_pipeline_computes_a_matrix_product() {
+    let seed = rand::random::<u64>();
+    eprintln!("seed {seed}");
+    let (a, bt, d) = pipeline(RELEASE_AFTER_WAIT, seed).unwrap();
+    for m in 0..64 {
+        for n in 0..16 {
+            let want: f64 = (0..256).map(|k| a[m * 256 + k].to_f64() * bt[n * 256 + k].to_f64()).sum();
+            let got = f64::from(d[m * 16 + n]);
+            assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "seed {seed}: D[{m}][{n}] = {got}, expected {want}");
+        }
+    }
+}
+
+#[test]
+fn releasing_a_slot_before_wgmma_wait_group_races_with_its_refill() {
+    let err = pipeline(RELEASE_BEFORE_WAIT, 4).unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    assert!(
+        findings.iter().any(|f| f.kind == FindingKind::Race && f.message.contains("cp.async.bulk.tensor") && f.message.contains("lands on")),
+        "{err}"
+    );
+}

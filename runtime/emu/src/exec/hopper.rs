@@ -176,6 +176,10 @@ fn barrier_offset(ctx: &mut Ctx<'_>, lane: usize, op: &Operand) -> EmuResult<Opt
 fn mbarrier(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let instr = ctx.instr;
     let verb = instr.mods.first().map(String::as_str).unwrap_or("");
+    if exec != 0 && !matches!(verb, "test_wait" | "try_wait") {
+        // A changed barrier can unblock another warp: the executor counts it as progress.
+        ctx.block.stores += 1;
+    }
     match verb {
         "init" => {
             for lane in lanes(exec) {
@@ -318,6 +322,7 @@ fn mbarrier(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
 fn deliver(ctx: &mut Ctx<'_>, off: u32) -> EmuResult<()> {
     let Some(b) = ctx.block.ext.hopper.barriers.get_mut(&off) else { return Ok(()) };
     let work = std::mem::take(&mut b.deferred);
+    ctx.block.stores += work.len() as u64;
     for item in work {
         match item {
             Deferred::TxLoad { op, shared, bytes, warp, clock } => {
@@ -354,6 +359,7 @@ fn deliver(ctx: &mut Ctx<'_>, off: u32) -> EmuResult<()> {
 /// given to `mbarrier.init`.
 pub fn cp_async_arrive(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let noinc = ctx.instr.has("noinc");
+    ctx.block.stores += u64::from(exec != 0);
     let clock = ctx.warp.clock.clone();
     for lane in lanes(exec) {
         let Some(off) = barrier_offset(ctx, lane, ctx.op(0)?)? else { continue };
@@ -378,11 +384,12 @@ pub fn cp_async_arrive(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
 // Bulk copies and TMA
 // ---------------------------------------------------------------------------------------------
 
-/// The shared offset an address operand names (its symbol's space, else the instruction's
-/// shared state space, else generic), or None (reported) when outside shared memory.
+/// The shared offset an address operand of a `.shared::cta`/`.shared::cluster` operand names
+/// (a symbol's own space, else a shared address as the state space says), or None (reported)
+/// when outside shared memory.
 fn shared_offset(ctx: &mut Ctx<'_>, lane: usize, op: &Operand, len: u64) -> EmuResult<Option<u32>> {
     let (sym_space, addr) = ctx.address(lane, op)?;
-    let (space, off) = ctx.resolve(sym_space.unwrap_or(Space::Generic), addr);
+    let (space, off) = ctx.resolve(sym_space.unwrap_or(Space::Shared), addr);
     let shared = ctx.block.shared.len() as u64;
     if !matches!(space, Space::Shared | Space::SharedCluster) || off + len > shared {
         ctx.report(
@@ -449,6 +456,7 @@ fn bulk(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         .find_map(|m| Space::from_mod(m))
         .is_some_and(|s| matches!(s, Space::Shared | Space::SharedCluster));
     let tensor = instr.has("tensor");
+    ctx.block.stores += u64::from(exec != 0);
     // Only the tile mode within one CTA is modelled: im2col boxes and multicast to a cluster are
     // unknown instructions, never silently wrong ones.
     if instr.mods.iter().any(|m| m.starts_with("im2col") || m.starts_with("multicast")) {
@@ -851,6 +859,15 @@ fn complete_mma(ctx: &mut Ctx<'_>, w: usize, p: PendingMma) -> EmuResult<()> {
     }
     for &(addr, len) in &p.reads {
         ctx.block.ext.hopper.tracker.end_async_read(p.op, addr, len);
+        // The operands may be read as late as this wait: recording the read again at the warp's
+        // current clock makes a later write (a TMA refilling the slot) race with it unless this
+        // wait is ordered before that write (e.g. by the empty-slot mbarrier arrival after it).
+        if let Some(sh) = ctx.block.shadow.as_mut() {
+            if let Some(c) = sh.read(addr as usize, len as usize, w, &ctx.warp.clock, p.line) {
+                let m = format!("`{}` (PTX line {}) reads shared offset {:#x} written by warp {} (PTX line {}) with nothing ordering them", p.opcode, p.line, c.offset, c.warp, c.line);
+                ctx.report(FindingKind::Race, None, m);
+            }
+        }
     }
     if let Some(r) = overwritten {
         let m = format!("accumulator register {} of `{}` (PTX line {}) was written before the wgmma.wait_group that covers it", r.0, p.opcode, p.line);

@@ -74,6 +74,10 @@ pub struct Warp {
     pub local: Vec<Vec<u8>>,
     /// Vector clock of this warp for the race sanitizer (one entry per warp of the block).
     pub clock: Vec<u32>,
+    /// What the warp's last polling load saw: (instruction index, a hash of the values).
+    pub last_poll: Option<(usize, u64)>,
+    /// The hash of the values the current polling load saw (set by the load).
+    pub poll_value: u64,
 }
 
 impl Warp {
@@ -92,6 +96,8 @@ impl Warp {
             wait: Wait::None,
             local: (0..WARP_SIZE).map(|_| vec![0u8; local_bytes]).collect(),
             clock,
+            last_poll: None,
+            poll_value: 0,
         }
     }
 

@@ -74,10 +74,14 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         _ => {}
     }
     let d = ctx.op(0)?;
+    let a_op = ctx.op(1)?;
     let signed = ty.is_signed();
     let nops = instr.operands.len();
+    let sat = instr.has("sat");
+    let wide_form = instr.has("wide");
+    let hi = instr.has("hi");
     for lane in lanes(exec) {
-        let a = ctx.read(lane, ctx.op(1)?, ty)?;
+        let a = ctx.read(lane, a_op, ty)?;
         let (v, out_ty) = match head {
             "not" => (!a, ty),
             "cnot" => (u64::from(trunc(a, bits) == 0), ty),
@@ -102,7 +106,7 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                 match head {
                     "add" | "sub" => {
                         let r = if head == "add" { wide(a, ty) + wide(b, ty) } else { wide(a, ty) - wide(b, ty) };
-                        let r = if instr.has("sat") && ty == Ty::S32 {
+                        let r = if sat && ty == Ty::S32 {
                             r.clamp(i128::from(i32::MIN), i128::from(i32::MAX))
                         } else {
                             r
@@ -111,10 +115,10 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                     }
                     "mul" | "mul24" => {
                         let r = wide(a, ty) * wide(b, ty);
-                        if instr.has("wide") {
+                        if wide_form {
                             let Some(dt) = doubled(ty) else { return Err(ctx.bad("mul.wide needs a 16- or 32-bit type")) };
                             (r as u64, dt)
-                        } else if instr.has("hi") {
+                        } else if hi {
                             let sh = if head == "mul24" { 16 } else { bits };
                             ((r >> sh) as u64, ty)
                         } else {

@@ -56,9 +56,9 @@ fn ld(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let n = instr.vec_width() as usize;
     let size = ty.bytes() as usize;
     let (d, a) = (ctx.op(0)?, ctx.op(1)?);
-    let dests: Vec<&Operand> = match d {
-        Operand::Vec(v) => v.iter().collect(),
-        one => vec![one],
+    let dests: &[Operand] = match d {
+        Operand::Vec(v) => v,
+        one => std::slice::from_ref(one),
     };
     if dests.len() != n {
         return Err(ctx.bad(format!("{} destinations for a .v{n} load", dests.len())));
@@ -70,6 +70,7 @@ fn ld(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     }
     // A signed load into a wider register is sign-extended.
     let wty = if ty.is_signed() { Ty::S64 } else { ty };
+    let mut seen = 0u64;
     for lane in lanes(exec) {
         let (space, addr) = access_space(ctx, lane, a)?;
         if addr % total as u64 != 0 && space != Space::Param {
@@ -84,12 +85,14 @@ fn ld(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             if ty.is_signed() {
                 v = sext(v, ty.bits()) as u64;
             }
+            seen = seen.wrapping_mul(0x0100_0000_01b3).wrapping_add(v ^ lane as u64);
             ctx.write(lane, dst, wty, v)?;
         }
     }
     // A volatile or acquiring load is how a warp polls a flag another warp sets: let the
     // others run before it looks again.
     if instr.mods.iter().any(|m| matches!(m.as_str(), "volatile" | "acquire" | "relaxed")) {
+        ctx.warp.poll_value = seen;
         return Ok(Flow::Spin);
     }
     Ok(Flow::Next)
@@ -101,9 +104,9 @@ fn st(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let n = instr.vec_width() as usize;
     let size = ty.bytes() as usize;
     let (a, s) = (ctx.op(0)?, ctx.op(1)?);
-    let srcs: Vec<&Operand> = match s {
-        Operand::Vec(v) => v.iter().collect(),
-        one => vec![one],
+    let srcs: &[Operand] = match s {
+        Operand::Vec(v) => v,
+        one => std::slice::from_ref(one),
     };
     if srcs.len() != n {
         return Err(ctx.bad(format!("{} sources for a .v{n} store", srcs.len())));

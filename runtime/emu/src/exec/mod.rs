@@ -640,7 +640,6 @@ pub fn run_block(
     loop {
         let mut progressed = false;
         let mut all_done = true;
-        let stores_before = block.stores;
         for w in 0..nwarps {
             if warps[w].done() {
                 continue;
@@ -651,13 +650,26 @@ pub fn run_block(
                 Wait::Retry { .. } => warps[w].wait = Wait::None,
                 Wait::None => {}
             }
-            match run_warp(prog, &mut warps[w], &mut block, global, findings, counts, limits)? {
-                SliceEnd::Spin | SliceEnd::Retry => {}
-                SliceEnd::Done | SliceEnd::Barrier | SliceEnd::Quantum => progressed = true,
+            let stores = block.stores;
+            let (end, completed) = run_warp(prog, &mut warps[w], &mut block, global, findings, counts, limits)?;
+            let wrote = block.stores != stores;
+            // A warp that only re-polled a location nobody changed, or retried a wait without
+            // completing anything, made no progress; anything else did.
+            let idle = match end {
+                SliceEnd::Retry => completed == 0 && !wrote,
+                SliceEnd::Spin => {
+                    let warp = &mut warps[w];
+                    let at = warp.next_group(&prog.priority).map_or(usize::MAX, |(pc, _)| pc);
+                    let poll = Some((at, warp.poll_value));
+                    let same = warp.last_poll == poll;
+                    warp.last_poll = poll;
+                    same && !wrote
+                }
+                SliceEnd::Done | SliceEnd::Barrier | SliceEnd::Quantum => false,
+            };
+            if !idle {
+                progressed = true;
             }
-        }
-        if block.stores != stores_before {
-            progressed = true;
         }
         if all_done {
             break;
@@ -842,12 +854,12 @@ fn run_warp(
     findings: &mut Vec<Finding>,
     counts: &mut [u64],
     limits: &mut Limits<'_>,
-) -> EmuResult<SliceEnd> {
+) -> EmuResult<(SliceEnd, u64)> {
     let body = &prog.kernel.body;
     let mut steps: u64 = 0;
     while let Some((pc, group)) = warp.next_group(&prog.priority) {
         if steps >= QUANTUM {
-            return Ok(SliceEnd::Quantum);
+            return Ok((SliceEnd::Quantum, steps));
         }
         let Some(instr) = body.get(pc) else {
             // Falling off the end of the body ends those threads, like `ret`.
@@ -916,21 +928,21 @@ fn run_warp(
             Flow::Retry => {
                 counts[pc] -= 1;
                 warp.wait = Wait::Retry { pc };
-                return Ok(SliceEnd::Retry);
+                return Ok((SliceEnd::Retry, steps - 1));
             }
             Flow::Spin => {
                 for lane in lanes(group) {
                     warp.pc[lane] = pc + 1;
                 }
-                return Ok(SliceEnd::Spin);
+                return Ok((SliceEnd::Spin, steps));
             }
             Flow::Barrier => {
                 // `dispatch` set `warp.wait`; the pc moves on when the barrier completes.
-                return Ok(SliceEnd::Barrier);
+                return Ok((SliceEnd::Barrier, steps));
             }
         }
     }
-    Ok(SliceEnd::Done)
+    Ok((SliceEnd::Done, steps))
 }
 
 /// Executes one instruction for the lanes `group` (of which `exec` pass the guard).

@@ -53,7 +53,7 @@ pub fn priorities(f: &Function) -> Vec<u32> {
         return fallback();
     }
     let mut succ: Vec<Vec<usize>> = vec![Vec::new(); nb + 1];
-    for (b, &s) in starts.iter().enumerate() {
+    for b in 0..nb {
         let e = starts.get(b + 1).copied().unwrap_or(n);
         let last = &f.body[e - 1];
         let guarded = last.guard.is_some();

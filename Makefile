@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test deps build bench fmt clippy
+.PHONY: demo test deps build bench fmt clippy fuzz
 
 deps:
 	@scripts/install-deps.sh
@@ -21,6 +21,12 @@ test: deps
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log | grep -v '^test .* ok$$' ; \
 	  status=$${PIPESTATUS[0]}; scripts/test-summary.sh target/test-output.log; exit $$status
+
+# Every fuzz harness (tests/src/fuzz) for SECONDS of wall-clock time in all, two at a time, in
+# release mode; prints the counts and each failure's reproducer, fails if anything failed.
+SECONDS ?= 600
+fuzz: deps
+	$(CARGO) run --release -p tilekit-tests --bin fuzz -- --seconds $(SECONDS)
 
 bench: deps
 	$(CARGO) bench -p tilekit-tests --bench interp_gemm

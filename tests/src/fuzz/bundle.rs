@@ -628,6 +628,9 @@ impl DirHarness {
                 continue;
             }
             let path = dir.join(&name);
+            // An entry named like an earlier one replaces it: writing into an earlier FIFO
+            // would block this harness itself.
+            let _ = std::fs::remove_file(&path);
             if parts.len() == 2 {
                 let _ = std::fs::create_dir_all(dir.join(parts[0]));
             }

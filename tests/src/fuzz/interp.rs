@@ -3,9 +3,12 @@
 //! budgets on. The input is a header line (`# fuzz-interp seed=S grid=X,Y,Z`: the seed of the
 //! argument values and the grid) followed by the module text.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tilekit::ir::interp::{self, Arg, HostTensor, Launch};
+use tilekit::ir::interp::{self, Arg, CancelToken, HostTensor, Launch};
 use tilekit::ir::{parse_module, verify, ScalarType, Type};
 
 use super::mutate::{hash, pick, INTERESTING_INTS};
@@ -14,9 +17,13 @@ use super::{corpus, tile_text, Harness, Pool, Stage};
 /// The most elements of one argument tensor (the interpreter holds each as an f64).
 const MAX_TENSOR_ELEMENTS: usize = 1 << 16;
 
-/// Ops one run may execute: enough for the seeds at their small shapes, small enough that an
-/// endless loop ends in well under a second.
-const OP_BUDGET: u64 = 1_000_000;
+/// Ops one run may execute: far more than the seeds need at their small shapes (thousands),
+/// few enough that an endless loop of tile ops ends within a second or so (an op on a 16×64
+/// tile takes microseconds).
+const OP_BUDGET: u64 = 200_000;
+/// A run still going after this long is cancelled through its token (ops on big tiles cost
+/// more than the op budget assumes).
+const CANCEL_AFTER: Duration = Duration::from_secs(2);
 /// Bytes the interpreter may hold for one run.
 const MEMORY_BUDGET: u64 = 256 << 20;
 
@@ -27,6 +34,25 @@ pub struct InterpHarness {
     seeds: Vec<String>,
     pool: Pool,
     rng: SmallRng,
+    /// The running input's cancel token and when to use it, watched by a thread.
+    watch: Arc<Mutex<Option<(Instant, CancelToken)>>>,
+}
+
+/// Cancels a run whose time is up (checked every 20 ms).
+fn watchdog(watch: Arc<Mutex<Option<(Instant, CancelToken)>>>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if Arc::strong_count(&watch) == 1 {
+            return;
+        }
+        if let Ok(w) = watch.lock() {
+            if let Some((at, token)) = w.as_ref() {
+                if Instant::now() >= *at {
+                    token.cancel();
+                }
+            }
+        }
+    }
 }
 
 impl InterpHarness {
@@ -35,10 +61,14 @@ impl InterpHarness {
             .into_iter()
             .filter(|t| parse_module(t).is_ok_and(|m| verify(&m).is_ok() && m.kernels().next().is_some()))
             .collect();
+        let watch = Arc::new(Mutex::new(None));
+        let w = watch.clone();
+        std::thread::spawn(move || watchdog(w));
         InterpHarness {
             seeds,
             pool: Pool::new(256, 32 << 10),
             rng: SmallRng::seed_from_u64(2),
+            watch,
         }
     }
 }
@@ -141,10 +171,11 @@ fn split(input: &[u8]) -> (u64, [u32; 3], String) {
 
 /// The interpreter's launch configuration for fuzzing: small budgets so that endless loops and
 /// huge values end as errors.
-fn launch(grid: [u32; 3]) -> Launch {
+fn launch(grid: [u32; 3], cancel: CancelToken) -> Launch {
     Launch::grid(grid)
         .op_budget(OP_BUDGET)
         .memory_budget(MEMORY_BUDGET)
+        .cancel(cancel)
 }
 
 impl Harness for InterpHarness {
@@ -190,7 +221,14 @@ impl Harness for InterpHarness {
         };
         let mut args = arguments(&mut rng, &k.param_types());
         // Any result is fine (errors name what went wrong); panics, aborts and hangs are not.
-        let _ = interp::run_with(&m, &k.name, launch(grid), &mut args);
+        let token = CancelToken::new();
+        if let Ok(mut w) = self.watch.lock() {
+            *w = Some((Instant::now() + CANCEL_AFTER, token.clone()));
+        }
+        let _ = interp::run_with(&m, &k.name, launch(grid, token), &mut args);
+        if let Ok(mut w) = self.watch.lock() {
+            *w = None;
+        }
         Ok(Stage::Ran)
     }
 

@@ -19,17 +19,6 @@ enum Tok {
     Punct(char),
 }
 
-impl Tok {
-    fn text(&self) -> String {
-        match self {
-            Tok::Space(s) | Tok::Ident(s) | Tok::Number(s) => s.clone(),
-            Tok::Value(s) => format!("%{s}"),
-            Tok::Symbol(s) => format!("@{s}"),
-            Tok::Punct(c) => c.to_string(),
-        }
-    }
-}
-
 fn word_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '.'
 }
@@ -97,7 +86,22 @@ fn tokens(src: &str) -> Vec<Tok> {
 }
 
 fn join(toks: &[Tok]) -> String {
-    toks.iter().map(Tok::text).collect()
+    let mut out = String::with_capacity(toks.len() * 4);
+    for t in toks {
+        match t {
+            Tok::Space(s) | Tok::Ident(s) | Tok::Number(s) => out.push_str(s),
+            Tok::Value(s) => {
+                out.push('%');
+                out.push_str(s);
+            }
+            Tok::Symbol(s) => {
+                out.push('@');
+                out.push_str(s);
+            }
+            Tok::Punct(c) => out.push(*c),
+        }
+    }
+    out
 }
 
 const SCALARS: &[&str] = &[

@@ -1,4 +1,5 @@
-//! Forwarding of the sm_90 asynchronous instructions: `mbarrier.*`, `wgmma.*` and the proxy
+//! Forwarding of the sm_90 asynchronous instructions: `mbarrier.*`, `wgmma.*`, bulk copies and
+//! TMA (`cp.async.bulk{.tensor}`, their bulk groups), `cp.async.mbarrier.arrive` and the proxy
 //! fences, over the state objects of [`crate::asynchrony`] and the pure `wgmma` of
 //! [`crate::tensor_core::wgmma`].
 //!
@@ -13,9 +14,17 @@
 //!   `wgmma.wait_group` that covers it; until then the registers hold [`IN_FLIGHT`] (NaN), so
 //!   reading them early gives wrong numbers, and writing them (or the A registers, or the shared
 //!   operands) before the wait is reported.
-//! - The async proxy (wgmma operands) must not read shared bytes written through the generic
-//!   proxy (`st.shared`, `stmatrix`) unless the writing warp executed `fence.proxy.async` in
-//!   between: [`crate::asynchrony::SharedTracker`] follows every generic shared access on sm_90.
+//! - TMA and bulk loads read global memory at issue and land (then `complete_tx`) only when a
+//!   waiter of their mbarrier would otherwise block; each landing write is attributed to the
+//!   issuing warp at its issue clock, so a refill not ordered after the consumers' reads races.
+//!   Bulk stores read shared and write global memory at the `cp.async.bulk.wait_group` covering
+//!   them. The tensor map is the emulator's own ([`crate::asynchrony::TensorMap`], 128 bytes in
+//!   the kernel parameter), built from `cuTensorMapEncodeTiled`'s logical arguments.
+//! - The async proxy (wgmma operands, TMA store sources) must not read shared bytes written
+//!   through the generic proxy (`st.shared`, `stmatrix`) unless the writing warp executed
+//!   `fence.proxy.async` in between, nor may it signal an mbarrier whose `mbarrier.init` was not
+//!   followed by `fence.mbarrier_init`/`fence.proxy.async`: [`crate::asynchrony::SharedTracker`]
+//!   follows every generic shared access on sm_90.
 
 use std::collections::HashMap;
 

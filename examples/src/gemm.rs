@@ -215,10 +215,7 @@ pub(crate) fn run_matmul(
         Arg::Tensor(b.clone()),
         Arg::Tensor(HostTensor::zeros(out, &[m, n])),
     ];
-    let launch = Launch {
-        grid: grid(m, n),
-        schedule,
-    };
+    let launch = Launch::grid(grid(m, n)).schedule(schedule);
     crate::execute(module, kernel, launch, &mut args)?;
     Ok(output(&args, 2))
 }

@@ -107,6 +107,42 @@
 //! nearest even) after each op. `mma` multiplies exactly and accumulates in f32, in order of k.
 //! Transcendental functions are evaluated in f64 and rounded.
 
+//!
+//! ## Bounded execution and nesting
+//!
+//! Nothing a module or a launch holds may crash, exhaust or hang the process that verifies or
+//! interprets it; every bound below ends in an error that names it and how to raise it.
+//!
+//! - **Nesting.** Regions nest at most [`MAX_NESTING`] (256) deep, the function body counting
+//!   as level 1. The parser rejects deeper text (with the line), the verifier deeper modules
+//!   built in code; printing, [`Func::walk`] and dropping work at any depth. At the limit,
+//!   parsing, verifying and interpreting take under 1 MiB of stack even unoptimized.
+//! - **Sizes.** A register value or one shared object holds at most
+//!   [`interp::MAX_VALUE_ELEMENTS`] elements on the interpreter, a block's shared memory
+//!   [`interp::MAX_SHARED_ELEMENTS`] (a semaphore counts as one); larger modules still verify
+//!   (a GPU target has its own limits) but the interpreter refuses them before running.
+//! - **Memory budget.** [`interp::Launch::memory_budget`] (default
+//!   [`interp::DEFAULT_MEMORY_BUDGET`], 4 GiB) bounds the bytes the interpreter holds at once:
+//!   shared memory, every register value a function activation may define (counted when the
+//!   activation starts: a block's warps before the run, a helper's at its `call`), async copies
+//!   waiting for their semaphore, and collective ops waiting for the rest of their group. Each is
+//!   checked before it is allocated ([`interp::InterpError::MemoryBudget`]); the argument tensors
+//!   belong to the caller and do not count. [`interp::RunStats::peak_bytes`] reports the most a
+//!   run held.
+//! - **Op budget.** [`interp::Launch::op_budget`] (default [`interp::DEFAULT_OP_BUDGET`],
+//!   10^9) bounds the ops executed over every warp of every block
+//!   ([`interp::InterpError::OpBudget`], naming the op reached); a grid with more warps than
+//!   that is refused before it starts. [`interp::RunStats::ops`] counts them.
+//! - **Cancellation.** [`interp::Launch::cancel`] takes an [`interp::CancelToken`]; cancelling
+//!   it from another thread stops the run within a few thousand ops
+//!   ([`interp::InterpError::Cancelled`]).
+//! - **Size of a module.** Verification is linear in the module (functions and calls are
+//!   resolved through hash tables): 100k functions verify in well under a second in a release
+//!   build.
+//!
+//! [`interp::run`] uses the defaults; [`interp::run_with`] takes a [`interp::Launch`].
+//! MEASURED_NOTE
+
 pub mod builder;
 pub mod interp;
 pub mod module;

@@ -185,10 +185,7 @@ fn async_copies_land_when_the_phase_completes() {
             Arg::Tensor(x.clone()),
             Arg::Tensor(HostTensor::zeros(BF16, &[16, 32])),
         ];
-        let launch = Launch {
-            grid: [1, 1, 1],
-            schedule,
-        };
+        let launch = Launch::grid([1, 1, 1]).schedule(schedule);
         interp::run_with(&handoff(16 * 32 * 2, true), "handoff", launch, &mut args).unwrap();
         assert_eq!(
             args[1].tensor().unwrap().to_vec(),
@@ -207,10 +204,7 @@ fn a_consumer_that_does_not_wait_is_caught_reading_unwritten_shared_memory() {
         Arg::Tensor(x),
         Arg::Tensor(HostTensor::zeros(BF16, &[16, 32])),
     ];
-    let launch = Launch {
-        grid: [1, 1, 1],
-        schedule: Schedule::RoundRobin { quantum: 1 },
-    };
+    let launch = Launch::grid([1, 1, 1]).schedule(Schedule::RoundRobin { quantum: 1 });
     let e =
         interp::run_with(&handoff(16 * 32 * 2, false), "handoff", launch, &mut args).unwrap_err();
     let msg = e.to_string();

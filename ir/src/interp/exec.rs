@@ -10,7 +10,7 @@ use crate::numeric;
 use crate::ops::*;
 use crate::types::{ScalarType, Type};
 
-use super::memory::{is_unwritten, PendingCopy, SharedRef};
+use super::memory::{is_unwritten, PendingCopy, SharedRef, PENDING_ELEMENT_BYTES};
 use super::{Arg, BlockRun, InterpError, Step, Val, WaitOn};
 
 type R<T> = Result<T, InterpError>;
@@ -28,7 +28,7 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
             set_scalar(b, w, op, numeric::round(d, x));
         }
         OpKind::BlockIdx(d) => set_scalar(b, w, op, f64::from(b.block[d.index()])),
-        OpKind::GridDim(d) => set_scalar(b, w, op, f64::from(b.launch.grid[d.index()])),
+        OpKind::GridDim(d) => set_scalar(b, w, op, f64::from(b.bounds.grid[d.index()])),
         OpKind::WarpIdx => set_scalar(b, w, op, w as f64),
         OpKind::WarpgroupIdx => set_scalar(b, w, op, (w / 4) as f64),
         OpKind::NumWarps => set_scalar(b, w, op, b.warps.len() as f64),
@@ -875,6 +875,10 @@ fn copy_async(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
     let sem = shared(b, w, op.operands[2])?;
     let (rows, cols, is_tile) = extent(dst_ty);
     let win = window(b, w, g, &idx, rows, cols, is_tile)?;
+    let held = win.offsets.len() as u64 * PENDING_ELEMENT_BYTES;
+    b.reserve(w, held, || {
+        format!("holding this async copy's {} elements until its semaphore's phase completes", win.offsets.len())
+    })?;
     let base = b.mem.base(s);
     let gd = tensor(b, g).storage();
     let writes = win

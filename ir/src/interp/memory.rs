@@ -79,11 +79,19 @@ impl SemError {
     }
 }
 
+/// Bytes the interpreter holds for one semaphore (its state and its list of pending copies).
+pub(crate) const SEM_BYTES: u64 = std::mem::size_of::<Sem>() as u64;
+
+/// Bytes the interpreter holds per element of a pending async copy (its offset and value).
+pub(crate) const PENDING_ELEMENT_BYTES: u64 = std::mem::size_of::<(usize, f64)>() as u64;
+
 /// The shared memory of one block.
 #[derive(Debug)]
 pub(crate) struct BlockMemory {
     allocs: Vec<Alloc>,
     by_op: HashMap<*const Op, u32>,
+    /// Bytes of async copies waiting for their semaphore's phase to complete.
+    pending_bytes: u64,
 }
 
 impl BlockMemory {
@@ -117,7 +125,16 @@ impl BlockMemory {
                 sems,
             });
         }
-        BlockMemory { allocs, by_op }
+        BlockMemory {
+            allocs,
+            by_op,
+            pending_bytes: 0,
+        }
+    }
+
+    /// Bytes of async copies waiting for their semaphore's phase to complete.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
     }
 
     /// The reference an `alloc_shared` op yields.
@@ -200,7 +217,9 @@ impl BlockMemory {
             return Err(SemError::NotInitialized);
         }
         s.issued_bytes += bytes;
+        let held = copy.writes.len() as u64 * PENDING_ELEMENT_BYTES;
         s.pending.push(copy);
+        self.pending_bytes += held;
         self.try_complete(r)
     }
 
@@ -231,6 +250,7 @@ impl BlockMemory {
         s.issued_bytes = 0;
         s.phase += 1;
         for copy in pending {
+            self.pending_bytes -= copy.writes.len() as u64 * PENDING_ELEMENT_BYTES;
             let data = &mut self.allocs[copy.alloc as usize].data;
             for (off, v) in copy.writes {
                 data[off] = v;

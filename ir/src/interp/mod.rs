@@ -37,6 +37,8 @@ mod tensor;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::module::{Func, Loc, Module, Op, Region, Value};
 use crate::ops::OpKind;
@@ -58,29 +60,143 @@ pub enum Schedule {
     RoundRobin { quantum: u32 },
 }
 
-/// How to launch a kernel on the interpreter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How to launch a kernel on the interpreter: the grid, the warp schedule, and the bounds of the
+/// run (see the crate documentation, *Bounded execution*).
+///
+/// ```
+/// use tilekit_ir::interp::{CancelToken, Launch};
+///
+/// let cancel = CancelToken::new();
+/// let launch = Launch::grid([4, 1, 1])
+///     .op_budget(1_000_000)
+///     .memory_budget(256 << 20)
+///     .cancel(cancel.clone());
+/// // Another thread may call `cancel.cancel()` to stop the run with `InterpError::Cancelled`.
+/// assert_eq!(launch.op_budget, 1_000_000);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launch {
     /// Blocks along x, y and z.
     pub grid: [u32; 3],
     pub schedule: Schedule,
+    /// The most ops the run may execute, summed over every warp of every block
+    /// ([`DEFAULT_OP_BUDGET`] unless set); past it the run stops with
+    /// [`InterpError::OpBudget`].
+    pub op_budget: u64,
+    /// The most bytes the interpreter may hold at once for the run: register values, shared
+    /// memory, pending async copies and bookkeeping, but not the argument tensors, which the
+    /// caller allocates ([`DEFAULT_MEMORY_BUDGET`] unless set). Checked before allocating; past
+    /// it the run stops with [`InterpError::MemoryBudget`].
+    pub memory_budget: u64,
+    /// A token another thread may set to stop the run with [`InterpError::Cancelled`].
+    pub cancel: Option<CancelToken>,
 }
 
 impl Launch {
+    /// A launch over `grid` with the default schedule and budgets.
     pub fn grid(grid: [u32; 3]) -> Launch {
         Launch {
             grid,
             schedule: Schedule::UntilBlocked,
+            op_budget: DEFAULT_OP_BUDGET,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            cancel: None,
         }
     }
+
+    /// The same launch with another warp schedule.
+    pub fn schedule(mut self, schedule: Schedule) -> Launch {
+        self.schedule = schedule;
+        self
+    }
+
+    /// The same launch with at most `ops` ops executed (over every warp of every block).
+    pub fn op_budget(mut self, ops: u64) -> Launch {
+        self.op_budget = ops;
+        self
+    }
+
+    /// The same launch with the interpreter holding at most `bytes` bytes at once.
+    pub fn memory_budget(mut self, bytes: u64) -> Launch {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// The same launch, stopped when `token` is cancelled.
+    pub fn cancel(mut self, token: CancelToken) -> Launch {
+        self.cancel = Some(token);
+        self
+    }
 }
+
+/// The default [`Launch::op_budget`]: 10^9 ops.
+///
+/// Measured through [`RunStats::ops`]: the library kernels' self-tests (`tilekit selftest
+/// --device cpu`) run at most about 3·10^3 ops, the workspace's interpreter tests at most about
+/// 10^4, and the demo's acceptance shapes at most about 1.3·10^5 (AdamW over 1025 blocks), so
+/// the default leaves a margin of more than 10^3 even for kernels a hundred times larger.
+/// Simple ops run at roughly 10^7 per second, so a kernel that never ends stops within a
+/// couple of minutes, and a grid with more than 10^9 warps (such as `[2^31 − 1, 1, 1]`) is
+/// refused at once. Callers that want a quicker answer (fuzzers, services) set a smaller budget
+/// or a [`CancelToken`].
+pub const DEFAULT_OP_BUDGET: u64 = 1_000_000_000;
+
+/// The default [`Launch::memory_budget`]: 4 GiB.
+///
+/// The interpreter holds every element of a register value or shared object as an f64 (8
+/// bytes), and one value may have up to [`MAX_VALUE_ELEMENTS`] elements (128 MiB). Measured
+/// through [`RunStats::peak_bytes`], the library kernels at their self-test shapes and the
+/// demo's acceptance shapes hold at most about 1.5 MB; 4 GiB admits kernels thousands of times
+/// larger (a block of 32 warps with a dozen 128 MiB tiles in flight would not fit, and is
+/// better run on a GPU), leaves room for several runs at once on a machine with a few tens of
+/// GiB, and stops a module that would exhaust memory before it allocates.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
+
+/// How often, in ops executed by a block, a run looks at its [`CancelToken`] (and at the
+/// start of every block): a cancelled run stops within a few thousand ops.
+const CANCEL_INTERVAL: u64 = 1 << 12;
+
+/// A flag that stops a run from another thread: clone it, pass one clone to
+/// [`Launch::cancel`], and call [`CancelToken::cancel`] on another. The run returns
+/// [`InterpError::Cancelled`] within a few thousand ops. Clones share the flag; two tokens are
+/// equal when they share it.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    /// Asks every run holding this token (or a clone) to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`CancelToken::cancel`] has been called on this token or a clone.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for CancelToken {
+    fn eq(&self, other: &CancelToken) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CancelToken {}
 
 /// What a run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RunStats {
     pub blocks: u64,
-    /// Ops executed, summed over every warp of every block.
+    /// Ops executed, summed over every warp of every block (what [`Launch::op_budget`] bounds).
     pub ops: u64,
+    /// The most bytes the interpreter held at once, as counted against
+    /// [`Launch::memory_budget`].
+    pub peak_bytes: u64,
 }
 
 /// Where in a kernel run something happened.
@@ -131,6 +247,43 @@ pub enum InterpError {
     /// [`MAX_VALUE_ELEMENTS`] and [`MAX_SHARED_ELEMENTS`]).
     #[error("@{func}: {message}")]
     TooLarge { func: String, message: String },
+    /// The run executed [`Launch::op_budget`] ops (or its grid needs more ops than that), at
+    /// `site` when it stopped at an op.
+    #[error(
+        "kernel @{kernel}{}: the interpreter's op budget of {budget} ops is spent ({detail}); raise it with `Launch::op_budget` if the kernel is meant to run this long",
+        at(.site)
+    )]
+    OpBudget {
+        kernel: String,
+        site: Option<Box<Site>>,
+        budget: u64,
+        detail: String,
+    },
+    /// Holding what the run needs next would take the interpreter past
+    /// [`Launch::memory_budget`]; nothing was allocated for it.
+    #[error(
+        "kernel @{kernel}{}: {detail} would bring the interpreter's memory to {needed} bytes, over its memory budget of {budget} bytes; raise it with `Launch::memory_budget`",
+        at(.site)
+    )]
+    MemoryBudget {
+        kernel: String,
+        site: Option<Box<Site>>,
+        budget: u64,
+        needed: u64,
+        detail: String,
+    },
+    /// The run's [`CancelToken`] was cancelled.
+    #[error("kernel @{kernel}{}: the run was cancelled after {ops} ops", at(.site))]
+    Cancelled {
+        kernel: String,
+        site: Option<Box<Site>>,
+        ops: u64,
+    },
+}
+
+/// ` at <site>` when there is one (for the budget errors).
+fn at(site: &Option<Box<Site>>) -> String {
+    site.as_ref().map_or_else(String::new, |s| format!(" at {s}"))
 }
 
 /// The most elements a register tile or vector, or one shared object, may have on the
@@ -138,7 +291,7 @@ pub enum InterpError {
 pub const MAX_VALUE_ELEMENTS: u64 = 1 << 24;
 
 /// The most elements the shared memory of one block may hold on the interpreter, over every
-/// `alloc_shared` of its kernel.
+/// `alloc_shared` of its kernel; a semaphore counts as one element.
 pub const MAX_SHARED_ELEMENTS: u64 = 1 << 26;
 
 /// Runs `kernel` over `grid` with `args` (one per kernel parameter, in order); tensors passed
@@ -182,19 +335,166 @@ pub fn run_with(
             ),
         });
     }
-    let mut stats = RunStats::default();
+    let bounds = Bounds::new(module, func, &launch)?;
+    let mut stats = RunStats {
+        peak_bytes: bounds.block_bytes,
+        ..RunStats::default()
+    };
     let [gx, gy, gz] = launch.grid;
     for z in 0..gz {
         for y in 0..gy {
             for x in 0..gx {
-                let mut block = BlockRun::new(module, func, [x, y, z], launch, args);
+                if bounds.cancelled() {
+                    return Err(InterpError::Cancelled {
+                        kernel: func.name.clone(),
+                        site: None,
+                        ops: stats.ops,
+                    });
+                }
+                let mut block = BlockRun::new(&bounds, [x, y, z], stats.ops, args);
                 block.run()?;
                 stats.blocks += 1;
                 stats.ops += block.ops;
+                stats.peak_bytes = stats.peak_bytes.max(block.peak_bytes);
             }
         }
     }
     Ok(stats)
+}
+
+/// What bounds a run, computed once before any block runs: the budgets, the cancel token, the
+/// functions by name, and the bytes each function's activation holds.
+struct Bounds<'m> {
+    kernel: &'m Func,
+    grid: [u32; 3],
+    schedule: Schedule,
+    op_budget: u64,
+    memory_budget: u64,
+    cancel: Option<CancelToken>,
+    /// Functions by name (calls look their callee up here).
+    funcs: HashMap<&'m str, &'m Func>,
+    /// Bytes of one activation of each function: its value slots and the largest data every
+    /// register value could hold at once (see [`frame_bytes`]).
+    frame_bytes: HashMap<*const Func, u64>,
+    /// What every block holds from its start: shared memory and the kernel's activation in every
+    /// warp.
+    block_bytes: u64,
+}
+
+impl<'m> Bounds<'m> {
+    fn new(module: &'m Module, kernel: &'m Func, launch: &Launch) -> Result<Self, InterpError> {
+        let mut funcs = HashMap::with_capacity(module.funcs.len());
+        let mut frames = HashMap::with_capacity(module.funcs.len());
+        for f in &module.funcs {
+            funcs.entry(f.name.as_str()).or_insert(f);
+            frames.insert(f as *const Func, frame_bytes(f));
+        }
+        let warps = u64::from(kernel.warps().unwrap_or(1));
+        let blocks = launch
+            .grid
+            .iter()
+            .fold(1u64, |n, &g| n.saturating_mul(u64::from(g)));
+        // Every warp of every block executes at least its `return`.
+        let least_ops = blocks.saturating_mul(warps);
+        if least_ops > launch.op_budget {
+            return Err(InterpError::OpBudget {
+                kernel: kernel.name.clone(),
+                site: None,
+                budget: launch.op_budget,
+                detail: format!(
+                    "the grid {:?} has {blocks} blocks of {warps} warps, and every warp executes at least one op",
+                    launch.grid
+                ),
+            });
+        }
+        let shared = shared_bytes(kernel);
+        let per_warp = frames[&(kernel as *const Func)];
+        let block_bytes = shared.saturating_add(per_warp.saturating_mul(warps));
+        if block_bytes > launch.memory_budget {
+            return Err(InterpError::MemoryBudget {
+                kernel: kernel.name.clone(),
+                site: None,
+                budget: launch.memory_budget,
+                needed: block_bytes,
+                detail: format!(
+                    "a block's shared memory ({shared} bytes) and the register values of its {warps} warps (up to {per_warp} bytes each)"
+                ),
+            });
+        }
+        Ok(Bounds {
+            kernel,
+            grid: launch.grid,
+            schedule: launch.schedule,
+            op_budget: launch.op_budget,
+            memory_budget: launch.memory_budget,
+            cancel: launch.cancel.clone(),
+            funcs,
+            frame_bytes: frames,
+            block_bytes,
+        })
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(CancelToken::is_cancelled)
+    }
+
+    fn frame_bytes(&self, f: &Func) -> u64 {
+        self.frame_bytes
+            .get(&(f as *const Func))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Bytes the interpreter holds for one register value of type `ty` at most: its elements as
+/// f64 and the vector holding them.
+fn value_bytes(ty: &Type) -> u64 {
+    match ty {
+        Type::Tile { .. } | Type::Vector { .. } => ty
+            .num_elements()
+            .unwrap_or(0)
+            .saturating_mul(8)
+            .saturating_add(VALUE_OVERHEAD),
+        _ => 0,
+    }
+}
+
+/// Bytes of a tile or vector's container besides its elements (the `Rc` and the `Vec`).
+const VALUE_OVERHEAD: u64 = 48;
+
+/// Bytes of one activation of `f`: a slot per value of the function, and every register value
+/// the function defines held at once (the interpreter keeps a value until its activation ends,
+/// so this is what a run through every op of the function holds).
+fn frame_bytes(f: &Func) -> u64 {
+    let slots = (f.value_types.len() as u64).saturating_mul(std::mem::size_of::<Option<Val>>() as u64);
+    f.value_types
+        .iter()
+        .fold(slots, |n, ty| n.saturating_add(value_bytes(ty)))
+}
+
+/// Bytes of shared memory the interpreter allocates for a block of `kernel`: every element of
+/// its shared tiles and vectors as f64, and every semaphore's state.
+fn shared_bytes(kernel: &Func) -> u64 {
+    let mut total: u64 = 0;
+    for op in &kernel.body.ops {
+        if !matches!(op.kind, OpKind::AllocShared) {
+            continue;
+        }
+        for r in &op.results {
+            let (elem, len) = match kernel.value_type(*r) {
+                Type::SharedArray { elem, len } => (&**elem, u64::from(*len)),
+                other => (other, 1),
+            };
+            let per = match elem {
+                Type::Semaphore => memory::SEM_BYTES,
+                other => other.num_elements().unwrap_or(0).saturating_mul(8),
+            };
+            total = total.saturating_add(per.saturating_mul(len));
+        }
+    }
+    total
 }
 
 /// Rejects values and shared memory too large to hold, before anything runs: a verified module
@@ -233,7 +533,13 @@ fn check_sizes(module: &Module, kernel: &Func) -> Result<(), InterpError> {
                 Type::SharedArray { elem, len } => (&**elem, u64::from(*len)),
                 other => (other, 1),
             };
-            total = total.saturating_add(elem.num_elements().unwrap_or(0).saturating_mul(len));
+            // A semaphore takes a slot of shared memory like an element (8 bytes on a GPU, as an
+            // mbarrier), so an array of them counts towards the limit.
+            let per = match elem {
+                Type::Semaphore => 1,
+                other => other.num_elements().unwrap_or(0),
+            };
+            total = total.saturating_add(per.saturating_mul(len));
         }
     }
     if total > MAX_SHARED_ELEMENTS {
@@ -391,16 +697,24 @@ pub(crate) enum WaitOn {
 
 /// One block's run.
 struct BlockRun<'m, 'a> {
-    module: &'m Module,
+    bounds: &'a Bounds<'m>,
     kernel: &'m Func,
     block: [u32; 3],
-    launch: Launch,
     args: &'a mut [Arg],
     mem: BlockMemory,
     warps: Vec<Warp<'m>>,
     barrier_count: u32,
     barrier_generation: u64,
+    /// Ops this block has executed.
     ops: u64,
+    /// Ops the blocks before this one executed (the op budget is for the whole run).
+    ops_before: u64,
+    /// Bytes held for the block's shared memory and its warps' activations (pending async
+    /// copies are counted by [`BlockMemory`], collectives in flight by `collective_bytes`).
+    frame_bytes: u64,
+    collective_bytes: u64,
+    /// The most of all three at once.
+    peak_bytes: u64,
     /// Collective ops in flight: what the first warp of each group passed, to check that the
     /// others pass the same.
     collectives: HashMap<CollectiveKey, Collective>,
@@ -426,16 +740,16 @@ struct Collective {
     scope: crate::ops::Scope,
     /// Where the first warp executed it (for the error when the others never do).
     site: Site,
+    /// Bytes counted for this entry against the memory budget.
+    bytes: u64,
 }
 
 impl<'m, 'a> BlockRun<'m, 'a> {
-    fn new(
-        module: &'m Module,
-        kernel: &'m Func,
-        block: [u32; 3],
-        launch: Launch,
-        args: &'a mut [Arg],
-    ) -> Self {
+    /// A block of the run `bounds` describes, after `ops_before` ops of the blocks before it.
+    /// Its shared memory and the warps' activations were checked against the memory budget
+    /// (as `bounds.block_bytes`) before the run.
+    fn new(bounds: &'a Bounds<'m>, block: [u32; 3], ops_before: u64, args: &'a mut [Arg]) -> Self {
+        let kernel = bounds.kernel;
         let n = kernel.warps().unwrap_or(1);
         let warps = (0..n)
             .map(|_| {
@@ -463,16 +777,19 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             })
             .collect();
         BlockRun {
-            module,
+            bounds,
             kernel,
             block,
-            launch,
             args,
             mem: BlockMemory::new(kernel),
             warps,
             barrier_count: 0,
             barrier_generation: 0,
             ops: 0,
+            ops_before,
+            frame_bytes: bounds.block_bytes,
+            collective_bytes: 0,
+            peak_bytes: bounds.block_bytes,
             collectives: HashMap::new(),
             occurrences: vec![HashMap::new(); n as usize],
         }
@@ -480,7 +797,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
 
     fn run(&mut self) -> Result<(), InterpError> {
         let n = self.warps.len();
-        let quantum = match self.launch.schedule {
+        let quantum = match self.bounds.schedule {
             Schedule::UntilBlocked => u64::MAX,
             Schedule::RoundRobin { quantum } => u64::from(quantum),
         };
@@ -632,6 +949,22 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             }
         };
         let _ = frame_depth;
+        let done = self.ops_before + self.ops;
+        if done >= self.bounds.op_budget {
+            return Err(InterpError::OpBudget {
+                kernel: self.kernel.name.clone(),
+                site: Some(Box::new(self.site(w))),
+                budget: self.bounds.op_budget,
+                detail: format!("{done} ops executed over every warp of every block so far"),
+            });
+        }
+        if self.ops % CANCEL_INTERVAL == 0 && self.bounds.cancelled() {
+            return Err(InterpError::Cancelled {
+                kernel: self.kernel.name.clone(),
+                site: Some(Box::new(self.site(w))),
+                ops: done,
+            });
+        }
         self.ops += 1;
         match &op.kind {
             OpKind::For => self.enter_for(w, op),
@@ -655,10 +988,14 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             OpKind::Yield | OpKind::Condition => self.end_region(w, op),
             OpKind::Return => self.ret(w, op),
             OpKind::Call(name) => {
-                let callee = self
-                    .module
-                    .func(name)
+                let callee: &'m Func = *self
+                    .bounds
+                    .funcs
+                    .get(name.as_str())
                     .ok_or_else(|| self.runtime(w, &format!("call of unknown function @{name}")))?;
+                let bytes = self.bounds.frame_bytes(callee);
+                self.reserve(w, bytes, || format!("calling @{name} (up to {bytes} bytes of values)"))?;
+                self.frame_bytes += bytes;
                 let args = self.vals(w, &op.operands)?;
                 let mut env = vec![None; callee.value_types.len()];
                 for (p, a) in callee.params.iter().zip(args) {
@@ -756,6 +1093,17 @@ impl<'m, 'a> BlockRun<'m, 'a> {
         match self.collectives.get_mut(&key) {
             None => {
                 if size > 1 {
+                    let site = self.site(w);
+                    let bytes = (std::mem::size_of::<(CollectiveKey, Collective)>()
+                        + operands.iter().map(|o| o.len() + 24).sum::<usize>()
+                        + site.func.len()
+                        + site.path.len()
+                        + site.op.len()) as u64;
+                    self.reserve(w, bytes, || {
+                        "recording one more collective op that the other warps of its group have not reached"
+                            .to_string()
+                    })?;
+                    self.collective_bytes += bytes;
                     self.collectives.insert(
                         key,
                         Collective {
@@ -764,7 +1112,8 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                             size,
                             remaining: size - 1,
                             scope: op.scope,
-                            site: self.site(w),
+                            site,
+                            bytes,
                         },
                     );
                 }
@@ -783,7 +1132,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 }
                 c.remaining -= 1;
                 if c.remaining == 0 {
-                    self.collectives.remove(&key);
+                    if let Some(done) = self.collectives.remove(&key) {
+                        self.collective_bytes -= done.bytes;
+                    }
                 }
                 Ok(())
             }
@@ -915,6 +1266,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             .expect("a running warp has a frame");
         match frame.call {
             Some(call) => {
+                self.frame_bytes -= self.bounds.frame_bytes(frame.func);
                 self.bind(w, &call.results, vals);
                 self.advance(w);
             }
@@ -976,6 +1328,32 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             .map(|f| f.func)
             .unwrap_or(self.kernel);
         f.value_type(v)
+    }
+
+    /// Checks that `bytes` more (for what `detail` says) keep the block within the memory
+    /// budget, before they are allocated; records the peak. The caller then counts them.
+    pub(crate) fn reserve(
+        &mut self,
+        w: usize,
+        bytes: u64,
+        detail: impl FnOnce() -> String,
+    ) -> Result<(), InterpError> {
+        let needed = self
+            .frame_bytes
+            .saturating_add(self.collective_bytes)
+            .saturating_add(self.mem.pending_bytes())
+            .saturating_add(bytes);
+        if needed > self.bounds.memory_budget {
+            return Err(InterpError::MemoryBudget {
+                kernel: self.kernel.name.clone(),
+                site: Some(Box::new(self.site(w))),
+                budget: self.bounds.memory_budget,
+                needed,
+                detail: detail(),
+            });
+        }
+        self.peak_bytes = self.peak_bytes.max(needed);
+        Ok(())
     }
 
     pub(crate) fn runtime(&self, w: usize, message: &str) -> InterpError {

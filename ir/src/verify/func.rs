@@ -112,7 +112,7 @@ pub(super) fn check<'a>(funcs: &'a FuncTable<'a>, func: &'a Func, errors: &mut V
         visible: vec![false; n],
         defined: vec![false; n],
         ill_typed: vec![false; n],
-        def_sites: def_sites(func),
+        def_sites: None,
         summary: FuncSummary::default(),
         depth: 1,
     };
@@ -169,7 +169,9 @@ struct Walker<'a, 'e> {
     defined: Vec<bool>,
     /// Values whose type is ill formed (already reported; their uses are not checked further).
     ill_typed: Vec<bool>,
-    def_sites: Vec<Option<DefSite>>,
+    /// Where each value is defined, computed when an error first needs it (most functions
+    /// have no error, and the paths cost an allocation per op).
+    def_sites: Option<Vec<Option<DefSite>>>,
     summary: FuncSummary,
     /// How many regions enclose the ops being checked (the body is 1); at most [`MAX_NESTING`],
     /// which keeps the walk's recursion within a fixed stack depth.
@@ -225,8 +227,8 @@ impl<'a> Walker<'a, '_> {
             }
         }
         for (i, &p) in func.params.iter().enumerate() {
-            let what = format!("parameter {i} {}", value_text(func, p));
-            let Some(ty) = self.declare(p, At::Func, &what, &[]) else {
+            let what = || format!("parameter {i} {}", value_text(func, p));
+            let Some(ty) = self.declare(p, At::Func, what, &[]) else {
                 continue;
             };
             self.visible[p.index()] = true;
@@ -234,7 +236,7 @@ impl<'a> Walker<'a, '_> {
                 self.report(
                     At::Func,
                     VerifyErrorKind::Type {
-                        what: format!("kernel {what}"),
+                        what: format!("kernel {}", what()),
                         expected:
                             "a global view (gl) or a scalar: kernels take tensors and scalars"
                                 .into(),
@@ -255,7 +257,7 @@ impl<'a> Walker<'a, '_> {
         &mut self,
         v: Value,
         at: At<'_>,
-        what: &str,
+        what: impl Fn() -> String,
         reported: &[&Type],
     ) -> Option<&'a Type> {
         let func = self.func;
@@ -263,7 +265,8 @@ impl<'a> Walker<'a, '_> {
             self.structure(
                 at,
                 format!(
-                    "{what} is %{}, which is not in the function's value table ({} values)",
+                    "{} is %{}, which is not in the function's value table ({} values)",
+                    what(),
                     v.0,
                     func.value_types.len()
                 ),
@@ -271,19 +274,21 @@ impl<'a> Walker<'a, '_> {
             return None;
         };
         if self.defined[v.index()] {
-            let first = self.def_sites[v.index()]
+            let first = self.def_sites()[v.index()]
                 .as_ref()
                 .map_or_else(String::new, |s| format!(" {s}"));
             self.structure(
                 at,
                 format!(
-                    "{what} redefines a value already defined{first}; each value is defined once"
+                    "{} redefines a value already defined{first}; each value is defined once",
+                    what()
                 ),
             );
             return None;
         }
         self.defined[v.index()] = true;
-        if let Some(kind) = types::problem(ty, what) {
+        // The description is built only for an error (this runs for every value).
+        if let Some(kind) = types::problem(ty, "").and_then(|_| types::problem(ty, &what())) {
             if !reported.contains(&ty) {
                 self.report(at, kind);
             }
@@ -293,10 +298,16 @@ impl<'a> Walker<'a, '_> {
         Some(ty)
     }
 
+    /// Where every value of the function is defined.
+    fn def_sites(&mut self) -> &[Option<DefSite>] {
+        let func = self.func;
+        self.def_sites.get_or_insert_with(|| def_sites(func))
+    }
+
     /// Why `v` (in the value table) is not visible at a use.
-    fn undefined_text(&self, v: Value) -> String {
+    fn undefined_text(&mut self, v: Value) -> String {
         let name = value_text(self.func, v);
-        match &self.def_sites[v.index()] {
+        match &self.def_sites()[v.index()] {
             None => format!("{name} (not defined anywhere in @{})", self.func.name),
             Some(site) => format!(
                 "{name} (defined {site}, which does not come before this use in the same or an enclosing region)"
@@ -464,8 +475,9 @@ impl<'a> Walker<'a, '_> {
 
         let mut result_types = Vec::with_capacity(op.results.len());
         for (i, &r) in op.results.iter().enumerate() {
-            let what = format!("result {i} {}", value_text(self.func, r));
-            match self.declare(r, at, &what, &ill_operand_types) {
+            let func = self.func;
+            let what = || format!("result {i} {}", value_text(func, r));
+            match self.declare(r, at, what, &ill_operand_types) {
                 Some(ty) => result_types.push(ty),
                 None => resolved = false,
             }
@@ -527,8 +539,9 @@ impl<'a> Walker<'a, '_> {
         self.depth += 1;
         for (ri, region) in op.regions.iter().enumerate() {
             for (k, &a) in region.args.iter().enumerate() {
-                let what = format!("argument {k} {} of region {ri}", value_text(self.func, a));
-                self.declare(a, at, &what, ill_operand_types);
+                let func = self.func;
+                let what = || format!("argument {k} {} of region {ri}", value_text(func, a));
+                self.declare(a, at, what, ill_operand_types);
                 if let Some(slot) = self.visible.get_mut(a.index()) {
                     *slot = true;
                 }

@@ -149,7 +149,7 @@ impl Tensor {
             });
         }
         match device {
-            Device::Cpu => Ok(Tensor::from_host(
+            Device::Cpu | Device::Emu(_) => Ok(Tensor::from_host(
                 &HostTensor::new(dtype, shape, values)?,
                 device,
             )?),
@@ -189,7 +189,7 @@ impl Tensor {
         element_count(&shape)?;
         let dense = t.to_vec();
         match device {
-            Device::Cpu => Ok(Tensor {
+            Device::Cpu | Device::Emu(_) => Ok(Tensor {
                 dtype: t.dtype(),
                 strides: row_major(&shape),
                 shape,
@@ -214,7 +214,7 @@ impl Tensor {
     ) -> Result<Tensor, Error> {
         let n = element_count(shape)?;
         let one = codec::encode(dtype, &[value]);
-        if let Device::Cpu = device {
+        if let Device::Cpu | Device::Emu(_) = device {
             return Tensor::from_host(&HostTensor::full(dtype, shape, value), device);
         }
         let t = Tensor::alloc(dtype, shape, device)?;
@@ -238,7 +238,7 @@ impl Tensor {
                 message: format!("shape {shape:?} of {dtype} does not fit in memory"),
             })?;
         let storage = match device {
-            Device::Cpu => Storage::Host(Arc::new(Mutex::new(vec![
+            Device::Cpu | Device::Emu(_) => Storage::Host(Arc::new(Mutex::new(vec![
                 0.0;
                 bytes
                     / dtype.size_bytes()
@@ -273,7 +273,7 @@ impl Tensor {
                 ),
             });
         }
-        if let Device::Cpu = device {
+        if let Device::Cpu | Device::Emu(_) = device {
             let h = HostTensor::new(dtype, shape, &codec::decode(dtype, bytes))?;
             return Tensor::from_host(&h, device);
         }
@@ -526,7 +526,7 @@ impl Tensor {
     /// A copy on `device`.
     pub fn to(&self, device: &Device) -> Result<Tensor, Error> {
         match device {
-            Device::Cpu => Tensor::from_host(&self.to_host()?, device),
+            Device::Cpu | Device::Emu(_) => Tensor::from_host(&self.to_host()?, device),
             _ => Tensor::from_bytes(self.dtype, &self.shape, &self.to_bytes()?, device),
         }
     }

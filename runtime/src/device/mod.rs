@@ -20,6 +20,7 @@ mod args;
 pub mod codec;
 mod cpu;
 pub mod cuda;
+pub mod emu;
 pub mod hip;
 mod memory;
 
@@ -45,6 +46,9 @@ pub enum Device {
     Cuda(Gpu<cuda::Context, cuda::Stream>),
     /// An AMD GPU.
     Hip(Gpu<hip::Context, hip::Stream>),
+    /// The PTX emulator (`emu:sm_80`, `emu:sm_90a`): kernels compiled for an NVIDIA target run
+    /// on the host under `tilekit-emu`'s sanitizer.
+    Emu(emu::Emu),
 }
 
 /// A GPU device handle: its context, the stream its launches go to, and the bundles attached to
@@ -77,6 +81,7 @@ impl fmt::Debug for Device {
             Device::Cpu => f.write_str("cpu"),
             Device::Cuda(g) => write!(f, "{:?}", g.ctx),
             Device::Hip(g) => write!(f, "{:?}", g.ctx),
+            Device::Emu(e) => write!(f, "{e:?}"),
         }
     }
 }
@@ -98,6 +103,12 @@ impl Device {
     /// `cpu`, `cuda`, `cuda:N`, `hip` or `hip:N`. A GPU name opens the device (and fails when
     /// there is no driver or no such device).
     pub fn from_name(name: &str) -> Result<Device, Error> {
+        if let Some(target) = name.strip_prefix("emu:") {
+            return Device::emulator(target);
+        }
+        if name == "emu" {
+            return Device::emulator("sm_80");
+        }
         let (kind, ordinal) = match name.split_once(':') {
             Some((k, n)) => match n.parse::<usize>() {
                 Ok(n) => (k, n),
@@ -142,6 +153,12 @@ impl Device {
         }))
     }
 
+    /// The PTX emulator for `target` (`sm_80` or `sm_90a`): launches compile the kernel to PTX
+    /// as for a CUDA device and run it on the host with the sanitizer on.
+    pub fn emulator(target: &str) -> Result<Device, Error> {
+        Ok(Device::Emu(emu::Emu::new(target)?))
+    }
+
     /// The first CUDA device, else the first HIP device, else the cpu.
     pub fn best() -> Device {
         Device::cuda(0)
@@ -155,6 +172,7 @@ impl Device {
             Device::Cpu => "cpu".into(),
             Device::Cuda(g) => format!("cuda:{}", g.ctx.ordinal),
             Device::Hip(g) => format!("hip:{}", g.ctx.ordinal),
+            Device::Emu(e) => format!("emu:{}", e.target),
         }
     }
 
@@ -172,6 +190,7 @@ impl Device {
                 g.ctx.total_memory as f64 / f64::from(1u32 << 30)
             ),
             Device::Hip(g) => format!("hip:{} {}", g.ctx.ordinal, g.ctx.name),
+            Device::Emu(e) => format!("emu:{} (PTX emulator with sanitizer)", e.target),
         }
     }
 
@@ -181,6 +200,7 @@ impl Device {
             Device::Cpu => Ok(None),
             Device::Cuda(g) => g.ctx.target().map(Some),
             Device::Hip(_) => Ok(None),
+            Device::Emu(e) => Ok(Some(e.target)),
         }
     }
 
@@ -199,6 +219,10 @@ impl Device {
             Device::Cuda(g) => (
                 &g.bundles,
                 // sm_80 PTX runs on every later architecture; sm_90a only on sm_90.
+                bundle.target == "sm_80" || Some(bundle.target.as_str()) == target,
+            ),
+            Device::Emu(e) => (
+                &e.bundles,
                 bundle.target == "sm_80" || Some(bundle.target.as_str()) == target,
             ),
             Device::Hip(g) => (
@@ -240,6 +264,7 @@ impl Device {
                 stream: Arc::new(hip::Stream::create(&g.ctx)?),
                 ..g.clone()
             }),
+            Device::Emu(e) => Device::Emu(e.clone()),
         })
     }
 
@@ -247,7 +272,7 @@ impl Device {
     /// shows here.
     pub fn synchronize(&self) -> Result<(), Error> {
         match self {
-            Device::Cpu => Ok(()),
+            Device::Cpu | Device::Emu(_) => Ok(()),
             Device::Cuda(g) => g.stream.synchronize().and_then(|_| g.ctx.synchronize()),
             Device::Hip(g) => g.stream.synchronize().and_then(|_| g.ctx.synchronize()),
         }
@@ -256,7 +281,7 @@ impl Device {
     /// An event recorded now on this handle's stream, for timing (see [`Event::elapsed_ms`]).
     pub fn record_event(&self) -> Result<Event, Error> {
         match self {
-            Device::Cpu => Ok(Event(EventKind::Cpu(std::time::Instant::now()))),
+            Device::Cpu | Device::Emu(_) => Ok(Event(EventKind::Cpu(std::time::Instant::now()))),
             Device::Cuda(g) => {
                 let e = cuda::Event::create(&g.ctx)?;
                 e.record(&g.stream)?;
@@ -282,6 +307,7 @@ impl Device {
             Device::Cpu => cpu::run_interp(module, kernel, grid, args),
             Device::Cuda(g) => launch_cuda(self, g, module, kernel, grid, args),
             Device::Hip(g) => launch_hip(self, g, module, kernel, grid, args),
+            Device::Emu(e) => emu::launch(self, e, module, kernel, grid, args),
         }
     }
 }

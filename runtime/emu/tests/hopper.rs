@@ -1088,3 +1088,90 @@ fn compiled_gemm_producer_starting_its_empty_waits_on_the_wrong_phase_deadlocks(
     let EmuError::Deadlock { waits, .. } = &err else { panic!("expected a deadlock, got {err}") };
     assert!(waits.contains("mbarrier.try_wait.parity"), "{waits}");
 }
+
+/// One warp stores four 8×8 matrices with `stmatrix.x4.trans` (register j of lane l holds the
+/// values 8l + 2j and 8l + 2j + 1), copies the shared image to `out` with generic loads, and
+/// stores it again with a bulk copy to `out2` (async proxy: needs `fence.proxy.async` after
+/// `stmatrix`).
+const STMATRIX: &str = r#"
+.version 8.3
+.target sm_90a
+.address_size 64
+.visible .entry stm(.param .u64 pout, .param .u64 pout2)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<40>;
+    .reg .b64 %rd<8>;
+    .shared .align 128 .b8 tile[512];
+    mov.u32 %r1, %tid.x;
+    shl.b32 %r2, %r1, 3;
+    add.s32 %r6, %r2, 1;
+    shl.b32 %r6, %r6, 16;
+    or.b32 %r10, %r2, %r6;
+    add.s32 %r7, %r2, 2;
+    add.s32 %r8, %r2, 3;
+    shl.b32 %r8, %r8, 16;
+    or.b32 %r11, %r7, %r8;
+    add.s32 %r7, %r2, 4;
+    add.s32 %r8, %r2, 5;
+    shl.b32 %r8, %r8, 16;
+    or.b32 %r12, %r7, %r8;
+    add.s32 %r7, %r2, 6;
+    add.s32 %r8, %r2, 7;
+    shl.b32 %r8, %r8, 16;
+    or.b32 %r13, %r7, %r8;
+    mov.u32 %r3, tile;
+    shl.b32 %r4, %r1, 4;
+    add.s32 %r5, %r3, %r4;
+    stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%r5], {%r10, %r11, %r12, %r13};
+    FENCE
+    bar.warp.sync -1;
+    ld.shared.v4.u32 {%r20, %r21, %r22, %r23}, [%r5];
+    ld.param.u64 %rd1, [pout];
+    cvt.u64.u32 %rd2, %r4;
+    add.s64 %rd1, %rd1, %rd2;
+    st.global.v4.u32 [%rd1], {%r20, %r21, %r22, %r23};
+    setp.eq.u32 %p1, %r1, 0;
+    ld.param.u64 %rd3, [pout2];
+    @%p1 cp.async.bulk.global.shared::cta.bulk_group [%rd3], [tile], 512;
+    @%p1 cp.async.bulk.commit_group;
+    @%p1 cp.async.bulk.wait_group 0;
+    ret;
+}
+"#;
+
+fn stmatrix(fence: bool) -> Result<(Vec<u16>, Vec<u16>), EmuError> {
+    let emu = Emulator::new(&STMATRIX.replace("FENCE", if fence { "fence.proxy.async.shared::cta;" } else { "" }))?;
+    let mut g = GlobalMemory::new();
+    let (p1, p2) = (g.alloc("out", vec![0u8; 512]), g.alloc("out2", vec![0u8; 512]));
+    let params = emu.param_buffer("stm", &[p1.to_le_bytes().to_vec(), p2.to_le_bytes().to_vec()])?;
+    emu.launch("stm", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &params, &mut g)?;
+    let halves = |p| g.get(p).unwrap().data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<u16>>();
+    Ok((halves(p1), halves(p2)))
+}
+
+#[test]
+fn stmatrix_trans_places_each_lanes_halves_as_the_isa_says_and_bulk_stores_them() {
+    let (image, bulk) = stmatrix(true).unwrap();
+    for lane in 0..32usize {
+        for j in 0..4usize {
+            for h in 0..2usize {
+                // ISA (stmatrix .trans): lane l's register j holds column l/4, rows 2(l%4) and
+                // 2(l%4)+1 of matrix j; row i of matrix j is at the address lane 8j+i supplied.
+                let (row, col) = (2 * (lane % 4) + h, lane / 4);
+                assert_eq!(image[(8 * j + row) * 8 + col] as usize, 8 * lane + 2 * j + h, "lane {lane} matrix {j} half {h}");
+            }
+        }
+    }
+    assert_eq!(bulk, image);
+}
+
+#[test]
+fn bulk_store_of_stmatrix_output_without_fence_proxy_async_is_reported() {
+    let err = stmatrix(false).unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    assert!(
+        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("cp.async.bulk") && f.message.contains("fence.proxy.async")),
+        "{err}"
+    );
+}

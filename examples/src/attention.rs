@@ -25,6 +25,11 @@
 //!   `p = exp2(t − m')`, `l' = l·exp2(m − m') + rowsum(p)`, `O' = O·exp2(m − m') + p·V`
 //!   (`p` rounded to bf16 for the tensor-core `mma.ab` with V in col layout).
 //!
+//! Until a row has seen a finite score its running max is `-inf`, and `exp2(t − m')` would be
+//! `exp2(-inf − -inf)` = NaN: the exponentials subtract `max(m', f32::MIN)` instead, which is `m'`
+//! whenever `m'` is finite and makes every `-inf` score weigh 0. A row with no finite score at
+//! all ends with O = NaN and LSE = `-inf`, as torch gives for a fully masked row.
+//!
 //! At the end `O /= l` and `LSE = (m + log2 l) · ln 2`. With `causal` the KV loop stops at the
 //! block's diagonal (tiles wholly above every row of the block are never loaded); rows of the
 //! block's last tiles that see none of a tile get `p = 0` there. Query rows past `seq_q` are
@@ -138,10 +143,16 @@ pub fn build(cfg: &AttentionConfig) -> Module {
         // The block's last row is `(q_block + 1)·block_rows − 1`: later key tiles are masked
         // for every row of the block. The bound is the block's, not the warp's, because every
         // warp takes part in each tile's `copy @block` and barriers.
+        // ⌈(first + block_rows) / kv⌉ without forming first + block_rows, which passes
+        // i32::MAX in the last block of a sequence near the limit.
         let block_rows = b.const_i32(cfg.block_rows() as i32);
-        let end = b.add(q_block, one);
-        let end = b.mul(end, block_rows);
-        let diag_tiles = tiles_ir(&mut b, end, kv);
+        let first = b.mul(q_block, block_rows);
+        let kv_c = b.const_i32(kv as i32);
+        let whole = b.binary(BinaryFn::Div, first, kv_c);
+        let rem = b.binary(BinaryFn::Rem, first, kv_c);
+        let rem = b.add(rem, block_rows);
+        let partial = tiles_ir(&mut b, rem, kv);
+        let diag_tiles = b.add(whole, partial);
         b.min(kv_tiles, diag_tiles)
     } else {
         kv_tiles
@@ -158,6 +169,7 @@ pub fn build(cfg: &AttentionConfig) -> Module {
     b.name(q_frag, "q_frag");
     b.name(scale_log2, "scale_log2");
     let kv_c = b.const_i32(kv as i32);
+    let lowest = b.const_f32(f32::MIN);
 
     let row_vec = Type::vector(f32, rows, VecAxis::Rows);
     let m0 = b.fill(row_vec.clone(), f64::NEG_INFINITY);
@@ -185,9 +197,10 @@ pub fn build(cfg: &AttentionConfig) -> Module {
 
         let tile_max = b.reduce(ReduceAxis::Row, ReduceFn::Max, t);
         let m_new = b.max(m, tile_max);
-        let p = b.bcast(BcastAxis::Row, BinaryFn::Sub, t, m_new);
+        let shift = b.max(m_new, lowest);
+        let p = b.bcast(BcastAxis::Row, BinaryFn::Sub, t, shift);
         let p = b.unary(UnaryFn::Exp2, p);
-        let m_diff = b.sub(m, m_new);
+        let m_diff = b.sub(m, shift);
         let alpha = b.unary(UnaryFn::Exp2, m_diff);
         let l = b.mul(l, alpha);
         let p_sum = b.reduce(ReduceAxis::Row, ReduceFn::Sum, p);

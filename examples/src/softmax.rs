@@ -3,14 +3,21 @@
 //! Each warp owns `rows_per_warp` rows (a block has `warps` warps; the grid covers the rows) and
 //! walks the columns in tiles of `block_cols`, twice:
 //!
-//! 1. online statistics: a running row max `m` and a running sum `l` of `exp2(t − m)`, rescaled
-//!    by `exp2(m − m')` whenever the max grows (scores are kept in the exp2 domain,
-//!    `t = x · log2(e)`, so every exponential is one `exp2`);
-//! 2. the output: `exp2(t − m) / l`, stored.
+//! 1. online statistics: a running row max `m` and a running sum `l` of `exp(x − m)`, rescaled
+//!    by `exp(m − m')` whenever the max grows;
+//! 2. the output: `exp(x − m) / l`, stored.
+//!
+//! Every exponential is one `exp2((x − m) · log2(e))`; scaling after the subtraction keeps
+//! inputs beyond ±f32::MAX / log2(e) finite.
 //!
 //! Columns at or past `cols` in the last tile are set to `-inf` before the max (`mask.cols`), so
-//! they contribute `exp2(-inf) = 0` to the sum; rows past `rows` are computed on zeros and masked
+//! they contribute `exp(-inf) = 0` to the sum; rows past `rows` are computed on zeros and masked
 //! off by the store. Any `cols ≥ 1` works, in one tile or many.
+//!
+//! `-inf` inputs give probability 0 and a row of `-inf` only gives NaN, as `torch.softmax` does.
+//! Until a row has seen a finite value its running max is `-inf`, and `exp(-inf − -inf)` would be
+//! NaN: the exponentials of the first pass subtract `max(m', f32::MIN)` instead, which equals `m'`
+//! whenever `m'` is finite (every finite f32 is ≥ `f32::MIN`) and turns those NaNs into 0.
 
 use tilekit::ir::interp::{Arg, HostTensor, InterpError, Launch};
 use tilekit::ir::{
@@ -93,9 +100,10 @@ pub fn build(cfg: &SoftmaxConfig) -> Module {
     b.name(row_tile, "row_tile");
     b.name(n_cols, "n_cols");
     let log2e = b.const_f32(std::f32::consts::LOG2_E);
+    let lowest = b.const_f32(f32::MIN);
     let cols_c = b.const_i32(cols as i32);
 
-    // Column tile `ct` of this warp's rows in the exp2 domain, padding columns at -inf.
+    // Column tile `ct` of this warp's rows in f32, padding columns at -inf.
     let scores = |b: &mut FuncBuilder, ct: Value| -> Value {
         let t = b.load(rt(cfg.input, rows, cols), x, &[row_tile, ct]);
         let t = if cfg.input == f32 {
@@ -103,7 +111,6 @@ pub fn build(cfg: &SoftmaxConfig) -> Module {
         } else {
             b.convert_dtype(t, f32)
         };
-        let t = b.mul(t, log2e);
         let col0 = b.mul(ct, cols_c);
         b.mask(MaskKind::Cols, f64::NEG_INFINITY, t, col0, n_cols)
     };
@@ -116,10 +123,14 @@ pub fn build(cfg: &SoftmaxConfig) -> Module {
         let t = scores(b, ct);
         let tile_max = b.reduce(ReduceAxis::Row, ReduceFn::Max, t);
         let m_new = b.max(m, tile_max);
-        let m_diff = b.sub(m, m_new);
+        // m_new where finite, f32::MIN where no finite value has been seen (see the module docs).
+        let shift = b.max(m_new, lowest);
+        let m_diff = b.sub(m, shift);
+        let m_diff = b.mul(m_diff, log2e);
         let alpha = b.unary(UnaryFn::Exp2, m_diff);
         let l = b.mul(l, alpha);
-        let e = b.bcast(BcastAxis::Row, BinaryFn::Sub, t, m_new);
+        let e = b.bcast(BcastAxis::Row, BinaryFn::Sub, t, shift);
+        let e = b.mul(e, log2e);
         let e = b.unary(UnaryFn::Exp2, e);
         let e_sum = b.reduce(ReduceAxis::Row, ReduceFn::Sum, e);
         let l = b.add(l, e_sum);
@@ -131,7 +142,9 @@ pub fn build(cfg: &SoftmaxConfig) -> Module {
 
     b.for_range(zero, col_tiles, one, &[], |b, ct, _| {
         let t = scores(b, ct);
+        // A row of -inf only keeps m = -inf and l = 0: NaN, as torch gives.
         let e = b.bcast(BcastAxis::Row, BinaryFn::Sub, t, m);
+        let e = b.mul(e, log2e);
         let e = b.unary(UnaryFn::Exp2, e);
         let out = b.bcast(BcastAxis::Row, BinaryFn::Div, e, l);
         b.store(y, out, &[row_tile, ct]);

@@ -9,12 +9,24 @@ pub fn tiles(n: usize, tile: u32) -> u32 {
     n.div_ceil(tile as usize) as u32
 }
 
-/// `⌈n / tile⌉` in IR, for a runtime extent `n` (i32).
+/// `⌈n / tile⌉` in IR, for a runtime extent `n` (i32), as `n / tile + (n % tile + tile − 1) /
+/// tile`: no step leaves `n`'s magnitude, so it is exact for every `n` up to `i32::MAX` (the DSL's
+/// `ceil_div`), where `(n + tile − 1) / tile` wraps to a negative count.
+///
+/// # Panics
+/// When `tile` is 0 or above `i32::MAX` (a configuration's tiling).
 pub fn tiles_ir(b: &mut FuncBuilder, n: Value, tile: u32) -> Value {
-    let bias = b.const_i32(tile as i32 - 1);
-    let t = b.const_i32(tile as i32);
-    let padded = b.add(n, bias);
-    b.binary(BinaryFn::Div, padded, t)
+    let tile = match i32::try_from(tile) {
+        Ok(t) if t >= 1 => t,
+        _ => panic!("tiles_ir: the tile must be in 1..=i32::MAX, got {tile}"),
+    };
+    let t = b.const_i32(tile);
+    let whole = b.binary(BinaryFn::Div, n, t);
+    let rem = b.binary(BinaryFn::Rem, n, t);
+    let bias = b.const_i32(tile - 1);
+    let rem = b.add(rem, bias);
+    let partial = b.binary(BinaryFn::Div, rem, t);
+    b.add(whole, partial)
 }
 
 /// The swizzle that makes a shared tile's 16-byte chunks conflict-free for `ldmatrix`: the widest

@@ -25,6 +25,30 @@ pub fn max_abs_error(out: &[f64], reference: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// [`normalized_max_error`] for references that hold values which are not finite (the softmax of
+/// a row of `-inf` is NaN, its log-sum-exp `-inf`): where the reference is NaN the output must be
+/// NaN, where it is ±inf the output must be the same infinity, and the finite rest is compared
+/// relative to its largest value. Infinite when a non-finite value does not match, when the
+/// output is not finite where the reference is, or when the lengths differ.
+pub fn normalized_max_error_with_nonfinite(out: &[f64], reference: &[f64]) -> f64 {
+    if out.len() != reference.len() {
+        return f64::INFINITY;
+    }
+    let mut finite = (Vec::new(), Vec::new());
+    for (&o, &r) in out.iter().zip(reference) {
+        if r.is_finite() {
+            finite.0.push(o);
+            finite.1.push(r);
+        } else if !(r.is_nan() && o.is_nan() || o == r) {
+            return f64::INFINITY;
+        }
+    }
+    if finite.1.is_empty() {
+        return 0.0;
+    }
+    normalized_max_error(&finite.0, &finite.1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,6 +57,17 @@ mod tests {
     fn errors_are_relative_to_the_largest_reference_value() {
         assert_eq!(normalized_max_error(&[1.0, 4.5], &[1.0, 4.0]), 0.125);
         assert_eq!(max_abs_error(&[1.0, 4.5], &[1.0, 4.0]), 0.5);
+    }
+
+    #[test]
+    fn nonfinite_reference_values_must_be_matched_exactly() {
+        let inf = f64::INFINITY;
+        let cmp = normalized_max_error_with_nonfinite;
+        assert_eq!(cmp(&[f64::NAN, -inf, 1.0, 4.5], &[f64::NAN, -inf, 1.0, 4.0]), 0.125);
+        assert_eq!(cmp(&[0.0, 1.0], &[f64::NAN, 1.0]), inf);
+        assert_eq!(cmp(&[inf, 1.0], &[-inf, 1.0]), inf);
+        assert_eq!(cmp(&[f64::NAN, 1.0], &[-inf, 1.0]), inf);
+        assert_eq!(cmp(&[f64::NAN, f64::NAN], &[0.5, 1.0]), inf);
     }
 
     #[test]

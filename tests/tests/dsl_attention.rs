@@ -8,7 +8,7 @@ use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::attention::{attention_fwd, grid};
 use tilekit::{Device, ScalarArg};
 use tilekit_examples::attention::reference;
-use tilekit_tests::compare::{max_abs_error, normalized_max_error};
+use tilekit_tests::compare::{max_abs_error, normalized_max_error, normalized_max_error_with_nonfinite};
 use tilekit_tests::random::TestRng;
 
 /// As in interp_attention.rs: p is rounded to bf16 for P·V (and O to bf16): ≈ 2⁻⁸ relative.
@@ -154,4 +154,74 @@ fn dsl_attention_launcher_rejects_a_head_dim_other_than_the_kernels() {
         err.to_string().contains("expected q and o [bh, seq_q, 64]"),
         "{err}"
     );
+}
+
+/// Attention where some query rows miss whole key tiles (`tilekit::kernels::attention::HARD_MASK`,
+/// written into Q and K as scores of `-inf`): in head 0 every third row misses keys 0..128 (its
+/// first two key tiles), in head 1 every third row misses every key. torch gives the softmax
+/// over the keys a row sees, and O = NaN, LSE = `-inf` for a row that sees none.
+#[test]
+fn dsl_attention_with_masked_key_tiles_matches_torch() {
+    use tilekit::kernels::attention::{reference_masked, HARD_MASK};
+    let mut rng = TestRng::fresh();
+    let d = 64;
+    for (bh, seq) in [(2, 150), (3, 200)] {
+        let shape = (bh, seq, seq, d);
+        let mut qv = rng.tensor(BF16, &[bh, seq, d], -2.0, 2.0).to_vec();
+        let mut kv = rng.tensor(BF16, &[bh, seq, d], -2.0, 2.0).to_vec();
+        HARD_MASK.apply(&mut qv, &mut kv, shape);
+        let q = HostTensor::new(BF16, &[bh, seq, d], &qv).unwrap();
+        let k = HostTensor::new(BF16, &[bh, seq, d], &kv).unwrap();
+        let v = rng.tensor(BF16, &[bh, seq, d], -1.0, 1.0);
+        for causal in [false, true] {
+            // The causal variant writes a bf16 O, the plain one an f32 O.
+            let mut o = HostTensor::zeros(if causal { BF16 } else { F32 }, &[bh, seq, d]);
+            let mut lse = HostTensor::zeros(F32, &[bh, seq]);
+            let (g, s) = (grid(bh, seq, 64), ScalarArg::from(0.125f32));
+            let r = if causal {
+                attention_fwd::<bf16, 64, 16, 64, 4, true>::launch(
+                    &Device::Cpu,
+                    g,
+                    &q,
+                    &k,
+                    &v,
+                    &mut o,
+                    &mut lse,
+                    s,
+                )
+            } else {
+                attention_fwd::<f32, 64, 16, 64, 4, false>::launch(
+                    &Device::Cpu,
+                    g,
+                    &q,
+                    &k,
+                    &v,
+                    &mut o,
+                    &mut lse,
+                    s,
+                )
+            };
+            r.unwrap_or_else(|e| panic!("seed {}: {e}", rng.seed));
+            let visible = |h, i, j| HARD_MASK.visible(h, i, j);
+            let (o_ref, lse_ref) = reference_masked(
+                &q.to_vec(),
+                &k.to_vec(),
+                &v.to_vec(),
+                shape,
+                0.125,
+                causal,
+                &visible,
+            );
+            let o_err = normalized_max_error_with_nonfinite(&o.to_vec(), &o_ref);
+            let lse_err = normalized_max_error_with_nonfinite(&lse.to_vec(), &lse_ref);
+            assert!(
+                o_err <= O_TOLERANCE && lse_err <= LSE_TOLERANCE,
+                "{bh}×{seq} causal {causal}: O error {o_err:.3e}, LSE error {lse_err:.3e}; seed {}",
+                rng.seed
+            );
+            // Rows that see no key are exactly those with LSE = -inf.
+            let blind = lse_ref.iter().filter(|l| **l == f64::NEG_INFINITY).count();
+            assert!(blind > 0 && blind < bh * seq, "the mask must blind some rows, not all");
+        }
+    }
 }

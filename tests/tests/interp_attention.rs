@@ -155,3 +155,49 @@ fn attention_run_rejects_a_head_dim_other_than_the_configured_one() {
     let err = attention::run(&AttentionConfig::default(), &q, &q, &q, 1.0).unwrap_err();
     assert!(err.to_string().contains("expected [1, seq, 64]"), "{err}");
 }
+
+/// The builder's kernel where some query rows miss whole key tiles
+/// (`tilekit::kernels::attention::HARD_MASK`, written into Q and K as `-inf` scores): torch's
+/// softmax over the keys each row sees, and O = NaN, LSE = `-inf` for a row that sees none.
+#[test]
+fn attention_with_masked_key_tiles_matches_torch() {
+    use tilekit::kernels::attention::{reference_masked, HARD_MASK};
+    use tilekit_tests::compare::normalized_max_error_with_nonfinite;
+    let mut rng = TestRng::fresh();
+    let d = 64;
+    for causal in [false, true] {
+        for out in [BF16, F32] {
+            let cfg = config(causal, out);
+            for (bh, seq) in [(2, 150), (3, 130)] {
+                let shape = (bh, seq, seq, d);
+                let mut qv = rng.tensor(BF16, &[bh, seq, d], -2.0, 2.0).to_vec();
+                let mut kv = rng.tensor(BF16, &[bh, seq, d], -2.0, 2.0).to_vec();
+                HARD_MASK.apply(&mut qv, &mut kv, shape);
+                let q = HostTensor::new(BF16, &[bh, seq, d], &qv).unwrap();
+                let k = HostTensor::new(BF16, &[bh, seq, d], &kv).unwrap();
+                let v = rng.tensor(BF16, &[bh, seq, d], -1.0, 1.0);
+                let got = attention::run(&cfg, &q, &k, &v, 0.125)
+                    .unwrap_or_else(|e| panic!("seed {}: {e}", rng.seed));
+                let visible = |h, i, j| HARD_MASK.visible(h, i, j);
+                let (o_ref, lse_ref) = reference_masked(
+                    &q.to_vec(),
+                    &k.to_vec(),
+                    &v.to_vec(),
+                    shape,
+                    0.125,
+                    causal,
+                    &visible,
+                );
+                let o_err = normalized_max_error_with_nonfinite(&got.o.to_vec(), &o_ref);
+                let lse_err = normalized_max_error_with_nonfinite(&got.lse.to_vec(), &lse_ref);
+                assert!(
+                    o_err <= O_TOLERANCE && lse_err <= LSE_TOLERANCE,
+                    "{bh}×{seq} causal {causal} out {out}: O error {o_err:.3e}, LSE error {lse_err:.3e}; seed {}",
+                    rng.seed
+                );
+                let blind = lse_ref.iter().filter(|l| **l == f64::NEG_INFINITY).count();
+                assert!(blind > 0 && blind < bh * seq, "the mask must blind some rows, not all");
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use tilekit::ir::interp::{self, Arg, HostTensor, InterpError};
 use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit_examples::softmax::{self, SoftmaxConfig};
-use tilekit_tests::compare::normalized_max_error;
+use tilekit_tests::compare::{normalized_max_error, normalized_max_error_with_nonfinite};
 use tilekit_tests::random::TestRng;
 
 /// The reference works on the same (possibly bf16-rounded) inputs, so the kernel's only error is
@@ -93,4 +93,43 @@ fn softmax_run_rejects_zero_columns() {
     let x = HostTensor::zeros(F32, &[4, 0]);
     let err = softmax::run(&SoftmaxConfig::default(), &x).unwrap_err();
     assert!(err.to_string().contains("zero columns"), "{err}");
+}
+
+/// Rows by `r mod 5` (`tilekit::kernels::softmax::hard_row`): `-inf` in the first one or two
+/// column tiles and finite later; `-inf` everywhere; `-inf` sprinkled; every value -3e38 (which
+/// is -inf once scaled by log2 e in f32); plain.
+#[test]
+fn softmax_of_rows_with_minus_infinity_matches_torch() {
+    let rng = TestRng::fresh();
+    for input in [F32, BF16] {
+        let cfg = SoftmaxConfig {
+            input,
+            ..SoftmaxConfig::default()
+        };
+        for (rows, cols) in [(40, 200), (20, 64), (10, 1)] {
+            let mut gen = tilekit::kernels::check::Rng::new(rng.seed);
+            let values: Vec<f64> = (0..rows)
+                .flat_map(|r| tilekit::kernels::softmax::hard_row(&mut gen, r, cols))
+                .collect();
+            let x = HostTensor::new(input, &[rows, cols], &values).unwrap();
+            let y = softmax::run(&cfg, &x).unwrap_or_else(|e| panic!("seed {}: {e}", rng.seed));
+            let y = y.to_vec();
+            for (r, row) in y.chunks(cols).enumerate() {
+                let all_minus_inf = values[r * cols..][..cols].iter().all(|v| *v == f64::NEG_INFINITY);
+                assert_eq!(
+                    row.iter().any(|v| v.is_nan()),
+                    all_minus_inf,
+                    "{rows}×{cols} {input} row {r}; seed {}",
+                    rng.seed
+                );
+            }
+            let want = softmax::reference(&x.to_vec(), rows, cols);
+            let err = normalized_max_error_with_nonfinite(&y, &want);
+            assert!(
+                err <= TOLERANCE,
+                "{rows}×{cols} {input}: error {err:.3e}; seed {}",
+                rng.seed
+            );
+        }
+    }
 }

@@ -50,6 +50,7 @@
 //! | [`lit::<T>(v)`](lit), literals in expressions, integer indices | `const` | → `Scalar<T>` |
 //! | [`block_idx_x`] `_y` `_z`, [`grid_dim_x`] `_y` `_z`, [`warp_idx`], [`warpgroup_idx`], [`num_warps`] | indices | → `Scalar<i32>` |
 //! | `g.dim(k)`, `g.rows()`, `g.cols()`, `g.len()` | `dim[k]` | `Gl`/`GlMut` → `Scalar<i32>` |
+//! | [`ceil_div(n, tile)`](ceil_div) | `map.div`, `map.rem`, `map.add` | `(Scalar<i32>, usize)` → `Scalar<i32>`: tiles covering `n`, exact up to `i32::MAX` |
 //! | [`fill(v)`](fill), [`zeros()`](zeros) | `fill[v]` | → `Rt`/`Rv` (type from context) |
 //! | [`splat(s)`](splat) | `splat` | `Scalar<T>` → `Rt<T,..>`/`Rv<T,..>` |
 //! | [`iota_rows()`](iota_rows), [`iota_cols()`](iota_cols) | `iota.rows`, `iota.cols` | → `Rt`/`Rv`; → `Rt` |
@@ -95,6 +96,15 @@
 //! over shapes and dtypes and take Rust values); `#[tilekit::func(call)]` helpers, whose
 //! parameters and results are DSL values, become Tile IR helper functions (one per
 //! instantiation, built once per kernel) called with `call[@name]`.
+//!
+//! ## Index arithmetic
+//!
+//! Indices and extents are `i32` and wrap on overflow, as on the GPU. Extents reach `i32::MAX`
+//! (a `[1, 2³¹ − 1]` bf16 tensor is 4 GiB), so count tiles with [`ceil_div`], never
+//! `(n + tile − 1) / tile`, which wraps to a negative count for the last `tile − 1` extents
+//! below the limit. A product of a tile index and a tile size is safe when the index is below
+//! the tile count of an extent (`kt · tile < n`); sums past an extent (`(block + 1) · rows`) are
+//! not, and are better written as a comparison with the extent.
 //!
 //! ## Scopes
 //!

@@ -71,6 +71,28 @@ macro_rules! int_idx {
 }
 int_idx!(i32, u32, usize);
 
+/// `⌈n / tile⌉`: how many tiles of `tile` elements cover a runtime extent `n`, for loop bounds
+/// and grids. Computed as `n / tile + (n % tile + tile − 1) / tile`, whose every step stays
+/// within `n`'s magnitude, so it is exact for every i32 `n` (up to `i32::MAX`, and `0`); the
+/// usual `(n + tile − 1) / tile` wraps for `n > i32::MAX − tile + 1` and gives a negative count,
+/// so a loop over the tiles silently runs zero times.
+///
+/// # Panics
+/// While building, when `tile` is 0 or above `i32::MAX` (a kernel's comptime tiling).
+#[track_caller]
+pub fn ceil_div(n: Scalar<i32>, tile: usize) -> Scalar<i32> {
+    let t = match i32::try_from(tile) {
+        Ok(t) if t >= 1 => t,
+        _ => panic!("ceil_div: the tile must be in 1..=i32::MAX, got {tile}"),
+    };
+    if t == 1 {
+        return n;
+    }
+    // `n % t` lies in (−t, t), so adding t − 1 cannot wrap; the second quotient is 1 exactly when
+    // the remainder is positive (0 for an exact or negative n, where `/` already rounded up).
+    n / t + (n % t + (t - 1)) / t
+}
+
 // ---- creation -------------------------------------------------------------------------------
 
 /// Register tiles and vectors (what `fill`, `splat` and `iota` create).

@@ -10,11 +10,19 @@
 //! and the online softmax in the exp2 domain (`log2 e` folded into the scale), with `-inf` for
 //! keys past `seq_kv` and, when causal, after the row. `O /= l` and `LSE = (m + log2 l)·ln 2` at
 //! the end. Causal blocks stop at their diagonal tile.
+//!
+//! Scores of `-inf` (masked, or a product past f32's range) get weight 0 wherever they fall: the
+//! exponentials subtract [`safe_max`] of the running max, so a key tile that is `-inf` for a row
+//! before any finite score adds nothing instead of NaN. A row with no finite score gets O = NaN
+//! and LSE = `-inf`, as `torch` gives for a fully masked row.
 
 use crate::dsl::*;
+use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
-use crate::launch::{shape_of, Device, LaunchArg, ScalarArg};
+use crate::kernels::softmax::safe_max;
+use crate::kernels::params::tensor_shapes;
+use crate::{Device, LaunchArg, ScalarArg};
 
 /// See the module documentation. Grid: `[⌈seq_q / (WARPS·R)⌉, bh, 1]` ([`grid`]).
 #[crate::kernel(
@@ -44,12 +52,15 @@ pub fn attention_fwd<
     let q_tile = q_block * WARPS as i32 + warp_idx();
     let q_row0 = q_tile * R as i32;
     let seq_kv = k.dim(1);
-    let mut kv_tiles = (seq_kv + (KV as i32 - 1)) / KV as i32;
+    let mut kv_tiles = ceil_div(seq_kv, KV);
     if CAUSAL {
         // Key tiles past the block's last row are masked for every row of the block. The bound
         // is the block's, not the warp's: every warp takes part in each tile's copy and barriers.
-        let end = (q_block + 1) * (WARPS * R) as i32;
-        kv_tiles = kv_tiles.min((end + (KV as i32 - 1)) / KV as i32);
+        // ⌈(first + rows) / KV⌉ without forming first + rows, which passes i32::MAX in the last
+        // block of a sequence near the limit: first = KV·(first / KV) + first % KV.
+        let first = q_block * (WARPS * R) as i32;
+        let diag_tiles = first / KV as i32 + ceil_div(first % KV as i32 + (WARPS * R) as i32, KV);
+        kv_tiles = kv_tiles.min(diag_tiles);
     }
     let q_frag: Rt<bf16, R, D> = load(q.tile(head, q_tile, 0));
     let scale_log2 = sm_scale * std::f32::consts::LOG2_E;
@@ -70,8 +81,9 @@ pub fn attention_fwd<
             t = mask_causal(t, q_row0, kv0, f64::NEG_INFINITY);
         }
         let m_new = m.max(row_max(t));
-        let p = sub_row(t, m_new).exp2();
-        let alpha = (m - m_new).exp2();
+        let shift = safe_max::<R>(m_new);
+        let p = sub_row(t, shift).exp2();
+        let alpha = (m - shift).exp2();
         l = l * alpha + row_sum(p);
         acc = mma_ab(mul_row(acc, alpha), p.cast::<bf16>(), v_frag);
         m = m_new;
@@ -87,7 +99,10 @@ pub fn attention_fwd<
 
 /// Q and O `[bh, seq_q, D]`, K and V `[bh, seq_kv, D]` with `seq_kv ≥ 1`, LSE `[bh, seq_q]`.
 pub fn shapes<const D: usize>(args: &[LaunchArg]) -> Result<(), String> {
-    let [q, k, v, o, lse] = [0, 1, 2, 3, 4].map(|i| shape_of(args, i));
+    let [q, k, v, o, lse] = tensor_shapes(
+        args,
+        [("q", 3), ("k", 3), ("v", 3), ("o", 3), ("lse", 2)],
+    )?;
     let (bh, seq_q) = (q[0], q[1]);
     if q[2] != D || k != v || k[0] != bh || k[2] != D || k[1] == 0 || o != q || lse != [bh, seq_q] {
         return Err(format!(
@@ -108,28 +123,50 @@ pub fn grid(bh: usize, seq_q: usize, block_rows: usize) -> [u32; 3] {
 
 /// Attention in f64 from the definition: `(O, LSE)` for row-major Q `[bh, seq_q, d]`, K and V
 /// `[bh, seq_kv, d]`.
-#[allow(clippy::too_many_arguments)]
 pub fn reference(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    shape: (usize, usize, usize, usize),
+    sm_scale: f64,
+    causal: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    reference_masked(q, k, v, shape, sm_scale, causal, &|_, _, _| true)
+}
+
+/// [`reference`] where query row i of head h sees key j only when `visible(h, i, j)` (and, when
+/// causal, `j ≤ i`): the other scores are `-inf`. A row that sees no key gets O = NaN and
+/// LSE = `-inf`, as torch's softmax and logsumexp give for a row of `-inf`.
+pub fn reference_masked(
     q: &[f64],
     k: &[f64],
     v: &[f64],
     (bh, seq_q, seq_kv, d): (usize, usize, usize, usize),
     sm_scale: f64,
     causal: bool,
+    visible: &dyn Fn(usize, usize, usize) -> bool,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut o = vec![0.0; bh * seq_q * d];
     let mut lse = vec![0.0; bh * seq_q];
     for h in 0..bh {
         for i in 0..seq_q {
             let qi = &q[(h * seq_q + i) * d..][..d];
-            let visible = if causal { seq_kv.min(i + 1) } else { seq_kv };
-            let s: Vec<f64> = (0..visible)
+            let keys = if causal { seq_kv.min(i + 1) } else { seq_kv };
+            let s: Vec<f64> = (0..keys)
                 .map(|j| {
+                    if !visible(h, i, j) {
+                        return f64::NEG_INFINITY;
+                    }
                     let kj = &k[(h * seq_kv + j) * d..][..d];
                     sm_scale * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>()
                 })
                 .collect();
             let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if max == f64::NEG_INFINITY {
+                o[(h * seq_q + i) * d..][..d].fill(f64::NAN);
+                lse[h * seq_q + i] = f64::NEG_INFINITY;
+                continue;
+            }
             let sum: f64 = s.iter().map(|x| (x - max).exp()).sum();
             lse[h * seq_q + i] = max + sum.ln();
             for (j, sj) in s.iter().enumerate() {
@@ -143,19 +180,70 @@ pub fn reference(
     (o, lse)
 }
 
+/// A key mask carried by the inputs, for kernels without a mask argument: where `blocked(h, i, j)`
+/// the score of query row i and key j of head h is `-inf`. Column 0 of Q becomes 2⁷⁰ in the rows
+/// `query_blocked` picks (0 elsewhere) and column 0 of K becomes −2⁷⁰ in the keys `key_blocked`
+/// picks (0 elsewhere): their product −2¹⁴⁰ is past f32's range, so the f32 score is `-inf`
+/// exactly for blocked pairs, and every other pair's score is unchanged (a product with 0).
+#[derive(Clone, Copy, Debug)]
+pub struct InputMask {
+    pub query_blocked: fn(usize, usize) -> bool,
+    pub key_blocked: fn(usize, usize) -> bool,
+}
+
+impl InputMask {
+    /// Whether row i of head h sees key j.
+    pub fn visible(&self, h: usize, i: usize, j: usize) -> bool {
+        !((self.query_blocked)(h, i) && (self.key_blocked)(h, j))
+    }
+
+    /// Writes the mask into row-major Q `[bh, seq_q, d]` and K `[bh, seq_kv, d]` values.
+    pub fn apply(&self, q: &mut [f64], k: &mut [f64], (bh, seq_q, seq_kv, d): (usize, usize, usize, usize)) {
+        let big = 2f64.powi(70);
+        for h in 0..bh {
+            for i in 0..seq_q {
+                q[(h * seq_q + i) * d] = if (self.query_blocked)(h, i) { big } else { 0.0 };
+            }
+            for j in 0..seq_kv {
+                k[(h * seq_kv + j) * d] = if (self.key_blocked)(h, j) { -big } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// The self-test's mask (heads beyond 1 repeat head 1): in head 0 every third query row misses
+/// the first two key tiles of 64 (keys 0..128), so its first tiles are all `-inf`; in head 1
+/// every third row misses every key (NaN out, LSE `-inf`). With causal attention the rows of
+/// head 0 before key 128 see nothing either.
+pub const HARD_MASK: InputMask = InputMask {
+    query_blocked: |_, i| i % 3 == 0,
+    key_blocked: |h, j| h >= 1 || j < 128,
+};
+
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
-    let mut shapes = vec![(2, 70)];
+    let mut shapes = vec![(2, 70, false), (2, 150, true)];
     if large(device) {
-        shapes.extend([(4, 1000), (3, 513)]);
+        shapes.extend([(4, 1000, false), (3, 513, false), (3, 513, true)]);
     }
     let d = 64;
-    for (bh, seq) in shapes {
+    for (bh, seq, masked) in shapes {
         let bf = ScalarType::BF16;
-        let q = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
-        let k = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
+        let shape = (bh, seq, seq, d);
+        let (mut qv, mut kv) = (
+            rng.tensor(bf, &[bh, seq, d], -1.0, 1.0).to_vec(),
+            rng.tensor(bf, &[bh, seq, d], -1.0, 1.0).to_vec(),
+        );
+        if masked {
+            HARD_MASK.apply(&mut qv, &mut kv, shape);
+        }
+        let tensor = |values: &[f64]| {
+            HostTensor::new(bf, &[bh, seq, d], values).map_err(|e| e.to_string())
+        };
+        let (q, k) = (tensor(&qv)?, tensor(&kv)?);
         let v = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
         let scale = 0.125f32;
+        let what = if masked { " masked" } else { "" };
         for causal in [false, true] {
             let mut o = poisoned(bf, &[bh, seq, d]);
             let mut lse = poisoned(ScalarType::F32, &[bh, seq]);
@@ -171,23 +259,24 @@ fn selftest(device: &Device) -> Result<String, String> {
                 )
             };
             r.map_err(|e| format!("causal {causal}: {e}"))?;
-            let (wo, wl) = reference(
+            let (wo, wl) = reference_masked(
                 &q.to_vec(),
                 &k.to_vec(),
                 &v.to_vec(),
-                (bh, seq, seq, d),
+                shape,
                 f64::from(scale),
                 causal,
+                &|h, i, j| !masked || HARD_MASK.visible(h, i, j),
             );
             let (eo, el) = (
                 record(
-                    format!("{bh}×{seq}×{d} causal={causal}: O"),
+                    format!("{bh}×{seq}×{d}{what} causal={causal}: O"),
                     &o.to_vec(),
                     &wo,
                     1e-2,
                 ),
                 record(
-                    format!("{bh}×{seq}×{d} causal={causal}: LSE"),
+                    format!("{bh}×{seq}×{d}{what} causal={causal}: LSE"),
                     &lse.to_vec(),
                     &wl,
                     1e-5,
@@ -195,11 +284,11 @@ fn selftest(device: &Device) -> Result<String, String> {
             );
             if eo > 1e-2 || el > 1e-5 {
                 return Err(format!(
-                    "causal {causal}: O error {eo:.2e}, LSE error {el:.2e} (seed {})",
+                    "{bh}×{seq}{what} causal {causal}: O error {eo:.2e}, LSE error {el:.2e} (seed {})",
                     rng.seed
                 ));
             }
         }
     }
-    Ok("full and causal against the f64 reference".into())
+    Ok("full and causal, with and without -inf key tiles, against the f64 reference".into())
 }

@@ -55,24 +55,48 @@ impl Rng {
     }
 }
 
-/// `max |got − want| / max |want|` (0 when both are all zeros; infinite on a length mismatch).
+/// `max |got − want| / max |want|` over the finite elements of `want` (0 when both are all
+/// zeros; infinite on a length mismatch). Values that are not finite must match exactly: NaN
+/// where `want` is NaN, the same infinity where `want` is infinite (the reference of a row of
+/// `-inf` scores is NaN or `-inf`, as torch gives); anything else there is an infinite error.
 pub fn normalized_max_error(got: &[f64], want: &[f64]) -> f64 {
     if got.len() != want.len() {
         return f64::INFINITY;
     }
-    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let err = got.iter().zip(want).fold(0.0f64, |m, (g, w)| {
-        if g.is_nan() != w.is_nan() {
-            f64::INFINITY
-        } else {
-            m.max((g - w).abs())
-        }
-    });
-    if scale == 0.0 {
+    let scale = want
+        .iter()
+        .filter(|w| w.is_finite())
+        .fold(0.0f64, |m, x| m.max(x.abs()));
+    let err = max_abs_error(got, want);
+    if scale == 0.0 || err.is_infinite() {
         err
     } else {
         err / scale
     }
+}
+
+/// `max |got − want|`, with the rules of [`normalized_max_error`] for values that are not
+/// finite.
+fn max_abs_error(got: &[f64], want: &[f64]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    got.iter().zip(want).fold(0.0f64, |m, (&g, &w)| {
+        let e = if w.is_finite() {
+            // NaN and infinite results compare as infinitely wrong.
+            let d = (g - w).abs();
+            if d.is_finite() {
+                d
+            } else {
+                f64::INFINITY
+            }
+        } else if w.is_nan() && g.is_nan() || g == w {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+        m.max(e)
+    })
 }
 
 /// Blocks of `tile` that cover `n`.
@@ -106,17 +130,7 @@ thread_local! {
 /// [`collect`] is under way on this thread (the GPU check prints them).
 pub fn record(case: impl Into<String>, got: &[f64], want: &[f64], tolerance: f64) -> f64 {
     let max_rel = normalized_max_error(got, want);
-    let max_abs = if got.len() == want.len() {
-        got.iter().zip(want).fold(0.0f64, |m, (g, w)| {
-            if g.is_nan() != w.is_nan() {
-                f64::INFINITY
-            } else {
-                m.max((g - w).abs())
-            }
-        })
-    } else {
-        f64::INFINITY
-    };
+    let max_abs = max_abs_error(got, want);
     CASES.with(|c| {
         if let Some(cases) = c.borrow_mut().as_mut() {
             cases.push(Case {

@@ -11,7 +11,8 @@
 use crate::dsl::*;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
-use crate::launch::{shape_of, Device, LaunchArg};
+use crate::kernels::params::tensor_shapes;
+use crate::{Device, LaunchArg};
 
 /// See the module documentation. Grid: `[⌈N / BN⌉, ⌈M / BM⌉, 1]` ([`grid`]).
 #[crate::kernel(
@@ -42,7 +43,7 @@ pub fn gemm<
     let warps_n = (BN / WN) as i32;
     let warp = warp_idx();
     let (warp_row, warp_col) = (warp / warps_n, warp % warps_n);
-    let k_tiles = (a.cols() + (BK as i32 - 1)) / BK as i32;
+    let k_tiles = ceil_div(a.cols(), BK);
 
     let mut acc: Rt<f32, WM, WN> = zeros();
     for kt in range(0, k_tiles) {
@@ -64,7 +65,7 @@ pub fn gemm<
 
 /// A `M×K`, B `K×N`, C `M×N` (arguments a, b, c).
 pub fn shapes(args: &[LaunchArg]) -> Result<(), String> {
-    let (a, b, c) = (shape_of(args, 0), shape_of(args, 1), shape_of(args, 2));
+    let [a, b, c] = tensor_shapes(args, [("a", 2), ("b", 2), ("c", 2)])?;
     if a[1] != b[0] || c != [a[0], b[1]] {
         return Err(format!(
             "A {a:?}, B {b:?} and C {c:?} do not multiply: expected A [M, K], B [K, N], C [M, N]"

@@ -6,5 +6,6 @@ pub mod check;
 pub mod gemm;
 pub mod moe;
 pub mod optim;
+pub mod params;
 pub mod softmax;
 pub mod ws_gemm;

@@ -13,7 +13,8 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, tiles, Rng};
-use crate::launch::{shape_of, Device, LaunchArg};
+use crate::kernels::params::tensor_shapes;
+use crate::{Device, LaunchArg};
 
 /// See the module documentation. Grid: `[slot tiles, ⌈f / BF⌉, 1]`.
 #[crate::kernel(
@@ -36,7 +37,7 @@ pub fn moe_expert_proj<const R: usize, const WARPS: usize, const BF: usize, cons
     let chunk = slot_tile * WARPS as i32 + warp_idx();
     let tokens: Rv<i32, R> = load(slot_token.chunk(chunk));
     let weights: Rv<f32, R> = load(slot_weight.chunk(chunk));
-    let d_tiles = (x.cols() + (BD as i32 - 1)) / BD as i32;
+    let d_tiles = ceil_div(x.cols(), BD);
 
     let mut acc: Rt<f32, R, BF> = zeros();
     for kt in range(0, d_tiles) {
@@ -52,20 +53,30 @@ pub fn moe_expert_proj<const R: usize, const WARPS: usize, const BF: usize, cons
 }
 
 /// X `[T, d]`, W `[E, d, f]`, Y `[T, f]`, and `R·WARPS` slot tokens and weights per slot tile.
-/// (Ranks are checked before this runs.)
 pub fn shapes<const R: usize, const WARPS: usize>(args: &[LaunchArg]) -> Result<(), String> {
     let tile = R * WARPS;
-    let [x, w, experts, tokens, weights, y] = [0, 1, 2, 3, 4, 5].map(|i| shape_of(args, i));
+    let [x, w, experts, tokens, weights, y] = tensor_shapes(
+        args,
+        [
+            ("x", 2),
+            ("w", 3),
+            ("tile_expert", 1),
+            ("slot_token", 1),
+            ("slot_weight", 1),
+            ("y", 2),
+        ],
+    )?;
     if w[1] != x[1] || y != [x[0], w[2]] {
         return Err(format!(
             "x {x:?}, w {w:?} and y {y:?}: expected x [T, d], w [E, d, f], y [T, f]"
         ));
     }
-    if tokens != weights || tokens[0] != experts[0] * tile {
+    let slots = experts[0].checked_mul(tile);
+    if tokens != weights || Some(tokens[0]) != slots {
         return Err(format!(
             "{} slot tiles of {tile} need {} slot tokens and weights, got {tokens:?} and {weights:?}",
             experts[0],
-            experts[0] * tile
+            slots.map_or_else(|| "more".to_string(), |n| n.to_string()),
         ));
     }
     Ok(())

@@ -14,7 +14,8 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, tiles, Rng};
-use crate::launch::{shape_of, Device, LaunchArg, ScalarArg};
+use crate::kernels::params::tensor_shapes;
+use crate::{Device, LaunchArg, ScalarArg};
 
 /// See the module documentation. Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
 #[crate::kernel(warps = WARPS as u32, variants(<256, 4>), selftest = selftest, check = shapes)]
@@ -51,7 +52,7 @@ pub fn adamw_step<const N: usize, const WARPS: usize>(
 
 /// p, g, m and v of one length.
 pub fn shapes(args: &[LaunchArg]) -> Result<(), String> {
-    let [p, g, m, v] = [0, 1, 2, 3].map(|i| shape_of(args, i));
+    let [p, g, m, v] = tensor_shapes(args, [("p", 1), ("g", 1), ("m", 1), ("v", 1)])?;
     if g != p || m != p || v != p {
         return Err(format!(
             "p {p:?}, g {g:?}, m {m:?} and v {v:?} must have one length"

@@ -2,16 +2,25 @@
 //!
 //! Each warp owns `R` rows (a block has `WARPS` warps) and walks the columns in tiles of `C`,
 //! twice: first the online statistics (a running row max `m` and a running sum `l` of
-//! `exp2(t − m)`, rescaled by `exp2(m − m')` when the max grows; scores are kept in the exp2
-//! domain, `t = x·log2(e)`), then the output `exp2(t − m) / l`. Columns past the end of the last
-//! tile are `-inf` (`mask_cols`), so they add nothing; rows past the end are masked by the store.
+//! `exp(x − m)`, rescaled by `exp(m − m')` when the max grows), then the output
+//! `exp(x − m) / l`. Every exponential is one `exp2((x − m)·log2 e)`: the scale comes after the
+//! subtraction, so inputs beyond ±f32::MAX / log2 e (which would scale to ±inf) stay exact.
+//! Columns past the end of the last tile are `-inf` (`mask_cols`), so they add nothing; rows
+//! past the end are masked by the store.
+//!
+//! `-inf` inputs behave as in `torch.softmax`: they get probability 0, and a row that is `-inf`
+//! everywhere is NaN everywhere. While every column seen so far is `-inf` the running max is
+//! `-inf` too, and `exp(x − m)` would be `exp(-inf − -inf)` = NaN, poisoning the sum for good: the
+//! exponentials subtract [`safe_max`] instead, which is the max whenever that is finite.
 
 use crate::dsl::*;
+use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
-use crate::launch::{shape_of, Device, LaunchArg};
+use crate::kernels::params::tensor_shapes;
+use crate::{Device, LaunchArg};
 
-/// The scores of column tile `ct` of this warp's rows, in the exp2 domain, `-inf` past `n_cols`.
+/// Column tile `ct` of this warp's rows in f32, `-inf` past `n_cols`.
 #[crate::func]
 fn scores<I: RegDtype, const R: usize, const C: usize>(
     x: Gl<I, 2>,
@@ -20,8 +29,18 @@ fn scores<I: RegDtype, const R: usize, const C: usize>(
     n_cols: Scalar<i32>,
 ) -> Rt<f32, R, C> {
     let t: Rt<I, R, C> = load(x.tile(row_tile, ct));
-    let t = t.cast::<f32>() * std::f32::consts::LOG2_E;
-    mask_cols(t, ct * C as i32, n_cols, f64::NEG_INFINITY)
+    mask_cols(t.cast::<f32>(), ct * C as i32, n_cols, f64::NEG_INFINITY)
+}
+
+/// What an online softmax subtracts before exponentiating, given the running max `m` of the
+/// scores seen so far: `m` itself when it is finite, and the lowest finite f32 when it is `-inf`
+/// (no finite score yet). Every finite f32 is at least `f32::MIN`, so the max with it changes no
+/// finite `m`; for `m = -inf` it makes `exp(-inf − safe)` = 0 and `exp(m_old − safe)` = 0 instead
+/// of `exp(-inf − -inf)` = NaN, so a tile whose scores are all `-inf` adds nothing to the sum.
+/// (An elementwise select would need a vector condition, which the IR does not have.)
+#[crate::func]
+pub fn safe_max<const R: usize>(m: Rv<f32, R>) -> Rv<f32, R> {
+    m.max(f32::MIN)
 }
 
 /// See the module documentation. Grid: `[⌈rows / (WARPS·R)⌉, 1, 1]`.
@@ -37,25 +56,32 @@ pub fn softmax_rows<I: RegDtype, const R: usize, const C: usize, const WARPS: us
 ) {
     let row_tile = block_idx_x() * WARPS as i32 + warp_idx();
     let n_cols = x.cols();
-    let col_tiles = (n_cols + (C as i32 - 1)) / C as i32;
+    let col_tiles = ceil_div(n_cols, C);
+    let log2e = std::f32::consts::LOG2_E;
 
     let mut m: Rv<f32, R> = fill(f64::NEG_INFINITY);
     let mut l: Rv<f32, R> = zeros();
     for ct in range(0, col_tiles) {
         let t = scores::<I, R, C>(x, row_tile, ct, n_cols);
         let m_new = m.max(row_max(t));
-        l = l * (m - m_new).exp2() + row_sum(sub_row(t, m_new).exp2());
+        let shift = safe_max::<R>(m_new);
+        l = l * ((m - shift) * log2e).exp2() + row_sum((sub_row(t, shift) * log2e).exp2());
         m = m_new;
     }
+    // A row that is `-inf` everywhere keeps m = -inf and l = 0: its outputs are
+    // exp(-inf − -inf) / 0 = NaN, as torch gives; every other row has a finite m.
     for ct in range(0, col_tiles) {
         let t = scores::<I, R, C>(x, row_tile, ct, n_cols);
-        store(y.tile(row_tile, ct), div_row(sub_row(t, m).exp2(), l));
+        store(
+            y.tile(row_tile, ct),
+            div_row((sub_row(t, m) * log2e).exp2(), l),
+        );
     }
 }
 
 /// X and Y of one shape with at least one column.
 pub fn shapes(args: &[LaunchArg]) -> Result<(), String> {
-    let (x, y) = (shape_of(args, 0), shape_of(args, 1));
+    let [x, y] = tensor_shapes(args, [("x", 2), ("y", 2)])?;
     if x != y || x[1] == 0 {
         return Err(format!(
             "x {x:?} and y {y:?} must have one shape with at least one column"
@@ -69,7 +95,8 @@ pub fn grid(rows: usize, r: usize, warps: usize) -> [u32; 3] {
     [tiles(rows, r * warps), 1, 1]
 }
 
-/// Row softmax in f64 (shifted by the row max), X row-major `rows × cols`.
+/// Row softmax in f64 (shifted by the row max), X row-major `rows × cols`. As `torch.softmax`:
+/// `-inf` gets probability 0, and a row of `-inf` only is NaN (`-inf − -inf`).
 pub fn reference(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     let mut y = Vec::with_capacity(rows * cols);
     for row in x.chunks(cols).take(rows) {
@@ -80,31 +107,67 @@ pub fn reference(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     y
 }
 
+/// Row `r` of a `rows × cols` input with the values an online softmax gets wrong most easily,
+/// by `r mod 5`: `-inf` in the first one or two column tiles of 64 and finite after them (at
+/// least the last column); `-inf` everywhere (NaN out); `-inf` sprinkled among values in ±4;
+/// every value -3·10³⁸ (uniform out; scaled by log2 e before the subtraction it would be
+/// `-inf`); values in ±4.
+pub fn hard_row(rng: &mut Rng, r: usize, cols: usize) -> Vec<f64> {
+    let mut row: Vec<f64> = (0..cols).map(|_| rng.uniform(-4.0, 4.0)).collect();
+    match r % 5 {
+        0 => {
+            let masked = (64 * (1 + r / 5 % 2)).min(cols - 1);
+            row[..masked].fill(f64::NEG_INFINITY);
+        }
+        1 => row.fill(f64::NEG_INFINITY),
+        2 => row
+            .iter_mut()
+            .filter(|_| rng.uniform(0.0, 1.0) < 0.4)
+            .for_each(|x| *x = f64::NEG_INFINITY),
+        3 => row.fill(-3e38),
+        _ => {}
+    }
+    row
+}
+
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
     let mut shapes = vec![(64, 64), (37, 150)];
     if large(device) {
         shapes.extend([(1000, 1000), (4096, 77)]);
     }
+    let mut runs = 0;
     for (rows, cols) in shapes {
         for dtype in [ScalarType::F32, ScalarType::BF16] {
-            let x = rng.tensor(dtype, &[rows, cols], -4.0, 4.0);
-            let mut y = poisoned(ScalarType::F32, &[rows, cols]);
-            let g = grid(rows, 16, 4);
-            let r = match dtype {
-                ScalarType::F32 => softmax_rows::<f32, 16, 64, 4>::launch(device, g, &x, &mut y),
-                _ => softmax_rows::<bf16, 16, 64, 4>::launch(device, g, &x, &mut y),
-            };
-            r.map_err(|e| format!("{rows}×{cols} {dtype}: {e} (seed {})", rng.seed))?;
-            let want = reference(&x.to_vec(), rows, cols);
-            let err = record(format!("{rows}×{cols} {dtype}"), &y.to_vec(), &want, 1e-5);
-            if err > 1e-5 {
-                return Err(format!(
-                    "{rows}×{cols} {dtype}: error {err:.2e} (seed {})",
-                    rng.seed
-                ));
+            for hard in [false, true] {
+                let x = if hard {
+                    let values: Vec<f64> = (0..rows).flat_map(|r| hard_row(&mut rng, r, cols)).collect();
+                    HostTensor::new(dtype, &[rows, cols], &values)
+                        .map_err(|e| format!("{rows}×{cols} {dtype}: {e}"))?
+                } else {
+                    rng.tensor(dtype, &[rows, cols], -4.0, 4.0)
+                };
+                let mut y = poisoned(ScalarType::F32, &[rows, cols]);
+                let g = grid(rows, 16, 4);
+                let r = match dtype {
+                    ScalarType::F32 => softmax_rows::<f32, 16, 64, 4>::launch(device, g, &x, &mut y),
+                    _ => softmax_rows::<bf16, 16, 64, 4>::launch(device, g, &x, &mut y),
+                };
+                let case = format!(
+                    "{rows}×{cols} {dtype}{}",
+                    if hard { " with -inf and ±3e38" } else { "" }
+                );
+                r.map_err(|e| format!("{case}: {e} (seed {})", rng.seed))?;
+                let want = reference(&x.to_vec(), rows, cols);
+                let err = record(case.clone(), &y.to_vec(), &want, 1e-5);
+                if err > 1e-5 {
+                    return Err(format!("{case}: error {err:.2e} (seed {})", rng.seed));
+                }
+                runs += 1;
             }
         }
     }
-    Ok("4 runs against the f64 reference".into())
+    Ok(format!(
+        "{runs} runs against the f64 reference, half of them with rows of -inf and ±3e38"
+    ))
 }

@@ -13,7 +13,7 @@ use crate::dsl::*;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, Rng};
 use crate::kernels::gemm::{grid, reference, shapes};
-use crate::launch::Device;
+use crate::Device;
 
 /// The stage and the phase parity of K step `kt`.
 #[crate::func]
@@ -62,7 +62,7 @@ pub fn ws_gemm<
     }
     barrier();
 
-    let k_tiles = (a.cols() + (BK as i32 - 1)) / BK as i32;
+    let k_tiles = ceil_div(a.cols(), BK);
     if is_producer {
         for kt in range(0, k_tiles) {
             let (s, parity) = stage_of::<STAGES>(kt);

@@ -999,7 +999,10 @@ PDONE:
 const RELEASE_AFTER_WAIT: &str = "wgmma.wait_group.sync.aligned 0;\n    bar.warp.sync -1;\n    @%p9 mbarrier.arrive.shared::cta.b64 _, [%r16];";
 const RELEASE_BEFORE_WAIT: &str = "bar.warp.sync -1;\n    @%p9 mbarrier.arrive.shared::cta.b64 _, [%r16];\n    wgmma.wait_group.sync.aligned 0;";
 
-fn pipeline(release: &str, seed: u64) -> Result<(Vec<bf16>, Vec<bf16>, Vec<f32>), EmuError> {
+/// A, Bᵀ and the D the kernel computed.
+type PipelineRun = (Vec<bf16>, Vec<bf16>, Vec<f32>);
+
+fn pipeline(release: &str, seed: u64) -> Result<PipelineRun, EmuError> {
     use tilekit_emu::asynchrony::{OobFill, TensorMap};
     use tilekit_emu::tensor_core::smem_matrix::Swizzle;
     let mut rng = StdRng::seed_from_u64(seed);

@@ -57,7 +57,10 @@ DONE:
 }
 "#;
 
-fn run_vadd(n: usize, threads: u32, rng: &mut StdRng) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), EmuError> {
+/// The inputs `a`, `b` and the output `c` of a run.
+type Vadd = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn run_vadd(n: usize, threads: u32, rng: &mut StdRng) -> Result<Vadd, EmuError> {
     let a: Vec<f32> = (0..n).map(|_| rng.gen_range(-4.0..4.0)).collect();
     let b: Vec<f32> = (0..n).map(|_| rng.gen_range(-4.0..4.0)).collect();
     let emu = Emulator::new(VADD)?;
@@ -169,7 +172,7 @@ fn integer_ops_match_rust() {
         let (sa, sb) = (a as i32, b as i32);
         let bytes = [a.to_le_bytes(), b.to_le_bytes()].concat();
         let prmt = u32::from_le_bytes([bytes[0], bytes[4], bytes[1], bytes[5]]);
-        let bfe_s = ((a << (32 - 32)) as i32) >> 20; // bits 20..31 sign-extended
+        let bfe_s = (a as i32) >> 20; // bits 20..31 sign-extended
         let r18 = b | 1;
         let expect = [
             ((u64::from(a) * u64::from(b)) >> 32) as u32,

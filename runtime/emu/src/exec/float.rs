@@ -182,14 +182,11 @@ pub fn f64_to_f32(x: f64, r: Round) -> f32 {
         Round::Rp => hi,
         Round::Rna => {
             let (dl, dh) = (x - f64::from(lo), f64::from(hi) - x);
-            if dl < dh {
+            // Ties go away from zero.
+            if dl < dh || (dl == dh && x < 0.0) {
                 lo
-            } else if dh < dl {
-                hi
-            } else if x > 0.0 {
-                hi
             } else {
-                lo
+                hi
             }
         }
         Round::Rn => n,

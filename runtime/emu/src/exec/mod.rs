@@ -640,25 +640,24 @@ pub fn run_block(
     loop {
         let mut progressed = false;
         let mut all_done = true;
-        for w in 0..nwarps {
-            if warps[w].done() {
+        for warp in warps.iter_mut() {
+            if warp.done() {
                 continue;
             }
             all_done = false;
-            match warps[w].wait {
+            match warp.wait {
                 Wait::Barrier { .. } => continue,
-                Wait::Retry { .. } => warps[w].wait = Wait::None,
+                Wait::Retry { .. } => warp.wait = Wait::None,
                 Wait::None => {}
             }
             let stores = block.stores;
-            let (end, completed) = run_warp(prog, &mut warps[w], &mut block, global, findings, counts, limits)?;
+            let (end, completed) = run_warp(prog, warp, &mut block, global, findings, counts, limits)?;
             let wrote = block.stores != stores;
             // A warp that only re-polled a location nobody changed, or retried a wait without
             // completing anything, made no progress; anything else did.
             let idle = match end {
                 SliceEnd::Retry => completed == 0 && !wrote,
                 SliceEnd::Spin => {
-                    let warp = &mut warps[w];
                     let at = warp.next_group(&prog.priority).map_or(usize::MAX, |(pc, _)| pc);
                     let poll = Some((at, warp.poll_value));
                     let same = warp.last_poll == poll;

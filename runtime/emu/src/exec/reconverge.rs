@@ -53,7 +53,7 @@ pub fn priorities(f: &Function) -> Vec<u32> {
         return fallback();
     }
     let mut succ: Vec<Vec<usize>> = vec![Vec::new(); nb + 1];
-    for b in 0..nb {
+    for (b, slot) in succ.iter_mut().enumerate().take(nb) {
         let e = starts.get(b + 1).copied().unwrap_or(n);
         let last = &f.body[e - 1];
         let guarded = last.guard.is_some();
@@ -77,7 +77,7 @@ pub fn priorities(f: &Function) -> Vec<u32> {
             _ => out.push(block_of[e]),
         }
         out.dedup();
-        succ[b] = out;
+        *slot = out;
     }
     let order = weak_topological_order(&succ, 0);
     let mut rank = vec![u32::MAX; nb + 1];

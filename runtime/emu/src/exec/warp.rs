@@ -122,13 +122,12 @@ fn shfl(ctx: &mut Ctx<'_>, part: LaneMask) -> EmuResult<Flow> {
         .ok_or_else(|| ctx.bad("shfl without a mode (up, down, bfly, idx)"))?;
     let (d, a, b, c) = (ctx.op(0)?, ctx.op(1)?, ctx.op(2)?, ctx.op(3)?);
     let mut vals = [0u64; WARP_SIZE];
-    for lane in 0..WARP_SIZE {
+    for (lane, v) in vals.iter_mut().enumerate() {
         // Every lane's source value, read before any destination is written.
-        if let Operand::Reg(r) = a {
-            vals[lane] = ctx.warp.reg(lane, *r);
-        } else {
-            vals[lane] = ctx.read(lane, a, Ty::B32)?;
-        }
+        *v = match a {
+            Operand::Reg(r) => ctx.warp.reg(lane, *r),
+            _ => ctx.read(lane, a, Ty::B32)?,
+        };
     }
     let mut outs = [(0u64, false); WARP_SIZE];
     for lane in lanes(part) {

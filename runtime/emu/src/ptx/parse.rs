@@ -768,7 +768,7 @@ impl Parser {
                     let mut items = Vec::new();
                     if !self.eat_punct(')') {
                         loop {
-                            items.push(self.operand(f, scopes, line, 0)?);
+                            items.push(self.operand(scopes, line, 0)?);
                             if self.eat_punct(')') {
                                 break;
                             }
@@ -777,7 +777,7 @@ impl Parser {
                     }
                     Operand::Vec(items)
                 } else {
-                    self.operand(f, scopes, line, 0)?
+                    self.operand(scopes, line, 0)?
                 };
                 if is_branch {
                     if let Operand::Sym(name) = &op {
@@ -803,7 +803,7 @@ impl Parser {
         Ok(())
     }
 
-    fn operand(&mut self, f: &Function, scopes: &Scopes, line: u32, depth: u32) -> EmuResult<Operand> {
+    fn operand(&mut self, scopes: &Scopes, line: u32, depth: u32) -> EmuResult<Operand> {
         match self.peek().cloned() {
             Some(Tok::Punct('{')) => {
                 if depth >= MAX_VECTOR_DEPTH {
@@ -813,7 +813,7 @@ impl Parser {
                 let mut items = Vec::new();
                 if !self.eat_punct('}') {
                     loop {
-                        items.push(self.operand(f, scopes, line, depth + 1)?);
+                        items.push(self.operand(scopes, line, depth + 1)?);
                         if self.eat_punct('}') {
                             break;
                         }
@@ -852,7 +852,7 @@ impl Parser {
                 // `[tensorMap, {c0, c1, ...}]` (cp.async.bulk.tensor): the map's address and its
                 // coordinates, as a two-item vector.
                 if self.eat_punct(',') {
-                    let coords = self.operand(f, scopes, line, depth + 1)?;
+                    let coords = self.operand(scopes, line, depth + 1)?;
                     self.expect_punct(']')?;
                     return Ok(Operand::Vec(vec![Operand::Addr { base, offset }, coords]));
                 }

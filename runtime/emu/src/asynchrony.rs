@@ -482,12 +482,18 @@ impl SharedTracker {
         found.map(|m| hazard(HazardKind::Async, m))
     }
 
-    /// The asynchronous write `op` landed.
+    /// The asynchronous write `op` landed: the bytes now hold what the async proxy wrote, so
+    /// earlier unfenced generic writes to them no longer matter to async readers.
     pub fn end_async_write(&mut self, op: OpId, off: u32, len: u32) {
         let r = self.range(off, len);
         for b in r {
             if self.pending_write[b] == op + 1 {
                 self.pending_write[b] = 0;
+            }
+            let d = self.dirty[b];
+            if d != 0 {
+                self.dirty_count[d as usize - 1] -= 1;
+                self.dirty[b] = 0;
             }
         }
     }
@@ -784,6 +790,11 @@ mod tests {
         assert!(t.generic_write(64, 4, 0, 13).is_some(), "write into a pending destination");
         t.end_async_write(load, 64, 16);
         assert!(t.generic_read(64, 16).is_none());
+        // The landed bytes are the async proxy's: the unfenced generic write at line 13 no
+        // longer concerns an async reader of them.
+        let reader = t.op(AsyncOp { opcode: "wgmma.mma_async".into(), line: 14, thread: 0 });
+        assert!(t.begin_async_read(reader, 64, 16).is_none());
+        t.end_async_read(reader, 64, 16);
         let mma = t.op(AsyncOp { opcode: "wgmma.mma_async".into(), line: 20, thread: 0 });
         t.fence_proxy_async(0);
         assert!(t.begin_async_read(mma, 128, 32).is_none());

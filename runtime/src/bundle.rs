@@ -85,9 +85,14 @@ mod format;
 mod legacy;
 pub mod limits;
 mod pack;
+#[cfg(feature = "jit")]
+mod progress;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+#[cfg(feature = "jit")]
+pub use progress::terminal_progress;
 
 /// The metadata format version this runtime reads and writes.
 pub const FORMAT_VERSION: u32 = 3;

@@ -162,6 +162,7 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
         }
         "cp" if instr.opcode.starts_with("cp.async.") && !instr.opcode.starts_with("cp.async.bulk") => cp_async(ctx, exec),
         "cp" if instr.opcode.starts_with("cp.async.bulk") => super::hopper::execute(ctx, group, exec),
+        "elect" if exec == 0 => Ok(Flow::Next),
         "elect" => {
             // elect.sync d|p, membermask: the lowest active member lane is elected.
             let mask = ctx.read(exec.trailing_zeros() as usize, ctx.op(1)?, Ty::B32)? as u32;

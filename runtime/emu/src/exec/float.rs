@@ -488,6 +488,9 @@ fn cvt(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         [d, s] => [*d, *s],
         _ => return Err(ctx.bad("cvt needs a destination and a source type")),
     };
+    if dt.bits() > 64 || st.bits() > 64 {
+        return Err(ctx.bad("128-bit values are not supported (registers hold 64 bits)"));
+    }
     let r = round_mode(instr);
     let fz = instr.has("ftz");
     let sat = instr.has("sat");

@@ -59,6 +59,9 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         return Err(ctx.bad("expected a type modifier"));
     };
     let bits = ty.bits();
+    if bits > 64 {
+        return Err(ctx.bad("128-bit values are not supported (registers hold 64 bits)"));
+    }
     match head {
         "mov" => return mov(ctx, exec, ty),
         "selp" => {

@@ -55,6 +55,9 @@ fn ld(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let ty = instr.ty().ok_or_else(|| ctx.bad("expected a type"))?;
     let n = instr.vec_width() as usize;
     let size = ty.bytes() as usize;
+    if size > 8 {
+        return Err(ctx.bad("128-bit values are not supported (registers hold 64 bits)"));
+    }
     let (d, a) = (ctx.op(0)?, ctx.op(1)?);
     let dests: &[Operand] = match d {
         Operand::Vec(v) => v,
@@ -103,6 +106,9 @@ fn st(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let ty = instr.ty().ok_or_else(|| ctx.bad("expected a type"))?;
     let n = instr.vec_width() as usize;
     let size = ty.bytes() as usize;
+    if size > 8 {
+        return Err(ctx.bad("128-bit values are not supported (registers hold 64 bits)"));
+    }
     let (a, s) = (ctx.op(0)?, ctx.op(1)?);
     let srcs: &[Operand] = match s {
         Operand::Vec(v) => v,
@@ -142,6 +148,9 @@ fn atom(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         .cloned()
         .ok_or_else(|| ctx.bad("atomic without an operation"))?;
     let size = ty.bytes() as usize;
+    if size > 8 {
+        return Err(ctx.bad("128-bit atomics are not supported (registers hold 64 bits)"));
+    }
     let (d, a, b) = if is_red {
         (None, ctx.op(0)?, ctx.op(1)?)
     } else {

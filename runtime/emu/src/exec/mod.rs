@@ -947,6 +947,11 @@ fn run_warp(
 /// Executes one instruction for the lanes `group` (of which `exec` pass the guard).
 fn dispatch(ctx: &mut Ctx<'_>, pc: usize, group: LaneMask, exec: LaneMask) -> EmuResult<Flow> {
     let instr = ctx.instr;
+    if exec == 0 {
+        // Guarded off in every lane of the group: the instruction does nothing (its form is
+        // still checked when a lane runs it).
+        return Ok(Flow::Next);
+    }
     match instr.head.as_str() {
         "bra" | "brx" => {
             match ctx.op(0)? {

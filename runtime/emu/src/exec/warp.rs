@@ -98,8 +98,9 @@ pub fn warp_op(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
     if exec == 0 {
         return Ok(Flow::Next);
     }
-    let nops = instr.operands.len();
-    let mask_op = ctx.op(nops - 1)?;
+    let Some(mask_op) = instr.operands.last() else {
+        return Err(ctx.bad("expected operands ending with a member mask"));
+    };
     let member = ctx.read(exec.trailing_zeros() as usize, mask_op, Ty::B32)? as u32;
     require_members(ctx, member, group)?;
     let part = exec & member;

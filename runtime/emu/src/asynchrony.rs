@@ -296,6 +296,9 @@ pub struct SharedTracker {
     dirty: Vec<u16>,
     /// PTX line of that write.
     dirty_line: Vec<u32>,
+    /// The writer's own vector-clock entry at that write (a fence by another warp orders it
+    /// when that warp's clock has seen it, e.g. through a barrier).
+    dirty_clock: Vec<u32>,
     /// Dirty bytes per warp (so a fence by a warp with none is free).
     dirty_count: Vec<usize>,
     /// Op + 1 of an asynchronous write not yet landed, 0 when none.
@@ -313,6 +316,7 @@ impl SharedTracker {
         SharedTracker {
             dirty: vec![0; bytes],
             dirty_line: vec![0; bytes],
+            dirty_clock: vec![0; bytes],
             dirty_count: vec![0; warps],
             pending_write: vec![0; bytes],
             async_read: vec![0; bytes],
@@ -340,6 +344,7 @@ impl SharedTracker {
         if self.dirty.len() < bytes {
             self.dirty.resize(bytes, 0);
             self.dirty_line.resize(bytes, 0);
+            self.dirty_clock.resize(bytes, 0);
             self.pending_write.resize(bytes, 0);
             self.async_read.resize(bytes, 0);
         }
@@ -367,10 +372,11 @@ impl SharedTracker {
         ))
     }
 
-    /// A generic-proxy write (`st.shared`, `stmatrix`) by `warp` at `line`: marks the bytes as
-    /// needing `fence.proxy.async` before the async proxy reads them, and reports bytes an
-    /// asynchronous operation is still reading or will still write.
-    pub fn generic_write(&mut self, off: u32, len: u32, warp: usize, line: u32) -> Option<Hazard> {
+    /// A generic-proxy write (`st.shared`, `stmatrix`) by `warp` (whose own vector-clock entry is
+    /// `clock_own`) at `line`: marks the bytes as needing `fence.proxy.async` before the async
+    /// proxy reads them, and reports bytes an asynchronous operation is still reading or will
+    /// still write.
+    pub fn generic_write(&mut self, off: u32, len: u32, warp: usize, clock_own: u32, line: u32) -> Option<Hazard> {
         self.grow(off as usize + len as usize, warp + 1);
         let r = self.range(off, len);
         let mut found = None;
@@ -399,20 +405,29 @@ impl SharedTracker {
                 }
             }
             self.dirty_line[b] = line;
+            self.dirty_clock[b] = clock_own;
         }
         found.map(|m| hazard(HazardKind::Async, m))
     }
 
-    /// `fence.proxy.async` by `warp`: its earlier generic writes become visible to the async proxy.
-    pub fn fence_proxy_async(&mut self, warp: usize) {
-        if self.dirty_count.get(warp).copied().unwrap_or(0) == 0 {
+    /// `fence.proxy.async` by `warp` with vector clock `clock`: the generic writes ordered before
+    /// it (its own, and other warps' that its clock has seen, e.g. through a `bar.sync`) become
+    /// visible to the async proxy.
+    pub fn fence_proxy_async(&mut self, warp: usize, clock: &[u32]) {
+        if self.dirty_count.iter().all(|c| *c == 0) {
             return;
         }
-        let tag = (warp + 1) as u16;
-        for d in self.dirty.iter_mut().filter(|d| **d == tag) {
-            *d = 0;
+        for b in 0..self.dirty.len() {
+            let d = self.dirty[b] as usize;
+            if d == 0 {
+                continue;
+            }
+            let writer = d - 1;
+            if writer == warp || clock.get(writer).is_some_and(|c| *c >= self.dirty_clock[b]) {
+                self.dirty[b] = 0;
+                self.dirty_count[writer] -= 1;
+            }
         }
-        self.dirty_count[warp] = 0;
     }
 
     /// An async-proxy read (wgmma operand, TMA store source) by `op`: reports generic writes
@@ -766,16 +781,22 @@ mod tests {
     fn generic_writes_need_a_fence_before_async_reads() {
         let mut t = SharedTracker::new(256, 4);
         let op = t.op(AsyncOp { opcode: "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group".into(), line: 40, thread: 0 });
-        t.generic_write(0, 16, 1, 30);
+        t.generic_write(0, 16, 1, 5, 30);
         let h = t.begin_async_read(op, 0, 64).expect("unfenced generic write");
         assert_eq!(h.kind, HazardKind::Async);
         assert!(h.message.contains("warp 1") && h.message.contains("PTX line 30") && h.message.contains("fence.proxy.async"), "{h}");
         t.end_async_read(op, 0, 64);
-        // A fence by another warp does not order warp 1's write; warp 1's own fence does.
-        t.fence_proxy_async(2);
+        // A fence by another warp that has not seen warp 1's write (its clock entry for warp 1
+        // is below the write's 5) does not order it; one that has (after a barrier), or warp 1's
+        // own, does.
+        t.fence_proxy_async(2, &[0, 4, 9, 0]);
         assert!(t.begin_async_read(op, 0, 16).is_some());
         t.end_async_read(op, 0, 16);
-        t.fence_proxy_async(1);
+        t.fence_proxy_async(2, &[0, 5, 9, 0]);
+        assert!(t.begin_async_read(op, 0, 16).is_none());
+        t.end_async_read(op, 0, 16);
+        t.generic_write(0, 16, 1, 6, 31);
+        t.fence_proxy_async(1, &[0, 6, 0, 0]);
         assert!(t.begin_async_read(op, 0, 16).is_none());
     }
 
@@ -787,7 +808,7 @@ mod tests {
         let h = t.generic_read(70, 4).expect("read before delivery");
         assert!(h.message.contains("line 12") && h.message.contains("0x46"), "{h}");
         assert!(t.generic_read(80, 16).is_none());
-        assert!(t.generic_write(64, 4, 0, 13).is_some(), "write into a pending destination");
+        assert!(t.generic_write(64, 4, 0, 1, 13).is_some(), "write into a pending destination");
         t.end_async_write(load, 64, 16);
         assert!(t.generic_read(64, 16).is_none());
         // The landed bytes are the async proxy's: the unfenced generic write at line 13 no
@@ -796,15 +817,15 @@ mod tests {
         assert!(t.begin_async_read(reader, 64, 16).is_none());
         t.end_async_read(reader, 64, 16);
         let mma = t.op(AsyncOp { opcode: "wgmma.mma_async".into(), line: 20, thread: 0 });
-        t.fence_proxy_async(0);
+        t.fence_proxy_async(0, &[1, 0]);
         assert!(t.begin_async_read(mma, 128, 32).is_none());
-        assert!(t.generic_write(140, 2, 1, 21).unwrap().message.contains("still reading"));
+        assert!(t.generic_write(140, 2, 1, 1, 21).unwrap().message.contains("still reading"));
         let tma = t.op(AsyncOp { opcode: "cp.async.bulk.tensor".into(), line: 30, thread: 0 });
         let h = t.begin_async_write(tma, 144, 16).expect("TMA into an operand wgmma still reads");
         assert!(h.message.contains("still reading") && h.message.contains("line 20"), "{h}");
         t.end_async_write(tma, 144, 16);
         t.end_async_read(mma, 128, 32);
-        assert!(t.generic_write(140, 2, 1, 22).is_none());
+        assert!(t.generic_write(140, 2, 1, 1, 22).is_none());
         assert!(t.begin_async_write(tma, 144, 16).is_none());
     }
 

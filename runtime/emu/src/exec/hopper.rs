@@ -109,11 +109,12 @@ struct WarpgroupLog {
 }
 
 impl HopperState {
-    /// A generic-proxy access of shared `[off, off+len)` by `warp` at PTX `line` (called by the
-    /// executor for every `ld`/`st` of shared memory on sm_90).
-    pub fn generic_access(&mut self, off: usize, len: usize, write: bool, warp: usize, line: u32) -> Option<Hazard> {
+    /// A generic-proxy access of shared `[off, off+len)` by `warp` (its own vector-clock entry
+    /// `clock_own`) at PTX `line` (called by the executor for every `ld`/`st` of shared memory on
+    /// sm_90).
+    pub fn generic_access(&mut self, off: usize, len: usize, write: bool, warp: usize, clock_own: u32, line: u32) -> Option<Hazard> {
         if write {
-            self.tracker.generic_write(off as u32, len as u32, warp, line)
+            self.tracker.generic_write(off as u32, len as u32, warp, clock_own, line)
         } else {
             self.tracker.generic_read(off as u32, len as u32)
         }
@@ -144,7 +145,7 @@ pub fn fence(ctx: &mut Ctx<'_>) -> EmuResult<Flow> {
     let w = ctx.warp.index;
     let st = &mut ctx.block.ext.hopper;
     if ctx.instr.opcode.starts_with("fence.proxy.async") {
-        st.tracker.fence_proxy_async(w);
+        st.tracker.fence_proxy_async(w, &ctx.warp.clock);
     }
     for b in st.barriers.values_mut().filter(|b| b.init_warp == w) {
         b.init_fenced = true;

@@ -459,7 +459,7 @@ impl<'a> Ctx<'a> {
                             );
                         }
                         if self.prog.sm >= 90 {
-                            if let Some(h) = self.block.ext.hopper.generic_access(o, len, false, self.warp.index, self.instr.line) {
+                            if let Some(h) = self.block.ext.hopper.generic_access(o, len, false, self.warp.index, self.warp.clock[self.warp.index], self.instr.line) {
                                 self.record(FindingKind::AsyncHazard, Some(lane), h.message);
                             }
                         }
@@ -544,7 +544,7 @@ impl<'a> Ctx<'a> {
                         );
                     }
                     if self.prog.sm >= 90 {
-                        if let Some(h) = self.block.ext.hopper.generic_access(o, len, true, self.warp.index, self.instr.line) {
+                        if let Some(h) = self.block.ext.hopper.generic_access(o, len, true, self.warp.index, self.warp.clock[self.warp.index], self.instr.line) {
                             self.record(FindingKind::AsyncHazard, Some(lane), h.message);
                         }
                     }

@@ -158,6 +158,29 @@ fn async_copies_that_never_complete_stop_at_the_memory_budget() {
     assert!(detail.contains("async copy"), "{e}");
 }
 
+#[test]
+fn copies_dropped_by_reinitializing_their_semaphore_no_longer_count() {
+    // Each iteration re-initializes the semaphore, dropping the copy the one before left
+    // pending: one copy (64 KiB of bookkeeping) is pending at a time, within a 1 MiB budget.
+    let src = "kernel @k(%x: gl<f32, 2>) warps(1) {
+  %t = alloc_shared @block () : st<f32, 64x64, none>
+  %sem = alloc_shared @block () : sem
+  %0 = const[0] () : i32
+  %1 = const[1] () : i32
+  %n = const[1000] () : i32
+  for (%0, %n, %1) (%i: i32) {
+    sem.init[1] (%sem)
+    copy_async (%t, %x, %sem, %0, %0)
+    yield ()
+  }
+  return ()
+}";
+    let mut args = vec![Arg::Tensor(HostTensor::zeros(F32, &[64, 64]))];
+    let stats = run(src, Launch::grid([1, 1, 1]).memory_budget(1 << 20), &mut args).unwrap();
+    assert!(stats.peak_bytes < 1 << 20, "{stats:?}");
+    assert!(stats.peak_bytes > 64 * 64 * 16, "{stats:?}");
+}
+
 // ---- ops ------------------------------------------------------------------------------------
 
 #[test]

@@ -178,6 +178,14 @@ impl BlockMemory {
     }
 
     pub fn sem_init(&mut self, r: SharedRef, count: u32) {
+        // Copies pending on the semaphore's previous life are dropped with it.
+        let dropped: u64 = self
+            .sem(r)
+            .pending
+            .iter()
+            .map(|c| c.writes.len() as u64 * PENDING_ELEMENT_BYTES)
+            .sum();
+        self.pending_bytes -= dropped;
         *self.sem(r) = Sem {
             initialized: true,
             count,

@@ -102,6 +102,8 @@ fn producer_starting_its_empty_waits_on_the_wrong_phase_deadlocks() {
     let err = handoff(0, 0, &random_input(3)).unwrap_err();
     let EmuError::Deadlock { waits, .. } = &err else { panic!("expected a deadlock, got {err}") };
     assert!(waits.contains("warp 0") && waits.contains("warp 1") && waits.contains("mbarrier.try_wait"), "{waits}");
+    // The barriers still in their first phase are named with what they lack.
+    assert!(waits.contains("phase 0 has 1 of 1 arrivals"), "{waits}");
 }
 
 /// One warpgroup: D (64×16, f32) = 1 + A (64×16 bf16, row-major) · B, with B given as Bᵀ

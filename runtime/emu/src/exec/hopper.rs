@@ -109,6 +109,26 @@ struct WarpgroupLog {
 }
 
 impl HopperState {
+    /// The block's mbarriers and what their current phases lack (arrivals, transaction bytes), for
+    /// the deadlock report: what the waiting warps wait for. At most 8, by offset.
+    pub fn describe_barriers(&self) -> Vec<String> {
+        let mut bars: Vec<_> = self.barriers.iter().collect();
+        bars.sort_by_key(|(o, _)| **o);
+        bars.into_iter()
+            .take(8)
+            .map(|(off, b)| {
+                format!(
+                    "mbarrier at shared offset {off:#x} (initialized at PTX line {}): phase {} has {} of {} arrivals and {} transaction bytes outstanding",
+                    b.init_line,
+                    b.phase,
+                    b.pending.max(0),
+                    b.expected,
+                    b.tx
+                )
+            })
+            .collect()
+    }
+
     /// A generic-proxy access of shared `[off, off+len)` by `warp` (its own vector-clock entry
     /// `clock_own`) at PTX `line` (called by the executor for every `ld`/`st` of shared memory on
     /// sm_90).

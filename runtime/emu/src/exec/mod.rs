@@ -174,6 +174,8 @@ pub struct Ctx<'a> {
     pub prog: &'a Program<'a>,
     /// The instruction.
     pub instr: &'a Instr,
+    /// Its index in the kernel body.
+    pub pc: usize,
     /// The warp.
     pub warp: &'a mut Warp,
     /// The block.
@@ -746,6 +748,7 @@ fn deadlock(prog: &Program<'_>, warps: &[Warp], block: &BlockMem) -> EmuError {
         };
         waits.push(format!("warp {}: {what}", w.index));
     }
+    waits.extend(block.ext.hopper.describe_barriers());
     EmuError::Deadlock {
         kernel: prog.kernel.name.clone(),
         block: block.geom.ctaid,
@@ -907,6 +910,7 @@ fn run_warp(
         let mut ctx = Ctx {
             prog,
             instr,
+            pc,
             warp: &mut *warp,
             block: &mut *block,
             global: &mut *global,

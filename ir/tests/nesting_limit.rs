@@ -5,7 +5,7 @@
 use tilekit_ir::interp::{self, Arg, HostTensor};
 use tilekit_ir::ScalarType::*;
 use tilekit_ir::{
-    parse_module, print_module, verify, Dim3, Func, FuncBuilder, Module, Op, OpKind, Region,
+    parse_module, print_module, verify, BinaryFn, Dim3, Func, FuncBuilder, Module, Op, OpKind, Region,
     Scope, Type, VerifyErrorKind, MAX_NESTING,
 };
 
@@ -20,7 +20,10 @@ fn nested_ifs(ifs: usize) -> Module {
     let v = b.const_f32(1.0);
     let mut f: Func = b.finish();
     let yield_op = || Op::new(OpKind::Yield, Scope::Warp, vec![], vec![]);
+    // The innermost region also defines a value, so its text has a type at the deepest level.
+    let i2 = f.new_value(Type::scalar(I32), None);
     let mut inner = vec![
+        Op::new(OpKind::Binary(BinaryFn::Add), Scope::Warp, vec![i, i], vec![i2]),
         Op::new(OpKind::Store, Scope::Warp, vec![x, v, i], vec![]),
         yield_op(),
     ];

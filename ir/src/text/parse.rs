@@ -42,8 +42,10 @@ struct Parser {
     at: usize,
     /// Every op kind with placeholder attributes, by name.
     op_kinds: HashMap<String, OpKind>,
-    /// Nesting of regions and types at this point.
+    /// Nesting of regions at this point.
     depth: usize,
+    /// Nesting of array types in the type being read.
+    type_depth: usize,
 }
 
 /// An op read up to its operands (see [`Parser::op`]).
@@ -141,6 +143,7 @@ impl Parser {
             at: 0,
             op_kinds: all_op_kinds().into_iter().map(|k| (k.name(), k)).collect(),
             depth: 0,
+            type_depth: 0,
         }
     }
 
@@ -245,16 +248,20 @@ impl Parser {
         }
     }
 
-    /// Enters one level of nesting (a region or an array type).
+    /// Enters one level of region nesting.
     fn enter(&mut self) -> Result<()> {
         if self.depth >= MAX_DEPTH {
-            return Err(error(
-                self.pos(),
-                format!("nesting deeper than {MAX_DEPTH} levels (the limit of Tile IR, MAX_NESTING)"),
-            ));
+            return Err(self.too_deep());
         }
         self.depth += 1;
         Ok(())
+    }
+
+    fn too_deep(&self) -> ParseError {
+        error(
+            self.pos(),
+            format!("nesting deeper than {MAX_DEPTH} levels (the limit of Tile IR, MAX_NESTING)"),
+        )
     }
 
     fn leave(&mut self) {
@@ -607,10 +614,15 @@ impl Parser {
         Ok(types)
     }
 
+    /// A type. Array types nest with a count of their own, so that a type written in a region
+    /// at the deepest level of nesting parses.
     fn ty(&mut self) -> Result<Type> {
-        self.enter()?;
+        if self.type_depth >= MAX_DEPTH {
+            return Err(self.too_deep());
+        }
+        self.type_depth += 1;
         let ty = self.ty_inner();
-        self.leave();
+        self.type_depth -= 1;
         ty
     }
 

@@ -20,7 +20,8 @@ use crate::tensor_core::TensorCoreError;
 struct AsyncCopy {
     lane: usize,
     line: u32,
-    opcode: String,
+    /// Instruction index of the issuing `cp.async` (its opcode and line for reports).
+    pc: usize,
     src: u64,
     dst: u64,
     /// Bytes copied from the source; the rest of `size` is zero-filled.
@@ -265,7 +266,7 @@ fn cp_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         let c = AsyncCopy {
             lane,
             line: instr.line,
-            opcode: instr.opcode.clone(),
+            pc: ctx.pc,
             src: s,
             dst: d,
             src_size,
@@ -303,7 +304,6 @@ fn complete(ctx: &mut Ctx<'_>, c: &AsyncCopy) -> EmuResult<()> {
     if n > 0 {
         ctx.load(c.lane, Space::Global, c.src, &mut buf[..n])?;
     }
-    let _ = (&c.line, &c.opcode);
     ctx.store(c.lane, Space::Shared, c.dst, &buf[..c.size as usize])
 }
 
@@ -319,7 +319,7 @@ pub fn finish_block(prog: &Program<'_>, block: &mut super::BlockMem, findings: &
                     kernel: prog.kernel.name.clone(),
                     block: block.geom.ctaid,
                     line: c.line,
-                    opcode: c.opcode.clone(),
+                    opcode: prog.kernel.body.get(c.pc).map_or_else(String::new, |i| i.opcode.clone()),
                     thread: Some((w * WARP_SIZE + c.lane) as u32),
                     message: format!("{} cp.async copies of warp {w} were never waited for (cp.async.wait_group)", pending.len()),
                 });

@@ -416,3 +416,105 @@ fn unknown_instructions_are_errors_naming_the_line() {
         EmuError::UnknownInstruction { kernel: "k".into(), line: 6, opcode: "frobnicate.b32".into() }
     );
 }
+
+#[test]
+fn local_memory_through_the_depot_and_generic_addresses_is_per_thread() {
+    // As LLVM spills: a per-thread depot addressed directly and through its generic address.
+    let ptx = r#"
+.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry depot(.param .u64 dst)
+{
+    .local .align 8 .b8 __local_depot0[32];
+    .reg .b64 %SP;
+    .reg .b64 %SPL;
+    .reg .b32 %r<6>;
+    .reg .b64 %rd<5>;
+    mov.u64 %SPL, __local_depot0;
+    cvta.local.u64 %SP, %SPL;
+    ld.param.u64 %rd1, [dst];
+    mov.u32 %r1, %tid.x;
+    mul.lo.s32 %r2, %r1, 7;
+    st.local.u32 [%SPL+4], %r2;
+    add.s32 %r3, %r1, 100;
+    st.u32 [%SP+8], %r3;
+    ld.u32 %r4, [%SP+4];
+    ld.local.u32 %r5, [%SPL+8];
+    add.s32 %r4, %r4, %r5;
+    mul.wide.u32 %rd2, %r1, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r4;
+    ret;
+}
+"#;
+    let emu = Emulator::new(ptx).unwrap();
+    let mut g = GlobalMemory::new();
+    let pd = g.alloc("dst", vec![0u8; 64 * 4]);
+    let params = emu.param_buffer("depot", &[pd.to_le_bytes().to_vec()]).unwrap();
+    emu.launch("depot", &LaunchConfig::new([1, 1, 1], [64, 1, 1]), &params, &mut g).unwrap();
+    let out = to_u32(&g.get(pd).unwrap().data);
+    for t in 0..64u32 {
+        assert_eq!(out[t as usize], 7 * t + t + 100, "thread {t}");
+    }
+}
+
+/// Warp 0 produces into shared memory and signals with `bar.arrive 1, 64`; warp 1 waits with
+/// `bar.sync 1, 64` and consumes. `SIGNAL` is where the producer arrives.
+const HANDOFF: &str = r#"
+.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry handoff(.param .u64 dst)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<5>;
+    .shared .align 4 .b8 buf[128];
+    ld.param.u64 %rd1, [dst];
+    mov.u32 %r1, %tid.x;
+    and.b32 %r2, %r1, 31;
+    shl.b32 %r3, %r2, 2;
+    mov.u32 %r4, buf;
+    add.s32 %r5, %r4, %r3;
+    setp.ge.u32 %p1, %r1, 32;
+    @%p1 bra CONSUMER;
+    mul.lo.s32 %r6, %r2, 3;
+    SIGNAL_BEFORE
+    st.shared.u32 [%r5], %r6;
+    SIGNAL_AFTER
+    bra.uni END;
+CONSUMER:
+    bar.sync 1, 64;
+    ld.shared.u32 %r7, [%r5];
+    mul.wide.u32 %rd2, %r2, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r7;
+END:
+    ret;
+}
+"#;
+
+fn handoff(ptx: &str) -> Result<Vec<u32>, EmuError> {
+    let emu = Emulator::new(ptx)?;
+    let mut g = GlobalMemory::new();
+    let pd = g.alloc("dst", vec![0u8; 32 * 4]);
+    let params = emu.param_buffer("handoff", &[pd.to_le_bytes().to_vec()])?;
+    emu.launch("handoff", &LaunchConfig::new([1, 1, 1], [64, 1, 1]), &params, &mut g)?;
+    Ok(to_u32(&g.get(pd).unwrap().data))
+}
+
+#[test]
+fn a_named_barrier_arrival_after_the_writes_orders_them_for_the_waiting_warp() {
+    let ptx = HANDOFF.replace("SIGNAL_BEFORE", "").replace("SIGNAL_AFTER", "bar.arrive 1, 64;");
+    let out = handoff(&ptx).unwrap();
+    assert_eq!(out, (0..32).map(|l| 3 * l).collect::<Vec<u32>>());
+}
+
+#[test]
+fn a_named_barrier_arrival_before_the_writes_is_a_race() {
+    let ptx = HANDOFF.replace("SIGNAL_BEFORE", "bar.arrive 1, 64;").replace("SIGNAL_AFTER", "");
+    let err = handoff(&ptx).unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected a race, got {err}") };
+    assert!(findings.iter().any(|f| f.kind == FindingKind::Race), "{err}");
+}

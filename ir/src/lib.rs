@@ -116,7 +116,8 @@
 //! - **Nesting.** Regions nest at most [`MAX_NESTING`] (256) deep, the function body counting
 //!   as level 1. The parser rejects deeper text (with the line), the verifier deeper modules
 //!   built in code; printing, [`Func::walk`] and dropping work at any depth. At the limit,
-//!   parsing, verifying and interpreting take under 1 MiB of stack even unoptimized.
+//!   parsing, verifying and interpreting take under 1 MiB of stack even unoptimized. (Cloning
+//!   or `{:?}`-formatting a module built deeper than the limit still recurses: verify first.)
 //! - **Sizes.** A register value or one shared object holds at most
 //!   [`interp::MAX_VALUE_ELEMENTS`] elements on the interpreter, a block's shared memory
 //!   [`interp::MAX_SHARED_ELEMENTS`] (a semaphore counts as one); larger modules still verify
@@ -141,7 +142,10 @@
 //!   build.
 //!
 //! [`interp::run`] uses the defaults; [`interp::run_with`] takes a [`interp::Launch`].
-//! MEASURED_NOTE
+//!
+//! The defaults were chosen against measurements ([`interp::RunStats`]): the library kernels'
+//! self-tests run at most about 3·10^3 ops and hold at most about 0.9 MB, the demo's acceptance
+//! shapes at most about 1.3·10^5 ops and 1.5 MB.
 
 pub mod builder;
 pub mod interp;

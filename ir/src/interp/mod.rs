@@ -11,6 +11,9 @@
 //! Out-of-bounds accesses that the IR does not define as masked are errors naming the op, the
 //! index and the bounds; nothing is ever read or written outside a tensor or a shared object.
 //!
+//! Every run is bounded: an op budget, a memory budget checked before each allocation, and an
+//! optional [`CancelToken`] (see [`Launch`] and the crate documentation, *Bounded execution and nesting*).
+//!
 //! ```
 //! use tilekit_ir::{interp, parse_module, ScalarType};
 //! use tilekit_ir::interp::{Arg, HostTensor};
@@ -61,7 +64,7 @@ pub enum Schedule {
 }
 
 /// How to launch a kernel on the interpreter: the grid, the warp schedule, and the bounds of the
-/// run (see the crate documentation, *Bounded execution*).
+/// run (see the crate documentation, *Bounded execution and nesting*).
 ///
 /// ```
 /// use tilekit_ir::interp::{CancelToken, Launch};
@@ -295,7 +298,8 @@ pub const MAX_VALUE_ELEMENTS: u64 = 1 << 24;
 pub const MAX_SHARED_ELEMENTS: u64 = 1 << 26;
 
 /// Runs `kernel` over `grid` with `args` (one per kernel parameter, in order); tensors passed
-/// for mutable views are updated in place. Verifies the module first.
+/// for mutable views are updated in place. Verifies the module first. Runs within the default
+/// budgets ([`DEFAULT_OP_BUDGET`], [`DEFAULT_MEMORY_BUDGET`]); [`run_with`] takes others.
 pub fn run(
     module: &Module,
     kernel: &str,
@@ -305,7 +309,7 @@ pub fn run(
     run_with(module, kernel, Launch::grid(grid), args)
 }
 
-/// [`run`] with a chosen [`Launch`] configuration.
+/// [`run`] with a chosen [`Launch`] configuration: schedule, budgets and cancel token.
 pub fn run_with(
     module: &Module,
     kernel: &str,

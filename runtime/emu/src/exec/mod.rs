@@ -11,7 +11,7 @@
 //! Tensor-core and asynchronous instructions are executed by the `tensor_core` and `asynchrony`
 //! modules. The executor forwards every instruction whose opcode starts with `mma`, `ldmatrix`,
 //! `stmatrix`, `wgmma`, `cp.async`, `mbarrier`, `fence.proxy`, `elect` or `setmaxnreg` to
-//! [`extension::execute`], with this signature:
+//! `extension::execute` (a private module of this one), with this signature:
 //!
 //! ```text
 //! fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<Flow>

@@ -664,8 +664,10 @@ mod jit {
                 crate::bundle::TARGETS.join(", ")
             )));
         }
-        let b = crate::bundle::compile_registry(target)
-            .map_err(|e| CliError::failure(e.to_string()))?;
+        // A progress bar on stderr when it is a terminal and the build takes a while.
+        let b =
+            crate::bundle::compile_registry_with(target, &mut crate::bundle::terminal_progress())
+                .map_err(|e| CliError::failure(e.to_string()))?;
         b.write_dir(out)
             .map_err(|e| CliError::failure(e.to_string()))?;
         let mut text = String::new();

@@ -15,7 +15,7 @@ use super::mutate::{hash, pick, INTERESTING_INTS};
 use super::{corpus, tile_text, Harness, Pool, Stage};
 
 /// The most elements of one argument tensor (the interpreter holds each as an f64).
-const MAX_TENSOR_ELEMENTS: usize = 1 << 16;
+const MAX_TENSOR_ELEMENTS: usize = 1 << 13;
 
 /// Ops one run may execute: far more than the seeds need at their small shapes (thousands),
 /// few enough that an endless loop of tile ops ends within a second or so (an op on a 16×64
@@ -188,10 +188,12 @@ impl Harness for InterpHarness {
         // Few mutations: the point is to run modules that still verify.
         let rounds = if rng.gen_bool(0.1) { 0 } else { 1 + usize::from(rng.gen_bool(0.3)) };
         let body = tile_text::mutate(rng, &base, other, rounds, 0.01);
+        // Mostly one block: the seeds' blocks cost up to milliseconds each.
         let g = |rng: &mut SmallRng| match rng.gen_range(0..20) {
             0 => 0,
             1 => 3,
-            _ => 1 + rng.gen_range(0..2),
+            2..=5 => 2,
+            _ => 1,
         };
         let grid = [g(rng), g(rng), if rng.gen_bool(0.9) { 1 } else { 2 }];
         let mut out = format!(

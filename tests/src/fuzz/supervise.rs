@@ -187,7 +187,10 @@ fn run_harness(plan: &Plan, index: usize, name: &str, seconds: f64) -> HarnessRe
                 }
             }
         }
+        let pid = child.id();
         let status = child.wait();
+        // A child that died leaves its scratch folder behind.
+        let _ = std::fs::remove_dir_all(super::engine::scratch_dir(name, pid));
         let err_tail = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
         report.tried += counts[0];
         report.verified += counts[1];

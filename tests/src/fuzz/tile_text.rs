@@ -185,7 +185,24 @@ fn mutate_token(rng: &mut SmallRng, toks: &mut Vec<Tok>) {
         // Most often: change the token for another of its kind (the rest rarely parses).
         0..=16 => {
             let new = match &toks[at] {
-                Tok::Number(n) => Tok::Number(number_replacement(rng, n)),
+                Tok::Number(n) => {
+                    // Inside `<…>` a number is a type's size: mostly sizes there.
+                    let in_type = toks[..at]
+                        .iter()
+                        .rev()
+                        .find_map(|t| match t {
+                            Tok::Punct('<') => Some(true),
+                            Tok::Punct('>' | '(' | '{' | '[') => Some(false),
+                            Tok::Space(s) if s.contains('\n') => Some(false),
+                            _ => None,
+                        })
+                        .unwrap_or(false);
+                    if in_type && !n.contains('x') && rng.gen_bool(0.8) {
+                        Tok::Number(pick(rng, INTERESTING_DIMS).to_string())
+                    } else {
+                        Tok::Number(number_replacement(rng, n))
+                    }
+                }
                 Tok::Ident(w) => Tok::Ident(replacement(rng, w)),
                 Tok::Value(_) => {
                     // Mostly a value named before this point (the parser resolves names).
@@ -341,6 +358,27 @@ fn rename_functions(text: &str, suffix: &str) -> String {
     join(&toks)
 }
 
+/// Whether a value defined in `lines[s..e]` is named in a later line.
+fn defines_used_later(lines: &[String], s: usize, e: usize) -> bool {
+    let defs: Vec<String> = lines[s..e]
+        .iter()
+        .filter_map(|l| l.split_once(" = "))
+        .flat_map(|(d, _)| {
+            tokens(d).into_iter().filter_map(|t| match t {
+                Tok::Value(v) => Some(format!("%{v}")),
+                _ => None,
+            })
+        })
+        .collect();
+    lines[e..].iter().any(|l| {
+        defs.iter().any(|d| {
+            l.match_indices(d.as_str()).any(|(i, _)| {
+                !l[i + d.len()..].starts_with(|c: char| word_char(c))
+            })
+        })
+    })
+}
+
 /// One line-level mutation.
 fn mutate_lines(rng: &mut SmallRng, text: &str, other: &str) -> String {
     let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_string).collect();
@@ -382,7 +420,16 @@ fn mutate_lines(rng: &mut SmallRng, text: &str, other: &str) -> String {
             }
         }
         7..=17 => {
-            if let Some((s, e)) = balanced_run(rng, &lines) {
+            // A run whose values are not used after it, so the wrapped text still parses (the
+            // parser resolves names by scope); any run if none is found quickly.
+            let mut run = balanced_run(rng, &lines);
+            for _ in 0..6 {
+                match run {
+                    Some((s, e)) if defines_used_later(&lines, s, e) => run = balanced_run(rng, &lines),
+                    _ => break,
+                }
+            }
+            if let Some((s, e)) = run {
                 let body: String = lines[s..e].concat();
                 let wrapped = if rng.gen_bool(0.03) {
                     nest(&body, mutate::log_len(rng, 5000), tag)

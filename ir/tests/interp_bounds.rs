@@ -48,7 +48,10 @@ fn two_billion_semaphores_are_too_large_before_anything_is_allocated() {
         panic!("expected TooLarge, got {e}");
     };
     assert_eq!(func, "k");
-    assert!(message.contains("2147483648 elements of shared memory"), "{e}");
+    assert!(
+        message.contains("2147483648 elements of shared memory"),
+        "{e}"
+    );
     assert!(message.contains(&MAX_SHARED_ELEMENTS.to_string()), "{e}");
 }
 
@@ -127,7 +130,12 @@ func @big() -> (f32) {
     assert_eq!((site.func.as_str(), site.op.as_str()), ("k", "call"));
     assert!(detail.contains("calling @big"), "{e}");
     // With room for the helper's tile the run finishes and reports what it held.
-    let stats = run(src, Launch::grid([1, 1, 1]).memory_budget(16 << 20), &mut []).unwrap();
+    let stats = run(
+        src,
+        Launch::grid([1, 1, 1]).memory_budget(16 << 20),
+        &mut [],
+    )
+    .unwrap();
     assert!(stats.peak_bytes > 8 << 20, "{stats:?}");
 }
 
@@ -149,7 +157,12 @@ fn async_copies_that_never_complete_stop_at_the_memory_budget() {
 }";
     let mut args = vec![Arg::Tensor(HostTensor::zeros(F32, &[64, 64]))];
     let start = Instant::now();
-    let e = run(src, Launch::grid([1, 1, 1]).memory_budget(8 << 20), &mut args).unwrap_err();
+    let e = run(
+        src,
+        Launch::grid([1, 1, 1]).memory_budget(8 << 20),
+        &mut args,
+    )
+    .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(5));
     let InterpError::MemoryBudget { site, detail, .. } = &e else {
         panic!("expected MemoryBudget, got {e}");
@@ -176,7 +189,12 @@ fn copies_dropped_by_reinitializing_their_semaphore_no_longer_count() {
   return ()
 }";
     let mut args = vec![Arg::Tensor(HostTensor::zeros(F32, &[64, 64]))];
-    let stats = run(src, Launch::grid([1, 1, 1]).memory_budget(1 << 20), &mut args).unwrap();
+    let stats = run(
+        src,
+        Launch::grid([1, 1, 1]).memory_budget(1 << 20),
+        &mut args,
+    )
+    .unwrap();
     assert!(stats.peak_bytes < 1 << 20, "{stats:?}");
     assert!(stats.peak_bytes > 64 * 64 * 16, "{stats:?}");
 }
@@ -186,7 +204,12 @@ fn copies_dropped_by_reinitializing_their_semaphore_no_longer_count() {
 #[test]
 fn an_endless_while_loop_stops_at_the_op_budget_naming_the_op_reached() {
     let start = Instant::now();
-    let e = run(WHILE_TRUE, Launch::grid([1, 1, 1]).op_budget(1_000_000), &mut []).unwrap_err();
+    let e = run(
+        WHILE_TRUE,
+        Launch::grid([1, 1, 1]).op_budget(1_000_000),
+        &mut [],
+    )
+    .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(5));
     let InterpError::OpBudget {
         kernel,
@@ -284,17 +307,30 @@ fn a_budget_of_exactly_the_ops_a_run_needs_is_enough_and_one_less_is_not() {
     assert_eq!(stats.blocks, 4);
 
     let mut exact = fresh();
-    let same = run(src, Launch::grid([4, 1, 1]).op_budget(stats.ops), &mut exact).unwrap();
+    let same = run(
+        src,
+        Launch::grid([4, 1, 1]).op_budget(stats.ops),
+        &mut exact,
+    )
+    .unwrap();
     assert_eq!(same, stats);
     assert_eq!(exact[0].tensor().unwrap().to_vec(), vec![12.0; 5]);
 
-    let e = run(src, Launch::grid([4, 1, 1]).op_budget(stats.ops - 1), &mut fresh()).unwrap_err();
+    let e = run(
+        src,
+        Launch::grid([4, 1, 1]).op_budget(stats.ops - 1),
+        &mut fresh(),
+    )
+    .unwrap_err();
     let InterpError::OpBudget { site, .. } = &e else {
         panic!("expected OpBudget, got {e}");
     };
     // The last op of the run is the last warp's `return` in the last block.
     let site = site.as_ref().expect("an op");
-    assert_eq!((site.block, site.warp, site.op.as_str()), ([3, 0, 0], 1, "return"));
+    assert_eq!(
+        (site.block, site.warp, site.op.as_str()),
+        ([3, 0, 0], 1, "return")
+    );
 }
 
 // ---- cancellation ---------------------------------------------------------------------------
@@ -310,7 +346,9 @@ fn a_run_is_cancelled_from_another_thread() {
         })
     };
     let start = Instant::now();
-    let launch = Launch::grid([1, 1, 1]).op_budget(u64::MAX).cancel(token.clone());
+    let launch = Launch::grid([1, 1, 1])
+        .op_budget(u64::MAX)
+        .cancel(token.clone());
     let e = run(WHILE_TRUE, launch, &mut []).unwrap_err();
     canceller.join().unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -328,7 +366,14 @@ fn a_token_cancelled_before_the_run_stops_it_before_the_first_block() {
     token.cancel();
     let e = run(WHILE_TRUE, Launch::grid([1, 1, 1]).cancel(token), &mut []).unwrap_err();
     assert!(
-        matches!(&e, InterpError::Cancelled { site: None, ops: 0, .. }),
+        matches!(
+            &e,
+            InterpError::Cancelled {
+                site: None,
+                ops: 0,
+                ..
+            }
+        ),
         "{e}"
     );
 }

@@ -5,8 +5,8 @@
 use tilekit_ir::interp::{self, Arg, HostTensor};
 use tilekit_ir::ScalarType::*;
 use tilekit_ir::{
-    parse_module, print_module, verify, BinaryFn, Dim3, Func, FuncBuilder, Module, Op, OpKind, Region,
-    Scope, Type, VerifyErrorKind, MAX_NESTING,
+    parse_module, print_module, verify, BinaryFn, Dim3, Func, FuncBuilder, Module, Op, OpKind,
+    Region, Scope, Type, VerifyErrorKind, MAX_NESTING,
 };
 
 /// A kernel whose body holds `ifs` nested `if`s on a true condition; the innermost stores 1.0 at
@@ -23,7 +23,12 @@ fn nested_ifs(ifs: usize) -> Module {
     // The innermost region also defines a value, so its text has a type at the deepest level.
     let i2 = f.new_value(Type::scalar(I32), None);
     let mut inner = vec![
-        Op::new(OpKind::Binary(BinaryFn::Add), Scope::Warp, vec![i, i], vec![i2]),
+        Op::new(
+            OpKind::Binary(BinaryFn::Add),
+            Scope::Warp,
+            vec![i, i],
+            vec![i2],
+        ),
         Op::new(OpKind::Store, Scope::Warp, vec![x, v, i], vec![]),
         yield_op(),
     ];

@@ -331,14 +331,28 @@ fn deep_nesting_is_an_error_not_a_crash() {
         src.push_str("if () {\n");
     }
     let e = parse_err(&src);
-    assert!(e.message.starts_with(&format!("nesting deeper than {} levels", tilekit_ir::MAX_NESTING)), "{}", e.message);
+    assert!(
+        e.message.starts_with(&format!(
+            "nesting deeper than {} levels",
+            tilekit_ir::MAX_NESTING
+        )),
+        "{}",
+        e.message
+    );
 
     let mut src = String::from("kernel @k(%x: ");
     for _ in 0..100_000 {
         src.push_str("[1 x ");
     }
     let e = parse_err(&src);
-    assert!(e.message.starts_with(&format!("nesting deeper than {} levels", tilekit_ir::MAX_NESTING)), "{}", e.message);
+    assert!(
+        e.message.starts_with(&format!(
+            "nesting deeper than {} levels",
+            tilekit_ir::MAX_NESTING
+        )),
+        "{}",
+        e.message
+    );
 }
 
 /// A valid program touching most of the grammar: attributes of every kind, scopes, regions with

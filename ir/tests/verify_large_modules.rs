@@ -138,7 +138,10 @@ fn a_warpgroup_op_at_the_end_of_a_long_call_chain_reaches_the_kernel_at_its_star
     assert_eq!(errors.len(), 1, "{errors:?}");
     let text = errors[0].to_string();
     assert!(
-        text.contains(&format!("@h{} (called here) runs warpgroup-scope ops", n - 1)),
+        text.contains(&format!(
+            "@h{} (called here) runs warpgroup-scope ops",
+            n - 1
+        )),
         "{text}"
     );
 }

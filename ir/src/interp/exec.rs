@@ -877,7 +877,10 @@ fn copy_async(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
     let win = window(b, w, g, &idx, rows, cols, is_tile)?;
     let held = win.offsets.len() as u64 * PENDING_ELEMENT_BYTES;
     b.reserve(w, held, || {
-        format!("holding this async copy's {} elements until its semaphore's phase completes", win.offsets.len())
+        format!(
+            "holding this async copy's {} elements until its semaphore's phase completes",
+            win.offsets.len()
+        )
     })?;
     let base = b.mem.base(s);
     let gd = tensor(b, g).storage();

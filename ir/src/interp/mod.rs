@@ -286,7 +286,8 @@ pub enum InterpError {
 
 /// ` at <site>` when there is one (for the budget errors).
 fn at(site: &Option<Box<Site>>) -> String {
-    site.as_ref().map_or_else(String::new, |s| format!(" at {s}"))
+    site.as_ref()
+        .map_or_else(String::new, |s| format!(" at {s}"))
 }
 
 /// The most elements a register tile or vector, or one shared object, may have on the
@@ -439,9 +440,7 @@ impl<'m> Bounds<'m> {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel
-            .as_ref()
-            .is_some_and(CancelToken::is_cancelled)
+        self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
     }
 
     fn frame_bytes(&self, f: &Func) -> u64 {
@@ -472,7 +471,8 @@ const VALUE_OVERHEAD: u64 = 48;
 /// the function defines held at once (the interpreter keeps a value until its activation ends,
 /// so this is what a run through every op of the function holds).
 fn frame_bytes(f: &Func) -> u64 {
-    let slots = (f.value_types.len() as u64).saturating_mul(std::mem::size_of::<Option<Val>>() as u64);
+    let slots =
+        (f.value_types.len() as u64).saturating_mul(std::mem::size_of::<Option<Val>>() as u64);
     f.value_types
         .iter()
         .fold(slots, |n, ty| n.saturating_add(value_bytes(ty)))
@@ -992,13 +992,14 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             OpKind::Yield | OpKind::Condition => self.end_region(w, op),
             OpKind::Return => self.ret(w, op),
             OpKind::Call(name) => {
-                let callee: &'m Func = *self
-                    .bounds
-                    .funcs
-                    .get(name.as_str())
-                    .ok_or_else(|| self.runtime(w, &format!("call of unknown function @{name}")))?;
+                let callee: &'m Func =
+                    *self.bounds.funcs.get(name.as_str()).ok_or_else(|| {
+                        self.runtime(w, &format!("call of unknown function @{name}"))
+                    })?;
                 let bytes = self.bounds.frame_bytes(callee);
-                self.reserve(w, bytes, || format!("calling @{name} (up to {bytes} bytes of values)"))?;
+                self.reserve(w, bytes, || {
+                    format!("calling @{name} (up to {bytes} bytes of values)")
+                })?;
                 self.frame_bytes += bytes;
                 let args = self.vals(w, &op.operands)?;
                 let mut env = vec![None; callee.value_types.len()];

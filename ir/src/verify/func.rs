@@ -4,11 +4,11 @@
 
 use std::fmt;
 
+use super::control::FuncTable;
 use super::expect::{mismatch, OpCx};
 use super::{
     arity, control, copy, creation, elementwise, gather, memory, mma, rowcol, scalar, sync, types,
 };
-use super::control::FuncTable;
 use super::{VerifyError, VerifyErrorKind};
 use crate::module::{Func, Loc, Op, Region, Value, MAX_NESTING};
 use crate::ops::{OpKind, Scope};
@@ -103,7 +103,11 @@ fn child_path(prefix: &str, i: usize) -> String {
 }
 
 /// Checks `func`, appending its errors; returns what the module-level checks need.
-pub(super) fn check<'a>(funcs: &'a FuncTable<'a>, func: &'a Func, errors: &mut Vec<VerifyError>) -> FuncSummary {
+pub(super) fn check<'a>(
+    funcs: &'a FuncTable<'a>,
+    func: &'a Func,
+    errors: &mut Vec<VerifyError>,
+) -> FuncSummary {
     let n = func.value_types.len();
     let mut walker = Walker {
         funcs,

@@ -27,205 +27,120 @@ pub struct Report {
     pub wavefront_size: u32,
 }
 
-/// A MessagePack value (the subset the metadata uses).
-#[derive(Clone, Debug, PartialEq)]
-enum Mp {
-    Nil,
-    Bool(bool),
-    Int(i128),
-    Float(f64),
-    Str(String),
-    Bin,
-    Array(Vec<Mp>),
-    Map(Vec<(Mp, Mp)>),
+/// `NT_AMDGPU_METADATA`: the note type of the code object metadata (LLVM AMDGPUUsage, *Code
+/// Object V3 and Above Note Records*), in a note named `AMDGPU`.
+const NT_AMDGPU_METADATA: object::elf::NoteType = object::elf::NoteType(32);
+
+/// How deep the metadata's MessagePack may nest: the metadata is a map of arrays of maps
+/// (kernels, their arguments), a few levels; the bound keeps hostile input from recursing deep.
+const MAX_DEPTH: usize = 16;
+
+/// Why a code object's resource report could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// The bytes are not a well-formed ELF64 object (header, section table or note section).
+    #[error("not a well-formed ELF64 code object: {0}")]
+    Elf(String),
+    /// No note section holds an `AMDGPU` note of type `NT_AMDGPU_METADATA` (32).
+    #[error("the code object has no AMDGPU metadata note (ELF note `AMDGPU`, type 32)")]
+    NoNote,
+    /// The note's descriptor is not one complete MessagePack value.
+    #[error("the AMDGPU metadata note is not valid MessagePack: {0}")]
+    MessagePack(String),
+    /// The metadata has no `amdhsa.kernels` array of maps.
+    #[error("the AMDGPU metadata has no `amdhsa.kernels` array of kernel maps")]
+    NoKernels,
+    /// A resource field of the kernel is not an unsigned 32-bit integer.
+    #[error("`{field}` of kernel `{kernel}` in the AMDGPU metadata is {value}, expected an unsigned 32-bit integer")]
+    Field {
+        kernel: String,
+        field: &'static str,
+        value: String,
+    },
 }
 
-impl Mp {
-    fn get(&self, key: &str) -> Option<&Mp> {
-        match self {
-            Mp::Map(kv) => kv
-                .iter()
-                .find(|(k, _)| matches!(k, Mp::Str(s) if s == key))
-                .map(|(_, v)| v),
-            _ => None,
+/// The descriptor of the `AMDGPU` metadata note: the first note named `AMDGPU` with type
+/// `NT_AMDGPU_METADATA` in any `SHT_NOTE` section of an ELF64 object.
+fn metadata_note(elf: &[u8]) -> Result<&[u8], MetadataError> {
+    use object::read::elf::{FileHeader as _, SectionHeader as _};
+    let bad = |e: object::read::Error| MetadataError::Elf(e.to_string());
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(elf).map_err(bad)?;
+    let endian = header.endian().map_err(bad)?;
+    let sections = header.sections(endian, elf).map_err(bad)?;
+    for section in sections.iter() {
+        let Some(mut notes) = section.notes(endian, elf).map_err(bad)? else {
+            continue;
+        };
+        while let Some(note) = notes.next().map_err(bad)? {
+            if note.name() == b"AMDGPU" && note.n_type(endian) == NT_AMDGPU_METADATA {
+                return Ok(note.desc());
+            }
         }
     }
-
-    fn int(&self) -> Option<i128> {
-        match self {
-            Mp::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
+    Err(MetadataError::NoNote)
 }
 
-/// A MessagePack decoder over a byte slice (MessagePack specification, *Formats*).
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+/// The value under string key `key` of a MessagePack map.
+fn get<'v>(map: &'v rmpv::Value, key: &str) -> Option<&'v rmpv::Value> {
+    map.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(s)
-    }
-
-    fn uint(&mut self, n: usize) -> Option<u64> {
-        Some(
-            self.take(n)?
-                .iter()
-                .fold(0u64, |a, &x| (a << 8) | u64::from(x)),
-        )
-    }
-
-    fn sint(&mut self, n: usize) -> Option<i64> {
-        let u = self.uint(n)?;
-        let shift = 64 - 8 * n as u32;
-        Some(((u << shift) as i64) >> shift)
-    }
-
-    fn str(&mut self, n: usize) -> Option<Mp> {
-        Some(Mp::Str(String::from_utf8_lossy(self.take(n)?).into_owned()))
-    }
-
-    fn array(&mut self, n: usize, depth: u32) -> Option<Mp> {
-        let mut v = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            v.push(self.value(depth + 1)?);
+/// The metadata map of every kernel in the note's descriptor (`amdhsa.kernels`).
+fn kernel_maps(desc: &[u8]) -> Result<Vec<rmpv::Value>, MetadataError> {
+    let mut rest = desc;
+    let meta = rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH)
+        .map_err(|e| MetadataError::MessagePack(e.to_string()))?;
+    match get(&meta, "amdhsa.kernels") {
+        Some(rmpv::Value::Array(kernels)) if kernels.iter().all(rmpv::Value::is_map) => {
+            Ok(kernels.clone())
         }
-        Some(Mp::Array(v))
-    }
-
-    fn map(&mut self, n: usize, depth: u32) -> Option<Mp> {
-        let mut v = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            let k = self.value(depth + 1)?;
-            v.push((k, self.value(depth + 1)?));
-        }
-        Some(Mp::Map(v))
-    }
-
-    fn value(&mut self, depth: u32) -> Option<Mp> {
-        if depth > 64 {
-            return None;
-        }
-        let t = *self.take(1)?.first()?;
-        Some(match t {
-            0x00..=0x7f => Mp::Int(i128::from(t)),
-            0x80..=0x8f => return self.map(usize::from(t & 0x0f), depth),
-            0x90..=0x9f => return self.array(usize::from(t & 0x0f), depth),
-            0xa0..=0xbf => return self.str(usize::from(t & 0x1f)),
-            0xc0 => Mp::Nil,
-            0xc2 => Mp::Bool(false),
-            0xc3 => Mp::Bool(true),
-            0xc4..=0xc6 => {
-                let n = self.uint(1 << (t - 0xc4))? as usize;
-                self.take(n)?;
-                Mp::Bin
-            }
-            0xc7..=0xc9 => {
-                let n = self.uint(1 << (t - 0xc7))? as usize;
-                self.take(n + 1)?;
-                Mp::Bin
-            }
-            0xca => Mp::Float(f64::from(f32::from_bits(self.uint(4)? as u32))),
-            0xcb => Mp::Float(f64::from_bits(self.uint(8)?)),
-            0xcc..=0xcf => Mp::Int(i128::from(self.uint(1 << (t - 0xcc))?)),
-            0xd0..=0xd3 => Mp::Int(i128::from(self.sint(1 << (t - 0xd0))?)),
-            0xd4..=0xd8 => {
-                self.take(1 + (1 << (t - 0xd4)))?;
-                Mp::Bin
-            }
-            0xd9..=0xdb => {
-                let n = self.uint(1 << (t - 0xd9))? as usize;
-                return self.str(n);
-            }
-            0xdc | 0xdd => {
-                let n = self.uint(if t == 0xdc { 2 } else { 4 })? as usize;
-                return self.array(n, depth);
-            }
-            0xde | 0xdf => {
-                let n = self.uint(if t == 0xde { 2 } else { 4 })? as usize;
-                return self.map(n, depth);
-            }
-            0xe0..=0xff => Mp::Int(i128::from(t as i8)),
-            0xc1 => return None,
-        })
+        _ => Err(MetadataError::NoKernels),
     }
 }
 
-fn le(b: &[u8], at: usize, n: usize) -> Option<u64> {
-    let s = b.get(at..at.checked_add(n)?)?;
-    Some(s.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
-}
-
-/// The descriptor of the `AMDGPU` metadata note of an ELF64 little-endian object (ELF
-/// specification: section headers at `e_shoff`, notes as name size, descriptor size, type,
-/// then name and descriptor each padded to 4 bytes).
-fn metadata_note(elf: &[u8]) -> Option<&[u8]> {
-    if elf.get(..4)? != b"\x7fELF" || *elf.get(4)? != 2 || *elf.get(5)? != 1 {
-        return None;
-    }
-    let shoff = le(elf, 0x28, 8)? as usize;
-    let shentsize = le(elf, 0x3a, 2)? as usize;
-    let shnum = le(elf, 0x3c, 2)? as usize;
-    for i in 0..shnum {
-        let sh = shoff.checked_add(i.checked_mul(shentsize)?)?;
-        if le(elf, sh + 4, 4)? != 7 {
-            continue; // not SHT_NOTE
+/// The report of kernel `kernel` in code object `elf`: `Ok(None)` when the metadata is well
+/// formed but names no such kernel; an error when the object or its metadata is malformed.
+pub fn try_report(elf: &[u8], kernel: &str) -> Result<Option<Report>, MetadataError> {
+    let kernels = kernel_maps(metadata_note(elf)?)?;
+    let Some(k) = kernels
+        .iter()
+        .find(|k| get(k, ".name").and_then(rmpv::Value::as_str) == Some(kernel))
+    else {
+        return Ok(None);
+    };
+    // A field the code object leaves out (`.agpr_count` before gfx90a) is zero.
+    let n = |field: &'static str| -> Result<u32, MetadataError> {
+        match get(k, field) {
+            None => Ok(0),
+            Some(v) => v
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| MetadataError::Field {
+                    kernel: kernel.to_string(),
+                    field,
+                    value: v.to_string(),
+                }),
         }
-        let (off, size) = (
-            le(elf, sh + 0x18, 8)? as usize,
-            le(elf, sh + 0x20, 8)? as usize,
-        );
-        let notes = elf.get(off..off.checked_add(size)?)?;
-        let mut at = 0;
-        while at + 12 <= notes.len() {
-            let namesz = le(notes, at, 4)? as usize;
-            let descsz = le(notes, at + 4, 4)? as usize;
-            let ty = le(notes, at + 8, 4)?;
-            let name_at = at + 12;
-            let desc_at = name_at + namesz.div_ceil(4) * 4;
-            let name = notes.get(name_at..name_at + namesz)?;
-            let desc = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
-            if ty == 32 && name.starts_with(b"AMDGPU") {
-                return Some(desc);
-            }
-            at = desc_at + descsz.div_ceil(4) * 4;
-        }
-    }
-    None
+    };
+    Ok(Some(Report {
+        vgprs: n(".vgpr_count")?,
+        agprs: n(".agpr_count")?,
+        sgprs: n(".sgpr_count")?,
+        lds_bytes: n(".group_segment_fixed_size")?,
+        scratch_bytes: n(".private_segment_fixed_size")?,
+        vgpr_spills: n(".vgpr_spill_count")?,
+        sgpr_spills: n(".sgpr_spill_count")?,
+        wavefront_size: n(".wavefront_size")?,
+    }))
 }
 
 /// The report of kernel `kernel` in code object `elf`; `None` when the object has no
-/// metadata for it.
+/// metadata for it or cannot be read ([`try_report`] says why).
 pub fn report(elf: &[u8], kernel: &str) -> Option<Report> {
-    let desc = metadata_note(elf)?;
-    let meta = Reader { b: desc, at: 0 }.value(0)?;
-    let Mp::Array(kernels) = meta.get("amdhsa.kernels")? else {
-        return None;
-    };
-    let k = kernels
-        .iter()
-        .find(|k| matches!(k.get(".name"), Some(Mp::Str(n)) if n == kernel))?;
-    let n = |key: &str| -> u32 {
-        k.get(key)
-            .and_then(Mp::int)
-            .and_then(|i| u32::try_from(i).ok())
-            .unwrap_or(0)
-    };
-    Some(Report {
-        vgprs: n(".vgpr_count"),
-        agprs: n(".agpr_count"),
-        sgprs: n(".sgpr_count"),
-        lds_bytes: n(".group_segment_fixed_size"),
-        scratch_bytes: n(".private_segment_fixed_size"),
-        vgpr_spills: n(".vgpr_spill_count"),
-        sgpr_spills: n(".sgpr_spill_count"),
-        wavefront_size: n(".wavefront_size"),
-    })
+    try_report(elf, kernel).ok().flatten()
 }
 
 /// The instructions of AMDGPU assembly text: the mnemonic of every line that is neither a
@@ -258,10 +173,17 @@ pub fn instruction_mix(asm: &str) -> std::collections::BTreeMap<String, usize> {
 /// the [`super::VGPR_LIMIT`] vector registers (the back end spilled vector registers to
 /// scratch) is over the limit by its spills; LDS at most [`super::lds_limit`].
 pub(crate) fn check(kernel: &str, target: Target, elf: &[u8]) -> Result<Report, CodegenError> {
-    let r = report(elf, kernel).ok_or_else(|| CodegenError::Tool {
+    let tool_err = |message: String| CodegenError::Tool {
         tool: "ld.lld".into(),
-        message: format!("the code object has no AMDGPU metadata for kernel `{kernel}`"),
-    })?;
+        message,
+    };
+    let r = try_report(elf, kernel)
+        .map_err(|e| tool_err(format!("reading the resources of kernel `{kernel}`: {e}")))?
+        .ok_or_else(|| {
+            tool_err(format!(
+                "the code object has no AMDGPU metadata for kernel `{kernel}`"
+            ))
+        })?;
     let regs = u64::from(r.vgprs) + u64::from(r.vgpr_spills);
     if r.vgpr_spills > 0 || regs > super::VGPR_LIMIT {
         return Err(crate::lower::rules::over_limit(
@@ -292,23 +214,217 @@ pub(crate) fn check(kernel: &str, target: Target, elf: &[u8]) -> Result<Report, 
 mod tests {
     use super::*;
 
+    use rand::{Rng, SeedableRng};
+    use rmpv::Value;
+
+    /// An ELF64 little-endian shared object with a null section, one `SHT_NOTE` section
+    /// holding a single note and the section name table, laid out by hand from the ELF
+    /// specification (header, note, names, then the section table) so the test does not build
+    /// objects with the library the code under test reads them with.
+    fn elf_with_note(name: &[u8], ty: object::elf::NoteType, desc: &[u8]) -> Vec<u8> {
+        let pad4 = |v: &mut Vec<u8>| v.resize(v.len().div_ceil(4) * 4, 0);
+        let mut note = Vec::new();
+        note.extend((name.len() as u32 + 1).to_le_bytes());
+        note.extend((desc.len() as u32).to_le_bytes());
+        note.extend(ty.0.to_le_bytes());
+        note.extend(name);
+        note.push(0);
+        pad4(&mut note);
+        note.extend(desc);
+        pad4(&mut note);
+        let names = b"\0.note\0.shstrtab\0";
+        let note_at = 64u64;
+        let names_at = note_at + note.len() as u64;
+        let shoff = (names_at + names.len() as u64).div_ceil(8) * 8;
+        let mut elf = Vec::new();
+        elf.extend(b"\x7fELF\x02\x01\x01\x40\x04");
+        elf.resize(16, 0);
+        elf.extend(3u16.to_le_bytes()); // ET_DYN
+        elf.extend(224u16.to_le_bytes()); // EM_AMDGPU
+        elf.extend(1u32.to_le_bytes());
+        elf.extend(0u64.to_le_bytes()); // entry
+        elf.extend(0u64.to_le_bytes()); // program headers: none
+        elf.extend(shoff.to_le_bytes());
+        elf.extend(0u32.to_le_bytes()); // flags
+        for half in [64u16, 56, 0, 64, 3, 2] {
+            // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+            elf.extend(half.to_le_bytes());
+        }
+        assert_eq!(elf.len(), 64);
+        elf.extend(&note);
+        elf.extend(names);
+        elf.resize(shoff as usize, 0);
+        elf.extend([0u8; 64]); // the null section
+        // (name, type, offset, size, alignment): SHT_NOTE, SHT_STRTAB
+        for (name, ty, at, size, align) in [
+            (1u32, 7u32, note_at, note.len() as u64, 4u64),
+            (7, 3, names_at, names.len() as u64, 1),
+        ] {
+            elf.extend(name.to_le_bytes());
+            elf.extend(ty.to_le_bytes());
+            elf.extend(0u64.to_le_bytes()); // flags
+            elf.extend(0u64.to_le_bytes()); // addr
+            elf.extend(at.to_le_bytes());
+            elf.extend(size.to_le_bytes());
+            elf.extend(0u32.to_le_bytes()); // link
+            elf.extend(0u32.to_le_bytes()); // info
+            elf.extend(align.to_le_bytes());
+            elf.extend(0u64.to_le_bytes()); // entsize
+        }
+        elf
+    }
+
+    fn msgpack(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).unwrap();
+        out
+    }
+
+    /// Metadata in the shape LLVM writes: `amdhsa.version`, then `amdhsa.kernels`, an array
+    /// of maps with the resource fields (and others the report ignores).
+    fn metadata(kernels: Vec<Vec<(&str, Value)>>) -> Value {
+        let kernels = kernels
+            .into_iter()
+            .map(|fields| {
+                Value::Map(
+                    fields
+                        .into_iter()
+                        .map(|(k, v)| (Value::from(k), v))
+                        .collect(),
+                )
+            })
+            .collect();
+        Value::Map(vec![
+            (
+                Value::from("amdhsa.version"),
+                Value::Array(vec![Value::from(1), Value::from(2)]),
+            ),
+            (Value::from("amdhsa.kernels"), Value::Array(kernels)),
+        ])
+    }
+
+    fn kernel(name: &str, base: u32) -> Vec<(&'static str, Value)> {
+        vec![
+            (".name", Value::from(name)),
+            (".symbol", Value::from(format!("{name}.kd"))),
+            (".vgpr_count", Value::from(base)),
+            (".agpr_count", Value::from(base + 1)),
+            (".sgpr_count", Value::from(base + 2)),
+            (".group_segment_fixed_size", Value::from(base + 3)),
+            (".private_segment_fixed_size", Value::from(base + 4)),
+            (".vgpr_spill_count", Value::from(base + 5)),
+            (".sgpr_spill_count", Value::from(base + 6)),
+            (".wavefront_size", Value::from(64)),
+            (
+                ".args",
+                Value::Array(vec![Value::Map(vec![(
+                    Value::from(".size"),
+                    Value::from(8),
+                )])]),
+            ),
+        ]
+    }
+
     #[test]
-    fn messagepack_values_decode() {
-        // {"a": [1, -2, 300], "b": "xy", "c": true, "d": 70000, "e": -200}
-        let bytes = [
-            0x85, 0xa1, b'a', 0x93, 0x01, 0xfe, 0xcd, 0x01, 0x2c, 0xa1, b'b', 0xa2, b'x', b'y',
-            0xa1, b'c', 0xc3, 0xa1, b'd', 0xce, 0x00, 0x01, 0x11, 0x70, 0xa1, b'e', 0xd1, 0xff,
-            0x38,
-        ];
-        let v = Reader { b: &bytes, at: 0 }.value(0).unwrap();
+    fn the_report_reads_each_kernels_fields_from_the_metadata_note() {
+        let meta = metadata(vec![kernel("first", 10), kernel("gemm", 70000)]);
+        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &msgpack(&meta));
+        let r = try_report(&elf, "gemm").unwrap().unwrap();
         assert_eq!(
-            v.get("a"),
-            Some(&Mp::Array(vec![Mp::Int(1), Mp::Int(-2), Mp::Int(300)]))
+            r,
+            Report {
+                vgprs: 70000,
+                agprs: 70001,
+                sgprs: 70002,
+                lds_bytes: 70003,
+                scratch_bytes: 70004,
+                vgpr_spills: 70005,
+                sgpr_spills: 70006,
+                wavefront_size: 64,
+            }
         );
-        assert_eq!(v.get("b"), Some(&Mp::Str("xy".into())));
-        assert_eq!(v.get("c"), Some(&Mp::Bool(true)));
-        assert_eq!(v.get("d").and_then(Mp::int), Some(70000));
-        assert_eq!(v.get("e").and_then(Mp::int), Some(-200));
+        assert_eq!(report(&elf, "first").unwrap().vgprs, 10);
+        assert_eq!(try_report(&elf, "other"), Ok(None));
+        // Fields the object leaves out are zero.
+        let meta = metadata(vec![vec![(".name", Value::from("k"))]]);
+        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &msgpack(&meta));
+        assert_eq!(try_report(&elf, "k"), Ok(Some(Report::default())));
+    }
+
+    #[test]
+    fn notes_of_another_name_or_type_are_not_the_metadata() {
+        let desc = msgpack(&metadata(vec![kernel("k", 1)]));
+        for (name, ty) in [(&b"AMD"[..], NT_AMDGPU_METADATA), (b"AMDGPU", object::elf::NoteType(1))] {
+            let elf = elf_with_note(name, ty, &desc);
+            assert_eq!(try_report(&elf, "k"), Err(MetadataError::NoNote));
+        }
+    }
+
+    #[test]
+    fn malformed_metadata_is_an_error_naming_what_is_wrong() {
+        let good = msgpack(&metadata(vec![kernel("k", 1)]));
+        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &good[..good.len() - 3]);
+        assert!(
+            matches!(try_report(&elf, "k"), Err(MetadataError::MessagePack(_))),
+            "{:?}",
+            try_report(&elf, "k")
+        );
+        let no_kernels = msgpack(&Value::Map(vec![(Value::from("a"), Value::from(1))]));
+        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &no_kernels);
+        assert_eq!(try_report(&elf, "k"), Err(MetadataError::NoKernels));
+        let negative = metadata(vec![vec![
+            (".name", Value::from("k")),
+            (".sgpr_count", Value::from(-3)),
+        ]]);
+        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &msgpack(&negative));
+        let e = try_report(&elf, "k").unwrap_err();
+        assert!(e.to_string().contains("`.sgpr_count` of kernel `k`"), "{e}");
+        let huge = metadata(vec![vec![
+            (".name", Value::from("k")),
+            (".vgpr_count", Value::from(1u64 << 32)),
+        ]]);
+        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &msgpack(&huge));
+        assert!(matches!(try_report(&elf, "k"), Err(MetadataError::Field { .. })));
+        // Nesting deeper than the metadata ever does is refused before it recurses far.
+        let mut deep = Value::from(1);
+        for _ in 0..10_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &msgpack(&deep));
+        assert!(matches!(try_report(&elf, "k"), Err(MetadataError::MessagePack(_))));
+        // A map that claims 2^32 - 1 entries but holds none is an error, not an allocation.
+        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &[0xdf, 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(try_report(&elf, "k"), Err(MetadataError::MessagePack(_))));
+    }
+
+    #[test]
+    fn truncated_or_garbage_objects_are_errors_not_panics() {
+        let desc = msgpack(&metadata(vec![kernel("k", 1)]));
+        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &desc);
+        assert!(try_report(&elf, "k").unwrap().is_some());
+        // The section table is last: every proper prefix lacks it.
+        for len in 0..elf.len() {
+            assert!(try_report(&elf[..len], "k").is_err(), "prefix of {len} bytes");
+        }
+        assert!(matches!(try_report(b"\x7fELF\x02\x01", "k"), Err(MetadataError::Elf(_))));
+        assert!(matches!(try_report(&[0u8; 8], "k"), Err(MetadataError::Elf(_))));
+        assert_eq!(report(&[0u8; 8], "k"), None);
+        // Random corruptions of a valid object and random bytes behind a valid ELF magic:
+        // whatever they decode to, reading returns.
+        let seed: u64 = rand::random();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        for _ in 0..2000 {
+            let mut bad = elf.clone();
+            for _ in 0..rng.gen_range(1..8) {
+                let at = rng.gen_range(0..bad.len());
+                bad[at] = rng.gen();
+            }
+            let _ = try_report(&bad, "k");
+            let mut noise: Vec<u8> = (0..rng.gen_range(0..512)).map(|_| rng.gen()).collect();
+            noise.splice(0..noise.len().min(6), *b"\x7fELF\x02\x01");
+            let _ = try_report(&noise, "k");
+        }
+        eprintln!("seed {seed}");
     }
 
     #[test]
@@ -319,13 +435,5 @@ mod tests {
         assert_eq!(mix.len(), 3);
         assert_eq!(mix["ds_read_b64"], 1);
         assert_eq!(mix["s_endpgm"], 1);
-    }
-
-    #[test]
-    fn truncated_input_is_none_not_a_panic() {
-        let bytes = [0x85, 0xa1, b'a', 0x93, 0x01];
-        assert_eq!(Reader { b: &bytes, at: 0 }.value(0), None);
-        assert_eq!(metadata_note(b"\x7fELF\x02\x01"), None);
-        assert_eq!(report(&[0u8; 8], "k"), None);
     }
 }

@@ -1,6 +1,6 @@
 //! Emulator speed: a bf16 GEMM compiled by tilekit (the acceptance snapshot's PTX, 64×64 block
 //! tiles, 4 warps) at several sizes; prints the time, warp-instructions per second, and the
-//! instruction profile by class. `cargo bench -p tilekit-emu` (sizes: `EMU_BENCH_SIZES=128,512`).
+//! instruction profile by class with each class's warp-instructions per second. `cargo bench -p tilekit-emu` (sizes: `EMU_BENCH_SIZES=128,512`).
 
 use std::time::Instant;
 
@@ -30,7 +30,8 @@ fn main() {
         ];
         let params = emu.param_buffer("gemm", &args).expect("parameters");
         let tiles = n.div_ceil(64) as u32;
-        let cfg = LaunchConfig::new([tiles, tiles, 1], [128, 1, 1]);
+        let mut cfg = LaunchConfig::new([tiles, tiles, 1], [128, 1, 1]);
+        cfg.time_classes = true;
         let t = Instant::now();
         let report = emu.launch("gemm", &cfg, &params, &mut g).expect("the GEMM runs clean");
         let s = t.elapsed().as_secs_f64();

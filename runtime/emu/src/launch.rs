@@ -38,6 +38,9 @@ pub struct LaunchConfig {
     /// measured on H800 (`Accumulation::AlignedTruncation { kept_bits: 14 }`), so kernels that
     /// promote partial sums can be tested for it.
     pub fp8_accumulation: crate::tensor_core::Accumulation,
+    /// Measure the time spent in each instruction class (for benchmarks: it costs two clock
+    /// reads per warp-instruction).
+    pub time_classes: bool,
 }
 
 impl LaunchConfig {
@@ -53,6 +56,7 @@ impl LaunchConfig {
             budget: 1 << 34,
             cancel: None,
             fp8_accumulation: crate::tensor_core::Accumulation::Exact,
+            time_classes: false,
         }
     }
 }
@@ -69,13 +73,20 @@ pub struct Report {
 }
 
 impl Report {
-    /// The profile as lines `count class`, most frequent first.
+    /// The profile as lines `count class`, most frequent first (with the class's
+    /// warp-instructions per second when the launch timed classes).
     pub fn profile_table(&self) -> String {
         let mut rows: Vec<(&String, &u64)> = self.profile.counts.iter().collect();
         rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let mut s = String::new();
         for (k, v) in rows {
-            s.push_str(&format!("{v:>12}  {k}\n"));
+            match self.profile.nanos.get(k) {
+                Some(ns) if *ns > 0 => {
+                    let rate = *v as f64 / (*ns as f64 * 1e-9) / 1e6;
+                    s.push_str(&format!("{v:>12}  {rate:>9.2} M/s  {k}\n"));
+                }
+                _ => s.push_str(&format!("{v:>12}  {k}\n")),
+            }
         }
         s.push_str(&format!("{:>12}  total warp-instructions\n", self.profile.total));
         s
@@ -257,6 +268,7 @@ impl Emulator {
             budget: cfg.budget,
             budget_total: cfg.budget,
             cancel: cfg.cancel.as_deref(),
+            nanos: if cfg.time_classes { vec![0; f.body.len()] } else { Vec::new() },
         };
         let mut blocks = 0u64;
         for z in 0..cfg.grid[2] {
@@ -284,7 +296,7 @@ impl Emulator {
             });
         }
         Ok(Report {
-            profile: profile_of(&f.body, &counts),
+            profile: profile_of(&f.body, &counts, &limits.nanos),
             findings,
             blocks,
         })

@@ -124,6 +124,9 @@ pub struct Profile {
     pub counts: HashMap<String, u64>,
     /// Total warp-instructions.
     pub total: u64,
+    /// Nanoseconds spent executing each class, when the launch asked for timing
+    /// ([`crate::LaunchConfig::time_classes`]); empty otherwise.
+    pub nanos: HashMap<String, u64>,
 }
 
 /// A named block barrier's state.
@@ -165,6 +168,8 @@ pub struct Limits<'a> {
     pub budget_total: u64,
     /// Set to cancel.
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Nanoseconds per instruction index, when timing classes (else empty).
+    pub nanos: Vec<u64>,
 }
 
 /// The machine as one warp sees it while executing one instruction.
@@ -690,12 +695,16 @@ pub fn run_block(
 }
 
 /// The profile of a launch from its executed warp-instructions per instruction index.
-pub fn profile_of(body: &[Instr], counts: &[u64]) -> Profile {
+pub fn profile_of(body: &[Instr], counts: &[u64], nanos: &[u64]) -> Profile {
     let mut profile = Profile::default();
     for (i, c) in counts.iter().enumerate() {
         if *c > 0 {
             if let Some(instr) = body.get(i) {
-                *profile.counts.entry(profile_class(instr)).or_default() += *c;
+                let class = profile_class(instr);
+                if let Some(t) = nanos.get(i) {
+                    *profile.nanos.entry(class.clone()).or_default() += *t;
+                }
+                *profile.counts.entry(class).or_default() += *c;
                 profile.total += *c;
             }
         }
@@ -916,7 +925,14 @@ fn run_warp(
             global: &mut *global,
             findings: &mut *findings,
         };
-        let flow = dispatch(&mut ctx, pc, group, exec)?;
+        let flow = if limits.nanos.is_empty() {
+            dispatch(&mut ctx, pc, group, exec)?
+        } else {
+            let t = std::time::Instant::now();
+            let flow = dispatch(&mut ctx, pc, group, exec)?;
+            limits.nanos[pc] += t.elapsed().as_nanos() as u64;
+            flow
+        };
         match flow {
             Flow::Next => {
                 for lane in lanes(group) {

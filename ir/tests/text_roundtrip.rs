@@ -954,3 +954,23 @@ func @arrive(%s: sem) -> () {
   return ()
 }
 ";
+
+#[test]
+fn twenty_thousand_values_sharing_one_name_print_with_distinct_suffixes_and_round_trip() {
+    // An unrolled loop names every accumulator `acc`; each later one gets the next free suffix.
+    let mut b = tilekit_ir::FuncBuilder::kernel("k", 1);
+    let mut acc = b.const_i32(0);
+    b.name(acc, "acc");
+    let one = b.const_i32(1);
+    for _ in 0..20_000 {
+        acc = b.add(acc, one);
+        b.name(acc, "acc");
+    }
+    let mut m = tilekit_ir::Module::new();
+    m.push(b.finish());
+    let text = tilekit_ir::print_module(&m);
+    assert!(text.contains("%acc = const[0]"), "{}", &text[..200]);
+    assert!(text.contains("%acc.20000 = map.add (%acc.19999, %0)"));
+    let back = tilekit_ir::parse_module(&text).unwrap();
+    assert_eq!(tilekit_ir::print_module(&back), text);
+}

@@ -196,6 +196,7 @@ fn value_names(f: &Func) -> HashMap<Value, String> {
     let mut names = HashMap::new();
     let mut used = HashSet::new();
     let mut next_number = 0u32;
+    let mut next_suffix: HashMap<String, u32> = HashMap::new();
     for v in defs {
         if names.contains_key(&v) {
             continue;
@@ -207,13 +208,15 @@ fn value_names(f: &Func) -> HashMap<Value, String> {
             }
             Some(base) if !used.contains(&base) => base,
             Some(base) => {
-                let mut k = 1u32;
+                // Start after the last suffix given to this base: many values sharing a name
+                // (an unrolled loop's `acc`) then cost one try each, not one per earlier value.
+                let k = next_suffix.entry(base.clone()).or_insert(1u32);
                 loop {
                     let candidate = format!("{base}.{k}");
+                    *k += 1;
                     if !taken_by_someone.contains(&candidate) && !used.contains(&candidate) {
                         break candidate;
                     }
-                    k += 1;
                 }
             }
         };

@@ -92,8 +92,9 @@ pub struct SharedShadow {
     read: Vec<u64>,
     /// PTX line of the last read per byte.
     read_line: Vec<u32>,
-    /// Per-warp read clocks of bytes read by several warps.
-    many: Vec<Vec<u32>>,
+    /// Per-warp read clocks of bytes read by several warps: one row of `nwarps` entries per
+    /// read set, in one flat pool (a row per byte would cost an allocation per byte).
+    many: Vec<u32>,
     nwarps: usize,
 }
 
@@ -134,8 +135,9 @@ impl SharedShadow {
             if r == NONE {
                 self.read[b] = (warp as u64) << 32 | own;
             } else if r & MANY != 0 {
-                if let Some(v) = self.many.get_mut((r & !MANY) as usize) {
-                    v[warp] = own as u32;
+                let at = (r & !MANY) as usize * self.nwarps + warp;
+                if let Some(c) = self.many.get_mut(at) {
+                    *c = own as u32;
                 }
             } else {
                 let (rw, rc) = ((r >> 32) as usize, r as u32);
@@ -143,11 +145,11 @@ impl SharedShadow {
                     // The earlier read happened before this one: one reader suffices.
                     self.read[b] = (warp as u64) << 32 | own;
                 } else {
-                    let mut v = vec![0u32; self.nwarps];
-                    v[rw] = rc;
-                    v[warp] = own as u32;
-                    self.many.push(v);
-                    self.read[b] = MANY | (self.many.len() as u64 - 1);
+                    let row = self.many.len() / self.nwarps.max(1);
+                    self.many.resize(self.many.len() + self.nwarps, 0);
+                    self.many[row * self.nwarps + rw] = rc;
+                    self.many[row * self.nwarps + warp] = own as u32;
+                    self.read[b] = MANY | row as u64;
                 }
             }
         }
@@ -177,7 +179,8 @@ impl SharedShadow {
                 let r = self.read[b];
                 if r != NONE {
                     if r & MANY != 0 {
-                        if let Some(v) = self.many.get((r & !MANY) as usize) {
+                        let row = (r & !MANY) as usize * self.nwarps;
+                        if let Some(v) = self.many.get(row..row + self.nwarps) {
                             if let Some((rw, _)) = v.iter().enumerate().find(|(rw, c)| **c != 0 && !seen(*rw, **c)) {
                                 conflict = Some(Conflict {
                                     warp: rw,
@@ -201,7 +204,7 @@ impl SharedShadow {
             self.write_line[b] = line;
             self.read[b] = NONE;
         }
-        if self.many.len() > 1 << 16 {
+        if self.many.len() > self.nwarps << 16 {
             self.compact();
         }
         conflict
@@ -209,12 +212,14 @@ impl SharedShadow {
 
     /// Drops read vectors no byte refers to any more.
     fn compact(&mut self) {
+        let n = self.nwarps;
         let mut keep = Vec::new();
         for r in self.read.iter_mut() {
             if *r != NONE && *r & MANY != 0 {
-                if let Some(v) = self.many.get((*r & !MANY) as usize) {
-                    keep.push(v.clone());
-                    *r = MANY | (keep.len() as u64 - 1);
+                let row = (*r & !MANY) as usize * n;
+                if let Some(v) = self.many.get(row..row + n) {
+                    *r = MANY | (keep.len() / n.max(1)) as u64;
+                    keep.extend_from_slice(v);
                 }
             }
         }

@@ -145,3 +145,26 @@ fn a_warpgroup_op_at_the_end_of_a_long_call_chain_reaches_the_kernel_at_its_star
         "{text}"
     );
 }
+
+#[test]
+fn a_long_recursive_chain_is_reported_once_per_back_edge_with_its_ends() {
+    // h{i} calls h{i+1}; the last calls h0 back: one cycle through 20k helpers.
+    let n = 20_000;
+    let mut m = Module::new();
+    for i in 0..n {
+        let mut b = FuncBuilder::helper(format!("h{i}"), vec![]);
+        b.call(&format!("h{}", (i + 1) % n), &[], vec![]);
+        b.ret(&[]);
+        m.push(b.finish());
+    }
+    let errors = verify(&m).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(
+        text.contains("recursive call: @h0 → @h1 →")
+            && text.contains(&format!("@h{} → @h0", n - 1)),
+        "{text}"
+    );
+    assert!(text.contains("more"), "{text}");
+    assert!(text.len() < 1000, "{text}");
+}

@@ -24,6 +24,9 @@ fn at_site(func: &Func, site: &Site, message: String) -> VerifyError {
     }
 }
 
+/// The most functions a recursion error lists; a longer cycle is shown by its two ends.
+const MAX_CYCLE_TEXT: usize = 16;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mark {
     Unvisited,
@@ -63,12 +66,23 @@ fn check_recursion(m: &Module, summaries: &[FuncSummary], errors: &mut Vec<Verif
                 }
                 Some(Mark::OnPath) => {
                     let start = depth_on_path[g].min(path.len());
-                    let cycle: Vec<String> = path[start..]
-                        .iter()
-                        .map(|&(h, _)| h)
-                        .chain([g])
-                        .map(|h| format!("@{}", m.funcs[h].name))
-                        .collect();
+                    let members: Vec<usize> =
+                        path[start..].iter().map(|&(h, _)| h).chain([g]).collect();
+                    // A long cycle is named by its ends, so that many long cycles (one per back
+                    // edge) cannot make the errors quadratic in the module's size.
+                    let name = |h: usize| format!("@{}", m.funcs[h].name);
+                    let cycle: Vec<String> = if members.len() <= MAX_CYCLE_TEXT {
+                        members.iter().map(|&h| name(h)).collect()
+                    } else {
+                        let head = MAX_CYCLE_TEXT / 2;
+                        let tail = members.len() - head;
+                        members[..head]
+                            .iter()
+                            .map(|&h| name(h))
+                            .chain([format!("… {} more …", tail - head)])
+                            .chain(members[tail..].iter().map(|&h| name(h)))
+                            .collect()
+                    };
                     let message = format!(
                         "recursive call: {} (helpers are inlined, so calls may not form a cycle)",
                         cycle.join(" → ")

@@ -269,6 +269,7 @@ impl Emulator {
             budget_total: cfg.budget,
             cancel: cfg.cancel.as_deref(),
             nanos: if cfg.time_classes { vec![0; f.body.len()] } else { Vec::new() },
+            register_files: Vec::new(),
         };
         let mut blocks = 0u64;
         for z in 0..cfg.grid[2] {

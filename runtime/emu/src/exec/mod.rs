@@ -170,6 +170,9 @@ pub struct Limits<'a> {
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
     /// Nanoseconds per instruction index, when timing classes (else empty).
     pub nanos: Vec<u64>,
+    /// Register files of finished blocks, reused by the next ones (a fresh allocation costs a
+    /// page fault per page on its first writes, which showed as most of a small block's time).
+    pub register_files: Vec<Vec<u64>>,
 }
 
 /// The machine as one warp sees it while executing one instruction.
@@ -632,7 +635,12 @@ pub fn run_block(
         .map(|w| {
             let n = (threads - w * WARP_SIZE).min(WARP_SIZE);
             let present = if n == WARP_SIZE { u32::MAX } else { (1u32 << n) - 1 };
-            Warp::new(w, nregs, present, prog.local_bytes, nwarps)
+            let mut warp = Warp::new(w, 0, present, prog.local_bytes, nwarps);
+            let mut regs = limits.register_files.pop().unwrap_or_default();
+            regs.clear();
+            regs.resize(nregs * WARP_SIZE, 0);
+            warp.regs = regs;
+            warp
         })
         .collect();
     let mut block = BlockMem {
@@ -691,6 +699,9 @@ pub fn run_block(
         }
     }
     extension::finish_block(prog, &mut block, findings)?;
+    for w in warps {
+        limits.register_files.push(w.regs);
+    }
     Ok(())
 }
 

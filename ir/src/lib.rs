@@ -115,9 +115,9 @@
 //!
 //! - **Nesting.** Regions nest at most [`MAX_NESTING`] (256) deep, the function body counting
 //!   as level 1. The parser rejects deeper text (with the line), the verifier deeper modules
-//!   built in code; printing, [`Func::walk`] and dropping work at any depth. At the limit,
-//!   parsing, verifying and interpreting take under 1 MiB of stack even unoptimized. (Cloning
-//!   or `{:?}`-formatting a module built deeper than the limit still recurses: verify first.)
+//!   built in code; printing, [`Func::walk`], cloning and dropping work at any depth. At the
+//!   limit, parsing, verifying and interpreting take under 1 MiB of stack even unoptimized.
+//!   (`{:?}`-formatting a module built deeper than the limit still recurses: verify first.)
 //! - **Sizes.** A register value or one shared object holds at most
 //!   [`interp::MAX_VALUE_ELEMENTS`] elements on the interpreter, a block's shared memory
 //!   [`interp::MAX_SHARED_ELEMENTS`] (a semaphore counts as one); larger modules still verify

@@ -138,6 +138,25 @@ fn a_20000_deep_module_walks_and_drops_without_overflow() {
 }
 
 #[test]
+fn a_clone_prints_as_the_original_and_clones_20000_levels_without_overflow() {
+    let m = nested_ifs(MAX_NESTING - 1);
+    let copy = m.clone();
+    assert_eq!(print_module(&copy), print_module(&m));
+    assert_eq!(verify(&copy), Ok(()));
+
+    let depth = 20_000;
+    let deep = nested_ifs(depth);
+    let copy = deep.clone();
+    drop(deep);
+    let (mut ifs, mut stores) = (0, 0);
+    copy.funcs[0].walk(|op| {
+        ifs += usize::from(op.kind == OpKind::If);
+        stores += usize::from(op.kind == OpKind::Store);
+    });
+    assert_eq!((ifs, stores), (depth, 1));
+}
+
+#[test]
 fn a_3000_deep_module_prints_and_its_text_is_rejected_by_the_parser() {
     // Printing is iterative like walking; 3,000 levels (not 20,000) keep the indented text to a
     // few megabytes.

@@ -267,3 +267,31 @@ fn shuffles_within_segments_follow_the_clamp_and_mask_rules() {
         }
     }
 }
+
+#[test]
+fn relu_clamps_negative_results_and_unknown_float_modifiers_are_refused() {
+    let mut rng = rng();
+    let ins = inputs_f32(&mut rng, 64);
+    let out = run("max.relu.f32 %r6, %r2, %r3;", &ins);
+    for (i, o) in ins.iter().zip(&out) {
+        let (a, b) = (f32::from_bits(i[0]), f32::from_bits(i[1]));
+        let m = if a.is_nan() { b } else if b.is_nan() { a } else { a.max(b) };
+        let want = if m.is_nan() { m } else { m.max(0.0) };
+        assert!(same_f32(o[0], want) || (want == 0.0 && f32::from_bits(o[0]) == 0.0), "max.relu({a}, {b}) = {}", f32::from_bits(o[0]));
+    }
+    let refused = std::panic::catch_unwind(|| run("add.rn.wobble.f32 %r6, %r2, %r3;", &ins));
+    assert!(refused.is_err(), "an unknown modifier must fail the launch");
+}
+
+#[test]
+fn mul24_uses_the_low_24_bits() {
+    let mut rng = rng();
+    let ins: Vec<[u32; 4]> = (0..64).map(|_| [rng.gen(), rng.gen(), rng.gen(), 0]).collect();
+    let out = run("mul24.lo.s32 %r6, %r2, %r3;\nmad24.hi.u32 %r7, %r2, %r3, %r4;", &ins);
+    let s24 = |v: u32| i64::from(((v << 8) as i32) >> 8);
+    let u24 = |v: u32| u64::from(v & 0xff_ffff);
+    for (i, o) in ins.iter().zip(&out) {
+        assert_eq!(o[0], (s24(i[0]) * s24(i[1])) as u32, "mul24.lo.s32 {:#x} {:#x}", i[0], i[1]);
+        assert_eq!(o[1], (((u24(i[0]) * u24(i[1])) >> 16) as u32).wrapping_add(i[2]), "mad24.hi.u32");
+    }
+}

@@ -4,8 +4,9 @@
 //! Arithmetic is computed in f64 and rounded once to the instruction's type: for f32 and the
 //! 16-bit types f64 holds the exact sum, product and quotient closely enough that this equals
 //! the correctly rounded result the ISA specifies for `.rn` (and the directed modes adjust the
-//! f64 result by one unit toward their direction when it is inexact). `fma` rounds the f64
-//! fused result, which can differ from a single rounding in rare halfway cases.
+//! f64 result by one unit toward their direction when it is inexact). `fma` of the 32- and
+//! 16-bit types rounds the exact sum to odd in f64 first (see `fused_narrow`), so the result is
+//! rounded once, as the ISA's fused operation is.
 //! Approximate functions (`ex2.approx`, `rsqrt.approx`, ...) return the correctly rounded value,
 //! which lies inside every error bound the ISA documents for them.
 
@@ -294,6 +295,27 @@ fn elements(ty: Ty) -> (Ty, u32) {
     }
 }
 
+/// `p + c` for a product `p` of two values of a 32- or 16-bit format (exact in f64), rounded
+/// *to odd* in f64: rounding that to the narrow format in any mode gives the correctly rounded
+/// fused result (f64 carries more than twice the narrow precision plus two bits), where rounding
+/// `p + c` to nearest in f64 first could land on a tie the exact sum is not on.
+fn fused_narrow(p: f64, c: f64) -> f64 {
+    let s = p + c;
+    if !s.is_finite() {
+        return s;
+    }
+    // TwoSum: `e` is exactly what rounding `s` lost.
+    let bb = s - p;
+    let e = (p - (s - bb)) + (c - bb);
+    let bits = s.to_bits();
+    if e == 0.0 || bits & 1 == 1 {
+        return s;
+    }
+    // The exact sum lies between `s` and its neighbour toward `e`: take the odd one of the two.
+    let toward_up = e > 0.0;
+    f64::from_bits(if (s > 0.0) == toward_up { bits + 1 } else { bits - 1 })
+}
+
 fn min_max(a: f64, b: f64, is_max: bool, nan: bool) -> f64 {
     if a.is_nan() || b.is_nan() {
         if nan || (a.is_nan() && b.is_nan()) {
@@ -351,6 +373,15 @@ pub fn float_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let fz = instr.has("ftz");
     let sat = instr.has("sat");
     let nan = instr.has("NaN");
+    let relu = instr.has("relu");
+    // A modifier this module does not model must not be ignored silently.
+    if !matches!(head, "setp" | "testp") {
+        if let Some(m) = instr.mods.iter().find(|m| {
+            !matches!(m.as_str(), "rn" | "rz" | "rm" | "rp" | "approx" | "full" | "ftz" | "sat" | "NaN" | "relu" | "oob")
+        }) {
+            return Err(ctx.bad(format!("the .{m} modifier is not supported")));
+        }
+    }
     if head == "setp" {
         let Some(cmp) = instr.mods.first().cloned() else {
             return Err(ctx.bad("setp needs a comparison"));
@@ -400,7 +431,8 @@ pub fn float_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                 "add" => a + get(1),
                 "sub" => a - get(1),
                 "mul" => a * get(1),
-                "fma" | "mad" => a.mul_add(get(1), get(2)),
+                "fma" | "mad" if ety == Ty::F64 => a.mul_add(get(1), get(2)),
+                "fma" | "mad" => fused_narrow(a * get(1), get(2)),
                 "div" => a / get(1),
                 "min" => min_max(a, get(1), false, nan),
                 "max" => min_max(a, get(1), true, nan),
@@ -435,6 +467,9 @@ pub fn float_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                 } else {
                     v.clamp(0.0, 1.0)
                 }
+            } else if relu && !v.is_nan() {
+                // .relu clamps negative results to zero (NaN stays NaN).
+                v.max(0.0)
             } else {
                 v
             };

@@ -117,6 +117,8 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                         (r as u64, ty)
                     }
                     "mul" | "mul24" => {
+                        // mul24 multiplies the low 24 bits of its operands (PTX ISA "mul24").
+                        let (a, b) = if head == "mul24" { (low24(a, signed), low24(b, signed)) } else { (a, b) };
                         let r = wide(a, ty) * wide(b, ty);
                         if wide_form {
                             let Some(dt) = doubled(ty) else { return Err(ctx.bad("mul.wide needs a 16- or 32-bit type")) };
@@ -130,12 +132,13 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                     }
                     "mad" | "mad24" => {
                         let c = ctx.read(lane, ctx.op(3)?, if instr.has("wide") { doubled(ty).unwrap_or(ty) } else { ty })?;
+                        let (a, b) = if head == "mad24" { (low24(a, signed), low24(b, signed)) } else { (a, b) };
                         let r = wide(a, ty) * wide(b, ty);
                         if instr.has("wide") {
                             let Some(dt) = doubled(ty) else { return Err(ctx.bad("mad.wide needs a 16- or 32-bit type")) };
                             ((r as u64).wrapping_add(c), dt)
-                        } else if instr.has("hi") {
-                            let r = (r >> bits) + wide(c, ty);
+                        } else if hi {
+                            let r = (r >> if head == "mad24" { 16 } else { bits }) + wide(c, ty);
                             let r = if instr.has("sat") && ty == Ty::S32 {
                                 r.clamp(i128::from(i32::MIN), i128::from(i32::MAX))
                             } else {
@@ -258,6 +261,15 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         ctx.write(lane, d, out_ty, v)?;
     }
     Ok(Flow::Next)
+}
+
+/// The low 24 bits of `v`, sign-extended when `signed`.
+fn low24(v: u64, signed: bool) -> u64 {
+    if signed {
+        sext(v, 24) as u64
+    } else {
+        trunc(v, 24)
+    }
 }
 
 /// `prmt.b32{.mode} d, a, b, c`: byte permute (PTX ISA "prmt").

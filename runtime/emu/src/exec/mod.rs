@@ -2,14 +2,19 @@
 //!
 //! # Scheduling
 //! Warps of a block are interleaved: a warp runs until it waits (a block barrier, a failed
-//! blocking wait) or exits, then the next warp runs. Inside a warp, the lanes at the smallest
-//! program counter run together (see [`crate::machine`] for why this reconverges). When every
-//! live warp waits and no barrier can complete, the block is deadlocked and the error says where
-//! each warp waits.
+//! blocking wait), polls memory (a volatile or acquiring load), exits or has run 4096
+//! instructions, then the next warp runs. Inside a warp, the lanes whose next instruction comes
+//! first in the control-flow order of [`reconverge`] run together (see [`crate::machine`] for
+//! why this reconverges). A round in which no warp makes progress (every warp waits, re-polls
+//! an unchanged location or retries a failed wait, and nothing is stored) is a deadlock, and the
+//! error says where each warp waits.
 //!
 //! # EXTENSION POINT
-//! Tensor-core and asynchronous instructions are executed by the `tensor_core` and `asynchrony`
-//! modules. The executor forwards every instruction whose opcode starts with `mma`, `ldmatrix`,
+//! Tensor-core and asynchronous instructions are executed outside this file: `extension.rs`
+//! gathers per-lane registers for the pure functions of [`crate::tensor_core`] (`mma.sync`,
+//! `ldmatrix`, `stmatrix`) and runs `cp.async`, `elect` and `setmaxnreg`; `hopper.rs` runs the
+//! sm_90 units (mbarriers, `wgmma`, TMA and bulk copies, proxy fences) over the state of
+//! [`crate::asynchrony`]. The executor forwards every instruction whose opcode starts with `mma`, `ldmatrix`,
 //! `stmatrix`, `wgmma`, `cp.async`, `mbarrier`, `fence.proxy`, `elect` or `setmaxnreg` to
 //! `extension::execute` (a private module of this one), with this signature:
 //!

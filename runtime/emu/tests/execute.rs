@@ -518,3 +518,47 @@ fn a_named_barrier_arrival_before_the_writes_is_a_race() {
     let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected a race, got {err}") };
     assert!(findings.iter().any(|f| f.kind == FindingKind::Race), "{err}");
 }
+
+#[test]
+fn barrier_reductions_give_every_thread_the_block_wide_count_and_votes() {
+    let ptx = r#"
+.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry votes(.param .u64 dst, .param .u32 limit)
+{
+    .reg .pred %p<6>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [dst];
+    ld.param.u32 %r1, [limit];
+    mov.u32 %r2, %tid.x;
+    setp.lt.u32 %p1, %r2, %r1;
+    bar.red.popc.u32 %r3, 0, %p1;
+    bar.red.and.pred %p2, 1, %p1;
+    bar.red.or.pred %p3, 2, !%p1;
+    selp.u32 %r4, 1, 0, %p2;
+    selp.u32 %r5, 1, 0, %p3;
+    mul.wide.u32 %rd2, %r2, 12;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r3;
+    st.global.u32 [%rd3+4], %r4;
+    st.global.u32 [%rd3+8], %r5;
+    ret;
+}
+"#;
+    let emu = Emulator::new(ptx).unwrap();
+    for limit in [0u32, 37, 96, 200] {
+        let mut g = GlobalMemory::new();
+        let pd = g.alloc("dst", vec![0u8; 96 * 12]);
+        let params = emu.param_buffer("votes", &[pd.to_le_bytes().to_vec(), limit.to_le_bytes().to_vec()]).unwrap();
+        emu.launch("votes", &LaunchConfig::new([1, 1, 1], [96, 1, 1]), &params, &mut g).unwrap();
+        let out = to_u32(&g.get(pd).unwrap().data);
+        let below = limit.min(96);
+        for t in 0..96 {
+            assert_eq!(out[3 * t], below, "popc, limit {limit}, thread {t}");
+            assert_eq!(out[3 * t + 1], u32::from(below == 96), "and, limit {limit}");
+            assert_eq!(out[3 * t + 2], u32::from(below < 96), "or of the negation, limit {limit}");
+        }
+    }
+}

@@ -141,6 +141,8 @@ pub struct BarrierState {
     pub arrived: u32,
     /// The join of the arrivers' clocks.
     pub clock: Vec<u32>,
+    /// `bar.red` in this phase: the operation (`popc`, `and`, `or`) and the value so far.
+    pub reduction: Option<(String, u32)>,
 }
 
 /// The state of one block besides its warps.
@@ -816,21 +818,29 @@ fn release_barriers(prog: &Program<'_>, warps: &mut [Warp], block: &mut BlockMem
                 *j = (*j).max(*v);
             }
         }
+        let reduction = block.barriers[id as usize].reduction.clone();
         for &k in &waiting {
             let w = &mut warps[k];
             w.clock.clone_from(&joined);
             w.clock[k] += 1;
             let Wait::Barrier { pc, .. } = w.wait else { continue };
+            // `bar.red` hands every participant the block-wide result.
+            let dest = match (&reduction, prog.kernel.body.get(pc).and_then(|i| i.operands.first())) {
+                (Some((_, value)), Some(crate::ptx::Operand::Reg(r))) => Some((*r, *value)),
+                _ => None,
+            };
             for lane in lanes(w.live()) {
                 if w.pc[lane] == pc {
                     w.pc[lane] = pc + 1;
+                    if let Some((r, value)) = dest {
+                        w.set_reg(lane, r, u64::from(value));
+                    }
                 }
             }
             w.wait = Wait::None;
         }
         block.barriers[id as usize] = BarrierState::default();
         released = true;
-        let _ = prog;
     }
     Ok(released)
 }

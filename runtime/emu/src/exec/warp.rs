@@ -24,15 +24,20 @@ pub fn barrier(ctx: &mut Ctx<'_>, pc: usize, group: LaneMask, exec: LaneMask) ->
     if exec == 0 {
         return Ok(Flow::Next);
     }
-    if instr.has("red") {
-        return Err(ctx.unknown());
-    }
     let lane0 = exec.trailing_zeros() as usize;
-    let id = ctx.read(lane0, ctx.op(0)?, Ty::U32)? as u32;
+    // bar.red puts its destination first; the barrier id and thread count follow.
+    let red = instr.has("red");
+    let first = usize::from(red);
+    let id = ctx.read(lane0, ctx.op(first)?, Ty::U32)? as u32;
     if id >= 16 {
         return Err(ctx.bad(format!("barrier id {id}, expected 0..15")));
     }
-    let count = match ctx.instr.operands.get(1) {
+    let count_op = if red {
+        instr.operands.get(2).filter(|_| instr.operands.len() == 4)
+    } else {
+        instr.operands.get(1)
+    };
+    let count = match count_op {
         Some(op) => {
             let c = ctx.read(lane0, op, Ty::U32)? as u32;
             if c == 0 || c % WARP_SIZE as u32 != 0 {
@@ -55,6 +60,41 @@ pub fn barrier(ctx: &mut Ctx<'_>, pc: usize, group: LaneMask, exec: LaneMask) ->
         }
         ctx.warp.clock[w] += 1;
         return Ok(Flow::Next);
+    }
+    if red {
+        // bar.red.popc.u32 d, a{, b}, {!}c  /  bar.red.{and,or}.pred p, a{, b}, {!}c
+        let op = ["popc", "and", "or"]
+            .into_iter()
+            .find(|m| instr.has(m))
+            .ok_or_else(|| ctx.bad("bar.red needs .popc, .and or .or"))?;
+        if exec != group {
+            return Err(ctx.bad("bar.red must be executed by every lane of the warp or none"));
+        }
+        let c = instr
+            .operands
+            .last()
+            .filter(|_| instr.operands.len() >= 3)
+            .ok_or_else(|| ctx.bad("bar.red needs a destination, a barrier and a predicate"))?;
+        let mut ones = 0u32;
+        for lane in lanes(exec) {
+            ones += (ctx.read(lane, c, Ty::Pred)? & 1) as u32;
+        }
+        let all = ones == exec.count_ones();
+        let b = &mut ctx.block.barriers[id as usize];
+        let (_, value) = b.reduction.get_or_insert_with(|| {
+            let start = match op {
+                "and" => 1,
+                _ => 0,
+            };
+            (op.to_string(), start)
+        });
+        *value = match op {
+            "popc" => *value + ones,
+            "and" => u32::from(*value == 1 && all),
+            _ => u32::from(*value == 1 || ones > 0),
+        };
+        ctx.warp.wait = Wait::Barrier { pc, id, count };
+        return Ok(Flow::Barrier);
     }
     if !(instr.has("sync") || instr.head == "barrier" || instr.mods.is_empty()) {
         return Err(ctx.unknown());

@@ -59,7 +59,8 @@ fn same_f32(got: u32, want: f32) -> bool {
 fn f32_arithmetic_rounds_to_nearest_like_ieee() {
     let mut rng = rng();
     let ins = inputs_f32(&mut rng, 256);
-    let cases: [(&str, fn(f32, f32, f32) -> f32); 6] = [
+    type Ternary = fn(f32, f32, f32) -> f32;
+    let cases: [(&str, Ternary); 6] = [
         ("add.rn.f32 %r6, %r2, %r3;", |a, b, _| a + b),
         ("sub.f32 %r6, %r2, %r3;", |a, b, _| a - b),
         ("mul.rn.f32 %r6, %r2, %r3;", |a, b, _| a * b),

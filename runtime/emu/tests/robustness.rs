@@ -27,7 +27,7 @@ fn mutate(text: &str, rng: &mut StdRng) -> String {
         let line = lines[i].clone();
         lines[i] = match rng.gen_range(0..5) {
             0 => String::new(),
-            1 => match line.find(|c: char| c == ' ' || c == '\t') {
+            1 => match line.find([' ', '\t']) {
                 // Add a modifier to the opcode.
                 Some(at) if line.trim_start().chars().next().is_some_and(|c| c.is_ascii_alphabetic()) => {
                     format!("{}{}{}", &line[..at], WORDS.choose(rng).unwrap_or(&".u32"), &line[at..])

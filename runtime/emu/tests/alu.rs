@@ -121,13 +121,14 @@ fn min_max_return_the_number_when_one_input_is_nan() {
 fn ordered_and_unordered_comparisons() {
     let mut rng = rng();
     let ins = inputs_f32(&mut rng, 256);
-    let cases: [(&str, fn(f32, f32) -> bool); 6] = [
+    type Compare = fn(f32, f32) -> bool;
+    let cases: [(&str, Compare); 6] = [
         ("lt", |a, b| a < b),
         ("ltu", |a, b| a.is_nan() || b.is_nan() || a < b),
         ("ne", |a, b| !a.is_nan() && !b.is_nan() && a != b),
         ("neu", |a, b| a.is_nan() || b.is_nan() || a != b),
         ("nan", |a, b| a.is_nan() || b.is_nan()),
-        ("geu", |a, b| !(a < b)),
+        ("geu", |a, b| a.is_nan() || b.is_nan() || a >= b),
     ];
     for (cmp, f) in cases {
         let out = run(&format!("setp.{cmp}.f32 %p1, %r2, %r3;\nselp.u32 %r6, 1, 0, %p1;"), &ins);

@@ -92,3 +92,21 @@ fn timed_gemm_512_and_attention_head_1k_match_their_references() {
     let err = normalized_max_error(&o.to_vec(), &wo);
     assert!(err < 1e-2, "attention error {err:.2e} (seed {})", rng.seed);
 }
+
+#[test]
+fn kernels_take_the_emulators_own_tensors_and_write_their_results_back() {
+    use tilekit::ir::ScalarType::{BF16, F32};
+    use tilekit::kernels::gemm;
+    let device = Device::emulator("sm_90a").unwrap();
+    let (m, n, k) = (64, 48, 32);
+    let av: Vec<f64> = (0..m * k).map(|i| ((i % 13) as f64 - 6.0) / 8.0).collect();
+    let bv: Vec<f64> = (0..k * n).map(|i| ((i % 7) as f64 - 3.0) / 4.0).collect();
+    let a = Tensor::from_f64(BF16, &[m, k], &av, &device).unwrap();
+    let b = Tensor::from_f64(BF16, &[k, n], &bv, &device).unwrap();
+    let mut c = Tensor::zeros(F32, &[m, n], &device).unwrap();
+    gemm::gemm::<f32, 64, 64, 32, 32, 32>::launch(&device, gemm::grid(m, n, 64, 64), &a, &b, &mut c).unwrap();
+    let want = gemm::reference(&av, &bv, m, k, n);
+    let got = c.to_host().unwrap().to_vec();
+    // Inputs are exact in bf16 and the sums exact in f32.
+    assert_eq!(got, want);
+}

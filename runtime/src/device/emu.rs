@@ -40,12 +40,13 @@ impl std::fmt::Debug for Emu {
 impl Emu {
     /// An emulator for `target` (`sm_80` or `sm_90a`).
     pub(crate) fn new(target: &str) -> Result<Emu, Error> {
-        let target = TARGETS
-            .into_iter()
-            .find(|t| *t == target)
-            .ok_or_else(|| Error::UnknownDevice {
-                name: format!("emu:{target} (the emulator runs emu:sm_80 and emu:sm_90a)"),
-            })?;
+        let target =
+            TARGETS
+                .into_iter()
+                .find(|t| *t == target)
+                .ok_or_else(|| Error::UnknownDevice {
+                    name: format!("emu:{target} (the emulator runs emu:sm_80 and emu:sm_90a)"),
+                })?;
         Ok(Emu {
             target,
             bundles: Default::default(),
@@ -119,7 +120,10 @@ pub(super) fn launch(
     let mut mem = GlobalMemory::new();
     let mut bases = vec![0u64; args.len()];
     for (i, a) in args.iter().enumerate() {
-        let name = k.params.get(i).map_or_else(|| format!("#{i}"), |p| p.name.clone());
+        let name = k
+            .params
+            .get(i)
+            .map_or_else(|| format!("#{i}"), |p| p.name.clone());
         match a {
             LaunchArg::Host(t) => {
                 bases[i] = mem.alloc(name, codec::encode(t.dtype(), t.storage()));
@@ -156,7 +160,9 @@ pub(super) fn launch(
     for (i, a) in args.iter_mut().enumerate() {
         match a {
             LaunchArg::Host(t) => {
-                let Some(alloc) = mem.get(bases[i]) else { continue };
+                let Some(alloc) = mem.get(bases[i]) else {
+                    continue;
+                };
                 let values = codec::decode(t.dtype(), &alloc.data);
                 *t = HostTensor::strided(t.dtype(), t.shape(), t.strides(), &values)?;
             }

@@ -3,8 +3,7 @@
 //! budgets on. The input is a header line (`# fuzz-interp seed=S grid=X,Y,Z`: the seed of the
 //! argument values and the grid) followed by the module text.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -12,7 +11,7 @@ use tilekit::ir::interp::{self, Arg, CancelToken, HostTensor, Launch};
 use tilekit::ir::{parse_module, verify, ScalarType, Type};
 
 use super::mutate::{hash, pick, INTERESTING_INTS};
-use super::{corpus, tile_text, Harness, Pool, Stage};
+use super::{corpus, tile_text, Harness, Pool, Stage, Watchdog};
 
 /// The most elements of one argument tensor (the interpreter holds each as an f64).
 const MAX_TENSOR_ELEMENTS: usize = 1 << 13;
@@ -34,25 +33,7 @@ pub struct InterpHarness {
     seeds: Vec<String>,
     pool: Pool,
     rng: SmallRng,
-    /// The running input's cancel token and when to use it, watched by a thread.
-    watch: Arc<Mutex<Option<(Instant, CancelToken)>>>,
-}
-
-/// Cancels a run whose time is up (checked every 20 ms).
-fn watchdog(watch: Arc<Mutex<Option<(Instant, CancelToken)>>>) {
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        if Arc::strong_count(&watch) == 1 {
-            return;
-        }
-        if let Ok(w) = watch.lock() {
-            if let Some((at, token)) = w.as_ref() {
-                if Instant::now() >= *at {
-                    token.cancel();
-                }
-            }
-        }
-    }
+    watchdog: Watchdog,
 }
 
 impl InterpHarness {
@@ -61,14 +42,11 @@ impl InterpHarness {
             .into_iter()
             .filter(|t| parse_module(t).is_ok_and(|m| verify(&m).is_ok() && m.kernels().next().is_some()))
             .collect();
-        let watch = Arc::new(Mutex::new(None));
-        let w = watch.clone();
-        std::thread::spawn(move || watchdog(w));
         InterpHarness {
             seeds,
             pool: Pool::new(256, 32 << 10),
             rng: SmallRng::seed_from_u64(2),
-            watch,
+            watchdog: Watchdog::new(),
         }
     }
 }
@@ -223,14 +201,9 @@ impl Harness for InterpHarness {
         };
         let mut args = arguments(&mut rng, &k.param_types());
         // Any result is fine (errors name what went wrong); panics, aborts and hangs are not.
-        let token = CancelToken::new();
-        if let Ok(mut w) = self.watch.lock() {
-            *w = Some((Instant::now() + CANCEL_AFTER, token.clone()));
-        }
+        let token = self.watchdog.arm(CANCEL_AFTER);
         let _ = interp::run_with(&m, &k.name, launch(grid, token), &mut args);
-        if let Ok(mut w) = self.watch.lock() {
-            *w = None;
-        }
+        self.watchdog.disarm();
         Ok(Stage::Ran)
     }
 

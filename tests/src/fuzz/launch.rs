@@ -5,6 +5,10 @@
 //! runs in the inputs; sometimes a kernel's shape rule is called on its own with arguments the
 //! signature check would have refused (it is public).
 //!
+//! Launches run on a cpu device with a small op budget, a memory budget and a cancel token
+//! that a watchdog fires after two seconds: a big grid or a loop over a huge dimension is legal
+//! and merely slow, and the fuzzer is after wrong checks, not slow kernels.
+//!
 //! An input is a small text (one `key value…` line per item) so that reproducers can be read
 //! and edited:
 //!
@@ -23,10 +27,18 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tilekit::ir::{ScalarType, Type};
+use tilekit::device::CpuOptions;
 use tilekit::{Device, Error, LaunchArg, Tensor};
 
 use super::mutate::pick;
-use super::{Harness, Pool, Stage};
+use super::{Harness, Pool, Stage, Watchdog};
+
+/// Ops per launch: the library kernels at the harness's small shapes and grids need far fewer.
+const OP_BUDGET: u64 = 200_000;
+/// Bytes the interpreter may hold per launch.
+const MEMORY_BUDGET: u64 = 256 << 20;
+/// A launch still running after this long is cancelled.
+const CANCEL_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The most elements of one tensor made (the CPU device holds them as f64).
 const MAX_ELEMENTS: u128 = 1 << 18;
@@ -412,7 +424,7 @@ fn arguments(spec: &Spec, cpu: &Device) -> Option<Vec<LaunchArg>> {
 pub struct LaunchHarness {
     pool: Pool,
     rng: SmallRng,
-    cpu: Device,
+    watchdog: Watchdog,
 }
 
 impl LaunchHarness {
@@ -420,7 +432,7 @@ impl LaunchHarness {
         LaunchHarness {
             pool: Pool::new(512, 4096),
             rng: SmallRng::seed_from_u64(5),
-            cpu: Device::Cpu,
+            watchdog: Watchdog::new(),
         }
     }
 }
@@ -444,7 +456,28 @@ impl Harness for LaunchHarness {
         let Some(spec) = Spec::parse(&String::from_utf8_lossy(input)) else {
             return Ok(Stage::Tried);
         };
-        let Some(mut args) = arguments(&spec, &self.cpu) else {
+        // A device per input: its cancel token is this input's.
+        let cpu = Device::cpu_with(
+            CpuOptions::default()
+                .op_budget(OP_BUDGET)
+                .memory_budget(MEMORY_BUDGET)
+                .cancel(self.watchdog.arm(CANCEL_AFTER)),
+        );
+        let result = self.launch(&spec, &cpu);
+        self.watchdog.disarm();
+        result
+    }
+
+    fn keep(&mut self, input: &[u8], stage: Stage) {
+        if stage >= Stage::Verified {
+            self.pool.add(&mut self.rng, input);
+        }
+    }
+}
+
+impl LaunchHarness {
+    fn launch(&self, spec: &Spec, cpu: &Device) -> Result<Stage, String> {
+        let Some(mut args) = arguments(spec, cpu) else {
             return Ok(Stage::Tried);
         };
         if spec.check_only {
@@ -460,20 +493,20 @@ impl Harness for LaunchHarness {
             }
             return Ok(Stage::Verified);
         }
-        let r = self.cpu.launch_by_name(&spec.kernel, &spec.variant, spec.grid, &mut args);
+        let r = cpu.launch_by_name(&spec.kernel, &spec.variant, spec.grid, &mut args);
         Ok(match r {
             Ok(()) => Stage::Ran,
             Err(Error::Interp(tilekit::ir::interp::InterpError::Argument { .. })) => Stage::Verified,
             Err(Error::Interp(_)) => Stage::Ran,
-            Err(Error::Shape { .. } | Error::EmptyGrid { .. }) => Stage::Verified,
+            // Decided after the signature check: the kernel's shape rule, the grid, aliasing.
+            Err(
+                Error::Shape { .. }
+                | Error::EmptyGrid { .. }
+                | Error::GridTooLarge { .. }
+                | Error::Overlap { .. },
+            ) => Stage::Verified,
             Err(_) => Stage::Tried,
         })
-    }
-
-    fn keep(&mut self, input: &[u8], stage: Stage) {
-        if stage >= Stage::Verified {
-            self.pool.add(&mut self.rng, input);
-        }
     }
 }
 

@@ -29,7 +29,11 @@ pub mod supervise;
 pub mod text;
 pub mod tile_text;
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use rand::rngs::SmallRng;
+use tilekit::ir::interp::CancelToken;
 
 /// How far an input got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,6 +74,57 @@ pub fn make(name: &str, scratch: &std::path::Path) -> Option<Box<dyn Harness>> {
         "launch" => Box::new(launch::LaunchHarness::new()),
         _ => return None,
     })
+}
+
+/// Cancels the interpreter run of the current input once its time is up, through the run's
+/// [`CancelToken`](tilekit::ir::interp::CancelToken): the op budget bounds ops, not time, and
+/// an op on a big tile takes far longer than one on a small tile.
+#[derive(Debug)]
+pub struct Watchdog {
+    armed: Arc<Mutex<Option<(Instant, CancelToken)>>>,
+}
+
+impl Watchdog {
+    pub fn new() -> Watchdog {
+        let armed: Arc<Mutex<Option<(Instant, CancelToken)>>> = Arc::default();
+        let weak = Arc::downgrade(&armed);
+        // Ends when the watchdog is dropped.
+        std::thread::spawn(move || {
+            while let Some(armed) = weak.upgrade() {
+                if let Ok(a) = armed.lock() {
+                    if let Some((at, token)) = a.as_ref() {
+                        if Instant::now() >= *at {
+                            token.cancel();
+                        }
+                    }
+                }
+                drop(armed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Watchdog { armed }
+    }
+
+    /// A fresh token, cancelled `after` from now unless [`Watchdog::disarm`] comes first.
+    pub fn arm(&self, after: Duration) -> CancelToken {
+        let token = CancelToken::new();
+        if let Ok(mut a) = self.armed.lock() {
+            *a = Some((Instant::now() + after, token.clone()));
+        }
+        token
+    }
+
+    pub fn disarm(&self) {
+        if let Ok(mut a) = self.armed.lock() {
+            *a = None;
+        }
+    }
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog::new()
+    }
 }
 
 /// Inputs worth mutating again, at most `cap`, replaced at random once full.

@@ -88,7 +88,10 @@ impl Report {
                 _ => s.push_str(&format!("{v:>12}  {k}\n")),
             }
         }
-        s.push_str(&format!("{:>12}  total warp-instructions\n", self.profile.total));
+        s.push_str(&format!(
+            "{:>12}  total warp-instructions\n",
+            self.profile.total
+        ));
         s
     }
 }
@@ -144,7 +147,11 @@ impl Emulator {
         if args.len() != f.params.len() {
             return Err(EmuError::Launch {
                 kernel: name.into(),
-                message: format!("{} arguments given, the kernel has {} parameters", args.len(), f.params.len()),
+                message: format!(
+                    "{} arguments given, the kernel has {} parameters",
+                    args.len(),
+                    f.params.len()
+                ),
             });
         }
         let size = f.params.last().map_or(0, |p| p.offset + p.size) as usize;
@@ -153,7 +160,12 @@ impl Emulator {
             if a.len() != p.size as usize {
                 return Err(EmuError::Launch {
                     kernel: name.into(),
-                    message: format!("parameter `{}` is {} bytes, the argument {} bytes", p.name, p.size, a.len()),
+                    message: format!(
+                        "parameter `{}` is {} bytes, the argument {} bytes",
+                        p.name,
+                        p.size,
+                        a.len()
+                    ),
                 });
             }
             buf[p.offset as usize..(p.offset + p.size) as usize].copy_from_slice(a);
@@ -163,7 +175,13 @@ impl Emulator {
 
     /// Runs kernel `name` over the grid with the parameter buffer `params` (see
     /// [`Emulator::param_buffer`]) against `global`, whose allocations the parameters point into.
-    pub fn launch(&self, name: &str, cfg: &LaunchConfig, params: &[u8], global: &mut GlobalMemory) -> EmuResult<Report> {
+    pub fn launch(
+        &self,
+        name: &str,
+        cfg: &LaunchConfig,
+        params: &[u8],
+        global: &mut GlobalMemory,
+    ) -> EmuResult<Report> {
         let f = self.entry(name)?;
         let launch_err = |message: String| EmuError::Launch {
             kernel: name.to_string(),
@@ -172,19 +190,35 @@ impl Emulator {
         let threads = cfg.block.iter().try_fold(1u32, |a, &b| a.checked_mul(b));
         match threads {
             Some(t) if (1..=MAX_THREADS).contains(&t) => {}
-            _ => return Err(launch_err(format!("block {:?}: expected 1..=1024 threads", cfg.block))),
+            _ => {
+                return Err(launch_err(format!(
+                    "block {:?}: expected 1..=1024 threads",
+                    cfg.block
+                )))
+            }
         }
         if cfg.grid.contains(&0) {
-            return Err(launch_err(format!("grid {:?} has an empty dimension", cfg.grid)));
+            return Err(launch_err(format!(
+                "grid {:?} has an empty dimension",
+                cfg.grid
+            )));
         }
         if let Some(m) = f.maxntid {
-            if cfg.block.iter().zip(m.iter()).any(|(b, m)| b > m) && threads > Some(m.iter().product()) {
-                return Err(launch_err(format!("block {:?} exceeds the kernel's .maxntid {:?}", cfg.block, m)));
+            if cfg.block.iter().zip(m.iter()).any(|(b, m)| b > m)
+                && threads > Some(m.iter().product())
+            {
+                return Err(launch_err(format!(
+                    "block {:?} exceeds the kernel's .maxntid {:?}",
+                    cfg.block, m
+                )));
             }
         }
         let need = f.params.last().map_or(0, |p| p.offset + p.size) as usize;
         if params.len() < need {
-            return Err(launch_err(format!("{} parameter bytes, the kernel needs {need}", params.len())));
+            return Err(launch_err(format!(
+                "{} parameter bytes, the kernel needs {need}",
+                params.len()
+            )));
         }
         let mut syms = HashMap::new();
         for p in &f.params {
@@ -195,7 +229,12 @@ impl Emulator {
         let mut off = 0u64;
         let mut dyn_align = 16u64;
         let mut dyn_names = Vec::new();
-        let statics = self.module.globals.iter().chain(f.shared.iter()).filter(|v| v.space == Space::Shared);
+        let statics = self
+            .module
+            .globals
+            .iter()
+            .chain(f.shared.iter())
+            .filter(|v| v.space == Space::Shared);
         for v in statics {
             match v.size {
                 Some(size) => {
@@ -208,7 +247,9 @@ impl Emulator {
                     });
                     off += size;
                     if off > MAX_SHARED {
-                        return Err(launch_err(format!("static shared memory exceeds {MAX_SHARED} bytes")));
+                        return Err(launch_err(format!(
+                            "static shared memory exceeds {MAX_SHARED} bytes"
+                        )));
                     }
                 }
                 None => {
@@ -227,9 +268,15 @@ impl Emulator {
                 size: cfg.dynamic_shared,
             });
         }
-        let shared_bytes = if cfg.dynamic_shared > 0 { dyn_off + u64::from(cfg.dynamic_shared) } else { static_bytes };
+        let shared_bytes = if cfg.dynamic_shared > 0 {
+            dyn_off + u64::from(cfg.dynamic_shared)
+        } else {
+            static_bytes
+        };
         if shared_bytes > MAX_SHARED {
-            return Err(launch_err(format!("{shared_bytes} bytes of shared memory, at most {MAX_SHARED}")));
+            return Err(launch_err(format!(
+                "{shared_bytes} bytes of shared memory, at most {MAX_SHARED}"
+            )));
         }
         // Local memory per thread.
         let mut loff = 0u64;
@@ -242,7 +289,12 @@ impl Emulator {
             }
         }
         // Module-scope global and constant variables live in global memory for this launch.
-        for v in self.module.globals.iter().filter(|v| matches!(v.space, Space::Global | Space::Const)) {
+        for v in self
+            .module
+            .globals
+            .iter()
+            .filter(|v| matches!(v.space, Space::Global | Space::Const))
+        {
             let size = v.size.unwrap_or(0) as usize;
             let mut data = v.init.clone();
             data.resize(size, 0);
@@ -268,7 +320,11 @@ impl Emulator {
             budget: cfg.budget,
             budget_total: cfg.budget,
             cancel: cfg.cancel.as_deref(),
-            nanos: if cfg.time_classes { vec![0; f.body.len()] } else { Vec::new() },
+            nanos: if cfg.time_classes {
+                vec![0; f.body.len()]
+            } else {
+                Vec::new()
+            },
             register_files: Vec::new(),
         };
         let mut blocks = 0u64;

@@ -82,7 +82,13 @@ pub struct Warp {
 
 impl Warp {
     /// A warp with `nregs` registers (zeroed), lanes `present`, local memory of `local_bytes`.
-    pub fn new(index: usize, nregs: usize, present: LaneMask, local_bytes: usize, nwarps: usize) -> Warp {
+    pub fn new(
+        index: usize,
+        nregs: usize,
+        present: LaneMask,
+        local_bytes: usize,
+        nwarps: usize,
+    ) -> Warp {
         let mut clock = vec![0u32; nwarps];
         if let Some(c) = clock.get_mut(index) {
             *c = 1;

@@ -113,7 +113,14 @@ impl SharedShadow {
 
     /// Records a read of `[off, off+len)` by `warp` with vector clock `clock`; returns the first
     /// unordered earlier write by another warp.
-    pub fn read(&mut self, off: usize, len: usize, warp: usize, clock: &[u32], line: u32) -> Option<Conflict> {
+    pub fn read(
+        &mut self,
+        off: usize,
+        len: usize,
+        warp: usize,
+        clock: &[u32],
+        line: u32,
+    ) -> Option<Conflict> {
         let mut conflict = None;
         let end = (off + len).min(self.write.len());
         let own = u64::from(clock.get(warp).copied().unwrap_or(0));
@@ -158,7 +165,14 @@ impl SharedShadow {
 
     /// Records a write of `[off, off+len)` by `warp`; returns the first unordered earlier access
     /// (write or read) by another warp.
-    pub fn write(&mut self, off: usize, len: usize, warp: usize, clock: &[u32], line: u32) -> Option<Conflict> {
+    pub fn write(
+        &mut self,
+        off: usize,
+        len: usize,
+        warp: usize,
+        clock: &[u32],
+        line: u32,
+    ) -> Option<Conflict> {
         let mut conflict = None;
         let end = (off + len).min(self.write.len());
         let own = u64::from(clock.get(warp).copied().unwrap_or(0));
@@ -181,7 +195,11 @@ impl SharedShadow {
                     if r & MANY != 0 {
                         let row = (r & !MANY) as usize * self.nwarps;
                         if let Some(v) = self.many.get(row..row + self.nwarps) {
-                            if let Some((rw, _)) = v.iter().enumerate().find(|(rw, c)| **c != 0 && !seen(*rw, **c)) {
+                            if let Some((rw, _)) = v
+                                .iter()
+                                .enumerate()
+                                .find(|(rw, c)| **c != 0 && !seen(*rw, **c))
+                            {
                                 conflict = Some(Conflict {
                                     warp: rw,
                                     was_write: false,

@@ -21,8 +21,18 @@ struct Gemm {
 
 impl Gemm {
     fn random(m: usize, n: usize, k: usize, rng: &mut StdRng) -> Gemm {
-        let mut v = |len: usize| (0..len).map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0))).collect();
-        Gemm { a: v(m * k), b: v(k * n), m, n, k }
+        let mut v = |len: usize| {
+            (0..len)
+                .map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0)))
+                .collect()
+        };
+        Gemm {
+            a: v(m * k),
+            b: v(k * n),
+            m,
+            n,
+            k,
+        }
     }
 
     fn reference(&self) -> Vec<f64> {
@@ -30,7 +40,9 @@ impl Gemm {
         let mut c = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                c[i * n + j] = (0..k).map(|kk| self.a[i * k + kk].to_f64() * self.b[kk * n + j].to_f64()).sum();
+                c[i * n + j] = (0..k)
+                    .map(|kk| self.a[i * k + kk].to_f64() * self.b[kk * n + j].to_f64())
+                    .sum();
             }
         }
         c
@@ -42,21 +54,47 @@ impl Gemm {
         let (m, n, k) = (self.m, self.n, self.k);
         let emu = Emulator::new(ptx)?;
         let mut g = GlobalMemory::new();
-        let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+        let bytes = |v: &[bf16]| {
+            v.iter()
+                .flat_map(|x| x.to_bits().to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
         let pa = g.alloc("a", bytes(&self.a));
         let pb = g.alloc("b", bytes(&self.b));
         let pc = g.alloc("c", vec![0u8; m * n * 4]);
         let u = |v: usize| (v as u32).to_le_bytes().to_vec();
         // The ABI of a 2-d view: pointer, sizes, strides (elements).
         let args = [
-            pa.to_le_bytes().to_vec(), u(m), u(k), u(k), u(1),
-            pb.to_le_bytes().to_vec(), u(k), u(n), u(n), u(1),
-            pc.to_le_bytes().to_vec(), u(c_rows), u(n), u(n), u(1),
+            pa.to_le_bytes().to_vec(),
+            u(m),
+            u(k),
+            u(k),
+            u(1),
+            pb.to_le_bytes().to_vec(),
+            u(k),
+            u(n),
+            u(n),
+            u(1),
+            pc.to_le_bytes().to_vec(),
+            u(c_rows),
+            u(n),
+            u(n),
+            u(1),
         ];
         let params = emu.param_buffer("gemm", &args)?;
         let grid = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
-        emu.launch("gemm", &LaunchConfig::new(grid, [128, 1, 1]), &params, &mut g)?;
-        Ok(g.get(pc).expect("c").data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        emu.launch(
+            "gemm",
+            &LaunchConfig::new(grid, [128, 1, 1]),
+            &params,
+            &mut g,
+        )?;
+        Ok(g.get(pc)
+            .expect("c")
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 }
 
@@ -74,7 +112,10 @@ fn compiled_gemm_matches_the_f64_product_at_full_and_partial_tiles() {
         let got = g.run(GEMM, m).unwrap();
         let want = g.reference();
         for (i, (x, y)) in got.iter().zip(&want).enumerate() {
-            assert!((f64::from(*x) - y).abs() <= 1e-4 * y.abs().max(1.0), "{m}×{n}×{k}: C[{i}] = {x}, expected {y}");
+            assert!(
+                (f64::from(*x) - y).abs() <= 1e-4 * y.abs().max(1.0),
+                "{m}×{n}×{k}: C[{i}] = {x}, expected {y}"
+            );
         }
     }
 }
@@ -84,18 +125,32 @@ fn removing_a_barrier_from_the_staged_gemm_is_reported_naming_the_instruction() 
     let mut rng = rng();
     let g = Gemm::random(64, 64, 64, &mut rng);
     let lines: Vec<&str> = GEMM.lines().collect();
-    let barriers: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.trim_start().starts_with("bar.sync")).map(|(i, _)| i).collect();
+    let barriers: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("bar.sync"))
+        .map(|(i, _)| i)
+        .collect();
     assert!(!barriers.is_empty());
     for &at in &barriers {
-        let ptx: String = lines.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, l)| format!("{l}\n")).collect();
+        let ptx: String = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != at)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
         let err = g.run(&ptx, 64).unwrap_err();
-        let EmuError::Sanitizer { findings, .. } = &err else { panic!("line {}: expected findings, got {err}", at + 1) };
+        let EmuError::Sanitizer { findings, .. } = &err else {
+            panic!("line {}: expected findings, got {err}", at + 1)
+        };
         let f = findings
             .iter()
             .find(|f| matches!(f.kind, FindingKind::Race | FindingKind::AsyncHazard))
             .unwrap_or_else(|| panic!("line {}: no race in {findings:?}", at + 1));
         assert!(
-            ["ld.shared", "st.shared", "ldmatrix", "cp.async"].iter().any(|p| f.opcode.starts_with(p)),
+            ["ld.shared", "st.shared", "ldmatrix", "cp.async"]
+                .iter()
+                .any(|p| f.opcode.starts_with(p)),
             "line {}: {f}",
             at + 1
         );
@@ -107,8 +162,13 @@ fn telling_the_gemm_c_has_one_more_row_is_an_out_of_bounds_store() {
     let mut rng = rng();
     let g = Gemm::random(63, 64, 32, &mut rng);
     let err = g.run(GEMM, 64).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
-    let f = findings.iter().find(|f| f.kind == FindingKind::OutOfBounds).expect("an out-of-bounds finding");
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
+    let f = findings
+        .iter()
+        .find(|f| f.kind == FindingKind::OutOfBounds)
+        .expect("an out-of-bounds finding");
     assert!(f.opcode.starts_with("st.global"), "{f}");
     assert!(f.message.contains("`c`"), "{f}");
 }

@@ -18,10 +18,14 @@ fn u32_bytes(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 fn to_f32(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 fn to_u32(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 const VADD: &str = r#"
@@ -70,10 +74,20 @@ fn run_vadd(n: usize, threads: u32, rng: &mut StdRng) -> Result<Vadd, EmuError> 
     let pc = g.alloc("c", vec![0u8; n * 4]);
     let params = emu.param_buffer(
         "vadd",
-        &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pc.to_le_bytes().to_vec(), (n as u32).to_le_bytes().to_vec()],
+        &[
+            pa.to_le_bytes().to_vec(),
+            pb.to_le_bytes().to_vec(),
+            pc.to_le_bytes().to_vec(),
+            (n as u32).to_le_bytes().to_vec(),
+        ],
     )?;
     let blocks = (n as u32).div_ceil(threads);
-    emu.launch("vadd", &LaunchConfig::new([blocks, 1, 1], [threads, 1, 1]), &params, &mut g)?;
+    emu.launch(
+        "vadd",
+        &LaunchConfig::new([blocks, 1, 1], [threads, 1, 1]),
+        &params,
+        &mut g,
+    )?;
     Ok((a, b, to_f32(&g.get(pc).expect("c").data)))
 }
 
@@ -99,11 +113,33 @@ fn off_by_one_store_is_reported_out_of_bounds() {
     let pb = g.alloc("b", vec![0u8; n * 4]);
     let pc = g.alloc("c", vec![0u8; n * 4]);
     let params = emu
-        .param_buffer("vadd", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pc.to_le_bytes().to_vec(), (n as u32).to_le_bytes().to_vec()])
+        .param_buffer(
+            "vadd",
+            &[
+                pa.to_le_bytes().to_vec(),
+                pb.to_le_bytes().to_vec(),
+                pc.to_le_bytes().to_vec(),
+                (n as u32).to_le_bytes().to_vec(),
+            ],
+        )
         .unwrap();
-    let err = emu.launch("vadd", &LaunchConfig::new([2, 1, 1], [32, 1, 1]), &params, &mut g).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected a sanitizer error, got {err}") };
-    assert!(findings.iter().any(|f| f.kind == FindingKind::OutOfBounds && f.opcode.starts_with("ld.global")), "{err}");
+    let err = emu
+        .launch(
+            "vadd",
+            &LaunchConfig::new([2, 1, 1], [32, 1, 1]),
+            &params,
+            &mut g,
+        )
+        .unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected a sanitizer error, got {err}")
+    };
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == FindingKind::OutOfBounds && f.opcode.starts_with("ld.global")),
+        "{err}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("out of bounds"), "{msg}");
     assert!(msg.contains("line"), "{msg}");
@@ -164,8 +200,19 @@ fn integer_ops_match_rust() {
     let mut g = GlobalMemory::new();
     let ps = g.alloc("src", u32_bytes(&src));
     let pd = g.alloc("dst", vec![0u8; n * 64]);
-    let params = emu.param_buffer("intops", &[ps.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()]).unwrap();
-    emu.launch("intops", &LaunchConfig::new([1, 1, 1], [n as u32, 1, 1]), &params, &mut g).unwrap();
+    let params = emu
+        .param_buffer(
+            "intops",
+            &[ps.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()],
+        )
+        .unwrap();
+    emu.launch(
+        "intops",
+        &LaunchConfig::new([1, 1, 1], [n as u32, 1, 1]),
+        &params,
+        &mut g,
+    )
+    .unwrap();
     let out = to_u32(&g.get(pd).unwrap().data);
     for t in 0..n {
         let (a, b) = (src[2 * t], src[2 * t + 1]);
@@ -192,7 +239,11 @@ fn integer_ops_match_rust() {
             sa.wrapping_div(r18 as i32) as u32,
             if sa < sb { 7 } else { 9 },
         ];
-        assert_eq!(&out[t * 16..t * 16 + 16], &expect[..], "thread {t}: a={a:#x} b={b:#x}");
+        assert_eq!(
+            &out[t * 16..t * 16 + 16],
+            &expect[..],
+            "thread {t}: a={a:#x} b={b:#x}"
+        );
     }
 }
 
@@ -259,7 +310,12 @@ END:
 }
 "#;
 
-fn run_reduce(ptx: &str, blocks: u32, threads: u32, rng: &mut StdRng) -> Result<(Vec<f32>, Vec<f32>), EmuError> {
+fn run_reduce(
+    ptx: &str,
+    blocks: u32,
+    threads: u32,
+    rng: &mut StdRng,
+) -> Result<(Vec<f32>, Vec<f32>), EmuError> {
     let n = (blocks * threads) as usize;
     // Small integers: every summation order gives the exact same f32 sum.
     let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-50..50) as f32).collect();
@@ -267,8 +323,16 @@ fn run_reduce(ptx: &str, blocks: u32, threads: u32, rng: &mut StdRng) -> Result<
     let mut g = GlobalMemory::new();
     let ps = g.alloc("x", f32_bytes(&x));
     let pd = g.alloc("sums", vec![0u8; blocks as usize * 4]);
-    let params = emu.param_buffer("reduce", &[ps.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()])?;
-    emu.launch("reduce", &LaunchConfig::new([blocks, 1, 1], [threads, 1, 1]), &params, &mut g)?;
+    let params = emu.param_buffer(
+        "reduce",
+        &[ps.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()],
+    )?;
+    emu.launch(
+        "reduce",
+        &LaunchConfig::new([blocks, 1, 1], [threads, 1, 1]),
+        &params,
+        &mut g,
+    )?;
     Ok((x, to_f32(&g.get(pd).unwrap().data)))
 }
 
@@ -290,9 +354,17 @@ fn removed_barrier_is_reported_as_a_race_naming_the_instruction() {
     let mut rng = StdRng::seed_from_u64(seed());
     let ptx = REDUCE.replace("bar.sync 0;", "");
     let err = run_reduce(&ptx, 1, 128, &mut rng).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected a race, got {err}") };
-    let race = findings.iter().find(|f| f.kind == FindingKind::Race).expect("a race finding");
-    assert!(race.opcode.starts_with("ld.shared") || race.opcode.starts_with("st.shared"), "{race}");
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected a race, got {err}")
+    };
+    let race = findings
+        .iter()
+        .find(|f| f.kind == FindingKind::Race)
+        .expect("a race finding");
+    assert!(
+        race.opcode.starts_with("ld.shared") || race.opcode.starts_with("st.shared"),
+        "{race}"
+    );
     assert!(race.to_string().contains("no barrier"), "{race}");
 }
 
@@ -331,8 +403,16 @@ JOIN:
     let emu = Emulator::new(ptx).unwrap();
     let mut g = GlobalMemory::new();
     let pd = g.alloc("dst", vec![0u8; 64 * 4]);
-    let params = emu.param_buffer("diverge", &[pd.to_le_bytes().to_vec()]).unwrap();
-    emu.launch("diverge", &LaunchConfig::new([1, 1, 1], [64, 1, 1]), &params, &mut g).unwrap();
+    let params = emu
+        .param_buffer("diverge", &[pd.to_le_bytes().to_vec()])
+        .unwrap();
+    emu.launch(
+        "diverge",
+        &LaunchConfig::new([1, 1, 1], [64, 1, 1]),
+        &params,
+        &mut g,
+    )
+    .unwrap();
     let out = to_u32(&g.get(pd).unwrap().data);
     let tri = |t: u32| (0..t).sum::<u32>();
     for t in 0..64u32 {
@@ -355,7 +435,14 @@ fn a_barrier_that_can_never_complete_is_a_deadlock_naming_the_wait() {
 "#;
     let emu = Emulator::new(ptx).unwrap();
     let mut g = GlobalMemory::new();
-    let err = emu.launch("stuck", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &[], &mut g).unwrap_err();
+    let err = emu
+        .launch(
+            "stuck",
+            &LaunchConfig::new([1, 1, 1], [32, 1, 1]),
+            &[],
+            &mut g,
+        )
+        .unwrap_err();
     assert!(matches!(err, EmuError::Deadlock { .. }), "{err}");
     assert!(err.to_string().contains("barrier 1"), "{err}");
 }
@@ -400,7 +487,14 @@ SKIP:
 "#;
     let emu = Emulator::new(ptx).unwrap();
     let mut g = GlobalMemory::new();
-    let err = emu.launch("half", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &[], &mut g).unwrap_err();
+    let err = emu
+        .launch(
+            "half",
+            &LaunchConfig::new([1, 1, 1], [32, 1, 1]),
+            &[],
+            &mut g,
+        )
+        .unwrap_err();
     assert!(matches!(err, EmuError::Divergent { .. }), "{err}");
     assert!(err.to_string().contains("bar.sync"), "{err}");
 }
@@ -410,10 +504,16 @@ fn unknown_instructions_are_errors_naming_the_line() {
     let ptx = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n  frobnicate.b32;\n  ret;\n}\n";
     let emu = Emulator::new(ptx).unwrap();
     let mut g = GlobalMemory::new();
-    let err = emu.launch("k", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &[], &mut g).unwrap_err();
+    let err = emu
+        .launch("k", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &[], &mut g)
+        .unwrap_err();
     assert_eq!(
         err,
-        EmuError::UnknownInstruction { kernel: "k".into(), line: 6, opcode: "frobnicate.b32".into() }
+        EmuError::UnknownInstruction {
+            kernel: "k".into(),
+            line: 6,
+            opcode: "frobnicate.b32".into()
+        }
     );
 }
 
@@ -451,8 +551,16 @@ fn local_memory_through_the_depot_and_generic_addresses_is_per_thread() {
     let emu = Emulator::new(ptx).unwrap();
     let mut g = GlobalMemory::new();
     let pd = g.alloc("dst", vec![0u8; 64 * 4]);
-    let params = emu.param_buffer("depot", &[pd.to_le_bytes().to_vec()]).unwrap();
-    emu.launch("depot", &LaunchConfig::new([1, 1, 1], [64, 1, 1]), &params, &mut g).unwrap();
+    let params = emu
+        .param_buffer("depot", &[pd.to_le_bytes().to_vec()])
+        .unwrap();
+    emu.launch(
+        "depot",
+        &LaunchConfig::new([1, 1, 1], [64, 1, 1]),
+        &params,
+        &mut g,
+    )
+    .unwrap();
     let out = to_u32(&g.get(pd).unwrap().data);
     for t in 0..64u32 {
         assert_eq!(out[t as usize], 7 * t + t + 100, "thread {t}");
@@ -500,23 +608,37 @@ fn handoff(ptx: &str) -> Result<Vec<u32>, EmuError> {
     let mut g = GlobalMemory::new();
     let pd = g.alloc("dst", vec![0u8; 32 * 4]);
     let params = emu.param_buffer("handoff", &[pd.to_le_bytes().to_vec()])?;
-    emu.launch("handoff", &LaunchConfig::new([1, 1, 1], [64, 1, 1]), &params, &mut g)?;
+    emu.launch(
+        "handoff",
+        &LaunchConfig::new([1, 1, 1], [64, 1, 1]),
+        &params,
+        &mut g,
+    )?;
     Ok(to_u32(&g.get(pd).unwrap().data))
 }
 
 #[test]
 fn a_named_barrier_arrival_after_the_writes_orders_them_for_the_waiting_warp() {
-    let ptx = HANDOFF.replace("SIGNAL_BEFORE", "").replace("SIGNAL_AFTER", "bar.arrive 1, 64;");
+    let ptx = HANDOFF
+        .replace("SIGNAL_BEFORE", "")
+        .replace("SIGNAL_AFTER", "bar.arrive 1, 64;");
     let out = handoff(&ptx).unwrap();
     assert_eq!(out, (0..32).map(|l| 3 * l).collect::<Vec<u32>>());
 }
 
 #[test]
 fn a_named_barrier_arrival_before_the_writes_is_a_race() {
-    let ptx = HANDOFF.replace("SIGNAL_BEFORE", "bar.arrive 1, 64;").replace("SIGNAL_AFTER", "");
+    let ptx = HANDOFF
+        .replace("SIGNAL_BEFORE", "bar.arrive 1, 64;")
+        .replace("SIGNAL_AFTER", "");
     let err = handoff(&ptx).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected a race, got {err}") };
-    assert!(findings.iter().any(|f| f.kind == FindingKind::Race), "{err}");
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected a race, got {err}")
+    };
+    assert!(
+        findings.iter().any(|f| f.kind == FindingKind::Race),
+        "{err}"
+    );
 }
 
 #[test]
@@ -551,14 +673,29 @@ fn barrier_reductions_give_every_thread_the_block_wide_count_and_votes() {
     for limit in [0u32, 37, 96, 200] {
         let mut g = GlobalMemory::new();
         let pd = g.alloc("dst", vec![0u8; 96 * 12]);
-        let params = emu.param_buffer("votes", &[pd.to_le_bytes().to_vec(), limit.to_le_bytes().to_vec()]).unwrap();
-        emu.launch("votes", &LaunchConfig::new([1, 1, 1], [96, 1, 1]), &params, &mut g).unwrap();
+        let params = emu
+            .param_buffer(
+                "votes",
+                &[pd.to_le_bytes().to_vec(), limit.to_le_bytes().to_vec()],
+            )
+            .unwrap();
+        emu.launch(
+            "votes",
+            &LaunchConfig::new([1, 1, 1], [96, 1, 1]),
+            &params,
+            &mut g,
+        )
+        .unwrap();
         let out = to_u32(&g.get(pd).unwrap().data);
         let below = limit.min(96);
         for t in 0..96 {
             assert_eq!(out[3 * t], below, "popc, limit {limit}, thread {t}");
             assert_eq!(out[3 * t + 1], u32::from(below == 96), "and, limit {limit}");
-            assert_eq!(out[3 * t + 2], u32::from(below < 96), "or of the negation, limit {limit}");
+            assert_eq!(
+                out[3 * t + 2],
+                u32::from(below < 96),
+                "or of the negation, limit {limit}"
+            );
         }
     }
 }

@@ -15,10 +15,22 @@ const FIXTURES: [&str; 4] = [
 ];
 
 const WORDS: [&str; 24] = [
-    ".u8", ".s16", ".b128", ".f16x2", ".bf16x2", ".e4m3x2", ".pred", ".v4", ".v8", ".wide", ".hi", ".sat",
-    ".ftz", ".rz", ".shared", ".global", ".local", ".param", ".aligned", ".trans", ".x4", ".up", ".idx", ".sync",
+    ".u8", ".s16", ".b128", ".f16x2", ".bf16x2", ".e4m3x2", ".pred", ".v4", ".v8", ".wide", ".hi",
+    ".sat", ".ftz", ".rz", ".shared", ".global", ".local", ".param", ".aligned", ".trans", ".x4",
+    ".up", ".idx", ".sync",
 ];
-const OPERANDS: [&str; 10] = ["%r1", "%rd1", "%p1", "-1", "0x7fffffff", "0f7F800000", "[%rd1+-8]", "{%r1, %r2}", "%tid.x", "%laneid"];
+const OPERANDS: [&str; 10] = [
+    "%r1",
+    "%rd1",
+    "%p1",
+    "-1",
+    "0x7fffffff",
+    "0f7F800000",
+    "[%rd1+-8]",
+    "{%r1, %r2}",
+    "%tid.x",
+    "%laneid",
+];
 
 fn mutate(text: &str, rng: &mut StdRng) -> String {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
@@ -29,12 +41,25 @@ fn mutate(text: &str, rng: &mut StdRng) -> String {
             0 => String::new(),
             1 => match line.find([' ', '\t']) {
                 // Add a modifier to the opcode.
-                Some(at) if line.trim_start().chars().next().is_some_and(|c| c.is_ascii_alphabetic()) => {
-                    format!("{}{}{}", &line[..at], WORDS.choose(rng).unwrap_or(&".u32"), &line[at..])
+                Some(at)
+                    if line
+                        .trim_start()
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic()) =>
+                {
+                    format!(
+                        "{}{}{}",
+                        &line[..at],
+                        WORDS.choose(rng).unwrap_or(&".u32"),
+                        &line[at..]
+                    )
                 }
                 _ => line,
             },
-            2 => line.replacen(".b32", WORDS.choose(rng).unwrap_or(&".b64"), 1).replacen(".f32", WORDS.choose(rng).unwrap_or(&".f64"), 1),
+            2 => line
+                .replacen(".b32", WORDS.choose(rng).unwrap_or(&".b64"), 1)
+                .replacen(".f32", WORDS.choose(rng).unwrap_or(&".f64"), 1),
             3 => {
                 let mut parts: Vec<String> = line.split(", ").map(String::from).collect();
                 if parts.len() > 1 {
@@ -58,14 +83,23 @@ fn mutated_compiler_output_never_panics_the_parser_or_the_executor() {
     let s = rand::random::<u64>();
     eprintln!("seed {s}");
     let mut rng = StdRng::seed_from_u64(s);
-    let rounds: usize = std::env::var("EMU_FUZZ_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(150);
+    let rounds: usize = std::env::var("EMU_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(150);
     let mut launched = 0;
     for _ in 0..rounds {
         let base = FIXTURES.choose(&mut rng).copied().unwrap_or(FIXTURES[0]);
         let text = mutate(base, &mut rng);
-        let Ok(emu) = Emulator::new(&text) else { continue };
-        let Some(kernel) = emu.module().kernels().next().map(String::from) else { continue };
-        let Ok(params) = emu.params(&kernel).map(|p| p.to_vec()) else { continue };
+        let Ok(emu) = Emulator::new(&text) else {
+            continue;
+        };
+        let Some(kernel) = emu.module().kernels().next().map(String::from) else {
+            continue;
+        };
+        let Ok(params) = emu.params(&kernel).map(|p| p.to_vec()) else {
+            continue;
+        };
         let mut g = GlobalMemory::new();
         // Pointer parameters point at a small buffer; everything else is small numbers.
         let buf = g.alloc("buf", vec![0x3c; 4096]);
@@ -77,7 +111,9 @@ fn mutated_compiler_output_never_panics_the_parser_or_the_executor() {
                 n => vec![1; n as usize],
             })
             .collect();
-        let Ok(bytes) = emu.param_buffer(&kernel, &args) else { continue };
+        let Ok(bytes) = emu.param_buffer(&kernel, &args) else {
+            continue;
+        };
         let mut cfg = LaunchConfig::new([1, 1, 1], [rng.gen_range(1..=128), 1, 1]);
         cfg.budget = 20_000;
         cfg.dynamic_shared = rng.gen_range(0..2) * 1024;
@@ -97,7 +133,13 @@ fn run_one(body: &str) -> Result<u64, tilekit_emu::EmuError> {
     let mut g = GlobalMemory::new();
     let buf = g.alloc("buf", vec![0; 256]);
     let params = emu.param_buffer("k", &[buf.to_le_bytes().to_vec()])?;
-    emu.launch("k", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &params, &mut g).map(|r| r.profile.total)
+    emu.launch(
+        "k",
+        &LaunchConfig::new([1, 1, 1], [32, 1, 1]),
+        &params,
+        &mut g,
+    )
+    .map(|r| r.profile.total)
 }
 
 #[test]
@@ -122,7 +164,11 @@ fn forms_the_emulator_does_not_model_are_errors_not_panics() {
 #[test]
 fn instructions_guarded_off_in_every_lane_do_nothing() {
     // %r1 is 0 in every lane, so %p1 is false: none of these runs.
-    for body in ["@%p1 elect.sync %r2|%p2, -1;", "@%p1 st.global.u32 [%rd1+1000000], %r1;", "@%p1 cp.async.wait_group 0;"] {
+    for body in [
+        "@%p1 elect.sync %r2|%p2, -1;",
+        "@%p1 st.global.u32 [%rd1+1000000], %r1;",
+        "@%p1 cp.async.wait_group 0;",
+    ] {
         assert!(run_one(body).is_ok(), "{body}: {:?}", run_one(body));
     }
 }

@@ -82,14 +82,35 @@ fn run(ptx: &str, a: &[bf16], b: &[bf16]) -> Result<Vec<f32>, EmuError> {
     let pa = g.alloc("a", bf16_bytes(a));
     let pb = g.alloc("b", bf16_bytes(b));
     let pd = g.alloc("d", vec![0u8; 16 * 8 * 4]);
-    let params = emu.param_buffer("mma16816", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()])?;
-    emu.launch("mma16816", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &params, &mut g)?;
-    Ok(g.get(pd).expect("d").data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    let params = emu.param_buffer(
+        "mma16816",
+        &[
+            pa.to_le_bytes().to_vec(),
+            pb.to_le_bytes().to_vec(),
+            pd.to_le_bytes().to_vec(),
+        ],
+    )?;
+    emu.launch(
+        "mma16816",
+        &LaunchConfig::new([1, 1, 1], [32, 1, 1]),
+        &params,
+        &mut g,
+    )?;
+    Ok(g.get(pd)
+        .expect("d")
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 fn inputs(rng: &mut StdRng) -> (Vec<bf16>, Vec<bf16>) {
-    let a = (0..256).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
-    let b = (0..128).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
+    let a = (0..256)
+        .map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0)))
+        .collect();
+    let b = (0..128)
+        .map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0)))
+        .collect();
     (a, b)
 }
 
@@ -104,9 +125,14 @@ fn cp_async_ldmatrix_and_mma_compute_a_matrix_product() {
         let d = run(&ptx, &a, &b).unwrap();
         for i in 0..16 {
             for j in 0..8 {
-                let want: f64 = (0..16).map(|k| a[i * 16 + k].to_f64() * b[k * 8 + j].to_f64()).sum();
+                let want: f64 = (0..16)
+                    .map(|k| a[i * 16 + k].to_f64() * b[k * 8 + j].to_f64())
+                    .sum();
                 let got = f64::from(d[i * 8 + j]);
-                assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "D[{i}][{j}] = {got}, expected {want}");
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "D[{i}][{j}] = {got}, expected {want}"
+                );
             }
         }
     }
@@ -118,6 +144,13 @@ fn reading_a_cp_async_destination_before_its_wait_is_reported() {
     let (a, b) = inputs(&mut rng);
     let ptx = MMA.replace("WAIT_PLACEHOLDER", "");
     let err = run(&ptx, &a, &b).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
-    assert!(findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("ldmatrix")), "{err}");
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("ldmatrix")),
+        "{err}"
+    );
 }

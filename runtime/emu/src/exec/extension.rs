@@ -51,7 +51,11 @@ pub struct BlockExt {
 impl BlockExt {
     /// Whether `[off, off+len)` of shared memory is the destination of a pending `cp.async`.
     pub fn pending_at(&self, off: usize, len: usize) -> bool {
-        self.pending_total > 0 && self.pending.get(off..off + len).is_some_and(|s| s.iter().any(|c| *c > 0))
+        self.pending_total > 0
+            && self
+                .pending
+                .get(off..off + len)
+                .is_some_and(|s| s.iter().any(|c| *c > 0))
     }
 }
 
@@ -73,9 +77,17 @@ fn regs_of<'o>(ctx: &Ctx<'_>, op: &'o Operand, what: &str) -> EmuResult<Vec<&'o 
     }
 }
 
-fn gather<const R: usize>(ctx: &Ctx<'_>, ops: &[&Operand], need: usize, what: &str) -> EmuResult<WarpFragment<R>> {
+fn gather<const R: usize>(
+    ctx: &Ctx<'_>,
+    ops: &[&Operand],
+    need: usize,
+    what: &str,
+) -> EmuResult<WarpFragment<R>> {
     if ops.len() != need || need > R {
-        return Err(ctx.bad(format!("operand {what} has {} registers, expected {need}", ops.len())));
+        return Err(ctx.bad(format!(
+            "operand {what} has {} registers, expected {need}",
+            ops.len()
+        )));
     }
     let mut f = [[0u32; R]; WARP_SIZE];
     for (lane, regs) in f.iter_mut().enumerate() {
@@ -96,12 +108,21 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
             }
             let spec = MmaSyncSpec::parse(&instr.opcode).map_err(|e| tc_err(ctx, e))?;
             let (d, a, b, c) = (ctx.op(0)?, ctx.op(1)?, ctx.op(2)?, ctx.op(3)?);
-            let (dv, av, bv, cv) = (regs_of(ctx, d, "d")?, regs_of(ctx, a, "a")?, regs_of(ctx, b, "b")?, regs_of(ctx, c, "c")?);
+            let (dv, av, bv, cv) = (
+                regs_of(ctx, d, "d")?,
+                regs_of(ctx, a, "a")?,
+                regs_of(ctx, b, "b")?,
+                regs_of(ctx, c, "c")?,
+            );
             let af: WarpFragment<4> = gather(ctx, &av, spec.a_registers(), "a")?;
             let bf: WarpFragment<2> = gather(ctx, &bv, spec.b_registers(), "b")?;
             let cf: WarpFragment<4> = gather(ctx, &cv, spec.c_registers(), "c")?;
             if dv.len() != spec.d_registers() {
-                return Err(ctx.bad(format!("operand d has {} registers, expected {}", dv.len(), spec.d_registers())));
+                return Err(ctx.bad(format!(
+                    "operand d has {} registers, expected {}",
+                    dv.len(),
+                    spec.d_registers()
+                )));
             }
             let out = spec.execute(&af, &bf, &cf);
             for lane in lanes(exec) {
@@ -113,7 +134,9 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
         }
         "ldmatrix" | "stmatrix" => {
             if exec != group {
-                return Err(ctx.bad("ldmatrix/stmatrix must not be predicated off for part of the warp"));
+                return Err(
+                    ctx.bad("ldmatrix/stmatrix must not be predicated off for part of the warp")
+                );
             }
             let spec = MatrixLoadStoreSpec::parse(&instr.opcode).map_err(|e| tc_err(ctx, e))?;
             let (regs_op, addr_op) = match spec.transfer {
@@ -127,7 +150,14 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
             let mut addrs = [0u64; WARP_SIZE];
             for lane in spec.address_lanes() {
                 let (_, a) = ctx.address(lane, addr_op)?;
-                let (_, a) = ctx.resolve(if instr.has("shared") || instr.has("shared::cta") { Space::Shared } else { Space::Generic }, a);
+                let (_, a) = ctx.resolve(
+                    if instr.has("shared") || instr.has("shared::cta") {
+                        Space::Shared
+                    } else {
+                        Space::Generic
+                    },
+                    a,
+                );
                 addrs[lane] = a;
             }
             match spec.transfer {
@@ -155,39 +185,59 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
                         }
                         f
                     };
-                    spec.store::<EmuError>(&addrs, &frag, |lane, a, row| ctx.store(lane, Space::Shared, a, &row))
-                        .map_err(|e| with_line(ctx, e))?;
+                    spec.store::<EmuError>(&addrs, &frag, |lane, a, row| {
+                        ctx.store(lane, Space::Shared, a, &row)
+                    })
+                    .map_err(|e| with_line(ctx, e))?;
                 }
             }
             Ok(Flow::Next)
         }
-        "cp" if instr.opcode.starts_with("cp.async.") && !instr.opcode.starts_with("cp.async.bulk") => cp_async(ctx, exec),
-        "cp" if instr.opcode.starts_with("cp.async.bulk") => super::hopper::execute(ctx, group, exec),
+        "cp" if instr.opcode.starts_with("cp.async.")
+            && !instr.opcode.starts_with("cp.async.bulk") =>
+        {
+            cp_async(ctx, exec)
+        }
+        "cp" if instr.opcode.starts_with("cp.async.bulk") => {
+            super::hopper::execute(ctx, group, exec)
+        }
         "elect" if exec == 0 => Ok(Flow::Next),
         "elect" => {
             // elect.sync d|p, membermask: the lowest active member lane is elected.
             let mask = ctx.read(exec.trailing_zeros() as usize, ctx.op(1)?, Ty::B32)? as u32;
             let part = exec & mask;
-            let leader = if part == 0 { 0 } else { part.trailing_zeros() as usize };
+            let leader = if part == 0 {
+                0
+            } else {
+                part.trailing_zeros() as usize
+            };
             for lane in lanes(exec) {
                 match ctx.op(0)? {
                     Operand::PredPair(r, p) => {
                         ctx.warp.set_reg(lane, *r, leader as u64);
-                        ctx.warp.set_reg(lane, *p, u64::from(lane == leader && part != 0));
+                        ctx.warp
+                            .set_reg(lane, *p, u64::from(lane == leader && part != 0));
                     }
                     d => ctx.write(lane, d, Ty::Pred, u64::from(lane == leader))?,
                 }
             }
             Ok(Flow::Next)
         }
-        "fence" if instr.opcode.starts_with("fence.proxy.async") || instr.opcode.starts_with("fence.mbarrier_init") => {
+        "fence"
+            if instr.opcode.starts_with("fence.proxy.async")
+                || instr.opcode.starts_with("fence.mbarrier_init") =>
+        {
             super::hopper::fence(ctx)
         }
         "wgmma" | "mbarrier" => super::hopper::execute(ctx, group, exec),
         "setmaxnreg" => {
             let n = ctx.read(0, ctx.op(0)?, Ty::U32)?;
             if !(24..=256).contains(&n) || n % 8 != 0 {
-                ctx.report(FindingKind::Other, None, format!("setmaxnreg {n}: the count must be a multiple of 8 in [24, 256]"));
+                ctx.report(
+                    FindingKind::Other,
+                    None,
+                    format!("setmaxnreg {n}: the count must be a multiple of 8 in [24, 256]"),
+                );
             }
             Ok(Flow::Next)
         }
@@ -232,7 +282,8 @@ fn cp_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         let wa = &mut ctx.block.ext.warps[w];
         let mut done = Vec::new();
         for g in wa.committed.iter_mut().chain(std::iter::once(&mut wa.open)) {
-            let (now, later): (Vec<AsyncCopy>, Vec<AsyncCopy>) = g.drain(..).partition(|c| exec & (1 << c.lane) != 0);
+            let (now, later): (Vec<AsyncCopy>, Vec<AsyncCopy>) =
+                g.drain(..).partition(|c| exec & (1 << c.lane) != 0);
             done.extend(now);
             *g = later;
         }
@@ -244,9 +295,14 @@ fn cp_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     // cp.async.{ca,cg}.shared{::cta}.global [dst], [src], cp-size{, src-size}{, cache-policy};
     let size = ctx.read(0, ctx.op(2)?, Ty::U32)? as u32;
     if !matches!(size, 4 | 8 | 16) || (instr.has("cg") && size != 16) {
-        return Err(ctx.bad(format!("copy size {size}, expected 4, 8 or 16 (16 for .cg)")));
+        return Err(ctx.bad(format!(
+            "copy size {size}, expected 4, 8 or 16 (16 for .cg)"
+        )));
     }
-    let src_size_op = instr.operands.get(3).filter(|o| !matches!(o, Operand::Sym(_)));
+    let src_size_op = instr
+        .operands
+        .get(3)
+        .filter(|o| !matches!(o, Operand::Sym(_)));
     let (dst_op, src_op) = (ctx.op(0)?, ctx.op(1)?);
     for lane in lanes(exec) {
         let (_, d) = ctx.address(lane, dst_op)?;
@@ -276,7 +332,10 @@ fn cp_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         if ext.pending.len() < ctx.block.shared.len() {
             ext.pending.resize(ctx.block.shared.len(), 0);
         }
-        let (lo, hi) = (d as usize, (d as usize + size as usize).min(ext.pending.len()));
+        let (lo, hi) = (
+            d as usize,
+            (d as usize + size as usize).min(ext.pending.len()),
+        );
         if lo < hi {
             for p in &mut ext.pending[lo..hi] {
                 *p = p.saturating_add(1);
@@ -292,7 +351,10 @@ fn cp_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
 /// through the sanitizer (on behalf of the issuing warp, whose wait this is).
 fn complete(ctx: &mut Ctx<'_>, c: &AsyncCopy) -> EmuResult<()> {
     let ext = &mut ctx.block.ext;
-    let (lo, hi) = (c.dst as usize, (c.dst as usize + c.size as usize).min(ext.pending.len()));
+    let (lo, hi) = (
+        c.dst as usize,
+        (c.dst as usize + c.size as usize).min(ext.pending.len()),
+    );
     if lo < hi {
         for p in &mut ext.pending[lo..hi] {
             *p = p.saturating_sub(1);
@@ -308,10 +370,18 @@ fn complete(ctx: &mut Ctx<'_>, c: &AsyncCopy) -> EmuResult<()> {
 }
 
 /// Checks at the end of a block: `cp.async` copies never waited for.
-pub fn finish_block(prog: &Program<'_>, block: &mut super::BlockMem, findings: &mut Vec<Finding>) -> EmuResult<()> {
+pub fn finish_block(
+    prog: &Program<'_>,
+    block: &mut super::BlockMem,
+    findings: &mut Vec<Finding>,
+) -> EmuResult<()> {
     super::hopper::finish_block(prog, block, findings)?;
     for (w, wa) in block.ext.warps.iter().enumerate() {
-        let pending: Vec<&AsyncCopy> = wa.open.iter().chain(wa.committed.iter().flatten()).collect();
+        let pending: Vec<&AsyncCopy> = wa
+            .open
+            .iter()
+            .chain(wa.committed.iter().flatten())
+            .collect();
         if let Some(c) = pending.first() {
             if findings.len() < super::MAX_FINDINGS && prog.sanitize {
                 findings.push(Finding {

@@ -232,11 +232,21 @@ pub fn from_f64(x: f64, ty: Ty, r: Round) -> u64 {
 }
 
 fn round16(x: f64, r: Round, brain: bool) -> u16 {
-    let near = if brain { bf16::from_f64(x).to_bits() } else { f16::from_f64(x).to_bits() };
+    let near = if brain {
+        bf16::from_f64(x).to_bits()
+    } else {
+        f16::from_f64(x).to_bits()
+    };
     if r == Round::Rn || x.is_nan() {
         return near;
     }
-    let val = |b: u16| if brain { bf16::from_bits(b).to_f64() } else { f16::from_bits(b).to_f64() };
+    let val = |b: u16| {
+        if brain {
+            bf16::from_bits(b).to_f64()
+        } else {
+            f16::from_bits(b).to_f64()
+        }
+    };
     let v = val(near);
     if v == x {
         return near;
@@ -253,7 +263,11 @@ fn round16(x: f64, r: Round, brain: bool) -> u16 {
             b - 1
         }
     };
-    let (lo, hi) = if v < x { (near, step(near, true)) } else { (step(near, false), near) };
+    let (lo, hi) = if v < x {
+        (near, step(near, true))
+    } else {
+        (step(near, false), near)
+    };
     match r {
         Round::Rz => {
             if x > 0.0 {
@@ -313,7 +327,11 @@ fn fused_narrow(p: f64, c: f64) -> f64 {
     }
     // The exact sum lies between `s` and its neighbour toward `e`: take the odd one of the two.
     let toward_up = e > 0.0;
-    f64::from_bits(if (s > 0.0) == toward_up { bits + 1 } else { bits - 1 })
+    f64::from_bits(if (s > 0.0) == toward_up {
+        bits + 1
+    } else {
+        bits - 1
+    })
 }
 
 fn min_max(a: f64, b: f64, is_max: bool, nan: bool) -> f64 {
@@ -325,7 +343,11 @@ fn min_max(a: f64, b: f64, is_max: bool, nan: bool) -> f64 {
     }
     if a == b && a == 0.0 {
         // -0 orders below +0.
-        let neg = if is_max { a.is_sign_negative() && b.is_sign_negative() } else { a.is_sign_negative() || b.is_sign_negative() };
+        let neg = if is_max {
+            a.is_sign_negative() && b.is_sign_negative()
+        } else {
+            a.is_sign_negative() || b.is_sign_negative()
+        };
         return if neg { -0.0 } else { 0.0 };
     }
     if is_max {
@@ -377,7 +399,19 @@ pub fn float_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     // A modifier this module does not model must not be ignored silently.
     if !matches!(head, "setp" | "testp") {
         if let Some(m) = instr.mods.iter().find(|m| {
-            !matches!(m.as_str(), "rn" | "rz" | "rm" | "rp" | "approx" | "full" | "ftz" | "sat" | "NaN" | "relu" | "oob")
+            !matches!(
+                m.as_str(),
+                "rn" | "rz"
+                    | "rm"
+                    | "rp"
+                    | "approx"
+                    | "full"
+                    | "ftz"
+                    | "sat"
+                    | "NaN"
+                    | "relu"
+                    | "oob"
+            )
         }) {
             return Err(ctx.bad(format!("the .{m} modifier is not supported")));
         }
@@ -393,7 +427,8 @@ pub fn float_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         for lane in lanes(exec) {
             let x = ftz(to_f64(ctx.read(lane, a, ty)?, ty), ty, fz);
             let y = ftz(to_f64(ctx.read(lane, b, ty)?, ty), ty, fz);
-            let t = float_compare(&cmp, x, y).ok_or_else(|| ctx.bad(format!("unknown comparison `{cmp}`")))?;
+            let t = float_compare(&cmp, x, y)
+                .ok_or_else(|| ctx.bad(format!("unknown comparison `{cmp}`")))?;
             setp_finish(ctx, lane, t)?;
         }
         return Ok(Flow::Next);
@@ -420,7 +455,11 @@ pub fn float_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let nops = instr.operands.len();
     let mut srcs = [0u64; 3];
     for lane in lanes(exec) {
-        for (k, s) in srcs.iter_mut().enumerate().take(nops.saturating_sub(1).min(3)) {
+        for (k, s) in srcs
+            .iter_mut()
+            .enumerate()
+            .take(nops.saturating_sub(1).min(3))
+        {
             *s = ctx.read(lane, ctx.op(k + 1)?, ty)?;
         }
         let mut out = 0u64;
@@ -476,7 +515,9 @@ pub fn float_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             // Approximate instructions on f32 round to nearest.
             let bits = from_f64(v, ety, r);
             let bits = if fz && ety == Ty::F32 {
-                u64::from((ftz(f64::from(f32::from_bits(bits as u32)), Ty::F32, true) as f32).to_bits())
+                u64::from(
+                    (ftz(f64::from(f32::from_bits(bits as u32)), Ty::F32, true) as f32).to_bits(),
+                )
             } else {
                 bits
             };
@@ -545,13 +586,29 @@ fn cvt(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                     v = v.max(0.0);
                 }
                 match dt {
-                    Ty::F16x2 => from_f64(if satfinite { sat_finite(v, 65504.0) } else { v }, Ty::F16, r),
-                    Ty::Bf16x2 => from_f64(if satfinite { sat_finite(v, bf16::MAX.to_f64()) } else { v }, Ty::Bf16, r),
+                    Ty::F16x2 => from_f64(
+                        if satfinite { sat_finite(v, 65504.0) } else { v },
+                        Ty::F16,
+                        r,
+                    ),
+                    Ty::Bf16x2 => from_f64(
+                        if satfinite {
+                            sat_finite(v, bf16::MAX.to_f64())
+                        } else {
+                            v
+                        },
+                        Ty::Bf16,
+                        r,
+                    ),
                     Ty::E4m3x2 => u64::from(f64_to_e4m3(v, satfinite)),
                     _ => u64::from(f64_to_e5m2(v, satfinite)),
                 }
             };
-            let half = if matches!(dt, Ty::E4m3x2 | Ty::E5m2x2) { 8 } else { 16 };
+            let half = if matches!(dt, Ty::E4m3x2 | Ty::E5m2x2) {
+                8
+            } else {
+                16
+            };
             let v = (conv(x) << half) | conv(y);
             ctx.write(lane, d, if half == 8 { Ty::B16 } else { Ty::B32 }, v)?;
         }
@@ -563,7 +620,11 @@ fn cvt(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         for lane in lanes(exec) {
             let x = ctx.read(lane, a, Ty::B16)?;
             let one = |b: u64| -> u64 {
-                let v = if st == Ty::E4m3x2 { e4m3_to_f64(b as u8) } else { to_f64(b, Ty::E5m2) };
+                let v = if st == Ty::E4m3x2 {
+                    e4m3_to_f64(b as u8)
+                } else {
+                    to_f64(b, Ty::E5m2)
+                };
                 from_f64(v, Ty::F16, Round::Rn)
             };
             let v = (one((x >> 8) & 0xff) << 16) | one(x & 0xff);
@@ -579,7 +640,11 @@ fn cvt(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         let v = match (dfloat, sfloat) {
             (false, false) => {
                 let sb = st.bits();
-                let val: i128 = if st.is_signed() { i128::from(sext(x, sb)) } else { i128::from(trunc(x, sb)) };
+                let val: i128 = if st.is_signed() {
+                    i128::from(sext(x, sb))
+                } else {
+                    i128::from(trunc(x, sb))
+                };
                 if sat {
                     let (lo, hi) = int_range(dt);
                     val.clamp(lo, hi) as u64
@@ -589,10 +654,18 @@ fn cvt(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             }
             (true, false) => {
                 let sb = st.bits();
-                let f = if st.is_signed() { sext(x, sb) as f64 } else { trunc(x, sb) as f64 };
+                let f = if st.is_signed() {
+                    sext(x, sb) as f64
+                } else {
+                    trunc(x, sb) as f64
+                };
                 // i64 → f32 via f64 can double-round; go directly for 64-bit sources.
                 if dt == Ty::F32 && sb == 64 && r == Round::Rn {
-                    let v = if st.is_signed() { sext(x, 64) as f32 } else { x as f32 };
+                    let v = if st.is_signed() {
+                        sext(x, 64) as f32
+                    } else {
+                        x as f32
+                    };
                     u64::from(v.to_bits())
                 } else {
                     from_f64(f, dt, r)
@@ -603,7 +676,14 @@ fn cvt(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                 if f.is_nan() {
                     0
                 } else {
-                    let i = round_integral(f, if instr.mods.iter().any(|m| m.ends_with('i')) { r } else { Round::Rz });
+                    let i = round_integral(
+                        f,
+                        if instr.mods.iter().any(|m| m.ends_with('i')) {
+                            r
+                        } else {
+                            Round::Rz
+                        },
+                    );
                     let (lo, hi) = int_range(dt);
                     // Float-to-integer conversions saturate (PTX ISA "cvt").
                     let c = if i < lo as f64 {
@@ -618,7 +698,10 @@ fn cvt(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             }
             (true, true) => {
                 let mut f = ftz(to_f64(x, st), st, fz);
-                let integral = instr.mods.iter().any(|m| matches!(m.as_str(), "rni" | "rzi" | "rmi" | "rpi"));
+                let integral = instr
+                    .mods
+                    .iter()
+                    .any(|m| matches!(m.as_str(), "rni" | "rzi" | "rmi" | "rpi"));
                 if integral {
                     f = round_integral(f, r);
                 }
@@ -671,4 +754,3 @@ fn int_range(ty: Ty) -> (i128, i128) {
         (0, (1i128 << b) - 1)
     }
 }
-

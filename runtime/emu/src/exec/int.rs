@@ -68,7 +68,11 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             let (d, a, b, c) = (ctx.op(0)?, ctx.op(1)?, ctx.op(2)?, ctx.op(3)?);
             for lane in lanes(exec) {
                 let p = ctx.read(lane, c, Ty::Pred)? & 1 != 0;
-                let v = if p { ctx.read(lane, a, ty)? } else { ctx.read(lane, b, ty)? };
+                let v = if p {
+                    ctx.read(lane, a, ty)?
+                } else {
+                    ctx.read(lane, b, ty)?
+                };
                 ctx.write(lane, d, ty, v)?;
             }
             return Ok(Flow::Next);
@@ -91,24 +95,43 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             "neg" => (a.wrapping_neg(), ty),
             "abs" => (sext(a, bits).unsigned_abs(), ty),
             "popc" => (u64::from(trunc(a, bits).count_ones()), Ty::U32),
-            "clz" => (u64::from(trunc(a, bits).leading_zeros() - (64 - bits)), Ty::U32),
+            "clz" => (
+                u64::from(trunc(a, bits).leading_zeros() - (64 - bits)),
+                Ty::U32,
+            ),
             "brev" => (trunc(a, bits).reverse_bits() >> (64 - bits), ty),
             "bfind" => {
                 let x = if signed && sext(a, bits) < 0 { !a } else { a };
                 let x = trunc(x, bits);
-                let pos = if x == 0 { u64::from(u32::MAX) } else { u64::from(63 - x.leading_zeros()) };
-                let pos = if instr.has("shiftamt") && x != 0 { u64::from(bits - 1) - pos } else { pos };
+                let pos = if x == 0 {
+                    u64::from(u32::MAX)
+                } else {
+                    u64::from(63 - x.leading_zeros())
+                };
+                let pos = if instr.has("shiftamt") && x != 0 {
+                    u64::from(bits - 1) - pos
+                } else {
+                    pos
+                };
                 (pos, Ty::U32)
             }
             _ => {
                 if nops < 3 {
                     return Err(ctx.bad("expected three operands"));
                 }
-                let bty = if matches!(head, "shl" | "shr" | "bfe") { Ty::U32 } else { ty };
+                let bty = if matches!(head, "shl" | "shr" | "bfe") {
+                    Ty::U32
+                } else {
+                    ty
+                };
                 let b = ctx.read(lane, ctx.op(2)?, bty)?;
                 match head {
                     "add" | "sub" => {
-                        let r = if head == "add" { wide(a, ty) + wide(b, ty) } else { wide(a, ty) - wide(b, ty) };
+                        let r = if head == "add" {
+                            wide(a, ty) + wide(b, ty)
+                        } else {
+                            wide(a, ty) - wide(b, ty)
+                        };
                         let r = if sat && ty == Ty::S32 {
                             r.clamp(i128::from(i32::MIN), i128::from(i32::MAX))
                         } else {
@@ -118,10 +141,16 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                     }
                     "mul" | "mul24" => {
                         // mul24 multiplies the low 24 bits of its operands (PTX ISA "mul24").
-                        let (a, b) = if head == "mul24" { (low24(a, signed), low24(b, signed)) } else { (a, b) };
+                        let (a, b) = if head == "mul24" {
+                            (low24(a, signed), low24(b, signed))
+                        } else {
+                            (a, b)
+                        };
                         let r = wide(a, ty) * wide(b, ty);
                         if wide_form {
-                            let Some(dt) = doubled(ty) else { return Err(ctx.bad("mul.wide needs a 16- or 32-bit type")) };
+                            let Some(dt) = doubled(ty) else {
+                                return Err(ctx.bad("mul.wide needs a 16- or 32-bit type"));
+                            };
                             (r as u64, dt)
                         } else if hi {
                             let sh = if head == "mul24" { 16 } else { bits };
@@ -131,11 +160,25 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                         }
                     }
                     "mad" | "mad24" => {
-                        let c = ctx.read(lane, ctx.op(3)?, if instr.has("wide") { doubled(ty).unwrap_or(ty) } else { ty })?;
-                        let (a, b) = if head == "mad24" { (low24(a, signed), low24(b, signed)) } else { (a, b) };
+                        let c = ctx.read(
+                            lane,
+                            ctx.op(3)?,
+                            if instr.has("wide") {
+                                doubled(ty).unwrap_or(ty)
+                            } else {
+                                ty
+                            },
+                        )?;
+                        let (a, b) = if head == "mad24" {
+                            (low24(a, signed), low24(b, signed))
+                        } else {
+                            (a, b)
+                        };
                         let r = wide(a, ty) * wide(b, ty);
                         if instr.has("wide") {
-                            let Some(dt) = doubled(ty) else { return Err(ctx.bad("mad.wide needs a 16- or 32-bit type")) };
+                            let Some(dt) = doubled(ty) else {
+                                return Err(ctx.bad("mad.wide needs a 16- or 32-bit type"));
+                            };
                             ((r as u64).wrapping_add(c), dt)
                         } else if hi {
                             let r = (r >> if head == "mad24" { 16 } else { bits }) + wide(c, ty);
@@ -195,7 +238,11 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                             if signed {
                                 let s = (x >> sign_bit) & 1;
                                 if s == 1 {
-                                    if keep >= 64 { f } else { f | (!0u64 << keep) }
+                                    if keep >= 64 {
+                                        f
+                                    } else {
+                                        f | (!0u64 << keep)
+                                    }
                                 } else {
                                     f
                                 }
@@ -224,7 +271,11 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                     }
                     "shf" => {
                         let c = ctx.read(lane, ctx.op(3)?, Ty::U32)? as u32;
-                        let n = if instr.has("clamp") { c.min(32) } else { c & 31 };
+                        let n = if instr.has("clamp") {
+                            c.min(32)
+                        } else {
+                            c & 31
+                        };
                         let both = (b << 32) | trunc(a, 32);
                         let r = if instr.has("l") {
                             ((both << n) >> 32) as u32
@@ -238,7 +289,9 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                         let lut = ctx.read(lane, ctx.op(4)?, Ty::U32)? as u8;
                         let mut r = 0u64;
                         for bit in 0..bits {
-                            let idx = (((a >> bit) & 1) << 2) | (((b >> bit) & 1) << 1) | ((c >> bit) & 1);
+                            let idx = (((a >> bit) & 1) << 2)
+                                | (((b >> bit) & 1) << 1)
+                                | ((c >> bit) & 1);
                             r |= u64::from((lut >> idx) & 1) << bit;
                         }
                         (r, ty)
@@ -251,7 +304,11 @@ pub fn int_op(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                     "bmsk" => {
                         let pos = (a & 0xff) as u32;
                         let len = (b & 0xff) as u32;
-                        let r = if pos >= 32 { 0 } else { (trunc(u64::MAX, len.min(32)) << pos) & 0xffff_ffff };
+                        let r = if pos >= 32 {
+                            0
+                        } else {
+                            (trunc(u64::MAX, len.min(32)) << pos) & 0xffff_ffff
+                        };
                         (r, Ty::B32)
                     }
                     _ => return Err(ctx.unknown()),
@@ -276,7 +333,10 @@ fn low24(v: u64, signed: bool) -> u64 {
 fn prmt(a: u32, b: u32, c: u32, instr: &crate::ptx::Instr) -> EmuResult<u32> {
     let bytes = (u64::from(b) << 32) | u64::from(a);
     let byte = |i: u32| ((bytes >> (8 * (i & 7))) & 0xff) as u32;
-    let mode = instr.mods.iter().find(|m| matches!(m.as_str(), "f4e" | "b4e" | "rc8" | "ecl" | "ecr" | "rc16"));
+    let mode = instr
+        .mods
+        .iter()
+        .find(|m| matches!(m.as_str(), "f4e" | "b4e" | "rc8" | "ecl" | "ecr" | "rc16"));
     let mut r = 0u32;
     match mode.map(|s| s.as_str()) {
         None => {
@@ -383,7 +443,10 @@ pub fn int_compare(cmp: &str, a: u64, b: u64, ty: Ty) -> Option<bool> {
     let (x, y) = (wide(a, ty), wide(b, ty));
     // .lo/.ls/.hi/.hs are the unsigned spellings.
     let (x, y) = if matches!(cmp, "lo" | "ls" | "hi" | "hs") {
-        (i128::from(trunc(a, ty.bits())), i128::from(trunc(b, ty.bits())))
+        (
+            i128::from(trunc(a, ty.bits())),
+            i128::from(trunc(b, ty.bits())),
+        )
     } else {
         (x, y)
     };
@@ -402,7 +465,10 @@ pub fn int_compare(cmp: &str, a: u64, b: u64, ty: Ty) -> Option<bool> {
 /// `p` (and `!p` to the second destination of `p|q`).
 pub fn setp_finish(ctx: &mut Ctx<'_>, lane: usize, t: bool) -> EmuResult<()> {
     let instr = ctx.instr;
-    let combine = instr.mods.iter().find(|m| matches!(m.as_str(), "and" | "or" | "xor"));
+    let combine = instr
+        .mods
+        .iter()
+        .find(|m| matches!(m.as_str(), "and" | "or" | "xor"));
     let (t, f) = match combine {
         Some(op) => {
             let c = ctx.read(lane, ctx.op(3)?, Ty::Pred)? & 1 != 0;
@@ -433,7 +499,8 @@ fn setp(ctx: &mut Ctx<'_>, exec: LaneMask, ty: Ty) -> EmuResult<Flow> {
     for lane in lanes(exec) {
         let x = ctx.read(lane, a, ty)?;
         let y = ctx.read(lane, b, ty)?;
-        let t = int_compare(&cmp, x, y, ty).ok_or_else(|| ctx.bad(format!("unknown comparison `{cmp}` for integers")))?;
+        let t = int_compare(&cmp, x, y, ty)
+            .ok_or_else(|| ctx.bad(format!("unknown comparison `{cmp}` for integers")))?;
         setp_finish(ctx, lane, t)?;
     }
     Ok(Flow::Next)

@@ -88,13 +88,19 @@ fn ld(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             if ty.is_signed() {
                 v = sext(v, ty.bits()) as u64;
             }
-            seen = seen.wrapping_mul(0x0100_0000_01b3).wrapping_add(v ^ lane as u64);
+            seen = seen
+                .wrapping_mul(0x0100_0000_01b3)
+                .wrapping_add(v ^ lane as u64);
             ctx.write(lane, dst, wty, v)?;
         }
     }
     // A volatile or acquiring load is how a warp polls a flag another warp sets: let the
     // others run before it looks again.
-    if instr.mods.iter().any(|m| matches!(m.as_str(), "volatile" | "acquire" | "relaxed")) {
+    if instr
+        .mods
+        .iter()
+        .any(|m| matches!(m.as_str(), "volatile" | "acquire" | "relaxed"))
+    {
         ctx.warp.poll_value = seen;
         return Ok(Flow::Spin);
     }
@@ -144,7 +150,12 @@ fn atom(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let op = instr
         .mods
         .iter()
-        .find(|m| matches!(m.as_str(), "add" | "min" | "max" | "exch" | "cas" | "and" | "or" | "xor" | "inc" | "dec"))
+        .find(|m| {
+            matches!(
+                m.as_str(),
+                "add" | "min" | "max" | "exch" | "cas" | "and" | "or" | "xor" | "inc" | "dec"
+            )
+        })
         .cloned()
         .ok_or_else(|| ctx.bad("atomic without an operation"))?;
     let size = ty.bytes() as usize;
@@ -156,7 +167,11 @@ fn atom(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     } else {
         (Some(ctx.op(0)?), ctx.op(1)?, ctx.op(2)?)
     };
-    let c = if op == "cas" { Some(ctx.op(if is_red { 2 } else { 3 })?) } else { None };
+    let c = if op == "cas" {
+        Some(ctx.op(if is_red { 2 } else { 3 })?)
+    } else {
+        None
+    };
     let bits = ty.bits();
     // Lanes run their atomics one after another, in lane order.
     for lane in lanes(exec) {
@@ -183,11 +198,19 @@ fn atom(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             "xor" => old ^ x,
             "inc" => {
                 let (o, x) = (trunc(old, 32), trunc(x, 32));
-                if o >= x { 0 } else { o + 1 }
+                if o >= x {
+                    0
+                } else {
+                    o + 1
+                }
             }
             "dec" => {
                 let (o, x) = (trunc(old, 32), trunc(x, 32));
-                if o == 0 || o > x { x } else { o - 1 }
+                if o == 0 || o > x {
+                    x
+                } else {
+                    o - 1
+                }
             }
             "add" | "min" | "max" => match ty {
                 Ty::F32 | Ty::F64 | Ty::F16 | Ty::Bf16 => {
@@ -203,7 +226,10 @@ fn atom(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                     let et = if ty == Ty::F16x2 { Ty::F16 } else { Ty::Bf16 };
                     let mut out = 0u64;
                     for e in 0..2 {
-                        let (p, q) = (to_f64((old >> (16 * e)) & 0xffff, et), to_f64((x >> (16 * e)) & 0xffff, et));
+                        let (p, q) = (
+                            to_f64((old >> (16 * e)) & 0xffff, et),
+                            to_f64((x >> (16 * e)) & 0xffff, et),
+                        );
                         let r = match op.as_str() {
                             "add" => p + q,
                             "min" => p.min(q),
@@ -271,7 +297,9 @@ fn isspacep(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         let v = ctx.read(lane, a, Ty::U64)?;
         let t = match window(space) {
             Some(w) => (w..w + WINDOW_SIZE).contains(&v),
-            None => ![SHARED_WINDOW, LOCAL_WINDOW, PARAM_WINDOW].iter().any(|w| (*w..*w + WINDOW_SIZE).contains(&v)),
+            None => ![SHARED_WINDOW, LOCAL_WINDOW, PARAM_WINDOW]
+                .iter()
+                .any(|w| (*w..*w + WINDOW_SIZE).contains(&v)),
         };
         ctx.write(lane, d, Ty::Pred, u64::from(t))?;
     }

@@ -51,7 +51,10 @@ mod warp;
 use std::collections::HashMap;
 
 use crate::error::{EmuError, EmuResult};
-use crate::machine::{lanes, Geometry, LaneMask, Wait, Warp, LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW, WARP_SIZE, WINDOW_SIZE};
+use crate::machine::{
+    lanes, Geometry, LaneMask, Wait, Warp, LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW, WARP_SIZE,
+    WINDOW_SIZE,
+};
 use crate::memory::GlobalMemory;
 use crate::ptx::{AddrBase, Function, Instr, LaneMaskKind, Operand, Special, Ty};
 use crate::sanitizer::{Finding, FindingKind, SharedShadow};
@@ -227,10 +230,13 @@ impl<'a> Ctx<'a> {
     /// Operand `k` of the instruction.
     pub fn op(&self, k: usize) -> EmuResult<&'a Operand> {
         let instr: &'a Instr = self.instr;
-        instr
-            .operands
-            .get(k)
-            .ok_or_else(|| self.bad(format!("expected at least {} operands, found {}", k + 1, instr.operands.len())))
+        instr.operands.get(k).ok_or_else(|| {
+            self.bad(format!(
+                "expected at least {} operands, found {}",
+                k + 1,
+                instr.operands.len()
+            ))
+        })
     }
 
     /// Thread index in the block of `lane`.
@@ -413,7 +419,14 @@ impl<'a> Ctx<'a> {
                     off.saturating_sub(e)
                 }
             })
-            .map(|v| format!("nearest variable `{}` [{}, {})", v.name, v.offset, v.offset + v.size))
+            .map(|v| {
+                format!(
+                    "nearest variable `{}` [{}, {})",
+                    v.name,
+                    v.offset,
+                    v.offset + v.size
+                )
+            })
             .unwrap_or_else(|| "no shared variables".into());
         format!(
             "shared offset {off:#x} ({len} bytes) outside the block's {} bytes of shared memory; {nearest}",
@@ -427,7 +440,12 @@ impl<'a> Ctx<'a> {
     pub fn is_sync_access(&self) -> bool {
         let i = self.instr;
         matches!(i.head.as_str(), "atom" | "red")
-            || i.mods.iter().any(|m| matches!(m.as_str(), "volatile" | "relaxed" | "acquire" | "release" | "acq_rel"))
+            || i.mods.iter().any(|m| {
+                matches!(
+                    m.as_str(),
+                    "volatile" | "relaxed" | "acquire" | "release" | "acq_rel"
+                )
+            })
     }
 
     /// Acquire through shared location `off` (see [`Ctx::is_sync_access`]).
@@ -442,7 +460,11 @@ impl<'a> Ctx<'a> {
     /// Release to shared location `off` (see [`Ctx::is_sync_access`]).
     fn release(&mut self, off: u64) {
         let n = self.warp.clock.len();
-        let c = self.block.sync_clocks.entry(off).or_insert_with(|| vec![0; n]);
+        let c = self
+            .block
+            .sync_clocks
+            .entry(off)
+            .or_insert_with(|| vec![0; n]);
         for (v, w) in c.iter_mut().zip(&self.warp.clock) {
             *v = (*v).max(*w);
         }
@@ -459,7 +481,10 @@ impl<'a> Ctx<'a> {
             Space::Global | Space::Const | Space::Generic => {
                 if let Err(miss) = self.global.read(a, out) {
                     out.fill(0);
-                    self.oob(lane, format!("global load of {len} bytes at {a:#x}: {miss}"))?;
+                    self.oob(
+                        lane,
+                        format!("global load of {len} bytes at {a:#x}: {miss}"),
+                    )?;
                 }
             }
             Space::Shared | Space::SharedCluster => {
@@ -476,14 +501,23 @@ impl<'a> Ctx<'a> {
                             );
                         }
                         if self.prog.sm >= 90 {
-                            if let Some(h) = self.block.ext.hopper.generic_access(o, len, false, self.warp.index, self.warp.clock[self.warp.index], self.instr.line) {
+                            if let Some(h) = self.block.ext.hopper.generic_access(
+                                o,
+                                len,
+                                false,
+                                self.warp.index,
+                                self.warp.clock[self.warp.index],
+                                self.instr.line,
+                            ) {
                                 self.record(FindingKind::AsyncHazard, Some(lane), h.message);
                             }
                         }
                         if self.is_sync_access() {
                             self.acquire(a);
                         } else if let Some(sh) = self.block.shadow.as_mut() {
-                            if let Some(c) = sh.read(o, len, self.warp.index, &self.warp.clock, self.instr.line) {
+                            if let Some(c) =
+                                sh.read(o, len, self.warp.index, &self.warp.clock, self.instr.line)
+                            {
                                 let msg = format!(
                                     "warp {} reads shared offset {:#x} written by warp {} (PTX line {}) with no barrier between them",
                                     self.warp.index, c.offset, c.warp, c.line
@@ -515,7 +549,9 @@ impl<'a> Ctx<'a> {
             Space::Param => {
                 let p = &self.prog.params;
                 match a.checked_add(len as u64) {
-                    Some(e) if e <= p.len() as u64 => out.copy_from_slice(&p[a as usize..e as usize]),
+                    Some(e) if e <= p.len() as u64 => {
+                        out.copy_from_slice(&p[a as usize..e as usize])
+                    }
                     _ => {
                         out.fill(0);
                         let n = p.len();
@@ -535,18 +571,34 @@ impl<'a> Ctx<'a> {
 
     /// As [`Ctx::store`], for an atomic read-modify-write (exempt from race reports among
     /// atomics; the read half is the caller's [`Ctx::load`] with `atomic` set the same way).
-    pub fn store_atomic(&mut self, lane: usize, space: Space, addr: u64, bytes: &[u8]) -> EmuResult<()> {
+    pub fn store_atomic(
+        &mut self,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        bytes: &[u8],
+    ) -> EmuResult<()> {
         self.store_impl(lane, space, addr, bytes, true)
     }
 
-    fn store_impl(&mut self, lane: usize, space: Space, addr: u64, bytes: &[u8], atomic: bool) -> EmuResult<()> {
+    fn store_impl(
+        &mut self,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        bytes: &[u8],
+        atomic: bool,
+    ) -> EmuResult<()> {
         let (space, a) = self.resolve(space, addr);
         let len = bytes.len();
         match space {
             Space::Global | Space::Const | Space::Generic => {
                 self.block.stores += 1;
                 if let Err(miss) = self.global.write(a, bytes) {
-                    self.oob(lane, format!("global store of {len} bytes at {a:#x}: {miss}"))?;
+                    self.oob(
+                        lane,
+                        format!("global store of {len} bytes at {a:#x}: {miss}"),
+                    )?;
                 }
             }
             Space::Shared | Space::SharedCluster => match a.checked_add(len as u64) {
@@ -561,7 +613,14 @@ impl<'a> Ctx<'a> {
                         );
                     }
                     if self.prog.sm >= 90 {
-                        if let Some(h) = self.block.ext.hopper.generic_access(o, len, true, self.warp.index, self.warp.clock[self.warp.index], self.instr.line) {
+                        if let Some(h) = self.block.ext.hopper.generic_access(
+                            o,
+                            len,
+                            true,
+                            self.warp.index,
+                            self.warp.clock[self.warp.index],
+                            self.instr.line,
+                        ) {
                             self.record(FindingKind::AsyncHazard, Some(lane), h.message);
                         }
                     }
@@ -570,7 +629,9 @@ impl<'a> Ctx<'a> {
                         self.release(a);
                     } else {
                         if let Some(sh) = self.block.shadow.as_mut() {
-                            if let Some(c) = sh.write(o, len, self.warp.index, &self.warp.clock, self.instr.line) {
+                            if let Some(c) =
+                                sh.write(o, len, self.warp.index, &self.warp.clock, self.instr.line)
+                            {
                                 let what = if c.was_write { "written" } else { "read" };
                                 let msg = format!(
                                     "warp {} writes shared offset {:#x} {what} by warp {} (PTX line {}) with no barrier between them",
@@ -622,8 +683,10 @@ impl<'a> Ctx<'a> {
 /// instructions whose warp-wide semantics make sense only that way).
 fn needs_whole_warp(instr: &Instr) -> bool {
     instr.has("aligned")
-        || matches!(instr.head.as_str(), "bar" | "mma" | "ldmatrix" | "stmatrix" | "wgmma")
-            && !(instr.head == "bar" && instr.has("warp"))
+        || matches!(
+            instr.head.as_str(),
+            "bar" | "mma" | "ldmatrix" | "stmatrix" | "wgmma"
+        ) && !(instr.head == "bar" && instr.has("warp"))
 }
 
 /// Runs one block to completion.
@@ -641,7 +704,11 @@ pub fn run_block(
     let mut warps: Vec<Warp> = (0..nwarps)
         .map(|w| {
             let n = (threads - w * WARP_SIZE).min(WARP_SIZE);
-            let present = if n == WARP_SIZE { u32::MAX } else { (1u32 << n) - 1 };
+            let present = if n == WARP_SIZE {
+                u32::MAX
+            } else {
+                (1u32 << n) - 1
+            };
             let mut warp = Warp::new(w, 0, present, prog.local_bytes, nwarps);
             let mut regs = limits.register_files.pop().unwrap_or_default();
             regs.clear();
@@ -653,7 +720,9 @@ pub fn run_block(
     let mut block = BlockMem {
         geom,
         shared: vec![0u8; prog.shared_bytes],
-        shadow: prog.sanitize.then(|| SharedShadow::new(prog.shared_bytes, nwarps)),
+        shadow: prog
+            .sanitize
+            .then(|| SharedShadow::new(prog.shared_bytes, nwarps)),
         barriers: vec![BarrierState::default(); 16],
         ext: extension::BlockExt::default(),
         stores: 0,
@@ -673,14 +742,17 @@ pub fn run_block(
                 Wait::None => {}
             }
             let stores = block.stores;
-            let (end, completed) = run_warp(prog, warp, &mut block, global, findings, counts, limits)?;
+            let (end, completed) =
+                run_warp(prog, warp, &mut block, global, findings, counts, limits)?;
             let wrote = block.stores != stores;
             // A warp that only re-polled a location nobody changed, or retried a wait without
             // completing anything, made no progress; anything else did.
             let idle = match end {
                 SliceEnd::Retry => completed == 0 && !wrote,
                 SliceEnd::Spin => {
-                    let at = warp.next_group(&prog.priority).map_or(usize::MAX, |(pc, _)| pc);
+                    let at = warp
+                        .next_group(&prog.priority)
+                        .map_or(usize::MAX, |(pc, _)| pc);
                     let poll = Some((at, warp.poll_value));
                     let same = warp.last_poll == poll;
                     warp.last_poll = poll;
@@ -735,7 +807,10 @@ pub fn profile_of(body: &[Instr], counts: &[u64], nanos: &[u64]) -> Profile {
 fn profile_class(i: &Instr) -> String {
     match i.head.as_str() {
         "ld" | "st" | "atom" | "red" | "cp" => {
-            let space = i.mods.iter().find(|m| crate::ptx::Space::from_mod(m).is_some());
+            let space = i
+                .mods
+                .iter()
+                .find(|m| crate::ptx::Space::from_mod(m).is_some());
             match space {
                 Some(s) => format!("{}.{}", i.head, s),
                 None => i.head.clone(),
@@ -743,7 +818,11 @@ fn profile_class(i: &Instr) -> String {
         }
         "mma" | "wgmma" | "ldmatrix" | "stmatrix" | "mbarrier" => i.head.clone(),
         _ => {
-            let ty = i.types.last().map(|t| format!(".{t:?}").to_lowercase()).unwrap_or_default();
+            let ty = i
+                .types
+                .last()
+                .map(|t| format!(".{t:?}").to_lowercase())
+                .unwrap_or_default();
             format!("{}{ty}", i.head)
         }
     }
@@ -785,9 +864,17 @@ fn deadlock(prog: &Program<'_>, warps: &[Warp], block: &BlockMem) -> EmuError {
 
 /// Completes every barrier whose arrivals are all in: joins the clocks of the warps waiting on it
 /// (and of the warps that arrived without waiting) and moves the waiters on.
-fn release_barriers(prog: &Program<'_>, warps: &mut [Warp], block: &mut BlockMem) -> EmuResult<bool> {
+fn release_barriers(
+    prog: &Program<'_>,
+    warps: &mut [Warp],
+    block: &mut BlockMem,
+) -> EmuResult<bool> {
     let mut released = false;
-    let live_threads: u32 = warps.iter().filter(|w| !w.done()).map(|w| w.present.count_ones()).sum();
+    let live_threads: u32 = warps
+        .iter()
+        .filter(|w| !w.done())
+        .map(|w| w.present.count_ones())
+        .sum();
     for id in 0..16u32 {
         let waiting: Vec<usize> = warps
             .iter()
@@ -798,13 +885,14 @@ fn release_barriers(prog: &Program<'_>, warps: &mut [Warp], block: &mut BlockMem
         if waiting.is_empty() {
             continue;
         }
-        let count = waiting
+        let count = waiting.iter().find_map(|&k| match warps[k].wait {
+            Wait::Barrier { count, .. } => count,
+            _ => None,
+        });
+        let have: u32 = waiting
             .iter()
-            .find_map(|&k| match warps[k].wait {
-                Wait::Barrier { count, .. } => count,
-                _ => None,
-            });
-        let have: u32 = waiting.iter().map(|&k| warps[k].present.count_ones()).sum::<u32>()
+            .map(|&k| warps[k].present.count_ones())
+            .sum::<u32>()
             + block.barriers[id as usize].arrived;
         let need = count.unwrap_or(live_threads);
         if have < need {
@@ -823,9 +911,14 @@ fn release_barriers(prog: &Program<'_>, warps: &mut [Warp], block: &mut BlockMem
             let w = &mut warps[k];
             w.clock.clone_from(&joined);
             w.clock[k] += 1;
-            let Wait::Barrier { pc, .. } = w.wait else { continue };
+            let Wait::Barrier { pc, .. } = w.wait else {
+                continue;
+            };
             // `bar.red` hands every participant the block-wide result.
-            let dest = match (&reduction, prog.kernel.body.get(pc).and_then(|i| i.operands.first())) {
+            let dest = match (
+                &reduction,
+                prog.kernel.body.get(pc).and_then(|i| i.operands.first()),
+            ) {
                 (Some((_, value)), Some(crate::ptx::Operand::Reg(r))) => Some((*r, *value)),
                 _ => None,
             };
@@ -967,7 +1060,11 @@ fn run_warp(
             }
             Flow::Jump(target) => {
                 for lane in lanes(group) {
-                    warp.pc[lane] = if exec & (1 << lane) != 0 { target } else { pc + 1 };
+                    warp.pc[lane] = if exec & (1 << lane) != 0 {
+                        target
+                    } else {
+                        pc + 1
+                    };
                 }
             }
             Flow::Retry => {
@@ -999,12 +1096,10 @@ fn dispatch(ctx: &mut Ctx<'_>, pc: usize, group: LaneMask, exec: LaneMask) -> Em
         return Ok(Flow::Next);
     }
     match instr.head.as_str() {
-        "bra" | "brx" => {
-            match ctx.op(0)? {
-                Operand::Label(t) => Ok(Flow::Jump(*t)),
-                _ => Err(ctx.bad("branch target is not a label")),
-            }
-        }
+        "bra" | "brx" => match ctx.op(0)? {
+            Operand::Label(t) => Ok(Flow::Jump(*t)),
+            _ => Err(ctx.bad("branch target is not a label")),
+        },
         "ret" | "exit" => {
             ctx.warp.exited |= exec;
             Ok(Flow::Next)
@@ -1017,8 +1112,15 @@ fn dispatch(ctx: &mut Ctx<'_>, pc: usize, group: LaneMask, exec: LaneMask) -> Em
             }
         }
         "bar" | "barrier" => warp::barrier(ctx, pc, group, exec),
-        "membar" | "fence" if !instr.opcode.starts_with("fence.proxy") && !instr.opcode.starts_with("fence.mbarrier_init") => Ok(Flow::Next),
-        "nanosleep" | "pmevent" | "prefetch" | "prefetchu" | "discard" | "griddepcontrol" => Ok(Flow::Next),
+        "membar" | "fence"
+            if !instr.opcode.starts_with("fence.proxy")
+                && !instr.opcode.starts_with("fence.mbarrier_init") =>
+        {
+            Ok(Flow::Next)
+        }
+        "nanosleep" | "pmevent" | "prefetch" | "prefetchu" | "discard" | "griddepcontrol" => {
+            Ok(Flow::Next)
+        }
         "shfl" | "vote" | "activemask" | "match" | "redux" => warp::warp_op(ctx, group, exec),
         "ld" | "st" | "atom" | "red" | "cvta" | "isspacep" => mem::mem_op(ctx, exec),
         "mma" | "ldmatrix" | "stmatrix" | "wgmma" | "mbarrier" | "elect" | "setmaxnreg" => {

@@ -128,7 +128,11 @@ impl Wto<'_> {
         let mut is_loop = false;
         for k in 0..self.succ[v].len() {
             let w = self.succ[v][k];
-            let min = if self.dfn[w] == 0 { self.visit(w, partition) } else { self.dfn[w] };
+            let min = if self.dfn[w] == 0 {
+                self.visit(w, partition)
+            } else {
+                self.dfn[w]
+            };
             if min <= head {
                 head = min;
                 is_loop = true;
@@ -225,6 +229,9 @@ mod tests {
         // 0 → 1 (outer head) → 2 (inner head) → {3 inner body, 4 after inner}; 3 → 2; 4 → {1, 5}.
         let succ = vec![vec![1], vec![2], vec![4, 3], vec![2], vec![5, 1], vec![]];
         let o = weak_topological_order(&succ, 0);
-        assert!(pos(&o, 2) < pos(&o, 3) && pos(&o, 3) < pos(&o, 4) && pos(&o, 4) < pos(&o, 5), "{o:?}");
+        assert!(
+            pos(&o, 2) < pos(&o, 3) && pos(&o, 3) < pos(&o, 4) && pos(&o, 4) < pos(&o, 5),
+            "{o:?}"
+        );
     }
 }

@@ -41,7 +41,9 @@ pub fn barrier(ctx: &mut Ctx<'_>, pc: usize, group: LaneMask, exec: LaneMask) ->
         Some(op) => {
             let c = ctx.read(lane0, op, Ty::U32)? as u32;
             if c == 0 || c % WARP_SIZE as u32 != 0 {
-                return Err(ctx.bad(format!("barrier thread count {c}, expected a positive multiple of 32")));
+                return Err(ctx.bad(format!(
+                    "barrier thread count {c}, expected a positive multiple of 32"
+                )));
             }
             Some(c)
         }
@@ -109,7 +111,12 @@ fn require_members(ctx: &Ctx<'_>, mask: u32, group: LaneMask) -> EmuResult<()> {
         let body = &ctx.prog.kernel.body;
         let where_: Vec<String> = lanes(missing)
             .take(4)
-            .map(|l| format!("lane {l} at PTX line {}", body.get(ctx.warp.pc[l]).map_or(0, |i| i.line)))
+            .map(|l| {
+                format!(
+                    "lane {l} at PTX line {}",
+                    body.get(ctx.warp.pc[l]).map_or(0, |i| i.line)
+                )
+            })
             .collect();
         return Err(EmuError::Divergent {
             kernel: ctx.prog.kernel.name.clone(),
@@ -258,7 +265,9 @@ fn matching(ctx: &mut Ctx<'_>, part: LaneMask) -> EmuResult<Flow> {
                 _ => ctx.write(lane, d, Ty::B32, u64::from(m))?,
             }
         } else {
-            let m: u32 = lanes(part).filter(|&l| vals[l] == vals[lane]).fold(0, |m, l| m | 1 << l);
+            let m: u32 = lanes(part)
+                .filter(|&l| vals[l] == vals[lane])
+                .fold(0, |m, l| m | 1 << l);
             ctx.write(lane, d, Ty::B32, u64::from(m))?;
         }
     }
@@ -268,12 +277,21 @@ fn matching(ctx: &mut Ctx<'_>, part: LaneMask) -> EmuResult<Flow> {
 fn redux(ctx: &mut Ctx<'_>, part: LaneMask) -> EmuResult<Flow> {
     let instr = ctx.instr;
     let ty = instr.ty().ok_or_else(|| ctx.bad("expected a type"))?;
-    let op = instr.mods.iter().find(|m| m.as_str() != "sync").cloned().unwrap_or_default();
+    let op = instr
+        .mods
+        .iter()
+        .find(|m| m.as_str() != "sync")
+        .cloned()
+        .unwrap_or_default();
     let (d, a) = (ctx.op(0)?, ctx.op(1)?);
     let mut acc: Option<i128> = None;
     for lane in lanes(part) {
         let v = ctx.read(lane, a, ty)?;
-        let x = if ty.is_signed() { i128::from(sext(v, 32)) } else { i128::from(trunc(v, 32)) };
+        let x = if ty.is_signed() {
+            i128::from(sext(v, 32))
+        } else {
+            i128::from(trunc(v, 32))
+        };
         acc = Some(match (acc, op.as_str()) {
             (None, _) => x,
             (Some(p), "add") => p + x,

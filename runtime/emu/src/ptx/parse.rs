@@ -206,7 +206,10 @@ impl Parser {
                         t => {
                             return Err(err(
                                 line,
-                                format!("expected a version number, found {}", describe(t.as_ref())),
+                                format!(
+                                    "expected a version number, found {}",
+                                    describe(t.as_ref())
+                                ),
                             ))
                         }
                     });
@@ -356,7 +359,10 @@ impl Parser {
             }
             if let Some(s) = size {
                 if init.len() as u64 > s {
-                    return Err(err(line, format!("initializer of `{name}` is larger than it")));
+                    return Err(err(
+                        line,
+                        format!("initializer of `{name}` is larger than it"),
+                    ));
                 }
             }
             out.push(VarDecl {
@@ -401,7 +407,10 @@ impl Parser {
                 t => {
                     return Err(err(
                         line,
-                        format!("expected an initializer value, found {}", describe(t.as_ref())),
+                        format!(
+                            "expected an initializer value, found {}",
+                            describe(t.as_ref())
+                        ),
                     ))
                 }
             };
@@ -437,9 +446,7 @@ impl Parser {
                     align = a as u32;
                 }
                 Some(Tok::Ident(w)) if w == ".ptr" => self.pos += 1,
-                Some(Tok::Ident(w))
-                    if w.starts_with('.') && Space::from_mod(&w[1..]).is_some() =>
-                {
+                Some(Tok::Ident(w)) if w.starts_with('.') && Space::from_mod(&w[1..]).is_some() => {
                     self.pos += 1
                 }
                 Some(Tok::Ident(w)) if w.starts_with('.') => {
@@ -587,7 +594,10 @@ impl Parser {
         let id = RegId(f.regs.len() as u32);
         let cur = scopes.current();
         if scopes.regs[cur].insert(name.clone(), id).is_some() {
-            return Err(err(line, format!("register `{name}` declared twice in one scope")));
+            return Err(err(
+                line,
+                format!("register `{name}` declared twice in one scope"),
+            ));
         }
         f.regs.push(RegDecl { name, ty });
         Ok(())
@@ -601,7 +611,10 @@ impl Parser {
         loop {
             let line = self.line();
             let Some(t) = self.peek().cloned() else {
-                return Err(err(line, format!("function `{}` has no closing `}}`", f.name)));
+                return Err(err(
+                    line,
+                    format!("function `{}` has no closing `}}`", f.name),
+                ));
             };
             match t {
                 Tok::Punct('}') => {
@@ -667,7 +680,13 @@ impl Parser {
                                         return Err(err(line, format!("register range of {n}")));
                                     }
                                     for k in 0..n {
-                                        self.declare_reg(f, &mut scopes, format!("{name}{k}"), ty, line)?;
+                                        self.declare_reg(
+                                            f,
+                                            &mut scopes,
+                                            format!("{name}{k}"),
+                                            ty,
+                                            line,
+                                        )?;
                                     }
                                 } else {
                                     self.declare_reg(f, &mut scopes, name, ty, line)?;
@@ -708,7 +727,10 @@ impl Parser {
                         }
                         ".loc" | ".pragma" | ".file" => self.skip_statement(),
                         _ if w.starts_with('.') => {
-                            return Err(err(line, format!("unknown directive `{w}` in a function body")))
+                            return Err(err(
+                                line,
+                                format!("unknown directive `{w}` in a function body"),
+                            ))
                         }
                         _ => self.instruction(f, &scopes, None, &mut pending)?,
                     }
@@ -781,7 +803,13 @@ impl Parser {
                 };
                 if is_branch {
                     if let Operand::Sym(name) = &op {
-                        pending.push((f.body.len(), operands.len(), scopes.current(), name.clone(), line));
+                        pending.push((
+                            f.body.len(),
+                            operands.len(),
+                            scopes.current(),
+                            name.clone(),
+                            line,
+                        ));
                     }
                 }
                 operands.push(op);
@@ -874,7 +902,13 @@ impl Parser {
                     Some(Tok::Float(v, _)) => Ok(Operand::F64((-v).to_bits())),
                     Some(Tok::F32(b)) => Ok(Operand::F32(b ^ 0x8000_0000)),
                     Some(Tok::F64Bits(b)) => Ok(Operand::F64(b ^ (1 << 63))),
-                    t => Err(err(line, format!("expected a number after `-`, found {}", describe(t.as_ref())))),
+                    t => Err(err(
+                        line,
+                        format!(
+                            "expected a number after `-`, found {}",
+                            describe(t.as_ref())
+                        ),
+                    )),
                 }
             }
             Some(Tok::Int(v)) => {
@@ -920,15 +954,25 @@ impl Parser {
                 }
                 Ok(Operand::Sym(name))
             }
-            t => Err(err(line, format!("expected an operand, found {}", describe(t.as_ref())))),
+            t => Err(err(
+                line,
+                format!("expected an operand, found {}", describe(t.as_ref())),
+            )),
         }
     }
 
     fn signed_int(&mut self, line: u32) -> EmuResult<i64> {
         let neg = self.eat_punct('-');
         match self.next() {
-            Some(Tok::Int(v)) => Ok(if neg { (v as i64).wrapping_neg() } else { v as i64 }),
-            t => Err(err(line, format!("expected an address offset, found {}", describe(t.as_ref())))),
+            Some(Tok::Int(v)) => Ok(if neg {
+                (v as i64).wrapping_neg()
+            } else {
+                v as i64
+            }),
+            t => Err(err(
+                line,
+                format!("expected an address offset, found {}", describe(t.as_ref())),
+            )),
         }
     }
 }

@@ -9,7 +9,10 @@ fn selftest_on(target: &str) {
     let device = Device::from_name(&format!("emu:{target}")).expect("the emulator opens");
     let start = std::time::Instant::now();
     let (out, code) = tilekit::cli::selftest(&device);
-    eprintln!("{out}emu:{target} self-tests took {:.1} s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "{out}emu:{target} self-tests took {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     assert_eq!(code, 0, "self-tests failed on emu:{target}:\n{out}");
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
@@ -29,7 +32,10 @@ fn emulator_names_parse_and_unknown_targets_are_refused() {
     let d = Device::from_name("emu:sm_90a").unwrap();
     assert_eq!(d.name(), "emu:sm_90a");
     assert_eq!(d.target().unwrap(), Some("sm_90a"));
-    assert!(matches!(Device::from_name("emu:sm_70"), Err(Error::UnknownDevice { .. })));
+    assert!(matches!(
+        Device::from_name("emu:sm_70"),
+        Err(Error::UnknownDevice { .. })
+    ));
 }
 
 #[test]
@@ -37,7 +43,10 @@ fn tensors_on_the_emulator_hold_their_values() {
     let d = Device::emulator("sm_80").unwrap();
     let values: Vec<f32> = (0..37).map(|i| i as f32 * 0.25 - 3.0).collect();
     let t = Tensor::from_slice(&values, &[37], &d).unwrap();
-    assert_eq!(t.to_host().unwrap().to_vec(), values.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+    assert_eq!(
+        t.to_host().unwrap().to_vec(),
+        values.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()
+    );
 }
 
 /// The emulator's speed on real work, with the results checked: a 512³ GEMM and a 1k-token
@@ -59,10 +68,20 @@ fn timed_gemm_512_and_attention_head_1k_match_their_references() {
     let b = rng.tensor(BF16, &[n, n], -1.0, 1.0);
     let mut c = HostTensor::zeros(F32, &[n, n]);
     let t = std::time::Instant::now();
-    gemm::gemm::<f32, 64, 64, 32, 32, 32>::launch(&device, gemm::grid(n, n, 64, 64), &a, &b, &mut c).unwrap();
+    gemm::gemm::<f32, 64, 64, 32, 32, 32>::launch(
+        &device,
+        gemm::grid(n, n, 64, 64),
+        &a,
+        &b,
+        &mut c,
+    )
+    .unwrap();
     let secs = t.elapsed().as_secs_f64();
     let report = device.emulator_report().unwrap();
-    eprintln!("gemm 512³ on emu:sm_80: {secs:.2} s, {} warp-instructions", report.profile.total);
+    eprintln!(
+        "gemm 512³ on emu:sm_80: {secs:.2} s, {} warp-instructions",
+        report.profile.total
+    );
     let want = gemm::reference(&a.to_vec(), &b.to_vec(), n, n, n);
     let err = normalized_max_error(&c.to_vec(), &want);
     assert!(err < 1e-5, "gemm error {err:.2e} (seed {})", rng.seed);
@@ -87,8 +106,18 @@ fn timed_gemm_512_and_attention_head_1k_match_their_references() {
     .unwrap();
     let secs = t.elapsed().as_secs_f64();
     let report = device.emulator_report().unwrap();
-    eprintln!("attention 1×1024×64 on emu:sm_80: {secs:.2} s, {} warp-instructions", report.profile.total);
-    let (wo, _) = attention::reference(&q.to_vec(), &k.to_vec(), &v.to_vec(), (bh, seq, seq, d), 0.125, false);
+    eprintln!(
+        "attention 1×1024×64 on emu:sm_80: {secs:.2} s, {} warp-instructions",
+        report.profile.total
+    );
+    let (wo, _) = attention::reference(
+        &q.to_vec(),
+        &k.to_vec(),
+        &v.to_vec(),
+        (bh, seq, seq, d),
+        0.125,
+        false,
+    );
     let err = normalized_max_error(&o.to_vec(), &wo);
     assert!(err < 1e-2, "attention error {err:.2e} (seed {})", rng.seed);
 }
@@ -104,7 +133,14 @@ fn kernels_take_the_emulators_own_tensors_and_write_their_results_back() {
     let a = Tensor::from_f64(BF16, &[m, k], &av, &device).unwrap();
     let b = Tensor::from_f64(BF16, &[k, n], &bv, &device).unwrap();
     let mut c = Tensor::zeros(F32, &[m, n], &device).unwrap();
-    gemm::gemm::<f32, 64, 64, 32, 32, 32>::launch(&device, gemm::grid(m, n, 64, 64), &a, &b, &mut c).unwrap();
+    gemm::gemm::<f32, 64, 64, 32, 32, 32>::launch(
+        &device,
+        gemm::grid(m, n, 64, 64),
+        &a,
+        &b,
+        &mut c,
+    )
+    .unwrap();
     let want = gemm::reference(&av, &bv, m, k, n);
     let got = c.to_host().unwrap().to_vec();
     // Inputs are exact in bf16 and the sums exact in f32.

@@ -18,8 +18,9 @@ pub const MAX_PARAMS: usize = 1 << 10;
 pub const MAX_NAME_BYTES: usize = 256;
 /// Bytes of a variant (its comptime arguments as text).
 pub const MAX_VARIANT_BYTES: usize = 4096;
-/// Bytes of a code file's name.
-pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Bytes of a code file's name: below the 255 of common file systems, leaving room for the
+/// temporary name a file is written under before it is renamed into place.
+pub const MAX_FILE_NAME_BYTES: usize = 200;
 /// Ranks of a global view: the Tile IR's `gl<T, rank>` has rank 1 to 4 (its verifier says so).
 pub const RANKS: std::ops::RangeInclusive<u32> = 1..=4;
 /// Threads of a block: at least one, at most 1024 on every target (CUDA C Programming Guide,

@@ -386,7 +386,7 @@ fn code_files_are_plain_file_names() {
         ("x\ny.ptx", "has the character `\\n`"),
         ("x y.ptx", "has the character ` `"),
         ("scale.hsaco", "a bundle for sm_80 holds `.ptx` files"),
-        (&format!("{}.ptx", "x".repeat(300)), "at most 255"),
+        (&format!("{}.ptx", "x".repeat(300)), "at most 200"),
     ];
     for (name, want) in cases {
         let e = kernel_field_error("code_file", json!(name));
@@ -717,6 +717,24 @@ fn write_dir_never_writes_outside_the_directory() {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
     std::fs::remove_dir_all(&parent).unwrap();
+}
+
+/// The longest name a code file may have is written (under its longer temporary name first),
+/// packed and read back.
+#[test]
+fn the_longest_code_file_name_round_trips() {
+    let mut b = tiny("sm_80");
+    let long = format!("{}.ptx", "x".repeat(limits::MAX_FILE_NAME_BYTES - 4));
+    assert_eq!(long.len(), limits::MAX_FILE_NAME_BYTES);
+    b.kernels[0].code_file = long;
+    let dir = scratch("long-name");
+    b.write_dir(&dir).unwrap();
+    assert_eq!(Bundle::load_dir(&dir).unwrap(), b);
+    assert_eq!(Bundle::from_bytes(&b.to_bytes().unwrap()).unwrap(), b);
+    b.kernels[0].code_file.insert(0, 'x');
+    let e = b.to_bytes().unwrap_err().to_string();
+    assert!(e.contains("is 201 bytes long; at most 200"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A tar header of a regular file named `name` of `size` bytes (set as written, without the

@@ -41,7 +41,7 @@ const MEMORY_BUDGET: u64 = 256 << 20;
 const CANCEL_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The most elements of one tensor made (the CPU device holds them as f64).
-const MAX_ELEMENTS: u128 = 1 << 18;
+const MAX_ELEMENTS: u128 = 1 << 15;
 
 const SCALARS: [ScalarType; 10] = [
     ScalarType::F32,

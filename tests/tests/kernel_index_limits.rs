@@ -487,3 +487,78 @@ fn the_evaluation_catches_a_tile_count_that_wraps() {
         .unwrap_or_default();
     assert!(message.contains("i32 arithmetic wraps"), "{message}");
 }
+
+/// A tensor of `shape` whose every element is the one value `v` (all strides 0), so extents of
+/// `i32::MAX` need no memory.
+fn broadcast(dtype: ScalarType, shape: &[usize], v: f64) -> Arg {
+    let strides = vec![0; shape.len()];
+    Arg::Tensor(HostTensor::strided(dtype, shape, &strides, &[v]).unwrap())
+}
+
+/// Each loop-carrying library kernel launched on the interpreter with its looped extent at
+/// `i32::MAX` (broadcast inputs, one block) must start its loop over the 2²⁵-odd tiles and so
+/// run out of a small op budget. With the wrapping tile count the loop ran zero times and the
+/// launch returned `Ok` with nothing computed (gemm: C = 0; softmax: nothing written).
+#[test]
+fn library_kernels_at_i32_max_run_their_loops_instead_of_returning_ok() {
+    use tilekit::kernels::{attention, gemm, moe, softmax, ws_gemm};
+    use ScalarType::{BF16, F32, I32};
+    let big = i32::MAX as usize;
+    let out = |dtype, shape: &[usize]| Arg::Tensor(HostTensor::zeros(dtype, shape));
+    let mm = || {
+        vec![
+            broadcast(BF16, &[64, big], 1.0),
+            broadcast(BF16, &[big, 64], 1.0),
+            out(F32, &[64, 64]),
+        ]
+    };
+    let runs: Vec<(&str, &Module, Vec<Arg>)> = vec![
+        (
+            "gemm",
+            gemm::gemm::<f32, 64, 64, 32, 32, 32>::module(),
+            mm(),
+        ),
+        (
+            "ws_gemm",
+            ws_gemm::ws_gemm::<f32, 64, 64, 32, 32, 2>::module(),
+            mm(),
+        ),
+        (
+            "softmax_rows",
+            softmax::softmax_rows::<f32, 16, 64, 4>::module(),
+            vec![broadcast(F32, &[64, big], 1.0), broadcast(F32, &[64, big], 0.0)],
+        ),
+        (
+            "attention_fwd",
+            attention::attention_fwd::<bf16, 64, 16, 64, 4, false>::module(),
+            vec![
+                broadcast(BF16, &[1, 64, 64], 0.5),
+                broadcast(BF16, &[1, big, 64], 0.5),
+                broadcast(BF16, &[1, big, 64], 0.5),
+                out(BF16, &[1, 64, 64]),
+                out(F32, &[1, 64]),
+                Arg::f32(0.125),
+            ],
+        ),
+        (
+            "moe_expert_proj",
+            moe::moe_expert_proj::<16, 4, 64, 32>::module(),
+            vec![
+                broadcast(BF16, &[64, big], 1.0),
+                broadcast(BF16, &[1, big, 64], 1.0),
+                out(I32, &[1]),
+                broadcast(I32, &[64], 0.0),
+                broadcast(F32, &[64], 1.0),
+                out(F32, &[64, 64]),
+            ],
+        ),
+    ];
+    for (name, module, mut args) in runs {
+        let launch = interp::Launch::grid([1, 1, 1]).op_budget(20_000);
+        let r = interp::run_with(module, name, launch, &mut args);
+        assert!(
+            matches!(r, Err(interp::InterpError::OpBudget { .. })),
+            "{name} at extent i32::MAX: expected the op budget to stop the loop, got {r:?}"
+        );
+    }
+}

@@ -63,7 +63,10 @@ mod tests {
     fn nonfinite_reference_values_must_be_matched_exactly() {
         let inf = f64::INFINITY;
         let cmp = normalized_max_error_with_nonfinite;
-        assert_eq!(cmp(&[f64::NAN, -inf, 1.0, 4.5], &[f64::NAN, -inf, 1.0, 4.0]), 0.125);
+        assert_eq!(
+            cmp(&[f64::NAN, -inf, 1.0, 4.5], &[f64::NAN, -inf, 1.0, 4.0]),
+            0.125
+        );
         assert_eq!(cmp(&[0.0, 1.0], &[f64::NAN, 1.0]), inf);
         assert_eq!(cmp(&[inf, 1.0], &[-inf, 1.0]), inf);
         assert_eq!(cmp(&[f64::NAN, 1.0], &[-inf, 1.0]), inf);

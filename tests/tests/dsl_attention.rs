@@ -8,7 +8,9 @@ use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::attention::{attention_fwd, grid};
 use tilekit::{Device, ScalarArg};
 use tilekit_examples::attention::reference;
-use tilekit_tests::compare::{max_abs_error, normalized_max_error, normalized_max_error_with_nonfinite};
+use tilekit_tests::compare::{
+    max_abs_error, normalized_max_error, normalized_max_error_with_nonfinite,
+};
 use tilekit_tests::random::TestRng;
 
 /// As in interp_attention.rs: p is rounded to bf16 for P·V (and O to bf16): ≈ 2⁻⁸ relative.
@@ -221,7 +223,10 @@ fn dsl_attention_with_masked_key_tiles_matches_torch() {
             );
             // Rows that see no key are exactly those with LSE = -inf.
             let blind = lse_ref.iter().filter(|l| **l == f64::NEG_INFINITY).count();
-            assert!(blind > 0 && blind < bh * seq, "the mask must blind some rows, not all");
+            assert!(
+                blind > 0 && blind < bh * seq,
+                "the mask must blind some rows, not all"
+            );
         }
     }
 }

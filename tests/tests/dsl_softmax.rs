@@ -48,7 +48,12 @@ fn dsl_softmax_tile_ir() {
 
 /// Rows by `r mod 5` (`tilekit::kernels::softmax::hard_row`): `-inf` in the first one or two
 /// column tiles and finite later; `-inf` everywhere; `-inf` sprinkled; every value -3e38; plain.
-fn hard_input(rng: &TestRng, dtype: tilekit::ir::ScalarType, rows: usize, cols: usize) -> HostTensor {
+fn hard_input(
+    rng: &TestRng,
+    dtype: tilekit::ir::ScalarType,
+    rows: usize,
+    cols: usize,
+) -> HostTensor {
     let mut gen = tilekit::kernels::check::Rng::new(rng.seed);
     let values: Vec<f64> = (0..rows)
         .flat_map(|r| tilekit::kernels::softmax::hard_row(&mut gen, r, cols))
@@ -74,7 +79,9 @@ fn dsl_softmax_of_rows_with_minus_infinity_matches_torch() {
             let y = y.to_vec();
             // torch.softmax: NaN exactly in the rows that are -inf everywhere.
             for (r, row) in y.chunks(cols).enumerate() {
-                let all_minus_inf = x.to_vec()[r * cols..][..cols].iter().all(|v| *v == f64::NEG_INFINITY);
+                let all_minus_inf = x.to_vec()[r * cols..][..cols]
+                    .iter()
+                    .all(|v| *v == f64::NEG_INFINITY);
                 assert_eq!(
                     row.iter().any(|v| v.is_nan()),
                     all_minus_inf,
@@ -98,7 +105,13 @@ fn dsl_softmax_of_a_row_masked_in_its_first_tile_is_the_softmax_of_the_rest() {
     // The reproduction: 64 columns of -inf, then finite ones.
     let cols = 100;
     let values: Vec<f64> = (0..cols)
-        .map(|c| if c < 64 { f64::NEG_INFINITY } else { (c % 7) as f64 - 3.0 })
+        .map(|c| {
+            if c < 64 {
+                f64::NEG_INFINITY
+            } else {
+                (c % 7) as f64 - 3.0
+            }
+        })
         .collect();
     let x = HostTensor::new(F32, &[1, cols], &values).unwrap();
     let mut y = HostTensor::zeros(F32, &[1, cols]);
@@ -106,5 +119,9 @@ fn dsl_softmax_of_a_row_masked_in_its_first_tile_is_the_softmax_of_the_rest() {
     let sum: f64 = values[64..].iter().map(|v| v.exp()).sum();
     let want: Vec<f64> = values.iter().map(|v| v.exp() / sum).collect();
     let err = normalized_max_error(&y.to_vec(), &want);
-    assert!(err <= TOLERANCE, "error {err:.3e}: {:?}", &y.to_vec()[60..70]);
+    assert!(
+        err <= TOLERANCE,
+        "error {err:.3e}: {:?}",
+        &y.to_vec()[60..70]
+    );
 }

@@ -196,7 +196,10 @@ fn attention_with_masked_key_tiles_matches_torch() {
                     rng.seed
                 );
                 let blind = lse_ref.iter().filter(|l| **l == f64::NEG_INFINITY).count();
-                assert!(blind > 0 && blind < bh * seq, "the mask must blind some rows, not all");
+                assert!(
+                    blind > 0 && blind < bh * seq,
+                    "the mask must blind some rows, not all"
+                );
             }
         }
     }

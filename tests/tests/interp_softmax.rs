@@ -115,7 +115,9 @@ fn softmax_of_rows_with_minus_infinity_matches_torch() {
             let y = softmax::run(&cfg, &x).unwrap_or_else(|e| panic!("seed {}: {e}", rng.seed));
             let y = y.to_vec();
             for (r, row) in y.chunks(cols).enumerate() {
-                let all_minus_inf = values[r * cols..][..cols].iter().all(|v| *v == f64::NEG_INFINITY);
+                let all_minus_inf = values[r * cols..][..cols]
+                    .iter()
+                    .all(|v| *v == f64::NEG_INFINITY);
                 assert_eq!(
                     row.iter().any(|v| v.is_nan()),
                     all_minus_inf,

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use tilekit::dsl::*;
 use tilekit::ir::interp::{self, Arg, HostTensor};
 use tilekit::ir::{
-    BinaryFn, CmpPred, Const, Dim3, FuncBuilder, Module, Op, OpKind, Region, ScalarType, Type, Value,
+    BinaryFn, CmpPred, Const, Dim3, FuncBuilder, Module, Op, OpKind, Region, ScalarType, Type,
+    Value,
 };
 use tilekit::{Device, ScalarArg};
 
@@ -147,11 +148,13 @@ fn eval_op(
             .position(|p| *p == op.operands[0])
             .and_then(|i| site.dims.get(&i))
             .and_then(|d| d.get(*k as usize).copied()),
-        OpKind::BlockIdx(d) => Some(site.block[match d {
-            Dim3::X => 0,
-            Dim3::Y => 1,
-            Dim3::Z => 2,
-        }]),
+        OpKind::BlockIdx(d) => Some(
+            site.block[match d {
+                Dim3::X => 0,
+                Dim3::Y => 1,
+                Dim3::Z => 2,
+            }],
+        ),
         OpKind::WarpIdx => Some(site.warp),
         OpKind::NumWarps => Some(site.warps),
         OpKind::Binary(bf) if is_int_scalar(f, op.results[0]) => {
@@ -526,7 +529,10 @@ fn library_kernels_at_i32_max_run_their_loops_instead_of_returning_ok() {
         (
             "softmax_rows",
             softmax::softmax_rows::<f32, 16, 64, 4>::module(),
-            vec![broadcast(F32, &[64, big], 1.0), broadcast(F32, &[64, big], 0.0)],
+            vec![
+                broadcast(F32, &[64, big], 1.0),
+                broadcast(F32, &[64, big], 0.0),
+            ],
         ),
         (
             "attention_fwd",

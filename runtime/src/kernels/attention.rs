@@ -20,8 +20,8 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
-use crate::kernels::softmax::safe_max;
 use crate::kernels::params::tensor_shapes;
+use crate::kernels::softmax::safe_max;
 use crate::{Device, LaunchArg, ScalarArg};
 
 /// See the module documentation. Grid: `[⌈seq_q / (WARPS·R)⌉, bh, 1]` ([`grid`]).
@@ -99,10 +99,8 @@ pub fn attention_fwd<
 
 /// Q and O `[bh, seq_q, D]`, K and V `[bh, seq_kv, D]` with `seq_kv ≥ 1`, LSE `[bh, seq_q]`.
 pub fn shapes<const D: usize>(args: &[LaunchArg]) -> Result<(), String> {
-    let [q, k, v, o, lse] = tensor_shapes(
-        args,
-        [("q", 3), ("k", 3), ("v", 3), ("o", 3), ("lse", 2)],
-    )?;
+    let [q, k, v, o, lse] =
+        tensor_shapes(args, [("q", 3), ("k", 3), ("v", 3), ("o", 3), ("lse", 2)])?;
     let (bh, seq_q) = (q[0], q[1]);
     if q[2] != D || k != v || k[0] != bh || k[2] != D || k[1] == 0 || o != q || lse != [bh, seq_q] {
         return Err(format!(
@@ -198,7 +196,12 @@ impl InputMask {
     }
 
     /// Writes the mask into row-major Q `[bh, seq_q, d]` and K `[bh, seq_kv, d]` values.
-    pub fn apply(&self, q: &mut [f64], k: &mut [f64], (bh, seq_q, seq_kv, d): (usize, usize, usize, usize)) {
+    pub fn apply(
+        &self,
+        q: &mut [f64],
+        k: &mut [f64],
+        (bh, seq_q, seq_kv, d): (usize, usize, usize, usize),
+    ) {
         let big = 2f64.powi(70);
         for h in 0..bh {
             for i in 0..seq_q {
@@ -237,9 +240,8 @@ fn selftest(device: &Device) -> Result<String, String> {
         if masked {
             HARD_MASK.apply(&mut qv, &mut kv, shape);
         }
-        let tensor = |values: &[f64]| {
-            HostTensor::new(bf, &[bh, seq, d], values).map_err(|e| e.to_string())
-        };
+        let tensor =
+            |values: &[f64]| HostTensor::new(bf, &[bh, seq, d], values).map_err(|e| e.to_string());
         let (q, k) = (tensor(&qv)?, tensor(&kv)?);
         let v = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
         let scale = 0.125f32;

@@ -79,7 +79,10 @@ mod tests {
             "{err}"
         );
         let err = tensor_shapes(&args[..1], [("a", 3)]).unwrap_err();
-        assert!(err.contains("argument 0 (`a`) must be a tensor of rank 3"), "{err}");
+        assert!(
+            err.contains("argument 0 (`a`) must be a tensor of rank 3"),
+            "{err}"
+        );
     }
 
     /// Every registered kernel's shape rule, called as a user may call `check_args`: with no
@@ -98,12 +101,22 @@ mod tests {
                 for args in &short {
                     let r = std::panic::catch_unwind(|| (v.check)(args));
                     let Ok(r) = r else {
-                        panic!("{}{}: the shape rule panicked on {} arguments", k.name, v.args, args.len());
+                        panic!(
+                            "{}{}: the shape rule panicked on {} arguments",
+                            k.name,
+                            v.args,
+                            args.len()
+                        );
                     };
                     // Kernels without a shape rule accept anything here (the launch checks
                     // the signature); the library's all declare one.
                     if k.file.contains("kernels/") {
-                        let err = r.expect_err(&format!("{}{} accepted {} arguments", k.name, v.args, args.len()));
+                        let err = r.expect_err(&format!(
+                            "{}{} accepted {} arguments",
+                            k.name,
+                            v.args,
+                            args.len()
+                        ));
                         assert!(err.contains("expected"), "{}{}: {err}", k.name, v.args);
                         checked += 1;
                     }

@@ -116,7 +116,7 @@ pub fn hard_row(rng: &mut Rng, r: usize, cols: usize) -> Vec<f64> {
     let mut row: Vec<f64> = (0..cols).map(|_| rng.uniform(-4.0, 4.0)).collect();
     match r % 5 {
         0 => {
-            let masked = (64 * (1 + r / 5 % 2)).min(cols - 1);
+            let masked = (64 * (1 + r / 5 % 2)).min(cols.saturating_sub(1));
             row[..masked].fill(f64::NEG_INFINITY);
         }
         1 => row.fill(f64::NEG_INFINITY),
@@ -141,7 +141,9 @@ fn selftest(device: &Device) -> Result<String, String> {
         for dtype in [ScalarType::F32, ScalarType::BF16] {
             for hard in [false, true] {
                 let x = if hard {
-                    let values: Vec<f64> = (0..rows).flat_map(|r| hard_row(&mut rng, r, cols)).collect();
+                    let values: Vec<f64> = (0..rows)
+                        .flat_map(|r| hard_row(&mut rng, r, cols))
+                        .collect();
                     HostTensor::new(dtype, &[rows, cols], &values)
                         .map_err(|e| format!("{rows}×{cols} {dtype}: {e}"))?
                 } else {
@@ -150,7 +152,9 @@ fn selftest(device: &Device) -> Result<String, String> {
                 let mut y = poisoned(ScalarType::F32, &[rows, cols]);
                 let g = grid(rows, 16, 4);
                 let r = match dtype {
-                    ScalarType::F32 => softmax_rows::<f32, 16, 64, 4>::launch(device, g, &x, &mut y),
+                    ScalarType::F32 => {
+                        softmax_rows::<f32, 16, 64, 4>::launch(device, g, &x, &mut y)
+                    }
                     _ => softmax_rows::<bf16, 16, 64, 4>::launch(device, g, &x, &mut y),
                 };
                 let case = format!(

@@ -11,7 +11,6 @@
 //! process dies (an abort: stack overflow, out of memory) the supervisor can keep it as the
 //! reproducer.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write as _;
@@ -52,9 +51,16 @@ struct Counters {
     done: AtomicBool,
 }
 
-thread_local! {
-    /// The last panic on this thread: its message and where it was raised.
-    static LAST_PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
+/// The last panic: its message and where it was raised (only the worker thread runs code
+/// that may panic).
+static LAST_PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
+
+fn take_last_panic() -> (String, String) {
+    LAST_PANIC
+        .lock()
+        .map(|mut p| p.take())
+        .unwrap_or_default()
+        .unwrap_or_default()
 }
 
 /// Keeps panics quiet (they are counted and reported as failures) and remembers the last one.
@@ -71,7 +77,9 @@ fn silence_panics() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_default();
-        LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
+        if let Ok(mut p) = LAST_PANIC.lock() {
+            *p = Some((message, location));
+        }
     }));
 }
 
@@ -149,6 +157,18 @@ pub fn run_child(cfg: &ChildConfig) -> i32 {
             let _ = worker.join();
             break 0;
         }
+        if worker.is_finished() {
+            // The worker died outside the input it ran: the harness itself (its set-up or its
+            // generator) panicked. A bug of the fuzzer, reported as a failure all the same.
+            let (message, location) = take_last_panic();
+            let _ = worker.join();
+            emit(format!(
+                "FUZZ-FAILURE kind=panic path=- message=the {} harness itself panicked at {location}: {}",
+                cfg.harness,
+                one_line(&message, 300)
+            ));
+            break 4;
+        }
         let since = counters.running_since.load(Ordering::Acquire);
         let now = start.elapsed().as_millis() as u64;
         if since != 0 && now.saturating_sub(since) > cfg.timeout.as_millis() as u64 {
@@ -204,9 +224,7 @@ fn worker(cfg: &ChildConfig, c: &Counters, scratch: &Path, start: Instant, seen:
                 Some(("mismatch", key, message))
             }
             Err(_) => {
-                let (message, location) = LAST_PANIC
-                    .with(|p| p.borrow_mut().take())
-                    .unwrap_or_default();
+                let (message, location) = take_last_panic();
                 Some(("panic", location.clone(), format!("panicked at {location}: {message}")))
             }
         };

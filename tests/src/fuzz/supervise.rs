@@ -36,6 +36,19 @@ pub struct HarnessReport {
 }
 
 impl HarnessReport {
+    /// Adds up another run of the same harness.
+    fn merge(&mut self, r: HarnessReport) {
+        self.tried += r.tried;
+        self.verified += r.verified;
+        self.ran += r.ran;
+        self.panics += r.panics;
+        self.mismatches += r.mismatches;
+        self.hangs += r.hangs;
+        self.aborts += r.aborts;
+        self.failures.extend(r.failures);
+        self.seconds += r.seconds;
+    }
+
     pub fn failed(&self) -> u64 {
         self.panics + self.mismatches + self.hangs + self.aborts
     }
@@ -60,26 +73,50 @@ pub struct Plan {
 const MAX_RESTARTS: u32 = 8;
 
 /// Runs every harness of `plan`; the reports come back in the plan's order.
+///
+/// Each harness gets an equal share of `jobs × seconds` of process time. The shares are laid
+/// end to end and cut into `jobs` slots of `seconds` each (McNaughton's wrap-around rule), so
+/// the run ends on time with every slot busy; a harness cut at a slot's end runs as two
+/// children, one in each slot, and its report adds both up.
 pub fn run(plan: &Plan) -> Vec<HarnessReport> {
     let n = plan.harnesses.len().max(1);
     let jobs = plan.jobs.clamp(1, n);
-    // Every job slot runs harnesses one after another, so each harness gets its share of the
-    // slots' time.
-    let each = plan.seconds * jobs as f64 / n as f64;
-    let queue: Arc<Mutex<Vec<(usize, String)>>> = Arc::new(Mutex::new(
-        plan.harnesses.iter().cloned().enumerate().rev().collect(),
+    let share = plan.seconds * jobs as f64 / n as f64;
+    let mut slots: Vec<Vec<(usize, String, f64)>> = vec![Vec::new(); jobs];
+    let (mut slot, mut used) = (0, 0.0);
+    for (i, name) in plan.harnesses.iter().enumerate() {
+        let mut left = share;
+        while left > 1e-6 && slot < jobs {
+            let piece = left.min(plan.seconds - used);
+            slots[slot].push((i, name.clone(), piece));
+            left -= piece;
+            used += piece;
+            if plan.seconds - used < 1e-6 {
+                slot += 1;
+                used = 0.0;
+            }
+        }
+    }
+    let reports: Arc<Mutex<Vec<HarnessReport>>> = Arc::new(Mutex::new(
+        plan.harnesses
+            .iter()
+            .map(|h| HarnessReport {
+                name: h.clone(),
+                ..Default::default()
+            })
+            .collect(),
     ));
-    let reports: Arc<Mutex<Vec<Option<HarnessReport>>>> = Arc::new(Mutex::new(vec![None; n]));
-    let threads: Vec<_> = (0..jobs)
-        .map(|_| {
-            let (queue, reports, plan) = (queue.clone(), reports.clone(), plan.clone());
-            std::thread::spawn(move || loop {
-                let Some((i, name)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
-                    return;
-                };
-                let r = run_harness(&plan, i, &name, each);
-                if let Ok(mut rs) = reports.lock() {
-                    rs[i] = Some(r);
+    let threads: Vec<_> = slots
+        .into_iter()
+        .enumerate()
+        .map(|(s, tasks)| {
+            let (reports, plan) = (reports.clone(), plan.clone());
+            std::thread::spawn(move || {
+                for (i, name, seconds) in tasks {
+                    let r = run_harness(&plan, i, s, &name, seconds);
+                    if let Ok(mut rs) = reports.lock() {
+                        rs[i].merge(r);
+                    }
                 }
             })
         })
@@ -88,7 +125,7 @@ pub fn run(plan: &Plan) -> Vec<HarnessReport> {
         let _ = t.join();
     }
     let reports = reports.lock().map(|r| r.clone()).unwrap_or_default();
-    reports.into_iter().flatten().collect()
+    reports
 }
 
 /// Counts from a `FUZZ-PROGRESS` line.
@@ -113,7 +150,9 @@ fn parse_failure(line: &str) -> Option<Failure> {
     })
 }
 
-fn run_harness(plan: &Plan, index: usize, name: &str, seconds: f64) -> HarnessReport {
+/// Runs harness `name` for `seconds` in slot `slot`, restarting its child after a hang or an
+/// abort while time is left.
+fn run_harness(plan: &Plan, index: usize, slot: usize, name: &str, seconds: f64) -> HarnessReport {
     let mut report = HarnessReport {
         name: name.to_string(),
         ..Default::default()
@@ -121,13 +160,13 @@ fn run_harness(plan: &Plan, index: usize, name: &str, seconds: f64) -> HarnessRe
     let start = Instant::now();
     let running = plan.out.join(".running");
     let _ = std::fs::create_dir_all(&running);
-    let last_input = running.join(format!("{name}.input"));
+    let last_input = running.join(format!("{name}-{slot}.input"));
     for restart in 0..=MAX_RESTARTS {
         let left = seconds - start.elapsed().as_secs_f64();
         if left < 0.5 {
             break;
         }
-        let seed = hash(format!("{}:{index}:{restart}", plan.seed).as_bytes());
+        let seed = hash(format!("{}:{index}:{slot}:{restart}", plan.seed).as_bytes());
         let mut child = match Command::new(&plan.exe)
             .args(["--child", name, "--seconds", &format!("{left:.2}")])
             .args(["--seed", &seed.to_string(), "--timeout", &plan.timeout.as_secs_f64().to_string()])
@@ -230,7 +269,7 @@ fn run_harness(plan: &Plan, index: usize, name: &str, seconds: f64) -> HarnessRe
 pub fn render(reports: &[HarnessReport]) -> String {
     let mut s = format!(
         "{:<12} {:>10} {:>10} {:>10} {:>7} {:>7} {:>7} {:>7} {:>8}\n",
-        "harness", "tried", "verified", "ran", "panics", "aborts", "hangs", "wrong", "seconds"
+        "harness", "tried", "verified", "ran", "panics", "aborts", "hangs", "wrong", "cpu-s"
     );
     let mut total = HarnessReport {
         name: "total".into(),
@@ -251,7 +290,7 @@ pub fn render(reports: &[HarnessReport]) -> String {
         total.aborts += r.aborts;
         total.hangs += r.hangs;
         total.mismatches += r.mismatches;
-        total.seconds = total.seconds.max(r.seconds);
+        total.seconds += r.seconds;
     }
     s.push_str(&row(&total));
     s.push_str(

@@ -15,12 +15,14 @@
 //! layouts, hardware operations, limits) is each target's rules ([`nvidia`], [`amd`]).
 //! [`layout`] holds the register fragment layouts, MFMA plans and swizzles as data; [`ptxas`]
 //! and [`sass`] drive NVIDIA's offline tools for resource reports and instruction mixes;
+//! [`hot_loop`] reads the hot loop of a kernel from its SASS or AMDGPU assembly;
 //! [`amd::lld`] links AMD code objects and [`amd::resources`] reads their resource report;
 //! [`cache`] keeps compiled kernels in memory and under `TILEKIT_CACHE_DIR`.
 
 pub mod amd;
 pub mod cache;
 pub mod error;
+pub mod hot_loop;
 pub mod layout;
 pub mod llvm;
 mod lower;

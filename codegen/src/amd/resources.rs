@@ -255,7 +255,7 @@ mod tests {
         elf.extend(names);
         elf.resize(shoff as usize, 0);
         elf.extend([0u8; 64]); // the null section
-        // (name, type, offset, size, alignment): SHT_NOTE, SHT_STRTAB
+                               // (name, type, offset, size, alignment): SHT_NOTE, SHT_STRTAB
         for (name, ty, at, size, align) in [
             (1u32, 7u32, note_at, note.len() as u64, 4u64),
             (7, 3, names_at, names.len() as u64, 1),
@@ -354,7 +354,10 @@ mod tests {
     #[test]
     fn notes_of_another_name_or_type_are_not_the_metadata() {
         let desc = msgpack(&metadata(vec![kernel("k", 1)]));
-        for (name, ty) in [(&b"AMD"[..], NT_AMDGPU_METADATA), (b"AMDGPU", object::elf::NoteType(1))] {
+        for (name, ty) in [
+            (&b"AMD"[..], NT_AMDGPU_METADATA),
+            (b"AMDGPU", object::elf::NoteType(1)),
+        ] {
             let elf = elf_with_note(name, ty, &desc);
             assert_eq!(try_report(&elf, "k"), Err(MetadataError::NoNote));
         }
@@ -384,17 +387,30 @@ mod tests {
             (".vgpr_count", Value::from(1u64 << 32)),
         ]]);
         let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &msgpack(&huge));
-        assert!(matches!(try_report(&elf, "k"), Err(MetadataError::Field { .. })));
+        assert!(matches!(
+            try_report(&elf, "k"),
+            Err(MetadataError::Field { .. })
+        ));
         // Nesting deeper than the metadata ever does is refused before it recurses far.
         let mut deep = Value::from(1);
         for _ in 0..10_000 {
             deep = Value::Array(vec![deep]);
         }
         let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &msgpack(&deep));
-        assert!(matches!(try_report(&elf, "k"), Err(MetadataError::MessagePack(_))));
+        assert!(matches!(
+            try_report(&elf, "k"),
+            Err(MetadataError::MessagePack(_))
+        ));
         // A map that claims 2^32 - 1 entries but holds none is an error, not an allocation.
-        let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &[0xdf, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(try_report(&elf, "k"), Err(MetadataError::MessagePack(_))));
+        let elf = elf_with_note(
+            b"AMDGPU",
+            NT_AMDGPU_METADATA,
+            &[0xdf, 0xff, 0xff, 0xff, 0xff],
+        );
+        assert!(matches!(
+            try_report(&elf, "k"),
+            Err(MetadataError::MessagePack(_))
+        ));
     }
 
     #[test]
@@ -404,10 +420,19 @@ mod tests {
         assert!(try_report(&elf, "k").unwrap().is_some());
         // The section table is last: every proper prefix lacks it.
         for len in 0..elf.len() {
-            assert!(try_report(&elf[..len], "k").is_err(), "prefix of {len} bytes");
+            assert!(
+                try_report(&elf[..len], "k").is_err(),
+                "prefix of {len} bytes"
+            );
         }
-        assert!(matches!(try_report(b"\x7fELF\x02\x01", "k"), Err(MetadataError::Elf(_))));
-        assert!(matches!(try_report(&[0u8; 8], "k"), Err(MetadataError::Elf(_))));
+        assert!(matches!(
+            try_report(b"\x7fELF\x02\x01", "k"),
+            Err(MetadataError::Elf(_))
+        ));
+        assert!(matches!(
+            try_report(&[0u8; 8], "k"),
+            Err(MetadataError::Elf(_))
+        ));
         assert_eq!(report(&[0u8; 8], "k"), None);
         // Random corruptions of a valid object and random bytes behind a valid ELF magic:
         // whatever they decode to, reading returns.

@@ -988,10 +988,16 @@ mod tests {
         // No command at all: the usage error shows the help.
         let e = run(&[]).unwrap_err();
         assert_eq!(e.code, 2, "{e}");
-        assert!(e.message.contains("Commands:") && e.message.contains("selftest"), "{e}");
+        assert!(
+            e.message.contains("Commands:") && e.message.contains("selftest"),
+            "{e}"
+        );
         let (version, code) = run_str("--version").unwrap();
         assert_eq!(code, 0);
-        assert_eq!(version.trim(), format!("tilekit {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            version.trim(),
+            format!("tilekit {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     /// The commands of DESIGN.md's "The `tilekit` command", with the options each must take.
@@ -999,7 +1005,10 @@ mod tests {
         ("list", &[]),
         ("selftest", &["--device", "--bundle"]),
         ("bench", &["--device", "--bundle", "--runs"]),
-        ("emit", &["<KERNEL>", "--target", "--stage", "--const", "--out"]),
+        (
+            "emit",
+            &["<KERNEL>", "--target", "--stage", "--const", "--out"],
+        ),
         ("check", &["<KERNEL>", "--target", "--const"]),
         ("bundle", &["--target", "--out"]),
     ];
@@ -1015,7 +1024,10 @@ mod tests {
             for args in [format!("help {cmd}"), format!("{cmd} --help")] {
                 let (text, code) = run_str(&args).unwrap();
                 assert_eq!(code, 0, "{args}");
-                assert!(text.contains(&format!("Usage: tilekit {cmd}")), "{args}:\n{text}");
+                assert!(
+                    text.contains(&format!("Usage: tilekit {cmd}")),
+                    "{args}:\n{text}"
+                );
                 for option in options {
                     assert!(text.contains(option), "{args}: no `{option}` in\n{text}");
                 }
@@ -1025,7 +1037,11 @@ mod tests {
         let cli = Cli::command();
         assert_eq!(cli.get_subcommands().count(), COMMANDS.len());
         for sub in cli.get_subcommands() {
-            assert!(sub.get_about().is_some(), "`{}` has no help", sub.get_name());
+            assert!(
+                sub.get_about().is_some(),
+                "`{}` has no help",
+                sub.get_name()
+            );
             for arg in sub.get_arguments() {
                 assert!(
                     arg.get_help().is_some(),

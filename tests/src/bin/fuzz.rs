@@ -51,7 +51,9 @@ fn main() -> anyhow::Result<()> {
             "--harness" => harnesses.push(value("a harness name")?),
             "--child" => child = Some(value("a harness name")?),
             "--last-input" => last_input = Some(PathBuf::from(value("a file")?)),
-            "--replay" => replay = Some((value("a harness name")?, PathBuf::from(value("a file")?))),
+            "--replay" => {
+                replay = Some((value("a harness name")?, PathBuf::from(value("a file")?)))
+            }
             "-h" | "--help" => {
                 println!(
                     "fuzz [--seconds N] [--jobs J] [--seed S] [--timeout SECS] [--out DIR] [--harness NAME]...\n\

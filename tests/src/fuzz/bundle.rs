@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tilekit::bundle::{code_file_name, Bundle, BundleKernel, BundleParam, ParamKind, METADATA_FILE};
+use tilekit::bundle::{
+    code_file_name, Bundle, BundleKernel, BundleParam, ParamKind, METADATA_FILE,
+};
 use tilekit::ir::Type;
 
 use super::mutate::{self, pick, INTERESTING_INTS};
@@ -75,19 +77,32 @@ pub fn seed_bundles() -> Vec<Bundle> {
     for (target, amd) in [("sm_90a", false), ("gfx942", true)] {
         let mut ks = Vec::new();
         for info in kernels.iter().take(4) {
-            let Some(v) = info.variants.first() else { continue };
+            let Some(v) = info.variants.first() else {
+                continue;
+            };
             let module = (v.module)();
-            let Some(func) = module.kernel(info.name) else { continue };
+            let Some(func) = module.kernel(info.name) else {
+                continue;
+            };
             let params = func
                 .params
                 .iter()
                 .map(|p| {
-                    let name = func.value_names[p.index()].clone().unwrap_or_else(|| "p".into());
+                    let name = func.value_names[p.index()]
+                        .clone()
+                        .unwrap_or_else(|| "p".into());
                     match &func.value_types[p.index()] {
-                        Type::Global { dtype, rank, mutable } => BundleParam {
+                        Type::Global {
+                            dtype,
+                            rank,
+                            mutable,
+                        } => BundleParam {
                             name,
                             dtype: *dtype,
-                            kind: ParamKind::Global { rank: *rank, mutable: *mutable },
+                            kind: ParamKind::Global {
+                                rank: *rank,
+                                mutable: *mutable,
+                            },
                         },
                         t => BundleParam {
                             name,
@@ -193,7 +208,11 @@ fn pack(entries: &[Entry]) -> Vec<u8> {
 
 fn octal(field: &[u8]) -> Option<u64> {
     if field.first().is_some_and(|b| b & 0x80 != 0) {
-        return Some(field[field.len() - 8..].iter().fold(0u64, |a, &b| (a << 8) | u64::from(b)));
+        return Some(
+            field[field.len() - 8..]
+                .iter()
+                .fold(0u64, |a, &b| (a << 8) | u64::from(b)),
+        );
     }
     let s: String = field
         .iter()
@@ -224,7 +243,9 @@ fn unpack(bytes: &[u8]) -> Option<Vec<Entry>> {
             return None;
         }
         let size = usize::try_from(octal(&h[124..136])?).ok()?;
-        let data = bytes.get(at + BLOCK..(at + BLOCK).checked_add(size)?)?.to_vec();
+        let data = bytes
+            .get(at + BLOCK..(at + BLOCK).checked_add(size)?)?
+            .to_vec();
         out.push(Entry {
             name: cstr(&h[..100]),
             kind: h[156],
@@ -247,12 +268,17 @@ fn mutate_json(rng: &mut SmallRng, text: &[u8], other_names: &[String]) -> Vec<u
         let s = String::from_utf8_lossy(text).into_owned();
         let digits: Vec<usize> = s
             .char_indices()
-            .filter(|(i, c)| c.is_ascii_digit() && (*i == 0 || !s.as_bytes()[i - 1].is_ascii_alphanumeric()))
+            .filter(|(i, c)| {
+                c.is_ascii_digit() && (*i == 0 || !s.as_bytes()[i - 1].is_ascii_alphanumeric())
+            })
             .map(|(i, _)| i)
             .collect();
         if let Some(&at) = digits.get(rng.gen_range(0..digits.len().max(1))) {
-            let end = s[at..].find(|c: char| !c.is_ascii_digit()).map_or(s.len(), |e| at + e);
-            return format!("{}{}{}", &s[..at], pick(rng, INTERESTING_INTS), &s[end..]).into_bytes();
+            let end = s[at..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(s.len(), |e| at + e);
+            return format!("{}{}{}", &s[..at], pick(rng, INTERESTING_INTS), &s[end..])
+                .into_bytes();
         }
         return text.to_vec();
     }
@@ -289,7 +315,9 @@ fn hostile_value(rng: &mut SmallRng, other_names: &[String]) -> serde_json::Valu
     use serde_json::Value;
     match rng.gen_range(0..10) {
         0..=3 => Value::String(pick(rng, HOSTILE).to_string()),
-        4 if !other_names.is_empty() => Value::String(other_names[rng.gen_range(0..other_names.len())].clone()),
+        4 if !other_names.is_empty() => {
+            Value::String(other_names[rng.gen_range(0..other_names.len())].clone())
+        }
         5 => Value::String("x".repeat(mutate::log_len(rng, 100_000))),
         6 => Value::Null,
         7 => Value::Bool(rng.gen()),
@@ -302,7 +330,13 @@ fn hostile_value(rng: &mut SmallRng, other_names: &[String]) -> serde_json::Valu
 }
 
 /// Mutates the `target`-th node (pre-order) of `v`.
-fn mutate_node(rng: &mut SmallRng, v: &mut serde_json::Value, target: usize, i: &mut usize, names: &[String]) -> bool {
+fn mutate_node(
+    rng: &mut SmallRng,
+    v: &mut serde_json::Value,
+    target: usize,
+    i: &mut usize,
+    names: &[String],
+) -> bool {
     use serde_json::Value;
     if *i == target {
         match v {
@@ -315,7 +349,11 @@ fn mutate_node(rng: &mut SmallRng, v: &mut serde_json::Value, target: usize, i: 
             }
             Value::String(_) => *v = hostile_value(rng, names),
             Value::Bool(b) => {
-                *v = if rng.gen_bool(0.7) { Value::Bool(!*b) } else { hostile_value(rng, names) }
+                *v = if rng.gen_bool(0.7) {
+                    Value::Bool(!*b)
+                } else {
+                    hostile_value(rng, names)
+                }
             }
             Value::Null => *v = hostile_value(rng, names),
             Value::Array(a) => match rng.gen_range(0..4) {
@@ -337,7 +375,10 @@ fn mutate_node(rng: &mut SmallRng, v: &mut serde_json::Value, target: usize, i: 
                     o.remove(&keys[rng.gen_range(0..keys.len())]);
                 }
                 1 => {
-                    o.insert(pick(rng, &["unknown", "rank", "name", "schema", ""]).to_string(), hostile_value(rng, names));
+                    o.insert(
+                        pick(rng, &["unknown", "rank", "name", "schema", ""]).to_string(),
+                        hostile_value(rng, names),
+                    );
                 }
                 _ => *v = hostile_value(rng, names),
             },
@@ -347,7 +388,9 @@ fn mutate_node(rng: &mut SmallRng, v: &mut serde_json::Value, target: usize, i: 
     *i += 1;
     match v {
         Value::Array(a) => a.iter_mut().any(|x| mutate_node(rng, x, target, i, names)),
-        Value::Object(o) => o.values_mut().any(|x| mutate_node(rng, x, target, i, names)),
+        Value::Object(o) => o
+            .values_mut()
+            .any(|x| mutate_node(rng, x, target, i, names)),
         _ => false,
     }
 }
@@ -377,14 +420,20 @@ fn mutate_archive(rng: &mut SmallRng, bytes: &[u8], other: &[u8], dir: bool) -> 
     if entries.is_empty() {
         return pack(&[]);
     }
-    let names: Vec<String> = entries.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .collect();
     let rounds = 1 + usize::from(rng.gen_bool(0.3));
     for _ in 0..rounds {
         let k = rng.gen_range(0..entries.len());
         match rng.gen_range(0..16) {
             // The metadata most: it is where the checks are.
             0..=6 => {
-                let m = entries.iter().position(|e| e.name == METADATA_FILE.as_bytes()).unwrap_or(k);
+                let m = entries
+                    .iter()
+                    .position(|e| e.name == METADATA_FILE.as_bytes())
+                    .unwrap_or(k);
                 entries[m].data = mutate_json(rng, &entries[m].data, &names);
             }
             7 => {
@@ -416,7 +465,12 @@ fn mutate_archive(rng: &mut SmallRng, bytes: &[u8], other: &[u8], dir: bool) -> 
             }
             14 => {
                 // A size beyond the data: a truncated archive, or (directories) a sparse file.
-                entries[k].claimed = Some(pick(rng, INTERESTING_INTS).trim_start_matches('-').parse().unwrap_or(u64::MAX));
+                entries[k].claimed = Some(
+                    pick(rng, INTERESTING_INTS)
+                        .trim_start_matches('-')
+                        .parse()
+                        .unwrap_or(u64::MAX),
+                );
             }
             _ => {
                 let name = format!("extra{}.ptx", rng.gen_range(0..3));
@@ -438,9 +492,21 @@ fn mutate_archive(rng: &mut SmallRng, bytes: &[u8], other: &[u8], dir: bool) -> 
             .filter(|&at| out.get(at + 257..at + 262) == Some(b"ustar"))
             .collect();
         if let Some(&at) = headers.get(rng.gen_range(0..headers.len().max(1))) {
-            let fields = [(0, 100), (100, 8), (124, 12), (156, 1), (157, 100), (257, 8), (345, 155)];
+            let fields = [
+                (0, 100),
+                (100, 8),
+                (124, 12),
+                (156, 1),
+                (157, 100),
+                (257, 8),
+                (345, 155),
+            ];
             let (off, len) = fields[rng.gen_range(0..fields.len())];
-            let value = if rng.gen_bool(0.5) { pick(rng, INTERESTING_INTS) } else { pick(rng, HOSTILE) };
+            let value = if rng.gen_bool(0.5) {
+                pick(rng, INTERESTING_INTS)
+            } else {
+                pick(rng, HOSTILE)
+            };
             out[at + off..at + off + len].fill(0);
             put(&mut out[at..at + BLOCK], off, len, value.as_bytes());
             if rng.gen_bool(0.8) {
@@ -461,28 +527,54 @@ fn check_accepted(b: &Bundle, scratch: &Path) -> Result<(), String> {
     let mut pairs = std::collections::HashSet::new();
     for k in &b.kernels {
         if control(&k.name) || control(&k.variant) || k.params.iter().any(|p| control(&p.name)) {
-            return Err(format!("an accepted bundle has a name with a control character: {:?} {:?}", k.name, k.variant));
+            return Err(format!(
+                "an accepted bundle has a name with a control character: {:?} {:?}",
+                k.name, k.variant
+            ));
         }
-        if k.code_file.is_empty() || k.code_file.contains(['/', '\\']) || k.code_file == "." || k.code_file == ".." {
-            return Err(format!("an accepted bundle names a code file that is not a plain file name: {:?}", k.code_file));
+        if k.code_file.is_empty()
+            || k.code_file.contains(['/', '\\'])
+            || k.code_file == "."
+            || k.code_file == ".."
+        {
+            return Err(format!(
+                "an accepted bundle names a code file that is not a plain file name: {:?}",
+                k.code_file
+            ));
         }
-        if let Some(p) = k.params.iter().find(|p| matches!(p.kind, ParamKind::Global { rank, .. } if !(1..=4).contains(&rank))) {
-            return Err(format!("an accepted bundle has a parameter of rank outside 1..=4: {p:?}"));
+        if let Some(p) = k
+            .params
+            .iter()
+            .find(|p| matches!(p.kind, ParamKind::Global { rank, .. } if !(1..=4).contains(&rank)))
+        {
+            return Err(format!(
+                "an accepted bundle has a parameter of rank outside 1..=4: {p:?}"
+            ));
         }
         if !(1..=1024).contains(&k.block_threads) {
-            return Err(format!("an accepted bundle has a block of {} threads", k.block_threads));
+            return Err(format!(
+                "an accepted bundle has a block of {} threads",
+                k.block_threads
+            ));
         }
         if !pairs.insert((k.name.clone(), squash(&k.variant))) {
-            return Err(format!("an accepted bundle holds {}{} twice", k.name, k.variant));
+            return Err(format!(
+                "an accepted bundle holds {}{} twice",
+                k.name, k.variant
+            ));
         }
         if String::from_utf8_lossy(k.code()).contains(SENTINEL) {
-            return Err(format!("an accepted bundle's code file {:?} was read from outside its directory", k.code_file));
+            return Err(format!(
+                "an accepted bundle's code file {:?} was read from outside its directory",
+                k.code_file
+            ));
         }
     }
     let packed = b
         .to_bytes()
         .map_err(|e| format!("an accepted bundle does not pack again: {e}"))?;
-    let back = Bundle::from_bytes(&packed).map_err(|e| format!("an accepted bundle, packed, does not load: {e}"))?;
+    let back = Bundle::from_bytes(&packed)
+        .map_err(|e| format!("an accepted bundle, packed, does not load: {e}"))?;
     if &back != b {
         return Err("an accepted bundle, packed and loaded, differs from itself".into());
     }
@@ -492,11 +584,18 @@ fn check_accepted(b: &Bundle, scratch: &Path) -> Result<(), String> {
     std::fs::create_dir_all(&room).map_err(|e| format!("scratch: {e}"))?;
     let _ = b.write_dir(room.join("out"));
     let escaped: Vec<String> = std::fs::read_dir(&room)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "out").collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "out")
+                .collect()
+        })
         .unwrap_or_default();
     let _ = std::fs::remove_dir_all(&room);
     if !escaped.is_empty() {
-        return Err(format!("writing an accepted bundle created {escaped:?} outside its directory"));
+        return Err(format!(
+            "writing an accepted bundle created {escaped:?} outside its directory"
+        ));
     }
     Ok(())
 }
@@ -504,7 +603,11 @@ fn check_accepted(b: &Bundle, scratch: &Path) -> Result<(), String> {
 fn metadata_names(bundles: &[Bundle]) -> Vec<String> {
     bundles
         .iter()
-        .flat_map(|b| b.kernels.iter().flat_map(|k| [k.name.clone(), k.variant.clone(), k.code_file.clone()]))
+        .flat_map(|b| {
+            b.kernels
+                .iter()
+                .flat_map(|k| [k.name.clone(), k.variant.clone(), k.code_file.clone()])
+        })
         .collect()
 }
 
@@ -547,8 +650,10 @@ impl Harness for PackHarness {
 
     fn execute(&mut self, input: &[u8]) -> Result<Stage, String> {
         // Past the container: the archive is well-formed and starts with the metadata.
-        let intact = unpack(input)
-            .is_some_and(|es| es.first().is_some_and(|e| e.name == METADATA_FILE.as_bytes() && e.kind == b'0'));
+        let intact = unpack(input).is_some_and(|es| {
+            es.first()
+                .is_some_and(|e| e.name == METADATA_FILE.as_bytes() && e.kind == b'0')
+        });
         match Bundle::from_bytes(input) {
             Ok(b) => {
                 check_accepted(&b, &self.scratch)?;
@@ -624,7 +729,14 @@ impl DirHarness {
             let name = String::from_utf8_lossy(&e.name).into_owned();
             // Never outside `dir`: one level of subdirectory at most, no `..`, no root.
             let parts: Vec<&str> = name.split('/').collect();
-            if name.is_empty() || name.starts_with('/') || parts.len() > 2 || parts.iter().any(|p| p.is_empty() || *p == ".." || *p == ".") || name.contains('\0') {
+            if name.is_empty()
+                || name.starts_with('/')
+                || parts.len() > 2
+                || parts
+                    .iter()
+                    .any(|p| p.is_empty() || *p == ".." || *p == ".")
+                || name.contains('\0')
+            {
                 continue;
             }
             let path = dir.join(&name);
@@ -636,7 +748,10 @@ impl DirHarness {
             }
             match e.kind {
                 b'2' => {
-                    let _ = std::os::unix::fs::symlink(String::from_utf8_lossy(&e.link).as_ref(), &path);
+                    let _ = std::os::unix::fs::symlink(
+                        String::from_utf8_lossy(&e.link).as_ref(),
+                        &path,
+                    );
                 }
                 b'5' => {
                     let _ = std::fs::create_dir_all(&path);
@@ -716,7 +831,13 @@ mod tests {
 
     #[test]
     fn the_hand_written_archive_reads_back_and_the_loader_accepts_its_seeds() {
-        let e = Entry { name: b"a.ptx".to_vec(), kind: b'0', link: Vec::new(), data: b"hello".to_vec(), claimed: None };
+        let e = Entry {
+            name: b"a.ptx".to_vec(),
+            kind: b'0',
+            link: Vec::new(),
+            data: b"hello".to_vec(),
+            claimed: None,
+        };
         let back = unpack(&pack(&[e.clone(), e])).expect("our own archive");
         assert_eq!(back.len(), 2);
         assert_eq!(back[1].data, b"hello");
@@ -725,8 +846,14 @@ mod tests {
         assert!(bundles.iter().all(|b| !b.kernels.is_empty()));
         for b in &bundles {
             let packed = b.to_bytes().expect("a seed bundle packs");
-            assert!(unpack(&packed).is_some(), "our reader reads the writer's archive");
-            assert_eq!(&Bundle::from_bytes(&packed).expect("a seed bundle loads"), b);
+            assert!(
+                unpack(&packed).is_some(),
+                "our reader reads the writer's archive"
+            );
+            assert_eq!(
+                &Bundle::from_bytes(&packed).expect("a seed bundle loads"),
+                b
+            );
         }
     }
 }

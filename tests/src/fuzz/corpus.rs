@@ -71,11 +71,18 @@ mod tests {
         for t in &texts {
             let m = tilekit::ir::parse_module(t).unwrap_or_else(|e| panic!("{e}\n{t}"));
             if let Err(e) = tilekit::ir::verify(&m) {
-                eprintln!("seed does not verify: {:?}\n{t}", e.first().map(|e| e.to_string()));
+                eprintln!(
+                    "seed does not verify: {:?}\n{t}",
+                    e.first().map(|e| e.to_string())
+                );
             } else {
                 verified += 1;
             }
         }
-        assert!(verified * 10 >= texts.len() * 9, "{verified} of {} seeds verify", texts.len());
+        assert!(
+            verified * 10 >= texts.len() * 9,
+            "{verified} of {} seeds verify",
+            texts.len()
+        );
     }
 }

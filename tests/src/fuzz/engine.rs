@@ -88,12 +88,22 @@ fn silence_panics() {
 /// harness creates and removes files for every input, ten times faster there than on disk.
 pub fn scratch_dir(harness: &str, pid: u32) -> PathBuf {
     let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     base.join(format!("tilekit-fuzz-{harness}-{pid}"))
 }
 
 /// Writes a reproducer (once per distinct input) and returns its path.
-pub fn save_reproducer(out: &Path, harness: &str, kind: &str, input: &[u8], message: &str) -> PathBuf {
+pub fn save_reproducer(
+    out: &Path,
+    harness: &str,
+    kind: &str,
+    input: &[u8],
+    message: &str,
+) -> PathBuf {
     let dir = out.join(harness);
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join(format!("{kind}-{:016x}", hash(input)));
@@ -134,7 +144,11 @@ pub fn run_child(cfg: &ChildConfig) -> i32 {
     let scratch = scratch_dir(&cfg.harness, std::process::id());
     let _ = std::fs::create_dir_all(&scratch);
     if !super::HARNESSES.contains(&cfg.harness.as_str()) {
-        eprintln!("no harness `{}`; harnesses: {}", cfg.harness, super::HARNESSES.join(", "));
+        eprintln!(
+            "no harness `{}`; harnesses: {}",
+            cfg.harness,
+            super::HARNESSES.join(", ")
+        );
         return 2;
     }
     silence_panics();
@@ -175,7 +189,10 @@ pub fn run_child(cfg: &ChildConfig) -> i32 {
             let input = read_last_input(&cfg.last_input).unwrap_or_default();
             let message = format!("no result after {:?}", cfg.timeout);
             let path = save_reproducer(&cfg.out, &cfg.harness, "hang", &input, &message);
-            emit(format!("FUZZ-FAILURE kind=hang path={} message={message}", path.display()));
+            emit(format!(
+                "FUZZ-FAILURE kind=hang path={} message={message}",
+                path.display()
+            ));
             break 3;
         }
         if last_progress.elapsed() >= Duration::from_secs(1) {
@@ -189,7 +206,13 @@ pub fn run_child(cfg: &ChildConfig) -> i32 {
     code
 }
 
-fn worker(cfg: &ChildConfig, c: &Counters, scratch: &Path, start: Instant, seen: &Mutex<HashSet<String>>) {
+fn worker(
+    cfg: &ChildConfig,
+    c: &Counters,
+    scratch: &Path,
+    start: Instant,
+    seen: &Mutex<HashSet<String>>,
+) {
     let mut harness = make(&cfg.harness, scratch).expect("checked by run_child");
     let mut rng = SmallRng::seed_from_u64(cfg.seed);
     let last = File::create(&cfg.last_input).ok();
@@ -225,7 +248,11 @@ fn worker(cfg: &ChildConfig, c: &Counters, scratch: &Path, start: Instant, seen:
             }
             Err(_) => {
                 let (message, location) = take_last_panic();
-                Some(("panic", location.clone(), format!("panicked at {location}: {message}")))
+                Some((
+                    "panic",
+                    location.clone(),
+                    format!("panicked at {location}: {message}"),
+                ))
             }
         };
         if let Some((kind, key, message)) = failure {
@@ -264,7 +291,10 @@ pub fn replay(harness: &str, input: &[u8]) -> Result<Stage, String> {
     let scratch = std::env::temp_dir().join(format!("tilekit-fuzz-replay-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&scratch);
     let mut h = make(harness, &scratch).ok_or_else(|| {
-        format!("no harness `{harness}`; harnesses: {}", super::HARNESSES.join(", "))
+        format!(
+            "no harness `{harness}`; harnesses: {}",
+            super::HARNESSES.join(", ")
+        )
     })?;
     let result = h.execute(input);
     let _ = std::fs::remove_dir_all(&scratch);

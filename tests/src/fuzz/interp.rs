@@ -40,7 +40,9 @@ impl InterpHarness {
     pub fn new() -> InterpHarness {
         let seeds: Vec<String> = corpus::tile_texts()
             .into_iter()
-            .filter(|t| parse_module(t).is_ok_and(|m| verify(&m).is_ok() && m.kernels().next().is_some()))
+            .filter(|t| {
+                parse_module(t).is_ok_and(|m| verify(&m).is_ok() && m.kernels().next().is_some())
+            })
             .collect();
         InterpHarness {
             seeds,
@@ -169,7 +171,11 @@ impl Harness for InterpHarness {
             _ => b.clone(),
         };
         // Few mutations: the point is to run modules that still verify.
-        let rounds = if rng.gen_bool(0.1) { 0 } else { 1 + usize::from(rng.gen_bool(0.3)) };
+        let rounds = if rng.gen_bool(0.1) {
+            0
+        } else {
+            1 + usize::from(rng.gen_bool(0.3))
+        };
         let body = tile_text::mutate(rng, &base, other, rounds, 0.01);
         // Mostly one block: the seeds' blocks cost up to milliseconds each.
         let g = |rng: &mut SmallRng| match rng.gen_range(0..20) {
@@ -201,7 +207,8 @@ impl Harness for InterpHarness {
         }
         let mut rng = SmallRng::seed_from_u64(seed);
         let kernels: Vec<_> = m.kernels().collect();
-        let Some(k) = (!kernels.is_empty()).then(|| kernels[rng.gen_range(0..kernels.len())]) else {
+        let Some(k) = (!kernels.is_empty()).then(|| kernels[rng.gen_range(0..kernels.len())])
+        else {
             return Ok(Stage::Verified);
         };
         let mut args = arguments(&mut rng, &k.param_types());

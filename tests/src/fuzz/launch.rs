@@ -26,8 +26,8 @@
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tilekit::ir::{ScalarType, Type};
 use tilekit::device::CpuOptions;
+use tilekit::ir::{ScalarType, Type};
 use tilekit::{Device, Error, LaunchArg, Tensor};
 
 use super::mutate::pick;
@@ -121,7 +121,14 @@ impl Spec {
         );
         for a in &self.args {
             match a {
-                ArgSpec::Tensor { dtype, shape, narrow, transpose, alias, seed } => {
+                ArgSpec::Tensor {
+                    dtype,
+                    shape,
+                    narrow,
+                    transpose,
+                    alias,
+                    seed,
+                } => {
                     let narrow = narrow.map_or("-".into(), |(d, s, l)| format!("{d}:{s}:{l}"));
                     let transpose = transpose.map_or("-".into(), |(a, b)| format!("{a}:{b}"));
                     let alias = alias.map_or("-".into(), |k| k.to_string());
@@ -171,10 +178,20 @@ fn parse_arg(rest: &str) -> Option<ArgSpec> {
     let shape = if f.get(2)? == &"-" {
         Vec::new()
     } else {
-        f[2].split(',').map(|d| d.parse().ok()).collect::<Option<Vec<usize>>>()?
+        f[2].split(',')
+            .map(|d| d.parse().ok())
+            .collect::<Option<Vec<usize>>>()?
     };
-    let field = |key: &str| f.iter().find_map(|x| x.strip_prefix(key)).filter(|v| *v != "-");
-    let nums = |v: &str| v.split(':').map(|x| x.parse().ok()).collect::<Option<Vec<usize>>>();
+    let field = |key: &str| {
+        f.iter()
+            .find_map(|x| x.strip_prefix(key))
+            .filter(|v| *v != "-")
+    };
+    let nums = |v: &str| {
+        v.split(':')
+            .map(|x| x.parse().ok())
+            .collect::<Option<Vec<usize>>>()
+    };
     let narrow = match field("narrow=") {
         Some(v) => {
             let n = nums(v)?;
@@ -201,7 +218,10 @@ fn parse_arg(rest: &str) -> Option<ArgSpec> {
 
 /// Element count of `shape`, exactly (no overflow).
 fn count(shape: &[usize]) -> u128 {
-    shape.iter().try_fold(1u128, |a, &d| a.checked_mul(d as u128)).unwrap_or(u128::MAX)
+    shape
+        .iter()
+        .try_fold(1u128, |a, &d| a.checked_mul(d as u128))
+        .unwrap_or(u128::MAX)
 }
 
 /// A shape of `rank` dims drawn mostly from `pool`, made small enough to allocate (a huge
@@ -235,7 +255,19 @@ fn scalar_value(rng: &mut SmallRng, t: ScalarType) -> f64 {
     if rng.gen_bool(0.2) {
         let s = pick(
             rng,
-            &["0", "1", "-1", "2147483647", "-2147483648", "4294967296", "inf", "-inf", "NaN", "1e-30", "3.5e38"],
+            &[
+                "0",
+                "1",
+                "-1",
+                "2147483647",
+                "-2147483648",
+                "4294967296",
+                "inf",
+                "-inf",
+                "NaN",
+                "1e-30",
+                "3.5e38",
+            ],
         );
         return s.parse().unwrap_or(0.0);
     }
@@ -249,17 +281,36 @@ fn scalar_value(rng: &mut SmallRng, t: ScalarType) -> f64 {
 fn fresh(rng: &mut SmallRng) -> Spec {
     let kernels = tilekit::registry::kernels();
     let k = kernels[rng.gen_range(0..kernels.len())];
-    let v = &k.variants[rng.gen_range(0..k.variants.len().max(1)).min(k.variants.len().saturating_sub(1))];
-    let types = (v.module)().kernel(k.name).map(|f| f.param_types()).unwrap_or_default();
+    let v = &k.variants[rng
+        .gen_range(0..k.variants.len().max(1))
+        .min(k.variants.len().saturating_sub(1))];
+    let types = (v.module)()
+        .kernel(k.name)
+        .map(|f| f.param_types())
+        .unwrap_or_default();
     // A few sizes shared by every argument, so shape rules (A [M, K], B [K, N]) hold often.
     const COMMON: [usize; 9] = [1, 16, 16, 32, 32, 64, 64, 17, 100];
-    let pool: Vec<usize> = (0..rng.gen_range(1..=3)).map(|_| COMMON[rng.gen_range(0..COMMON.len())]).collect();
+    let pool: Vec<usize> = (0..rng.gen_range(1..=3))
+        .map(|_| COMMON[rng.gen_range(0..COMMON.len())])
+        .collect();
     let mut args = Vec::new();
     for (i, t) in types.iter().enumerate() {
         let a = match t {
-            Type::Global { dtype, rank, mutable } => {
-                let dtype = if rng.gen_bool(0.93) { *dtype } else { SCALARS[rng.gen_range(0..SCALARS.len())] };
-                let rank = if rng.gen_bool(0.93) { *rank as usize } else { rng.gen_range(0..=5) };
+            Type::Global {
+                dtype,
+                rank,
+                mutable,
+            } => {
+                let dtype = if rng.gen_bool(0.93) {
+                    *dtype
+                } else {
+                    SCALARS[rng.gen_range(0..SCALARS.len())]
+                };
+                let rank = if rng.gen_bool(0.93) {
+                    *rank as usize
+                } else {
+                    rng.gen_range(0..=5)
+                };
                 let want = shape(rng, rank, &pool);
                 let mut base = want.clone();
                 let mut narrow = None;
@@ -268,7 +319,11 @@ fn fresh(rng: &mut SmallRng) -> Spec {
                     let d = rng.gen_range(0..rank);
                     let extra = [0, 1, 7, 64][rng.gen_range(0..4)];
                     base[d] = want[d].saturating_add(extra);
-                    let start = if want[d] == 0 { rng.gen_range(0..=base[d].min(1 << 20)) } else { rng.gen_range(0..=extra) };
+                    let start = if want[d] == 0 {
+                        rng.gen_range(0..=base[d].min(1 << 20))
+                    } else {
+                        rng.gen_range(0..=extra)
+                    };
                     narrow = Some((d, start, want[d]));
                     if count(&base) > MAX_ELEMENTS {
                         base = want.clone();
@@ -280,17 +335,34 @@ fn fresh(rng: &mut SmallRng) -> Spec {
                     base.swap(a, b);
                     if let Some((d, s, l)) = narrow {
                         // The narrow applies to the base, before the transpose.
-                        let d = if d == a { b } else if d == b { a } else { d };
+                        let d = if d == a {
+                            b
+                        } else if d == b {
+                            a
+                        } else {
+                            d
+                        };
                         narrow = Some((d, s, l));
                     }
                     transpose = Some((a, b));
                 }
                 let alias = (*mutable && i > 0 && rng.gen_bool(0.1)).then(|| rng.gen_range(0..i));
-                ArgSpec::Tensor { dtype, shape: base, narrow, transpose, alias, seed: rng.gen() }
+                ArgSpec::Tensor {
+                    dtype,
+                    shape: base,
+                    narrow,
+                    transpose,
+                    alias,
+                    seed: rng.gen(),
+                }
             }
             t => {
                 let s = t.as_scalar().unwrap_or(ScalarType::I32);
-                let s = if rng.gen_bool(0.95) { s } else { SCALARS[rng.gen_range(0..SCALARS.len())] };
+                let s = if rng.gen_bool(0.95) {
+                    s
+                } else {
+                    SCALARS[rng.gen_range(0..SCALARS.len())]
+                };
                 ArgSpec::Scalar(s, scalar_value(rng, s))
             }
         };
@@ -329,7 +401,14 @@ fn mutate(rng: &mut SmallRng, mut s: Spec) -> Spec {
         _ if n > 0 => {
             let i = rng.gen_range(0..n);
             match &mut s.args[i] {
-                ArgSpec::Tensor { shape, narrow, transpose, alias, seed, .. } => match rng.gen_range(0..6) {
+                ArgSpec::Tensor {
+                    shape,
+                    narrow,
+                    transpose,
+                    alias,
+                    seed,
+                    ..
+                } => match rng.gen_range(0..6) {
                     0 | 1 if !shape.is_empty() => {
                         let d = rng.gen_range(0..shape.len());
                         shape[d] = DIMS[rng.gen_range(0..DIMS.len())];
@@ -388,7 +467,14 @@ fn arguments(spec: &Spec, cpu: &Device) -> Option<Vec<LaunchArg>> {
                 tensors.push(None);
                 args.push(LaunchArg::Scalar(*t, *v));
             }
-            ArgSpec::Tensor { dtype, shape, narrow, transpose, alias, seed } => {
+            ArgSpec::Tensor {
+                dtype,
+                shape,
+                narrow,
+                transpose,
+                alias,
+                seed,
+            } => {
                 // Another view of the same memory (`Tensor` is not `Clone`; the identity
                 // transpose shares the storage).
                 let shared = alias
@@ -401,7 +487,8 @@ fn arguments(spec: &Spec, cpu: &Device) -> Option<Vec<LaunchArg>> {
                             return None;
                         }
                         let n = count(shape) as usize;
-                        let mut t = Tensor::from_f64(*dtype, shape, &values(*seed, n, *dtype), cpu).ok()?;
+                        let mut t =
+                            Tensor::from_f64(*dtype, shape, &values(*seed, n, *dtype), cpu).ok()?;
                         if let Some((d, s, l)) = narrow {
                             t = t.narrow(*d, *s, *l).ok()?;
                         }
@@ -445,7 +532,11 @@ impl Default for LaunchHarness {
 
 impl Harness for LaunchHarness {
     fn generate(&mut self, rng: &mut SmallRng) -> Vec<u8> {
-        let spec = match self.pool.pick(rng).and_then(|p| Spec::parse(&String::from_utf8_lossy(p))) {
+        let spec = match self
+            .pool
+            .pick(rng)
+            .and_then(|p| Spec::parse(&String::from_utf8_lossy(p)))
+        {
             Some(s) if rng.gen_bool(0.6) => mutate(rng, s),
             _ => fresh(rng),
         };
@@ -496,7 +587,9 @@ impl LaunchHarness {
         let r = cpu.launch_by_name(&spec.kernel, &spec.variant, spec.grid, &mut args);
         Ok(match r {
             Ok(()) => Stage::Ran,
-            Err(Error::Interp(tilekit::ir::interp::InterpError::Argument { .. })) => Stage::Verified,
+            Err(Error::Interp(tilekit::ir::interp::InterpError::Argument { .. })) => {
+                Stage::Verified
+            }
             Err(Error::Interp(_)) => Stage::Ran,
             // Decided after the signature check: the kernel's shape rule, the grid, aliasing.
             Err(

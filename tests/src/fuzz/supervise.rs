@@ -169,7 +169,12 @@ fn run_harness(plan: &Plan, index: usize, slot: usize, name: &str, seconds: f64)
         let seed = hash(format!("{}:{index}:{slot}:{restart}", plan.seed).as_bytes());
         let mut child = match Command::new(&plan.exe)
             .args(["--child", name, "--seconds", &format!("{left:.2}")])
-            .args(["--seed", &seed.to_string(), "--timeout", &plan.timeout.as_secs_f64().to_string()])
+            .args([
+                "--seed",
+                &seed.to_string(),
+                "--timeout",
+                &plan.timeout.as_secs_f64().to_string(),
+            ])
             .arg("--out")
             .arg(&plan.out)
             .arg("--last-input")
@@ -190,7 +195,10 @@ fn run_harness(plan: &Plan, index: usize, slot: usize, name: &str, seconds: f64)
                 break;
             }
         };
-        println!("fuzz: {name}: child {} with seed {seed} for {left:.1} s", child.id());
+        println!(
+            "fuzz: {name}: child {} with seed {seed} for {left:.1} s",
+            child.id()
+        );
         // The last few KiB of the child's standard error say why it died.
         let stderr = child.stderr.take().map(|mut e| {
             std::thread::spawn(move || {
@@ -218,7 +226,12 @@ fn run_harness(plan: &Plan, index: usize, slot: usize, name: &str, seconds: f64)
                         _ => report.mismatches += 1,
                     }
                     if !f.path.starts_with('(') {
-                        println!("fuzz: {name}: {} {}: {}", f.kind, f.path, one_line(&f.message, 200));
+                        println!(
+                            "fuzz: {name}: {} {}: {}",
+                            f.kind,
+                            f.path,
+                            one_line(&f.message, 200)
+                        );
                         report.failures.push(f);
                     }
                 } else if line == "FUZZ-DONE" {
@@ -250,10 +263,16 @@ fn run_harness(plan: &Plan, index: usize, slot: usize, name: &str, seconds: f64)
                 .to_string();
             let message = format!(
                 "the child process ended with {}: {why}",
-                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string())
             );
             let path = save_reproducer(&plan.out, name, "abort", &input, &message);
-            println!("fuzz: {name}: abort {}: {}", path.display(), one_line(&message, 200));
+            println!(
+                "fuzz: {name}: abort {}: {}",
+                path.display(),
+                one_line(&message, 200)
+            );
             report.failures.push(Failure {
                 kind: "abort".into(),
                 path: path.display().to_string(),
@@ -278,7 +297,15 @@ pub fn render(reports: &[HarnessReport]) -> String {
     let row = |r: &HarnessReport| {
         format!(
             "{:<12} {:>10} {:>10} {:>10} {:>7} {:>7} {:>7} {:>7} {:>8.1}\n",
-            r.name, r.tried, r.verified, r.ran, r.panics, r.aborts, r.hangs, r.mismatches, r.seconds
+            r.name,
+            r.tried,
+            r.verified,
+            r.ran,
+            r.panics,
+            r.aborts,
+            r.hangs,
+            r.mismatches,
+            r.seconds
         )
     };
     for r in reports {

@@ -60,13 +60,17 @@ fn tokens(src: &str) -> Vec<Tok> {
             } else {
                 Tok::Symbol(name)
             });
-        } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|&d| word_char(d))) {
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(|&d| word_char(d)))
+        {
             i += 1;
             while i < chars.len() {
                 let d = chars[i];
                 let exponent_sign = (d == '-' || d == '+')
                     && matches!(chars[i - 1], 'e' | 'E')
-                    && chars[start..i].iter().all(|c| !c.is_ascii_alphabetic() || *c == 'e' || *c == 'E');
+                    && chars[start..i]
+                        .iter()
+                        .all(|c| !c.is_ascii_alphabetic() || *c == 'e' || *c == 'E');
                 if word_char(d) || exponent_sign {
                     i += 1;
                 } else {
@@ -115,22 +119,109 @@ const KEYWORDS: &[&str] = &["kernel", "func", "warps", "x", "true", "false"];
 /// Every op name of the text form (`tilekit_ir` crate docs), so that ops absent from the seed
 /// corpus get tried too.
 const OPS: &[&str] = &[
-    "const", "block_idx.x", "block_idx.y", "block_idx.z", "grid_dim.x", "grid_dim.y",
-    "grid_dim.z", "warp_idx", "warpgroup_idx", "num_warps", "dim", "fill", "splat", "iota.rows",
-    "iota.cols", "map.exp", "map.exp2", "map.log", "map.log2", "map.neg", "map.abs", "map.relu",
-    "map.silu", "map.gelu_tanh", "map.sqrt", "map.rsqrt", "map.recip", "map.tanh", "map.sigmoid",
-    "map.not", "map.add", "map.sub", "map.mul", "map.div", "map.max", "map.min", "map.pow",
-    "map.rem", "map.and", "map.or", "map.xor", "map.shl", "map.shr", "cmp.lt", "cmp.le",
-    "cmp.gt", "cmp.ge", "cmp.eq", "cmp.ne", "select", "convert", "transpose", "bcast_row.add",
-    "bcast_row.mul", "bcast_row.sub", "bcast_col.add", "bcast_col.mul", "reduce_row.sum",
-    "reduce_row.max", "reduce_row.min", "reduce_col.sum", "reduce_col.max", "reduce.sum",
-    "reduce.max", "mask.causal", "mask.anticausal", "mask.rows", "mask.cols", "mma.ab",
-    "mma.abt", "mma.atb", "mma.atbt", "alloc_shared", "shared.index", "load", "store", "copy",
-    "copy_async", "gather_rows", "scatter_rows", "scatter_add_rows", "atomic_add", "barrier",
-    "sem.init", "sem.arrive", "sem.expect", "sem.wait", "for", "if", "while", "yield",
-    "condition", "return", "call",
+    "const",
+    "block_idx.x",
+    "block_idx.y",
+    "block_idx.z",
+    "grid_dim.x",
+    "grid_dim.y",
+    "grid_dim.z",
+    "warp_idx",
+    "warpgroup_idx",
+    "num_warps",
+    "dim",
+    "fill",
+    "splat",
+    "iota.rows",
+    "iota.cols",
+    "map.exp",
+    "map.exp2",
+    "map.log",
+    "map.log2",
+    "map.neg",
+    "map.abs",
+    "map.relu",
+    "map.silu",
+    "map.gelu_tanh",
+    "map.sqrt",
+    "map.rsqrt",
+    "map.recip",
+    "map.tanh",
+    "map.sigmoid",
+    "map.not",
+    "map.add",
+    "map.sub",
+    "map.mul",
+    "map.div",
+    "map.max",
+    "map.min",
+    "map.pow",
+    "map.rem",
+    "map.and",
+    "map.or",
+    "map.xor",
+    "map.shl",
+    "map.shr",
+    "cmp.lt",
+    "cmp.le",
+    "cmp.gt",
+    "cmp.ge",
+    "cmp.eq",
+    "cmp.ne",
+    "select",
+    "convert",
+    "transpose",
+    "bcast_row.add",
+    "bcast_row.mul",
+    "bcast_row.sub",
+    "bcast_col.add",
+    "bcast_col.mul",
+    "reduce_row.sum",
+    "reduce_row.max",
+    "reduce_row.min",
+    "reduce_col.sum",
+    "reduce_col.max",
+    "reduce.sum",
+    "reduce.max",
+    "mask.causal",
+    "mask.anticausal",
+    "mask.rows",
+    "mask.cols",
+    "mma.ab",
+    "mma.abt",
+    "mma.atb",
+    "mma.atbt",
+    "alloc_shared",
+    "shared.index",
+    "load",
+    "store",
+    "copy",
+    "copy_async",
+    "gather_rows",
+    "scatter_rows",
+    "scatter_add_rows",
+    "atomic_add",
+    "barrier",
+    "sem.init",
+    "sem.arrive",
+    "sem.expect",
+    "sem.wait",
+    "for",
+    "if",
+    "while",
+    "yield",
+    "condition",
+    "return",
+    "call",
 ];
-const SCOPES: &[&str] = &["block", "warpgroup", "warp", "\"\"", "\"a b\"", "\"\\u{0}\""];
+const SCOPES: &[&str] = &[
+    "block",
+    "warpgroup",
+    "warp",
+    "\"\"",
+    "\"a b\"",
+    "\"\\u{0}\"",
+];
 
 /// Word lists for replacing an identifier with another of its kind (or any word).
 fn replacement(rng: &mut SmallRng, word: &str) -> String {
@@ -206,8 +297,12 @@ fn mutate_token(rng: &mut SmallRng, toks: &mut Vec<Tok>) {
                 Tok::Ident(w) => Tok::Ident(replacement(rng, w)),
                 Tok::Value(_) => {
                     // Mostly a value named before this point (the parser resolves names).
-                    let earlier: Vec<&Tok> = toks[..at].iter().filter(|t| matches!(t, Tok::Value(_))).collect();
-                    let values: Vec<&Tok> = toks.iter().filter(|t| matches!(t, Tok::Value(_))).collect();
+                    let earlier: Vec<&Tok> = toks[..at]
+                        .iter()
+                        .filter(|t| matches!(t, Tok::Value(_)))
+                        .collect();
+                    let values: Vec<&Tok> =
+                        toks.iter().filter(|t| matches!(t, Tok::Value(_))).collect();
                     if !earlier.is_empty() && rng.gen_bool(0.9) {
                         earlier[rng.gen_range(0..earlier.len())].clone()
                     } else if rng.gen_bool(0.9) {
@@ -217,7 +312,10 @@ fn mutate_token(rng: &mut SmallRng, toks: &mut Vec<Tok>) {
                     }
                 }
                 Tok::Symbol(_) => {
-                    let symbols: Vec<&Tok> = toks.iter().filter(|t| matches!(t, Tok::Symbol(_))).collect();
+                    let symbols: Vec<&Tok> = toks
+                        .iter()
+                        .filter(|t| matches!(t, Tok::Symbol(_)))
+                        .collect();
                     if rng.gen_bool(0.6) {
                         symbols[rng.gen_range(0..symbols.len())].clone()
                     } else {
@@ -372,9 +470,8 @@ fn defines_used_later(lines: &[String], s: usize, e: usize) -> bool {
         .collect();
     lines[e..].iter().any(|l| {
         defs.iter().any(|d| {
-            l.match_indices(d.as_str()).any(|(i, _)| {
-                !l[i + d.len()..].starts_with(|c: char| word_char(c))
-            })
+            l.match_indices(d.as_str())
+                .any(|(i, _)| !l[i + d.len()..].starts_with(|c: char| word_char(c)))
         })
     })
 }
@@ -393,7 +490,11 @@ fn mutate_lines(rng: &mut SmallRng, text: &str, other: &str) -> String {
             let plain: Vec<usize> = (0..lines.len())
                 .filter(|&i| !lines[i].contains(" = ") && balance(&lines[i]) == 0)
                 .collect();
-            let i = if plain.is_empty() || rng.gen_bool(0.1) { at } else { plain[rng.gen_range(0..plain.len())] };
+            let i = if plain.is_empty() || rng.gen_bool(0.1) {
+                at
+            } else {
+                plain[rng.gen_range(0..plain.len())]
+            };
             lines.remove(i);
         }
         2 | 3 => {
@@ -425,7 +526,9 @@ fn mutate_lines(rng: &mut SmallRng, text: &str, other: &str) -> String {
             let mut run = balanced_run(rng, &lines);
             for _ in 0..6 {
                 match run {
-                    Some((s, e)) if defines_used_later(&lines, s, e) => run = balanced_run(rng, &lines),
+                    Some((s, e)) if defines_used_later(&lines, s, e) => {
+                        run = balanced_run(rng, &lines)
+                    }
                     _ => break,
                 }
             }
@@ -510,8 +613,7 @@ mod tests {
                 wrap(&mut rng, body, tag)
             };
             let src = SRC.replace(body, &wrapped);
-            let m = tilekit::ir::parse_module(&src)
-                .unwrap_or_else(|e| panic!("{e}\n{src}"));
+            let m = tilekit::ir::parse_module(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
             // A loop bound from the interesting values may be out of the i32 range.
             verified += usize::from(tilekit::ir::verify(&m).is_ok());
         }
@@ -528,6 +630,9 @@ mod tests {
                 tilekit::ir::parse_module(&String::from_utf8_lossy(&m)).is_ok()
             })
             .count();
-        assert!(parsed * 4 > n, "only {parsed} of {n} single mutations parse");
+        assert!(
+            parsed * 4 > n,
+            "only {parsed} of {n} single mutations parse"
+        );
     }
 }

@@ -19,6 +19,21 @@ pub enum Error {
     Build { kernel: String, message: String },
     #[error("@{kernel}: the grid {grid:?} is empty: every dimension needs at least one block")]
     EmptyGrid { kernel: String, grid: [u32; 3] },
+    #[error(
+        "@{kernel}: the grid {grid:?} exceeds the GPUs' limits, which every device keeps: at \
+         most 2147483647 blocks along x and 65535 along y and z"
+    )]
+    GridTooLarge { kernel: String, grid: [u32; 3] },
+    #[error(
+        "@{kernel}: the writable argument `{output}` shares memory with argument `{other}`; a \
+         kernel's outputs must not overlap its other tensor arguments (what it would compute \
+         depends on the device): pass a copy of one of them (`Tensor::contiguous`)"
+    )]
+    Overlap {
+        kernel: String,
+        output: String,
+        other: String,
+    },
     #[error("unknown device `{name}` (devices: cpu, cuda, cuda:N, hip, hip:N)")]
     UnknownDevice { name: String },
     #[error("no {what} found (could not load {library}); the cpu device works without it")]

@@ -116,12 +116,6 @@ pub fn __run(
     grid: Grid,
     args: &mut [LaunchArg],
 ) -> Result<(), Error> {
-    if grid.0.contains(&0) {
-        return Err(Error::EmptyGrid {
-            kernel: kernel.to_string(),
-            grid: grid.0,
-        });
-    }
     device.run(module, kernel, grid, args)
 }
 
@@ -148,6 +142,10 @@ impl Device {
     /// Launches kernel `kernel` of any module — one built with the IR builder or parsed from
     /// the text form, say — with its arguments checked against the kernel's parameters (count,
     /// kind, dtype, rank). Host tensors passed for writable parameters receive the results.
+    ///
+    /// Before anything runs, every device refuses a grid outside the GPUs' limits
+    /// ([`Error::EmptyGrid`], [`Error::GridTooLarge`]) and a writable tensor argument that
+    /// shares elements with another tensor argument ([`Error::Overlap`], naming both).
     pub fn launch_module(
         &self,
         module: &Module,
@@ -260,4 +258,217 @@ pub fn __build_kernel(name: &str, warps: u32, body: impl FnOnce()) -> Module {
 #[doc(hidden)]
 pub fn __param<P: Handle>(name: &str) -> P {
     P::from_value(rec!(|b| b.param(name, P::ir_type())))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::device::{CpuOptions, Device};
+    use crate::dsl::*;
+    use crate::error::Error;
+    use crate::ir::interp::{CancelToken, InterpError};
+    use crate::ir::ScalarType::F32;
+    use crate::tensor::Tensor;
+
+    /// `y = 2·x` over 16-element chunks, one block per chunk.
+    #[tilekit_macros::kernel(warps = 1)]
+    fn double(x: Gl<f32, 1>, y: GlMut<f32, 1>) {
+        let i = block_idx_x();
+        let v: Rv<f32, 16> = load(x.chunk(i));
+        store(y.chunk(i), v * 2.0);
+    }
+
+    /// `y = x + 1` over a 16×16 tile per block (rows along y, columns along x).
+    #[tilekit_macros::kernel(warps = 1)]
+    fn add_one(x: Gl<f32, 2>, y: GlMut<f32, 2>) {
+        let (r, c) = (block_idx_y(), block_idx_x());
+        let t: Rt<f32, 16, 16> = load(x.tile(r, c));
+        store(y.tile(r, c), t + 1.0);
+    }
+
+    /// Distinct, non-zero values that are exact in f32 (a fresh pattern per call).
+    fn values(n: usize, salt: u64) -> Vec<f64> {
+        let mut s = salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s % 2001) as f64 - 1000.0) / 8.0
+            })
+            .collect()
+    }
+
+    fn salt() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    }
+
+    /// Issue 11, "4. Launch": an empty view at an offset past its (empty) storage is a valid
+    /// argument, as input and as output, through the typed launcher and `launch_module`.
+    #[test]
+    fn empty_views_at_any_offset_are_valid_arguments() -> Result<(), Error> {
+        let cpu = Device::Cpu;
+        let x = Tensor::zeros(F32, &[0, 64], &cpu)?.narrow(1, 8, 16)?;
+        let mut y = Tensor::zeros(F32, &[0, 64], &cpu)?.narrow(1, 40, 16)?;
+        assert_eq!(x.shape(), &[0, 16]);
+        add_one::launch(&cpu, (1, 1), &x, &mut y)?;
+        assert!(y.to_vec::<f32>()?.is_empty());
+        assert!(x.contiguous(&cpu)?.is_empty());
+
+        // An empty view as both arguments of `launch_module`: two views of nothing share
+        // nothing.
+        let e = Tensor::zeros(F32, &[3, 0], &cpu)?.narrow(0, 2, 1)?;
+        let mut args = [(&e).into(), (&e).into()];
+        cpu.launch_module(add_one::module(), "add_one", (1, 1), &mut args)?;
+        // Zero-length windows of a non-empty tensor, at its end.
+        let mut z = Tensor::from_f64(F32, &[16], &values(16, salt()), &cpu)?;
+        let before = z.to_f64_vec()?;
+        let mut end = z.narrow(0, 16, 0)?;
+        double::launch(&cpu, 1, &z.narrow(0, 16, 0)?, &mut end)?;
+        double::launch(&cpu, 1, &end, &mut z)?;
+        // Reading an empty input, the kernel's masked loads give zeros: y = 2·0.
+        assert_eq!(z.to_f64_vec()?, vec![0.0; 16]);
+        assert_ne!(before, vec![0.0; 16]);
+        Ok(())
+    }
+
+    /// Issue 11, item 7: an output that shares elements with another argument is refused on
+    /// every device, naming both parameters; disjoint windows of one tensor are fine and give
+    /// what the kernel means.
+    #[test]
+    fn outputs_that_overlap_another_argument_are_refused() -> Result<(), Error> {
+        let cpu = Device::Cpu;
+        let data = values(64, salt());
+        let x = Tensor::from_f64(F32, &[64], &data, &cpu)?;
+        // The same memory as input and output.
+        let mut same = x.narrow(0, 0, 64)?;
+        let e = double::launch(&cpu, 4, &x, &mut same).unwrap_err();
+        assert!(matches!(e, Error::Overlap { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("@double") && text.contains("`y`") && text.contains("`x`"),
+            "{text}"
+        );
+        // Overlapping by one chunk.
+        let input = x.narrow(0, 0, 32)?;
+        let mut output = x.narrow(0, 16, 32)?;
+        let e = double::launch(&cpu, 2, &input, &mut output).unwrap_err();
+        assert!(matches!(e, Error::Overlap { .. }), "{e}");
+        assert_eq!(x.to_f64_vec()?, data, "a refused launch writes nothing");
+
+        // Disjoint halves of one tensor: the second half becomes twice the first.
+        let (first, mut second) = (x.narrow(0, 0, 32)?, x.narrow(0, 32, 32)?);
+        double::launch(&cpu, 2, &first, &mut second)?;
+        let mut want = data.clone();
+        for i in 0..32 {
+            want[32 + i] = 2.0 * data[i];
+        }
+        assert_eq!(x.to_f64_vec()?, want);
+
+        // Column windows of one matrix interleave in memory but share no element.
+        let m = Tensor::from_f64(F32, &[16, 48], &values(16 * 48, salt() + 1), &cpu)?;
+        let before = m.to_f64_vec()?;
+        let (left, mut right) = (m.narrow(1, 0, 16)?, m.narrow(1, 32, 16)?);
+        add_one::launch(&cpu, (1, 1), &left, &mut right)?;
+        let after = m.to_f64_vec()?;
+        for r in 0..16 {
+            for c in 0..48 {
+                let want = if c >= 32 {
+                    before[r * 48 + c - 32] + 1.0
+                } else {
+                    before[r * 48 + c]
+                };
+                assert_eq!(after[r * 48 + c], want, "({r}, {c})");
+            }
+        }
+        // A transposed view of the same matrix as the output overlaps the input.
+        let square = Tensor::from_f64(F32, &[16, 16], &values(256, salt() + 2), &cpu)?;
+        let mut t = square.transpose(0, 1)?;
+        let e = add_one::launch(&cpu, (1, 1), &square, &mut t).unwrap_err();
+        assert!(matches!(e, Error::Overlap { .. }), "{e}");
+        Ok(())
+    }
+
+    /// Grids outside the GPUs' limits are refused on the cpu device too, before anything runs.
+    #[test]
+    fn grids_beyond_the_hardware_limits_are_refused_on_the_cpu() -> Result<(), Error> {
+        let cpu = Device::Cpu;
+        let x = Tensor::zeros(F32, &[16], &cpu)?;
+        let mut y = Tensor::zeros(F32, &[16], &cpu)?;
+        for grid in [[1u32 << 31, 1, 1], [1, 65536, 1], [1, 1, 65536]] {
+            let e = double::launch(&cpu, grid, &x, &mut y).unwrap_err();
+            assert!(matches!(e, Error::GridTooLarge { .. }), "{e}");
+            assert!(e.to_string().contains("@double"), "{e}");
+        }
+        let e = double::launch(&cpu, [1, 0, 1], &x, &mut y).unwrap_err();
+        assert!(matches!(e, Error::EmptyGrid { .. }), "{e}");
+        Ok(())
+    }
+
+    /// Issue 11, item 2: a grid of 2^31 − 1 blocks on the cpu device ends at once with the
+    /// interpreter's op budget, naming the kernel, instead of running for days.
+    #[test]
+    fn the_largest_grid_ends_with_the_op_budget_on_the_cpu() -> Result<(), Error> {
+        let cpu = Device::Cpu;
+        let x = Tensor::zeros(F32, &[16], &cpu)?;
+        let mut y = Tensor::zeros(F32, &[16], &cpu)?;
+        let start = std::time::Instant::now();
+        let e = double::launch(&cpu, [i32::MAX as u32, 1, 1], &x, &mut y).unwrap_err();
+        assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
+        let text = e.to_string();
+        assert!(
+            matches!(e, Error::Interp(InterpError::OpBudget { .. })),
+            "{text}"
+        );
+        assert!(
+            text.contains("@double") && text.contains("op budget"),
+            "{text}"
+        );
+        Ok(())
+    }
+
+    /// `Device::cpu_with`: the caller's op budget, memory budget and cancel token bound every
+    /// launch on the device; the defaults run the same launch to its answer.
+    #[test]
+    fn cpu_options_bound_and_cancel_runs() -> Result<(), Error> {
+        let data = values(64, salt());
+        let want: Vec<f64> = data.iter().map(|v| 2.0 * v).collect();
+        let run = |device: &Device| -> Result<Vec<f64>, Error> {
+            let x = Tensor::from_f64(F32, &[64], &data, device)?;
+            let mut y = Tensor::zeros(F32, &[64], device)?;
+            double::launch(device, 4, &x, &mut y)?;
+            y.to_f64_vec()
+        };
+        assert_eq!(run(&Device::Cpu)?, want);
+        assert_eq!(run(&Device::cpu_with(CpuOptions::default()))?, want);
+
+        let tight = Device::cpu_with(CpuOptions::default().op_budget(3));
+        assert_eq!(tight, Device::Cpu, "the same device");
+        let e = run(&tight).unwrap_err();
+        assert!(
+            matches!(e, Error::Interp(InterpError::OpBudget { budget: 3, .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("@double"), "{e}");
+
+        let small = Device::cpu_with(CpuOptions::default().memory_budget(64));
+        let e = run(&small).unwrap_err();
+        assert!(
+            matches!(e, Error::Interp(InterpError::MemoryBudget { .. })),
+            "{e}"
+        );
+
+        let cancel = CancelToken::new();
+        let cancellable = Device::cpu_with(CpuOptions::default().cancel(cancel.clone()));
+        assert_eq!(run(&cancellable)?, want, "not cancelled yet");
+        cancel.cancel();
+        let e = run(&cancellable).unwrap_err();
+        assert!(
+            matches!(e, Error::Interp(InterpError::Cancelled { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("@double"), "{e}");
+        Ok(())
+    }
 }

@@ -14,9 +14,11 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
     ),
     ("device/mod.rs", include_str!("device/mod.rs"), DEVICE),
     ("device/args.rs", include_str!("device/args.rs"), DEVICE),
+    ("device/checks.rs", include_str!("device/checks.rs"), DEVICE),
     ("device/codec.rs", include_str!("device/codec.rs"), DEVICE),
     ("device/cpu.rs", include_str!("device/cpu.rs"), DEVICE),
     ("device/cuda.rs", include_str!("device/cuda.rs"), DEVICE),
+    ("device/emu.rs", include_str!("device/emu.rs"), DEVICE),
     ("device/hip.rs", include_str!("device/hip.rs"), DEVICE),
     ("device/memory.rs", include_str!("device/memory.rs"), DEVICE),
     (

@@ -34,6 +34,20 @@
 //! registered kernel by name and comptime arguments, its arguments checked against the
 //! kernel's signature. `docs/GPU.md` explains running on GPUs and the GPU check.
 //!
+//! What every launch checks, on every device, before anything runs:
+//! - the grid: at least one block along each dimension, at most 2³¹ − 1 along x and 65535
+//!   along y and z (the GPUs' limits; the cpu keeps them too);
+//! - aliasing: a kernel's writable tensor (`GlMut`) must not share an element with any other
+//!   tensor argument. The interpreter would read the inputs as they were before the launch
+//!   while a GPU reads them as the kernel writes them, so such a launch has no one meaning: it
+//!   is refused with [`Error::Overlap`], naming both parameters. Disjoint views of one tensor
+//!   (two column windows, say) are fine; so is one input passed twice. Empty views of any
+//!   offset are valid arguments and share nothing.
+//!
+//! The cpu device runs within the interpreter's op and memory budgets, so a runaway grid or
+//! loop ends with an error naming the kernel and the budget; [`Device::cpu_with`] takes other
+//! budgets and a token that cancels runs ([`device::CpuOptions`]).
+//!
 //! The kernel library [`kernels`] (GEMM, attention, softmax, AdamW, MoE, warp-specialized GEMM)
 //! is written in the DSL. Kernels register themselves ([`registry`]); the `tilekit` command
 //! ([`cli`]) lists and self-tests them, and with the `jit` feature (on by default: it links the

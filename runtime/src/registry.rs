@@ -48,7 +48,9 @@ impl Device {
     /// prints them, e.g. `<bf16, 64, 64, 32, 32, 32>`; empty for a non-generic kernel). The
     /// arguments are checked against the kernel's signature (count, kind, dtype, rank, dimension
     /// range) and its shape rule before anything runs; host tensors passed for writable
-    /// parameters receive the results.
+    /// parameters receive the results. As for every launch, the grid must be within the GPUs'
+    /// limits and no writable tensor may share elements with another argument
+    /// ([`Error::Overlap`]).
     pub fn launch_by_name(
         &self,
         name: &str,

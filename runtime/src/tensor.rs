@@ -20,7 +20,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::device::{codec, cuda, hip, Device, DeviceView, LaunchArg, Storage};
+use crate::device::{codec, cuda, hip, positions, Device, DeviceView, LaunchArg, Storage};
 use crate::error::Error;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
@@ -48,24 +48,6 @@ impl std::fmt::Debug for Tensor {
             self.device_name()
         )
     }
-}
-
-/// The storage positions of a view's elements, row-major (relative to its offset).
-fn positions(shape: &[usize], strides: &[usize]) -> Vec<usize> {
-    let n: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; shape.len()];
-    for _ in 0..n {
-        out.push(idx.iter().zip(strides).map(|(i, s)| i * s).sum());
-        for d in (0..shape.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    out
 }
 
 /// A Rust element type with a tilekit dtype: `f32`, `half::f16`, `half::bf16`, `i8`, `i32`,
@@ -149,7 +131,7 @@ impl Tensor {
             });
         }
         match device {
-            Device::Cpu | Device::Emu(_) => Ok(Tensor::from_host(
+            Device::Cpu | Device::CpuWith(_) | Device::Emu(_) => Ok(Tensor::from_host(
                 &HostTensor::new(dtype, shape, values)?,
                 device,
             )?),
@@ -189,7 +171,7 @@ impl Tensor {
         element_count(&shape)?;
         let dense = t.to_vec();
         match device {
-            Device::Cpu | Device::Emu(_) => Ok(Tensor {
+            Device::Cpu | Device::CpuWith(_) | Device::Emu(_) => Ok(Tensor {
                 dtype: t.dtype(),
                 strides: row_major(&shape),
                 shape,
@@ -214,7 +196,7 @@ impl Tensor {
     ) -> Result<Tensor, Error> {
         let n = element_count(shape)?;
         let one = codec::encode(dtype, &[value]);
-        if let Device::Cpu | Device::Emu(_) = device {
+        if let Device::Cpu | Device::CpuWith(_) | Device::Emu(_) = device {
             return Tensor::from_host(&HostTensor::full(dtype, shape, value), device);
         }
         let t = Tensor::alloc(dtype, shape, device)?;
@@ -238,12 +220,13 @@ impl Tensor {
                 message: format!("shape {shape:?} of {dtype} does not fit in memory"),
             })?;
         let storage = match device {
-            Device::Cpu | Device::Emu(_) => Storage::Host(Arc::new(Mutex::new(vec![
-                0.0;
-                bytes
-                    / dtype.size_bytes()
-                        as usize
-            ]))),
+            Device::Cpu | Device::CpuWith(_) | Device::Emu(_) => {
+                Storage::Host(Arc::new(Mutex::new(vec![
+                    0.0;
+                    bytes
+                        / dtype.size_bytes() as usize
+                ])))
+            }
             Device::Cuda(g) => Storage::Cuda(Arc::new(cuda::Buffer::alloc(&g.ctx, bytes)?)),
             Device::Hip(g) => Storage::Hip(Arc::new(hip::Buffer::alloc(&g.ctx, bytes)?)),
         };
@@ -273,7 +256,7 @@ impl Tensor {
                 ),
             });
         }
-        if let Device::Cpu | Device::Emu(_) = device {
+        if let Device::Cpu | Device::CpuWith(_) | Device::Emu(_) = device {
             let h = HostTensor::new(dtype, shape, &codec::decode(dtype, bytes))?;
             return Tensor::from_host(&h, device);
         }
@@ -333,14 +316,14 @@ impl Tensor {
 
     /// The storage positions of the elements, row-major.
     fn element_positions(&self) -> Vec<usize> {
-        positions(&self.shape, &self.strides)
-            .into_iter()
-            .map(|p| p + self.offset)
-            .collect()
+        positions(&self.shape, &self.strides, self.offset).collect()
     }
 
     /// The elements' bytes, row-major (waits for work on the device that may write them).
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
         let size = self.dtype.size_bytes() as usize;
         let raw = match &self.storage {
             Storage::Host(h) => {
@@ -483,16 +466,19 @@ impl Tensor {
         }
         let mut shape = self.shape.clone();
         shape[dim] = len;
+        // An empty view has no first element: it keeps its parent's offset, so that every
+        // view's offset stays inside its storage (a `[0, 64]` tensor narrowed to columns 8..24
+        // is a `[0, 16]` view at the parent's offset, not 8 elements past an empty storage).
+        let empty = shape.contains(&0);
         Ok(Tensor {
             dtype: self.dtype,
             shape,
             strides: self.strides.clone(),
-            offset: self.offset
-                + if len == 0 {
-                    0
-                } else {
-                    start * self.strides[dim]
-                },
+            offset: if empty {
+                self.offset
+            } else {
+                self.offset + start * self.strides[dim]
+            },
             storage: self.storage.clone(),
         })
     }
@@ -526,7 +512,9 @@ impl Tensor {
     /// A copy on `device`.
     pub fn to(&self, device: &Device) -> Result<Tensor, Error> {
         match device {
-            Device::Cpu | Device::Emu(_) => Tensor::from_host(&self.to_host()?, device),
+            Device::Cpu | Device::CpuWith(_) | Device::Emu(_) => {
+                Tensor::from_host(&self.to_host()?, device)
+            }
             _ => Tensor::from_bytes(self.dtype, &self.shape, &self.to_bytes()?, device),
         }
     }
@@ -576,36 +564,18 @@ impl TensorArg for Tensor {
         &self.shape
     }
 
+    /// A view of the tensor's memory: the launch reads and writes the tensor itself (on the
+    /// cpu device, through copies of its elements made around the run).
     fn launch_arg(&self) -> LaunchArg {
-        match &self.storage {
-            Storage::Host(h) => {
-                let h = h.lock().unwrap_or_else(|e| e.into_inner());
-                // A strided host tensor over the storage from the view's first element. Views are
-                // made only by `narrow` and `transpose`, which keep every element inside the
-                // storage, so this cannot fail; if it did, the empty tensor fails the launch's
-                // shape checks instead of running.
-                let t =
-                    HostTensor::strided(self.dtype, &self.shape, &self.strides, &h[self.offset..])
-                        .unwrap_or_else(|_| HostTensor::zeros(self.dtype, &[0]));
-                LaunchArg::Host(t)
-            }
-            storage => LaunchArg::Device(DeviceView {
-                dtype: self.dtype,
-                shape: self.shape.clone(),
-                strides: self.strides.clone(),
-                offset: self.offset,
-                storage: storage.clone(),
-            }),
-        }
+        LaunchArg::Device(DeviceView {
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            strides: self.strides.clone(),
+            offset: self.offset,
+            storage: self.storage.clone(),
+        })
     }
 
-    fn take_back(&mut self, arg: LaunchArg) {
-        if let (Storage::Host(h), LaunchArg::Host(t)) = (&self.storage, arg) {
-            let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
-            let values = t.storage();
-            for p in positions(&self.shape, &self.strides) {
-                h[self.offset + p] = values[p];
-            }
-        }
-    }
+    /// Nothing to take: the launch wrote the tensor's memory in place.
+    fn take_back(&mut self, _: LaunchArg) {}
 }

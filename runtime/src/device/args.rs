@@ -109,4 +109,3 @@ impl From<HostTensor> for LaunchArg {
         LaunchArg::Host(t)
     }
 }
-

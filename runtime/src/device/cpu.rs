@@ -1,13 +1,90 @@
-//! The cpu device: the Tile IR interpreter runs the kernel on host tensors.
+//! The cpu device: the Tile IR interpreter runs the kernel on host tensors, within the budgets
+//! of its [`CpuOptions`].
 
 use crate::error::Error;
-use crate::ir::interp::{self, Arg, HostTensor};
+use crate::ir::interp::{self, Arg, CancelToken, HostTensor, Launch};
 use crate::ir::Module;
 
 use super::{Grid, LaunchArg};
 
+/// How the cpu device runs kernels: the interpreter's op and memory budgets, and a token that
+/// cancels runs. [`Device::Cpu`](super::Device::Cpu) runs with the defaults
+/// ([`interp::DEFAULT_OP_BUDGET`] ops, [`interp::DEFAULT_MEMORY_BUDGET`] bytes, no token); a
+/// device made with [`Device::cpu_with`](super::Device::cpu_with) runs with these.
+///
+/// A run that spends its op budget, would pass its memory budget, or is cancelled fails with
+/// [`Error::Interp`] naming the kernel, the budget and the op it reached.
+///
+/// ```
+/// use tilekit::device::CpuOptions;
+/// use tilekit::ir::interp::CancelToken;
+/// use tilekit::Device;
+///
+/// let cancel = CancelToken::new();
+/// let device = Device::cpu_with(
+///     CpuOptions::default()
+///         .op_budget(10_000_000)
+///         .memory_budget(64 << 20)
+///         .cancel(cancel.clone()),
+/// );
+/// assert_eq!(device.name(), "cpu");
+/// // Another thread may call `cancel.cancel()`: the device's runs then stop with an error.
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Ops the interpreter executes per launch, summed over every warp of every block.
+    pub op_budget: u64,
+    /// Bytes the interpreter may hold for a launch beyond the caller's tensors.
+    pub memory_budget: u64,
+    /// Cancels the device's runs when another thread calls [`CancelToken::cancel`].
+    pub cancel: Option<CancelToken>,
+}
+
+impl Default for CpuOptions {
+    /// The interpreter's defaults, which every library kernel's self-test keeps well within.
+    fn default() -> CpuOptions {
+        CpuOptions {
+            op_budget: interp::DEFAULT_OP_BUDGET,
+            memory_budget: interp::DEFAULT_MEMORY_BUDGET,
+            cancel: None,
+        }
+    }
+}
+
+impl CpuOptions {
+    /// The same options with an op budget of `ops` per launch.
+    pub fn op_budget(mut self, ops: u64) -> CpuOptions {
+        self.op_budget = ops;
+        self
+    }
+
+    /// The same options with a memory budget of `bytes` per launch.
+    pub fn memory_budget(mut self, bytes: u64) -> CpuOptions {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// The same options with runs stopped once `token` is cancelled.
+    pub fn cancel(mut self, token: CancelToken) -> CpuOptions {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// The interpreter's launch over `grid` with these budgets.
+    fn launch(&self, grid: Grid) -> Launch {
+        let launch = Launch::grid(grid.0)
+            .op_budget(self.op_budget)
+            .memory_budget(self.memory_budget);
+        match &self.cancel {
+            Some(token) => launch.cancel(token.clone()),
+            None => launch,
+        }
+    }
+}
+
 /// The interpreter run: host tensors in, their final contents back.
 pub(crate) fn run_interp(
+    options: &CpuOptions,
     module: &Module,
     kernel: &str,
     grid: Grid,
@@ -18,7 +95,13 @@ pub(crate) fn run_interp(
         .map(|f| {
             f.params
                 .iter()
-                .map(|p| f.value_names[p.index()].clone().unwrap_or_default())
+                .map(|p| {
+                    f.value_names
+                        .get(p.index())
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_default()
+                })
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
@@ -39,7 +122,7 @@ pub(crate) fn run_interp(
             }
         });
     }
-    let result = interp::run(module, kernel, grid.0, &mut interp_args);
+    let result = interp::run_with(module, kernel, options.launch(grid), &mut interp_args);
     // Hand the tensors back whether or not the run succeeded.
     for (a, back) in args.iter_mut().zip(interp_args) {
         if let (LaunchArg::Host(t), Arg::Tensor(b)) = (a, back) {

@@ -208,9 +208,11 @@ impl Buffer {
 
     /// Copies `data` to the start of the buffer (synchronous).
     pub(crate) fn upload(&self, data: &[u8]) -> Result<(), Error> {
-        assert!(data.len() <= self.bytes, "upload past the buffer");
+        if data.len() > self.bytes {
+            return Err(past_the_buffer(data.len(), 0, self.bytes));
+        }
         self.ctx.bind()?;
-        // SAFETY: the buffer holds at least `data.len()` bytes.
+        // SAFETY: the buffer holds at least `data.len()` bytes (checked above).
         unsafe { result::memcpy_htod_sync(self.ptr, data) }.map_err(driver("cuMemcpyHtoD"))
     }
 
@@ -242,12 +244,15 @@ impl Buffer {
         bytes: usize,
         stream: &Stream,
     ) -> Result<(), Error> {
-        assert!(
-            at + bytes <= self.bytes && src_at + bytes <= src.bytes,
-            "copy past a buffer"
-        );
+        let fits = |at: usize, len: usize| at.checked_add(bytes).is_some_and(|end| end <= len);
+        if !fits(at, self.bytes) {
+            return Err(past_the_buffer(bytes, at, self.bytes));
+        }
+        if !fits(src_at, src.bytes) {
+            return Err(past_the_buffer(bytes, src_at, src.bytes));
+        }
         self.ctx.bind()?;
-        // SAFETY: both ranges lie inside their buffers (asserted above).
+        // SAFETY: both ranges lie inside their buffers (checked above).
         unsafe {
             result::memcpy_dtod_async(
                 self.ptr + at as u64,
@@ -566,4 +571,12 @@ impl ParamValue {
 /// Describes a driver error (for launch failures reported by the caller).
 pub(crate) fn describe_error(e: result::DriverError) -> String {
     describe(e)
+}
+
+/// A copy of `bytes` bytes at byte `at` of a buffer of `len` bytes that would leave it (the
+/// tensor code never asks for one; this is the guard that keeps the driver call in bounds).
+fn past_the_buffer(bytes: usize, at: usize, len: usize) -> Error {
+    Error::Tensor {
+        message: format!("a copy of {bytes} bytes at byte {at} of a buffer of {len} bytes"),
+    }
 }

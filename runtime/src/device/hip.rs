@@ -246,9 +246,11 @@ impl Buffer {
     }
 
     pub(crate) fn upload(&self, data: &[u8]) -> Result<(), Error> {
-        assert!(data.len() <= self.bytes, "upload past the buffer");
+        if data.len() > self.bytes {
+            return Err(past_the_buffer(data.len(), 0, self.bytes));
+        }
         self.ctx.bind()?;
-        // SAFETY: the buffer holds at least `data.len()` bytes.
+        // SAFETY: the buffer holds at least `data.len()` bytes (checked above).
         check(self.ctx.api, "hipMemcpyHtoD", unsafe {
             (self.ctx.api.memcpy_htod)(self.ptr, data.as_ptr().cast(), data.len())
         })
@@ -282,12 +284,15 @@ impl Buffer {
         src_at: usize,
         bytes: usize,
     ) -> Result<(), Error> {
-        assert!(
-            at + bytes <= self.bytes && src_at + bytes <= src.bytes,
-            "copy past a buffer"
-        );
+        let fits = |at: usize, len: usize| at.checked_add(bytes).is_some_and(|end| end <= len);
+        if !fits(at, self.bytes) {
+            return Err(past_the_buffer(bytes, at, self.bytes));
+        }
+        if !fits(src_at, src.bytes) {
+            return Err(past_the_buffer(bytes, src_at, src.bytes));
+        }
         self.ctx.bind()?;
-        // SAFETY: both ranges lie inside their buffers (asserted above).
+        // SAFETY: both ranges lie inside their buffers (checked above).
         check(self.ctx.api, "hipMemcpyDtoD", unsafe {
             (self.ctx.api.memcpy_dtod)(
                 self.ptr.cast::<u8>().add(at).cast(),
@@ -519,5 +524,13 @@ impl Drop for Function {
             // SAFETY: loaded by `load`, unloaded once.
             let _ = unsafe { (self.ctx.api.module_unload)(self.module) };
         }
+    }
+}
+
+/// A copy of `bytes` bytes at byte `at` of a buffer of `len` bytes that would leave it (the
+/// tensor code never asks for one; this is the guard that keeps the driver call in bounds).
+fn past_the_buffer(bytes: usize, at: usize, len: usize) -> Error {
+    Error::Tensor {
+        message: format!("a copy of {bytes} bytes at byte {at} of a buffer of {len} bytes"),
     }
 }

@@ -1,7 +1,8 @@
 //! Devices: where kernels run.
 //!
 //! - [`Device::Cpu`]: the Tile IR interpreter, exact and slow, the definition of what a kernel
-//!   means; always present.
+//!   means; always present. [`Device::cpu_with`] is the same device with the caller's op and
+//!   memory budgets and cancel token ([`CpuOptions`]).
 //! - [`Device::cuda`]: an NVIDIA GPU through the driver API (`cudarc`, `libcuda` loaded at run
 //!   time). Kernels reach it compiled on first launch for the device's architecture (feature
 //!   `jit`; `sm_90a` on compute capability 9.0, `sm_80` PTX elsewhere) and kept per device, or
@@ -15,8 +16,13 @@
 //! (copied to the device and back around a synchronous launch: convenient, and how the
 //! self-tests run everywhere) and device [`Tensor`](crate::Tensor)s (no copies; the launch is
 //! asynchronous on the device's stream, ordered with the stream's other work).
+//!
+//! Every device refuses, before anything runs, a grid outside the GPUs' limits and a writable
+//! tensor argument that shares elements with another argument ([`checks`]): what such a kernel
+//! computes would differ between the interpreter (copy in, copy out) and a GPU (in place).
 
 mod args;
+pub mod checks;
 pub mod codec;
 mod cpu;
 pub mod cuda;
@@ -27,14 +33,17 @@ mod memory;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::abi::{is_amd, AbiArg, Bundle, BundleKernel, ParamKind};
 pub use crate::abi::ir_hash;
+use crate::abi::{is_amd, AbiArg, Bundle, BundleKernel, ParamKind};
 pub use crate::error::Error;
 use crate::ir::interp::HostTensor;
 use crate::ir::{Module, ScalarType};
 
 pub use args::{DeviceView, Grid, LaunchArg};
-pub(crate) use memory::Storage;
+use checks::check_grid;
+pub use cpu::CpuOptions;
+use memory::HostViews;
+pub(crate) use memory::{positions, Storage};
 
 /// Where kernels run. `Device::Cpu` is the default.
 #[derive(Clone, Default)]
@@ -42,6 +51,9 @@ pub enum Device {
     /// The Tile IR interpreter on the host.
     #[default]
     Cpu,
+    /// The Tile IR interpreter with budgets and a cancel token of the caller's
+    /// ([`Device::cpu_with`]); otherwise the same device as [`Device::Cpu`].
+    CpuWith(CpuOptions),
     /// An NVIDIA GPU.
     Cuda(Gpu<cuda::Context, cuda::Stream>),
     /// An AMD GPU.
@@ -78,7 +90,7 @@ impl<C, S> Clone for Gpu<C, S> {
 impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Device::Cpu => f.write_str("cpu"),
+            Device::Cpu | Device::CpuWith(_) => f.write_str("cpu"),
             Device::Cuda(g) => write!(f, "{:?}", g.ctx),
             Device::Hip(g) => write!(f, "{:?}", g.ctx),
             Device::Emu(e) => write!(f, "{e:?}"),
@@ -159,6 +171,17 @@ impl Device {
         Ok(Device::Emu(emu::Emu::new(target)?))
     }
 
+    /// The cpu device (the interpreter) with the caller's op and memory budgets and cancel
+    /// token (see [`CpuOptions`]); [`Device::Cpu`] runs with the interpreter's defaults.
+    pub fn cpu_with(options: CpuOptions) -> Device {
+        Device::CpuWith(options)
+    }
+
+    /// Whether this is the cpu device ([`Device::Cpu`] or one made by [`Device::cpu_with`]).
+    pub fn is_cpu(&self) -> bool {
+        matches!(self, Device::Cpu | Device::CpuWith(_))
+    }
+
     /// The first CUDA device, else the first HIP device, else the cpu.
     pub fn best() -> Device {
         Device::cuda(0)
@@ -169,7 +192,7 @@ impl Device {
     /// `cpu`, `cuda:N` or `hip:N`.
     pub fn name(&self) -> String {
         match self {
-            Device::Cpu => "cpu".into(),
+            Device::Cpu | Device::CpuWith(_) => "cpu".into(),
             Device::Cuda(g) => format!("cuda:{}", g.ctx.ordinal),
             Device::Hip(g) => format!("hip:{}", g.ctx.ordinal),
             Device::Emu(e) => format!("emu:{}", e.target),
@@ -180,6 +203,16 @@ impl Device {
     pub fn describe(&self) -> String {
         match self {
             Device::Cpu => "cpu (Tile IR interpreter)".into(),
+            Device::CpuWith(o) => format!(
+                "cpu (Tile IR interpreter, op budget {}, memory budget {} bytes{})",
+                o.op_budget,
+                o.memory_budget,
+                if o.cancel.is_some() {
+                    ", cancellable"
+                } else {
+                    ""
+                }
+            ),
             Device::Cuda(g) => format!(
                 "cuda:{} {} (sm_{}{}, {} SMs, {:.1} GiB)",
                 g.ctx.ordinal,
@@ -197,7 +230,7 @@ impl Device {
     /// The code target kernels are compiled for on this device (`None` for the cpu).
     pub fn target(&self) -> Result<Option<&'static str>, Error> {
         match self {
-            Device::Cpu => Ok(None),
+            Device::Cpu | Device::CpuWith(_) => Ok(None),
             Device::Cuda(g) => g.ctx.target().map(Some),
             Device::Hip(_) => Ok(None),
             Device::Emu(e) => Ok(Some(e.target)),
@@ -210,7 +243,7 @@ impl Device {
     pub fn attach_bundle(&self, bundle: Bundle) -> Result<(), Error> {
         let target = self.target()?;
         let (bundles, fits) = match self {
-            Device::Cpu => {
+            Device::Cpu | Device::CpuWith(_) => {
                 return Err(Error::UnsupportedDevice {
                     device: "cpu".into(),
                     message: "the cpu device runs Tile IR, not bundled GPU code".into(),
@@ -255,7 +288,7 @@ impl Device {
     /// The same device with launches going to a new stream of their own.
     pub fn with_new_stream(&self) -> Result<Device, Error> {
         Ok(match self {
-            Device::Cpu => Device::Cpu,
+            Device::Cpu | Device::CpuWith(_) => self.clone(),
             Device::Cuda(g) => Device::Cuda(Gpu {
                 stream: Arc::new(cuda::Stream::create(&g.ctx)?),
                 ..g.clone()
@@ -272,7 +305,7 @@ impl Device {
     /// shows here.
     pub fn synchronize(&self) -> Result<(), Error> {
         match self {
-            Device::Cpu | Device::Emu(_) => Ok(()),
+            Device::Cpu | Device::CpuWith(_) | Device::Emu(_) => Ok(()),
             Device::Cuda(g) => g.stream.synchronize().and_then(|_| g.ctx.synchronize()),
             Device::Hip(g) => g.stream.synchronize().and_then(|_| g.ctx.synchronize()),
         }
@@ -281,7 +314,9 @@ impl Device {
     /// An event recorded now on this handle's stream, for timing (see [`Event::elapsed_ms`]).
     pub fn record_event(&self) -> Result<Event, Error> {
         match self {
-            Device::Cpu | Device::Emu(_) => Ok(Event(EventKind::Cpu(std::time::Instant::now()))),
+            Device::Cpu | Device::CpuWith(_) | Device::Emu(_) => {
+                Ok(Event(EventKind::Cpu(std::time::Instant::now())))
+            }
             Device::Cuda(g) => {
                 let e = cuda::Event::create(&g.ctx)?;
                 e.record(&g.stream)?;
@@ -296,6 +331,11 @@ impl Device {
     }
 
     /// Runs kernel `kernel` of `module` (checked arguments). Used by the launchers.
+    ///
+    /// Every device first checks what no device may run: a grid outside the GPUs' limits
+    /// ([`checks::check_grid`]) and a writable tensor argument that shares memory with another
+    /// argument ([`Error::Overlap`]). Views of host memory (the cpu device's tensors) are copied
+    /// in, and the writable ones copied back after a successful run.
     pub(crate) fn run(
         &self,
         module: &Module,
@@ -303,12 +343,19 @@ impl Device {
         grid: Grid,
         args: &mut [LaunchArg],
     ) -> Result<(), Error> {
-        match self {
-            Device::Cpu => cpu::run_interp(module, kernel, grid, args),
+        check_grid(kernel, grid)?;
+        checks::check_overlap(module, kernel, args)?;
+        let host_views = HostViews::take(args)?;
+        let result = match self {
+            Device::Cpu => cpu::run_interp(&CpuOptions::default(), module, kernel, grid, args),
+            Device::CpuWith(options) => cpu::run_interp(options, module, kernel, grid, args),
             Device::Cuda(g) => launch_cuda(self, g, module, kernel, grid, args),
             Device::Hip(g) => launch_hip(self, g, module, kernel, grid, args),
             Device::Emu(e) => emu::launch(self, e, module, kernel, grid, args),
-        }
+        };
+        let writable = checks::writable_params(module, kernel, args.len());
+        host_views.give_back(args, &writable, result.is_ok());
+        result
     }
 }
 
@@ -428,10 +475,12 @@ fn compile_for(
         device: device.describe(),
         message: format!("compiling for {target} failed: {e}"),
     })?;
-    crate::abi::compiled_kernel(module, kernel, "", String::new(), &c).ok_or_else(|| Error::NoCode {
-        kernel: kernel.into(),
-        device: device.describe(),
-        message: "the module has no such kernel".into(),
+    crate::abi::compiled_kernel(module, kernel, "", String::new(), &c).ok_or_else(|| {
+        Error::NoCode {
+            kernel: kernel.into(),
+            device: device.describe(),
+            message: "the module has no such kernel".into(),
+        }
     })
 }
 
@@ -668,21 +717,6 @@ fn config(k: &BundleKernel, grid: Grid, shared: u32) -> String {
     )
 }
 
-/// Grid limits of both vendors: x < 2^31, y and z ≤ 65535.
-fn check_grid(kernel: &str, grid: Grid) -> Result<(), Error> {
-    let [x, y, z] = grid.0;
-    if x > i32::MAX as u32 || y > 65535 || z > 65535 {
-        return Err(Error::Shape {
-            kernel: kernel.into(),
-            message: format!(
-                "the grid {:?} exceeds the GPU's limits (x < 2^31, y and z at most 65535)",
-                grid.0
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// The kernel loaded under `key` in a device's cache, loading it with `load` the first time.
 fn cached<F>(
     cache: &Mutex<std::collections::HashMap<String, Arc<Loaded<F>>>>,
@@ -826,7 +860,6 @@ fn launch_cuda(
     grid: Grid,
     args: &mut [LaunchArg],
 ) -> Result<(), Error> {
-    check_grid(kernel, grid)?;
     let target = g.ctx.target()?;
     let hash = launch_hash(module, kernel);
     let loaded = cached(&g.ctx.loaded, format!("{kernel}/{hash}"), || {
@@ -854,7 +887,6 @@ fn launch_hip(
     grid: Grid,
     args: &mut [LaunchArg],
 ) -> Result<(), Error> {
-    check_grid(kernel, grid)?;
     let hash = launch_hash(module, kernel);
     let loaded = cached(&g.ctx.loaded, format!("{kernel}/{hash}"), || {
         let (code, object) = hip_code(device, g, module, kernel, &hash)?;
@@ -1051,15 +1083,6 @@ mod tests {
         );
         let e = err(&[x.clone(), x]);
         assert!(e.contains("`alpha` must be a f32 scalar"), "{e}");
-    }
-
-    #[test]
-    fn grids_beyond_the_hardware_limits_are_refused() {
-        check_grid("k", Grid([1 << 20, 65535, 1])).unwrap();
-        let e = check_grid("k", Grid([1, 65536, 1]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("exceeds the GPU's limits"), "{e}");
     }
 
     /// A one-kernel module `@k(%alpha: <dtype>)` from the text form: two dtypes give two

@@ -311,21 +311,49 @@ pub fn tile_vector_layout(tile: Layout, axis: VecAxis) -> VecLayout {
     }
 }
 
+/// The order in which an `ldmatrix.x4` delivers a 16×16 subtile's four register pairs (tile
+/// registers `2p, 2p+1`, one 8×8 matrix each) into its four consecutive destination registers,
+/// chosen for the instruction that consumes the tile.
+///
+/// SASS `HMMA.16816` reads its A operand from four consecutive registers (`a0..a7` = tile
+/// registers 0..8 in order) and each B operand from two consecutive registers (`b0..b3` =
+/// [`B_HALF_REGS`]: pairs 0 and 2 for the left `n8` half, 1 and 3 for the right), while
+/// `LDSM.x4` writes four consecutive registers. Delivering a B tile in the A order would make
+/// ptxas copy registers 0 and 2 (and 1 and 3) together before every `mma`; loading each
+/// operand in the order it is consumed makes the copies unnecessary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LdmatrixOrder {
+    /// Pairs 0, 1, 2, 3: the A-operand fragment (and any tile not consumed as a B operand).
+    AOperand,
+    /// Pairs 0, 2, 1, 3: the left `n8` half's `b0..b3`, then the right half's.
+    BOperand,
+}
+
+impl LdmatrixOrder {
+    /// The tile register pair `p` (registers `2p, 2p+1`) that destination register `q` holds.
+    pub fn pairs(self) -> [u32; 4] {
+        match self {
+            LdmatrixOrder::AOperand => [0, 1, 2, 3],
+            LdmatrixOrder::BOperand => [0, 2, 1, 3],
+        }
+    }
+}
+
 /// `ldmatrix.sync.aligned.m8n8.x4` addressing for one 16×16 subtile of 16-bit elements: the row
 /// and the first column (of 8 contiguous) whose address lane `lane` supplies.
 ///
 /// PTX ISA, *Warp-level matrix load instruction: ldmatrix*: lanes `8q .. 8q+8` give the row
 /// addresses of matrix `q`, and destination register `q` receives matrix `q`, lane `l` holding
 /// row `l/4`, elements `2(l%4), 2(l%4)+1` (with `.trans`: column `l/4`, rows `2(l%4), 2(l%4)+1`).
-/// For the row layout the four matrices are the quadrants (rows 0–7, cols 0–7), (8–15, 0–7),
-/// (0–7, 8–15), (8–15, 8–15); for the col layout (loaded with `.trans`) they are (0–7, 0–7),
-/// (0–7, 8–15), (8–15, 0–7), (8–15, 8–15).
-pub fn ldmatrix_source(layout: Layout, lane: u32) -> (u32, u32) {
-    let q = lane / 8;
+/// Matrix `q` is the quadrant of register pair `p = order.pairs()[q]`: in the row layout pair
+/// `p` covers rows `8(p%2) ..`, columns `8(p/2) ..`; in the col layout (loaded with `.trans`)
+/// rows `8(p/2) ..`, columns `8(p%2) ..` (see [`Frag::row_subtile`]).
+pub fn ldmatrix_source(layout: Layout, order: LdmatrixOrder, lane: u32) -> (u32, u32) {
+    let p = order.pairs()[(lane / 8) as usize];
     let r = lane % 8;
     match layout {
-        Layout::Row => (r + 8 * (q % 2), 8 * (q / 2)),
-        Layout::Col => (r + 8 * (q / 2), 8 * (q % 2)),
+        Layout::Row => (r + 8 * (p % 2), 8 * (p / 2)),
+        Layout::Col => (r + 8 * (p / 2), 8 * (p % 2)),
     }
 }
 
@@ -829,26 +857,49 @@ mod tests {
     #[test]
     fn ldmatrix_delivers_the_register_layouts() {
         // Simulates ldmatrix as the PTX ISA defines it: destination register q of lane l is the
-        // pair at row l/4, columns 2(l%4).. of matrix q (transposed: column l/4, rows 2(l%4)..).
-        for layout in [Layout::Row, Layout::Col] {
-            for lane in 0..32 {
-                for q in 0..4 {
-                    for half in 0..2 {
-                        let src_lane = 8 * q
-                            + match layout {
-                                Layout::Row => lane / 4,
-                                Layout::Col => 2 * (lane % 4) + half,
+        // pair at row l/4, columns 2(l%4).. of matrix q (transposed: column l/4, rows 2(l%4)..),
+        // and it lands in the tile registers of the order's pair for q.
+        for order in [LdmatrixOrder::AOperand, LdmatrixOrder::BOperand] {
+            for layout in [Layout::Row, Layout::Col] {
+                for lane in 0..32 {
+                    for q in 0..4 {
+                        for half in 0..2 {
+                            let src_lane = 8 * q
+                                + match layout {
+                                    Layout::Row => lane / 4,
+                                    Layout::Col => 2 * (lane % 4) + half,
+                                };
+                            let (r0, c0) = ldmatrix_source(layout, order, src_lane);
+                            let (r, c) = match layout {
+                                Layout::Row => (r0, c0 + 2 * (lane % 4) + half),
+                                Layout::Col => (r0, c0 + lane / 4),
                             };
-                        let (r0, c0) = ldmatrix_source(layout, src_lane);
-                        let (r, c) = match layout {
-                            Layout::Row => (r0, c0 + 2 * (lane % 4) + half),
-                            Layout::Col => (r0, c0 + lane / 4),
-                        };
-                        let e = 2 * q + half;
-                        assert_eq!(at(NV.tile_elem(layout, 16, e), lane), (r, c), "{layout:?}");
+                            let e = 2 * order.pairs()[q as usize] + half;
+                            assert_eq!(
+                                at(NV.tile_elem(layout, 16, e), lane),
+                                (r, c),
+                                "{layout:?} {order:?}"
+                            );
+                        }
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn ldmatrix_orders_deliver_each_mma_operand_in_consecutive_registers() {
+        // The registers an mma.sync reads, in operand order, must be the ldmatrix destination
+        // registers in order: A's a0..a7 as one group of four, each B half's b0..b3 as a pair.
+        let delivered = |o: LdmatrixOrder| -> Vec<u32> {
+            o.pairs().iter().flat_map(|&p| [2 * p, 2 * p + 1]).collect()
+        };
+        for variant in tilekit_ir::MmaVariant::ALL {
+            let steps = mma_steps(variant, (16, 16), (16, 16), (16, 16));
+            assert_eq!(steps.len(), 2);
+            assert_eq!(steps[0].a.to_vec(), delivered(LdmatrixOrder::AOperand));
+            let b: Vec<u32> = steps.iter().flat_map(|s| s.b).collect();
+            assert_eq!(b, delivered(LdmatrixOrder::BOperand), "{variant:?}");
         }
     }
 
@@ -907,15 +958,17 @@ mod bank_conflicts {
 
     /// Worst phase of `ldmatrix.x4` over a register tile of `rows×cols` (one instruction per
     /// 16×16 subtile, at `ldmatrix_source` of each lane) at every 16-aligned origin of a shared
-    /// tile `srows×scols` of bf16.
+    /// tile `srows×scols` of bf16, over both operand orders (each phase reads one quadrant;
+    /// the orders only change which phase reads which).
     fn ldmatrix_ways(swz: Swizzle, srows: u32, scols: u32, layout: Layout) -> usize {
         let mut worst = 0;
+        let orders = [LdmatrixOrder::AOperand, LdmatrixOrder::BOperand];
         for r0 in (0..srows).step_by(16) {
             for c0 in (0..scols).step_by(16) {
-                for q in 0..4 {
+                for (order, q) in orders.into_iter().flat_map(|o| (0..4).map(move |q| (o, q))) {
                     let phase: Vec<(u32, u32)> = (8 * q..8 * q + 8)
                         .map(|lane| {
-                            let (r, c) = ldmatrix_source(layout, lane);
+                            let (r, c) = ldmatrix_source(layout, order, lane);
                             (addr(swz, scols, BF16, r0 + r, c0 + c), 16)
                         })
                         .collect();

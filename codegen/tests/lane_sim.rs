@@ -15,7 +15,7 @@ mod lanes;
 use lanes::{store_tile, Global};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tilekit_codegen::layout::{self, ldmatrix_source, mma_steps, swizzle, Frag};
+use tilekit_codegen::layout::{self, ldmatrix_source, mma_steps, swizzle, Frag, LdmatrixOrder};
 use tilekit_ir::ScalarType::{BF16, F32};
 use tilekit_ir::{Layout, MmaVariant, ScalarType, Swizzle};
 
@@ -164,15 +164,22 @@ fn copy_to_shared(g: &Global, s: &mut Shared, i: u32, j: u32, rows: u32, cols: u
 }
 
 /// `load` shared → registers with `ldmatrix.x4` per 16×16 subtile (`.trans` for col tiles), at
-/// element origin (row0, col0) of the shared tile, simulated per the PTX ISA.
-fn ldmatrix_tile(s: &Shared, row0: u32, col0: u32, rows: u32, cols: u32, lay: Layout) -> Warp {
+/// element origin (row0, col0) of the shared tile, delivering register pairs in `order`,
+/// simulated per the PTX ISA.
+fn ldmatrix_tile(
+    s: &Shared,
+    (row0, col0): (u32, u32),
+    (rows, cols): (u32, u32),
+    lay: Layout,
+    order: LdmatrixOrder,
+) -> Warp {
     let mut w = lanes::zero_tile(NV, rows, cols);
     for si in 0..rows / 16 {
         for sj in 0..cols / 16 {
             // Row addresses each lane supplies (the lowering's rule).
             let addr: Vec<u32> = (0..LANES)
                 .map(|l| {
-                    let (r, c) = ldmatrix_source(lay, l);
+                    let (r, c) = ldmatrix_source(lay, order, l);
                     s.addr(row0 + 16 * si + r, col0 + 16 * sj + c)
                 })
                 .collect();
@@ -190,7 +197,9 @@ fn ldmatrix_tile(s: &Shared, row0: u32, col0: u32, rows: u32, cols: u32, lay: La
                                 s.read_at(addr[(8 * q + 2 * (l % 4) + h) as usize] + 2 * (l / 4))
                             }
                         };
-                        w[l as usize][base + (2 * q + h) as usize] = v;
+                        // Destination register q holds the order's pair for q.
+                        let e = 2 * order.pairs()[q as usize] + h;
+                        w[l as usize][base + e as usize] = v;
                     }
                 }
             }
@@ -202,8 +211,20 @@ fn ldmatrix_tile(s: &Shared, row0: u32, col0: u32, rows: u32, cols: u32, lay: La
 /// One warp's step of a GEMM from shared memory: `ldmatrix` the 16×32 of A at row `a_row` and
 /// the 32×16 of B at column `b_col` (`.trans`), then accumulate their product with `mma.sync`.
 fn mma_from_shared(sa: &Shared, sb: &Shared, a_row: u32, b_col: u32, acc: &mut Warp) {
-    let af = ldmatrix_tile(sa, a_row, 0, 16, 32, Layout::Row);
-    let bf = ldmatrix_tile(sb, 0, b_col, 32, 16, Layout::Col);
+    let af = ldmatrix_tile(
+        sa,
+        (a_row, 0),
+        (16, 32),
+        Layout::Row,
+        LdmatrixOrder::AOperand,
+    );
+    let bf = ldmatrix_tile(
+        sb,
+        (0, b_col),
+        (32, 16),
+        Layout::Col,
+        LdmatrixOrder::BOperand,
+    );
     for step in mma_steps(MmaVariant::AB, (16, 32), (32, 16), (16, 16)) {
         mma_sync(&af, &bf, acc, &step);
     }

@@ -76,9 +76,85 @@ fn acceptance_kernels_assemble_on_both_targets() {
                     mix.get("LDSM").copied().unwrap_or(0) > 0,
                     "{snap} {t}: {mix:?}"
                 );
+                let moved = hmma_operands_after_moves(&sass::disassemble(&a.cubin).unwrap());
+                assert!(moved.is_empty(), "{snap} {t}: {moved:#?}");
             }
         }
     }
+}
+
+/// The SASS lines of `HMMA.16816`s that read an A (four registers) or B (two registers)
+/// operand register last written by a register move (`MOV`, `IMAD.MOV`), in program order.
+/// `LDSM.x4` writes four consecutive registers and HMMA reads its operands from consecutive
+/// registers, so an operand that `ldmatrix` delivered in the order the `mma` reads it needs no
+/// move; a move here means ptxas had to reassemble an operand.
+fn hmma_operands_after_moves(sass: &str) -> Vec<String> {
+    let mut moved = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    for line in sass.lines() {
+        let Some((_, ins)) = line.split_once("*/") else {
+            continue;
+        };
+        let mut ins = ins.trim().trim_end_matches(';').trim();
+        if ins.starts_with('@') {
+            ins = ins.split_once(' ').map_or("", |(_, rest)| rest.trim());
+        }
+        let Some((opcode, operands)) = ins.split_once(' ') else {
+            continue;
+        };
+        let regs: Vec<Option<u32>> = operands
+            .split(',')
+            .map(|o| {
+                let o = o.trim().trim_end_matches(".reuse");
+                o.strip_prefix('R').and_then(|n| n.parse().ok())
+            })
+            .collect();
+        let hmma = opcode.starts_with("HMMA.16816");
+        if hmma {
+            for (k, width) in [(1, 4), (2, 2)] {
+                if let Some(&Some(r)) = regs.get(k) {
+                    if (r..r + width).any(|x| moved.contains(&x)) {
+                        found.push(line.trim().to_string());
+                    }
+                }
+            }
+        }
+        if let Some(&Some(d)) = regs.first() {
+            if opcode == "MOV" || opcode.starts_with("IMAD.MOV") {
+                moved.insert(d);
+            } else {
+                // HMMA (f32 accumulators) and LDSM.x4 write four registers.
+                let width = if hmma || opcode.starts_with("LDSM") {
+                    4
+                } else {
+                    1
+                };
+                for x in d..d + width {
+                    moved.remove(&x);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_hmma_operand_move_check_finds_a_reassembled_operand() {
+    // The shape ptxas produced when ldmatrix delivered B's pairs 0 and 2 apart.
+    let sass = "
+        /*0010*/ LDSM.16.MT88.4 R40, [R119+0x1000] ;
+        /*0020*/ LDSM.16.M88.4 R72, [R123] ;
+        /*0030*/ IMAD.MOV.U32 R36, RZ, RZ, R40 ;
+        /*0040*/ IMAD.MOV.U32 R37, RZ, RZ, R42 ;
+        /*0050*/ HMMA.16816.F32.BF16 R64, R72, R36, R64 ;
+        /*0060*/ HMMA.16816.F32.BF16 R68, R72.reuse, R40, R68 ;
+        /*0070*/ @P0 MOV R43, R1 ;
+        /*0080*/ HMMA.16816.F32.BF16 R60, R72, R42, R60 ;
+    ";
+    let found = hmma_operands_after_moves(sass);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].contains("R64, R72, R36"));
+    assert!(found[1].contains("R60, R72, R42"));
 }
 
 #[test]

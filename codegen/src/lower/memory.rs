@@ -8,7 +8,7 @@
 use tilekit_ir::{Layout, Op, OpKind, ScalarType, Scope, Swizzle, Type, Value};
 
 use super::{mem_ty, mty, Lowerer, Lv, R};
-use crate::layout;
+use crate::layout::{self, LdmatrixOrder};
 
 /// A global view as lowered.
 pub(super) struct GlobalView {
@@ -426,7 +426,8 @@ impl Lowerer<'_> {
                     swz: swizzle,
                     d,
                 };
-                Lv::Regs(self.shared_to_regs(&sh, &row0, &col0, *rows, *cols, *layout))
+                let order = self.ldmatrix_order(res);
+                Lv::Regs(self.shared_to_regs(&sh, &row0, &col0, *rows, *cols, *layout, order))
             }
             (Type::SharedVector { .. }, Type::Vector { len, .. }) => {
                 let base = self.shared_off(src);
@@ -447,9 +448,20 @@ impl Lowerer<'_> {
         Ok(())
     }
 
+    /// The order in which `ldmatrix` delivers the registers of `tile`: the B order where an
+    /// `mma` reads it as its B operand, else the A order.
+    fn ldmatrix_order(&self, tile: Value) -> LdmatrixOrder {
+        if self.mma_b_tiles.contains(&tile) {
+            LdmatrixOrder::BOperand
+        } else {
+            LdmatrixOrder::AOperand
+        }
+    }
+
     /// Registers of a `rows × cols` tile of the given layout read from a shared tile at element
-    /// origin (row0, col0): `ldmatrix` for 16-bit elements where the target has it, element
-    /// loads otherwise.
+    /// origin (row0, col0): `ldmatrix` for 16-bit elements where the target has it (its
+    /// register pairs delivered in `order`), element loads otherwise.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn shared_to_regs(
         &mut self,
         sh: &SharedTileRef,
@@ -458,10 +470,12 @@ impl Lowerer<'_> {
         rows: u32,
         cols: u32,
         layout: Layout,
+        order: LdmatrixOrder,
     ) -> Vec<String> {
         let d = sh.d;
         if d.size_bytes() == 2 && self.rules.ldmatrix() {
-            return self.ldmatrix(&sh.base, row0, col0, rows, cols, layout, sh.cols, sh.swz, d);
+            let (base, scols, swz) = (&sh.base, sh.cols, sh.swz);
+            return self.ldmatrix(base, row0, col0, rows, cols, layout, order, scols, swz, d);
         }
         if let Some(ptrs) = self.lds_row_groups(sh, row0, col0, rows, cols, layout) {
             let t = mty(d);

@@ -9,6 +9,7 @@ use tilekit_ir::{Layout, Op, OpKind, ScalarType, Type, Value};
 use super::memory::SharedTileRef;
 use super::rules::MmaRegs;
 use super::{Lowerer, Lv, R};
+use crate::layout::LdmatrixOrder;
 
 impl Lowerer<'_> {
     pub(super) fn mma(&mut self, op: &Op) -> R<()> {
@@ -113,7 +114,12 @@ impl Lowerer<'_> {
                         (rows, cols, z.clone(), z)
                     }
                 };
-                let regs = self.shared_to_regs(&sh, &row0, &col0, rr, rc, layout);
+                let order = if is_a {
+                    LdmatrixOrder::AOperand
+                } else {
+                    LdmatrixOrder::BOperand
+                };
+                let regs = self.shared_to_regs(&sh, &row0, &col0, rr, rc, layout, order);
                 Ok((dtype, (rr, rc), regs))
             }
             other => Err(self.unsupported(op, format!("mma operand of type {other}"))),

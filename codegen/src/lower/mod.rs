@@ -22,7 +22,7 @@ mod relayout;
 pub(crate) mod rules;
 mod sync;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tilekit_ir::{Func, Module, Op, OpKind, Region, ScalarType, Type, Value, VecAxis};
 
@@ -89,6 +89,9 @@ pub(crate) struct Lowerer<'f> {
     pub async_queue: Option<ptx::AsyncQueue>,
     /// Shared → register tile loads not emitted yet ([`Rules::defer_shared_loads`]).
     pending_loads: Vec<Op>,
+    /// The register tiles that an `mma` of this function reads as its B operand and none as
+    /// its A operand ([`mma_b_operands`]).
+    mma_b_tiles: HashSet<Value>,
 }
 
 type R<T> = Result<T, CodegenError>;
@@ -123,6 +126,23 @@ pub(crate) fn reg_count(f: Frag, t: &Type, vl: Option<layout::VecLayout>) -> u32
         Type::Vector { len, axis, .. } => f.vector_regs(*len, vl.unwrap_or((*axis).into())),
         _ => 1,
     }
+}
+
+/// The values that some `mma` of `func` reads as its B operand and none as its A operand: a
+/// shared → register load of one of them delivers its registers in the B order
+/// ([`layout::LdmatrixOrder`]), so that each `mma` finds its operands in consecutive registers.
+/// Only direct uses count; a tile reaching an `mma` through control flow or a call keeps the A
+/// order, which costs register copies but is as correct.
+fn mma_b_operands(func: &Func) -> HashSet<Value> {
+    let (mut b, mut a) = (HashSet::new(), HashSet::new());
+    func.walk(|op| {
+        if matches!(op.kind, OpKind::Mma(_)) {
+            a.insert(op.operands[0]);
+            b.insert(op.operands[1]);
+        }
+    });
+    b.retain(|v| !a.contains(v));
+    b
 }
 
 /// Chooses each register vector's distribution (see [`layout::VecLayout`]): vectors connected
@@ -525,6 +545,7 @@ impl<'f> Lowerer<'f> {
             vec_layouts: vector_layouts(helper, self.frag.lanes()),
             async_queue: self.async_queue.take(),
             pending_loads: Vec::new(),
+            mma_b_tiles: mma_b_operands(helper),
         };
         for (&p, &a) in helper.params.iter().zip(&op.operands) {
             sub.vals.insert(p, self.vals[&a].clone());
@@ -742,6 +763,7 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
         vec_layouts: vector_layouts(func, frag.lanes()),
         async_queue: None,
         pending_loads: Vec::new(),
+        mma_b_tiles: mma_b_operands(func),
     };
     // Parameters: a global view of rank n is a pointer, n sizes and n strides (elements, i32);
     // a scalar is passed as itself (bool as i32).

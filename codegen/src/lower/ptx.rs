@@ -8,6 +8,7 @@ use tilekit_ir::{Layout, Op, OpKind, ScalarType, Scope, Swizzle};
 
 use super::memory::{GlobalView, SharedTileRef};
 use super::{mty, Lowerer, R};
+use crate::layout::{self, LdmatrixOrder};
 
 /// Committed `cp.async` groups a warp keeps in flight before retiring the oldest.
 pub(crate) const ASYNC_DEPTH: u32 = 4;
@@ -23,7 +24,8 @@ pub(crate) struct AsyncQueue {
 
 impl Lowerer<'_> {
     /// Shared → registers for 16-bit tiles with `ldmatrix.x4` per 16×16 subtile (`.trans` for
-    /// the col layout); see [`layout::ldmatrix_source`].
+    /// the col layout), delivering the subtile's register pairs in `order` (the order the
+    /// consuming `mma` reads them); see [`layout::ldmatrix_source`].
     #[allow(clippy::too_many_arguments)]
     pub(super) fn ldmatrix(
         &mut self,
@@ -33,12 +35,15 @@ impl Lowerer<'_> {
         rows: u32,
         cols: u32,
         layout: Layout,
+        order: LdmatrixOrder,
         scols: u32,
         swz: Swizzle,
         d: ScalarType,
     ) -> Vec<String> {
         let lane = self.e.lane.clone();
-        // Row/col of the 8-element row this lane addresses, from `ldmatrix_source`'s table.
+        // Row/col of the 8-element row this lane addresses, from `ldmatrix_source`'s table:
+        // the row is `lane % 8` plus 8 times one bit of `q = lane / 8` and the column 8 times
+        // the other; lane 8 (q = 1) shows which bit selects the row.
         let c8 = self.e.i32(8);
         let c16 = self.e.i32(16);
         let l8 = self.e.hoist(&format!("arith.remui {lane}, {c8} : i32"));
@@ -46,10 +51,12 @@ impl Lowerer<'_> {
         let two = self.e.i32(2);
         let q_lo = self.e.hoist(&format!("arith.remui {q}, {two} : i32"));
         let q_hi = self.e.hoist(&format!("arith.divui {lane}, {c16} : i32"));
-        let (rsel, csel) = match layout {
-            Layout::Row => (q_lo, q_hi),
-            Layout::Col => (q_hi, q_lo),
+        let (rsel, csel) = if layout::ldmatrix_source(layout, order, 8).0 >= 8 {
+            (q_lo, q_hi)
+        } else {
+            (q_hi, q_lo)
         };
+        let pairs = order.pairs();
         let r8 = self.e.hoist(&format!("arith.muli {rsel}, {c8} : i32"));
         let lr = self.e.hoist(&format!("arith.addi {l8}, {r8} : i32"));
         let lc = self.e.hoist(&format!("arith.muli {csel}, {c8} : i32"));
@@ -82,7 +89,7 @@ impl Lowerer<'_> {
                         let hi = self
                             .e
                             .hoist(&format!("llvm.mlir.constant({h} : i32) : i32"));
-                        out[8 * s + 2 * qq + h] = self.e.op(&format!(
+                        out[8 * s + 2 * pairs[qq] as usize + h] = self.e.op(&format!(
                             "llvm.extractelement {v}[{hi} : i32] : vector<2x{t}>"
                         ));
                     }

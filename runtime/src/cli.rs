@@ -531,7 +531,7 @@ pub fn selftest(device: &Device) -> (String, i32) {
 mod jit {
     use std::fmt::Write as _;
 
-    use tilekit_codegen::{amd, compile, ptxas, sass, Compiled, Stage, Target};
+    use tilekit_codegen::{amd, compile, hot_loop, ptxas, sass, Compiled, Stage, Target};
 
     use std::path::Path;
 
@@ -691,7 +691,8 @@ mod jit {
         }
         let fail = |e: tilekit_codegen::CodegenError| CliError::failure(e.to_string());
         let asm = ptxas::assemble(c.ptx(), c.target).map_err(fail)?;
-        let mix = sass::instruction_mix(&sass::disassemble(&asm.cubin).map_err(fail)?);
+        let sass_text = sass::disassemble(&asm.cubin).map_err(fail)?;
+        let mix = sass::instruction_mix(&sass_text);
         let r = &asm.report;
         let mut out = String::new();
         let _ = writeln!(
@@ -725,6 +726,11 @@ mod jit {
             dynamic
         );
         let _ = writeln!(out, "barriers       {}", r.barriers);
+        let _ = writeln!(
+            out,
+            "{}",
+            hot_loop_line(hot_loop::sass_hot_loop(&sass_text), "warp")
+        );
         let total: usize = mix.values().sum();
         let _ = writeln!(out, "SASS instruction mix ({total} instructions):");
         let mut ops: Vec<(&String, &usize)> = mix.iter().collect();
@@ -733,6 +739,20 @@ mod jit {
             let _ = writeln!(out, "  {op:<10} {n:>6}");
         }
         Ok(out)
+    }
+
+    /// `hot loop     137 instrs (16 HMMA, 8 LDSM) per iteration at .L_x_6, figure 1.85 …` (the
+    /// figure of DESIGN.md's performance method, read from the machine code).
+    fn hot_loop_line(
+        h: Result<Option<hot_loop::HotLoop>, hot_loop::HotLoopError>,
+        per: &str,
+    ) -> String {
+        match h {
+            Ok(Some(h)) if h.figure().is_some() => format!("hot loop       {h} per {per}"),
+            Ok(Some(h)) => format!("hot loop       {h}"),
+            Ok(None) => "hot loop       none (no loop in the code)".to_string(),
+            Err(e) => format!("hot loop       not read: {e}"),
+        }
     }
 
     /// The AMD report: registers, LDS, scratch and spills from the code object's metadata note
@@ -780,6 +800,11 @@ mod jit {
             out,
             "MFMA           {} instructions",
             amd::resources::mfma_count(asm)
+        );
+        let _ = writeln!(
+            out,
+            "{}",
+            hot_loop_line(hot_loop::amdgpu_hot_loop(asm), "wave")
         );
         let mix = amd::resources::instruction_mix(asm);
         let total: usize = mix.values().sum();

@@ -275,6 +275,32 @@ fn child() {
         };
         assert_eq!(g, want, "y_big[{i}]");
     }
+    // An output overlapping an input is refused before the launch, naming both; the memory
+    // is untouched. An empty view at an offset is a valid argument.
+    let before = x_big.to_f64_vec().unwrap();
+    let mut overlapping = x_big.narrow(0, 3, n as usize).unwrap();
+    let e = axpb::launch(
+        &gpu,
+        3,
+        &x_big.narrow(0, 0, n as usize).unwrap(),
+        &mut overlapping,
+        ScalarArg::from(2.0f32),
+        ScalarArg::from(1i32),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Overlap { .. }), "{e}");
+    assert!(e.to_string().contains("`y`") && e.to_string().contains("`x`"), "{e}");
+    assert_eq!(x_big.to_f64_vec().unwrap(), before);
+    let mut empty_1d = Tensor::zeros(F32, &[4], &gpu).unwrap().narrow(0, 4, 0).unwrap();
+    axpb::launch(
+        &gpu,
+        1,
+        &x_big.narrow(0, n as usize + 7, 0).unwrap(),
+        &mut empty_1d,
+        ScalarArg::from(2.0f32),
+        ScalarArg::from(1i32),
+    )
+    .unwrap();
     let m = Tensor::from_f64(F32, &[2, 3], &[0., 1., 2., 3., 4., 5.], &gpu).unwrap();
     let mt = m.transpose(0, 1).unwrap();
     assert_eq!(mt.to_f64_vec().unwrap(), [0., 3., 1., 4., 2., 5.]);

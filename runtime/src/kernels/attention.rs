@@ -132,7 +132,7 @@ pub fn reference(
     reference_masked(q, k, v, shape, sm_scale, causal, &|_, _, _| true)
 }
 
-/// [`reference`] where query row i of head h sees key j only when `visible(h, i, j)` (and, when
+/// [`reference()`] where query row i of head h sees key j only when `visible(h, i, j)` (and, when
 /// causal, `j ≤ i`): the other scores are `-inf`. A row that sees no key gets O = NaN and
 /// LSE = `-inf`, as torch's softmax and logsumexp give for a row of `-inf`.
 pub fn reference_masked(

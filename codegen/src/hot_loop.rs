@@ -795,7 +795,8 @@ mod tests {
         assert!((h.figure().unwrap() - 11.0 / 8.192).abs() < 1e-12);
     }
 
-    /// `gemm<f32, 64, 64, 32, 32, 32>` for sm_80 as `nvdisasm -c` printed it. Counted by hand
+    /// `gemm<f32, 64, 64, 32, 32, 32>` for sm_80 as `nvdisasm -c` printed it (before the
+    /// ldmatrix operand order of commit 6e2f773, so with 29 `IMAD.MOV` in the loop). Counted by hand
     /// from the addresses: the header `.L_x_6` block 0x13c0–0x15a0 (31 instructions: the
     /// aligned `LDGSTS` copies of A; the element-wise fallback at `.L_x_2` is skipped), the
     /// B-copy block 0x1c60–0x1f00 (43), and 0x2b20–0x2ee0 (61: barrier, 8 `LDSM`, 16 `HMMA`,

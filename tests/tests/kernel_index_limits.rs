@@ -242,9 +242,11 @@ struct Case {
     module: Module,
     dims: HashMap<usize, Vec<i64>>,
     grid: [i64; 3],
-    /// `trips(block)`: the expected `(lo, hi)` of the kernel's loops in that block.
-    trips: Box<dyn Fn([i64; 3]) -> Vec<(i64, i64)>>,
+    trips: Trips,
 }
+
+/// `trips(block)`: the expected `(lo, hi)` of a kernel's loops in that block.
+type Trips = Box<dyn Fn([i64; 3]) -> Vec<(i64, i64)>>;
 
 fn check_case(case: &Case) {
     let f = case

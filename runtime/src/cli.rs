@@ -1,5 +1,5 @@
-//! The `tilekit` command: `list`, `selftest`, `bench`, `emit`, `check` and `bundle` over the
-//! registered kernels; `tilekit help [COMMAND]` (or `--help`) explains each.
+//! The `tilekit` command: `list`, `selftest`, `bench`, `emit`, `check`, `emulate` and `bundle`
+//! over the registered kernels; `tilekit help [COMMAND]` (or `--help`) explains each.
 //!
 //! # Your own kernels in the `tilekit` command
 //! Kernels register themselves in the binary that links them, so this crate's `tilekit` binary
@@ -16,7 +16,7 @@
 //! }
 //! ```
 //!
-//! `emit`, `check` and `bundle` compile kernels and need the `jit` feature (on by default); a build
+//! `emit`, `check`, `emulate` and `bundle` compile kernels and need the `jit` feature (on by default); a build
 //! without it answers them with an error that says so.
 //!
 //! Exit codes: 0 success; 1 a kernel failed (selftest) or could not be compiled, assembled or
@@ -101,6 +101,17 @@ enum Command {
                       assembly (needs ld.lld)."
     )]
     Check(CheckArgs),
+    /// Runs a kernel's self-test on the PTX emulator; prints the result, the sanitizer's
+    /// findings and the instruction profile
+    #[command(
+        long_about = "Runs the kernel's registered self-test on the PTX emulator (emu:TARGET, \
+                      sanitizer on) and prints whether it passed, the sanitizer's findings and \
+                      the instruction profile (executed warp-instructions by class) of the \
+                      self-test's last launch. The self-test covers every variant of the kernel, \
+                      so the last launch may be of another variant than the one named. Exits \
+                      with 1 when the self-test fails or the sanitizer finds something."
+    )]
+    Emulate(EmulateArgs),
     /// Compiles every kernel variant ahead of time into a bundle directory
     #[command(
         long_about = "Compiles every registered kernel variant ahead of time into --out DIR: one \
@@ -164,6 +175,20 @@ struct EmitArgs {
 struct CheckArgs {
     #[command(flatten)]
     kernel: KernelArgs,
+}
+
+/// The kernel, variant and emulated target of `emulate`.
+#[derive(Debug, Args)]
+struct EmulateArgs {
+    /// The kernel: its name, or name<comptime arguments> as `tilekit list` prints them
+    #[arg(value_name = "KERNEL")]
+    kernel: String,
+    /// The target whose PTX the emulator runs
+    #[arg(long, value_name = "TARGET", value_parser = clap::builder::PossibleValuesParser::new(crate::device::emu::TARGETS))]
+    target: String,
+    /// Narrows the variant: the N-th comptime argument (counting from 0) is V; repeatable
+    #[arg(long = "const", value_name = "N=V", value_parser = parse_const)]
+    consts: Vec<(usize, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +349,7 @@ fn subcommand_name(c: &Command) -> &'static str {
         Command::Bench(_) => "bench",
         Command::Emit(_) => "emit",
         Command::Check(_) => "check",
+        Command::Emulate(_) => "emulate",
         Command::Bundle(_) => "bundle",
     }
 }
@@ -361,6 +387,13 @@ fn dispatch(command: Command) -> Result<(String, i32), CliError> {
             }
             let (kernel, variant) = select(&a.kernel.kernel, &a.kernel.consts)?;
             jit::check(kernel, variant, &a.kernel.target).map(|s| (s, 0))
+        }
+        Command::Emulate(a) => {
+            if !cfg!(feature = "jit") {
+                return Err(unavailable("emulate"));
+            }
+            let (kernel, variant) = select(&a.kernel, &a.consts)?;
+            emulate(kernel, variant, &a.target)
         }
         Command::Bundle(a) => {
             if !cfg!(feature = "jit") {
@@ -506,24 +539,80 @@ pub fn selftest(device: &Device) -> (String, i32) {
             let _ = writeln!(out, "skip {}: no self-test registered", k.name);
             continue;
         };
-        // A failing kernel must not stop the others: a panic counts as a failure.
-        match std::panic::catch_unwind(|| test(device)) {
-            Ok(Ok(what)) => {
+        match run_selftest(test, device) {
+            Ok(what) => {
                 passed += 1;
                 let _ = writeln!(out, "ok   {}: {what}", k.name);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 failed += 1;
                 let _ = writeln!(out, "FAIL {}: {e}", k.name);
-            }
-            Err(_) => {
-                failed += 1;
-                let _ = writeln!(out, "FAIL {}: panicked", k.name);
             }
         }
     }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
     (out, i32::from(failed > 0))
+}
+
+/// One self-test on `device`; a panic counts as a failure, so a failing kernel does not stop
+/// the command.
+fn run_selftest(test: crate::registry::SelfTest, device: &Device) -> Result<String, String> {
+    std::panic::catch_unwind(|| test(device)).unwrap_or_else(|_| Err("panicked".to_string()))
+}
+
+/// `emulate`: the kernel's self-test on `emu:target`, then the sanitizer's findings and the
+/// instruction profile of its last launch. Exit code 1 when the self-test fails or the
+/// sanitizer reports anything.
+fn emulate(k: &KernelInfo, v: &Variant, target: &str) -> Result<(String, i32), CliError> {
+    let device = Device::emulator(target).map_err(|e| CliError::usage(e.to_string()))?;
+    let Some(test) = k.selftest else {
+        return Err(CliError::failure(format!(
+            "`{}` has no registered self-test, so there is nothing to run on the emulator",
+            k.name
+        )));
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}{} on {}", k.name, v.args, device.describe());
+    let result = run_selftest(test, &device);
+    let mut failed = result.is_err();
+    match result {
+        Ok(what) => {
+            let _ = writeln!(out, "self-test: ok ({what})");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "self-test: FAIL ({e})");
+        }
+    }
+    // A launch the sanitizer stops fails with the finding in its message (above) and leaves no
+    // report; a report's findings are those of a launch that ran to its end.
+    let report = device.emulator_report();
+    let findings = report.as_ref().map_or(&[][..], |r| r.findings.as_slice());
+    if findings.is_empty() {
+        let _ = writeln!(out, "sanitizer: no findings in the last launch");
+    } else {
+        failed = true;
+        let _ = writeln!(out, "sanitizer: {} findings", findings.len());
+        for f in findings {
+            let _ = writeln!(out, "  {f}");
+        }
+    }
+    match &report {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "instruction profile of the last launch ({} blocks; warp-instructions by class):",
+                r.blocks
+            );
+            out.push_str(&r.profile_table());
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "no launch completed on the emulator, so there is no profile"
+            );
+        }
+    }
+    Ok((out, i32::from(failed)))
 }
 
 /// `emit` and `check`, which compile through tilekit-codegen.
@@ -1026,7 +1115,7 @@ mod tests {
     }
 
     /// The commands of DESIGN.md's "The `tilekit` command", with the options each must take.
-    const COMMANDS: [(&str, &[&str]); 6] = [
+    const COMMANDS: [(&str, &[&str]); 7] = [
         ("list", &[]),
         ("selftest", &["--device", "--bundle"]),
         ("bench", &["--device", "--bundle", "--runs"]),
@@ -1035,6 +1124,7 @@ mod tests {
             &["<KERNEL>", "--target", "--stage", "--const", "--out"],
         ),
         ("check", &["<KERNEL>", "--target", "--const"]),
+        ("emulate", &["<KERNEL>", "--target", "--const"]),
         ("bundle", &["--target", "--out"]),
     ];
 
@@ -1312,6 +1402,74 @@ mod tests {
                 assert!(out.contains(want), "{target}: no `{want}` in\n{out}");
             }
         }
+    }
+
+    /// `emulate` runs the self-test on the emulator and prints a profile whose classes add up
+    /// to its total, with global loads among them.
+    #[cfg(feature = "jit")]
+    #[test]
+    fn emulate_runs_the_selftest_on_the_emulator_and_prints_the_profile() {
+        let (out, code) = run_str("emulate softmax_rows --const 0=f32 --target sm_80")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("softmax_rows<f32, 16, 64, 4> on emu:sm_80")
+                && out.contains("self-test: ok"),
+            "{out}"
+        );
+        assert!(out.contains("sanitizer: no findings"), "{out}");
+        // Profile rows are `count  class`; the last one is the total.
+        let rows: Vec<(u64, &str)> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("instruction profile"))
+            .skip(1)
+            .filter_map(|l| {
+                let (n, class) = l.trim().split_once("  ")?;
+                Some((n.parse().ok()?, class.trim()))
+            })
+            .collect();
+        let (total, classes) = rows.split_last().expect("a profile");
+        assert_eq!(total.1, "total warp-instructions", "{out}");
+        assert!(total.0 > 0, "{out}");
+        assert_eq!(classes.iter().map(|r| r.0).sum::<u64>(), total.0, "{out}");
+        assert!(
+            classes.iter().any(|(n, c)| *n > 0 && c.starts_with("ld")),
+            "no load in the profile:\n{out}"
+        );
+    }
+
+    #[cfg(feature = "jit")]
+    #[test]
+    fn emulate_takes_only_the_emulators_targets_and_one_variant() {
+        for target in ["sm_75", "gfx942"] {
+            let e = usage_error(&[
+                "emulate",
+                "softmax_rows",
+                "--const",
+                "0=f32",
+                "--target",
+                target,
+            ]);
+            assert!(
+                e.contains(&format!("invalid value '{target}' for '--target <TARGET>'"))
+                    && e.contains("[possible values: sm_80, sm_90a]"),
+                "{e}"
+            );
+        }
+        let e = usage_error(&["emulate", "softmax_rows", "--target", "sm_80"]);
+        assert!(
+            e.contains("matches 2 variants") && e.contains("Usage: tilekit emulate"),
+            "{e}"
+        );
+        let e = usage_error(&["emulate", "softmaxx", "--target", "sm_80"]);
+        assert!(e.contains("unknown kernel `softmaxx`"), "{e}");
+    }
+
+    #[cfg(not(feature = "jit"))]
+    #[test]
+    fn emulate_needs_the_jit_feature() {
+        let e = usage_error(&["emulate", "softmax_rows", "--target", "sm_80"]);
+        assert!(e.contains("without the `jit` feature"), "{e}");
     }
 
     #[cfg(not(feature = "jit"))]

@@ -175,12 +175,17 @@ pub(crate) fn check_signature(
         expected,
         found,
     };
+    // A module made by hand may not hold what its parameters name (the verifier says so when
+    // the device runs it): read its tables without indexing.
+    let param_name = |p: &crate::ir::Value| {
+        func.value_names
+            .get(p.index())
+            .cloned()
+            .flatten()
+            .unwrap_or_default()
+    };
     if args.len() != func.params.len() {
-        let names: Vec<String> = func
-            .params
-            .iter()
-            .map(|p| func.value_names[p.index()].clone().unwrap_or_default())
-            .collect();
+        let names: Vec<String> = func.params.iter().map(param_name).collect();
         return Err(bad(
             "(all)".into(),
             format!("{} arguments ({})", func.params.len(), names.join(", ")),
@@ -188,8 +193,15 @@ pub(crate) fn check_signature(
         ));
     }
     for (p, a) in func.params.iter().zip(args.iter()) {
-        let pname = func.value_names[p.index()].clone().unwrap_or_default();
-        match (&func.value_types[p.index()], a) {
+        let pname = param_name(p);
+        let Some(ty) = func.value_types.get(p.index()) else {
+            return Err(bad(
+                pname,
+                "a parameter with a type".into(),
+                "a module whose kernel has a parameter without one (verify it)".into(),
+            ));
+        };
+        match (ty, a) {
             (crate::ir::Type::Global { dtype, rank, .. }, a)
                 if a.tensor_dtype() == Some(*dtype) && a.shape().len() == *rank as usize =>
             {

@@ -527,7 +527,7 @@ impl From<&Tensor> for LaunchArg {
 }
 
 /// What a kernel's tensor parameters accept: a [`HostTensor`] (any device; a GPU launch copies
-/// it over and back) or a [`Tensor`](Tensor) (on the launch's device).
+/// it over and back) or a [`Tensor`] (on the launch's device).
 pub trait TensorArg {
     fn dtype(&self) -> ScalarType;
     fn shape(&self) -> &[usize];

@@ -600,8 +600,11 @@ fn emulate(k: &KernelInfo, v: &Variant, target: &str) -> Result<(String, i32), C
         Some(r) => {
             let _ = writeln!(
                 out,
-                "instruction profile of the last launch ({} blocks; warp-instructions by class):",
-                r.blocks
+                "instruction profile of the last launch ({} block{}; warp-instructions by class; \
+                 the self-test launches every variant of `{}`, the last may be another one):",
+                r.blocks,
+                if r.blocks == 1 { "" } else { "s" },
+                k.name
             );
             out.push_str(&r.profile_table());
         }

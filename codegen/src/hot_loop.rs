@@ -5,7 +5,7 @@
 //! slots the loop spends on bookkeeping for each unit of matrix work.
 //!
 //! Both ISAs go through the same steps, as pure functions of the text:
-//! 1. instructions and labels ([`parse_sass`]: `nvdisasm -c` output; [`parse_amdgpu`]: the
+//! 1. instructions and labels (`parse_sass`: `nvdisasm -c` output; `parse_amdgpu`: the
 //!    AMDGPU assembly LLVM prints, whose branches name `.LBB` labels);
 //! 2. basic blocks and their edges (a block ends at a branch, an exit, or before a label);
 //! 3. loops: every back edge (an edge u → h where h dominates u: every path from the entry to

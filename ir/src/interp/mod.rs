@@ -159,6 +159,10 @@ pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
 /// start of every block): a cancelled run stops within a few thousand ops.
 const CANCEL_INTERVAL: u64 = 1 << 12;
 
+/// Elements of an op's largest tile or vector operand or result that count as one op against
+/// [`Launch::op_budget`] (see [`RunStats::ops`]).
+pub const ELEMENTS_PER_OP: u64 = 16;
+
 /// A flag that stops a run from another thread: clone it, pass one clone to
 /// [`Launch::cancel`], and call [`CancelToken::cancel`] on another. The run returns
 /// [`InterpError::Cancelled`] within a few thousand ops. Clones share the flag; two tokens are
@@ -196,6 +200,9 @@ impl Eq for CancelToken {}
 pub struct RunStats {
     pub blocks: u64,
     /// Ops executed, summed over every warp of every block (what [`Launch::op_budget`] bounds).
+    /// An op on tiles or vectors counts once per [`ELEMENTS_PER_OP`] elements of its largest
+    /// operand or result (at least once), so that one op over a huge shared tile cannot run for
+    /// seconds on a budget of one.
     pub ops: u64,
     /// The most bytes the interpreter held at once, as counted against
     /// [`Launch::memory_budget`].
@@ -953,8 +960,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             }
         };
         let _ = frame_depth;
+        let cost = self.op_cost(w, op);
         let done = self.ops_before + self.ops;
-        if done >= self.bounds.op_budget {
+        if done.saturating_add(cost) > self.bounds.op_budget {
             return Err(InterpError::OpBudget {
                 kernel: self.kernel.name.clone(),
                 site: Some(Box::new(self.site(w))),
@@ -962,14 +970,16 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 detail: format!("{done} ops executed over every warp of every block so far"),
             });
         }
-        if self.ops % CANCEL_INTERVAL == 0 && self.bounds.cancelled() {
+        let crosses_interval =
+            self.ops / CANCEL_INTERVAL != (self.ops + cost) / CANCEL_INTERVAL || self.ops == 0;
+        if crosses_interval && self.bounds.cancelled() {
             return Err(InterpError::Cancelled {
                 kernel: self.kernel.name.clone(),
                 site: Some(Box::new(self.site(w))),
                 ops: done,
             });
         }
-        self.ops += 1;
+        self.ops += cost;
         match &op.kind {
             OpKind::For => self.enter_for(w, op),
             OpKind::If => {
@@ -1323,6 +1333,19 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             Val::Data(d) => Ok(d),
             _ => Err(self.runtime(w, &format!("value %{} is not a tile or vector", v.0))),
         }
+    }
+
+    /// What `op` counts against the op budget: one per [`ELEMENTS_PER_OP`] elements of its
+    /// largest tile or vector operand or result, at least one.
+    fn op_cost(&self, w: usize, op: &Op) -> u64 {
+        let largest = op
+            .operands
+            .iter()
+            .chain(&op.results)
+            .filter_map(|&v| self.ty(w, v).num_elements())
+            .max()
+            .unwrap_or(1);
+        (largest / ELEMENTS_PER_OP).max(1)
     }
 
     /// The type of a value of the function warp `w` is running.

@@ -77,8 +77,8 @@ pub fn make(name: &str, scratch: &std::path::Path) -> Option<Box<dyn Harness>> {
 }
 
 /// Cancels the interpreter run of the current input once its time is up, through the run's
-/// [`CancelToken`](tilekit::ir::interp::CancelToken): the op budget bounds ops, not time, and
-/// an op on a big tile takes far longer than one on a small tile.
+/// [`CancelToken`]: the op budget bounds work (an op counts once per 16 elements of its largest
+/// operand), not time.
 #[derive(Debug)]
 pub struct Watchdog {
     armed: Arc<Mutex<Option<(Instant, CancelToken)>>>,

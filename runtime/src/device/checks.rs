@@ -117,10 +117,8 @@ pub(crate) fn overlap(a: &DeviceView, b: &DeviceView) -> bool {
     if sa.1 <= sb.0 || sb.1 <= sa.0 {
         return false;
     }
-    match same_layout_boxes(a, b) {
-        Some(boxes_meet) => boxes_meet,
-        None => true,
-    }
+    // Undecided layouts count as overlapping: refusing a launch is safe, running one is not.
+    same_layout_boxes(a, b).unwrap_or(true)
 }
 
 /// The bytes `[first, last + 1)` a view reaches in its storage; `None` when it is empty.

@@ -77,9 +77,9 @@ pub mod device;
 pub mod dsl;
 pub mod error;
 pub mod kernels;
+pub mod launch;
 #[cfg(test)]
 mod layering;
-pub mod launch;
 mod module_cache;
 pub mod registry;
 pub mod tensor;

@@ -289,9 +289,15 @@ fn child() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::Overlap { .. }), "{e}");
-    assert!(e.to_string().contains("`y`") && e.to_string().contains("`x`"), "{e}");
+    assert!(
+        e.to_string().contains("`y`") && e.to_string().contains("`x`"),
+        "{e}"
+    );
     assert_eq!(x_big.to_f64_vec().unwrap(), before);
-    let mut empty_1d = Tensor::zeros(F32, &[4], &gpu).unwrap().narrow(0, 4, 0).unwrap();
+    let mut empty_1d = Tensor::zeros(F32, &[4], &gpu)
+        .unwrap()
+        .narrow(0, 4, 0)
+        .unwrap();
     axpb::launch(
         &gpu,
         1,

@@ -69,7 +69,11 @@ pub struct AsyncOp {
 
 impl fmt::Display for AsyncOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` (PTX line {}, thread {})", self.opcode, self.line, self.thread)
+        write!(
+            f,
+            "`{}` (PTX line {}, thread {})",
+            self.opcode, self.line, self.thread
+        )
     }
 }
 
@@ -84,7 +88,10 @@ pub struct Groups<T> {
 
 impl<T> Default for Groups<T> {
     fn default() -> Self {
-        Groups { open: Vec::new(), committed: VecDeque::new() }
+        Groups {
+            open: Vec::new(),
+            committed: VecDeque::new(),
+        }
     }
 }
 
@@ -123,7 +130,6 @@ impl<T> Groups<T> {
     pub fn pending(&self) -> impl Iterator<Item = &T> {
         self.committed.iter().flatten().chain(self.open.iter())
     }
-
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,7 +198,10 @@ impl Mbarrier {
     /// `mbarrier.init` with `count` expected arrivals.
     pub fn new(count: i64, line: u32, warp: usize) -> Result<Self, Hazard> {
         if !(1..=MBARRIER_MAX_COUNT).contains(&count) {
-            return Err(hazard(HazardKind::Mbarrier, format!("mbarrier.init count {count} is outside [1, 2^20 - 1]")));
+            return Err(hazard(
+                HazardKind::Mbarrier,
+                format!("mbarrier.init count {count} is outside [1, 2^20 - 1]"),
+            ));
         }
         Ok(Mbarrier {
             expected: count as u32,
@@ -248,7 +257,10 @@ impl Mbarrier {
     /// `mbarrier.arrive_drop`: one arrival now, and one fewer expected in later phases.
     pub fn arrive_drop(&mut self, clock: &[u32]) -> Result<u64, Hazard> {
         if self.expected == 0 {
-            return Err(hazard(HazardKind::Mbarrier, "arrive_drop on an mbarrier that expects no arrivals".into()));
+            return Err(hazard(
+                HazardKind::Mbarrier,
+                "arrive_drop on an mbarrier that expects no arrivals".into(),
+            ));
         }
         self.expected -= 1;
         self.arrive(1, 0, clock)
@@ -258,7 +270,10 @@ impl Mbarrier {
     pub fn expect_tx(&mut self, bytes: i64) -> Result<(), Hazard> {
         self.tx += bytes;
         if self.tx > MBARRIER_MAX_COUNT {
-            return Err(hazard(HazardKind::Mbarrier, format!("expected transaction count {} exceeds 2^20 - 1", self.tx)));
+            return Err(hazard(
+                HazardKind::Mbarrier,
+                format!("expected transaction count {} exceeds 2^20 - 1", self.tx),
+            ));
         }
         Ok(())
     }
@@ -335,7 +350,10 @@ impl SharedTracker {
 
     /// The operation `id` names.
     pub fn describe(&self, id: OpId) -> String {
-        self.ops.get(&id).map(|o| o.to_string()).unwrap_or_else(|| format!("operation {id}"))
+        self.ops
+            .get(&id)
+            .map(|o| o.to_string())
+            .unwrap_or_else(|| format!("operation {id}"))
     }
 
     /// Extends the tracked bytes to `bytes` and warps to `warps` (the tracker starts empty and
@@ -376,7 +394,14 @@ impl SharedTracker {
     /// `clock_own`) at `line`: marks the bytes as needing `fence.proxy.async` before the async
     /// proxy reads them, and reports bytes an asynchronous operation is still reading or will
     /// still write.
-    pub fn generic_write(&mut self, off: u32, len: u32, warp: usize, clock_own: u32, line: u32) -> Option<Hazard> {
+    pub fn generic_write(
+        &mut self,
+        off: u32,
+        len: u32,
+        warp: usize,
+        clock_own: u32,
+        line: u32,
+    ) -> Option<Hazard> {
         self.grow(off as usize + len as usize, warp + 1);
         let r = self.range(off, len);
         let mut found = None;
@@ -451,7 +476,11 @@ impl SharedTracker {
             if found.is_none() && self.pending_write[b] != 0 {
                 found = Some(hazard(
                     HazardKind::Async,
-                    format!("{} reads shared offset {b:#x} before {} delivered it", self.describe(op), self.describe(self.pending_write[b] - 1)),
+                    format!(
+                        "{} reads shared offset {b:#x} before {} delivered it",
+                        self.describe(op),
+                        self.describe(self.pending_write[b] - 1)
+                    ),
                 ));
             }
             self.async_read[b] = op + 1;
@@ -591,31 +620,55 @@ impl TensorMap {
             return bad(format!("rank {rank} is outside 1..=5"));
         }
         if strides.len() != rank - 1 || box_dims.len() != rank {
-            return bad(format!("rank {rank} needs {} strides and {rank} box extents, got {} and {}", rank - 1, strides.len(), box_dims.len()));
+            return bad(format!(
+                "rank {rank} needs {} strides and {rank} box extents, got {} and {}",
+                rank - 1,
+                strides.len(),
+                box_dims.len()
+            ));
         }
         if ![1, 2, 4, 8].contains(&element_bytes) {
-            return bad(format!("element size {element_bytes} bytes is not 1, 2, 4 or 8"));
+            return bad(format!(
+                "element size {element_bytes} bytes is not 1, 2, 4 or 8"
+            ));
         }
         if global_address % 16 != 0 {
-            return bad(format!("global address {global_address:#x} is not 16-byte aligned"));
+            return bad(format!(
+                "global address {global_address:#x} is not 16-byte aligned"
+            ));
         }
         if let Some(d) = dims.iter().find(|d| **d == 0 || **d > 1 << 32) {
             return bad(format!("dimension {d} is outside 1..=2^32"));
         }
         if let Some(s) = strides.iter().find(|s| **s % 16 != 0 || **s >= 1 << 40) {
-            return bad(format!("global stride {s} bytes is not a multiple of 16 below 2^40"));
+            return bad(format!(
+                "global stride {s} bytes is not a multiple of 16 below 2^40"
+            ));
         }
         if let Some(b) = box_dims.iter().find(|b| **b == 0 || **b > 256) {
             return bad(format!("box extent {b} is outside 1..=256"));
         }
         let inner = box_dims[0] * element_bytes;
         if inner % 16 != 0 {
-            return bad(format!("inner box extent {inner} bytes is not a multiple of 16"));
+            return bad(format!(
+                "inner box extent {inner} bytes is not a multiple of 16"
+            ));
         }
         if swizzle != Swizzle::None && inner > swizzle.row_bytes() {
-            return bad(format!("inner box extent {inner} bytes exceeds the {}-byte swizzle span", swizzle.row_bytes()));
+            return bad(format!(
+                "inner box extent {inner} bytes exceeds the {}-byte swizzle span",
+                swizzle.row_bytes()
+            ));
         }
-        Ok(TensorMap { element_bytes, global_address, dims, strides, box_dims, swizzle, oob_fill })
+        Ok(TensorMap {
+            element_bytes,
+            global_address,
+            dims,
+            strides,
+            box_dims,
+            swizzle,
+            oob_fill,
+        })
     }
 
     /// Rank (number of dimensions).
@@ -638,7 +691,12 @@ impl TensorMap {
         };
         put(&TENSOR_MAP_MAGIC.to_le_bytes());
         put(&self.global_address.to_le_bytes());
-        put(&[self.rank() as u8, self.element_bytes as u8, self.swizzle.field() as u8, matches!(self.oob_fill, OobFill::Nan) as u8]);
+        put(&[
+            self.rank() as u8,
+            self.element_bytes as u8,
+            self.swizzle.field() as u8,
+            matches!(self.oob_fill, OobFill::Nan) as u8,
+        ]);
         for i in 0..5 {
             put(&self.dims.get(i).copied().unwrap_or(0).to_le_bytes());
         }
@@ -664,17 +722,38 @@ impl TensorMap {
         let rank = (bytes[16] as usize).clamp(1, 5);
         let dims = (0..rank).map(|i| u64_at(20 + 8 * i)).collect();
         let strides = (0..rank - 1).map(|i| u64_at(60 + 8 * i)).collect();
-        let box_dims = (0..rank).map(|i| u16::from_le_bytes([bytes[92 + 2 * i], bytes[93 + 2 * i]]) as u32).collect();
-        let oob = if bytes[19] != 0 { OobFill::Nan } else { OobFill::Zero };
-        TensorMap::new(bytes[17] as u32, u64_at(8), dims, strides, box_dims, Swizzle::from_field(bytes[18] as u64), oob)
+        let box_dims = (0..rank)
+            .map(|i| u16::from_le_bytes([bytes[92 + 2 * i], bytes[93 + 2 * i]]) as u32)
+            .collect();
+        let oob = if bytes[19] != 0 {
+            OobFill::Nan
+        } else {
+            OobFill::Zero
+        };
+        TensorMap::new(
+            bytes[17] as u32,
+            u64_at(8),
+            dims,
+            strides,
+            box_dims,
+            Swizzle::from_field(bytes[18] as u64),
+            oob,
+        )
     }
 
     /// For each element of the box at `coords` (innermost first): its global address (None when
     /// outside the tensor) and its byte offset in shared memory relative to a destination at
     /// `shared_base` (the swizzle is applied to the absolute shared address).
-    pub fn box_elements(&self, coords: &[i64], shared_base: u32) -> Result<Vec<(Option<u64>, u32)>, TensorMapError> {
+    pub fn box_elements(
+        &self,
+        coords: &[i64],
+        shared_base: u32,
+    ) -> Result<Vec<(Option<u64>, u32)>, TensorMapError> {
         if coords.len() != self.rank() {
-            return Err(TensorMapError::Rank { rank: self.rank(), given: coords.len() });
+            return Err(TensorMapError::Rank {
+                rank: self.rank(),
+                given: coords.len(),
+            });
         }
         let total: usize = self.box_dims.iter().map(|b| *b as usize).product();
         let inner_bytes = self.box_dims[0] * self.element_bytes;
@@ -694,7 +773,11 @@ impl TensorMap {
                     inside = false;
                     break;
                 }
-                let stride = if d == 0 { self.element_bytes as u64 } else { self.strides[d - 1] };
+                let stride = if d == 0 {
+                    self.element_bytes as u64
+                } else {
+                    self.strides[d - 1]
+                };
                 global += c as u64 * stride;
             }
             // Rows of the box (all dimensions above 0 flattened) are inner_bytes apart.
@@ -724,7 +807,11 @@ mod tests {
         assert_eq!(g.wait(2), vec![1]);
         assert_eq!(g.wait(2), Vec::<i32>::new());
         assert_eq!(g.wait(1), vec![2, 3]);
-        assert_eq!(g.wait(0), Vec::<i32>::new(), "the empty group completes, the open one is not waited for");
+        assert_eq!(
+            g.wait(0),
+            Vec::<i32>::new(),
+            "the empty group completes, the open one is not waited for"
+        );
         assert_eq!(g.pending().copied().collect::<Vec<_>>(), vec![4]);
         assert_eq!(g.drain(), vec![4]);
     }
@@ -780,11 +867,22 @@ mod tests {
     #[test]
     fn generic_writes_need_a_fence_before_async_reads() {
         let mut t = SharedTracker::new(256, 4);
-        let op = t.op(AsyncOp { opcode: "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group".into(), line: 40, thread: 0 });
+        let op = t.op(AsyncOp {
+            opcode: "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group".into(),
+            line: 40,
+            thread: 0,
+        });
         t.generic_write(0, 16, 1, 5, 30);
-        let h = t.begin_async_read(op, 0, 64).expect("unfenced generic write");
+        let h = t
+            .begin_async_read(op, 0, 64)
+            .expect("unfenced generic write");
         assert_eq!(h.kind, HazardKind::Async);
-        assert!(h.message.contains("warp 1") && h.message.contains("PTX line 30") && h.message.contains("fence.proxy.async"), "{h}");
+        assert!(
+            h.message.contains("warp 1")
+                && h.message.contains("PTX line 30")
+                && h.message.contains("fence.proxy.async"),
+            "{h}"
+        );
         t.end_async_read(op, 0, 64);
         // A fence by another warp that has not seen warp 1's write (its clock entry for warp 1
         // is below the write's 5) does not order it; one that has (after a barrier), or warp 1's
@@ -803,26 +901,57 @@ mod tests {
     #[test]
     fn pending_async_writes_and_reads_guard_their_bytes() {
         let mut t = SharedTracker::default(); // grows with the accesses it sees
-        let load = t.op(AsyncOp { opcode: "cp.async.ca.shared.global".into(), line: 12, thread: 5 });
+        let load = t.op(AsyncOp {
+            opcode: "cp.async.ca.shared.global".into(),
+            line: 12,
+            thread: 5,
+        });
         assert!(t.begin_async_write(load, 64, 16).is_none());
         let h = t.generic_read(70, 4).expect("read before delivery");
-        assert!(h.message.contains("line 12") && h.message.contains("0x46"), "{h}");
+        assert!(
+            h.message.contains("line 12") && h.message.contains("0x46"),
+            "{h}"
+        );
         assert!(t.generic_read(80, 16).is_none());
-        assert!(t.generic_write(64, 4, 0, 1, 13).is_some(), "write into a pending destination");
+        assert!(
+            t.generic_write(64, 4, 0, 1, 13).is_some(),
+            "write into a pending destination"
+        );
         t.end_async_write(load, 64, 16);
         assert!(t.generic_read(64, 16).is_none());
         // The landed bytes are the async proxy's: the unfenced generic write at line 13 no
         // longer concerns an async reader of them.
-        let reader = t.op(AsyncOp { opcode: "wgmma.mma_async".into(), line: 14, thread: 0 });
+        let reader = t.op(AsyncOp {
+            opcode: "wgmma.mma_async".into(),
+            line: 14,
+            thread: 0,
+        });
         assert!(t.begin_async_read(reader, 64, 16).is_none());
         t.end_async_read(reader, 64, 16);
-        let mma = t.op(AsyncOp { opcode: "wgmma.mma_async".into(), line: 20, thread: 0 });
+        let mma = t.op(AsyncOp {
+            opcode: "wgmma.mma_async".into(),
+            line: 20,
+            thread: 0,
+        });
         t.fence_proxy_async(0, &[1, 0]);
         assert!(t.begin_async_read(mma, 128, 32).is_none());
-        assert!(t.generic_write(140, 2, 1, 1, 21).unwrap().message.contains("still reading"));
-        let tma = t.op(AsyncOp { opcode: "cp.async.bulk.tensor".into(), line: 30, thread: 0 });
-        let h = t.begin_async_write(tma, 144, 16).expect("TMA into an operand wgmma still reads");
-        assert!(h.message.contains("still reading") && h.message.contains("line 20"), "{h}");
+        assert!(t
+            .generic_write(140, 2, 1, 1, 21)
+            .unwrap()
+            .message
+            .contains("still reading"));
+        let tma = t.op(AsyncOp {
+            opcode: "cp.async.bulk.tensor".into(),
+            line: 30,
+            thread: 0,
+        });
+        let h = t
+            .begin_async_write(tma, 144, 16)
+            .expect("TMA into an operand wgmma still reads");
+        assert!(
+            h.message.contains("still reading") && h.message.contains("line 20"),
+            "{h}"
+        );
         t.end_async_write(tma, 144, 16);
         t.end_async_read(mma, 128, 32);
         assert!(t.generic_write(140, 2, 1, 1, 22).is_none());
@@ -830,25 +959,74 @@ mod tests {
     }
 
     fn map_2d(swizzle: Swizzle, box_inner: u32) -> TensorMap {
-        TensorMap::new(2, 0x1000, vec![100, 70], vec![256], vec![box_inner, 8], swizzle, OobFill::Zero).unwrap()
+        TensorMap::new(
+            2,
+            0x1000,
+            vec![100, 70],
+            vec![256],
+            vec![box_inner, 8],
+            swizzle,
+            OobFill::Zero,
+        )
+        .unwrap()
     }
 
     #[test]
     fn tensor_map_survives_its_parameter_encoding_and_rejects_foreign_bytes() {
-        let m = TensorMap::new(1, 0x4000, vec![300, 20, 3], vec![320, 6400], vec![128, 4, 2], Swizzle::B128, OobFill::Nan).unwrap();
+        let m = TensorMap::new(
+            1,
+            0x4000,
+            vec![300, 20, 3],
+            vec![320, 6400],
+            vec![128, 4, 2],
+            Swizzle::B128,
+            OobFill::Nan,
+        )
+        .unwrap();
         assert_eq!(TensorMap::decode(&m.encode()).unwrap(), m);
-        assert!(matches!(TensorMap::decode(&[0u8; 128]), Err(TensorMapError::NotAMap(0))));
+        assert!(matches!(
+            TensorMap::decode(&[0u8; 128]),
+            Err(TensorMapError::NotAMap(0))
+        ));
     }
 
     #[test]
     fn tensor_map_checks_the_encode_rules() {
-        let ok = |sw, inner, stride, addr| TensorMap::new(2, addr, vec![100, 70], vec![stride], vec![inner, 8], sw, OobFill::Zero);
+        let ok = |sw, inner, stride, addr| {
+            TensorMap::new(
+                2,
+                addr,
+                vec![100, 70],
+                vec![stride],
+                vec![inner, 8],
+                sw,
+                OobFill::Zero,
+            )
+        };
         assert!(ok(Swizzle::B128, 64, 256, 0x1000).is_ok());
-        assert!(ok(Swizzle::B64, 64, 256, 0x1000).is_err(), "128-byte rows exceed a 64-byte swizzle");
-        assert!(ok(Swizzle::None, 4, 256, 0x1000).is_err(), "8-byte inner box");
-        assert!(ok(Swizzle::None, 8, 200, 0x1000).is_err(), "stride not a multiple of 16");
+        assert!(
+            ok(Swizzle::B64, 64, 256, 0x1000).is_err(),
+            "128-byte rows exceed a 64-byte swizzle"
+        );
+        assert!(
+            ok(Swizzle::None, 4, 256, 0x1000).is_err(),
+            "8-byte inner box"
+        );
+        assert!(
+            ok(Swizzle::None, 8, 200, 0x1000).is_err(),
+            "stride not a multiple of 16"
+        );
         assert!(ok(Swizzle::None, 8, 256, 0x1008).is_err(), "unaligned base");
-        assert!(TensorMap::new(2, 0, vec![10], vec![], vec![300], Swizzle::None, OobFill::Zero).is_err());
+        assert!(TensorMap::new(
+            2,
+            0,
+            vec![10],
+            vec![],
+            vec![300],
+            Swizzle::None,
+            OobFill::Zero
+        )
+        .is_err());
     }
 
     #[test]
@@ -861,7 +1039,10 @@ mod tests {
             let (x, y) = (i % 64, i / 64);
             // Independent statement: element (x, y) of the box sits in row y, 16-byte chunk x/8
             // XOR (y % 8), byte (x % 8) * 2 of the chunk.
-            assert_eq!(*shared as usize, y * 128 + (((x / 8) ^ (y % 8)) * 16) + (x % 8) * 2);
+            assert_eq!(
+                *shared as usize,
+                y * 128 + (((x / 8) ^ (y % 8)) * 16) + (x % 8) * 2
+            );
             let (gx, gy) = (40 + x as u64, 66 + y as u64);
             let want = (gx < 100 && gy < 70).then(|| 0x1000 + gy * 256 + gx * 2);
             assert_eq!(*global, want, "element ({x},{y})");

@@ -63,14 +63,29 @@ CONSUMER_WAIT:
 "#;
 
 fn handoff(empty_parity: u32, full_parity: u32, input: &[f32]) -> Result<Vec<f32>, EmuError> {
-    let ptx = HANDOFF.replace("EMPTY_PARITY", &empty_parity.to_string()).replace("FULL_PARITY", &full_parity.to_string());
+    let ptx = HANDOFF
+        .replace("EMPTY_PARITY", &empty_parity.to_string())
+        .replace("FULL_PARITY", &full_parity.to_string());
     let emu = Emulator::new(&ptx)?;
     let mut g = GlobalMemory::new();
     let pin = g.alloc("in", input.iter().flat_map(|x| x.to_le_bytes()).collect());
     let pout = g.alloc("out", vec![0u8; 128]);
-    let params = emu.param_buffer("handoff", &[pin.to_le_bytes().to_vec(), pout.to_le_bytes().to_vec()])?;
-    emu.launch("handoff", &LaunchConfig::new([1, 1, 1], [64, 1, 1]), &params, &mut g)?;
-    Ok(g.get(pout).expect("out").data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    let params = emu.param_buffer(
+        "handoff",
+        &[pin.to_le_bytes().to_vec(), pout.to_le_bytes().to_vec()],
+    )?;
+    emu.launch(
+        "handoff",
+        &LaunchConfig::new([1, 1, 1], [64, 1, 1]),
+        &params,
+        &mut g,
+    )?;
+    Ok(g.get(pout)
+        .expect("out")
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 fn random_input(seed: u64) -> Vec<f32> {
@@ -90,9 +105,13 @@ fn mbarrier_handoff_with_cutlass_parities_delivers_the_data() {
 fn consumer_waiting_on_the_wrong_parity_passes_at_once_and_reads_before_the_arrival() {
     let input = random_input(2);
     let err = handoff(1, 1, &input).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected sanitizer findings, got {err}") };
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected sanitizer findings, got {err}")
+    };
     assert!(
-        findings.iter().any(|f| f.kind == FindingKind::Race && f.message.contains("read by warp 0")),
+        findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Race && f.message.contains("read by warp 0")),
         "the producer's write must be reported against the consumer's early read: {err}"
     );
 }
@@ -100,8 +119,13 @@ fn consumer_waiting_on_the_wrong_parity_passes_at_once_and_reads_before_the_arri
 #[test]
 fn producer_starting_its_empty_waits_on_the_wrong_phase_deadlocks() {
     let err = handoff(0, 0, &random_input(3)).unwrap_err();
-    let EmuError::Deadlock { waits, .. } = &err else { panic!("expected a deadlock, got {err}") };
-    assert!(waits.contains("warp 0") && waits.contains("warp 1") && waits.contains("mbarrier.try_wait"), "{waits}");
+    let EmuError::Deadlock { waits, .. } = &err else {
+        panic!("expected a deadlock, got {err}")
+    };
+    assert!(
+        waits.contains("warp 0") && waits.contains("warp 1") && waits.contains("mbarrier.try_wait"),
+        "{waits}"
+    );
     // The barriers still in their first phase are named with what they lack.
     assert!(waits.contains("phase 0 has 1 of 1 arrivals"), "{waits}");
 }
@@ -189,22 +213,61 @@ const WGMMA: &str = r#"
 
 fn wgmma(fence: bool, wait: bool, a: &[bf16], bt: &[bf16]) -> Result<Vec<f32>, EmuError> {
     let ptx = WGMMA
-        .replace("FENCE", if fence { "fence.proxy.async.shared::cta;" } else { "" })
-        .replace("WAIT", if wait { "wgmma.wait_group.sync.aligned 0;" } else { "" });
+        .replace(
+            "FENCE",
+            if fence {
+                "fence.proxy.async.shared::cta;"
+            } else {
+                ""
+            },
+        )
+        .replace(
+            "WAIT",
+            if wait {
+                "wgmma.wait_group.sync.aligned 0;"
+            } else {
+                ""
+            },
+        );
     let emu = Emulator::new(&ptx)?;
     let mut g = GlobalMemory::new();
-    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let bytes = |v: &[bf16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
     let pa = g.alloc("a", bytes(a));
     let pb = g.alloc("bt", bytes(bt));
     let pd = g.alloc("d", vec![0u8; 64 * 16 * 4]);
-    let params = emu.param_buffer("wg", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()])?;
-    emu.launch("wg", &LaunchConfig::new([1, 1, 1], [128, 1, 1]), &params, &mut g)?;
-    Ok(g.get(pd).expect("d").data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    let params = emu.param_buffer(
+        "wg",
+        &[
+            pa.to_le_bytes().to_vec(),
+            pb.to_le_bytes().to_vec(),
+            pd.to_le_bytes().to_vec(),
+        ],
+    )?;
+    emu.launch(
+        "wg",
+        &LaunchConfig::new([1, 1, 1], [128, 1, 1]),
+        &params,
+        &mut g,
+    )?;
+    Ok(g.get(pd)
+        .expect("d")
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 fn wgmma_inputs(rng: &mut StdRng) -> (Vec<bf16>, Vec<bf16>) {
-    let a = (0..64 * 16).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
-    let bt = (0..16 * 16).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
+    let a = (0..64 * 16)
+        .map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0)))
+        .collect();
+    let bt = (0..16 * 16)
+        .map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0)))
+        .collect();
     (a, bt)
 }
 
@@ -218,9 +281,15 @@ fn wgmma_from_shared_descriptors_computes_a_matrix_product() {
         let d = wgmma(true, true, &a, &bt).unwrap();
         for m in 0..64 {
             for n in 0..16 {
-                let want = 1.0 + (0..16).map(|k| a[m * 16 + k].to_f64() * bt[n * 16 + k].to_f64()).sum::<f64>();
+                let want = 1.0
+                    + (0..16)
+                        .map(|k| a[m * 16 + k].to_f64() * bt[n * 16 + k].to_f64())
+                        .sum::<f64>();
                 let got = f64::from(d[m * 16 + n]);
-                assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "seed {seed}: D[{m}][{n}] = {got}, expected {want}");
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "seed {seed}: D[{m}][{n}] = {got}, expected {want}"
+                );
             }
         }
     }
@@ -231,20 +300,51 @@ fn wgmma_accumulators_read_without_wait_group_are_nan_and_reported() {
     let mut rng = StdRng::seed_from_u64(5);
     let (a, bt) = wgmma_inputs(&mut rng);
     let err = wgmma(true, false, &a, &bt).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
-    assert!(findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("wgmma.mma_async") && f.message.contains("wait_group")), "{err}");
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
+    assert!(
+        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard
+            && f.opcode.starts_with("wgmma.mma_async")
+            && f.message.contains("wait_group")),
+        "{err}"
+    );
     // And the numbers are visibly wrong: with the sanitizer's findings not fatal, D is NaN.
-    let ptx = WGMMA.replace("FENCE", "fence.proxy.async.shared::cta;").replace("WAIT", "");
+    let ptx = WGMMA
+        .replace("FENCE", "fence.proxy.async.shared::cta;")
+        .replace("WAIT", "");
     let emu = Emulator::new(&ptx).unwrap();
     let mut g = GlobalMemory::new();
-    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
-    let (pa, pb, pd) = (g.alloc("a", bytes(&a)), g.alloc("bt", bytes(&bt)), g.alloc("d", vec![0u8; 4096]));
-    let params = emu.param_buffer("wg", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()]).unwrap();
+    let bytes = |v: &[bf16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let (pa, pb, pd) = (
+        g.alloc("a", bytes(&a)),
+        g.alloc("bt", bytes(&bt)),
+        g.alloc("d", vec![0u8; 4096]),
+    );
+    let params = emu
+        .param_buffer(
+            "wg",
+            &[
+                pa.to_le_bytes().to_vec(),
+                pb.to_le_bytes().to_vec(),
+                pd.to_le_bytes().to_vec(),
+            ],
+        )
+        .unwrap();
     let mut cfg = LaunchConfig::new([1, 1, 1], [128, 1, 1]);
     cfg.findings_are_errors = false;
     let report = emu.launch("wg", &cfg, &params, &mut g).unwrap();
     assert!(!report.findings.is_empty());
-    assert!(g.get(pd).unwrap().data.chunks_exact(4).all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_nan()));
+    assert!(g
+        .get(pd)
+        .unwrap()
+        .data
+        .chunks_exact(4)
+        .all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_nan()));
 }
 
 #[test]
@@ -252,8 +352,15 @@ fn generic_shared_writes_read_by_wgmma_without_fence_proxy_async_are_reported() 
     let mut rng = StdRng::seed_from_u64(6);
     let (a, bt) = wgmma_inputs(&mut rng);
     let err = wgmma(false, true, &a, &bt).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
-    assert!(findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.message.contains("fence.proxy.async")), "{err}");
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == FindingKind::AsyncHazard && f.message.contains("fence.proxy.async")),
+        "{err}"
+    );
 }
 
 /// Lanes 0..4 arrive on a barrier initialized for one arrival (the missing lane-0 guard), and
@@ -287,14 +394,40 @@ INIT_DONE:
 fn arrivals_beyond_the_count_are_reported_with_the_init_line() {
     let emu = Emulator::new(OVER_ARRIVE).unwrap();
     let mut g = GlobalMemory::new();
-    let err = emu.launch("over", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &[], &mut g).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
-    let line_of = |text: &str| OVER_ARRIVE.lines().position(|l| l.contains(text)).expect("line") as u32 + 1;
-    let over = |line: u32, init: u32| {
-        findings.iter().any(|f| f.kind == FindingKind::Mbarrier && f.line == line && f.message.contains(&format!("initialized at PTX line {init}")))
+    let err = emu
+        .launch(
+            "over",
+            &LaunchConfig::new([1, 1, 1], [32, 1, 1]),
+            &[],
+            &mut g,
+        )
+        .unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
     };
-    assert!(over(line_of("[bar2], 2;"), line_of("[bar2], 1;")), "count 2 on a barrier of 1: {err}");
-    assert!(over(line_of("@%p1 mbarrier.arrive"), line_of("[bar], 1;")), "four lanes on a barrier of 1: {err}");
+    let line_of = |text: &str| {
+        OVER_ARRIVE
+            .lines()
+            .position(|l| l.contains(text))
+            .expect("line") as u32
+            + 1
+    };
+    let over = |line: u32, init: u32| {
+        findings.iter().any(|f| {
+            f.kind == FindingKind::Mbarrier
+                && f.line == line
+                && f.message
+                    .contains(&format!("initialized at PTX line {init}"))
+        })
+    };
+    assert!(
+        over(line_of("[bar2], 2;"), line_of("[bar2], 1;")),
+        "count 2 on a barrier of 1: {err}"
+    );
+    assert!(
+        over(line_of("@%p1 mbarrier.arrive"), line_of("[bar], 1;")),
+        "four lanes on a barrier of 1: {err}"
+    );
 }
 
 /// One warp: a 2-D TMA load of a 64×8 bf16 box (128-byte swizzle, partly outside the tensor)
@@ -352,26 +485,63 @@ struct TmaRun {
     dst: Vec<u16>,
 }
 
-fn tma(init_fence: &str, parity: u32, rewrite: &str, cx: u32, cy: u32, findings_are_errors: bool) -> Result<(TmaRun, Vec<tilekit_emu::sanitizer::Finding>), EmuError> {
+fn tma(
+    init_fence: &str,
+    parity: u32,
+    rewrite: &str,
+    cx: u32,
+    cy: u32,
+    findings_are_errors: bool,
+) -> Result<(TmaRun, Vec<tilekit_emu::sanitizer::Finding>), EmuError> {
     use tilekit_emu::asynchrony::{OobFill, TensorMap};
     use tilekit_emu::tensor_core::smem_matrix::Swizzle;
-    let ptx = TMA.replace("INIT_FENCE", init_fence).replace("PARITY", &parity.to_string()).replace("REWRITE", rewrite);
+    let ptx = TMA
+        .replace("INIT_FENCE", init_fence)
+        .replace("PARITY", &parity.to_string())
+        .replace("REWRITE", rewrite);
     let emu = Emulator::new(&ptx)?;
     let mut rng = StdRng::seed_from_u64(u64::from(cx * 100 + cy));
-    let src: Vec<u16> = (0..TMA_PITCH * TMA_DIMS[1] as usize).map(|_| bf16::from_f32(rng.gen_range(-4.0..4.0)).to_bits()).collect();
+    let src: Vec<u16> = (0..TMA_PITCH * TMA_DIMS[1] as usize)
+        .map(|_| bf16::from_f32(rng.gen_range(-4.0..4.0)).to_bits())
+        .collect();
     let as_bytes = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let mut g = GlobalMemory::new();
     let psrc = g.alloc("src", as_bytes(&src));
     let pdst = g.alloc("dst", as_bytes(&vec![SENTINEL; src.len()]));
     let pout = g.alloc("out", vec![0u8; 1024]);
-    let map = |base| TensorMap::new(2, base, TMA_DIMS.to_vec(), vec![2 * TMA_PITCH as u64], vec![64, 8], Swizzle::B128, OobFill::Zero).unwrap().encode().to_vec();
-    let args = [map(psrc), map(pdst), pout.to_le_bytes().to_vec(), cx.to_le_bytes().to_vec(), cy.to_le_bytes().to_vec()];
+    let map = |base| {
+        TensorMap::new(
+            2,
+            base,
+            TMA_DIMS.to_vec(),
+            vec![2 * TMA_PITCH as u64],
+            vec![64, 8],
+            Swizzle::B128,
+            OobFill::Zero,
+        )
+        .unwrap()
+        .encode()
+        .to_vec()
+    };
+    let args = [
+        map(psrc),
+        map(pdst),
+        pout.to_le_bytes().to_vec(),
+        cx.to_le_bytes().to_vec(),
+        cy.to_le_bytes().to_vec(),
+    ];
     let params = emu.param_buffer("tma", &args)?;
     let mut cfg = LaunchConfig::new([1, 1, 1], [32, 1, 1]);
     cfg.findings_are_errors = findings_are_errors;
     let report = emu.launch("tma", &cfg, &params, &mut g)?;
     let image = g.get(pout).unwrap().data.clone();
-    let dst = g.get(pdst).unwrap().data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let dst = g
+        .get(pdst)
+        .unwrap()
+        .data
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     Ok((TmaRun { src, image, dst }, report.findings))
 }
 
@@ -388,15 +558,32 @@ fn tma_load_lands_a_swizzled_zero_filled_box_and_tma_store_writes_only_inside_th
                 let at = y * 128 + (((x / 8) ^ y) * 16) + (x % 8) * 2;
                 let (gx, gy) = (cx as usize + x, cy as usize + y);
                 let inside = gx < TMA_DIMS[0] as usize && gy < TMA_DIMS[1] as usize;
-                let want = if inside { run.src[gy * TMA_PITCH + gx] } else { 0 };
-                assert_eq!(u16::from_le_bytes([run.image[at], run.image[at + 1]]), want, "box ({cx},{cy}) element ({x},{y})");
+                let want = if inside {
+                    run.src[gy * TMA_PITCH + gx]
+                } else {
+                    0
+                };
+                assert_eq!(
+                    u16::from_le_bytes([run.image[at], run.image[at + 1]]),
+                    want,
+                    "box ({cx},{cy}) element ({x},{y})"
+                );
             }
         }
         for gy in 0..TMA_DIMS[1] as usize {
             for gx in 0..TMA_PITCH {
-                let in_box = (cx as usize..cx as usize + 64).contains(&gx) && (cy as usize..cy as usize + 8).contains(&gy);
-                let want = if in_box && gx < TMA_DIMS[0] as usize { run.src[gy * TMA_PITCH + gx] } else { SENTINEL };
-                assert_eq!(run.dst[gy * TMA_PITCH + gx], want, "box ({cx},{cy}) dst ({gx},{gy})");
+                let in_box = (cx as usize..cx as usize + 64).contains(&gx)
+                    && (cy as usize..cy as usize + 8).contains(&gy);
+                let want = if in_box && gx < TMA_DIMS[0] as usize {
+                    run.src[gy * TMA_PITCH + gx]
+                } else {
+                    SENTINEL
+                };
+                assert_eq!(
+                    run.dst[gy * TMA_PITCH + gx],
+                    want,
+                    "box ({cx},{cy}) dst ({gx},{gy})"
+                );
             }
         }
     }
@@ -405,9 +592,13 @@ fn tma_load_lands_a_swizzled_zero_filled_box_and_tma_store_writes_only_inside_th
 #[test]
 fn tma_consumer_with_the_wrong_parity_reads_before_the_data_arrives() {
     let err = tma(INIT_FENCE, 1, "", 0, 0, true).err().expect("findings");
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
     assert!(
-        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("ld.shared") && f.message.contains("cp.async.bulk.tensor")),
+        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard
+            && f.opcode.starts_with("ld.shared")
+            && f.message.contains("cp.async.bulk.tensor")),
         "{err}"
     );
     // The numbers are wrong too: the box never landed before the reads.
@@ -419,17 +610,30 @@ fn tma_consumer_with_the_wrong_parity_reads_before_the_data_arrives() {
 #[test]
 fn tma_signalling_an_mbarrier_without_an_init_fence_is_reported() {
     let err = tma("", 0, "", 0, 0, true).err().expect("findings");
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
-    assert!(findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.message.contains("fence.mbarrier_init")), "{err}");
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
+    assert!(
+        findings.iter().any(
+            |f| f.kind == FindingKind::AsyncHazard && f.message.contains("fence.mbarrier_init")
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn tma_store_of_generic_writes_needs_fence_proxy_async() {
     let rewrite = "st.shared.v4.u32 [%r6], {%r10, %r11, %r12, %r13};";
-    let err = tma(INIT_FENCE, 0, rewrite, 0, 0, true).err().expect("findings");
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    let err = tma(INIT_FENCE, 0, rewrite, 0, 0, true)
+        .err()
+        .expect("findings");
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
     assert!(
-        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("cp.async.bulk.tensor") && f.message.contains("fence.proxy.async")),
+        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard
+            && f.opcode.starts_with("cp.async.bulk.tensor")
+            && f.message.contains("fence.proxy.async")),
         "{err}"
     );
     let fenced = format!("{rewrite}\n    fence.proxy.async.shared::cta;");
@@ -488,9 +692,23 @@ fn cp_async_arrive(arrive: &str) -> Result<Vec<f32>, EmuError> {
     let mut g = GlobalMemory::new();
     let pin = g.alloc("in", input.iter().flat_map(|x| x.to_le_bytes()).collect());
     let pout = g.alloc("out", vec![0u8; 128]);
-    let params = emu.param_buffer("cparrive", &[pin.to_le_bytes().to_vec(), pout.to_le_bytes().to_vec()])?;
-    emu.launch("cparrive", &LaunchConfig::new([1, 1, 1], [64, 1, 1]), &params, &mut g)?;
-    let out: Vec<f32> = g.get(pout).unwrap().data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let params = emu.param_buffer(
+        "cparrive",
+        &[pin.to_le_bytes().to_vec(), pout.to_le_bytes().to_vec()],
+    )?;
+    emu.launch(
+        "cparrive",
+        &LaunchConfig::new([1, 1, 1], [64, 1, 1]),
+        &params,
+        &mut g,
+    )?;
+    let out: Vec<f32> = g
+        .get(pout)
+        .unwrap()
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     assert_eq!(out, input);
     Ok(out)
 }
@@ -592,21 +810,68 @@ fn tma_fed_swizzled_wgmma_k_loop_computes_a_matrix_product() {
     let seed = rand::random::<u64>();
     eprintln!("seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let a: Vec<bf16> = (0..64 * 64).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
-    let bt: Vec<bf16> = (0..16 * 64).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
+    let a: Vec<bf16> = (0..64 * 64)
+        .map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0)))
+        .collect();
+    let bt: Vec<bf16> = (0..16 * 64)
+        .map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0)))
+        .collect();
     let emu = Emulator::new(TMA_WGMMA).unwrap();
-    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let bytes = |v: &[bf16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
     let mut g = GlobalMemory::new();
-    let (pa, pb, pd) = (g.alloc("a", bytes(&a)), g.alloc("bt", bytes(&bt)), g.alloc("d", vec![0u8; 64 * 16 * 4]));
-    let map = |base, rows| TensorMap::new(2, base, vec![64, rows], vec![128], vec![64, rows as u32], Swizzle::B128, OobFill::Zero).unwrap().encode().to_vec();
-    let params = emu.param_buffer("gemm", &[map(pa, 64), map(pb, 16), pd.to_le_bytes().to_vec()]).unwrap();
-    emu.launch("gemm", &LaunchConfig::new([1, 1, 1], [128, 1, 1]), &params, &mut g).unwrap();
-    let d: Vec<f32> = g.get(pd).unwrap().data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let (pa, pb, pd) = (
+        g.alloc("a", bytes(&a)),
+        g.alloc("bt", bytes(&bt)),
+        g.alloc("d", vec![0u8; 64 * 16 * 4]),
+    );
+    let map = |base, rows| {
+        TensorMap::new(
+            2,
+            base,
+            vec![64, rows],
+            vec![128],
+            vec![64, rows as u32],
+            Swizzle::B128,
+            OobFill::Zero,
+        )
+        .unwrap()
+        .encode()
+        .to_vec()
+    };
+    let params = emu
+        .param_buffer(
+            "gemm",
+            &[map(pa, 64), map(pb, 16), pd.to_le_bytes().to_vec()],
+        )
+        .unwrap();
+    emu.launch(
+        "gemm",
+        &LaunchConfig::new([1, 1, 1], [128, 1, 1]),
+        &params,
+        &mut g,
+    )
+    .unwrap();
+    let d: Vec<f32> = g
+        .get(pd)
+        .unwrap()
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     for m in 0..64 {
         for n in 0..16 {
-            let want: f64 = (0..64).map(|k| a[m * 64 + k].to_f64() * bt[n * 64 + k].to_f64()).sum();
+            let want: f64 = (0..64)
+                .map(|k| a[m * 64 + k].to_f64() * bt[n * 64 + k].to_f64())
+                .sum();
             let got = f64::from(d[m * 16 + n]);
-            assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "seed {seed}: D[{m}][{n}] = {got}, expected {want}");
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "seed {seed}: D[{m}][{n}] = {got}, expected {want}"
+            );
         }
     }
 }
@@ -698,29 +963,59 @@ fn fp8_wgmma_accumulation_is_exact_by_default_and_loses_bits_under_the_narrow_ad
     let run = |accumulation| {
         let emu = Emulator::new(FP8).unwrap();
         let mut g = GlobalMemory::new();
-        let (pa, pb, pd) = (g.alloc("a", a.clone()), g.alloc("bt", bt.clone()), g.alloc("d", vec![0u8; 64 * 8 * 4]));
-        let params = emu.param_buffer("fp8", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()]).unwrap();
+        let (pa, pb, pd) = (
+            g.alloc("a", a.clone()),
+            g.alloc("bt", bt.clone()),
+            g.alloc("d", vec![0u8; 64 * 8 * 4]),
+        );
+        let params = emu
+            .param_buffer(
+                "fp8",
+                &[
+                    pa.to_le_bytes().to_vec(),
+                    pb.to_le_bytes().to_vec(),
+                    pd.to_le_bytes().to_vec(),
+                ],
+            )
+            .unwrap();
         let mut cfg = LaunchConfig::new([1, 1, 1], [128, 1, 1]);
         cfg.fp8_accumulation = accumulation;
         emu.launch("fp8", &cfg, &params, &mut g).unwrap();
-        g.get(pd).unwrap().data.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect::<Vec<f64>>()
+        g.get(pd)
+            .unwrap()
+            .data
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect::<Vec<f64>>()
     };
     let exact = run(Accumulation::Exact);
     let narrow = run(Accumulation::AlignedTruncation { kept_bits: 14 });
     let mut worst_narrow = 0.0f64;
     for m in 0..64 {
         for n in 0..8 {
-            let want = 64.0 * (0..32).map(|k| value(a[m * 32 + k]) * value(bt[n * 32 + k])).sum::<f64>();
+            let want = 64.0
+                * (0..32)
+                    .map(|k| value(a[m * 32 + k]) * value(bt[n * 32 + k]))
+                    .sum::<f64>();
             let (e, t) = (exact[m * 8 + n], narrow[m * 8 + n]);
-            assert!((e - want).abs() <= 1e-6 * want, "exact D[{m}][{n}] = {e}, expected {want}");
+            assert!(
+                (e - want).abs() <= 1e-6 * want,
+                "exact D[{m}][{n}] = {e}, expected {want}"
+            );
             // Truncation only ever drops magnitude, by at most one quantum (2^(e_max - 13)) per
             // addend: 33 addends in each of 64 steps.
             assert!(t <= e, "narrow D[{m}][{n}] = {t} above exact {e}");
-            assert!(e - t <= 64.0 * 33.0 * 2f64.powi(want.log2().floor() as i32 - 13), "narrow D[{m}][{n}] = {t}, exact {e}");
+            assert!(
+                e - t <= 64.0 * 33.0 * 2f64.powi(want.log2().floor() as i32 - 13),
+                "narrow D[{m}][{n}] = {t}, exact {e}"
+            );
             worst_narrow = worst_narrow.max((e - t) / want);
         }
     }
-    assert!(worst_narrow > 1e-4, "the 14-bit adder must lose visibly over 64 steps (worst relative loss {worst_narrow})");
+    assert!(
+        worst_narrow > 1e-4,
+        "the 14-bit adder must lose visibly over 64 steps (worst relative loss {worst_narrow})"
+    );
 }
 
 /// wgmma with A from registers: A (64×16 bf16) is stored row-major in shared memory and each
@@ -804,20 +1099,58 @@ fn wgmma_with_a_from_ldmatrix_registers_computes_a_matrix_product() {
     let seed = rand::random::<u64>();
     eprintln!("seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let a: Vec<bf16> = (0..64 * 16).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
-    let bt: Vec<bf16> = (0..8 * 16).map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0))).collect();
+    let a: Vec<bf16> = (0..64 * 16)
+        .map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0)))
+        .collect();
+    let bt: Vec<bf16> = (0..8 * 16)
+        .map(|_| bf16::from_f32(rng.gen_range(-2.0..2.0)))
+        .collect();
     let emu = Emulator::new(WGMMA_RS).unwrap();
-    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let bytes = |v: &[bf16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
     let mut g = GlobalMemory::new();
-    let (pa, pb, pd) = (g.alloc("a", bytes(&a)), g.alloc("bt", bytes(&bt)), g.alloc("d", vec![0u8; 64 * 8 * 4]));
-    let params = emu.param_buffer("wgrs", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()]).unwrap();
-    emu.launch("wgrs", &LaunchConfig::new([1, 1, 1], [128, 1, 1]), &params, &mut g).unwrap();
-    let d: Vec<f32> = g.get(pd).unwrap().data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let (pa, pb, pd) = (
+        g.alloc("a", bytes(&a)),
+        g.alloc("bt", bytes(&bt)),
+        g.alloc("d", vec![0u8; 64 * 8 * 4]),
+    );
+    let params = emu
+        .param_buffer(
+            "wgrs",
+            &[
+                pa.to_le_bytes().to_vec(),
+                pb.to_le_bytes().to_vec(),
+                pd.to_le_bytes().to_vec(),
+            ],
+        )
+        .unwrap();
+    emu.launch(
+        "wgrs",
+        &LaunchConfig::new([1, 1, 1], [128, 1, 1]),
+        &params,
+        &mut g,
+    )
+    .unwrap();
+    let d: Vec<f32> = g
+        .get(pd)
+        .unwrap()
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     for m in 0..64 {
         for n in 0..8 {
-            let want: f64 = (0..16).map(|k| a[m * 16 + k].to_f64() * bt[n * 16 + k].to_f64()).sum();
+            let want: f64 = (0..16)
+                .map(|k| a[m * 16 + k].to_f64() * bt[n * 16 + k].to_f64())
+                .sum();
             let got = f64::from(d[m * 8 + n]);
-            assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "seed {seed}: D[{m}][{n}] = {got}, expected {want}");
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "seed {seed}: D[{m}][{n}] = {got}, expected {want}"
+            );
         }
     }
 }
@@ -828,16 +1161,47 @@ fn overwriting_a_wgmma_shared_operand_before_its_wait_is_reported() {
     let (a, bt) = wgmma_inputs(&mut rng);
     let ptx = WGMMA
         .replace("FENCE", "fence.proxy.async.shared::cta;")
-        .replace("WAIT", "st.shared.u32 [%r9], %r1;\n    wgmma.wait_group.sync.aligned 0;");
+        .replace(
+            "WAIT",
+            "st.shared.u32 [%r9], %r1;\n    wgmma.wait_group.sync.aligned 0;",
+        );
     let emu = Emulator::new(&ptx).unwrap();
     let mut g = GlobalMemory::new();
-    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
-    let (pa, pb, pd) = (g.alloc("a", bytes(&a)), g.alloc("bt", bytes(&bt)), g.alloc("d", vec![0u8; 4096]));
-    let params = emu.param_buffer("wg", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()]).unwrap();
-    let err = emu.launch("wg", &LaunchConfig::new([1, 1, 1], [128, 1, 1]), &params, &mut g).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    let bytes = |v: &[bf16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let (pa, pb, pd) = (
+        g.alloc("a", bytes(&a)),
+        g.alloc("bt", bytes(&bt)),
+        g.alloc("d", vec![0u8; 4096]),
+    );
+    let params = emu
+        .param_buffer(
+            "wg",
+            &[
+                pa.to_le_bytes().to_vec(),
+                pb.to_le_bytes().to_vec(),
+                pd.to_le_bytes().to_vec(),
+            ],
+        )
+        .unwrap();
+    let err = emu
+        .launch(
+            "wg",
+            &LaunchConfig::new([1, 1, 1], [128, 1, 1]),
+            &params,
+            &mut g,
+        )
+        .unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
     assert!(
-        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("st.shared") && f.message.contains("still reading")),
+        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard
+            && f.opcode.starts_with("st.shared")
+            && f.message.contains("still reading")),
         "{err}"
     );
 }
@@ -849,16 +1213,51 @@ fn warps_of_a_warpgroup_issuing_different_wgmma_instructions_are_reported() {
     let mma = "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, %rd8, %rd9, %p2, 1, 1, 0, 0;";
     // Warp 0 takes one copy of the instruction, warps 1..3 another: same shape, different lines.
     let divergent = format!("shr.u32 %r39, %r1, 5;\n    setp.eq.u32 %p3, %r39, 0;\n    @%p3 bra ALT;\n    {mma}\n    bra.uni JOIN;\nALT:\n    {mma}\nJOIN:");
-    let ptx = WGMMA.replace("FENCE", "fence.proxy.async.shared::cta;").replace("WAIT", "wgmma.wait_group.sync.aligned 0;").replace(mma, &divergent);
+    let ptx = WGMMA
+        .replace("FENCE", "fence.proxy.async.shared::cta;")
+        .replace("WAIT", "wgmma.wait_group.sync.aligned 0;")
+        .replace(mma, &divergent);
     assert!(ptx.contains("ALT:"));
     let emu = Emulator::new(&ptx).unwrap();
     let mut g = GlobalMemory::new();
-    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
-    let (pa, pb, pd) = (g.alloc("a", bytes(&a)), g.alloc("bt", bytes(&bt)), g.alloc("d", vec![0u8; 4096]));
-    let params = emu.param_buffer("wg", &[pa.to_le_bytes().to_vec(), pb.to_le_bytes().to_vec(), pd.to_le_bytes().to_vec()]).unwrap();
-    let err = emu.launch("wg", &LaunchConfig::new([1, 1, 1], [128, 1, 1]), &params, &mut g).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
-    assert!(findings.iter().any(|f| f.kind == FindingKind::Other && f.message.contains(".aligned over the warpgroup")), "{err}");
+    let bytes = |v: &[bf16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let (pa, pb, pd) = (
+        g.alloc("a", bytes(&a)),
+        g.alloc("bt", bytes(&bt)),
+        g.alloc("d", vec![0u8; 4096]),
+    );
+    let params = emu
+        .param_buffer(
+            "wg",
+            &[
+                pa.to_le_bytes().to_vec(),
+                pb.to_le_bytes().to_vec(),
+                pd.to_le_bytes().to_vec(),
+            ],
+        )
+        .unwrap();
+    let err = emu
+        .launch(
+            "wg",
+            &LaunchConfig::new([1, 1, 1], [128, 1, 1]),
+            &params,
+            &mut g,
+        )
+        .unwrap_err();
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Other
+                && f.message.contains(".aligned over the warpgroup")),
+        "{err}"
+    );
 }
 
 /// A warp-specialized Hopper GEMM mainloop: warp 4 (lane 0) produces k-blocks of A (64×64) and
@@ -1008,16 +1407,55 @@ fn pipeline(release: &str, seed: u64) -> Result<PipelineRun, EmuError> {
     use tilekit_emu::asynchrony::{OobFill, TensorMap};
     use tilekit_emu::tensor_core::smem_matrix::Swizzle;
     let mut rng = StdRng::seed_from_u64(seed);
-    let a: Vec<bf16> = (0..64 * 256).map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0))).collect();
-    let bt: Vec<bf16> = (0..16 * 256).map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+    let a: Vec<bf16> = (0..64 * 256)
+        .map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0)))
+        .collect();
+    let bt: Vec<bf16> = (0..16 * 256)
+        .map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0)))
+        .collect();
     let emu = Emulator::new(&PIPELINE.replace("RELEASE", release))?;
-    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let bytes = |v: &[bf16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
     let mut g = GlobalMemory::new();
-    let (pa, pb, pd) = (g.alloc("a", bytes(&a)), g.alloc("bt", bytes(&bt)), g.alloc("d", vec![0u8; 64 * 16 * 4]));
-    let map = |base, rows: u64| TensorMap::new(2, base, vec![256, rows], vec![512], vec![64, rows as u32], Swizzle::B128, OobFill::Zero).unwrap().encode().to_vec();
-    let params = emu.param_buffer("pipe", &[map(pa, 64), map(pb, 16), pd.to_le_bytes().to_vec()])?;
-    emu.launch("pipe", &LaunchConfig::new([1, 1, 1], [160, 1, 1]), &params, &mut g)?;
-    let d = g.get(pd).unwrap().data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let (pa, pb, pd) = (
+        g.alloc("a", bytes(&a)),
+        g.alloc("bt", bytes(&bt)),
+        g.alloc("d", vec![0u8; 64 * 16 * 4]),
+    );
+    let map = |base, rows: u64| {
+        TensorMap::new(
+            2,
+            base,
+            vec![256, rows],
+            vec![512],
+            vec![64, rows as u32],
+            Swizzle::B128,
+            OobFill::Zero,
+        )
+        .unwrap()
+        .encode()
+        .to_vec()
+    };
+    let params = emu.param_buffer(
+        "pipe",
+        &[map(pa, 64), map(pb, 16), pd.to_le_bytes().to_vec()],
+    )?;
+    emu.launch(
+        "pipe",
+        &LaunchConfig::new([1, 1, 1], [160, 1, 1]),
+        &params,
+        &mut g,
+    )?;
+    let d = g
+        .get(pd)
+        .unwrap()
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok((a, bt, d))
 }
 
@@ -1028,9 +1466,14 @@ fn warp_specialized_tma_wgmma_pipeline_computes_a_matrix_product() {
     let (a, bt, d) = pipeline(RELEASE_AFTER_WAIT, seed).unwrap();
     for m in 0..64 {
         for n in 0..16 {
-            let want: f64 = (0..256).map(|k| a[m * 256 + k].to_f64() * bt[n * 256 + k].to_f64()).sum();
+            let want: f64 = (0..256)
+                .map(|k| a[m * 256 + k].to_f64() * bt[n * 256 + k].to_f64())
+                .sum();
             let got = f64::from(d[m * 16 + n]);
-            assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "seed {seed}: D[{m}][{n}] = {got}, expected {want}");
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "seed {seed}: D[{m}][{n}] = {got}, expected {want}"
+            );
         }
     }
 }
@@ -1038,9 +1481,13 @@ fn warp_specialized_tma_wgmma_pipeline_computes_a_matrix_product() {
 #[test]
 fn releasing_a_slot_before_wgmma_wait_group_races_with_its_refill() {
     let err = pipeline(RELEASE_BEFORE_WAIT, 4).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
     assert!(
-        findings.iter().any(|f| f.kind == FindingKind::Race && f.message.contains("cp.async.bulk.tensor") && f.message.contains("lands on")),
+        findings.iter().any(|f| f.kind == FindingKind::Race
+            && f.message.contains("cp.async.bulk.tensor")
+            && f.message.contains("lands on")),
         "{err}"
     );
 }
@@ -1052,23 +1499,67 @@ const WS_GEMM: &str = include_str!("ptx/ws_gemm.sm_90a.ptx");
 
 fn ws_gemm(ptx: &str, m: u32, n: u32, k: u32, seed: u64) -> Result<(), EmuError> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let a: Vec<bf16> = (0..m * k).map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0))).collect();
-    let b: Vec<bf16> = (0..k * n).map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+    let a: Vec<bf16> = (0..m * k)
+        .map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0)))
+        .collect();
+    let b: Vec<bf16> = (0..k * n)
+        .map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0)))
+        .collect();
     let emu = Emulator::new(ptx)?;
-    let bytes = |v: &[bf16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let bytes = |v: &[bf16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
     let mut g = GlobalMemory::new();
-    let (pa, pb, pc) = (g.alloc("a", bytes(&a)), g.alloc("b", bytes(&b)), g.alloc("c", vec![0xffu8; (m * n * 4) as usize]));
+    let (pa, pb, pc) = (
+        g.alloc("a", bytes(&a)),
+        g.alloc("b", bytes(&b)),
+        g.alloc("c", vec![0xffu8; (m * n * 4) as usize]),
+    );
     let u = |x: u32| x.to_le_bytes().to_vec();
     // Each global view is its base address, its sizes and its strides (in elements).
-    let args = [pa.to_le_bytes().to_vec(), u(m), u(k), u(k), u(1), pb.to_le_bytes().to_vec(), u(k), u(n), u(n), u(1), pc.to_le_bytes().to_vec(), u(m), u(n), u(n), u(1)];
+    let args = [
+        pa.to_le_bytes().to_vec(),
+        u(m),
+        u(k),
+        u(k),
+        u(1),
+        pb.to_le_bytes().to_vec(),
+        u(k),
+        u(n),
+        u(n),
+        u(1),
+        pc.to_le_bytes().to_vec(),
+        u(m),
+        u(n),
+        u(n),
+        u(1),
+    ];
     let params = emu.param_buffer("ws_gemm", &args)?;
-    emu.launch("ws_gemm", &LaunchConfig::new([n.div_ceil(64), m.div_ceil(64), 1], [96, 1, 1]), &params, &mut g)?;
-    let c: Vec<f32> = g.get(pc).unwrap().data.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect();
+    emu.launch(
+        "ws_gemm",
+        &LaunchConfig::new([n.div_ceil(64), m.div_ceil(64), 1], [96, 1, 1]),
+        &params,
+        &mut g,
+    )?;
+    let c: Vec<f32> = g
+        .get(pc)
+        .unwrap()
+        .data
+        .chunks_exact(4)
+        .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+        .collect();
     for i in 0..m as usize {
         for j in 0..n as usize {
-            let want: f64 = (0..k as usize).map(|kk| a[i * k as usize + kk].to_f64() * b[kk * n as usize + j].to_f64()).sum();
+            let want: f64 = (0..k as usize)
+                .map(|kk| a[i * k as usize + kk].to_f64() * b[kk * n as usize + j].to_f64())
+                .sum();
             let got = f64::from(c[i * n as usize + j]);
-            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "seed {seed} {m}×{n}×{k}: C[{i}][{j}] = {got}, expected {want}");
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "seed {seed} {m}×{n}×{k}: C[{i}][{j}] = {got}, expected {want}"
+            );
         }
     }
     Ok(())
@@ -1088,9 +1579,14 @@ fn compiled_gemm_producer_starting_its_empty_waits_on_the_wrong_phase_deadlocks(
     // The producer's empty-slot parity is computed as bit 1 of NOT(k-step); dropping the NOT makes
     // its first waits target phase 0 of never-arrived barriers.
     let wrong = WS_GEMM.replacen("\tnot.b32 \t%r449, %r624;", "\tmov.b32 \t%r449, %r624;", 1);
-    assert_ne!(wrong, WS_GEMM, "the fixture's producer parity computation moved");
+    assert_ne!(
+        wrong, WS_GEMM,
+        "the fixture's producer parity computation moved"
+    );
     let err = ws_gemm(&wrong, 64, 64, 64, 1).unwrap_err();
-    let EmuError::Deadlock { waits, .. } = &err else { panic!("expected a deadlock, got {err}") };
+    let EmuError::Deadlock { waits, .. } = &err else {
+        panic!("expected a deadlock, got {err}")
+    };
     assert!(waits.contains("mbarrier.try_wait.parity"), "{waits}");
 }
 
@@ -1146,12 +1642,37 @@ const STMATRIX: &str = r#"
 "#;
 
 fn stmatrix(fence: bool) -> Result<(Vec<u16>, Vec<u16>), EmuError> {
-    let emu = Emulator::new(&STMATRIX.replace("FENCE", if fence { "fence.proxy.async.shared::cta;" } else { "" }))?;
+    let emu = Emulator::new(&STMATRIX.replace(
+        "FENCE",
+        if fence {
+            "fence.proxy.async.shared::cta;"
+        } else {
+            ""
+        },
+    ))?;
     let mut g = GlobalMemory::new();
-    let (p1, p2) = (g.alloc("out", vec![0u8; 512]), g.alloc("out2", vec![0u8; 512]));
-    let params = emu.param_buffer("stm", &[p1.to_le_bytes().to_vec(), p2.to_le_bytes().to_vec()])?;
-    emu.launch("stm", &LaunchConfig::new([1, 1, 1], [32, 1, 1]), &params, &mut g)?;
-    let halves = |p| g.get(p).unwrap().data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<u16>>();
+    let (p1, p2) = (
+        g.alloc("out", vec![0u8; 512]),
+        g.alloc("out2", vec![0u8; 512]),
+    );
+    let params = emu.param_buffer(
+        "stm",
+        &[p1.to_le_bytes().to_vec(), p2.to_le_bytes().to_vec()],
+    )?;
+    emu.launch(
+        "stm",
+        &LaunchConfig::new([1, 1, 1], [32, 1, 1]),
+        &params,
+        &mut g,
+    )?;
+    let halves = |p| {
+        g.get(p)
+            .unwrap()
+            .data
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect::<Vec<u16>>()
+    };
     Ok((halves(p1), halves(p2)))
 }
 
@@ -1164,7 +1685,11 @@ fn stmatrix_trans_places_each_lanes_halves_as_the_isa_says_and_bulk_stores_them(
                 // ISA (stmatrix .trans): lane l's register j holds column l/4, rows 2(l%4) and
                 // 2(l%4)+1 of matrix j; row i of matrix j is at the address lane 8j+i supplied.
                 let (row, col) = (2 * (lane % 4) + h, lane / 4);
-                assert_eq!(image[(8 * j + row) * 8 + col] as usize, 8 * lane + 2 * j + h, "lane {lane} matrix {j} half {h}");
+                assert_eq!(
+                    image[(8 * j + row) * 8 + col] as usize,
+                    8 * lane + 2 * j + h,
+                    "lane {lane} matrix {j} half {h}"
+                );
             }
         }
     }
@@ -1174,9 +1699,13 @@ fn stmatrix_trans_places_each_lanes_halves_as_the_isa_says_and_bulk_stores_them(
 #[test]
 fn bulk_store_of_stmatrix_output_without_fence_proxy_async_is_reported() {
     let err = stmatrix(false).unwrap_err();
-    let EmuError::Sanitizer { findings, .. } = &err else { panic!("expected findings, got {err}") };
+    let EmuError::Sanitizer { findings, .. } = &err else {
+        panic!("expected findings, got {err}")
+    };
     assert!(
-        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard && f.opcode.starts_with("cp.async.bulk") && f.message.contains("fence.proxy.async")),
+        findings.iter().any(|f| f.kind == FindingKind::AsyncHazard
+            && f.opcode.starts_with("cp.async.bulk")
+            && f.message.contains("fence.proxy.async")),
         "{err}"
     );
 }

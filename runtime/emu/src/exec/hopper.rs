@@ -29,7 +29,10 @@
 use std::collections::HashMap;
 
 use super::{Ctx, Flow, Program, Space};
-use crate::asynchrony::{AsyncOp, Deferred, Groups, Hazard, HazardKind, Mbarrier, OobFill, OpId, SharedTracker, TensorMap, TENSOR_MAP_BYTES};
+use crate::asynchrony::{
+    AsyncOp, Deferred, Groups, Hazard, HazardKind, Mbarrier, OobFill, OpId, SharedTracker,
+    TensorMap, TENSOR_MAP_BYTES,
+};
 use crate::error::EmuResult;
 use crate::machine::{lanes, LaneMask, WARP_SIZE};
 use crate::ptx::{Operand, RegId, Ty};
@@ -132,9 +135,18 @@ impl HopperState {
     /// A generic-proxy access of shared `[off, off+len)` by `warp` (its own vector-clock entry
     /// `clock_own`) at PTX `line` (called by the executor for every `ld`/`st` of shared memory on
     /// sm_90).
-    pub fn generic_access(&mut self, off: usize, len: usize, write: bool, warp: usize, clock_own: u32, line: u32) -> Option<Hazard> {
+    pub fn generic_access(
+        &mut self,
+        off: usize,
+        len: usize,
+        write: bool,
+        warp: usize,
+        clock_own: u32,
+        line: u32,
+    ) -> Option<Hazard> {
         if write {
-            self.tracker.generic_write(off as u32, len as u32, warp, clock_own, line)
+            self.tracker
+                .generic_write(off as u32, len as u32, warp, clock_own, line)
         } else {
             self.tracker.generic_read(off as u32, len as u32)
         }
@@ -193,12 +205,17 @@ fn barrier_offset(ctx: &mut Ctx<'_>, lane: usize, op: &Operand) -> EmuResult<Opt
         ctx.report(
             FindingKind::OutOfBounds,
             Some(lane),
-            format!("mbarrier at {addr:#x} is not 8 bytes inside the block's {} bytes of shared memory", ctx.block.shared.len()),
+            format!(
+                "mbarrier at {addr:#x} is not 8 bytes inside the block's {} bytes of shared memory",
+                ctx.block.shared.len()
+            ),
         );
         return Ok(None);
     }
     if off % 8 != 0 {
-        return Err(ctx.bad(format!("mbarrier at shared offset {off:#x} is not 8-byte aligned")));
+        return Err(ctx.bad(format!(
+            "mbarrier at shared offset {off:#x} is not 8-byte aligned"
+        )));
     }
     Ok(Some(off as u32))
 }
@@ -213,7 +230,9 @@ fn mbarrier(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     match verb {
         "init" => {
             for lane in lanes(exec) {
-                let Some(off) = barrier_offset(ctx, lane, ctx.op(0)?)? else { continue };
+                let Some(off) = barrier_offset(ctx, lane, ctx.op(0)?)? else {
+                    continue;
+                };
                 let count = ctx.read(lane, ctx.op(1)?, Ty::U32)? as i64;
                 let (line, w) = (instr.line, ctx.warp.index);
                 match Mbarrier::new(count, line, w) {
@@ -230,8 +249,17 @@ fn mbarrier(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         }
         "inval" => {
             for lane in lanes(exec) {
-                let Some(off) = barrier_offset(ctx, lane, ctx.op(0)?)? else { continue };
-                if ctx.block.ext.hopper.barriers.remove(&off).is_some_and(|b| !b.deferred.is_empty()) {
+                let Some(off) = barrier_offset(ctx, lane, ctx.op(0)?)? else {
+                    continue;
+                };
+                if ctx
+                    .block
+                    .ext
+                    .hopper
+                    .barriers
+                    .remove(&off)
+                    .is_some_and(|b| !b.deferred.is_empty())
+                {
                     ctx.report(FindingKind::Mbarrier, Some(lane), format!("mbarrier at shared offset {off:#x} invalidated with asynchronous work still signalling it"));
                 }
             }
@@ -239,14 +267,20 @@ fn mbarrier(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         }
         "arrive" | "arrive_drop" | "expect_tx" | "complete_tx" => {
             let expect = instr.has("expect_tx");
-            let (addr_at, state_op) = if verb == "expect_tx" || verb == "complete_tx" { (0, None) } else { (1, Some(ctx.op(0)?)) };
+            let (addr_at, state_op) = if verb == "expect_tx" || verb == "complete_tx" {
+                (0, None)
+            } else {
+                (1, Some(ctx.op(0)?))
+            };
             let clock = ctx.warp.clock.clone();
             // Phases each barrier was in before this instruction: lanes of one warp arriving on a
             // barrier that expects fewer arrivals complete several phases in one instruction,
             // the usual form of "arrivals beyond the count" (a missing elect/lane-0 guard).
             let mut phase_before: HashMap<u32, (u32, usize)> = HashMap::new();
             for lane in lanes(exec) {
-                let Some(off) = barrier_offset(ctx, lane, ctx.op(addr_at)?)? else { continue };
+                let Some(off) = barrier_offset(ctx, lane, ctx.op(addr_at)?)? else {
+                    continue;
+                };
                 if let Some(b) = ctx.block.ext.hopper.barriers.get(&off) {
                     phase_before.entry(off).or_insert((b.phase, lane));
                 }
@@ -255,7 +289,14 @@ fn mbarrier(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                     None => 1,
                 };
                 let Some(b) = ctx.block.ext.hopper.barriers.get_mut(&off) else {
-                    ctx.report(FindingKind::Mbarrier, Some(lane), format!("`{}` on shared offset {off:#x}, which no mbarrier.init initialized", instr.opcode));
+                    ctx.report(
+                        FindingKind::Mbarrier,
+                        Some(lane),
+                        format!(
+                            "`{}` on shared offset {off:#x}, which no mbarrier.init initialized",
+                            instr.opcode
+                        ),
+                    );
                     continue;
                 };
                 let result = match verb {
@@ -282,12 +323,22 @@ fn mbarrier(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                 .iter()
                 .filter_map(|(off, (before, lane))| {
                     let b = ctx.block.ext.hopper.barriers.get(off)?;
-                    (b.phase.wrapping_sub(*before) > 1).then_some((*off, b.phase.wrapping_sub(*before), *lane))
+                    (b.phase.wrapping_sub(*before) > 1).then_some((
+                        *off,
+                        b.phase.wrapping_sub(*before),
+                        *lane,
+                    ))
                 })
                 .collect();
             over.sort_unstable();
             for (off, phases, lane) in over {
-                let init = ctx.block.ext.hopper.barriers.get(&off).map_or(0, |b| b.init_line);
+                let init = ctx
+                    .block
+                    .ext
+                    .hopper
+                    .barriers
+                    .get(&off)
+                    .map_or(0, |b| b.init_line);
                 ctx.report(
                     FindingKind::Mbarrier,
                     Some(lane),
@@ -309,9 +360,22 @@ fn mbarrier(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                     continue;
                 };
                 let arg = ctx.read(lane, ctx.op(2)?, Ty::B64)?;
-                let check = |b: &Mbarrier| if parity { b.parity_complete(arg) } else { b.token_complete(arg) };
+                let check = |b: &Mbarrier| {
+                    if parity {
+                        b.parity_complete(arg)
+                    } else {
+                        b.token_complete(arg)
+                    }
+                };
                 let Some(b) = ctx.block.ext.hopper.barriers.get(&off) else {
-                    ctx.report(FindingKind::Mbarrier, Some(lane), format!("`{}` on shared offset {off:#x}, which no mbarrier.init initialized", instr.opcode));
+                    ctx.report(
+                        FindingKind::Mbarrier,
+                        Some(lane),
+                        format!(
+                            "`{}` on shared offset {off:#x}, which no mbarrier.init initialized",
+                            instr.opcode
+                        ),
+                    );
                     done.push((lane, true, None));
                     continue;
                 };
@@ -350,12 +414,20 @@ fn mbarrier(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
 /// Lands the asynchronous work deferred on the barrier at `off` (TMA loads: bytes, then
 /// `complete_tx`), attributing each write to the warp that issued it, at its issue clock.
 fn deliver(ctx: &mut Ctx<'_>, off: u32) -> EmuResult<()> {
-    let Some(b) = ctx.block.ext.hopper.barriers.get_mut(&off) else { return Ok(()) };
+    let Some(b) = ctx.block.ext.hopper.barriers.get_mut(&off) else {
+        return Ok(());
+    };
     let work = std::mem::take(&mut b.deferred);
     ctx.block.stores += work.len() as u64;
     for item in work {
         match item {
-            Deferred::TxLoad { op, shared, bytes, warp, clock } => {
+            Deferred::TxLoad {
+                op,
+                shared,
+                bytes,
+                warp,
+                clock,
+            } => {
                 let (o, len) = (shared as usize, bytes.len());
                 if o + len <= ctx.block.shared.len() {
                     ctx.block.shared[o..o + len].copy_from_slice(&bytes);
@@ -372,7 +444,11 @@ fn deliver(ctx: &mut Ctx<'_>, off: u32) -> EmuResult<()> {
                         }
                     }
                 }
-                ctx.block.ext.hopper.tracker.end_async_write(op, shared, len as u32);
+                ctx.block
+                    .ext
+                    .hopper
+                    .tracker
+                    .end_async_write(op, shared, len as u32);
                 if let Some(b) = ctx.block.ext.hopper.barriers.get_mut(&off) {
                     b.complete_tx(len as i64, &clock);
                 }
@@ -392,9 +468,18 @@ pub fn cp_async_arrive(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     ctx.block.stores += u64::from(exec != 0);
     let clock = ctx.warp.clock.clone();
     for lane in lanes(exec) {
-        let Some(off) = barrier_offset(ctx, lane, ctx.op(0)?)? else { continue };
+        let Some(off) = barrier_offset(ctx, lane, ctx.op(0)?)? else {
+            continue;
+        };
         let Some(b) = ctx.block.ext.hopper.barriers.get_mut(&off) else {
-            ctx.report(FindingKind::Mbarrier, Some(lane), format!("`{}` on shared offset {off:#x}, which no mbarrier.init initialized", ctx.instr.opcode));
+            ctx.report(
+                FindingKind::Mbarrier,
+                Some(lane),
+                format!(
+                    "`{}` on shared offset {off:#x}, which no mbarrier.init initialized",
+                    ctx.instr.opcode
+                ),
+            );
             continue;
         };
         if noinc {
@@ -433,7 +518,11 @@ fn shared_offset(ctx: &mut Ctx<'_>, lane: usize, op: &Operand, len: u64) -> EmuR
 }
 
 /// The emulator tensor map a `[tensorMap, {coords}]` operand names, and its coordinates.
-fn tensor_operand(ctx: &mut Ctx<'_>, lane: usize, op: &Operand) -> EmuResult<(TensorMap, Vec<i64>)> {
+fn tensor_operand(
+    ctx: &mut Ctx<'_>,
+    lane: usize,
+    op: &Operand,
+) -> EmuResult<(TensorMap, Vec<i64>)> {
     let Operand::Vec(items) = op else {
         return Err(ctx.bad("expected a tensor operand [tensorMap, {c0, ...}]"));
     };
@@ -449,7 +538,11 @@ fn tensor_operand(ctx: &mut Ctx<'_>, lane: usize, op: &Operand) -> EmuResult<(Te
         c.push(ctx.read(lane, op, Ty::S32)? as u32 as i32 as i64);
     }
     if c.len() != map.rank() {
-        return Err(ctx.bad(format!("{} coordinates for a tensor map of rank {}", c.len(), map.rank())));
+        return Err(ctx.bad(format!(
+            "{} coordinates for a tensor map of rank {}",
+            c.len(),
+            map.rank()
+        )));
     }
     Ok((map, c))
 }
@@ -489,7 +582,11 @@ fn bulk(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     ctx.block.stores += u64::from(exec != 0);
     // Only the tile mode within one CTA is modelled: im2col boxes and multicast to a cluster are
     // unknown instructions, never silently wrong ones.
-    if instr.mods.iter().any(|m| m.starts_with("im2col") || m.starts_with("multicast")) {
+    if instr
+        .mods
+        .iter()
+        .any(|m| m.starts_with("im2col") || m.starts_with("multicast"))
+    {
         return Err(ctx.unknown());
     }
     for lane in lanes(exec) {
@@ -506,21 +603,35 @@ fn bulk(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
 /// memory now (so out-of-bounds reads are reported here), lands at the latest point.
 fn bulk_load(ctx: &mut Ctx<'_>, lane: usize, tensor: bool) -> EmuResult<()> {
     let instr = ctx.instr;
-    if !instr.mods.iter().any(|m| m.starts_with("mbarrier::complete_tx")) {
+    if !instr
+        .mods
+        .iter()
+        .any(|m| m.starts_with("mbarrier::complete_tx"))
+    {
         return Err(ctx.unknown());
     }
     let (bytes, mbar_op) = if tensor {
         let (map, coords) = tensor_operand(ctx, lane, ctx.op(1)?)?;
         let (_, dst_addr) = ctx.address(lane, ctx.op(0)?)?;
         if dst_addr % 128 != 0 {
-            return Err(ctx.bad(format!("TMA destination {dst_addr:#x} is not 128-byte aligned")));
+            return Err(ctx.bad(format!(
+                "TMA destination {dst_addr:#x} is not 128-byte aligned"
+            )));
         }
         // Offsets depend on the absolute shared address (the swizzle), so resolve it first.
-        let Some(dst) = shared_offset(ctx, lane, ctx.op(0)?, map.box_bytes())? else { return Ok(()) };
+        let Some(dst) = shared_offset(ctx, lane, ctx.op(0)?, map.box_bytes())? else {
+            return Ok(());
+        };
         let eb = map.element_bytes as usize;
-        let fill = if map.oob_fill == OobFill::Nan { 0xff } else { 0 };
+        let fill = if map.oob_fill == OobFill::Nan {
+            0xff
+        } else {
+            0
+        };
         let mut bytes = vec![fill; map.box_bytes() as usize];
-        let elements = map.box_elements(&coords, dst).map_err(|e| ctx.bad(e.to_string()))?;
+        let elements = map
+            .box_elements(&coords, dst)
+            .map_err(|e| ctx.bad(e.to_string()))?;
         for (global, off) in elements {
             let off = off as usize;
             if off + eb > bytes.len() {
@@ -542,13 +653,21 @@ fn bulk_load(ctx: &mut Ctx<'_>, lane: usize, tensor: bool) -> EmuResult<()> {
         ctx.load(lane, sym_space.unwrap_or(Space::Global), src, &mut bytes)?;
         (bytes, ctx.op(3)?)
     };
-    let Some(dst) = shared_offset(ctx, lane, ctx.op(0)?, bytes.len() as u64)? else { return Ok(()) };
-    let Some(bar) = barrier_offset(ctx, lane, mbar_op)? else { return Ok(()) };
+    let Some(dst) = shared_offset(ctx, lane, ctx.op(0)?, bytes.len() as u64)? else {
+        return Ok(());
+    };
+    let Some(bar) = barrier_offset(ctx, lane, mbar_op)? else {
+        return Ok(());
+    };
     let thread = ctx.thread(lane);
     let w = ctx.warp.index;
     let clock = ctx.warp.clock.clone();
     let st = &mut ctx.block.ext.hopper;
-    let op = st.tracker.op(AsyncOp { opcode: instr.opcode.clone(), line: instr.line, thread });
+    let op = st.tracker.op(AsyncOp {
+        opcode: instr.opcode.clone(),
+        line: instr.line,
+        thread,
+    });
     if let Some(h) = st.tracker.begin_async_write(op, dst, bytes.len() as u32) {
         ctx.report(kind(&h), Some(lane), h.message);
     }
@@ -559,7 +678,13 @@ fn bulk_load(ctx: &mut Ctx<'_>, lane: usize, tensor: bool) -> EmuResult<()> {
     };
     let unfenced = !b.init_fenced;
     let init_line = b.init_line;
-    b.deferred.push(Deferred::TxLoad { op, shared: dst, bytes, warp: w, clock });
+    b.deferred.push(Deferred::TxLoad {
+        op,
+        shared: dst,
+        bytes,
+        warp: w,
+        clock,
+    });
     if unfenced {
         ctx.report(
             FindingKind::AsyncHazard,
@@ -583,8 +708,12 @@ fn bulk_store(ctx: &mut Ctx<'_>, lane: usize, tensor: bool) -> EmuResult<()> {
         if src_addr % 128 != 0 {
             return Err(ctx.bad(format!("TMA source {src_addr:#x} is not 128-byte aligned")));
         }
-        let Some(src) = shared_offset(ctx, lane, ctx.op(1)?, map.box_bytes())? else { return Ok(()) };
-        let elements = map.box_elements(&coords, src).map_err(|e| ctx.bad(e.to_string()))?;
+        let Some(src) = shared_offset(ctx, lane, ctx.op(1)?, map.box_bytes())? else {
+            return Ok(());
+        };
+        let elements = map
+            .box_elements(&coords, src)
+            .map_err(|e| ctx.bad(e.to_string()))?;
         (elements, map.element_bytes, map.box_bytes() as u32)
     } else {
         let size = ctx.read(lane, ctx.op(2)?, Ty::U32)? as u32;
@@ -595,11 +724,23 @@ fn bulk_store(ctx: &mut Ctx<'_>, lane: usize, tensor: bool) -> EmuResult<()> {
         let (_, dst) = ctx.resolve(sym_space.unwrap_or(Space::Global), dst);
         (vec![(Some(dst), 0)], size, size)
     };
-    let Some(src) = shared_offset(ctx, lane, ctx.op(1)?, u64::from(total))? else { return Ok(()) };
+    let Some(src) = shared_offset(ctx, lane, ctx.op(1)?, u64::from(total))? else {
+        return Ok(());
+    };
     let thread = ctx.thread(lane);
     let w = ctx.warp.index;
-    let op = ctx.block.ext.hopper.tracker.op(AsyncOp { opcode: instr.opcode.clone(), line: instr.line, thread });
-    if let Some(h) = ctx.block.ext.hopper.tracker.begin_async_read(op, src, total) {
+    let op = ctx.block.ext.hopper.tracker.op(AsyncOp {
+        opcode: instr.opcode.clone(),
+        line: instr.line,
+        thread,
+    });
+    if let Some(h) = ctx
+        .block
+        .ext
+        .hopper
+        .tracker
+        .begin_async_read(op, src, total)
+    {
         ctx.report(kind(&h), Some(lane), h.message);
     }
     if let Some(sh) = ctx.block.shadow.as_mut() {
@@ -608,7 +749,16 @@ fn bulk_store(ctx: &mut Ctx<'_>, lane: usize, tensor: bool) -> EmuResult<()> {
             ctx.report(FindingKind::Race, Some(lane), m);
         }
     }
-    let p = PendingStore { op, line: instr.line, opcode: instr.opcode.clone(), lane, src, total, elements, element_bytes };
+    let p = PendingStore {
+        op,
+        line: instr.line,
+        opcode: instr.opcode.clone(),
+        lane,
+        src,
+        total,
+        elements,
+        element_bytes,
+    };
     ctx.block.ext.hopper.bulk.entry(w).or_default().issue(p);
     Ok(())
 }
@@ -619,10 +769,16 @@ fn complete_store(ctx: &mut Ctx<'_>, p: PendingStore) -> EmuResult<()> {
     for (global, off) in &p.elements {
         let Some(g) = global else { continue };
         let at = p.src as usize + *off as usize;
-        let Some(bytes) = ctx.block.shared.get(at..at + eb).map(<[u8]>::to_vec) else { continue };
+        let Some(bytes) = ctx.block.shared.get(at..at + eb).map(<[u8]>::to_vec) else {
+            continue;
+        };
         ctx.store(p.lane, Space::Global, *g, &bytes)?;
     }
-    ctx.block.ext.hopper.tracker.end_async_read(p.op, p.src, p.total);
+    ctx.block
+        .ext
+        .hopper
+        .tracker
+        .end_async_read(p.op, p.src, p.total);
     Ok(())
 }
 
@@ -642,12 +798,27 @@ fn wgmma(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             Ok(Flow::Next)
         }
         "commit_group" => {
-            ctx.block.ext.hopper.wgmma.entry(w).or_default().groups.commit();
+            ctx.block
+                .ext
+                .hopper
+                .wgmma
+                .entry(w)
+                .or_default()
+                .groups
+                .commit();
             Ok(Flow::Next)
         }
         "wait_group" => {
             let keep = ctx.read(exec.trailing_zeros() as usize, ctx.op(0)?, Ty::U32)? as usize;
-            let done = ctx.block.ext.hopper.wgmma.entry(w).or_default().groups.wait(keep);
+            let done = ctx
+                .block
+                .ext
+                .hopper
+                .wgmma
+                .entry(w)
+                .or_default()
+                .groups
+                .wait(keep);
             for p in done {
                 complete_mma(ctx, w, p)?;
             }
@@ -677,7 +848,9 @@ fn uniform(ctx: &Ctx<'_>, exec: LaneMask, op: &Operand, ty: Ty, what: &str) -> E
     let first = ctx.read(exec.trailing_zeros() as usize, op, ty)?;
     for lane in lanes(exec) {
         if ctx.read(lane, op, ty)? != first {
-            return Err(ctx.bad(format!("{what} differs between lanes (lane {lane}); it must be warp-uniform")));
+            return Err(ctx.bad(format!(
+                "{what} differs between lanes (lane {lane}); it must be warp-uniform"
+            )));
         }
     }
     Ok(first)
@@ -689,7 +862,11 @@ fn mma_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     let spec = WgmmaSpec::parse(&instr.opcode).map_err(|e| ctx.bad(e.to_string()))?;
     let d_regs = reg_list(ctx, ctx.op(0)?, "the accumulator operand d")?;
     if d_regs.len() != spec.d_registers() {
-        return Err(ctx.bad(format!("{} accumulator registers, expected {}", d_regs.len(), spec.d_registers())));
+        return Err(ctx.bad(format!(
+            "{} accumulator registers, expected {}",
+            d_regs.len(),
+            spec.d_registers()
+        )));
     }
     let a_op = ctx.op(1)?;
     let a_regs = match a_op {
@@ -720,7 +897,8 @@ fn mma_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         (2, false) => (None, imm(ctx, 6)?),
         _ => (None, None),
     };
-    let ops = WgmmaOperands::from_immediates(&spec, scale_d, scale_a, scale_b, trans_a, trans_b).map_err(|e| ctx.bad(e.to_string()))?;
+    let ops = WgmmaOperands::from_immediates(&spec, scale_d, scale_a, scale_b, trans_a, trans_b)
+        .map_err(|e| ctx.bad(e.to_string()))?;
     let warp_in_group = w % 4;
     check_warpgroup_order(ctx, w);
 
@@ -733,10 +911,20 @@ fn mma_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
     // The shared operands: bounds, races with other warps, and the async proxy's view.
     let mut reads = Vec::new();
     if let Some(a) = a_desc {
-        reads.extend(spec.a_reads(&ops, a, warp_in_group).map_err(|e| ctx.bad(e.to_string()))?);
+        reads.extend(
+            spec.a_reads(&ops, a, warp_in_group)
+                .map_err(|e| ctx.bad(e.to_string()))?,
+        );
     }
-    reads.extend(spec.b_reads(&ops, b_desc).map_err(|e| ctx.bad(e.to_string()))?);
-    let op = ctx.block.ext.hopper.tracker.op(AsyncOp { opcode: instr.opcode.clone(), line: instr.line, thread: ctx.thread(exec.trailing_zeros() as usize) });
+    reads.extend(
+        spec.b_reads(&ops, b_desc)
+            .map_err(|e| ctx.bad(e.to_string()))?,
+    );
+    let op = ctx.block.ext.hopper.tracker.op(AsyncOp {
+        opcode: instr.opcode.clone(),
+        line: instr.line,
+        thread: ctx.thread(exec.trailing_zeros() as usize),
+    });
     // Element reads merged into byte ranges: the checks below cost per range, not per element.
     reads.sort_unstable();
     let mut ranges: Vec<(u32, u32)> = Vec::with_capacity(reads.len() / 8 + 1);
@@ -797,15 +985,29 @@ fn mma_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             };
         }
     }
-    let accumulation = if spec.a.bytes() == 1 { ctx.prog.fp8_accumulation } else { Accumulation::Exact };
+    let accumulation = if spec.a.bytes() == 1 {
+        ctx.prog.fp8_accumulation
+    } else {
+        Accumulation::Exact
+    };
     let a = match a_desc {
         Some(bits) => WgmmaA::Descriptor(bits),
         None => WgmmaA::Registers(&a_vals),
     };
     let shared = &ctx.block.shared;
-    let mut read = |addr: u32| -> Result<u8, crate::tensor_core::TensorCoreError> { Ok(shared.get(addr as usize).copied().unwrap_or(0)) };
-    spec.execute_warp(&ops, warp_in_group, a, b_desc, &mut d_vals, accumulation, &mut read)
-        .map_err(|e| ctx.bad(e.to_string()))?;
+    let mut read = |addr: u32| -> Result<u8, crate::tensor_core::TensorCoreError> {
+        Ok(shared.get(addr as usize).copied().unwrap_or(0))
+    };
+    spec.execute_warp(
+        &ops,
+        warp_in_group,
+        a,
+        b_desc,
+        &mut d_vals,
+        accumulation,
+        &mut read,
+    )
+    .map_err(|e| ctx.bad(e.to_string()))?;
 
     let state = ctx.block.ext.hopper.wgmma.entry(w).or_default();
     for (k, r) in d_regs.iter().enumerate() {
@@ -815,7 +1017,14 @@ fn mma_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         }
         state.latest.insert(*r, (op, v));
     }
-    state.groups.issue(PendingMma { op, line: instr.line, opcode: instr.opcode.clone(), regs: d_regs.clone(), a_regs: a_snapshot, reads });
+    state.groups.issue(PendingMma {
+        op,
+        line: instr.line,
+        opcode: instr.opcode.clone(),
+        regs: d_regs.clone(),
+        a_regs: a_snapshot,
+        reads,
+    });
     for r in &d_regs {
         for lane in lanes(ctx.warp.live()) {
             ctx.warp.set_reg(lane, *r, u64::from(IN_FLIGHT));
@@ -911,13 +1120,29 @@ fn complete_mma(ctx: &mut Ctx<'_>, w: usize, p: PendingMma) -> EmuResult<()> {
 }
 
 /// Checks at the end of a block: wgmma never waited for, transaction bytes that never arrived.
-pub fn finish_block(prog: &Program<'_>, block: &mut super::BlockMem, findings: &mut Vec<Finding>) -> EmuResult<()> {
+pub fn finish_block(
+    prog: &Program<'_>,
+    block: &mut super::BlockMem,
+    findings: &mut Vec<Finding>,
+) -> EmuResult<()> {
     if !prog.sanitize {
         return Ok(());
     }
-    let push = |findings: &mut Vec<Finding>, kind: FindingKind, line: u32, opcode: String, message: String| {
+    let push = |findings: &mut Vec<Finding>,
+                kind: FindingKind,
+                line: u32,
+                opcode: String,
+                message: String| {
         if findings.len() < super::MAX_FINDINGS {
-            findings.push(Finding { kind, kernel: prog.kernel.name.clone(), block: block.geom.ctaid, line, opcode, thread: None, message });
+            findings.push(Finding {
+                kind,
+                kernel: prog.kernel.name.clone(),
+                block: block.geom.ctaid,
+                line,
+                opcode,
+                thread: None,
+                message,
+            });
         }
     };
     let st = &block.ext.hopper;

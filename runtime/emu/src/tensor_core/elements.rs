@@ -66,7 +66,11 @@ impl OperandType {
     /// Element `index` (0 = least significant) of a packed register.
     pub fn unpack(self, reg: u32, index: usize) -> f64 {
         let width = 8 * self.bytes();
-        let mask = if width == 32 { u32::MAX } else { (1u32 << width) - 1 };
+        let mask = if width == 32 {
+            u32::MAX
+        } else {
+            (1u32 << width) - 1
+        };
         self.decode((reg >> (width * index)) & mask)
     }
 }
@@ -213,7 +217,8 @@ mod tests {
 
     #[test]
     fn packed_registers_hold_element_zero_in_the_low_bits() {
-        let reg = (f16::from_f32(-2.5).to_bits() as u32) << 16 | f16::from_f32(0.75).to_bits() as u32;
+        let reg =
+            (f16::from_f32(-2.5).to_bits() as u32) << 16 | f16::from_f32(0.75).to_bits() as u32;
         assert_eq!(OperandType::F16.unpack(reg, 0), 0.75);
         assert_eq!(OperandType::F16.unpack(reg, 1), -2.5);
         let reg = 0x38_b8_40_c0u32; // e4m3 bytes, low to high: -2, 2, -1, 1

@@ -50,7 +50,9 @@ impl MatrixLoadStoreSpec {
         };
         for want in ["sync", "aligned", "m8n8"] {
             if parts.next() != Some(want) {
-                return Err(unsupported("expected .sync.aligned.m8n8 (the only b16 shape modelled)"));
+                return Err(unsupported(
+                    "expected .sync.aligned.m8n8 (the only b16 shape modelled)",
+                ));
             }
         }
         let count = match parts.next() {
@@ -73,7 +75,11 @@ impl MatrixLoadStoreSpec {
         if !type_seen {
             return Err(unsupported("expected the .b16 element type"));
         }
-        Ok(MatrixLoadStoreSpec { transfer, count, trans })
+        Ok(MatrixLoadStoreSpec {
+            transfer,
+            count,
+            trans,
+        })
     }
 
     /// The opcode this spec stands for.
@@ -196,7 +202,8 @@ mod tests {
         fn row(&self, addr: u64) -> Result<[u8; 16], TensorCoreError> {
             let mut out = [0u8; 16];
             for e in 0..8 {
-                out[2 * e..2 * e + 2].copy_from_slice(&self.0[&(addr + 2 * e as u64)].to_le_bytes());
+                out[2 * e..2 * e + 2]
+                    .copy_from_slice(&self.0[&(addr + 2 * e as u64)].to_le_bytes());
             }
             Ok(out)
         }
@@ -216,7 +223,11 @@ mod tests {
         let mut v = Vec::new();
         for count in [1, 2, 4] {
             for trans in [false, true] {
-                v.push(MatrixLoadStoreSpec { transfer: MatrixTransfer::Load, count, trans });
+                v.push(MatrixLoadStoreSpec {
+                    transfer: MatrixTransfer::Load,
+                    count,
+                    trans,
+                });
             }
         }
         v
@@ -241,13 +252,25 @@ mod tests {
                     for half in 0..2 {
                         // ISA text: thread l receives, of matrix j, row l/4 and elements 2(l%4),
                         // 2(l%4)+1; with .trans, column l/4 of rows 2(l%4), 2(l%4)+1.
-                        let (row, col) = if spec.trans { (2 * (lane % 4) + half, lane / 4) } else { (lane / 4, 2 * (lane % 4) + half) };
+                        let (row, col) = if spec.trans {
+                            (2 * (lane % 4) + half, lane / 4)
+                        } else {
+                            (lane / 4, 2 * (lane % 4) + half)
+                        };
                         let want = mem.0[&(addrs[8 * j + row] + 2 * col as u64)];
-                        assert_eq!((regs[lane][j] >> (16 * half)) as u16, want, "{spec:?} lane {lane} matrix {j}");
+                        assert_eq!(
+                            (regs[lane][j] >> (16 * half)) as u16,
+                            want,
+                            "{spec:?} lane {lane} matrix {j}"
+                        );
                     }
                 }
                 for j in spec.count..4 {
-                    assert_eq!(regs[lane][j], 0, "registers beyond .x{} are untouched", spec.count);
+                    assert_eq!(
+                        regs[lane][j], 0,
+                        "registers beyond .x{} are untouched",
+                        spec.count
+                    );
                 }
             }
         }
@@ -265,7 +288,11 @@ mod tests {
             mem.insert(2 * i as u64, *v);
         }
         let mem = Memory(mem);
-        let x4 = MatrixLoadStoreSpec { transfer: MatrixTransfer::Load, count: 4, trans: false };
+        let x4 = MatrixLoadStoreSpec {
+            transfer: MatrixTransfer::Load,
+            count: 4,
+            trans: false,
+        };
         let mut addrs = [0u64; WARP];
         for (lane, a) in addrs.iter_mut().enumerate() {
             *a = ((lane % 16) * 16 + 8 * (lane / 16)) as u64 * 2;
@@ -280,7 +307,11 @@ mod tests {
             }
         }
         // B: a 16×8 row-major tile (rows of 16 bytes), lane l addresses row l % 16.
-        let x2t = MatrixLoadStoreSpec { transfer: MatrixTransfer::Load, count: 2, trans: true };
+        let x2t = MatrixLoadStoreSpec {
+            transfer: MatrixTransfer::Load,
+            count: 2,
+            trans: true,
+        };
         for (lane, a) in addrs.iter_mut().enumerate() {
             *a = ((lane % 16) * 8) as u64 * 2;
         }
@@ -314,9 +345,19 @@ mod tests {
                 }
             }
             let t_mem = Memory(transposed);
-            let trans = MatrixLoadStoreSpec { transfer: MatrixTransfer::Load, count, trans: true };
-            let plain = MatrixLoadStoreSpec { trans: false, ..trans };
-            assert_eq!(trans.load(&addrs, |_, a| mem.row(a)).unwrap(), plain.load(&t_addrs, |_, a| t_mem.row(a)).unwrap());
+            let trans = MatrixLoadStoreSpec {
+                transfer: MatrixTransfer::Load,
+                count,
+                trans: true,
+            };
+            let plain = MatrixLoadStoreSpec {
+                trans: false,
+                ..trans
+            };
+            assert_eq!(
+                trans.load(&addrs, |_, a| mem.row(a)).unwrap(),
+                plain.load(&t_addrs, |_, a| t_mem.row(a)).unwrap()
+            );
         }
     }
 
@@ -327,7 +368,10 @@ mod tests {
             let mem = Memory::random(&mut rng, 64);
             let addrs = random_row_addresses(&mut rng, 64);
             let regs = spec.load(&addrs, |_, a| mem.row(a)).unwrap();
-            let store = MatrixLoadStoreSpec { transfer: MatrixTransfer::Store, ..spec };
+            let store = MatrixLoadStoreSpec {
+                transfer: MatrixTransfer::Store,
+                ..spec
+            };
             let mut written = HashMap::new();
             store
                 .store(&addrs, &regs, |_, a, bytes| {
@@ -348,16 +392,38 @@ mod tests {
         let mut addrs = [0u64; WARP];
         addrs[9] = 8;
         addrs[20] = 4; // lane 20 is not used by .x2 and may hold anything
-        let err = spec.load(&addrs, |_, _| Ok::<_, TensorCoreError>([0; 16])).unwrap_err();
-        assert!(matches!(err, TensorCoreError::Misaligned { lane: 9, address: 8, .. }), "{err}");
+        let err = spec
+            .load(&addrs, |_, _| Ok::<_, TensorCoreError>([0; 16]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TensorCoreError::Misaligned {
+                    lane: 9,
+                    address: 8,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn parse_reads_the_forms() {
-        let s = MatrixLoadStoreSpec::parse("stmatrix.sync.aligned.m8n8.x4.trans.shared::cta.b16").unwrap();
-        assert_eq!(s, MatrixLoadStoreSpec { transfer: MatrixTransfer::Store, count: 4, trans: true });
+        let s = MatrixLoadStoreSpec::parse("stmatrix.sync.aligned.m8n8.x4.trans.shared::cta.b16")
+            .unwrap();
+        assert_eq!(
+            s,
+            MatrixLoadStoreSpec {
+                transfer: MatrixTransfer::Store,
+                count: 4,
+                trans: true
+            }
+        );
         assert_eq!(MatrixLoadStoreSpec::parse(&s.opcode()).unwrap(), s);
         assert!(MatrixLoadStoreSpec::parse("ldmatrix.sync.aligned.m8n8.x3.shared.b16").is_err());
-        assert!(MatrixLoadStoreSpec::parse("ldmatrix.sync.aligned.m16n16.x1.trans.shared.b8").is_err());
+        assert!(
+            MatrixLoadStoreSpec::parse("ldmatrix.sync.aligned.m16n16.x1.trans.shared.b8").is_err()
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! Lane `l` of the warp is split as `group = l / 4` ("groupID") and `thread = l % 4`
 //! ("threadID_in_group"); every fragment map below is stated in those terms, as the ISA does.
 
-use super::elements::{AccumulatorType, Accumulation, OperandType};
+use super::elements::{Accumulation, AccumulatorType, OperandType};
 use super::TensorCoreError;
 
 /// Lanes in a warp.
@@ -102,24 +102,38 @@ impl MmaSyncSpec {
         let shape = match parts[3] {
             "m16n8k16" => MmaShape::M16N8K16,
             "m16n8k8" => MmaShape::M16N8K8,
-            _ => return Err(unsupported("only the m16n8k16 and m16n8k8 shapes are modelled")),
+            _ => {
+                return Err(unsupported(
+                    "only the m16n8k16 and m16n8k8 shapes are modelled",
+                ))
+            }
         };
         if parts[4] != "row" || parts[5] != "col" {
-            return Err(unsupported("the 16-bit floating-point forms require .row.col"));
+            return Err(unsupported(
+                "the 16-bit floating-point forms require .row.col",
+            ));
         }
-        let d = AccumulatorType::from_ptx(parts[6]).ok_or_else(|| unsupported("d must be .f32 or .f16"))?;
+        let d = AccumulatorType::from_ptx(parts[6])
+            .ok_or_else(|| unsupported("d must be .f32 or .f16"))?;
         let a = OperandType::from_ptx(parts[7]);
         let b = OperandType::from_ptx(parts[8]);
-        let c = AccumulatorType::from_ptx(parts[9]).ok_or_else(|| unsupported("c must be .f32 or .f16"))?;
+        let c = AccumulatorType::from_ptx(parts[9])
+            .ok_or_else(|| unsupported("c must be .f32 or .f16"))?;
         let operands = match (a, b) {
             (Some(OperandType::F16), Some(OperandType::F16)) => OperandType::F16,
             (Some(OperandType::Bf16), Some(OperandType::Bf16)) => OperandType::Bf16,
             _ => return Err(unsupported("A and B must both be .f16 or both .bf16")),
         };
-        if operands == OperandType::Bf16 && (c != AccumulatorType::F32 || d != AccumulatorType::F32) {
+        if operands == OperandType::Bf16 && (c != AccumulatorType::F32 || d != AccumulatorType::F32)
+        {
             return Err(unsupported("bf16 operands accumulate in .f32 only"));
         }
-        Ok(MmaSyncSpec { shape, operands, c, d })
+        Ok(MmaSyncSpec {
+            shape,
+            operands,
+            c,
+            d,
+        })
     }
 
     /// Registers of A per lane.
@@ -172,7 +186,12 @@ impl MmaSyncSpec {
     /// D = A·B + C for the whole warp. Each output element is
     /// `Accumulation::Exact.sum(c, [a·b for k in 0..K])` rounded to D's type: the products of
     /// 16-bit floats are exact, the sum is carried in f64 and rounded once (see [`Accumulation`]).
-    pub fn execute(&self, a: &WarpFragment<4>, b: &WarpFragment<2>, c: &WarpFragment<4>) -> WarpFragment<4> {
+    pub fn execute(
+        &self,
+        a: &WarpFragment<4>,
+        b: &WarpFragment<2>,
+        c: &WarpFragment<4>,
+    ) -> WarpFragment<4> {
         let (k, n) = (self.shape.k(), self.shape.n());
         let a_dense = self.gather_a(a);
         let b_dense = self.gather_b(b);
@@ -216,7 +235,12 @@ mod tests {
     const SHAPES: [MmaShape; 2] = [MmaShape::M16N8K16, MmaShape::M16N8K8];
 
     fn spec(shape: MmaShape, operands: OperandType, acc: AccumulatorType) -> MmaSyncSpec {
-        MmaSyncSpec { shape, operands, c: acc, d: acc }
+        MmaSyncSpec {
+            shape,
+            operands,
+            c: acc,
+            d: acc,
+        }
     }
 
     #[test]
@@ -269,7 +293,14 @@ mod tests {
     /// C 16x8: ((4,8),(2,2)):((32,1),(16,8)); A 16x8x8: ((4,8),(2,2)):((32,1),(16,8));
     /// B 16x8x8 (SM80_8x8_Row): ((4,8),2):((16,1),8). The thread index splits as t0 + 4*t1 and the value
     /// index as v0 + 2*v1 + 4*v2 (CuTe's colexicographic order).
-    fn cute_offset(thread_shape: &[usize], thread_stride: &[usize], value_shape: &[usize], value_stride: &[usize], thread: usize, value: usize) -> usize {
+    fn cute_offset(
+        thread_shape: &[usize],
+        thread_stride: &[usize],
+        value_shape: &[usize],
+        value_stride: &[usize],
+        thread: usize,
+        value: usize,
+    ) -> usize {
         let mut offset = 0;
         let mut t = thread;
         for (s, d) in thread_shape.iter().zip(thread_stride) {
@@ -290,28 +321,46 @@ mod tests {
             // A, m16n8k16: value v is element a_v, i.e. register v/2, half v%2.
             for v in 0..8 {
                 let off = cute_offset(&[4, 8], &[32, 1], &[2, 2, 2], &[16, 8, 128], lane, v);
-                assert_eq!(a_position(MmaShape::M16N8K16, lane, v / 2, v % 2), (off % 16, off / 16));
+                assert_eq!(
+                    a_position(MmaShape::M16N8K16, lane, v / 2, v % 2),
+                    (off % 16, off / 16)
+                );
             }
             // B, m16n8k16: offsets index the N×K matrix column-major (n + 8k).
             for v in 0..4 {
                 let off = cute_offset(&[4, 8], &[16, 1], &[2, 2], &[8, 64], lane, v);
-                assert_eq!(b_position(MmaShape::M16N8K16, lane, v / 2, v % 2), (off / 8, off % 8));
+                assert_eq!(
+                    b_position(MmaShape::M16N8K16, lane, v / 2, v % 2),
+                    (off / 8, off % 8)
+                );
             }
             // C, f32: offsets index M×N column-major (m + 16n).
             for v in 0..4 {
                 let off = cute_offset(&[4, 8], &[32, 1], &[2, 2], &[16, 8], lane, v);
-                assert_eq!(c_position(AccumulatorType::F32, lane, v, 0), (off % 16, off / 16));
-                assert_eq!(c_position(AccumulatorType::F16, lane, v / 2, v % 2), (off % 16, off / 16));
+                assert_eq!(
+                    c_position(AccumulatorType::F32, lane, v, 0),
+                    (off % 16, off / 16)
+                );
+                assert_eq!(
+                    c_position(AccumulatorType::F16, lane, v / 2, v % 2),
+                    (off % 16, off / 16)
+                );
             }
             // A, m16n8k8 (16×8, column-major m + 16k).
             for v in 0..4 {
                 let off = cute_offset(&[4, 8], &[32, 1], &[2, 2], &[16, 8], lane, v);
-                assert_eq!(a_position(MmaShape::M16N8K8, lane, v / 2, v % 2), (off % 16, off / 16));
+                assert_eq!(
+                    a_position(MmaShape::M16N8K8, lane, v / 2, v % 2),
+                    (off % 16, off / 16)
+                );
             }
             // B, m16n8k8 (N×K = 8×8, column-major n + 8k).
             for v in 0..2 {
                 let off = cute_offset(&[4, 8], &[16, 1], &[2], &[8], lane, v);
-                assert_eq!(b_position(MmaShape::M16N8K8, lane, 0, v), (off / 8, off % 8));
+                assert_eq!(
+                    b_position(MmaShape::M16N8K8, lane, 0, v),
+                    (off / 8, off % 8)
+                );
             }
         }
     }
@@ -376,13 +425,19 @@ mod tests {
                         }
                     }
                     let d = s.execute(&a, &b, &c);
-                    let tol = if acc == AccumulatorType::F16 { 1e-2 } else { 1e-5 };
+                    let tol = if acc == AccumulatorType::F16 {
+                        1e-2
+                    } else {
+                        1e-5
+                    };
                     for lane in 0..WARP {
                         for reg in 0..s.d_registers() {
                             for index in 0..acc.per_register() {
                                 let (r, col) = c_position(acc, lane, reg, index);
                                 let want: f64 = c_dense[r * n + col]
-                                    + (0..k).map(|kk| a_dense[r * k + kk] * b_dense[kk * n + col]).sum::<f64>();
+                                    + (0..k)
+                                        .map(|kk| a_dense[r * k + kk] * b_dense[kk * n + col])
+                                        .sum::<f64>();
                                 let got = acc.unpack(d[lane][reg], index);
                                 assert!(
                                     (got - want).abs() <= tol * (1.0 + want.abs()),
@@ -399,7 +454,10 @@ mod tests {
     #[test]
     fn parse_reads_the_forms_and_rejects_others() {
         let s = MmaSyncSpec::parse("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32").unwrap();
-        assert_eq!(s, spec(MmaShape::M16N8K16, OperandType::Bf16, AccumulatorType::F32));
+        assert_eq!(
+            s,
+            spec(MmaShape::M16N8K16, OperandType::Bf16, AccumulatorType::F32)
+        );
         let s = MmaSyncSpec::parse("mma.sync.aligned.m16n8k8.row.col.f16.f16.f16.f32").unwrap();
         assert_eq!((s.d, s.c), (AccumulatorType::F16, AccumulatorType::F32));
         assert!(MmaSyncSpec::parse("mma.sync.aligned.m16n8k16.col.row.f32.f16.f16.f32").is_err());
@@ -410,13 +468,19 @@ mod tests {
     #[test]
     fn mixed_accumulator_types_place_c_by_its_own_layout() {
         // D f32 from C f16: element (row, col) of C must land in the same (row, col) of D.
-        let s = MmaSyncSpec { shape: MmaShape::M16N8K16, operands: OperandType::F16, c: AccumulatorType::F16, d: AccumulatorType::F32 };
+        let s = MmaSyncSpec {
+            shape: MmaShape::M16N8K16,
+            operands: OperandType::F16,
+            c: AccumulatorType::F16,
+            d: AccumulatorType::F32,
+        };
         let mut c = [[0u32; 4]; WARP];
         for lane in 0..WARP {
             for reg in 0..2 {
                 for index in 0..2 {
                     let (r, col) = c_position(AccumulatorType::F16, lane, reg, index);
-                    c[lane][reg] = AccumulatorType::F16.pack(c[lane][reg], index, (r * 8 + col) as f64);
+                    c[lane][reg] =
+                        AccumulatorType::F16.pack(c[lane][reg], index, (r * 8 + col) as f64);
                 }
             }
         }

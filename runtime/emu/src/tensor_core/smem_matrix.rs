@@ -138,7 +138,10 @@ impl MatrixDescriptor {
         if self.base_offset != 0 {
             return Err(TensorCoreError::BadDescriptor {
                 descriptor: raw,
-                message: format!("base offset {} is not modelled (only 0, as canonical layouts use)", self.base_offset),
+                message: format!(
+                    "base offset {} is not modelled (only 0, as canonical layouts use)",
+                    self.base_offset
+                ),
             });
         }
         Ok(())
@@ -153,15 +156,24 @@ impl MatrixDescriptor {
         let (lbo, sbo) = (self.leading_byte_offset, self.stride_byte_offset);
         let offset = match (major, self.swizzle) {
             (Major::K, Swizzle::None) => {
-                (mn % 8) * 16 + (mn / 8) * sbo + (k / per_chunk) * lbo + (k % per_chunk) * element_bytes
+                (mn % 8) * 16
+                    + (mn / 8) * sbo
+                    + (k / per_chunk) * lbo
+                    + (k % per_chunk) * element_bytes
             }
             (Major::K, _) => (mn % 8) * row + (mn / 8) * sbo + k * element_bytes,
             (Major::MN, Swizzle::None) => {
-                (mn % per_chunk) * element_bytes + (mn / per_chunk) * sbo + (k % 8) * 16 + (k / 8) * lbo
+                (mn % per_chunk) * element_bytes
+                    + (mn / per_chunk) * sbo
+                    + (k % 8) * 16
+                    + (k / 8) * lbo
             }
             (Major::MN, _) => {
                 let per_row = row / element_bytes;
-                (mn % per_row) * element_bytes + (mn / per_row) * lbo + (k % 8) * row + (k / 8) * sbo
+                (mn % per_row) * element_bytes
+                    + (mn / per_row) * lbo
+                    + (k % 8) * row
+                    + (k / 8) * sbo
             }
         };
         self.swizzle.apply(self.start.wrapping_add(offset))
@@ -196,7 +208,11 @@ mod tests {
             assert_eq!(((bits >> 32) & 0x3fff) << 4, d.stride_byte_offset as u64);
             assert_eq!((bits >> 49) & 7, d.base_offset as u64);
             assert_eq!(bits >> 62, d.swizzle.field());
-            assert_eq!(bits & (0b11 << 14 | 0b11 << 30 | 0b111 << 46 | 0x3ff << 52), 0, "reserved bits stay zero");
+            assert_eq!(
+                bits & (0b11 << 14 | 0b11 << 30 | 0b111 << 46 | 0x3ff << 52),
+                0,
+                "reserved bits stay zero"
+            );
         }
         // The ISA's swizzle encoding: 1 = 128B, 2 = 64B, 3 = 32B.
         assert_eq!(MatrixDescriptor::decode(1 << 62).swizzle, Swizzle::B128);
@@ -261,19 +277,34 @@ mod tests {
     /// The descriptor CuTe's make_gmma_desc builds for k-step `ks` of such a tile: strides from
     /// its canonical forms (K-major: SBO = 8 rows of atoms, LBO = next K atom for INTERLEAVE;
     /// MN-major: SBO/LBO swapped for the swizzled modes).
-    fn cute_descriptor(major: Major, s: Swizzle, eb: u32, mn_extent: u32, base: u32, ks: u32) -> MatrixDescriptor {
+    fn cute_descriptor(
+        major: Major,
+        s: Swizzle,
+        eb: u32,
+        mn_extent: u32,
+        base: u32,
+        ks: u32,
+    ) -> MatrixDescriptor {
         let atom_bytes = s.row_bytes();
         let k_step = 32 / eb;
         let (start, lbo, sbo) = match (major, s) {
             (Major::K, Swizzle::None) => {
                 let k_atom_stride = (mn_extent / 8) * 128;
-                (base + (ks * k_step / (16 / eb)) * k_atom_stride, k_atom_stride, 128)
+                (
+                    base + (ks * k_step / (16 / eb)) * k_atom_stride,
+                    k_atom_stride,
+                    128,
+                )
             }
             (Major::K, _) => {
                 let atom_k = atom_bytes / eb;
                 let k0 = ks * k_step;
                 let k_atom_stride = (mn_extent / 8) * 8 * atom_bytes;
-                (base + (k0 / atom_k) * k_atom_stride + (k0 % atom_k) * eb, 16, 8 * atom_bytes)
+                (
+                    base + (k0 / atom_k) * k_atom_stride + (k0 % atom_k) * eb,
+                    16,
+                    8 * atom_bytes,
+                )
             }
             (Major::MN, Swizzle::None) => {
                 let k_atom_stride = (mn_extent / (16 / eb)) * 128;
@@ -282,10 +313,20 @@ mod tests {
             (Major::MN, _) => {
                 let atom_mn = atom_bytes / eb;
                 let k_atom_stride = (mn_extent / atom_mn) * 8 * atom_bytes;
-                (base + ks * (k_step / 8) * k_atom_stride, 8 * atom_bytes, k_atom_stride)
+                (
+                    base + ks * (k_step / 8) * k_atom_stride,
+                    8 * atom_bytes,
+                    k_atom_stride,
+                )
             }
         };
-        MatrixDescriptor { start, leading_byte_offset: lbo, stride_byte_offset: sbo, base_offset: 0, swizzle: s }
+        MatrixDescriptor {
+            start,
+            leading_byte_offset: lbo,
+            stride_byte_offset: sbo,
+            base_offset: 0,
+            swizzle: s,
+        }
     }
 
     #[test]
@@ -301,9 +342,20 @@ mod tests {
                         let desc = cute_descriptor(major, s, eb, mn_extent, base, ks);
                         for mn in 0..mn_extent {
                             for k in 0..k_step {
-                                let want = base + cute_tile_offset(major, s, eb, mn_extent, mn, ks * k_step + k);
+                                let want = base
+                                    + cute_tile_offset(
+                                        major,
+                                        s,
+                                        eb,
+                                        mn_extent,
+                                        mn,
+                                        ks * k_step + k,
+                                    );
                                 let got = desc.element_address(major, eb, mn, k);
-                                assert_eq!(got, want, "{major:?} {s:?} {eb}-byte k-step {ks} element ({mn},{k})");
+                                assert_eq!(
+                                    got, want,
+                                    "{major:?} {s:?} {eb}-byte k-step {ks} element ({mn},{k})"
+                                );
                             }
                         }
                     }
@@ -315,7 +367,10 @@ mod tests {
     #[test]
     fn nonzero_base_offset_is_refused_by_name() {
         let d = MatrixDescriptor::decode(3 << 49);
-        assert!(matches!(d.check(3 << 49), Err(TensorCoreError::BadDescriptor { .. })));
+        assert!(matches!(
+            d.check(3 << 49),
+            Err(TensorCoreError::BadDescriptor { .. })
+        ));
         assert!(MatrixDescriptor::decode(1 << 62).check(1 << 62).is_ok());
     }
 }

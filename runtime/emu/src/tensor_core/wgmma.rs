@@ -10,7 +10,7 @@
 //! Thread `t` of the warpgroup is warp `t / 32`, lane `t % 32`, split as `group = lane / 4`,
 //! `thread = lane % 4`. Warp `w` owns rows `16 w .. 16 w + 16` of A (register form) and of D.
 
-use super::elements::{AccumulatorType, Accumulation, OperandType};
+use super::elements::{Accumulation, AccumulatorType, OperandType};
 use super::smem_matrix::{Major, MatrixDescriptor};
 use super::TensorCoreError;
 
@@ -35,21 +35,37 @@ pub struct WgmmaSpec {
 
 /// Row and column of D held by element `index` of register `reg` of warpgroup thread `thread`:
 /// every 8 columns repeat mma.sync's 16×8 C fragment, `d_{4j..4j+3}` covering columns 8j..8j+8.
-pub fn accumulator_position(acc: AccumulatorType, thread: usize, reg: usize, index: usize) -> (usize, usize) {
+pub fn accumulator_position(
+    acc: AccumulatorType,
+    thread: usize,
+    reg: usize,
+    index: usize,
+) -> (usize, usize) {
     let (warp, lane) = (thread / 32, thread % 32);
     let (group, quad) = (lane / 4, lane % 4);
     let i = reg * acc.per_register() + index;
-    (16 * warp + group + 8 * ((i >> 1) & 1), 8 * (i >> 2) + 2 * quad + (i & 1))
+    (
+        16 * warp + group + 8 * ((i >> 1) & 1),
+        8 * (i >> 2) + 2 * quad + (i & 1),
+    )
 }
 
 /// Row and column of A (64×K) held by element `index` of register `reg` (0..4) of `thread` when
 /// A comes from registers: 16-bit types as mma.m16n8k16's A fragment (columns 2q, 2q+1, +8),
 /// 8-bit types four to a register (columns 4q..4q+4, +16); rows +8 in registers 1 and 3.
-pub fn a_register_position(a: OperandType, thread: usize, reg: usize, index: usize) -> (usize, usize) {
+pub fn a_register_position(
+    a: OperandType,
+    thread: usize,
+    reg: usize,
+    index: usize,
+) -> (usize, usize) {
     let (warp, lane) = (thread / 32, thread % 32);
     let (group, quad) = (lane / 4, lane % 4);
     let per = a.per_register();
-    (16 * warp + group + 8 * (reg & 1), (reg >> 1) * 4 * per + quad * per + index)
+    (
+        16 * warp + group + 8 * (reg & 1),
+        (reg >> 1) * 4 * per + quad * per + index,
+    )
 }
 
 /// Where A comes from.
@@ -87,7 +103,10 @@ impl WgmmaOperands {
         imm_trans_a: Option<i64>,
         imm_trans_b: Option<i64>,
     ) -> Result<Self, TensorCoreError> {
-        let bad = |message: String| TensorCoreError::UnsupportedForm { opcode: spec.opcode(), message };
+        let bad = |message: String| TensorCoreError::UnsupportedForm {
+            opcode: spec.opcode(),
+            message,
+        };
         let negate = |v: i64, name: &str| match v {
             1 => Ok(false),
             -1 => Ok(true),
@@ -96,7 +115,9 @@ impl WgmmaOperands {
         let major = |v: Option<i64>, name: &str| match v {
             None | Some(0) => Ok(Major::K),
             Some(1) if spec.a.bytes() == 2 => Ok(Major::MN),
-            Some(1) => Err(bad(format!("{name} = 1 (transpose) is valid for .f16/.bf16 only; fp8 operands must be K-major"))),
+            Some(1) => Err(bad(format!(
+                "{name} = 1 (transpose) is valid for .f16/.bf16 only; fp8 operands must be K-major"
+            ))),
             Some(v) => Err(bad(format!("{name} must be 0 or 1, got {v}"))),
         };
         Ok(WgmmaOperands {
@@ -112,10 +133,15 @@ impl WgmmaOperands {
 impl WgmmaSpec {
     /// Reads `wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16` and the like.
     pub fn parse(opcode: &str) -> Result<Self, TensorCoreError> {
-        let bad = |message: &str| TensorCoreError::UnsupportedForm { opcode: opcode.to_string(), message: message.to_string() };
+        let bad = |message: &str| TensorCoreError::UnsupportedForm {
+            opcode: opcode.to_string(),
+            message: message.to_string(),
+        };
         let parts: Vec<&str> = opcode.split('.').collect();
         if parts.len() != 8 || parts[..4] != ["wgmma", "mma_async", "sync", "aligned"] {
-            return Err(bad("expected wgmma.mma_async.sync.aligned.m64nNkK.<d>.<a>.<b>"));
+            return Err(bad(
+                "expected wgmma.mma_async.sync.aligned.m64nNkK.<d>.<a>.<b>",
+            ));
         }
         let shape = parts[4];
         let (n, k) = shape
@@ -127,18 +153,30 @@ impl WgmmaSpec {
             return Err(bad("N must be a multiple of 8 from 8 to 256"));
         }
         let d = AccumulatorType::from_ptx(parts[5]).ok_or_else(|| bad("d must be .f32 or .f16"))?;
-        let a = OperandType::from_ptx(parts[6]).ok_or_else(|| bad("a must be .f16, .bf16, .e4m3 or .e5m2"))?;
-        let b = OperandType::from_ptx(parts[7]).ok_or_else(|| bad("b must be .f16, .bf16, .e4m3 or .e5m2"))?;
+        let a = OperandType::from_ptx(parts[6])
+            .ok_or_else(|| bad("a must be .f16, .bf16, .e4m3 or .e5m2"))?;
+        let b = OperandType::from_ptx(parts[7])
+            .ok_or_else(|| bad("b must be .f16, .bf16, .e4m3 or .e5m2"))?;
         let spec = WgmmaSpec { n, d, a, b };
         match (a, b) {
             (OperandType::F16, OperandType::F16) => {}
             (OperandType::Bf16, OperandType::Bf16) if d == AccumulatorType::F32 => {}
-            (OperandType::Bf16, OperandType::Bf16) => return Err(bad("bf16 accumulates in .f32 only")),
+            (OperandType::Bf16, OperandType::Bf16) => {
+                return Err(bad("bf16 accumulates in .f32 only"))
+            }
             (x, y) if x.bytes() == 1 && y.bytes() == 1 => {}
-            _ => return Err(bad("A and B must be both f16, both bf16, or both 8-bit floats")),
+            _ => {
+                return Err(bad(
+                    "A and B must be both f16, both bf16, or both 8-bit floats",
+                ))
+            }
         }
         if k != spec.k() {
-            return Err(bad(&format!("K is {} for .{} operands", spec.k(), a.ptx_name())));
+            return Err(bad(&format!(
+                "K is {} for .{} operands",
+                spec.k(),
+                a.ptx_name()
+            )));
         }
         Ok(spec)
     }
@@ -149,7 +187,13 @@ impl WgmmaSpec {
             AccumulatorType::F32 => "f32",
             AccumulatorType::F16 => "f16",
         };
-        format!("wgmma.mma_async.sync.aligned.m64n{}k{}.{d}.{}.{}", self.n, self.k(), self.a.ptx_name(), self.b.ptx_name())
+        format!(
+            "wgmma.mma_async.sync.aligned.m64n{}k{}.{d}.{}.{}",
+            self.n,
+            self.k(),
+            self.a.ptx_name(),
+            self.b.ptx_name()
+        )
     }
 
     /// K: 32 bytes of elements.
@@ -165,7 +209,12 @@ impl WgmmaSpec {
     /// Every shared-memory byte range `(address, length)` the instruction reads, one per operand
     /// element: what the executor checks for bounds and what the hazard tracker holds until the
     /// matching `wgmma.wait_group`.
-    pub fn shared_reads(&self, ops: &WgmmaOperands, a: &WgmmaA<'_>, b_desc: u64) -> Result<Vec<(u32, u32)>, TensorCoreError> {
+    pub fn shared_reads(
+        &self,
+        ops: &WgmmaOperands,
+        a: &WgmmaA<'_>,
+        b_desc: u64,
+    ) -> Result<Vec<(u32, u32)>, TensorCoreError> {
         let mut reads = Vec::new();
         for warp in 0..WARPGROUP / 32 {
             if let WgmmaA::Descriptor(bits) = a {
@@ -178,12 +227,18 @@ impl WgmmaSpec {
 
     /// The shared-memory reads of A's rows owned by warp `warp` (0..4) of the warpgroup, when A
     /// comes from a descriptor.
-    pub fn a_reads(&self, ops: &WgmmaOperands, a_desc: u64, warp: usize) -> Result<Vec<(u32, u32)>, TensorCoreError> {
+    pub fn a_reads(
+        &self,
+        ops: &WgmmaOperands,
+        a_desc: u64,
+        warp: usize,
+    ) -> Result<Vec<(u32, u32)>, TensorCoreError> {
         let desc = self.descriptor(a_desc)?;
         let mut reads = Vec::with_capacity(16 * self.k());
         for m in 16 * warp..16 * warp + 16 {
             for k in 0..self.k() {
-                let addr = desc.element_address(ops.a_major, self.a.bytes() as u32, m as u32, k as u32);
+                let addr =
+                    desc.element_address(ops.a_major, self.a.bytes() as u32, m as u32, k as u32);
                 reads.push((addr, self.a.bytes() as u32));
             }
         }
@@ -191,12 +246,17 @@ impl WgmmaSpec {
     }
 
     /// The shared-memory reads of B (all of it: every warp's rows of D need every column).
-    pub fn b_reads(&self, ops: &WgmmaOperands, b_desc: u64) -> Result<Vec<(u32, u32)>, TensorCoreError> {
+    pub fn b_reads(
+        &self,
+        ops: &WgmmaOperands,
+        b_desc: u64,
+    ) -> Result<Vec<(u32, u32)>, TensorCoreError> {
         let desc = self.descriptor(b_desc)?;
         let mut reads = Vec::with_capacity(self.n * self.k());
         for n in 0..self.n {
             for k in 0..self.k() {
-                let addr = desc.element_address(ops.b_major, self.b.bytes() as u32, n as u32, k as u32);
+                let addr =
+                    desc.element_address(ops.b_major, self.b.bytes() as u32, n as u32, k as u32);
                 reads.push((addr, self.b.bytes() as u32));
             }
         }
@@ -209,7 +269,11 @@ impl WgmmaSpec {
         Ok(desc)
     }
 
-    fn read_element<E>(t: OperandType, addr: u32, read: &mut impl FnMut(u32) -> Result<u8, E>) -> Result<f64, E> {
+    fn read_element<E>(
+        t: OperandType,
+        addr: u32,
+        read: &mut impl FnMut(u32) -> Result<u8, E>,
+    ) -> Result<f64, E> {
         let mut bits = 0u32;
         for byte in 0..t.bytes() as u32 {
             bits |= (read(addr + byte)? as u32) << (8 * byte);
@@ -229,7 +293,13 @@ impl WgmmaSpec {
         accumulation: Accumulation,
         mut read_shared: impl FnMut(u32) -> Result<u8, E>,
     ) -> Result<(), E> {
-        let count = |operand: &'static str, got: usize, expected: usize| TensorCoreError::OperandCount { opcode: self.opcode(), operand, got, expected };
+        let count =
+            |operand: &'static str, got: usize, expected: usize| TensorCoreError::OperandCount {
+                opcode: self.opcode(),
+                operand,
+                got,
+                expected,
+            };
         if d.len() != WARPGROUP {
             return Err(count("d (threads)", d.len(), WARPGROUP).into());
         }
@@ -243,7 +313,15 @@ impl WgmmaSpec {
                 WgmmaA::Registers(regs) => WgmmaA::Registers(&regs[32 * warp..32 * warp + 32]),
                 desc => desc,
             };
-            self.execute_warp(ops, warp, a_warp, b_desc, d_warp, accumulation, &mut read_shared)?;
+            self.execute_warp(
+                ops,
+                warp,
+                a_warp,
+                b_desc,
+                d_warp,
+                accumulation,
+                &mut read_shared,
+            )?;
         }
         Ok(())
     }
@@ -264,7 +342,13 @@ impl WgmmaSpec {
         read_shared: &mut impl FnMut(u32) -> Result<u8, E>,
     ) -> Result<(), E> {
         let k = self.k();
-        let count = |operand: &'static str, got: usize, expected: usize| TensorCoreError::OperandCount { opcode: self.opcode(), operand, got, expected };
+        let count =
+            |operand: &'static str, got: usize, expected: usize| TensorCoreError::OperandCount {
+                opcode: self.opcode(),
+                operand,
+                got,
+                expected,
+            };
         if warp >= WARPGROUP / 32 {
             return Err(count("warp index", warp, WARPGROUP / 32).into());
         }
@@ -284,7 +368,8 @@ impl WgmmaSpec {
                 for (lane, lane_regs) in regs.iter().enumerate() {
                     for (reg, bits) in lane_regs.iter().enumerate() {
                         for index in 0..self.a.per_register() {
-                            let (row, col) = a_register_position(self.a, 32 * warp + lane, reg, index);
+                            let (row, col) =
+                                a_register_position(self.a, 32 * warp + lane, reg, index);
                             a_dense[(row - row0) * k + col] = self.a.unpack(*bits, index);
                         }
                     }
@@ -301,13 +386,21 @@ impl WgmmaSpec {
             let (n, kk) = (i / k, i % k);
             b_dense[kk * self.n + n] = Self::read_element(self.b, addr, read_shared)?;
         }
-        let sign = if ops.negate_a != ops.negate_b { -1.0 } else { 1.0 };
+        let sign = if ops.negate_a != ops.negate_b {
+            -1.0
+        } else {
+            1.0
+        };
         let mut products = vec![0.0; k];
         for (lane, regs) in d.iter_mut().enumerate() {
             for (reg, bits) in regs.iter_mut().enumerate() {
                 for index in 0..self.d.per_register() {
                     let (row, col) = accumulator_position(self.d, 32 * warp + lane, reg, index);
-                    let acc = if ops.scale_d { self.d.unpack(*bits, index) } else { 0.0 };
+                    let acc = if ops.scale_d {
+                        self.d.unpack(*bits, index)
+                    } else {
+                        0.0
+                    };
                     for (kk, p) in products.iter_mut().enumerate() {
                         *p = sign * a_dense[(row - row0) * k + kk] * b_dense[kk * self.n + col];
                     }
@@ -330,7 +423,14 @@ mod tests {
     use std::collections::HashSet;
 
     /// CuTe's layout evaluation: (thread, value) → offset with colexicographic mode order.
-    fn cute_offset(ts: &[usize], td: &[usize], vs: &[usize], vd: &[usize], t: usize, v: usize) -> usize {
+    fn cute_offset(
+        ts: &[usize],
+        td: &[usize],
+        vs: &[usize],
+        vd: &[usize],
+        t: usize,
+        v: usize,
+    ) -> usize {
         let mut off = 0;
         let mut t = t;
         for (s, d) in ts.iter().zip(td) {
@@ -352,10 +452,20 @@ mod tests {
             let mut seen = HashSet::new();
             for thread in 0..WARPGROUP {
                 for v in 0..n / 2 {
-                    let off = cute_offset(&[4, 8, 4], &[128, 1, 16], &[2, 2, n / 8], &[64, 8, 512], thread, v);
+                    let off = cute_offset(
+                        &[4, 8, 4],
+                        &[128, 1, 16],
+                        &[2, 2, n / 8],
+                        &[64, 8, 512],
+                        thread,
+                        v,
+                    );
                     let pos = accumulator_position(AccumulatorType::F32, thread, v, 0);
                     assert_eq!(pos, (off % 64, off / 64), "n{n} thread {thread} value {v}");
-                    assert_eq!(accumulator_position(AccumulatorType::F16, thread, v / 2, v % 2), pos);
+                    assert_eq!(
+                        accumulator_position(AccumulatorType::F16, thread, v / 2, v % 2),
+                        pos
+                    );
                     assert!(seen.insert(pos));
                 }
             }
@@ -368,15 +478,28 @@ mod tests {
         // ALayout_64x16 = ((4,8,4),(2,2,2)):((128,1,16),(64,8,512)) (16-bit),
         // ALayout_64x32 = ((4,8,4),(4,2,2)):((256,1,16),(64,8,1024)) (8-bit), over M×K column-major.
         for (t, td, vs, vd, k) in [
-            (OperandType::Bf16, [128usize, 1, 16], [2usize, 2, 2], [64usize, 8, 512], 16usize),
-            (OperandType::E4m3, [256, 1, 16], [4, 2, 2], [64, 8, 1024], 32),
+            (
+                OperandType::Bf16,
+                [128usize, 1, 16],
+                [2usize, 2, 2],
+                [64usize, 8, 512],
+                16usize,
+            ),
+            (
+                OperandType::E4m3,
+                [256, 1, 16],
+                [4, 2, 2],
+                [64, 8, 1024],
+                32,
+            ),
         ] {
             let mut seen = HashSet::new();
             for thread in 0..WARPGROUP {
                 for v in 0..4 * t.per_register() {
                     let off = cute_offset(&[4, 8, 4], &td, &vs, &vd, thread, v);
                     // CuTe's value index runs over the elements of the registers in order.
-                    let pos = a_register_position(t, thread, v / t.per_register(), v % t.per_register());
+                    let pos =
+                        a_register_position(t, thread, v / t.per_register(), v % t.per_register());
                     assert_eq!(pos, (off % 64, off / 64), "{t:?} thread {thread} value {v}");
                     assert!(seen.insert(pos));
                 }
@@ -417,13 +540,53 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(seed);
         let base = 0x400u32; // 1024-aligned, as 128B-swizzled tiles must be
         for (a_t, d_t, n, a_major, b_major, a_in_regs) in [
-            (OperandType::Bf16, AccumulatorType::F32, 64usize, Major::K, Major::K, false),
-            (OperandType::F16, AccumulatorType::F32, 128, Major::MN, Major::MN, false),
-            (OperandType::F16, AccumulatorType::F16, 32, Major::K, Major::MN, true),
-            (OperandType::E4m3, AccumulatorType::F32, 64, Major::K, Major::K, false),
-            (OperandType::E5m2, AccumulatorType::F32, 24, Major::K, Major::K, true),
+            (
+                OperandType::Bf16,
+                AccumulatorType::F32,
+                64usize,
+                Major::K,
+                Major::K,
+                false,
+            ),
+            (
+                OperandType::F16,
+                AccumulatorType::F32,
+                128,
+                Major::MN,
+                Major::MN,
+                false,
+            ),
+            (
+                OperandType::F16,
+                AccumulatorType::F16,
+                32,
+                Major::K,
+                Major::MN,
+                true,
+            ),
+            (
+                OperandType::E4m3,
+                AccumulatorType::F32,
+                64,
+                Major::K,
+                Major::K,
+                false,
+            ),
+            (
+                OperandType::E5m2,
+                AccumulatorType::F32,
+                24,
+                Major::K,
+                Major::K,
+                true,
+            ),
         ] {
-            let spec = WgmmaSpec { n, d: d_t, a: a_t, b: a_t };
+            let spec = WgmmaSpec {
+                n,
+                d: d_t,
+                a: a_t,
+                b: a_t,
+            };
             let k = spec.k();
             let eb = a_t.bytes();
             let mut smem = Smem(vec![0; 64 * 1024]);
@@ -464,7 +627,14 @@ mod tests {
                     Major::K => (16, 1024),
                     Major::MN => (k as u32 * 128, 1024),
                 };
-                MatrixDescriptor { start, leading_byte_offset: lbo, stride_byte_offset: sbo, base_offset: 0, swizzle: Swizzle::B128 }.encode()
+                MatrixDescriptor {
+                    start,
+                    leading_byte_offset: lbo,
+                    stride_byte_offset: sbo,
+                    base_offset: 0,
+                    swizzle: Swizzle::B128,
+                }
+                .encode()
             };
             let mut a_regs = vec![[0u32; 4]; WARPGROUP];
             for (thread, regs) in a_regs.iter_mut().enumerate() {
@@ -475,7 +645,11 @@ mod tests {
                     }
                 }
             }
-            let a = if a_in_regs { WgmmaA::Registers(&a_regs) } else { WgmmaA::Descriptor(desc(a_base, a_major)) };
+            let a = if a_in_regs {
+                WgmmaA::Registers(&a_regs)
+            } else {
+                WgmmaA::Descriptor(desc(a_base, a_major))
+            };
             let mut d = vec![vec![0u32; spec.d_registers()]; WARPGROUP];
             let mut c_dense = vec![0.0; 64 * n];
             for (thread, regs) in d.iter_mut().enumerate() {
@@ -488,17 +662,42 @@ mod tests {
                 }
             }
             let (negate_a, negate_b) = (rng.gen_bool(0.5), rng.gen_bool(0.5));
-            let ops = WgmmaOperands { scale_d: true, negate_a, negate_b, a_major, b_major };
-            spec.execute(&ops, a, desc(b_base, b_major), &mut d, Accumulation::Exact, |addr| Ok::<_, TensorCoreError>(smem.0[addr as usize])).unwrap();
+            let ops = WgmmaOperands {
+                scale_d: true,
+                negate_a,
+                negate_b,
+                a_major,
+                b_major,
+            };
+            spec.execute(
+                &ops,
+                a,
+                desc(b_base, b_major),
+                &mut d,
+                Accumulation::Exact,
+                |addr| Ok::<_, TensorCoreError>(smem.0[addr as usize]),
+            )
+            .unwrap();
             let sign = if negate_a != negate_b { -1.0 } else { 1.0 };
-            let tol = if d_t == AccumulatorType::F16 { 4e-3 } else { 1e-6 };
+            let tol = if d_t == AccumulatorType::F16 {
+                4e-3
+            } else {
+                1e-6
+            };
             for (thread, regs) in d.iter().enumerate() {
                 for (reg, r) in regs.iter().enumerate() {
                     for index in 0..d_t.per_register() {
                         let (m, nn) = accumulator_position(d_t, thread, reg, index);
-                        let want = c_dense[m * n + nn] + sign * (0..k).map(|kk| a_dense[m * k + kk] * b_dense[kk * n + nn]).sum::<f64>();
+                        let want = c_dense[m * n + nn]
+                            + sign
+                                * (0..k)
+                                    .map(|kk| a_dense[m * k + kk] * b_dense[kk * n + nn])
+                                    .sum::<f64>();
                         let got = d_t.unpack(*r, index);
-                        assert!((got - want).abs() <= tol * (1.0 + want.abs()), "seed {seed:#x} {spec:?} {ops:?}: D[{m}][{nn}] = {got}, want {want}");
+                        assert!(
+                            (got - want).abs() <= tol * (1.0 + want.abs()),
+                            "seed {seed:#x} {spec:?} {ops:?}: D[{m}][{nn}] = {got}, want {want}"
+                        );
                     }
                 }
             }
@@ -513,11 +712,32 @@ mod tests {
         for byte in smem.iter_mut() {
             *byte = rng.gen_range(0x30..0x40); // modest bf16 values in either byte order
         }
-        let desc = MatrixDescriptor { start: 0, leading_byte_offset: 128, stride_byte_offset: 256, base_offset: 0, swizzle: Swizzle::None }.encode();
+        let desc = MatrixDescriptor {
+            start: 0,
+            leading_byte_offset: 128,
+            stride_byte_offset: 256,
+            base_offset: 0,
+            swizzle: Swizzle::None,
+        }
+        .encode();
         let run = |scale_d: bool, init: u32| {
             let mut d = vec![vec![init; spec.d_registers()]; WARPGROUP];
-            let ops = WgmmaOperands { scale_d, negate_a: false, negate_b: false, a_major: Major::K, b_major: Major::K };
-            spec.execute(&ops, WgmmaA::Descriptor(desc), desc + (2048 >> 4), &mut d, Accumulation::Exact, |a| Ok::<_, TensorCoreError>(smem[a as usize])).unwrap();
+            let ops = WgmmaOperands {
+                scale_d,
+                negate_a: false,
+                negate_b: false,
+                a_major: Major::K,
+                b_major: Major::K,
+            };
+            spec.execute(
+                &ops,
+                WgmmaA::Descriptor(desc),
+                desc + (2048 >> 4),
+                &mut d,
+                Accumulation::Exact,
+                |a| Ok::<_, TensorCoreError>(smem[a as usize]),
+            )
+            .unwrap();
             d
         };
         let fresh = run(false, 7.5f32.to_bits());
@@ -541,25 +761,64 @@ mod tests {
         let mut narrow = exact.clone();
         let mut reference = 0.0f64;
         let mut bound = 0.0f64;
-        let desc = MatrixDescriptor { start: 0, leading_byte_offset: 512, stride_byte_offset: 128, base_offset: 0, swizzle: Swizzle::None };
+        let desc = MatrixDescriptor {
+            start: 0,
+            leading_byte_offset: 512,
+            stride_byte_offset: 128,
+            base_offset: 0,
+            swizzle: Swizzle::None,
+        };
         for _ in 0..steps {
             // Every element of A and B is the same random e4m3 value in [1, 2): thread 0's D[0][0]
             // is then Σ a·b over all of K, which the reference tracks.
             let bits = 0x38 | rng.gen_range(0..8u8);
             let v = OperandType::E4m3.decode(bits as u32);
             let smem = vec![bits; 4096];
-            let ops = WgmmaOperands { scale_d: true, negate_a: false, negate_b: false, a_major: Major::K, b_major: Major::K };
-            let b = MatrixDescriptor { start: 2048, ..desc }.encode();
-            spec.execute(&ops, WgmmaA::Descriptor(desc.encode()), b, &mut exact, Accumulation::Exact, |a| Ok::<_, TensorCoreError>(smem[a as usize])).unwrap();
-            spec.execute(&ops, WgmmaA::Descriptor(desc.encode()), b, &mut narrow, Accumulation::AlignedTruncation { kept_bits: 14 }, |a| Ok::<_, TensorCoreError>(smem[a as usize])).unwrap();
+            let ops = WgmmaOperands {
+                scale_d: true,
+                negate_a: false,
+                negate_b: false,
+                a_major: Major::K,
+                b_major: Major::K,
+            };
+            let b = MatrixDescriptor {
+                start: 2048,
+                ..desc
+            }
+            .encode();
+            spec.execute(
+                &ops,
+                WgmmaA::Descriptor(desc.encode()),
+                b,
+                &mut exact,
+                Accumulation::Exact,
+                |a| Ok::<_, TensorCoreError>(smem[a as usize]),
+            )
+            .unwrap();
+            spec.execute(
+                &ops,
+                WgmmaA::Descriptor(desc.encode()),
+                b,
+                &mut narrow,
+                Accumulation::AlignedTruncation { kept_bits: 14 },
+                |a| Ok::<_, TensorCoreError>(smem[a as usize]),
+            )
+            .unwrap();
             reference += 32.0 * v * v;
             bound += 33.0 * 2f64.powi(reference.log2().floor() as i32 - 13);
         }
         let e = f32::from_bits(exact[0][0]) as f64;
         let t = f32::from_bits(narrow[0][0]) as f64;
-        assert!((e - reference).abs() <= 1e-6 * reference, "exact {e} vs {reference}");
+        assert!(
+            (e - reference).abs() <= 1e-6 * reference,
+            "exact {e} vs {reference}"
+        );
         assert!(t < e, "truncation must lose something here: {t} vs {e}");
-        assert!(e - t <= bound, "loss {} exceeds the model's bound {bound}", e - t);
+        assert!(
+            e - t <= bound,
+            "loss {} exceeds the model's bound {bound}",
+            e - t
+        );
     }
 
     #[test]
@@ -580,15 +839,35 @@ mod tests {
         assert!(WgmmaOperands::from_immediates(&s8, true, 1, 1, Some(1), Some(0)).is_err());
         assert!(WgmmaOperands::from_immediates(&s, true, 2, 1, Some(0), Some(0)).is_err());
         let ops = WgmmaOperands::from_immediates(&s, false, -1, 1, Some(1), None).unwrap();
-        assert_eq!((ops.negate_a, ops.a_major, ops.b_major, ops.scale_d), (true, Major::MN, Major::K, false));
+        assert_eq!(
+            (ops.negate_a, ops.a_major, ops.b_major, ops.scale_d),
+            (true, Major::MN, Major::K, false)
+        );
     }
 
     #[test]
     fn shared_reads_cover_both_operands_once_per_element() {
         let s = WgmmaSpec::parse("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16").unwrap();
-        let ops = WgmmaOperands { scale_d: true, negate_a: false, negate_b: false, a_major: Major::K, b_major: Major::K };
-        let d = |start| MatrixDescriptor { start, leading_byte_offset: 16, stride_byte_offset: 1024, base_offset: 0, swizzle: Swizzle::B128 }.encode();
-        let reads = s.shared_reads(&ops, &WgmmaA::Descriptor(d(0)), d(8192)).unwrap();
+        let ops = WgmmaOperands {
+            scale_d: true,
+            negate_a: false,
+            negate_b: false,
+            a_major: Major::K,
+            b_major: Major::K,
+        };
+        let d = |start| {
+            MatrixDescriptor {
+                start,
+                leading_byte_offset: 16,
+                stride_byte_offset: 1024,
+                base_offset: 0,
+                swizzle: Swizzle::B128,
+            }
+            .encode()
+        };
+        let reads = s
+            .shared_reads(&ops, &WgmmaA::Descriptor(d(0)), d(8192))
+            .unwrap();
         assert_eq!(reads.len(), 64 * 16 + 16 * 16);
         let distinct: HashSet<u32> = reads.iter().map(|r| r.0).collect();
         assert_eq!(distinct.len(), reads.len());

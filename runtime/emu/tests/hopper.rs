@@ -6,7 +6,7 @@ use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tilekit_emu::sanitizer::FindingKind;
-use tilekit_emu::{EmuError, Emulator, GlobalMemory, LaunchConfig};
+use tilekit_emu::{EmuError, Emulator, GlobalMemory, LaunchConfig, Report};
 
 /// Warp 0 consumes what warp 1 produces through a one-slot pipeline of two mbarriers: the
 /// producer waits for the slot to be empty, fills it with `in`, arrives on `full`; the consumer
@@ -229,7 +229,18 @@ fn wgmma(fence: bool, wait: bool, a: &[bf16], bt: &[bf16]) -> Result<Vec<f32>, E
                 ""
             },
         );
-    let emu = Emulator::new(&ptx)?;
+    run_wgmma(&ptx, a, bt, &LaunchConfig::new([1, 1, 1], [128, 1, 1])).map(|(_, d)| d)
+}
+
+/// Runs the `WGMMA` kernel text `ptx` (one warpgroup) on A `a` and Bᵀ `bt` under `cfg`; the
+/// report and D.
+fn run_wgmma(
+    ptx: &str,
+    a: &[bf16],
+    bt: &[bf16],
+    cfg: &LaunchConfig,
+) -> Result<(Report, Vec<f32>), EmuError> {
+    let emu = Emulator::new(ptx)?;
     let mut g = GlobalMemory::new();
     let bytes = |v: &[bf16]| {
         v.iter()
@@ -247,18 +258,15 @@ fn wgmma(fence: bool, wait: bool, a: &[bf16], bt: &[bf16]) -> Result<Vec<f32>, E
             pd.to_le_bytes().to_vec(),
         ],
     )?;
-    emu.launch(
-        "wg",
-        &LaunchConfig::new([1, 1, 1], [128, 1, 1]),
-        &params,
-        &mut g,
-    )?;
-    Ok(g.get(pd)
+    let report = emu.launch("wg", cfg, &params, &mut g)?;
+    let d = g
+        .get(pd)
         .expect("d")
         .data
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+        .collect();
+    Ok((report, d))
 }
 
 fn wgmma_inputs(rng: &mut StdRng) -> (Vec<bf16>, Vec<bf16>) {
@@ -313,38 +321,11 @@ fn wgmma_accumulators_read_without_wait_group_are_nan_and_reported() {
     let ptx = WGMMA
         .replace("FENCE", "fence.proxy.async.shared::cta;")
         .replace("WAIT", "");
-    let emu = Emulator::new(&ptx).unwrap();
-    let mut g = GlobalMemory::new();
-    let bytes = |v: &[bf16]| {
-        v.iter()
-            .flat_map(|x| x.to_bits().to_le_bytes())
-            .collect::<Vec<u8>>()
-    };
-    let (pa, pb, pd) = (
-        g.alloc("a", bytes(&a)),
-        g.alloc("bt", bytes(&bt)),
-        g.alloc("d", vec![0u8; 4096]),
-    );
-    let params = emu
-        .param_buffer(
-            "wg",
-            &[
-                pa.to_le_bytes().to_vec(),
-                pb.to_le_bytes().to_vec(),
-                pd.to_le_bytes().to_vec(),
-            ],
-        )
-        .unwrap();
     let mut cfg = LaunchConfig::new([1, 1, 1], [128, 1, 1]);
     cfg.findings_are_errors = false;
-    let report = emu.launch("wg", &cfg, &params, &mut g).unwrap();
+    let (report, d) = run_wgmma(&ptx, &a, &bt, &cfg).unwrap();
     assert!(!report.findings.is_empty());
-    assert!(g
-        .get(pd)
-        .unwrap()
-        .data
-        .chunks_exact(4)
-        .all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_nan()));
+    assert!(d.iter().all(|x| x.is_nan()));
 }
 
 #[test]
@@ -1165,36 +1146,7 @@ fn overwriting_a_wgmma_shared_operand_before_its_wait_is_reported() {
             "WAIT",
             "st.shared.u32 [%r9], %r1;\n    wgmma.wait_group.sync.aligned 0;",
         );
-    let emu = Emulator::new(&ptx).unwrap();
-    let mut g = GlobalMemory::new();
-    let bytes = |v: &[bf16]| {
-        v.iter()
-            .flat_map(|x| x.to_bits().to_le_bytes())
-            .collect::<Vec<u8>>()
-    };
-    let (pa, pb, pd) = (
-        g.alloc("a", bytes(&a)),
-        g.alloc("bt", bytes(&bt)),
-        g.alloc("d", vec![0u8; 4096]),
-    );
-    let params = emu
-        .param_buffer(
-            "wg",
-            &[
-                pa.to_le_bytes().to_vec(),
-                pb.to_le_bytes().to_vec(),
-                pd.to_le_bytes().to_vec(),
-            ],
-        )
-        .unwrap();
-    let err = emu
-        .launch(
-            "wg",
-            &LaunchConfig::new([1, 1, 1], [128, 1, 1]),
-            &params,
-            &mut g,
-        )
-        .unwrap_err();
+    let err = run_wgmma(&ptx, &a, &bt, &LaunchConfig::new([1, 1, 1], [128, 1, 1])).unwrap_err();
     let EmuError::Sanitizer { findings, .. } = &err else {
         panic!("expected findings, got {err}")
     };
@@ -1218,36 +1170,7 @@ fn warps_of_a_warpgroup_issuing_different_wgmma_instructions_are_reported() {
         .replace("WAIT", "wgmma.wait_group.sync.aligned 0;")
         .replace(mma, &divergent);
     assert!(ptx.contains("ALT:"));
-    let emu = Emulator::new(&ptx).unwrap();
-    let mut g = GlobalMemory::new();
-    let bytes = |v: &[bf16]| {
-        v.iter()
-            .flat_map(|x| x.to_bits().to_le_bytes())
-            .collect::<Vec<u8>>()
-    };
-    let (pa, pb, pd) = (
-        g.alloc("a", bytes(&a)),
-        g.alloc("bt", bytes(&bt)),
-        g.alloc("d", vec![0u8; 4096]),
-    );
-    let params = emu
-        .param_buffer(
-            "wg",
-            &[
-                pa.to_le_bytes().to_vec(),
-                pb.to_le_bytes().to_vec(),
-                pd.to_le_bytes().to_vec(),
-            ],
-        )
-        .unwrap();
-    let err = emu
-        .launch(
-            "wg",
-            &LaunchConfig::new([1, 1, 1], [128, 1, 1]),
-            &params,
-            &mut g,
-        )
-        .unwrap_err();
+    let err = run_wgmma(&ptx, &a, &bt, &LaunchConfig::new([1, 1, 1], [128, 1, 1])).unwrap_err();
     let EmuError::Sanitizer { findings, .. } = &err else {
         panic!("expected findings, got {err}")
     };

@@ -1,7 +1,8 @@
 //! A compile cache: in memory, and on disk under `TILEKIT_CACHE_DIR` when it is set.
 //!
 //! The key is the kernel's module as Tile IR text (comptime values are already specialized into
-//! it), the kernel name, the target, this crate's version and the LLVM version, so a change to
+//! it), the kernel name, the target, the [`Facts`] the compile assumed, this crate's version and
+//! the LLVM version, so a change to
 //! any of them misses. Entries hold every stage and the launch metadata; the full key is stored
 //! with an entry and compared on load, so a hash collision is a miss, never a wrong kernel.
 
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use crate::{compile, CodegenError, Compiled, KernelArg, Stage, Target, Timings};
+use crate::{compile_with, CodegenError, Compiled, Facts, KernelArg, Stage, Target, Timings};
 
 fn memory() -> &'static Mutex<HashMap<String, Compiled>> {
     static M: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
@@ -23,30 +24,51 @@ pub fn clear_memory() {
     }
 }
 
-/// The cache key of a kernel: everything its compiled form depends on.
+/// The cache key of a kernel's general variant: everything its compiled form depends on.
 pub fn key(module: &tilekit_ir::Module, kernel: &str, target: Target) -> String {
+    key_with(module, kernel, target, &Facts::general())
+}
+
+/// The cache key of a kernel compiled for `facts` ([`compile_with`]).
+pub fn key_with(
+    module: &tilekit_ir::Module,
+    kernel: &str,
+    target: Target,
+    facts: &Facts,
+) -> String {
     let (major, minor, patch) = inkwell::support::get_llvm_version();
     format!(
-        "tilekit-codegen {} llvm {major}.{minor}.{patch} target {target} kernel {kernel}\n{}",
+        "tilekit-codegen {} llvm {major}.{minor}.{patch} target {target} kernel {kernel} facts {facts}\n{}",
         env!("CARGO_PKG_VERSION"),
         tilekit_ir::print_module(module)
     )
 }
 
 /// FNV-1a, 64 bits: stable across Rust versions (unlike `DefaultHasher`), for file names.
-fn fnv1a(s: &str) -> u64 {
+pub(crate) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     })
 }
 
-/// [`compile`] through the cache: a hit returns the stored kernel (with zero [`Timings`]).
+/// [`compile`](crate::compile) through the cache: a hit returns the stored kernel (with zero
+/// [`Timings`]).
 pub fn compile_cached(
     module: &tilekit_ir::Module,
     kernel: &str,
     target: Target,
 ) -> Result<Compiled, CodegenError> {
-    let k = key(module, kernel, target);
+    compile_cached_with(module, kernel, target, &Facts::general())
+}
+
+/// [`compile_with`] through the cache; the facts are part of the key.
+pub fn compile_cached_with(
+    module: &tilekit_ir::Module,
+    kernel: &str,
+    target: Target,
+    facts: &Facts,
+) -> Result<Compiled, CodegenError> {
+    let k = key_with(module, kernel, target, facts);
     if let Some(c) = memory().lock().ok().and_then(|m| m.get(&k).cloned()) {
         return Ok(c);
     }
@@ -57,7 +79,7 @@ pub fn compile_cached(
         }
         return Ok(c);
     }
-    let c = compile(module, kernel, target)?;
+    let c = compile_with(module, kernel, target, facts)?;
     if let Some(d) = dir {
         // A cache that cannot be written is only slower: the kernel is still returned.
         let _ = store(&d, &k, &c);
@@ -114,6 +136,13 @@ fn load(dir: &Path, key: &str) -> Option<Compiled> {
         .nth(1)?
         .parse::<Target>()
         .ok()?;
+    let facts: Facts = key
+        .lines()
+        .next()?
+        .split_once(" facts ")?
+        .1
+        .parse()
+        .ok()?;
     let meta = std::fs::read_to_string(e.join("meta")).ok()?;
     let (mut kernel, mut warps, mut shared_bytes, mut dynamic_shared) = (None, None, None, None);
     let mut args = Vec::new();
@@ -149,6 +178,7 @@ fn load(dir: &Path, key: &str) -> Option<Compiled> {
     Some(Compiled::from_parts(
         kernel?,
         target,
+        facts,
         args,
         warps?,
         shared_bytes?,

@@ -30,9 +30,11 @@ pub mod mlir;
 pub mod nvidia;
 pub mod ptxas;
 pub mod sass;
+pub mod specialize;
 
-pub use cache::compile_cached;
+pub use cache::{compile_cached, compile_cached_with};
 pub use error::CodegenError;
+pub use specialize::Facts;
 pub use nvidia::{shared_limit, REGISTER_LIMIT};
 
 use std::fmt;
@@ -194,6 +196,9 @@ pub enum KernelArg {
 pub struct Compiled {
     pub kernel: String,
     pub target: Target,
+    /// What the compile assumed about the launch's arguments ([`Facts::general`]: nothing,
+    /// the variant every launch may take).
+    pub facts: Facts,
     /// Kernel arguments, in order (see [`KernelArg`] for the calling convention).
     pub args: Vec<KernelArg>,
     /// Warps (wavefronts) per block; the block is `warps · lanes` threads along x (32 lanes on
@@ -239,6 +244,7 @@ impl Compiled {
     pub(crate) fn from_parts(
         kernel: String,
         target: Target,
+        facts: Facts,
         args: Vec<KernelArg>,
         warps: u32,
         shared_bytes: u64,
@@ -250,6 +256,7 @@ impl Compiled {
         Compiled {
             kernel,
             target,
+            facts,
             args,
             warps,
             shared_bytes,
@@ -305,15 +312,25 @@ impl Compiled {
         sass::disassemble(&cubin.cubin)
     }
 
-    /// Writes every stage to `dir`, one file per stage (`<kernel>.<target>.<stage>`).
+    /// The start of the dump's file names: the kernel's name and 8 hex digits of a hash of its
+    /// Tile IR, so two instantiations of one generic kernel (whose IR differs) do not overwrite
+    /// each other's files; the `tile` file says which instantiation it is.
+    pub fn dump_stem(&self) -> String {
+        let hash = cache::fnv1a(self.stage(Stage::Tile));
+        format!("{}-{:08x}", self.kernel, hash >> 32)
+    }
+
+    /// Writes every stage to `dir`, one file per stage (`<kernel>-<hash>.<target>.<stage>`,
+    /// see [`Compiled::dump_stem`]).
     pub fn dump(&self, dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
+        let stem = self.dump_stem();
         for (s, text) in &self.stages {
-            let path = dir.join(format!("{}.{}.{}", self.kernel, self.target, s.name()));
+            let path = dir.join(format!("{stem}.{}.{}", self.target, s.name()));
             std::fs::write(path, text)?;
         }
         if let Some(co) = &self.code_object {
-            let path = dir.join(format!("{}.{}.hsaco", self.kernel, self.target));
+            let path = dir.join(format!("{stem}.{}.hsaco", self.target));
             std::fs::write(path, co)?;
         }
         Ok(())
@@ -333,6 +350,20 @@ pub fn compile(
     kernel: &str,
     target: Target,
 ) -> Result<Compiled, CodegenError> {
+    compile_with(module, kernel, target, &Facts::general())
+}
+
+/// [`compile`] for launches that satisfy `facts` ([`specialize`]): the kernel may rely on
+/// them (a global → shared copy from a view assumed 16-byte aligned moves whole 16-byte
+/// chunks, with no run-time alignment test and no element-wise fallback), so it must only run
+/// with arguments that satisfy them. Facts that name no global-view parameter of the kernel are
+/// [`CodegenError::Invalid`].
+pub fn compile_with(
+    module: &tilekit_ir::Module,
+    kernel: &str,
+    target: Target,
+    facts: &Facts,
+) -> Result<Compiled, CodegenError> {
     use std::time::Instant;
     tilekit_ir::verify(module).map_err(|es| {
         CodegenError::Invalid(
@@ -348,9 +379,12 @@ pub fn compile(
             name: kernel.to_string(),
             available: module.kernel_names(),
         })?;
+    facts
+        .check_against(func)
+        .map_err(|e| CodegenError::Invalid(e.to_string()))?;
     let mut timings = Timings::default();
     let t0 = Instant::now();
-    let lowered = lower::lower(module, func, target)?;
+    let lowered = lower::lower(module, func, target, facts)?;
     timings.lower = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
@@ -400,6 +434,7 @@ pub fn compile(
     let compiled = Compiled {
         kernel: kernel.to_string(),
         target,
+        facts: facts.clone(),
         args: lowered.args,
         warps: func.warps().unwrap_or(1),
         shared_bytes: lowered.shared_bytes,

@@ -37,10 +37,23 @@ fn environment_overrides_for_tools_and_dumps() {
         .into_iter()
         .filter(|s| s.applies_to(Target::Sm90a))
     {
-        let path = dir.join(format!("scale.sm_90a.{}", s.name()));
+        let path = dir.join(format!("{}.sm_90a.{}", c.dump_stem(), s.name()));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         assert_eq!(text, c.stage(s));
     }
+    // Two instantiations of one kernel (different IR, same kernel name) keep separate files.
+    assert!(c.dump_stem().starts_with("scale-"), "{}", c.dump_stem());
+    let other = tilekit_ir::parse_module(
+        "kernel @scale(%x: gl<f16, 2, mut>) warps(1) {
+           %0 = block_idx.x () : i32
+           %1 = load (%x, %0, %0) : rt<f16, 16x16, row>
+           store (%x, %1, %0, %0)
+           return ()
+         }",
+    )
+    .unwrap();
+    let other = compile(&other, "scale", Target::Sm90a).unwrap();
+    assert_ne!(c.dump_stem(), other.dump_stem());
     let _ = std::fs::remove_dir_all(&dir);
 
     // The disk cache: a second process would find the entry; here, a key the memory cache has

@@ -157,6 +157,11 @@ struct KernelArgs {
     /// Narrows the variant: the N-th comptime argument (counting from 0) is V; repeatable
     #[arg(long = "const", value_name = "N=V", value_parser = parse_const)]
     consts: Vec<(usize, String)>,
+    /// What the compile may assume of the launch's views: `general` (nothing, the default),
+    /// `aligned` (every view 16-byte aligned, the variant aligned launches take) or
+    /// `aligned16(a, b)` naming the views
+    #[arg(long, value_name = "FACTS", default_value = "general")]
+    assume: String,
 }
 
 #[derive(Debug, Args)]
@@ -376,6 +381,7 @@ fn dispatch(command: Command) -> Result<(String, i32), CliError> {
                 kernel,
                 variant,
                 &a.kernel.target,
+                &a.kernel.assume,
                 &a.stage,
                 a.out.as_deref(),
             )
@@ -386,7 +392,7 @@ fn dispatch(command: Command) -> Result<(String, i32), CliError> {
                 return Err(unavailable("check"));
             }
             let (kernel, variant) = select(&a.kernel.kernel, &a.kernel.consts)?;
-            jit::check(kernel, variant, &a.kernel.target).map(|s| (s, 0))
+            jit::check(kernel, variant, &a.kernel.target, &a.kernel.assume).map(|s| (s, 0))
         }
         Command::Emulate(a) => {
             if !cfg!(feature = "jit") {
@@ -623,7 +629,9 @@ fn emulate(k: &KernelInfo, v: &Variant, target: &str) -> Result<(String, i32), C
 mod jit {
     use std::fmt::Write as _;
 
-    use tilekit_codegen::{amd, compile, hot_loop, ptxas, sass, Compiled, Stage, Target};
+    use tilekit_codegen::{
+        amd, compile_with, hot_loop, ptxas, sass, Compiled, Facts, Stage, Target,
+    };
 
     use std::path::Path;
 
@@ -673,9 +681,31 @@ mod jit {
             .map_err(|e: tilekit_codegen::UnknownTarget| CliError::usage(e.to_string()))
     }
 
-    fn compiled(k: &KernelInfo, v: &Variant, target: Target) -> Result<Compiled, CliError> {
-        compile((v.module)(), k.name, target).map_err(|e| {
+    fn compiled_with(
+        k: &KernelInfo,
+        v: &Variant,
+        target: Target,
+        facts: &Facts,
+    ) -> Result<Compiled, CliError> {
+        compile_with((v.module)(), k.name, target, facts).map_err(|e| {
             CliError::failure(format!("compiling {}{} for {target}: {e}", k.name, v.args))
+        })
+    }
+
+    /// The facts of `--assume`: `general`, `aligned` (every global view of the kernel) or
+    /// the facts' own text (`aligned16(a, b)`).
+    fn parse_assume(k: &KernelInfo, v: &Variant, assume: &str) -> Result<Facts, CliError> {
+        if assume.trim() == "aligned" {
+            let module = (v.module)();
+            let func = module.kernel(k.name).ok_or_else(|| {
+                CliError::failure(format!("the module of {}{} has no such kernel", k.name, v.args))
+            })?;
+            return Ok(Facts::all_aligned16(func));
+        }
+        assume.parse::<Facts>().map_err(|e| {
+            CliError::usage(format!(
+                "--assume: {e} (or `aligned` for every view of the kernel)"
+            ))
         })
     }
 
@@ -685,10 +715,12 @@ mod jit {
         k: &KernelInfo,
         v: &Variant,
         target: &str,
+        assume: &str,
         stage: &str,
         out: Option<&Path>,
     ) -> Result<String, CliError> {
         let target = parse_target(target)?;
+        let facts = parse_assume(k, v, assume)?;
         let known = Stage::ALL.into_iter().find(|s| s.name() == stage);
         let applies = match known {
             Some(s) => s.applies_to(target),
@@ -710,7 +742,11 @@ mod jit {
                 "the `hsaco` stage is a binary code object: write it with --out FILE",
             ));
         }
-        let c = compiled(k, v, target)?;
+        let c = compiled_with(k, v, target, &facts)?;
+        if !facts.is_general() && out.is_none() {
+            // Not in the stage's text, which stays what the compiler wrote.
+            eprintln!("{}{} for {target}, assuming {facts}", k.name, v.args);
+        }
         let bytes = match known {
             Some(Stage::Hsaco) => c.code_object().unwrap_or_default().to_vec(),
             Some(s) => {
@@ -738,7 +774,7 @@ mod jit {
                     ))
                 })?;
                 Ok(format!(
-                    "wrote the {stage} stage of {}{} for {target} ({} bytes) to {}\n",
+                    "wrote the {stage} stage of {}{} for {target}, assuming {facts} ({} bytes) to {}\n",
                     k.name,
                     v.args,
                     bytes.len(),
@@ -775,9 +811,15 @@ mod jit {
         Ok(text)
     }
 
-    pub(super) fn check(k: &KernelInfo, v: &Variant, target: &str) -> Result<String, CliError> {
+    pub(super) fn check(
+        k: &KernelInfo,
+        v: &Variant,
+        target: &str,
+        assume: &str,
+    ) -> Result<String, CliError> {
         let target = parse_target(target)?;
-        let c = compiled(k, v, target)?;
+        let facts = parse_assume(k, v, assume)?;
+        let c = compiled_with(k, v, target, &facts)?;
         if !target.is_nvidia() {
             return Ok(check_amd(k, v, &c));
         }
@@ -796,6 +838,7 @@ mod jit {
             c.warps,
             c.block_threads()
         );
+        let _ = writeln!(out, "assumes        {}", c.facts);
         let _ = writeln!(out, "registers      {} per thread", r.registers);
         let _ = writeln!(
             out,
@@ -860,6 +903,7 @@ mod jit {
             c.warps,
             c.block_threads()
         );
+        let _ = writeln!(out, "assumes        {}", c.facts);
         let Some(r) = c.amd_resources() else {
             let _ = writeln!(
                 out,
@@ -936,12 +980,18 @@ mod jit {
         _: &Variant,
         _: &str,
         _: &str,
+        _: &str,
         _: Option<&Path>,
     ) -> Result<String, CliError> {
         Err(unavailable("emit"))
     }
 
-    pub(super) fn check(_: &KernelInfo, _: &Variant, _: &str) -> Result<String, CliError> {
+    pub(super) fn check(
+        _: &KernelInfo,
+        _: &Variant,
+        _: &str,
+        _: &str,
+    ) -> Result<String, CliError> {
         Err(unavailable("check"))
     }
 
@@ -1005,6 +1055,39 @@ mod tests {
                 e.message
             }
             Ok((out, _)) => panic!("{args:?} succeeded:\n{out}"),
+        }
+    }
+
+    #[test]
+    fn list_prints_each_variants_parameters_with_its_generics_substituted() {
+        let listing = list();
+        let line = |prefix: &str| {
+            listing
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no `{prefix}` in:\n{listing}"))
+                .to_string()
+        };
+        // gemm<O, …>(a: Gl<bf16, 2>, b: Gl<bf16, 2>, c: GlMut<O, 2>): O is the first argument.
+        let bf16 = line("gemm<bf16, 64, 64, 32, 32, 32>");
+        assert!(bf16.contains("c: GlMut<bf16, 2>"), "{bf16}");
+        let f32 = line("gemm<f32, 64, 64, 32, 32, 32>");
+        assert!(f32.contains("c: GlMut<f32, 2>"), "{f32}");
+        for k in kernels() {
+            for v in k.variants {
+                let names = comptime_args(v.args);
+                // No parameter type still names a generic parameter of the kernel.
+                let generic = k.params.contains("GlMut<O") || k.params.contains("Gl<T");
+                if generic && !names.is_empty() {
+                    assert!(
+                        !v.params.contains("GlMut<O") && !v.params.contains("Gl<T,"),
+                        "{}{}: {}",
+                        k.name,
+                        v.args,
+                        v.params
+                    );
+                }
+            }
         }
     }
 

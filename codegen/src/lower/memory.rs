@@ -15,6 +15,8 @@ pub(super) struct GlobalView {
     pub ptr: String,
     pub shape: Vec<String>,
     pub strides: Vec<String>,
+    /// The compile assumes the view 16-byte aligned ([`crate::Facts::is_aligned16`]).
+    pub aligned16: bool,
 }
 
 /// A shared tile as the lowering addresses it: byte offset, shape, swizzle, element type.
@@ -103,10 +105,12 @@ impl Lowerer<'_> {
                 ptr,
                 shape,
                 strides,
+                aligned16,
             } => GlobalView {
                 ptr: ptr.clone(),
                 shape: shape.clone(),
                 strides: strides.clone(),
+                aligned16: *aligned16,
             },
             _ => unreachable!("verified IR: a global view"),
         }
@@ -740,6 +744,30 @@ impl Lowerer<'_> {
         };
         let lead = if is_tile { n - 2 } else { n - 1 };
         let (lead_pred, lead_terms) = self.leading(&g, &idx[..lead]);
+        let es = d.size_bytes();
+        // Global → shared tiles whose rows are whole 16-byte chunks go through `cp.async` when
+        // the view allows 16-byte accesses and the target has `cp.async`; otherwise element by
+        // element. A view the compile assumes 16-byte aligned (`crate::specialize`) takes only
+        // the chunked path; any other is tested at run time and keeps the element-wise copy.
+        let chunked = to_shared
+            && is_tile
+            && d != ScalarType::Bool
+            && (cols * es) % 16 == 0
+            && self.rules.cp_async();
+        if chunked && g.aligned16 {
+            let tile = SharedTileRef {
+                base: base.clone(),
+                rows,
+                cols,
+                swz,
+                d,
+            };
+            let (tr, tc) = (&idx[n - 2], &idx[n - 1]);
+            self.cp_async_tile_aligned(
+                &g, &lead_pred, &lead_terms, tr, tc, &tile, threads, &rank, defer,
+            );
+            return Ok(());
+        }
         // The tile's first row goes through an opaque value (on NVIDIA a `mov`, free after
         // ptxas; see `Rules::opaque_i32`): LLVM's scalar
         // evolution then cannot see it as an induction variable of an enclosing loop. Where
@@ -755,15 +783,6 @@ impl Lowerer<'_> {
             None
         };
         let col0 = self.e.mul_i32_const(&idx[n - 1], i64::from(cols));
-        let es = d.size_bytes();
-        // Global → shared tiles whose rows are whole 16-byte chunks go through `cp.async` when
-        // the view allows 16-byte accesses (checked at run time) and the target has `cp.async`;
-        // otherwise element by element.
-        let chunked = to_shared
-            && is_tile
-            && d != ScalarType::Bool
-            && (cols * es) % 16 == 0
-            && self.rules.cp_async();
         if let (true, Some(r0)) = (chunked, &row0) {
             let fast = self.chunk_aligned(&g, 16 / es);
             self.e.open(&format!("scf.if {fast} {{"));
@@ -831,7 +850,11 @@ impl Lowerer<'_> {
 
     /// Whether every 16-byte chunk of the view's rows starts 16-byte aligned: the base pointer
     /// is, the last dimension is contiguous and every other stride is a multiple of the chunk.
+    /// A constant `true` where the compile assumes the view 16-byte aligned.
     fn chunk_aligned(&mut self, g: &GlobalView, per_chunk: u32) -> String {
+        if g.aligned16 {
+            return self.e.hoist("arith.constant true");
+        }
         let n = g.strides.len();
         let p = self
             .e

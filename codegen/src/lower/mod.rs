@@ -38,11 +38,13 @@ pub(crate) enum Lv {
     Scalar(String),
     /// A register tile or vector: this lane's registers in [`crate::layout`] order.
     Regs(Vec<String>),
-    /// A global view: base pointer, shape and strides (elements, i32).
+    /// A global view: base pointer, shape and strides (elements, i32), and whether the
+    /// compile assumes it 16-byte aligned ([`crate::Facts::is_aligned16`]).
     Global {
         ptr: String,
         shape: Vec<String>,
         strides: Vec<String>,
+        aligned16: bool,
     },
     /// A shared object: its byte offset (i32) in the block's shared buffer.
     Shared(String),
@@ -724,7 +726,12 @@ impl<'f> Lowerer<'f> {
 }
 
 /// Lowers kernel `func` to the text of an MLIR module.
-pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> {
+pub(crate) fn lower(
+    module: &Module,
+    func: &Func,
+    target: Target,
+    facts: &crate::Facts,
+) -> R<Lowered> {
     let warps = func.warps().unwrap_or(1);
     let rules = rules::rules(target);
     let frag = rules.frag();
@@ -773,6 +780,7 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
         let name = func.value_name(p).unwrap_or("arg").to_string();
         match func.value_type(p) {
             Type::Global { dtype, rank, .. } => {
+                let aligned16 = facts.is_aligned16(&name);
                 let ptr = format!("%p{k}");
                 sig.push(format!("{ptr}: !llvm.ptr<1>"));
                 let shape: Vec<String> = (0..*rank).map(|d| format!("%p{k}_n{d}")).collect();
@@ -788,6 +796,7 @@ pub(crate) fn lower(module: &Module, func: &Func, target: Target) -> R<Lowered> 
                 l.set(
                     p,
                     Lv::Global {
+                        aligned16,
                         ptr,
                         shape,
                         strides,

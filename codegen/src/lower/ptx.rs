@@ -191,6 +191,104 @@ impl Lowerer<'_> {
             .line("llvm.inline_asm has_side_effects \"cp.async.wait_group 0;\", \"\" : () -> ()");
     }
 
+    /// `cp.async.cg` of 16-byte chunks of a global tile into a shared tile, for a view the
+    /// compile assumes 16-byte aligned ([`crate::specialize`]): every chunk starts 16-byte
+    /// aligned and lies wholly inside or wholly outside the view, so each is one `cp.async` of
+    /// 16 bytes with a source size of 16 or 0 (zero-filled, exact since whole chunks are in or
+    /// out) under one predicate; no run-time alignment test, no fallback, no partial sizes.
+    ///
+    /// Addresses are `base + origin + rel`: `origin` is the tile's (its leading indices, first
+    /// row and column) in 64 bits from the tile indices, and `rel` the chunk's offset in the
+    /// tile, which depends on the thread only. Inside a loop whose variable picks the tile,
+    /// the loop-invariant part leaves the loop and the rest advances by a constant per step;
+    /// the row and column predicates split the same way. Waiting as [`Self::cp_async_tile`].
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cp_async_tile_aligned(
+        &mut self,
+        g: &GlobalView,
+        lead_pred: &Option<String>,
+        lead_terms: &[(String, String)],
+        tile_row: &str,
+        tile_col: &str,
+        tile: &SharedTileRef,
+        threads: u32,
+        rank: &str,
+        defer: bool,
+    ) {
+        let n = g.shape.len();
+        let es = tile.d.size_bytes();
+        let per_chunk = 16 / es;
+        let per_row = tile.cols / per_chunk;
+        let chunks = tile.rows * per_row;
+        let (nrows, ncols) = (g.shape[n - 2].clone(), g.shape[n - 1].clone());
+        let row0 = self.e.mul_i32_const(tile_row, i64::from(tile.rows));
+        let col0 = self.e.mul_i32_const(tile_col, i64::from(tile.cols));
+        let srow = self
+            .e
+            .op(&format!("arith.extsi {} : i32 to i64", g.strides[n - 2]));
+        let tr = self.e.op(&format!("arith.extsi {tile_row} : i32 to i64"));
+        let tc = self.e.op(&format!("arith.extsi {tile_col} : i32 to i64"));
+        let rows64 = self.e.i64(i64::from(tile.rows));
+        let cols64 = self.e.i64(i64::from(tile.cols));
+        let r0 = self.e.op(&format!("arith.muli {tr}, {rows64} : i64"));
+        let r0 = self.e.op(&format!("arith.muli {r0}, {srow} : i64"));
+        let c0 = self.e.op(&format!("arith.muli {tc}, {cols64} : i64"));
+        let lead = self.offset(lead_terms);
+        let origin = self.e.op(&format!("arith.addi {lead}, {r0} : i64"));
+        let origin = self.e.op(&format!("arith.addi {origin}, {c0} : i64"));
+        let zero = self.e.i32(0);
+        let full = self.e.i32(16);
+        for k in 0..chunks.div_ceil(threads) {
+            let kk = self.e.i32(i64::from(k * threads));
+            let ch = self.e.add_i32(rank, &kk);
+            let guard = (chunks % threads != 0).then(|| {
+                let t = self.e.i32(i64::from(chunks));
+                self.e.op(&format!("arith.cmpi ult, {ch}, {t} : i32"))
+            });
+            let pr = self.e.i32(i64::from(per_row));
+            let r = self.e.op(&format!("arith.divui {ch}, {pr} : i32"));
+            let cc = self.e.op(&format!("arith.remui {ch}, {pr} : i32"));
+            let c = self.e.mul_i32_const(&cc, i64::from(per_chunk));
+            let gr = self.e.add_i32(&row0, &r);
+            let gc = self.e.add_i32(&col0, &c);
+            let row_ok = self.in_range(&gr, &nrows);
+            let ok = self.and_opt(lead_pred.clone(), row_ok);
+            let col_ok = self.in_range(&gc, &ncols);
+            let ok = self.e.and_i1(&ok, &col_ok);
+            let bytes = self
+                .e
+                .op(&format!("arith.select {ok}, {full}, {zero} : i32"));
+            let r64 = self.e.op(&format!("arith.extui {r} : i32 to i64"));
+            let c64 = self.e.op(&format!("arith.extui {c} : i32 to i64"));
+            let rel = self.e.op(&format!("arith.muli {r64}, {srow} : i64"));
+            let rel = self.e.op(&format!("arith.addi {rel}, {c64} : i64"));
+            let off = self.e.op(&format!("arith.addi {origin}, {rel} : i64"));
+            let src = self.global_ptr(g, &off, tile.d);
+            let dst = self.shared_tile_ptr(&tile.base, &r, &c, tile.cols, tile.d, tile.swz);
+            let dst = self
+                .e
+                .op(&format!("llvm.ptrtoint {dst} : !llvm.ptr<3> to i32"));
+            let asm = format!(
+                "llvm.inline_asm has_side_effects \"cp.async.cg.shared.global [$0], [$1], 16, $2;\", \"r,l,r\" {dst}, {src}, {bytes} : (i32, !llvm.ptr<1>, i32) -> ()"
+            );
+            match &guard {
+                None => self.e.line(&asm),
+                Some(gd) => {
+                    self.e.open(&format!("scf.if {gd} {{"));
+                    self.e.line(&asm);
+                    self.e.close("}");
+                }
+            }
+        }
+        if defer {
+            return;
+        }
+        self.e
+            .line("llvm.inline_asm has_side_effects \"cp.async.commit_group;\", \"\" : () -> ()");
+        self.e
+            .line("llvm.inline_asm has_side_effects \"cp.async.wait_group 0;\", \"\" : () -> ()");
+    }
+
     /// Semaphores as `mbarrier`s with transaction counts (sm_90a; see the module
     /// documentation of `sync.rs`).
     pub(super) fn mbarrier_sync(&mut self, op: &Op) -> R<()> {

@@ -1,9 +1,60 @@
-//! Rounding of values to Tile IR dtypes, as the hardware does it.
+//! Rounding of values to Tile IR dtypes, as the hardware does it, and the error bounds of the
+//! IR's approximate functions.
 //!
 //! The interpreter holds every element as an `f64` that is exactly representable in its dtype.
 //! Arithmetic results are rounded with [`round`] (round to nearest, ties to even; fp8 saturates to
 //! its largest finite value, as `cvt.rn.satfinite` does). [`convert`] is the `convert` op.
+//!
+//! # Exact and approximate float functions
+//!
+//! Float functions are computed in f32 (16-bit floats widen to f32, and the f32 result rounds
+//! once to the dtype). `add`, `sub`, `mul`, `div`, `recip`, `sqrt`, `neg`, `abs`, `relu`, `max`,
+//! `min` and the reductions are **exact**: correctly rounded, subnormals kept, on every target
+//! (`div.rn.f32`/`sqrt.rn.f32` on NVIDIA; LLVM's correctly rounded f32 `fdiv`/`sqrt` expansions on
+//! AMD). The transcendental functions are **approximate**: each target lowers them to its fast
+//! hardware instruction, whose error the IR promises no better than this table (ulp = unit in the
+//! last place of the f32 result; "flushes" = subnormal f32 inputs and results may become a zero of
+//! the same sign):
+//!
+//! | IR function | NVIDIA (`sm_80`, `sm_90a`) | AMD (`gfx90a`, `gfx942`, `gfx950`) | IR bound | flushes |
+//! |---|---|---|---|---|
+//! | `exp2` | `ex2.approx.ftz.f32`: 2 ulp over the full range | `v_exp_f32`: 1 ulp, no subnormal inputs | 2 ulp | yes |
+//! | `log2` | `lg2.approx.ftz.f32`: abs. 2^-22 on (0.5, 2), rel. 2^-22 elsewhere | `v_log_f32`: 1 ulp, no subnormal inputs | abs. 2^-22 on (0.5, 2), rel. 2^-22 elsewhere | yes |
+//! | `rsqrt` | `rsqrt.approx.ftz.f32`: rel. 2^-22.9 | `v_rsq_f32`: 1 ulp, no subnormal handling | rel. 2^-22.9 | yes |
+//! | `tanh` | `tanh.approx.f32`: rel. 2^-11, subnormals pass through | `1 − 2/(2^(2x·log2 e) + 1)`: abs. ≈ 2^-22, so rel. worse than 2^-11 only for \|x\| < 2^-11 | rel. 2^-11 (abs. 2^-22 near 0 on AMD) | no |
+//! | `exp` | `exp2(x·log2 e)`, the product rounded to f32 | same | `exp2`'s, plus \|x·log2 e\|·2^-23·ln 2 relative (the product and log2 e rounded to f32) | yes |
+//! | `log` | `log2(x)·ln 2` | same | `log2`'s, plus ½ ulp | yes |
+//! | `sigmoid` | `1 / (1 + exp2(−x·log2 e))` | same | from `exp2`'s | yes |
+//! | `silu` | `x · sigmoid(x)` | same | from `sigmoid`'s | yes |
+//! | `gelu_tanh` | `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` | same | from `tanh`'s | no |
+//!
+//! Sources: PTX ISA 9.x, *Floating Point Instructions*: `ex2` ("maximum ulp error is 2 ulp from
+//! correctly rounded result across the full range of inputs"), `lg2`, `rsqrt`, `tanh`; each says
+//! that the `.ftz` form "flushes subnormal inputs and results to sign-preserving zero" (`tanh` has
+//! no `.ftz` form and supports subnormals). AMD: LLVM's *AMDGPUUsage*, table of LLVM IR
+//! intrinsics: `llvm.exp2`/`llvm.log2` on f32 are "1ULP accuracy", the "instruction does not
+//! natively support denormal inputs" (so the lowering uses `llvm.amdgcn.exp2`/`llvm.amdgcn.log`,
+//! the bare instructions without the denormal scaling); `v_rsq_f32` is 1 ulp with no denormal
+//! handling.
+//!
+//! Why flushing is part of what the IR means, not a per-op or per-kernel flag: every target's
+//! fast instruction either flushes or mishandles subnormals (`ex2.approx.f32` without `.ftz`
+//! costs three extra SASS instructions per call to rescale them), no kernel of the library
+//! depends on subnormal exponentials or reciprocal square roots, and the only alternative a
+//! flag could select — correctly rounded library calls (`libdevice`, `ocml`) — is not linked. A
+//! flag with one possible lowering would only be a way to be wrong about what the GPU computes.
+//!
+//! Contraction: an f32 `mul` whose result is an operand of an `add` or `sub` (maps, broadcasts)
+//! may be fused into one `fma` (the product is not rounded): `fma.rn.f32` on NVIDIA, `v_fma_f32`
+//! / `v_fmac_f32` on AMD. The lowering marks these ops `contract`, and LLVM fuses where it can.
+//! A fused result differs from the interpreter's (which rounds the product) by at most half an
+//! ulp of the product before the sum is rounded. 16-bit floats round every op's result to their
+//! dtype, so their products never fuse.
+//!
+//! The interpreter evaluates the approximate functions in one of two [`Numerics`]: exactly
+//! (correctly rounded, the default) or as the hardware may ([`approx_unary`]).
 
+use crate::ops::UnaryFn;
 use crate::types::ScalarType;
 
 /// Rounds an arithmetic result to `dtype`.
@@ -80,6 +131,137 @@ pub fn int_range(dtype: ScalarType) -> (f64, f64) {
         ScalarType::Bool => (0.0, 1.0),
         _ => (f64::NEG_INFINITY, f64::INFINITY),
     }
+}
+
+/// How the interpreter evaluates the approximate float functions (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Numerics {
+    /// Correctly rounded: computed in f64 and rounded once to the dtype, subnormals kept. The
+    /// default, because it is the ideal every target approximates: a test against an f64
+    /// reference measures the kernel's own error, not the hardware's.
+    #[default]
+    Exact,
+    /// As the GPUs may compute them, at their worst ([`approx_unary`]): subnormal inputs and
+    /// results of the flushing functions become zeros and each result carries up to the IR's
+    /// error bound. A tolerance that holds in this mode holds on every target.
+    Approx,
+}
+
+/// Whether `f` is one of the IR's approximate float functions (see the module docs).
+pub fn is_approximate(f: UnaryFn) -> bool {
+    matches!(
+        f,
+        UnaryFn::Exp
+            | UnaryFn::Exp2
+            | UnaryFn::Log
+            | UnaryFn::Log2
+            | UnaryFn::Rsqrt
+            | UnaryFn::Tanh
+            | UnaryFn::Sigmoid
+            | UnaryFn::Silu
+            | UnaryFn::GeluTanh
+    )
+}
+
+/// `f(x)` for an f32 value `x`, as [`Numerics::Approx`] defines it: the lowering's composition
+/// of hardware functions in f32 (each intermediate rounded to f32), where each hardware function
+/// flushes as the module docs' table says and returns the exact value rounded to the precision its
+/// error bound leaves (2 ulp → 22 significant bits; rel. 2^-22.9 → 23 bits; rel. 2^-11 → 11 bits;
+/// abs. 2^-22 → a multiple of 2^-21). Its error therefore reaches the documented bound, spread
+/// over the whole interval, rather than the hardware's usually smaller one: a tolerance that
+/// survives it has room for any target. The result is an f32 value (not yet rounded to a 16-bit
+/// dtype). Functions that are not approximate return the correctly rounded f32 result.
+pub fn approx_unary(f: UnaryFn, x: f64) -> f64 {
+    let r32 = |v: f64| f64::from(v as f32);
+    match f {
+        UnaryFn::Exp2 => approx_exp2(x),
+        UnaryFn::Log2 => approx_log2(x),
+        UnaryFn::Rsqrt => approx_rsqrt(x),
+        UnaryFn::Tanh => approx_tanh(x),
+        UnaryFn::Exp => approx_exp2(r32(x * r32(std::f64::consts::LOG2_E))),
+        UnaryFn::Log => r32(approx_log2(x) * r32(std::f64::consts::LN_2)),
+        UnaryFn::Sigmoid => approx_sigmoid(x),
+        UnaryFn::Silu => r32(x * approx_sigmoid(x)),
+        UnaryFn::GeluTanh => {
+            let k = r32((2.0 / std::f64::consts::PI).sqrt());
+            let x3 = r32(r32(x * x) * x);
+            let inner = r32(x + r32(r32(0.044715) * x3));
+            let th = approx_tanh(r32(k * inner));
+            r32(r32(0.5 * x) * r32(1.0 + th))
+        }
+        UnaryFn::Sqrt => r32(x.sqrt()),
+        UnaryFn::Recip => r32(1.0 / x),
+        UnaryFn::Neg => -x,
+        UnaryFn::Abs => x.abs(),
+        UnaryFn::Relu => {
+            if x > 0.0 {
+                x
+            } else {
+                0.0
+            }
+        }
+        UnaryFn::Not => x,
+    }
+}
+
+/// `1 / (1 + 2^(−x·log2 e))`, each step in f32 (the division correctly rounded).
+fn approx_sigmoid(x: f64) -> f64 {
+    let r32 = |v: f64| f64::from(v as f32);
+    let e = approx_exp2(r32(x * r32(-std::f64::consts::LOG2_E)));
+    r32(1.0 / r32(1.0 + e))
+}
+
+/// `ex2.approx.ftz.f32`: 2 ulp from the correctly rounded result (so the correctly rounded f32,
+/// not the exact value, is what is rounded to 22 bits).
+fn approx_exp2(x: f64) -> f64 {
+    let cr = f64::from(flush_f32(x).exp2() as f32);
+    flush_f32(round_significant(cr, 22))
+}
+
+/// `lg2.approx.ftz.f32`: absolute error 2^-22 on (0.5, 2), relative 2^-22 elsewhere.
+fn approx_log2(x: f64) -> f64 {
+    let x = flush_f32(x);
+    let y = x.log2();
+    let r = if x > 0.5 && x < 2.0 {
+        let q = (2.0f64).powi(-21);
+        f64::from((round_half_even(y / q) * q) as f32)
+    } else {
+        round_significant(y, 22)
+    };
+    flush_f32(r)
+}
+
+/// `rsqrt.approx.ftz.f32`: relative error 2^-22.9 (≤ 2^-23 after rounding to 23 bits).
+fn approx_rsqrt(x: f64) -> f64 {
+    flush_f32(round_significant(1.0 / flush_f32(x).sqrt(), 23))
+}
+
+/// `tanh.approx.f32`: relative error 2^-11; subnormals pass through unchanged.
+fn approx_tanh(x: f64) -> f64 {
+    if x.abs() < f64::from(f32::MIN_POSITIVE) {
+        return x;
+    }
+    round_significant(x.tanh(), 11)
+}
+
+/// A subnormal f32 value becomes a zero of its sign (`.ftz`).
+fn flush_f32(x: f64) -> f64 {
+    if x != 0.0 && x.abs() < f64::from(f32::MIN_POSITIVE) {
+        0.0f64.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// `y` rounded to `bits` significant bits (ties to even), then to f32; NaN, infinities and zeros
+/// unchanged. Relative error at most 2^-bits before the f32 rounding, which is exact unless
+/// the value is subnormal in f32 or overflows it.
+fn round_significant(y: f64, bits: i32) -> f64 {
+    if !y.is_finite() || y == 0.0 {
+        return y;
+    }
+    let q = (2.0f64).powi(exponent(y.abs()) - (bits - 1));
+    f64::from((round_half_even(y / q) * q) as f32)
 }
 
 /// A binary floating-point format narrower than f64.
@@ -362,5 +544,184 @@ mod tests {
         assert_eq!(round(I32, f64::NEG_INFINITY), f64::from(i32::MIN));
         assert_eq!(round(I8, f64::INFINITY), 127.0);
         assert_eq!(round(U32, f64::NEG_INFINITY), 0.0);
+    }
+
+    /// Random f32 values over every binade (random bit patterns), plus the cases the PTX ISA's
+    /// tables name: ±0, ±inf, NaN, subnormals of both signs, and the edges of the ranges.
+    fn f32_samples() -> Vec<f64> {
+        let mut v: Vec<f64> = vec![
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::from(1e-40f32),
+            f64::from(-1e-40f32),
+            f64::from(f32::MIN_POSITIVE),
+            f64::from(f32::MAX),
+            f64::from(-f32::MAX),
+            0.5,
+            2.0,
+            1.0,
+            -1.0,
+            127.99,
+            -149.5,
+            -126.5,
+        ];
+        let mut x: u32 = 0x9e37_79b9;
+        for _ in 0..40_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            v.push(f64::from(f32::from_bits(x)));
+            // Small magnitudes, where exp2/tanh/log2 near 1 live.
+            v.push(f64::from(f32::from_bits(x) % 300.0));
+        }
+        v.into_iter().map(|y| f64::from(y as f32)).collect()
+    }
+
+    fn is_f32_subnormal(x: f64) -> bool {
+        x != 0.0 && x.abs() < f64::from(f32::MIN_POSITIVE)
+    }
+
+    /// One unit in the last place of an f32 normal value.
+    fn ulp32(y: f64) -> f64 {
+        (2.0f64).powi(exponent(y.abs()).max(-126) - 23)
+    }
+
+    /// Checks the flushing functions' special cases, subnormal handling and error bound, and
+    /// returns the largest error seen, in units of the bound.
+    fn check_bound(f: UnaryFn, bound: impl Fn(f64, f64) -> f64) -> f64 {
+        let mut worst: f64 = 0.0;
+        for x in f32_samples() {
+            let a = approx_unary(f, x);
+            assert!(a.is_nan() || a == f64::from(a as f32), "{f:?}({x:e}) = {a:e} is not an f32");
+            let flushes = f != UnaryFn::Tanh;
+            let xin = if flushes && is_f32_subnormal(x) {
+                0.0f64.copysign(x)
+            } else {
+                x
+            };
+            let exact = match f {
+                UnaryFn::Exp2 => xin.exp2(),
+                UnaryFn::Log2 => xin.log2(),
+                UnaryFn::Rsqrt => 1.0 / xin.sqrt(),
+                UnaryFn::Tanh => xin.tanh(),
+                _ => unreachable!(),
+            };
+            if exact.is_nan() {
+                assert!(a.is_nan(), "{f:?}({x:e}) = {a:e}, expected NaN");
+                continue;
+            }
+            if !exact.is_finite() || exact == 0.0 {
+                assert_eq!(a, exact, "{f:?}({x:e})");
+                assert_eq!(a.is_sign_negative(), exact.is_sign_negative(), "{f:?}({x:e})");
+                continue;
+            }
+            let cr = f64::from(exact as f32);
+            if flushes && (is_f32_subnormal(cr) || cr == 0.0) {
+                // Results in the subnormal range flush (exp2 below -126); the bound only
+                // allows a zero or the smallest normal here.
+                assert!(a == 0.0 || a.abs() <= 2.0 * f64::from(f32::MIN_POSITIVE), "{f:?}({x:e}) = {a:e}");
+                continue;
+            }
+            if cr.is_infinite() {
+                continue;
+            }
+            let b = bound(x, cr);
+            let err = (a - if f == UnaryFn::Exp2 { cr } else { exact }).abs();
+            assert!(err <= b, "{f:?}({x:e}) = {a:e}, exact {exact:e}: error {err:e} > bound {b:e}");
+            worst = worst.max(err / b);
+        }
+        worst
+    }
+
+    #[test]
+    fn exp2_is_within_two_ulp_of_the_correctly_rounded_result_and_flushes() {
+        let worst = check_bound(UnaryFn::Exp2, |_, cr| 2.0 * ulp32(cr));
+        // The model perturbs up to the bound, or tolerances tested with it prove nothing.
+        assert!(worst > 0.5, "largest error only {worst} of the bound");
+        assert_eq!(approx_unary(UnaryFn::Exp2, f64::NEG_INFINITY), 0.0);
+        assert_eq!(approx_unary(UnaryFn::Exp2, -0.0), 1.0);
+        assert_eq!(approx_unary(UnaryFn::Exp2, 1e-40), 1.0);
+        // 2^-130 is subnormal in f32: flushed.
+        assert_eq!(approx_unary(UnaryFn::Exp2, -130.0), 0.0);
+        assert_eq!(apply_exact(UnaryFn::Exp2, -130.0), 2f64.powi(-130));
+    }
+
+    fn apply_exact(f: UnaryFn, x: f64) -> f64 {
+        match f {
+            UnaryFn::Exp2 => round(F32, x.exp2()),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn log2_is_within_its_absolute_and_relative_bounds_and_flushes() {
+        let worst = check_bound(UnaryFn::Log2, |x, cr| {
+            if x > 0.5 && x < 2.0 {
+                2f64.powi(-22)
+            } else {
+                2f64.powi(-22) * cr.abs()
+            }
+        });
+        assert!(worst > 0.5, "largest error only {worst} of the bound");
+        assert_eq!(approx_unary(UnaryFn::Log2, 1e-40), f64::NEG_INFINITY);
+        assert!(approx_unary(UnaryFn::Log2, -1.0).is_nan());
+        assert_eq!(approx_unary(UnaryFn::Log2, f64::INFINITY), f64::INFINITY);
+    }
+
+    #[test]
+    fn rsqrt_is_within_its_relative_bound_and_flushes() {
+        let worst = check_bound(UnaryFn::Rsqrt, |_, cr| 2f64.powi(-22) * 0.536 * cr.abs());
+        assert!(worst > 0.5, "largest error only {worst} of the bound");
+        assert_eq!(approx_unary(UnaryFn::Rsqrt, -0.0), f64::NEG_INFINITY);
+        assert_eq!(approx_unary(UnaryFn::Rsqrt, 1e-40), f64::INFINITY);
+        assert_eq!(approx_unary(UnaryFn::Rsqrt, f64::INFINITY), 0.0);
+        assert!(approx_unary(UnaryFn::Rsqrt, -4.0).is_nan());
+    }
+
+    #[test]
+    fn tanh_is_within_its_relative_bound_and_keeps_subnormals() {
+        let worst = check_bound(UnaryFn::Tanh, |_, cr| 2f64.powi(-11) * cr.abs());
+        assert!(worst > 0.5, "largest error only {worst} of the bound");
+        assert_eq!(approx_unary(UnaryFn::Tanh, f64::from(-1e-40f32)), f64::from(-1e-40f32));
+        assert_eq!(approx_unary(UnaryFn::Tanh, f64::NEG_INFINITY), -1.0);
+        assert!(approx_unary(UnaryFn::Tanh, -0.0).is_sign_negative());
+    }
+
+    #[test]
+    fn exp_error_grows_only_with_the_rounded_product() {
+        for x in f32_samples() {
+            if !x.is_finite() || x.abs() > 80.0 || is_f32_subnormal(x) {
+                continue;
+            }
+            let a = approx_unary(UnaryFn::Exp, x);
+            let e = x.exp();
+            // 2 ulp (2^-22) + ½ ulp of the correct rounding + the errors of the product and of
+            // log2 e in f32 (each ≤ |x·log2 e|·2^-24), times ln 2 in the exponent.
+            let rel = 2f64.powi(-22)
+                + 2f64.powi(-24)
+                + (x * std::f64::consts::LOG2_E).abs() * 2f64.powi(-23) * std::f64::consts::LN_2;
+            if e < f64::from(f32::MIN_POSITIVE) * 4.0 {
+                continue;
+            }
+            assert!((a - e).abs() <= rel * e * 1.0001, "exp({x:e}) = {a:e}, exact {e:e}");
+        }
+    }
+
+    #[test]
+    fn exact_functions_are_correctly_rounded_in_approx_mode_too() {
+        for x in f32_samples() {
+            for f in [UnaryFn::Sqrt, UnaryFn::Recip] {
+                let want = f64::from(match f {
+                    UnaryFn::Sqrt => (x as f32).sqrt(),
+                    _ => 1.0 / (x as f32),
+                });
+                let a = approx_unary(f, x);
+                assert!(a == want || (a.is_nan() && want.is_nan()), "{f:?}({x:e}) = {a:e}, want {want:e}");
+            }
+        }
+        assert!(is_approximate(UnaryFn::Sigmoid) && !is_approximate(UnaryFn::Sqrt));
     }
 }

@@ -70,9 +70,17 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Blocks run.
     pub blocks: u64,
+    /// Every instruction that accessed shared memory, in PTX line order, with its wavefronts
+    /// against the conflict-free ideal ([`crate::banks`]).
+    pub shared_accesses: Vec<crate::banks::SharedAccessStats>,
 }
 
 impl Report {
+    /// The shared-memory instructions that had a bank conflict in this launch.
+    pub fn bank_conflicts(&self) -> impl Iterator<Item = &crate::banks::SharedAccessStats> {
+        self.shared_accesses.iter().filter(|s| s.conflicted())
+    }
+
     /// The profile as lines `count class`, most frequent first (with the class's
     /// warp-instructions per second when the launch timed classes).
     pub fn profile_table(&self) -> String {
@@ -326,6 +334,7 @@ impl Emulator {
                 Vec::new()
             },
             register_files: Vec::new(),
+            banks: Vec::new(),
         };
         let mut blocks = 0u64;
         for z in 0..cfg.grid[2] {
@@ -352,10 +361,17 @@ impl Emulator {
                 findings,
             });
         }
+        let mut shared_accesses: Vec<crate::banks::SharedAccessStats> = limits
+            .banks
+            .into_iter()
+            .filter(|s| s.executions > 0)
+            .collect();
+        shared_accesses.sort_by_key(|s| s.line);
         Ok(Report {
             profile: profile_of(&f.body, &counts, &limits.nanos),
             findings,
             blocks,
+            shared_accesses,
         })
     }
 }

@@ -51,6 +51,7 @@
 //! and argument checks.
 
 pub mod asynchrony;
+pub mod banks;
 pub mod error;
 pub mod exec;
 pub mod launch;
@@ -60,6 +61,7 @@ pub mod ptx;
 pub mod sanitizer;
 pub mod tensor_core;
 
+pub use banks::SharedAccessStats;
 pub use error::{EmuError, EmuResult};
 pub use launch::{Emulator, LaunchConfig, Report};
 pub use memory::GlobalMemory;

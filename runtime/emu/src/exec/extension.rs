@@ -150,7 +150,7 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
             let mut addrs = [0u64; WARP_SIZE];
             for lane in spec.address_lanes() {
                 let (_, a) = ctx.address(lane, addr_op)?;
-                let (_, a) = ctx.resolve(
+                let (space, a) = ctx.resolve(
                     if instr.has("shared") || instr.has("shared::cta") {
                         Space::Shared
                     } else {
@@ -159,6 +159,11 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
                     a,
                 );
                 addrs[lane] = a;
+                if space == Space::Shared {
+                    // Lane 8j + i gives row i of matrix j: 16 bytes, one quarter-warp phase
+                    // per matrix in the bank model.
+                    ctx.note_shared(lane, a, ROW_BYTES);
+                }
             }
             match spec.transfer {
                 MatrixTransfer::Load => {
@@ -319,6 +324,8 @@ fn cp_async(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
                 message: format!("thread {}: cp.async of {size} bytes from {s:#x} to shared {d:#x} is misaligned", ctx.thread(lane)),
             });
         }
+        // The shared side of the copy is counted at issue, as a store of `size` bytes.
+        ctx.note_shared(lane, d, size as usize);
         let c = AsyncCopy {
             lane,
             line: instr.line,

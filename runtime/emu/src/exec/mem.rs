@@ -79,6 +79,9 @@ fn ld(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
         if addr % total as u64 != 0 && space != Space::Param {
             return Err(misaligned(ctx, lane, addr, total as u64));
         }
+        if let (Space::Shared, off) = ctx.resolve(space, addr) {
+            ctx.note_shared(lane, off, total);
+        }
         ctx.load(lane, space, addr, &mut buf[..total])?;
         for (k, dst) in dests.iter().enumerate() {
             let mut w = [0u8; 8];
@@ -137,6 +140,9 @@ fn st(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             let v = ctx.read(lane, src, ty)?;
             let s = size.min(8);
             buf[k * size..k * size + s].copy_from_slice(&v.to_le_bytes()[..s]);
+        }
+        if let (Space::Shared, off) = ctx.resolve(space, addr) {
+            ctx.note_shared(lane, off, total);
         }
         ctx.store(lane, space, addr, &buf[..total])?;
     }

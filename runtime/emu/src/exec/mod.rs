@@ -167,6 +167,9 @@ pub struct BlockMem {
     /// Release clocks of shared locations used for synchronization (volatile, atomic, acquire
     /// and release accesses), by shared offset.
     pub sync_clocks: HashMap<u64, Vec<u32>>,
+    /// The shared-memory accesses of the instruction executing now, lane by lane, for the bank
+    /// model ([`crate::banks`]); tallied per instruction when it completes.
+    pub bank_lanes: Vec<crate::banks::LaneAccess>,
 }
 
 /// Limits of a run.
@@ -183,6 +186,8 @@ pub struct Limits<'a> {
     /// Register files of finished blocks, reused by the next ones (a fresh allocation costs a
     /// page fault per page on its first writes, which showed as most of a small block's time).
     pub register_files: Vec<Vec<u64>>,
+    /// Shared-memory wavefronts per instruction index (empty until the first shared access).
+    pub banks: Vec<crate::banks::SharedAccessStats>,
 }
 
 /// The machine as one warp sees it while executing one instruction.
@@ -399,6 +404,17 @@ impl<'a> Ctx<'a> {
             opcode: self.instr.opcode.clone(),
             thread,
             message,
+        });
+    }
+
+    /// Notes that `lane` accesses `bytes` bytes at shared offset `offset` in this instruction,
+    /// for the bank-conflict count ([`crate::banks`]).
+    #[inline]
+    pub fn note_shared(&mut self, lane: usize, offset: u64, bytes: usize) {
+        self.block.bank_lanes.push(crate::banks::LaneAccess {
+            lane: lane as u8,
+            offset: offset as u32,
+            bytes: bytes.min(usize::from(u8::MAX)) as u8,
         });
     }
 
@@ -727,6 +743,7 @@ pub fn run_block(
         ext: extension::BlockExt::default(),
         stores: 0,
         sync_clocks: HashMap::new(),
+        bank_lanes: Vec::new(),
     };
     loop {
         let mut progressed = false;
@@ -1052,6 +1069,12 @@ fn run_warp(
             limits.nanos[pc] += t.elapsed().as_nanos() as u64;
             flow
         };
+        if !block.bank_lanes.is_empty() {
+            if flow != Flow::Retry {
+                tally_banks(limits, body, pc, &block.bank_lanes);
+            }
+            block.bank_lanes.clear();
+        }
         match flow {
             Flow::Next => {
                 for lane in lanes(group) {
@@ -1085,6 +1108,26 @@ fn run_warp(
         }
     }
     Ok((SliceEnd::Done, steps))
+}
+
+/// Adds the wavefronts of one warp-instruction's shared accesses to instruction `pc`'s tally.
+fn tally_banks(
+    limits: &mut Limits<'_>,
+    body: &[Instr],
+    pc: usize,
+    accesses: &[crate::banks::LaneAccess],
+) {
+    if limits.banks.len() < body.len() {
+        limits
+            .banks
+            .resize(body.len(), crate::banks::SharedAccessStats::default());
+    }
+    let stats = &mut limits.banks[pc];
+    if stats.executions == 0 {
+        stats.line = body[pc].line;
+        stats.opcode.clone_from(&body[pc].opcode);
+    }
+    stats.add(crate::banks::wavefronts(accesses));
 }
 
 /// Executes one instruction for the lanes `group` (of which `exec` pass the guard).

@@ -668,16 +668,7 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
             <#ty as ::tilekit::launch::Param>::write_back(&mut #id, __tk_arg);
         })
     });
-    let params_str = params
-        .iter()
-        .map(|(id, ty)| {
-            format!("{id}: {}", ty.to_token_stream())
-                .replace(" < ", "<")
-                .replace(" >", ">")
-                .replace(" ,", ",")
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let params_str = params_text(&params, &[]);
 
     let struct_def = if type_params.is_empty() {
         quote!(#vis struct #name #impl_g #where_g;)
@@ -687,9 +678,21 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
 
     let variants: Vec<TokenStream2> = if generics.params.is_empty() {
         vec![
-            quote!(::tilekit::Variant { args: "", module: #name::module, check: #name::check_args }),
+            quote!(::tilekit::Variant { args: "", params: #params_str, module: #name::module, check: #name::check_args }),
         ]
     } else {
+        // Each variant lists its parameters with the generics substituted (`GlMut<f32, 3>`,
+        // not `GlMut<O, 3>`): the names of the type and const parameters, in order, paired with
+        // the variant's arguments.
+        let generic_names: Vec<String> = generics
+            .params
+            .iter()
+            .filter_map(|p| match p {
+                GenericParam::Type(t) => Some(t.ident.to_string()),
+                GenericParam::Const(c) => Some(c.ident.to_string()),
+                GenericParam::Lifetime(_) => None,
+            })
+            .collect();
         args.variants
             .iter()
             .map(|v| {
@@ -699,7 +702,16 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
                     .replace("< ", "<")
                     .replace(" >", ">")
                     .replace(" ,", ",");
-                quote!(::tilekit::Variant { args: #s, module: #name::#v::module, check: #name::#v::check_args })
+                let values: Vec<(String, TokenStream2)> = generic_names
+                    .iter()
+                    .cloned()
+                    .zip(v.args.iter().filter_map(|a| match a {
+                        syn::GenericArgument::Lifetime(_) => None,
+                        a => Some(a.to_token_stream()),
+                    }))
+                    .collect();
+                let p = params_text(&params, &values);
+                quote!(::tilekit::Variant { args: #s, params: #p, module: #name::#v::module, check: #name::#v::check_args })
             })
             .collect()
     };
@@ -786,6 +798,45 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
     })
 }
 
+/// The parameters as `tilekit list` shows them (`x: Gl<bf16, 2>, y: GlMut<f32, 2>`), with each
+/// generic parameter named in `values` replaced by its argument.
+fn params_text(params: &[(Ident, Type)], values: &[(String, TokenStream2)]) -> String {
+    params
+        .iter()
+        .map(|(id, ty)| {
+            let ty = substitute(ty.to_token_stream(), values);
+            format!("{id}: {ty}")
+                .replace(" < ", "<")
+                .replace("< ", "<")
+                .replace(" >", ">")
+                .replace(" ,", ",")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `tokens` with every identifier named in `values` replaced by its value (into groups too).
+fn substitute(tokens: TokenStream2, values: &[(String, TokenStream2)]) -> TokenStream2 {
+    use proc_macro2::{Group, TokenTree};
+    tokens
+        .into_iter()
+        .flat_map(|t| -> Vec<TokenTree> {
+            match t {
+                TokenTree::Ident(i) => match values.iter().find(|(n, _)| i == n) {
+                    Some((_, v)) => v.clone().into_iter().collect(),
+                    None => vec![TokenTree::Ident(i)],
+                },
+                TokenTree::Group(g) => {
+                    let mut n = Group::new(g.delimiter(), substitute(g.stream(), values));
+                    n.set_span(g.span());
+                    vec![TokenTree::Group(n)]
+                }
+                t => vec![t],
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -810,6 +861,39 @@ mod tests {
         });
         let vars = carried_of(&[&|a: &mut Assigned| a.visit_block(&body)]);
         assert_eq!(names(&vars), ["acc", "s", "arr", "p", "q", "inner"]);
+    }
+
+    #[test]
+    fn listed_parameters_have_the_variants_generics_substituted() {
+        let f: ItemFn = syn::parse_quote!(
+            fn k<T: Dtype, O, const N: usize>(x: Gl<T, 2>, y: GlMut<O, N>, s: Scalar<T>) {}
+        );
+        let v: AngleBracketedGenericArguments = syn::parse_quote!(<bf16, f32, 3>);
+        let params: Vec<(Ident, Type)> = f
+            .sig
+            .inputs
+            .iter()
+            .filter_map(|a| match a {
+                FnArg::Typed(pt) => match &*pt.pat {
+                    Pat::Ident(pi) => Some((pi.ident.clone(), (*pt.ty).clone())),
+                    _ => None,
+                },
+                FnArg::Receiver(_) => None,
+            })
+            .collect();
+        let values: Vec<(String, TokenStream2)> = ["T", "O", "N"]
+            .into_iter()
+            .map(String::from)
+            .zip(v.args.iter().map(|a| a.to_token_stream()))
+            .collect();
+        assert_eq!(
+            params_text(&params, &values),
+            "x: Gl<bf16, 2>, y: GlMut<f32, 3>, s: Scalar<bf16>"
+        );
+        assert_eq!(
+            params_text(&params, &[]),
+            "x: Gl<T, 2>, y: GlMut<O, N>, s: Scalar<T>"
+        );
     }
 
     #[test]

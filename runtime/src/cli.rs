@@ -3,18 +3,17 @@
 //!
 //! # Your own kernels in the `tilekit` command
 //! Kernels register themselves in the binary that links them, so this crate's `tilekit` binary
-//! sees the kernel library only. For your own kernels, add a binary to your crate that links
-//! the crate and runs this module; `cargo run --bin tilekit -- list` then shows your kernels
-//! beside the library's, and every other command works on them too:
+//! sees the kernel library only. For your own kernels, add one line as a binary of your crate,
+//! naming the crate (the library target, with `-` written `_`):
 //!
 //! ```ignore
 //! // my_crate/src/bin/tilekit.rs
-//! use my_crate as _; // links the crate, so its #[tilekit::kernel]s register themselves
-//!
-//! fn main() {
-//!     std::process::exit(tilekit::cli::main())
-//! }
+//! tilekit::cli_main!(my_crate);
 //! ```
+//!
+//! `cargo run --bin tilekit -- list` then shows your kernels beside the library's, and every
+//! other command (`emit`, `check`, `selftest`, `emulate`, `bundle`) works on them too. See
+//! [`cli_main!`](crate::cli_main) for what it expands to.
 //!
 //! `emit`, `check`, `emulate` and `bundle` compile kernels and need the `jit` feature (on by default); a build
 //! without it answers them with an error that says so.
@@ -273,6 +272,40 @@ impl From<clap::Error> for CliError {
     }
 }
 
+/// The `tilekit` command over your own kernels, in one line: `tilekit::cli_main!(my_crate);`
+/// as the whole of `src/bin/tilekit.rs` (or any binary) of a crate whose library defines
+/// `#[tilekit::kernel]`s.
+///
+/// It links each named crate (`extern crate my_crate as _;`), so that the crate's kernel
+/// registrations are part of the binary — a binary that does not mention its library does not
+/// link it, and `tilekit list` would then silently show the kernel library only — and defines
+/// `main` as [`cli::main`](crate::cli::main) with its exit code. Several crates may be named
+/// (`cli_main!(kernels_a, kernels_b)`); with none, the binary lists the kernels it defines
+/// itself and the library's.
+///
+/// ```ignore
+/// // my_crate/src/bin/tilekit.rs
+/// tilekit::cli_main!(my_crate);
+/// ```
+/// ```sh
+/// cargo run --bin tilekit -- list
+/// cargo run --bin tilekit -- emit 'my_kernel<f32, 64>' --target sm_90a --stage ptx
+/// cargo run --bin tilekit -- selftest --device cpu
+/// ```
+#[macro_export]
+macro_rules! cli_main {
+    ($($krate:ident),* $(,)?) => {
+        $(
+            // Linking the crate is what keeps its `#[kernel]` registrations in this binary.
+            extern crate $krate as _;
+        )*
+
+        fn main() {
+            ::std::process::exit($crate::cli::main())
+        }
+    };
+}
+
 /// Runs the command on the process arguments; returns the exit code. Output goes to stdout,
 /// errors to stderr; a reader that closes the pipe early (`tilekit list | head -1`) ends the
 /// command quietly with its own exit code.
@@ -523,7 +556,7 @@ pub fn list() -> String {
             let _ = writeln!(
                 out,
                 "{}{}  ({})  {} ops  {}:{}",
-                k.name, v.args, k.params, ops, k.file, k.line
+                k.name, v.args, v.params, ops, k.file, k.line
             );
         }
     }

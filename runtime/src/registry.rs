@@ -9,6 +9,9 @@ use crate::launch::{__check, __run, Device, Error, Grid, LaunchArg};
 pub struct Variant {
     /// Its comptime arguments as written, e.g. `<64, 64>` (empty for a non-generic kernel).
     pub args: &'static str,
+    /// The kernel's parameters with this variant's generics substituted, e.g.
+    /// `a: Gl<bf16, 2>, c: GlMut<f32, 2>` (what `tilekit list` prints).
+    pub params: &'static str,
     /// Its module (built on first use and cached).
     pub module: fn() -> &'static Module,
     /// The kernel's shape rule (`check = …` on the macro; always `Ok` without one), run on the
@@ -23,7 +26,8 @@ pub type SelfTest = fn(&Device) -> Result<String, String>;
 #[derive(Debug)]
 pub struct KernelInfo {
     pub name: &'static str,
-    /// The Rust signature's parameters, e.g. `a: Gl<bf16, 2>, c: GlMut<f32, 2>`.
+    /// The Rust signature's parameters as written, e.g. `a: Gl<T, 2>, c: GlMut<O, 2>` (each
+    /// [`Variant`] has them with its generics substituted).
     pub params: &'static str,
     /// Where the kernel is defined (`file:line`).
     pub file: &'static str,

@@ -306,15 +306,28 @@ fn indices(b: &BlockRun<'_, '_>, w: usize, vs: &[Value]) -> R<Vec<i64>> {
 
 fn unary(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, f: UnaryFn) -> R<()> {
     let d = dtype(b.ty(w, op.operands[0]));
+    let n = b.bounds.numerics;
     match b.val(w, op.operands[0])? {
-        Val::Scalar(x) => set_scalar(b, w, op, apply_unary(f, d, x)),
+        Val::Scalar(x) => set_scalar(b, w, op, unary_in(n, f, d, x)),
         Val::Data(x) => {
-            let out = x.iter().map(|&v| apply_unary(f, d, v)).collect();
+            let out = x.iter().map(|&v| unary_in(n, f, d, v)).collect();
             set_data(b, w, op, out);
         }
         _ => return Err(b.runtime(w, "map of a non-register value")),
     }
     Ok(())
+}
+
+/// One element of a unary map in the launch's [`numeric::Numerics`]: the approximate float
+/// functions as the hardware may compute them in `Approx`, else [`apply_unary`].
+fn unary_in(n: numeric::Numerics, f: UnaryFn, d: ScalarType, x: f64) -> f64 {
+    if n == numeric::Numerics::Approx && d.is_float() && numeric::is_approximate(f) {
+        // Computed in f32 (16-bit inputs widen exactly), then rounded to the dtype, as the
+        // lowering does.
+        numeric::round(d, numeric::approx_unary(f, x))
+    } else {
+        apply_unary(f, d, x)
+    }
 }
 
 /// One element of a unary map, rounded to `d`.

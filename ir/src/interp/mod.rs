@@ -52,6 +52,8 @@ pub use tensor::{Arg, HostTensor};
 
 use memory::{BlockMemory, SharedRef};
 
+pub use crate::numeric::Numerics;
+
 /// How the warps of a block take turns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Schedule {
@@ -93,6 +95,12 @@ pub struct Launch {
     pub memory_budget: u64,
     /// A token another thread may set to stop the run with [`InterpError::Cancelled`].
     pub cancel: Option<CancelToken>,
+    /// How the approximate float functions (`exp2`, `log2`, `rsqrt`, `tanh` and the functions
+    /// built on them) are evaluated: correctly rounded ([`Numerics::Exact`], the default) or
+    /// with the flushing and error bounds the GPUs' fast instructions may show
+    /// ([`Numerics::Approx`]; see [`crate::numeric`]). A tolerance checked in both modes holds
+    /// on every target.
+    pub numerics: Numerics,
 }
 
 impl Launch {
@@ -104,6 +112,7 @@ impl Launch {
             op_budget: DEFAULT_OP_BUDGET,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             cancel: None,
+            numerics: Numerics::Exact,
         }
     }
 
@@ -122,6 +131,12 @@ impl Launch {
     /// The same launch with the interpreter holding at most `bytes` bytes at once.
     pub fn memory_budget(mut self, bytes: u64) -> Launch {
         self.memory_budget = bytes;
+        self
+    }
+
+    /// The same launch with the approximate float functions evaluated as `numerics` says.
+    pub fn numerics(mut self, numerics: Numerics) -> Launch {
+        self.numerics = numerics;
         self
     }
 
@@ -383,6 +398,7 @@ struct Bounds<'m> {
     op_budget: u64,
     memory_budget: u64,
     cancel: Option<CancelToken>,
+    numerics: Numerics,
     /// Functions by name (calls look their callee up here).
     funcs: HashMap<&'m str, &'m Func>,
     /// Bytes of one activation of each function: its value slots and the largest data every
@@ -440,6 +456,7 @@ impl<'m> Bounds<'m> {
             op_budget: launch.op_budget,
             memory_budget: launch.memory_budget,
             cancel: launch.cancel.clone(),
+            numerics: launch.numerics,
             funcs,
             frame_bytes: frames,
             block_bytes,

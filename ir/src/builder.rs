@@ -440,6 +440,27 @@ impl FuncBuilder {
         self.op(
             OpKind::ScatterRows { add },
             Scope::Warp,
+    /// Starts an asynchronous global → shared copy, split among the warps of `scope`, in the
+    /// executing warp's open copy group.
+    #[track_caller]
+    pub fn copy_start(&mut self, scope: Scope, dst: Value, src: Value, idx: &[Value]) {
+        let mut ops = vec![dst, src];
+        ops.extend_from_slice(idx);
+        self.op(OpKind::CopyStart, scope, &ops, vec![]);
+    }
+
+    /// Closes the executing warp's open copy group.
+    #[track_caller]
+    pub fn copy_commit(&mut self, scope: Scope) {
+        self.op(OpKind::CopyCommit, scope, &[], vec![]);
+    }
+
+    /// Waits until all but the `pending` most recent copy groups of the executing warp landed.
+    #[track_caller]
+    pub fn copy_wait(&mut self, scope: Scope, pending: u32) {
+        self.op(OpKind::CopyWait(pending), scope, &[], vec![]);
+    }
+
             &[g, t, idx, j],
             vec![],
         );

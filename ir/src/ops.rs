@@ -456,6 +456,17 @@ pub enum OpKind {
     /// tile column `j`.
     GatherRows,
     /// `scatter_rows (%g, %t, %idx, %j)` / `scatter_add_rows` — the inverse of `gather_rows`.
+    /// `copy_start (%dst, %src, idx…)` — starts an asynchronous global → shared copy (split among
+    /// the scope's warps, masked as `copy` is) that joins the executing warp's open copy group.
+    /// Its elements of dst are *in flight*: reading or overwriting them before a `copy_wait`
+    /// that covers the group is an error.
+    CopyStart,
+    /// `copy_commit` — closes the executing warp's open copy group (an empty group when no
+    /// `copy_start` joined it, which keeps group counts uniform in a pipeline's tail).
+    CopyCommit,
+    /// `copy_wait[n]` — every committed copy group of the executing warp except the `n` most
+    /// recent has landed; other warps see the data after the next `barrier @block`.
+    CopyWait(u32),
     ScatterRows { add: bool },
     /// `atomic_add (%g, %x, idx…)` — add a scalar (element indices) or a tile (tile coordinates).
     AtomicAdd,
@@ -527,6 +538,9 @@ impl OpKind {
             OpKind::ScatterRows { add: false } => "scatter_rows".into(),
             OpKind::ScatterRows { add: true } => "scatter_add_rows".into(),
             OpKind::AtomicAdd => "atomic_add".into(),
+            OpKind::CopyStart => "copy_start".into(),
+            OpKind::CopyCommit => "copy_commit".into(),
+            OpKind::CopyWait(_) => "copy_wait".into(),
             OpKind::Barrier => "barrier".into(),
             OpKind::SemInit(_) => "sem.init".into(),
             OpKind::SemArrive => "sem.arrive".into(),
@@ -548,7 +562,7 @@ impl OpKind {
             OpKind::Const(c) => Some(c.to_string()),
             OpKind::GlobalDim(k) => Some(k.to_string()),
             OpKind::Fill(v) | OpKind::Mask(_, v) => Some(Const::Float(*v).to_string()),
-            OpKind::SemInit(n) | OpKind::SemExpect(n) => Some(n.to_string()),
+            OpKind::SemInit(n) | OpKind::SemExpect(n) | OpKind::CopyWait(n) => Some(n.to_string()),
             OpKind::Call(f) => Some(format!("@{f}")),
             _ => None,
         }
@@ -567,7 +581,7 @@ impl OpKind {
         const WARP_WG: &[Scope] = &[Scope::Warp, Scope::Warpgroup];
         match self {
             OpKind::Mma(_) | OpKind::Load | OpKind::Store => WARP_WG,
-            OpKind::Copy => ALL,
+            OpKind::Copy | OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => ALL,
             OpKind::AllocShared | OpKind::Barrier => BLOCK,
             _ => WARP,
         }

@@ -435,6 +435,9 @@ impl<'f> Lowerer<'f> {
                 | OpKind::ScatterRows { .. }
                 | OpKind::SemInit(_)
                 | OpKind::SemArrive
+                | OpKind::CopyStart
+                | OpKind::CopyCommit
+                | OpKind::CopyWait(_)
                 | OpKind::SemExpect(_)
                 | OpKind::SemWait
                 | OpKind::Call(_)
@@ -513,6 +516,7 @@ impl<'f> Lowerer<'f> {
             _ => self.elementwise(op),
         }
     }
+            OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => self.pipeline(op),
 
     /// A call is inlined: the helper's body is lowered in place with its parameters bound to
     /// the arguments' lowered values, and the values it returns become the call's results.

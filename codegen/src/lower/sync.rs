@@ -56,6 +56,30 @@
 //! stage) the producer thus has up to two stages in flight: stage k's copies are counted when
 //! the producer finds stage k+1's `empty` semaphore not yet released, or four copies later.
 //!
+//! ## Copy groups: `copy_start`, `copy_commit`, `copy_wait[n]`
+//!
+//! The pipeline ops need no semaphore: they are `cp.async`'s own groups (PTX ISA,
+//! *cp.async.commit_group*, *cp.async.wait_group*), which count per thread. `copy_start` issues
+//! the executing threads' 16-byte `cp.async.cg` chunks of the tile (the same chunks and zero fill
+//! as `copy`; a view that fails the 16-byte check copies element by element, synchronously,
+//! which the group then covers trivially), `copy_commit` is `cp.async.commit_group` and
+//! `copy_wait[n]` is `cp.async.wait_group n`. Every thread of the IR op's scope runs the same
+//! ops, so every thread commits the same number of groups, and "all but the n most recent groups
+//! of the warp" of the IR is "all but the n most recent of each thread" of PTX. The writes of a
+//! thread's completed `cp.async`s are visible to it after `wait_group`; `bar.sync` then makes
+//! them visible to the block, which is why the IR makes other warps' data visible only after a
+//! barrier. This is the CUTLASS sm80 multistage mainloop: with an N-stage ring, N−1 groups in
+//! flight, `wait_group N−2` and one barrier per step. Nothing drains at the kernel's end: the library
+//! kernels end their loops with `copy_wait[0]`, so no copy is outstanding when a thread exits.
+//!
+//! Mixing these groups with `copy_async`'s queue (below) in one kernel stays correct: the queue
+//! waits with `wait_group k`, which with extra newer groups only waits for more.
+//!
+//! On AMD targets `copy_start` is the synchronous copy and `copy_commit` / `copy_wait` emit
+//! nothing: the data has landed before the op ends.
+//!
+//! ## Semaphores on AMD
+//!
 //! On AMD targets (no `cp.async`, no transaction-counting barriers) a semaphore is the same
 //! 64-bit word in LDS with LDS atomics, and `copy_async` is a synchronous copy by the
 //! wavefront's lanes followed by the count of its bytes (after a work-group-scope fence and the
@@ -142,6 +166,27 @@ impl Lowerer<'_> {
                 let b = self.e.i32(bytes as i64);
                 self.commit_async(&off, &b);
             }
+            _ => unreachable!("dispatched by kind"),
+        }
+        Ok(())
+    }
+
+    /// `copy_start`, `copy_commit` and `copy_wait[n]` (module documentation, *Copy groups*).
+    pub(super) fn pipeline(&mut self, op: &Op) -> R<()> {
+        let groups = self.rules.cp_async();
+        match op.kind {
+            OpKind::CopyStart => {
+                let idx = self.idx(&op.operands[2..]);
+                let (dst, src) = (op.operands[0], op.operands[1]);
+                self.copy_elements(op, dst, src, &idx, op.scope, groups)?;
+            }
+            OpKind::CopyCommit if groups => self.e.line(
+                "llvm.inline_asm has_side_effects \"cp.async.commit_group;\", \"\" : () -> ()",
+            ),
+            OpKind::CopyWait(n) if groups => self.e.line(&format!(
+                "llvm.inline_asm has_side_effects \"cp.async.wait_group {n};\", \"\" : () -> ()"
+            )),
+            OpKind::CopyCommit | OpKind::CopyWait(_) => {}
             _ => unreachable!("dispatched by kind"),
         }
         Ok(())

@@ -10,7 +10,7 @@ use crate::numeric;
 use crate::ops::*;
 use crate::types::{ScalarType, Type};
 
-use super::memory::{is_unwritten, PendingCopy, SharedRef, PENDING_ELEMENT_BYTES};
+use super::memory::{is_in_flight, is_unwritten, PendingCopy, SharedRef, PENDING_ELEMENT_BYTES};
 use super::{Arg, BlockRun, InterpError, Step, Val, WaitOn};
 
 type R<T> = Result<T, InterpError>;
@@ -172,6 +172,9 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
             if !(0.0..f64::from(len)).contains(&i) {
                 return Err(b.out_of_bounds(
                     w,
+        OpKind::CopyStart => copy_start(b, w, op)?,
+        OpKind::CopyCommit => b.mem.copy_commit(w),
+        OpKind::CopyWait(n) => b.mem.copy_wait(w, *n as usize),
                     "shared array index",
                     format!("{i}"),
                     format!("0..{len}"),
@@ -629,6 +632,17 @@ fn window(
                 &format!("index of dimension {d} of the global view"),
                 format!("{idx:?}"),
                 format!("shape {shape:?}"),
+    if let Some(i) = span.clone().find(|&i| is_in_flight(data[i])) {
+        let (row, col) = (i / cols.max(1), i % cols.max(1));
+        return Err(b.runtime(
+            w,
+            &format!(
+                "reads element ({row}, {col}) of shared object {} while a `copy_start` into it is \
+                 in flight (a missing `copy_wait`, or a missing barrier after it?)",
+                b.mem.describe(r)
+            ),
+        ));
+    }
             ));
         }
         base += i as usize * strides[d];
@@ -973,6 +987,51 @@ fn scatter_rows(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, add: bool) -> R<()>
     let data = t.data_mut();
     for (r, gr) in rows_of.iter().enumerate().take(rows) {
         let Some(gr) = gr else { continue };
+/// `copy_start`: this warp's share of the copy (as `copy` splits it) joins its open group; the
+/// destination elements are in flight until a `copy_wait` lands the group.
+fn copy_start(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
+    let idx = indices(b, w, &op.operands[2..])?;
+    let (rank, n) = participants(b, w, op.scope);
+    let s = shared(b, w, op.operands[0])?;
+    let g = global(b, w, op.operands[1])?;
+    let (rows, cols, is_tile) = extent(b.ty(w, op.operands[0]));
+    let win = window(b, w, g, &idx, rows, cols, is_tile)?;
+    let mut mine = Vec::new();
+    for_share(win.rows, win.cols, rank, n, |e| mine.push(e));
+    b.reserve(w, mine.len() as u64 * PENDING_ELEMENT_BYTES, || {
+        format!(
+            "holding this `copy_start`'s {} elements until its `copy_wait`",
+            mine.len()
+        )
+    })?;
+    let sd = b.mem.data(s);
+    if let Some(&e) = mine.iter().find(|&&e| is_in_flight(sd[e])) {
+        let (row, col) = (e / win.cols.max(1), e % win.cols.max(1));
+        return Err(b.runtime(
+            w,
+            &format!(
+                "`copy_start` into element ({row}, {col}) of shared object {} while an earlier \
+                 copy into it is in flight (wait for it with `copy_wait` before reusing the slot)",
+                b.mem.describe(s)
+            ),
+        ));
+    }
+    let base = b.mem.base(s);
+    let gd = tensor(b, g).storage();
+    let writes = mine
+        .iter()
+        .map(|&e| (base + e, win.offsets[e].map_or(0.0, |o| gd[o])))
+        .collect();
+    b.mem.copy_start(
+        w,
+        PendingCopy {
+            alloc: s.alloc,
+            writes,
+        },
+    );
+    Ok(())
+}
+
         for c in 0..cols {
             let gc = j * cols as i64 + c as i64;
             if gc >= 0 && (gc as usize) < ncols {

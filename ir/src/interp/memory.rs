@@ -15,6 +15,22 @@ pub(crate) fn is_unwritten(x: f64) -> bool {
     x.to_bits() == UNWRITTEN.to_bits()
 }
 
+/// What a shared element holds while a `copy_start` into it has not been waited: another NaN
+/// payload no arithmetic produces, so a read of it is recognized as a missing `copy_wait`.
+pub(crate) const IN_FLIGHT: f64 = f64::from_bits(0x7ff8_dead_beef_0002);
+
+/// Whether a shared element is the destination of a `copy_start` not yet waited.
+pub(crate) fn is_in_flight(x: f64) -> bool {
+    x.to_bits() == IN_FLIGHT.to_bits()
+}
+
+/// One warp's `copy_start` groups: the open one and the committed ones, oldest first.
+#[derive(Debug, Default)]
+struct WarpCopyGroups {
+    open: Vec<PendingCopy>,
+    committed: std::collections::VecDeque<Vec<PendingCopy>>,
+}
+
 /// A reference to a shared object: allocation `alloc`, element `elem` of it (0 for a single
 /// object); `whole` when the reference is to a whole shared array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +106,11 @@ pub(crate) const PENDING_ELEMENT_BYTES: u64 = std::mem::size_of::<(usize, f64)>(
 pub(crate) struct BlockMemory {
     allocs: Vec<Alloc>,
     by_op: HashMap<*const Op, u32>,
-    /// Bytes of async copies waiting for their semaphore's phase to complete.
+    /// Bytes of async copies waiting for their semaphore's phase to complete or their
+    /// `copy_wait`.
     pending_bytes: u64,
+    /// `copy_start` groups by warp.
+    copy_groups: HashMap<usize, WarpCopyGroups>,
 }
 
 impl BlockMemory {
@@ -129,6 +148,7 @@ impl BlockMemory {
             allocs,
             by_op,
             pending_bytes: 0,
+            copy_groups: HashMap::new(),
         }
     }
 
@@ -265,6 +285,45 @@ impl BlockMemory {
             }
         }
         Ok(())
+    }
+
+    /// Adds a `copy_start`'s writes to warp `w`'s open group; its destination elements read as
+    /// [`IN_FLIGHT`] until a `copy_wait` covers the group. The caller has checked that none of
+    /// them is in flight already.
+    pub fn copy_start(&mut self, w: usize, copy: PendingCopy) {
+        let data = &mut self.allocs[copy.alloc as usize].data;
+        for &(off, _) in &copy.writes {
+            data[off] = IN_FLIGHT;
+        }
+        self.pending_bytes += copy.writes.len() as u64 * PENDING_ELEMENT_BYTES;
+        self.copy_groups.entry(w).or_default().open.push(copy);
+    }
+
+    /// Closes warp `w`'s open copy group (possibly empty).
+    pub fn copy_commit(&mut self, w: usize) {
+        let g = self.copy_groups.entry(w).or_default();
+        let open = std::mem::take(&mut g.open);
+        g.committed.push_back(open);
+    }
+
+    /// Lands every committed copy group of warp `w` but the `keep` most recent.
+    pub fn copy_wait(&mut self, w: usize, keep: usize) {
+        let Some(g) = self.copy_groups.get_mut(&w) else {
+            return;
+        };
+        let landed: Vec<Vec<PendingCopy>> = if g.committed.len() > keep {
+            let n = g.committed.len() - keep;
+            g.committed.drain(..n).collect()
+        } else {
+            Vec::new()
+        };
+        for copy in landed.into_iter().flatten() {
+            self.pending_bytes -= copy.writes.len() as u64 * PENDING_ELEMENT_BYTES;
+            let data = &mut self.allocs[copy.alloc as usize].data;
+            for (off, v) in copy.writes {
+                data[off] = v;
+            }
+        }
     }
 
     /// A name for a shared object in error messages: `#alloc` or `#alloc[elem]`.

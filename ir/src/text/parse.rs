@@ -559,6 +559,7 @@ impl Parser {
                 match proto {
                     OpKind::SemInit(_) => OpKind::SemInit(n),
                     OpKind::SemExpect(_) => OpKind::SemExpect(n),
+                    OpKind::CopyWait(_) => OpKind::CopyWait(n),
                     _ => OpKind::GlobalDim(n),
                 }
             }
@@ -810,7 +811,10 @@ enum AttrShape {
 fn attr_shape(k: &OpKind) -> AttrShape {
     match k {
         OpKind::Const(_) => AttrShape::Const,
-        OpKind::GlobalDim(_) | OpKind::SemInit(_) | OpKind::SemExpect(_) => AttrShape::U32,
+        OpKind::GlobalDim(_)
+        | OpKind::SemInit(_)
+        | OpKind::SemExpect(_)
+        | OpKind::CopyWait(_) => AttrShape::U32,
         OpKind::Fill(_) | OpKind::Mask(..) => AttrShape::F64,
         OpKind::Call(_) => AttrShape::Symbol,
         OpKind::BlockIdx(_)
@@ -835,6 +839,8 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         | OpKind::Store
         | OpKind::Copy
         | OpKind::CopyAsync
+        | OpKind::CopyStart
+        | OpKind::CopyCommit
         | OpKind::GatherRows
         | OpKind::ScatterRows { .. }
         | OpKind::AtomicAdd
@@ -871,6 +877,9 @@ fn all_op_kinds() -> Vec<OpKind> {
         OpKind::Store,
         OpKind::Copy,
         OpKind::CopyAsync,
+        OpKind::CopyStart,
+        OpKind::CopyCommit,
+        OpKind::CopyWait(0),
         OpKind::GatherRows,
         OpKind::ScatterRows { add: false },
         OpKind::ScatterRows { add: true },

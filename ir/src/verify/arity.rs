@@ -86,6 +86,8 @@ pub(super) fn signature(kind: &OpKind) -> Signature {
         OpKind::Store => sig(AtLeast(2), "(dst, x, idx…)", 0, 0),
         OpKind::Copy => sig(AtLeast(2), "(dst, src, idx…)", 0, 0),
         OpKind::CopyAsync => sig(AtLeast(3), "(dst, src, sem, idx…)", 0, 0),
+        OpKind::CopyStart => sig(AtLeast(2), "(dst, src, idx…)", 0, 0),
+        OpKind::CopyCommit | OpKind::CopyWait(_) => sig(Exactly(0), "()", 0, 0),
         OpKind::GatherRows => sig(Exactly(3), "(g, idx, j)", 1, 0),
         OpKind::ScatterRows { .. } => sig(Exactly(4), "(g, t, idx, j)", 0, 0),
         OpKind::AtomicAdd => sig(AtLeast(2), "(g, x, idx…)", 0, 0),

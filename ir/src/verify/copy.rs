@@ -1,5 +1,5 @@
 //! Copies between global and shared memory: `copy` (at any scope, split among its warps) and
-//! `copy_async` (completing on a semaphore).
+//! `copy_async` (completing on a semaphore), `copy_start` (completing at a `copy_wait`).
 
 use super::expect::{as_global, OpCx, Space};
 use super::memory::{check_global_indices, Access};
@@ -46,6 +46,21 @@ pub(super) fn check_copy_async(cx: &mut OpCx<'_, '_>) {
     cx.expect_semaphore("sem", sem);
     if dst_ok && src_ok {
         check_shared_global(cx, ("dst", dst), ("src", src), &cx.operands_from(3));
+    }
+}
+
+/// `copy_start (dst, src, idx…)` — global view src into shared tile or vector dst of the same
+/// dtype; the indices address src.
+pub(super) fn check_copy_start(cx: &mut OpCx<'_, '_>) {
+    let (dst, src) = (cx.operand(0), cx.operand(1));
+    let dst_ok = is_shared_tile_or_vector(dst);
+    if !dst_ok {
+        let expected = "a shared tile or shared vector (st or sv)";
+        cx.wrong_kind("dst", expected, Space::Shared, dst);
+    }
+    let src_ok = cx.expect_global("src", src).is_some();
+    if dst_ok && src_ok {
+        check_shared_global(cx, ("dst", dst), ("src", src), &cx.operands_from(2));
     }
 }
 

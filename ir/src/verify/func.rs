@@ -662,6 +662,8 @@ fn check_family(cx: &mut OpCx<'_, '_>) {
         OpKind::Store => memory::check_store(cx),
         OpKind::Copy => copy::check_copy(cx),
         OpKind::CopyAsync => copy::check_copy_async(cx),
+        OpKind::CopyStart => copy::check_copy_start(cx),
+        OpKind::CopyCommit | OpKind::CopyWait(_) => {}
         OpKind::GatherRows => gather::check_gather_rows(cx),
         OpKind::ScatterRows { .. } => gather::check_scatter_rows(cx),
         OpKind::AtomicAdd => gather::check_atomic_add(cx),

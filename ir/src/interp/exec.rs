@@ -11,7 +11,7 @@ use crate::ops::*;
 use crate::types::{ScalarType, Type};
 
 use super::memory::{is_in_flight, is_unwritten, PendingCopy, SharedRef, PENDING_ELEMENT_BYTES};
-use super::{Arg, BlockRun, InterpError, Step, Val, WaitOn};
+use super::{Arg, BlockRun, InterpError, RaceAccess, Step, Val, WaitOn};
 
 type R<T> = Result<T, InterpError>;
 
@@ -582,6 +582,7 @@ fn check_written(
     span: std::ops::Range<usize>,
     cols: usize,
 ) -> R<()> {
+    b.race_access(w, r, span.clone(), cols, RaceAccess::Read)?;
     match span.clone().find(|&i| is_unwritten(data[i])) {
         None => Ok(()),
         Some(i) => {
@@ -821,6 +822,8 @@ fn store(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
                 Val::Data(v) => v,
                 _ => return Err(b.runtime(w, "store of a non-register value")),
             };
+            let written = (0..rows).flat_map(|rr| (r0 + rr) * scols + c0..(r0 + rr) * scols + c0 + cols);
+            b.race_access(w, r, written, scols, RaceAccess::Write)?;
             let s = b.mem.data_mut(r);
             for rr in 0..rows {
                 let dst = (r0 + rr) * scols + c0;
@@ -857,6 +860,9 @@ fn copy(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
                     .map(|o| o.map_or(0.0, |o| gd[o]))
                     .collect()
             };
+            let mut mine = Vec::new();
+            for_share(win.rows, win.cols, rank, n, |e| mine.push(e));
+            b.race_access(w, s, mine, win.cols, RaceAccess::Write)?;
             let sd = b.mem.data_mut(s);
             for_share(win.rows, win.cols, rank, n, |e| sd[e] = data[e]);
         }
@@ -918,6 +924,7 @@ fn copy_async(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
         .map(|(e, o)| (base + e, o.map_or(0.0, |o| gd[o])))
         .collect();
     let bytes = dst_ty.shared_bytes().unwrap_or(0);
+    b.race_access(w, s, 0..win.offsets.len(), cols, RaceAccess::CopyAsync { sem })?;
     b.mem
         .sem_copy(
             sem,

@@ -35,8 +35,10 @@
 
 mod exec;
 mod memory;
+mod race;
 mod tensor;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
@@ -53,6 +55,7 @@ pub use tensor::{Arg, HostTensor};
 use memory::{BlockMemory, SharedRef};
 
 pub use crate::numeric::Numerics;
+use race::RaceCheck;
 
 /// How the warps of a block take turns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -95,6 +98,12 @@ pub struct Launch {
     pub memory_budget: u64,
     /// A token another thread may set to stop the run with [`InterpError::Cancelled`].
     pub cancel: Option<CancelToken>,
+    /// Whether the run checks that every two accesses of different warps (or of a warp and an
+    /// asynchronous copy) to one shared element, one of them a write, are ordered by a
+    /// barrier, a semaphore phase or a copy's completion; the first that is not stops the run
+    /// with [`InterpError::Race`]. On by default; blocks with more than
+    /// [`RACE_CHECK_MAX_SHARED_ELEMENTS`] elements of shared memory are not checked.
+    pub race_check: bool,
     /// How the approximate float functions (`exp2`, `log2`, `rsqrt`, `tanh` and the functions
     /// built on them) are evaluated: correctly rounded ([`Numerics::Exact`], the default) or
     /// with the flushing and error bounds the GPUs' fast instructions may show
@@ -112,6 +121,7 @@ impl Launch {
             op_budget: DEFAULT_OP_BUDGET,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             cancel: None,
+            race_check: true,
             numerics: Numerics::Exact,
         }
     }
@@ -145,7 +155,19 @@ impl Launch {
         self.cancel = Some(token);
         self
     }
+
+    /// The same launch with the shared-memory race check on or off (see [`Launch::race_check`]).
+    pub fn race_check(mut self, on: bool) -> Launch {
+        self.race_check = on;
+        self
+    }
 }
+
+/// The most shared-memory elements a block may have for [`Launch::race_check`] to check it:
+/// the check keeps the last write and the reads since it for every element (about 40 bytes
+/// each, on top of the element's 8), so this bounds it to about 40 MiB per block. Every
+/// library kernel's block is far smaller.
+pub const RACE_CHECK_MAX_SHARED_ELEMENTS: u64 = 1 << 20;
 
 /// The default [`Launch::op_budget`]: 10^9 ops.
 ///
@@ -268,6 +290,21 @@ pub enum InterpError {
     Deadlock { block: [u32; 3], waits: Vec<String> },
     #[error("{site}: {message}")]
     Runtime { site: Box<Site>, message: String },
+    /// Two accesses to one shared element, at least one a write, that no barrier, semaphore
+    /// phase or copy completion orders (see [`Launch::race_check`]).
+    #[error(
+        "data race on element ({}, {}) of shared object {object}: the {later_kind} at {later} is not ordered after the {earlier_kind} at {earlier} (no barrier, semaphore wait or copy completion between them)",
+        element.0, element.1
+    )]
+    Race {
+        object: String,
+        /// Row and column of the element in its object.
+        element: (usize, usize),
+        earlier: Box<Site>,
+        earlier_kind: String,
+        later: Box<Site>,
+        later_kind: String,
+    },
     /// The module verifies but is beyond what the interpreter holds in memory (see
     /// [`MAX_VALUE_ELEMENTS`] and [`MAX_SHARED_ELEMENTS`]).
     #[error("@{func}: {message}")]
@@ -399,6 +436,7 @@ struct Bounds<'m> {
     memory_budget: u64,
     cancel: Option<CancelToken>,
     numerics: Numerics,
+    race_check: bool,
     /// Functions by name (calls look their callee up here).
     funcs: HashMap<&'m str, &'m Func>,
     /// Bytes of one activation of each function: its value slots and the largest data every
@@ -457,6 +495,8 @@ impl<'m> Bounds<'m> {
             memory_budget: launch.memory_budget,
             cancel: launch.cancel.clone(),
             numerics: launch.numerics,
+            race_check: launch.race_check
+                && shared / 8 <= RACE_CHECK_MAX_SHARED_ELEMENTS,
             funcs,
             frame_bytes: frames,
             block_bytes,
@@ -711,6 +751,17 @@ struct Warp<'m> {
     state: WarpState,
 }
 
+/// How an op touches shared memory, for the race check ([`BlockRun::race_access`]).
+pub(crate) enum RaceAccess {
+    Read,
+    Write,
+    /// A `copy_async` completing with a phase of `sem`.
+    CopyAsync { sem: SharedRef },
+    /// A `copy_start` joining the warp's open group.
+    #[allow(dead_code)]
+    CopyStart,
+}
+
 /// Outcome of executing one op.
 pub(crate) enum Step {
     Next,
@@ -748,6 +799,9 @@ struct BlockRun<'m, 'a> {
     collectives: HashMap<CollectiveKey, Collective>,
     /// How many times each warp has executed each collective op.
     occurrences: Vec<HashMap<*const Op, u64>>,
+    /// The happens-before state of the race check, when it is on (in a cell: shared reads
+    /// are checked where the executor holds the block immutably).
+    race: Option<RefCell<RaceCheck>>,
 }
 
 /// A collective op's k-th execution by one group of warps.
@@ -820,6 +874,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             peak_bytes: bounds.block_bytes,
             collectives: HashMap::new(),
             occurrences: vec![HashMap::new(); n as usize],
+            race: bounds
+                .race_check
+                .then(|| RefCell::new(RaceCheck::new(n as usize))),
         }
     }
 
@@ -855,6 +912,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             WarpState::Waiting(wait) => {
                 if !self.satisfied(wait) {
                     return Ok(false);
+                }
+                if let (Wait::Sem { sem, .. }, Some(race)) = (wait, &self.race) {
+                    race.borrow_mut().acquire(w, *sem);
                 }
                 self.warps[w].state = WarpState::Ready;
                 self.advance(w);
@@ -1050,7 +1110,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 if op.scope != crate::ops::Scope::Warp {
                     self.check_collective(w, op)?;
                 }
+                let phase = self.race_before(w, op)?;
                 let step = exec::exec(self, w, op)?;
+                self.race_after(w, op, phase)?;
                 match step {
                     Step::Next => self.advance(w),
                     Step::Wait(WaitOn::Barrier) => {
@@ -1059,6 +1121,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                         if self.barrier_count as usize == self.warps.len() {
                             self.barrier_count = 0;
                             self.barrier_generation += 1;
+                            if let Some(race) = &self.race {
+                                race.borrow_mut().barrier();
+                            }
                             self.advance(w);
                         } else {
                             self.warps[w].state = WarpState::Waiting(Wait::Barrier { generation });
@@ -1066,6 +1131,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                     }
                     Step::Wait(WaitOn::Sem { sem, parity }) => {
                         if self.mem.sem_phase_parity(sem) != parity {
+                            if let Some(race) = &self.race {
+                                race.borrow_mut().acquire(w, sem);
+                            }
                             self.advance(w);
                         } else {
                             self.warps[w].state = WarpState::Waiting(Wait::Sem { sem, parity });
@@ -1074,6 +1142,103 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Before `op` runs, for the race check: an arrival releases what warp `w` knows into the
+    /// semaphore's phase (an async copy releases itself where it is issued). Returns the
+    /// semaphore whose phase the op may complete, with its parity before it.
+    fn race_before(&mut self, w: usize, op: &Op) -> Result<Option<(SharedRef, u64)>, InterpError> {
+        if self.race.is_none() {
+            return Ok(None);
+        }
+        let sem_operand = match op.kind {
+            OpKind::SemArrive | OpKind::SemExpect(_) => op.operands[0],
+            OpKind::CopyAsync => op.operands[2],
+            _ => return Ok(None),
+        };
+        let Val::Shared(sem) = self.val(w, sem_operand)? else {
+            return Ok(None);
+        };
+        if !self.mem.sem_initialized(sem) {
+            // The op fails with its own error.
+            return Ok(None);
+        }
+        if let (OpKind::SemArrive | OpKind::SemExpect(_), Some(race)) = (&op.kind, &self.race) {
+            race.borrow_mut().release(w, sem);
+        }
+        Ok(Some((sem, self.mem.sem_phase_parity(sem))))
+    }
+
+    /// After `op` ran, for the race check: a completed phase, a fresh semaphore.
+    fn race_after(
+        &mut self,
+        w: usize,
+        op: &Op,
+        phase: Option<(SharedRef, u64)>,
+    ) -> Result<(), InterpError> {
+        let Some(race) = &self.race else {
+            return Ok(());
+        };
+        if let Some((sem, parity)) = phase {
+            if self.mem.sem_phase_parity(sem) != parity {
+                race.borrow_mut().phase_completed(sem);
+            }
+        }
+        if let OpKind::SemInit(_) = op.kind {
+            if let Val::Shared(sem) = self.val(w, op.operands[0])? {
+                race.borrow_mut().sem_init(sem);
+            }
+        }
+        Ok(())
+    }
+
+    /// The race check's id for the site of the op warp `w` is at.
+    fn race_site(&self, w: usize, race: &mut RaceCheck) -> u32 {
+        let op = self.warps[w]
+            .frames
+            .last()
+            .and_then(|f| f.levels.last())
+            .and_then(|l| l.region.ops.get(l.pc))
+            .map_or(std::ptr::null(), |op| op as *const Op);
+        race.site(op, w, || self.site(w))
+    }
+
+    /// Checks and records warp `w`'s access to `elements` of shared object `r` (row-major
+    /// offsets in the object, whose rows are `cols` long), when the race check is on.
+    pub(crate) fn race_access(
+        &self,
+        w: usize,
+        r: SharedRef,
+        elements: impl IntoIterator<Item = usize>,
+        cols: usize,
+        kind: RaceAccess,
+    ) -> Result<(), InterpError> {
+        let Some(race) = &self.race else {
+            return Ok(());
+        };
+        let mut race = race.borrow_mut();
+        let site = self.race_site(w, &mut race);
+        let base = self.mem.base(r);
+        let found = match kind {
+            RaceAccess::Read => race.read(w, r, base, elements, site),
+            RaceAccess::Write => race.write(w, r, base, elements, site),
+            RaceAccess::CopyAsync { sem } => race.copy_async(w, sem, r, base, elements, site),
+            RaceAccess::CopyStart => race.copy_start(w, r, base, elements, site),
+        };
+        found.map_err(|found| self.race_error(found, cols))
+    }
+
+    /// Turns a race the check found into the run's error.
+    fn race_error(&self, race: race::Race, cols: usize) -> InterpError {
+        let cols = cols.max(1);
+        InterpError::Race {
+            object: self.mem.describe(race.object),
+            element: (race.element / cols, race.element % cols),
+            earlier: Box::new(race.earlier.0),
+            earlier_kind: race.earlier.1.describe().to_string(),
+            later: Box::new(race.later.0),
+            later_kind: race.later.1.describe().to_string(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! of its [`CpuOptions`].
 
 use crate::error::Error;
-use crate::ir::interp::{self, Arg, CancelToken, HostTensor, Launch};
+use crate::ir::interp::{self, Arg, CancelToken, HostTensor, Launch, Schedule};
 use crate::ir::Module;
 
 use super::{Grid, LaunchArg};
@@ -38,6 +38,10 @@ pub struct CpuOptions {
     pub memory_budget: u64,
     /// Cancels the device's runs when another thread calls [`CancelToken::cancel`].
     pub cancel: Option<CancelToken>,
+    /// How the warps of a block take turns ([`Schedule::UntilBlocked`] by default).
+    pub schedule: Schedule,
+    /// Whether runs check shared memory for races ([`Launch::race_check`]; on by default).
+    pub race_check: bool,
 }
 
 impl Default for CpuOptions {
@@ -47,6 +51,8 @@ impl Default for CpuOptions {
             op_budget: interp::DEFAULT_OP_BUDGET,
             memory_budget: interp::DEFAULT_MEMORY_BUDGET,
             cancel: None,
+            schedule: Schedule::UntilBlocked,
+            race_check: true,
         }
     }
 }
@@ -70,11 +76,25 @@ impl CpuOptions {
         self
     }
 
-    /// The interpreter's launch over `grid` with these budgets.
+    /// The same options with warps taking turns as `schedule` says.
+    pub fn schedule(mut self, schedule: Schedule) -> CpuOptions {
+        self.schedule = schedule;
+        self
+    }
+
+    /// The same options with the shared-memory race check on or off.
+    pub fn race_check(mut self, on: bool) -> CpuOptions {
+        self.race_check = on;
+        self
+    }
+
+    /// The interpreter's launch over `grid` with these options.
     fn launch(&self, grid: Grid) -> Launch {
         let launch = Launch::grid(grid.0)
             .op_budget(self.op_budget)
-            .memory_budget(self.memory_budget);
+            .memory_budget(self.memory_budget)
+            .schedule(self.schedule)
+            .race_check(self.race_check);
         match &self.cancel {
             Some(token) => launch.cancel(token.clone()),
             None => launch,

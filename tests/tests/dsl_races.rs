@@ -1,0 +1,135 @@
+//! The interpreter's race check on shared memory, through the typed launcher: a GEMM that
+//! forgets the barrier after its mma is reported with both ops' source lines, under every
+//! schedule; the same kernel with the barrier passes.
+
+use tilekit::device::CpuOptions;
+use tilekit::dsl::*;
+use tilekit::ir::interp::{HostTensor, InterpError, Schedule};
+use tilekit::ir::{Loc, ScalarType};
+use tilekit::{Device, Error};
+use tilekit_examples::gemm::reference;
+use tilekit_tests::compare::normalized_max_error;
+use tilekit_tests::random::TestRng;
+
+/// The line of this file that holds `text` (the ops a race report must name).
+fn line_of(text: &str) -> u32 {
+    let src = include_str!("dsl_races.rs");
+    let i = src.lines().position(|l| l.trim_start().starts_with(text)).expect("the op is in this file");
+    i as u32 + 1
+}
+
+/// A 32×16 tile of `C = A·B` by two warps (16 rows each) staging A and B in shared memory.
+/// With `SYNC` false it lacks the barrier after the mma, so the next K step's copy overwrites
+/// rows of A the other warp may not have read yet.
+#[tilekit::kernel(warps = 2)]
+fn staged_gemm<const SYNC: bool>(a: Gl<bf16, 2>, b: Gl<bf16, 2>, c: GlMut<f32, 2>) {
+    let a_smem: St<bf16, 32, 16> = alloc_shared();
+    let b_smem: St<bf16, 16, 16> = alloc_shared();
+    let warp = warp_idx();
+    let mut acc: Rt<f32, 16, 16> = zeros();
+    for kt in range(0, ceil_div(a.cols(), 16)) {
+        copy_block(a_smem, a.tile(block_idx_y(), kt));
+        copy_block(b_smem, b.tile(kt, block_idx_x()));
+        barrier();
+        let a_frag: Rt<bf16, 16, 16> = load(a_smem.tile(warp, 0));
+        let b_frag: Rt<bf16, 16, 16, Col> = load(b_smem);
+        acc = mma_ab(acc, a_frag, b_frag);
+        if SYNC {
+            barrier();
+        }
+    }
+    store(c.tile(block_idx_y() * 2 + warp, block_idx_x()), acc);
+}
+
+fn inputs(rng: &mut TestRng, m: usize, n: usize, k: usize) -> (HostTensor, HostTensor) {
+    (
+        rng.tensor(ScalarType::BF16, &[m, k], -1.0, 1.0),
+        rng.tensor(ScalarType::BF16, &[k, n], -1.0, 1.0),
+    )
+}
+
+fn schedules() -> [Schedule; 3] {
+    [
+        Schedule::UntilBlocked,
+        Schedule::RoundRobin { quantum: 1 },
+        Schedule::RoundRobin { quantum: 5 },
+    ]
+}
+
+fn rust_line(loc: &Loc) -> Option<u32> {
+    match loc {
+        Loc::Rust { file, line, .. } if file.ends_with("dsl_races.rs") => Some(*line),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_missing_barrier_after_the_mma_is_reported_with_both_ops_under_every_schedule() {
+    let mut rng = TestRng::fresh();
+    let (m, n, k) = (64, 32, 64);
+    let (a, b) = inputs(&mut rng, m, n, k);
+    let copy_line = line_of("copy_block(a_smem");
+    let load_line = line_of("let a_frag");
+    for schedule in schedules() {
+        let device = Device::cpu_with(CpuOptions::default().schedule(schedule));
+        let mut c = HostTensor::zeros(ScalarType::F32, &[m, n]);
+        let err = staged_gemm::<false>::launch(&device, [2, 2, 1], &a, &b, &mut c).unwrap_err();
+        let Error::Interp(InterpError::Race {
+            earlier,
+            later,
+            earlier_kind,
+            later_kind,
+            ..
+        }) = &err
+        else {
+            panic!("{schedule:?}: expected a race, got {err}");
+        };
+        // One side is the copy's write of the next K step, the other a load of the stage.
+        let mut pair = [
+            (rust_line(&earlier.loc), earlier_kind.as_str()),
+            (rust_line(&later.loc), later_kind.as_str()),
+        ];
+        pair.sort();
+        assert_eq!(
+            pair,
+            [(Some(copy_line), "write"), (Some(load_line), "read")],
+            "{schedule:?}: {err}"
+        );
+        assert_ne!(earlier.warp, later.warp, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("data race")
+                && text.contains(&format!("dsl_races.rs:{copy_line}:"))
+                && text.contains(&format!("dsl_races.rs:{load_line}:")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn the_same_kernel_with_the_barrier_passes_and_matches_the_reference_under_every_schedule() {
+    let mut rng = TestRng::fresh();
+    for (m, n, k) in [(64, 32, 64), (50, 20, 37)] {
+        let (a, b) = inputs(&mut rng, m, n, k);
+        let want = reference(&a.to_vec(), &b.to_vec(), m, k, n);
+        for schedule in schedules() {
+            let device = Device::cpu_with(CpuOptions::default().schedule(schedule));
+            let mut c = HostTensor::zeros(ScalarType::F32, &[m, n]);
+            let grid = [n.div_ceil(16) as u32, m.div_ceil(32) as u32, 1];
+            staged_gemm::<true>::launch(&device, grid, &a, &b, &mut c)
+                .unwrap_or_else(|e| panic!("{schedule:?}, seed {}: {e}", rng.seed));
+            let err = normalized_max_error(&c.to_vec(), &want);
+            assert!(err <= 1e-5, "{m}×{n}×{k} {schedule:?}: error {err:.2e}, seed {}", rng.seed);
+        }
+    }
+}
+
+#[test]
+fn the_race_check_can_be_turned_off_and_then_the_racy_kernel_runs() {
+    let mut rng = TestRng::fresh();
+    let (a, b) = inputs(&mut rng, 64, 32, 64);
+    let device = Device::cpu_with(CpuOptions::default().race_check(false));
+    let mut c = HostTensor::zeros(ScalarType::F32, &[64, 32]);
+    // Without the check the default schedule runs it to the end (its numbers may be wrong).
+    staged_gemm::<false>::launch(&device, [2, 2, 1], &a, &b, &mut c).unwrap();
+}

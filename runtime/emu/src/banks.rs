@@ -175,6 +175,90 @@ impl std::fmt::Display for SharedAccessStats {
     }
 }
 
+/// The shared-memory instructions of one kernel's code, summed over the launches of a
+/// [`collect`] scope.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelSharedAccesses {
+    /// The kernel (`.entry` name).
+    pub kernel: String,
+    /// A fingerprint of the PTX module it came from (variants of one kernel differ).
+    pub module: u64,
+    /// Its shared-memory instructions in PTX line order.
+    pub accesses: Vec<SharedAccessStats>,
+}
+
+impl KernelSharedAccesses {
+    /// The instructions that had a bank conflict.
+    pub fn conflicts(&self) -> impl Iterator<Item = &SharedAccessStats> {
+        self.accesses.iter().filter(|s| s.conflicted())
+    }
+}
+
+thread_local! {
+    static SINK: std::cell::RefCell<Option<Vec<KernelSharedAccesses>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, the shared-memory statistics of every launch this
+/// thread made inside it, merged per kernel code. Code that launches through layers that keep
+/// only the last report (a self-test launching several variants) is measured whole this way.
+/// Scopes nest: an inner scope's launches count in the outer one too.
+pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<KernelSharedAccesses>) {
+    let outer = SINK.with(|s| s.borrow_mut().replace(Vec::new()));
+    // Restores the outer scope even when `f` panics (self-tests are run under catch_unwind).
+    struct Restore(Option<Option<Vec<KernelSharedAccesses>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                let inner = SINK.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
+                for k in inner.unwrap_or_default() {
+                    offer(&k.kernel, k.module, &k.accesses);
+                }
+            }
+        }
+    }
+    let mut restore = Restore(Some(outer));
+    let r = f();
+    let outer = restore.0.take().unwrap_or_default();
+    let inner = SINK.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
+    let inner = inner.unwrap_or_default();
+    for k in &inner {
+        offer(&k.kernel, k.module, &k.accesses);
+    }
+    (r, inner)
+}
+
+/// Adds one launch's statistics to the enclosing [`collect`] scope, if any.
+pub(crate) fn offer(kernel: &str, module: u64, accesses: &[SharedAccessStats]) {
+    SINK.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(sink) = s.as_mut() else {
+            return;
+        };
+        let entry = match sink
+            .iter()
+            .position(|k| k.kernel == kernel && k.module == module)
+        {
+            Some(i) => &mut sink[i],
+            None => {
+                sink.push(KernelSharedAccesses {
+                    kernel: kernel.to_string(),
+                    module,
+                    accesses: Vec::new(),
+                });
+                sink.last_mut().expect("just pushed")
+            }
+        };
+        for a in accesses {
+            match entry.accesses.iter_mut().find(|e| e.line == a.line) {
+                Some(e) => e.merge(a),
+                None => entry.accesses.push(a.clone()),
+            }
+        }
+        entry.accesses.sort_by_key(|e| e.line);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,8 @@ impl Report {
 pub struct Emulator {
     module: Module,
     sm: u32,
+    /// A fingerprint of the PTX text (FNV-1a), naming the module in bank statistics.
+    fingerprint: u64,
 }
 
 impl Emulator {
@@ -122,7 +124,14 @@ impl Emulator {
             .map(|t| t.trim_end_matches(|c: char| c.is_ascii_alphabetic()))
             .and_then(|t| t.parse().ok())
             .unwrap_or(80);
-        Ok(Emulator { module, sm })
+        let fingerprint = ptx.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        Ok(Emulator {
+            module,
+            sm,
+            fingerprint,
+        })
     }
 
     /// The parsed module.
@@ -367,6 +376,7 @@ impl Emulator {
             .filter(|s| s.executions > 0)
             .collect();
         shared_accesses.sort_by_key(|s| s.line);
+        crate::banks::offer(name, self.fingerprint, &shared_accesses);
         Ok(Report {
             profile: profile_of(&f.body, &counts, &limits.nanos),
             findings,

@@ -104,3 +104,43 @@ fn strided_stores_vector_loads_and_ldmatrix_count_their_conflicts() {
         );
     }
 }
+
+#[test]
+fn a_collect_scope_sums_every_launch_of_a_kernel_and_keeps_nothing_outside_it() {
+    let emu = Emulator::new(KERNEL).unwrap();
+    let run = |stride: u32| {
+        let params = emu
+            .param_buffer(
+                "banks",
+                &[stride.to_le_bytes().to_vec(), 16u32.to_le_bytes().to_vec()],
+            )
+            .unwrap();
+        emu.launch(
+            "banks",
+            &LaunchConfig::new([1, 1, 1], [32, 1, 1]),
+            &params,
+            &mut GlobalMemory::new(),
+        )
+        .unwrap()
+    };
+    run(2); // outside any scope: not collected
+    let (_, kernels) = tilekit_emu::banks::collect(|| {
+        run(1);
+        run(4);
+    });
+    assert_eq!(kernels.len(), 1);
+    let k = &kernels[0];
+    assert_eq!(k.kernel, "banks");
+    let st = k
+        .accesses
+        .iter()
+        .find(|s| s.opcode.starts_with("st.shared"))
+        .unwrap();
+    // One warp per launch: 1 wavefront (stride 1) + 4 (stride 4, 4-way) against 2 ideal.
+    assert_eq!(
+        (st.executions, st.wavefronts, st.ideal, st.worst_ways),
+        (2, 5, 2, 4)
+    );
+    assert_eq!(st.conflicted_executions, 1);
+    assert_eq!(k.conflicts().count(), 1);
+}

@@ -283,17 +283,27 @@ impl FuncBuilder {
 
     #[track_caller]
     pub fn cmp(&mut self, p: CmpPred, x: Value, y: Value) -> Value {
-        self.op1(
-            OpKind::Cmp(p),
-            Scope::Warp,
-            &[x, y],
-            Type::Scalar(ScalarType::Bool),
-        )
+        // A bool mask of the non-scalar operand's shape (a bool scalar for two scalars).
+        let shape = if self.ty(x).is_scalar() {
+            self.ty(y)
+        } else {
+            self.ty(x)
+        };
+        let t = shape.with_dtype(ScalarType::Bool);
+        self.op1(OpKind::Cmp(p), Scope::Warp, &[x, y], t)
     }
 
     #[track_caller]
     pub fn select(&mut self, c: Value, x: Value, y: Value) -> Value {
-        let t = self.ty(x);
+        // The non-scalar one of x and y; with both scalars, the mask's shape in x's dtype.
+        let (tc, tx, ty) = (self.ty(c), self.ty(x), self.ty(y));
+        let t = if !tx.is_scalar() {
+            tx
+        } else if !ty.is_scalar() {
+            ty
+        } else {
+            tc.with_dtype(tx.dtype().unwrap_or(ScalarType::F32))
+        };
         self.op1(OpKind::Select, Scope::Warp, &[c, x, y], t)
     }
 

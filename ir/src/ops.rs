@@ -413,9 +413,13 @@ pub enum OpKind {
     Unary(UnaryFn),
     /// `map.f (%x, %y)`: tile-tile, vector-vector, scalar-scalar, or either side a scalar.
     Binary(BinaryFn),
-    /// `cmp.p (%x, %y) : bool` on scalars.
+    /// `cmp.p (%x, %y)` — elementwise comparison: on scalars a `bool`; on tiles or vectors (either
+    /// side may be a scalar, broadcast) a `bool` mask of the same shape. NaN compares false
+    /// except under `ne`.
     Cmp(CmpPred),
-    /// `select (%c, %x, %y)` — `c ? x : y`, with a bool scalar condition.
+    /// `select (%c, %x, %y)` — `c ? x : y`: `c` a bool scalar (one choice for the whole value) or a
+    /// bool mask choosing per element; `x` and `y` of the result's type or scalars broadcast.
+    /// Only the chosen element is read (a NaN in the other never reaches the result).
     Select,
     /// `convert (%x) : T` — to another dtype (round to nearest even; saturating for fp8 and ints)
     /// and, for tiles, possibly another layout.

@@ -347,7 +347,7 @@ impl Lowerer<'_> {
         self.narrow_f32(d, &r)
     }
 
-    fn cmp(&mut self, p: CmpPred, d: ScalarType, x: &str, y: &str) -> String {
+    pub(super) fn cmp(&mut self, p: CmpPred, d: ScalarType, x: &str, y: &str) -> String {
         let t = mty(d);
         if d.is_float() {
             let pred = match p {

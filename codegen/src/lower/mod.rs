@@ -20,6 +20,7 @@ mod mma;
 mod ptx;
 mod relayout;
 pub(crate) mod rules;
+mod select;
 mod sync;
 
 use std::collections::{HashMap, HashSet};
@@ -188,7 +189,11 @@ fn vector_layouts(func: &Func, lanes: u32) -> HashMap<Value, layout::VecLayout> 
                 .unwrap_or_default()
         };
         match &op.kind {
-            OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Select | OpKind::Convert => {
+            OpKind::Unary(_)
+            | OpKind::Binary(_)
+            | OpKind::Cmp(_)
+            | OpKind::Select
+            | OpKind::Convert => {
                 for &x in &op.operands {
                     union(&mut parent, x, op.results[0]);
                 }
@@ -511,12 +516,13 @@ impl<'f> Lowerer<'f> {
             | OpKind::SemArrive
             | OpKind::SemExpect(_)
             | OpKind::SemWait => self.sync(op),
+            OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => self.pipeline(op),
+            OpKind::Cmp(_) | OpKind::Select => self.compare_select(op),
             OpKind::Transpose => self.relayout(op),
             OpKind::Convert if self.changes_layout(op) => self.relayout(op),
             _ => self.elementwise(op),
         }
     }
-            OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => self.pipeline(op),
 
     /// A call is inlined: the helper's body is lowered in place with its parameters bound to
     /// the arguments' lowered values, and the values it returns become the call's results.

@@ -72,24 +72,8 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
         }
         OpKind::Unary(f) => unary(b, w, op, *f)?,
         OpKind::Binary(f) => binary(b, w, op, *f)?,
-        OpKind::Cmp(p) => {
-            let x = b.scalar(w, op.operands[0])?;
-            let y = b.scalar(w, op.operands[1])?;
-            let r = match p {
-                CmpPred::Lt => x < y,
-                CmpPred::Le => x <= y,
-                CmpPred::Gt => x > y,
-                CmpPred::Ge => x >= y,
-                CmpPred::Eq => x == y,
-                CmpPred::Ne => x != y,
-            };
-            set_scalar(b, w, op, f64::from(u8::from(r)));
-        }
-        OpKind::Select => {
-            let c = b.scalar(w, op.operands[0])?;
-            let v = b.val(w, op.operands[if c != 0.0 { 1 } else { 2 }])?;
-            b.set(w, op.results[0], v);
-        }
+        OpKind::Cmp(p) => compare(b, w, op, *p)?,
+        OpKind::Select => select(b, w, op)?,
         OpKind::Convert => {
             let from = dtype(b.ty(w, op.operands[0]));
             let to = dtype(b.ty(w, op.results[0]));
@@ -318,6 +302,72 @@ fn unary(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, f: UnaryFn) -> R<()> {
         }
         _ => return Err(b.runtime(w, "map of a non-register value")),
     }
+    Ok(())
+}
+
+/// `cmp.p`: elementwise over tiles and vectors, a scalar operand broadcast; 1 where the
+/// predicate holds, else 0. Any comparison with a NaN is false except `ne` (IEEE 754 unordered).
+fn compare(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, p: CmpPred) -> R<()> {
+    let holds = |x: f64, y: f64| {
+        let r = match p {
+            CmpPred::Lt => x < y,
+            CmpPred::Le => x <= y,
+            CmpPred::Gt => x > y,
+            CmpPred::Ge => x >= y,
+            CmpPred::Eq => x == y,
+            CmpPred::Ne => x != y,
+        };
+        f64::from(u8::from(r))
+    };
+    match (b.val(w, op.operands[0])?, b.val(w, op.operands[1])?) {
+        (Val::Scalar(x), Val::Scalar(y)) => set_scalar(b, w, op, holds(x, y)),
+        (Val::Data(x), Val::Data(y)) => {
+            let out = x.iter().zip(y.iter()).map(|(&x, &y)| holds(x, y)).collect();
+            set_data(b, w, op, out);
+        }
+        (Val::Data(x), Val::Scalar(y)) => {
+            let out = x.iter().map(|&x| holds(x, y)).collect();
+            set_data(b, w, op, out);
+        }
+        (Val::Scalar(x), Val::Data(y)) => {
+            let out = y.iter().map(|&y| holds(x, y)).collect();
+            set_data(b, w, op, out);
+        }
+        _ => return Err(b.runtime(w, "cmp of a non-register value")),
+    }
+    Ok(())
+}
+
+/// `select (c, x, y)`: `c ? x : y` per element, scalars broadcast. Only the chosen element is
+/// read, so a NaN or infinity in the other one never reaches the result.
+fn select(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
+    let c = b.val(w, op.operands[0])?;
+    if let Val::Scalar(c) = c {
+        // One choice for the whole value (the value is passed on as it is).
+        let v = b.val(w, op.operands[if c != 0.0 { 1 } else { 2 }])?;
+        b.set(w, op.results[0], v);
+        return Ok(());
+    }
+    let n = elements(b.ty(w, op.results[0]));
+    let pick = |v: &Val, k: usize| match v {
+        Val::Scalar(x) => Some(*x),
+        Val::Data(d) => d.get(k).copied(),
+        _ => None,
+    };
+    let (x, y) = (b.val(w, op.operands[1])?, b.val(w, op.operands[2])?);
+    let mut out = Vec::with_capacity(n);
+    for k in 0..n {
+        let chosen = match pick(&c, k) {
+            Some(m) if m != 0.0 => pick(&x, k),
+            Some(_) => pick(&y, k),
+            None => None,
+        };
+        match chosen {
+            Some(v) => out.push(v),
+            None => return Err(b.runtime(w, "select of a non-register value")),
+        }
+    }
+    set_data(b, w, op, out);
     Ok(())
 }
 

@@ -101,27 +101,79 @@ pub(super) fn check_binary(cx: &mut OpCx<'_, '_>, f: BinaryFn) {
     cx.expect_result(value, why);
 }
 
-/// `cmp.p (x, y) : bool` — two scalars of one dtype.
+/// `cmp.p (x, y)` — two register values of one dtype: both scalars (a `bool` scalar), or tiles
+/// or vectors of one type, or one of them a scalar broadcast over the other; the result is a
+/// `bool` mask of the non-scalar operand's shape (and layout or axis).
 pub(super) fn check_cmp(cx: &mut OpCx<'_, '_>) {
     let (x, y) = (cx.operand(0), cx.operand(1));
-    let dx = cx.expect_any_scalar("x", x);
-    let dy = cx.expect_any_scalar("y", y);
-    if let (Some(dx), Some(_)) = (dx, dy) {
-        cx.expect_dtype("y", y, dx, "the dtype of x");
-    }
-    cx.expect_result(&Type::Scalar(ScalarType::Bool), "");
-}
-
-/// `select (c, x, y)` — a bool scalar condition and two register values of one type, which is
-/// the result's.
-pub(super) fn check_select(cx: &mut OpCx<'_, '_>) {
-    let (c, x, y) = (cx.operand(0), cx.operand(1), cx.operand(2));
-    cx.expect_scalar("c", c, ScalarType::Bool);
-    if !cx.expect_register("x", x) {
+    let x_ok = cx.expect_register("x", x);
+    if !(cx.expect_register("y", y) && x_ok) {
         return;
     }
-    cx.expect_type("y", y, x, "the type of x");
-    cx.expect_result(x, "the type of x");
+    let value = if x.is_scalar() { y } else { x };
+    if x.is_scalar() != y.is_scalar() {
+        let (s_name, s) = if x.is_scalar() { ("x", x) } else { ("y", y) };
+        if let Some(d) = value.dtype() {
+            let why = format!("a scalar operand has the dtype of the other operand: {value}");
+            if !cx.expect_dtype(s_name, s, d, &why) {
+                return;
+            }
+        }
+    } else if !cx.expect_type("y", y, x, "the type of x") {
+        return;
+    }
+    cx.expect_result(
+        &value.with_dtype(ScalarType::Bool),
+        "a bool mask of the non-scalar operand's shape",
+    );
+}
+
+/// `select (c, x, y)` — `c ? x : y` elementwise. x and y are register values of one dtype, each
+/// either the result's type or a scalar broadcast over it; c is a bool scalar (one choice for the
+/// whole value) or a bool mask of the result's shape (and layout or axis). The result is the
+/// type of the non-scalar one of x and y, else of the mask with x's dtype, else x's scalar type.
+pub(super) fn check_select(cx: &mut OpCx<'_, '_>) {
+    let (c, x, y) = (cx.operand(0), cx.operand(1), cx.operand(2));
+    let c_ok = cx.expect_register("c", c);
+    let x_ok = cx.expect_register("x", x);
+    if !(cx.expect_register("y", y) && x_ok && c_ok) {
+        return;
+    }
+    if c.dtype() != Some(ScalarType::Bool) {
+        cx.report(VerifyErrorKind::Dtype {
+            what: "c".into(),
+            expected: "bool (a condition or a mask from cmp.*)".into(),
+            found: c.to_string(),
+        });
+        return;
+    }
+    let Some(d) = x.dtype() else { return };
+    if !cx.expect_dtype("y", y, d, "the dtype of x") {
+        return;
+    }
+    let result = [x, y]
+        .into_iter()
+        .find(|t| !t.is_scalar())
+        .cloned()
+        .unwrap_or_else(|| c.with_dtype(d));
+    for (name, t) in [("x", x), ("y", y)] {
+        if !t.is_scalar()
+            && !cx.expect_type(name, t, &result, "the type of the other non-scalar value")
+        {
+            return;
+        }
+    }
+    if !c.is_scalar()
+        && !cx.expect_type(
+            "c",
+            c,
+            &result.with_dtype(ScalarType::Bool),
+            "a bool mask of the result's shape",
+        )
+    {
+        return;
+    }
+    cx.expect_result(&result, "the type of the non-scalar operand");
 }
 
 /// What kind of register value a type is, for messages.

@@ -275,10 +275,13 @@ impl<T: Dtype> Scalar<T> {
     }
 }
 
-/// `c ? x : y`, elementwise over the whole value (the condition is a scalar).
+/// `c ? x : y`: `c` a `Scalar<bool>` (one choice for the whole value) or a bool mask of `x`'s
+/// shape from a comparison (`t.gt(0.0)`), choosing per element; `y` may be a scalar or a literal
+/// (`select(t.gt(0.0), t, 0.0)`). Only the chosen element is read: a NaN in the other is dropped.
 #[track_caller]
-pub fn select<H: Register>(c: Scalar<bool>, x: H, y: H) -> H {
-    H::from_value(rec!(|b| b.select(c.value(), x.value(), y.value())))
+pub fn select<H: Register>(c: impl super::compare::SelectMask<H>, x: H, y: impl Operand<H>) -> H {
+    let (c, y) = (c.mask(), y.operand());
+    H::from_value(rec!(|b| b.select(c, x.value(), y)))
 }
 
 /// Conversions between dtypes (and, for tiles, layouts) of the same kind and shape.

@@ -56,8 +56,9 @@
 //! | [`iota_rows()`](iota_rows), [`iota_cols()`](iota_cols) | `iota.rows`, `iota.cols` | → `Rt`/`Rv`; → `Rt` |
 //! | `x.exp() .exp2() .log() .log2() .abs() .relu() .silu() .gelu_tanh() .sqrt() .rsqrt() .recip() .tanh() .sigmoid()`, `-x`, `!x` ([`Map`]) | `map.f` | `H` → `H` (H = `Scalar`, `Rt`, `Rv`) |
 //! | `x + y`, `-`, `*`, `/`, `%`, `&`, `\|`, `^`, `<<`, `>>`, `+=` …, `x.max(y)`, `x.min(y)`, `x.pow(y)` | `map.f` | `(H, H \| Scalar<T> \| literal)` → `H` |
-//! | `s.lt(y)`, `.le`, `.gt`, `.ge`, `.eq`, `.ne` | `cmp.p` | `(Scalar<T>, Scalar<T>)` → `Scalar<bool>` |
-//! | [`select(c, x, y)`](select) | `select` | `(Scalar<bool>, H, H)` → `H` |
+//! | `s.lt(y)`, `.le`, `.gt`, `.ge`, `.eq`, `.ne` | `cmp.p` | `(Scalar<T>, Scalar<T>)` → `Scalar<bool>`; `(Rt<T,R,C,L>, Rt \| Scalar<T> \| literal)` → `Rt<bool,R,C,L>`; `Rv` likewise ([`compare`]) |
+//! | [`select(c, x, y)`](select) | `select` | `(Scalar<bool> \| mask of H's shape, H, H \| Scalar<T> \| literal)` → `H` ([`SelectMask`]) |
+//! | `1.0 - t`, `2.0 * v`, `s / t` (f32 and i32, literal or `Scalar` on the left) | `map.f` | `(Scalar<T> \| literal, H)` → `H` |
 //! | [`convert(x)`](convert), `x.cast::<U>()`, `t.relayout::<L2>()` | `convert` | `Rt<T,R,C,L>` → `Rt<U,R,C,L2>`; `Rv<T,N,A>` → `Rv<U,N,A>`; `Scalar<T>` → `Scalar<U>` |
 //! | [`transpose(t)`](transpose) | `transpose` | `Rt<T,R,C,L>` → `Rt<T,C,R,L>` |
 //! | [`bcast_row(f, t, v)`](bcast_row), [`add_row`] [`sub_row`] [`mul_row`] [`div_row`] [`max_row`] [`min_row`] | `bcast_row.f` | `(Rt<T,R,C,L>, Rv<T,R,Rows>)` → `Rt<T,R,C,L>` |
@@ -114,6 +115,7 @@
 
 pub mod arith;
 pub mod call;
+pub mod compare;
 pub mod control;
 pub mod dtype;
 pub mod handles;
@@ -127,6 +129,7 @@ pub use arith::{convert, lit, select, transpose, ConvertTo, Map, Operand};
 #[doc(hidden)]
 pub use call::__call;
 pub use call::Values;
+pub use compare::SelectMask;
 #[doc(hidden)]
 pub use control::{__for, __if, __while};
 pub use control::{range, range_step, Carry, Cond, ForLoop, RtRange, WhileCond};

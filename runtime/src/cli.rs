@@ -612,7 +612,7 @@ fn emulate(k: &KernelInfo, v: &Variant, target: &str) -> Result<(String, i32), C
     };
     let mut out = String::new();
     let _ = writeln!(out, "{}{} on {}", k.name, v.args, device.describe());
-    let result = run_selftest(test, &device);
+    let (result, shared) = tilekit_emu::banks::collect(|| run_selftest(test, &device));
     let mut failed = result.is_err();
     match result {
         Ok(what) => {
@@ -634,6 +634,24 @@ fn emulate(k: &KernelInfo, v: &Variant, target: &str) -> Result<(String, i32), C
         for f in findings {
             let _ = writeln!(out, "  {f}");
         }
+    }
+    // Bank conflicts over every launch of the self-test (tilekit_emu::banks: wavefronts the 32
+    // banks needed against the conflict-free ideal); they are reported, not a failure.
+    let instructions: usize = shared.iter().map(|c| c.accesses.len()).sum();
+    let conflicted: Vec<_> = shared
+        .iter()
+        .flat_map(|c| c.conflicts().map(move |a| (c, a)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "shared-memory bank conflicts: {} of {instructions} shared-memory instructions in {} \
+         compiled code{} of the self-test",
+        conflicted.len(),
+        shared.len(),
+        if shared.len() == 1 { "" } else { "s" }
+    );
+    for (c, a) in conflicted {
+        let _ = writeln!(out, "  {} (code {:016x}): {a}", c.kernel, c.module);
     }
     match &report {
         Some(r) => {

@@ -1079,6 +1079,7 @@ fn copy_start(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
         .iter()
         .map(|&e| (base + e, win.offsets[e].map_or(0.0, |o| gd[o])))
         .collect();
+    b.race_access(w, s, mine.iter().copied(), win.cols, RaceAccess::CopyStart)?;
     b.mem.copy_start(
         w,
         PendingCopy {

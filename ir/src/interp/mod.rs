@@ -758,7 +758,6 @@ pub(crate) enum RaceAccess {
     /// A `copy_async` completing with a phase of `sem`.
     CopyAsync { sem: SharedRef },
     /// A `copy_start` joining the warp's open group.
-    #[allow(dead_code)]
     CopyStart,
 }
 
@@ -1170,7 +1169,8 @@ impl<'m, 'a> BlockRun<'m, 'a> {
         Ok(Some((sem, self.mem.sem_phase_parity(sem))))
     }
 
-    /// After `op` ran, for the race check: a completed phase, a fresh semaphore.
+    /// After `op` ran, for the race check: a completed phase, a fresh semaphore, a closed or
+    /// landed copy group.
     fn race_after(
         &mut self,
         w: usize,
@@ -1185,10 +1185,15 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 race.borrow_mut().phase_completed(sem);
             }
         }
-        if let OpKind::SemInit(_) = op.kind {
-            if let Val::Shared(sem) = self.val(w, op.operands[0])? {
-                race.borrow_mut().sem_init(sem);
+        match op.kind {
+            OpKind::SemInit(_) => {
+                if let Val::Shared(sem) = self.val(w, op.operands[0])? {
+                    race.borrow_mut().sem_init(sem);
+                }
             }
+            OpKind::CopyCommit => race.borrow_mut().copy_commit(w),
+            OpKind::CopyWait(keep) => race.borrow_mut().copy_wait(w, keep),
+            _ => {}
         }
         Ok(())
     }

@@ -20,16 +20,16 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
-use crate::kernels::params::tensor_shapes;
 use crate::kernels::softmax::safe_max;
-use crate::{Device, LaunchArg, ScalarArg};
+use crate::{Device, ScalarArg};
 
 /// See the module documentation. Grid: `[⌈seq_q / (WARPS·R)⌉, bh, 1]` ([`grid`]).
 #[crate::kernel(
     warps = WARPS as u32,
     variants(<bf16, 64, 16, 64, 4, false>, <bf16, 64, 16, 64, 4, true>, <f32, 64, 16, 64, 4, false>),
     selftest = selftest,
-    check = shapes::<D>
+    shapes(q: [BH, SQ, D], k: [BH, SK, D], v: [BH, SK, D], o: [BH, SQ, D], lse: [BH, SQ], SK >= 1),
+    grid = [ceil_div(SQ, WARPS * R), BH, 1]
 )]
 pub fn attention_fwd<
     O: RegDtype,
@@ -95,19 +95,6 @@ pub fn attention_fwd<
         lse.chunk(head, q_tile),
         (m + l.log2()) * std::f32::consts::LN_2,
     );
-}
-
-/// Q and O `[bh, seq_q, D]`, K and V `[bh, seq_kv, D]` with `seq_kv ≥ 1`, LSE `[bh, seq_q]`.
-pub fn shapes<const D: usize>(args: &[LaunchArg]) -> Result<(), String> {
-    let [q, k, v, o, lse] =
-        tensor_shapes(args, [("q", 3), ("k", 3), ("v", 3), ("o", 3), ("lse", 2)])?;
-    let (bh, seq_q) = (q[0], q[1]);
-    if q[2] != D || k != v || k[0] != bh || k[2] != D || k[1] == 0 || o != q || lse != [bh, seq_q] {
-        return Err(format!(
-            "q {q:?}, k {k:?}, v {v:?}, o {o:?}, lse {lse:?}: expected q and o [bh, seq_q, {D}], k and v [bh, seq_kv ≥ 1, {D}], lse [bh, seq_q]"
-        ));
-    }
-    Ok(())
 }
 
 /// The launch grid for `bh` heads of `seq_q` queries, `block_rows = WARPS·R`.

@@ -11,15 +11,15 @@
 use crate::dsl::*;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
-use crate::kernels::params::tensor_shapes;
-use crate::{Device, LaunchArg};
+use crate::Device;
 
 /// See the module documentation. Grid: `[⌈N / BN⌉, ⌈M / BM⌉, 1]` ([`grid`]).
 #[crate::kernel(
     warps = ((BM / WM) * (BN / WN)) as u32,
     variants(<f32, 64, 64, 32, 32, 32>, <bf16, 64, 64, 32, 32, 32>, <f32, 64, 64, 16, 16, 64>),
     selftest = selftest,
-    check = shapes
+    shapes(a: [M, K], b: [K, N], c: [M, N]),
+    grid = [ceil_div(N, BN), ceil_div(M, BM), 1]
 )]
 pub fn gemm<
     O: RegDtype,
@@ -61,17 +61,6 @@ pub fn gemm<
     let row = tile_m * (BM / WM) as i32 + warp_row;
     let col = tile_n * warps_n + warp_col;
     store(c.tile(row, col), acc.cast::<O>());
-}
-
-/// A `M×K`, B `K×N`, C `M×N` (arguments a, b, c).
-pub fn shapes(args: &[LaunchArg]) -> Result<(), String> {
-    let [a, b, c] = tensor_shapes(args, [("a", 2), ("b", 2), ("c", 2)])?;
-    if a[1] != b[0] || c != [a[0], b[1]] {
-        return Err(format!(
-            "A {a:?}, B {b:?} and C {c:?} do not multiply: expected A [M, K], B [K, N], C [M, N]"
-        ));
-    }
-    Ok(())
 }
 
 /// The launch grid for an `m × n` C and a `BM × BN` block tile.

@@ -13,15 +13,22 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, tiles, Rng};
-use crate::kernels::params::tensor_shapes;
-use crate::{Device, LaunchArg};
+use crate::Device;
 
 /// See the module documentation. Grid: `[slot tiles, ⌈f / BF⌉, 1]`.
 #[crate::kernel(
     warps = WARPS as u32,
     variants(<16, 4, 64, 32>),
     selftest = selftest,
-    check = shapes::<R, WARPS>
+    shapes(
+        x: [T, DM],
+        w: [E, DM, F],
+        tile_expert: [NT],
+        slot_token: [NT * R * WARPS],
+        slot_weight: [NT * R * WARPS],
+        y: [T, F]
+    ),
+    grid = [NT, ceil_div(F, BF), 1]
 )]
 pub fn moe_expert_proj<const R: usize, const WARPS: usize, const BF: usize, const BD: usize>(
     x: Gl<bf16, 2>,
@@ -50,36 +57,6 @@ pub fn moe_expert_proj<const R: usize, const WARPS: usize, const BF: usize, cons
         barrier();
     }
     scatter_add_rows(y, mul_row(acc, weights), tokens, f_tile);
-}
-
-/// X `[T, d]`, W `[E, d, f]`, Y `[T, f]`, and `R·WARPS` slot tokens and weights per slot tile.
-pub fn shapes<const R: usize, const WARPS: usize>(args: &[LaunchArg]) -> Result<(), String> {
-    let tile = R * WARPS;
-    let [x, w, experts, tokens, weights, y] = tensor_shapes(
-        args,
-        [
-            ("x", 2),
-            ("w", 3),
-            ("tile_expert", 1),
-            ("slot_token", 1),
-            ("slot_weight", 1),
-            ("y", 2),
-        ],
-    )?;
-    if w[1] != x[1] || y != [x[0], w[2]] {
-        return Err(format!(
-            "x {x:?}, w {w:?} and y {y:?}: expected x [T, d], w [E, d, f], y [T, f]"
-        ));
-    }
-    let slots = experts[0].checked_mul(tile);
-    if tokens != weights || Some(tokens[0]) != slots {
-        return Err(format!(
-            "{} slot tiles of {tile} need {} slot tokens and weights, got {tokens:?} and {weights:?}",
-            experts[0],
-            slots.map_or_else(|| "more".to_string(), |n| n.to_string()),
-        ));
-    }
-    Ok(())
 }
 
 /// The slot layout of a top-k routing, as MoE kernels take it.

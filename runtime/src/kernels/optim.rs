@@ -14,11 +14,16 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, tiles, Rng};
-use crate::kernels::params::tensor_shapes;
-use crate::{Device, LaunchArg, ScalarArg};
+use crate::{Device, ScalarArg};
 
 /// See the module documentation. Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
-#[crate::kernel(warps = WARPS as u32, variants(<256, 4>), selftest = selftest, check = shapes)]
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest,
+    shapes(p: [L], g: [L], m: [L], v: [L]),
+    grid = [ceil_div(L, WARPS * N), 1, 1]
+)]
 #[allow(clippy::too_many_arguments)]
 pub fn adamw_step<const N: usize, const WARPS: usize>(
     p: GlMut<f32, 1>,
@@ -48,17 +53,6 @@ pub fn adamw_step<const N: usize, const WARPS: usize>(
     store(p.chunk(chunk), p_new);
     store(m.chunk(chunk), m_new);
     store(v.chunk(chunk), v_new);
-}
-
-/// p, g, m and v of one length.
-pub fn shapes(args: &[LaunchArg]) -> Result<(), String> {
-    let [p, g, m, v] = tensor_shapes(args, [("p", 1), ("g", 1), ("m", 1), ("v", 1)])?;
-    if g != p || m != p || v != p {
-        return Err(format!(
-            "p {p:?}, g {g:?}, m {m:?} and v {v:?} must have one length"
-        ));
-    }
-    Ok(())
 }
 
 /// Hyperparameters of one step.

@@ -17,8 +17,7 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
-use crate::kernels::params::tensor_shapes;
-use crate::{Device, LaunchArg};
+use crate::Device;
 
 /// Column tile `ct` of this warp's rows in f32, `-inf` past `n_cols`.
 #[crate::func]
@@ -48,7 +47,8 @@ pub fn safe_max<const R: usize>(m: Rv<f32, R>) -> Rv<f32, R> {
     warps = WARPS as u32,
     variants(<f32, 16, 64, 4>, <bf16, 16, 64, 4>),
     selftest = selftest,
-    check = shapes
+    shapes(x: [ROWS, COLS], y: [ROWS, COLS], COLS >= 1),
+    grid = [ceil_div(ROWS, WARPS * R), 1, 1]
 )]
 pub fn softmax_rows<I: RegDtype, const R: usize, const C: usize, const WARPS: usize>(
     x: Gl<I, 2>,
@@ -77,17 +77,6 @@ pub fn softmax_rows<I: RegDtype, const R: usize, const C: usize, const WARPS: us
             div_row((sub_row(t, m) * log2e).exp2(), l),
         );
     }
-}
-
-/// X and Y of one shape with at least one column.
-pub fn shapes(args: &[LaunchArg]) -> Result<(), String> {
-    let [x, y] = tensor_shapes(args, [("x", 2), ("y", 2)])?;
-    if x != y || x[1] == 0 {
-        return Err(format!(
-            "x {x:?} and y {y:?} must have one shape with at least one column"
-        ));
-    }
-    Ok(())
 }
 
 /// The launch grid for `rows` rows with `warps` warps of `r` rows per block.

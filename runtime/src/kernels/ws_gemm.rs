@@ -12,7 +12,7 @@
 use crate::dsl::*;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, Rng};
-use crate::kernels::gemm::{grid, reference, shapes};
+use crate::kernels::gemm::{grid, reference};
 use crate::Device;
 
 /// The stage and the phase parity of K step `kt`.
@@ -26,7 +26,8 @@ fn stage_of<const STAGES: usize>(kt: Scalar<i32>) -> (Scalar<i32>, Scalar<i32>) 
     warps = (BM / RM + 1) as u32,
     variants(<f32, 64, 64, 32, 32, 2>, <bf16, 64, 64, 32, 16, 2>, <f32, 64, 64, 32, 32, 3>),
     selftest = selftest,
-    check = shapes
+    shapes(a: [M, K], b: [K, N], c: [M, N]),
+    grid = [ceil_div(N, BN), ceil_div(M, BM), 1]
 )]
 pub fn ws_gemm<
     O: RegDtype,

@@ -136,13 +136,7 @@ fn load(dir: &Path, key: &str) -> Option<Compiled> {
         .nth(1)?
         .parse::<Target>()
         .ok()?;
-    let facts: Facts = key
-        .lines()
-        .next()?
-        .split_once(" facts ")?
-        .1
-        .parse()
-        .ok()?;
+    let facts: Facts = key.lines().next()?.split_once(" facts ")?.1.parse().ok()?;
     let meta = std::fs::read_to_string(e.join("meta")).ok()?;
     let (mut kernel, mut warps, mut shared_bytes, mut dynamic_shared) = (None, None, None, None);
     let mut args = Vec::new();

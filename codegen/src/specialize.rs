@@ -162,7 +162,13 @@ mod tests {
 
     #[test]
     fn malformed_facts_are_errors() {
-        for bad in ["aligned16", "aligned16()", "aligned8(a)", "aligned16(a b)", "x"] {
+        for bad in [
+            "aligned16",
+            "aligned16()",
+            "aligned8(a)",
+            "aligned16(a b)",
+            "x",
+        ] {
             assert!(bad.parse::<Facts>().is_err(), "{bad}");
         }
     }

@@ -71,9 +71,25 @@ pub struct BundleKernel {
     /// only for a kernel whose IR hashes the same, so a bundle built from other source is never
     /// launched by mistake.
     pub ir_hash: String,
+    /// The global-view parameters this code assumes 16-byte aligned (`tilekit_codegen::Facts`,
+    /// see [`view_aligned16`]), in name order: a launch takes it only when those views are.
+    /// Empty for the general variant, which every launch may take.
+    pub aligned16: Vec<String>,
 }
 
 impl BundleKernel {
+    /// What this code assumes of a launch, as `tilekit_codegen::Facts` prints it: `general` or
+    /// `aligned16(a, b)`.
+    pub fn facts(&self) -> String {
+        facts_text(&self.aligned16)
+    }
+
+    /// Whether a launch whose 16-byte aligned views are `aligned` (parameter names) may run
+    /// this code: every view it assumes aligned is.
+    pub fn runs_with(&self, aligned: &[String]) -> bool {
+        self.aligned16.iter().all(|p| aligned.contains(p))
+    }
+
     /// The bytes of its code file: the PTX text or the code object.
     pub fn code(&self) -> &[u8] {
         self.code_object.as_deref().unwrap_or(self.ptx.as_bytes())
@@ -95,6 +111,41 @@ impl BundleKernel {
         }
         out
     }
+}
+
+/// Facts as `tilekit_codegen::Facts` prints them: `general` for none, else
+/// `aligned16(a, b)` (names in order).
+pub fn facts_text(aligned16: &[String]) -> String {
+    if aligned16.is_empty() {
+        return "general".to_string();
+    }
+    let mut names: Vec<&str> = aligned16.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    format!("aligned16({})", names.join(", "))
+}
+
+/// Whether a view is *16-byte aligned* as kernels compiled with that fact assume
+/// (`tilekit_codegen::specialize`): its first element is 16-byte aligned, its last dimension is
+/// contiguous, and every other stride and the last extent are multiples of 16 bytes. `offset`
+/// counts elements from the start of an allocation, which every device aligns to at least 16
+/// bytes (256 on CUDA, HIP and the emulator).
+pub fn view_aligned16(
+    dtype: ScalarType,
+    offset: usize,
+    shape: &[usize],
+    strides: &[usize],
+) -> bool {
+    let es = dtype.size_bytes() as usize;
+    let (Some(&inner), Some(&extent)) = (strides.last(), shape.last()) else {
+        return false;
+    };
+    let n = strides.len();
+    es > 0
+        && 16 % es == 0
+        && (offset * es) % 16 == 0
+        && inner == 1
+        && (extent * es) % 16 == 0
+        && strides[..n - 1].iter().all(|s| (s * es) % 16 == 0)
 }
 
 /// Kernels compiled ahead of time for one target.
@@ -175,5 +226,37 @@ pub fn compiled_kernel(
         shared_bytes: c.shared_bytes,
         dynamic_shared: c.dynamic_shared,
         ir_hash: ir_hash(module, name),
+        aligned16: c.facts.aligned16_params().map(str::to_string).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_is_aligned16_only_with_every_condition() {
+        let bf = ScalarType::BF16;
+        assert!(view_aligned16(bf, 0, &[64, 64], &[64, 1]));
+        assert!(view_aligned16(bf, 8, &[64, 64], &[72, 1]));
+        assert!(view_aligned16(ScalarType::F32, 4, &[3, 8], &[12, 1]));
+        // A first element 2 bytes past a chunk boundary.
+        assert!(!view_aligned16(bf, 1, &[64, 64], &[64, 1]));
+        // A leading stride of 65 elements (130 bytes).
+        assert!(!view_aligned16(bf, 0, &[64, 64], &[65, 1]));
+        // Columns not a whole number of chunks: the last chunk of a row would be partial.
+        assert!(!view_aligned16(bf, 0, &[64, 60], &[64, 1]));
+        // A transposed view.
+        assert!(!view_aligned16(bf, 0, &[64, 64], &[1, 64]));
+        assert!(!view_aligned16(bf, 0, &[], &[]));
+    }
+
+    #[test]
+    fn facts_text_matches_the_compilers() {
+        assert_eq!(facts_text(&[]), "general");
+        assert_eq!(
+            facts_text(&["b".to_string(), "a".to_string()]),
+            "aligned16(a, b)"
+        );
+    }
 }

@@ -22,12 +22,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Metadata, schema version 3
+//! # Metadata, schema version 4
 //!
 //! ```json
 //! {
 //!   "format": "tilekit-bundle",
-//!   "schema": 3,
+//!   "schema": 4,
 //!   "target": "sm_90a",
 //!   "kernels": [
 //!     {
@@ -38,6 +38,7 @@
 //!       "block_threads": 128,
 //!       "shared_bytes": 32768,
 //!       "dynamic_shared": false,
+//!       "aligned16": ["a", "b"],
 //!       "params": [
 //!         { "kind": "global", "name": "a", "dtype": "bf16", "rank": 2, "writable": false },
 //!         { "kind": "scalar", "name": "alpha", "dtype": "f32" }
@@ -57,6 +58,12 @@
 //!   directories, no `..`).
 //! - `block_threads`: threads per block along x; `shared_bytes`: shared memory (LDS) per block;
 //!   `dynamic_shared`: whether the launch passes it as dynamic shared memory.
+//! - `aligned16`: the global-view parameters this code assumes 16-byte aligned (the facts of
+//!   `tilekit_codegen::specialize`, see [`crate::abi::view_aligned16`]), in name order; empty
+//!   for the general variant. A kernel variant whose code differs under those facts has two
+//!   entries, the general one and the aligned one (its code file ends in `.aligned16.ptx` or
+//!   `.aligned16.hsaco`); a launch takes the entry whose facts its views satisfy, else the
+//!   general one.
 //! - `params`: the kernel's parameters in order; `writable` views are `GlMut`.
 //! - `abi`: the entry's arguments in order ([`BundleKernel::abi`]): each global view is a
 //!   pointer, then its sizes, then its strides (in elements), as 32-bit signed integers; each
@@ -71,7 +78,8 @@
 //! [`Bundle::write_dir`] and [`Bundle::to_bytes`] run the same checks before writing.
 //!
 //! Bundles of the earlier text format (`bundle.txt`, packed as `tilekit-bundle-pack 2`) are
-//! refused with the command that rebuilds them.
+//! refused with the command that rebuilds them, and so are JSON bundles of an earlier schema
+//! (version 3 had no `aligned16` and one entry per variant).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -95,7 +103,7 @@ mod validate;
 pub use progress::terminal_progress;
 
 /// The metadata format version this runtime reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The metadata file of a bundle directory (JSON).
 pub const METADATA_FILE: &str = "bundle.json";
 /// The whole bundle in one file (for `include_bytes!`): a tar archive.
@@ -289,9 +297,11 @@ impl Bundle {
     /// matter) of kernel `name`.
     pub fn kernel(&self, name: &str, variant: &str) -> Result<&BundleKernel, BundleError> {
         let squash = |s: &str| s.split_whitespace().collect::<String>();
+        // The general entry where a variant also has an aligned one.
         self.kernels
             .iter()
-            .find(|k| k.name == name && squash(&k.variant) == squash(variant))
+            .filter(|k| k.name == name && squash(&k.variant) == squash(variant))
+            .min_by_key(|k| k.aligned16.len())
             .ok_or_else(|| BundleError::UnknownKernel {
                 bundle: format!("for {}", self.target),
                 kernel: name.to_string(),
@@ -359,10 +369,15 @@ pub fn kernel_from_compiled(
     variant: &str,
     c: &tilekit_codegen::Compiled,
 ) -> Result<BundleKernel, BundleError> {
-    let code_file = if c.code_object().is_some() {
-        code_file_name(name, variant, "hsaco")
+    let extension = if c.code_object().is_some() {
+        "hsaco"
     } else {
-        ptx_file_name(name, variant)
+        "ptx"
+    };
+    let code_file = if c.facts.is_general() {
+        code_file_name(name, variant, extension)
+    } else {
+        code_file_name(name, variant, &format!("aligned16.{extension}"))
     };
     crate::abi::compiled_kernel(module, name, variant, code_file, c).ok_or_else(|| {
         BundleError::Compile {
@@ -371,6 +386,26 @@ pub fn kernel_from_compiled(
             target: c.target.name().to_string(),
             message: "the module has no such kernel".into(),
         }
+    })
+}
+
+/// Whether some function of `module` copies a global view into a shared tile: the copies whose
+/// code an alignment fact changes. Every copy op (`copy`, `copy_async` and the pipeline's)
+/// takes the destination, then the source.
+#[cfg(feature = "jit")]
+fn copies_global_tiles(module: &crate::ir::Module) -> bool {
+    use crate::ir::Type;
+    module.funcs.iter().any(|f| {
+        let mut found = false;
+        f.walk(|op| {
+            if op.operands.len() >= 2
+                && matches!(f.value_type(op.operands[0]), Type::SharedTile { .. })
+                && matches!(f.value_type(op.operands[1]), Type::Global { .. })
+            {
+                found = true;
+            }
+        });
+        found
     })
 }
 
@@ -407,13 +442,15 @@ pub fn compile_registry_with(
     let registry = crate::registry::kernels();
     let total = registry.iter().map(|k| k.variants.len()).sum();
     let mut kernels: Vec<BundleKernel> = Vec::new();
+    let mut done = 0;
     for k in registry {
         for v in k.variants {
             progress(CompileProgress {
-                done: kernels.len(),
+                done,
                 total,
                 next: Some((k.name, v.args)),
             });
+            done += 1;
             let fail = |message: String| BundleError::Compile {
                 kernel: k.name.to_string(),
                 variant: v.args.to_string(),
@@ -423,18 +460,33 @@ pub fn compile_registry_with(
             let module = (v.module)();
             let c = tilekit_codegen::compile(module, k.name, target)
                 .map_err(|e| fail(e.to_string()))?;
-            let bk = kernel_from_compiled(module, k.name, v.args, &c)?;
-            if kernels.iter().any(|b| b.code_file == bk.code_file) {
-                return Err(fail(format!(
-                    "two variants would share the file name `{}`",
-                    bk.code_file
-                )));
+            let mut entries = vec![kernel_from_compiled(module, k.name, v.args, &c)?];
+            // The variant for launches whose views are all 16-byte aligned, where assuming so
+            // changes the code (a kernel that copies global tiles to shared memory).
+            if copies_global_tiles(module) {
+                let func = module
+                    .kernel(k.name)
+                    .ok_or_else(|| fail("the module has no such kernel".into()))?;
+                let facts = tilekit_codegen::Facts::all_aligned16(func);
+                let a = tilekit_codegen::compile_with(module, k.name, target, &facts)
+                    .map_err(|e| fail(format!("assuming {facts}: {e}")))?;
+                if a.ptx() != c.ptx() || a.code_object() != c.code_object() {
+                    entries.push(kernel_from_compiled(module, k.name, v.args, &a)?);
+                }
             }
-            kernels.push(bk);
+            for bk in entries {
+                if kernels.iter().any(|b| b.code_file == bk.code_file) {
+                    return Err(fail(format!(
+                        "two variants would share the file name `{}`",
+                        bk.code_file
+                    )));
+                }
+                kernels.push(bk);
+            }
         }
     }
     progress(CompileProgress {
-        done: kernels.len(),
+        done: total,
         total,
         next: None,
     });

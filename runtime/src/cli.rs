@@ -749,7 +749,10 @@ mod jit {
         if assume.trim() == "aligned" {
             let module = (v.module)();
             let func = module.kernel(k.name).ok_or_else(|| {
-                CliError::failure(format!("the module of {}{} has no such kernel", k.name, v.args))
+                CliError::failure(format!(
+                    "the module of {}{} has no such kernel",
+                    k.name, v.args
+                ))
             })?;
             return Ok(Facts::all_aligned16(func));
         }
@@ -1037,12 +1040,7 @@ mod jit {
         Err(unavailable("emit"))
     }
 
-    pub(super) fn check(
-        _: &KernelInfo,
-        _: &Variant,
-        _: &str,
-        _: &str,
-    ) -> Result<String, CliError> {
+    pub(super) fn check(_: &KernelInfo, _: &Variant, _: &str, _: &str) -> Result<String, CliError> {
         Err(unavailable("check"))
     }
 

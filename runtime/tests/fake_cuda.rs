@@ -228,6 +228,7 @@ fn child() {
         shared_bytes: 0,
         dynamic_shared: false,
         ir_hash: tilekit::device::ir_hash(module, "rejected"),
+        aligned16: Vec::new(),
     };
     gpu.attach_bundle(Bundle {
         target: "sm_90a".into(),

@@ -39,6 +39,7 @@ struct KernelEntry {
     block_threads: u64,
     shared_bytes: u64,
     dynamic_shared: bool,
+    aligned16: Vec<String>,
     params: Vec<ParamEntry>,
     abi: Vec<String>,
 }
@@ -101,6 +102,7 @@ pub(super) fn encode(b: &Bundle) -> Result<String, BundleError> {
                 block_threads: k.block_threads.into(),
                 shared_bytes: k.shared_bytes,
                 dynamic_shared: k.dynamic_shared,
+                aligned16: k.aligned16.clone(),
                 params: k
                     .params
                     .iter()
@@ -240,6 +242,7 @@ fn kernel_from_entry(
         shared_bytes: e.shared_bytes,
         dynamic_shared: e.dynamic_shared,
         ir_hash: e.ir_hash,
+        aligned16: e.aligned16,
     };
     // The fields first: the `abi` comparison below builds a list as long as the ranks say.
     validate::check_kernel_fields(origin, target, &kernel)?;

@@ -54,6 +54,7 @@ fn tiny(target: &str) -> Bundle {
             shared_bytes: 65536,
             dynamic_shared: true,
             ir_hash: "0123456789abcdef".into(),
+            aligned16: Vec::new(),
         }],
     }
 }
@@ -149,6 +150,7 @@ fn the_metadata_is_json_with_a_schema_version() {
         fields,
         [
             "abi",
+            "aligned16",
             "block_threads",
             "code_file",
             "dynamic_shared",
@@ -315,9 +317,36 @@ fn every_metadata_field_is_range_checked() {
         ),
         (
             load_error(|m| m["schema"] = json!(2)),
-            "format version 2, but this tilekit reads version 3",
+            "format version 2, but this tilekit reads version 4",
         ),
-        (load_error(|m| m["schema"] = json!(4)), "format version 4"),
+        // Schema 3 (no `aligned16`, one entry per variant) is refused with the rebuild hint.
+        (
+            load_error(|m| m["schema"] = json!(3)),
+            "format version 3, but this tilekit reads version 4; rebuild the bundle",
+        ),
+        (load_error(|m| m["schema"] = json!(5)), "format version 5"),
+        (
+            kernel_field_error("aligned16", json!(["alpha"])),
+            "`aligned16` names `alpha`, which is not a global-view parameter",
+        ),
+        (
+            kernel_field_error("aligned16", json!(["z"])),
+            "`aligned16` names `z`, which is not a global-view parameter",
+        ),
+        (
+            kernel_field_error("aligned16", json!(["y", "x"])),
+            "`aligned16` must list parameter names once each, in name order",
+        ),
+        (
+            kernel_field_error("aligned16", json!(["x", "x"])),
+            "`aligned16` must list parameter names once each, in name order",
+        ),
+        (
+            load_error(|m| {
+                m["kernels"][0].as_object_mut().unwrap().remove("aligned16");
+            }),
+            "missing field `aligned16`",
+        ),
         (
             load_error(|m| {
                 m.as_object_mut().unwrap().remove("schema");
@@ -422,9 +451,32 @@ fn kernels_and_code_files_are_unique() {
     };
     let e = twice(|k| k["code_file"] = json!("other.ptx"));
     assert!(
-        e.contains("kernel `scale<f32, 16>` is in the bundle twice"),
+        e.contains("kernel `scale<f32, 16>` assuming general is in the bundle twice"),
         "{e}"
     );
+    // The same variant assuming other facts is another entry.
+    let b = tiny("sm_80");
+    let mut meta = metadata_json(&b);
+    let mut aligned = meta["kernels"][0].clone();
+    aligned["code_file"] = json!("scale_f32_16.aligned16.ptx");
+    aligned["aligned16"] = json!(["x", "y"]);
+    meta["kernels"].as_array_mut().unwrap().push(aligned);
+    let text = serde_json::to_vec(&meta).unwrap();
+    let k = &b.kernels[0];
+    let packed = tar_of(&[
+        (METADATA_FILE, &text),
+        (&k.code_file, k.code()),
+        ("scale_f32_16.aligned16.ptx", k.code()),
+    ]);
+    let loaded = Bundle::from_bytes(&packed).unwrap();
+    assert_eq!(loaded.kernels.len(), 2);
+    assert_eq!(loaded.kernels[1].facts(), "aligned16(x, y)");
+    // A lookup by name and variant finds the general entry.
+    assert!(loaded
+        .kernel("scale", "<f32, 16>")
+        .unwrap()
+        .aligned16
+        .is_empty());
     let e = twice(|k| {
         k["code_file"] = json!("other.ptx");
         k["variant"] = json!("<f32,16>");
@@ -993,7 +1045,22 @@ fn the_registry_compiles_to_bundles_that_load_back_for_every_target() {
             .iter()
             .map(|k| k.variants.len())
             .sum();
-        assert_eq!(b.kernels.len(), variants);
+        // One general entry per variant, and an aligned one where assuming the views aligned
+        // changes the code: on sm_80 and sm_90a the GEMM's tile copies lose their fallback.
+        let general = b.kernels.iter().filter(|k| k.aligned16.is_empty()).count();
+        assert_eq!(general, variants);
+        if target.is_nvidia() {
+            let aligned: Vec<&BundleKernel> = b
+                .kernels
+                .iter()
+                .filter(|k| k.name == "gemm" && !k.aligned16.is_empty())
+                .collect();
+            assert!(!aligned.is_empty(), "{target}: no aligned gemm entry");
+            for k in aligned {
+                assert_eq!(k.facts(), "aligned16(a, b, c)");
+                assert!(k.code_file.ends_with(".aligned16.ptx"), "{}", k.code_file);
+            }
+        }
         for k in &b.kernels {
             if target.is_nvidia() {
                 assert!(k.code_object.is_none() && k.code_file.ends_with(".ptx"));
@@ -1111,9 +1178,14 @@ fn the_runtime_only_binary_links_no_llvm_or_mlir() {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "{text}");
         assert!(text.contains(": 0 missing"), "{text}");
+        // One line per variant (its general entry; aligned entries are the same variant).
         assert_eq!(
             text.matches("in the bundle").count(),
-            bundle.kernels.len(),
+            bundle
+                .kernels
+                .iter()
+                .filter(|k| k.aligned16.is_empty())
+                .count(),
             "{text}"
         );
         let mut other = bundle.clone();

@@ -207,11 +207,30 @@ pub(super) fn check_kernel_fields(
             }
         }
     }
+    // `aligned16` names global views of the kernel, each once, in name order (as the
+    // compiler's facts print them).
+    for a in &k.aligned16 {
+        let global = k
+            .params
+            .iter()
+            .any(|p| p.name == *a && matches!(p.kind, ParamKind::Global { .. }));
+        if !global {
+            return Err(err(format!(
+                "`aligned16` names `{}`, which is not a global-view parameter",
+                shown(a)
+            )));
+        }
+    }
+    if k.aligned16.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(err(
+            "`aligned16` must list parameter names once each, in name order".into(),
+        ));
+    }
     Ok(())
 }
 
-/// The kernels' fields, each kernel once by (name, variant) (spaces in the variant do not count,
-/// as [`Bundle::kernel`] ignores them) and each code file used once.
+/// The kernels' fields, each kernel once by (name, variant, facts) (spaces in the variant do
+/// not count, as [`Bundle::kernel`] ignores them) and each code file used once.
 pub(super) fn check_kernels(
     origin: &str,
     target: &str,
@@ -231,10 +250,14 @@ pub(super) fn check_kernels(
     for k in kernels {
         check_kernel_fields(origin, target, k)?;
         let squashed: String = k.variant.split_whitespace().collect();
-        if !variants.insert((k.name.as_str(), squashed)) {
+        if !variants.insert((k.name.as_str(), squashed, k.aligned16.clone())) {
             return Err(invalid(
                 origin,
-                format!("kernel `{}` is in the bundle twice", kernel_label(k)),
+                format!(
+                    "kernel `{}` assuming {} is in the bundle twice",
+                    kernel_label(k),
+                    k.facts()
+                ),
             ));
         }
         if !files.insert(k.code_file.as_str()) {

@@ -104,6 +104,37 @@ impl LaunchArg {
     }
 }
 
+/// The global-view parameters of kernel `kernel` of `module` whose arguments are 16-byte
+/// aligned views ([`crate::abi::view_aligned16`]), in name order: the facts a launch's code may
+/// be compiled for. A host tensor is copied to the start of a fresh allocation, so its offset is
+/// 0. Arguments that do not match the parameters are left out (the launch reports them).
+pub(crate) fn aligned16_views(
+    module: &crate::ir::Module,
+    kernel: &str,
+    args: &[LaunchArg],
+) -> Vec<String> {
+    let Some(func) = module.kernel(kernel) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = func
+        .params
+        .iter()
+        .zip(args)
+        .filter(|(p, _)| matches!(func.value_type(**p), crate::ir::Type::Global { .. }))
+        .filter(|(_, a)| {
+            let (dtype, offset) = match a {
+                LaunchArg::Host(t) => (t.dtype(), 0),
+                LaunchArg::Device(v) => (v.dtype, v.offset),
+                LaunchArg::Scalar(..) => return false,
+            };
+            crate::abi::view_aligned16(dtype, offset, a.shape(), a.strides())
+        })
+        .filter_map(|(p, _)| func.value_name(*p).map(str::to_string))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 impl From<HostTensor> for LaunchArg {
     fn from(t: HostTensor) -> LaunchArg {
         LaunchArg::Host(t)

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use tilekit_emu::{EmuError, Emulator, GlobalMemory, LaunchConfig, Report};
 
 use super::{
-    abi_values, cached, check_args, check_grid, codec, config, cuda, dynamic_shared, find_code,
-    launch_hash, Device, Error, Grid, LaunchArg, Loaded, Storage,
+    abi_values, args, cached, check_args, check_grid, codec, config, cuda, dynamic_shared,
+    find_code, launch_hash, Device, Error, Grid, LaunchArg, Loaded, Storage,
 };
 use crate::abi::Bundle;
 use crate::ir::interp::HostTensor;
@@ -86,8 +86,9 @@ fn param_bytes(v: &cuda::ParamValue) -> Vec<u8> {
     }
 }
 
-/// Launches `kernel` of `module` on the emulator: compile (or find in a bundle), check and
-/// stage the arguments in the emulator's global memory, run, copy results back.
+/// Launches `kernel` of `module` on the emulator: compile (or find in a bundle) the variant the
+/// arguments' alignment allows, as on a CUDA device, check and stage the arguments in the
+/// emulator's global memory (256-byte aligned allocations, as CUDA's), run, copy results back.
 pub(super) fn launch(
     device: &Device,
     e: &Emu,
@@ -98,8 +99,18 @@ pub(super) fn launch(
 ) -> Result<(), Error> {
     check_grid(kernel, grid)?;
     let hash = launch_hash(module, kernel);
-    let loaded = cached(&e.loaded, format!("{kernel}/{hash}"), || {
-        let code = find_code(&e.bundles, module, kernel, &hash, Some(e.target), device)?;
+    let aligned = args::aligned16_views(module, kernel, args);
+    let key = format!("{kernel}/{hash}/{}", crate::abi::facts_text(&aligned));
+    let loaded = cached(&e.loaded, key, || {
+        let code = find_code(
+            &e.bundles,
+            module,
+            kernel,
+            &hash,
+            &aligned,
+            Some(e.target),
+            device,
+        )?;
         let func = Emulator::new(&code.ptx).map_err(|err| Error::NoCode {
             kernel: kernel.into(),
             device: device.describe(),

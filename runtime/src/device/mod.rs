@@ -426,11 +426,15 @@ fn launch_hash(module: &Module, kernel: &str) -> String {
 }
 
 /// A kernel's code for one device: from an attached bundle, else compiled now (feature `jit`).
+/// `aligned` names the launch's 16-byte aligned views ([`args::aligned16_views`]): a bundle
+/// entry qualifies when they include every view it assumes aligned (the one assuming most
+/// wins), and a compile assumes them all.
 fn find_code(
     bundles: &Mutex<Vec<Arc<Bundle>>>,
     module: &Module,
     kernel: &str,
     hash: &str,
+    aligned: &[String],
     target: Option<&'static str>,
     device: &Device,
 ) -> Result<BundleKernel, Error> {
@@ -439,12 +443,13 @@ fn find_code(
         if let Some(k) = b
             .kernels
             .iter()
-            .find(|k| k.name == kernel && k.ir_hash == hash)
+            .filter(|k| k.name == kernel && k.ir_hash == hash && k.runs_with(aligned))
+            .max_by_key(|k| k.aligned16.len())
         {
             return Ok(k.clone());
         }
     }
-    compile_for(module, kernel, hash, target, device, &attached)
+    compile_for(module, kernel, hash, aligned, target, device, &attached)
 }
 
 #[cfg(feature = "jit")]
@@ -452,6 +457,7 @@ fn compile_for(
     module: &Module,
     kernel: &str,
     _hash: &str,
+    aligned: &[String],
     target: Option<&'static str>,
     device: &Device,
     _attached: &[Arc<Bundle>],
@@ -470,10 +476,13 @@ fn compile_for(
         device: device.describe(),
         message: format!("{e}"),
     })?;
-    let c = tilekit_codegen::compile_cached(module, kernel, t).map_err(|e| Error::NoCode {
-        kernel: kernel.into(),
-        device: device.describe(),
-        message: format!("compiling for {target} failed: {e}"),
+    let facts = tilekit_codegen::Facts::aligned16(aligned);
+    let c = tilekit_codegen::compile_cached_with(module, kernel, t, &facts).map_err(|e| {
+        Error::NoCode {
+            kernel: kernel.into(),
+            device: device.describe(),
+            message: format!("compiling for {target} assuming {facts} failed: {e}"),
+        }
     })?;
     crate::abi::compiled_kernel(module, kernel, "", String::new(), &c).ok_or_else(|| {
         Error::NoCode {
@@ -489,6 +498,7 @@ fn compile_for(
     _module: &Module,
     kernel: &str,
     hash: &str,
+    _aligned: &[String],
     _target: Option<&'static str>,
     device: &Device,
     attached: &[Arc<Bundle>],
@@ -862,8 +872,10 @@ fn launch_cuda(
 ) -> Result<(), Error> {
     let target = g.ctx.target()?;
     let hash = launch_hash(module, kernel);
-    let loaded = cached(&g.ctx.loaded, format!("{kernel}/{hash}"), || {
-        let code = find_code(&g.bundles, module, kernel, &hash, Some(target), device)?;
+    let aligned = args::aligned16_views(module, kernel, args);
+    let key = format!("{kernel}/{hash}/{}", crate::abi::facts_text(&aligned));
+    let loaded = cached(&g.ctx.loaded, key, || {
+        let code = find_code(&g.bundles, module, kernel, &hash, &aligned, Some(target), device)?;
         if code.shared_bytes > u64::from(g.ctx.max_shared_optin) {
             return Err(Error::UnsupportedDevice {
                 device: device.describe(),
@@ -888,8 +900,10 @@ fn launch_hip(
     args: &mut [LaunchArg],
 ) -> Result<(), Error> {
     let hash = launch_hash(module, kernel);
-    let loaded = cached(&g.ctx.loaded, format!("{kernel}/{hash}"), || {
-        let (code, object) = hip_code(device, g, module, kernel, &hash)?;
+    let aligned = args::aligned16_views(module, kernel, args);
+    let key = format!("{kernel}/{hash}/{}", crate::abi::facts_text(&aligned));
+    let loaded = cached(&g.ctx.loaded, key, || {
+        let (code, object) = hip_code(device, g, module, kernel, &hash, &aligned)?;
         let func = hip::Function::load(&g.ctx, kernel, &object)?;
         Ok(Loaded { func, code })
     })?;
@@ -906,20 +920,23 @@ fn hip_code(
     module: &Module,
     kernel: &str,
     hash: &str,
+    aligned: &[String],
 ) -> Result<(BundleKernel, Vec<u8>), Error> {
     let attached = g.bundles.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for b in &attached {
         if let Some(k) = b
             .kernels
             .iter()
-            .find(|k| k.name == kernel && k.ir_hash == hash)
+            .filter(|k| k.name == kernel && k.ir_hash == hash && k.runs_with(aligned))
+            .filter(|k| k.code_object.is_some())
+            .max_by_key(|k| k.aligned16.len())
         {
             if let Some(object) = &k.code_object {
                 return Ok((k.clone(), object.clone()));
             }
         }
     }
-    hip_compile(device, module, kernel, hash, attached.len())
+    hip_compile(device, module, kernel, hash, aligned, attached.len())
 }
 
 #[cfg(feature = "jit")]
@@ -928,6 +945,7 @@ fn hip_compile(
     module: &Module,
     kernel: &str,
     _hash: &str,
+    aligned: &[String],
     _attached: usize,
 ) -> Result<(BundleKernel, Vec<u8>), Error> {
     let no_code = |message: String| Error::NoCode {
@@ -946,8 +964,9 @@ fn hip_compile(
             "TILEKIT_HIP_ARCH names {arch}, an NVIDIA target"
         )));
     }
-    let c = tilekit_codegen::compile_cached(module, kernel, target)
-        .map_err(|e| no_code(format!("compiling for {arch} failed: {e}")))?;
+    let facts = tilekit_codegen::Facts::aligned16(aligned);
+    let c = tilekit_codegen::compile_cached_with(module, kernel, target, &facts)
+        .map_err(|e| no_code(format!("compiling for {arch} assuming {facts} failed: {e}")))?;
     let object = c
         .code_object()
         .ok_or_else(|| no_code(format!("the compiler made no code object for {arch}")))?
@@ -963,6 +982,7 @@ fn hip_compile(
     _module: &Module,
     kernel: &str,
     hash: &str,
+    _aligned: &[String],
     attached: usize,
 ) -> Result<(BundleKernel, Vec<u8>), Error> {
     Err(Error::NoCode {
@@ -999,6 +1019,7 @@ mod tests {
             shared_bytes: 0,
             dynamic_shared: false,
             ir_hash: "0123456789abcdef".into(),
+            aligned16: Vec::new(),
         }
     }
 
@@ -1130,7 +1151,8 @@ mod tests {
             target: "sm_80".into(),
             kernels: vec![bundled],
         })]);
-        let found = find_code(&bundles, module, name, &hash, Some("sm_80"), &Device::Cpu).unwrap();
+        let found = find_code(&bundles, module, name, &hash, &[], Some("sm_80"), &Device::Cpu)
+            .unwrap();
         assert_eq!(found.ptx, "// bundled");
 
         let other_hash = ir_hash(other, name);
@@ -1139,6 +1161,7 @@ mod tests {
             other,
             name,
             &other_hash,
+            &[],
             Some("sm_80"),
             &Device::Cpu,
         );
@@ -1150,5 +1173,36 @@ mod tests {
             let e = r.unwrap_err().to_string();
             assert!(e.contains("built without `jit`"), "{e}");
         }
+    }
+
+    /// A bundle with a general and an aligned entry of one kernel: a launch takes the aligned
+    /// one only when every view it assumes aligned is, else the general one.
+    #[test]
+    fn bundled_code_is_chosen_by_the_launchs_aligned_views() {
+        let module = &scalar_kernel("f32");
+        let name = "k";
+        let hash = ir_hash(module, name);
+        let entry = |ptx: &str, aligned: &[&str]| {
+            let mut k = kernel(vec![]);
+            k.name = name.into();
+            k.ir_hash = hash.clone();
+            k.ptx = ptx.into();
+            k.aligned16 = aligned.iter().map(|s| s.to_string()).collect();
+            k
+        };
+        let bundles = Mutex::new(vec![Arc::new(Bundle {
+            target: "sm_80".into(),
+            kernels: vec![entry("// aligned", &["x", "y"]), entry("// general", &[])],
+        })]);
+        let pick = |aligned: &[&str]| {
+            let aligned: Vec<String> = aligned.iter().map(|s| s.to_string()).collect();
+            find_code(&bundles, module, name, &hash, &aligned, Some("sm_80"), &Device::Cpu)
+                .unwrap()
+                .ptx
+        };
+        assert_eq!(pick(&["x", "y"]), "// aligned");
+        assert_eq!(pick(&["w", "x", "y"]), "// aligned");
+        assert_eq!(pick(&["x"]), "// general");
+        assert_eq!(pick(&[]), "// general");
     }
 }

@@ -130,6 +130,7 @@ pub fn seed_bundles() -> Vec<Bundle> {
                 shared_bytes: 4096,
                 dynamic_shared: false,
                 ir_hash: tilekit::abi::ir_hash(module, info.name),
+                aligned16: Vec::new(),
             });
         }
         out.push(Bundle {

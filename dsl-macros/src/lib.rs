@@ -15,6 +15,8 @@
 //!
 //! The expansion of `#[kernel]` is documented on [`macro@kernel`].
 
+mod contract;
+
 use std::collections::BTreeSet;
 
 use proc_macro::TokenStream;
@@ -141,6 +143,8 @@ struct KernelArgs {
     variants: Vec<AngleBracketedGenericArguments>,
     selftest: Option<Path>,
     check: Option<Expr>,
+    shapes: Option<contract::Shapes>,
+    grid: Option<Expr>,
 }
 
 impl Parse for KernelArgs {
@@ -150,6 +154,8 @@ impl Parse for KernelArgs {
             variants: Vec::new(),
             selftest: None,
             check: None,
+            shapes: None,
+            grid: None,
         };
         while !input.is_empty() {
             let key: Ident = input.parse()?;
@@ -166,6 +172,15 @@ impl Parse for KernelArgs {
                     input.parse::<Token![=]>()?;
                     args.check = Some(input.parse()?);
                 }
+                "shapes" => {
+                    let content;
+                    syn::parenthesized!(content in input);
+                    args.shapes = Some(content.parse()?);
+                }
+                "grid" => {
+                    input.parse::<Token![=]>()?;
+                    args.grid = Some(input.parse()?);
+                }
                 "variants" => {
                     let content;
                     syn::parenthesized!(content in input);
@@ -176,7 +191,7 @@ impl Parse for KernelArgs {
                 _ => {
                     return Err(syn::Error::new(
                         key.span(),
-                        "unknown kernel argument: expected `warps = N`, `variants(<..>, ..)`, `selftest = path` or `check = path`",
+                        "unknown kernel argument: expected `warps = N`, `variants(<..>, ..)`, `selftest = path`, `check = path`, `shapes(x: [T, H], ..)` or `grid = [X, Y, Z]`",
                     ))
                 }
             }
@@ -656,9 +671,10 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
         let s = id.to_string();
         quote!(let #id: #ty = ::tilekit::launch::__param::<#ty>(#s);)
     });
-    let launch_params = params
+    let launch_params: Vec<TokenStream2> = params
         .iter()
-        .map(|(id, ty)| quote!(mut #id: <#ty as ::tilekit::launch::Param>::Host<'_>));
+        .map(|(id, ty)| quote!(mut #id: <#ty as ::tilekit::launch::Param>::Host<'_>))
+        .collect();
     let to_args = params.iter().map(|(id, ty)| {
         let s = id.to_string();
         quote!(::tilekit::launch::__arg::<#ty>(Self::NAME, #s, &#id)?)
@@ -678,7 +694,7 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
 
     let variants: Vec<TokenStream2> = if generics.params.is_empty() {
         vec![
-            quote!(::tilekit::Variant { args: "", params: #params_str, module: #name::module, check: #name::check_args }),
+            quote!(::tilekit::Variant { args: "", params: #params_str, module: #name::module, check: #name::check_args, contract: #name::contract }),
         ]
     } else {
         // Each variant lists its parameters with the generics substituted (`GlMut<f32, 3>`,
@@ -711,7 +727,7 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
                     }))
                     .collect();
                 let p = params_text(&params, &values);
-                quote!(::tilekit::Variant { args: #s, params: #p, module: #name::#v::module, check: #name::#v::check_args })
+                quote!(::tilekit::Variant { args: #s, params: #p, module: #name::#v::module, check: #name::#v::check_args, contract: #name::#v::contract })
             })
             .collect()
     };
@@ -723,11 +739,45 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
         Some(c) => quote!(#c(args)),
         None => quote!(::core::result::Result::Ok(())),
     };
-    let check_call = match &args.check {
-        Some(c) => quote!(::tilekit::launch::__check(Self::NAME, &__tk_args, #c)?;),
-        None => quote!(),
+    let param_names: Vec<Ident> = params.iter().map(|(id, _)| id.clone()).collect();
+    let const_params: Vec<Ident> = generics
+        .params
+        .iter()
+        .filter_map(|p| match p {
+            GenericParam::Const(c) => Some(c.ident.clone()),
+            _ => None,
+        })
+        .collect();
+    let contract_body = contract::expand(
+        args.shapes.as_ref(),
+        args.grid.as_ref(),
+        &param_names,
+        &const_params,
+    )?;
+    let grid_text = args
+        .grid
+        .as_ref()
+        .map(contract::text)
+        .unwrap_or_default();
+    let param_idents = param_names.iter();
+    let param_idents2 = param_names.iter();
+    let launch_params2 = launch_params.clone();
+    let launch_auto = if args.grid.is_some() {
+        let doc = format!("Runs `{name_str}` on `device` over the grid its contract computes from the arguments (`{grid_text}`).");
+        quote! {
+            #[doc = #doc]
+            #[allow(unused_mut, clippy::too_many_arguments)]
+            pub fn launch_auto(
+                device: &::tilekit::Device,
+                #(#launch_params2),*
+            ) -> ::core::result::Result<(), ::tilekit::Error> {
+                Self::__tk_launch(device, ::core::option::Option::None, #(#param_idents2),*)
+            }
+        }
+    } else {
+        quote!()
     };
-    let doc_launch = format!("Runs `{name_str}` on `device` over `grid` (see the crate docs of `tilekit` for the argument kinds).");
+    let doc_launch = format!("Runs `{name_str}` on `device` over `grid` (see the crate docs of `tilekit` for the argument kinds). The arguments must meet the kernel's shape contract, and a grid it declares is the least `grid` may be on each axis.");
 
     Ok(quote! {
         #(#attrs)*
@@ -764,8 +814,18 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
                 }
             }
 
-            /// The kernel's shape rule on launch arguments (`Ok` when it declares none).
+            /// The kernel's launch contract (`shapes(…)`, `grid = […]` on `#[kernel]`) on launch
+            /// arguments: an error naming the arguments, dimensions and values that break it, or
+            /// the grid it declares (`None` when it declares none).
+            #[allow(non_snake_case, unused_variables, clippy::identity_op)]
+            pub fn contract(args: &[::tilekit::LaunchArg]) -> ::core::result::Result<::core::option::Option<[u32; 3]>, ::std::string::String> {
+                #contract_body
+            }
+
+            /// The kernel's shape rule on launch arguments: its contract, then its `check`
+            /// function (`Ok` when it declares neither).
             pub fn check_args(args: &[::tilekit::LaunchArg]) -> ::core::result::Result<(), ::std::string::String> {
+                Self::contract(args)?;
                 #check_body
             }
 
@@ -776,9 +836,28 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
                 grid: impl ::core::convert::Into<::tilekit::Grid>,
                 #(#launch_params),*
             ) -> ::core::result::Result<(), ::tilekit::Error> {
+                Self::__tk_launch(device, ::core::option::Option::Some(grid.into()), #(#param_idents),*)
+            }
+
+            #launch_auto
+
+            #[doc(hidden)]
+            #[allow(unused_mut, clippy::too_many_arguments)]
+            fn __tk_launch(
+                device: &::tilekit::Device,
+                grid: ::core::option::Option<::tilekit::Grid>,
+                #(#launch_params),*
+            ) -> ::core::result::Result<(), ::tilekit::Error> {
                 let mut __tk_args = ::std::vec![#(#to_args),*];
-                #check_call
-                ::tilekit::launch::__run(device, Self::try_module()?, Self::NAME, grid.into(), &mut __tk_args)?;
+                let grid = ::tilekit::contract::__launch_grid(
+                    Self::NAME,
+                    &__tk_args,
+                    grid,
+                    Self::check_args,
+                    Self::contract,
+                    #grid_text,
+                )?;
+                ::tilekit::launch::__run(device, Self::try_module()?, Self::NAME, grid, &mut __tk_args)?;
                 let mut __tk_args = __tk_args.into_iter();
                 #(#write_back)*
                 ::core::result::Result::Ok(())

@@ -40,9 +40,14 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "contract.rs",
+        include_str!("contract.rs"),
+        &["error", "device", "launch"],
+    ),
+    (
         "registry.rs",
         include_str!("registry.rs"),
-        &["ir", "error", "device", "tensor", "launch", "dsl"],
+        &["ir", "error", "device", "tensor", "launch", "dsl", "contract"],
     ),
 ];
 

@@ -73,6 +73,7 @@ pub mod abi;
 pub mod bench;
 pub mod bundle;
 pub mod cli;
+pub mod contract;
 pub mod device;
 pub mod dsl;
 pub mod error;

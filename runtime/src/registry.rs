@@ -2,7 +2,7 @@
 //! list` and `tilekit selftest` read the registry, so there is no hand-kept list.
 
 use crate::ir::Module;
-use crate::launch::{__check, __run, Device, Error, Grid, LaunchArg};
+use crate::launch::{__run, Device, Error, Grid, LaunchArg};
 
 /// One comptime instantiation of a kernel.
 #[derive(Debug)]
@@ -14,9 +14,12 @@ pub struct Variant {
     pub params: &'static str,
     /// Its module (built on first use and cached).
     pub module: fn() -> &'static Module,
-    /// The kernel's shape rule (`check = …` on the macro; always `Ok` without one), run on the
-    /// arguments of every launch.
+    /// The kernel's shape rule (its contract, `shapes(…)` on the macro, then its `check = …`;
+    /// always `Ok` without either), run on the arguments of every launch.
     pub check: fn(&[LaunchArg]) -> Result<(), String>,
+    /// The kernel's launch contract: the grid it declares for the arguments (`grid = […]` on
+    /// the macro; `Ok(None)` without one), the least a launch's grid may be on each axis.
+    pub contract: fn(&[LaunchArg]) -> Result<Option<[u32; 3]>, String>,
 }
 
 /// Runs a kernel's variants against its reference on `device`; `Ok` describes what was checked.
@@ -90,7 +93,14 @@ impl Device {
         };
         let module = (v.module)();
         crate::launch::check_signature(module, name, args)?;
-        __check(name, args, v.check)?;
-        __run(self, module, name, grid.into(), args)
+        let grid = crate::contract::__launch_grid(
+            name,
+            args,
+            Some(grid.into()),
+            v.check,
+            v.contract,
+            "the grid of the kernel's contract",
+        )?;
+        __run(self, module, name, grid, args)
     }
 }

@@ -37,6 +37,14 @@ pub use error::CodegenError;
 pub use specialize::Facts;
 pub use nvidia::{shared_limit, REGISTER_LIMIT};
 
+/// This crate's version, which (with [`llvm_version`]) decides the generated code.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The LLVM (and MLIR) this crate is built against: (major, minor, patch).
+pub fn llvm_version() -> (u32, u32, u32) {
+    inkwell::support::get_llvm_version()
+}
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -84,6 +84,8 @@ mod layering;
 mod module_cache;
 pub mod registry;
 pub mod tensor;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use bundle::{Bundle, BundleError};
 pub use device::{Device, Event, Grid, LaunchArg};

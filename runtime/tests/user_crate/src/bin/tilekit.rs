@@ -1,0 +1,1 @@
+tilekit::cli_main!(user_kernels);

@@ -27,6 +27,7 @@
 //! | `sigmoid` | `1 / (1 + exp2(−x·log2 e))` | same | from `exp2`'s | yes |
 //! | `silu` | `x · sigmoid(x)` | same | from `sigmoid`'s | yes |
 //! | `gelu_tanh` | `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` | same | from `tanh`'s | no |
+//! | `pow` (binary) | `exp2(y·log2 x)` | same | from `log2`'s and `exp2`'s, times \\|y·log2 x\\| | yes |
 //!
 //! Sources: PTX ISA 9.x, *Floating Point Instructions*: `ex2` ("maximum ulp error is 2 ulp from
 //! correctly rounded result across the full range of inputs"), `lg2`, `rsqrt`, `tanh`; each says
@@ -52,7 +53,8 @@
 //! dtype, so their products never fuse.
 //!
 //! The interpreter evaluates the approximate functions in one of two [`Numerics`]: exactly
-//! (correctly rounded, the default) or as the hardware may ([`approx_unary`]).
+//! (correctly rounded, the default) or as the hardware may ([`approx_unary`]; `pow` is exact in
+//! both modes).
 
 use crate::ops::UnaryFn;
 use crate::types::ScalarType;

@@ -445,6 +445,20 @@ impl FuncBuilder {
         self.op1(OpKind::GatherRows, Scope::Warp, &[g, idx, j], ty)
     }
 
+    /// Elements of `g` at the index vectors `idx` (one per dimension of `g`): a vector of g's
+    /// dtype with the indices' length and axis.
+    #[track_caller]
+    pub fn gather(&mut self, g: Value, idx: &[Value]) -> Value {
+        let d = self.ty(g).dtype().unwrap_or(ScalarType::F32);
+        let t = idx
+            .first()
+            .map(|&i| self.ty(i).with_dtype(d))
+            .unwrap_or(Type::Scalar(d));
+        let mut ops = vec![g];
+        ops.extend_from_slice(idx);
+        self.op1(OpKind::Gather, Scope::Warp, &ops, t)
+    }
+
     #[track_caller]
     pub fn scatter_rows(&mut self, add: bool, g: Value, t: Value, idx: Value, j: Value) {
         self.op(

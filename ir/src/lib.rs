@@ -48,8 +48,8 @@
 //! | `iota.rows`, `iota.cols` | → rt/rv | element = its row (or vector) index / its column index |
 //! | `map.{exp,exp2,log,log2,neg,abs,relu,silu,gelu_tanh,sqrt,rsqrt,recip,tanh,sigmoid,not}` | x → same type | elementwise |
 //! | `map.{add,sub,mul,div,max,min,pow,rem,and,or,xor,shl,shr}` | (x, y) → type of the non-scalar | tile-tile, vector-vector, scalar-scalar of one dtype, or one side a scalar of the same dtype |
-//! | `cmp.{lt,le,gt,ge,eq,ne}` | (scalar, scalar) → bool | |
-//! | `select` | (bool, x, y) → type of x | |
+//! | `cmp.{lt,le,gt,ge,eq,ne}` | (x, y) → bool of the non-scalar's shape | tiles, vectors or scalars; a scalar side broadcast |
+//! | `select` | (bool or bool mask, x, y) → the non-scalar's type | per element with a mask; scalar x/y broadcast |
 //! | `convert` | x → same kind, other dtype (tiles: and/or layout) | round to nearest even; fp8 and ints saturate; NaN → 0 for ints |
 //! | `transpose` | rt<T, RxC, l> → rt<T, CxR, l> | |
 //! | `bcast_row.f`, `bcast_col.f` | (rt, rv) → rt | `t[r][c] f v[r]` (v along rows) / `t[r][c] f v[c]` (v along cols) |
@@ -64,6 +64,7 @@
 //! | `copy @scope` | (dst, src, idx…) | global ↔ shared tile or vector, split among the scope's warps |
 //! | `copy_async` | (st, gl, sem, idx…) | global → shared, completes on the semaphore |
 //! | `gather_rows` | (gl, `rv<i32>` rows, j) → rt | row r = global row `idx[r]` |
+//! | `gather` | (gl of rank n, n × `rv<i32, N>`) → `rv<T, N>` | element k = `g[i0[k], …]`; 0 outside the view |
 //! | `scatter_rows`, `scatter_add_rows` | (gl mut, rt, `rv<i32>` rows, j) | global row `idx[r]` = / += row r |
 //! | `atomic_add` | (gl mut, x, idx…) | scalar at element indices, or tile at tile coordinates |
 //! | `barrier @block` | | every warp of the block waits for all |

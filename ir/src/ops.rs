@@ -472,6 +472,10 @@ pub enum OpKind {
     /// recent has landed; other warps see the data after the next `barrier @block`.
     CopyWait(u32),
     ScatterRows { add: bool },
+    /// `gather (%g, %i0, …, %i{n-1}) : rv<T, N, axis>` — element k is `g[i0[k], …, i{n-1}[k]]`
+    /// for a rank-n view and n index vectors `rv<i32, N, axis>` (e.g. `logits[r, target[r]]`);
+    /// an element whose indices fall outside the view reads 0, as a load past a view's end does.
+    Gather,
     /// `atomic_add (%g, %x, idx…)` — add a scalar (element indices) or a tile (tile coordinates).
     AtomicAdd,
 
@@ -541,6 +545,7 @@ impl OpKind {
             OpKind::GatherRows => "gather_rows".into(),
             OpKind::ScatterRows { add: false } => "scatter_rows".into(),
             OpKind::ScatterRows { add: true } => "scatter_add_rows".into(),
+            OpKind::Gather => "gather".into(),
             OpKind::AtomicAdd => "atomic_add".into(),
             OpKind::CopyStart => "copy_start".into(),
             OpKind::CopyCommit => "copy_commit".into(),

@@ -21,7 +21,7 @@
 //! | `verify/mma.rs` | `mma.*` at warp and warpgroup scope |
 //! | `verify/memory.rs` | `alloc_shared`, `shared.index`, `load`, `store` and global-view indexing |
 //! | `verify/copy.rs` | `copy`, `copy_async` |
-//! | `verify/gather.rs` | `gather_rows`, `scatter_rows`, `scatter_add_rows`, `atomic_add` |
+//! | `verify/gather.rs` | `gather_rows`, `gather`, `scatter_rows`, `scatter_add_rows`, `atomic_add` |
 //! | `verify/sync.rs` | `sem.*` |
 //! | `verify/control.rs` | `for`, `if`, `while`, `call` and what their regions must yield |
 

@@ -4,7 +4,7 @@
 
 mod cross_entropy;
 
-use cross_entropy::{cross_entropy as ce, reference};
+use cross_entropy::{cross_entropy as ce, cross_entropy_gather as ce_gather, reference};
 use tilekit::ir::interp::HostTensor;
 use tilekit::ir::print_module;
 use tilekit::ir::ScalarType::{F32, I32};
@@ -31,17 +31,25 @@ fn inputs(rng: &mut TestRng, rows: usize, vocab: usize) -> (HostTensor, Vec<i64>
     }
     targets[2] = IGNORE;
     targets[3] = IGNORE;
-    (HostTensor::new(F32, &[rows, vocab], &logits).unwrap(), targets)
+    (
+        HostTensor::new(F32, &[rows, vocab], &logits).unwrap(),
+        targets,
+    )
 }
 
-fn run(device: &Device, logits: &HostTensor, targets: &[i64]) -> Vec<f64> {
+fn run(device: &Device, logits: &HostTensor, targets: &[i64], gathered: bool) -> Vec<f64> {
     let rows = targets.len();
     let t: Vec<f64> = targets.iter().map(|&t| t as f64).collect();
     let targets = HostTensor::new(I32, &[rows], &t).unwrap();
     // Poisoned, so that an unwritten loss shows.
     let mut loss = HostTensor::full(F32, &[rows], 12345.0);
     let blocks = rows.div_ceil(16) as u32;
-    ce::launch(device, blocks, logits, &targets, (IGNORE as i32).into(), &mut loss).unwrap();
+    let ignore = (IGNORE as i32).into();
+    if gathered {
+        ce_gather::launch(device, blocks, logits, &targets, ignore, &mut loss).unwrap();
+    } else {
+        ce::launch(device, blocks, logits, &targets, ignore, &mut loss).unwrap();
+    }
     loss.to_vec()
 }
 
@@ -59,22 +67,31 @@ fn cross_entropy_over_a_50257_vocabulary_with_ignored_rows_matches_f64() {
     let mut rng = TestRng::fresh();
     for (rows, vocab) in [(40, 50257), (16, 64), (21, 1000)] {
         let (logits, targets) = inputs(&mut rng, rows, vocab);
-        let got = run(&Device::Cpu, &logits, &targets);
         let want = reference(&logits, &targets, IGNORE);
-        check(&got, &want, &format!("{rows}×{vocab}, seed {}", rng.seed));
-        // The NaN row is ignored: its loss is exactly 0, not NaN.
-        assert_eq!(got[2], 0.0, "the ignored NaN row leaked: seed {}", rng.seed);
-        assert_eq!(got[3], 0.0);
-        assert!(got[0] > 0.0 && got.iter().all(|x| x.is_finite()));
+        for gathered in [false, true] {
+            let got = run(&Device::Cpu, &logits, &targets, gathered);
+            let what = format!("{rows}×{vocab}, gathered {gathered}, seed {}", rng.seed);
+            check(&got, &want, &what);
+            // The NaN row is ignored: its loss is exactly 0, not NaN.
+            assert_eq!(got[2], 0.0, "the ignored NaN row leaked: {what}");
+            assert_eq!(got[3], 0.0);
+            assert!(got[0] > 0.0 && got.iter().all(|x| x.is_finite()), "{what}");
+        }
     }
 }
 
 #[test]
-fn cross_entropy_uses_compare_and_select_not_one_hot_arithmetic() {
+fn cross_entropy_uses_compare_select_or_gather_not_one_hot_arithmetic() {
     let text = print_module(ce::module());
     for op in ["cmp.eq", "cmp.ne", "select"] {
         assert!(text.contains(op), "{op} missing from:\n{text}");
     }
     // One-hot arithmetic would take an `abs` or a `min` of index differences.
     assert!(!text.contains("map.abs"), "{text}");
+    let text = print_module(ce_gather::module());
+    assert!(text.contains("gather ("), "{text}");
+    assert!(
+        !text.contains("map.abs") && !text.contains("cmp.eq"),
+        "{text}"
+    );
 }

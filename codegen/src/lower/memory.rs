@@ -29,9 +29,9 @@ pub(super) struct SharedTileRef {
 }
 
 /// Where one element goes: a predicate (in bounds, owner lane) and its address.
-struct Access {
-    pred: Option<String>,
-    ptr: String,
+pub(super) struct Access {
+    pub pred: Option<String>,
+    pub ptr: String,
 }
 
 impl Lowerer<'_> {
@@ -258,7 +258,7 @@ impl Lowerer<'_> {
     }
 
     /// Loads through `a` (pointer of address space `space`), zero where the predicate is false.
-    fn load_elem(&mut self, a: &Access, d: ScalarType, space: u32) -> String {
+    pub(super) fn load_elem(&mut self, a: &Access, d: ScalarType, space: u32) -> String {
         let mt = mem_ty(d);
         let raw = match &a.pred {
             None => self

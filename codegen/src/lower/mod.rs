@@ -15,6 +15,7 @@
 
 mod elementwise;
 pub(crate) mod emit;
+mod gather;
 mod memory;
 mod mma;
 mod ptx;
@@ -193,7 +194,8 @@ fn vector_layouts(func: &Func, lanes: u32) -> HashMap<Value, layout::VecLayout> 
             | OpKind::Binary(_)
             | OpKind::Cmp(_)
             | OpKind::Select
-            | OpKind::Convert => {
+            | OpKind::Convert
+            | OpKind::Gather => {
                 for &x in &op.operands {
                     union(&mut parent, x, op.results[0]);
                 }
@@ -518,6 +520,7 @@ impl<'f> Lowerer<'f> {
             | OpKind::SemWait => self.sync(op),
             OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => self.pipeline(op),
             OpKind::Cmp(_) | OpKind::Select => self.compare_select(op),
+            OpKind::Gather => self.gather(op),
             OpKind::Transpose => self.relayout(op),
             OpKind::Convert if self.changes_layout(op) => self.relayout(op),
             _ => self.elementwise(op),

@@ -176,6 +176,7 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
         OpKind::Copy => copy(b, w, op)?,
         OpKind::CopyAsync => copy_async(b, w, op)?,
         OpKind::GatherRows => gather_rows(b, w, op)?,
+        OpKind::Gather => gather(b, w, op)?,
         OpKind::ScatterRows { add } => scatter_rows(b, w, op, *add)?,
         OpKind::AtomicAdd => atomic_add(b, w, op)?,
         OpKind::Barrier => return Ok(Step::Wait(WaitOn::Barrier)),
@@ -1027,6 +1028,34 @@ fn gather_rows(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
             }
         }
     }
+    set_data(b, w, op, out);
+    Ok(())
+}
+
+/// `gather`: element k reads the view at the k-th entries of the index vectors; 0 where any
+/// index falls outside the view.
+fn gather(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
+    let g = global(b, w, op.operands[0])?;
+    let n = elements(b.ty(w, op.results[0]));
+    let idx = op.operands[1..]
+        .iter()
+        .map(|&v| b.data(w, v))
+        .collect::<R<Vec<_>>>()?;
+    let t = tensor(b, g);
+    let (shape, strides) = (t.shape(), t.strides());
+    let out = (0..n)
+        .map(|k| {
+            let mut off = 0usize;
+            for (d, iv) in idx.iter().enumerate() {
+                let i = iv[k];
+                if !(i >= 0.0 && i < shape[d] as f64) {
+                    return 0.0;
+                }
+                off += i as usize * strides[d];
+            }
+            t.storage()[off]
+        })
+        .collect();
     set_data(b, w, op, out);
     Ok(())
 }

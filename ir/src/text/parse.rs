@@ -842,6 +842,7 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         | OpKind::CopyStart
         | OpKind::CopyCommit
         | OpKind::GatherRows
+        | OpKind::Gather
         | OpKind::ScatterRows { .. }
         | OpKind::AtomicAdd
         | OpKind::Barrier
@@ -881,6 +882,7 @@ fn all_op_kinds() -> Vec<OpKind> {
         OpKind::CopyCommit,
         OpKind::CopyWait(0),
         OpKind::GatherRows,
+        OpKind::Gather,
         OpKind::ScatterRows { add: false },
         OpKind::ScatterRows { add: true },
         OpKind::AtomicAdd,

@@ -90,6 +90,7 @@ pub(super) fn signature(kind: &OpKind) -> Signature {
         OpKind::CopyCommit | OpKind::CopyWait(_) => sig(Exactly(0), "()", 0, 0),
         OpKind::GatherRows => sig(Exactly(3), "(g, idx, j)", 1, 0),
         OpKind::ScatterRows { .. } => sig(Exactly(4), "(g, t, idx, j)", 0, 0),
+        OpKind::Gather => sig(AtLeast(2), "(g, idx…)", 1, 0),
         OpKind::AtomicAdd => sig(AtLeast(2), "(g, x, idx…)", 0, 0),
         OpKind::Barrier => sig(Exactly(0), "()", 0, 0),
         OpKind::SemInit(_) | OpKind::SemArrive | OpKind::SemExpect(_) => {

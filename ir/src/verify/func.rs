@@ -665,6 +665,7 @@ fn check_family(cx: &mut OpCx<'_, '_>) {
         OpKind::CopyStart => copy::check_copy_start(cx),
         OpKind::CopyCommit | OpKind::CopyWait(_) => {}
         OpKind::GatherRows => gather::check_gather_rows(cx),
+        OpKind::Gather => gather::check_gather(cx),
         OpKind::ScatterRows { .. } => gather::check_scatter_rows(cx),
         OpKind::AtomicAdd => gather::check_atomic_add(cx),
         OpKind::Barrier => {}

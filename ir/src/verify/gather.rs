@@ -51,6 +51,36 @@ pub(super) fn check_gather_rows(cx: &mut OpCx<'_, '_>) {
     }
 }
 
+/// `gather (g, i0, …) : rv<T, N, axis>` — g a global view of rank n, n index vectors
+/// `rv<i32, N, axis>` of one type; the result is `rv<g's dtype, N, axis>`.
+pub(super) fn check_gather(cx: &mut OpCx<'_, '_>) {
+    let g = cx.operand(0);
+    let idx = cx.operands_from(1);
+    let Some(gt) = cx.expect_global("g", g) else {
+        return;
+    };
+    if idx.len() != gt.rank as usize {
+        cx.report(VerifyErrorKind::Arity {
+            what: "index vectors".into(),
+            expected: format!("{} (the rank of g: {g})", gt.rank),
+            found: idx.len(),
+        });
+        return;
+    }
+    let Some(v) = cx.expect_vector("index 0", idx[0]) else {
+        return;
+    };
+    let first = Type::vector(ScalarType::I32, v.len, v.axis);
+    for (k, t) in idx.iter().enumerate() {
+        let why = "i32 indices, one vector type for every dimension";
+        if !cx.expect_type(&format!("index {k}"), t, &first, why) {
+            return;
+        }
+    }
+    let expected = Type::vector(gt.dtype, v.len, v.axis);
+    cx.expect_result(&expected, "the dtype of g, the length and axis of the indices");
+}
+
 /// `scatter_rows (g, t, idx, j)` / `scatter_add_rows` — g a mutable rank-2 view of t's dtype,
 /// idx `rv<i32, t.rows, rows>`, j an i32 tile column.
 pub(super) fn check_scatter_rows(cx: &mut OpCx<'_, '_>) {

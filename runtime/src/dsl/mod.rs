@@ -59,6 +59,9 @@
 //! | `s.lt(y)`, `.le`, `.gt`, `.ge`, `.eq`, `.ne` | `cmp.p` | `(Scalar<T>, Scalar<T>)` → `Scalar<bool>`; `(Rt<T,R,C,L>, Rt \| Scalar<T> \| literal)` → `Rt<bool,R,C,L>`; `Rv` likewise ([`compare`]) |
 //! | [`select(c, x, y)`](select) | `select` | `(Scalar<bool> \| mask of H's shape, H, H \| Scalar<T> \| literal)` → `H` ([`SelectMask`]) |
 //! | `1.0 - t`, `2.0 * v`, `s / t` (f32 and i32, literal or `Scalar` on the left) | `map.f` | `(Scalar<T> \| literal, H)` → `H` |
+//! | [`gather(g, (rows, cols))`](gather) | `gather` | `(Gl<T, n>, n × Rv<i32,N,A>)` → `Rv<T,N,A>`: element k = `g[rows[k], cols[k]]`, 0 outside the view |
+//! | [`row_argmax(t)`](row_argmax), [`row_argmin`] | `reduce_row.max`, `cmp.eq`, `select`, `reduce_row.min` | `Rt<T,R,C,L>` → `(Rv<T,R,Rows>, Rv<i32,R,Rows>)` (first column on ties) |
+//! | [`extract(v, i)`](extract), [`insert(v, i, s)`](insert) | `cmp.eq`, `select`, `reduce.max` | `Rv<T,N,A>` → `Scalar<T>`; `(Rv<T,N,A>, i32, Scalar<T>)` → `Rv<T,N,A>` |
 //! | [`convert(x)`](convert), `x.cast::<U>()`, `t.relayout::<L2>()` | `convert` | `Rt<T,R,C,L>` → `Rt<U,R,C,L2>`; `Rv<T,N,A>` → `Rv<U,N,A>`; `Scalar<T>` → `Scalar<U>` |
 //! | [`transpose(t)`](transpose) | `transpose` | `Rt<T,R,C,L>` → `Rt<T,C,R,L>` |
 //! | [`bcast_row(f, t, v)`](bcast_row), [`add_row`] [`sub_row`] [`mul_row`] [`div_row`] [`max_row`] [`min_row`] | `bcast_row.f` | `(Rt<T,R,C,L>, Rv<T,R,Rows>)` → `Rt<T,R,C,L>` |
@@ -119,6 +122,7 @@ pub mod compare;
 pub mod control;
 pub mod dtype;
 pub mod handles;
+pub mod indexing;
 #[doc(hidden)]
 pub mod naming;
 pub mod ops;
@@ -130,6 +134,9 @@ pub use arith::{convert, lit, select, transpose, ConvertTo, Map, Operand};
 pub use call::__call;
 pub use call::Values;
 pub use compare::SelectMask;
+pub use indexing::{
+    extract, gather, insert, row_argmax, row_argmin, ElementIndices, RankedView,
+};
 #[doc(hidden)]
 pub use control::{__for, __if, __while};
 pub use control::{range, range_step, Carry, Cond, ForLoop, RtRange, WhileCond};

@@ -60,3 +60,31 @@ pub fn reference(logits: &HostTensor, targets: &[i64], ignore: i64) -> Vec<f64> 
         })
         .collect()
 }
+
+/// The same loss with the target's logit gathered (`logits[r, targets[r]]`, the `gather` op)
+/// instead of picked by compare and select in the vocabulary loop; an ignored row's index is
+/// outside the view and gathers 0, and the final select drops the row.
+#[tilekit::kernel]
+pub fn cross_entropy_gather(
+    logits: Gl<f32, 2>,
+    targets: Gl<i32, 1>,
+    ignore: Scalar<i32>,
+    loss: GlMut<f32, 1>,
+) {
+    let m = block_idx_x();
+    let vocab = logits.cols();
+    let target: Rv<i32, 16> = load(targets.chunk(m));
+    let rows: Rv<i32, 16> = iota_rows();
+    let picked = gather(logits, (rows + m * 16, target));
+    let mut run_max: Rv<f32, 16> = fill(f64::NEG_INFINITY);
+    let mut run_sum: Rv<f32, 16> = zeros();
+    for k in range(0, ceil_div(vocab, COLS)) {
+        let t: Rt<f32, 16, COLS> = load(logits.tile(m, k));
+        let t = mask_cols(t, k * COLS as i32, vocab, f64::NEG_INFINITY);
+        let new_max = run_max.max(row_max(t));
+        run_sum = run_sum * (run_max - new_max).exp() + row_sum(sub_row(t, new_max).exp());
+        run_max = new_max;
+    }
+    let lse = run_max + run_sum.log();
+    store(loss.chunk(m), select(target.ne(ignore), lse - picked, 0.0));
+}

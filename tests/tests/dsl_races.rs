@@ -133,3 +133,18 @@ fn the_race_check_can_be_turned_off_and_then_the_racy_kernel_runs() {
     // Without the check the default schedule runs it to the end (its numbers may be wrong).
     staged_gemm::<false>::launch(&device, [2, 2, 1], &a, &b, &mut c).unwrap();
 }
+
+#[test]
+fn every_library_self_test_passes_with_the_race_check_under_a_fine_round_robin() {
+    let device = Device::cpu_with(
+        CpuOptions::default().schedule(Schedule::RoundRobin { quantum: 1 }),
+    );
+    let mut ran = 0;
+    for k in tilekit::registry::kernels() {
+        if let Some(selftest) = k.selftest {
+            selftest(&device).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+            ran += 1;
+        }
+    }
+    assert!(ran >= 6, "only {ran} self-tests ran");
+}

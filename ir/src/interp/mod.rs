@@ -34,6 +34,7 @@
 //! ```
 
 mod exec;
+mod index_check;
 mod memory;
 mod race;
 mod tensor;
@@ -104,6 +105,14 @@ pub struct Launch {
     /// with [`InterpError::Race`]. On by default; blocks with more than
     /// [`RACE_CHECK_MAX_SHARED_ELEMENTS`] elements of shared memory are not checked.
     pub race_check: bool,
+    /// Whether a tile or vector of a global view addressed by coordinates computed from a value
+    /// loaded from memory must overlap the view (else [`InterpError::OutOfBounds`]; edge tiles
+    /// that overlap it are masked as always). On by default.
+    pub index_check: bool,
+    /// Whether every writable view the kernel only writes must have all its elements written
+    /// by the run (else [`InterpError::Unwritten`]). Off by default: a kernel may write part of
+    /// an output on purpose.
+    pub check_unwritten: bool,
     /// How the approximate float functions (`exp2`, `log2`, `rsqrt`, `tanh` and the functions
     /// built on them) are evaluated: correctly rounded ([`Numerics::Exact`], the default) or
     /// with the flushing and error bounds the GPUs' fast instructions may show
@@ -122,6 +131,8 @@ impl Launch {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             cancel: None,
             race_check: true,
+            index_check: true,
+            check_unwritten: false,
             numerics: Numerics::Exact,
         }
     }
@@ -159,6 +170,20 @@ impl Launch {
     /// The same launch with the shared-memory race check on or off (see [`Launch::race_check`]).
     pub fn race_check(mut self, on: bool) -> Launch {
         self.race_check = on;
+        self
+    }
+
+    /// The same launch with the check of indices loaded from memory on or off (see
+    /// [`Launch::index_check`]).
+    pub fn index_check(mut self, on: bool) -> Launch {
+        self.index_check = on;
+        self
+    }
+
+    /// The same launch with the unwritten-output check on or off (see
+    /// [`Launch::check_unwritten`]).
+    pub fn check_unwritten(mut self, on: bool) -> Launch {
+        self.check_unwritten = on;
         self
     }
 }
@@ -305,6 +330,18 @@ pub enum InterpError {
         later: Box<Site>,
         later_kind: String,
     },
+    /// A writable view the kernel only writes has elements the run never wrote (see
+    /// [`Launch::check_unwritten`]); they keep what they held before the run.
+    #[error(
+        "kernel @{kernel}: {unwritten} of the {total} elements of output `{param}` were never written, the first at {index:?} (a grid too small, or a missing store?)"
+    )]
+    Unwritten {
+        kernel: String,
+        param: String,
+        index: Vec<usize>,
+        unwritten: usize,
+        total: usize,
+    },
     /// The module verifies but is beyond what the interpreter holds in memory (see
     /// [`MAX_VALUE_ELEMENTS`] and [`MAX_SHARED_ELEMENTS`]).
     #[error("@{func}: {message}")]
@@ -400,6 +437,9 @@ pub fn run_with(
         });
     }
     let bounds = Bounds::new(module, func, &launch)?;
+    let watched = launch
+        .check_unwritten
+        .then(|| index_check::poison_outputs(func, args));
     let mut stats = RunStats {
         peak_bytes: bounds.block_bytes,
         ..RunStats::default()
@@ -423,6 +463,9 @@ pub fn run_with(
             }
         }
     }
+    if let Some(watched) = watched {
+        index_check::check_outputs(func, args, watched)?;
+    }
     Ok(stats)
 }
 
@@ -437,6 +480,7 @@ struct Bounds<'m> {
     cancel: Option<CancelToken>,
     numerics: Numerics,
     race_check: bool,
+    index_check: bool,
     /// Functions by name (calls look their callee up here).
     funcs: HashMap<&'m str, &'m Func>,
     /// Bytes of one activation of each function: its value slots and the largest data every
@@ -497,6 +541,7 @@ impl<'m> Bounds<'m> {
             numerics: launch.numerics,
             race_check: launch.race_check
                 && shared / 8 <= RACE_CHECK_MAX_SHARED_ELEMENTS,
+            index_check: launch.index_check,
             funcs,
             frame_bytes: frames,
             block_bytes,
@@ -729,6 +774,9 @@ struct Frame<'m> {
     levels: Vec<Level<'m>>,
     /// For a call: the call op in the caller, whose results receive the returned values.
     call: Option<&'m Op>,
+    /// Which values were computed from a value loaded from memory (for
+    /// [`Launch::index_check`]).
+    tainted: Vec<bool>,
 }
 
 /// Why a warp cannot go on.
@@ -852,6 +900,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                             kind: LevelKind::Body,
                         }],
                         call: None,
+                        tainted: vec![false; kernel.value_types.len()],
                     }],
                     state: WarpState::Ready,
                 }
@@ -1089,8 +1138,13 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 self.frame_bytes += bytes;
                 let args = self.vals(w, &op.operands)?;
                 let mut env = vec![None; callee.value_types.len()];
-                for (p, a) in callee.params.iter().zip(args) {
+                let mut tainted = vec![false; callee.value_types.len()];
+                let caller = self.warps[w].frames.last();
+                for ((p, a), v) in callee.params.iter().zip(args).zip(&op.operands) {
                     env[p.index()] = Some(a);
+                    tainted[p.index()] = caller
+                        .and_then(|f| f.tainted.get(v.index()).copied())
+                        .unwrap_or(false);
                 }
                 self.warps[w].frames.push(Frame {
                     func: callee,
@@ -1102,6 +1156,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                         kind: LevelKind::Body,
                     }],
                     call: Some(op),
+                    tainted,
                 });
                 Ok(())
             }
@@ -1109,9 +1164,15 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 if op.scope != crate::ops::Scope::Warp {
                     self.check_collective(w, op)?;
                 }
+                if self.bounds.index_check {
+                    self.check_indices_from_memory(w, op)?;
+                }
                 let phase = self.race_before(w, op)?;
                 let step = exec::exec(self, w, op)?;
                 self.race_after(w, op, phase)?;
+                if self.bounds.index_check {
+                    self.taint(w, op);
+                }
                 match step {
                     Step::Next => self.advance(w),
                     Step::Wait(WaitOn::Barrier) => {

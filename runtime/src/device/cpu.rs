@@ -42,6 +42,12 @@ pub struct CpuOptions {
     pub schedule: Schedule,
     /// Whether runs check shared memory for races ([`Launch::race_check`]; on by default).
     pub race_check: bool,
+    /// Whether runs check that every output the kernel only writes is written in full
+    /// ([`Launch::check_unwritten`]; off by default).
+    pub check_unwritten: bool,
+    /// Whether runs refuse a tile addressed by an index from memory that lies wholly outside
+    /// its view ([`Launch::index_check`]; on by default).
+    pub index_check: bool,
 }
 
 impl Default for CpuOptions {
@@ -53,6 +59,8 @@ impl Default for CpuOptions {
             cancel: None,
             schedule: Schedule::UntilBlocked,
             race_check: true,
+            check_unwritten: false,
+            index_check: true,
         }
     }
 }
@@ -88,13 +96,27 @@ impl CpuOptions {
         self
     }
 
+    /// The same options with the unwritten-output check on or off.
+    pub fn check_unwritten(mut self, on: bool) -> CpuOptions {
+        self.check_unwritten = on;
+        self
+    }
+
+    /// The same options with the check of indices from memory on or off.
+    pub fn index_check(mut self, on: bool) -> CpuOptions {
+        self.index_check = on;
+        self
+    }
+
     /// The interpreter's launch over `grid` with these options.
     fn launch(&self, grid: Grid) -> Launch {
         let launch = Launch::grid(grid.0)
             .op_budget(self.op_budget)
             .memory_budget(self.memory_budget)
             .schedule(self.schedule)
-            .race_check(self.race_check);
+            .race_check(self.race_check)
+            .check_unwritten(self.check_unwritten)
+            .index_check(self.index_check);
         match &self.cancel {
             Some(token) => launch.cancel(token.clone()),
             None => launch,

@@ -56,6 +56,22 @@
 //! stage) the producer thus has up to two stages in flight: stage k's copies are counted when
 //! the producer finds stage k+1's `empty` semaphore not yet released, or four copies later.
 //!
+//! Why the producer still waits for its own copies (with `cp.async.wait_group`) before it
+//! blocks, instead of handing them to the hardware with `cp.async.mbarrier.arrive.noinc`: that
+//! instruction arrives on an `mbarrier` object, and on sm_80 the semaphore above is a software
+//! word, which no hardware operation decrements when a copy lands; only the issuing thread learns
+//! of it (`wait_group`). Making the sm_80 semaphore an `mbarrier` instead needs the phase's
+//! arrival count fixed at `mbarrier.init` (sm_80 cannot raise it later: no `expect_tx`, no
+//! counted `arrive`), and `.noinc` counts one arrival per issuing *thread* — 32 per warp and
+//! `copy_async` — whereas the IR counts *bytes* announced at run time by `sem.expect`, delivered
+//! by any number of `copy_async`s per phase, and has phases with no copies at all (`empty`). A
+//! lowering could use `.noinc` only for a semaphore whose every phase is proven to receive its
+//! bytes from exactly k `copy_async`s of one warp (k known when lowering `sem.init`); Tile IR
+//! does not state that fact today, and the lowering does not infer it. Until it does, the
+//! producer's copies stay in flight until it would block, which is the most the semaphore
+//! semantics allow on sm_80. (On sm_90a the `mbarrier`'s transaction count takes bytes, and
+//! TMA completes them in hardware: the Hopper path.)
+//!
 //! ## Copy groups: `copy_start`, `copy_commit`, `copy_wait[n]`
 //!
 //! The pipeline ops need no semaphore: they are `cp.async`'s own groups (PTX ISA,

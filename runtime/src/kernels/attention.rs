@@ -5,11 +5,16 @@
 //! `CAUSAL`, query row i sees keys `j ≤ i`.
 //!
 //! Each warp owns `R` query rows (its Q tile stays in registers); a block of `WARPS` warps covers
-//! `WARPS·R` rows of one head (grid: x over query blocks, y over heads). The block walks the keys
-//! in tiles of `KV`, staging K and V in shared memory; each warp computes `S = Q·Kᵀ` (`mma_abt`)
-//! and the online softmax in the exp2 domain (`log2 e` folded into the scale), with `-inf` for
-//! keys past `seq_kv` and, when causal, after the row. `O /= l` and `LSE = (m + log2 l)·ln 2` at
-//! the end. Causal blocks stop at their diagonal tile.
+//! `WARPS·R` rows of one head (grid: x over query blocks, y over heads; the library registers 64
+//! and 128 rows per block, head dims 64 and 128). The block walks the keys in tiles of `KV`,
+//! staging K and V in a two-slot shared ring each, as separate copy groups
+//! ([`dsl::pipeline`](crate::dsl::pipeline)): while a warp computes `S = Q·Kᵀ` (`mma_abt`) the
+//! tile's V and the next tile's K are in flight, and while it computes `P·V` the next K is
+//! (each wait leaves one group pending: `cp.async.wait_group 1`). The online softmax runs in
+//! the exp2 domain (`log2 e` folded into the scale), with `-inf` for keys past `seq_kv` (only
+//! the last key tile is masked for it) and, when causal, after the row (only tiles that reach
+//! past the warp's first row). `O /= l` and `LSE = (m + log2 l)·ln 2` at the end. Causal blocks
+//! stop at their diagonal tile.
 //!
 //! Scores of `-inf` (masked, or a product past f32's range) get weight 0 wherever they fall: the
 //! exponentials subtract [`safe_max`] of the running max, so a key tile that is `-inf` for a row
@@ -26,7 +31,15 @@ use crate::{Device, ScalarArg};
 /// See the module documentation. Grid: `[⌈seq_q / (WARPS·R)⌉, bh, 1]` ([`grid`]).
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<bf16, 64, 16, 64, 4, false>, <bf16, 64, 16, 64, 4, true>, <f32, 64, 16, 64, 4, false>),
+    variants(
+        <bf16, 64, 16, 64, 4, false>,
+        <bf16, 64, 16, 64, 4, true>,
+        <f32, 64, 16, 64, 4, false>,
+        <bf16, 64, 16, 64, 8, false>,
+        <bf16, 64, 16, 64, 8, true>,
+        <bf16, 128, 16, 64, 8, false>,
+        <bf16, 128, 16, 64, 8, true>
+    ),
     selftest = selftest,
     shapes(q: [BH, SQ, D], k: [BH, SK, D], v: [BH, SK, D], o: [BH, SQ, D], lse: [BH, SQ], SK >= 1),
     grid = [ceil_div(SQ, WARPS * R), BH, 1]
@@ -46,13 +59,15 @@ pub fn attention_fwd<
     lse: GlMut<f32, 2>,
     sm_scale: Scalar<f32>,
 ) {
-    let k_smem: St<bf16, KV, D> = alloc_shared();
-    let v_smem: St<bf16, KV, D> = alloc_shared();
+    let k_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
+    let v_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
     let (q_block, head) = (block_idx_x(), block_idx_y());
     let q_tile = q_block * WARPS as i32 + warp_idx();
     let q_row0 = q_tile * R as i32;
     let seq_kv = k.dim(1);
     let mut kv_tiles = ceil_div(seq_kv, KV);
+    // The only key tile with columns past seq_kv (seq_kv ≥ 1, so it exists).
+    let last_tile = kv_tiles - 1;
     if CAUSAL {
         // Key tiles past the block's last row are masked for every row of the block. The bound
         // is the block's, not the warp's: every warp takes part in each tile's copy and barriers.
@@ -62,6 +77,11 @@ pub fn attention_fwd<
         let diag_tiles = first / KV as i32 + ceil_div(first % KV as i32 + (WARPS * R) as i32, KV);
         kv_tiles = kv_tiles.min(diag_tiles);
     }
+    // K and V of the first tile, one copy group each; the loop keeps one group in flight.
+    copy_start(k_ring.at(0), k.tile(head, 0, 0));
+    copy_commit();
+    copy_start(v_ring.at(0), v.tile(head, 0, 0));
+    copy_commit();
     let q_frag: Rt<bf16, R, D> = load(q.tile(head, q_tile, 0));
     let scale_log2 = sm_scale * std::f32::consts::LOG2_E;
 
@@ -69,27 +89,42 @@ pub fn attention_fwd<
     let mut l: Rv<f32, R> = zeros();
     let mut acc: Rt<f32, R, D> = zeros();
     for kt in range(0, kv_tiles) {
-        copy_block(k_smem, k.tile(head, kt, 0));
-        copy_block(v_smem, v.tile(head, kt, 0));
+        let (cur, next) = (kt & 1, (kt + 1) & 1);
+        // K of this tile has landed (V of this tile may be in flight); after the barrier every
+        // warp is done with the previous tile's K, whose slot takes the next tile's.
+        copy_wait(1);
         barrier();
-        let k_frag: Rt<bf16, KV, D> = load(k_smem);
-        let v_frag: Rt<bf16, KV, D, Col> = load(v_smem);
+        copy_start(k_ring.at(next), k.tile(head, kt + 1, 0));
+        copy_commit();
+        let k_frag: Rt<bf16, KV, D> = load(k_ring.at(cur));
         let kv0 = kt * KV as i32;
-        let s = mma_abt(zeros(), q_frag, k_frag);
-        let mut t = mask_cols(s * scale_log2, kv0, seq_kv, f64::NEG_INFINITY);
+        let mut t = mma_abt(zeros(), q_frag, k_frag) * scale_log2;
+        // Interior tiles need no mask: only the last tile has keys past seq_kv, and (causal)
+        // only a tile reaching past this warp's first row has keys after a row.
+        if kt.eq(last_tile) {
+            t = mask_cols(t, kv0, seq_kv, f64::NEG_INFINITY);
+        }
         if CAUSAL {
-            t = mask_causal(t, q_row0, kv0, f64::NEG_INFINITY);
+            if kv0.gt(q_row0 - (KV - 1) as i32) {
+                t = mask_causal(t, q_row0, kv0, f64::NEG_INFINITY);
+            }
         }
         let m_new = m.max(row_max(t));
         let shift = safe_max::<R>(m_new);
         let p = sub_row(t, shift).exp2();
         let alpha = (m - shift).exp2();
         l = l * alpha + row_sum(p);
-        acc = mma_ab(mul_row(acc, alpha), p.cast::<bf16>(), v_frag);
         m = m_new;
-        // The next tile's copy overwrites K and V: every warp must be done with them.
+        // V of this tile has landed (the next K may be in flight); the previous V's slot is free.
+        copy_wait(1);
         barrier();
+        copy_start(v_ring.at(next), v.tile(head, kt + 1, 0));
+        copy_commit();
+        let v_frag: Rt<bf16, KV, D, Col> = load(v_ring.at(cur));
+        acc = mma_ab(mul_row(acc, alpha), p.cast::<bf16>(), v_frag);
     }
+    // The copies of the tile after the last: none outstanding when the block ends.
+    copy_wait(0);
     store(o.tile(head, q_tile, 0), div_row(acc, l).cast::<O>());
     store(
         lse.chunk(head, q_tile),
@@ -210,74 +245,103 @@ pub const HARD_MASK: InputMask = InputMask {
     key_blocked: |h, j| h >= 1 || j < 128,
 };
 
+/// Launches the registered bf16-output variant with head dim `d`, `rows` query rows per block
+/// and the given causality.
+#[allow(clippy::too_many_arguments)]
+fn launch_bf16(
+    device: &Device,
+    (d, rows, causal): (usize, usize, bool),
+    bh: usize,
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    o: &mut HostTensor,
+    lse: &mut HostTensor,
+    s: ScalarArg,
+) -> Result<(), crate::Error> {
+    let seq = q.shape()[1];
+    let g = grid(bh, seq, rows);
+    match (d, rows, causal) {
+        (64, 64, false) => {
+            attention_fwd::<bf16, 64, 16, 64, 4, false>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (64, 64, true) => {
+            attention_fwd::<bf16, 64, 16, 64, 4, true>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (64, _, false) => {
+            attention_fwd::<bf16, 64, 16, 64, 8, false>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (64, _, true) => {
+            attention_fwd::<bf16, 64, 16, 64, 8, true>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (_, _, false) => {
+            attention_fwd::<bf16, 128, 16, 64, 8, false>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (_, _, true) => {
+            attention_fwd::<bf16, 128, 16, 64, 8, true>::launch(device, g, q, k, v, o, lse, s)
+        }
+    }
+}
+
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
     let mut shapes = vec![(2, 70, false), (2, 150, true)];
     if large(device) {
         shapes.extend([(4, 1000, false), (3, 513, false), (3, 513, true)]);
     }
-    let d = 64;
+    // (head dim, query rows per block): every bf16 variant.
+    let configs = [(64, 64), (64, 128), (128, 128)];
     for (bh, seq, masked) in shapes {
-        let bf = ScalarType::BF16;
-        let shape = (bh, seq, seq, d);
-        let (mut qv, mut kv) = (
-            rng.tensor(bf, &[bh, seq, d], -1.0, 1.0).to_vec(),
-            rng.tensor(bf, &[bh, seq, d], -1.0, 1.0).to_vec(),
-        );
-        if masked {
-            HARD_MASK.apply(&mut qv, &mut kv, shape);
-        }
-        let tensor =
-            |values: &[f64]| HostTensor::new(bf, &[bh, seq, d], values).map_err(|e| e.to_string());
-        let (q, k) = (tensor(&qv)?, tensor(&kv)?);
-        let v = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
-        let scale = 0.125f32;
-        let what = if masked { " masked" } else { "" };
-        for causal in [false, true] {
-            let mut o = poisoned(bf, &[bh, seq, d]);
-            let mut lse = poisoned(ScalarType::F32, &[bh, seq]);
-            let g = grid(bh, seq, 64);
-            let s = ScalarArg::from(scale);
-            let r = if causal {
-                attention_fwd::<bf16, 64, 16, 64, 4, true>::launch(
-                    device, g, &q, &k, &v, &mut o, &mut lse, s,
-                )
-            } else {
-                attention_fwd::<bf16, 64, 16, 64, 4, false>::launch(
-                    device, g, &q, &k, &v, &mut o, &mut lse, s,
-                )
+        for (d, rows) in configs {
+            let bf = ScalarType::BF16;
+            let shape = (bh, seq, seq, d);
+            let (mut qv, mut kv) = (
+                rng.tensor(bf, &[bh, seq, d], -1.0, 1.0).to_vec(),
+                rng.tensor(bf, &[bh, seq, d], -1.0, 1.0).to_vec(),
+            );
+            if masked {
+                HARD_MASK.apply(&mut qv, &mut kv, shape);
+            }
+            let tensor = |values: &[f64]| {
+                HostTensor::new(bf, &[bh, seq, d], values).map_err(|e| e.to_string())
             };
-            r.map_err(|e| format!("causal {causal}: {e}"))?;
-            let (wo, wl) = reference_masked(
-                &q.to_vec(),
-                &k.to_vec(),
-                &v.to_vec(),
-                shape,
-                f64::from(scale),
-                causal,
-                &|h, i, j| !masked || HARD_MASK.visible(h, i, j),
-            );
-            let (eo, el) = (
-                record(
-                    format!("{bh}×{seq}×{d}{what} causal={causal}: O"),
-                    &o.to_vec(),
-                    &wo,
-                    1e-2,
-                ),
-                record(
-                    format!("{bh}×{seq}×{d}{what} causal={causal}: LSE"),
-                    &lse.to_vec(),
-                    &wl,
-                    1e-5,
-                ),
-            );
-            if eo > 1e-2 || el > 1e-5 {
-                return Err(format!(
-                    "{bh}×{seq}{what} causal {causal}: O error {eo:.2e}, LSE error {el:.2e} (seed {})",
-                    rng.seed
-                ));
+            let (q, k) = (tensor(&qv)?, tensor(&kv)?);
+            let v = rng.tensor(bf, &[bh, seq, d], -1.0, 1.0);
+            let scale = 1.0 / (d as f32).sqrt();
+            let what = if masked { " masked" } else { "" };
+            for causal in [false, true] {
+                let mut o = poisoned(bf, &[bh, seq, d]);
+                let mut lse = poisoned(ScalarType::F32, &[bh, seq]);
+                let s = ScalarArg::from(scale);
+                let cfg = (d, rows, causal);
+                launch_bf16(device, cfg, bh, &q, &k, &v, &mut o, &mut lse, s)
+                    .map_err(|e| format!("{rows} rows, hd {d}, causal {causal}: {e}"))?;
+                let (wo, wl) = reference_masked(
+                    &q.to_vec(),
+                    &k.to_vec(),
+                    &v.to_vec(),
+                    shape,
+                    f64::from(scale),
+                    causal,
+                    &|h, i, j| !masked || HARD_MASK.visible(h, i, j),
+                );
+                let name = format!("{bh}×{seq}×{d}{what} {rows} rows causal={causal}");
+                let (eo, el) = (
+                    record(format!("{name}: O"), &o.to_vec(), &wo, 1e-2),
+                    record(format!("{name}: LSE"), &lse.to_vec(), &wl, 1e-5),
+                );
+                if eo > 1e-2 || el > 1e-5 {
+                    return Err(format!(
+                        "{name}: O error {eo:.2e}, LSE error {el:.2e} (seed {})",
+                        rng.seed
+                    ));
+                }
             }
         }
     }
-    Ok("full and causal, with and without -inf key tiles, against the f64 reference".into())
+    Ok(
+        "full and causal, hd 64 and 128, 64 and 128 rows per block, with and without -inf key \
+         tiles, against the f64 reference"
+            .into(),
+    )
 }

@@ -1,22 +1,52 @@
 //! Tiled GEMM `C = A·B` (A `M×K` bf16, B `K×N` bf16, f32 accumulation, C of dtype `O`).
 //!
 //! A block computes a `BM × BN` tile of C with `(BM / WM) × (BN / WN)` warps; each warp owns a
-//! `WM × WN` sub-tile and keeps its accumulator in registers for the whole K loop. Each K step
-//! the block stages `BM × BK` of A and `BK × BN` of B in shared memory (`copy_block` splits the
-//! copy among the warps), waits at a barrier, and each warp loads its rows of A (row layout) and
-//! columns of B (col layout, as `mma_ab` takes them). The second barrier keeps the next copy
-//! from overwriting a stage a slower warp still reads. Edges are masked by the views' shapes, so
-//! M, N and K need not be multiples of the tile.
+//! `WM × WN` sub-tile and keeps its accumulator in registers for the whole K loop. The K loop is
+//! a multistage pipeline over a ring of `STAGES` shared stages ([`ring_stages`]: 4 where
+//! they fit in 64 KiB, else 3, else 2) of `BM × BK` of A and `BK × BN`
+//! of B (CUTLASS's sm80 mainloop, see [`dsl::pipeline`](crate::dsl::pipeline)): the prologue
+//! starts `STAGES − 1` stages; each step waits until its own stage has landed (`copy_wait`
+//! with `STAGES − 2` groups still in flight), passes one barrier (everyone's copies are visible,
+//! and every warp is done with the previous stage), starts the stage `STAGES − 1` steps ahead
+//! into the slot the previous step read, and multiplies the current stage. Stages past K are
+//! masked copies (zeros), so every step commits one group and the counts stay right in the
+//! tail. Edges are masked by the views' shapes, so M, N and K need not be multiples of the tile.
+//!
+//! Blocks walk C in groups of [`GROUP_M`] tile rows ([`grouped_tile`]): consecutive blocks
+//! share B's column panel and a few of A's row panels, which then stay in L2.
 
 use crate::dsl::*;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
 use crate::Device;
 
+/// Tile rows of C per group of the L2-friendly block order.
+pub const GROUP_M: usize = 8;
+
+/// This block's (tile row, tile column) of C in the grouped order: the grid `[tiles_n,
+/// tiles_m]` is cut into bands of `G` tile rows, and within a band consecutive blocks go down
+/// a column of tiles before moving right. A bijection of the grid onto itself; no product of
+/// two grid extents is formed (it could pass `i32::MAX`).
+#[crate::func]
+pub fn grouped_tile<const G: usize>() -> (Scalar<i32>, Scalar<i32>) {
+    let (bx, by) = (block_idx_x(), block_idx_y());
+    let (gx, gy) = (grid_dim_x(), grid_dim_y());
+    let first_m = (by / G as i32) * G as i32;
+    let band_rows = (gy - first_m).min(G as i32);
+    let local = (by % G as i32) * gx + bx;
+    (first_m + local % band_rows, local / band_rows)
+}
+
 /// See the module documentation. Grid: `[⌈N / BN⌉, ⌈M / BM⌉, 1]` ([`grid`]).
 #[crate::kernel(
     warps = ((BM / WM) * (BN / WN)) as u32,
-    variants(<f32, 64, 64, 32, 32, 32>, <bf16, 64, 64, 32, 32, 32>, <f32, 64, 64, 16, 16, 64>),
+    variants(
+        <f32, 64, 64, 32, 32, 32>,
+        <bf16, 64, 64, 32, 32, 32>,
+        <f32, 64, 64, 16, 16, 64>,
+        <f32, 128, 128, 32, 64, 32>,
+        <f32, 128, 256, 32, 64, 64>
+    ),
     selftest = selftest,
     shapes(a: [M, K], b: [K, N], c: [M, N]),
     grid = [ceil_div(N, BN), ceil_div(M, BM), 1]
@@ -37,25 +67,84 @@ pub fn gemm<
         BM % WM == 0 && BN % WN == 0,
         "gemm: the warp tile {WM}×{WN} must divide the block tile {BM}×{BN}"
     );
-    let a_smem: St<bf16, BM, BK> = alloc_shared();
-    let b_smem: St<bf16, BK, BN> = alloc_shared();
-    let (tile_m, tile_n) = (block_idx_y(), block_idx_x());
+    // The ring's depth is a build-time choice (a Rust `if`): one instantiation is traced.
+    let stages = ring_stages(BM, BN, BK);
+    if stages >= 4 {
+        mainloop::<O, BM, BN, BK, WM, WN, 4>(a, b, c);
+    } else if stages == 3 {
+        mainloop::<O, BM, BN, BK, WM, WN, 3>(a, b, c);
+    } else {
+        mainloop::<O, BM, BN, BK, WM, WN, 2>(a, b, c);
+    }
+}
+
+/// Shared bytes a ring may take: the LDS of a gfx9 work-group (the smallest limit of the
+/// targets; NVIDIA allows more, as dynamic shared memory).
+pub const RING_BYTES: usize = 64 * 1024;
+
+/// Stages of the K loop's ring for a `BM × BN × BK` block tile: the most of 4, 3, 2 whose
+/// stages of A and B fit in [`RING_BYTES`] (two stages when even two do not: the compile then
+/// reports the shared memory against the target's limit).
+pub const fn ring_stages(bm: usize, bn: usize, bk: usize) -> usize {
+    let stage = (bm * bk + bk * bn) * 2;
+    let mut s = 4;
+    while s > 2 && s * stage > RING_BYTES {
+        s -= 1;
+    }
+    s
+}
+
+/// The K loop and the store of [`gemm`], with a ring of `STAGES` (see the module
+/// documentation).
+#[crate::func]
+fn mainloop<
+    O: RegDtype,
+    const BM: usize,
+    const BN: usize,
+    const BK: usize,
+    const WM: usize,
+    const WN: usize,
+    const STAGES: usize,
+>(
+    a: Gl<bf16, 2>,
+    b: Gl<bf16, 2>,
+    c: GlMut<O, 2>,
+) {
+    let a_ring: SharedArray<St<bf16, BM, BK>, STAGES> = alloc_shared();
+    let b_ring: SharedArray<St<bf16, BK, BN>, STAGES> = alloc_shared();
+    let (tile_m, tile_n) = grouped_tile::<GROUP_M>();
     let warps_n = (BN / WN) as i32;
     let warp = warp_idx();
     let (warp_row, warp_col) = (warp / warps_n, warp % warps_n);
     let k_tiles = ceil_div(a.cols(), BK);
 
+    for s in 0..STAGES - 1 {
+        copy_start(a_ring.at(s), a.tile(tile_m, s as i32));
+        copy_start(b_ring.at(s), b.tile(s as i32, tile_n));
+        copy_commit();
+    }
     let mut acc: Rt<f32, WM, WN> = zeros();
     for kt in range(0, k_tiles) {
-        copy_block(a_smem, a.tile(tile_m, kt));
-        copy_block(b_smem, b.tile(kt, tile_n));
+        copy_wait(STAGES - 2);
         barrier();
-        let a_frag: Rt<bf16, WM, BK> = load(a_smem.tile(warp_row, 0));
-        let b_frag: Rt<bf16, BK, WN, Col> = load(b_smem.tile(0, warp_col));
-        acc = mma_ab(acc, a_frag, b_frag);
-        // The next iteration overwrites the stage: every warp must be done reading it.
-        barrier();
+        // The slot of step kt − 1, which every warp has finished reading (the barrier).
+        let ahead = kt + (STAGES - 1) as i32;
+        let slot = ahead % STAGES as i32;
+        copy_start(a_ring.at(slot), a.tile(tile_m, ahead));
+        copy_start(b_ring.at(slot), b.tile(ahead, tile_n));
+        copy_commit();
+        let cur = kt % STAGES as i32;
+        // One 16-wide K slice at a time: the fragments of a slice are live only for its mma
+        // (at 64×64 warp tiles the whole stage's fragments and the accumulator exceed 255
+        // registers).
+        for kk in 0..BK / 16 {
+            let a_frag: Rt<bf16, WM, 16> = load(a_ring.at(cur).tile(warp_row, kk));
+            let b_frag: Rt<bf16, 16, WN, Col> = load(b_ring.at(cur).tile(kk, warp_col));
+            acc = mma_ab(acc, a_frag, b_frag);
+        }
     }
+    // The tail's masked copies: none outstanding when the block ends.
+    copy_wait(0);
 
     // This warp's sub-tile of C, in units of the warp tile.
     let row = tile_m * (BM / WM) as i32 + warp_row;
@@ -79,11 +168,12 @@ pub fn reference(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64>
     c
 }
 
-/// Every registered variant on two shapes (one with partial tiles in M, N and K).
+/// Every registered variant on three shapes: one with partial tiles in M, N and K, and one
+/// with more tile rows than a group of the block order ([`GROUP_M`]) and a ragged band.
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
     let mut checked = 0;
-    let mut shapes = vec![(64, 64, 64), (70, 33, 40)];
+    let mut shapes = vec![(64, 64, 64), (70, 33, 40), (650, 300, 100)];
     if large(device) {
         shapes.extend([(1000, 1000, 520), (257, 129, 1000)]);
     }
@@ -117,7 +207,13 @@ fn selftest(device: &Device) -> Result<String, String> {
         run("<f32,64,64,16,16,64>", ScalarType::F32, 1e-5, &|c| {
             gemm::<f32, 64, 64, 16, 16, 64>::launch(device, grid(m, n, 64, 64), &a, &b, c)
         })?;
-        checked += 3;
+        run("<f32,128,128,32,64,32>", ScalarType::F32, 1e-5, &|c| {
+            gemm::<f32, 128, 128, 32, 64, 32>::launch(device, grid(m, n, 128, 128), &a, &b, c)
+        })?;
+        run("<f32,128,256,32,64,64>", ScalarType::F32, 1e-5, &|c| {
+            gemm::<f32, 128, 256, 32, 64, 64>::launch(device, grid(m, n, 128, 256), &a, &b, c)
+        })?;
+        checked += 5;
     }
     Ok(format!("{checked} runs against the f64 reference"))
 }

@@ -63,6 +63,7 @@
 //! | `store` | (dst, x, idx…) | see *Memory* |
 //! | `copy @scope` | (dst, src, idx…) | global ↔ shared tile or vector, split among the scope's warps |
 //! | `copy_async` | (st, gl, sem, idx…) | global → shared, completes on the semaphore |
+//! | `copy_start @scope`, `copy_commit @scope`, `copy_wait[n] @scope` | (st, gl, idx…); (); () | global → shared in the warp's open copy group; close the group; land all but the n most recent groups (see *Copy groups*) |
 //! | `gather_rows` | (gl, `rv<i32>` rows, j) → rt | row r = global row `idx[r]` |
 //! | `gather` | (gl of rank n, n × `rv<i32, N>`) → `rv<T, N>` | element k = `g[i0[k], …]`; 0 outside the view |
 //! | `scatter_rows`, `scatter_add_rows` | (gl mut, rt, `rv<i32>` rows, j) | global row `idx[r]` = / += row r |
@@ -103,6 +104,16 @@
 //! `try_wait.parity` does).
 //!
 //! ### Numbers
+//! ### Copy groups
+//!
+//! `copy_start` splits its copy among the scope's warps as `copy` does and masks it the same way;
+//! each warp's share joins that warp's open group, and `copy_commit` closes the group (empty if
+//! nothing joined it). `copy_wait[n]` lands every committed group of the executing warp except the
+//! n most recent; another warp's share is visible after a following `barrier @block`. Until its
+//! group has landed, a destination element is *in flight*: reading it (or starting another copy
+//! into it) is an error in the interpreter — how a missing wait shows up. A ring of N stages keeps
+//! N − 1 groups in flight with `copy_wait[N−2]` and one barrier per step (`tilekit::dsl::pipeline`).
+//!
 //!
 //! Every value is exactly representable in its dtype: results are rounded to the dtype (round to
 //! nearest even) after each op. `mma` multiplies exactly and accumulates in f32, in order of k.

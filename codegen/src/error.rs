@@ -30,6 +30,30 @@ pub enum CodegenError {
         needed: u64,
         limit: u64,
     },
+    /// The kernel's live values do not fit the registers, so the back end spilled them to
+    /// memory (local memory on NVIDIA, scratch on AMD), and spills were not allowed. Both
+    /// targets allocate at most `limit` registers per thread; `detail` gives the back end's
+    /// figures (ptxas's spill stores and loads, or the code object's spill counts).
+    #[error(
+        "kernel `{kernel}` spills on {target}: it needs more than the {limit} registers per thread \
+         the target gives it ({detail}); use smaller tiles or fewer live values, or allow spills \
+         explicitly (`allow_spills`)"
+    )]
+    Spills {
+        kernel: String,
+        target: Target,
+        /// Registers per thread the back end allocated (at the limit when it spilled).
+        registers: u64,
+        /// Registers per thread the target allows (255 on NVIDIA, 256 architectural VGPRs on
+        /// AMD).
+        limit: u64,
+        /// Bytes moved by spills: stores plus loads (NVIDIA), scratch bytes per lane (AMD).
+        spill_bytes: u64,
+        /// Registers spilled (AMD: VGPRs + SGPRs; 0 on NVIDIA, where ptxas reports bytes).
+        spilled_registers: u64,
+        /// The back end's figures in words.
+        detail: String,
+    },
     /// MLIR rejected the generated module or a pass failed (a bug of this crate).
     #[error("MLIR {stage} failed: {message}")]
     Mlir { stage: String, message: String },

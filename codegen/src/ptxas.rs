@@ -119,6 +119,57 @@ pub fn assemble(ptx: &str, target: Target) -> Result<Assembled, CodegenError> {
     })
 }
 
+/// Whether a compile may spill registers to memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpillPolicy {
+    /// Spills are an error ([`CodegenError::Spills`]) naming the numbers (the default: a spill
+    /// in a hot loop costs more than any tile size gains).
+    #[default]
+    Refuse,
+    /// The author accepted spills (`allow_spills`).
+    Allow,
+}
+
+/// Refuses the ptxas report `r` of `kernel` when it spilled and `policy` does not allow it.
+pub fn check_spills(
+    kernel: &str,
+    target: Target,
+    r: &Report,
+    policy: SpillPolicy,
+) -> Result<(), CodegenError> {
+    let bytes = u64::from(r.spill_store_bytes) + u64::from(r.spill_load_bytes);
+    if bytes == 0 || policy == SpillPolicy::Allow {
+        return Ok(());
+    }
+    Err(CodegenError::Spills {
+        kernel: kernel.to_string(),
+        target,
+        registers: u64::from(r.registers),
+        limit: crate::REGISTER_LIMIT,
+        spill_bytes: bytes,
+        spilled_registers: 0,
+        detail: format!(
+            "ptxas: {} registers, {} bytes of spill stores, {} bytes of spill loads, {} bytes of \
+             stack frame",
+            r.registers, r.spill_store_bytes, r.spill_load_bytes, r.stack_frame_bytes
+        ),
+    })
+}
+
+/// [`assemble`], then [`check_spills`] on its report: what `tilekit check` and ahead-of-time
+/// bundles use, so a kernel that does not fit its registers is refused with the numbers
+/// instead of running slowly.
+pub fn assemble_checked(
+    ptx: &str,
+    target: Target,
+    kernel: &str,
+    policy: SpillPolicy,
+) -> Result<Assembled, CodegenError> {
+    let a = assemble(ptx, target)?;
+    check_spills(kernel, target, &a.report, policy)?;
+    Ok(a)
+}
+
 /// Reads the numbers of ptxas's `-v` lines:
 /// `ptxas info : Used 14 registers, used 1 barriers, 1024 bytes smem, 368 bytes cmem[0]` and
 /// `0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads`.
@@ -155,6 +206,47 @@ pub fn parse_report(log: &str) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spills_are_refused_with_the_numbers_unless_allowed() {
+        let r = parse_report(
+            "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
+             ptxas info    : Used 96 registers, used 1 barriers\n",
+        );
+        assert_eq!(
+            check_spills("k", Target::Sm80, &r, SpillPolicy::Refuse),
+            Ok(())
+        );
+        let r = parse_report(
+            "    232 bytes stack frame, 232 bytes spill stores, 284 bytes spill loads\n\
+             ptxas info    : Used 255 registers, used 1 barriers\n",
+        );
+        let e = check_spills("rms", Target::Sm90a, &r, SpillPolicy::Refuse).unwrap_err();
+        match &e {
+            CodegenError::Spills {
+                registers,
+                limit,
+                spill_bytes,
+                ..
+            } => assert_eq!((*registers, *limit, *spill_bytes), (255, 255, 516)),
+            other => panic!("expected Spills, got {other:?}"),
+        }
+        let text = e.to_string();
+        for part in [
+            "`rms`",
+            "sm_90a",
+            "255 registers",
+            "232 bytes of spill stores",
+            "284 bytes of spill loads",
+            "allow_spills",
+        ] {
+            assert!(text.contains(part), "{part} missing from: {text}");
+        }
+        assert_eq!(
+            check_spills("rms", Target::Sm90a, &r, SpillPolicy::Allow),
+            Ok(())
+        );
+    }
 
     #[test]
     fn parses_the_verbose_report() {

@@ -173,6 +173,18 @@ pub fn instruction_mix(asm: &str) -> std::collections::BTreeMap<String, usize> {
 /// the [`super::VGPR_LIMIT`] vector registers (the back end spilled vector registers to
 /// scratch) is over the limit by its spills; LDS at most [`super::lds_limit`].
 pub(crate) fn check(kernel: &str, target: Target, elf: &[u8]) -> Result<Report, CodegenError> {
+    check_with(kernel, target, elf, crate::ptxas::SpillPolicy::Refuse)
+}
+
+/// [`check`] under a spill policy: with [`SpillPolicy::Refuse`](crate::ptxas::SpillPolicy)
+/// (what [`crate::compile`] uses) spilled VGPRs are a register overflow with the code object's
+/// numbers; with `Allow` the code object only has to fit the unified register file and LDS.
+pub fn check_with(
+    kernel: &str,
+    target: Target,
+    elf: &[u8],
+    policy: crate::ptxas::SpillPolicy,
+) -> Result<Report, CodegenError> {
     let tool_err = |message: String| CodegenError::Tool {
         tool: "ld.lld".into(),
         message,
@@ -184,8 +196,12 @@ pub(crate) fn check(kernel: &str, target: Target, elf: &[u8]) -> Result<Report, 
                 "the code object has no AMDGPU metadata for kernel `{kernel}`"
             ))
         })?;
+    // Refused spills keep the register-overflow form (`Resources`, the VGPRs plus the spilled
+    // ones against the unified limit) that callers match on; allowed ones only have to fit the
+    // unified register file.
     let regs = u64::from(r.vgprs) + u64::from(r.vgpr_spills);
-    if r.vgpr_spills > 0 || regs > super::VGPR_LIMIT {
+    let refuse = policy == crate::ptxas::SpillPolicy::Refuse;
+    if (refuse && r.vgpr_spills > 0) || u64::from(r.vgprs) > super::VGPR_LIMIT {
         return Err(crate::lower::rules::over_limit(
             kernel,
             target,
@@ -349,6 +365,44 @@ mod tests {
         let meta = metadata(vec![vec![(".name", Value::from("k"))]]);
         let elf = elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &msgpack(&meta));
         assert_eq!(try_report(&elf, "k"), Ok(Some(Report::default())));
+    }
+
+    /// A code object whose kernel spilled 95 VGPRs: refused with the numbers by default,
+    /// accepted when spills are allowed; one over the unified register file is refused either
+    /// way.
+    #[test]
+    fn spilled_vgprs_are_refused_unless_allowed() {
+        use crate::ptxas::SpillPolicy::{Allow, Refuse};
+        let fields = |vgprs: u32, spills: u32| {
+            vec![
+                (".name", Value::from("k")),
+                (".vgpr_count", Value::from(vgprs)),
+                (".private_segment_fixed_size", Value::from(4 * spills)),
+                (".vgpr_spill_count", Value::from(spills)),
+            ]
+        };
+        let elf = |vgprs, spills| {
+            let meta = msgpack(&metadata(vec![fields(vgprs, spills)]));
+            elf_with_note(b"AMDGPU", NT_AMDGPU_METADATA, &meta)
+        };
+        let spilling = elf(256, 95);
+        let e = check_with("k", Target::Gfx942, &spilling, Refuse).unwrap_err();
+        match &e {
+            CodegenError::Resources {
+                needed, resource, ..
+            } => {
+                assert_eq!(*needed, 351, "{e}");
+                assert!(
+                    resource.contains("256 allocated, 95 spilled to scratch"),
+                    "{e}"
+                );
+            }
+            other => panic!("expected a register overflow, got {other:?}"),
+        }
+        let r = check_with("k", Target::Gfx942, &spilling, Allow).unwrap();
+        assert_eq!((r.vgpr_spills, r.scratch_bytes), (95, 380));
+        assert!(check_with("k", Target::Gfx942, &elf(200, 0), Refuse).is_ok());
+        assert!(check_with("k", Target::Gfx942, &elf(520, 0), Allow).is_err());
     }
 
     #[test]

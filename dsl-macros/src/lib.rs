@@ -44,8 +44,19 @@ use syn::{
 /// Attribute arguments: `warps = EXPR` (warps per block, may use the const generics; default 1),
 /// `variants(<A, B>, …)` (instantiations to register), `selftest = path::to::fn`
 /// (`fn(&Device) -> Result<String, String>`), `check = EXPR` (a `fn(&[Arg]) -> Result<(),
-/// String>` the launcher runs on the arguments after the dtype and rank checks, for shape
-/// constraints; it may use the const generics, e.g. `check = shapes::<D>`).
+/// String>` the launcher runs on the arguments after the dtype and rank checks and the contract,
+/// for what a contract cannot say; it may use the const generics, e.g. `check = rule::<D>`).
+///
+/// Launch contract: `shapes(x: [T, H], w: [H], y: [T, H], H >= 1)` lists the dimensions of
+/// tensor parameters — a name binds where it first appears alone and must match everywhere
+/// else; a const generic, a literal or an expression of names and const generics
+/// (`NT * R * WARPS`) must equal the dimension; `_` is anything — and conditions on the names;
+/// `grid = [ceil_div(T, 16), 1, 1]` gives the blocks along x, y and z from the names and const
+/// generics. The macro then also generates `contract(args) -> Result<Option<[u32; 3]>,
+/// String>` and, with `grid`, `launch_auto(device, args…)`, which launches on the contract's
+/// grid. Every launch checks the contract before anything runs: a mismatch is an error naming
+/// both arguments, the dimension and the values, and a launch grid smaller than the
+/// contract's on any axis is refused (it would leave outputs unwritten).
 #[proc_macro_attribute]
 pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = match syn::parse::<KernelArgs>(attr) {
@@ -88,6 +99,7 @@ pub fn func(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Vec::new();
     check_signature(&f, false, &mut errors);
     check_body(&f.block, &mut errors);
+    check_tile_shapes(&f, &mut errors);
     if as_call {
         for input in &f.sig.inputs {
             if let FnArg::Typed(pt) = input {
@@ -392,6 +404,49 @@ fn check_body(block: &Block, errors: &mut Vec<syn::Error>) {
     BodyCheck { errors }.visit_block(block);
 }
 
+/// Tile sides written as integer literals (`Rt<f32, 24, 16>`, `St<bf16, 64, 8>`) must be
+/// positive multiples of 16: checked here, so the error is at the author's literal. Sides from
+/// const generics are checked when the type is instantiated (a const assertion in the DSL:
+/// stable Rust cannot bound a const generic by a predicate), which `cargo build` reports inside
+/// the DSL with the instantiated type named.
+fn check_tile_shapes(f: &ItemFn, errors: &mut Vec<syn::Error>) {
+    TileShapes { errors }.visit_item_fn(f);
+}
+
+struct TileShapes<'a> {
+    errors: &'a mut Vec<syn::Error>,
+}
+
+impl<'ast> Visit<'ast> for TileShapes<'_> {
+    fn visit_path_segment(&mut self, seg: &'ast syn::PathSegment) {
+        let is_tile = seg.ident == "Rt" || seg.ident == "St";
+        if let (true, syn::PathArguments::AngleBracketed(a)) = (is_tile, &seg.arguments) {
+            // Rt<T, ROWS, COLS, …> and St<T, ROWS, COLS, …>: the sides follow the dtype.
+            for arg in a.args.iter().skip(1).take(2) {
+                let lit = match arg {
+                    syn::GenericArgument::Const(Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Int(i),
+                        ..
+                    })) => i,
+                    _ => continue,
+                };
+                if let Ok(v) = lit.base10_parse::<u64>() {
+                    if v == 0 || v % 16 != 0 {
+                        self.errors.push(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "a tile side of {v}: the rows and columns of `{}` must be positive multiples of 16 (16, 32, 48, …)",
+                                seg.ident
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        syn::visit::visit_path_segment(self, seg);
+    }
+}
+
 // ---- which variables a construct assigns ----------------------------------------------------
 
 /// Variables assigned in a piece of code, less those it declares itself.
@@ -517,9 +572,47 @@ fn assign_back(vars: &[Ident], from: TokenStream2) -> TokenStream2 {
     }
 }
 
+/// `lo..hi` as the range of a `for` becomes `__range(lo, hi)`: the same Rust range for integer
+/// bounds, and for a `Scalar` bound an error that points at `range(lo, hi)` (Rust's own says
+/// "expected integer, found `Scalar<i32>`").
+fn comptime_range(iter: &mut Expr) {
+    if let Expr::Range(r) = iter {
+        if let (Some(lo), Some(hi), syn::RangeLimits::HalfOpen(_)) = (&r.start, &r.end, &r.limits) {
+            let span = r.span();
+            *iter = syn::parse_quote_spanned!(span=> ::tilekit::dsl::__range(#lo, #hi));
+        }
+    }
+}
+
+/// `a < b` (`<=`, `>`, `>=`) becomes `__lt(&a, &b)`: the same comparison of Rust values, and
+/// for a `Scalar`, vector or tile an error that points at `.lt(..)` (Rust's own names
+/// `PartialOrd`).
+fn comptime_comparison(e: &mut Expr) {
+    if let Expr::Binary(b) = e {
+        let f = match b.op {
+            syn::BinOp::Lt(_) => quote!(__lt),
+            syn::BinOp::Le(_) => quote!(__le),
+            syn::BinOp::Gt(_) => quote!(__gt),
+            syn::BinOp::Ge(_) => quote!(__ge),
+            _ => return,
+        };
+        let (l, r, span) = (&b.left, &b.right, b.op.span());
+        *e = syn::parse_quote_spanned!(span=> ::tilekit::dsl::#f(&(#l), &(#r)));
+    }
+}
+
 impl VisitMut for Rewriter {
     fn visit_expr_mut(&mut self, e: &mut Expr) {
         match e {
+            Expr::Binary(b)
+                if matches!(
+                    b.op,
+                    syn::BinOp::Lt(_) | syn::BinOp::Le(_) | syn::BinOp::Gt(_) | syn::BinOp::Ge(_)
+                ) =>
+            {
+                syn::visit_mut::visit_expr_binary_mut(self, b);
+                comptime_comparison(e);
+            }
             Expr::ForLoop(f) => {
                 let vars = carried_of(&[&|a: &mut Assigned| a.visit_block(&f.body)]);
                 // The pattern's own bindings are fresh in each iteration.
@@ -531,6 +624,7 @@ impl VisitMut for Rewriter {
                     .collect();
                 self.visit_block_mut(&mut f.body);
                 self.visit_expr_mut(&mut f.expr);
+                comptime_range(&mut f.expr);
                 let (pat, iter, body) = (&f.pat, &f.expr, &f.body);
                 let span = f.for_token.span;
                 let (tin, tout) = (tuple(&vars, true), tuple(&vars, false));
@@ -634,6 +728,7 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
     let mut errors = Vec::new();
     check_signature(&f, true, &mut errors);
     check_body(&f.block, &mut errors);
+    check_tile_shapes(&f, &mut errors);
     if let Some(e) = combine(errors) {
         return Err(e);
     }
@@ -999,6 +1094,27 @@ mod tests {
         assert!(messages[3].starts_with("`return` is not supported"));
         assert!(messages[4].starts_with("macro `println!` is not supported"));
         assert!(messages[5].starts_with("`&mut` is not supported"));
+    }
+
+    fn contract_error(attr: TokenStream2) -> String {
+        let args: KernelArgs = syn::parse2(attr).unwrap();
+        let params: Vec<Ident> = vec![syn::parse_quote!(x), syn::parse_quote!(y)];
+        let consts: Vec<Ident> = vec![syn::parse_quote!(D)];
+        match contract::expand(args.shapes.as_ref(), args.grid.as_ref(), &params, &consts) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_contract_naming_an_unknown_parameter_or_an_unbound_dimension_is_a_compile_error() {
+        assert_eq!(contract_error(quote!(shapes(x: [T, D], y: [T, D]), grid = [T, 1, 1])), "");
+        assert!(
+            contract_error(quote!(shapes(x: [T, D], z: [T]))).starts_with("`z` is not a parameter of this kernel (parameters: x, y)"),
+        );
+        assert!(contract_error(quote!(shapes(x: [T, D], y: [T * S]))).starts_with("`S` is neither a const generic"));
+        assert!(contract_error(quote!(shapes(x: [T]), grid = [T, 1])).starts_with("`grid` takes the blocks along x, y and z"));
+        assert!(contract_error(quote!(shapes(x: [T], x: [T]))).starts_with("`x` is listed twice"));
     }
 
     #[test]

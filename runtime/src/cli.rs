@@ -1539,6 +1539,41 @@ mod tests {
         }
     }
 
+    /// `check --assume` compiles the variant for those facts and says which it compiled; the
+    /// aligned GEMM uses fewer registers than the general one (no element-wise fallback copy).
+    #[cfg(feature = "jit")]
+    #[test]
+    fn check_and_emit_compile_for_the_assumed_facts_and_say_so() {
+        let registers = |out: &str| -> u32 {
+            out.lines()
+                .find_map(|l| l.strip_prefix("registers"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let kernel = "gemm --const 0=bf16 --const 1=64 --const 2=64 --target sm_80";
+        let (general, _) = run_str(&format!("check {kernel}")).unwrap();
+        assert!(general.contains("assumes        general"), "{general}");
+        let (aligned, code) = run_str(&format!("check {kernel} --assume aligned")).unwrap();
+        assert_eq!(code, 0);
+        assert!(
+            aligned.contains("assumes        aligned16(a, b, c)"),
+            "{aligned}"
+        );
+        let (named, _) = run_str(&format!("check {kernel} --assume aligned16(b,a)")).unwrap();
+        assert!(named.contains("assumes        aligned16(a, b)"), "{named}");
+        assert!(registers(&aligned) > 0 && registers(&aligned) < registers(&general));
+        let (ptx, _) = run_str(&format!("emit {kernel} --assume aligned --stage ptx")).unwrap();
+        assert!(
+            ptx.contains("cp.async") && !ptx.contains("ld.global"),
+            "{ptx}"
+        );
+        for (bad, says) in [("aligned16(zz)", "`zz`"), ("aligned8(a)", "aligned16(")] {
+            let e = run_str(&format!("check {kernel} --assume {bad}")).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+    }
+
     /// `emulate` runs the self-test on the emulator and prints a profile whose classes add up
     /// to its total, with global loads among them.
     #[cfg(feature = "jit")]

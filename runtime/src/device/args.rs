@@ -140,3 +140,54 @@ impl From<HostTensor> for LaunchArg {
         LaunchArg::Host(t)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn view(shape: &[usize], strides: &[usize], offset: usize) -> LaunchArg {
+        LaunchArg::Device(DeviceView {
+            dtype: ScalarType::BF16,
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            offset,
+            storage: Storage::Host(Arc::new(Mutex::new(vec![0.0; 64 * 80]))),
+        })
+    }
+
+    /// A view at an odd element offset, with an odd leading stride or with rows that are not
+    /// whole 16-byte chunks is left out; host tensors start an allocation (offset 0).
+    #[test]
+    fn a_launchs_aligned_views_are_the_views_that_qualify() {
+        let module = crate::ir::parse_module(
+            "kernel @k(%a: gl<bf16, 2>, %b: gl<bf16, 2>, %s: f32, %c: gl<bf16, 2, mut>) warps(1) {
+               return ()
+             }",
+        )
+        .unwrap();
+        let host = |shape: &[usize], strides: &[usize]| {
+            let n = (shape[0] - 1) * strides[0] + shape[1];
+            LaunchArg::Host(
+                HostTensor::strided(ScalarType::BF16, shape, strides, &vec![0.0; n]).unwrap(),
+            )
+        };
+        let scalar = LaunchArg::Scalar(ScalarType::F32, 1.0);
+        let all = [
+            view(&[16, 64], &[80, 1], 8),
+            host(&[16, 64], &[64, 1]),
+            scalar.clone(),
+            view(&[16, 64], &[64, 1], 0),
+        ];
+        assert_eq!(aligned16_views(&module, "k", &all), ["a", "b", "c"]);
+        let some = [
+            view(&[16, 64], &[80, 1], 1),
+            host(&[16, 64], &[65, 1]),
+            scalar,
+            view(&[16, 60], &[64, 1], 0),
+        ];
+        assert!(aligned16_views(&module, "k", &some).is_empty());
+        assert!(aligned16_views(&module, "other", &all).is_empty());
+    }
+}

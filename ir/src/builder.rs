@@ -313,6 +313,12 @@ impl FuncBuilder {
         self.op1(OpKind::Convert, Scope::Warp, &[x], to)
     }
 
+    /// The bits of `x` read as type `to` (another dtype of the same width, same shape).
+    #[track_caller]
+    pub fn bitcast(&mut self, x: Value, to: Type) -> Value {
+        self.op1(OpKind::Bitcast, Scope::Warp, &[x], to)
+    }
+
     /// Converts to another dtype, keeping the kind and shape of `x`.
     #[track_caller]
     pub fn convert_dtype(&mut self, x: Value, d: ScalarType) -> Value {

@@ -416,6 +416,73 @@ pub fn fp8_from_bits(dtype: ScalarType, b: u8) -> f64 {
     }
 }
 
+/// IEEE 754 binary16 bits of `x` (representable in f16): 1 sign, 5 exponent (bias 15), 10
+/// mantissa bits; exponent 0 is subnormal (m · 2⁻²⁴), 31 infinity or NaN.
+fn f16_to_bits(x: f64) -> u16 {
+    let sign = if x.is_sign_negative() { 0x8000 } else { 0 };
+    let a = x.abs();
+    if x.is_nan() {
+        return 0x7e00;
+    }
+    if a.is_infinite() {
+        return sign | 0x7c00;
+    }
+    if a < 2f64.powi(-14) {
+        return sign | (a / 2f64.powi(-24)) as u16;
+    }
+    // The f64 exponent of a normal f16 value (every f16 value is a normal f64).
+    let e = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    let m = ((a / 2f64.powi(e) - 1.0) * 1024.0) as u16;
+    sign | (((e + 15) as u16) << 10) | m
+}
+
+fn f16_from_bits(b: u16) -> f64 {
+    let sign = if b & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let (e, m) = (i32::from((b >> 10) & 31), f64::from(b & 1023));
+    sign * match e {
+        0 => m * 2f64.powi(-24),
+        31 if m == 0.0 => f64::INFINITY,
+        31 => f64::NAN,
+        _ => (1.0 + m / 1024.0) * 2f64.powi(e - 15),
+    }
+}
+
+/// The bits of `x` (representable in `d`) as an unsigned integer of `d`'s width.
+fn to_bits(d: ScalarType, x: f64) -> u64 {
+    match d {
+        ScalarType::F32 => u64::from((x as f32).to_bits()),
+        ScalarType::F16 => u64::from(f16_to_bits(x)),
+        // A bf16 value is an f32 whose low 16 bits are zero.
+        ScalarType::BF16 => u64::from((x as f32).to_bits() >> 16),
+        ScalarType::F8E4M3 | ScalarType::F8E5M2 => u64::from(fp8_to_bits(d, x)),
+        ScalarType::I8 => u64::from(x as i8 as u8),
+        ScalarType::I32 => u64::from(x as i32 as u32),
+        ScalarType::U32 => u64::from(x as u32),
+        ScalarType::I64 => x as i64 as u64,
+        ScalarType::Bool => u64::from(x != 0.0),
+    }
+}
+
+/// The value of `d` whose bits are the low bits of `bits`.
+fn from_bits(d: ScalarType, bits: u64) -> f64 {
+    match d {
+        ScalarType::F32 => f64::from(f32::from_bits(bits as u32)),
+        ScalarType::F16 => f16_from_bits(bits as u16),
+        ScalarType::BF16 => f64::from(f32::from_bits((bits as u32 & 0xffff) << 16)),
+        ScalarType::F8E4M3 | ScalarType::F8E5M2 => fp8_from_bits(d, bits as u8),
+        ScalarType::I8 => f64::from(bits as u8 as i8),
+        ScalarType::I32 => f64::from(bits as u32 as i32),
+        ScalarType::U32 => f64::from(bits as u32),
+        ScalarType::I64 => bits as i64 as f64,
+        ScalarType::Bool => f64::from(u8::from(bits & 1 != 0)),
+    }
+}
+
+/// `bitcast`: the value of dtype `to` with the bits of `x` in dtype `from` (same width).
+pub fn bitcast(from: ScalarType, to: ScalarType, x: f64) -> f64 {
+    from_bits(to, to_bits(from, x))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,16 +249,19 @@ pub enum ReduceFn {
     Sum,
     Max,
     Min,
+    /// The product (exact, rounded once to the dtype, like the sum).
+    Prod,
 }
 
 impl ReduceFn {
-    pub const ALL: [ReduceFn; 3] = [ReduceFn::Sum, ReduceFn::Max, ReduceFn::Min];
+    pub const ALL: [ReduceFn; 4] = [ReduceFn::Sum, ReduceFn::Max, ReduceFn::Min, ReduceFn::Prod];
 
     pub fn name(self) -> &'static str {
         match self {
             ReduceFn::Sum => "sum",
             ReduceFn::Max => "max",
             ReduceFn::Min => "min",
+            ReduceFn::Prod => "prod",
         }
     }
 }
@@ -426,6 +429,9 @@ pub enum OpKind {
     Convert,
     /// `transpose (%t) : rt<T, C x R, layout>`.
     Transpose,
+    /// `bitcast (%x) : U` — the same bits read as another dtype of the same width (f32, i32 and
+    /// u32; bf16 and f16; i8, f8e4m3 and f8e5m2), keeping the kind, shape and layout or axis.
+    Bitcast,
 
     // ---- broadcasts, reductions, masks --------------------------------------------------------
     /// `bcast_row.f (%t, %v)` / `bcast_col.f (%t, %v)`.
@@ -529,6 +535,7 @@ impl OpKind {
             OpKind::Select => "select".into(),
             OpKind::Convert => "convert".into(),
             OpKind::Transpose => "transpose".into(),
+            OpKind::Bitcast => "bitcast".into(),
             OpKind::Bcast(BcastAxis::Row, f) => format!("bcast_row.{}", f.name()),
             OpKind::Bcast(BcastAxis::Col, f) => format!("bcast_col.{}", f.name()),
             OpKind::Reduce(ReduceAxis::Row, f) => format!("reduce_row.{}", f.name()),

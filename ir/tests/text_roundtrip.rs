@@ -17,6 +17,7 @@ fn every_op_module() -> Module {
     m.push(gelu_scale());
     m.push(min_max());
     m.push(arrive());
+    m.push(positions());
     m
 }
 
@@ -312,6 +313,29 @@ fn arrive() -> Func {
     b.finish()
 }
 
+/// Masks, gathers, bitcasts and products: a tile compared with a scalar, selected with the mask,
+/// read as its bits, reduced by products; elements gathered at index vectors.
+fn positions() -> Func {
+    let results = vec![
+        Type::vector(F32, 16, VecAxis::Rows),
+        rt(I32, 16, 16),
+        Type::vector(F32, 16, VecAxis::Cols),
+    ];
+    let mut b = FuncBuilder::helper("positions", results);
+    let g = b.param("g", Type::global(F32, 2, false));
+    let t = b.param("t", rt(F32, 16, 16));
+    let r = b.param("r", Type::vector(I32, 16, VecAxis::Rows));
+    let c = b.param("c", Type::vector(I32, 16, VecAxis::Rows));
+    let zero = b.const_f32(0.0);
+    let positive = b.cmp(CmpPred::Gt, t, zero);
+    let kept = b.select(positive, t, zero);
+    let bits = b.bitcast(kept, rt(I32, 16, 16));
+    let picked = b.gather(g, &[r, c]);
+    let cols = b.reduce(ReduceAxis::Col, ReduceFn::Prod, kept);
+    b.ret(&[picked, bits, cols]);
+    b.finish()
+}
+
 fn parse(text: &str) -> Module {
     match parse_module(text) {
         Ok(m) => m,
@@ -409,6 +433,8 @@ fn expected_op_names() -> BTreeSet<String> {
         "copy",
         "copy_async",
         "gather_rows",
+        "gather",
+        "bitcast",
         "scatter_rows",
         "scatter_add_rows",
         "atomic_add",
@@ -826,18 +852,22 @@ kernel @softmax_masked(%s: gl<f32, 2>, %o: gl<bf16, 2, mut>, %ids: gl<i32, 2, mu
   %84 = reduce_col.min (%45) : rv<f32, 64, cols>
   %85 = reduce.min (%45) : f32
   %86 = reduce.min (%46) : f32
-  %87 = map.mul (%43, %43) : f32
-  %88 = cmp.lt (%43, %87) : bool
-  %89 = cmp.le (%43, %87) : bool
-  %90 = cmp.gt (%43, %87) : bool
-  %91 = cmp.ge (%43, %87) : bool
-  %92 = cmp.eq (%43, %87) : bool
-  %93 = cmp.ne (%43, %87) : bool
-  %94 = select (%88, %43, %87) : f32
-  %95 = splat (%94) : rt<f32, 16x16, row>
-  %96 = splat (%94) : rv<f32, 16, cols>
-  %97 = transpose (%45) : rt<f32, 64x64, row>
-  %98 = convert (%97) : rt<bf16, 64x64, col>
+  %87 = reduce_row.prod (%45) : rv<f32, 64, rows>
+  %88 = reduce_col.prod (%45) : rv<f32, 64, cols>
+  %89 = reduce.prod (%45) : f32
+  %90 = reduce.prod (%46) : f32
+  %91 = map.mul (%43, %43) : f32
+  %92 = cmp.lt (%43, %91) : bool
+  %93 = cmp.le (%43, %91) : bool
+  %94 = cmp.gt (%43, %91) : bool
+  %95 = cmp.ge (%43, %91) : bool
+  %96 = cmp.eq (%43, %91) : bool
+  %97 = cmp.ne (%43, %91) : bool
+  %98 = select (%92, %43, %91) : f32
+  %99 = splat (%98) : rt<f32, 16x16, row>
+  %100 = splat (%98) : rv<f32, 16, cols>
+  %101 = transpose (%45) : rt<f32, 64x64, row>
+  %102 = convert (%101) : rt<bf16, 64x64, col>
   return ()
 }
 
@@ -952,6 +982,16 @@ func @min_max(%p: i32, %q: i32) -> (i32, i32) {
 func @arrive(%s: sem) -> () {
   sem.arrive (%s)
   return ()
+}
+
+func @positions(%g: gl<f32, 2>, %t: rt<f32, 16x16, row>, %r: rv<i32, 16, rows>, %c: rv<i32, 16, rows>) -> (rv<f32, 16, rows>, rt<i32, 16x16, row>, rv<f32, 16, cols>) {
+  %0 = const[0.0] () : f32
+  %1 = cmp.gt (%t, %0) : rt<bool, 16x16, row>
+  %2 = select (%1, %t, %0) : rt<f32, 16x16, row>
+  %3 = bitcast (%2) : rt<i32, 16x16, row>
+  %4 = gather (%g, %r, %c) : rv<f32, 16, rows>
+  %5 = reduce_col.prod (%2) : rv<f32, 16, cols>
+  return (%4, %3, %5)
 }
 ";
 

@@ -558,6 +558,7 @@ impl Lowerer<'_> {
             ReduceFn::Sum => BinaryFn::Add,
             ReduceFn::Max => BinaryFn::Max,
             ReduceFn::Min => BinaryFn::Min,
+            ReduceFn::Prod => BinaryFn::Mul,
         };
         self.binary(b, d, x, y)
     }

@@ -13,6 +13,7 @@
 //! loads, stores and copies, barriers), [`mma`] (tensor cores), [`sync`] (semaphores, async
 //! copies) and the control flow here.
 
+mod bitcast;
 mod elementwise;
 pub(crate) mod emit;
 mod gather;
@@ -195,7 +196,8 @@ fn vector_layouts(func: &Func, lanes: u32) -> HashMap<Value, layout::VecLayout> 
             | OpKind::Cmp(_)
             | OpKind::Select
             | OpKind::Convert
-            | OpKind::Gather => {
+            | OpKind::Gather
+            | OpKind::Bitcast => {
                 for &x in &op.operands {
                     union(&mut parent, x, op.results[0]);
                 }
@@ -521,6 +523,7 @@ impl<'f> Lowerer<'f> {
             OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => self.pipeline(op),
             OpKind::Cmp(_) | OpKind::Select => self.compare_select(op),
             OpKind::Gather => self.gather(op),
+            OpKind::Bitcast => self.bitcast(op),
             OpKind::Transpose => self.relayout(op),
             OpKind::Convert if self.changes_layout(op) => self.relayout(op),
             _ => self.elementwise(op),

@@ -86,6 +86,18 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
                 _ => return Err(b.runtime(w, "convert of a non-register value")),
             }
         }
+        OpKind::Bitcast => {
+            let from = dtype(b.ty(w, op.operands[0]));
+            let to = dtype(b.ty(w, op.results[0]));
+            match b.val(w, op.operands[0])? {
+                Val::Scalar(x) => set_scalar(b, w, op, numeric::bitcast(from, to, x)),
+                Val::Data(d) => {
+                    let out = d.iter().map(|&x| numeric::bitcast(from, to, x)).collect();
+                    set_data(b, w, op, out);
+                }
+                _ => return Err(b.runtime(w, "bitcast of a non-register value")),
+            }
+        }
         OpKind::Transpose => {
             let (rows, cols) = tile_shape(b.ty(w, op.operands[0]));
             let d = b.data(w, op.operands[0])?;
@@ -514,6 +526,7 @@ fn reduce(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, axis: ReduceAxis, f: Redu
             ReduceFn::Sum => it.sum::<f64>(),
             ReduceFn::Max => it.fold(f64::NEG_INFINITY, f64::max),
             ReduceFn::Min => it.fold(f64::INFINITY, f64::min),
+            ReduceFn::Prod => it.product::<f64>(),
         };
         numeric::round(d, r)
     };

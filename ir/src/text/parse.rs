@@ -830,6 +830,7 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         | OpKind::Select
         | OpKind::Convert
         | OpKind::Transpose
+        | OpKind::Bitcast
         | OpKind::Bcast(..)
         | OpKind::Reduce(..)
         | OpKind::Mma(_)
@@ -872,6 +873,7 @@ fn all_op_kinds() -> Vec<OpKind> {
         OpKind::Select,
         OpKind::Convert,
         OpKind::Transpose,
+        OpKind::Bitcast,
         OpKind::AllocShared,
         OpKind::SharedIndex,
         OpKind::Load,

@@ -77,6 +77,7 @@ pub(super) fn signature(kind: &OpKind) -> Signature {
         OpKind::Binary(_) | OpKind::Cmp(_) => sig(Exactly(2), "(x, y)", 1, 0),
         OpKind::Select => sig(Exactly(3), "(c, x, y)", 1, 0),
         OpKind::Transpose => sig(Exactly(1), "(t)", 1, 0),
+        OpKind::Bitcast => sig(Exactly(1), "(x)", 1, 0),
         OpKind::Bcast(..) => sig(Exactly(2), "(t, v)", 1, 0),
         OpKind::Reduce(..) => sig(Exactly(1), "(x)", 1, 0),
         OpKind::Mask(..) => sig(Exactly(3), "(t, a, b)", 1, 0),

@@ -223,6 +223,30 @@ pub(super) fn check_convert(cx: &mut OpCx<'_, '_>) {
     }
 }
 
+/// `bitcast (x) : U` — U is x's type with another dtype of the same width (not bool).
+pub(super) fn check_bitcast(cx: &mut OpCx<'_, '_>) {
+    let (x, result) = (cx.operand(0), cx.result(0));
+    if !cx.expect_register("x", x) || !cx.expect_register("result", result) {
+        return;
+    }
+    let (Some(from), Some(to)) = (x.dtype(), result.dtype()) else {
+        return;
+    };
+    if from == ScalarType::Bool || to == ScalarType::Bool || from.size_bytes() != to.size_bytes()
+    {
+        cx.report(VerifyErrorKind::Dtype {
+            what: "result".into(),
+            expected: format!(
+                "a dtype of {}-byte elements like x ({x}), not bool: bitcast keeps the bits",
+                from.size_bytes()
+            ),
+            found: result.to_string(),
+        });
+        return;
+    }
+    cx.expect_result(&x.with_dtype(to), "x's kind, shape and layout or axis in the new dtype");
+}
+
 /// `transpose (t) : rt<T, C x R, l>` — rows and cols swapped, dtype and layout kept.
 pub(super) fn check_transpose(cx: &mut OpCx<'_, '_>) {
     let t = cx.operand(0);

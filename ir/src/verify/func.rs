@@ -652,6 +652,7 @@ fn check_family(cx: &mut OpCx<'_, '_>) {
         OpKind::Select => elementwise::check_select(cx),
         OpKind::Convert => elementwise::check_convert(cx),
         OpKind::Transpose => elementwise::check_transpose(cx),
+        OpKind::Bitcast => elementwise::check_bitcast(cx),
         OpKind::Bcast(axis, f) => rowcol::check_bcast(cx, *axis, *f),
         OpKind::Reduce(axis, _) => rowcol::check_reduce(cx, *axis),
         OpKind::Mask(kind, _) => rowcol::check_mask(cx, *kind),

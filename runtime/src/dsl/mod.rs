@@ -63,12 +63,14 @@
 //! | [`row_argmax(t)`](row_argmax), [`row_argmin`] | `reduce_row.max`, `cmp.eq`, `select`, `reduce_row.min` | `Rt<T,R,C,L>` → `(Rv<T,R,Rows>, Rv<i32,R,Rows>)` (first column on ties) |
 //! | [`extract(v, i)`](extract), [`insert(v, i, s)`](insert) | `cmp.eq`, `select`, `reduce.max` | `Rv<T,N,A>` → `Scalar<T>`; `(Rv<T,N,A>, i32, Scalar<T>)` → `Rv<T,N,A>` |
 //! | [`convert(x)`](convert), `x.cast::<U>()`, `t.relayout::<L2>()` | `convert` | `Rt<T,R,C,L>` → `Rt<U,R,C,L2>`; `Rv<T,N,A>` → `Rv<U,N,A>`; `Scalar<T>` → `Scalar<U>` |
+//! | `x.bitcast::<U>()` ([`bits`]) | `bitcast` | `Rt<T,R,C,L>` → `Rt<U,R,C,L>`, `Rv`, `Scalar` likewise; T and U of one width |
 //! | [`transpose(t)`](transpose) | `transpose` | `Rt<T,R,C,L>` → `Rt<T,C,R,L>` |
 //! | [`bcast_row(f, t, v)`](bcast_row), [`add_row`] [`sub_row`] [`mul_row`] [`div_row`] [`max_row`] [`min_row`] | `bcast_row.f` | `(Rt<T,R,C,L>, Rv<T,R,Rows>)` → `Rt<T,R,C,L>` |
 //! | [`bcast_col(f, t, v)`](bcast_col), [`add_col`] … [`min_col`] | `bcast_col.f` | `(Rt<T,R,C,L>, Rv<T,C,Cols>)` → `Rt<T,R,C,L>` |
 //! | [`reduce_row(f, t)`](reduce_row), [`row_sum`] [`row_max`] [`row_min`] | `reduce_row.f` | `Rt<T,R,C,L>` → `Rv<T,R,Rows>` |
 //! | [`reduce_col(f, t)`](reduce_col), [`col_sum`] [`col_max`] [`col_min`] | `reduce_col.f` | `Rt<T,R,C,L>` → `Rv<T,C,Cols>` |
 //! | [`reduce_all(f, x)`](reduce_all) | `reduce.f` | `Rt`/`Rv` of T → `Scalar<T>` |
+//! | [`row_prod`], [`col_prod`], `reduce_all(Red::Prod, x)` | `reduce_row.prod`, `reduce_col.prod`, `reduce.prod` | as the sums |
 //! | [`mask_causal(t, r0, c0, v)`](mask_causal), [`mask_anticausal`] | `mask.causal[v]`, `mask.anticausal[v]` | `Rt` → `Rt` |
 //! | [`mask_rows(t, off, bound, v)`](mask_rows), [`mask_cols`] | `mask.rows[v]`, `mask.cols[v]` | `Rt` → `Rt` |
 //! | [`mma_ab(acc, a, b)`](mma_ab) | `mma.ab` | `(Rt<f32,M,N>, Rt<TA,M,K,Row>, Rt<TB,K,N,Col>)` → `Rt<f32,M,N>` |
@@ -117,6 +119,7 @@
 //! `barrier`, `alloc_shared`). Branching on [`warp_idx`] gives warp-specialized kernels.
 
 pub mod arith;
+pub mod bits;
 pub mod call;
 pub mod compare;
 pub mod control;
@@ -126,6 +129,7 @@ pub mod indexing;
 #[doc(hidden)]
 pub mod naming;
 pub mod ops;
+pub mod scan;
 pub(crate) mod trace;
 
 pub mod pipeline;
@@ -148,4 +152,5 @@ pub use handles::{
     Shared, SharedArray, St, Sv, SwizzleKind, Swz128, Swz32, Swz64, TileLayout, VecAlong,
 };
 pub use ops::*;
+pub use scan::{col_prod, row_prod};
 pub use pipeline::{copy_commit, copy_start, copy_wait};

@@ -463,3 +463,40 @@ fn transposes_go_through_per_wavefront_lds_scratch() {
         assert_eq!(c.amd_resources().unwrap().scratch_bytes, 0, "{t}");
     }
 }
+
+/// The GEMM and attention hot loops of the kernel library load global memory in 16-byte
+/// chunks (`global_load_dwordx4`) and write LDS 8 or 16 bytes at a time, with no element-wise
+/// `global_load_ushort` / `ds_write_b16` and no more exec-masked branches than 16-byte
+/// loads, in the variant for launches whose views are 16-byte aligned (the general variant
+/// copies element by element).
+#[test]
+fn gemm_and_attention_hot_loops_load_global_memory_in_16_byte_chunks() {
+    use tilekit_codegen::hot_loop::amdgpu_hot_loop;
+    use tilekit_codegen::{compile_with, Facts};
+    for (stem, kernel) in [
+        ("dsl_gemm__dsl_gemm_tile_ir", "gemm"),
+        ("dsl_attention__dsl_attention", "attention_fwd"),
+    ] {
+        let m = acceptance::snapshot_module(stem);
+        let func = m.funcs.iter().find(|f| f.name == kernel).expect("kernel");
+        for facts in [Facts::all_aligned16(func)] {
+            for t in [Target::Gfx942, Target::Gfx950] {
+                let c = compile_with(&m, kernel, t, &facts)
+                    .unwrap_or_else(|e| panic!("{stem} {facts} on {t}: {e}"));
+                let hl = amdgpu_hot_loop(c.stage(Stage::Asm))
+                    .expect("parsable assembly")
+                    .expect("a hot loop");
+                let n = |op: &str| hl.mix.get(op).copied().unwrap_or(0);
+                let what = format!("{stem} {facts} on {t}: {:?}", hl.mix);
+                assert!(n("global_load_dwordx4") > 0, "{what}");
+                for narrow in ["global_load_ushort", "global_load_short_d16", "ds_write_b16"] {
+                    assert_eq!(n(narrow), 0, "{narrow}: {what}");
+                }
+                assert!(
+                    n("s_cbranch_execz") <= n("global_load_dwordx4"),
+                    "one exec branch per 16-byte load at most: {what}"
+                );
+            }
+        }
+    }
+}

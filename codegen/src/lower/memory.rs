@@ -768,6 +768,13 @@ impl Lowerer<'_> {
             );
             return Ok(());
         }
+        if to_shared && is_tile && !chunked && g.aligned16 {
+            let tile = SharedTileRef { base: base.clone(), rows, cols, swz, d };
+            let (lp, lt, tr, tc) = (&lead_pred, &lead_terms, &idx[n - 2], &idx[n - 1]);
+            if self.staged_tile_copy(&g, lp, lt, tr, tc, &tile, threads, &rank) {
+                return Ok(());
+            }
+        }
         // The tile's first row goes through an opaque value (on NVIDIA a `mov`, free after
         // ptxas; see `Rules::opaque_i32`): LLVM's scalar
         // evolution then cannot see it as an induction variable of an enclosing loop. Where
@@ -846,6 +853,136 @@ impl Lowerer<'_> {
             self.e.close("}");
         }
         Ok(())
+    }
+
+    /// On targets without `cp.async` (AMD), a global → shared tile copy in 16-byte chunks
+    /// staged through registers, where the tile's rows are whole chunks: per chunk one
+    /// predicate, one 16-byte global load (`global_load_dwordx4`) and, into LDS, one 16-byte
+    /// store, or two 8-byte ones (`ds_write_b64`) where LDS's row permutation
+    /// ([`layout::lds_row_xor_bits`]) moves word bit 1 and so swaps a chunk's halves in some
+    /// rows. Only for views the compile assumes 16-byte aligned (`crate::specialize`): every
+    /// chunk then starts 16-byte aligned and, the last extent being a whole number of chunks,
+    /// lies wholly inside or wholly outside the view, so none straddles its edge. Returns
+    /// whether it emitted the copy (false: the copy does not qualify; the caller copies
+    /// element by element).
+    ///
+    /// The general variant keeps the element-wise copy alone: launches whose views qualify
+    /// take the aligned variant, and a run-time test with both copies in the loop costs the
+    /// general variant registers (attention on gfx942: 254 → 289 VGPRs, with AGPR spills) and,
+    /// where AMDGPU's control-flow structurizer lays both copies on the loop's fall-through,
+    /// issue slots.
+    #[allow(clippy::too_many_arguments)]
+    fn staged_tile_copy(
+        &mut self,
+        g: &GlobalView,
+        lead_pred: &Option<String>,
+        lead_terms: &[(String, String)],
+        tile_row: &str,
+        tile_col: &str,
+        tile: &SharedTileRef,
+        threads: u32,
+        rank: &str,
+    ) -> bool {
+        let es = tile.d.size_bytes();
+        if !g.aligned16
+            || self.rules.cp_async()
+            || tile.d == ScalarType::Bool
+            || 16 % es != 0
+            || (tile.cols * es) % 16 != 0
+        {
+            return false;
+        }
+        let n = g.shape.len();
+        let per_chunk = 16 / es;
+        let (nrows, ncols) = (g.shape[n - 2].clone(), g.shape[n - 1].clone());
+        let split = self.rules.lds_row_xor()
+            && layout::lds_row_xor_bits(tile.cols * es)
+                .iter()
+                .any(|&(_, w)| w == 1);
+        let per_row = tile.cols / per_chunk;
+        let chunks = tile.rows * per_row;
+        // Addresses as one 64-bit origin (leading indices, tile row and column) plus each
+        // chunk's offset in the tile, so that LLVM advances the origin by a constant per step
+        // of an enclosing loop.
+        let srow = self
+            .e
+            .op(&format!("arith.extsi {} : i32 to i64", g.strides[n - 2]));
+        let tr = self.e.op(&format!("arith.extsi {tile_row} : i32 to i64"));
+        let tc = self.e.op(&format!("arith.extsi {tile_col} : i32 to i64"));
+        let rows64 = self.e.i64(i64::from(tile.rows));
+        let cols64 = self.e.i64(i64::from(tile.cols));
+        let r0 = self.e.op(&format!("arith.muli {tr}, {rows64} : i64"));
+        let r0 = self.e.op(&format!("arith.muli {r0}, {srow} : i64"));
+        let c0 = self.e.op(&format!("arith.muli {tc}, {cols64} : i64"));
+        let lead = self.offset(lead_terms);
+        let origin = self.e.op(&format!("arith.addi {lead}, {r0} : i64"));
+        let origin = self.e.op(&format!("arith.addi {origin}, {c0} : i64"));
+        let row0 = self.e.mul_i32_const(tile_row, i64::from(tile.rows));
+        let col0 = self.e.mul_i32_const(tile_col, i64::from(tile.cols));
+        let vt = "vector<4xi32>";
+        let zero_v = self.e.hoist(&format!("llvm.mlir.zero : {vt}"));
+        for k in 0..chunks.div_ceil(threads) {
+            let kk = self.e.i32(i64::from(k * threads));
+            let ch = self.e.add_i32(rank, &kk);
+            let guard = (chunks % threads != 0).then(|| {
+                let t = self.e.i32(i64::from(chunks));
+                self.e.op(&format!("arith.cmpi ult, {ch}, {t} : i32"))
+            });
+            let pr = self.e.i32(i64::from(per_row));
+            let r = self.e.op(&format!("arith.divui {ch}, {pr} : i32"));
+            let cc = self.e.op(&format!("arith.remui {ch}, {pr} : i32"));
+            let c = self.e.mul_i32_const(&cc, i64::from(per_chunk));
+            let gr = self.e.add_i32(&row0, &r);
+            let gc = self.e.add_i32(&col0, &c);
+            let row_ok = self.in_range(&gr, &nrows);
+            let col_ok = self.in_range(&gc, &ncols);
+            let mut ok = self.and_opt(lead_pred.clone(), row_ok);
+            ok = self.e.and_i1(&ok, &col_ok);
+            if let Some(gd) = &guard {
+                ok = self.e.and_i1(&ok, gd);
+            }
+            let r64 = self.e.op(&format!("arith.extui {r} : i32 to i64"));
+            let c64 = self.e.op(&format!("arith.extui {c} : i32 to i64"));
+            let rel = self.e.op(&format!("arith.muli {r64}, {srow} : i64"));
+            let rel = self.e.op(&format!("arith.addi {rel}, {c64} : i64"));
+            let off = self.e.op(&format!("arith.addi {origin}, {rel} : i64"));
+            let src = self.global_ptr(g, &off, tile.d);
+            let v = self.e.fresh();
+            self.e.open(&format!("{v} = scf.if {ok} -> ({vt}) {{"));
+            let x = self.e.op(&format!(
+                "llvm.load {src} {{alignment = 16 : i64}} : !llvm.ptr<1> -> {vt}"
+            ));
+            self.e.line(&format!("scf.yield {x} : {vt}"));
+            self.e.reopen("} else {");
+            // Chunks outside the view land as zeros, as the IR defines.
+            self.e.line(&format!("scf.yield {zero_v} : {vt}"));
+            self.e.close("}");
+            if let Some(gd) = &guard {
+                self.e.open(&format!("scf.if {gd} {{"));
+            }
+            if split {
+                let half = self.e.i32(i64::from(per_chunk / 2));
+                let c1 = self.e.add_i32(&c, &half);
+                for (cs, lanes) in [(c.clone(), "0, 1"), (c1, "2, 3")] {
+                    let p = self.shared_tile_ptr(&tile.base, &r, &cs, tile.cols, tile.d, tile.swz);
+                    let h = self
+                        .e
+                        .op(&format!("llvm.shufflevector {v}, {v} [{lanes}] : {vt}"));
+                    self.e.line(&format!(
+                        "llvm.store {h}, {p} {{alignment = 8 : i64}} : vector<2xi32>, !llvm.ptr<3>"
+                    ));
+                }
+            } else {
+                let p = self.shared_tile_ptr(&tile.base, &r, &c, tile.cols, tile.d, tile.swz);
+                self.e.line(&format!(
+                    "llvm.store {v}, {p} {{alignment = 16 : i64}} : {vt}, !llvm.ptr<3>"
+                ));
+            }
+            if guard.is_some() {
+                self.e.close("}");
+            }
+        }
+        true
     }
 
     /// Whether every 16-byte chunk of the view's rows starts 16-byte aligned: the base pointer
@@ -1017,3 +1154,4 @@ fn contains_swizzled(t: &Type) -> bool {
         _ => false,
     }
 }
+

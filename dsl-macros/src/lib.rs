@@ -99,6 +99,7 @@ pub fn func(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Vec::new();
     check_signature(&f, false, &mut errors);
     check_body(&f.block, &mut errors);
+    check_tile_shapes(&f, &mut errors);
     if as_call {
         for input in &f.sig.inputs {
             if let FnArg::Typed(pt) = input {
@@ -403,6 +404,49 @@ fn check_body(block: &Block, errors: &mut Vec<syn::Error>) {
     BodyCheck { errors }.visit_block(block);
 }
 
+/// Tile sides written as integer literals (`Rt<f32, 24, 16>`, `St<bf16, 64, 8>`) must be
+/// positive multiples of 16: checked here, so the error is at the author's literal. Sides from
+/// const generics are checked when the type is instantiated (a const assertion in the DSL:
+/// stable Rust cannot bound a const generic by a predicate), which `cargo build` reports inside
+/// the DSL with the instantiated type named.
+fn check_tile_shapes(f: &ItemFn, errors: &mut Vec<syn::Error>) {
+    TileShapes { errors }.visit_item_fn(f);
+}
+
+struct TileShapes<'a> {
+    errors: &'a mut Vec<syn::Error>,
+}
+
+impl<'ast> Visit<'ast> for TileShapes<'_> {
+    fn visit_path_segment(&mut self, seg: &'ast syn::PathSegment) {
+        let is_tile = seg.ident == "Rt" || seg.ident == "St";
+        if let (true, syn::PathArguments::AngleBracketed(a)) = (is_tile, &seg.arguments) {
+            // Rt<T, ROWS, COLS, …> and St<T, ROWS, COLS, …>: the sides follow the dtype.
+            for arg in a.args.iter().skip(1).take(2) {
+                let lit = match arg {
+                    syn::GenericArgument::Const(Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Int(i),
+                        ..
+                    })) => i,
+                    _ => continue,
+                };
+                if let Ok(v) = lit.base10_parse::<u64>() {
+                    if v == 0 || v % 16 != 0 {
+                        self.errors.push(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "a tile side of {v}: the rows and columns of `{}` must be positive multiples of 16 (16, 32, 48, …)",
+                                seg.ident
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        syn::visit::visit_path_segment(self, seg);
+    }
+}
+
 // ---- which variables a construct assigns ----------------------------------------------------
 
 /// Variables assigned in a piece of code, less those it declares itself.
@@ -528,9 +572,47 @@ fn assign_back(vars: &[Ident], from: TokenStream2) -> TokenStream2 {
     }
 }
 
+/// `lo..hi` as the range of a `for` becomes `__range(lo, hi)`: the same Rust range for integer
+/// bounds, and for a `Scalar` bound an error that points at `range(lo, hi)` (Rust's own says
+/// "expected integer, found `Scalar<i32>`").
+fn comptime_range(iter: &mut Expr) {
+    if let Expr::Range(r) = iter {
+        if let (Some(lo), Some(hi), syn::RangeLimits::HalfOpen(_)) = (&r.start, &r.end, &r.limits) {
+            let span = r.span();
+            *iter = syn::parse_quote_spanned!(span=> ::tilekit::dsl::__range(#lo, #hi));
+        }
+    }
+}
+
+/// `a < b` (`<=`, `>`, `>=`) becomes `__lt(&a, &b)`: the same comparison of Rust values, and
+/// for a `Scalar`, vector or tile an error that points at `.lt(..)` (Rust's own names
+/// `PartialOrd`).
+fn comptime_comparison(e: &mut Expr) {
+    if let Expr::Binary(b) = e {
+        let f = match b.op {
+            syn::BinOp::Lt(_) => quote!(__lt),
+            syn::BinOp::Le(_) => quote!(__le),
+            syn::BinOp::Gt(_) => quote!(__gt),
+            syn::BinOp::Ge(_) => quote!(__ge),
+            _ => return,
+        };
+        let (l, r, span) = (&b.left, &b.right, b.op.span());
+        *e = syn::parse_quote_spanned!(span=> ::tilekit::dsl::#f(&(#l), &(#r)));
+    }
+}
+
 impl VisitMut for Rewriter {
     fn visit_expr_mut(&mut self, e: &mut Expr) {
         match e {
+            Expr::Binary(b)
+                if matches!(
+                    b.op,
+                    syn::BinOp::Lt(_) | syn::BinOp::Le(_) | syn::BinOp::Gt(_) | syn::BinOp::Ge(_)
+                ) =>
+            {
+                syn::visit_mut::visit_expr_binary_mut(self, b);
+                comptime_comparison(e);
+            }
             Expr::ForLoop(f) => {
                 let vars = carried_of(&[&|a: &mut Assigned| a.visit_block(&f.body)]);
                 // The pattern's own bindings are fresh in each iteration.
@@ -542,6 +624,7 @@ impl VisitMut for Rewriter {
                     .collect();
                 self.visit_block_mut(&mut f.body);
                 self.visit_expr_mut(&mut f.expr);
+                comptime_range(&mut f.expr);
                 let (pat, iter, body) = (&f.pat, &f.expr, &f.body);
                 let span = f.for_token.span;
                 let (tin, tout) = (tuple(&vars, true), tuple(&vars, false));
@@ -645,6 +728,7 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
     let mut errors = Vec::new();
     check_signature(&f, true, &mut errors);
     check_body(&f.block, &mut errors);
+    check_tile_shapes(&f, &mut errors);
     if let Some(e) = combine(errors) {
         return Err(e);
     }

@@ -122,6 +122,8 @@ pub mod arith;
 pub mod bits;
 pub mod call;
 pub mod compare;
+#[doc(hidden)]
+pub mod comptime;
 pub mod control;
 pub mod dtype;
 pub mod handles;
@@ -141,6 +143,8 @@ pub use compare::SelectMask;
 pub use indexing::{
     extract, gather, insert, row_argmax, row_argmin, ElementIndices, RankedView,
 };
+#[doc(hidden)]
+pub use comptime::{__ge, __gt, __le, __lt, __range};
 #[doc(hidden)]
 pub use control::{__for, __if, __while};
 pub use control::{range, range_step, Carry, Cond, ForLoop, RtRange, WhileCond};

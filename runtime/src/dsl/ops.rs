@@ -723,7 +723,9 @@ impl<T: RegDtype, const N: usize, A: VecAlong> StoreTo<Rv<T, N, A>> for Sv<T, N>
     }
 }
 
-/// Stores a register value: `store(c.tile_mut(i, j), acc)`.
+/// Stores a register value into a writable global place, a shared tile or a shared vector:
+/// `store(c.tile(i, j), acc)` for `c: GlMut<…>` (the place must be writable: `tile` on a
+/// read-only `Gl` is a compile error here), `store(s, acc)` for a shared tile `s`.
 #[track_caller]
 pub fn store<V: Register, D: StoreTo<V>>(dst: D, x: V) {
     let ops = dst.operands();

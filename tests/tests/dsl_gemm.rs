@@ -118,5 +118,9 @@ fn dsl_gemm_launcher_rejects_inner_dimensions_that_disagree() {
     let mut c = HostTensor::zeros(F32, &[8, 8]);
     let err = gemm::<f32, 64, 64, 32, 32, 32>::launch(&Device::Cpu, 1, &a, &b, &mut c).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
-    assert!(err.to_string().contains("do not multiply"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`b` dimension 0 is 25, but the contract needs K = 24 from `a` dimension 1"),
+        "{err}"
+    );
 }

@@ -148,3 +148,56 @@ fn every_library_self_test_passes_with_the_race_check_under_a_fine_round_robin()
     }
     assert!(ran >= 6, "only {ran} self-tests ran");
 }
+
+/// Stores a tile of `x` to `y`, then reloads row 3 of it as a vector (other lanes than the ones
+/// that stored it, on a GPU) into `z`; `SAME` reloads the tile as it was stored instead.
+#[tilekit::kernel]
+fn store_then_reload<const SYNC: bool, const SAME: bool>(
+    x: Gl<f32, 2>,
+    y: GlMut<f32, 2>,
+    z: GlMut<f32, 2>,
+) {
+    let t: Rt<f32, 16, 16> = load(x.tile(0, 0));
+    store(y.tile(0, 0), t);
+    if SYNC {
+        barrier();
+    }
+    if SAME {
+        let again: Rt<f32, 16, 16> = load(y.tile(0, 0));
+        store(z.tile(0, 0), again);
+    } else {
+        let row: Rv<f32, 16, Cols> = load(y.chunk(3, 0));
+        store(z.chunk(0, 0), row);
+    }
+}
+
+#[test]
+fn a_warp_reloading_its_global_store_through_other_lanes_needs_a_barrier() {
+    let mut rng = TestRng::fresh();
+    let x = rng.tensor(ScalarType::F32, &[16, 16], -1.0, 1.0);
+    let fresh = || {
+        (
+            HostTensor::zeros(ScalarType::F32, &[16, 16]),
+            HostTensor::zeros(ScalarType::F32, &[16, 16]),
+        )
+    };
+    let (mut y, mut z) = fresh();
+    let err = store_then_reload::<false, false>::launch(&Device::Cpu, [1, 1, 1], &x, &mut y, &mut z)
+        .unwrap_err();
+    let text = err.to_string();
+    let store_line = line_of("store(y.tile(0, 0), t);");
+    let load_line = line_of("let row: Rv<f32, 16, Cols>");
+    assert!(
+        text.contains(&format!("dsl_races.rs:{store_line}:"))
+            && text.contains(&format!("dsl_races.rs:{load_line}:"))
+            && text.contains("another lane"),
+        "{text}"
+    );
+    // With a barrier between, or reloading the tile as it was stored, the values come back.
+    let (mut y, mut z) = fresh();
+    store_then_reload::<true, false>::launch(&Device::Cpu, [1, 1, 1], &x, &mut y, &mut z).unwrap();
+    assert_eq!(z.to_vec()[..16], x.to_vec()[3 * 16..4 * 16]);
+    let (mut y, mut z) = fresh();
+    store_then_reload::<false, true>::launch(&Device::Cpu, [1, 1, 1], &x, &mut y, &mut z).unwrap();
+    assert_eq!(z.to_vec(), x.to_vec());
+}

@@ -38,6 +38,7 @@ mod index_check;
 mod memory;
 mod race;
 mod tensor;
+mod warp_stores;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -57,6 +58,7 @@ use memory::{BlockMemory, SharedRef};
 
 pub use crate::numeric::Numerics;
 use race::RaceCheck;
+use warp_stores::WarpStores;
 
 /// How the warps of a block take turns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -103,7 +105,10 @@ pub struct Launch {
     /// asynchronous copy) to one shared element, one of them a write, are ordered by a
     /// barrier, a semaphore phase or a copy's completion; the first that is not stops the run
     /// with [`InterpError::Race`]. On by default; blocks with more than
-    /// [`RACE_CHECK_MAX_SHARED_ELEMENTS`] elements of shared memory are not checked.
+    /// [`RACE_CHECK_MAX_SHARED_ELEMENTS`] elements of shared memory are not checked. It also
+    /// checks that a warp reloads a global element it stored only as the same lane would, or
+    /// after a barrier or semaphore wait (the rule is in the docs of `interp::warp_stores`;
+    /// [`InterpError::Runtime`] otherwise).
     pub race_check: bool,
     /// Whether a tile or vector of a global view addressed by coordinates computed from a value
     /// loaded from memory must overlap the view (else [`InterpError::OutOfBounds`]; edge tiles
@@ -849,6 +854,9 @@ struct BlockRun<'m, 'a> {
     /// The happens-before state of the race check, when it is on (in a cell: shared reads
     /// are checked where the executor holds the block immutably).
     race: Option<RefCell<RaceCheck>>,
+    /// What each warp stored to global views it also loads, since its last synchronization
+    /// (part of the race check; see [`warp_stores`]).
+    warp_stores: Option<RefCell<WarpStores>>,
 }
 
 /// A collective op's k-th execution by one group of warps.
@@ -925,6 +933,11 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             race: bounds
                 .race_check
                 .then(|| RefCell::new(RaceCheck::new(n as usize))),
+            warp_stores: if bounds.race_check {
+                WarpStores::new(kernel, n as usize).map(RefCell::new)
+            } else {
+                None
+            },
         }
     }
 
@@ -963,6 +976,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 }
                 if let (Wait::Sem { sem, .. }, Some(race)) = (wait, &self.race) {
                     race.borrow_mut().acquire(w, *sem);
+                }
+                if let Some(stores) = &self.warp_stores {
+                    stores.borrow_mut().synchronized(w);
                 }
                 self.warps[w].state = WarpState::Ready;
                 self.advance(w);
@@ -1167,6 +1183,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 if self.bounds.index_check {
                     self.check_indices_from_memory(w, op)?;
                 }
+                self.check_warp_stores(w, op)?;
                 let phase = self.race_before(w, op)?;
                 let step = exec::exec(self, w, op)?;
                 self.race_after(w, op, phase)?;
@@ -1184,6 +1201,10 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                             if let Some(race) = &self.race {
                                 race.borrow_mut().barrier();
                             }
+                            if let Some(stores) = &self.warp_stores {
+                                let mut stores = stores.borrow_mut();
+                                (0..self.warps.len()).for_each(|v| stores.synchronized(v));
+                            }
                             self.advance(w);
                         } else {
                             self.warps[w].state = WarpState::Waiting(Wait::Barrier { generation });
@@ -1193,6 +1214,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                         if self.mem.sem_phase_parity(sem) != parity {
                             if let Some(race) = &self.race {
                                 race.borrow_mut().acquire(w, sem);
+                            }
+                            if let Some(stores) = &self.warp_stores {
+                                stores.borrow_mut().synchronized(w);
                             }
                             self.advance(w);
                         } else {

@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test deps build bench fmt clippy fuzz
+.PHONY: demo test deps build bench fmt clippy fuzz test-user-crate
 
 deps:
 	@scripts/install-deps.sh
@@ -27,6 +27,11 @@ test: deps
 SECONDS ?= 600
 fuzz: deps
 	$(CARGO) run --release -p tilekit-tests --bin fuzz -- --seconds $(SECONDS)
+
+# A crate outside the workspace (runtime/tests/user_crate) built offline against it: the
+# one-line `tilekit` command over its kernels and its snapshot tests (an ignored test: minutes).
+test-user-crate: deps
+	$(CARGO) test -p tilekit --test user_crate -- --ignored
 
 bench: deps
 	$(CARGO) bench -p tilekit-tests --bench interp_gemm

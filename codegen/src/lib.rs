@@ -322,9 +322,14 @@ impl Compiled {
 
     /// The start of the dump's file names: the kernel's name and 8 hex digits of a hash of its
     /// Tile IR, so two instantiations of one generic kernel (whose IR differs) do not overwrite
-    /// each other's files; the `tile` file says which instantiation it is.
+    /// each other's files; the `tile` file says which instantiation it is. A variant compiled
+    /// for [`Facts`] hashes them too, so it does not overwrite the general variant's files.
     pub fn dump_stem(&self) -> String {
-        let hash = cache::fnv1a(self.stage(Stage::Tile));
+        let hash = if self.facts.is_general() {
+            cache::fnv1a(self.stage(Stage::Tile))
+        } else {
+            cache::fnv1a(&format!("{}\nfacts {}", self.stage(Stage::Tile), self.facts))
+        };
         format!("{}-{:08x}", self.kernel, hash >> 32)
     }
 

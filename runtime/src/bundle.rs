@@ -389,26 +389,6 @@ pub fn kernel_from_compiled(
     })
 }
 
-/// Whether some function of `module` copies a global view into a shared tile: the copies whose
-/// code an alignment fact changes. Every copy op (`copy`, `copy_async` and the pipeline's)
-/// takes the destination, then the source.
-#[cfg(feature = "jit")]
-fn copies_global_tiles(module: &crate::ir::Module) -> bool {
-    use crate::ir::Type;
-    module.funcs.iter().any(|f| {
-        let mut found = false;
-        f.walk(|op| {
-            if op.operands.len() >= 2
-                && matches!(f.value_type(op.operands[0]), Type::SharedTile { .. })
-                && matches!(f.value_type(op.operands[1]), Type::Global { .. })
-            {
-                found = true;
-            }
-        });
-        found
-    })
-}
-
 /// Where [`compile_registry_with`] is: `done` of `total` kernel variants compiled, and the
 /// one it compiles next (`None` once all are done).
 #[cfg(feature = "jit")]
@@ -462,12 +442,12 @@ pub fn compile_registry_with(
                 .map_err(|e| fail(e.to_string()))?;
             let mut entries = vec![kernel_from_compiled(module, k.name, v.args, &c)?];
             // The variant for launches whose views are all 16-byte aligned, where assuming so
-            // changes the code (a kernel that copies global tiles to shared memory).
-            if copies_global_tiles(module) {
-                let func = module
-                    .kernel(k.name)
-                    .ok_or_else(|| fail("the module has no such kernel".into()))?;
-                let facts = tilekit_codegen::Facts::all_aligned16(func);
+            // changes the code (global → shared tile copies, vector accesses).
+            let func = module
+                .kernel(k.name)
+                .ok_or_else(|| fail("the module has no such kernel".into()))?;
+            let facts = tilekit_codegen::Facts::all_aligned16(func);
+            if !facts.is_general() {
                 let a = tilekit_codegen::compile_with(module, k.name, target, &facts)
                     .map_err(|e| fail(format!("assuming {facts}: {e}")))?;
                 if a.ptx() != c.ptx() || a.code_object() != c.code_object() {

@@ -26,7 +26,7 @@
 //! | `log` | `log2(x)·ln 2` | same | `log2`'s, plus ½ ulp | yes |
 //! | `sigmoid` | `1 / (1 + exp2(−x·log2 e))` | same | from `exp2`'s | yes |
 //! | `silu` | `x · sigmoid(x)` | same | from `sigmoid`'s | yes |
-//! | `gelu_tanh` | `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` | same | from `tanh`'s | no |
+//! | `gelu_tanh` | `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` | same | abs. 0.5·\|x\|·2^-11 from `tanh`'s (the `1 +` makes it absolute) | no |
 //! | `pow` (binary) | `exp2(y·log2 x)` | same | from `log2`'s and `exp2`'s, times \\|y·log2 x\\| | yes |
 //!
 //! Sources: PTX ISA 9.x, *Floating Point Instructions*: `ex2` ("maximum ulp error is 2 ulp from

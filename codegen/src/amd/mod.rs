@@ -164,8 +164,15 @@ impl Rules for Amd {
 
     fn math(&self, e: &mut Emit, f: HwMath, x: &str) -> String {
         match f {
-            HwMath::Exp2 => e.op(&format!("llvm.intr.exp2({x}) : (f32) -> f32")),
-            HwMath::Log2 => e.op(&format!("llvm.intr.log2({x}) : (f32) -> f32")),
+            // The bare `v_exp_f32`/`v_log_f32` (1 ulp): `llvm.exp2`/`llvm.log2` add a rescaling
+            // of subnormal inputs around them, which the IR does not ask for (it lets these
+            // functions flush; `tilekit_ir::numeric`).
+            HwMath::Exp2 => e.op(&format!(
+                "llvm.call_intrinsic \"llvm.amdgcn.exp2\"({x}) : (f32) -> f32"
+            )),
+            HwMath::Log2 => e.op(&format!(
+                "llvm.call_intrinsic \"llvm.amdgcn.log\"({x}) : (f32) -> f32"
+            )),
             HwMath::Rsqrt => e.op(&format!(
                 "llvm.call_intrinsic \"llvm.amdgcn.rsq\"({x}) : (f32) -> f32"
             )),
@@ -173,7 +180,9 @@ impl Rules for Amd {
                 // No tanh instruction: 1 − 2 / (2^(2x·log2 e) + 1), which saturates to ±1.
                 let k = e.constant(ScalarType::F32, 2.0 * std::f64::consts::LOG2_E);
                 let y = e.op(&format!("arith.mulf {x}, {k} : f32"));
-                let ex = e.op(&format!("llvm.intr.exp2({y}) : (f32) -> f32"));
+                let ex = e.op(&format!(
+                    "llvm.call_intrinsic \"llvm.amdgcn.exp2\"({y}) : (f32) -> f32"
+                ));
                 let one = e.constant(ScalarType::F32, 1.0);
                 let two = e.constant(ScalarType::F32, 2.0);
                 let den = e.op(&format!("arith.addf {ex}, {one} : f32"));

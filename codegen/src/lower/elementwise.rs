@@ -13,6 +13,11 @@ use crate::layout;
 const LOG2_E: f64 = std::f64::consts::LOG2_E;
 const LN_2: f64 = std::f64::consts::LN_2;
 
+// f32 `mulf`/`addf`/`subf` carry `fastmath<contract>`: the IR lets a product that feeds an add
+// or sub fuse into one `fma` (see `tilekit_ir::numeric`, *Contraction*), and LLVM fuses only ops
+// that both carry the flag (`fma.rn.f32` on NVIDIA, `v_fma_f32`/`v_fmac_f32` on AMD). Without it
+// LLVM writes `mul.rn.f32`/`add.rn.f32`, whose explicit rounding also stops ptxas from fusing.
+
 /// 16-bit floats are computed in f32 and rounded once per op (round to nearest even), which is
 /// what the IR defines: every op's result is rounded to its dtype.
 fn is_half(d: ScalarType) -> bool {
@@ -176,6 +181,13 @@ impl Lowerer<'_> {
         self.rules.math(&mut self.e, f, x)
     }
 
+    /// An f32 `mulf`, `addf` or `subf` that may contract into an `fma` with its neighbour (see
+    /// the note at the top of this file).
+    fn f32_arith(&mut self, name: &str, x: &str, y: &str) -> String {
+        self.e
+            .op(&format!("arith.{name} {x}, {y} fastmath<contract> : f32"))
+    }
+
     fn fconst(&mut self, v: f64) -> String {
         self.e.constant(ScalarType::F32, v)
     }
@@ -183,16 +195,16 @@ impl Lowerer<'_> {
     /// 2^(x · log2(e)): exp without libdevice.
     fn exp_f32(&mut self, x: &str) -> String {
         let k = self.fconst(LOG2_E);
-        let y = self.e.op(&format!("arith.mulf {x}, {k} : f32"));
+        let y = self.f32_arith("mulf", x, &k);
         self.hw(HwMath::Exp2, &y)
     }
 
     fn sigmoid_f32(&mut self, x: &str) -> String {
         let k = self.fconst(-LOG2_E);
-        let y = self.e.op(&format!("arith.mulf {x}, {k} : f32"));
+        let y = self.f32_arith("mulf", x, &k);
         let ex = self.hw(HwMath::Exp2, &y);
         let one = self.fconst(1.0);
-        let den = self.e.op(&format!("arith.addf {one}, {ex} : f32"));
+        let den = self.f32_arith("addf", &one, &ex);
         self.e.op(&format!("arith.divf {one}, {den} : f32"))
     }
 
@@ -234,7 +246,7 @@ impl Lowerer<'_> {
             UnaryFn::Log => {
                 let l2 = self.hw(HwMath::Log2, x);
                 let k = self.fconst(LN_2);
-                self.e.op(&format!("arith.mulf {l2}, {k} : f32"))
+                self.f32_arith("mulf", &l2, &k)
             }
             UnaryFn::Neg => self.e.op(&format!("arith.negf {x} : f32")),
             UnaryFn::Abs => self.e.op(&format!("llvm.intr.fabs({x}) : (f32) -> f32")),
@@ -245,24 +257,24 @@ impl Lowerer<'_> {
             }
             UnaryFn::Silu => {
                 let s = self.sigmoid_f32(x);
-                self.e.op(&format!("arith.mulf {x}, {s} : f32"))
+                self.f32_arith("mulf", x, &s)
             }
             UnaryFn::Sigmoid => self.sigmoid_f32(x),
             UnaryFn::GeluTanh => {
                 // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
                 let k = self.fconst((2.0 / std::f64::consts::PI).sqrt());
                 let c = self.fconst(0.044715);
-                let x2 = self.e.op(&format!("arith.mulf {x}, {x} : f32"));
-                let x3 = self.e.op(&format!("arith.mulf {x2}, {x} : f32"));
-                let cx3 = self.e.op(&format!("arith.mulf {c}, {x3} : f32"));
-                let inner = self.e.op(&format!("arith.addf {x}, {cx3} : f32"));
-                let arg = self.e.op(&format!("arith.mulf {k}, {inner} : f32"));
+                let x2 = self.f32_arith("mulf", x, x);
+                let x3 = self.f32_arith("mulf", &x2, x);
+                let cx3 = self.f32_arith("mulf", &c, &x3);
+                let inner = self.f32_arith("addf", x, &cx3);
+                let arg = self.f32_arith("mulf", &k, &inner);
                 let th = self.hw(HwMath::Tanh, &arg);
                 let one = self.fconst(1.0);
                 let half = self.fconst(0.5);
-                let s = self.e.op(&format!("arith.addf {one}, {th} : f32"));
-                let hx = self.e.op(&format!("arith.mulf {half}, {x} : f32"));
-                self.e.op(&format!("arith.mulf {hx}, {s} : f32"))
+                let s = self.f32_arith("addf", &one, &th);
+                let hx = self.f32_arith("mulf", &half, x);
+                self.f32_arith("mulf", &hx, &s)
             }
             UnaryFn::Sqrt => self.e.op(&format!("llvm.intr.sqrt({x}) : (f32) -> f32")),
             UnaryFn::Rsqrt => self.hw(HwMath::Rsqrt, x),
@@ -329,16 +341,16 @@ impl Lowerer<'_> {
         }
         let (xf, yf) = (self.widen_f32(d, x), self.widen_f32(d, y));
         let r = match f {
-            BinaryFn::Add => self.e.op(&format!("arith.addf {xf}, {yf} : f32")),
-            BinaryFn::Sub => self.e.op(&format!("arith.subf {xf}, {yf} : f32")),
-            BinaryFn::Mul => self.e.op(&format!("arith.mulf {xf}, {yf} : f32")),
+            BinaryFn::Add => self.f32_arith("addf", &xf, &yf),
+            BinaryFn::Sub => self.f32_arith("subf", &xf, &yf),
+            BinaryFn::Mul => self.f32_arith("mulf", &xf, &yf),
             BinaryFn::Div => self.e.op(&format!("arith.divf {xf}, {yf} : f32")),
             BinaryFn::Max => self.e.op(&format!("arith.maxnumf {xf}, {yf} : f32")),
             BinaryFn::Min => self.e.op(&format!("arith.minnumf {xf}, {yf} : f32")),
             BinaryFn::Pow => {
                 // x^y = 2^(y·log2 x), with the approximate PTX instructions.
                 let l = self.hw(HwMath::Log2, &xf);
-                let p = self.e.op(&format!("arith.mulf {yf}, {l} : f32"));
+                let p = self.f32_arith("mulf", &yf, &l);
                 self.hw(HwMath::Exp2, &p)
             }
             _ => unreachable!("verified IR: {} on floats", f.name()),

@@ -6,7 +6,9 @@
 //!
 //! Each warp owns `R` query rows (its Q tile stays in registers); a block of `WARPS` warps covers
 //! `WARPS·R` rows of one head (grid: x over query blocks, y over heads; the library registers 64
-//! and 128 rows per block, head dims 64 and 128). The block walks the keys in tiles of `KV`,
+//! and 128 rows per block, head dims 64 and 128 — at 128 with key tiles of 32, since the 64-key
+//! tile's K and V fragments spill on sm_80 and do not fit gfx942's 256 VGPRs at 8 waves). The
+//! block walks the keys in tiles of `KV`,
 //! staging K and V in a two-slot shared ring each, as separate copy groups
 //! ([`dsl::pipeline`](crate::dsl::pipeline)): while a warp computes `S = Q·Kᵀ` (`mma_abt`) the
 //! tile's V and the next tile's K are in flight, and while it computes `P·V` the next K is
@@ -14,7 +16,8 @@
 //! the exp2 domain (`log2 e` folded into the scale), with `-inf` for keys past `seq_kv` (only
 //! the last key tile is masked for it) and, when causal, after the row (only tiles that reach
 //! past the warp's first row). `O /= l` and `LSE = (m + log2 l)·ln 2` at the end. Causal blocks
-//! stop at their diagonal tile.
+//! stop at their diagonal tile. `sm_scale` must be positive: the row max is taken over the raw
+//! scores and scaled once per row, and each score's scaling and shift is one `fma`.
 //!
 //! Scores of `-inf` (masked, or a product past f32's range) get weight 0 wherever they fall: the
 //! exponentials subtract [`safe_max`] of the running max, so a key tile that is `-inf` for a row
@@ -37,8 +40,8 @@ use crate::{Device, ScalarArg};
         <f32, 64, 16, 64, 4, false>,
         <bf16, 64, 16, 64, 8, false>,
         <bf16, 64, 16, 64, 8, true>,
-        <bf16, 128, 16, 64, 8, false>,
-        <bf16, 128, 16, 64, 8, true>
+        <bf16, 128, 16, 32, 8, false>,
+        <bf16, 128, 16, 32, 8, true>
     ),
     selftest = selftest,
     shapes(q: [BH, SQ, D], k: [BH, SK, D], v: [BH, SK, D], o: [BH, SQ, D], lse: [BH, SQ], SK >= 1),
@@ -98,7 +101,10 @@ pub fn attention_fwd<
         copy_commit();
         let k_frag: Rt<bf16, KV, D> = load(k_ring.at(cur));
         let kv0 = kt * KV as i32;
-        let mut t = mma_abt(zeros(), q_frag, k_frag) * scale_log2;
+        // Raw scores: the scale goes into the exponent's argument below, one `fma` per score
+        // (`t·scale_log2 − shift`), and into the row max once per row; for a scale > 0,
+        // max(t)·scale rounds to exactly max(t·scale), and a masked −inf stays −inf.
+        let mut t = mma_abt(zeros(), q_frag, k_frag);
         // Interior tiles need no mask: only the last tile has keys past seq_kv, and (causal)
         // only a tile reaching past this warp's first row has keys after a row.
         if kt.eq(last_tile) {
@@ -109,9 +115,9 @@ pub fn attention_fwd<
                 t = mask_causal(t, q_row0, kv0, f64::NEG_INFINITY);
             }
         }
-        let m_new = m.max(row_max(t));
+        let m_new = m.max(row_max(t) * scale_log2);
         let shift = safe_max::<R>(m_new);
-        let p = sub_row(t, shift).exp2();
+        let p = sub_row(t * scale_log2, shift).exp2();
         let alpha = (m - shift).exp2();
         l = l * alpha + row_sum(p);
         m = m_new;
@@ -275,10 +281,10 @@ fn launch_bf16(
             attention_fwd::<bf16, 64, 16, 64, 8, true>::launch(device, g, q, k, v, o, lse, s)
         }
         (_, _, false) => {
-            attention_fwd::<bf16, 128, 16, 64, 8, false>::launch(device, g, q, k, v, o, lse, s)
+            attention_fwd::<bf16, 128, 16, 32, 8, false>::launch(device, g, q, k, v, o, lse, s)
         }
         (_, _, true) => {
-            attention_fwd::<bf16, 128, 16, 64, 8, true>::launch(device, g, q, k, v, o, lse, s)
+            attention_fwd::<bf16, 128, 16, 32, 8, true>::launch(device, g, q, k, v, o, lse, s)
         }
     }
 }

@@ -1325,9 +1325,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
         InterpError::Race {
             object: self.mem.describe(race.object),
             element: (race.element / cols, race.element % cols),
-            earlier: Box::new(race.earlier.0),
+            earlier: race.earlier.0,
             earlier_kind: race.earlier.1.describe().to_string(),
-            later: Box::new(race.later.0),
+            later: race.later.0,
             later_kind: race.later.1.describe().to_string(),
         }
     }

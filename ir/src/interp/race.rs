@@ -105,8 +105,8 @@ pub(crate) struct Race {
     pub object: SharedRef,
     /// The element's index within its object (row-major).
     pub element: usize,
-    pub earlier: (Site, AccessKind),
-    pub later: (Site, AccessKind),
+    pub earlier: (Box<Site>, AccessKind),
+    pub later: (Box<Site>, AccessKind),
 }
 
 /// Who performs an access and what it knows.
@@ -361,8 +361,8 @@ impl RaceCheck {
                 return Err(Race {
                     object,
                     element: e,
-                    earlier: (self.sites[earlier.site as usize].clone(), earlier.kind),
-                    later: (self.sites[site as usize].clone(), kind),
+                    earlier: (Box::new(self.sites[earlier.site as usize].clone()), earlier.kind),
+                    later: (Box::new(self.sites[site as usize].clone()), kind),
                 });
             }
             match kind {

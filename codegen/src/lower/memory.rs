@@ -240,6 +240,173 @@ impl Lowerer<'_> {
             .collect()
     }
 
+    /// Accesses of a register tile in runs of registers that sit in consecutive columns of one
+    /// row ([`contiguous_runs`]), one access per run: for a view the compile assumes 16-byte
+    /// aligned (unit inner stride, 16-byte aligned rows, last extent a whole number of 16-byte
+    /// chunks), a run of `L` elements starting at a column that is a multiple of `L` (with
+    /// `L·size ≤ 16` dividing 16) is one aligned `L·size`-byte access wholly inside or wholly
+    /// outside the view, so its first element's predicate masks it all. `None` where runs do
+    /// not apply (no fact, runs of one, element types without a plain vector form).
+    #[allow(clippy::too_many_arguments)]
+    fn global_tile_runs(
+        &mut self,
+        g: &GlobalView,
+        idx: &[String],
+        rows: u32,
+        cols: u32,
+        layout: Layout,
+        d: ScalarType,
+    ) -> Option<Vec<(Access, u32)>> {
+        let f = self.frag;
+        let elems: Vec<_> = (0..f.tile_regs(rows, cols))
+            .map(|e| f.tile_elem(layout, cols, e))
+            .collect();
+        let runs = self.vector_runs(g, d, &elems)?;
+        let n = g.shape.len();
+        let (lead_pred, lead_terms) = self.leading(g, &idx[..n - 2]);
+        let row0 = self.e.mul_i32_const(&idx[n - 2], i64::from(rows));
+        let col0 = self.e.mul_i32_const(&idx[n - 1], i64::from(cols));
+        let out = runs
+            .into_iter()
+            .map(|(e, len)| {
+                let (r, c) = elems[e as usize];
+                let r = self.e.affine(r, Some(&row0));
+                let c = self.e.affine(c, Some(&col0));
+                let a = self.element(g, &lead_pred, &lead_terms, &[r, c], d, None);
+                (a, len)
+            })
+            .collect();
+        Some(out)
+    }
+
+    /// [`Self::global_tile_runs`] for a register vector along the view's last dimension.
+    fn global_vector_runs(
+        &mut self,
+        g: &GlobalView,
+        idx: &[String],
+        len: u32,
+        axis: layout::VecLayout,
+        d: ScalarType,
+        owner_only: bool,
+    ) -> Option<Vec<(Access, u32)>> {
+        let f = self.frag;
+        let zero = layout::LaneAffine {
+            base: 0,
+            per_g: 0,
+            per_t: 0,
+        };
+        let elems: Vec<_> = (0..f.vector_regs(len, axis))
+            .map(|k| (zero, f.vector_elem(axis, k)))
+            .collect();
+        let runs = self.vector_runs(g, d, &elems)?;
+        let n = g.shape.len();
+        let (lead_pred, lead_terms) = self.leading(g, &idx[..n - 1]);
+        let base = self.e.mul_i32_const(&idx[n - 1], i64::from(len));
+        let owner = if owner_only { self.owner(axis) } else { None };
+        let out = runs
+            .into_iter()
+            .map(|(k, l)| {
+                let i = self.e.affine(elems[k as usize].1, Some(&base));
+                let a = self.element(g, &lead_pred, &lead_terms, &[i], d, owner.clone());
+                (a, l)
+            })
+            .collect();
+        Some(out)
+    }
+
+    /// The runs of `elems` (row, column of each register) that one vector access may move,
+    /// where the view and element type allow vector accesses at all.
+    fn vector_runs(
+        &self,
+        g: &GlobalView,
+        d: ScalarType,
+        elems: &[(layout::LaneAffine, layout::LaneAffine)],
+    ) -> Option<Vec<(u32, u32)>> {
+        let plain = matches!(
+            d,
+            ScalarType::F32
+                | ScalarType::F16
+                | ScalarType::BF16
+                | ScalarType::I32
+                | ScalarType::U32
+        );
+        if !g.aligned16 || !plain {
+            return None;
+        }
+        let runs = contiguous_runs(elems, 16 / d.size_bytes());
+        runs.iter().any(|&(_, l)| l > 1).then_some(runs)
+    }
+
+    /// Loads `len` consecutive elements through `a` as one access, zeros where its predicate
+    /// is false; the elements in order.
+    fn load_run(&mut self, a: &Access, d: ScalarType, len: u32) -> Vec<String> {
+        if len == 1 {
+            return vec![self.load_elem(a, d, 1)];
+        }
+        let mt = mty(d);
+        let vt = format!("vector<{len}x{mt}>");
+        let align = len * d.size_bytes();
+        let ld = format!(
+            "llvm.load {} {{alignment = {align} : i64}} : !llvm.ptr<1> -> {vt}",
+            a.ptr
+        );
+        let v = match &a.pred {
+            None => self.e.op(&ld),
+            Some(p) => {
+                let z = self.e.hoist(&format!("llvm.mlir.zero : {vt}"));
+                let r = self.e.fresh();
+                self.e.open(&format!("{r} = scf.if {p} -> ({vt}) {{"));
+                let x = self.e.op(&ld);
+                self.e.line(&format!("scf.yield {x} : {vt}"));
+                self.e.reopen("} else {");
+                self.e.line(&format!("scf.yield {z} : {vt}"));
+                self.e.close("}");
+                r
+            }
+        };
+        (0..len)
+            .map(|i| {
+                let k = self
+                    .e
+                    .hoist(&format!("llvm.mlir.constant({i} : i32) : i32"));
+                self.e
+                    .op(&format!("llvm.extractelement {v}[{k} : i32] : {vt}"))
+            })
+            .collect()
+    }
+
+    /// Stores `xs` (consecutive elements) through `a` as one access where its predicate holds.
+    fn store_run(&mut self, a: &Access, xs: &[String], d: ScalarType) {
+        if xs.len() == 1 {
+            self.store_elem(a, &xs[0], d, 1);
+            return;
+        }
+        let mt = mty(d);
+        let vt = format!("vector<{}x{mt}>", xs.len());
+        let align = xs.len() as u32 * d.size_bytes();
+        let mut v = self.e.hoist(&format!("llvm.mlir.poison : {vt}"));
+        for (i, x) in xs.iter().enumerate() {
+            let k = self
+                .e
+                .hoist(&format!("llvm.mlir.constant({i} : i32) : i32"));
+            v = self
+                .e
+                .op(&format!("llvm.insertelement {x}, {v}[{k} : i32] : {vt}"));
+        }
+        let st = format!(
+            "llvm.store {v}, {} {{alignment = {align} : i64}} : {vt}, !llvm.ptr<1>",
+            a.ptr
+        );
+        match &a.pred {
+            None => self.e.line(&st),
+            Some(p) => {
+                self.e.open(&format!("scf.if {p} {{"));
+                self.e.line(&st);
+                self.e.close("}");
+            }
+        }
+    }
+
     /// Whether this lane writes the replicated elements of a vector (`None`: every lane does).
     fn owner(&mut self, l: layout::VecLayout) -> Option<String> {
         let z = self.e.i32(0);
@@ -402,14 +569,24 @@ impl Lowerer<'_> {
                 },
             ) => {
                 let g = self.global(src);
-                let acc = self.global_tile(&g, &idx, *rows, *cols, *layout, d);
-                Lv::Regs(acc.iter().map(|a| self.load_elem(a, d, 1)).collect())
+                if let Some(runs) = self.global_tile_runs(&g, &idx, *rows, *cols, *layout, d) {
+                    let regs = runs.iter().flat_map(|(a, l)| self.load_run(a, d, *l));
+                    Lv::Regs(regs.collect())
+                } else {
+                    let acc = self.global_tile(&g, &idx, *rows, *cols, *layout, d);
+                    Lv::Regs(acc.iter().map(|a| self.load_elem(a, d, 1)).collect())
+                }
             }
             (Type::Global { .. }, Type::Vector { len, .. }) => {
                 let g = self.global(src);
                 let vl = self.vec_layout(res);
-                let acc = self.global_vector(&g, &idx, *len, vl, d, false);
-                Lv::Regs(acc.iter().map(|a| self.load_elem(a, d, 1)).collect())
+                if let Some(runs) = self.global_vector_runs(&g, &idx, *len, vl, d, false) {
+                    let regs = runs.iter().flat_map(|(a, l)| self.load_run(a, d, *l));
+                    Lv::Regs(regs.collect())
+                } else {
+                    let acc = self.global_vector(&g, &idx, *len, vl, d, false);
+                    Lv::Regs(acc.iter().map(|a| self.load_elem(a, d, 1)).collect())
+                }
             }
             (
                 Type::SharedTile {
@@ -613,8 +790,16 @@ impl Lowerer<'_> {
                 },
             ) => {
                 let g = self.global(dst);
-                let acc = self.global_tile(&g, &idx, *rows, *cols, *layout, d);
                 let xs = self.regs(x);
+                if let Some(runs) = self.global_tile_runs(&g, &idx, *rows, *cols, *layout, d) {
+                    let mut at = 0;
+                    for (a, l) in &runs {
+                        self.store_run(a, &xs[at..at + *l as usize], d);
+                        at += *l as usize;
+                    }
+                    return Ok(());
+                }
+                let acc = self.global_tile(&g, &idx, *rows, *cols, *layout, d);
                 for (a, v) in acc.iter().zip(&xs) {
                     self.store_elem(a, v, d, 1);
                 }
@@ -622,8 +807,16 @@ impl Lowerer<'_> {
             (Type::Global { .. }, Type::Vector { len, .. }) => {
                 let g = self.global(dst);
                 let vl = self.vec_layout(x);
-                let acc = self.global_vector(&g, &idx, *len, vl, d, true);
                 let xs = self.regs(x);
+                if let Some(runs) = self.global_vector_runs(&g, &idx, *len, vl, d, true) {
+                    let mut at = 0;
+                    for (a, l) in &runs {
+                        self.store_run(a, &xs[at..at + *l as usize], d);
+                        at += *l as usize;
+                    }
+                    return Ok(());
+                }
+                let acc = self.global_vector(&g, &idx, *len, vl, d, true);
                 for (a, v) in acc.iter().zip(&xs) {
                     self.store_elem(a, v, d, 1);
                 }
@@ -769,7 +962,13 @@ impl Lowerer<'_> {
             return Ok(());
         }
         if to_shared && is_tile && !chunked && g.aligned16 {
-            let tile = SharedTileRef { base: base.clone(), rows, cols, swz, d };
+            let tile = SharedTileRef {
+                base: base.clone(),
+                rows,
+                cols,
+                swz,
+                d,
+            };
             let (lp, lt, tr, tc) = (&lead_pred, &lead_terms, &idx[n - 2], &idx[n - 1]);
             if self.staged_tile_copy(&g, lp, lt, tr, tc, &tile, threads, &rank) {
                 return Ok(());
@@ -1147,6 +1346,44 @@ impl Lowerer<'_> {
     }
 }
 
+/// Splits registers `0..elems.len()` (row and column of each, as functions of the lane) into
+/// runs `(first register, length)` in register order: a run of length `L` (a power of two, at
+/// most `max`) holds `L` consecutive registers at consecutive columns of one row in every lane,
+/// starting at register `e` with `L | e` and at a column that is a multiple of `L` in every
+/// lane (so an `L`-element access there is aligned to `L` elements where the row is).
+fn contiguous_runs(
+    elems: &[(layout::LaneAffine, layout::LaneAffine)],
+    max: u32,
+) -> Vec<(u32, u32)> {
+    let fits = |e: usize, l: usize| {
+        let (r, c) = elems[e];
+        let l32 = l as u32;
+        e % l == 0
+            && e + l <= elems.len()
+            && c.base % l32 == 0
+            && c.per_g % l32 == 0
+            && c.per_t % l32 == 0
+            && (1..l).all(|i| {
+                let (ri, ci) = elems[e + i];
+                ri == r
+                    && ci.per_g == c.per_g
+                    && ci.per_t == c.per_t
+                    && ci.base == c.base + i as u32
+            })
+    };
+    let mut out = Vec::new();
+    let mut e = 0;
+    while e < elems.len() {
+        let mut l = 1;
+        while 2 * l <= max as usize && fits(e, 2 * l) {
+            l *= 2;
+        }
+        out.push((e as u32, l as u32));
+        e += l;
+    }
+    out
+}
+
 fn contains_swizzled(t: &Type) -> bool {
     match t {
         Type::SharedTile { swizzle, .. } => *swizzle != Swizzle::None,
@@ -1155,3 +1392,74 @@ fn contains_swizzled(t: &Type) -> bool {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::contiguous_runs;
+    use crate::layout::{Frag, VecLayout};
+    use tilekit_ir::Layout;
+
+    /// Every run of every tile shape, layout and target, checked lane by lane against the
+    /// fragment tables: its registers sit at consecutive columns of one row starting at a
+    /// multiple of the run's length, and the runs cover the registers once, in order.
+    #[test]
+    fn runs_are_consecutive_aligned_columns_of_one_row_in_every_lane() {
+        for f in [Frag::MmaSync, Frag::Mfma] {
+            for layout in [Layout::Row, Layout::Col] {
+                for (rows, cols) in [(16, 16), (16, 64), (32, 32), (64, 16)] {
+                    let elems: Vec<_> = (0..f.tile_regs(rows, cols))
+                        .map(|e| f.tile_elem(layout, cols, e))
+                        .collect();
+                    for max in [1, 2, 4, 8, 16] {
+                        let runs = contiguous_runs(&elems, max);
+                        let mut next = 0;
+                        for &(e, l) in &runs {
+                            assert_eq!(e, next);
+                            assert!(l.is_power_of_two() && l <= max);
+                            next = e + l;
+                            for lane in 0..f.lanes() {
+                                let (r0, c0) = elems[e as usize];
+                                let (r0, c0) = (r0.at(f, lane), c0.at(f, lane));
+                                assert_eq!(c0 % l, 0, "{f:?} {layout:?} lane {lane} reg {e}");
+                                for i in 0..l {
+                                    let (r, c) = elems[(e + i) as usize];
+                                    assert_eq!((r.at(f, lane), c.at(f, lane)), (r0, c0 + i));
+                                }
+                            }
+                        }
+                        assert_eq!(next as usize, elems.len());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The runs the fragment tables allow: pairs on NVIDIA's row layout (`a0,a1` at columns
+    /// `2t, 2t+1`), fours on AMD's (columns `4t .. 4t+4`), single registers in col layouts
+    /// (a register's neighbours sit in the next row), and for a cols vector the same as the
+    /// row layout's columns.
+    #[test]
+    fn run_lengths_follow_the_fragment_layouts() {
+        let longest = |f: Frag, layout: Layout| {
+            let elems: Vec<_> = (0..f.tile_regs(32, 32))
+                .map(|e| f.tile_elem(layout, 32, e))
+                .collect();
+            contiguous_runs(&elems, 8).iter().map(|r| r.1).max()
+        };
+        assert_eq!(longest(Frag::MmaSync, Layout::Row), Some(2));
+        assert_eq!(longest(Frag::Mfma, Layout::Row), Some(4));
+        assert_eq!(longest(Frag::MmaSync, Layout::Col), Some(1));
+        assert_eq!(longest(Frag::Mfma, Layout::Col), Some(1));
+        let zero = crate::layout::LaneAffine {
+            base: 0,
+            per_g: 0,
+            per_t: 0,
+        };
+        for (f, want) in [(Frag::MmaSync, 2), (Frag::Mfma, 4)] {
+            let elems: Vec<_> = (0..f.vector_regs(64, VecLayout::Cols))
+                .map(|k| (zero, f.vector_elem(VecLayout::Cols, k)))
+                .collect();
+            let runs = contiguous_runs(&elems, 8);
+            assert!(runs.iter().all(|r| r.1 == want), "{f:?}: {runs:?}");
+        }
+    }
+}

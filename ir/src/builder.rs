@@ -313,6 +313,14 @@ impl FuncBuilder {
         self.op1(OpKind::Convert, Scope::Warp, &[x], to)
     }
 
+    /// Prefix `f` along each row or column of tile `t` (inclusive, or exclusive of the element).
+    #[track_caller]
+    pub fn scan(&mut self, axis: BcastAxis, f: ReduceFn, exclusive: bool, t: Value) -> Value {
+        let ty = self.ty(t);
+        let kind = OpKind::Scan { axis, f, exclusive };
+        self.op1(kind, Scope::Warp, &[t], ty)
+    }
+
     /// The bits of `x` read as type `to` (another dtype of the same width, same shape).
     #[track_caller]
     pub fn bitcast(&mut self, x: Value, to: Type) -> Value {

@@ -66,6 +66,7 @@
 //! | `copy_start @scope`, `copy_commit @scope`, `copy_wait[n] @scope` | (st, gl, idx…); (); () | global → shared in the warp's open copy group; close the group; land all but the n most recent groups (see *Copy groups*) |
 //! | `gather_rows` | (gl, `rv<i32>` rows, j) → rt | row r = global row `idx[r]` |
 //! | `bitcast` | x → x's kind and shape in a dtype of the same width | the same bits (f32/i32/u32, bf16/f16, i8/fp8) |
+//! | `scan_row.f`, `scan_col.f`, `exscan_row.f`, `exscan_col.f` | rt → rt | inclusive (exclusive) prefix of sum/prod/max/min along rows (columns) |
 //! | `gather` | (gl of rank n, n × `rv<i32, N>`) → `rv<T, N>` | element k = `g[i0[k], …]`; 0 outside the view |
 //! | `scatter_rows`, `scatter_add_rows` | (gl mut, rt, `rv<i32>` rows, j) | global row `idx[r]` = / += row r |
 //! | `atomic_add` | (gl mut, x, idx…) | scalar at element indices, or tile at tile coordinates |

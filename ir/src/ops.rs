@@ -438,6 +438,14 @@ pub enum OpKind {
     Bcast(BcastAxis, BinaryFn),
     /// `reduce_row.f`, `reduce_col.f`, `reduce.f`.
     Reduce(ReduceAxis, ReduceFn),
+    /// `scan_row.f (%t)` / `scan_col.f` — inclusive prefix along each row (column): element
+    /// (r, c) is f over `t[r][0..=c]`; `exscan_row.f` / `exscan_col.f` exclude the element itself
+    /// (f's identity first). Computed in f64 and rounded to the dtype per element.
+    Scan {
+        axis: BcastAxis,
+        f: ReduceFn,
+        exclusive: bool,
+    },
     /// `mask.kind[v] (%t, %a, %b)` — elements selected by the kind are replaced by `v`.
     Mask(MaskKind, f64),
 
@@ -541,6 +549,12 @@ impl OpKind {
             OpKind::Reduce(ReduceAxis::Row, f) => format!("reduce_row.{}", f.name()),
             OpKind::Reduce(ReduceAxis::Col, f) => format!("reduce_col.{}", f.name()),
             OpKind::Reduce(ReduceAxis::All, f) => format!("reduce.{}", f.name()),
+            OpKind::Scan { axis, f, exclusive } => format!(
+                "{}scan_{}.{}",
+                if *exclusive { "ex" } else { "" },
+                if *axis == BcastAxis::Row { "row" } else { "col" },
+                f.name()
+            ),
             OpKind::Mask(k, _) => format!("mask.{}", k.name()),
             OpKind::Mma(v) => format!("mma.{}", v.name()),
             OpKind::AllocShared => "alloc_shared".into(),

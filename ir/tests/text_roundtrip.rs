@@ -313,8 +313,9 @@ fn arrive() -> Func {
     b.finish()
 }
 
-/// Masks, gathers, bitcasts and products: a tile compared with a scalar, selected with the mask,
-/// read as its bits, reduced by products; elements gathered at index vectors.
+/// Masks, gathers, bitcasts, products and scans: a tile compared with a scalar, selected with
+/// the mask, read as its bits, reduced by products, scanned every way; elements gathered at
+/// index vectors.
 fn positions() -> Func {
     let results = vec![
         Type::vector(F32, 16, VecAxis::Rows),
@@ -332,6 +333,13 @@ fn positions() -> Func {
     let bits = b.bitcast(kept, rt(I32, 16, 16));
     let picked = b.gather(g, &[r, c]);
     let cols = b.reduce(ReduceAxis::Col, ReduceFn::Prod, kept);
+    for axis in [BcastAxis::Row, BcastAxis::Col] {
+        for exclusive in [false, true] {
+            for f in ReduceFn::ALL {
+                b.scan(axis, f, exclusive, kept);
+            }
+        }
+    }
     b.ret(&[picked, bits, cols]);
     b.finish()
 }
@@ -467,6 +475,11 @@ fn expected_op_names() -> BTreeSet<String> {
     for f in ReduceFn::ALL {
         for axis in ["reduce_row", "reduce_col", "reduce"] {
             names.insert(format!("{axis}.{}", f.name()));
+        }
+    }
+    for f in ReduceFn::ALL {
+        for scan in ["scan_row", "scan_col", "exscan_row", "exscan_col"] {
+            names.insert(format!("{scan}.{}", f.name()));
         }
     }
     names.extend(MaskKind::ALL.map(|k| format!("mask.{}", k.name())));
@@ -991,6 +1004,22 @@ func @positions(%g: gl<f32, 2>, %t: rt<f32, 16x16, row>, %r: rv<i32, 16, rows>, 
   %3 = bitcast (%2) : rt<i32, 16x16, row>
   %4 = gather (%g, %r, %c) : rv<f32, 16, rows>
   %5 = reduce_col.prod (%2) : rv<f32, 16, cols>
+  %6 = scan_row.sum (%2) : rt<f32, 16x16, row>
+  %7 = scan_row.max (%2) : rt<f32, 16x16, row>
+  %8 = scan_row.min (%2) : rt<f32, 16x16, row>
+  %9 = scan_row.prod (%2) : rt<f32, 16x16, row>
+  %10 = exscan_row.sum (%2) : rt<f32, 16x16, row>
+  %11 = exscan_row.max (%2) : rt<f32, 16x16, row>
+  %12 = exscan_row.min (%2) : rt<f32, 16x16, row>
+  %13 = exscan_row.prod (%2) : rt<f32, 16x16, row>
+  %14 = scan_col.sum (%2) : rt<f32, 16x16, row>
+  %15 = scan_col.max (%2) : rt<f32, 16x16, row>
+  %16 = scan_col.min (%2) : rt<f32, 16x16, row>
+  %17 = scan_col.prod (%2) : rt<f32, 16x16, row>
+  %18 = exscan_col.sum (%2) : rt<f32, 16x16, row>
+  %19 = exscan_col.max (%2) : rt<f32, 16x16, row>
+  %20 = exscan_col.min (%2) : rt<f32, 16x16, row>
+  %21 = exscan_col.prod (%2) : rt<f32, 16x16, row>
   return (%4, %3, %5)
 }
 ";

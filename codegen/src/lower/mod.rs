@@ -22,6 +22,7 @@ mod mma;
 mod ptx;
 mod relayout;
 pub(crate) mod rules;
+mod scan;
 mod select;
 mod sync;
 
@@ -524,6 +525,7 @@ impl<'f> Lowerer<'f> {
             OpKind::Cmp(_) | OpKind::Select => self.compare_select(op),
             OpKind::Gather => self.gather(op),
             OpKind::Bitcast => self.bitcast(op),
+            OpKind::Scan { .. } => self.scan(op),
             OpKind::Transpose => self.relayout(op),
             OpKind::Convert if self.changes_layout(op) => self.relayout(op),
             _ => self.elementwise(op),

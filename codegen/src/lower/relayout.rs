@@ -57,7 +57,7 @@ impl Lowerer<'_> {
     }
 
     /// This warp's part of the relayout scratch buffer, grown to `bytes` per warp.
-    fn scratch(&mut self, bytes: u64) -> String {
+    pub(super) fn scratch(&mut self, bytes: u64) -> String {
         self.scratch_bytes = self.scratch_bytes.max(bytes);
         let per_warp = self.scratch_per_warp.clone();
         let start = self.scratch_start.clone();
@@ -72,7 +72,14 @@ impl Lowerer<'_> {
         self.e.hoist(&format!("arith.divui {tid}, {c} : i32"))
     }
 
-    fn scratch_ptr(&mut self, base: &str, r: &str, c: &str, cols: u32, d: ScalarType) -> String {
+    pub(super) fn scratch_ptr(
+        &mut self,
+        base: &str,
+        r: &str,
+        c: &str,
+        cols: u32,
+        d: ScalarType,
+    ) -> String {
         let es = i64::from(d.size_bytes());
         let rb = self.e.mul_i32_const(r, i64::from(cols) * es);
         let cb = self.e.mul_i32_const(c, es);

@@ -130,6 +130,7 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
             set_data(b, w, op, out);
         }
         OpKind::Reduce(axis, f) => reduce(b, w, op, *axis, *f)?,
+        OpKind::Scan { axis, f, exclusive } => scan(b, w, op, *axis, *f, *exclusive)?,
         OpKind::Mask(kind, value) => {
             let t = b.ty(w, op.operands[0]);
             let (rows, cols) = tile_shape(t);
@@ -514,6 +515,56 @@ pub(crate) fn apply_binary(f: BinaryFn, d: ScalarType, x: f64, y: f64) -> Result
 }
 
 // ---- reductions -------------------------------------------------------------------------------
+
+/// The identity of a reduction function in dtype `d` (what an exclusive scan starts with).
+pub(crate) fn reduce_identity(f: ReduceFn, d: ScalarType) -> f64 {
+    let (lo, hi) = numeric::int_range(d);
+    match f {
+        ReduceFn::Sum => 0.0,
+        ReduceFn::Prod => 1.0,
+        ReduceFn::Max => lo,
+        ReduceFn::Min => hi,
+    }
+}
+
+/// Prefixes along rows or columns, accumulated in f64 and rounded to the dtype per element.
+fn scan(
+    b: &mut BlockRun<'_, '_>,
+    w: usize,
+    op: &Op,
+    axis: BcastAxis,
+    f: ReduceFn,
+    exclusive: bool,
+) -> R<()> {
+    let t = b.ty(w, op.operands[0]);
+    let d = dtype(t);
+    let (rows, cols) = tile_shape(t);
+    let x = b.data(w, op.operands[0])?;
+    let (lines, len) = match axis {
+        BcastAxis::Row => (rows, cols),
+        BcastAxis::Col => (cols, rows),
+    };
+    let mut out = vec![0.0; rows * cols];
+    for line in 0..lines {
+        let mut acc = reduce_identity(f, d);
+        for i in 0..len {
+            let at = match axis {
+                BcastAxis::Row => line * cols + i,
+                BcastAxis::Col => i * cols + line,
+            };
+            let next = match f {
+                ReduceFn::Sum => acc + x[at],
+                ReduceFn::Prod => acc * x[at],
+                ReduceFn::Max => acc.max(x[at]),
+                ReduceFn::Min => acc.min(x[at]),
+            };
+            out[at] = numeric::round(d, if exclusive { acc } else { next });
+            acc = next;
+        }
+    }
+    set_data(b, w, op, out);
+    Ok(())
+}
 
 /// Reductions are computed exactly (in f64 for sums) and rounded once to the dtype, so any
 /// hardware summation order agrees with them to within the dtype's rounding.

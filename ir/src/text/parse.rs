@@ -833,6 +833,7 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         | OpKind::Bitcast
         | OpKind::Bcast(..)
         | OpKind::Reduce(..)
+        | OpKind::Scan { .. }
         | OpKind::Mma(_)
         | OpKind::AllocShared
         | OpKind::SharedIndex
@@ -914,6 +915,11 @@ fn all_op_kinds() -> Vec<OpKind> {
     }
     for axis in [ReduceAxis::Row, ReduceAxis::Col, ReduceAxis::All] {
         kinds.extend(ReduceFn::ALL.map(|f| OpKind::Reduce(axis, f)));
+    }
+    for axis in [BcastAxis::Row, BcastAxis::Col] {
+        for exclusive in [false, true] {
+            kinds.extend(ReduceFn::ALL.map(|f| OpKind::Scan { axis, f, exclusive }));
+        }
     }
     kinds.extend(MaskKind::ALL.map(|k| OpKind::Mask(k, 0.0)));
     kinds.extend(MmaVariant::ALL.map(OpKind::Mma));

@@ -80,6 +80,7 @@ pub(super) fn signature(kind: &OpKind) -> Signature {
         OpKind::Bitcast => sig(Exactly(1), "(x)", 1, 0),
         OpKind::Bcast(..) => sig(Exactly(2), "(t, v)", 1, 0),
         OpKind::Reduce(..) => sig(Exactly(1), "(x)", 1, 0),
+        OpKind::Scan { .. } => sig(Exactly(1), "(t)", 1, 0),
         OpKind::Mask(..) => sig(Exactly(3), "(t, a, b)", 1, 0),
         OpKind::Mma(_) => sig(Exactly(3), "(a, b, c)", 1, 0),
         OpKind::SharedIndex => sig(Exactly(2), "(arr, i)", 1, 0),

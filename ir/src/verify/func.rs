@@ -655,6 +655,7 @@ fn check_family(cx: &mut OpCx<'_, '_>) {
         OpKind::Bitcast => elementwise::check_bitcast(cx),
         OpKind::Bcast(axis, f) => rowcol::check_bcast(cx, *axis, *f),
         OpKind::Reduce(axis, _) => rowcol::check_reduce(cx, *axis),
+        OpKind::Scan { .. } => rowcol::check_scan(cx),
         OpKind::Mask(kind, _) => rowcol::check_mask(cx, *kind),
         OpKind::Mma(v) => mma::check(cx, *v),
         OpKind::AllocShared => memory::check_alloc_shared(cx),

@@ -39,6 +39,24 @@ pub(super) fn check_bcast(cx: &mut OpCx<'_, '_>, axis: BcastAxis, f: BinaryFn) {
 
 /// `reduce_row.f (t) : rv<T, rows, rows>`, `reduce_col.f (t) : rv<T, cols, cols>`,
 /// `reduce.f (x) : T` of a tile or vector; not of bool (whatever f is).
+/// `scan_row.f (t)` and the other scans — a register tile of a numeric dtype; the result has
+/// its type.
+pub(super) fn check_scan(cx: &mut OpCx<'_, '_>) {
+    let t = cx.operand(0);
+    let Some(tt) = cx.expect_tile("t", t) else {
+        return;
+    };
+    if tt.dtype == ScalarType::Bool {
+        cx.report(VerifyErrorKind::Dtype {
+            what: "t".into(),
+            expected: "a numeric dtype (not bool) for a scan".into(),
+            found: t.to_string(),
+        });
+        return;
+    }
+    cx.expect_result(t, "the type of t");
+}
+
 pub(super) fn check_reduce(cx: &mut OpCx<'_, '_>, axis: ReduceAxis) {
     let x = cx.operand(0);
     let (expected, why) = match axis {

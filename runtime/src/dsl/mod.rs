@@ -71,6 +71,7 @@
 //! | [`reduce_col(f, t)`](reduce_col), [`col_sum`] [`col_max`] [`col_min`] | `reduce_col.f` | `Rt<T,R,C,L>` → `Rv<T,C,Cols>` |
 //! | [`reduce_all(f, x)`](reduce_all) | `reduce.f` | `Rt`/`Rv` of T → `Scalar<T>` |
 //! | [`row_prod`], [`col_prod`], `reduce_all(Red::Prod, x)` | `reduce_row.prod`, `reduce_col.prod`, `reduce.prod` | as the sums |
+//! | [`scan_row(f, t)`](scan_row), [`exscan_row`], [`scan_col`], [`exscan_col`], [`cumsum_rows`] | `scan_row.f`, `exscan_row.f`, `scan_col.f`, `exscan_col.f` | `Rt<T,R,C,L>` → `Rt<T,R,C,L>` (inclusive / exclusive prefix) |
 //! | [`mask_causal(t, r0, c0, v)`](mask_causal), [`mask_anticausal`] | `mask.causal[v]`, `mask.anticausal[v]` | `Rt` → `Rt` |
 //! | [`mask_rows(t, off, bound, v)`](mask_rows), [`mask_cols`] | `mask.rows[v]`, `mask.cols[v]` | `Rt` → `Rt` |
 //! | [`mma_ab(acc, a, b)`](mma_ab) | `mma.ab` | `(Rt<f32,M,N>, Rt<TA,M,K,Row>, Rt<TB,K,N,Col>)` → `Rt<f32,M,N>` |
@@ -156,5 +157,5 @@ pub use handles::{
     Shared, SharedArray, St, Sv, SwizzleKind, Swz128, Swz32, Swz64, TileLayout, VecAlong,
 };
 pub use ops::*;
-pub use scan::{col_prod, row_prod};
+pub use scan::{col_prod, cumsum_rows, exscan_col, exscan_row, row_prod, scan_col, scan_row};
 pub use pipeline::{copy_commit, copy_start, copy_wait};

@@ -52,7 +52,11 @@ fn main() -> Result<()> {
             .collect();
         let err = normalized_max_error(&z.to_vec(), &want);
         println!("{rows}×{cols} on {}: max error {err:.1e}", device.name());
-        ensure!(err < 1e-6, "{rows}×{cols}: error {err:.2e} (seed {})", rng.seed);
+        ensure!(
+            err < 1e-6,
+            "{rows}×{cols}: error {err:.2e} (seed {})",
+            rng.seed
+        );
     }
     println!("01_vector_add: ok");
     Ok(())

@@ -290,14 +290,27 @@ mod tests {
     #[test]
     fn stages_of_the_other_vendor_and_the_binary_object_are_errors() {
         let m = crate::kernels::softmax::softmax_rows::<f32, 16, 64, 4>::module();
-        let e = stage_snapshot(m, "softmax_rows", "softmax_rows<f32>", Target::Gfx942, Stage::Ptx)
-            .unwrap_err();
+        let e = stage_snapshot(
+            m,
+            "softmax_rows",
+            "softmax_rows<f32>",
+            Target::Gfx942,
+            Stage::Ptx,
+        )
+        .unwrap_err();
         assert!(
-            e.to_string().contains("`ptx` does not apply to gfx942") && e.to_string().contains("asm"),
+            e.to_string().contains("`ptx` does not apply to gfx942")
+                && e.to_string().contains("asm"),
             "{e}"
         );
-        let e = stage_snapshot(m, "softmax_rows", "softmax_rows<f32>", Target::Gfx942, Stage::Hsaco)
-            .unwrap_err();
+        let e = stage_snapshot(
+            m,
+            "softmax_rows",
+            "softmax_rows<f32>",
+            Target::Gfx942,
+            Stage::Hsaco,
+        )
+        .unwrap_err();
         assert!(matches!(e, SnapshotError::Binary), "{e}");
     }
 }

@@ -72,7 +72,10 @@ fn cargo(dir: &Path, ws: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
 }
 
 fn tilekit(bin: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin).args(args).output().expect("the binary runs");
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .expect("the binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -116,7 +119,12 @@ fn a_crate_outside_the_workspace_gets_the_cli_and_snapshot_tests_from_one_line_e
     }
     assert_eq!(copied, 3, "the Tile IR, PTX and AMD assembly snapshots");
 
-    cargo(&dir, &ws, &["build", "--offline", "--bin", "user-kernels-tilekit"], &[]);
+    cargo(
+        &dir,
+        &ws,
+        &["build", "--offline", "--bin", "user-kernels-tilekit"],
+        &[],
+    );
     let bin = ws.join("target/debug/user-kernels-tilekit");
 
     let list = tilekit(&bin, &["list"]);
@@ -130,10 +138,27 @@ fn a_crate_outside_the_workspace_gets_the_cli_and_snapshot_tests_from_one_line_e
     }
     let ptx = tilekit(
         &bin,
-        &["emit", "row_scale<bf16,2>", "--target", "sm_90a", "--stage", "ptx"],
+        &[
+            "emit",
+            "row_scale<bf16,2>",
+            "--target",
+            "sm_90a",
+            "--stage",
+            "ptx",
+        ],
     );
     assert!(ptx.contains(".entry row_scale"), "{ptx}");
-    let check = tilekit(&bin, &["check", "row_scale", "--const", "0=f32", "--target", "sm_80"]);
+    let check = tilekit(
+        &bin,
+        &[
+            "check",
+            "row_scale",
+            "--const",
+            "0=f32",
+            "--target",
+            "sm_80",
+        ],
+    );
     assert!(check.contains("registers"), "{check}");
     let selftest = tilekit(&bin, &["selftest", "--device", "cpu"]);
     assert!(

@@ -46,12 +46,24 @@ fn the_cli_lists_emits_checks_and_selftests_the_users_kernels() {
     ]);
     assert_eq!(code, 0);
     assert!(ptx.contains(".entry row_scale"), "{ptx}");
-    let (asm, _) = run(&["emit", "row_scale", "--const", "0=f32", "--target", "gfx942", "--stage", "asm"]);
+    let (asm, _) = run(&[
+        "emit",
+        "row_scale",
+        "--const",
+        "0=f32",
+        "--target",
+        "gfx942",
+        "--stage",
+        "asm",
+    ]);
     assert!(asm.contains("row_scale"), "{asm}");
 
     let (check, code) = run(&["check", "row_scale<f32, 1>", "--target", "sm_80"]);
     assert_eq!(code, 0);
-    assert!(check.contains("registers") && check.contains("spill"), "{check}");
+    assert!(
+        check.contains("registers") && check.contains("spill"),
+        "{check}"
+    );
 
     let (selftest, code) = run(&["selftest", "--device", "cpu"]);
     assert_eq!(code, 0, "{selftest}");
@@ -74,10 +86,7 @@ fn a_snapshot_of_a_stage_the_target_lacks_names_the_stages_it_has() {
         assert_stage_snapshot!(row_scale::<f32, 1>, Target::Sm80, Stage::Asm);
     })
     .unwrap_err();
-    let msg = e
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(
         msg.contains("`asm` does not apply to sm_80") && msg.contains("ptx"),
         "{msg}"

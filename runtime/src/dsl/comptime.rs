@@ -34,10 +34,7 @@ pub fn __lt<A: ComptimeOrd<B> + ?Sized, B: ?Sized>(a: &A, b: &B) -> bool {
 /// The rewritten `a <= b`. Not for direct use.
 #[doc(hidden)]
 pub fn __le<A: ComptimeOrd<B> + ?Sized, B: ?Sized>(a: &A, b: &B) -> bool {
-    matches!(
-        a.comptime_cmp(b),
-        Some(Ordering::Less | Ordering::Equal)
-    )
+    matches!(a.comptime_cmp(b), Some(Ordering::Less | Ordering::Equal))
 }
 
 /// The rewritten `a > b`. Not for direct use.
@@ -49,10 +46,7 @@ pub fn __gt<A: ComptimeOrd<B> + ?Sized, B: ?Sized>(a: &A, b: &B) -> bool {
 /// The rewritten `a >= b`. Not for direct use.
 #[doc(hidden)]
 pub fn __ge<A: ComptimeOrd<B> + ?Sized, B: ?Sized>(a: &A, b: &B) -> bool {
-    matches!(
-        a.comptime_cmp(b),
-        Some(Ordering::Greater | Ordering::Equal)
-    )
+    matches!(a.comptime_cmp(b), Some(Ordering::Greater | Ordering::Equal))
 }
 
 /// The bounds of `for j in lo..hi` in a kernel: Rust integers of one type (the loop unrolls

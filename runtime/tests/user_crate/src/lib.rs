@@ -28,7 +28,9 @@ pub fn row_scale<I: RegDtype, const TILES: usize>(x: Gl<I, 2>, s: Scalar<f32>, y
 
 /// `s·Σ_k x[r][k]` in f64, for each row of the row-major `rows × cols` `x`.
 pub fn reference(x: &[f64], cols: usize, s: f64) -> Vec<f64> {
-    x.chunks(cols).map(|row| row.iter().sum::<f64>() * s).collect()
+    x.chunks(cols)
+        .map(|row| row.iter().sum::<f64>() * s)
+        .collect()
 }
 
 /// Both variants on two shapes (one not a multiple of 16) against [`reference`].

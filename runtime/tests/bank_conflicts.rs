@@ -37,18 +37,19 @@ const KNOWN: &[Known] = &[
         kernel: "gemm",
         opcode: "ldmatrix.sync.aligned.m8n8.x4.trans",
         ways: 4,
-        codes: 6,
-        why: "the B ring St<bf16, 32, BN> of gemm<f32, 128, 128, 32, 64, 32> (256-byte rows: \
-              2-way) and gemm<f32, 128, 256, 32, 64, 64> (512-byte rows: 4-way), each in the \
-              three compiles its self-test's shapes take (5 variants give 15 codes)",
+        codes: 9,
+        why: "the B ring St<bf16, BK, BN> of gemm<f32, 128, 128, 32, 64, 32> (256-byte rows: \
+              2-way), gemm<f32, 128, 256, 32, 64, 64> and gemm<f32, 128, 256, 16, 64, 64> \
+              (512-byte rows: 4-way), each in the three compiles its self-test's shapes take \
+              (6 variants give 18 codes)",
     },
     Known {
         kernel: "attention_fwd",
         opcode: "ldmatrix.sync.aligned.m8n8.x4",
         ways: 2,
         codes: 2,
-        why: "the K and V rings St<bf16, 64, 128> of the head-dim-128 variants \
-              attention_fwd<bf16, 128, 16, 64, 8, false|true> (256-byte rows: 2-way on both the \
+        why: "the K and V rings St<bf16, 32, 128> of the head-dim-128 variants \
+              attention_fwd<bf16, 128, 16, 32, 8, false|true> (256-byte rows: 2-way on both the \
               K load and the transposed V load)",
     },
 ];

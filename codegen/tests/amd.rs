@@ -489,7 +489,11 @@ fn gemm_and_attention_hot_loops_load_global_memory_in_16_byte_chunks() {
                 let n = |op: &str| hl.mix.get(op).copied().unwrap_or(0);
                 let what = format!("{stem} {facts} on {t}: {:?}", hl.mix);
                 assert!(n("global_load_dwordx4") > 0, "{what}");
-                for narrow in ["global_load_ushort", "global_load_short_d16", "ds_write_b16"] {
+                for narrow in [
+                    "global_load_ushort",
+                    "global_load_short_d16",
+                    "ds_write_b16",
+                ] {
                     assert_eq!(n(narrow), 0, "{narrow}: {what}");
                 }
                 assert!(

@@ -39,6 +39,10 @@ pub struct Contract<'a> {
     text: &'static str,
 }
 
+/// A kernel's contract function (`contract` on a kernel, [`Variant::contract`](crate::registry::Variant)):
+/// checks the arguments' shapes and gives the grid the contract declares, if any.
+pub type ContractFn = fn(&[LaunchArg]) -> Result<Option<[u32; 3]>, String>;
+
 /// A name a contract expression reads: (name, value, listed tensor, axis where it is bound).
 #[doc(hidden)]
 pub type Bound = (&'static str, usize, usize, usize);
@@ -165,7 +169,7 @@ pub fn __launch_grid(
     args: &[LaunchArg],
     given: Option<Grid>,
     check: fn(&[LaunchArg]) -> Result<(), String>,
-    contract: fn(&[LaunchArg]) -> Result<Option<[u32; 3]>, String>,
+    contract: ContractFn,
     grid_text: &str,
 ) -> Result<Grid, Error> {
     crate::launch::__check(kernel, args, check)?;

@@ -19,7 +19,7 @@ pub struct Variant {
     pub check: fn(&[LaunchArg]) -> Result<(), String>,
     /// The kernel's launch contract: the grid it declares for the arguments (`grid = […]` on
     /// the macro; `Ok(None)` without one), the least a launch's grid may be on each axis.
-    pub contract: fn(&[LaunchArg]) -> Result<Option<[u32; 3]>, String>,
+    pub contract: crate::contract::ContractFn,
 }
 
 /// Runs a kernel's variants against its reference on `device`; `Ok` describes what was checked.

@@ -17,7 +17,7 @@ pub fn row_scale<I: RegDtype, const TILES: usize>(x: Gl<I, 2>, s: Scalar<f32>, y
     let mut sum: Rv<f32, 16> = zeros();
     for k in range(0, (x.cols() + 15) / 16) {
         let t: Rt<I, 16, 16> = load(x.tile(row, k));
-        sum = sum + row_sum(t.cast::<f32>());
+        sum += row_sum(t.cast::<f32>());
     }
     let sum = sum * s;
     for j in 0..TILES {

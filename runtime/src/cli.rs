@@ -1153,7 +1153,11 @@ mod tests {
         assert_eq!((k.name, v.args), ("gemm", "<bf16, 64, 64, 32, 32, 32>"));
         let (_, v2) = select("gemm", &[(0, "bf16".into())]).unwrap();
         assert_eq!(v2.args, v.args);
-        let (_, v3) = select("gemm", &[(0, "f32".into()), (3, "16".into())]).unwrap();
+        let (_, v3) = select(
+            "gemm",
+            &[(0, "f32".into()), (1, "64".into()), (3, "16".into())],
+        )
+        .unwrap();
         assert_eq!(v3.args, "<f32, 64, 64, 16, 16, 64>");
         // A kernel with one variant needs no choice.
         assert!(select("adamw_step", &[]).is_ok());
@@ -1171,11 +1175,11 @@ mod tests {
         // Several variants match: the error lists them.
         let e = usage_error(&["emit", "gemm", "--target", "sm_80", "--stage", "ptx"]);
         assert!(
-            e.contains("matches 3 variants") && e.contains("gemm<bf16, 64, 64, 32, 32, 32>"),
+            e.contains("matches 6 variants") && e.contains("gemm<bf16, 64, 64, 32, 32, 32>"),
             "{e}"
         );
         let e = usage_error(&["check", "gemm", "--const", "0=f32", "--target", "sm_80"]);
-        assert!(e.contains("matches 2 variants"), "{e}");
+        assert!(e.contains("matches 5 variants"), "{e}");
         let e = usage_error(&[
             "emit",
             "gemm<f16, 64, 64, 32, 32, 32>",
@@ -1474,7 +1478,8 @@ mod tests {
                 "VGPRs",
                 "AGPRs",
                 "SGPRs",
-                "LDS            8192 bytes",
+                // 4 ring stages of 64×32 and 32×64 bf16.
+                "LDS            32768 bytes",
                 "scratch        0 bytes",
                 "MFMA",
                 "AMDGPU instruction mix",

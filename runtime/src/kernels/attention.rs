@@ -6,8 +6,9 @@
 //!
 //! Each warp owns `R` query rows (its Q tile stays in registers); a block of `WARPS` warps covers
 //! `WARPS·R` rows of one head (grid: x over query blocks, y over heads; the library registers 64
-//! and 128 rows per block, head dims 64 and 128 — at 128 with key tiles of 32, since the 64-key
-//! tile's K and V fragments spill on sm_80 and do not fit gfx942's 256 VGPRs at 8 waves). The
+//! and 128 rows per block, head dims 64 and 128 — at 128 with key tiles of 16: with 64 keys the K
+//! and V fragments spill on sm_80 and overflow gfx942's 256 VGPRs at 8 waves, with 32 they
+//! still overflow gfx950's by 15). The
 //! block walks the keys in tiles of `KV`,
 //! staging K and V in a two-slot shared ring each, as separate copy groups
 //! ([`dsl::pipeline`](crate::dsl::pipeline)): while a warp computes `S = Q·Kᵀ` (`mma_abt`) the
@@ -40,8 +41,8 @@ use crate::{Device, ScalarArg};
         <f32, 64, 16, 64, 4, false>,
         <bf16, 64, 16, 64, 8, false>,
         <bf16, 64, 16, 64, 8, true>,
-        <bf16, 128, 16, 32, 8, false>,
-        <bf16, 128, 16, 32, 8, true>
+        <bf16, 128, 16, 16, 8, false>,
+        <bf16, 128, 16, 16, 8, true>
     ),
     selftest = selftest,
     shapes(q: [BH, SQ, D], k: [BH, SK, D], v: [BH, SK, D], o: [BH, SQ, D], lse: [BH, SQ], SK >= 1),
@@ -281,10 +282,10 @@ fn launch_bf16(
             attention_fwd::<bf16, 64, 16, 64, 8, true>::launch(device, g, q, k, v, o, lse, s)
         }
         (_, _, false) => {
-            attention_fwd::<bf16, 128, 16, 32, 8, false>::launch(device, g, q, k, v, o, lse, s)
+            attention_fwd::<bf16, 128, 16, 16, 8, false>::launch(device, g, q, k, v, o, lse, s)
         }
         (_, _, true) => {
-            attention_fwd::<bf16, 128, 16, 32, 8, true>::launch(device, g, q, k, v, o, lse, s)
+            attention_fwd::<bf16, 128, 16, 16, 8, true>::launch(device, g, q, k, v, o, lse, s)
         }
     }
 }

@@ -168,66 +168,6 @@ const KNOWN: &[(&str, &str, u32, &str)] = &[
         GEMM_128X256,
     ),
     (
-        "attention_fwd<bf16, 128, 16, 64, 8, false>",
-        "sm_80",
-        24,
-        ATTENTION_HD128,
-    ),
-    (
-        "attention_fwd<bf16, 128, 16, 64, 8, true>",
-        "sm_80",
-        16,
-        ATTENTION_HD128,
-    ),
-    (
-        "attention_fwd<bf16, 128, 16, 64, 8, false>",
-        "sm_90a",
-        8,
-        ATTENTION_HD128,
-    ),
-    (
-        "attention_fwd<bf16, 128, 16, 64, 8, true>",
-        "sm_90a",
-        8,
-        ATTENTION_HD128,
-    ),
-    (
-        "attention_fwd<bf16, 128, 16, 64, 8, false>",
-        "gfx90a",
-        351,
-        ATTENTION_HD128,
-    ),
-    (
-        "attention_fwd<bf16, 128, 16, 64, 8, true>",
-        "gfx90a",
-        355,
-        ATTENTION_HD128,
-    ),
-    (
-        "attention_fwd<bf16, 128, 16, 64, 8, false>",
-        "gfx942",
-        360,
-        ATTENTION_HD128,
-    ),
-    (
-        "attention_fwd<bf16, 128, 16, 64, 8, true>",
-        "gfx942",
-        364,
-        ATTENTION_HD128,
-    ),
-    (
-        "attention_fwd<bf16, 128, 16, 64, 8, false>",
-        "gfx950",
-        361,
-        ATTENTION_HD128,
-    ),
-    (
-        "attention_fwd<bf16, 128, 16, 64, 8, true>",
-        "gfx950",
-        362,
-        ATTENTION_HD128,
-    ),
-    (
         "attention_fwd<bf16, 128, 16, 32, 8, false>",
         "gfx950",
         271,
@@ -237,17 +177,18 @@ const KNOWN: &[(&str, &str, u32, &str)] = &[
     ("softmax_64x256", "sm_80", 16, ELEMENTWISE_64X256),
 ];
 
-/// Why the 128×256 GEMM spills: its 64×64 warp tile keeps 128 f32 accumulators per lane and
-/// loads the A and B fragments of the whole BK = 32 slice at once (32 + 32 registers), which
-/// with addresses and the pipeline's state passes 255. Loading the fragments one k16 step at
-/// a time (CUTLASS's warp-level k-groups: 16 + 16 registers) would fit.
+/// Why the 128×256 GEMM with BK = 32 spills: its 64×64 warp tile keeps 128 f32 accumulators
+/// per lane and loads the A and B fragments of the whole BK = 32 slice at once (32 + 32
+/// registers), which with addresses and the pipeline's state passes 255. The BK = 16 variant
+/// (16 + 16 registers) does not spill; loading fragments one k16 step at a time within a
+/// BK = 32 slice (CUTLASS's warp-level k-groups) would fit too.
 const GEMM_128X256: &str = "64×64 f32 warp tile plus whole-BK A/B fragments";
 
-/// Why head dim 128 spills: per warp the 16×128 f32 output accumulator (64 registers), the
-/// 16×128 Q fragment (32), the scores and probabilities of a key tile and the K and V
-/// fragments of the whole tile are live together. Loading K and V fragments per 16 keys / per
-/// k16 slice instead of per tile would fit; on AMD (wave64 MFMA fragments) the same loads
-/// need 95–108 VGPRs beyond the 256 architectural ones.
+/// Why head dim 128 spills on gfx950 (before the library moved hd128 to key tiles of 32, the
+/// 64-key variants spilled 4–12 B on NVIDIA and needed 351–364 VGPRs on AMD): per wave the
+/// 16×128 f32 output accumulator, the Q fragment, a key tile's scores and the K and V
+/// fragments of the whole tile are live together, and gfx950's MFMA fragments need 15 VGPRs
+/// beyond the 256 architectural ones. Loading K and V fragments per k16 slice would fit.
 const ATTENTION_HD128: &str = "hd128: O, Q and whole-tile K/V fragments live together";
 
 /// Why the 64×256-per-block kernels spill on sm_80 only: each lane holds 16×256/32 = 128 f32

@@ -25,7 +25,10 @@ fn masks(x: Gl<f32, 2>, y: Gl<f32, 2>, lim: Scalar<f32>, out: GlMut<f32, 2>, vou
     store(out.tile(0, 0), select(a.lt(b), a, b));
     store(out.tile(0, 1), select(a.le(lim), 1.0 - a, 2.0 * b));
     store(out.tile(0, 2), select(a.gt(0.0), a, 0.0));
-    store(out.tile(0, 3), select(a.ge(&b), b, lim));
+    // By reference, as `t.lt(&u)` reads.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let a_ge_b = a.ge(&b);
+    store(out.tile(0, 3), select(a_ge_b, b, lim));
     store(out.tile(0, 4), select(a.eq(b), lim - a, a / 4.0));
     store(out.tile(0, 5), select(a.ne(b), a - b, 7.0));
     // Masks combine with & and |; i32 tiles compare too.

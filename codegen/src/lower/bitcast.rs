@@ -10,7 +10,7 @@ impl Lowerer<'_> {
         let (x, res) = (op.operands[0], op.results[0]);
         let from = mty(self.ty(x).dtype().unwrap_or(ScalarType::F32));
         let to = mty(self.ty(res).dtype().unwrap_or(ScalarType::F32));
-        let mut cast = |l: &mut Self, v: &str| {
+        let cast = |l: &mut Self, v: &str| {
             if from == to {
                 v.to_string()
             } else {

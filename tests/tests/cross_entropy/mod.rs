@@ -33,7 +33,7 @@ pub fn cross_entropy(
         let t = mask_cols(t, c0, vocab, f64::NEG_INFINITY);
         let cols: Rt<i32, 16, COLS> = iota_cols();
         let is_target = sub_row(cols + c0, target).eq(0);
-        picked = picked + row_sum(select(is_target, t, 0.0));
+        picked += row_sum(select(is_target, t, 0.0));
         let new_max = run_max.max(row_max(t));
         run_sum = run_sum * (run_max - new_max).exp() + row_sum(sub_row(t, new_max).exp());
         run_max = new_max;

@@ -454,6 +454,27 @@ impl FuncBuilder {
         self.op(OpKind::CopyAsync, Scope::Warp, &ops, vec![]);
     }
 
+    /// Starts an asynchronous global → shared copy, split among the warps of `scope`, in the
+    /// executing warp's open copy group.
+    #[track_caller]
+    pub fn copy_start(&mut self, scope: Scope, dst: Value, src: Value, idx: &[Value]) {
+        let mut ops = vec![dst, src];
+        ops.extend_from_slice(idx);
+        self.op(OpKind::CopyStart, scope, &ops, vec![]);
+    }
+
+    /// Closes the executing warp's open copy group.
+    #[track_caller]
+    pub fn copy_commit(&mut self, scope: Scope) {
+        self.op(OpKind::CopyCommit, scope, &[], vec![]);
+    }
+
+    /// Waits until all but the `pending` most recent copy groups of the executing warp landed.
+    #[track_caller]
+    pub fn copy_wait(&mut self, scope: Scope, pending: u32) {
+        self.op(OpKind::CopyWait(pending), scope, &[], vec![]);
+    }
+
     #[track_caller]
     pub fn gather_rows(&mut self, ty: Type, g: Value, idx: Value, j: Value) -> Value {
         self.op1(OpKind::GatherRows, Scope::Warp, &[g, idx, j], ty)
@@ -478,27 +499,6 @@ impl FuncBuilder {
         self.op(
             OpKind::ScatterRows { add },
             Scope::Warp,
-    /// Starts an asynchronous global → shared copy, split among the warps of `scope`, in the
-    /// executing warp's open copy group.
-    #[track_caller]
-    pub fn copy_start(&mut self, scope: Scope, dst: Value, src: Value, idx: &[Value]) {
-        let mut ops = vec![dst, src];
-        ops.extend_from_slice(idx);
-        self.op(OpKind::CopyStart, scope, &ops, vec![]);
-    }
-
-    /// Closes the executing warp's open copy group.
-    #[track_caller]
-    pub fn copy_commit(&mut self, scope: Scope) {
-        self.op(OpKind::CopyCommit, scope, &[], vec![]);
-    }
-
-    /// Waits until all but the `pending` most recent copy groups of the executing warp landed.
-    #[track_caller]
-    pub fn copy_wait(&mut self, scope: Scope, pending: u32) {
-        self.op(OpKind::CopyWait(pending), scope, &[], vec![]);
-    }
-
             &[g, t, idx, j],
             vec![],
         );

@@ -105,7 +105,6 @@
 //! completed: before any phase has completed, waiting on parity 1 returns at once (as `mbarrier`'s
 //! `try_wait.parity` does).
 //!
-//! ### Numbers
 //! ### Copy groups
 //!
 //! `copy_start` splits its copy among the scope's warps as `copy` does and masks it the same way;
@@ -116,6 +115,7 @@
 //! into it) is an error in the interpreter — how a missing wait shows up. A ring of N stages keeps
 //! N − 1 groups in flight with `copy_wait[N−2]` and one barrier per step (`tilekit::dsl::pipeline`).
 //!
+//! ### Numbers
 //!
 //! Every value is exactly representable in its dtype: results are rounded to the dtype (round to
 //! nearest even) after each op. `mma` multiplies exactly and accumulates in f32, in order of k.

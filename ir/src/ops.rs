@@ -470,10 +470,6 @@ pub enum OpKind {
     /// `copy_async (%dst, %src, %sem, idx…)` — global to shared; completes on the semaphore,
     /// counting the tile's bytes towards its expected byte count.
     CopyAsync,
-    /// `gather_rows (%g, %idx, %j) : rt` — row r of the tile is global row `idx[r]`, columns of
-    /// tile column `j`.
-    GatherRows,
-    /// `scatter_rows (%g, %t, %idx, %j)` / `scatter_add_rows` — the inverse of `gather_rows`.
     /// `copy_start (%dst, %src, idx…)` — starts an asynchronous global → shared copy (split among
     /// the scope's warps, masked as `copy` is) that joins the executing warp's open copy group.
     /// Its elements of dst are *in flight*: reading or overwriting them before a `copy_wait`
@@ -485,6 +481,10 @@ pub enum OpKind {
     /// `copy_wait[n]` — every committed copy group of the executing warp except the `n` most
     /// recent has landed; other warps see the data after the next `barrier @block`.
     CopyWait(u32),
+    /// `gather_rows (%g, %idx, %j) : rt` — row r of the tile is global row `idx[r]`, columns of
+    /// tile column `j`.
+    GatherRows,
+    /// `scatter_rows (%g, %t, %idx, %j)` / `scatter_add_rows` — the inverse of `gather_rows`.
     ScatterRows { add: bool },
     /// `gather (%g, %i0, …, %i{n-1}) : rv<T, N, axis>` — element k is `g[i0[k], …, i{n-1}[k]]`
     /// for a rank-n view and n index vectors `rv<i32, N, axis>` (e.g. `logits[r, target[r]]`);
@@ -563,14 +563,14 @@ impl OpKind {
             OpKind::Store => "store".into(),
             OpKind::Copy => "copy".into(),
             OpKind::CopyAsync => "copy_async".into(),
+            OpKind::CopyStart => "copy_start".into(),
+            OpKind::CopyCommit => "copy_commit".into(),
+            OpKind::CopyWait(_) => "copy_wait".into(),
             OpKind::GatherRows => "gather_rows".into(),
             OpKind::ScatterRows { add: false } => "scatter_rows".into(),
             OpKind::ScatterRows { add: true } => "scatter_add_rows".into(),
             OpKind::Gather => "gather".into(),
             OpKind::AtomicAdd => "atomic_add".into(),
-            OpKind::CopyStart => "copy_start".into(),
-            OpKind::CopyCommit => "copy_commit".into(),
-            OpKind::CopyWait(_) => "copy_wait".into(),
             OpKind::Barrier => "barrier".into(),
             OpKind::SemInit(_) => "sem.init".into(),
             OpKind::SemArrive => "sem.arrive".into(),

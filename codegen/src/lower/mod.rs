@@ -16,10 +16,10 @@
 mod bitcast;
 mod elementwise;
 pub(crate) mod emit;
-mod gather;
 mod memory;
 mod mma;
 mod ptx;
+mod gather;
 mod relayout;
 pub(crate) mod rules;
 mod scan;
@@ -440,14 +440,14 @@ impl<'f> Lowerer<'f> {
             OpKind::Store
                 | OpKind::Copy
                 | OpKind::CopyAsync
+                | OpKind::CopyStart
+                | OpKind::CopyCommit
+                | OpKind::CopyWait(_)
                 | OpKind::Barrier
                 | OpKind::AtomicAdd
                 | OpKind::ScatterRows { .. }
                 | OpKind::SemInit(_)
                 | OpKind::SemArrive
-                | OpKind::CopyStart
-                | OpKind::CopyCommit
-                | OpKind::CopyWait(_)
                 | OpKind::SemExpect(_)
                 | OpKind::SemWait
                 | OpKind::Call(_)

@@ -169,9 +169,6 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
             if !(0.0..f64::from(len)).contains(&i) {
                 return Err(b.out_of_bounds(
                     w,
-        OpKind::CopyStart => copy_start(b, w, op)?,
-        OpKind::CopyCommit => b.mem.copy_commit(w),
-        OpKind::CopyWait(n) => b.mem.copy_wait(w, *n as usize),
                     "shared array index",
                     format!("{i}"),
                     format!("0..{len}"),
@@ -188,6 +185,9 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
         OpKind::Store => store(b, w, op)?,
         OpKind::Copy => copy(b, w, op)?,
         OpKind::CopyAsync => copy_async(b, w, op)?,
+        OpKind::CopyStart => copy_start(b, w, op)?,
+        OpKind::CopyCommit => b.mem.copy_commit(w),
+        OpKind::CopyWait(n) => b.mem.copy_wait(w, *n as usize),
         OpKind::GatherRows => gather_rows(b, w, op)?,
         OpKind::Gather => gather(b, w, op)?,
         OpKind::ScatterRows { add } => scatter_rows(b, w, op, *add)?,
@@ -697,6 +697,18 @@ fn check_written(
     span: std::ops::Range<usize>,
     cols: usize,
 ) -> R<()> {
+    if let Some(i) = span.clone().find(|&i| is_in_flight(data[i])) {
+        let (row, col) = (i / cols.max(1), i % cols.max(1));
+        return Err(b.runtime(
+            w,
+            &format!(
+                "reads element ({row}, {col}) of shared object {} while a `copy_start` into it is \
+                 in flight (a missing `copy_wait`, or a missing barrier after it?)",
+                b.mem.describe(r)
+            ),
+        ));
+    }
+    // A copy still in flight is the more precise report; any other unordered read is a race.
     b.race_access(w, r, span.clone(), cols, RaceAccess::Read)?;
     match span.clone().find(|&i| is_unwritten(data[i])) {
         None => Ok(()),
@@ -748,17 +760,6 @@ fn window(
                 &format!("index of dimension {d} of the global view"),
                 format!("{idx:?}"),
                 format!("shape {shape:?}"),
-    if let Some(i) = span.clone().find(|&i| is_in_flight(data[i])) {
-        let (row, col) = (i / cols.max(1), i % cols.max(1));
-        return Err(b.runtime(
-            w,
-            &format!(
-                "reads element ({row}, {col}) of shared object {} while a `copy_start` into it is \
-                 in flight (a missing `copy_wait`, or a missing barrier after it?)",
-                b.mem.describe(r)
-            ),
-        ));
-    }
             ));
         }
         base += i as usize * strides[d];
@@ -1052,6 +1053,52 @@ fn copy_async(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
         .map_err(|e| b.runtime(w, &e.message(&b.mem.describe_sem(sem))))
 }
 
+/// `copy_start`: this warp's share of the copy (as `copy` splits it) joins its open group; the
+/// destination elements are in flight until a `copy_wait` lands the group.
+fn copy_start(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
+    let idx = indices(b, w, &op.operands[2..])?;
+    let (rank, n) = participants(b, w, op.scope);
+    let s = shared(b, w, op.operands[0])?;
+    let g = global(b, w, op.operands[1])?;
+    let (rows, cols, is_tile) = extent(b.ty(w, op.operands[0]));
+    let win = window(b, w, g, &idx, rows, cols, is_tile)?;
+    let mut mine = Vec::new();
+    for_share(win.rows, win.cols, rank, n, |e| mine.push(e));
+    b.reserve(w, mine.len() as u64 * PENDING_ELEMENT_BYTES, || {
+        format!(
+            "holding this `copy_start`'s {} elements until its `copy_wait`",
+            mine.len()
+        )
+    })?;
+    let sd = b.mem.data(s);
+    if let Some(&e) = mine.iter().find(|&&e| is_in_flight(sd[e])) {
+        let (row, col) = (e / win.cols.max(1), e % win.cols.max(1));
+        return Err(b.runtime(
+            w,
+            &format!(
+                "`copy_start` into element ({row}, {col}) of shared object {} while an earlier \
+                 copy into it is in flight (wait for it with `copy_wait` before reusing the slot)",
+                b.mem.describe(s)
+            ),
+        ));
+    }
+    let base = b.mem.base(s);
+    let gd = tensor(b, g).storage();
+    let writes = mine
+        .iter()
+        .map(|&e| (base + e, win.offsets[e].map_or(0.0, |o| gd[o])))
+        .collect();
+    b.race_access(w, s, mine.iter().copied(), win.cols, RaceAccess::CopyStart)?;
+    b.mem.copy_start(
+        w,
+        PendingCopy {
+            alloc: s.alloc,
+            writes,
+        },
+    );
+    Ok(())
+}
+
 /// Global row numbers of a gather/scatter: `None` for negative indices (no row); indices at or
 /// past the view's row count are an error.
 fn row_indices(b: &BlockRun<'_, '_>, w: usize, g: usize, idx: &[f64]) -> R<Vec<Option<usize>>> {
@@ -1137,52 +1184,6 @@ fn scatter_rows(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, add: bool) -> R<()>
     let data = t.data_mut();
     for (r, gr) in rows_of.iter().enumerate().take(rows) {
         let Some(gr) = gr else { continue };
-/// `copy_start`: this warp's share of the copy (as `copy` splits it) joins its open group; the
-/// destination elements are in flight until a `copy_wait` lands the group.
-fn copy_start(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
-    let idx = indices(b, w, &op.operands[2..])?;
-    let (rank, n) = participants(b, w, op.scope);
-    let s = shared(b, w, op.operands[0])?;
-    let g = global(b, w, op.operands[1])?;
-    let (rows, cols, is_tile) = extent(b.ty(w, op.operands[0]));
-    let win = window(b, w, g, &idx, rows, cols, is_tile)?;
-    let mut mine = Vec::new();
-    for_share(win.rows, win.cols, rank, n, |e| mine.push(e));
-    b.reserve(w, mine.len() as u64 * PENDING_ELEMENT_BYTES, || {
-        format!(
-            "holding this `copy_start`'s {} elements until its `copy_wait`",
-            mine.len()
-        )
-    })?;
-    let sd = b.mem.data(s);
-    if let Some(&e) = mine.iter().find(|&&e| is_in_flight(sd[e])) {
-        let (row, col) = (e / win.cols.max(1), e % win.cols.max(1));
-        return Err(b.runtime(
-            w,
-            &format!(
-                "`copy_start` into element ({row}, {col}) of shared object {} while an earlier \
-                 copy into it is in flight (wait for it with `copy_wait` before reusing the slot)",
-                b.mem.describe(s)
-            ),
-        ));
-    }
-    let base = b.mem.base(s);
-    let gd = tensor(b, g).storage();
-    let writes = mine
-        .iter()
-        .map(|&e| (base + e, win.offsets[e].map_or(0.0, |o| gd[o])))
-        .collect();
-    b.race_access(w, s, mine.iter().copied(), win.cols, RaceAccess::CopyStart)?;
-    b.mem.copy_start(
-        w,
-        PendingCopy {
-            alloc: s.alloc,
-            writes,
-        },
-    );
-    Ok(())
-}
-
         for c in 0..cols {
             let gc = j * cols as i64 + c as i64;
             if gc >= 0 && (gc as usize) < ncols {

@@ -87,8 +87,8 @@
 //! | [`store_warpgroup(st, t)`](store_warpgroup) | `store @warpgroup` | `(St<T,4·R,C>, Rt<T,R,C,L>)` |
 //! | [`copy_block(dst, src)`](copy_block), [`copy_warpgroup`], [`copy_warp`] | `copy @block` / `@warpgroup` / warp | `St ← g.tile(..)`, `GlMut.tile(..) ← St`, and the same for `Sv` |
 //! | [`copy_async(st, g.tile(..), sem)`](copy_async) | `copy_async` | global → `St`, completes on `sem` |
-//! | [`gather_rows(g, rows, j)`](gather_rows) | `gather_rows` | `(Gl<T>, Rv<i32,R,Rows>, i32)` → `Rt<T,R,C,L>` |
 //! | [`copy_start(st, g.tile(..))`](copy_start), [`copy_commit()`](copy_commit), [`copy_wait(n)`](copy_wait) | `copy_start @block`, `copy_commit @block`, `copy_wait[N] @block` | global → `St` in flight until waited ([`pipeline`]: multistage rings) |
+//! | [`gather_rows(g, rows, j)`](gather_rows) | `gather_rows` | `(Gl<T>, Rv<i32,R,Rows>, i32)` → `Rt<T,R,C,L>` |
 //! | [`scatter_rows(g, t, rows, j)`](scatter_rows), [`scatter_add_rows`] | `scatter_rows`, `scatter_add_rows` | `(GlMut<T>, Rt<T,R,C,L>, Rv<i32,R,Rows>, i32)` |
 //! | [`atomic_add(g.at(..) \| g.tile(..), x)`](atomic_add) | `atomic_add` | `GlMut` place, `Scalar<T>` or `Rt<T,..>` |
 //! | [`barrier()`](barrier) | `barrier @block` | |
@@ -133,9 +133,9 @@ pub mod indexing;
 pub mod naming;
 pub mod ops;
 pub mod scan;
+pub mod pipeline;
 pub(crate) mod trace;
 
-pub mod pipeline;
 pub use arith::{convert, lit, select, transpose, ConvertTo, Map, Operand};
 #[doc(hidden)]
 pub use call::__call;

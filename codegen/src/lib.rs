@@ -34,8 +34,8 @@ pub mod specialize;
 
 pub use cache::{compile_cached, compile_cached_with};
 pub use error::CodegenError;
-pub use specialize::Facts;
 pub use nvidia::{shared_limit, REGISTER_LIMIT};
+pub use specialize::Facts;
 
 /// This crate's version, which (with [`llvm_version`]) decides the generated code.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -328,7 +328,11 @@ impl Compiled {
         let hash = if self.facts.is_general() {
             cache::fnv1a(self.stage(Stage::Tile))
         } else {
-            cache::fnv1a(&format!("{}\nfacts {}", self.stage(Stage::Tile), self.facts))
+            cache::fnv1a(&format!(
+                "{}\nfacts {}",
+                self.stage(Stage::Tile),
+                self.facts
+            ))
         };
         format!("{}-{:08x}", self.kernel, hash >> 32)
     }

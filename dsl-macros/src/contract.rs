@@ -121,7 +121,11 @@ pub(crate) fn expand(
                 name.span(),
                 format!(
                     "`{name}` is not a parameter of this kernel (parameters: {})",
-                    params.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                    params
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
             continue;
@@ -218,7 +222,12 @@ pub(crate) fn expand(
     let contract_text = shapes
         .tensors
         .iter()
-        .map(|(n, dims)| format!("{n}: [{}]", dims.iter().map(text).collect::<Vec<_>>().join(", ")))
+        .map(|(n, dims)| {
+            format!(
+                "{n}: [{}]",
+                dims.iter().map(text).collect::<Vec<_>>().join(", ")
+            )
+        })
         .chain(shapes.conditions.iter().map(text))
         .collect::<Vec<_>>()
         .join(", ");

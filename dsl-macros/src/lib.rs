@@ -849,11 +849,7 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
         &param_names,
         &const_params,
     )?;
-    let grid_text = args
-        .grid
-        .as_ref()
-        .map(contract::text)
-        .unwrap_or_default();
+    let grid_text = args.grid.as_ref().map(contract::text).unwrap_or_default();
     let param_idents = param_names.iter();
     let param_idents2 = param_names.iter();
     let launch_params2 = launch_params.clone();
@@ -1108,12 +1104,16 @@ mod tests {
 
     #[test]
     fn a_contract_naming_an_unknown_parameter_or_an_unbound_dimension_is_a_compile_error() {
-        assert_eq!(contract_error(quote!(shapes(x: [T, D], y: [T, D]), grid = [T, 1, 1])), "");
-        assert!(
-            contract_error(quote!(shapes(x: [T, D], z: [T]))).starts_with("`z` is not a parameter of this kernel (parameters: x, y)"),
+        assert_eq!(
+            contract_error(quote!(shapes(x: [T, D], y: [T, D]), grid = [T, 1, 1])),
+            ""
         );
-        assert!(contract_error(quote!(shapes(x: [T, D], y: [T * S]))).starts_with("`S` is neither a const generic"));
-        assert!(contract_error(quote!(shapes(x: [T]), grid = [T, 1])).starts_with("`grid` takes the blocks along x, y and z"));
+        assert!(contract_error(quote!(shapes(x: [T, D], z: [T])))
+            .starts_with("`z` is not a parameter of this kernel (parameters: x, y)"),);
+        assert!(contract_error(quote!(shapes(x: [T, D], y: [T * S])))
+            .starts_with("`S` is neither a const generic"));
+        assert!(contract_error(quote!(shapes(x: [T]), grid = [T, 1]))
+            .starts_with("`grid` takes the blocks along x, y and z"));
         assert!(contract_error(quote!(shapes(x: [T], x: [T]))).starts_with("`x` is listed twice"));
     }
 

@@ -664,7 +664,10 @@ mod tests {
         let mut worst: f64 = 0.0;
         for x in f32_samples() {
             let a = approx_unary(f, x);
-            assert!(a.is_nan() || a == f64::from(a as f32), "{f:?}({x:e}) = {a:e} is not an f32");
+            assert!(
+                a.is_nan() || a == f64::from(a as f32),
+                "{f:?}({x:e}) = {a:e} is not an f32"
+            );
             let flushes = f != UnaryFn::Tanh;
             let xin = if flushes && is_f32_subnormal(x) {
                 0.0f64.copysign(x)
@@ -684,14 +687,21 @@ mod tests {
             }
             if !exact.is_finite() || exact == 0.0 {
                 assert_eq!(a, exact, "{f:?}({x:e})");
-                assert_eq!(a.is_sign_negative(), exact.is_sign_negative(), "{f:?}({x:e})");
+                assert_eq!(
+                    a.is_sign_negative(),
+                    exact.is_sign_negative(),
+                    "{f:?}({x:e})"
+                );
                 continue;
             }
             let cr = f64::from(exact as f32);
             if flushes && (is_f32_subnormal(cr) || cr == 0.0) {
                 // Results in the subnormal range flush (exp2 below -126); the bound only
                 // allows a zero or the smallest normal here.
-                assert!(a == 0.0 || a.abs() <= 2.0 * f64::from(f32::MIN_POSITIVE), "{f:?}({x:e}) = {a:e}");
+                assert!(
+                    a == 0.0 || a.abs() <= 2.0 * f64::from(f32::MIN_POSITIVE),
+                    "{f:?}({x:e}) = {a:e}"
+                );
                 continue;
             }
             if cr.is_infinite() {
@@ -699,7 +709,10 @@ mod tests {
             }
             let b = bound(x, cr);
             let err = (a - if f == UnaryFn::Exp2 { cr } else { exact }).abs();
-            assert!(err <= b, "{f:?}({x:e}) = {a:e}, exact {exact:e}: error {err:e} > bound {b:e}");
+            assert!(
+                err <= b,
+                "{f:?}({x:e}) = {a:e}, exact {exact:e}: error {err:e} > bound {b:e}"
+            );
             worst = worst.max(err / b);
         }
         worst
@@ -754,7 +767,10 @@ mod tests {
     fn tanh_is_within_its_relative_bound_and_keeps_subnormals() {
         let worst = check_bound(UnaryFn::Tanh, |_, cr| 2f64.powi(-11) * cr.abs());
         assert!(worst > 0.5, "largest error only {worst} of the bound");
-        assert_eq!(approx_unary(UnaryFn::Tanh, f64::from(-1e-40f32)), f64::from(-1e-40f32));
+        assert_eq!(
+            approx_unary(UnaryFn::Tanh, f64::from(-1e-40f32)),
+            f64::from(-1e-40f32)
+        );
         assert_eq!(approx_unary(UnaryFn::Tanh, f64::NEG_INFINITY), -1.0);
         assert!(approx_unary(UnaryFn::Tanh, -0.0).is_sign_negative());
     }
@@ -775,7 +791,10 @@ mod tests {
             if e < f64::from(f32::MIN_POSITIVE) * 4.0 {
                 continue;
             }
-            assert!((a - e).abs() <= rel * e * 1.0001, "exp({x:e}) = {a:e}, exact {e:e}");
+            assert!(
+                (a - e).abs() <= rel * e * 1.0001,
+                "exp({x:e}) = {a:e}, exact {e:e}"
+            );
         }
     }
 
@@ -788,7 +807,10 @@ mod tests {
                     _ => 1.0 / (x as f32),
                 });
                 let a = approx_unary(f, x);
-                assert!(a == want || (a.is_nan() && want.is_nan()), "{f:?}({x:e}) = {a:e}, want {want:e}");
+                assert!(
+                    a == want || (a.is_nan() && want.is_nan()),
+                    "{f:?}({x:e}) = {a:e}, want {want:e}"
+                );
             }
         }
         assert!(is_approximate(UnaryFn::Sigmoid) && !is_approximate(UnaryFn::Sqrt));

@@ -552,7 +552,11 @@ impl OpKind {
             OpKind::Scan { axis, f, exclusive } => format!(
                 "{}scan_{}.{}",
                 if *exclusive { "ex" } else { "" },
-                if *axis == BcastAxis::Row { "row" } else { "col" },
+                if *axis == BcastAxis::Row {
+                    "row"
+                } else {
+                    "col"
+                },
                 f.name()
             ),
             OpKind::Mask(k, _) => format!("mask.{}", k.name()),

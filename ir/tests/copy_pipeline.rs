@@ -131,14 +131,20 @@ fn a_copy_into_a_slot_still_in_flight_is_an_error() {
         HostTensor::new(F32, &[16, 16], &values(256, 6)).unwrap(),
     )];
     let e = interp::run(&m, "reuse", [1, 1, 1], &mut args).unwrap_err();
-    assert!(e.to_string().contains("earlier copy into it is in flight"), "{e}");
+    assert!(
+        e.to_string().contains("earlier copy into it is in flight"),
+        "{e}"
+    );
 }
 
 #[test]
 fn copy_ops_round_trip_through_the_text_format() {
     let m = ring_sum(3, 2, None);
     let text = print_module(&m);
-    assert!(text.contains("copy_start @block") && text.contains("copy_wait[1] @block"), "{text}");
+    assert!(
+        text.contains("copy_start @block") && text.contains("copy_wait[1] @block"),
+        "{text}"
+    );
     let back = parse_module(&text).unwrap();
     assert_eq!(print_module(&back), text);
 }

@@ -82,7 +82,10 @@ impl<'a> Contract<'a> {
     fn names(&self, vars: &[Bound]) -> String {
         vars.iter()
             .map(|&(name, value, t, axis)| {
-                format!("{name} = {value} from `{}` dimension {axis}", self.tensors[t].0)
+                format!(
+                    "{name} = {value} from `{}` dimension {axis}",
+                    self.tensors[t].0
+                )
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -191,4 +194,3 @@ pub fn __launch_grid(
         )),
     }
 }
-

@@ -47,7 +47,9 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
     (
         "registry.rs",
         include_str!("registry.rs"),
-        &["ir", "error", "device", "tensor", "launch", "dsl", "contract"],
+        &[
+            "ir", "error", "device", "tensor", "launch", "dsl", "contract",
+        ],
     ),
 ];
 

@@ -71,7 +71,11 @@ fn check_on(device: &Device) {
                 );
             }
             let want: i64 = (0..c as i64).map(|j| 100 * r as i64 + j).sum();
-            assert_eq!(iv[r * C + c], want as f64, "i32 exscan at ({r}, {c}): {what}");
+            assert_eq!(
+                iv[r * C + c],
+                want as f64,
+                "i32 exscan at ({r}, {c}): {what}"
+            );
         }
     }
 }

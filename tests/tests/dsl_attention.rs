@@ -153,7 +153,8 @@ fn dsl_attention_launcher_rejects_a_head_dim_other_than_the_kernels() {
     .unwrap_err();
     assert!(matches!(err, tilekit::Error::Shape { .. }), "{err}");
     assert!(
-        err.to_string().contains("`q` dimension 2 is 128, but the contract needs D = 64"),
+        err.to_string()
+            .contains("`q` dimension 2 is 128, but the contract needs D = 64"),
         "{err}"
     );
 }

@@ -27,7 +27,12 @@ fn copy_tiles(x: Gl<f32, 2>, y: GlMut<f32, 2>) {
 }
 
 fn which(v: &[i32]) -> HostTensor {
-    HostTensor::new(I32, &[v.len()], &v.iter().map(|&i| f64::from(i)).collect::<Vec<_>>()).unwrap()
+    HostTensor::new(
+        I32,
+        &[v.len()],
+        &v.iter().map(|&i| f64::from(i)).collect::<Vec<_>>(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -60,7 +65,8 @@ fn an_index_from_memory_that_puts_the_tile_outside_the_view_is_an_error() {
     assert_eq!((site.block, index.as_str()), ([1, 0, 0], "[1, 2]"), "{err}");
     assert!(err.to_string().contains("loaded from memory"), "{err}");
     // A negative index too.
-    let err = pick_tiles::launch(&Device::Cpu, [2, 1, 1], &x, &which(&[-1, 0]), &mut y).unwrap_err();
+    let err =
+        pick_tiles::launch(&Device::Cpu, [2, 1, 1], &x, &which(&[-1, 0]), &mut y).unwrap_err();
     assert!(err.to_string().contains("[0, -1]"), "{err}");
     // With the check off the tile reads as zeros, as the IR masks it.
     let device = Device::cpu_with(without_index_check());
@@ -82,10 +88,20 @@ fn an_output_a_too_small_grid_leaves_unwritten_is_reported_with_check_unwritten(
     let mut y = HostTensor::full(F32, &[40, 20], 7.0);
     // 3×2 tiles cover 40×20; a grid of 2×2 leaves rows 32..40.
     let err = copy_tiles::launch(&device, [2, 2, 1], &x, &mut y).unwrap_err();
-    let Error::Interp(InterpError::Unwritten { param, index, unwritten, total, .. }) = &err else {
+    let Error::Interp(InterpError::Unwritten {
+        param,
+        index,
+        unwritten,
+        total,
+        ..
+    }) = &err
+    else {
         panic!("expected an unwritten output, got {err}");
     };
-    assert_eq!((param.as_str(), index.as_slice(), *unwritten, *total), ("y", &[32, 0][..], 8 * 20, 800));
+    assert_eq!(
+        (param.as_str(), index.as_slice(), *unwritten, *total),
+        ("y", &[32, 0][..], 8 * 20, 800)
+    );
     // The failed launch hands nothing back: `y` holds what it held.
     assert_eq!(y.get(&[39, 19]), Some(7.0));
     // The full grid writes every element.

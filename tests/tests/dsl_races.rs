@@ -14,7 +14,10 @@ use tilekit_tests::random::TestRng;
 /// The line of this file that holds `text` (the ops a race report must name).
 fn line_of(text: &str) -> u32 {
     let src = include_str!("dsl_races.rs");
-    let i = src.lines().position(|l| l.trim_start().starts_with(text)).expect("the op is in this file");
+    let i = src
+        .lines()
+        .position(|l| l.trim_start().starts_with(text))
+        .expect("the op is in this file");
     i as u32 + 1
 }
 
@@ -119,7 +122,11 @@ fn the_same_kernel_with_the_barrier_passes_and_matches_the_reference_under_every
             staged_gemm::<true>::launch(&device, grid, &a, &b, &mut c)
                 .unwrap_or_else(|e| panic!("{schedule:?}, seed {}: {e}", rng.seed));
             let err = normalized_max_error(&c.to_vec(), &want);
-            assert!(err <= 1e-5, "{m}×{n}×{k} {schedule:?}: error {err:.2e}, seed {}", rng.seed);
+            assert!(
+                err <= 1e-5,
+                "{m}×{n}×{k} {schedule:?}: error {err:.2e}, seed {}",
+                rng.seed
+            );
         }
     }
 }
@@ -136,9 +143,8 @@ fn the_race_check_can_be_turned_off_and_then_the_racy_kernel_runs() {
 
 #[test]
 fn every_library_self_test_passes_with_the_race_check_under_a_fine_round_robin() {
-    let device = Device::cpu_with(
-        CpuOptions::default().schedule(Schedule::RoundRobin { quantum: 1 }),
-    );
+    let device =
+        Device::cpu_with(CpuOptions::default().schedule(Schedule::RoundRobin { quantum: 1 }));
     let mut ran = 0;
     for k in tilekit::registry::kernels() {
         if let Some(selftest) = k.selftest {
@@ -182,8 +188,9 @@ fn a_warp_reloading_its_global_store_through_other_lanes_needs_a_barrier() {
         )
     };
     let (mut y, mut z) = fresh();
-    let err = store_then_reload::<false, false>::launch(&Device::Cpu, [1, 1, 1], &x, &mut y, &mut z)
-        .unwrap_err();
+    let err =
+        store_then_reload::<false, false>::launch(&Device::Cpu, [1, 1, 1], &x, &mut y, &mut z)
+            .unwrap_err();
     let text = err.to_string();
     let store_line = line_of("store(y.tile(0, 0), t);");
     let load_line = line_of("let row: Rv<f32, 16, Cols>");

@@ -73,7 +73,11 @@ fn a_w_shorter_than_h_is_an_error_naming_w_x_and_the_dimension() {
     let err = shape_error(scale_cols::launch(&Device::Cpu, [3, 2, 1], &x, &w, &mut y));
     assert_names(
         &err,
-        &["`w` dimension 0 is 20", "H = 24 from `x` dimension 1", "x: [T, H], w: [H], y: [T, H]"],
+        &[
+            "`w` dimension 0 is 20",
+            "H = 24 from `x` dimension 1",
+            "x: [T, H], w: [H], y: [T, H]",
+        ],
     );
     // `launch_auto` checks the same before computing a grid.
     let err = shape_error(scale_cols::launch_auto(&Device::Cpu, &x, &w, &mut y));
@@ -86,16 +90,30 @@ fn a_y_narrower_than_x_is_an_error_naming_y_x_and_the_dimension() {
     let w = HostTensor::zeros(F32, &[24]);
     let mut y = HostTensor::zeros(F32, &[40, 20]);
     let err = shape_error(scale_cols::launch_auto(&Device::Cpu, &x, &w, &mut y));
-    assert_names(&err, &["`y` dimension 1 is 20", "H = 24 from `x` dimension 1"]);
+    assert_names(
+        &err,
+        &["`y` dimension 1 is 20", "H = 24 from `x` dimension 1"],
+    );
     // The library's softmax: y narrower than x.
     let x = HostTensor::zeros(F32, &[64, 100]);
     let mut y = HostTensor::zeros(F32, &[64, 99]);
-    let err = shape_error(softmax_rows::<f32, 16, 64, 4>::launch_auto(&Device::Cpu, &x, &mut y));
-    assert_names(&err, &["`y` dimension 1 is 99", "COLS = 100 from `x` dimension 1"]);
+    let err = shape_error(softmax_rows::<f32, 16, 64, 4>::launch_auto(
+        &Device::Cpu,
+        &x,
+        &mut y,
+    ));
+    assert_names(
+        &err,
+        &["`y` dimension 1 is 99", "COLS = 100 from `x` dimension 1"],
+    );
     // A condition of the contract: no columns at all.
     let x = HostTensor::zeros(F32, &[64, 0]);
     let mut y = HostTensor::zeros(F32, &[64, 0]);
-    let err = shape_error(softmax_rows::<f32, 16, 64, 4>::launch_auto(&Device::Cpu, &x, &mut y));
+    let err = shape_error(softmax_rows::<f32, 16, 64, 4>::launch_auto(
+        &Device::Cpu,
+        &x,
+        &mut y,
+    ));
     assert_names(&err, &["COLS >= 1", "COLS = 0 from `x` dimension 1"]);
 }
 
@@ -111,12 +129,27 @@ fn a_k_mismatch_is_an_error_naming_a_b_and_k() {
         &b,
         &mut c,
     ));
-    assert_names(&err, &["`b` dimension 0 is 40", "K = 33 from `a` dimension 1", "@gemm"]);
+    assert_names(
+        &err,
+        &[
+            "`b` dimension 0 is 40",
+            "K = 33 from `a` dimension 1",
+            "@gemm",
+        ],
+    );
     // C of the wrong shape names C and where its dimension comes from.
     let b = HostTensor::zeros(BF16, &[33, 64]);
     let mut c = HostTensor::zeros(F32, &[64, 63]);
-    let err = shape_error(gemm::<f32, 64, 64, 32, 32, 32>::launch_auto(&Device::Cpu, &a, &b, &mut c));
-    assert_names(&err, &["`c` dimension 1 is 63", "N = 64 from `b` dimension 1"]);
+    let err = shape_error(gemm::<f32, 64, 64, 32, 32, 32>::launch_auto(
+        &Device::Cpu,
+        &a,
+        &b,
+        &mut c,
+    ));
+    assert_names(
+        &err,
+        &["`c` dimension 1 is 63", "N = 64 from `b` dimension 1"],
+    );
 }
 
 #[test]
@@ -139,7 +172,11 @@ fn short_slot_tokens_or_weights_are_an_error_naming_the_expression_and_its_sourc
     ));
     assert_names(
         &err,
-        &["`slot_token` dimension 0 is 100", "NT * R * WARPS = 128", "NT = 2 from `tile_expert` dimension 0"],
+        &[
+            "`slot_token` dimension 0 is 100",
+            "NT * R * WARPS = 128",
+            "NT = 2 from `tile_expert` dimension 0",
+        ],
     );
 }
 
@@ -158,7 +195,10 @@ fn short_attention_outputs_are_an_error_naming_them() {
         &mut lse,
         ScalarArg::from(0.125f32),
     ));
-    assert_names(&err, &["`lse` dimension 1 is 69", "SQ = 70 from `q` dimension 1"]);
+    assert_names(
+        &err,
+        &["`lse` dimension 1 is 69", "SQ = 70 from `q` dimension 1"],
+    );
     // A head dimension other than the kernel's D is a mismatch with the const.
     let q = HostTensor::zeros(BF16, &[2, 70, 32]);
     let mut o = HostTensor::zeros(F32, &[2, 70, 32]);
@@ -184,7 +224,10 @@ fn a_grid_too_small_or_on_the_wrong_axis_is_an_error_naming_the_axis() {
     type G = gemm<f32, 64, 64, 32, 32, 32>;
     // The grid is [⌈N/64⌉, ⌈M/64⌉, 1] = [2, 4, 1].
     let err = shape_error(G::launch(&Device::Cpu, [2, 3, 1], &a, &b, &mut c));
-    assert_names(&err, &["the grid [2, 3, 1] has 3 blocks along y", "[2, 4, 1]"]);
+    assert_names(
+        &err,
+        &["the grid [2, 3, 1] has 3 blocks along y", "[2, 4, 1]"],
+    );
     // M's tiles on x and N's on y: too few along y.
     let err = shape_error(G::launch(&Device::Cpu, [4, 2, 1], &a, &b, &mut c));
     assert_names(&err, &["has 2 blocks along y", "need [2, 4, 1]"]);
@@ -227,10 +270,18 @@ fn a_larger_grid_and_launch_auto_give_the_reference_product() {
     let mut c = HostTensor::zeros(F32, &[m, n]);
     G::launch_auto(&Device::Cpu, &a, &b, &mut c).unwrap();
     let err = normalized_max_error(&c.to_vec(), &want);
-    assert!(err <= 1e-5, "launch_auto: error {err:.2e}, seed {}", rng.seed);
+    assert!(
+        err <= 1e-5,
+        "launch_auto: error {err:.2e}, seed {}",
+        rng.seed
+    );
     // Extra blocks past the contract's grid find nothing to write.
     let mut c = HostTensor::zeros(F32, &[m, n]);
     G::launch(&Device::Cpu, [3, 3, 1], &a, &b, &mut c).unwrap();
     let err = normalized_max_error(&c.to_vec(), &want);
-    assert!(err <= 1e-5, "larger grid: error {err:.2e}, seed {}", rng.seed);
+    assert!(
+        err <= 1e-5,
+        "larger grid: error {err:.2e}, seed {}",
+        rng.seed
+    );
 }

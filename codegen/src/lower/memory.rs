@@ -957,7 +957,15 @@ impl Lowerer<'_> {
             };
             let (tr, tc) = (&idx[n - 2], &idx[n - 1]);
             self.cp_async_tile_aligned(
-                &g, &lead_pred, &lead_terms, tr, tc, &tile, threads, &rank, defer,
+                &g,
+                &lead_pred,
+                &lead_terms,
+                tr,
+                tc,
+                &tile,
+                threads,
+                &rank,
+                defer,
             );
             return Ok(());
         }

@@ -16,10 +16,10 @@
 mod bitcast;
 mod elementwise;
 pub(crate) mod emit;
+mod gather;
 mod memory;
 mod mma;
 mod ptx;
-mod gather;
 mod relayout;
 pub(crate) mod rules;
 mod scan;

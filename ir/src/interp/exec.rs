@@ -938,7 +938,8 @@ fn store(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
                 Val::Data(v) => v,
                 _ => return Err(b.runtime(w, "store of a non-register value")),
             };
-            let written = (0..rows).flat_map(|rr| (r0 + rr) * scols + c0..(r0 + rr) * scols + c0 + cols);
+            let written =
+                (0..rows).flat_map(|rr| (r0 + rr) * scols + c0..(r0 + rr) * scols + c0 + cols);
             b.race_access(w, r, written, scols, RaceAccess::Write)?;
             let s = b.mem.data_mut(r);
             for rr in 0..rows {
@@ -1040,7 +1041,13 @@ fn copy_async(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
         .map(|(e, o)| (base + e, o.map_or(0.0, |o| gd[o])))
         .collect();
     let bytes = dst_ty.shared_bytes().unwrap_or(0);
-    b.race_access(w, s, 0..win.offsets.len(), cols, RaceAccess::CopyAsync { sem })?;
+    b.race_access(
+        w,
+        s,
+        0..win.offsets.len(),
+        cols,
+        RaceAccess::CopyAsync { sem },
+    )?;
     b.mem
         .sem_copy(
             sem,

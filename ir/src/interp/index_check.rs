@@ -75,7 +75,9 @@ impl<'m> BlockRun<'m, '_> {
             Type::Tile { rows, cols, .. } | Type::SharedTile { rows, cols, .. } => {
                 (i64::from(*rows), i64::from(*cols), true)
             }
-            Type::Vector { len, .. } | Type::SharedVector { len, .. } => (1, i64::from(*len), false),
+            Type::Vector { len, .. } | Type::SharedVector { len, .. } => {
+                (1, i64::from(*len), false)
+            }
             _ => return Ok(()),
         };
         let Some(Arg::Tensor(t)) = self.args.get(g) else {
@@ -186,7 +188,11 @@ fn view_offsets(shape: &[usize], strides: &[usize]) -> Vec<usize> {
 
 /// After the run: an error naming the first watched view with an element still poisoned (and
 /// how many are), after putting back what every such element held. `Ok` when all were written.
-pub(super) fn check_outputs(kernel: &Func, args: &mut [Arg], watched: Poisoned) -> Result<(), InterpError> {
+pub(super) fn check_outputs(
+    kernel: &Func,
+    args: &mut [Arg],
+    watched: Poisoned,
+) -> Result<(), InterpError> {
     let mut first_error = None;
     for (i, saved) in watched.0 {
         let Some(Arg::Tensor(t)) = args.get_mut(i) else {

@@ -544,8 +544,7 @@ impl<'m> Bounds<'m> {
             memory_budget: launch.memory_budget,
             cancel: launch.cancel.clone(),
             numerics: launch.numerics,
-            race_check: launch.race_check
-                && shared / 8 <= RACE_CHECK_MAX_SHARED_ELEMENTS,
+            race_check: launch.race_check && shared / 8 <= RACE_CHECK_MAX_SHARED_ELEMENTS,
             index_check: launch.index_check,
             funcs,
             frame_bytes: frames,
@@ -809,7 +808,9 @@ pub(crate) enum RaceAccess {
     Read,
     Write,
     /// A `copy_async` completing with a phase of `sem`.
-    CopyAsync { sem: SharedRef },
+    CopyAsync {
+        sem: SharedRef,
+    },
     /// A `copy_start` joining the warp's open group.
     CopyStart,
 }

@@ -190,7 +190,14 @@ impl RaceCheck {
         elements: impl IntoIterator<Item = usize>,
         site: u32,
     ) -> Result<(), Race> {
-        self.access(Accessor::Warp(w), AccessKind::Read, object, base, elements, site)
+        self.access(
+            Accessor::Warp(w),
+            AccessKind::Read,
+            object,
+            base,
+            elements,
+            site,
+        )
     }
 
     /// Warp `w` writes elements `elements` of `object` (see [`RaceCheck::read`]).
@@ -202,7 +209,14 @@ impl RaceCheck {
         elements: impl IntoIterator<Item = usize>,
         site: u32,
     ) -> Result<(), Race> {
-        self.access(Accessor::Warp(w), AccessKind::Write, object, base, elements, site)
+        self.access(
+            Accessor::Warp(w),
+            AccessKind::Write,
+            object,
+            base,
+            elements,
+            site,
+        )
     }
 
     /// Warp `w` issues a `copy_async` into `elements` of `object` that completes with a phase
@@ -229,7 +243,14 @@ impl RaceCheck {
             clock,
             knows: &knows,
         };
-        self.access(accessor, AccessKind::AsyncWrite, object, base, elements, site)?;
+        self.access(
+            accessor,
+            AccessKind::AsyncWrite,
+            object,
+            base,
+            elements,
+            site,
+        )?;
         let s = self.sems.entry((sem.alloc, sem.elem)).or_default();
         join(&mut s.current, &knows);
         raise(&mut s.current, agent, clock);
@@ -254,7 +275,14 @@ impl RaceCheck {
             clock,
             knows: &knows,
         };
-        self.access(accessor, AccessKind::AsyncWrite, object, base, elements, site)
+        self.access(
+            accessor,
+            AccessKind::AsyncWrite,
+            object,
+            base,
+            elements,
+            site,
+        )
     }
 
     /// Warp `w` closes its open `copy_start` group.
@@ -341,10 +369,7 @@ impl RaceCheck {
             kind,
         };
         let ordered = |a: &Access| a.clock <= get(knows, a.agent);
-        let shadow = self
-            .shadow
-            .entry(object.alloc)
-            .or_default();
+        let shadow = self.shadow.entry(object.alloc).or_default();
         for e in elements {
             if shadow.len() <= base + e {
                 shadow.resize(base + e + 1, Shadow::default());
@@ -361,7 +386,10 @@ impl RaceCheck {
                 return Err(Race {
                     object,
                     element: e,
-                    earlier: (Box::new(self.sites[earlier.site as usize].clone()), earlier.kind),
+                    earlier: (
+                        Box::new(self.sites[earlier.site as usize].clone()),
+                        earlier.kind,
+                    ),
                     later: (Box::new(self.sites[site as usize].clone()), kind),
                 });
             }
@@ -420,7 +448,10 @@ mod tests {
         r.write(0, OBJ, 0, 0..4, a).unwrap();
         let race = r.read(1, OBJ, 0, [2], b).unwrap_err();
         assert_eq!(race.element, 2);
-        assert_eq!((race.earlier.0.warp, race.earlier.1), (0, AccessKind::Write));
+        assert_eq!(
+            (race.earlier.0.warp, race.earlier.1),
+            (0, AccessKind::Write)
+        );
         assert_eq!((race.later.0.warp, race.later.1), (1, AccessKind::Read));
 
         let (mut r, a, b) = check();

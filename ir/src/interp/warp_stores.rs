@@ -106,10 +106,17 @@ fn elements(t: &super::HostTensor, value: &Type, idx: &[i64]) -> Vec<(usize, usi
         Type::Vector { len, .. } => (1, *len as usize, false),
         _ => {
             let us: Option<Vec<usize>> = idx.iter().map(|&i| usize::try_from(i).ok()).collect();
-            return us.and_then(|u| t.offset(&u)).map(|o| vec![(o, 0)]).unwrap_or_default();
+            return us
+                .and_then(|u| t.offset(&u))
+                .map(|o| vec![(o, 0)])
+                .unwrap_or_default();
         }
     };
-    let lead = if is_tile { rank.saturating_sub(2) } else { rank.saturating_sub(1) };
+    let lead = if is_tile {
+        rank.saturating_sub(2)
+    } else {
+        rank.saturating_sub(1)
+    };
     if idx.len() < rank || rank == 0 || (is_tile && rank < 2) {
         return Vec::new();
     }
@@ -121,11 +128,19 @@ fn elements(t: &super::HostTensor, value: &Type, idx: &[i64]) -> Vec<(usize, usi
         }
     }
     let (row0, nrows, rstride) = if is_tile {
-        (idx[rank - 2] * rows as i64, shape[rank - 2], strides[rank - 2])
+        (
+            idx[rank - 2] * rows as i64,
+            shape[rank - 2],
+            strides[rank - 2],
+        )
     } else {
         (0, 1, 0)
     };
-    let (col0, ncols, cstride) = (idx[rank - 1] * cols as i64, shape[rank - 1], strides[rank - 1]);
+    let (col0, ncols, cstride) = (
+        idx[rank - 1] * cols as i64,
+        shape[rank - 1],
+        strides[rank - 1],
+    );
     let mut out = Vec::new();
     for r in 0..rows {
         let gr = row0 + r as i64;
@@ -135,7 +150,10 @@ fn elements(t: &super::HostTensor, value: &Type, idx: &[i64]) -> Vec<(usize, usi
         for c in 0..cols {
             let gc = col0 + c as i64;
             if gc >= 0 && (gc as usize) < ncols {
-                out.push((base + gr as usize * rstride + gc as usize * cstride, r * cols + c));
+                out.push((
+                    base + gr as usize * rstride + gc as usize * cstride,
+                    r * cols + c,
+                ));
             }
         }
     }
@@ -186,7 +204,14 @@ impl<'m> BlockRun<'m, '_> {
         };
         if is_store {
             for (off, pos) in elems {
-                s.stored[w].insert((g, off), Stored { ty: ty_id, pos, site });
+                s.stored[w].insert(
+                    (g, off),
+                    Stored {
+                        ty: ty_id,
+                        pos,
+                        site,
+                    },
+                );
             }
             return Ok(());
         }

@@ -811,10 +811,9 @@ enum AttrShape {
 fn attr_shape(k: &OpKind) -> AttrShape {
     match k {
         OpKind::Const(_) => AttrShape::Const,
-        OpKind::GlobalDim(_)
-        | OpKind::SemInit(_)
-        | OpKind::SemExpect(_)
-        | OpKind::CopyWait(_) => AttrShape::U32,
+        OpKind::GlobalDim(_) | OpKind::SemInit(_) | OpKind::SemExpect(_) | OpKind::CopyWait(_) => {
+            AttrShape::U32
+        }
         OpKind::Fill(_) | OpKind::Mask(..) => AttrShape::F64,
         OpKind::Call(_) => AttrShape::Symbol,
         OpKind::BlockIdx(_)

@@ -232,8 +232,7 @@ pub(super) fn check_bitcast(cx: &mut OpCx<'_, '_>) {
     let (Some(from), Some(to)) = (x.dtype(), result.dtype()) else {
         return;
     };
-    if from == ScalarType::Bool || to == ScalarType::Bool || from.size_bytes() != to.size_bytes()
-    {
+    if from == ScalarType::Bool || to == ScalarType::Bool || from.size_bytes() != to.size_bytes() {
         cx.report(VerifyErrorKind::Dtype {
             what: "result".into(),
             expected: format!(
@@ -244,7 +243,10 @@ pub(super) fn check_bitcast(cx: &mut OpCx<'_, '_>) {
         });
         return;
     }
-    cx.expect_result(&x.with_dtype(to), "x's kind, shape and layout or axis in the new dtype");
+    cx.expect_result(
+        &x.with_dtype(to),
+        "x's kind, shape and layout or axis in the new dtype",
+    );
 }
 
 /// `transpose (t) : rt<T, C x R, l>` — rows and cols swapped, dtype and layout kept.

@@ -78,7 +78,10 @@ pub(super) fn check_gather(cx: &mut OpCx<'_, '_>) {
         }
     }
     let expected = Type::vector(gt.dtype, v.len, v.axis);
-    cx.expect_result(&expected, "the dtype of g, the length and axis of the indices");
+    cx.expect_result(
+        &expected,
+        "the dtype of g, the length and axis of the indices",
+    );
 }
 
 /// `scatter_rows (g, t, idx, j)` / `scatter_add_rows` — g a mutable rank-2 view of t's dtype,

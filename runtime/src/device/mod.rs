@@ -875,7 +875,15 @@ fn launch_cuda(
     let aligned = args::aligned16_views(module, kernel, args);
     let key = format!("{kernel}/{hash}/{}", crate::abi::facts_text(&aligned));
     let loaded = cached(&g.ctx.loaded, key, || {
-        let code = find_code(&g.bundles, module, kernel, &hash, &aligned, Some(target), device)?;
+        let code = find_code(
+            &g.bundles,
+            module,
+            kernel,
+            &hash,
+            &aligned,
+            Some(target),
+            device,
+        )?;
         if code.shared_bytes > u64::from(g.ctx.max_shared_optin) {
             return Err(Error::UnsupportedDevice {
                 device: device.describe(),
@@ -1151,8 +1159,16 @@ mod tests {
             target: "sm_80".into(),
             kernels: vec![bundled],
         })]);
-        let found = find_code(&bundles, module, name, &hash, &[], Some("sm_80"), &Device::Cpu)
-            .unwrap();
+        let found = find_code(
+            &bundles,
+            module,
+            name,
+            &hash,
+            &[],
+            Some("sm_80"),
+            &Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(found.ptx, "// bundled");
 
         let other_hash = ir_hash(other, name);
@@ -1196,9 +1212,17 @@ mod tests {
         })]);
         let pick = |aligned: &[&str]| {
             let aligned: Vec<String> = aligned.iter().map(|s| s.to_string()).collect();
-            find_code(&bundles, module, name, &hash, &aligned, Some("sm_80"), &Device::Cpu)
-                .unwrap()
-                .ptx
+            find_code(
+                &bundles,
+                module,
+                name,
+                &hash,
+                &aligned,
+                Some("sm_80"),
+                &Device::Cpu,
+            )
+            .unwrap()
+            .ptx
         };
         assert_eq!(pick(&["x", "y"]), "// aligned");
         assert_eq!(pick(&["w", "x", "y"]), "// aligned");

@@ -132,8 +132,8 @@ pub mod indexing;
 #[doc(hidden)]
 pub mod naming;
 pub mod ops;
-pub mod scan;
 pub mod pipeline;
+pub mod scan;
 pub(crate) mod trace;
 
 pub use arith::{convert, lit, select, transpose, ConvertTo, Map, Operand};
@@ -141,9 +141,6 @@ pub use arith::{convert, lit, select, transpose, ConvertTo, Map, Operand};
 pub use call::__call;
 pub use call::Values;
 pub use compare::SelectMask;
-pub use indexing::{
-    extract, gather, insert, row_argmax, row_argmin, ElementIndices, RankedView,
-};
 #[doc(hidden)]
 pub use comptime::{__ge, __gt, __le, __lt, __range};
 #[doc(hidden)]
@@ -156,6 +153,7 @@ pub use handles::{
     Auto, Col, Cols, Gl, GlMut, Handle, NoSwizzle, Register, Row, Rows, Rt, Rv, Scalar, Sem,
     Shared, SharedArray, St, Sv, SwizzleKind, Swz128, Swz32, Swz64, TileLayout, VecAlong,
 };
+pub use indexing::{extract, gather, insert, row_argmax, row_argmin, ElementIndices, RankedView};
 pub use ops::*;
-pub use scan::{col_prod, cumsum_rows, exscan_col, exscan_row, row_prod, scan_col, scan_row};
 pub use pipeline::{copy_commit, copy_start, copy_wait};
+pub use scan::{col_prod, cumsum_rows, exscan_col, exscan_row, row_prod, scan_col, scan_row};

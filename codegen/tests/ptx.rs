@@ -229,7 +229,7 @@ fn metadata_describes_the_launch() {
 #[test]
 fn exp2_is_ex2_approx_and_reductions_are_shuffles() {
     let c = compile(&kernels::softmax_rows(), "softmax_rows", Target::Sm80).unwrap();
-    assert!(c.ptx().contains("ex2.approx.f32"));
+    assert!(c.ptx().contains("ex2.approx.ftz.f32"));
     assert!(c.ptx().contains("shfl.sync.bfly.b32"));
     assert!(!c.ptx().contains("__nv_"), "no libdevice calls");
 }

@@ -176,7 +176,7 @@ pub(crate) fn check(kernel: &str, target: Target, elf: &[u8]) -> Result<Report, 
     check_with(kernel, target, elf, crate::ptxas::SpillPolicy::Refuse)
 }
 
-/// [`check`] under a spill policy: with [`SpillPolicy::Refuse`](crate::ptxas::SpillPolicy)
+/// `check` under a spill policy: with [`SpillPolicy::Refuse`](crate::ptxas::SpillPolicy)
 /// (what [`crate::compile`] uses) spilled VGPRs are a register overflow with the code object's
 /// numbers; with `Allow` the code object only has to fit the unified register file and LDS.
 pub fn check_with(

@@ -73,13 +73,17 @@ pub fn gemm<
         "gemm: the warp tile {WM}×{WN} must divide the block tile {BM}×{BN}"
     );
     // The ring's depth is a build-time choice (a Rust `if`): one instantiation is traced.
+    // So is the K slice: 32 wide where the warp tile is small enough for a stage's fragments
+    // to stay in registers (gfx950's MFMA takes K = 32 in one instruction), else 16.
     let stages = ring_stages(BM, BN, BK);
-    if stages >= 4 {
-        mainloop::<O, BM, BN, BK, WM, WN, 4>(a, b, c);
-    } else if stages == 3 {
-        mainloop::<O, BM, BN, BK, WM, WN, 3>(a, b, c);
-    } else {
-        mainloop::<O, BM, BN, BK, WM, WN, 2>(a, b, c);
+    let wide = BK % 32 == 0 && WM * WN <= 32 * 32;
+    match (stages, wide) {
+        (4.., true) => mainloop::<O, BM, BN, BK, WM, WN, 4, 32>(a, b, c),
+        (4.., false) => mainloop::<O, BM, BN, BK, WM, WN, 4, 16>(a, b, c),
+        (3, true) => mainloop::<O, BM, BN, BK, WM, WN, 3, 32>(a, b, c),
+        (3, false) => mainloop::<O, BM, BN, BK, WM, WN, 3, 16>(a, b, c),
+        (_, true) => mainloop::<O, BM, BN, BK, WM, WN, 2, 32>(a, b, c),
+        (_, false) => mainloop::<O, BM, BN, BK, WM, WN, 2, 16>(a, b, c),
     }
 }
 
@@ -110,6 +114,7 @@ fn mainloop<
     const WM: usize,
     const WN: usize,
     const STAGES: usize,
+    const KS: usize,
 >(
     a: Gl<bf16, 2>,
     b: Gl<bf16, 2>,
@@ -139,12 +144,12 @@ fn mainloop<
         copy_start(b_ring.at(slot), b.tile(ahead, tile_n));
         copy_commit();
         let cur = kt % STAGES as i32;
-        // One 16-wide K slice at a time: the fragments of a slice are live only for its mma
+        // One K slice of KS at a time: the fragments of a slice are live only for its mma
         // (at 64×64 warp tiles the whole stage's fragments and the accumulator exceed 255
-        // registers).
-        for kk in 0..BK / 16 {
-            let a_frag: Rt<bf16, WM, 16> = load(a_ring.at(cur).tile(warp_row, kk));
-            let b_frag: Rt<bf16, 16, WN, Col> = load(b_ring.at(cur).tile(kk, warp_col));
+        // registers, so those take slices of 16).
+        for kk in 0..BK / KS {
+            let a_frag: Rt<bf16, WM, KS> = load(a_ring.at(cur).tile(warp_row, kk));
+            let b_frag: Rt<bf16, KS, WN, Col> = load(b_ring.at(cur).tile(kk, warp_col));
             acc = mma_ab(acc, a_frag, b_frag);
         }
     }

@@ -159,6 +159,31 @@ fn dsl_attention_launcher_rejects_a_head_dim_other_than_the_kernels() {
     );
 }
 
+#[test]
+fn dsl_attention_launcher_rejects_a_scale_that_is_not_positive() {
+    let q = HostTensor::zeros(BF16, &[1, 16, 64]);
+    let mut o = HostTensor::zeros(BF16, &[1, 16, 64]);
+    let mut lse = HostTensor::zeros(F32, &[1, 16]);
+    for scale in [0.0f32, -0.125, f32::NAN, f32::INFINITY] {
+        let err = attention_fwd::<bf16, 64, 16, 64, 4, false>::launch(
+            &Device::Cpu,
+            grid(1, 16, 64),
+            &q,
+            &q,
+            &q,
+            &mut o,
+            &mut lse,
+            scale.into(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, tilekit::Error::Shape { .. }), "{err}");
+        assert!(
+            err.to_string().contains("needs a positive finite scale"),
+            "{scale}: {err}"
+        );
+    }
+}
+
 /// Attention where some query rows miss whole key tiles (`tilekit::kernels::attention::HARD_MASK`,
 /// written into Q and K as scores of `-inf`): in head 0 every third row misses keys 0..128 (its
 /// first two key tiles), in head 1 every third row misses every key. torch gives the softmax

@@ -30,7 +30,7 @@ use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
 use crate::kernels::softmax::safe_max;
-use crate::{Device, ScalarArg};
+use crate::{Device, LaunchArg, ScalarArg};
 
 /// See the module documentation. Grid: `[⌈seq_q / (WARPS·R)⌉, bh, 1]` ([`grid`]).
 #[crate::kernel(
@@ -45,6 +45,7 @@ use crate::{Device, ScalarArg};
         <bf16, 128, 16, 16, 8, true>
     ),
     selftest = selftest,
+    check = positive_scale,
     shapes(q: [BH, SQ, D], k: [BH, SK, D], v: [BH, SK, D], o: [BH, SQ, D], lse: [BH, SQ], SK >= 1),
     grid = [ceil_div(SQ, WARPS * R), BH, 1]
 )]
@@ -150,6 +151,19 @@ pub fn grid(bh: usize, seq_q: usize, block_rows: usize) -> [u32; 3] {
 
 /// Attention in f64 from the definition: `(O, LSE)` for row-major Q `[bh, seq_q, d]`, K and V
 /// `[bh, seq_kv, d]`.
+/// `sm_scale` must be positive and finite: the kernel takes the row max over the raw scores
+/// and scales it once per row (one FMA per score), which picks the wrong max for a negative
+/// scale and gives `-inf · 0 = NaN` for masked keys at zero.
+pub fn positive_scale(args: &[LaunchArg]) -> Result<(), String> {
+    match args.get(5) {
+        Some(LaunchArg::Scalar(_, s)) if s.is_finite() && *s > 0.0 => Ok(()),
+        Some(LaunchArg::Scalar(_, s)) => Err(format!(
+            "`sm_scale` is {s}, but the attention kernel needs a positive finite scale (e.g. 1/√D)"
+        )),
+        _ => Err("`sm_scale` (argument 5) must be an f32 scalar".into()),
+    }
+}
+
 pub fn reference(
     q: &[f64],
     k: &[f64],

@@ -2,6 +2,7 @@
 //! runs it on fresh random inputs against an f64 reference written from the definition.
 
 pub mod attention;
+pub mod attention_bwd;
 pub mod check;
 pub mod gemm;
 pub mod moe;

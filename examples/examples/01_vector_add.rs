@@ -61,3 +61,8 @@ fn main() -> Result<()> {
     println!("01_vector_add: ok");
     Ok(())
 }
+
+#[test]
+fn tutorial_runs() {
+    main().unwrap();
+}

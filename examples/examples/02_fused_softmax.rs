@@ -66,3 +66,8 @@ fn main() -> Result<()> {
     println!("02_fused_softmax: ok");
     Ok(())
 }
+
+#[test]
+fn tutorial_runs() {
+    main().unwrap();
+}

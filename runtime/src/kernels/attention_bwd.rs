@@ -176,10 +176,10 @@ pub fn attention_bwd_dkdv<
 #[crate::kernel(
     warps = WARPS as u32,
     variants(
-        <f32, 64, 16, 64, 4, false>,
-        <f32, 64, 16, 64, 4, true>,
-        <bf16, 64, 16, 64, 4, false>,
-        <bf16, 64, 16, 64, 4, true>
+        <f32, 64, 16, 32, 4, false>,
+        <f32, 64, 16, 32, 4, true>,
+        <bf16, 64, 16, 32, 4, false>,
+        <bf16, 64, 16, 32, 4, true>
     ),
     selftest = selftest,
     check = finite_scale::<7>,
@@ -342,7 +342,7 @@ pub fn backward(
             attention_bwd_dkdv::<$g, 64, 32, 4, $causal>::launch(
                 device, kg, q, k, v, d_o, lse, delta, dk, dv, s,
             )?;
-            attention_bwd_dq::<$g, 64, 16, 64, 4, $causal>::launch(
+            attention_bwd_dq::<$g, 64, 16, 32, 4, $causal>::launch(
                 device, qg, q, k, v, d_o, lse, delta, dq, s,
             )
         }};
@@ -424,7 +424,7 @@ fn forward(
 
 /// Gradient tolerance (normalized max error): P and dS are rounded to bf16 for their mmas, and
 /// O (bf16) enters Δ, each ≈ 2⁻⁸ relative.
-pub const GRAD_TOLERANCE: f64 = 2e-2;
+pub const GRAD_TOLERANCE: f64 = 1e-2;
 
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();

@@ -321,6 +321,32 @@ impl FuncBuilder {
         self.op1(kind, Scope::Warp, &[t], ty)
     }
 
+    /// Each row of tile `t` sorted (descending or ascending), with the i32 payload tile `idx`
+    /// moved along: returns (sorted keys, payload).
+    #[track_caller]
+    pub fn sort_row(&mut self, descending: bool, t: Value, idx: Value) -> (Value, Value) {
+        let (kt, it) = (self.ty(t), self.ty(idx));
+        let r = self.op(OpKind::SortRow { descending }, Scope::Warp, &[t, idx], vec![kt, it]);
+        (r[0], r[1])
+    }
+
+    /// The top `k` (key, payload) pairs of each row of `t`/`idx` merged with the first `k`
+    /// columns of `best`/`best_idx` (16 columns each): returns 16-column (keys, payloads).
+    #[track_caller]
+    pub fn topk_row(
+        &mut self,
+        k: u32,
+        t: Value,
+        idx: Value,
+        best: Value,
+        best_idx: Value,
+    ) -> (Value, Value) {
+        let (kt, it) = (self.ty(best), self.ty(best_idx));
+        let operands = [t, idx, best, best_idx];
+        let r = self.op(OpKind::TopkRow(k), Scope::Warp, &operands, vec![kt, it]);
+        (r[0], r[1])
+    }
+
     /// The bits of `x` read as type `to` (another dtype of the same width, same shape).
     #[track_caller]
     pub fn bitcast(&mut self, x: Value, to: Type) -> Value {
@@ -509,6 +535,49 @@ impl FuncBuilder {
         let mut ops = vec![g, x];
         ops.extend_from_slice(idx);
         self.op(OpKind::AtomicAdd, Scope::Warp, &ops, vec![]);
+    }
+
+    /// `atomic_max|min|exch (g, x, idx…)`: the old values, of x's type.
+    #[track_caller]
+    pub fn atomic_rmw(&mut self, f: AtomicFn, g: Value, x: Value, idx: &[Value]) -> Value {
+        let t = self.ty(x).clone();
+        let mut ops = vec![g, x];
+        ops.extend_from_slice(idx);
+        self.op1(OpKind::AtomicRmw(f), Scope::Warp, &ops, t)
+    }
+
+    /// `atomic_cas (g, cmp, x, idx…)`: the old values, of x's type.
+    #[track_caller]
+    pub fn atomic_cas(&mut self, g: Value, cmp: Value, x: Value, idx: &[Value]) -> Value {
+        let t = self.ty(x).clone();
+        let mut ops = vec![g, cmp, x];
+        ops.extend_from_slice(idx);
+        self.op1(OpKind::AtomicCas, Scope::Warp, &ops, t)
+    }
+
+    /// `philox (k0, k1, c0, c1, c2, c3)`: the four output words, of the counters' type (that
+    /// of the first counter word that is not a scalar).
+    #[track_caller]
+    pub fn philox(&mut self, key: [Value; 2], ctr: [Value; 4]) -> [Value; 4] {
+        let t = ctr
+            .iter()
+            .map(|&c| self.ty(c).clone())
+            .find(|t| !t.is_scalar())
+            .unwrap_or(Type::Scalar(ScalarType::U32));
+        let ops = [key[0], key[1], ctr[0], ctr[1], ctr[2], ctr[3]];
+        let r = self.op(OpKind::Philox, Scope::Warp, &ops, vec![t; 4]);
+        [r[0], r[1], r[2], r[3]]
+    }
+
+    /// `device_assert[@"message"] (c)`.
+    #[track_caller]
+    pub fn device_assert(&mut self, c: Value, message: &str) {
+        self.op(
+            OpKind::DeviceAssert(message.to_string()),
+            Scope::Warp,
+            &[c],
+            vec![],
+        );
     }
 
     // ---- synchronization ----------------------------------------------------------------------

@@ -363,6 +363,29 @@ impl MaskKind {
     }
 }
 
+/// What a global atomic that returns the old value does to each addressed element `e`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AtomicFn {
+    /// `e ← max(e, x)` (for floats a NaN operand yields the other: IEEE maxNum).
+    Max,
+    /// `e ← min(e, x)` (IEEE minNum for floats).
+    Min,
+    /// `e ← x`.
+    Exch,
+}
+
+impl AtomicFn {
+    pub const ALL: [AtomicFn; 3] = [AtomicFn::Max, AtomicFn::Min, AtomicFn::Exch];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AtomicFn::Max => "max",
+            AtomicFn::Min => "min",
+            AtomicFn::Exch => "exch",
+        }
+    }
+}
+
 /// A constant attribute.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Const {
@@ -448,6 +471,19 @@ pub enum OpKind {
     },
     /// `mask.kind[v] (%t, %a, %b)` — elements selected by the kind are replaced by `v`.
     Mask(MaskKind, f64),
+    /// `sort_row.desc (%t, %idx) : rt<T, R x C, L>, rt<i32, R x C, L>` / `sort_row.asc` —
+    /// each row of `t` sorted, with the i32 payload `idx` (column indices, say) moved along.
+    /// The order is total on (key, payload) pairs ([`sort_before`]): keys descending
+    /// (ascending), equal keys by the lower payload first; NaN is above every number and equal
+    /// to every NaN; −0 equals +0.
+    SortRow { descending: bool },
+    /// `topk_row[k] (%t, %idx, %best, %best_idx) : rt<T, R x 16, L>, rt<i32, R x 16, L>` — per
+    /// row, the k pairs (1 ≤ k ≤ 16) that come first in `sort_row.desc` order among the row's
+    /// (t, idx) pairs and the first k columns of (best, best_idx), in that order in columns
+    /// 0..k; columns k..16 hold ([`topk_empty_key`] of T, `i32::MAX`). Feeding a result back
+    /// as `best` merges top-k lists: the top-k of a row of many tiles is a loop over its
+    /// tiles; `best` filled with the empty pair starts one.
+    TopkRow(u32),
 
     // ---- tensor cores -------------------------------------------------------------------------
     /// `mma.v (%a, %b, %c) : rt<f32, M x N, row>` — `D = op(A)·op(B) + C` with f32 accumulation.
@@ -492,6 +528,26 @@ pub enum OpKind {
     Gather,
     /// `atomic_add (%g, %x, idx…)` — add a scalar (element indices) or a tile (tile coordinates).
     AtomicAdd,
+    /// `atomic_max (%g, %x, idx…) : T` (also `atomic_min`, `atomic_exch`) — atomically updates
+    /// each addressed element (a scalar at element indices, or a register tile at tile
+    /// coordinates) and returns the elements' old values (a tile's elements outside the view are
+    /// left alone and read 0). Each element's update is indivisible; updates of one element by
+    /// different warps and blocks take effect one after another, in some order.
+    AtomicRmw(AtomicFn),
+    /// `atomic_cas (%g, %cmp, %x, idx…) : T` — compare-and-swap: where an addressed element's
+    /// bits equal `cmp`'s, it becomes `x`; returns the old values, as `atomic_max` does.
+    AtomicCas,
+
+    // ---- random numbers and checks ------------------------------------------------------------
+    /// `philox (%k0, %k1, %c0, %c1, %c2, %c3) : T, T, T, T` — the Philox-4x32-10 counter-based
+    /// generator (Salmon et al., SC'11): the four 32-bit output words for key `(k0, k1)` (u32
+    /// scalars) and counter `(c0, c1, c2, c3)`, each counter word a u32 scalar or a u32 register
+    /// tile or vector, elementwise (scalars broadcast); the results have the counters' type.
+    Philox,
+    /// `device_assert[@"message"] (%c)` — a run stops with an error naming the message, the
+    /// block and the warp (lane on GPUs) where `c` (a bool scalar, or a bool tile or vector:
+    /// every element) is false.
+    DeviceAssert(String),
 
     // ---- synchronization ----------------------------------------------------------------------
     /// `barrier @block` — every warp of the block waits until all have arrived.
@@ -559,6 +615,10 @@ impl OpKind {
                 },
                 f.name()
             ),
+            OpKind::SortRow { descending } => {
+                format!("sort_row.{}", if *descending { "desc" } else { "asc" })
+            }
+            OpKind::TopkRow(_) => "topk_row".into(),
             OpKind::Mask(k, _) => format!("mask.{}", k.name()),
             OpKind::Mma(v) => format!("mma.{}", v.name()),
             OpKind::AllocShared => "alloc_shared".into(),
@@ -575,6 +635,10 @@ impl OpKind {
             OpKind::ScatterRows { add: true } => "scatter_add_rows".into(),
             OpKind::Gather => "gather".into(),
             OpKind::AtomicAdd => "atomic_add".into(),
+            OpKind::AtomicRmw(f) => format!("atomic_{}", f.name()),
+            OpKind::AtomicCas => "atomic_cas".into(),
+            OpKind::Philox => "philox".into(),
+            OpKind::DeviceAssert(_) => "device_assert".into(),
             OpKind::Barrier => "barrier".into(),
             OpKind::SemInit(_) => "sem.init".into(),
             OpKind::SemArrive => "sem.arrive".into(),
@@ -597,6 +661,7 @@ impl OpKind {
             OpKind::GlobalDim(k) => Some(k.to_string()),
             OpKind::Fill(v) | OpKind::Mask(_, v) => Some(Const::Float(*v).to_string()),
             OpKind::SemInit(n) | OpKind::SemExpect(n) | OpKind::CopyWait(n) => Some(n.to_string()),
+            OpKind::TopkRow(k) => Some(k.to_string()),
             OpKind::Call(f) => Some(format!("@{f}")),
             _ => None,
         }
@@ -620,4 +685,25 @@ impl OpKind {
             _ => WARP,
         }
     }
+}
+
+/// Whether the pair (x, i) comes before (y, j) in the order of `sort_row` (descending or
+/// ascending keys; equal keys by the lower payload): NaN is above every number and equal to
+/// every NaN, −0 equals +0. The order is total on pairs with distinct payloads, so any
+/// sorting network gives the one result.
+pub fn sort_before(descending: bool, (x, i): (f64, i64), (y, j): (f64, i64)) -> bool {
+    let (xn, yn) = (x.is_nan(), y.is_nan());
+    let tie = (xn && yn) || x == y;
+    if tie {
+        return i < j;
+    }
+    let above = (xn && !yn) || (!yn && x > y);
+    above == descending
+}
+
+/// The key of an empty `topk_row` entry for dtype `d`: −∞ for floats, the lowest integer
+/// otherwise. Its payload is `i32::MAX`, so an empty entry comes after every real pair but one
+/// equal to it.
+pub fn topk_empty_key(d: crate::types::ScalarType) -> f64 {
+    crate::numeric::int_range(d).0
 }

@@ -21,11 +21,14 @@
 //! | `verify/mma.rs` | `mma.*` at warp and warpgroup scope |
 //! | `verify/memory.rs` | `alloc_shared`, `shared.index`, `load`, `store` and global-view indexing |
 //! | `verify/copy.rs` | `copy`, `copy_async` |
+//! | `verify/sort.rs` | `sort_row.*`, `topk_row` |
 //! | `verify/gather.rs` | `gather_rows`, `gather`, `scatter_rows`, `scatter_add_rows`, `atomic_add` |
+//! | `verify/atomic.rs` | `atomic_max`, `atomic_min`, `atomic_exch`, `atomic_cas`, `philox`, `device_assert` |
 //! | `verify/sync.rs` | `sem.*` |
 //! | `verify/control.rs` | `for`, `if`, `while`, `call` and what their regions must yield |
 
 mod arity;
+mod atomic;
 mod calls;
 mod control;
 mod copy;
@@ -38,6 +41,7 @@ mod memory;
 mod mma;
 mod rowcol;
 mod scalar;
+mod sort;
 mod sync;
 mod types;
 

@@ -13,6 +13,7 @@
 //! loads, stores and copies, barriers), [`mma`] (tensor cores), [`sync`] (semaphores, async
 //! copies) and the control flow here.
 
+mod atomic;
 mod bitcast;
 mod elementwise;
 pub(crate) mod emit;
@@ -24,7 +25,9 @@ mod relayout;
 pub(crate) mod rules;
 mod scan;
 mod select;
+mod sort;
 mod sync;
+mod wgmma;
 
 use std::collections::{HashMap, HashSet};
 
@@ -98,6 +101,8 @@ pub(crate) struct Lowerer<'f> {
     /// The register tiles that an `mma` of this function reads as its B operand and none as
     /// its A operand ([`mma_b_operands`]).
     mma_b_tiles: HashSet<Value>,
+    /// On AMD, the shared tiles placed transposed in LDS ([`lds_transposed_tiles`]).
+    lds_transposed: HashSet<Value>,
 }
 
 type R<T> = Result<T, CodegenError>;
@@ -151,6 +156,80 @@ fn mma_b_operands(func: &Func) -> HashSet<Value> {
     b
 }
 
+/// On AMD (`amd` set), the shared tiles of `func` that LDS holds transposed: the 16-bit
+/// shared allocations (tiles or arrays of tiles) whose every use is a global → shared copy
+/// into them or a load of a col-layout register tile from them, through `shared.index`. A
+/// col-layout MFMA register holds four consecutive rows of one column (`layout::Frag::Mfma`),
+/// which a row-major placement scatters over four rows (one `ds_read_u16` each); placed
+/// transposed ([`layout::lds_transposed_offset`]) they are 8 contiguous bytes, one
+/// `ds_read_b64`, and the copy writes each element to its transposed place. The IR keeps no
+/// placement flag: the choice follows from the uses, so a tile also read in the row layout,
+/// stored to from registers, copied out or passed to a call keeps the row-major placement.
+/// Returns the allocations and every `shared.index` result derived from them.
+fn lds_transposed_tiles(func: &Func, amd: bool) -> HashSet<Value> {
+    if !amd {
+        return HashSet::new();
+    }
+    let mut root: HashMap<Value, Value> = HashMap::new();
+    let mut keep: HashMap<Value, bool> = HashMap::new();
+    let mut read_col = HashSet::new();
+    func.walk(|op| {
+        let rooted = |root: &HashMap<Value, Value>, v: &Value| root.get(v).copied();
+        let tile_of = |t: &Type| match t {
+            Type::SharedArray { elem, .. } => (**elem).clone(),
+            t => t.clone(),
+        };
+        // Whether the op is one of the uses the transposed placement serves, with the
+        // placed tile as operand 0.
+        let served = match op.kind {
+            OpKind::AllocShared => {
+                let r = op.results[0];
+                if let Type::SharedTile { dtype, .. } = tile_of(func.value_type(r)) {
+                    if dtype.size_bytes() == 2 {
+                        root.insert(r, r);
+                        keep.insert(r, true);
+                    }
+                }
+                return;
+            }
+            OpKind::SharedIndex => {
+                if let Some(r) = rooted(&root, &op.operands[0]) {
+                    root.insert(op.results[0], r);
+                }
+                return;
+            }
+            OpKind::Load => {
+                let col = matches!(
+                    func.value_type(op.results[0]),
+                    Type::Tile {
+                        layout: tilekit_ir::Layout::Col,
+                        ..
+                    }
+                );
+                let r = rooted(&root, &op.operands[0]);
+                if let (true, Some(r)) = (col, r) {
+                    read_col.insert(r);
+                }
+                col
+            }
+            OpKind::Copy | OpKind::CopyStart | OpKind::CopyAsync => {
+                matches!(func.value_type(op.operands[1]), Type::Global { .. })
+            }
+            _ => false,
+        };
+        let skip = usize::from(served);
+        for v in &op.operands[skip..] {
+            if let Some(r) = rooted(&root, v) {
+                keep.insert(r, false);
+            }
+        }
+    });
+    root.into_iter()
+        .filter(|(_, r)| keep[r] && read_col.contains(r))
+        .map(|(v, _)| v)
+        .collect()
+}
+
 /// Chooses each register vector's distribution (see [`layout::VecLayout`]): vectors connected
 /// through elementwise ops, conversions, selects and control flow form a class. A class that
 /// meets a tile (broadcast, row/column reduction) takes the distribution that tile's layout
@@ -201,6 +280,13 @@ fn vector_layouts(func: &Func, lanes: u32) -> HashMap<Value, layout::VecLayout> 
             | OpKind::Bitcast => {
                 for &x in &op.operands {
                     union(&mut parent, x, op.results[0]);
+                }
+            }
+            OpKind::Philox => {
+                for &x in &op.operands {
+                    for &r in &op.results {
+                        union(&mut parent, x, r);
+                    }
                 }
             }
             OpKind::For => {
@@ -445,6 +531,9 @@ impl<'f> Lowerer<'f> {
                 | OpKind::CopyWait(_)
                 | OpKind::Barrier
                 | OpKind::AtomicAdd
+                | OpKind::AtomicRmw(_)
+                | OpKind::AtomicCas
+                | OpKind::DeviceAssert(_)
                 | OpKind::ScatterRows { .. }
                 | OpKind::SemInit(_)
                 | OpKind::SemArrive
@@ -524,8 +613,14 @@ impl<'f> Lowerer<'f> {
             OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => self.pipeline(op),
             OpKind::Cmp(_) | OpKind::Select => self.compare_select(op),
             OpKind::Gather => self.gather(op),
+            OpKind::AtomicRmw(f) => self.atomic_update(op, Some(*f)),
+            OpKind::AtomicCas => self.atomic_update(op, None),
+            OpKind::Philox => self.philox(op),
+            OpKind::DeviceAssert(message) => self.device_assert(op, message),
             OpKind::Bitcast => self.bitcast(op),
             OpKind::Scan { .. } => self.scan(op),
+            OpKind::SortRow { .. } => self.sort_row(op),
+            OpKind::TopkRow(_) => self.topk_row(op),
             OpKind::Transpose => self.relayout(op),
             OpKind::Convert if self.changes_layout(op) => self.relayout(op),
             _ => self.elementwise(op),
@@ -566,6 +661,7 @@ impl<'f> Lowerer<'f> {
             async_queue: self.async_queue.take(),
             pending_loads: Vec::new(),
             mma_b_tiles: mma_b_operands(helper),
+            lds_transposed: lds_transposed_tiles(helper, self.rules.lds_row_xor()),
         };
         for (&p, &a) in helper.params.iter().zip(&op.operands) {
             sub.vals.insert(p, self.vals[&a].clone());
@@ -789,6 +885,7 @@ pub(crate) fn lower(
         async_queue: None,
         pending_loads: Vec::new(),
         mma_b_tiles: mma_b_operands(func),
+        lds_transposed: lds_transposed_tiles(func, rules.lds_row_xor()),
     };
     // Parameters: a global view of rank n is a pointer, n sizes and n strides (elements, i32);
     // a scalar is passed as itself (bool as i32).

@@ -131,6 +131,31 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
         }
         OpKind::Reduce(axis, f) => reduce(b, w, op, *axis, *f)?,
         OpKind::Scan { axis, f, exclusive } => scan(b, w, op, *axis, *f, *exclusive)?,
+        OpKind::SortRow { descending } => {
+            let (rows, cols) = tile_shape(b.ty(w, op.operands[0]));
+            let keys = b.data(w, op.operands[0])?;
+            let idx = b.data(w, op.operands[1])?;
+            let (k, i) = super::sort::sort_rows(*descending, rows, cols, &keys, &idx);
+            b.set(w, op.results[0], Val::Data(Rc::new(k)));
+            b.set(w, op.results[1], Val::Data(Rc::new(i)));
+        }
+        OpKind::TopkRow(k) => {
+            let t = b.ty(w, op.operands[0]);
+            let (d, (rows, cols)) = (dtype(t), tile_shape(t));
+            let [keys, idx, best, best_idx] = [0, 1, 2, 3].map(|i| b.data(w, op.operands[i]));
+            let (keys, idx, best, best_idx) = (keys?, idx?, best?, best_idx?);
+            let rows_in = super::sort::TopkRows {
+                rows,
+                cols,
+                keys: &keys,
+                idx: &idx,
+                best: &best,
+                best_idx: &best_idx,
+            };
+            let (k, i) = super::sort::topk_rows(*k as usize, d, &rows_in);
+            b.set(w, op.results[0], Val::Data(Rc::new(k)));
+            b.set(w, op.results[1], Val::Data(Rc::new(i)));
+        }
         OpKind::Mask(kind, value) => {
             let t = b.ty(w, op.operands[0]);
             let (rows, cols) = tile_shape(t);
@@ -192,6 +217,10 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
         OpKind::Gather => gather(b, w, op)?,
         OpKind::ScatterRows { add } => scatter_rows(b, w, op, *add)?,
         OpKind::AtomicAdd => atomic_add(b, w, op)?,
+        OpKind::AtomicRmw(f) => atomic_update(b, w, op, Some(*f))?,
+        OpKind::AtomicCas => atomic_update(b, w, op, None)?,
+        OpKind::Philox => philox(b, w, op)?,
+        OpKind::DeviceAssert(message) => device_assert(b, w, op, message)?,
         OpKind::Barrier => return Ok(Step::Wait(WaitOn::Barrier)),
         OpKind::SemInit(n) => {
             let s = shared(b, w, op.operands[0])?;
@@ -1227,4 +1256,170 @@ fn atomic_add(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
         _ => return Err(b.runtime(w, "atomic_add of a non-register value")),
     }
     Ok(())
+}
+
+/// One element's atomic update: the new value of an element holding `old`, for `x` (and `cmp`
+/// for a compare-and-swap, `f == None`).
+fn atomic_new(f: Option<AtomicFn>, d: ScalarType, old: f64, cmp: f64, x: f64) -> f64 {
+    match f {
+        // f64's max/min ignore a NaN operand, as IEEE maxNum/minNum (and `atom.max.f32`) do.
+        Some(AtomicFn::Max) => old.max(x),
+        Some(AtomicFn::Min) => old.min(x),
+        Some(AtomicFn::Exch) => x,
+        None => {
+            let same = match d {
+                // Compare-and-swap compares bits: -0 differs from +0, and a NaN can match.
+                ScalarType::F32 => (old as f32).to_bits() == (cmp as f32).to_bits(),
+                _ => old == cmp,
+            };
+            if same {
+                x
+            } else {
+                old
+            }
+        }
+    }
+}
+
+/// `atomic_max|min|exch (g, x, idx…)` and `atomic_cas (g, cmp, x, idx…)`: warps run one op at a
+/// time, so each element's read-modify-write is indivisible; the result is the old values.
+fn atomic_update(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, f: Option<AtomicFn>) -> R<()> {
+    let d = dtype(b.ty(w, op.operands[0]));
+    let xi = if f.is_none() { 2 } else { 1 };
+    let x_ty = b.ty(w, op.operands[xi]);
+    let g = global(b, w, op.operands[0])?;
+    let idx = indices(b, w, &op.operands[xi + 1..])?;
+    match b.val(w, op.operands[xi])? {
+        Val::Scalar(x) => {
+            let cmp = if xi == 2 {
+                b.scalar(w, op.operands[1])?
+            } else {
+                0.0
+            };
+            let o = element_offset(b, w, g, &idx)?;
+            let data = tensor_mut(b, g).data_mut();
+            let old = data[o];
+            data[o] = numeric::round(d, atomic_new(f, d, old, cmp, x));
+            set_scalar(b, w, op, old);
+        }
+        Val::Data(xs) => {
+            let cmps = if xi == 2 {
+                Some(b.data(w, op.operands[1])?)
+            } else {
+                None
+            };
+            let (rows, cols, is_tile) = extent(x_ty);
+            let win = window(b, w, g, &idx, rows, cols, is_tile)?;
+            let data = tensor_mut(b, g).data_mut();
+            let mut olds = vec![0.0; xs.len()];
+            for (k, o) in win.offsets.iter().enumerate() {
+                if let Some(o) = *o {
+                    let old = data[o];
+                    let cmp = cmps.as_ref().map_or(0.0, |c| c[k]);
+                    data[o] = numeric::round(d, atomic_new(f, d, old, cmp, xs[k]));
+                    olds[k] = old;
+                }
+            }
+            set_data(b, w, op, olds);
+        }
+        _ => return Err(b.runtime(w, "atomic update of a non-register value")),
+    }
+    Ok(())
+}
+
+/// Philox-4x32-10 (Salmon, Moraes, Dror, Shaw, "Parallel random numbers: as easy as 1, 2, 3",
+/// SC'11): ten rounds of two 32×32→64-bit multiplies, the key bumped by the Weyl constants
+/// between rounds.
+pub(crate) fn philox4x32_10(key: [u32; 2], ctr: [u32; 4]) -> [u32; 4] {
+    const M0: u64 = 0xD251_1F53;
+    const M1: u64 = 0xCD9E_8D57;
+    const W0: u32 = 0x9E37_79B9;
+    const W1: u32 = 0xBB67_AE85;
+    let (mut k, mut c) = (key, ctr);
+    for round in 0..10 {
+        if round > 0 {
+            k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+        }
+        let p0 = M0 * u64::from(c[0]);
+        let p1 = M1 * u64::from(c[2]);
+        c = [
+            (p1 >> 32) as u32 ^ c[1] ^ k[0],
+            p1 as u32,
+            (p0 >> 32) as u32 ^ c[3] ^ k[1],
+            p0 as u32,
+        ];
+    }
+    c
+}
+
+/// `philox (k0, k1, c0, c1, c2, c3)`, elementwise over the counter words (scalars broadcast).
+fn philox(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
+    // Values are held as f64; u32 words are exact there.
+    let word = |x: f64| x as u32;
+    let key = [
+        word(b.scalar(w, op.operands[0])?),
+        word(b.scalar(w, op.operands[1])?),
+    ];
+    let mut ctr: Vec<Val> = Vec::with_capacity(4);
+    for &v in &op.operands[2..6] {
+        ctr.push(b.val(w, v)?);
+    }
+    let n = ctr
+        .iter()
+        .find_map(|v| match v {
+            Val::Data(d) => Some(d.len()),
+            _ => None,
+        })
+        .unwrap_or(1);
+    let mut out = vec![Vec::with_capacity(n); 4];
+    for e in 0..n {
+        let mut c = [0u32; 4];
+        for (k, v) in ctr.iter().enumerate() {
+            c[k] = match v {
+                Val::Scalar(x) => word(*x),
+                Val::Data(d) => word(d[e]),
+                _ => return Err(b.runtime(w, "philox of a non-register counter")),
+            };
+        }
+        for (k, r) in philox4x32_10(key, c).into_iter().enumerate() {
+            out[k].push(f64::from(r));
+        }
+    }
+    let scalar = ctr.iter().all(|v| matches!(v, Val::Scalar(_)));
+    for (k, words) in out.into_iter().enumerate() {
+        let v = if scalar {
+            Val::Scalar(words[0])
+        } else {
+            Val::Data(Rc::new(words))
+        };
+        b.set(w, op.results[k], v);
+    }
+    Ok(())
+}
+
+/// `device_assert[@message] (c)`: the run stops at the first warp whose condition is false
+/// (for a tile or vector, the first false element, in row-major order).
+fn device_assert(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, message: &str) -> R<()> {
+    let c_ty = b.ty(w, op.operands[0]);
+    let element = match b.val(w, op.operands[0])? {
+        Val::Scalar(c) => (c == 0.0).then_some(None),
+        Val::Data(d) => {
+            let cols = match c_ty {
+                Type::Tile { cols, .. } => *cols as usize,
+                _ => d.len().max(1),
+            };
+            d.iter()
+                .position(|&c| c == 0.0)
+                .map(|i| Some((i / cols, i % cols)))
+        }
+        _ => return Err(b.runtime(w, "device_assert of a non-register condition")),
+    };
+    match element {
+        None => Ok(()),
+        Some(element) => Err(InterpError::AssertFailed {
+            site: Box::new(b.site(w)),
+            message: message.to_string(),
+            element,
+        }),
+    }
 }

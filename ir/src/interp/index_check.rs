@@ -49,7 +49,10 @@ impl<'m> BlockRun<'m, '_> {
         let o = &op.operands;
         let (view, shape_of, first_index) = match op.kind {
             OpKind::Load if !op.results.is_empty() => (0, op.results[0], 1),
-            OpKind::Store | OpKind::AtomicAdd if o.len() >= 2 => (0, o[1], 2),
+            OpKind::Store | OpKind::AtomicAdd | OpKind::AtomicRmw(_) if o.len() >= 2 => {
+                (0, o[1], 2)
+            }
+            OpKind::AtomicCas if o.len() >= 3 => (0, o[2], 3),
             OpKind::Copy if o.len() >= 2 => match self.val(w, o[0])? {
                 Val::Global(_) => (0, o[1], 2),
                 _ => (1, o[0], 2),

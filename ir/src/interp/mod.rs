@@ -37,6 +37,7 @@ mod exec;
 mod index_check;
 mod memory;
 mod race;
+mod sort;
 mod tensor;
 mod warp_stores;
 
@@ -320,6 +321,14 @@ pub enum InterpError {
     Deadlock { block: [u32; 3], waits: Vec<String> },
     #[error("{site}: {message}")]
     Runtime { site: Box<Site>, message: String },
+    /// A `device_assert` whose condition was false: its message, where (block and warp), and
+    /// for a tile or vector condition the first false element (row, column).
+    #[error("{site}: device_assert failed: {message}{}", match element { Some((r, c)) => format!(" (element ({r}, {c}) of the condition is false)"), None => String::new() })]
+    AssertFailed {
+        site: Box<Site>,
+        message: String,
+        element: Option<(usize, usize)>,
+    },
     /// Two accesses to one shared element, at least one a write, that no barrier, semaphore
     /// phase or copy completion orders (see [`Launch::race_check`]).
     #[error(

@@ -560,12 +560,19 @@ impl Parser {
                     OpKind::SemInit(_) => OpKind::SemInit(n),
                     OpKind::SemExpect(_) => OpKind::SemExpect(n),
                     OpKind::CopyWait(_) => OpKind::CopyWait(n),
+                    OpKind::TopkRow(_) => OpKind::TopkRow(n),
                     _ => OpKind::GlobalDim(n),
                 }
             }
             (AttrShape::U32, _) => return Err(bad("an unsigned 32-bit integer")),
-            (AttrShape::Symbol, TokenKind::Symbol(f)) => OpKind::Call(f.clone()),
-            (AttrShape::Symbol, _) => return Err(bad("a function name like '@f'")),
+            (AttrShape::Symbol, TokenKind::Symbol(f)) => match proto {
+                OpKind::DeviceAssert(_) => OpKind::DeviceAssert(f.clone()),
+                _ => OpKind::Call(f.clone()),
+            },
+            (AttrShape::Symbol, _) => match proto {
+                OpKind::DeviceAssert(_) => return Err(bad("a message like '@\"x > 0\"'")),
+                _ => return Err(bad("a function name like '@f'")),
+            },
         };
         self.bump();
         self.expect_punct(']')?;
@@ -814,8 +821,9 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         OpKind::GlobalDim(_) | OpKind::SemInit(_) | OpKind::SemExpect(_) | OpKind::CopyWait(_) => {
             AttrShape::U32
         }
+        OpKind::TopkRow(_) => AttrShape::U32,
         OpKind::Fill(_) | OpKind::Mask(..) => AttrShape::F64,
-        OpKind::Call(_) => AttrShape::Symbol,
+        OpKind::Call(_) | OpKind::DeviceAssert(_) => AttrShape::Symbol,
         OpKind::BlockIdx(_)
         | OpKind::GridDim(_)
         | OpKind::WarpIdx
@@ -833,6 +841,7 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         | OpKind::Bcast(..)
         | OpKind::Reduce(..)
         | OpKind::Scan { .. }
+        | OpKind::SortRow { .. }
         | OpKind::Mma(_)
         | OpKind::AllocShared
         | OpKind::SharedIndex
@@ -846,6 +855,9 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         | OpKind::Gather
         | OpKind::ScatterRows { .. }
         | OpKind::AtomicAdd
+        | OpKind::AtomicRmw(_)
+        | OpKind::AtomicCas
+        | OpKind::Philox
         | OpKind::Barrier
         | OpKind::SemArrive
         | OpKind::SemWait
@@ -888,6 +900,9 @@ fn all_op_kinds() -> Vec<OpKind> {
         OpKind::ScatterRows { add: false },
         OpKind::ScatterRows { add: true },
         OpKind::AtomicAdd,
+        OpKind::AtomicCas,
+        OpKind::Philox,
+        OpKind::DeviceAssert(String::new()),
         OpKind::Barrier,
         OpKind::SemInit(0),
         OpKind::SemArrive,
@@ -900,6 +915,9 @@ fn all_op_kinds() -> Vec<OpKind> {
         OpKind::Condition,
         OpKind::Return,
         OpKind::Call(String::new()),
+        OpKind::SortRow { descending: true },
+        OpKind::SortRow { descending: false },
+        OpKind::TopkRow(0),
     ];
     for d in [Dim3::X, Dim3::Y, Dim3::Z] {
         kinds.push(OpKind::BlockIdx(d));
@@ -922,6 +940,7 @@ fn all_op_kinds() -> Vec<OpKind> {
     }
     kinds.extend(MaskKind::ALL.map(|k| OpKind::Mask(k, 0.0)));
     kinds.extend(MmaVariant::ALL.map(OpKind::Mma));
+    kinds.extend(AtomicFn::ALL.map(OpKind::AtomicRmw));
     kinds
 }
 

@@ -118,7 +118,7 @@ impl Printer<'_> {
         self.out.push_str(&op.kind.name());
         match &op.kind {
             // A callee that is not a plain name is quoted, as in the function's header.
-            OpKind::Call(callee) => {
+            OpKind::Call(callee) | OpKind::DeviceAssert(callee) => {
                 let _ = write!(self.out, "[{}]", symbol_text(callee));
             }
             kind => {

@@ -81,6 +81,8 @@ pub(super) fn signature(kind: &OpKind) -> Signature {
         OpKind::Bcast(..) => sig(Exactly(2), "(t, v)", 1, 0),
         OpKind::Reduce(..) => sig(Exactly(1), "(x)", 1, 0),
         OpKind::Scan { .. } => sig(Exactly(1), "(t)", 1, 0),
+        OpKind::SortRow { .. } => sig(Exactly(2), "(t, idx)", 2, 0),
+        OpKind::TopkRow(_) => sig(Exactly(4), "(t, idx, best, best_idx)", 2, 0),
         OpKind::Mask(..) => sig(Exactly(3), "(t, a, b)", 1, 0),
         OpKind::Mma(_) => sig(Exactly(3), "(a, b, c)", 1, 0),
         OpKind::SharedIndex => sig(Exactly(2), "(arr, i)", 1, 0),
@@ -94,6 +96,10 @@ pub(super) fn signature(kind: &OpKind) -> Signature {
         OpKind::ScatterRows { .. } => sig(Exactly(4), "(g, t, idx, j)", 0, 0),
         OpKind::Gather => sig(AtLeast(2), "(g, idx…)", 1, 0),
         OpKind::AtomicAdd => sig(AtLeast(2), "(g, x, idx…)", 0, 0),
+        OpKind::AtomicRmw(_) => sig(AtLeast(2), "(g, x, idx…)", 1, 0),
+        OpKind::AtomicCas => sig(AtLeast(3), "(g, cmp, x, idx…)", 1, 0),
+        OpKind::Philox => sig(Exactly(6), "(k0, k1, c0, c1, c2, c3)", 4, 0),
+        OpKind::DeviceAssert(_) => sig(Exactly(1), "(c)", 0, 0),
         OpKind::Barrier => sig(Exactly(0), "()", 0, 0),
         OpKind::SemInit(_) | OpKind::SemArrive | OpKind::SemExpect(_) => {
             sig(Exactly(1), "(s)", 0, 0)

@@ -7,7 +7,8 @@ use std::fmt;
 use super::control::FuncTable;
 use super::expect::{mismatch, OpCx};
 use super::{
-    arity, control, copy, creation, elementwise, gather, memory, mma, rowcol, scalar, sync, types,
+    arity, atomic, control, copy, creation, elementwise, gather, memory, mma, rowcol, scalar, sort,
+    sync, types,
 };
 use super::{VerifyError, VerifyErrorKind};
 use crate::module::{Func, Loc, Op, Region, Value, MAX_NESTING};
@@ -656,6 +657,8 @@ fn check_family(cx: &mut OpCx<'_, '_>) {
         OpKind::Bcast(axis, f) => rowcol::check_bcast(cx, *axis, *f),
         OpKind::Reduce(axis, _) => rowcol::check_reduce(cx, *axis),
         OpKind::Scan { .. } => rowcol::check_scan(cx),
+        OpKind::SortRow { .. } => sort::check_sort_row(cx),
+        OpKind::TopkRow(k) => sort::check_topk_row(cx, *k),
         OpKind::Mask(kind, _) => rowcol::check_mask(cx, *kind),
         OpKind::Mma(v) => mma::check(cx, *v),
         OpKind::AllocShared => memory::check_alloc_shared(cx),
@@ -670,6 +673,10 @@ fn check_family(cx: &mut OpCx<'_, '_>) {
         OpKind::Gather => gather::check_gather(cx),
         OpKind::ScatterRows { .. } => gather::check_scatter_rows(cx),
         OpKind::AtomicAdd => gather::check_atomic_add(cx),
+        OpKind::AtomicRmw(f) => atomic::check_atomic(cx, Some(*f)),
+        OpKind::AtomicCas => atomic::check_atomic(cx, None),
+        OpKind::Philox => atomic::check_philox(cx),
+        OpKind::DeviceAssert(_) => atomic::check_assert(cx),
         OpKind::Barrier => {}
         OpKind::SemInit(_) | OpKind::SemArrive | OpKind::SemExpect(_) | OpKind::SemWait => {
             sync::check(cx)

@@ -48,6 +48,20 @@ pub enum EmuError {
         /// Which lanes / warps were where.
         message: String,
     },
+    /// Lanes executed `trap` (PTX ISA "Miscellaneous Instructions: trap": abort execution).
+    #[error("kernel {kernel}, PTX line {line}: trap executed by block {block:?}, warp {warp}, lanes {lanes:?}")]
+    Trap {
+        /// Kernel being run.
+        kernel: String,
+        /// 1-based PTX line of the `trap`.
+        line: u32,
+        /// The block's %ctaid.
+        block: [u32; 3],
+        /// The warp's index in the block.
+        warp: usize,
+        /// The lanes of the warp that trapped.
+        lanes: Vec<u32>,
+    },
     /// Every warp of a block waits and none can proceed.
     #[error("kernel {kernel}, block {block:?}: deadlock: {waits}")]
     Deadlock {

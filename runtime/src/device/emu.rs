@@ -159,7 +159,19 @@ pub(super) fn launch(
     }
     let values = abi_values(k, args, &bases)?;
     let bytes: Vec<Vec<u8>> = values.iter().map(param_bytes).collect();
-    let emu_err = |err: EmuError| failed(err.to_string());
+    let emu_err = |err: EmuError| {
+        // A trap on a `device_assert`'s line names the assert's message.
+        let assert = match &err {
+            EmuError::Trap { line, .. } => {
+                crate::dsl::assertion::message_at_line(&loaded.code.ptx, *line)
+            }
+            _ => None,
+        };
+        failed(match assert {
+            Some(m) => format!("device_assert failed: {m} ({err})"),
+            None => err.to_string(),
+        })
+    };
     let params = loaded.func.param_buffer(kernel, &bytes).map_err(emu_err)?;
     let mut cfg = LaunchConfig::new(grid.0, [k.block_threads, 1, 1]);
     cfg.dynamic_shared = shared;

@@ -72,6 +72,8 @@
 //! | [`reduce_all(f, x)`](reduce_all) | `reduce.f` | `Rt`/`Rv` of T → `Scalar<T>` |
 //! | [`row_prod`], [`col_prod`], `reduce_all(Red::Prod, x)` | `reduce_row.prod`, `reduce_col.prod`, `reduce.prod` | as the sums |
 //! | [`scan_row(f, t)`](scan_row), [`exscan_row`], [`scan_col`], [`exscan_col`], [`cumsum_rows`] | `scan_row.f`, `exscan_row.f`, `scan_col.f`, `exscan_col.f` | `Rt<T,R,C,L>` → `Rt<T,R,C,L>` (inclusive / exclusive prefix) |
+//! | [`sort_row_desc(t, idx)`](sort_row_desc), [`sort_row_asc`] | `sort_row.desc`, `sort_row.asc` | `(Rt<T,R,C,L>, Rt<i32,R,C,L>)` → the same, each row sorted, payload moved along ([`sort`]: ties to the lower payload, NaN above all) |
+//! | [`topk_row(k, t, idx)`](topk_row), [`topk_row_merge`], [`topk_merge`], [`topk_empty`] | `topk_row[k]` | `(Rt<T,R,C,L>, Rt<i32,R,C,L>[, TopK])` → [`TopK<T,R,L>`](TopK) = `(Rt<T,R,16,L>, Rt<i32,R,16,L>)`, k ≤ 16 |
 //! | [`mask_causal(t, r0, c0, v)`](mask_causal), [`mask_anticausal`] | `mask.causal[v]`, `mask.anticausal[v]` | `Rt` → `Rt` |
 //! | [`mask_rows(t, off, bound, v)`](mask_rows), [`mask_cols`] | `mask.rows[v]`, `mask.cols[v]` | `Rt` → `Rt` |
 //! | [`mma_ab(acc, a, b)`](mma_ab) | `mma.ab` | `(Rt<f32,M,N>, Rt<TA,M,K,Row>, Rt<TB,K,N,Col>)` → `Rt<f32,M,N>` |
@@ -91,6 +93,10 @@
 //! | [`gather_rows(g, rows, j)`](gather_rows) | `gather_rows` | `(Gl<T>, Rv<i32,R,Rows>, i32)` → `Rt<T,R,C,L>` |
 //! | [`scatter_rows(g, t, rows, j)`](scatter_rows), [`scatter_add_rows`] | `scatter_rows`, `scatter_add_rows` | `(GlMut<T>, Rt<T,R,C,L>, Rv<i32,R,Rows>, i32)` |
 //! | [`atomic_add(g.at(..) \| g.tile(..), x)`](atomic_add) | `atomic_add` | `GlMut` place, `Scalar<T>` or `Rt<T,..>` |
+//! | [`atomic_max(g.at(..) \| g.tile(..), x)`](atomic_max), [`atomic_min`], [`atomic_exch`] | `atomic_max`, `atomic_min`, `atomic_exch` | `GlMut` place of i32/u32/f32, `Scalar<T>` or `Rt<T,..>` → the old values ([`atomic`]) |
+//! | [`atomic_cas(place, cmp, x)`](atomic_cas) | `atomic_cas` | as `atomic_max`, with `cmp` of x's type → the old values |
+//! | [`philox(key, [c0, c1, c2, c3])`](philox), [`rand_uniform(key, offset, ctr)`](rand_uniform), [`rand_normal`] | `philox` (+ maps) | `(Scalar<u32>, Scalar<u32>)` key, u32 `Scalar`/`Rt`/`Rv` counters → four words; `Rt<u32,R,C,L>` counters → `Rt<f32,R,C,L>` ([`random`]) |
+//! | [`device_assert(c, "message")`](device_assert) | `device_assert[@"message"]` | `Scalar<bool>` or a bool `Rt`/`Rv` (every element) ([`assertion`]) |
 //! | [`barrier()`](barrier) | `barrier @block` | |
 //! | `s.init(n)`, `s.arrive()`, `s.expect(bytes)`, `s.wait(parity)` | `sem.init[n]`, `sem.arrive`, `sem.expect[b]`, `sem.wait` | `Sem` ([`bytes_of`] sizes a shared object) |
 //! | `for x in range(lo, hi)` / [`range_step`] | `for` (+ `yield`) | variables assigned in the body are loop-carried |
@@ -120,6 +126,8 @@
 //! `barrier`, `alloc_shared`). Branching on [`warp_idx`] gives warp-specialized kernels.
 
 pub mod arith;
+pub mod assertion;
+pub mod atomic;
 pub mod bits;
 pub mod call;
 pub mod compare;
@@ -133,10 +141,14 @@ pub mod indexing;
 pub mod naming;
 pub mod ops;
 pub mod pipeline;
+pub mod random;
 pub mod scan;
+pub mod sort;
 pub(crate) mod trace;
 
 pub use arith::{convert, lit, select, transpose, ConvertTo, Map, Operand};
+pub use assertion::{device_assert, AssertCond};
+pub use atomic::{atomic_cas, atomic_exch, atomic_max, atomic_min, AtomicDtype, AtomicValue};
 #[doc(hidden)]
 pub use call::__call;
 pub use call::Values;
@@ -156,4 +168,8 @@ pub use handles::{
 pub use indexing::{extract, gather, insert, row_argmax, row_argmin, ElementIndices, RankedView};
 pub use ops::*;
 pub use pipeline::{copy_commit, copy_start, copy_wait};
+pub use random::{philox, rand_normal, rand_uniform, PhiloxWord};
 pub use scan::{col_prod, cumsum_rows, exscan_col, exscan_row, row_prod, scan_col, scan_row};
+pub use sort::{
+    sort_row_asc, sort_row_desc, topk_empty, topk_merge, topk_row, topk_row_merge, TopK,
+};

@@ -1149,7 +1149,13 @@ fn dispatch(ctx: &mut Ctx<'_>, pc: usize, group: LaneMask, exec: LaneMask) -> Em
         }
         "trap" => {
             if exec != 0 {
-                Err(ctx.bad("trap executed"))
+                Err(EmuError::Trap {
+                    kernel: ctx.prog.kernel.name.clone(),
+                    line: ctx.instr.line,
+                    block: ctx.block.geom.ctaid,
+                    warp: ctx.warp.index,
+                    lanes: (0..32u32).filter(|l| exec & (1 << l) != 0).collect(),
+                })
             } else {
                 Ok(Flow::Next)
             }

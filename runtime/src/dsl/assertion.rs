@@ -1,0 +1,67 @@
+//! Device-side checks: [`device_assert`].
+//!
+//! On the CPU interpreter a false condition stops the launch with
+//! `InterpError::AssertFailed`, naming the message, the block, the warp and (for a tile or
+//! vector condition) the first false element. On NVIDIA targets the failing lane executes
+//! `trap`, whose PTX line carries the message (`trap; // device_assert: …`): the PTX emulator
+//! reports the trap with its line, block, warp and lanes, and the emulator device reads the
+//! message back from that line ([`message_at_line`]) into its launch error; a GPU launch reports
+//! only that the kernel trapped (the record in host-mapped memory that would name the message
+//! there is not built yet). On AMD targets the lane executes `s_trap`.
+//!
+//! ```
+//! use tilekit::dsl::*;
+//!
+//! #[tilekit::kernel]
+//! fn positive_only(x: Gl<f32, 2>, y: GlMut<f32, 2>) {
+//!     let t: Rt<f32, 16, 16> = load(x.tile(0, 0));
+//!     device_assert(t.ge(0.0), "x must not be negative");
+//!     store(y.tile(0, 0), t.sqrt());
+//! }
+//! # tilekit::ir::verify(positive_only::module()).unwrap();
+//! ```
+
+use super::handles::{Register, Rt, Rv, Scalar, TileLayout, VecAlong};
+use super::trace::rec;
+
+/// Conditions [`device_assert`] takes: a `Scalar<bool>`, or a bool tile or vector (every element
+/// must hold).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a condition",
+    note = "device_assert takes a `Scalar<bool>` or a bool mask (`t.ge(0.0)`)"
+)]
+pub trait AssertCond: Register {}
+impl AssertCond for Scalar<bool> {}
+impl<const R: usize, const C: usize, L: TileLayout> AssertCond for Rt<bool, R, C, L> {}
+impl<const N: usize, A: VecAlong> AssertCond for Rv<bool, N, A> {}
+
+/// Stops the kernel with an error naming `message` where `cond` is false.
+#[track_caller]
+pub fn device_assert<C: AssertCond>(cond: C, message: &str) {
+    rec!(|b| b.device_assert(cond.value(), message))
+}
+
+/// The message of the `device_assert` whose `trap` is on line `line` (1-based) of `ptx`, as the
+/// NVIDIA lowering writes it (`trap; // device_assert: message`), or `None` for any other line.
+pub fn message_at_line(ptx: &str, line: u32) -> Option<String> {
+    let text = ptx.lines().nth(line.checked_sub(1)? as usize)?;
+    let (_, msg) = text.split_once("// device_assert: ")?;
+    Some(msg.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_is_read_back_from_its_trap_line() {
+        let ptx = "a\n\ttrap; // device_assert: row sums are finite\nb";
+        assert_eq!(
+            message_at_line(ptx, 2).as_deref(),
+            Some("row sums are finite")
+        );
+        assert_eq!(message_at_line(ptx, 1), None);
+        assert_eq!(message_at_line(ptx, 0), None);
+        assert_eq!(message_at_line(ptx, 9), None);
+    }
+}

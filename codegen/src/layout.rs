@@ -550,6 +550,25 @@ pub fn lds_offset(row_bytes: u32, row: u32, byte_in_row: u32) -> u32 {
     row * row_bytes + (byte_in_row ^ (4 * h))
 }
 
+/// The byte offset of element (`row`, `col`) of an AMD LDS tile of `rows` rows of `es`-byte
+/// elements placed transposed: column `col` is a row of `rows · es` bytes of the
+/// [`lds_offset`] placement, so consecutive rows of one column are contiguous. The lowering
+/// places so the 16-bit tiles that are read only as col-layout register tiles: a col-layout
+/// MFMA register group (registers `4s .. 4s+4`, rows `4t .. 4t+4` of column `g`, see
+/// [`lds_col_group`]) is then 8 contiguous bytes in order, one `ds_read_b64` — the row-layout
+/// group of the transposed tile, so the reads are conflict-free where row-layout groups are —
+/// and a global → LDS copy writes each element of its row chunk to its column's row.
+pub fn lds_transposed_offset(rows: u32, es: u32, row: u32, col: u32) -> u32 {
+    lds_offset(rows * es, col, row * es)
+}
+
+/// Row and column of the first element of register group `s` (registers `4s .. 4s+4`) of an
+/// MFMA col-layout register tile of `cols` columns: the group holds that column's rows
+/// `row .. row + 4`, one per register.
+pub fn lds_col_group(cols: u32, s: u32) -> (LaneAffine, LaneAffine) {
+    Frag::Mfma.tile_elem(Layout::Col, cols, Frag::Mfma.subtile_regs() * s)
+}
+
 /// The XOR mask that a swizzle applies to bits 4.. of a byte offset, taken from the bits three
 /// places above (the 32/64/128-byte swizzles of CUTLASS `Swizzle<1|2|3, 4, 3>` and TMA): 16-byte
 /// chunks stay whole, so `ldmatrix` rows and 16-byte copies stay contiguous.
@@ -562,9 +581,100 @@ pub fn swizzle_mask(s: Swizzle) -> u32 {
     }
 }
 
-/// The swizzled position of byte offset `off` within a shared tile.
+/// The swizzled position of byte offset `off` within a shared tile (or within one piece of it,
+/// see [`shared_tile_offset`]).
 pub fn swizzle(s: Swizzle, off: u32) -> u32 {
     off ^ ((off >> 3) & swizzle_mask(s))
+}
+
+/// The width in bytes of the 128-byte swizzle's atom: 8 rows of 128 bytes, each row's eight
+/// 16-byte chunks permuted by the row index (CUTLASS `Swizzle<3, 4, 3>`; the TMA
+/// `CU_TENSOR_MAP_SWIZZLE_128B` pattern, whose boxes may not be wider than this).
+pub const SWIZZLE_ATOM_BYTES: u32 = 128;
+
+/// The width in bytes of the pieces a shared tile is stored as on NVIDIA (see
+/// [`shared_tile_offset`]): a swz128 tile whose rows are wider than the 128-byte atom, and a
+/// whole number of atoms, is stored as side-by-side pieces of 128-byte rows; every other tile is
+/// one piece as wide as its rows.
+///
+/// Why: the swizzle's XOR source is bits 7–9 of the byte offset, i.e. the row index only when a
+/// row is 128 bytes. With 256-byte rows consecutive rows take only even XOR values and the eight
+/// rows of an `ldmatrix` phase meet in four chunk positions of the bank line (2-way conflicts,
+/// 4-way with 512-byte rows). In 128-byte pieces the eight rows take eight distinct chunk
+/// positions, whatever the tile's width; and each piece is what a 128-byte-swizzled TMA box or
+/// `wgmma` descriptor addresses.
+pub fn shared_piece_bytes(s: Swizzle, row_bytes: u32) -> u32 {
+    if s == Swizzle::B128 && row_bytes > SWIZZLE_ATOM_BYTES && row_bytes % SWIZZLE_ATOM_BYTES == 0 {
+        SWIZZLE_ATOM_BYTES
+    } else {
+        row_bytes
+    }
+}
+
+/// The byte offset of byte `byte_in_row` of row `row` of an NVIDIA shared tile of `rows` rows of
+/// `row_bytes` bytes with swizzle `s`: piece `p = byte_in_row / w` (w =
+/// [`shared_piece_bytes`]) starts at `p·rows·w`, and within it the tile is row-major with rows
+/// of `w` bytes, swizzled. Every producer and consumer of a shared tile (`cp.async`
+/// destinations, element-wise copies, register tile stores and loads, `ldmatrix`) addresses it
+/// through this placement (`shared_tile_ptr` in `lower/memory.rs` emits it); AMD LDS tiles use
+/// [`lds_offset`] instead. 16-byte chunks stay whole and in order, so `ldmatrix` rows and
+/// 16-byte copies stay contiguous.
+pub fn shared_tile_offset(
+    s: Swizzle,
+    rows: u32,
+    row_bytes: u32,
+    row: u32,
+    byte_in_row: u32,
+) -> u32 {
+    let w = shared_piece_bytes(s, row_bytes);
+    (byte_in_row / w) * rows * w + swizzle(s, row * w + byte_in_row % w)
+}
+
+// ---- wgmma fragments (sm_90a) -------------------------------------------------------------
+
+/// Rows of one `wgmma.mma_async` (`m64`): 16 for each warp of the warpgroup.
+pub const WGMMA_M: u32 = 64;
+
+/// The widest N of one `wgmma.mma_async` (`n256`).
+pub const WGMMA_MAX_N: u32 = 256;
+
+/// Row and column, in the 64×N result of a `wgmma.mma_async.m64nNk16` with an f32 accumulator,
+/// of accumulator register `reg` of warpgroup thread `thread` (PTX ISA, *Register Fragments and
+/// Shared Memory Matrix Layouts*, figure "WGMMA .m64nNk16 register fragment layout for
+/// accumulator matrix D"): warp `w = thread / 32` holds rows `16w .. 16w + 16`; with
+/// `g = lane / 4`, `t = lane % 4`, register `i` sits at row `16w + g + 8·((i / 2) mod 2)`,
+/// column `8·(i / 4) + 2t + i mod 2`.
+pub fn wgmma_d_position(thread: u32, reg: u32) -> (u32, u32) {
+    let (w, lane) = (thread / WARP_LANES, thread % WARP_LANES);
+    let (g, t) = (lane / 4, lane % 4);
+    (16 * w + g + 8 * ((reg / 2) % 2), 8 * (reg / 4) + 2 * t + reg % 2)
+}
+
+/// The register of a warp's row-layout accumulator tile of `n` columns that is accumulator
+/// register `reg` of the wgmma computing the tile's rows `16·mi .. 16·mi + 16` and columns
+/// `n0 ..` (`n0` a multiple of 16). Every 8 columns of wgmma's D are `mma.sync`'s 16×8 C
+/// fragment (registers `4j .. 4j + 4` for columns `8j ..`), and a row tile's 16×16 subtile holds
+/// its two 16×8 halves' C fragments side by side ([`Frag::row_subtile`]), so the accumulator is
+/// the tile's registers in order: the conversion is free.
+pub fn wgmma_d_tile_reg(n: u32, mi: u32, n0: u32, reg: u32) -> u32 {
+    let col = n0 + 8 * (reg / 4);
+    SUBTILE_REGS * (mi * (n / 16) + col / 16) + 4 * ((col % 16) / 8) + reg % 4
+}
+
+/// The 8 registers (four `.b32` pairs `a0..a3`) of a warp's register A tile, stored
+/// `a_rows × a_cols` with the layout `variant` takes, that form the register A operand of the
+/// wgmma for op(A)'s 16×16 subtile `(mi, ki)`: wgmma's A fragment (PTX ISA, figure "WGMMA
+/// .m64nNk16 register fragment layout for matrix A") is `mma.m16n8k16`'s, per warp, so these are
+/// the subtile's registers in the order [`mma_steps`] gives `mma.sync`.
+pub fn wgmma_a_tile_regs(
+    variant: tilekit_ir::MmaVariant,
+    a_dims: (u32, u32),
+    mi: u32,
+    ki: u32,
+) -> [u32; 8] {
+    let ops = Operands::new(variant, a_dims, 16);
+    let s = SUBTILE_REGS * ops.a_sub(mi, ki);
+    std::array::from_fn(|i| s + i as u32)
 }
 
 #[cfg(test)]
@@ -919,6 +1029,76 @@ mod tests {
         assert_eq!(swizzle(Swizzle::B128, 128), 144);
         assert_eq!(swizzle(Swizzle::B128, 7 * 128 + 16), 7 * 128 + 16 * 6);
     }
+
+    /// Every byte of every shared tile shape the DSL allows (rows and columns multiples of 16,
+    /// 2- and 4-byte elements) has exactly one place, inside the tile, and 16-byte chunks stay
+    /// whole and in order.
+    #[test]
+    fn shared_tile_placement_is_a_bijection_onto_the_tile() {
+        for s in [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128] {
+            for rows in [16, 32, 48, 64] {
+                for cols in [16, 32, 48, 64, 80, 128, 192, 256] {
+                    for es in [2, 4] {
+                        let rb = cols * es;
+                        let mut seen = vec![false; (rows * rb) as usize];
+                        for row in 0..rows {
+                            for b in 0..rb {
+                                let o = shared_tile_offset(s, rows, rb, row, b);
+                                assert!(o < rows * rb, "{s:?} {rows}x{cols}x{es}: ({row}, {b})");
+                                assert!(!seen[o as usize], "{s:?} {rows}x{cols}x{es}: twice {o}");
+                                seen[o as usize] = true;
+                                let chunk = shared_tile_offset(s, rows, rb, row, b - b % 16);
+                                assert_eq!(o, chunk + b % 16);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// swz128 tiles wider than 128 bytes are 128-byte pieces side by side, each the TMA /
+    /// CUTLASS 128-byte swizzle atom repeated down the rows: 16-byte chunk `k` of row `r` of
+    /// piece `p` at `p·rows·128 + r·128 + 16·(k XOR r % 8)` (written here from that description,
+    /// not from `swizzle`); each piece starts 1024-byte aligned within the tile, as the
+    /// pattern, which hardware takes from address bits 4–9, requires.
+    #[test]
+    fn wide_swz128_tiles_are_128_byte_swizzle_atoms_side_by_side() {
+        for rows in [16, 32, 64, 128] {
+            for row_bytes in [256, 384, 512] {
+                assert_eq!(shared_piece_bytes(Swizzle::B128, row_bytes), 128);
+                for row in 0..rows {
+                    for b in 0..row_bytes {
+                        let (p, k) = (b / 128, (b % 128) / 16);
+                        let want = p * rows * 128 + row * 128 + 16 * (k ^ (row % 8)) + b % 16;
+                        assert_eq!(
+                            shared_tile_offset(Swizzle::B128, rows, row_bytes, row, b),
+                            want
+                        );
+                    }
+                }
+                for p in 0..row_bytes / 128 {
+                    assert_eq!(
+                        shared_tile_offset(Swizzle::B128, rows, row_bytes, 0, 128 * p) % 1024,
+                        0
+                    );
+                }
+            }
+        }
+        // Tiles whose rows fit the atom, and other swizzles, stay row-major.
+        for (s, rb) in [
+            (Swizzle::B128, 128),
+            (Swizzle::B128, 64),
+            (Swizzle::B64, 256),
+            (Swizzle::None, 512),
+        ] {
+            assert_eq!(shared_piece_bytes(s, rb), rb);
+            assert_eq!(
+                shared_tile_offset(s, 16, rb, 3, 16),
+                swizzle(s, 3 * rb + 16)
+            );
+        }
+    }
 }
 
 /// Bank conflicts of the shared-memory accesses the lowering makes, computed from the layout
@@ -937,10 +1117,10 @@ mod bank_conflicts {
     const BF16: u32 = 2;
     const SWIZZLES: [Swizzle; 4] = [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128];
 
-    /// Swizzled byte offset of element (row, col) of a row-major shared tile of `cols` elements
-    /// of `es` bytes: what `shared_tile_ptr` in `nvidia/memory.rs` computes.
-    fn addr(swz: Swizzle, cols: u32, es: u32, row: u32, col: u32) -> u32 {
-        swizzle(swz, row * cols * es + col * es)
+    /// Byte offset of element (row, col) of a shared tile of `rows × cols` elements of `es`
+    /// bytes: what `shared_tile_ptr` in `lower/memory.rs` computes on NVIDIA.
+    fn addr(swz: Swizzle, rows: u32, cols: u32, es: u32, row: u32, col: u32) -> u32 {
+        shared_tile_offset(swz, rows, cols * es, row, col * es)
     }
 
     /// The worst bank conflict of one phase: accesses `(byte offset, bytes)`, each covering
@@ -969,7 +1149,7 @@ mod bank_conflicts {
                     let phase: Vec<(u32, u32)> = (8 * q..8 * q + 8)
                         .map(|lane| {
                             let (r, c) = ldmatrix_source(layout, order, lane);
-                            (addr(swz, scols, BF16, r0 + r, c0 + c), 16)
+                            (addr(swz, srows, scols, BF16, r0 + r, c0 + c), 16)
                         })
                         .collect();
                     // Each lane's row is 16 contiguous bytes: the swizzle keeps chunks whole.
@@ -997,6 +1177,7 @@ mod bank_conflicts {
                             (
                                 addr(
                                     swz,
+                                    srows,
                                     scols,
                                     es,
                                     r0 + r.at(Frag::MmaSync, l),
@@ -1020,11 +1201,11 @@ mod bank_conflicts {
         let per_row = scols * es / 16;
         let chunk = |i: u32| {
             (
-                addr(swz, scols, es, i / per_row, (i % per_row) * 16 / es),
+                addr(swz, srows, scols, es, i / per_row, (i % per_row) * 16 / es),
                 16,
             )
         };
-        let elem = |i: u32| (addr(swz, scols, es, i / scols, i % scols), es);
+        let elem = |i: u32| (addr(swz, srows, scols, es, i / scols, i % scols), es);
         let chunks: Vec<_> = (0..srows * per_row).map(chunk).collect();
         let elems: Vec<_> = (0..srows * scols).map(elem).collect();
         let worst = |v: &[(u32, u32)], n: usize| v.chunks(n).map(ways).max().unwrap_or(0);
@@ -1043,18 +1224,22 @@ mod bank_conflicts {
         }
     }
 
-    /// The rule, checked for every swizzle and bf16 tile width 16–128: `ldmatrix` (both
+    /// The rule, checked for every swizzle and bf16 tile width 16–256: `ldmatrix` (both
     /// layouts) and the lowering's stores of bf16 register tiles (both layouts) are free of
-    /// bank conflicts exactly when a tile row (`2·cols` bytes) fits in the swizzle's span;
-    /// otherwise `ldmatrix` conflicts `2·cols / span` ways (at most 8). So swz32 serves 16-column
-    /// tiles, swz64 up to 32 columns, swz128 up to 64 columns; a 128-column bf16 tile is 2-way
-    /// even with swz128 (the swizzle's XOR source, bits 7–9 of the offset, then takes only even
-    /// values on consecutive rows), and unswizzled tiles of 16 columns or more always conflict.
+    /// bank conflicts for every width with swz128 (rows wider than 128 bytes are stored as
+    /// 128-byte pieces, [`shared_piece_bytes`]), and with the narrower swizzles exactly when a
+    /// tile row (`2·cols` bytes) fits in the swizzle's span; beyond it `ldmatrix` conflicts
+    /// `2·cols / span` ways (at most 8). So swz32 serves 16-column tiles, swz64 up to 32
+    /// columns, swz128 any width; unswizzled tiles of 16 columns or more always conflict.
     #[test]
-    fn ldmatrix_and_tile_stores_are_conflict_free_iff_rows_fit_the_swizzle_span() {
+    fn ldmatrix_and_tile_stores_are_conflict_free_with_swz128_or_rows_within_the_span() {
         for swz in SWIZZLES {
-            for cols in [16, 32, 64, 128] {
-                let want = (BF16 * cols / span(swz)).clamp(1, 8) as usize;
+            for cols in [16, 32, 64, 128, 256] {
+                let want = if swz == Swizzle::B128 {
+                    1
+                } else {
+                    (BF16 * cols / span(swz)).clamp(1, 8) as usize
+                };
                 for layout in [Layout::Row, Layout::Col] {
                     let ld = ldmatrix_ways(swz, 64, cols, layout);
                     assert_eq!(ld, want, "ldmatrix {layout:?} {swz:?} {cols} cols");
@@ -1069,10 +1254,12 @@ mod bank_conflicts {
         }
     }
 
-    /// The shared tiles of the acceptance and example kernels (`st<bf16, 64x64, swz128>`,
-    /// `32x64 swz128`, `64x16 swz128`, `64x32 swz64`) are conflict-free for every access the
-    /// lowering makes; `64x64` with swz64 or swz32 (accepted, used only in swizzle tests) costs
-    /// 2 and 4 ways on `ldmatrix` and the lowering's users should avoid them.
+    /// The shared tiles of the library and example kernels (`st<bf16, 64x64, swz128>`,
+    /// `32x64 swz128`, `64x16 swz128`, `64x32 swz64`; the GEMM B rings `32x128`, `32x256` and
+    /// `16x256` and the head-dim-128 attention K/V rings `32x128`, all swz128) are
+    /// conflict-free for every access the lowering makes; `64x64` with swz64 or swz32
+    /// (accepted, used only in swizzle tests) costs 2 and 4 ways on `ldmatrix` and the
+    /// lowering's users should avoid them.
     #[test]
     fn the_kernels_shared_tiles_are_conflict_free() {
         for (swz, rows, cols) in [
@@ -1080,16 +1267,28 @@ mod bank_conflicts {
             (Swizzle::B128, 32, 64),
             (Swizzle::B128, 64, 16),
             (Swizzle::B64, 64, 32),
+            (Swizzle::B128, 32, 128),
+            (Swizzle::B128, 32, 256),
+            (Swizzle::B128, 16, 256),
+            (Swizzle::B128, 128, 128),
         ] {
             for layout in [Layout::Row, Layout::Col] {
-                assert_eq!(ldmatrix_ways(swz, rows, cols, layout), 1, "{swz:?} {cols}");
+                assert_eq!(
+                    ldmatrix_ways(swz, rows, cols, layout),
+                    1,
+                    "{swz:?} {rows}x{cols}"
+                );
                 assert_eq!(
                     store_ways(swz, rows, cols, layout, BF16),
                     1,
-                    "{swz:?} {cols}"
+                    "{swz:?} {rows}x{cols}"
                 );
             }
-            assert_eq!(copy_ways(swz, rows, cols, BF16), (1, 1));
+            assert_eq!(
+                copy_ways(swz, rows, cols, BF16),
+                (1, 1),
+                "{swz:?} {rows}x{cols}"
+            );
         }
         assert_eq!(ldmatrix_ways(Swizzle::B64, 64, 64, Layout::Row), 2);
         assert_eq!(ldmatrix_ways(Swizzle::B32, 64, 64, Layout::Row), 4);
@@ -1102,7 +1301,7 @@ mod bank_conflicts {
     #[test]
     fn copies_are_conflict_free_for_every_swizzle() {
         for swz in SWIZZLES {
-            for cols in [16, 32, 64, 128] {
+            for cols in [16, 32, 64, 128, 256] {
                 assert_eq!(copy_ways(swz, 64, cols, BF16), (1, 1), "{swz:?} {cols}");
                 assert_eq!(copy_ways(swz, 64, cols, 4), (1, 1), "f32 {swz:?} {cols}");
             }
@@ -1112,10 +1311,10 @@ mod bank_conflicts {
     /// f32 register tiles stored to a shared tile (no kernel does so today) cannot be
     /// conflict-free with 16-byte swizzles and scalar stores: a row-layout register touches
     /// words `2t` of 8 rows, two per 16-byte chunk, so 8 rows need 16 chunk slots of the 8 in a
-    /// bank line. swz128 keeps it at the minimum, 2 ways, for widths up to 64.
+    /// bank line. swz128 keeps it at the minimum, 2 ways, for every width.
     #[test]
     fn f32_tile_stores_are_at_best_two_way() {
-        for cols in [16, 32, 64] {
+        for cols in [16, 32, 64, 128] {
             assert_eq!(store_ways(Swizzle::B128, 64, cols, Layout::Row, 4), 2);
         }
     }
@@ -1237,5 +1436,89 @@ mod bank_conflicts {
             assert_eq!(amd_copy_ways(rows, cols, 4), 1);
         }
         assert_eq!(amd_tile_ways(plain, 64, 64, Layout::Row, BF16), 16);
+    }
+
+    /// AMD, a 16-bit tile placed transposed ([`lds_transposed_offset`]): worst cycle of the
+    /// col-layout register group reads (`lds_col_groups` in `lower/memory.rs`: one 8-byte
+    /// access per group at [`lds_col_group`], 16 lanes per cycle) at every 16-aligned origin,
+    /// and of the staged copy's 2-byte writes (chunk `lane` of 8 elements along a row, element
+    /// `j` of every lane in one instruction, 32 lanes per cycle).
+    fn amd_transposed_ways(srows: u32, scols: u32) -> (usize, usize) {
+        let f = Frag::Mfma;
+        let mut read = 0;
+        for r0 in (0..srows).step_by(16) {
+            for c0 in (0..scols).step_by(16) {
+                let (r, c) = lds_col_group(16, 0);
+                for quarter in 0..4 {
+                    let phase: Vec<(u32, u32)> = (16 * quarter..16 * quarter + 16)
+                        .map(|l| {
+                            let (row, col) = (r0 + r.at(f, l), c0 + c.at(f, l));
+                            let a = lds_transposed_offset(srows, BF16, row, col);
+                            assert_eq!(a % 8, 0, "8-byte groups stay aligned");
+                            (a, 8)
+                        })
+                        .collect();
+                    read = read.max(ways(&phase));
+                }
+            }
+        }
+        let per_row = scols / 8;
+        let mut write = 0;
+        for first in (0..srows * per_row).step_by(32) {
+            for j in 0..8 {
+                let phase: Vec<(u32, u32)> = (first..(first + 32).min(srows * per_row))
+                    .map(|ch| {
+                        let (row, col) = (ch / per_row, 8 * (ch % per_row) + j);
+                        (lds_transposed_offset(srows, BF16, row, col), BF16)
+                    })
+                    .collect();
+                write = write.max(ways(&phase));
+            }
+        }
+        (read, write)
+    }
+
+    /// The transposed placement keeps each column's 4-row groups whole and in order, and is
+    /// a bijection onto the tile's bytes.
+    #[test]
+    fn lds_transposed_placement_keeps_column_groups_of_four_rows_contiguous() {
+        for (rows, cols) in [(16, 16), (16, 64), (32, 64), (32, 128), (64, 64), (48, 32)] {
+            let mut seen = HashSet::new();
+            for row in 0..rows {
+                for col in 0..cols {
+                    let o = lds_transposed_offset(rows, BF16, row, col);
+                    assert!(o + BF16 <= rows * cols * BF16);
+                    assert!(seen.insert(o), "{rows}x{cols}: ({row}, {col}) collides");
+                    if row % 4 != 0 {
+                        let first = lds_transposed_offset(rows, BF16, row - row % 4, col);
+                        assert_eq!(o, first + BF16 * (row % 4));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The col-layout reads of the kernels' transposed tiles (GEMM B rings `32x64`,
+    /// `32x128`, `32x256`, `16x256`; attention V rings `16x64`, `16x128`, `64x64`) are
+    /// conflict-free. The copy's 2-byte writes are not: a cycle's 32 lanes take consecutive
+    /// chunks of a few rows, and their element `j` lands in one transposed row per chunk
+    /// column; the placement's XOR takes only the low bits of the transposed row (which the
+    /// reads need), so those rows share banks: `cols / 16` ways (4 at 64 columns, 16 at 256).
+    /// Measured here so that a change to either side shows.
+    #[test]
+    fn amd_transposed_reads_are_conflict_free() {
+        for (rows, cols, writes) in [
+            (32, 64, 4),
+            (32, 128, 8),
+            (32, 256, 16),
+            (16, 256, 16),
+            (16, 64, 4),
+            (16, 128, 8),
+            (64, 64, 4),
+        ] {
+            let (r, w) = amd_transposed_ways(rows, cols);
+            assert_eq!(r, 1, "{rows}x{cols} reads");
+            assert!(w <= writes, "{rows}x{cols} writes: {w} ways");
+        }
     }
 }

@@ -19,7 +19,8 @@ pub(super) struct GlobalView {
     pub aligned16: bool,
 }
 
-/// A shared tile as the lowering addresses it: byte offset, shape, swizzle, element type.
+/// A shared tile as the lowering addresses it: byte offset, shape (of the whole shared tile,
+/// which its placement depends on: [`layout::shared_tile_offset`]), swizzle, element type.
 pub(super) struct SharedTileRef {
     pub base: String,
     pub rows: u32,
@@ -99,7 +100,7 @@ impl Lowerer<'_> {
         }
     }
 
-    fn global(&self, v: Value) -> GlobalView {
+    pub(super) fn global(&self, v: Value) -> GlobalView {
         match self.val(v) {
             Lv::Global {
                 ptr,
@@ -152,7 +153,7 @@ impl Lowerer<'_> {
     }
 
     /// The leading (element) indices of an access: their bounds predicate and offset terms.
-    fn leading(
+    pub(super) fn leading(
         &mut self,
         g: &GlobalView,
         idx: &[String],
@@ -169,7 +170,7 @@ impl Lowerer<'_> {
 
     /// Element accesses of a register tile at tile coordinates `idx[rank-2..]` of a global view,
     /// one per register of this lane.
-    fn global_tile(
+    pub(super) fn global_tile(
         &mut self,
         g: &GlobalView,
         idx: &[String],
@@ -478,22 +479,16 @@ impl Lowerer<'_> {
         }
     }
 
-    /// Address of element (row, col) of a shared tile at byte offset `base`: row-major, with the
-    /// tile's swizzle applied to the byte offset within the tile (on AMD, LDS's row-indexed word
-    /// permutation instead, see [`layout::lds_row_xor_bits`]).
-    pub(super) fn shared_tile_ptr(
-        &mut self,
-        base: &str,
-        row: &str,
-        col: &str,
-        cols: u32,
-        d: ScalarType,
-        swz: Swizzle,
-    ) -> String {
+    /// Address of element (row, col) of shared tile `tile`: on NVIDIA its placement
+    /// [`layout::shared_tile_offset`] (row-major pieces of at most 128-byte rows, swizzled), the
+    /// one address function of every access to a shared tile; on AMD, row-major with LDS's
+    /// row-indexed word permutation instead (see [`layout::lds_row_xor_bits`]).
+    pub(super) fn shared_tile_ptr(&mut self, tile: &SharedTileRef, row: &str, col: &str) -> String {
+        let (base, cols, d, swz) = (tile.base.as_str(), tile.cols, tile.d, tile.swz);
         let es = i64::from(d.size_bytes());
-        let rb = self.e.mul_i32_const(row, i64::from(cols) * es);
-        let cb = self.e.mul_i32_const(col, es);
         if self.rules.lds_row_xor() {
+            let rb = self.e.mul_i32_const(row, i64::from(cols) * es);
+            let cb = self.e.mul_i32_const(col, es);
             // AMD: the row-indexed word permutation of `layout::lds_row_xor_bits` in place of
             // the swizzle.
             let row_bytes = cols * d.size_bytes();
@@ -519,6 +514,22 @@ impl Lowerer<'_> {
             let total = self.e.add_i32(base, &off);
             return self.shared_ptr(&total);
         }
+        let row_bytes = cols * d.size_bytes();
+        let w = layout::shared_piece_bytes(swz, row_bytes);
+        let rb = self.e.mul_i32_const(row, i64::from(w));
+        let cb = self.e.mul_i32_const(col, es);
+        // Within a piece: row-major rows of `w` bytes; pieces `rows·w` bytes apart. `w` is a
+        // power of two wherever the tile has more than one piece.
+        let (piece_off, cb) = if w == row_bytes {
+            (None, cb)
+        } else {
+            let lg = self.e.i32(i64::from(w.trailing_zeros()));
+            let piece = self.e.op(&format!("arith.shrui {cb}, {lg} : i32"));
+            let m = self.e.i32(i64::from(w - 1));
+            let within = self.e.op(&format!("arith.andi {cb}, {m} : i32"));
+            let po = self.e.mul_i32_const(&piece, i64::from(tile.rows * w));
+            (Some(po), within)
+        };
         let mut off = self.e.add_i32(&rb, &cb);
         let mask = layout::swizzle_mask(swz);
         if mask != 0 {
@@ -527,6 +538,9 @@ impl Lowerer<'_> {
             let sh = self.e.op(&format!("arith.shrui {off}, {three} : i32"));
             let bits = self.e.op(&format!("arith.andi {sh}, {m} : i32"));
             off = self.e.op(&format!("arith.xori {off}, {bits} : i32"));
+        }
+        if let Some(po) = piece_off {
+            off = self.e.add_i32(&po, &off);
         }
         let total = self.e.add_i32(base, &off);
         self.shared_ptr(&total)
@@ -590,6 +604,7 @@ impl Lowerer<'_> {
             }
             (
                 Type::SharedTile {
+                    rows: srows,
                     cols: scols,
                     swizzle,
                     ..
@@ -602,7 +617,7 @@ impl Lowerer<'_> {
                 let (row0, col0) = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
                 let sh = SharedTileRef {
                     base,
-                    rows: *rows,
+                    rows: srows,
                     cols: scols,
                     swz: swizzle,
                     d,
@@ -655,8 +670,7 @@ impl Lowerer<'_> {
     ) -> Vec<String> {
         let d = sh.d;
         if d.size_bytes() == 2 && self.rules.ldmatrix() {
-            let (base, scols, swz) = (&sh.base, sh.cols, sh.swz);
-            return self.ldmatrix(base, row0, col0, rows, cols, layout, order, scols, swz, d);
+            return self.ldmatrix(sh, row0, col0, rows, cols, layout, order);
         }
         if let Some(ptrs) = self.lds_row_groups(sh, row0, col0, rows, cols, layout) {
             let t = mty(d);
@@ -681,7 +695,7 @@ impl Lowerer<'_> {
         let coords = self.tile_coords(layout, rows, cols, Some(row0), Some(col0));
         let mut out = Vec::new();
         for (r, c) in coords {
-            let ptr = self.shared_tile_ptr(&sh.base, &r, &c, sh.cols, d, sh.swz);
+            let ptr = self.shared_tile_ptr(sh, &r, &c);
             out.push(self.load_elem(&Access { pred: None, ptr }, d, 3));
         }
         out
@@ -712,7 +726,7 @@ impl Lowerer<'_> {
                 let (r, c) = f.tile_elem(Layout::Row, cols, n * s);
                 let r = self.e.affine(r, Some(row0));
                 let c = self.e.affine(c, Some(col0));
-                self.shared_tile_ptr(&sh.base, &r, &c, sh.cols, sh.d, sh.swz)
+                self.shared_tile_ptr(sh, &r, &c)
             })
             .collect();
         Some(ptrs)
@@ -823,6 +837,7 @@ impl Lowerer<'_> {
             }
             (
                 Type::SharedTile {
+                    rows: srows,
                     cols: scols,
                     swizzle,
                     ..
@@ -835,8 +850,8 @@ impl Lowerer<'_> {
                 let (row0, col0) = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
                 let xs = self.regs(x);
                 let sh = SharedTileRef {
-                    base: base.clone(),
-                    rows: *rows,
+                    base,
+                    rows: srows,
                     cols: scols,
                     swz: swizzle,
                     d,
@@ -861,7 +876,7 @@ impl Lowerer<'_> {
                 }
                 let coords = self.tile_coords(*layout, *rows, *cols, Some(&row0), Some(&col0));
                 for ((r, c), v) in coords.into_iter().zip(&xs) {
-                    let ptr = self.shared_tile_ptr(&base, &r, &c, scols, d, swizzle);
+                    let ptr = self.shared_tile_ptr(&sh, &r, &c);
                     self.store_elem(&Access { pred: None, ptr }, v, d, 3);
                 }
             }
@@ -939,9 +954,12 @@ impl Lowerer<'_> {
         let (lead_pred, lead_terms) = self.leading(&g, &idx[..lead]);
         let es = d.size_bytes();
         // Global → shared tiles whose rows are whole 16-byte chunks go through `cp.async` when
-        // the view allows 16-byte accesses and the target has `cp.async`; otherwise element by
-        // element. A view the compile assumes 16-byte aligned (`crate::specialize`) takes only
-        // the chunked path; any other is tested at run time and keeps the element-wise copy.
+        // the compile assumes the view 16-byte aligned (`crate::specialize`) and the target has
+        // `cp.async`. Any other view is copied element by element: its element type is the only
+        // alignment it guarantees. The choice is static, never a run-time alignment test: the
+        // runtime picks per launch the variant compiled for the facts the launch's views meet,
+        // and a test with both copies inside a loop cost the general variant registers (the
+        // 64×64 GEMM on sm_80: 168 against 106 aligned) and made the 128×256 GEMM spill.
         let chunked = to_shared
             && is_tile
             && d != ScalarType::Bool
@@ -997,31 +1015,27 @@ impl Lowerer<'_> {
             None
         };
         let col0 = self.e.mul_i32_const(&idx[n - 1], i64::from(cols));
-        if let (true, Some(r0)) = (chunked, &row0) {
-            let fast = self.chunk_aligned(&g, 16 / es);
-            self.e.open(&format!("scf.if {fast} {{"));
-            let tile = SharedTileRef {
-                base: base.clone(),
-                rows,
-                cols,
-                swz,
-                d,
-            };
-            self.cp_async_tile(
-                &g,
-                &lead_pred,
-                &lead_terms,
-                r0,
-                &col0,
-                &tile,
-                threads,
-                &rank,
-                defer,
-            );
-            self.e.reopen("} else {");
-        }
+        let tile = SharedTileRef {
+            base: base.clone(),
+            rows,
+            cols,
+            swz,
+            d,
+        };
         let total = rows * cols;
         let iters = total.div_ceil(threads);
+        if threads % cols == 0 || cols % threads == 0 {
+            self.copy_strided_elements(
+                &g,
+                (&lead_pred, &lead_terms),
+                (row0.as_deref(), &col0),
+                &tile,
+                is_tile,
+                (threads, &rank),
+                to_shared,
+            );
+            return Ok(());
+        }
         for k in 0..iters {
             let kk = self.e.i32(i64::from(k * threads));
             let e = self.e.add_i32(&rank, &kk);
@@ -1033,7 +1047,7 @@ impl Lowerer<'_> {
             let r = self.e.op(&format!("arith.divui {e}, {ccols} : i32"));
             let c = self.e.op(&format!("arith.remui {e}, {ccols} : i32"));
             let sptr = if is_tile {
-                self.shared_tile_ptr(&base, &r, &c, cols, d, swz)
+                self.shared_tile_ptr(&tile, &r, &c)
             } else {
                 self.shared_vec_ptr(&base, &c, d)
             };
@@ -1055,9 +1069,6 @@ impl Lowerer<'_> {
                 let v = self.load_elem(&sa, d, 3);
                 self.store_elem(&ga, &v, d, 1);
             }
-        }
-        if chunked && row0.is_some() {
-            self.e.close("}");
         }
         Ok(())
     }
@@ -1171,7 +1182,7 @@ impl Lowerer<'_> {
                 let half = self.e.i32(i64::from(per_chunk / 2));
                 let c1 = self.e.add_i32(&c, &half);
                 for (cs, lanes) in [(c.clone(), "0, 1"), (c1, "2, 3")] {
-                    let p = self.shared_tile_ptr(&tile.base, &r, &cs, tile.cols, tile.d, tile.swz);
+                    let p = self.shared_tile_ptr(tile, &r, &cs);
                     let h = self
                         .e
                         .op(&format!("llvm.shufflevector {v}, {v} [{lanes}] : {vt}"));
@@ -1180,7 +1191,7 @@ impl Lowerer<'_> {
                     ));
                 }
             } else {
-                let p = self.shared_tile_ptr(&tile.base, &r, &c, tile.cols, tile.d, tile.swz);
+                let p = self.shared_tile_ptr(tile, &r, &c);
                 self.e.line(&format!(
                     "llvm.store {v}, {p} {{alignment = 16 : i64}} : {vt}, !llvm.ptr<3>"
                 ));
@@ -1190,36 +1201,6 @@ impl Lowerer<'_> {
             }
         }
         true
-    }
-
-    /// Whether every 16-byte chunk of the view's rows starts 16-byte aligned: the base pointer
-    /// is, the last dimension is contiguous and every other stride is a multiple of the chunk.
-    /// A constant `true` where the compile assumes the view 16-byte aligned.
-    fn chunk_aligned(&mut self, g: &GlobalView, per_chunk: u32) -> String {
-        if g.aligned16 {
-            return self.e.hoist("arith.constant true");
-        }
-        let n = g.strides.len();
-        let p = self
-            .e
-            .op(&format!("llvm.ptrtoint {} : !llvm.ptr<1> to i64", g.ptr));
-        let m15 = self.e.i64(15);
-        let z64 = self.e.i64(0);
-        let low = self.e.op(&format!("arith.andi {p}, {m15} : i64"));
-        let mut ok = self.e.op(&format!("arith.cmpi eq, {low}, {z64} : i64"));
-        let one = self.e.i32(1);
-        let c = self
-            .e
-            .op(&format!("arith.cmpi eq, {}, {one} : i32", g.strides[n - 1]));
-        ok = self.e.and_i1(&ok, &c);
-        let mask = self.e.i32(i64::from(per_chunk) - 1);
-        let z = self.e.i32(0);
-        for s in &g.strides[..n - 1] {
-            let r = self.e.op(&format!("arith.andi {s}, {mask} : i32"));
-            let c = self.e.op(&format!("arith.cmpi eq, {r}, {z} : i32"));
-            ok = self.e.and_i1(&ok, &c);
-        }
-        ok
     }
 
     fn atomic_add(&mut self, op: &Op) -> R<()> {
@@ -1250,6 +1231,147 @@ impl Lowerer<'_> {
             self.atomic_elem(&a, &v, d, kind);
         }
         Ok(())
+    }
+
+    /// The element-wise copy of [`Self::copy_elements`] where the thread count and the tile's
+    /// columns divide one another (every library shape): element `rank + k·threads` then lies
+    /// at a constant (row, column) step `(k·threads / cols, k·threads % cols)` from the thread's
+    /// first element `(rank / cols, rank % cols)`, since the column never wraps. So the thread
+    /// computes its first element's global address once and reaches each next one by adding a
+    /// stride step (at most two distinct steps, loop-invariant), and each predicate is one
+    /// comparison of a row or column against the view's extent: no 64-bit multiply, division
+    /// or remainder per element. Each element is one access of its own type (the only
+    /// alignment a view without facts guarantees), under its predicate; elements outside the
+    /// view land in shared memory as zeros, as the IR defines.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_strided_elements(
+        &mut self,
+        g: &GlobalView,
+        (lead_pred, lead_terms): (&Option<String>, &[(String, String)]),
+        (row0, col0): (Option<&str>, &str),
+        tile: &SharedTileRef,
+        is_tile: bool,
+        (threads, rank): (u32, &str),
+        to_shared: bool,
+    ) {
+        let n = g.shape.len();
+        let (rows, cols, d) = (tile.rows, tile.cols, tile.d);
+        let total = rows * cols;
+        let ccols = self.e.i32(i64::from(cols));
+        let rb = self.e.op(&format!("arith.divui {rank}, {ccols} : i32"));
+        let cb = self.e.op(&format!("arith.remui {rank}, {ccols} : i32"));
+        let gr0 = row0.map(|r0| self.e.add_i32(r0, &rb));
+        let gc0 = self.e.add_i32(col0, &cb);
+        let mut terms = lead_terms.to_vec();
+        if let Some(gr0) = &gr0 {
+            terms.push((gr0.clone(), g.strides[n - 2].clone()));
+        }
+        terms.push((gc0.clone(), g.strides[n - 1].clone()));
+        let off = self.offset(&terms);
+        let mut ptr = self.global_ptr(g, &off, d);
+        let srow = is_tile.then(|| {
+            self.e
+                .op(&format!("arith.extsi {} : i32 to i64", g.strides[n - 2]))
+        });
+        let scol = self
+            .e
+            .op(&format!("arith.extsi {} : i32 to i64", g.strides[n - 1]));
+        // Bounds as room left: element (gr0 + dr, gc0 + dc) is inside the view when the first
+        // row and column are not negative and dr < nrows − gr0, dc < ncols − gc0 (signed; no
+        // overflow, both sides being non-negative where it matters). One register per copy
+        // and an immediate comparison per element, instead of one row or column index kept
+        // per element.
+        let zero = self.e.i32(0);
+        let col_ok = self.e.op(&format!("arith.cmpi sge, {gc0}, {zero} : i32"));
+        let mut first_ok = self.and_opt(lead_pred.clone(), col_ok);
+        let row_lim = gr0.as_ref().map(|gr0| {
+            let ok = self.e.op(&format!("arith.cmpi sge, {gr0}, {zero} : i32"));
+            first_ok = self.e.and_i1(&first_ok, &ok);
+            self.e.op(&format!("arith.subi {}, {gr0} : i32", g.shape[n - 2]))
+        });
+        let col_lim = self
+            .e
+            .op(&format!("arith.subi {}, {gc0} : i32", g.shape[n - 1]));
+        let (mut prev_dr, mut prev_dc) = (0i64, 0i64);
+        for k in 0..total.div_ceil(threads) {
+            let step = i64::from(k * threads);
+            let (dr, dc) = (step / i64::from(cols), step % i64::from(cols));
+            if k > 0 {
+                // The step from the previous element: rows and columns times the strides.
+                let mut delta: Option<String> = None;
+                for (dd, s) in [(dr - prev_dr, srow.as_deref()), (dc - prev_dc, Some(&scol[..]))]
+                {
+                    let (Some(s), true) = (s, dd != 0) else {
+                        continue;
+                    };
+                    let t = self.e.i64(dd);
+                    let p = self.e.op(&format!("arith.muli {s}, {t} : i64"));
+                    delta = Some(match delta {
+                        None => p,
+                        Some(a) => self.e.op(&format!("arith.addi {a}, {p} : i64")),
+                    });
+                }
+                if let Some(delta) = delta {
+                    ptr = self.e.op(&format!(
+                        "llvm.getelementptr {ptr}[{delta}] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {}",
+                        mem_ty(d)
+                    ));
+                }
+            }
+            (prev_dr, prev_dc) = (dr, dc);
+            // Element `rank + step` exists when the thread's row plus `dr` is inside the tile
+            // (the column never wraps).
+            let guard = (total % threads != 0).then(|| {
+                let left = self.e.i32(i64::from(rows) - dr);
+                self.e.op(&format!("arith.cmpi ult, {rb}, {left} : i32"))
+            });
+            // The comparison that repeats from element to element comes first, so that its
+            // conjunction with `first_ok` is one value for all of them (and one predicate
+            // register after ptxas): the column's where every element of the thread is in the
+            // same column (threads a multiple of the columns), else the row's.
+            let dri = self.e.i32(dr);
+            let dci = self.e.i32(dc);
+            let row_ok = row_lim
+                .as_ref()
+                .map(|lim| self.e.op(&format!("arith.cmpi slt, {dri}, {lim} : i32")));
+            let col_ok = self
+                .e
+                .op(&format!("arith.cmpi slt, {dci}, {col_lim} : i32"));
+            let (first, second) = if threads % cols == 0 {
+                (Some(col_ok), row_ok)
+            } else {
+                (row_ok, Some(col_ok))
+            };
+            let mut pred = Some(first_ok.clone());
+            for ok in [first, second].into_iter().flatten() {
+                pred = Some(self.and_opt(pred, ok));
+            }
+            if let Some(gd) = &guard {
+                pred = Some(self.and_opt(pred, gd.clone()));
+            }
+            let c = self.e.add_i32(&cb, &dci);
+            let sptr = if is_tile {
+                let r = self.e.add_i32(&rb, &dri);
+                self.shared_tile_ptr(tile, &r, &c)
+            } else {
+                self.shared_vec_ptr(&tile.base, &c, d)
+            };
+            let ga = Access {
+                pred,
+                ptr: ptr.clone(),
+            };
+            let sa = Access {
+                pred: guard,
+                ptr: sptr,
+            };
+            if to_shared {
+                let v = self.load_elem(&ga, d, 1);
+                self.store_elem(&sa, &v, d, 3);
+            } else {
+                let v = self.load_elem(&sa, d, 3);
+                self.store_elem(&ga, &v, d, 1);
+            }
+        }
     }
 }
 

@@ -110,3 +110,97 @@ pub(super) fn check_assert(cx: &mut OpCx<'_, '_>) {
         cx.expect_dtype("c", c, ScalarType::Bool, "the asserted condition");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{parse_module, print_module, verify};
+
+    const GOOD: &str = r#"kernel @k(%g: gl<f32, 2, mut>, %u: gl<u32, 1, mut>, %s: u32) warps(1) {
+  %0 = const[0] () : i32
+  %1 = const[1.5] () : f32
+  %2 = atomic_max (%g, %1, %0, %0) : f32
+  %3 = atomic_min (%g, %2, %0, %0) : f32
+  %4 = atomic_exch (%u, %s, %0) : u32
+  %5 = atomic_cas (%u, %4, %s, %0) : u32
+  %6 = fill[2.0] () : rt<f32, 16x16, row>
+  %7 = atomic_cas (%g, %6, %6, %0, %0) : rt<f32, 16x16, row>
+  %8 = iota.rows () : rt<u32, 16x16, col>
+  %9, %10, %11, %12 = philox (%s, %4, %8, %s, %s, %8) : rt<u32, 16x16, col>, rt<u32, 16x16, col>, rt<u32, 16x16, col>, rt<u32, 16x16, col>
+  %13, %14, %15, %16 = philox (%s, %s, %s, %s, %s, %s) : u32, u32, u32, u32
+  %17 = cmp.gt (%7, %1) : rt<bool, 16x16, row>
+  device_assert[@"old values are \"large\""] (%17)
+  %18 = cmp.lt (%13, %14) : bool
+  device_assert[@plain] (%18)
+  return ()
+}
+"#;
+
+    #[test]
+    fn the_new_ops_verify_and_round_trip_through_text() {
+        let m = parse_module(GOOD).unwrap();
+        verify(&m).unwrap();
+        let text = print_module(&m);
+        assert!(
+            text.contains(r#"device_assert[@"old values are \"large\""]"#),
+            "{text}"
+        );
+        let again = parse_module(&text).unwrap();
+        assert_eq!(print_module(&again), text);
+    }
+
+    fn errors(src: &str) -> String {
+        let m = parse_module(src).unwrap();
+        let errs = verify(&m).expect_err("must not verify");
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn atomics_on_other_dtypes_name_the_allowed_ones() {
+        let e = errors(
+            r#"kernel @k(%g: gl<bf16, 1, mut>, %x: bf16) warps(1) {
+  %0 = const[0] () : i32
+  %1 = atomic_max (%g, %x, %0) : bf16
+  return ()
+}
+"#,
+        );
+        assert!(
+            e.contains("i32, u32, f32 (the dtypes atomic_max exists for)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn compare_and_swap_needs_cmp_of_x_type_and_a_mutable_view() {
+        let e = errors(
+            r#"kernel @k(%g: gl<i32, 1>, %x: i32, %c: f32) warps(1) {
+  %0 = const[0] () : i32
+  %1 = atomic_cas (%g, %c, %x, %0) : i32
+  return ()
+}
+"#,
+        );
+        assert!(e.contains("cmp"), "{e}");
+        assert!(e.contains("mut"), "{e}");
+    }
+
+    #[test]
+    fn philox_wants_u32_words_of_one_shape_and_assert_a_bool() {
+        let e = errors(
+            r#"kernel @k(%s: u32, %f: i32) warps(1) {
+  %0 = iota.rows () : rt<u32, 16x16, row>
+  %1 = iota.rows () : rt<u32, 32x16, row>
+  %2, %3, %4, %5 = philox (%s, %f, %0, %1, %s, %s) : rt<u32, 16x16, row>, rt<u32, 16x16, row>, rt<u32, 16x16, row>, rt<u32, 16x16, row>
+  device_assert[@m] (%s)
+  return ()
+}
+"#,
+        );
+        assert!(e.contains("key word 1"), "{e}");
+        assert!(e.contains("counter word 1"), "{e}");
+        assert!(e.contains("bool"), "{e}");
+    }
+}

@@ -44,7 +44,7 @@ impl Nvidia {
 
     /// Two 16-bit elements in one 32-bit register, the first in the low half (the order of
     /// fragment elements in a `.b32` register, PTX ISA *Matrix Fragments for mma.m16n8k16*).
-    fn pack(e: &mut Emit, t: &str, lo: &str, hi: &str) -> String {
+    pub(crate) fn pack(e: &mut Emit, t: &str, lo: &str, hi: &str) -> String {
         let vt = format!("vector<2x{t}>");
         let u = e.hoist(&format!("llvm.mlir.poison : {vt}"));
         let i0 = e.hoist("llvm.mlir.constant(0 : i32) : i32");

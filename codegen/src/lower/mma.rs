@@ -16,6 +16,10 @@ impl Lowerer<'_> {
         let OpKind::Mma(v) = op.kind else {
             unreachable!("dispatched by kind")
         };
+        // sm_90a warpgroup mma with canonical shared operands: wgmma (`wgmma.rs`).
+        if self.try_wgmma(op)? {
+            return Ok(());
+        }
         let (a, b, c) = (op.operands[0], op.operands[1], op.operands[2]);
         let Type::Tile {
             rows: m, cols: n, ..
@@ -65,7 +69,7 @@ impl Lowerer<'_> {
 
     /// An A or B operand in registers: its dtype, stored (rows, cols) as registers, registers.
     /// A shared A at warpgroup scope gives this warp's `m` rows of op(A).
-    fn mma_operand(
+    pub(super) fn mma_operand(
         &mut self,
         op: &Op,
         v: Value,

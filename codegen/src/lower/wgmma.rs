@@ -1,0 +1,755 @@
+//! Warpgroup-scope `mma` on sm_90a as `wgmma.mma_async` (PTX ISA, *Asynchronous Warpgroup Level
+//! Matrix Multiply-Accumulate*): B, and A where it can, read from shared memory through matrix
+//! descriptors, the accumulator in the registers of the IR's row tile.
+//!
+//! An op qualifies when its operands are bf16 or f16 and its shared operands are in one of
+//! wgmma's canonical swizzled layouts ([`operand_plan`]): the tile placement of
+//! [`layout::shared_tile_offset`] (row-major pieces, swizzled) equals the canonical K-major
+//! layout when the contiguous dimension is K, and the MN-major one when it is M or N, exactly
+//! when a piece is as wide as the swizzle span. Other ops keep `mma.sync` ([`super::mma`]),
+//! which computes the same product. A shared A is read through a descriptor when each warp owns
+//! 16 rows (one m64 instruction covers the group); with more rows per warp the rows of one
+//! instruction are not evenly spaced in the tile, so each warp loads its rows into registers and
+//! the register-A form is used.
+//!
+//! Each op is synchronous, as the IR defines it: `fence.proxy.async` (the operands were written
+//! through the generic proxy: `st.shared`, `cp.async`; PTX ISA *Memory Consistency Model: Proxies*),
+//! then per 64×N block of the accumulator one inline-asm sequence `wgmma.fence; wgmma.mma_async`
+//! × K/16 `; wgmma.commit_group; wgmma.wait_group 0` whose accumulator operands are tied to the
+//! tile's registers, so no instruction between the fence and the wait touches them.
+
+use tilekit_ir::{Layout, MmaVariant, Op, OpKind, ScalarType, Scope, Swizzle, Type, Value};
+
+use super::{Lowerer, Lv, R};
+use crate::layout::{self, WGMMA_M, WGMMA_MAX_N};
+use crate::nvidia::Nvidia;
+use crate::Target;
+
+/// K of one `wgmma.mma_async` with 16-bit operands.
+const WGMMA_K: u32 = 16;
+
+/// Which dimension of a shared operand is contiguous in memory (`imm-trans-a/b`: 0 is K-major,
+/// 1 is M-major for A and N-major for B; transposition is valid for 16-bit types only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Major {
+    K,
+    MN,
+}
+
+impl Major {
+    fn imm_trans(self) -> u32 {
+        match self {
+            Major::K => 0,
+            Major::MN => 1,
+        }
+    }
+}
+
+/// A shared-memory matrix descriptor of sm_90's `wgmma` (PTX ISA, *Matrix Descriptor Format*),
+/// byte quantities in bytes: bits 0–13 start address >> 4, 16–29 leading dimension byte offset
+/// >> 4, 32–45 stride dimension byte offset >> 4, 49–51 base offset, 62–63 swizzle mode
+/// (0 none, 1 128-byte, 2 64-byte, 3 32-byte). sm_100's `tcgen05` descriptor has another
+/// layout: it gets its own encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sm90Descriptor {
+    pub start: u32,
+    pub leading_byte_offset: u32,
+    pub stride_byte_offset: u32,
+    pub base_offset: u32,
+    pub swizzle: Swizzle,
+}
+
+impl Sm90Descriptor {
+    /// The swizzle mode field (bits 62–63).
+    fn swizzle_field(s: Swizzle) -> u64 {
+        match s {
+            Swizzle::None => 0,
+            Swizzle::B128 => 1,
+            Swizzle::B64 => 2,
+            Swizzle::B32 => 3,
+        }
+    }
+
+    /// The 64-bit descriptor (the low 4 bits of each byte quantity are dropped, as the format
+    /// stores them shifted).
+    pub fn encode(&self) -> u64 {
+        let field14 = |v: u32| u64::from((v >> 4) & 0x3fff);
+        field14(self.start)
+            | field14(self.leading_byte_offset) << 16
+            | field14(self.stride_byte_offset) << 32
+            | u64::from(self.base_offset & 7) << 49
+            | Self::swizzle_field(self.swizzle) << 62
+    }
+}
+
+/// How one shared tile feeds wgmma as an operand: its descriptor with the start relative to
+/// the tile (the lowering adds the tile's address), and where each instruction's start is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OperandPlan {
+    pub major: Major,
+    pub desc: Sm90Descriptor,
+    /// The swizzle span S in bytes (the width of a piece).
+    span: u32,
+    /// Bytes from one piece of the tile to the next.
+    piece: u32,
+    /// Bytes per element.
+    es: u32,
+}
+
+impl OperandPlan {
+    /// The start, relative to the tile, of the instruction reading k-step `ks` (K from
+    /// `16·ks`) and M/N from `mn0` (a multiple of 8, and for an MN-major operand of a piece).
+    pub fn start(&self, ks: u32, mn0: u32) -> u32 {
+        let (span, piece) = (self.span, self.piece);
+        match self.major {
+            // 32 bytes along the row per k-step, into the next piece past the span; 8-row groups
+            // of M/N 8·S apart.
+            Major::K => {
+                let k0 = ks * WGMMA_K * self.es;
+                (k0 / span) * piece + k0 % span + (mn0 / 8) * 8 * span
+            }
+            // 16 rows of S bytes per k-step; M/N in whole pieces.
+            Major::MN => ks * WGMMA_K * span + (mn0 * self.es / span) * piece,
+        }
+    }
+}
+
+/// The canonical-layout plan of a shared tile of `rows × cols` elements of `es` bytes with
+/// swizzle `swz` read `major` (K-major: rows are M or N, columns K; MN-major: rows are K,
+/// columns M or N), or why it is not canonical.
+///
+/// The tile is pieces of `w` bytes per row ([`layout::shared_piece_bytes`]), piece `p` at
+/// `p·rows·w`, each row-major and swizzled on its offset; shared tiles holding a swizzle start
+/// 1024-byte aligned in a 1024-byte aligned buffer, so offsets and absolute addresses swizzle
+/// alike (the descriptor's base offset stays 0). With `w` the swizzle span S:
+/// - K-major: the canonical layout is 8-row × S-byte atoms, 8-row groups `SBO = 8·S` apart,
+///   K running along the row (LBO unused for swizzled K-major); a k-step of 16 advances the
+///   start 32 bytes inside the row (the hardware swizzles the address it forms, as the tile
+///   placement does) and K beyond the piece is the next piece.
+/// - MN-major: atoms of S bytes of M/N × 8 rows of K, `SBO = 8·S` from one 8 of K to the next,
+///   `LBO = rows·S` from one S-wide piece of M/N to the next; a k-step is 16 rows.
+///
+/// Unswizzled tiles are never canonical: their 8-row core matrices would need 16-byte rows.
+pub(crate) fn operand_plan(
+    major: Major,
+    swz: Swizzle,
+    rows: u32,
+    cols: u32,
+    es: u32,
+) -> Result<OperandPlan, String> {
+    let row_bytes = cols * es;
+    let w = layout::shared_piece_bytes(swz, row_bytes);
+    let span = match swz {
+        Swizzle::None => return Err("an unswizzled shared tile".into()),
+        Swizzle::B32 => 32,
+        Swizzle::B64 => 64,
+        Swizzle::B128 => 128,
+    };
+    if w != span {
+        return Err(format!(
+            "rows of {row_bytes} bytes stored in pieces of {w} with a {span}-byte swizzle (wgmma's canonical layouts need pieces as wide as the swizzle)"
+        ));
+    }
+    if rows % 8 != 0 {
+        return Err(format!("{rows} rows (a multiple of 8 is canonical)"));
+    }
+    let plan = match major {
+        Major::K => OperandPlan {
+            major,
+            desc: Sm90Descriptor {
+                start: 0,
+                leading_byte_offset: 16,
+                stride_byte_offset: 8 * span,
+                base_offset: 0,
+                swizzle: swz,
+            },
+            span,
+            piece: rows * w,
+            es,
+        },
+        Major::MN => OperandPlan {
+            major,
+            desc: Sm90Descriptor {
+                start: 0,
+                leading_byte_offset: rows * w,
+                stride_byte_offset: 8 * span,
+                base_offset: 0,
+                swizzle: swz,
+            },
+            span,
+            piece: rows * w,
+            es,
+        },
+    };
+    // The fields hold 14 bits of 16-byte units.
+    if plan.desc.leading_byte_offset >= 1 << 18 || plan.desc.stride_byte_offset >= 1 << 18 {
+        return Err(format!("a tile of {rows} rows: LBO past the descriptor field"));
+    }
+    Ok(plan)
+}
+
+/// Where one wgmma's A comes from.
+enum AOperand {
+    /// A descriptor of the group's shared tile and its plan.
+    Shared(String, OperandPlan),
+    /// This warp's registers of op(A), stored `dims`, in the variant's layout.
+    Regs(Vec<String>, (u32, u32)),
+}
+
+impl Lowerer<'_> {
+    /// A warpgroup-scope `mma` on sm_90a whose operands qualify (see the module documentation)
+    /// as wgmma; `Ok(false)`, having emitted nothing, for one that does not.
+    pub(super) fn try_wgmma(&mut self, op: &Op) -> R<bool> {
+        let OpKind::Mma(v) = op.kind else {
+            return Ok(false);
+        };
+        if self.target != Target::Sm90a || op.scope != Scope::Warpgroup {
+            return Ok(false);
+        }
+        let (a, b, c) = (op.operands[0], op.operands[1], op.operands[2]);
+        let Type::Tile {
+            rows: m,
+            cols: n,
+            dtype: ScalarType::F32,
+            ..
+        } = self.ty(c).clone()
+        else {
+            return Ok(false);
+        };
+        let Type::SharedTile {
+            dtype,
+            rows: b_rows,
+            cols: b_cols,
+            swizzle: b_swz,
+        } = self.ty(b).clone()
+        else {
+            return Ok(false);
+        };
+        if !matches!(dtype, ScalarType::BF16 | ScalarType::F16) || self.ty(a).dtype() != Some(dtype)
+        {
+            return Ok(false);
+        }
+        let es = dtype.size_bytes();
+        // B stored K×N is N-major; Bᵀ stored N×K is K-major.
+        let (b_major, k) = if v.b_transposed() {
+            (Major::K, b_cols)
+        } else {
+            (Major::MN, b_rows)
+        };
+        let Ok(b_plan) = operand_plan(b_major, b_swz, b_rows, b_cols, es) else {
+            return Ok(false);
+        };
+        let a_val = self.wgmma_a(op, v, a, m)?;
+        let b_base = self.wgmma_descriptor(b, &b_plan);
+
+        let mut rc = self.regs(c);
+        self.e.line(
+            "llvm.inline_asm has_side_effects \"fence.proxy.async.shared::cta;\", \"\" : () -> ()",
+        );
+        let kind = if dtype == ScalarType::BF16 { "bf16" } else { "f16" };
+        let t = super::mty(dtype);
+        for mi in 0..m / 16 {
+            let mut n0 = 0;
+            while n0 < n {
+                let nn = (n - n0).min(WGMMA_MAX_N);
+                let d: Vec<u32> = (0..nn / 2)
+                    .map(|r| layout::wgmma_d_tile_reg(n, mi, n0, r))
+                    .collect();
+                let mut steps = Vec::new();
+                for ks in 0..k / WGMMA_K {
+                    let a_op = match &a_val {
+                        AOperand::Shared(base, plan) => {
+                            WgA::Desc(self.advance(base, plan.start(ks, 0)))
+                        }
+                        AOperand::Regs(regs, dims) => {
+                            let idx = layout::wgmma_a_tile_regs(v, *dims, mi, ks);
+                            let r = |i: usize| regs[idx[i] as usize].clone();
+                            WgA::Regs(
+                                (0..4)
+                                    .map(|p| Nvidia::pack(&mut self.e, t, &r(2 * p), &r(2 * p + 1)))
+                                    .collect(),
+                            )
+                        }
+                    };
+                    let bd = self.advance(&b_base, b_plan.start(ks, n0));
+                    steps.push((a_op, bd));
+                }
+                let a_major = match &a_val {
+                    AOperand::Shared(_, plan) => Some(plan.major),
+                    AOperand::Regs(..) => None,
+                };
+                let out = self.wgmma_asm(kind, nn, &d, &rc, &steps, a_major, b_major);
+                for (q, &ci) in d.iter().enumerate() {
+                    rc[ci as usize] = out[q].clone();
+                }
+                n0 += nn;
+            }
+        }
+        self.set(op.results[0], Lv::Regs(rc));
+        Ok(true)
+    }
+
+    /// op(A) of a qualifying op: a descriptor of the group's shared tile where each warp owns 16
+    /// rows and the tile is canonical, else this warp's rows of op(A) in registers (loaded from
+    /// a shared A as `mma.sync` loads them).
+    fn wgmma_a(&mut self, op: &Op, v: MmaVariant, a: Value, m: u32) -> R<AOperand> {
+        let expect = if v.a_transposed() {
+            Layout::Col
+        } else {
+            Layout::Row
+        };
+        if let Type::SharedTile {
+            rows,
+            cols,
+            swizzle,
+            dtype,
+        } = self.ty(a).clone()
+        {
+            // A stored M×K is K-major; Aᵀ stored K×M is M-major.
+            let major = if v.a_transposed() { Major::MN } else { Major::K };
+            if m * 4 == WGMMA_M {
+                if let Ok(plan) = operand_plan(major, swizzle, rows, cols, dtype.size_bytes()) {
+                    let base = self.wgmma_descriptor(a, &plan);
+                    return Ok(AOperand::Shared(base, plan));
+                }
+            }
+        }
+        let (_, dims, regs) = self.mma_operand(op, a, expect, Some(m), true)?;
+        Ok(AOperand::Regs(regs, dims))
+    }
+
+    /// The descriptor (i64) of shared tile `v` read as `plan` says, its start at the tile.
+    fn wgmma_descriptor(&mut self, v: Value, plan: &OperandPlan) -> String {
+        let off = self.shared_off(v);
+        let p = self.shared_ptr(&off);
+        let addr = self.e.op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
+        let four = self.e.i32(4);
+        let units = self.e.op(&format!("arith.shrui {addr}, {four} : i32"));
+        let mask = self.e.i32(0x3fff);
+        let units = self.e.op(&format!("arith.andi {units}, {mask} : i32"));
+        let wide = self.e.op(&format!("arith.extui {units} : i32 to i64"));
+        let high = self.e.i64(plan.desc.encode() as i64);
+        self.e.op(&format!("arith.ori {wide}, {high} : i64"))
+    }
+
+    /// Descriptor `base` with its start advanced by `bytes` (a multiple of 16 that keeps the
+    /// start inside its 14-bit field: shared memory is below 256 KiB).
+    fn advance(&mut self, base: &str, bytes: u32) -> String {
+        if bytes == 0 {
+            return base.to_string();
+        }
+        let k = self.e.i64(i64::from(bytes >> 4));
+        self.e.op(&format!("arith.addi {base}, {k} : i64"))
+    }
+
+    /// One inline-asm sequence: `wgmma.fence`, a `wgmma.mma_async.m64n{nn}k16` per step (all
+    /// accumulating into the same registers, tied to the tile's registers `d` of `rc`),
+    /// `commit_group`, `wait_group 0`. Returns the new values of `d`.
+    #[allow(clippy::too_many_arguments)]
+    fn wgmma_asm(
+        &mut self,
+        kind: &str,
+        nn: u32,
+        d: &[u32],
+        rc: &[String],
+        steps: &[(WgA, String)],
+        a_major: Option<Major>,
+        b_major: Major,
+    ) -> Vec<String> {
+        let nd = d.len();
+        let mut cons: Vec<String> = vec!["=f".into(); nd];
+        cons.extend((0..nd).map(|i| i.to_string()));
+        let mut args: Vec<String> = d.iter().map(|&i| rc[i as usize].clone()).collect();
+        let mut tys: Vec<&str> = vec!["f32"; nd];
+        // `scale-d` = true: D = A·B + D.
+        let p = self.e.hoist("arith.constant true");
+        args.push(p);
+        tys.push("i1");
+        cons.push("b".into());
+        let pred = 2 * nd;
+        let mut next = 2 * nd + 1;
+        let dlist = (0..nd)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut text = String::from("wgmma.fence.sync.aligned;");
+        for (a, bd) in steps {
+            let a_text = match a {
+                WgA::Desc(x) => {
+                    args.push(x.clone());
+                    tys.push("i64");
+                    cons.push("l".into());
+                    next += 1;
+                    format!("${}", next - 1)
+                }
+                WgA::Regs(rs) => {
+                    let first = next;
+                    for r in rs {
+                        args.push(r.clone());
+                        tys.push("i32");
+                        cons.push("r".into());
+                        next += 1;
+                    }
+                    format!(
+                        "{{${}, ${}, ${}, ${}}}",
+                        first,
+                        first + 1,
+                        first + 2,
+                        first + 3
+                    )
+                }
+            };
+            args.push(bd.clone());
+            tys.push("i64");
+            cons.push("l".into());
+            let b_text = format!("${next}");
+            next += 1;
+            // imm-scale-a, imm-scale-b = 1; imm-trans-a only in the descriptor-A form.
+            let trans = match a_major {
+                Some(am) => format!("{}, {}", am.imm_trans(), b_major.imm_trans()),
+                None => format!("{}", b_major.imm_trans()),
+            };
+            text.push_str(&format!(
+                "\\0A\\09wgmma.mma_async.sync.aligned.m64n{nn}k16.f32.{kind}.{kind} {{{dlist}}}, {a_text}, {b_text}, ${pred}, 1, 1, {trans};"
+            ));
+        }
+        text.push_str("\\0A\\09wgmma.commit_group.sync.aligned;\\0A\\09wgmma.wait_group.sync.aligned 0;");
+        let st = format!("!llvm.struct<({})>", vec!["f32"; nd].join(", "));
+        let res = self.e.op(&format!(
+            "llvm.inline_asm has_side_effects \"{text}\", \"{}\" {} : ({}) -> {st}",
+            cons.join(","),
+            args.join(", "),
+            tys.join(", ")
+        ));
+        (0..nd)
+            .map(|q| self.e.op(&format!("llvm.extractvalue {res}[{q}] : {st}")))
+            .collect()
+    }
+}
+
+/// The A operand of one wgmma instruction, lowered.
+enum WgA {
+    Desc(String),
+    Regs(Vec<String>),
+}
+
+#[cfg(test)]
+mod tests {
+    //! Lane-level simulations of the lowering's data against the PTX ISA, read here
+    //! independently of the encoder: descriptor bits → the address of every element of every
+    //! instruction, against the tile placement of [`layout::shared_tile_offset`]; the
+    //! accumulator and register-A fragments against the IR's register tiles.
+
+    use super::*;
+    use crate::layout::Frag;
+
+    const SWIZZLES: [Swizzle; 3] = [Swizzle::B32, Swizzle::B64, Swizzle::B128];
+
+    /// The shared address of element (mn, k) (mn: row of A or column of B; k < 16) of the
+    /// operand that descriptor `bits` names, laid out `major`, from the PTX ISA: *Matrix
+    /// Descriptor Format* for the fields; *Shared Memory Matrix Layout* for the canonical
+    /// layouts, in units of core matrices (8 rows × 16 bytes): a K-major swizzled atom is 8 rows
+    /// of S bytes along K, atoms `SBO` apart along M/N (LBO unused); an MN-major swizzled atom
+    /// is S bytes of M/N × 8 rows along K, atoms `LBO` apart along M/N and `SBO` apart along K;
+    /// the swizzle XORs the 16-byte chunk index (bits 4..) with the row within the pattern
+    /// (bits 7..) of the address formed. `None` for a descriptor this reading does not cover
+    /// (no swizzle; a nonzero base offset, which only unaligned starts need).
+    fn isa_address(bits: u64, major: Major, es: u32, mn: u32, k: u32) -> Option<u32> {
+        let start = ((bits & 0x3fff) << 4) as u32;
+        let lbo = (((bits >> 16) & 0x3fff) << 4) as u32;
+        let sbo = (((bits >> 32) & 0x3fff) << 4) as u32;
+        let base_offset = (bits >> 49) & 7;
+        let (span, xor_bits) = match bits >> 62 {
+            1 => (128, 3),
+            2 => (64, 2),
+            3 => (32, 1),
+            _ => return None,
+        };
+        if base_offset != 0 {
+            return None;
+        }
+        let off = match major {
+            Major::K => (mn % 8) * span + (mn / 8) * sbo + k * es,
+            Major::MN => {
+                let per_row = span / es;
+                (mn % per_row) * es + (mn / per_row) * lbo + (k % 8) * span + (k / 8) * sbo
+            }
+        };
+        let a = start + off;
+        let mask = ((1u32 << xor_bits) - 1) << 4;
+        Some(a ^ ((a >> 3) & mask))
+    }
+
+    /// A shared tile in a test: stored `rows × cols` of `es`-byte elements, read `major`.
+    #[derive(Clone, Copy, Debug)]
+    struct Tile {
+        major: Major,
+        swz: Swizzle,
+        rows: u32,
+        cols: u32,
+        es: u32,
+    }
+
+    impl Tile {
+        /// (M/N extent, K extent).
+        fn extents(self) -> (u32, u32) {
+            match self.major {
+                Major::K => (self.rows, self.cols),
+                Major::MN => (self.cols, self.rows),
+            }
+        }
+
+        /// Where the lowering's placement puts element (mn, k), relative to the tile.
+        fn placed(self, mn: u32, k: u32) -> u32 {
+            let (row, col) = match self.major {
+                Major::K => (mn, k),
+                Major::MN => (k, mn),
+            };
+            layout::shared_tile_offset(
+                self.swz,
+                self.rows,
+                self.cols * self.es,
+                row,
+                col * self.es,
+            )
+        }
+    }
+
+    /// Every canonical tile the library's shapes give: K-major with rows of one swizzle span
+    /// (and, with the 128-byte swizzle, of several 128-byte pieces), MN-major likewise.
+    fn canonical_tiles() -> Vec<Tile> {
+        let mut v = Vec::new();
+        for swz in SWIZZLES {
+            let span = match swz {
+                Swizzle::B32 => 32,
+                Swizzle::B64 => 64,
+                _ => 128,
+            };
+            for es in [2u32] {
+                let wide: &[u32] = if swz == Swizzle::B128 { &[1, 2, 4] } else { &[1] };
+                for &pieces in wide {
+                    let cols = pieces * span / es;
+                    for rows in [64, 128, 256] {
+                        v.push(Tile { major: Major::K, swz, rows, cols, es });
+                    }
+                    for rows in [16, 32, 64] {
+                        v.push(Tile { major: Major::MN, swz, rows, cols, es });
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The descriptor of the instruction reading k-step `ks`, M/N from `mn0`, of a tile at
+    /// shared address `base`.
+    fn descriptor(plan: &OperandPlan, base: u32, ks: u32, mn0: u32) -> Sm90Descriptor {
+        Sm90Descriptor {
+            start: base + plan.start(ks, mn0),
+            ..plan.desc
+        }
+    }
+
+    /// Element-by-element disagreements between the ISA reading of `desc` and the placement,
+    /// over the instruction's `mn_len × 16` elements from (mn0, 16·ks).
+    fn mismatches(t: Tile, desc: &Sm90Descriptor, base: u32, ks: u32, mn0: u32, mn_len: u32) -> usize {
+        let bits = desc.encode();
+        let mut bad = 0;
+        for mn in 0..mn_len {
+            for k in 0..WGMMA_K {
+                let want = base + t.placed(mn0 + mn, WGMMA_K * ks + k);
+                if isa_address(bits, t.major, t.es, mn, k) != Some(want) {
+                    bad += 1;
+                }
+            }
+        }
+        bad
+    }
+
+    /// The instructions of a tile: (k-step, mn0, mn extent) — M/N in chunks of at most 256 (64
+    /// for an A operand, which is where 64-row K-major tiles are used).
+    fn instructions(t: Tile) -> Vec<(u32, u32, u32)> {
+        let (mn_ext, k_ext) = t.extents();
+        let mut v = Vec::new();
+        for ks in 0..k_ext / WGMMA_K {
+            let mut mn0 = 0;
+            while mn0 < mn_ext {
+                let len = (mn_ext - mn0).min(WGMMA_MAX_N);
+                v.push((ks, mn0, len));
+                mn0 += len;
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn descriptor_fields_sit_at_the_isa_bit_positions() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |bound: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % u64::from(bound)) as u32
+        };
+        for _ in 0..500 {
+            let swizzle = [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128][next(4) as usize];
+            let d = Sm90Descriptor {
+                start: next(0x4000) << 4,
+                leading_byte_offset: next(0x4000) << 4,
+                stride_byte_offset: next(0x4000) << 4,
+                base_offset: next(8),
+                swizzle,
+            };
+            let bits = d.encode();
+            assert_eq!((bits & 0x3fff) << 4, u64::from(d.start));
+            assert_eq!(((bits >> 16) & 0x3fff) << 4, u64::from(d.leading_byte_offset));
+            assert_eq!(((bits >> 32) & 0x3fff) << 4, u64::from(d.stride_byte_offset));
+            assert_eq!((bits >> 49) & 7, u64::from(d.base_offset));
+            let mode = match swizzle {
+                Swizzle::None => 0,
+                Swizzle::B128 => 1,
+                Swizzle::B64 => 2,
+                Swizzle::B32 => 3,
+            };
+            assert_eq!(bits >> 62, mode);
+            // Reserved bits 14–15, 30–31, 46–48 and 52–61 stay zero.
+            assert_eq!(bits & (0b11 << 14 | 0b11 << 30 | 0b111 << 46 | 0x3ff << 52), 0);
+        }
+    }
+
+    #[test]
+    fn descriptors_address_every_element_where_the_tile_placement_puts_it() {
+        let base = 0x2400; // 1024-byte aligned, as swizzled tiles are placed
+        let mut checked = 0;
+        for t in canonical_tiles() {
+            let plan = operand_plan(t.major, t.swz, t.rows, t.cols, t.es)
+                .unwrap_or_else(|e| panic!("{t:?} is canonical: {e}"));
+            for (ks, mn0, len) in instructions(t) {
+                let d = descriptor(&plan, base, ks, mn0);
+                let bad = mismatches(t, &d, base, ks, mn0, len);
+                assert_eq!(bad, 0, "{t:?} k-step {ks} from {mn0}: {bad} elements elsewhere");
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "{checked} instructions checked");
+    }
+
+    #[test]
+    fn changing_any_descriptor_field_the_layout_uses_misaddresses_elements() {
+        let base = 0x2400;
+        for t in canonical_tiles() {
+            let plan = operand_plan(t.major, t.swz, t.rows, t.cols, t.es).unwrap();
+            let (mn_ext, _) = t.extents();
+            // LBO places M/N pieces of an MN-major operand: used when one instruction spans
+            // more than one piece. K-major swizzled layouts do not read it (PTX ISA).
+            let span = plan.span;
+            let lbo_used = t.major == Major::MN && mn_ext.min(WGMMA_MAX_N) * t.es > span;
+            // The second k-step where there is one: its start is inside a swizzled row.
+            let ks = if t.extents().1 > WGMMA_K { 1 } else { 0 };
+            let good = descriptor(&plan, base, ks, 0);
+            let len = mn_ext.min(WGMMA_MAX_N);
+            assert_eq!(mismatches(t, &good, base, ks, 0, len), 0, "{t:?}");
+            let mut variants = vec![
+                ("start + 16", Sm90Descriptor { start: good.start + 16, ..good }),
+                ("start + 128", Sm90Descriptor { start: good.start + 128, ..good }),
+                ("SBO × 2", Sm90Descriptor { stride_byte_offset: 2 * good.stride_byte_offset, ..good }),
+                ("base offset 1", Sm90Descriptor { base_offset: 1, ..good }),
+            ];
+            for s in [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128] {
+                if s != good.swizzle {
+                    variants.push(("another swizzle", Sm90Descriptor { swizzle: s, ..good }));
+                }
+            }
+            if lbo_used {
+                variants.push(("LBO + 1024", Sm90Descriptor { leading_byte_offset: good.leading_byte_offset + 1024, ..good }));
+            }
+            for (what, d) in variants {
+                assert!(mismatches(t, &d, base, ks, 0, len) > 0, "{t:?}: {what} went unnoticed");
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_outside_the_canonical_layouts_are_refused() {
+        // Unswizzled; rows of two 32-byte spans with the 32-byte swizzle; 128-byte rows with the
+        // 64-byte swizzle; 192-byte rows (not whole 128-byte pieces).
+        for (swz, cols) in [
+            (Swizzle::None, 64),
+            (Swizzle::B32, 32),
+            (Swizzle::B64, 64),
+            (Swizzle::B128, 96),
+        ] {
+            for major in [Major::K, Major::MN] {
+                assert!(operand_plan(major, swz, 64, cols, 2).is_err(), "{swz:?} {cols} cols");
+            }
+        }
+    }
+
+    #[test]
+    fn the_wgmma_accumulator_is_the_row_tiles_registers_in_order() {
+        let f = Frag::MmaSync;
+        for n in [16, 48, 64, 128, 256, 320] {
+            for rows in [16, 32] {
+                for mi in 0..rows / 16 {
+                    let mut n0 = 0;
+                    while n0 < n {
+                        let nn = (n - n0).min(WGMMA_MAX_N);
+                        for thread in 0..128 {
+                            let (w, lane) = (thread / 32, thread % 32);
+                            for reg in 0..nn / 2 {
+                                let (r, c) = layout::wgmma_d_position(thread, reg);
+                                // Warp w's rows of the instruction are its tile's rows 16·mi ..
+                                assert_eq!(r / 16, w);
+                                let e = layout::wgmma_d_tile_reg(n, mi, n0, reg);
+                                let (tr, tc) = f.tile_elem(Layout::Row, n, e);
+                                assert_eq!(
+                                    (tr.at(f, lane), tc.at(f, lane)),
+                                    (16 * mi + r % 16, n0 + c),
+                                    "n {n} rows {rows} mi {mi} n0 {n0} thread {thread} reg {reg}"
+                                );
+                            }
+                        }
+                        n0 += nn;
+                    }
+                }
+            }
+        }
+    }
+
+    /// PTX ISA, "WGMMA .m64nNk16 register fragment layout for matrix A": per warp, `a_i` of
+    /// `.b32` register `i / 2`'s half `i % 2` at row `g + 8·((i / 2) mod 2)`, column
+    /// `8·(i / 4) + 2t + i mod 2` of the warp's 16 rows.
+    #[test]
+    fn register_a_operands_are_the_isa_fragment_of_op_a() {
+        let f = Frag::MmaSync;
+        for (v, dims) in [
+            (MmaVariant::AB, (16, 64)),
+            (MmaVariant::ABt, (32, 32)),
+            (MmaVariant::AtB, (64, 16)),
+            (MmaVariant::AtBt, (32, 32)),
+        ] {
+            let layout = if v.a_transposed() { Layout::Col } else { Layout::Row };
+            let (m, k) = if v.a_transposed() { (dims.1, dims.0) } else { dims };
+            for mi in 0..m / 16 {
+                for ki in 0..k / 16 {
+                    let regs = layout::wgmma_a_tile_regs(v, dims, mi, ki);
+                    for lane in 0..32 {
+                        let (g, t) = (lane / 4, lane % 4);
+                        for i in 0..8u32 {
+                            let want = (g + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * t + i % 2);
+                            let (sr, sc) = f.tile_elem(layout, dims.1, regs[i as usize]);
+                            let (sr, sc) = (sr.at(f, lane), sc.at(f, lane));
+                            // op(A)'s (row, col) of the stored element.
+                            let (r, c) = if v.a_transposed() { (sc, sr) } else { (sr, sc) };
+                            assert_eq!(
+                                (r, c),
+                                (16 * mi + want.0, 16 * ki + want.1),
+                                "{v:?} {dims:?} ({mi},{ki}) lane {lane} a{i}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod check;
 pub mod gemm;
 pub mod moe;
 pub mod optim;
+pub mod optim_family;
 pub mod params;
 pub mod softmax;
 pub mod ws_gemm;

@@ -1,0 +1,376 @@
+//! More optimizer steps and the global gradient-norm clip, over flat buffers.
+//!
+//! - [`adamw_mixed`]: AdamW on f32 master weights with bf16 gradients, writing the bf16 model
+//!   weights in the same pass (round to nearest even), so a training step reads the gradient
+//!   once and never re-reads the master weights to refresh the model's copy.
+//! - [`lion_step`]: Lion (Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023,
+//!   Algorithm 2): `c = β1·m + (1 − β1)·g`, `p ← p − lr·(sign(c) + λ·p)`,
+//!   `m ← β2·m + (1 − β2)·g`. `sign(0) = 0`, and a NaN in `c` gives a NaN update (not 0), so a
+//!   NaN gradient shows in the weights as it does with `torch.sign`.
+//! - The global L2 norm of a gradient and its clip, on the device with no host round trip
+//!   (`torch.nn.utils.clip_grad_norm_`: `coef = min(1, max_norm / (‖g‖ + 1e-6))`):
+//!   [`sum_squares`] writes one partial sum of squares per block (no atomics: the result does
+//!   not depend on the order blocks run in), [`norm_and_coef`] (one block) adds the partials in
+//!   a fixed order and writes `[‖g‖, coef]`, and [`scale_by_coef`] multiplies the gradient by
+//!   the coefficient it reads from device memory. [`clip_grad_norm`] runs the three.
+//!
+//! Each warp of the elementwise kernels updates one chunk of `N` elements; the last chunk is
+//! masked by the views' length. The multi-tensor forms (one launch over a list of tensors) need
+//! pointer-table views and are not here yet.
+
+use crate::dsl::*;
+use crate::ir::interp::HostTensor;
+use crate::ir::ScalarType;
+use crate::kernels::check::{large, record, Rng};
+use crate::kernels::optim::Hyper;
+use crate::{Device, ScalarArg};
+
+/// Elements per warp of the elementwise kernels here.
+pub const CHUNK: usize = 256;
+/// Warps per block of the elementwise kernels here.
+pub const WARPS: usize = 4;
+
+/// AdamW (as [`adamw_step`](crate::kernels::optim::adamw_step)) on f32 master weights `p` with
+/// bf16 gradients `g`, also writing `p_model = bf16(p)`. Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_adamw_mixed,
+    shapes(p: [L], g: [L], m: [L], v: [L], p_model: [L]),
+    grid = [ceil_div(L, WARPS * N), 1, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_mixed<const N: usize, const WARPS: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<bf16, 1>,
+    m: GlMut<f32, 1>,
+    v: GlMut<f32, 1>,
+    p_model: GlMut<bf16, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    eps: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+    bias_correction1: Scalar<f32>,
+    bias_correction2: Scalar<f32>,
+) {
+    let chunk = block_idx_x() * WARPS as i32 + warp_idx();
+    let one = lit::<f32>(1.0);
+    let pv: Rv<f32, N> = load(p.chunk(chunk));
+    let gb: Rv<bf16, N> = load(g.chunk(chunk));
+    let gv = gb.cast::<f32>();
+    let mv: Rv<f32, N> = load(m.chunk(chunk));
+    let vv: Rv<f32, N> = load(v.chunk(chunk));
+
+    let m_new = mv * beta1 + gv * (one - beta1);
+    let v_new = vv * beta2 + gv * gv * (one - beta2);
+    let adam = (m_new / bias_correction1) / ((v_new / bias_correction2).sqrt() + eps);
+    let p_new = pv - (adam + pv * weight_decay) * lr;
+
+    store(p.chunk(chunk), p_new);
+    store(p_model.chunk(chunk), p_new.cast::<bf16>());
+    store(m.chunk(chunk), m_new);
+    store(v.chunk(chunk), v_new);
+}
+
+/// One Lion step (see the module documentation). Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_lion,
+    shapes(p: [L], g: [L], m: [L]),
+    grid = [ceil_div(L, WARPS * N), 1, 1]
+)]
+pub fn lion_step<const N: usize, const WARPS: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<f32, 1>,
+    m: GlMut<f32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+) {
+    let chunk = block_idx_x() * WARPS as i32 + warp_idx();
+    let one = lit::<f32>(1.0);
+    let pv: Rv<f32, N> = load(p.chunk(chunk));
+    let gv: Rv<f32, N> = load(g.chunk(chunk));
+    let mv: Rv<f32, N> = load(m.chunk(chunk));
+
+    let c = mv * beta1 + gv * (one - beta1);
+    let ones: Rv<f32, N> = fill(1.0);
+    let sign = select(c.gt(0.0), ones, 0.0) - select(c.lt(0.0), ones, 0.0);
+    // NaN compares false both ways: pass it through instead of a zero update.
+    let sign = select(c.ne(c), c, sign);
+    store(p.chunk(chunk), pv - (sign + pv * weight_decay) * lr);
+    store(m.chunk(chunk), mv * beta2 + gv * (one - beta2));
+}
+
+/// `partial[b]` = the sum of `g[i]²` over block `b`'s `N` elements, in f32, one warp per block
+/// (so no sums of different warps meet). Grid: `[⌈n / N⌉, 1, 1]`; `partial` has one element
+/// per block.
+#[crate::kernel(
+    warps = 1,
+    variants(<1024>),
+    shapes(g: [L], partial: [P], P == ceil_div(L, N)),
+    grid = [ceil_div(L, N), 1, 1]
+)]
+pub fn sum_squares<const N: usize>(g: Gl<f32, 1>, partial: GlMut<f32, 1>) {
+    let block = block_idx_x();
+    let gv: Rv<f32, N> = load(g.chunk(block));
+    store(partial.at(block), reduce_all(Red::Sum, gv * gv));
+}
+
+/// `stats = [‖g‖, coef]` from the partial sums of squares, added in a fixed order by one warp:
+/// `coef = min(1, max_norm / (‖g‖ + 1e-6))`, NaN when the norm is NaN (so a NaN gradient is not
+/// clipped into looking finite). Grid: `[1, 1, 1]`.
+#[crate::kernel(
+    warps = 1,
+    variants(<1024>),
+    shapes(partial: [P], stats: [2]),
+    grid = [1, 1, 1]
+)]
+pub fn norm_and_coef<const N: usize>(
+    partial: Gl<f32, 1>,
+    max_norm: Scalar<f32>,
+    stats: GlMut<f32, 1>,
+) {
+    let mut acc: Rv<f32, N> = zeros();
+    for k in range(0, ceil_div(partial.len(), N)) {
+        let x: Rv<f32, N> = load(partial.chunk(k));
+        acc += x;
+    }
+    let norm = reduce_all(Red::Sum, acc).sqrt();
+    let ratio = max_norm / (norm + 1e-6);
+    // `ge` is false for NaN: a NaN ratio stays NaN.
+    let coef = select(ratio.ge(1.0), lit::<f32>(1.0), ratio);
+    store(stats.at(0), norm);
+    store(stats.at(1), coef);
+}
+
+/// `g ← g · stats[1]` (the coefficient [`norm_and_coef`] wrote). Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_clip,
+    shapes(g: [L], stats: [2]),
+    grid = [ceil_div(L, WARPS * N), 1, 1]
+)]
+pub fn scale_by_coef<const N: usize, const WARPS: usize>(g: GlMut<f32, 1>, stats: Gl<f32, 1>) {
+    let chunk = block_idx_x() * WARPS as i32 + warp_idx();
+    let coef: Scalar<f32> = load(stats.at(1));
+    let gv: Rv<f32, N> = load(g.chunk(chunk));
+    store(g.chunk(chunk), gv * coef);
+}
+
+/// Clips `g` in place to global L2 norm `max_norm` on `device`, with `partial` (one element per
+/// 1024 of `g`) and `stats` (2) as device-side scratch; returns nothing to the host: `stats`
+/// holds `[‖g‖, coef]` afterwards.
+pub fn clip_grad_norm(
+    device: &Device,
+    g: &mut HostTensor,
+    max_norm: f32,
+    partial: &mut HostTensor,
+    stats: &mut HostTensor,
+) -> Result<(), crate::Error> {
+    sum_squares::<1024>::launch_auto(device, g, partial)?;
+    norm_and_coef::<1024>::launch_auto(device, partial, ScalarArg::from(max_norm), stats)?;
+    scale_by_coef::<CHUNK, WARPS>::launch_auto(device, g, stats)
+}
+
+/// AdamW with bf16 gradients against the f64 step, and the model copy against the master
+/// weights rounded to bf16.
+fn selftest_adamw_mixed(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = Hyper {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 5,
+    };
+    let (f, b) = (ScalarType::F32, ScalarType::BF16);
+    let mut sizes = vec![3000, 1];
+    if large(device) {
+        sizes.push(1_000_003);
+    }
+    for n in sizes {
+        let p0 = rng.tensor(f, &[n], -1.0, 1.0);
+        let g = rng.tensor(b, &[n], -1.0, 1.0);
+        let m0 = rng.tensor(f, &[n], -0.1, 0.1);
+        let v0 = rng.tensor(f, &[n], 0.0, 0.01);
+        let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+        let mut model = HostTensor::full(b, &[n], f64::NAN);
+        let (bc1, bc2) = h.bias_corrections();
+        let s = |x: f32| ScalarArg::from(x);
+        adamw_mixed::<CHUNK, WARPS>::launch_auto(
+            device,
+            &mut p,
+            &g,
+            &mut m,
+            &mut v,
+            &mut model,
+            s(h.lr),
+            s(h.beta1),
+            s(h.beta2),
+            s(h.eps),
+            s(h.weight_decay),
+            s(bc1),
+            s(bc2),
+        )
+        .map_err(|e| e.to_string())?;
+        let (b1, b2, t) = (f64::from(h.beta1), f64::from(h.beta2), h.step as i32);
+        let (gv, pv, mv, vv) = (g.to_vec(), p0.to_vec(), m0.to_vec(), v0.to_vec());
+        let want: Vec<f64> = (0..n)
+            .map(|i| {
+                let mi = b1 * mv[i] + (1.0 - b1) * gv[i];
+                let vi = b2 * vv[i] + (1.0 - b2) * gv[i] * gv[i];
+                let upd = mi / (1.0 - b1.powi(t)) / ((vi / (1.0 - b2.powi(t))).sqrt() + 1e-8);
+                pv[i] - f64::from(h.lr) * (upd + f64::from(h.weight_decay) * pv[i])
+            })
+            .collect();
+        let err = record(format!("{n} parameters: p"), &p.to_vec(), &want, 1e-5);
+        // The model copy is the kernel's own master weights rounded to bf16, exactly.
+        let rounded = HostTensor::new(b, &[n], &p.to_vec()).map_err(|e| e.to_string())?;
+        if err > 1e-5 || model.to_vec() != rounded.to_vec() {
+            return Err(format!(
+                "{n} parameters: p error {err:.2e}, model copy equal to bf16(p): {} (seed {})",
+                model.to_vec() == rounded.to_vec(),
+                rng.seed
+            ));
+        }
+    }
+    Ok("master weights against the f64 step, model copy = bf16(master)".into())
+}
+
+/// Lion against the f64 step from the paper's algorithm, with zero and NaN in the momentum.
+fn selftest_lion(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let (lr, b1, b2, wd) = (1e-4f32, 0.9f32, 0.99f32, 0.1f32);
+    let f = ScalarType::F32;
+    let mut sizes = vec![3000, 5];
+    if large(device) {
+        sizes.push(1_000_003);
+    }
+    for n in sizes {
+        let p0 = rng.tensor(f, &[n], -1.0, 1.0);
+        let mut gv = rng.tensor(f, &[n], -1.0, 1.0).to_vec();
+        let mut mv = rng.tensor(f, &[n], -0.1, 0.1).to_vec();
+        // c = 0 exactly at element 0 (sign 0), NaN at element 1 (the update is NaN).
+        (gv[0], mv[0]) = (0.0, 0.0);
+        gv[1] = f64::NAN;
+        let g = HostTensor::new(f, &[n], &gv).map_err(|e| e.to_string())?;
+        let m0 = HostTensor::new(f, &[n], &mv).map_err(|e| e.to_string())?;
+        let (mut p, mut m) = (p0.clone(), m0.clone());
+        let s = |x: f32| ScalarArg::from(x);
+        lion_step::<CHUNK, WARPS>::launch_auto(
+            device,
+            &mut p,
+            &g,
+            &mut m,
+            s(lr),
+            s(b1),
+            s(b2),
+            s(wd),
+        )
+        .map_err(|e| e.to_string())?;
+        let (lr, b1, b2, wd) = (f64::from(lr), f64::from(b1), f64::from(b2), f64::from(wd));
+        let pv = p0.to_vec();
+        let (mut want_p, mut want_m) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let c = b1 * mv[i] + (1.0 - b1) * gv[i];
+            let sign = if c.is_nan() {
+                c
+            } else if c > 0.0 {
+                1.0
+            } else if c < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+            want_p.push(pv[i] - lr * (sign + wd * pv[i]));
+            want_m.push(b2 * mv[i] + (1.0 - b2) * gv[i]);
+        }
+        let got_p = p.to_vec();
+        if !got_p[1].is_nan() {
+            return Err(format!(
+                "{n} parameters: a NaN gradient gave p = {}",
+                got_p[1]
+            ));
+        }
+        // Compare the finite elements (element 1 is NaN on both sides by construction).
+        let keep = |v: &[f64]| -> Vec<f64> {
+            v.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 1)
+                .map(|(_, x)| *x)
+                .collect()
+        };
+        let ep = record(
+            format!("{n} parameters: p"),
+            &keep(&got_p),
+            &keep(&want_p),
+            1e-6,
+        );
+        let em = record(
+            format!("{n} parameters: m"),
+            &keep(&m.to_vec()),
+            &keep(&want_m),
+            1e-6,
+        );
+        if ep > 1e-6 || em > 1e-6 {
+            return Err(format!(
+                "{n} parameters: p error {ep:.2e}, m error {em:.2e} (seed {})",
+                rng.seed
+            ));
+        }
+    }
+    Ok("p and m against the f64 step, sign(0) = 0, NaN passes through".into())
+}
+
+/// The clip against f64: norm, coefficient and clipped gradient, for a norm above and below
+/// `max_norm`, and a NaN gradient staying NaN.
+fn selftest_clip(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let f = ScalarType::F32;
+    let mut cases = vec![(5000, 1.0f32), (1, 10.0), (4097, 1e3)];
+    if large(device) {
+        cases.push((3_000_001, 1.0));
+    }
+    for (n, max_norm) in cases {
+        let g0 = rng.tensor(f, &[n], -1.0, 1.0);
+        let mut g = g0.clone();
+        let mut partial = HostTensor::full(f, &[n.div_ceil(1024)], f64::NAN);
+        let mut stats = HostTensor::full(f, &[2], f64::NAN);
+        clip_grad_norm(device, &mut g, max_norm, &mut partial, &mut stats)
+            .map_err(|e| e.to_string())?;
+        let gv = g0.to_vec();
+        let norm = gv.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let coef = (f64::from(max_norm) / (norm + 1e-6)).min(1.0);
+        let want: Vec<f64> = gv.iter().map(|x| x * coef).collect();
+        let st = stats.to_vec();
+        let en = record(format!("{n}: norm"), &st[..1], &[norm], 1e-5);
+        let ec = record(format!("{n}: coef"), &st[1..], &[coef], 1e-5);
+        let eg = record(format!("{n}: g"), &g.to_vec(), &want, 1e-5);
+        if en > 1e-5 || ec > 1e-5 || eg > 1e-5 {
+            return Err(format!(
+                "{n} elements, max_norm {max_norm}: norm error {en:.2e}, coef {ec:.2e}, g {eg:.2e} (seed {})",
+                rng.seed
+            ));
+        }
+    }
+    // A NaN anywhere makes the norm, the coefficient and every clipped element NaN.
+    let mut gv = rng.tensor(f, &[3000], -1.0, 1.0).to_vec();
+    gv[2999] = f64::NAN;
+    let mut g = HostTensor::new(f, &[3000], &gv).map_err(|e| e.to_string())?;
+    let mut partial = HostTensor::full(f, &[3], 0.0);
+    let mut stats = HostTensor::full(f, &[2], 0.0);
+    clip_grad_norm(device, &mut g, 1.0, &mut partial, &mut stats).map_err(|e| e.to_string())?;
+    if !g.to_vec().iter().all(|x| x.is_nan()) || !stats.to_vec().iter().all(|x| x.is_nan()) {
+        return Err(format!(
+            "a NaN gradient was clipped to {:?}",
+            &g.to_vec()[..4]
+        ));
+    }
+    Ok("norm, coefficient and clipped gradient against f64; NaN stays NaN".into())
+}

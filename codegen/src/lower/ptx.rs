@@ -4,7 +4,7 @@
 //! global → shared tiles, the queue of committed `cp.async` groups of `copy_async` on sm_80 and
 //! `mbarrier` semaphores on sm_90a. The designs are documented in `memory.rs` and `sync.rs`.
 
-use tilekit_ir::{Layout, Op, OpKind, ScalarType, Scope, Swizzle};
+use tilekit_ir::{Layout, Op, OpKind, Scope};
 
 use super::memory::{GlobalView, SharedTileRef};
 use super::{mty, Lowerer, R};
@@ -29,17 +29,15 @@ impl Lowerer<'_> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn ldmatrix(
         &mut self,
-        base: &str,
+        sh: &SharedTileRef,
         row0: &str,
         col0: &str,
         rows: u32,
         cols: u32,
         layout: Layout,
         order: LdmatrixOrder,
-        scols: u32,
-        swz: Swizzle,
-        d: ScalarType,
     ) -> Vec<String> {
+        let d = sh.d;
         let lane = self.e.lane.clone();
         // Row/col of the 8-element row this lane addresses, from `ldmatrix_source`'s table:
         // the row is `lane % 8` plus 8 times one bit of `q = lane / 8` and the column 8 times
@@ -71,7 +69,7 @@ impl Lowerer<'_> {
                 let co = self.e.i32(i64::from(16 * sj));
                 let r = self.e.add_i32(&lr, &ro);
                 let c = self.e.add_i32(&lc, &co);
-                let p = self.shared_tile_ptr(base, &r, &c, scols, d, swz);
+                let p = self.shared_tile_ptr(sh, &r, &c);
                 let a = self
                     .e
                     .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
@@ -100,108 +98,22 @@ impl Lowerer<'_> {
     }
 
     /// `cp.async.cg` of 16-byte chunks of a global tile into a shared tile (PTX ISA, *Data
-    /// Movement and Conversion Instructions: cp.async*): chunk `rank + k·threads` in row-major
-    /// order, with `src-size` the chunk's bytes inside the view (the rest is zero-filled, as
-    /// the IR's masking defines); then the thread waits for its copies
-    /// (`cp.async.wait_group 0`), since `copy` completes before the next op, unless `defer`
-    /// (`copy_async` on sm_80), which leaves committing and waiting to its caller.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn cp_async_tile(
-        &mut self,
-        g: &GlobalView,
-        lead_pred: &Option<String>,
-        lead_terms: &[(String, String)],
-        row0: &str,
-        col0: &str,
-        tile: &SharedTileRef,
-        threads: u32,
-        rank: &str,
-        defer: bool,
-    ) {
-        let n = g.shape.len();
-        let es = tile.d.size_bytes();
-        let per_chunk = 16 / es;
-        let per_row = tile.cols / per_chunk;
-        let chunks = tile.rows * per_row;
-        let (nrows, ncols) = (g.shape[n - 2].clone(), g.shape[n - 1].clone());
-        let zero = self.e.i32(0);
-        let cpc = self.e.i32(i64::from(per_chunk));
-        let esz = self.e.i32(i64::from(es));
-        for k in 0..chunks.div_ceil(threads) {
-            let kk = self.e.i32(i64::from(k * threads));
-            let ch = self.e.add_i32(rank, &kk);
-            let guard = (chunks % threads != 0).then(|| {
-                let t = self.e.i32(i64::from(chunks));
-                self.e.op(&format!("arith.cmpi ult, {ch}, {t} : i32"))
-            });
-            let pr = self.e.i32(i64::from(per_row));
-            let r = self.e.op(&format!("arith.divui {ch}, {pr} : i32"));
-            let cc = self.e.op(&format!("arith.remui {ch}, {pr} : i32"));
-            let c = self.e.op(&format!("arith.muli {cc}, {cpc} : i32"));
-            let gr = self.e.add_i32(row0, &r);
-            let gc = self.e.add_i32(col0, &c);
-            // Elements of the chunk inside the view: clamp(ncols - gc, 0, per_chunk), none when
-            // the row or a leading index is outside it.
-            let left = self.e.op(&format!("arith.subi {ncols}, {gc} : i32"));
-            let left = self.e.op(&format!("arith.maxsi {left}, {zero} : i32"));
-            let left = self.e.op(&format!("arith.minsi {left}, {cpc} : i32"));
-            let row_ok = self.in_range(&gr, &nrows);
-            let row_ok = self.and_opt(lead_pred.clone(), row_ok);
-            let row_ok = match &guard {
-                Some(gd) => self.e.and_i1(&row_ok, gd),
-                None => row_ok,
-            };
-            let valid = self
-                .e
-                .op(&format!("arith.select {row_ok}, {left}, {zero} : i32"));
-            let bytes = self.e.op(&format!("arith.muli {valid}, {esz} : i32"));
-            let mut terms = lead_terms.to_vec();
-            terms.push((gr, g.strides[n - 2].clone()));
-            terms.push((gc, g.strides[n - 1].clone()));
-            let off = self.offset(&terms);
-            let src = self.global_ptr(g, &off, tile.d);
-            let any = self.e.op(&format!("arith.cmpi sgt, {bytes}, {zero} : i32"));
-            // A chunk with nothing to read keeps a valid address: the view's base.
-            let src = self.e.op(&format!(
-                "llvm.select {any}, {src}, {} : i1, !llvm.ptr<1>",
-                g.ptr
-            ));
-            let dst = self.shared_tile_ptr(&tile.base, &r, &c, tile.cols, tile.d, tile.swz);
-            let dst = self
-                .e
-                .op(&format!("llvm.ptrtoint {dst} : !llvm.ptr<3> to i32"));
-            let asm = format!(
-                "llvm.inline_asm has_side_effects \"cp.async.cg.shared.global [$0], [$1], 16, $2;\", \"r,l,r\" {dst}, {src}, {bytes} : (i32, !llvm.ptr<1>, i32) -> ()"
-            );
-            match &guard {
-                None => self.e.line(&asm),
-                Some(gd) => {
-                    self.e.open(&format!("scf.if {gd} {{"));
-                    self.e.line(&asm);
-                    self.e.close("}");
-                }
-            }
-        }
-        if defer {
-            return;
-        }
-        self.e
-            .line("llvm.inline_asm has_side_effects \"cp.async.commit_group;\", \"\" : () -> ()");
-        self.e
-            .line("llvm.inline_asm has_side_effects \"cp.async.wait_group 0;\", \"\" : () -> ()");
-    }
-
-    /// `cp.async.cg` of 16-byte chunks of a global tile into a shared tile, for a view the
-    /// compile assumes 16-byte aligned ([`crate::specialize`]): every chunk starts 16-byte
+    /// Movement and Conversion Instructions: cp.async*), for a view the compile assumes
+    /// 16-byte aligned ([`crate::specialize`]; other views are copied element by element, see
+    /// `copy_elements`): chunk `rank + k·threads` in row-major order. Every chunk starts 16-byte
     /// aligned and lies wholly inside or wholly outside the view, so each is one `cp.async` of
-    /// 16 bytes with a source size of 16 or 0 (zero-filled, exact since whole chunks are in or
-    /// out) under one predicate; no run-time alignment test, no fallback, no partial sizes.
+    /// 16 bytes with a source size of 16 or 0 (zero-filled, as the IR's masking defines; exact
+    /// since whole chunks are in or out) under one predicate; no run-time alignment test, no
+    /// fallback, no partial sizes.
     ///
     /// Addresses are `base + origin + rel`: `origin` is the tile's (its leading indices, first
     /// row and column) in 64 bits from the tile indices, and `rel` the chunk's offset in the
     /// tile, which depends on the thread only. Inside a loop whose variable picks the tile,
     /// the loop-invariant part leaves the loop and the rest advances by a constant per step;
-    /// the row and column predicates split the same way. Waiting as [`Self::cp_async_tile`].
+    /// the row and column predicates split the same way. Then the thread waits for its copies
+    /// (`cp.async.commit_group; cp.async.wait_group 0`), since `copy` completes before the next
+    /// op, unless `defer` (`copy_async` on sm_80), which leaves committing and waiting to its
+    /// caller.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn cp_async_tile_aligned(
         &mut self,
@@ -264,7 +176,7 @@ impl Lowerer<'_> {
             let rel = self.e.op(&format!("arith.addi {rel}, {c64} : i64"));
             let off = self.e.op(&format!("arith.addi {origin}, {rel} : i64"));
             let src = self.global_ptr(g, &off, tile.d);
-            let dst = self.shared_tile_ptr(&tile.base, &r, &c, tile.cols, tile.d, tile.swz);
+            let dst = self.shared_tile_ptr(tile, &r, &c);
             let dst = self
                 .e
                 .op(&format!("llvm.ptrtoint {dst} : !llvm.ptr<3> to i32"));

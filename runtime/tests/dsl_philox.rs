@@ -171,6 +171,54 @@ fn tiles_on(device: &Device) {
     }
 }
 
+/// Per element of a 32-long column vector per block: counter (index, 0, index, offset).
+#[tilekit::kernel]
+fn philox_vectors(key0: Scalar<u32>, offset: Scalar<u32>, words: GlMut<u32, 2>) {
+    let b = block_idx_x();
+    let base: Scalar<u32> = convert(b * 32);
+    let idx: Rv<u32, 32, Cols> = iota_rows::<Rv<u32, 32, Cols>>() + base;
+    let zero: Rv<u32, 32, Cols> = zeros();
+    let w = philox((key0, offset), [idx, zero, idx, splat(offset)]);
+    for (k, x) in w.into_iter().enumerate() {
+        store(words.chunk(k as i32, b), x);
+    }
+}
+
+fn vectors_on(device: &Device) {
+    let mut rng = Rng::fresh();
+    let what = format!("{}, seed {}", device.name(), rng.seed);
+    let blocks = 3usize;
+    let key0 = rng.uniform(0.0, 4.29e9) as u32;
+    let offset = rng.uniform(0.0, 4.29e9) as u32;
+    let n = 32 * blocks;
+    let mut words = HostTensor::zeros(U32, &[4, n]);
+    philox_vectors::launch(
+        device,
+        blocks as u32,
+        key0.into(),
+        offset.into(),
+        &mut words,
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let wv = words.to_vec();
+    for e in 0..n {
+        let want = reference([key0, offset], [e as u32, 0, e as u32, offset]);
+        for (k, &w) in want.iter().enumerate() {
+            assert_eq!(
+                wv[k * n + e],
+                f64::from(w),
+                "word {k} of element {e}: {what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn vector_draws_match_the_reference_on_the_interpreter_and_the_sm_80_emulator() {
+    vectors_on(&Device::Cpu);
+    vectors_on(&Device::emulator("sm_80").unwrap());
+}
+
 #[test]
 fn scalar_draws_reproduce_known_answers_on_the_interpreter() {
     known_answers_on(&Device::Cpu);

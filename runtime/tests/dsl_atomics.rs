@@ -299,3 +299,12 @@ fn atomics_compile_for_sm_90a_and_every_amd_target() {
         }
     }
 }
+
+#[test]
+fn every_atomic_check_passes_on_the_sm_90a_emulator() {
+    let d = Device::emulator("sm_90a").unwrap();
+    extrema_on(&d);
+    exchange_on(&d);
+    argmax_on(&d);
+    tile_cas_on(&d);
+}

@@ -256,3 +256,11 @@ fn philox_compiles_for_sm_90a_and_every_amd_target() {
         }
     }
 }
+
+#[test]
+fn every_philox_check_passes_on_the_sm_90a_emulator() {
+    let d = Device::emulator("sm_90a").unwrap();
+    known_answers_on(&d);
+    tiles_on(&d);
+    vectors_on(&d);
+}

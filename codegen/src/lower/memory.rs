@@ -68,6 +68,7 @@ impl Lowerer<'_> {
                 let align = if contains_swizzled(t) { 1024 } else { 128 };
                 let off = self.alloc_shared(bytes, align);
                 let v = self.e.i32(off as i64);
+                self.note_lds_placement(op.results[0], &v);
                 self.set(op.results[0], Lv::Shared(v));
                 Ok(())
             }
@@ -80,6 +81,7 @@ impl Lowerer<'_> {
                 let i = self.scalar(op.operands[1]);
                 let o = self.e.mul_i32_const(&i, elem_bytes as i64);
                 let v = self.e.add_i32(&base, &o);
+                self.note_lds_placement(op.results[0], &v);
                 self.set(op.results[0], Lv::Shared(v));
                 Ok(())
             }
@@ -487,6 +489,13 @@ impl Lowerer<'_> {
         let (base, cols, d, swz) = (tile.base.as_str(), tile.cols, tile.d, tile.swz);
         let es = i64::from(d.size_bytes());
         if self.rules.lds_row_xor() {
+            // A tile placed transposed: element (row, col) is element (col, row) of the
+            // `cols × rows` tile (`layout::lds_transposed_offset`).
+            let (row, col, cols) = if self.lds_transposed_bases.contains(base) {
+                (col, row, tile.rows)
+            } else {
+                (row, col, cols)
+            };
             let rb = self.e.mul_i32_const(row, i64::from(cols) * es);
             let cb = self.e.mul_i32_const(col, es);
             // AMD: the row-indexed word permutation of `layout::lds_row_xor_bits` in place of
@@ -672,25 +681,12 @@ impl Lowerer<'_> {
         if d.size_bytes() == 2 && self.rules.ldmatrix() {
             return self.ldmatrix(sh, row0, col0, rows, cols, layout, order);
         }
+        if layout == Layout::Col && self.lds_transposed_bases.contains(&sh.base) {
+            let ptrs = self.lds_col_groups(sh, row0, col0, rows, cols);
+            return self.lds_group_loads(&ptrs, d);
+        }
         if let Some(ptrs) = self.lds_row_groups(sh, row0, col0, rows, cols, layout) {
-            let t = mty(d);
-            let vt = format!("vector<4x{t}>");
-            let mut out = Vec::new();
-            for p in ptrs {
-                let v = self.e.op(&format!(
-                    "llvm.load {p} {{alignment = 8 : i64}} : !llvm.ptr<3> -> {vt}"
-                ));
-                for i in 0..4 {
-                    let k = self
-                        .e
-                        .hoist(&format!("llvm.mlir.constant({i} : i32) : i32"));
-                    out.push(
-                        self.e
-                            .op(&format!("llvm.extractelement {v}[{k} : i32] : {vt}")),
-                    );
-                }
-            }
-            return out;
+            return self.lds_group_loads(&ptrs, d);
         }
         let coords = self.tile_coords(layout, rows, cols, Some(row0), Some(col0));
         let mut out = Vec::new();
@@ -730,6 +726,59 @@ impl Lowerer<'_> {
             })
             .collect();
         Some(ptrs)
+    }
+
+    /// On AMD, where lowering `res` (an `alloc_shared` or `shared.index` result) gave it the
+    /// LDS offset `off`: a tile placed transposed ([`super::lds_transposed_tiles`]) has its
+    /// offset noted, so that [`Self::shared_tile_ptr`] places its elements transposed.
+    fn note_lds_placement(&mut self, res: Value, off: &str) {
+        if self.lds_transposed.contains(&res) {
+            self.lds_transposed_bases.insert(off.to_string());
+        }
+    }
+
+    /// On AMD, the LDS addresses of a 16-bit col-layout register tile's groups of four
+    /// registers read from a shared tile placed transposed ([`layout::lds_transposed_offset`]):
+    /// group `s` holds rows `4t .. 4t+4` of one column ([`layout::lds_col_group`]), 8
+    /// contiguous bytes there.
+    fn lds_col_groups(
+        &mut self,
+        sh: &SharedTileRef,
+        row0: &str,
+        col0: &str,
+        rows: u32,
+        cols: u32,
+    ) -> Vec<String> {
+        let f = self.frag;
+        (0..f.tile_regs(rows, cols) / f.subtile_regs())
+            .map(|s| {
+                let (r, c) = layout::lds_col_group(cols, s);
+                let r = self.e.affine(r, Some(row0));
+                let c = self.e.affine(c, Some(col0));
+                self.shared_tile_ptr(sh, &r, &c)
+            })
+            .collect()
+    }
+
+    /// One 8-byte LDS load (`ds_read_b64`) per address, split into its four 16-bit registers.
+    fn lds_group_loads(&mut self, ptrs: &[String], d: ScalarType) -> Vec<String> {
+        let vt = format!("vector<4x{}>", mty(d));
+        let mut out = Vec::new();
+        for p in ptrs {
+            let v = self.e.op(&format!(
+                "llvm.load {p} {{alignment = 8 : i64}} : !llvm.ptr<3> -> {vt}"
+            ));
+            for i in 0..4 {
+                let k = self
+                    .e
+                    .hoist(&format!("llvm.mlir.constant({i} : i32) : i32"));
+                out.push(
+                    self.e
+                        .op(&format!("llvm.extractelement {v}[{k} : i32] : {vt}")),
+                );
+            }
+        }
+        out
     }
 
     /// The element origin of this warp's quarter at warpgroup scope: rows `w·rows`, where w is
@@ -1082,7 +1131,10 @@ impl Lowerer<'_> {
     /// chunk then starts 16-byte aligned and, the last extent being a whole number of chunks,
     /// lies wholly inside or wholly outside the view, so none straddles its edge. Returns
     /// whether it emitted the copy (false: the copy does not qualify; the caller copies
-    /// element by element).
+    /// element by element). Into a 16-bit tile LDS holds transposed
+    /// ([`layout::lds_transposed_offset`]) each of a chunk's 8 elements goes to its column's
+    /// row with a 2-byte store (`ds_write_b16`, `ds_write_b16_d16_hi`: no instruction
+    /// unpacks the halves).
     ///
     /// The general variant keeps the element-wise copy alone: launches whose views qualify
     /// take the aligned variant, and a run-time test with both copies in the loop costs the
@@ -1178,7 +1230,25 @@ impl Lowerer<'_> {
             if let Some(gd) = &guard {
                 self.e.open(&format!("scf.if {gd} {{"));
             }
-            if split {
+            if self.lds_transposed_bases.contains(&tile.base) {
+                let et = mty(tile.d);
+                let ev = format!("vector<{per_chunk}x{et}>");
+                let w = self.e.op(&format!("llvm.bitcast {v} : {vt} to {ev}"));
+                for j in 0..per_chunk {
+                    let jj = self.e.i32(i64::from(j));
+                    let cj = self.e.add_i32(&c, &jj);
+                    let p = self.shared_tile_ptr(tile, &r, &cj);
+                    let k = self
+                        .e
+                        .hoist(&format!("llvm.mlir.constant({j} : i32) : i32"));
+                    let x = self
+                        .e
+                        .op(&format!("llvm.extractelement {w}[{k} : i32] : {ev}"));
+                    self.e.line(&format!(
+                        "llvm.store {x}, {p} {{alignment = 2 : i64}} : {et}, !llvm.ptr<3>"
+                    ));
+                }
+            } else if split {
                 let half = self.e.i32(i64::from(per_chunk / 2));
                 let c1 = self.e.add_i32(&c, &half);
                 for (cs, lanes) in [(c.clone(), "0, 1"), (c1, "2, 3")] {
@@ -1287,7 +1357,8 @@ impl Lowerer<'_> {
         let row_lim = gr0.as_ref().map(|gr0| {
             let ok = self.e.op(&format!("arith.cmpi sge, {gr0}, {zero} : i32"));
             first_ok = self.e.and_i1(&first_ok, &ok);
-            self.e.op(&format!("arith.subi {}, {gr0} : i32", g.shape[n - 2]))
+            self.e
+                .op(&format!("arith.subi {}, {gr0} : i32", g.shape[n - 2]))
         });
         let col_lim = self
             .e
@@ -1299,8 +1370,10 @@ impl Lowerer<'_> {
             if k > 0 {
                 // The step from the previous element: rows and columns times the strides.
                 let mut delta: Option<String> = None;
-                for (dd, s) in [(dr - prev_dr, srow.as_deref()), (dc - prev_dc, Some(&scol[..]))]
-                {
+                for (dd, s) in [
+                    (dr - prev_dr, srow.as_deref()),
+                    (dc - prev_dc, Some(&scol[..])),
+                ] {
                     let (Some(s), true) = (s, dd != 0) else {
                         continue;
                     };

@@ -103,6 +103,9 @@ pub(crate) struct Lowerer<'f> {
     mma_b_tiles: HashSet<Value>,
     /// On AMD, the shared tiles placed transposed in LDS ([`lds_transposed_tiles`]).
     lds_transposed: HashSet<Value>,
+    /// The LDS byte offsets (SSA names) of those tiles, which `shared_tile_ptr` places
+    /// transposed: one offset is one address, so it names one tile's storage.
+    lds_transposed_bases: HashSet<String>,
 }
 
 type R<T> = Result<T, CodegenError>;
@@ -662,6 +665,7 @@ impl<'f> Lowerer<'f> {
             pending_loads: Vec::new(),
             mma_b_tiles: mma_b_operands(helper),
             lds_transposed: lds_transposed_tiles(helper, self.rules.lds_row_xor()),
+            lds_transposed_bases: HashSet::new(),
         };
         for (&p, &a) in helper.params.iter().zip(&op.operands) {
             sub.vals.insert(p, self.vals[&a].clone());
@@ -886,6 +890,7 @@ pub(crate) fn lower(
         pending_loads: Vec::new(),
         mma_b_tiles: mma_b_operands(func),
         lds_transposed: lds_transposed_tiles(func, rules.lds_row_xor()),
+        lds_transposed_bases: HashSet::new(),
     };
     // Parameters: a global view of rank n is a pointer, n sizes and n strides (elements, i32);
     // a scalar is passed as itself (bool as i32).

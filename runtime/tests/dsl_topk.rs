@@ -129,7 +129,6 @@ fn same_key(a: f64, b: f64) -> bool {
 }
 
 /// Compares row `r` of a `cols`-wide window at column `c0` of (keys, idx) with `want`.
-#[allow(clippy::too_many_arguments)]
 fn expect_row(
     what: &str,
     keys: &[f64],
@@ -279,6 +278,11 @@ fn topk_agrees_with_rust_on_the_interpreter() {
 #[test]
 fn sorts_agree_with_rust_on_the_sm_80_emulator() {
     check_sorts(&Device::emulator("sm_80").unwrap());
+}
+
+#[test]
+fn sorts_agree_with_rust_on_the_sm_90a_emulator() {
+    check_sorts(&Device::emulator("sm_90a").unwrap());
 }
 
 #[test]

@@ -49,11 +49,11 @@ impl Lowerer<'_> {
         let (d, rows, cols, layout) = self.sort_tile(op, op.operands[0])?;
         let width = cols.next_power_of_two();
         let sr = self.sort_scratch(d, rows, width);
-        self.to_scratch(&sr, op.operands[0], op.operands[1], 0, None)?;
+        self.stage_pairs(&sr, op.operands[0], op.operands[1], 0, None)?;
         self.pad(&sr, cols, width, descending);
         self.rules.warp_sync(&mut self.e);
         self.bitonic(&sr, width, descending);
-        let (k, i) = self.from_scratch(&sr, d, layout, cols, None);
+        let (k, i) = self.read_pairs(&sr, d, layout, cols, None);
         self.set(op.results[0], Lv::Regs(k));
         self.set(op.results[1], Lv::Regs(i));
         Ok(())
@@ -67,15 +67,15 @@ impl Lowerer<'_> {
         let first = cols.next_power_of_two();
         let width = first.max(32);
         let sr = self.sort_scratch(d, rows, width);
-        self.to_scratch(&sr, op.operands[0], op.operands[1], 0, None)?;
+        self.stage_pairs(&sr, op.operands[0], op.operands[1], 0, None)?;
         self.pad(&sr, cols, first, true);
         self.rules.warp_sync(&mut self.e);
         self.bitonic(&sr, first, true);
         // The running list goes after the 16 best of the row; its columns from k on are empty.
-        self.to_scratch(&sr, op.operands[2], op.operands[3], 16, Some(k))?;
+        self.stage_pairs(&sr, op.operands[2], op.operands[3], 16, Some(k))?;
         self.rules.warp_sync(&mut self.e);
         self.bitonic(&sr, 32, true);
-        let (keys, idx) = self.from_scratch(&sr, d, layout, 16, Some(k));
+        let (keys, idx) = self.read_pairs(&sr, d, layout, 16, Some(k));
         self.set(op.results[0], Lv::Regs(keys));
         self.set(op.results[1], Lv::Regs(idx));
         Ok(())
@@ -124,7 +124,7 @@ impl Lowerer<'_> {
 
     /// Stores tile `t` and payload `idx` at column offset `col0` of the scratch rows; with
     /// `keep = Some(k)`, the columns from k on are stored as empty pairs instead.
-    fn to_scratch(
+    fn stage_pairs(
         &mut self,
         sr: &Rows,
         t: tilekit_ir::Value,
@@ -310,7 +310,7 @@ impl Lowerer<'_> {
 
     /// This lane's registers of the first `cols` scratch columns as a tile of dtype `d`
     /// (keys) and i32 (payloads); with `keep = Some(k)`, columns from k on are empty pairs.
-    fn from_scratch(
+    fn read_pairs(
         &mut self,
         sr: &Rows,
         d: ScalarType,

@@ -64,13 +64,34 @@
 //! arrival count fixed at `mbarrier.init` (sm_80 cannot raise it later: no `expect_tx`, no
 //! counted `arrive`), and `.noinc` counts one arrival per issuing *thread* — 32 per warp and
 //! `copy_async` — whereas the IR counts *bytes* announced at run time by `sem.expect`, delivered
-//! by any number of `copy_async`s per phase, and has phases with no copies at all (`empty`). A
-//! lowering could use `.noinc` only for a semaphore whose every phase is proven to receive its
-//! bytes from exactly k `copy_async`s of one warp (k known when lowering `sem.init`); Tile IR
-//! does not state that fact today, and the lowering does not infer it. Until it does, the
-//! producer's copies stay in flight until it would block, which is the most the semaphore
-//! semantics allow on sm_80. (On sm_90a the `mbarrier`'s transaction count takes bytes, and
-//! TMA completes them in hardware: the Hopper path.)
+//! by any number of `copy_async`s per phase, and has phases with no copies at all (`empty`).
+//!
+//! The lowering this suggests — `sem.init[1]` as `mbarrier.init` with 33 arrivals, `sem.arrive`
+//! as one `cp.async.mbarrier.arrive.noinc` per lane (arriving once that lane's earlier copies
+//! have landed) plus lane 0's `mbarrier.arrive` (release), `sem.expect` as nothing and
+//! `copy_async` as its chunks alone — can be restricted to semaphores the IR shows to be fed by
+//! one warp (every `sem.arrive`, `sem.expect` and `copy_async` on them under
+//! `if warp_idx == c`), with one arrival per phase, and with each block's expects and copies on
+//! a semaphore value followed, with nothing that may block in between, by one `sem.arrive` on
+//! the same value and as many bytes copied as expected; then the IR's phase k is the k-th
+//! arrival. It is still unsound: the 32 `.noinc` arrivals are asynchronous and the hardware
+//! counts arrivals, not whose they are. If the warp arrives on the same semaphore for phase k+1
+//! before phase k has completed, the arrivals of lanes whose k+1 copies landed early count
+//! towards phase k, which then completes while a lane's phase-k copies are still in flight (a
+//! race); without `.noinc` the increments land in the open phase k instead, which then
+//! completes late and leaves phase k+1 short (a deadlock against a consumer waiting for it).
+//! Soundness needs "phase k of the semaphore completes before its producer arrives for phase
+//! k+1". The warp-specialized GEMM has that fact through its other ring (the producer waits on
+//! `empty[s]`, which the consumers release only after waiting on `full[s]`), but stating it
+//! takes a relation between two semaphores' phases and parities across warps that the Tile IR
+//! does not express and this lowering does not prove. Two ways to get it: a semaphore form
+//! that declares it (which the interpreter can check: an arrival for a phase whose predecessor
+//! no warp has waited for is an error), or a per-semaphore phase count in shared memory with
+//! an `mbarrier.test_wait` on phase k before arriving for k+1 (in the GEMM it never waits, but
+//! costs a load, a compare and a test per stage). Until one of them exists, the producer's
+//! copies stay in flight until it would block, which is the most the semaphore semantics allow
+//! on sm_80. (On sm_90a the `mbarrier`'s transaction count takes bytes, and TMA completes them
+//! in hardware: the Hopper path.)
 //!
 //! ## Copy groups: `copy_start`, `copy_commit`, `copy_wait[n]`
 //!

@@ -45,7 +45,7 @@ fn wg_ab<const BM: usize, const RM: usize, const BN: usize, const BK: usize, con
 }
 
 /// A M×K, B given as Bᵀ (N×K).
-#[tilekit::kernel(warps = 4, variants(<64, 16, 128, 64, false>, <64, 16, 256, 64, false>))]
+#[tilekit::kernel(warps = 4, variants(<64, 16, 128, 64, false>, <128, 32, 64, 64, false>))]
 fn wg_abt<const BM: usize, const RM: usize, const BN: usize, const BK: usize, const AREG: bool>(
     a: Gl<bf16, 2>,
     bt: Gl<bf16, 2>,
@@ -148,7 +148,13 @@ struct Case {
     bt: bool,
     bm: usize,
     bn: usize,
-    launch: fn(&Device, [u32; 3], &HostTensor, &HostTensor, &mut HostTensor) -> Result<(), tilekit::Error>,
+    launch: fn(
+        &Device,
+        [u32; 3],
+        &HostTensor,
+        &HostTensor,
+        &mut HostTensor,
+    ) -> Result<(), tilekit::Error>,
 }
 
 macro_rules! case {
@@ -184,9 +190,8 @@ fn agrees(case: &Case, device: &Device, shapes: &[(usize, usize, usize)]) {
         };
         let mut c = poisoned(F32, &[m, n]);
         let grid = [n.div_ceil(case.bn) as u32, m.div_ceil(case.bm) as u32, 1];
-        (case.launch)(device, grid, &a_in, &b_in, &mut c).unwrap_or_else(|e| {
-            panic!("{} {m}×{n}×{k} on {}: {e}", case.name, device.name())
-        });
+        (case.launch)(device, grid, &a_in, &b_in, &mut c)
+            .unwrap_or_else(|e| panic!("{} {m}×{n}×{k} on {}: {e}", case.name, device.name()));
         let err = normalized_max_error(&c.to_vec(), &want);
         assert!(
             err <= 1e-5,
@@ -202,17 +207,77 @@ fn agrees(case: &Case, device: &Device, shapes: &[(usize, usize, usize)]) {
 /// registers; B K-major (Bᵀ given) and N-major; N from 16 to 128.
 fn wgmma_cases() -> Vec<Case> {
     vec![
-        case!(wg_ab::<64, 16, 64, 64, false>, at = false, bt = false, bm = 64, bn = 64),
-        case!(wg_ab::<64, 16, 64, 64, true>, at = false, bt = false, bm = 64, bn = 64),
-        case!(wg_ab::<64, 16, 32, 32, false>, at = false, bt = false, bm = 64, bn = 32),
-        case!(wg_ab::<64, 16, 16, 16, false>, at = false, bt = false, bm = 64, bn = 16),
+        case!(
+            wg_ab::<64, 16, 64, 64, false>,
+            at = false,
+            bt = false,
+            bm = 64,
+            bn = 64
+        ),
+        case!(
+            wg_ab::<64, 16, 64, 64, true>,
+            at = false,
+            bt = false,
+            bm = 64,
+            bn = 64
+        ),
+        case!(
+            wg_ab::<64, 16, 32, 32, false>,
+            at = false,
+            bt = false,
+            bm = 64,
+            bn = 32
+        ),
+        case!(
+            wg_ab::<64, 16, 16, 16, false>,
+            at = false,
+            bt = false,
+            bm = 64,
+            bn = 16
+        ),
         // B's 256-byte rows are two 128-byte pieces: N-major across pieces (LBO).
-        case!(wg_ab::<64, 16, 128, 64, false>, at = false, bt = false, bm = 64, bn = 128),
-        case!(wg_abt::<64, 16, 128, 64, false>, at = false, bt = true, bm = 64, bn = 128),
-        case!(wg_abt::<64, 16, 48, 32, true>, at = false, bt = true, bm = 64, bn = 48),
-        case!(wg_abt::<128, 32, 64, 64, false>, at = false, bt = true, bm = 128, bn = 64),
-        case!(wg_atb::<64, 16, 64, 64>, at = true, bt = false, bm = 64, bn = 64),
-        case!(wg_atbt::<64, 16, 64, 32>, at = true, bt = true, bm = 64, bn = 64),
+        case!(
+            wg_ab::<64, 16, 128, 64, false>,
+            at = false,
+            bt = false,
+            bm = 64,
+            bn = 128
+        ),
+        case!(
+            wg_abt::<64, 16, 128, 64, false>,
+            at = false,
+            bt = true,
+            bm = 64,
+            bn = 128
+        ),
+        case!(
+            wg_abt::<64, 16, 48, 32, true>,
+            at = false,
+            bt = true,
+            bm = 64,
+            bn = 48
+        ),
+        case!(
+            wg_abt::<128, 32, 64, 64, false>,
+            at = false,
+            bt = true,
+            bm = 128,
+            bn = 64
+        ),
+        case!(
+            wg_atb::<64, 16, 64, 64>,
+            at = true,
+            bt = false,
+            bm = 64,
+            bn = 64
+        ),
+        case!(
+            wg_atbt::<64, 16, 64, 32>,
+            at = true,
+            bt = true,
+            bm = 64,
+            bn = 64
+        ),
     ]
 }
 
@@ -239,7 +304,13 @@ fn warpgroup_mma_agrees_with_the_reference_on_the_sm_80_emulator() {
 /// layout: the op keeps `mma.sync`, and still computes the product.
 #[test]
 fn non_canonical_shared_tiles_keep_mma_sync_and_agree() {
-    let case = case!(wg_ab::<64, 16, 48, 16, false>, at = false, bt = false, bm = 64, bn = 48);
+    let case = case!(
+        wg_ab::<64, 16, 48, 16, false>,
+        at = false,
+        bt = false,
+        bm = 64,
+        bn = 48
+    );
     agrees(&case, &Device::emulator("sm_90a").unwrap(), &SHAPES[1..2]);
     let ptx = ptx_of(
         wg_ab::<64, 16, 48, 16, false>::try_module(),
@@ -272,14 +343,46 @@ fn canonical_operands_lower_to_wgmma_on_sm_90a_only() {
     }
     // (PTX, wgmma shape, A from registers)
     let cases = [
-        (ptx!(wg_ab::<64, 16, 64, 64, false>, Target::Sm90a), "m64n64k16", false),
-        (ptx!(wg_ab::<64, 16, 64, 64, true>, Target::Sm90a), "m64n64k16", true),
-        (ptx!(wg_ab::<64, 16, 16, 16, false>, Target::Sm90a), "m64n16k16", false),
-        (ptx!(wg_ab::<64, 16, 128, 64, false>, Target::Sm90a), "m64n128k16", false),
-        (ptx!(wg_abt::<64, 16, 128, 64, false>, Target::Sm90a), "m64n128k16", false),
-        (ptx!(wg_abt::<128, 32, 64, 64, false>, Target::Sm90a), "m64n64k16", true),
-        (ptx!(wg_atb::<64, 16, 64, 64>, Target::Sm90a), "m64n64k16", false),
-        (ptx!(wg_atbt::<64, 16, 64, 32>, Target::Sm90a), "m64n64k16", false),
+        (
+            ptx!(wg_ab::<64, 16, 64, 64, false>, Target::Sm90a),
+            "m64n64k16",
+            false,
+        ),
+        (
+            ptx!(wg_ab::<64, 16, 64, 64, true>, Target::Sm90a),
+            "m64n64k16",
+            true,
+        ),
+        (
+            ptx!(wg_ab::<64, 16, 16, 16, false>, Target::Sm90a),
+            "m64n16k16",
+            false,
+        ),
+        (
+            ptx!(wg_ab::<64, 16, 128, 64, false>, Target::Sm90a),
+            "m64n128k16",
+            false,
+        ),
+        (
+            ptx!(wg_abt::<64, 16, 128, 64, false>, Target::Sm90a),
+            "m64n128k16",
+            false,
+        ),
+        (
+            ptx!(wg_abt::<128, 32, 64, 64, false>, Target::Sm90a),
+            "m64n64k16",
+            true,
+        ),
+        (
+            ptx!(wg_atb::<64, 16, 64, 64>, Target::Sm90a),
+            "m64n64k16",
+            false,
+        ),
+        (
+            ptx!(wg_atbt::<64, 16, 64, 32>, Target::Sm90a),
+            "m64n64k16",
+            false,
+        ),
     ];
     for (ptx, shape, a_regs) in &cases {
         let op = format!("wgmma.mma_async.sync.aligned.{shape}.f32.bf16.bf16");
@@ -300,7 +403,10 @@ fn canonical_operands_lower_to_wgmma_on_sm_90a_only() {
 /// `tilekit check` on sm_90a: the K loop's tensor-core instructions are HGMMA (no HMMA left).
 #[test]
 fn check_reports_hgmma_on_sm_90a() {
-    for name in ["wg_abt<64, 16, 128, 64, false>", "wg_abt<64, 16, 256, 64, false>"] {
+    for name in [
+        "wg_abt<64, 16, 128, 64, false>",
+        "wg_abt<128, 32, 64, 64, false>",
+    ] {
         let args: Vec<String> = ["check", name, "--target", "sm_90a"]
             .iter()
             .map(|s| s.to_string())

@@ -13,10 +13,11 @@
 //! the register-A form is used.
 //!
 //! Each op is synchronous, as the IR defines it: `fence.proxy.async` (the operands were written
-//! through the generic proxy: `st.shared`, `cp.async`; PTX ISA *Memory Consistency Model: Proxies*),
-//! then per 64×N block of the accumulator one inline-asm sequence `wgmma.fence; wgmma.mma_async`
-//! × K/16 `; wgmma.commit_group; wgmma.wait_group 0` whose accumulator operands are tied to the
-//! tile's registers, so no instruction between the fence and the wait touches them.
+//! through the generic proxy, by `st.shared` or `cp.async`; PTX ISA *Memory Consistency Model:
+//! Proxies*), then per 64×N block of the accumulator one inline-asm sequence `wgmma.fence;
+//! wgmma.mma_async` × K/16 `; wgmma.commit_group; wgmma.wait_group 0` whose accumulator
+//! operands are tied to the tile's registers, so no instruction between the fence and the wait
+//! touches them.
 
 use tilekit_ir::{Layout, MmaVariant, Op, OpKind, ScalarType, Scope, Swizzle, Type, Value};
 
@@ -183,7 +184,9 @@ pub(crate) fn operand_plan(
     };
     // The fields hold 14 bits of 16-byte units.
     if plan.desc.leading_byte_offset >= 1 << 18 || plan.desc.stride_byte_offset >= 1 << 18 {
-        return Err(format!("a tile of {rows} rows: LBO past the descriptor field"));
+        return Err(format!(
+            "a tile of {rows} rows: LBO past the descriptor field"
+        ));
     }
     Ok(plan)
 }
@@ -246,7 +249,11 @@ impl Lowerer<'_> {
         self.e.line(
             "llvm.inline_asm has_side_effects \"fence.proxy.async.shared::cta;\", \"\" : () -> ()",
         );
-        let kind = if dtype == ScalarType::BF16 { "bf16" } else { "f16" };
+        let kind = if dtype == ScalarType::BF16 {
+            "bf16"
+        } else {
+            "f16"
+        };
         let t = super::mty(dtype);
         for mi in 0..m / 16 {
             let mut n0 = 0;
@@ -306,7 +313,11 @@ impl Lowerer<'_> {
         } = self.ty(a).clone()
         {
             // A stored M×K is K-major; Aᵀ stored K×M is M-major.
-            let major = if v.a_transposed() { Major::MN } else { Major::K };
+            let major = if v.a_transposed() {
+                Major::MN
+            } else {
+                Major::K
+            };
             if m * 4 == WGMMA_M {
                 if let Ok(plan) = operand_plan(major, swizzle, rows, cols, dtype.size_bytes()) {
                     let base = self.wgmma_descriptor(a, &plan);
@@ -322,7 +333,9 @@ impl Lowerer<'_> {
     fn wgmma_descriptor(&mut self, v: Value, plan: &OperandPlan) -> String {
         let off = self.shared_off(v);
         let p = self.shared_ptr(&off);
-        let addr = self.e.op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
+        let addr = self
+            .e
+            .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
         let four = self.e.i32(4);
         let units = self.e.op(&format!("arith.shrui {addr}, {four} : i32"));
         let mask = self.e.i32(0x3fff);
@@ -413,7 +426,9 @@ impl Lowerer<'_> {
                 "\\0A\\09wgmma.mma_async.sync.aligned.m64n{nn}k16.f32.{kind}.{kind} {{{dlist}}}, {a_text}, {b_text}, ${pred}, 1, 1, {trans};"
             ));
         }
-        text.push_str("\\0A\\09wgmma.commit_group.sync.aligned;\\0A\\09wgmma.wait_group.sync.aligned 0;");
+        text.push_str(
+            "\\0A\\09wgmma.commit_group.sync.aligned;\\0A\\09wgmma.wait_group.sync.aligned 0;",
+        );
         let st = format!("!llvm.struct<({})>", vec!["f32"; nd].join(", "));
         let res = self.e.op(&format!(
             "llvm.inline_asm has_side_effects \"{text}\", \"{}\" {} : ({}) -> {st}",
@@ -505,13 +520,7 @@ mod tests {
                 Major::K => (mn, k),
                 Major::MN => (k, mn),
             };
-            layout::shared_tile_offset(
-                self.swz,
-                self.rows,
-                self.cols * self.es,
-                row,
-                col * self.es,
-            )
+            layout::shared_tile_offset(self.swz, self.rows, self.cols * self.es, row, col * self.es)
         }
     }
 
@@ -526,14 +535,30 @@ mod tests {
                 _ => 128,
             };
             for es in [2u32] {
-                let wide: &[u32] = if swz == Swizzle::B128 { &[1, 2, 4] } else { &[1] };
+                let wide: &[u32] = if swz == Swizzle::B128 {
+                    &[1, 2, 4]
+                } else {
+                    &[1]
+                };
                 for &pieces in wide {
                     let cols = pieces * span / es;
                     for rows in [64, 128, 256] {
-                        v.push(Tile { major: Major::K, swz, rows, cols, es });
+                        v.push(Tile {
+                            major: Major::K,
+                            swz,
+                            rows,
+                            cols,
+                            es,
+                        });
                     }
                     for rows in [16, 32, 64] {
-                        v.push(Tile { major: Major::MN, swz, rows, cols, es });
+                        v.push(Tile {
+                            major: Major::MN,
+                            swz,
+                            rows,
+                            cols,
+                            es,
+                        });
                     }
                 }
             }
@@ -552,7 +577,14 @@ mod tests {
 
     /// Element-by-element disagreements between the ISA reading of `desc` and the placement,
     /// over the instruction's `mn_len × 16` elements from (mn0, 16·ks).
-    fn mismatches(t: Tile, desc: &Sm90Descriptor, base: u32, ks: u32, mn0: u32, mn_len: u32) -> usize {
+    fn mismatches(
+        t: Tile,
+        desc: &Sm90Descriptor,
+        base: u32,
+        ks: u32,
+        mn0: u32,
+        mn_len: u32,
+    ) -> usize {
         let bits = desc.encode();
         let mut bad = 0;
         for mn in 0..mn_len {
@@ -592,7 +624,8 @@ mod tests {
             (x % u64::from(bound)) as u32
         };
         for _ in 0..500 {
-            let swizzle = [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128][next(4) as usize];
+            let swizzle =
+                [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128][next(4) as usize];
             let d = Sm90Descriptor {
                 start: next(0x4000) << 4,
                 leading_byte_offset: next(0x4000) << 4,
@@ -602,8 +635,14 @@ mod tests {
             };
             let bits = d.encode();
             assert_eq!((bits & 0x3fff) << 4, u64::from(d.start));
-            assert_eq!(((bits >> 16) & 0x3fff) << 4, u64::from(d.leading_byte_offset));
-            assert_eq!(((bits >> 32) & 0x3fff) << 4, u64::from(d.stride_byte_offset));
+            assert_eq!(
+                ((bits >> 16) & 0x3fff) << 4,
+                u64::from(d.leading_byte_offset)
+            );
+            assert_eq!(
+                ((bits >> 32) & 0x3fff) << 4,
+                u64::from(d.stride_byte_offset)
+            );
             assert_eq!((bits >> 49) & 7, u64::from(d.base_offset));
             let mode = match swizzle {
                 Swizzle::None => 0,
@@ -613,7 +652,10 @@ mod tests {
             };
             assert_eq!(bits >> 62, mode);
             // Reserved bits 14–15, 30–31, 46–48 and 52–61 stay zero.
-            assert_eq!(bits & (0b11 << 14 | 0b11 << 30 | 0b111 << 46 | 0x3ff << 52), 0);
+            assert_eq!(
+                bits & (0b11 << 14 | 0b11 << 30 | 0b111 << 46 | 0x3ff << 52),
+                0
+            );
         }
     }
 
@@ -627,7 +669,10 @@ mod tests {
             for (ks, mn0, len) in instructions(t) {
                 let d = descriptor(&plan, base, ks, mn0);
                 let bad = mismatches(t, &d, base, ks, mn0, len);
-                assert_eq!(bad, 0, "{t:?} k-step {ks} from {mn0}: {bad} elements elsewhere");
+                assert_eq!(
+                    bad, 0,
+                    "{t:?} k-step {ks} from {mn0}: {bad} elements elsewhere"
+                );
                 checked += 1;
             }
         }
@@ -650,10 +695,34 @@ mod tests {
             let len = mn_ext.min(WGMMA_MAX_N);
             assert_eq!(mismatches(t, &good, base, ks, 0, len), 0, "{t:?}");
             let mut variants = vec![
-                ("start + 16", Sm90Descriptor { start: good.start + 16, ..good }),
-                ("start + 128", Sm90Descriptor { start: good.start + 128, ..good }),
-                ("SBO × 2", Sm90Descriptor { stride_byte_offset: 2 * good.stride_byte_offset, ..good }),
-                ("base offset 1", Sm90Descriptor { base_offset: 1, ..good }),
+                (
+                    "start + 16",
+                    Sm90Descriptor {
+                        start: good.start + 16,
+                        ..good
+                    },
+                ),
+                (
+                    "start + 128",
+                    Sm90Descriptor {
+                        start: good.start + 128,
+                        ..good
+                    },
+                ),
+                (
+                    "SBO × 2",
+                    Sm90Descriptor {
+                        stride_byte_offset: 2 * good.stride_byte_offset,
+                        ..good
+                    },
+                ),
+                (
+                    "base offset 1",
+                    Sm90Descriptor {
+                        base_offset: 1,
+                        ..good
+                    },
+                ),
             ];
             for s in [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128] {
                 if s != good.swizzle {
@@ -661,10 +730,19 @@ mod tests {
                 }
             }
             if lbo_used {
-                variants.push(("LBO + 1024", Sm90Descriptor { leading_byte_offset: good.leading_byte_offset + 1024, ..good }));
+                variants.push((
+                    "LBO + 1024",
+                    Sm90Descriptor {
+                        leading_byte_offset: good.leading_byte_offset + 1024,
+                        ..good
+                    },
+                ));
             }
             for (what, d) in variants {
-                assert!(mismatches(t, &d, base, ks, 0, len) > 0, "{t:?}: {what} went unnoticed");
+                assert!(
+                    mismatches(t, &d, base, ks, 0, len) > 0,
+                    "{t:?}: {what} went unnoticed"
+                );
             }
         }
     }
@@ -680,7 +758,10 @@ mod tests {
             (Swizzle::B128, 96),
         ] {
             for major in [Major::K, Major::MN] {
-                assert!(operand_plan(major, swz, 64, cols, 2).is_err(), "{swz:?} {cols} cols");
+                assert!(
+                    operand_plan(major, swz, 64, cols, 2).is_err(),
+                    "{swz:?} {cols} cols"
+                );
             }
         }
     }
@@ -728,8 +809,16 @@ mod tests {
             (MmaVariant::AtB, (64, 16)),
             (MmaVariant::AtBt, (32, 32)),
         ] {
-            let layout = if v.a_transposed() { Layout::Col } else { Layout::Row };
-            let (m, k) = if v.a_transposed() { (dims.1, dims.0) } else { dims };
+            let layout = if v.a_transposed() {
+                Layout::Col
+            } else {
+                Layout::Row
+            };
+            let (m, k) = if v.a_transposed() {
+                (dims.1, dims.0)
+            } else {
+                dims
+            };
             for mi in 0..m / 16 {
                 for ki in 0..k / 16 {
                     let regs = layout::wgmma_a_tile_regs(v, dims, mi, ki);

@@ -8,7 +8,9 @@ use tilekit::dsl::bf16;
 use tilekit::ir::interp::HostTensor;
 use tilekit::ir::ScalarType::{self, BF16, F32};
 use tilekit::kernels::attention::{attention_fwd, grid, reference};
-use tilekit::kernels::attention_bwd::{backward, reference_grads, GRAD_TOLERANCE};
+use tilekit::kernels::attention_bwd::{
+    backward, reference_grads, saved_from_reference, GRAD_TOLERANCE,
+};
 use tilekit::kernels::check::poisoned;
 use tilekit::{Device, ScalarArg};
 use tilekit_tests::compare::{max_abs_error, normalized_max_error};
@@ -82,15 +84,25 @@ impl Case {
         o_dtype: ScalarType,
         g: ScalarType,
     ) -> Result<[HostTensor; 3], tilekit::Error> {
+        let saved = self.forward(device, o_dtype)?;
+        self.backward_with(device, &saved, g)
+    }
+
+    /// dQ, dK, dV of dtype `g` from the backward kernels given the forward's O and LSE.
+    fn backward_with(
+        &self,
+        device: &Device,
+        (o, lse): &(HostTensor, HostTensor),
+        g: ScalarType,
+    ) -> Result<[HostTensor; 3], tilekit::Error> {
         let (bh, seq_q, seq_kv, d) = self.shape;
-        let (o, lse) = self.forward(device, o_dtype)?;
         let mut dq = poisoned(g, &[bh, seq_q, d]);
         let mut dk = poisoned(g, &[bh, seq_kv, d]);
         let mut dv = poisoned(g, &[bh, seq_kv, d]);
         backward(
             device,
             (&self.q, &self.k, &self.v),
-            (&o, &lse, &self.d_o),
+            (o, lse, &self.d_o),
             self.scale,
             self.causal,
             &mut dq,
@@ -239,15 +251,17 @@ fn dq_is_bitwise_deterministic() {
     }
 }
 
-/// One shape on the PTX emulator (sm_80) with its sanitizer. The kernels must be compiled, which
-/// needs tilekit's `jit` feature: the workspace test run has it; a run of this crate alone
+/// One shape on the PTX emulator (sm_80) with its sanitizer, O and LSE from the f64 forward
+/// (the backward alone is under test). The kernels must be compiled, which needs tilekit's
+/// `jit` feature: the workspace test run has it; a run of this crate alone
 /// (`cargo test -p tilekit-tests`) does not, and says so instead of checking.
 #[test]
 fn gradients_match_on_the_sm_80_emulator() {
     let device = Device::emulator("sm_80").unwrap();
     let mut rng = TestRng::fresh();
     let case = Case::random(&mut rng, (2, 40, 70), true);
-    let got = match case.backward(&device, BF16, F32) {
+    let saved = saved_from_reference((&case.q, &case.k, &case.v), case.scale, case.causal).unwrap();
+    let got = match case.backward_with(&device, &saved, F32) {
         Ok(got) => got,
         Err(e) if e.to_string().contains("built without `jit`") => {
             eprintln!("not checked on emu:sm_80: {e}");
@@ -258,7 +272,11 @@ fn gradients_match_on_the_sm_80_emulator() {
     let want = case.reference();
     for (name, (got, want)) in ["dQ", "dK", "dV"].iter().zip(got.iter().zip(&want)) {
         let err = gradient_error(&got.to_vec(), want);
-        assert!(err <= GRAD_TOLERANCE, "emu:sm_80 {name} error {err:.3e}; seed {}", rng.seed);
+        assert!(
+            err <= GRAD_TOLERANCE,
+            "emu:sm_80 {name} error {err:.3e}; seed {}",
+            rng.seed
+        );
     }
 }
 
@@ -267,7 +285,11 @@ fn unsupported_head_dims_and_gradient_dtypes_are_refused_by_name() {
     let t = |dtype, shape: &[usize]| HostTensor::zeros(dtype, shape);
     let q = t(BF16, &[1, 16, 80]);
     let lse = t(F32, &[1, 16]);
-    let (mut dq, mut dk, mut dv) = (t(F32, &[1, 16, 80]), t(F32, &[1, 16, 80]), t(F32, &[1, 16, 80]));
+    let (mut dq, mut dk, mut dv) = (
+        t(F32, &[1, 16, 80]),
+        t(F32, &[1, 16, 80]),
+        t(F32, &[1, 16, 80]),
+    );
     let err = backward(
         &Device::Cpu,
         (&q, &q, &q),
@@ -285,7 +307,11 @@ fn unsupported_head_dims_and_gradient_dtypes_are_refused_by_name() {
         "{err}"
     );
     let q = t(BF16, &[1, 16, 64]);
-    let (mut dq, mut dk, mut dv) = (t(F32, &[1, 16, 64]), t(F32, &[1, 16, 64]), t(F32, &[1, 16, 64]));
+    let (mut dq, mut dk, mut dv) = (
+        t(F32, &[1, 16, 64]),
+        t(F32, &[1, 16, 64]),
+        t(F32, &[1, 16, 64]),
+    );
     let mut dq16 = t(ScalarType::F16, &[1, 16, 64]);
     let err = backward(
         &Device::Cpu,

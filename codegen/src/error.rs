@@ -31,13 +31,20 @@ pub enum CodegenError {
         limit: u64,
     },
     /// The kernel's live values do not fit the registers, so the back end spilled them to
-    /// memory (local memory on NVIDIA, scratch on AMD), and spills were not allowed. Both
-    /// targets allocate at most `limit` registers per thread; `detail` gives the back end's
-    /// figures (ptxas's spill stores and loads, or the code object's spill counts).
+    /// memory (local memory on NVIDIA, scratch on AMD), and the kernel does not allow spills
+    /// (`#[kernel(allow_spills)]`). Both targets allocate at most `limit` registers per
+    /// thread; `detail` gives the back end's figures (ptxas's spill stores and loads, or the
+    /// code object's spill counts).
+    ///
+    /// On NVIDIA the check needs ptxas (spills exist only after its register allocation):
+    /// [`compile`](crate::compile) assembles the PTX once for it. Where ptxas is not installed
+    /// (`scripts/install-deps.sh` puts it in `.venv/tools`; `TILEKIT_PTXAS` names another) the
+    /// check cannot run, and a kernel that spills compiles to PTX that the driver will
+    /// assemble with the spills.
     #[error(
-        "kernel `{kernel}` spills on {target}: it needs more than the {limit} registers per thread \
-         the target gives it ({detail}); use smaller tiles or fewer live values, or allow spills \
-         explicitly (`allow_spills`)"
+        "kernel `{kernel}` spills on {target}: it uses {registers} of the {limit} registers per \
+         thread and still spills {spill_bytes} bytes ({detail}); use smaller tiles or fewer live \
+         values, or allow spills explicitly (`#[kernel(allow_spills)]`)"
     )]
     Spills {
         kernel: String,

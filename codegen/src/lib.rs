@@ -239,9 +239,13 @@ pub struct Timings {
     pub llvm: f64,
     /// Linking the AMD code object with `ld.lld`.
     pub link: f64,
+    /// The NVIDIA spill check: assembling the PTX with ptxas to read its register report (not
+    /// in [`Timings::total`], which is the pipeline to PTX or code object).
+    pub spill_check: f64,
 }
 
 impl Timings {
+    /// Seconds from Tile IR to PTX (NVIDIA) or the linked code object (AMD).
     pub fn total(&self) -> f64 {
         self.lower + self.parse + self.passes + self.translate + self.llvm + self.link
     }
@@ -360,8 +364,13 @@ impl Compiled {
 /// The module must verify. Ops the target cannot lower yet are [`CodegenError::Unsupported`],
 /// naming the op and the target; kernels over the target's shared memory or register limits
 /// are [`CodegenError::Resources`] (shared memory and loop-carried registers before any code is
-/// emitted; on AMD also the VGPRs and LDS the code object reports). When `TILEKIT_DUMP` names a
-/// directory, every stage is written there.
+/// emitted; on AMD also the VGPRs and LDS the code object reports). A kernel whose live values
+/// do not fit the registers, so that the back end spilled them to memory, is refused unless
+/// it allows spills (`#[kernel(allow_spills)]`, [`tilekit_ir::Func::allow_spills`]): on
+/// NVIDIA [`CodegenError::Spills`] with ptxas's numbers (the PTX is assembled once for the
+/// check; where ptxas is not installed the check cannot run and the PTX is returned
+/// unchecked), on AMD [`CodegenError::Resources`] with the code object's. When `TILEKIT_DUMP`
+/// names a directory, every stage is written there.
 pub fn compile(
     module: &tilekit_ir::Module,
     kernel: &str,
@@ -432,9 +441,21 @@ pub fn compile_with(
     let mut code_object = None;
     // A resource overflow is reported after the stages are dumped, so they can be inspected.
     let mut resource_check = Ok(());
+    let spills = if func.allow_spills {
+        ptxas::SpillPolicy::Allow
+    } else {
+        ptxas::SpillPolicy::Refuse
+    };
     if target.is_nvidia() {
         let (opt_text, ptx) = llvm::optimize_and_emit(&lm, target)?;
         timings.llvm = t0.elapsed().as_secs_f64();
+        // Spills are only visible after register allocation, which ptxas does; an allowed
+        // kernel skips the assembly.
+        if spills == ptxas::SpillPolicy::Refuse {
+            let t0 = Instant::now();
+            resource_check = ptxas::check_compiled(&ptx, target, kernel, spills).map(|_| ());
+            timings.spill_check = t0.elapsed().as_secs_f64();
+        }
         stages.push((Stage::LlvmOpt, opt_text));
         stages.push((Stage::Ptx, ptx));
     } else {
@@ -443,7 +464,7 @@ pub fn compile_with(
         let t0 = Instant::now();
         let co = amd::lld::link(&out.object)?;
         timings.link = t0.elapsed().as_secs_f64();
-        resource_check = amd::resources::check(kernel, target, &co).map(|_| ());
+        resource_check = amd::resources::check_with(kernel, target, &co, spills).map(|_| ());
         stages.push((Stage::LlvmOpt, out.ir));
         stages.push((Stage::Asm, out.asm));
         code_object = Some(co);

@@ -126,7 +126,7 @@ pub enum SpillPolicy {
     /// in a hot loop costs more than any tile size gains).
     #[default]
     Refuse,
-    /// The author accepted spills (`allow_spills`).
+    /// The author accepted spills (`#[kernel(allow_spills)]`).
     Allow,
 }
 
@@ -156,9 +156,24 @@ pub fn check_spills(
     })
 }
 
-/// [`assemble`], then [`check_spills`] on its report: what `tilekit check` and ahead-of-time
-/// bundles use, so a kernel that does not fit its registers is refused with the numbers
-/// instead of running slowly.
+/// The spill check of [`crate::compile`] on NVIDIA: assembles `ptx` and refuses it as
+/// [`check_spills`] does, returning ptxas's report; `Ok(None)` when ptxas is not installed
+/// (nothing found at `.venv/tools/ptxas` or on `PATH`, and `TILEKIT_PTXAS` unset), where the
+/// check cannot run. A `TILEKIT_PTXAS` naming no file, or PTX that ptxas rejects, is an error.
+pub fn check_compiled(
+    ptx: &str,
+    target: Target,
+    kernel: &str,
+    policy: SpillPolicy,
+) -> Result<Option<Report>, CodegenError> {
+    if std::env::var_os("TILEKIT_PTXAS").is_none() && find_tool("ptxas", "TILEKIT_PTXAS").is_err() {
+        return Ok(None);
+    }
+    assemble_checked(ptx, target, kernel, policy).map(|a| Some(a.report))
+}
+
+/// [`assemble`], then [`check_spills`] on its report, so a kernel that does not fit its
+/// registers is refused with the numbers instead of running slowly.
 pub fn assemble_checked(
     ptx: &str,
     target: Target,

@@ -42,6 +42,8 @@ use syn::{
 /// - a registration for `tilekit list` / `tilekit selftest`.
 ///
 /// Attribute arguments: `warps = EXPR` (warps per block, may use the const generics; default 1),
+/// `allow_spills` (the author accepts register spills: without it, compiling a kernel whose live
+/// values do not fit the target's registers is an error naming the numbers),
 /// `variants(<A, B>, …)` (instantiations to register), `selftest = path::to::fn`
 /// (`fn(&Device) -> Result<String, String>`), `check = EXPR` (a `fn(&[Arg]) -> Result<(),
 /// String>` the launcher runs on the arguments after the dtype and rank checks and the contract,
@@ -152,6 +154,9 @@ pub fn func(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 struct KernelArgs {
     warps: Option<Expr>,
+    /// `allow_spills`: the author accepts register spills (otherwise code generation refuses
+    /// a kernel that does not fit the target's registers).
+    allow_spills: bool,
     variants: Vec<AngleBracketedGenericArguments>,
     selftest: Option<Path>,
     check: Option<Expr>,
@@ -163,6 +168,7 @@ impl Parse for KernelArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = KernelArgs {
             warps: None,
+            allow_spills: false,
             variants: Vec::new(),
             selftest: None,
             check: None,
@@ -176,6 +182,7 @@ impl Parse for KernelArgs {
                     input.parse::<Token![=]>()?;
                     args.warps = Some(input.parse()?);
                 }
+                "allow_spills" => args.allow_spills = true,
                 "selftest" => {
                     input.parse::<Token![=]>()?;
                     args.selftest = Some(input.parse()?);
@@ -203,7 +210,7 @@ impl Parse for KernelArgs {
                 _ => {
                     return Err(syn::Error::new(
                         key.span(),
-                        "unknown kernel argument: expected `warps = N`, `variants(<..>, ..)`, `selftest = path`, `check = path`, `shapes(x: [T, H], ..)` or `grid = [X, Y, Z]`",
+                        "unknown kernel argument: expected `warps = N`, `allow_spills`, `variants(<..>, ..)`, `selftest = path`, `check = path`, `shapes(x: [T, H], ..)` or `grid = [X, Y, Z]`",
                     ))
                 }
             }
@@ -753,6 +760,7 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
         })
         .collect();
     let warps = args.warps.map(|w| quote!(#w)).unwrap_or(quote!(1));
+    let allow_spills = args.allow_spills;
 
     let mut params = Vec::new();
     for input in &sig.inputs {
@@ -882,7 +890,7 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
             /// Traces the kernel body into a fresh module (deterministic).
             #[allow(unused_mut, unused_assignments, unused_variables, clippy::let_unit_value, clippy::unused_unit)]
             pub fn build() -> ::tilekit::ir::Module {
-                ::tilekit::launch::__build_kernel(Self::NAME, #warps, || {
+                ::tilekit::launch::__build_kernel(Self::NAME, #warps, #allow_spills, || {
                     #(#declare)*
                     #block
                 })

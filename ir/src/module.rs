@@ -210,6 +210,10 @@ pub struct Func {
     /// An optional name of every value (parameters always have one), used by the printer.
     pub value_names: Vec<Option<String>>,
     pub loc: Loc,
+    /// A kernel whose author accepts register spills (`#[kernel(allow_spills)]`; in the text
+    /// form `allow_spills` after `warps(N)`). Code generation refuses a kernel whose live
+    /// values do not fit the target's registers unless this is set; it changes no semantics.
+    pub allow_spills: bool,
 }
 
 impl Func {
@@ -224,6 +228,7 @@ impl Func {
             value_types: Vec::new(),
             value_names: Vec::new(),
             loc: Loc::Unknown,
+            allow_spills: false,
         }
     }
 

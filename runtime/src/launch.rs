@@ -239,10 +239,12 @@ pub fn __arg<P: Param>(kernel: &str, param: &str, host: &P::Host<'_>) -> Result<
 }
 
 /// Builds a kernel: installs a builder, runs the traced body, returns the module (which the
-/// interpreter verifies before running it).
+/// interpreter verifies before running it). `allow_spills` is the kernel's
+/// `#[kernel(allow_spills)]`: code generation then accepts register spills instead of refusing
+/// the kernel.
 #[doc(hidden)]
 #[track_caller]
-pub fn __build_kernel(name: &str, warps: u32, body: impl FnOnce()) -> Module {
+pub fn __build_kernel(name: &str, warps: u32, allow_spills: bool, body: impl FnOnce()) -> Module {
     /// Restores the enclosing build's state even when the body panics (a failed `assert!`).
     struct Restore(Option<(Option<FuncBuilder>, crate::dsl::call::Helpers)>);
     impl Drop for Restore {
@@ -261,7 +263,9 @@ pub fn __build_kernel(name: &str, warps: u32, body: impl FnOnce()) -> Module {
     let helper_funcs = crate::dsl::call::end_build(helpers);
     trace::swap_in(builder);
     let mut m = Module::new();
-    m.push(b.finish());
+    let mut kernel = b.finish();
+    kernel.allow_spills = allow_spills;
+    m.push(kernel);
     helper_funcs.into_iter().for_each(|f| m.push(f));
     m
 }

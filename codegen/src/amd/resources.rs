@@ -171,14 +171,10 @@ pub fn instruction_mix(asm: &str) -> std::collections::BTreeMap<String, usize> {
 
 /// Checks a linked code object against the target's limits: a kernel whose values do not fit
 /// the [`super::VGPR_LIMIT`] vector registers (the back end spilled vector registers to
-/// scratch) is over the limit by its spills; LDS at most [`super::lds_limit`].
-pub(crate) fn check(kernel: &str, target: Target, elf: &[u8]) -> Result<Report, CodegenError> {
-    check_with(kernel, target, elf, crate::ptxas::SpillPolicy::Refuse)
-}
-
-/// `check` under a spill policy: with [`SpillPolicy::Refuse`](crate::ptxas::SpillPolicy)
-/// (what [`crate::compile`] uses) spilled VGPRs are a register overflow with the code object's
-/// numbers; with `Allow` the code object only has to fit the unified register file and LDS.
+/// scratch) is over the limit by its spills; LDS at most [`super::lds_limit`]. With
+/// [`SpillPolicy::Refuse`](crate::ptxas::SpillPolicy) (what [`crate::compile`] uses unless the
+/// kernel allows spills) spilled VGPRs are a register overflow with the code object's numbers;
+/// with `Allow` the code object only has to fit the unified register file and LDS.
 pub fn check_with(
     kernel: &str,
     target: Target,

@@ -18,7 +18,8 @@
 //! # Ok::<(), tilekit_ir::ParseError>(())
 //! ```
 //!
-//! A module is a list of functions: `kernel @name(params) warps(N) { … }` and
+//! A module is a list of functions: `kernel @name(params) warps(N) { … }` (with
+//! `allow_spills` after `warps(N)` for a kernel that accepts register spills) and
 //! `func @name(params) -> (types) { … }`. An op is written
 //! `%r, … = name[attr] @scope (operands) regions… : types`, where the attribute, the scope (when
 //! not warp), the regions and the results appear only when the op has them. A region is

@@ -298,7 +298,8 @@ impl Parser {
         }
     }
 
-    /// `kernel @name(params) warps(N) { … }` or `func @name(params) -> (types) { … }`; returns
+    /// `kernel @name(params) warps(N) [allow_spills] { … }` or `func @name(params) -> (types)
+    /// { … }`; returns
     /// the function and where its name stands.
     fn func(&mut self) -> Result<(Func, Pos)> {
         let (keyword, start) = self.expect_ident("'kernel' or 'func'")?;
@@ -318,6 +319,10 @@ impl Parser {
             let warps = self.expect_u32("the number of warps")?;
             self.expect_punct(')')?;
             scope.func.kind = FuncKind::Kernel { warps };
+            if matches!(&self.peek().kind, TokenKind::Ident(w) if w == "allow_spills") {
+                self.bump();
+                scope.func.allow_spills = true;
+            }
         } else {
             if self.peek().kind != TokenKind::Arrow {
                 return Err(self.unexpected("'->' and the result types"));

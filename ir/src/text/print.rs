@@ -52,6 +52,9 @@ impl Printer<'_> {
         match f.kind {
             FuncKind::Kernel { warps } => {
                 let _ = write!(self.out, " warps({warps})");
+                if f.allow_spills {
+                    self.out.push_str(" allow_spills");
+                }
             }
             FuncKind::Helper => {
                 let results: Vec<String> = f.results.iter().map(ToString::to_string).collect();

@@ -67,8 +67,8 @@
 //! | `gather_rows` | (gl, `rv<i32>` rows, j) → rt | row r = global row `idx[r]` |
 //! | `bitcast` | x → x's kind and shape in a dtype of the same width | the same bits (f32/i32/u32, bf16/f16, i8/fp8) |
 //! | `scan_row.f`, `scan_col.f`, `exscan_row.f`, `exscan_col.f` | rt → rt | inclusive (exclusive) prefix of sum/prod/max/min along rows (columns) |
-//! | `sort_row.desc`, `sort_row.asc` | (rt keys, rt<i32> payload) → (keys, payload) | each row sorted; equal keys by the lower payload, NaN above every number ([`sort_before`]) |
-//! | `topk_row[k]` | (rt keys, rt<i32>, best rt<T, R x 16>, rt<i32, R x 16>) → (rt<T, R x 16>, rt<i32, R x 16>) | the first k (≤ 16) pairs of the row and of best's first k, descending; the rest empty ([`topk_empty_key`], `i32::MAX`) |
+//! | `sort_row.desc`, `sort_row.asc` | (`rt` keys, `rt<i32>` payload) → (keys, payload) | each row sorted; equal keys by the lower payload, NaN above every number ([`sort_before`]) |
+//! | `topk_row[k]` | (`rt` keys, `rt<i32>`, best `rt<T, R x 16>`, `rt<i32, R x 16>`) → (`rt<T, R x 16>`, `rt<i32, R x 16>`) | the first k (≤ 16) pairs of the row and of best's first k, descending; the rest empty ([`topk_empty_key`], `i32::MAX`) |
 //! | `gather` | (gl of rank n, n × `rv<i32, N>`) → `rv<T, N>` | element k = `g[i0[k], …]`; 0 outside the view |
 //! | `scatter_rows`, `scatter_add_rows` | (gl mut, rt, `rv<i32>` rows, j) | global row `idx[r]` = / += row r |
 //! | `atomic_add` | (gl mut, x, idx…) | scalar at element indices, or tile at tile coordinates |

@@ -139,7 +139,10 @@ fn amd_refuses_spilled_vgprs_unless_the_kernel_allows_spills() {
     )
     .unwrap_or_else(|e| panic!("an allowed spill is refused on {target}: {e}"));
     let r = c.amd_resources().unwrap();
-    assert!(r.vgpr_spills > 0, "the allowed kernel does not spill: {r:?}");
+    assert!(
+        r.vgpr_spills > 0,
+        "the allowed kernel does not spill: {r:?}"
+    );
 }
 
 /// An RMSNorm whose wave holds 16 rows of 1024 f32 (256 values per lane, live across the row
@@ -167,19 +170,38 @@ fn rmsnorm_16x1024_allowed(x: Gl<f32, 2>, y: GlMut<f32, 2>, eps: Scalar<f32>) {
 #[test]
 fn allow_spills_travels_in_the_tile_ir_and_its_text_form() {
     let allowed = rmsnorm_16x512_allowed::module();
-    assert!(allowed.kernel(rmsnorm_16x512_allowed::NAME).unwrap().allow_spills);
+    assert!(
+        allowed
+            .kernel(rmsnorm_16x512_allowed::NAME)
+            .unwrap()
+            .allow_spills
+    );
     let text = tilekit::ir::print_module(allowed);
     assert!(text.contains("warps(1) allow_spills {"), "{text}");
     let back = tilekit::ir::parse_module(&text).unwrap();
-    assert!(back.kernel(rmsnorm_16x512_allowed::NAME).unwrap().allow_spills);
+    assert!(
+        back.kernel(rmsnorm_16x512_allowed::NAME)
+            .unwrap()
+            .allow_spills
+    );
     assert_eq!(tilekit::ir::print_module(&back), text);
 
     let refused = rmsnorm_16x512_spills::module();
-    assert!(!refused.kernel(rmsnorm_16x512_spills::NAME).unwrap().allow_spills);
+    assert!(
+        !refused
+            .kernel(rmsnorm_16x512_spills::NAME)
+            .unwrap()
+            .allow_spills
+    );
     let text = tilekit::ir::print_module(refused);
     assert!(!text.contains("allow_spills"), "{text}");
     let back = tilekit::ir::parse_module(&text).unwrap();
-    assert!(!back.kernel(rmsnorm_16x512_spills::NAME).unwrap().allow_spills);
+    assert!(
+        !back
+            .kernel(rmsnorm_16x512_spills::NAME)
+            .unwrap()
+            .allow_spills
+    );
 }
 
 /// A compile that spilled (or failed): what happened and the spill bytes (`u32::MAX` when it

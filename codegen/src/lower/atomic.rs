@@ -46,7 +46,7 @@ impl Lowerer<'_> {
                 let c = cmp.map(|c| self.scalar(c));
                 let xs = self.scalar(x);
                 let old = self.atomic_returning(&Access { pred, ptr }, c.as_deref(), &xs, d, kind);
-                let all = self.from_lane0(&old, d);
+                let all = self.lane0_to_all(&old, d);
                 self.set(op.results[0], Lv::Scalar(all));
             }
             Type::Tile {
@@ -125,7 +125,7 @@ impl Lowerer<'_> {
     }
 
     /// Lane 0's value of `x` (zero in every other lane) in every lane: an xor butterfly.
-    fn from_lane0(&mut self, x: &str, d: ScalarType) -> String {
+    fn lane0_to_all(&mut self, x: &str, d: ScalarType) -> String {
         let mut bits = if d == ScalarType::F32 {
             self.e.op(&format!("arith.bitcast {x} : f32 to i32"))
         } else {
@@ -179,9 +179,11 @@ impl Lowerer<'_> {
         let m0 = self.e.hoist(&format!("arith.constant {M0} : i64"));
         let m1 = self.e.hoist(&format!("arith.constant {M1} : i64"));
         let sh = self.e.hoist("arith.constant 32 : i64");
-        let mut out: Vec<Vec<String>> = vec![Vec::with_capacity(n); 4];
-        for e in 0..n {
-            let mut c: [String; 4] = std::array::from_fn(|k| words[k][e].clone());
+        let mut out: Vec<Vec<String>> = (0..4).map(|_| Vec::with_capacity(n)).collect();
+        let counters: Vec<[String; 4]> = (0..n)
+            .map(|e| std::array::from_fn(|k| words[k][e].clone()))
+            .collect();
+        for mut c in counters {
             for (k0, k1) in &keys {
                 let (hi0, lo0) = self.mul_hi_lo(&c[0], &m0, &sh);
                 let (hi1, lo1) = self.mul_hi_lo(&c[2], &m1, &sh);

@@ -1371,7 +1371,7 @@ fn philox(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
             _ => None,
         })
         .unwrap_or(1);
-    let mut out = vec![Vec::with_capacity(n); 4];
+    let mut out: Vec<Vec<f64>> = (0..4).map(|_| Vec::with_capacity(n)).collect();
     for e in 0..n {
         let mut c = [0u32; 4];
         for (k, v) in ctr.iter().enumerate() {

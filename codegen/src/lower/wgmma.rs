@@ -47,9 +47,9 @@ impl Major {
 }
 
 /// A shared-memory matrix descriptor of sm_90's `wgmma` (PTX ISA, *Matrix Descriptor Format*),
-/// byte quantities in bytes: bits 0–13 start address >> 4, 16–29 leading dimension byte offset
-/// >> 4, 32–45 stride dimension byte offset >> 4, 49–51 base offset, 62–63 swizzle mode
-/// (0 none, 1 128-byte, 2 64-byte, 3 32-byte). sm_100's `tcgen05` descriptor has another
+/// byte quantities in bytes: bits 0–13 start address / 16, 16–29 leading dimension byte
+/// offset / 16, 32–45 stride dimension byte offset / 16, 49–51 base offset, 62–63 swizzle
+/// mode (0 none, 1 128-byte, 2 64-byte, 3 32-byte). sm_100's `tcgen05` descriptor has another
 /// layout: it gets its own encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Sm90Descriptor {

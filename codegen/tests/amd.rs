@@ -317,9 +317,17 @@ fn sass_of_an_amd_kernel_is_an_error_pointing_at_its_assembly() {
 fn shared_loads_are_emitted_at_their_first_use() {
     let mlir = get("text_examples__attention", Target::Gfx942).stage(Stage::Mlir);
     let first_mfma = mlir.find("rocdl.mfma").expect("an MFMA");
-    // V (col layout) is read element by element; K (row layout) as 8-byte groups.
-    let first_v = mlir.find("!llvm.ptr<3> -> bf16").expect("V's loads");
-    assert!(first_mfma < first_v, "V is loaded before S is computed");
+    // K (row layout) and V (col layout, LDS holds it transposed) are both read as 8-byte
+    // groups: K's before the first MFMA, V's after it.
+    let group = "!llvm.ptr<3> -> vector<4xbf16>";
+    assert!(
+        mlir[..first_mfma].contains(group),
+        "K is loaded before S is computed"
+    );
+    assert!(
+        mlir[first_mfma..].contains(group),
+        "V is loaded before S is computed"
+    );
 }
 
 /// …but never past an op that writes shared memory: the load of `t` stays before the store
@@ -465,10 +473,13 @@ fn transposes_go_through_per_wavefront_lds_scratch() {
 }
 
 /// The GEMM and attention hot loops of the kernel library load global memory in 16-byte
-/// chunks (`global_load_dwordx4`) and write LDS 8 or 16 bytes at a time, with no element-wise
-/// `global_load_ushort` / `ds_write_b16` and no more exec-masked branches than 16-byte
-/// loads, in the variant for launches whose views are 16-byte aligned (the general variant
-/// copies element by element).
+/// chunks (`global_load_dwordx4`), with no element-wise `global_load_ushort` and no more
+/// exec-masked branches than 16-byte loads, in the variant for launches whose views are
+/// 16-byte aligned (the general variant copies element by element). LDS is written 8 or 16
+/// bytes at a time, except the tiles LDS holds transposed (the B operands), whose elements
+/// are written from the loaded dwords' halves (`ds_write_b16` and `ds_write_b16_d16_hi` in
+/// equal numbers: nothing unpacks them); every register tile is read 8 bytes at a time (no
+/// `ds_read_u16`).
 #[test]
 fn gemm_and_attention_hot_loops_load_global_memory_in_16_byte_chunks() {
     use tilekit_codegen::hot_loop::amdgpu_hot_loop;
@@ -489,13 +500,10 @@ fn gemm_and_attention_hot_loops_load_global_memory_in_16_byte_chunks() {
                 let n = |op: &str| hl.mix.get(op).copied().unwrap_or(0);
                 let what = format!("{stem} {facts} on {t}: {:?}", hl.mix);
                 assert!(n("global_load_dwordx4") > 0, "{what}");
-                for narrow in [
-                    "global_load_ushort",
-                    "global_load_short_d16",
-                    "ds_write_b16",
-                ] {
+                for narrow in ["global_load_ushort", "global_load_short_d16", "ds_read_u16"] {
                     assert_eq!(n(narrow), 0, "{narrow}: {what}");
                 }
+                assert_eq!(n("ds_write_b16"), n("ds_write_b16_d16_hi"), "{what}");
                 assert!(
                     n("s_cbranch_execz") <= n("global_load_dwordx4"),
                     "one exec branch per 16-byte load at most: {what}"

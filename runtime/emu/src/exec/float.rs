@@ -232,12 +232,16 @@ pub fn from_f64(x: f64, ty: Ty, r: Round) -> u64 {
 }
 
 fn round16(x: f64, r: Round, brain: bool) -> u16 {
+    // `half`'s conversions from f64 drop the low 32 bits of the significand before rounding,
+    // so a value just past a midpoint by less than that (an f32 two ulps above a bf16
+    // midpoint, say) comes back as a tie, rounded to even: the wrong neighbour. `near` is
+    // therefore only one of the two neighbours of x; the nearest is picked below, exactly.
     let near = if brain {
         bf16::from_f64(x).to_bits()
     } else {
         f16::from_f64(x).to_bits()
     };
-    if r == Round::Rn || x.is_nan() {
+    if x.is_nan() {
         return near;
     }
     let val = |b: u16| {
@@ -248,7 +252,7 @@ fn round16(x: f64, r: Round, brain: bool) -> u16 {
         }
     };
     let v = val(near);
-    if v == x {
+    if v == x || v.is_infinite() {
         return near;
     }
     // Neighbours by bit pattern (sign-magnitude).
@@ -268,6 +272,16 @@ fn round16(x: f64, r: Round, brain: bool) -> u16 {
     } else {
         (step(near, false), near)
     };
+    if r == Round::Rn {
+        // Both differences are exact in f64 (x lies between two neighbours of its own
+        // binade or at its edge); a tie goes to the even significand.
+        let (dl, dh) = (x - val(lo), val(hi) - x);
+        return if dl < dh || (dl == dh && lo & 1 == 0) {
+            lo
+        } else {
+            hi
+        };
+    }
     match r {
         Round::Rz => {
             if x > 0.0 {
@@ -286,7 +300,7 @@ fn round16(x: f64, r: Round, brain: bool) -> u16 {
                 hi
             }
         }
-        Round::Rn => near,
+        Round::Rn => unreachable!("round to nearest even returned above"),
     }
 }
 
@@ -752,5 +766,46 @@ fn int_range(ty: Ty) -> (i128, i128) {
         (-(1i128 << (b - 1)), (1i128 << (b - 1)) - 1)
     } else {
         (0, (1i128 << b) - 1)
+    }
+}
+
+#[cfg(test)]
+mod rounding_tests {
+    use super::*;
+
+    /// An f32 just above (below) a bf16 midpoint rounds up (down), whatever bits `half` drops;
+    /// an exact midpoint rounds to the even neighbour. 0x3ECA_8000 is the midpoint between the
+    /// bf16 values 0x3ECA and 0x3ECB.
+    #[test]
+    fn bf16_round_to_nearest_even_sees_every_bit_of_an_f32() {
+        let mid = f32::from_bits(0x3eca_8000);
+        let cases = [
+            (mid, 0x3eca),
+            (f32::from_bits(0x3eca_8002), 0x3ecb),
+            (f32::from_bits(0x3eca_8001), 0x3ecb),
+            (f32::from_bits(0x3eca_7fff), 0x3eca),
+            (f32::from_bits(0x3ecb_8000), 0x3ecc),
+            (-f32::from_bits(0x3eca_8002), 0xbecb),
+        ];
+        for (x, want) in cases {
+            let got = from_f64(f64::from(x), Ty::Bf16, Round::Rn);
+            assert_eq!(got, want, "bf16 of {x:e} ({:#x})", x.to_bits());
+            // The same as rounding the f32 directly, which `half` does right.
+            assert_eq!(got, u64::from(bf16::from_f32(x).to_bits()));
+        }
+    }
+
+    /// The same for f16 from f64 values past a midpoint by less than 2⁻³² of their size.
+    #[test]
+    fn f16_round_to_nearest_even_sees_every_bit_of_an_f64() {
+        // 1 + 2⁻¹¹ is the midpoint between 1 and 1 + 2⁻¹⁰.
+        let mid = 1.0 + 2f64.powi(-11);
+        assert_eq!(from_f64(mid, Ty::F16, Round::Rn), 0x3c00);
+        assert_eq!(from_f64(mid + 2f64.powi(-40), Ty::F16, Round::Rn), 0x3c01);
+        assert_eq!(from_f64(mid - 2f64.powi(-40), Ty::F16, Round::Rn), 0x3c00);
+        assert_eq!(
+            from_f64(-(mid + 2f64.powi(-40)), Ty::F16, Round::Rn),
+            0xbc01
+        );
     }
 }

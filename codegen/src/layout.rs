@@ -647,7 +647,10 @@ pub const WGMMA_MAX_N: u32 = 256;
 pub fn wgmma_d_position(thread: u32, reg: u32) -> (u32, u32) {
     let (w, lane) = (thread / WARP_LANES, thread % WARP_LANES);
     let (g, t) = (lane / 4, lane % 4);
-    (16 * w + g + 8 * ((reg / 2) % 2), 8 * (reg / 4) + 2 * t + reg % 2)
+    (
+        16 * w + g + 8 * ((reg / 2) % 2),
+        8 * (reg / 4) + 2 * t + reg % 2,
+    )
 }
 
 /// The register of a warp's row-layout accumulator tile of `n` columns that is accumulator

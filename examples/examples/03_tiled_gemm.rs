@@ -72,7 +72,11 @@ fn main() -> Result<()> {
         let err = normalized_max_error(&c.to_vec(), &want);
         println!("{m}×{n}×{k} on {}: max error {err:.1e}", device.name());
         // bf16 inputs are exact in f32 products; only the f32 sums round.
-        ensure!(err < 1e-5, "{m}×{n}×{k}: error {err:.2e} (seed {})", rng.seed);
+        ensure!(
+            err < 1e-5,
+            "{m}×{n}×{k}: error {err:.2e} (seed {})",
+            rng.seed
+        );
     }
 
     // A K mismatch is refused by the contract, naming the shapes.

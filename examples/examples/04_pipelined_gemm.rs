@@ -91,7 +91,11 @@ fn main() -> Result<()> {
         let want = reference(&a.to_vec(), &b.to_vec(), m, k, n);
         let err = normalized_max_error(&c.to_vec(), &want);
         println!("{m}×{n}×{k} on {}: max error {err:.1e}", device.name());
-        ensure!(err < 1e-5, "{m}×{n}×{k}: error {err:.2e} (seed {})", rng.seed);
+        ensure!(
+            err < 1e-5,
+            "{m}×{n}×{k}: error {err:.2e} (seed {})",
+            rng.seed
+        );
     }
     println!("04_pipelined_gemm: ok");
     Ok(())

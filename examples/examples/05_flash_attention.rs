@@ -78,7 +78,15 @@ fn flash_attention(
 }
 
 /// Attention in f64 from the definition, for `[bh, seq, d]` row-major tensors.
-fn reference(q: &[f64], k: &[f64], v: &[f64], bh: usize, sq: usize, sk: usize, scale: f64) -> Vec<f64> {
+fn reference(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    bh: usize,
+    sq: usize,
+    sk: usize,
+    scale: f64,
+) -> Vec<f64> {
     const D: usize = 64;
     let mut o = vec![0.0; bh * sq * D];
     for h in 0..bh {
@@ -118,9 +126,16 @@ fn main() -> Result<()> {
         flash_attention::launch_auto(&device, &q, &k, &v, &mut o, (scale as f32).into())?;
         let want = reference(&q.to_vec(), &k.to_vec(), &v.to_vec(), bh, sq, sk, scale);
         let err = normalized_max_error(&o.to_vec(), &want);
-        println!("bh {bh}, seq_q {sq}, seq_kv {sk} on {}: max error {err:.1e}", device.name());
+        println!(
+            "bh {bh}, seq_q {sq}, seq_kv {sk} on {}: max error {err:.1e}",
+            device.name()
+        );
         // P is rounded to bf16 (8 bits of mantissa) before P·V.
-        ensure!(err < 1e-2, "bh {bh}, {sq}×{sk}: error {err:.2e} (seed {})", rng.seed);
+        ensure!(
+            err < 1e-2,
+            "bh {bh}, {sq}×{sk}: error {err:.2e} (seed {})",
+            rng.seed
+        );
     }
     println!("05_flash_attention: ok");
     Ok(())

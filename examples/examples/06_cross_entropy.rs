@@ -58,7 +58,10 @@ fn cross_entropy(
         run_max = new_max;
     }
     let lse = run_max + run_sum.log();
-    store(loss.chunk(rows), select(target.ne(ignore), lse - picked, 0.0));
+    store(
+        loss.chunk(rows),
+        select(target.ne(ignore), lse - picked, 0.0),
+    );
 }
 
 /// The loss per row in f64 (0 for ignored rows).
@@ -100,7 +103,13 @@ fn main() -> Result<()> {
         let t: Vec<f64> = targets.iter().map(|&t| t as f64).collect();
         let target_tensor = HostTensor::new(I32, &[rows], &t)?;
         let mut loss = HostTensor::new(F32, &[rows], &vec![f64::NAN; rows])?;
-        cross_entropy::launch_auto(&device, &logits, &target_tensor, (IGNORE as i32).into(), &mut loss)?;
+        cross_entropy::launch_auto(
+            &device,
+            &logits,
+            &target_tensor,
+            (IGNORE as i32).into(),
+            &mut loss,
+        )?;
         let want = reference(&x, vocab, &targets, IGNORE);
         let got = loss.to_vec();
         let err = got
@@ -108,9 +117,16 @@ fn main() -> Result<()> {
             .zip(&want)
             .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
             .fold(0.0, f64::max);
-        println!("{rows}×{vocab} on {}: max relative error {err:.1e}", device.name());
+        println!(
+            "{rows}×{vocab} on {}: max relative error {err:.1e}",
+            device.name()
+        );
         // An f32 sum over the vocabulary rounds at about 2⁻²⁴ per term.
-        ensure!(err <= 2e-5, "{rows}×{vocab}: error {err:.2e} (seed {})", rng.seed);
+        ensure!(
+            err <= 2e-5,
+            "{rows}×{vocab}: error {err:.2e} (seed {})",
+            rng.seed
+        );
         ensure!(got[1] == 0.0, "the ignored row with a NaN gave {}", got[1]);
     }
     println!("06_cross_entropy: ok");

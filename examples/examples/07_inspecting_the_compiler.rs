@@ -58,12 +58,18 @@ fn main() -> Result<()> {
     ensure!(ir.contains("mma"), "the Tile IR has no mma:\n{ir}");
 
     let listed = tilekit(&["list"]).map_err(anyhow::Error::msg)?;
-    ensure!(listed.contains("small_gemm"), "`list` misses the kernel:\n{listed}");
+    ensure!(
+        listed.contains("small_gemm"),
+        "`list` misses the kernel:\n{listed}"
+    );
 
     match tilekit(&["emit", "small_gemm", "--target", "sm_80", "--stage", "ptx"]) {
         Ok(ptx) => {
             println!("── PTX for sm_80 ──\n{ptx}");
-            ensure!(ptx.contains("mma.sync.aligned.m16n8k16"), "no mma in the PTX");
+            ensure!(
+                ptx.contains("mma.sync.aligned.m16n8k16"),
+                "no mma in the PTX"
+            );
             let check = tilekit(&["check", "small_gemm", "--target", "sm_80"])
                 .map_err(anyhow::Error::msg)?;
             println!("── check, sm_80 ──\n{check}");

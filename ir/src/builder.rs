@@ -326,7 +326,12 @@ impl FuncBuilder {
     #[track_caller]
     pub fn sort_row(&mut self, descending: bool, t: Value, idx: Value) -> (Value, Value) {
         let (kt, it) = (self.ty(t), self.ty(idx));
-        let r = self.op(OpKind::SortRow { descending }, Scope::Warp, &[t, idx], vec![kt, it]);
+        let r = self.op(
+            OpKind::SortRow { descending },
+            Scope::Warp,
+            &[t, idx],
+            vec![kt, it],
+        );
         (r[0], r[1])
     }
 

@@ -425,7 +425,11 @@ fn every_conversion_and_map_assembles() {
 #[test]
 fn copy_async_on_sm_80_is_an_asynchronous_cp_async_pipeline() {
     let m = acceptance::module("ws_gemm");
-    let func = m.funcs.iter().find(|f| f.name == "ws_gemm").expect("kernel");
+    let func = m
+        .funcs
+        .iter()
+        .find(|f| f.name == "ws_gemm")
+        .expect("kernel");
     let facts = tilekit_codegen::Facts::all_aligned16(func);
     let c = tilekit_codegen::compile_with(&m, "ws_gemm", Target::Sm80, &facts).unwrap();
     let a = assemble(&c);

@@ -162,9 +162,7 @@ pub(super) fn launch(
     let emu_err = |err: EmuError| {
         // A trap on a `device_assert`'s line names the assert's message.
         let assert = match &err {
-            EmuError::Trap { line, .. } => {
-                crate::dsl::assertion::message_at_line(&loaded.code.ptx, *line)
-            }
+            EmuError::Trap { line, .. } => assert_message_at_line(&loaded.code.ptx, *line),
             _ => None,
         };
         failed(match assert {
@@ -203,4 +201,29 @@ pub(super) fn launch(
     }
     *e.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
     Ok(())
+}
+
+/// The message of the `device_assert` whose `trap` is on line `line` (1-based) of `ptx`, as the
+/// NVIDIA lowering writes it (`trap; // device_assert: message`), or `None` for any other line.
+fn assert_message_at_line(ptx: &str, line: u32) -> Option<String> {
+    let text = ptx.lines().nth(line.checked_sub(1)? as usize)?;
+    let (_, msg) = text.split_once("// device_assert: ")?;
+    Some(msg.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod assert_message_tests {
+    use super::assert_message_at_line;
+
+    #[test]
+    fn the_message_is_read_back_from_its_trap_line() {
+        let ptx = "a\n\ttrap; // device_assert: row sums are finite\nb";
+        assert_eq!(
+            assert_message_at_line(ptx, 2).as_deref(),
+            Some("row sums are finite")
+        );
+        assert_eq!(assert_message_at_line(ptx, 1), None);
+        assert_eq!(assert_message_at_line(ptx, 0), None);
+        assert_eq!(assert_message_at_line(ptx, 9), None);
+    }
 }

@@ -5,7 +5,7 @@
 //! vector condition) the first false element. On NVIDIA targets the failing lane executes
 //! `trap`, whose PTX line carries the message (`trap; // device_assert: …`): the PTX emulator
 //! reports the trap with its line, block, warp and lanes, and the emulator device reads the
-//! message back from that line ([`message_at_line`]) into its launch error; a GPU launch reports
+//! message back from that line into its launch error; a GPU launch reports
 //! only that the kernel trapped (the record in host-mapped memory that would name the message
 //! there is not built yet). On AMD targets the lane executes `s_trap`.
 //!
@@ -39,29 +39,4 @@ impl<const N: usize, A: VecAlong> AssertCond for Rv<bool, N, A> {}
 #[track_caller]
 pub fn device_assert<C: AssertCond>(cond: C, message: &str) {
     rec!(|b| b.device_assert(cond.value(), message))
-}
-
-/// The message of the `device_assert` whose `trap` is on line `line` (1-based) of `ptx`, as the
-/// NVIDIA lowering writes it (`trap; // device_assert: message`), or `None` for any other line.
-pub fn message_at_line(ptx: &str, line: u32) -> Option<String> {
-    let text = ptx.lines().nth(line.checked_sub(1)? as usize)?;
-    let (_, msg) = text.split_once("// device_assert: ")?;
-    Some(msg.trim_end().to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_message_is_read_back_from_its_trap_line() {
-        let ptx = "a\n\ttrap; // device_assert: row sums are finite\nb";
-        assert_eq!(
-            message_at_line(ptx, 2).as_deref(),
-            Some("row sums are finite")
-        );
-        assert_eq!(message_at_line(ptx, 1), None);
-        assert_eq!(message_at_line(ptx, 0), None);
-        assert_eq!(message_at_line(ptx, 9), None);
-    }
 }

@@ -428,6 +428,18 @@ impl Lowerer<'_> {
     }
 
     /// Loads through `a` (pointer of address space `space`), zero where the predicate is false.
+    /// One element between global (`ga`) and shared memory (`sa`), in the copy's direction.
+    /// Elements outside the view land in shared memory as zeros, as the IR defines.
+    fn move_elem(&mut self, ga: &Access, sa: &Access, d: ScalarType, to_shared: bool) {
+        if to_shared {
+            let v = self.load_elem(ga, d, 1);
+            self.store_elem(sa, &v, d, 3);
+        } else {
+            let v = self.load_elem(sa, d, 3);
+            self.store_elem(ga, &v, d, 1);
+        }
+    }
+
     pub(super) fn load_elem(&mut self, a: &Access, d: ScalarType, space: u32) -> String {
         let mt = mem_ty(d);
         let raw = match &a.pred {
@@ -1110,14 +1122,7 @@ impl Lowerer<'_> {
                 pred: guard,
                 ptr: sptr,
             };
-            if to_shared {
-                // Elements outside the view land as zeros, as the IR defines.
-                let v = self.load_elem(&ga, d, 1);
-                self.store_elem(&sa, &v, d, 3);
-            } else {
-                let v = self.load_elem(&sa, d, 3);
-                self.store_elem(&ga, &v, d, 1);
-            }
+            self.move_elem(&ga, &sa, d, to_shared);
         }
         Ok(())
     }
@@ -1437,13 +1442,7 @@ impl Lowerer<'_> {
                 pred: guard,
                 ptr: sptr,
             };
-            if to_shared {
-                let v = self.load_elem(&ga, d, 1);
-                self.store_elem(&sa, &v, d, 3);
-            } else {
-                let v = self.load_elem(&sa, d, 3);
-                self.store_elem(&ga, &v, d, 1);
-            }
+            self.move_elem(&ga, &sa, d, to_shared);
         }
     }
 }

@@ -427,6 +427,28 @@ impl FuncBuilder {
         self.op1(OpKind::Mma(v), Scope::Warpgroup, &[a, b, c], t)
     }
 
+    /// The warpgroup mma issued asynchronously, in the executing warp's open mma group: the
+    /// result is in flight until an [`mma_wait`](Self::mma_wait) retires it.
+    #[track_caller]
+    pub fn mma_async(&mut self, v: MmaVariant, a: Value, b: Value, c: Value) -> Value {
+        let t = self.ty(c);
+        self.op1(OpKind::MmaAsync(v), Scope::Warpgroup, &[a, b, c], t)
+    }
+
+    /// Closes the executing warp's open mma group.
+    #[track_caller]
+    pub fn mma_commit(&mut self) {
+        self.op(OpKind::MmaCommit, Scope::Warpgroup, &[], vec![]);
+    }
+
+    /// Waits until all but the `pending` most recent mma groups of the executing warp have
+    /// completed; returns `accs` (accumulators of `mma_async`) retired, readable.
+    #[track_caller]
+    pub fn mma_wait(&mut self, pending: u32, accs: &[Value]) -> Vec<Value> {
+        let tys = accs.iter().map(|&v| self.ty(v)).collect();
+        self.op(OpKind::MmaWait(pending), Scope::Warpgroup, accs, tys)
+    }
+
     // ---- memory -------------------------------------------------------------------------------
 
     #[track_caller]

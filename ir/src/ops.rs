@@ -491,6 +491,23 @@ pub enum OpKind {
     /// quarter of the rows; A is either a shared tile (the whole group's, 4× C's rows, of which
     /// this warp uses its quarter) or a register tile holding just this warp's rows.
     Mma(MmaVariant),
+    /// `mma_async.v (%a, %b, %c) @warpgroup : rt<f32, M x N, row>` — the warpgroup mma of
+    /// [`OpKind::Mma`] issued asynchronously (sm_90a's `wgmma.mma_async`): A and B are the
+    /// group's shared tiles (op(A) 64×K for the group: M = 16 rows of C per warp), N ≤ 256.
+    /// The mma joins the executing warp's open mma group. Its result is *in flight*: the only
+    /// uses it may have before an `mma_wait` retires its group are as the C of another
+    /// `mma_async` (accumulating into the same registers), as an `mma_wait` operand, and being
+    /// carried (yielded, passed on); any other read is an error. Its shared operands must not
+    /// be overwritten before that wait either.
+    MmaAsync(MmaVariant),
+    /// `mma_commit @warpgroup` — closes the executing warp's open mma group (an empty group when
+    /// no `mma_async` joined it).
+    MmaCommit,
+    /// `mma_wait[n] (%acc…) @warpgroup : T…` — waits until every committed mma group of the
+    /// executing warp except the `n` most recent has completed; the results are the operands
+    /// (accumulators of `mma_async`), readable from here on. An operand whose mma is not in a
+    /// completed group is an error.
+    MmaWait(u32),
 
     // ---- memory -------------------------------------------------------------------------------
     /// `alloc_shared : T` — a shared-memory object (top level of a kernel body only).
@@ -621,6 +638,9 @@ impl OpKind {
             OpKind::TopkRow(_) => "topk_row".into(),
             OpKind::Mask(k, _) => format!("mask.{}", k.name()),
             OpKind::Mma(v) => format!("mma.{}", v.name()),
+            OpKind::MmaAsync(v) => format!("mma_async.{}", v.name()),
+            OpKind::MmaCommit => "mma_commit".into(),
+            OpKind::MmaWait(_) => "mma_wait".into(),
             OpKind::AllocShared => "alloc_shared".into(),
             OpKind::SharedIndex => "shared.index".into(),
             OpKind::Load => "load".into(),
@@ -660,7 +680,10 @@ impl OpKind {
             OpKind::Const(c) => Some(c.to_string()),
             OpKind::GlobalDim(k) => Some(k.to_string()),
             OpKind::Fill(v) | OpKind::Mask(_, v) => Some(Const::Float(*v).to_string()),
-            OpKind::SemInit(n) | OpKind::SemExpect(n) | OpKind::CopyWait(n) => Some(n.to_string()),
+            OpKind::SemInit(n)
+            | OpKind::SemExpect(n)
+            | OpKind::CopyWait(n)
+            | OpKind::MmaWait(n) => Some(n.to_string()),
             OpKind::TopkRow(k) => Some(k.to_string()),
             OpKind::Call(f) => Some(format!("@{f}")),
             _ => None,
@@ -678,7 +701,9 @@ impl OpKind {
         const BLOCK: &[Scope] = &[Scope::Block];
         const ALL: &[Scope] = &[Scope::Warp, Scope::Warpgroup, Scope::Block];
         const WARP_WG: &[Scope] = &[Scope::Warp, Scope::Warpgroup];
+        const WARPGROUP: &[Scope] = &[Scope::Warpgroup];
         match self {
+            OpKind::MmaAsync(_) | OpKind::MmaCommit | OpKind::MmaWait(_) => WARPGROUP,
             OpKind::Mma(_) | OpKind::Load | OpKind::Store => WARP_WG,
             OpKind::Copy | OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => ALL,
             OpKind::AllocShared | OpKind::Barrier => BLOCK,

@@ -18,7 +18,8 @@
 //! | `verify/creation.rs` | `fill`, `splat`, `iota` |
 //! | `verify/elementwise.rs` | `map.*`, `cmp.*`, `select`, `convert`, `transpose` |
 //! | `verify/rowcol.rs` | `bcast_*`, `reduce*`, `mask.*` |
-//! | `verify/mma.rs` | `mma.*` at warp and warpgroup scope |
+//! | `verify/mma.rs` | `mma.*` at warp and warpgroup scope, `mma_async.*` (wgmma's shapes and layouts), `mma_wait` |
+//! | `verify/in_flight.rs` | no read of an `mma_async` accumulator before the `mma_wait` that retires it |
 //! | `verify/memory.rs` | `alloc_shared`, `shared.index`, `load`, `store` and global-view indexing |
 //! | `verify/copy.rs` | `copy`, `copy_async` |
 //! | `verify/sort.rs` | `sort_row.*`, `topk_row` |
@@ -37,6 +38,7 @@ mod elementwise;
 mod expect;
 mod func;
 mod gather;
+mod in_flight;
 mod memory;
 mod mma;
 mod rowcol;
@@ -259,7 +261,12 @@ pub fn verify(m: &Module) -> Result<(), Vec<VerifyError>> {
                 },
             ));
         }
+        let before = errors.len();
         summaries.push(func::check(&funcs, f, &mut errors));
+        // On a well-formed function only: it walks values and regions without re-checking them.
+        if errors.len() == before {
+            in_flight::check(f, &mut errors);
+        }
     }
     calls::check(m, &summaries, &mut errors);
     if errors.is_empty() {

@@ -179,7 +179,18 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
             }
             set_data(b, w, op, out);
         }
-        OpKind::Mma(v) => mma(b, w, op, *v)?,
+        OpKind::Mma(v) => {
+            let d = mma(b, w, op, *v)?;
+            set_data(b, w, op, d);
+        }
+        OpKind::MmaAsync(v) => {
+            // Computed now; readable once an mma_wait has retired it (checked where it is read).
+            let data = Rc::new(mma(b, w, op, *v)?);
+            let id = b.mma_groups[w].issue();
+            b.set(w, op.results[0], Val::InFlight { data, mma: id });
+        }
+        OpKind::MmaCommit => b.mma_groups[w].commit(),
+        OpKind::MmaWait(n) => mma_wait(b, w, op, *n)?,
         OpKind::AllocShared => {
             let r = b
                 .mem
@@ -635,9 +646,42 @@ fn reduce(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, axis: ReduceAxis, f: Redu
 
 // ---- tensor cores -----------------------------------------------------------------------------
 
+/// `mma_wait[n] (acc…)`: completes all but the `n` most recent committed groups of the warp,
+/// then returns each accumulator, which must be complete by then (an operand never in flight,
+/// such as the zeros of a loop that ran no iteration, passes through).
+fn mma_wait(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, n: u32) -> R<()> {
+    b.mma_groups[w].wait(n as usize);
+    for (i, (&v, &r)) in op.operands.iter().zip(&op.results).enumerate() {
+        let out = match b.val(w, v)? {
+            Val::InFlight { data, mma } => {
+                let groups = &b.mma_groups[w];
+                if !groups.complete(mma) {
+                    let why = if groups.committed(mma) {
+                        format!("its group is among the {n} most recent committed groups this wait leaves in flight")
+                    } else {
+                        "it is in the open group (no mma_commit after it)".to_string()
+                    };
+                    return Err(b.runtime(
+                        w,
+                        &format!(
+                            "mma_wait[{n}] cannot retire %{} (operand {i}), the accumulator of this warp's mma_async number {mma}: {why}",
+                            v.0
+                        ),
+                    ));
+                }
+                Val::Data(data)
+            }
+            Val::Data(d) => Val::Data(d),
+            _ => return Err(b.runtime(w, &format!("mma_wait operand {i} is not a register tile"))),
+        };
+        b.set(w, r, out);
+    }
+    Ok(())
+}
+
 /// `D = op(A)·op(B) + C`: products are exact in f32 for 16- and 8-bit inputs; the sum
-/// accumulates in f32 in order of k.
-fn mma(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, v: MmaVariant) -> R<()> {
+/// accumulates in f32 in order of k. Returns D's elements.
+fn mma(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, v: MmaVariant) -> R<Vec<f64>> {
     let (ta, tb, tc) = (
         b.ty(w, op.operands[0]),
         b.ty(w, op.operands[1]),
@@ -648,7 +692,12 @@ fn mma(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, v: MmaVariant) -> R<()> {
     let (br, bc) = tile_shape(tb);
     let a_data = operand_data(b, w, op.operands[0])?;
     let b_data = operand_data(b, w, op.operands[1])?;
-    let c = b.data(w, op.operands[2])?;
+    // The C of an mma_async may be the accumulator of an earlier one, still in flight: the
+    // tensor cores accumulate into the same registers in issue order.
+    let c = match b.val(w, op.operands[2])? {
+        Val::InFlight { data, .. } => data,
+        _ => b.data(w, op.operands[2])?,
+    };
     // op(A) as a logical (rows_a × k) matrix; at warpgroup scope with A in shared memory this
     // warp uses rows [rank·m, rank·m + m) of the group's op(A).
     let k = if v.a_transposed() { ar } else { ac };
@@ -695,8 +744,7 @@ fn mma(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, v: MmaVariant) -> R<()> {
             out[i * n + j] = f64::from(*a);
         }
     }
-    set_data(b, w, op, out);
-    Ok(())
+    Ok(out)
 }
 
 /// The elements of a register tile, or of a shared tile (row-major).

@@ -36,6 +36,7 @@
 mod exec;
 mod index_check;
 mod memory;
+mod mma_groups;
 mod race;
 mod sort;
 mod tensor;
@@ -56,6 +57,7 @@ use crate::verify::{verify, VerifyError};
 pub use tensor::{Arg, HostTensor};
 
 use memory::{BlockMemory, SharedRef};
+use mma_groups::MmaGroups;
 
 pub use crate::numeric::Numerics;
 use race::RaceCheck;
@@ -747,6 +749,9 @@ pub(crate) enum Val {
     Shared(SharedRef),
     /// A global view: the index of its kernel argument.
     Global(usize),
+    /// The accumulator an `mma_async` of this warp is writing (number `mma` of the warp's
+    /// [`MmaGroups`]): its elements, which no op may read until an `mma_wait` retires it.
+    InFlight { data: Rc<Vec<f64>>, mma: u64 },
 }
 
 /// Where a warp is inside a region.
@@ -867,6 +872,8 @@ struct BlockRun<'m, 'a> {
     /// What each warp stored to global views it also loads, since its last synchronization
     /// (part of the race check; see [`warp_stores`]).
     warp_stores: Option<RefCell<WarpStores>>,
+    /// Each warp's asynchronous mma groups.
+    mma_groups: Vec<MmaGroups>,
 }
 
 /// A collective op's k-th execution by one group of warps.
@@ -948,6 +955,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             } else {
                 None
             },
+            mma_groups: vec![MmaGroups::default(); n as usize],
         }
     }
 
@@ -1194,6 +1202,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                     self.check_indices_from_memory(w, op)?;
                 }
                 self.check_warp_stores(w, op)?;
+                self.check_in_flight_reads(w, op)?;
                 let phase = self.race_before(w, op)?;
                 let step = exec::exec(self, w, op)?;
                 self.race_after(w, op, phase)?;
@@ -1567,7 +1576,48 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 self.bind(w, &call.results, vals);
                 self.advance(w);
             }
-            None => self.warps[w].state = WarpState::Done,
+            None => {
+                let left = self.mma_groups[w].outstanding();
+                if left > 0 {
+                    return Err(self.runtime(
+                        w,
+                        &format!("the kernel ends with {left} mma_async of this warp not completed (no mma_commit and mma_wait cover them)"),
+                    ));
+                }
+                self.warps[w].state = WarpState::Done
+            }
+        }
+        Ok(())
+    }
+
+    /// An op other than those that only carry values (`yield`, loop initial values, calls),
+    /// `mma_wait`, and `mma_async`'s C, must not read an accumulator still in flight: on a GPU
+    /// it would read registers the tensor cores have not written yet.
+    fn check_in_flight_reads(&self, w: usize, op: &Op) -> Result<(), InterpError> {
+        let carries = |i: usize| match op.kind {
+            OpKind::MmaAsync(_) => i == 2,
+            OpKind::MmaWait(_) => true,
+            _ => false,
+        };
+        for (i, &v) in op.operands.iter().enumerate() {
+            if carries(i) {
+                continue;
+            }
+            if let Ok(Val::InFlight { mma, .. }) = self.val(w, v) {
+                let state = if self.mma_groups[w].complete(mma) {
+                    "complete, but the value was not passed through the mma_wait that retired it (use the wait's result)"
+                } else {
+                    "still in flight: no mma_wait has retired it"
+                };
+                return Err(self.runtime(
+                    w,
+                    &format!(
+                        "`{}` reads %{} (operand {i}), the accumulator of this warp's mma_async number {mma}, {state}",
+                        op.kind.name(),
+                        v.0
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -565,6 +565,7 @@ impl Parser {
                     OpKind::SemInit(_) => OpKind::SemInit(n),
                     OpKind::SemExpect(_) => OpKind::SemExpect(n),
                     OpKind::CopyWait(_) => OpKind::CopyWait(n),
+                    OpKind::MmaWait(_) => OpKind::MmaWait(n),
                     OpKind::TopkRow(_) => OpKind::TopkRow(n),
                     _ => OpKind::GlobalDim(n),
                 }
@@ -826,7 +827,7 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         OpKind::GlobalDim(_) | OpKind::SemInit(_) | OpKind::SemExpect(_) | OpKind::CopyWait(_) => {
             AttrShape::U32
         }
-        OpKind::TopkRow(_) => AttrShape::U32,
+        OpKind::TopkRow(_) | OpKind::MmaWait(_) => AttrShape::U32,
         OpKind::Fill(_) | OpKind::Mask(..) => AttrShape::F64,
         OpKind::Call(_) | OpKind::DeviceAssert(_) => AttrShape::Symbol,
         OpKind::BlockIdx(_)
@@ -848,6 +849,8 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         | OpKind::Scan { .. }
         | OpKind::SortRow { .. }
         | OpKind::Mma(_)
+        | OpKind::MmaAsync(_)
+        | OpKind::MmaCommit
         | OpKind::AllocShared
         | OpKind::SharedIndex
         | OpKind::Load
@@ -923,6 +926,8 @@ fn all_op_kinds() -> Vec<OpKind> {
         OpKind::SortRow { descending: true },
         OpKind::SortRow { descending: false },
         OpKind::TopkRow(0),
+        OpKind::MmaCommit,
+        OpKind::MmaWait(0),
     ];
     for d in [Dim3::X, Dim3::Y, Dim3::Z] {
         kinds.push(OpKind::BlockIdx(d));
@@ -945,6 +950,7 @@ fn all_op_kinds() -> Vec<OpKind> {
     }
     kinds.extend(MaskKind::ALL.map(|k| OpKind::Mask(k, 0.0)));
     kinds.extend(MmaVariant::ALL.map(OpKind::Mma));
+    kinds.extend(MmaVariant::ALL.map(OpKind::MmaAsync));
     kinds.extend(AtomicFn::ALL.map(OpKind::AtomicRmw));
     kinds
 }

@@ -84,7 +84,13 @@ pub(super) fn signature(kind: &OpKind) -> Signature {
         OpKind::SortRow { .. } => sig(Exactly(2), "(t, idx)", 2, 0),
         OpKind::TopkRow(_) => sig(Exactly(4), "(t, idx, best, best_idx)", 2, 0),
         OpKind::Mask(..) => sig(Exactly(3), "(t, a, b)", 1, 0),
-        OpKind::Mma(_) => sig(Exactly(3), "(a, b, c)", 1, 0),
+        OpKind::Mma(_) | OpKind::MmaAsync(_) => sig(Exactly(3), "(a, b, c)", 1, 0),
+        OpKind::MmaCommit => sig(Exactly(0), "()", 0, 0),
+        // As many results as operands (checked with the types in `mma::check_wait`).
+        OpKind::MmaWait(_) => Signature {
+            results: Count::Any,
+            ..sig(Count::Any, "(acc…)", 0, 0)
+        },
         OpKind::SharedIndex => sig(Exactly(2), "(arr, i)", 1, 0),
         OpKind::Load => sig(AtLeast(1), "(src, idx…)", 1, 0),
         OpKind::Store => sig(AtLeast(2), "(dst, x, idx…)", 0, 0),

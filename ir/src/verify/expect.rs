@@ -220,6 +220,12 @@ impl<'a, 'e> OpCx<'a, 'e> {
         });
     }
 
+    /// How many errors have been recorded so far (all functions'), so that a check can tell
+    /// whether the rules it builds on held.
+    pub(super) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// The type of operand `i`. The op's arity has been checked: `i` is in range.
     pub(super) fn operand(&self, i: usize) -> &'a Type {
         self.operands[i]

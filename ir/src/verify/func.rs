@@ -512,7 +512,10 @@ impl<'a> Walker<'a, '_> {
 
         // mma, load and store have different rules at warp and warpgroup scope: at another
         // scope (already reported) their operands cannot be judged.
-        let scope_dependent = matches!(op.kind, OpKind::Mma(_) | OpKind::Load | OpKind::Store);
+        let scope_dependent = matches!(
+            op.kind,
+            OpKind::Mma(_) | OpKind::MmaAsync(_) | OpKind::Load | OpKind::Store
+        );
         if arity_ok && resolved && (scope_ok || !scope_dependent) {
             let mut cx = OpCx::new(
                 self.funcs,
@@ -661,6 +664,9 @@ fn check_family(cx: &mut OpCx<'_, '_>) {
         OpKind::TopkRow(k) => sort::check_topk_row(cx, *k),
         OpKind::Mask(kind, _) => rowcol::check_mask(cx, *kind),
         OpKind::Mma(v) => mma::check(cx, *v),
+        OpKind::MmaAsync(v) => mma::check_async(cx, *v),
+        OpKind::MmaCommit => {}
+        OpKind::MmaWait(_) => mma::check_wait(cx),
         OpKind::AllocShared => memory::check_alloc_shared(cx),
         OpKind::SharedIndex => memory::check_shared_index(cx),
         OpKind::Load => memory::check_load(cx),

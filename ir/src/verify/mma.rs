@@ -6,11 +6,20 @@
 //! tile, the whole group's (op(A) has `4 × M` rows, of which each warp uses its quarter, as the
 //! interpreter does), or a register tile holding this warp's `M` rows of op(A) (with the layout
 //! the variant takes).
+//!
+//! `mma_async.v` is the warpgroup form issued asynchronously (sm_90a's `wgmma.mma_async`), and
+//! so takes only what one wgmma instruction per k-step can do with shared operands read through
+//! matrix descriptors (PTX ISA, *Asynchronous Warpgroup Level Matrix Multiply-Accumulate*): M 64
+//! for the group (16 rows of C per warp), N a multiple of 8 up to 256, K a multiple of the
+//! instruction's K (16 for bf16/f16, 32 for fp8), A and B shared tiles in a canonical swizzled
+//! layout (a row as wide as the swizzle span, or whole 128-byte pieces with the 128-byte
+//! swizzle), fp8 operands K-major (only 16-bit types may be transposed). `mma_wait[n]` retires
+//! accumulators; which values may be used before it is checked in `verify/in_flight.rs`.
 
 use super::expect::{as_tile, space, OpCx, Space};
 use super::VerifyErrorKind;
 use crate::ops::MmaVariant;
-use crate::types::{Layout, ScalarType, Type};
+use crate::types::{Layout, ScalarType, Swizzle, Type};
 
 /// An A or B operand: its element type, stored shape and, for a register tile, its layout.
 #[derive(Clone, Copy, Debug)]
@@ -224,6 +233,130 @@ fn check_shapes(
             ),
             found: b.ty.to_string(),
         });
+    }
+}
+
+/// The most columns of one wgmma accumulator (`n256`).
+pub const WGMMA_MAX_N: u32 = 256;
+
+/// `mma_async.v (a, b, c)`: the rules of [`check`], then those of one wgmma per k-step.
+pub(super) fn check_async(cx: &mut OpCx<'_, '_>, v: MmaVariant) {
+    let errors_before = cx.error_count();
+    check(cx, v);
+    if cx.error_count() != errors_before {
+        return;
+    }
+    let (a, b, c) = (cx.operand(0), cx.operand(1), cx.operand(2));
+    let variant = format!("mma_async.{}", v.name());
+    let Some(ct) = as_tile(c) else { return };
+    if ct.rows != 16 {
+        cx.report(VerifyErrorKind::Shape {
+            what: format!("C of {variant}"),
+            expected: "16 rows per warp (wgmma's M is 64 for the warpgroup)".into(),
+            found: c.to_string(),
+        });
+    }
+    if ct.cols % 8 != 0 || ct.cols > WGMMA_MAX_N {
+        cx.report(VerifyErrorKind::Shape {
+            what: format!("C of {variant}"),
+            expected: format!("N a multiple of 8 up to {WGMMA_MAX_N} (one wgmma accumulator)"),
+            found: c.to_string(),
+        });
+    }
+    let Type::SharedTile { .. } = a else {
+        cx.report(VerifyErrorKind::MemorySpace {
+            what: format!("A of {variant}"),
+            expected: "a shared tile (the registers of a register A would have to stay unchanged until the mma_wait; use the synchronous mma for them)".into(),
+            found: a.to_string(),
+        });
+        return;
+    };
+    let Some(ao) = Operand::of(a) else {
+        return;
+    };
+    let k = if v.a_transposed() { ao.rows } else { ao.cols };
+    let k_step = if ao.dtype.is_fp8() { 32 } else { 16 };
+    if k % k_step != 0 {
+        cx.report(VerifyErrorKind::Shape {
+            what: format!("K of {variant}"),
+            expected: format!(
+                "a multiple of {k_step} (wgmma's K for {} operands)",
+                ao.dtype
+            ),
+            found: format!("{k} (from A: {a})"),
+        });
+    }
+    if ao.dtype.is_fp8() && v != MmaVariant::ABt {
+        cx.report(VerifyErrorKind::Layout {
+            what: format!("{variant} with fp8 operands"),
+            expected: "mma_async.abt: fp8 operands must be K-major (A stored M×K, B stored N×K); only bf16 and f16 may be transposed".into(),
+            found: variant.clone(),
+        });
+    }
+    for (name, ty) in [("A", a), ("B", b)] {
+        if let Err(why) = canonical(ty) {
+            cx.report(VerifyErrorKind::Type {
+                what: format!("{name} of {variant}"),
+                expected: "a shared tile in a canonical wgmma layout: swizzled, each row as wide as the swizzle span (32, 64 or 128 bytes) or whole 128-byte pieces with swz128".into(),
+                found: format!("{ty}: {why}"),
+            });
+        }
+    }
+}
+
+/// Whether a shared tile is in one of wgmma's canonical swizzled layouts (as the tile placement
+/// stores it: rows of up to 128 bytes whole, wider rows with the 128-byte swizzle in 128-byte
+/// pieces), and if not why.
+fn canonical(ty: &Type) -> Result<(), String> {
+    let Type::SharedTile {
+        dtype,
+        cols,
+        swizzle,
+        ..
+    } = *ty
+    else {
+        return Err("not a shared tile".into());
+    };
+    let row_bytes = u64::from(cols) * u64::from(dtype.size_bytes());
+    let span = match swizzle {
+        Swizzle::None => return Err("unswizzled".into()),
+        Swizzle::B32 => 32,
+        Swizzle::B64 => 64,
+        Swizzle::B128 => 128,
+    };
+    if row_bytes == span || (span == 128 && row_bytes % 128 == 0) {
+        Ok(())
+    } else {
+        Err(format!(
+            "rows of {row_bytes} bytes with a {span}-byte swizzle"
+        ))
+    }
+}
+
+/// `mma_wait[n] (acc…)`: each operand an f32 row register tile, the results their types.
+pub(super) fn check_wait(cx: &mut OpCx<'_, '_>) {
+    let (n_ops, n_res) = (cx.operands.len(), cx.results.len());
+    if n_ops != n_res {
+        cx.report(VerifyErrorKind::Arity {
+            what: "results of mma_wait".into(),
+            expected: format!("{n_ops} (one per accumulator operand)"),
+            found: n_res,
+        });
+        return;
+    }
+    for i in 0..n_ops {
+        let (t, r) = (cx.operand(i), cx.result(i));
+        let what = format!("accumulator {i}");
+        if cx.expect_tile(&what, t).is_some() {
+            cx.expect_dtype(&what, t, ScalarType::F32, "mma accumulates in f32");
+        }
+        if t != r {
+            cx.report(VerifyErrorKind::Type {
+                what: format!("result {i} of mma_wait"),
+                expected: format!("{t} (the type of its operand)"),
+                found: r.to_string(),
+            });
+        }
     }
 }
 

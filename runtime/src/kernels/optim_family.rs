@@ -3,6 +3,8 @@
 //! - [`adamw_mixed`]: AdamW on f32 master weights with bf16 gradients, writing the bf16 model
 //!   weights in the same pass (round to nearest even), so a training step reads the gradient
 //!   once and never re-reads the master weights to refresh the model's copy.
+//! - [`adamw_mixed_sr`]: the same with the model copy rounded to bf16 stochastically
+//!   (Philox-seeded, unbiased), for training whose updates are below half a bf16 ulp.
 //! - [`lion_step`]: Lion (Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023,
 //!   Algorithm 2): `c = β1·m + (1 − β1)·g`, `p ← p − lr·(sign(c) + λ·p)`,
 //!   `m ← β2·m + (1 − β2)·g`. `sign(0) = 0`, and a NaN in `c` gives a NaN update (not 0), so a
@@ -77,6 +79,77 @@ pub fn adamw_mixed<const N: usize, const WARPS: usize>(
     store(p_model.chunk(chunk), p_new.cast::<bf16>());
     store(m.chunk(chunk), m_new);
     store(v.chunk(chunk), v_new);
+}
+
+/// [`adamw_mixed`] with the bf16 model copy rounded stochastically: each weight rounds up to
+/// the next bf16 with probability (its distance from the bf16 below) / (the gap between the
+/// two), so the copy is unbiased, `E[bf16(p)] = p`, and small updates that round-to-nearest
+/// would drop every step still reach the model on average. The draw is Philox-4x32-10 with key
+/// `(seed_lo, seed_hi)` and counter `(element index, offset, 0, 0)`: pass a fresh `offset` (the
+/// step number) each step. The low 16 bits of the first word are added to the f32 bits below
+/// the bf16 mantissa, and the sum truncated: a carry (probability = the fraction) rounds up in
+/// magnitude. NaN stays NaN; infinities stay infinite. Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_adamw_mixed_sr,
+    shapes(p: [L], g: [L], m: [L], v: [L], p_model: [L]),
+    grid = [ceil_div(L, WARPS * N), 1, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_mixed_sr<const N: usize, const WARPS: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<bf16, 1>,
+    m: GlMut<f32, 1>,
+    v: GlMut<f32, 1>,
+    p_model: GlMut<bf16, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    eps: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+    bias_correction1: Scalar<f32>,
+    bias_correction2: Scalar<f32>,
+    seed_lo: Scalar<u32>,
+    seed_hi: Scalar<u32>,
+    offset: Scalar<u32>,
+) {
+    let chunk = block_idx_x() * WARPS as i32 + warp_idx();
+    let one = lit::<f32>(1.0);
+    let pv: Rv<f32, N> = load(p.chunk(chunk));
+    let gb: Rv<bf16, N> = load(g.chunk(chunk));
+    let gv = gb.cast::<f32>();
+    let mv: Rv<f32, N> = load(m.chunk(chunk));
+    let vv: Rv<f32, N> = load(v.chunk(chunk));
+
+    let m_new = mv * beta1 + gv * (one - beta1);
+    let v_new = vv * beta2 + gv * gv * (one - beta2);
+    let adam = (m_new / bias_correction1) / ((v_new / bias_correction2).sqrt() + eps);
+    let p_new = pv - (adam + pv * weight_decay) * lr;
+
+    store(p.chunk(chunk), p_new);
+    store(p_model.chunk(chunk), stochastic_bf16(p_new, (seed_lo, seed_hi), offset, chunk));
+    store(m.chunk(chunk), m_new);
+    store(v.chunk(chunk), v_new);
+}
+
+/// `x` rounded to bf16 stochastically (see [`adamw_mixed_sr`]); `chunk` numbers the chunk of
+/// `N` elements `x` holds, so element `k` draws with counter `chunk·N + k`.
+#[track_caller]
+fn stochastic_bf16<const N: usize>(
+    x: Rv<f32, N>,
+    key: (Scalar<u32>, Scalar<u32>),
+    offset: Scalar<u32>,
+    chunk: Scalar<i32>,
+) -> Rv<bf16, N> {
+    let lane: Rv<u32, N> = iota_rows();
+    let base: Scalar<u32> = convert(chunk * N as i32);
+    let zero: Rv<u32, N> = zeros();
+    let words = philox(key, [lane + base, splat(offset), zero, zero]);
+    let noise = words[0] & 0xFFFFu32;
+    // The truncated sum has zero low bits: bf16 holds it exactly.
+    let rounded = ((x.bitcast::<u32>() + noise) & 0xFFFF_0000u32).bitcast::<f32>();
+    select(x.ne(x), x, rounded).cast::<bf16>()
 }
 
 /// One Lion step (see the module documentation). Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
@@ -304,6 +377,106 @@ fn selftest_adamw_mixed(device: &Device) -> Result<String, String> {
         }
     }
     Ok("master weights against the f64 step, model copy = bf16(master)".into())
+}
+
+/// The two bf16 values around `x` (bit patterns truncated and truncated plus one bf16 ulp in
+/// magnitude) and where `x` lies between them, in [0, 1): the probability it rounds up.
+pub fn bf16_neighbours(x: f32) -> (f32, f32, f64) {
+    let bits = x.to_bits();
+    let down = bits & 0xFFFF_0000;
+    let frac = f64::from(bits & 0xFFFF) / 65536.0;
+    (f32::from_bits(down), f32::from_bits(down.wrapping_add(0x1_0000)), frac)
+}
+
+/// [`adamw_mixed_sr`]: master weights against the f64 step; every model weight one of the two
+/// bf16 values around its master weight (exact where the master weight is a bf16), and the
+/// count of round-ups within 5 standard deviations of its expectation, the sum of the
+/// round-up probabilities (round to nearest would miss it by far).
+fn selftest_adamw_mixed_sr(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = Hyper {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 5,
+    };
+    let (f, b) = (ScalarType::F32, ScalarType::BF16);
+    let mut sizes = vec![3000, 1];
+    if large(device) {
+        sizes.push(1_000_003);
+    }
+    for n in sizes {
+        let p0 = rng.tensor(f, &[n], -1.0, 1.0);
+        let g = rng.tensor(b, &[n], -1.0, 1.0);
+        let m0 = rng.tensor(f, &[n], -0.1, 0.1);
+        let v0 = rng.tensor(f, &[n], 0.0, 0.01);
+        let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+        let mut model = HostTensor::full(b, &[n], f64::NAN);
+        let (bc1, bc2) = h.bias_corrections();
+        let s = |x: f32| ScalarArg::from(x);
+        let key = [rng.uniform(0.0, 4.29e9) as u32, rng.uniform(0.0, 4.29e9) as u32];
+        adamw_mixed_sr::<CHUNK, WARPS>::launch_auto(
+            device,
+            &mut p,
+            &g,
+            &mut m,
+            &mut v,
+            &mut model,
+            s(h.lr),
+            s(h.beta1),
+            s(h.beta2),
+            s(h.eps),
+            s(h.weight_decay),
+            s(bc1),
+            s(bc2),
+            key[0].into(),
+            key[1].into(),
+            h.step.into(),
+        )
+        .map_err(|e| e.to_string())?;
+        let (b1, b2, t) = (f64::from(h.beta1), f64::from(h.beta2), h.step as i32);
+        let (gv, pv, mv, vv) = (g.to_vec(), p0.to_vec(), m0.to_vec(), v0.to_vec());
+        let want: Vec<f64> = (0..n)
+            .map(|i| {
+                let mi = b1 * mv[i] + (1.0 - b1) * gv[i];
+                let vi = b2 * vv[i] + (1.0 - b2) * gv[i] * gv[i];
+                let upd = mi / (1.0 - b1.powi(t)) / ((vi / (1.0 - b2.powi(t))).sqrt() + 1e-8);
+                pv[i] - f64::from(h.lr) * (upd + f64::from(h.weight_decay) * pv[i])
+            })
+            .collect();
+        let err = record(format!("{n} parameters: p"), &p.to_vec(), &want, 1e-5);
+        if err > 1e-5 {
+            return Err(format!("{n} parameters: p error {err:.2e} (seed {})", rng.seed));
+        }
+        let (master, copy) = (p.to_vec(), model.to_vec());
+        let (mut ups, mut expected, mut variance) = (0.0, 0.0, 0.0);
+        for i in 0..n {
+            let (down, up, frac) = bf16_neighbours(master[i] as f32);
+            let got = copy[i] as f32;
+            if got.to_bits() == up.to_bits() && frac > 0.0 {
+                ups += 1.0;
+            } else if got.to_bits() != down.to_bits() {
+                return Err(format!(
+                    "{n} parameters: model weight {got} at {i}, expected {down} or {up} around the \
+                     master weight {} (seed {})",
+                    master[i], rng.seed
+                ));
+            }
+            expected += frac;
+            variance += frac * (1.0 - frac);
+        }
+        if (ups - expected).abs() > 5.0 * variance.sqrt() + 1.0 {
+            return Err(format!(
+                "{n} parameters: {ups} weights rounded up, expected {expected:.1} ± {:.1} \
+                 (seed {})",
+                variance.sqrt(),
+                rng.seed
+            ));
+        }
+    }
+    Ok("master weights against the f64 step, model copy a bf16 neighbour, unbiased count".into())
 }
 
 /// Lion against the f64 step from the paper's algorithm, with zero and NaN in the momentum.

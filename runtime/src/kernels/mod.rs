@@ -6,6 +6,7 @@ pub mod attention_bwd;
 pub mod check;
 pub mod gemm;
 pub mod moe;
+pub mod moe_routing;
 pub mod optim;
 pub mod optim_family;
 pub mod params;

@@ -3,12 +3,16 @@
 
 pub mod attention;
 pub mod attention_bwd;
+pub mod attention_decode;
 pub mod check;
 pub mod gemm;
+pub mod gemm_wg;
+pub mod loss;
 pub mod moe;
 pub mod moe_routing;
 pub mod optim;
 pub mod optim_family;
+pub mod optim8;
 pub mod params;
 pub mod softmax;
 pub mod ws_gemm;

@@ -1,0 +1,193 @@
+//! Warpgroup GEMM `C = A·B` (A `M×K` bf16, B `K×N` bf16, f32 accumulation, C of dtype `O`)
+//! for sm_90a's `wgmma`.
+//!
+//! A block computes a `BM × BN` tile of C with `BM / 64` warpgroups; warpgroup g owns rows
+//! `[64·g, 64·g + 64)` of the tile, and each of its 4 warps keeps a `16 × BN` quarter of the
+//! accumulator in registers for the whole K loop (the `m64nBNk16` accumulator of one wgmma is
+//! the 4 quarters side by side). Per K step of `BK` the group multiplies its own `64 × BK` shared
+//! tile of A by the block's `BK × BN` shared tile of B with one warpgroup-scope `mma`, which
+//! sm_90a lowers to `wgmma.mma_async` × `BK / 16` with both operands read from shared memory
+//! through matrix descriptors: with `BK = 64` bf16 a row of A is one 128-byte swizzle atom
+//! (K-major), and B's rows are 128-byte atoms side by side (N-major), wgmma's canonical layouts.
+//! On sm_80 (and where a layout is not canonical) the same op is `mma.sync`.
+//!
+//! The K loop is [`gemm`](super::gemm)'s multistage `cp.async` ring of `STAGES` stages: the
+//! prologue starts `STAGES − 1`; each step waits for its own stage (`STAGES − 2` groups still
+//! in flight), passes one barrier (every warp is done with the slot about to be refilled),
+//! starts the stage `STAGES − 1` steps ahead and multiplies the current one, so the copies of
+//! the next stages overlap this step's wgmma. Stages past K are masked copies (zeros), and edges
+//! are masked by the views' shapes: M, N and K need not be multiples of the tile.
+//!
+//! The registered variants are the ones every target of the registry compiles (the registry's
+//! kernels are also built for gfx90a, gfx942 and gfx950, where the warpgroup mma is MFMA on
+//! whole K×N register fragments of B): rings within 64 KiB of LDS, and fragments that fit the
+//! 256 VGPRs a lane has at 8 waves — 128×128×32 and 128×256×16 with 4 stages, 64×128×64 with 2,
+//! 64×256×32 with 3. The K step of 64 (one 128-byte swizzle atom of A) at two warpgroups, and
+//! deeper rings, are NVIDIA-only instantiations launched by type (`gemm_wg::<f32, 128, 256, 64,
+//! 3>::launch`): 128×128×64 with 2 stages (64 KiB) or 4 (128 KiB), 128×256×32 with 2 (48 KiB),
+//! 128×256×64 with 3 (144 KiB); all fit sm_80's 163 KiB and sm_90a's 227 KiB
+//! (runtime/tests/gemm_wg.rs runs them on both emulators and reads their sm_90a K loops).
+
+use crate::dsl::*;
+use crate::ir::ScalarType;
+use crate::kernels::check::{large, poisoned, record, Rng};
+use crate::kernels::gemm::{grid, grouped_tile, reference, GROUP_M};
+use crate::Device;
+
+/// Rows of C per warpgroup: the M of one `wgmma`.
+pub const WG_ROWS: usize = 64;
+
+/// See the module documentation. Grid: `[⌈N / BN⌉, ⌈M / BM⌉, 1]` ([`grid`]).
+#[crate::kernel(
+    warps = (BM / 16) as u32,
+    variants(
+        <f32, 128, 128, 32, 4>,
+        <bf16, 128, 128, 32, 4>,
+        <f32, 128, 256, 16, 4>,
+        <f32, 64, 128, 64, 2>,
+        <f32, 64, 256, 32, 3>
+    ),
+    selftest = selftest,
+    shapes(a: [M, K], b: [K, N], c: [M, N]),
+    grid = [ceil_div(N, BN), ceil_div(M, BM), 1]
+)]
+pub fn gemm_wg<
+    O: RegDtype,
+    const BM: usize,
+    const BN: usize,
+    const BK: usize,
+    const STAGES: usize,
+>(
+    a: Gl<bf16, 2>,
+    b: Gl<bf16, 2>,
+    c: GlMut<O, 2>,
+) {
+    // The A ring holds one 64-row tile per warpgroup and stage (each group's mma takes its own
+    // whole shared tile); its length is a type-level constant, picked here among the supported
+    // (warpgroups, stages) pairs.
+    match (BM / WG_ROWS, STAGES) {
+        (1, 2) => mainloop::<O, BM, BN, BK, 2, 2>(a, b, c),
+        (1, 3) => mainloop::<O, BM, BN, BK, 3, 3>(a, b, c),
+        (1, 4) => mainloop::<O, BM, BN, BK, 4, 4>(a, b, c),
+        (2, 2) => mainloop::<O, BM, BN, BK, 2, 4>(a, b, c),
+        (2, 3) => mainloop::<O, BM, BN, BK, 3, 6>(a, b, c),
+        (2, 4) => mainloop::<O, BM, BN, BK, 4, 8>(a, b, c),
+        _ => panic!(
+            "gemm_wg: BM = {BM} must be 64 or 128 (one or two warpgroups of 64 rows) and STAGES = {STAGES} 2, 3 or 4"
+        ),
+    }
+}
+
+/// The K loop and the store of [`gemm_wg`]: `STAGES` ring stages, `AT = STAGES · BM / 64` A
+/// tiles in the ring (stage s, warpgroup g at `s · BM / 64 + g`).
+#[crate::func]
+fn mainloop<
+    O: RegDtype,
+    const BM: usize,
+    const BN: usize,
+    const BK: usize,
+    const STAGES: usize,
+    const AT: usize,
+>(
+    a: Gl<bf16, 2>,
+    b: Gl<bf16, 2>,
+    c: GlMut<O, 2>,
+) {
+    let groups = BM / WG_ROWS;
+    assert!(
+        AT == STAGES * groups && BM % WG_ROWS == 0,
+        "gemm_wg: {AT} A tiles for {STAGES} stages of {groups} warpgroups"
+    );
+    let a_ring: SharedArray<St<bf16, WG_ROWS, BK>, AT> = alloc_shared();
+    let b_ring: SharedArray<St<bf16, BK, BN>, STAGES> = alloc_shared();
+    let (tile_m, tile_n) = grouped_tile::<GROUP_M>();
+    let group = warpgroup_idx();
+    let k_tiles = ceil_div(a.cols(), BK);
+    let g = groups as i32;
+
+    for s in 0..STAGES - 1 {
+        for i in 0..groups {
+            copy_start(
+                a_ring.at(s * groups + i),
+                a.tile(tile_m * g + i as i32, s as i32),
+            );
+        }
+        copy_start(b_ring.at(s), b.tile(s as i32, tile_n));
+        copy_commit();
+    }
+    let mut acc: Rt<f32, 16, BN> = zeros();
+    for kt in range(0, k_tiles) {
+        copy_wait(STAGES - 2);
+        barrier();
+        // The slot of step kt − 1, which every warp has finished reading (the barrier).
+        let ahead = kt + (STAGES - 1) as i32;
+        let slot = ahead % STAGES as i32;
+        for i in 0..groups {
+            copy_start(
+                a_ring.at(slot * g + i as i32),
+                a.tile(tile_m * g + i as i32, ahead),
+            );
+        }
+        copy_start(b_ring.at(slot), b.tile(ahead, tile_n));
+        copy_commit();
+        let cur = kt % STAGES as i32;
+        acc = mma_ab_wg(acc, a_ring.at(cur * g + group), b_ring.at(cur));
+    }
+    // The tail's masked copies: none outstanding when the block ends.
+    copy_wait(0);
+
+    // Warp w of the block owns rows [16·w, 16·w + 16) of the tile.
+    let row = tile_m * (BM / 16) as i32 + warp_idx();
+    store(c.tile(row, tile_n), acc.cast::<O>());
+}
+
+/// Every registered variant on awkward shapes (partial tiles in M, N and K; more tile rows
+/// than a group of the block order), against the f64 reference.
+fn selftest(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let mut checked = 0;
+    let mut shapes = vec![(128, 128, 64), (70, 45, 130), (650, 300, 100)];
+    if large(device) {
+        shapes.extend([(1000, 1000, 520), (257, 129, 1000)]);
+    }
+    for (m, n, k) in shapes {
+        let a = rng.tensor(ScalarType::BF16, &[m, k], -1.0, 1.0);
+        let b = rng.tensor(ScalarType::BF16, &[k, n], -1.0, 1.0);
+        let want = reference(&a.to_vec(), &b.to_vec(), m, k, n);
+        let run = |variant: &str,
+                   out: ScalarType,
+                   tol: f64,
+                   launch: &dyn Fn(
+            &mut crate::ir::interp::HostTensor,
+        ) -> Result<(), crate::Error>| {
+            let mut c = poisoned(out, &[m, n]);
+            launch(&mut c)
+                .map_err(|e| format!("{variant} {m}×{n}×{k}: {e} (seed {})", rng.seed))?;
+            let err = record(format!("{variant} {m}×{n}×{k}"), &c.to_vec(), &want, tol);
+            if err > tol {
+                return Err(format!(
+                    "{variant} {m}×{n}×{k} out {out}: error {err:.2e} > {tol:.0e} (seed {})",
+                    rng.seed
+                ));
+            }
+            Ok(())
+        };
+        run("<f32,128,128,32,4>", ScalarType::F32, 1e-5, &|c| {
+            gemm_wg::<f32, 128, 128, 32, 4>::launch(device, grid(m, n, 128, 128), &a, &b, c)
+        })?;
+        run("<bf16,128,128,32,4>", ScalarType::BF16, 1e-2, &|c| {
+            gemm_wg::<bf16, 128, 128, 32, 4>::launch(device, grid(m, n, 128, 128), &a, &b, c)
+        })?;
+        run("<f32,128,256,16,4>", ScalarType::F32, 1e-5, &|c| {
+            gemm_wg::<f32, 128, 256, 16, 4>::launch(device, grid(m, n, 128, 256), &a, &b, c)
+        })?;
+        run("<f32,64,128,64,2>", ScalarType::F32, 1e-5, &|c| {
+            gemm_wg::<f32, 64, 128, 64, 2>::launch(device, grid(m, n, 64, 128), &a, &b, c)
+        })?;
+        run("<f32,64,256,32,3>", ScalarType::F32, 1e-5, &|c| {
+            gemm_wg::<f32, 64, 256, 32, 3>::launch(device, grid(m, n, 64, 256), &a, &b, c)
+        })?;
+        checked += 5;
+    }
+    Ok(format!("{checked} runs against the f64 reference"))
+}

@@ -1,11 +1,17 @@
-//! The attention forward kernel written in the DSL against full softmax attention in f64
-//! (`tilekit_examples::attention::reference`), plain and causal.
+//! The attention forward kernels written in the DSL against full softmax attention in f64
+//! (`tilekit_examples::attention::reference` and this file's [`definition`]): plain and causal
+//! (aligned bottom-right), GQA/MQA, top-left causal, sliding windows and soft-capping, at lengths
+//! that are not multiples of the tiles, on the interpreter (this crate's tilekit has no `jit`:
+//! the PTX emulator runs the same features in the library's self-test and in the runtime's
+//! `attention_features` tests).
 
 use tilekit::dsl::bf16;
 use tilekit::ir::interp::HostTensor;
 use tilekit::ir::print_module;
 use tilekit::ir::ScalarType::{BF16, F32};
-use tilekit::kernels::attention::{attention_fwd, grid};
+use tilekit::kernels::attention::{
+    attention_fwd, attention_fwd_window, forward, grid, Align, ForwardOptions,
+};
 use tilekit::{Device, ScalarArg};
 use tilekit_examples::attention::reference;
 use tilekit_tests::compare::{
@@ -57,17 +63,12 @@ fn check(causal: bool) {
             )
         };
         r.unwrap_or_else(|e| panic!("seed {}: {e}", rng.seed));
-        let (o_ref, lse_ref) = reference(
-            &q.to_vec(),
-            &k.to_vec(),
-            &v.to_vec(),
-            bh,
-            seq_q,
-            seq_kv,
-            d,
-            f64::from(sm_scale),
-            causal,
-        );
+        // Causal is aligned bottom-right: (1, 50, 130) has row i see keys j ≤ i + 80.
+        let case = Case {
+            causal: causal.then_some(Diagonal::BottomRight),
+            ..Case::dense(bh, seq_q, seq_kv)
+        };
+        let (o_ref, lse_ref) = definition(&q, &k, &v, &case, f64::from(sm_scale));
         let o_err = normalized_max_error(&o.to_vec(), &o_ref);
         let lse_err = max_abs_error(&lse.to_vec(), &lse_ref);
         assert!(
@@ -304,17 +305,11 @@ fn dsl_attention_8_warp_variants_match_full_softmax() {
                     (_, true) => run_8_warps::<128, true>(&q, &k, &v, sm_scale),
                 };
                 let (o, lse) = got.unwrap_or_else(|e| panic!("seed {}: {e}", rng.seed));
-                let (o_ref, lse_ref) = reference(
-                    &q.to_vec(),
-                    &k.to_vec(),
-                    &v.to_vec(),
-                    bh,
-                    seq_q,
-                    seq_kv,
-                    d,
-                    f64::from(sm_scale),
-                    causal,
-                );
+                let case = Case {
+                    causal: causal.then_some(Diagonal::BottomRight),
+                    ..Case::dense(bh, seq_q, seq_kv)
+                };
+                let (o_ref, lse_ref) = definition(&q, &k, &v, &case, f64::from(sm_scale));
                 let o_err = normalized_max_error(&o, &o_ref);
                 let lse_err = max_abs_error(&lse, &lse_ref);
                 assert!(
@@ -326,4 +321,307 @@ fn dsl_attention_8_warp_variants_match_full_softmax() {
             }
         }
     }
+}
+
+/// Where a causal row's diagonal lies (this file's own names, independent of the library's).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Diagonal {
+    /// Row i's last key is `i + seq_kv − seq_q`.
+    BottomRight,
+    /// Row i's last key is i.
+    TopLeft,
+}
+
+/// One attention problem: `bh_q` query heads over `bh_kv` K/V heads (query head h reads
+/// `h·bh_kv/bh_q`), the causal diagonal, a window `[diag − left, diag + right]` around the
+/// bottom-right diagonal (or the top-left one when causal is top-left) and a soft cap.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    bh_q: usize,
+    bh_kv: usize,
+    seq_q: usize,
+    seq_kv: usize,
+    causal: Option<Diagonal>,
+    left: Option<u32>,
+    right: Option<u32>,
+    softcap: Option<f32>,
+}
+
+impl Case {
+    fn dense(bh: usize, seq_q: usize, seq_kv: usize) -> Case {
+        Case {
+            bh_q: bh,
+            bh_kv: bh,
+            seq_q,
+            seq_kv,
+            causal: None,
+            left: None,
+            right: None,
+            softcap: None,
+        }
+    }
+
+    fn options(&self, sm_scale: f32) -> ForwardOptions {
+        ForwardOptions {
+            sm_scale,
+            causal: self.causal.is_some(),
+            align: if self.causal == Some(Diagonal::TopLeft) {
+                Align::TopLeft
+            } else {
+                Align::BottomRight
+            },
+            window_left: self.left,
+            window_right: self.right,
+            softcap: self.softcap,
+        }
+    }
+}
+
+/// Softmax attention in f64 from its definition: for query row i of head h, the scores
+/// `s_j = scale·q_i·k_j` (then `cap·tanh(s_j/cap)`) over the keys j the row sees, `O_i = Σ_j
+/// softmax(s)_j·v_j`, `LSE_i = log Σ_j exp(s_j)`; a row that sees no key has O = NaN and
+/// LSE = −inf (torch's softmax and logsumexp of a row of −inf).
+fn definition(
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    c: &Case,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (q, k, v) = (q.to_vec(), k.to_vec(), v.to_vec());
+    let d = q.len() / (c.bh_q * c.seq_q);
+    let (sq, sk) = (c.seq_q as i64, c.seq_kv as i64);
+    let mut o = Vec::with_capacity(q.len());
+    let mut lse = Vec::with_capacity(c.bh_q * c.seq_q);
+    for h in 0..c.bh_q {
+        let hk = h * c.bh_kv / c.bh_q;
+        for i in 0..c.seq_q {
+            let row = i as i64;
+            let diag = match c.causal {
+                Some(Diagonal::TopLeft) => row,
+                _ => row + sk - sq,
+            };
+            let sees = |j: i64| {
+                c.left.is_none_or(|l| j >= diag - i64::from(l))
+                    && c.right.is_none_or(|r| j <= diag + i64::from(r))
+                    && (c.causal.is_none() || j <= diag)
+            };
+            let qi = &q[(h * c.seq_q + i) * d..][..d];
+            let mut scores = Vec::new();
+            for j in 0..c.seq_kv {
+                if sees(j as i64) {
+                    let kj = &k[(hk * c.seq_kv + j) * d..][..d];
+                    let mut s = scale * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>();
+                    if let Some(cap) = c.softcap {
+                        s = f64::from(cap) * (s / f64::from(cap)).tanh();
+                    }
+                    scores.push((j, s));
+                }
+            }
+            if scores.is_empty() {
+                o.extend(std::iter::repeat_n(f64::NAN, d));
+                lse.push(f64::NEG_INFINITY);
+                continue;
+            }
+            let max = scores.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = scores.iter().map(|s| (s.1 - max).exp()).sum();
+            lse.push(max + sum.ln());
+            let mut out = vec![0.0; d];
+            for (j, s) in &scores {
+                let w = (s - max).exp() / sum;
+                for (x, y) in out.iter_mut().zip(&v[(hk * c.seq_kv + j) * d..][..d]) {
+                    *x += w * y;
+                }
+            }
+            o.extend(out);
+        }
+    }
+    (o, lse)
+}
+
+/// The feature matrix: GQA (2 query heads per K/V head) and MQA, bottom-right causal with more
+/// keys than queries and with more queries than keys (its first rows, and with 64-row blocks a
+/// whole block, see no key), top-left causal, windows that empty whole key tiles and whole rows,
+/// soft-capping with and without a mask, lengths 1, 17 and 130.
+fn feature_cases() -> Vec<Case> {
+    let base = |bh_q, bh_kv, seq_q, seq_kv| Case {
+        bh_q,
+        bh_kv,
+        ..Case::dense(1, seq_q, seq_kv)
+    };
+    vec![
+        Case {
+            causal: Some(Diagonal::BottomRight),
+            ..base(4, 2, 17, 130)
+        },
+        Case {
+            causal: Some(Diagonal::BottomRight),
+            ..base(3, 1, 130, 17)
+        },
+        base(2, 1, 1, 130),
+        Case {
+            causal: Some(Diagonal::BottomRight),
+            ..base(2, 2, 1, 17)
+        },
+        Case {
+            causal: Some(Diagonal::TopLeft),
+            ..base(4, 2, 50, 130)
+        },
+        Case {
+            causal: Some(Diagonal::TopLeft),
+            ..base(2, 1, 130, 17)
+        },
+        // Row i sees keys i + 70 − 20 ..= i + 70 + 5: the first key tiles of every block are
+        // empty for rows near the start.
+        Case {
+            left: Some(20),
+            right: Some(5),
+            ..base(4, 1, 60, 130)
+        },
+        // Keys i − 3 ..= i − 1 (a window that excludes the diagonal): row 0 sees nothing.
+        Case {
+            causal: Some(Diagonal::BottomRight),
+            left: Some(3),
+            right: Some(0),
+            ..base(2, 1, 130, 130)
+        },
+        Case {
+            left: Some(0),
+            right: Some(40),
+            ..base(2, 2, 17, 17)
+        },
+        Case {
+            softcap: Some(5.0),
+            ..base(4, 2, 130, 60)
+        },
+        Case {
+            softcap: Some(2.0),
+            causal: Some(Diagonal::BottomRight),
+            left: Some(31),
+            ..base(2, 1, 70, 130)
+        },
+    ]
+}
+
+/// Runs every feature case at head dims 64 and 128 on `device` through `forward` and compares
+/// with [`definition`]; the tolerances hold for NVIDIA's approximate tanh too.
+fn check_features(device: &Device, cases: &[Case]) {
+    let mut rng = TestRng::fresh();
+    for d in [64, 128] {
+        let sm_scale = 1.0 / (d as f32).sqrt();
+        for c in cases {
+            let q = rng.tensor(BF16, &[c.bh_q, c.seq_q, d], -2.0, 2.0);
+            let k = rng.tensor(BF16, &[c.bh_kv, c.seq_kv, d], -2.0, 2.0);
+            let v = rng.tensor(BF16, &[c.bh_kv, c.seq_kv, d], -1.0, 1.0);
+            let (o, lse) = forward(device, &q, &k, &v, &c.options(sm_scale))
+                .unwrap_or_else(|e| panic!("{c:?} hd {d}: {e}; seed {}", rng.seed));
+            let (o_ref, lse_ref) = definition(&q, &k, &v, c, f64::from(sm_scale));
+            let o_err = normalized_max_error_with_nonfinite(&o.to_vec(), &o_ref);
+            let lse_err = normalized_max_error_with_nonfinite(&lse.to_vec(), &lse_ref);
+            // tanh.approx.f32 (NVIDIA) is off by ≈ 2⁻¹¹ relative: the capped scores by up to
+            // cap·5e-4, which LSE (≈ 5 here) passes on.
+            let lse_tol = if c.softcap.is_some() {
+                2e-3
+            } else {
+                LSE_TOLERANCE
+            };
+            assert!(
+                o_err <= O_TOLERANCE && lse_err <= lse_tol,
+                "{c:?} hd {d} on {device:?}: O error {o_err:.3e}, LSE error {lse_err:.3e}; seed {}",
+                rng.seed
+            );
+        }
+    }
+}
+
+#[test]
+fn dsl_attention_features_match_the_definition_on_the_interpreter() {
+    check_features(&Device::Cpu, &feature_cases());
+}
+
+/// The bottom-right and top-left alignments are the same mask when seq_q = seq_kv, and differ
+/// when seq_q ≠ seq_kv: the two kernels that compute them must agree and differ accordingly.
+#[test]
+fn dsl_attention_causal_alignments_agree_only_for_equal_lengths() {
+    let mut rng = TestRng::fresh();
+    let d = 64;
+    for (seq_q, seq_kv, same) in [(70, 70, true), (40, 100, false)] {
+        let q = rng.tensor(BF16, &[2, seq_q, d], -2.0, 2.0);
+        let k = rng.tensor(BF16, &[2, seq_kv, d], -2.0, 2.0);
+        let v = rng.tensor(BF16, &[2, seq_kv, d], -1.0, 1.0);
+        let mut opts = ForwardOptions::new(0.125);
+        opts.causal = true;
+        let (bottom_right, _) = forward(&Device::Cpu, &q, &k, &v, &opts).unwrap();
+        opts.align = Align::TopLeft;
+        let (top_left, _) = forward(&Device::Cpu, &q, &k, &v, &opts).unwrap();
+        let err = normalized_max_error(&bottom_right.to_vec(), &top_left.to_vec());
+        assert_eq!(
+            err <= O_TOLERANCE,
+            same,
+            "{seq_q}×{seq_kv}: difference {err:.3e}; seed {}",
+            rng.seed
+        );
+    }
+}
+
+#[test]
+fn dsl_attention_launcher_rejects_kv_heads_that_do_not_divide_the_query_heads() {
+    let q = HostTensor::zeros(BF16, &[6, 16, 64]);
+    let kv = HostTensor::zeros(BF16, &[4, 16, 64]);
+    let mut o = HostTensor::zeros(BF16, &[6, 16, 64]);
+    let mut lse = HostTensor::zeros(F32, &[6, 16]);
+    let err = attention_fwd::<bf16, 64, 16, 64, 4, false>::launch(
+        &Device::Cpu,
+        grid(6, 16, 64),
+        &q,
+        &kv,
+        &kv,
+        &mut o,
+        &mut lse,
+        0.125f32.into(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`k` and `v` have 4 heads (batch·heads) and `q` 6"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dsl_attention_window_launcher_rejects_a_cap_that_is_not_positive() {
+    let q = HostTensor::zeros(BF16, &[1, 16, 64]);
+    let mut o = HostTensor::zeros(BF16, &[1, 16, 64]);
+    let mut lse = HostTensor::zeros(F32, &[1, 16]);
+    for cap in [0.0f32, -1.0, f32::INFINITY] {
+        let err = attention_fwd_window::<bf16, 64, 16, 64, 4, true>::launch(
+            &Device::Cpu,
+            grid(1, 16, 64),
+            &q,
+            &q,
+            &q,
+            &mut o,
+            &mut lse,
+            0.125f32.into(),
+            ScalarArg::from(i32::MAX),
+            ScalarArg::from(0i32),
+            cap.into(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("soft-capping needs a positive finite cap"),
+            "{cap}: {err}"
+        );
+    }
+}
+
+#[test]
+fn dsl_attention_forward_names_the_supported_head_dims() {
+    let q = HostTensor::zeros(BF16, &[1, 16, 80]);
+    let err = forward(&Device::Cpu, &q, &q, &q, &ForwardOptions::new(0.125)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("head dim 80 is not supported; supported: 64, 128"),
+        "{err}"
+    );
 }

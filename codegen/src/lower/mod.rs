@@ -532,6 +532,8 @@ impl<'f> Lowerer<'f> {
                 | OpKind::CopyStart
                 | OpKind::CopyCommit
                 | OpKind::CopyWait(_)
+                | OpKind::MmaCommit
+                | OpKind::MmaWait(_)
                 | OpKind::Barrier
                 | OpKind::AtomicAdd
                 | OpKind::AtomicRmw(_)
@@ -599,6 +601,9 @@ impl<'f> Lowerer<'f> {
             }
             OpKind::Call(name) => self.call(op, name),
             OpKind::Mma(_) => self.mma(op),
+            OpKind::MmaAsync(_) | OpKind::MmaCommit | OpKind::MmaWait(_) => {
+                self.mma_async_family(op)
+            }
             OpKind::AllocShared
             | OpKind::SharedIndex
             | OpKind::Load

@@ -18,6 +18,17 @@
 //! wgmma.mma_async` × K/16 `; wgmma.commit_group; wgmma.wait_group 0` whose accumulator
 //! operands are tied to the tile's registers, so no instruction between the fence and the wait
 //! touches them.
+//!
+//! The asynchronous form (`mma_async` / `mma_commit` / `mma_wait[n]`) leaves the groups to the
+//! author: on sm_90a `mma_async` is the same sequence without the commit and the wait (its
+//! operands must qualify: the verifier requires canonical shared A and B, 16 rows of C per
+//! warp, N ≤ 256, so one inline asm covers the op), `mma_commit` is `wgmma.commit_group` and
+//! `mma_wait[n]` is `wgmma.wait_group n` in one inline asm whose operands are tied to the
+//! registers of the accumulators it retires: LLVM sees the values after the wait come from the
+//! wait, so nothing reads the registers the tensor cores are still writing (a chained
+//! `mma_async` ties them too, and a loop carries them round unchanged). On every other target
+//! `mma_async` is the synchronous `mma` (its result is ready before anything may read it: a
+//! valid schedule of the IR's semantics), and `mma_commit` and `mma_wait` are nothing.
 
 use tilekit_ir::{Layout, MmaVariant, Op, OpKind, ScalarType, Scope, Swizzle, Type, Value};
 
@@ -206,7 +217,92 @@ impl Lowerer<'_> {
         let OpKind::Mma(v) = op.kind else {
             return Ok(false);
         };
+        self.wgmma_op(op, v, Completion::Wait)
+    }
+
+    /// `mma_async`, `mma_commit` and `mma_wait` (see the module documentation).
+    pub(super) fn mma_async_family(&mut self, op: &Op) -> R<()> {
+        let sm90 = self.target == Target::Sm90a;
+        match op.kind {
+            OpKind::MmaAsync(v) if sm90 => {
+                if !self.wgmma_op(op, v, Completion::Async)? {
+                    return Err(self.unsupported(
+                        op,
+                        "mma_async needs bf16 or f16 operands with A and B in canonical swizzled shared layouts and 16 rows of C per warp (the verifier checks these)",
+                    ));
+                }
+                Ok(())
+            }
+            OpKind::MmaAsync(v) => {
+                let sync = Op {
+                    kind: OpKind::Mma(v),
+                    ..op.clone()
+                };
+                self.mma(&sync)
+            }
+            OpKind::MmaCommit => {
+                if sm90 {
+                    self.e.line(
+                        "llvm.inline_asm has_side_effects \"wgmma.commit_group.sync.aligned;\", \"\" : () -> ()",
+                    );
+                }
+                Ok(())
+            }
+            OpKind::MmaWait(n) => {
+                let regs: Vec<Vec<String>> = op.operands.iter().map(|&v| self.regs(v)).collect();
+                if !sm90 {
+                    for (&r, rs) in op.results.iter().zip(regs) {
+                        self.set(r, Lv::Regs(rs));
+                    }
+                    return Ok(());
+                }
+                let all: Vec<String> = regs.iter().flatten().cloned().collect();
+                let out = self.wgmma_wait_asm(n, &all);
+                let mut k = 0;
+                for (&r, rs) in op.results.iter().zip(&regs) {
+                    self.set(r, Lv::Regs(out[k..k + rs.len()].to_vec()));
+                    k += rs.len();
+                }
+                Ok(())
+            }
+            _ => unreachable!("dispatched by kind"),
+        }
+    }
+
+    /// `wgmma.wait_group n` with the f32 registers `regs` tied through it; their values after
+    /// the wait.
+    fn wgmma_wait_asm(&mut self, n: u32, regs: &[String]) -> Vec<String> {
+        let text = format!("wgmma.wait_group.sync.aligned {n};");
+        if regs.is_empty() {
+            self.e.line(&format!(
+                "llvm.inline_asm has_side_effects \"{text}\", \"\" : () -> ()"
+            ));
+            return Vec::new();
+        }
+        let nd = regs.len();
+        let mut cons: Vec<String> = vec!["=f".into(); nd];
+        cons.extend((0..nd).map(|i| i.to_string()));
+        let st = format!("!llvm.struct<({})>", vec!["f32"; nd].join(", "));
+        let res = self.e.op(&format!(
+            "llvm.inline_asm has_side_effects \"{text}\", \"{}\" {} : ({}) -> {st}",
+            cons.join(","),
+            regs.join(", "),
+            vec!["f32"; nd].join(", ")
+        ));
+        (0..nd)
+            .map(|q| self.e.op(&format!("llvm.extractvalue {res}[{q}] : {st}")))
+            .collect()
+    }
+
+    /// A qualifying warpgroup mma as wgmma, completed as `done` says; `Ok(false)`, having
+    /// emitted nothing, for one that does not qualify.
+    fn wgmma_op(&mut self, op: &Op, v: MmaVariant, done: Completion) -> R<bool> {
         if self.target != Target::Sm90a || op.scope != Scope::Warpgroup {
+            return Ok(false);
+        }
+        // The asynchronous form reads A through a descriptor only: registers of a register A
+        // would have to stay unchanged until the wait, which nothing here guarantees.
+        if done == Completion::Async && !self.ty(op.operands[0]).is_shared() {
             return Ok(false);
         }
         let (a, b, c) = (op.operands[0], op.operands[1], op.operands[2]);
@@ -243,6 +339,9 @@ impl Lowerer<'_> {
             return Ok(false);
         };
         let a_val = self.wgmma_a(op, v, a, m)?;
+        if done == Completion::Async && !matches!(a_val, AOperand::Shared(..)) {
+            return Ok(false);
+        }
         let b_base = self.wgmma_descriptor(b, &b_plan);
 
         let mut rc = self.regs(c);
@@ -285,7 +384,7 @@ impl Lowerer<'_> {
                     AOperand::Shared(_, plan) => Some(plan.major),
                     AOperand::Regs(..) => None,
                 };
-                let out = self.wgmma_asm(kind, nn, &d, &rc, &steps, a_major, b_major);
+                let out = self.wgmma_asm(kind, nn, &d, &rc, &steps, (a_major, b_major), done);
                 for (q, &ci) in d.iter().enumerate() {
                     rc[ci as usize] = out[q].clone();
                 }
@@ -356,8 +455,10 @@ impl Lowerer<'_> {
     }
 
     /// One inline-asm sequence: `wgmma.fence`, a `wgmma.mma_async.m64n{nn}k16` per step (all
-    /// accumulating into the same registers, tied to the tile's registers `d` of `rc`),
-    /// `commit_group`, `wait_group 0`. Returns the new values of `d`.
+    /// accumulating into the same registers, tied to the tile's registers `d` of `rc`), then
+    /// for [`Completion::Wait`] `commit_group` and `wait_group 0`. Returns the new values of
+    /// `d` (for [`Completion::Async`] still being written: only a tied `wgmma.wait_group`
+    /// or another wgmma may take them).
     #[allow(clippy::too_many_arguments)]
     fn wgmma_asm(
         &mut self,
@@ -366,8 +467,8 @@ impl Lowerer<'_> {
         d: &[u32],
         rc: &[String],
         steps: &[(WgA, String)],
-        a_major: Option<Major>,
-        b_major: Major,
+        (a_major, b_major): (Option<Major>, Major),
+        done: Completion,
     ) -> Vec<String> {
         let nd = d.len();
         let mut cons: Vec<String> = vec!["=f".into(); nd];
@@ -426,9 +527,11 @@ impl Lowerer<'_> {
                 "\\0A\\09wgmma.mma_async.sync.aligned.m64n{nn}k16.f32.{kind}.{kind} {{{dlist}}}, {a_text}, {b_text}, ${pred}, 1, 1, {trans};"
             ));
         }
-        text.push_str(
-            "\\0A\\09wgmma.commit_group.sync.aligned;\\0A\\09wgmma.wait_group.sync.aligned 0;",
-        );
+        if done == Completion::Wait {
+            text.push_str(
+                "\\0A\\09wgmma.commit_group.sync.aligned;\\0A\\09wgmma.wait_group.sync.aligned 0;",
+            );
+        }
         let st = format!("!llvm.struct<({})>", vec!["f32"; nd].join(", "));
         let res = self.e.op(&format!(
             "llvm.inline_asm has_side_effects \"{text}\", \"{}\" {} : ({}) -> {st}",
@@ -440,6 +543,15 @@ impl Lowerer<'_> {
             .map(|q| self.e.op(&format!("llvm.extractvalue {res}[{q}] : {st}")))
             .collect()
     }
+}
+
+/// How a lowered wgmma completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Completion {
+    /// The synchronous `mma`: commit and `wait_group 0` in the same inline asm.
+    Wait,
+    /// `mma_async`: issued only; the IR's `mma_commit` and `mma_wait` complete it.
+    Async,
 }
 
 /// The A operand of one wgmma instruction, lowered.

@@ -81,6 +81,7 @@
 //! | [`mma_atb`] | `mma.atb` | `(Rt<f32,M,N>, Rt<TA,K,M,Col>, Rt<TB,K,N,Col>)` → `Rt<f32,M,N>` |
 //! | [`mma_atbt`] | `mma.atbt` | `(Rt<f32,M,N>, Rt<TA,K,M,Col>, Rt<TB,N,K,Row>)` → `Rt<f32,M,N>` |
 //! | [`mma_ab_wg`], [`mma_abt_wg`], [`mma_atb_wg`], [`mma_atbt_wg`] | `mma.* @warpgroup` | acc this warp's `M×N`; A this warp's `Rt` or the group's `St` with 4·M rows of op(A) ([`WgA`], [`WgAt`]); B the group's `St` (`K×N` or `N×K`) |
+//! | [`mma_async_ab_wg`] (and `_abt`, `_atb`, `_atbt`), [`mma_commit`], [`mma_wait`], [`mma_wait_acc`] | `mma_async.* @warpgroup`, `mma_commit`, `mma_wait[n]` | the accumulator is in flight until `mma_wait_acc` retires it; see [`mma_async`] |
 //! | [`alloc_shared()`](alloc_shared) | `alloc_shared @block` | → `St`/`Sv`/`Sem`/`SharedArray` |
 //! | `arr.at(i)` | `shared.index` | `SharedArray<E, N>` → `E` |
 //! | [`load(src)`](load) | `load` | `g.tile(i, j)` → `Rt`; `g.chunk(..)` → `Rv`; `g.at(..)` → `Scalar`; `St<T,R,C>` → `Rt<T,R,C,L>`; `st.tile(i, j)` → `Rt`; `Sv<T,N>` → `Rv<T,N,A>` |
@@ -137,6 +138,7 @@ pub mod control;
 pub mod dtype;
 pub mod handles;
 pub mod indexing;
+pub mod mma_async;
 #[doc(hidden)]
 pub mod naming;
 pub mod ops;
@@ -166,6 +168,10 @@ pub use handles::{
     Shared, SharedArray, St, Sv, SwizzleKind, Swz128, Swz32, Swz64, TileLayout, VecAlong,
 };
 pub use indexing::{extract, gather, insert, row_argmax, row_argmin, ElementIndices, RankedView};
+pub use mma_async::{
+    mma_async_ab_wg, mma_async_abt_wg, mma_async_atb_wg, mma_async_atbt_wg, mma_commit, mma_wait,
+    mma_wait_acc, Accumulators,
+};
 pub use ops::*;
 pub use pipeline::{copy_commit, copy_start, copy_wait};
 pub use random::{philox, rand_normal, rand_uniform, PhiloxWord};

@@ -128,7 +128,10 @@ pub fn adamw_mixed_sr<const N: usize, const WARPS: usize>(
     let p_new = pv - (adam + pv * weight_decay) * lr;
 
     store(p.chunk(chunk), p_new);
-    store(p_model.chunk(chunk), stochastic_bf16(p_new, (seed_lo, seed_hi), offset, chunk));
+    store(
+        p_model.chunk(chunk),
+        stochastic_bf16(p_new, (seed_lo, seed_hi), offset, chunk),
+    );
     store(m.chunk(chunk), m_new);
     store(v.chunk(chunk), v_new);
 }
@@ -385,7 +388,11 @@ pub fn bf16_neighbours(x: f32) -> (f32, f32, f64) {
     let bits = x.to_bits();
     let down = bits & 0xFFFF_0000;
     let frac = f64::from(bits & 0xFFFF) / 65536.0;
-    (f32::from_bits(down), f32::from_bits(down.wrapping_add(0x1_0000)), frac)
+    (
+        f32::from_bits(down),
+        f32::from_bits(down.wrapping_add(0x1_0000)),
+        frac,
+    )
 }
 
 /// [`adamw_mixed_sr`]: master weights against the f64 step; every model weight one of the two
@@ -416,7 +423,10 @@ fn selftest_adamw_mixed_sr(device: &Device) -> Result<String, String> {
         let mut model = HostTensor::full(b, &[n], f64::NAN);
         let (bc1, bc2) = h.bias_corrections();
         let s = |x: f32| ScalarArg::from(x);
-        let key = [rng.uniform(0.0, 4.29e9) as u32, rng.uniform(0.0, 4.29e9) as u32];
+        let key = [
+            rng.uniform(0.0, 4.29e9) as u32,
+            rng.uniform(0.0, 4.29e9) as u32,
+        ];
         adamw_mixed_sr::<CHUNK, WARPS>::launch_auto(
             device,
             &mut p,
@@ -448,7 +458,10 @@ fn selftest_adamw_mixed_sr(device: &Device) -> Result<String, String> {
             .collect();
         let err = record(format!("{n} parameters: p"), &p.to_vec(), &want, 1e-5);
         if err > 1e-5 {
-            return Err(format!("{n} parameters: p error {err:.2e} (seed {})", rng.seed));
+            return Err(format!(
+                "{n} parameters: p error {err:.2e} (seed {})",
+                rng.seed
+            ));
         }
         let (master, copy) = (p.to_vec(), model.to_vec());
         let (mut ups, mut expected, mut variance) = (0.0, 0.0, 0.0);

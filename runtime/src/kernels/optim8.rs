@@ -1,0 +1,520 @@
+//! 8-bit AdamW: the two moments stored as one byte per parameter, quantized blockwise with a
+//! dynamic map, as bitsandbytes 0.45 implements it (`optimizer_update_8bit_blockwise`, kernel
+//! `kOptimizerStatic8bit2StateBlockwise`; Dettmers et al., "8-bit Optimizers via Block-wise
+//! Quantization", ICLR 2022).
+//!
+//! State, for `n` parameters in blocks of [`BLOCK`] = 256 consecutive elements:
+//! - `m`: one code per parameter into the *signed* dynamic map ([`dynamic_map`]`(true)`), and one
+//!   f32 absmax per block; `m[i] = map₁[code₁[i]] · absmax₁[i / 256]`.
+//! - `v`: likewise with the *unsigned* map ([`dynamic_map`]`(false)`).
+//!
+//! so the state costs 2 bytes per parameter plus 8 bytes per block (2.03 bytes per parameter,
+//! against 8 for f32 moments). One step, per element, with `g` the gradient and `t ≥ 1`:
+//!
+//! ```text
+//! m ← β1·deq(m) + (1 − β1)·g        v ← β2·deq(v) + (1 − β2)·g²          (f32)
+//! p ← p − lr·√(1 − β2^t)/(1 − β1^t) · m / (√v + √(1 − β2^t)·ε)
+//! p ← p·(1 − lr·λ)                                      (decay after the update, as bitsandbytes)
+//! absmax₁ = max |m| over the block, absmax₂ = max v over the block
+//! code₁ = nearest(map₁, m / absmax₁), code₂ = nearest(map₂, v / absmax₂)
+//! ```
+//!
+//! The bias-corrected form is the one bitsandbytes computes; it equals torch's
+//! `lr·m̂/(√v̂ + ε)`. Unlike `torch.optim.AdamW` (decay, then update) bitsandbytes multiplies the
+//! *updated* weight by `1 − lr·λ`; this kernel does the same.
+//!
+//! `nearest` is a binary search over the sorted map (8 halvings find the last code ≤ x, then the
+//! nearer of it and the next code; an exact tie takes the lower code) — bitsandbytes searches
+//! the same sorted map with a pivot walk and a midpoint compare, which agrees but for exact ties.
+//! A first moment that is negative and whose nearest code is the map's 0 takes the code below it
+//! (the smallest negative value), so `m` keeps its sign after quantization, as bitsandbytes
+//! does. A block whose absmax is 0 (all moments zero) quantizes to the zero code.
+//!
+//! Not here: bitsandbytes' `gnorm_scale`, `skip_zeros` and its rule that a non-finite gradient
+//! leaves that weight unchanged (a NaN gradient here makes the weight NaN); the maps are built
+//! in f64 and rounded to f32 once, where bitsandbytes builds the boundaries in f32 (entries may
+//! differ in the last bit); codes are read through the L1 cache rather than staged in shared
+//! memory.
+
+use crate::dsl::*;
+use crate::ir::interp::HostTensor;
+use crate::ir::ScalarType;
+use crate::kernels::check::{large, record, Rng};
+use crate::kernels::optim::Hyper;
+use crate::{Device, ScalarArg};
+
+/// Elements per quantization block (one absmax each), as bitsandbytes' blockwise two-state
+/// optimizers use.
+pub const BLOCK: usize = 256;
+/// Warps per thread block of [`adam8bit_step`]; each warp updates one quantization block.
+pub const WARPS: usize = 4;
+/// Entries of a dynamic map (one per 8-bit code).
+pub const CODES: usize = 256;
+
+/// The dynamic quantization map (Dettmers, "8-Bit Approximations for Parallelism in Deep
+/// Learning", 2016; the "dynamic tree" variant of the 8-bit optimizers paper), sorted
+/// ascending, with 7 exponent bits, as bitsandbytes' `create_dynamic_map(signed)`:
+///
+/// a code is a sign (signed map only), then an exponent written as a run of zero bits, a `1`
+/// indicator bit, and the remaining bits as a linear fraction. For exponent `e = 0 … 6` the
+/// value is `10^(e − 6)` times one of the midpoints of `k` equal sub-intervals of `[0.1, 1]`,
+/// where `k = 2^e` in the signed map (each with both signs) and `k = 2^(e+1)` in the unsigned
+/// one. With `0` and `1` added that is 2·127 + 2 = 256 signed values (from −0.993 to 1; there
+/// is no −1) and 254 + 2 = 256 unsigned ones. Values are computed in f64 and rounded to f32.
+pub fn dynamic_map(signed: bool) -> [f32; CODES] {
+    let mut values: Vec<f64> = vec![0.0, 1.0];
+    for e in 0..7i32 {
+        let k = if signed {
+            1usize << e
+        } else {
+            1usize << (e + 1)
+        };
+        let scale = 10f64.powi(e - 6);
+        let width = 0.9 / k as f64;
+        for j in 0..k {
+            let mid = 0.1 + width * (j as f64 + 0.5);
+            values.push(scale * mid);
+            if signed {
+                values.push(-scale * mid);
+            }
+        }
+    }
+    values.sort_by(f64::total_cmp);
+    let mut map = [0f32; CODES];
+    for (slot, v) in map.iter_mut().zip(&values) {
+        *slot = *v as f32;
+    }
+    map
+}
+
+/// The code of 0 in the signed map (127 negative values lie below it).
+pub const SIGNED_ZERO_CODE: i32 = 127;
+/// The code of 0 in the unsigned map.
+pub const UNSIGNED_ZERO_CODE: i32 = 0;
+
+/// The last code whose value is ≤ `x` (0 when `x` is below every code, or NaN), then the nearer
+/// of it and the next one; ties take the lower. 8 halvings of the 256 sorted codes, each a
+/// gather from the map (1 KiB, cached after the first warp reads it).
+#[track_caller]
+fn nearest_code<const N: usize>(map: Gl<f32, 1>, x: Rv<f32, N>) -> Rv<i32, N> {
+    let mut lo: Rv<i32, N> = zeros();
+    for half in [128i32, 64, 32, 16, 8, 4, 2, 1] {
+        let probe = lo + half;
+        let at = gather(map, probe);
+        lo = select(at.le(x), probe, lo);
+    }
+    let hi = (lo + 1i32).min(CODES as i32 - 1);
+    let below = gather(map, lo);
+    let above = gather(map, hi);
+    select((above - x).lt(x - below), hi, lo)
+}
+
+/// A block's moments from its codes and absmax.
+#[track_caller]
+fn dequantize<const N: usize>(
+    map: Gl<f32, 1>,
+    codes: GlMut<i8, 1>,
+    absmax: GlMut<f32, 1>,
+    block: Scalar<i32>,
+) -> Rv<f32, N> {
+    let c: Rv<i8, N> = load(codes.chunk(block));
+    // Codes are bytes 0…255 held as i8: the low 8 bits of the sign-extended value.
+    let index = c.cast::<i32>() & 255i32;
+    let scale: Scalar<f32> = load(absmax.at(block));
+    gather(map, index) * scale
+}
+
+/// Codes 0…255 as the i8 of the same bits.
+#[track_caller]
+fn as_byte<const N: usize>(code: Rv<i32, N>) -> Rv<i8, N> {
+    select(code.ge(128i32), code - 256i32, code).cast::<i8>()
+}
+
+/// One 8-bit AdamW step (see the module documentation). Warp `w` of block `b` owns
+/// quantization block `b·WARPS + w` of `N` = [`BLOCK`] elements; elements past the end count
+/// as zeros in the absmax and are not written. Scalars from the host: `step_size =
+/// −lr·√(1 − β2^t)/(1 − β1^t)`, `eps_hat = √(1 − β2^t)·ε`, `decay = 1 − lr·λ`.
+/// Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest,
+    shapes(p: [L], g: [L], m_codes: [L], v_codes: [L], m_absmax: [B], v_absmax: [B],
+           m_map: [256], v_map: [256], B == ceil_div(L, N)),
+    grid = [ceil_div(L, WARPS * N), 1, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adam8bit_step<const N: usize, const WARPS: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<f32, 1>,
+    m_codes: GlMut<i8, 1>,
+    v_codes: GlMut<i8, 1>,
+    m_absmax: GlMut<f32, 1>,
+    v_absmax: GlMut<f32, 1>,
+    m_map: Gl<f32, 1>,
+    v_map: Gl<f32, 1>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    step_size: Scalar<f32>,
+    eps_hat: Scalar<f32>,
+    decay: Scalar<f32>,
+) {
+    let block = block_idx_x() * WARPS as i32 + warp_idx();
+    // The last thread block's spare warps own no quantization block (no absmax to read).
+    if block.lt(m_absmax.len()) {
+        let one = lit::<f32>(1.0);
+        let pos: Rv<i32, N> = iota_rows();
+        // `block·N < L` for every block that holds elements, so the sum does not wrap there.
+        let live = (pos + block * N as i32).lt(p.len());
+
+        let gv: Rv<f32, N> = load(g.chunk(block));
+        let m_old = dequantize(m_map, m_codes, m_absmax, block);
+        let v_old = dequantize(v_map, v_codes, v_absmax, block);
+        let m_new = select(live, m_old * beta1 + gv * (one - beta1), 0.0);
+        let v_new = select(live, v_old * beta2 + gv * gv * (one - beta2), 0.0);
+
+        let pv: Rv<f32, N> = load(p.chunk(block));
+        let p_new = (pv + m_new / (v_new.sqrt() + eps_hat) * step_size) * decay;
+        store(p.chunk(block), p_new);
+
+        let m_max = reduce_all(Red::Max, m_new.abs());
+        let v_max = reduce_all(Red::Max, v_new.abs());
+        store(m_absmax.at(block), m_max);
+        store(v_absmax.at(block), v_max);
+        // A zero absmax means an all-zero block: dividing by 1 keeps its zeros.
+        let m_div = select(m_max.gt(0.0), m_max, one);
+        let v_div = select(v_max.gt(0.0), v_max, one);
+        let m_code = nearest_code(m_map, m_new / m_div);
+        let v_code = nearest_code(v_map, v_new / v_div);
+        // A negative first moment never rounds to +0 (bitsandbytes keeps its sign).
+        let below_zero = select(m_code.eq(SIGNED_ZERO_CODE), m_code - 1i32, m_code);
+        let m_code = select(m_new.lt(0.0), below_zero, m_code);
+        store(m_codes.chunk(block), as_byte(m_code));
+        store(v_codes.chunk(block), as_byte(v_code));
+    }
+}
+
+/// The 8-bit AdamW state of one flat f32 parameter tensor of `n` elements: one byte per
+/// element for each moment (codes into the two dynamic maps, held as i8 tensors of the same
+/// bits) and one f32 absmax per [`BLOCK`] elements for each.
+#[derive(Clone, Debug)]
+pub struct Adam8bit {
+    /// Codes of the first moment into [`Adam8bit::m_map`] (i8, `[n]`).
+    pub m_codes: HostTensor,
+    /// Codes of the second moment into [`Adam8bit::v_map`] (i8, `[n]`).
+    pub v_codes: HostTensor,
+    /// Per-block scale of the first moment (f32, `[⌈n/256⌉]`).
+    pub m_absmax: HostTensor,
+    /// Per-block scale of the second moment (f32, `[⌈n/256⌉]`).
+    pub v_absmax: HostTensor,
+    /// The signed dynamic map (f32, `[256]`).
+    pub m_map: HostTensor,
+    /// The unsigned dynamic map (f32, `[256]`).
+    pub v_map: HostTensor,
+}
+
+impl Adam8bit {
+    /// Zero moments for `n` parameters (every code the map's zero, absmax 0).
+    pub fn new(n: usize) -> Adam8bit {
+        let blocks = n.div_ceil(BLOCK);
+        let map = |signed| {
+            let values: Vec<f64> = dynamic_map(signed).iter().map(|&x| f64::from(x)).collect();
+            HostTensor::new(ScalarType::F32, &[CODES], &values)
+                .unwrap_or_else(|_| HostTensor::zeros(ScalarType::F32, &[CODES]))
+        };
+        Adam8bit {
+            m_codes: HostTensor::full(ScalarType::I8, &[n], f64::from(SIGNED_ZERO_CODE)),
+            v_codes: HostTensor::full(ScalarType::I8, &[n], f64::from(UNSIGNED_ZERO_CODE)),
+            m_absmax: HostTensor::zeros(ScalarType::F32, &[blocks]),
+            v_absmax: HostTensor::zeros(ScalarType::F32, &[blocks]),
+            m_map: map(true),
+            v_map: map(false),
+        }
+    }
+
+    /// Parameters this state is for.
+    pub fn len(&self) -> usize {
+        self.m_codes.len()
+    }
+
+    /// Whether it is for zero parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of per-parameter state: codes and absmax of both moments (the two 1 KiB maps are
+    /// shared by every tensor and not counted).
+    pub fn state_bytes(&self) -> usize {
+        2 * self.len() + 2 * 4 * self.m_absmax.len()
+    }
+
+    /// The first moment's codes as bytes.
+    pub fn m_bytes(&self) -> Vec<u8> {
+        codes_as_bytes(&self.m_codes)
+    }
+
+    /// The second moment's codes as bytes.
+    pub fn v_bytes(&self) -> Vec<u8> {
+        codes_as_bytes(&self.v_codes)
+    }
+
+    /// One step on `device`: updates `p` (f32, `[n]`) from `g` (f32, `[n]`) and the state in
+    /// place. `h.step` counts from 1.
+    pub fn step(
+        &mut self,
+        device: &Device,
+        p: &mut HostTensor,
+        g: &HostTensor,
+        h: &Hyper,
+    ) -> Result<(), crate::Error> {
+        if p.len() != self.len() {
+            return Err(crate::Error::Shape {
+                kernel: "adam8bit_step".into(),
+                message: format!(
+                    "the parameters have {} elements, the 8-bit state was made for {}",
+                    p.len(),
+                    self.len()
+                ),
+            });
+        }
+        let s = |x: f32| ScalarArg::from(x);
+        let k = Scalars::of(h);
+        adam8bit_step::<BLOCK, WARPS>::launch_auto(
+            device,
+            p,
+            g,
+            &mut self.m_codes,
+            &mut self.v_codes,
+            &mut self.m_absmax,
+            &mut self.v_absmax,
+            &self.m_map,
+            &self.v_map,
+            s(h.beta1),
+            s(h.beta2),
+            s(k.step_size),
+            s(k.eps_hat),
+            s(k.decay),
+        )
+    }
+}
+
+fn codes_as_bytes(t: &HostTensor) -> Vec<u8> {
+    t.to_vec().iter().map(|&x| x as i8 as u8).collect()
+}
+
+/// The per-step scalars of [`adam8bit_step`], from the hyperparameters (in f64, rounded once).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scalars {
+    /// `−lr·√(1 − β2^t)/(1 − β1^t)`.
+    pub step_size: f32,
+    /// `√(1 − β2^t)·ε`.
+    pub eps_hat: f32,
+    /// `1 − lr·λ`.
+    pub decay: f32,
+}
+
+impl Scalars {
+    pub fn of(h: &Hyper) -> Scalars {
+        let t = i32::try_from(h.step).unwrap_or(i32::MAX);
+        let c1 = 1.0 - f64::from(h.beta1).powi(t);
+        let c2 = (1.0 - f64::from(h.beta2).powi(t)).sqrt();
+        Scalars {
+            step_size: (-f64::from(h.lr) * c2 / c1) as f32,
+            eps_hat: (c2 * f64::from(h.eps)) as f32,
+            decay: (1.0 - f64::from(h.lr) * f64::from(h.weight_decay)) as f32,
+        }
+    }
+}
+
+/// The f64 reference of one step, written from the definition in the module documentation with
+/// an exhaustive nearest-code search (not the kernel's binary search): from the state and
+/// weights a step starts from, the new weights, codes and absmax.
+pub mod reference {
+    use super::{Scalars, CODES, SIGNED_ZERO_CODE};
+    use crate::kernels::optim::Hyper;
+
+    /// The outcome of one step in f64, and for each element how close its normalized moment
+    /// came to a decision boundary between two codes (where f32 rounding may pick the
+    /// neighbour).
+    #[derive(Clone, Debug)]
+    pub struct Step {
+        pub p: Vec<f64>,
+        pub m_codes: Vec<u8>,
+        pub v_codes: Vec<u8>,
+        pub m_absmax: Vec<f64>,
+        pub v_absmax: Vec<f64>,
+        /// `|x − midpoint|` of the nearest boundary, per element, for `m` and `v`.
+        pub m_margin: Vec<f64>,
+        pub v_margin: Vec<f64>,
+    }
+
+    /// The nearest code to `x` by scanning every code (ties to the lower), and the distance of
+    /// `x` to the nearest midpoint between adjacent codes.
+    pub fn nearest(map: &[f64], x: f64) -> (usize, f64) {
+        let mut best = 0;
+        for (i, &c) in map.iter().enumerate() {
+            if (x - c).abs() < (x - map[best]).abs() {
+                best = i;
+            }
+        }
+        let margin = (0..CODES - 1)
+            .map(|i| (x - (map[i] + map[i + 1]) / 2.0).abs())
+            .fold(f64::INFINITY, f64::min);
+        (best, margin)
+    }
+
+    /// One step over `p` and `g` from the given state, with the maps as f64.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        h: &Hyper,
+        p: &[f64],
+        g: &[f64],
+        m_codes: &[u8],
+        v_codes: &[u8],
+        m_absmax: &[f64],
+        v_absmax: &[f64],
+        m_map: &[f64],
+        v_map: &[f64],
+    ) -> Step {
+        let n = p.len();
+        let (b1, b2) = (f64::from(h.beta1), f64::from(h.beta2));
+        // The kernel receives these three rounded to f32; so does the reference, so that the
+        // comparison measures the kernel's arithmetic, not the rounding of its inputs.
+        let k = Scalars::of(h);
+        let (step_size, eps_hat, decay) = (
+            f64::from(k.step_size),
+            f64::from(k.eps_hat),
+            f64::from(k.decay),
+        );
+        let mut out = Step {
+            p: vec![0.0; n],
+            m_codes: vec![0; n],
+            v_codes: vec![0; n],
+            m_absmax: Vec::new(),
+            v_absmax: Vec::new(),
+            m_margin: vec![0.0; n],
+            v_margin: vec![0.0; n],
+        };
+        for (b, start) in (0..n).step_by(super::BLOCK).enumerate() {
+            let end = (start + super::BLOCK).min(n);
+            let mut m = Vec::new();
+            let mut v = Vec::new();
+            for i in start..end {
+                let mi = b1 * m_map[usize::from(m_codes[i])] * m_absmax[b] + (1.0 - b1) * g[i];
+                let vi =
+                    b2 * v_map[usize::from(v_codes[i])] * v_absmax[b] + (1.0 - b2) * g[i] * g[i];
+                out.p[i] = (p[i] + step_size * mi / (vi.sqrt() + eps_hat)) * decay;
+                m.push(mi);
+                v.push(vi);
+            }
+            let am = m.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+            let av = v.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+            out.m_absmax.push(am);
+            out.v_absmax.push(av);
+            for (k, i) in (start..end).enumerate() {
+                let (mut cm, mm) = nearest(m_map, if am > 0.0 { m[k] / am } else { 0.0 });
+                if m[k] < 0.0 && cm == SIGNED_ZERO_CODE as usize {
+                    cm -= 1;
+                }
+                let (cv, mv) = nearest(v_map, if av > 0.0 { v[k] / av } else { 0.0 });
+                out.m_codes[i] = cm as u8;
+                out.v_codes[i] = cv as u8;
+                out.m_margin[i] = mm;
+                out.v_margin[i] = mv;
+            }
+        }
+        out
+    }
+}
+
+/// How far (absolute, on the normalized moment in [−1, 1]) from the midpoint of two codes an
+/// f64 value may be and still round to either in f32: a few f32 ulps of 1, as the moment's f32
+/// sum of two terms and its division by the absmax each round once.
+pub const BOUNDARY_SLACK: f64 = 1e-6;
+
+/// One step from a random state against [`reference::step`]: weights, absmax, and codes equal
+/// but where the f64 normalized moment lies within [`BOUNDARY_SLACK`] of a boundary between two
+/// codes (there the neighbour is as right as f32 arithmetic can tell).
+fn selftest(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = Hyper {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 3,
+    };
+    let mut sizes = vec![1000, 1];
+    if large(device) {
+        sizes.push(1_000_003);
+    }
+    let f = ScalarType::F32;
+    for n in sizes {
+        let mut state = Adam8bit::new(n);
+        let blocks = n.div_ceil(BLOCK);
+        let byte = |rng: &mut Rng| rng.uniform(0.0, 256.0).floor().min(255.0);
+        let mc: Vec<f64> = (0..n).map(|_| byte(&mut rng)).collect();
+        let vc: Vec<f64> = (0..n).map(|_| byte(&mut rng)).collect();
+        let as_i8 = |v: &[f64]| -> Result<HostTensor, String> {
+            let bits: Vec<f64> = v.iter().map(|&x| f64::from(x as u8 as i8)).collect();
+            HostTensor::new(ScalarType::I8, &[n], &bits).map_err(|e| e.to_string())
+        };
+        state.m_codes = as_i8(&mc)?;
+        state.v_codes = as_i8(&vc)?;
+        state.m_absmax = rng.tensor(f, &[blocks], 0.01, 0.1);
+        state.v_absmax = rng.tensor(f, &[blocks], 1e-4, 1e-2);
+        let p0 = rng.tensor(f, &[n], -1.0, 1.0);
+        let g = rng.tensor(f, &[n], -1.0, 1.0);
+        let (m_bytes, v_bytes) = (state.m_bytes(), state.v_bytes());
+        let want = reference::step(
+            &h,
+            &p0.to_vec(),
+            &g.to_vec(),
+            &m_bytes,
+            &v_bytes,
+            &state.m_absmax.to_vec(),
+            &state.v_absmax.to_vec(),
+            &state.m_map.to_vec(),
+            &state.v_map.to_vec(),
+        );
+        let mut p = p0.clone();
+        state
+            .step(device, &mut p, &g, &h)
+            .map_err(|e| e.to_string())?;
+        let ep = record(format!("{n} parameters: p"), &p.to_vec(), &want.p, 1e-6);
+        let ea = record(
+            format!("{n} parameters: absmax of m"),
+            &state.m_absmax.to_vec(),
+            &want.m_absmax,
+            1e-6,
+        );
+        let eb = record(
+            format!("{n} parameters: absmax of v"),
+            &state.v_absmax.to_vec(),
+            &want.v_absmax,
+            1e-6,
+        );
+        if ep > 1e-6 || ea > 1e-6 || eb > 1e-6 {
+            return Err(format!(
+                "{n} parameters: p error {ep:.2e}, absmax {ea:.2e} / {eb:.2e} (seed {})",
+                rng.seed
+            ));
+        }
+        for (what, got, want, margin) in [
+            ("m", state.m_bytes(), &want.m_codes, &want.m_margin),
+            ("v", state.v_bytes(), &want.v_codes, &want.v_margin),
+        ] {
+            for i in 0..n {
+                let near_boundary = margin[i] <= BOUNDARY_SLACK;
+                if got[i] != want[i] && !(near_boundary && got[i].abs_diff(want[i]) == 1) {
+                    return Err(format!(
+                        "{n} parameters: code of {what} at {i} is {}, expected {} (seed {})",
+                        got[i], want[i], rng.seed
+                    ));
+                }
+            }
+        }
+    }
+    Ok("weights, absmax and codes against the f64 blockwise step".into())
+}

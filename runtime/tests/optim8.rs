@@ -1,0 +1,388 @@
+//! 8-bit AdamW (`kernels::optim8`) and the stochastically rounded bf16 model copy
+//! (`kernels::optim_family::adamw_mixed_sr`), on the interpreter and the sm_80 PTX emulator.
+//!
+//! - The dynamic maps against the properties their definition gives (counts per decade, equal
+//!   spacing inside a decade, the sign symmetry) and bitsandbytes' documented end points.
+//! - Ten consecutive 8-bit steps on parameters of odd sizes (one element, one block less one,
+//!   one block plus one, several blocks with a partial last one) against the f64 reference of
+//!   the same blockwise algorithm, step by step: each step starts both from the kernel's state,
+//!   so a code that f32 rounding legitimately moved across a boundary does not snowball.
+//! - The state's size: 2 bytes per parameter plus the absmax of each block.
+//! - Stochastic rounding: the mean of the bf16 copy over many seeds converges to the f32 master
+//!   weight at the rate of a sum of independent draws (1/√seeds), where rounding to nearest keeps
+//!   its bias.
+
+#![cfg(feature = "jit")]
+
+use tilekit::ir::interp::HostTensor;
+use tilekit::ir::ScalarType::{BF16, F32, I8};
+use tilekit::kernels::check::Rng;
+use tilekit::kernels::optim::Hyper;
+use tilekit::kernels::optim8::{dynamic_map, reference, Adam8bit, BLOCK, BOUNDARY_SLACK};
+use tilekit::kernels::optim_family::{adamw_mixed, adamw_mixed_sr, bf16_neighbours, CHUNK, WARPS};
+use tilekit::{Device, ScalarArg};
+
+fn emu() -> Device {
+    Device::emulator("sm_80").expect("the sm_80 emulator")
+}
+
+#[test]
+fn the_signed_dynamic_map_follows_its_definition() {
+    let map = dynamic_map(true);
+    assert!(map.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
+    assert_eq!(map[127], 0.0, "0 is code 127: 127 negative values below it");
+    assert_eq!(map[255], 1.0);
+    // Without 0 and 1 the values mirror: 127 negatives, 127 positives.
+    for k in 0..127 {
+        assert_eq!(
+            map[126 - k],
+            -map[128 + k],
+            "code {} mirrors code {}",
+            126 - k,
+            128 + k
+        );
+    }
+    // Decade e (values in [10^(e−6)·0.1, 10^(e−6))) holds 2^e equally spaced midpoints.
+    let mut next = 128;
+    for e in 0..7i32 {
+        let scale = 10f64.powi(e - 6);
+        let k = 1usize << e;
+        let step = 0.9 * scale / k as f64;
+        for j in 0..k {
+            let want = scale * 0.1 + step * (j as f64 + 0.5);
+            let got = f64::from(map[next + j]);
+            assert!(
+                (got - want).abs() <= 1e-6 * want,
+                "decade {e}, value {j}: {got} vs {want}"
+            );
+        }
+        next += k;
+    }
+    assert_eq!(next, 255);
+    // bitsandbytes' end points: the smallest magnitude 0.55e-6, the largest below 1 0.99296875.
+    assert!((f64::from(map[128]) - 5.5e-7).abs() < 1e-12);
+    assert!((f64::from(map[254]) - 0.99296875).abs() < 1e-7);
+    assert_eq!(map[0], -map[254]);
+}
+
+#[test]
+fn the_unsigned_dynamic_map_follows_its_definition() {
+    let map = dynamic_map(false);
+    assert!(map.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
+    assert_eq!(map[0], 0.0);
+    assert_eq!(map[255], 1.0);
+    let mut next = 1;
+    for e in 0..7i32 {
+        let scale = 10f64.powi(e - 6);
+        let k = 2usize << e;
+        let step = 0.9 * scale / k as f64;
+        for j in 0..k {
+            let want = scale * 0.1 + step * (j as f64 + 0.5);
+            let got = f64::from(map[next + j]);
+            assert!(
+                (got - want).abs() <= 1e-6 * want,
+                "decade {e}, value {j}: {got} vs {want}"
+            );
+        }
+        next += k;
+    }
+    assert_eq!(next, 255);
+    assert!((f64::from(map[1]) - 3.25e-7).abs() < 1e-12);
+}
+
+#[test]
+fn the_state_is_two_bytes_per_parameter_plus_the_block_absmax() {
+    for n in [1usize, 255, 256, 257, 4099, 1 << 20] {
+        let s = Adam8bit::new(n);
+        let bytes = |t: &HostTensor| t.len() * t.dtype().size_bytes() as usize;
+        let held = bytes(&s.m_codes) + bytes(&s.v_codes) + bytes(&s.m_absmax) + bytes(&s.v_absmax);
+        assert_eq!(s.m_codes.dtype(), I8);
+        assert_eq!(held, 2 * n + 8 * n.div_ceil(256), "{n} parameters");
+        assert_eq!(s.state_bytes(), held);
+        if n >= 4096 {
+            // f32 moments are 8 bytes per parameter: at least 74% less.
+            assert!(held as f64 <= 0.26 * 8.0 * n as f64, "{n}: {held} bytes");
+        }
+    }
+}
+
+#[test]
+fn a_state_for_another_length_is_an_error() {
+    let mut s = Adam8bit::new(300);
+    let mut p = HostTensor::zeros(F32, &[299]);
+    let g = HostTensor::zeros(F32, &[299]);
+    let h = hyper(1);
+    let err = s
+        .step(&Device::Cpu, &mut p, &g, &h)
+        .expect_err("lengths differ");
+    assert!(err.to_string().contains("300"), "{err}");
+}
+
+fn hyper(step: u32) -> Hyper {
+    Hyper {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step,
+    }
+}
+
+/// Ten steps per size from zero state; every step compared with the reference started from the
+/// kernel's previous state. Returns the codes that f32 rounding moved to a neighbour across a
+/// boundary (each within [`BOUNDARY_SLACK`] of it in f64) and the codes compared.
+fn ten_steps_on(device: &Device) -> (usize, usize) {
+    let mut rng = Rng::fresh();
+    let what = format!("{}, seed {}", device.name(), rng.seed);
+    let (mut moved, mut compared) = (0, 0);
+    for n in [1usize, 255, 257, 1000, 4096 + 3] {
+        let mut state = Adam8bit::new(n);
+        let mut p = rng.tensor(F32, &[n], -1.0, 1.0);
+        let m_map = state.m_map.to_vec();
+        let v_map = state.v_map.to_vec();
+        for t in 1..=10u32 {
+            let h = hyper(t);
+            // A fresh gradient each step, its scale varying over blocks and steps so that the
+            // absmax of a block and its moments' spread change.
+            let scale = 10f64.powf(rng.uniform(-3.0, 0.5));
+            let mut gv = rng.tensor(F32, &[n], -scale, scale).to_vec();
+            for (b, chunk) in gv.chunks_mut(BLOCK).enumerate() {
+                let s = 10f64.powi(b as i32 % 3 - 1);
+                chunk.iter_mut().for_each(|x| *x *= s);
+            }
+            let g = HostTensor::new(F32, &[n], &gv).expect("gradient");
+            let gv = g.to_vec();
+            let p_old = p.to_vec();
+            let (m_old_codes, m_old_absmax) = (state.m_bytes(), state.m_absmax.to_vec());
+            let want = reference::step(
+                &h,
+                &p_old,
+                &gv,
+                &m_old_codes,
+                &state.v_bytes(),
+                &m_old_absmax,
+                &state.v_absmax.to_vec(),
+                &m_map,
+                &v_map,
+            );
+            state
+                .step(device, &mut p, &g, &h)
+                .unwrap_or_else(|e| panic!("{what}: {n} parameters, step {t}: {e}"));
+            let at = format!("{what}: {n} parameters, step {t}");
+            // m = β1·m_old + (1 − β1)·g in f32 may cancel: its error is a few ulps of the
+            // larger term, not of m. Per block, the largest term bounds it.
+            let m_terms: Vec<f64> = (0..n)
+                .map(|i| {
+                    let m_old = m_map[usize::from(m_old_codes[i])] * m_old_absmax[i / BLOCK];
+                    0.9 * m_old.abs() + 0.1 * gv[i].abs()
+                })
+                .collect();
+            let got_am = state.m_absmax.to_vec();
+            for (b, terms) in m_terms.chunks(BLOCK).enumerate() {
+                let big = terms.iter().fold(0.0f64, |a, &x| a.max(x));
+                assert!(
+                    (got_am[b] - want.m_absmax[b]).abs() <= 1e-6 * want.m_absmax[b] + 4e-7 * big,
+                    "{at}: absmax of m [{b}] = {}, expected {}",
+                    got_am[b],
+                    want.m_absmax[b]
+                );
+            }
+            let got_av = state.v_absmax.to_vec();
+            for (b, (a, w)) in got_av.iter().zip(&want.v_absmax).enumerate() {
+                assert!(
+                    (a - w).abs() <= 1e-6 * w,
+                    "{at}: absmax of v [{b}] = {a}, expected {w}"
+                );
+            }
+            // Weights: a few f32 roundings of the old weight and of the update.
+            let pv = p.to_vec();
+            for i in 0..n {
+                let update = (want.p[i] - p_old[i]).abs();
+                assert!(
+                    (pv[i] - want.p[i]).abs() <= 4e-7 * (p_old[i].abs() + update) + 1e-12,
+                    "{at}: p[{i}] = {}, expected {} (from {})",
+                    pv[i],
+                    want.p[i],
+                    p_old[i]
+                );
+            }
+            for (name, got, want, margin) in [
+                ("m", state.m_bytes(), &want.m_codes, &want.m_margin),
+                ("v", state.v_bytes(), &want.v_codes, &want.v_margin),
+            ] {
+                for i in 0..n {
+                    compared += 1;
+                    if got[i] == want[i] {
+                        continue;
+                    }
+                    assert!(
+                        margin[i] <= BOUNDARY_SLACK && got[i].abs_diff(want[i]) == 1,
+                        "{at}: code of {name}[{i}] = {}, expected {} ({:.2e} from a boundary)",
+                        got[i],
+                        want[i],
+                        margin[i]
+                    );
+                    moved += 1;
+                }
+            }
+        }
+        // The weights moved: ten steps of about lr each.
+        let start_moved = state.m_bytes().iter().filter(|&&c| c != 127).count();
+        assert!(
+            start_moved > 0,
+            "{what}: {n} parameters: m is still all zero"
+        );
+    }
+    (moved, compared)
+}
+
+#[test]
+fn ten_steps_match_the_f64_blockwise_reference_on_the_interpreter() {
+    let (moved, compared) = ten_steps_on(&Device::Cpu);
+    eprintln!("interpreter: {moved} of {compared} codes at a boundary took the neighbour");
+    assert!(
+        moved * 1000 <= compared,
+        "{moved} of {compared} codes differ"
+    );
+}
+
+#[test]
+fn ten_steps_match_the_f64_blockwise_reference_on_the_sm_80_emulator() {
+    let (moved, compared) = ten_steps_on(&emu());
+    eprintln!("emu:sm_80: {moved} of {compared} codes at a boundary took the neighbour");
+    assert!(
+        moved * 1000 <= compared,
+        "{moved} of {compared} codes differ"
+    );
+}
+
+/// Master weights at chosen places between two bf16 values (fractions 1/8 … 7/8 of the gap, and
+/// exact bf16 values), the copy drawn with `seeds` keys; the per-element mean over seeds minus
+/// the master weight, in units of the bf16 gap. `sr = false` runs the round-to-nearest kernel.
+fn copy_bias(device: &Device, rng: &mut Rng, seeds: usize, sr: bool) -> Vec<(f64, f64)> {
+    let n = 1000;
+    let mut master = Vec::new();
+    for i in 0..n {
+        let base = rng.uniform(-4.0, 4.0) as f32;
+        let (down, up, _) = bf16_neighbours(base);
+        let frac = (i % 9) as f64 / 8.0;
+        let x = f64::from(down) + frac.min(0.999) * (f64::from(up) - f64::from(down));
+        master.push(if i % 9 == 0 { f64::from(down) } else { x });
+    }
+    let p0 = HostTensor::new(F32, &[n], &master).expect("master");
+    let master = p0.to_vec();
+    let g = rng.tensor(BF16, &[n], -1.0, 1.0);
+    let m0 = rng.tensor(F32, &[n], -0.1, 0.1);
+    let v0 = rng.tensor(F32, &[n], 0.01, 0.02);
+    let s = |x: f32| ScalarArg::from(x);
+    let mut sums = vec![0.0; n];
+    for _ in 0..seeds {
+        // lr = 0: the master weights stay as chosen, so only the rounding is measured.
+        let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+        let mut model = HostTensor::full(BF16, &[n], f64::NAN);
+        let common = [s(0.0), s(0.9), s(0.999), s(1e-8), s(0.01), s(0.5), s(0.5)];
+        let [lr, b1, b2, eps, wd, bc1, bc2] = common;
+        if sr {
+            let key = [
+                rng.uniform(0.0, 4.29e9) as u32,
+                rng.uniform(0.0, 4.29e9) as u32,
+            ];
+            adamw_mixed_sr::<CHUNK, WARPS>::launch_auto(
+                device,
+                &mut p,
+                &g,
+                &mut m,
+                &mut v,
+                &mut model,
+                lr,
+                b1,
+                b2,
+                eps,
+                wd,
+                bc1,
+                bc2,
+                key[0].into(),
+                key[1].into(),
+                7u32.into(),
+            )
+        } else {
+            adamw_mixed::<CHUNK, WARPS>::launch_auto(
+                device, &mut p, &g, &mut m, &mut v, &mut model, lr, b1, b2, eps, wd, bc1, bc2,
+            )
+        }
+        .unwrap_or_else(|e| panic!("{}: {e}", device.name()));
+        assert_eq!(p.to_vec(), master, "lr = 0 leaves the master weights");
+        for (acc, x) in sums.iter_mut().zip(model.to_vec()) {
+            *acc += x;
+        }
+    }
+    (0..n)
+        .map(|i| {
+            let (down, up, frac) = bf16_neighbours(master[i] as f32);
+            let gap = f64::from(up) - f64::from(down);
+            let bias = (sums[i] / seeds as f64 - master[i]) / gap;
+            (bias * master[i].signum(), frac)
+        })
+        .collect()
+}
+
+fn rms(v: &[(f64, f64)]) -> f64 {
+    (v.iter().map(|(b, _)| b * b).sum::<f64>() / v.len() as f64).sqrt()
+}
+
+/// The RMS of a mean of `seeds` Bernoulli(f) draws around f, over the elements' fractions.
+fn expected_rms(v: &[(f64, f64)], seeds: usize) -> f64 {
+    (v.iter().map(|(_, f)| f * (1.0 - f)).sum::<f64>() / (v.len() * seeds) as f64).sqrt()
+}
+
+fn stochastic_rounding_converges_on(device: &Device) {
+    let mut rng = Rng::fresh();
+    let what = format!("{}, seed {}", device.name(), rng.seed);
+    let mut last = f64::INFINITY;
+    for seeds in [4usize, 16, 64] {
+        let bias = copy_bias(device, &mut rng, seeds, true);
+        let (got, want) = (rms(&bias), expected_rms(&bias, seeds));
+        eprintln!("{what}: {seeds} seeds: RMS bias {got:.4} gaps (independent draws: {want:.4})");
+        // A sum of 1000 elements' squares: within ±30% of its expectation, far past chance.
+        assert!(
+            got >= 0.7 * want && got <= 1.3 * want,
+            "{what}: {seeds} seeds: RMS of the mean's error {got:.4} gaps, independent unbiased \
+             draws give {want:.4}"
+        );
+        assert!(
+            got < last,
+            "{what}: the error grew from {last} to {got} with {seeds} seeds"
+        );
+        last = got;
+        // No systematic bias: the signed mean over all elements is within 5σ of 0.
+        let mean = bias.iter().map(|(b, _)| b).sum::<f64>() / bias.len() as f64;
+        let sigma = want / (bias.len() as f64).sqrt();
+        assert!(
+            mean.abs() <= 5.0 * sigma,
+            "{what}: {seeds} seeds: mean bias {mean:.4} gaps"
+        );
+        // Exact bf16 values never move.
+        for (i, (b, f)) in bias.iter().enumerate() {
+            if *f == 0.0 {
+                assert_eq!(*b, 0.0, "{what}: element {i} is a bf16 value and moved");
+            }
+        }
+    }
+    // Round to nearest keeps a bias of up to half a gap however many runs are averaged.
+    let rne = rms(&copy_bias(device, &mut rng, 1, false));
+    assert!(
+        rne > 4.0 * last,
+        "{what}: round to nearest {rne:.4} gaps, stochastic {last:.4}"
+    );
+}
+
+#[test]
+fn stochastic_rounding_converges_to_the_master_weight_on_the_interpreter() {
+    stochastic_rounding_converges_on(&Device::Cpu);
+}
+
+#[test]
+fn stochastic_rounding_converges_to_the_master_weight_on_the_sm_80_emulator() {
+    stochastic_rounding_converges_on(&emu());
+}

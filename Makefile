@@ -31,7 +31,7 @@ fuzz: deps
 # A crate outside the workspace (runtime/tests/user_crate) built offline against it: the
 # one-line `tilekit` command over its kernels and its snapshot tests (an ignored test: minutes).
 test-user-crate: deps
-	$(CARGO) test -p tilekit --test user_crate -- --ignored
+	$(CARGO) test -p tilekit --test all -- user_crate --ignored
 
 bench: deps
 	$(CARGO) bench -p tilekit-tests --bench interp_gemm

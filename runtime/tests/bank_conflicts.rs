@@ -6,12 +6,16 @@
 //! instruction of any library kernel needs more wavefronts than the ideal, over the whole
 //! kernel and not only its hot loop, apart from the conflicts listed in `KNOWN` with the
 //! reason each is there and the number of compiled codes it occurs in.
-//! `cargo test -p tilekit --test bank_conflicts -- --nocapture` prints every kernel's shared
+//! `cargo test -p tilekit --test all -- bank_conflicts --nocapture` prints every kernel's shared
 //! instructions with their wavefronts.
 #![cfg(feature = "jit")]
 
-use tilekit::registry::kernels;
 use tilekit::Device;
+
+/// The library's kernels and this file's own (every test module's kernels register in one binary).
+fn kernels() -> Vec<&'static tilekit::registry::KernelInfo> {
+    crate::library_kernels_and(file!())
+}
 
 /// A conflict that is known and not fixed yet: every conflicting instruction of `kernel`'s
 /// self-test is an `opcode`, none worse than `ways`, in exactly `codes` compiled codes (variants

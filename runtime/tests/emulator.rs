@@ -51,7 +51,7 @@ fn tensors_on_the_emulator_hold_their_values() {
 
 /// The emulator's speed on real work, with the results checked: a 512³ GEMM and a 1k-token
 /// attention head (d = 64) on emu:sm_80. Run with
-/// `cargo test --release -p tilekit --test emulator -- --ignored --nocapture`.
+/// `cargo test --release -p tilekit --test all -- emulator --ignored --nocapture`.
 #[test]
 #[ignore = "timing: a few seconds in release, longer in a test build"]
 fn timed_gemm_512_and_attention_head_1k_match_their_references() {

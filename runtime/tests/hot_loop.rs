@@ -2,12 +2,16 @@
 //! variant: `tilekit check` prints it, so it must be computable for each of them. The test
 //! asserts no target value (the code generation is not tuned yet), only that every kernel
 //! whose machine code holds tensor-core instructions has a hot loop that holds some, with a
-//! finite positive figure. `cargo test -p tilekit --test hot_loop -- --nocapture` prints the
+//! finite positive figure. `cargo test -p tilekit --test all -- hot_loop --nocapture` prints the
 //! table docs/BENCHMARKS.md records.
 #![cfg(feature = "jit")]
 
-use tilekit::registry::kernels;
 use tilekit_codegen::{amd, compile, hot_loop, sass, Stage, Target};
+
+/// The library's kernels and this file's own (every test module's kernels register in one binary).
+fn kernels() -> Vec<&'static tilekit::registry::KernelInfo> {
+    crate::library_kernels_and(file!())
+}
 
 /// Checks every variant on `target` and prints one line per variant.
 fn every_variant_has_a_figure(target: Target) {

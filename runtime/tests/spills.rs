@@ -12,7 +12,11 @@
 use tilekit::codegen::{compile, ptxas, CodegenError, Target};
 use tilekit::dsl::*;
 use tilekit::ir::Module;
-use tilekit::registry::kernels;
+
+/// The library's kernels and this file's own (every test module's kernels register in one binary).
+fn kernels() -> Vec<&'static tilekit::registry::KernelInfo> {
+    crate::library_kernels_and(file!())
+}
 
 /// y = x / sqrt(mean(x²) + eps) · w over rows of 256, 16 rows per warp, 4 warps: 64×256 per
 /// block.

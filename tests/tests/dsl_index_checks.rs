@@ -115,7 +115,7 @@ fn an_output_a_too_small_grid_leaves_unwritten_is_reported_with_check_unwritten(
 fn every_library_self_test_passes_with_the_unwritten_output_check_on() {
     let device = Device::cpu_with(CpuOptions::default().check_unwritten(true));
     let mut ran = 0;
-    for k in tilekit::registry::kernels() {
+    for k in crate::library_kernels_and(file!()) {
         if let Some(selftest) = k.selftest {
             selftest(&device).unwrap_or_else(|e| panic!("{}: {e}", k.name));
             ran += 1;

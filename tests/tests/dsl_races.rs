@@ -146,7 +146,7 @@ fn every_library_self_test_passes_with_the_race_check_under_a_fine_round_robin()
     let device =
         Device::cpu_with(CpuOptions::default().schedule(Schedule::RoundRobin { quantum: 1 }));
     let mut ran = 0;
-    for k in tilekit::registry::kernels() {
+    for k in crate::library_kernels_and(file!()) {
         if let Some(selftest) = k.selftest {
             selftest(&device).unwrap_or_else(|e| panic!("{}: {e}", k.name));
             ran += 1;

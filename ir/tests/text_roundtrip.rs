@@ -18,6 +18,7 @@ fn every_op_module() -> Module {
     m.push(min_max());
     m.push(arrive());
     m.push(positions());
+    m.push(mma_async_ring());
     m
 }
 
@@ -89,6 +90,44 @@ fn mma_variants() -> Func {
     b.store_at(Scope::Warpgroup, so, e, &[]);
     b.barrier();
     b.copy(Scope::Warpgroup, y, so, &[g, g]);
+    b.finish()
+}
+
+/// A K loop of asynchronous warpgroup mmas over a two-stage ring: one group kept in flight
+/// (`mma_wait[1]`), the accumulator retired after the loop (`mma_wait[0]`).
+fn mma_async_ring() -> Func {
+    let mut b = FuncBuilder::kernel("mma_async_ring", 4);
+    let x = b.param("x", Type::global(BF16, 2, false));
+    let y = b.param("y", Type::global(F32, 2, true));
+    let k_tiles = b.param("k_tiles", Type::scalar(I32));
+    let w = b.warp_idx();
+    let ring_a = b.alloc_shared(Type::shared_array(
+        Type::shared_tile(BF16, 64, 32, Swizzle::B64),
+        2,
+    ));
+    let ring_b = b.alloc_shared(Type::shared_array(
+        Type::shared_tile(BF16, 64, 32, Swizzle::B64),
+        2,
+    ));
+    let acc = b.zeros(rt(F32, 16, 64));
+    let zero = b.const_i32(0);
+    let one = b.const_i32(1);
+    let two = b.const_i32(2);
+    let out = b.for_range(zero, k_tiles, one, &[acc], |b, k, carried| {
+        let slot = b.binary(BinaryFn::Rem, k, two);
+        let sa = b.shared_index(ring_a, slot);
+        let sb = b.shared_index(ring_b, slot);
+        b.copy(Scope::Block, sa, x, &[zero, k]);
+        b.copy(Scope::Block, sb, x, &[zero, k]);
+        b.barrier();
+        let d = b.mma_async(MmaVariant::ABt, sa, sb, carried[0]);
+        b.mma_commit();
+        b.mma_wait(1, &[]);
+        b.barrier();
+        vec![d]
+    });
+    let done = b.mma_wait(0, &[out[0]]);
+    b.store(y, done[0], &[w, zero]);
     b.finish()
 }
 
@@ -484,6 +523,9 @@ fn expected_op_names() -> BTreeSet<String> {
     }
     names.extend(MaskKind::ALL.map(|k| format!("mask.{}", k.name())));
     names.extend(MmaVariant::ALL.map(|v| format!("mma.{}", v.name())));
+    names.insert("mma_async.abt".into());
+    names.insert("mma_commit".into());
+    names.insert("mma_wait".into());
     names
 }
 
@@ -1021,6 +1063,32 @@ func @positions(%g: gl<f32, 2>, %t: rt<f32, 16x16, row>, %r: rv<i32, 16, rows>, 
   %20 = exscan_col.min (%2) : rt<f32, 16x16, row>
   %21 = exscan_col.prod (%2) : rt<f32, 16x16, row>
   return (%4, %3, %5)
+}
+
+kernel @mma_async_ring(%x: gl<bf16, 2>, %y: gl<f32, 2, mut>, %k_tiles: i32) warps(4) {
+  %0 = warp_idx () : i32
+  %1 = alloc_shared @block () : [2 x st<bf16, 64x32, swz64>]
+  %2 = alloc_shared @block () : [2 x st<bf16, 64x32, swz64>]
+  %3 = fill[0.0] () : rt<f32, 16x64, row>
+  %4 = const[0] () : i32
+  %5 = const[1] () : i32
+  %6 = const[2] () : i32
+  %7 = for (%4, %k_tiles, %5, %3) (%8: i32, %9: rt<f32, 16x64, row>) {
+    %10 = map.rem (%8, %6) : i32
+    %11 = shared.index (%1, %10) : st<bf16, 64x32, swz64>
+    %12 = shared.index (%2, %10) : st<bf16, 64x32, swz64>
+    copy @block (%11, %x, %4, %8)
+    copy @block (%12, %x, %4, %8)
+    barrier @block ()
+    %13 = mma_async.abt @warpgroup (%11, %12, %9) : rt<f32, 16x64, row>
+    mma_commit @warpgroup ()
+    mma_wait[1] @warpgroup ()
+    barrier @block ()
+    yield (%13)
+  } : rt<f32, 16x64, row>
+  %14 = mma_wait[0] @warpgroup (%7) : rt<f32, 16x64, row>
+  store (%y, %14, %0, %4)
+  return ()
 }
 ";
 

@@ -25,8 +25,8 @@
 //!
 //! Bounds: nothing a caller passes makes a kernel read outside its views. Context lengths are
 //! clamped to `[0, max_pages · page_size]`; a block-table entry outside `[0, num_pages)` is not
-//! read: its keys are masked (as if absent), and only the entries a sequence's context reaches
-//! are looked at. A query row that sees no key (an empty context, a causal row before the first
+//! followed: its keys are masked (as if absent; the copy reads page 0 in their place), and only
+//! the entries a sequence's context reaches are looked at. A query row that sees no key (an empty context, a causal row before the first
 //! key, every page invalid) gets O = NaN and LSE = `-inf`, as the prefill kernel and torch give.
 //! An empty split (past its sequence's context) writes O = 0, LSE = `-inf`, which the combine
 //! weighs by 0.
@@ -63,9 +63,9 @@ fn query_rows(
 }
 
 /// Where key tile `kt` of sequence `batch` lives: (page, tile within the page, whether it holds
-/// keys). Past `t_end`, or for a block-table entry outside `[0, num_pages)`, the place is page 0
-/// at the tile just past the page's end: a copy of it is masked whole (no memory read) and the
-/// caller masks its scores.
+/// keys, whether it is before `t_end`). A block-table entry outside `[0, num_pages)` gives
+/// page 0's first tile, an in-bounds read whose scores the caller masks; past `t_end` nothing
+/// is copied.
 #[crate::func]
 fn tile_place(
     block_table: Gl<i32, 2>,
@@ -74,7 +74,7 @@ fn tile_place(
     t_end: Scalar<i32>,
     tiles_per_page: Scalar<i32>,
     num_pages: Scalar<i32>,
-) -> (Scalar<i32>, Scalar<i32>, Scalar<bool>) {
+) -> (Scalar<i32>, Scalar<i32>, Scalar<bool>, Scalar<bool>) {
     let live = kt.lt(t_end);
     // Tiles past the end would index past the block table's row: read entry 0 instead.
     let slot = select(live, kt, 0) / tiles_per_page;
@@ -82,8 +82,9 @@ fn tile_place(
     let ok = live & page.ge(0) & page.lt(num_pages);
     (
         select(ok, page, 0),
-        select(ok, kt % tiles_per_page, tiles_per_page),
+        select(ok, kt % tiles_per_page, 0),
         ok,
+        live,
     )
 }
 
@@ -92,7 +93,7 @@ fn tile_place(
 /// `causal` (0 or 1).
 #[crate::kernel(
     warps = 1,
-    variants(<64, 16>, <64, 64>, <128, 16>, <128, 32>),
+    variants(<64, 16>, <64, 32>, <128, 16>, <128, 32>),
     selftest = selftest,
     check = split_args,
     shapes(
@@ -155,10 +156,17 @@ pub fn attention_decode_split<const D: usize, const KV: usize>(
     let lim = (qi - (q_len - 1)) * causal + (ctx - 1);
     let mask_from = ctx - causal * (q_len - 1);
 
-    let (p0, s0, ok0) = tile_place(block_table, batch, t_begin, t_end, tiles_per_page, num_pages);
-    copy_start(k_ring.at(0), k.tile(p0, head, s0, 0));
+    let (p0, s0, ok0, live0) =
+        tile_place(block_table, batch, t_begin, t_end, tiles_per_page, num_pages);
+    // Copies happen only for tiles before t_end (an empty split copies nothing); the commits
+    // are unconditional, so every step has its group, empty or not.
+    if live0 {
+        copy_start(k_ring.at(0), k.tile(p0, head, s0, 0));
+    }
     copy_commit();
-    copy_start(v_ring.at(0), v.tile(p0, head, s0, 0));
+    if live0 {
+        copy_start(v_ring.at(0), v.tile(p0, head, s0, 0));
+    }
     copy_commit();
     let scale_log2 = sm_scale * std::f32::consts::LOG2_E;
 
@@ -168,20 +176,23 @@ pub fn attention_decode_split<const D: usize, const KV: usize>(
     let mut acc: Rt<f32, 16, D> = zeros();
     for kt in range(t_begin, t_end) {
         let (cur, next) = ((kt - t_begin) & 1, (kt - t_begin + 1) & 1);
-        let (pn, sn, ok_next) =
+        let (pn, sn, ok_next, live_next) =
             tile_place(block_table, batch, kt + 1, t_end, tiles_per_page, num_pages);
         // K of this tile has landed (its V may be in flight); after the barrier the previous
         // tile's K slot is free for the next tile's.
         copy_wait(1);
         barrier();
-        copy_start(k_ring.at(next), k.tile(pn, head, sn, 0));
+        if live_next {
+            copy_start(k_ring.at(next), k.tile(pn, head, sn, 0));
+        }
         copy_commit();
         let k_frag: Rt<bf16, KV, D> = load(k_ring.at(cur));
         let kv0 = kt * KV as i32;
         let mut t = mma_abt(zeros(), q_frag, k_frag);
         if (kv0 + KV as i32).gt(mask_from) | !ok {
-            // A tile of an invalid page was copied as zeros: every key of it is masked.
-            let lim_t = select(ok, lim, -1);
+            // A tile of an invalid page holds another page's keys: every key of it is masked.
+            let no_key: Rv<i32, 16> = fill(-1.0);
+            let lim_t = select(ok, lim, no_key);
             let cols: Rt<i32, 16, KV> = iota_cols();
             t = select(sub_row(cols + kv0, lim_t).le(0), t, f64::NEG_INFINITY);
         }
@@ -194,7 +205,9 @@ pub fn attention_decode_split<const D: usize, const KV: usize>(
         m = m_new;
         copy_wait(1);
         barrier();
-        copy_start(v_ring.at(next), v.tile(pn, head, sn, 0));
+        if live_next {
+            copy_start(v_ring.at(next), v.tile(pn, head, sn, 0));
+        }
         copy_commit();
         let v_frag: Rt<bf16, KV, D, Col> = load(v_ring.at(cur));
         acc = mma_ab(mul_row(acc, alpha), p.cast::<bf16>(), v_frag);
@@ -453,7 +466,7 @@ fn expect(
 
 /// The key-tile size a page size allows for head dim `d`: the largest registered one dividing it.
 fn key_tile(d: usize, page_size: usize) -> usize {
-    let sizes: &[usize] = if d == 64 { &[64, 16] } else { &[32, 16] };
+    let sizes: &[usize] = &[32, 16];
     sizes.iter().copied().find(|kv| page_size % kv == 0).unwrap_or(16)
 }
 
@@ -552,7 +565,7 @@ pub fn decode(
         };
     }
     match (d, kv) {
-        (64, 64) => split!(64, 64),
+        (64, 32) => split!(64, 32),
         (64, _) => split!(64, 16),
         (_, 32) => split!(128, 32),
         _ => split!(128, 16),

@@ -7,7 +7,7 @@
 use tilekit::dsl::bf16;
 use tilekit::ir::interp::HostTensor;
 use tilekit::ir::ScalarType::{self, BF16, F32};
-use tilekit::kernels::attention::{attention_fwd, grid, reference};
+use tilekit::kernels::attention::{attention_fwd, grid, reference_with, ForwardOptions};
 use tilekit::kernels::attention_bwd::{
     backward, reference_grads, saved_from_reference, GRAD_TOLERANCE,
 };
@@ -167,8 +167,8 @@ fn check(device: &Device, shapes: &[(usize, usize, usize)], o_dtype: ScalarType,
 }
 
 /// (bh, seq_q, seq_kv): one row, lengths that are not multiples of the 16-, 32- and 64-row
-/// tiles, more keys than queries and fewer (causal is top-left aligned, so with fewer keys the
-/// last rows see every key).
+/// tiles, more keys than queries and fewer (causal is aligned bottom-right, so with fewer keys
+/// the first rows see none and have zero gradients).
 const SHAPES: [(usize, usize, usize); 6] = [
     (1, 1, 1),
     (2, 17, 17),
@@ -196,7 +196,8 @@ fn bf16_gradients_and_f32_forward_outputs_match_the_f64_reference() {
 fn the_reference_gradients_agree_with_finite_differences() {
     let mut rng = TestRng::fresh();
     let (bh, seq_q, seq_kv, d) = (2, 3, 5, 4);
-    let scale = 0.7;
+    // Exact in f32: the forward reference's options hold the scale as an f32.
+    let scale = 0.75;
     let mut draw = |n: usize| rng.uniform(n, -1.5, 1.5);
     let (q, k, v, d_o) = (
         draw(bh * seq_q * d),
@@ -207,7 +208,12 @@ fn the_reference_gradients_agree_with_finite_differences() {
     let shape = (bh, seq_q, seq_kv, d);
     for causal in [false, true] {
         let loss = |q: &[f64], k: &[f64], v: &[f64]| -> f64 {
-            let (o, _) = reference(q, k, v, shape, scale, causal);
+            // Causal aligned bottom-right, as the forward and the backward.
+            let opts = ForwardOptions {
+                causal,
+                ..ForwardOptions::new(scale as f32)
+            };
+            let (o, _) = reference_with(q, k, v, (bh, bh, seq_q, seq_kv, d), &opts);
             o.iter().zip(&d_o).map(|(a, b)| a * b).sum()
         };
         let (dq, dk, dv) = reference_grads((&q, &k, &v, &d_o), shape, scale, causal);

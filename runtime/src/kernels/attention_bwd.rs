@@ -18,17 +18,19 @@
 //!   pass instead of atomic adds from the key blocks, so it is computed in a fixed order and is
 //!   bitwise the same on every run.
 //!
-//! Causal (top-left aligned as the forward: query row i sees keys `j ≤ i`): the key blocks
-//! start at the first query tile that reaches their first key, the query blocks stop at their
-//! diagonal key tile, and only tiles that cross the diagonal are masked. Ragged edges need no
+//! Causal (aligned bottom-right as the forward: query row i sees keys `j ≤ i + seq_kv − seq_q`):
+//! the key blocks start at the first query tile that reaches their first key, the query blocks
+//! stop at their diagonal key tile, and only tiles that cross the diagonal are masked. Ragged edges need no
 //! mask in the key-block pass: rows past `seq_q` load as zero (Q, dO, LSE and Δ), so their
 //! `dPᵀ − Δ` and their dO rows are zero and they add nothing; keys past `seq_kv` only produce
 //! rows that the masked store drops. The query-block pass masks keys past `seq_kv` to `-inf`
 //! (as the forward) so that `exp(0 − LSE)` cannot overflow for a row with a very negative LSE.
 //!
-//! LSE must be finite: every row sees at least one key, which holds for the dense and causal
-//! layouts with `seq_kv ≥ 1` (the forward's `-inf` for a row that sees no key has no gradient
-//! defined here). [`backward`] runs the three kernels.
+//! A causal row that sees no key (the first `seq_q − seq_kv` rows when `seq_q > seq_kv`) has
+//! LSE = `-inf` and O = NaN from the forward, hence Δ = NaN: the causal kernels read its LSE as
+//! `+inf` and its Δ as 0, so its P, dS and gradients are 0 (the gradient of a constant row).
+//! Otherwise LSE must be finite: every row sees at least one key, as the dense layout with
+//! `seq_kv ≥ 1` has. [`backward`] runs the three kernels.
 //!
 //! The library registers head dim 64: the key pass with query tiles of 32 and the query pass
 //! with key tiles of 32 (with 64 the key pass spills on sm_80 and the query pass needs 247–256
@@ -40,7 +42,7 @@
 use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
-use crate::kernels::attention::reference;
+use crate::kernels::attention::{reference_with, ForwardOptions};
 use crate::kernels::check::{poisoned, record, tiles, Rng};
 use crate::{Device, LaunchArg, ScalarArg};
 
@@ -118,13 +120,18 @@ pub fn attention_bwd_dkdv<
     let (k_block, head) = (block_idx_x(), block_idx_y());
     let k_tile = k_block * WARPS as i32 + warp_idx();
     let k_row0 = k_tile * KEYS_PER_WARP as i32;
-    let q_tiles = ceil_div(q.dim(1), QT);
+    let (seq_q, seq_kv) = (q.dim(1), k.dim(1));
+    let q_tiles = ceil_div(seq_q, QT);
     let mut first: Scalar<i32> = lit(0);
+    // The warp's first key shifted to the query row whose diagonal it is (bottom-right).
+    let mut k_diag0: Scalar<i32> = lit(0);
     if CAUSAL {
-        // Query rows before the block's first key see none of its keys: their tiles are
-        // skipped. The bound is the block's, not the warp's: every warp takes part in each
-        // tile's copies and barriers.
-        first = (k_block * (WARPS * KEYS_PER_WARP) as i32) / QT as i32;
+        // Query rows before the one whose diagonal is the block's first key see none of its
+        // keys: their tiles are skipped. The bound is the block's, not the warp's: every warp
+        // takes part in each tile's copies and barriers. key − seq_kv < 0: no wrap.
+        let k_first = k_block * (WARPS * KEYS_PER_WARP) as i32;
+        first = (k_first - seq_kv + seq_q).max(0) / QT as i32;
+        k_diag0 = k_row0 - seq_kv + seq_q;
     }
     copy_start(q_ring.at(first & 1), q.tile(head, first, 0));
     copy_start(do_ring.at(first & 1), d_o.tile(head, first, 0));
@@ -145,17 +152,23 @@ pub fn attention_bwd_dkdv<
         copy_start(do_ring.at(next), d_o.tile(head, qt + 1, 0));
         copy_commit();
         let q0 = qt * QT as i32;
-        let lse2: Rv<f32, QT, Cols> = load(lse.chunk(head, qt));
-        let lse2 = lse2 * std::f32::consts::LOG2_E;
-        let d_row: Rv<f32, QT, Cols> = load(delta.chunk(head, qt));
+        let lse_col: Rv<f32, QT, Cols> = load(lse.chunk(head, qt));
+        let mut d_row: Rv<f32, QT, Cols> = load(delta.chunk(head, qt));
+        let mut lse2 = lse_col * std::f32::consts::LOG2_E;
+        if CAUSAL {
+            // Rows that see no key (LSE −inf, Δ NaN): P = 2^(−inf − inf) = 0 and Δ = 0.
+            let seen = lse_col.ne(f32::NEG_INFINITY);
+            lse2 = select(seen, lse2, f32::INFINITY);
+            d_row = select(seen, d_row, 0.0);
+        }
 
         // Sᵀ (keys × queries), raw: the scale and the LSE shift are one fma per score.
         let q_frag: Rt<bf16, QT, D> = load(q_ring.at(cur));
         let mut st = mma_abt(zeros(), k_frag, q_frag);
         if CAUSAL {
-            // Query q0 + c sees key k_row0 + r only when q0 + c ≥ k_row0 + r.
-            if q0.lt(k_row0 + (KEYS_PER_WARP - 1) as i32) {
-                st = mask_anticausal(st, k_row0, q0, f64::NEG_INFINITY);
+            // Query q0 + c sees key k_row0 + r only when q0 + c + seq_kv − seq_q ≥ k_row0 + r.
+            if q0.lt(k_diag0 + (KEYS_PER_WARP - 1) as i32) {
+                st = mask_anticausal(st, k_diag0, q0, f64::NEG_INFINITY);
             }
         }
         let pt = sub_col(st * scale_log2, lse2).exp2();
@@ -220,16 +233,19 @@ pub fn attention_bwd_dq<
     let (q_block, head) = (block_idx_x(), block_idx_y());
     let q_tile = q_block * WARPS as i32 + warp_idx();
     let q_row0 = q_tile * R as i32;
-    let seq_kv = k.dim(1);
+    let (seq_q, seq_kv) = (q.dim(1), k.dim(1));
     let mut kv_tiles = ceil_div(seq_kv, KV);
     // The only key tile with columns past seq_kv (seq_kv ≥ 1, so it exists).
     let last_tile = kv_tiles - 1;
+    // The diagonal key of the warp's first row (bottom-right; seq_kv for a warp past seq_q).
+    let mut diag0: Scalar<i32> = lit(0);
     if CAUSAL {
-        // As the forward: key tiles past the block's last row are masked for every row of the
-        // block; ⌈(first + rows) / KV⌉ without forming first + rows (which may pass i32::MAX).
-        let first = q_block * (WARPS * R) as i32;
-        let diag_tiles = first / KV as i32 + ceil_div(first % KV as i32 + (WARPS * R) as i32, KV);
-        kv_tiles = kv_tiles.min(diag_tiles);
+        // As the forward: key tiles past the diagonal of the block's last row are masked for
+        // every row of the block (none when it is before key 0); the sums stay in i32.
+        let block_row0 = q_block * (WARPS * R) as i32;
+        let block_last = block_row0 + (seq_q - 1 - block_row0).min((WARPS * R - 1) as i32);
+        kv_tiles = kv_tiles.min(ceil_div(block_last - seq_q + seq_kv + 1, KV).max(0));
+        diag0 = (q_row0 - seq_q).min(0) + seq_kv;
     }
     copy_start(k_ring.at(0), k.tile(head, 0, 0));
     copy_start(v_ring.at(0), v.tile(head, 0, 0));
@@ -237,8 +253,14 @@ pub fn attention_bwd_dq<
     let q_frag: Rt<bf16, R, D> = load(q.tile(head, q_tile, 0));
     let do_frag: Rt<bf16, R, D> = load(d_o.tile(head, q_tile, 0));
     let lse_row: Rv<f32, R> = load(lse.chunk(head, q_tile));
-    let lse2 = lse_row * std::f32::consts::LOG2_E;
-    let d_row: Rv<f32, R> = load(delta.chunk(head, q_tile));
+    let mut d_row: Rv<f32, R> = load(delta.chunk(head, q_tile));
+    let mut lse2 = lse_row * std::f32::consts::LOG2_E;
+    if CAUSAL {
+        // Rows that see no key (LSE −inf, Δ NaN): P = 2^(−inf − inf) = 0 and Δ = 0.
+        let seen = lse_row.ne(f32::NEG_INFINITY);
+        lse2 = select(seen, lse2, f32::INFINITY);
+        d_row = select(seen, d_row, 0.0);
+    }
     let scale_log2 = sm_scale * std::f32::consts::LOG2_E;
 
     let mut acc: Rt<f32, R, D> = zeros();
@@ -257,8 +279,8 @@ pub fn attention_bwd_dq<
             s = mask_cols(s, kv0, seq_kv, f64::NEG_INFINITY);
         }
         if CAUSAL {
-            if kv0.gt(q_row0 - (KV - 1) as i32) {
-                s = mask_causal(s, q_row0, kv0, f64::NEG_INFINITY);
+            if kv0.gt(diag0 - (KV - 1) as i32) {
+                s = mask_causal(s, diag0, kv0, f64::NEG_INFINITY);
             }
         }
         let p = sub_row(s * scale_log2, lse2).exp2();
@@ -362,7 +384,8 @@ pub fn backward(
     }
 }
 
-/// The gradients `(dQ, dK, dV)` of `loss = Σ dO ∘ O` for `O = softmax(s·Q·Kᵀ [+ causal mask])·V`,
+/// The gradients `(dQ, dK, dV)` of `loss = Σ dO ∘ O` for `O = softmax(s·Q·Kᵀ [+ causal mask])·V`
+/// (causal aligned bottom-right, as the forward),
 /// in f64 from the definition, for row-major Q and dO `[bh, seq_q, d]`, K and V
 /// `[bh, seq_kv, d]`: with `P` the softmax, `dV = Pᵀ·dO`, `dP = dO·Vᵀ`,
 /// `dS = P ∘ (dP − rowsum(P ∘ dP))`, `dQ = s·dS·K`, `dK = s·dSᵀ·Q`.
@@ -381,7 +404,13 @@ pub fn reference_grads(
         for i in 0..seq_q {
             let qi = &q[row(seq_q, i)..][..d];
             let doi = &d_o[row(seq_q, i)..][..d];
-            let keys = if causal { seq_kv.min(i + 1) } else { seq_kv };
+            // Causal, bottom-right: keys j ≤ i + seq_kv − seq_q (none for the first
+            // seq_q − seq_kv rows when seq_q > seq_kv: their gradients are 0).
+            let keys = if causal {
+                (i + seq_kv).saturating_sub(seq_q - 1).min(seq_kv)
+            } else {
+                seq_kv
+            };
             let s: Vec<f64> = (0..keys)
                 .map(|j| sm_scale * dot(qi, &k[row(seq_kv, j)..][..d]))
                 .collect();
@@ -420,13 +449,16 @@ pub fn saved_from_reference(
             k.shape()
         ));
     };
-    let (o, lse) = reference(
+    let opts = ForwardOptions {
+        causal,
+        ..ForwardOptions::new(sm_scale)
+    };
+    let (o, lse) = reference_with(
         &q.to_vec(),
         &k.to_vec(),
         &v.to_vec(),
-        (bh, seq_q, seq_kv, d),
-        f64::from(sm_scale),
-        causal,
+        (bh, bh, seq_q, seq_kv, d),
+        &opts,
     );
     Ok((
         HostTensor::new(ScalarType::BF16, &[bh, seq_q, d], &o).map_err(|e| e.to_string())?,
@@ -441,8 +473,13 @@ pub const GRAD_TOLERANCE: f64 = 1e-2;
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
     let bf = ScalarType::BF16;
-    // (bh, seq_q, seq_kv, gradient dtype): ragged tiles, more keys than queries.
-    let cases = [(2, 70, 70, ScalarType::F32), (1, 40, 90, ScalarType::BF16)];
+    // (bh, seq_q, seq_kv, gradient dtype): ragged tiles, more keys than queries, more queries
+    // than keys (causal: the first 50 rows see no key, a whole 32-row query tile among them).
+    let cases = [
+        (2, 70, 70, ScalarType::F32),
+        (1, 40, 90, ScalarType::BF16),
+        (1, 90, 40, ScalarType::F32),
+    ];
     for (bh, seq_q, seq_kv, gdt) in cases {
         let d = 64;
         let q = rng.tensor(bf, &[bh, seq_q, d], -1.0, 1.0);

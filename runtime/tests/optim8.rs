@@ -118,6 +118,51 @@ fn a_state_for_another_length_is_an_error() {
     assert!(err.to_string().contains("300"), "{err}");
 }
 
+/// One block from zero state with gradients 1, −1e-8 and zeros: after one step m is 0.1 (the
+/// block's absmax: code of 1.0), −1e-9 (normalized −1e-8, nearest code 0, but negative: the code
+/// below) and exact zeros (the zero code).
+fn negative_moments_keep_their_sign_on(device: &Device) {
+    let n = 300;
+    let mut gv = vec![0.0; n];
+    (gv[0], gv[1]) = (1.0, -1e-8);
+    let g = HostTensor::new(F32, &[n], &gv).expect("gradient");
+    let mut p = HostTensor::full(F32, &[n], 0.5);
+    let mut state = Adam8bit::new(n);
+    state.step(device, &mut p, &g, &hyper(1)).expect("one step");
+    let m = state.m_bytes();
+    let map = dynamic_map(true);
+    assert_eq!(
+        map[usize::from(m[0])],
+        1.0,
+        "{}: the block's largest m",
+        device.name()
+    );
+    assert_eq!(m[1], 126, "{}: a tiny negative m", device.name());
+    assert!(map[126] < 0.0 && map[127] == 0.0);
+    assert!(
+        m[2..].iter().all(|&c| c == 127),
+        "{}: zero moments: {:?}",
+        device.name(),
+        &m[..8]
+    );
+    let v = state.v_bytes();
+    assert_eq!(v[0], 255);
+    assert!(
+        v[1..].iter().all(|&c| c == 0),
+        "{}: v codes {:?}",
+        device.name(),
+        &v[..8]
+    );
+    // The second block (elements 256…299) is all zero: absmax 0, zero codes.
+    assert_eq!(state.m_absmax.to_vec()[1], 0.0);
+}
+
+#[test]
+fn negative_moments_keep_their_sign() {
+    negative_moments_keep_their_sign_on(&Device::Cpu);
+    negative_moments_keep_their_sign_on(&emu());
+}
+
 fn hyper(step: u32) -> Hyper {
     Hyper {
         lr: 1e-2,

@@ -1,7 +1,7 @@
 //! Split-KV decode attention over a paged cache (`tilekit::kernels::attention_decode`) against
 //! the f64 reference over the logical (unpaged) keys: random page permutations, GQA packings of
 //! 1–16 query rows, head dims 64 and 128, page sizes 16–128, awkward context lengths, causal and
-//! not, several split counts; on the interpreter and on the sm_80 PTX emulator. Block-table
+//! not, several split counts; on the interpreter and on the sm_80 and sm_90a PTX emulators. Block-table
 //! entries outside the cache are masked, contexts past the table clamped, bad shapes refused.
 
 use tilekit::ir::interp::HostTensor;
@@ -91,6 +91,19 @@ fn paged_decode_matches_the_reference_on_the_sm_80_emulator() {
             case(shape(1, 2, 8, 1, 64), &[130], 64, true, None),
             case(shape(1, 3, 10, 2, 128), &[50], 32, true, Some(2)),
             case(shape(1, 1, 2, 1, 128), &[1], 48, false, None),
+        ],
+    );
+}
+
+/// The sm_90a build of the same kernels (the library's emulator self-tests run there too).
+#[test]
+fn paged_decode_matches_the_reference_on_the_sm_90a_emulator() {
+    let device = Device::from_name("emu:sm_90a").expect("the emulator opens");
+    check_cases(
+        &device,
+        &[
+            case(shape(2, 1, 4, 1, 64), &[17, 40], 16, true, Some(2)),
+            case(shape(1, 2, 6, 1, 128), &[70], 32, false, None),
         ],
     );
 }

@@ -464,10 +464,14 @@ fn expect(
     })
 }
 
-/// The key-tile size a page size allows for head dim `d`: the largest registered one dividing it.
-fn key_tile(d: usize, page_size: usize) -> usize {
-    let sizes: &[usize] = &[32, 16];
-    sizes.iter().copied().find(|kv| page_size % kv == 0).unwrap_or(16)
+/// The key-tile size a page size allows: the largest registered one dividing it (tiles of 64
+/// keys spill on sm_80 even at head dim 64).
+fn key_tile(page_size: usize) -> usize {
+    if page_size % 32 == 0 {
+        32
+    } else {
+        16
+    }
 }
 
 /// How the decode splits the keys: `(splits, key tiles per split)` for `pairs` (sequence, KV
@@ -535,7 +539,7 @@ pub fn decode(
         return Err(bad("block_table", "at least one page per sequence", format!("{:?}", block_table.shape())));
     }
     let group = hq / hkv;
-    let kv = key_tile(d, page_size);
+    let kv = key_tile(page_size);
     let (splits, per_split) = split_plan(b * hkv, max_pages * (page_size / kv), opts.num_splits);
     let scale = opts.sm_scale.unwrap_or(1.0 / (d as f32).sqrt());
 

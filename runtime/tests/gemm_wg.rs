@@ -223,3 +223,22 @@ fn the_sm_90a_k_loop_runs_hgmma_without_spills() {
         );
     }
 }
+
+/// The registered variants' self-test (ragged shapes against f64) on the interpreter and on
+/// both emulators, where the 3- and 4-stage rings keep one wgmma group in flight on sm_90a.
+#[test]
+fn the_registered_self_test_passes_on_the_interpreter_and_both_emulators() {
+    let info = tilekit::registry::kernels()
+        .into_iter()
+        .find(|k| k.name == gemm_wg_name())
+        .expect("gemm_wg is registered");
+    let test = info.selftest.expect("gemm_wg has a self-test");
+    for device in [
+        Device::Cpu,
+        Device::emulator("sm_90a").unwrap(),
+        Device::emulator("sm_80").unwrap(),
+    ] {
+        let out = test(&device).unwrap_or_else(|e| panic!("on {}: {e}", device.name()));
+        println!("gemm_wg self-test on {}: {out}", device.name());
+    }
+}

@@ -50,14 +50,21 @@ fn check(device: &Device, rows: usize, vocabs: &[usize], dtypes: &[ScalarType]) 
                 compare(&case, &got, &want, vocab, (1e-4, grad_tol)).unwrap();
                 let [grad, loss, nll, stats] = &got;
                 assert!(
-                    grad.iter().chain(loss).chain(nll).chain(stats).all(|v| v.is_finite()),
+                    grad.iter()
+                        .chain(loss)
+                        .chain(nll)
+                        .chain(stats)
+                        .all(|v| v.is_finite()),
                     "{case}: a NaN or infinity in the outputs"
                 );
                 for (r, &t) in targets.iter().enumerate() {
                     if t == i64::from(cfg.ignore_index) {
                         assert_eq!((loss[r], nll[r]), (0.0, 0.0), "{case}: ignored row {r}");
                         let row = &grad[r * vocab..][..vocab];
-                        assert!(row.iter().all(|&g| g == 0.0), "{case}: ignored row {r}'s gradient");
+                        assert!(
+                            row.iter().all(|&g| g == 0.0),
+                            "{case}: ignored row {r}'s gradient"
+                        );
                     }
                 }
                 assert_eq!(stats[2], want.stats[2], "{case}: n_valid");
@@ -88,7 +95,12 @@ fn cross_entropy_over_1100_rows_matches_f64_on_the_interpreter() {
 #[cfg(feature = "jit")]
 #[test]
 fn cross_entropy_over_70_rows_matches_f64_on_the_sm_80_emulator() {
-    check(&Device::emulator("sm_80").unwrap(), 70, &[17, 200], &[F32, BF16]);
+    check(
+        &Device::emulator("sm_80").unwrap(),
+        70,
+        &[17, 200],
+        &[F32, BF16],
+    );
 }
 
 #[test]
@@ -101,7 +113,12 @@ fn cross_entropy_at_vocab_128256_and_151936_matches_f64_on_the_interpreter() {
 #[test]
 #[ignore = "minutes on the emulator: run with --ignored"]
 fn cross_entropy_at_vocab_128256_and_151936_matches_f64_on_the_sm_80_emulator() {
-    check(&Device::emulator("sm_80").unwrap(), 3, &[128256, 151936], &[F32, BF16]);
+    check(
+        &Device::emulator("sm_80").unwrap(),
+        3,
+        &[128256, 151936],
+        &[F32, BF16],
+    );
 }
 
 /// The mean's scale: the gradient of the mean over non-ignored rows is the sum's divided by
@@ -122,13 +139,21 @@ fn the_mean_divides_the_gradient_by_the_non_ignored_count() {
     let n = targets.iter().filter(|&&t| t != -100).count() as f64;
     assert_eq!(gm[3][2], n, "seed {}", rng.seed);
     for (a, b) in gm[0].iter().zip(&gs[0]) {
-        assert!((a * n - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a}·{n} vs {b}; seed {}", rng.seed);
+        assert!(
+            (a * n - b).abs() <= 1e-6 * b.abs().max(1e-3),
+            "{a}·{n} vs {b}; seed {}",
+            rng.seed
+        );
     }
     // The mean loss is the sum over the count, and perplexity exp(mean nll).
     let (stats, nll) = (&gm[3], &gm[2]);
     assert!((stats[0] - stats[3] / n).abs() <= 1e-6 * stats[0].abs());
     let ppl = (nll.iter().sum::<f64>() / n).exp();
-    assert!((stats[1] - ppl).abs() <= 1e-5 * ppl, "{} vs {ppl}", stats[1]);
+    assert!(
+        (stats[1] - ppl).abs() <= 1e-5 * ppl,
+        "{} vs {ppl}",
+        stats[1]
+    );
 }
 
 #[test]
@@ -183,23 +208,42 @@ fn a_target_out_of_range_is_an_error_on_the_sm_80_emulator() {
 fn shapes_dtypes_and_options_out_of_contract_are_named() {
     let f = |dtype, shape: &[usize]| HostTensor::zeros(dtype, shape);
     let targets = f(I32, &[4]);
-    let call = |logits: &mut HostTensor, targets: &HostTensor, cfg: CrossEntropyConfig, t: usize| {
-        let (mut loss, mut nll, mut stats) = (f(F32, &[t]), f(F32, &[t]), f(F32, &[STATS]));
-        let out = CrossEntropyOutputs {
-            loss: &mut loss,
-            nll: &mut nll,
-            stats: &mut stats,
+    let call =
+        |logits: &mut HostTensor, targets: &HostTensor, cfg: CrossEntropyConfig, t: usize| {
+            let (mut loss, mut nll, mut stats) = (f(F32, &[t]), f(F32, &[t]), f(F32, &[STATS]));
+            let out = CrossEntropyOutputs {
+                loss: &mut loss,
+                nll: &mut nll,
+                stats: &mut stats,
+            };
+            cross_entropy(&Device::Cpu, logits, targets, &cfg, out)
         };
-        cross_entropy(&Device::Cpu, logits, targets, &cfg, out)
-    };
     let ok = CrossEntropyConfig::default();
     let cases: Vec<(&str, Result<(), LossError>)> = vec![
-        ("`logits` must be", call(&mut f(F32, &[4, 10, 2]), &targets, ok, 4)),
-        ("`logits` must be", call(&mut f(ScalarType::F16, &[4, 10]), &targets, ok, 4)),
-        ("at least one token", call(&mut f(F32, &[0, 10]), &f(I32, &[0]), ok, 0)),
-        ("`targets` must be", call(&mut f(F32, &[5, 10]), &targets, ok, 5)),
-        ("`targets` must be", call(&mut f(F32, &[4, 10]), &f(F32, &[4]), ok, 4)),
-        ("`loss` must be", call(&mut f(F32, &[4, 10]), &targets, ok, 3)),
+        (
+            "`logits` must be",
+            call(&mut f(F32, &[4, 10, 2]), &targets, ok, 4),
+        ),
+        (
+            "`logits` must be",
+            call(&mut f(ScalarType::F16, &[4, 10]), &targets, ok, 4),
+        ),
+        (
+            "at least one token",
+            call(&mut f(F32, &[0, 10]), &f(I32, &[0]), ok, 0),
+        ),
+        (
+            "`targets` must be",
+            call(&mut f(F32, &[5, 10]), &targets, ok, 5),
+        ),
+        (
+            "`targets` must be",
+            call(&mut f(F32, &[4, 10]), &f(F32, &[4]), ok, 4),
+        ),
+        (
+            "`loss` must be",
+            call(&mut f(F32, &[4, 10]), &targets, ok, 3),
+        ),
         (
             "`label_smoothing` must be in [0, 1], got 1.5",
             call(

@@ -487,7 +487,12 @@ pub fn grad_error(got: &[f64], want: &[f64], scale: f64, vocab: usize) -> f64 {
 /// Logits uniform in ±8 (`dtype`), random targets with rows 0 and 1 on the first and last
 /// column and every fifth row from row 2 on ignored (its logits NaN at its would-be target
 /// and at column 0, which must not reach any output).
-pub fn inputs(rng: &mut Rng, dtype: ScalarType, rows: usize, vocab: usize) -> (HostTensor, Vec<i64>) {
+pub fn inputs(
+    rng: &mut Rng,
+    dtype: ScalarType,
+    rows: usize,
+    vocab: usize,
+) -> (HostTensor, Vec<i64>) {
     let mut x: Vec<f64> = (0..rows * vocab).map(|_| rng.uniform(-8.0, 8.0)).collect();
     let mut targets: Vec<i64> = (0..rows)
         .map(|_| (rng.uniform(0.0, vocab as f64) as i64).min(vocab as i64 - 1))
@@ -515,11 +520,12 @@ pub fn run(
 ) -> Result<[Vec<f64>; 4], LossError> {
     let rows = targets.len();
     let t: Vec<f64> = targets.iter().map(|&t| t as f64).collect();
-    let targets = HostTensor::new(ScalarType::I32, &[rows], &t).map_err(|e| LossError::Argument {
-        name: "targets",
-        expected: "i32 values".into(),
-        found: e.to_string(),
-    })?;
+    let targets =
+        HostTensor::new(ScalarType::I32, &[rows], &t).map_err(|e| LossError::Argument {
+            name: "targets",
+            expected: "i32 values".into(),
+            found: e.to_string(),
+        })?;
     let mut g = logits.clone();
     let (mut loss, mut nll) = (
         poisoned(ScalarType::F32, &[rows]),

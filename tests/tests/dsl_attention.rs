@@ -609,7 +609,8 @@ fn dsl_attention_window_launcher_rejects_a_cap_that_is_not_positive() {
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("soft-capping needs a positive finite cap"),
+            err.to_string()
+                .contains("soft-capping needs a positive finite cap"),
             "{cap}: {err}"
         );
     }

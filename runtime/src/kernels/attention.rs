@@ -472,18 +472,18 @@ pub fn forward(
         let g = grid(bh, seq_q, 128);
         let (o_, l_) = (&mut o, &mut lse);
         match (d, opts.causal) {
-            (64, false) => attention_fwd::<bf16, 64, 16, 64, 8, false>::launch(
-                device, g, q, k, v, o_, l_, s,
-            ),
+            (64, false) => {
+                attention_fwd::<bf16, 64, 16, 64, 8, false>::launch(device, g, q, k, v, o_, l_, s)
+            }
             (64, true) => {
                 attention_fwd::<bf16, 64, 16, 64, 8, true>::launch(device, g, q, k, v, o_, l_, s)
             }
-            (_, false) => attention_fwd::<bf16, 128, 16, 16, 8, false>::launch(
-                device, g, q, k, v, o_, l_, s,
-            ),
-            (_, true) => attention_fwd::<bf16, 128, 16, 16, 8, true>::launch(
-                device, g, q, k, v, o_, l_, s,
-            ),
+            (_, false) => {
+                attention_fwd::<bf16, 128, 16, 16, 8, false>::launch(device, g, q, k, v, o_, l_, s)
+            }
+            (_, true) => {
+                attention_fwd::<bf16, 128, 16, 16, 8, true>::launch(device, g, q, k, v, o_, l_, s)
+            }
         }?;
         return Ok((o, lse));
     }
@@ -864,7 +864,8 @@ fn features(device: &Device, rng: &mut Rng) -> Result<(), String> {
             let k = rng.tensor(bf, &[bh_kv, seq_kv, d], -2.0, 2.0);
             let v = rng.tensor(bf, &[bh_kv, seq_kv, d], -1.0, 1.0);
             let name = format!("{bh_q}/{bh_kv} heads {seq_q}×{seq_kv}×{d} {opts:?}");
-            let (o, lse) = forward(device, &q, &k, &v, &opts).map_err(|e| format!("{name}: {e}"))?;
+            let (o, lse) =
+                forward(device, &q, &k, &v, &opts).map_err(|e| format!("{name}: {e}"))?;
             let dims = (bh_q, bh_kv, seq_q, seq_kv, d);
             let (wo, wl) = reference_with(&q.to_vec(), &k.to_vec(), &v.to_vec(), dims, &opts);
             // tanh.approx.f32 on NVIDIA: ≈ 2⁻¹¹ relative on each capped score.

@@ -84,7 +84,10 @@ fn retired_accumulators_hold_the_products() {
     for (n, seed) in [(1, 1), (3, 2), (5, 3)] {
         let (got, want) = run(&m, n, seed).unwrap();
         for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "n {n}: {g} vs {w}");
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "n {n}: {g} vs {w}"
+            );
         }
     }
     // No iteration: the wait passes the zeros that were never in flight.
@@ -129,7 +132,10 @@ fn verify_errors(text: &str) -> String {
 #[test]
 fn reads_of_accumulators_in_flight_are_verifier_errors() {
     // The loop's result, stored without a wait.
-    let e = verify_errors(&kernel(COMMIT, "  %done = map.add (%acc, %acc) : rt<f32, 16x16, row>"));
+    let e = verify_errors(&kernel(
+        COMMIT,
+        "  %done = map.add (%acc, %acc) : rt<f32, 16x16, row>",
+    ));
     assert!(e.contains("`map.add` reads %acc"), "{e}");
     assert!(e.contains("before an mma_wait retires it"), "{e}");
     // The carried value, read in the body: in flight from the second iteration on.

@@ -20,11 +20,7 @@ use tilekit::Device;
 /// `mma_wait::<1>` released (the mma of step kt − 1, which read it, is complete; the barrier
 /// after it says so for every warp).
 #[tilekit::kernel(warps = 4, variants(<64, 64>))]
-fn wg_async_ab<const BN: usize, const BK: usize>(
-    a: Gl<bf16, 2>,
-    b: Gl<bf16, 2>,
-    c: GlMut<f32, 2>,
-) {
+fn wg_async_ab<const BN: usize, const BK: usize>(a: Gl<bf16, 2>, b: Gl<bf16, 2>, c: GlMut<f32, 2>) {
     let a_s: SharedArray<St<bf16, 64, BK>, 2> = alloc_shared();
     let b_s: SharedArray<St<bf16, BK, BN>, 2> = alloc_shared();
     let (tn, tm) = (block_idx_x(), block_idx_y());
@@ -200,7 +196,14 @@ type Launch =
 
 /// Runs `launch` (block tile 64×`bn`; B given transposed when `bt`) on `device` for each
 /// (m, n, k) against the reference.
-fn agrees(name: &str, launch: Launch, bn: usize, bt: bool, device: &Device, shapes: &[(usize, usize, usize)]) {
+fn agrees(
+    name: &str,
+    launch: Launch,
+    bn: usize,
+    bt: bool,
+    device: &Device,
+    shapes: &[(usize, usize, usize)],
+) {
     let mut rng = Rng::new(seed());
     for &(m, n, k) in shapes {
         let a = rng.tensor(BF16, &[m, k], -1.0, 1.0);
@@ -344,26 +347,14 @@ fn shapes_wgmma_cannot_take_are_verifier_errors() {
             build_error(wide_n::try_module()),
             "N a multiple of 8 up to 256",
         ),
-        (
-            build_error(tall_m::try_module()),
-            "16 rows per warp",
-        ),
-        (
-            build_error(not_canonical::try_module()),
-            "rows of 96 bytes",
-        ),
-        (
-            build_error(unswizzled::try_module()),
-            "unswizzled",
-        ),
+        (build_error(tall_m::try_module()), "16 rows per warp"),
+        (build_error(not_canonical::try_module()), "rows of 96 bytes"),
+        (build_error(unswizzled::try_module()), "unswizzled"),
         (
             build_error(fp8_n_major::try_module()),
             "fp8 operands must be K-major",
         ),
-        (
-            build_error(fp8_short_k::try_module()),
-            "a multiple of 32",
-        ),
+        (build_error(fp8_short_k::try_module()), "a multiple of 32"),
     ];
     for (e, want) in cases {
         assert!(e.contains(want), "expected «{want}» in:\n{e}");

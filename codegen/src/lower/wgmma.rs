@@ -29,6 +29,13 @@
 //! `mma_async` ties them too, and a loop carries them round unchanged). On every other target
 //! `mma_async` is the synchronous `mma` (its result is ready before anything may read it: a
 //! valid schedule of the IR's semantics), and `mma_commit` and `mma_wait` are nothing.
+//!
+//! Measured (ptxas 13.5): a K loop whose accumulator starts as zeros gets a zero-trip exit on
+//! which LLVM materializes the zeros in the accumulator registers; that definition reaches the
+//! `wgmma.wait_group` after the loop, and ptxas then serializes every wgmma of the kernel
+//! (info C7515; removing those moves from the PTX removes it). Issuing the first mma with
+//! `scale-d` = 0 and at least one iteration, as CUTLASS's mainloop does, should avoid it (not
+//! built yet).
 
 use tilekit_ir::{Layout, MmaVariant, Op, OpKind, ScalarType, Scope, Swizzle, Type, Value};
 

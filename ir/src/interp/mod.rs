@@ -751,7 +751,10 @@ pub(crate) enum Val {
     Global(usize),
     /// The accumulator an `mma_async` of this warp is writing (number `mma` of the warp's
     /// [`MmaGroups`]): its elements, which no op may read until an `mma_wait` retires it.
-    InFlight { data: Rc<Vec<f64>>, mma: u64 },
+    InFlight {
+        data: Rc<Vec<f64>>,
+        mma: u64,
+    },
 }
 
 /// Where a warp is inside a region.

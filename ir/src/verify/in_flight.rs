@@ -28,9 +28,9 @@ pub(super) fn check(func: &Func, errors: &mut Vec<VerifyError>) {
 }
 
 fn any_async(r: &Region) -> bool {
-    r.ops.iter().any(|op| {
-        matches!(op.kind, OpKind::MmaAsync(_)) || op.regions.iter().any(any_async)
-    })
+    r.ops
+        .iter()
+        .any(|op| matches!(op.kind, OpKind::MmaAsync(_)) || op.regions.iter().any(any_async))
 }
 
 fn is(flight: &[bool], v: Value) -> bool {

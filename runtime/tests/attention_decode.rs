@@ -12,7 +12,13 @@ use tilekit::kernels::attention_decode::{
 use tilekit::kernels::check::Rng;
 use tilekit::{Device, Tensor};
 
-fn shape(batch: usize, q_len: usize, q_heads: usize, kv_heads: usize, head_dim: usize) -> DecodeShape {
+fn shape(
+    batch: usize,
+    q_len: usize,
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> DecodeShape {
     DecodeShape {
         batch,
         q_len,
@@ -191,7 +197,10 @@ fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
 /// cache).
 #[test]
 fn block_table_entries_outside_the_cache_mask_their_keys() {
-    for device in [Device::Cpu, Device::from_name("emu:sm_80").expect("the emulator opens")] {
+    for device in [
+        Device::Cpu,
+        Device::from_name("emu:sm_80").expect("the emulator opens"),
+    ] {
         invalid_entries_on(&device);
     }
 }
@@ -218,7 +227,10 @@ fn invalid_entries_on(device: &Device) {
     let (mut k2, mut v2) = (vec![0.0; p.k.len()], vec![0.0; p.v.len()]);
     for b in 0..2 {
         for j in (0..ctx[b]).filter(|&j| !dropped(b, j)) {
-            let (src, dst) = ((b * max_ctx + j) * hkv * d, (b * max_ctx + kept_ctx[b]) * hkv * d);
+            let (src, dst) = (
+                (b * max_ctx + j) * hkv * d,
+                (b * max_ctx + kept_ctx[b]) * hkv * d,
+            );
             k2[dst..dst + hkv * d].copy_from_slice(&p.k[src..src + hkv * d]);
             v2[dst..dst + hkv * d].copy_from_slice(&p.v[src..src + hkv * d]);
             kept_ctx[b] += 1;
@@ -236,8 +248,14 @@ fn invalid_entries_on(device: &Device) {
     }
     let (o, lse) = run_on(device, &p, &table, &[60.0, 50.0], &DecodeOptions::default()).unwrap();
     let rows = s.q_len * s.q_heads;
-    assert!(o[rows * d..].iter().all(|x| x.is_nan()), "sequence 1's O is NaN");
-    assert!(lse[rows..].iter().all(|&x| x == f64::NEG_INFINITY), "sequence 1's LSE is -inf");
+    assert!(
+        o[rows * d..].iter().all(|x| x.is_nan()),
+        "sequence 1's O is NaN"
+    );
+    assert!(
+        lse[rows..].iter().all(|&x| x == f64::NEG_INFINITY),
+        "sequence 1's LSE is -inf"
+    );
     assert_close("O of sequence 0", &o[..rows * d], &wo[..rows * d], 1e-2);
 }
 
@@ -311,15 +329,27 @@ fn unsupported_shapes_are_refused_with_what_was_expected() {
             .unwrap_or_default()
     };
     let hd96 = err(&t(bf, &[1, 1, 2, 96]), &t(bf, &[2, 16, 1, 96]));
-    assert!(hd96.contains("head dim 96 is not supported; supported: 64, 128"), "{hd96}");
+    assert!(
+        hd96.contains("head dim 96 is not supported; supported: 64, 128"),
+        "{hd96}"
+    );
     let page24 = err(&t(bf, &[1, 1, 2, 64]), &t(bf, &[2, 24, 1, 64]));
     assert!(page24.contains("multiple of 16"), "{page24}");
     let too_many_rows = err(&t(bf, &[1, 3, 8, 64]), &t(bf, &[2, 16, 1, 64]));
-    assert!(too_many_rows.contains("q_len · (Hq / Hkv) ≤ 16"), "{too_many_rows}");
+    assert!(
+        too_many_rows.contains("q_len · (Hq / Hkv) ≤ 16"),
+        "{too_many_rows}"
+    );
     let not_dividing = err(&t(bf, &[1, 1, 3, 64]), &t(bf, &[2, 16, 2, 64]));
-    assert!(not_dividing.contains("multiple of the KV heads"), "{not_dividing}");
+    assert!(
+        not_dividing.contains("multiple of the KV heads"),
+        "{not_dividing}"
+    );
     let f32_q = err(&t(ScalarType::F32, &[1, 1, 2, 64]), &t(bf, &[2, 16, 1, 64]));
     assert!(f32_q.contains("`q` must be bf16"), "{f32_q}");
     let wrong_d = err(&t(bf, &[1, 1, 2, 64]), &t(bf, &[2, 16, 1, 128]));
-    assert!(wrong_d.contains("`k_cache` must be bf16 [_, _, _, 64]"), "{wrong_d}");
+    assert!(
+        wrong_d.contains("`k_cache` must be bf16 [_, _, _, 64]"),
+        "{wrong_d}"
+    );
 }

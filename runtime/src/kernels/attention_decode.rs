@@ -156,8 +156,14 @@ pub fn attention_decode_split<const D: usize, const KV: usize>(
     let lim = (qi - (q_len - 1)) * causal + (ctx - 1);
     let mask_from = ctx - causal * (q_len - 1);
 
-    let (p0, s0, ok0, live0) =
-        tile_place(block_table, batch, t_begin, t_end, tiles_per_page, num_pages);
+    let (p0, s0, ok0, live0) = tile_place(
+        block_table,
+        batch,
+        t_begin,
+        t_end,
+        tiles_per_page,
+        num_pages,
+    );
     // Copies happen only for tiles before t_end (an empty split copies nothing); the commits
     // are unconditional, so every step has its group, empty or not.
     if live0 {
@@ -303,16 +309,28 @@ fn split_args(args: &[LaunchArg]) -> Result<(), String> {
         return Err(format!("`causal` is {causal}, expected 0 or 1"));
     }
     // The splits times their tiles must stay inside i32 (tile indices are i32).
-    let splits = crate::launch::shape_of(args, 5).get(1).copied().unwrap_or(0) as f64;
+    let splits = crate::launch::shape_of(args, 5)
+        .get(1)
+        .copied()
+        .unwrap_or(0) as f64;
     if splits * tps > f64::from(i32::MAX) / TILE_ROWS as f64 {
         return Err(format!(
             "{splits} splits of {tps} key tiles exceed the kernel's i32 tile indices"
         ));
     }
     let (nq, b, hkv) = (
-        crate::launch::shape_of(args, 0).first().copied().unwrap_or(0) as f64,
-        crate::launch::shape_of(args, 4).first().copied().unwrap_or(0) as f64,
-        crate::launch::shape_of(args, 1).get(1).copied().unwrap_or(0) as f64,
+        crate::launch::shape_of(args, 0)
+            .first()
+            .copied()
+            .unwrap_or(0) as f64,
+        crate::launch::shape_of(args, 4)
+            .first()
+            .copied()
+            .unwrap_or(0) as f64,
+        crate::launch::shape_of(args, 1)
+            .get(1)
+            .copied()
+            .unwrap_or(0) as f64,
     );
     rows_match(nq, b * hkv, q_len, group)
 }
@@ -323,15 +341,25 @@ fn combine_args(args: &[LaunchArg]) -> Result<(), String> {
         Some(LaunchArg::Scalar(_, x)) => Ok(*x),
         _ => Err(format!("`{name}` (argument {i}) must be a scalar")),
     };
-    let (q_len, group, hkv) = (scalar(4, "q_len")?, scalar(5, "group")?, scalar(6, "kv_heads")?);
+    let (q_len, group, hkv) = (
+        scalar(4, "q_len")?,
+        scalar(5, "group")?,
+        scalar(6, "kv_heads")?,
+    );
     packing_fits(q_len, group)?;
-    let bh = crate::launch::shape_of(args, 0).first().copied().unwrap_or(0) as f64;
+    let bh = crate::launch::shape_of(args, 0)
+        .first()
+        .copied()
+        .unwrap_or(0) as f64;
     if hkv < 1.0 || bh % hkv != 0.0 {
         return Err(format!(
             "`kv_heads` is {hkv}, expected a positive divisor of the {bh} (sequence, KV head) pairs"
         ));
     }
-    let nq = crate::launch::shape_of(args, 2).first().copied().unwrap_or(0) as f64;
+    let nq = crate::launch::shape_of(args, 2)
+        .first()
+        .copied()
+        .unwrap_or(0) as f64;
     rows_match(nq, bh, q_len, group)
 }
 
@@ -425,7 +453,8 @@ fn as_rows<'a>(arg: &'static str, t: &'a Tensor) -> Result<ViewAs<'a>, DecodeErr
     // than one element must step by the rows after it (dimensions of one element never step).
     let merges = n >= 2
         && (0..n - 2).all(|i| {
-            shape[i] <= 1 || strides[i] == strides[n - 2] * shape[i + 1..n - 1].iter().product::<usize>()
+            shape[i] <= 1
+                || strides[i] == strides[n - 2] * shape[i + 1..n - 1].iter().product::<usize>()
         });
     if !merges {
         return Err(DecodeError::Argument {
@@ -449,7 +478,10 @@ fn expect(
 ) -> Result<(), DecodeError> {
     let fits = t.dtype() == dtype
         && t.shape().len() == shape.len()
-        && t.shape().iter().zip(shape).all(|(&n, want)| want.is_none_or(|w| w == n));
+        && t.shape()
+            .iter()
+            .zip(shape)
+            .all(|(&n, want)| want.is_none_or(|w| w == n));
     if fits {
         return Ok(());
     }
@@ -509,8 +541,18 @@ pub fn decode(
     }
     expect("k_cache", k_cache, bf, &[None, None, None, Some(d)])?;
     let [num_pages, page_size, hkv] = [k_cache.shape()[0], k_cache.shape()[1], k_cache.shape()[2]];
-    expect("v_cache", v_cache, bf, &[Some(num_pages), Some(page_size), Some(hkv), Some(d)])?;
-    expect("block_table", block_table, ScalarType::I32, &[Some(b), None])?;
+    expect(
+        "v_cache",
+        v_cache,
+        bf,
+        &[Some(num_pages), Some(page_size), Some(hkv), Some(d)],
+    )?;
+    expect(
+        "block_table",
+        block_table,
+        ScalarType::I32,
+        &[Some(b), None],
+    )?;
     expect("context_lens", context_lens, ScalarType::I32, &[Some(b)])?;
     let max_pages = block_table.shape()[1];
     let bad = |arg, expected: &str, found: String| DecodeError::Argument {
@@ -519,7 +561,11 @@ pub fn decode(
         found,
     };
     if b == 0 || q_len == 0 || hq == 0 {
-        return Err(bad("q", "at least one sequence, query and head", format!("{:?}", q.shape())));
+        return Err(bad(
+            "q",
+            "at least one sequence, query and head",
+            format!("{:?}", q.shape()),
+        ));
     }
     if num_pages == 0 || page_size == 0 || page_size % 16 != 0 || hkv == 0 {
         return Err(bad(
@@ -536,7 +582,11 @@ pub fn decode(
         ));
     }
     if max_pages == 0 {
-        return Err(bad("block_table", "at least one page per sequence", format!("{:?}", block_table.shape())));
+        return Err(bad(
+            "block_table",
+            "at least one page per sequence",
+            format!("{:?}", block_table.shape()),
+        ));
     }
     let group = hq / hkv;
     let kv = key_tile(page_size);
@@ -563,8 +613,20 @@ pub fn decode(
     macro_rules! split {
         ($d:literal, $kv:literal) => {
             attention_decode_split::<$d, $kv>::launch(
-                device, grid, &q_rows, &k_view, &v_view, block_table, context_lens,
-                &mut o_part, &mut lse_part, scalars.0, scalars.1, scalars.2, scalars.3, scalars.4,
+                device,
+                grid,
+                &q_rows,
+                &k_view,
+                &v_view,
+                block_table,
+                context_lens,
+                &mut o_part,
+                &mut lse_part,
+                scalars.0,
+                scalars.1,
+                scalars.2,
+                scalars.3,
+                scalars.4,
             )
         };
     }
@@ -590,9 +652,29 @@ pub fn decode(
         ScalarArg::from(hkv as i32),
     );
     if d == 64 {
-        attention_decode_combine::<bf16, 64>::launch(device, grid, &o_part, &lse_part, &mut o_rows, &mut lse_rows, ql, g, h)?;
+        attention_decode_combine::<bf16, 64>::launch(
+            device,
+            grid,
+            &o_part,
+            &lse_part,
+            &mut o_rows,
+            &mut lse_rows,
+            ql,
+            g,
+            h,
+        )?;
     } else {
-        attention_decode_combine::<bf16, 128>::launch(device, grid, &o_part, &lse_part, &mut o_rows, &mut lse_rows, ql, g, h)?;
+        attention_decode_combine::<bf16, 128>::launch(
+            device,
+            grid,
+            &o_part,
+            &lse_part,
+            &mut o_rows,
+            &mut lse_rows,
+            ql,
+            g,
+            h,
+        )?;
     }
     Ok((o, lse))
 }
@@ -638,22 +720,26 @@ pub fn reference(
     let group = hq / hkv;
     let mut o = vec![0.0; s.batch * s.q_len * hq * d];
     let mut lse = vec![0.0; s.batch * s.q_len * hq];
-    for b in 0..s.batch {
+    for (b, &ctx_b) in ctx.iter().enumerate().take(s.batch) {
         for i in 0..s.q_len {
             for h in 0..hq {
                 let row = (b * s.q_len + i) * hq + h;
                 let qv = &q[row * d..][..d];
                 let kh = h / group;
                 let keys = if causal {
-                    (ctx[b] + i + 1).saturating_sub(s.q_len).min(ctx[b])
+                    (ctx_b + i + 1).saturating_sub(s.q_len).min(ctx_b)
                 } else {
-                    ctx[b]
+                    ctx_b
                 };
                 let key = |j: usize| ((b * max_ctx + j) * hkv + kh) * d;
                 let scores: Vec<f64> = (0..keys)
                     .map(|j| {
                         let at = key(j);
-                        sm_scale * qv.iter().zip(&k[at..at + d]).map(|(a, c)| a * c).sum::<f64>()
+                        sm_scale
+                            * qv.iter()
+                                .zip(&k[at..at + d])
+                                .map(|(a, c)| a * c)
+                                .sum::<f64>()
                     })
                     .collect();
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -700,8 +786,12 @@ pub fn page_randomly(
         order.swap(i, j);
     }
     let page_elems = page_size * hkv * d;
-    let mut kc: Vec<f64> = (0..num_pages * page_elems).map(|_| rng.uniform(-1.0, 1.0)).collect();
-    let mut vc: Vec<f64> = (0..num_pages * page_elems).map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let mut kc: Vec<f64> = (0..num_pages * page_elems)
+        .map(|_| rng.uniform(-1.0, 1.0))
+        .collect();
+    let mut vc: Vec<f64> = (0..num_pages * page_elems)
+        .map(|_| rng.uniform(-1.0, 1.0))
+        .collect();
     let mut table = vec![0.0; batch * per_seq];
     for b in 0..batch {
         for p in 0..per_seq {
@@ -751,14 +841,24 @@ pub fn run_case(
     let lens: Vec<f64> = ctx.iter().map(|&c| c as f64).collect();
     let lens = HostTensor::new(ScalarType::I32, &[b], &lens).map_err(|e| e.to_string())?;
     let on = |t: &HostTensor| Tensor::from_host(t, device).map_err(|e| e.to_string());
-    let (o, lse) = decode(device, &on(&q)?, &on(&kc)?, &on(&vc)?, &on(&table)?, &on(&lens)?, opts)
-        .map_err(|e| e.to_string())?;
+    let (o, lse) = decode(
+        device,
+        &on(&q)?,
+        &on(&kc)?,
+        &on(&vc)?,
+        &on(&table)?,
+        &on(&lens)?,
+        opts,
+    )
+    .map_err(|e| e.to_string())?;
     let scale = f64::from(opts.sm_scale.unwrap_or(1.0 / (d as f32).sqrt()));
     let (wo, wl) = reference(&q.to_vec(), &k, &v, ctx, max_ctx, s, scale, opts.causal);
     let name = format!(
         "{s} ctx {ctx:?} page {page_size}{}{}",
         if opts.causal { " causal" } else { "" },
-        opts.num_splits.map(|n| format!(" {n} splits")).unwrap_or_default()
+        opts.num_splits
+            .map(|n| format!(" {n} splits"))
+            .unwrap_or_default()
     );
     let got_o = o.to_f64_vec().map_err(|e| e.to_string())?;
     let got_l = lse.to_f64_vec().map_err(|e| e.to_string())?;
@@ -781,7 +881,13 @@ fn selftest(device: &Device) -> Result<String, String> {
         (shape(1, 3, 8, 2, 128), vec![50], 32, true, Some(2)),
     ];
     if large(device) {
-        cases.push((shape(4, 2, 32, 4, 128), vec![1000, 513, 4097, 17], 64, true, None));
+        cases.push((
+            shape(4, 2, 32, 4, 128),
+            vec![1000, 513, 4097, 17],
+            64,
+            true,
+            None,
+        ));
         cases.push((shape(3, 1, 16, 1, 64), vec![2048, 1, 700], 128, false, None));
     }
     for (s, ctx, page, causal, splits) in cases {

@@ -31,17 +31,18 @@ pub const DSL_KERNELS: [(&str, &str); 7] = [
     ("dsl_ws_gemm__dsl_ws_gemm_tile_ir", "ws_gemm"),
 ];
 
-/// Parses `tests/tests/snapshots/text_examples__<name>.snap` (an insta snapshot: a `---` header,
-/// then the module's text).
+/// Parses `tests/tests/snapshots/all__text_examples__<name>.snap` (an insta snapshot: a `---`
+/// header, then the module's text).
 pub fn module(name: &str) -> Module {
     snapshot_module(&format!("text_examples__{name}"))
 }
 
-/// Parses the Tile IR module of insta snapshot `tests/tests/snapshots/<stem>.snap`.
+/// Parses the Tile IR module of insta snapshot `tests/tests/snapshots/all__<stem>.snap` (the
+/// snapshotting tests are modules of the `all` test binary, whose name insta puts first).
 pub fn snapshot_module(stem: &str) -> Module {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/tests/snapshots")
-        .join(format!("{stem}.snap"));
+        .join(format!("all__{stem}.snap"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let body = text

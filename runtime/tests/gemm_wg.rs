@@ -225,7 +225,7 @@ fn the_sm_90a_k_loop_runs_hgmma_without_spills() {
 }
 
 /// The registered variants' self-test (ragged shapes against f64) on the interpreter and on
-/// both emulators, where the 3- and 4-stage rings keep one wgmma group in flight on sm_90a.
+/// both emulators.
 #[test]
 fn the_registered_self_test_passes_on_the_interpreter_and_both_emulators() {
     let info = tilekit::registry::kernels()

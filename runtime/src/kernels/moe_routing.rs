@@ -136,42 +136,23 @@ fn biased_scores(
     select(ids.ge(lo) & ids.lt(hi), scores, f32::NEG_INFINITY)
 }
 
-/// DeepSeek-V3 grouped sigmoid routing (see the module documentation): `G` groups of `E / G`
-/// experts, `TG` kept, `K` experts chosen; gates `scale · s_i / Σ_chosen s_j`.
+/// DeepSeek-V3 routing, first half: `kept[t]` = the groups token t keeps, one bit per group
+/// (the `TG` of `G` equal groups with the largest sums of their top-2 biased scores, ties to
+/// the lower group). Split from [`moe_route_sigmoid_grouped`] so that neither spills on sm_80.
 /// Grid: `[⌈T / (16·WARPS)⌉, 1, 1]`.
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<8, 8, 4, 4>),
-    shapes(
-        logits: [T, E],
-        bias: [E],
-        experts: [T, K],
-        gates: [T, K],
-        E % G == 0,
-        E >= 2 * G,
-        K <= 16,
-        TG <= G,
-        TG * (E / G) >= K
-    ),
+    variants(<8, 4, 4>),
+    shapes(logits: [T, E], bias: [E], kept: [T], E % G == 0, E >= 2 * G, G <= 30, TG <= G),
     grid = [ceil_div(T, 16 * WARPS), 1, 1]
 )]
-pub fn moe_route_sigmoid_grouped<
-    const K: usize,
-    const G: usize,
-    const TG: usize,
-    const WARPS: usize,
->(
+pub fn moe_route_groups<const G: usize, const TG: usize, const WARPS: usize>(
     logits: Gl<f32, 2>,
     bias: Gl<f32, 1>,
-    scale: Scalar<f32>,
-    experts: GlMut<i32, 2>,
-    gates: GlMut<f32, 2>,
+    kept: GlMut<i32, 1>,
 ) {
     let rt = block_idx_x() * WARPS as i32 + warp_idx();
-    let n_e = logits.cols();
-    let width = n_e / G as i32;
-    let cols: Rt<i32, 16, 16> = iota_cols();
-
+    let width = logits.cols() / G as i32;
     // Group scores: column g = the sum of group g's top-2 biased scores (-inf past G).
     let mut group_scores: Rt<f32, 16, 16> = fill(f64::NEG_INFINITY);
     for g in range(0, G as i32) {
@@ -184,27 +165,55 @@ pub fn moe_route_sigmoid_grouped<
         }
         let sum = row_sum(mask_cols(top2.0, 0, 2, 0.0));
         let z: Rt<f32, 16, 16> = zeros();
+        let cols: Rt<i32, 16, 16> = iota_cols();
         group_scores = select(cols.eq(g), add_row(z, sum), group_scores);
     }
-    let (_, kept) = topk_row(TG as u32, group_scores, cols);
+    let (_, top) = topk_row(TG as u32, group_scores, iota_cols());
+    let cols: Rt<i32, 16, 16> = iota_cols();
+    let ones: Rt<i32, 16, 16> = fill(1.0);
+    store(kept.chunk(rt), row_sum(select(cols.lt(TG as i32), ones << top.min(30), 0)));
+}
 
-    // The top K biased scores of the kept groups' experts.
+/// DeepSeek-V3 routing, second half (see the module documentation): the top `K` experts by
+/// biased score within the groups of `kept` ([`moe_route_groups`]); gates
+/// `scale · s_i / Σ_chosen s_j` of the unbiased scores. Grid: `[⌈T / (16·WARPS)⌉, 1, 1]`.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<8, 8, 4>),
+    shapes(
+        logits: [T, E],
+        bias: [E],
+        kept: [T],
+        experts: [T, K],
+        gates: [T, K],
+        E % G == 0,
+        G <= 30,
+        K <= 16
+    ),
+    grid = [ceil_div(T, 16 * WARPS), 1, 1]
+)]
+pub fn moe_route_sigmoid_grouped<const K: usize, const G: usize, const WARPS: usize>(
+    logits: Gl<f32, 2>,
+    bias: Gl<f32, 1>,
+    kept: Gl<i32, 1>,
+    scale: Scalar<f32>,
+    experts: GlMut<i32, 2>,
+    gates: GlMut<f32, 2>,
+) {
+    let rt = block_idx_x() * WARPS as i32 + warp_idx();
+    let n_e = logits.cols();
+    let width = n_e / G as i32;
+    let kept_bits: Rv<i32, 16> = load(kept.chunk(rt));
     let mut best = topk_empty::<f32, 16, Row>();
-    for g in range(0, G as i32) {
-        let ones: Rt<i32, 16, 16> = fill(1.0);
-        let is_kept = row_max(select(kept.eq(g), ones, 0));
-        let zero: Rv<f32, 16> = zeros();
-        // 0 for a kept group, -inf (which excludes every expert of the group) for another.
-        let penalty = select(is_kept.gt(0), zero, f32::NEG_INFINITY);
-        let (lo, hi) = (g * width, g * width + width);
-        for j in range(lo / 16, ceil_div(hi, 16)) {
-            let b = add_row(biased_scores(logits, bias, rt, j, lo, hi), penalty);
-            let ids: Rt<i32, 16, 16> = iota_cols() + j * 16;
-            best = topk_row_merge(K as u32, b, ids, best);
-        }
+    for j in range(0, ceil_div(n_e, 16)) {
+        let ids: Rt<i32, 16, 16> = iota_cols() + j * 16;
+        let group = (ids / width).min(30);
+        let bits: Rt<i32, 16, 16> = add_row(zeros(), kept_bits);
+        let b = biased_scores(logits, bias, rt, j, lit::<i32>(0), n_e);
+        let b = select(((bits >> group) & 1).gt(0), b, f32::NEG_INFINITY);
+        best = topk_row_merge(K as u32, b, ids, best);
     }
     let ids = best.1;
-
     // Gates from the unbiased scores of the chosen experts, gathered from the logits.
     let rows: Rv<i32, 16> = iota_rows::<Rv<i32, 16>>() + rt * 16;
     let mut s: Rt<f32, 16, 16> = zeros();
@@ -212,6 +221,7 @@ pub fn moe_route_sigmoid_grouped<
         let id = column_i32(ids, c);
         let l: Rv<f32, 16> = gather(logits, (rows, id));
         let z: Rt<f32, 16, 16> = zeros();
+        let cols: Rt<i32, 16, 16> = iota_cols();
         s = select(cols.eq(c), add_row(z, l.sigmoid()), s);
     }
     store(gates.tile(rt, 0), div_row(s, row_sum(s)) * scale);
@@ -553,16 +563,21 @@ pub fn route_sigmoid_grouped(
     let mut experts = HostTensor::zeros(ScalarType::I32, &[t, k]);
     let mut gates = HostTensor::zeros(ScalarType::F32, &[t, k]);
     let scale = ScalarArg::from(cfg.scale);
+    let mut kept = HostTensor::zeros(ScalarType::I32, &[t]);
     macro_rules! launch {
         ($k:literal, $g:literal, $tg:literal) => {
-            moe_route_sigmoid_grouped::<$k, $g, $tg, WARPS>::launch_auto(
-                device,
-                logits,
-                bias,
-                scale,
-                &mut experts,
-                &mut gates,
-            )
+            moe_route_groups::<$g, $tg, WARPS>::launch_auto(device, logits, bias, &mut kept)
+                .and_then(|()| {
+                    moe_route_sigmoid_grouped::<$k, $g, WARPS>::launch_auto(
+                        device,
+                        logits,
+                        bias,
+                        &kept,
+                        scale,
+                        &mut experts,
+                        &mut gates,
+                    )
+                })
         };
     }
     match (k, cfg.groups, cfg.topk_groups) {

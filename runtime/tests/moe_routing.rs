@@ -89,16 +89,14 @@ fn grouped_topk(row: &[f64], bias: &[f64], cfg: GroupedRouting) -> (Vec<usize>, 
     (ids, gates, margin)
 }
 
-fn compare_routing(
-    what: &str,
-    got: &mr::Routed,
-    want: &[(Vec<usize>, Vec<f64>)],
-    tol: f64,
-) {
+fn compare_routing(what: &str, got: &mr::Routed, want: &[(Vec<usize>, Vec<f64>)], tol: f64) {
     let (ids, gates) = (got.experts.to_vec(), got.gates.to_vec());
     let k = want[0].0.len();
     for (t, (wi, wg)) in want.iter().enumerate() {
-        let gi: Vec<usize> = ids[t * k..(t + 1) * k].iter().map(|&v| v as usize).collect();
+        let gi: Vec<usize> = ids[t * k..(t + 1) * k]
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
         assert_eq!(&gi, wi, "{what}: experts of token {t}");
         for c in 0..k {
             let g = gates[t * k + c];
@@ -113,7 +111,13 @@ fn compare_routing(
 
 /// Random logits, with (when `extremes`) expert `hot` far above every other for every token
 /// and `cold` far below.
-fn logits(rng: &mut Rng, t: usize, e: usize, ties: bool, extremes: Option<(usize, usize)>) -> HostTensor {
+fn logits(
+    rng: &mut Rng,
+    t: usize,
+    e: usize,
+    ties: bool,
+    extremes: Option<(usize, usize)>,
+) -> HostTensor {
     let mut v: Vec<f64> = (0..t * e)
         .map(|_| {
             if ties {
@@ -150,7 +154,10 @@ fn check_softmax(device: &Device) {
             compare_routing(&what, &got, &want, 2e-6);
             if let Some((hot, _)) = extremes {
                 let ids = got.experts.to_vec();
-                assert!(ids.chunks(k).all(|r| r[0] == hot as f64), "{what}: hot expert");
+                assert!(
+                    ids.chunks(k).all(|r| r[0] == hot as f64),
+                    "{what}: hot expert"
+                );
             }
         }
     }
@@ -169,9 +176,18 @@ fn check_grouped(device: &Device, shapes: &[(usize, usize)]) {
     let cfg = DEEPSEEK;
     for &(t, e) in shapes {
         for case in ["random", "extremes", "ties"] {
-            let what = format!("grouped {case}, E={e}, {t} tokens on {}, seed {seed}", device.name());
+            let what = format!(
+                "grouped {case}, E={e}, {t} tokens on {}, seed {seed}",
+                device.name()
+            );
             let mut bias: Vec<f64> = (0..e)
-                .map(|_| if case == "ties" { 0.0 } else { rng.uniform(-0.1, 0.1) })
+                .map(|_| {
+                    if case == "ties" {
+                        0.0
+                    } else {
+                        rng.uniform(-0.1, 0.1)
+                    }
+                })
                 .collect();
             let (hot, cold) = (e / 3, e / 2 + 1);
             if case == "extremes" {
@@ -205,7 +221,10 @@ fn check_grouped(device: &Device, shapes: &[(usize, usize)]) {
             compare_routing(&what, &got, &want, 1e-5);
             let ids = got.experts.to_vec();
             if case == "extremes" {
-                assert!(ids.chunks(8).all(|r| r[0] == hot as f64), "{what}: hot expert");
+                assert!(
+                    ids.chunks(8).all(|r| r[0] == hot as f64),
+                    "{what}: hot expert"
+                );
                 assert!(!ids.contains(&(cold as f64)), "{what}: cold expert");
             }
         }
@@ -214,7 +233,14 @@ fn check_grouped(device: &Device, shapes: &[(usize, usize)]) {
 
 /// Each token's `k` distinct experts: expert `hot` for every token, never `cold`, the rest
 /// random.
-fn random_choices(rng: &mut Rng, t: usize, e: usize, k: usize, hot: usize, cold: usize) -> Vec<Vec<usize>> {
+fn random_choices(
+    rng: &mut Rng,
+    t: usize,
+    e: usize,
+    k: usize,
+    hot: usize,
+    cold: usize,
+) -> Vec<Vec<usize>> {
     (0..t)
         .map(|_| {
             let mut ids = vec![hot];
@@ -241,7 +267,13 @@ struct WantLayout {
     tile_expert: Vec<i64>,
 }
 
-fn want_layout(choices: &[Vec<usize>], e: usize, align: usize, layout: Layout, rows: usize) -> WantLayout {
+fn want_layout(
+    choices: &[Vec<usize>],
+    e: usize,
+    align: usize,
+    layout: Layout,
+    rows: usize,
+) -> WantLayout {
     let counts: Vec<usize> = (0..e)
         .map(|x| choices.iter().filter(|c| c.contains(&x)).count())
         .collect();
@@ -261,7 +293,9 @@ fn want_layout(choices: &[Vec<usize>], e: usize, align: usize, layout: Layout, r
     let mut row_of: Vec<Vec<i64>> = choices.iter().map(|c| vec![-1; c.len()]).collect();
     let mut tile_expert = vec![-1i64; rows / align];
     for x in 0..e {
-        let tokens: Vec<usize> = (0..choices.len()).filter(|&t| choices[t].contains(&x)).collect();
+        let tokens: Vec<usize> = (0..choices.len())
+            .filter(|&t| choices[t].contains(&x))
+            .collect();
         let used = cap.map_or(tokens.len(), |c| tokens.len().min(c));
         for (rank, &t) in tokens.iter().take(used).enumerate() {
             let row = offsets[x] + rank;
@@ -303,7 +337,10 @@ fn check_permute(device: &Device) {
         (20, 64, 8, 16, Layout::Masked { capacity: 32 }),
     ];
     for (t, e, k, align, layout) in cases {
-        let what = format!("permute {t} tokens, E={e}, k={k}, align {align}, {layout:?} on {}, seed {seed}", device.name());
+        let what = format!(
+            "permute {t} tokens, E={e}, k={k}, align {align}, {layout:?} on {}, seed {seed}",
+            device.name()
+        );
         let (hot, cold) = (e - 1, 1);
         let choices = random_choices(&mut rng, t, e, k, hot, cold);
         let p = mr::permute(device, &ids_tensor(&choices, k), e, align, layout).unwrap();
@@ -315,20 +352,39 @@ fn check_permute(device: &Device) {
         assert_eq!(counts, want.counts, "{what}: counts");
         let offsets: Vec<usize> = as_i64(&p.offsets).into_iter().map(|v| v as usize).collect();
         assert_eq!(offsets, want.offsets, "{what}: offsets");
-        assert_eq!(as_i64(&p.sorted_token), want.sorted, "{what}: sorted tokens");
+        assert_eq!(
+            as_i64(&p.sorted_token),
+            want.sorted,
+            "{what}: sorted tokens"
+        );
         let row_of = as_i64(&p.row_of);
         for (tok, wr) in want.row_of.iter().enumerate() {
-            assert_eq!(&row_of[tok * k..(tok + 1) * k], &wr[..], "{what}: rows of token {tok}");
+            assert_eq!(
+                &row_of[tok * k..(tok + 1) * k],
+                &wr[..],
+                "{what}: rows of token {tok}"
+            );
         }
-        assert_eq!(as_i64(&p.tile_expert), want.tile_expert, "{what}: tile experts");
+        assert_eq!(
+            as_i64(&p.tile_expert),
+            want.tile_expert,
+            "{what}: tile experts"
+        );
     }
 }
 
 fn check_combine(device: &Device) {
     let mut rng = Rng::fresh();
     let seed = rng.seed;
-    for (t, e, k, d, dtype) in [(50, 8, 2, 100, F32), (33, 64, 8, 64, BF16), (20, 128, 8, 130, F32)] {
-        let what = format!("combine {t} tokens, k={k}, D={d}, {dtype} on {}, seed {seed}", device.name());
+    for (t, e, k, d, dtype) in [
+        (50, 8, 2, 100, F32),
+        (33, 64, 8, 64, BF16),
+        (20, 128, 8, 130, F32),
+    ] {
+        let what = format!(
+            "combine {t} tokens, k={k}, D={d}, {dtype} on {}, seed {seed}",
+            device.name()
+        );
         let choices = random_choices(&mut rng, t, e, k, 0, 1);
         // A masked layout drops tokens: their rows are -1 and add nothing.
         let layout = Layout::Masked { capacity: 16 };
@@ -362,7 +418,10 @@ fn check_combine(device: &Device) {
                 );
             }
         }
-        assert!(dropped > 0, "{what}: the hot expert's capacity drops tokens");
+        assert!(
+            dropped > 0,
+            "{what}: the hot expert's capacity drops tokens"
+        );
     }
 }
 
@@ -395,7 +454,11 @@ fn check_bias_update(device: &Device) {
                 0.0
             };
             let want = b0v[x] + f64::from(rate) * sign;
-            assert!((bv[x] - want).abs() <= 1e-7, "{what}: bias[{x}] = {}, expected {want}", bv[x]);
+            assert!(
+                (bv[x] - want).abs() <= 1e-7,
+                "{what}: bias[{x}] = {}, expected {want}",
+                bv[x]
+            );
         }
     }
 }
@@ -406,7 +469,10 @@ fn check_chain(device: &Device) {
     let mut rng = Rng::fresh();
     let seed = rng.seed;
     let (t, e, k, d) = (45, 8, 2, 64);
-    let what = format!("route → permute → combine on {}, seed {seed}", device.name());
+    let what = format!(
+        "route → permute → combine on {}, seed {seed}",
+        device.name()
+    );
     let logits = logits(&mut rng, t, e, false, Some((3, 5)));
     let r = mr::route_softmax(device, &logits, k).unwrap();
     let p = mr::permute(device, &r.experts, e, 16, Layout::Contiguous).unwrap();
@@ -427,7 +493,10 @@ fn check_chain(device: &Device) {
     for tok in 0..t {
         for j in 0..d {
             let want = xv[tok * d + j];
-            assert!((yv[tok * d + j] - want).abs() <= 1e-6, "{what}: y[{tok}][{j}]");
+            assert!(
+                (yv[tok * d + j] - want).abs() <= 1e-6,
+                "{what}: y[{tok}][{j}]"
+            );
         }
     }
 }
@@ -496,7 +565,9 @@ fn route_permute_combine_on_the_sm_80_emulator() {
 #[test]
 fn bad_arguments_are_errors() {
     let x = HostTensor::zeros(F32, &[4, 8]);
-    let e = mr::route_softmax(&Device::Cpu, &x, 9).unwrap_err().to_string();
+    let e = mr::route_softmax(&Device::Cpu, &x, 9)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("k must be at most E"), "{e}");
     let e = mr::route_softmax(&Device::Cpu, &HostTensor::zeros(F32, &[64, 32]), 17)
         .unwrap_err()

@@ -67,11 +67,17 @@ pub(crate) fn library_kernels_and(file: &str) -> Vec<&'static tilekit::registry:
 fn every_test_file_is_compiled() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let root = include_str!("all.rs");
-    let manifest = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .expect("Cargo.toml reads");
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"),
+    )
+    .expect("Cargo.toml reads");
     let mut missing = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("tests/ lists") {
-        let name = entry.expect("an entry").file_name().into_string().expect("a UTF-8 name");
+        let name = entry
+            .expect("an entry")
+            .file_name()
+            .into_string()
+            .expect("a UTF-8 name");
         if !name.ends_with(".rs") || name == "all.rs" {
             continue;
         }
@@ -81,5 +87,8 @@ fn every_test_file_is_compiled() {
             missing.push(name);
         }
     }
-    assert!(missing.is_empty(), "test files that nothing compiles: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "test files that nothing compiles: {missing:?}"
+    );
 }

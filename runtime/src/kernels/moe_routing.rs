@@ -171,7 +171,10 @@ pub fn moe_route_groups<const G: usize, const TG: usize, const WARPS: usize>(
     let (_, top) = topk_row(TG as u32, group_scores, iota_cols());
     let cols: Rt<i32, 16, 16> = iota_cols();
     let ones: Rt<i32, 16, 16> = fill(1.0);
-    store(kept.chunk(rt), row_sum(select(cols.lt(TG as i32), ones << top.min(30), 0)));
+    store(
+        kept.chunk(rt),
+        row_sum(select(cols.lt(TG as i32), ones << top.min(30), 0)),
+    );
 }
 
 /// DeepSeek-V3 routing, second half (see the module documentation): the top `K` experts by
@@ -495,22 +498,70 @@ pub struct Routed {
 macro_rules! with_k {
     ($kernel:expr, $k:expr, |$kk:ident| $body:expr) => {
         match $k {
-            1 => { const $kk: usize = 1; $body }
-            2 => { const $kk: usize = 2; $body }
-            3 => { const $kk: usize = 3; $body }
-            4 => { const $kk: usize = 4; $body }
-            5 => { const $kk: usize = 5; $body }
-            6 => { const $kk: usize = 6; $body }
-            7 => { const $kk: usize = 7; $body }
-            8 => { const $kk: usize = 8; $body }
-            9 => { const $kk: usize = 9; $body }
-            10 => { const $kk: usize = 10; $body }
-            11 => { const $kk: usize = 11; $body }
-            12 => { const $kk: usize = 12; $body }
-            13 => { const $kk: usize = 13; $body }
-            14 => { const $kk: usize = 14; $body }
-            15 => { const $kk: usize = 15; $body }
-            16 => { const $kk: usize = 16; $body }
+            1 => {
+                const $kk: usize = 1;
+                $body
+            }
+            2 => {
+                const $kk: usize = 2;
+                $body
+            }
+            3 => {
+                const $kk: usize = 3;
+                $body
+            }
+            4 => {
+                const $kk: usize = 4;
+                $body
+            }
+            5 => {
+                const $kk: usize = 5;
+                $body
+            }
+            6 => {
+                const $kk: usize = 6;
+                $body
+            }
+            7 => {
+                const $kk: usize = 7;
+                $body
+            }
+            8 => {
+                const $kk: usize = 8;
+                $body
+            }
+            9 => {
+                const $kk: usize = 9;
+                $body
+            }
+            10 => {
+                const $kk: usize = 10;
+                $body
+            }
+            11 => {
+                const $kk: usize = 11;
+                $body
+            }
+            12 => {
+                const $kk: usize = 12;
+                $body
+            }
+            13 => {
+                const $kk: usize = 13;
+                $body
+            }
+            14 => {
+                const $kk: usize = 14;
+                $body
+            }
+            15 => {
+                const $kk: usize = 15;
+                $body
+            }
+            16 => {
+                const $kk: usize = 16;
+                $body
+            }
             other => Err(shape_error(
                 $kernel,
                 format!("top-k must be 1 to 16, got {other}"),
@@ -524,7 +575,10 @@ pub fn route_softmax(device: &Device, logits: &HostTensor, k: usize) -> Result<R
     const NAME: &str = "moe_route_softmax";
     let (t, e) = dims2(NAME, "logits", logits)?;
     if k > e {
-        return Err(shape_error(NAME, format!("top-{k} of {e} experts: k must be at most E")));
+        return Err(shape_error(
+            NAME,
+            format!("top-{k} of {e} experts: k must be at most E"),
+        ));
     }
     let mut experts = HostTensor::zeros(ScalarType::I32, &[t, k]);
     let mut gates = HostTensor::zeros(ScalarType::F32, &[t, k]);
@@ -621,7 +675,13 @@ pub enum Layout {
 }
 
 /// Rows a permutation of `tokens · top_k` pairs over `experts` needs (the worst case).
-pub fn permuted_rows(tokens: usize, top_k: usize, experts: usize, align: usize, layout: Layout) -> usize {
+pub fn permuted_rows(
+    tokens: usize,
+    top_k: usize,
+    experts: usize,
+    align: usize,
+    layout: Layout,
+) -> usize {
     match layout {
         Layout::Contiguous => tokens * top_k + experts * align.saturating_sub(1),
         Layout::Masked { capacity } => experts * capacity,

@@ -517,7 +517,6 @@ fn grouped_routing_on_the_interpreter() {
 }
 
 #[test]
-#[ignore = "moe_route_groups compiled for aligned views spills 24 bytes on sm_80 and the emulator refuses it"]
 fn grouped_routing_on_the_sm_80_emulator() {
     check_grouped(&emu(), &[(50, 64), (20, 256)]);
 }

@@ -819,7 +819,7 @@ pub fn page_randomly(
 }
 
 /// One random decode problem, run through [`decode`] on `device` and compared with
-/// [`reference`]: returns the case's name and its (O, LSE) errors.
+/// [`reference()`]: returns the case's name and its (O, LSE) errors.
 #[allow(clippy::too_many_arguments)]
 pub fn run_case(
     device: &Device,

@@ -407,7 +407,7 @@ pub fn cross_entropy(
     Ok(())
 }
 
-/// What the f64 reference computes (see [`reference`]).
+/// What the f64 reference computes (see [`reference()`]).
 #[derive(Clone, Debug)]
 pub struct Reference {
     pub loss: Vec<f64>,

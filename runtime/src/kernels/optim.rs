@@ -39,20 +39,54 @@ pub fn adamw_step<const N: usize, const WARPS: usize>(
     bias_correction2: Scalar<f32>,
 ) {
     let chunk = block_idx_x() * WARPS as i32 + warp_idx();
-    let one = lit::<f32>(1.0);
     let pv: Rv<f32, N> = load(p.chunk(chunk));
     let gv: Rv<f32, N> = load(g.chunk(chunk));
     let mv: Rv<f32, N> = load(m.chunk(chunk));
     let vv: Rv<f32, N> = load(v.chunk(chunk));
 
-    let m_new = mv * beta1 + gv * (one - beta1);
-    let v_new = vv * beta2 + gv * gv * (one - beta2);
-    let adam = (m_new / bias_correction1) / ((v_new / bias_correction2).sqrt() + eps);
-    let p_new = pv - (adam + pv * weight_decay) * lr;
+    let (m_new, v_new, p_new) = adamw_update(
+        pv,
+        gv,
+        mv,
+        vv,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        bias_correction1,
+        bias_correction2,
+    );
 
     store(p.chunk(chunk), p_new);
     store(m.chunk(chunk), m_new);
     store(v.chunk(chunk), v_new);
+}
+
+/// One AdamW update of `N` elements (the module documentation's formulas): `(m, v, p)` after
+/// the step from `p`, the gradient `g` and the moments `m`, `v`. Every AdamW kernel of the
+/// library updates through it.
+#[crate::func]
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_update<const N: usize>(
+    pv: Rv<f32, N>,
+    gv: Rv<f32, N>,
+    mv: Rv<f32, N>,
+    vv: Rv<f32, N>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    eps: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+    bias_correction1: Scalar<f32>,
+    bias_correction2: Scalar<f32>,
+) -> (Rv<f32, N>, Rv<f32, N>, Rv<f32, N>) {
+    let one = lit::<f32>(1.0);
+    let m_new = mv * beta1 + gv * (one - beta1);
+    let v_new = vv * beta2 + gv * gv * (one - beta2);
+    let adam = (m_new / bias_correction1) / ((v_new / bias_correction2).sqrt() + eps);
+    let p_new = pv - (adam + pv * weight_decay) * lr;
+    (m_new, v_new, p_new)
 }
 
 /// Hyperparameters of one step.

@@ -30,7 +30,7 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, Rng};
-use crate::kernels::optim::Hyper;
+use crate::kernels::optim::{adamw_update, Hyper};
 use crate::{Device, ScalarArg};
 
 /// Elements per warp of the elementwise kernels here.
@@ -63,17 +63,25 @@ pub fn adamw_mixed<const N: usize, const WARPS: usize>(
     bias_correction2: Scalar<f32>,
 ) {
     let chunk = block_idx_x() * WARPS as i32 + warp_idx();
-    let one = lit::<f32>(1.0);
     let pv: Rv<f32, N> = load(p.chunk(chunk));
     let gb: Rv<bf16, N> = load(g.chunk(chunk));
     let gv = gb.cast::<f32>();
     let mv: Rv<f32, N> = load(m.chunk(chunk));
     let vv: Rv<f32, N> = load(v.chunk(chunk));
 
-    let m_new = mv * beta1 + gv * (one - beta1);
-    let v_new = vv * beta2 + gv * gv * (one - beta2);
-    let adam = (m_new / bias_correction1) / ((v_new / bias_correction2).sqrt() + eps);
-    let p_new = pv - (adam + pv * weight_decay) * lr;
+    let (m_new, v_new, p_new) = adamw_update(
+        pv,
+        gv,
+        mv,
+        vv,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        bias_correction1,
+        bias_correction2,
+    );
 
     store(p.chunk(chunk), p_new);
     store(p_model.chunk(chunk), p_new.cast::<bf16>());
@@ -115,17 +123,25 @@ pub fn adamw_mixed_sr<const N: usize, const WARPS: usize>(
     offset: Scalar<u32>,
 ) {
     let chunk = block_idx_x() * WARPS as i32 + warp_idx();
-    let one = lit::<f32>(1.0);
     let pv: Rv<f32, N> = load(p.chunk(chunk));
     let gb: Rv<bf16, N> = load(g.chunk(chunk));
     let gv = gb.cast::<f32>();
     let mv: Rv<f32, N> = load(m.chunk(chunk));
     let vv: Rv<f32, N> = load(v.chunk(chunk));
 
-    let m_new = mv * beta1 + gv * (one - beta1);
-    let v_new = vv * beta2 + gv * gv * (one - beta2);
-    let adam = (m_new / bias_correction1) / ((v_new / bias_correction2).sqrt() + eps);
-    let p_new = pv - (adam + pv * weight_decay) * lr;
+    let (m_new, v_new, p_new) = adamw_update(
+        pv,
+        gv,
+        mv,
+        vv,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        bias_correction1,
+        bias_correction2,
+    );
 
     store(p.chunk(chunk), p_new);
     store(

@@ -233,6 +233,9 @@ pub fn attention_decode_split<const D: usize, const KV: usize>(
     );
 }
 
+/// Columns of O that [`attention_decode_combine`] merges at a time.
+pub const COMBINE_D: usize = 64;
+
 /// Merges the splits of [`attention_decode_split`] into O `[B·q_len·Hq, D]` and LSE
 /// `[B·q_len·Hq, 1]` (the caller's `[B, q_len, Hq, ·]` with its leading dimensions merged).
 /// Grid: `[B·Hkv, 1, 1]`.
@@ -263,27 +266,34 @@ pub fn attention_decode_combine<O: RegDtype, const D: usize>(
     let bh = block_idx_x();
     let (batch, head) = (bh / kv_heads, bh % kv_heads);
     let splits = o_part.dim(1);
-    let mut m: Rv<f32, 16> = fill(f64::NEG_INFINITY);
-    let mut l: Rv<f32, 16> = zeros();
-    let mut acc: Rt<f32, 16, D> = zeros();
-    for s in range(0, splits) {
-        let lse_s: Rv<f32, 16> = load(lse_part.chunk(bh * splits + s, 0));
-        let o_s: Rt<f32, 16, D> = load(o_part.tile(bh, s, 0, 0));
-        let m_new = m.max(lse_s);
-        // Empty splits have lse -inf: safe_max keeps exp(-inf − shift) at 0, never NaN.
-        let shift = safe_max::<16>(m_new);
-        let alpha = (m - shift).exp();
-        let w = (lse_s - shift).exp();
-        l = l * alpha + w;
-        acc = mul_row(acc, alpha) + mul_row(o_s, w);
-        m = m_new;
-    }
     let rows = query_rows(batch, head, q_len, group, kv_heads);
-    // A row no split saw a key for has l = 0: O = 0/0 = NaN and LSE = -inf, as documented.
-    scatter_rows(o, div_row(acc, l).cast::<O>(), rows, 0);
-    let lse_rows: Rt<f32, 16, 16> = add_row(zeros(), m + l.log());
-    // The view has one column: the tile's other columns are masked off by its shape.
-    scatter_rows(lse, lse_rows, rows, 0);
+    // One 64-column chunk of O at a time (the split weights are recomputed per chunk): at
+    // D = 128 a 16×128 f32 accumulator beside a split's 16×128 tile does not fit one warp's
+    // registers in the general compile (1248 bytes of spills on sm_80).
+    for c in 0..D.div_ceil(COMBINE_D) {
+        let mut m: Rv<f32, 16> = fill(f64::NEG_INFINITY);
+        let mut l: Rv<f32, 16> = zeros();
+        let mut acc: Rt<f32, 16, COMBINE_D> = zeros();
+        for s in range(0, splits) {
+            let lse_s: Rv<f32, 16> = load(lse_part.chunk(bh * splits + s, 0));
+            let o_s: Rt<f32, 16, COMBINE_D> = load(o_part.tile(bh, s, 0, c as i32));
+            let m_new = m.max(lse_s);
+            // Empty splits have lse -inf: safe_max keeps exp(-inf − shift) at 0, never NaN.
+            let shift = safe_max::<16>(m_new);
+            let alpha = (m - shift).exp();
+            let w = (lse_s - shift).exp();
+            l = l * alpha + w;
+            acc = mul_row(acc, alpha) + mul_row(o_s, w);
+            m = m_new;
+        }
+        // A row no split saw a key for has l = 0: O = 0/0 = NaN and LSE = -inf, as documented.
+        scatter_rows(o, div_row(acc, l).cast::<O>(), rows, c as i32);
+        if c == 0 {
+            let lse_rows: Rt<f32, 16, 16> = add_row(zeros(), m + l.log());
+            // The view has one column: the tile's other columns are masked off by its shape.
+            scatter_rows(lse, lse_rows, rows, 0);
+        }
+    }
 }
 
 /// The scalar arguments of [`attention_decode_split`]: argument indices 7..=11.

@@ -51,7 +51,8 @@ pub const CHUNK: usize = 256;
 pub const STATS: usize = 4;
 
 /// `stats[2]` = the number of `targets` that are not `ignore_index`, as f32 (exact up to 2²⁴
-/// rows). One warp. Grid: `[1, 1, 1]`.
+/// rows); the other entries 0 until [`cross_entropy_reduce`] fills them (every output element
+/// written). One warp. Grid: `[1, 1, 1]`.
 #[crate::kernel(
     warps = 1,
     variants(<256>),
@@ -73,6 +74,9 @@ pub fn cross_entropy_count<const N: usize>(
         count += select(t.ne(ignore_index) & (at + k * N as i32).lt(n), ones, 0.0);
     }
     store(stats.at(2), reduce_all(Red::Sum, count));
+    for i in [0, 1, 3] {
+        store(stats.at(i), lit::<f32>(0.0));
+    }
 }
 
 /// Per-row loss and nll, and (when `write_grad` is not 0) the gradient over `logits`; see the

@@ -84,6 +84,7 @@ mod layering;
 mod module_cache;
 pub mod registry;
 pub mod tensor;
+pub mod tensor_map;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -335,3 +335,58 @@ fn child() {
 
     println!("child: all checks passed");
 }
+
+/// Tensor maps on CUDA come from the driver's `cuTensorMapEncodeTiled`, given the view in TMA's
+/// terms (innermost first, byte strides, the box, the swizzle); a map the driver refuses is an
+/// error naming the call.
+#[test]
+fn tensor_maps_are_encoded_by_the_driver() {
+    if fake_driver::is_child() {
+        return tensor_map_child();
+    }
+    let (_, stderr) = fake_driver::run_child(
+        "fake_cuda/libcuda.c",
+        "libcuda.so",
+        "tensor_maps_are_encoded_by_the_driver",
+        &[],
+    );
+    // bf16 is CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 (9); 128-byte swizzle is 3; zero fill is 0.
+    assert!(
+        stderr.contains(
+            "fake-cuda: tensor map dtype 9 rank 2 dims 100,70 strides 256 box 64,8 interleave 0 swizzle 3"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("oob 0"), "{stderr}");
+}
+
+fn tensor_map_child() {
+    use tilekit::tensor_map::{TensorMapDesc, TensorMapError, TmaSwizzle};
+    let gpu = Device::cuda(0).expect("the fake driver opens");
+    // 100 columns of a 70×128 bf16 buffer, starting 8 columns (16 bytes) in.
+    let whole = Tensor::zeros(tilekit::ir::ScalarType::BF16, &[70, 128], &gpu).unwrap();
+    let view = whole.narrow(1, 8, 100).unwrap();
+    let address = view.device_ptr().unwrap();
+    let desc = TensorMapDesc::for_view(
+        view.dtype(),
+        address,
+        view.shape(),
+        view.strides(),
+        &[8, 64],
+        TmaSwizzle::B128,
+    )
+    .unwrap();
+    let image = desc.encode(&gpu).unwrap();
+    assert_eq!(&image.0[..8], b"FAKETMAP");
+    assert_eq!(image.0[8..16], address.to_le_bytes(), "the map embeds the view's address");
+    // A stride the runtime would refuse, given to the driver directly: its refusal is reported.
+    let mut bad = desc.clone();
+    bad.strides = vec![200];
+    let e = bad.encode(&gpu).unwrap_err();
+    assert!(
+        matches!(&e, TensorMapError::Driver { message, .. } if message.contains("CUDA_ERROR_INVALID_VALUE")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("cuTensorMapEncodeTiled on cuda:0"), "{e}");
+    println!("child: all checks passed");
+}

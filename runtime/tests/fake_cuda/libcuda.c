@@ -100,6 +100,44 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
     return ERR_INVALID_VALUE;
 }
 
+/* cuTensorMapEncodeTiled: checks the documented rules (CUDA Driver API, "Tensor Map Object
+ * Management") and writes a map the test can read: "FAKETMAP", the address, then the rank, data
+ * type and swizzle. Prints its arguments. */
+CUresult cuTensorMapEncodeTiled(uint64_t *map, int dtype, unsigned rank, void *addr,
+                                const uint64_t *dims, const uint64_t *strides, const unsigned *box,
+                                const unsigned *estrides, int interleave, int swizzle, int l2,
+                                int oob) {
+    static const unsigned size[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+    if (((uintptr_t)map) % 64 != 0 || rank < 1 || rank > 5 || dtype < 0 || dtype > 12)
+        return ERR_INVALID_VALUE;
+    if (((uintptr_t)addr) % 16 != 0) return ERR_INVALID_VALUE;
+    char line[512];
+    int at = snprintf(line, sizeof line, "fake-cuda: tensor map dtype %d rank %u dims", dtype, rank);
+    for (unsigned i = 0; i < rank; i++) {
+        if (dims[i] == 0 || dims[i] > ((uint64_t)1 << 32)) return ERR_INVALID_VALUE;
+        at += snprintf(line + at, sizeof line - at, "%s%llu", i ? "," : " ", (unsigned long long)dims[i]);
+    }
+    at += snprintf(line + at, sizeof line - at, " strides");
+    for (unsigned i = 0; i + 1 < rank; i++) {
+        if (strides[i] % 16 != 0 || strides[i] >= ((uint64_t)1 << 40)) return ERR_INVALID_VALUE;
+        at += snprintf(line + at, sizeof line - at, "%s%llu", i ? "," : " ", (unsigned long long)strides[i]);
+    }
+    at += snprintf(line + at, sizeof line - at, " box");
+    for (unsigned i = 0; i < rank; i++) {
+        if (box[i] == 0 || box[i] > 256 || estrides[i] == 0 || estrides[i] > 8) return ERR_INVALID_VALUE;
+        at += snprintf(line + at, sizeof line - at, "%s%u", i ? "," : " ", box[i]);
+    }
+    unsigned inner = box[0] * size[dtype];
+    if (interleave == 0 && inner % 16 != 0) return ERR_INVALID_VALUE;
+    if (interleave == 0 && swizzle > 0 && inner > (16u << swizzle)) return ERR_INVALID_VALUE;
+    fprintf(stderr, "%s interleave %d swizzle %d l2 %d oob %d\n", line, interleave, swizzle, l2, oob);
+    memset(map, 0, 128);
+    memcpy(map, "FAKETMAP", 8);
+    map[1] = (uint64_t)(uintptr_t)addr;
+    map[2] = rank | (uint64_t)dtype << 8 | (uint64_t)swizzle << 16;
+    return OK;
+}
+
 CUresult cuStreamSynchronize(void *s) { (void)s; return OK; }
 CUresult cuEventCreate(void **e, unsigned flags) { (void)flags; *e = malloc(1); return OK; }
 CUresult cuEventRecord(void *e, void *s) { (void)e; (void)s; return OK; }

@@ -31,6 +31,10 @@ pub mod nvidia;
 pub mod ptxas;
 pub mod sass;
 pub mod specialize;
+/// TMA box plans of shared tiles (sm_90a): a lowering rule, public because the runtime encodes
+/// each copied view's tensor map with the plan's box.
+#[path = "lower/tma.rs"]
+pub mod tma;
 
 pub use cache::{compile_cached, compile_cached_with};
 pub use error::CodegenError;

@@ -543,6 +543,14 @@ pub enum OpKind {
     /// for a rank-n view and n index vectors `rv<i32, N, axis>` (e.g. `logits[r, target[r]]`);
     /// an element whose indices fall outside the view reads 0, as a load past a view's end does.
     Gather,
+    /// `table_view (%table, %i) : gl<T, r[, mut]>` — entry `i` of a device-side table of
+    /// tensors as a global view. `table` is a `gl<i64, 2>` whose row e is
+    /// `(address, n_0, …, n_{r-1})`: the entry's first element and its row-major contiguous
+    /// shape (the table is built at launch from a list of tensors; see `ir::interp::TensorTable`).
+    /// The view is bounded by the entry's shape as a launched view is, so loads past its end
+    /// read 0 and stores there are dropped. `i` must lie in `0..entries`; the interpreter
+    /// reports one outside, the lowerings give an empty view (every access masked).
+    TableView,
     /// `atomic_add (%g, %x, idx…)` — add a scalar (element indices) or a tile (tile coordinates).
     AtomicAdd,
     /// `atomic_max (%g, %x, idx…) : T` (also `atomic_min`, `atomic_exch`) — atomically updates
@@ -654,6 +662,7 @@ impl OpKind {
             OpKind::ScatterRows { add: false } => "scatter_rows".into(),
             OpKind::ScatterRows { add: true } => "scatter_add_rows".into(),
             OpKind::Gather => "gather".into(),
+            OpKind::TableView => "table_view".into(),
             OpKind::AtomicAdd => "atomic_add".into(),
             OpKind::AtomicRmw(f) => format!("atomic_{}", f.name()),
             OpKind::AtomicCas => "atomic_cas".into(),

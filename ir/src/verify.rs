@@ -45,6 +45,7 @@ mod rowcol;
 mod scalar;
 mod sort;
 mod sync;
+mod table;
 mod types;
 
 use std::fmt;

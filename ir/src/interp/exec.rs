@@ -11,7 +11,7 @@ use crate::ops::*;
 use crate::types::{ScalarType, Type};
 
 use super::memory::{is_in_flight, is_unwritten, PendingCopy, SharedRef, PENDING_ELEMENT_BYTES};
-use super::{Arg, BlockRun, InterpError, RaceAccess, Step, Val, WaitOn};
+use super::{BlockRun, InterpError, RaceAccess, Step, Val, WaitOn};
 
 type R<T> = Result<T, InterpError>;
 
@@ -226,6 +226,7 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
         OpKind::CopyWait(n) => b.mem.copy_wait(w, *n as usize),
         OpKind::GatherRows => gather_rows(b, w, op)?,
         OpKind::Gather => gather(b, w, op)?,
+        OpKind::TableView => super::table::table_view(b, w, op)?,
         OpKind::ScatterRows { add } => scatter_rows(b, w, op, *add)?,
         OpKind::AtomicAdd => atomic_add(b, w, op)?,
         OpKind::AtomicRmw(f) => atomic_update(b, w, op, Some(*f))?,
@@ -317,26 +318,24 @@ fn shared(b: &BlockRun<'_, '_>, w: usize, v: Value) -> R<SharedRef> {
     }
 }
 
-fn global(b: &BlockRun<'_, '_>, w: usize, v: Value) -> R<usize> {
+fn global(b: &BlockRun<'_, '_>, w: usize, v: Value) -> R<super::table::GlobalRef> {
     match b.val(w, v)? {
         Val::Global(g) => Ok(g),
         _ => Err(b.runtime(w, &format!("value %{} is not a global view", v.0))),
     }
 }
 
-fn tensor<'x>(b: &'x BlockRun<'_, '_>, g: usize) -> &'x super::HostTensor {
-    match &b.args[g] {
-        Arg::Tensor(t) => t,
-        // Arguments are checked against parameter types before the run starts.
-        Arg::Scalar(..) => unreachable!("global views are bound to tensors"),
-    }
+fn tensor<'x>(b: &'x BlockRun<'_, '_>, g: super::table::GlobalRef) -> &'x super::HostTensor {
+    // Arguments are checked against parameter types before the run starts, and `table_view`
+    // checks its entry.
+    super::table::resolve(b.args, g).expect("global views are bound to tensors")
 }
 
-fn tensor_mut<'x>(b: &'x mut BlockRun<'_, '_>, g: usize) -> &'x mut super::HostTensor {
-    match &mut b.args[g] {
-        Arg::Tensor(t) => t,
-        Arg::Scalar(..) => unreachable!("global views are bound to tensors"),
-    }
+fn tensor_mut<'x>(
+    b: &'x mut BlockRun<'_, '_>,
+    g: super::table::GlobalRef,
+) -> &'x mut super::HostTensor {
+    super::table::resolve_mut(b.args, g).expect("global views are bound to tensors")
 }
 
 fn indices(b: &BlockRun<'_, '_>, w: usize, vs: &[Value]) -> R<Vec<i64>> {
@@ -817,7 +816,7 @@ struct GlobalWindow {
 fn window(
     b: &BlockRun<'_, '_>,
     w: usize,
-    g: usize,
+    g: super::table::GlobalRef,
     idx: &[i64],
     rows: usize,
     cols: usize,
@@ -880,7 +879,12 @@ fn extent(t: &Type) -> (usize, usize, bool) {
 }
 
 /// Element offset of a scalar access; out of bounds is an error.
-fn element_offset(b: &BlockRun<'_, '_>, w: usize, g: usize, idx: &[i64]) -> R<usize> {
+fn element_offset(
+    b: &BlockRun<'_, '_>,
+    w: usize,
+    g: super::table::GlobalRef,
+    idx: &[i64],
+) -> R<usize> {
     let t = tensor(b, g);
     let us: Option<Vec<usize>> = idx.iter().map(|&i| usize::try_from(i).ok()).collect();
     us.and_then(|u| t.offset(&u)).ok_or_else(|| {
@@ -1185,7 +1189,12 @@ fn copy_start(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
 
 /// Global row numbers of a gather/scatter: `None` for negative indices (no row); indices at or
 /// past the view's row count are an error.
-fn row_indices(b: &BlockRun<'_, '_>, w: usize, g: usize, idx: &[f64]) -> R<Vec<Option<usize>>> {
+fn row_indices(
+    b: &BlockRun<'_, '_>,
+    w: usize,
+    g: super::table::GlobalRef,
+    idx: &[f64],
+) -> R<Vec<Option<usize>>> {
     let nrows = tensor(b, g).shape()[0];
     idx.iter()
         .map(|&i| {

@@ -83,7 +83,7 @@ impl<'m> BlockRun<'m, '_> {
             }
             _ => return Ok(()),
         };
-        let Some(Arg::Tensor(t)) = self.args.get(g) else {
+        let Some(t) = super::table::resolve(self.args, g) else {
             return Ok(());
         };
         let shape = t.shape();

@@ -39,6 +39,7 @@ mod memory;
 mod mma_groups;
 mod race;
 mod sort;
+mod table;
 mod tensor;
 mod warp_stores;
 
@@ -54,6 +55,7 @@ use crate::ops::OpKind;
 use crate::types::Type;
 use crate::verify::{verify, VerifyError};
 
+pub use table::TensorTable;
 pub use tensor::{Arg, HostTensor};
 
 use memory::{BlockMemory, SharedRef};
@@ -715,6 +717,8 @@ fn check_args(func: &Func, args: &mut [Arg]) -> Result<(), InterpError> {
                     });
                 }
             }
+            (Type::Global { dtype, rank, .. }, Arg::Table(t))
+                if *dtype == crate::types::ScalarType::I64 && *rank == 2 => {}
             (Type::Scalar(dtype), Arg::Scalar(d, v)) => {
                 if d != dtype {
                     return Err(InterpError::Argument {
@@ -728,6 +732,7 @@ fn check_args(func: &Func, args: &mut [Arg]) -> Result<(), InterpError> {
             (ty, a) => {
                 let got = match a {
                     Arg::Tensor(_) => "a tensor",
+                    Arg::Table(_) => "a pointer table",
                     Arg::Scalar(..) => "a scalar",
                 };
                 return Err(InterpError::Argument {
@@ -747,8 +752,8 @@ pub(crate) enum Val {
     /// A register tile (row-major, whatever its layout) or vector.
     Data(Rc<Vec<f64>>),
     Shared(SharedRef),
-    /// A global view: the index of its kernel argument.
-    Global(usize),
+    /// A global view: its kernel argument, or an entry of the pointer table passed as one.
+    Global(table::GlobalRef),
     /// The accumulator an `mma_async` of this warp is writing (number `mma` of the warp's
     /// [`MmaGroups`]): its elements, which no op may read until an `mma_wait` retires it.
     InFlight {
@@ -913,7 +918,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 let mut env = vec![None; kernel.value_types.len()];
                 for (i, p) in kernel.params.iter().enumerate() {
                     env[p.index()] = Some(match &args[i] {
-                        Arg::Tensor(_) => Val::Global(i),
+                        Arg::Tensor(_) | Arg::Table(_) => Val::Global(table::GlobalRef::arg(i)),
                         Arg::Scalar(_, v) => Val::Scalar(*v),
                     });
                 }

@@ -224,6 +224,8 @@ fn row_major_strides(shape: &[usize]) -> Vec<usize> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arg {
     Tensor(HostTensor),
+    /// A table of tensors for a `gl<i64, 2>` parameter read with `table_view`.
+    Table(super::table::TensorTable),
     /// A scalar of the given dtype (rounded to it when the kernel starts).
     Scalar(ScalarType, f64),
 }
@@ -240,6 +242,7 @@ impl Arg {
     pub fn tensor(&self) -> Option<&HostTensor> {
         match self {
             Arg::Tensor(t) => Some(t),
+            Arg::Table(t) => Some(t.rows()),
             Arg::Scalar(..) => None,
         }
     }

@@ -179,6 +179,11 @@ impl<'m> BlockRun<'m, '_> {
         let Val::Global(g) = self.val(w, view)? else {
             return Ok(());
         };
+        // Views of pointer-table entries are not watched (the watch list is per parameter).
+        if g.entry.is_some() {
+            return Ok(());
+        }
+        let g = g.arg;
         if !cell.borrow().watched.get(g).copied().unwrap_or(false) {
             return Ok(());
         }

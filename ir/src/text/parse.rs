@@ -861,6 +861,7 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         | OpKind::CopyCommit
         | OpKind::GatherRows
         | OpKind::Gather
+        | OpKind::TableView
         | OpKind::ScatterRows { .. }
         | OpKind::AtomicAdd
         | OpKind::AtomicRmw(_)
@@ -905,6 +906,7 @@ fn all_op_kinds() -> Vec<OpKind> {
         OpKind::CopyWait(0),
         OpKind::GatherRows,
         OpKind::Gather,
+        OpKind::TableView,
         OpKind::ScatterRows { add: false },
         OpKind::ScatterRows { add: true },
         OpKind::AtomicAdd,

@@ -101,6 +101,7 @@ pub(super) fn signature(kind: &OpKind) -> Signature {
         OpKind::GatherRows => sig(Exactly(3), "(g, idx, j)", 1, 0),
         OpKind::ScatterRows { .. } => sig(Exactly(4), "(g, t, idx, j)", 0, 0),
         OpKind::Gather => sig(AtLeast(2), "(g, idx…)", 1, 0),
+        OpKind::TableView => sig(Exactly(2), "(table, i)", 1, 0),
         OpKind::AtomicAdd => sig(AtLeast(2), "(g, x, idx…)", 0, 0),
         OpKind::AtomicRmw(_) => sig(AtLeast(2), "(g, x, idx…)", 1, 0),
         OpKind::AtomicCas => sig(AtLeast(3), "(g, cmp, x, idx…)", 1, 0),

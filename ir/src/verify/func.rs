@@ -8,7 +8,7 @@ use super::control::FuncTable;
 use super::expect::{mismatch, OpCx};
 use super::{
     arity, atomic, control, copy, creation, elementwise, gather, memory, mma, rowcol, scalar, sort,
-    sync, types,
+    sync, table, types,
 };
 use super::{VerifyError, VerifyErrorKind};
 use crate::module::{Func, Loc, Op, Region, Value, MAX_NESTING};
@@ -677,6 +677,7 @@ fn check_family(cx: &mut OpCx<'_, '_>) {
         OpKind::CopyCommit | OpKind::CopyWait(_) => {}
         OpKind::GatherRows => gather::check_gather_rows(cx),
         OpKind::Gather => gather::check_gather(cx),
+        OpKind::TableView => table::check_table_view(cx),
         OpKind::ScatterRows { .. } => gather::check_scatter_rows(cx),
         OpKind::AtomicAdd => gather::check_atomic_add(cx),
         OpKind::AtomicRmw(f) => atomic::check_atomic(cx, Some(*f)),

@@ -35,8 +35,12 @@ mod gemm_wg;
 mod hot_loop;
 #[path = "loss.rs"]
 mod loss;
+#[path = "moe_gemm.rs"]
+mod moe_gemm;
 #[path = "moe_routing.rs"]
 mod moe_routing;
+#[path = "muon.rs"]
+mod muon;
 #[path = "optim8.rs"]
 mod optim8;
 #[path = "spills.rs"]

@@ -35,7 +35,7 @@
 use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
-use crate::{Device, Error, ScalarArg};
+use crate::{Device, Error, ScalarArg, TensorArg};
 
 /// Warps per block of the per-token kernels (each warp takes 16 tokens).
 pub const WARPS: usize = 4;
@@ -61,6 +61,13 @@ fn column_f32(t: Rt<f32, 16, 16>, c: Scalar<i32>) -> Rv<f32, 16> {
 fn spread_i32(v: Rv<i32, 16>) -> Rt<i32, 16, 16> {
     let z: Rt<i32, 16, 16> = zeros();
     add_row(z, v)
+}
+
+/// Column 0 of rows `16·rt ..` of `v` `[N, 1]` (the token of each permuted row), −1 past its
+/// rows: the rows vector of a gather or scatter of those 16 rows.
+#[crate::func]
+pub fn first_column(v: Gl<i32, 2>, rt: Scalar<i32>) -> Rv<i32, 16> {
+    column_i32(load_ids(v, rt), lit::<i32>(0))
 }
 
 /// This warp's 16 tokens' expert ids (rows `16·rt ..` of `experts` `[T, K]`), −1 past the
@@ -579,22 +586,32 @@ macro_rules! with_k {
 /// Softmax top-`k` routing of `logits` `[T, E]` (f32).
 pub fn route_softmax(device: &Device, logits: &HostTensor, k: usize) -> Result<Routed, Error> {
     const NAME: &str = "moe_route_softmax";
-    let (t, e) = dims2(NAME, "logits", logits)?;
+    let (t, _) = dims2(NAME, "logits", logits)?;
+    let mut experts = HostTensor::zeros(ScalarType::I32, &[t, k]);
+    let mut gates = HostTensor::zeros(ScalarType::F32, &[t, k]);
+    route_softmax_into(device, logits, k, &mut experts, &mut gates)?;
+    Ok(Routed { experts, gates })
+}
+
+/// [`route_softmax`] into `experts` and `gates` `[T, k]` (host or device tensors).
+pub(crate) fn route_softmax_into(
+    device: &Device,
+    logits: &dyn TensorArg,
+    k: usize,
+    experts: &mut dyn TensorArg,
+    gates: &mut dyn TensorArg,
+) -> Result<(), Error> {
+    const NAME: &str = "moe_route_softmax";
+    let e = logits.shape().get(1).copied().unwrap_or(0);
     if k > e {
         return Err(shape_error(
             NAME,
             format!("top-{k} of {e} experts: k must be at most E"),
         ));
     }
-    let mut experts = HostTensor::zeros(ScalarType::I32, &[t, k]);
-    let mut gates = HostTensor::zeros(ScalarType::F32, &[t, k]);
     with_k!(NAME, k, |KK| moe_route_softmax::<KK, WARPS>::launch_auto(
-        device,
-        logits,
-        &mut experts,
-        &mut gates
-    ))?;
-    Ok(Routed { experts, gates })
+        device, logits, experts, gates
+    ))
 }
 
 /// DeepSeek-V3's grouped sigmoid routing: the configuration.
@@ -622,25 +639,43 @@ pub fn route_sigmoid_grouped(
     let k = cfg.top_k;
     let mut experts = HostTensor::zeros(ScalarType::I32, &[t, k]);
     let mut gates = HostTensor::zeros(ScalarType::F32, &[t, k]);
-    let scale = ScalarArg::from(cfg.scale);
     let mut kept = HostTensor::zeros(ScalarType::I32, &[t]);
+    route_sigmoid_grouped_into(
+        device,
+        logits,
+        bias,
+        cfg,
+        &mut kept,
+        &mut experts,
+        &mut gates,
+    )?;
+    Ok(Routed { experts, gates })
+}
+
+/// [`route_sigmoid_grouped`] into `experts` and `gates` `[T, k]`, with `kept` `[T]` (i32) for
+/// the groups each token keeps (host or device tensors).
+pub(crate) fn route_sigmoid_grouped_into(
+    device: &Device,
+    logits: &dyn TensorArg,
+    bias: &dyn TensorArg,
+    cfg: GroupedRouting,
+    kept: &mut dyn TensorArg,
+    experts: &mut dyn TensorArg,
+    gates: &mut dyn TensorArg,
+) -> Result<(), Error> {
+    const NAME: &str = "moe_route_sigmoid_grouped";
+    let scale = ScalarArg::from(cfg.scale);
     macro_rules! launch {
         ($k:literal, $g:literal, $tg:literal) => {
-            moe_route_groups::<$g, $tg, WARPS>::launch_auto(device, logits, bias, &mut kept)
+            moe_route_groups::<$g, $tg, WARPS>::launch_auto(device, logits, bias, &mut *kept)
                 .and_then(|()| {
                     moe_route_sigmoid_grouped::<$k, $g, WARPS>::launch_auto(
-                        device,
-                        logits,
-                        bias,
-                        &kept,
-                        scale,
-                        &mut experts,
-                        &mut gates,
+                        device, logits, bias, &*kept, scale, experts, gates,
                     )
                 })
         };
     }
-    match (k, cfg.groups, cfg.topk_groups) {
+    match (cfg.top_k, cfg.groups, cfg.topk_groups) {
         (8, 8, 4) => launch!(8, 8, 4),
         (6, 8, 3) => launch!(6, 8, 3),
         (4, 8, 2) => launch!(4, 8, 2),
@@ -652,8 +687,7 @@ pub fn route_sigmoid_grouped(
                  expected one of (8, 8, 4), (6, 8, 3), (4, 8, 2), (2, 8, 2)"
             ),
         )),
-    }?;
-    Ok(Routed { experts, gates })
+    }
 }
 
 /// The permuted layout of a routing (see the module documentation).
@@ -705,35 +739,9 @@ pub fn permute(
     align: usize,
     layout: Layout,
 ) -> Result<Permutation, Error> {
-    const NAME: &str = "moe_permute";
-    let (t, k) = dims2(NAME, "experts", experts)?;
-    if align == 0 || num_experts == 0 {
-        return Err(shape_error(
-            NAME,
-            format!("align and the expert count must be positive, got {align} and {num_experts}"),
-        ));
-    }
-    let capacity = match layout {
-        Layout::Contiguous => 0,
-        Layout::Masked { capacity } if capacity > 0 && capacity % align == 0 => capacity,
-        Layout::Masked { capacity } => {
-            return Err(shape_error(
-                NAME,
-                format!("capacity must be a positive multiple of align {align}, got {capacity}"),
-            ))
-        }
-    };
-    let to_i32 = |what: &str, v: usize| {
-        i32::try_from(v).map_err(|_| shape_error(NAME, format!("{what} {v} exceeds i32")))
-    };
-    let (align_arg, cap_arg) = (
-        ScalarArg::from(to_i32("align", align)?),
-        ScalarArg::from(to_i32("capacity", capacity)?),
-    );
-    let n = permuted_rows(t, k, num_experts, align, layout);
-    to_i32("permuted rows", n)?;
-    let nb = t.div_ceil(16);
+    let plan = PermutePlan::new(experts.shape(), num_experts, align, layout)?;
     let i32t = ScalarType::I32;
+    let (t, k, nb, n) = (plan.tokens, plan.top_k, plan.tokens.div_ceil(16), plan.rows);
     let mut tile_counts = HostTensor::zeros(i32t, &[nb, num_experts]);
     let mut tile_base = HostTensor::zeros(i32t, &[nb, num_experts]);
     let mut counts = HostTensor::zeros(i32t, &[num_experts]);
@@ -741,40 +749,19 @@ pub fn permute(
     let mut sorted_token = HostTensor::zeros(i32t, &[n, 1]);
     let mut row_of = HostTensor::zeros(i32t, &[t, k]);
     let mut tile_expert = HostTensor::zeros(i32t, &[n / align]);
-    if t > 0 {
-        moe_count_tiles::<WARPS>::launch_auto(device, experts, &mut tile_counts)?;
-    }
-    moe_expert_offsets::launch_auto(
+    plan.launch(
         device,
-        &tile_counts,
-        align_arg,
-        cap_arg,
-        &mut counts,
-        &mut offsets,
-        &mut tile_base,
+        experts,
+        PermuteBuffers {
+            tile_counts: &mut tile_counts,
+            tile_base: &mut tile_base,
+            counts: &mut counts,
+            offsets: &mut offsets,
+            sorted_token: &mut sorted_token,
+            row_of: &mut row_of,
+            tile_expert: &mut tile_expert,
+        },
     )?;
-    if n > 0 {
-        moe_fill_layout::<WARPS>::launch_auto(
-            device,
-            &offsets,
-            &counts,
-            align_arg,
-            cap_arg,
-            &mut sorted_token,
-            &mut tile_expert,
-        )?;
-    }
-    if t > 0 {
-        moe_scatter::<WARPS>::launch_auto(
-            device,
-            experts,
-            &tile_base,
-            &offsets,
-            cap_arg,
-            &mut sorted_token,
-            &mut row_of,
-        )?;
-    }
     Ok(Permutation {
         counts,
         offsets,
@@ -782,6 +769,137 @@ pub fn permute(
         row_of,
         tile_expert,
     })
+}
+
+/// A checked permutation of `[T, k]` routed pairs: the sizes of its buffers and its scalar
+/// arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PermutePlan {
+    pub tokens: usize,
+    pub top_k: usize,
+    pub experts: usize,
+    pub align: usize,
+    /// Rows of the layout (the worst case, a multiple of `align`).
+    pub rows: usize,
+    capacity: usize,
+}
+
+/// Where [`PermutePlan::launch`] writes (host or device tensors): `tile_counts`, `tile_base`
+/// `[⌈T / 16⌉, E]` (scratch), then the fields of [`Permutation`].
+pub(crate) struct PermuteBuffers<'a> {
+    pub tile_counts: &'a mut dyn TensorArg,
+    pub tile_base: &'a mut dyn TensorArg,
+    pub counts: &'a mut dyn TensorArg,
+    pub offsets: &'a mut dyn TensorArg,
+    pub sorted_token: &'a mut dyn TensorArg,
+    pub row_of: &'a mut dyn TensorArg,
+    pub tile_expert: &'a mut dyn TensorArg,
+}
+
+impl PermutePlan {
+    /// Checks a permutation of `experts` of shape `shape` (`[T, k]`).
+    pub fn new(
+        shape: &[usize],
+        num_experts: usize,
+        align: usize,
+        layout: Layout,
+    ) -> Result<PermutePlan, Error> {
+        const NAME: &str = "moe_permute";
+        let (t, k) = match shape {
+            [t, k] => (*t, *k),
+            s => {
+                return Err(shape_error(
+                    NAME,
+                    format!("`experts` must be a matrix [tokens, top_k], got shape {s:?}"),
+                ))
+            }
+        };
+        if align == 0 || num_experts == 0 {
+            return Err(shape_error(
+                NAME,
+                format!(
+                    "align and the expert count must be positive, got {align} and {num_experts}"
+                ),
+            ));
+        }
+        let capacity = match layout {
+            Layout::Contiguous => 0,
+            Layout::Masked { capacity } if capacity > 0 && capacity % align == 0 => capacity,
+            Layout::Masked { capacity } => {
+                return Err(shape_error(
+                    NAME,
+                    format!(
+                        "capacity must be a positive multiple of align {align}, got {capacity}"
+                    ),
+                ))
+            }
+        };
+        let rows = permuted_rows(t, k, num_experts, align, layout);
+        for (what, v) in [
+            ("align", align),
+            ("capacity", capacity),
+            ("permuted rows", rows),
+        ] {
+            if i32::try_from(v).is_err() {
+                return Err(shape_error(NAME, format!("{what} {v} exceeds i32")));
+            }
+        }
+        Ok(PermutePlan {
+            tokens: t,
+            top_k: k,
+            experts: num_experts,
+            align,
+            rows,
+            capacity,
+        })
+    }
+
+    /// Launches the permutation's kernels (no host reads between them).
+    pub fn launch(
+        &self,
+        device: &Device,
+        experts: &dyn TensorArg,
+        b: PermuteBuffers<'_>,
+    ) -> Result<(), Error> {
+        // Both fit in i32 (checked by `new`).
+        let align_arg = ScalarArg::from(self.align as i32);
+        let cap_arg = ScalarArg::from(self.capacity as i32);
+        if self.tokens > 0 {
+            moe_count_tiles::<WARPS>::launch_auto(device, experts, &mut *b.tile_counts)?;
+        }
+        moe_expert_offsets::launch_auto(
+            device,
+            &*b.tile_counts,
+            align_arg,
+            cap_arg,
+            &mut *b.counts,
+            &mut *b.offsets,
+            &mut *b.tile_base,
+        )?;
+        if self.rows > 0 {
+            moe_fill_layout::<WARPS>::launch_auto(
+                device,
+                &*b.offsets,
+                &*b.counts,
+                align_arg,
+                cap_arg,
+                &mut *b.sorted_token,
+                &mut *b.tile_expert,
+            )?;
+        }
+        if self.tokens > 0 {
+            moe_scatter::<WARPS>::launch_auto(
+                device,
+                experts,
+                &*b.tile_base,
+                &*b.offsets,
+                cap_arg,
+                &mut *b.sorted_token,
+                &mut *b.row_of,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// `y[t] = Σ_c gates[t][c] · x[row_of[t][c]]` for the permuted rows `x` `[N, D]` (f32 or
@@ -796,16 +914,27 @@ pub fn combine(
     let (_, d) = dims2(NAME, "x", x)?;
     let (t, _) = dims2(NAME, "row_of", row_of)?;
     let mut y = HostTensor::zeros(ScalarType::F32, &[t, d]);
-    if t == 0 || d == 0 {
-        return Ok(y);
+    combine_into(device, x, row_of, gates, &mut y)?;
+    Ok(y)
+}
+
+/// [`combine`] into `y` `[T, D]` f32 (host or device tensors).
+pub(crate) fn combine_into(
+    device: &Device,
+    x: &dyn TensorArg,
+    row_of: &dyn TensorArg,
+    gates: &dyn TensorArg,
+    y: &mut dyn TensorArg,
+) -> Result<(), Error> {
+    if y.shape().iter().any(|&n| n == 0) {
+        return Ok(());
     }
     match x.dtype() {
         ScalarType::BF16 => {
-            moe_combine::<bf16, COMBINE_COLS, WARPS>::launch_auto(device, x, row_of, gates, &mut y)
+            moe_combine::<bf16, COMBINE_COLS, WARPS>::launch_auto(device, x, row_of, gates, y)
         }
-        _ => moe_combine::<f32, COMBINE_COLS, WARPS>::launch_auto(device, x, row_of, gates, &mut y),
-    }?;
-    Ok(y)
+        _ => moe_combine::<f32, COMBINE_COLS, WARPS>::launch_auto(device, x, row_of, gates, y),
+    }
 }
 
 /// `bias[e] += rate · sign(mean load − counts[e])`, in place on `device`.

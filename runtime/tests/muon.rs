@@ -430,3 +430,18 @@ fn wrong_shapes_and_options_are_errors() {
     let g2 = HostTensor::full(F32, &[16, 8], 0.5);
     assert!(muon.step(&device, &mut p2, &g2).is_err());
 }
+
+/// The registered self-test (a transposed and a wide shape, batch 2 and 1) on the interpreter
+/// and both emulators.
+#[test]
+fn the_registered_self_test_passes_on_the_interpreter_and_both_emulators() {
+    let info = tilekit::registry::kernels()
+        .into_iter()
+        .find(|k| k.name.starts_with("muon_apply") && k.selftest.is_some())
+        .expect("muon_apply is registered with a self-test");
+    let test = info.selftest.expect("a self-test");
+    for device in [Device::Cpu, Device::emulator("sm_90a").unwrap(), emu()] {
+        let out = test(&device).unwrap_or_else(|e| panic!("on {}: {e}", device.name()));
+        println!("muon self-test on {}: {out}", device.name());
+    }
+}

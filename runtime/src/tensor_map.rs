@@ -21,7 +21,10 @@
 //! [`TensorMapDesc::encode`] picks by device. The map embeds the address, so a map is built per
 //! launch (or cached by geometry and address).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crate::device::Device;
 use crate::ir::ScalarType;
@@ -295,6 +298,67 @@ impl TensorMapDesc {
     }
 }
 
+/// Encoded maps by device and description: a launch asks for the map of each view it copies
+/// with TMA, and the same view (same geometry, box and address) on the same device is encoded
+/// once. The map embeds the address, so a freed and reallocated buffer at the same address
+/// with the same geometry may reuse its map, which describes it exactly.
+#[derive(Debug, Default)]
+pub struct TensorMapCache {
+    maps: Mutex<HashMap<(String, TensorMapDesc), TensorMapImage>>,
+    encodes: AtomicUsize,
+}
+
+/// Entries a [`TensorMapCache`] holds before it starts over (addresses churn as tensors come
+/// and go; a map is cheap to encode again).
+pub const TENSOR_MAP_CACHE_ENTRIES: usize = 4096;
+
+impl TensorMapCache {
+    /// An empty cache.
+    pub fn new() -> TensorMapCache {
+        TensorMapCache::default()
+    }
+
+    /// The map of `desc` on `device`, encoded on first use.
+    pub fn get(
+        &self,
+        device: &Device,
+        desc: &TensorMapDesc,
+    ) -> Result<TensorMapImage, TensorMapError> {
+        let key = (device.name(), desc.clone());
+        if let Some(image) = self.lock().get(&key) {
+            return Ok(*image);
+        }
+        let image = desc.encode(device)?;
+        self.encodes.fetch_add(1, Ordering::Relaxed);
+        let mut maps = self.lock();
+        if maps.len() >= TENSOR_MAP_CACHE_ENTRIES {
+            maps.clear();
+        }
+        maps.insert(key, image);
+        Ok(image)
+    }
+
+    /// How many maps this cache has encoded (cache misses).
+    pub fn encodes(&self) -> usize {
+        self.encodes.load(Ordering::Relaxed)
+    }
+
+    /// How many maps it holds.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, TensorMapDesc), TensorMapImage>> {
+        // A panic while holding the lock leaves a map that is either absent or complete.
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// `cuTensorMapEncodeTiled` through the driver the `cuda` device loaded.
 mod cuda_encode {
     use cudarc::driver::{result, sys};
@@ -492,6 +556,31 @@ mod tests {
                 .encode(&Device::Cpu),
             Err(TensorMapError::Unsupported { .. })
         ));
+    }
+
+    #[test]
+    fn the_cache_encodes_each_view_once_per_device() {
+        let emu = Device::emulator("sm_90a").unwrap();
+        let cache = TensorMapCache::new();
+        let d = TensorMapDesc::for_view(
+            BF,
+            0x4000,
+            &[70, 100],
+            &[128, 1],
+            &[8, 64],
+            TmaSwizzle::B128,
+        )
+        .unwrap();
+        let first = cache.get(&emu, &d).unwrap();
+        assert_eq!(cache.get(&emu, &d).unwrap(), first);
+        assert_eq!(cache.encodes(), 1);
+        // Another address is another map.
+        let moved = cache.get(&emu, &d.at(0x8000)).unwrap();
+        assert_ne!(moved, first);
+        assert_eq!((cache.encodes(), cache.len()), (2, 2));
+        // A device without TMA is an error, and nothing is cached.
+        assert!(cache.get(&Device::Cpu, &d).is_err());
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

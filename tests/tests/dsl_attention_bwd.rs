@@ -7,9 +7,9 @@
 use tilekit::dsl::bf16;
 use tilekit::ir::interp::HostTensor;
 use tilekit::ir::ScalarType::{self, BF16, F32};
-use tilekit::kernels::attention::{attention_fwd, grid, reference_with, ForwardOptions};
+use tilekit::kernels::attention::{attention_fwd, grid, reference_with, Align, ForwardOptions};
 use tilekit::kernels::attention_bwd::{
-    backward, reference_grads, saved_from_reference, GRAD_TOLERANCE,
+    backward, reference_grads, reference_grads_with, saved_from_reference, GRAD_TOLERANCE,
 };
 use tilekit::kernels::check::poisoned;
 use tilekit::{Device, ScalarArg};
@@ -103,13 +103,19 @@ impl Case {
             device,
             (&self.q, &self.k, &self.v),
             (o, lse, &self.d_o),
-            self.scale,
-            self.causal,
+            &self.options(),
             &mut dq,
             &mut dk,
             &mut dv,
         )?;
         Ok([dq, dk, dv])
+    }
+
+    fn options(&self) -> ForwardOptions {
+        ForwardOptions {
+            causal: self.causal,
+            ..ForwardOptions::new(self.scale)
+        }
     }
 
     fn reference(&self) -> [Vec<f64>; 3] {
@@ -266,7 +272,7 @@ fn gradients_match_on_the_sm_80_emulator() {
     let device = Device::emulator("sm_80").unwrap();
     let mut rng = TestRng::fresh();
     let case = Case::random(&mut rng, (2, 40, 70), true);
-    let saved = saved_from_reference((&case.q, &case.k, &case.v), case.scale, case.causal).unwrap();
+    let saved = saved_from_reference((&case.q, &case.k, &case.v), &case.options()).unwrap();
     let got = match case.backward_with(&device, &saved, F32) {
         Ok(got) => got,
         Err(e) if e.to_string().contains("built without `jit`") => {
@@ -300,8 +306,7 @@ fn unsupported_head_dims_and_gradient_dtypes_are_refused_by_name() {
         &Device::Cpu,
         (&q, &q, &q),
         (&q, &lse, &q),
-        0.125,
-        false,
+        &ForwardOptions::new(0.125),
         &mut dq,
         &mut dk,
         &mut dv,
@@ -309,7 +314,7 @@ fn unsupported_head_dims_and_gradient_dtypes_are_refused_by_name() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .contains("head dim 80 is not supported; supported: [64]"),
+            .contains("head dim 80 is not supported; supported: [64, 128]"),
         "{err}"
     );
     let q = t(BF16, &[1, 16, 64]);
@@ -323,8 +328,7 @@ fn unsupported_head_dims_and_gradient_dtypes_are_refused_by_name() {
         &Device::Cpu,
         (&q, &q, &q),
         (&q, &lse, &q),
-        0.125,
-        false,
+        &ForwardOptions::new(0.125),
         &mut dq16,
         &mut dk,
         &mut dv,
@@ -335,8 +339,7 @@ fn unsupported_head_dims_and_gradient_dtypes_are_refused_by_name() {
         &Device::Cpu,
         (&q, &q, &q),
         (&q, &lse, &q),
-        f32::NAN,
-        false,
+        &ForwardOptions::new(f32::NAN),
         &mut dq,
         &mut dk,
         &mut dv,
@@ -369,4 +372,331 @@ fn the_key_pass_contract_names_a_mismatched_gradient_shape() {
     .unwrap_err();
     assert!(matches!(err, tilekit::Error::Shape { .. }), "{err}");
     assert!(err.to_string().contains("`dv`"), "{err}");
+}
+
+/// One case of the forward's features: `(bh_q, bh_kv)` heads, `(seq_q, seq_kv)`, head dim and
+/// the options (scale 1/√D unless the options set one).
+type Feature = ((usize, usize), (usize, usize), usize, ForwardOptions);
+
+/// Options with the scale 1/√d and the given fields.
+fn opts(d: usize) -> ForwardOptions {
+    ForwardOptions::new(1.0 / (d as f32).sqrt())
+}
+
+/// Random inputs Q, K, V, dO of a feature case.
+fn feature_inputs(
+    rng: &mut TestRng,
+    &((bh_q, bh_kv), (seq_q, seq_kv), d, _): &Feature,
+) -> [HostTensor; 4] {
+    [
+        rng.tensor(BF16, &[bh_q, seq_q, d], -2.0, 2.0),
+        rng.tensor(BF16, &[bh_kv, seq_kv, d], -2.0, 2.0),
+        rng.tensor(BF16, &[bh_kv, seq_kv, d], -1.0, 1.0),
+        rng.tensor(BF16, &[bh_q, seq_q, d], -1.0, 1.0),
+    ]
+}
+
+/// dQ, dK, dV of dtype `g` from [`backward`] on `device`, with O and LSE from the f64 forward
+/// with the same options (the backward alone is under test).
+fn feature_backward(
+    device: &Device,
+    [q, k, v, d_o]: &[HostTensor; 4],
+    opts: &ForwardOptions,
+    g: ScalarType,
+) -> Result<[HostTensor; 3], tilekit::Error> {
+    let (o, lse) = saved_from_reference((q, k, v), opts).unwrap();
+    let mut dq = poisoned(g, q.shape());
+    let mut dk = poisoned(g, k.shape());
+    let mut dv = poisoned(g, v.shape());
+    backward(
+        device,
+        (q, k, v),
+        (&o, &lse, d_o),
+        opts,
+        &mut dq,
+        &mut dk,
+        &mut dv,
+    )?;
+    Ok([dq, dk, dv])
+}
+
+/// Runs each feature case on `device` and asserts each gradient within [`GRAD_TOLERANCE`] of
+/// [`reference_grads_with`].
+fn check_features(device: &Device, cases: &[Feature], g: ScalarType) {
+    let mut rng = TestRng::fresh();
+    for case in cases {
+        let &((bh_q, bh_kv), (seq_q, seq_kv), d, opts) = case;
+        let inputs = feature_inputs(&mut rng, case);
+        let name = format!(
+            "{} {bh_q}/{bh_kv} heads {seq_q}×{seq_kv}×{d} {g:?} {opts:?}",
+            device.name()
+        );
+        let got = match feature_backward(device, &inputs, &opts, g) {
+            Ok(got) => got,
+            Err(e) if e.to_string().contains("built without `jit`") => {
+                eprintln!("not checked on {}: {e}", device.name());
+                return;
+            }
+            Err(e) => panic!("{name}: {e}; seed {}", rng.seed),
+        };
+        let [q, k, v, d_o] = inputs.each_ref().map(HostTensor::to_vec);
+        let want = reference_grads_with((&q, &k, &v, &d_o), (bh_q, bh_kv, seq_q, seq_kv, d), &opts);
+        for (what, (got, want)) in ["dQ", "dK", "dV"]
+            .iter()
+            .zip(got.iter().zip([&want.0, &want.1, &want.2]))
+        {
+            let err = gradient_error(&got.to_vec(), want);
+            println!("{name}: {what} error {err:.2e}");
+            assert!(
+                err <= GRAD_TOLERANCE,
+                "{name}: {what} error {err:.3e}; seed {}",
+                rng.seed
+            );
+        }
+    }
+}
+
+/// GQA 2:1 and MQA, causal (bottom-right) and not, at lengths 1, 17 and 130 and with
+/// seq_q ≠ seq_kv both ways (with fewer keys the first causal rows see none), head dims 64 and
+/// 128.
+#[test]
+fn gqa_and_mqa_gradients_match_the_f64_reference() {
+    let causal = |d| ForwardOptions {
+        causal: true,
+        ..opts(d)
+    };
+    check_features(
+        &Device::Cpu,
+        &[
+            ((2, 1), (1, 1), 64, causal(64)),
+            ((4, 2), (17, 17), 64, opts(64)),
+            ((4, 2), (17, 100), 64, causal(64)),
+            ((3, 1), (130, 130), 64, causal(64)),
+            ((3, 1), (100, 17), 64, opts(64)),
+            ((2, 1), (130, 40), 128, causal(128)),
+            ((2, 2), (17, 17), 128, opts(128)),
+        ],
+        F32,
+    );
+}
+
+/// Windows that empty whole query tiles and rows (bottom-right with fewer keys: the first ~110
+/// rows see none; top-left with fewer keys: the rows past key 43 see none), windows crossing
+/// tiles on both sides, and soft-capping alone and with a window, with GQA, head dims 64 and
+/// 128, f32 and bf16 gradients.
+#[test]
+fn window_and_softcap_gradients_match_the_f64_reference() {
+    let window = |d, left, right| ForwardOptions {
+        window_left: Some(left),
+        window_right: Some(right),
+        ..opts(d)
+    };
+    let top_left = ForwardOptions {
+        causal: true,
+        align: Align::TopLeft,
+        window_left: Some(3),
+        ..opts(64)
+    };
+    let capped = ForwardOptions {
+        causal: true,
+        softcap: Some(3.0),
+        ..opts(64)
+    };
+    let capped_window = ForwardOptions {
+        softcap: Some(2.0),
+        ..window(128, 0, 7)
+    };
+    check_features(
+        &Device::Cpu,
+        &[
+            ((2, 1), (130, 17), 64, window(64, 4, 2)),
+            ((2, 2), (100, 40), 64, top_left),
+            ((2, 1), (17, 130), 64, window(64, 20, 40)),
+            ((1, 1), (130, 130), 64, capped),
+            ((2, 1), (17, 130), 128, capped_window),
+            ((1, 1), (1, 1), 128, window(128, 0, 0)),
+        ],
+        F32,
+    );
+    check_features(
+        &Device::Cpu,
+        &[((4, 2), (70, 90), 64, window(64, 10, 10))],
+        BF16,
+    );
+}
+
+/// dK and dV of a K/V head sum its query heads in a fixed order in one block and dQ has its own
+/// pass, so two runs give the same bits (GQA with a window and a cap: every path of the key
+/// pass).
+#[test]
+fn gqa_gradients_are_bitwise_deterministic() {
+    let case = [(
+        (4, 1),
+        (70, 100),
+        64,
+        ForwardOptions {
+            window_left: Some(30),
+            window_right: Some(10),
+            softcap: Some(4.0),
+            ..opts(64)
+        },
+    )];
+    let mut rng = TestRng::fresh();
+    let inputs = feature_inputs(&mut rng, &case[0]);
+    let run = || feature_backward(&Device::Cpu, &inputs, &case[0].3, F32).unwrap();
+    let (a, b) = (run(), run());
+    let bits = |t: &HostTensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(bits(x), bits(y), "seed {}", rng.seed);
+    }
+    // Not a comparison of zeros or NaN: the run is also right.
+    check_features(&Device::Cpu, &case, F32);
+}
+
+/// One small case per feature on the PTX emulator (sm_80) with its sanitizer: GQA with causal,
+/// a window with a cap, head dim 128 with MQA and causal.
+#[test]
+fn feature_gradients_match_on_the_sm_80_emulator() {
+    let device = Device::emulator("sm_80").unwrap();
+    check_features(
+        &device,
+        &[
+            (
+                (4, 2),
+                (20, 40),
+                64,
+                ForwardOptions {
+                    causal: true,
+                    ..opts(64)
+                },
+            ),
+            (
+                (1, 1),
+                (40, 20),
+                64,
+                ForwardOptions {
+                    window_left: Some(5),
+                    window_right: Some(3),
+                    softcap: Some(3.0),
+                    ..opts(64)
+                },
+            ),
+            (
+                (2, 1),
+                (17, 33),
+                128,
+                ForwardOptions {
+                    causal: true,
+                    ..opts(128)
+                },
+            ),
+        ],
+        F32,
+    );
+}
+
+/// [`reference_grads_with`] against central differences of `Σ dO ∘ O` through
+/// [`reference_with`] for the features: GQA 2:1 with top-left causal, a window with a soft
+/// cap, MQA with a bottom-right window (f64 throughout; the masks are discrete, so only the
+/// scores inside them move).
+#[test]
+fn the_feature_reference_gradients_agree_with_finite_differences() {
+    let mut rng = TestRng::fresh();
+    let (seq_q, seq_kv, d) = (4, 6, 4);
+    let base = ForwardOptions::new(0.75);
+    let cases = [
+        (
+            (4, 2),
+            ForwardOptions {
+                causal: true,
+                align: Align::TopLeft,
+                ..base
+            },
+        ),
+        (
+            (2, 2),
+            ForwardOptions {
+                window_left: Some(1),
+                window_right: Some(1),
+                softcap: Some(1.5),
+                ..base
+            },
+        ),
+        (
+            (3, 1),
+            ForwardOptions {
+                window_left: Some(2),
+                window_right: Some(0),
+                ..base
+            },
+        ),
+    ];
+    for ((bh_q, bh_kv), opts) in cases {
+        let mut draw = |n: usize| rng.uniform(n, -1.5, 1.5);
+        let (q, k, v, d_o) = (
+            draw(bh_q * seq_q * d),
+            draw(bh_kv * seq_kv * d),
+            draw(bh_kv * seq_kv * d),
+            draw(bh_q * seq_q * d),
+        );
+        let dims = (bh_q, bh_kv, seq_q, seq_kv, d);
+        let loss = |q: &[f64], k: &[f64], v: &[f64]| -> f64 {
+            let (o, _) = reference_with(q, k, v, dims, &opts);
+            o.iter().zip(&d_o).map(|(a, b)| a * b).sum()
+        };
+        let (dq, dk, dv) = reference_grads_with((&q, &k, &v, &d_o), dims, &opts);
+        let h = 1e-5;
+        let numeric = |which: usize, i: usize| -> f64 {
+            let mut inputs = [q.clone(), k.clone(), v.clone()];
+            inputs[which][i] += h;
+            let up = loss(&inputs[0], &inputs[1], &inputs[2]);
+            inputs[which][i] -= 2.0 * h;
+            let down = loss(&inputs[0], &inputs[1], &inputs[2]);
+            (up - down) / (2.0 * h)
+        };
+        let mut nonzero = 0;
+        for (which, analytic) in [&dq, &dk, &dv].into_iter().enumerate() {
+            for (i, &a) in analytic.iter().enumerate() {
+                let n = numeric(which, i);
+                assert!(
+                    (a - n).abs() <= 1e-7 * (1.0 + n.abs()),
+                    "{opts:?}: input {which} element {i}: analytic {a}, finite difference {n}; \
+                     seed {}",
+                    rng.seed
+                );
+                nonzero += usize::from(n.abs() > 1e-3);
+            }
+        }
+        // Windows leave keys unseen by some rows, but most gradients are far from zero.
+        assert!(
+            nonzero > (dq.len() + dk.len() + dv.len()) / 3,
+            "{opts:?}: {nonzero}"
+        );
+    }
+}
+
+#[test]
+fn kv_heads_that_do_not_divide_the_query_heads_are_refused() {
+    let t = |dtype, shape: &[usize]| HostTensor::zeros(dtype, shape);
+    let (q, k) = (t(BF16, &[3, 16, 64]), t(BF16, &[2, 16, 64]));
+    let lse = t(F32, &[3, 16]);
+    let (mut dq, mut dk, mut dv) = (
+        t(F32, &[3, 16, 64]),
+        t(F32, &[2, 16, 64]),
+        t(F32, &[2, 16, 64]),
+    );
+    let err = backward(
+        &Device::Cpu,
+        (&q, &k, &k),
+        (&q, &lse, &q),
+        &ForwardOptions::new(0.125),
+        &mut dq,
+        &mut dk,
+        &mut dv,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("must divide the query heads"),
+        "{err}"
+    );
 }

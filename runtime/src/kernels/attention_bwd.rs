@@ -1,48 +1,63 @@
-//! FlashAttention-2 backward pass of [`attention_fwd`](super::attention::attention_fwd).
+//! FlashAttention-2 backward pass of [`attention_fwd`](super::attention::attention_fwd) and
+//! [`attention_fwd_window`](super::attention::attention_fwd_window), for every option of
+//! [`forward`](super::attention::forward): GQA/MQA, causal (bottom-right or top-left), sliding
+//! windows and logit soft-capping, head dims 64 and 128.
 //!
-//! The forward computes `O = softmax(s·Q·Kᵀ [+ causal mask])·V` with `s = sm_scale` and returns
-//! the natural-log `LSE` per query row. Given the output gradient dO, the backward computes
+//! The forward computes `O = softmax(S)·V` over the keys each row sees, with `S = s·Q·Kᵀ` (or
+//! `c·tanh(s·Q·Kᵀ/c)` with a cap c), `s = sm_scale`, and returns the natural-log `LSE` per query
+//! row. Given the output gradient dO, the backward computes
 //!
 //! - [`attention_bwd_preprocess`]: `Δ = rowsum(dO ∘ O)` per query row (f32), the inner product
 //!   `Σ_j P_ij·dP_ij` the softmax's gradient subtracts;
-//! - [`attention_bwd_dkdv`]: one block per `WARPS·16` keys (each warp owns 16 keys and keeps
-//!   their K and V fragments and its dK and dV accumulators in registers) walking the query
-//!   tiles of `QT` rows through two-slot shared rings of Q and dO: it recomputes the transposed
-//!   scores `Sᵀ = K·Qᵀ` and probabilities `Pᵀ = exp(s·Sᵀ − LSE)`, then `dV += Pᵀ·dO`,
-//!   `dPᵀ = V·dOᵀ`, `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)` and `dK += dSᵀ·Q`; `dK` is scaled by `s` at the end.
-//!   Working on the transposes keeps each key's row in one warp, so no warp ever reduces
-//!   across another's rows;
-//! - [`attention_bwd_dq`]: one block per `WARPS·R` query rows walking the key tiles of `KV`
-//!   through K and V rings, as the forward does: `S = Q·Kᵀ`, `P = exp(s·S − LSE)`,
-//!   `dP = dO·Vᵀ`, `dS = P ∘ (dP − Δ)`, `dQ += dS·K`, scaled by `s` at the end. dQ has its own
-//!   pass instead of atomic adds from the key blocks, so it is computed in a fixed order and is
-//!   bitwise the same on every run.
+//! - [`attention_bwd_dkdv`] / [`attention_bwd_dkdv_window`]: one block per `WARPS·16` keys of
+//!   one K/V head (each warp owns 16 keys and keeps its dK and dV accumulators in registers)
+//!   walking the query tiles of `QT` rows through two-slot shared rings of Q and dO: it
+//!   recomputes the transposed scores `Sᵀ = K·Qᵀ` and probabilities `Pᵀ = exp(Sᵀ − LSE)`, then
+//!   `dV += Pᵀ·dO`, `dPᵀ = V·dOᵀ`, `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)` (times `1 − tanh²` with a cap, the
+//!   derivative of `c·tanh(x/c)`) and `dK += dSᵀ·Q`; `dK` is scaled by `s` at the end. Working
+//!   on the transposes keeps each key's row in one warp, so no warp ever reduces across
+//!   another's rows. With GQA/MQA the block walks the query tiles of every query head of its
+//!   K/V head's group, head after head in order: dK and dV are summed over the group in a
+//!   fixed order in registers, with no atomics and no copies of K or V;
+//! - [`attention_bwd_dq`] / [`attention_bwd_dq_window`]: one block per `WARPS·R` query rows
+//!   walking the key tiles of `KV` of its K/V head (`head / group`, as the forward) through K
+//!   and V rings: `S = Q·Kᵀ`, `P = exp(S − LSE)`, `dP = dO·Vᵀ`, `dS = P ∘ (dP − Δ)` (times
+//!   `1 − tanh²` with a cap), `dQ += dS·K`, scaled by `s` at the end. dQ has its own pass
+//!   instead of atomic adds from the key blocks, so it is computed in a fixed order.
 //!
-//! Causal (aligned bottom-right as the forward: query row i sees keys `j ≤ i + seq_kv − seq_q`):
-//! the key blocks start at the first query tile that reaches their first key, the query blocks
-//! stop at their diagonal key tile, and only tiles that cross the diagonal are masked. Ragged edges need no
-//! mask in the key-block pass: rows past `seq_q` load as zero (Q, dO, LSE and Δ), so their
-//! `dPᵀ − Δ` and their dO rows are zero and they add nothing; keys past `seq_kv` only produce
-//! rows that the masked store drops. The query-block pass masks keys past `seq_kv` to `-inf`
-//! (as the forward) so that `exp(0 − LSE)` cannot overflow for a row with a very negative LSE.
+//! Every gradient is therefore bitwise the same on every run.
 //!
-//! A causal row that sees no key (the first `seq_q − seq_kv` rows when `seq_q > seq_kv`) has
-//! LSE = `-inf` and O = NaN from the forward, hence Δ = NaN: the causal kernels read its LSE as
-//! `+inf` and its Δ as 0, so its P, dS and gradients are 0 (the gradient of a constant row).
-//! Otherwise LSE must be finite: every row sees at least one key, as the dense layout with
-//! `seq_kv ≥ 1` has. [`backward`] runs the three kernels.
+//! Masks are the forward's exactly. Causal (aligned bottom-right: query row i sees keys
+//! `j ≤ i + seq_kv − seq_q`): the key blocks start at the first query tile that reaches their
+//! first key, the query blocks stop at their diagonal key tile. Windows (the `_window` kernels,
+//! the same `window_left`/`window_right` arguments around the bottom-right diagonal as
+//! [`attention_fwd_window`](super::attention::attention_fwd_window); top-left causal is such a
+//! window): key blocks walk only the query tiles of the rows that see their keys, query
+//! blocks only the key tiles of their rows' windows. Only tiles that cross an edge are masked.
+//! Ragged edges need no mask in the key-block pass: rows past `seq_q` load as zero (Q, dO, LSE
+//! and Δ), so their `dPᵀ − Δ` and their dO rows are zero and they add nothing; keys past
+//! `seq_kv` only produce rows that the masked store drops. The query-block pass masks keys past
+//! `seq_kv` to `-inf` (as the forward) so that `exp(0 − LSE)` cannot overflow for a row with a
+//! very negative LSE. With a cap, tanh comes before the masks (as in the forward) and its
+//! derivative is taken of the unmasked value, so a masked score gives `0 · finite`.
 //!
-//! The library registers head dim 64: the key pass with query tiles of 32 and the query pass
-//! with key tiles of 32 (with 64 the key pass spills on sm_80 and the query pass needs 247–256
-//! registers). Head dim 128 does not fit the key pass as written: a warp's dK and dV
-//! accumulators (2 × 64 f32 registers) with its K and V fragments (2 × 32) spill 136 bytes on
-//! sm_80 even with query tiles of 16; reading K and V from shared memory at each use would
-//! free the 64.
+//! A row that sees no key (causal with `seq_q > seq_kv`, or a window past every key) has
+//! LSE = `-inf` and O = NaN from the forward, hence Δ = NaN: the masked kernels read its LSE
+//! as `+inf` and its Δ as 0, so its P, dS and gradients are 0 (the gradient of a constant
+//! row). Without a mask every row sees a key (`seq_kv ≥ 1`) and LSE is finite.
+//! [`backward`] runs the three kernels for a [`ForwardOptions`].
+//!
+//! The library registers head dim 64 with query tiles of 32 in the key pass and key tiles of
+//! 32 in the query pass (with 64 the key pass spills on sm_80 and the query pass needs 247–256
+//! registers), and head dim 128 with tiles of 16 in both. At 128 a warp's dK and dV
+//! accumulators take 2 × 64 f32 registers; its K and V fragments (2 × 32 more) spilled 136
+//! bytes on sm_80 when kept in registers, so at 128 each warp parks its K and V rows in shared
+//! memory and reads them back at each use (48 KiB of shared memory per block).
 
 use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
-use crate::kernels::attention::{reference_with, ForwardOptions};
+use crate::kernels::attention::{reference_with, Align, ForwardOptions};
 use crate::kernels::check::{poisoned, record, tiles, Rng};
 use crate::{Device, LaunchArg, ScalarArg};
 
@@ -54,7 +69,7 @@ pub const KEYS_PER_WARP: usize = 16;
 /// `[⌈seq_q / (WARPS·R)⌉, bh, 1]` ([`rows_grid`]).
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<bf16, 64, 16, 4>, <f32, 64, 16, 4>),
+    variants(<bf16, 64, 16, 4>, <f32, 64, 16, 4>, <bf16, 128, 16, 4>, <f32, 128, 16, 4>),
     shapes(o: [BH, SQ, D], d_o: [BH, SQ, D], delta: [BH, SQ]),
     grid = [ceil_div(SQ, WARPS * R), BH, 1]
 )]
@@ -73,29 +88,35 @@ pub fn attention_bwd_preprocess<O: RegDtype, const D: usize, const R: usize, con
     );
 }
 
-/// dK and dV (dtype `G`) of `WARPS·16` keys per block; see the module documentation. Grid:
-/// `[⌈seq_kv / (WARPS·16)⌉, bh, 1]` ([`rows_grid`]).
+/// dK and dV (dtype `G`) of `WARPS·16` keys of one K/V head per block, summed over the query
+/// heads of its GQA group; see the module documentation. Grid: `[⌈seq_kv / (WARPS·16)⌉, bh_kv,
+/// 1]` ([`rows_grid`]).
 #[crate::kernel(
     warps = WARPS as u32,
     variants(
         <f32, 64, 32, 4, false>,
         <f32, 64, 32, 4, true>,
         <bf16, 64, 32, 4, false>,
-        <bf16, 64, 32, 4, true>
+        <bf16, 64, 32, 4, true>,
+        <f32, 128, 16, 4, false>,
+        <f32, 128, 16, 4, true>,
+        <bf16, 128, 16, 4, false>,
+        <bf16, 128, 16, 4, true>
     ),
-    check = finite_scale::<8>,
+    check = key_pass_arguments::<false>,
     shapes(
         q: [BH, SQ, D],
-        k: [BH, SK, D],
-        v: [BH, SK, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
         d_o: [BH, SQ, D],
         lse: [BH, SQ],
         delta: [BH, SQ],
-        dk: [BH, SK, D],
-        dv: [BH, SK, D],
-        SK >= 1
+        dk: [BHKV, SK, D],
+        dv: [BHKV, SK, D],
+        SK >= 1,
+        BHKV >= 1
     ),
-    grid = [ceil_div(SK, WARPS * 16), BH, 1]
+    grid = [ceil_div(SK, WARPS * 16), BHKV, 1]
 )]
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd_dkdv<
@@ -115,98 +136,294 @@ pub fn attention_bwd_dkdv<
     dv: GlMut<G, 3>,
     sm_scale: Scalar<f32>,
 ) {
+    // No window and no cap: their arguments are never read.
+    key_tiles::<G, D, QT, WARPS, CAUSAL, false, false>(
+        q,
+        k,
+        v,
+        d_o,
+        lse,
+        delta,
+        dk,
+        dv,
+        sm_scale,
+        lit(0),
+        lit(0),
+        lit(1.0),
+    );
+}
+
+/// [`attention_bwd_dkdv`] of [`attention_fwd_window`](super::attention::attention_fwd_window):
+/// the same window (`window_left`, `window_right` around the bottom-right diagonal) and, with
+/// `SOFTCAP`, the same cap (> 0; not read without `SOFTCAP`). Lengths: `seq_q + seq_kv < 2³⁰`.
+/// Grid: `[⌈seq_kv / (WARPS·16)⌉, bh_kv, 1]` ([`rows_grid`]).
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(
+        <f32, 64, 32, 4, false>,
+        <f32, 64, 32, 4, true>,
+        <bf16, 64, 32, 4, false>,
+        <bf16, 64, 32, 4, true>,
+        <f32, 128, 16, 4, false>,
+        <f32, 128, 16, 4, true>,
+        <bf16, 128, 16, 4, false>,
+        <bf16, 128, 16, 4, true>
+    ),
+    check = key_pass_arguments::<SOFTCAP>,
+    shapes(
+        q: [BH, SQ, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
+        d_o: [BH, SQ, D],
+        lse: [BH, SQ],
+        delta: [BH, SQ],
+        dk: [BHKV, SK, D],
+        dv: [BHKV, SK, D],
+        SK >= 1,
+        BHKV >= 1,
+        SQ + SK < (1 << 30)
+    ),
+    grid = [ceil_div(SK, WARPS * 16), BHKV, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_dkdv_window<
+    G: RegDtype,
+    const D: usize,
+    const QT: usize,
+    const WARPS: usize,
+    const SOFTCAP: bool,
+>(
+    q: Gl<bf16, 3>,
+    k: Gl<bf16, 3>,
+    v: Gl<bf16, 3>,
+    d_o: Gl<bf16, 3>,
+    lse: Gl<f32, 2>,
+    delta: Gl<f32, 2>,
+    dk: GlMut<G, 3>,
+    dv: GlMut<G, 3>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    softcap: Scalar<f32>,
+) {
+    key_tiles::<G, D, QT, WARPS, false, true, SOFTCAP>(
+        q,
+        k,
+        v,
+        d_o,
+        lse,
+        delta,
+        dk,
+        dv,
+        sm_scale,
+        window_left,
+        window_right,
+        softcap,
+    );
+}
+
+/// The body of [`attention_bwd_dkdv`] (`CAUSAL`, no window) and [`attention_bwd_dkdv_window`]
+/// (`WINDOW`): see the module documentation.
+#[crate::func]
+#[allow(clippy::too_many_arguments)]
+fn key_tiles<
+    G: RegDtype,
+    const D: usize,
+    const QT: usize,
+    const WARPS: usize,
+    const CAUSAL: bool,
+    const WINDOW: bool,
+    const SOFTCAP: bool,
+>(
+    q: Gl<bf16, 3>,
+    k: Gl<bf16, 3>,
+    v: Gl<bf16, 3>,
+    d_o: Gl<bf16, 3>,
+    lse: Gl<f32, 2>,
+    delta: Gl<f32, 2>,
+    dk: GlMut<G, 3>,
+    dv: GlMut<G, 3>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    softcap: Scalar<f32>,
+) {
     let q_ring: SharedArray<St<bf16, QT, D>, 2> = alloc_shared();
     let do_ring: SharedArray<St<bf16, QT, D>, 2> = alloc_shared();
-    let (k_block, head) = (block_idx_x(), block_idx_y());
+    let (k_block, kv_head) = (block_idx_x(), block_idx_y());
+    // GQA/MQA: this K/V head serves query heads kv_head·group .. (kv_head + 1)·group − 1 (the
+    // forward's head / group), walked in that order: the sum over the group is the same on
+    // every run, with no atomics.
+    let group = q.dim(0) / k.dim(0);
+    let head0 = kv_head * group;
+    let last_head = head0 + group - 1;
     let k_tile = k_block * WARPS as i32 + warp_idx();
     let k_row0 = k_tile * KEYS_PER_WARP as i32;
     let (seq_q, seq_kv) = (q.dim(1), k.dim(1));
     let q_tiles = ceil_div(seq_q, QT);
+    // The block's first key and last key that exists; the query-tile bounds below are the
+    // block's, not the warp's: every warp takes part in each tile's copies and barriers.
+    let k_first = k_block * (WARPS * KEYS_PER_WARP) as i32;
+    let k_last = k_first + (seq_kv - 1 - k_first).min((WARPS * KEYS_PER_WARP - 1) as i32);
+    // Row i's diagonal key is i + off (bottom-right): key j's diagonal row is j − off.
+    let off = seq_kv - seq_q;
     let mut first: Scalar<i32> = lit(0);
-    // The warp's first key shifted to the query row whose diagonal it is (bottom-right).
-    let mut k_diag0: Scalar<i32> = lit(0);
+    let mut end = q_tiles;
+    let (mut left, mut right) = (first, first);
     if CAUSAL {
         // Query rows before the one whose diagonal is the block's first key see none of its
-        // keys: their tiles are skipped. The bound is the block's, not the warp's: every warp
-        // takes part in each tile's copies and barriers. key − seq_kv < 0: no wrap.
-        let k_first = k_block * (WARPS * KEYS_PER_WARP) as i32;
-        first = (k_first - seq_kv + seq_q).max(0) / QT as i32;
-        k_diag0 = k_row0 - seq_kv + seq_q;
+        // keys: their tiles are skipped. k_first − seq_kv < 0: no wrap.
+        first = (k_first - off).max(0) / QT as i32;
     }
-    copy_start(q_ring.at(first & 1), q.tile(head, first, 0));
-    copy_start(do_ring.at(first & 1), d_o.tile(head, first, 0));
+    if WINDOW {
+        // Clamped as the forward clamps them (every row's keys unchanged, sums in i32 by the
+        // contract seq_q + seq_kv < 2³⁰). Row i sees key j when j − off − right ≤ i ≤
+        // j − off + left: the block's rows run from its first key's lowest to its last key's
+        // highest.
+        left = window_left.min(seq_kv).max(-(seq_q + seq_kv));
+        right = window_right.min(seq_q).max(-seq_kv);
+        first = (k_first - off - right).max(0) / QT as i32;
+        end = end.min(ceil_div(k_last - off + left + 1, QT)).max(first);
+    }
+    // Query tiles per head, and the (head, tile) pairs of the group in order.
+    let per_head = end - first;
+    let steps = group * per_head;
+    copy_start(q_ring.at(0), q.tile(head0, first, 0));
+    copy_start(do_ring.at(0), d_o.tile(head0, first, 0));
     copy_commit();
-    let k_frag: Rt<bf16, 16, D> = load(k.tile(head, k_tile, 0));
-    let v_frag: Rt<bf16, 16, D> = load(v.tile(head, k_tile, 0));
-    let scale_log2 = sm_scale * std::f32::consts::LOG2_E;
+    // Head dim 64 keeps the warp's K and V fragments in registers for the whole walk; at 128
+    // those 64 registers beside the 128 of the dK and dV accumulators spill, so K and V wait
+    // in shared memory (each warp its own 16 rows) and are read back at each use.
+    let stash: Option<(
+        SharedArray<St<bf16, 16, D>, WARPS>,
+        SharedArray<St<bf16, 16, D>, WARPS>,
+    )> = match D > 64 {
+        true => Some((alloc_shared(), alloc_shared())),
+        false => None,
+    };
+    let k_own: Rt<bf16, 16, D> = load(k.tile(kv_head, k_tile, 0));
+    let v_own: Rt<bf16, 16, D> = load(v.tile(kv_head, k_tile, 0));
+    if let Some((k_sh, v_sh)) = &stash {
+        // Read back after the loop's first barrier.
+        store(k_sh.at(warp_idx()), k_own);
+        store(v_sh.at(warp_idx()), v_own);
+    }
+    // With a cap the scores are tanh values and the cap multiplies them.
+    let mut scale_log2 = sm_scale * std::f32::consts::LOG2_E;
+    if SOFTCAP {
+        scale_log2 = softcap * std::f32::consts::LOG2_E;
+    }
 
     let mut dk_acc: Rt<f32, 16, D> = zeros();
     let mut dv_acc: Rt<f32, 16, D> = zeros();
-    for qt in range(first, q_tiles) {
-        let (cur, next) = (qt & 1, (qt + 1) & 1);
+    let (mut head, mut qt) = (head0, first);
+    for step in range(0, steps) {
+        let (cur, next) = (step & 1, (step + 1) & 1);
+        // The next pair: the next tile of this head, or the first of the next head. After the
+        // last step it is a pair of the group again (its copy lands and is never read).
+        let wrap = (qt + 1).ge(end);
+        let next_qt = select(wrap, first, qt + 1);
+        let next_head = select(wrap, (head + 1).min(last_head), head);
         // This tile's Q and dO have landed; after the barrier every warp is done with the
         // previous tile, whose slots take the next tile's.
         copy_wait(0);
         barrier();
-        copy_start(q_ring.at(next), q.tile(head, qt + 1, 0));
-        copy_start(do_ring.at(next), d_o.tile(head, qt + 1, 0));
+        copy_start(q_ring.at(next), q.tile(next_head, next_qt, 0));
+        copy_start(do_ring.at(next), d_o.tile(next_head, next_qt, 0));
         copy_commit();
         let q0 = qt * QT as i32;
         let lse_col: Rv<f32, QT, Cols> = load(lse.chunk(head, qt));
         let mut d_row: Rv<f32, QT, Cols> = load(delta.chunk(head, qt));
         let mut lse2 = lse_col * std::f32::consts::LOG2_E;
-        if CAUSAL {
+        if CAUSAL || WINDOW {
             // Rows that see no key (LSE −inf, Δ NaN): P = 2^(−inf − inf) = 0 and Δ = 0.
             let seen = lse_col.ne(f32::NEG_INFINITY);
             lse2 = select(seen, lse2, f32::INFINITY);
             d_row = select(seen, d_row, 0.0);
         }
-
+        let k_frag: Rt<bf16, 16, D> = match &stash {
+            Some((k_sh, _)) => load(k_sh.at(warp_idx())),
+            None => k_own,
+        };
         // Sᵀ (keys × queries), raw: the scale and the LSE shift are one fma per score.
         let q_frag: Rt<bf16, QT, D> = load(q_ring.at(cur));
         let mut st = mma_abt(zeros(), k_frag, q_frag);
+        // The cap's tanh before the masks (tanh(−inf) = −1 would be a finite score); the
+        // unmasked values give its derivative below.
+        let mut th = st;
+        if SOFTCAP {
+            th = (st * (sm_scale / softcap)).tanh();
+            st = th;
+        }
         if CAUSAL {
-            // Query q0 + c sees key k_row0 + r only when q0 + c + seq_kv − seq_q ≥ k_row0 + r.
-            if q0.lt(k_diag0 + (KEYS_PER_WARP - 1) as i32) {
-                st = mask_anticausal(st, k_diag0, q0, f64::NEG_INFINITY);
+            // Query q0 + c sees key k_row0 + r only when q0 + c + off ≥ k_row0 + r.
+            if q0.lt(k_row0 - off + (KEYS_PER_WARP - 1) as i32) {
+                st = mask_anticausal(st, k_row0 - off, q0, f64::NEG_INFINITY);
+            }
+        }
+        if WINDOW {
+            // Right edge: q0 + c ≥ k_row0 + r − off − right; left edge: q0 + c ≤
+            // k_row0 + r − off + left. Only tiles that reach past the warp's edges are masked.
+            let lo = k_row0 - off - right;
+            if q0.lt(lo + (KEYS_PER_WARP - 1) as i32) {
+                st = mask_anticausal(st, lo, q0, f64::NEG_INFINITY);
+            }
+            let hi = k_row0 - off + left;
+            if q0.gt(hi - (QT - 1) as i32) {
+                st = mask_causal(st, hi, q0, f64::NEG_INFINITY);
             }
         }
         let pt = sub_col(st * scale_log2, lse2).exp2();
         let do_col: Rt<bf16, QT, D, Col> = load(do_ring.at(cur));
         dv_acc = mma_ab(dv_acc, pt.cast::<bf16>(), do_col);
         let do_frag: Rt<bf16, QT, D> = load(do_ring.at(cur));
+        let v_frag: Rt<bf16, 16, D> = match &stash {
+            Some((_, v_sh)) => load(v_sh.at(warp_idx())),
+            None => v_own,
+        };
         let dpt = mma_abt(zeros(), v_frag, do_frag);
-        let dst = pt * sub_col(dpt, d_row);
+        let mut dst = pt * sub_col(dpt, d_row);
+        if SOFTCAP {
+            // d(cap·tanh(x/cap))/dx = 1 − tanh²; the scale multiplies dK at the end.
+            dst = dst - dst * (th * th);
+        }
         let q_col: Rt<bf16, QT, D, Col> = load(q_ring.at(cur));
         dk_acc = mma_ab(dk_acc, dst.cast::<bf16>(), q_col);
+        head = next_head;
+        qt = next_qt;
     }
-    // The copies of the tile after the last: none outstanding when the block ends.
+    // The copies of the pair after the last: none outstanding when the block ends.
     copy_wait(0);
-    store(dk.tile(head, k_tile, 0), (dk_acc * sm_scale).cast::<G>());
-    store(dv.tile(head, k_tile, 0), dv_acc.cast::<G>());
+    store(dk.tile(kv_head, k_tile, 0), (dk_acc * sm_scale).cast::<G>());
+    store(dv.tile(kv_head, k_tile, 0), dv_acc.cast::<G>());
 }
 
 /// dQ (dtype `G`) of `WARPS·R` query rows per block; see the module documentation. Grid:
-/// `[⌈seq_q / (WARPS·R)⌉, bh, 1]` ([`rows_grid`]).
+/// `[⌈seq_q / (WARPS·R)⌉, bh_q, 1]` ([`rows_grid`]).
 #[crate::kernel(
     warps = WARPS as u32,
     variants(
         <f32, 64, 16, 32, 4, false>,
         <f32, 64, 16, 32, 4, true>,
         <bf16, 64, 16, 32, 4, false>,
-        <bf16, 64, 16, 32, 4, true>
+        <bf16, 64, 16, 32, 4, true>,
+        <f32, 128, 16, 16, 4, false>,
+        <f32, 128, 16, 16, 4, true>,
+        <bf16, 128, 16, 16, 4, false>,
+        <bf16, 128, 16, 16, 4, true>
     ),
     selftest = selftest,
-    check = finite_scale::<7>,
+    check = query_pass_arguments::<false>,
     shapes(
         q: [BH, SQ, D],
-        k: [BH, SK, D],
-        v: [BH, SK, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
         d_o: [BH, SQ, D],
         lse: [BH, SQ],
         delta: [BH, SQ],
         dq: [BH, SQ, D],
-        SK >= 1
+        SK >= 1,
+        BHKV >= 1
     ),
     grid = [ceil_div(SQ, WARPS * R), BH, 1]
 )]
@@ -228,53 +445,188 @@ pub fn attention_bwd_dq<
     dq: GlMut<G, 3>,
     sm_scale: Scalar<f32>,
 ) {
+    // No window and no cap: their arguments are never read.
+    query_tiles::<G, D, R, KV, WARPS, CAUSAL, false, false>(
+        q,
+        k,
+        v,
+        d_o,
+        lse,
+        delta,
+        dq,
+        sm_scale,
+        lit(0),
+        lit(0),
+        lit(1.0),
+    );
+}
+
+/// [`attention_bwd_dq`] of [`attention_fwd_window`](super::attention::attention_fwd_window):
+/// the same window and, with `SOFTCAP`, the same cap (> 0; not read without `SOFTCAP`).
+/// Lengths: `seq_q + seq_kv < 2³⁰`. Grid: `[⌈seq_q / (WARPS·R)⌉, bh_q, 1]` ([`rows_grid`]).
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(
+        <f32, 64, 16, 32, 4, false>,
+        <f32, 64, 16, 32, 4, true>,
+        <bf16, 64, 16, 32, 4, false>,
+        <bf16, 64, 16, 32, 4, true>,
+        <f32, 128, 16, 16, 4, false>,
+        <f32, 128, 16, 16, 4, true>,
+        <bf16, 128, 16, 16, 4, false>,
+        <bf16, 128, 16, 16, 4, true>
+    ),
+    check = query_pass_arguments::<SOFTCAP>,
+    shapes(
+        q: [BH, SQ, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
+        d_o: [BH, SQ, D],
+        lse: [BH, SQ],
+        delta: [BH, SQ],
+        dq: [BH, SQ, D],
+        SK >= 1,
+        BHKV >= 1,
+        SQ + SK < (1 << 30)
+    ),
+    grid = [ceil_div(SQ, WARPS * R), BH, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_dq_window<
+    G: RegDtype,
+    const D: usize,
+    const R: usize,
+    const KV: usize,
+    const WARPS: usize,
+    const SOFTCAP: bool,
+>(
+    q: Gl<bf16, 3>,
+    k: Gl<bf16, 3>,
+    v: Gl<bf16, 3>,
+    d_o: Gl<bf16, 3>,
+    lse: Gl<f32, 2>,
+    delta: Gl<f32, 2>,
+    dq: GlMut<G, 3>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    softcap: Scalar<f32>,
+) {
+    query_tiles::<G, D, R, KV, WARPS, false, true, SOFTCAP>(
+        q,
+        k,
+        v,
+        d_o,
+        lse,
+        delta,
+        dq,
+        sm_scale,
+        window_left,
+        window_right,
+        softcap,
+    );
+}
+
+/// The body of [`attention_bwd_dq`] (`CAUSAL`, no window) and [`attention_bwd_dq_window`]
+/// (`WINDOW`): see the module documentation.
+#[crate::func]
+#[allow(clippy::too_many_arguments)]
+fn query_tiles<
+    G: RegDtype,
+    const D: usize,
+    const R: usize,
+    const KV: usize,
+    const WARPS: usize,
+    const CAUSAL: bool,
+    const WINDOW: bool,
+    const SOFTCAP: bool,
+>(
+    q: Gl<bf16, 3>,
+    k: Gl<bf16, 3>,
+    v: Gl<bf16, 3>,
+    d_o: Gl<bf16, 3>,
+    lse: Gl<f32, 2>,
+    delta: Gl<f32, 2>,
+    dq: GlMut<G, 3>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    softcap: Scalar<f32>,
+) {
     let k_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
     let v_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
     let (q_block, head) = (block_idx_x(), block_idx_y());
+    // GQA/MQA: the K/V head of this query head, as the forward.
+    let kv_head = head / (q.dim(0) / k.dim(0));
     let q_tile = q_block * WARPS as i32 + warp_idx();
     let q_row0 = q_tile * R as i32;
     let (seq_q, seq_kv) = (q.dim(1), k.dim(1));
     let mut kv_tiles = ceil_div(seq_kv, KV);
     // The only key tile with columns past seq_kv (seq_kv ≥ 1, so it exists).
     let last_tile = kv_tiles - 1;
-    // The diagonal key of the warp's first row (bottom-right; seq_kv for a warp past seq_q).
-    let mut diag0: Scalar<i32> = lit(0);
+    let mut first: Scalar<i32> = lit(0);
+    let (mut diag0, mut block_row0, mut block_last) = (first, first, first);
+    let (mut left, mut right) = (first, first);
+    if CAUSAL || WINDOW {
+        // The diagonal key of the warp's first row (bottom-right; seq_kv for a warp past
+        // seq_q, whose rows are not stored: the sum stays in i32), and the block's first and
+        // last rows that exist: the bounds are the block's, as every warp takes part in each
+        // tile's copies and barriers.
+        diag0 = (q_row0 - seq_q).min(0) + seq_kv;
+        block_row0 = q_block * (WARPS * R) as i32;
+        block_last = block_row0 + (seq_q - 1 - block_row0).min((WARPS * R - 1) as i32);
+    }
     if CAUSAL {
         // As the forward: key tiles past the diagonal of the block's last row are masked for
-        // every row of the block (none when it is before key 0); the sums stay in i32.
-        let block_row0 = q_block * (WARPS * R) as i32;
-        let block_last = block_row0 + (seq_q - 1 - block_row0).min((WARPS * R - 1) as i32);
+        // every row of the block (none when it is before key 0).
         kv_tiles = kv_tiles.min(ceil_div(block_last - seq_q + seq_kv + 1, KV).max(0));
-        diag0 = (q_row0 - seq_q).min(0) + seq_kv;
     }
-    copy_start(k_ring.at(0), k.tile(head, 0, 0));
-    copy_start(v_ring.at(0), v.tile(head, 0, 0));
+    if WINDOW {
+        // As the forward: clamped bounds, and the key tiles of the block's rows' windows.
+        left = window_left.min(seq_kv).max(-(seq_q + seq_kv));
+        right = window_right.min(seq_q).max(-seq_kv);
+        first = (block_row0 - seq_q + seq_kv - left).max(0) / KV as i32;
+        let end = ceil_div(block_last - seq_q + seq_kv + right + 1, KV);
+        kv_tiles = kv_tiles.min(end).max(first);
+    }
+    copy_start(k_ring.at(first & 1), k.tile(kv_head, first, 0));
+    copy_start(v_ring.at(first & 1), v.tile(kv_head, first, 0));
     copy_commit();
     let q_frag: Rt<bf16, R, D> = load(q.tile(head, q_tile, 0));
     let do_frag: Rt<bf16, R, D> = load(d_o.tile(head, q_tile, 0));
     let lse_row: Rv<f32, R> = load(lse.chunk(head, q_tile));
     let mut d_row: Rv<f32, R> = load(delta.chunk(head, q_tile));
     let mut lse2 = lse_row * std::f32::consts::LOG2_E;
-    if CAUSAL {
+    if CAUSAL || WINDOW {
         // Rows that see no key (LSE −inf, Δ NaN): P = 2^(−inf − inf) = 0 and Δ = 0.
         let seen = lse_row.ne(f32::NEG_INFINITY);
         lse2 = select(seen, lse2, f32::INFINITY);
         d_row = select(seen, d_row, 0.0);
     }
-    let scale_log2 = sm_scale * std::f32::consts::LOG2_E;
+    let mut scale_log2 = sm_scale * std::f32::consts::LOG2_E;
+    if SOFTCAP {
+        scale_log2 = softcap * std::f32::consts::LOG2_E;
+    }
 
     let mut acc: Rt<f32, R, D> = zeros();
-    for kt in range(0, kv_tiles) {
+    for kt in range(first, kv_tiles) {
         let (cur, next) = (kt & 1, (kt + 1) & 1);
         // This tile's K and V have landed; after the barrier the previous tile's slots are free.
         copy_wait(0);
         barrier();
-        copy_start(k_ring.at(next), k.tile(head, kt + 1, 0));
-        copy_start(v_ring.at(next), v.tile(head, kt + 1, 0));
+        copy_start(k_ring.at(next), k.tile(kv_head, kt + 1, 0));
+        copy_start(v_ring.at(next), v.tile(kv_head, kt + 1, 0));
         copy_commit();
         let kv0 = kt * KV as i32;
         let k_frag: Rt<bf16, KV, D> = load(k_ring.at(cur));
         let mut s = mma_abt(zeros(), q_frag, k_frag);
+        // Capped before masking (tanh(−inf) = −1 would be a finite score); the unmasked values
+        // give the cap's derivative.
+        let mut th = s;
+        if SOFTCAP {
+            th = (s * (sm_scale / softcap)).tanh();
+            s = th;
+        }
         if kt.eq(last_tile) {
             s = mask_cols(s, kv0, seq_kv, f64::NEG_INFINITY);
         }
@@ -283,10 +635,24 @@ pub fn attention_bwd_dq<
                 s = mask_causal(s, diag0, kv0, f64::NEG_INFINITY);
             }
         }
+        if WINDOW {
+            // Keys after row r's right edge diag0 + right + r; before its left edge
+            // diag0 − left + r.
+            if kv0.gt(diag0 + right - (KV - 1) as i32) {
+                s = mask_causal(s, diag0 + right, kv0, f64::NEG_INFINITY);
+            }
+            if kv0.lt(diag0 - left + (R - 1) as i32) {
+                s = mask_anticausal(s, diag0 - left, kv0, f64::NEG_INFINITY);
+            }
+        }
         let p = sub_row(s * scale_log2, lse2).exp2();
         let v_frag: Rt<bf16, KV, D> = load(v_ring.at(cur));
         let dp = mma_abt(zeros(), do_frag, v_frag);
-        let ds = p * sub_row(dp, d_row);
+        let mut ds = p * sub_row(dp, d_row);
+        if SOFTCAP {
+            // d(cap·tanh(x/cap))/dx = 1 − tanh²; the scale multiplies dQ at the end.
+            ds = ds - ds * (th * th);
+        }
         let k_col: Rt<bf16, KV, D, Col> = load(k_ring.at(cur));
         acc = mma_ab(acc, ds.cast::<bf16>(), k_col);
     }
@@ -317,20 +683,68 @@ pub fn finite_scale<const AT: usize>(args: &[LaunchArg]) -> Result<(), String> {
     }
 }
 
-/// Head dims the backward has kernels for.
-pub const HEAD_DIMS: [usize; 1] = [64];
+/// The checks of the key pass ([`attention_bwd_dkdv`], [`attention_bwd_dkdv_window`]): a finite
+/// scale (argument 8), K/V heads dividing the query heads and, with `SOFTCAP`, a positive
+/// finite cap (argument 11).
+pub fn key_pass_arguments<const SOFTCAP: bool>(args: &[LaunchArg]) -> Result<(), String> {
+    finite_scale::<8>(args)?;
+    kv_heads_divide(args)?;
+    positive_cap::<SOFTCAP>(args, 11)
+}
 
-/// Runs the backward of [`attention_fwd`](super::attention::attention_fwd) on `device`: from Q, K, V `[bh, seq, D]` (bf16), the
-/// forward's O (bf16 or f32) and LSE (f32, natural log), and the output gradient dO (bf16),
-/// writes dQ, dK and dV (all f32 or all bf16). `sm_scale` and `causal` must be the forward's.
-/// The row sums Δ live in a scratch tensor of `bh·seq_q` f32.
+/// The checks of the query pass ([`attention_bwd_dq`], [`attention_bwd_dq_window`]): as
+/// [`key_pass_arguments`] with the scale at argument 7 and the cap at 10.
+pub fn query_pass_arguments<const SOFTCAP: bool>(args: &[LaunchArg]) -> Result<(), String> {
+    finite_scale::<7>(args)?;
+    kv_heads_divide(args)?;
+    positive_cap::<SOFTCAP>(args, 10)
+}
+
+/// GQA/MQA: `bh_kv` (K's first dimension, argument 1) must divide `bh_q` (Q's, argument 0).
+fn kv_heads_divide(args: &[LaunchArg]) -> Result<(), String> {
+    let heads = |i: usize| args.get(i).and_then(|a| a.shape().first().copied());
+    match (heads(0), heads(1)) {
+        (Some(bh_q), Some(bh_kv)) if bh_kv >= 1 && bh_q % bh_kv == 0 => Ok(()),
+        (Some(bh_q), Some(bh_kv)) => Err(format!(
+            "`k` and `v` have {bh_kv} heads (batch·heads) and `q` {bh_q}: with GQA/MQA the K/V \
+             heads must divide the query heads (each serves bh_q / bh_kv of them)"
+        )),
+        _ => Err("`q` and `k` must be tensors of rank 3".into()),
+    }
+}
+
+fn positive_cap<const SOFTCAP: bool>(args: &[LaunchArg], at: usize) -> Result<(), String> {
+    if !SOFTCAP {
+        return Ok(());
+    }
+    match args.get(at) {
+        Some(LaunchArg::Scalar(_, c)) if c.is_finite() && *c > 0.0 => Ok(()),
+        Some(LaunchArg::Scalar(_, c)) => Err(format!(
+            "`softcap` is {c}, but soft-capping needs a positive finite cap (the forward's, \
+             e.g. 50)"
+        )),
+        _ => Err(format!("`softcap` (argument {at}) must be an f32 scalar")),
+    }
+}
+
+/// Head dims the backward has kernels for.
+pub const HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// Runs the backward of [`forward`](super::attention::forward) with the same options on
+/// `device`: from Q `[bh_q, seq_q, D]`, K and V `[bh_kv, seq_kv, D]` (bf16, `bh_kv` dividing
+/// `bh_q`), the forward's O (bf16 or f32) and LSE (f32, natural log), and the output gradient
+/// dO (bf16), writes dQ `[bh_q, seq_q, D]`, dK and dV `[bh_kv, seq_kv, D]` (all f32 or all
+/// bf16). `opts` must be the forward's (scale, causal mask and its alignment, window, cap).
+/// Head dims 64 and 128. The row sums Δ live in a scratch tensor of `bh_q·seq_q` f32.
+///
+/// Every result is the same bits on every run: dQ has its own pass, and dK, dV of a K/V head
+/// sum its query heads in order in one block.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     device: &Device,
     (q, k, v): (&HostTensor, &HostTensor, &HostTensor),
     (o, lse, d_o): (&HostTensor, &HostTensor, &HostTensor),
-    sm_scale: f32,
-    causal: bool,
+    opts: &ForwardOptions,
     dq: &mut HostTensor,
     dk: &mut HostTensor,
     dv: &mut HostTensor,
@@ -339,9 +753,9 @@ pub fn backward(
         kernel: "attention_bwd".into(),
         message,
     };
-    let (&[bh, seq_q, d], &[_, seq_kv, _]) = (q.shape(), k.shape()) else {
+    let (&[bh_q, seq_q, d], &[bh_kv, seq_kv, _]) = (q.shape(), k.shape()) else {
         return Err(refuse(format!(
-            "Q and K must be [bh, seq, head dim], got {:?} and {:?}",
+            "Q and K must be [batch·heads, seq, head dim], got {:?} and {:?}",
             q.shape(),
             k.shape()
         )));
@@ -351,83 +765,174 @@ pub fn backward(
             "head dim {d} is not supported; supported: {HEAD_DIMS:?}"
         )));
     }
-    let mut delta = HostTensor::zeros(ScalarType::F32, &[bh, seq_q]);
-    let pre = rows_grid(bh, seq_q, 64);
-    match o.dtype() {
-        ScalarType::F32 => {
-            attention_bwd_preprocess::<f32, 64, 16, 4>::launch(device, pre, o, d_o, &mut delta)?
-        }
-        _ => attention_bwd_preprocess::<bf16, 64, 16, 4>::launch(device, pre, o, d_o, &mut delta)?,
+    if bh_kv == 0 || bh_q % bh_kv != 0 {
+        return Err(refuse(format!(
+            "K and V have {bh_kv} heads (batch·heads) and Q {bh_q}: with GQA/MQA the K/V heads \
+             must divide the query heads"
+        )));
     }
-    let s = ScalarArg::from(sm_scale);
-    let kg = rows_grid(bh, seq_kv, 4 * KEYS_PER_WARP);
-    let qg = rows_grid(bh, seq_q, 64);
+    let grads = dq.dtype();
+    if ![ScalarType::F32, ScalarType::BF16].contains(&grads) {
+        return Err(refuse(format!(
+            "gradients of dtype {grads:?} are not supported; expected f32 or bf16"
+        )));
+    }
+    let mut delta = HostTensor::zeros(ScalarType::F32, &[bh_q, seq_q]);
+    let pre = rows_grid(bh_q, seq_q, 64);
+    match (o.dtype(), d) {
+        (ScalarType::F32, 64) => {
+            attention_bwd_preprocess::<f32, 64, 16, 4>::launch(device, pre, o, d_o, &mut delta)
+        }
+        (ScalarType::F32, _) => {
+            attention_bwd_preprocess::<f32, 128, 16, 4>::launch(device, pre, o, d_o, &mut delta)
+        }
+        (_, 64) => {
+            attention_bwd_preprocess::<bf16, 64, 16, 4>::launch(device, pre, o, d_o, &mut delta)
+        }
+        _ => attention_bwd_preprocess::<bf16, 128, 16, 4>::launch(device, pre, o, d_o, &mut delta),
+    }?;
+    let s = ScalarArg::from(opts.sm_scale);
+    let kg = rows_grid(bh_kv, seq_kv, 4 * KEYS_PER_WARP);
+    let qg = rows_grid(bh_q, seq_q, 64);
     let delta = &delta;
-    macro_rules! run {
-        ($g:ty, $causal:literal) => {{
-            attention_bwd_dkdv::<$g, 64, 32, 4, $causal>::launch(
+    // The plain kernels compute exactly the options with no window and no cap whose causal
+    // mask (if any) is the bottom-right one (the same as top-left when seq_q = seq_kv); the
+    // window kernels compute every other (top-left causal is a window).
+    let plain = opts.window_left.is_none()
+        && opts.window_right.is_none()
+        && opts.softcap.is_none()
+        && (!opts.causal || opts.align == Align::BottomRight || seq_q == seq_kv);
+    macro_rules! plain {
+        ($g:ty, $d:literal, $qt:literal, $kv:literal, $causal:literal) => {{
+            attention_bwd_dkdv::<$g, $d, $qt, 4, $causal>::launch(
                 device, kg, q, k, v, d_o, lse, delta, dk, dv, s,
             )?;
-            attention_bwd_dq::<$g, 64, 16, 32, 4, $causal>::launch(
+            attention_bwd_dq::<$g, $d, 16, $kv, 4, $causal>::launch(
                 device, qg, q, k, v, d_o, lse, delta, dq, s,
             )
         }};
     }
-    match (dq.dtype(), causal) {
-        (ScalarType::F32, false) => run!(f32, false),
-        (ScalarType::F32, true) => run!(f32, true),
-        (ScalarType::BF16, false) => run!(bf16, false),
-        (ScalarType::BF16, true) => run!(bf16, true),
-        (other, _) => Err(refuse(format!(
-            "gradients of dtype {other:?} are not supported; expected f32 or bf16"
-        ))),
+    if plain {
+        return match (grads, d, opts.causal) {
+            (ScalarType::F32, 64, false) => plain!(f32, 64, 32, 32, false),
+            (ScalarType::F32, 64, true) => plain!(f32, 64, 32, 32, true),
+            (ScalarType::F32, _, false) => plain!(f32, 128, 16, 16, false),
+            (ScalarType::F32, _, true) => plain!(f32, 128, 16, 16, true),
+            (_, 64, false) => plain!(bf16, 64, 32, 32, false),
+            (_, 64, true) => plain!(bf16, 64, 32, 32, true),
+            (_, _, false) => plain!(bf16, 128, 16, 16, false),
+            (_, _, true) => plain!(bf16, 128, 16, 16, true),
+        };
+    }
+    let (left, right) = opts.kernel_window(seq_q, seq_kv);
+    let (l, r) = (ScalarArg::from(left), ScalarArg::from(right));
+    let cap = ScalarArg::from(opts.softcap.unwrap_or(1.0));
+    macro_rules! windowed {
+        ($g:ty, $d:literal, $qt:literal, $kv:literal, $cap:literal) => {{
+            attention_bwd_dkdv_window::<$g, $d, $qt, 4, $cap>::launch(
+                device, kg, q, k, v, d_o, lse, delta, dk, dv, s, l, r, cap,
+            )?;
+            attention_bwd_dq_window::<$g, $d, 16, $kv, 4, $cap>::launch(
+                device, qg, q, k, v, d_o, lse, delta, dq, s, l, r, cap,
+            )
+        }};
+    }
+    match (grads, d, opts.softcap.is_some()) {
+        (ScalarType::F32, 64, false) => windowed!(f32, 64, 32, 32, false),
+        (ScalarType::F32, 64, true) => windowed!(f32, 64, 32, 32, true),
+        (ScalarType::F32, _, false) => windowed!(f32, 128, 16, 16, false),
+        (ScalarType::F32, _, true) => windowed!(f32, 128, 16, 16, true),
+        (_, 64, false) => windowed!(bf16, 64, 32, 32, false),
+        (_, 64, true) => windowed!(bf16, 64, 32, 32, true),
+        (_, _, false) => windowed!(bf16, 128, 16, 16, false),
+        (_, _, true) => windowed!(bf16, 128, 16, 16, true),
     }
 }
 
 /// The gradients `(dQ, dK, dV)` of `loss = Σ dO ∘ O` for `O = softmax(s·Q·Kᵀ [+ causal mask])·V`
-/// (causal aligned bottom-right, as the forward),
-/// in f64 from the definition, for row-major Q and dO `[bh, seq_q, d]`, K and V
-/// `[bh, seq_kv, d]`: with `P` the softmax, `dV = Pᵀ·dO`, `dP = dO·Vᵀ`,
-/// `dS = P ∘ (dP − rowsum(P ∘ dP))`, `dQ = s·dS·K`, `dK = s·dSᵀ·Q`.
+/// (causal aligned bottom-right, as the forward, dense heads): [`reference_grads_with`] with
+/// only `causal` set.
 pub fn reference_grads(
     (q, k, v, d_o): (&[f64], &[f64], &[f64], &[f64]),
     (bh, seq_q, seq_kv, d): (usize, usize, usize, usize),
     sm_scale: f64,
     causal: bool,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let mut dq = vec![0.0; bh * seq_q * d];
-    let mut dk = vec![0.0; bh * seq_kv * d];
-    let mut dv = vec![0.0; bh * seq_kv * d];
+    let opts = ForwardOptions {
+        causal,
+        ..ForwardOptions::new(sm_scale as f32)
+    };
+    grads_from_definition((q, k, v, d_o), (bh, bh, seq_q, seq_kv, d), sm_scale, &opts)
+}
+
+/// The gradients `(dQ, dK, dV)` of `loss = Σ dO ∘ O` for O as
+/// [`reference_with`](super::attention::reference_with) defines it from `opts`, in f64, for
+/// row-major Q and dO `[bh_q, seq_q, d]`, K and V `[bh_kv, seq_kv, d]` (query head h reads K/V
+/// head `h / (bh_q / bh_kv)`). With `x = s·q·k` the raw score, `S = c·tanh(x/c)` with a cap c
+/// (else `S = x`) over the keys a row sees, `P` the softmax of S: `dV = Pᵀ·dO`, `dP = dO·Vᵀ`,
+/// `dS = P ∘ (dP − rowsum(P ∘ dP))`, `dX = dS ∘ (1 − tanh²(x/c))` (or dS), `dQ = s·dX·K`,
+/// `dK = s·dXᵀ·Q`, the K/V head's sums over its query heads. Rows that see no key add nothing.
+pub fn reference_grads_with(
+    (q, k, v, d_o): (&[f64], &[f64], &[f64], &[f64]),
+    dims: (usize, usize, usize, usize, usize),
+    opts: &ForwardOptions,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    grads_from_definition((q, k, v, d_o), dims, f64::from(opts.sm_scale), opts)
+}
+
+/// [`reference_grads_with`] with the scale given in f64 (the options' own is not read).
+fn grads_from_definition(
+    (q, k, v, d_o): (&[f64], &[f64], &[f64], &[f64]),
+    (bh_q, bh_kv, seq_q, seq_kv, d): (usize, usize, usize, usize, usize),
+    sm_scale: f64,
+    opts: &ForwardOptions,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let group = (bh_q / bh_kv.max(1)).max(1);
+    let mut dq = vec![0.0; bh_q * seq_q * d];
+    let mut dk = vec![0.0; bh_kv * seq_kv * d];
+    let mut dv = vec![0.0; bh_kv * seq_kv * d];
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    for h in 0..bh {
-        let row = |n: usize, i: usize| (h * n + i) * d;
+    let cap = opts.softcap.map(f64::from);
+    for h in 0..bh_q {
+        let hk = h / group;
+        let qrow = |i: usize| (h * seq_q + i) * d;
+        let krow = |j: usize| (hk * seq_kv + j) * d;
         for i in 0..seq_q {
-            let qi = &q[row(seq_q, i)..][..d];
-            let doi = &d_o[row(seq_q, i)..][..d];
-            // Causal, bottom-right: keys j ≤ i + seq_kv − seq_q (none for the first
-            // seq_q − seq_kv rows when seq_q > seq_kv: their gradients are 0).
-            let keys = if causal {
-                (i + seq_kv).saturating_sub(seq_q - 1).min(seq_kv)
-            } else {
-                seq_kv
-            };
-            let s: Vec<f64> = (0..keys)
-                .map(|j| sm_scale * dot(qi, &k[row(seq_kv, j)..][..d]))
+            let qi = &q[qrow(i)..][..d];
+            let doi = &d_o[qrow(i)..][..d];
+            let (lo, hi) = opts.key_range(i, seq_q, seq_kv);
+            let keys: Vec<usize> = (0..seq_kv)
+                .filter(|&j| (j as i64) >= lo && (j as i64) <= hi)
                 .collect();
-            let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = s.iter().map(|x| (x - max).exp()).sum();
-            let p: Vec<f64> = s.iter().map(|x| (x - max).exp() / sum).collect();
-            let dp: Vec<f64> = (0..keys)
-                .map(|j| dot(doi, &v[row(seq_kv, j)..][..d]))
+            if keys.is_empty() {
+                continue;
+            }
+            // (score, d score / d raw score) per key.
+            let scores: Vec<(f64, f64)> = keys
+                .iter()
+                .map(|&j| {
+                    let x = sm_scale * dot(qi, &k[krow(j)..][..d]);
+                    match cap {
+                        Some(c) => {
+                            let t = (x / c).tanh();
+                            (c * t, 1.0 - t * t)
+                        }
+                        None => (x, 1.0),
+                    }
+                })
                 .collect();
+            let max = scores.iter().map(|s| s.0).fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = scores.iter().map(|s| (s.0 - max).exp()).sum();
+            let p: Vec<f64> = scores.iter().map(|s| (s.0 - max).exp() / sum).collect();
+            let dp: Vec<f64> = keys.iter().map(|&j| dot(doi, &v[krow(j)..][..d])).collect();
             let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
-            for j in 0..keys {
-                let ds = p[j] * (dp[j] - delta);
-                let kj = row(seq_kv, j);
+            for (n, &j) in keys.iter().enumerate() {
+                let dx = p[n] * (dp[n] - delta) * scores[n].1;
+                let kj = krow(j);
                 for c in 0..d {
-                    dv[kj + c] += p[j] * doi[c];
-                    dq[row(seq_q, i) + c] += sm_scale * ds * k[kj + c];
-                    dk[kj + c] += sm_scale * ds * qi[c];
+                    dv[kj + c] += p[n] * doi[c];
+                    dq[qrow(i) + c] += sm_scale * dx * k[kj + c];
+                    dk[kj + c] += sm_scale * dx * qi[c];
                 }
             }
         }
@@ -435,34 +940,30 @@ pub fn reference_grads(
     (dq, dk, dv)
 }
 
-/// O (bf16) and LSE (f32) as the forward stores them, from the f64 forward reference: the
-/// self-test checks the backward alone, whatever state the forward kernel is in on the device.
+/// O (bf16) and LSE (f32) as the forward stores them, from the f64 forward reference with the
+/// same options: the tests check the backward alone, whatever state the forward kernel is in
+/// on the device.
 pub fn saved_from_reference(
     (q, k, v): (&HostTensor, &HostTensor, &HostTensor),
-    sm_scale: f32,
-    causal: bool,
+    opts: &ForwardOptions,
 ) -> Result<(HostTensor, HostTensor), String> {
-    let (&[bh, seq_q, d], &[_, seq_kv, _]) = (q.shape(), k.shape()) else {
+    let (&[bh_q, seq_q, d], &[bh_kv, seq_kv, _]) = (q.shape(), k.shape()) else {
         return Err(format!(
-            "Q and K must be [bh, seq, head dim], got {:?} and {:?}",
+            "Q and K must be [batch·heads, seq, head dim], got {:?} and {:?}",
             q.shape(),
             k.shape()
         ));
-    };
-    let opts = ForwardOptions {
-        causal,
-        ..ForwardOptions::new(sm_scale)
     };
     let (o, lse) = reference_with(
         &q.to_vec(),
         &k.to_vec(),
         &v.to_vec(),
-        (bh, bh, seq_q, seq_kv, d),
-        &opts,
+        (bh_q, bh_kv, seq_q, seq_kv, d),
+        opts,
     );
     Ok((
-        HostTensor::new(ScalarType::BF16, &[bh, seq_q, d], &o).map_err(|e| e.to_string())?,
-        HostTensor::new(ScalarType::F32, &[bh, seq_q], &lse).map_err(|e| e.to_string())?,
+        HostTensor::new(ScalarType::BF16, &[bh_q, seq_q, d], &o).map_err(|e| e.to_string())?,
+        HostTensor::new(ScalarType::F32, &[bh_q, seq_q], &lse).map_err(|e| e.to_string())?,
     ))
 }
 
@@ -470,64 +971,109 @@ pub fn saved_from_reference(
 /// O (bf16) enters Δ, each ≈ 2⁻⁸ relative.
 pub const GRAD_TOLERANCE: f64 = 1e-2;
 
+/// Runs [`backward`] with poisoned f32 or bf16 outputs and compares each gradient with
+/// [`reference_grads_with`]; the error message names the case and the seed.
+pub fn check_against_reference(
+    device: &Device,
+    (q, k, v, d_o): (&HostTensor, &HostTensor, &HostTensor, &HostTensor),
+    opts: &ForwardOptions,
+    grads: ScalarType,
+    (name, seed): (&str, u64),
+) -> Result<[f64; 3], String> {
+    let (&[bh_q, seq_q, d], &[bh_kv, seq_kv, _]) = (q.shape(), k.shape()) else {
+        return Err(format!("{name}: Q and K must be of rank 3"));
+    };
+    let (o, lse) = saved_from_reference((q, k, v), opts)?;
+    let mut dq = poisoned(grads, &[bh_q, seq_q, d]);
+    let mut dk = poisoned(grads, &[bh_kv, seq_kv, d]);
+    let mut dv = poisoned(grads, &[bh_kv, seq_kv, d]);
+    backward(
+        device,
+        (q, k, v),
+        (&o, &lse, d_o),
+        opts,
+        &mut dq,
+        &mut dk,
+        &mut dv,
+    )
+    .map_err(|e| format!("{name}: {e}"))?;
+    let (wq, wk, wv) = reference_grads_with(
+        (&q.to_vec(), &k.to_vec(), &v.to_vec(), &d_o.to_vec()),
+        (bh_q, bh_kv, seq_q, seq_kv, d),
+        opts,
+    );
+    let errs = [
+        record(format!("{name}: dQ"), &dq.to_vec(), &wq, GRAD_TOLERANCE),
+        record(format!("{name}: dK"), &dk.to_vec(), &wk, GRAD_TOLERANCE),
+        record(format!("{name}: dV"), &dv.to_vec(), &wv, GRAD_TOLERANCE),
+    ];
+    // NaN errors fail too.
+    if !errs.iter().all(|e| *e <= GRAD_TOLERANCE) {
+        return Err(format!(
+            "{name}: dQ, dK, dV errors {:.2e}, {:.2e}, {:.2e} (seed {seed})",
+            errs[0], errs[1], errs[2]
+        ));
+    }
+    Ok(errs)
+}
+
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
     let bf = ScalarType::BF16;
-    // (bh, seq_q, seq_kv, gradient dtype): ragged tiles, more keys than queries, more queries
-    // than keys (causal: the first 50 rows see no key, a whole 32-row query tile among them).
+    let base = ForwardOptions::new(0.125);
+    let causal = ForwardOptions {
+        causal: true,
+        ..base
+    };
+    // (bh_q, bh_kv, seq_q, seq_kv, head dim, gradient dtype, options): ragged tiles; more
+    // queries than keys (causal: the first 50 rows see no key, a whole 32-row query tile among
+    // them); GQA 2:1 with more keys than queries; MQA; top-left causal; a window that empties
+    // whole tiles with a soft cap, at head dim 128.
     let cases = [
-        (2, 70, 70, ScalarType::F32),
-        (1, 40, 90, ScalarType::BF16),
-        (1, 90, 40, ScalarType::F32),
+        (2, 2, 70, 70, 64, ScalarType::F32, base),
+        (2, 2, 70, 70, 64, ScalarType::F32, causal),
+        (1, 1, 90, 40, 64, ScalarType::F32, causal),
+        (4, 2, 40, 90, 64, ScalarType::BF16, causal),
+        (3, 1, 50, 50, 128, ScalarType::F32, base),
+        (
+            2,
+            2,
+            40,
+            70,
+            64,
+            ScalarType::F32,
+            ForwardOptions {
+                align: Align::TopLeft,
+                ..causal
+            },
+        ),
+        (
+            2,
+            1,
+            60,
+            100,
+            128,
+            ScalarType::F32,
+            ForwardOptions {
+                window_left: Some(20),
+                window_right: Some(3),
+                softcap: Some(5.0),
+                ..base
+            },
+        ),
     ];
-    for (bh, seq_q, seq_kv, gdt) in cases {
-        let d = 64;
-        let q = rng.tensor(bf, &[bh, seq_q, d], -1.0, 1.0);
-        let k = rng.tensor(bf, &[bh, seq_kv, d], -1.0, 1.0);
-        let v = rng.tensor(bf, &[bh, seq_kv, d], -1.0, 1.0);
-        let d_o = rng.tensor(bf, &[bh, seq_q, d], -1.0, 1.0);
-        let scale = 1.0 / (d as f32).sqrt();
-        for causal in [false, true] {
-            let name = format!("{bh}×{seq_q}×{seq_kv}×{d} {gdt:?} causal={causal}");
-            let fail = |e: crate::Error| format!("{name}: {e}");
-            let (o, lse) = saved_from_reference((&q, &k, &v), scale, causal)?;
-            let mut dq = poisoned(gdt, &[bh, seq_q, d]);
-            let mut dk = poisoned(gdt, &[bh, seq_kv, d]);
-            let mut dv = poisoned(gdt, &[bh, seq_kv, d]);
-            backward(
-                device,
-                (&q, &k, &v),
-                (&o, &lse, &d_o),
-                scale,
-                causal,
-                &mut dq,
-                &mut dk,
-                &mut dv,
-            )
-            .map_err(fail)?;
-            let (wq, wk, wv) = reference_grads(
-                (&q.to_vec(), &k.to_vec(), &v.to_vec(), &d_o.to_vec()),
-                (bh, seq_q, seq_kv, d),
-                f64::from(scale),
-                causal,
-            );
-            let errs = [
-                record(format!("{name}: dQ"), &dq.to_vec(), &wq, GRAD_TOLERANCE),
-                record(format!("{name}: dK"), &dk.to_vec(), &wk, GRAD_TOLERANCE),
-                record(format!("{name}: dV"), &dv.to_vec(), &wv, GRAD_TOLERANCE),
-            ];
-            // NaN errors fail too.
-            if !errs.iter().all(|e| *e <= GRAD_TOLERANCE) {
-                return Err(format!(
-                    "{name}: dQ, dK, dV errors {:.2e}, {:.2e}, {:.2e} (seed {})",
-                    errs[0], errs[1], errs[2], rng.seed
-                ));
-            }
-        }
+    for (bh_q, bh_kv, seq_q, seq_kv, d, grads, opts) in cases {
+        let q = rng.tensor(bf, &[bh_q, seq_q, d], -1.0, 1.0);
+        let k = rng.tensor(bf, &[bh_kv, seq_kv, d], -1.0, 1.0);
+        let v = rng.tensor(bf, &[bh_kv, seq_kv, d], -1.0, 1.0);
+        let d_o = rng.tensor(bf, &[bh_q, seq_q, d], -1.0, 1.0);
+        let name = format!("{bh_q}/{bh_kv} heads {seq_q}×{seq_kv}×{d} {grads:?} {opts:?}");
+        check_against_reference(device, (&q, &k, &v, &d_o), &opts, grads, (&name, rng.seed))?;
     }
     Ok(
-        "dQ, dK, dV (f32 and bf16) from the reference forward's O and LSE, full and causal, ragged tiles and \
-        seq_kv ≠ seq_q, against f64 gradients from the definition"
+        "dQ, dK, dV (f32 and bf16) from the reference forward's O and LSE at head dims 64 and \
+         128: full and causal (bottom-right and top-left), ragged tiles, seq_kv ≠ seq_q, GQA and \
+         MQA, a window with a soft cap; against f64 gradients from the definition"
             .into(),
     )
 }

@@ -84,6 +84,7 @@ mod layering;
 mod module_cache;
 pub mod registry;
 pub mod tensor;
+pub mod tensor_list;
 pub mod tensor_map;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -94,6 +95,7 @@ pub use error::Error;
 pub use launch::{ScalarArg, TensorArg};
 pub use registry::{KernelInfo, Variant};
 pub use tensor::{Element, Tensor};
+pub use tensor_list::TensorList;
 pub use tilekit_macros::{func, kernel};
 
 /// `half`'s `bf16` and `f16`, the element types of 16-bit [`Tensor`]s.

@@ -23,6 +23,8 @@ mod dsl_compare_select;
 mod dsl_device_assert;
 #[path = "dsl_philox.rs"]
 mod dsl_philox;
+#[path = "dsl_pointer_tables.rs"]
+mod dsl_pointer_tables;
 #[path = "dsl_scan.rs"]
 mod dsl_scan;
 #[path = "dsl_topk.rs"]
@@ -43,6 +45,8 @@ mod moe_routing;
 mod muon;
 #[path = "optim8.rs"]
 mod optim8;
+#[path = "optim_multi.rs"]
+mod optim_multi;
 #[path = "spills.rs"]
 mod spills;
 #[path = "user_crate.rs"]

@@ -59,6 +59,9 @@ pub enum LaunchArg {
     Device(DeviceView),
     /// A scalar of the given dtype.
     Scalar(ScalarType, f64),
+    /// A table of tensors for a kernel's pointer-table parameter (`gl<i64, 2>`, read with
+    /// `table_view`); the launch lays out its rows on the device.
+    Table(super::table::TableArg),
 }
 
 impl LaunchArg {
@@ -67,6 +70,7 @@ impl LaunchArg {
         match self {
             LaunchArg::Host(t) => t.shape(),
             LaunchArg::Device(v) => &v.shape,
+            LaunchArg::Table(t) => &t.shape,
             LaunchArg::Scalar(..) => &[],
         }
     }
@@ -76,6 +80,7 @@ impl LaunchArg {
         match self {
             LaunchArg::Host(t) => t.strides(),
             LaunchArg::Device(v) => &v.strides,
+            LaunchArg::Table(t) => &t.strides,
             LaunchArg::Scalar(..) => &[],
         }
     }
@@ -85,6 +90,7 @@ impl LaunchArg {
         match self {
             LaunchArg::Host(t) => Some(t.dtype()),
             LaunchArg::Device(v) => Some(v.dtype),
+            LaunchArg::Table(_) => Some(ScalarType::I64),
             LaunchArg::Scalar(..) => None,
         }
     }
@@ -100,6 +106,12 @@ impl LaunchArg {
                 v.device_name()
             ),
             LaunchArg::Scalar(t, _) => format!("a {t} scalar"),
+            LaunchArg::Table(t) => format!(
+                "a pointer table of {} {} tensors of rank {}",
+                t.entries.len(),
+                t.dtype,
+                t.rank
+            ),
         }
     }
 }
@@ -125,7 +137,7 @@ pub(crate) fn aligned16_views(
             let (dtype, offset) = match a {
                 LaunchArg::Host(t) => (t.dtype(), 0),
                 LaunchArg::Device(v) => (v.dtype, v.offset),
-                LaunchArg::Scalar(..) => return false,
+                LaunchArg::Scalar(..) | LaunchArg::Table(_) => return false,
             };
             crate::abi::view_aligned16(dtype, offset, a.shape(), a.strides())
         })

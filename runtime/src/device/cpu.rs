@@ -154,6 +154,17 @@ pub(crate) fn run_interp(
                 Arg::Tensor(std::mem::replace(t, HostTensor::zeros(t.dtype(), &[0])))
             }
             LaunchArg::Scalar(t, v) => Arg::Scalar(*t, *v),
+            LaunchArg::Table(t) => {
+                let param = params.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+                let entries = super::table::host_entries(kernel, &param, t, "cpu")?;
+                let table = interp::TensorTable::new(entries).map_err(|e| Error::Argument {
+                    kernel: kernel.into(),
+                    param,
+                    expected: "a pointer table of tensors of one dtype and rank".into(),
+                    found: e.to_string(),
+                })?;
+                Arg::Table(table)
+            }
             LaunchArg::Device(v) => {
                 return Err(Error::WrongDevice {
                     kernel: kernel.into(),
@@ -167,8 +178,14 @@ pub(crate) fn run_interp(
     let result = interp::run_with(module, kernel, options.launch(grid), &mut interp_args);
     // Hand the tensors back whether or not the run succeeded.
     for (a, back) in args.iter_mut().zip(interp_args) {
-        if let (LaunchArg::Host(t), Arg::Tensor(b)) = (a, back) {
-            *t = b;
+        match (a, back) {
+            (LaunchArg::Host(t), Arg::Tensor(b)) => *t = b,
+            (LaunchArg::Table(t), Arg::Table(b)) => {
+                for (e, b) in t.entries.iter_mut().zip(b.into_entries()) {
+                    *e = LaunchArg::Host(b);
+                }
+            }
+            _ => {}
         }
     }
     result?;

@@ -130,6 +130,9 @@ pub(super) fn launch(
     // Every tensor argument becomes one allocation of the emulator's global memory.
     let mut mem = GlobalMemory::new();
     let mut bases = vec![0u64; args.len()];
+    // Each entry of a pointer table gets an allocation of exactly its elements, so the
+    // sanitizer bounds every access through the table by the entry it reads.
+    let mut entry_bases: Vec<Vec<u64>> = vec![Vec::new(); args.len()];
     for (i, a) in args.iter().enumerate() {
         let name = k
             .params
@@ -154,6 +157,14 @@ pub(super) fn launch(
                     })
                 }
             },
+            LaunchArg::Table(t) => {
+                let entries = super::table::host_entries(&k.name, &name, t, &device.name())?;
+                for (e, h) in entries.iter().enumerate() {
+                    let bytes = codec::encode(h.dtype(), &h.to_vec());
+                    entry_bases[i].push(mem.alloc(format!("{name}[{e}]"), bytes));
+                }
+                bases[i] = mem.alloc(name, t.rows(&entry_bases[i]));
+            }
             LaunchArg::Scalar(..) => {}
         }
     }
@@ -194,6 +205,15 @@ pub(super) fn launch(
                     let mut v = values.lock().unwrap_or_else(|p| p.into_inner());
                     let n = v.len().min(decoded.len());
                     v[..n].copy_from_slice(&decoded[..n]);
+                }
+            }
+            LaunchArg::Table(t) => {
+                let dtype = t.dtype;
+                for (entry, &base) in t.entries.iter_mut().zip(&entry_bases[i]) {
+                    if let (LaunchArg::Host(h), Some(alloc)) = (&mut *entry, mem.get(base)) {
+                        let values = codec::decode(dtype, &alloc.data);
+                        *h = HostTensor::new(dtype, h.shape(), &values)?;
+                    }
                 }
             }
             LaunchArg::Scalar(..) => {}

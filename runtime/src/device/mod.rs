@@ -29,6 +29,7 @@ pub mod cuda;
 pub mod emu;
 pub mod hip;
 mod memory;
+mod table;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,7 @@ use crate::ir::interp::HostTensor;
 use crate::ir::{Module, ScalarType};
 
 pub use args::{DeviceView, Grid, LaunchArg};
+pub use table::{TableArg, TableError};
 use checks::check_grid;
 pub use cpu::CpuOptions;
 use memory::HostViews;
@@ -345,7 +347,9 @@ impl Device {
     ) -> Result<(), Error> {
         check_grid(kernel, grid)?;
         checks::check_overlap(module, kernel, args)?;
+        table::check_views(module, kernel, args)?;
         let host_views = HostViews::take(args)?;
+        let table_views = table::TableHostViews::take(args)?;
         let result = match self {
             Device::Cpu => cpu::run_interp(&CpuOptions::default(), module, kernel, grid, args),
             Device::CpuWith(options) => cpu::run_interp(options, module, kernel, grid, args),
@@ -355,6 +359,7 @@ impl Device {
         };
         let writable = checks::writable_params(module, kernel, args.len());
         host_views.give_back(args, &writable, result.is_ok());
+        table_views.give_back(args, result.is_ok());
         result
     }
 }
@@ -586,6 +591,38 @@ impl<B: Memory> Staged<B> {
                 LaunchArg::Host(t) => {
                     let bytes = codec::encode(t.dtype(), t.storage());
                     let b = B::alloc(ctx, bytes.len())?;
+                    b.upload(&bytes)?;
+                    s.addresses[i] = b.address();
+                    copy = Some(b);
+                }
+                LaunchArg::Table(t) => {
+                    // The rows hold the entries' addresses on this device; the buffer is kept
+                    // as a copy, so the launch waits for the kernel before freeing it.
+                    let param = &k.params[i].name;
+                    let mut addresses = Vec::with_capacity(t.entries.len());
+                    for (e, entry) in t.entries.iter().enumerate() {
+                        let at = match entry {
+                            LaunchArg::Device(v) => own(&v.storage)
+                                .map(|base| base + (v.offset * v.dtype.size_bytes() as usize) as u64)
+                                .ok_or_else(|| {
+                                    table::wrong_device(&k.name, param, e, v, &device.name())
+                                })?,
+                            other => {
+                                return Err(Error::Argument {
+                                    kernel: k.name.clone(),
+                                    param: format!("{param}[{e}]"),
+                                    expected: format!(
+                                        "a tensor on {} (a GPU launch reads table entries in place)",
+                                        device.name()
+                                    ),
+                                    found: other.describe(),
+                                })
+                            }
+                        };
+                        addresses.push(at);
+                    }
+                    let bytes = t.rows(&addresses);
+                    let b = B::alloc(ctx, bytes.len().max(8))?;
                     b.upload(&bytes)?;
                     s.addresses[i] = b.address();
                     copy = Some(b);

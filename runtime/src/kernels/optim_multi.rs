@@ -1,0 +1,365 @@
+//! Multi-tensor optimizer launches: one launch updates a whole list of tensors of different
+//! sizes through pointer tables ([`GlTable`]), the way torch's `_foreach` / fused multi-tensor
+//! kernels do, so a model's many small tensors cost one launch instead of one each.
+//!
+//! Blocks are laid out over the list by a prefix table `starts` of block counts (host-built by
+//! [`block_starts`]): entry e owns blocks `starts[e] .. starts[e + 1]`, so an empty tensor owns
+//! none and a large one many. A block finds its entry by binary search over `starts`
+//! ([`entry_of_block`]) and its chunk within the entry from the difference.
+//!
+//! - [`adamw_mixed_multi`]: [`adamw_mixed`](crate::kernels::optim_family::adamw_mixed) over
+//!   lists (f32 master weights, bf16 gradients, f32 moments, bf16 model copy written in the same
+//!   pass): per element the same [`adamw_update`], so its results equal the per-tensor kernel's
+//!   bit for bit. [`adamw_mixed_multi_step`] checks the lists and launches it.
+//! - The global gradient L2 norm and clip over a list (`torch.nn.utils.clip_grad_norm_` over
+//!   many parameters): [`sum_squares_multi`] writes one partial sum of squares per block (no
+//!   atomics, so the result does not depend on the order blocks run in),
+//!   [`norm_and_coef`] adds them in a fixed order and writes `[‖g‖, coef]`, and
+//!   [`scale_by_coef_multi`] scales every gradient by the coefficient it reads from device
+//!   memory: three launches, no host round trip. [`clip_grad_norm_multi`] runs them.
+
+use crate::device::TableError;
+use crate::dsl::*;
+use crate::error::Error;
+use crate::ir::interp::HostTensor;
+use crate::ir::ScalarType;
+use crate::kernels::check::{record, Rng};
+use crate::kernels::optim::{adamw_update, Hyper};
+use crate::kernels::optim_family::norm_and_coef;
+use crate::tensor::TensorArg;
+use crate::tensor_list::TensorList;
+use crate::{Device, ScalarArg, Tensor};
+
+/// Elements per warp of [`adamw_mixed_multi`] and [`scale_by_coef_multi`].
+pub const CHUNK: usize = 256;
+/// Warps per block of [`adamw_mixed_multi`] and [`scale_by_coef_multi`].
+pub const WARPS: usize = 4;
+/// Elements per block (one warp) of [`sum_squares_multi`].
+pub const NORM_CHUNK: usize = 1024;
+
+/// The entry that owns block `b`: the last e in `0..entries` with `starts[e] ≤ b` (binary
+/// search; empty entries own no block and are skipped).
+#[crate::func]
+pub fn entry_of_block(starts: Gl<i32, 1>, entries: Scalar<i32>, b: Scalar<i32>) -> Scalar<i32> {
+    let mut lo = lit::<i32>(0);
+    let mut hi = entries;
+    while (hi - lo).gt(1) {
+        let mid = (lo + hi) / 2;
+        let s: Scalar<i32> = load(starts.at(mid));
+        if s.le(b) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// [`adamw_mixed`](crate::kernels::optim_family::adamw_mixed) over lists of tensors: entry e of
+/// every list is one parameter tensor (all five of one length). Grid: `[starts[E], 1, 1]` with
+/// `starts` from [`block_starts`] over the lengths with `WARPS·N` elements per block.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_adamw_mixed_multi,
+    shapes(p: [E, 2], g: [E, 2], m: [E, 2], v: [E, 2], p_model: [E, 2], starts: [S], S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_mixed_multi<const N: usize, const WARPS: usize>(
+    p: GlTableMut<f32, 1>,
+    g: GlTable<bf16, 1>,
+    m: GlTableMut<f32, 1>,
+    v: GlTableMut<f32, 1>,
+    p_model: GlTableMut<bf16, 1>,
+    starts: Gl<i32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    eps: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+    bias_correction1: Scalar<f32>,
+    bias_correction2: Scalar<f32>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, p.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let (pe, ge, me, ve, we) = (p.view(e), g.view(e), m.view(e), v.view(e), p_model.view(e));
+    // The last block of an entry may have warps past its end (the chunk index comes from
+    // `starts`, so the interpreter's index check would take a chunk wholly outside for a bad
+    // index): they skip the update.
+    if (chunk * N as i32).lt(pe.len()) {
+        let pv: Rv<f32, N> = load(pe.chunk(chunk));
+        let gb: Rv<bf16, N> = load(ge.chunk(chunk));
+        let mv: Rv<f32, N> = load(me.chunk(chunk));
+        let vv: Rv<f32, N> = load(ve.chunk(chunk));
+        let (m_new, v_new, p_new) = adamw_update(
+            pv,
+            gb.cast::<f32>(),
+            mv,
+            vv,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            bias_correction1,
+            bias_correction2,
+        );
+        store(pe.chunk(chunk), p_new);
+        store(we.chunk(chunk), p_new.cast::<bf16>());
+        store(me.chunk(chunk), m_new);
+        store(ve.chunk(chunk), v_new);
+    }
+}
+
+/// `partial[b]` = the sum of squares of block b's `N` elements of its entry, in f32, one warp
+/// per block. Grid: `[starts[E], 1, 1]` with `N` elements per block; `partial` has one element
+/// per block.
+#[crate::kernel(
+    warps = 1,
+    variants(<1024>),
+    shapes(g: [E, 2], starts: [S], S == E + 1, partial: [P])
+)]
+pub fn sum_squares_multi<const N: usize>(
+    g: GlTable<f32, 1>,
+    starts: Gl<i32, 1>,
+    partial: GlMut<f32, 1>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, g.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let gv: Rv<f32, N> = load(g.view(e).chunk(b - first));
+    store(partial.at(b), reduce_all(Red::Sum, gv * gv));
+}
+
+/// Every gradient of the list times `stats[1]` (the coefficient [`norm_and_coef`] wrote).
+/// Grid: `[starts[E], 1, 1]` with `WARPS·N` elements per block.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    shapes(g: [E, 2], starts: [S], S == E + 1, stats: [2])
+)]
+pub fn scale_by_coef_multi<const N: usize, const WARPS: usize>(
+    g: GlTableMut<f32, 1>,
+    starts: Gl<i32, 1>,
+    stats: Gl<f32, 1>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, g.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let coef: Scalar<f32> = load(stats.at(1));
+    let ge = g.view(e);
+    // Warps past the entry's end (see `adamw_mixed_multi`) skip.
+    if (chunk * N as i32).lt(ge.len()) {
+        let gv: Rv<f32, N> = load(ge.chunk(chunk));
+        store(ge.chunk(chunk), gv * coef);
+    }
+}
+
+/// The prefix table of blocks over tensors of `lengths` with `per_block` elements per block:
+/// `starts[e]` is entry e's first block, `starts[len]` the grid. An error when the grid would
+/// pass the blocks a launch may have along x.
+pub fn block_starts(lengths: &[usize], per_block: usize) -> Result<(HostTensor, u32), Error> {
+    let mut starts = Vec::with_capacity(lengths.len() + 1);
+    let mut total: u64 = 0;
+    for &n in lengths {
+        starts.push(total as f64);
+        total += n.div_ceil(per_block.max(1)) as u64;
+    }
+    starts.push(total as f64);
+    let blocks = u32::try_from(total)
+        .ok()
+        .filter(|&b| b <= i32::MAX as u32)
+        .ok_or_else(|| Error::Shape {
+            kernel: "multi-tensor launch".into(),
+            message: format!(
+                "the tensors need {total} blocks of {per_block} elements; at most {} fit one launch",
+                i32::MAX
+            ),
+        })?;
+    let t = HostTensor::new(ScalarType::I32, &[starts.len()], &starts)?;
+    Ok((t, blocks))
+}
+
+/// Entry lengths of `list`, checked against the first list's (`what` names the list).
+fn lengths_like(kernel: &str, first: &[usize], list: &TensorList, what: &str) -> Result<(), Error> {
+    let bad = |message: String| Error::Shape {
+        kernel: kernel.into(),
+        message,
+    };
+    if list.len() != first.len() {
+        return Err(bad(format!(
+            "`{what}` holds {} tensors, `p` holds {}",
+            list.len(),
+            first.len()
+        )));
+    }
+    for (e, &n) in first.iter().enumerate() {
+        let got: usize = list.shape(e).unwrap_or(&[]).iter().product();
+        if got != n {
+            return Err(bad(format!(
+                "`{what}` entry {e} has {got} elements, `p` entry {e} has {n}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn lengths(list: &TensorList) -> Vec<usize> {
+    (0..list.len())
+        .map(|e| list.shape(e).unwrap_or(&[]).iter().product())
+        .collect()
+}
+
+/// One AdamW step over lists of tensors in one launch (see [`adamw_mixed_multi`]): `p`, `m`,
+/// `v` f32, `g` and `p_model` bf16, entry e of each of one length. An empty list does nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_mixed_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    m: &mut TensorList,
+    v: &mut TensorList,
+    p_model: &mut TensorList,
+    h: &Hyper,
+) -> Result<(), Error> {
+    const NAME: &str = "adamw_mixed_multi";
+    let n = lengths(p);
+    lengths_like(NAME, &n, g, "g")?;
+    lengths_like(NAME, &n, m, "m")?;
+    lengths_like(NAME, &n, v, "v")?;
+    lengths_like(NAME, &n, p_model, "p_model")?;
+    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    let (bc1, bc2) = h.bias_corrections();
+    let s = |x: f32| ScalarArg::from(x);
+    adamw_mixed_multi::<CHUNK, WARPS>::launch(
+        device,
+        blocks,
+        p,
+        g,
+        m,
+        v,
+        p_model,
+        &starts,
+        s(h.lr),
+        s(h.beta1),
+        s(h.beta2),
+        s(h.eps),
+        s(h.weight_decay),
+        s(bc1),
+        s(bc2),
+    )
+}
+
+/// Clips the gradients of `g` (f32) in place to global L2 norm `max_norm` with three launches
+/// and no host round trip; `stats` (2 f32 elements, on the device or the host) receives
+/// `[‖g‖, coef]`, `coef = min(1, max_norm / (‖g‖ + 1e-6))`. An empty list has norm 0.
+pub fn clip_grad_norm_multi(
+    device: &Device,
+    g: &mut TensorList,
+    max_norm: f32,
+    stats: &mut dyn TensorArg,
+) -> Result<(), Error> {
+    let n = lengths(g);
+    let (starts, blocks) = block_starts(&n, NORM_CHUNK)?;
+    // At least one partial (a zero) so the norm of an empty list is 0.
+    let mut partial = Tensor::zeros(ScalarType::F32, &[blocks.max(1) as usize], device)?;
+    if blocks > 0 {
+        sum_squares_multi::<NORM_CHUNK>::launch(device, blocks, &*g, &starts, &mut partial)?;
+    }
+    norm_and_coef::<1024>::launch_auto(device, &partial, ScalarArg::from(max_norm), stats)?;
+    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    scale_by_coef_multi::<CHUNK, WARPS>::launch(device, blocks, g, &starts, &*stats)
+}
+
+/// A list of host tensors, or the error as text (self-tests report strings).
+fn host_list(ts: &[HostTensor]) -> Result<TensorList, String> {
+    let refs: Vec<&dyn TensorArg> = ts.iter().map(|t| t as &dyn TensorArg).collect();
+    TensorList::new(&refs).map_err(|e: TableError| e.to_string())
+}
+
+/// Multi-tensor AdamW over awkward sizes against the f64 step and against the per-tensor
+/// model copy rule (bf16 of the master weights).
+fn selftest_adamw_mixed_multi(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = Hyper {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 3,
+    };
+    let sizes = [1usize, 17, 0, 1000, 4099];
+    let (f, b) = (ScalarType::F32, ScalarType::BF16);
+    let p0: Vec<HostTensor> = sizes
+        .iter()
+        .map(|&n| rng.tensor(f, &[n], -1.0, 1.0))
+        .collect();
+    let g: Vec<HostTensor> = sizes
+        .iter()
+        .map(|&n| rng.tensor(b, &[n], -1.0, 1.0))
+        .collect();
+    let m0: Vec<HostTensor> = sizes
+        .iter()
+        .map(|&n| rng.tensor(f, &[n], -0.1, 0.1))
+        .collect();
+    let v0: Vec<HostTensor> = sizes
+        .iter()
+        .map(|&n| rng.tensor(f, &[n], 0.0, 0.01))
+        .collect();
+    let model0: Vec<HostTensor> = sizes
+        .iter()
+        .map(|&n| HostTensor::full(b, &[n], f64::NAN))
+        .collect();
+    let (mut p, gl) = (host_list(&p0)?, host_list(&g)?);
+    let (mut m, mut v, mut model) = (host_list(&m0)?, host_list(&v0)?, host_list(&model0)?);
+    adamw_mixed_multi_step(device, &mut p, &gl, &mut m, &mut v, &mut model, &h)
+        .map_err(|e| e.to_string())?;
+    let (b1, b2, t) = (f64::from(h.beta1), f64::from(h.beta2), h.step as i32);
+    for (e, &n) in sizes.iter().enumerate() {
+        let (gv, pv, mv, vv) = (
+            g[e].to_vec(),
+            p0[e].to_vec(),
+            m0[e].to_vec(),
+            v0[e].to_vec(),
+        );
+        let want: Vec<f64> = (0..n)
+            .map(|i| {
+                let mi = b1 * mv[i] + (1.0 - b1) * gv[i];
+                let vi = b2 * vv[i] + (1.0 - b2) * gv[i] * gv[i];
+                let upd = mi / (1.0 - b1.powi(t)) / ((vi / (1.0 - b2.powi(t))).sqrt() + 1e-8);
+                pv[i] - f64::from(h.lr) * (upd + f64::from(h.weight_decay) * pv[i])
+            })
+            .collect();
+        let got = p.host(e).ok_or("p entry not on the host")?.to_vec();
+        let err = record(format!("entry {e} ({n}): p"), &got, &want, 1e-5);
+        if err > 1e-5 {
+            return Err(format!(
+                "entry {e} ({n}): p error {err:.2e} (seed {})",
+                rng.seed
+            ));
+        }
+        let rounded = HostTensor::new(b, &[n], &got).map_err(|e| e.to_string())?;
+        let got_model = model.host(e).ok_or("model entry not on the host")?.to_vec();
+        if got_model
+            .iter()
+            .zip(rounded.to_vec())
+            .any(|(x, y)| x.to_bits() != y.to_bits())
+        {
+            return Err(format!(
+                "entry {e} ({n}): model copy is not bf16(p) (seed {})",
+                rng.seed
+            ));
+        }
+    }
+    Ok("master weights of 5 tensors (sizes 1, 17, 0, 1000, 4099) against the f64 step in one launch; model copy = bf16(master)".into())
+}

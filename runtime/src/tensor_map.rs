@@ -248,7 +248,7 @@ impl TensorMapDesc {
 
     /// Bytes per element.
     pub fn element_bytes(&self) -> u32 {
-        self.dtype.size_bytes() as u32
+        self.dtype.size_bytes()
     }
 
     /// Bytes one box fills in shared memory: what a TMA load's `complete_tx` counts, and so

@@ -222,6 +222,9 @@ pub fn attention_bwd_dkdv_window<
     );
 }
 
+/// 16 rows of head dim `D` per warp of the block, in shared memory.
+type WarpRows<const D: usize, const WARPS: usize> = SharedArray<St<bf16, 16, D>, WARPS>;
+
 /// The body of [`attention_bwd_dkdv`] (`CAUSAL`, no window) and [`attention_bwd_dkdv_window`]
 /// (`WINDOW`): see the module documentation.
 #[crate::func]
@@ -294,10 +297,7 @@ fn key_tiles<
     // Head dim 64 keeps the warp's K and V fragments in registers for the whole walk; at 128
     // those 64 registers beside the 128 of the dK and dV accumulators spill, so K and V wait
     // in shared memory (each warp its own 16 rows) and are read back at each use.
-    let stash: Option<(
-        SharedArray<St<bf16, 16, D>, WARPS>,
-        SharedArray<St<bf16, 16, D>, WARPS>,
-    )> = match D > 64 {
+    let stash: Option<(WarpRows<D, WARPS>, WarpRows<D, WARPS>)> = match D > 64 {
         true => Some((alloc_shared(), alloc_shared())),
         false => None,
     };

@@ -31,8 +31,8 @@ pub mod nvidia;
 pub mod ptxas;
 pub mod sass;
 pub mod specialize;
-/// TMA box plans of shared tiles (sm_90a): a lowering rule, public because the runtime encodes
-/// each copied view's tensor map with the plan's box.
+// TMA box plans of shared tiles (sm_90a): a lowering rule, public because the runtime encodes
+// each copied view's tensor map with the plan's box.
 #[path = "lower/tma.rs"]
 pub mod tma;
 

@@ -10,7 +10,7 @@ use tilekit::ir::interp::HostTensor;
 use tilekit::ir::print_module;
 use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::attention::{
-    attention_fwd, attention_fwd_window, forward, grid, Align, ForwardOptions,
+    attention_fwd, attention_fwd_window, forward, grid, Align, ForwardOptions, HEAD_DIMS,
 };
 use tilekit::{Device, ScalarArg};
 use tilekit_examples::attention::reference;
@@ -258,60 +258,34 @@ fn dsl_attention_with_masked_key_tiles_matches_torch() {
     }
 }
 
-/// One launch of the 8-warp variant (128 query rows per block, key tiles of 64) with head dim
-/// `D` on the CPU interpreter; returns (O, LSE).
-fn run_8_warps<const D: usize, const CAUSAL: bool>(
-    q: &HostTensor,
-    k: &HostTensor,
-    v: &HostTensor,
-    sm_scale: f32,
-) -> Result<(Vec<f64>, Vec<f64>), tilekit::Error> {
-    let (bh, seq_q) = (q.shape()[0], q.shape()[1]);
-    let mut o = HostTensor::zeros(BF16, &[bh, seq_q, D]);
-    let mut lse = HostTensor::zeros(F32, &[bh, seq_q]);
-    attention_fwd::<bf16, D, 16, 64, 8, CAUSAL>::launch(
-        &Device::Cpu,
-        grid(bh, seq_q, 128),
-        q,
-        k,
-        v,
-        &mut o,
-        &mut lse,
-        sm_scale.into(),
-    )?;
-    Ok((o.to_vec(), lse.to_vec()))
-}
-
-/// The 8-warp shape (128 query rows per block, key tiles of 64) at head dims 64 and 128, plain
-/// and causal, on shapes with several key tiles per block (5, 4 and 8), a partial last tile,
-/// more keys than queries, and causal blocks whose first rows are past several whole key
-/// tiles.
+/// The variants `forward` runs at every head dim it supports (64: 128 query rows per block,
+/// key tiles of 64; 128: 128 rows, 32 keys; 256: 64 rows, 16 keys, Q read from shared memory),
+/// plain and causal, on shapes with several key tiles per block, a partial last tile, more keys
+/// than queries, and causal blocks whose first rows are past several whole key tiles (the
+/// unmasked interior loop and the masked tail both run).
 #[test]
-fn dsl_attention_8_warp_variants_match_full_softmax() {
+fn dsl_attention_registered_variants_match_full_softmax() {
     let mut rng = TestRng::fresh();
     // (bh, seq_q, seq_kv)
-    let shapes = [(1, 300, 300), (2, 150, 200), (1, 70, 512)];
-    for d in [64, 128] {
+    let shapes = [(1, 300, 300), (2, 150, 200), (1, 70, 513), (1, 1, 17)];
+    for d in HEAD_DIMS {
         let sm_scale = 1.0 / (d as f32).sqrt();
         for (bh, seq_q, seq_kv) in shapes {
             let q = rng.tensor(BF16, &[bh, seq_q, d], -2.0, 2.0);
             let k = rng.tensor(BF16, &[bh, seq_kv, d], -2.0, 2.0);
             let v = rng.tensor(BF16, &[bh, seq_kv, d], -1.0, 1.0);
             for causal in [false, true] {
-                let got = match (d, causal) {
-                    (64, false) => run_8_warps::<64, false>(&q, &k, &v, sm_scale),
-                    (64, true) => run_8_warps::<64, true>(&q, &k, &v, sm_scale),
-                    (_, false) => run_8_warps::<128, false>(&q, &k, &v, sm_scale),
-                    (_, true) => run_8_warps::<128, true>(&q, &k, &v, sm_scale),
-                };
-                let (o, lse) = got.unwrap_or_else(|e| panic!("seed {}: {e}", rng.seed));
+                let mut opts = ForwardOptions::new(sm_scale);
+                opts.causal = causal;
+                let (o, lse) = forward(&Device::Cpu, &q, &k, &v, &opts)
+                    .unwrap_or_else(|e| panic!("seed {}: {e}", rng.seed));
                 let case = Case {
                     causal: causal.then_some(Diagonal::BottomRight),
                     ..Case::dense(bh, seq_q, seq_kv)
                 };
                 let (o_ref, lse_ref) = definition(&q, &k, &v, &case, f64::from(sm_scale));
-                let o_err = normalized_max_error(&o, &o_ref);
-                let lse_err = max_abs_error(&lse, &lse_ref);
+                let o_err = normalized_max_error(&o.to_vec(), &o_ref);
+                let lse_err = max_abs_error(&lse.to_vec(), &lse_ref);
                 assert!(
                     o_err <= O_TOLERANCE && lse_err <= LSE_TOLERANCE,
                     "hd {d} causal {causal} {bh}×{seq_q}×{seq_kv}: O error {o_err:.3e}, LSE \
@@ -503,11 +477,11 @@ fn feature_cases() -> Vec<Case> {
     ]
 }
 
-/// Runs every feature case at head dims 64 and 128 on `device` through `forward` and compares
+/// Runs every feature case at every head dim `forward` supports on `device` and compares
 /// with [`definition`]; the tolerances hold for NVIDIA's approximate tanh too.
 fn check_features(device: &Device, cases: &[Case]) {
     let mut rng = TestRng::fresh();
-    for d in [64, 128] {
+    for d in HEAD_DIMS {
         let sm_scale = 1.0 / (d as f32).sqrt();
         for c in cases {
             let q = rng.tensor(BF16, &[c.bh_q, c.seq_q, d], -2.0, 2.0);
@@ -622,7 +596,7 @@ fn dsl_attention_forward_names_the_supported_head_dims() {
     let err = forward(&Device::Cpu, &q, &q, &q, &ForwardOptions::new(0.125)).unwrap_err();
     assert!(
         err.to_string()
-            .contains("head dim 80 is not supported; supported: 64, 128"),
+            .contains("head dim 80 is not supported; supported: 64, 128, 256"),
         "{err}"
     );
 }

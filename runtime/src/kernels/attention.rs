@@ -23,21 +23,34 @@
 //! FlashAttention's `softcap`) before the softmax. Blocks skip the key tiles outside their rows'
 //! windows; only tiles that cross a window edge are masked.
 //!
-//! Each warp owns `R` query rows (its Q tile stays in registers); a block of `WARPS` warps covers
-//! `WARPS·R` rows of one head (grid: x over query blocks, y over query heads; the library
-//! registers 64 and 128 rows per block, head dims 64 and 128 — at 128 with key tiles of 16: with
-//! 64 keys the K and V fragments spill on sm_80 and overflow gfx942's 256 VGPRs at 8 waves, with
-//! 32 they still overflow gfx950's by 15). The block walks its key tiles of `KV`,
+//! Each warp owns `R` query rows; a block of `WARPS` warps covers `WARPS·R` rows of one head
+//! (grid: x over query blocks, y over query heads). Up to head dim 128 a warp's Q tile stays in
+//! registers for the whole key loop; past it (beside the D/2 registers of O per thread) each
+//! warp keeps Q in its own shared tile and reads it one k16 slice per key tile, as
+//! FlashAttention-2 does at large head dims. The block walks its key tiles of `KV`,
 //! staging K and V in a two-slot shared ring each, as separate copy groups
 //! ([`dsl::pipeline`](crate::dsl::pipeline)): while a warp computes `S = Q·Kᵀ` (`mma_abt`) the
 //! tile's V and the next tile's K are in flight, and while it computes `P·V` the next K is
-//! (each wait leaves one group pending: `cp.async.wait_group 1`). The online softmax runs in
-//! the exp2 domain (`log2 e` folded into the scale), with `-inf` for keys past `seq_kv` (only
-//! the last key tile is masked for it) and for keys outside the causal or window bounds (only
-//! tiles that reach past the warp's bounds). `O /= l` and `LSE = (m + log2 l)·ln 2` at the end.
+//! (each wait leaves one group pending: `cp.async.wait_group 1`). Within a tile the scores are
+//! computed in slices of 16 keys, K read from shared memory one 16×16 fragment and V one 16×D
+//! fragment at a time right before its `mma`, so that only a slice's operands are live beside
+//! Q, the scores and O. The online softmax runs in the exp2 domain (`log2 e` folded into the
+//! scale). Only key tiles that need a mask are masked: the block's tiles split into a leading
+//! run that crosses a window's left edge, an unmasked interior, and a trailing run holding the
+//! last tile (keys past `seq_kv`) and the tiles crossing the diagonal or the window's right
+//! edge, bounds taken for the block's rows; each run is its own loop. `O /= l` and
+//! `LSE = (m + log2 l)·ln 2` at the end.
 //! `sm_scale` must be positive: the row max is taken over the raw scores and scaled once per
 //! row, and each score's scaling and shift is one `fma`. Lengths need not be multiples of the
 //! tiles: rows past `seq_q` are computed and not stored, keys past `seq_kv` masked.
+//!
+//! Registered tiles (rows per block, key tile): head dim 64 with 128 (and 64) rows and 64 keys;
+//! 128 with 128 rows and 32 keys (64 keys need more than 255 registers on sm_80); 256 with 64
+//! rows and 16 keys (its K/V rings and Q tiles take 64 KiB of shared memory, all of gfx942's
+//! LDS). Every registered variant compiles with 0 spills for sm_80, sm_90a, gfx90a, gfx942 and
+//! gfx950, general and aligned. Head dims 96 and 192 are not registered yet: their general
+//! compiles spill (hd96 with 32 keys: 504 B on sm_80; hd192 with 16 keys: 2.7 KB on sm_80)
+//! while hd128 and hd256 do not.
 //!
 //! Scores of `-inf` (masked, or a product past f32's range) get weight 0 wherever they fall: the
 //! exponentials subtract [`safe_max`] of the running max, so a key tile that is `-inf` for a row
@@ -61,8 +74,10 @@ use crate::{Device, LaunchArg, ScalarArg};
         <f32, 64, 16, 64, 4, false>,
         <bf16, 64, 16, 64, 8, false>,
         <bf16, 64, 16, 64, 8, true>,
-        <bf16, 128, 16, 16, 8, false>,
-        <bf16, 128, 16, 16, 8, true>
+        <bf16, 128, 16, 32, 8, false>,
+        <bf16, 128, 16, 32, 8, true>,
+        <bf16, 256, 16, 16, 4, false>,
+        <bf16, 256, 16, 16, 4, true>
     ),
     selftest = selftest,
     check = positive_scale_and_kv_heads,
@@ -93,7 +108,7 @@ pub fn attention_fwd<
     sm_scale: Scalar<f32>,
 ) {
     // No window and no cap: their arguments are never read.
-    forward_tiles::<O, D, R, KV, WARPS, CAUSAL, false, false>(
+    forward_tiles::<bf16, O, D, R, KV, WARPS, CAUSAL, false, false>(
         q,
         k,
         v,
@@ -116,8 +131,10 @@ pub fn attention_fwd<
     variants(
         <bf16, 64, 16, 64, 4, false>,
         <bf16, 64, 16, 64, 4, true>,
-        <bf16, 128, 16, 16, 8, false>,
-        <bf16, 128, 16, 16, 8, true>
+        <bf16, 128, 16, 32, 8, false>,
+        <bf16, 128, 16, 32, 8, true>,
+        <bf16, 256, 16, 16, 4, false>,
+        <bf16, 256, 16, 16, 4, true>
     ),
     check = window_arguments::<SOFTCAP>,
     shapes(
@@ -151,7 +168,7 @@ pub fn attention_fwd_window<
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
 ) {
-    forward_tiles::<O, D, R, KV, WARPS, false, true, SOFTCAP>(
+    forward_tiles::<bf16, O, D, R, KV, WARPS, false, true, SOFTCAP>(
         q,
         k,
         v,
@@ -164,11 +181,12 @@ pub fn attention_fwd_window<
     );
 }
 
-/// The body of [`attention_fwd`] (`CAUSAL`, no window) and [`attention_fwd_window`] (`WINDOW`):
-/// see the module documentation.
+/// The body of [`attention_fwd`] (`CAUSAL`, no window) and [`attention_fwd_window`] (`WINDOW`),
+/// for inputs of dtype `T`: see the module documentation.
 #[crate::func]
 #[allow(clippy::too_many_arguments)]
 fn forward_tiles<
+    T: RegDtype + MmaPair<T>,
     O: RegDtype,
     const D: usize,
     const R: usize,
@@ -178,9 +196,9 @@ fn forward_tiles<
     const WINDOW: bool,
     const SOFTCAP: bool,
 >(
-    q: Gl<bf16, 3>,
-    k: Gl<bf16, 3>,
-    v: Gl<bf16, 3>,
+    q: Gl<T, 3>,
+    k: Gl<T, 3>,
+    v: Gl<T, 3>,
     o: GlMut<O, 3>,
     lse: GlMut<f32, 2>,
     sm_scale: Scalar<f32>,
@@ -188,8 +206,22 @@ fn forward_tiles<
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
 ) {
-    let k_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
-    let v_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
+    assert!(
+        D % 16 == 0 && KV % 16 == 0,
+        "attention: the head dim {D} and the key tile {KV} must be multiples of 16"
+    );
+    let rings = KvRings::<T, D, KV> {
+        k: alloc_shared(),
+        v: alloc_shared(),
+    };
+    // Past head dim 128 Q does not stay in registers beside O (D/2 more per thread): each
+    // warp keeps its Q tile in shared memory and reads it one k16 slice at a time, as
+    // FlashAttention-2 does at large head dims.
+    let q_shared: Option<SharedArray<St<T, R, D>, WARPS>> = if D > Q_IN_REGISTERS_MAX {
+        Some(alloc_shared())
+    } else {
+        None
+    };
     let (q_block, head) = (block_idx_x(), block_idx_y());
     // GQA/MQA: the K/V head of this query head (see the module documentation).
     let kv_head = head / (q.dim(0) / k.dim(0));
@@ -197,8 +229,6 @@ fn forward_tiles<
     let q_row0 = q_tile * R as i32;
     let (seq_q, seq_kv) = (q.dim(1), k.dim(1));
     let mut kv_tiles = ceil_div(seq_kv, KV);
-    // The only key tile with columns past seq_kv (seq_kv ≥ 1, so it exists).
-    let last_tile = kv_tiles - 1;
     let mut first: Scalar<i32> = lit(0);
     let (mut diag0, mut block_row0, mut block_last) = (first, first, first);
     let (mut left, mut right) = (first, first);
@@ -228,74 +258,96 @@ fn forward_tiles<
         let end = ceil_div(block_last - seq_q + seq_kv + right + 1, KV);
         kv_tiles = kv_tiles.min(end).max(first);
     }
+    // The tiles `lo .. hi` need no mask for any row of the block: every key is before seq_kv,
+    // at or before the first row's right edge (its diagonal, plus `right` with a window) and,
+    // with a window, at or after the last row's left edge. The tiles before and after them
+    // are masked (few: those crossing an edge).
+    let mut lo = first;
+    let mut hi = seq_kv / KV as i32;
+    if CAUSAL {
+        hi = hi.min((block_row0 - seq_q + seq_kv + 1).max(0) / KV as i32);
+    }
+    if WINDOW {
+        lo = ceil_div((block_last - seq_q + seq_kv - left).max(0), KV).max(first);
+        hi = hi.min((block_row0 - seq_q + seq_kv + right + 1).max(0) / KV as i32);
+    }
+    lo = lo.min(kv_tiles);
+    hi = hi.min(kv_tiles).max(lo);
     // K and V of the first tile, one copy group each; the loop keeps one group in flight.
-    copy_start(k_ring.at(first & 1), k.tile(kv_head, first, 0));
+    copy_start(rings.k.at(first & 1), k.tile(kv_head, first, 0));
     copy_commit();
-    copy_start(v_ring.at(first & 1), v.tile(kv_head, first, 0));
+    copy_start(rings.v.at(first & 1), v.tile(kv_head, first, 0));
     copy_commit();
-    let q_frag: Rt<bf16, R, D> = load(q.tile(head, q_tile, 0));
+    // Q in k16 slices, the A operands of S = Q·Kᵀ: in registers for the whole loop, or in this
+    // warp's shared tile (written here; the barrier of the first tile orders it before the
+    // loop's reads).
+    let mut q_frags: Vec<Rt<T, R, 16>> = Vec::new();
+    let mut q_tile_shared: Option<St<T, R, D>> = None;
+    match q_shared {
+        Some(s) => {
+            let own = s.at(warp_idx());
+            let q_whole: Rt<T, R, D> = load(q.tile(head, q_tile, 0));
+            store(own, q_whole);
+            q_tile_shared = Some(own);
+        }
+        None => {
+            for j in 0..D / 16 {
+                q_frags.push(load(q.tile(head, q_tile, j as i32)));
+            }
+        }
+    }
     // The factor from the scores that the row max sees to the exp2 domain: with a cap the
     // scores are tanh values and the cap multiplies them.
     let mut scale_log2 = sm_scale * std::f32::consts::LOG2_E;
     if SOFTCAP {
         scale_log2 = softcap * std::f32::consts::LOG2_E;
     }
+    let at = TileAt {
+        kv_head,
+        seq_kv,
+        diag0,
+        left,
+        right,
+        scale_log2,
+        cap_scale: sm_scale / softcap,
+    };
 
     let mut m: Rv<f32, R> = fill(f64::NEG_INFINITY);
     let mut l: Rv<f32, R> = zeros();
     let mut acc: Rt<f32, R, D> = zeros();
-    for kt in range(first, kv_tiles) {
-        let (cur, next) = (kt & 1, (kt + 1) & 1);
-        // K of this tile has landed (V of this tile may be in flight); after the barrier every
-        // warp is done with the previous tile's K, whose slot takes the next tile's.
-        copy_wait(1);
-        barrier();
-        copy_start(k_ring.at(next), k.tile(kv_head, kt + 1, 0));
-        copy_commit();
-        let k_frag: Rt<bf16, KV, D> = load(k_ring.at(cur));
-        let kv0 = kt * KV as i32;
-        // Raw scores: the scale goes into the exponent's argument below, one `fma` per score
-        // (`t·scale_log2 − shift`), and into the row max once per row; for a scale > 0,
-        // max(t)·scale rounds to exactly max(t·scale), and a masked −inf stays −inf.
-        let mut t = mma_abt(zeros(), q_frag, k_frag);
-        if SOFTCAP {
-            // Capped before masking: tanh(−inf) would be −1, a finite score.
-            // (The quotient is loop-invariant: LLVM hoists it.)
-            t = (t * (sm_scale / softcap)).tanh();
-        }
-        // Interior tiles need no mask: only the last tile has keys past seq_kv, and only a tile
-        // reaching past the warp's bounds has keys outside a row's.
-        if kt.eq(last_tile) {
-            t = mask_cols(t, kv0, seq_kv, f64::NEG_INFINITY);
-        }
-        if CAUSAL {
-            if kv0.gt(diag0 - (KV - 1) as i32) {
-                t = mask_causal(t, diag0, kv0, f64::NEG_INFINITY);
-            }
-        }
-        if WINDOW {
-            // Keys after row r's right edge diag0 + right + r; before its left edge
-            // diag0 − left + r (the last row's edge is the furthest right).
-            if kv0.gt(diag0 + right - (KV - 1) as i32) {
-                t = mask_causal(t, diag0 + right, kv0, f64::NEG_INFINITY);
-            }
-            if kv0.lt(diag0 - left + (R - 1) as i32) {
-                t = mask_anticausal(t, diag0 - left, kv0, f64::NEG_INFINITY);
-            }
-        }
-        let m_new = m.max(row_max(t) * scale_log2);
-        let shift = safe_max::<R>(m_new);
-        let p = sub_row(t * scale_log2, shift).exp2();
-        let alpha = (m - shift).exp2();
-        l = l * alpha + row_sum(p);
-        m = m_new;
-        // V of this tile has landed (the next K may be in flight); the previous V's slot is free.
-        copy_wait(1);
-        barrier();
-        copy_start(v_ring.at(next), v.tile(kv_head, kt + 1, 0));
-        copy_commit();
-        let v_frag: Rt<bf16, KV, D, Col> = load(v_ring.at(cur));
-        acc = mma_ab(mul_row(acc, alpha), p.cast::<bf16>(), v_frag);
+    // Tiles crossing the left edge of a window (none without one).
+    for kt in range(first, lo) {
+        (m, l, acc) = kv_tile::<T, D, R, KV, true, CAUSAL, WINDOW, SOFTCAP>(
+            (k, v),
+            rings,
+            at,
+            kt,
+            (&q_frags, q_tile_shared),
+            (m, l, acc),
+        );
+    }
+    // The interior, unmasked: the loop the time goes to.
+    for kt in range(lo, hi) {
+        (m, l, acc) = kv_tile::<T, D, R, KV, false, CAUSAL, WINDOW, SOFTCAP>(
+            (k, v),
+            rings,
+            at,
+            kt,
+            (&q_frags, q_tile_shared),
+            (m, l, acc),
+        );
+    }
+    // The last tile (keys past seq_kv), and those crossing the diagonal or a window's right
+    // edge.
+    for kt in range(hi, kv_tiles) {
+        (m, l, acc) = kv_tile::<T, D, R, KV, true, CAUSAL, WINDOW, SOFTCAP>(
+            (k, v),
+            rings,
+            at,
+            kt,
+            (&q_frags, q_tile_shared),
+            (m, l, acc),
+        );
     }
     // The copies of the tile after the last: none outstanding when the block ends.
     copy_wait(0);
@@ -304,6 +356,139 @@ fn forward_tiles<
         lse.chunk(head, q_tile),
         (m + l.log2()) * std::f32::consts::LN_2,
     );
+}
+
+/// The largest head dim whose Q tile stays in registers for the whole key loop; larger ones
+/// read it from shared memory (see [`forward_tiles`]).
+const Q_IN_REGISTERS_MAX: usize = 128;
+
+/// The two-slot shared rings of K and V tiles.
+#[derive(Clone, Copy)]
+struct KvRings<T: RegDtype, const D: usize, const KV: usize> {
+    k: SharedArray<St<T, KV, D>, 2>,
+    v: SharedArray<St<T, KV, D>, 2>,
+}
+
+/// What every key tile of a warp needs besides its index (see [`forward_tiles`]).
+#[derive(Clone, Copy)]
+struct TileAt {
+    kv_head: Scalar<i32>,
+    seq_kv: Scalar<i32>,
+    /// The key on the diagonal of the warp's first row.
+    diag0: Scalar<i32>,
+    /// The window's bounds, clamped (read with `WINDOW` only).
+    left: Scalar<i32>,
+    right: Scalar<i32>,
+    /// From the scores the row max sees to the exp2 domain.
+    scale_log2: Scalar<f32>,
+    /// `sm_scale / softcap` (read with `SOFTCAP` only; LLVM hoists the quotient).
+    cap_scale: Scalar<f32>,
+}
+
+/// Key tile `kt` of one warp's online softmax: waits for the tile's K and V, starts the next
+/// tile's copies into the slots every warp is done with, and returns the running row max `m`,
+/// row sum `l` and output `acc` after the tile. The scores are computed in slices of 16 keys
+/// and K and V read one 16×16 (K) or 16×D (V) fragment at a time right before its `mma`, so
+/// that only a slice's fragments are live beside Q, the scores and O. With `MASKED` the
+/// scores of keys past seq_kv, after a row's diagonal (`CAUSAL`) or outside its window
+/// (`WINDOW`) are `-inf`; without, the caller guarantees there are none.
+///
+/// (Plain Rust, traced inline: the tile's ops land in the caller's loop.)
+#[allow(clippy::too_many_arguments)]
+fn kv_tile<
+    T: RegDtype + MmaPair<T>,
+    const D: usize,
+    const R: usize,
+    const KV: usize,
+    const MASKED: bool,
+    const CAUSAL: bool,
+    const WINDOW: bool,
+    const SOFTCAP: bool,
+>(
+    (k, v): (Gl<T, 3>, Gl<T, 3>),
+    rings: KvRings<T, D, KV>,
+    at: TileAt,
+    kt: Scalar<i32>,
+    (q_frags, q_shared): (&[Rt<T, R, 16>], Option<St<T, R, D>>),
+    (m, l, acc): (Rv<f32, R>, Rv<f32, R>, Rt<f32, R, D>),
+) -> (Rv<f32, R>, Rv<f32, R>, Rt<f32, R, D>) {
+    let (cur, next) = (kt & 1, (kt + 1) & 1);
+    // K of this tile has landed (V of this tile may be in flight); after the barrier every
+    // warp is done with the previous tile's K, whose slot takes the next tile's.
+    copy_wait(1);
+    barrier();
+    copy_start(rings.k.at(next), k.tile(at.kv_head, kt + 1, 0));
+    copy_commit();
+    let kv0 = kt * KV as i32;
+    let k_tile = rings.k.at(cur);
+    // Raw scores of keys kv0 + 16·i ..: the scale goes into the exponent's argument below, one
+    // `fma` per score (`t·scale_log2 − shift`), and into the row max once per row; for a
+    // scale > 0, max(t)·scale rounds to exactly max(t·scale), and a masked −inf stays −inf.
+    let mut t: Vec<Rt<f32, R, 16>> = (0..KV / 16).map(|_| zeros()).collect();
+    match q_shared {
+        // Head-dim slices outermost: each Q slice is read from shared memory once per tile.
+        Some(qs) => {
+            for j in 0..D / 16 {
+                let qj: Rt<T, R, 16> = load(qs.tile(0, j as i32));
+                for (i, s) in t.iter_mut().enumerate() {
+                    let kf: Rt<T, 16, 16> = load(k_tile.tile(i as i32, j as i32));
+                    *s = mma_abt(*s, qj, kf);
+                }
+            }
+        }
+        // Key slices outermost: one slice's scores accumulate at a time.
+        None => {
+            for (i, s) in t.iter_mut().enumerate() {
+                for (j, qj) in q_frags.iter().enumerate() {
+                    let kf: Rt<T, 16, 16> = load(k_tile.tile(i as i32, j as i32));
+                    *s = mma_abt(*s, *qj, kf);
+                }
+            }
+        }
+    }
+    for (i, s) in t.iter_mut().enumerate() {
+        if SOFTCAP {
+            // Capped before masking: tanh(−inf) would be −1, a finite score.
+            *s = (*s * at.cap_scale).tanh();
+        }
+        if MASKED {
+            let c0 = kv0 + (16 * i) as i32;
+            *s = mask_cols(*s, c0, at.seq_kv, f64::NEG_INFINITY);
+            if CAUSAL {
+                *s = mask_causal(*s, at.diag0, c0, f64::NEG_INFINITY);
+            }
+            if WINDOW {
+                // Keys after row r's right edge diag0 + right + r, before its left edge
+                // diag0 − left + r.
+                *s = mask_causal(*s, at.diag0 + at.right, c0, f64::NEG_INFINITY);
+                *s = mask_anticausal(*s, at.diag0 - at.left, c0, f64::NEG_INFINITY);
+            }
+        }
+    }
+    // Row max and sum: elementwise over the slices first, so that each row is reduced across
+    // lanes once per tile.
+    let t_max = t[1..].iter().fold(t[0], |a, s| a.max(*s));
+    let m_new = m.max(row_max(t_max) * at.scale_log2);
+    let shift = safe_max::<R>(m_new);
+    let alpha = (m - shift).exp2();
+    let p: Vec<Rt<f32, R, 16>> = t
+        .iter()
+        .map(|s| sub_row(*s * at.scale_log2, shift).exp2())
+        .collect();
+    let p_sum = p[1..].iter().fold(p[0], |a, pi| a + *pi);
+    let l = l * alpha + row_sum(p_sum);
+    // V of this tile has landed (the next K may be in flight); the previous V's slot is free.
+    copy_wait(1);
+    barrier();
+    copy_start(rings.v.at(next), v.tile(at.kv_head, kt + 1, 0));
+    copy_commit();
+    let v_tile = rings.v.at(cur);
+    let mut acc = mul_row(acc, alpha);
+    for (i, pi) in p.iter().enumerate() {
+        let vf: Rt<T, 16, D, Col> = load(v_tile.tile(i as i32, 0));
+        acc = mma_ab(acc, pi.cast::<T>(), vf);
+    }
+    (m_new, l, acc)
 }
 
 /// The launch grid for `bh` heads of `seq_q` queries, `block_rows = WARPS·R`.
@@ -435,7 +620,7 @@ impl ForwardOptions {
 /// on `device`: Q `[bh_q, seq_q, D]`, K and V `[bh_kv, seq_kv, D]` (bf16, `bh_kv` dividing
 /// `bh_q`) give O `[bh_q, seq_q, D]` (bf16) and LSE `[bh_q, seq_q]` (f32). Runs
 /// [`attention_fwd`] when that computes the options (no window, no cap, bottom-right or no
-/// causal mask), [`attention_fwd_window`] otherwise. Head dims 64 and 128.
+/// causal mask), [`attention_fwd_window`] otherwise. Head dims: [`HEAD_DIMS`].
 pub fn forward(
     device: &Device,
     q: &HostTensor,
@@ -456,9 +641,10 @@ pub fn forward(
         }
     };
     let seq_kv = k.shape().get(1).copied().unwrap_or(0);
-    if d != 64 && d != 128 {
+    if !HEAD_DIMS.contains(&d) {
         return Err(shape_error(format!(
-            "head dim {d} is not supported; supported: 64, 128"
+            "head dim {d} is not supported; supported: {}",
+            HEAD_DIMS.map(|d| d.to_string()).join(", ")
         )));
     }
     let mut o = HostTensor::zeros(ScalarType::BF16, &[bh, seq_q, d]);
@@ -468,85 +654,67 @@ pub fn forward(
         && opts.window_right.is_none()
         && opts.softcap.is_none()
         && (!opts.causal || opts.align == Align::BottomRight || seq_q == seq_kv);
+    let (o_, l_) = (&mut o, &mut lse);
+    // The variant per head dim (see the module documentation for the tiles): its generic
+    // arguments after the output dtype, and its rows per block (WARPS·R).
+    macro_rules! plain {
+        ($d:literal, $kv:literal, $warps:literal, $causal:literal) => {
+            attention_fwd::<bf16, $d, 16, $kv, $warps, $causal>::launch(
+                device,
+                grid(bh, seq_q, 16 * $warps),
+                q,
+                k,
+                v,
+                o_,
+                l_,
+                s,
+            )
+        };
+    }
     if plain {
-        let g = grid(bh, seq_q, 128);
-        let (o_, l_) = (&mut o, &mut lse);
         match (d, opts.causal) {
-            (64, false) => {
-                attention_fwd::<bf16, 64, 16, 64, 8, false>::launch(device, g, q, k, v, o_, l_, s)
-            }
-            (64, true) => {
-                attention_fwd::<bf16, 64, 16, 64, 8, true>::launch(device, g, q, k, v, o_, l_, s)
-            }
-            (_, false) => {
-                attention_fwd::<bf16, 128, 16, 16, 8, false>::launch(device, g, q, k, v, o_, l_, s)
-            }
-            (_, true) => {
-                attention_fwd::<bf16, 128, 16, 16, 8, true>::launch(device, g, q, k, v, o_, l_, s)
-            }
+            (64, false) => plain!(64, 64, 8, false),
+            (64, true) => plain!(64, 64, 8, true),
+            (128, false) => plain!(128, 32, 8, false),
+            (128, true) => plain!(128, 32, 8, true),
+            (_, false) => plain!(256, 16, 4, false),
+            (_, true) => plain!(256, 16, 4, true),
         }?;
         return Ok((o, lse));
     }
     let (left, right) = opts.kernel_window(seq_q, seq_kv);
     let (left, right) = (ScalarArg::from(left), ScalarArg::from(right));
     let cap = ScalarArg::from(opts.softcap.unwrap_or(1.0));
-    let (o_, l_) = (&mut o, &mut lse);
+    macro_rules! window {
+        ($d:literal, $kv:literal, $warps:literal, $cap:literal) => {
+            attention_fwd_window::<bf16, $d, 16, $kv, $warps, $cap>::launch(
+                device,
+                grid(bh, seq_q, 16 * $warps),
+                q,
+                k,
+                v,
+                o_,
+                l_,
+                s,
+                left,
+                right,
+                cap,
+            )
+        };
+    }
     match (d, opts.softcap.is_some()) {
-        (64, false) => attention_fwd_window::<bf16, 64, 16, 64, 4, false>::launch(
-            device,
-            grid(bh, seq_q, 64),
-            q,
-            k,
-            v,
-            o_,
-            l_,
-            s,
-            left,
-            right,
-            cap,
-        ),
-        (64, true) => attention_fwd_window::<bf16, 64, 16, 64, 4, true>::launch(
-            device,
-            grid(bh, seq_q, 64),
-            q,
-            k,
-            v,
-            o_,
-            l_,
-            s,
-            left,
-            right,
-            cap,
-        ),
-        (_, false) => attention_fwd_window::<bf16, 128, 16, 16, 8, false>::launch(
-            device,
-            grid(bh, seq_q, 128),
-            q,
-            k,
-            v,
-            o_,
-            l_,
-            s,
-            left,
-            right,
-            cap,
-        ),
-        (_, true) => attention_fwd_window::<bf16, 128, 16, 16, 8, true>::launch(
-            device,
-            grid(bh, seq_q, 128),
-            q,
-            k,
-            v,
-            o_,
-            l_,
-            s,
-            left,
-            right,
-            cap,
-        ),
+        (64, false) => window!(64, 64, 4, false),
+        (64, true) => window!(64, 64, 4, true),
+        (128, false) => window!(128, 32, 8, false),
+        (128, true) => window!(128, 32, 8, true),
+        (_, false) => window!(256, 16, 4, false),
+        (_, true) => window!(256, 16, 4, true),
     }?;
     Ok((o, lse))
 }
+
+/// The head dims [`forward`] runs.
+pub const HEAD_DIMS: [usize; 3] = [64, 128, 256];
 
 /// [`forward`]'s result in f64 from the definition: `(O, LSE)` for row-major Q
 /// `[bh_q, seq_q, d]`, K and V `[bh_kv, seq_kv, d]`; query head h reads K/V head
@@ -738,11 +906,17 @@ fn launch_bf16(
         (64, _, true) => {
             attention_fwd::<bf16, 64, 16, 64, 8, true>::launch(device, g, q, k, v, o, lse, s)
         }
+        (128, _, false) => {
+            attention_fwd::<bf16, 128, 16, 32, 8, false>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (128, _, true) => {
+            attention_fwd::<bf16, 128, 16, 32, 8, true>::launch(device, g, q, k, v, o, lse, s)
+        }
         (_, _, false) => {
-            attention_fwd::<bf16, 128, 16, 16, 8, false>::launch(device, g, q, k, v, o, lse, s)
+            attention_fwd::<bf16, 256, 16, 16, 4, false>::launch(device, g, q, k, v, o, lse, s)
         }
         (_, _, true) => {
-            attention_fwd::<bf16, 128, 16, 16, 8, true>::launch(device, g, q, k, v, o, lse, s)
+            attention_fwd::<bf16, 256, 16, 16, 4, true>::launch(device, g, q, k, v, o, lse, s)
         }
     }
 }
@@ -754,7 +928,7 @@ fn selftest(device: &Device) -> Result<String, String> {
         shapes.extend([(4, 1000, false), (3, 513, false), (3, 513, true)]);
     }
     // (head dim, query rows per block): every bf16 variant.
-    let configs = [(64, 64), (64, 128), (128, 128)];
+    let configs = [(64, 64), (64, 128), (128, 128), (256, 64)];
     for (bh, seq, masked) in shapes {
         for (d, rows) in configs {
             let bf = ScalarType::BF16;
@@ -805,14 +979,14 @@ fn selftest(device: &Device) -> Result<String, String> {
     }
     features(device, &mut rng)?;
     Ok(
-        "full and causal, hd 64 and 128, 64 and 128 rows per block, with and without -inf key \
+        "full and causal, hd 64, 128 and 256, 64 and 128 rows per block, with and without -inf key \
          tiles; GQA/MQA, bottom-right and top-left causal, windows and soft-capping at seq_q ≠ \
          seq_kv (rows and blocks that see no key); against the f64 references"
             .into(),
     )
 }
 
-/// [`forward`]'s options against [`reference_with`] at head dims 64 and 128.
+/// [`forward`]'s options against [`reference_with`] at every head dim.
 fn features(device: &Device, rng: &mut Rng) -> Result<(), String> {
     let base = ForwardOptions::new(0.125);
     let causal = ForwardOptions {
@@ -858,7 +1032,7 @@ fn features(device: &Device, rng: &mut Rng) -> Result<(), String> {
         ),
     ];
     let bf = ScalarType::BF16;
-    for d in [64, 128] {
+    for d in HEAD_DIMS {
         for (bh_q, bh_kv, seq_q, seq_kv, opts) in cases {
             let q = rng.tensor(bf, &[bh_q, seq_q, d], -2.0, 2.0);
             let k = rng.tensor(bf, &[bh_kv, seq_kv, d], -2.0, 2.0);

@@ -184,7 +184,7 @@ pub fn muon_gram<const BM: usize, const BK: usize, const WM: usize, const AFFINE
     let mut res = acc * alpha;
     if AFFINE {
         let zt: Rt<bf16, WM, WM> = load(z.tile(batch, row, col));
-        res = res + zt.cast::<f32>() * beta;
+        res += zt.cast::<f32>() * beta;
     }
     store(out.tile(batch, row, col), res.cast::<bf16>());
     // The mirror below the diagonal; a diagonal tile is whole already.

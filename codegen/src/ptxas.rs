@@ -185,6 +185,31 @@ pub fn assemble_checked(
     Ok(a)
 }
 
+/// ptxas's performance advisories in `log`: the `info` lines with a C75xx code or "Potential
+/// Performance Loss" (measured with ptxas 13.5: C7515 "wgmma.mma_async instructions are
+/// serialized due to non wgmma instructions defining accumulator registers of a wgmma between
+/// start and end of the pipeline stage", C7510 serialized wgmma for other reasons, C7508
+/// `setmaxnreg` ignored). Each is the text after `ptxas info    :`. A kernel that has one runs
+/// far below what its instruction counts say, so `tilekit check` prints them and the library's
+/// tests refuse them.
+pub fn performance_advisories(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            let code = l.find("(C75").is_some_and(|i| {
+                let digits = &l[i + 4..];
+                digits.len() > 2
+                    && digits.as_bytes()[..2].iter().all(u8::is_ascii_digit)
+                    && digits.as_bytes()[2] == b')'
+            });
+            code || l.contains("Potential Performance Loss")
+        })
+        .map(|l| match l.split_once(" : ") {
+            Some((head, rest)) if head.trim_start().starts_with("ptxas") => rest.trim().to_string(),
+            _ => l.trim().to_string(),
+        })
+        .collect()
+}
+
 /// Reads the numbers of ptxas's `-v` lines:
 /// `ptxas info : Used 14 registers, used 1 barriers, 1024 bytes smem, 368 bytes cmem[0]` and
 /// `0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads`.
@@ -221,6 +246,26 @@ pub fn parse_report(log: &str) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn performance_advisories_are_the_c75_lines_of_the_log() {
+        // ptxas 13.5's lines for a kernel whose wgmma it serialized, around its usual report.
+        let log = "ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions \
+                   are serialized due to non wgmma instructions defining accumulator registers of a \
+                   wgmma between start and end of the pipeline stage in the function 'k' in line 1048\n\
+                   ptxas info    : 0 bytes gmem\n\
+                   ptxas info    : Compiling entry function 'k' for 'sm_90a'\n\
+                   ptxas info    : Used 96 registers, used 1 barriers, 32768 bytes smem\n";
+        let a = performance_advisories(log);
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert!(a[0].starts_with("(C7515) Potential Performance Loss"), "{a:?}");
+        assert!(a[0].ends_with("in line 1048"), "{a:?}");
+        let other = "ptxas info    : (C7508) Potential Performance Loss: 'setmaxnreg' ignored\n";
+        assert_eq!(performance_advisories(other).len(), 1);
+        // A report without one, and text that only looks alike.
+        assert!(performance_advisories(&log[log.find("ptxas info    : 0").unwrap()..]).is_empty());
+        assert!(performance_advisories("ptxas info    : (C75x) nothing\n").is_empty());
+    }
 
     #[test]
     fn spills_are_refused_with_the_numbers_unless_allowed() {

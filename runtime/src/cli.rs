@@ -915,6 +915,11 @@ mod jit {
             dynamic
         );
         let _ = writeln!(out, "barriers       {}", r.barriers);
+        // ptxas's performance advisories (serialized wgmma, ignored setmaxnreg): the code then
+        // runs far slower than the figures below say.
+        for a in ptxas::performance_advisories(&asm.log) {
+            let _ = writeln!(out, "ptxas advisory {a}  <- performance loss");
+        }
         let _ = writeln!(
             out,
             "{}",

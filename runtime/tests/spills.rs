@@ -248,6 +248,12 @@ fn spills(module: &Module, kernel: &str, target: Target) -> Result<String, Spill
     };
     if target.is_nvidia() {
         let a = ptxas::assemble(c.ptx(), target).map_err(|e| e.to_string())?;
+        // A serialized wgmma or an ignored setmaxnreg is refused with the spills: each costs
+        // more than the registers it saves.
+        let advisories = ptxas::performance_advisories(&a.log);
+        if !advisories.is_empty() {
+            return Err(format!("ptxas advisories: {}", advisories.join("; ")).into());
+        }
         let r = a.report;
         let line = format!(
             "{} registers, {} B spill stores, {} B spill loads, {} B stack",

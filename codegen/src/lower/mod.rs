@@ -27,6 +27,7 @@ mod scan;
 mod select;
 mod sort;
 mod sync;
+mod table;
 mod wgmma;
 
 use std::collections::{HashMap, HashSet};
@@ -106,6 +107,8 @@ pub(crate) struct Lowerer<'f> {
     /// The LDS byte offsets (SSA names) of those tiles, which `shared_tile_ptr` places
     /// transposed: one offset is one address, so it names one tile's storage.
     lds_transposed_bases: HashSet<String>,
+    /// On sm_90a, the loop-carried wgmma accumulators that start at zero ([`wgmma::ZeroStarts`]).
+    wgmma_zero_starts: wgmma::ZeroStarts,
 }
 
 type R<T> = Result<T, CodegenError>;
@@ -621,6 +624,7 @@ impl<'f> Lowerer<'f> {
             OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => self.pipeline(op),
             OpKind::Cmp(_) | OpKind::Select => self.compare_select(op),
             OpKind::Gather => self.gather(op),
+            OpKind::TableView => self.table_view(op),
             OpKind::AtomicRmw(f) => self.atomic_update(op, Some(*f)),
             OpKind::AtomicCas => self.atomic_update(op, None),
             OpKind::Philox => self.philox(op),
@@ -671,6 +675,7 @@ impl<'f> Lowerer<'f> {
             mma_b_tiles: mma_b_operands(helper),
             lds_transposed: lds_transposed_tiles(helper, self.rules.lds_row_xor()),
             lds_transposed_bases: HashSet::new(),
+            wgmma_zero_starts: Default::default(),
         };
         for (&p, &a) in helper.params.iter().zip(&op.operands) {
             sub.vals.insert(p, self.vals[&a].clone());
@@ -753,6 +758,7 @@ impl<'f> Lowerer<'f> {
         let r = &op.regions[0];
         let (init_names, types) = self.flatten(inits);
         let iv = self.e.fresh();
+        let init_names = self.wgmma_zero_starts(op, init_names, &iv, (&lo, &hi));
         let args: Vec<String> = init_names.iter().map(|_| self.e.fresh()).collect();
         let (decl, results) = self.results_decl(types.len());
         let iter = if args.is_empty() {
@@ -896,6 +902,7 @@ pub(crate) fn lower(
         mma_b_tiles: mma_b_operands(func),
         lds_transposed: lds_transposed_tiles(func, rules.lds_row_xor()),
         lds_transposed_bases: HashSet::new(),
+        wgmma_zero_starts: Default::default(),
     };
     // Parameters: a global view of rank n is a pointer, n sizes and n strides (elements, i32);
     // a scalar is passed as itself (bool as i32).

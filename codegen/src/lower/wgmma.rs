@@ -30,14 +30,22 @@
 //! `mma_async` is the synchronous `mma` (its result is ready before anything may read it: a
 //! valid schedule of the IR's semantics), and `mma_commit` and `mma_wait` are nothing.
 //!
-//! Measured (ptxas 13.5): a K loop whose accumulator starts as zeros gets a zero-trip exit on
-//! which LLVM materializes the zeros in the accumulator registers; that definition reaches the
-//! `wgmma.wait_group` after the loop, and ptxas then serializes every wgmma of the kernel
-//! (info C7515; removing those moves from the PTX removes it). Issuing the first mma with
-//! `scale-d` = 0 and at least one iteration, as CUTLASS's mainloop does, should avoid it (not
-//! built yet).
+//! Zero-started accumulators ([`ZeroStarts`]). Measured (ptxas 13.5): a K loop whose
+//! accumulator starts as zeros gets a zero-trip exit on which LLVM materializes the zeros in the
+//! accumulator registers; that definition reaches the `wgmma.wait_group` after the loop, and
+//! ptxas then serializes every wgmma of the kernel (info C7515, "non wgmma instructions defining
+//! accumulator registers of a wgmma between start and end of the pipeline stage"; deleting those
+//! moves from the PTX, or branching the zero-trip exit past the wait, removes it). So a
+//! loop-carried accumulator that starts as `zeros()` and whose only use in the loop is the C of
+//! an `mma_async` in the loop body is not materialized: it enters the loop undefined, the first
+//! iteration's mma issues with `scale-d` = 0 (D = A·B, the old D not read: CUTLASS's mainloop
+//! does the same), and the `mma_wait` that retires the loop's result writes the zeros after its
+//! `wgmma.wait_group`, in the same inline asm, predicated on the loop having run no iteration.
+//! No instruction but a wgmma then defines the registers between the fence and the wait.
 
-use tilekit_ir::{Layout, MmaVariant, Op, OpKind, ScalarType, Scope, Swizzle, Type, Value};
+use std::collections::HashMap;
+
+use tilekit_ir::{Layout, MmaVariant, Op, OpKind, Region, ScalarType, Scope, Swizzle, Type, Value};
 
 use super::{Lowerer, Lv, R};
 use crate::layout::{self, WGMMA_M, WGMMA_MAX_N};
@@ -209,6 +217,28 @@ pub(crate) fn operand_plan(
     Ok(plan)
 }
 
+/// The loop-carried accumulators of a function that start at zero without being materialized
+/// (see the module documentation), found by [`Lowerer::wgmma_zero_starts`] at their loop.
+#[derive(Debug, Default)]
+pub(crate) struct ZeroStarts {
+    /// The loop's region argument (the C of the first `mma_async`) → the loop's induction
+    /// variable and lower bound: the mma is the chain's first when they are equal.
+    first: HashMap<Value, (String, String)>,
+    /// The loop's result → its bounds: the loop ran no iteration (the accumulator holds no
+    /// value and its wait writes zeros) unless lower < upper.
+    ran: HashMap<Value, (String, String)>,
+}
+
+/// Calls `f` on every op of `r` and of the regions nested in it.
+fn walk_ops(r: &Region, f: &mut dyn FnMut(&Op)) {
+    for op in &r.ops {
+        f(op);
+        for inner in &op.regions {
+            walk_ops(inner, f);
+        }
+    }
+}
+
 /// Where one wgmma's A comes from.
 enum AOperand {
     /// A descriptor of the group's shared tile and its plan.
@@ -225,6 +255,83 @@ impl Lowerer<'_> {
             return Ok(false);
         };
         self.wgmma_op(op, v, Completion::Wait)
+    }
+
+    /// The flattened initial values `names` of `for` op `op` (induction variable `iv`, bounds
+    /// `lo..hi`), with every zero-started wgmma accumulator (see the module documentation)
+    /// replaced by undefined registers, and those accumulators recorded for the `mma_async` and
+    /// the `mma_wait`s that [`ZeroStarts`] says read them. An accumulator qualifies when, on
+    /// sm_90a, it is an f32 register tile from `fill[0.0]`, its region argument's one use in the
+    /// function is as the C of a warpgroup `mma_async` directly in the loop body (so that mma runs
+    /// in every iteration, the first included, and nothing else reads the undefined value), and
+    /// every use of the loop's result is an `mma_wait` (which writes the zeros of a zero-trip
+    /// loop).
+    pub(super) fn wgmma_zero_starts(
+        &mut self,
+        op: &Op,
+        mut names: Vec<String>,
+        iv: &str,
+        (lo, hi): (&str, &str),
+    ) -> Vec<String> {
+        if self.target != Target::Sm90a {
+            return names;
+        }
+        let body = &op.regions[0];
+        let mut offset = 0;
+        for (k, &init) in op.operands[3..].iter().enumerate() {
+            let width = match self.vals.get(&init) {
+                Some(Lv::Scalar(_)) => 1,
+                Some(Lv::Regs(r)) => r.len(),
+                _ => 0,
+            };
+            let (Some(&arg), Some(&res)) = (body.args.get(1 + k), op.results.get(k)) else {
+                break;
+            };
+            if width > 0 && self.zero_started(init, arg, res, body) {
+                let undef = self.e.op("llvm.mlir.undef : f32");
+                for n in &mut names[offset..offset + width] {
+                    *n = undef.clone();
+                }
+                let z = &mut self.wgmma_zero_starts;
+                z.first.insert(arg, (iv.to_string(), lo.to_string()));
+                z.ran.insert(res, (lo.to_string(), hi.to_string()));
+            }
+            offset += width;
+        }
+        names
+    }
+
+    /// Whether loop-carried value `init` → region argument `arg` → result `res` of a loop with
+    /// body `body` is a zero-started accumulator (see [`Self::wgmma_zero_starts`]).
+    fn zero_started(&self, init: Value, arg: Value, res: Value, body: &Region) -> bool {
+        if !matches!(
+            self.ty(init),
+            Type::Tile {
+                dtype: ScalarType::F32,
+                ..
+            }
+        ) {
+            return false;
+        }
+        let mut zero_fill = false;
+        let mut arg_uses = 0;
+        let mut res_uses_ok = true;
+        walk_ops(&self.func.body, &mut |o| {
+            if o.results.contains(&init) {
+                zero_fill = matches!(o.kind, OpKind::Fill(v) if v == 0.0);
+            }
+            arg_uses += o.operands.iter().filter(|&&x| x == arg).count();
+            if o.operands.contains(&res) && !matches!(o.kind, OpKind::MmaWait(_)) {
+                res_uses_ok = false;
+            }
+        });
+        let first_mma = body.ops.iter().any(|o| {
+            matches!(o.kind, OpKind::MmaAsync(_))
+                && o.scope == Scope::Warpgroup
+                && o.operands.get(2) == Some(&arg)
+                && o.operands.iter().filter(|&&x| x == arg).count() == 1
+        });
+        zero_fill && res_uses_ok && arg_uses == 1 && first_mma
     }
 
     /// `mma_async`, `mma_commit` and `mma_wait` (see the module documentation).
@@ -263,8 +370,22 @@ impl Lowerer<'_> {
                     }
                     return Ok(());
                 }
+                // Zero-started accumulators of a loop that may have run no iteration: the
+                // predicate "it ran" per operand, its zeros written after the wait when false.
+                let ran: Vec<Option<String>> = op
+                    .operands
+                    .iter()
+                    .map(|v| {
+                        let (lo, hi) = self.wgmma_zero_starts.ran.get(v)?.clone();
+                        Some(self.e.op(&format!("arith.cmpi slt, {lo}, {hi} : i32")))
+                    })
+                    .collect();
+                let mut zero_if = Vec::new();
+                for (rs, p) in regs.iter().zip(ran) {
+                    zero_if.extend(std::iter::repeat_n(p, rs.len()));
+                }
                 let all: Vec<String> = regs.iter().flatten().cloned().collect();
-                let out = self.wgmma_wait_asm(n, &all);
+                let out = self.wgmma_wait_asm(n, &all, &zero_if);
                 let mut k = 0;
                 for (&r, rs) in op.results.iter().zip(&regs) {
                     self.set(r, Lv::Regs(out[k..k + rs.len()].to_vec()));
@@ -277,9 +398,15 @@ impl Lowerer<'_> {
     }
 
     /// `wgmma.wait_group n` with the f32 registers `regs` tied through it; their values after
-    /// the wait.
-    fn wgmma_wait_asm(&mut self, n: u32, regs: &[String]) -> Vec<String> {
-        let text = format!("wgmma.wait_group.sync.aligned {n};");
+    /// the wait. Register `k` with `zero_unless[k]` = `Some(p)` is set to 0.0 after the wait
+    /// when the i1 `p` is false (a zero-started accumulator whose loop ran no iteration).
+    fn wgmma_wait_asm(
+        &mut self,
+        n: u32,
+        regs: &[String],
+        zero_unless: &[Option<String>],
+    ) -> Vec<String> {
+        let mut text = format!("wgmma.wait_group.sync.aligned {n};");
         if regs.is_empty() {
             self.e.line(&format!(
                 "llvm.inline_asm has_side_effects \"{text}\", \"\" : () -> ()"
@@ -289,12 +416,30 @@ impl Lowerer<'_> {
         let nd = regs.len();
         let mut cons: Vec<String> = vec!["=f".into(); nd];
         cons.extend((0..nd).map(|i| i.to_string()));
+        let mut args: Vec<String> = regs.to_vec();
+        let mut tys: Vec<&str> = vec!["f32"; nd];
+        // One predicate operand per distinct loop, after the tied inputs.
+        let mut preds: Vec<String> = Vec::new();
+        for (k, p) in zero_unless.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let q = match preds.iter().position(|x| x == p) {
+                Some(q) => q,
+                None => {
+                    preds.push(p.clone());
+                    args.push(p.clone());
+                    tys.push("i1");
+                    cons.push("b".into());
+                    preds.len() - 1
+                }
+            };
+            text.push_str(&format!("\\0A\\09@!${} mov.b32 ${k}, 0;", 2 * nd + q));
+        }
         let st = format!("!llvm.struct<({})>", vec!["f32"; nd].join(", "));
         let res = self.e.op(&format!(
             "llvm.inline_asm has_side_effects \"{text}\", \"{}\" {} : ({}) -> {st}",
             cons.join(","),
-            regs.join(", "),
-            vec!["f32"; nd].join(", ")
+            args.join(", "),
+            tys.join(", ")
         ));
         (0..nd)
             .map(|q| self.e.op(&format!("llvm.extractvalue {res}[{q}] : {st}")))
@@ -350,6 +495,14 @@ impl Lowerer<'_> {
             return Ok(false);
         }
         let b_base = self.wgmma_descriptor(b, &b_plan);
+        // A zero-started accumulator's first mma: `scale-d` false in the loop's first iteration.
+        let first_scale = match (done, self.wgmma_zero_starts.first.get(&c)) {
+            (Completion::Async, Some((iv, lo))) => {
+                let (iv, lo) = (iv.clone(), lo.clone());
+                Some(self.e.op(&format!("arith.cmpi ne, {iv}, {lo} : i32")))
+            }
+            _ => None,
+        };
 
         let mut rc = self.regs(c);
         self.e.line(
@@ -391,7 +544,14 @@ impl Lowerer<'_> {
                     AOperand::Shared(_, plan) => Some(plan.major),
                     AOperand::Regs(..) => None,
                 };
-                let out = self.wgmma_asm(kind, nn, &d, &rc, &steps, (a_major, b_major), done);
+                let out = self.wgmma_asm(
+                    kind,
+                    nn,
+                    (&d, &rc, first_scale.as_deref()),
+                    &steps,
+                    (a_major, b_major),
+                    done,
+                );
                 for (q, &ci) in d.iter().enumerate() {
                     rc[ci as usize] = out[q].clone();
                 }
@@ -463,16 +623,15 @@ impl Lowerer<'_> {
 
     /// One inline-asm sequence: `wgmma.fence`, a `wgmma.mma_async.m64n{nn}k16` per step (all
     /// accumulating into the same registers, tied to the tile's registers `d` of `rc`), then
-    /// for [`Completion::Wait`] `commit_group` and `wait_group 0`. Returns the new values of
-    /// `d` (for [`Completion::Async`] still being written: only a tied `wgmma.wait_group`
-    /// or another wgmma may take them).
-    #[allow(clippy::too_many_arguments)]
+    /// for [`Completion::Wait`] `commit_group` and `wait_group 0`. The first step's `scale-d`
+    /// is the i1 `first_scale` where given (false: D = A·B), every other's true. Returns the
+    /// new values of `d` (for [`Completion::Async`] still being written: only a tied
+    /// `wgmma.wait_group` or another wgmma may take them).
     fn wgmma_asm(
         &mut self,
         kind: &str,
         nn: u32,
-        d: &[u32],
-        rc: &[String],
+        (d, rc, first_scale): (&[u32], &[String], Option<&str>),
         steps: &[(WgA, String)],
         (a_major, b_major): (Option<Major>, Major),
         done: Completion,
@@ -489,12 +648,23 @@ impl Lowerer<'_> {
         cons.push("b".into());
         let pred = 2 * nd;
         let mut next = 2 * nd + 1;
+        let first_pred = first_scale.map(|f| {
+            args.push(f.to_string());
+            tys.push("i1");
+            cons.push("b".into());
+            next += 1;
+            next - 1
+        });
         let dlist = (0..nd)
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
         let mut text = String::from("wgmma.fence.sync.aligned;");
-        for (a, bd) in steps {
+        for (step, (a, bd)) in steps.iter().enumerate() {
+            let scale = match first_pred {
+                Some(q) if step == 0 => q,
+                _ => pred,
+            };
             let a_text = match a {
                 WgA::Desc(x) => {
                     args.push(x.clone());
@@ -531,7 +701,7 @@ impl Lowerer<'_> {
                 None => format!("{}", b_major.imm_trans()),
             };
             text.push_str(&format!(
-                "\\0A\\09wgmma.mma_async.sync.aligned.m64n{nn}k16.f32.{kind}.{kind} {{{dlist}}}, {a_text}, {b_text}, ${pred}, 1, 1, {trans};"
+                "\\0A\\09wgmma.mma_async.sync.aligned.m64n{nn}k16.f32.{kind}.{kind} {{{dlist}}}, {a_text}, {b_text}, ${scale}, 1, 1, {trans};"
             ));
         }
         if done == Completion::Wait {

@@ -96,6 +96,10 @@ pub struct SharedShadow {
     /// read set, in one flat pool (a row per byte would cost an allocation per byte).
     many: Vec<u32>,
     nwarps: usize,
+    /// `many`'s length past which the next write compacts it: twice the length the last
+    /// compaction kept (so compaction costs amortized O(1) per row added, even when most rows
+    /// stay live: a deep ring whose bytes each several warps read keeps ~one row per byte).
+    compact_at: usize,
 }
 
 impl SharedShadow {
@@ -108,6 +112,7 @@ impl SharedShadow {
             read_line: vec![0; bytes],
             many: Vec::new(),
             nwarps,
+            compact_at: 0,
         }
     }
 
@@ -222,8 +227,9 @@ impl SharedShadow {
             self.write_line[b] = line;
             self.read[b] = NONE;
         }
-        if self.many.len() > self.nwarps << 16 {
+        if self.many.len() > self.compact_at.max(self.nwarps << 16) {
             self.compact();
+            self.compact_at = 2 * self.many.len();
         }
         conflict
     }

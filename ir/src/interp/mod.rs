@@ -1400,7 +1400,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             .map(|v| match self.val(w, *v) {
                 Ok(Val::Scalar(x)) => format!("{x}"),
                 Ok(Val::Shared(r)) => format!("shared {}", self.mem.describe(r)),
-                Ok(Val::Global(g)) => format!("argument {g}"),
+                Ok(Val::Global(g)) => g.to_string(),
                 _ => "(registers)".to_string(),
             })
             .collect();

@@ -11,12 +11,19 @@
 //! (K-major), and B's rows are 128-byte atoms side by side (N-major), wgmma's canonical layouts.
 //! On sm_80 (and where a layout is not canonical) the same op is `mma.sync`.
 //!
-//! The K loop is [`gemm`](super::gemm)'s multistage `cp.async` ring of `STAGES` stages: the
-//! prologue starts `STAGES − 1`; each step waits for its own stage (`STAGES − 2` groups still
-//! in flight), passes one barrier (every warp is done with the slot about to be refilled),
-//! starts the stage `STAGES − 1` steps ahead and multiplies the current one, so the copies of
-//! the next stages overlap this step's wgmma. Stages past K are masked copies (zeros), and edges
-//! are masked by the views' shapes: M, N and K need not be multiples of the tile.
+//! The K loop is a multistage `cp.async` ring of `STAGES` stages, as in [`gemm`](super::gemm):
+//! each step waits for its own stage, passes one barrier, starts the copy of a stage ahead into
+//! a free slot and multiplies the current one, so the copies overlap the wgmma. With 2 stages
+//! each mma completes within its step (the copy runs one stage ahead, into the slot of step
+//! kt − 1). With 3 or more the mma is asynchronous: step kt issues its wgmma group, commits it
+//! and waits until at most one group is in flight (`mma_wait::<1>`: step kt − 1's is retired),
+//! so a group runs on while the next step waits for its stage and issues its copies; the copies
+//! run `STAGES − 2` stages ahead, into the slot of step kt − 2, which every warpgroup has
+//! retired before the step's barrier. The accumulator starts as zeros that are never
+//! materialized: the first step's wgmma does not read it (see `codegen/src/lower/wgmma.rs`;
+//! ptxas serializes every wgmma of a kernel whose zeros reach the last wait). Stages past K
+//! are masked copies (zeros), and edges are masked by the views' shapes: M, N and K need not
+//! be multiples of the tile.
 //!
 //! The registered variants are the ones every target of the registry compiles (the registry's
 //! kernels are also built for gfx90a, gfx942 and gfx950, where the warpgroup mma is MFMA on
@@ -105,7 +112,11 @@ fn mainloop<
     let k_tiles = ceil_div(a.cols(), BK);
     let g = groups as i32;
 
-    for s in 0..STAGES - 1 {
+    // Stages copied ahead of the one being multiplied: all but one of the ring when each mma
+    // completes before the next step (2 stages), all but two when one mma group stays in flight
+    // (3 or more: the slot of step kt − 1 is still being read while step kt is issued).
+    let ahead_by = if STAGES >= 3 { STAGES - 2 } else { STAGES - 1 };
+    for s in 0..ahead_by {
         for i in 0..groups {
             copy_start(
                 a_ring.at(s * groups + i),
@@ -117,10 +128,12 @@ fn mainloop<
     }
     let mut acc: Rt<f32, 16, BN> = zeros();
     for kt in range(0, k_tiles) {
-        copy_wait(STAGES - 2);
+        copy_wait(ahead_by - 1);
         barrier();
-        // The slot of step kt − 1, which every warp has finished reading (the barrier).
-        let ahead = kt + (STAGES - 1) as i32;
+        // The slot this step refills: with synchronous mma that of step kt − 1, with one group
+        // in flight that of step kt − 2, whose mma every warpgroup has retired (its
+        // `mma_wait::<1>` in step kt − 1, then the barrier).
+        let ahead = kt + ahead_by as i32;
         let slot = ahead % STAGES as i32;
         for i in 0..groups {
             copy_start(
@@ -131,7 +144,17 @@ fn mainloop<
         copy_start(b_ring.at(slot), b.tile(ahead, tile_n));
         copy_commit();
         let cur = kt % STAGES as i32;
-        acc = mma_ab_wg(acc, a_ring.at(cur * g + group), b_ring.at(cur));
+        if STAGES >= 3 {
+            // Step kt's wgmma runs while step kt + 1 waits for its stage and issues copies.
+            acc = mma_async_ab_wg(acc, a_ring.at(cur * g + group), b_ring.at(cur));
+            mma_commit();
+            mma_wait::<1>();
+        } else {
+            acc = mma_ab_wg(acc, a_ring.at(cur * g + group), b_ring.at(cur));
+        }
+    }
+    if STAGES >= 3 {
+        acc = mma_wait_acc::<0, _>(acc);
     }
     // The tail's masked copies: none outstanding when the block ends.
     copy_wait(0);

@@ -69,6 +69,8 @@ pub(crate) fn execute(
         .map(|a| match a {
             Arg::Tensor(t) => LaunchArg::Host(t.clone()),
             Arg::Scalar(dtype, v) => LaunchArg::Scalar(*dtype, *v),
+            // The example kernels take no pointer tables.
+            Arg::Table(_) => unreachable!("the examples pass no pointer tables"),
         })
         .collect();
     device
@@ -117,7 +119,7 @@ fn output(args: &[Arg], i: usize) -> HostTensor {
     match &args[i] {
         Arg::Tensor(t) => t.clone(),
         // Every `run` function passes tensors for its output views.
-        Arg::Scalar(..) => unreachable!("argument {i} is an output tensor"),
+        Arg::Scalar(..) | Arg::Table(_) => unreachable!("argument {i} is an output tensor"),
     }
 }
 

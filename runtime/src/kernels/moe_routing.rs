@@ -926,7 +926,7 @@ pub(crate) fn combine_into(
     gates: &dyn TensorArg,
     y: &mut dyn TensorArg,
 ) -> Result<(), Error> {
-    if y.shape().iter().any(|&n| n == 0) {
+    if y.shape().contains(&0) {
         return Ok(());
     }
     match x.dtype() {

@@ -11,6 +11,7 @@ use tilekit::ir::print_module;
 use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::attention::{
     attention_fwd, attention_fwd_window, forward, grid, Align, ForwardOptions, HEAD_DIMS,
+    WINDOW_HEAD_DIMS,
 };
 use tilekit::{Device, ScalarArg};
 use tilekit_examples::attention::reference;
@@ -484,6 +485,10 @@ fn check_features(device: &Device, cases: &[Case]) {
     for d in HEAD_DIMS {
         let sm_scale = 1.0 / (d as f32).sqrt();
         for c in cases {
+            let opts = c.options(sm_scale);
+            if opts.needs_window_kernel(c.seq_q, c.seq_kv) && !WINDOW_HEAD_DIMS.contains(&d) {
+                continue;
+            }
             let q = rng.tensor(BF16, &[c.bh_q, c.seq_q, d], -2.0, 2.0);
             let k = rng.tensor(BF16, &[c.bh_kv, c.seq_kv, d], -2.0, 2.0);
             let v = rng.tensor(BF16, &[c.bh_kv, c.seq_kv, d], -1.0, 1.0);
@@ -568,7 +573,7 @@ fn dsl_attention_window_launcher_rejects_a_cap_that_is_not_positive() {
     let mut o = HostTensor::zeros(BF16, &[1, 16, 64]);
     let mut lse = HostTensor::zeros(F32, &[1, 16]);
     for cap in [0.0f32, -1.0, f32::INFINITY] {
-        let err = attention_fwd_window::<bf16, 64, 16, 64, 4, true>::launch(
+        let err = attention_fwd_window::<bf16, 64, 16, 32, 4, true>::launch(
             &Device::Cpu,
             grid(1, 16, 64),
             &q,

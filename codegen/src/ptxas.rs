@@ -258,7 +258,10 @@ mod tests {
                    ptxas info    : Used 96 registers, used 1 barriers, 32768 bytes smem\n";
         let a = performance_advisories(log);
         assert_eq!(a.len(), 1, "{a:?}");
-        assert!(a[0].starts_with("(C7515) Potential Performance Loss"), "{a:?}");
+        assert!(
+            a[0].starts_with("(C7515) Potential Performance Loss"),
+            "{a:?}"
+        );
         assert!(a[0].ends_with("in line 1048"), "{a:?}");
         let other = "ptxas info    : (C7508) Potential Performance Loss: 'setmaxnreg' ignored\n";
         assert_eq!(performance_advisories(other).len(), 1);

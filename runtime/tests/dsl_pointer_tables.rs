@@ -301,7 +301,10 @@ fn a_launch_checks_tables_against_the_views_the_kernel_reads() {
             .launch_module(&m, "first", 1, &mut wrong_dtype)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("a list of f32 tensors of rank 1"), "{name}: {err}");
+        assert!(
+            err.contains("a list of f32 tensors of rank 1"),
+            "{name}: {err}"
+        );
         let raw = HostTensor::zeros(tilekit::ir::ScalarType::I64, &[1, 2]);
         let mut plain = [tilekit::LaunchArg::Host(raw), out()];
         let err = device

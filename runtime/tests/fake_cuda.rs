@@ -378,7 +378,11 @@ fn tensor_map_child() {
     .unwrap();
     let image = desc.encode(&gpu).unwrap();
     assert_eq!(&image.0[..8], b"FAKETMAP");
-    assert_eq!(image.0[8..16], address.to_le_bytes(), "the map embeds the view's address");
+    assert_eq!(
+        image.0[8..16],
+        address.to_le_bytes(),
+        "the map embeds the view's address"
+    );
     // A stride the runtime would refuse, given to the driver directly: its refusal is reported.
     let mut bad = desc.clone();
     bad.strides = vec![200];
@@ -387,6 +391,9 @@ fn tensor_map_child() {
         matches!(&e, TensorMapError::Driver { message, .. } if message.contains("CUDA_ERROR_INVALID_VALUE")),
         "{e}"
     );
-    assert!(e.to_string().contains("cuTensorMapEncodeTiled on cuda:0"), "{e}");
+    assert!(
+        e.to_string().contains("cuTensorMapEncodeTiled on cuda:0"),
+        "{e}"
+    );
     println!("child: all checks passed");
 }

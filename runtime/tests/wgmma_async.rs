@@ -308,10 +308,7 @@ fn the_ir_wait_counts_reach_the_sm_90a_ptx() {
 #[test]
 fn ptxas_does_not_serialize_the_async_loops() {
     let cases: [(&'static tilekit::ir::Module, &str); 2] = [
-        (
-            wg_async_ab::<64, 64>::module(),
-            wg_async_ab::<64, 64>::NAME,
-        ),
+        (wg_async_ab::<64, 64>::module(), wg_async_ab::<64, 64>::NAME),
         (
             wg_async_abt::<128, 64>::module(),
             wg_async_abt::<128, 64>::NAME,
@@ -327,9 +324,15 @@ fn ptxas_does_not_serialize_the_async_loops() {
             .lines()
             .position(|l| l.contains("wgmma.wait_group.sync.aligned 0;"))
             .unwrap_or_else(|| panic!("{name}: no final wait\n{ptx}"));
-        let zeroed = ptx.lines().skip(wait0 + 1).take_while(|l| l.contains("mov.b32"));
+        let zeroed = ptx
+            .lines()
+            .skip(wait0 + 1)
+            .take_while(|l| l.contains("mov.b32"));
         assert!(
-            zeroed.filter(|l| l.trim_start().starts_with("@!%p")).count() > 0,
+            zeroed
+                .filter(|l| l.trim_start().starts_with("@!%p"))
+                .count()
+                > 0,
             "{name}: no predicated zeros after the final wait\n{ptx}"
         );
         // Scale-d of the loop's first wgmma is a predicate other than the constant-true one.

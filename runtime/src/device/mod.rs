@@ -41,11 +41,11 @@ use crate::ir::interp::HostTensor;
 use crate::ir::{Module, ScalarType};
 
 pub use args::{DeviceView, Grid, LaunchArg};
-pub use table::{TableArg, TableError};
 use checks::check_grid;
 pub use cpu::CpuOptions;
 use memory::HostViews;
 pub(crate) use memory::{positions, Storage};
+pub use table::{TableArg, TableError};
 
 /// Where kernels run. `Device::Cpu` is the default.
 #[derive(Clone, Default)]
@@ -603,7 +603,9 @@ impl<B: Memory> Staged<B> {
                     for (e, entry) in t.entries.iter().enumerate() {
                         let at = match entry {
                             LaunchArg::Device(v) => own(&v.storage)
-                                .map(|base| base + (v.offset * v.dtype.size_bytes() as usize) as u64)
+                                .map(|base| {
+                                    base + (v.offset * v.dtype.size_bytes() as usize) as u64
+                                })
                                 .ok_or_else(|| {
                                     table::wrong_device(&k.name, param, e, v, &device.name())
                                 })?,
@@ -612,9 +614,9 @@ impl<B: Memory> Staged<B> {
                                     kernel: k.name.clone(),
                                     param: format!("{param}[{e}]"),
                                     expected: format!(
-                                        "a tensor on {} (a GPU launch reads table entries in place)",
-                                        device.name()
-                                    ),
+                                    "a tensor on {} (a GPU launch reads table entries in place)",
+                                    device.name()
+                                ),
                                     found: other.describe(),
                                 })
                             }

@@ -177,7 +177,7 @@ pub use ops::*;
 pub use pipeline::{copy_commit, copy_start, copy_wait};
 pub use random::{philox, rand_normal, rand_uniform, PhiloxWord};
 pub use scan::{col_prod, cumsum_rows, exscan_col, exscan_row, row_prod, scan_col, scan_row};
-pub use table::{GlTable, GlTableMut};
 pub use sort::{
     sort_row_asc, sort_row_desc, topk_empty, topk_merge, topk_row, topk_row_merge, TopK,
 };
+pub use table::{GlTable, GlTableMut};

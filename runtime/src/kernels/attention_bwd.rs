@@ -866,7 +866,7 @@ pub fn reference_grads(
 }
 
 /// The gradients `(dQ, dK, dV)` of `loss = Σ dO ∘ O` for O as
-/// [`reference_with`](super::attention::reference_with) defines it from `opts`, in f64, for
+/// [`reference_with`] defines it from `opts`, in f64, for
 /// row-major Q and dO `[bh_q, seq_q, d]`, K and V `[bh_kv, seq_kv, d]` (query head h reads K/V
 /// head `h / (bh_q / bh_kv)`). With `x = s·q·k` the raw score, `S = c·tanh(x/c)` with a cap c
 /// (else `S = x`) over the keys a row sees, `P` the softmax of S: `dV = Pᵀ·dO`, `dP = dO·Vᵀ`,

@@ -660,7 +660,7 @@ pub fn newton_schulz(
     x
 }
 
-/// What [`reference`] computes for `B` matrices of `R × C` (row-major, matrix after matrix).
+/// What [`reference()`] computes for `B` matrices of `R × C` (row-major, matrix after matrix).
 #[derive(Clone, Debug)]
 pub struct Reference {
     /// The weights after the step.

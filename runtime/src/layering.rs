@@ -21,6 +21,12 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
     ("device/emu.rs", include_str!("device/emu.rs"), DEVICE),
     ("device/hip.rs", include_str!("device/hip.rs"), DEVICE),
     ("device/memory.rs", include_str!("device/memory.rs"), DEVICE),
+    ("device/table.rs", include_str!("device/table.rs"), DEVICE),
+    (
+        "tensor_map.rs",
+        include_str!("tensor_map.rs"),
+        &["ir", "error", "device"],
+    ),
     (
         "tensor.rs",
         include_str!("tensor.rs"),
@@ -38,6 +44,11 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
             "tensor",
             "dsl",
         ],
+    ),
+    (
+        "tensor_list.rs",
+        include_str!("tensor_list.rs"),
+        &["ir", "error", "device", "tensor", "launch", "dsl"],
     ),
     (
         "contract.rs",

@@ -49,6 +49,8 @@ mod optim8;
 mod optim_multi;
 #[path = "spills.rs"]
 mod spills;
+#[path = "tensor_map.rs"]
+mod tensor_map;
 #[path = "user_crate.rs"]
 mod user_crate;
 #[path = "vector_accesses.rs"]

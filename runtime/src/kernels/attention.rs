@@ -787,8 +787,8 @@ pub fn reference_with(
     (o, lse)
 }
 
-/// Attention in f64 from the definition, dense heads, causal aligned top-left (`j ≤ i`, what
-/// the backward pass assumes): `(O, LSE)` for row-major Q `[bh, seq_q, d]`, K and V
+/// Attention in f64 from the definition, dense heads, causal aligned top-left (`j ≤ i`):
+/// `(O, LSE)` for row-major Q `[bh, seq_q, d]`, K and V
 /// `[bh, seq_kv, d]`. [`reference_with`] covers the forward's other options.
 pub fn reference(
     q: &[f64],

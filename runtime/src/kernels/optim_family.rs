@@ -23,8 +23,8 @@
 //!   the coefficient it reads from device memory. [`clip_grad_norm`] runs the three.
 //!
 //! Each warp of the elementwise kernels updates one chunk of `N` elements; the last chunk is
-//! masked by the views' length. The multi-tensor forms (one launch over a list of tensors) need
-//! pointer-table views and are not here yet.
+//! masked by the views' length. The multi-tensor forms (one launch over a list of tensors, on
+//! pointer-table views) are in [`optim_multi`](super::optim_multi).
 
 use crate::dsl::*;
 use crate::ir::interp::HostTensor;

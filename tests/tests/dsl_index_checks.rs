@@ -111,11 +111,20 @@ fn an_output_a_too_small_grid_leaves_unwritten_is_reported_with_check_unwritten(
     copy_tiles::launch(&Device::Cpu, [1, 1, 1], &x, &mut y).unwrap();
 }
 
+/// Kernels whose contract leaves outputs unwritten on purpose, which the unwritten-output check
+/// cannot express: the grouped MoE GEMMs write only the rows of the permuted layout that hold a
+/// token (padding rows and whole padding tiles keep what the caller put there; their self-tests
+/// check that the poison survives). Their self-tests still run in every other test.
+const LEAVE_ROWS_UNWRITTEN: &[&str] = &["moe_gemm", "moe_gemm_swiglu"];
+
 #[test]
 fn every_library_self_test_passes_with_the_unwritten_output_check_on() {
     let device = Device::cpu_with(CpuOptions::default().check_unwritten(true));
     let mut ran = 0;
     for k in crate::library_kernels_and(file!()) {
+        if LEAVE_ROWS_UNWRITTEN.contains(&k.name) {
+            continue;
+        }
         if let Some(selftest) = k.selftest {
             selftest(&device).unwrap_or_else(|e| panic!("{}: {e}", k.name));
             ran += 1;

@@ -435,6 +435,14 @@ impl FuncBuilder {
         self.op1(OpKind::MmaAsync(v), Scope::Warpgroup, &[a, b, c], t)
     }
 
+    /// Register reallocation for the executing warpgroup (`setmaxnreg.inc` when `inc`, else
+    /// `.dec`) to `count` registers per thread, a multiple of 8 in 24..=256 (the verifier
+    /// checks it).
+    #[track_caller]
+    pub fn setmaxnreg(&mut self, inc: bool, count: u32) {
+        self.op(OpKind::SetMaxNReg { inc, count }, Scope::Warpgroup, &[], vec![]);
+    }
+
     /// Closes the executing warp's open mma group.
     #[track_caller]
     pub fn mma_commit(&mut self) {

@@ -577,6 +577,14 @@ pub enum OpKind {
     // ---- synchronization ----------------------------------------------------------------------
     /// `barrier @block` — every warp of the block waits until all have arrived.
     Barrier,
+    /// `setmaxnreg.inc[n] @warpgroup` / `setmaxnreg.dec[n] @warpgroup` — register
+    /// reallocation between warpgroups (sm_90a's `setmaxnreg`, PTX ISA "setmaxnreg"): each
+    /// thread of the executing warpgroup asks for at least (`inc`) or gives up registers down to
+    /// at most (`dec`) `n` registers, a multiple of 8 in [24, 256]. Values are unchanged; every
+    /// warp of the warpgroup executes it (the instruction is `.sync.aligned`), which the
+    /// interpreter checks. A warp-specialized kernel lowers the producer's count and raises the
+    /// consumers'. Targets without it reject the op (see the lowerings).
+    SetMaxNReg { inc: bool, count: u32 },
     /// `sem.init[n] (%s)` — the semaphore expects n arrivals per phase; phase 0 begins.
     SemInit(u32),
     /// `sem.arrive (%s)` — one arrival (by the executing warp) on the current phase.
@@ -669,6 +677,8 @@ impl OpKind {
             OpKind::Philox => "philox".into(),
             OpKind::DeviceAssert(_) => "device_assert".into(),
             OpKind::Barrier => "barrier".into(),
+            OpKind::SetMaxNReg { inc: true, .. } => "setmaxnreg.inc".into(),
+            OpKind::SetMaxNReg { inc: false, .. } => "setmaxnreg.dec".into(),
             OpKind::SemInit(_) => "sem.init".into(),
             OpKind::SemArrive => "sem.arrive".into(),
             OpKind::SemExpect(_) => "sem.expect".into(),
@@ -692,7 +702,8 @@ impl OpKind {
             OpKind::SemInit(n)
             | OpKind::SemExpect(n)
             | OpKind::CopyWait(n)
-            | OpKind::MmaWait(n) => Some(n.to_string()),
+            | OpKind::MmaWait(n)
+            | OpKind::SetMaxNReg { count: n, .. } => Some(n.to_string()),
             OpKind::TopkRow(k) => Some(k.to_string()),
             OpKind::Call(f) => Some(format!("@{f}")),
             _ => None,
@@ -712,7 +723,10 @@ impl OpKind {
         const WARP_WG: &[Scope] = &[Scope::Warp, Scope::Warpgroup];
         const WARPGROUP: &[Scope] = &[Scope::Warpgroup];
         match self {
-            OpKind::MmaAsync(_) | OpKind::MmaCommit | OpKind::MmaWait(_) => WARPGROUP,
+            OpKind::MmaAsync(_)
+            | OpKind::MmaCommit
+            | OpKind::MmaWait(_)
+            | OpKind::SetMaxNReg { .. } => WARPGROUP,
             OpKind::Mma(_) | OpKind::Load | OpKind::Store => WARP_WG,
             OpKind::Copy | OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => ALL,
             OpKind::AllocShared | OpKind::Barrier => BLOCK,

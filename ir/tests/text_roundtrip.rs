@@ -94,7 +94,8 @@ fn mma_variants() -> Func {
 }
 
 /// A K loop of asynchronous warpgroup mmas over a two-stage ring: one group kept in flight
-/// (`mma_wait[1]`), the accumulator retired after the loop (`mma_wait[0]`).
+/// (`mma_wait[1]`), the accumulator retired after the loop (`mma_wait[0]`); the warpgroup's
+/// register budget lowered, then raised, first (`setmaxnreg`).
 fn mma_async_ring() -> Func {
     let mut b = FuncBuilder::kernel("mma_async_ring", 4);
     let x = b.param("x", Type::global(BF16, 2, false));
@@ -109,6 +110,8 @@ fn mma_async_ring() -> Func {
         Type::shared_tile(BF16, 64, 32, Swizzle::B64),
         2,
     ));
+    b.setmaxnreg(false, 40);
+    b.setmaxnreg(true, 232);
     let acc = b.zeros(rt(F32, 16, 64));
     let zero = b.const_i32(0);
     let one = b.const_i32(1);
@@ -526,6 +529,8 @@ fn expected_op_names() -> BTreeSet<String> {
     names.insert("mma_async.abt".into());
     names.insert("mma_commit".into());
     names.insert("mma_wait".into());
+    names.insert("setmaxnreg.inc".into());
+    names.insert("setmaxnreg.dec".into());
     names
 }
 
@@ -1069,6 +1074,8 @@ kernel @mma_async_ring(%x: gl<bf16, 2>, %y: gl<f32, 2, mut>, %k_tiles: i32) warp
   %0 = warp_idx () : i32
   %1 = alloc_shared @block () : [2 x st<bf16, 64x32, swz64>]
   %2 = alloc_shared @block () : [2 x st<bf16, 64x32, swz64>]
+  setmaxnreg.dec[40] @warpgroup ()
+  setmaxnreg.inc[232] @warpgroup ()
   %3 = fill[0.0] () : rt<f32, 16x64, row>
   %4 = const[0] () : i32
   %5 = const[1] () : i32

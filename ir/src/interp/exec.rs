@@ -190,6 +190,9 @@ pub(crate) fn exec(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<Step> {
             b.set(w, op.results[0], Val::InFlight { data, mma: id });
         }
         OpKind::MmaCommit => b.mma_groups[w].commit(),
+        // Registers are not modelled: values stay as they are. That all four warps of the
+        // warpgroup execute it was checked as for every collective op (`check_collective`).
+        OpKind::SetMaxNReg { .. } => {}
         OpKind::MmaWait(n) => mma_wait(b, w, op, *n)?,
         OpKind::AllocShared => {
             let r = b

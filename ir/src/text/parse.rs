@@ -567,6 +567,7 @@ impl Parser {
                     OpKind::CopyWait(_) => OpKind::CopyWait(n),
                     OpKind::MmaWait(_) => OpKind::MmaWait(n),
                     OpKind::TopkRow(_) => OpKind::TopkRow(n),
+                    OpKind::SetMaxNReg { inc, .. } => OpKind::SetMaxNReg { inc, count: n },
                     _ => OpKind::GlobalDim(n),
                 }
             }
@@ -827,7 +828,7 @@ fn attr_shape(k: &OpKind) -> AttrShape {
         OpKind::GlobalDim(_) | OpKind::SemInit(_) | OpKind::SemExpect(_) | OpKind::CopyWait(_) => {
             AttrShape::U32
         }
-        OpKind::TopkRow(_) | OpKind::MmaWait(_) => AttrShape::U32,
+        OpKind::TopkRow(_) | OpKind::MmaWait(_) | OpKind::SetMaxNReg { .. } => AttrShape::U32,
         OpKind::Fill(_) | OpKind::Mask(..) => AttrShape::F64,
         OpKind::Call(_) | OpKind::DeviceAssert(_) => AttrShape::Symbol,
         OpKind::BlockIdx(_)
@@ -930,6 +931,14 @@ fn all_op_kinds() -> Vec<OpKind> {
         OpKind::TopkRow(0),
         OpKind::MmaCommit,
         OpKind::MmaWait(0),
+        OpKind::SetMaxNReg {
+            inc: true,
+            count: 0,
+        },
+        OpKind::SetMaxNReg {
+            inc: false,
+            count: 0,
+        },
     ];
     for d in [Dim3::X, Dim3::Y, Dim3::Z] {
         kinds.push(OpKind::BlockIdx(d));

@@ -85,7 +85,7 @@ pub(super) fn signature(kind: &OpKind) -> Signature {
         OpKind::TopkRow(_) => sig(Exactly(4), "(t, idx, best, best_idx)", 2, 0),
         OpKind::Mask(..) => sig(Exactly(3), "(t, a, b)", 1, 0),
         OpKind::Mma(_) | OpKind::MmaAsync(_) => sig(Exactly(3), "(a, b, c)", 1, 0),
-        OpKind::MmaCommit => sig(Exactly(0), "()", 0, 0),
+        OpKind::MmaCommit | OpKind::SetMaxNReg { .. } => sig(Exactly(0), "()", 0, 0),
         // As many results as operands (checked with the types in `mma::check_wait`).
         OpKind::MmaWait(_) => Signature {
             results: Count::Any,

@@ -685,6 +685,7 @@ fn check_family(cx: &mut OpCx<'_, '_>) {
         OpKind::Philox => atomic::check_philox(cx),
         OpKind::DeviceAssert(_) => atomic::check_assert(cx),
         OpKind::Barrier => {}
+        OpKind::SetMaxNReg { count, .. } => sync::check_setmaxnreg(cx, *count),
         OpKind::SemInit(_) | OpKind::SemArrive | OpKind::SemExpect(_) | OpKind::SemWait => {
             sync::check(cx)
         }

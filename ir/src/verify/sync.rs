@@ -1,4 +1,5 @@
-//! Semaphores: `sem.init`, `sem.arrive`, `sem.expect`, `sem.wait`.
+//! Semaphores: `sem.init`, `sem.arrive`, `sem.expect`, `sem.wait`; register reallocation:
+//! `setmaxnreg`.
 
 use super::expect::OpCx;
 use super::VerifyErrorKind;
@@ -36,5 +37,25 @@ pub(super) fn check(cx: &mut OpCx<'_, '_>) {
             cx.expect_i32("parity", parity);
         }
         _ => {}
+    }
+}
+
+/// The register counts `setmaxnreg` takes (PTX ISA, "setmaxnreg": the count is in the range 24
+/// to 256, both inclusive, and a multiple of 8).
+pub const SETMAXNREG_RANGE: std::ops::RangeInclusive<u32> = 24..=256;
+
+/// `setmaxnreg.{inc,dec}[n]` with n a multiple of 8 in [`SETMAXNREG_RANGE`]. That every warp
+/// of the warpgroup executes it is a property of the run (the interpreter's collective check).
+pub(super) fn check_setmaxnreg(cx: &mut OpCx<'_, '_>, count: u32) {
+    if !SETMAXNREG_RANGE.contains(&count) || count % 8 != 0 {
+        cx.report(VerifyErrorKind::Attribute {
+            what: "register count n".into(),
+            expected: format!(
+                "a multiple of 8 in {}..={} (PTX's setmaxnreg)",
+                SETMAXNREG_RANGE.start(),
+                SETMAXNREG_RANGE.end()
+            ),
+            found: count.to_string(),
+        })
     }
 }

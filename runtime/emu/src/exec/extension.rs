@@ -41,6 +41,8 @@ struct WarpAsync {
 pub struct BlockExt {
     /// The sm_90 units: mbarriers, wgmma groups, proxy tracking (`hopper.rs`).
     pub(super) hopper: super::hopper::HopperState,
+    /// `setmaxnreg` per warp and warpgroup (`setmaxnreg.rs`).
+    pub(super) registers: super::setmaxnreg::RegisterCounts,
     warps: Vec<WarpAsync>,
     /// Per shared byte: how many pending copies write it (empty until the first copy).
     pending: Vec<u16>,
@@ -235,17 +237,7 @@ pub fn execute(ctx: &mut Ctx<'_>, group: LaneMask, exec: LaneMask) -> EmuResult<
             super::hopper::fence(ctx)
         }
         "wgmma" | "mbarrier" => super::hopper::execute(ctx, group, exec),
-        "setmaxnreg" => {
-            let n = ctx.read(0, ctx.op(0)?, Ty::U32)?;
-            if !(24..=256).contains(&n) || n % 8 != 0 {
-                ctx.report(
-                    FindingKind::Other,
-                    None,
-                    format!("setmaxnreg {n}: the count must be a multiple of 8 in [24, 256]"),
-                );
-            }
-            Ok(Flow::Next)
-        }
+        "setmaxnreg" => super::setmaxnreg::execute(ctx, exec),
         _ => Err(ctx.unknown()),
     }
 }
@@ -383,6 +375,7 @@ pub fn finish_block(
     findings: &mut Vec<Finding>,
 ) -> EmuResult<()> {
     super::hopper::finish_block(prog, block, findings)?;
+    super::setmaxnreg::finish_block(prog, block, findings);
     for (w, wa) in block.ext.warps.iter().enumerate() {
         let pending: Vec<&AsyncCopy> = wa
             .open

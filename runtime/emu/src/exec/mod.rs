@@ -12,7 +12,7 @@
 //! # EXTENSION POINT
 //! Tensor-core and asynchronous instructions are executed outside this file: `extension.rs`
 //! gathers per-lane registers for the pure functions of [`crate::tensor_core`] (`mma.sync`,
-//! `ldmatrix`, `stmatrix`) and runs `cp.async`, `elect` and `setmaxnreg`; `hopper.rs` runs the
+//! `ldmatrix`, `stmatrix`) and runs `cp.async` and `elect`; `setmaxnreg.rs` checks `setmaxnreg`; `hopper.rs` runs the
 //! sm_90 units (mbarriers, `wgmma`, TMA and bulk copies, proxy fences) over the state of
 //! [`crate::asynchrony`]. The executor forwards every instruction whose opcode starts with `mma`, `ldmatrix`,
 //! `stmatrix`, `wgmma`, `cp.async`, `mbarrier`, `fence.proxy`, `elect` or `setmaxnreg` to
@@ -46,6 +46,7 @@ mod hopper;
 mod int;
 mod mem;
 pub mod reconverge;
+mod setmaxnreg;
 mod warp;
 
 use std::collections::HashMap;

@@ -9,6 +9,8 @@ mod dsl_adamw;
 mod dsl_attention;
 #[path = "dsl_attention_bwd.rs"]
 mod dsl_attention_bwd;
+#[path = "dsl_attention_varlen.rs"]
+mod dsl_attention_varlen;
 #[path = "dsl_cross_entropy.rs"]
 mod dsl_cross_entropy;
 #[path = "dsl_gemm.rs"]

@@ -94,6 +94,7 @@ fn examples_tiles_ir_is_exact_up_to_i32_max() {
 /// and warp.
 struct Site<'a> {
     dims: &'a HashMap<usize, Vec<i64>>,
+    grid: [i64; 3],
     block: [i64; 3],
     warp: i64,
     warps: i64,
@@ -150,6 +151,13 @@ fn eval_op(
             .and_then(|d| d.get(*k as usize).copied()),
         OpKind::BlockIdx(d) => Some(
             site.block[match d {
+                Dim3::X => 0,
+                Dim3::Y => 1,
+                Dim3::Z => 2,
+            }],
+        ),
+        OpKind::GridDim(d) => Some(
+            site.grid[match d {
                 Dim3::X => 0,
                 Dim3::Y => 1,
                 Dim3::Z => 2,
@@ -264,6 +272,7 @@ fn check_case(case: &Case) {
         for warp in [0, i64::from(warps) - 1] {
             let site = Site {
                 dims: &case.dims,
+                grid: case.grid,
                 block,
                 warp,
                 warps: i64::from(warps),
@@ -386,7 +395,9 @@ fn cases() -> Vec<Case> {
     }
 
     // Attention: q, k, v, o [bh, MAX, 64], lse [bh, MAX]; the KV loop runs ⌈MAX / 64⌉ times,
-    // causal blocks up to their diagonal: ⌈64·(block + 1) / 64⌉ = block + 1 tiles.
+    // causal blocks up to their diagonal: ⌈64·(qb + 1) / 64⌉ = qb + 1 tiles for query block qb
+    // (the library's causal kernel runs query block grid − 1 − block first, the example's
+    // query block = block).
     let bh = 3;
     let at_dims = dims(&[
         (0, &[bh, MAX, 64]),
@@ -406,9 +417,9 @@ fn cases() -> Vec<Case> {
             causal,
             ..Default::default()
         });
-        for (name, module) in [
-            (format!("attention_fwd causal={causal}"), module),
-            (format!("examples::attention causal={causal}"), example),
+        for (name, module, reversed) in [
+            (format!("attention_fwd causal={causal}"), module, causal),
+            (format!("examples::attention causal={causal}"), example, false),
         ] {
             cases.push(Case {
                 name,
@@ -417,7 +428,12 @@ fn cases() -> Vec<Case> {
                 grid: at_grid,
                 trips: Box::new(move |block| {
                     let all = cd(MAX, 64);
-                    vec![(0, if causal { all.min(block[0] + 1) } else { all })]
+                    let qb = if reversed {
+                        at_grid[0] - 1 - block[0]
+                    } else {
+                        block[0]
+                    };
+                    vec![(0, if causal { all.min(qb + 1) } else { all })]
                 }),
             });
         }

@@ -65,6 +65,7 @@ use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
 use crate::kernels::softmax::safe_max;
+use crate::tensor_list::TensorList;
 use crate::{Device, LaunchArg, ScalarArg};
 
 /// See the module documentation. Grid: `[⌈seq_q / (WARPS·R)⌉, bh_q, 1]` ([`grid`]).
@@ -110,7 +111,7 @@ pub fn attention_fwd<
     sm_scale: Scalar<f32>,
 ) {
     // No window and no cap: their arguments are never read.
-    forward_tiles::<bf16, O, D, R, KV, WARPS, CAUSAL, false, false>(
+    forward_tiles::<bf16, O, D, R, KV, WARPS, CAUSAL, false, false, false>(
         q,
         k,
         v,
@@ -168,7 +169,7 @@ pub fn attention_fwd_window<
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
 ) {
-    forward_tiles::<bf16, O, D, R, KV, WARPS, false, true, SOFTCAP>(
+    forward_tiles::<bf16, O, D, R, KV, WARPS, false, true, SOFTCAP, false>(
         q,
         k,
         v,
@@ -181,8 +182,89 @@ pub fn attention_fwd_window<
     );
 }
 
-/// The body of [`attention_fwd`] (`CAUSAL`, no window) and [`attention_fwd_window`] (`WINDOW`),
-/// for inputs of dtype `T`: see the module documentation.
+/// [`attention_fwd_window`] over a variable-length packed batch: sequence b's queries are rows
+/// `cu_seqlens_q[b] .. cu_seqlens_q[b+1]` of a packed Q `[total_q, Hq, D]`, its keys and values
+/// rows `cu_seqlens_k[b] ..` of K and V `[total_k, Hkv, D]` (FlashAttention's varlen layout).
+/// Each table holds one entry per sequence, the sequence's rows as `[1, len, heads·D]` (Q, K,
+/// V, O) and its LSE `[Hq, len_q]`, so every access is bounded by the sequence: loads past its
+/// end read 0 and stores there are dropped ([`forward_varlen`] builds the tables from the
+/// `cu_seqlens`). The window (`window_left`, `window_right`) is around each sequence's
+/// diagonal: bottom-right (`i + len_k − len_q`), or top-left (`i`) when `top_left` is 1.
+/// With `SOFTCAP`, scores are capped by `softcap` (> 0). Every sequence needs
+/// `len_q + len_k < 2³⁰`. Grid: `[⌈max_seqlen_q / (WARPS·R)⌉, Hq, batch]`; blocks past a
+/// sequence's rows do no key tile, and the last query blocks of a sequence launch first.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(
+        <bf16, 64, 16, 32, 4, false>,
+        <bf16, 64, 16, 32, 4, true>,
+        <bf16, 128, 16, 32, 8, false>,
+        <bf16, 128, 16, 32, 8, true>
+    ),
+    check = varlen_arguments::<SOFTCAP>,
+    shapes(q: [B, 4], k: [B, 4], v: [B, 4], o: [B, 4], lse: [B, 3])
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_fwd_varlen<
+    O: RegDtype,
+    const D: usize,
+    const R: usize,
+    const KV: usize,
+    const WARPS: usize,
+    const SOFTCAP: bool,
+>(
+    q: GlTable<bf16, 3>,
+    k: GlTable<bf16, 3>,
+    v: GlTable<bf16, 3>,
+    o: GlTableMut<O, 3>,
+    lse: GlTableMut<f32, 2>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    top_left: Scalar<i32>,
+    softcap: Scalar<f32>,
+) {
+    let b = block_idx_z();
+    let (qb, kb) = (q.view(b), k.view(b));
+    let (wl, wr) = varlen_window(qb.dim(1), kb.dim(1), window_left, window_right, top_left);
+    forward_tiles::<bf16, O, D, R, KV, WARPS, false, true, SOFTCAP, true>(
+        qb,
+        kb,
+        v.view(b),
+        o.view(b),
+        lse.view(b),
+        sm_scale,
+        wl,
+        wr,
+        softcap,
+    );
+}
+
+/// A sequence's window bounds around its bottom-right diagonal, from bounds around the diagonal
+/// `top_left` picks (1: row i's diagonal is key i, `seq_kv − seq_q` before the bottom-right
+/// one). Bounds are clamped to `±(seq_q + seq_kv)` first (no row's keys change), so the shift
+/// stays in i32 for `seq_q + seq_kv < 2³⁰`.
+#[crate::func]
+pub fn varlen_window(
+    seq_q: Scalar<i32>,
+    seq_kv: Scalar<i32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    top_left: Scalar<i32>,
+) -> (Scalar<i32>, Scalar<i32>) {
+    let span = seq_q + seq_kv;
+    let shift = top_left * (seq_kv - seq_q);
+    (
+        window_left.min(span).max(-span) + shift,
+        window_right.min(span).max(-span) - shift,
+    )
+}
+
+/// The body of [`attention_fwd`] (`CAUSAL`, no window), [`attention_fwd_window`] (`WINDOW`)
+/// and [`attention_fwd_varlen`] (`WINDOW`, `PACKED`), for inputs of dtype `T`: see the module
+/// documentation. Dense views are `[heads, seq, D]` (a head is a matrix, tile row 0 of
+/// dimension 2); `PACKED` views are one sequence's `[1, seq, heads·D]` (a head is a column
+/// block of D).
 #[crate::func]
 #[allow(clippy::too_many_arguments)]
 fn forward_tiles<
@@ -195,6 +277,7 @@ fn forward_tiles<
     const CAUSAL: bool,
     const WINDOW: bool,
     const SOFTCAP: bool,
+    const PACKED: bool,
 >(
     q: Gl<T, 3>,
     k: Gl<T, 3>,
@@ -222,9 +305,23 @@ fn forward_tiles<
     } else {
         None
     };
-    let (q_block, head) = (block_idx_x(), block_idx_y());
-    // GQA/MQA: the K/V head of this query head (see the module documentation).
-    let kv_head = head / (q.dim(0) / k.dim(0));
+    let (q_block0, head) = (block_idx_x(), block_idx_y());
+    let mut q_block = q_block0;
+    if CAUSAL || WINDOW {
+        // Causal balancing: blocks start roughly in launch order, and a causal block's work
+        // grows with its query rows, so the last query block launches first and the shortest
+        // ones fill in behind it instead of leaving SMs idle at the end.
+        q_block = grid_dim_x() - 1 - q_block;
+    }
+    // GQA/MQA: the K/V head of this query head (see the module documentation): heads are
+    // dimension 0 of dense views and column blocks of D in dimension 2 of packed ones.
+    let kv_head = match PACKED {
+        true => head / (q.dim(2) / k.dim(2)),
+        false => head / (q.dim(0) / k.dim(0)),
+    };
+    // Where each head's matrix lies in the views (dimension 0, column tile of D).
+    let (q_z, q_c) = head_place(PACKED, head, 1, 0);
+    let (kv_z, kv_c) = head_place(PACKED, kv_head, 1, 0);
     let q_tile = q_block * WARPS as i32 + warp_idx();
     let q_row0 = q_tile * R as i32;
     let (seq_q, seq_kv) = (q.dim(1), k.dim(1));
@@ -258,6 +355,13 @@ fn forward_tiles<
         let end = ceil_div(block_last - seq_q + seq_kv + right + 1, KV);
         kv_tiles = kv_tiles.min(end).max(first);
     }
+    if PACKED {
+        // Blocks of the grid's `max_seqlen_q` past this sequence's rows have nothing to do
+        // (their loads read 0, their stores are dropped): no key tile.
+        if block_row0.ge(seq_q) {
+            kv_tiles = first;
+        }
+    }
     // The tiles `lo .. hi` need no mask for any row of the block: every key is before seq_kv,
     // at or before the first row's right edge (its diagonal, plus `right` with a window) and,
     // with a window, at or after the last row's left edge. The tiles before and after them
@@ -274,9 +378,9 @@ fn forward_tiles<
     lo = lo.min(kv_tiles);
     hi = hi.min(kv_tiles).max(lo);
     // K and V of the first tile, one copy group each; the loop keeps one group in flight.
-    copy_start(rings.k.at(first & 1), k.tile(kv_head, first, 0));
+    copy_start(rings.k.at(first & 1), k.tile(kv_z, first, kv_c));
     copy_commit();
-    copy_start(rings.v.at(first & 1), v.tile(kv_head, first, 0));
+    copy_start(rings.v.at(first & 1), v.tile(kv_z, first, kv_c));
     copy_commit();
     // Q in k16 slices, the A operands of S = Q·Kᵀ: in registers for the whole loop, or in this
     // warp's shared tile (written here; the barrier of the first tile orders it before the
@@ -286,13 +390,14 @@ fn forward_tiles<
     match q_shared {
         Some(s) => {
             let own = s.at(warp_idx());
-            let q_whole: Rt<T, R, D> = load(q.tile(head, q_tile, 0));
+            let q_whole: Rt<T, R, D> = load(q.tile(q_z, q_tile, q_c));
             store(own, q_whole);
             q_tile_shared = Some(own);
         }
         None => {
             for j in 0..D / 16 {
-                q_frags.push(load(q.tile(head, q_tile, j as i32)));
+                let (z, c) = head_place(PACKED, head, D / 16, j);
+                q_frags.push(load(q.tile(z, q_tile, c)));
             }
         }
     }
@@ -303,7 +408,8 @@ fn forward_tiles<
         scale_log2 = softcap * std::f32::consts::LOG2_E;
     }
     let at = TileAt {
-        kv_head,
+        kv_z,
+        kv_c,
         seq_kv,
         diag0,
         left,
@@ -351,7 +457,7 @@ fn forward_tiles<
     }
     // The copies of the tile after the last: none outstanding when the block ends.
     copy_wait(0);
-    store(o.tile(head, q_tile, 0), div_row(acc, l).cast::<O>());
+    store(o.tile(q_z, q_tile, q_c), div_row(acc, l).cast::<O>());
     store(
         lse.chunk(head, q_tile),
         (m + l.log2()) * std::f32::consts::LN_2,
@@ -361,6 +467,35 @@ fn forward_tiles<
 /// The largest head dim whose Q tile stays in registers for the whole key loop; larger ones
 /// read it from shared memory (see [`forward_tiles`]).
 const Q_IN_REGISTERS_MAX: usize = 128;
+
+/// An index of a view that is known while tracing (emitted where it is used, as a literal
+/// index is) or computed at run time.
+#[derive(Clone, Copy)]
+pub(crate) enum HeadAt {
+    Known(i32),
+    Runtime(Scalar<i32>),
+}
+
+impl Idx for HeadAt {
+    fn idx(self) -> crate::ir::Value {
+        match self {
+            HeadAt::Known(n) => n.idx(),
+            HeadAt::Runtime(s) => s.idx(),
+        }
+    }
+}
+
+/// Where column tile `j` of head `h` lies in a `[heads, seq, D]` view (`(h, j)`) or, `packed`,
+/// in a `[1, seq, heads·D]` one (`(0, h·per_head + j)`), with `per_head` tiles per head.
+pub(crate) fn head_place(packed: bool, h: Scalar<i32>, per_head: usize, j: usize) -> (HeadAt, HeadAt) {
+    match packed {
+        true => (
+            HeadAt::Known(0),
+            HeadAt::Runtime(h * per_head as i32 + j as i32),
+        ),
+        false => (HeadAt::Runtime(h), HeadAt::Known(j as i32)),
+    }
+}
 
 /// The two-slot shared rings of K and V tiles.
 #[derive(Clone, Copy)]
@@ -372,7 +507,9 @@ struct KvRings<T: RegDtype, const D: usize, const KV: usize> {
 /// What every key tile of a warp needs besides its index (see [`forward_tiles`]).
 #[derive(Clone, Copy)]
 struct TileAt {
-    kv_head: Scalar<i32>,
+    /// The K/V head's matrix: dimension 0 and column tile of D of the K and V views.
+    kv_z: HeadAt,
+    kv_c: HeadAt,
     seq_kv: Scalar<i32>,
     /// The key on the diagonal of the warp's first row.
     diag0: Scalar<i32>,
@@ -417,7 +554,7 @@ fn kv_tile<
     // warp is done with the previous tile's K, whose slot takes the next tile's.
     copy_wait(1);
     barrier();
-    copy_start(rings.k.at(next), k.tile(at.kv_head, kt + 1, 0));
+    copy_start(rings.k.at(next), k.tile(at.kv_z, kt + 1, at.kv_c));
     copy_commit();
     let kv0 = kt * KV as i32;
     let k_tile = rings.k.at(cur);
@@ -480,7 +617,7 @@ fn kv_tile<
     // V of this tile has landed (the next K may be in flight); the previous V's slot is free.
     copy_wait(1);
     barrier();
-    copy_start(rings.v.at(next), v.tile(at.kv_head, kt + 1, 0));
+    copy_start(rings.v.at(next), v.tile(at.kv_z, kt + 1, at.kv_c));
     copy_commit();
     let v_tile = rings.v.at(cur);
     let mut acc = mul_row(acc, alpha);
@@ -533,6 +670,23 @@ pub fn window_arguments<const SOFTCAP: bool>(args: &[LaunchArg]) -> Result<(), S
             "`softcap` is {c}, but soft-capping needs a positive finite cap (e.g. 50)"
         )),
         _ => Err("`softcap` (argument 8) must be an f32 scalar".into()),
+    }
+}
+
+/// The checks of [`attention_fwd_varlen`]: a positive finite `sm_scale` (argument 5) and, with
+/// `SOFTCAP`, `softcap` (argument 9). The tables' entries are checked where they are built
+/// ([`forward_varlen`]).
+pub fn varlen_arguments<const SOFTCAP: bool>(args: &[LaunchArg]) -> Result<(), String> {
+    positive_scale(args)?;
+    if !SOFTCAP {
+        return Ok(());
+    }
+    match args.get(9) {
+        Some(LaunchArg::Scalar(_, c)) if c.is_finite() && *c > 0.0 => Ok(()),
+        Some(LaunchArg::Scalar(_, c)) => Err(format!(
+            "`softcap` is {c}, but soft-capping needs a positive finite cap (e.g. 50)"
+        )),
+        _ => Err("`softcap` (argument 9) must be an f32 scalar".into()),
     }
 }
 
@@ -724,6 +878,226 @@ pub fn forward(
     Ok((o, lse))
 }
 
+/// The head dims [`forward_varlen`] runs.
+pub const VARLEN_HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// The lengths of a packed batch's sequences from `cu_seqlens` (i32 `[batch + 1]`: 0, then
+/// nondecreasing, ending at `total`, each length at most `max_len`), or what is wrong with it.
+pub(crate) fn varlen_lengths(
+    which: &str,
+    cu_seqlens: &HostTensor,
+    total: usize,
+    max_len: usize,
+) -> Result<Vec<usize>, String> {
+    if cu_seqlens.dtype() != ScalarType::I32 || cu_seqlens.shape().len() != 1 {
+        return Err(format!(
+            "`{which}` is a {} tensor of shape {:?}, but must be i32 of shape [batch + 1]",
+            cu_seqlens.dtype(),
+            cu_seqlens.shape()
+        ));
+    }
+    let cu = cu_seqlens.to_vec();
+    if cu.first() != Some(&0.0) {
+        return Err(format!(
+            "`{which}` must start at 0 (it is {:?})",
+            cu.first()
+        ));
+    }
+    let mut lengths = Vec::with_capacity(cu.len().saturating_sub(1));
+    for (b, w) in cu.windows(2).enumerate() {
+        if w[1] < w[0] {
+            return Err(format!(
+                "`{which}` must be nondecreasing, but entry {} is {} after {}",
+                b + 1,
+                w[1],
+                w[0]
+            ));
+        }
+        let len = (w[1] - w[0]) as usize;
+        if len > max_len {
+            return Err(format!(
+                "sequence {b} has {len} rows by `{which}`, more than the maximum length {max_len}"
+            ));
+        }
+        lengths.push(len);
+    }
+    let last = cu.last().copied().unwrap_or(0.0);
+    if last != total as f64 {
+        return Err(format!(
+            "`{which}` ends at {last}, but the packed tensor has {total} rows"
+        ));
+    }
+    Ok(lengths)
+}
+
+/// Rows `start .. start + len` of a row-major `[total, heads, d]` tensor as `[1, len, heads·d]`.
+pub(crate) fn packed_rows(t: &HostTensor, start: usize, len: usize) -> Result<HostTensor, crate::Error> {
+    let width = t.shape()[1] * t.shape()[2];
+    let values = t.to_vec();
+    Ok(HostTensor::new(
+        t.dtype(),
+        &[1, len, width],
+        &values[start * width..(start + len) * width],
+    )?)
+}
+
+/// Attention over a variable-length packed batch, as FlashAttention's `varlen` functions: Q
+/// `[total_q, Hq, D]`, K and V `[total_k, Hkv, D]` (bf16, `Hkv` dividing `Hq`), sequence b's
+/// queries rows `cu_seqlens_q[b] .. cu_seqlens_q[b+1]` and its keys rows `cu_seqlens_k[b] ..
+/// cu_seqlens_k[b+1]` (i32 `[batch + 1]`, starting at 0, nondecreasing, ending at the totals;
+/// lengths at most `max_seqlen_q` / `max_seqlen_k`, empty sequences allowed). Returns O
+/// `[total_q, Hq, D]` (bf16) and LSE `[Hq, total_q]` (f32, natural log). Every option of
+/// [`ForwardOptions`] applies per sequence: causal aligned bottom-right (query i sees keys
+/// `j ≤ i + len_k − len_q`) or top-left, windows around that diagonal, soft-capping. A row that
+/// sees no key (an empty key sequence, say) gets O = NaN and LSE = `-inf`, as [`forward`] gives.
+/// Runs [`attention_fwd_varlen`]; head dims: [`VARLEN_HEAD_DIMS`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward_varlen(
+    device: &Device,
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    cu_seqlens_q: &HostTensor,
+    cu_seqlens_k: &HostTensor,
+    (max_seqlen_q, max_seqlen_k): (usize, usize),
+    opts: &ForwardOptions,
+) -> Result<(HostTensor, HostTensor), crate::Error> {
+    let shape_error = |message: String| crate::Error::Shape {
+        kernel: "attention_fwd_varlen".into(),
+        message,
+    };
+    let dims = |name: &str, t: &HostTensor| match *t.shape() {
+        [n, h, d] if t.dtype() == ScalarType::BF16 => Ok((n, h, d)),
+        ref s => Err(shape_error(format!(
+            "`{name}` is a {} tensor of shape {s:?}, but varlen attention needs bf16 \
+             [total, heads, head dim]",
+            t.dtype()
+        ))),
+    };
+    let (total_q, hq, d) = dims("q", q)?;
+    let (total_k, hkv, dk) = dims("k", k)?;
+    if v.shape() != k.shape() || v.dtype() != k.dtype() || dk != d {
+        return Err(shape_error(format!(
+            "`q` {:?}, `k` {:?} and `v` {:?}: K and V must have one shape, with Q's head dim",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        )));
+    }
+    if !VARLEN_HEAD_DIMS.contains(&d) {
+        return Err(shape_error(format!(
+            "head dim {d} is not supported; supported: {}",
+            VARLEN_HEAD_DIMS.map(|d| d.to_string()).join(", ")
+        )));
+    }
+    if hkv == 0 || hq % hkv != 0 {
+        return Err(shape_error(format!(
+            "`k` and `v` have {hkv} heads and `q` {hq}: with GQA/MQA the K/V heads must divide \
+             the query heads"
+        )));
+    }
+    if max_seqlen_q + max_seqlen_k >= 1 << 30 {
+        return Err(shape_error(format!(
+            "max_seqlen_q + max_seqlen_k is {}; at most 2^30 - 1 (window arithmetic in i32)",
+            max_seqlen_q + max_seqlen_k
+        )));
+    }
+    let len_q = varlen_lengths("cu_seqlens_q", cu_seqlens_q, total_q, max_seqlen_q)
+        .map_err(shape_error)?;
+    let len_k = varlen_lengths("cu_seqlens_k", cu_seqlens_k, total_k, max_seqlen_k)
+        .map_err(shape_error)?;
+    if len_q.len() != len_k.len() {
+        return Err(shape_error(format!(
+            "`cu_seqlens_q` has {} sequences and `cu_seqlens_k` {}",
+            len_q.len(),
+            len_k.len()
+        )));
+    }
+    let batch = len_q.len();
+    let mut o = HostTensor::zeros(ScalarType::BF16, &[total_q, hq, d]);
+    let mut lse = HostTensor::zeros(ScalarType::F32, &[hq, total_q]);
+    if batch == 0 || hq == 0 || max_seqlen_q == 0 {
+        return Ok((o, lse));
+    }
+    // One table entry per sequence (see attention_fwd_varlen).
+    let (mut qs, mut ks, mut vs, mut os, mut ls) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut start_q, mut start_k) = (0, 0);
+    for (&lq, &lk) in len_q.iter().zip(&len_k) {
+        qs.push(packed_rows(q, start_q, lq)?);
+        ks.push(packed_rows(k, start_k, lk)?);
+        vs.push(packed_rows(v, start_k, lk)?);
+        os.push(HostTensor::zeros(ScalarType::BF16, &[1, lq, hq * d]));
+        ls.push(HostTensor::zeros(ScalarType::F32, &[hq, lq]));
+        (start_q, start_k) = (start_q + lq, start_k + lk);
+    }
+    let list = |ts: &[HostTensor], dtype: ScalarType, rank: usize| {
+        let refs: Vec<&dyn crate::tensor::TensorArg> =
+            ts.iter().map(|t| t as &dyn crate::tensor::TensorArg).collect();
+        TensorList::of(dtype, rank, &refs).map_err(|e| shape_error(e.to_string()))
+    };
+    let bf = ScalarType::BF16;
+    let (ql, kl, vl) = (list(&qs, bf, 3)?, list(&ks, bf, 3)?, list(&vs, bf, 3)?);
+    let (mut ol, mut ll) = (list(&os, bf, 3)?, list(&ls, ScalarType::F32, 2)?);
+    // Window bounds around the alignment's diagonal; the kernel moves them to each sequence's
+    // bottom-right one. `None` is no bound (the kernel clamps to the lengths).
+    let bound = |w: Option<u32>| w.map_or(i32::MAX, |w| i32::try_from(w).unwrap_or(i32::MAX));
+    let left = bound(opts.window_left);
+    let mut right = bound(opts.window_right);
+    if opts.causal {
+        right = right.min(0);
+    }
+    let top_left = i32::from(opts.align == Align::TopLeft);
+    let args = (
+        ScalarArg::from(opts.sm_scale),
+        ScalarArg::from(left),
+        ScalarArg::from(right),
+        ScalarArg::from(top_left),
+        ScalarArg::from(opts.softcap.unwrap_or(1.0)),
+    );
+    let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    macro_rules! varlen {
+        ($d:literal, $kv:literal, $warps:literal, $cap:literal) => {
+            attention_fwd_varlen::<bf16, $d, 16, $kv, $warps, $cap>::launch(
+                device,
+                [tiles(max_seqlen_q, 16 * $warps), to_u32(hq), to_u32(batch)],
+                &ql,
+                &kl,
+                &vl,
+                &mut ol,
+                &mut ll,
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                args.4,
+            )
+        };
+    }
+    match (d, opts.softcap.is_some()) {
+        (64, false) => varlen!(64, 32, 4, false),
+        (64, true) => varlen!(64, 32, 4, true),
+        (_, false) => varlen!(128, 32, 8, false),
+        (_, true) => varlen!(128, 32, 8, true),
+    }?;
+    // Back to the packed layouts.
+    let (mut o_all, mut lse_all) = (o.to_vec(), lse.to_vec());
+    let mut start = 0;
+    for (b, &lq) in len_q.iter().enumerate() {
+        let (ob, lb) = match (ol.host(b), ll.host(b)) {
+            (Some(ob), Some(lb)) => (ob.to_vec(), lb.to_vec()),
+            _ => return Err(shape_error(format!("sequence {b}: no output came back"))),
+        };
+        o_all[start * hq * d..(start + lq) * hq * d].copy_from_slice(&ob);
+        for h in 0..hq {
+            lse_all[h * total_q + start..][..lq].copy_from_slice(&lb[h * lq..][..lq]);
+        }
+        start += lq;
+    }
+    o = HostTensor::new(ScalarType::BF16, &[total_q, hq, d], &o_all)?;
+    lse = HostTensor::new(ScalarType::F32, &[hq, total_q], &lse_all)?;
+    Ok((o, lse))
+}
+
 /// The head dims [`forward`] runs.
 pub const HEAD_DIMS: [usize; 3] = [64, 128, 256];
 
@@ -783,6 +1157,48 @@ pub fn reference_with(
                 }
             }
         }
+    }
+    (o, lse)
+}
+
+/// [`forward_varlen`]'s result in f64: `(O [total_q, hq, d], LSE [hq, total_q])` for packed
+/// row-major Q `[total_q, hq, d]`, K and V `[total_k, hkv, d]` with the given per-sequence
+/// lengths, each sequence by [`reference_with`] on its own rows.
+pub fn reference_varlen(
+    (q, k, v): (&[f64], &[f64], &[f64]),
+    (len_q, len_k): (&[usize], &[usize]),
+    (hq, hkv, d): (usize, usize, usize),
+    opts: &ForwardOptions,
+) -> (Vec<f64>, Vec<f64>) {
+    let total_q: usize = len_q.iter().sum();
+    let mut o = vec![0.0; total_q * hq * d];
+    let mut lse = vec![0.0; hq * total_q];
+    // Rows `start ..` of a packed `[total, heads, d]` as a dense `[heads, len, d]`.
+    let dense = |t: &[f64], heads: usize, start: usize, len: usize| {
+        let mut out = Vec::with_capacity(heads * len * d);
+        for h in 0..heads {
+            for i in 0..len {
+                out.extend_from_slice(&t[((start + i) * heads + h) * d..][..d]);
+            }
+        }
+        out
+    };
+    let (mut sq, mut sk) = (0, 0);
+    for (&lq, &lk) in len_q.iter().zip(len_k) {
+        let (ob, lb) = reference_with(
+            &dense(q, hq, sq, lq),
+            &dense(k, hkv, sk, lk),
+            &dense(v, hkv, sk, lk),
+            (hq, hkv, lq, lk, d),
+            opts,
+        );
+        for h in 0..hq {
+            for i in 0..lq {
+                o[((sq + i) * hq + h) * d..][..d].copy_from_slice(&ob[(h * lq + i) * d..][..d]);
+                lse[h * total_q + sq + i] = lb[h * lq + i];
+            }
+        }
+        (sq, sk) = (sq + lq, sk + lk);
     }
     (o, lse)
 }

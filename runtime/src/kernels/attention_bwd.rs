@@ -57,7 +57,11 @@
 use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
-use crate::kernels::attention::{reference_with, Align, ForwardOptions};
+use crate::kernels::attention::{
+    head_place, packed_rows, reference_with, varlen_lengths, varlen_window, Align,
+    ForwardOptions,
+};
+use crate::tensor_list::TensorList;
 use crate::kernels::check::{poisoned, record, tiles, Rng};
 use crate::{Device, LaunchArg, ScalarArg};
 
@@ -137,7 +141,7 @@ pub fn attention_bwd_dkdv<
     sm_scale: Scalar<f32>,
 ) {
     // No window and no cap: their arguments are never read.
-    key_tiles::<G, D, QT, WARPS, CAUSAL, false, false>(
+    key_tiles::<G, D, QT, WARPS, CAUSAL, false, false, false>(
         q,
         k,
         v,
@@ -206,7 +210,7 @@ pub fn attention_bwd_dkdv_window<
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
 ) {
-    key_tiles::<G, D, QT, WARPS, false, true, SOFTCAP>(
+    key_tiles::<G, D, QT, WARPS, false, true, SOFTCAP, false>(
         q,
         k,
         v,
@@ -237,6 +241,7 @@ fn key_tiles<
     const CAUSAL: bool,
     const WINDOW: bool,
     const SOFTCAP: bool,
+    const PACKED: bool,
 >(
     q: Gl<bf16, 3>,
     k: Gl<bf16, 3>,
@@ -257,7 +262,10 @@ fn key_tiles<
     // GQA/MQA: this K/V head serves query heads kv_head·group .. (kv_head + 1)·group − 1 (the
     // forward's head / group), walked in that order: the sum over the group is the same on
     // every run, with no atomics.
-    let group = q.dim(0) / k.dim(0);
+    let group = match PACKED {
+        true => q.dim(2) / k.dim(2),
+        false => q.dim(0) / k.dim(0),
+    };
     let head0 = kv_head * group;
     let last_head = head0 + group - 1;
     let k_tile = k_block * WARPS as i32 + warp_idx();
@@ -288,11 +296,18 @@ fn key_tiles<
         first = (k_first - off - right).max(0) / QT as i32;
         end = end.min(ceil_div(k_last - off + left + 1, QT)).max(first);
     }
+    if PACKED {
+        // Blocks of the grid's `max_seqlen_k` past this sequence's keys have nothing to do.
+        if k_first.ge(seq_kv) {
+            end = first;
+        }
+    }
     // Query tiles per head, and the (head, tile) pairs of the group in order.
     let per_head = end - first;
     let steps = group * per_head;
-    copy_start(q_ring.at(0), q.tile(head0, first, 0));
-    copy_start(do_ring.at(0), d_o.tile(head0, first, 0));
+    let (z, c) = head_place(PACKED, head0, 1, 0);
+    copy_start(q_ring.at(0), q.tile(z, first, c));
+    copy_start(do_ring.at(0), d_o.tile(z, first, c));
     copy_commit();
     // Head dim 64 keeps the warp's K and V fragments in registers for the whole walk; at 128
     // those 64 registers beside the 128 of the dK and dV accumulators spill, so K and V wait
@@ -301,8 +316,9 @@ fn key_tiles<
         true => Some((alloc_shared(), alloc_shared())),
         false => None,
     };
-    let k_own: Rt<bf16, 16, D> = load(k.tile(kv_head, k_tile, 0));
-    let v_own: Rt<bf16, 16, D> = load(v.tile(kv_head, k_tile, 0));
+    let (kv_z, kv_c) = head_place(PACKED, kv_head, 1, 0);
+    let k_own: Rt<bf16, 16, D> = load(k.tile(kv_z, k_tile, kv_c));
+    let v_own: Rt<bf16, 16, D> = load(v.tile(kv_z, k_tile, kv_c));
     if let Some((k_sh, v_sh)) = &stash {
         // Read back after the loop's first barrier.
         store(k_sh.at(warp_idx()), k_own);
@@ -328,8 +344,9 @@ fn key_tiles<
         // previous tile, whose slots take the next tile's.
         copy_wait(0);
         barrier();
-        copy_start(q_ring.at(next), q.tile(next_head, next_qt, 0));
-        copy_start(do_ring.at(next), d_o.tile(next_head, next_qt, 0));
+        let (z, c) = head_place(PACKED, next_head, 1, 0);
+        copy_start(q_ring.at(next), q.tile(z, next_qt, c));
+        copy_start(do_ring.at(next), d_o.tile(z, next_qt, c));
         copy_commit();
         let q0 = qt * QT as i32;
         let lse_col: Rv<f32, QT, Cols> = load(lse.chunk(head, qt));
@@ -394,8 +411,8 @@ fn key_tiles<
     }
     // The copies of the pair after the last: none outstanding when the block ends.
     copy_wait(0);
-    store(dk.tile(kv_head, k_tile, 0), (dk_acc * sm_scale).cast::<G>());
-    store(dv.tile(kv_head, k_tile, 0), dv_acc.cast::<G>());
+    store(dk.tile(kv_z, k_tile, kv_c), (dk_acc * sm_scale).cast::<G>());
+    store(dv.tile(kv_z, k_tile, kv_c), dv_acc.cast::<G>());
 }
 
 /// dQ (dtype `G`) of `WARPS·R` query rows per block; see the module documentation. Grid:
@@ -446,7 +463,7 @@ pub fn attention_bwd_dq<
     sm_scale: Scalar<f32>,
 ) {
     // No window and no cap: their arguments are never read.
-    query_tiles::<G, D, R, KV, WARPS, CAUSAL, false, false>(
+    query_tiles::<G, D, R, KV, WARPS, CAUSAL, false, false, false>(
         q,
         k,
         v,
@@ -512,7 +529,7 @@ pub fn attention_bwd_dq_window<
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
 ) {
-    query_tiles::<G, D, R, KV, WARPS, false, true, SOFTCAP>(
+    query_tiles::<G, D, R, KV, WARPS, false, true, SOFTCAP, false>(
         q,
         k,
         v,
@@ -540,6 +557,7 @@ fn query_tiles<
     const CAUSAL: bool,
     const WINDOW: bool,
     const SOFTCAP: bool,
+    const PACKED: bool,
 >(
     q: Gl<bf16, 3>,
     k: Gl<bf16, 3>,
@@ -555,9 +573,19 @@ fn query_tiles<
 ) {
     let k_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
     let v_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
-    let (q_block, head) = (block_idx_x(), block_idx_y());
+    let (q_block0, head) = (block_idx_x(), block_idx_y());
+    let mut q_block = q_block0;
+    if CAUSAL || WINDOW {
+        // Longest query blocks first, as the forward (causal balancing).
+        q_block = grid_dim_x() - 1 - q_block;
+    }
     // GQA/MQA: the K/V head of this query head, as the forward.
-    let kv_head = head / (q.dim(0) / k.dim(0));
+    let kv_head = match PACKED {
+        true => head / (q.dim(2) / k.dim(2)),
+        false => head / (q.dim(0) / k.dim(0)),
+    };
+    let (q_z, q_c) = head_place(PACKED, head, 1, 0);
+    let (kv_z, kv_c) = head_place(PACKED, kv_head, 1, 0);
     let q_tile = q_block * WARPS as i32 + warp_idx();
     let q_row0 = q_tile * R as i32;
     let (seq_q, seq_kv) = (q.dim(1), k.dim(1));
@@ -589,11 +617,17 @@ fn query_tiles<
         let end = ceil_div(block_last - seq_q + seq_kv + right + 1, KV);
         kv_tiles = kv_tiles.min(end).max(first);
     }
-    copy_start(k_ring.at(first & 1), k.tile(kv_head, first, 0));
-    copy_start(v_ring.at(first & 1), v.tile(kv_head, first, 0));
+    if PACKED {
+        // Blocks of the grid's `max_seqlen_q` past this sequence's rows have nothing to do.
+        if block_row0.ge(seq_q) {
+            kv_tiles = first;
+        }
+    }
+    copy_start(k_ring.at(first & 1), k.tile(kv_z, first, kv_c));
+    copy_start(v_ring.at(first & 1), v.tile(kv_z, first, kv_c));
     copy_commit();
-    let q_frag: Rt<bf16, R, D> = load(q.tile(head, q_tile, 0));
-    let do_frag: Rt<bf16, R, D> = load(d_o.tile(head, q_tile, 0));
+    let q_frag: Rt<bf16, R, D> = load(q.tile(q_z, q_tile, q_c));
+    let do_frag: Rt<bf16, R, D> = load(d_o.tile(q_z, q_tile, q_c));
     let lse_row: Rv<f32, R> = load(lse.chunk(head, q_tile));
     let mut d_row: Rv<f32, R> = load(delta.chunk(head, q_tile));
     let mut lse2 = lse_row * std::f32::consts::LOG2_E;
@@ -614,8 +648,8 @@ fn query_tiles<
         // This tile's K and V have landed; after the barrier the previous tile's slots are free.
         copy_wait(0);
         barrier();
-        copy_start(k_ring.at(next), k.tile(kv_head, kt + 1, 0));
-        copy_start(v_ring.at(next), v.tile(kv_head, kt + 1, 0));
+        copy_start(k_ring.at(next), k.tile(kv_z, kt + 1, kv_c));
+        copy_start(v_ring.at(next), v.tile(kv_z, kt + 1, kv_c));
         copy_commit();
         let kv0 = kt * KV as i32;
         let k_frag: Rt<bf16, KV, D> = load(k_ring.at(cur));
@@ -657,7 +691,151 @@ fn query_tiles<
         acc = mma_ab(acc, ds.cast::<bf16>(), k_col);
     }
     copy_wait(0);
-    store(dq.tile(head, q_tile, 0), (acc * sm_scale).cast::<G>());
+    store(dq.tile(q_z, q_tile, q_c), (acc * sm_scale).cast::<G>());
+}
+
+/// [`attention_bwd_dkdv_window`] over a variable-length packed batch, the backward of
+/// [`attention_fwd_varlen`](super::attention::attention_fwd_varlen): each table holds one
+/// entry per sequence (Q, dO `[1, len_q, Hq·D]`, K, V, dK, dV `[1, len_k, Hkv·D]`, LSE and Δ
+/// `[Hq, len_q]`), the window around the diagonal `top_left` picks, as the forward's. Grid:
+/// `[⌈max_seqlen_k / (WARPS·16)⌉, Hkv, batch]`; blocks past a sequence's keys do nothing.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(
+        <f32, 64, 32, 4, false>,
+        <f32, 64, 32, 4, true>,
+        <f32, 128, 16, 4, false>,
+        <f32, 128, 16, 4, true>
+    ),
+    check = varlen_key_pass_arguments::<SOFTCAP>,
+    shapes(
+        q: [B, 4],
+        k: [B, 4],
+        v: [B, 4],
+        d_o: [B, 4],
+        lse: [B, 3],
+        delta: [B, 3],
+        dk: [B, 4],
+        dv: [B, 4]
+    )
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_dkdv_varlen<
+    G: RegDtype,
+    const D: usize,
+    const QT: usize,
+    const WARPS: usize,
+    const SOFTCAP: bool,
+>(
+    q: GlTable<bf16, 3>,
+    k: GlTable<bf16, 3>,
+    v: GlTable<bf16, 3>,
+    d_o: GlTable<bf16, 3>,
+    lse: GlTable<f32, 2>,
+    delta: GlTable<f32, 2>,
+    dk: GlTableMut<G, 3>,
+    dv: GlTableMut<G, 3>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    top_left: Scalar<i32>,
+    softcap: Scalar<f32>,
+) {
+    let b = block_idx_z();
+    let (qb, kb) = (q.view(b), k.view(b));
+    let (wl, wr) = varlen_window(qb.dim(1), kb.dim(1), window_left, window_right, top_left);
+    key_tiles::<G, D, QT, WARPS, false, true, SOFTCAP, true>(
+        qb,
+        kb,
+        v.view(b),
+        d_o.view(b),
+        lse.view(b),
+        delta.view(b),
+        dk.view(b),
+        dv.view(b),
+        sm_scale,
+        wl,
+        wr,
+        softcap,
+    );
+}
+
+/// [`attention_bwd_dq_window`] over a variable-length packed batch (the tables of
+/// [`attention_bwd_dkdv_varlen`], dQ `[1, len_q, Hq·D]`). Grid:
+/// `[⌈max_seqlen_q / (WARPS·R)⌉, Hq, batch]`; blocks past a sequence's rows do no key tile.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(
+        <f32, 64, 16, 32, 4, false>,
+        <f32, 64, 16, 32, 4, true>,
+        <f32, 128, 16, 16, 4, false>,
+        <f32, 128, 16, 16, 4, true>
+    ),
+    check = varlen_query_pass_arguments::<SOFTCAP>,
+    shapes(
+        q: [B, 4],
+        k: [B, 4],
+        v: [B, 4],
+        d_o: [B, 4],
+        lse: [B, 3],
+        delta: [B, 3],
+        dq: [B, 4]
+    )
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_dq_varlen<
+    G: RegDtype,
+    const D: usize,
+    const R: usize,
+    const KV: usize,
+    const WARPS: usize,
+    const SOFTCAP: bool,
+>(
+    q: GlTable<bf16, 3>,
+    k: GlTable<bf16, 3>,
+    v: GlTable<bf16, 3>,
+    d_o: GlTable<bf16, 3>,
+    lse: GlTable<f32, 2>,
+    delta: GlTable<f32, 2>,
+    dq: GlTableMut<G, 3>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    top_left: Scalar<i32>,
+    softcap: Scalar<f32>,
+) {
+    let b = block_idx_z();
+    let (qb, kb) = (q.view(b), k.view(b));
+    let (wl, wr) = varlen_window(qb.dim(1), kb.dim(1), window_left, window_right, top_left);
+    query_tiles::<G, D, R, KV, WARPS, false, true, SOFTCAP, true>(
+        qb,
+        kb,
+        v.view(b),
+        d_o.view(b),
+        lse.view(b),
+        delta.view(b),
+        dq.view(b),
+        sm_scale,
+        wl,
+        wr,
+        softcap,
+    );
+}
+
+/// The checks of [`attention_bwd_dkdv_varlen`]: a finite scale (argument 8) and, with
+/// `SOFTCAP`, a positive finite cap (argument 12).
+pub fn varlen_key_pass_arguments<const SOFTCAP: bool>(args: &[LaunchArg]) -> Result<(), String> {
+    finite_scale::<8>(args)?;
+    positive_cap::<SOFTCAP>(args, 12)
+}
+
+/// The checks of [`attention_bwd_dq_varlen`]: a finite scale (argument 7) and, with
+/// `SOFTCAP`, a positive finite cap (argument 11).
+pub fn varlen_query_pass_arguments<const SOFTCAP: bool>(
+    args: &[LaunchArg],
+) -> Result<(), String> {
+    finite_scale::<7>(args)?;
+    positive_cap::<SOFTCAP>(args, 11)
 }
 
 /// The launch grid for `bh` heads of `rows` rows (queries or keys), `block_rows` per block.
@@ -847,6 +1025,203 @@ pub fn backward(
         (_, _, false) => windowed!(bf16, 128, 16, 16, false),
         (_, _, true) => windowed!(bf16, 128, 16, 16, true),
     }
+}
+
+/// The backward of [`forward_varlen`](super::attention::forward_varlen) with the same options
+/// on `device`: from packed Q `[total_q, Hq, D]`, K and V `[total_k, Hkv, D]` (bf16), the
+/// forward's O `[total_q, Hq, D]` (bf16) and LSE `[Hq, total_q]` (f32), dO (bf16, as O), and
+/// the forward's `cu_seqlens` and maximum lengths, returns dQ `[total_q, Hq, D]`, dK and dV
+/// `[total_k, Hkv, D]` in f32. Head dims 64 and 128. Δ is computed by
+/// [`attention_bwd_preprocess`] over all packed rows at once (it is per row); dQ and dK/dV by
+/// [`attention_bwd_dq_varlen`] and [`attention_bwd_dkdv_varlen`], each gradient the same bits
+/// on every run, as [`backward`]'s.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_varlen(
+    device: &Device,
+    (q, k, v): (&HostTensor, &HostTensor, &HostTensor),
+    (o, lse, d_o): (&HostTensor, &HostTensor, &HostTensor),
+    (cu_seqlens_q, cu_seqlens_k): (&HostTensor, &HostTensor),
+    (max_seqlen_q, max_seqlen_k): (usize, usize),
+    opts: &ForwardOptions,
+) -> Result<(HostTensor, HostTensor, HostTensor), crate::Error> {
+    let refuse = |message: String| crate::Error::Shape {
+        kernel: "attention_bwd_varlen".into(),
+        message,
+    };
+    let (&[total_q, hq, d], &[total_k, hkv, dk_]) = (q.shape(), k.shape()) else {
+        return Err(refuse(format!(
+            "Q and K must be [total, heads, head dim], got {:?} and {:?}",
+            q.shape(),
+            k.shape()
+        )));
+    };
+    if !HEAD_DIMS.contains(&d) || dk_ != d {
+        return Err(refuse(format!(
+            "head dims {d} (Q) and {dk_} (K) are not supported; supported: {HEAD_DIMS:?}, equal"
+        )));
+    }
+    if hkv == 0 || hq % hkv != 0 {
+        return Err(refuse(format!(
+            "K and V have {hkv} heads and Q {hq}: with GQA/MQA the K/V heads must divide the \
+             query heads"
+        )));
+    }
+    for (name, t, shape, dtype) in [
+        ("v", v, vec![total_k, hkv, d], ScalarType::BF16),
+        ("o", o, vec![total_q, hq, d], ScalarType::BF16),
+        ("d_o", d_o, vec![total_q, hq, d], ScalarType::BF16),
+        ("lse", lse, vec![hq, total_q], ScalarType::F32),
+    ] {
+        if t.shape() != shape.as_slice() || t.dtype() != dtype {
+            return Err(refuse(format!(
+                "`{name}` is a {} tensor of shape {:?}; expected {dtype} {shape:?}",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+    }
+    if max_seqlen_q + max_seqlen_k >= 1 << 30 {
+        return Err(refuse(format!(
+            "max_seqlen_q + max_seqlen_k is {}; at most 2^30 - 1",
+            max_seqlen_q + max_seqlen_k
+        )));
+    }
+    let len_q = varlen_lengths("cu_seqlens_q", cu_seqlens_q, total_q, max_seqlen_q).map_err(refuse)?;
+    let len_k = varlen_lengths("cu_seqlens_k", cu_seqlens_k, total_k, max_seqlen_k).map_err(refuse)?;
+    if len_q.len() != len_k.len() {
+        return Err(refuse(format!(
+            "`cu_seqlens_q` has {} sequences and `cu_seqlens_k` {}",
+            len_q.len(),
+            len_k.len()
+        )));
+    }
+    let f32_ = ScalarType::F32;
+    let batch = len_q.len();
+    let mut dq = HostTensor::zeros(f32_, &[total_q, hq, d]);
+    let mut dk = HostTensor::zeros(f32_, &[total_k, hkv, d]);
+    let mut dv = HostTensor::zeros(f32_, &[total_k, hkv, d]);
+    if batch == 0 || hq == 0 || total_q + total_k == 0 {
+        return Ok((dq, dk, dv));
+    }
+    // Δ per packed row: O and dO as [Hq, total_q, D] for the dense preprocess.
+    let by_head = |t: &HostTensor| {
+        let x = t.to_vec();
+        let mut out = Vec::with_capacity(x.len());
+        for h in 0..hq {
+            for r in 0..total_q {
+                out.extend_from_slice(&x[(r * hq + h) * d..][..d]);
+            }
+        }
+        HostTensor::new(ScalarType::BF16, &[hq, total_q, d], &out)
+    };
+    let mut delta = HostTensor::zeros(f32_, &[hq, total_q]);
+    if total_q > 0 {
+        let (o_h, do_h) = (by_head(o)?, by_head(d_o)?);
+        let pre = rows_grid(hq, total_q, 64);
+        match d {
+            64 => attention_bwd_preprocess::<bf16, 64, 16, 4>::launch(
+                device, pre, &o_h, &do_h, &mut delta,
+            ),
+            _ => attention_bwd_preprocess::<bf16, 128, 16, 4>::launch(
+                device, pre, &o_h, &do_h, &mut delta,
+            ),
+        }?;
+    }
+    // One table entry per sequence (see attention_bwd_dkdv_varlen).
+    let (lse_all, delta_all) = (lse.to_vec(), delta.to_vec());
+    let per_head = |x: &[f64], start: usize, len: usize| {
+        let mut out = Vec::with_capacity(hq * len);
+        for h in 0..hq {
+            out.extend_from_slice(&x[h * total_q + start..][..len]);
+        }
+        HostTensor::new(f32_, &[hq, len], &out)
+    };
+    let mut entries: [Vec<HostTensor>; 9] = Default::default();
+    let (mut sq, mut sk) = (0, 0);
+    for (&lq, &lk) in len_q.iter().zip(&len_k) {
+        entries[0].push(packed_rows(q, sq, lq)?);
+        entries[1].push(packed_rows(k, sk, lk)?);
+        entries[2].push(packed_rows(v, sk, lk)?);
+        entries[3].push(packed_rows(d_o, sq, lq)?);
+        entries[4].push(per_head(&lse_all, sq, lq)?);
+        entries[5].push(per_head(&delta_all, sq, lq)?);
+        entries[6].push(HostTensor::zeros(f32_, &[1, lq, hq * d]));
+        entries[7].push(HostTensor::zeros(f32_, &[1, lk, hkv * d]));
+        entries[8].push(HostTensor::zeros(f32_, &[1, lk, hkv * d]));
+        (sq, sk) = (sq + lq, sk + lk);
+    }
+    let list = |ts: &[HostTensor], dtype: ScalarType, rank: usize| {
+        let refs: Vec<&dyn crate::tensor::TensorArg> =
+            ts.iter().map(|t| t as &dyn crate::tensor::TensorArg).collect();
+        TensorList::of(dtype, rank, &refs).map_err(|e| refuse(e.to_string()))
+    };
+    let bf = ScalarType::BF16;
+    let (ql, kl, vl, dol) = (
+        list(&entries[0], bf, 3)?,
+        list(&entries[1], bf, 3)?,
+        list(&entries[2], bf, 3)?,
+        list(&entries[3], bf, 3)?,
+    );
+    let (ll, deltal) = (list(&entries[4], f32_, 2)?, list(&entries[5], f32_, 2)?);
+    let (mut dql, mut dkl, mut dvl) = (
+        list(&entries[6], f32_, 3)?,
+        list(&entries[7], f32_, 3)?,
+        list(&entries[8], f32_, 3)?,
+    );
+    // The forward's window arguments (see forward_varlen).
+    let bound = |w: Option<u32>| w.map_or(i32::MAX, |w| i32::try_from(w).unwrap_or(i32::MAX));
+    let left = bound(opts.window_left);
+    let mut right = bound(opts.window_right);
+    if opts.causal {
+        right = right.min(0);
+    }
+    let s = ScalarArg::from(opts.sm_scale);
+    let (l, r) = (ScalarArg::from(left), ScalarArg::from(right));
+    let top_left = ScalarArg::from(i32::from(opts.align == Align::TopLeft));
+    let cap = ScalarArg::from(opts.softcap.unwrap_or(1.0));
+    let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let kg = [tiles(max_seqlen_k, 4 * KEYS_PER_WARP), to_u32(hkv), to_u32(batch)];
+    let qg = [tiles(max_seqlen_q, 64), to_u32(hq), to_u32(batch)];
+    macro_rules! varlen {
+        ($d:literal, $qt:literal, $kv:literal, $cap:literal) => {{
+            if max_seqlen_k > 0 {
+                attention_bwd_dkdv_varlen::<f32, $d, $qt, 4, $cap>::launch(
+                    device, kg, &ql, &kl, &vl, &dol, &ll, &deltal, &mut dkl, &mut dvl, s, l, r,
+                    top_left, cap,
+                )?;
+            }
+            if max_seqlen_q > 0 {
+                attention_bwd_dq_varlen::<f32, $d, 16, $kv, 4, $cap>::launch(
+                    device, qg, &ql, &kl, &vl, &dol, &ll, &deltal, &mut dql, s, l, r, top_left,
+                    cap,
+                )?;
+            }
+        }};
+    }
+    match (d, opts.softcap.is_some()) {
+        (64, false) => varlen!(64, 32, 32, false),
+        (64, true) => varlen!(64, 32, 32, true),
+        (_, false) => varlen!(128, 16, 16, false),
+        (_, true) => varlen!(128, 16, 16, true),
+    }
+    // Back to the packed layouts.
+    let unpack = |list: &TensorList, lens: &[usize], heads: usize| {
+        let total: usize = lens.iter().sum();
+        let mut all = vec![0.0; total * heads * d];
+        let mut start = 0;
+        for (b, &n) in lens.iter().enumerate() {
+            let e = list
+                .host(b)
+                .ok_or_else(|| refuse(format!("sequence {b}: no gradient came back")))?;
+            all[start * heads * d..(start + n) * heads * d].copy_from_slice(&e.to_vec());
+            start += n;
+        }
+        Ok::<_, crate::Error>(HostTensor::new(f32_, &[total, heads, d], &all)?)
+    };
+    dq = unpack(&dql, &len_q, hq)?;
+    dk = unpack(&dkl, &len_k, hkv)?;
+    dv = unpack(&dvl, &len_k, hkv)?;
+    Ok((dq, dk, dv))
 }
 
 /// The gradients `(dQ, dK, dV)` of `loss = Σ dO ∘ O` for `O = softmax(s·Q·Kᵀ [+ causal mask])·V`

@@ -120,6 +120,9 @@ fn store(dir: &Path, key: &str, c: &Compiled) -> std::io::Result<()> {
             KernelArg::Scalar { name, dtype } => meta.push_str(&format!("scalar {name} {dtype}\n")),
         }
     }
+    for m in &c.tensor_maps {
+        meta.push_str(&format!("tensor_map {}\n", m.to_text()));
+    }
     std::fs::write(e.join("meta"), meta)?;
     // The key last: an entry without it (an interrupted write) is a miss.
     std::fs::write(e.join("key"), key)
@@ -140,7 +143,12 @@ fn load(dir: &Path, key: &str) -> Option<Compiled> {
     let meta = std::fs::read_to_string(e.join("meta")).ok()?;
     let (mut kernel, mut warps, mut shared_bytes, mut dynamic_shared) = (None, None, None, None);
     let mut args = Vec::new();
+    let mut tensor_maps = Vec::new();
     for line in meta.lines() {
+        if let Some(m) = line.strip_prefix("tensor_map ") {
+            tensor_maps.push(crate::tma::TensorMapArg::from_text(m)?);
+            continue;
+        }
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.as_slice() {
             ["kernel", k] => kernel = Some(k.to_string()),
@@ -169,7 +177,7 @@ fn load(dir: &Path, key: &str) -> Option<Compiled> {
     } else {
         Some(std::fs::read(e.join("code_object")).ok()?)
     };
-    Some(Compiled::from_parts(
+    let mut c = Compiled::from_parts(
         kernel?,
         target,
         facts,
@@ -180,5 +188,7 @@ fn load(dir: &Path, key: &str) -> Option<Compiled> {
         Timings::default(),
         stages,
         code_object,
-    ))
+    );
+    c.tensor_maps = tensor_maps;
+    Some(c)
 }

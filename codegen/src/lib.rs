@@ -213,6 +213,9 @@ pub struct Compiled {
     pub facts: Facts,
     /// Kernel arguments, in order (see [`KernelArg`] for the calling convention).
     pub args: Vec<KernelArg>,
+    /// The tensor maps the entry takes after `args` (sm_90a kernels whose copies go through
+    /// TMA; empty otherwise): the launch encodes each from its view's tensor.
+    pub tensor_maps: Vec<tma::TensorMapArg>,
     /// Warps (wavefronts) per block; the block is `warps · lanes` threads along x (32 lanes on
     /// NVIDIA, 64 on AMD: [`Compiled::block_threads`]).
     pub warps: u32,
@@ -274,6 +277,7 @@ impl Compiled {
             target,
             facts,
             args,
+            tensor_maps: Vec::new(),
             warps,
             shared_bytes,
             dynamic_shared,
@@ -478,6 +482,7 @@ pub fn compile_with(
         target,
         facts: facts.clone(),
         args: lowered.args,
+        tensor_maps: lowered.tensor_maps,
         warps: func.warps().unwrap_or(1),
         shared_bytes: lowered.shared_bytes,
         dynamic_shared: lowered.dynamic_shared,

@@ -43,6 +43,23 @@ pub enum AbiArg {
     Stride { param: usize, dim: u32 },
     /// A scalar (a bool as a 32-bit 0 or 1).
     Scalar { param: usize },
+    /// Tensor map `map` of [`BundleKernel::tensor_maps`]: 128 bytes, 64-byte aligned, encoded
+    /// at launch from its view's tensor.
+    TensorMap { map: usize },
+}
+
+/// A tensor-map parameter of a kernel whose sm_90a code copies a view with TMA: the entry takes
+/// it after every other argument (`.param .align 64 .b8 name[128]`), and a launch encodes it
+/// from the tensor passed for parameter `view` with a box of `box_dims` elements (outermost
+/// first) landing with a `swizzle_bytes`-byte swizzle (0 for none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleTensorMap {
+    /// Index of the global-view parameter in [`BundleKernel::params`].
+    pub view: usize,
+    /// Box extents, outermost first (one per dimension of the view).
+    pub box_dims: Vec<u32>,
+    /// The swizzle span in bytes: 0 (none), 32, 64 or 128.
+    pub swizzle_bytes: u32,
 }
 
 /// One compiled kernel variant of a bundle.
@@ -75,6 +92,9 @@ pub struct BundleKernel {
     /// see [`view_aligned16`]), in name order: a launch takes it only when those views are.
     /// Empty for the general variant, which every launch may take.
     pub aligned16: Vec<String>,
+    /// The tensor maps the entry takes after the parameters' arguments (empty unless the code
+    /// issues TMA copies).
+    pub tensor_maps: Vec<BundleTensorMap>,
 }
 
 impl BundleKernel {
@@ -96,7 +116,7 @@ impl BundleKernel {
     }
 
     /// The PTX entry's arguments, in order: each global view is a pointer, then its sizes, then
-    /// its strides; each scalar is itself.
+    /// its strides; each scalar is itself; then the tensor maps.
     pub fn abi(&self) -> Vec<AbiArg> {
         let mut out = Vec::new();
         for (param, p) in self.params.iter().enumerate() {
@@ -109,6 +129,7 @@ impl BundleKernel {
                 ParamKind::Scalar => out.push(AbiArg::Scalar { param }),
             }
         }
+        out.extend((0..self.tensor_maps.len()).map(|map| AbiArg::TensorMap { map }));
         out
     }
 }
@@ -215,6 +236,26 @@ pub fn compiled_kernel(
             },
         })
         .collect();
+    let tensor_maps = c
+        .tensor_maps
+        .iter()
+        .map(|m| {
+            let view = c
+                .args
+                .iter()
+                .position(|a| matches!(a, KernelArg::Global { name, .. } if *name == m.view))?;
+            Some(BundleTensorMap {
+                view,
+                box_dims: vec![m.box_rows, m.box_cols],
+                swizzle_bytes: match m.swizzle {
+                    crate::ir::Swizzle::None => 0,
+                    crate::ir::Swizzle::B32 => 32,
+                    crate::ir::Swizzle::B64 => 64,
+                    crate::ir::Swizzle::B128 => 128,
+                },
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
     Some(BundleKernel {
         name: name.to_string(),
         variant: variant.to_string(),
@@ -227,6 +268,7 @@ pub fn compiled_kernel(
         dynamic_shared: c.dynamic_shared,
         ir_hash: ir_hash(module, name),
         aligned16: c.facts.aligned16_params().map(str::to_string).collect(),
+        tensor_maps,
     })
 }
 

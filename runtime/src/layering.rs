@@ -25,7 +25,7 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
     (
         "tensor_map.rs",
         include_str!("tensor_map.rs"),
-        &["ir", "error", "device"],
+        DEVICE,
     ),
     (
         "tensor.rs",
@@ -65,7 +65,7 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
 ];
 
 /// What the device layer may name: nothing above it.
-const DEVICE: &[&str] = &["ir", "error", "abi", "module_cache", "device"];
+const DEVICE: &[&str] = &["ir", "error", "abi", "module_cache", "device", "tensor_map"];
 
 /// The code of a source file without its comments (doc links may point anywhere).
 fn code_lines(source: &str) -> impl Iterator<Item = (usize, &str)> {

@@ -359,6 +359,37 @@ impl TensorMapCache {
     }
 }
 
+/// The cache launches encode their kernels' tensor maps through (one per process).
+pub fn launch_cache() -> &'static TensorMapCache {
+    static CACHE: std::sync::OnceLock<TensorMapCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(TensorMapCache::new)
+}
+
+/// The image of tensor-map parameter `m` for a launch on `device` whose argument for the map's
+/// view is `arg`, its first element at device address `address`: the map of the tensor's
+/// actual extents and strides, with the box and swizzle the code was compiled for, through
+/// [`launch_cache`]. A view TMA cannot describe is an error naming the rule it breaks; the
+/// runtime gives TMA code only launches whose views meet the 16-byte alignment the compile
+/// assumed, which covers the stride and address rules, so this is the last check, not the
+/// dispatch.
+pub(crate) fn launch_map(
+    device: &Device,
+    m: &crate::abi::BundleTensorMap,
+    arg: &crate::device::LaunchArg,
+    address: u64,
+) -> Result<TensorMapImage, TensorMapError> {
+    let swizzle = match m.swizzle_bytes {
+        0 => TmaSwizzle::None,
+        32 => TmaSwizzle::B32,
+        64 => TmaSwizzle::B64,
+        _ => TmaSwizzle::B128,
+    };
+    let dtype = arg.tensor_dtype().ok_or(TensorMapError::Rank { rank: 0 })?;
+    let tile: Vec<usize> = m.box_dims.iter().map(|&b| b as usize).collect();
+    let desc = TensorMapDesc::for_view(dtype, address, arg.shape(), arg.strides(), &tile, swizzle)?;
+    launch_cache().get(device, &desc)
+}
+
 /// `cuTensorMapEncodeTiled` through the driver the `cuda` device loaded.
 mod cuda_encode {
     use cudarc::driver::{result, sys};

@@ -229,6 +229,7 @@ fn child() {
         dynamic_shared: false,
         ir_hash: tilekit::device::ir_hash(module, "rejected"),
         aligned16: Vec::new(),
+        tensor_maps: Vec::new(),
     };
     gpu.attach_bundle(Bundle {
         target: "sm_90a".into(),

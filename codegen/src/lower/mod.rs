@@ -17,6 +17,7 @@ mod atomic;
 mod bitcast;
 mod elementwise;
 pub(crate) mod emit;
+mod fp8;
 mod gather;
 mod memory;
 mod mma;
@@ -28,6 +29,7 @@ mod select;
 mod sort;
 mod sync;
 mod table;
+mod tma_copy;
 mod wgmma;
 
 use std::collections::{HashMap, HashSet};
@@ -63,6 +65,8 @@ pub(crate) enum Lv {
 pub(crate) struct Lowered {
     pub mlir: String,
     pub args: Vec<KernelArg>,
+    /// The tensor-map parameters, after `args` ([`crate::tma::TensorMapArg`]).
+    pub tensor_maps: Vec<crate::tma::TensorMapArg>,
     pub shared_bytes: u64,
     pub dynamic_shared: bool,
 }
@@ -109,6 +113,8 @@ pub(crate) struct Lowerer<'f> {
     lds_transposed_bases: HashSet<String>,
     /// On sm_90a, the loop-carried wgmma accumulators that start at zero ([`wgmma::ZeroStarts`]).
     wgmma_zero_starts: wgmma::ZeroStarts,
+    /// On sm_90a, the TMA copy groups of a kernel that has them ([`tma_copy`]).
+    tma: Option<Box<tma_copy::TmaGroups>>,
 }
 
 type R<T> = Result<T, CodegenError>;
@@ -123,7 +129,8 @@ pub(crate) fn mty(d: ScalarType) -> &'static str {
         ScalarType::I8 => "i8",
         ScalarType::I64 => "i64",
         ScalarType::Bool => "i1",
-        ScalarType::F8E4M3 | ScalarType::F8E5M2 => "!fp8",
+        // An fp8 register holds the element's OCP encoding (see [`fp8`]).
+        ScalarType::F8E4M3 | ScalarType::F8E5M2 => "i8",
     }
 }
 
@@ -538,6 +545,7 @@ impl<'f> Lowerer<'f> {
                 | OpKind::MmaCommit
                 | OpKind::MmaWait(_)
                 | OpKind::Barrier
+                | OpKind::SetMaxNReg { .. }
                 | OpKind::AtomicAdd
                 | OpKind::AtomicRmw(_)
                 | OpKind::AtomicCas
@@ -566,11 +574,7 @@ impl<'f> Lowerer<'f> {
     }
 
     fn op(&mut self, op: &Op) -> R<()> {
-        for &v in op.operands.iter().chain(op.results.iter()) {
-            if self.ty(v).dtype().is_some_and(ScalarType::is_fp8) {
-                return Err(self.unsupported(op, "fp8 element types are not lowered yet"));
-            }
-        }
+        self.check_fp8(op)?;
         if self.rules.defer_shared_loads() {
             if self.deferrable(op) {
                 self.pending_loads.push(op.clone());
@@ -607,6 +611,7 @@ impl<'f> Lowerer<'f> {
             OpKind::MmaAsync(_) | OpKind::MmaCommit | OpKind::MmaWait(_) => {
                 self.mma_async_family(op)
             }
+            OpKind::SetMaxNReg { .. } => self.setmaxnreg(op),
             OpKind::AllocShared
             | OpKind::SharedIndex
             | OpKind::Load
@@ -621,6 +626,9 @@ impl<'f> Lowerer<'f> {
             | OpKind::SemArrive
             | OpKind::SemExpect(_)
             | OpKind::SemWait => self.sync(op),
+            OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) if self.tma.is_some() => {
+                self.tma_pipeline(op)
+            }
             OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => self.pipeline(op),
             OpKind::Cmp(_) | OpKind::Select => self.compare_select(op),
             OpKind::Gather => self.gather(op),
@@ -676,6 +684,7 @@ impl<'f> Lowerer<'f> {
             lds_transposed: lds_transposed_tiles(helper, self.rules.lds_row_xor()),
             lds_transposed_bases: HashSet::new(),
             wgmma_zero_starts: Default::default(),
+            tma: self.tma.clone(),
         };
         for (&p, &a) in helper.params.iter().zip(&op.operands) {
             sub.vals.insert(p, self.vals[&a].clone());
@@ -903,6 +912,7 @@ pub(crate) fn lower(
         lds_transposed: lds_transposed_tiles(func, rules.lds_row_xor()),
         lds_transposed_bases: HashSet::new(),
         wgmma_zero_starts: Default::default(),
+        tma: None,
     };
     // Parameters: a global view of rank n is a pointer, n sizes and n strides (elements, i32);
     // a scalar is passed as itself (bool as i32).
@@ -971,6 +981,27 @@ pub(crate) fn lower(
         }
     }
     check_carried_registers(func, rules.as_ref())?;
+    // On sm_90a, copy groups whose tiles TMA can fill complete on a ring of mbarriers; their
+    // tensor maps are entry parameters after all others.
+    let scan = (target == Target::Sm90a)
+        .then(|| crate::tma::scan(module, func, facts))
+        .flatten();
+    let tensor_maps = scan.as_ref().map(|s| s.maps.clone()).unwrap_or_default();
+    if let Some(scan) = scan {
+        let views = func
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(func.value_type(**p), Type::Global { .. }))
+            .map(|(k, p)| (format!("%p{k}"), func.value_name(*p).unwrap_or("arg").to_string()))
+            .collect();
+        l.tma_groups_begin(scan, views, facts.clone());
+    }
+    for j in 0..tensor_maps.len() {
+        sig.push(format!(
+            "%tm{j}: !llvm.ptr {{llvm.byval = !llvm.array<128 x i8>, llvm.align = 64 : i64, nvvm.grid_constant}}"
+        ));
+    }
     // The module's helpers too: calls are inlined into this function.
     let mut has_copy_async = false;
     for f in std::iter::once(func).chain(&module.funcs) {
@@ -981,6 +1012,7 @@ pub(crate) fn lower(
     }
     l.region(&func.body)?;
     l.flush_async();
+    l.tma_groups_end();
     l.e.line("llvm.return");
     if l.scratch_bytes > 0 {
         let per_warp = l.scratch_bytes.div_ceil(16) * 16;
@@ -1003,6 +1035,10 @@ pub(crate) fn lower(
         ));
     }
     let dynamic_shared = shared_bytes > rules.static_shared_limit();
+    let mut reallocates_registers = false;
+    for f in std::iter::once(func).chain(&module.funcs) {
+        f.walk(|op| reallocates_registers |= matches!(op.kind, OpKind::SetMaxNReg { .. }));
+    }
     let mlir = rules.module(&KernelText {
         name: &func.name,
         sig: &sig.join(", "),
@@ -1011,10 +1047,12 @@ pub(crate) fn lower(
         threads: warps * frag.lanes(),
         shared_bytes,
         dynamic_shared,
+        reallocates_registers,
     });
     Ok(Lowered {
         mlir,
         args,
+        tensor_maps,
         shared_bytes,
         dynamic_shared,
     })

@@ -43,9 +43,11 @@
 //! TMA writes its ring with semaphores (as the warp-specialized GEMM does), which is also what
 //! lets a producer warp run ahead of the consumers.
 
-use tilekit_ir::{ScalarType, Swizzle};
+use std::collections::HashMap;
 
-use crate::layout;
+use tilekit_ir::{Func, Module, OpKind, ScalarType, Scope, Swizzle, Type, Value};
+
+use crate::{layout, Facts};
 
 /// Most elements along one dimension of a TMA box (`cuTensorMapEncodeTiled`'s `boxDim`).
 pub const MAX_BOX_EXTENT: u32 = 256;
@@ -208,6 +210,177 @@ pub fn load_asm(rank: usize) -> String {
         coords.join(", "),
         rank + 2
     )
+}
+
+/// One tensor-map parameter of a compiled kernel: the entry declares it after every other
+/// parameter as `.param .align 64 .b8 name[128]` (a grid-constant `CUtensorMap`), and the
+/// launch encodes it from the tensor it passes for global-view parameter `view` (its address,
+/// extents and strides are known only then) with a box of `box_rows × box_cols` elements
+/// (outermost first; a rank-2 view) landing in shared memory with `swizzle`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorMapArg {
+    /// The global-view parameter the map describes (its name in the kernel's signature).
+    pub view: String,
+    /// Rows of the box (the outer dimension).
+    pub box_rows: u32,
+    /// Columns (elements) of the box (the inner, contiguous dimension).
+    pub box_cols: u32,
+    /// The shared-memory swizzle the box lands with.
+    pub swizzle: Swizzle,
+}
+
+impl TensorMapArg {
+    /// The text form the compile cache and bundles record: `<view> <rows>x<cols> <swizzle>`.
+    pub fn to_text(&self) -> String {
+        format!(
+            "{} {}x{} {}",
+            self.view,
+            self.box_rows,
+            self.box_cols,
+            self.swizzle.name()
+        )
+    }
+
+    /// Reads [`TensorMapArg::to_text`]'s form back; `None` for any other text.
+    pub fn from_text(text: &str) -> Option<TensorMapArg> {
+        let mut w = text.split_whitespace();
+        let view = w.next()?.to_string();
+        let (r, c) = w.next()?.split_once('x')?;
+        let swizzle = Swizzle::from_name(w.next()?)?;
+        if w.next().is_some() {
+            return None;
+        }
+        Some(TensorMapArg {
+            view,
+            box_rows: r.parse().ok()?,
+            box_cols: c.parse().ok()?,
+            swizzle,
+        })
+    }
+}
+
+/// The TMA copy a `copy_start` of a `dst` shared tile from global-view parameter `view`
+/// (`None` when the view is not a kernel parameter: a table entry has no map) becomes, or
+/// `None` when it stays `cp.async`: a rank-2 view of the tile's element type that the compile
+/// assumes 16-byte aligned ([`Facts::is_aligned16`]: base, inner stride 1 and outer stride in
+/// whole 16-byte chunks, what a tensor map needs), and a swizzled tile (the layouts `wgmma`
+/// reads) that a [`plan`] fills and whose size keeps every tile of a shared array on the
+/// swizzle's 1024-byte boundary.
+pub fn copy_plan(
+    dst: &Type,
+    src: &Type,
+    view: Option<&str>,
+    facts: &Facts,
+) -> Option<(TensorMapArg, TmaPlan)> {
+    let Type::SharedTile {
+        dtype,
+        rows,
+        cols,
+        swizzle,
+    } = *dst
+    else {
+        return None;
+    };
+    let Type::Global {
+        dtype: gd, rank, ..
+    } = *src
+    else {
+        return None;
+    };
+    let view = view?;
+    if gd != dtype || rank != 2 || dtype == ScalarType::Bool || swizzle == Swizzle::None {
+        return None;
+    }
+    if !facts.is_aligned16(view) || (rows * cols * dtype.size_bytes()) % 1024 != 0 {
+        return None;
+    }
+    let p = plan(rows, cols, dtype, swizzle).ok()?;
+    Some((
+        TensorMapArg {
+            view: view.to_string(),
+            box_rows: p.box_rows,
+            box_cols: p.box_cols,
+            swizzle,
+        },
+        p,
+    ))
+}
+
+/// What a kernel's copy groups become on sm_90a ([`scan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TmaScan {
+    /// The tensor maps the kernel's TMA copies read, in first-use order: map j is entry
+    /// parameter `%tm{j}`.
+    pub maps: Vec<TensorMapArg>,
+    /// Whether some `copy_start` of the kernel stays `cp.async` (its groups then also commit
+    /// and wait `cp.async` groups).
+    pub cp_async: bool,
+}
+
+/// The tensor maps kernel `func` of `module` needs when its copy groups go through TMA, or
+/// `None` when they stay `cp.async`: no `copy_start` has a [`copy_plan`], or some copy-group op
+/// (`copy_start`, `copy_commit`, `copy_wait`) is not block-scoped (the groups' mbarriers are
+/// the block's: one arrival per group by thread 0, waits by every thread). Helpers are
+/// followed through their calls, so a view passed down keeps its parameter's map.
+pub fn scan(module: &Module, func: &Func, facts: &Facts) -> Option<TmaScan> {
+    let mut out = TmaScan {
+        maps: Vec::new(),
+        cp_async: false,
+    };
+    let mut block_scoped = true;
+    let params: HashMap<Value, String> = func
+        .params
+        .iter()
+        .filter_map(|p| Some((*p, func.value_name(*p)?.to_string())))
+        .collect();
+    scan_func(module, func, &params, facts, 0, &mut out, &mut block_scoped);
+    (block_scoped && !out.maps.is_empty()).then_some(out)
+}
+
+fn scan_func(
+    module: &Module,
+    func: &Func,
+    views: &HashMap<Value, String>,
+    facts: &Facts,
+    depth: u32,
+    out: &mut TmaScan,
+    block_scoped: &mut bool,
+) {
+    // Deeper nesting is refused by the lowering (recursion).
+    if depth > 64 {
+        return;
+    }
+    func.walk(|op| match &op.kind {
+        OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => {
+            *block_scoped &= op.scope == Scope::Block;
+            if op.kind != OpKind::CopyStart {
+                return;
+            }
+            let (dst, src) = (op.operands[0], op.operands[1]);
+            let view = views.get(&src).map(String::as_str);
+            match copy_plan(func.value_type(dst), func.value_type(src), view, facts) {
+                Some((m, _)) => {
+                    if !out.maps.contains(&m) {
+                        out.maps.push(m);
+                    }
+                }
+                None => out.cp_async = true,
+            }
+        }
+        OpKind::Call(name) => {
+            let Some(callee) = module.func(name) else {
+                return;
+            };
+            let inner: HashMap<Value, String> = callee
+                .params
+                .iter()
+                .zip(&op.operands)
+                .filter_map(|(p, a)| Some((*p, views.get(a)?.clone())))
+                .collect();
+            scan_func(module, callee, &inner, facts, depth + 1, out, block_scoped);
+        }
+        _ => {}
+    });
 }
 
 #[cfg(test)]

@@ -41,7 +41,21 @@ struct KernelEntry {
     dynamic_shared: bool,
     aligned16: Vec<String>,
     params: Vec<ParamEntry>,
+    /// Tensor maps the entry takes after the parameters (sm_90a code with TMA copies); left
+    /// out when there are none, so bundles without TMA read as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tensor_maps: Vec<TensorMapEntry>,
     abi: Vec<String>,
+}
+
+/// One tensor-map parameter: the view parameter it describes (by name), its box (outermost
+/// first) and the swizzle span in bytes (0 for none).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TensorMapEntry {
+    view: String,
+    box_dims: Vec<u64>,
+    swizzle_bytes: u64,
 }
 
 /// One parameter.
@@ -81,6 +95,10 @@ pub(super) fn abi_names(k: &BundleKernel) -> Vec<String> {
                 name(param),
                 k.params.get(param).map_or("?", |p| p.dtype.name())
             ),
+            AbiArg::TensorMap { map } => format!(
+                "{}:tensor_map",
+                k.tensor_maps.get(map).map_or("?", |m| name(m.view))
+            ),
         })
         .collect()
 }
@@ -117,6 +135,18 @@ pub(super) fn encode(b: &Bundle) -> Result<String, BundleError> {
                             name: p.name.clone(),
                             dtype: p.dtype.name().to_string(),
                         },
+                    })
+                    .collect(),
+                tensor_maps: k
+                    .tensor_maps
+                    .iter()
+                    .map(|m| TensorMapEntry {
+                        view: k
+                            .params
+                            .get(m.view)
+                            .map_or_else(String::new, |p| p.name.clone()),
+                        box_dims: m.box_dims.iter().map(|&b| u64::from(b)).collect(),
+                        swizzle_bytes: m.swizzle_bytes.into(),
                     })
                     .collect(),
                 abi: abi_names(k),
@@ -230,6 +260,41 @@ fn kernel_from_entry(
             },
         });
     }
+    let mut tensor_maps = Vec::with_capacity(e.tensor_maps.len());
+    for m in &e.tensor_maps {
+        let view = params
+            .iter()
+            .position(|p| p.name == m.view && matches!(p.kind, ParamKind::Global { .. }))
+            .ok_or_else(|| {
+                err(format!(
+                    "tensor map of `{}`: no global-view parameter has that name",
+                    shown(&m.view)
+                ))
+            })?;
+        let ParamKind::Global { rank, .. } = params[view].kind else {
+            unreachable!("found as a global view")
+        };
+        if m.box_dims.len() != rank as usize || m.box_dims.iter().any(|&b| !(1..=256).contains(&b))
+        {
+            return Err(err(format!(
+                "tensor map of `{}`: box {:?}; expected {rank} extents in 1..=256",
+                shown(&m.view),
+                m.box_dims
+            )));
+        }
+        if ![0, 32, 64, 128].contains(&m.swizzle_bytes) {
+            return Err(err(format!(
+                "tensor map of `{}`: swizzle of {} bytes; expected 0, 32, 64 or 128",
+                shown(&m.view),
+                m.swizzle_bytes
+            )));
+        }
+        tensor_maps.push(crate::abi::BundleTensorMap {
+            view,
+            box_dims: m.box_dims.iter().map(|&b| b as u32).collect(),
+            swizzle_bytes: m.swizzle_bytes as u32,
+        });
+    }
     let kernel = BundleKernel {
         name: e.name,
         variant: e.variant,
@@ -243,6 +308,7 @@ fn kernel_from_entry(
         dynamic_shared: e.dynamic_shared,
         ir_hash: e.ir_hash,
         aligned16: e.aligned16,
+        tensor_maps,
     };
     // The fields first: the `abi` comparison below builds a list as long as the ranks say.
     validate::check_kernel_fields(origin, target, &kernel)?;

@@ -552,6 +552,8 @@ pub(crate) enum ParamValue {
     F32(f32),
     U16(u16),
     U8(u8),
+    /// A tensor map (`CUtensorMap`: 128 bytes, 64-byte aligned), passed by value.
+    Map(crate::tensor_map::TensorMapImage),
 }
 
 impl ParamValue {
@@ -564,6 +566,7 @@ impl ParamValue {
             ParamValue::F32(v) => (v as *const f32).cast(),
             ParamValue::U16(v) => (v as *const u16).cast(),
             ParamValue::U8(v) => (v as *const u8).cast(),
+            ParamValue::Map(m) => m.0.as_ptr(),
         }
     }
 }

@@ -83,6 +83,7 @@ fn param_bytes(v: &cuda::ParamValue) -> Vec<u8> {
         P::F32(x) => x.to_le_bytes().to_vec(),
         P::U16(x) => x.to_le_bytes().to_vec(),
         P::U8(x) => vec![*x],
+        P::Map(m) => m.0.to_vec(),
     }
 }
 
@@ -168,7 +169,7 @@ pub(super) fn launch(
             LaunchArg::Scalar(..) => {}
         }
     }
-    let values = abi_values(k, args, &bases)?;
+    let values = abi_values(device, k, args, &bases)?;
     let bytes: Vec<Vec<u8>> = values.iter().map(param_bytes).collect();
     let emu_err = |err: EmuError| {
         // A trap on a `device_assert`'s line names the assert's message.

@@ -710,6 +710,7 @@ fn check_args(k: &BundleKernel, args: &[LaunchArg]) -> Result<(), Error> {
 
 /// The entry's argument values, in ABI order.
 fn abi_values(
+    device: &Device,
     k: &BundleKernel,
     args: &[LaunchArg],
     pointers: &[u64],
@@ -753,6 +754,18 @@ fn abi_values(
                         ScalarType::I64 => P::I64(v as i64),
                         ScalarType::Bool => P::I32(i32::from(v != 0.0)),
                     }
+                }
+                AbiArg::TensorMap { map } => {
+                    let m = &k.tensor_maps[map];
+                    let image =
+                        crate::tensor_map::launch_map(device, m, &args[m.view], pointers[m.view])
+                            .map_err(|e| Error::Argument {
+                                kernel: k.name.clone(),
+                                param: k.params[m.view].name.clone(),
+                                expected: "a view a TMA tensor map describes (the code copies it with TMA)".into(),
+                                found: e.to_string(),
+                            })?;
+                    P::Map(image)
                 }
             })
         })
@@ -885,7 +898,7 @@ fn launch_staged<V: Vendor>(
     let k = &loaded.code;
     check_args(k, args)?;
     let staged = Staged::<V::Buffer>::new(device, k, gpu.context(), args, |s| gpu.own(s))?;
-    let values = abi_values(k, args, &staged.addresses)?;
+    let values = abi_values(device, k, args, &staged.addresses)?;
     let shared = dynamic_shared(k);
     let launch_failed = |message: String| Error::Launch {
         kernel: k.name.clone(),
@@ -1067,6 +1080,7 @@ mod tests {
             dynamic_shared: false,
             ir_hash: "0123456789abcdef".into(),
             aligned16: Vec::new(),
+            tensor_maps: Vec::new(),
         }
     }
 
@@ -1107,7 +1121,7 @@ mod tests {
             LaunchArg::Scalar(ScalarType::I32, -7.0),
         ];
         check_args(&k, &args).unwrap();
-        let v = abi_values(&k, &args, &[0xdead_beef_0000, 0, 0, 0]).unwrap();
+        let v = abi_values(&Device::Cpu, &k, &args, &[0xdead_beef_0000, 0, 0, 0]).unwrap();
         let got: Vec<String> = v.iter().map(|p| format!("{p:?}")).collect();
         assert_eq!(
             got,

@@ -131,6 +131,7 @@ pub fn seed_bundles() -> Vec<Bundle> {
                 dynamic_shared: false,
                 ir_hash: tilekit::abi::ir_hash(module, info.name),
                 aligned16: Vec::new(),
+                tensor_maps: Vec::new(),
             });
         }
         out.push(Bundle {

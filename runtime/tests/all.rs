@@ -9,6 +9,8 @@ mod aligned_copies;
 mod approx_numerics;
 #[path = "attention_decode.rs"]
 mod attention_decode;
+#[path = "attention_varlen.rs"]
+mod attention_varlen;
 #[path = "bank_conflicts.rs"]
 mod bank_conflicts;
 #[path = "cli_pipe.rs"]
@@ -31,10 +33,16 @@ mod dsl_scan;
 mod dsl_topk;
 #[path = "emulator.rs"]
 mod emulator;
+#[path = "fp8.rs"]
+mod fp8;
 #[path = "gemm_wg.rs"]
 mod gemm_wg;
+#[path = "gemm_ws_wg.rs"]
+mod gemm_ws_wg;
 #[path = "hot_loop.rs"]
 mod hot_loop;
+#[path = "linear_ce.rs"]
+mod linear_ce;
 #[path = "loss.rs"]
 mod loss;
 #[path = "moe_gemm.rs"]
@@ -45,8 +53,14 @@ mod moe_routing;
 mod muon;
 #[path = "optim8.rs"]
 mod optim8;
+#[path = "optim_api.rs"]
+mod optim_api;
 #[path = "optim_multi.rs"]
 mod optim_multi;
+#[path = "setmaxnreg.rs"]
+mod setmaxnreg;
+#[path = "shampoo.rs"]
+mod shampoo;
 #[path = "spills.rs"]
 mod spills;
 #[path = "tensor_map.rs"]

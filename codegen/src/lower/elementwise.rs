@@ -118,7 +118,16 @@ impl Lowerer<'_> {
                     from.dtype().unwrap_or(ScalarType::F32),
                     to.dtype().unwrap_or(ScalarType::F32),
                 );
-                self.map(op, |l, xs| Ok(l.convert(fd, td, &xs[0])))?
+                if fd != td && (fd.is_fp8() || td.is_fp8()) {
+                    // Packed conversions take two elements per instruction.
+                    match self.val(op.operands[0]).clone() {
+                        Lv::Regs(xs) => Lv::Regs(self.convert_fp8(fd, td, &xs)),
+                        Lv::Scalar(x) => Lv::Scalar(self.convert_fp8(fd, td, &[x]).remove(0)),
+                        _ => return Err(self.unsupported(op, "convert of a non-register value")),
+                    }
+                } else {
+                    self.map(op, |l, xs| Ok(l.convert(fd, td, &xs[0])))?
+                }
             }
             OpKind::Bcast(axis, f) => self.bcast(op, *axis, *f)?,
             OpKind::Reduce(axis, f) => self.reduce(op, *axis, *f)?,
@@ -392,6 +401,9 @@ impl Lowerer<'_> {
     /// `convert` of one element: round to nearest even between floats; float → int saturating
     /// with NaN → 0 (`fptosi.sat`); int → narrower int saturating.
     pub(super) fn convert(&mut self, from: ScalarType, to: ScalarType, x: &str) -> String {
+        if from != to && (from.is_fp8() || to.is_fp8()) {
+            return self.convert_fp8(from, to, &[x.to_string()]).remove(0);
+        }
         let (ft, tt) = (mty(from), mty(to));
         if from == to || (ft == tt && from != ScalarType::Bool && to != ScalarType::Bool) {
             return x.to_string();

@@ -16,6 +16,9 @@ pub(crate) struct Emit {
     /// dominate every region, and deduplicated by their defining text.
     pub prologue: String,
     hoisted: HashMap<String, String>,
+    /// The hoisted i32 constants by name, so that a lowering rule can tell a compile-time
+    /// index from a run-time one ([`Emit::known_i32`]).
+    consts: HashMap<String, i64>,
     indent: usize,
     next: u32,
     /// `%lane`, `lane / 4` and `lane % 4`, defined at the top of the kernel.
@@ -53,7 +56,19 @@ impl Emit {
         let v = self.fresh();
         self.prologue.push_str(&format!("    {v} = {rhs}\n"));
         self.hoisted.insert(rhs.to_string(), v.clone());
+        if let Some(k) = rhs
+            .strip_prefix("arith.constant ")
+            .and_then(|r| r.strip_suffix(" : i32"))
+            .and_then(|k| k.parse().ok())
+        {
+            self.consts.insert(v.clone(), k);
+        }
         v
+    }
+
+    /// The value of `v` where it names an i32 constant ([`Emit::i32`], or an IR constant).
+    pub fn known_i32(&self, v: &str) -> Option<i64> {
+        self.consts.get(v).copied()
     }
 
     pub fn open(&mut self, s: &str) {
@@ -100,9 +115,11 @@ impl Emit {
             }
             ScalarType::I8 => format!("arith.constant {} : i8", v as i64 as i8),
             ScalarType::I64 => format!("arith.constant {} : i64", v as i64),
-            ScalarType::F8E4M3 | ScalarType::F8E5M2 => {
-                unreachable!("fp8 is rejected before emission")
-            }
+            // fp8 registers are i8 holding the encoding (see `lower::fp8`).
+            ScalarType::F8E4M3 | ScalarType::F8E5M2 => format!(
+                "arith.constant {} : i8",
+                tilekit_ir::numeric::fp8_to_bits(d, tilekit_ir::numeric::round(d, v)) as i8
+            ),
         };
         self.hoist(&rhs)
     }

@@ -2,7 +2,9 @@
 //! Matrix Multiply-Accumulate*): B, and A where it can, read from shared memory through matrix
 //! descriptors, the accumulator in the registers of the IR's row tile.
 //!
-//! An op qualifies when its operands are bf16 or f16 and its shared operands are in one of
+//! An op qualifies when its operands are bf16 or f16 (or fp8, either format on each side, as
+//! `mma.abt` with both operands shared and K-major: `.e4m3`/`.e5m2` wgmma is K-major only and
+//! takes K 32 per instruction, with no transposition immediates) and its shared operands are in one of
 //! wgmma's canonical swizzled layouts ([`operand_plan`]): the tile placement of
 //! [`layout::shared_tile_offset`] (row-major pieces, swizzled) equals the canonical K-major
 //! layout when the contiguous dimension is K, and the MN-major one when it is M or N, exactly
@@ -54,6 +56,10 @@ use crate::Target;
 
 /// K of one `wgmma.mma_async` with 16-bit operands.
 const WGMMA_K: u32 = 16;
+
+/// What an fp8 `mma` needs to lower (PTX ISA, *wgmma.mma_async*: `.e4m3`/`.e5m2` operands are
+/// K-major, K 32 per instruction).
+const FP8_WGMMA_ONLY: &str = "fp8 operands multiply on sm_90a's wgmma only: a warpgroup mma.abt or mma_async.abt with A and B K-major in canonical swizzled shared tiles (A stored M×K with 16 rows of C per warp, B stored N×K), K a multiple of 32";
 
 /// Which dimension of a shared operand is contiguous in memory (`imm-trans-a/b`: 0 is K-major,
 /// 1 is M-major for A and N-major for B; transposition is valid for 16-bit types only).
@@ -254,7 +260,13 @@ impl Lowerer<'_> {
         let OpKind::Mma(v) = op.kind else {
             return Ok(false);
         };
-        self.wgmma_op(op, v, Completion::Wait)
+        let done = self.wgmma_op(op, v, Completion::Wait)?;
+        if !done && self.ty(op.operands[1]).dtype().is_some_and(ScalarType::is_fp8) {
+            // mma.sync's fp8 form (m16n8k32) has other fragments than the 16-bit one the
+            // warp-scope lowering builds: fp8 products run on wgmma only.
+            return Err(self.unsupported(op, FP8_WGMMA_ONLY));
+        }
+        Ok(done)
     }
 
     /// The flattened initial values `names` of `for` op `op` (induction variable `iv`, bounds
@@ -476,8 +488,13 @@ impl Lowerer<'_> {
         else {
             return Ok(false);
         };
-        if !matches!(dtype, ScalarType::BF16 | ScalarType::F16) || self.ty(a).dtype() != Some(dtype)
-        {
+        let a_dtype = self.ty(a).dtype().unwrap_or(dtype);
+        // fp8 (either format on each side) reads both operands K-major through descriptors.
+        let fp8 = dtype.is_fp8() && a_dtype.is_fp8();
+        if fp8 && (v != MmaVariant::ABt || !self.ty(a).is_shared()) {
+            return Ok(false);
+        }
+        if !fp8 && (!matches!(dtype, ScalarType::BF16 | ScalarType::F16) || a_dtype != dtype) {
             return Ok(false);
         }
         let es = dtype.size_bytes();
@@ -491,7 +508,7 @@ impl Lowerer<'_> {
             return Ok(false);
         };
         let a_val = self.wgmma_a(op, v, a, m)?;
-        if done == Completion::Async && !matches!(a_val, AOperand::Shared(..)) {
+        if (done == Completion::Async || fp8) && !matches!(a_val, AOperand::Shared(..)) {
             return Ok(false);
         }
         let b_base = self.wgmma_descriptor(b, &b_plan);
@@ -508,11 +525,15 @@ impl Lowerer<'_> {
         self.e.line(
             "llvm.inline_asm has_side_effects \"fence.proxy.async.shared::cta;\", \"\" : () -> ()",
         );
-        let kind = if dtype == ScalarType::BF16 {
-            "bf16"
-        } else {
-            "f16"
+        let name = |d: ScalarType| match d {
+            ScalarType::BF16 => "bf16",
+            ScalarType::F16 => "f16",
+            ScalarType::F8E4M3 => "e4m3",
+            _ => "e5m2",
         };
+        // One instruction's K: 16 elements of 16-bit types, 32 of fp8 (32 bytes either way).
+        let k_instr = if fp8 { 2 * WGMMA_K } else { WGMMA_K };
+        let kind = format!("k{k_instr}.f32.{}.{}", name(a_dtype), name(dtype));
         let t = super::mty(dtype);
         for mi in 0..m / 16 {
             let mut n0 = 0;
@@ -522,10 +543,12 @@ impl Lowerer<'_> {
                     .map(|r| layout::wgmma_d_tile_reg(n, mi, n0, r))
                     .collect();
                 let mut steps = Vec::new();
-                for ks in 0..k / WGMMA_K {
+                for ks in 0..k / k_instr {
+                    // `start` counts k-steps of 16 elements; an fp8 step is two of them.
+                    let ks_16 = ks * (k_instr / WGMMA_K);
                     let a_op = match &a_val {
                         AOperand::Shared(base, plan) => {
-                            WgA::Desc(self.advance(base, plan.start(ks, 0)))
+                            WgA::Desc(self.advance(base, plan.start(ks_16, 0)))
                         }
                         AOperand::Regs(regs, dims) => {
                             let idx = layout::wgmma_a_tile_regs(v, *dims, mi, ks);
@@ -537,7 +560,7 @@ impl Lowerer<'_> {
                             )
                         }
                     };
-                    let bd = self.advance(&b_base, b_plan.start(ks, n0));
+                    let bd = self.advance(&b_base, b_plan.start(ks_16, n0));
                     steps.push((a_op, bd));
                 }
                 let a_major = match &a_val {
@@ -545,7 +568,7 @@ impl Lowerer<'_> {
                     AOperand::Regs(..) => None,
                 };
                 let out = self.wgmma_asm(
-                    kind,
+                    &kind,
                     nn,
                     (&d, &rc, first_scale.as_deref()),
                     &steps,
@@ -621,7 +644,7 @@ impl Lowerer<'_> {
         self.e.op(&format!("arith.addi {base}, {k} : i64"))
     }
 
-    /// One inline-asm sequence: `wgmma.fence`, a `wgmma.mma_async.m64n{nn}k16` per step (all
+    /// One inline-asm sequence: `wgmma.fence`, a `wgmma.mma_async.m64n{nn}{kind}` per step (all
     /// accumulating into the same registers, tied to the tile's registers `d` of `rc`), then
     /// for [`Completion::Wait`] `commit_group` and `wait_group 0`. The first step's `scale-d`
     /// is the i1 `first_scale` where given (false: D = A·B), every other's true. Returns the
@@ -695,13 +718,15 @@ impl Lowerer<'_> {
             cons.push("l".into());
             let b_text = format!("${next}");
             next += 1;
-            // imm-scale-a, imm-scale-b = 1; imm-trans-a only in the descriptor-A form.
+            // imm-scale-a, imm-scale-b = 1; imm-trans-a only in the descriptor-A form, and
+            // neither imm-trans for fp8 (its operands are K-major by definition).
             let trans = match a_major {
-                Some(am) => format!("{}, {}", am.imm_trans(), b_major.imm_trans()),
-                None => format!("{}", b_major.imm_trans()),
+                _ if kind.contains("e4m3") || kind.contains("e5m2") => String::new(),
+                Some(am) => format!(", {}, {}", am.imm_trans(), b_major.imm_trans()),
+                None => format!(", {}", b_major.imm_trans()),
             };
             text.push_str(&format!(
-                "\\0A\\09wgmma.mma_async.sync.aligned.m64n{nn}k16.f32.{kind}.{kind} {{{dlist}}}, {a_text}, {b_text}, ${scale}, 1, 1, {trans};"
+                "\\0A\\09wgmma.mma_async.sync.aligned.m64n{nn}{kind} {{{dlist}}}, {a_text}, {b_text}, ${scale}, 1, 1{trans};"
             ));
         }
         if done == Completion::Wait {

@@ -203,6 +203,10 @@ impl Rules for Nvidia {
         self.target == Target::Sm90a
     }
 
+    fn setmaxnreg(&self) -> bool {
+        self.target == Target::Sm90a
+    }
+
     fn module(&self, k: &KernelText<'_>) -> String {
         let smem_decl = if k.dynamic_shared {
             // Dynamic shared memory: the launch passes the size (and opts in above 48 KiB).
@@ -213,8 +217,16 @@ impl Rules for Nvidia {
                 k.shared_bytes.max(16)
             )
         };
+        // ptxas honours `setmaxnreg` only when it knows the registers at entry: `.maxntid`
+        // together with `.minnctapersm` gives them (DESIGN.md, facts measured; otherwise its
+        // C7508 advisory, "unable to determine register count at entry").
+        let min_blocks = if k.reallocates_registers && self.setmaxnreg() {
+            ", nvvm.minctasm = 1 : i32"
+        } else {
+            ""
+        };
         format!(
-            "module attributes {{llvm.target_triple = \"nvptx64-nvidia-cuda\"}} {{\n  {smem_decl}\n  llvm.func @{name}({sig}) attributes {{nvvm.kernel, nvvm.maxntid = array<i32: {threads}, 1, 1>}} {{\n{prologue}{body}  }}\n}}\n",
+            "module attributes {{llvm.target_triple = \"nvptx64-nvidia-cuda\"}} {{\n  {smem_decl}\n  llvm.func @{name}({sig}) attributes {{nvvm.kernel, nvvm.maxntid = array<i32: {threads}, 1, 1>{min_blocks}}} {{\n{prologue}{body}  }}\n}}\n",
             name = k.name,
             sig = k.sig,
             threads = k.threads,

@@ -44,7 +44,10 @@ use syn::{
 /// Attribute arguments: `warps = EXPR` (warps per block, may use the const generics; default 1),
 /// `allow_spills` (the author accepts register spills: without it, compiling a kernel whose live
 /// values do not fit the target's registers is an error naming the numbers),
-/// `variants(<A, B>, …)` (instantiations to register), `selftest = path::to::fn`
+/// `variants(<A, B>, …)` (instantiations to register; `<A, B> for [sm_90a]` registers one for
+/// the listed code targets only, e.g. a variant that spills or does not fit elsewhere),
+/// `targets = [sm_80, sm_90a]` (the targets of every variant that lists none; default: every
+/// target), `selftest = path::to::fn`
 /// (`fn(&Device) -> Result<String, String>`), `check = EXPR` (a `fn(&[Arg]) -> Result<(),
 /// String>` the launcher runs on the arguments after the dtype and rank checks and the contract,
 /// for what a contract cannot say; it may use the const generics, e.g. `check = rule::<D>`).
@@ -157,7 +160,11 @@ struct KernelArgs {
     /// `allow_spills`: the author accepts register spills (otherwise code generation refuses
     /// a kernel that does not fit the target's registers).
     allow_spills: bool,
-    variants: Vec<AngleBracketedGenericArguments>,
+    /// Each variant with the targets it lists (`<..> for [sm_90a]`; empty: the kernel's).
+    variants: Vec<(AngleBracketedGenericArguments, Vec<Ident>)>,
+    /// `targets = [sm_90a, ..]`: the targets every variant is for unless it lists its own
+    /// (empty: every target).
+    targets: Vec<Ident>,
     selftest: Option<Path>,
     check: Option<Expr>,
     shapes: Option<contract::Shapes>,
@@ -170,6 +177,7 @@ impl Parse for KernelArgs {
             warps: None,
             allow_spills: false,
             variants: Vec::new(),
+            targets: Vec::new(),
             selftest: None,
             check: None,
             shapes: None,
@@ -203,14 +211,19 @@ impl Parse for KernelArgs {
                 "variants" => {
                     let content;
                     syn::parenthesized!(content in input);
-                    let list: Punctuated<AngleBracketedGenericArguments, Token![,]> =
+                    let list: Punctuated<VariantArg, Token![,]> =
                         Punctuated::parse_terminated(&content)?;
-                    args.variants.extend(list);
+                    args.variants
+                        .extend(list.into_iter().map(|v| (v.args, v.targets)));
+                }
+                "targets" => {
+                    input.parse::<Token![=]>()?;
+                    args.targets = parse_targets(input)?;
                 }
                 _ => {
                     return Err(syn::Error::new(
                         key.span(),
-                        "unknown kernel argument: expected `warps = N`, `allow_spills`, `variants(<..>, ..)`, `selftest = path`, `check = path`, `shapes(x: [T, H], ..)` or `grid = [X, Y, Z]`",
+                        "unknown kernel argument: expected `warps = N`, `allow_spills`, `variants(<..>, <..> for [sm_90a], ..)`, `targets = [sm_80, ..]`, `selftest = path`, `check = path`, `shapes(x: [T, H], ..)` or `grid = [X, Y, Z]`",
                     ))
                 }
             }
@@ -220,6 +233,57 @@ impl Parse for KernelArgs {
         }
         Ok(args)
     }
+}
+
+/// The code targets a variant may name (`tilekit_codegen::Target::ALL`; the runtime's registry
+/// test keeps the two lists equal, since this crate depends on nothing of ours).
+const KNOWN_TARGETS: &[&str] = &["sm_80", "sm_90a", "gfx90a", "gfx942", "gfx950"];
+
+/// One entry of `variants(…)`: comptime arguments, optionally `for [target, …]`.
+struct VariantArg {
+    args: AngleBracketedGenericArguments,
+    targets: Vec<Ident>,
+}
+
+impl Parse for VariantArg {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let args = input.parse()?;
+        let targets = if input.peek(Token![for]) {
+            input.parse::<Token![for]>()?;
+            parse_targets(input)?
+        } else {
+            Vec::new()
+        };
+        Ok(VariantArg { args, targets })
+    }
+}
+
+/// `[sm_90a, gfx942]`: a non-empty list of known target names, each checked at its span.
+fn parse_targets(input: ParseStream<'_>) -> syn::Result<Vec<Ident>> {
+    let content;
+    let brackets = syn::bracketed!(content in input);
+    let list: Punctuated<Ident, Token![,]> = Punctuated::parse_terminated(&content)?;
+    if list.is_empty() {
+        return Err(syn::Error::new(
+            brackets.span.join(),
+            format!(
+                "an empty target list: name at least one of {}",
+                KNOWN_TARGETS.join(", ")
+            ),
+        ));
+    }
+    for t in &list {
+        if !KNOWN_TARGETS.contains(&t.to_string().as_str()) {
+            return Err(syn::Error::new(
+                t.span(),
+                format!(
+                    "unknown target `{t}`: expected one of {}",
+                    KNOWN_TARGETS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(list.into_iter().collect())
 }
 
 // ---- checks ---------------------------------------------------------------------------------
@@ -795,9 +859,23 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
         quote!(#vis struct #name #impl_g (::core::marker::PhantomData<fn() -> (#(#type_params,)*)>) #where_g;)
     };
 
+    let target_list = |own: &[Ident]| {
+        let names: Vec<String> = if own.is_empty() { &args.targets } else { own }
+            .iter()
+            .map(Ident::to_string)
+            .collect();
+        quote!(&[#(#names),*])
+    };
     let variants: Vec<TokenStream2> = if generics.params.is_empty() {
+        if let Some((v, _)) = args.variants.first() {
+            return Err(syn::Error::new_spanned(
+                v,
+                "a kernel without generic parameters has one variant: list its targets with `targets = [..]`",
+            ));
+        }
+        let targets = target_list(&[]);
         vec![
-            quote!(::tilekit::Variant { args: "", params: #params_str, module: #name::module, check: #name::check_args, contract: #name::contract }),
+            quote!(::tilekit::Variant { args: "", params: #params_str, targets: #targets, module: #name::module, check: #name::check_args, contract: #name::contract }),
         ]
     } else {
         // Each variant lists its parameters with the generics substituted (`GlMut<f32, 3>`,
@@ -814,7 +892,8 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
             .collect();
         args.variants
             .iter()
-            .map(|v| {
+            .map(|(v, own)| {
+                let targets = target_list(own);
                 let s = v
                     .to_token_stream()
                     .to_string()
@@ -830,7 +909,7 @@ fn expand_kernel(args: KernelArgs, f: ItemFn) -> syn::Result<TokenStream2> {
                     }))
                     .collect();
                 let p = params_text(&params, &values);
-                quote!(::tilekit::Variant { args: #s, params: #p, module: #name::#v::module, check: #name::#v::check_args, contract: #name::#v::contract })
+                quote!(::tilekit::Variant { args: #s, params: #p, targets: #targets, module: #name::#v::module, check: #name::#v::check_args, contract: #name::#v::contract })
             })
             .collect()
     };

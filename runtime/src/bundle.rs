@@ -420,11 +420,16 @@ pub fn compile_registry_with(
         });
     }
     let registry = crate::registry::kernels();
-    let total = registry.iter().map(|k| k.variants.len()).sum();
+    // Variants registered for other targets only (`<..> for [sm_90a]`) are not in the bundle.
+    let total = registry
+        .iter()
+        .flat_map(|k| k.variants)
+        .filter(|v| v.is_for(target.name()))
+        .count();
     let mut kernels: Vec<BundleKernel> = Vec::new();
     let mut done = 0;
     for k in registry {
-        for v in k.variants {
+        for v in k.variants.iter().filter(|v| v.is_for(target.name())) {
             progress(CompileProgress {
                 done,
                 total,

@@ -97,7 +97,9 @@ enum Command {
                       instruction mix (needs ptxas and nvdisasm). AMD: prints VGPR/AGPR/SGPR \
                       counts, LDS bytes, scratch bytes and spills read from the linked code \
                       object's metadata note, and the MFMA count and instruction mix of its \
-                      assembly (needs ld.lld)."
+                      assembly (needs ld.lld). Exits with 1 after the report when ptxas gave a \
+                      performance advisory (C75xx: serialized wgmma, ignored setmaxnreg). A \
+                      variant registered for some targets only is refused on the others."
     )]
     Check(CheckArgs),
     /// Runs a kernel's self-test on the PTX emulator; prints the result, the sanitizer's
@@ -425,7 +427,7 @@ fn dispatch(command: Command) -> Result<(String, i32), CliError> {
                 return Err(unavailable("check"));
             }
             let (kernel, variant) = select(&a.kernel.kernel, &a.kernel.consts)?;
-            jit::check(kernel, variant, &a.kernel.target, &a.kernel.assume).map(|s| (s, 0))
+            jit::check(kernel, variant, &a.kernel.target, &a.kernel.assume)
         }
         Command::Emulate(a) => {
             if !cfg!(feature = "jit") {
@@ -553,9 +555,14 @@ pub fn list() -> String {
         for v in k.variants {
             let m = (v.module)();
             let ops: usize = m.funcs.iter().map(count_ops).sum();
+            let only = if v.targets.is_empty() {
+                String::new()
+            } else {
+                format!("  {} only", v.targets_text())
+            };
             let _ = writeln!(
                 out,
-                "{}{}  ({})  {} ops  {}:{}",
+                "{}{}  ({})  {} ops  {}:{}{only}",
                 k.name, v.args, v.params, ops, k.file, k.line
             );
         }
@@ -604,6 +611,14 @@ fn run_selftest(test: crate::registry::SelfTest, device: &Device) -> Result<Stri
 /// sanitizer reports anything.
 fn emulate(k: &KernelInfo, v: &Variant, target: &str) -> Result<(String, i32), CliError> {
     let device = Device::emulator(target).map_err(|e| CliError::usage(e.to_string()))?;
+    if !v.is_for(target) {
+        return Err(CliError::usage(format!(
+            "{}{} is registered for {} only, not {target} (`for [..]` in the kernel's variants)",
+            k.name,
+            v.args,
+            v.targets_text()
+        )));
+    }
     let Some(test) = k.selftest else {
         return Err(CliError::failure(format!(
             "`{}` has no registered self-test, so there is nothing to run on the emulator",
@@ -732,6 +747,21 @@ mod jit {
             .map_err(|e: tilekit_codegen::UnknownTarget| CliError::usage(e.to_string()))
     }
 
+    /// `target` parsed, for a variant registered for it (`<..> for [sm_90a]` on the kernel):
+    /// otherwise an error naming the variant, the target asked and the targets it has.
+    fn target_of(k: &KernelInfo, v: &Variant, target: &str) -> Result<Target, CliError> {
+        let t = parse_target(target)?;
+        if !v.is_for(t.name()) {
+            return Err(CliError::usage(format!(
+                "{}{} is registered for {} only, not {t} (`for [..]` in the kernel's variants)",
+                k.name,
+                v.args,
+                v.targets_text()
+            )));
+        }
+        Ok(t)
+    }
+
     fn compiled_with(
         k: &KernelInfo,
         v: &Variant,
@@ -773,7 +803,7 @@ mod jit {
         stage: &str,
         out: Option<&Path>,
     ) -> Result<String, CliError> {
-        let target = parse_target(target)?;
+        let target = target_of(k, v, target)?;
         let facts = parse_assume(k, v, assume)?;
         let known = Stage::ALL.into_iter().find(|s| s.name() == stage);
         let applies = match known {
@@ -865,17 +895,19 @@ mod jit {
         Ok(text)
     }
 
+    /// The report, and exit code 1 when ptxas gave a performance advisory (the report's
+    /// `ptxas advisory` lines).
     pub(super) fn check(
         k: &KernelInfo,
         v: &Variant,
         target: &str,
         assume: &str,
-    ) -> Result<String, CliError> {
-        let target = parse_target(target)?;
+    ) -> Result<(String, i32), CliError> {
+        let target = target_of(k, v, target)?;
         let facts = parse_assume(k, v, assume)?;
         let c = compiled_with(k, v, target, &facts)?;
         if !target.is_nvidia() {
-            return Ok(check_amd(k, v, &c));
+            return Ok((check_amd(k, v, &c), 0));
         }
         let fail = |e: tilekit_codegen::CodegenError| CliError::failure(e.to_string());
         let asm = ptxas::assemble(c.ptx(), c.target).map_err(fail)?;
@@ -916,8 +948,9 @@ mod jit {
         );
         let _ = writeln!(out, "barriers       {}", r.barriers);
         // ptxas's performance advisories (serialized wgmma, ignored setmaxnreg): the code then
-        // runs far slower than the figures below say.
-        for a in ptxas::performance_advisories(&asm.log) {
+        // runs far slower than the figures below say, so the command fails (after the report).
+        let advisories = ptxas::performance_advisories(&asm.log);
+        for a in &advisories {
             let _ = writeln!(out, "ptxas advisory {a}  <- performance loss");
         }
         let _ = writeln!(
@@ -932,7 +965,17 @@ mod jit {
         for (op, n) in ops {
             let _ = writeln!(out, "  {op:<10} {n:>6}");
         }
-        Ok(out)
+        if !advisories.is_empty() {
+            let _ = writeln!(
+                out,
+                "FAILED: ptxas gave {} performance advisor{} for {}{} on {target} (see `ptxas advisory` above)",
+                advisories.len(),
+                if advisories.len() == 1 { "y" } else { "ies" },
+                k.name,
+                v.args
+            );
+        }
+        Ok((out, i32::from(!advisories.is_empty())))
     }
 
     /// `hot loop     137 instrs (16 HMMA, 8 LDSM) per iteration at .L_x_6, figure 1.85 …` (the
@@ -1045,7 +1088,12 @@ mod jit {
         Err(unavailable("emit"))
     }
 
-    pub(super) fn check(_: &KernelInfo, _: &Variant, _: &str, _: &str) -> Result<String, CliError> {
+    pub(super) fn check(
+        _: &KernelInfo,
+        _: &Variant,
+        _: &str,
+        _: &str,
+    ) -> Result<(String, i32), CliError> {
         Err(unavailable("check"))
     }
 
@@ -1143,6 +1191,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[cfg(feature = "jit")]
+    #[test]
+    fn every_variants_target_list_names_targets_of_the_compiler() {
+        // The macro checks names against its own list; this keeps it equal to the compiler's.
+        let mut restricted = 0;
+        for k in kernels() {
+            for v in k.variants {
+                for t in v.targets {
+                    assert!(
+                        t.parse::<tilekit_codegen::Target>().is_ok(),
+                        "{}{}: {t}",
+                        k.name,
+                        v.args
+                    );
+                }
+                restricted += usize::from(!v.targets.is_empty());
+            }
+        }
+        assert!(restricted > 0, "no variant is registered for some targets only");
+    }
+
+    /// gemm_wg<f32, 128, 256, 64, 3> is registered `for [sm_90a]`: `list` says so, and `check`,
+    /// `emit` and `emulate` on another target are usage errors naming the variant, the target
+    /// asked and the one it has.
+    #[cfg(feature = "jit")]
+    #[test]
+    fn a_variant_for_some_targets_is_refused_on_the_others() {
+        let spec = "gemm_wg<f32,128,256,64,3>";
+        let (_, v) = select(spec, &[]).unwrap();
+        assert_eq!(v.targets, ["sm_90a"]);
+        assert!(v.is_for("sm_90a") && !v.is_for("sm_80") && !v.is_for("gfx942"));
+        let listed = list();
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with("gemm_wg<f32, 128, 256, 64, 3>"))
+            .expect("listed");
+        assert!(line.ends_with("sm_90a only"), "{line}");
+        // A variant for every target says nothing of targets.
+        assert!(listed
+            .lines()
+            .filter(|l| l.starts_with("gemm<"))
+            .all(|l| !l.contains(" only")));
+        for target in ["sm_80", "gfx942"] {
+            for args in [
+                vec!["check", spec, "--target", target],
+                vec!["emit", spec, "--target", target, "--stage", "tile"],
+            ] {
+                let e = usage_error(&args);
+                assert!(
+                    e.contains("gemm_wg<f32, 128, 256, 64, 3> is registered for sm_90a only")
+                        && e.contains(&format!("not {target}")),
+                    "{args:?}: {e}"
+                );
+            }
+        }
+        let e = usage_error(&["emulate", spec, "--target", "sm_80"]);
+        assert!(e.contains("registered for sm_90a only, not sm_80"), "{e}");
+        // On its own target it compiles.
+        let (out, code) = run_str(&format!("emit {spec} --target sm_90a --stage tile")).unwrap();
+        assert_eq!(code, 0);
+        assert!(out.contains("kernel @gemm_wg("), "{out}");
     }
 
     #[test]
@@ -1445,7 +1556,7 @@ mod tests {
                     scope.spawn(move || {
                         let mut failures = Vec::new();
                         for k in crate::registry::kernels() {
-                            for v in k.variants {
+                            for v in k.variants.iter().filter(|v| v.is_for(t.name())) {
                                 let what = format!("{}{} on {t}", k.name, v.args);
                                 match compile((v.module)(), k.name, t) {
                                     Err(e) => failures.push(format!("{what}: {e}")),

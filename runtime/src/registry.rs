@@ -12,6 +12,11 @@ pub struct Variant {
     /// The kernel's parameters with this variant's generics substituted, e.g.
     /// `a: Gl<bf16, 2>, c: GlMut<f32, 2>` (what `tilekit list` prints).
     pub params: &'static str,
+    /// The code targets it is registered for (`<..> for [sm_90a]` or `targets = [..]` on the
+    /// macro), by name as `tilekit_codegen::Target::name` spells them; empty: every target.
+    /// Checks that go over every variant and target (spills, hot loops, bundles, `tilekit
+    /// check`) skip the targets a variant does not list.
+    pub targets: &'static [&'static str],
     /// Its module (built on first use and cached).
     pub module: fn() -> &'static Module,
     /// The kernel's shape rule (its contract, `shapes(…)` on the macro, then its `check = …`;
@@ -20,6 +25,43 @@ pub struct Variant {
     /// The kernel's launch contract: the grid it declares for the arguments (`grid = […]` on
     /// the macro; `Ok(None)` without one), the least a launch's grid may be on each axis.
     pub contract: crate::contract::ContractFn,
+}
+
+impl Variant {
+    /// Whether the variant is registered for the code target named `target` (`sm_90a`).
+    pub fn is_for(&self, target: &str) -> bool {
+        self.targets.is_empty() || self.targets.contains(&target)
+    }
+
+    /// Whether a launch on `device` runs code the variant is registered for (see [`runs_on`]).
+    pub fn runs_on(&self, device: &Device) -> bool {
+        runs_on(self.targets, device)
+    }
+
+    /// The targets it is registered for, for messages: `sm_90a` or `every target`.
+    pub fn targets_text(&self) -> String {
+        if self.targets.is_empty() {
+            "every target".to_string()
+        } else {
+            self.targets.join(", ")
+        }
+    }
+}
+
+/// Whether `device` runs code for one of `targets` (empty: every target): the interpreter
+/// runs every variant; a GPU or emulator runs the variants registered for its target (a HIP
+/// device, which does not name its chip here, those for some AMD target). A self-test calls it
+/// before launching a variant registered for some targets only.
+pub fn runs_on(targets: &[&str], device: &Device) -> bool {
+    if targets.is_empty() {
+        return true;
+    }
+    match device.target() {
+        Ok(Some(t)) => targets.contains(&t),
+        Ok(None) if device.is_cpu() => true,
+        Ok(None) => targets.iter().any(|t| t.starts_with("gfx")),
+        Err(_) => false,
+    }
 }
 
 /// Runs a kernel's variants against its reference on `device`; `Ok` describes what was checked.

@@ -322,7 +322,8 @@ fn check_target(target: Target, local: bool) -> Vec<String> {
         if LOCAL.contains(&k.name) != local || SPILLING.contains(&k.name) {
             continue;
         }
-        for v in k.variants {
+        // A variant registered for other targets only (`<..> for [sm_90a]`) is not compiled there.
+        for v in k.variants.iter().filter(|v| v.is_for(target.name())) {
             let variant = format!("{}{}", k.name, v.args);
             let name = format!("{variant} on {target}");
             let known = KNOWN

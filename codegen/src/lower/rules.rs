@@ -31,6 +31,9 @@ pub(crate) struct KernelText<'a> {
     pub shared_bytes: u64,
     /// Whether the shared buffer is dynamic (sized at launch).
     pub dynamic_shared: bool,
+    /// Whether the kernel reallocates registers (`setmaxnreg`), so its entry must tell the
+    /// assembler what it starts with.
+    pub reallocates_registers: bool,
 }
 
 /// A matrix multiply-accumulate of register fragments: `D = op(A)·op(B) + C` on this lane's
@@ -116,6 +119,12 @@ pub(crate) trait Rules {
 
     /// Hardware barriers with transaction counts (`mbarrier.expect_tx`) for semaphores.
     fn mbarrier_tx(&self) -> bool;
+
+    /// Register reallocation between warpgroups (`setmaxnreg`); without it the op emits
+    /// nothing (see `lower/sync.rs`).
+    fn setmaxnreg(&self) -> bool {
+        false
+    }
 
     /// The MLIR module around a lowered kernel.
     fn module(&self, k: &KernelText<'_>) -> String;

@@ -122,6 +122,16 @@
 //! wavefront's lanes followed by the count of its bytes (after a work-group-scope fence and the
 //! wavefront's sync): correct, not asynchronous. The NVIDIA instruction forms (`mbarrier`,
 //! `cp.async` and its queue) are in `ptx.rs`.
+//!
+//! ## Register reallocation: `setmaxnreg`
+//!
+//! On sm_90a `setmaxnreg.{inc,dec}[n]` is `setmaxnreg.{inc,dec}.sync.aligned.u32 n` (PTX ISA,
+//! *setmaxnreg*), executed by every thread of the warpgroup as the IR op is, and the kernel's
+//! entry gets `.minnctapersm 1` beside its `.maxntid` (`Rules::module`), without which ptxas
+//! ignores the instruction. On sm_80 and the AMD targets, which have no such instruction, the op
+//! emits nothing, by decision: it changes no value (the interpreter's meaning), and a
+//! warp-specialized kernel then runs there with the uniform register allocation its compiler
+//! chose — one source for every target, as the warp-specialized GEMM already is.
 
 use tilekit_ir::{Op, OpKind, Scope};
 
@@ -226,6 +236,21 @@ impl Lowerer<'_> {
             OpKind::CopyCommit | OpKind::CopyWait(_) => {}
             _ => unreachable!("dispatched by kind"),
         }
+        Ok(())
+    }
+
+    /// `setmaxnreg.{inc,dec}[n] @warpgroup` (see the module documentation).
+    pub(super) fn setmaxnreg(&mut self, op: &Op) -> R<()> {
+        let OpKind::SetMaxNReg { inc, count } = op.kind else {
+            unreachable!("dispatched by kind")
+        };
+        if !self.rules.setmaxnreg() {
+            return Ok(());
+        }
+        let dir = if inc { "inc" } else { "dec" };
+        self.e.line(&format!(
+            "llvm.inline_asm has_side_effects \"setmaxnreg.{dir}.sync.aligned.u32 {count};\", \"\" : () -> ()"
+        ));
         Ok(())
     }
 

@@ -22,7 +22,8 @@ fn main() -> ExitCode {
     );
     for target in Target::ALL {
         for k in tilekit::registry::kernels() {
-            for v in k.variants {
+            // Variants registered for other targets only (`<..> for [sm_90a]`) are skipped.
+            for v in k.variants.iter().filter(|v| v.is_for(target.name())) {
                 let module = (v.module)();
                 let row = |regs: String, spills: String, shared: String, notes: String| {
                     println!(

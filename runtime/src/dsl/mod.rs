@@ -144,6 +144,7 @@ pub mod naming;
 pub mod ops;
 pub mod pipeline;
 pub mod random;
+pub mod registers;
 pub mod scan;
 pub mod sort;
 pub mod table;
@@ -176,6 +177,7 @@ pub use mma_async::{
 pub use ops::*;
 pub use pipeline::{copy_commit, copy_start, copy_wait};
 pub use random::{philox, rand_normal, rand_uniform, PhiloxWord};
+pub use registers::{setmaxnreg_dec, setmaxnreg_inc};
 pub use scan::{col_prod, cumsum_rows, exscan_col, exscan_row, row_prod, scan_col, scan_row};
 pub use sort::{
     sort_row_asc, sort_row_desc, topk_empty, topk_merge, topk_row, topk_row_merge, TopK,

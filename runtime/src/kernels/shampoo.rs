@@ -79,8 +79,9 @@ pub const TILE_K: usize = 16;
 pub const WARP_TILE: usize = 32;
 /// Stages of the products' copy rings (4 stages of two f32 panels: 32 KiB).
 pub const STAGES: usize = 4;
-/// Columns of the warp tile (16 rows) of the elementwise kernels.
-pub const CHUNK: usize = 64;
+/// Columns of the warp tile (16 rows) of the elementwise kernels (at 64, Adam's half held six
+/// f32 tiles and took all 255 registers on sm_80).
+pub const CHUNK: usize = 32;
 /// Warps per block of the elementwise kernels.
 pub const WARPS: usize = 4;
 /// Elements per chunk of the partial reductions ([`shampoo_graft_scale`]; two loop-carried
@@ -335,7 +336,7 @@ fn identity_tile<const N: usize>(rt: Scalar<i32>, ct: Scalar<i32>) -> Rt<f32, 16
 /// scratch of any content may stand in). Grid: `[⌈n / N⌉, ⌈n / (16·WARPS)⌉, 1]`.
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<64, 4>),
+    variants(<32, 4>),
     shapes(x: [R, C], out: [R, C]),
     grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
 )]
@@ -356,7 +357,7 @@ pub fn shampoo_shift<const N: usize, const WARPS: usize>(
 /// tiles). A NaN anywhere in the tile gives a NaN partial. Grid as [`shampoo_shift`].
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<64, 4>),
+    variants(<32, 4>),
     shapes(m: [R, C], partial: [P], P == ceil_div(R, 16) * ceil_div(C, N)),
     grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
 )]
@@ -389,7 +390,7 @@ pub fn shampoo_residual<const N: usize, const WARPS: usize>(
 /// `partial[t]` = the sum of squares of `x` over warp tile `t` (as [`shampoo_residual`]).
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<64, 4>),
+    variants(<32, 4>),
     shapes(x: [R, C], partial: [P], P == ceil_div(R, 16) * ceil_div(C, N)),
     grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
 )]
@@ -407,7 +408,7 @@ pub fn shampoo_sumsq<const N: usize, const WARPS: usize>(x: Gl<f32, 2>, partial:
 /// `partial[t]` = the sum of `graft²` over warp tile `t`. Grid as [`shampoo_shift`].
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<64, 4>),
+    variants(<32, 4>),
     shapes(g: [R, C], m: [R, C], v: [R, C], graft: [R, C], partial: [P], P == ceil_div(R, 16) * ceil_div(C, N)),
     grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
 )]
@@ -476,7 +477,7 @@ pub fn shampoo_graft_scale<const N: usize>(
 /// [`shampoo_shift`].
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<64, 4, false>, <64, 4, true>),
+    variants(<32, 4, false>, <32, 4, true>),
     shapes(p: [R, C], dir: [R, C], coef: [1], mom: [R, C]),
     grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
 )]

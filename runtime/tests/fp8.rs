@@ -576,3 +576,34 @@ fn fp8_warpgroup_mma_lowers_to_k32_wgmma_and_is_refused_elsewhere() {
         .expect_err("no warp-scope fp8 mma");
     assert!(e.to_string().contains("wgmma only"), "{e}");
 }
+
+/// ptxas's registers and spills and the hot-loop figure of an sm_90a compile, printed (run with
+/// `--nocapture` for the numbers); the kernel must not spill.
+fn static_figures(module: &tilekit::ir::Module, name: &str) {
+    use tilekit::codegen::{hot_loop, ptxas, sass};
+    let c =
+        tilekit::codegen::compile(module, name, Target::Sm90a).unwrap_or_else(|e| panic!("{e}"));
+    let asm = ptxas::assemble(c.ptx(), Target::Sm90a).unwrap_or_else(|e| panic!("{e}"));
+    let text = sass::disassemble(&asm.cubin).unwrap_or_else(|e| panic!("{e}"));
+    let figure = hot_loop::sass_hot_loop(&text)
+        .ok()
+        .flatten()
+        .and_then(|h| h.figure());
+    let r = &asm.report;
+    println!(
+        "{name} sm_90a: {} registers, spills {} / {} bytes, hot-loop figure {figure:?}",
+        r.registers, r.spill_store_bytes, r.spill_load_bytes
+    );
+    assert_eq!(r.spill_store_bytes + r.spill_load_bytes, 0, "{name} spills");
+}
+
+#[test]
+fn fp8_kernels_do_not_spill_on_sm_90a() {
+    use tilekit::kernels::moe_fp8::act_quant;
+    static_figures(act_quant::<bf16, 4>::module(), act_quant::<bf16, 4>::NAME);
+    static_figures(act_quant::<f32, 4>::module(), act_quant::<f32, 4>::NAME);
+    static_figures(
+        fp8_wg_abt::<f8e4m3, f8e4m3, 32, 128>::module(),
+        fp8_wg_abt::<f8e4m3, f8e4m3, 32, 128>::NAME,
+    );
+}

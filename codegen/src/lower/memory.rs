@@ -29,6 +29,24 @@ pub(super) struct SharedTileRef {
     pub d: ScalarType,
 }
 
+/// What the compile knows of one coordinate of a register tile's origin in a shared tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Known {
+    /// This constant.
+    Const(i64),
+    /// A run-time multiple of this (a tile index times the tile's extent).
+    Multiple(u32),
+}
+
+/// The element origin (row, col) of a register tile in a shared tile, as i32 values, and what
+/// the compile knows of each: `ldmatrix` addressing folds constant and suitably aligned parts
+/// into one lane pattern plus an immediate offset (see `ldmatrix` in `ptx.rs`).
+pub(super) struct TileOrigin {
+    pub row: String,
+    pub col: String,
+    pub known: (Known, Known),
+}
+
 /// Where one element goes: a predicate (in bounds, owner lane) and its address.
 pub(super) struct Access {
     pub pred: Option<String>,
@@ -498,7 +516,7 @@ impl Lowerer<'_> {
     /// one address function of every access to a shared tile; on AMD, row-major with LDS's
     /// row-indexed word permutation instead (see [`layout::lds_row_xor_bits`]).
     pub(super) fn shared_tile_ptr(&mut self, tile: &SharedTileRef, row: &str, col: &str) -> String {
-        let (base, cols, d, swz) = (tile.base.as_str(), tile.cols, tile.d, tile.swz);
+        let (base, cols, d) = (tile.base.as_str(), tile.cols, tile.d);
         let es = i64::from(d.size_bytes());
         if self.rules.lds_row_xor() {
             // A tile placed transposed: element (row, col) is element (col, row) of the
@@ -535,36 +553,61 @@ impl Lowerer<'_> {
             let total = self.e.add_i32(base, &off);
             return self.shared_ptr(&total);
         }
+        let off = self.nv_tile_offset(tile, row, col, false);
+        let total = self.e.add_i32(base, &off);
+        self.shared_ptr(&total)
+    }
+
+    /// The byte offset of element (row, col) in an NVIDIA shared tile, from the tile's start:
+    /// [`layout::shared_tile_offset`]. With `hoisted`, every op goes to the prologue (for
+    /// coordinates that depend on the lane and constants only).
+    pub(super) fn nv_tile_offset(
+        &mut self,
+        tile: &SharedTileRef,
+        row: &str,
+        col: &str,
+        hoisted: bool,
+    ) -> String {
+        let emit = |s: &mut Self, rhs: String| {
+            if hoisted {
+                s.e.hoist(&rhs)
+            } else {
+                s.e.op(&rhs)
+            }
+        };
+        let (cols, d, swz) = (tile.cols, tile.d, tile.swz);
         let row_bytes = cols * d.size_bytes();
         let w = layout::shared_piece_bytes(swz, row_bytes);
-        let rb = self.e.mul_i32_const(row, i64::from(w));
-        let cb = self.e.mul_i32_const(col, es);
+        let wk = self.e.i32(i64::from(w));
+        let rb = emit(self, format!("arith.muli {row}, {wk} : i32"));
+        let es = self.e.i32(i64::from(d.size_bytes()));
+        let cb = emit(self, format!("arith.muli {col}, {es} : i32"));
         // Within a piece: row-major rows of `w` bytes; pieces `rows·w` bytes apart. `w` is a
         // power of two wherever the tile has more than one piece.
         let (piece_off, cb) = if w == row_bytes {
             (None, cb)
         } else {
             let lg = self.e.i32(i64::from(w.trailing_zeros()));
-            let piece = self.e.op(&format!("arith.shrui {cb}, {lg} : i32"));
+            let piece = emit(self, format!("arith.shrui {cb}, {lg} : i32"));
             let m = self.e.i32(i64::from(w - 1));
-            let within = self.e.op(&format!("arith.andi {cb}, {m} : i32"));
-            let po = self.e.mul_i32_const(&piece, i64::from(tile.rows * w));
+            let within = emit(self, format!("arith.andi {cb}, {m} : i32"));
+            let pw = self.e.i32(i64::from(tile.rows * w));
+            let po = emit(self, format!("arith.muli {piece}, {pw} : i32"));
             (Some(po), within)
         };
-        let mut off = self.e.add_i32(&rb, &cb);
+        let mut off = emit(self, format!("arith.addi {rb}, {cb} : i32"));
         let mask = layout::swizzle_mask(swz);
         if mask != 0 {
             let three = self.e.i32(3);
             let m = self.e.i32(i64::from(mask));
-            let sh = self.e.op(&format!("arith.shrui {off}, {three} : i32"));
-            let bits = self.e.op(&format!("arith.andi {sh}, {m} : i32"));
-            off = self.e.op(&format!("arith.xori {off}, {bits} : i32"));
+            let sh = emit(self, format!("arith.shrui {off}, {three} : i32"));
+            let bits = emit(self, format!("arith.andi {sh}, {m} : i32"));
+            off = emit(self, format!("arith.xori {off}, {bits} : i32"));
         }
         if let Some(po) = piece_off {
-            off = self.e.add_i32(&po, &off);
+            off = emit(self, format!("arith.addi {po}, {off} : i32"));
         }
-        let total = self.e.add_i32(base, &off);
-        self.shared_ptr(&total)
+        off
     }
 
     pub(super) fn shared_ptr(&mut self, byte_off: &str) -> String {
@@ -635,7 +678,7 @@ impl Lowerer<'_> {
                 },
             ) => {
                 let base = self.shared_off(src);
-                let (row0, col0) = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
+                let origin = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
                 let sh = SharedTileRef {
                     base,
                     rows: srows,
@@ -644,7 +687,7 @@ impl Lowerer<'_> {
                     d,
                 };
                 let order = self.ldmatrix_order(res);
-                Lv::Regs(self.shared_to_regs(&sh, &row0, &col0, *rows, *cols, *layout, order))
+                Lv::Regs(self.shared_to_regs(&sh, &origin, *rows, *cols, *layout, order))
             }
             (Type::SharedVector { .. }, Type::Vector { len, .. }) => {
                 let base = self.shared_off(src);
@@ -676,14 +719,12 @@ impl Lowerer<'_> {
     }
 
     /// Registers of a `rows × cols` tile of the given layout read from a shared tile at element
-    /// origin (row0, col0): `ldmatrix` for 16-bit elements where the target has it (its
-    /// register pairs delivered in `order`), element loads otherwise.
-    #[allow(clippy::too_many_arguments)]
+    /// `origin`: `ldmatrix` for 16-bit elements where the target has it (its register pairs
+    /// delivered in `order`), element loads otherwise.
     pub(super) fn shared_to_regs(
         &mut self,
         sh: &SharedTileRef,
-        row0: &str,
-        col0: &str,
+        origin: &TileOrigin,
         rows: u32,
         cols: u32,
         layout: Layout,
@@ -691,8 +732,9 @@ impl Lowerer<'_> {
     ) -> Vec<String> {
         let d = sh.d;
         if d.size_bytes() == 2 && self.rules.ldmatrix() {
-            return self.ldmatrix(sh, row0, col0, rows, cols, layout, order);
+            return self.ldmatrix(sh, origin, rows, cols, layout, order);
         }
+        let (row0, col0) = (origin.row.as_str(), origin.col.as_str());
         if layout == Layout::Col && self.lds_transposed_bases.contains(&sh.base) {
             let ptrs = self.lds_col_groups(sh, row0, col0, rows, cols);
             return self.lds_group_loads(&ptrs, d);
@@ -795,7 +837,7 @@ impl Lowerer<'_> {
 
     /// The element origin of this warp's quarter at warpgroup scope: rows `w·rows`, where w is
     /// the warp's rank in its group.
-    pub(super) fn warpgroup_origin(&mut self, rows: u32) -> (String, String) {
+    pub(super) fn warpgroup_origin(&mut self, rows: u32) -> TileOrigin {
         let lanes = i64::from(self.frag.lanes());
         let c128 = self.e.i32(4 * lanes);
         let tid = self.tid.clone();
@@ -804,7 +846,11 @@ impl Lowerer<'_> {
         let rank = self
             .e
             .hoist(&format!("arith.divui {in_group}, {c32} : i32"));
-        (self.e.mul_i32_const(&rank, i64::from(rows)), self.e.i32(0))
+        TileOrigin {
+            row: self.e.mul_i32_const(&rank, i64::from(rows)),
+            col: self.e.i32(0),
+            known: (Known::Multiple(rows), Known::Const(0)),
+        }
     }
 
     /// The element origin in a shared tile of the `rows × cols` register tile a load or store
@@ -815,7 +861,7 @@ impl Lowerer<'_> {
         idx: &[String],
         rows: u32,
         cols: u32,
-    ) -> (String, String) {
+    ) -> TileOrigin {
         if scope == Scope::Warpgroup {
             self.warpgroup_origin(rows)
         } else {
@@ -823,14 +869,29 @@ impl Lowerer<'_> {
         }
     }
 
-    fn tile_origin(&mut self, idx: &[String], rows: u32, cols: u32) -> (String, String) {
+    fn tile_origin(&mut self, idx: &[String], rows: u32, cols: u32) -> TileOrigin {
         if idx.len() == 2 {
-            (
-                self.e.mul_i32_const(&idx[0], i64::from(rows)),
-                self.e.mul_i32_const(&idx[1], i64::from(cols)),
-            )
+            let (row, rk) = self.index_times(&idx[0], rows);
+            let (col, ck) = self.index_times(&idx[1], cols);
+            TileOrigin {
+                row,
+                col,
+                known: (rk, ck),
+            }
         } else {
-            (self.e.i32(0), self.e.i32(0))
+            TileOrigin {
+                row: self.e.i32(0),
+                col: self.e.i32(0),
+                known: (Known::Const(0), Known::Const(0)),
+            }
+        }
+    }
+
+    /// `i·k` for a tile index `i`: a constant where `i` is one.
+    fn index_times(&mut self, i: &str, k: u32) -> (String, Known) {
+        match self.e.known_i32(i) {
+            Some(c) => (self.e.i32(c * i64::from(k)), Known::Const(c * i64::from(k))),
+            None => (self.e.mul_i32_const(i, i64::from(k)), Known::Multiple(k)),
         }
     }
 
@@ -908,7 +969,8 @@ impl Lowerer<'_> {
                 },
             ) => {
                 let base = self.shared_off(dst);
-                let (row0, col0) = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
+                let origin = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
+                let (row0, col0) = (origin.row, origin.col);
                 let xs = self.regs(x);
                 let sh = SharedTileRef {
                     base,

@@ -6,7 +6,7 @@
 
 use tilekit_ir::{Layout, Op, OpKind, ScalarType, Type, Value};
 
-use super::memory::SharedTileRef;
+use super::memory::{Known, SharedTileRef, TileOrigin};
 use super::rules::MmaRegs;
 use super::{Lowerer, Lv, R};
 use crate::layout::LdmatrixOrder;
@@ -102,20 +102,27 @@ impl Lowerer<'_> {
                     swz: swizzle,
                     d: dtype,
                 };
-                let (rr, rc, row0, col0) = match (is_a, layout, m) {
+                let (rr, rc, origin) = match (is_a, layout, m) {
                     // A (4m × k, row): this warp's rows.
-                    (true, Layout::Row, Some(m)) => {
-                        let (r0, c0) = self.warpgroup_origin(m);
-                        (m, cols, r0, c0)
-                    }
+                    (true, Layout::Row, Some(m)) => (m, cols, self.warpgroup_origin(m)),
                     // A transposed (k × 4m, col): this warp's columns.
                     (true, Layout::Col, Some(m)) => {
-                        let (c0, r0) = self.warpgroup_origin(m);
-                        (rows, m, r0, c0)
+                        let o = self.warpgroup_origin(m);
+                        let transposed = TileOrigin {
+                            row: o.col,
+                            col: o.row,
+                            known: (o.known.1, o.known.0),
+                        };
+                        (rows, m, transposed)
                     }
                     _ => {
                         let z = self.e.i32(0);
-                        (rows, cols, z.clone(), z)
+                        let origin = TileOrigin {
+                            row: z.clone(),
+                            col: z,
+                            known: (Known::Const(0), Known::Const(0)),
+                        };
+                        (rows, cols, origin)
                     }
                 };
                 let order = if is_a {
@@ -123,7 +130,7 @@ impl Lowerer<'_> {
                 } else {
                     LdmatrixOrder::BOperand
                 };
-                let regs = self.shared_to_regs(&sh, &row0, &col0, rr, rc, layout, order);
+                let regs = self.shared_to_regs(&sh, &origin, rr, rc, layout, order);
                 Ok((dtype, (rr, rc), regs))
             }
             other => Err(self.unsupported(op, format!("mma operand of type {other}"))),

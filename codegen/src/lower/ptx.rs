@@ -4,9 +4,11 @@
 //! global → shared tiles, the queue of committed `cp.async` groups of `copy_async` on sm_80 and
 //! `mbarrier` semaphores on sm_90a. The designs are documented in `memory.rs` and `sync.rs`.
 
-use tilekit_ir::{Layout, Op, OpKind, Scope};
+use std::collections::HashMap;
 
-use super::memory::{GlobalView, SharedTileRef};
+use tilekit_ir::{Layout, Op, OpKind, Scope, Swizzle};
+
+use super::memory::{GlobalView, Known, SharedTileRef, TileOrigin};
 use super::{mty, Lowerer, R};
 use crate::layout::{self, LdmatrixOrder};
 
@@ -26,12 +28,18 @@ impl Lowerer<'_> {
     /// Shared → registers for 16-bit tiles with `ldmatrix.x4` per 16×16 subtile (`.trans` for
     /// the col layout), delivering the subtile's register pairs in `order` (the order the
     /// consuming `mma` reads them); see [`layout::ldmatrix_source`].
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// Where the origin allows it ([`ldmatrix_fragment_address`], [`runtime_origin_bytes`])
+    /// a subtile's address is `start + pattern + imm`: `start` the tile's offset plus the
+    /// run-time part of the origin, `pattern` a lane's offset in a subtile with the same
+    /// swizzle phase (computed once, in the prologue) and `imm` a constant in the instruction
+    /// (`[addr+imm]`). The subtiles of a tile share a few patterns (one per 16-byte chunk phase
+    /// of the swizzle), so a key tile's loads cost one addition per pattern instead of one
+    /// swizzle recombination per subtile. Other origins take the per-subtile address.
     pub(super) fn ldmatrix(
         &mut self,
         sh: &SharedTileRef,
-        row0: &str,
-        col0: &str,
+        origin: &TileOrigin,
         rows: u32,
         cols: u32,
         layout: Layout,
@@ -58,24 +66,68 @@ impl Lowerer<'_> {
         let r8 = self.e.hoist(&format!("arith.muli {rsel}, {c8} : i32"));
         let lr = self.e.hoist(&format!("arith.addi {l8}, {r8} : i32"));
         let lc = self.e.hoist(&format!("arith.muli {csel}, {c8} : i32"));
-        let lr = self.e.add_i32(&lr, row0);
-        let lc = self.e.add_i32(&lc, col0);
+        let geom = NvTile {
+            swz: sh.swz,
+            rows: sh.rows,
+            row_bytes: sh.cols * d.size_bytes(),
+            es: d.size_bytes(),
+        };
+        let start = self.ldmatrix_start(sh, origin, &geom);
+        let mut pattern_addrs: HashMap<(u32, u32), String> = HashMap::new();
         let trans = if layout == Layout::Col { ".trans" } else { "" };
         let t = mty(d);
         let mut out = vec![String::new(); self.frag.tile_regs(rows, cols) as usize];
         for si in 0..rows / 16 {
             for sj in 0..cols / 16 {
-                let ro = self.e.i32(i64::from(16 * si));
-                let co = self.e.i32(i64::from(16 * sj));
-                let r = self.e.add_i32(&lr, &ro);
-                let c = self.e.add_i32(&lc, &co);
-                let p = self.shared_tile_ptr(sh, &r, &c);
-                let a = self
-                    .e
-                    .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
+                let (a, imm) = match &start {
+                    Some((start, r0, c0)) => {
+                        let f = ldmatrix_fragment_address(
+                            &geom,
+                            layout,
+                            order,
+                            r0 + 16 * si,
+                            c0 + 16 * sj,
+                        );
+                        let a = match pattern_addrs.get(&f.pattern) {
+                            Some(a) => a.clone(),
+                            None => {
+                                let (pr, pc) = (self.e.i32(i64::from(f.pattern.0)), self.e.i32(i64::from(f.pattern.1)));
+                                let r = self.e.hoist(&format!("arith.addi {lr}, {pr} : i32"));
+                                let c = self.e.hoist(&format!("arith.addi {lc}, {pc} : i32"));
+                                let off = self.nv_tile_offset(sh, &r, &c, true);
+                                let total = self.e.add_i32(start, &off);
+                                let p = self.shared_ptr(&total);
+                                let a = self
+                                    .e
+                                    .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
+                                pattern_addrs.insert(f.pattern, a.clone());
+                                a
+                            }
+                        };
+                        (a, f.imm)
+                    }
+                    None => {
+                        let ro = self.e.i32(i64::from(16 * si));
+                        let co = self.e.i32(i64::from(16 * sj));
+                        let lr0 = self.e.add_i32(&lr, &origin.row);
+                        let lc0 = self.e.add_i32(&lc, &origin.col);
+                        let r = self.e.add_i32(&lr0, &ro);
+                        let c = self.e.add_i32(&lc0, &co);
+                        let p = self.shared_tile_ptr(sh, &r, &c);
+                        let a = self
+                            .e
+                            .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
+                        (a, 0)
+                    }
+                };
+                let addr = match imm {
+                    0 => "[$4]".to_string(),
+                    k if k > 0 => format!("[$4+{k}]"),
+                    k => format!("[$4-{}]", -k),
+                };
                 let st = "!llvm.struct<(i32, i32, i32, i32)>";
                 let m = self.e.op(&format!(
-                    "llvm.inline_asm has_side_effects \"ldmatrix.sync.aligned.m8n8.x4{trans}.shared.b16 {{$0, $1, $2, $3}}, [$4];\", \"=r,=r,=r,=r,r\" {a} : (i32) -> {st}"
+                    "llvm.inline_asm has_side_effects \"ldmatrix.sync.aligned.m8n8.x4{trans}.shared.b16 {{$0, $1, $2, $3}}, {addr};\", \"=r,=r,=r,=r,r\" {a} : (i32) -> {st}"
                 ));
                 let s = (si * (cols / 16) + sj) as usize;
                 for qq in 0..4 {
@@ -95,6 +147,31 @@ impl Lowerer<'_> {
             }
         }
         out
+    }
+
+    /// For [`Lowerer::ldmatrix`]: the byte offset (i32) where its subtiles' patterns start
+    /// (the tile's offset plus the origin's run-time parts) and the origin's constant (row,
+    /// col), or `None` where a run-time part of the origin would move the swizzle phase.
+    fn ldmatrix_start(
+        &mut self,
+        sh: &SharedTileRef,
+        origin: &TileOrigin,
+        geom: &NvTile,
+    ) -> Option<(String, u32, u32)> {
+        let mut start = sh.base.clone();
+        let mut consts = [0u32; 2];
+        let parts = [(&origin.row, origin.known.0), (&origin.col, origin.known.1)];
+        for (axis, (v, k)) in parts.into_iter().enumerate() {
+            match k {
+                Known::Const(c) => consts[axis] = u32::try_from(c).ok()?,
+                Known::Multiple(m) => {
+                    let per = runtime_origin_bytes(geom, axis == 0, m)?;
+                    let t = self.e.mul_i32_const(v, i64::from(per));
+                    start = self.e.add_i32(&start, &t);
+                }
+            }
+        }
+        Some((start, consts[0], consts[1]))
     }
 
     /// `cp.async.cg` of 16-byte chunks of a global tile into a shared tile (PTX ISA, *Data
@@ -391,5 +468,255 @@ impl Lowerer<'_> {
         }
         self.store_slot(&len, &zero);
         self.e.close("}");
+    }
+}
+
+/// The geometry of an NVIDIA shared tile that its placement ([`layout::shared_tile_offset`])
+/// depends on: swizzle, rows, bytes per row and per element.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NvTile {
+    pub swz: Swizzle,
+    pub rows: u32,
+    pub row_bytes: u32,
+    pub es: u32,
+}
+
+impl NvTile {
+    /// Byte offset of element (row, col) from the tile's start.
+    fn offset(&self, row: u32, col: u32) -> u32 {
+        layout::shared_tile_offset(self.swz, self.rows, self.row_bytes, row, col * self.es)
+    }
+
+    /// The bytes whose multiples leave the swizzle's XOR unchanged: the swizzle reads bits
+    /// 7.. of the offset up to the highest bit of its mask shifted by three
+    /// ([`layout::swizzle`]), so adding a multiple of the next power of two above them moves
+    /// the element without changing its chunk's phase. 1 without a swizzle.
+    fn swizzle_period(&self) -> u32 {
+        match layout::swizzle_mask(self.swz) << 3 {
+            0 => 1,
+            src => 1 << (32 - src.leading_zeros()),
+        }
+    }
+}
+
+/// Where `ldmatrix.x4` reads the 16×16 subtile at constant element (row, col) of a shared tile:
+/// each lane's address is the tile's start plus the offset of lane's row in the subtile at
+/// `pattern`, plus `imm` (the same for every lane).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FragmentAddress {
+    pub pattern: (u32, u32),
+    pub imm: i64,
+}
+
+/// Each lane's byte offset of its row for an `ldmatrix.x4` of the subtile at (row, col)
+/// ([`layout::ldmatrix_source`]).
+fn ldmatrix_lane_offsets(
+    geom: &NvTile,
+    layout: Layout,
+    order: LdmatrixOrder,
+    row: u32,
+    col: u32,
+) -> [u32; 32] {
+    std::array::from_fn(|lane| {
+        let (r, c) = layout::ldmatrix_source(layout, order, lane as u32);
+        geom.offset(row + r, col + c)
+    })
+}
+
+/// The address plan of the subtile at (row, col): its pattern is the first subtile, in the
+/// rows of its swizzle phase nearest the tile's first row (rows modulo one swizzle period) and
+/// then in increasing columns, whose lane offsets differ from its own by the same bytes on all
+/// 32 lanes. So subtiles whose addresses differ by a constant (whole periods of rows, whole
+/// pieces, columns the swizzle does not permute) share one pattern, whoever loads them; the
+/// subtile itself is the last candidate.
+pub(crate) fn ldmatrix_fragment_address(
+    geom: &NvTile,
+    layout: Layout,
+    order: LdmatrixOrder,
+    row: u32,
+    col: u32,
+) -> FragmentAddress {
+    let w = layout::shared_piece_bytes(geom.swz, geom.row_bytes);
+    let period = geom.swizzle_period();
+    let period_rows = period / gcd(w, period);
+    let at = ldmatrix_lane_offsets(geom, layout, order, row, col);
+    let rows = [row % period_rows, row];
+    let candidates = rows
+        .into_iter()
+        .flat_map(|r| (col % 16..=col).step_by(16).map(move |c| (r, c)));
+    for (r, c) in candidates {
+        let base = ldmatrix_lane_offsets(geom, layout, order, r, c);
+        let imm = i64::from(at[0]) - i64::from(base[0]);
+        if at
+            .iter()
+            .zip(&base)
+            .all(|(&a, &b)| i64::from(a) - i64::from(b) == imm)
+        {
+            return FragmentAddress {
+                pattern: (r, c),
+                imm,
+            };
+        }
+    }
+    // Not reached: the subtile itself is the last candidate.
+    FragmentAddress {
+        pattern: (row, col),
+        imm: 0,
+    }
+}
+
+/// Bytes per unit of a run-time origin coordinate (a row when `row`, else a column) that is a
+/// multiple of `multiple`, where adding it to every lane's offset is exact: rows move whole
+/// swizzle periods when `multiple` rows of the piece width are a multiple of the period;
+/// columns move whole pieces (`rows · piece` bytes each) when `multiple` columns are a whole
+/// piece. `None` otherwise.
+pub(crate) fn runtime_origin_bytes(geom: &NvTile, row: bool, multiple: u32) -> Option<u32> {
+    let w = layout::shared_piece_bytes(geom.swz, geom.row_bytes);
+    if row {
+        (u64::from(multiple) * u64::from(w) % u64::from(geom.swizzle_period()) == 0).then_some(w)
+    } else {
+        (multiple * geom.es % w == 0).then_some(geom.es * geom.rows)
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    const SWIZZLES: [Swizzle; 4] = [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128];
+    const ORDERS: [LdmatrixOrder; 2] = [LdmatrixOrder::AOperand, LdmatrixOrder::BOperand];
+
+    /// bf16 tiles of the shapes the library and the tests use, with power-of-two and other
+    /// row widths (hd 96 and 192 among them).
+    fn geometries() -> Vec<NvTile> {
+        let mut out = Vec::new();
+        for swz in SWIZZLES {
+            for rows in [16, 32, 48, 64, 128] {
+                for cols in [16, 32, 48, 64, 96, 128, 192, 256] {
+                    out.push(NvTile {
+                        swz,
+                        rows,
+                        row_bytes: 2 * cols,
+                        es: 2,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The address a lane gives for subtile (row, col), straight from the placement.
+    fn direct(g: &NvTile, layout: Layout, order: LdmatrixOrder, lane: u32, row: u32, col: u32) -> i64 {
+        let (r, c) = layout::ldmatrix_source(layout, order, lane);
+        i64::from(layout::shared_tile_offset(
+            g.swz,
+            g.rows,
+            g.row_bytes,
+            row + r,
+            (col + c) * g.es,
+        ))
+    }
+
+    #[test]
+    fn pattern_plus_immediate_is_every_lanes_address_of_every_subtile() {
+        for g in geometries() {
+            let cols = g.row_bytes / g.es;
+            for layout in [Layout::Row, Layout::Col] {
+                for order in ORDERS {
+                    for row in (0..g.rows).step_by(16) {
+                        for col in (0..cols).step_by(16) {
+                            let f = ldmatrix_fragment_address(&g, layout, order, row, col);
+                            for lane in 0..32 {
+                                let (pr, pc) = f.pattern;
+                                assert_eq!(
+                                    direct(&g, layout, order, lane, pr, pc) + f.imm,
+                                    direct(&g, layout, order, lane, row, col),
+                                    "{g:?} {layout:?} {order:?} subtile ({row}, {col}) lane {lane}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn subtiles_a_swizzle_period_or_a_piece_apart_share_a_pattern() {
+        // A 32×128 bf16 key tile with the 128-byte swizzle: two 128-byte pieces of four
+        // 16-byte chunk pairs; rows 16 apart are two swizzle periods apart. Its 16 subtiles
+        // take four patterns (one per chunk pair), the rest is immediates.
+        let g = NvTile {
+            swz: Swizzle::B128,
+            rows: 32,
+            row_bytes: 256,
+            es: 2,
+        };
+        for layout in [Layout::Row, Layout::Col] {
+            for order in ORDERS {
+                let mut patterns = HashSet::new();
+                for row in (0..32).step_by(16) {
+                    for col in (0..128).step_by(16) {
+                        patterns.insert(ldmatrix_fragment_address(&g, layout, order, row, col).pattern);
+                    }
+                }
+                assert_eq!(patterns.len(), 4, "{layout:?} {order:?}: {patterns:?}");
+            }
+        }
+        // Unswizzled: one pattern for the whole tile.
+        let g = NvTile { swz: Swizzle::None, ..g };
+        let mut patterns = HashSet::new();
+        for row in (0..32).step_by(16) {
+            for col in (0..128).step_by(16) {
+                let f = ldmatrix_fragment_address(&g, Layout::Row, LdmatrixOrder::AOperand, row, col);
+                patterns.insert(f.pattern);
+            }
+        }
+        assert_eq!(patterns.len(), 1);
+    }
+
+    #[test]
+    fn runtime_origins_move_every_lane_by_the_same_bytes_or_are_refused() {
+        let mut refused = 0;
+        for g in geometries() {
+            let cols = g.row_bytes / g.es;
+            for multiple in [16, 32, 48, 64] {
+                for (is_row, extent) in [(true, g.rows), (false, cols)] {
+                    let Some(per) = runtime_origin_bytes(&g, is_row, multiple) else {
+                        refused += 1;
+                        continue;
+                    };
+                    // Origins k·multiple inside the tile (a 16×16 subtile past them).
+                    for k in 0..4u32 {
+                        let o = k * multiple;
+                        if o + 16 > extent {
+                            break;
+                        }
+                        let (dr, dc) = if is_row { (o, 0) } else { (0, o) };
+                        for lane in 0..32 {
+                            for layout in [Layout::Row, Layout::Col] {
+                                let order = LdmatrixOrder::AOperand;
+                                assert_eq!(
+                                    direct(&g, layout, order, lane, dr, dc),
+                                    direct(&g, layout, order, lane, 0, 0) + i64::from(o * per),
+                                    "{g:?} row {is_row} multiple {multiple} k {k} lane {lane}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Column origins inside one piece move the swizzle phase: those are refused.
+        assert!(refused > 0);
     }
 }

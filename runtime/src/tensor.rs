@@ -18,7 +18,7 @@
 //! # Ok::<(), tilekit::Error>(())
 //! ```
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::device::{codec, cuda, hip, positions, Device, DeviceView, LaunchArg, Storage};
 use crate::error::Error;
@@ -113,7 +113,33 @@ fn element_count(shape: &[usize]) -> Result<usize, Error> {
         })
 }
 
+/// Bytes of [`Tensor`] memory on the cpu device and the emulator (host memory) that the calling
+/// thread allocated: what is live now and the most that was live at once since the thread
+/// started or since [`Tensor::reset_peak_memory_stats`]. Bytes are counted at the dtype's size
+/// (a bf16 element is 2 bytes), as a GPU would hold them; host tensors (`HostTensor`) and the
+/// copies a launch makes around a run are not device memory and are not counted. Per thread, so
+/// that work on other threads (tests running side by side) does not show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub live_bytes: usize,
+    pub peak_bytes: usize,
+}
+
 impl Tensor {
+    /// The calling thread's [`MemoryStats`] (CUDA and HIP memory is not counted).
+    pub fn memory_stats() -> MemoryStats {
+        let (live_bytes, peak_bytes) = Storage::host_bytes();
+        MemoryStats {
+            live_bytes,
+            peak_bytes,
+        }
+    }
+
+    /// Starts the calling thread's peak ([`MemoryStats::peak_bytes`]) over from what is live now.
+    pub fn reset_peak_memory_stats() {
+        Storage::reset_host_peak();
+    }
+
     /// A tensor holding `values` (rounded to `dtype`) on `device`.
     pub fn from_f64(
         dtype: ScalarType,
@@ -176,7 +202,7 @@ impl Tensor {
                 strides: row_major(&shape),
                 shape,
                 offset: 0,
-                storage: Storage::Host(Arc::new(Mutex::new(dense))),
+                storage: Storage::host(t.dtype(), dense),
             }),
             _ => Tensor::from_bytes(t.dtype(), &shape, &codec::encode(t.dtype(), &dense), device),
         }
@@ -221,11 +247,7 @@ impl Tensor {
             })?;
         let storage = match device {
             Device::Cpu | Device::CpuWith(_) | Device::Emu(_) => {
-                Storage::Host(Arc::new(Mutex::new(vec![
-                    0.0;
-                    bytes
-                        / dtype.size_bytes() as usize
-                ])))
+                Storage::host(dtype, vec![0.0; bytes / dtype.size_bytes() as usize])
             }
             Device::Cuda(g) => Storage::Cuda(Arc::new(cuda::Buffer::alloc(&g.ctx, bytes)?)),
             Device::Hip(g) => Storage::Hip(Arc::new(hip::Buffer::alloc(&g.ctx, bytes)?)),

@@ -155,8 +155,6 @@ impl From<HostTensor> for LaunchArg {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
 
     fn view(shape: &[usize], strides: &[usize], offset: usize) -> LaunchArg {
@@ -165,7 +163,7 @@ mod tests {
             shape: shape.to_vec(),
             strides: strides.to_vec(),
             offset,
-            storage: Storage::Host(Arc::new(Mutex::new(vec![0.0; 64 * 80]))),
+            storage: Storage::host(ScalarType::BF16, vec![0.0; 64 * 80]),
         })
     }
 

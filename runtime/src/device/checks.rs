@@ -200,8 +200,6 @@ fn same_layout_boxes(a: &DeviceView, b: &DeviceView) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
     use crate::device::Storage;
     use crate::ir::ScalarType::F32;
@@ -249,7 +247,7 @@ mod tests {
     /// (never claiming disjoint views that share an element).
     #[test]
     fn overlap_agrees_with_the_elements_the_views_reach() {
-        let storage = Storage::Host(Arc::new(Mutex::new(vec![0.0; 1])));
+        let storage = Storage::host(F32, vec![0.0; 1]);
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = |n: usize| {
             seed ^= seed << 13;
@@ -292,7 +290,7 @@ mod tests {
 
     #[test]
     fn column_windows_of_one_matrix_do_not_overlap_and_one_element_in_common_does() {
-        let storage = Storage::Host(Arc::new(Mutex::new(vec![0.0; 1])));
+        let storage = Storage::host(F32, vec![0.0; 1]);
         let left = view(&storage, &[4, 8], &[16, 1], 0);
         let right = view(&storage, &[4, 8], &[16, 1], 8);
         assert!(
@@ -301,7 +299,7 @@ mod tests {
         );
         let shifted = view(&storage, &[4, 8], &[16, 1], 7);
         assert!(overlap(&left, &shifted));
-        let other = Storage::Host(Arc::new(Mutex::new(vec![0.0; 1])));
+        let other = Storage::host(F32, vec![0.0; 1]);
         assert!(!overlap(&left, &view(&other, &[4, 8], &[16, 1], 0)));
         assert!(
             !overlap(&left, &view(&storage, &[0, 8], &[16, 1], 0)),

@@ -1,22 +1,48 @@
 //! [`Storage`]: the memory a tensor's elements live in, on one device (views share it), and how
 //! views of host memory reach a launch.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{cuda, hip, DeviceView, LaunchArg};
 use crate::error::Error;
 use crate::ir::interp::HostTensor;
+use crate::ir::ScalarType;
 
 /// Where a tensor's elements live; views share it.
 #[derive(Clone, Debug)]
 pub(crate) enum Storage {
-    /// Host memory, for the cpu device: values rounded to the dtype.
-    Host(Arc<Mutex<Vec<f64>>>),
+    /// Host memory, for the cpu device and the emulator: values rounded to the dtype.
+    Host(Arc<HostMemory>),
     Cuda(Arc<cuda::Buffer>),
     Hip(Arc<hip::Buffer>),
 }
 
 impl Storage {
+    /// Host memory holding `values` of `dtype`, charged to the calling thread.
+    pub(crate) fn host(dtype: ScalarType, values: Vec<f64>) -> Storage {
+        Storage::Host(Arc::new(HostMemory::new(dtype, values)))
+    }
+
+    /// The calling thread's host memory: `(live bytes, peak bytes)`, the peak since the thread
+    /// started or since [`Storage::reset_host_peak`] (see [`crate::tensor::MemoryStats`]).
+    pub(crate) fn host_bytes() -> (usize, usize) {
+        METER.with(|m| {
+            (
+                m.live.load(Ordering::Relaxed),
+                m.peak.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Starts the calling thread's peak over from what is live now.
+    pub(crate) fn reset_host_peak() {
+        METER.with(|m| {
+            m.peak
+                .store(m.live.load(Ordering::Relaxed), Ordering::Relaxed)
+        });
+    }
+
     /// Whether both are the same memory (views of one tensor's storage).
     pub(crate) fn same(&self, other: &Storage) -> bool {
         match (self, other) {
@@ -34,6 +60,55 @@ impl Storage {
             Storage::Hip(b) => format!("hip:{}", b.ctx.ordinal),
         }
     }
+}
+
+/// The elements of one host-memory tensor, charged to the thread that allocated them (at the
+/// dtype's size, as a GPU would hold them) until the last view is gone.
+#[derive(Debug)]
+pub(crate) struct HostMemory {
+    values: Mutex<Vec<f64>>,
+    bytes: usize,
+    meter: Arc<Meter>,
+}
+
+impl HostMemory {
+    pub(crate) fn new(dtype: ScalarType, values: Vec<f64>) -> HostMemory {
+        let bytes = values.len() * dtype.size_bytes() as usize;
+        let meter = METER.with(Arc::clone);
+        let live = meter.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        meter.peak.fetch_max(live, Ordering::Relaxed);
+        HostMemory {
+            values: Mutex::new(values),
+            bytes,
+            meter,
+        }
+    }
+}
+
+impl std::ops::Deref for HostMemory {
+    type Target = Mutex<Vec<f64>>;
+    fn deref(&self) -> &Mutex<Vec<f64>> {
+        &self.values
+    }
+}
+
+impl Drop for HostMemory {
+    fn drop(&mut self) {
+        self.meter.live.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Live and peak bytes of one thread's host-memory tensors.
+#[derive(Debug, Default)]
+struct Meter {
+    live: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+thread_local! {
+    // Per thread, so that tests running side by side in one process (each on its own thread)
+    // do not see each other's tensors.
+    static METER: Arc<Meter> = Arc::new(Meter::default());
 }
 
 /// Host-memory views among a launch's arguments, swapped for host tensors holding their
@@ -110,4 +185,47 @@ pub(crate) fn positions<'a>(
         }
         p
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Stats {
+        live_bytes: usize,
+        peak_bytes: usize,
+    }
+
+    fn stats() -> Stats {
+        let (live_bytes, peak_bytes) = Storage::host_bytes();
+        Stats {
+            live_bytes,
+            peak_bytes,
+        }
+    }
+
+    #[test]
+    fn live_bytes_follow_the_last_view_and_the_peak_stays_until_reset() {
+        let before = stats();
+        let a = Storage::host(ScalarType::BF16, vec![1.5; 1000]);
+        let view = a.clone();
+        let b = Storage::host(ScalarType::F32, vec![2.0; 300]);
+        let both = stats();
+        assert_eq!(both.live_bytes, before.live_bytes + 2000 + 1200);
+        assert!(both.peak_bytes >= both.live_bytes);
+        drop(a);
+        assert_eq!(stats().live_bytes, both.live_bytes, "a view still holds it");
+        drop(view);
+        drop(b);
+        let after = stats();
+        assert_eq!(after.live_bytes, before.live_bytes);
+        assert_eq!(after.peak_bytes, both.peak_bytes);
+        Storage::reset_host_peak();
+        assert_eq!(stats().peak_bytes, before.live_bytes);
+        // Another thread's tensors are charged to that thread.
+        std::thread::spawn(|| Storage::host(ScalarType::F32, vec![0.0; 1 << 20]))
+            .join()
+            .unwrap();
+        assert_eq!(stats().peak_bytes, before.live_bytes);
+    }
 }

@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test deps build bench fmt clippy fuzz test-user-crate
+.PHONY: demo test deps build bench fmt clippy fuzz test-user-crate test-loss-large
 
 deps:
 	@scripts/install-deps.sh
@@ -32,6 +32,11 @@ fuzz: deps
 # one-line `tilekit` command over its kernels and its snapshot tests (an ignored test: minutes).
 test-user-crate: deps
 	$(CARGO) test -p tilekit --test all -- user_crate --ignored
+
+# Cross-entropy at the vocabularies of LLaMA-3 (128256) and Qwen (151936), and the fused linear
+# cross-entropy at GPT-2's and Qwen's, on the interpreter and the emulator (ignored tests: minutes).
+test-loss-large: deps
+	$(CARGO) test -p tilekit --test all -- loss:: linear_ce:: --ignored
 
 bench: deps
 	$(CARGO) bench -p tilekit-tests --bench interp_gemm

@@ -9,14 +9,14 @@ use tilekit::ir::interp::HostTensor;
 use tilekit::ir::ScalarType::{self, BF16, F32, I32};
 use tilekit::kernels::check::Rng;
 use tilekit::kernels::loss::{
-    compare, cross_entropy, inputs, reference, run, CrossEntropyConfig, CrossEntropyOutputs,
+    compare, cross_entropy, inputs, reference, run, CrossEntropyOptions, CrossEntropyOutputs,
     LossError, Reduction, STATS,
 };
 use tilekit::Device;
 
 /// Label smoothing, z-loss and the sum's scale, all on: each changes the loss and the gradient.
-fn smoothed() -> CrossEntropyConfig {
-    CrossEntropyConfig {
+fn smoothed() -> CrossEntropyOptions {
+    CrossEntropyOptions {
         label_smoothing: 0.1,
         z_loss: 1e-3,
         reduction: Reduction::Sum,
@@ -32,7 +32,7 @@ fn check(device: &Device, rows: usize, vocabs: &[usize], dtypes: &[ScalarType]) 
     let mut rng = Rng::fresh();
     for &vocab in vocabs {
         for &dtype in dtypes {
-            for cfg in [CrossEntropyConfig::default(), smoothed()] {
+            for cfg in [CrossEntropyOptions::default(), smoothed()] {
                 let (x, targets) = inputs(&mut rng, dtype, rows, vocab);
                 let case = format!(
                     "{} {rows}×{vocab} {dtype} ε {} z {} {:?}, seed {}",
@@ -127,8 +127,8 @@ fn cross_entropy_at_vocab_128256_and_151936_matches_f64_on_the_sm_80_emulator() 
 fn the_mean_divides_the_gradient_by_the_non_ignored_count() {
     let mut rng = Rng::fresh();
     let (x, targets) = inputs(&mut rng, F32, 12, 300);
-    let mean = CrossEntropyConfig::default();
-    let sum = CrossEntropyConfig {
+    let mean = CrossEntropyOptions::default();
+    let sum = CrossEntropyOptions {
         reduction: Reduction::Sum,
         ..mean
     };
@@ -160,7 +160,7 @@ fn the_mean_divides_the_gradient_by_the_non_ignored_count() {
 fn forward_only_leaves_the_logits_as_they_were() {
     let mut rng = Rng::fresh();
     let (x, targets) = inputs(&mut rng, BF16, 7, 1000);
-    let cfg = CrossEntropyConfig {
+    let cfg = CrossEntropyOptions {
         compute_grad: false,
         ..smoothed()
     };
@@ -183,7 +183,7 @@ fn out_of_range_target_fails_on(device: &Device) {
     for bad in [300i64, -1, 1 << 20] {
         let (x, mut targets) = inputs(&mut rng, F32, 6, 300);
         targets[4] = bad;
-        let err = run(device, &x, &targets, &CrossEntropyConfig::default())
+        let err = run(device, &x, &targets, &CrossEntropyOptions::default())
             .expect_err("an out-of-range target was accepted");
         assert!(
             err.to_string().contains("target outside [0, vocab)"),
@@ -209,7 +209,7 @@ fn shapes_dtypes_and_options_out_of_contract_are_named() {
     let f = |dtype, shape: &[usize]| HostTensor::zeros(dtype, shape);
     let targets = f(I32, &[4]);
     let call =
-        |logits: &mut HostTensor, targets: &HostTensor, cfg: CrossEntropyConfig, t: usize| {
+        |logits: &mut HostTensor, targets: &HostTensor, cfg: CrossEntropyOptions, t: usize| {
             let (mut loss, mut nll, mut stats) = (f(F32, &[t]), f(F32, &[t]), f(F32, &[STATS]));
             let out = CrossEntropyOutputs {
                 loss: &mut loss,
@@ -218,7 +218,7 @@ fn shapes_dtypes_and_options_out_of_contract_are_named() {
             };
             cross_entropy(&Device::Cpu, logits, targets, &cfg, out)
         };
-    let ok = CrossEntropyConfig::default();
+    let ok = CrossEntropyOptions::default();
     let cases: Vec<(&str, Result<(), LossError>)> = vec![
         (
             "`logits` must be",
@@ -249,7 +249,7 @@ fn shapes_dtypes_and_options_out_of_contract_are_named() {
             call(
                 &mut f(F32, &[4, 10]),
                 &targets,
-                CrossEntropyConfig {
+                CrossEntropyOptions {
                     label_smoothing: 1.5,
                     ..ok
                 },
@@ -261,7 +261,7 @@ fn shapes_dtypes_and_options_out_of_contract_are_named() {
             call(
                 &mut f(F32, &[4, 10]),
                 &targets,
-                CrossEntropyConfig { z_loss: -1.0, ..ok },
+                CrossEntropyOptions { z_loss: -1.0, ..ok },
                 4,
             ),
         ),
@@ -270,7 +270,7 @@ fn shapes_dtypes_and_options_out_of_contract_are_named() {
             call(
                 &mut f(F32, &[4, 10]),
                 &targets,
-                CrossEntropyConfig {
+                CrossEntropyOptions {
                     grad_scale: f32::NAN,
                     ..ok
                 },

@@ -30,11 +30,20 @@
 //!
 //! A target outside `[0, V)` that is not `ignore_index` stops the launch (`device_assert`):
 //! an error on the interpreter and the emulator, a trap on a GPU; never a silent loss.
+//!
+//! The user-facing API: [`cross_entropy`] over logits with [`CrossEntropyOptions`], and
+//! [`linear_cross_entropy`] with [`LinearCrossEntropyOptions`], which takes the hidden states and
+//! the classifier instead of the logits and never materializes them
+//! ([`linear_ce`](crate::kernels::linear_ce)). Both write per-token losses, the mean loss and
+//! perplexity, and the gradients, with the same options and scale.
 
 use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, tiles, Rng};
+pub use crate::kernels::linear_ce::{
+    linear_cross_entropy, LinearCrossEntropyOptions, LinearCrossEntropyOutputs,
+};
 use crate::kernels::softmax::safe_max;
 use crate::TensorArg;
 use crate::{Device, ScalarArg};
@@ -247,7 +256,7 @@ pub enum Reduction {
 /// plus `z_loss` (PaLM's `z·lse²` per token), `grad_scale` (multiplies the gradient, e.g. a
 /// loss scale or 1 / gradient-accumulation steps) and `compute_grad`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CrossEntropyConfig {
+pub struct CrossEntropyOptions {
     /// Targets equal to this contribute no loss and a zero gradient (torch: -100).
     pub ignore_index: i32,
     /// `ε` in `[0, 1]`: the target distribution is `(1 − ε)·onehot + ε/V`.
@@ -261,9 +270,31 @@ pub struct CrossEntropyConfig {
     pub compute_grad: bool,
 }
 
-impl Default for CrossEntropyConfig {
+impl CrossEntropyOptions {
+    /// The options' ranges, checked before any launch of `function`.
+    pub(crate) fn validate(&self, function: &'static str) -> Result<(), LossError> {
+        let option = |name, expected, value| LossError::Option {
+            function,
+            name,
+            expected,
+            value,
+        };
+        if !(0.0..=1.0).contains(&self.label_smoothing) {
+            return Err(option("label_smoothing", "in [0, 1]", self.label_smoothing));
+        }
+        if !(self.z_loss >= 0.0 && self.z_loss.is_finite()) {
+            return Err(option("z_loss", "finite and at least 0", self.z_loss));
+        }
+        if !self.grad_scale.is_finite() {
+            return Err(option("grad_scale", "finite", self.grad_scale));
+        }
+        Ok(())
+    }
+}
+
+impl Default for CrossEntropyOptions {
     fn default() -> Self {
-        CrossEntropyConfig {
+        CrossEntropyOptions {
             ignore_index: -100,
             label_smoothing: 0.0,
             reduction: Reduction::Mean,
@@ -274,17 +305,20 @@ impl Default for CrossEntropyConfig {
     }
 }
 
-/// Why [`cross_entropy`] refused its arguments, or the launch that failed.
+/// Why [`cross_entropy`] or [`linear_cross_entropy`] refused its arguments, or the launch that
+/// failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LossError {
-    #[error("cross_entropy: `{name}` must be {expected}, got {found}")]
+    #[error("{function}: `{name}` must be {expected}, got {found}")]
     Argument {
+        function: &'static str,
         name: &'static str,
         expected: String,
         found: String,
     },
-    #[error("cross_entropy: option `{name}` must be {expected}, got {value}")]
+    #[error("{function}: option `{name}` must be {expected}, got {value}")]
     Option {
+        function: &'static str,
         name: &'static str,
         expected: &'static str,
         value: f32,
@@ -312,7 +346,9 @@ impl std::fmt::Debug for CrossEntropyOutputs<'_> {
     }
 }
 
-fn expect_tensor(
+/// `t` has one of `dtypes` and exactly `shape`, else an error of `function` naming `name`.
+pub(crate) fn expect_tensor(
+    function: &'static str,
     name: &'static str,
     t: &dyn TensorArg,
     dtypes: &[ScalarType],
@@ -321,6 +357,7 @@ fn expect_tensor(
     if !dtypes.contains(&t.dtype()) || t.shape() != shape {
         let dtypes: Vec<String> = dtypes.iter().map(|d| d.to_string()).collect();
         return Err(LossError::Argument {
+            function,
             name,
             expected: format!("{} of shape {shape:?}", dtypes.join(" or ")),
             found: format!("{} of shape {:?}", t.dtype(), t.shape()),
@@ -328,6 +365,9 @@ fn expect_tensor(
     }
     Ok(())
 }
+
+/// The name [`cross_entropy`]'s errors carry.
+const CE: &str = "cross_entropy";
 
 /// Cross-entropy of `logits` (`[T, V]`, f32 or bf16) against `targets` (i32 `[T]`) on `device`:
 /// writes the per-token losses and the statistics into `out` and, when `cfg.compute_grad`,
@@ -338,13 +378,14 @@ pub fn cross_entropy(
     device: &Device,
     logits: &mut dyn TensorArg,
     targets: &dyn TensorArg,
-    cfg: &CrossEntropyConfig,
+    cfg: &CrossEntropyOptions,
     out: CrossEntropyOutputs<'_>,
 ) -> Result<(), LossError> {
     use ScalarType::{BF16, F32, I32};
     let shape = logits.shape().to_vec();
     let [t, v] = shape[..] else {
         return Err(LossError::Argument {
+            function: CE,
             name: "logits",
             expected: "a tensor [tokens, vocab] of rank 2".into(),
             found: format!("shape {shape:?}"),
@@ -352,39 +393,19 @@ pub fn cross_entropy(
     };
     if t == 0 || v == 0 || i32::try_from(t.max(v)).is_err() {
         return Err(LossError::Argument {
+            function: CE,
             name: "logits",
             expected: "at least one token and one vocabulary entry, each at most 2³¹ − 1".into(),
             found: format!("shape {shape:?}"),
         });
     }
-    expect_tensor("logits", logits, &[F32, BF16], &shape)?;
-    expect_tensor("targets", targets, &[I32], &[t])?;
-    expect_tensor("loss", out.loss, &[F32], &[t])?;
-    expect_tensor("nll", out.nll, &[F32], &[t])?;
-    expect_tensor("stats", out.stats, &[F32], &[STATS])?;
+    expect_tensor(CE, "logits", logits, &[F32, BF16], &shape)?;
+    expect_tensor(CE, "targets", targets, &[I32], &[t])?;
+    expect_tensor(CE, "loss", out.loss, &[F32], &[t])?;
+    expect_tensor(CE, "nll", out.nll, &[F32], &[t])?;
+    expect_tensor(CE, "stats", out.stats, &[F32], &[STATS])?;
+    cfg.validate(CE)?;
     let eps = cfg.label_smoothing;
-    if !(0.0..=1.0).contains(&eps) {
-        return Err(LossError::Option {
-            name: "label_smoothing",
-            expected: "in [0, 1]",
-            value: eps,
-        });
-    }
-    if !(cfg.z_loss >= 0.0 && cfg.z_loss.is_finite()) {
-        return Err(LossError::Option {
-            name: "z_loss",
-            expected: "finite and at least 0",
-            value: cfg.z_loss,
-        });
-    }
-    if !cfg.grad_scale.is_finite() {
-        return Err(LossError::Option {
-            name: "grad_scale",
-            expected: "finite",
-            value: cfg.grad_scale,
-        });
-    }
-
     let ignore = ScalarArg::from(cfg.ignore_index);
     cross_entropy_count::<CHUNK>::launch_auto(device, targets, ignore, out.stats)?;
     let grid = [tiles(t, ROWS * WARPS), 1, 1];
@@ -430,7 +451,7 @@ pub fn reference(
     logits: &[f64],
     vocab: usize,
     targets: &[i64],
-    cfg: &CrossEntropyConfig,
+    cfg: &CrossEntropyOptions,
 ) -> Reference {
     let ignore = i64::from(cfg.ignore_index);
     let (eps, z) = (f64::from(cfg.label_smoothing), f64::from(cfg.z_loss));
@@ -520,12 +541,13 @@ pub fn run(
     device: &Device,
     logits: &HostTensor,
     targets: &[i64],
-    cfg: &CrossEntropyConfig,
+    cfg: &CrossEntropyOptions,
 ) -> Result<[Vec<f64>; 4], LossError> {
     let rows = targets.len();
     let t: Vec<f64> = targets.iter().map(|&t| t as f64).collect();
     let targets =
         HostTensor::new(ScalarType::I32, &[rows], &t).map_err(|e| LossError::Argument {
+            function: CE,
             name: "targets",
             expected: "i32 values".into(),
             found: e.to_string(),
@@ -592,8 +614,8 @@ fn selftest(device: &Device) -> Result<String, String> {
         shapes.extend([(300, 32000), (64, 50257)]);
     }
     let cfgs = [
-        CrossEntropyConfig::default(),
-        CrossEntropyConfig {
+        CrossEntropyOptions::default(),
+        CrossEntropyOptions {
             label_smoothing: 0.1,
             z_loss: 1e-3,
             reduction: Reduction::Sum,

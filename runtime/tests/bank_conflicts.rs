@@ -62,7 +62,23 @@ const KNOWN: &[Known] = &[
         codes: 1,
         why: MUON_TRANSPOSE,
     },
+    Known {
+        kernel: "shampoo_gram",
+        opcode: "ld.shared",
+        ways: 2,
+        codes: 2,
+        why: SHAMPOO_F32_PANELS,
+    },
+    Known {
+        kernel: "shampoo_matmul",
+        opcode: "ld.shared",
+        ways: 2,
+        codes: 2,
+        why: SHAMPOO_F32_PANELS,
+    },
 ];
+
+const SHAMPOO_F32_PANELS: &str = "Shampoo's f32 products load their f32 register fragments word by word (`ld.shared.b32`; no ldmatrix for f32) from unswizzled f32 panels with 64-byte rows (`St<f32, 64, 16>`, `St<f32, 16, 64>`), so lanes two rows apart meet in one bank (2-way). A swizzled or padded f32 panel would fix it.";
 
 const MUON_TRANSPOSE: &str = "Muon's TRANS kernels transpose an f32 register tile (`transpose(u)`, `transpose(o)`) through codegen's shared scratch for relayouts, which is unpadded: the lanes of a warp store rows and read columns whose words fall in the same banks (up to 8-way). A padded or swizzled scratch in the transpose lowering (codegen/src/lower/relayout.rs) would fix it.";
 

@@ -1211,7 +1211,10 @@ mod tests {
                 restricted += usize::from(!v.targets.is_empty());
             }
         }
-        assert!(restricted > 0, "no variant is registered for some targets only");
+        assert!(
+            restricted > 0,
+            "no variant is registered for some targets only"
+        );
     }
 
     /// gemm_wg<f32, 128, 256, 64, 3> is registered `for [sm_90a]`: `list` says so, and `check`,

@@ -54,6 +54,17 @@
 //! compiles spill (hd96 with 32 keys: 504 B on sm_80; hd192 with 16 keys: 2.7 KB on sm_80)
 //! while hd128 and hd256 do not.
 //!
+//! Variable-length packed batches ([`attention_fwd_varlen`], [`forward_varlen`]): Q
+//! `[total_q, Hq, D]`, K and V `[total_k, Hkv, D]` with `cu_seqlens_q/k` as FlashAttention's
+//! varlen API. The kernel reads each sequence through a pointer-table entry `[1, len, heads·D]`
+//! (a head is a column block of D), so every access is bounded by the sequence; the same body
+//! ([`forward_tiles`] with `PACKED`) runs both layouts. Table views carry no alignment fact, so
+//! the varlen variants compile like the general (unaligned) dense ones.
+//!
+//! Causal balancing: the causal and window kernels run query block `grid − 1 − block_idx.x`,
+//! so the blocks with the most key tiles (the last rows, for a causal mask) launch first and
+//! the short ones fill in behind them.
+//!
 //! Scores of `-inf` (masked, or a product past f32's range) get weight 0 wherever they fall: the
 //! exponentials subtract [`safe_max`] of the running max, so a key tile that is `-inf` for a row
 //! before any finite score adds nothing instead of NaN. A row with no finite score (every key

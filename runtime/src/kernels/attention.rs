@@ -58,7 +58,7 @@
 //! `[total_q, Hq, D]`, K and V `[total_k, Hkv, D]` with `cu_seqlens_q/k` as FlashAttention's
 //! varlen API. The kernel reads each sequence through a pointer-table entry `[1, len, heads·D]`
 //! (a head is a column block of D), so every access is bounded by the sequence; the same body
-//! ([`forward_tiles`] with `PACKED`) runs both layouts. Table views carry no alignment fact, so
+//! (`forward_tiles` with `PACKED`) runs both layouts. Table views carry no alignment fact, so
 //! the varlen variants compile like the general (unaligned) dense ones.
 //!
 //! Causal balancing: the causal and window kernels run query block `grid − 1 − block_idx.x`,

@@ -180,7 +180,8 @@ fn an_empty_list_is_a_no_op_and_mismatched_lists_are_refused() {
     assert_eq!(stats.to_vec(), [0.0, 1.0]);
     let a = HostTensor::zeros(F32, &[5]);
     let b = HostTensor::zeros(BF16, &[6]);
-    let (mut p, mut m, mut v) = (list(&[a.clone()]), list(&[a.clone()]), list(&[a.clone()]));
+    let one = std::slice::from_ref(&a);
+    let (mut p, mut m, mut v) = (list(one), list(one), list(one));
     let mut w = list(&[HostTensor::zeros(BF16, &[5])]);
     let err = adamw_mixed_multi_step(&device, &mut p, &list(&[b]), &mut m, &mut v, &mut w, &h)
         .unwrap_err()

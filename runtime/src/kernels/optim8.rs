@@ -41,7 +41,7 @@ use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, Rng};
 use crate::kernels::optim::Hyper;
-use crate::{Device, ScalarArg};
+use crate::{Device, ScalarArg, TensorArg};
 
 /// Elements per quantization block (one absmax each), as bitsandbytes' blockwise two-state
 /// optimizers use.
@@ -258,21 +258,22 @@ impl Adam8bit {
         codes_as_bytes(&self.v_codes)
     }
 
-    /// One step on `device`: updates `p` (f32, `[n]`) from `g` (f32, `[n]`) and the state in
-    /// place. `h.step` counts from 1.
+    /// One step on `device`: updates `p` (f32, `[n]`: a host tensor or a tensor on `device`)
+    /// from `g` (f32, `[n]`) and the state (host memory) in place. `h.step` counts from 1.
     pub fn step(
         &mut self,
         device: &Device,
-        p: &mut HostTensor,
-        g: &HostTensor,
+        p: &mut dyn TensorArg,
+        g: &dyn TensorArg,
         h: &Hyper,
     ) -> Result<(), crate::Error> {
-        if p.len() != self.len() {
+        let n: usize = p.shape().iter().product();
+        if n != self.len() {
             return Err(crate::Error::Shape {
                 kernel: "adam8bit_step".into(),
                 message: format!(
                     "the parameters have {} elements, the 8-bit state was made for {}",
-                    p.len(),
+                    n,
                     self.len()
                 ),
             });

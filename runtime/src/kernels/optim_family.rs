@@ -30,7 +30,7 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, Rng};
-use crate::kernels::optim::{adamw_update, Hyper};
+use crate::kernels::optim::{adamw_chunk, AdamwScalars, Hyper};
 use crate::{Device, ScalarArg};
 
 /// Elements per warp of the elementwise kernels here.
@@ -63,17 +63,7 @@ pub fn adamw_mixed<const N: usize, const WARPS: usize>(
     bias_correction2: Scalar<f32>,
 ) {
     let chunk = block_idx_x() * WARPS as i32 + warp_idx();
-    let pv: Rv<f32, N> = load(p.chunk(chunk));
-    let gb: Rv<bf16, N> = load(g.chunk(chunk));
-    let gv = gb.cast::<f32>();
-    let mv: Rv<f32, N> = load(m.chunk(chunk));
-    let vv: Rv<f32, N> = load(v.chunk(chunk));
-
-    let (m_new, v_new, p_new) = adamw_update(
-        pv,
-        gv,
-        mv,
-        vv,
+    let s = AdamwScalars {
         lr,
         beta1,
         beta2,
@@ -81,12 +71,9 @@ pub fn adamw_mixed<const N: usize, const WARPS: usize>(
         weight_decay,
         bias_correction1,
         bias_correction2,
-    );
-
-    store(p.chunk(chunk), p_new);
+    };
+    let p_new = adamw_chunk::<bf16, N>(p, g, m, v, chunk, s);
     store(p_model.chunk(chunk), p_new.cast::<bf16>());
-    store(m.chunk(chunk), m_new);
-    store(v.chunk(chunk), v_new);
 }
 
 /// [`adamw_mixed`] with the bf16 model copy rounded stochastically: each weight rounds up to
@@ -123,17 +110,7 @@ pub fn adamw_mixed_sr<const N: usize, const WARPS: usize>(
     offset: Scalar<u32>,
 ) {
     let chunk = block_idx_x() * WARPS as i32 + warp_idx();
-    let pv: Rv<f32, N> = load(p.chunk(chunk));
-    let gb: Rv<bf16, N> = load(g.chunk(chunk));
-    let gv = gb.cast::<f32>();
-    let mv: Rv<f32, N> = load(m.chunk(chunk));
-    let vv: Rv<f32, N> = load(v.chunk(chunk));
-
-    let (m_new, v_new, p_new) = adamw_update(
-        pv,
-        gv,
-        mv,
-        vv,
+    let s = AdamwScalars {
         lr,
         beta1,
         beta2,
@@ -141,15 +118,12 @@ pub fn adamw_mixed_sr<const N: usize, const WARPS: usize>(
         weight_decay,
         bias_correction1,
         bias_correction2,
-    );
-
-    store(p.chunk(chunk), p_new);
+    };
+    let p_new = adamw_chunk::<bf16, N>(p, g, m, v, chunk, s);
     store(
         p_model.chunk(chunk),
         stochastic_bf16(p_new, (seed_lo, seed_hi), offset, chunk),
     );
-    store(m.chunk(chunk), m_new);
-    store(v.chunk(chunk), v_new);
 }
 
 /// `x` rounded to bf16 stochastically (see [`adamw_mixed_sr`]); `chunk` numbers the chunk of
@@ -171,6 +145,32 @@ fn stochastic_bf16<const N: usize>(
     select(x.ne(x), x, rounded).cast::<bf16>()
 }
 
+/// Lion's hyper-parameters, as the Lion paper and `lion-pytorch` name them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LionHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub weight_decay: f32,
+}
+
+impl LionHyper {
+    /// `(lr, β1, β2, λ)` widened to f64.
+    pub fn as_f64(&self) -> (f64, f64, f64, f64) {
+        (
+            f64::from(self.lr),
+            f64::from(self.beta1),
+            f64::from(self.beta2),
+            f64::from(self.weight_decay),
+        )
+    }
+
+    /// How close to 0 an f64 `c = β1·m + (1 − β1)·g` may be and still take the other sign in
+    /// f32, for |m|, |g| ≤ 1: the kernel rounds two products and their sum, each by at most
+    /// 2⁻²⁴ of a value below `max(|m|, |g|) ≤ 1`.
+    pub const SIGN_SLACK: f64 = 4.0 / 16_777_216.0;
+}
+
 /// One Lion step (see the module documentation). Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
 #[crate::kernel(
     warps = WARPS as u32,
@@ -189,6 +189,24 @@ pub fn lion_step<const N: usize, const WARPS: usize>(
     weight_decay: Scalar<f32>,
 ) {
     let chunk = block_idx_x() * WARPS as i32 + warp_idx();
+    lion_chunk::<N>(p, g, m, chunk, lr, beta1, beta2, weight_decay);
+}
+
+/// Chunk `chunk` of `N` elements of one Lion tensor: loads, steps (see the module
+/// documentation) and stores `p` and `m`. [`lion_step`] and the multi-tensor
+/// [`lion_multi`](super::optim_multi::lion_multi) step through it.
+#[crate::func]
+#[allow(clippy::too_many_arguments)]
+pub fn lion_chunk<const N: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<f32, 1>,
+    m: GlMut<f32, 1>,
+    chunk: Scalar<i32>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+) {
     let one = lit::<f32>(1.0);
     let pv: Rv<f32, N> = load(p.chunk(chunk));
     let gv: Rv<f32, N> = load(g.chunk(chunk));
@@ -228,6 +246,31 @@ pub fn adam_mini_step<const C: usize, const WARPS: usize>(
     bias_correction2: Scalar<f32>,
 ) {
     let rows = block_idx_x() * WARPS as i32 + warp_idx();
+    let s = AdamwScalars {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        bias_correction1,
+        bias_correction2,
+    };
+    adam_mini_rows::<C>(p, g, m, v, rows, s);
+}
+
+/// Adam-mini on the 16 rows `16·rows ..` of one 2-D view (fewer at its end): the mean of `g²`
+/// over each row updates that row's `v`, then the row's columns are updated with it, `C` at a
+/// time. [`adam_mini_step`] and the multi-tensor
+/// [`adam_mini_multi`](super::optim_multi::adam_mini_multi) step through it.
+#[crate::func]
+pub fn adam_mini_rows<const C: usize>(
+    p: GlMut<f32, 2>,
+    g: Gl<f32, 2>,
+    m: GlMut<f32, 2>,
+    v: GlMut<f32, 1>,
+    rows: Scalar<i32>,
+    s: AdamwScalars,
+) {
     let one = lit::<f32>(1.0);
     let col_tiles = ceil_div(g.cols(), C);
     // Columns past the view load as zeros and add nothing to the sum of squares.
@@ -237,16 +280,16 @@ pub fn adam_mini_step<const C: usize, const WARPS: usize>(
         sum_sq += row_sum(gt * gt);
     }
     let vv: Rv<f32, 16> = load(v.chunk(rows));
-    let v_new = vv * beta2 + sum_sq / g.cols().cast::<f32>() * (one - beta2);
+    let v_new = vv * s.beta2 + sum_sq / g.cols().cast::<f32>() * (one - s.beta2);
     store(v.chunk(rows), v_new);
-    let denom = (v_new / bias_correction2).sqrt() + eps;
+    let denom = (v_new / s.bias_correction2).sqrt() + s.eps;
     for k in range(0, col_tiles) {
         let pt: Rt<f32, 16, C> = load(p.tile(rows, k));
         let gt: Rt<f32, 16, C> = load(g.tile(rows, k));
         let mt: Rt<f32, 16, C> = load(m.tile(rows, k));
-        let m_new = mt * beta1 + gt * (one - beta1);
-        let adam = div_row(m_new / bias_correction1, denom);
-        store(p.tile(rows, k), pt - (adam + pt * weight_decay) * lr);
+        let m_new = mt * s.beta1 + gt * (one - s.beta1);
+        let adam = div_row(m_new / s.bias_correction1, denom);
+        store(p.tile(rows, k), pt - (adam + pt * s.weight_decay) * s.lr);
         store(m.tile(rows, k), m_new);
     }
 }

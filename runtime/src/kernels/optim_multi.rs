@@ -24,8 +24,9 @@ use crate::error::Error;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{record, Rng};
-use crate::kernels::optim::{adamw_update, Hyper};
-use crate::kernels::optim_family::norm_and_coef;
+use crate::kernels::optim::reference::{self, Adam64};
+use crate::kernels::optim::{adamw_chunk, AdamwScalars, Hyper};
+use crate::kernels::optim_family::{adam_mini_rows, lion_chunk, norm_and_coef, LionHyper};
 use crate::tensor::TensorArg;
 use crate::tensor_list::TensorList;
 use crate::{Device, ScalarArg, Tensor};
@@ -89,15 +90,7 @@ pub fn adamw_mixed_multi<const N: usize, const WARPS: usize>(
     // `starts`, so the interpreter's index check would take a chunk wholly outside for a bad
     // index): they skip the update.
     if (chunk * N as i32).lt(pe.len()) {
-        let pv: Rv<f32, N> = load(pe.chunk(chunk));
-        let gb: Rv<bf16, N> = load(ge.chunk(chunk));
-        let mv: Rv<f32, N> = load(me.chunk(chunk));
-        let vv: Rv<f32, N> = load(ve.chunk(chunk));
-        let (m_new, v_new, p_new) = adamw_update(
-            pv,
-            gb.cast::<f32>(),
-            mv,
-            vv,
+        let s = AdamwScalars {
             lr,
             beta1,
             beta2,
@@ -105,11 +98,140 @@ pub fn adamw_mixed_multi<const N: usize, const WARPS: usize>(
             weight_decay,
             bias_correction1,
             bias_correction2,
-        );
-        store(pe.chunk(chunk), p_new);
+        };
+        let p_new = adamw_chunk::<bf16, N>(pe, ge, me, ve, chunk, s);
         store(we.chunk(chunk), p_new.cast::<bf16>());
-        store(me.chunk(chunk), m_new);
-        store(ve.chunk(chunk), v_new);
+    }
+}
+
+/// [`adamw_step`](crate::kernels::optim::adamw_step) over lists of tensors (f32 weights,
+/// gradients and moments): entry e of every list is one parameter tensor, all four of one
+/// length. Grid: `[starts[E], 1, 1]` with `starts` from [`block_starts`] over the lengths with
+/// `WARPS·N` elements per block.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_adamw_multi,
+    shapes(p: [E, 2], g: [E, 2], m: [E, 2], v: [E, 2], starts: [S], S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_multi<const N: usize, const WARPS: usize>(
+    p: GlTableMut<f32, 1>,
+    g: GlTable<f32, 1>,
+    m: GlTableMut<f32, 1>,
+    v: GlTableMut<f32, 1>,
+    starts: Gl<i32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    eps: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+    bias_correction1: Scalar<f32>,
+    bias_correction2: Scalar<f32>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, p.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let pe = p.view(e);
+    // Warps past the entry's end (see `adamw_mixed_multi`) skip.
+    if (chunk * N as i32).lt(pe.len()) {
+        let s = AdamwScalars {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            bias_correction1,
+            bias_correction2,
+        };
+        adamw_chunk::<f32, N>(pe, g.view(e), m.view(e), v.view(e), chunk, s);
+    }
+}
+
+/// [`lion_step`](crate::kernels::optim_family::lion_step) over lists of f32 tensors (weights,
+/// gradients, momentum; entry e of each of one length). Grid: `[starts[E], 1, 1]` with
+/// `WARPS·N` elements per block.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_lion_multi,
+    shapes(p: [E, 2], g: [E, 2], m: [E, 2], starts: [S], S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn lion_multi<const N: usize, const WARPS: usize>(
+    p: GlTableMut<f32, 1>,
+    g: GlTable<f32, 1>,
+    m: GlTableMut<f32, 1>,
+    starts: Gl<i32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, p.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let pe = p.view(e);
+    // Warps past the entry's end (see `adamw_mixed_multi`) skip.
+    if (chunk * N as i32).lt(pe.len()) {
+        lion_chunk::<N>(
+            pe,
+            g.view(e),
+            m.view(e),
+            chunk,
+            lr,
+            beta1,
+            beta2,
+            weight_decay,
+        );
+    }
+}
+
+/// [`adam_mini_step`](crate::kernels::optim_family::adam_mini_step) over lists: entry e of `p`,
+/// `g`, `m` is one parameter tensor viewed as `[blocks, block_len]` (the caller's partition:
+/// one row per head, per output neuron, …) and entry e of `v` its `[blocks]` second moments.
+/// Each warp owns 16 rows of one entry. Grid: `[starts[E], 1, 1]` with `starts` from
+/// [`block_starts`] over the row counts with `16·WARPS` rows per block.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<32, 4>),
+    selftest = selftest_adam_mini_multi,
+    shapes(p: [E, 3], g: [E, 3], m: [E, 3], v: [E, 2], starts: [S], S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adam_mini_multi<const C: usize, const WARPS: usize>(
+    p: GlTableMut<f32, 2>,
+    g: GlTable<f32, 2>,
+    m: GlTableMut<f32, 2>,
+    v: GlTableMut<f32, 1>,
+    starts: Gl<i32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    eps: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+    bias_correction1: Scalar<f32>,
+    bias_correction2: Scalar<f32>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, p.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let rows = (b - first) * WARPS as i32 + warp_idx();
+    let ve = v.view(e);
+    // Warps past the entry's last row skip (as in `adamw_mixed_multi`).
+    if (rows * 16).lt(ve.len()) {
+        let s = AdamwScalars {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            bias_correction1,
+            bias_correction2,
+        };
+        adam_mini_rows::<C>(p.view(e), g.view(e), m.view(e), ve, rows, s);
     }
 }
 
@@ -256,6 +378,146 @@ pub fn adamw_mixed_multi_step(
     )
 }
 
+/// One AdamW step over lists of f32 tensors in one launch (see [`adamw_multi`]): entry e of
+/// `p`, `g`, `m`, `v` of one length. An empty list does nothing.
+pub fn adamw_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    m: &mut TensorList,
+    v: &mut TensorList,
+    h: &Hyper,
+) -> Result<(), Error> {
+    const NAME: &str = "adamw_multi";
+    let n = lengths(p);
+    lengths_like(NAME, &n, g, "g")?;
+    lengths_like(NAME, &n, m, "m")?;
+    lengths_like(NAME, &n, v, "v")?;
+    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    let (bc1, bc2) = h.bias_corrections();
+    let s = |x: f32| ScalarArg::from(x);
+    adamw_multi::<CHUNK, WARPS>::launch(
+        device,
+        blocks,
+        p,
+        g,
+        m,
+        v,
+        &starts,
+        s(h.lr),
+        s(h.beta1),
+        s(h.beta2),
+        s(h.eps),
+        s(h.weight_decay),
+        s(bc1),
+        s(bc2),
+    )
+}
+
+/// One Lion step over lists of f32 tensors in one launch (see [`lion_multi`]): entry e of `p`,
+/// `g`, `m` of one length. An empty list does nothing.
+pub fn lion_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    m: &mut TensorList,
+    h: &LionHyper,
+) -> Result<(), Error> {
+    const NAME: &str = "lion_multi";
+    let n = lengths(p);
+    lengths_like(NAME, &n, g, "g")?;
+    lengths_like(NAME, &n, m, "m")?;
+    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    let s = |x: f32| ScalarArg::from(x);
+    lion_multi::<CHUNK, WARPS>::launch(
+        device,
+        blocks,
+        p,
+        g,
+        m,
+        &starts,
+        s(h.lr),
+        s(h.beta1),
+        s(h.beta2),
+        s(h.weight_decay),
+    )
+}
+
+/// Rows of 16 per warp and warps per block of [`adam_mini_multi`].
+pub const MINI_ROWS_PER_BLOCK: usize = 16 * WARPS;
+/// Columns per tile of [`adam_mini_multi`].
+pub const MINI_COLS: usize = 32;
+
+/// One Adam-mini step over lists in one launch (see [`adam_mini_multi`]): entry e of `p`, `g`,
+/// `m` (f32, rank 2) is `[blocks_e, len_e]` and entry e of `v` (f32, rank 1) is `[blocks_e]`.
+/// An empty list does nothing.
+pub fn adam_mini_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    m: &mut TensorList,
+    v: &mut TensorList,
+    h: &Hyper,
+) -> Result<(), Error> {
+    const NAME: &str = "adam_mini_multi";
+    for (what, list) in [("g", g), ("m", &*m)] {
+        for e in 0..p.len() {
+            if list.shape(e) != p.shape(e) {
+                return Err(Error::Shape {
+                    kernel: NAME.into(),
+                    message: format!(
+                        "`{what}` entry {e} has shape {:?}, `p` entry {e} has {:?}",
+                        list.shape(e).unwrap_or(&[]),
+                        p.shape(e).unwrap_or(&[])
+                    ),
+                });
+            }
+        }
+        if list.len() != p.len() {
+            return Err(Error::Shape {
+                kernel: NAME.into(),
+                message: format!(
+                    "`{what}` holds {} tensors, `p` holds {}",
+                    list.len(),
+                    p.len()
+                ),
+            });
+        }
+    }
+    let rows: Vec<usize> = (0..p.len())
+        .map(|e| p.shape(e).and_then(|s| s.first().copied()).unwrap_or(0))
+        .collect();
+    lengths_like(NAME, &rows, v, "v")?;
+    let (starts, blocks) = block_starts(&rows, MINI_ROWS_PER_BLOCK)?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    let (bc1, bc2) = h.bias_corrections();
+    let s = |x: f32| ScalarArg::from(x);
+    adam_mini_multi::<MINI_COLS, WARPS>::launch(
+        device,
+        blocks,
+        p,
+        g,
+        m,
+        v,
+        &starts,
+        s(h.lr),
+        s(h.beta1),
+        s(h.beta2),
+        s(h.eps),
+        s(h.weight_decay),
+        s(bc1),
+        s(bc2),
+    )
+}
+
 /// Clips the gradients of `g` (f32) in place to global L2 norm `max_norm` with three launches
 /// and no host round trip; `stats` (2 f32 elements, on the device or the host) receives
 /// `[‖g‖, coef]`, `coef = min(1, max_norm / (‖g‖ + 1e-6))`. An empty list has norm 0.
@@ -362,4 +624,165 @@ fn selftest_adamw_mixed_multi(device: &Device) -> Result<String, String> {
         }
     }
     Ok("master weights of 5 tensors (sizes 1, 17, 0, 1000, 4099) against the f64 step in one launch; model copy = bf16(master)".into())
+}
+
+/// The f64 form of `h`'s AdamW hyper-parameters (the f32 values the kernels receive).
+fn adam64(h: &Hyper) -> Adam64 {
+    Adam64 {
+        lr: f64::from(h.lr),
+        beta1: f64::from(h.beta1),
+        beta2: f64::from(h.beta2),
+        eps: f64::from(h.eps),
+        weight_decay: f64::from(h.weight_decay),
+    }
+}
+
+/// Entry sizes of the multi-tensor self-tests: one element, an odd small size, an empty
+/// tensor, and sizes around a block's 1024 elements.
+const SELFTEST_SIZES: [usize; 5] = [1, 17, 0, 1000, 4099];
+
+fn random_list(rng: &mut Rng, lo: f64, hi: f64) -> Vec<HostTensor> {
+    SELFTEST_SIZES
+        .iter()
+        .map(|&n| rng.tensor(ScalarType::F32, &[n], lo, hi))
+        .collect()
+}
+
+/// One `adamw_multi` step over awkward sizes against the f64 step.
+fn selftest_adamw_multi(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = Hyper {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 3,
+    };
+    let (p0, g) = (
+        random_list(&mut rng, -1.0, 1.0),
+        random_list(&mut rng, -1.0, 1.0),
+    );
+    let (m0, v0) = (
+        random_list(&mut rng, -0.1, 0.1),
+        random_list(&mut rng, 0.0, 0.01),
+    );
+    let (mut p, gl) = (host_list(&p0)?, host_list(&g)?);
+    let (mut m, mut v) = (host_list(&m0)?, host_list(&v0)?);
+    adamw_multi_step(device, &mut p, &gl, &mut m, &mut v, &h).map_err(|e| e.to_string())?;
+    for e in 0..SELFTEST_SIZES.len() {
+        let (mut wp, mut wm, mut wv) = (p0[e].to_vec(), m0[e].to_vec(), v0[e].to_vec());
+        reference::adamw(&mut wp, &g[e].to_vec(), &mut wm, &mut wv, &adam64(&h), 3);
+        let got = p.host(e).ok_or("p entry not on the host")?.to_vec();
+        let err = record(format!("entry {e}: p"), &got, &wp, 1e-5);
+        if err > 1e-5 {
+            return Err(format!("entry {e}: p error {err:.2e} (seed {})", rng.seed));
+        }
+    }
+    Ok("p of 5 tensors (sizes 1, 17, 0, 1000, 4099) against the f64 step in one launch".into())
+}
+
+/// One `lion_multi` step over awkward sizes against the f64 step; an element whose `c` lies
+/// within f32 rounding of 0 may take either sign.
+fn selftest_lion_multi(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = LionHyper {
+        lr: 1e-4,
+        beta1: 0.9,
+        beta2: 0.99,
+        weight_decay: 0.1,
+    };
+    let (p0, g) = (
+        random_list(&mut rng, -1.0, 1.0),
+        random_list(&mut rng, -1.0, 1.0),
+    );
+    let m0 = random_list(&mut rng, -0.1, 0.1);
+    let (mut p, gl, mut m) = (host_list(&p0)?, host_list(&g)?, host_list(&m0)?);
+    lion_multi_step(device, &mut p, &gl, &mut m, &h).map_err(|e| e.to_string())?;
+    let (lr, b1, b2, wd) = h.as_f64();
+    for e in 0..SELFTEST_SIZES.len() {
+        let (mut wp, mut wm) = (p0[e].to_vec(), m0[e].to_vec());
+        let cs = reference::lion(&mut wp, &g[e].to_vec(), &mut wm, lr, b1, b2, wd);
+        let got = p.host(e).ok_or("p entry not on the host")?.to_vec();
+        // Where |c| is within the f32 rounding of its two products and sum, the sign may
+        // differ: take the reference's p with the kernel's sign there.
+        let want: Vec<f64> = (0..wp.len())
+            .map(|i| {
+                if cs[i].abs() <= LionHyper::SIGN_SLACK {
+                    got[i]
+                } else {
+                    wp[i]
+                }
+            })
+            .collect();
+        let ep = record(format!("entry {e}: p"), &got, &want, 1e-6);
+        let em = record(
+            format!("entry {e}: m"),
+            &m.host(e).ok_or("m entry not on the host")?.to_vec(),
+            &wm,
+            1e-6,
+        );
+        if ep > 1e-6 || em > 1e-6 {
+            return Err(format!(
+                "entry {e}: p error {ep:.2e}, m {em:.2e} (seed {})",
+                rng.seed
+            ));
+        }
+    }
+    Ok(
+        "p and m of 5 tensors (sizes 1, 17, 0, 1000, 4099) against the f64 step in one launch"
+            .into(),
+    )
+}
+
+/// One `adam_mini_multi` step over tensors of several partitions against the f64 step.
+fn selftest_adam_mini_multi(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = Hyper {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 4,
+    };
+    // [blocks, block length]: one block of a bias, per-neuron rows, per-head rows, no rows.
+    let shapes = [[1usize, 17], [70, 130], [4, 96], [0, 8], [33, 1]];
+    let f = ScalarType::F32;
+    let make = |rng: &mut Rng, lo, hi| -> Vec<HostTensor> {
+        shapes.iter().map(|s| rng.tensor(f, s, lo, hi)).collect()
+    };
+    let (p0, g, m0) = (
+        make(&mut rng, -1.0, 1.0),
+        make(&mut rng, -1.0, 1.0),
+        make(&mut rng, -0.1, 0.1),
+    );
+    let v0: Vec<HostTensor> = shapes
+        .iter()
+        .map(|s| rng.tensor(f, &[s[0]], 0.0, 0.01))
+        .collect();
+    let (mut p, gl) = (host_list(&p0)?, host_list(&g)?);
+    let (mut m, mut v) = (host_list(&m0)?, host_list(&v0)?);
+    adam_mini_multi_step(device, &mut p, &gl, &mut m, &mut v, &h).map_err(|e| e.to_string())?;
+    for (e, shape) in shapes.iter().enumerate() {
+        let (mut wp, mut wm, mut wv) = (p0[e].to_vec(), m0[e].to_vec(), v0[e].to_vec());
+        reference::adam_mini(&mut wp, &g[e].to_vec(), &mut wm, &mut wv, &adam64(&h), 4);
+        let host = |l: &TensorList| {
+            l.host(e)
+                .map(HostTensor::to_vec)
+                .ok_or("entry not on the host")
+        };
+        let ep = record(format!("{shape:?}: p"), &host(&p)?, &wp, 1e-5);
+        let ev = record(format!("{shape:?}: v"), &host(&v)?, &wv, 1e-5);
+        if ep > 1e-5 || ev > 1e-5 {
+            return Err(format!(
+                "{shape:?}: p error {ep:.2e}, v {ev:.2e} (seed {})",
+                rng.seed
+            ));
+        }
+    }
+    Ok(
+        "p and per-block v of 5 tensors (1×17, 70×130, 4×96, 0×8, 33×1) against the f64 step"
+            .into(),
+    )
 }

@@ -9,6 +9,7 @@
 //!
 //! The bias corrections `1 − β^t` come from the host (they change once per step). Each warp
 //! updates one chunk of `N` elements; the last chunk is masked by the views' length.
+//! [`adamw_chunk`] is that chunk's step, shared by every AdamW kernel of the library.
 
 use crate::dsl::*;
 use crate::ir::interp::HostTensor;
@@ -39,8 +40,46 @@ pub fn adamw_step<const N: usize, const WARPS: usize>(
     bias_correction2: Scalar<f32>,
 ) {
     let chunk = block_idx_x() * WARPS as i32 + warp_idx();
+    let s = AdamwScalars {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        bias_correction1,
+        bias_correction2,
+    };
+    adamw_chunk::<f32, N>(p, g, m, v, chunk, s);
+}
+
+/// The per-step scalars of an AdamW kernel (its parameters of those names), carried together
+/// into [`adamw_chunk`].
+#[derive(Clone, Copy, Debug)]
+pub struct AdamwScalars {
+    pub lr: Scalar<f32>,
+    pub beta1: Scalar<f32>,
+    pub beta2: Scalar<f32>,
+    pub eps: Scalar<f32>,
+    pub weight_decay: Scalar<f32>,
+    pub bias_correction1: Scalar<f32>,
+    pub bias_correction2: Scalar<f32>,
+}
+
+/// Chunk `chunk` of `N` elements of one AdamW tensor: loads the f32 weights and moments and the
+/// gradient (f32, or a narrower float widened to f32), updates them by [`adamw_update`], stores
+/// `p`, `m` and `v`, and returns the new weights (for a model copy). Every AdamW kernel of the
+/// library, one tensor or a list, steps a chunk through it, so they agree bit for bit.
+#[crate::func]
+pub fn adamw_chunk<G: RegDtype, const N: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<G, 1>,
+    m: GlMut<f32, 1>,
+    v: GlMut<f32, 1>,
+    chunk: Scalar<i32>,
+    s: AdamwScalars,
+) -> Rv<f32, N> {
     let pv: Rv<f32, N> = load(p.chunk(chunk));
-    let gv: Rv<f32, N> = load(g.chunk(chunk));
+    let gv = widen_to_f32::<G, N>(load(g.chunk(chunk)));
     let mv: Rv<f32, N> = load(m.chunk(chunk));
     let vv: Rv<f32, N> = load(v.chunk(chunk));
 
@@ -49,18 +88,30 @@ pub fn adamw_step<const N: usize, const WARPS: usize>(
         gv,
         mv,
         vv,
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        bias_correction1,
-        bias_correction2,
+        s.lr,
+        s.beta1,
+        s.beta2,
+        s.eps,
+        s.weight_decay,
+        s.bias_correction1,
+        s.bias_correction2,
     );
 
     store(p.chunk(chunk), p_new);
     store(m.chunk(chunk), m_new);
     store(v.chunk(chunk), v_new);
+    p_new
+}
+
+/// `x` as f32: the value itself when it is f32 already (no conversion op), else converted.
+#[track_caller]
+pub fn widen_to_f32<G: RegDtype, const N: usize>(x: Rv<G, N>) -> Rv<f32, N> {
+    if G::SCALAR == ScalarType::F32 {
+        // Each dtype has one Rust type: this is the same type.
+        Rv::from_value(x.value())
+    } else {
+        x.cast::<f32>()
+    }
 }
 
 /// One AdamW update of `N` elements (the module documentation's formulas): `(m, v, p)` after

@@ -1,0 +1,908 @@
+//! Optimizers over lists of parameter [`Tensor`]s of mixed shapes, with hyper-parameters named
+//! as torch names them:
+//!
+//! | optimizer | definition followed | launches per step |
+//! |---|---|---|
+//! | [`AdamW`] | `torch.optim.AdamW` | 1 ([`adamw_multi`](super::optim_multi::adamw_multi), or [`adamw_mixed_multi`](super::optim_multi::adamw_mixed_multi) with a bf16 model copy) |
+//! | [`Lion`] | Chen et al. 2023, Algorithm 2 (as `lion-pytorch`) | 1 ([`lion_multi`](super::optim_multi::lion_multi)) |
+//! | [`AdamMini`] | Zhang et al. 2024 (`adam-mini` 1.1): one `v` per block of the caller's [`Partition`] | 1 ([`adam_mini_multi`](super::optim_multi::adam_mini_multi)) |
+//! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`](super::optim8)) | 1 per tensor |
+//! | [`Muon`] | `torch.optim.Muon` ([`muon`](super::muon)) | `3·ns_steps + 2` per matrix |
+//!
+//! ```
+//! use tilekit::kernels::optim::{AdamW, AdamWConfig};
+//! use tilekit::{Device, Tensor};
+//!
+//! let device = Device::Cpu;
+//! let weight = Tensor::from_slice(&[0.5f32; 6], &[2, 3], &device)?;
+//! let bias = Tensor::from_slice(&[0.1f32, -0.1], &[2], &device)?;
+//! let grads = [
+//!     Tensor::from_slice(&[1.0f32; 6], &[2, 3], &device)?,
+//!     Tensor::from_slice(&[1.0f32, -1.0], &[2], &device)?,
+//! ];
+//! let mut opt = AdamW::new(AdamWConfig { lr: 1e-2, ..AdamWConfig::default() })?;
+//! opt.step(&device, &[weight.clone(), bias.clone()], &grads)?; // updates the tensors in place
+//! assert!(weight.to_vec::<f32>()?[0] < 0.5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Each optimizer allocates its state on the device at its first step (as torch does) and
+//! refuses a later step over a different list of shapes. Parameters are f32 and contiguous;
+//! gradients have their parameter's shape. What torch offers and these do not (`amsgrad`,
+//! `maximize`) is refused with an error naming it, never ignored.
+//!
+//! Shampoo is written in [`kernels::shampoo`](super) with its own API; it joins this list when
+//! it lands.
+//!
+//! The kernels: [`adamw`] holds the first AdamW kernel ([`adamw_step`], one flat buffer) and the
+//! chunk step every AdamW kernel shares ([`adamw_chunk`]); [`reference`] the f64 steps.
+
+pub mod adamw;
+pub mod reference;
+
+pub use super::muon::MuonConfig;
+pub use super::optim_family::LionHyper;
+use super::optim_multi::{
+    adam_mini_multi_step, adamw_mixed_multi_step, adamw_multi_step, lion_multi_step,
+};
+use super::{muon, optim8};
+use crate::device::{DeviceView, LaunchArg, TableError};
+use crate::ir::ScalarType;
+use crate::tensor::TensorArg;
+use crate::tensor_list::TensorList;
+use crate::{Device, Tensor};
+pub use adamw::{adamw_chunk, adamw_step, adamw_update, step, widen_to_f32, AdamwScalars, Hyper};
+
+/// Why an optimizer refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimError {
+    #[error("{optimizer}: option `{name}` must be {expected}, got {value}")]
+    Option {
+        optimizer: &'static str,
+        name: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+    #[error("{optimizer}: `{name} = true` is not supported ({why})")]
+    Unsupported {
+        optimizer: &'static str,
+        name: &'static str,
+        why: &'static str,
+    },
+    #[error("{optimizer}: {what} entry {entry}: expected {expected}, got {found}")]
+    Entry {
+        optimizer: &'static str,
+        what: &'static str,
+        entry: usize,
+        expected: String,
+        found: String,
+    },
+    #[error("{optimizer}: {what} holds {found} tensors, expected {expected}")]
+    Count {
+        optimizer: &'static str,
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Muon(#[from] muon::MuonError),
+    #[error(transparent)]
+    Launch(#[from] crate::Error),
+}
+
+/// A contiguous tensor seen with another shape of as many elements (the kernels read a
+/// parameter of any rank as one flat row, or as Adam-mini's `[blocks, block_len]`).
+struct Reshaped<'a> {
+    tensor: &'a Tensor,
+    shape: Vec<usize>,
+}
+
+impl TensorArg for Reshaped<'_> {
+    fn dtype(&self) -> ScalarType {
+        self.tensor.dtype()
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn launch_arg(&self) -> LaunchArg {
+        let mut strides = vec![1; self.shape.len()];
+        for d in (0..self.shape.len().saturating_sub(1)).rev() {
+            strides[d] = strides[d + 1] * self.shape[d + 1];
+        }
+        LaunchArg::Device(DeviceView {
+            dtype: self.tensor.dtype(),
+            shape: self.shape.clone(),
+            strides,
+            offset: self.tensor.offset(),
+            storage: self.tensor.storage.clone(),
+        })
+    }
+    /// The launch wrote the tensor's memory in place.
+    fn take_back(&mut self, _: LaunchArg) {}
+}
+
+/// A list of `tensors`, each seen with the shape `shape_of` gives it.
+fn list_of(
+    dtype: ScalarType,
+    rank: usize,
+    tensors: &[&Tensor],
+    shape_of: impl Fn(usize, &Tensor) -> Vec<usize>,
+) -> Result<TensorList, TableError> {
+    let views: Vec<Reshaped<'_>> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Reshaped {
+            tensor: t,
+            shape: shape_of(i, t),
+        })
+        .collect();
+    let refs: Vec<&dyn TensorArg> = views.iter().map(|v| v as &dyn TensorArg).collect();
+    TensorList::of(dtype, rank, &refs)
+}
+
+/// Flat `[n]` views of `tensors`.
+fn flat(dtype: ScalarType, tensors: &[&Tensor]) -> Result<TensorList, TableError> {
+    list_of(dtype, 1, tensors, |_, t| vec![t.len()])
+}
+
+/// Checks a step's lists: as many gradients as parameters, each parameter a contiguous
+/// `param_dtype` tensor, each gradient a contiguous `grad_dtype` tensor of its shape, and the
+/// shapes those of the optimizer's state (`known`, empty before the first step).
+fn check_lists(
+    optimizer: &'static str,
+    params: &[Tensor],
+    grads: &[Tensor],
+    param_dtype: ScalarType,
+    grad_dtype: ScalarType,
+    known: &[Vec<usize>],
+) -> Result<(), OptimError> {
+    if grads.len() != params.len() {
+        return Err(OptimError::Count {
+            optimizer,
+            what: "grads",
+            expected: params.len(),
+            found: grads.len(),
+        });
+    }
+    if !known.is_empty() && known.len() != params.len() {
+        return Err(OptimError::Count {
+            optimizer,
+            what: "params (the state was made at the first step for another list)",
+            expected: known.len(),
+            found: params.len(),
+        });
+    }
+    let describe = |t: &Tensor| {
+        format!(
+            "a {} tensor of shape {:?}{}",
+            t.dtype(),
+            t.shape(),
+            if t.is_contiguous() { "" } else { ", strided" }
+        )
+    };
+    for (entry, (p, g)) in params.iter().zip(grads).enumerate() {
+        if p.dtype() != param_dtype || !p.is_contiguous() {
+            return Err(OptimError::Entry {
+                optimizer,
+                what: "params",
+                entry,
+                expected: format!("a contiguous {param_dtype} tensor"),
+                found: describe(p),
+            });
+        }
+        if let Some(shape) = known.get(entry) {
+            if p.shape() != shape.as_slice() {
+                return Err(OptimError::Entry {
+                    optimizer,
+                    what: "params",
+                    entry,
+                    expected: format!("shape {shape:?} (the state's, from the first step)"),
+                    found: describe(p),
+                });
+            }
+        }
+        if g.dtype() != grad_dtype || !g.is_contiguous() || g.shape() != p.shape() {
+            return Err(OptimError::Entry {
+                optimizer,
+                what: "grads",
+                entry,
+                expected: format!(
+                    "a contiguous {grad_dtype} tensor of shape {:?} (its parameter's)",
+                    p.shape()
+                ),
+                found: describe(g),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn shapes(params: &[Tensor]) -> Vec<Vec<usize>> {
+    params.iter().map(|p| p.shape().to_vec()).collect()
+}
+
+/// Refuses what the f32 hyper-parameters of an Adam-like step cannot be.
+fn check_adam_options(
+    optimizer: &'static str,
+    lr: f32,
+    betas: (f32, f32),
+    eps: Option<f32>,
+    weight_decay: f32,
+) -> Result<(), OptimError> {
+    let bad = |name, expected, value: f32| OptimError::Option {
+        optimizer,
+        name,
+        expected,
+        value: value.to_string(),
+    };
+    if !(lr.is_finite() && lr >= 0.0) {
+        return Err(bad("lr", "finite and at least 0", lr));
+    }
+    if !(0.0..1.0).contains(&betas.0) {
+        return Err(bad("betas.0", "in [0, 1)", betas.0));
+    }
+    if !(0.0..1.0).contains(&betas.1) {
+        return Err(bad("betas.1", "in [0, 1)", betas.1));
+    }
+    if let Some(eps) = eps {
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(bad("eps", "finite and at least 0", eps));
+        }
+    }
+    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+        return Err(bad("weight_decay", "finite and at least 0", weight_decay));
+    }
+    Ok(())
+}
+
+fn refuse(
+    optimizer: &'static str,
+    amsgrad: bool,
+    maximize: bool,
+    amsgrad_why: &'static str,
+) -> Result<(), OptimError> {
+    if amsgrad {
+        return Err(OptimError::Unsupported {
+            optimizer,
+            name: "amsgrad",
+            why: amsgrad_why,
+        });
+    }
+    if maximize {
+        return Err(OptimError::Unsupported {
+            optimizer,
+            name: "maximize",
+            why: "negate the gradients instead",
+        });
+    }
+    Ok(())
+}
+
+/// `torch.optim.AdamW`'s hyper-parameters (same names and defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f32,
+    pub betas: (f32, f32),
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Not supported: `true` is refused.
+    pub amsgrad: bool,
+    /// Not supported: `true` is refused.
+    pub maximize: bool,
+}
+
+impl Default for AdamWConfig {
+    /// torch's: `lr` 1e-3, `betas` (0.9, 0.999), `eps` 1e-8, `weight_decay` 1e-2.
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            amsgrad: false,
+            maximize: false,
+        }
+    }
+}
+
+impl AdamWConfig {
+    fn check(&self) -> Result<(), OptimError> {
+        refuse(
+            "AdamW",
+            self.amsgrad,
+            self.maximize,
+            "the kernels keep no running maximum of v",
+        )?;
+        check_adam_options(
+            "AdamW",
+            self.lr,
+            self.betas,
+            Some(self.eps),
+            self.weight_decay,
+        )
+    }
+
+    fn hyper(&self, step: u32) -> Hyper {
+        Hyper {
+            lr: self.lr,
+            beta1: self.betas.0,
+            beta2: self.betas.1,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            step,
+        }
+    }
+}
+
+/// AdamW over a list of f32 parameters (see the module documentation). State per parameter:
+/// `exp_avg` and `exp_avg_sq` (f32, its shape), as torch names them.
+#[derive(Debug)]
+pub struct AdamW {
+    /// The hyper-parameters of the next step (may change between steps, as a schedule does).
+    pub config: AdamWConfig,
+    steps: u32,
+    shapes: Vec<Vec<usize>>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+}
+
+impl AdamW {
+    /// An optimizer with no state yet; refuses options it does not support.
+    pub fn new(config: AdamWConfig) -> Result<AdamW, OptimError> {
+        config.check()?;
+        Ok(AdamW {
+            config,
+            steps: 0,
+            shapes: Vec::new(),
+            exp_avg: Vec::new(),
+            exp_avg_sq: Vec::new(),
+        })
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// The first moments, one per parameter (empty before the first step).
+    pub fn exp_avg(&self) -> &[Tensor] {
+        &self.exp_avg
+    }
+
+    /// The second moments, one per parameter (empty before the first step).
+    pub fn exp_avg_sq(&self) -> &[Tensor] {
+        &self.exp_avg_sq
+    }
+
+    fn prepare(&mut self, device: &Device, params: &[Tensor]) -> Result<Hyper, OptimError> {
+        self.config.check()?;
+        if self.steps == 0 {
+            self.shapes = shapes(params);
+            self.exp_avg = zeros_like(params, device)?;
+            self.exp_avg_sq = zeros_like(params, device)?;
+        }
+        Ok(self.config.hyper(self.steps + 1))
+    }
+
+    /// One step: updates `params` (f32) in place from `grads` (f32, each its parameter's
+    /// shape) in one launch.
+    pub fn step(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let f = ScalarType::F32;
+        check_lists("AdamW", params, grads, f, f, &self.shapes)?;
+        let h = self.prepare(device, params)?;
+        let mut p = flat(f, &refs(params))?;
+        let g = flat(f, &refs(grads))?;
+        let mut m = flat(f, &refs(&self.exp_avg))?;
+        let mut v = flat(f, &refs(&self.exp_avg_sq))?;
+        adamw_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// One mixed-precision step: updates the f32 master weights `params` in place from bf16
+    /// `grads` and writes `model[i] = bf16(params[i])` (round to nearest even) in the same
+    /// launch, so the model's bf16 copy never needs a second pass.
+    pub fn step_with_model_copy(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let (f, b) = (ScalarType::F32, ScalarType::BF16);
+        check_lists("AdamW", params, grads, f, b, &self.shapes)?;
+        check_lists("AdamW (model copy)", params, model, f, b, &self.shapes)?;
+        let h = self.prepare(device, params)?;
+        let mut p = flat(f, &refs(params))?;
+        let g = flat(b, &refs(grads))?;
+        let mut w = flat(b, &refs(model))?;
+        let mut m = flat(f, &refs(&self.exp_avg))?;
+        let mut v = flat(f, &refs(&self.exp_avg_sq))?;
+        adamw_mixed_multi_step(device, &mut p, &g, &mut m, &mut v, &mut w, &h)?;
+        self.steps += 1;
+        Ok(())
+    }
+}
+
+fn refs(ts: &[Tensor]) -> Vec<&Tensor> {
+    ts.iter().collect()
+}
+
+fn zeros_like(params: &[Tensor], device: &Device) -> Result<Vec<Tensor>, crate::Error> {
+    params
+        .iter()
+        .map(|p| Tensor::zeros(ScalarType::F32, p.shape(), device))
+        .collect()
+}
+
+/// Lion's hyper-parameters, named as `lion-pytorch` names them (torch has no Lion), with its
+/// defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LionConfig {
+    pub lr: f32,
+    pub betas: (f32, f32),
+    pub weight_decay: f32,
+    /// Not supported: `true` is refused.
+    pub maximize: bool,
+}
+
+impl Default for LionConfig {
+    /// `lr` 1e-4, `betas` (0.9, 0.99), `weight_decay` 0.
+    fn default() -> Self {
+        LionConfig {
+            lr: 1e-4,
+            betas: (0.9, 0.99),
+            weight_decay: 0.0,
+            maximize: false,
+        }
+    }
+}
+
+impl LionConfig {
+    fn check(&self) -> Result<(), OptimError> {
+        refuse("Lion", false, self.maximize, "")?;
+        check_adam_options("Lion", self.lr, self.betas, None, self.weight_decay)
+    }
+}
+
+/// Lion over a list of f32 parameters. State per parameter: `exp_avg` (f32, its shape).
+#[derive(Debug)]
+pub struct Lion {
+    /// The hyper-parameters of the next step.
+    pub config: LionConfig,
+    steps: u32,
+    shapes: Vec<Vec<usize>>,
+    exp_avg: Vec<Tensor>,
+}
+
+impl Lion {
+    /// An optimizer with no state yet; refuses options it does not support.
+    pub fn new(config: LionConfig) -> Result<Lion, OptimError> {
+        config.check()?;
+        Ok(Lion {
+            config,
+            steps: 0,
+            shapes: Vec::new(),
+            exp_avg: Vec::new(),
+        })
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// The momentum, one per parameter (empty before the first step).
+    pub fn exp_avg(&self) -> &[Tensor] {
+        &self.exp_avg
+    }
+
+    /// One step: updates `params` (f32) in place from `grads` (f32) in one launch.
+    pub fn step(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let f = ScalarType::F32;
+        check_lists("Lion", params, grads, f, f, &self.shapes)?;
+        self.config.check()?;
+        if self.steps == 0 {
+            self.shapes = shapes(params);
+            self.exp_avg = zeros_like(params, device)?;
+        }
+        let h = LionHyper {
+            lr: self.config.lr,
+            beta1: self.config.betas.0,
+            beta2: self.config.betas.1,
+            weight_decay: self.config.weight_decay,
+        };
+        let mut p = flat(f, &refs(params))?;
+        let g = flat(f, &refs(grads))?;
+        let mut m = flat(f, &refs(&self.exp_avg))?;
+        lion_multi_step(device, &mut p, &g, &mut m, &h)?;
+        self.steps += 1;
+        Ok(())
+    }
+}
+
+/// How Adam-mini splits one parameter into blocks that share a second moment (Zhang et al.
+/// 2024, §2: by the Hessian's block structure). Blocks are equal runs of consecutive elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partition {
+    /// One block: the whole tensor (the paper's choice for LayerNorm weights and the like).
+    Whole,
+    /// One block per output neuron: a row of a weight `[out, in]` (value, attention output and
+    /// MLP projections; a 1-D tensor's elements).
+    PerOutputNeuron,
+    /// One block per attention head: `heads` equal groups of rows of a query or key projection
+    /// `[heads·head_dim, in]`.
+    PerHead(usize),
+    /// One block per element: AdamW's per-parameter `v` (the paper's embedding and output
+    /// layers).
+    PerElement,
+}
+
+impl Partition {
+    /// Blocks of a tensor of `shape`, or why the partition does not fit it.
+    fn blocks(&self, shape: &[usize]) -> Result<usize, String> {
+        let n: usize = shape.iter().product();
+        if n == 0 {
+            return Ok(0);
+        }
+        Ok(match *self {
+            Partition::Whole => 1,
+            Partition::PerOutputNeuron => shape.first().copied().unwrap_or(1),
+            Partition::PerHead(heads) => {
+                let rows = shape.first().copied().unwrap_or(1);
+                if heads == 0 || rows % heads != 0 {
+                    return Err(format!(
+                        "{heads} heads, which must be at least 1 and divide the {rows} rows"
+                    ));
+                }
+                heads
+            }
+            Partition::PerElement => n,
+        })
+    }
+}
+
+/// Adam-mini's hyper-parameters (`adam-mini` 1.1's names and defaults; torch has none).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamMiniConfig {
+    pub lr: f32,
+    pub betas: (f32, f32),
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Not supported: `true` is refused.
+    pub maximize: bool,
+}
+
+impl Default for AdamMiniConfig {
+    /// `lr` 1e-3, `betas` (0.9, 0.999), `eps` 1e-8, `weight_decay` 0.
+    fn default() -> Self {
+        AdamMiniConfig {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            maximize: false,
+        }
+    }
+}
+
+/// Adam-mini over a list of f32 parameters, each split by its [`Partition`]. State per
+/// parameter: `exp_avg` (f32, its shape) and `v` (f32, one per block).
+#[derive(Debug)]
+pub struct AdamMini {
+    /// The hyper-parameters of the next step.
+    pub config: AdamMiniConfig,
+    partition: Vec<Partition>,
+    steps: u32,
+    shapes: Vec<Vec<usize>>,
+    blocks: Vec<usize>,
+    exp_avg: Vec<Tensor>,
+    v: Vec<Tensor>,
+}
+
+impl AdamMini {
+    /// An optimizer for parameters split by `partition` (one entry per parameter, in the order
+    /// `step` receives them), with no state yet.
+    pub fn new(config: AdamMiniConfig, partition: Vec<Partition>) -> Result<AdamMini, OptimError> {
+        Self::check(&config)?;
+        Ok(AdamMini {
+            config,
+            partition,
+            steps: 0,
+            shapes: Vec::new(),
+            blocks: Vec::new(),
+            exp_avg: Vec::new(),
+            v: Vec::new(),
+        })
+    }
+
+    fn check(c: &AdamMiniConfig) -> Result<(), OptimError> {
+        refuse("AdamMini", false, c.maximize, "")?;
+        check_adam_options("AdamMini", c.lr, c.betas, Some(c.eps), c.weight_decay)
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// The first moments, one per parameter (empty before the first step).
+    pub fn exp_avg(&self) -> &[Tensor] {
+        &self.exp_avg
+    }
+
+    /// The second moments, `[blocks]` per parameter (empty before the first step).
+    pub fn v(&self) -> &[Tensor] {
+        &self.v
+    }
+
+    /// One step: updates `params` (f32) in place from `grads` (f32) in one launch.
+    pub fn step(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+    ) -> Result<(), OptimError> {
+        const NAME: &str = "AdamMini";
+        let f = ScalarType::F32;
+        check_lists(NAME, params, grads, f, f, &self.shapes)?;
+        Self::check(&self.config)?;
+        if self.partition.len() != params.len() {
+            return Err(OptimError::Count {
+                optimizer: NAME,
+                what: "params (one per entry of the partition)",
+                expected: self.partition.len(),
+                found: params.len(),
+            });
+        }
+        if self.steps == 0 {
+            let mut blocks = Vec::with_capacity(params.len());
+            for (entry, (p, part)) in params.iter().zip(&self.partition).enumerate() {
+                blocks.push(part.blocks(p.shape()).map_err(|why| OptimError::Entry {
+                    optimizer: NAME,
+                    what: "params",
+                    entry,
+                    expected: format!("a shape {part:?} divides: {why}"),
+                    found: format!("shape {:?}", p.shape()),
+                })?);
+            }
+            self.v = blocks
+                .iter()
+                .map(|&b| Tensor::zeros(f, &[b], device))
+                .collect::<Result<_, _>>()?;
+            self.exp_avg = zeros_like(params, device)?;
+            self.shapes = shapes(params);
+            self.blocks = blocks;
+        }
+        let h = Hyper {
+            lr: self.config.lr,
+            beta1: self.config.betas.0,
+            beta2: self.config.betas.1,
+            eps: self.config.eps,
+            weight_decay: self.config.weight_decay,
+            step: self.steps + 1,
+        };
+        let blocks = &self.blocks;
+        let as_blocks = |i: usize, t: &Tensor| match blocks[i] {
+            0 => vec![0, 1],
+            b => vec![b, t.len() / b],
+        };
+        let mut p = list_of(f, 2, &refs(params), as_blocks)?;
+        let g = list_of(f, 2, &refs(grads), as_blocks)?;
+        let mut m = list_of(f, 2, &refs(&self.exp_avg), as_blocks)?;
+        let mut v = flat(f, &refs(&self.v))?;
+        adam_mini_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?;
+        self.steps += 1;
+        Ok(())
+    }
+}
+
+/// bitsandbytes' `AdamW8bit` hyper-parameters (same names and defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adam8bitConfig {
+    pub lr: f32,
+    pub betas: (f32, f32),
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Not supported: `true` is refused.
+    pub amsgrad: bool,
+    /// Not supported: `true` is refused.
+    pub maximize: bool,
+}
+
+impl Default for Adam8bitConfig {
+    /// `lr` 1e-3, `betas` (0.9, 0.999), `eps` 1e-8, `weight_decay` 1e-2.
+    fn default() -> Self {
+        Adam8bitConfig {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            amsgrad: false,
+            maximize: false,
+        }
+    }
+}
+
+/// 8-bit AdamW over a list of f32 parameters: blockwise-quantized moments
+/// ([`optim8`](super::optim8), whose [`Adam8bit`](optim8::Adam8bit) state each parameter gets).
+/// Every parameter is quantized, however small (bitsandbytes keeps tensors under its
+/// `min_8bit_size` of 4096 elements in 32-bit state; this does not).
+#[derive(Debug)]
+pub struct Adam8bit {
+    /// The hyper-parameters of the next step.
+    pub config: Adam8bitConfig,
+    steps: u32,
+    shapes: Vec<Vec<usize>>,
+    states: Vec<optim8::Adam8bit>,
+}
+
+impl Adam8bit {
+    /// An optimizer with no state yet; refuses options it does not support.
+    pub fn new(config: Adam8bitConfig) -> Result<Adam8bit, OptimError> {
+        Self::check(&config)?;
+        Ok(Adam8bit {
+            config,
+            steps: 0,
+            shapes: Vec::new(),
+            states: Vec::new(),
+        })
+    }
+
+    fn check(c: &Adam8bitConfig) -> Result<(), OptimError> {
+        refuse(
+            "Adam8bit",
+            c.amsgrad,
+            c.maximize,
+            "the 8-bit state keeps no running maximum of v",
+        )?;
+        check_adam_options("Adam8bit", c.lr, c.betas, Some(c.eps), c.weight_decay)
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// The 8-bit state of each parameter (empty before the first step).
+    pub fn states(&self) -> &[optim8::Adam8bit] {
+        &self.states
+    }
+
+    /// One step: updates `params` (f32) in place from `grads` (f32), one launch per parameter.
+    pub fn step(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let f = ScalarType::F32;
+        check_lists("Adam8bit", params, grads, f, f, &self.shapes)?;
+        Self::check(&self.config)?;
+        if self.steps == 0 {
+            self.shapes = shapes(params);
+            self.states = params
+                .iter()
+                .map(|p| optim8::Adam8bit::new(p.len()))
+                .collect();
+        }
+        let h = Hyper {
+            lr: self.config.lr,
+            beta1: self.config.betas.0,
+            beta2: self.config.betas.1,
+            eps: self.config.eps,
+            weight_decay: self.config.weight_decay,
+            step: self.steps + 1,
+        };
+        for ((p, g), state) in params.iter().zip(grads).zip(&mut self.states) {
+            if p.is_empty() {
+                continue;
+            }
+            let mut pv = Reshaped {
+                tensor: p,
+                shape: vec![p.len()],
+            };
+            let gv = Reshaped {
+                tensor: g,
+                shape: vec![g.len()],
+            };
+            state.step(device, &mut pv, &gv, &h)?;
+        }
+        self.steps += 1;
+        Ok(())
+    }
+}
+
+/// Muon over a list of 2-D f32 parameters (`torch.optim.Muon`, which likewise takes only
+/// matrices: give biases and embeddings to another optimizer). Each matrix gets a
+/// [`muon::Muon`] state of batch 1.
+#[derive(Debug)]
+pub struct Muon {
+    /// The hyper-parameters of the next step.
+    pub config: MuonConfig,
+    steps: u32,
+    shapes: Vec<Vec<usize>>,
+    states: Vec<muon::Muon>,
+}
+
+impl Muon {
+    /// An optimizer with no state yet.
+    pub fn new(config: MuonConfig) -> Result<Muon, OptimError> {
+        Ok(Muon {
+            config,
+            steps: 0,
+            shapes: Vec::new(),
+            states: Vec::new(),
+        })
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// The state of each matrix (momentum buffer `[1, R, C]`; empty before the first step).
+    pub fn states(&self) -> &[muon::Muon] {
+        &self.states
+    }
+
+    /// One step: updates `params` (2-D f32) in place from `grads` (f32, each its parameter's
+    /// shape).
+    pub fn step(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let f = ScalarType::F32;
+        check_lists("Muon", params, grads, f, f, &self.shapes)?;
+        if self.steps == 0 {
+            let mut states = Vec::with_capacity(params.len());
+            for (entry, p) in params.iter().enumerate() {
+                let &[r, c] = p.shape() else {
+                    return Err(OptimError::Entry {
+                        optimizer: "Muon",
+                        what: "params",
+                        entry,
+                        expected: "a matrix (Muon updates 2-D parameters only)".into(),
+                        found: format!("shape {:?}", p.shape()),
+                    });
+                };
+                states.push(muon::Muon::new(device, [1, r, c], self.config)?);
+            }
+            self.shapes = shapes(params);
+            self.states = states;
+        }
+        for ((p, g), state) in params.iter().zip(grads).zip(&mut self.states) {
+            state.config = self.config;
+            let batch = |t: &Tensor| {
+                let mut shape = vec![1];
+                shape.extend_from_slice(t.shape());
+                shape
+            };
+            let mut pv = Reshaped {
+                tensor: p,
+                shape: batch(p),
+            };
+            let gv = Reshaped {
+                tensor: g,
+                shape: batch(g),
+            };
+            state.step(device, &mut pv, &gv)?;
+        }
+        self.steps += 1;
+        Ok(())
+    }
+}

@@ -32,55 +32,10 @@ struct Known {
 /// Conflicts that are known and not fixed. The GEMM B rings `St<bf16, BK, BN>` with
 /// BN = 128/256 and the head-dim-128 attention K/V rings, whose 256- and 512-byte rows made
 /// `ldmatrix` 2–4-way, are stored as 128-byte swizzled pieces since 2026-12-07
-/// (`tilekit_codegen::layout::shared_tile_offset`); an entry here must say why it stays.
-const KNOWN: &[Known] = &[
-    Known {
-        kernel: "muon_apply",
-        opcode: "ld.shared",
-        ways: 8,
-        codes: 1,
-        why: MUON_TRANSPOSE,
-    },
-    Known {
-        kernel: "muon_apply",
-        opcode: "st.shared",
-        ways: 8,
-        codes: 1,
-        why: MUON_TRANSPOSE,
-    },
-    Known {
-        kernel: "muon_prepare",
-        opcode: "ld.shared",
-        ways: 8,
-        codes: 1,
-        why: MUON_TRANSPOSE,
-    },
-    Known {
-        kernel: "muon_prepare",
-        opcode: "st.shared",
-        ways: 8,
-        codes: 1,
-        why: MUON_TRANSPOSE,
-    },
-    Known {
-        kernel: "shampoo_gram",
-        opcode: "ld.shared",
-        ways: 2,
-        codes: 2,
-        why: SHAMPOO_F32_PANELS,
-    },
-    Known {
-        kernel: "shampoo_matmul",
-        opcode: "ld.shared",
-        ways: 2,
-        codes: 2,
-        why: SHAMPOO_F32_PANELS,
-    },
-];
-
-const SHAMPOO_F32_PANELS: &str = "Shampoo's f32 products load their f32 register fragments word by word (`ld.shared.b32`; no ldmatrix for f32) from unswizzled f32 panels with 64-byte rows (`St<f32, 64, 16>`, `St<f32, 16, 64>`), so lanes two rows apart meet in one bank (2-way). A swizzled or padded f32 panel would fix it.";
-
-const MUON_TRANSPOSE: &str = "Muon's TRANS kernels transpose an f32 register tile (`transpose(u)`, `transpose(o)`) through codegen's shared scratch for relayouts, which is unpadded: the lanes of a warp store rows and read columns whose words fall in the same banks (up to 8-way). A padded or swizzled scratch in the transpose lowering (codegen/src/lower/relayout.rs) would fix it.";
+/// (`tilekit_codegen::layout::shared_tile_offset`), and Muon's f32 register-tile transposes
+/// (up to 8-way through the relayout scratch) permute the scratch's words by row since the
+/// same day (codegen/src/lower/relayout.rs); an entry here must say why it stays.
+const KNOWN: &[Known] = &[];
 
 fn conflicts_on(target: &str) {
     let mut unexpected = Vec::new();

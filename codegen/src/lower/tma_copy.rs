@@ -11,13 +11,14 @@
 //! ops, so each keeps the same two counters in registers: `committed` (groups committed so far:
 //! the open group is number `committed`) and `waited` (groups this thread has seen complete).
 //!
-//! - `copy_start` of a qualifying tile: thread 0 announces the tile's bytes on the open group's
-//!   barrier (`mbarrier.expect_tx`) and issues one `cp.async.bulk.tensor` per box of the plan
-//!   ([`crate::tma::plan`]) on it. No other thread does anything: no per-chunk address or bounds
+//! - `copy_start` of a qualifying tile: the issuing thread (one lane of warp 0) issues one
+//!   `cp.async.bulk.tensor` per box of the plan ([`crate::tma::plan`]) on the open group's
+//!   barrier, and every thread adds the tile's bytes to the group's count (a constant after
+//!   LLVM's mem2reg in a straight-line step). No other thread does anything: no per-chunk address or bounds
 //!   math (TMA fills out-of-bounds elements with zeros, as the IR's copy does).
-//! - `copy_commit`: thread 0 arrives on the open group's barrier (initialized with one arrival),
-//!   so the phase completes once that arrival and every announced byte are in — at once for an
-//!   empty group; then `committed` + 1.
+//! - `copy_commit`: the issuing thread arrives on the open group's barrier (initialized with one
+//!   arrival) announcing the group's bytes (`mbarrier.arrive.expect_tx`), so the phase completes
+//!   once every byte is in — at once for an empty group; then `committed` + 1.
 //! - `copy_wait[n]`: every thread waits (`mbarrier.try_wait.parity` on parity ⌊g / B⌋ mod 2) for
 //!   each group g from `waited` up to `committed − n − 1`, which is "all but the n most recent
 //!   complete"; the barrier's completion makes the TMA writes visible to the waiting thread.
@@ -28,13 +29,14 @@
 //! semantics count; a per-thread counter recovers "the n most recent" at the cost of an add and
 //! a compare per step, with no memory traffic. Before a barrier is armed again for group
 //! g + B, group g must have completed, or its bytes would count towards the old phase: when a
-//! commit leaves B groups unwaited, the committing threads wait for the oldest first (earlier
-//! than the IR asked, which the group semantics allow). With the sm80-style ring the library
-//! writes (a wait, then a block barrier, then the next stage's copies) at most `STAGES − 1`
-//! groups are ever in flight, so with B = 8 this never waits early. A thread's parity wait on
-//! group g is only ambiguous once group g + 2B has been armed; thread 0 arms it after waiting
-//! for g + B itself, so a thread would have to fall 2B groups behind thread 0 without a block
-//! barrier, which a ring whose stages are refilled only after a block barrier never does.
+//! commit leaves B groups it has not seen complete, the issuing thread waits for the oldest
+//! first (earlier than the IR asked, which the group semantics allow). With the sm80-style ring
+//! the library writes (a wait, then a block barrier, then the next stage's copies) at most
+//! `STAGES − 1` groups are ever in flight, so with B = 8 this never waits early. A thread's
+//! parity wait on group g is only ambiguous once group g + 2B has been armed; the issuing
+//! thread arms it after waiting for g + B itself, so a thread would have to fall 2B groups
+//! behind it without a block barrier, which a ring whose stages are refilled only after a
+//! block barrier never does.
 //!
 //! A kernel whose groups also hold `cp.async` copies (views the compile does not assume
 //! aligned, tiles with no plan) keeps `cp.async.commit_group` / `cp.async.wait_group n` beside
@@ -57,6 +59,8 @@ pub(crate) struct TmaGroups {
     /// `alloca`s of the two counters (LLVM promotes them to registers).
     pub committed: String,
     pub waited: String,
+    /// `alloca` of the bytes the open group's copies have issued so far.
+    pub bytes: String,
     /// Entry parameter names of the maps, in [`TmaScan::maps`] order.
     pub params: Vec<String>,
     /// The kernel's global-view parameters by the pointer name their lowering carries, so a view
@@ -107,12 +111,14 @@ impl Lowerer<'_> {
         };
         let committed = slot();
         let waited = slot();
+        let bytes = slot();
         let params = (0..scan.maps.len()).map(|j| format!("%tm{j}")).collect();
         self.tma = Some(Box::new(TmaGroups {
             scan,
             bars,
             committed,
             waited,
+            bytes,
             params,
             views,
             facts,
@@ -161,12 +167,13 @@ impl Lowerer<'_> {
                 let bar = self.group_barrier(&t, &c);
                 let one = self.e.i32(1);
                 let c1 = self.e.add_i32(&c, &one);
+                let bytes = self.load_counter(&t.bytes);
                 self.issuer_open();
                 self.asm(
-                    "mbarrier.arrive.shared::cta.b64 _, [$0];",
-                    "r",
-                    &[&bar],
-                    "(i32)",
+                    "mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], $1;",
+                    "r,r",
+                    &[&bar, &bytes],
+                    "(i32, i32)",
                 );
                 // The issuer arms the next group's barrier: with B groups it has not seen
                 // complete, it waits for the oldest first (module documentation). Only its own
@@ -186,6 +193,9 @@ impl Lowerer<'_> {
                     "llvm.store {c1}, {} : i32, !llvm.ptr",
                     t.committed
                 ));
+                let zero = self.e.i32(0);
+                self.e
+                    .line(&format!("llvm.store {zero}, {} : i32, !llvm.ptr", t.bytes));
                 if t.scan.cp_async {
                     self.pipeline(op)?;
                 }
@@ -240,16 +250,16 @@ impl Lowerer<'_> {
         let bar = self.group_barrier(t, &c);
         let row0 = self.e.mul_i32_const(&tr, i64::from(rows));
         let col0 = self.e.mul_i32_const(&tc, i64::from(cols));
+        // The group's bytes are announced once, with the commit's arrival
+        // (`mbarrier.arrive.expect_tx`): the phase cannot complete before that arrival, so
+        // boxes that land first only take the transaction count below zero for a while, which
+        // the count's range allows (PTX ISA, *mbarrier*, "tx-count").
+        let b = self.load_counter(&t.bytes);
+        let size = self.e.i32(i64::from(plan.bytes));
+        let b1 = self.e.add_i32(&b, &size);
+        self.e
+            .line(&format!("llvm.store {b1}, {} : i32, !llvm.ptr", t.bytes));
         self.issuer_open();
-        self.asm(
-            &format!(
-                "mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [$0], {};",
-                plan.bytes
-            ),
-            "r",
-            &[&bar],
-            "(i32)",
-        );
         for bx in &plan.boxes {
             let off = self.e.i32(i64::from(bx.shared_offset));
             let at = self.e.add_i32(&base, &off);

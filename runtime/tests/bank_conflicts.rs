@@ -35,7 +35,24 @@ struct Known {
 /// (`tilekit_codegen::layout::shared_tile_offset`), and Muon's f32 register-tile transposes
 /// (up to 8-way through the relayout scratch) permute the scratch's words by row since the
 /// same day (codegen/src/lower/relayout.rs); an entry here must say why it stays.
-const KNOWN: &[Known] = &[];
+const KNOWN: &[Known] = &[
+    Known {
+        kernel: "shampoo_gram",
+        opcode: "ld.shared",
+        ways: 2,
+        codes: 2,
+        why: SHAMPOO_F32_PANELS,
+    },
+    Known {
+        kernel: "shampoo_matmul",
+        opcode: "ld.shared",
+        ways: 2,
+        codes: 2,
+        why: SHAMPOO_F32_PANELS,
+    },
+];
+
+const SHAMPOO_F32_PANELS: &str = "Shampoo's f32 products load their f32 register fragments word by word (`ld.shared.b32`; no ldmatrix for f32) from unswizzled f32 panels with 64-byte rows (`St<f32, 64, 16>`, `St<f32, 16, 64>`), so lanes two rows apart meet in one bank (2-way). A swizzled or padded f32 panel would fix it.";
 
 fn conflicts_on(target: &str) {
     let mut unexpected = Vec::new();

@@ -440,7 +440,12 @@ impl FuncBuilder {
     /// checks it).
     #[track_caller]
     pub fn setmaxnreg(&mut self, inc: bool, count: u32) {
-        self.op(OpKind::SetMaxNReg { inc, count }, Scope::Warpgroup, &[], vec![]);
+        self.op(
+            OpKind::SetMaxNReg { inc, count },
+            Scope::Warpgroup,
+            &[],
+            vec![],
+        );
     }
 
     /// Closes the executing warp's open mma group.

@@ -91,7 +91,10 @@ fn counts_off_the_grid_or_outside_24_to_256_are_verifier_errors() {
         verify(&parse(&text)).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
     }
     for bad in [0, 16, 36, 260, 264] {
-        let e = verify_errors(&split(&format!("    setmaxnreg.dec[{bad}] @warpgroup ()"), INC));
+        let e = verify_errors(&split(
+            &format!("    setmaxnreg.dec[{bad}] @warpgroup ()"),
+            INC,
+        ));
         assert!(
             e.contains("register count n") && e.contains("multiple of 8 in 24..=256"),
             "{bad}: {e}"

@@ -22,11 +22,7 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
     ("device/hip.rs", include_str!("device/hip.rs"), DEVICE),
     ("device/memory.rs", include_str!("device/memory.rs"), DEVICE),
     ("device/table.rs", include_str!("device/table.rs"), DEVICE),
-    (
-        "tensor_map.rs",
-        include_str!("tensor_map.rs"),
-        DEVICE,
-    ),
+    ("tensor_map.rs", include_str!("tensor_map.rs"), DEVICE),
     (
         "tensor.rs",
         include_str!("tensor.rs"),

@@ -83,9 +83,9 @@ fn inverse_root_f64(a: &[f64], d: usize, p: f64) -> (Vec<f64>, f64) {
             x[i * d + j] = (0..d).map(|k| v[i * d + k] * f[k] * v[j * d + k]).sum();
         }
     }
-    let (lo, hi) = w
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+    let (lo, hi) = w.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &l| {
+        (lo.min(l), hi.max(l))
+    });
     (x, hi / lo)
 }
 
@@ -102,8 +102,16 @@ fn gram_on(device: &Device, rng: &mut Rng, r: usize, c: usize) {
     for trans in [false, true] {
         let d = if trans { c } else { r };
         // A symmetric start, as the kernel requires.
-        let s0 = matmul(&{ rng.tensor(F32, &[d, 3], -1.0, 1.0).to_vec() }, &vec![0.5; 3 * d], d, 3, d);
-        let s0: Vec<f64> = (0..d * d).map(|x| s0[x] + s0[(x % d) * d + x / d]).collect();
+        let s0 = matmul(
+            &{ rng.tensor(F32, &[d, 3], -1.0, 1.0).to_vec() },
+            &vec![0.5; 3 * d],
+            d,
+            3,
+            d,
+        );
+        let s0: Vec<f64> = (0..d * d)
+            .map(|x| s0[x] + s0[(x % d) * d + x / d])
+            .collect();
         let s0: Vec<f64> = s0.iter().map(|&x| f64::from(x as f32)).collect();
         let mut st = HostTensor::new(F32, &[d, d], &s0).unwrap();
         let (sa, sb) = (ScalarArg::from(0.125f32), ScalarArg::from(0.875f32));
@@ -185,7 +193,13 @@ fn root_on(device: &Device, rng: &mut Rng, d: usize, k: usize, eps: f64) {
     let report = inverse_root(device, &st, &mut scratch, 1.0, eps, &cfg).unwrap();
     let got = scratch.root().to_f64_vec().unwrap();
     let a: Vec<f64> = (0..d * d)
-        .map(|x| s[x] + if x / d == x % d { f64::from(eps as f32) } else { 0.0 })
+        .map(|x| {
+            s[x] + if x / d == x % d {
+                f64::from(eps as f32)
+            } else {
+                0.0
+            }
+        })
         .collect();
     let p = f64::from(ROOT);
     let (want, kappa) = inverse_root_f64(&a, d, p);
@@ -235,7 +249,9 @@ struct Reference {
 }
 
 fn cuts(n: usize, b: usize) -> Vec<(usize, usize)> {
-    (0..n.div_ceil(b)).map(|i| (i * b, b.min(n - i * b))).collect()
+    (0..n.div_ceil(b))
+        .map(|i| (i * b, b.min(n - i * b)))
+        .collect()
 }
 
 impl Reference {
@@ -243,8 +259,16 @@ impl Reference {
         let blocks = shapes
             .iter()
             .map(|s| {
-                let (r, c) = if s.len() == 1 { (s[0], 1) } else { (s[0], s[1]) };
-                let b = if s.len() == 1 { usize::MAX } else { cfg.max_preconditioner_dim };
+                let (r, c) = if s.len() == 1 {
+                    (s[0], 1)
+                } else {
+                    (s[0], s[1])
+                };
+                let b = if s.len() == 1 {
+                    usize::MAX
+                } else {
+                    cfg.max_preconditioner_dim
+                };
                 let mut out = Vec::new();
                 for rows in cuts(r, b) {
                     for cols in cuts(c, b) {
@@ -284,7 +308,9 @@ impl Reference {
         let bc2 = if b2 < 1.0 { 1.0 - b2.powi(t) } else { 1.0 };
         let bcg = 1.0 - bg.powi(t);
         let (sb, sa) = if b2 < 1.0 { (b2, 1.0 - b2) } else { (1.0, 1.0) };
-        let start = cfg.start_preconditioning_step.unwrap_or(cfg.precondition_frequency);
+        let start = cfg
+            .start_preconditioning_step
+            .unwrap_or(cfg.precondition_frequency);
         let precondition = t as usize >= start;
         let due = t as usize % cfg.precondition_frequency == 0;
         let (mu, damp) = (f(cfg.momentum), 1.0 - f(cfg.dampening));
@@ -293,7 +319,11 @@ impl Reference {
             (true, true) => (1.0, mu),
             (true, false) => (0.0, 1.0),
         };
-        let (mu, damp) = if cfg.momentum > 0.0 { (mu, damp) } else { (0.0, 1.0) };
+        let (mu, damp) = if cfg.momentum > 0.0 {
+            (mu, damp)
+        } else {
+            (0.0, 1.0)
+        };
         let decay = 1.0 - f(cfg.lr) * f(cfg.weight_decay);
         for (i, shape) in self.shapes.iter().enumerate() {
             let width = if shape.len() == 1 { 1 } else { shape[1] };
@@ -306,7 +336,8 @@ impl Reference {
                 for x in 0..r * c {
                     blk.m[x] = b1 * blk.m[x] + (1.0 - b1) * g[x];
                     blk.v[x] = bg * blk.v[x] + (1.0 - bg) * g[x] * g[x];
-                    graft[x] = (blk.m[x] / bc1) / ((blk.v[x] / bcg).sqrt() + f(cfg.grafting_epsilon));
+                    graft[x] =
+                        (blk.m[x] / bc1) / ((blk.v[x] / bcg).sqrt() + f(cfg.grafting_epsilon));
                 }
                 let mut dir = graft.clone();
                 if shape.len() == 2 {
@@ -321,14 +352,19 @@ impl Reference {
                     if precondition && (due || blk.roots.is_none()) {
                         let root = |s: &[f64], d: usize, kappa: &mut f64| {
                             let a: Vec<f64> = (0..d * d)
-                                .map(|x| s[x] / bc2 + if x / d == x % d { f(cfg.epsilon) } else { 0.0 })
+                                .map(|x| {
+                                    s[x] / bc2 + if x / d == x % d { f(cfg.epsilon) } else { 0.0 }
+                                })
                                 .collect();
                             let (x, k) = inverse_root_f64(&a, d, f64::from(ROOT));
                             *kappa = kappa.max(k);
                             x
                         };
                         let mut kappa = self.kappa;
-                        blk.roots = Some([root(&blk.stats[0], r, &mut kappa), root(&blk.stats[1], c, &mut kappa)]);
+                        blk.roots = Some([
+                            root(&blk.stats[0], r, &mut kappa),
+                            root(&blk.stats[1], c, &mut kappa),
+                        ]);
                         self.kappa = kappa;
                         self.dim = self.dim.max(r).max(c);
                     }
@@ -359,16 +395,34 @@ impl Reference {
 /// within `4·e_r·(update size) + 2·steps·2⁻²⁴·max|p|` over `max |Δ|`, with `e_r` the relative
 /// error of one root (the module documentation's bound, with the statistics' f32 sums in the
 /// backward error): a step's direction has the errors of two roots and of the norm ratio.
-fn steps_on(device: &Device, rng: &mut Rng, shapes: &[Vec<usize>], cfg: ShampooConfig, steps: usize) {
-    let p0: Vec<HostTensor> = shapes.iter().map(|s| rng.tensor(F32, s, -1.0, 1.0)).collect();
-    let mut params: Vec<Tensor> = p0.iter().map(|p| Tensor::from_host(p, device).unwrap()).collect();
+fn steps_on(
+    device: &Device,
+    rng: &mut Rng,
+    shapes: &[Vec<usize>],
+    cfg: ShampooConfig,
+    steps: usize,
+) {
+    let p0: Vec<HostTensor> = shapes
+        .iter()
+        .map(|s| rng.tensor(F32, s, -1.0, 1.0))
+        .collect();
+    let mut params: Vec<Tensor> = p0
+        .iter()
+        .map(|p| Tensor::from_host(p, device).unwrap())
+        .collect();
     let mut want: Vec<Vec<f64>> = p0.iter().map(|p| p.to_vec()).collect();
     let mut opt = Shampoo::new(device, shapes, cfg).unwrap();
     let mut reference = Reference::new(shapes, cfg);
     let mut roots = 0;
     for _ in 0..steps {
-        let g: Vec<HostTensor> = shapes.iter().map(|s| rng.tensor(F32, s, -1.0, 1.0)).collect();
-        let gt: Vec<Tensor> = g.iter().map(|g| Tensor::from_host(g, device).unwrap()).collect();
+        let g: Vec<HostTensor> = shapes
+            .iter()
+            .map(|s| rng.tensor(F32, s, -1.0, 1.0))
+            .collect();
+        let gt: Vec<Tensor> = g
+            .iter()
+            .map(|g| Tensor::from_host(g, device).unwrap())
+            .collect();
         opt.step(device, &mut params, &gt).unwrap();
         for r in &opt.last_roots {
             assert!(
@@ -385,7 +439,13 @@ fn steps_on(device: &Device, rng: &mut Rng, shapes: &[Vec<usize>], cfg: ShampooC
     }
     assert!(roots > 0, "no root was computed in {steps} steps");
     let p = f64::from(ROOT);
-    let k_max = shapes.iter().flatten().copied().max().unwrap_or(1).min(cfg.max_preconditioner_dim);
+    let k_max = shapes
+        .iter()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .min(cfg.max_preconditioner_dim);
     let backward = (8 * reference.dim + 6 * k_max + 24) as f64 * U_F32;
     let e_r = backward * reference.kappa / p + f64::from(cfg.tolerance) / p;
     for (i, shape) in shapes.iter().enumerate() {
@@ -394,7 +454,9 @@ fn steps_on(device: &Device, rng: &mut Rng, shapes: &[Vec<usize>], cfg: ShampooC
         let d_got: Vec<f64> = got.iter().zip(&init).map(|(a, b)| a - b).collect();
         let d_want: Vec<f64> = want[i].iter().zip(&init).map(|(a, b)| a - b).collect();
         let scale = d_want.iter().fold(0.0f64, |w, x| w.max(x.abs()));
-        let size = reference.blocks[i].iter().fold(0.0f64, |w, b| w.max(b.update_size));
+        let size = reference.blocks[i]
+            .iter()
+            .fold(0.0f64, |w, b| w.max(b.update_size));
         let tol = (4.0 * e_r * size + 2.0 * steps as f64 * U_F32) / scale;
         let err = tilekit::kernels::check::normalized_max_error(&d_got, &d_want);
         assert!(
@@ -428,7 +490,13 @@ fn step_config() -> ShampooConfig {
 #[test]
 fn ten_steps_on_a_wide_layer_and_a_bias_match_f64() {
     let mut rng = Rng::fresh();
-    steps_on(&Device::Cpu, &mut rng, &[vec![70, 130], vec![33]], step_config(), 10);
+    steps_on(
+        &Device::Cpu,
+        &mut rng,
+        &[vec![70, 130], vec![33]],
+        step_config(),
+        10,
+    );
 }
 
 #[test]
@@ -466,13 +534,34 @@ fn wrong_shapes_and_options_are_refused() {
         ));
     }
     for cfg in [
-        ShampooConfig { betas: (1.0, 0.9), ..Default::default() },
-        ShampooConfig { betas: (0.9, 0.0), ..Default::default() },
-        ShampooConfig { epsilon: 0.0, ..Default::default() },
-        ShampooConfig { precondition_frequency: 0, ..Default::default() },
-        ShampooConfig { start_preconditioning_step: Some(0), ..Default::default() },
-        ShampooConfig { max_preconditioner_dim: 0, ..Default::default() },
-        ShampooConfig { lr: f32::NAN, ..Default::default() },
+        ShampooConfig {
+            betas: (1.0, 0.9),
+            ..Default::default()
+        },
+        ShampooConfig {
+            betas: (0.9, 0.0),
+            ..Default::default()
+        },
+        ShampooConfig {
+            epsilon: 0.0,
+            ..Default::default()
+        },
+        ShampooConfig {
+            precondition_frequency: 0,
+            ..Default::default()
+        },
+        ShampooConfig {
+            start_preconditioning_step: Some(0),
+            ..Default::default()
+        },
+        ShampooConfig {
+            max_preconditioner_dim: 0,
+            ..Default::default()
+        },
+        ShampooConfig {
+            lr: f32::NAN,
+            ..Default::default()
+        },
     ] {
         assert!(matches!(
             Shampoo::new(&dev, &shapes, cfg),
@@ -482,7 +571,9 @@ fn wrong_shapes_and_options_are_refused() {
     let mut opt = Shampoo::new(&dev, &shapes, ShampooConfig::default()).unwrap();
     let z = |s: &[usize]| Tensor::zeros(F32, s, &dev).unwrap();
     let mut params = vec![z(&[4, 6]), z(&[3])];
-    let e = opt.step(&dev, &mut params, &[z(&[6, 4]), z(&[3])]).unwrap_err();
+    let e = opt
+        .step(&dev, &mut params, &[z(&[6, 4]), z(&[3])])
+        .unwrap_err();
     assert!(e.to_string().contains("grads[0]"), "{e}");
     let e = opt.step(&dev, &mut params, &[z(&[4, 6])]).unwrap_err();
     assert!(matches!(e, ShampooError::Argument { .. }), "{e}");

@@ -286,8 +286,12 @@ fn varlen_refuses_bad_cu_seqlens_and_shapes() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("accepted"),
     };
-    assert!(message(run(&[0.0, 6.0, 4.0, 10.0], &[0.0, 6.0, 12.0, 12.0], (10, 10)))
-        .contains("nondecreasing"));
+    assert!(message(run(
+        &[0.0, 6.0, 4.0, 10.0],
+        &[0.0, 6.0, 12.0, 12.0],
+        (10, 10)
+    ))
+    .contains("nondecreasing"));
     assert!(message(run(&[0.0, 4.0, 9.0], &[0.0, 6.0, 12.0], (10, 10))).contains("ends at 9"));
     assert!(message(run(&[0.0, 4.0, 10.0], &[0.0, 6.0, 12.0], (5, 10)))
         .contains("more than the maximum length 5"));
@@ -325,9 +329,9 @@ fn dense_rows(t: &[f64], heads: usize, d: usize, start: usize, len: usize) -> Ve
 /// (`attention_bwd::reference_grads_with`, checked against finite differences in
 /// dsl_attention_bwd), from O and LSE of the f64 forward; dQ twice, bit for bit.
 fn check_backward(c: &Case, d: usize) {
+    use tilekit::ir::ScalarType::F32;
     use tilekit::kernels::attention::reference_varlen;
     use tilekit::kernels::attention_bwd::{backward_varlen, reference_grads_with, GRAD_TOLERANCE};
-    use tilekit::ir::ScalarType::F32;
     let mut rng = TestRng::fresh();
     let (total_q, total_k) = (c.len_q.iter().sum(), c.len_k.iter().sum::<usize>());
     let q = rng.tensor(BF16, &[total_q, c.hq, d], -2.0, 2.0);
@@ -384,7 +388,11 @@ fn check_backward(c: &Case, d: usize) {
         put(&mut want.2, &gv, c.hkv, sk, lk);
         (sq, sk) = (sq + lq, sk + lk);
     }
-    for (name, got, w) in [("dQ", &dq, &want.0), ("dK", &dk, &want.1), ("dV", &dv, &want.2)] {
+    for (name, got, w) in [
+        ("dQ", &dq, &want.0),
+        ("dK", &dk, &want.1),
+        ("dV", &dv, &want.2),
+    ] {
         let err = normalized_max_error_with_nonfinite(&got.to_vec(), w);
         assert!(
             err <= GRAD_TOLERANCE,
@@ -392,7 +400,12 @@ fn check_backward(c: &Case, d: usize) {
             rng.seed
         );
     }
-    assert_eq!(run().0.to_vec(), dq.to_vec(), "dQ differs between runs; seed {}", rng.seed);
+    assert_eq!(
+        run().0.to_vec(),
+        dq.to_vec(),
+        "dQ differs between runs; seed {}",
+        rng.seed
+    );
 }
 
 #[test]

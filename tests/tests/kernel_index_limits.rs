@@ -419,7 +419,11 @@ fn cases() -> Vec<Case> {
         });
         for (name, module, reversed) in [
             (format!("attention_fwd causal={causal}"), module, causal),
-            (format!("examples::attention causal={causal}"), example, false),
+            (
+                format!("examples::attention causal={causal}"),
+                example,
+                false,
+            ),
         ] {
             cases.push(Case {
                 name,

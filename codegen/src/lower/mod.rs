@@ -993,7 +993,12 @@ pub(crate) fn lower(
             .iter()
             .enumerate()
             .filter(|(_, p)| matches!(func.value_type(**p), Type::Global { .. }))
-            .map(|(k, p)| (format!("%p{k}"), func.value_name(*p).unwrap_or("arg").to_string()))
+            .map(|(k, p)| {
+                (
+                    format!("%p{k}"),
+                    func.value_name(*p).unwrap_or("arg").to_string(),
+                )
+            })
             .collect();
         l.tma_groups_begin(scan, views, facts.clone());
     }

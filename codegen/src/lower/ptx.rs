@@ -91,7 +91,10 @@ impl Lowerer<'_> {
                         let a = match pattern_addrs.get(&f.pattern) {
                             Some(a) => a.clone(),
                             None => {
-                                let (pr, pc) = (self.e.i32(i64::from(f.pattern.0)), self.e.i32(i64::from(f.pattern.1)));
+                                let (pr, pc) = (
+                                    self.e.i32(i64::from(f.pattern.0)),
+                                    self.e.i32(i64::from(f.pattern.1)),
+                                );
                                 let r = self.e.hoist(&format!("arith.addi {lr}, {pr} : i32"));
                                 let c = self.e.hoist(&format!("arith.addi {lc}, {pc} : i32"));
                                 let off = self.nv_tile_offset(sh, &r, &c, true);
@@ -615,7 +618,14 @@ mod tests {
     }
 
     /// The address a lane gives for subtile (row, col), straight from the placement.
-    fn direct(g: &NvTile, layout: Layout, order: LdmatrixOrder, lane: u32, row: u32, col: u32) -> i64 {
+    fn direct(
+        g: &NvTile,
+        layout: Layout,
+        order: LdmatrixOrder,
+        lane: u32,
+        row: u32,
+        col: u32,
+    ) -> i64 {
         let (r, c) = layout::ldmatrix_source(layout, order, lane);
         i64::from(layout::shared_tile_offset(
             g.swz,
@@ -666,18 +676,23 @@ mod tests {
                 let mut patterns = HashSet::new();
                 for row in (0..32).step_by(16) {
                     for col in (0..128).step_by(16) {
-                        patterns.insert(ldmatrix_fragment_address(&g, layout, order, row, col).pattern);
+                        patterns
+                            .insert(ldmatrix_fragment_address(&g, layout, order, row, col).pattern);
                     }
                 }
                 assert_eq!(patterns.len(), 4, "{layout:?} {order:?}: {patterns:?}");
             }
         }
         // Unswizzled: one pattern for the whole tile.
-        let g = NvTile { swz: Swizzle::None, ..g };
+        let g = NvTile {
+            swz: Swizzle::None,
+            ..g
+        };
         let mut patterns = HashSet::new();
         for row in (0..32).step_by(16) {
             for col in (0..128).step_by(16) {
-                let f = ldmatrix_fragment_address(&g, Layout::Row, LdmatrixOrder::AOperand, row, col);
+                let f =
+                    ldmatrix_fragment_address(&g, Layout::Row, LdmatrixOrder::AOperand, row, col);
                 patterns.insert(f.pattern);
             }
         }

@@ -168,7 +168,13 @@ mod tests {
     /// Each register's (row, col) in the buffer over the 32 lanes of an NVIDIA warp, for the
     /// stores of a `rows × cols` tile in `src` layout and the loads of the relayout's result in
     /// `dst` layout (transposed or not).
-    fn accesses(src: Layout, dst: Layout, rows: u32, cols: u32, transpose: bool) -> Vec<Vec<(u32, u32)>> {
+    fn accesses(
+        src: Layout,
+        dst: Layout,
+        rows: u32,
+        cols: u32,
+        transpose: bool,
+    ) -> Vec<Vec<(u32, u32)>> {
         let f = Frag::MmaSync;
         // The lanes' (row, col) of register `reg` of a tile of `c` columns, swapped for the
         // loads of a transpose (result (i, j) is source (j, i)).
@@ -188,14 +194,26 @@ mod tests {
         let mut out: Vec<Vec<(u32, u32)>> = (0..f.tile_regs(rows, cols))
             .map(|reg| lane_coords(src, cols, reg, false))
             .collect();
-        let (rr, rc) = if transpose { (cols, rows) } else { (rows, cols) };
+        let (rr, rc) = if transpose {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
         out.extend((0..f.tile_regs(rr, rc)).map(|reg| lane_coords(dst, rc, reg, transpose)));
         out
     }
 
     #[test]
     fn permuted_rows_make_f32_transposes_and_layout_changes_conflict_free() {
-        for (rows, cols) in [(16, 32), (16, 64), (32, 32), (32, 64), (64, 32), (64, 64), (16, 128)] {
+        for (rows, cols) in [
+            (16, 32),
+            (16, 64),
+            (32, 32),
+            (32, 64),
+            (64, 32),
+            (64, 64),
+            (16, 128),
+        ] {
             assert!(scratch_is_permuted(cols, ScalarType::F32));
             for (src, dst, transpose) in [
                 (Layout::Row, Layout::Row, true),

@@ -261,7 +261,12 @@ impl Lowerer<'_> {
             return Ok(false);
         };
         let done = self.wgmma_op(op, v, Completion::Wait)?;
-        if !done && self.ty(op.operands[1]).dtype().is_some_and(ScalarType::is_fp8) {
+        if !done
+            && self
+                .ty(op.operands[1])
+                .dtype()
+                .is_some_and(ScalarType::is_fp8)
+        {
             // mma.sync's fp8 form (m16n8k32) has other fragments than the 16-bit one the
             // warp-scope lowering builds: fp8 products run on wgmma only.
             return Err(self.unsupported(op, FP8_WGMMA_ONLY));

@@ -165,7 +165,8 @@ fn warps_of_one_warpgroup_on_different_instructions_are_reported() {
         3,
     ));
     assert!(
-        f.iter().any(|m| m.contains("is .aligned over the warpgroup")),
+        f.iter()
+            .any(|m| m.contains("is .aligned over the warpgroup")),
         "{f:?}"
     );
 }
@@ -189,10 +190,7 @@ fn inc_below_and_dec_above_the_current_count_are_reported() {
         "setmaxnreg.inc.sync.aligned.u32 232; setmaxnreg.inc.sync.aligned.u32 200;",
         5,
     ));
-    assert!(
-        f.iter().any(|m| m.contains(".dec only releases")),
-        "{f:?}"
-    );
+    assert!(f.iter().any(|m| m.contains(".dec only releases")), "{f:?}");
     assert!(f.iter().any(|m| m.contains(".inc only adds")), "{f:?}");
 }
 

@@ -760,11 +760,13 @@ fn abi_values(
                     let image =
                         crate::tensor_map::launch_map(device, m, &args[m.view], pointers[m.view])
                             .map_err(|e| Error::Argument {
-                                kernel: k.name.clone(),
-                                param: k.params[m.view].name.clone(),
-                                expected: "a view a TMA tensor map describes (the code copies it with TMA)".into(),
-                                found: e.to_string(),
-                            })?;
+                            kernel: k.name.clone(),
+                            param: k.params[m.view].name.clone(),
+                            expected:
+                                "a view a TMA tensor map describes (the code copies it with TMA)"
+                                    .into(),
+                            found: e.to_string(),
+                        })?;
                     P::Map(image)
                 }
             })

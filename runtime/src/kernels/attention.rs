@@ -498,7 +498,12 @@ impl Idx for HeadAt {
 
 /// Where column tile `j` of head `h` lies in a `[heads, seq, D]` view (`(h, j)`) or, `packed`,
 /// in a `[1, seq, heads·D]` one (`(0, h·per_head + j)`), with `per_head` tiles per head.
-pub(crate) fn head_place(packed: bool, h: Scalar<i32>, per_head: usize, j: usize) -> (HeadAt, HeadAt) {
+pub(crate) fn head_place(
+    packed: bool,
+    h: Scalar<i32>,
+    per_head: usize,
+    j: usize,
+) -> (HeadAt, HeadAt) {
     match packed {
         true => (
             HeadAt::Known(0),
@@ -942,7 +947,11 @@ pub(crate) fn varlen_lengths(
 }
 
 /// Rows `start .. start + len` of a row-major `[total, heads, d]` tensor as `[1, len, heads·d]`.
-pub(crate) fn packed_rows(t: &HostTensor, start: usize, len: usize) -> Result<HostTensor, crate::Error> {
+pub(crate) fn packed_rows(
+    t: &HostTensor,
+    start: usize,
+    len: usize,
+) -> Result<HostTensor, crate::Error> {
     let width = t.shape()[1] * t.shape()[2];
     let values = t.to_vec();
     Ok(HostTensor::new(
@@ -1013,10 +1022,10 @@ pub fn forward_varlen(
             max_seqlen_q + max_seqlen_k
         )));
     }
-    let len_q = varlen_lengths("cu_seqlens_q", cu_seqlens_q, total_q, max_seqlen_q)
-        .map_err(shape_error)?;
-    let len_k = varlen_lengths("cu_seqlens_k", cu_seqlens_k, total_k, max_seqlen_k)
-        .map_err(shape_error)?;
+    let len_q =
+        varlen_lengths("cu_seqlens_q", cu_seqlens_q, total_q, max_seqlen_q).map_err(shape_error)?;
+    let len_k =
+        varlen_lengths("cu_seqlens_k", cu_seqlens_k, total_k, max_seqlen_k).map_err(shape_error)?;
     if len_q.len() != len_k.len() {
         return Err(shape_error(format!(
             "`cu_seqlens_q` has {} sequences and `cu_seqlens_k` {}",
@@ -1042,8 +1051,10 @@ pub fn forward_varlen(
         (start_q, start_k) = (start_q + lq, start_k + lk);
     }
     let list = |ts: &[HostTensor], dtype: ScalarType, rank: usize| {
-        let refs: Vec<&dyn crate::tensor::TensorArg> =
-            ts.iter().map(|t| t as &dyn crate::tensor::TensorArg).collect();
+        let refs: Vec<&dyn crate::tensor::TensorArg> = ts
+            .iter()
+            .map(|t| t as &dyn crate::tensor::TensorArg)
+            .collect();
         TensorList::of(dtype, rank, &refs).map_err(|e| shape_error(e.to_string()))
     };
     let bf = ScalarType::BF16;

@@ -58,11 +58,10 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::attention::{
-    head_place, packed_rows, reference_with, varlen_lengths, varlen_window, Align,
-    ForwardOptions,
+    head_place, packed_rows, reference_with, varlen_lengths, varlen_window, Align, ForwardOptions,
 };
-use crate::tensor_list::TensorList;
 use crate::kernels::check::{poisoned, record, tiles, Rng};
+use crate::tensor_list::TensorList;
 use crate::{Device, LaunchArg, ScalarArg};
 
 /// Keys per warp in [`attention_bwd_dkdv`]: one mma row block.
@@ -821,9 +820,7 @@ pub fn varlen_key_pass_arguments<const SOFTCAP: bool>(args: &[LaunchArg]) -> Res
 
 /// The checks of [`attention_bwd_dq_varlen`]: a finite scale (argument 7) and, with
 /// `SOFTCAP`, a positive finite cap (argument 11).
-pub fn varlen_query_pass_arguments<const SOFTCAP: bool>(
-    args: &[LaunchArg],
-) -> Result<(), String> {
+pub fn varlen_query_pass_arguments<const SOFTCAP: bool>(args: &[LaunchArg]) -> Result<(), String> {
     finite_scale::<7>(args)?;
     positive_cap::<SOFTCAP>(args, 11)
 }
@@ -1081,8 +1078,10 @@ pub fn backward_varlen(
             max_seqlen_q + max_seqlen_k
         )));
     }
-    let len_q = varlen_lengths("cu_seqlens_q", cu_seqlens_q, total_q, max_seqlen_q).map_err(refuse)?;
-    let len_k = varlen_lengths("cu_seqlens_k", cu_seqlens_k, total_k, max_seqlen_k).map_err(refuse)?;
+    let len_q =
+        varlen_lengths("cu_seqlens_q", cu_seqlens_q, total_q, max_seqlen_q).map_err(refuse)?;
+    let len_k =
+        varlen_lengths("cu_seqlens_k", cu_seqlens_k, total_k, max_seqlen_k).map_err(refuse)?;
     if len_q.len() != len_k.len() {
         return Err(refuse(format!(
             "`cu_seqlens_q` has {} sequences and `cu_seqlens_k` {}",
@@ -1146,8 +1145,10 @@ pub fn backward_varlen(
         (sq, sk) = (sq + lq, sk + lk);
     }
     let list = |ts: &[HostTensor], dtype: ScalarType, rank: usize| {
-        let refs: Vec<&dyn crate::tensor::TensorArg> =
-            ts.iter().map(|t| t as &dyn crate::tensor::TensorArg).collect();
+        let refs: Vec<&dyn crate::tensor::TensorArg> = ts
+            .iter()
+            .map(|t| t as &dyn crate::tensor::TensorArg)
+            .collect();
         TensorList::of(dtype, rank, &refs).map_err(|e| refuse(e.to_string()))
     };
     let bf = ScalarType::BF16;
@@ -1175,7 +1176,11 @@ pub fn backward_varlen(
     let top_left = ScalarArg::from(i32::from(opts.align == Align::TopLeft));
     let cap = ScalarArg::from(opts.softcap.unwrap_or(1.0));
     let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let kg = [tiles(max_seqlen_k, 4 * KEYS_PER_WARP), to_u32(hkv), to_u32(batch)];
+    let kg = [
+        tiles(max_seqlen_k, 4 * KEYS_PER_WARP),
+        to_u32(hkv),
+        to_u32(batch),
+    ];
     let qg = [tiles(max_seqlen_q, 64), to_u32(hq), to_u32(batch)];
     macro_rules! varlen {
         ($d:literal, $qt:literal, $kv:literal, $cap:literal) => {{
@@ -1187,8 +1192,7 @@ pub fn backward_varlen(
             }
             if max_seqlen_q > 0 {
                 attention_bwd_dq_varlen::<f32, $d, 16, $kv, 4, $cap>::launch(
-                    device, qg, &ql, &kl, &vl, &dol, &ll, &deltal, &mut dql, s, l, r, top_left,
-                    cap,
+                    device, qg, &ql, &kl, &vl, &dol, &ll, &deltal, &mut dql, s, l, r, top_left, cap,
                 )?;
             }
         }};

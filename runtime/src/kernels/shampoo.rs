@@ -361,10 +361,7 @@ pub fn shampoo_shift<const N: usize, const WARPS: usize>(
     shapes(m: [R, C], partial: [P], P == ceil_div(R, 16) * ceil_div(C, N)),
     grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
 )]
-pub fn shampoo_residual<const N: usize, const WARPS: usize>(
-    m: Gl<f32, 2>,
-    partial: GlMut<f32, 1>,
-) {
+pub fn shampoo_residual<const N: usize, const WARPS: usize>(m: Gl<f32, 2>, partial: GlMut<f32, 1>) {
     let (rt, ct) = (block_idx_y() * WARPS as i32 + warp_idx(), block_idx_x());
     let mt: Rt<f32, 16, N> = load(m.tile(rt, ct));
     let d = mt - identity_tile::<N>(rt, ct);
@@ -754,7 +751,9 @@ impl std::fmt::Debug for Shampoo {
 
 /// `[start, start + len)` cuts of `n` of at most `b`.
 fn cuts(n: usize, b: usize) -> Vec<(usize, usize)> {
-    (0..n.div_ceil(b)).map(|i| (i * b, b.min(n - i * b))).collect()
+    (0..n.div_ceil(b))
+        .map(|i| (i * b, b.min(n - i * b)))
+        .collect()
 }
 
 impl Shampoo {
@@ -869,7 +868,10 @@ impl Shampoo {
         if params.len() != self.shapes.len() || grads.len() != self.shapes.len() {
             return Err(ShampooError::Argument {
                 name: "params, grads".into(),
-                expected: format!("{} tensors each (the shapes given to new)", self.shapes.len()),
+                expected: format!(
+                    "{} tensors each (the shapes given to new)",
+                    self.shapes.len()
+                ),
                 found: format!("{} and {}", params.len(), grads.len()),
             });
         }
@@ -1008,11 +1010,8 @@ impl Shampoo {
                     blk.rooted |= fresh;
                 }
                 let sdecay = s(decay);
-                let (slr, smu, sdamp) = (
-                    s(f64::from(cfg.lr)),
-                    s(f64::from(mu)),
-                    s(f64::from(damp)),
-                );
+                let (slr, smu, sdamp) =
+                    (s(f64::from(cfg.lr)), s(f64::from(mu)), s(f64::from(damp)));
                 if precondition && blk.rooted {
                     shampoo_matmul::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE>::launch_auto(
                         device,
@@ -1117,10 +1116,13 @@ pub fn inverse_root(
     shampoo_shift::<CHUNK, WARPS>::launch_auto(device, &scratch.a, m0, s(z), s(0.0))?;
     let residual = |m: &Tensor, partial: &mut Tensor| -> Result<f64, crate::Error> {
         shampoo_residual::<CHUNK, WARPS>::launch_auto(device, m, partial)?;
-        Ok(partial
-            .to_f64_vec()?
-            .iter()
-            .fold(0.0f64, |w, &e| if e.is_nan() || w.is_nan() { f64::NAN } else { w.max(e) }))
+        Ok(partial.to_f64_vec()?.iter().fold(0.0f64, |w, &e| {
+            if e.is_nan() || w.is_nan() {
+                f64::NAN
+            } else {
+                w.max(e)
+            }
+        }))
     };
     let tol = f64::from(cfg.tolerance);
     let mut err = residual(m0, &mut scratch.partial)?;
@@ -1181,7 +1183,11 @@ fn check_config(cfg: &ShampooConfig) -> Result<(), ShampooError> {
         return Err(bad("betas.1", "in (0, 1]", f64::from(cfg.betas.1)));
     }
     if !(0.0..1.0).contains(&cfg.grafting_beta2) || cfg.grafting_beta2 == 0.0 {
-        return Err(bad("grafting_beta2", "in (0, 1)", f64::from(cfg.grafting_beta2)));
+        return Err(bad(
+            "grafting_beta2",
+            "in (0, 1)",
+            f64::from(cfg.grafting_beta2),
+        ));
     }
     if !(0.0..1.0).contains(&cfg.momentum) {
         return Err(bad("momentum", "in [0, 1)", f64::from(cfg.momentum)));
@@ -1219,7 +1225,13 @@ fn check_config(cfg: &ShampooConfig) -> Result<(), ShampooError> {
         usize::MAX,
         "at least 1",
     )?;
-    count("max_iterations", cfg.max_iterations, 0, 10_000, "at most 10000")?;
+    count(
+        "max_iterations",
+        cfg.max_iterations,
+        0,
+        10_000,
+        "at most 10000",
+    )?;
     if cfg.start() == 0 {
         return Err(bad(
             "start_preconditioning_step",
@@ -1254,7 +1266,8 @@ pub fn matmul_reference(
                 abs += p.abs();
             }
             want[i * n + j] = alpha * s;
-            bound[i * n + j] = (6 * k + 8) as f64 * U_F32 * alpha.abs() * abs + U_F32 * (alpha * s).abs();
+            bound[i * n + j] =
+                (6 * k + 8) as f64 * U_F32 * alpha.abs() * abs + U_F32 * (alpha * s).abs();
         }
     }
     (want, bound)
@@ -1267,7 +1280,11 @@ pub fn bound_ratio(got: &[f64], want: &[f64], bound: &[f64]) -> f64 {
         .zip(bound)
         .fold(0.0f64, |w, ((g, x), b)| {
             let e = (g - x).abs();
-            w.max(if e.is_finite() { e / b.max(f64::MIN_POSITIVE) } else { f64::INFINITY })
+            w.max(if e.is_finite() {
+                e / b.max(f64::MIN_POSITIVE)
+            } else {
+                f64::INFINITY
+            })
         })
 }
 
@@ -1328,9 +1345,13 @@ fn selftest_gram(device: &Device) -> Result<String, String> {
             let (alpha, beta) = (0.25f32, 0.75f32);
             let (sa, sb) = (ScalarArg::from(alpha), ScalarArg::from(beta));
             if trans {
-                shampoo_gram::<TILE, TILE_K, WARP_TILE, true>::launch_auto(device, &g, &mut st, sa, sb)
+                shampoo_gram::<TILE, TILE_K, WARP_TILE, true>::launch_auto(
+                    device, &g, &mut st, sa, sb,
+                )
             } else {
-                shampoo_gram::<TILE, TILE_K, WARP_TILE, false>::launch_auto(device, &g, &mut st, sa, sb)
+                shampoo_gram::<TILE, TILE_K, WARP_TILE, false>::launch_auto(
+                    device, &g, &mut st, sa, sb,
+                )
             }
             .map_err(|e| format!("{r}×{c} trans {trans}: {e}"))?;
             let got = st.to_vec();

@@ -101,11 +101,10 @@ pub fn execute(ctx: &mut Ctx<'_>, exec: LaneMask) -> EmuResult<Flow> {
             problems.push(format!("setmaxnreg is .aligned over a warpgroup of 4 warps; warpgroup {group} of this block has {warps_in_group}"));
         }
     } else {
-        let entry = st.open.entry((group, index)).or_insert(Occurrence {
-            line,
-            pc,
-            warps: 0,
-        });
+        let entry = st
+            .open
+            .entry((group, index))
+            .or_insert(Occurrence { line, pc, warps: 0 });
         entry.warps |= 1 << member;
         let first = *entry;
         if first.warps == 0b1111 {

@@ -9,7 +9,7 @@
 //!
 //! - [`adamw_mixed_multi`]: [`adamw_mixed`](crate::kernels::optim_family::adamw_mixed) over
 //!   lists (f32 master weights, bf16 gradients, f32 moments, bf16 model copy written in the same
-//!   pass): per element the same [`adamw_update`], so its results equal the per-tensor kernel's
+//!   pass): per element the same [`adamw_update`](crate::kernels::optim::adamw::adamw_update), so its results equal the per-tensor kernel's
 //!   bit for bit. [`adamw_mixed_multi_step`] checks the lists and launches it.
 //! - The global gradient L2 norm and clip over a list (`torch.nn.utils.clip_grad_norm_` over
 //!   many parameters): [`sum_squares_multi`] writes one partial sum of squares per block (no

@@ -6,8 +6,8 @@
 //! | [`AdamW`] | `torch.optim.AdamW` | 1 ([`adamw_multi`](super::optim_multi::adamw_multi), or [`adamw_mixed_multi`](super::optim_multi::adamw_mixed_multi) with a bf16 model copy) |
 //! | [`Lion`] | Chen et al. 2023, Algorithm 2 (as `lion-pytorch`) | 1 ([`lion_multi`](super::optim_multi::lion_multi)) |
 //! | [`AdamMini`] | Zhang et al. 2024 (`adam-mini` 1.1): one `v` per block of the caller's [`Partition`] | 1 ([`adam_mini_multi`](super::optim_multi::adam_mini_multi)) |
-//! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`](super::optim8)) | 1 per tensor |
-//! | [`Muon`] | `torch.optim.Muon` ([`muon`](super::muon)) | `3·ns_steps + 2` per matrix |
+//! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`]) | 1 per tensor |
+//! | [`Muon`] | `torch.optim.Muon` ([`muon`]) | `3·ns_steps + 2` per matrix |
 //!
 //! ```
 //! use tilekit::kernels::optim::{AdamW, AdamWConfig};
@@ -35,7 +35,7 @@
 //! it lands.
 //!
 //! The kernels: [`adamw`] holds the first AdamW kernel ([`adamw_step`], one flat buffer) and the
-//! chunk step every AdamW kernel shares ([`adamw_chunk`]); [`reference`] the f64 steps.
+//! chunk step every AdamW kernel shares ([`adamw_chunk`]); [`mod@reference`] the f64 steps.
 
 pub mod adamw;
 pub mod reference;
@@ -737,7 +737,7 @@ impl Default for Adam8bitConfig {
 }
 
 /// 8-bit AdamW over a list of f32 parameters: blockwise-quantized moments
-/// ([`optim8`](super::optim8), whose [`Adam8bit`](optim8::Adam8bit) state each parameter gets).
+/// ([`optim8`], whose [`Adam8bit`](optim8::Adam8bit) state each parameter gets).
 /// Every parameter is quantized, however small (bitsandbytes keeps tensors under its
 /// `min_8bit_size` of 4096 elements in 32-bit state; this does not).
 #[derive(Debug)]

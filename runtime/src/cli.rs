@@ -1646,9 +1646,9 @@ mod tests {
     #[cfg(feature = "jit")]
     #[test]
     fn check_prints_resources_and_the_instruction_mix() {
-        // The aligned variant: its copies are cp.async (LDGSTS); the general one copies
-        // element by element.
-        for target in ["sm_80", "sm_90a"] {
+        // The aligned variant: its copies are cp.async (LDGSTS) on sm_80 and tensor-memory
+        // copies (UTMALDG) on sm_90a; the general one copies element by element.
+        for (target, copy) in [("sm_80", "LDGSTS"), ("sm_90a", "UTMALDG")] {
             let (out, code) = run_str(&format!(
                 "check gemm --const 0=bf16 --target {target} --assume aligned"
             ))
@@ -1660,7 +1660,7 @@ mod tests {
                 "shared memory",
                 "HMMA",
                 "LDSM",
-                "LDGSTS",
+                copy,
             ] {
                 assert!(out.contains(want), "{target}: no `{want}` in\n{out}");
             }

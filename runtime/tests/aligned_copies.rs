@@ -114,8 +114,13 @@ fn the_aligned_variants_tile_copies_have_no_element_wise_fallback() {
         let general = compile(module, "gemm", target).unwrap();
         assert_eq!(fast.facts, facts);
         assert!(general.facts.is_general());
-        // The GEMM reads global memory only to stage A and B in shared memory.
-        assert!(fast.ptx().contains("cp.async.cg.shared.global"), "{target}");
+        // The GEMM reads global memory only to stage A and B in shared memory: with cp.async
+        // chunks on sm_80, with tensor-memory copies (TMA) on sm_90a.
+        let chunked = match target {
+            Target::Sm90a => "cp.async.bulk.tensor",
+            _ => "cp.async.cg.shared.global",
+        };
+        assert!(fast.ptx().contains(chunked), "{target}");
         assert!(
             !fast.ptx().contains("ld.global"),
             "{target}: a fallback load"

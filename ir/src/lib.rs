@@ -173,6 +173,7 @@ pub mod module;
 pub mod numeric;
 pub mod ops;
 pub mod text;
+pub mod tf32;
 pub mod types;
 pub mod verify;
 

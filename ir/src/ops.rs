@@ -490,6 +490,9 @@ pub enum OpKind {
     /// At warpgroup scope B is a shared tile (the whole group's operand) and C/D are this warp's
     /// quarter of the rows; A is either a shared tile (the whole group's, 4× C's rows, of which
     /// this warp uses its quarter) or a register tile holding just this warp's rows.
+    /// A and B are both bf16, both f16, both fp8, or both f32; f32 operands multiply in tf32
+    /// (each element rounded to nearest, ties away, to 10 fraction bits first: see
+    /// [`crate::tf32`]), as Triton's `tl.dot` does on f32 inputs.
     Mma(MmaVariant),
     /// `mma_async.v (%a, %b, %c) @warpgroup : rt<f32, M x N, row>` — the warpgroup mma of
     /// [`OpKind::Mma`] issued asynchronously (sm_90a's `wgmma.mma_async`): A and B are the

@@ -200,10 +200,10 @@ fn load_of_a_tile_that_does_not_divide_the_shared_tile_is_rejected() {
 // ---- dtypes -------------------------------------------------------------------------------------
 
 #[test]
-fn mma_with_f32_inputs_is_rejected() {
+fn mma_of_f32_by_bf16_is_rejected() {
     let mut b = FuncBuilder::kernel("k", 1);
     let a = b.zeros(rt(F32, 16, 16));
-    let bt = b.zeros(rt_col(F32, 16, 16));
+    let bt = b.zeros(rt_col(BF16, 16, 16));
     let c = b.zeros(rt(F32, 16, 16));
     b.mma(MmaVariant::AB, a, bt, c);
     let e = only_error(vec![b.finish()]);
@@ -212,8 +212,9 @@ fn mma_with_f32_inputs_is_rejected() {
         &e,
         "mma.ab",
         "3",
-        "dtype mismatch for A and B: expected both bf16, both f16, or both fp8 (f8e4m3/f8e5m2, in \
-         any mix), found f32 (rt<f32, 16x16, row>) and f32 (rt<f32, 16x16, col>)",
+        "dtype mismatch for A and B: expected both bf16, both f16, both fp8 (f8e4m3/f8e5m2, in \
+         any mix), or both f32 (multiplied in tf32), found f32 (rt<f32, 16x16, row>) and bf16 \
+         (rt<bf16, 16x16, col>)",
     );
 }
 

@@ -681,7 +681,8 @@ fn mma_wait(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, n: u32) -> R<()> {
     Ok(())
 }
 
-/// `D = op(A)·op(B) + C`: products are exact in f32 for 16- and 8-bit inputs; the sum
+/// `D = op(A)·op(B) + C`: products are exact in f32 for 16- and 8-bit inputs and for f32
+/// inputs, which are first rounded to tf32 (see [`crate::tf32`]); the sum
 /// accumulates in f32 in order of k. Returns D's elements.
 fn mma(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, v: MmaVariant) -> R<Vec<f64>> {
     let (ta, tb, tc) = (
@@ -694,6 +695,15 @@ fn mma(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, v: MmaVariant) -> R<Vec<f64>
     let (br, bc) = tile_shape(tb);
     let a_data = operand_data(b, w, op.operands[0])?;
     let b_data = operand_data(b, w, op.operands[1])?;
+    // f32 operands multiply in tf32: each element rounds as `cvt.rna.tf32.f32` does.
+    let tf32 = ta.dtype() == Some(ScalarType::F32);
+    let operand = |x: f64| -> f32 {
+        if tf32 {
+            crate::tf32::round_tf32(x as f32)
+        } else {
+            x as f32
+        }
+    };
     // The C of an mma_async may be the accumulator of an earlier one, still in flight: the
     // tensor cores accumulate into the same registers in issue order.
     let c = match b.val(w, op.operands[2])? {
@@ -710,21 +720,21 @@ fn mma(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, v: MmaVariant) -> R<Vec<f64>
     };
     let a_at = |i: usize, kk: usize| -> f32 {
         let i = i + a_row_off;
-        (if v.a_transposed() {
+        operand(if v.a_transposed() {
             a_data[kk * ac + i]
         } else {
             a_data[i * ac + kk]
-        }) as f32
+        })
     };
     // op(B) as k × n, stored so that row kk is contiguous over n.
     let mut bm = vec![0f32; k * n];
     for kk in 0..k {
         for j in 0..n {
-            bm[kk * n + j] = (if v.b_transposed() {
+            bm[kk * n + j] = operand(if v.b_transposed() {
                 b_data[j * bc + kk]
             } else {
                 b_data[kk * bc + j]
-            }) as f32;
+            });
         }
     }
     let _ = br;

@@ -71,9 +71,11 @@ fn layouts(v: MmaVariant) -> (Layout, Layout) {
     }
 }
 
-/// Tensor cores multiply bf16 by bf16, f16 by f16, or fp8 by fp8 (either format on each side).
+/// Tensor cores multiply bf16 by bf16, f16 by f16, fp8 by fp8 (either format on each side), or
+/// f32 by f32 in tf32 (see [`crate::tf32`]).
 fn dtypes_pair(a: ScalarType, b: ScalarType) -> bool {
-    (a == b && matches!(a, ScalarType::BF16 | ScalarType::F16)) || (a.is_fp8() && b.is_fp8())
+    (a == b && matches!(a, ScalarType::BF16 | ScalarType::F16 | ScalarType::F32))
+        || (a.is_fp8() && b.is_fp8())
 }
 
 /// `mma.v (a, b, c)`; see the module documentation.
@@ -90,7 +92,7 @@ pub(super) fn check(cx: &mut OpCx<'_, '_>, v: MmaVariant) {
     if !dtypes_pair(a.dtype, b.dtype) {
         cx.report(VerifyErrorKind::Dtype {
             what: "A and B".into(),
-            expected: "both bf16, both f16, or both fp8 (f8e4m3/f8e5m2, in any mix)".into(),
+            expected: "both bf16, both f16, both fp8 (f8e4m3/f8e5m2, in any mix), or both f32 (multiplied in tf32)".into(),
             found: format!("{} ({}) and {} ({})", a.dtype, a.ty, b.dtype, b.ty),
         });
     }
@@ -249,6 +251,21 @@ pub(super) fn check_async(cx: &mut OpCx<'_, '_>, v: MmaVariant) {
     let (a, b, c) = (cx.operand(0), cx.operand(1), cx.operand(2));
     let variant = format!("mma_async.{}", v.name());
     let Some(ct) = as_tile(c) else { return };
+    if let Some(Operand {
+        dtype: ScalarType::F32,
+        ty,
+        ..
+    }) = Operand::of(a)
+    {
+        cx.report(VerifyErrorKind::Dtype {
+            what: format!("A and B of {variant}"),
+            expected:
+                "bf16, f16 or fp8 (f32 operands, multiplied in tf32, take the synchronous mma)"
+                    .into(),
+            found: format!("f32 ({ty})"),
+        });
+        return;
+    }
     if ct.rows != 16 {
         cx.report(VerifyErrorKind::Shape {
             what: format!("C of {variant}"),
@@ -371,7 +388,8 @@ mod tests {
         assert!(dtypes_pair(F16, F16));
         assert!(dtypes_pair(F8E4M3, F8E5M2));
         assert!(!dtypes_pair(BF16, F16));
-        assert!(!dtypes_pair(F32, F32));
+        assert!(dtypes_pair(F32, F32));
+        assert!(!dtypes_pair(F32, BF16));
         assert!(!dtypes_pair(I8, I8));
     }
 

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod attention_bwd;
 pub mod attention_decode;
+pub mod attention_wg;
 pub mod check;
 pub mod gemm;
 pub mod gemm_wg;

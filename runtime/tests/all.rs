@@ -11,6 +11,8 @@ mod approx_numerics;
 mod attention_decode;
 #[path = "attention_varlen.rs"]
 mod attention_varlen;
+#[path = "attention_wg.rs"]
+mod attention_wg;
 #[path = "bank_conflicts.rs"]
 mod bank_conflicts;
 #[path = "cli_pipe.rs"]

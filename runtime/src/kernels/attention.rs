@@ -799,7 +799,9 @@ impl ForwardOptions {
 /// on `device`: Q `[bh_q, seq_q, D]`, K and V `[bh_kv, seq_kv, D]` (bf16, `bh_kv` dividing
 /// `bh_q`) give O `[bh_q, seq_q, D]` (bf16) and LSE `[bh_q, seq_q]` (f32). Runs
 /// [`attention_fwd`] when that computes the options (no window, no cap, bottom-right or no
-/// causal mask), [`attention_fwd_window`] otherwise. Head dims: [`HEAD_DIMS`].
+/// causal mask), [`attention_fwd_window`] otherwise; on an sm_90a device (GPU or emulator) the
+/// plain hd 64 and 128 cases run [`attention_fwd_wg`](super::attention_wg::attention_fwd_wg)
+/// (warpgroup mma) instead. Head dims: [`HEAD_DIMS`].
 pub fn forward(
     device: &Device,
     q: &HostTensor,
@@ -853,6 +855,11 @@ pub fn forward(
                 s,
             )
         };
+    }
+    if plain && crate::kernels::attention_wg::native_on(device) && d != 256 {
+        // sm_90a: the warpgroup-mma kernel (hd 64 and 128; see `kernels::attention_wg`).
+        crate::kernels::attention_wg::launch(device, (d, opts.causal), q, k, v, o_, l_, s)?;
+        return Ok((o, lse));
     }
     if plain {
         match (d, opts.causal) {

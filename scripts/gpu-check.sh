@@ -10,6 +10,10 @@
 #                         libcuda (and cuBLAS, for the benchmark's baseline) at run time
 #   bundle-<target>/      every registered kernel compiled to PTX, with metadata (tilekit bundle)
 #   run.sh                runs the checker on the bundle; finds cuBLAS for --bench
+#   bench-torch.py        PyTorch's figures at the benchmark's shapes (SDPA cuDNN/flash, fused
+#                         AdamW, Muon, cross-entropy, torch._grouped_mm); `run.sh --bench` runs it
+#                         after the checker where `python3 -c 'import torch'` works, so one run
+#                         prints both tables (TILEKIT_TORCH_BENCH=0 skips it)
 # TILEKIT_GPU_TARGET picks the target (sm_90a by default; sm_80 for Ampere or anything newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +29,7 @@ target/release/tilekit bundle --target "$target" --out "$stage/bundle-$target"
 CARGO_TARGET_DIR=target/runtime-only cargo build --release -p tilekit --no-default-features \
     --bin tilekit-gpucheck
 cp target/runtime-only/release/tilekit-gpucheck "$stage/"
+cp scripts/bench-torch.py "$stage/"
 
 cat > "$stage/run.sh" <<RUN
 #!/usr/bin/env bash
@@ -38,10 +43,21 @@ if [ -z "\${TILEKIT_CUBLAS:-}" ]; then
     if [ -n "\$f" ]; then export TILEKIT_CUBLAS=\$f; export LD_LIBRARY_PATH=\$(dirname "\$f"):\${LD_LIBRARY_PATH:-}; break; fi
   done
 fi
-exec "\$here/tilekit-gpucheck" --bundle "\$here/bundle-$target" "\$@"
+"\$here/tilekit-gpucheck" --bundle "\$here/bundle-$target" "\$@"
+rc=\$?
+case " \$* " in
+  *" --bench "*)
+    if [ "\${TILEKIT_TORCH_BENCH:-1}" != 0 ] && python3 -c 'import torch' 2>/dev/null; then
+      python3 "\$here/bench-torch.py" || { [ \$rc -ne 0 ] || rc=1; }
+    else
+      echo "PyTorch baselines skipped (no python3 with torch, or TILEKIT_TORCH_BENCH=0)"
+    fi
+    ;;
+esac
+exit \$rc
 RUN
 chmod +x "$stage/run.sh"
 
 glibc=$(objdump -T "$stage/tilekit-gpucheck" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n1)
-echo "staged in $stage: tilekit-gpucheck (needs $glibc or newer), bundle-$target ($(ls "$stage/bundle-$target" | grep -c '\.ptx$') kernels), run.sh"
+echo "staged in $stage: tilekit-gpucheck (needs $glibc or newer), bundle-$target ($(ls "$stage/bundle-$target" | grep -c '\.ptx$') kernels), run.sh, bench-torch.py"
 echo "on the GPU machine: $stage/run.sh [--bench]"

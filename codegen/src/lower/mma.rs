@@ -2,12 +2,14 @@
 //! (loading shared operands into the layouts the variant takes) and hands them to the target's
 //! [`Rules::mma`](super::rules::Rules::mma): `mma.sync.aligned.m16n8k16` per
 //! [`crate::layout::MmaStep`] on NVIDIA, an MFMA per [`crate::layout::MfmaStep`] on AMD (the
-//! register plans are data, shared with the tests' lane-level simulations).
+//! register plans are data, shared with the tests' lane-level simulations). f32 operands
+//! multiply in tf32 (`tf32.rs`).
 
 use tilekit_ir::{Layout, Op, OpKind, ScalarType, Type, Value};
 
 use super::memory::{Known, SharedTileRef, TileOrigin};
 use super::rules::MmaRegs;
+use super::tf32::Tf32Mma;
 use super::{Lowerer, Lv, R};
 use crate::layout::LdmatrixOrder;
 
@@ -42,10 +44,27 @@ impl Lowerer<'_> {
         // the same multiplication.
         let (ad, (ar, ac), ra) = self.mma_operand(op, a, expect_a, Some(m), true)?;
         let (bd, (br, bc), rb) = self.mma_operand(op, b, expect_b, None, false)?;
+        if ad == ScalarType::F32 && bd == ScalarType::F32 {
+            // f32 operands multiply in tf32 (`tf32.rs`).
+            let m = Tf32Mma {
+                variant: v,
+                a_dims: (ar, ac),
+                b_dims: (br, bc),
+                mn: (m, n),
+                a: &ra,
+                b: &rb,
+                c: self.regs(c),
+            };
+            let rc = self.mma_tf32(m);
+            self.set(op.results[0], Lv::Regs(rc));
+            return Ok(());
+        }
         if ad != bd || !matches!(ad, ScalarType::BF16 | ScalarType::F16) {
             return Err(self.unsupported(
                 op,
-                format!("mma of {ad} × {bd} (only bf16 × bf16 and f16 × f16 are lowered)"),
+                format!(
+                    "mma of {ad} × {bd} (only bf16 × bf16, f16 × f16 and f32 × f32 in tf32 are lowered)"
+                ),
             ));
         }
         let c_regs = self.regs(c);

@@ -29,6 +29,7 @@ mod select;
 mod sort;
 mod sync;
 mod table;
+mod tf32;
 mod tma_copy;
 mod wgmma;
 

@@ -199,7 +199,7 @@ pub fn run_scheduled(
 
 /// Runs a `(a, b, c)` matmul kernel on the interpreter: checks the bf16 operands A `M×K` and
 /// B `K×N`, allocates C `M×N` of dtype `out`, launches over `grid(M, N)` and returns C. Shared
-/// by the GEMM kernels of this crate, which differ only in how they compute C.
+/// by [`run_scheduled`].
 pub(crate) fn run_matmul(
     kernel: &str,
     module: &Module,

@@ -1,33 +1,23 @@
-//! # tilekit examples: the acceptance kernels
+//! # tilekit examples: building Tile IR without the DSL
 //!
-//! Six kernels written the way a GPU kernel author writes them (ThunderKittens style: 16×16-multiple
-//! register tiles per warp, shared tiles per block, explicit barriers and semaphores), built with
-//! [`FuncBuilder`](tilekit::ir::FuncBuilder). Rust is the meta-language: tile sizes, warp counts
-//! and flags such as `causal` are plain Rust parameters of the `build` functions, and loops over
-//! them unroll at build time; loops over runtime extents (K, the KV sequence) become IR `for` loops.
+//! The tutorials (`examples/examples/NN_*.rs`, run with `cargo run -p tilekit-examples --example
+//! NN_name`) and the library (`tilekit::kernels`) write kernels in the DSL. This crate's library is
+//! the one example for those who generate Tile IR themselves — from another front end, a search
+//! over schedules, a code generator — with [`FuncBuilder`](tilekit::ir::FuncBuilder): [`gemm`]
+//! builds the tiled GEMM `C = A·B` op by op (shared-memory staging with `copy @block` and
+//! `barrier`, `mma.ab`, a runtime K loop, masked edges), and [`tiling`] has the helpers it needs
+//! (`⌈n / tile⌉` in IR, exact up to `i32::MAX`, and the swizzle for a tile's row width). Rust is
+//! the meta-language: tile sizes and warp counts are plain parameters of [`gemm::build`], and loops
+//! over them unroll at build time; the loop over the runtime K becomes an IR `for` loop.
 //!
-//! | module | kernel | what it shows |
-//! |---|---|---|
-//! | [`gemm`] | `C = A·B` | shared-memory staging with `copy @block` + `barrier`, `mma.ab`, a runtime K loop, masked edges |
-//! | [`attention`] | FlashAttention forward | online softmax in the exp2 domain, `mask.cols` / `mask.causal`, LSE |
-//! | [`softmax`] | row softmax | two passes over column tiles, `-inf` padding |
-//! | [`adamw`] | AdamW step | vector maps over a flat buffer, masked tail |
-//! | [`moe`] | mixture-of-experts up-projection | `gather_rows`, `bcast_row.mul`, `scatter_add_rows` |
-//! | [`ws_gemm`] | warp-specialized GEMM | a producer warp, a ring of shared stages, full/empty semaphores |
+//! [`gemm::run`] launches the built module for host tensors on the CPU interpreter (or on the
+//! device [`run_on`] chose) and [`gemm::reference`] is the same product in `f64`; the tutorial
+//! `09_ir_builder` walks through them, and `tests/tests/interp_gemm.rs` compares them.
 //!
-//! Each module has a `build` function (config → `Module`), a `run`
-//! function that launches the kernel for host tensors (computing the grid from their shapes) on
-//! the CPU interpreter, or on the device [`run_on`] chose, and a `reference` function: the same
-//! math in plain Rust `f64`, written from the definition (no tiling, no online tricks). The tests
-//! in `tests/tests/interp_*.rs` compare them.
+//! `make demo` (the `demo` and `gpu_targets` binaries) is the tour of the library's kernels.
 
-pub mod adamw;
-pub mod attention;
 pub mod gemm;
-pub mod moe;
-pub mod softmax;
 pub mod tiling;
-pub mod ws_gemm;
 
 use std::sync::OnceLock;
 
@@ -69,8 +59,8 @@ pub(crate) fn execute(
         .map(|a| match a {
             Arg::Tensor(t) => LaunchArg::Host(t.clone()),
             Arg::Scalar(dtype, v) => LaunchArg::Scalar(*dtype, *v),
-            // The example kernels take no pointer tables.
-            Arg::Table(_) => unreachable!("the examples pass no pointer tables"),
+            // The GEMM takes no pointer tables.
+            Arg::Table(_) => unreachable!("the GEMM takes no pointer tables"),
         })
         .collect();
     device
@@ -125,19 +115,12 @@ fn output(args: &[Arg], i: usize) -> HostTensor {
 
 #[cfg(test)]
 mod tests {
-    use tilekit::ir::{verify, Module, ScalarType};
+    use tilekit::ir::{verify, ScalarType};
 
     use super::*;
 
-    fn assert_verifies(what: &str, m: &Module) {
-        if let Err(errors) = verify(m) {
-            let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            panic!("{what} does not verify:\n{}", text.join("\n"));
-        }
-    }
-
     #[test]
-    fn every_kernel_verifies_in_its_configurations() {
+    fn the_gemm_verifies_in_its_configurations() {
         for out in [ScalarType::F32, ScalarType::BF16] {
             for (warps_m, warps_n) in [(2, 2), (4, 1), (1, 1)] {
                 let cfg = gemm::GemmConfig {
@@ -146,47 +129,11 @@ mod tests {
                     out,
                     ..Default::default()
                 };
-                assert_verifies(&format!("{cfg:?}"), &gemm::build(&cfg));
-            }
-            for causal in [false, true] {
-                for head_dim in [64, 128] {
-                    let cfg = attention::AttentionConfig {
-                        causal,
-                        head_dim,
-                        out,
-                        ..Default::default()
-                    };
-                    assert_verifies(&format!("{cfg:?}"), &attention::build(&cfg));
+                if let Err(errors) = verify(&gemm::build(&cfg)) {
+                    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                    panic!("{cfg:?} does not verify:\n{}", text.join("\n"));
                 }
             }
-            for consumers in [2, 4] {
-                let cfg = ws_gemm::WsGemmConfig {
-                    consumers,
-                    out,
-                    ..Default::default()
-                };
-                assert_verifies(&format!("{cfg:?}"), &ws_gemm::build(&cfg));
-            }
-        }
-        for input in [ScalarType::F32, ScalarType::BF16] {
-            let cfg = softmax::SoftmaxConfig {
-                input,
-                ..Default::default()
-            };
-            assert_verifies(&format!("{cfg:?}"), &softmax::build(&cfg));
-        }
-        assert_verifies("adamw", &adamw::build(&Default::default()));
-        assert_verifies("moe", &moe::build(&Default::default()));
-        for fault in [
-            ws_gemm::WsFault::ConsumerSkipsFullWait,
-            ws_gemm::WsFault::ProducerNeverArrives,
-        ] {
-            let cfg = ws_gemm::WsGemmConfig {
-                fault,
-                ..Default::default()
-            };
-            // The faults are synchronization bugs, not type errors: only running finds them.
-            assert_verifies(&format!("{cfg:?}"), &ws_gemm::build(&cfg));
         }
     }
 }

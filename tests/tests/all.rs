@@ -31,12 +31,12 @@ mod dsl_ws_gemm;
 mod fuzz_short;
 #[path = "interp_adamw.rs"]
 mod interp_adamw;
-#[path = "interp_attention.rs"]
-mod interp_attention;
 #[path = "interp_gemm.rs"]
 mod interp_gemm;
 #[path = "interp_moe.rs"]
 mod interp_moe;
+#[path = "interp_numerics.rs"]
+mod interp_numerics;
 #[path = "interp_softmax.rs"]
 mod interp_softmax;
 #[path = "interp_ws_gemm.rs"]

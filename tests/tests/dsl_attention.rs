@@ -1,5 +1,5 @@
 //! The attention forward kernels written in the DSL against full softmax attention in f64
-//! (`tilekit_examples::attention::reference` and this file's [`definition`]): plain and causal
+//! (`tilekit::kernels::attention::reference` and this file's [`definition`]): plain and causal
 //! (aligned bottom-right), GQA/MQA, top-left causal, sliding windows and soft-capping, at lengths
 //! that are not multiples of the tiles, on the interpreter (this crate's tilekit has no `jit`:
 //! the PTX emulator runs the same features in the library's self-test and in the runtime's
@@ -10,17 +10,17 @@ use tilekit::ir::interp::HostTensor;
 use tilekit::ir::print_module;
 use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::attention::{
-    attention_fwd, attention_fwd_window, forward, grid, Align, ForwardOptions, HEAD_DIMS,
-    WINDOW_HEAD_DIMS,
+    attention_fwd, attention_fwd_window, forward, grid, reference, Align, ForwardOptions,
+    HEAD_DIMS, WINDOW_HEAD_DIMS,
 };
 use tilekit::{Device, ScalarArg};
-use tilekit_examples::attention::reference;
 use tilekit_tests::compare::{
     max_abs_error, normalized_max_error, normalized_max_error_with_nonfinite,
 };
 use tilekit_tests::random::TestRng;
 
-/// As in interp_attention.rs: p is rounded to bf16 for P·V (and O to bf16): ≈ 2⁻⁸ relative.
+/// O: each output row is a p-weighted average of V rows, and p is rounded to bf16 (relative
+/// 2⁻⁸ ≈ 4e-3) for the P·V product, O to bf16 once more: ≈ 2⁻⁸ of max|O|.
 const O_TOLERANCE: f64 = 1e-2;
 /// LSE is f32 arithmetic on values ≤ 10 (absolute error).
 const LSE_TOLERANCE: f64 = 1e-5;
@@ -114,10 +114,7 @@ fn dsl_attention_with_f32_output_matches() {
         &q.to_vec(),
         &k.to_vec(),
         &v.to_vec(),
-        bh,
-        seq,
-        seq,
-        d,
+        (bh, seq, seq, d),
         0.125,
         false,
     );

@@ -5,9 +5,9 @@ use tilekit::dsl::bf16;
 use tilekit::ir::interp::HostTensor;
 use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::ir::{print_module, verify};
+use tilekit::kernels::gemm::reference;
 use tilekit::kernels::gemm::{gemm, grid};
 use tilekit::{Device, Error};
-use tilekit_examples::gemm::reference;
 use tilekit_tests::compare::normalized_max_error;
 use tilekit_tests::random::TestRng;
 

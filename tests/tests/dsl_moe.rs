@@ -1,15 +1,16 @@
-//! The MoE projection written in the DSL against `Σ w · X[t]·W[e]` in f64
-//! (`tilekit_examples::moe::reference`).
+//! The MoE projection written in the DSL against `Σ w · X[t]·W[e]` in f64 (this file's
+//! [`reference`]), and its host-side slot layout against the layout written out from its rule.
 
 use tilekit::ir::print_module;
 use tilekit::ir::ScalarType::BF16;
 use tilekit::kernels::moe::{moe_expert_proj, run, Routing};
 use tilekit::Device;
-use tilekit_examples::moe;
 use tilekit_tests::compare::normalized_max_error;
 use tilekit_tests::random::TestRng;
 
-/// As in interp_moe.rs: f32 accumulation of exact bf16 products.
+/// Inputs are bf16 and their products exact in f32; the error is f32 accumulation over d ≤ 64
+/// terms, one f32 scaling by the routing weight and f32 sums of ≤ 2 contributions per token: a
+/// few ulps of the largest output, so 1e-5 of max|ref| has ample room.
 const TOLERANCE: f64 = 1e-5;
 
 #[test]
@@ -33,13 +34,12 @@ fn dsl_moe_matches_the_reference() {
             })
             .collect();
         let routing = Routing::from_top_k(e, &choices, 64);
-        let ex = moe::Routing::from_top_k(e, &choices, 64);
-        let ints = |v: &[i32]| v.iter().map(|&i| f64::from(i)).collect::<Vec<_>>();
-        assert_eq!(routing.tile_expert.to_vec(), ints(&ex.tile_expert));
-        assert_eq!(routing.slot_token.to_vec(), ints(&ex.slot_token));
+        let (tile_expert, slot_token) = slot_layout(e, &choices, 64);
+        assert_eq!(routing.tile_expert.to_vec(), tile_expert);
+        assert_eq!(routing.slot_token.to_vec(), slot_token);
         let y = run(&Device::Cpu, &x, &w, &routing)
             .unwrap_or_else(|err| panic!("seed {}: {err}", rng.seed));
-        let want = moe::reference(&x.to_vec(), &w.to_vec(), &choices, d, f);
+        let want = reference(&x.to_vec(), &w.to_vec(), &choices, d, f);
         let err = normalized_max_error(&y.to_vec(), &want);
         assert!(
             err <= TOLERANCE,
@@ -47,6 +47,38 @@ fn dsl_moe_matches_the_reference() {
             rng.seed
         );
     }
+}
+
+/// `Y[t] = Σ_{(e, w) ∈ choices[t]} w · (X[t] · W[e])` in f64, X row-major `[T, d]`, W `[E, d, f]`.
+fn reference(x: &[f64], w: &[f64], choices: &[Vec<(usize, f32)>], d: usize, f: usize) -> Vec<f64> {
+    let mut y = vec![0.0; choices.len() * f];
+    for (t, cs) in choices.iter().enumerate() {
+        for &(e, weight) in cs {
+            for j in 0..f {
+                let dot: f64 = (0..d).map(|k| x[t * d + k] * w[(e * d + k) * f + j]).sum();
+                y[t * f + j] += f64::from(weight) * dot;
+            }
+        }
+    }
+    y
+}
+
+/// The slot layout from its rule: per expert in order, its tokens in order, padded with -1 to a
+/// whole number of `tile` slots; each tile names its expert. `(tile_expert, slot_token)`.
+fn slot_layout(experts: usize, choices: &[Vec<(usize, f32)>], tile: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut tile_expert, mut slot_token) = (Vec::new(), Vec::new());
+    for e in 0..experts {
+        let tokens: Vec<f64> = (0..choices.len())
+            .filter(|&t| choices[t].iter().any(|c| c.0 == e))
+            .map(|t| t as f64)
+            .collect();
+        let tiles = tokens.len().div_ceil(tile);
+        tile_expert.extend(std::iter::repeat_n(e as f64, tiles));
+        for i in 0..tiles * tile {
+            slot_token.push(tokens.get(i).copied().unwrap_or(-1.0));
+        }
+    }
+    (tile_expert, slot_token)
 }
 
 #[test]

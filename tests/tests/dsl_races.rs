@@ -6,8 +6,8 @@ use tilekit::device::CpuOptions;
 use tilekit::dsl::*;
 use tilekit::ir::interp::{HostTensor, InterpError, Schedule};
 use tilekit::ir::{Loc, ScalarType};
+use tilekit::kernels::gemm::reference;
 use tilekit::{Device, Error};
-use tilekit_examples::gemm::reference;
 use tilekit_tests::compare::normalized_max_error;
 use tilekit_tests::random::TestRng;
 

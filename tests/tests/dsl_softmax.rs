@@ -1,12 +1,12 @@
-//! The row softmax written in the DSL against softmax in f64 (`tilekit_examples::softmax`).
+//! The row softmax written in the DSL against softmax in f64 (`tilekit::kernels::softmax::reference`).
 
 use tilekit::dsl::bf16;
 use tilekit::ir::interp::HostTensor;
 use tilekit::ir::print_module;
 use tilekit::ir::ScalarType::{BF16, F32};
+use tilekit::kernels::softmax::reference;
 use tilekit::kernels::softmax::{grid, softmax_rows};
 use tilekit::Device;
-use tilekit_examples::softmax::reference;
 use tilekit_tests::compare::{normalized_max_error, normalized_max_error_with_nonfinite};
 use tilekit_tests::random::TestRng;
 

@@ -5,9 +5,9 @@ use tilekit::ir::interp::HostTensor;
 use tilekit::ir::print_module;
 use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::gemm::grid;
+use tilekit::kernels::gemm::reference;
 use tilekit::kernels::ws_gemm::ws_gemm;
 use tilekit::Device;
-use tilekit_examples::gemm::reference;
 use tilekit_tests::compare::normalized_max_error;
 use tilekit_tests::random::TestRng;
 

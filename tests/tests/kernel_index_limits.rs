@@ -336,7 +336,7 @@ fn cd(n: i64, t: i64) -> i64 {
     ceil_div_exact(n, t)
 }
 
-/// The library's kernels and the examples' builders at `i32::MAX` in every extent.
+/// The library's kernels and the IR builder's GEMM at `i32::MAX` in every extent.
 fn cases() -> Vec<Case> {
     use tilekit::kernels::{attention, gemm, moe, optim, softmax, ws_gemm};
     use tilekit_examples as ex;
@@ -345,24 +345,13 @@ fn cases() -> Vec<Case> {
     // Softmax: x and y [MAX, MAX]; both column loops run ⌈MAX / 64⌉ times.
     let sm_dims = dims(&[(0, &[MAX, MAX]), (1, &[MAX, MAX])]);
     let sm_grid = [cd(MAX, 64), 1, 1];
-    for (name, module) in [
-        (
-            "softmax_rows<f32,16,64,4>",
-            softmax::softmax_rows::<f32, 16, 64, 4>::module().clone(),
-        ),
-        (
-            "examples::softmax",
-            ex::softmax::build(&ex::softmax::SoftmaxConfig::default()),
-        ),
-    ] {
-        cases.push(Case {
-            name: name.into(),
-            module,
-            dims: sm_dims.clone(),
-            grid: sm_grid,
-            trips: Box::new(|_| vec![(0, cd(MAX, 64))]),
-        });
-    }
+    cases.push(Case {
+        name: "softmax_rows<f32,16,64,4>".into(),
+        module: softmax::softmax_rows::<f32, 16, 64, 4>::module().clone(),
+        dims: sm_dims.clone(),
+        grid: sm_grid,
+        trips: Box::new(|_| vec![(0, cd(MAX, 64))]),
+    });
 
     // GEMM and warp-specialized GEMM: A, B, C [MAX, MAX]; the K loop runs ⌈MAX / 32⌉ times.
     let mm_dims = dims(&[(0, &[MAX, MAX]), (1, &[MAX, MAX]), (2, &[MAX, MAX])]);
@@ -380,10 +369,6 @@ fn cases() -> Vec<Case> {
             "examples::gemm",
             ex::gemm::build(&ex::gemm::GemmConfig::default()),
         ),
-        (
-            "examples::ws_gemm",
-            ex::ws_gemm::build(&ex::ws_gemm::WsGemmConfig::default()),
-        ),
     ] {
         cases.push(Case {
             name: name.into(),
@@ -396,8 +381,7 @@ fn cases() -> Vec<Case> {
 
     // Attention: q, k, v, o [bh, MAX, 64], lse [bh, MAX]; the KV loop runs ⌈MAX / 64⌉ times,
     // causal blocks up to their diagonal: ⌈64·(qb + 1) / 64⌉ = qb + 1 tiles for query block qb
-    // (the library's causal kernel runs query block grid − 1 − block first, the example's
-    // query block = block).
+    // (the library's causal kernel runs query block grid − 1 − block first).
     let bh = 3;
     let at_dims = dims(&[
         (0, &[bh, MAX, 64]),
@@ -413,34 +397,22 @@ fn cases() -> Vec<Case> {
         } else {
             attention::attention_fwd::<bf16, 64, 16, 64, 4, false>::module().clone()
         };
-        let example = ex::attention::build(&ex::attention::AttentionConfig {
-            causal,
-            ..Default::default()
+        cases.push(Case {
+            name: format!("attention_fwd causal={causal}"),
+            module,
+            dims: at_dims.clone(),
+            grid: at_grid,
+            trips: Box::new(move |block| {
+                let all = cd(MAX, 64);
+                // The causal kernel runs its query blocks in reverse.
+                let qb = if causal {
+                    at_grid[0] - 1 - block[0]
+                } else {
+                    block[0]
+                };
+                vec![(0, if causal { all.min(qb + 1) } else { all })]
+            }),
         });
-        for (name, module, reversed) in [
-            (format!("attention_fwd causal={causal}"), module, causal),
-            (
-                format!("examples::attention causal={causal}"),
-                example,
-                false,
-            ),
-        ] {
-            cases.push(Case {
-                name,
-                module,
-                dims: at_dims.clone(),
-                grid: at_grid,
-                trips: Box::new(move |block| {
-                    let all = cd(MAX, 64);
-                    let qb = if reversed {
-                        at_grid[0] - 1 - block[0]
-                    } else {
-                        block[0]
-                    };
-                    vec![(0, if causal { all.min(qb + 1) } else { all })]
-                }),
-            });
-        }
     }
 
     // MoE: x [MAX, MAX], w [E, MAX, MAX], y [MAX, MAX]; the d loop runs ⌈MAX / 32⌉ times.
@@ -453,52 +425,30 @@ fn cases() -> Vec<Case> {
         (4, &[experts * 64]),
         (5, &[MAX, MAX]),
     ]);
-    for (name, module) in [
-        (
-            "moe_expert_proj<16,4,64,32>",
-            moe::moe_expert_proj::<16, 4, 64, 32>::module().clone(),
-        ),
-        (
-            "examples::moe",
-            ex::moe::build(&ex::moe::MoeConfig::default()),
-        ),
-    ] {
-        cases.push(Case {
-            name: name.into(),
-            module,
-            dims: moe_dims.clone(),
-            grid: [experts, cd(MAX, 64), 1],
-            trips: Box::new(|_| vec![(0, cd(MAX, 32))]),
-        });
-    }
+    cases.push(Case {
+        name: "moe_expert_proj<16,4,64,32>".into(),
+        module: moe::moe_expert_proj::<16, 4, 64, 32>::module().clone(),
+        dims: moe_dims.clone(),
+        grid: [experts, cd(MAX, 64), 1],
+        trips: Box::new(|_| vec![(0, cd(MAX, 32))]),
+    });
 
     // AdamW: p, g, m, v [MAX]; no loop, the chunk index of the last warp must not wrap.
     let ad_dims = dims(&[(0, &[MAX]), (1, &[MAX]), (2, &[MAX]), (3, &[MAX])]);
-    for (name, module) in [
-        (
-            "adamw_step<256,4>",
-            optim::adamw_step::<256, 4>::module().clone(),
-        ),
-        (
-            "examples::adamw",
-            ex::adamw::build(&ex::adamw::AdamWConfig::default()),
-        ),
-    ] {
-        cases.push(Case {
-            name: name.into(),
-            module,
-            dims: ad_dims.clone(),
-            grid: [cd(MAX, 1024), 1, 1],
-            trips: Box::new(|_| vec![]),
-        });
-    }
+    cases.push(Case {
+        name: "adamw_step<256,4>".into(),
+        module: optim::adamw_step::<256, 4>::module().clone(),
+        dims: ad_dims.clone(),
+        grid: [cd(MAX, 1024), 1, 1],
+        trips: Box::new(|_| vec![]),
+    });
     cases
 }
 
 #[test]
 fn every_kernel_counts_its_tiles_exactly_at_i32_max_and_no_index_wraps() {
     let cases = cases();
-    assert_eq!(cases.len(), 14);
+    assert_eq!(cases.len(), 8);
     for case in &cases {
         check_case(case);
     }

@@ -302,35 +302,38 @@ fn kernels_read_and_write_through_views() {
 /// `Device::launch_module` runs a builder-made module's kernel with checked arguments.
 #[test]
 fn modules_built_without_the_dsl_launch_with_checked_arguments() {
-    use tilekit_examples::softmax::{self, SoftmaxConfig};
+    use tilekit_examples::gemm::{self, GemmConfig};
     let mut rng = Rng::fresh();
-    let cfg = SoftmaxConfig {
-        input: ScalarType::F32,
-        ..SoftmaxConfig::default()
-    };
-    let module = softmax::build(&cfg);
-    let (rows, cols) = (37, 90);
-    let x = rng.tensor(ScalarType::F32, &[rows, cols], -3.0, 3.0);
-    let y = tilekit::ir::interp::HostTensor::full(ScalarType::F32, &[rows, cols], f64::NAN);
-    let mut args = vec![LaunchArg::from(x.clone()), LaunchArg::from(y.clone())];
+    let cfg = GemmConfig::default();
+    let module = gemm::build(&cfg);
+    let (m, n, k) = (37, 90, 45);
+    let a = rng.tensor(ScalarType::BF16, &[m, k], -1.0, 1.0);
+    let b = rng.tensor(ScalarType::BF16, &[k, n], -1.0, 1.0);
+    let c = tilekit::ir::interp::HostTensor::full(ScalarType::F32, &[m, n], f64::NAN);
+    let mut args = vec![
+        LaunchArg::from(a.clone()),
+        LaunchArg::from(b.clone()),
+        LaunchArg::from(c),
+    ];
     Device::Cpu
-        .launch_module(&module, softmax::KERNEL, cfg.grid(rows), &mut args)
+        .launch_module(&module, gemm::KERNEL, cfg.grid(m, n), &mut args)
         .unwrap();
-    let LaunchArg::Host(out) = &args[1] else {
-        panic!("{:?}", args[1])
+    let LaunchArg::Host(out) = &args[2] else {
+        panic!("{:?}", args[2])
     };
-    let err = max_rel(&out.to_vec(), &softmax::reference(&x.to_vec(), rows, cols));
+    let want = gemm::reference(&a.to_vec(), &b.to_vec(), m, k, n);
+    let err = max_rel(&out.to_vec(), &want);
     assert!(err < 1e-5, "error {err:.2e} (seed {})", rng.seed);
 
     let e = Device::Cpu
-        .launch_module(&module, "softmax", [1, 1, 1], &mut args)
+        .launch_module(&module, "matmul", [1, 1, 1], &mut args)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("the module has no kernel `softmax`"), "{e}");
-    assert!(e.contains("softmax_rows"), "{e}");
+    assert!(e.contains("the module has no kernel `matmul`"), "{e}");
+    assert!(e.contains(gemm::KERNEL), "{e}");
     let e = Device::Cpu
-        .launch_module(&module, softmax::KERNEL, [1, 1, 1], &mut args[..1])
+        .launch_module(&module, gemm::KERNEL, [1, 1, 1], &mut args[..2])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("must be 2 arguments"), "{e}");
+    assert!(e.contains("must be 3 arguments"), "{e}");
 }

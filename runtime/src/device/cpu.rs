@@ -2,7 +2,7 @@
 //! of its [`CpuOptions`].
 
 use crate::error::Error;
-use crate::ir::interp::{self, Arg, CancelToken, HostTensor, Launch, Schedule};
+use crate::ir::interp::{self, Arg, CancelToken, HostTensor, Launch, Numerics, Schedule};
 use crate::ir::Module;
 
 use super::{Grid, LaunchArg};
@@ -48,6 +48,12 @@ pub struct CpuOptions {
     /// Whether runs refuse a tile addressed by an index from memory that lies wholly outside
     /// its view ([`Launch::index_check`]; on by default).
     pub index_check: bool,
+    /// How the approximate float functions (`exp2`, `log2`, `rsqrt`, `tanh` and those built on
+    /// them) are evaluated: correctly rounded ([`Numerics::Exact`], the default) or as the GPUs
+    /// may compute them at their worst ([`Numerics::Approx`]: the error bounds and subnormal
+    /// flushing that `tilekit::ir::numeric` documents per function). A tolerance that holds in
+    /// both modes holds on every target.
+    pub numerics: Numerics,
 }
 
 impl Default for CpuOptions {
@@ -61,6 +67,7 @@ impl Default for CpuOptions {
             race_check: true,
             check_unwritten: false,
             index_check: true,
+            numerics: Numerics::Exact,
         }
     }
 }
@@ -108,6 +115,13 @@ impl CpuOptions {
         self
     }
 
+    /// The same options with the approximate float functions evaluated as `numerics` says
+    /// (`Numerics::Approx`: the GPUs' documented worst case).
+    pub fn numerics(mut self, numerics: Numerics) -> CpuOptions {
+        self.numerics = numerics;
+        self
+    }
+
     /// The interpreter's launch over `grid` with these options.
     fn launch(&self, grid: Grid) -> Launch {
         let launch = Launch::grid(grid.0)
@@ -116,7 +130,8 @@ impl CpuOptions {
             .schedule(self.schedule)
             .race_check(self.race_check)
             .check_unwritten(self.check_unwritten)
-            .index_check(self.index_check);
+            .index_check(self.index_check)
+            .numerics(self.numerics);
         match &self.cancel {
             Some(token) => launch.cancel(token.clone()),
             None => launch,

@@ -11,6 +11,7 @@ pub mod gemm_wg;
 pub mod linear_ce;
 pub mod loss;
 pub mod moe;
+pub mod moe_bwd;
 pub mod moe_fp8;
 pub mod moe_gemm;
 pub mod moe_routing;

@@ -570,6 +570,36 @@ pub fn forward(
     weights: ExpertWeights<'_>,
     layout: Layout,
 ) -> Result<MoeOutput, Error> {
+    forward_saving(device, x, logits, router, weights, layout).map(|(out, _)| out)
+}
+
+/// What [`forward`] computes between its launches, kept for the backward pass
+/// ([`moe_bwd`](crate::kernels::moe_bwd)): the permuted layout and the expert rows' inputs,
+/// SwiGLU outputs and down-projection outputs.
+#[derive(Debug)]
+pub(crate) struct Activations {
+    /// `[N / TILE_ROWS]`, `[N, 1]`, `[T, k]`, `[E + 1]` (i32): see [`routing::Permutation`].
+    pub tile_expert: Tensor,
+    pub sorted_token: Tensor,
+    pub row_of: Tensor,
+    pub offsets: Tensor,
+    /// The gathered tokens `[N, H]` (bf16), `h` `[N, F]` (bf16), the expert outputs `[N, H]`
+    /// (f32, before the gates).
+    pub xp: Tensor,
+    pub hp: Tensor,
+    pub yp: Tensor,
+}
+
+/// [`forward`], also returning its [`Activations`] (`None` when there is no expert row to
+/// compute: no token, `H` or `F` of 0).
+pub(crate) fn forward_saving(
+    device: &Device,
+    x: &Tensor,
+    logits: &Tensor,
+    router: Router<'_>,
+    weights: ExpertWeights<'_>,
+    layout: Layout,
+) -> Result<(MoeOutput, Option<Activations>), Error> {
     let bf = ScalarType::BF16;
     let xs = expect("x", x, bf, &[None, None])?;
     let (t, h) = (xs[0], xs[1]);
@@ -596,12 +626,13 @@ pub fn forward(
     let mut counts = Tensor::zeros(i32t, &[e], device)?;
     let mut y = Tensor::zeros(ScalarType::F32, &[t, h], device)?;
     if t == 0 || h == 0 {
-        return Ok(MoeOutput {
+        let out = MoeOutput {
             y,
             experts,
             gates,
             counts,
-        });
+        };
+        return Ok((out, None));
     }
     match router {
         Router::Softmax { top_k } => {
@@ -642,6 +673,7 @@ pub fn forward(
             tile_expert: &mut tile_expert,
         },
     )?;
+    let mut saved = None;
     if n > 0 && f > 0 {
         let mut xp = Tensor::zeros(bf, &[n, h], device)?;
         moe_gather::<GATHER_COLS, GATHER_WARPS>::launch_auto(device, x, &sorted_token, &mut xp)?;
@@ -665,11 +697,21 @@ pub fn forward(
             &mut yp,
         )?;
         routing::combine_into(device, &yp, &row_of, &gates, &mut y)?;
+        saved = Some(Activations {
+            tile_expert,
+            sorted_token,
+            row_of,
+            offsets,
+            xp,
+            hp,
+            yp,
+        });
     }
-    Ok(MoeOutput {
+    let out = MoeOutput {
         y,
         experts,
         gates,
         counts,
-    })
+    };
+    Ok((out, saved))
 }

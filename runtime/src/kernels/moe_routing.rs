@@ -44,21 +44,21 @@ pub const COMBINE_COLS: usize = 64;
 
 /// Column `c` of `t` as a vector along rows (`i32::MIN` where `c` is outside the tile).
 #[crate::func]
-fn column_i32(t: Rt<i32, 16, 16>, c: Scalar<i32>) -> Rv<i32, 16> {
+pub(crate) fn column_i32(t: Rt<i32, 16, 16>, c: Scalar<i32>) -> Rv<i32, 16> {
     let cols: Rt<i32, 16, 16> = iota_cols();
     reduce_row(Red::Max, select(cols.eq(c), t, i32::MIN))
 }
 
 /// Column `c` of `t` as a vector along rows (0 where `c` is outside the tile).
 #[crate::func]
-fn column_f32(t: Rt<f32, 16, 16>, c: Scalar<i32>) -> Rv<f32, 16> {
+pub(crate) fn column_f32(t: Rt<f32, 16, 16>, c: Scalar<i32>) -> Rv<f32, 16> {
     let cols: Rt<i32, 16, 16> = iota_cols();
     reduce_row(Red::Sum, select(cols.eq(c), t, 0.0))
 }
 
 /// A tile whose row r is `v[r]` everywhere.
 #[crate::func]
-fn spread_i32(v: Rv<i32, 16>) -> Rt<i32, 16, 16> {
+pub(crate) fn spread_i32(v: Rv<i32, 16>) -> Rt<i32, 16, 16> {
     let z: Rt<i32, 16, 16> = zeros();
     add_row(z, v)
 }
@@ -73,7 +73,7 @@ pub fn first_column(v: Gl<i32, 2>, rt: Scalar<i32>) -> Rv<i32, 16> {
 /// This warp's 16 tokens' expert ids (rows `16·rt ..` of `experts` `[T, K]`), −1 past the
 /// view's rows and columns (a masked load reads 0, which is an expert).
 #[crate::func]
-fn load_ids(experts: Gl<i32, 2>, rt: Scalar<i32>) -> Rt<i32, 16, 16> {
+pub(crate) fn load_ids(experts: Gl<i32, 2>, rt: Scalar<i32>) -> Rt<i32, 16, 16> {
     let ids: Rt<i32, 16, 16> = load(experts.tile(rt, 0));
     let ids = mask_rows(ids, rt * 16, experts.rows(), -1.0);
     mask_cols(ids, 0, experts.cols(), -1.0)

@@ -218,14 +218,29 @@ pub fn from_f64(x: f64, ty: Ty, r: Round) -> u64 {
         Ty::F16 => u64::from(round16(x, r, false)),
         Ty::Bf16 => u64::from(round16(x, r, true)),
         Ty::Tf32 => {
-            // tf32 keeps 10 fraction bits in an f32 container.
+            // tf32 keeps 10 fraction bits in an f32 container (the 13 low bits clear; see
+            // `tensor_core::elements::OperandType::Tf32`). `cvt` to tf32 takes `.rna` (nearest,
+            // ties away from zero), `.rn` and `.rz` (PTX ISA "cvt"); a NaN stays a quiet NaN.
             let f = x as f32;
             let b = f.to_bits();
-            let keep = match r {
-                Round::Rz => b & !0x1fff,
-                _ => (b + 0x1000) & !0x1fff,
+            if f.is_nan() {
+                return u64::from((b | 0x7fc0_0000) & !0x1fff);
+            }
+            // Sign-magnitude: rounding the magnitude rounds the value; a carry out of the
+            // fraction moves to the next binade (infinity past the largest finite value).
+            let (sign, mag) = (b & 0x8000_0000, b & 0x7fff_ffff);
+            let (low, base) = (mag & 0x1fff, mag & !0x1fff);
+            let up = match r {
+                Round::Rz => false,
+                Round::Rn => low > 0x1000 || (low == 0x1000 && base & 0x2000 != 0),
+                _ => low >= 0x1000,
             };
-            u64::from(keep)
+            let mag = if up && f.is_finite() {
+                base + 0x2000
+            } else {
+                base
+            };
+            u64::from(sign | mag)
         }
         _ => x.to_bits(),
     }

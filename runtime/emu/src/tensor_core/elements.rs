@@ -15,6 +15,11 @@ pub enum OperandType {
     E4m3,
     /// OCP FP8 E5M2 (IEEE-like: the high byte of an f16).
     E5m2,
+    /// TensorFloat-32, one per 32-bit register. The PTX ISA leaves its internal layout to the
+    /// implementation and provides `cvt.{rna,rn,rz}{.satfinite}.tf32.f32` to make it; the
+    /// emulator's `cvt` writes it as the f32 bit pattern with the 13 low fraction bits clear,
+    /// and an operand is read as that f32 with the 13 low bits ignored.
+    Tf32,
 }
 
 impl OperandType {
@@ -23,6 +28,7 @@ impl OperandType {
         match self {
             OperandType::F16 | OperandType::Bf16 => 2,
             OperandType::E4m3 | OperandType::E5m2 => 1,
+            OperandType::Tf32 => 4,
         }
     }
 
@@ -31,13 +37,14 @@ impl OperandType {
         4 / self.bytes()
     }
 
-    /// The PTX type suffix (`f16`, `bf16`, `e4m3`, `e5m2`).
+    /// The PTX type suffix (`f16`, `bf16`, `e4m3`, `e5m2`, `tf32`).
     pub fn ptx_name(self) -> &'static str {
         match self {
             OperandType::F16 => "f16",
             OperandType::Bf16 => "bf16",
             OperandType::E4m3 => "e4m3",
             OperandType::E5m2 => "e5m2",
+            OperandType::Tf32 => "tf32",
         }
     }
 
@@ -48,6 +55,7 @@ impl OperandType {
             "bf16" => Some(OperandType::Bf16),
             "e4m3" => Some(OperandType::E4m3),
             "e5m2" => Some(OperandType::E5m2),
+            "tf32" => Some(OperandType::Tf32),
             _ => None,
         }
     }
@@ -60,6 +68,7 @@ impl OperandType {
             OperandType::E4m3 => decode_e4m3(bits as u8),
             // E5M2 shares f16's exponent field and bias, so it is an f16 with 8 mantissa bits cut.
             OperandType::E5m2 => f16::from_bits(((bits as u8) as u16) << 8).to_f64(),
+            OperandType::Tf32 => f64::from(f32::from_bits(bits & !0x1fff)),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `mma.sync.aligned.m16n8k{8,16}.row.col` with f16/bf16 operands and f32 or f16 accumulators,
-//! from the PTX ISA sections "Matrix Fragments for mma.m16n8k16 with floating point type" and
-//! "... mma.m16n8k8".
+//! and `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32`, from the PTX ISA sections "Matrix
+//! Fragments for mma.m16n8k16 with floating point type" and "... mma.m16n8k8" (whose `.tf32`
+//! figures hold one element per register).
 //!
 //! Lane `l` of the warp is split as `group = l / 4` ("groupID") and `thread = l % 4`
 //! ("threadID_in_group"); every fragment map below is stated in those terms, as the ISA does.
@@ -43,7 +44,7 @@ impl MmaShape {
 }
 
 /// Row and column of A (m×k, row-major in the `.row` sense) held by `half` (0 = low 16 bits)
-/// of register `reg` of `lane`.
+/// of register `reg` of `lane`, for 16-bit operands.
 pub fn a_position(shape: MmaShape, lane: usize, reg: usize, half: usize) -> (usize, usize) {
     let (group, thread) = (lane / 4, lane % 4);
     match shape {
@@ -53,6 +54,21 @@ pub fn a_position(shape: MmaShape, lane: usize, reg: usize, half: usize) -> (usi
         // a0..a3: rows groupID (+8 for a2,a3), columns threadID_in_group*2 + (i & 1).
         MmaShape::M16N8K8 => (group + 8 * reg, 2 * thread + half),
     }
+}
+
+/// Row and column of A (16×8) held by register `reg` of `lane` for `.m16n8k8` with `.tf32`
+/// operands: a0..a3 at rows groupID (a0, a2) and groupID+8 (a1, a3), columns
+/// threadID_in_group (a0, a1) and threadID_in_group+4 (a2, a3).
+pub fn a_position_tf32(lane: usize, reg: usize) -> (usize, usize) {
+    let (group, thread) = (lane / 4, lane % 4);
+    (group + 8 * (reg & 1), thread + 4 * (reg >> 1))
+}
+
+/// Row (k) and column (n) of B (8×8) held by register `reg` of `lane` for `.m16n8k8` with
+/// `.tf32` operands: b0, b1 at rows threadID_in_group and threadID_in_group+4, column groupID.
+pub fn b_position_tf32(lane: usize, reg: usize) -> (usize, usize) {
+    let (group, thread) = (lane / 4, lane % 4);
+    (thread + 4 * reg, group)
 }
 
 /// Row (k) and column (n) of B (k×n, `.col`) held by `half` of register `reg` of `lane`.
@@ -122,8 +138,22 @@ impl MmaSyncSpec {
         let operands = match (a, b) {
             (Some(OperandType::F16), Some(OperandType::F16)) => OperandType::F16,
             (Some(OperandType::Bf16), Some(OperandType::Bf16)) => OperandType::Bf16,
-            _ => return Err(unsupported("A and B must both be .f16 or both .bf16")),
+            (Some(OperandType::Tf32), Some(OperandType::Tf32)) => OperandType::Tf32,
+            _ => {
+                return Err(unsupported(
+                    "A and B must both be .f16, both .bf16 or both .tf32",
+                ))
+            }
         };
+        if operands == OperandType::Tf32
+            && (shape != MmaShape::M16N8K8
+                || c != AccumulatorType::F32
+                || d != AccumulatorType::F32)
+        {
+            return Err(unsupported(
+                "tf32 operands are modelled for .m16n8k8 with .f32 accumulators only",
+            ));
+        }
         if operands == OperandType::Bf16 && (c != AccumulatorType::F32 || d != AccumulatorType::F32)
         {
             return Err(unsupported("bf16 operands accumulate in .f32 only"));
@@ -138,11 +168,11 @@ impl MmaSyncSpec {
 
     /// Registers of A per lane.
     pub fn a_registers(&self) -> usize {
-        self.shape.m() * self.shape.k() / WARP / 2
+        self.shape.m() * self.shape.k() / WARP / self.operands.per_register()
     }
     /// Registers of B per lane.
     pub fn b_registers(&self) -> usize {
-        self.shape.k() * self.shape.n() / WARP / 2
+        self.shape.k() * self.shape.n() / WARP / self.operands.per_register()
     }
     /// Registers of C per lane.
     pub fn c_registers(&self) -> usize {
@@ -159,6 +189,11 @@ impl MmaSyncSpec {
         let mut dense = vec![0.0; m * k];
         for (lane, regs) in a.iter().enumerate() {
             for (reg, bits) in regs.iter().enumerate().take(self.a_registers()) {
+                if self.operands == OperandType::Tf32 {
+                    let (r, c) = a_position_tf32(lane, reg);
+                    dense[r * k + c] = self.operands.decode(*bits);
+                    continue;
+                }
                 for half in 0..2 {
                     let (r, c) = a_position(self.shape, lane, reg, half);
                     dense[r * k + c] = self.operands.unpack(*bits, half);
@@ -174,6 +209,11 @@ impl MmaSyncSpec {
         let mut dense = vec![0.0; self.shape.k() * n];
         for (lane, regs) in b.iter().enumerate() {
             for (reg, bits) in regs.iter().enumerate().take(self.b_registers()) {
+                if self.operands == OperandType::Tf32 {
+                    let (r, c) = b_position_tf32(lane, reg);
+                    dense[r * n + c] = self.operands.decode(*bits);
+                    continue;
+                }
                 for half in 0..2 {
                     let (r, c) = b_position(self.shape, lane, reg, half);
                     dense[r * n + c] = self.operands.unpack(*bits, half);
@@ -185,7 +225,7 @@ impl MmaSyncSpec {
 
     /// D = A·B + C for the whole warp. Each output element is
     /// `Accumulation::Exact.sum(c, [a·b for k in 0..K])` rounded to D's type: the products of
-    /// 16-bit floats are exact, the sum is carried in f64 and rounded once (see [`Accumulation`]).
+    /// 16-bit floats and of tf32 values are exact, the sum is carried in f64 and rounded once (see [`Accumulation`]).
     pub fn execute(
         &self,
         a: &WarpFragment<4>,
@@ -241,6 +281,30 @@ mod tests {
             c: acc,
             d: acc,
         }
+    }
+
+    #[test]
+    fn tf32_fragments_are_bijections_and_the_form_parses() {
+        let s = MmaSyncSpec::parse("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32").unwrap();
+        assert_eq!((s.a_registers(), s.b_registers()), (4, 2));
+        let mut seen = HashSet::new();
+        for lane in 0..WARP {
+            for reg in 0..4 {
+                let (r, c) = a_position_tf32(lane, reg);
+                assert!(r < 16 && c < 8 && seen.insert((r, c)));
+            }
+        }
+        assert_eq!(seen.len(), 128);
+        let mut seen = HashSet::new();
+        for lane in 0..WARP {
+            for reg in 0..2 {
+                let (r, c) = b_position_tf32(lane, reg);
+                assert!(r < 8 && c < 8 && seen.insert((r, c)));
+            }
+        }
+        assert_eq!(seen.len(), 64);
+        assert!(MmaSyncSpec::parse("mma.sync.aligned.m16n8k16.row.col.f32.tf32.tf32.f32").is_err());
+        assert!(MmaSyncSpec::parse("mma.sync.aligned.m16n8k8.row.col.f32.tf32.bf16.f32").is_err());
     }
 
     #[test]

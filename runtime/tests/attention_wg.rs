@@ -40,10 +40,10 @@ fn registered() -> Vec<Case> {
 }
 
 /// The hd128 key loop's figure (non-tensor SASS instructions per 1k tensor FLOPs per warp) is
-/// at most this. The issue asks for 0.55; the loop measures 0.556, of which about 0.1 is its
-/// copies' per-chunk address and bounds math: the views are rank 3, and TMA copies take rank-2
-/// views only, so the aligned compile keeps `cp.async`.
-const BOUND: f64 = 0.6;
+/// at most this: the issue's bound (0.548 measured). About 0.1 of it is the copies' per-chunk
+/// address and bounds math: the views are rank 3 and TMA copy groups take rank-2 views only, so
+/// the aligned compile keeps `cp.async`.
+const BOUND: f64 = 0.55;
 
 fn name() -> &'static str {
     attention_fwd_wg::<bf16, 64, 128, 2, false>::NAME

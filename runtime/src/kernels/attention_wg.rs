@@ -7,10 +7,11 @@
 //!
 //! A block of `WG` warpgroups covers `64·WG` query rows of one head; warpgroup g owns rows
 //! `[64·g, 64·g + 64)` of the block, its warp w (of the block) rows `[16·w, 16·w + 16)`. The
-//! block copies each warpgroup's `64 × D` Q tile into its own shared tile once; the block walks its key
-//! tiles of `KV` with K and V in two-slot shared rings, as separate copy groups (`copy_start`,
-//! which the aligned sm_90a compile lowers to TMA): while the scores of a tile are computed the
-//! tile's V and the next tile's K are in flight, and while `P·V` is the next K is. Per key tile:
+//! block copies each warpgroup's `64 × D` Q tile into its own shared tile once, then walks its
+//! key tiles of `KV` with K and V in two-slot shared rings: at the start of a tile (one wait,
+//! one barrier) it starts the next tile's K and V as one copy group, which runs during the
+//! tile's products and softmax. (The copies are `cp.async`: sm_90a's TMA copy groups take
+//! rank-2 views, and these are `[heads, seq, D]`.) Per key tile:
 //!
 //! - `S = Q·Kᵀ` is one warpgroup `mma` with both operands in shared memory (Q K-major, K stored
 //!   `KV × D` as Bᵀ, K-major): on sm_90a `wgmma.mma_async` × `D / 16` reading both through
@@ -124,7 +125,7 @@ pub fn attention_fwd_wg<
     hi = hi.min(kv_tiles).max(0);
 
     // Q (every warpgroup's tile: a copy is the whole block's), then K and V of the first
-    // tile: three copy groups; the loop keeps one in flight.
+    // tile: two copy groups.
     for g in 0..WG {
         copy_start(
             q_tiles.at(g),
@@ -134,7 +135,6 @@ pub fn attention_fwd_wg<
     copy_commit();
     let q_s = q_tiles.at(group);
     copy_start(k_ring.at(0), k.tile(kv_head, 0, 0));
-    copy_commit();
     copy_start(v_ring.at(0), v.tile(kv_head, 0, 0));
     copy_commit();
 
@@ -180,8 +180,8 @@ struct TileAt {
 }
 
 /// Key tile `kt` of one warp's online softmax (see the module documentation): waits for the
-/// tile's K, starts the next K, computes the scores with one warpgroup mma, waits for V, starts
-/// the next V and accumulates `P·V` with one warpgroup mma whose A is `P` in registers.
+/// tile's K and V, starts the next tile's, computes the scores with one warpgroup mma and
+/// accumulates `P·V` with one warpgroup mma whose A is `P` in registers.
 /// With `MASKED` the scores of keys past seq_kv and (`CAUSAL`) after a row's diagonal are
 /// `-inf`. (Plain Rust, traced inline.)
 fn kv_tile<
@@ -202,11 +202,12 @@ fn kv_tile<
     (m, l, acc): (Rv<f32, 16>, Rv<f32, 16>, Rt<f32, 16, D>),
 ) -> (Rv<f32, 16>, Rv<f32, 16>, Rt<f32, 16, D>) {
     let (cur, next) = (kt & 1, (kt + 1) & 1);
-    // K of this tile (and Q) has landed, V may be in flight; after the barrier every warp is
-    // done with the previous tile's K, whose slot takes the next tile's.
-    copy_wait(1);
+    // K and V of this tile (and Q) have landed; after the barrier every warp is done with the
+    // previous tile's, whose slots take the next tile's: its copies run during this tile.
+    copy_wait(0);
     barrier();
     copy_start(k_ring.at(next), k.tile(at.kv_head, kt + 1, 0));
+    copy_start(v_ring.at(next), v.tile(at.kv_head, kt + 1, 0));
     copy_commit();
     let mut s: Rt<f32, 16, KV> = mma_abt_wg(zeros(), q_s, k_ring.at(cur));
     if MASKED {
@@ -221,11 +222,6 @@ fn kv_tile<
     let alpha = (m - shift).exp2();
     let p = sub_row(s * at.scale_log2, shift).exp2();
     let l = l * alpha + row_sum(p);
-    // V of this tile has landed (the next K may be in flight); the previous V's slot is free.
-    copy_wait(1);
-    barrier();
-    copy_start(v_ring.at(next), v.tile(at.kv_head, kt + 1, 0));
-    copy_commit();
     let acc = mma_ab_wg(mul_row(acc, alpha), p.cast::<bf16>(), v_ring.at(cur));
     (m_new, l, acc)
 }

@@ -317,22 +317,68 @@ fn child() {
     assert_eq!(copy.to_f64_vec().unwrap(), xs_big[7..].to_vec());
 
     // The benchmark harness runs end to end at smoke sizes (the fake runs its kernels as no-ops
-    // and times every run at 1.5 ms): every row is there, and the missing baseline is said.
+    // and times every run at 1.5 ms): every row is there, no group failed, and the missing
+    // baseline is said.
     let table = tilekit::bench::run_with(&gpu, 20, tilekit::bench::Sizes::Smoke).unwrap();
-    for row in [
-        "copy (ceiling)",
-        "gemm <bf16,64,64,32,32,32>",
-        "ws_gemm <f32,64,64,32,32,2>",
-        "attention_fwd causal=false",
-        "attention_fwd causal=true",
-        "softmax_rows <bf16>",
-        "adamw_step <256,4>",
+    assert!(!table.contains("FAILED"), "{table}");
+    // (row, how many at smoke sizes)
+    let rows = [
+        ("copy (ceiling)", 1),
+        ("gemm <bf16,64,64,32,32,32>", 3),
+        ("ws_gemm <f32,64,64,32,32,2>", 3),
+        ("softmax_rows <bf16>", 2),
+        ("adamw_step <256,4>", 2),
+        // Three head dims, two lengths, causal and not.
+        ("attention fwd hd64  ", 2),
+        ("attention fwd hd64 causal", 2),
+        ("attention fwd hd128  ", 2),
+        ("attention fwd hd128 causal", 2),
+        ("attention fwd hd256  ", 2),
+        ("attention fwd hd256 causal", 2),
+        ("attention bwd hd64  ", 2),
+        ("attention bwd hd64 causal", 2),
+        ("attention bwd hd128  ", 2),
+        ("attention bwd hd128 causal", 2),
+        ("attention decode hd64 page16", 1),
+        ("attention decode hd128 page32", 1),
+        ("AdamW multi-tensor (model)", 1),
+        ("clip_grad_norm multi-tensor (model)", 1),
+        ("AdamW  ", 1),
+        ("AdamW mixed (bf16 grads + model)", 1),
+        ("Lion", 1),
+        ("Adam-mini (per output neuron)", 1),
+        ("8-bit AdamW (blockwise 256)", 1),
+        ("cross-entropy fwd+bwd <bf16>", 2),
+        ("linear cross-entropy fwd+bwd", 1),
+        ("Muon step (NS5, bf16)", 2),
+        ("Shampoo step, roots every step", 1),
+        // Three models at one token count.
+        ("MoE routing + permutation", 3),
+        ("MoE gather (permute x)", 3),
+        ("MoE grouped gate/up + SwiGLU", 3),
+        ("MoE grouped down", 3),
+        ("MoE layer forward (all kernels)", 3),
+    ];
+    for (row, count) in rows {
+        let found = table.lines().filter(|l| l.starts_with(row)).count();
+        assert_eq!(found, count, "`{row}` in\n{table}");
+    }
+    for text in [
         "cuBLAS baseline unavailable: cuBLAS disabled",
+        "library GEMM baselines (the fastest variant per shape):",
         "median of 20 runs",
     ] {
-        assert!(table.contains(row), "no `{row}` in\n{table}");
+        assert!(table.contains(text), "no `{text}` in\n{table}");
     }
-    assert_eq!(table.matches(" 1.500 ").count(), 15, "{table}");
+    // Every row timed (1.5 ms each), and the rows compared with the library GEMM say so: the
+    // linear cross-entropy, two Muon shapes, Shampoo and two grouped GEMMs per model.
+    let total: usize = rows.iter().map(|(_, n)| n).sum();
+    assert_eq!(table.matches(" 1.500 ").count(), total, "{table}");
+    assert_eq!(
+        table.matches("× gemm ").count(),
+        1 + 2 + 1 + 2 * 3,
+        "{table}"
+    );
 
     println!("child: all checks passed");
 }

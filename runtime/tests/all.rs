@@ -45,6 +45,8 @@ mod hot_loop;
 mod linear_ce;
 #[path = "loss.rs"]
 mod loss;
+#[path = "moe_bwd.rs"]
+mod moe_bwd;
 #[path = "moe_gemm.rs"]
 mod moe_gemm;
 #[path = "moe_routing.rs"]

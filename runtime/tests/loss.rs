@@ -2,7 +2,8 @@
 //! definition (the smoothed target distribution summed term by term): per-token loss and nll,
 //! mean loss, perplexity and count, and the gradient written over the logits, at the
 //! vocabularies of LLaMA-2 (32000) and GPT-2 (50257) on the interpreter and the sm_80 PTX
-//! emulator, with ignored rows holding NaN; LLaMA-3 (128256) and Qwen (151936) in ignored tests.
+//! emulator, with ignored rows holding NaN; LLaMA-3 (128256) and Qwen (151936) in ignored tests
+//! (`make test-loss-large`).
 //! Few rows per case: the interpreter and the emulator walk every logit of a row tile twice.
 
 use tilekit::ir::interp::HostTensor;
@@ -104,14 +105,14 @@ fn cross_entropy_over_70_rows_matches_f64_on_the_sm_80_emulator() {
 }
 
 #[test]
-#[ignore = "minutes on the interpreter: run with --ignored"]
+#[ignore = "minutes on the interpreter: make test-loss-large"]
 fn cross_entropy_at_vocab_128256_and_151936_matches_f64_on_the_interpreter() {
     check(&Device::Cpu, 3, &[128256, 151936], &[F32, BF16]);
 }
 
 #[cfg(feature = "jit")]
 #[test]
-#[ignore = "minutes on the emulator: run with --ignored"]
+#[ignore = "minutes on the emulator: make test-loss-large"]
 fn cross_entropy_at_vocab_128256_and_151936_matches_f64_on_the_sm_80_emulator() {
     check(
         &Device::emulator("sm_80").unwrap(),

@@ -119,6 +119,178 @@ fn adamw_ten_steps_match_torch_definition() {
     }
 }
 
+/// A list of f32 and bf16 parameters interleaved.
+const MIXED: [(tilekit::ir::ScalarType, &[usize]); 6] = [
+    (F32, &[17]),
+    (BF16, &[70, 130]),
+    (BF16, &[33]),
+    (F32, &[32, 24]),
+    (BF16, &[1]),
+    (F32, &[4099]),
+];
+/// Smaller ones for the emulator.
+const EMU_MIXED: [(tilekit::ir::ScalarType, &[usize]); 4] =
+    [(BF16, &[33, 16]), (F32, &[17]), (BF16, &[1]), (F32, &[300])];
+
+/// `x` rounded to the nearest bf16 (ties to even).
+fn bf16(x: f64) -> f64 {
+    HostTensor::new(BF16, &[1], &[x]).unwrap().to_vec()[0]
+}
+
+/// Ten AdamW steps over a list mixing f32 and bf16 parameters: one launch group per dtype
+/// (in order of first appearance, as torch's foreach groups), the f32 parameters against ten
+/// f64 steps from the zero state (the bound of `adamw_ten_steps_match_torch_definition`), the
+/// bf16 ones step by step from the kernel's state before each step: the new weight must be
+/// the f64 step's value rounded to bf16, or the other neighbour only where the f64 value
+/// lies within the f32 update's error `e` of a rounding boundary (the weight lies between
+/// `bf16(w − e)` and `bf16(w + e)`); their f32 moments within f32 rounding of the f64 step.
+#[test]
+fn adamw_groups_a_mixed_f32_and_bf16_list_by_dtype_and_matches_f64() {
+    for (name, list) in [("cpu", &MIXED[..]), ("emu:sm_80", &EMU_MIXED[..])] {
+        let device = Device::from_name(name).unwrap();
+        let mut rng = Rng::fresh();
+        let make = |rng: &mut Rng| -> Vec<Tensor> {
+            list.iter()
+                .map(|(d, s)| Tensor::from_host(&rng.tensor(*d, s, -1.0, 1.0), &device).unwrap())
+                .collect()
+        };
+        let params = make(&mut rng);
+        let cfg = AdamWConfig {
+            lr: 1e-2,
+            ..AdamWConfig::default()
+        };
+        let h = adam64(cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay);
+        let mut want = values(&params);
+        let mut wm: Vec<Vec<f64>> = want.iter().map(|p| vec![0.0; p.len()]).collect();
+        let mut wv = wm.clone();
+        let mut opt = AdamW::new(cfg).unwrap();
+        let is_bf16: Vec<bool> = list.iter().map(|(d, _)| *d == BF16).collect();
+        let mut ties = 0;
+        for t in 1..=STEPS {
+            let before = values(&params);
+            let (m_before, v_before) = if t == 1 {
+                (wm.clone(), wv.clone())
+            } else {
+                (values(opt.exp_avg()), values(opt.exp_avg_sq()))
+            };
+            let grads = make(&mut rng);
+            opt.step(&device, &params, &grads)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (got_p, got_m, got_v) = (
+                values(&params),
+                values(opt.exp_avg()),
+                values(opt.exp_avg_sq()),
+            );
+            for (e, g) in values(&grads).iter().enumerate() {
+                if !is_bf16[e] {
+                    reference::adamw(&mut want[e], g, &mut wm[e], &mut wv[e], &h, t as i32);
+                    continue;
+                }
+                let (mut wp, mut m, mut v) =
+                    (before[e].clone(), m_before[e].clone(), v_before[e].clone());
+                reference::adamw(&mut wp, g, &mut m, &mut v, &h, t as i32);
+                for i in 0..wp.len() {
+                    let err = 4.0 * U * before[e][i].abs().max(1.0) + h.lr * 64.0 * U;
+                    let (lo, hi) = (bf16(wp[i] - err), bf16(wp[i] + err));
+                    ties += usize::from(lo != hi);
+                    assert!(
+                        lo <= got_p[e][i] && got_p[e][i] <= hi,
+                        "{name}: bf16 entry {e}[{i}] at step {t}: {} outside [{lo}, {hi}] \
+                         (f64 step {}, seed {})",
+                        got_p[e][i],
+                        wp[i],
+                        rng.seed
+                    );
+                    let bm = 4.0 * U * (m_before[e][i].abs() + g[i].abs());
+                    let bv = 4.0 * U * (v_before[e][i] + g[i] * g[i]);
+                    assert!(
+                        (got_m[e][i] - m[i]).abs() <= bm && (got_v[e][i] - v[i]).abs() <= bv,
+                        "{name}: bf16 entry {e}[{i}] at step {t}: m {} vs {}, v {} vs {} \
+                         (seed {})",
+                        got_m[e][i],
+                        m[i],
+                        got_v[e][i],
+                        v[i],
+                        rng.seed
+                    );
+                }
+            }
+            let groups: Vec<_> = opt.last_groups().to_vec();
+            let want_groups: Vec<_> = [list[0].0, if list[0].0 == F32 { BF16 } else { F32 }]
+                .into_iter()
+                .map(|d| {
+                    (
+                        d,
+                        (0..list.len())
+                            .filter(|&i| list[i].0 == d)
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            assert_eq!(groups, want_groups, "{name}: one launch per dtype");
+        }
+        // Weights within the update's error of a bf16 rounding boundary are rare.
+        let bf16_elements: usize = list
+            .iter()
+            .filter(|(d, _)| *d == BF16)
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        assert!(
+            ties * 100 <= bf16_elements * STEPS as usize,
+            "{name}: {ties} weights near a rounding boundary"
+        );
+        let f32_of = |xs: &[Vec<f64>]| -> Vec<Vec<f64>> {
+            xs.iter()
+                .zip(&is_bf16)
+                .filter(|(_, b)| !**b)
+                .map(|(x, _)| x.clone())
+                .collect()
+        };
+        let want_f32 = f32_of(&want);
+        let tol = f64::from(STEPS) * U * (2.0 + 1e-2 * 64.0 / max_abs(&want_f32));
+        let err = list_error(&f32_of(&values(&params)), &want_f32);
+        assert!(
+            err <= tol,
+            "{name}: f32 p error {err:.2e} > {tol:.2e} (seed {})",
+            rng.seed
+        );
+    }
+}
+
+/// A bf16 parameter with an f32 gradient, and a dtype AdamW does not update, are refused by
+/// entry, naming what was expected.
+#[test]
+fn adamw_refuses_a_gradient_of_another_dtype_and_other_dtypes() {
+    let device = Device::Cpu;
+    let z = |d, s: &[usize]| Tensor::zeros(d, s, &device).unwrap();
+    let mut opt = AdamW::new(AdamWConfig::default()).unwrap();
+    let e = opt
+        .step(
+            &device,
+            &[z(F32, &[3]), z(BF16, &[4])],
+            &[z(F32, &[3]), z(F32, &[4])],
+        )
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(
+            e,
+            OptimError::Entry {
+                what: "grads",
+                entry: 1,
+                ..
+            }
+        ) && text.contains("bf16"),
+        "{text}"
+    );
+    let f16 = tilekit::ir::ScalarType::F16;
+    let e = opt
+        .step(&device, &[z(f16, &[3])], &[z(f16, &[3])])
+        .unwrap_err();
+    assert!(e.to_string().contains("f32 or bf16"), "{e}");
+    assert_eq!(opt.steps(), 0);
+}
+
 /// The mixed-precision step writes the bf16 model copy of exactly the master weights it
 /// computed, and those master weights follow the f64 steps from bf16 gradients.
 #[test]
@@ -546,13 +718,13 @@ fn mismatched_lists_are_refused() {
         err.contains("grads entry 0: expected a contiguous f32 tensor of shape [3]"),
         "{err}"
     );
-    let bf = Tensor::zeros(BF16, &[3], &device).unwrap();
+    let half = Tensor::zeros(tilekit::ir::ScalarType::F16, &[3], &device).unwrap();
     let err = opt
-        .step(&device, &[bf], &[t(&[3])])
+        .step(&device, &[half], &[t(&[3])])
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("params entry 0: expected a contiguous f32 tensor"),
+        err.contains("params entry 0: expected a contiguous f32 or bf16 tensor"),
         "{err}"
     );
     // After a first step, the list of shapes is fixed.

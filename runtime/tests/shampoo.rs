@@ -9,11 +9,13 @@
 //!   relative) moves `A^{-1/p}` by at most `κ/p` times that (the divided differences of
 //!   `x^{-1/p}` are at most `|f′(λ_min)|`), and the Newton stop adds `tolerance/p`.
 //! - Ten steps on mixed shapes (2-D weights cut into blocks, odd sizes, a 1-D bias) against
-//!   the f64 step with exact (eigendecomposition) roots recomputed on the same steps.
+//!   the f64 step with exact (eigendecomposition) roots recomputed on the same steps, through
+//!   `kernels::shampoo::Shampoo` and through the list API `kernels::optim::Shampoo`.
 
 use tilekit::ir::interp::HostTensor;
 use tilekit::ir::ScalarType::F32;
 use tilekit::kernels::check::Rng;
+use tilekit::kernels::optim::{self, OptimError};
 use tilekit::kernels::shampoo::{
     bound_ratio, gram_reference, inverse_root, matmul_reference, shampoo_gram, shampoo_matmul,
     RootScratch, Shampoo, ShampooConfig, ShampooError, ROOT, TILE, TILE_K, U_F32, WARP_TILE,
@@ -395,23 +397,27 @@ impl Reference {
 /// within `4·e_r·(update size) + 2·steps·2⁻²⁴·max|p|` over `max |Δ|`, with `e_r` the relative
 /// error of one root (the module documentation's bound, with the statistics' f32 sums in the
 /// backward error): a step's direction has the errors of two roots and of the norm ratio.
+/// With `api`, the optimizer is [`optim::Shampoo`] (the state made at its first step), else
+/// [`Shampoo`] made here.
 fn steps_on(
     device: &Device,
     rng: &mut Rng,
     shapes: &[Vec<usize>],
     cfg: ShampooConfig,
     steps: usize,
+    api: bool,
 ) {
     let p0: Vec<HostTensor> = shapes
         .iter()
         .map(|s| rng.tensor(F32, s, -1.0, 1.0))
         .collect();
-    let mut params: Vec<Tensor> = p0
+    let params: Vec<Tensor> = p0
         .iter()
         .map(|p| Tensor::from_host(p, device).unwrap())
         .collect();
     let mut want: Vec<Vec<f64>> = p0.iter().map(|p| p.to_vec()).collect();
-    let mut opt = Shampoo::new(device, shapes, cfg).unwrap();
+    let mut direct = (!api).then(|| Shampoo::new(device, shapes, cfg).unwrap());
+    let mut listed = optim::Shampoo::new(cfg).unwrap();
     let mut reference = Reference::new(shapes, cfg);
     let mut roots = 0;
     for _ in 0..steps {
@@ -423,17 +429,25 @@ fn steps_on(
             .iter()
             .map(|g| Tensor::from_host(g, device).unwrap())
             .collect();
-        opt.step(device, &mut params, &gt).unwrap();
-        for r in &opt.last_roots {
+        let (last_roots, taken) = match &mut direct {
+            Some(opt) => {
+                opt.step(device, &params, &gt).unwrap();
+                (&opt.last_roots[..], opt.steps())
+            }
+            None => {
+                listed.step(device, &params, &gt).unwrap();
+                (listed.last_roots(), listed.steps() as usize)
+            }
+        };
+        for r in last_roots {
             assert!(
                 r.accepted && r.converged,
-                "{} step {}: root {r:?} (seed {})",
+                "{} step {taken}: root {r:?} (seed {})",
                 device.name(),
-                opt.steps(),
                 rng.seed
             );
         }
-        roots += opt.last_roots.len();
+        roots += last_roots.len();
         let gv: Vec<Vec<f64>> = g.iter().map(|g| g.to_vec()).collect();
         reference.step(&mut want, &gv);
     }
@@ -496,6 +510,7 @@ fn ten_steps_on_a_wide_layer_and_a_bias_match_f64() {
         &[vec![70, 130], vec![33]],
         step_config(),
         10,
+        false,
     );
 }
 
@@ -509,7 +524,14 @@ fn ten_steps_on_a_tall_layer_with_heavy_ball_match_f64() {
         start_preconditioning_step: None,
         ..step_config()
     };
-    steps_on(&Device::Cpu, &mut rng, &[vec![200, 33], vec![5]], cfg, 10);
+    steps_on(
+        &Device::Cpu,
+        &mut rng,
+        &[vec![200, 33], vec![5]],
+        cfg,
+        10,
+        false,
+    );
 }
 
 #[test]
@@ -520,7 +542,7 @@ fn steps_on_the_sm80_emulator_match_f64() {
         start_preconditioning_step: None,
         ..step_config()
     };
-    steps_on(&emu(), &mut rng, &[vec![20, 36], vec![7]], cfg, 2);
+    steps_on(&emu(), &mut rng, &[vec![20, 36], vec![7]], cfg, 2, false);
 }
 
 #[test]
@@ -570,12 +592,80 @@ fn wrong_shapes_and_options_are_refused() {
     }
     let mut opt = Shampoo::new(&dev, &shapes, ShampooConfig::default()).unwrap();
     let z = |s: &[usize]| Tensor::zeros(F32, s, &dev).unwrap();
-    let mut params = vec![z(&[4, 6]), z(&[3])];
-    let e = opt
-        .step(&dev, &mut params, &[z(&[6, 4]), z(&[3])])
-        .unwrap_err();
+    let params = vec![z(&[4, 6]), z(&[3])];
+    let e = opt.step(&dev, &params, &[z(&[6, 4]), z(&[3])]).unwrap_err();
     assert!(e.to_string().contains("grads[0]"), "{e}");
-    let e = opt.step(&dev, &mut params, &[z(&[4, 6])]).unwrap_err();
+    let e = opt.step(&dev, &params, &[z(&[4, 6])]).unwrap_err();
     assert!(matches!(e, ShampooError::Argument { .. }), "{e}");
     assert_eq!(opt.steps(), 0, "a refused step is not counted");
+}
+
+/// The list API (`kernels::optim::Shampoo`, state made at the first step) over ten steps on
+/// mixed shapes: a weight taller than the block size (two row blocks, the last one ragged),
+/// an odd small weight, an odd bias and a one-element bias, against the f64 step.
+#[test]
+fn the_optim_api_ten_steps_on_mixed_shapes_match_f64() {
+    let mut rng = Rng::fresh();
+    let shapes = [vec![70, 45], vec![33], vec![9, 17], vec![1]];
+    steps_on(&Device::Cpu, &mut rng, &shapes, step_config(), 10, true);
+}
+
+/// The list API on the sm_80 emulator: a weight over the block size in both dimensions cut
+/// into four blocks (block size 16) and a bias, three steps with roots on each.
+#[test]
+fn the_optim_api_steps_on_the_sm80_emulator_match_f64() {
+    let mut rng = Rng::fresh();
+    let cfg = ShampooConfig {
+        max_preconditioner_dim: 16,
+        precondition_frequency: 1,
+        start_preconditioning_step: None,
+        ..step_config()
+    };
+    steps_on(&emu(), &mut rng, &[vec![20, 18], vec![3]], cfg, 3, true);
+}
+
+/// The list API refuses options out of range at `new`, and at a step: lists of another
+/// length or shapes than the first step's, 3-D and empty parameters, and a change of
+/// `max_preconditioner_dim` after the blocks were cut; a refused step is not counted.
+#[test]
+fn the_optim_api_refuses_lists_and_options_by_name() {
+    let dev = Device::Cpu;
+    let e = optim::Shampoo::new(ShampooConfig {
+        epsilon: -1.0,
+        ..ShampooConfig::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("epsilon"), "{e}");
+    let z = |s: &[usize]| Tensor::zeros(F32, s, &dev).unwrap();
+    for bad in [vec![2, 3, 4], vec![0, 3], vec![0]] {
+        let mut opt = optim::Shampoo::new(ShampooConfig::default()).unwrap();
+        let e = opt.step(&dev, &[z(&bad)], &[z(&bad)]).unwrap_err();
+        assert!(
+            matches!(e, OptimError::Entry { entry: 0, .. }),
+            "{bad:?}: {e}"
+        );
+        assert_eq!(opt.steps(), 0);
+    }
+    let mut rng = Rng::fresh();
+    let mut opt = optim::Shampoo::new(ShampooConfig::default()).unwrap();
+    let params = [
+        Tensor::from_host(&rng.tensor(F32, &[4, 6], -1.0, 1.0), &dev).unwrap(),
+        Tensor::from_host(&rng.tensor(F32, &[3], -1.0, 1.0), &dev).unwrap(),
+    ];
+    let grads = [
+        Tensor::from_host(&rng.tensor(F32, &[4, 6], -1.0, 1.0), &dev).unwrap(),
+        Tensor::from_host(&rng.tensor(F32, &[3], -1.0, 1.0), &dev).unwrap(),
+    ];
+    opt.step(&dev, &params, &grads).unwrap();
+    assert_eq!(opt.steps(), 1);
+    let e = opt.step(&dev, &params[..1], &grads[..1]).unwrap_err();
+    assert!(matches!(e, OptimError::Count { .. }), "{e}");
+    let e = opt
+        .step(&dev, &[z(&[6, 4]), z(&[3])], &[z(&[6, 4]), z(&[3])])
+        .unwrap_err();
+    assert!(e.to_string().contains("shape [4, 6]"), "{e}");
+    opt.config.max_preconditioner_dim = 2;
+    let e = opt.step(&dev, &params, &grads).unwrap_err();
+    assert!(e.to_string().contains("max_preconditioner_dim"), "{e}");
+    assert_eq!(opt.steps(), 1, "refused steps are not counted");
 }

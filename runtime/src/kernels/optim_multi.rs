@@ -11,6 +11,9 @@
 //!   lists (f32 master weights, bf16 gradients, f32 moments, bf16 model copy written in the same
 //!   pass): per element the same [`adamw_update`](crate::kernels::optim::adamw::adamw_update), so its results equal the per-tensor kernel's
 //!   bit for bit. [`adamw_mixed_multi_step`] checks the lists and launches it.
+//! - [`adamw_multi`] (f32 weights) and [`adamw_bf16_multi`] (bf16 weights, f32 moments): the
+//!   two dtype groups of a mixed list, one launch each ([`AdamW`](crate::kernels::optim::AdamW)
+//!   groups a list by dtype, as torch's foreach does).
 //! - The global gradient L2 norm and clip over a list (`torch.nn.utils.clip_grad_norm_` over
 //!   many parameters): [`sum_squares_multi`] writes one partial sum of squares per block (no
 //!   atomics, so the result does not depend on the order blocks run in),
@@ -25,7 +28,7 @@ use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{record, Rng};
 use crate::kernels::optim::reference::{self, Adam64};
-use crate::kernels::optim::{adamw_chunk, AdamwScalars, Hyper};
+use crate::kernels::optim::{adamw_chunk, adamw_update, AdamwScalars, Hyper};
 use crate::kernels::optim_family::{adam_mini_rows, lion_chunk, norm_and_coef, LionHyper};
 use crate::tensor::TensorArg;
 use crate::tensor_list::TensorList;
@@ -146,6 +149,62 @@ pub fn adamw_multi<const N: usize, const WARPS: usize>(
             bias_correction2,
         };
         adamw_chunk::<f32, N>(pe, g.view(e), m.view(e), v.view(e), chunk, s);
+    }
+}
+
+/// [`adamw_multi`] for bf16 weights (the bf16 group of a list, as torch's foreach groups a
+/// list by dtype): weights and gradients bf16, moments f32. Each chunk widens the weights and
+/// gradients to f32, updates through the same
+/// [`adamw_update`](crate::kernels::optim::adamw::adamw_update) and stores the weights rounded
+/// to the nearest bf16 (ties to even). Grid as [`adamw_multi`].
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_adamw_bf16_multi,
+    shapes(p: [E, 2], g: [E, 2], m: [E, 2], v: [E, 2], starts: [S], S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_bf16_multi<const N: usize, const WARPS: usize>(
+    p: GlTableMut<bf16, 1>,
+    g: GlTable<bf16, 1>,
+    m: GlTableMut<f32, 1>,
+    v: GlTableMut<f32, 1>,
+    starts: Gl<i32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    eps: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+    bias_correction1: Scalar<f32>,
+    bias_correction2: Scalar<f32>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, p.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let (pe, ge, me, ve) = (p.view(e), g.view(e), m.view(e), v.view(e));
+    // Warps past the entry's end (see `adamw_mixed_multi`) skip.
+    if (chunk * N as i32).lt(pe.len()) {
+        let pb: Rv<bf16, N> = load(pe.chunk(chunk));
+        let gb: Rv<bf16, N> = load(ge.chunk(chunk));
+        let mv: Rv<f32, N> = load(me.chunk(chunk));
+        let vv: Rv<f32, N> = load(ve.chunk(chunk));
+        let (m_new, v_new, p_new) = adamw_update(
+            pb.cast::<f32>(),
+            gb.cast::<f32>(),
+            mv,
+            vv,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            bias_correction1,
+            bias_correction2,
+        );
+        store(pe.chunk(chunk), p_new.cast::<bf16>());
+        store(me.chunk(chunk), m_new);
+        store(ve.chunk(chunk), v_new);
     }
 }
 
@@ -400,6 +459,45 @@ pub fn adamw_multi_step(
     let (bc1, bc2) = h.bias_corrections();
     let s = |x: f32| ScalarArg::from(x);
     adamw_multi::<CHUNK, WARPS>::launch(
+        device,
+        blocks,
+        p,
+        g,
+        m,
+        v,
+        &starts,
+        s(h.lr),
+        s(h.beta1),
+        s(h.beta2),
+        s(h.eps),
+        s(h.weight_decay),
+        s(bc1),
+        s(bc2),
+    )
+}
+
+/// One AdamW step over lists of bf16 weights in one launch (see [`adamw_bf16_multi`]): `p`
+/// and `g` bf16, `m` and `v` f32, entry e of each of one length. An empty list does nothing.
+pub fn adamw_bf16_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    m: &mut TensorList,
+    v: &mut TensorList,
+    h: &Hyper,
+) -> Result<(), Error> {
+    const NAME: &str = "adamw_bf16_multi";
+    let n = lengths(p);
+    lengths_like(NAME, &n, g, "g")?;
+    lengths_like(NAME, &n, m, "m")?;
+    lengths_like(NAME, &n, v, "v")?;
+    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    let (bc1, bc2) = h.bias_corrections();
+    let s = |x: f32| ScalarArg::from(x);
+    adamw_bf16_multi::<CHUNK, WARPS>::launch(
         device,
         blocks,
         p,
@@ -680,6 +778,56 @@ fn selftest_adamw_multi(device: &Device) -> Result<String, String> {
         }
     }
     Ok("p of 5 tensors (sizes 1, 17, 0, 1000, 4099) against the f64 step in one launch".into())
+}
+
+/// One `adamw_bf16_multi` step over awkward sizes: the bf16 weights within one bf16 rounding
+/// (2⁻⁹ relative; 2⁻⁸ allowed for the f32 update's error) of the f64 step, the f32 moments
+/// within f32 rounding. `tests/optim_api.rs` checks the rounding exactly.
+fn selftest_adamw_bf16_multi(device: &Device) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = Hyper {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 3,
+    };
+    let b = ScalarType::BF16;
+    let bf16_list = |rng: &mut Rng| -> Vec<HostTensor> {
+        SELFTEST_SIZES
+            .iter()
+            .map(|&n| rng.tensor(b, &[n], -1.0, 1.0))
+            .collect()
+    };
+    let (p0, g) = (bf16_list(&mut rng), bf16_list(&mut rng));
+    let (m0, v0) = (
+        random_list(&mut rng, -0.1, 0.1),
+        random_list(&mut rng, 0.0, 0.01),
+    );
+    let (mut p, gl) = (host_list(&p0)?, host_list(&g)?);
+    let (mut m, mut v) = (host_list(&m0)?, host_list(&v0)?);
+    adamw_bf16_multi_step(device, &mut p, &gl, &mut m, &mut v, &h).map_err(|e| e.to_string())?;
+    for e in 0..SELFTEST_SIZES.len() {
+        let (mut wp, mut wm, mut wv) = (p0[e].to_vec(), m0[e].to_vec(), v0[e].to_vec());
+        reference::adamw(&mut wp, &g[e].to_vec(), &mut wm, &mut wv, &adam64(&h), 3);
+        let got = p.host(e).ok_or("p entry not on the host")?.to_vec();
+        // bf16 keeps 8 significant bits: rounding moves a value by at most 2⁻⁹ of it.
+        let ep = record(format!("entry {e}: p"), &got, &wp, 1.0 / 256.0);
+        let em = record(
+            format!("entry {e}: m"),
+            &m.host(e).ok_or("m entry not on the host")?.to_vec(),
+            &wm,
+            1e-6,
+        );
+        if ep > 1.0 / 256.0 || em > 1e-6 {
+            return Err(format!(
+                "entry {e}: p error {ep:.2e}, m {em:.2e} (seed {})",
+                rng.seed
+            ));
+        }
+    }
+    Ok("bf16 p and f32 m of 5 tensors (sizes 1, 17, 0, 1000, 4099) against the f64 step in one launch".into())
 }
 
 /// One `lion_multi` step over awkward sizes against the f64 step; an element whose `c` lies

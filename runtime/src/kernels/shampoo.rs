@@ -614,6 +614,11 @@ impl Default for ShampooConfig {
 }
 
 impl ShampooConfig {
+    /// Refuses what the options cannot be (the error names the option).
+    pub fn check(&self) -> Result<(), ShampooError> {
+        check_config(self)
+    }
+
     fn start(&self) -> usize {
         self.start_preconditioning_step
             .unwrap_or(self.precondition_frequency)
@@ -854,13 +859,14 @@ impl Shampoo {
         }
     }
 
-    /// One step: updates `params` in place from `grads` (f32, the shapes given to
-    /// [`Shampoo::new`], in order), with `self.config` (which may change between steps, but
-    /// not `max_preconditioner_dim`).
+    /// One step: updates `params` in place (the launches write their memory through views)
+    /// from `grads` (f32, the shapes given to [`Shampoo::new`], in order), with `self.config`
+    /// (which may change between steps, but not `max_preconditioner_dim`: the blocks are cut
+    /// by `new`).
     pub fn step(
         &mut self,
         device: &Device,
-        params: &mut [Tensor],
+        params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), ShampooError> {
         let cfg = self.config;
@@ -916,12 +922,14 @@ impl Shampoo {
         };
         let decay = 1.0 - f64::from(cfg.lr) * f64::from(cfg.weight_decay);
         for (i, st) in self.state.iter_mut().enumerate() {
-            let (p, g) = (&mut params[i], &grads[i]);
+            let (p, g) = (&params[i], &grads[i]);
             let blocks = match st {
                 ParamState::Vector(d) => {
+                    // A view of the whole vector: the launch writes its memory in place.
+                    let mut pv = p.narrow(0, 0, p.shape()[0])?;
                     shampoo_diag::<DIAG_CHUNK, WARPS>::launch_auto(
                         device,
-                        &mut *p,
+                        &mut pv,
                         g,
                         &mut d.m,
                         &mut d.v,

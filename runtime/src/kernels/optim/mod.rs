@@ -3,11 +3,12 @@
 //!
 //! | optimizer | definition followed | launches per step |
 //! |---|---|---|
-//! | [`AdamW`] | `torch.optim.AdamW` | 1 ([`adamw_multi`](super::optim_multi::adamw_multi), or [`adamw_mixed_multi`](super::optim_multi::adamw_mixed_multi) with a bf16 model copy) |
+//! | [`AdamW`] | `torch.optim.AdamW` | 1 per dtype in the list ([`adamw_multi`](super::optim_multi::adamw_multi) for f32, [`adamw_bf16_multi`](super::optim_multi::adamw_bf16_multi) for bf16), or 1 ([`adamw_mixed_multi`](super::optim_multi::adamw_mixed_multi)) with a bf16 model copy |
 //! | [`Lion`] | Chen et al. 2023, Algorithm 2 (as `lion-pytorch`) | 1 ([`lion_multi`](super::optim_multi::lion_multi)) |
 //! | [`AdamMini`] | Zhang et al. 2024 (`adam-mini` 1.1): one `v` per block of the caller's [`Partition`] | 1 ([`adam_mini_multi`](super::optim_multi::adam_mini_multi)) |
 //! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`]) | 1 per tensor |
 //! | [`Muon`] | `torch.optim.Muon` ([`muon`]) | `3·ns_steps + 2` per matrix |
+//! | [`Shampoo`] | Distributed Shampoo v1.0 (`DistributedShampoo`, [`shampoo`]): EMA statistics, coupled Newton inverse 4th roots in f32, Adam grafting, blocking | 1 per vector; per matrix block 4, or 8 once preconditioned, plus the roots' Newton iterations when due |
 //!
 //! ```
 //! use tilekit::kernels::optim::{AdamW, AdamWConfig};
@@ -20,19 +21,19 @@
 //!     Tensor::from_slice(&[1.0f32; 6], &[2, 3], &device)?,
 //!     Tensor::from_slice(&[1.0f32, -1.0], &[2], &device)?,
 //! ];
+//! let params = [weight, bias];
 //! let mut opt = AdamW::new(AdamWConfig { lr: 1e-2, ..AdamWConfig::default() })?;
-//! opt.step(&device, &[weight.clone(), bias.clone()], &grads)?; // updates the tensors in place
-//! assert!(weight.to_vec::<f32>()?[0] < 0.5);
+//! opt.step(&device, &params, &grads)?; // updates the tensors in place
+//! assert!(params[0].to_vec::<f32>()?[0] < 0.5);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! Each optimizer allocates its state on the device at its first step (as torch does) and
-//! refuses a later step over a different list of shapes. Parameters are f32 and contiguous;
-//! gradients have their parameter's shape. What torch offers and these do not (`amsgrad`,
+//! refuses a later step over a different list of shapes. Parameters are contiguous and f32
+//! (AdamW: f32 or bf16, grouped by dtype); gradients have their parameter's shape (and, for
+//! AdamW's bf16 parameters, its dtype). What torch offers and these do not (`amsgrad`,
 //! `maximize`) is refused with an error naming it, never ignored.
 //!
-//! Shampoo is written in [`kernels::shampoo`](super) with its own API; it joins this list when
-//! it lands.
 //!
 //! The kernels: [`adamw`] holds the first AdamW kernel ([`adamw_step`], one flat buffer) and the
 //! chunk step every AdamW kernel shares ([`adamw_chunk`]); [`mod@reference`] the f64 steps.
@@ -43,9 +44,11 @@ pub mod reference;
 pub use super::muon::MuonConfig;
 pub use super::optim_family::LionHyper;
 use super::optim_multi::{
-    adam_mini_multi_step, adamw_mixed_multi_step, adamw_multi_step, lion_multi_step,
+    adam_mini_multi_step, adamw_bf16_multi_step, adamw_mixed_multi_step, adamw_multi_step,
+    lion_multi_step,
 };
-use super::{muon, optim8};
+pub use super::shampoo::{RootReport, ShampooConfig, ShampooError};
+use super::{muon, optim8, shampoo};
 use crate::device::{DeviceView, LaunchArg, TableError};
 use crate::ir::ScalarType;
 use crate::tensor::TensorArg;
@@ -88,6 +91,8 @@ pub enum OptimError {
     Table(#[from] TableError),
     #[error(transparent)]
     Muon(#[from] muon::MuonError),
+    #[error(transparent)]
+    Shampoo(#[from] ShampooError),
     #[error(transparent)]
     Launch(#[from] crate::Error),
 }
@@ -158,6 +163,26 @@ fn check_lists(
     grad_dtype: ScalarType,
     known: &[Vec<usize>],
 ) -> Result<(), OptimError> {
+    check_lists_of(
+        optimizer,
+        params,
+        grads,
+        &[param_dtype],
+        Some(grad_dtype),
+        known,
+    )
+}
+
+/// [`check_lists`] where a parameter may be of any of `param_dtypes` and its gradient is of
+/// `grad_dtype`, or of the parameter's dtype when `None`.
+fn check_lists_of(
+    optimizer: &'static str,
+    params: &[Tensor],
+    grads: &[Tensor],
+    param_dtypes: &[ScalarType],
+    grad_dtype: Option<ScalarType>,
+    known: &[Vec<usize>],
+) -> Result<(), OptimError> {
     if grads.len() != params.len() {
         return Err(OptimError::Count {
             optimizer,
@@ -183,15 +208,17 @@ fn check_lists(
         )
     };
     for (entry, (p, g)) in params.iter().zip(grads).enumerate() {
-        if p.dtype() != param_dtype || !p.is_contiguous() {
+        if !param_dtypes.contains(&p.dtype()) || !p.is_contiguous() {
+            let names: Vec<String> = param_dtypes.iter().map(|d| d.to_string()).collect();
             return Err(OptimError::Entry {
                 optimizer,
                 what: "params",
                 entry,
-                expected: format!("a contiguous {param_dtype} tensor"),
+                expected: format!("a contiguous {} tensor", names.join(" or ")),
                 found: describe(p),
             });
         }
+        let grad_dtype = grad_dtype.unwrap_or(p.dtype());
         if let Some(shape) = known.get(entry) {
             if p.shape() != shape.as_slice() {
                 return Err(OptimError::Entry {
@@ -336,8 +363,15 @@ impl AdamWConfig {
     }
 }
 
-/// AdamW over a list of f32 parameters (see the module documentation). State per parameter:
-/// `exp_avg` and `exp_avg_sq` (f32, its shape), as torch names them.
+/// AdamW over a list of f32 and bf16 parameters (see the module documentation). State per
+/// parameter: `exp_avg` and `exp_avg_sq`, as torch names them, of its shape and in f32 for
+/// either dtype (torch keeps them in the parameter's dtype; a bf16 `exp_avg_sq` would stop
+/// decaying, `0.999·v` rounding back to `v`).
+///
+/// A step groups the list by dtype, as torch's foreach implementation does, and updates each
+/// group in one launch: [`adamw_multi`](super::optim_multi::adamw_multi) for f32 weights,
+/// [`adamw_bf16_multi`](super::optim_multi::adamw_bf16_multi) for bf16 ones (computed in f32,
+/// the weights stored rounded to nearest even).
 #[derive(Debug)]
 pub struct AdamW {
     /// The hyper-parameters of the next step (may change between steps, as a schedule does).
@@ -346,6 +380,20 @@ pub struct AdamW {
     shapes: Vec<Vec<usize>>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
+    groups: Vec<(ScalarType, Vec<usize>)>,
+}
+
+/// The parameters of each dtype (indices into `params`, in order), the dtypes in order of
+/// first appearance.
+fn dtype_groups(params: &[Tensor]) -> Vec<(ScalarType, Vec<usize>)> {
+    let mut groups: Vec<(ScalarType, Vec<usize>)> = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        match groups.iter_mut().find(|(d, _)| *d == p.dtype()) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((p.dtype(), vec![i])),
+        }
+    }
+    groups
 }
 
 impl AdamW {
@@ -358,12 +406,19 @@ impl AdamW {
             shapes: Vec::new(),
             exp_avg: Vec::new(),
             exp_avg_sq: Vec::new(),
+            groups: Vec::new(),
         })
     }
 
     /// Steps taken.
     pub fn steps(&self) -> u32 {
         self.steps
+    }
+
+    /// The dtype groups of the last step, each updated by one launch, with the indices of
+    /// the parameters it held.
+    pub fn last_groups(&self) -> &[(ScalarType, Vec<usize>)] {
+        &self.groups
     }
 
     /// The first moments, one per parameter (empty before the first step).
@@ -386,22 +441,30 @@ impl AdamW {
         Ok(self.config.hyper(self.steps + 1))
     }
 
-    /// One step: updates `params` (f32) in place from `grads` (f32, each its parameter's
-    /// shape) in one launch.
+    /// One step: updates `params` (f32 or bf16, mixed in any order) in place from `grads`
+    /// (each its parameter's shape and dtype), one launch per dtype present.
     pub fn step(
         &mut self,
         device: &Device,
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), OptimError> {
-        let f = ScalarType::F32;
-        check_lists("AdamW", params, grads, f, f, &self.shapes)?;
+        let (f, b) = (ScalarType::F32, ScalarType::BF16);
+        check_lists_of("AdamW", params, grads, &[f, b], None, &self.shapes)?;
         let h = self.prepare(device, params)?;
-        let mut p = flat(f, &refs(params))?;
-        let g = flat(f, &refs(grads))?;
-        let mut m = flat(f, &refs(&self.exp_avg))?;
-        let mut v = flat(f, &refs(&self.exp_avg_sq))?;
-        adamw_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?;
+        let groups = dtype_groups(params);
+        for (dtype, members) in &groups {
+            let mut p = flat(*dtype, &pick(params, members))?;
+            let g = flat(*dtype, &pick(grads, members))?;
+            let mut m = flat(f, &pick(&self.exp_avg, members))?;
+            let mut v = flat(f, &pick(&self.exp_avg_sq, members))?;
+            if *dtype == b {
+                adamw_bf16_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?;
+            } else {
+                adamw_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?;
+            }
+        }
+        self.groups = groups;
         self.steps += 1;
         Ok(())
     }
@@ -426,6 +489,7 @@ impl AdamW {
         let mut m = flat(f, &refs(&self.exp_avg))?;
         let mut v = flat(f, &refs(&self.exp_avg_sq))?;
         adamw_mixed_multi_step(device, &mut p, &g, &mut m, &mut v, &mut w, &h)?;
+        self.groups = vec![(f, (0..params.len()).collect())];
         self.steps += 1;
         Ok(())
     }
@@ -433,6 +497,11 @@ impl AdamW {
 
 fn refs(ts: &[Tensor]) -> Vec<&Tensor> {
     ts.iter().collect()
+}
+
+/// The `members` of `ts`, in order.
+fn pick<'a>(ts: &'a [Tensor], members: &[usize]) -> Vec<&'a Tensor> {
+    members.iter().map(|&i| &ts[i]).collect()
 }
 
 fn zeros_like(params: &[Tensor], device: &Device) -> Result<Vec<Tensor>, crate::Error> {
@@ -903,6 +972,96 @@ impl Muon {
             state.step(device, &mut pv, &gv)?;
         }
         self.steps += 1;
+        Ok(())
+    }
+}
+
+/// Shampoo over a list of f32 parameters, 1-D (biases: the diagonal form, Adam's direction) or
+/// 2-D (weights: Kronecker factors `L` and `R`, blocked by `max_preconditioner_dim`), with
+/// Distributed Shampoo's option names ([`ShampooConfig`]: `lr`, `betas`, `epsilon`,
+/// `precondition_frequency`, `start_preconditioning_step`, `max_preconditioner_dim`, Adam
+/// grafting's `grafting_beta2` and `grafting_epsilon`, `weight_decay`, `momentum`,
+/// `use_nesterov`). The state ([`shampoo::Shampoo`]) is made at the first step for that
+/// list's shapes.
+#[derive(Debug)]
+pub struct Shampoo {
+    /// The hyper-parameters of the next step (all but `max_preconditioner_dim` may change).
+    pub config: ShampooConfig,
+    shapes: Vec<Vec<usize>>,
+    state: Option<shampoo::Shampoo>,
+}
+
+impl Shampoo {
+    /// An optimizer with no state yet; refuses options out of range (by name).
+    pub fn new(config: ShampooConfig) -> Result<Shampoo, OptimError> {
+        config.check()?;
+        Ok(Shampoo {
+            config,
+            shapes: Vec::new(),
+            state: None,
+        })
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u32 {
+        self.state.as_ref().map_or(0, |s| s.steps() as u32)
+    }
+
+    /// The state (statistics, roots), once the first step made it.
+    pub fn state(&self) -> Option<&shampoo::Shampoo> {
+        self.state.as_ref()
+    }
+
+    /// How each inverse root computed by the last step ended (empty when it computed none).
+    pub fn last_roots(&self) -> &[RootReport] {
+        self.state.as_ref().map_or(&[], |s| &s.last_roots)
+    }
+
+    /// One step: updates `params` (f32, each `[n]` or `[rows, cols]`, none empty) in place from
+    /// `grads` (f32, each its parameter's shape).
+    pub fn step(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+    ) -> Result<(), OptimError> {
+        const NAME: &str = "Shampoo";
+        let f = ScalarType::F32;
+        check_lists(NAME, params, grads, f, f, &self.shapes)?;
+        self.config.check()?;
+        let state = match &mut self.state {
+            Some(state) => {
+                let made = state.config.max_preconditioner_dim;
+                if self.config.max_preconditioner_dim != made {
+                    return Err(OptimError::Option {
+                        optimizer: NAME,
+                        name: "max_preconditioner_dim",
+                        expected: "the value of the first step (the blocks are cut then)",
+                        value: self.config.max_preconditioner_dim.to_string(),
+                    });
+                }
+                state
+            }
+            None => {
+                let shapes = shapes(params);
+                for (entry, shape) in shapes.iter().enumerate() {
+                    if !matches!(shape.len(), 1 | 2) || shape.contains(&0) {
+                        return Err(OptimError::Entry {
+                            optimizer: NAME,
+                            what: "params",
+                            entry,
+                            expected: "a non-empty vector or matrix".into(),
+                            found: format!("shape {shape:?}"),
+                        });
+                    }
+                }
+                let state = shampoo::Shampoo::new(device, &shapes, self.config)?;
+                self.shapes = shapes;
+                self.state.insert(state)
+            }
+        };
+        state.config = self.config;
+        state.step(device, params, grads)?;
         Ok(())
     }
 }

@@ -67,6 +67,8 @@ mod shampoo;
 mod spills;
 #[path = "tensor_map.rs"]
 mod tensor_map;
+#[path = "tf32_mma.rs"]
+mod tf32_mma;
 #[path = "user_crate.rs"]
 mod user_crate;
 #[path = "vector_accesses.rs"]

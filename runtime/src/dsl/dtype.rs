@@ -31,10 +31,15 @@ pub trait FloatDtype: RegDtype {}
 #[diagnostic::on_unimplemented(message = "`{Self}` is not an integer dtype")]
 pub trait IntDtype: Dtype {}
 
-/// Pairs of dtypes the tensor cores multiply: bf16·bf16, f16·f16, fp8·fp8 (either format).
+/// Pairs of dtypes the tensor cores multiply: bf16·bf16, f16·f16, fp8·fp8 (either format), and
+/// f32·f32, which multiplies in **tf32**: each element of A and B is rounded to 10 fraction bits
+/// (nearest, ties away from zero, as `cvt.rna.tf32.f32` does) and the products accumulate in
+/// f32, as Triton's `tl.dot` does on f32 inputs by default (relative error of a product up to
+/// about 2^-10; see `tilekit::ir::tf32`). The interpreter rounds the same way, so the CPU and
+/// the GPU agree. Keep f32 precision by not using `mma` for such products.
 #[diagnostic::on_unimplemented(
     message = "tensor cores do not multiply `{Self}` by `{B}`",
-    label = "A and B of an mma must be both bf16, both f16, or both fp8",
+    label = "A and B of an mma must be both bf16, both f16, both fp8, or both f32 (tf32)",
     note = "convert the operands with `.cast::<bf16>()` first"
 )]
 pub trait MmaPair<B: Dtype>: Dtype {}
@@ -92,6 +97,7 @@ impl RegDtype for bool {}
 
 impl MmaPair<bf16> for bf16 {}
 impl MmaPair<f16> for f16 {}
+impl MmaPair<f32> for f32 {}
 impl MmaPair<f8e4m3> for f8e4m3 {}
 impl MmaPair<f8e5m2> for f8e4m3 {}
 impl MmaPair<f8e4m3> for f8e5m2 {}

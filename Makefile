@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test deps build bench fmt clippy fuzz test-user-crate test-loss-large
+.PHONY: demo test deps build bench fmt clippy fuzz test-user-crate test-loss-large test-long
 
 deps:
 	@scripts/install-deps.sh
@@ -37,6 +37,12 @@ test-user-crate: deps
 # cross-entropy at GPT-2's and Qwen's, on the interpreter and the emulator (ignored tests: minutes).
 test-loss-large: deps
 	$(CARGO) test -p tilekit --test all -- loss:: linear_ce:: --ignored
+
+# The attention matrix at long lengths (1000 and 4097: forward features, f16, gradients) on the
+# interpreter (ignored tests: minutes); `make test` keeps lengths <= 130 plus one long case per
+# head dim.
+test-long: deps
+	$(CARGO) test -p tilekit-tests --test all -- dsl_attention_long:: --ignored
 
 bench: deps
 	$(CARGO) bench -p tilekit-tests --bench interp_gemm

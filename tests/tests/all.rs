@@ -7,8 +7,14 @@
 mod dsl_adamw;
 #[path = "dsl_attention.rs"]
 mod dsl_attention;
+#[path = "dsl_attention_alibi.rs"]
+mod dsl_attention_alibi;
 #[path = "dsl_attention_bwd.rs"]
 mod dsl_attention_bwd;
+#[path = "dsl_attention_f16.rs"]
+mod dsl_attention_f16;
+#[path = "dsl_attention_long.rs"]
+mod dsl_attention_long;
 #[path = "dsl_attention_varlen.rs"]
 mod dsl_attention_varlen;
 #[path = "dsl_cross_entropy.rs"]

@@ -345,6 +345,7 @@ impl Case {
             window_left: self.left,
             window_right: self.right,
             softcap: self.softcap,
+            alibi: None,
         }
     }
 }

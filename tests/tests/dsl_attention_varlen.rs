@@ -42,6 +42,7 @@ impl Case {
             window_left: self.window.0,
             window_right: self.window.1,
             softcap: self.softcap,
+            alibi: None,
         }
     }
 }

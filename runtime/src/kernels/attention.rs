@@ -54,6 +54,19 @@
 //! compiles spill (hd96 with 32 keys: 504 B on sm_80; hd192 with 16 keys: 2.7 KB on sm_80)
 //! while hd128 and hd256 do not.
 //!
+//! ALiBi ([`attention_fwd_alibi`], [`ForwardOptions::alibi`], [`forward_with_slopes`]): the
+//! score of row i and key j of query head h gets `−slope_h·|i + seq_kv − seq_q − j|` after the
+//! scale (FlashAttention's `alibi_slopes` convention around the bottom-right diagonal; `|i − j|`
+//! with [`Align::TopLeft`]), with the paper's geometric slopes ([`alibi_slopes`]) or a slopes
+//! tensor. The kernel adds `−(slope/sm_scale)·|distance|` to the raw scores of every key slice
+//! (masked or not), so the row max and the one-`fma` scaling stay as they are; it composes with
+//! causal masks and windows (it is [`attention_fwd_window`]'s body), not with soft-capping.
+//! Registered at head dims 64 and 128 with the window kernels' tiles.
+//!
+//! f16 inputs ([`attention_fwd_f16`]): the same body with f16 Q, K, V and O (P rounded to f16
+//! for P·V, f32 accumulation and LSE), plain or bottom-right causal, head dims 64 and 128;
+//! [`forward`] dispatches on Q's dtype.
+//!
 //! Variable-length packed batches ([`attention_fwd_varlen`], [`forward_varlen`]): Q
 //! `[total_q, Hq, D]`, K and V `[total_k, Hkv, D]` with `cu_seqlens_q/k` as FlashAttention's
 //! varlen API. The kernel reads each sequence through a pointer-table entry `[1, len, heads·D]`
@@ -132,8 +145,64 @@ pub fn attention_fwd<
         lit(0),
         lit(0),
         lit(1.0),
+        None,
     );
 }
+
+/// [`attention_fwd`] for f16 Q, K, V and O (f32 accumulation and LSE, as the bf16 kernel):
+/// plain or causal (bottom-right), GQA/MQA, head dims 64 and 128 ([`F16_HEAD_DIMS`]; the tiles
+/// of the bf16 variants). [`forward`] runs it for f16 inputs. Grid:
+/// `[⌈seq_q / (WARPS·R)⌉, bh_q, 1]` ([`grid`]).
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(
+        <64, 16, 64, 8, false>,
+        <64, 16, 64, 8, true>,
+        <128, 16, 32, 8, false>,
+        <128, 16, 32, 8, true>
+    ),
+    check = positive_scale_and_kv_heads,
+    shapes(
+        q: [BH, SQ, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
+        o: [BH, SQ, D],
+        lse: [BH, SQ],
+        SK >= 1,
+        BHKV >= 1
+    ),
+    grid = [ceil_div(SQ, WARPS * R), BH, 1]
+)]
+pub fn attention_fwd_f16<
+    const D: usize,
+    const R: usize,
+    const KV: usize,
+    const WARPS: usize,
+    const CAUSAL: bool,
+>(
+    q: Gl<f16, 3>,
+    k: Gl<f16, 3>,
+    v: Gl<f16, 3>,
+    o: GlMut<f16, 3>,
+    lse: GlMut<f32, 2>,
+    sm_scale: Scalar<f32>,
+) {
+    forward_tiles::<f16, f16, D, R, KV, WARPS, CAUSAL, false, false, false>(
+        q,
+        k,
+        v,
+        o,
+        lse,
+        sm_scale,
+        lit(0),
+        lit(0),
+        lit(1.0),
+        None,
+    );
+}
+
+/// The head dims [`forward`] runs with f16 inputs.
+pub const F16_HEAD_DIMS: [usize; 2] = [64, 128];
 
 /// [`attention_fwd`] with a sliding window (`window_left`, `window_right`, around the
 /// bottom-right diagonal; see the module documentation) and, with `SOFTCAP`, logit soft-capping
@@ -190,7 +259,83 @@ pub fn attention_fwd_window<
         window_left,
         window_right,
         softcap,
+        None,
     );
+}
+
+/// [`attention_fwd_window`] with ALiBi: the score of query row i and key j gets the bias
+/// `−slope·|i + seq_kv − seq_q − alibi_shift − j|` after the scale, `slope = slopes[head]`
+/// (`slopes` `[bh_q]`, f32, one per query head of the flattened batch·heads). With
+/// `alibi_shift = 0` the distance is to the bottom-right diagonal (FlashAttention's
+/// `alibi_slopes`, non-causal form); with `seq_kv − seq_q` to the top-left one (`|i − j|`).
+/// The window arguments are [`attention_fwd_window`]'s; there is no soft cap. The bias goes into
+/// the raw scores as `−(slope/sm_scale)·|dist|`, so the row max and the one-`fma` scaling are
+/// unchanged. Lengths: `seq_q + seq_kv < 2³⁰`, `|alibi_shift| < 2³⁰`. Grid:
+/// `[⌈seq_q / (WARPS·R)⌉, bh_q, 1]` ([`grid`]).
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<bf16, 64, 16, 32, 4>, <bf16, 128, 16, 32, 8>),
+    check = alibi_arguments,
+    shapes(
+        q: [BH, SQ, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
+        o: [BH, SQ, D],
+        lse: [BH, SQ],
+        slopes: [BH],
+        SK >= 1,
+        BHKV >= 1,
+        SQ + SK < (1 << 30)
+    ),
+    grid = [ceil_div(SQ, WARPS * R), BH, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_fwd_alibi<
+    O: RegDtype,
+    const D: usize,
+    const R: usize,
+    const KV: usize,
+    const WARPS: usize,
+>(
+    q: Gl<bf16, 3>,
+    k: Gl<bf16, 3>,
+    v: Gl<bf16, 3>,
+    o: GlMut<O, 3>,
+    lse: GlMut<f32, 2>,
+    slopes: Gl<f32, 1>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    alibi_shift: Scalar<i32>,
+) {
+    let slope: Scalar<f32> = load(slopes.at(block_idx_y()));
+    forward_tiles::<bf16, O, D, R, KV, WARPS, false, true, false, false>(
+        q,
+        k,
+        v,
+        o,
+        lse,
+        sm_scale,
+        window_left,
+        window_right,
+        lit(1.0),
+        Some((slope, alibi_shift)),
+    );
+}
+
+/// ALiBi's bias in raw-score units for a `R`×`C` tile whose element (r, c) is at distance
+/// `off + r − c` (rows minus columns) from its row's ALiBi diagonal (or `off + c − r` with
+/// `TRANSPOSED`, for key-major tiles): `−coef·|distance|`, `coef = slope / sm_scale`.
+pub(crate) fn alibi_bias<const R: usize, const C: usize, const TRANSPOSED: bool>(
+    off: Scalar<i32>,
+    coef: Scalar<f32>,
+) -> Rt<f32, R, C> {
+    let (rows, cols): (Rt<f32, R, C>, Rt<f32, R, C>) = (iota_rows(), iota_cols());
+    let dist = match TRANSPOSED {
+        false => rows - cols,
+        true => cols - rows,
+    };
+    -((dist + off.cast::<f32>()).abs() * coef)
 }
 
 /// [`attention_fwd_window`] over a variable-length packed batch: sequence b's queries are rows
@@ -248,6 +393,7 @@ pub fn attention_fwd_varlen<
         wl,
         wr,
         softcap,
+        None,
     );
 }
 
@@ -299,6 +445,7 @@ fn forward_tiles<
     window_left: Scalar<i32>,
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
+    alibi: Option<(Scalar<f32>, Scalar<i32>)>,
 ) {
     assert!(
         D % 16 == 0 && KV % 16 == 0,
@@ -418,7 +565,7 @@ fn forward_tiles<
     if SOFTCAP {
         scale_log2 = softcap * std::f32::consts::LOG2_E;
     }
-    let at = TileAt {
+    let mut at = TileAt {
         kv_z,
         kv_c,
         seq_kv,
@@ -427,7 +574,13 @@ fn forward_tiles<
         right,
         scale_log2,
         cap_scale: sm_scale / softcap,
+        alibi: None,
     };
+    if let Some((slope, shift)) = alibi {
+        // ALiBi: the key on the ALiBi diagonal of the warp's first row, and the slope in
+        // raw-score units.
+        at.alibi = Some((diag0 - shift, slope / sm_scale));
+    }
 
     let mut m: Rv<f32, R> = fill(f64::NEG_INFINITY);
     let mut l: Rv<f32, R> = zeros();
@@ -536,6 +689,9 @@ struct TileAt {
     scale_log2: Scalar<f32>,
     /// `sm_scale / softcap` (read with `SOFTCAP` only; LLVM hoists the quotient).
     cap_scale: Scalar<f32>,
+    /// With ALiBi: the key on the ALiBi diagonal of the warp's first row, and the slope in
+    /// raw-score units (`slope / sm_scale`).
+    alibi: Option<(Scalar<i32>, Scalar<f32>)>,
 }
 
 /// Key tile `kt` of one warp's online softmax: waits for the tile's K and V, starts the next
@@ -603,6 +759,12 @@ fn kv_tile<
         if SOFTCAP {
             // Capped before masking: tanh(−inf) would be −1, a finite score.
             *s = (*s * at.cap_scale).tanh();
+        }
+        if let Some((diag0, coef)) = at.alibi {
+            // Row r of the slice is at distance diag0 + r − (kv0 + 16·i + c) from its ALiBi
+            // diagonal; a masked −inf stays −inf.
+            let off = diag0 - (kv0 + (16 * i) as i32);
+            *s = *s + alibi_bias::<R, 16, false>(off, coef);
         }
         if MASKED {
             let c0 = kv0 + (16 * i) as i32;
@@ -706,6 +868,22 @@ pub fn varlen_arguments<const SOFTCAP: bool>(args: &[LaunchArg]) -> Result<(), S
     }
 }
 
+/// The checks of [`attention_fwd_alibi`]: a positive finite `sm_scale` (argument 6; the bias
+/// is divided by it) and K/V heads dividing the query heads.
+pub fn alibi_arguments(args: &[LaunchArg]) -> Result<(), String> {
+    match args.get(6) {
+        Some(LaunchArg::Scalar(_, s)) if s.is_finite() && *s > 0.0 => {}
+        Some(LaunchArg::Scalar(_, s)) => {
+            return Err(format!(
+                "`sm_scale` is {s}, but the attention kernel needs a positive finite scale (e.g. \
+                 1/√D)"
+            ))
+        }
+        _ => return Err("`sm_scale` (argument 6) must be an f32 scalar".into()),
+    }
+    kv_heads_divide(args)
+}
+
 fn kv_heads_divide(args: &[LaunchArg]) -> Result<(), String> {
     let heads = |i: usize| args.get(i).and_then(|a| a.shape().first().copied());
     match (heads(0), heads(1)) {
@@ -728,6 +906,18 @@ pub enum Align {
     TopLeft,
 }
 
+/// The `alibi_shift` argument of [`attention_fwd_alibi`] for an alignment: 0 (bottom-right) or
+/// `seq_kv − seq_q` (top-left), saturated to i32 (the kernels refuse such lengths anyway).
+pub fn alibi_shift(align: Align, seq_q: usize, seq_kv: usize) -> i32 {
+    match align {
+        Align::BottomRight => 0,
+        Align::TopLeft => {
+            let shift = seq_kv as i64 - seq_q as i64;
+            shift.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+        }
+    }
+}
+
 /// What [`forward`] computes beyond plain attention.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ForwardOptions {
@@ -743,6 +933,63 @@ pub struct ForwardOptions {
     pub window_right: Option<u32>,
     /// Scores become `cap·tanh(score / cap)` before the softmax (positive).
     pub softcap: Option<f32>,
+    /// ALiBi: the score of row i and key j gets `−slope·|diagonal(i) − j|` (after the scale),
+    /// the diagonal per `align` (see [`Alibi`]). [`forward_with_slopes`] takes a slopes tensor
+    /// instead.
+    pub alibi: Option<Alibi>,
+}
+
+/// ALiBi's slopes (Press et al., "Train Short, Test Long"), for [`ForwardOptions::alibi`]. The
+/// bias of query row i and key j is `−slope·|i + seq_kv − seq_q − j|` with the default
+/// bottom-right alignment: FlashAttention's `alibi_slopes` convention (its non-causal form;
+/// with a causal mask FlashAttention adds `slope·j` instead, which differs by a constant per
+/// row: the same O, an LSE shifted by that constant). With [`Align::TopLeft`] the distance is
+/// `|i − j|`, the original paper's (and torch models') up to the same per-row constant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Alibi {
+    /// The paper's geometric slopes ([`alibi_slopes`]) for `heads` query heads per batch
+    /// element: query head h of the flattened batch·heads gets slope `h % heads`.
+    Standard { heads: usize },
+    /// The same slope for every head.
+    Uniform(f32),
+}
+
+impl Alibi {
+    /// The slope of each of `bh_q` flattened query heads, or why there is none.
+    pub fn per_head(&self, bh_q: usize) -> Result<Vec<f32>, String> {
+        match *self {
+            Alibi::Standard { heads } if heads >= 1 && bh_q % heads == 0 => {
+                let slopes = alibi_slopes(heads);
+                Ok((0..bh_q).map(|h| slopes[h % heads]).collect())
+            }
+            Alibi::Standard { heads } => Err(format!(
+                "ALiBi for {heads} heads per batch element, but `q` has {bh_q} heads \
+                 (batch·heads): the heads must divide it"
+            )),
+            Alibi::Uniform(s) if s.is_finite() => Ok(vec![s; bh_q]),
+            Alibi::Uniform(s) => Err(format!("the ALiBi slope is {s}; it must be finite")),
+        }
+    }
+}
+
+/// ALiBi's standard slopes for `heads` heads, as the paper's reference code: for a power of two
+/// n, head h (from 0) gets `2^(−8(h+1)/n)`; otherwise the n' = 2^⌊log₂ n⌋ slopes of n' heads,
+/// then every other slope of 2n' heads (the first n − n').
+pub fn alibi_slopes(heads: usize) -> Vec<f32> {
+    fn power_of_two(n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|h| (-8.0 * (h + 1) as f64 / n as f64).exp2())
+            .collect()
+    }
+    if heads == 0 {
+        return Vec::new();
+    }
+    let n = 1usize << heads.ilog2();
+    let mut slopes = power_of_two(n);
+    if n < heads {
+        slopes.extend(power_of_two(2 * n).into_iter().step_by(2).take(heads - n));
+    }
+    slopes.into_iter().map(|s| s as f32).collect()
 }
 
 impl ForwardOptions {
@@ -755,6 +1002,7 @@ impl ForwardOptions {
             window_left: None,
             window_right: None,
             softcap: None,
+            alibi: None,
         }
     }
 
@@ -795,19 +1043,88 @@ impl ForwardOptions {
     }
 }
 
-/// Attention with GQA, the causal alignment, a window and soft-capping (the [`ForwardOptions`]),
-/// on `device`: Q `[bh_q, seq_q, D]`, K and V `[bh_kv, seq_kv, D]` (bf16, `bh_kv` dividing
-/// `bh_q`) give O `[bh_q, seq_q, D]` (bf16) and LSE `[bh_q, seq_q]` (f32). Runs
-/// [`attention_fwd`] when that computes the options (no window, no cap, bottom-right or no
-/// causal mask), [`attention_fwd_window`] otherwise; on an sm_90a device (GPU or emulator) the
-/// plain hd 64 and 128 cases run [`attention_fwd_wg`](super::attention_wg::attention_fwd_wg)
-/// (warpgroup mma) instead. Head dims: [`HEAD_DIMS`].
+/// Attention with GQA, the causal alignment, a window, soft-capping and ALiBi (the
+/// [`ForwardOptions`]), on `device`: Q `[bh_q, seq_q, D]`, K and V `[bh_kv, seq_kv, D]` (bf16,
+/// `bh_kv` dividing `bh_q`) give O `[bh_q, seq_q, D]` (bf16) and LSE `[bh_q, seq_q]` (f32).
+/// Runs [`attention_fwd`] when that computes the options (no window, no cap, bottom-right or no
+/// causal mask), [`attention_fwd_alibi`] with ALiBi, [`attention_fwd_window`] otherwise. Head
+/// dims: [`HEAD_DIMS`] ([`WINDOW_HEAD_DIMS`] for windows, caps and ALiBi). f16 Q, K and V give
+/// an f16 O through [`attention_fwd_f16`] (plain or bottom-right causal; [`F16_HEAD_DIMS`]).
+/// On an sm_90a device (GPU or emulator) the plain bf16 hd 64 and 128 cases run
+/// [`attention_fwd_wg`](super::attention_wg::attention_fwd_wg) (warpgroup mma) instead.
 pub fn forward(
     device: &Device,
     q: &HostTensor,
     k: &HostTensor,
     v: &HostTensor,
     opts: &ForwardOptions,
+) -> Result<(HostTensor, HostTensor), crate::Error> {
+    let bh = q.shape().first().copied().unwrap_or(0);
+    let slopes = match &opts.alibi {
+        Some(a) => Some(a.per_head(bh).map_err(|message| crate::Error::Shape {
+            kernel: "attention_fwd_alibi".into(),
+            message,
+        })?),
+        None => None,
+    };
+    forward_slopes(device, (q, k, v), opts, slopes.as_deref())
+}
+
+/// [`forward`] with ALiBi slopes from a tensor (f32, `[Hq]` or `[batch, Hq]` as
+/// FlashAttention's `alibi_slopes`; any `n` slopes with `n` dividing `bh_q`, query head h of
+/// the flattened batch·heads taking slope `h % n`) instead of [`ForwardOptions::alibi`], which
+/// must be `None`. Head dims: [`WINDOW_HEAD_DIMS`]; no soft cap with ALiBi.
+pub fn forward_with_slopes(
+    device: &Device,
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    opts: &ForwardOptions,
+    slopes: &HostTensor,
+) -> Result<(HostTensor, HostTensor), crate::Error> {
+    let bh = q.shape().first().copied().unwrap_or(0);
+    let per_head = slopes_per_head(slopes, bh, opts).map_err(|message| crate::Error::Shape {
+        kernel: "attention_fwd_alibi".into(),
+        message,
+    })?;
+    forward_slopes(device, (q, k, v), opts, Some(&per_head))
+}
+
+/// One ALiBi slope per flattened query head (`bh_q`) from a slopes tensor, or what is wrong.
+pub(crate) fn slopes_per_head(
+    slopes: &HostTensor,
+    bh_q: usize,
+    opts: &ForwardOptions,
+) -> Result<Vec<f32>, String> {
+    if opts.alibi.is_some() {
+        return Err("ALiBi slopes come either from the options or from a tensor, not both".into());
+    }
+    let n: usize = slopes.shape().iter().product();
+    if slopes.dtype() != ScalarType::F32
+        || !(1..=2).contains(&slopes.shape().len())
+        || n == 0
+        || bh_q % n != 0
+    {
+        return Err(format!(
+            "`alibi_slopes` is a {} tensor of shape {:?}, but must be f32 [heads] or [batch, \
+             heads] with its size dividing `q`'s {bh_q} heads (batch·heads)",
+            slopes.dtype(),
+            slopes.shape()
+        ));
+    }
+    let values = slopes.to_vec();
+    if let Some(bad) = values.iter().find(|s| !s.is_finite()) {
+        return Err(format!("an ALiBi slope is {bad}; slopes must be finite"));
+    }
+    Ok((0..bh_q).map(|h| values[h % n] as f32).collect())
+}
+
+/// [`forward`] with the slopes of every flattened query head when ALiBi is on.
+fn forward_slopes(
+    device: &Device,
+    (q, k, v): (&HostTensor, &HostTensor, &HostTensor),
+    opts: &ForwardOptions,
+    slopes: Option<&[f32]>,
 ) -> Result<(HostTensor, HostTensor), crate::Error> {
     let shape_error = |message: String| crate::Error::Shape {
         kernel: "attention_fwd".into(),
@@ -828,10 +1145,56 @@ pub fn forward(
             HEAD_DIMS.map(|d| d.to_string()).join(", ")
         )));
     }
-    let mut o = HostTensor::zeros(ScalarType::BF16, &[bh, seq_q, d]);
-    let mut lse = HostTensor::zeros(ScalarType::F32, &[bh, seq_q]);
     let s = ScalarArg::from(opts.sm_scale);
     let plain = !opts.needs_window_kernel(seq_q, seq_kv);
+    let dtypes = [q.dtype(), k.dtype(), v.dtype()];
+    if dtypes.contains(&ScalarType::F16) {
+        if dtypes != [ScalarType::F16; 3] {
+            return Err(shape_error(format!(
+                "`q`, `k` and `v` are {}, {} and {}: f16 attention needs all three f16",
+                dtypes[0], dtypes[1], dtypes[2]
+            )));
+        }
+        if !plain || slopes.is_some() {
+            return Err(shape_error(
+                "f16 inputs run plain or bottom-right causal attention only (no window, \
+                 soft-capping, ALiBi or top-left causal alignment with seq_q ≠ seq_kv); use bf16"
+                    .into(),
+            ));
+        }
+        if !F16_HEAD_DIMS.contains(&d) {
+            return Err(shape_error(format!(
+                "head dim {d} is not supported with f16 inputs; supported: {}",
+                F16_HEAD_DIMS.map(|d| d.to_string()).join(", ")
+            )));
+        }
+        let mut o = HostTensor::zeros(ScalarType::F16, &[bh, seq_q, d]);
+        let mut lse = HostTensor::zeros(ScalarType::F32, &[bh, seq_q]);
+        let (o_, l_) = (&mut o, &mut lse);
+        macro_rules! half {
+            ($d:literal, $kv:literal, $causal:literal) => {
+                attention_fwd_f16::<$d, 16, $kv, 8, $causal>::launch(
+                    device,
+                    grid(bh, seq_q, 128),
+                    q,
+                    k,
+                    v,
+                    o_,
+                    l_,
+                    s,
+                )
+            };
+        }
+        match (d, opts.causal) {
+            (64, false) => half!(64, 64, false),
+            (64, true) => half!(64, 64, true),
+            (_, false) => half!(128, 32, false),
+            (_, true) => half!(128, 32, true),
+        }?;
+        return Ok((o, lse));
+    }
+    let mut o = HostTensor::zeros(ScalarType::BF16, &[bh, seq_q, d]);
+    let mut lse = HostTensor::zeros(ScalarType::F32, &[bh, seq_q]);
     if !plain && !WINDOW_HEAD_DIMS.contains(&d) {
         return Err(shape_error(format!(
             "head dim {d} is not supported with a window, soft-capping or top-left causal \
@@ -840,6 +1203,58 @@ pub fn forward(
         )));
     }
     let (o_, l_) = (&mut o, &mut lse);
+    if let Some(slopes) = slopes {
+        if opts.softcap.is_some() {
+            return Err(shape_error(
+                "ALiBi with soft-capping is not supported (no kernel registers both)".into(),
+            ));
+        }
+        if !WINDOW_HEAD_DIMS.contains(&d) {
+            return Err(shape_error(format!(
+                "head dim {d} is not supported with ALiBi; supported: {}",
+                WINDOW_HEAD_DIMS.map(|d| d.to_string()).join(", ")
+            )));
+        }
+        let slopes_t = HostTensor::new(
+            ScalarType::F32,
+            &[bh],
+            &slopes.iter().map(|&s| f64::from(s)).collect::<Vec<_>>(),
+        )?;
+        let (left, right) = opts.kernel_window(seq_q, seq_kv);
+        let (left, right) = (ScalarArg::from(left), ScalarArg::from(right));
+        let shift = ScalarArg::from(alibi_shift(opts.align, seq_q, seq_kv));
+        match d {
+            64 => attention_fwd_alibi::<bf16, 64, 16, 32, 4>::launch(
+                device,
+                grid(bh, seq_q, 64),
+                q,
+                k,
+                v,
+                o_,
+                l_,
+                &slopes_t,
+                s,
+                left,
+                right,
+                shift,
+            ),
+            _ => attention_fwd_alibi::<bf16, 128, 16, 32, 8>::launch(
+                device,
+                grid(bh, seq_q, 128),
+                q,
+                k,
+                v,
+                o_,
+                l_,
+                &slopes_t,
+                s,
+                left,
+                right,
+                shift,
+            ),
+        }?;
+        return Ok((o, lse));
+    }
     // The variant per head dim (see the module documentation for the tiles): its generic
     // arguments after the output dtype, and its rows per block (WARPS·R).
     macro_rules! plain {
@@ -1003,6 +1418,11 @@ pub fn forward_varlen(
     };
     let (total_q, hq, d) = dims("q", q)?;
     let (total_k, hkv, dk) = dims("k", k)?;
+    if opts.alibi.is_some() {
+        return Err(shape_error(
+            "ALiBi is not supported on variable-length batches (dense `forward` only)".into(),
+        ));
+    }
     if v.shape() != k.shape() || v.dtype() != k.dtype() || dk != d {
         return Err(shape_error(format!(
             "`q` {:?}, `k` {:?} and `v` {:?}: K and V must have one shape, with Q's head dim",
@@ -1141,8 +1561,26 @@ pub fn reference_with(
     q: &[f64],
     k: &[f64],
     v: &[f64],
+    dims: (usize, usize, usize, usize, usize),
+    opts: &ForwardOptions,
+) -> (Vec<f64>, Vec<f64>) {
+    let slopes = opts
+        .alibi
+        .and_then(|a| a.per_head(dims.0).ok())
+        .map(|s| s.into_iter().map(f64::from).collect::<Vec<_>>());
+    reference_with_slopes(q, k, v, dims, opts, slopes.as_deref())
+}
+
+/// [`reference_with`] with ALiBi slopes per flattened query head (`slopes[h]`, instead of
+/// `opts.alibi`): the score of row i and key j is `s·q·k` (capped) minus `slope·|diag − j|`,
+/// `diag` the row's diagonal key per `opts.align` (`i + seq_kv − seq_q` or `i`).
+pub fn reference_with_slopes(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
     (bh_q, bh_kv, seq_q, seq_kv, d): (usize, usize, usize, usize, usize),
     opts: &ForwardOptions,
+    slopes: Option<&[f64]>,
 ) -> (Vec<f64>, Vec<f64>) {
     let group = bh_q / bh_kv.max(1);
     let scale = f64::from(opts.sm_scale);
@@ -1160,10 +1598,11 @@ pub fn reference_with(
                     }
                     let kj = &k[(hk * seq_kv + j) * d..][..d];
                     let x = scale * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>();
-                    match opts.softcap {
+                    let capped = match opts.softcap {
                         Some(c) => f64::from(c) * (x / f64::from(c)).tanh(),
                         None => x,
-                    }
+                    };
+                    capped - alibi_bias_at(slopes, h, opts.align, (i, j), (seq_q, seq_kv))
                 })
                 .collect();
             let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -1188,6 +1627,25 @@ pub fn reference_with(
         }
     }
     (o, lse)
+}
+
+/// ALiBi's `slope·|diag − j|` for head h, row i and key j (0 without slopes), `diag` the row's
+/// diagonal key per `align`.
+pub fn alibi_bias_at(
+    slopes: Option<&[f64]>,
+    h: usize,
+    align: Align,
+    (i, j): (usize, usize),
+    (seq_q, seq_kv): (usize, usize),
+) -> f64 {
+    let Some(slopes) = slopes else {
+        return 0.0;
+    };
+    let diag = match align {
+        Align::BottomRight => i as i64 + seq_kv as i64 - seq_q as i64,
+        Align::TopLeft => i as i64,
+    };
+    slopes[h] * (diag - j as i64).abs() as f64
 }
 
 /// [`forward_varlen`]'s result in f64: `(O [total_q, hq, d], LSE [hq, total_q])` for packed
@@ -1441,7 +1899,7 @@ fn selftest(device: &Device) -> Result<String, String> {
     Ok(
         "full and causal, hd 64, 128 and 256, 64 and 128 rows per block, with and without -inf key \
          tiles; GQA/MQA, bottom-right and top-left causal, windows and soft-capping at seq_q ≠ \
-         seq_kv (rows and blocks that see no key); against the f64 references"
+         seq_kv (rows and blocks that see no key), ALiBi; against the f64 references"
             .into(),
     )
 }
@@ -1490,11 +1948,22 @@ fn features(device: &Device, rng: &mut Rng) -> Result<(), String> {
                 ..causal
             },
         ),
+        (
+            4,
+            2,
+            37,
+            100,
+            ForwardOptions {
+                alibi: Some(Alibi::Standard { heads: 4 }),
+                ..causal
+            },
+        ),
     ];
     let bf = ScalarType::BF16;
     for d in HEAD_DIMS {
         for (bh_q, bh_kv, seq_q, seq_kv, opts) in cases {
-            if opts.needs_window_kernel(seq_q, seq_kv) && !WINDOW_HEAD_DIMS.contains(&d) {
+            let windowed = opts.needs_window_kernel(seq_q, seq_kv) || opts.alibi.is_some();
+            if windowed && !WINDOW_HEAD_DIMS.contains(&d) {
                 continue;
             }
             let q = rng.tensor(bf, &[bh_q, seq_q, d], -2.0, 2.0);

@@ -47,6 +47,13 @@
 //! row). Without a mask every row sees a key (`seq_kv ≥ 1`) and LSE is finite.
 //! [`backward`] runs the three kernels for a [`ForwardOptions`].
 //!
+//! ALiBi ([`attention_bwd_dkdv_alibi`], [`attention_bwd_dq_alibi`], run by [`backward`] for
+//! [`ForwardOptions::alibi`] and by [`backward_with_slopes`]): the scores carry the forward's
+//! bias `−slope·|diagonal − j|` (added to the raw scores as `−(slope/sm_scale)·|distance|`,
+//! per query head: the key pass reads each head's slope as it walks the group). The bias is a
+//! constant in Q and K, so dS and the gradients are the usual ones of the biased P. Window
+//! arguments as the `_window` kernels; no cap; f32 gradients; head dims 64 and 128.
+//!
 //! The library registers head dim 64 with query tiles of 32 in the key pass and key tiles of
 //! 32 in the query pass (with 64 the key pass spills on sm_80 and the query pass needs 247–256
 //! registers), and head dim 128 with tiles of 16 in both. At 128 a warp's dK and dV
@@ -58,7 +65,8 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::attention::{
-    head_place, packed_rows, reference_with, varlen_lengths, varlen_window, Align, ForwardOptions,
+    alibi_bias, alibi_bias_at, head_place, packed_rows, reference_with, slopes_per_head,
+    varlen_lengths, varlen_window, Alibi, Align, ForwardOptions,
 };
 use crate::kernels::check::{poisoned, record, tiles, Rng};
 use crate::tensor_list::TensorList;
@@ -153,6 +161,7 @@ pub fn attention_bwd_dkdv<
         lit(0),
         lit(0),
         lit(1.0),
+        None,
     );
 }
 
@@ -222,11 +231,16 @@ pub fn attention_bwd_dkdv_window<
         window_left,
         window_right,
         softcap,
+        None,
     );
 }
 
 /// 16 rows of head dim `D` per warp of the block, in shared memory.
 type WarpRows<const D: usize, const WARPS: usize> = SharedArray<St<bf16, 16, D>, WARPS>;
+
+/// `R` rows of head dim `D` per warp of the block, in shared memory.
+type WarpRowsOf<const R: usize, const D: usize, const WARPS: usize> =
+    SharedArray<St<bf16, R, D>, WARPS>;
 
 /// The body of [`attention_bwd_dkdv`] (`CAUSAL`, no window) and [`attention_bwd_dkdv_window`]
 /// (`WINDOW`): see the module documentation.
@@ -254,6 +268,7 @@ fn key_tiles<
     window_left: Scalar<i32>,
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
+    alibi: Option<(Gl<f32, 1>, Scalar<i32>)>,
 ) {
     let q_ring: SharedArray<St<bf16, QT, D>, 2> = alloc_shared();
     let do_ring: SharedArray<St<bf16, QT, D>, 2> = alloc_shared();
@@ -371,6 +386,13 @@ fn key_tiles<
             th = (st * (sm_scale / softcap)).tanh();
             st = th;
         }
+        if let Some((slopes, shift)) = alibi {
+            // ALiBi: element (r, c) is at distance q0 + c + off − shift − (k_row0 + r) from
+            // query q0 + c's ALiBi diagonal; this head's slope in raw-score units.
+            let slope: Scalar<f32> = load(slopes.at(head));
+            let dist0 = q0 + off - shift - k_row0;
+            st = st + alibi_bias::<16, QT, true>(dist0, slope / sm_scale);
+        }
         if CAUSAL {
             // Query q0 + c sees key k_row0 + r only when q0 + c + off ≥ k_row0 + r.
             if q0.lt(k_row0 - off + (KEYS_PER_WARP - 1) as i32) {
@@ -474,6 +496,7 @@ pub fn attention_bwd_dq<
         lit(0),
         lit(0),
         lit(1.0),
+        None,
     );
 }
 
@@ -540,6 +563,132 @@ pub fn attention_bwd_dq_window<
         window_left,
         window_right,
         softcap,
+        None,
+    );
+}
+
+/// [`attention_bwd_dkdv_window`] of
+/// [`attention_fwd_alibi`](super::attention::attention_fwd_alibi): the same window, no cap, and
+/// ALiBi's bias `−slopes[h]·|i + seq_kv − seq_q − alibi_shift − j|` on the scores of query
+/// head h (each K/V head walks the query heads of its group, each with its own slope). The
+/// bias does not depend on Q or K: the gradients are the usual ones with the biased P.
+/// `sm_scale` must be positive (the bias enters the raw scores divided by it). Grid:
+/// `[⌈seq_kv / (WARPS·16)⌉, bh_kv, 1]` ([`rows_grid`]).
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<f32, 64, 32, 4>, <f32, 128, 16, 4>),
+    check = alibi_key_pass_arguments,
+    shapes(
+        q: [BH, SQ, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
+        d_o: [BH, SQ, D],
+        lse: [BH, SQ],
+        delta: [BH, SQ],
+        dk: [BHKV, SK, D],
+        dv: [BHKV, SK, D],
+        slopes: [BH],
+        SK >= 1,
+        BHKV >= 1,
+        SQ + SK < (1 << 30)
+    ),
+    grid = [ceil_div(SK, WARPS * 16), BHKV, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_dkdv_alibi<
+    G: RegDtype,
+    const D: usize,
+    const QT: usize,
+    const WARPS: usize,
+>(
+    q: Gl<bf16, 3>,
+    k: Gl<bf16, 3>,
+    v: Gl<bf16, 3>,
+    d_o: Gl<bf16, 3>,
+    lse: Gl<f32, 2>,
+    delta: Gl<f32, 2>,
+    dk: GlMut<G, 3>,
+    dv: GlMut<G, 3>,
+    slopes: Gl<f32, 1>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    alibi_shift: Scalar<i32>,
+) {
+    key_tiles::<G, D, QT, WARPS, false, true, false, false>(
+        q,
+        k,
+        v,
+        d_o,
+        lse,
+        delta,
+        dk,
+        dv,
+        sm_scale,
+        window_left,
+        window_right,
+        lit(1.0),
+        Some((slopes, alibi_shift)),
+    );
+}
+
+/// [`attention_bwd_dq_window`] of
+/// [`attention_fwd_alibi`](super::attention::attention_fwd_alibi): as
+/// [`attention_bwd_dkdv_alibi`], for dQ. Grid: `[⌈seq_q / (WARPS·R)⌉, bh_q, 1]`
+/// ([`rows_grid`]).
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<f32, 64, 16, 32, 4>, <f32, 128, 16, 16, 4>),
+    check = alibi_query_pass_arguments,
+    shapes(
+        q: [BH, SQ, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
+        d_o: [BH, SQ, D],
+        lse: [BH, SQ],
+        delta: [BH, SQ],
+        dq: [BH, SQ, D],
+        slopes: [BH],
+        SK >= 1,
+        BHKV >= 1,
+        SQ + SK < (1 << 30)
+    ),
+    grid = [ceil_div(SQ, WARPS * R), BH, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_dq_alibi<
+    G: RegDtype,
+    const D: usize,
+    const R: usize,
+    const KV: usize,
+    const WARPS: usize,
+>(
+    q: Gl<bf16, 3>,
+    k: Gl<bf16, 3>,
+    v: Gl<bf16, 3>,
+    d_o: Gl<bf16, 3>,
+    lse: Gl<f32, 2>,
+    delta: Gl<f32, 2>,
+    dq: GlMut<G, 3>,
+    slopes: Gl<f32, 1>,
+    sm_scale: Scalar<f32>,
+    window_left: Scalar<i32>,
+    window_right: Scalar<i32>,
+    alibi_shift: Scalar<i32>,
+) {
+    query_tiles::<G, D, R, KV, WARPS, false, true, false, false>(
+        q,
+        k,
+        v,
+        d_o,
+        lse,
+        delta,
+        dq,
+        sm_scale,
+        window_left,
+        window_right,
+        lit(1.0),
+        Some((slopes, alibi_shift)),
     );
 }
 
@@ -569,6 +718,7 @@ fn query_tiles<
     window_left: Scalar<i32>,
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
+    alibi: Option<(Gl<f32, 1>, Scalar<i32>)>,
 ) {
     let k_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
     let v_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
@@ -625,8 +775,18 @@ fn query_tiles<
     copy_start(k_ring.at(first & 1), k.tile(kv_z, first, kv_c));
     copy_start(v_ring.at(first & 1), v.tile(kv_z, first, kv_c));
     copy_commit();
-    let q_frag: Rt<bf16, R, D> = load(q.tile(q_z, q_tile, q_c));
+    let q_own: Rt<bf16, R, D> = load(q.tile(q_z, q_tile, q_c));
     let do_frag: Rt<bf16, R, D> = load(d_o.tile(q_z, q_tile, q_c));
+    // With ALiBi past head dim 64 the bias's registers beside Q, dO and dQ spill on sm_80:
+    // each warp parks its Q rows in shared memory and reads them back at each key tile (after
+    // the loop's first barrier).
+    let q_stash: Option<WarpRowsOf<R, D, WARPS>> = match alibi.is_some() && D > 64 {
+        true => Some(alloc_shared()),
+        false => None,
+    };
+    if let Some(qs) = &q_stash {
+        store(qs.at(warp_idx()), q_own);
+    }
     let lse_row: Rv<f32, R> = load(lse.chunk(head, q_tile));
     let mut d_row: Rv<f32, R> = load(delta.chunk(head, q_tile));
     let mut lse2 = lse_row * std::f32::consts::LOG2_E;
@@ -641,6 +801,12 @@ fn query_tiles<
         scale_log2 = softcap * std::f32::consts::LOG2_E;
     }
 
+    // ALiBi: this head's slope, and the key on the ALiBi diagonal of the warp's first row.
+    let mut alibi_at: Option<(Scalar<i32>, Scalar<f32>)> = None;
+    if let Some((slopes, shift)) = alibi {
+        let slope: Scalar<f32> = load(slopes.at(head));
+        alibi_at = Some((diag0 - shift, slope / sm_scale));
+    }
     let mut acc: Rt<f32, R, D> = zeros();
     for kt in range(first, kv_tiles) {
         let (cur, next) = (kt & 1, (kt + 1) & 1);
@@ -652,6 +818,10 @@ fn query_tiles<
         copy_commit();
         let kv0 = kt * KV as i32;
         let k_frag: Rt<bf16, KV, D> = load(k_ring.at(cur));
+        let q_frag: Rt<bf16, R, D> = match &q_stash {
+            Some(qs) => load(qs.at(warp_idx())),
+            None => q_own,
+        };
         let mut s = mma_abt(zeros(), q_frag, k_frag);
         // Capped before masking (tanh(−inf) = −1 would be a finite score); the unmasked values
         // give the cap's derivative.
@@ -659,6 +829,10 @@ fn query_tiles<
         if SOFTCAP {
             th = (s * (sm_scale / softcap)).tanh();
             s = th;
+        }
+        if let Some((alibi_diag0, coef)) = alibi_at {
+            // ALiBi: element (r, c) is at distance alibi_diag0 + r − (kv0 + c).
+            s = s + alibi_bias::<R, KV, false>(alibi_diag0 - kv0, coef);
         }
         if kt.eq(last_tile) {
             s = mask_cols(s, kv0, seq_kv, f64::NEG_INFINITY);
@@ -751,6 +925,7 @@ pub fn attention_bwd_dkdv_varlen<
         wl,
         wr,
         softcap,
+        None,
     );
 }
 
@@ -808,6 +983,7 @@ pub fn attention_bwd_dq_varlen<
         wl,
         wr,
         softcap,
+        None,
     );
 }
 
@@ -865,6 +1041,31 @@ pub fn query_pass_arguments<const SOFTCAP: bool>(args: &[LaunchArg]) -> Result<(
     positive_cap::<SOFTCAP>(args, 10)
 }
 
+/// A positive finite `sm_scale` at argument `AT` (ALiBi's bias is divided by it).
+fn positive_scale<const AT: usize>(args: &[LaunchArg]) -> Result<(), String> {
+    match args.get(AT) {
+        Some(LaunchArg::Scalar(_, s)) if s.is_finite() && *s > 0.0 => Ok(()),
+        Some(LaunchArg::Scalar(_, s)) => Err(format!(
+            "`sm_scale` is {s}, but the ALiBi backward needs the forward's positive finite scale"
+        )),
+        _ => Err(format!("`sm_scale` (argument {AT}) must be an f32 scalar")),
+    }
+}
+
+/// The checks of [`attention_bwd_dkdv_alibi`]: a positive finite scale (argument 9) and K/V
+/// heads dividing the query heads.
+pub fn alibi_key_pass_arguments(args: &[LaunchArg]) -> Result<(), String> {
+    positive_scale::<9>(args)?;
+    kv_heads_divide(args)
+}
+
+/// The checks of [`attention_bwd_dq_alibi`]: as [`alibi_key_pass_arguments`], the scale at
+/// argument 8.
+pub fn alibi_query_pass_arguments(args: &[LaunchArg]) -> Result<(), String> {
+    positive_scale::<8>(args)?;
+    kv_heads_divide(args)
+}
+
 /// GQA/MQA: `bh_kv` (K's first dimension, argument 1) must divide `bh_q` (Q's, argument 0).
 fn kv_heads_divide(args: &[LaunchArg]) -> Result<(), String> {
     let heads = |i: usize| args.get(i).and_then(|a| a.shape().first().copied());
@@ -918,6 +1119,58 @@ pub fn backward(
     dk: &mut HostTensor,
     dv: &mut HostTensor,
 ) -> Result<(), crate::Error> {
+    let bh_q = q.shape().first().copied().unwrap_or(0);
+    let slopes = match &opts.alibi {
+        Some(a) => Some(a.per_head(bh_q).map_err(|message| crate::Error::Shape {
+            kernel: "attention_bwd_alibi".into(),
+            message,
+        })?),
+        None => None,
+    };
+    backward_slopes(
+        device,
+        (q, k, v),
+        (o, lse, d_o),
+        (opts, slopes.as_deref()),
+        (dq, dk, dv),
+    )
+}
+
+/// [`backward`] of [`forward_with_slopes`](super::attention::forward_with_slopes): the same
+/// slopes tensor (f32 `[heads]` or `[batch, heads]`), `opts.alibi` `None`. f32 gradients only.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with_slopes(
+    device: &Device,
+    (q, k, v): (&HostTensor, &HostTensor, &HostTensor),
+    (o, lse, d_o): (&HostTensor, &HostTensor, &HostTensor),
+    opts: &ForwardOptions,
+    slopes: &HostTensor,
+    dq: &mut HostTensor,
+    dk: &mut HostTensor,
+    dv: &mut HostTensor,
+) -> Result<(), crate::Error> {
+    let bh_q = q.shape().first().copied().unwrap_or(0);
+    let per_head = slopes_per_head(slopes, bh_q, opts).map_err(|message| crate::Error::Shape {
+        kernel: "attention_bwd_alibi".into(),
+        message,
+    })?;
+    backward_slopes(
+        device,
+        (q, k, v),
+        (o, lse, d_o),
+        (opts, Some(&per_head)),
+        (dq, dk, dv),
+    )
+}
+
+/// [`backward`] with the slopes of every flattened query head when ALiBi is on.
+fn backward_slopes(
+    device: &Device,
+    (q, k, v): (&HostTensor, &HostTensor, &HostTensor),
+    (o, lse, d_o): (&HostTensor, &HostTensor, &HostTensor),
+    (opts, slopes): (&ForwardOptions, Option<&[f32]>),
+    (dq, dk, dv): (&mut HostTensor, &mut HostTensor, &mut HostTensor),
+) -> Result<(), crate::Error> {
     let refuse = |message: String| crate::Error::Shape {
         kernel: "attention_bwd".into(),
         message,
@@ -964,6 +1217,47 @@ pub fn backward(
     let kg = rows_grid(bh_kv, seq_kv, 4 * KEYS_PER_WARP);
     let qg = rows_grid(bh_q, seq_q, 64);
     let delta = &delta;
+    if let Some(slopes) = slopes {
+        if opts.softcap.is_some() {
+            return Err(refuse(
+                "ALiBi with soft-capping is not supported (no kernel registers both)".into(),
+            ));
+        }
+        if grads != ScalarType::F32 {
+            return Err(refuse(format!(
+                "gradients of dtype {grads:?} are not supported with ALiBi; expected f32"
+            )));
+        }
+        let slopes_t = HostTensor::new(
+            ScalarType::F32,
+            &[bh_q],
+            &slopes.iter().map(|&s| f64::from(s)).collect::<Vec<_>>(),
+        )?;
+        let (left, right) = opts.kernel_window(seq_q, seq_kv);
+        let (l, r) = (ScalarArg::from(left), ScalarArg::from(right));
+        let shift = ScalarArg::from(crate::kernels::attention::alibi_shift(
+            opts.align, seq_q, seq_kv,
+        ));
+        let st = &slopes_t;
+        return match d {
+            64 => {
+                attention_bwd_dkdv_alibi::<f32, 64, 32, 4>::launch(
+                    device, kg, q, k, v, d_o, lse, delta, dk, dv, st, s, l, r, shift,
+                )?;
+                attention_bwd_dq_alibi::<f32, 64, 16, 32, 4>::launch(
+                    device, qg, q, k, v, d_o, lse, delta, dq, st, s, l, r, shift,
+                )
+            }
+            _ => {
+                attention_bwd_dkdv_alibi::<f32, 128, 16, 4>::launch(
+                    device, kg, q, k, v, d_o, lse, delta, dk, dv, st, s, l, r, shift,
+                )?;
+                attention_bwd_dq_alibi::<f32, 128, 16, 16, 4>::launch(
+                    device, qg, q, k, v, d_o, lse, delta, dq, st, s, l, r, shift,
+                )
+            }
+        };
+    }
     // The plain kernels compute exactly the options with no window and no cap whose causal
     // mask (if any) is the bottom-right one (the same as top-left when seq_q = seq_kv); the
     // window kernels compute every other (top-left causal is a window).
@@ -1039,6 +1333,11 @@ pub fn backward_varlen(
         kernel: "attention_bwd_varlen".into(),
         message,
     };
+    if opts.alibi.is_some() {
+        return Err(refuse(
+            "ALiBi is not supported on variable-length batches (dense `backward` only)".into(),
+        ));
+    }
     let (&[total_q, hq, d], &[total_k, hkv, dk_]) = (q.shape(), k.shape()) else {
         return Err(refuse(format!(
             "Q and K must be [total, heads, head dim], got {:?} and {:?}",
@@ -1234,7 +1533,13 @@ pub fn reference_grads(
         causal,
         ..ForwardOptions::new(sm_scale as f32)
     };
-    grads_from_definition((q, k, v, d_o), (bh, bh, seq_q, seq_kv, d), sm_scale, &opts)
+    grads_from_definition(
+        (q, k, v, d_o),
+        (bh, bh, seq_q, seq_kv, d),
+        sm_scale,
+        &opts,
+        None,
+    )
 }
 
 /// The gradients `(dQ, dK, dV)` of `loss = Σ dO ∘ O` for O as
@@ -1249,7 +1554,34 @@ pub fn reference_grads_with(
     dims: (usize, usize, usize, usize, usize),
     opts: &ForwardOptions,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    grads_from_definition((q, k, v, d_o), dims, f64::from(opts.sm_scale), opts)
+    let slopes = opts
+        .alibi
+        .and_then(|a| a.per_head(dims.0).ok())
+        .map(|s| s.into_iter().map(f64::from).collect::<Vec<_>>());
+    grads_from_definition(
+        (q, k, v, d_o),
+        dims,
+        f64::from(opts.sm_scale),
+        opts,
+        slopes.as_deref(),
+    )
+}
+
+/// [`reference_grads_with`] with ALiBi slopes per flattened query head (`slopes[h]`) instead of
+/// `opts.alibi`: the scores carry `−slope·|diag − j|`, a constant in Q and K, so only P changes.
+pub fn reference_grads_with_slopes(
+    (q, k, v, d_o): (&[f64], &[f64], &[f64], &[f64]),
+    dims: (usize, usize, usize, usize, usize),
+    opts: &ForwardOptions,
+    slopes: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    grads_from_definition(
+        (q, k, v, d_o),
+        dims,
+        f64::from(opts.sm_scale),
+        opts,
+        Some(slopes),
+    )
 }
 
 /// [`reference_grads_with`] with the scale given in f64 (the options' own is not read).
@@ -1258,6 +1590,7 @@ fn grads_from_definition(
     (bh_q, bh_kv, seq_q, seq_kv, d): (usize, usize, usize, usize, usize),
     sm_scale: f64,
     opts: &ForwardOptions,
+    slopes: Option<&[f64]>,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let group = (bh_q / bh_kv.max(1)).max(1);
     let mut dq = vec![0.0; bh_q * seq_q * d];
@@ -1284,12 +1617,13 @@ fn grads_from_definition(
                 .iter()
                 .map(|&j| {
                     let x = sm_scale * dot(qi, &k[krow(j)..][..d]);
+                    let bias = alibi_bias_at(slopes, h, opts.align, (i, j), (seq_q, seq_kv));
                     match cap {
                         Some(c) => {
                             let t = (x / c).tanh();
-                            (c * t, 1.0 - t * t)
+                            (c * t - bias, 1.0 - t * t)
                         }
-                        None => (x, 1.0),
+                        None => (x - bias, 1.0),
                     }
                 })
                 .collect();
@@ -1433,6 +1767,32 @@ fn selftest(device: &Device) -> Result<String, String> {
                 ..base
             },
         ),
+        // ALiBi (the standard slopes of 4 heads) with GQA and bottom-right causal, at each
+        // head dim.
+        (
+            4,
+            2,
+            40,
+            70,
+            64,
+            ScalarType::F32,
+            ForwardOptions {
+                alibi: Some(Alibi::Standard { heads: 4 }),
+                ..causal
+            },
+        ),
+        (
+            2,
+            1,
+            50,
+            30,
+            128,
+            ScalarType::F32,
+            ForwardOptions {
+                alibi: Some(Alibi::Standard { heads: 2 }),
+                ..base
+            },
+        ),
     ];
     for (bh_q, bh_kv, seq_q, seq_kv, d, grads, opts) in cases {
         let q = rng.tensor(bf, &[bh_q, seq_q, d], -1.0, 1.0);
@@ -1445,7 +1805,7 @@ fn selftest(device: &Device) -> Result<String, String> {
     Ok(
         "dQ, dK, dV (f32 and bf16) from the reference forward's O and LSE at head dims 64 and \
          128: full and causal (bottom-right and top-left), ragged tiles, seq_kv ≠ seq_q, GQA and \
-         MQA, a window with a soft cap; against f64 gradients from the definition"
+         MQA, a window with a soft cap, ALiBi; against f64 gradients from the definition"
             .into(),
     )
 }

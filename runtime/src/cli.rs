@@ -128,6 +128,11 @@ struct SelftestArgs {
     /// The device: cpu (the interpreter), cuda[:N] or hip[:N]
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     device: String,
+    /// How the interpreter evaluates exp2, log2, rsqrt, tanh and the functions built on them:
+    /// exact (correctly rounded) or approx (the GPUs' documented worst case, see
+    /// tilekit::ir::numeric); with --device cpu only
+    #[arg(long, value_name = "MODE", default_value = "exact", value_parser = ["exact", "approx"])]
+    numerics: String,
     /// A bundle directory (written by `tilekit bundle`) whose compiled kernels the device runs
     #[arg(long, value_name = "DIR")]
     bundle: Option<PathBuf>,
@@ -398,6 +403,20 @@ fn dispatch(command: Command) -> Result<(String, i32), CliError> {
     match command {
         Command::List => Ok((list(), 0)),
         Command::Selftest(a) => {
+            if a.numerics == "approx" {
+                // The GPUs' numerics, modelled on the interpreter (a GPU has its own).
+                if a.device != "cpu" || a.bundle.is_some() {
+                    return Err(CliError::usage(format!(
+                        "--numerics approx models the GPUs on the interpreter: it needs --device \
+                         cpu (and no --bundle), not `{}`",
+                        a.device
+                    )));
+                }
+                let approx = crate::ir::interp::Numerics::Approx;
+                let device =
+                    Device::cpu_with(crate::device::CpuOptions::default().numerics(approx));
+                return Ok(selftest(&device));
+            }
             let device = open_device(Some(&a.device), a.bundle.as_ref())?;
             Ok(selftest(&device))
         }
@@ -1146,6 +1165,17 @@ mod tests {
             assert_eq!(e.code, 1, "{e}");
             assert!(e.message.starts_with("no CUDA driver found"), "{e}");
         }
+    }
+
+    #[test]
+    fn selftest_takes_gpu_numerics_on_the_interpreter_only() {
+        let e = usage_error(&["selftest", "--device", "hip", "--numerics", "approx"]);
+        assert!(
+            e.contains("--numerics approx") && e.contains("--device cpu"),
+            "{e}"
+        );
+        let e = usage_error(&["selftest", "--numerics", "fast"]);
+        assert!(e.contains("fast") && e.contains("approx"), "{e}");
     }
 
     /// The usage error for `args`, which must fail with exit code 2.

@@ -286,6 +286,11 @@ fn mma_warp<const M: usize, const N: usize>(
 }
 
 /// `acc + A·B`: A `M×K` (row layout), B `K×N` (col layout), f32 accumulator `M×N`.
+///
+/// A and B are both bf16, both f16, both fp8 or both f32 ([`MmaPair`]); f32 operands multiply
+/// in tf32 (each element rounded to 10 fraction bits, nearest with ties away from zero, on
+/// every device, the interpreter included), as Triton's `tl.dot` does on f32 inputs. The same
+/// holds for [`mma_abt`], [`mma_atb`] and [`mma_atbt`].
 #[track_caller]
 pub fn mma_ab<
     const M: usize,

@@ -402,6 +402,106 @@ fn lion_ten_steps_match_the_paper() {
     }
 }
 
+/// Ten Lion steps over a list mixing f32 and bf16 parameters, each step from the kernel's
+/// state before it: one launch group per dtype; every weight the f64 step's value (rounded to
+/// bf16 for a bf16 weight: between `bf16(w − e)` and `bf16(w + e)`, `e` the f32 update's
+/// error), except where `c` lies within [`LionHyper::SIGN_SLACK`] of 0 and f32 may take the
+/// other sign; the f32 momentum within three roundings.
+#[test]
+fn lion_groups_a_mixed_f32_and_bf16_list_by_dtype_and_matches_the_paper() {
+    for (name, list) in [("cpu", &MIXED[..]), ("emu:sm_80", &EMU_MIXED[..])] {
+        let device = Device::from_name(name).unwrap();
+        let mut rng = Rng::fresh();
+        let make = |rng: &mut Rng| -> Vec<Tensor> {
+            list.iter()
+                .map(|(d, s)| Tensor::from_host(&rng.tensor(*d, s, -1.0, 1.0), &device).unwrap())
+                .collect()
+        };
+        let params = make(&mut rng);
+        let cfg = LionConfig {
+            lr: 1e-2,
+            betas: (0.9, 0.99),
+            weight_decay: 0.1,
+            maximize: false,
+        };
+        let mut opt = Lion::new(cfg).unwrap();
+        let (lr, b1, b2, wd) = LionHyper {
+            lr: cfg.lr,
+            beta1: cfg.betas.0,
+            beta2: cfg.betas.1,
+            weight_decay: cfg.weight_decay,
+        }
+        .as_f64();
+        let is_bf16: Vec<bool> = list.iter().map(|(d, _)| *d == BF16).collect();
+        let mut near_zero_count = 0;
+        for t in 1..=STEPS {
+            let before = values(&params);
+            let m_before = if t == 1 {
+                before.iter().map(|p| vec![0.0; p.len()]).collect()
+            } else {
+                values(opt.exp_avg())
+            };
+            let grads = make(&mut rng);
+            opt.step(&device, &params, &grads)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (got_p, got_m) = (values(&params), values(opt.exp_avg()));
+            for (e, g) in values(&grads).iter().enumerate() {
+                let (mut wp, mut wm) = (before[e].clone(), m_before[e].clone());
+                let cs = reference::lion(&mut wp, g, &mut wm, lr, b1, b2, wd);
+                for i in 0..wp.len() {
+                    let near_zero = cs[i].abs() <= LionHyper::SIGN_SLACK;
+                    near_zero_count += usize::from(near_zero);
+                    let err = 2.0 * U * before[e][i].abs().max(1.0);
+                    let ok = |w: f64| {
+                        if is_bf16[e] {
+                            bf16(w - err) <= got_p[e][i] && got_p[e][i] <= bf16(w + err)
+                        } else {
+                            (got_p[e][i] - w).abs() <= err
+                        }
+                    };
+                    // The other sign moves the weight by 2·lr (or lr from a zero sign).
+                    let flipped = [wp[i] + lr, wp[i] - lr, wp[i] + 2.0 * lr, wp[i] - 2.0 * lr];
+                    assert!(
+                        ok(wp[i]) || (near_zero && flipped.into_iter().any(ok)),
+                        "{name}: entry {e}[{i}] step {t}: p {} vs {} (c = {:e}, seed {})",
+                        got_p[e][i],
+                        wp[i],
+                        cs[i],
+                        rng.seed
+                    );
+                    assert!(
+                        (got_m[e][i] - wm[i]).abs() <= 3.0 * U,
+                        "{name}: entry {e}[{i}] step {t}: m {} vs {} (seed {})",
+                        got_m[e][i],
+                        wm[i],
+                        rng.seed
+                    );
+                }
+            }
+            let want_groups: Vec<_> = [list[0].0, if list[0].0 == F32 { BF16 } else { F32 }]
+                .into_iter()
+                .map(|d| {
+                    (
+                        d,
+                        (0..list.len())
+                            .filter(|&i| list[i].0 == d)
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                opt.last_groups(),
+                want_groups,
+                "{name}: one launch per dtype"
+            );
+        }
+        assert!(
+            near_zero_count <= 3,
+            "{name}: {near_zero_count} elements with c ≈ 0"
+        );
+    }
+}
+
 /// The partitions of the Adam-mini test, one per parameter of `shapes`.
 fn partition(shapes: &[&[usize]]) -> Vec<Partition> {
     shapes

@@ -207,18 +207,38 @@ pub fn lion_chunk<const N: usize>(
     beta2: Scalar<f32>,
     weight_decay: Scalar<f32>,
 ) {
-    let one = lit::<f32>(1.0);
     let pv: Rv<f32, N> = load(p.chunk(chunk));
     let gv: Rv<f32, N> = load(g.chunk(chunk));
     let mv: Rv<f32, N> = load(m.chunk(chunk));
+    let (p_new, m_new) = lion_update(pv, gv, mv, lr, beta1, beta2, weight_decay);
+    store(p.chunk(chunk), p_new);
+    store(m.chunk(chunk), m_new);
+}
 
+/// One Lion update of `N` elements in f32 (see the module documentation): `(p, m)` after the
+/// step. [`lion_chunk`] and the bf16 multi-tensor
+/// [`lion_bf16_multi`](super::optim_multi::lion_bf16_multi) update through it.
+#[crate::func]
+#[allow(clippy::too_many_arguments)]
+pub fn lion_update<const N: usize>(
+    pv: Rv<f32, N>,
+    gv: Rv<f32, N>,
+    mv: Rv<f32, N>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+) -> (Rv<f32, N>, Rv<f32, N>) {
+    let one = lit::<f32>(1.0);
     let c = mv * beta1 + gv * (one - beta1);
     let ones: Rv<f32, N> = fill(1.0);
     let sign = select(c.gt(0.0), ones, 0.0) - select(c.lt(0.0), ones, 0.0);
     // NaN compares false both ways: pass it through instead of a zero update.
     let sign = select(c.ne(c), c, sign);
-    store(p.chunk(chunk), pv - (sign + pv * weight_decay) * lr);
-    store(m.chunk(chunk), mv * beta2 + gv * (one - beta2));
+    (
+        pv - (sign + pv * weight_decay) * lr,
+        mv * beta2 + gv * (one - beta2),
+    )
 }
 
 /// One Adam-mini step on a 2-D view: `v[r]` is row `r`'s second moment (see the module

@@ -29,7 +29,9 @@ use crate::ir::ScalarType;
 use crate::kernels::check::{record, Rng};
 use crate::kernels::optim::reference::{self, Adam64};
 use crate::kernels::optim::{adamw_chunk, adamw_update, AdamwScalars, Hyper};
-use crate::kernels::optim_family::{adam_mini_rows, lion_chunk, norm_and_coef, LionHyper};
+use crate::kernels::optim_family::{
+    adam_mini_rows, lion_chunk, lion_update, norm_and_coef, LionHyper,
+};
 use crate::tensor::TensorArg;
 use crate::tensor_list::TensorList;
 use crate::{Device, ScalarArg, Tensor};
@@ -245,6 +247,50 @@ pub fn lion_multi<const N: usize, const WARPS: usize>(
             beta2,
             weight_decay,
         );
+    }
+}
+
+/// [`lion_multi`] for bf16 weights (the bf16 group of a list): weights and gradients bf16,
+/// momentum f32; the update in f32 through
+/// [`lion_update`](crate::kernels::optim_family::lion_update), the weights stored rounded to
+/// the nearest bf16. Grid as [`lion_multi`].
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    shapes(p: [E, 2], g: [E, 2], m: [E, 2], starts: [S], S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn lion_bf16_multi<const N: usize, const WARPS: usize>(
+    p: GlTableMut<bf16, 1>,
+    g: GlTable<bf16, 1>,
+    m: GlTableMut<f32, 1>,
+    starts: Gl<i32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, p.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let (pe, ge, me) = (p.view(e), g.view(e), m.view(e));
+    // Warps past the entry's end (see `adamw_mixed_multi`) skip.
+    if (chunk * N as i32).lt(pe.len()) {
+        let pb: Rv<bf16, N> = load(pe.chunk(chunk));
+        let gb: Rv<bf16, N> = load(ge.chunk(chunk));
+        let mv: Rv<f32, N> = load(me.chunk(chunk));
+        let (p_new, m_new) = lion_update(
+            pb.cast::<f32>(),
+            gb.cast::<f32>(),
+            mv,
+            lr,
+            beta1,
+            beta2,
+            weight_decay,
+        );
+        store(pe.chunk(chunk), p_new.cast::<bf16>());
+        store(me.chunk(chunk), m_new);
     }
 }
 
@@ -534,6 +580,38 @@ pub fn lion_multi_step(
     }
     let s = |x: f32| ScalarArg::from(x);
     lion_multi::<CHUNK, WARPS>::launch(
+        device,
+        blocks,
+        p,
+        g,
+        m,
+        &starts,
+        s(h.lr),
+        s(h.beta1),
+        s(h.beta2),
+        s(h.weight_decay),
+    )
+}
+
+/// One Lion step over lists of bf16 weights in one launch (see [`lion_bf16_multi`]): `p` and
+/// `g` bf16, `m` f32, entry e of each of one length. An empty list does nothing.
+pub fn lion_bf16_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    m: &mut TensorList,
+    h: &LionHyper,
+) -> Result<(), Error> {
+    const NAME: &str = "lion_bf16_multi";
+    let n = lengths(p);
+    lengths_like(NAME, &n, g, "g")?;
+    lengths_like(NAME, &n, m, "m")?;
+    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    let s = |x: f32| ScalarArg::from(x);
+    lion_bf16_multi::<CHUNK, WARPS>::launch(
         device,
         blocks,
         p,

@@ -4,7 +4,7 @@
 //! | optimizer | definition followed | launches per step |
 //! |---|---|---|
 //! | [`AdamW`] | `torch.optim.AdamW` | 1 per dtype in the list ([`adamw_multi`](super::optim_multi::adamw_multi) for f32, [`adamw_bf16_multi`](super::optim_multi::adamw_bf16_multi) for bf16), or 1 ([`adamw_mixed_multi`](super::optim_multi::adamw_mixed_multi)) with a bf16 model copy |
-//! | [`Lion`] | Chen et al. 2023, Algorithm 2 (as `lion-pytorch`) | 1 ([`lion_multi`](super::optim_multi::lion_multi)) |
+//! | [`Lion`] | Chen et al. 2023, Algorithm 2 (as `lion-pytorch`) | 1 per dtype in the list ([`lion_multi`](super::optim_multi::lion_multi) for f32, [`lion_bf16_multi`](super::optim_multi::lion_bf16_multi) for bf16) |
 //! | [`AdamMini`] | Zhang et al. 2024 (`adam-mini` 1.1): one `v` per block of the caller's [`Partition`] | 1 ([`adam_mini_multi`](super::optim_multi::adam_mini_multi)) |
 //! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`]) | 1 per tensor |
 //! | [`Muon`] | `torch.optim.Muon` ([`muon`]) | `3·ns_steps + 2` per matrix |
@@ -30,8 +30,8 @@
 //!
 //! Each optimizer allocates its state on the device at its first step (as torch does) and
 //! refuses a later step over a different list of shapes. Parameters are contiguous and f32
-//! (AdamW: f32 or bf16, grouped by dtype); gradients have their parameter's shape (and, for
-//! AdamW's bf16 parameters, its dtype). What torch offers and these do not (`amsgrad`,
+//! (AdamW and Lion: f32 or bf16, grouped by dtype); gradients have their parameter's shape (and, for
+//! the bf16 parameters, its dtype). What torch offers and these do not (`amsgrad`,
 //! `maximize`) is refused with an error naming it, never ignored.
 //!
 //!
@@ -45,7 +45,7 @@ pub use super::muon::MuonConfig;
 pub use super::optim_family::LionHyper;
 use super::optim_multi::{
     adam_mini_multi_step, adamw_bf16_multi_step, adamw_mixed_multi_step, adamw_multi_step,
-    lion_multi_step,
+    lion_bf16_multi_step, lion_multi_step,
 };
 pub use super::shampoo::{RootReport, ShampooConfig, ShampooError};
 use super::{muon, optim8, shampoo};
@@ -541,7 +541,8 @@ impl LionConfig {
     }
 }
 
-/// Lion over a list of f32 parameters. State per parameter: `exp_avg` (f32, its shape).
+/// Lion over a list of f32 and bf16 parameters, grouped by dtype as [`AdamW`] groups them
+/// (one launch per dtype). State per parameter: `exp_avg` (f32, its shape).
 #[derive(Debug)]
 pub struct Lion {
     /// The hyper-parameters of the next step.
@@ -549,6 +550,7 @@ pub struct Lion {
     steps: u32,
     shapes: Vec<Vec<usize>>,
     exp_avg: Vec<Tensor>,
+    groups: Vec<(ScalarType, Vec<usize>)>,
 }
 
 impl Lion {
@@ -560,6 +562,7 @@ impl Lion {
             steps: 0,
             shapes: Vec::new(),
             exp_avg: Vec::new(),
+            groups: Vec::new(),
         })
     }
 
@@ -568,20 +571,27 @@ impl Lion {
         self.steps
     }
 
+    /// The dtype groups of the last step, each updated by one launch, with the indices of
+    /// the parameters it held.
+    pub fn last_groups(&self) -> &[(ScalarType, Vec<usize>)] {
+        &self.groups
+    }
+
     /// The momentum, one per parameter (empty before the first step).
     pub fn exp_avg(&self) -> &[Tensor] {
         &self.exp_avg
     }
 
-    /// One step: updates `params` (f32) in place from `grads` (f32) in one launch.
+    /// One step: updates `params` (f32 or bf16, mixed in any order) in place from `grads`
+    /// (each its parameter's shape and dtype), one launch per dtype present.
     pub fn step(
         &mut self,
         device: &Device,
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), OptimError> {
-        let f = ScalarType::F32;
-        check_lists("Lion", params, grads, f, f, &self.shapes)?;
+        let (f, b) = (ScalarType::F32, ScalarType::BF16);
+        check_lists_of("Lion", params, grads, &[f, b], None, &self.shapes)?;
         self.config.check()?;
         if self.steps == 0 {
             self.shapes = shapes(params);
@@ -593,10 +603,18 @@ impl Lion {
             beta2: self.config.betas.1,
             weight_decay: self.config.weight_decay,
         };
-        let mut p = flat(f, &refs(params))?;
-        let g = flat(f, &refs(grads))?;
-        let mut m = flat(f, &refs(&self.exp_avg))?;
-        lion_multi_step(device, &mut p, &g, &mut m, &h)?;
+        let groups = dtype_groups(params);
+        for (dtype, members) in &groups {
+            let mut p = flat(*dtype, &pick(params, members))?;
+            let g = flat(*dtype, &pick(grads, members))?;
+            let mut m = flat(f, &pick(&self.exp_avg, members))?;
+            if *dtype == b {
+                lion_bf16_multi_step(device, &mut p, &g, &mut m, &h)?;
+            } else {
+                lion_multi_step(device, &mut p, &g, &mut m, &h)?;
+            }
+        }
+        self.groups = groups;
         self.steps += 1;
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The sm_90a attention forward on warpgroup mma (`tilekit::kernels::attention_wg`): its
 //! registered variants agree with the f64 reference on the interpreter and the sm_90a PTX
-//! emulator at awkward lengths (1, 17, 130, 200 in the self-test; ~1000 here), with masks that
+//! emulator at awkward lengths (1, 17, 130, 200 and 1000 in the self-test; 999×1001 here), with masks that
 //! empty whole key tiles and rows; on sm_90a both products are `wgmma` (S from two descriptors,
 //! P·V with a register A), with no spills, and the hd128 key loop's figure is bounded; `attention::forward` runs it on sm_90a devices.
 #![cfg(feature = "jit")]
@@ -154,7 +154,7 @@ fn both_products_are_wgmma_without_spills_and_the_hd128_figure_is_within_bound()
     }
 }
 
-/// The registered self-test (lengths 1, 17, 130, 200; seq_q ≠ seq_kv; GQA/MQA; -inf key tiles
+/// The registered self-test (lengths 1, 17, 130, 200, 1000; seq_q ≠ seq_kv; GQA/MQA; -inf key tiles
 /// and rows) on the interpreter and the sm_90a emulator.
 #[test]
 fn the_self_test_passes_on_the_interpreter_and_the_sm_90a_emulator() {
@@ -169,14 +169,12 @@ fn the_self_test_passes_on_the_interpreter_and_the_sm_90a_emulator() {
     }
 }
 
-/// One long length per head dim (~1000: several unmasked interior tiles, a ragged last tile),
-/// causal at hd 128 and not at hd 64, on both devices.
+/// A long length at hd 64 (~1000: several unmasked interior tiles, a ragged last tile; the
+/// self-test runs hd 128 causal at 1000), with more keys than queries and GQA, on both devices.
 #[test]
 fn long_sequences_agree_with_the_reference() {
     let mut rng = Rng::fresh();
     for device in [Device::Cpu, Device::emulator("sm_90a").unwrap()] {
-        check_against_reference(&device, &mut rng, (128, true, false), (1, 1, 1000, 1000))
-            .unwrap_or_else(|e| panic!("{e}"));
         check_against_reference(&device, &mut rng, (64, false, false), (2, 1, 999, 1001))
             .unwrap_or_else(|e| panic!("{e}"));
     }

@@ -394,8 +394,8 @@ fn masked_reference(
 }
 
 /// Every registered variant at awkward lengths (1, 17, 130; seq_q ≠ seq_kv; GQA) and with
-/// masks that empty whole key tiles and rows, against the f64 reference. The long lengths
-/// (~1000) run in runtime/tests/attention_wg.rs.
+/// masks that empty whole key tiles and rows, and hd128 causal at 1000, against the f64
+/// reference.
 fn selftest(device: &Device) -> Result<String, String> {
     if !crate::registry::runs_on(&["sm_90a"], device) {
         return Ok("registered for sm_90a only: nothing to run on this device".into());
@@ -417,8 +417,11 @@ fn selftest(device: &Device) -> Result<String, String> {
             }
         }
     }
+    // One long sequence: several unmasked interior tiles and a ragged last one.
+    check_against_reference(device, &mut rng, (128, true, false), (1, 1, 1000, 1000))?;
+    runs += 1;
     Ok(format!(
-        "{runs} runs (hd 64 and 128, causal and not, lengths 1, 17, 130, 200, seq_q ≠ seq_kv, \
-         GQA/MQA, -inf key tiles and rows) against the f64 reference"
+        "{runs} runs (hd 64 and 128, causal and not, lengths 1, 17, 130, 200 and 1000, seq_q ≠ \
+         seq_kv, GQA/MQA, -inf key tiles and rows) against the f64 reference"
     ))
 }

@@ -351,7 +351,7 @@ fn child() {
         ("cross-entropy fwd+bwd <bf16>", 2),
         ("linear cross-entropy fwd+bwd", 1),
         ("Muon step (NS5, bf16)", 2),
-        ("Shampoo step, roots every step", 1),
+        ("Shampoo step (roots every step)", 1),
         // Three models at one token count.
         ("MoE routing + permutation", 3),
         ("MoE gather (permute x)", 3),

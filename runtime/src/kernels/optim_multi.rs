@@ -9,7 +9,7 @@
 //!
 //! - [`adamw_mixed_multi`]: [`adamw_mixed`](crate::kernels::optim_family::adamw_mixed) over
 //!   lists (f32 master weights, bf16 gradients, f32 moments, bf16 model copy written in the same
-//!   pass): per element the same [`adamw_update`](crate::kernels::optim::adamw::adamw_update), so its results equal the per-tensor kernel's
+//!   pass): per element the same [`adamw_update`], so its results equal the per-tensor kernel's
 //!   bit for bit. [`adamw_mixed_multi_step`] checks the lists and launches it.
 //! - [`adamw_multi`] (f32 weights) and [`adamw_bf16_multi`] (bf16 weights, f32 moments): the
 //!   two dtype groups of a mixed list, one launch each ([`AdamW`](crate::kernels::optim::AdamW)
@@ -157,8 +157,7 @@ pub fn adamw_multi<const N: usize, const WARPS: usize>(
 /// [`adamw_multi`] for bf16 weights (the bf16 group of a list, as torch's foreach groups a
 /// list by dtype): weights and gradients bf16, moments f32. Each chunk widens the weights and
 /// gradients to f32, updates through the same
-/// [`adamw_update`](crate::kernels::optim::adamw::adamw_update) and stores the weights rounded
-/// to the nearest bf16 (ties to even). Grid as [`adamw_multi`].
+/// [`adamw_update`] and stores the weights rounded to the nearest bf16 (ties to even). Grid as [`adamw_multi`].
 #[crate::kernel(
     warps = WARPS as u32,
     variants(<256, 4>),
@@ -252,8 +251,7 @@ pub fn lion_multi<const N: usize, const WARPS: usize>(
 
 /// [`lion_multi`] for bf16 weights (the bf16 group of a list): weights and gradients bf16,
 /// momentum f32; the update in f32 through
-/// [`lion_update`](crate::kernels::optim_family::lion_update), the weights stored rounded to
-/// the nearest bf16. Grid as [`lion_multi`].
+/// [`lion_update`], the weights stored rounded to the nearest bf16. Grid as [`lion_multi`].
 #[crate::kernel(
     warps = WARPS as u32,
     variants(<256, 4>),

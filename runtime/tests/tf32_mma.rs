@@ -178,7 +178,11 @@ fn nvidia_ptx_rounds_with_cvt_rna_and_multiplies_with_m16n8k8_tf32() {
 fn amd_targets_compile_tf32_products_with_their_mfma() {
     // LLVM spells the f32 MFMA `v_mfma_f32_16x16x4f32` on gfx90a, `…16x16x4_f32` after it.
     for (t, mfma, not) in [
-        (Target::Gfx942, "v_mfma_f32_16x16x8_xf32", "v_mfma_f32_16x16x4"),
+        (
+            Target::Gfx942,
+            "v_mfma_f32_16x16x8_xf32",
+            "v_mfma_f32_16x16x4",
+        ),
         (Target::Gfx90a, "v_mfma_f32_16x16x4f32", "xf32"),
         (Target::Gfx950, "v_mfma_f32_16x16x4_f32", "xf32"),
     ] {

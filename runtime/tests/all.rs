@@ -7,6 +7,8 @@
 mod aligned_copies;
 #[path = "approx_numerics.rs"]
 mod approx_numerics;
+#[path = "attention_alibi.rs"]
+mod attention_alibi;
 #[path = "attention_decode.rs"]
 mod attention_decode;
 #[path = "attention_varlen.rs"]

@@ -11,6 +11,8 @@ mod approx_numerics;
 mod attention_alibi;
 #[path = "attention_decode.rs"]
 mod attention_decode;
+#[path = "attention_f16.rs"]
+mod attention_f16;
 #[path = "attention_varlen.rs"]
 mod attention_varlen;
 #[path = "attention_wg.rs"]

@@ -166,14 +166,25 @@ fn flat_rows(b: &mut Bench<'_>) -> Result<(), Error> {
     );
     drop(mini);
 
+    drop((params, grads));
+    // 2²⁴ elements at full size: the time includes copying the state to the device and back
+    // (`optim8::Adam8bit` keeps it in host tensors of f64 values), which at 2²⁸ would make
+    // this one row take minutes.
+    let (rows, cols) = if b.full {
+        (1 << 12, 1 << 12)
+    } else {
+        (rows, cols)
+    };
+    let n = rows * cols;
+    let params = vec![random(f, &[rows, cols], device, 34)?];
+    let grads = vec![random(f, &[rows, cols], device, 35)?];
     let mut adam8 = Adam8bit::new(Adam8bitConfig::default()).map_err(error)?;
     let ms = b.time(|| adam8.step(device, &params, &grads).map_err(error))?;
     // p read and written and g read (f32), the 8-bit m and v codes read and written, and
-    // their f32 absmax per 256-element block. The time includes copying that state to the
-    // device and back: `optim8::Adam8bit` keeps it in host tensors.
+    // their f32 absmax per 256-element block.
     b.bytes_row(
         "8-bit AdamW (blockwise 256)",
-        &label,
+        format!("{rows}×{cols}"),
         ms,
         (16.0 + 16.0 / 256.0) * n as f64,
     );

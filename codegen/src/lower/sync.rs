@@ -139,8 +139,21 @@ use super::{Lowerer, R};
 
 impl Lowerer<'_> {
     pub(super) fn sync(&mut self, op: &Op) -> R<()> {
+        // sm_90a: a copy into a tile TMA can fill completes on the semaphore's mbarrier in
+        // hardware (`tma_copy.rs`).
+        if op.kind == OpKind::CopyAsync && self.rules.mbarrier_tx() && self.tma_async_copy(op)? {
+            return Ok(());
+        }
         if self.rules.mbarrier_tx() {
-            self.mbarrier_sync(op)
+            self.mbarrier_sync(op)?;
+            if matches!(op.kind, OpKind::SemInit(_)) && self.tma.is_some() {
+                // TMA loads complete on semaphores of this kernel: the initialization must be
+                // visible to the async proxy (PTX ISA, *mbarrier.init*, *fence.mbarrier_init*).
+                self.e.line(
+                    "llvm.inline_asm has_side_effects \"fence.mbarrier_init.release.cluster;\", \"\" : () -> ()",
+                );
+            }
+            Ok(())
         } else {
             self.soft_sync(op)
         }

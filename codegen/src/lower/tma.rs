@@ -315,26 +315,56 @@ pub struct TmaScan {
     /// Whether some `copy_start` of the kernel stays `cp.async` (its groups then also commit
     /// and wait `cp.async` groups).
     pub cp_async: bool,
+    /// Whether the kernel's copy groups complete on the mbarrier ring (some block-scoped
+    /// `copy_start` has a [`copy_plan`]); `false` when only `copy_async`s on semaphores go
+    /// through TMA, which need no ring.
+    pub groups: bool,
 }
 
-/// The tensor maps kernel `func` of `module` needs when its copy groups go through TMA, or
-/// `None` when they stay `cp.async`: no `copy_start` has a [`copy_plan`], or some copy-group op
-/// (`copy_start`, `copy_commit`, `copy_wait`) is not block-scoped (the groups' mbarriers are
-/// the block's: one arrival per group by thread 0, waits by every thread). Helpers are
-/// followed through their calls, so a view passed down keeps its parameter's map.
+/// The tensor maps kernel `func` of `module` needs for its TMA copies, or `None` when it has
+/// none. Copy groups go through TMA when some `copy_start` has a [`copy_plan`] and every
+/// copy-group op (`copy_start`, `copy_commit`, `copy_wait`) is block-scoped (the groups'
+/// mbarriers are the block's: one arrival per group by thread 0, waits by every thread);
+/// otherwise they stay `cp.async`. A `copy_async` on a semaphore with a [`copy_plan`] goes
+/// through TMA whatever the groups do: its semaphore is the mbarrier it completes on. Helpers
+/// are followed through their calls, so a view passed down keeps its parameter's map.
 pub fn scan(module: &Module, func: &Func, facts: &Facts) -> Option<TmaScan> {
-    let mut out = TmaScan {
-        maps: Vec::new(),
+    let mut found = Found {
+        group_maps: Vec::new(),
+        async_maps: Vec::new(),
         cp_async: false,
+        block_scoped: true,
     };
-    let mut block_scoped = true;
     let params: HashMap<Value, String> = func
         .params
         .iter()
         .filter_map(|p| Some((*p, func.value_name(*p)?.to_string())))
         .collect();
-    scan_func(module, func, &params, facts, 0, &mut out, &mut block_scoped);
-    (block_scoped && !out.maps.is_empty()).then_some(out)
+    scan_func(module, func, &params, facts, 0, &mut found);
+    let groups = found.block_scoped && !found.group_maps.is_empty();
+    let mut maps = if groups { found.group_maps } else { Vec::new() };
+    for m in found.async_maps {
+        if !maps.contains(&m) {
+            maps.push(m);
+        }
+    }
+    (!maps.is_empty()).then_some(TmaScan {
+        maps,
+        cp_async: found.cp_async,
+        groups,
+    })
+}
+
+/// What [`scan_func`] collects.
+struct Found {
+    /// Maps of `copy_start`s with a plan, in first-use order.
+    group_maps: Vec<TensorMapArg>,
+    /// Maps of `copy_async`s with a plan, in first-use order.
+    async_maps: Vec<TensorMapArg>,
+    /// Some `copy_start` has no plan.
+    cp_async: bool,
+    /// Every copy-group op is block-scoped.
+    block_scoped: bool,
 }
 
 fn scan_func(
@@ -343,8 +373,7 @@ fn scan_func(
     views: &HashMap<Value, String>,
     facts: &Facts,
     depth: u32,
-    out: &mut TmaScan,
-    block_scoped: &mut bool,
+    out: &mut Found,
 ) {
     // Deeper nesting is refused by the lowering (recursion).
     if depth > 64 {
@@ -352,7 +381,7 @@ fn scan_func(
     }
     func.walk(|op| match &op.kind {
         OpKind::CopyStart | OpKind::CopyCommit | OpKind::CopyWait(_) => {
-            *block_scoped &= op.scope == Scope::Block;
+            out.block_scoped &= op.scope == Scope::Block;
             if op.kind != OpKind::CopyStart {
                 return;
             }
@@ -360,11 +389,21 @@ fn scan_func(
             let view = views.get(&src).map(String::as_str);
             match copy_plan(func.value_type(dst), func.value_type(src), view, facts) {
                 Some((m, _)) => {
-                    if !out.maps.contains(&m) {
-                        out.maps.push(m);
+                    if !out.group_maps.contains(&m) {
+                        out.group_maps.push(m);
                     }
                 }
                 None => out.cp_async = true,
+            }
+        }
+        OpKind::CopyAsync => {
+            let (dst, src) = (op.operands[0], op.operands[1]);
+            let view = views.get(&src).map(String::as_str);
+            if let Some((m, _)) = copy_plan(func.value_type(dst), func.value_type(src), view, facts)
+            {
+                if !out.async_maps.contains(&m) {
+                    out.async_maps.push(m);
+                }
             }
         }
         OpKind::Call(name) => {
@@ -377,7 +416,7 @@ fn scan_func(
                 .zip(&op.operands)
                 .filter_map(|(p, a)| Some((*p, views.get(a)?.clone())))
                 .collect();
-            scan_func(module, callee, &inner, facts, depth + 1, out, block_scoped);
+            scan_func(module, callee, &inner, facts, depth + 1, out);
         }
         _ => {}
     });

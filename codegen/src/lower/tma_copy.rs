@@ -84,22 +84,10 @@ impl Lowerer<'_> {
         // Placed after every tile (`tma_groups_end`), so the 1024-byte alignment of the
         // swizzled tiles does not pad in front of them.
         let bars = "%tma_bars".to_string();
-        let t0 = self.thread0();
-        self.e.open(&format!("scf.if {t0} {{"));
-        for k in 0..GROUP_BARRIERS {
-            let off = self.e.i32(i64::from(8 * k));
-            let at = self.e.add_i32(&bars, &off);
-            let a = self.smem_addr(&at);
-            self.asm(
-                "mbarrier.init.shared::cta.b64 [$0], 1;",
-                "r",
-                &[&a],
-                "(i32)",
-            );
+        let groups = scan.groups;
+        if groups {
+            self.group_ring_init(&bars);
         }
-        self.asm("fence.mbarrier_init.release.cluster;", "", &[], "()");
-        self.e.close("}");
-        self.rules.barrier(&mut self.e);
         let zero = self.e.i32(0);
         let one = self.e.hoist("llvm.mlir.constant(1 : i32) : i32");
         let mut slot = || {
@@ -125,9 +113,31 @@ impl Lowerer<'_> {
         }));
     }
 
+    /// Thread 0 initializes the group ring's barriers, then the fence the ISA requires before
+    /// the async proxy uses them, and a block barrier so no thread waits on an uninitialized
+    /// barrier.
+    fn group_ring_init(&mut self, bars: &str) {
+        let t0 = self.thread0();
+        self.e.open(&format!("scf.if {t0} {{"));
+        for k in 0..GROUP_BARRIERS {
+            let off = self.e.i32(i64::from(8 * k));
+            let at = self.e.add_i32(bars, &off);
+            let a = self.smem_addr(&at);
+            self.asm(
+                "mbarrier.init.shared::cta.b64 [$0], 1;",
+                "r",
+                &[&a],
+                "(i32)",
+            );
+        }
+        self.asm("fence.mbarrier_init.release.cluster;", "", &[], "()");
+        self.e.close("}");
+        self.rules.barrier(&mut self.e);
+    }
+
     /// Allocates the barriers after the kernel's shared objects and defines their offset.
     pub(super) fn tma_groups_end(&mut self) {
-        if self.tma.is_none() {
+        if !self.tma.as_ref().is_some_and(|t| t.scan.groups) {
             return;
         }
         let off = self.alloc_shared(8 * u64::from(GROUP_BARRIERS), 8);
@@ -139,7 +149,7 @@ impl Lowerer<'_> {
 
     /// `copy_start`, `copy_commit` and `copy_wait[n]` of a kernel with TMA copy groups.
     pub(super) fn tma_pipeline(&mut self, op: &Op) -> R<()> {
-        let Some(t) = self.tma.clone() else {
+        let Some(t) = self.tma.clone().filter(|t| t.scan.groups) else {
             return self.pipeline(op);
         };
         match op.kind {
@@ -229,6 +239,69 @@ impl Lowerer<'_> {
             }
             _ => unreachable!("dispatched by kind"),
         }
+    }
+
+    /// `copy_async (dst, src, sem, row, col) @warp` of a tile with a TMA plan (sm_90a): one
+    /// elected lane of the executing warp issues the plan's boxes on the semaphore's mbarrier,
+    /// whose transaction count the boxes' bytes complete (`mbarrier::complete_tx::bytes`): the
+    /// IR's "the copy counts the tile's bytes towards the phase". Nothing else runs: no lane
+    /// copies, no fence, no bounds math (TMA fills out-of-bounds elements with zeros, as the
+    /// IR's copy does). Returns `false` (nothing emitted) when the copy has no plan, which
+    /// then takes the copy by the warp's lanes.
+    pub(super) fn tma_async_copy(&mut self, op: &Op) -> R<bool> {
+        let Some(t) = self.tma.clone() else {
+            return Ok(false);
+        };
+        let (dst, src, sem) = (op.operands[0], op.operands[1], op.operands[2]);
+        let view = match self.val(src) {
+            Lv::Global { ptr, .. } => t
+                .views
+                .iter()
+                .find(|(p, _)| p == ptr)
+                .map(|(_, n)| n.clone()),
+            _ => None,
+        };
+        let Some((map, plan)) = copy_plan(self.ty(dst), self.ty(src), view.as_deref(), &t.facts)
+        else {
+            return Ok(false);
+        };
+        let Some(j) = t.scan.maps.iter().position(|m| *m == map) else {
+            unreachable!("the scan and the lowering see the same copies")
+        };
+        let (rows, cols) = match self.ty(dst) {
+            tilekit_ir::Type::SharedTile { rows, cols, .. } => (*rows, *cols),
+            _ => unreachable!("copy_plan takes shared tiles only"),
+        };
+        let base = self.shared_off(dst);
+        let sem_off = self.shared_off(sem);
+        let bar = self.smem_addr(&sem_off);
+        let (tr, tc) = (self.scalar(op.operands[3]), self.scalar(op.operands[4]));
+        let row0 = self.e.mul_i32_const(&tr, i64::from(rows));
+        let col0 = self.e.mul_i32_const(&tc, i64::from(cols));
+        let one = self.e.op(
+            "llvm.inline_asm has_side_effects \"{ .reg .pred %tk_p; .reg .b32 %tk_e; elect.sync %tk_e|%tk_p, 0xffffffff; selp.u32 $0, 1, 0, %tk_p; }\", \"=r\"  : () -> i32",
+        );
+        let z = self.e.i32(0);
+        let elected = self.e.op(&format!("arith.cmpi ne, {one}, {z} : i32"));
+        self.e.open(&format!("scf.if {elected} {{"));
+        let map = t.params[j].clone();
+        for bx in &plan.boxes {
+            let off = self.e.i32(i64::from(bx.shared_offset));
+            let at = self.e.add_i32(&base, &off);
+            let dst = self.smem_addr(&at);
+            let dc = self.e.i32(i64::from(bx.col));
+            let dr = self.e.i32(i64::from(bx.row));
+            let x = self.e.add_i32(&col0, &dc);
+            let y = self.e.add_i32(&row0, &dr);
+            self.asm(
+                &load_asm(2),
+                "r,l,r,r,r",
+                &[&dst, &map, &x, &y, &bar],
+                "(i32, !llvm.ptr, i32, i32, i32)",
+            );
+        }
+        self.e.close("}");
+        Ok(true)
     }
 
     /// Thread 0 announces the tile's bytes on the open group's barrier and issues its boxes.

@@ -8,6 +8,7 @@ pub mod attention_wg;
 pub mod check;
 pub mod gemm;
 pub mod gemm_wg;
+pub mod gemm_ws_wg;
 pub mod linear_ce;
 pub mod loss;
 pub mod moe;

@@ -43,6 +43,8 @@ mod emulator;
 mod fp8;
 #[path = "gemm_wg.rs"]
 mod gemm_wg;
+#[path = "gemm_ws_wg.rs"]
+mod gemm_ws_wg;
 #[path = "hot_loop.rs"]
 mod hot_loop;
 #[path = "linear_ce.rs"]

@@ -1,4 +1,5 @@
-//! The backward pass of the mixture-of-experts layer of [`moe_gemm::forward`]: from `dY`
+//! The backward pass of the mixture-of-experts layer of
+//! [`moe_gemm::forward`](crate::kernels::moe_gemm::forward): from `dY`
 //! `[T, H]` to `dX` `[T, H]`, the experts' weight gradients (`dW_gate`, `dW_up` `[E, F, H]`,
 //! `dW_down` `[E, H, F]`, K-major like the weights) and the gradient of the router logits
 //! through the gates.
@@ -32,6 +33,14 @@
 //! more inside [`moe_swiglu_bwd`]. The cost is one forward plus one gate/up GEMM; the memory
 //! is the forward's buffers for the duration of the call. Every step is a launch on the device
 //! into buffers sized for the worst case; nothing is read back.
+//!
+//! Static figures (`tilekit check`, registers, general / aligned views, 0 spills on sm_80,
+//! sm_90a and gfx942 for every registered variant): `moe_gemm_nn<1,64,64,32,32,32>` sm_80
+//! 128 / 106, sm_90a 96 / 79, gfx942 62 / 56 VGPRs; `moe_gemm_nn<2,..>` sm_80 128 / 96, sm_90a
+//! 128 / 78, gfx942 76 / 64; `moe_swiglu_bwd<64,64,32,32,32>` sm_80 168 / 166, sm_90a 168 /
+//! 168, gfx942 80 / 80; `moe_weight_grad<64,64,32,32,32>` sm_80 127 / 98, sm_90a 96 / 77, gfx942
+//! 52 / 50; the per-token kernels 31 to 160. Hot-loop non-tensor instructions per 1k tensor
+//! FLOPs on sm_80, aligned: 1.17 (dH), 0.82 (dX), 0.63 (SwiGLU backward), 0.99 (weight grads).
 
 use crate::dsl::*;
 use crate::ir::ScalarType;

@@ -7,7 +7,7 @@
 //! them over and back), so the rows launch the kernels those functions choose for plain
 //! attention (no window, no cap, causal or not with `seq_q = seq_kv`) on device tensors: the
 //! same variants, without the copies. Decode goes through
-//! [`decode`](crate::kernels::attention_decode::decode), which takes device tensors.
+//! [`decode`], which takes device tensors.
 
 use super::{random, Bench};
 use crate::dsl::bf16;

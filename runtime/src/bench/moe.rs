@@ -3,7 +3,7 @@
 //! permutation time, the gather of the tokens' rows (GB/s), the grouped gate/up (SwiGLU) and
 //! down GEMMs (TFLOP/s over the `T·k` routed rows, padding not counted, against the library's
 //! dense GEMM with `M = T·k` and the same N and K) and the whole layer
-//! ([`forward`](crate::kernels::moe_gemm::forward)). The GEMM rows launch the kernels
+//! ([`forward`]). The GEMM rows launch the kernels
 //! `forward` launches, on the permutation of one routing of random logits (about balanced).
 
 use super::{random, Bench};

@@ -3,7 +3,7 @@
 //! bandwidth, and TFLOP/s of the fused linear cross-entropy, Muon and Shampoo against the
 //! library GEMM of equal FLOPs. Every row calls the user-facing API
 //! ([`kernels::optim`](crate::kernels::optim), [`kernels::loss`](crate::kernels::loss),
-//! [`muon::Muon`], [`shampoo::Shampoo`]).
+//! [`muon::Muon`], [`Shampoo`]).
 
 use super::{random, Bench};
 use crate::ir::ScalarType;

@@ -52,7 +52,7 @@ use crate::{Device, ScalarArg};
 pub const WG_ROWS: usize = 64;
 
 /// See the module documentation. Grid: `[⌈seq_q / (64·WG)⌉, bh_q, 1]`
-/// ([`grid`](super::attention::grid) with `64·WG` rows per block).
+/// ([`grid`] with `64·WG` rows per block).
 #[crate::kernel(
     warps = (4 * WG) as u32,
     variants(

@@ -4,10 +4,12 @@
 //! Instructions: mbarrier*): `sem.init[n]` is `mbarrier.init` with n arrivals, `sem.arrive` one
 //! `mbarrier.arrive` by lane 0 of the warp (after `bar.warp.sync`, so the whole warp's prior
 //! accesses are done), `sem.expect[b]` is `mbarrier.expect_tx` of b bytes and `sem.wait` spins
-//! on `mbarrier.try_wait.parity`. `copy_async` is, for now, a copy by the warp's lanes
-//! followed by `mbarrier.complete_tx` of the tile's bytes (after a CTA-scope fence, so the data
-//! is visible to the waiters that the phase releases): correct, not yet asynchronous (TMA is
-//! the Hopper issue's).
+//! on `mbarrier.try_wait.parity`. `copy_async` of a tile with a TMA plan from a view the
+//! compile assumes aligned is a TMA load issued by one elected lane, completing on the
+//! semaphore's mbarrier in hardware (`tma_copy.rs`; the semaphores' `mbarrier.init` is then
+//! followed by `fence.mbarrier_init`, as the async proxy reads them); any other `copy_async` is
+//! a copy by the warp's lanes followed by `mbarrier.complete_tx` of the tile's bytes (after a
+//! CTA-scope fence, so the data is visible to the waiters that the phase releases).
 //!
 //! sm_80 has `mbarrier` but no transaction counts, which `sem.expect` and `copy_async` need, so
 //! there a semaphore is a 64-bit word in shared memory updated with shared-memory atomics:

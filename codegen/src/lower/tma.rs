@@ -37,11 +37,11 @@
 //! decrements. So a qualifying `copy_async` becomes, for one elected lane of the issuing warp,
 //! one [`load_asm`] per box on the semaphore's mbarrier, and nothing else changes: `sem.expect`
 //! stays `mbarrier.expect_tx`, consumers' `sem.wait` stays `try_wait.parity`, and the IR's
-//! interpreter, verifier and tests keep their meaning. The group ops (`copy_start` /
-//! `copy_commit` / `copy_wait[n]`) are a different contract — per-thread groups counted by
-//! recency, with no barrier object to complete on — and stay `cp.async`: a kernel that wants
-//! TMA writes its ring with semaphores (as the warp-specialized GEMM does), which is also what
-//! lets a producer warp run ahead of the consumers.
+//! interpreter, verifier and tests keep their meaning (`lower/tma_copy.rs`,
+//! `Lowerer::tma_async_copy`; the sm_90a GEMM `gemm_ws_wg` feeds its consumers this way). The
+//! group ops (`copy_start` / `copy_commit` / `copy_wait[n]`) are a different contract —
+//! groups counted by recency, with no barrier object to complete on — which `lower/tma_copy.rs`
+//! maps onto a ring of mbarriers of its own.
 
 use std::collections::HashMap;
 

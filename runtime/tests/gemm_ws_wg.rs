@@ -107,6 +107,23 @@ fn the_sm_90a_build_is_tma_fed_register_split_and_spill_free() {
         report.registers, report.shared_bytes
     );
     assert!(f > 0.0 && f <= 0.20, "figure {f:.3} over 0.20: {h}");
+    // The producer's code after its `setmaxnreg.dec` names no register past the 40 it keeps.
+    let producer: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("SETMAXREG.DEALLOC"))
+        .take_while(|l| !l.contains("SETMAXREG.TRY_ALLOC"))
+        .collect();
+    assert!(!producer.is_empty(), "no register release in the SASS");
+    let highest = producer
+        .iter()
+        .flat_map(|l| l.split(|c: char| !c.is_ascii_alphanumeric()))
+        .filter_map(|w| w.strip_prefix('R')?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        highest < 40,
+        "the producer uses R{highest} past its 40 registers"
+    );
     // HGMMA of one step back to back: no WARPGROUP.DEPBAR between two of them.
     let lines: Vec<&str> = text.lines().collect();
     let hg: Vec<usize> = (0..lines.len())

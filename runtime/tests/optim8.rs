@@ -440,3 +440,66 @@ fn stochastic_rounding_converges_to_the_master_weight_on_the_interpreter() {
 fn stochastic_rounding_converges_to_the_master_weight_on_the_sm_80_emulator() {
     stochastic_rounding_converges_on(&emu());
 }
+
+/// The optimizer's state (device tensors, `optim8::DeviceState`) steps exactly as the host-held
+/// state does: three steps of `optim::Adam8bit` on one tensor (2 × 300, two blocks and a tail)
+/// leave the same codes, absmax and weights, bit for bit, as three steps of `optim8::Adam8bit`
+/// on host tensors launched on the same device.
+#[test]
+fn the_optimizers_device_state_steps_as_the_host_state_does() {
+    use tilekit::kernels::optim::{Adam8bit as Optimizer, Adam8bitConfig};
+    use tilekit::Tensor;
+    let device = Device::from_name("emu:sm_80").expect("emulator");
+    let mut rng = Rng::fresh();
+    let shape = [2usize, 300];
+    let n = 600;
+    let p0 = rng.tensor(F32, &shape, -1.0, 1.0);
+    let params = vec![Tensor::from_host(&p0, &device).expect("upload")];
+    let mut host_p = HostTensor::new(F32, &[n], &p0.to_vec()).expect("flat");
+    let cfg = Adam8bitConfig {
+        lr: 1e-2,
+        weight_decay: 0.01,
+        ..Adam8bitConfig::default()
+    };
+    let mut opt = Optimizer::new(cfg).expect("options");
+    let mut host_state = Adam8bit::new(n);
+    for t in 1..=3u32 {
+        let g = rng.tensor(F32, &shape, -1.0, 1.0);
+        let grads = vec![Tensor::from_host(&g, &device).expect("upload")];
+        opt.step(&device, &params, &grads)
+            .expect("device-state step");
+        let h = Hyper {
+            lr: cfg.lr,
+            beta1: cfg.betas.0,
+            beta2: cfg.betas.1,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+            step: t,
+        };
+        let flat_g = HostTensor::new(F32, &[n], &g.to_vec()).expect("flat");
+        host_state
+            .step(&device, &mut host_p, &flat_g, &h)
+            .expect("host-state step");
+    }
+    let state = &opt.states()[0];
+    assert_eq!(state.state_bytes(), 2 * n + 8 * n.div_ceil(BLOCK));
+    let back = state.to_host().expect("read back");
+    assert_eq!(back.m_bytes(), host_state.m_bytes(), "m codes");
+    assert_eq!(back.v_bytes(), host_state.v_bytes(), "v codes");
+    assert_eq!(
+        back.m_absmax.to_vec(),
+        host_state.m_absmax.to_vec(),
+        "m absmax"
+    );
+    assert_eq!(
+        back.v_absmax.to_vec(),
+        host_state.v_absmax.to_vec(),
+        "v absmax"
+    );
+    let got = params[0].to_f64_vec().expect("weights");
+    assert_eq!(got, host_p.to_vec(), "weights");
+    assert!(
+        host_state.m_bytes().iter().any(|&c| c != 127),
+        "the moments moved"
+    );
+}

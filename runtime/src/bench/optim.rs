@@ -167,14 +167,7 @@ fn flat_rows(b: &mut Bench<'_>) -> Result<(), Error> {
     drop(mini);
 
     drop((params, grads));
-    // 2²⁴ elements at full size: the time includes copying the state to the device and back
-    // (`optim8::Adam8bit` keeps it in host tensors of f64 values), which at 2²⁸ would make
-    // this one row take minutes.
-    let (rows, cols) = if b.full {
-        (1 << 12, 1 << 12)
-    } else {
-        (rows, cols)
-    };
+    // The 8-bit state lives on the device (`optim8::DeviceState`), as the other rows' does.
     let n = rows * cols;
     let params = vec![random(f, &[rows, cols], device, 34)?];
     let grads = vec![random(f, &[rows, cols], device, 35)?];

@@ -41,7 +41,7 @@ use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, Rng};
 use crate::kernels::optim::Hyper;
-use crate::{Device, ScalarArg, TensorArg};
+use crate::{Device, ScalarArg, Tensor, TensorArg};
 
 /// Elements per quantization block (one absmax each), as bitsandbytes' blockwise two-state
 /// optimizers use.
@@ -267,34 +267,150 @@ impl Adam8bit {
         g: &dyn TensorArg,
         h: &Hyper,
     ) -> Result<(), crate::Error> {
-        let n: usize = p.shape().iter().product();
-        if n != self.len() {
-            return Err(crate::Error::Shape {
-                kernel: "adam8bit_step".into(),
-                message: format!(
-                    "the parameters have {} elements, the 8-bit state was made for {}",
-                    n,
-                    self.len()
-                ),
-            });
-        }
-        let s = |x: f32| ScalarArg::from(x);
-        let k = Scalars::of(h);
-        adam8bit_step::<BLOCK, WARPS>::launch_auto(
+        same_length(p, self.len())?;
+        launch(
             device,
             p,
             g,
-            &mut self.m_codes,
-            &mut self.v_codes,
-            &mut self.m_absmax,
-            &mut self.v_absmax,
-            &self.m_map,
-            &self.v_map,
-            s(h.beta1),
-            s(h.beta2),
-            s(k.step_size),
-            s(k.eps_hat),
-            s(k.decay),
+            [
+                &mut self.m_codes,
+                &mut self.v_codes,
+                &mut self.m_absmax,
+                &mut self.v_absmax,
+            ],
+            [&self.m_map, &self.v_map],
+            h,
+        )
+    }
+}
+
+/// Refuses parameters whose element count is not the state's.
+fn same_length(p: &dyn TensorArg, len: usize) -> Result<(), crate::Error> {
+    let n: usize = p.shape().iter().product();
+    if n == len {
+        return Ok(());
+    }
+    Err(crate::Error::Shape {
+        kernel: "adam8bit_step".into(),
+        message: format!("the parameters have {n} elements, the 8-bit state was made for {len}"),
+    })
+}
+
+/// One [`adam8bit_step`] launch over a state's four tensors (codes of m and v, absmax of m and
+/// v) and the two maps.
+fn launch(
+    device: &Device,
+    p: &mut dyn TensorArg,
+    g: &dyn TensorArg,
+    [m_codes, v_codes, m_absmax, v_absmax]: [&mut dyn TensorArg; 4],
+    [m_map, v_map]: [&dyn TensorArg; 2],
+    h: &Hyper,
+) -> Result<(), crate::Error> {
+    let s = |x: f32| ScalarArg::from(x);
+    let k = Scalars::of(h);
+    adam8bit_step::<BLOCK, WARPS>::launch_auto(
+        device,
+        p,
+        g,
+        m_codes,
+        v_codes,
+        m_absmax,
+        v_absmax,
+        m_map,
+        v_map,
+        s(h.beta1),
+        s(h.beta2),
+        s(k.step_size),
+        s(k.eps_hat),
+        s(k.decay),
+    )
+}
+
+/// The two dynamic maps as f32 tensors on `device`: the signed one (for m) and the unsigned one
+/// (for v). Every [`DeviceState`] on a device reads the same pair.
+pub fn device_maps(device: &Device) -> Result<(Tensor, Tensor), crate::Error> {
+    let map = |signed| {
+        let values: Vec<f64> = dynamic_map(signed).iter().map(|&x| f64::from(x)).collect();
+        Tensor::from_f64(ScalarType::F32, &[CODES], &values, device)
+    };
+    Ok((map(true)?, map(false)?))
+}
+
+/// The 8-bit state of one flat parameter tensor held on the device (what an optimizer keeps
+/// between steps: nothing crosses to the host). [`Adam8bit`] is the same state in host memory,
+/// which [`DeviceState::to_host`] reads back.
+#[derive(Debug)]
+pub struct DeviceState {
+    /// Codes of the first moment into the signed map (i8, `[n]`).
+    pub m_codes: Tensor,
+    /// Codes of the second moment into the unsigned map (i8, `[n]`).
+    pub v_codes: Tensor,
+    /// Per-block scale of the first moment (f32, `[⌈n/256⌉]`).
+    pub m_absmax: Tensor,
+    /// Per-block scale of the second moment (f32, `[⌈n/256⌉]`).
+    pub v_absmax: Tensor,
+}
+
+impl DeviceState {
+    /// Zero moments for `n` parameters on `device` (every code the map's zero, absmax 0).
+    pub fn new(n: usize, device: &Device) -> Result<DeviceState, crate::Error> {
+        let blocks = n.div_ceil(BLOCK);
+        Ok(DeviceState {
+            m_codes: Tensor::full(ScalarType::I8, &[n], f64::from(SIGNED_ZERO_CODE), device)?,
+            v_codes: Tensor::full(ScalarType::I8, &[n], f64::from(UNSIGNED_ZERO_CODE), device)?,
+            m_absmax: Tensor::zeros(ScalarType::F32, &[blocks], device)?,
+            v_absmax: Tensor::zeros(ScalarType::F32, &[blocks], device)?,
+        })
+    }
+
+    /// Parameters this state is for.
+    pub fn len(&self) -> usize {
+        self.m_codes.len()
+    }
+
+    /// Whether it is for zero parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of device memory the state holds (the shared maps not counted).
+    pub fn state_bytes(&self) -> usize {
+        2 * self.len() + 2 * 4 * self.m_absmax.len()
+    }
+
+    /// A copy of the state in host memory, with the maps.
+    pub fn to_host(&self) -> Result<Adam8bit, crate::Error> {
+        let mut host = Adam8bit::new(0);
+        host.m_codes = self.m_codes.to_host()?;
+        host.v_codes = self.v_codes.to_host()?;
+        host.m_absmax = self.m_absmax.to_host()?;
+        host.v_absmax = self.v_absmax.to_host()?;
+        Ok(host)
+    }
+
+    /// One step on `device`: updates `p` (f32, `[n]`, on `device`) from `g` (f32, `[n]`) and the
+    /// state in place, reading the maps of [`device_maps`]. `h.step` counts from 1.
+    pub fn step(
+        &mut self,
+        device: &Device,
+        p: &mut dyn TensorArg,
+        g: &dyn TensorArg,
+        maps: &(Tensor, Tensor),
+        h: &Hyper,
+    ) -> Result<(), crate::Error> {
+        same_length(p, self.len())?;
+        launch(
+            device,
+            p,
+            g,
+            [
+                &mut self.m_codes,
+                &mut self.v_codes,
+                &mut self.m_absmax,
+                &mut self.v_absmax,
+            ],
+            [&maps.0, &maps.1],
+            h,
         )
     }
 }

@@ -824,7 +824,8 @@ impl Default for Adam8bitConfig {
 }
 
 /// 8-bit AdamW over a list of f32 parameters: blockwise-quantized moments
-/// ([`optim8`], whose [`Adam8bit`](optim8::Adam8bit) state each parameter gets).
+/// ([`optim8`]); each parameter's state ([`DeviceState`](optim8::DeviceState)) stays on the
+/// device between steps, with one pair of dynamic maps for all of them.
 /// Every parameter is quantized, however small (bitsandbytes keeps tensors under its
 /// `min_8bit_size` of 4096 elements in 32-bit state; this does not).
 #[derive(Debug)]
@@ -833,7 +834,8 @@ pub struct Adam8bit {
     pub config: Adam8bitConfig,
     steps: u32,
     shapes: Vec<Vec<usize>>,
-    states: Vec<optim8::Adam8bit>,
+    states: Vec<optim8::DeviceState>,
+    maps: Option<(Tensor, Tensor)>,
 }
 
 impl Adam8bit {
@@ -845,6 +847,7 @@ impl Adam8bit {
             steps: 0,
             shapes: Vec::new(),
             states: Vec::new(),
+            maps: None,
         })
     }
 
@@ -863,8 +866,8 @@ impl Adam8bit {
         self.steps
     }
 
-    /// The 8-bit state of each parameter (empty before the first step).
-    pub fn states(&self) -> &[optim8::Adam8bit] {
+    /// The 8-bit state of each parameter, on the device (empty before the first step).
+    pub fn states(&self) -> &[optim8::DeviceState] {
         &self.states
     }
 
@@ -879,12 +882,16 @@ impl Adam8bit {
         check_lists("Adam8bit", params, grads, f, f, &self.shapes)?;
         Self::check(&self.config)?;
         if self.steps == 0 {
-            self.shapes = shapes(params);
             self.states = params
                 .iter()
-                .map(|p| optim8::Adam8bit::new(p.len()))
-                .collect();
+                .map(|p| optim8::DeviceState::new(p.len(), device))
+                .collect::<Result<_, _>>()?;
+            self.shapes = shapes(params);
         }
+        let maps = match &mut self.maps {
+            Some(maps) => &*maps,
+            empty => &*empty.insert(optim8::device_maps(device)?),
+        };
         let h = Hyper {
             lr: self.config.lr,
             beta1: self.config.betas.0,
@@ -905,7 +912,7 @@ impl Adam8bit {
                 tensor: g,
                 shape: vec![g.len()],
             };
-            state.step(device, &mut pv, &gv, &h)?;
+            state.step(device, &mut pv, &gv, maps, &h)?;
         }
         self.steps += 1;
         Ok(())

@@ -881,3 +881,43 @@ fn host_states(opt: &Adam8bit) -> Vec<optim8::Adam8bit> {
         .map(|s| s.to_host().expect("reading an 8-bit state back"))
         .collect()
 }
+
+/// Steps count from 1: the flat `optim::step` and the multi-tensor AdamW steps refuse a step 0
+/// (whose bias corrections are 0) by name and leave the weights as they were.
+#[test]
+fn adamw_steps_refuse_step_zero() {
+    use tilekit::kernels::optim::{step, Hyper};
+    use tilekit::kernels::optim_multi::adamw_multi_step;
+    use tilekit::tensor_list::TensorList;
+    let device = Device::Cpu;
+    let mut rng = Rng::fresh();
+    let h = Hyper {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 0,
+    };
+    let mut p = rng.tensor(F32, &[300], -1.0, 1.0);
+    let before = p.to_vec();
+    let g = rng.tensor(F32, &[300], -1.0, 1.0);
+    let (mut m, mut v) = (
+        HostTensor::zeros(F32, &[300]),
+        HostTensor::zeros(F32, &[300]),
+    );
+    let err = step(&device, &mut p, &g, &mut m, &mut v, &h).expect_err("step 0");
+    assert!(err.to_string().contains("step"), "{err}");
+    assert!(err.to_string().contains("at least 1"), "{err}");
+    assert_eq!(p.to_vec(), before);
+
+    let list = |seed: f64| -> TensorList {
+        let t = HostTensor::full(F32, &[70], seed);
+        TensorList::new(&[&t]).expect("list")
+    };
+    let (mut pl, gl, mut ml, mut vl) = (list(0.5), list(0.25), list(0.0), list(0.0));
+    let err = adamw_multi_step(&device, &mut pl, &gl, &mut ml, &mut vl, &h).expect_err("step 0");
+    assert!(err.to_string().contains("at least 1"), "{err}");
+    let one = Hyper { step: 1, ..h };
+    adamw_multi_step(&device, &mut pl, &gl, &mut ml, &mut vl, &one).expect("step 1");
+}

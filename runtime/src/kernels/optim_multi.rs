@@ -460,7 +460,7 @@ pub fn adamw_mixed_multi_step(
     if blocks == 0 {
         return Ok(());
     }
-    let (bc1, bc2) = h.bias_corrections();
+    let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
     let s = |x: f32| ScalarArg::from(x);
     adamw_mixed_multi::<CHUNK, WARPS>::launch(
         device,
@@ -500,7 +500,7 @@ pub fn adamw_multi_step(
     if blocks == 0 {
         return Ok(());
     }
-    let (bc1, bc2) = h.bias_corrections();
+    let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
     let s = |x: f32| ScalarArg::from(x);
     adamw_multi::<CHUNK, WARPS>::launch(
         device,
@@ -539,7 +539,7 @@ pub fn adamw_bf16_multi_step(
     if blocks == 0 {
         return Ok(());
     }
-    let (bc1, bc2) = h.bias_corrections();
+    let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
     let s = |x: f32| ScalarArg::from(x);
     adamw_bf16_multi::<CHUNK, WARPS>::launch(
         device,
@@ -672,7 +672,7 @@ pub fn adam_mini_multi_step(
     if blocks == 0 {
         return Ok(());
     }
-    let (bc1, bc2) = h.bias_corrections();
+    let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
     let s = |x: f32| ScalarArg::from(x);
     adam_mini_multi::<MINI_COLS, WARPS>::launch(
         device,

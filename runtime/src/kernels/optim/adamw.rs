@@ -161,6 +161,21 @@ impl Hyper {
             (1.0 - f64::from(self.beta2).powi(t)) as f32,
         )
     }
+
+    /// [`bias_corrections`](Self::bias_corrections) of a step a caller numbered: step 0 is
+    /// refused (its corrections are 0, so the update would divide by zero and write NaN or ±∞
+    /// weights).
+    pub fn checked_bias_corrections(&self, kernel: &str) -> Result<(f32, f32), crate::Error> {
+        if self.step == 0 {
+            return Err(crate::Error::Argument {
+                kernel: kernel.into(),
+                param: "step".into(),
+                expected: "at least 1 (steps count from 1, as torch's do)".into(),
+                found: "0".into(),
+            });
+        }
+        Ok(self.bias_corrections())
+    }
 }
 
 /// One step on `device` with the default tiling: updates `p`, `m` and `v` in place.
@@ -172,7 +187,7 @@ pub fn step(
     v: &mut HostTensor,
     h: &Hyper,
 ) -> Result<(), crate::Error> {
-    let (bc1, bc2) = h.bias_corrections();
+    let (bc1, bc2) = h.checked_bias_corrections("adamw_step")?;
     let s = |x: f32| ScalarArg::from(x);
     adamw_step::<256, 4>::launch(
         device,

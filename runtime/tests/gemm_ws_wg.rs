@@ -13,7 +13,7 @@ use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::check::{normalized_max_error, poisoned, Rng};
 use tilekit::kernels::gemm::{grid, reference};
 use tilekit::kernels::gemm_ws_wg::gemm_ws_wg;
-use tilekit::Device;
+use tilekit::{Device, Tensor};
 
 fn seed() -> u64 {
     std::time::SystemTime::now()
@@ -150,4 +150,54 @@ fn the_registered_self_test_passes() {
         let out = test(&device).unwrap_or_else(|e| panic!("on {}: {e}", device.name()));
         println!("gemm_ws_wg self-test on {}: {out}", device.name());
     }
+}
+
+/// Transposed and strided views: A given as the transpose of a `[K, M]` tensor and B as the
+/// transpose of an `[N, K]` one (nn.Linear's weight layout), whose element strides are not 1
+/// (no tensor map: the producer warp's lanes copy), and C a column window of a wider tensor,
+/// whose columns outside the window must keep their values.
+fn transposed_views_agree_on(device: &Device) {
+    let mut rng = Rng::new(seed());
+    let (m, n, k) = (70, 264, 96);
+    let at = rng.tensor(BF16, &[k, m], -1.0, 1.0);
+    let bt = rng.tensor(BF16, &[n, k], -1.0, 1.0);
+    let (atv, btv) = (at.to_vec(), bt.to_vec());
+    let a: Vec<f64> = (0..m * k).map(|i| atv[(i % k) * m + i / k]).collect();
+    let b: Vec<f64> = (0..k * n).map(|i| btv[(i % n) * k + i / n]).collect();
+    let want = reference(&a, &b, m, k, n);
+    let ta = Tensor::from_host(&at, device)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap();
+    let tb = Tensor::from_host(&bt, device)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap();
+    let wide = Tensor::full(F32, &[m, n + 9], 7.0, device).unwrap();
+    let mut c = wide.narrow(1, 5, n).unwrap();
+    gemm_ws_wg::<f32, 128, 256, 64, 4>::launch(device, grid(m, n, 128, 256), &ta, &tb, &mut c)
+        .unwrap_or_else(|e| panic!("transposed views on {}: {e}", device.name()));
+    let err = normalized_max_error(&c.to_f64_vec().unwrap(), &want);
+    assert!(
+        err <= 1e-5,
+        "transposed views on {}: normalized error {err:.2e} (seed {})",
+        device.name(),
+        rng.seed
+    );
+    let all = wide.to_f64_vec().unwrap();
+    for i in 0..m {
+        for j in (0..5).chain(n + 5..n + 9) {
+            assert_eq!(
+                all[i * (n + 9) + j],
+                7.0,
+                "C[{i}][{j}] outside the view was written"
+            );
+        }
+    }
+}
+
+#[test]
+fn transposed_views_agree_with_the_reference() {
+    transposed_views_agree_on(&Device::Cpu);
+    transposed_views_agree_on(&Device::emulator("sm_90a").unwrap());
 }

@@ -432,6 +432,23 @@ fn lengths_like(kernel: &str, first: &[usize], list: &TensorList, what: &str) ->
     Ok(())
 }
 
+/// The block plan of an element-wise step over `p` and the lists that go with it entry by entry
+/// (`others`, each with its name for errors): refuses a list whose lengths differ from `p`'s,
+/// then gives the first block of each entry and the block count; `None` when there is nothing
+/// to do (an empty list, or only empty tensors).
+fn elementwise_plan(
+    kernel: &str,
+    p: &TensorList,
+    others: &[(&TensorList, &str)],
+) -> Result<Option<(HostTensor, u32)>, Error> {
+    let n = lengths(p);
+    for &(list, what) in others {
+        lengths_like(kernel, &n, list, what)?;
+    }
+    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
+    Ok((blocks > 0).then_some((starts, blocks)))
+}
+
 fn lengths(list: &TensorList) -> Vec<usize> {
     (0..list.len())
         .map(|e| list.shape(e).unwrap_or(&[]).iter().product())
@@ -451,15 +468,14 @@ pub fn adamw_mixed_multi_step(
     h: &Hyper,
 ) -> Result<(), Error> {
     const NAME: &str = "adamw_mixed_multi";
-    let n = lengths(p);
-    lengths_like(NAME, &n, g, "g")?;
-    lengths_like(NAME, &n, m, "m")?;
-    lengths_like(NAME, &n, v, "v")?;
-    lengths_like(NAME, &n, p_model, "p_model")?;
-    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
-    if blocks == 0 {
+    let Some((starts, blocks)) = elementwise_plan(
+        NAME,
+        p,
+        &[(&*g, "g"), (&*m, "m"), (&*v, "v"), (&*p_model, "p_model")],
+    )?
+    else {
         return Ok(());
-    }
+    };
     let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
     let s = |x: f32| ScalarArg::from(x);
     adamw_mixed_multi::<CHUNK, WARPS>::launch(
@@ -492,14 +508,10 @@ pub fn adamw_multi_step(
     h: &Hyper,
 ) -> Result<(), Error> {
     const NAME: &str = "adamw_multi";
-    let n = lengths(p);
-    lengths_like(NAME, &n, g, "g")?;
-    lengths_like(NAME, &n, m, "m")?;
-    lengths_like(NAME, &n, v, "v")?;
-    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
-    if blocks == 0 {
+    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(&*g, "g"), (&*m, "m"), (&*v, "v")])?
+    else {
         return Ok(());
-    }
+    };
     let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
     let s = |x: f32| ScalarArg::from(x);
     adamw_multi::<CHUNK, WARPS>::launch(
@@ -531,14 +543,10 @@ pub fn adamw_bf16_multi_step(
     h: &Hyper,
 ) -> Result<(), Error> {
     const NAME: &str = "adamw_bf16_multi";
-    let n = lengths(p);
-    lengths_like(NAME, &n, g, "g")?;
-    lengths_like(NAME, &n, m, "m")?;
-    lengths_like(NAME, &n, v, "v")?;
-    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
-    if blocks == 0 {
+    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(&*g, "g"), (&*m, "m"), (&*v, "v")])?
+    else {
         return Ok(());
-    }
+    };
     let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
     let s = |x: f32| ScalarArg::from(x);
     adamw_bf16_multi::<CHUNK, WARPS>::launch(
@@ -569,13 +577,9 @@ pub fn lion_multi_step(
     h: &LionHyper,
 ) -> Result<(), Error> {
     const NAME: &str = "lion_multi";
-    let n = lengths(p);
-    lengths_like(NAME, &n, g, "g")?;
-    lengths_like(NAME, &n, m, "m")?;
-    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
-    if blocks == 0 {
+    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(&*g, "g"), (&*m, "m")])? else {
         return Ok(());
-    }
+    };
     let s = |x: f32| ScalarArg::from(x);
     lion_multi::<CHUNK, WARPS>::launch(
         device,
@@ -601,13 +605,9 @@ pub fn lion_bf16_multi_step(
     h: &LionHyper,
 ) -> Result<(), Error> {
     const NAME: &str = "lion_bf16_multi";
-    let n = lengths(p);
-    lengths_like(NAME, &n, g, "g")?;
-    lengths_like(NAME, &n, m, "m")?;
-    let (starts, blocks) = block_starts(&n, CHUNK * WARPS)?;
-    if blocks == 0 {
+    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(&*g, "g"), (&*m, "m")])? else {
         return Ok(());
-    }
+    };
     let s = |x: f32| ScalarArg::from(x);
     lion_bf16_multi::<CHUNK, WARPS>::launch(
         device,

@@ -131,17 +131,41 @@ thread_local! {
 pub fn record(case: impl Into<String>, got: &[f64], want: &[f64], tolerance: f64) -> f64 {
     let max_rel = normalized_max_error(got, want);
     let max_abs = max_abs_error(got, want);
+    push_case(case.into(), max_abs, max_rel, tolerance);
+    max_rel
+}
+
+/// Compares `got` with `want` element by element against a bound of its own (an error scale
+/// derived from the computation, where one normalization would overstate the error of values
+/// that cancel) and records the case with its error in units of the bound, tolerance 1. Returns
+/// `max |got − want| / bound` (infinite on a length mismatch or a non-finite value).
+pub fn record_bounded(case: impl Into<String>, got: &[f64], want: &[f64], bound: &[f64]) -> f64 {
+    let ratio = if got.len() != want.len() || got.len() != bound.len() {
+        f64::INFINITY
+    } else {
+        got.iter()
+            .zip(want)
+            .zip(bound)
+            .fold(0.0f64, |m, ((g, w), b)| {
+                let e = (g - w).abs();
+                m.max(if e.is_finite() { e / b } else { f64::INFINITY })
+            })
+    };
+    push_case(case.into(), max_abs_error(got, want), ratio, 1.0);
+    ratio
+}
+
+fn push_case(case: String, max_abs: f64, max_rel: f64, tolerance: f64) {
     CASES.with(|c| {
         if let Some(cases) = c.borrow_mut().as_mut() {
             cases.push(Case {
-                case: case.into(),
+                case,
                 max_abs,
                 max_rel,
                 tolerance,
             });
         }
     });
-    max_rel
 }
 
 /// Runs `f` (a self-test) and returns what it returned with every case it [`record`]ed.

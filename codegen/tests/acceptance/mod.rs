@@ -1,6 +1,9 @@
-//! The acceptance kernels (examples/src/*.rs) at their default configurations, read from the
-//! Tile IR text snapshots that `tests/tests/text_examples.rs` keeps up to date, so that this
-//! crate's tests need not depend on the runtime and examples crates (which depend on it).
+//! The acceptance kernels at their default configurations, read from Tile IR text snapshots so
+//! that this crate's tests need not depend on the runtime and examples crates (which depend on
+//! it). `gemm` and `gemm_bf16_out` are the IR builder's GEMM, kept up to date by
+//! `tests/tests/text_examples.rs`; the other six are fixed Tile IR of builder-made kernels that
+//! `examples/` no longer has (the library's DSL kernels, in [`DSL_KERNELS`], replaced them), kept
+//! as inputs whose text no test rewrites.
 #![allow(dead_code)]
 
 use std::path::Path;

@@ -1,9 +1,9 @@
 //! A compile cache: in memory, and on disk under `TILEKIT_CACHE_DIR` when it is set.
 //!
 //! The key is the kernel's module as Tile IR text (comptime values are already specialized into
-//! it), the kernel name, the target, the [`Facts`] the compile assumed, this crate's version and
-//! the LLVM version, so a change to
-//! any of them misses. Entries hold every stage and the launch metadata; the full key is stored
+//! it), the kernel name, the target, the [`Facts`] the compile assumed, this crate's version, a
+//! hash of this crate's sources (taken by its build script, so a lowering changed without a
+//! version bump misses too) and the LLVM version, so a change to any of them misses. Entries hold every stage and the launch metadata; the full key is stored
 //! with an entry and compared on load, so a hash collision is a miss, never a wrong kernel.
 
 use std::collections::HashMap;
@@ -38,8 +38,10 @@ pub fn key_with(
 ) -> String {
     let (major, minor, patch) = inkwell::support::get_llvm_version();
     format!(
-        "tilekit-codegen {} llvm {major}.{minor}.{patch} target {target} kernel {kernel} facts {facts}\n{}",
+        "tilekit-codegen {} source {} llvm {major}.{minor}.{patch} target {target} kernel {kernel} \
+         facts {facts}\n{}",
         env!("CARGO_PKG_VERSION"),
+        env!("TILEKIT_CODEGEN_SOURCE"),
         tilekit_ir::print_module(module)
     )
 }

@@ -98,6 +98,21 @@ fn environment_overrides_for_tools_and_dumps() {
     );
     // Another target is another key.
     assert_ne!(key, cache::key(&m, "softmax_rows", Target::Sm90a));
+    // An entry written by a code generator built from other sources is a miss: the key names
+    // the sources' hash, and a stored key that differs is not loaded.
+    let source = env!("TILEKIT_CODEGEN_SOURCE");
+    assert!(key.contains(&format!(" source {source} ")), "{key}");
+    let stale = key.replace(source, "0123456789abcdef");
+    std::fs::write(entry.join("key"), &stale).unwrap();
+    std::env::set_var("TILEKIT_CACHE_DIR", &cache_dir);
+    cache::clear_memory();
+    let recompiled = compile_cached(&m, "softmax_rows", Target::Sm80).unwrap();
+    std::env::remove_var("TILEKIT_CACHE_DIR");
+    assert!(
+        recompiled.timings.total() > 0.0,
+        "a stale entry is compiled again"
+    );
+    assert_eq!(recompiled.ptx(), first.ptx());
     let _ = std::fs::remove_dir_all(&cache_dir);
 
     // An AMD entry keeps its code object (bytes) with the text stages.

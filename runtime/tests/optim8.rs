@@ -174,9 +174,115 @@ fn hyper(step: u32) -> Hyper {
     }
 }
 
+/// Checks one step of `n` parameters against the f64 reference started from the same state:
+/// from weights `p_old`, gradients `gv` and state `before` the kernel left weights `pv` and state
+/// `after`. Returns the codes that f32 rounding moved to a neighbour across a boundary (each
+/// within [`BOUNDARY_SLACK`] of it in f64) and the codes compared.
+fn check_step(
+    at: &str,
+    h: &Hyper,
+    (p_old, gv): (&[f64], &[f64]),
+    before: &Adam8bit,
+    pv: &[f64],
+    after: &Adam8bit,
+) -> (usize, usize) {
+    let n = p_old.len();
+    let (m_map, v_map) = (before.m_map.to_vec(), before.v_map.to_vec());
+    let (m_old_codes, m_old_absmax) = (before.m_bytes(), before.m_absmax.to_vec());
+    let (v_old_codes, v_old_absmax) = (before.v_bytes(), before.v_absmax.to_vec());
+    let want = reference::step(
+        h,
+        p_old,
+        gv,
+        &m_old_codes,
+        &v_old_codes,
+        &m_old_absmax,
+        &v_old_absmax,
+        &m_map,
+        &v_map,
+    );
+    let (b1, b2) = (f64::from(h.beta1), f64::from(h.beta2));
+    // m = β1·m_old + (1 − β1)·g in f32 may cancel: its error is a few ulps of the larger term,
+    // not of m. Per block, the largest term bounds it.
+    let m_terms: Vec<f64> = (0..n)
+        .map(|i| {
+            let m_old = m_map[usize::from(m_old_codes[i])] * m_old_absmax[i / BLOCK];
+            b1 * m_old.abs() + (1.0 - b1) * gv[i].abs()
+        })
+        .collect();
+    let got_am = after.m_absmax.to_vec();
+    for (b, terms) in m_terms.chunks(BLOCK).enumerate() {
+        let big = terms.iter().fold(0.0f64, |a, &x| a.max(x));
+        assert!(
+            (got_am[b] - want.m_absmax[b]).abs() <= 1e-6 * want.m_absmax[b] + 4e-7 * big,
+            "{at}: absmax of m [{b}] = {}, expected {}",
+            got_am[b],
+            want.m_absmax[b]
+        );
+    }
+    let got_av = after.v_absmax.to_vec();
+    for (b, (a, w)) in got_av.iter().zip(&want.v_absmax).enumerate() {
+        assert!(
+            (a - w).abs() <= 1e-6 * w,
+            "{at}: absmax of v [{b}] = {a}, expected {w}"
+        );
+    }
+    // Weights: a few f32 roundings of the old weight and of the update, plus the error of m (a
+    // few ulps of its larger term, above) carried through the update's factor
+    // step_size / (√v + ε̂): where m cancels, that error is large relative to the update.
+    let k = Scalars::of(h);
+    for i in 0..n {
+        let update = (want.p[i] - p_old[i]).abs();
+        let v_old = v_map[usize::from(v_old_codes[i])] * v_old_absmax[i / BLOCK];
+        let v = b2 * v_old + (1.0 - b2) * gv[i] * gv[i];
+        let through_m =
+            f64::from(k.step_size).abs() * 4e-7 * m_terms[i] / (v.sqrt() + f64::from(k.eps_hat));
+        assert!(
+            (pv[i] - want.p[i]).abs() <= 4e-7 * (p_old[i].abs() + update) + through_m + 1e-12,
+            "{at}: p[{i}] = {}, expected {} (from {})",
+            pv[i],
+            want.p[i],
+            p_old[i]
+        );
+    }
+    let (mut moved, mut compared) = (0, 0);
+    for (name, got, want, margin) in [
+        ("m", after.m_bytes(), &want.m_codes, &want.m_margin),
+        ("v", after.v_bytes(), &want.v_codes, &want.v_margin),
+    ] {
+        for i in 0..n {
+            compared += 1;
+            if got[i] == want[i] {
+                continue;
+            }
+            assert!(
+                margin[i] <= BOUNDARY_SLACK && got[i].abs_diff(want[i]) == 1,
+                "{at}: code of {name}[{i}] = {}, expected {} ({:.2e} from a boundary)",
+                got[i],
+                want[i],
+                margin[i]
+            );
+            moved += 1;
+        }
+    }
+    (moved, compared)
+}
+
+/// A gradient of `n` elements (f32 or bf16) whose scale varies over steps and blocks, so that
+/// the absmax of a block and its moments' spread change.
+fn varying_gradient(rng: &mut Rng, dtype: tilekit::ir::ScalarType, n: usize) -> HostTensor {
+    let scale = 10f64.powf(rng.uniform(-3.0, 0.5));
+    let mut gv = rng.tensor(F32, &[n], -scale, scale).to_vec();
+    for (b, chunk) in gv.chunks_mut(BLOCK).enumerate() {
+        let s = 10f64.powi(b as i32 % 3 - 1);
+        chunk.iter_mut().for_each(|x| *x *= s);
+    }
+    HostTensor::new(dtype, &[n], &gv).expect("gradient")
+}
+
 /// Ten steps per size from zero state; every step compared with the reference started from the
-/// kernel's previous state. Returns the codes that f32 rounding moved to a neighbour across a
-/// boundary (each within [`BOUNDARY_SLACK`] of it in f64) and the codes compared.
+/// kernel's previous state ([`check_step`]). Returns the codes moved across a boundary and the
+/// codes compared.
 fn ten_steps_on(device: &Device) -> (usize, usize) {
     let mut rng = Rng::fresh();
     let what = format!("{}, seed {}", device.name(), rng.seed);
@@ -184,102 +290,18 @@ fn ten_steps_on(device: &Device) -> (usize, usize) {
     for n in [1usize, 255, 257, 1000, 4096 + 3] {
         let mut state = Adam8bit::new(n);
         let mut p = rng.tensor(F32, &[n], -1.0, 1.0);
-        let m_map = state.m_map.to_vec();
-        let v_map = state.v_map.to_vec();
         for t in 1..=10u32 {
             let h = hyper(t);
-            // A fresh gradient each step, its scale varying over blocks and steps so that the
-            // absmax of a block and its moments' spread change.
-            let scale = 10f64.powf(rng.uniform(-3.0, 0.5));
-            let mut gv = rng.tensor(F32, &[n], -scale, scale).to_vec();
-            for (b, chunk) in gv.chunks_mut(BLOCK).enumerate() {
-                let s = 10f64.powi(b as i32 % 3 - 1);
-                chunk.iter_mut().for_each(|x| *x *= s);
-            }
-            let g = HostTensor::new(F32, &[n], &gv).expect("gradient");
-            let gv = g.to_vec();
-            let p_old = p.to_vec();
-            let (m_old_codes, m_old_absmax) = (state.m_bytes(), state.m_absmax.to_vec());
-            let (state_v_before, v_absmax_before) = (state.v_bytes(), state.v_absmax.to_vec());
-            let want = reference::step(
-                &h,
-                &p_old,
-                &gv,
-                &m_old_codes,
-                &state_v_before,
-                &m_old_absmax,
-                &v_absmax_before,
-                &m_map,
-                &v_map,
-            );
+            let g = varying_gradient(&mut rng, F32, n);
+            let (p_old, before) = (p.to_vec(), state.clone());
             state
                 .step(device, &mut p, &g, &h)
                 .unwrap_or_else(|e| panic!("{what}: {n} parameters, step {t}: {e}"));
             let at = format!("{what}: {n} parameters, step {t}");
-            // m = β1·m_old + (1 − β1)·g in f32 may cancel: its error is a few ulps of the
-            // larger term, not of m. Per block, the largest term bounds it.
-            let m_terms: Vec<f64> = (0..n)
-                .map(|i| {
-                    let m_old = m_map[usize::from(m_old_codes[i])] * m_old_absmax[i / BLOCK];
-                    0.9 * m_old.abs() + 0.1 * gv[i].abs()
-                })
-                .collect();
-            let got_am = state.m_absmax.to_vec();
-            for (b, terms) in m_terms.chunks(BLOCK).enumerate() {
-                let big = terms.iter().fold(0.0f64, |a, &x| a.max(x));
-                assert!(
-                    (got_am[b] - want.m_absmax[b]).abs() <= 1e-6 * want.m_absmax[b] + 4e-7 * big,
-                    "{at}: absmax of m [{b}] = {}, expected {}",
-                    got_am[b],
-                    want.m_absmax[b]
-                );
-            }
-            let got_av = state.v_absmax.to_vec();
-            for (b, (a, w)) in got_av.iter().zip(&want.v_absmax).enumerate() {
-                assert!(
-                    (a - w).abs() <= 1e-6 * w,
-                    "{at}: absmax of v [{b}] = {a}, expected {w}"
-                );
-            }
-            // Weights: a few f32 roundings of the old weight and of the update, plus the error
-            // of m (a few ulps of its larger term, above) carried through the update's factor
-            // step_size / (√v + ε̂): where m cancels, that error is large relative to the update.
-            let pv = p.to_vec();
-            let k = Scalars::of(&h);
-            for i in 0..n {
-                let update = (want.p[i] - p_old[i]).abs();
-                let v_old = v_map[usize::from(state_v_before[i])] * v_absmax_before[i / BLOCK];
-                let v = 0.999 * v_old + 0.001 * gv[i] * gv[i];
-                let through_m = f64::from(k.step_size).abs() * 4e-7 * m_terms[i]
-                    / (v.sqrt() + f64::from(k.eps_hat));
-                assert!(
-                    (pv[i] - want.p[i]).abs()
-                        <= 4e-7 * (p_old[i].abs() + update) + through_m + 1e-12,
-                    "{at}: p[{i}] = {}, expected {} (from {})",
-                    pv[i],
-                    want.p[i],
-                    p_old[i]
-                );
-            }
-            for (name, got, want, margin) in [
-                ("m", state.m_bytes(), &want.m_codes, &want.m_margin),
-                ("v", state.v_bytes(), &want.v_codes, &want.v_margin),
-            ] {
-                for i in 0..n {
-                    compared += 1;
-                    if got[i] == want[i] {
-                        continue;
-                    }
-                    assert!(
-                        margin[i] <= BOUNDARY_SLACK && got[i].abs_diff(want[i]) == 1,
-                        "{at}: code of {name}[{i}] = {}, expected {} ({:.2e} from a boundary)",
-                        got[i],
-                        want[i],
-                        margin[i]
-                    );
-                    moved += 1;
-                }
-            }
+            let (mv, cmp) =
+                check_step(&at, &h, (&p_old, &g.to_vec()), &before, &p.to_vec(), &state);
+            moved += mv;
+            compared += cmp;
         }
         // The weights moved: ten steps of about lr each.
         let start_moved = state.m_bytes().iter().filter(|&&c| c != 127).count();
@@ -502,4 +524,211 @@ fn the_optimizers_device_state_steps_as_the_host_state_does() {
         host_state.m_bytes().iter().any(|&c| c != 127),
         "the moments moved"
     );
+}
+
+/// Parameter shapes of the multi-tensor tests: one element, an odd size inside a block, an empty
+/// tensor, a block plus one, a matrix of two blocks and a tail, and one whose last thread block
+/// has spare warps.
+const LIST: [&[usize]; 6] = [&[1], &[17], &[0], &[257], &[2, 300], &[1000]];
+
+fn adam8bit_config() -> tilekit::kernels::optim::Adam8bitConfig {
+    tilekit::kernels::optim::Adam8bitConfig {
+        lr: 1e-2,
+        weight_decay: 0.01,
+        ..Default::default()
+    }
+}
+
+/// The optimizer's one launch over a list (`optim8::adam8bit_multi`) steps every tensor exactly
+/// as the per-tensor launch (`DeviceState::step`) does: four steps over [`LIST`] on emu:sm_80
+/// leave the same weights, codes and absmax, bit for bit.
+#[test]
+fn the_multi_tensor_launch_steps_each_tensor_as_the_per_tensor_launch_does() {
+    use tilekit::kernels::optim::Adam8bit as Optimizer;
+    use tilekit::kernels::optim8::{device_maps, DeviceState};
+    use tilekit::Tensor;
+    let device = emu();
+    let mut rng = Rng::fresh();
+    let seed = rng.seed;
+    let cfg = adam8bit_config();
+    let p0: Vec<HostTensor> = LIST.iter().map(|s| rng.tensor(F32, s, -1.0, 1.0)).collect();
+    let upload = |ts: &[HostTensor]| -> Vec<Tensor> {
+        ts.iter()
+            .map(|t| Tensor::from_host(t, &device).expect("upload"))
+            .collect()
+    };
+    // The per-tensor launch takes flat tensors.
+    let flat = |ts: &[HostTensor]| -> Vec<HostTensor> {
+        ts.iter()
+            .map(|t| HostTensor::new(F32, &[t.len()], &t.to_vec()).expect("flat"))
+            .collect()
+    };
+    let (multi_p, mut single_p) = (upload(&p0), upload(&flat(&p0)));
+    let mut opt = Optimizer::new(cfg).expect("options");
+    let maps = device_maps(&device).expect("maps");
+    let mut singles: Vec<DeviceState> = p0
+        .iter()
+        .map(|p| DeviceState::new(p.len(), &device).expect("state"))
+        .collect();
+    for t in 1..=4u32 {
+        let g: Vec<HostTensor> = p0
+            .iter()
+            .map(|p| varying_gradient(&mut rng, F32, p.len()))
+            .collect();
+        let g: Vec<HostTensor> = g
+            .iter()
+            .zip(&p0)
+            .map(|(g, p)| HostTensor::new(F32, p.shape(), &g.to_vec()).expect("shaped"))
+            .collect();
+        opt.step(&device, &multi_p, &upload(&g))
+            .expect("multi-tensor step");
+        for ((p, g), state) in single_p.iter_mut().zip(upload(&flat(&g))).zip(&mut singles) {
+            if p.is_empty() {
+                continue;
+            }
+            state
+                .step(&device, p, &g, &maps, &hyper(t))
+                .expect("per-tensor step");
+        }
+    }
+    assert_eq!(opt.states().len(), LIST.len());
+    for (e, shape) in LIST.iter().enumerate() {
+        let at = format!("seed {seed}, entry {e} {shape:?}");
+        let (a, b) = (
+            opt.states()[e].to_host().expect("read back"),
+            singles[e].to_host().expect("read back"),
+        );
+        assert_eq!(a.m_bytes(), b.m_bytes(), "{at}: m codes");
+        assert_eq!(a.v_bytes(), b.v_bytes(), "{at}: v codes");
+        let bits = |t: &HostTensor| t.to_vec().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.m_absmax), bits(&b.m_absmax), "{at}: m absmax");
+        assert_eq!(bits(&a.v_absmax), bits(&b.v_absmax), "{at}: v absmax");
+        let (x, y) = (
+            multi_p[e].to_f64_vec().expect("weights"),
+            single_p[e].to_f64_vec().expect("weights"),
+        );
+        assert_eq!(
+            x.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{at}: weights"
+        );
+        if !x.is_empty() {
+            assert_ne!(x, p0[e].to_vec(), "{at}: the weights moved");
+        }
+    }
+}
+
+/// Ten mixed-precision steps of `optim::Adam8bit::step_with_model_copy` over [`LIST`] (f32
+/// master weights, bf16 gradients, one launch each) against the f64 reference started from the
+/// kernel's previous state, and the bf16 model copy equal to the master weights rounded to
+/// nearest even.
+fn model_copy_steps_on(device: &Device) -> (usize, usize) {
+    use tilekit::kernels::optim::Adam8bit as Optimizer;
+    use tilekit::Tensor;
+    let mut rng = Rng::fresh();
+    let what = format!("{}, seed {}", device.name(), rng.seed);
+    let cfg = adam8bit_config();
+    let params: Vec<Tensor> = LIST
+        .iter()
+        .map(|s| Tensor::from_host(&rng.tensor(F32, s, -1.0, 1.0), device).expect("upload"))
+        .collect();
+    let model: Vec<Tensor> = LIST
+        .iter()
+        .map(|s| Tensor::full(BF16, s, f64::NAN, device).expect("model"))
+        .collect();
+    let mut opt = Optimizer::new(cfg).expect("options");
+    let (mut moved, mut compared) = (0, 0);
+    for t in 1..=10u32 {
+        let before: Vec<Adam8bit> = if t == 1 {
+            LIST.iter()
+                .map(|s| Adam8bit::new(s.iter().product()))
+                .collect()
+        } else {
+            opt.states()
+                .iter()
+                .map(|s| s.to_host().expect("read back"))
+                .collect()
+        };
+        let p_old: Vec<Vec<f64>> = params.iter().map(|p| p.to_f64_vec().expect("p")).collect();
+        let g: Vec<HostTensor> = LIST
+            .iter()
+            .map(|s| {
+                let g = varying_gradient(&mut rng, BF16, s.iter().product());
+                HostTensor::new(BF16, s, &g.to_vec()).expect("shaped")
+            })
+            .collect();
+        let grads: Vec<Tensor> = g
+            .iter()
+            .map(|g| Tensor::from_host(g, device).expect("upload"))
+            .collect();
+        opt.step_with_model_copy(device, &params, &grads, &model)
+            .unwrap_or_else(|e| panic!("{what}: step {t}: {e}"));
+        let h = hyper(t);
+        for (e, shape) in LIST.iter().enumerate() {
+            let at = format!("{what}: entry {e} {shape:?}, step {t}");
+            let after = opt.states()[e].to_host().expect("read back");
+            let pv = params[e].to_f64_vec().expect("p");
+            let (mv, cmp) = check_step(
+                &at,
+                &h,
+                (&p_old[e], &g[e].to_vec()),
+                &before[e],
+                &pv,
+                &after,
+            );
+            moved += mv;
+            compared += cmp;
+            let rounded = HostTensor::new(BF16, &[pv.len()], &pv)
+                .expect("bf16")
+                .to_vec();
+            let copy = model[e].to_f64_vec().expect("model");
+            assert!(
+                copy.iter()
+                    .zip(&rounded)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{at}: the model copy is not bf16 of the master weights"
+            );
+        }
+    }
+    (moved, compared)
+}
+
+#[test]
+fn model_copy_steps_match_the_f64_blockwise_reference_on_the_interpreter() {
+    let (moved, compared) = model_copy_steps_on(&Device::Cpu);
+    assert!(
+        moved * 1000 <= compared,
+        "{moved} of {compared} codes differ"
+    );
+}
+
+#[test]
+fn model_copy_steps_match_the_f64_blockwise_reference_on_the_sm_80_emulator() {
+    let (moved, compared) = model_copy_steps_on(&emu());
+    assert!(
+        moved * 1000 <= compared,
+        "{moved} of {compared} codes differ"
+    );
+}
+
+/// A list that does not match the state, or grads of the wrong dtype, is refused by entry.
+#[test]
+fn the_model_copy_step_refuses_mismatched_lists() {
+    use tilekit::kernels::optim::Adam8bit as Optimizer;
+    use tilekit::Tensor;
+    let device = Device::Cpu;
+    let p = vec![Tensor::zeros(F32, &[3], &device).expect("p")];
+    let g32 = vec![Tensor::zeros(F32, &[3], &device).expect("g")];
+    let g16 = vec![Tensor::zeros(BF16, &[3], &device).expect("g")];
+    let short = vec![Tensor::zeros(BF16, &[2], &device).expect("model")];
+    let mut opt = Optimizer::new(adam8bit_config()).expect("options");
+    let err = opt
+        .step_with_model_copy(&device, &p, &g32, &g16)
+        .expect_err("f32 gradients");
+    assert!(err.to_string().contains("grads entry 0"), "{err}");
+    let err = opt
+        .step_with_model_copy(&device, &p, &g16, &short)
+        .expect_err("a model copy of another shape");
+    assert!(err.to_string().contains("model copy"), "{err}");
+    assert_eq!(opt.steps(), 0);
 }

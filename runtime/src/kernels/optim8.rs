@@ -40,7 +40,9 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, record_bounded, Rng};
-use crate::kernels::optim::Hyper;
+use crate::kernels::optim::{widen_to_f32, Hyper};
+use crate::kernels::optim_multi::{block_starts, entry_of_block, lengths, lengths_like};
+use crate::tensor_list::TensorList;
 use crate::{Device, ScalarArg, Tensor, TensorArg};
 
 /// Elements per quantization block (one absmax each), as bitsandbytes' blockwise two-state
@@ -130,11 +132,73 @@ fn as_byte<const N: usize>(code: Rv<i32, N>) -> Rv<i8, N> {
     select(code.ge(128i32), code - 256i32, code).cast::<i8>()
 }
 
+/// The per-step scalars of an 8-bit AdamW kernel (its parameters of those names, from
+/// [`Scalars::of`] and the hyper-parameters), carried together into [`adam8bit_block`].
+#[derive(Clone, Copy, Debug)]
+pub struct Adam8bitScalars {
+    pub beta1: Scalar<f32>,
+    pub beta2: Scalar<f32>,
+    pub step_size: Scalar<f32>,
+    pub eps_hat: Scalar<f32>,
+    pub decay: Scalar<f32>,
+}
+
+/// Quantization block `block` of `N` = [`BLOCK`] elements of one tensor: dequantizes its
+/// moments, steps them with the gradient (f32, or a narrower float widened to f32), stores the
+/// weights, the new absmax and codes, and returns the new weights (for a model copy). Elements
+/// past the tensor's end count as zeros in the absmax and are not written. Every 8-bit AdamW
+/// kernel of the library, one tensor or a list, steps a block through it, so they agree bit
+/// for bit.
+#[crate::func]
+#[allow(clippy::too_many_arguments)]
+pub fn adam8bit_block<G: RegDtype, const N: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<G, 1>,
+    m_codes: GlMut<i8, 1>,
+    v_codes: GlMut<i8, 1>,
+    m_absmax: GlMut<f32, 1>,
+    v_absmax: GlMut<f32, 1>,
+    m_map: Gl<f32, 1>,
+    v_map: Gl<f32, 1>,
+    block: Scalar<i32>,
+    s: Adam8bitScalars,
+) -> Rv<f32, N> {
+    let one = lit::<f32>(1.0);
+    let pos: Rv<i32, N> = iota_rows();
+    // `block·N < L` for every block that holds elements, so the sum does not wrap there.
+    let live = (pos + block * N as i32).lt(p.len());
+
+    let gv = widen_to_f32::<G, N>(load(g.chunk(block)));
+    let m_old = dequantize(m_map, m_codes, m_absmax, block);
+    let v_old = dequantize(v_map, v_codes, v_absmax, block);
+    let m_new = select(live, m_old * s.beta1 + gv * (one - s.beta1), 0.0);
+    let v_new = select(live, v_old * s.beta2 + gv * gv * (one - s.beta2), 0.0);
+
+    let pv: Rv<f32, N> = load(p.chunk(block));
+    let p_new = (pv + m_new / (v_new.sqrt() + s.eps_hat) * s.step_size) * s.decay;
+    store(p.chunk(block), p_new);
+
+    let m_max = reduce_all(Red::Max, m_new.abs());
+    let v_max = reduce_all(Red::Max, v_new.abs());
+    store(m_absmax.at(block), m_max);
+    store(v_absmax.at(block), v_max);
+    // A zero absmax means an all-zero block: dividing by 1 keeps its zeros.
+    let m_div = select(m_max.gt(0.0), m_max, one);
+    let v_div = select(v_max.gt(0.0), v_max, one);
+    let m_code = nearest_code(m_map, m_new / m_div);
+    let v_code = nearest_code(v_map, v_new / v_div);
+    // A negative first moment never rounds to +0 (bitsandbytes keeps its sign).
+    let below_zero = select(m_code.eq(SIGNED_ZERO_CODE), m_code - 1i32, m_code);
+    let m_code = select(m_new.lt(0.0), below_zero, m_code);
+    store(m_codes.chunk(block), as_byte(m_code));
+    store(v_codes.chunk(block), as_byte(v_code));
+    p_new
+}
+
 /// One 8-bit AdamW step (see the module documentation). Warp `w` of block `b` owns
-/// quantization block `b·WARPS + w` of `N` = [`BLOCK`] elements; elements past the end count
-/// as zeros in the absmax and are not written. Scalars from the host: `step_size =
-/// −lr·√(1 − β2^t)/(1 − β1^t)`, `eps_hat = √(1 − β2^t)·ε`, `decay = 1 − lr·λ`.
-/// Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
+/// quantization block `b·WARPS + w` of `N` = [`BLOCK`] elements ([`adam8bit_block`]).
+/// Scalars from the host: `step_size = −lr·√(1 − β2^t)/(1 − β1^t)`, `eps_hat = √(1 − β2^t)·ε`,
+/// `decay = 1 − lr·λ`. Grid: `[⌈n / (WARPS·N)⌉, 1, 1]`.
 #[crate::kernel(
     warps = WARPS as u32,
     variants(<256, 4>),
@@ -162,35 +226,136 @@ pub fn adam8bit_step<const N: usize, const WARPS: usize>(
     let block = block_idx_x() * WARPS as i32 + warp_idx();
     // The last thread block's spare warps own no quantization block (no absmax to read).
     if block.lt(m_absmax.len()) {
-        let one = lit::<f32>(1.0);
-        let pos: Rv<i32, N> = iota_rows();
-        // `block·N < L` for every block that holds elements, so the sum does not wrap there.
-        let live = (pos + block * N as i32).lt(p.len());
+        let s = Adam8bitScalars {
+            beta1,
+            beta2,
+            step_size,
+            eps_hat,
+            decay,
+        };
+        adam8bit_block::<f32, N>(
+            p, g, m_codes, v_codes, m_absmax, v_absmax, m_map, v_map, block, s,
+        );
+    }
+}
 
-        let gv: Rv<f32, N> = load(g.chunk(block));
-        let m_old = dequantize(m_map, m_codes, m_absmax, block);
-        let v_old = dequantize(v_map, v_codes, v_absmax, block);
-        let m_new = select(live, m_old * beta1 + gv * (one - beta1), 0.0);
-        let v_new = select(live, v_old * beta2 + gv * gv * (one - beta2), 0.0);
+/// [`adam8bit_step`] over lists of tensors in one launch: entry e of `p`, `g`, `m_codes`,
+/// `v_codes` is one parameter tensor of `n_e` elements and entry e of `m_absmax`, `v_absmax`
+/// its `⌈n_e / N⌉` block scales, so a quantization block never straddles two tensors. Warp `w`
+/// of thread block `b` owns quantization block `(b − starts[e])·WARPS + w` of the entry `e`
+/// that owns `b`. Grid: `[starts[E], 1, 1]` with `starts` from
+/// [`block_starts`](super::optim_multi::block_starts) over the lengths with `WARPS·N` elements
+/// per block.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_multi,
+    shapes(p: [E, 2], g: [E, 2], m_codes: [E, 2], v_codes: [E, 2], m_absmax: [E, 2],
+           v_absmax: [E, 2], m_map: [256], v_map: [256], starts: [S], S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adam8bit_multi<const N: usize, const WARPS: usize>(
+    p: GlTableMut<f32, 1>,
+    g: GlTable<f32, 1>,
+    m_codes: GlTableMut<i8, 1>,
+    v_codes: GlTableMut<i8, 1>,
+    m_absmax: GlTableMut<f32, 1>,
+    v_absmax: GlTableMut<f32, 1>,
+    m_map: Gl<f32, 1>,
+    v_map: Gl<f32, 1>,
+    starts: Gl<i32, 1>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    step_size: Scalar<f32>,
+    eps_hat: Scalar<f32>,
+    decay: Scalar<f32>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, p.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let block = (b - first) * WARPS as i32 + warp_idx();
+    let ma = m_absmax.view(e);
+    // The entry's last thread block may have warps past its last quantization block.
+    if block.lt(ma.len()) {
+        let s = Adam8bitScalars {
+            beta1,
+            beta2,
+            step_size,
+            eps_hat,
+            decay,
+        };
+        adam8bit_block::<f32, N>(
+            p.view(e),
+            g.view(e),
+            m_codes.view(e),
+            v_codes.view(e),
+            ma,
+            v_absmax.view(e),
+            m_map,
+            v_map,
+            block,
+            s,
+        );
+    }
+}
 
-        let pv: Rv<f32, N> = load(p.chunk(block));
-        let p_new = (pv + m_new / (v_new.sqrt() + eps_hat) * step_size) * decay;
-        store(p.chunk(block), p_new);
-
-        let m_max = reduce_all(Red::Max, m_new.abs());
-        let v_max = reduce_all(Red::Max, v_new.abs());
-        store(m_absmax.at(block), m_max);
-        store(v_absmax.at(block), v_max);
-        // A zero absmax means an all-zero block: dividing by 1 keeps its zeros.
-        let m_div = select(m_max.gt(0.0), m_max, one);
-        let v_div = select(v_max.gt(0.0), v_max, one);
-        let m_code = nearest_code(m_map, m_new / m_div);
-        let v_code = nearest_code(v_map, v_new / v_div);
-        // A negative first moment never rounds to +0 (bitsandbytes keeps its sign).
-        let below_zero = select(m_code.eq(SIGNED_ZERO_CODE), m_code - 1i32, m_code);
-        let m_code = select(m_new.lt(0.0), below_zero, m_code);
-        store(m_codes.chunk(block), as_byte(m_code));
-        store(v_codes.chunk(block), as_byte(v_code));
+/// [`adam8bit_multi`] with f32 master weights `p`, bf16 gradients and a bf16 model copy
+/// `p_model` (entry e of the length of `p`'s) written in the same pass: `p_model = bf16(p)`
+/// after the step, rounded to nearest even. The master weights and state step exactly as
+/// [`adam8bit_multi`]'s do from the widened gradients. Grid as [`adam8bit_multi`].
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_mixed_multi,
+    shapes(p: [E, 2], g: [E, 2], m_codes: [E, 2], v_codes: [E, 2], m_absmax: [E, 2],
+           v_absmax: [E, 2], p_model: [E, 2], m_map: [256], v_map: [256], starts: [S],
+           S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adam8bit_mixed_multi<const N: usize, const WARPS: usize>(
+    p: GlTableMut<f32, 1>,
+    g: GlTable<bf16, 1>,
+    m_codes: GlTableMut<i8, 1>,
+    v_codes: GlTableMut<i8, 1>,
+    m_absmax: GlTableMut<f32, 1>,
+    v_absmax: GlTableMut<f32, 1>,
+    p_model: GlTableMut<bf16, 1>,
+    m_map: Gl<f32, 1>,
+    v_map: Gl<f32, 1>,
+    starts: Gl<i32, 1>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    step_size: Scalar<f32>,
+    eps_hat: Scalar<f32>,
+    decay: Scalar<f32>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, p.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let block = (b - first) * WARPS as i32 + warp_idx();
+    let ma = m_absmax.view(e);
+    // Warps past the entry's last quantization block skip (as in `adam8bit_multi`).
+    if block.lt(ma.len()) {
+        let s = Adam8bitScalars {
+            beta1,
+            beta2,
+            step_size,
+            eps_hat,
+            decay,
+        };
+        let p_new = adam8bit_block::<bf16, N>(
+            p.view(e),
+            g.view(e),
+            m_codes.view(e),
+            v_codes.view(e),
+            ma,
+            v_absmax.view(e),
+            m_map,
+            v_map,
+            block,
+            s,
+        );
+        store(p_model.view(e).chunk(block), p_new.cast::<bf16>());
     }
 }
 
@@ -306,23 +471,98 @@ fn launch(
     [m_map, v_map]: [&dyn TensorArg; 2],
     h: &Hyper,
 ) -> Result<(), crate::Error> {
-    let s = |x: f32| ScalarArg::from(x);
-    let k = Scalars::of(h);
+    let [beta1, beta2, step_size, eps_hat, decay] = scalar_args("adam8bit_step", h)?;
     adam8bit_step::<BLOCK, WARPS>::launch_auto(
-        device,
-        p,
-        g,
-        m_codes,
-        v_codes,
-        m_absmax,
-        v_absmax,
-        m_map,
-        v_map,
-        s(h.beta1),
-        s(h.beta2),
-        s(k.step_size),
-        s(k.eps_hat),
-        s(k.decay),
+        device, p, g, m_codes, v_codes, m_absmax, v_absmax, m_map, v_map, beta1, beta2, step_size,
+        eps_hat, decay,
+    )
+}
+
+/// The per-step scalar arguments of the 8-bit kernels (β1, β2 and [`Scalars::of`] `h`); step 0
+/// is refused (its bias correction `1 − β1⁰` is 0, the step size infinite).
+fn scalar_args(kernel: &str, h: &Hyper) -> Result<[ScalarArg; 5], crate::Error> {
+    h.checked_bias_corrections(kernel)?;
+    let k = Scalars::of(h);
+    Ok([h.beta1, h.beta2, k.step_size, k.eps_hat, k.decay].map(ScalarArg::from))
+}
+
+/// The 8-bit state of a list of tensors, entry by entry: codes of m and v (i8, each its
+/// tensor's length) and absmax of m and v (f32, `⌈n / 256⌉` each), in that order.
+pub type StateLists<'a> = [&'a mut TensorList; 4];
+
+/// The block plan of a multi-tensor 8-bit step: refuses state lists (and `others`) whose
+/// entries do not match `p`'s lengths, then gives the first thread block of each entry and the
+/// block count; `None` when there is nothing to do.
+fn multi_plan(
+    kernel: &str,
+    p: &TensorList,
+    state: &StateLists<'_>,
+    others: &[(&TensorList, &str)],
+) -> Result<Option<(HostTensor, u32)>, crate::Error> {
+    let n = lengths(p);
+    let blocks: Vec<usize> = n.iter().map(|n| n.div_ceil(BLOCK)).collect();
+    let [m_codes, v_codes, m_absmax, v_absmax] = state;
+    for (list, what, want) in [
+        (&**m_codes, "m_codes", &n),
+        (&**v_codes, "v_codes", &n),
+        (&**m_absmax, "m_absmax (one per 256 elements)", &blocks),
+        (&**v_absmax, "v_absmax (one per 256 elements)", &blocks),
+    ] {
+        lengths_like(kernel, want, list, what)?;
+    }
+    for &(list, what) in others {
+        lengths_like(kernel, &n, list, what)?;
+    }
+    let (starts, grid) = block_starts(&n, BLOCK * WARPS)?;
+    Ok((grid > 0).then_some((starts, grid)))
+}
+
+/// One 8-bit AdamW step over a list of tensors in one launch ([`adam8bit_multi`]): updates the
+/// f32 weights `p` and the `state` in place from the f32 gradients `g`, reading the maps
+/// (signed, unsigned; [`device_maps`]). Each tensor's result equals a [`DeviceState::step`] of
+/// it, bit for bit. An empty list does nothing; `h.step` counts from 1.
+pub fn adam8bit_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    state: StateLists<'_>,
+    [m_map, v_map]: [&dyn TensorArg; 2],
+    h: &Hyper,
+) -> Result<(), crate::Error> {
+    const NAME: &str = "adam8bit_multi";
+    let Some((starts, grid)) = multi_plan(NAME, p, &state, &[(g, "g")])? else {
+        return Ok(());
+    };
+    let [beta1, beta2, step_size, eps_hat, decay] = scalar_args(NAME, h)?;
+    let [m_codes, v_codes, m_absmax, v_absmax] = state;
+    adam8bit_multi::<BLOCK, WARPS>::launch(
+        device, grid, p, g, m_codes, v_codes, m_absmax, v_absmax, m_map, v_map, &starts, beta1,
+        beta2, step_size, eps_hat, decay,
+    )
+}
+
+/// [`adam8bit_multi_step`] with f32 master weights `p`, bf16 gradients `g` and a bf16 model
+/// copy `p_model` written in the same launch ([`adam8bit_mixed_multi`]).
+#[allow(clippy::too_many_arguments)]
+pub fn adam8bit_mixed_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    state: StateLists<'_>,
+    p_model: &mut TensorList,
+    [m_map, v_map]: [&dyn TensorArg; 2],
+    h: &Hyper,
+) -> Result<(), crate::Error> {
+    const NAME: &str = "adam8bit_mixed_multi";
+    let Some((starts, grid)) = multi_plan(NAME, p, &state, &[(g, "g"), (&*p_model, "p_model")])?
+    else {
+        return Ok(());
+    };
+    let [beta1, beta2, step_size, eps_hat, decay] = scalar_args(NAME, h)?;
+    let [m_codes, v_codes, m_absmax, v_absmax] = state;
+    adam8bit_mixed_multi::<BLOCK, WARPS>::launch(
+        device, grid, p, g, m_codes, v_codes, m_absmax, v_absmax, p_model, m_map, v_map, &starts,
+        beta1, beta2, step_size, eps_hat, decay,
     )
 }
 
@@ -563,98 +803,221 @@ pub const BOUNDARY_SLACK: f64 = 1e-6;
 /// each at most one, with headroom of two.
 const M_ABSMAX_ULPS: f64 = 8.0;
 
-/// One step from a random state against [`reference::step`]: weights, absmax, and codes equal
-/// but where the f64 normalized moment lies within [`BOUNDARY_SLACK`] of a boundary between two
-/// codes (there the neighbour is as right as f32 arithmetic can tell).
+/// A state for `n` parameters with random codes and absmax (m's in [0.01, 0.1], v's in
+/// [1e-4, 1e-2]).
+fn random_state(rng: &mut Rng, n: usize) -> Result<Adam8bit, String> {
+    let mut state = Adam8bit::new(n);
+    let blocks = n.div_ceil(BLOCK);
+    let codes = |rng: &mut Rng| -> Result<HostTensor, String> {
+        let bits: Vec<f64> = (0..n)
+            .map(|_| f64::from(rng.uniform(0.0, 256.0).floor().min(255.0) as u8 as i8))
+            .collect();
+        HostTensor::new(ScalarType::I8, &[n], &bits).map_err(|e| e.to_string())
+    };
+    state.m_codes = codes(rng)?;
+    state.v_codes = codes(rng)?;
+    let f = ScalarType::F32;
+    state.m_absmax = rng.tensor(f, &[blocks], 0.01, 0.1);
+    state.v_absmax = rng.tensor(f, &[blocks], 1e-4, 1e-2);
+    Ok(state)
+}
+
+/// Checks one step of `n` parameters from weights `p0`, gradients `g` and state `before`
+/// against [`reference::step`]: the weights `p` and state `after` the kernel left, absmax and
+/// weights within f32 rounding, codes equal but where the f64 normalized moment lies within
+/// [`BOUNDARY_SLACK`] of a boundary between two codes (there the neighbour is as right as f32
+/// arithmetic can tell). `what` names the case in errors.
+fn check_step(
+    what: &str,
+    h: &Hyper,
+    (p0, g): (&[f64], &[f64]),
+    before: &Adam8bit,
+    p: &[f64],
+    after: &Adam8bit,
+) -> Result<(), String> {
+    let want = reference::step(
+        h,
+        p0,
+        g,
+        &before.m_bytes(),
+        &before.v_bytes(),
+        &before.m_absmax.to_vec(),
+        &before.v_absmax.to_vec(),
+        &before.m_map.to_vec(),
+        &before.v_map.to_vec(),
+    );
+    let ep = record(format!("{what}: p"), p, &want.p, 1e-6);
+    let eb = record(
+        format!("{what}: absmax of v"),
+        &after.v_absmax.to_vec(),
+        &want.v_absmax,
+        1e-6,
+    );
+    // The absmax of m is checked per block against the error its f32 sum can carry
+    // (M_ABSMAX_ULPS roundings of the terms' magnitude), not relative to itself: with one
+    // element per block, β₁·m_old and (1 − β₁)·g can cancel to a value far below either.
+    let bound: Vec<f64> = want
+        .m_scale
+        .iter()
+        .map(|s| M_ABSMAX_ULPS * f64::from(f32::EPSILON) / 2.0 * s)
+        .collect();
+    let ea = record_bounded(
+        format!("{what}: absmax of m (in units of its bound)"),
+        &after.m_absmax.to_vec(),
+        &want.m_absmax,
+        &bound,
+    );
+    if ep > 1e-6 || ea > 1.0 || eb > 1e-6 {
+        return Err(format!(
+            "{what}: p error {ep:.2e}, absmax of m {ea:.2} of its bound, of v {eb:.2e}"
+        ));
+    }
+    for (moment, got, want, margin) in [
+        ("m", after.m_bytes(), &want.m_codes, &want.m_margin),
+        ("v", after.v_bytes(), &want.v_codes, &want.v_margin),
+    ] {
+        for i in 0..got.len() {
+            let near_boundary = margin[i] <= BOUNDARY_SLACK;
+            if got[i] != want[i] && !(near_boundary && got[i].abs_diff(want[i]) == 1) {
+                return Err(format!(
+                    "{what}: code of {moment} at {i} is {}, expected {}",
+                    got[i], want[i]
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The hyper-parameters of the self-tests (step 3, so the bias corrections matter).
+const SELFTEST_HYPER: Hyper = Hyper {
+    lr: 1e-2,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    weight_decay: 0.01,
+    step: 3,
+};
+
+/// One step from a random state against [`reference::step`] ([`check_step`]).
 fn selftest(device: &Device) -> Result<String, String> {
     let mut rng = Rng::fresh();
-    let h = Hyper {
-        lr: 1e-2,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.01,
-        step: 3,
-    };
+    let h = SELFTEST_HYPER;
     let mut sizes = vec![1000, 1];
     if large(device) {
         sizes.push(1_000_003);
     }
     let f = ScalarType::F32;
     for n in sizes {
-        let mut state = Adam8bit::new(n);
-        let blocks = n.div_ceil(BLOCK);
-        let byte = |rng: &mut Rng| rng.uniform(0.0, 256.0).floor().min(255.0);
-        let mc: Vec<f64> = (0..n).map(|_| byte(&mut rng)).collect();
-        let vc: Vec<f64> = (0..n).map(|_| byte(&mut rng)).collect();
-        let as_i8 = |v: &[f64]| -> Result<HostTensor, String> {
-            let bits: Vec<f64> = v.iter().map(|&x| f64::from(x as u8 as i8)).collect();
-            HostTensor::new(ScalarType::I8, &[n], &bits).map_err(|e| e.to_string())
-        };
-        state.m_codes = as_i8(&mc)?;
-        state.v_codes = as_i8(&vc)?;
-        state.m_absmax = rng.tensor(f, &[blocks], 0.01, 0.1);
-        state.v_absmax = rng.tensor(f, &[blocks], 1e-4, 1e-2);
+        let mut state = random_state(&mut rng, n)?;
+        let before = state.clone();
         let p0 = rng.tensor(f, &[n], -1.0, 1.0);
         let g = rng.tensor(f, &[n], -1.0, 1.0);
-        let (m_bytes, v_bytes) = (state.m_bytes(), state.v_bytes());
-        let want = reference::step(
-            &h,
-            &p0.to_vec(),
-            &g.to_vec(),
-            &m_bytes,
-            &v_bytes,
-            &state.m_absmax.to_vec(),
-            &state.v_absmax.to_vec(),
-            &state.m_map.to_vec(),
-            &state.v_map.to_vec(),
-        );
         let mut p = p0.clone();
         state
             .step(device, &mut p, &g, &h)
             .map_err(|e| e.to_string())?;
-        let ep = record(format!("{n} parameters: p"), &p.to_vec(), &want.p, 1e-6);
-        let eb = record(
-            format!("{n} parameters: absmax of v"),
-            &state.v_absmax.to_vec(),
-            &want.v_absmax,
-            1e-6,
-        );
-        // The absmax of m is checked per block against the error its f32 sum can carry
-        // (M_ABSMAX_ULPS roundings of the terms' magnitude), not relative to itself: with one
-        // element per block, β₁·m_old and (1 − β₁)·g can cancel to a value far below either.
-        let bound: Vec<f64> = want
-            .m_scale
-            .iter()
-            .map(|s| M_ABSMAX_ULPS * f64::from(f32::EPSILON) / 2.0 * s)
-            .collect();
-        let ea = record_bounded(
-            format!("{n} parameters: absmax of m (in units of its bound)"),
-            &state.m_absmax.to_vec(),
-            &want.m_absmax,
-            &bound,
-        );
-        if ep > 1e-6 || ea > 1.0 || eb > 1e-6 {
-            return Err(format!(
-                "{n} parameters: p error {ep:.2e}, absmax of m {ea:.2} of its bound, of v {eb:.2e} \
-                 (seed {})",
-                rng.seed
-            ));
-        }
-        for (what, got, want, margin) in [
-            ("m", state.m_bytes(), &want.m_codes, &want.m_margin),
-            ("v", state.v_bytes(), &want.v_codes, &want.v_margin),
-        ] {
-            for i in 0..n {
-                let near_boundary = margin[i] <= BOUNDARY_SLACK;
-                if got[i] != want[i] && !(near_boundary && got[i].abs_diff(want[i]) == 1) {
-                    return Err(format!(
-                        "{n} parameters: code of {what} at {i} is {}, expected {} (seed {})",
-                        got[i], want[i], rng.seed
-                    ));
-                }
+        let what = format!("{n} parameters");
+        check_step(
+            &what,
+            &h,
+            (&p0.to_vec(), &g.to_vec()),
+            &before,
+            &p.to_vec(),
+            &state,
+        )
+        .map_err(|e| format!("{e} (seed {})", rng.seed))?;
+    }
+    Ok("weights, absmax and codes against the f64 blockwise step".into())
+}
+
+/// Entry sizes of the multi-tensor self-tests: one element, an odd size within a block, an
+/// empty tensor, a block and a tail, and a size whose last thread block has spare warps.
+const MULTI_SIZES: [usize; 5] = [1, 17, 0, 257, 1000];
+
+/// One multi-tensor step over [`MULTI_SIZES`] from random states, with f32 gradients or (with
+/// `model`) bf16 gradients and a bf16 model copy, each entry checked by [`check_step`] (and the
+/// copy equal to the master weights rounded to bf16).
+fn multi_selftest(device: &Device, model: bool) -> Result<String, String> {
+    let mut rng = Rng::fresh();
+    let h = SELFTEST_HYPER;
+    let (f, b) = (ScalarType::F32, ScalarType::BF16);
+    let mut before = Vec::new();
+    let (mut p0, mut g) = (Vec::new(), Vec::new());
+    for n in MULTI_SIZES {
+        before.push(random_state(&mut rng, n)?);
+        p0.push(rng.tensor(f, &[n], -1.0, 1.0));
+        g.push(rng.tensor(if model { b } else { f }, &[n], -1.0, 1.0));
+    }
+    let list = |ts: Vec<&HostTensor>| -> Result<TensorList, String> {
+        let refs: Vec<&dyn TensorArg> = ts.into_iter().map(|t| t as &dyn TensorArg).collect();
+        TensorList::new(&refs).map_err(|e| e.to_string())
+    };
+    let field = |pick: fn(&Adam8bit) -> &HostTensor| list(before.iter().map(pick).collect());
+    let (mut m_codes, mut v_codes) = (field(|s| &s.m_codes)?, field(|s| &s.v_codes)?);
+    let (mut m_absmax, mut v_absmax) = (field(|s| &s.m_absmax)?, field(|s| &s.v_absmax)?);
+    let (mut p, gl) = (list(p0.iter().collect())?, list(g.iter().collect())?);
+    let copies: Vec<HostTensor> = MULTI_SIZES
+        .iter()
+        .map(|&n| HostTensor::full(b, &[n], f64::NAN))
+        .collect();
+    let mut copy = list(copies.iter().collect())?;
+    let maps: [&dyn TensorArg; 2] = [&before[0].m_map, &before[0].v_map];
+    let state = [&mut m_codes, &mut v_codes, &mut m_absmax, &mut v_absmax];
+    if model {
+        adam8bit_mixed_multi_step(device, &mut p, &gl, state, &mut copy, maps, &h)
+    } else {
+        adam8bit_multi_step(device, &mut p, &gl, state, maps, &h)
+    }
+    .map_err(|e| e.to_string())?;
+    for (e, n) in MULTI_SIZES.into_iter().enumerate() {
+        let host = |l: &TensorList| l.host(e).cloned().ok_or("entry not on the host");
+        let mut after = before[e].clone();
+        after.m_codes = host(&m_codes)?;
+        after.v_codes = host(&v_codes)?;
+        after.m_absmax = host(&m_absmax)?;
+        after.v_absmax = host(&v_absmax)?;
+        let got = host(&p)?.to_vec();
+        let what = format!("entry {e} ({n} parameters)");
+        check_step(
+            &what,
+            &h,
+            (&p0[e].to_vec(), &g[e].to_vec()),
+            &before[e],
+            &got,
+            &after,
+        )
+        .map_err(|err| format!("{err} (seed {})", rng.seed))?;
+        if model {
+            let rounded = HostTensor::new(b, &[n], &got).map_err(|e| e.to_string())?;
+            let same = host(&copy)?
+                .to_vec()
+                .iter()
+                .zip(rounded.to_vec())
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            if !same {
+                return Err(format!(
+                    "{what}: the model copy is not bf16 of the master weights (seed {})",
+                    rng.seed
+                ));
             }
         }
     }
-    Ok("weights, absmax and codes against the f64 blockwise step".into())
+    Ok(format!(
+        "weights, absmax and codes of 5 tensors (sizes 1, 17, 0, 257, 1000) against the f64 \
+         blockwise step in one launch{}",
+        if model {
+            "; model copy = bf16(master)"
+        } else {
+            ""
+        }
+    ))
+}
+
+fn selftest_multi(device: &Device) -> Result<String, String> {
+    multi_selftest(device, false)
+}
+
+fn selftest_mixed_multi(device: &Device) -> Result<String, String> {
+    multi_selftest(device, true)
 }

@@ -409,7 +409,12 @@ pub fn block_starts(lengths: &[usize], per_block: usize) -> Result<(HostTensor, 
 }
 
 /// Entry lengths of `list`, checked against the first list's (`what` names the list).
-fn lengths_like(kernel: &str, first: &[usize], list: &TensorList, what: &str) -> Result<(), Error> {
+pub(crate) fn lengths_like(
+    kernel: &str,
+    first: &[usize],
+    list: &TensorList,
+    what: &str,
+) -> Result<(), Error> {
     let bad = |message: String| Error::Shape {
         kernel: kernel.into(),
         message,
@@ -449,7 +454,7 @@ fn elementwise_plan(
     Ok((blocks > 0).then_some((starts, blocks)))
 }
 
-fn lengths(list: &TensorList) -> Vec<usize> {
+pub(crate) fn lengths(list: &TensorList) -> Vec<usize> {
     (0..list.len())
         .map(|e| list.shape(e).unwrap_or(&[]).iter().product())
         .collect()

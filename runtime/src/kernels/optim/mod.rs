@@ -6,7 +6,7 @@
 //! | [`AdamW`] | `torch.optim.AdamW` | 1 per dtype in the list ([`adamw_multi`](super::optim_multi::adamw_multi) for f32, [`adamw_bf16_multi`](super::optim_multi::adamw_bf16_multi) for bf16), or 1 ([`adamw_mixed_multi`](super::optim_multi::adamw_mixed_multi)) with a bf16 model copy |
 //! | [`Lion`] | Chen et al. 2023, Algorithm 2 (as `lion-pytorch`) | 1 per dtype in the list ([`lion_multi`](super::optim_multi::lion_multi) for f32, [`lion_bf16_multi`](super::optim_multi::lion_bf16_multi) for bf16) |
 //! | [`AdamMini`] | Zhang et al. 2024 (`adam-mini` 1.1): one `v` per block of the caller's [`Partition`] | 1 ([`adam_mini_multi`](super::optim_multi::adam_mini_multi)) |
-//! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`]) | 1 per tensor |
+//! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`]) | 1 ([`adam8bit_multi`](optim8::adam8bit_multi), or [`adam8bit_mixed_multi`](optim8::adam8bit_mixed_multi) with a bf16 model copy) |
 //! | [`Muon`] | `torch.optim.Muon` ([`muon`]) | `3·ns_steps + 2` per matrix |
 //! | [`Shampoo`] | Distributed Shampoo v1.0 (`DistributedShampoo`, [`shampoo`]): EMA statistics, coupled Newton inverse 4th roots in f32, Adam grafting, blocking | 1 per vector; per matrix block 4, or 8 once preconditioned, plus the roots' Newton iterations when due |
 //!
@@ -871,15 +871,15 @@ impl Adam8bit {
         &self.states
     }
 
-    /// One step: updates `params` (f32) in place from `grads` (f32), one launch per parameter.
-    pub fn step(
+    /// Makes the state at the first step and the maps once; gives the hyper-parameters of the
+    /// next step, the state as the four lists of a multi-tensor launch (codes of m and v,
+    /// absmax of m and v) and the maps.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
         &mut self,
         device: &Device,
         params: &[Tensor],
-        grads: &[Tensor],
-    ) -> Result<(), OptimError> {
-        let f = ScalarType::F32;
-        check_lists("Adam8bit", params, grads, f, f, &self.shapes)?;
+    ) -> Result<(Hyper, [TensorList; 4], [&dyn TensorArg; 2]), OptimError> {
         Self::check(&self.config)?;
         if self.steps == 0 {
             self.states = params
@@ -888,10 +888,21 @@ impl Adam8bit {
                 .collect::<Result<_, _>>()?;
             self.shapes = shapes(params);
         }
-        let maps = match &mut self.maps {
+        let (m_map, v_map) = match &mut self.maps {
             Some(maps) => &*maps,
             empty => &*empty.insert(optim8::device_maps(device)?),
         };
+        let states = &self.states;
+        let list = |dtype, field: fn(&optim8::DeviceState) -> &Tensor| {
+            flat(dtype, &states.iter().map(field).collect::<Vec<_>>())
+        };
+        let (i8, f) = (ScalarType::I8, ScalarType::F32);
+        let lists = [
+            list(i8, |s| &s.m_codes)?,
+            list(i8, |s| &s.v_codes)?,
+            list(f, |s| &s.m_absmax)?,
+            list(f, |s| &s.v_absmax)?,
+        ];
         let h = Hyper {
             lr: self.config.lr,
             beta1: self.config.betas.0,
@@ -900,20 +911,48 @@ impl Adam8bit {
             weight_decay: self.config.weight_decay,
             step: self.steps + 1,
         };
-        for ((p, g), state) in params.iter().zip(grads).zip(&mut self.states) {
-            if p.is_empty() {
-                continue;
-            }
-            let mut pv = Reshaped {
-                tensor: p,
-                shape: vec![p.len()],
-            };
-            let gv = Reshaped {
-                tensor: g,
-                shape: vec![g.len()],
-            };
-            state.step(device, &mut pv, &gv, maps, &h)?;
-        }
+        Ok((h, lists, [m_map, v_map]))
+    }
+
+    /// One step: updates `params` (f32) in place from `grads` (f32) in one launch
+    /// ([`adam8bit_multi`](optim8::adam8bit_multi)).
+    pub fn step(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let f = ScalarType::F32;
+        check_lists("Adam8bit", params, grads, f, f, &self.shapes)?;
+        let (h, [mut mc, mut vc, mut ma, mut va], maps) = self.prepare(device, params)?;
+        let mut p = flat(f, &refs(params))?;
+        let g = flat(f, &refs(grads))?;
+        let state = [&mut mc, &mut vc, &mut ma, &mut va];
+        optim8::adam8bit_multi_step(device, &mut p, &g, state, maps, &h)?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// One mixed-precision step, as [`AdamW::step_with_model_copy`]: updates the f32 master
+    /// weights `params` in place from bf16 `grads` and writes `model[i] = bf16(params[i])`
+    /// (round to nearest even) in the same launch
+    /// ([`adam8bit_mixed_multi`](optim8::adam8bit_mixed_multi)).
+    pub fn step_with_model_copy(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let (f, b) = (ScalarType::F32, ScalarType::BF16);
+        check_lists("Adam8bit", params, grads, f, b, &self.shapes)?;
+        check_lists("Adam8bit (model copy)", params, model, f, b, &self.shapes)?;
+        let (h, [mut mc, mut vc, mut ma, mut va], maps) = self.prepare(device, params)?;
+        let mut p = flat(f, &refs(params))?;
+        let g = flat(b, &refs(grads))?;
+        let mut w = flat(b, &refs(model))?;
+        let state = [&mut mc, &mut vc, &mut ma, &mut va];
+        optim8::adam8bit_mixed_multi_step(device, &mut p, &g, state, &mut w, maps, &h)?;
         self.steps += 1;
         Ok(())
     }

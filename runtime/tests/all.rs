@@ -41,6 +41,8 @@ mod dsl_topk;
 mod emulator;
 #[path = "fp8.rs"]
 mod fp8;
+#[path = "fp8_moe.rs"]
+mod fp8_moe;
 #[path = "gemm_wg.rs"]
 mod gemm_wg;
 #[path = "gemm_ws_wg.rs"]

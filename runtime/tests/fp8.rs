@@ -46,7 +46,7 @@ fn ocp_decode(dtype: ScalarType, b: u8) -> f64 {
 /// What `cvt.rn.satfinite` makes of `x`: the nearest finite code's value (of two equally near,
 /// the one whose code is even), anything beyond the largest finite magnitude clamped to it,
 /// NaN kept. Found by searching all codes, so it shares no arithmetic with the code under test.
-fn ocp_encode(dtype: ScalarType, x: f64) -> f64 {
+pub(crate) fn ocp_encode(dtype: ScalarType, x: f64) -> f64 {
     if x.is_nan() {
         return f64::NAN;
     }
@@ -74,7 +74,7 @@ fn ocp_encode(dtype: ScalarType, x: f64) -> f64 {
 }
 
 /// Exact equality with NaN equal to NaN and the sign of zero compared.
-fn same(a: f64, b: f64) -> bool {
+pub(crate) fn same(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || (a == b && a.is_sign_negative() == b.is_sign_negative())
 }
 
@@ -366,7 +366,7 @@ fn fp8_conversions_assemble_with_ptxas_as_packed_cvt() {
 /// token and 128-column group, `s = max(amax, 1e-4) / 448` in f32 and `q = e4m3(x / s)` with
 /// the quotient in f32, rounded by [`ocp_encode`]. `x` `[t, h]`; returns q `[t, h]` and the
 /// scales `[h/128, t]`.
-fn act_quant_reference(x: &[f64], t: usize, h: usize) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn act_quant_reference(x: &[f64], t: usize, h: usize) -> (Vec<f64>, Vec<f64>) {
     use tilekit::kernels::moe_fp8::{AMAX_FLOOR, E4M3_MAX, GROUP};
     let groups = h / GROUP;
     let (mut q, mut s) = (vec![0.0; t * h], vec![0.0; groups * t]);

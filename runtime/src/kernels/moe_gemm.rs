@@ -97,7 +97,10 @@ const fn stages(bm: usize, bn: usize, bk: usize, b: usize) -> usize {
 
 /// The rows of this warp's `WM` output rows to write: the row's index where it holds a token,
 /// −1 (not written) where it is padding.
-fn rows_to_write<const WM: usize>(sorted_token: Gl<i32, 2>, first: Scalar<i32>) -> Rv<i32, WM> {
+pub(crate) fn rows_to_write<const WM: usize>(
+    sorted_token: Gl<i32, 2>,
+    first: Scalar<i32>,
+) -> Rv<i32, WM> {
     let rows: Rv<i32, WM> = iota_rows::<Rv<i32, WM>>() + first;
     let col: Rv<i32, WM> = zeros();
     let tokens: Rv<i32, WM> = gather(sorted_token, (rows, col));
@@ -331,7 +334,7 @@ fn second_mma<
 /// permutation): experts back to back, each padded to whole tiles of `TILE_ROWS`, `spare`
 /// empty tiles at the end; the token of each used row is arbitrary (only its sign matters to
 /// the GEMMs). Returns `tile_expert`, `sorted_token` and each row's expert (−1: padding).
-fn host_layout(counts: &[usize], spare: usize) -> (HostTensor, HostTensor, Vec<i64>) {
+pub(crate) fn host_layout(counts: &[usize], spare: usize) -> (HostTensor, HostTensor, Vec<i64>) {
     let (mut tiles, mut tokens, mut expert_of) = (Vec::new(), Vec::new(), Vec::new());
     for (e, &c) in counts.iter().enumerate() {
         let n_tiles = c.div_ceil(TILE_ROWS);

@@ -10,6 +10,7 @@ use crate::numeric;
 use crate::ops::*;
 use crate::types::{ScalarType, Type};
 
+use super::global_race::GlobalAccess;
 use super::memory::{is_in_flight, is_unwritten, PendingCopy, SharedRef, PENDING_ELEMENT_BYTES};
 use super::{BlockRun, InterpError, RaceAccess, Step, Val, WaitOn};
 
@@ -968,12 +969,19 @@ fn load(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
         Val::Global(g) => {
             if res_ty.is_scalar() {
                 let off = element_offset(b, w, g, &idx)?;
+                b.global_access(w, g, [off], GlobalAccess::Read)?;
                 let x = tensor(b, g).storage()[off];
                 set_scalar(b, w, op, x);
                 return Ok(());
             }
             let (rows, cols, is_tile) = extent(res_ty);
             let win = window(b, w, g, &idx, rows, cols, is_tile)?;
+            b.global_access(
+                w,
+                g,
+                win.offsets.iter().flatten().copied(),
+                GlobalAccess::Read,
+            )?;
             let data = tensor(b, g).storage();
             let out = win
                 .offsets
@@ -1010,11 +1018,14 @@ fn store(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
             match x {
                 Val::Scalar(v) => {
                     let off = element_offset(b, w, g, &idx)?;
+                    b.global_access(w, g, [off], GlobalAccess::Write)?;
                     tensor_mut(b, g).data_mut()[off] = numeric::round(d, v);
                 }
                 Val::Data(vals) => {
                     let (rows, cols, is_tile) = extent(x_ty);
                     let win = window(b, w, g, &idx, rows, cols, is_tile)?;
+                    let written = win.offsets.iter().flatten().copied();
+                    b.global_access(w, g, written, GlobalAccess::Write)?;
                     let data = tensor_mut(b, g).data_mut();
                     for (o, v) in win.offsets.iter().zip(vals.iter()) {
                         if let Some(o) = o {
@@ -1073,6 +1084,8 @@ fn copy(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
             };
             let mut mine = Vec::new();
             for_share(win.rows, win.cols, rank, n, |e| mine.push(e));
+            let read = mine.iter().filter_map(|&e| win.offsets[e]);
+            b.global_access(w, g, read, GlobalAccess::Read)?;
             b.race_access(w, s, mine, win.cols, RaceAccess::Write)?;
             let sd = b.mem.data_mut(s);
             for_share(win.rows, win.cols, rank, n, |e| sd[e] = data[e]);
@@ -1084,9 +1097,11 @@ fn copy(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
             let sd = b.mem.data(s).to_vec();
             let mut mine = Vec::new();
             for_share(win.rows, win.cols, rank, n, |e| mine.push(e));
-            for e in mine {
+            for &e in &mine {
                 check_written(b, w, s, &sd, e..e + 1, win.cols)?;
             }
+            let written = mine.iter().filter_map(|&e| win.offsets[e]);
+            b.global_access(w, g, written, GlobalAccess::Write)?;
             let gd = tensor_mut(b, g).data_mut();
             for_share(win.rows, win.cols, rank, n, |e| {
                 if let Some(o) = win.offsets[e] {
@@ -1126,6 +1141,12 @@ fn copy_async(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
             win.offsets.len()
         )
     })?;
+    b.global_access(
+        w,
+        g,
+        win.offsets.iter().flatten().copied(),
+        GlobalAccess::Read,
+    )?;
     let base = b.mem.base(s);
     let gd = tensor(b, g).storage();
     let writes = win
@@ -1183,6 +1204,8 @@ fn copy_start(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
             ),
         ));
     }
+    let read = mine.iter().filter_map(|&e| win.offsets[e]);
+    b.global_access(w, g, read, GlobalAccess::Read)?;
     let base = b.mem.base(s);
     let gd = tensor(b, g).storage();
     let writes = mine
@@ -1227,24 +1250,37 @@ fn row_indices(
         .collect()
 }
 
+/// Storage offsets of the `rows × cols` elements a gather or scatter of global rows `rows_of`
+/// at tile column `j` of view `g` addresses (row-major), `None` for those outside the view.
+fn row_window(
+    b: &BlockRun<'_, '_>,
+    g: super::table::GlobalRef,
+    rows_of: &[Option<usize>],
+    j: i64,
+    rows: usize,
+    cols: usize,
+) -> Vec<Option<usize>> {
+    let t = tensor(b, g);
+    let (ncols, rs, cs) = (t.shape()[1], t.strides()[0], t.strides()[1]);
+    (0..rows * cols)
+        .map(|k| {
+            let gr = (*rows_of.get(k / cols)?)?;
+            let gc = j * cols as i64 + (k % cols) as i64;
+            (gc >= 0 && (gc as usize) < ncols).then(|| gr * rs + gc as usize * cs)
+        })
+        .collect()
+}
+
 fn gather_rows(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
     let (rows, cols) = tile_shape(b.ty(w, op.results[0]));
     let g = global(b, w, op.operands[0])?;
     let idx = b.data(w, op.operands[1])?;
     let j = b.scalar(w, op.operands[2])? as i64;
     let rows_of = row_indices(b, w, g, &idx)?;
-    let t = tensor(b, g);
-    let (ncols, rs, cs) = (t.shape()[1], t.strides()[0], t.strides()[1]);
-    let mut out = vec![0.0; rows * cols];
-    for (r, gr) in rows_of.iter().enumerate().take(rows) {
-        let Some(gr) = gr else { continue };
-        for c in 0..cols {
-            let gc = j * cols as i64 + c as i64;
-            if gc >= 0 && (gc as usize) < ncols {
-                out[r * cols + c] = t.storage()[gr * rs + gc as usize * cs];
-            }
-        }
-    }
+    let offsets = row_window(b, g, &rows_of, j, rows, cols);
+    b.global_access(w, g, offsets.iter().flatten().copied(), GlobalAccess::Read)?;
+    let data = tensor(b, g).storage();
+    let out = offsets.iter().map(|o| o.map_or(0.0, |o| data[o])).collect();
     set_data(b, w, op, out);
     Ok(())
 }
@@ -1260,19 +1296,22 @@ fn gather(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
         .collect::<R<Vec<_>>>()?;
     let t = tensor(b, g);
     let (shape, strides) = (t.shape(), t.strides());
-    let out = (0..n)
+    let offsets: Vec<Option<usize>> = (0..n)
         .map(|k| {
             let mut off = 0usize;
             for (d, iv) in idx.iter().enumerate() {
                 let i = iv[k];
                 if !(i >= 0.0 && i < shape[d] as f64) {
-                    return 0.0;
+                    return None;
                 }
                 off += i as usize * strides[d];
             }
-            t.storage()[off]
+            Some(off)
         })
         .collect();
+    b.global_access(w, g, offsets.iter().flatten().copied(), GlobalAccess::Read)?;
+    let data = tensor(b, g).storage();
+    let out = offsets.iter().map(|o| o.map_or(0.0, |o| data[o])).collect();
     set_data(b, w, op, out);
     Ok(())
 }
@@ -1285,18 +1324,18 @@ fn scatter_rows(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, add: bool) -> R<()>
     let idx = b.data(w, op.operands[2])?;
     let j = b.scalar(w, op.operands[3])? as i64;
     let rows_of = row_indices(b, w, g, &idx)?;
-    let t = tensor_mut(b, g);
-    let (ncols, rs, cs) = (t.shape()[1], t.strides()[0], t.strides()[1]);
-    let data = t.data_mut();
-    for (r, gr) in rows_of.iter().enumerate().take(rows) {
-        let Some(gr) = gr else { continue };
-        for c in 0..cols {
-            let gc = j * cols as i64 + c as i64;
-            if gc >= 0 && (gc as usize) < ncols {
-                let o = gr * rs + gc as usize * cs;
-                let v = x[r * cols + c];
-                data[o] = numeric::round(d, if add { data[o] + v } else { v });
-            }
+    let offsets = row_window(b, g, &rows_of, j, rows, cols);
+    // `scatter_add_rows` adds atomically on every target.
+    let kind = if add {
+        GlobalAccess::Atomic
+    } else {
+        GlobalAccess::Write
+    };
+    b.global_access(w, g, offsets.iter().flatten().copied(), kind)?;
+    let data = tensor_mut(b, g).data_mut();
+    for (o, v) in offsets.iter().zip(x.iter()) {
+        if let Some(o) = *o {
+            data[o] = numeric::round(d, if add { data[o] + v } else { *v });
         }
     }
     Ok(())
@@ -1310,12 +1349,15 @@ fn atomic_add(b: &mut BlockRun<'_, '_>, w: usize, op: &Op) -> R<()> {
     match b.val(w, op.operands[1])? {
         Val::Scalar(v) => {
             let o = element_offset(b, w, g, &idx)?;
+            b.global_access(w, g, [o], GlobalAccess::Atomic)?;
             let data = tensor_mut(b, g).data_mut();
             data[o] = numeric::round(d, data[o] + v);
         }
         Val::Data(vals) => {
             let (rows, cols, is_tile) = extent(x_ty);
             let win = window(b, w, g, &idx, rows, cols, is_tile)?;
+            let updated = win.offsets.iter().flatten().copied();
+            b.global_access(w, g, updated, GlobalAccess::Atomic)?;
             let data = tensor_mut(b, g).data_mut();
             for (o, v) in win.offsets.iter().zip(vals.iter()) {
                 if let Some(o) = o {
@@ -1367,6 +1409,7 @@ fn atomic_update(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, f: Option<AtomicFn
                 0.0
             };
             let o = element_offset(b, w, g, &idx)?;
+            b.global_access(w, g, [o], GlobalAccess::Atomic)?;
             let data = tensor_mut(b, g).data_mut();
             let old = data[o];
             data[o] = numeric::round(d, atomic_new(f, d, old, cmp, x));
@@ -1380,6 +1423,8 @@ fn atomic_update(b: &mut BlockRun<'_, '_>, w: usize, op: &Op, f: Option<AtomicFn
             };
             let (rows, cols, is_tile) = extent(x_ty);
             let win = window(b, w, g, &idx, rows, cols, is_tile)?;
+            let updated = win.offsets.iter().flatten().copied();
+            b.global_access(w, g, updated, GlobalAccess::Atomic)?;
             let data = tensor_mut(b, g).data_mut();
             let mut olds = vec![0.0; xs.len()];
             for (k, o) in win.offsets.iter().enumerate() {

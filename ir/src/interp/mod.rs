@@ -34,6 +34,7 @@
 //! ```
 
 mod exec;
+mod global_race;
 mod index_check;
 mod memory;
 mod mma_groups;
@@ -62,6 +63,8 @@ use memory::{BlockMemory, SharedRef};
 use mma_groups::MmaGroups;
 
 pub use crate::numeric::Numerics;
+use global_race::GlobalRace;
+pub use global_race::GLOBAL_RACE_MAX_ELEMENTS;
 use race::RaceCheck;
 use warp_stores::WarpStores;
 
@@ -110,10 +113,18 @@ pub struct Launch {
     /// asynchronous copy) to one shared element, one of them a write, are ordered by a
     /// barrier, a semaphore phase or a copy's completion; the first that is not stops the run
     /// with [`InterpError::Race`]. On by default; blocks with more than
-    /// [`RACE_CHECK_MAX_SHARED_ELEMENTS`] elements of shared memory are not checked. It also
-    /// checks that a warp reloads a global element it stored only as the same lane would, or
-    /// after a barrier or semaphore wait (the rule is in the docs of `interp::warp_stores`;
-    /// [`InterpError::Runtime`] otherwise).
+    /// [`RACE_CHECK_MAX_SHARED_ELEMENTS`] elements of shared memory are not checked.
+    ///
+    /// It checks global memory too: two accesses to one element of a mutable global view by
+    /// different blocks, or by warps of one block that no barrier or semaphore phase orders,
+    /// are a race ([`InterpError::GlobalRace`]) when one is a plain write, or one is plain and
+    /// the other atomic; reads among themselves and atomics among themselves are not. Views
+    /// of pointer-table entries are checked as the kernel's parameters are; tensors of more
+    /// than [`GLOBAL_RACE_MAX_ELEMENTS`] elements are not.
+    ///
+    /// It also checks that a warp reloads a global element it stored only as the same lane
+    /// would, or after a barrier or semaphore wait (the rule is in the docs of
+    /// `interp::warp_stores`; [`InterpError::Runtime`] otherwise).
     pub race_check: bool,
     /// Whether a tile or vector of a global view addressed by coordinates computed from a value
     /// loaded from memory must overlap the view (else [`InterpError::OutOfBounds`]; edge tiles
@@ -177,7 +188,7 @@ impl Launch {
         self
     }
 
-    /// The same launch with the shared-memory race check on or off (see [`Launch::race_check`]).
+    /// The same launch with the race checks on or off (see [`Launch::race_check`]).
     pub fn race_check(mut self, on: bool) -> Launch {
         self.race_check = on;
         self
@@ -348,6 +359,24 @@ pub enum InterpError {
         later: Box<Site>,
         later_kind: String,
     },
+    /// Two accesses to one element of a global tensor, one of them a plain write (or one
+    /// plain and one atomic), by different blocks or by warps of one block that no barrier or
+    /// semaphore phase orders (see [`Launch::race_check`]).
+    #[error(
+        "kernel @{kernel}: data race on element {element} of global tensor {tensor}: the {later_kind} at {later} is not ordered after the {earlier_kind} at {earlier} ({})",
+        if earlier.block == later.block { "no barrier or semaphore wait between them" } else { "different blocks of one launch are never ordered; use atomics, or a separate launch" }
+    )]
+    GlobalRace {
+        kernel: String,
+        /// The kernel argument: `` `name` `` or `` entry e of pointer table `name` ``.
+        tensor: String,
+        /// The element's index in the tensor (when its strides give one) and storage offset.
+        element: String,
+        earlier: Box<Site>,
+        earlier_kind: String,
+        later: Box<Site>,
+        later_kind: String,
+    },
     /// A writable view the kernel only writes has elements the run never wrote (see
     /// [`Launch::check_unwritten`]); they keep what they held before the run.
     #[error(
@@ -458,6 +487,11 @@ pub fn run_with(
     let watched = launch
         .check_unwritten
         .then(|| index_check::poison_outputs(func, args));
+    let global_race = launch
+        .race_check
+        .then(|| GlobalRace::new(module, func, launch.grid))
+        .flatten()
+        .map(RefCell::new);
     let mut stats = RunStats {
         peak_bytes: bounds.block_bytes,
         ..RunStats::default()
@@ -473,7 +507,8 @@ pub fn run_with(
                         ops: stats.ops,
                     });
                 }
-                let mut block = BlockRun::new(&bounds, [x, y, z], stats.ops, args);
+                let mut block =
+                    BlockRun::new(&bounds, [x, y, z], stats.ops, args, global_race.as_ref());
                 block.run()?;
                 stats.blocks += 1;
                 stats.ops += block.ops;
@@ -497,7 +532,10 @@ struct Bounds<'m> {
     memory_budget: u64,
     cancel: Option<CancelToken>,
     numerics: Numerics,
+    /// [`Launch::race_check`].
     race_check: bool,
+    /// Whether the race check watches shared memory (the block's is small enough).
+    shared_race_check: bool,
     index_check: bool,
     /// Functions by name (calls look their callee up here).
     funcs: HashMap<&'m str, &'m Func>,
@@ -557,7 +595,8 @@ impl<'m> Bounds<'m> {
             memory_budget: launch.memory_budget,
             cancel: launch.cancel.clone(),
             numerics: launch.numerics,
-            race_check: launch.race_check && shared / 8 <= RACE_CHECK_MAX_SHARED_ELEMENTS,
+            race_check: launch.race_check,
+            shared_race_check: launch.race_check && shared / 8 <= RACE_CHECK_MAX_SHARED_ELEMENTS,
             index_check: launch.index_check,
             funcs,
             frame_bytes: frames,
@@ -880,6 +919,8 @@ struct BlockRun<'m, 'a> {
     /// What each warp stored to global views it also loads, since its last synchronization
     /// (part of the race check; see [`warp_stores`]).
     warp_stores: Option<RefCell<WarpStores>>,
+    /// The run's race check on global memory, which spans its blocks.
+    global_race: Option<&'a RefCell<GlobalRace>>,
     /// Each warp's asynchronous mma groups.
     mma_groups: Vec<MmaGroups>,
 }
@@ -907,10 +948,16 @@ struct Collective {
 }
 
 impl<'m, 'a> BlockRun<'m, 'a> {
-    /// A block of the run `bounds` describes, after `ops_before` ops of the blocks before it.
-    /// Its shared memory and the warps' activations were checked against the memory budget
-    /// (as `bounds.block_bytes`) before the run.
-    fn new(bounds: &'a Bounds<'m>, block: [u32; 3], ops_before: u64, args: &'a mut [Arg]) -> Self {
+    /// A block of the run `bounds` describes, after `ops_before` ops of the blocks before it,
+    /// with the run's global race check. Its shared memory and the warps' activations were
+    /// checked against the memory budget (as `bounds.block_bytes`) before the run.
+    fn new(
+        bounds: &'a Bounds<'m>,
+        block: [u32; 3],
+        ops_before: u64,
+        args: &'a mut [Arg],
+        global_race: Option<&'a RefCell<GlobalRace>>,
+    ) -> Self {
         let kernel = bounds.kernel;
         let n = kernel.warps().unwrap_or(1);
         let warps = (0..n)
@@ -963,6 +1010,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             } else {
                 None
             },
+            global_race,
             mma_groups: vec![MmaGroups::default(); n as usize],
         }
     }
@@ -1310,15 +1358,19 @@ impl<'m, 'a> BlockRun<'m, 'a> {
         Ok(())
     }
 
-    /// The race check's id for the site of the op warp `w` is at.
-    fn race_site(&self, w: usize, race: &mut RaceCheck) -> u32 {
-        let op = self.warps[w]
+    /// The op warp `w` is at (null when it is at none).
+    fn current_op(&self, w: usize) -> *const Op {
+        self.warps[w]
             .frames
             .last()
             .and_then(|f| f.levels.last())
             .and_then(|l| l.region.ops.get(l.pc))
-            .map_or(std::ptr::null(), |op| op as *const Op);
-        race.site(op, w, || self.site(w))
+            .map_or(std::ptr::null(), |op| op as *const Op)
+    }
+
+    /// The race check's id for the site of the op warp `w` is at.
+    fn race_site(&self, w: usize, race: &mut RaceCheck) -> u32 {
+        race.site(self.current_op(w), w, || self.site(w))
     }
 
     /// Checks and records warp `w`'s access to `elements` of shared object `r` (row-major
@@ -1331,7 +1383,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
         cols: usize,
         kind: RaceAccess,
     ) -> Result<(), InterpError> {
-        let Some(race) = &self.race else {
+        let Some(race) = self.race.as_ref().filter(|_| self.bounds.shared_race_check) else {
             return Ok(());
         };
         let mut race = race.borrow_mut();

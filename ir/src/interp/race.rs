@@ -172,6 +172,11 @@ impl RaceCheck {
         id
     }
 
+    /// What warp `w` knows of every warp's clock (indexed by warp; missing entries are 0).
+    pub fn knows(&self, w: usize) -> &[u32] {
+        &self.clocks[w]
+    }
+
     fn copy_agent(&mut self, w: usize, sem: Option<SharedRef>) -> u32 {
         let next = (self.clocks.len() + self.copy_agents.len()) as u32;
         *self

@@ -80,7 +80,7 @@ impl TensorTable {
 
 /// Which tensor a global view of a run addresses: kernel argument `arg`, or entry `entry` of
 /// the pointer table passed as that argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct GlobalRef {
     pub arg: usize,
     pub entry: Option<usize>,

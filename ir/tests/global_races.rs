@@ -352,3 +352,49 @@ fn a_warp_rereading_and_rewriting_its_own_elements_does_not_race() {
     run(src, Launch::grid([3, 1, 1]), &mut args).unwrap();
     assert_eq!(values(&args[0]), [4.0, 8.0, 12.0]);
 }
+
+/// Stores a tile into entry 0 of the table, then reloads its first row as a vector (other
+/// lanes than the ones that stored it, on a GPU), with `sync` between.
+fn reload_kernel(sync: &str) -> String {
+    format!(
+        "kernel @reload(%t: gl<i64, 2>, %z: gl<f32, 1, mut>) warps(1) {{
+           %0 = const[0] () : i32
+           %g = table_view (%t, %0) : gl<f32, 2, mut>
+           %x = load (%g, %0, %0) : rt<f32, 16x16, row>
+           store (%g, %x, %0, %0)
+           {sync}
+           %r = load (%g, %0, %0) : rv<f32, 16, cols>
+           store (%z, %r, %0)
+           return ()
+         }}"
+    )
+}
+
+#[test]
+fn a_reload_of_a_pointer_table_entry_through_other_lanes_needs_a_barrier() {
+    let entry_values: Vec<f64> = (0..256).map(|i| i as f64 * 0.25 - 7.0).collect();
+    let args = || {
+        let entry = HostTensor::new(F32, &[16, 16], &entry_values).unwrap();
+        vec![
+            Arg::Table(TensorTable::new(vec![entry]).unwrap()),
+            tensor(&[0.0; 16]),
+        ]
+    };
+    let mut racy = args();
+    let e = run(&reload_kernel(""), Launch::grid([1, 1, 1]), &mut racy).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        matches!(e, InterpError::Runtime { .. })
+            && message.contains("entry 0 of pointer table `t`")
+            && message.contains("another lane"),
+        "{message}"
+    );
+    let mut synced = args();
+    run(
+        &reload_kernel("barrier @block ()"),
+        Launch::grid([1, 1, 1]),
+        &mut synced,
+    )
+    .unwrap();
+    assert_eq!(values(&synced[1]), entry_values[..16]);
+}

@@ -11,7 +11,8 @@
 //! would never show.
 //!
 //! The interpreter enforces the rule as part of [`Launch::race_check`](super::Launch::race_check):
-//! for every view the kernel both stores to and loads from, each warp keeps the elements it
+//! for every view the kernel both stores to and loads from (a parameter, or the entries of
+//! pointer tables when it stores to and loads from `table_view`s), each warp keeps the elements it
 //! stored since its last synchronization, with the value type and position that stored them;
 //! a load of one of them through another type or position is an error naming both ops. (The
 //! alternative, a `bar.warp.sync` the lowering inserts before every load that may read a
@@ -25,7 +26,8 @@ use crate::module::{Func, Op, Region, Value};
 use crate::ops::OpKind;
 use crate::types::Type;
 
-use super::{Arg, BlockRun, InterpError, Site, Val};
+use super::table::{resolve, GlobalRef};
+use super::{BlockRun, InterpError, Site, Val};
 
 /// One element a warp stored: the value type (interned), the position in the value, and the
 /// store's site.
@@ -39,42 +41,51 @@ struct Stored {
 /// What each warp stored to watched views since its last synchronization.
 #[derive(Debug, Default)]
 pub(crate) struct WarpStores {
-    /// Per warp: (argument, storage offset) → the store.
-    stored: Vec<HashMap<(usize, usize), Stored>>,
+    /// Per warp: (view, storage offset) → the store.
+    stored: Vec<HashMap<(GlobalRef, usize), Stored>>,
     types: Vec<Type>,
     sites: Vec<Site>,
     site_ids: HashMap<(*const Op, usize), u32>,
     /// Arguments the kernel both stores to and loads from.
     watched: Vec<bool>,
+    /// Whether the kernel both stores to and loads from views of pointer-table entries (then
+    /// every entry is watched).
+    watched_entries: bool,
 }
 
-/// Whether view `p` is loaded somewhere in `body`.
-fn loaded(body: &Region, p: Value) -> bool {
+/// Whether an op of `kind` in `body` has a first operand `view` accepts.
+fn accessed(body: &Region, kind: &OpKind, view: &impl Fn(Value) -> bool) -> bool {
     body.ops.iter().any(|op| {
-        (matches!(op.kind, OpKind::Load) && op.operands.first() == Some(&p))
-            || op.regions.iter().any(|r| loaded(r, p))
+        (op.kind == *kind && op.operands.first().is_some_and(|&v| view(v)))
+            || op.regions.iter().any(|r| accessed(r, kind, view))
     })
 }
 
-/// Whether view `p` is stored to somewhere in `body`.
-fn stored(body: &Region, p: Value) -> bool {
-    body.ops.iter().any(|op| {
-        (matches!(op.kind, OpKind::Store) && op.operands.first() == Some(&p))
-            || op.regions.iter().any(|r| stored(r, p))
-    })
+/// The views of pointer-table entries `body` makes (`table_view` results).
+fn table_views(body: &Region, into: &mut Vec<Value>) {
+    for op in &body.ops {
+        if matches!(op.kind, OpKind::TableView) {
+            into.extend(op.results.first());
+        }
+        op.regions.iter().for_each(|r| table_views(r, into));
+    }
 }
 
 impl WarpStores {
     /// The check for `kernel` with `warps` warps; `None` when no view is both stored and loaded.
     pub fn new(kernel: &Func, warps: usize) -> Option<WarpStores> {
-        let watched: Vec<bool> = kernel
-            .params
-            .iter()
-            .map(|&p| stored(&kernel.body, p) && loaded(&kernel.body, p))
-            .collect();
-        watched.iter().any(|&w| w).then(|| WarpStores {
+        let both = |view: &dyn Fn(Value) -> bool| {
+            accessed(&kernel.body, &OpKind::Store, &view)
+                && accessed(&kernel.body, &OpKind::Load, &view)
+        };
+        let watched: Vec<bool> = kernel.params.iter().map(|&p| both(&|v| v == p)).collect();
+        let mut entries = Vec::new();
+        table_views(&kernel.body, &mut entries);
+        let watched_entries = both(&|v| entries.contains(&v));
+        (watched_entries || watched.iter().any(|&w| w)).then(|| WarpStores {
             stored: vec![HashMap::new(); warps],
             watched,
+            watched_entries,
             ..WarpStores::default()
         })
     }
@@ -179,15 +190,17 @@ impl<'m> BlockRun<'m, '_> {
         let Val::Global(g) = self.val(w, view)? else {
             return Ok(());
         };
-        // Views of pointer-table entries are not watched (the watch list is per parameter).
-        if g.entry.is_some() {
+        let watched = {
+            let s = cell.borrow();
+            match g.entry {
+                None => s.watched.get(g.arg).copied().unwrap_or(false),
+                Some(_) => s.watched_entries,
+            }
+        };
+        if !watched {
             return Ok(());
         }
-        let g = g.arg;
-        if !cell.borrow().watched.get(g).copied().unwrap_or(false) {
-            return Ok(());
-        }
-        let Some(Arg::Tensor(t)) = self.args.get(g) else {
+        let Some(t) = resolve(self.args, g) else {
             return Ok(());
         };
         let idx: Vec<i64> = op.operands[first_index..]
@@ -227,17 +240,20 @@ impl<'m> BlockRun<'m, '_> {
             if st.ty == ty_id && st.pos == pos {
                 continue;
             }
-            let name = self
+            let param = self
                 .kernel
                 .params
-                .get(g)
+                .get(g.arg)
                 .and_then(|p| self.kernel.value_name(*p))
-                .unwrap_or("?")
-                .to_string();
+                .unwrap_or("?");
+            let name = match g.entry {
+                None => format!("`{param}`"),
+                Some(e) => format!("entry {e} of pointer table `{param}`"),
+            };
             return Err(InterpError::Runtime {
                 site: Box::new(self.site(w)),
                 message: format!(
-                    "loads element {off} (storage offset) of `{name}` as {} element {pos}, which this warp stored as {} element {} at {} with no barrier or semaphore wait between: on a GPU another lane stored it and may not yet be visible to this one (add a `barrier`, or load it as the value that stored it)",
+                    "loads element {off} (storage offset) of {name} as {} element {pos}, which this warp stored as {} element {} at {} with no barrier or semaphore wait between: on a GPU another lane stored it and may not yet be visible to this one (add a `barrier`, or load it as the value that stored it)",
                     s.types[ty_id as usize],
                     s.types[st.ty as usize],
                     st.pos,

@@ -117,10 +117,9 @@ pub struct Launch {
     ///
     /// It checks global memory too: two accesses to one element of a mutable global view by
     /// different blocks, or by warps of one block that no barrier or semaphore phase orders,
-    /// are a race ([`InterpError::GlobalRace`]) when one is a plain write, or one is plain and
-    /// the other atomic; reads among themselves and atomics among themselves are not. Views
-    /// of pointer-table entries are checked as the kernel's parameters are; tensors of more
-    /// than [`GLOBAL_RACE_MAX_ELEMENTS`] elements are not.
+    /// are a race ([`InterpError::GlobalRace`]) when one of them is a plain (not atomic)
+    /// write. Views of pointer-table entries are checked as the kernel's parameters are;
+    /// tensors of more than [`GLOBAL_RACE_MAX_ELEMENTS`] elements are not.
     ///
     /// It also checks that a warp reloads a global element it stored only as the same lane
     /// would, or after a barrier or semaphore wait (the rule is in the docs of
@@ -359,9 +358,9 @@ pub enum InterpError {
         later: Box<Site>,
         later_kind: String,
     },
-    /// Two accesses to one element of a global tensor, one of them a plain write (or one
-    /// plain and one atomic), by different blocks or by warps of one block that no barrier or
-    /// semaphore phase orders (see [`Launch::race_check`]).
+    /// Two accesses to one element of a global tensor, one of them a plain (not atomic) write,
+    /// by different blocks or by warps of one block that no barrier or semaphore phase orders
+    /// (see [`Launch::race_check`]).
     #[error(
         "kernel @{kernel}: data race on element {element} of global tensor {tensor}: the {later_kind} at {later} is not ordered after the {earlier_kind} at {earlier} ({})",
         if earlier.block == later.block { "no barrier or semaphore wait between them" } else { "different blocks of one launch are never ordered; use atomics, or a separate launch" }

@@ -40,7 +40,8 @@ pub struct CpuOptions {
     pub cancel: Option<CancelToken>,
     /// How the warps of a block take turns ([`Schedule::UntilBlocked`] by default).
     pub schedule: Schedule,
-    /// Whether runs check shared memory for races ([`Launch::race_check`]; on by default).
+    /// Whether runs check shared and global memory for races ([`Launch::race_check`]; on by
+    /// default).
     pub race_check: bool,
     /// Whether runs check that every output the kernel only writes is written in full
     /// ([`Launch::check_unwritten`]; off by default).
@@ -97,7 +98,7 @@ impl CpuOptions {
         self
     }
 
-    /// The same options with the shared-memory race check on or off.
+    /// The same options with the race check (shared and global memory) on or off.
     pub fn race_check(mut self, on: bool) -> CpuOptions {
         self.race_check = on;
         self

@@ -39,9 +39,20 @@ fn cases() -> [(&'static str, &'static [&'static [usize]]); 2] {
 }
 
 fn random(rng: &mut Rng, shapes: &[&[usize]], device: &Device, lo: f64, hi: f64) -> Vec<Tensor> {
+    random_of(F32, rng, shapes, device, lo, hi)
+}
+
+fn random_of(
+    dtype: tilekit::ir::ScalarType,
+    rng: &mut Rng,
+    shapes: &[&[usize]],
+    device: &Device,
+    lo: f64,
+    hi: f64,
+) -> Vec<Tensor> {
     shapes
         .iter()
-        .map(|s| Tensor::from_host(&rng.tensor(F32, s, lo, hi), device).unwrap())
+        .map(|s| Tensor::from_host(&rng.tensor(dtype, s, lo, hi), device).unwrap())
         .collect()
 }
 
@@ -533,9 +544,10 @@ fn block_count(p: &Partition, shape: &[usize]) -> usize {
 /// Ten Adam-mini steps against ten f64 steps of the paper's algorithm from the same zero state,
 /// over per-neuron, per-head, whole-tensor and per-element blocks. Bound: as AdamW, with the
 /// block's mean of g² summed in f32 in `cols/32` sequential tile sums of 32 (≤ (cols/32 + 6)·u
-/// relative), which √ halves in the update.
-#[test]
-fn adam_mini_ten_steps_match_the_paper() {
+/// relative), which √ halves in the update. With `model_copy`, the steps are
+/// `step_with_model_copy`'s (f32 master weights, bf16 gradients), and after each the bf16 model
+/// copy is the master weights rounded to nearest even.
+fn adam_mini_ten_steps(model_copy: bool) {
     for (name, shapes) in cases() {
         let device = Device::from_name(name).unwrap();
         let mut rng = Rng::fresh();
@@ -564,10 +576,24 @@ fn adam_mini_ten_steps_match_the_paper() {
         };
         let mut opt = AdamMini::new(cfg, parts).unwrap();
         let h = adam64(cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay);
+        let model: Vec<Tensor> = shapes
+            .iter()
+            .map(|s| Tensor::full(BF16, s, f64::NAN, &device).unwrap())
+            .collect();
         for t in 1..=STEPS {
-            let grads = random(&mut rng, shapes, &device, -1.0, 1.0);
-            opt.step(&device, &params, &grads)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let dtype = if model_copy { BF16 } else { F32 };
+            let grads = random_of(dtype, &mut rng, shapes, &device, -1.0, 1.0);
+            if model_copy {
+                opt.step_with_model_copy(&device, &params, &grads, &model)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                for (e, (p, w)) in values(&params).iter().zip(values(&model)).enumerate() {
+                    let rounded: Vec<f64> = p.iter().map(|&x| bf16(x)).collect();
+                    assert_eq!(rounded, w, "{name}: entry {e}, step {t}: model copy");
+                }
+            } else {
+                opt.step(&device, &params, &grads)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
             for (e, g) in values(&grads).iter().enumerate() {
                 reference::adam_mini(&mut want[e], g, &mut wm[e], &mut wv[e], &h, t as i32);
             }
@@ -591,6 +617,16 @@ fn adam_mini_ten_steps_match_the_paper() {
         let want_len: Vec<usize> = wv.iter().map(Vec::len).collect();
         assert_eq!(v_len, want_len, "{name}: one v per block");
     }
+}
+
+#[test]
+fn adam_mini_ten_steps_match_the_paper() {
+    adam_mini_ten_steps(false);
+}
+
+#[test]
+fn adam_mini_with_model_copy_ten_steps_match_the_paper_and_write_bf16_of_the_master_weights() {
+    adam_mini_ten_steps(true);
 }
 
 /// Ten 8-bit steps, each against bitsandbytes' blockwise algorithm (the f64 reference of

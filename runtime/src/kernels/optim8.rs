@@ -145,10 +145,10 @@ pub struct Adam8bitScalars {
 
 /// Quantization block `block` of `N` = [`BLOCK`] elements of one tensor: dequantizes its
 /// moments, steps them with the gradient (f32, or a narrower float widened to f32), stores the
-/// weights, the new absmax and codes, and returns the new weights (for a model copy). Elements
-/// past the tensor's end count as zeros in the absmax and are not written. Every 8-bit AdamW
-/// kernel of the library, one tensor or a list, steps a block through it, so they agree bit
-/// for bit.
+/// weights (and, given a `model` view, the weights rounded to bf16 there), the new absmax and
+/// codes. Elements past the tensor's end count as zeros in the absmax and are not written.
+/// Every 8-bit AdamW kernel of the library, one tensor or a list, steps a block through it, so
+/// they agree bit for bit.
 #[crate::func]
 #[allow(clippy::too_many_arguments)]
 pub fn adam8bit_block<G: RegDtype, const N: usize>(
@@ -160,9 +160,10 @@ pub fn adam8bit_block<G: RegDtype, const N: usize>(
     v_absmax: GlMut<f32, 1>,
     m_map: Gl<f32, 1>,
     v_map: Gl<f32, 1>,
+    model: Option<GlMut<bf16, 1>>,
     block: Scalar<i32>,
     s: Adam8bitScalars,
-) -> Rv<f32, N> {
+) {
     let one = lit::<f32>(1.0);
     let pos: Rv<i32, N> = iota_rows();
     // `block·N < L` for every block that holds elements, so the sum does not wrap there.
@@ -177,6 +178,10 @@ pub fn adam8bit_block<G: RegDtype, const N: usize>(
     let pv: Rv<f32, N> = load(p.chunk(block));
     let p_new = (pv + m_new / (v_new.sqrt() + s.eps_hat) * s.step_size) * s.decay;
     store(p.chunk(block), p_new);
+    // Stored at once, so the weights are not live through the quantization below.
+    if let Some(model) = model {
+        store(model.chunk(block), p_new.cast::<bf16>());
+    }
 
     let m_max = reduce_all(Red::Max, m_new.abs());
     let v_max = reduce_all(Red::Max, v_new.abs());
@@ -192,7 +197,6 @@ pub fn adam8bit_block<G: RegDtype, const N: usize>(
     let m_code = select(m_new.lt(0.0), below_zero, m_code);
     store(m_codes.chunk(block), as_byte(m_code));
     store(v_codes.chunk(block), as_byte(v_code));
-    p_new
 }
 
 /// One 8-bit AdamW step (see the module documentation). Warp `w` of block `b` owns
@@ -234,7 +238,7 @@ pub fn adam8bit_step<const N: usize, const WARPS: usize>(
             decay,
         };
         adam8bit_block::<f32, N>(
-            p, g, m_codes, v_codes, m_absmax, v_absmax, m_map, v_map, block, s,
+            p, g, m_codes, v_codes, m_absmax, v_absmax, m_map, v_map, None, block, s,
         );
     }
 }
@@ -293,6 +297,7 @@ pub fn adam8bit_multi<const N: usize, const WARPS: usize>(
             v_absmax.view(e),
             m_map,
             v_map,
+            None,
             block,
             s,
         );
@@ -343,7 +348,7 @@ pub fn adam8bit_mixed_multi<const N: usize, const WARPS: usize>(
             eps_hat,
             decay,
         };
-        let p_new = adam8bit_block::<bf16, N>(
+        adam8bit_block::<bf16, N>(
             p.view(e),
             g.view(e),
             m_codes.view(e),
@@ -352,10 +357,10 @@ pub fn adam8bit_mixed_multi<const N: usize, const WARPS: usize>(
             v_absmax.view(e),
             m_map,
             v_map,
+            Some(p_model.view(e)),
             block,
             s,
         );
-        store(p_model.view(e).chunk(block), p_new.cast::<bf16>());
     }
 }
 

@@ -275,19 +275,22 @@ pub fn adam_mini_step<const C: usize, const WARPS: usize>(
         bias_correction1,
         bias_correction2,
     };
-    adam_mini_rows::<C>(p, g, m, v, rows, s);
+    adam_mini_rows::<f32, C>(p, g, m, v, None, rows, s);
 }
 
 /// Adam-mini on the 16 rows `16·rows ..` of one 2-D view (fewer at its end): the mean of `g²`
 /// over each row updates that row's `v`, then the row's columns are updated with it, `C` at a
-/// time. [`adam_mini_step`] and the multi-tensor
-/// [`adam_mini_multi`](super::optim_multi::adam_mini_multi) step through it.
+/// time. The gradient is f32 or a narrower float widened to f32; given a `model` view, the
+/// updated weights are also stored there rounded to bf16 (nearest even). [`adam_mini_step`] and
+/// the multi-tensor [`adam_mini_multi`](super::optim_multi::adam_mini_multi) and
+/// [`adam_mini_mixed_multi`](super::optim_multi::adam_mini_mixed_multi) step through it.
 #[crate::func]
-pub fn adam_mini_rows<const C: usize>(
+pub fn adam_mini_rows<G: RegDtype, const C: usize>(
     p: GlMut<f32, 2>,
-    g: Gl<f32, 2>,
+    g: Gl<G, 2>,
     m: GlMut<f32, 2>,
     v: GlMut<f32, 1>,
+    model: Option<GlMut<bf16, 2>>,
     rows: Scalar<i32>,
     s: AdamwScalars,
 ) {
@@ -296,7 +299,7 @@ pub fn adam_mini_rows<const C: usize>(
     // Columns past the view load as zeros and add nothing to the sum of squares.
     let mut sum_sq: Rv<f32, 16> = zeros();
     for k in range(0, col_tiles) {
-        let gt: Rt<f32, 16, C> = load(g.tile(rows, k));
+        let gt = widen_tile_to_f32::<G, C>(load(g.tile(rows, k)));
         sum_sq += row_sum(gt * gt);
     }
     let vv: Rv<f32, 16> = load(v.chunk(rows));
@@ -305,12 +308,28 @@ pub fn adam_mini_rows<const C: usize>(
     let denom = (v_new / s.bias_correction2).sqrt() + s.eps;
     for k in range(0, col_tiles) {
         let pt: Rt<f32, 16, C> = load(p.tile(rows, k));
-        let gt: Rt<f32, 16, C> = load(g.tile(rows, k));
+        let gt = widen_tile_to_f32::<G, C>(load(g.tile(rows, k)));
         let mt: Rt<f32, 16, C> = load(m.tile(rows, k));
         let m_new = mt * s.beta1 + gt * (one - s.beta1);
         let adam = div_row(m_new / s.bias_correction1, denom);
-        store(p.tile(rows, k), pt - (adam + pt * s.weight_decay) * s.lr);
+        let p_new = pt - (adam + pt * s.weight_decay) * s.lr;
+        store(p.tile(rows, k), p_new);
+        if let Some(model) = model {
+            store(model.tile(rows, k), p_new.cast::<bf16>());
+        }
         store(m.tile(rows, k), m_new);
+    }
+}
+
+/// A 16-row tile as f32: the tile itself when it is f32 already (no conversion op), else
+/// converted.
+#[track_caller]
+fn widen_tile_to_f32<G: RegDtype, const C: usize>(x: Rt<G, 16, C>) -> Rt<f32, 16, C> {
+    if G::SCALAR == ScalarType::F32 {
+        // Each dtype has one Rust type: this is the same type.
+        Rt::from_value(x.value())
+    } else {
+        x.cast::<f32>()
     }
 }
 

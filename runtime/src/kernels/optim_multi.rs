@@ -334,7 +334,54 @@ pub fn adam_mini_multi<const C: usize, const WARPS: usize>(
             bias_correction1,
             bias_correction2,
         };
-        adam_mini_rows::<C>(p.view(e), g.view(e), m.view(e), ve, rows, s);
+        adam_mini_rows::<f32, C>(p.view(e), g.view(e), m.view(e), ve, None, rows, s);
+    }
+}
+
+/// [`adam_mini_multi`] with f32 master weights `p`, bf16 gradients and a bf16 model copy
+/// `p_model` (entry e of `p`'s shape) written in the same pass: `p_model = bf16(p)` after the
+/// step, rounded to nearest even. The master weights and moments step exactly as
+/// [`adam_mini_multi`]'s do from the widened gradients. Grid as [`adam_mini_multi`].
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<32, 4>),
+    selftest = selftest_adam_mini_mixed_multi,
+    shapes(p: [E, 3], g: [E, 3], m: [E, 3], v: [E, 2], p_model: [E, 3], starts: [S], S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn adam_mini_mixed_multi<const C: usize, const WARPS: usize>(
+    p: GlTableMut<f32, 2>,
+    g: GlTable<bf16, 2>,
+    m: GlTableMut<f32, 2>,
+    v: GlTableMut<f32, 1>,
+    p_model: GlTableMut<bf16, 2>,
+    starts: Gl<i32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    eps: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+    bias_correction1: Scalar<f32>,
+    bias_correction2: Scalar<f32>,
+) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, p.len(), b);
+    let first: Scalar<i32> = load(starts.at(e));
+    let rows = (b - first) * WARPS as i32 + warp_idx();
+    let ve = v.view(e);
+    // Warps past the entry's last row skip (as in `adamw_mixed_multi`).
+    if (rows * 16).lt(ve.len()) {
+        let s = AdamwScalars {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            bias_correction1,
+            bias_correction2,
+        };
+        let model = Some(p_model.view(e));
+        adam_mini_rows::<bf16, C>(p.view(e), g.view(e), m.view(e), ve, model, rows, s);
     }
 }
 
@@ -633,6 +680,48 @@ pub const MINI_ROWS_PER_BLOCK: usize = 16 * WARPS;
 /// Columns per tile of [`adam_mini_multi`].
 pub const MINI_COLS: usize = 32;
 
+/// The block plan of an Adam-mini step over `p` (rank 2, `[blocks_e, len_e]` per entry), the
+/// lists of its shape entry by entry (`others`, each with its name for errors) and `v` (one
+/// element per block): refuses lists that do not match, then gives the first thread block of
+/// each entry and the block count; `None` when there is nothing to do.
+fn adam_mini_plan(
+    kernel: &str,
+    p: &TensorList,
+    others: &[(&TensorList, &str)],
+    v: &TensorList,
+) -> Result<Option<(HostTensor, u32)>, Error> {
+    for &(list, what) in others {
+        if list.len() != p.len() {
+            return Err(Error::Shape {
+                kernel: kernel.into(),
+                message: format!(
+                    "`{what}` holds {} tensors, `p` holds {}",
+                    list.len(),
+                    p.len()
+                ),
+            });
+        }
+        for e in 0..p.len() {
+            if list.shape(e) != p.shape(e) {
+                return Err(Error::Shape {
+                    kernel: kernel.into(),
+                    message: format!(
+                        "`{what}` entry {e} has shape {:?}, `p` entry {e} has {:?}",
+                        list.shape(e).unwrap_or(&[]),
+                        p.shape(e).unwrap_or(&[])
+                    ),
+                });
+            }
+        }
+    }
+    let rows: Vec<usize> = (0..p.len())
+        .map(|e| p.shape(e).and_then(|s| s.first().copied()).unwrap_or(0))
+        .collect();
+    lengths_like(kernel, &rows, v, "v")?;
+    let (starts, blocks) = block_starts(&rows, MINI_ROWS_PER_BLOCK)?;
+    Ok((blocks > 0).then_some((starts, blocks)))
+}
+
 /// One Adam-mini step over lists in one launch (see [`adam_mini_multi`]): entry e of `p`, `g`,
 /// `m` (f32, rank 2) is `[blocks_e, len_e]` and entry e of `v` (f32, rank 1) is `[blocks_e]`.
 /// An empty list does nothing.
@@ -645,40 +734,10 @@ pub fn adam_mini_multi_step(
     h: &Hyper,
 ) -> Result<(), Error> {
     const NAME: &str = "adam_mini_multi";
-    for (what, list) in [("g", g), ("m", &*m)] {
-        for e in 0..p.len() {
-            if list.shape(e) != p.shape(e) {
-                return Err(Error::Shape {
-                    kernel: NAME.into(),
-                    message: format!(
-                        "`{what}` entry {e} has shape {:?}, `p` entry {e} has {:?}",
-                        list.shape(e).unwrap_or(&[]),
-                        p.shape(e).unwrap_or(&[])
-                    ),
-                });
-            }
-        }
-        if list.len() != p.len() {
-            return Err(Error::Shape {
-                kernel: NAME.into(),
-                message: format!(
-                    "`{what}` holds {} tensors, `p` holds {}",
-                    list.len(),
-                    p.len()
-                ),
-            });
-        }
-    }
-    let rows: Vec<usize> = (0..p.len())
-        .map(|e| p.shape(e).and_then(|s| s.first().copied()).unwrap_or(0))
-        .collect();
-    lengths_like(NAME, &rows, v, "v")?;
-    let (starts, blocks) = block_starts(&rows, MINI_ROWS_PER_BLOCK)?;
-    if blocks == 0 {
+    let Some((starts, blocks)) = adam_mini_plan(NAME, p, &[(g, "g"), (&*m, "m")], v)? else {
         return Ok(());
-    }
-    let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
-    let s = |x: f32| ScalarArg::from(x);
+    };
+    let [lr, beta1, beta2, eps, weight_decay, bc1, bc2] = adam_scalar_args(NAME, h)?;
     adam_mini_multi::<MINI_COLS, WARPS>::launch(
         device,
         blocks,
@@ -687,14 +746,59 @@ pub fn adam_mini_multi_step(
         m,
         v,
         &starts,
-        s(h.lr),
-        s(h.beta1),
-        s(h.beta2),
-        s(h.eps),
-        s(h.weight_decay),
-        s(bc1),
-        s(bc2),
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        bc1,
+        bc2,
     )
+}
+
+/// [`adam_mini_multi_step`] with f32 master weights `p`, bf16 gradients `g` and a bf16 model
+/// copy `p_model` (entry e of `p`'s shape) written in the same launch
+/// ([`adam_mini_mixed_multi`]).
+#[allow(clippy::too_many_arguments)]
+pub fn adam_mini_mixed_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    m: &mut TensorList,
+    v: &mut TensorList,
+    p_model: &mut TensorList,
+    h: &Hyper,
+) -> Result<(), Error> {
+    const NAME: &str = "adam_mini_mixed_multi";
+    let others = [(g, "g"), (&*m, "m"), (&*p_model, "p_model")];
+    let Some((starts, blocks)) = adam_mini_plan(NAME, p, &others, v)? else {
+        return Ok(());
+    };
+    let [lr, beta1, beta2, eps, weight_decay, bc1, bc2] = adam_scalar_args(NAME, h)?;
+    adam_mini_mixed_multi::<MINI_COLS, WARPS>::launch(
+        device,
+        blocks,
+        p,
+        g,
+        m,
+        v,
+        p_model,
+        &starts,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        bc1,
+        bc2,
+    )
+}
+
+/// The scalar arguments of an Adam-style kernel in its parameters' order: `lr`, `beta1`,
+/// `beta2`, `eps`, `weight_decay` and the two bias corrections (step 0 refused).
+fn adam_scalar_args(kernel: &str, h: &Hyper) -> Result<[ScalarArg; 7], Error> {
+    let (bc1, bc2) = h.checked_bias_corrections(kernel)?;
+    Ok([h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, bc1, bc2].map(ScalarArg::from))
 }
 
 /// Clips the gradients of `g` (f32) in place to global L2 norm `max_norm` with three launches
@@ -964,8 +1068,10 @@ fn selftest_lion_multi(device: &Device) -> Result<String, String> {
     )
 }
 
-/// One `adam_mini_multi` step over tensors of several partitions against the f64 step.
-fn selftest_adam_mini_multi(device: &Device) -> Result<String, String> {
+/// One Adam-mini multi-tensor step over tensors of several partitions against the f64 step:
+/// `adam_mini_multi` (f32 gradients), or with `model` `adam_mini_mixed_multi` (bf16 gradients,
+/// the bf16 model copy equal to the master weights rounded to nearest even).
+fn adam_mini_selftest(device: &Device, model: bool) -> Result<String, String> {
     let mut rng = Rng::fresh();
     let h = Hyper {
         lr: 1e-3,
@@ -977,22 +1083,34 @@ fn selftest_adam_mini_multi(device: &Device) -> Result<String, String> {
     };
     // [blocks, block length]: one block of a bias, per-neuron rows, per-head rows, no rows.
     let shapes = [[1usize, 17], [70, 130], [4, 96], [0, 8], [33, 1]];
-    let f = ScalarType::F32;
-    let make = |rng: &mut Rng, lo, hi| -> Vec<HostTensor> {
-        shapes.iter().map(|s| rng.tensor(f, s, lo, hi)).collect()
+    let (f, b) = (ScalarType::F32, ScalarType::BF16);
+    let make = |rng: &mut Rng, dtype, lo, hi| -> Vec<HostTensor> {
+        shapes
+            .iter()
+            .map(|s| rng.tensor(dtype, s, lo, hi))
+            .collect()
     };
     let (p0, g, m0) = (
-        make(&mut rng, -1.0, 1.0),
-        make(&mut rng, -1.0, 1.0),
-        make(&mut rng, -0.1, 0.1),
+        make(&mut rng, f, -1.0, 1.0),
+        make(&mut rng, if model { b } else { f }, -1.0, 1.0),
+        make(&mut rng, f, -0.1, 0.1),
     );
     let v0: Vec<HostTensor> = shapes
         .iter()
         .map(|s| rng.tensor(f, &[s[0]], 0.0, 0.01))
         .collect();
+    let copies: Vec<HostTensor> = shapes
+        .iter()
+        .map(|s| HostTensor::full(b, s, f64::NAN))
+        .collect();
     let (mut p, gl) = (host_list(&p0)?, host_list(&g)?);
-    let (mut m, mut v) = (host_list(&m0)?, host_list(&v0)?);
-    adam_mini_multi_step(device, &mut p, &gl, &mut m, &mut v, &h).map_err(|e| e.to_string())?;
+    let (mut m, mut v, mut copy) = (host_list(&m0)?, host_list(&v0)?, host_list(&copies)?);
+    if model {
+        adam_mini_mixed_multi_step(device, &mut p, &gl, &mut m, &mut v, &mut copy, &h)
+    } else {
+        adam_mini_multi_step(device, &mut p, &gl, &mut m, &mut v, &h)
+    }
+    .map_err(|e| e.to_string())?;
     for (e, shape) in shapes.iter().enumerate() {
         let (mut wp, mut wm, mut wv) = (p0[e].to_vec(), m0[e].to_vec(), v0[e].to_vec());
         reference::adam_mini(&mut wp, &g[e].to_vec(), &mut wm, &mut wv, &adam64(&h), 4);
@@ -1001,7 +1119,8 @@ fn selftest_adam_mini_multi(device: &Device) -> Result<String, String> {
                 .map(HostTensor::to_vec)
                 .ok_or("entry not on the host")
         };
-        let ep = record(format!("{shape:?}: p"), &host(&p)?, &wp, 1e-5);
+        let got = host(&p)?;
+        let ep = record(format!("{shape:?}: p"), &got, &wp, 1e-5);
         let ev = record(format!("{shape:?}: v"), &host(&v)?, &wv, 1e-5);
         if ep > 1e-5 || ev > 1e-5 {
             return Err(format!(
@@ -1009,9 +1128,33 @@ fn selftest_adam_mini_multi(device: &Device) -> Result<String, String> {
                 rng.seed
             ));
         }
+        let rounded = HostTensor::new(b, shape, &got).map_err(|e| e.to_string())?;
+        if model
+            && host(&copy)?
+                .iter()
+                .zip(rounded.to_vec())
+                .any(|(x, y)| x.to_bits() != y.to_bits())
+        {
+            return Err(format!(
+                "{shape:?}: model copy is not bf16(p) (seed {})",
+                rng.seed
+            ));
+        }
     }
-    Ok(
-        "p and per-block v of 5 tensors (1×17, 70×130, 4×96, 0×8, 33×1) against the f64 step"
-            .into(),
-    )
+    Ok(format!(
+        "p and per-block v of 5 tensors (1×17, 70×130, 4×96, 0×8, 33×1) against the f64 step{}",
+        if model {
+            "; model copy = bf16(master)"
+        } else {
+            ""
+        }
+    ))
+}
+
+fn selftest_adam_mini_multi(device: &Device) -> Result<String, String> {
+    adam_mini_selftest(device, false)
+}
+
+fn selftest_adam_mini_mixed_multi(device: &Device) -> Result<String, String> {
+    adam_mini_selftest(device, true)
 }

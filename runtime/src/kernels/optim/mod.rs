@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`AdamW`] | `torch.optim.AdamW` | 1 per dtype in the list ([`adamw_multi`](super::optim_multi::adamw_multi) for f32, [`adamw_bf16_multi`](super::optim_multi::adamw_bf16_multi) for bf16), or 1 ([`adamw_mixed_multi`](super::optim_multi::adamw_mixed_multi)) with a bf16 model copy |
 //! | [`Lion`] | Chen et al. 2023, Algorithm 2 (as `lion-pytorch`) | 1 per dtype in the list ([`lion_multi`](super::optim_multi::lion_multi) for f32, [`lion_bf16_multi`](super::optim_multi::lion_bf16_multi) for bf16) |
-//! | [`AdamMini`] | Zhang et al. 2024 (`adam-mini` 1.1): one `v` per block of the caller's [`Partition`] | 1 ([`adam_mini_multi`](super::optim_multi::adam_mini_multi)) |
+//! | [`AdamMini`] | Zhang et al. 2024 (`adam-mini` 1.1): one `v` per block of the caller's [`Partition`] | 1 ([`adam_mini_multi`](super::optim_multi::adam_mini_multi), or [`adam_mini_mixed_multi`](super::optim_multi::adam_mini_mixed_multi) with a bf16 model copy) |
 //! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`]) | 1 ([`adam8bit_multi`](optim8::adam8bit_multi), or [`adam8bit_mixed_multi`](optim8::adam8bit_mixed_multi) with a bf16 model copy) |
 //! | [`Muon`] | `torch.optim.Muon` ([`muon`]) | `3·ns_steps + 2` per matrix |
 //! | [`Shampoo`] | Distributed Shampoo v1.0 (`DistributedShampoo`, [`shampoo`]): EMA statistics, coupled Newton inverse 4th roots in f32, Adam grafting, blocking | 1 per vector; per matrix block 4, or 8 once preconditioned, plus the roots' Newton iterations when due |
@@ -44,8 +44,8 @@ pub mod reference;
 pub use super::muon::MuonConfig;
 pub use super::optim_family::LionHyper;
 use super::optim_multi::{
-    adam_mini_multi_step, adamw_bf16_multi_step, adamw_mixed_multi_step, adamw_multi_step,
-    lion_bf16_multi_step, lion_multi_step,
+    adam_mini_mixed_multi_step, adam_mini_multi_step, adamw_bf16_multi_step,
+    adamw_mixed_multi_step, adamw_multi_step, lion_bf16_multi_step, lion_multi_step,
 };
 pub use super::shampoo::{RootReport, ShampooConfig, ShampooError};
 use super::{muon, optim8, shampoo};
@@ -685,7 +685,8 @@ impl Default for AdamMiniConfig {
     }
 }
 
-/// Adam-mini over a list of f32 parameters, each split by its [`Partition`]. State per
+/// Adam-mini over a list of f32 parameters, each split by its [`Partition`] (with
+/// [`AdamMini::step_with_model_copy`], f32 master weights of a bf16 model). State per
 /// parameter: `exp_avg` (f32, its shape) and `v` (f32, one per block).
 #[derive(Debug)]
 pub struct AdamMini {
@@ -735,16 +736,10 @@ impl AdamMini {
         &self.v
     }
 
-    /// One step: updates `params` (f32) in place from `grads` (f32) in one launch.
-    pub fn step(
-        &mut self,
-        device: &Device,
-        params: &[Tensor],
-        grads: &[Tensor],
-    ) -> Result<(), OptimError> {
+    /// Checks the options and the partition against `params`, makes the state at the first
+    /// step; gives the hyper-parameters of the next step.
+    fn prepare(&mut self, device: &Device, params: &[Tensor]) -> Result<Hyper, OptimError> {
         const NAME: &str = "AdamMini";
-        let f = ScalarType::F32;
-        check_lists(NAME, params, grads, f, f, &self.shapes)?;
         Self::check(&self.config)?;
         if self.partition.len() != params.len() {
             return Err(OptimError::Count {
@@ -767,30 +762,72 @@ impl AdamMini {
             }
             self.v = blocks
                 .iter()
-                .map(|&b| Tensor::zeros(f, &[b], device))
+                .map(|&b| Tensor::zeros(ScalarType::F32, &[b], device))
                 .collect::<Result<_, _>>()?;
             self.exp_avg = zeros_like(params, device)?;
             self.shapes = shapes(params);
             self.blocks = blocks;
         }
-        let h = Hyper {
+        Ok(Hyper {
             lr: self.config.lr,
             beta1: self.config.betas.0,
             beta2: self.config.betas.1,
             eps: self.config.eps,
             weight_decay: self.config.weight_decay,
             step: self.steps + 1,
-        };
+        })
+    }
+
+    /// `tensors` (one per parameter) of `dtype`, each seen as its parameter's
+    /// `[blocks, block_len]`.
+    fn as_blocks(&self, dtype: ScalarType, tensors: &[Tensor]) -> Result<TensorList, TableError> {
         let blocks = &self.blocks;
-        let as_blocks = |i: usize, t: &Tensor| match blocks[i] {
+        list_of(dtype, 2, &refs(tensors), |i, t| match blocks[i] {
             0 => vec![0, 1],
             b => vec![b, t.len() / b],
-        };
-        let mut p = list_of(f, 2, &refs(params), as_blocks)?;
-        let g = list_of(f, 2, &refs(grads), as_blocks)?;
-        let mut m = list_of(f, 2, &refs(&self.exp_avg), as_blocks)?;
+        })
+    }
+
+    /// One step: updates `params` (f32) in place from `grads` (f32) in one launch.
+    pub fn step(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let f = ScalarType::F32;
+        check_lists("AdamMini", params, grads, f, f, &self.shapes)?;
+        let h = self.prepare(device, params)?;
+        let mut p = self.as_blocks(f, params)?;
+        let g = self.as_blocks(f, grads)?;
+        let mut m = self.as_blocks(f, &self.exp_avg)?;
         let mut v = flat(f, &refs(&self.v))?;
         adam_mini_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// One mixed-precision step, as [`AdamW::step_with_model_copy`]: updates the f32 master
+    /// weights `params` in place from bf16 `grads` and writes `model[i] = bf16(params[i])`
+    /// (round to nearest even) in the same launch
+    /// ([`adam_mini_mixed_multi`](super::optim_multi::adam_mini_mixed_multi)).
+    pub fn step_with_model_copy(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let (f, b) = (ScalarType::F32, ScalarType::BF16);
+        check_lists("AdamMini", params, grads, f, b, &self.shapes)?;
+        check_lists("AdamMini (model copy)", params, model, f, b, &self.shapes)?;
+        let h = self.prepare(device, params)?;
+        let mut p = self.as_blocks(f, params)?;
+        let g = self.as_blocks(b, grads)?;
+        let mut w = self.as_blocks(b, model)?;
+        let mut m = self.as_blocks(f, &self.exp_avg)?;
+        let mut v = flat(f, &refs(&self.v))?;
+        adam_mini_mixed_multi_step(device, &mut p, &g, &mut m, &mut v, &mut w, &h)?;
         self.steps += 1;
         Ok(())
     }
@@ -823,7 +860,8 @@ impl Default for Adam8bitConfig {
     }
 }
 
-/// 8-bit AdamW over a list of f32 parameters: blockwise-quantized moments
+/// 8-bit AdamW over a list of f32 parameters (with [`Adam8bit::step_with_model_copy`], f32
+/// master weights of a bf16 model): blockwise-quantized moments
 /// ([`optim8`]); each parameter's state ([`DeviceState`](optim8::DeviceState)) stays on the
 /// device between steps, with one pair of dynamic maps for all of them.
 /// Every parameter is quantized, however small (bitsandbytes keeps tensors under its

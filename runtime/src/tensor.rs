@@ -140,6 +140,16 @@ impl Tensor {
         Storage::reset_host_peak();
     }
 
+    /// How many times the calling thread has copied a tensor's elements from its device to the
+    /// host ([`Tensor::to_bytes`] and what reads through it: [`Tensor::to_host`],
+    /// [`Tensor::to_f64_vec`], [`Tensor::to_vec`]), on every device: a GPU synchronizes its stream
+    /// for each. The copies a launch makes around a run on the cpu device or the emulator are the
+    /// device's own and are not counted. A function that must not wait for the device (the
+    /// mixture-of-experts layer's forward) is checked by this count not moving across the call.
+    pub fn device_to_host_copies() -> u64 {
+        Storage::read_backs()
+    }
+
     /// A tensor holding `values` (rounded to `dtype`) on `device`.
     pub fn from_f64(
         dtype: ScalarType,
@@ -343,6 +353,15 @@ impl Tensor {
 
     /// The elements' bytes, row-major (waits for work on the device that may write them).
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        if !self.is_empty() {
+            Storage::count_read_back();
+        }
+        self.read_bytes()
+    }
+
+    /// [`Tensor::to_bytes`], not counted as a device-to-host copy: for copies between host
+    /// memory of the cpu device or the emulator, which stay on the device.
+    fn read_bytes(&self) -> Result<Vec<u8>, Error> {
         if self.is_empty() {
             return Ok(Vec::new());
         }
@@ -416,7 +435,7 @@ impl Tensor {
         }
         match (&self.storage, &src.storage, device) {
             (Storage::Host(d), Storage::Host(_), _) => {
-                let values = codec::decode(src.dtype, &src.to_bytes()?);
+                let values = codec::decode(src.dtype, &src.read_bytes()?);
                 let mut d = d.lock().unwrap_or_else(|e| e.into_inner());
                 for (p, v) in self.element_positions().into_iter().zip(values) {
                     d[p] = v;

@@ -1,6 +1,7 @@
 //! The grouped GEMMs of `tilekit::kernels::moe_gemm` (their registered self-tests) and the
 //! whole mixture-of-experts layer (`moe_gemm::forward`: route → permute → gather → gate/up +
-//! SwiGLU → down → combine) on the interpreter and the sm_80 PTX emulator, against an f64
+//! SwiGLU → down → combine) on the interpreter and the sm_80 and sm_90a PTX emulators (sm_90a
+//! runs the persistent wgmma GEMMs of `moe_gemm_wg`), against an f64
 //! reference of the layer written here from its definition. Mixtral-like (E 8, top-2 softmax)
 //! and DeepSeek-like (E 32 and 64, grouped sigmoid top-4 / top-8) shapes with 1, 17 and 130
 //! tokens, hidden and expert widths that are not multiples of 64, an expert every token
@@ -404,6 +405,65 @@ fn the_layer_forward_matches_the_f64_layer_on_the_interpreter_and_the_emulator()
             for t in [1, 17, 130] {
                 check_layer(&device, &c, t, &mut rng);
             }
+        }
+    }
+}
+
+/// On sm_90a the layer runs the persistent wgmma grouped GEMMs (`moe_gemm_wg`), with the
+/// emulator's default of one block per SM of an H100, fewer than the tiles of the larger cases.
+#[test]
+fn the_layer_forward_on_sm90a_matches_the_f64_layer() {
+    let mut rng = Rng::fresh();
+    let device = Device::emulator("sm_90a").unwrap();
+    for c in cases() {
+        for t in [1, 17, 130] {
+            check_layer(&device, &c, t, &mut rng);
+        }
+    }
+}
+
+/// The forward launches everything and reads nothing back: the calling thread's count of
+/// device-to-host copies does not move across it (on the interpreter and on the sm_90a
+/// emulator), while reading the result moves it by one.
+#[test]
+fn the_layer_forward_copies_nothing_from_the_device_to_the_host() {
+    let mut rng = Rng::fresh();
+    for device in [Device::Cpu, Device::emulator("sm_90a").unwrap()] {
+        for c in cases() {
+            let p = draw(&mut rng, &c, 17);
+            let (e, h, f) = (p.e, p.h, p.f);
+            let x = tensor(&device, BF16, &[p.t, h], &p.x);
+            let logits = tensor(&device, F32, &[p.t, e], &p.logits);
+            let bias = tensor(&device, F32, &[e], &p.bias);
+            let wg = tensor(&device, BF16, &[e, f, h], &p.wg);
+            let wu = tensor(&device, BF16, &[e, f, h], &p.wu);
+            let wd = tensor(&device, BF16, &[e, h, f], &p.wd);
+            let router = match c.routing {
+                Routing::Softmax(top_k) => Router::Softmax { top_k },
+                Routing::Grouped(cfg) => Router::SigmoidGrouped { cfg, bias: &bias },
+            };
+            let weights = ExpertWeights {
+                gate: &wg,
+                up: &wu,
+                down: &wd,
+            };
+            let before = Tensor::device_to_host_copies();
+            let out = mg::forward(&device, &x, &logits, router, weights, c.layout).unwrap();
+            let during = Tensor::device_to_host_copies() - before;
+            assert_eq!(
+                during,
+                0,
+                "{} on {}: copies in the forward",
+                c.what,
+                device.name()
+            );
+            let y = out.y.to_host().unwrap();
+            assert_eq!(
+                Tensor::device_to_host_copies() - before,
+                1,
+                "to_host counts"
+            );
+            assert!(y.to_vec().iter().all(|v| v.is_finite()), "{}", c.what);
         }
     }
 }

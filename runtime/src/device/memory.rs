@@ -43,6 +43,17 @@ impl Storage {
         });
     }
 
+    /// Counts one copy of a tensor's elements from the device to the host, made by the calling
+    /// thread (see [`crate::Tensor::device_to_host_copies`]).
+    pub(crate) fn count_read_back() {
+        READ_BACKS.with(|c| c.set(c.get() + 1));
+    }
+
+    /// The device-to-host copies the calling thread has made.
+    pub(crate) fn read_backs() -> u64 {
+        READ_BACKS.with(std::cell::Cell::get)
+    }
+
     /// Whether both are the same memory (views of one tensor's storage).
     pub(crate) fn same(&self, other: &Storage) -> bool {
         match (self, other) {
@@ -109,6 +120,8 @@ thread_local! {
     // Per thread, so that tests running side by side in one process (each on its own thread)
     // do not see each other's tensors.
     static METER: Arc<Meter> = Arc::new(Meter::default());
+    // Per thread for the same reason.
+    static READ_BACKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Host-memory views among a launch's arguments, swapped for host tensors holding their

@@ -239,6 +239,15 @@ impl Device {
         }
     }
 
+    /// The number of streaming multiprocessors of a CUDA device (the block count of a
+    /// persistent launch); `None` where the device does not say.
+    pub fn multiprocessors(&self) -> Option<u32> {
+        match self {
+            Device::Cuda(g) => Some(g.ctx.multiprocessors),
+            _ => None,
+        }
+    }
+
     /// Makes kernels of `bundle` available to launches on this device (and its clones). A
     /// launch takes a bundled kernel whose Tile IR hash matches the kernel being launched, before
     /// compiling anything.

@@ -15,6 +15,7 @@ pub mod moe;
 pub mod moe_bwd;
 pub mod moe_fp8;
 pub mod moe_gemm;
+pub mod moe_gemm_wg;
 pub mod moe_routing;
 pub mod muon;
 pub mod optim;

@@ -47,6 +47,7 @@ use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, poisoned, record, Rng};
 use crate::kernels::gemm::RING_BYTES;
+use crate::kernels::moe_gemm_wg as wg;
 use crate::kernels::moe_routing::{self as routing, Layout};
 use crate::{Device, Error, Tensor};
 
@@ -108,7 +109,7 @@ pub(crate) fn rows_to_write<const WM: usize>(
 }
 
 /// The shared rings of the K loop: activations, first weights, second weights (gated only).
-type Rings<const BM: usize, const BN: usize, const BK: usize, const S: usize> = (
+pub(crate) type Rings<const BM: usize, const BN: usize, const BK: usize, const S: usize> = (
     SharedArray<St<bf16, BM, BK>, S>,
     SharedArray<St<bf16, BN, BK>, S>,
     Option<SharedArray<St<bf16, BN, BK>, S>>,
@@ -116,7 +117,7 @@ type Rings<const BM: usize, const BN: usize, const BK: usize, const S: usize> = 
 
 /// Starts the copies of K step `kt` of the tile `at` = (expert, row tile, column tile) into
 /// ring slot `slot`. (A plain Rust function: which rings exist is a build-time choice.)
-fn copy_stage<const BM: usize, const BN: usize, const BK: usize, const S: usize>(
+pub(crate) fn copy_stage<const BM: usize, const BN: usize, const BK: usize, const S: usize>(
     rings: Rings<BM, BN, BK, S>,
     x: Gl<bf16, 2>,
     w1: Gl<bf16, 3>,
@@ -359,7 +360,14 @@ pub(crate) fn host_layout(counts: &[usize], spare: usize) -> (HostTensor, HostTe
 }
 
 /// `x[r] · w[e]ᵀ` in f64 for `x` `[N, K]` and `w` `[E, NO, K]`.
-fn row_times_weights(x: &[f64], w: &[f64], r: usize, e: usize, k: usize, no: usize) -> Vec<f64> {
+pub(crate) fn row_times_weights(
+    x: &[f64],
+    w: &[f64],
+    r: usize,
+    e: usize,
+    k: usize,
+    no: usize,
+) -> Vec<f64> {
     (0..no)
         .map(|j| {
             (0..k)
@@ -369,7 +377,7 @@ fn row_times_weights(x: &[f64], w: &[f64], r: usize, e: usize, k: usize, no: usi
         .collect()
 }
 
-fn silu(x: f64) -> f64 {
+pub(crate) fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }
 
@@ -564,7 +572,10 @@ fn expect(
 /// be a multiple of it), the gather of the tokens' rows, the gate/up projection with SwiGLU
 /// (`h` bf16), the down projection (f32) and the deterministic combine. Buffers are sized for
 /// the worst case (`T·k + E·(TILE_ROWS − 1)` rows, or `E·capacity`), and the grouped GEMMs skip
-/// the unused row tiles on the device.
+/// the unused row tiles on the device. On sm_90a devices (a GPU or `emu:sm_90a`) the grouped
+/// GEMMs are the persistent wgmma kernels of [`moe_gemm_wg`](crate::kernels::moe_gemm_wg), one
+/// block per SM ([`DEFAULT_BLOCKS`](crate::kernels::moe_gemm_wg::DEFAULT_BLOCKS) where the
+/// device does not say), elsewhere [`moe_gemm_swiglu`] and [`moe_gemm`].
 pub fn forward(
     device: &Device,
     x: &Tensor,
@@ -681,24 +692,49 @@ pub(crate) fn forward_saving(
         let mut xp = Tensor::zeros(bf, &[n, h], device)?;
         moe_gather::<GATHER_COLS, GATHER_WARPS>::launch_auto(device, x, &sorted_token, &mut xp)?;
         let mut hp = Tensor::zeros(bf, &[n, f], device)?;
-        moe_gemm_swiglu::<bf16, TILE_ROWS, TILE_COLS, 32, 32, 32>::launch_auto(
-            device,
-            &xp,
-            weights.gate,
-            weights.up,
-            &tile_expert,
-            &sorted_token,
-            &mut hp,
-        )?;
         let mut yp = Tensor::zeros(ScalarType::F32, &[n, h], device)?;
-        moe_gemm::<f32, TILE_ROWS, TILE_COLS, 32, 32, 32>::launch_auto(
-            device,
-            &hp,
-            weights.down,
-            &tile_expert,
-            &sorted_token,
-            &mut yp,
-        )?;
+        if device.target()? == Some("sm_90a") {
+            let blocks = [device.multiprocessors().unwrap_or(wg::DEFAULT_BLOCKS), 1, 1];
+            wg::moe_gemm_swiglu_wg::<bf16, { wg::GATE_UP_COLS }, { wg::STAGES }>::launch(
+                device,
+                blocks,
+                &xp,
+                weights.gate,
+                weights.up,
+                &offsets,
+                &tile_expert,
+                &sorted_token,
+                &mut hp,
+            )?;
+            wg::moe_gemm_wg::<f32, { wg::DOWN_COLS }, { wg::STAGES }>::launch(
+                device,
+                blocks,
+                &hp,
+                weights.down,
+                &offsets,
+                &tile_expert,
+                &sorted_token,
+                &mut yp,
+            )?;
+        } else {
+            moe_gemm_swiglu::<bf16, TILE_ROWS, TILE_COLS, 32, 32, 32>::launch_auto(
+                device,
+                &xp,
+                weights.gate,
+                weights.up,
+                &tile_expert,
+                &sorted_token,
+                &mut hp,
+            )?;
+            moe_gemm::<f32, TILE_ROWS, TILE_COLS, 32, 32, 32>::launch_auto(
+                device,
+                &hp,
+                weights.down,
+                &tile_expert,
+                &sorted_token,
+                &mut yp,
+            )?;
+        }
         routing::combine_into(device, &yp, &row_of, &gates, &mut y)?;
         saved = Some(Activations {
             tile_expert,

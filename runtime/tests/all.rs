@@ -57,6 +57,8 @@ mod loss;
 mod moe_bwd;
 #[path = "moe_gemm.rs"]
 mod moe_gemm;
+#[path = "moe_gemm_wg.rs"]
+mod moe_gemm_wg;
 #[path = "moe_routing.rs"]
 mod moe_routing;
 #[path = "muon.rs"]

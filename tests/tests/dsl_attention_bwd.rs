@@ -2,18 +2,20 @@
 //! from the definition: the library forward kernel gives O and LSE as a training step would, the
 //! backward gives dQ, dK, dV, and `reference_grads` gives the analytic gradients of
 //! `loss = Σ dO ∘ O`. The reference itself is checked once against central finite differences
-//! of that loss through the forward reference.
+//! of that loss through the forward reference. Each element of each gradient must be within
+//! its own bound from the definition (`reference_grads_bounded`), which holds where dS cancels
+//! (one-row heads, a single key) as an error normalized by the largest gradient does not.
 
 use tilekit::dsl::bf16;
 use tilekit::ir::interp::HostTensor;
-use tilekit::ir::ScalarType::{self, BF16, F32};
+use tilekit::ir::ScalarType::{self, BF16, F16, F32};
 use tilekit::kernels::attention::{attention_fwd, grid, reference_with, Align, ForwardOptions};
 use tilekit::kernels::attention_bwd::{
-    backward, reference_grads, reference_grads_with, saved_from_reference, GRAD_TOLERANCE,
+    backward, reference_grads, reference_grads_bounded, reference_grads_with, saved_from_reference,
+    within_bounds, Rounding,
 };
 use tilekit::kernels::check::poisoned;
 use tilekit::{Device, ScalarArg};
-use tilekit_tests::compare::{max_abs_error, normalized_max_error};
 use tilekit_tests::random::TestRng;
 
 const D: usize = 64;
@@ -118,34 +120,42 @@ impl Case {
         }
     }
 
-    fn reference(&self) -> [Vec<f64>; 3] {
-        let (dq, dk, dv) = reference_grads(
+    /// The f64 gradients and their per-element bounds for gradients of dtype `g`.
+    fn reference(&self, g: ScalarType) -> ([Vec<f64>; 3], [Vec<f64>; 3]) {
+        let (bh, seq_q, seq_kv, d) = self.shape;
+        reference_grads_bounded(
             (
                 &self.q.to_vec(),
                 &self.k.to_vec(),
                 &self.v.to_vec(),
                 &self.d_o.to_vec(),
             ),
-            self.shape,
-            f64::from(self.scale),
-            self.causal,
-        );
-        [dq, dk, dv]
+            (bh, bh, seq_q, seq_kv, d),
+            &self.options(),
+            None,
+            Rounding::new(BF16, g),
+        )
     }
 }
 
-/// The normalized max error, except where the reference is exactly zero: with a single key the
-/// softmax is constant, so dQ = dK = 0 and only f32 rounding of `dP − Δ` (terms of size ≈ 1)
-/// remains; there the absolute error counts, against the same tolerance.
-fn gradient_error(got: &[f64], want: &[f64]) -> f64 {
-    if want.iter().all(|w| *w == 0.0) {
-        max_abs_error(got, want)
-    } else {
-        normalized_max_error(got, want)
+/// Asserts every element of dQ, dK, dV within its bound ([`within_bounds`]) and prints each
+/// gradient's largest error in units of its bound.
+fn assert_within_bounds(
+    name: &str,
+    [dq, dk, dv]: &[HostTensor; 3],
+    want: &([Vec<f64>; 3], [Vec<f64>; 3]),
+    seed: u64,
+) {
+    match within_bounds(name, [dq, dk, dv], want) {
+        Ok(r) => println!(
+            "{name}: dQ, dK, dV errors {:.3}, {:.3}, {:.3} of their bounds",
+            r[0], r[1], r[2]
+        ),
+        Err(e) => panic!("{e}; seed {seed}"),
     }
 }
 
-/// Runs every shape, causal and not, and asserts each gradient within [`GRAD_TOLERANCE`].
+/// Runs every shape, causal and not, and asserts each gradient element within its bound.
 fn check(device: &Device, shapes: &[(usize, usize, usize)], o_dtype: ScalarType, g: ScalarType) {
     let mut rng = TestRng::fresh();
     for &shape in shapes {
@@ -154,29 +164,22 @@ fn check(device: &Device, shapes: &[(usize, usize, usize)], o_dtype: ScalarType,
             let got = case
                 .backward(device, o_dtype, g)
                 .unwrap_or_else(|e| panic!("{shape:?} causal {causal}: {e}; seed {}", rng.seed));
-            let want = case.reference();
-            for (name, (got, want)) in ["dQ", "dK", "dV"].iter().zip(got.iter().zip(&want)) {
-                let err = gradient_error(&got.to_vec(), want);
-                println!(
-                    "{} {shape:?} causal {causal} O {o_dtype:?} grads {g:?}: {name} error {err:.2e}",
-                    device.name()
-                );
-                assert!(
-                    err <= GRAD_TOLERANCE,
-                    "{shape:?} causal {causal} O {o_dtype:?} grads {g:?}: {name} error {err:.3e}; \
-                     seed {}",
-                    rng.seed
-                );
-            }
+            let name = format!(
+                "{} {shape:?} causal {causal} O {o_dtype:?} grads {g:?}",
+                device.name()
+            );
+            assert_within_bounds(&name, &got, &case.reference(g), rng.seed);
         }
     }
 }
 
-/// (bh, seq_q, seq_kv): one row, lengths that are not multiples of the 16-, 32- and 64-row
-/// tiles, more keys than queries and fewer (causal is aligned bottom-right, so with fewer keys
-/// the first rows see none and have zero gradients).
-const SHAPES: [(usize, usize, usize); 6] = [
+/// (bh, seq_q, seq_kv): one row and one key, one row over 130 keys (its dS sums to zero: the
+/// case an error normalized by the largest gradient misjudged), lengths that are not
+/// multiples of the 16-, 32- and 64-row tiles, more keys than queries and fewer (causal is
+/// aligned bottom-right, so with fewer keys the first rows see none and have zero gradients).
+const SHAPES: [(usize, usize, usize); 7] = [
     (1, 1, 1),
+    (2, 1, 130),
     (2, 17, 17),
     (3, 100, 100),
     (1, 130, 130),
@@ -187,6 +190,48 @@ const SHAPES: [(usize, usize, usize); 6] = [
 #[test]
 fn gradients_match_the_f64_reference_at_awkward_lengths() {
     check(&Device::Cpu, &SHAPES, BF16, F32);
+}
+
+/// The bounds are tight enough to fail: the backward that passes with
+/// [`GRAD_HEADROOM`](tilekit::kernels::attention_bwd::GRAD_HEADROOM) is refused with a
+/// headroom of 1/128, for each gradient (the others keeping their bounds), and the message
+/// names it.
+#[test]
+fn a_too_small_headroom_fails_the_gradient_check() {
+    let mut rng = TestRng::fresh();
+    let case = Case::random(&mut rng, (2, 130, 130), true);
+    let got = case.backward(&Device::Cpu, BF16, F32).unwrap();
+    let (want, bounds) = case.reference(F32);
+    let [dq, dk, dv] = &got;
+    within_bounds("headroom 2", [dq, dk, dv], &(want.clone(), bounds.clone()))
+        .unwrap_or_else(|e| panic!("{e}; seed {}", rng.seed));
+    let tight = Rounding {
+        headroom: 1.0 / 128.0,
+        ..Rounding::new(BF16, F32)
+    };
+    let (_, small) = reference_grads_bounded(
+        (
+            &case.q.to_vec(),
+            &case.k.to_vec(),
+            &case.v.to_vec(),
+            &case.d_o.to_vec(),
+        ),
+        (2, 2, 130, 130, D),
+        &case.options(),
+        None,
+        tight,
+    );
+    for (n, what) in ["dQ", "dK", "dV"].into_iter().enumerate() {
+        let mut mixed = bounds.clone();
+        mixed[n] = small[n].clone();
+        match within_bounds("headroom 1/128", [dq, dk, dv], &(want.clone(), mixed)) {
+            Ok(r) => panic!(
+                "{what} passed a headroom of 1/128 ({r:?}); seed {}",
+                rng.seed
+            ),
+            Err(e) => assert!(e.contains(&format!("{what}[")), "{e}"),
+        }
+    }
 }
 
 #[test]
@@ -281,15 +326,7 @@ fn gradients_match_on_the_sm_80_emulator() {
         }
         Err(e) => panic!("emu:sm_80: {e}; seed {}", rng.seed),
     };
-    let want = case.reference();
-    for (name, (got, want)) in ["dQ", "dK", "dV"].iter().zip(got.iter().zip(&want)) {
-        let err = gradient_error(&got.to_vec(), want);
-        assert!(
-            err <= GRAD_TOLERANCE,
-            "emu:sm_80 {name} error {err:.3e}; seed {}",
-            rng.seed
-        );
-    }
+    assert_within_bounds("emu:sm_80", &got, &case.reference(F32), rng.seed);
 }
 
 #[test]
@@ -383,16 +420,17 @@ fn opts(d: usize) -> ForwardOptions {
     ForwardOptions::new(1.0 / (d as f32).sqrt())
 }
 
-/// Random inputs Q, K, V, dO of a feature case.
+/// Random inputs Q, K, V, dO of a feature case, of dtype `dtype`.
 fn feature_inputs(
     rng: &mut TestRng,
     &((bh_q, bh_kv), (seq_q, seq_kv), d, _): &Feature,
+    dtype: ScalarType,
 ) -> [HostTensor; 4] {
     [
-        rng.tensor(BF16, &[bh_q, seq_q, d], -2.0, 2.0),
-        rng.tensor(BF16, &[bh_kv, seq_kv, d], -2.0, 2.0),
-        rng.tensor(BF16, &[bh_kv, seq_kv, d], -1.0, 1.0),
-        rng.tensor(BF16, &[bh_q, seq_q, d], -1.0, 1.0),
+        rng.tensor(dtype, &[bh_q, seq_q, d], -2.0, 2.0),
+        rng.tensor(dtype, &[bh_kv, seq_kv, d], -2.0, 2.0),
+        rng.tensor(dtype, &[bh_kv, seq_kv, d], -1.0, 1.0),
+        rng.tensor(dtype, &[bh_q, seq_q, d], -1.0, 1.0),
     ]
 }
 
@@ -420,15 +458,20 @@ fn feature_backward(
     Ok([dq, dk, dv])
 }
 
-/// Runs each feature case on `device` and asserts each gradient within [`GRAD_TOLERANCE`] of
-/// [`reference_grads_with`].
+/// Runs each feature case on `device` with bf16 inputs and asserts each gradient element
+/// within its bound from [`reference_grads_bounded`].
 fn check_features(device: &Device, cases: &[Feature], g: ScalarType) {
+    check_features_of(device, cases, BF16, g);
+}
+
+/// [`check_features`] with inputs (and the saved O) of dtype `operands`.
+fn check_features_of(device: &Device, cases: &[Feature], operands: ScalarType, g: ScalarType) {
     let mut rng = TestRng::fresh();
     for case in cases {
         let &((bh_q, bh_kv), (seq_q, seq_kv), d, opts) = case;
-        let inputs = feature_inputs(&mut rng, case);
+        let inputs = feature_inputs(&mut rng, case, operands);
         let name = format!(
-            "{} {bh_q}/{bh_kv} heads {seq_q}×{seq_kv}×{d} {g:?} {opts:?}",
+            "{} {bh_q}/{bh_kv} heads {seq_q}×{seq_kv}×{d} {operands:?} in, {g:?} out {opts:?}",
             device.name()
         );
         let got = match feature_backward(device, &inputs, &opts, g) {
@@ -440,19 +483,10 @@ fn check_features(device: &Device, cases: &[Feature], g: ScalarType) {
             Err(e) => panic!("{name}: {e}; seed {}", rng.seed),
         };
         let [q, k, v, d_o] = inputs.each_ref().map(HostTensor::to_vec);
-        let want = reference_grads_with((&q, &k, &v, &d_o), (bh_q, bh_kv, seq_q, seq_kv, d), &opts);
-        for (what, (got, want)) in ["dQ", "dK", "dV"]
-            .iter()
-            .zip(got.iter().zip([&want.0, &want.1, &want.2]))
-        {
-            let err = gradient_error(&got.to_vec(), want);
-            println!("{name}: {what} error {err:.2e}");
-            assert!(
-                err <= GRAD_TOLERANCE,
-                "{name}: {what} error {err:.3e}; seed {}",
-                rng.seed
-            );
-        }
+        let dims = (bh_q, bh_kv, seq_q, seq_kv, d);
+        let rounding = Rounding::new(operands, g);
+        let want = reference_grads_bounded((&q, &k, &v, &d_o), dims, &opts, None, rounding);
+        assert_within_bounds(&name, &got, &want, rng.seed);
     }
 }
 
@@ -542,7 +576,7 @@ fn gqa_gradients_are_bitwise_deterministic() {
         },
     )];
     let mut rng = TestRng::fresh();
-    let inputs = feature_inputs(&mut rng, &case[0]);
+    let inputs = feature_inputs(&mut rng, &case[0], BF16);
     let run = || feature_backward(&Device::Cpu, &inputs, &case[0].3, F32).unwrap();
     let (a, b) = (run(), run());
     let bits = |t: &HostTensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -551,6 +585,79 @@ fn gqa_gradients_are_bitwise_deterministic() {
     }
     // Not a comparison of zeros or NaN: the run is also right.
     check_features(&Device::Cpu, &case, F32);
+}
+
+/// f16 inputs (the backward of the f16 forward): plain and bottom-right causal, GQA and MQA,
+/// one-row heads, rows that see no key (causal with fewer keys), lengths 1, 17 and 130, head
+/// dims 64 and 128, f32 and f16 gradients; each element within its bound for f16 operands.
+#[test]
+fn f16_gradients_match_the_f64_reference() {
+    let causal = |d| ForwardOptions {
+        causal: true,
+        ..opts(d)
+    };
+    let cases = [
+        ((2, 1), (1, 130), 64, opts(64)),
+        ((4, 2), (17, 100), 64, causal(64)),
+        ((3, 1), (130, 17), 64, causal(64)),
+        ((2, 2), (130, 130), 128, causal(128)),
+        ((2, 1), (17, 40), 128, opts(128)),
+    ];
+    check_features_of(&Device::Cpu, &cases, F16, F32);
+    check_features_of(&Device::Cpu, &cases[1..3], F16, F16);
+}
+
+/// The f16 backward on the PTX emulator (sm_80) with its sanitizer, f32 and f16 gradients at
+/// head dims 64 and 128.
+#[test]
+fn f16_gradients_match_on_the_sm_80_emulator() {
+    let device = Device::emulator("sm_80").unwrap();
+    let causal = |d| ForwardOptions {
+        causal: true,
+        ..opts(d)
+    };
+    check_features_of(
+        &device,
+        &[
+            ((4, 2), (20, 40), 64, causal(64)),
+            ((2, 1), (17, 33), 128, opts(128)),
+        ],
+        F16,
+        F32,
+    );
+    check_features_of(&device, &[((2, 2), (40, 20), 64, causal(64))], F16, F16);
+}
+
+/// What the f16 backward has no kernel for is refused by name: options beyond plain and
+/// bottom-right causal, mixed input dtypes, bf16 gradients.
+#[test]
+fn f16_backward_refuses_what_it_has_no_kernel_for() {
+    let t = |dtype, shape: &[usize]| HostTensor::zeros(dtype, shape);
+    let (q, lse) = (t(F16, &[2, 16, 64]), t(F32, &[2, 16]));
+    let run = |k: &HostTensor, opts: &ForwardOptions, g: ScalarType| {
+        let (mut dq, mut dk, mut dv) = (t(g, &[2, 16, 64]), t(g, &[2, 16, 64]), t(g, &[2, 16, 64]));
+        backward(
+            &Device::Cpu,
+            (&q, k, k),
+            (&q, &lse, &q),
+            opts,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let window = ForwardOptions {
+        window_left: Some(4),
+        ..opts(64)
+    };
+    let e = run(&q, &window, F32);
+    assert!(e.contains("f16 inputs") && e.contains("use bf16"), "{e}");
+    let e = run(&t(BF16, &[2, 16, 64]), &opts(64), F32);
+    assert!(e.contains("`k` bf16"), "{e}");
+    let e = run(&q, &opts(64), BF16);
+    assert!(e.contains("expected f32 or f16"), "{e}");
 }
 
 /// One small case per feature on the PTX emulator (sm_80) with its sanitizer: GQA with causal,

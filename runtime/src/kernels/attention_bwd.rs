@@ -54,6 +54,14 @@
 //! constant in Q and K, so dS and the gradients are the usual ones of the biased P. Window
 //! arguments as the `_window` kernels; no cap; f32 gradients; head dims 64 and 128.
 //!
+//! f16 inputs ([`attention_bwd_preprocess_f16`], [`attention_bwd_dkdv_f16`],
+//! [`attention_bwd_dq_f16`], run by [`backward`] when Q is f16): the same bodies with f16 Q,
+//! K, V, O and dO and P, dS rounded to f16 for their mmas (f32 accumulation), for the options
+//! the f16 forward has (plain or bottom-right causal, GQA/MQA), gradients in f32 or f16.
+//!
+//! Variable-length packed batches ([`attention_bwd_dkdv_varlen`], [`attention_bwd_dq_varlen`],
+//! [`backward_varlen`]) at head dims 64 and 128; at 128 the dQ pass keeps Q in shared memory.
+//!
 //! The library registers head dim 64 with query tiles of 32 in the key pass and key tiles of
 //! 32 in the query pass (with 64 the key pass spills on sm_80 and the query pass needs 247–256
 //! registers), and head dim 128 with tiles of 16 in both. At 128 a warp's dK and dV
@@ -68,7 +76,7 @@ use crate::kernels::attention::{
     alibi_bias, alibi_bias_at, head_place, packed_rows, reference_with, slopes_per_head,
     varlen_lengths, varlen_window, Alibi, Align, ForwardOptions,
 };
-use crate::kernels::check::{poisoned, record, tiles, Rng};
+use crate::kernels::check::{poisoned, record_bounded, tiles, Rng};
 use crate::tensor_list::TensorList;
 use crate::{Device, LaunchArg, ScalarArg};
 
@@ -89,10 +97,36 @@ pub fn attention_bwd_preprocess<O: RegDtype, const D: usize, const R: usize, con
     d_o: Gl<bf16, 3>,
     delta: GlMut<f32, 2>,
 ) {
+    row_dots::<O, bf16, D, R, WARPS>(o, d_o, delta);
+}
+
+/// [`attention_bwd_preprocess`] for the f16 O of
+/// [`attention_fwd_f16`](super::attention::attention_fwd_f16) and an f16 dO.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<64, 16, 4>, <128, 16, 4>),
+    shapes(o: [BH, SQ, D], d_o: [BH, SQ, D], delta: [BH, SQ]),
+    grid = [ceil_div(SQ, WARPS * R), BH, 1]
+)]
+pub fn attention_bwd_preprocess_f16<const D: usize, const R: usize, const WARPS: usize>(
+    o: Gl<f16, 3>,
+    d_o: Gl<f16, 3>,
+    delta: GlMut<f32, 2>,
+) {
+    row_dots::<f16, f16, D, R, WARPS>(o, d_o, delta);
+}
+
+/// The body of the preprocess kernels: `Δ = rowsum(dO ∘ O)` in f32, `R` rows per warp.
+#[crate::func]
+fn row_dots<O: RegDtype, T: RegDtype, const D: usize, const R: usize, const WARPS: usize>(
+    o: Gl<O, 3>,
+    d_o: Gl<T, 3>,
+    delta: GlMut<f32, 2>,
+) {
     let head = block_idx_y();
     let q_tile = block_idx_x() * WARPS as i32 + warp_idx();
     let o_frag: Rt<O, R, D> = load(o.tile(head, q_tile, 0));
-    let do_frag: Rt<bf16, R, D> = load(d_o.tile(head, q_tile, 0));
+    let do_frag: Rt<T, R, D> = load(d_o.tile(head, q_tile, 0));
     store(
         delta.chunk(head, q_tile),
         row_sum(o_frag.cast::<f32>() * do_frag.cast::<f32>()),
@@ -148,7 +182,7 @@ pub fn attention_bwd_dkdv<
     sm_scale: Scalar<f32>,
 ) {
     // No window and no cap: their arguments are never read.
-    key_tiles::<G, D, QT, WARPS, CAUSAL, false, false, false>(
+    key_tiles::<bf16, G, D, QT, WARPS, CAUSAL, false, false, false>(
         q,
         k,
         v,
@@ -218,7 +252,7 @@ pub fn attention_bwd_dkdv_window<
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
 ) {
-    key_tiles::<G, D, QT, WARPS, false, true, SOFTCAP, false>(
+    key_tiles::<bf16, G, D, QT, WARPS, false, true, SOFTCAP, false>(
         q,
         k,
         v,
@@ -235,18 +269,16 @@ pub fn attention_bwd_dkdv_window<
     );
 }
 
-/// 16 rows of head dim `D` per warp of the block, in shared memory.
-type WarpRows<const D: usize, const WARPS: usize> = SharedArray<St<bf16, 16, D>, WARPS>;
-
-/// `R` rows of head dim `D` per warp of the block, in shared memory.
-type WarpRowsOf<const R: usize, const D: usize, const WARPS: usize> =
-    SharedArray<St<bf16, R, D>, WARPS>;
+/// `R` rows of head dim `D` (elements `T`) per warp of the block, in shared memory.
+type WarpRows<T, const R: usize, const D: usize, const WARPS: usize> =
+    SharedArray<St<T, R, D>, WARPS>;
 
 /// The body of [`attention_bwd_dkdv`] (`CAUSAL`, no window) and [`attention_bwd_dkdv_window`]
 /// (`WINDOW`): see the module documentation.
 #[crate::func]
 #[allow(clippy::too_many_arguments)]
 fn key_tiles<
+    T: RegDtype + MmaPair<T>,
     G: RegDtype,
     const D: usize,
     const QT: usize,
@@ -256,10 +288,10 @@ fn key_tiles<
     const SOFTCAP: bool,
     const PACKED: bool,
 >(
-    q: Gl<bf16, 3>,
-    k: Gl<bf16, 3>,
-    v: Gl<bf16, 3>,
-    d_o: Gl<bf16, 3>,
+    q: Gl<T, 3>,
+    k: Gl<T, 3>,
+    v: Gl<T, 3>,
+    d_o: Gl<T, 3>,
     lse: Gl<f32, 2>,
     delta: Gl<f32, 2>,
     dk: GlMut<G, 3>,
@@ -270,8 +302,8 @@ fn key_tiles<
     softcap: Scalar<f32>,
     alibi: Option<(Gl<f32, 1>, Scalar<i32>)>,
 ) {
-    let q_ring: SharedArray<St<bf16, QT, D>, 2> = alloc_shared();
-    let do_ring: SharedArray<St<bf16, QT, D>, 2> = alloc_shared();
+    let q_ring: SharedArray<St<T, QT, D>, 2> = alloc_shared();
+    let do_ring: SharedArray<St<T, QT, D>, 2> = alloc_shared();
     let (k_block, kv_head) = (block_idx_x(), block_idx_y());
     // GQA/MQA: this K/V head serves query heads kv_head·group .. (kv_head + 1)·group − 1 (the
     // forward's head / group), walked in that order: the sum over the group is the same on
@@ -326,13 +358,13 @@ fn key_tiles<
     // Head dim 64 keeps the warp's K and V fragments in registers for the whole walk; at 128
     // those 64 registers beside the 128 of the dK and dV accumulators spill, so K and V wait
     // in shared memory (each warp its own 16 rows) and are read back at each use.
-    let stash: Option<(WarpRows<D, WARPS>, WarpRows<D, WARPS>)> = match D > 64 {
+    let stash: Option<(WarpRows<T, 16, D, WARPS>, WarpRows<T, 16, D, WARPS>)> = match D > 64 {
         true => Some((alloc_shared(), alloc_shared())),
         false => None,
     };
     let (kv_z, kv_c) = head_place(PACKED, kv_head, 1, 0);
-    let k_own: Rt<bf16, 16, D> = load(k.tile(kv_z, k_tile, kv_c));
-    let v_own: Rt<bf16, 16, D> = load(v.tile(kv_z, k_tile, kv_c));
+    let k_own: Rt<T, 16, D> = load(k.tile(kv_z, k_tile, kv_c));
+    let v_own: Rt<T, 16, D> = load(v.tile(kv_z, k_tile, kv_c));
     if let Some((k_sh, v_sh)) = &stash {
         // Read back after the loop's first barrier.
         store(k_sh.at(warp_idx()), k_own);
@@ -372,12 +404,12 @@ fn key_tiles<
             lse2 = select(seen, lse2, f32::INFINITY);
             d_row = select(seen, d_row, 0.0);
         }
-        let k_frag: Rt<bf16, 16, D> = match &stash {
+        let k_frag: Rt<T, 16, D> = match &stash {
             Some((k_sh, _)) => load(k_sh.at(warp_idx())),
             None => k_own,
         };
         // Sᵀ (keys × queries), raw: the scale and the LSE shift are one fma per score.
-        let q_frag: Rt<bf16, QT, D> = load(q_ring.at(cur));
+        let q_frag: Rt<T, QT, D> = load(q_ring.at(cur));
         let mut st = mma_abt(zeros(), k_frag, q_frag);
         // The cap's tanh before the masks (tanh(−inf) = −1 would be a finite score); the
         // unmasked values give its derivative below.
@@ -412,10 +444,10 @@ fn key_tiles<
             }
         }
         let pt = sub_col(st * scale_log2, lse2).exp2();
-        let do_col: Rt<bf16, QT, D, Col> = load(do_ring.at(cur));
-        dv_acc = mma_ab(dv_acc, pt.cast::<bf16>(), do_col);
-        let do_frag: Rt<bf16, QT, D> = load(do_ring.at(cur));
-        let v_frag: Rt<bf16, 16, D> = match &stash {
+        let do_col: Rt<T, QT, D, Col> = load(do_ring.at(cur));
+        dv_acc = mma_ab(dv_acc, pt.cast::<T>(), do_col);
+        let do_frag: Rt<T, QT, D> = load(do_ring.at(cur));
+        let v_frag: Rt<T, 16, D> = match &stash {
             Some((_, v_sh)) => load(v_sh.at(warp_idx())),
             None => v_own,
         };
@@ -425,8 +457,8 @@ fn key_tiles<
             // d(cap·tanh(x/cap))/dx = 1 − tanh²; the scale multiplies dK at the end.
             dst = dst - dst * (th * th);
         }
-        let q_col: Rt<bf16, QT, D, Col> = load(q_ring.at(cur));
-        dk_acc = mma_ab(dk_acc, dst.cast::<bf16>(), q_col);
+        let q_col: Rt<T, QT, D, Col> = load(q_ring.at(cur));
+        dk_acc = mma_ab(dk_acc, dst.cast::<T>(), q_col);
         head = next_head;
         qt = next_qt;
     }
@@ -484,7 +516,7 @@ pub fn attention_bwd_dq<
     sm_scale: Scalar<f32>,
 ) {
     // No window and no cap: their arguments are never read.
-    query_tiles::<G, D, R, KV, WARPS, CAUSAL, false, false, false>(
+    query_tiles::<bf16, G, D, R, KV, WARPS, CAUSAL, false, false, false>(
         q,
         k,
         v,
@@ -551,7 +583,7 @@ pub fn attention_bwd_dq_window<
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
 ) {
-    query_tiles::<G, D, R, KV, WARPS, false, true, SOFTCAP, false>(
+    query_tiles::<bf16, G, D, R, KV, WARPS, false, true, SOFTCAP, false>(
         q,
         k,
         v,
@@ -563,6 +595,135 @@ pub fn attention_bwd_dq_window<
         window_left,
         window_right,
         softcap,
+        None,
+    );
+}
+
+/// [`attention_bwd_dkdv`] for f16 Q, K, V and dO, the backward of
+/// [`attention_fwd_f16`](super::attention::attention_fwd_f16): the same body with P and dSᵀ
+/// rounded to f16 for their mmas (f32 accumulation), plain or causal (bottom-right), dK and dV
+/// in f32 or f16. Grid: `[⌈seq_kv / (WARPS·16)⌉, bh_kv, 1]` ([`rows_grid`]).
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(
+        <f32, 64, 32, 4, false>,
+        <f32, 64, 32, 4, true>,
+        <f16, 64, 32, 4, false>,
+        <f16, 64, 32, 4, true>,
+        <f32, 128, 16, 4, false>,
+        <f32, 128, 16, 4, true>,
+        <f16, 128, 16, 4, false>,
+        <f16, 128, 16, 4, true>
+    ),
+    check = key_pass_arguments::<false>,
+    shapes(
+        q: [BH, SQ, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
+        d_o: [BH, SQ, D],
+        lse: [BH, SQ],
+        delta: [BH, SQ],
+        dk: [BHKV, SK, D],
+        dv: [BHKV, SK, D],
+        SK >= 1,
+        BHKV >= 1
+    ),
+    grid = [ceil_div(SK, WARPS * 16), BHKV, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_dkdv_f16<
+    G: RegDtype,
+    const D: usize,
+    const QT: usize,
+    const WARPS: usize,
+    const CAUSAL: bool,
+>(
+    q: Gl<f16, 3>,
+    k: Gl<f16, 3>,
+    v: Gl<f16, 3>,
+    d_o: Gl<f16, 3>,
+    lse: Gl<f32, 2>,
+    delta: Gl<f32, 2>,
+    dk: GlMut<G, 3>,
+    dv: GlMut<G, 3>,
+    sm_scale: Scalar<f32>,
+) {
+    // No window and no cap: their arguments are never read.
+    key_tiles::<f16, G, D, QT, WARPS, CAUSAL, false, false, false>(
+        q,
+        k,
+        v,
+        d_o,
+        lse,
+        delta,
+        dk,
+        dv,
+        sm_scale,
+        lit(0),
+        lit(0),
+        lit(1.0),
+        None,
+    );
+}
+
+/// [`attention_bwd_dq`] for f16 Q, K, V and dO (see [`attention_bwd_dkdv_f16`]), dQ in f32 or
+/// f16. Grid: `[⌈seq_q / (WARPS·R)⌉, bh_q, 1]` ([`rows_grid`]).
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(
+        <f32, 64, 16, 32, 4, false>,
+        <f32, 64, 16, 32, 4, true>,
+        <f16, 64, 16, 32, 4, false>,
+        <f16, 64, 16, 32, 4, true>,
+        <f32, 128, 16, 16, 4, false>,
+        <f32, 128, 16, 16, 4, true>,
+        <f16, 128, 16, 16, 4, false>,
+        <f16, 128, 16, 16, 4, true>
+    ),
+    check = query_pass_arguments::<false>,
+    shapes(
+        q: [BH, SQ, D],
+        k: [BHKV, SK, D],
+        v: [BHKV, SK, D],
+        d_o: [BH, SQ, D],
+        lse: [BH, SQ],
+        delta: [BH, SQ],
+        dq: [BH, SQ, D],
+        SK >= 1,
+        BHKV >= 1
+    ),
+    grid = [ceil_div(SQ, WARPS * R), BH, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_dq_f16<
+    G: RegDtype,
+    const D: usize,
+    const R: usize,
+    const KV: usize,
+    const WARPS: usize,
+    const CAUSAL: bool,
+>(
+    q: Gl<f16, 3>,
+    k: Gl<f16, 3>,
+    v: Gl<f16, 3>,
+    d_o: Gl<f16, 3>,
+    lse: Gl<f32, 2>,
+    delta: Gl<f32, 2>,
+    dq: GlMut<G, 3>,
+    sm_scale: Scalar<f32>,
+) {
+    query_tiles::<f16, G, D, R, KV, WARPS, CAUSAL, false, false, false>(
+        q,
+        k,
+        v,
+        d_o,
+        lse,
+        delta,
+        dq,
+        sm_scale,
+        lit(0),
+        lit(0),
+        lit(1.0),
         None,
     );
 }
@@ -615,7 +776,7 @@ pub fn attention_bwd_dkdv_alibi<
     window_right: Scalar<i32>,
     alibi_shift: Scalar<i32>,
 ) {
-    key_tiles::<G, D, QT, WARPS, false, true, false, false>(
+    key_tiles::<bf16, G, D, QT, WARPS, false, true, false, false>(
         q,
         k,
         v,
@@ -676,7 +837,7 @@ pub fn attention_bwd_dq_alibi<
     window_right: Scalar<i32>,
     alibi_shift: Scalar<i32>,
 ) {
-    query_tiles::<G, D, R, KV, WARPS, false, true, false, false>(
+    query_tiles::<bf16, G, D, R, KV, WARPS, false, true, false, false>(
         q,
         k,
         v,
@@ -697,6 +858,7 @@ pub fn attention_bwd_dq_alibi<
 #[crate::func]
 #[allow(clippy::too_many_arguments)]
 fn query_tiles<
+    T: RegDtype + MmaPair<T>,
     G: RegDtype,
     const D: usize,
     const R: usize,
@@ -707,10 +869,10 @@ fn query_tiles<
     const SOFTCAP: bool,
     const PACKED: bool,
 >(
-    q: Gl<bf16, 3>,
-    k: Gl<bf16, 3>,
-    v: Gl<bf16, 3>,
-    d_o: Gl<bf16, 3>,
+    q: Gl<T, 3>,
+    k: Gl<T, 3>,
+    v: Gl<T, 3>,
+    d_o: Gl<T, 3>,
     lse: Gl<f32, 2>,
     delta: Gl<f32, 2>,
     dq: GlMut<G, 3>,
@@ -720,8 +882,8 @@ fn query_tiles<
     softcap: Scalar<f32>,
     alibi: Option<(Gl<f32, 1>, Scalar<i32>)>,
 ) {
-    let k_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
-    let v_ring: SharedArray<St<bf16, KV, D>, 2> = alloc_shared();
+    let k_ring: SharedArray<St<T, KV, D>, 2> = alloc_shared();
+    let v_ring: SharedArray<St<T, KV, D>, 2> = alloc_shared();
     let (q_block0, head) = (block_idx_x(), block_idx_y());
     let mut q_block = q_block0;
     if CAUSAL || WINDOW {
@@ -775,12 +937,12 @@ fn query_tiles<
     copy_start(k_ring.at(first & 1), k.tile(kv_z, first, kv_c));
     copy_start(v_ring.at(first & 1), v.tile(kv_z, first, kv_c));
     copy_commit();
-    let q_own: Rt<bf16, R, D> = load(q.tile(q_z, q_tile, q_c));
-    let do_frag: Rt<bf16, R, D> = load(d_o.tile(q_z, q_tile, q_c));
-    // With ALiBi past head dim 64 the bias's registers beside Q, dO and dQ spill on sm_80:
-    // each warp parks its Q rows in shared memory and reads them back at each key tile (after
-    // the loop's first barrier).
-    let q_stash: Option<WarpRowsOf<R, D, WARPS>> = match alibi.is_some() && D > 64 {
+    let q_own: Rt<T, R, D> = load(q.tile(q_z, q_tile, q_c));
+    let do_frag: Rt<T, R, D> = load(d_o.tile(q_z, q_tile, q_c));
+    // With ALiBi past head dim 64 the bias's registers beside Q, dO and dQ spill on sm_80, and
+    // so do a packed batch's table addressing's (255 registers): each warp parks its Q rows in
+    // shared memory and reads them back at each key tile (after the loop's first barrier).
+    let q_stash: Option<WarpRows<T, R, D, WARPS>> = match (alibi.is_some() || PACKED) && D > 64 {
         true => Some(alloc_shared()),
         false => None,
     };
@@ -817,8 +979,8 @@ fn query_tiles<
         copy_start(v_ring.at(next), v.tile(kv_z, kt + 1, kv_c));
         copy_commit();
         let kv0 = kt * KV as i32;
-        let k_frag: Rt<bf16, KV, D> = load(k_ring.at(cur));
-        let q_frag: Rt<bf16, R, D> = match &q_stash {
+        let k_frag: Rt<T, KV, D> = load(k_ring.at(cur));
+        let q_frag: Rt<T, R, D> = match &q_stash {
             Some(qs) => load(qs.at(warp_idx())),
             None => q_own,
         };
@@ -853,15 +1015,15 @@ fn query_tiles<
             }
         }
         let p = sub_row(s * scale_log2, lse2).exp2();
-        let v_frag: Rt<bf16, KV, D> = load(v_ring.at(cur));
+        let v_frag: Rt<T, KV, D> = load(v_ring.at(cur));
         let dp = mma_abt(zeros(), do_frag, v_frag);
         let mut ds = p * sub_row(dp, d_row);
         if SOFTCAP {
             // d(cap·tanh(x/cap))/dx = 1 − tanh²; the scale multiplies dQ at the end.
             ds = ds - ds * (th * th);
         }
-        let k_col: Rt<bf16, KV, D, Col> = load(k_ring.at(cur));
-        acc = mma_ab(acc, ds.cast::<bf16>(), k_col);
+        let k_col: Rt<T, KV, D, Col> = load(k_ring.at(cur));
+        acc = mma_ab(acc, ds.cast::<T>(), k_col);
     }
     copy_wait(0);
     store(dq.tile(q_z, q_tile, q_c), (acc * sm_scale).cast::<G>());
@@ -874,7 +1036,12 @@ fn query_tiles<
 /// `[⌈max_seqlen_k / (WARPS·16)⌉, Hkv, batch]`; blocks past a sequence's keys do nothing.
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<f32, 64, 32, 4, false>, <f32, 64, 32, 4, true>),
+    variants(
+        <f32, 64, 32, 4, false>,
+        <f32, 64, 32, 4, true>,
+        <f32, 128, 16, 4, false>,
+        <f32, 128, 16, 4, true>
+    ),
     check = varlen_key_pass_arguments::<SOFTCAP>,
     shapes(
         q: [B, 4],
@@ -912,7 +1079,7 @@ pub fn attention_bwd_dkdv_varlen<
     let b = block_idx_z();
     let (qb, kb) = (q.view(b), k.view(b));
     let (wl, wr) = varlen_window(qb.dim(1), kb.dim(1), window_left, window_right, top_left);
-    key_tiles::<G, D, QT, WARPS, false, true, SOFTCAP, true>(
+    key_tiles::<bf16, G, D, QT, WARPS, false, true, SOFTCAP, true>(
         qb,
         kb,
         v.view(b),
@@ -934,7 +1101,12 @@ pub fn attention_bwd_dkdv_varlen<
 /// `[⌈max_seqlen_q / (WARPS·R)⌉, Hq, batch]`; blocks past a sequence's rows do no key tile.
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<f32, 64, 16, 32, 4, false>, <f32, 64, 16, 32, 4, true>),
+    variants(
+        <f32, 64, 16, 32, 4, false>,
+        <f32, 64, 16, 32, 4, true>,
+        <f32, 128, 16, 16, 4, false>,
+        <f32, 128, 16, 16, 4, true>
+    ),
     check = varlen_query_pass_arguments::<SOFTCAP>,
     shapes(
         q: [B, 4],
@@ -971,7 +1143,7 @@ pub fn attention_bwd_dq_varlen<
     let b = block_idx_z();
     let (qb, kb) = (q.view(b), k.view(b));
     let (wl, wr) = varlen_window(qb.dim(1), kb.dim(1), window_left, window_right, top_left);
-    query_tiles::<G, D, R, KV, WARPS, false, true, SOFTCAP, true>(
+    query_tiles::<bf16, G, D, R, KV, WARPS, false, true, SOFTCAP, true>(
         qb,
         kb,
         v.view(b),
@@ -1096,9 +1268,10 @@ fn positive_cap<const SOFTCAP: bool>(args: &[LaunchArg], at: usize) -> Result<()
 /// Head dims the backward has kernels for.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// Head dims [`backward_varlen`] has kernels for: at 128 the varlen dQ pass spills on sm_80
-/// (255 registers; table views carry no alignment fact), so it is not registered.
-pub const VARLEN_HEAD_DIMS: [usize; 1] = [64];
+/// Head dims [`backward_varlen`] has kernels for. At 128 the varlen dQ pass keeps its Q rows
+/// in shared memory (in registers beside the table addressing it spilled on sm_80: table views
+/// carry no alignment fact).
+pub const VARLEN_HEAD_DIMS: [usize; 2] = [64, 128];
 
 /// Runs the backward of [`forward`](super::attention::forward) with the same options on
 /// `device`: from Q `[bh_q, seq_q, D]`, K and V `[bh_kv, seq_kv, D]` (bf16, `bh_kv` dividing
@@ -1193,6 +1366,31 @@ fn backward_slopes(
              must divide the query heads"
         )));
     }
+    // The plain kernels compute exactly the options with no window and no cap whose causal
+    // mask (if any) is the bottom-right one (the same as top-left when seq_q = seq_kv); the
+    // window kernels compute every other (top-left causal is a window).
+    let plain = opts.window_left.is_none()
+        && opts.window_right.is_none()
+        && opts.softcap.is_none()
+        && (!opts.causal || opts.align == Align::BottomRight || seq_q == seq_kv);
+    if q.dtype() == ScalarType::F16 {
+        if !plain || slopes.is_some() {
+            return Err(refuse(
+                "f16 inputs have the backward of plain or bottom-right causal attention only \
+                 (no window, soft-capping, ALiBi or top-left causal alignment with \
+                 seq_q ≠ seq_kv), as the f16 forward; use bf16"
+                    .into(),
+            ));
+        }
+        return backward_f16(
+            device,
+            (q, k, v),
+            (o, lse, d_o),
+            opts,
+            (dq, dk, dv),
+            (bh_q, bh_kv, seq_q, seq_kv, d),
+        );
+    }
     let grads = dq.dtype();
     if ![ScalarType::F32, ScalarType::BF16].contains(&grads) {
         return Err(refuse(format!(
@@ -1258,13 +1456,6 @@ fn backward_slopes(
             }
         };
     }
-    // The plain kernels compute exactly the options with no window and no cap whose causal
-    // mask (if any) is the bottom-right one (the same as top-left when seq_q = seq_kv); the
-    // window kernels compute every other (top-left causal is a window).
-    let plain = opts.window_left.is_none()
-        && opts.window_right.is_none()
-        && opts.softcap.is_none()
-        && (!opts.causal || opts.align == Align::BottomRight || seq_q == seq_kv);
     macro_rules! plain {
         ($g:ty, $d:literal, $qt:literal, $kv:literal, $causal:literal) => {{
             attention_bwd_dkdv::<$g, $d, $qt, 4, $causal>::launch(
@@ -1309,6 +1500,67 @@ fn backward_slopes(
         (_, 64, true) => windowed!(bf16, 64, 32, 32, true),
         (_, _, false) => windowed!(bf16, 128, 16, 16, false),
         (_, _, true) => windowed!(bf16, 128, 16, 16, true),
+    }
+}
+
+/// [`backward`] for f16 inputs, plain or bottom-right causal (checked by the caller):
+/// [`attention_bwd_preprocess_f16`], [`attention_bwd_dkdv_f16`] and [`attention_bwd_dq_f16`],
+/// with f32 or f16 gradients.
+fn backward_f16(
+    device: &Device,
+    (q, k, v): (&HostTensor, &HostTensor, &HostTensor),
+    (o, lse, d_o): (&HostTensor, &HostTensor, &HostTensor),
+    opts: &ForwardOptions,
+    (dq, dk, dv): (&mut HostTensor, &mut HostTensor, &mut HostTensor),
+    (bh_q, bh_kv, seq_q, seq_kv, d): (usize, usize, usize, usize, usize),
+) -> Result<(), crate::Error> {
+    let refuse = |message: String| crate::Error::Shape {
+        kernel: "attention_bwd_f16".into(),
+        message,
+    };
+    for (name, t) in [("k", k), ("v", v), ("o", o), ("d_o", d_o)] {
+        if t.dtype() != ScalarType::F16 {
+            return Err(refuse(format!(
+                "`q` is f16 and `{name}` {}: the f16 backward needs Q, K, V, O and dO all f16",
+                t.dtype()
+            )));
+        }
+    }
+    let grads = dq.dtype();
+    if ![ScalarType::F32, ScalarType::F16].contains(&grads) {
+        return Err(refuse(format!(
+            "gradients of dtype {grads:?} are not supported with f16 inputs; expected f32 or f16"
+        )));
+    }
+    let mut delta = HostTensor::zeros(ScalarType::F32, &[bh_q, seq_q]);
+    let pre = rows_grid(bh_q, seq_q, 64);
+    match d {
+        64 => attention_bwd_preprocess_f16::<64, 16, 4>::launch(device, pre, o, d_o, &mut delta),
+        _ => attention_bwd_preprocess_f16::<128, 16, 4>::launch(device, pre, o, d_o, &mut delta),
+    }?;
+    let s = ScalarArg::from(opts.sm_scale);
+    let kg = rows_grid(bh_kv, seq_kv, 4 * KEYS_PER_WARP);
+    let qg = rows_grid(bh_q, seq_q, 64);
+    let delta = &delta;
+    macro_rules! half {
+        ($g:ty, $d:literal, $qt:literal, $kv:literal, $causal:literal) => {{
+            attention_bwd_dkdv_f16::<$g, $d, $qt, 4, $causal>::launch(
+                device, kg, q, k, v, d_o, lse, delta, dk, dv, s,
+            )?;
+            attention_bwd_dq_f16::<$g, $d, 16, $kv, 4, $causal>::launch(
+                device, qg, q, k, v, d_o, lse, delta, dq, s,
+            )
+        }};
+    }
+    match (grads, d, opts.causal) {
+        (ScalarType::F32, 64, false) => half!(f32, 64, 32, 32, false),
+        (ScalarType::F32, 64, true) => half!(f32, 64, 32, 32, true),
+        (ScalarType::F32, _, false) => half!(f32, 128, 16, 16, false),
+        (ScalarType::F32, _, true) => half!(f32, 128, 16, 16, true),
+        (_, 64, false) => half!(f16, 64, 32, 32, false),
+        (_, 64, true) => half!(f16, 64, 32, 32, true),
+        (_, _, false) => half!(f16, 128, 16, 16, false),
+        (_, _, true) => half!(f16, 128, 16, 16, true),
     }
 }
 
@@ -1496,9 +1748,11 @@ pub fn backward_varlen(
             }
         }};
     }
-    match opts.softcap.is_some() {
-        false => varlen!(64, 32, 32, false),
-        true => varlen!(64, 32, 32, true),
+    match (d, opts.softcap.is_some()) {
+        (64, false) => varlen!(64, 32, 32, false),
+        (64, true) => varlen!(64, 32, 32, true),
+        (_, false) => varlen!(128, 16, 16, false),
+        (_, true) => varlen!(128, 16, 16, true),
     }
     // Back to the packed layouts.
     let unpack = |list: &TensorList, lens: &[usize], heads: usize| {
@@ -1533,13 +1787,15 @@ pub fn reference_grads(
         causal,
         ..ForwardOptions::new(sm_scale as f32)
     };
-    grads_from_definition(
+    let ([dq, dk, dv], _) = grads_from_definition(
         (q, k, v, d_o),
         (bh, bh, seq_q, seq_kv, d),
         sm_scale,
         &opts,
         None,
-    )
+        Rounding::new(ScalarType::BF16, ScalarType::F32),
+    );
+    (dq, dk, dv)
 }
 
 /// The gradients `(dQ, dK, dV)` of `loss = Σ dO ∘ O` for O as
@@ -1554,17 +1810,9 @@ pub fn reference_grads_with(
     dims: (usize, usize, usize, usize, usize),
     opts: &ForwardOptions,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let slopes = opts
-        .alibi
-        .and_then(|a| a.per_head(dims.0).ok())
-        .map(|s| s.into_iter().map(f64::from).collect::<Vec<_>>());
-    grads_from_definition(
-        (q, k, v, d_o),
-        dims,
-        f64::from(opts.sm_scale),
-        opts,
-        slopes.as_deref(),
-    )
+    let rounding = Rounding::new(ScalarType::BF16, ScalarType::F32);
+    let ([dq, dk, dv], _) = reference_grads_bounded((q, k, v, d_o), dims, opts, None, rounding);
+    (dq, dk, dv)
 }
 
 /// [`reference_grads_with`] with ALiBi slopes per flattened query head (`slopes[h]`) instead of
@@ -1575,29 +1823,158 @@ pub fn reference_grads_with_slopes(
     opts: &ForwardOptions,
     slopes: &[f64],
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let rounding = Rounding::new(ScalarType::BF16, ScalarType::F32);
+    let inputs = (q, k, v, d_o);
+    let ([dq, dk, dv], _) = reference_grads_bounded(inputs, dims, opts, Some(slopes), rounding);
+    (dq, dk, dv)
+}
+
+/// How the backward rounds, for the per-element error bounds of [`reference_grads_bounded`]:
+/// the dtype of its mma operands (Q, K, V, dO and the saved O, and P and dS as the mmas take
+/// them), the dtype it stores the gradients in, and the factor of headroom over the
+/// first-order bound.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rounding {
+    /// bf16 or f16: the inputs' dtype, to which P and dS are rounded for their mmas.
+    pub operands: ScalarType,
+    /// The stored dQ, dK, dV (f32, bf16 or f16).
+    pub grads: ScalarType,
+    /// The factor over the first-order bound.
+    pub headroom: f64,
+}
+
+/// The headroom of [`Rounding::new`] over the first-order bound (second-order terms, f32
+/// sums, the approximate `ex2`).
+pub const GRAD_HEADROOM: f64 = 2.0;
+
+impl Rounding {
+    /// Operands and gradients of the given dtypes, [`GRAD_HEADROOM`].
+    pub fn new(operands: ScalarType, grads: ScalarType) -> Rounding {
+        Rounding {
+            operands,
+            grads,
+            headroom: GRAD_HEADROOM,
+        }
+    }
+
+    /// The unit roundoff of `dtype`, 2^−p for p bits of significand (bf16 2⁻⁸, f16 2⁻¹¹).
+    fn unit(dtype: ScalarType) -> f64 {
+        match dtype {
+            ScalarType::BF16 => 2f64.powi(-8),
+            ScalarType::F16 => 2f64.powi(-11),
+            _ => 2f64.powi(-24),
+        }
+    }
+
+    /// The absolute error of rounding a value near zero to `dtype`: half f16's smallest
+    /// subnormal (2⁻²⁵); bf16 and f32 values below 2⁻¹²⁶ may be flushed to zero.
+    fn floor(dtype: ScalarType) -> f64 {
+        match dtype {
+            ScalarType::F16 => 2f64.powi(-25),
+            _ => 2f64.powi(-126),
+        }
+    }
+}
+
+/// [`reference_grads_with`] and, per element of dQ, dK and dV, a bound on the error the
+/// backward's roundings can leave, from the definition. With u the operands' unit roundoff
+/// and η their rounding floor near zero ([`Rounding`]), for each row i and key j it sees:
+/// P_ij is off by `P·(u + ρ) + η` as its mma takes it, where `ρ = c·|t|·2^−10.987` is the
+/// error of a capped score `c·t` (PTX `tanh.approx.f32`; 0 without a cap); Δ_i by
+/// `u·a_i`, `a_i = 2·Σ_d |dO_id|·Σ_j P_ij·|v_jd|` (O rounded when stored and, in a forward
+/// kernel, through P·V with P rounded); dS_ij = P·(dP − Δ)·(1 − t²) by
+/// `P·(1 − t²)·(u·(|dP| + |Δ| + a_i) + ρ·|dP − Δ|) + P·|dP − Δ|·2t²·2^−10.987 + η`
+/// (its rounding, Δ's and P's errors, the derivative's); then `dV_j ± Σ_i err(P_ij)·|dO_i|`,
+/// `dQ_i ± s·Σ_j err(dS_ij)·|k_j|`, `dK_j ± s·Σ_i err(dS_ij)·|q_i|`, times the headroom, plus
+/// the gradients' own rounding `u_grads·|g| + η_grads`. Unlike an error normalized by the largest
+/// gradient, this holds where dS cancels (Σ_j dS_ij = 0 in every row: a one-key row, a
+/// concentrated P). `slopes` (per flattened query head) override `opts.alibi`'s.
+pub fn reference_grads_bounded(
+    inputs: (&[f64], &[f64], &[f64], &[f64]),
+    dims: (usize, usize, usize, usize, usize),
+    opts: &ForwardOptions,
+    slopes: Option<&[f64]>,
+    rounding: Rounding,
+) -> ([Vec<f64>; 3], [Vec<f64>; 3]) {
+    let from_opts = opts
+        .alibi
+        .and_then(|a| a.per_head(dims.0).ok())
+        .map(|s| s.into_iter().map(f64::from).collect::<Vec<_>>());
     grads_from_definition(
-        (q, k, v, d_o),
+        inputs,
         dims,
         f64::from(opts.sm_scale),
         opts,
-        Some(slopes),
+        slopes.or(from_opts.as_deref()),
+        rounding,
     )
 }
 
-/// [`reference_grads_with`] with the scale given in f64 (the options' own is not read).
+/// Compares dQ, dK, dV with the f64 gradients element by element, each within its bound
+/// (both from [`reference_grads_bounded`]; recorded with [`record_bounded`]). Returns the
+/// largest error of each in units of its bound (at most 1), or a message naming the case, the
+/// gradient and its worst element.
+pub fn within_bounds(
+    name: &str,
+    got: [&HostTensor; 3],
+    (want, bounds): &([Vec<f64>; 3], [Vec<f64>; 3]),
+) -> Result<[f64; 3], String> {
+    let mut ratios = [0.0; 3];
+    for (n, what) in ["dQ", "dK", "dV"].into_iter().enumerate() {
+        let (g, w, b) = (&got[n].to_vec(), &want[n], &bounds[n]);
+        ratios[n] = record_bounded(format!("{name}: {what}"), g, w, b);
+        // NaN ratios fail too.
+        if ratios[n] <= 1.0 {
+            continue;
+        }
+        if g.len() != w.len() {
+            return Err(format!(
+                "{name}: {what} has {} elements; expected {}",
+                g.len(),
+                w.len()
+            ));
+        }
+        // As record_bounded: an exact element is within any bound, a non-finite error none.
+        let ratio = |x: usize| match (g[x] - w[x]).abs() {
+            0.0 => 0.0,
+            e if e.is_finite() => e / b[x],
+            _ => f64::INFINITY,
+        };
+        let worst = (0..g.len())
+            .max_by(|&x, &y| ratio(x).total_cmp(&ratio(y)))
+            .unwrap_or(0);
+        return Err(format!(
+            "{name}: {what}[{worst}] = {:.6e}, f64 {:.6e}, bound {:.2e} ({:.2} of it)",
+            g[worst],
+            w[worst],
+            b[worst],
+            ratio(worst)
+        ));
+    }
+    Ok(ratios)
+}
+
+/// [`reference_grads_bounded`] with the scale given in f64 (the options' own is not read).
 fn grads_from_definition(
     (q, k, v, d_o): (&[f64], &[f64], &[f64], &[f64]),
     (bh_q, bh_kv, seq_q, seq_kv, d): (usize, usize, usize, usize, usize),
     sm_scale: f64,
     opts: &ForwardOptions,
     slopes: Option<&[f64]>,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    rounding: Rounding,
+) -> ([Vec<f64>; 3], [Vec<f64>; 3]) {
     let group = (bh_q / bh_kv.max(1)).max(1);
     let mut dq = vec![0.0; bh_q * seq_q * d];
     let mut dk = vec![0.0; bh_kv * seq_kv * d];
     let mut dv = vec![0.0; bh_kv * seq_kv * d];
+    let (mut bq, mut bk, mut bv) = (dq.clone(), dk.clone(), dv.clone());
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let cap = opts.softcap.map(f64::from);
+    let (u, eta) = (
+        Rounding::unit(rounding.operands),
+        Rounding::floor(rounding.operands),
+    );
+    let tanh_error = 2f64.powf(-10.987);
     for h in 0..bh_q {
         let hk = h / group;
         let qrow = |i: usize| (h * seq_q + i) * d;
@@ -1612,7 +1989,7 @@ fn grads_from_definition(
             if keys.is_empty() {
                 continue;
             }
-            // (score, d score / d raw score) per key.
+            // (score, tanh of the capped raw score or 0) per key.
             let scores: Vec<(f64, f64)> = keys
                 .iter()
                 .map(|&j| {
@@ -1621,9 +1998,9 @@ fn grads_from_definition(
                     match cap {
                         Some(c) => {
                             let t = (x / c).tanh();
-                            (c * t - bias, 1.0 - t * t)
+                            (c * t - bias, t)
                         }
-                        None => (x - bias, 1.0),
+                        None => (x - bias, 0.0),
                     }
                 })
                 .collect();
@@ -1632,23 +2009,58 @@ fn grads_from_definition(
             let p: Vec<f64> = scores.iter().map(|s| (s.0 - max).exp() / sum).collect();
             let dp: Vec<f64> = keys.iter().map(|&j| dot(doi, &v[krow(j)..][..d])).collect();
             let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+            // Δ's error from O rounded to the operands' dtype when stored and, in the forward
+            // kernel, through P·V with P rounded: u·2·Σ_d |dO_d|·Σ_j P_j·|v_jd|.
+            let o_abs: f64 = (0..d)
+                .map(|x| {
+                    let o: f64 = keys
+                        .iter()
+                        .zip(&p)
+                        .map(|(&j, pj)| pj * v[krow(j) + x].abs())
+                        .sum();
+                    2.0 * o * doi[x].abs()
+                })
+                .sum();
             for (n, &j) in keys.iter().enumerate() {
-                let dx = p[n] * (dp[n] - delta) * scores[n].1;
+                let t = scores[n].1;
+                let (deriv, rho) = match cap {
+                    Some(c) => (1.0 - t * t, c * t.abs() * tanh_error),
+                    None => (1.0, 0.0),
+                };
+                let g = dp[n] - delta;
+                let dx = p[n] * g * deriv;
+                let p_err = p[n] * (u + rho) + eta;
+                let ds_err =
+                    p[n] * deriv * (u * (dp[n].abs() + delta.abs() + o_abs) + rho * g.abs())
+                        + p[n] * g.abs() * 2.0 * t * t * tanh_error
+                        + eta;
                 let kj = krow(j);
                 for c in 0..d {
                     dv[kj + c] += p[n] * doi[c];
                     dq[qrow(i) + c] += sm_scale * dx * k[kj + c];
                     dk[kj + c] += sm_scale * dx * qi[c];
+                    bv[kj + c] += p_err * doi[c].abs();
+                    bq[qrow(i) + c] += sm_scale * ds_err * k[kj + c].abs();
+                    bk[kj + c] += sm_scale * ds_err * qi[c].abs();
                 }
             }
         }
     }
-    (dq, dk, dv)
+    let (u_grads, eta_grads) = (
+        Rounding::unit(rounding.grads),
+        Rounding::floor(rounding.grads),
+    );
+    for (b, g) in [(&mut bq, &dq), (&mut bk, &dk), (&mut bv, &dv)] {
+        for (b, g) in b.iter_mut().zip(g) {
+            *b = rounding.headroom * *b + u_grads * g.abs() + eta_grads;
+        }
+    }
+    ([dq, dk, dv], [bq, bk, bv])
 }
 
-/// O (bf16) and LSE (f32) as the forward stores them, from the f64 forward reference with the
-/// same options: the tests check the backward alone, whatever state the forward kernel is in
-/// on the device.
+/// O (of Q's dtype) and LSE (f32) as the forward stores them, from the f64 forward reference
+/// with the same options: the tests check the backward alone, whatever state the forward
+/// kernel is in on the device.
 pub fn saved_from_reference(
     (q, k, v): (&HostTensor, &HostTensor, &HostTensor),
     opts: &ForwardOptions,
@@ -1668,17 +2080,15 @@ pub fn saved_from_reference(
         opts,
     );
     Ok((
-        HostTensor::new(ScalarType::BF16, &[bh_q, seq_q, d], &o).map_err(|e| e.to_string())?,
+        HostTensor::new(q.dtype(), &[bh_q, seq_q, d], &o).map_err(|e| e.to_string())?,
         HostTensor::new(ScalarType::F32, &[bh_q, seq_q], &lse).map_err(|e| e.to_string())?,
     ))
 }
 
-/// Gradient tolerance (normalized max error): P and dS are rounded to bf16 for their mmas, and
-/// O (bf16) enters Δ, each ≈ 2⁻⁸ relative.
-pub const GRAD_TOLERANCE: f64 = 1e-2;
-
-/// Runs [`backward`] with poisoned f32 or bf16 outputs and compares each gradient with
-/// [`reference_grads_with`]; the error message names the case and the seed.
+/// Runs [`backward`] with poisoned outputs of dtype `grads` and compares each gradient with
+/// [`reference_grads_bounded`] element by element ([`within_bounds`], the operands' dtype
+/// Q's); returns each gradient's largest error in units of its bound, or a message naming the
+/// case, the worst element and the seed.
 pub fn check_against_reference(
     device: &Device,
     (q, k, v, d_o): (&HostTensor, &HostTensor, &HostTensor, &HostTensor),
@@ -1703,24 +2113,14 @@ pub fn check_against_reference(
         &mut dv,
     )
     .map_err(|e| format!("{name}: {e}"))?;
-    let (wq, wk, wv) = reference_grads_with(
+    let want = reference_grads_bounded(
         (&q.to_vec(), &k.to_vec(), &v.to_vec(), &d_o.to_vec()),
         (bh_q, bh_kv, seq_q, seq_kv, d),
         opts,
+        None,
+        Rounding::new(q.dtype(), grads),
     );
-    let errs = [
-        record(format!("{name}: dQ"), &dq.to_vec(), &wq, GRAD_TOLERANCE),
-        record(format!("{name}: dK"), &dk.to_vec(), &wk, GRAD_TOLERANCE),
-        record(format!("{name}: dV"), &dv.to_vec(), &wv, GRAD_TOLERANCE),
-    ];
-    // NaN errors fail too.
-    if !errs.iter().all(|e| *e <= GRAD_TOLERANCE) {
-        return Err(format!(
-            "{name}: dQ, dK, dV errors {:.2e}, {:.2e}, {:.2e} (seed {seed})",
-            errs[0], errs[1], errs[2]
-        ));
-    }
-    Ok(errs)
+    within_bounds(name, [&dq, &dk, &dv], &want).map_err(|e| format!("{e} (seed {seed})"))
 }
 
 fn selftest(device: &Device) -> Result<String, String> {
@@ -1794,18 +2194,30 @@ fn selftest(device: &Device) -> Result<String, String> {
             },
         ),
     ];
-    for (bh_q, bh_kv, seq_q, seq_kv, d, grads, opts) in cases {
-        let q = rng.tensor(bf, &[bh_q, seq_q, d], -1.0, 1.0);
-        let k = rng.tensor(bf, &[bh_kv, seq_kv, d], -1.0, 1.0);
-        let v = rng.tensor(bf, &[bh_kv, seq_kv, d], -1.0, 1.0);
-        let d_o = rng.tensor(bf, &[bh_q, seq_q, d], -1.0, 1.0);
-        let name = format!("{bh_q}/{bh_kv} heads {seq_q}×{seq_kv}×{d} {grads:?} {opts:?}");
+    // f16 inputs (plain or bottom-right causal, as the f16 forward), each head dim.
+    let f16_cases = [
+        (4, 2, 40, 70, 64, ScalarType::F32, causal),
+        (2, 1, 50, 30, 128, ScalarType::F16, base),
+    ];
+    let inputs = cases
+        .iter()
+        .map(|&c| (bf, c))
+        .chain(f16_cases.map(|c| (ScalarType::F16, c)));
+    for (dtype, (bh_q, bh_kv, seq_q, seq_kv, d, grads, opts)) in inputs {
+        let q = rng.tensor(dtype, &[bh_q, seq_q, d], -1.0, 1.0);
+        let k = rng.tensor(dtype, &[bh_kv, seq_kv, d], -1.0, 1.0);
+        let v = rng.tensor(dtype, &[bh_kv, seq_kv, d], -1.0, 1.0);
+        let d_o = rng.tensor(dtype, &[bh_q, seq_q, d], -1.0, 1.0);
+        let name = format!(
+            "{bh_q}/{bh_kv} heads {seq_q}×{seq_kv}×{d} {dtype:?} in, {grads:?} out {opts:?}"
+        );
         check_against_reference(device, (&q, &k, &v, &d_o), &opts, grads, (&name, rng.seed))?;
     }
     Ok(
-        "dQ, dK, dV (f32 and bf16) from the reference forward's O and LSE at head dims 64 and \
-         128: full and causal (bottom-right and top-left), ragged tiles, seq_kv ≠ seq_q, GQA and \
-         MQA, a window with a soft cap, ALiBi; against f64 gradients from the definition"
+        "dQ, dK, dV (f32, bf16 and f16) from the reference forward's O and LSE at head dims 64 \
+         and 128: full and causal (bottom-right and top-left), ragged tiles, seq_kv ≠ seq_q, GQA \
+         and MQA, a window with a soft cap, ALiBi, f16 inputs; each element within its bound \
+         from the definition"
             .into(),
     )
 }

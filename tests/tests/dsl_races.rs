@@ -1,6 +1,8 @@
-//! The interpreter's race check on shared memory, through the typed launcher: a GEMM that
-//! forgets the barrier after its mma is reported with both ops' source lines, under every
-//! schedule; the same kernel with the barrier passes.
+//! The interpreter's race check, through the typed launcher: a GEMM that forgets the barrier
+//! after its mma is reported with both ops' source lines, under every schedule, and the same
+//! kernel with the barrier passes; on global memory, two blocks storing one tile and two warps
+//! handing a tile through global scratch without a barrier are reported with the tensor, the
+//! blocks, the warps and both source lines.
 
 use tilekit::device::CpuOptions;
 use tilekit::dsl::*;
@@ -207,4 +209,116 @@ fn a_warp_reloading_its_global_store_through_other_lanes_needs_a_barrier() {
     let (mut y, mut z) = fresh();
     store_then_reload::<false, true>::launch(&Device::Cpu, [1, 1, 1], &x, &mut y, &mut z).unwrap();
     assert_eq!(z.to_vec(), x.to_vec());
+}
+
+/// Block b copies row-tile b of `x` into `y`: into its own row-tile with `OWN`, else every
+/// block into row-tile 0.
+#[tilekit::kernel]
+fn copy_rows<const OWN: bool>(x: Gl<f32, 2>, y: GlMut<f32, 2>) {
+    let part: Rt<f32, 16, 16> = load(x.tile(block_idx_x(), 0));
+    if OWN {
+        store(y.tile(block_idx_x(), 0), part);
+    } else {
+        store(y.tile(0, 0), part);
+    }
+}
+
+#[test]
+fn two_blocks_storing_one_global_tile_race_and_own_tiles_do_not() {
+    let mut rng = TestRng::fresh();
+    for (rows, cols) in [(40, 9), (17, 16), (33, 1)] {
+        let x = rng.tensor(ScalarType::F32, &[rows, cols], -1.0, 1.0);
+        let blocks = rows.div_ceil(16) as u32;
+        let mut y = HostTensor::full(ScalarType::F32, &[rows, cols], f64::NAN);
+        copy_rows::<true>::launch(&Device::Cpu, [blocks, 1, 1], &x, &mut y)
+            .unwrap_or_else(|e| panic!("{rows}×{cols}, seed {}: {e}", rng.seed));
+        assert_eq!(y.to_vec(), x.to_vec(), "{rows}×{cols}");
+
+        let mut y = HostTensor::zeros(ScalarType::F32, &[rows, cols]);
+        let err = copy_rows::<false>::launch(&Device::Cpu, [blocks, 1, 1], &x, &mut y).unwrap_err();
+        let Error::Interp(InterpError::GlobalRace {
+            tensor,
+            element,
+            earlier,
+            later,
+            ..
+        }) = &err
+        else {
+            panic!("{rows}×{cols}: expected a global race, got {err}");
+        };
+        let store_line = line_of("store(y.tile(0, 0), part);");
+        assert_eq!(tensor, "`y`", "{err}");
+        assert_eq!(element, "[0, 0], storage offset 0", "{err}");
+        assert_eq!(
+            (earlier.block, later.block),
+            ([0, 0, 0], [1, 0, 0]),
+            "{err}"
+        );
+        assert_eq!(rust_line(&earlier.loc), Some(store_line), "{err}");
+        assert_eq!(rust_line(&later.loc), Some(store_line), "{err}");
+    }
+}
+
+/// Warp 0 stages a tile of `x` in the global scratch `s`; warp 1 reads it back into `y`, after
+/// a barrier with `SYNC`.
+#[tilekit::kernel(warps = 2)]
+fn global_scratch<const SYNC: bool>(x: Gl<f32, 2>, s: GlMut<f32, 2>, y: GlMut<f32, 2>) {
+    let warp = warp_idx();
+    if warp.eq(0) {
+        let t: Rt<f32, 16, 16> = load(x.tile(0, 0));
+        store(s.tile(0, 0), t);
+    }
+    if SYNC {
+        barrier();
+    }
+    if warp.eq(1) {
+        let back: Rt<f32, 16, 16> = load(s.tile(0, 0));
+        store(y.tile(0, 0), back);
+    }
+}
+
+#[test]
+fn a_missing_barrier_between_warps_staging_global_scratch_is_reported_under_every_schedule() {
+    let mut rng = TestRng::fresh();
+    let store_line = line_of("store(s.tile(0, 0), t);");
+    let load_line = line_of("let back: Rt<f32, 16, 16>");
+    for (rows, cols) in [(16, 16), (13, 7)] {
+        let x = rng.tensor(ScalarType::F32, &[rows, cols], -1.0, 1.0);
+        for schedule in schedules() {
+            let device = Device::cpu_with(CpuOptions::default().schedule(schedule));
+            let fresh = || HostTensor::full(ScalarType::F32, &[rows, cols], f64::NAN);
+            let (mut s, mut y) = (fresh(), fresh());
+            let err = global_scratch::<false>::launch(&device, [1, 1, 1], &x, &mut s, &mut y)
+                .unwrap_err();
+            let Error::Interp(InterpError::GlobalRace {
+                tensor,
+                earlier,
+                later,
+                ..
+            }) = &err
+            else {
+                panic!("{schedule:?}: expected a global race, got {err}");
+            };
+            assert_eq!(tensor, "`s`", "{err}");
+            let mut pair = [
+                (rust_line(&earlier.loc), earlier.warp),
+                (rust_line(&later.loc), later.warp),
+            ];
+            pair.sort();
+            let mut want = [(Some(store_line), 0), (Some(load_line), 1)];
+            want.sort();
+            assert_eq!(pair, want, "{schedule:?}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("dsl_races.rs:{store_line}:"))
+                    && text.contains(&format!("dsl_races.rs:{load_line}:")),
+                "{text}"
+            );
+
+            let (mut s, mut y) = (fresh(), fresh());
+            global_scratch::<true>::launch(&device, [1, 1, 1], &x, &mut s, &mut y)
+                .unwrap_or_else(|e| panic!("{schedule:?}, seed {}: {e}", rng.seed));
+            assert_eq!(y.to_vec(), x.to_vec(), "{rows}×{cols} {schedule:?}");
+        }
+    }
 }

@@ -26,8 +26,8 @@ fn values(a: &Arg) -> Vec<f64> {
 struct Report {
     tensor: String,
     element: String,
-    earlier: (Box<interp::Site>, String),
-    later: (Box<interp::Site>, String),
+    earlier: (Box<interp::Site>, &'static str),
+    later: (Box<interp::Site>, &'static str),
     message: String,
 }
 
@@ -80,10 +80,7 @@ fn two_blocks_writing_one_element_race_and_blocks_writing_their_own_do_not() {
     assert_eq!(r.element, "[0], storage offset 0");
     assert_eq!((r.earlier.0.block, r.earlier.0.warp), ([0, 0, 0], 0));
     assert_eq!((r.later.0.block, r.later.0.warp), ([1, 0, 0], 0));
-    assert_eq!(
-        (r.earlier.1.as_str(), r.later.1.as_str()),
-        ("write", "write")
-    );
+    assert_eq!((r.earlier.1, r.later.1), ("write", "write"));
     assert_eq!(
         (r.earlier.0.op.as_str(), r.later.0.op.as_str()),
         ("store", "store")
@@ -125,11 +122,8 @@ fn a_write_of_what_another_block_read_races() {
     let mut args = vec![tensor(&[1.0, 2.0, 3.0, 4.0])];
     let r = report(run(SHIFT, Launch::grid([3, 1, 1]), &mut args).unwrap_err());
     assert_eq!(r.element, "[1], storage offset 1");
-    assert_eq!(
-        (r.earlier.0.block, r.earlier.1.as_str()),
-        ([0, 0, 0], "read")
-    );
-    assert_eq!((r.later.0.block, r.later.1.as_str()), ([1, 0, 0], "write"));
+    assert_eq!((r.earlier.0.block, r.earlier.1), ([0, 0, 0], "read"));
+    assert_eq!((r.later.0.block, r.later.1), ([1, 0, 0], "write"));
     assert_eq!(r.earlier.0.op, "load");
 }
 
@@ -288,7 +282,7 @@ fn atomics_and_plain_reads_of_their_element_do_not_race_but_a_plain_write_does()
     assert_eq!((r.earlier.0.block, r.earlier.0.warp), ([0, 0, 0], 0));
     assert_eq!((r.later.0.block, r.later.0.warp), ([0, 0, 0], 1));
     assert_eq!(
-        (r.earlier.1.as_str(), r.later.1.as_str()),
+        (r.earlier.1, r.later.1),
         ("write", "atomic update"),
         "{}",
         r.message

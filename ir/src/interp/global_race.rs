@@ -163,10 +163,7 @@ impl GlobalRace {
     /// Adds the access `me` of `who` to `s`.
     fn add(&self, s: &mut Summary, me: Tag, who: &Accessor<'_>) {
         let other_is_earlier_block = s.other.block != 0 && s.other.block != me.block;
-        if !other_is_earlier_block
-            && (s.last.block != me.block || self.unordered(s.last, who))
-            && s.last.block != 0
-        {
+        if !other_is_earlier_block && self.unordered(s.last, who) {
             s.other = s.last;
         }
         s.last = me;
@@ -250,8 +247,8 @@ fn element_index(shape: &[usize], strides: &[usize], off: usize) -> Option<Vec<u
     let mut idx = vec![0; shape.len()];
     let mut rest = off;
     for d in dims {
-        if strides[d] > 0 {
-            idx[d] = rest / strides[d];
+        if let Some(i) = rest.checked_div(strides[d]) {
+            idx[d] = i;
             rest %= strides[d];
         }
         if idx[d] >= shape[d] {
@@ -315,9 +312,9 @@ impl BlockRun<'_, '_> {
             },
             element: format!("{index}storage offset {off}"),
             earlier: Box::new(first),
-            earlier_kind: earlier_kind.describe().to_string(),
+            earlier_kind: earlier_kind.describe(),
             later: Box::new(self.site(w)),
-            later_kind: kind.describe().to_string(),
+            later_kind: kind.describe(),
         })
     }
 }

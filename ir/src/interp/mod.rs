@@ -372,9 +372,10 @@ pub enum InterpError {
         /// The element's index in the tensor (when its strides give one) and storage offset.
         element: String,
         earlier: Box<Site>,
-        earlier_kind: String,
+        /// What the earlier access was: `read`, `write` or `atomic update`.
+        earlier_kind: &'static str,
         later: Box<Site>,
-        later_kind: String,
+        later_kind: &'static str,
     },
     /// A writable view the kernel only writes has elements the run never wrote (see
     /// [`Launch::check_unwritten`]); they keep what they held before the run.

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use crate::ptxas::AdvisoryPolicy;
 use crate::{compile_with, CodegenError, Compiled, Facts, KernelArg, Stage, Target, Timings};
 
 fn memory() -> &'static Mutex<HashMap<String, Compiled>> {
@@ -29,7 +30,9 @@ pub fn key(module: &tilekit_ir::Module, kernel: &str, target: Target) -> String 
     key_with(module, kernel, target, &Facts::general())
 }
 
-/// The cache key of a kernel compiled for `facts` ([`compile_with`]).
+/// The cache key of a kernel compiled for `facts` ([`compile_with`]). A compile that accepts
+/// ptxas's performance advisories ([`AdvisoryPolicy::from_env`]) has a key of its own, so its
+/// code is never taken by a compile that refuses them.
 pub fn key_with(
     module: &tilekit_ir::Module,
     kernel: &str,
@@ -37,9 +40,13 @@ pub fn key_with(
     facts: &Facts,
 ) -> String {
     let (major, minor, patch) = inkwell::support::get_llvm_version();
+    let advisories = match AdvisoryPolicy::from_env() {
+        AdvisoryPolicy::Refuse => "",
+        AdvisoryPolicy::Allow => " advisories-allowed",
+    };
     format!(
-        "tilekit-codegen {} source {} llvm {major}.{minor}.{patch} target {target} kernel {kernel} \
-         facts {facts}\n{}",
+        "tilekit-codegen {} source {} llvm {major}.{minor}.{patch} target {target} kernel \
+         {kernel}{advisories} facts {facts}\n{}",
         env!("CARGO_PKG_VERSION"),
         env!("TILEKIT_CODEGEN_SOURCE"),
         tilekit_ir::print_module(module)

@@ -61,6 +61,24 @@ pub enum CodegenError {
         /// The back end's figures in words.
         detail: String,
     },
+    /// ptxas gave a performance advisory for the kernel's PTX (its C75xx `info` lines, each in
+    /// `advisories` as ptxas wrote it: C7515 and C7510 serialized wgmma, C7508 ignored
+    /// `setmaxnreg`), so the code would run far below its figures. Refused by
+    /// [`compile`](crate::compile) unless the author accepts it
+    /// ([`AdvisoryPolicy`](crate::ptxas::AdvisoryPolicy)); like the spill check, it needs
+    /// ptxas, and PTX compiled where ptxas is not installed is returned unchecked.
+    #[error(
+        "kernel `{kernel}` on {target}: ptxas reports a performance loss: {}; fix the kernel, or \
+         set {}=1 to keep such code while experimenting",
+        advisories.join("; "),
+        crate::ptxas::AdvisoryPolicy::ENV
+    )]
+    PerformanceAdvisory {
+        kernel: String,
+        target: Target,
+        /// ptxas's lines, from the code on (`(C7515) Potential Performance Loss: …`).
+        advisories: Vec<String>,
+    },
     /// MLIR rejected the generated module or a pass failed (a bug of this crate).
     #[error("MLIR {stage} failed: {message}")]
     Mlir { stage: String, message: String },

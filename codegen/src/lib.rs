@@ -246,8 +246,9 @@ pub struct Timings {
     pub llvm: f64,
     /// Linking the AMD code object with `ld.lld`.
     pub link: f64,
-    /// The NVIDIA spill check: assembling the PTX with ptxas to read its register report (not
-    /// in [`Timings::total`], which is the pipeline to PTX or code object).
+    /// The NVIDIA checks: assembling the PTX with ptxas to read its register report and
+    /// performance advisories (not in [`Timings::total`], which is the pipeline to PTX or code
+    /// object).
     pub spill_check: f64,
 }
 
@@ -377,8 +378,12 @@ impl Compiled {
 /// it allows spills (`#[kernel(allow_spills)]`, [`tilekit_ir::Func::allow_spills`]): on
 /// NVIDIA [`CodegenError::Spills`] with ptxas's numbers (the PTX is assembled once for the
 /// check; where ptxas is not installed the check cannot run and the PTX is returned
-/// unchecked), on AMD [`CodegenError::Resources`] with the code object's. When `TILEKIT_DUMP`
-/// names a directory, every stage is written there.
+/// unchecked), on AMD [`CodegenError::Resources`] with the code object's. On NVIDIA the same
+/// assembly refuses code for which ptxas gave a performance advisory (serialized wgmma, ignored
+/// `setmaxnreg`) with [`CodegenError::PerformanceAdvisory`], unless
+/// `TILEKIT_ALLOW_PTXAS_ADVISORIES` accepts it ([`ptxas::AdvisoryPolicy::from_env`];
+/// [`compile_with_advisories`] takes the policy as an argument). When `TILEKIT_DUMP` names a
+/// directory, every stage is written there.
 pub fn compile(
     module: &tilekit_ir::Module,
     kernel: &str,
@@ -397,6 +402,25 @@ pub fn compile_with(
     kernel: &str,
     target: Target,
     facts: &Facts,
+) -> Result<Compiled, CodegenError> {
+    compile_with_advisories(
+        module,
+        kernel,
+        target,
+        facts,
+        ptxas::AdvisoryPolicy::from_env(),
+    )
+}
+
+/// [`compile_with`] under an explicit policy for ptxas's performance advisories instead of the
+/// environment's: `tilekit check` compiles with [`ptxas::AdvisoryPolicy::Allow`] to print them
+/// in its report.
+pub fn compile_with_advisories(
+    module: &tilekit_ir::Module,
+    kernel: &str,
+    target: Target,
+    facts: &Facts,
+    advisories: ptxas::AdvisoryPolicy,
 ) -> Result<Compiled, CodegenError> {
     use std::time::Instant;
     tilekit_ir::verify(module).map_err(|es| {
@@ -457,11 +481,12 @@ pub fn compile_with(
     if target.is_nvidia() {
         let (opt_text, ptx) = llvm::optimize_and_emit(&lm, target)?;
         timings.llvm = t0.elapsed().as_secs_f64();
-        // Spills are only visible after register allocation, which ptxas does; an allowed
-        // kernel skips the assembly.
-        if spills == ptxas::SpillPolicy::Refuse {
+        // Spills and advisories are only visible after ptxas's register allocation and
+        // scheduling; a kernel that allows both skips the assembly.
+        if spills == ptxas::SpillPolicy::Refuse || advisories == ptxas::AdvisoryPolicy::Refuse {
             let t0 = Instant::now();
-            resource_check = ptxas::check_compiled(&ptx, target, kernel, spills).map(|_| ());
+            resource_check =
+                ptxas::check_compiled(&ptx, target, kernel, spills, advisories).map(|_| ());
             timings.spill_check = t0.elapsed().as_secs_f64();
         }
         stages.push((Stage::LlvmOpt, opt_text));

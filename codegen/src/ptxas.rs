@@ -156,20 +156,72 @@ pub fn check_spills(
     })
 }
 
-/// The spill check of [`crate::compile`] on NVIDIA: assembles `ptx` and refuses it as
-/// [`check_spills`] does, returning ptxas's report; `Ok(None)` when ptxas is not installed
-/// (nothing found at `.venv/tools/ptxas` or on `PATH`, and `TILEKIT_PTXAS` unset), where the
-/// check cannot run. A `TILEKIT_PTXAS` naming no file, or PTX that ptxas rejects, is an error.
+/// Whether a compile may keep code for which ptxas gave a performance advisory
+/// ([`performance_advisories`]: serialized wgmma, ignored `setmaxnreg`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AdvisoryPolicy {
+    /// An advisory is an error ([`CodegenError::PerformanceAdvisory`]) naming the kernel, the
+    /// target and ptxas's text (the default: such code runs far below what its instruction
+    /// counts say, and nothing else would tell the author).
+    #[default]
+    Refuse,
+    /// The author accepted advisories while experimenting ([`AdvisoryPolicy::ENV`] set), or
+    /// reads them in a report (`tilekit check` prints them and fails after its report).
+    Allow,
+}
+
+impl AdvisoryPolicy {
+    /// The environment variable that accepts advisories: set to anything but empty or `0`,
+    /// every compile of the process keeps code ptxas gave an advisory for.
+    pub const ENV: &'static str = "TILEKIT_ALLOW_PTXAS_ADVISORIES";
+
+    /// [`AdvisoryPolicy::Allow`] when [`AdvisoryPolicy::ENV`] is set to anything but empty or
+    /// `0`, else [`AdvisoryPolicy::Refuse`].
+    pub fn from_env() -> AdvisoryPolicy {
+        match std::env::var_os(Self::ENV) {
+            Some(v) if !v.is_empty() && v != "0" => AdvisoryPolicy::Allow,
+            _ => AdvisoryPolicy::Refuse,
+        }
+    }
+}
+
+/// Refuses the ptxas `log` of `kernel` when it has a performance advisory and `policy` does not
+/// allow it.
+pub fn check_advisories(
+    kernel: &str,
+    target: Target,
+    log: &str,
+    policy: AdvisoryPolicy,
+) -> Result<(), CodegenError> {
+    let advisories = performance_advisories(log);
+    if advisories.is_empty() || policy == AdvisoryPolicy::Allow {
+        return Ok(());
+    }
+    Err(CodegenError::PerformanceAdvisory {
+        kernel: kernel.to_string(),
+        target,
+        advisories,
+    })
+}
+
+/// The checks of [`crate::compile`] on NVIDIA: assembles `ptx` and refuses it as
+/// [`check_spills`] and [`check_advisories`] do, returning ptxas's report; `Ok(None)` when
+/// ptxas is not installed (nothing found at `.venv/tools/ptxas` or on `PATH`, and
+/// `TILEKIT_PTXAS` unset), where the checks cannot run. A `TILEKIT_PTXAS` naming no file, or
+/// PTX that ptxas rejects, is an error.
 pub fn check_compiled(
     ptx: &str,
     target: Target,
     kernel: &str,
-    policy: SpillPolicy,
+    spills: SpillPolicy,
+    advisories: AdvisoryPolicy,
 ) -> Result<Option<Report>, CodegenError> {
     if std::env::var_os("TILEKIT_PTXAS").is_none() && find_tool("ptxas", "TILEKIT_PTXAS").is_err() {
         return Ok(None);
     }
-    assemble_checked(ptx, target, kernel, policy).map(|a| Some(a.report))
+    let a = assemble_checked(ptx, target, kernel, spills)?;
+    check_advisories(kernel, target, &a.log, advisories)?;
+    Ok(Some(a.report))
 }
 
 /// [`assemble`], then [`check_spills`] on its report, so a kernel that does not fit its
@@ -190,8 +242,8 @@ pub fn assemble_checked(
 /// serialized due to non wgmma instructions defining accumulator registers of a wgmma between
 /// start and end of the pipeline stage", C7510 serialized wgmma for other reasons, C7508
 /// `setmaxnreg` ignored). Each is the text after `ptxas info    :`. A kernel that has one runs
-/// far below what its instruction counts say, so `tilekit check` prints them and the library's
-/// tests refuse them.
+/// far below what its instruction counts say, so [`crate::compile`] refuses it
+/// ([`check_advisories`]) and `tilekit check` prints them.
 pub fn performance_advisories(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| {

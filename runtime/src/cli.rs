@@ -87,7 +87,9 @@ enum Command {
     /// Prints one stage of a kernel compiled for a target, or writes it to a file
     #[command(
         long_about = "Prints one stage of the kernel compiled for the target, or writes it to \
-                      --out FILE. The binary `hsaco` stage is only written (it needs --out)."
+                      --out FILE. The binary `hsaco` stage is only written (it needs --out). \
+                      NVIDIA: fails when ptxas gives a performance advisory (C75xx: serialized \
+                      wgmma, ignored setmaxnreg) unless TILEKIT_ALLOW_PTXAS_ADVISORIES=1."
     )]
     Emit(EmitArgs),
     /// Compiles a kernel and prints its registers, spills, shared memory and instruction mix
@@ -118,7 +120,9 @@ enum Command {
         long_about = "Compiles every registered kernel variant ahead of time into --out DIR: one \
                       PTX file (NVIDIA) or code object (AMD, .hsaco) per variant, the metadata and \
                       the packed bundle (for include_bytes!). A tilekit built without `jit` loads \
-                      it (tilekit::Bundle)."
+                      it (tilekit::Bundle). NVIDIA: a variant for which ptxas gives a \
+                      performance advisory (C75xx) fails the bundle, naming the variant and \
+                      ptxas's text, unless TILEKIT_ALLOW_PTXAS_ADVISORIES=1."
     )]
     Bundle(BundleArgs),
 }
@@ -595,7 +599,9 @@ fn count_ops(f: &crate::ir::Func) -> usize {
     n
 }
 
-/// Runs every registered self-test; the last line is `N passed, M failed`.
+/// Runs every registered self-test; the last line is `N passed, M failed`. A kernel without a
+/// self-test, or none of whose variants is registered for `device`'s target, is a `skip` line
+/// and counts neither way.
 pub fn selftest(device: &Device) -> (String, i32) {
     let (mut passed, mut failed) = (0, 0);
     let mut out = String::new();
@@ -604,6 +610,10 @@ pub fn selftest(device: &Device) -> (String, i32) {
             let _ = writeln!(out, "skip {}: no self-test registered", k.name);
             continue;
         };
+        if let Some(why) = runs_no_variant(k, device) {
+            let _ = writeln!(out, "skip {}: {why}", k.name);
+            continue;
+        }
         match run_selftest(test, device) {
             Ok(what) => {
                 passed += 1;
@@ -617,6 +627,22 @@ pub fn selftest(device: &Device) -> (String, i32) {
     }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
     (out, i32::from(failed > 0))
+}
+
+/// Why `device` runs none of `k`'s variants (each registered for other targets only), or `None`
+/// when it runs one.
+fn runs_no_variant(k: &KernelInfo, device: &Device) -> Option<String> {
+    if k.variants.iter().any(|v| v.runs_on(device)) {
+        return None;
+    }
+    let mut targets: Vec<&str> = k.variants.iter().flat_map(|v| v.targets).copied().collect();
+    targets.sort_unstable();
+    targets.dedup();
+    Some(format!(
+        "registered for {} only, which {} does not run",
+        targets.join(", "),
+        device.name()
+    ))
 }
 
 /// One self-test on `device`; a panic counts as a failure, so a failing kernel does not stop
@@ -715,7 +741,7 @@ mod jit {
     use std::fmt::Write as _;
 
     use tilekit_codegen::{
-        amd, compile_with, hot_loop, ptxas, sass, Compiled, Facts, Stage, Target,
+        amd, compile_with_advisories, hot_loop, ptxas, sass, Compiled, Facts, Stage, Target,
     };
 
     use std::path::Path;
@@ -781,13 +807,16 @@ mod jit {
         Ok(t)
     }
 
+    /// The variant compiled for `target` and `facts`; code for which ptxas gave a performance
+    /// advisory is an error under `advisories` [`ptxas::AdvisoryPolicy::Refuse`].
     fn compiled_with(
         k: &KernelInfo,
         v: &Variant,
         target: Target,
         facts: &Facts,
+        advisories: ptxas::AdvisoryPolicy,
     ) -> Result<Compiled, CliError> {
-        compile_with((v.module)(), k.name, target, facts).map_err(|e| {
+        compile_with_advisories((v.module)(), k.name, target, facts, advisories).map_err(|e| {
             CliError::failure(format!("compiling {}{} for {target}: {e}", k.name, v.args))
         })
     }
@@ -845,7 +874,7 @@ mod jit {
                 "the `hsaco` stage is a binary code object: write it with --out FILE",
             ));
         }
-        let c = compiled_with(k, v, target, &facts)?;
+        let c = compiled_with(k, v, target, &facts, ptxas::AdvisoryPolicy::from_env())?;
         if !facts.is_general() && out.is_none() {
             // Not in the stage's text, which stays what the compiler wrote.
             eprintln!("{}{} for {target}, assuming {facts}", k.name, v.args);
@@ -924,7 +953,8 @@ mod jit {
     ) -> Result<(String, i32), CliError> {
         let target = target_of(k, v, target)?;
         let facts = parse_assume(k, v, assume)?;
-        let c = compiled_with(k, v, target, &facts)?;
+        // The advisories are part of the report (and fail the command after it).
+        let c = compiled_with(k, v, target, &facts, ptxas::AdvisoryPolicy::Allow)?;
         if !target.is_nvidia() {
             return Ok((check_amd(k, v, &c), 0));
         }
@@ -1165,6 +1195,26 @@ mod tests {
             assert_eq!(e.code, 1, "{e}");
             assert!(e.message.starts_with("no CUDA driver found"), "{e}");
         }
+    }
+
+    /// A kernel registered for sm_90a only is a skip, not a pass, on a device that runs sm_80
+    /// code; the interpreter and the sm_90a emulator run it.
+    #[test]
+    fn selftest_skips_kernels_registered_for_other_targets() {
+        let k = kernels()
+            .into_iter()
+            .find(|k| k.name == "gemm_ws_wg")
+            .expect("gemm_ws_wg is registered");
+        let sm80 = Device::emulator("sm_80").unwrap();
+        assert_eq!(
+            runs_no_variant(k, &sm80).as_deref(),
+            Some("registered for sm_90a only, which emu:sm_80 does not run")
+        );
+        assert_eq!(runs_no_variant(k, &Device::Cpu), None);
+        assert_eq!(
+            runs_no_variant(k, &Device::emulator("sm_90a").unwrap()),
+            None
+        );
     }
 
     #[test]

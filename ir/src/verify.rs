@@ -25,7 +25,8 @@
 //! | `verify/sort.rs` | `sort_row.*`, `topk_row` |
 //! | `verify/gather.rs` | `gather_rows`, `gather`, `scatter_rows`, `scatter_add_rows`, `atomic_add` |
 //! | `verify/atomic.rs` | `atomic_max`, `atomic_min`, `atomic_exch`, `atomic_cas`, `philox`, `device_assert` |
-//! | `verify/sync.rs` | `sem.*` |
+//! | `verify/sync.rs` | `sem.*`, `setmaxnreg`'s counts |
+//! | `verify/registers.rs` | `setmaxnreg` in a kernel: every warp of a warpgroup runs it; the warpgroups' counts fit the registers the block holds at entry |
 //! | `verify/control.rs` | `for`, `if`, `while`, `call` and what their regions must yield |
 
 mod arity;
@@ -41,6 +42,7 @@ mod gather;
 mod in_flight;
 mod memory;
 mod mma;
+mod registers;
 mod rowcol;
 mod scalar;
 mod sort;
@@ -270,6 +272,12 @@ pub fn verify(m: &Module) -> Result<(), Vec<VerifyError>> {
         }
     }
     calls::check(m, &summaries, &mut errors);
+    // On a well-formed module only: it follows calls, which must not recurse.
+    if errors.is_empty() {
+        for f in &m.funcs {
+            registers::check(m, f, &mut errors);
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {

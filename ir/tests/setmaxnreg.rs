@@ -112,8 +112,9 @@ fn setmaxnreg_outside_warpgroup_scope_is_a_verifier_error() {
 }
 
 #[test]
-fn a_warp_of_the_warpgroup_that_skips_it_is_an_interpreter_error() {
-    // Only warp 0 of the producer warpgroup gives its registers up.
+fn a_warp_of_the_warpgroup_that_skips_it_is_an_error() {
+    // Only warp 0 of the producer warpgroup gives its registers up: the verifier evaluates the
+    // condition for each warp.
     let only_warp_0 = "    %w0 = cmp.eq (%wi, %z) : bool
     if (%w0) {
       setmaxnreg.dec[40] @warpgroup ()
@@ -121,7 +122,26 @@ fn a_warp_of_the_warpgroup_that_skips_it_is_an_interpreter_error() {
     } {
       yield ()
     }";
-    let m = parse(&split(only_warp_0, INC));
+    let e = verify_errors(&split(only_warp_0, INC));
+    assert!(
+        e.contains("runs in warps 0 of warpgroup 0 but not in warps 1, 2, 3"),
+        "{e}"
+    );
+    // The same through a loop variable, which the verifier does not evaluate: the interpreter
+    // reports the run.
+    let through_loop = "    %step = const[1] () : i32
+    for (%z, %step, %step) (%i: i32) {
+      %wk = map.add (%wi, %i) : i32
+      %w0 = cmp.eq (%wk, %z) : bool
+      if (%w0) {
+        setmaxnreg.dec[40] @warpgroup ()
+        yield ()
+      } {
+        yield ()
+      }
+      yield ()
+    }";
+    let m = parse(&split(through_loop, INC));
     verify(&m).unwrap();
     let e = run(&m, 5).unwrap_err();
     assert!(

@@ -45,7 +45,9 @@ pub(super) fn check(cx: &mut OpCx<'_, '_>) {
 pub const SETMAXNREG_RANGE: std::ops::RangeInclusive<u32> = 24..=256;
 
 /// `setmaxnreg.{inc,dec}[n]` with n a multiple of 8 in [`SETMAXNREG_RANGE`]. That every warp
-/// of the warpgroup executes it is a property of the run (the interpreter's collective check).
+/// of the warpgroup executes it, and that the warpgroups' counts fit the block's registers, are
+/// checked over the whole kernel (`verify/registers.rs`; the interpreter's collective check
+/// covers the runs the verifier cannot read).
 pub(super) fn check_setmaxnreg(cx: &mut OpCx<'_, '_>, count: u32) {
     if !SETMAXNREG_RANGE.contains(&count) || count % 8 != 0 {
         cx.report(VerifyErrorKind::Attribute {

@@ -170,7 +170,10 @@ fn body<
 /// code or interprets.
 fn selftest(device: &Device) -> Result<String, String> {
     if !crate::registry::runs_on(&["sm_90a"], device) {
-        return Ok("registered for sm_90a only: nothing to run here".into());
+        return Ok(format!(
+            "skipped: registered for sm_90a only, which {} does not run",
+            device.name()
+        ));
     }
     let mut rng = Rng::fresh();
     let mut checked = 0;

@@ -13,6 +13,8 @@ mod attention_alibi;
 mod attention_decode;
 #[path = "attention_f16.rs"]
 mod attention_f16;
+#[path = "attention_head_dims.rs"]
+mod attention_head_dims;
 #[path = "attention_varlen.rs"]
 mod attention_varlen;
 #[path = "attention_wg.rs"]
@@ -69,12 +71,16 @@ mod optim8;
 mod optim_api;
 #[path = "optim_multi.rs"]
 mod optim_multi;
+#[path = "ptxas_advisories.rs"]
+mod ptxas_advisories;
 #[path = "setmaxnreg.rs"]
 mod setmaxnreg;
 #[path = "shampoo.rs"]
 mod shampoo;
 #[path = "spills.rs"]
 mod spills;
+#[path = "stmatrix_tma_store.rs"]
+mod stmatrix_tma_store;
 #[path = "tensor_map.rs"]
 mod tensor_map;
 #[path = "tf32_mma.rs"]

@@ -45,8 +45,13 @@
 //! tiles: rows past `seq_q` are computed and not stored, keys past `seq_kv` masked.
 //!
 //! Registered tiles (rows per block, key tile): head dim 64 with 128 (and 64) rows and 64 keys;
-//! 128 with 128 rows and 32 keys (64 keys need more than 255 registers on sm_80); 256 with 64
-//! rows and 16 keys (its K/V rings and Q tiles take 64 KiB of shared memory, all of gfx942's
+//! 128 with 128 rows and 32 keys, and for sm_80 with 64 keys ([`forward`] takes it on sm_80
+//! and the interpreter): per FLOP that halves the work done once per key tile, above all the
+//! 64 multiplies rescaling each warp's O (hot-loop figure 0.79 against 1.02 with 32 keys,
+//! aligned). To fit 255 registers in views without alignment facts (element-wise copies),
+//! its 64-key K and V tiles are copied in 16-key chunks and Q is read from shared memory (96
+//! KiB of shared memory in all); its sm_90a compile still spills, and sm_90a runs
+//! `attention_fwd_wg` at hd128 anyway. 256 with 64 rows and 16 keys (its K/V rings and Q tiles take 64 KiB of shared memory, all of gfx942's
 //! LDS). Every registered variant compiles with 0 spills for sm_80, sm_90a, gfx90a, gfx942 and
 //! gfx950, general and aligned. [`attention_fwd_window`] registers head dims 64 (64 rows, 32
 //! keys: 64 keys spill 20 B on sm_80 with a cap) and 128 (as above); at 256 its aligned sm_90a
@@ -103,6 +108,8 @@ use crate::{Device, LaunchArg, ScalarArg};
         <bf16, 64, 16, 64, 8, true>,
         <bf16, 128, 16, 32, 8, false>,
         <bf16, 128, 16, 32, 8, true>,
+        <bf16, 128, 16, 64, 8, false> for [sm_80],
+        <bf16, 128, 16, 64, 8, true> for [sm_80],
         <bf16, 256, 16, 16, 4, false>,
         <bf16, 256, 16, 16, 4, true>
     ),
@@ -452,17 +459,19 @@ fn forward_tiles<
         "attention: the head dim {D} and the key tile {KV} must be multiples of 16"
     );
     let rings = KvRings::<T, D, KV> {
-        k: alloc_shared(),
-        v: alloc_shared(),
+        k: Ring::alloc(),
+        v: Ring::alloc(),
     };
-    // Past head dim 128 Q does not stay in registers beside O (D/2 more per thread): each
-    // warp keeps its Q tile in shared memory and reads it one k16 slice at a time, as
-    // FlashAttention-2 does at large head dims.
-    let q_shared: Option<SharedArray<St<T, R, D>, WARPS>> = if D > Q_IN_REGISTERS_MAX {
-        Some(alloc_shared())
-    } else {
-        None
-    };
+    // Past head dim 128, or beside a key tile of more than WHOLE_TILE_ELEMS, Q does not stay
+    // in registers beside O (D/2 more per thread) and the scores: each warp keeps its Q tile
+    // in shared memory and reads it one k16 slice at a time, as FlashAttention-2 does at large
+    // head dims.
+    let q_shared: Option<SharedArray<St<T, R, D>, WARPS>> =
+        if D > Q_IN_REGISTERS_MAX || KV * D > WHOLE_TILE_ELEMS {
+            Some(alloc_shared())
+        } else {
+            None
+        };
     let (q_block0, head) = (block_idx_x(), block_idx_y());
     let mut q_block = q_block0;
     if CAUSAL || WINDOW {
@@ -536,9 +545,9 @@ fn forward_tiles<
     lo = lo.min(kv_tiles);
     hi = hi.min(kv_tiles).max(lo);
     // K and V of the first tile, one copy group each; the loop keeps one group in flight.
-    copy_start(rings.k.at(first & 1), k.tile(kv_z, first, kv_c));
+    rings.k.copy(first & 1, k, (kv_z, first, kv_c));
     copy_commit();
-    copy_start(rings.v.at(first & 1), v.tile(kv_z, first, kv_c));
+    rings.v.copy(first & 1, v, (kv_z, first, kv_c));
     copy_commit();
     // Q in k16 slices, the A operands of S = Q·Kᵀ: in registers for the whole loop, or in this
     // warp's shared tile (written here; the barrier of the first tile orders it before the
@@ -589,7 +598,7 @@ fn forward_tiles<
     for kt in range(first, lo) {
         (m, l, acc) = kv_tile::<T, D, R, KV, true, CAUSAL, WINDOW, SOFTCAP>(
             (k, v),
-            rings,
+            &rings,
             at,
             kt,
             (&q_frags, q_tile_shared),
@@ -600,7 +609,7 @@ fn forward_tiles<
     for kt in range(lo, hi) {
         (m, l, acc) = kv_tile::<T, D, R, KV, false, CAUSAL, WINDOW, SOFTCAP>(
             (k, v),
-            rings,
+            &rings,
             at,
             kt,
             (&q_frags, q_tile_shared),
@@ -612,7 +621,7 @@ fn forward_tiles<
     for kt in range(hi, kv_tiles) {
         (m, l, acc) = kv_tile::<T, D, R, KV, true, CAUSAL, WINDOW, SOFTCAP>(
             (k, v),
-            rings,
+            &rings,
             at,
             kt,
             (&q_frags, q_tile_shared),
@@ -628,8 +637,9 @@ fn forward_tiles<
     );
 }
 
-/// The largest head dim whose Q tile stays in registers for the whole key loop; larger ones
-/// read it from shared memory (see [`forward_tiles`]).
+/// The largest head dim whose Q tile stays in registers for the whole key loop (with a key
+/// tile of at most [`WHOLE_TILE_ELEMS`]); larger ones read it from shared memory (see
+/// [`forward_tiles`]).
 const Q_IN_REGISTERS_MAX: usize = 128;
 
 /// An index of a view that is known while tracing (emitted where it is used, as a literal
@@ -667,10 +677,55 @@ pub(crate) fn head_place(
 }
 
 /// The two-slot shared rings of K and V tiles.
-#[derive(Clone, Copy)]
 struct KvRings<T: RegDtype, const D: usize, const KV: usize> {
-    k: SharedArray<St<T, KV, D>, 2>,
-    v: SharedArray<St<T, KV, D>, 2>,
+    k: Ring<T, D, KV>,
+    v: Ring<T, D, KV>,
+}
+
+/// One two-slot ring of key tiles of KV×D: whole tiles, or, past [`WHOLE_TILE_ELEMS`] elements
+/// per tile, `KV/16` rings of 16-key chunks (chunk i of a slot holds keys `16·i ..` of its
+/// tile), each chunk one copy. The per-thread addresses of a copy are the same for every
+/// chunk, so a large tile costs the registers of a small copy where the views carry no
+/// alignment facts and copies go element by element: hd128 with 64 keys as one copy keeps
+/// twice the element offsets live through the key loop and spills on sm_80.
+enum Ring<T: RegDtype, const D: usize, const KV: usize> {
+    Whole(SharedArray<St<T, KV, D>, 2>),
+    Chunks(Vec<SharedArray<St<T, 16, D>, 2>>),
+}
+
+/// The largest key tile, in elements, that [`Ring`] copies whole (a 4096-element bf16 tile is
+/// one 16-byte copy per thread of a 256-thread block).
+const WHOLE_TILE_ELEMS: usize = 4096;
+
+impl<T: RegDtype, const D: usize, const KV: usize> Ring<T, D, KV> {
+    fn alloc() -> Self {
+        match KV * D > WHOLE_TILE_ELEMS {
+            true => Ring::Chunks((0..KV / 16).map(|_| alloc_shared()).collect()),
+            false => Ring::Whole(alloc_shared()),
+        }
+    }
+
+    /// Starts the copies of key tile `kt` of `src` (at `(z, kt, c)` in tiles of KV×D) into
+    /// `slot`.
+    fn copy(&self, slot: Scalar<i32>, src: Gl<T, 3>, (z, kt, c): (HeadAt, Scalar<i32>, HeadAt)) {
+        match self {
+            Ring::Whole(r) => copy_start(r.at(slot), src.tile(z, kt, c)),
+            Ring::Chunks(rs) => {
+                for (i, r) in rs.iter().enumerate() {
+                    let row_tile = kt * rs.len() as i32 + i as i32;
+                    copy_start(r.at(slot), src.tile(z, row_tile, c));
+                }
+            }
+        }
+    }
+
+    /// Fragment `(i, j)` (16 keys `16·i ..`, column tile j) of the tile in `slot`.
+    fn tile(&self, slot: Scalar<i32>, i: usize, j: usize) -> StAt<T> {
+        match self {
+            Ring::Whole(r) => r.at(slot).tile(i as i32, j as i32),
+            Ring::Chunks(rs) => rs[i].at(slot).tile(0, j as i32),
+        }
+    }
 }
 
 /// What every key tile of a warp needs besides its index (see [`forward_tiles`]).
@@ -715,7 +770,7 @@ fn kv_tile<
     const SOFTCAP: bool,
 >(
     (k, v): (Gl<T, 3>, Gl<T, 3>),
-    rings: KvRings<T, D, KV>,
+    rings: &KvRings<T, D, KV>,
     at: TileAt,
     kt: Scalar<i32>,
     (q_frags, q_shared): (&[Rt<T, R, 16>], Option<St<T, R, D>>),
@@ -726,10 +781,9 @@ fn kv_tile<
     // warp is done with the previous tile's K, whose slot takes the next tile's.
     copy_wait(1);
     barrier();
-    copy_start(rings.k.at(next), k.tile(at.kv_z, kt + 1, at.kv_c));
+    rings.k.copy(next, k, (at.kv_z, kt + 1, at.kv_c));
     copy_commit();
     let kv0 = kt * KV as i32;
-    let k_tile = rings.k.at(cur);
     // Raw scores of keys kv0 + 16·i ..: the scale goes into the exponent's argument below, one
     // `fma` per score (`t·scale_log2 − shift`), and into the row max once per row; for a
     // scale > 0, max(t)·scale rounds to exactly max(t·scale), and a masked −inf stays −inf.
@@ -740,7 +794,7 @@ fn kv_tile<
             for j in 0..D / 16 {
                 let qj: Rt<T, R, 16> = load(qs.tile(0, j as i32));
                 for (i, s) in t.iter_mut().enumerate() {
-                    let kf: Rt<T, 16, 16> = load(k_tile.tile(i as i32, j as i32));
+                    let kf: Rt<T, 16, 16> = load(rings.k.tile(cur, i, j));
                     *s = mma_abt(*s, qj, kf);
                 }
             }
@@ -749,7 +803,7 @@ fn kv_tile<
         None => {
             for (i, s) in t.iter_mut().enumerate() {
                 for (j, qj) in q_frags.iter().enumerate() {
-                    let kf: Rt<T, 16, 16> = load(k_tile.tile(i as i32, j as i32));
+                    let kf: Rt<T, 16, 16> = load(rings.k.tile(cur, i, j));
                     *s = mma_abt(*s, *qj, kf);
                 }
             }
@@ -795,12 +849,11 @@ fn kv_tile<
     // V of this tile has landed (the next K may be in flight); the previous V's slot is free.
     copy_wait(1);
     barrier();
-    copy_start(rings.v.at(next), v.tile(at.kv_z, kt + 1, at.kv_c));
+    rings.v.copy(next, v, (at.kv_z, kt + 1, at.kv_c));
     copy_commit();
-    let v_tile = rings.v.at(cur);
     let mut acc = mul_row(acc, alpha);
     for (i, pi) in p.iter().enumerate() {
-        let vf: Rt<T, 16, D, Col> = load(v_tile.tile(i as i32, 0));
+        let vf: Rt<T, 16, D, Col> = load(rings.v.tile(cur, i, 0));
         acc = mma_ab(acc, pi.cast::<T>(), vf);
     }
     (m_new, l, acc)
@@ -1277,9 +1330,13 @@ fn forward_slopes(
         return Ok((o, lse));
     }
     if plain {
+        // hd128 with 64 keys per tile is registered for sm_80 (and runs on the interpreter).
+        let keys64 = crate::registry::runs_on(&["sm_80"], device);
         match (d, opts.causal) {
             (64, false) => plain!(64, 64, 8, false),
             (64, true) => plain!(64, 64, 8, true),
+            (128, false) if keys64 => plain!(128, 64, 8, false),
+            (128, true) if keys64 => plain!(128, 64, 8, true),
             (128, false) => plain!(128, 32, 8, false),
             (128, true) => plain!(128, 32, 8, true),
             (_, false) => plain!(256, 16, 4, false),
@@ -1795,12 +1852,12 @@ pub const HARD_MASK: InputMask = InputMask {
     key_blocked: |h, j| h >= 1 || j < 128,
 };
 
-/// Launches the registered bf16-output variant with head dim `d`, `rows` query rows per block
-/// and the given causality.
+/// Launches the registered bf16-output variant with head dim `d`, `rows` query rows per block,
+/// `keys` per key tile and the given causality.
 #[allow(clippy::too_many_arguments)]
 fn launch_bf16(
     device: &Device,
-    (d, rows, causal): (usize, usize, bool),
+    (d, rows, keys, causal): (usize, usize, usize, bool),
     bh: usize,
     q: &HostTensor,
     k: &HostTensor,
@@ -1811,29 +1868,35 @@ fn launch_bf16(
 ) -> Result<(), crate::Error> {
     let seq = q.shape()[1];
     let g = grid(bh, seq, rows);
-    match (d, rows, causal) {
-        (64, 64, false) => {
+    match (d, rows, keys, causal) {
+        (64, 64, _, false) => {
             attention_fwd::<bf16, 64, 16, 64, 4, false>::launch(device, g, q, k, v, o, lse, s)
         }
-        (64, 64, true) => {
+        (64, 64, _, true) => {
             attention_fwd::<bf16, 64, 16, 64, 4, true>::launch(device, g, q, k, v, o, lse, s)
         }
-        (64, _, false) => {
+        (64, _, _, false) => {
             attention_fwd::<bf16, 64, 16, 64, 8, false>::launch(device, g, q, k, v, o, lse, s)
         }
-        (64, _, true) => {
+        (64, _, _, true) => {
             attention_fwd::<bf16, 64, 16, 64, 8, true>::launch(device, g, q, k, v, o, lse, s)
         }
-        (128, _, false) => {
+        (128, _, 64, false) => {
+            attention_fwd::<bf16, 128, 16, 64, 8, false>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (128, _, 64, true) => {
+            attention_fwd::<bf16, 128, 16, 64, 8, true>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (128, _, _, false) => {
             attention_fwd::<bf16, 128, 16, 32, 8, false>::launch(device, g, q, k, v, o, lse, s)
         }
-        (128, _, true) => {
+        (128, _, _, true) => {
             attention_fwd::<bf16, 128, 16, 32, 8, true>::launch(device, g, q, k, v, o, lse, s)
         }
-        (_, _, false) => {
+        (_, _, _, false) => {
             attention_fwd::<bf16, 256, 16, 16, 4, false>::launch(device, g, q, k, v, o, lse, s)
         }
-        (_, _, true) => {
+        (_, _, _, true) => {
             attention_fwd::<bf16, 256, 16, 16, 4, true>::launch(device, g, q, k, v, o, lse, s)
         }
     }
@@ -1845,10 +1908,14 @@ fn selftest(device: &Device) -> Result<String, String> {
     if large(device) {
         shapes.extend([(4, 1000, false), (3, 513, false), (3, 513, true)]);
     }
-    // (head dim, query rows per block): every bf16 variant.
-    let configs = [(64, 64), (64, 128), (128, 128), (256, 64)];
+    // (head dim, query rows per block, keys per tile): every bf16 variant (hd128 with 64 keys
+    // where it is registered).
+    let mut configs = vec![(64, 64, 64), (64, 128, 64), (128, 128, 32), (256, 64, 16)];
+    if crate::registry::runs_on(&["sm_80"], device) {
+        configs.push((128, 128, 64));
+    }
     for (bh, seq, masked) in shapes {
-        for (d, rows) in configs {
+        for &(d, rows, keys) in &configs {
             let bf = ScalarType::BF16;
             let shape = (bh, seq, seq, d);
             let (mut qv, mut kv) = (
@@ -1869,9 +1936,10 @@ fn selftest(device: &Device) -> Result<String, String> {
                 let mut o = poisoned(bf, &[bh, seq, d]);
                 let mut lse = poisoned(ScalarType::F32, &[bh, seq]);
                 let s = ScalarArg::from(scale);
-                let cfg = (d, rows, causal);
-                launch_bf16(device, cfg, bh, &q, &k, &v, &mut o, &mut lse, s)
-                    .map_err(|e| format!("{rows} rows, hd {d}, causal {causal}: {e}"))?;
+                let cfg = (d, rows, keys, causal);
+                launch_bf16(device, cfg, bh, &q, &k, &v, &mut o, &mut lse, s).map_err(|e| {
+                    format!("{rows} rows, {keys} keys, hd {d}, causal {causal}: {e}")
+                })?;
                 let (wo, wl) = reference_masked(
                     &q.to_vec(),
                     &k.to_vec(),
@@ -1881,7 +1949,7 @@ fn selftest(device: &Device) -> Result<String, String> {
                     causal,
                     &|h, i, j| !masked || HARD_MASK.visible(h, i, j),
                 );
-                let name = format!("{bh}×{seq}×{d}{what} {rows} rows causal={causal}");
+                let name = format!("{bh}×{seq}×{d}{what} {rows} rows {keys} keys causal={causal}");
                 let (eo, el) = (
                     record(format!("{name}: O"), &o.to_vec(), &wo, 1e-2),
                     record(format!("{name}: LSE"), &lse.to_vec(), &wl, 1e-5),

@@ -73,8 +73,6 @@ mod optim_api;
 mod optim_multi;
 #[path = "ptxas_advisories.rs"]
 mod ptxas_advisories;
-#[path = "ptxas_advisories.rs"]
-mod ptxas_advisories;
 #[path = "setmaxnreg.rs"]
 mod setmaxnreg;
 #[path = "shampoo.rs"]

@@ -9,10 +9,13 @@
 
 use tilekit::codegen::{compile_with, hot_loop, ptxas, sass, Facts, Stage, Target};
 use tilekit::dsl::bf16;
+use tilekit::ir::interp::HostTensor;
 use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::check::{normalized_max_error, poisoned, Rng};
 use tilekit::kernels::gemm::{grid, reference};
-use tilekit::kernels::gemm_ws_wg::gemm_ws_wg;
+use tilekit::kernels::gemm_ws_wg::{
+    bias_gelu_bound, bias_gelu_case, bias_gelu_reference, gemm_ws_wg, gemm_ws_wg_bias_gelu,
+};
 use tilekit::{Device, Tensor};
 
 fn seed() -> u64 {
@@ -200,4 +203,218 @@ fn transposed_views_agree_on(device: &Device) {
 fn transposed_views_agree_with_the_reference() {
     transposed_views_agree_on(&Device::Cpu);
     transposed_views_agree_on(&Device::emulator("sm_90a").unwrap());
+}
+
+/// The bf16 output goes through shared memory (`stmatrix`, then a TMA store where C's view
+/// allows): on `device` at each (m, n, k), with C's rows `n + pad` apart in a buffer filled
+/// with a sentinel, every element agrees with the f64 reference within its bound (half a bf16
+/// unit of the value plus K + 2 f32 roundings of Σ|a||b|, doubled) and no padding element is
+/// written.
+fn bf16_output_agrees(device: &Device, shapes: &[(usize, usize, usize, usize)]) {
+    let mut rng = Rng::new(seed());
+    for &(m, n, k, pad) in shapes {
+        let a = rng.tensor(BF16, &[m, k], -1.0, 1.0);
+        let b = rng.tensor(BF16, &[k, n], -1.0, 1.0);
+        let (av, bv) = (a.to_vec(), b.to_vec());
+        let want = reference(&av, &bv, m, k, n);
+        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let scale = reference(&abs(&av), &abs(&bv), m, k, n);
+        let stride = n + pad;
+        let sentinel = -3.25;
+        let storage = vec![sentinel; m * stride];
+        let mut c = HostTensor::strided(BF16, &[m, n], &[stride, 1], &storage).unwrap();
+        gemm_ws_wg::<bf16, 128, 256, 64, 4>::launch(device, grid(m, n, 128, 256), &a, &b, &mut c)
+            .unwrap_or_else(|e| panic!("{m}×{n}×{k} on {}: {e}", device.name()));
+        let out = c.storage();
+        for i in 0..m {
+            for j in 0..stride {
+                let got = out[i * stride + j];
+                if j >= n {
+                    assert_eq!(
+                        got,
+                        sentinel,
+                        "{m}×{n}×{k} on {}: C[{i}][{j}] past the view was written",
+                        device.name()
+                    );
+                    continue;
+                }
+                let w = want[i * n + j];
+                let bound = 2.0
+                    * (2f64.powi(-9) * w.abs()
+                        + (k as f64 + 2.0) * 2f64.powi(-24) * scale[i * n + j]);
+                assert!(
+                    (got - w).abs() <= bound,
+                    "{m}×{n}×{k} on {}: C[{i}][{j}] = {got}, reference {w}, bound {bound:.2e} (seed {})",
+                    device.name(),
+                    rng.seed
+                );
+            }
+        }
+    }
+}
+
+/// 16-byte row pitches (the TMA store, clipped at ragged M and N, the box past N landing on
+/// padding it must not touch), then a pitch TMA cannot describe (the lanes copy).
+const BF16_SHAPES: [(usize, usize, usize, usize); 3] =
+    [(200, 264, 328, 8), (130, 520, 72, 0), (70, 45, 130, 3)];
+
+#[test]
+fn bf16_output_through_shared_memory_agrees_on_the_sm_90a_emulator() {
+    bf16_output_agrees(&Device::emulator("sm_90a").unwrap(), &BF16_SHAPES);
+}
+
+#[test]
+fn bf16_output_through_shared_memory_agrees_on_the_interpreter() {
+    bf16_output_agrees(&Device::Cpu, &BF16_SHAPES[..1]);
+    bf16_output_agrees(&Device::Cpu, &BF16_SHAPES[2..]);
+}
+
+/// The bias + GELU epilogue on awkward shapes (TMA-describable views and not).
+#[test]
+fn the_bias_gelu_epilogue_agrees_with_the_reference() {
+    let mut rng = Rng::new(seed());
+    for device in [Device::Cpu, Device::emulator("sm_90a").unwrap()] {
+        for shape in [(70, 45, 130), (200, 264, 72)] {
+            let ratio = bias_gelu_case(&device, &mut rng, shape)
+                .unwrap_or_else(|e| panic!("{shape:?} on {}: {e}", device.name()));
+            assert!(
+                ratio <= 1.0,
+                "{shape:?} on {}: error {ratio:.2} times its bound (seed {})",
+                device.name(),
+                rng.seed
+            );
+        }
+    }
+}
+
+/// The bias + GELU epilogue with A and B transposed views (no tensor maps: the producer's
+/// lanes copy) and C a column window of a wider bf16 tensor whose other columns keep their
+/// values.
+#[test]
+fn the_bias_gelu_epilogue_agrees_on_transposed_views_and_a_column_window() {
+    let mut rng = Rng::new(seed());
+    let (m, n, k) = (70, 264, 96);
+    for device in [Device::Cpu, Device::emulator("sm_90a").unwrap()] {
+        let at = rng.tensor(BF16, &[k, m], -1.0, 1.0);
+        let bt = rng.tensor(BF16, &[n, k], -1.0, 1.0);
+        let bias = rng.tensor(F32, &[n], -2.0, 2.0);
+        let alpha = 0.75f32;
+        let (atv, btv) = (at.to_vec(), bt.to_vec());
+        let a: Vec<f64> = (0..m * k).map(|i| atv[(i % k) * m + i / k]).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| btv[(i % n) * k + i / n]).collect();
+        let want = bias_gelu_reference(&a, &b, &bias.to_vec(), f64::from(alpha), (m, k, n));
+        let ta = Tensor::from_host(&at, &device)
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        let tb = Tensor::from_host(&bt, &device)
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        let tbias = Tensor::from_host(&bias, &device).unwrap();
+        let wide = Tensor::full(BF16, &[m, n + 9], 7.0, &device).unwrap();
+        let mut c = wide.narrow(1, 5, n).unwrap();
+        gemm_ws_wg_bias_gelu::<bf16, 128, 256, 64, 4>::launch(
+            &device,
+            grid(m, n, 128, 256),
+            &ta,
+            &tb,
+            &tbias,
+            alpha.into(),
+            &mut c,
+        )
+        .unwrap_or_else(|e| panic!("transposed views on {}: {e}", device.name()));
+        let got = c.to_f64_vec().unwrap();
+        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let scale = reference(&abs(&a), &abs(&b), m, k, n);
+        let product = reference(&a, &b, m, k, n);
+        let biasv = bias.to_vec();
+        let alpha = f64::from(alpha);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let x = alpha * product[i] + biasv[i % n];
+            let bound = bias_gelu_bound(BF16, *w, x, alpha * scale[i], k);
+            assert!(
+                (g - w).abs() <= bound,
+                "transposed views on {}: C[{}][{}] = {g}, reference {w}, bound {bound:.2e} (seed {})",
+                device.name(),
+                i / n,
+                i % n,
+                rng.seed
+            );
+        }
+        let all = wide.to_f64_vec().unwrap();
+        for i in 0..m {
+            for j in (0..5).chain(n + 5..n + 9) {
+                assert_eq!(
+                    all[i * (n + 9) + j],
+                    7.0,
+                    "C[{i}][{j}] outside the view was written"
+                );
+            }
+        }
+    }
+}
+
+/// The aligned sm_90a compile of the bf16 output: `stmatrix` into the epilogue buffers, the
+/// proxy fence and TMA stores (UTMASTG) out of them, and still no spills, no ptxas advisory
+/// and the K loop's figure within the target; the general compile keeps `stmatrix` and copies
+/// by the lanes. Prints the figures (`-- gemm_ws_wg:: --nocapture`).
+#[test]
+fn the_bf16_epilogue_is_stmatrix_and_tma_store() {
+    for (aligned, name) in [
+        (true, gemm_ws_wg::<bf16, 128, 256, 64, 4>::NAME),
+        (false, gemm_ws_wg::<bf16, 128, 256, 64, 4>::NAME),
+        (true, gemm_ws_wg_bias_gelu::<bf16, 128, 256, 64, 4>::NAME),
+    ] {
+        let module = if name.contains("bias") {
+            gemm_ws_wg_bias_gelu::<bf16, 128, 256, 64, 4>::try_module()
+        } else {
+            gemm_ws_wg::<bf16, 128, 256, 64, 4>::try_module()
+        }
+        .expect("the kernel builds");
+        let facts = if aligned {
+            Facts::all_aligned16(module.kernel(name).expect("the kernel"))
+        } else {
+            Facts::general()
+        };
+        let c = compile_with(module, name, Target::Sm90a, &facts).expect("sm_90a compiles");
+        let ptx = c.stage(Stage::Ptx).to_string();
+        assert_eq!(
+            ptx.matches("stmatrix.sync.aligned.m8n8.x4.shared.b16")
+                .count(),
+            16,
+            "{name}: one stmatrix per 16×16 subtile of a warp's 16×256 strip"
+        );
+        let store = "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group";
+        assert_eq!(ptx.contains(store), aligned, "{name} aligned {aligned}");
+        assert_eq!(ptx.contains("fence.proxy.async.shared::cta"), aligned);
+        let assembled = ptxas::assemble(c.ptx(), Target::Sm90a).expect("ptxas");
+        let advisories = ptxas::performance_advisories(&assembled.log);
+        assert!(advisories.is_empty(), "{advisories:?}\n{}", assembled.log);
+        let report = assembled.report;
+        assert_eq!(
+            (report.spill_store_bytes, report.spill_load_bytes),
+            (0, 0),
+            "{name}: {report:?}"
+        );
+        let text = c.sass().expect("the SASS");
+        let mix = sass::instruction_mix(&text);
+        assert!(mix.keys().any(|k| k.contains("STSM")), "no STSM: {mix:?}");
+        assert_eq!(
+            mix.keys().any(|k| k.contains("UTMASTG")),
+            aligned,
+            "{mix:?}"
+        );
+        let h = hot_loop::sass_hot_loop(&text)
+            .expect("the SASS reads")
+            .expect("a K loop");
+        let f = h.figure().expect("a figure");
+        println!(
+            "{name} sm_90a {}: {} regs, {} B shared, {h}",
+            if aligned { "aligned" } else { "general" },
+            report.registers,
+            report.shared_bytes
+        );
+        assert!(f > 0.0 && f <= 0.20, "figure {f:.3} over 0.20: {h}");
+    }
 }

@@ -9,6 +9,7 @@ use tilekit_ir::{Layout, Op, OpKind, ScalarType, Scope, Swizzle, Type, Value};
 
 use super::{mem_ty, mty, Lowerer, Lv, R};
 use crate::layout::{self, LdmatrixOrder};
+use crate::Target;
 
 /// A global view as lowered.
 pub(super) struct GlobalView {
@@ -970,7 +971,7 @@ impl Lowerer<'_> {
             ) => {
                 let base = self.shared_off(dst);
                 let origin = self.shared_tile_origin(op.scope, &idx, *rows, *cols);
-                let (row0, col0) = (origin.row, origin.col);
+                let (row0, col0) = (origin.row.clone(), origin.col.clone());
                 let xs = self.regs(x);
                 let sh = SharedTileRef {
                     base,
@@ -979,6 +980,10 @@ impl Lowerer<'_> {
                     swz: swizzle,
                     d,
                 };
+                if d.size_bytes() == 2 && self.target == Target::Sm90a {
+                    self.stmatrix(&sh, &origin, (*rows, *cols), *layout, &xs);
+                    return Ok(());
+                }
                 if let Some(ptrs) = self.lds_row_groups(&sh, &row0, &col0, *rows, *cols, *layout) {
                     let vt = format!("vector<4x{}>", mty(d));
                     for (p, group) in ptrs.iter().zip(xs.chunks(4)) {
@@ -1028,6 +1033,9 @@ impl Lowerer<'_> {
     /// `copy @scope (dst, src, idx…)`: each thread of the scope moves elements
     /// `rank, rank + n, rank + 2n, …` of the tile (row-major) or vector.
     fn copy(&mut self, op: &Op) -> R<()> {
+        if self.tma_store(op)? {
+            return Ok(());
+        }
         let idx = self.idx(&op.operands[2..]);
         self.copy_elements(op, op.operands[0], op.operands[1], &idx, op.scope, false)
     }

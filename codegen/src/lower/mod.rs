@@ -31,6 +31,7 @@ mod sync;
 mod table;
 mod tf32;
 mod tma_copy;
+mod tma_store;
 mod wgmma;
 
 use std::collections::{HashMap, HashSet};

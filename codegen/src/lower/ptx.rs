@@ -24,7 +24,129 @@ pub(crate) struct AsyncQueue {
     bytes: Vec<String>,
 }
 
+/// The lane's part of `ldmatrix`/`stmatrix` addresses of one tile
+/// ([`Lowerer::matrix_x4_lanes`]): its row and column within a subtile, the tile's geometry
+/// and start, and the addresses of the patterns met so far.
+struct MatrixX4 {
+    lr: String,
+    lc: String,
+    geom: NvTile,
+    start: Option<(String, u32, u32)>,
+    layout: Layout,
+    order: LdmatrixOrder,
+    patterns: HashMap<(u32, u32), String>,
+}
+
+/// The address operand `[reg+imm]` of an `ldmatrix`/`stmatrix` (`[reg]` for 0).
+fn imm_address(reg: &str, imm: i64) -> String {
+    match imm {
+        0 => format!("[{reg}]"),
+        k if k > 0 => format!("[{reg}+{k}]"),
+        k => format!("[{reg}-{}]", -k),
+    }
+}
+
 impl Lowerer<'_> {
+    /// For [`Lowerer::ldmatrix`] and [`Lowerer::stmatrix`]: the lane's part of the addresses
+    /// of a tile's subtiles (module documentation of `ldmatrix`), computed once per tile.
+    fn matrix_x4_lanes(
+        &mut self,
+        sh: &SharedTileRef,
+        origin: &TileOrigin,
+        layout: Layout,
+        order: LdmatrixOrder,
+    ) -> MatrixX4 {
+        let d = sh.d;
+        let lane = self.e.lane.clone();
+        // Row/col of the 8-element row this lane addresses, from `ldmatrix_source`'s table:
+        // the row is `lane % 8` plus 8 times one bit of `q = lane / 8` and the column 8 times
+        // the other; lane 8 (q = 1) shows which bit selects the row.
+        let c8 = self.e.i32(8);
+        let c16 = self.e.i32(16);
+        let l8 = self.e.hoist(&format!("arith.remui {lane}, {c8} : i32"));
+        let q = self.e.hoist(&format!("arith.divui {lane}, {c8} : i32"));
+        let two = self.e.i32(2);
+        let q_lo = self.e.hoist(&format!("arith.remui {q}, {two} : i32"));
+        let q_hi = self.e.hoist(&format!("arith.divui {lane}, {c16} : i32"));
+        let (rsel, csel) = if layout::ldmatrix_source(layout, order, 8).0 >= 8 {
+            (q_lo, q_hi)
+        } else {
+            (q_hi, q_lo)
+        };
+        let r8 = self.e.hoist(&format!("arith.muli {rsel}, {c8} : i32"));
+        let lr = self.e.hoist(&format!("arith.addi {l8}, {r8} : i32"));
+        let lc = self.e.hoist(&format!("arith.muli {csel}, {c8} : i32"));
+        let geom = NvTile {
+            swz: sh.swz,
+            rows: sh.rows,
+            row_bytes: sh.cols * d.size_bytes(),
+            es: d.size_bytes(),
+        };
+        let start = self.ldmatrix_start(sh, origin, &geom);
+        MatrixX4 {
+            lr,
+            lc,
+            geom,
+            start,
+            layout,
+            order,
+            patterns: HashMap::new(),
+        }
+    }
+
+    /// The 32-bit shared address this lane supplies for subtile `(si, sj)` and the immediate
+    /// added to it in the instruction.
+    fn matrix_x4_address(
+        &mut self,
+        m: &mut MatrixX4,
+        sh: &SharedTileRef,
+        origin: &TileOrigin,
+        (si, sj): (u32, u32),
+    ) -> (String, i64) {
+        let (lr, lc) = (m.lr.clone(), m.lc.clone());
+        match m.start.clone() {
+            Some((start, r0, c0)) => {
+                let f = ldmatrix_fragment_address(
+                    &m.geom,
+                    m.layout,
+                    m.order,
+                    r0 + 16 * si,
+                    c0 + 16 * sj,
+                );
+                if let Some(a) = m.patterns.get(&f.pattern) {
+                    return (a.clone(), f.imm);
+                }
+                let (pr, pc) = (
+                    self.e.i32(i64::from(f.pattern.0)),
+                    self.e.i32(i64::from(f.pattern.1)),
+                );
+                let r = self.e.hoist(&format!("arith.addi {lr}, {pr} : i32"));
+                let c = self.e.hoist(&format!("arith.addi {lc}, {pc} : i32"));
+                let off = self.nv_tile_offset(sh, &r, &c, true);
+                let total = self.e.add_i32(&start, &off);
+                let p = self.shared_ptr(&total);
+                let a = self
+                    .e
+                    .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
+                m.patterns.insert(f.pattern, a.clone());
+                (a, f.imm)
+            }
+            None => {
+                let ro = self.e.i32(i64::from(16 * si));
+                let co = self.e.i32(i64::from(16 * sj));
+                let lr0 = self.e.add_i32(&lr, &origin.row);
+                let lc0 = self.e.add_i32(&lc, &origin.col);
+                let r = self.e.add_i32(&lr0, &ro);
+                let c = self.e.add_i32(&lc0, &co);
+                let p = self.shared_tile_ptr(sh, &r, &c);
+                let a = self
+                    .e
+                    .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
+                (a, 0)
+            }
+        }
+    }
+
     /// Shared → registers for 16-bit tiles with `ldmatrix.x4` per 16×16 subtile (`.trans` for
     /// the col layout), delivering the subtile's register pairs in `order` (the order the
     /// consuming `mma` reads them); see [`layout::ldmatrix_source`].
@@ -45,111 +167,80 @@ impl Lowerer<'_> {
         layout: Layout,
         order: LdmatrixOrder,
     ) -> Vec<String> {
-        let d = sh.d;
-        let lane = self.e.lane.clone();
-        // Row/col of the 8-element row this lane addresses, from `ldmatrix_source`'s table:
-        // the row is `lane % 8` plus 8 times one bit of `q = lane / 8` and the column 8 times
-        // the other; lane 8 (q = 1) shows which bit selects the row.
-        let c8 = self.e.i32(8);
-        let c16 = self.e.i32(16);
-        let l8 = self.e.hoist(&format!("arith.remui {lane}, {c8} : i32"));
-        let q = self.e.hoist(&format!("arith.divui {lane}, {c8} : i32"));
-        let two = self.e.i32(2);
-        let q_lo = self.e.hoist(&format!("arith.remui {q}, {two} : i32"));
-        let q_hi = self.e.hoist(&format!("arith.divui {lane}, {c16} : i32"));
-        let (rsel, csel) = if layout::ldmatrix_source(layout, order, 8).0 >= 8 {
-            (q_lo, q_hi)
-        } else {
-            (q_hi, q_lo)
-        };
+        let mut m = self.matrix_x4_lanes(sh, origin, layout, order);
         let pairs = order.pairs();
-        let r8 = self.e.hoist(&format!("arith.muli {rsel}, {c8} : i32"));
-        let lr = self.e.hoist(&format!("arith.addi {l8}, {r8} : i32"));
-        let lc = self.e.hoist(&format!("arith.muli {csel}, {c8} : i32"));
-        let geom = NvTile {
-            swz: sh.swz,
-            rows: sh.rows,
-            row_bytes: sh.cols * d.size_bytes(),
-            es: d.size_bytes(),
-        };
-        let start = self.ldmatrix_start(sh, origin, &geom);
-        let mut pattern_addrs: HashMap<(u32, u32), String> = HashMap::new();
         let trans = if layout == Layout::Col { ".trans" } else { "" };
-        let t = mty(d);
+        let t = mty(sh.d);
         let mut out = vec![String::new(); self.frag.tile_regs(rows, cols) as usize];
-        for si in 0..rows / 16 {
-            for sj in 0..cols / 16 {
-                let (a, imm) = match &start {
-                    Some((start, r0, c0)) => {
-                        let f = ldmatrix_fragment_address(
-                            &geom,
-                            layout,
-                            order,
-                            r0 + 16 * si,
-                            c0 + 16 * sj,
-                        );
-                        let a = match pattern_addrs.get(&f.pattern) {
-                            Some(a) => a.clone(),
-                            None => {
-                                let (pr, pc) = (
-                                    self.e.i32(i64::from(f.pattern.0)),
-                                    self.e.i32(i64::from(f.pattern.1)),
-                                );
-                                let r = self.e.hoist(&format!("arith.addi {lr}, {pr} : i32"));
-                                let c = self.e.hoist(&format!("arith.addi {lc}, {pc} : i32"));
-                                let off = self.nv_tile_offset(sh, &r, &c, true);
-                                let total = self.e.add_i32(start, &off);
-                                let p = self.shared_ptr(&total);
-                                let a = self
-                                    .e
-                                    .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
-                                pattern_addrs.insert(f.pattern, a.clone());
-                                a
-                            }
-                        };
-                        (a, f.imm)
-                    }
-                    None => {
-                        let ro = self.e.i32(i64::from(16 * si));
-                        let co = self.e.i32(i64::from(16 * sj));
-                        let lr0 = self.e.add_i32(&lr, &origin.row);
-                        let lc0 = self.e.add_i32(&lc, &origin.col);
-                        let r = self.e.add_i32(&lr0, &ro);
-                        let c = self.e.add_i32(&lc0, &co);
-                        let p = self.shared_tile_ptr(sh, &r, &c);
-                        let a = self
-                            .e
-                            .op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i32"));
-                        (a, 0)
-                    }
-                };
-                let addr = match imm {
-                    0 => "[$4]".to_string(),
-                    k if k > 0 => format!("[$4+{k}]"),
-                    k => format!("[$4-{}]", -k),
-                };
-                let st = "!llvm.struct<(i32, i32, i32, i32)>";
-                let m = self.e.op(&format!(
-                    "llvm.inline_asm has_side_effects \"ldmatrix.sync.aligned.m8n8.x4{trans}.shared.b16 {{$0, $1, $2, $3}}, {addr};\", \"=r,=r,=r,=r,r\" {a} : (i32) -> {st}"
-                ));
-                let s = (si * (cols / 16) + sj) as usize;
-                for qq in 0..4 {
-                    let w = self.e.op(&format!("llvm.extractvalue {m}[{qq}] : {st}"));
-                    let v = self
+        let subtiles = (0..rows / 16).flat_map(|si| (0..cols / 16).map(move |sj| (si, sj)));
+        for (s, at) in subtiles.enumerate() {
+            let (a, imm) = self.matrix_x4_address(&mut m, sh, origin, at);
+            let addr = imm_address("$4", imm);
+            let st = "!llvm.struct<(i32, i32, i32, i32)>";
+            let m = self.e.op(&format!(
+                "llvm.inline_asm has_side_effects \"ldmatrix.sync.aligned.m8n8.x4{trans}.shared.b16 {{$0, $1, $2, $3}}, {addr};\", \"=r,=r,=r,=r,r\" {a} : (i32) -> {st}"
+            ));
+            for qq in 0..4 {
+                let w = self.e.op(&format!("llvm.extractvalue {m}[{qq}] : {st}"));
+                let v = self
+                    .e
+                    .op(&format!("llvm.bitcast {w} : i32 to vector<2x{t}>"));
+                for h in 0..2 {
+                    let hi = self
                         .e
-                        .op(&format!("llvm.bitcast {w} : i32 to vector<2x{t}>"));
-                    for h in 0..2 {
-                        let hi = self
-                            .e
-                            .hoist(&format!("llvm.mlir.constant({h} : i32) : i32"));
-                        out[8 * s + 2 * pairs[qq] as usize + h] = self.e.op(&format!(
-                            "llvm.extractelement {v}[{hi} : i32] : vector<2x{t}>"
-                        ));
-                    }
+                        .hoist(&format!("llvm.mlir.constant({h} : i32) : i32"));
+                    out[8 * s + 2 * pairs[qq] as usize + h] = self.e.op(&format!(
+                        "llvm.extractelement {v}[{hi} : i32] : vector<2x{t}>"
+                    ));
                 }
             }
         }
         out
+    }
+
+    /// Registers → shared for 16-bit tiles with `stmatrix.x4` per 16×16 subtile (sm_90; `.trans`
+    /// for the col layout): the inverse of [`Lowerer::ldmatrix`] in the A order, whose
+    /// addressing it shares. PTX ISA, *stmatrix*: lanes `8q .. 8q+8` give the row addresses of
+    /// matrix `q`, and source register `q` holds matrix `q`, lane `l` its row `l/4`, elements
+    /// `2(l%4), 2(l%4)+1` (with `.trans`: the column), the register pair of the tile that
+    /// `ldmatrix` delivers to destination register `q`.
+    pub(super) fn stmatrix(
+        &mut self,
+        sh: &SharedTileRef,
+        origin: &TileOrigin,
+        (rows, cols): (u32, u32),
+        layout: Layout,
+        xs: &[String],
+    ) {
+        let order = LdmatrixOrder::AOperand;
+        let mut m = self.matrix_x4_lanes(sh, origin, layout, order);
+        let pairs = order.pairs();
+        let trans = if layout == Layout::Col { ".trans" } else { "" };
+        let t = mty(sh.d);
+        let vt = format!("vector<2x{t}>");
+        let subtiles = (0..rows / 16).flat_map(|si| (0..cols / 16).map(move |sj| (si, sj)));
+        for (s, at) in subtiles.enumerate() {
+            let (a, imm) = self.matrix_x4_address(&mut m, sh, origin, at);
+            let mut words = Vec::with_capacity(4);
+            for p in pairs {
+                let mut v = self.e.hoist(&format!("llvm.mlir.poison : {vt}"));
+                for h in 0..2 {
+                    let hi = self
+                        .e
+                        .hoist(&format!("llvm.mlir.constant({h} : i32) : i32"));
+                    let x = &xs[8 * s + 2 * p as usize + h];
+                    v = self
+                        .e
+                        .op(&format!("llvm.insertelement {x}, {v}[{hi} : i32] : {vt}"));
+                }
+                words.push(self.e.op(&format!("llvm.bitcast {v} : {vt} to i32")));
+            }
+            let addr = imm_address("$0", imm);
+            self.e.line(&format!(
+                "llvm.inline_asm has_side_effects \"stmatrix.sync.aligned.m8n8.x4{trans}.shared.b16 {addr}, {{$1, $2, $3, $4}};\", \"r,r,r,r,r\" {a}, {} : (i32, i32, i32, i32, i32) -> ()",
+                words.join(", ")
+            ));
+        }
     }
 
     /// For [`Lowerer::ldmatrix`]: the byte offset (i32) where its subtiles' patterns start

@@ -265,7 +265,8 @@ impl TensorMapArg {
 /// assumes 16-byte aligned ([`Facts::is_aligned16`]: base, inner stride 1 and outer stride in
 /// whole 16-byte chunks, what a tensor map needs), and a swizzled tile (the layouts `wgmma`
 /// reads) that a [`plan`] fills and whose size keeps every tile of a shared array on the
-/// swizzle's 1024-byte boundary.
+/// swizzle's 1024-byte boundary. The same boxes store such a tile to such a view (a warp's
+/// `copy` the other way, `lower/tma_store.rs`): `dst` is then the tile and `src` the view.
 pub fn copy_plan(
     dst: &Type,
     src: &Type,
@@ -326,7 +327,8 @@ pub struct TmaScan {
 /// copy-group op (`copy_start`, `copy_commit`, `copy_wait`) is block-scoped (the groups'
 /// mbarriers are the block's: one arrival per group by thread 0, waits by every thread);
 /// otherwise they stay `cp.async`. A `copy_async` on a semaphore with a [`copy_plan`] goes
-/// through TMA whatever the groups do: its semaphore is the mbarrier it completes on. Helpers
+/// through TMA whatever the groups do: its semaphore is the mbarrier it completes on; so does
+/// a warp's `copy` of a shared tile with a plan to a global view (a TMA store). Helpers
 /// are followed through their calls, so a view passed down keeps its parameter's map.
 pub fn scan(module: &Module, func: &Func, facts: &Facts) -> Option<TmaScan> {
     let mut found = Found {
@@ -359,7 +361,8 @@ pub fn scan(module: &Module, func: &Func, facts: &Facts) -> Option<TmaScan> {
 struct Found {
     /// Maps of `copy_start`s with a plan, in first-use order.
     group_maps: Vec<TensorMapArg>,
-    /// Maps of `copy_async`s with a plan, in first-use order.
+    /// Maps of `copy_async`s and of TMA stores (a warp's `copy` of a shared tile to a global
+    /// view) with a plan, in first-use order.
     async_maps: Vec<TensorMapArg>,
     /// Some `copy_start` has no plan.
     cp_async: bool,
@@ -400,6 +403,17 @@ fn scan_func(
             let (dst, src) = (op.operands[0], op.operands[1]);
             let view = views.get(&src).map(String::as_str);
             if let Some((m, _)) = copy_plan(func.value_type(dst), func.value_type(src), view, facts)
+            {
+                if !out.async_maps.contains(&m) {
+                    out.async_maps.push(m);
+                }
+            }
+        }
+        // A warp's copy of a shared tile to a global view: a TMA store (`lower/tma_store.rs`).
+        OpKind::Copy if op.scope == Scope::Warp => {
+            let (dst, src) = (op.operands[0], op.operands[1]);
+            let view = views.get(&dst).map(String::as_str);
+            if let Some((m, _)) = copy_plan(func.value_type(src), func.value_type(dst), view, facts)
             {
                 if !out.async_maps.contains(&m) {
                     out.async_maps.push(m);

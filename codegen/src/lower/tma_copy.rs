@@ -278,11 +278,7 @@ impl Lowerer<'_> {
         let (tr, tc) = (self.scalar(op.operands[3]), self.scalar(op.operands[4]));
         let row0 = self.e.mul_i32_const(&tr, i64::from(rows));
         let col0 = self.e.mul_i32_const(&tc, i64::from(cols));
-        let one = self.e.op(
-            "llvm.inline_asm has_side_effects \"{ .reg .pred %tk_p; .reg .b32 %tk_e; elect.sync %tk_e|%tk_p, 0xffffffff; selp.u32 $0, 1, 0, %tk_p; }\", \"=r\"  : () -> i32",
-        );
-        let z = self.e.i32(0);
-        let elected = self.e.op(&format!("arith.cmpi ne, {one}, {z} : i32"));
+        let elected = self.elect_one();
         self.e.open(&format!("scf.if {elected} {{"));
         let map = t.params[j].clone();
         for bx in &plan.boxes {
@@ -384,9 +380,18 @@ impl Lowerer<'_> {
         self.e.op(&format!("llvm.load {p} : !llvm.ptr -> i32"))
     }
 
+    /// Whether this lane is the one `elect.sync` chooses among the warp's (an i1).
+    pub(super) fn elect_one(&mut self) -> String {
+        let one = self.e.op(
+            "llvm.inline_asm has_side_effects \"{ .reg .pred %tk_p; .reg .b32 %tk_e; elect.sync %tk_e|%tk_p, 0xffffffff; selp.u32 $0, 1, 0, %tk_p; }\", \"=r\"  : () -> i32",
+        );
+        let z = self.e.i32(0);
+        self.e.op(&format!("arith.cmpi ne, {one}, {z} : i32"))
+    }
+
     /// The 32-bit shared-window address of shared byte offset `off` (32-bit arithmetic: a
     /// pointer offset would be 64-bit and truncated).
-    fn smem_addr(&mut self, off: &str) -> String {
+    pub(super) fn smem_addr(&mut self, off: &str) -> String {
         let smem = self.smem.clone();
         let base = self
             .e
@@ -417,11 +422,7 @@ impl Lowerer<'_> {
         ));
         let warp0 = self.e.hoist(&format!("arith.cmpi eq, {w}, {zero} : i32"));
         self.e.open(&format!("scf.if {warp0} {{"));
-        let one = self.e.op(
-            "llvm.inline_asm has_side_effects \"{ .reg .pred %tk_p; .reg .b32 %tk_e; elect.sync %tk_e|%tk_p, 0xffffffff; selp.u32 $0, 1, 0, %tk_p; }\", \"=r\"  : () -> i32",
-        );
-        let z = self.e.i32(0);
-        let elected = self.e.op(&format!("arith.cmpi ne, {one}, {z} : i32"));
+        let elected = self.elect_one();
         self.e.open(&format!("scf.if {elected} {{"));
     }
 
@@ -431,7 +432,7 @@ impl Lowerer<'_> {
     }
 
     /// Inline PTX with side effects and no results.
-    fn asm(&mut self, text: &str, constraints: &str, args: &[&str], types: &str) {
+    pub(super) fn asm(&mut self, text: &str, constraints: &str, args: &[&str], types: &str) {
         self.e.line(&format!(
             "llvm.inline_asm has_side_effects \"{text}\", \"{constraints}\" {} : {types} -> ()",
             args.join(", ")

@@ -29,7 +29,7 @@
 
 use crate::dsl::*;
 use crate::ir::ScalarType;
-use crate::kernels::check::{large, poisoned, record, Rng};
+use crate::kernels::check::{large, poisoned, record, record_bounded, Rng};
 use crate::kernels::gemm::{grid, grouped_tile, reference, GROUP_M};
 use crate::kernels::gemm_wg::WG_ROWS;
 use crate::Device;
@@ -43,6 +43,61 @@ pub const CONSUMER_REGS: u32 = 232;
 #[crate::func]
 fn stage_of<const STAGES: usize>(kt: Scalar<i32>) -> (Scalar<i32>, Scalar<i32>) {
     (kt % STAGES as i32, (kt / STAGES as i32) & 1)
+}
+
+/// Bytes of shared memory one sm_90a block may use (227 KiB, the opt-in maximum).
+const SM90_SHARED_BYTES: usize = 227 * 1024;
+
+/// What the consumers apply to their f32 accumulator before it is converted and stored: an
+/// epilogue hook written in the DSL. `acc` is one consumer warp's strip of C, rows
+/// `[16·tile_row, 16·tile_row + 16)` and columns `[BN·tile_col, BN·tile_col + BN)` (rows and
+/// columns past C's edges hold values that are never stored).
+pub trait Epilogue: Copy {
+    /// The strip as it is to be stored (before the conversion to the output type).
+    fn apply<const BN: usize>(
+        self,
+        acc: Rt<f32, 16, BN>,
+        tile_row: Scalar<i32>,
+        tile_col: Scalar<i32>,
+    ) -> Rt<f32, 16, BN>;
+}
+
+/// The plain product: the accumulator as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Plain;
+
+impl Epilogue for Plain {
+    fn apply<const BN: usize>(
+        self,
+        acc: Rt<f32, 16, BN>,
+        _tile_row: Scalar<i32>,
+        _tile_col: Scalar<i32>,
+    ) -> Rt<f32, 16, BN> {
+        acc
+    }
+}
+
+/// `gelu_tanh(alpha · acc + bias[col])`: a scaled product, a bias per output column (a view
+/// of N elements; columns past its end add 0) and the tanh form of GELU,
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+#[derive(Clone, Copy, Debug)]
+pub struct BiasGelu {
+    /// One bias per column of C.
+    pub bias: Gl<f32, 1>,
+    /// The scale of the product.
+    pub alpha: Scalar<f32>,
+}
+
+impl Epilogue for BiasGelu {
+    fn apply<const BN: usize>(
+        self,
+        acc: Rt<f32, 16, BN>,
+        _tile_row: Scalar<i32>,
+        tile_col: Scalar<i32>,
+    ) -> Rt<f32, 16, BN> {
+        let bias: Rv<f32, BN, Cols> = load(self.bias.chunk(tile_col));
+        add_col(acc * self.alpha, bias).gelu_tanh()
+    }
 }
 
 /// See the module documentation. Grid: `[⌈N / BN⌉, ⌈M / BM⌉, 1]` ([`grid`]).
@@ -67,23 +122,82 @@ pub fn gemm_ws_wg<
     b: Gl<bf16, 2>,
     c: GlMut<O, 2>,
 ) {
-    // The A ring holds one 64-row tile per consumer warpgroup and stage; its length is a
-    // type-level constant, picked here among the supported (consumers, stages) pairs.
+    dispatch::<O, BM, BN, BK, STAGES, Plain>(a, b, c, Plain);
+}
+
+/// [`gemm_ws_wg`] with the [`BiasGelu`] epilogue: `C = gelu_tanh(alpha · A·B + bias)`, `bias`
+/// one f32 per column of C. Grid: `[⌈N / BN⌉, ⌈M / BM⌉, 1]` ([`grid`]).
+#[crate::kernel(
+    warps = (4 * (BM / WG_ROWS + 1)) as u32,
+    variants(<bf16, 128, 256, 64, 4> for [sm_90a]),
+    selftest = bias_gelu_selftest,
+    shapes(a: [M, K], b: [K, N], bias: [N], c: [M, N]),
+    grid = [ceil_div(N, BN), ceil_div(M, BM), 1]
+)]
+pub fn gemm_ws_wg_bias_gelu<
+    O: RegDtype,
+    const BM: usize,
+    const BN: usize,
+    const BK: usize,
+    const STAGES: usize,
+>(
+    a: Gl<bf16, 2>,
+    b: Gl<bf16, 2>,
+    bias: Gl<f32, 1>,
+    alpha: Scalar<f32>,
+    c: GlMut<O, 2>,
+) {
+    dispatch::<O, BM, BN, BK, STAGES, BiasGelu>(a, b, c, BiasGelu { bias, alpha });
+}
+
+/// Picks the A ring's length, a type-level constant, among the supported (consumers, stages)
+/// pairs.
+#[crate::func]
+fn dispatch<
+    O: RegDtype,
+    const BM: usize,
+    const BN: usize,
+    const BK: usize,
+    const STAGES: usize,
+    E: Epilogue,
+>(
+    a: Gl<bf16, 2>,
+    b: Gl<bf16, 2>,
+    c: GlMut<O, 2>,
+    epilogue: E,
+) {
     match (BM / WG_ROWS, STAGES) {
-        (1, 2) => body::<O, BM, BN, BK, 2, 2>(a, b, c),
-        (1, 3) => body::<O, BM, BN, BK, 3, 3>(a, b, c),
-        (1, 4) => body::<O, BM, BN, BK, 4, 4>(a, b, c),
-        (2, 2) => body::<O, BM, BN, BK, 2, 4>(a, b, c),
-        (2, 3) => body::<O, BM, BN, BK, 3, 6>(a, b, c),
-        (2, 4) => body::<O, BM, BN, BK, 4, 8>(a, b, c),
+        (1, 2) => body::<O, BM, BN, BK, 2, 2, E>(a, b, c, epilogue),
+        (1, 3) => body::<O, BM, BN, BK, 3, 3, E>(a, b, c, epilogue),
+        (1, 4) => body::<O, BM, BN, BK, 4, 4, E>(a, b, c, epilogue),
+        (2, 2) => body::<O, BM, BN, BK, 2, 4, E>(a, b, c, epilogue),
+        (2, 3) => body::<O, BM, BN, BK, 3, 6, E>(a, b, c, epilogue),
+        (2, 4) => body::<O, BM, BN, BK, 4, 8, E>(a, b, c, epilogue),
         _ => panic!(
             "gemm_ws_wg: BM = {BM} must be 64 or 128 (one or two consumer warpgroups of 64 rows) and STAGES = {STAGES} 2, 3 or 4"
         ),
     }
 }
 
-/// The producer, the consumers and the store of [`gemm_ws_wg`]: `AT = STAGES · BM / 64` A
+/// Whether the epilogue's shared buffers (one `16 × BN` tile of `O` per warp of a consumer
+/// warpgroup, handed from consumer to consumer) fit beside a ring of `STAGES` stages of
+/// `stage_bytes`, with the semaphores and the swizzled tiles' 1024-byte alignment.
+fn epilogue_fits<O: RegDtype, const BN: usize, const STAGES: usize>(stage_bytes: u32) -> bool {
+    let buffers = 4 * 16 * BN * O::SCALAR.size_bytes() as usize;
+    let semaphores = 8 * (2 * STAGES + 4);
+    STAGES * stage_bytes as usize + buffers + semaphores + 1024 <= SM90_SHARED_BYTES
+}
+
+/// The producer, the consumers and the epilogue of [`gemm_ws_wg`]: `AT = STAGES · BM / 64` A
 /// tiles in the ring (stage s, consumer c at `s · BM / 64 + c`).
+///
+/// The epilogue: each consumer warp applies `epilogue` to its `16 × BN` strip and converts it
+/// to `O`. Where the buffers fit the shared memory beside the ring ([`epilogue_fits`]: bf16 at
+/// 4 stages of 128×256×64, 192 + 32 KiB), the warp stores the strip into its shared buffer
+/// (`stmatrix` on sm_90a) and copies the buffer to C (a TMA store where the view allows);
+/// warp w of consumer 1 reuses the buffer of warp w of consumer 0 once that warp's copy has
+/// read it (`handoff[w]`). Otherwise (f32 at 4 stages: 4 × 16 KiB more would not fit) the
+/// strip is stored to C from registers.
 #[crate::func]
 fn body<
     O: RegDtype,
@@ -92,14 +206,16 @@ fn body<
     const BK: usize,
     const STAGES: usize,
     const AT: usize,
+    E: Epilogue,
 >(
     a: Gl<bf16, 2>,
     b: Gl<bf16, 2>,
     c: GlMut<O, 2>,
+    epilogue: E,
 ) {
     let consumers = BM / WG_ROWS;
     assert!(
-        AT == STAGES * consumers && BM % WG_ROWS == 0,
+        AT == STAGES * consumers && BM % WG_ROWS == 0 && consumers <= 2,
         "gemm_ws_wg: {AT} A tiles for {STAGES} stages of {consumers} consumer warpgroups"
     );
     let a_ring: SharedArray<St<bf16, WG_ROWS, BK>, AT> = alloc_shared();
@@ -108,6 +224,14 @@ fn body<
     let empty: SharedArray<Sem, STAGES> = alloc_shared();
     let stage_bytes =
         consumers as u32 * bytes_of::<St<bf16, WG_ROWS, BK>>() + bytes_of::<St<bf16, BK, BN>>();
+    let staged = match epilogue_fits::<O, BN, STAGES>(stage_bytes) {
+        true => {
+            let out: SharedArray<St<O, 16, BN, Swz128>, 4> = alloc_shared();
+            let handoff: SharedArray<Sem, 4> = alloc_shared();
+            Some((out, handoff))
+        }
+        false => None,
+    };
     let g = consumers as i32;
 
     let (tile_m, tile_n) = grouped_tile::<GROUP_M>();
@@ -116,6 +240,14 @@ fn body<
         for s in 0..STAGES {
             full.at(s).init(1);
             empty.at(s).init((4 * consumers) as u32);
+        }
+        match staged {
+            Some((_, handoff)) => {
+                for w in 0..4 {
+                    handoff.at(w).init(1);
+                }
+            }
+            None => {}
         }
     }
     barrier();
@@ -161,7 +293,21 @@ fn body<
         acc = mma_wait_acc::<0, _>(acc);
         // Consumer warp w (block warp w + 4) owns rows [16·w, 16·w + 16) of the tile.
         let row = tile_m * (BM / 16) as i32 + (warp - 4);
-        store(c.tile(row, tile_n), acc.cast::<O>());
+        let strip = epilogue.apply::<BN>(acc, row, tile_n).cast::<O>();
+        match staged {
+            Some((out, handoff)) => {
+                let quarter = warp % 4;
+                if consumer.gt(0) {
+                    handoff.at(quarter).wait(0);
+                }
+                store(out.at(quarter), strip);
+                copy_warp(c.tile(row, tile_n), out.at(quarter));
+                if consumer.eq(0) {
+                    handoff.at(quarter).arrive();
+                }
+            }
+            None => store(c.tile(row, tile_n), strip),
+        }
     }
 }
 
@@ -205,4 +351,115 @@ fn selftest(device: &Device) -> Result<String, String> {
         }
     }
     Ok(format!("{checked} runs against the f64 reference"))
+}
+
+/// `gelu_tanh(alpha · (A·B)[i][j] + bias[j])` in f64 (A `m×k`, B `k×n`, row-major), from the
+/// definition of the tanh form of GELU.
+pub fn bias_gelu_reference(
+    a: &[f64],
+    b: &[f64],
+    bias: &[f64],
+    alpha: f64,
+    (m, k, n): (usize, usize, usize),
+) -> Vec<f64> {
+    let c = reference(a, b, m, k, n);
+    c.iter()
+        .enumerate()
+        .map(|(i, &x)| gelu_tanh(alpha * x + bias[i % n]))
+        .collect()
+}
+
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+fn gelu_tanh(x: f64) -> f64 {
+    let k = (2.0 / std::f64::consts::PI).sqrt();
+    0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// The error allowed at each element of [`bias_gelu_reference`]'s result `want` with
+/// pre-activations `x = alpha · A·B + bias` and `|alpha|·Σ|a||b|` as `scale`: the output's
+/// rounding (half a unit in the last place of `out`: 2⁻⁹ relative for bf16, 2⁻²⁴ for f32),
+/// the f32 accumulation and the scale (K + 2 roundings of 2⁻²⁴ on `scale`, passed through
+/// GELU's slope, at most 1.13), and the approximate `tanh` of the target (relative error
+/// 2⁻¹⁰ at most, on `0.5·|x|`), each doubled.
+pub fn bias_gelu_bound(out: ScalarType, want: f64, x: f64, scale: f64, k: usize) -> f64 {
+    let unit = if out == ScalarType::BF16 {
+        2f64.powi(-9)
+    } else {
+        2f64.powi(-24)
+    };
+    let rounding = unit * want.abs();
+    let accumulation = 1.13 * (k as f64 + 2.0) * 2f64.powi(-24) * scale;
+    let tanh = 0.5 * x.abs() * 2f64.powi(-10);
+    2.0 * (rounding + accumulation + tanh) + f64::MIN_POSITIVE
+}
+
+/// [`gemm_ws_wg_bias_gelu`] on awkward shapes (partial tiles in M, N and K) against the f64
+/// reference with a per-element bound ([`bias_gelu_bound`]), where the device runs sm_90a code
+/// or interprets.
+fn bias_gelu_selftest(device: &Device) -> Result<String, String> {
+    if !crate::registry::runs_on(&["sm_90a"], device) {
+        return Ok("registered for sm_90a only: nothing to run here".into());
+    }
+    let mut rng = Rng::fresh();
+    let mut checked = 0;
+    let mut shapes = vec![(70, 45, 130), (200, 264, 72)];
+    if large(device) {
+        shapes.push((1000, 1000, 520));
+    }
+    for (m, n, k) in shapes {
+        let case = format!("bias + GELU {m}×{n}×{k}");
+        let outcome = bias_gelu_case(device, &mut rng, (m, n, k));
+        let ratio = outcome.map_err(|e| format!("{case}: {e} (seed {})", rng.seed))?;
+        if ratio > 1.0 {
+            return Err(format!(
+                "{case}: error {ratio:.2} times its bound (seed {})",
+                rng.seed
+            ));
+        }
+        checked += 1;
+    }
+    Ok(format!("{checked} runs against the f64 reference"))
+}
+
+/// One run of [`gemm_ws_wg_bias_gelu`]`<bf16, 128, 256, 64, 4>` on fresh inputs: the largest
+/// error in units of [`bias_gelu_bound`] (recorded as a case).
+pub fn bias_gelu_case(
+    device: &Device,
+    rng: &mut Rng,
+    (m, n, k): (usize, usize, usize),
+) -> Result<f64, String> {
+    let a = rng.tensor(ScalarType::BF16, &[m, k], -1.0, 1.0);
+    let b = rng.tensor(ScalarType::BF16, &[k, n], -1.0, 1.0);
+    let bias = rng.tensor(ScalarType::F32, &[n], -2.0, 2.0);
+    let alpha = rng.uniform(0.25, 1.5) as f32;
+    let (av, bv, biasv) = (a.to_vec(), b.to_vec(), bias.to_vec());
+    let want = bias_gelu_reference(&av, &bv, &biasv, f64::from(alpha), (m, k, n));
+    let mut c = poisoned(ScalarType::BF16, &[m, n]);
+    gemm_ws_wg_bias_gelu::<bf16, 128, 256, 64, 4>::launch(
+        device,
+        grid(m, n, 128, 256),
+        &a,
+        &b,
+        &bias,
+        alpha.into(),
+        &mut c,
+    )
+    .map_err(|e| e.to_string())?;
+    let abs_a: Vec<f64> = av.iter().map(|v| v.abs()).collect();
+    let abs_b: Vec<f64> = bv.iter().map(|v| v.abs()).collect();
+    let sums = reference(&abs_a, &abs_b, m, k, n);
+    let product = reference(&av, &bv, m, k, n);
+    let alpha = f64::from(alpha);
+    let bound: Vec<f64> = (0..m * n)
+        .map(|i| {
+            let x = alpha * product[i] + biasv[i % n];
+            bias_gelu_bound(ScalarType::BF16, want[i], x, alpha * sums[i], k)
+        })
+        .collect();
+    Ok(record_bounded(
+        format!("bias + GELU {m}×{n}×{k} → bf16"),
+        &c.to_vec(),
+        &want,
+        &bound,
+    ))
 }

@@ -352,14 +352,19 @@ impl AdamWConfig {
     }
 
     fn hyper(&self, step: u32) -> Hyper {
-        Hyper {
-            lr: self.lr,
-            beta1: self.betas.0,
-            beta2: self.betas.1,
-            eps: self.eps,
-            weight_decay: self.weight_decay,
-            step,
-        }
+        adam_hyper(self.lr, self.betas, self.eps, self.weight_decay, step)
+    }
+}
+
+/// The kernels' hyper-parameters of step `step` of an Adam-like optimizer from its options.
+fn adam_hyper(lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32, step: u32) -> Hyper {
+    Hyper {
+        lr,
+        beta1: betas.0,
+        beta2: betas.1,
+        eps,
+        weight_decay,
+        step,
     }
 }
 
@@ -768,14 +773,14 @@ impl AdamMini {
             self.shapes = shapes(params);
             self.blocks = blocks;
         }
-        Ok(Hyper {
-            lr: self.config.lr,
-            beta1: self.config.betas.0,
-            beta2: self.config.betas.1,
-            eps: self.config.eps,
-            weight_decay: self.config.weight_decay,
-            step: self.steps + 1,
-        })
+        let c = &self.config;
+        Ok(adam_hyper(
+            c.lr,
+            c.betas,
+            c.eps,
+            c.weight_decay,
+            self.steps + 1,
+        ))
     }
 
     /// `tensors` (one per parameter) of `dtype`, each seen as its parameter's
@@ -941,14 +946,8 @@ impl Adam8bit {
             list(f, |s| &s.m_absmax)?,
             list(f, |s| &s.v_absmax)?,
         ];
-        let h = Hyper {
-            lr: self.config.lr,
-            beta1: self.config.betas.0,
-            beta2: self.config.betas.1,
-            eps: self.config.eps,
-            weight_decay: self.config.weight_decay,
-            step: self.steps + 1,
-        };
+        let c = &self.config;
+        let h = adam_hyper(c.lr, c.betas, c.eps, c.weight_decay, self.steps + 1);
         Ok((h, lists, [m_map, v_map]))
     }
 

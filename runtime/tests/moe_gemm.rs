@@ -1,11 +1,12 @@
 //! The grouped GEMMs of `tilekit::kernels::moe_gemm` (their registered self-tests) and the
 //! whole mixture-of-experts layer (`moe_gemm::forward`: route → permute → gather → gate/up +
 //! SwiGLU → down → combine) on the interpreter and the sm_80 and sm_90a PTX emulators (sm_90a
-//! runs the persistent wgmma GEMMs of `moe_gemm_wg`), against an f64
-//! reference of the layer written here from its definition. Mixtral-like (E 8, top-2 softmax)
-//! and DeepSeek-like (E 32 and 64, grouped sigmoid top-4 / top-8) shapes with 1, 17 and 130
-//! tokens, hidden and expert widths that are not multiples of 64, an expert every token
-//! chooses and one none does, the contiguous and the masked (fixed capacity) layouts.
+//! runs the persistent wgmma GEMMs of `moe_gemm_wg`), against an f64 reference of the layer
+//! written here from its definition. Mixtral-like (E 8, top-2 softmax), Qwen3-like (E 16,
+//! top-8 softmax) and DeepSeek-like (E 32 and 64, grouped sigmoid top-4 / top-8) shapes with
+//! 1, 17 and 130 tokens, hidden and expert widths that are not multiples of 64, an expert
+//! every token chooses and one none does, the contiguous and the masked (fixed capacity)
+//! layouts.
 //!
 //! Tolerance, from the arithmetic rather than from runs: the kernel rounds `h = silu(g)·u` to
 //! bf16 once, which the reference does too; where the f32 `h` may sit on the other side of a
@@ -375,6 +376,15 @@ fn cases() -> Vec<Case> {
             routing: MIXTRAL,
             layout: Layout::Masked { capacity: 64 },
             extremes: Some((5, 2)),
+        },
+        Case {
+            what: "Qwen3-like top-8 of 16",
+            e: 16,
+            h: 48,
+            f: 40,
+            routing: Routing::Softmax(8),
+            layout: Layout::Contiguous,
+            extremes: Some((11, 4)),
         },
         Case {
             what: "DeepSeek-like top-4 of 32",

@@ -248,7 +248,7 @@ pub fn adam8bit_step<const N: usize, const WARPS: usize>(
 /// its `⌈n_e / N⌉` block scales, so a quantization block never straddles two tensors. Warp `w`
 /// of thread block `b` owns quantization block `(b − starts[e])·WARPS + w` of the entry `e`
 /// that owns `b`. Grid: `[starts[E], 1, 1]` with `starts` from
-/// [`block_starts`](super::optim_multi::block_starts) over the lengths with `WARPS·N` elements
+/// [`block_starts`] over the lengths with `WARPS·N` elements
 /// per block.
 #[crate::kernel(
     warps = WARPS as u32,

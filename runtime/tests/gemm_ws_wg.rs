@@ -387,7 +387,8 @@ fn the_bf16_epilogue_is_stmatrix_and_tma_store() {
         );
         let store = "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group";
         assert_eq!(ptx.contains(store), aligned, "{name} aligned {aligned}");
-        assert_eq!(ptx.contains("fence.proxy.async.shared::cta"), aligned);
+        // The semaphores' fences are there either way; the store's comes with the store.
+        assert!(!aligned || ptx.contains("fence.proxy.async.shared::cta"));
         let assembled = ptxas::assemble(c.ptx(), Target::Sm90a).expect("ptxas");
         let advisories = ptxas::performance_advisories(&assembled.log);
         assert!(advisories.is_empty(), "{advisories:?}\n{}", assembled.log);

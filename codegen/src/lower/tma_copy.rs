@@ -45,7 +45,7 @@
 use tilekit_ir::{Op, OpKind, Value};
 
 use super::{Lowerer, Lv, R};
-use crate::tma::{copy_plan, load_asm, TmaScan};
+use crate::tma::{copy_plan, load_asm, TmaPlan, TmaScan};
 
 /// The mbarriers of the copy-group ring: groups in flight before a commit waits early.
 pub const GROUP_BARRIERS: u32 = 8;
@@ -154,23 +154,11 @@ impl Lowerer<'_> {
         };
         match op.kind {
             OpKind::CopyStart => {
-                let (dst, src) = (op.operands[0], op.operands[1]);
-                let view = match self.val(src) {
-                    Lv::Global { ptr, .. } => t
-                        .views
-                        .iter()
-                        .find(|(p, _)| p == ptr)
-                        .map(|(_, n)| n.clone()),
-                    _ => None,
-                };
-                let planned = copy_plan(self.ty(dst), self.ty(src), view.as_deref(), &t.facts);
-                let Some((map, plan)) = planned else {
+                let dst = op.operands[0];
+                let Some((map, plan)) = self.tma_map(&t, dst, op.operands[1]) else {
                     return self.pipeline(op);
                 };
-                let Some(j) = t.scan.maps.iter().position(|m| *m == map) else {
-                    unreachable!("the scan and the lowering see the same copies")
-                };
-                self.tma_copy(&t, op, dst, &t.params[j], &plan)
+                self.tma_copy(&t, op, dst, &map, &plan)
             }
             OpKind::CopyCommit => {
                 let c = self.load_counter(&t.committed);
@@ -252,21 +240,9 @@ impl Lowerer<'_> {
         let Some(t) = self.tma.clone() else {
             return Ok(false);
         };
-        let (dst, src, sem) = (op.operands[0], op.operands[1], op.operands[2]);
-        let view = match self.val(src) {
-            Lv::Global { ptr, .. } => t
-                .views
-                .iter()
-                .find(|(p, _)| p == ptr)
-                .map(|(_, n)| n.clone()),
-            _ => None,
-        };
-        let Some((map, plan)) = copy_plan(self.ty(dst), self.ty(src), view.as_deref(), &t.facts)
-        else {
+        let (dst, sem) = (op.operands[0], op.operands[2]);
+        let Some((map, plan)) = self.tma_map(&t, dst, op.operands[1]) else {
             return Ok(false);
-        };
-        let Some(j) = t.scan.maps.iter().position(|m| *m == map) else {
-            unreachable!("the scan and the lowering see the same copies")
         };
         let (rows, cols) = match self.ty(dst) {
             tilekit_ir::Type::SharedTile { rows, cols, .. } => (*rows, *cols),
@@ -280,24 +256,61 @@ impl Lowerer<'_> {
         let col0 = self.e.mul_i32_const(&tc, i64::from(cols));
         let elected = self.elect_one();
         self.e.open(&format!("scf.if {elected} {{"));
-        let map = t.params[j].clone();
-        for bx in &plan.boxes {
-            let off = self.e.i32(i64::from(bx.shared_offset));
-            let at = self.e.add_i32(&base, &off);
-            let dst = self.smem_addr(&at);
-            let dc = self.e.i32(i64::from(bx.col));
-            let dr = self.e.i32(i64::from(bx.row));
-            let x = self.e.add_i32(&col0, &dc);
-            let y = self.e.add_i32(&row0, &dr);
-            self.asm(
+        self.tma_boxes(&plan, &base, (&row0, &col0), |l, dst, x, y| {
+            l.asm(
                 &load_asm(2),
                 "r,l,r,r,r",
-                &[&dst, &map, &x, &y, &bar],
+                &[dst, &map, x, y, &bar],
                 "(i32, !llvm.ptr, i32, i32, i32)",
             );
-        }
+        });
         self.e.close("}");
         Ok(true)
+    }
+
+    /// The tensor map (its parameter) and box plan of a TMA copy between shared tile `shared`
+    /// and the global view `global`, or `None` when the copy has no plan (the lanes copy).
+    pub(super) fn tma_map(
+        &self,
+        t: &TmaGroups,
+        shared: Value,
+        global: Value,
+    ) -> Option<(String, TmaPlan)> {
+        let view = match self.val(global) {
+            Lv::Global { ptr, .. } => t
+                .views
+                .iter()
+                .find(|(p, _)| p == ptr)
+                .map(|(_, n)| n.clone()),
+            _ => None,
+        };
+        let (map, plan) = copy_plan(self.ty(shared), self.ty(global), view.as_deref(), &t.facts)?;
+        let Some(j) = t.scan.maps.iter().position(|m| *m == map) else {
+            unreachable!("the scan and the lowering see the same copies")
+        };
+        Some((t.params[j].clone(), plan))
+    }
+
+    /// For each box of `plan`, its shared-window address (from the tile's shared offset `base`)
+    /// and its global coordinates `(x, y)` (from the tile's first row and column), handed to
+    /// `issue`, which emits the box's instruction.
+    pub(super) fn tma_boxes(
+        &mut self,
+        plan: &TmaPlan,
+        base: &str,
+        (row0, col0): (&str, &str),
+        mut issue: impl FnMut(&mut Self, &str, &str, &str),
+    ) {
+        for bx in &plan.boxes {
+            let off = self.e.i32(i64::from(bx.shared_offset));
+            let at = self.e.add_i32(base, &off);
+            let smem = self.smem_addr(&at);
+            let dc = self.e.i32(i64::from(bx.col));
+            let dr = self.e.i32(i64::from(bx.row));
+            let x = self.e.add_i32(col0, &dc);
+            let y = self.e.add_i32(row0, &dr);
+            issue(self, &smem, &x, &y);
+        }
     }
 
     /// Thread 0 announces the tile's bytes on the open group's barrier and issues its boxes.
@@ -329,21 +342,14 @@ impl Lowerer<'_> {
         self.e
             .line(&format!("llvm.store {b1}, {} : i32, !llvm.ptr", t.bytes));
         self.issuer_open();
-        for bx in &plan.boxes {
-            let off = self.e.i32(i64::from(bx.shared_offset));
-            let at = self.e.add_i32(&base, &off);
-            let dst = self.smem_addr(&at);
-            let dc = self.e.i32(i64::from(bx.col));
-            let dr = self.e.i32(i64::from(bx.row));
-            let x = self.e.add_i32(&col0, &dc);
-            let y = self.e.add_i32(&row0, &dr);
-            self.asm(
+        self.tma_boxes(plan, &base, (&row0, &col0), |l, dst, x, y| {
+            l.asm(
                 &load_asm(2),
                 "r,l,r,r,r",
-                &[&dst, map, &x, &y, &bar],
+                &[dst, map, x, y, &bar],
                 "(i32, !llvm.ptr, i32, i32, i32)",
             );
-        }
+        });
         self.issuer_close();
         Ok(())
     }

@@ -29,8 +29,7 @@
 
 use tilekit_ir::{Op, Scope, Type};
 
-use super::{Lowerer, Lv, R};
-use crate::tma::copy_plan;
+use super::{Lowerer, R};
 
 /// The PTX of one TMA tile-mode store of a rank-2 box (as `llvm.inline_asm` text): `$0` the
 /// tensor map's address, `$1`, `$2` the box's coordinates (innermost first), `$3` the shared
@@ -51,20 +50,8 @@ impl Lowerer<'_> {
         if op.scope != Scope::Warp || !self.ty(src).is_shared() {
             return Ok(false);
         }
-        let view = match self.val(dst) {
-            Lv::Global { ptr, .. } => t
-                .views
-                .iter()
-                .find(|(p, _)| p == ptr)
-                .map(|(_, n)| n.clone()),
-            _ => None,
-        };
-        let Some((map, plan)) = copy_plan(self.ty(src), self.ty(dst), view.as_deref(), &t.facts)
-        else {
+        let Some((map, plan)) = self.tma_map(&t, src, dst) else {
             return Ok(false);
-        };
-        let Some(j) = t.scan.maps.iter().position(|m| *m == map) else {
-            unreachable!("the scan and the lowering see the same copies")
         };
         let (rows, cols) = match self.ty(src) {
             Type::SharedTile { rows, cols, .. } => (*rows, *cols),
@@ -78,22 +65,14 @@ impl Lowerer<'_> {
         self.asm("bar.warp.sync -1;", "", &[], "()");
         let elected = self.elect_one();
         self.e.open(&format!("scf.if {elected} {{"));
-        let map = t.params[j].clone();
-        for bx in &plan.boxes {
-            let off = self.e.i32(i64::from(bx.shared_offset));
-            let at = self.e.add_i32(&base, &off);
-            let from = self.smem_addr(&at);
-            let dc = self.e.i32(i64::from(bx.col));
-            let dr = self.e.i32(i64::from(bx.row));
-            let x = self.e.add_i32(&col0, &dc);
-            let y = self.e.add_i32(&row0, &dr);
-            self.asm(
+        self.tma_boxes(&plan, &base, (&row0, &col0), |l, from, x, y| {
+            l.asm(
                 STORE_ASM,
                 "l,r,r,r",
-                &[&map, &x, &y, &from],
+                &[&map, x, y, from],
                 "(!llvm.ptr, i32, i32, i32)",
             );
-        }
+        });
         self.asm("cp.async.bulk.commit_group;", "", &[], "()");
         self.asm("cp.async.bulk.wait_group 0;", "", &[], "()");
         self.e.close("}");

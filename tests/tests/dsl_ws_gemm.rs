@@ -52,3 +52,16 @@ fn dsl_ws_gemm_matches_the_reference_with_2_and_3_stages_and_4_consumers() {
 fn dsl_ws_gemm_tile_ir() {
     insta::assert_snapshot!(print_module(ws_gemm::<f32, 64, 64, 32, 32, 2>::module()));
 }
+
+/// The warp-specialized sm_90a GEMM (TMA producer, `setmaxnreg`, async wgmma consumers): its
+/// Tile IR is also the compile benchmark's sm_90a GEMM (`codegen/benches/compile.rs`).
+#[test]
+fn dsl_gemm_ws_wg_tile_ir() {
+    insta::assert_snapshot!(print_module(tilekit::kernels::gemm_ws_wg::gemm_ws_wg::<
+        bf16,
+        128,
+        256,
+        64,
+        4,
+    >::module()));
+}

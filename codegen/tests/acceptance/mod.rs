@@ -34,6 +34,11 @@ pub const DSL_KERNELS: [(&str, &str); 7] = [
     ("dsl_ws_gemm__dsl_ws_gemm_tile_ir", "ws_gemm"),
 ];
 
+/// Library kernels for sm_90a only (wgmma, TMA, `setmaxnreg`), from their Tile IR snapshots in
+/// `tests/tests/dsl_*.rs`: snapshot file stem, kernel name.
+pub const SM90A_DSL_KERNELS: [(&str, &str); 1] =
+    [("dsl_ws_gemm__dsl_gemm_ws_wg_tile_ir", "gemm_ws_wg")];
+
 /// Parses `tests/tests/snapshots/all__text_examples__<name>.snap` (an insta snapshot: a `---`
 /// header, then the module's text).
 pub fn module(name: &str) -> Module {

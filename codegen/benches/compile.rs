@@ -11,7 +11,7 @@ mod acceptance;
 
 use std::time::Instant;
 
-use tilekit_codegen::{compile, Target, Timings};
+use tilekit_codegen::{compile, compile_with, Facts, Target, Timings};
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -35,23 +35,37 @@ fn main() {
         "{:<18} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "kernel", "target", "total", "lower", "parse", "passes", "transl", "llvm", "link", "wall"
     );
-    let kernels = acceptance::KERNELS
-        .iter()
-        .map(|&(snap, kernel)| (snap, kernel, acceptance::module(snap), &Target::ALL[..]));
-    // The sm_90a GEMM (issue target: < 200 ms to PTX) compiles for sm_90a only.
-    let sm90a = acceptance::SM90A_DSL_KERNELS.iter().map(|&(stem, kernel)| {
-        let snap = stem.split("__").last().unwrap_or(stem);
-        let m = acceptance::snapshot_module(stem);
-        (snap, kernel, m, &[Target::Sm90a][..])
+    let kernels = acceptance::KERNELS.iter().map(|&(snap, kernel)| {
+        let m = acceptance::module(snap);
+        (
+            snap.to_string(),
+            kernel,
+            m,
+            Facts::general(),
+            &Target::ALL[..],
+        )
     });
-    for (snap, kernel, m, targets) in kernels.chain(sm90a) {
+    // The sm_90a GEMM (issue target: < 200 ms to PTX) compiles for sm_90a only, as the general
+    // variant and as the aligned one launches with 16-byte aligned views take.
+    let sm90a = acceptance::SM90A_DSL_KERNELS
+        .iter()
+        .flat_map(|&(stem, kernel)| {
+            let m = acceptance::snapshot_module(stem);
+            let aligned = Facts::all_aligned16(m.kernel(kernel).expect("the snapshot's kernel"));
+            [
+                (kernel.to_string(), Facts::general()),
+                (format!("{kernel} aligned"), aligned),
+            ]
+            .map(|(label, facts)| (label, kernel, m.clone(), facts, &[Target::Sm90a][..]))
+        });
+    for (snap, kernel, m, facts, targets) in kernels.chain(sm90a) {
         for &t in targets {
             let mut timings: Vec<Timings> = Vec::new();
             let mut walls = Vec::new();
             let mut err = None;
             for _ in 0..runs {
                 let t0 = Instant::now();
-                match compile(&m, kernel, t) {
+                match compile_with(&m, kernel, t, &facts) {
                     Ok(c) => {
                         walls.push(t0.elapsed().as_secs_f64());
                         timings.push(c.timings);

@@ -31,6 +31,23 @@ if [ ${#missing[@]} -gt 0 ]; then
         "${missing[@]}" >/dev/null
 fi
 
+# MLIR's C API as one shared library. Debian ships libMLIR.so (all of MLIR's C++ libraries, linked
+# against libLLVM.so) but the C API (libMLIRCAPI*.a) only as static archives; mlir-sys links shared
+# (MLIR_SYS_LINK_SHARED in .cargo/config.toml) against libMLIR and libMLIR-C. Linking shared keeps
+# each test binary a few megabytes instead of ~300 MB with MLIR and LLVM copied in (CI's disk ran
+# out at ~30 such binaries) and gives the process one LLVM, the one inkwell already loads.
+llvm_lib=/usr/lib/llvm-22/lib
+mlir_c="$llvm_lib/libMLIR-C.so"
+if [ ! -e "$mlir_c" ] || [ "$llvm_lib/libMLIR.so.22.1" -nt "$mlir_c" ]; then
+    log "linking $mlir_c from $llvm_lib/libMLIRCAPI*.a"
+    scratch="$(mktemp -d)"
+    c++ -shared -o "$scratch/libMLIR-C.so" \
+        -Wl,--whole-archive "$llvm_lib"/libMLIRCAPI*.a -Wl,--no-whole-archive \
+        -L"$llvm_lib" -lMLIR -lLLVM -Wl,--no-undefined -Wl,-rpath,"$llvm_lib"
+    sudo_if_needed install -m 0644 "$scratch/libMLIR-C.so" "$mlir_c"
+    rm -rf "$scratch"
+fi
+
 find_tool() { # name -> path of the tool inside the venv's nvidia packages, or nothing
     find "$venv/lib" -path '*nvidia*' -name "$1" -type f 2>/dev/null | head -n 1
 }

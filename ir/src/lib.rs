@@ -167,6 +167,7 @@
 //! self-tests run at most about 3·10^3 ops and hold at most about 0.9 MB, the demo's acceptance
 //! shapes at most about 1.3·10^5 ops and 1.5 MB.
 
+pub mod assert_record;
 pub mod builder;
 pub mod interp;
 pub mod module;

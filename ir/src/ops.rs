@@ -574,7 +574,8 @@ pub enum OpKind {
     Philox,
     /// `device_assert[@"message"] (%c)` — a run stops with an error naming the message, the
     /// block and the warp (lane on GPUs) where `c` (a bool scalar, or a bool tile or vector:
-    /// every element) is false.
+    /// every element) is false. On NVIDIA GPUs the failing lane first writes an
+    /// [`assert_record`](crate::assert_record) to host-mapped memory.
     DeviceAssert(String),
 
     // ---- synchronization ----------------------------------------------------------------------

@@ -41,6 +41,10 @@ pub struct LaunchConfig {
     /// Measure the time spent in each instruction class (for benchmarks: it costs two clock
     /// reads per warp-instruction).
     pub time_classes: bool,
+    /// Starting bytes of module-scope `.global` variables, by name, for this launch (what a
+    /// host writes at `cuModuleGetGlobal`'s address before launching); the others start from
+    /// their declared initializers.
+    pub variables: HashMap<String, Vec<u8>>,
 }
 
 impl LaunchConfig {
@@ -57,6 +61,7 @@ impl LaunchConfig {
             cancel: None,
             fp8_accumulation: crate::tensor_core::Accumulation::Exact,
             time_classes: false,
+            variables: HashMap::new(),
         }
     }
 }
@@ -306,14 +311,29 @@ impl Emulator {
             }
         }
         // Module-scope global and constant variables live in global memory for this launch.
-        for v in self
-            .module
-            .globals
-            .iter()
-            .filter(|v| matches!(v.space, Space::Global | Space::Const))
-        {
+        let variables = || {
+            self.module
+                .globals
+                .iter()
+                .filter(|v| matches!(v.space, Space::Global | Space::Const))
+        };
+        for (name, bytes) in &cfg.variables {
+            let Some(v) = variables().find(|v| &v.name == name && v.space == Space::Global) else {
+                return Err(launch_err(format!(
+                    "no module-scope .global variable `{name}` to set"
+                )));
+            };
+            if bytes.len() as u64 > v.size.unwrap_or(0) {
+                return Err(launch_err(format!(
+                    "{} bytes for variable `{name}` of {} bytes",
+                    bytes.len(),
+                    v.size.unwrap_or(0)
+                )));
+            }
+        }
+        for v in variables() {
             let size = v.size.unwrap_or(0) as usize;
-            let mut data = v.init.clone();
+            let mut data = cfg.variables.get(&v.name).unwrap_or(&v.init).clone();
             data.resize(size, 0);
             let base = global.alloc(format!("variable {}", v.name), data);
             syms.insert(v.name.clone(), SymAddr::Global(base));

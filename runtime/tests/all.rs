@@ -45,6 +45,8 @@ mod emulator;
 mod fp8;
 #[path = "fp8_moe.rs"]
 mod fp8_moe;
+#[path = "fp8_moe_layer.rs"]
+mod fp8_moe_layer;
 #[path = "gemm_wg.rs"]
 mod gemm_wg;
 #[path = "gemm_ws_wg.rs"]

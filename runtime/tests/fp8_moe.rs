@@ -22,7 +22,12 @@ use tilekit::{Device, Tensor};
 /// and block of 128 rows (fewer at the end) × 128 columns, `s = max(amax, 1e-4) / 448` in f32
 /// and `q = e4m3(w / s)` with the quotient in f32. `w` `[e, n, k]`; returns q `[e, n, k]` and
 /// the scales `[e, ⌈n/128⌉, k/128]`.
-fn weight_quant_reference(w: &[f64], e: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn weight_quant_reference(
+    w: &[f64],
+    e: usize,
+    n: usize,
+    k: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let (nb, kb) = (n.div_ceil(GROUP), k / GROUP);
     let (mut q, mut s) = (vec![0.0; e * n * k], vec![0.0; e * nb * kb]);
     for x in 0..e {
@@ -63,7 +68,7 @@ fn host(t: &Tensor) -> Vec<f64> {
 
 /// Weights whose 128×128 blocks differ in magnitude (so their scales differ), with one block
 /// of zeros per expert.
-fn weights(rng: &mut Rng, e: usize, n: usize, k: usize) -> Vec<f64> {
+pub(crate) fn weights(rng: &mut Rng, e: usize, n: usize, k: usize) -> Vec<f64> {
     let mut w = Vec::with_capacity(e * n * k);
     for x in 0..e {
         for r in 0..n {

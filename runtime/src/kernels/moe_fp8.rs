@@ -26,8 +26,12 @@
 //!   are applied in full precision. Operands are staged by the multistage `cp.async` ring of
 //!   [`moe_gemm`](crate::kernels::moe_gemm) (on aligned sm_90a builds the 2-D activation view
 //!   is a TMA load; the 3-D weight view stays lane copies, as TMA plans are rank-2).
+//! - [`swiglu_quant`]: `h = silu(gate) ⊙ up` of the layer's f32 gate and up projections,
+//!   quantized by the 1×128 rule for the down projection.
 //! - [`quantize_activations`], [`quantize_weights`], [`grouped_gemm_fp8`]: the API over
 //!   [`Tensor`]s, with shape contracts and errors that name the argument.
+//! - [`Fp8Experts`] and [`forward`]: the whole layer (routing, permutation, FP8 gate/up,
+//!   SwiGLU, FP8 down, combine) on the device, with the experts quantized once ahead.
 //!
 //! Static figures of the registered variants (`tilekit check 'moe_gemm_fp8<f32, 128, 4>'
 //! --target sm_90a`, registers / hot-loop non-tensor instructions per 1k tensor FLOPs, 0
@@ -43,7 +47,11 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{poisoned, record_bounded, Rng};
-use crate::kernels::moe_gemm::{host_layout, rows_to_write};
+use crate::kernels::moe_gemm::{
+    self as mg, host_layout, moe_gather, rows_to_write, ExpertWeights, MoeOutput, Router,
+    GATHER_COLS, GATHER_WARPS,
+};
+use crate::kernels::moe_routing::{combine_into, Layout};
 use crate::{Device, Error, Tensor};
 
 /// Columns of one quantization group.
@@ -70,11 +78,59 @@ pub fn act_quant<I: FloatDtype, const WARPS: usize>(
     // Warps past the last token rest (a vector store's chunk must start inside the view).
     if (rt * 16).lt(x.rows()) {
         let t: Rt<I, 16, GROUP> = load(x.tile(rt, g));
-        let xf = t.cast::<f32>();
-        let amax = row_max(xf.abs()).max(AMAX_FLOOR);
-        let s = amax / E4M3_MAX;
-        store(q.tile(rt, g), bcast_row(Bin::Div, xf, s).cast::<f8e4m3>());
-        store(scales.chunk(g, rt), s);
+        store_quantized(t.cast::<f32>(), q, scales, rt, g);
+    }
+}
+
+/// The 1×128 rule of [`act_quant`] on 16 rows of one group, `xf`: the codes to tile `(rt, g)`
+/// of `q`, the rows' scales to chunk `(g, rt)` of the group-major `scales`.
+#[crate::func]
+fn store_quantized(
+    xf: Rt<f32, 16, GROUP>,
+    q: GlMut<f8e4m3, 2>,
+    scales: GlMut<f32, 2>,
+    rt: Scalar<i32>,
+    g: Scalar<i32>,
+) {
+    let amax = row_max(xf.abs()).max(AMAX_FLOOR);
+    let s = amax / E4M3_MAX;
+    store(q.tile(rt, g), bcast_row(Bin::Div, xf, s).cast::<f8e4m3>());
+    store(scales.chunk(g, rt), s);
+}
+
+/// SwiGLU of the FP8 layer's gate and up projections, quantized for the down projection:
+/// `h = silu(gate) ⊙ up` in f32 for `gate`, `up` `[N, F]` f32 (the outputs of
+/// [`moe_gemm_fp8`]), then the 1×128 rule of [`act_quant`]: `q` `[N, F]` e4m3, `scales`
+/// `[F/128, N]` f32. Warps of a row tile whose expert is −1 (unused worst-case capacity)
+/// write nothing. Grid: `[⌈N / (16·WARPS)⌉, F/128, 1]`.
+#[crate::kernel(
+    warps = WARPS as u32,
+    shapes(
+        gate: [N, F],
+        up: [N, F],
+        tile_expert: [NT],
+        q: [N, F],
+        scales: [G, N],
+        F == G * 128,
+        N == NT * 64
+    ),
+    grid = [ceil_div(N, 16 * WARPS), G, 1]
+)]
+pub fn swiglu_quant<const WARPS: usize>(
+    gate: Gl<f32, 2>,
+    up: Gl<f32, 2>,
+    tile_expert: Gl<i32, 1>,
+    q: GlMut<f8e4m3, 2>,
+    scales: GlMut<f32, 2>,
+) {
+    let (rt, g) = (block_idx_x() * WARPS as i32 + warp_idx(), block_idx_y());
+    if (rt * 16).lt(gate.rows()) {
+        let expert: Scalar<i32> = load(tile_expert.at(rt / (TILE_ROWS / 16) as i32));
+        if expert.ge(0) {
+            let a: Rt<f32, 16, GROUP> = load(gate.tile(rt, g));
+            let b: Rt<f32, 16, GROUP> = load(up.tile(rt, g));
+            store_quantized(a.silu() * b, q, scales, rt, g);
+        }
     }
 }
 
@@ -121,6 +177,8 @@ pub fn weight_quant<I: FloatDtype>(w: Gl<I, 3>, q: GlMut<f8e4m3, 3>, scales: GlM
 /// Rows of the output tile of [`moe_gemm_fp8`] (one warpgroup, 16 rows per warp): the `align`
 /// of the permutation it reads.
 pub const TILE_ROWS: usize = 64;
+// The layer's permutation is the bf16 layer's, in tiles of its grouped GEMMs' rows.
+const _: () = assert!(TILE_ROWS == mg::TILE_ROWS);
 
 /// The grouped GEMM with FP8 block scaling over the permuted rows of
 /// [`moe_routing`](crate::kernels::moe_routing): `out[r] = Σ_b a_s[b][r] · w_s[e][⌊j/128⌋][b] ·
@@ -383,6 +441,137 @@ pub fn grouped_gemm_fp8(
         ))),
     }?;
     Ok(out)
+}
+
+// ---- the layer ----------------------------------------------------------------------------
+
+/// A mixture-of-experts layer's expert weights in FP8, quantized once ahead of the forward
+/// passes by [`Fp8Experts::quantize`]: gate and up `[E, F, H]`, down `[E, H, F]`, each as
+/// e4m3 codes with 128×128 block scales ([`quantize_weights`]).
+#[derive(Debug)]
+pub struct Fp8Experts {
+    gate: Quantized,
+    up: Quantized,
+    down: Quantized,
+}
+
+impl Fp8Experts {
+    /// Quantizes the K-major bf16 or f32 expert weights of
+    /// [`moe_gemm::forward`](crate::kernels::moe_gemm::forward) (gate and up `[E, F, H]`,
+    /// down `[E, H, F]`) on `device`; `H` and `F` must be positive multiples of 128 (each is
+    /// the K of a GEMM).
+    pub fn quantize(device: &Device, weights: ExpertWeights<'_>) -> Result<Fp8Experts, Error> {
+        let gs = weights.gate.shape();
+        let &[e, f, h] = gs else {
+            return Err(fp8_error(format!(
+                "`gate weights` must be [E, F, H], got {gs:?}"
+            )));
+        };
+        let dtype = weights.gate.dtype();
+        expect(
+            "up weights",
+            weights.up,
+            dtype,
+            &[Some(e), Some(f), Some(h)],
+        )?;
+        expect(
+            "down weights",
+            weights.down,
+            dtype,
+            &[Some(e), Some(h), Some(f)],
+        )?;
+        whole_groups("gate weights", h)?;
+        whole_groups("down weights", f)?;
+        Ok(Fp8Experts {
+            gate: quantize_weights(device, weights.gate)?,
+            up: quantize_weights(device, weights.up)?,
+            down: quantize_weights(device, weights.down)?,
+        })
+    }
+
+    /// The number of experts `E`.
+    pub fn experts(&self) -> usize {
+        self.gate.q.shape()[0]
+    }
+
+    /// The hidden size `H` (the layer's input and output width).
+    pub fn hidden(&self) -> usize {
+        self.gate.q.shape()[2]
+    }
+
+    /// The expert width `F` (the SwiGLU's width).
+    pub fn width(&self) -> usize {
+        self.gate.q.shape()[1]
+    }
+}
+
+/// The FP8 mixture-of-experts layer: `y[t] = Σ_{(e, g) chosen by t} g · W_down[e]ᵀ·(silu(
+/// W_gate[e]ᵀ x[t]) ⊙ W_up[e]ᵀ x[t])` as [`moe_gemm::forward`](crate::kernels::moe_gemm::forward)
+/// computes it, with DeepSeek-V3's FP8 recipe: `x` `[T, H]` bf16, the router's `logits`
+/// `[T, E]` f32, the experts quantized once by [`Fp8Experts::quantize`].
+///
+/// Launches, in order on `device` and with no read back in between: the routing and the
+/// permutation of the bf16 layer (rows in tiles of [`TILE_ROWS`], buffers for the worst case),
+/// the gather of the tokens' rows, their 1×128 quantization ([`act_quant`]), the gate and the up
+/// projections ([`moe_gemm_fp8`], f32 outputs), SwiGLU fused with the quantization of its
+/// output ([`swiglu_quant`]: the SwiGLU is a separate pass, not the GEMM's epilogue, because the
+/// down projection needs each row's 1×128 scales, which depend on a whole 128-column group of
+/// `h`), the down projection ([`moe_gemm_fp8`], f32) and the deterministic combine. Every
+/// GEMM accumulates in f32 with one promotion per 128-wide K block. Runs on sm_90a devices and
+/// the interpreter (see the module documentation).
+pub fn forward(
+    device: &Device,
+    x: &Tensor,
+    logits: &Tensor,
+    router: Router<'_>,
+    experts: &Fp8Experts,
+    layout: Layout,
+) -> Result<MoeOutput, Error> {
+    check_device(device)?;
+    let (e, h, f) = (experts.experts(), experts.hidden(), experts.width());
+    let t = expect("x", x, ScalarType::BF16, &[None, Some(h)])?[0];
+    expect("logits", logits, ScalarType::F32, &[Some(t), Some(e)])?;
+    let k = mg::check_top_k(router, e)?;
+    if t == 0 {
+        return MoeOutput::empty(device, t, k, e, h);
+    }
+    let r = mg::route_and_permute(device, logits, router, layout)?;
+    let n = r.sorted_token.shape()[0];
+    let mut xp = Tensor::zeros(ScalarType::BF16, &[n, h], device)?;
+    moe_gather::<GATHER_COLS, GATHER_WARPS>::launch_auto(device, x, &r.sorted_token, &mut xp)?;
+    let xq = quantize_activations(device, &xp)?;
+    let project = |a: &Quantized, w: &Quantized| {
+        grouped_gemm_fp8(
+            device,
+            a,
+            w,
+            &r.tile_expert,
+            &r.sorted_token,
+            ScalarType::F32,
+        )
+    };
+    let (gate, up) = (project(&xq, &experts.gate)?, project(&xq, &experts.up)?);
+    let mut hq = Quantized {
+        q: Tensor::zeros(ScalarType::F8E4M3, &[n, f], device)?,
+        scales: Tensor::zeros(ScalarType::F32, &[f / GROUP, n], device)?,
+    };
+    swiglu_quant::<4>::launch_auto(
+        device,
+        &gate,
+        &up,
+        &r.tile_expert,
+        &mut hq.q,
+        &mut hq.scales,
+    )?;
+    let yp = project(&hq, &experts.down)?;
+    let mut y = Tensor::zeros(ScalarType::F32, &[t, h], device)?;
+    combine_into(device, &yp, &r.row_of, &r.gates, &mut y)?;
+    Ok(MoeOutput {
+        y,
+        experts: r.experts,
+        gates: r.gates,
+        counts: r.counts,
+    })
 }
 
 // ---- self-test ----------------------------------------------------------------------------

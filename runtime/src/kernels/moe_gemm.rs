@@ -628,65 +628,22 @@ pub(crate) fn forward_saving(
         bf,
         &[Some(e), Some(h), Some(f)],
     )?;
-    let k = router.top_k();
-    if k == 0 || k > e {
-        return Err(layer_error(format!(
-            "top-{k} of {e} experts: k must be 1 to E"
-        )));
-    }
-    let i32t = ScalarType::I32;
-    let mut experts = Tensor::zeros(i32t, &[t, k], device)?;
-    let mut gates = Tensor::zeros(ScalarType::F32, &[t, k], device)?;
-    let mut counts = Tensor::zeros(i32t, &[e], device)?;
-    let mut y = Tensor::zeros(ScalarType::F32, &[t, h], device)?;
+    let k = check_top_k(router, e)?;
     if t == 0 || h == 0 {
-        let out = MoeOutput {
-            y,
-            experts,
-            gates,
-            counts,
-        };
+        let out = MoeOutput::empty(device, t, k, e, h)?;
         return Ok((out, None));
     }
-    match router {
-        Router::Softmax { top_k } => {
-            routing::route_softmax_into(device, logits, top_k, &mut experts, &mut gates)?
-        }
-        Router::SigmoidGrouped { cfg, bias } => {
-            expect("bias", bias, ScalarType::F32, &[Some(e)])?;
-            let mut kept = Tensor::zeros(i32t, &[t], device)?;
-            routing::route_sigmoid_grouped_into(
-                device,
-                logits,
-                bias,
-                cfg,
-                &mut kept,
-                &mut experts,
-                &mut gates,
-            )?
-        }
-    }
-    let plan = routing::PermutePlan::new(&[t, k], e, TILE_ROWS, layout)?;
-    let (n, nb) = (plan.rows, t.div_ceil(16));
-    let mut tile_counts = Tensor::zeros(i32t, &[nb, e], device)?;
-    let mut tile_base = Tensor::zeros(i32t, &[nb, e], device)?;
-    let mut offsets = Tensor::zeros(i32t, &[e + 1], device)?;
-    let mut sorted_token = Tensor::zeros(i32t, &[n, 1], device)?;
-    let mut row_of = Tensor::zeros(i32t, &[t, k], device)?;
-    let mut tile_expert = Tensor::zeros(i32t, &[n / TILE_ROWS], device)?;
-    plan.launch(
-        device,
-        &experts,
-        routing::PermuteBuffers {
-            tile_counts: &mut tile_counts,
-            tile_base: &mut tile_base,
-            counts: &mut counts,
-            offsets: &mut offsets,
-            sorted_token: &mut sorted_token,
-            row_of: &mut row_of,
-            tile_expert: &mut tile_expert,
-        },
-    )?;
+    let DeviceRouting {
+        experts,
+        gates,
+        counts,
+        tile_expert,
+        sorted_token,
+        row_of,
+        offsets,
+    } = route_and_permute(device, logits, router, layout)?;
+    let n = sorted_token.shape()[0];
+    let mut y = Tensor::zeros(ScalarType::F32, &[t, h], device)?;
     let mut saved = None;
     if n > 0 && f > 0 {
         let mut xp = Tensor::zeros(bf, &[n, h], device)?;
@@ -753,4 +710,115 @@ pub(crate) fn forward_saving(
         counts,
     };
     Ok((out, saved))
+}
+
+/// `router`'s top-k, checked against the `e` experts.
+pub(crate) fn check_top_k(router: Router<'_>, e: usize) -> Result<usize, Error> {
+    let k = router.top_k();
+    if k == 0 || k > e {
+        return Err(layer_error(format!(
+            "top-{k} of {e} experts: k must be 1 to E"
+        )));
+    }
+    Ok(k)
+}
+
+impl MoeOutput {
+    /// The output of a layer with nothing to compute (`T` or `H` of 0): zeros throughout.
+    pub(crate) fn empty(
+        device: &Device,
+        t: usize,
+        k: usize,
+        e: usize,
+        h: usize,
+    ) -> Result<MoeOutput, Error> {
+        Ok(MoeOutput {
+            y: Tensor::zeros(ScalarType::F32, &[t, h], device)?,
+            experts: Tensor::zeros(ScalarType::I32, &[t, k], device)?,
+            gates: Tensor::zeros(ScalarType::F32, &[t, k], device)?,
+            counts: Tensor::zeros(ScalarType::I32, &[e], device)?,
+        })
+    }
+}
+
+/// A routing and its permuted layout, on the device: what a layer's forward computes before
+/// its grouped GEMMs.
+#[derive(Debug)]
+pub(crate) struct DeviceRouting {
+    /// `[T, k]` (i32) and `[T, k]` (f32): the chosen experts and their gates.
+    pub experts: Tensor,
+    pub gates: Tensor,
+    /// `[E]` (i32), `[N / TILE_ROWS]`, `[N, 1]`, `[T, k]`, `[E + 1]`: see
+    /// [`routing::Permutation`].
+    pub counts: Tensor,
+    pub tile_expert: Tensor,
+    pub sorted_token: Tensor,
+    pub row_of: Tensor,
+    pub offsets: Tensor,
+}
+
+/// Routes `logits` `[T, E]` (f32, `T` > 0) by `router` and permutes the chosen pairs into
+/// `layout` with rows in tiles of [`TILE_ROWS`], all on the device (no read back); the layout
+/// has the worst case's rows.
+pub(crate) fn route_and_permute(
+    device: &Device,
+    logits: &Tensor,
+    router: Router<'_>,
+    layout: Layout,
+) -> Result<DeviceRouting, Error> {
+    let ls = expect("logits", logits, ScalarType::F32, &[None, None])?;
+    let (t, e) = (ls[0], ls[1]);
+    let k = check_top_k(router, e)?;
+    let i32t = ScalarType::I32;
+    let mut experts = Tensor::zeros(i32t, &[t, k], device)?;
+    let mut gates = Tensor::zeros(ScalarType::F32, &[t, k], device)?;
+    match router {
+        Router::Softmax { top_k } => {
+            routing::route_softmax_into(device, logits, top_k, &mut experts, &mut gates)?
+        }
+        Router::SigmoidGrouped { cfg, bias } => {
+            expect("bias", bias, ScalarType::F32, &[Some(e)])?;
+            let mut kept = Tensor::zeros(i32t, &[t], device)?;
+            routing::route_sigmoid_grouped_into(
+                device,
+                logits,
+                bias,
+                cfg,
+                &mut kept,
+                &mut experts,
+                &mut gates,
+            )?
+        }
+    }
+    let plan = routing::PermutePlan::new(&[t, k], e, TILE_ROWS, layout)?;
+    let (n, nb) = (plan.rows, t.div_ceil(16));
+    let mut tile_counts = Tensor::zeros(i32t, &[nb, e], device)?;
+    let mut tile_base = Tensor::zeros(i32t, &[nb, e], device)?;
+    let mut counts = Tensor::zeros(i32t, &[e], device)?;
+    let mut offsets = Tensor::zeros(i32t, &[e + 1], device)?;
+    let mut sorted_token = Tensor::zeros(i32t, &[n, 1], device)?;
+    let mut row_of = Tensor::zeros(i32t, &[t, k], device)?;
+    let mut tile_expert = Tensor::zeros(i32t, &[n / TILE_ROWS], device)?;
+    plan.launch(
+        device,
+        &experts,
+        routing::PermuteBuffers {
+            tile_counts: &mut tile_counts,
+            tile_base: &mut tile_base,
+            counts: &mut counts,
+            offsets: &mut offsets,
+            sorted_token: &mut sorted_token,
+            row_of: &mut row_of,
+            tile_expert: &mut tile_expert,
+        },
+    )?;
+    Ok(DeviceRouting {
+        experts,
+        gates,
+        counts,
+        tile_expert,
+        sorted_token,
+        row_of,
+        offsets,
+    })
 }

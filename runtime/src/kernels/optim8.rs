@@ -41,7 +41,7 @@ use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, record_bounded, Rng};
 use crate::kernels::optim::{widen_to_f32, Hyper};
-use crate::kernels::optim_multi::{block_starts, entry_of_block, lengths, lengths_like};
+use crate::kernels::optim_multi::{block_starts, entry_and_unit, lengths, lengths_like};
 use crate::tensor_list::TensorList;
 use crate::{Device, ScalarArg, Tensor, TensorArg};
 
@@ -274,10 +274,7 @@ pub fn adam8bit_multi<const N: usize, const WARPS: usize>(
     eps_hat: Scalar<f32>,
     decay: Scalar<f32>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, p.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let block = (b - first) * WARPS as i32 + warp_idx();
+    let (e, block) = entry_and_unit::<WARPS>(starts, p.len());
     let ma = m_absmax.view(e);
     // The entry's last thread block may have warps past its last quantization block.
     if block.lt(ma.len()) {
@@ -334,10 +331,7 @@ pub fn adam8bit_mixed_multi<const N: usize, const WARPS: usize>(
     eps_hat: Scalar<f32>,
     decay: Scalar<f32>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, p.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let block = (b - first) * WARPS as i32 + warp_idx();
+    let (e, block) = entry_and_unit::<WARPS>(starts, p.len());
     let ma = m_absmax.view(e);
     // Warps past the entry's last quantization block skip (as in `adam8bit_multi`).
     if block.lt(ma.len()) {

@@ -5,7 +5,7 @@
 //! Blocks are laid out over the list by a prefix table `starts` of block counts (host-built by
 //! [`block_starts`]): entry e owns blocks `starts[e] .. starts[e + 1]`, so an empty tensor owns
 //! none and a large one many. A block finds its entry by binary search over `starts`
-//! ([`entry_of_block`]) and its chunk within the entry from the difference.
+//! ([`entry_of_block`]) and its chunk within the entry from the difference ([`entry_and_unit`]).
 //!
 //! - [`adamw_mixed_multi`]: [`adamw_mixed`](crate::kernels::optim_family::adamw_mixed) over
 //!   lists (f32 master weights, bf16 gradients, f32 moments, bf16 model copy written in the same
@@ -61,6 +61,22 @@ pub fn entry_of_block(starts: Gl<i32, 1>, entries: Scalar<i32>, b: Scalar<i32>) 
     lo
 }
 
+/// The prelude of every multi-tensor kernel whose blocks hold `WARPS` warps: `(e, unit)`, the
+/// entry that owns this block (of `entries`, by [`entry_of_block`]) and this warp's unit of
+/// work within it (chunk, row group or quantization block, counted from the entry's first
+/// block). The last block of an entry may hold warps whose unit lies past the entry's end: the
+/// caller compares `unit` with the entry's size and skips them.
+#[crate::func]
+pub fn entry_and_unit<const WARPS: usize>(
+    starts: Gl<i32, 1>,
+    entries: Scalar<i32>,
+) -> (Scalar<i32>, Scalar<i32>) {
+    let b = block_idx_x();
+    let e = entry_of_block(starts, entries, b);
+    let first: Scalar<i32> = load(starts.at(e));
+    (e, (b - first) * WARPS as i32 + warp_idx())
+}
+
 /// [`adamw_mixed`](crate::kernels::optim_family::adamw_mixed) over lists of tensors: entry e of
 /// every list is one parameter tensor (all five of one length). Grid: `[starts[E], 1, 1]` with
 /// `starts` from [`block_starts`] over the lengths with `WARPS·N` elements per block.
@@ -86,10 +102,7 @@ pub fn adamw_mixed_multi<const N: usize, const WARPS: usize>(
     bias_correction1: Scalar<f32>,
     bias_correction2: Scalar<f32>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, p.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let (e, chunk) = entry_and_unit::<WARPS>(starts, p.len());
     let (pe, ge, me, ve, we) = (p.view(e), g.view(e), m.view(e), v.view(e), p_model.view(e));
     // The last block of an entry may have warps past its end (the chunk index comes from
     // `starts`, so the interpreter's index check would take a chunk wholly outside for a bad
@@ -134,10 +147,7 @@ pub fn adamw_multi<const N: usize, const WARPS: usize>(
     bias_correction1: Scalar<f32>,
     bias_correction2: Scalar<f32>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, p.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let (e, chunk) = entry_and_unit::<WARPS>(starts, p.len());
     let pe = p.view(e);
     // Warps past the entry's end (see `adamw_mixed_multi`) skip.
     if (chunk * N as i32).lt(pe.len()) {
@@ -179,10 +189,7 @@ pub fn adamw_bf16_multi<const N: usize, const WARPS: usize>(
     bias_correction1: Scalar<f32>,
     bias_correction2: Scalar<f32>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, p.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let (e, chunk) = entry_and_unit::<WARPS>(starts, p.len());
     let (pe, ge, me, ve) = (p.view(e), g.view(e), m.view(e), v.view(e));
     // Warps past the entry's end (see `adamw_mixed_multi`) skip.
     if (chunk * N as i32).lt(pe.len()) {
@@ -229,10 +236,7 @@ pub fn lion_multi<const N: usize, const WARPS: usize>(
     beta2: Scalar<f32>,
     weight_decay: Scalar<f32>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, p.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let (e, chunk) = entry_and_unit::<WARPS>(starts, p.len());
     let pe = p.view(e);
     // Warps past the entry's end (see `adamw_mixed_multi`) skip.
     if (chunk * N as i32).lt(pe.len()) {
@@ -268,10 +272,7 @@ pub fn lion_bf16_multi<const N: usize, const WARPS: usize>(
     beta2: Scalar<f32>,
     weight_decay: Scalar<f32>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, p.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let (e, chunk) = entry_and_unit::<WARPS>(starts, p.len());
     let (pe, ge, me) = (p.view(e), g.view(e), m.view(e));
     // Warps past the entry's end (see `adamw_mixed_multi`) skip.
     if (chunk * N as i32).lt(pe.len()) {
@@ -318,10 +319,7 @@ pub fn adam_mini_multi<const C: usize, const WARPS: usize>(
     bias_correction1: Scalar<f32>,
     bias_correction2: Scalar<f32>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, p.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let rows = (b - first) * WARPS as i32 + warp_idx();
+    let (e, rows) = entry_and_unit::<WARPS>(starts, p.len());
     let ve = v.view(e);
     // Warps past the entry's last row skip (as in `adamw_mixed_multi`).
     if (rows * 16).lt(ve.len()) {
@@ -364,10 +362,7 @@ pub fn adam_mini_mixed_multi<const C: usize, const WARPS: usize>(
     bias_correction1: Scalar<f32>,
     bias_correction2: Scalar<f32>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, p.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let rows = (b - first) * WARPS as i32 + warp_idx();
+    let (e, rows) = entry_and_unit::<WARPS>(starts, p.len());
     let ve = v.view(e);
     // Warps past the entry's last row skip (as in `adamw_mixed_multi`).
     if (rows * 16).lt(ve.len()) {
@@ -417,10 +412,7 @@ pub fn scale_by_coef_multi<const N: usize, const WARPS: usize>(
     starts: Gl<i32, 1>,
     stats: Gl<f32, 1>,
 ) {
-    let b = block_idx_x();
-    let e = entry_of_block(starts, g.len(), b);
-    let first: Scalar<i32> = load(starts.at(e));
-    let chunk = (b - first) * WARPS as i32 + warp_idx();
+    let (e, chunk) = entry_and_unit::<WARPS>(starts, g.len());
     let coef: Scalar<f32> = load(stats.at(1));
     let ge = g.view(e);
     // Warps past the entry's end (see `adamw_mixed_multi`) skip.

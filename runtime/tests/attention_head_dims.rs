@@ -2,7 +2,8 @@
 //! reference at awkward lengths (1, 17, 130; GQA, causal with rows that see no key), on the
 //! interpreter and the PTX emulator for sm_80: hd128 takes the 64-key tiles there
 //! (`attention_fwd<bf16, 128, 16, 64, 8, _>`, K and V copied in 16-key chunks, Q read from
-//! shared memory). O is checked element by element against a bound derived from the
+//! shared memory); hd96 and hd192 run their blocks of 6 warps (rows of 96 and 192 columns are
+//! copied by 192 threads). O is checked element by element against a bound derived from the
 //! computation, LSE against its own magnitude.
 
 use tilekit::ir::interp::HostTensor;
@@ -88,6 +89,26 @@ fn hd128_forward_with_64_key_tiles_matches_the_reference_on_the_interpreter() {
     check_head_dim(&Device::Cpu, 128);
 }
 
+#[test]
+fn hd96_forward_matches_the_reference_on_the_sm_80_emulator() {
+    check_head_dim(&Device::from_name("emu:sm_80").unwrap(), 96);
+}
+
+#[test]
+fn hd96_forward_matches_the_reference_on_the_interpreter() {
+    check_head_dim(&Device::Cpu, 96);
+}
+
+#[test]
+fn hd192_forward_matches_the_reference_on_the_sm_80_emulator() {
+    check_head_dim(&Device::from_name("emu:sm_80").unwrap(), 192);
+}
+
+#[test]
+fn hd192_forward_matches_the_reference_on_the_interpreter() {
+    check_head_dim(&Device::Cpu, 192);
+}
+
 /// The tensors are what the kernel's contract expects: a view of another head dim is refused
 /// with the supported ones named.
 #[test]
@@ -97,7 +118,7 @@ fn forward_names_the_supported_head_dims() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("head dim 80 is not supported; supported: 64, 128, 256"),
+        err.contains("head dim 80 is not supported; supported: 64, 96, 128, 192, 256"),
         "{err}"
     );
 }

@@ -55,9 +55,19 @@
 //! LDS). Every registered variant compiles with 0 spills for sm_80, sm_90a, gfx90a, gfx942 and
 //! gfx950, general and aligned. [`attention_fwd_window`] registers head dims 64 (64 rows, 32
 //! keys: 64 keys spill 20 B on sm_80 with a cap) and 128 (as above); at 256 its aligned sm_90a
-//! compile spills 8 B, so [`forward`] refuses windows there ([`WINDOW_HEAD_DIMS`]). Head dims 96 and 192 are not registered yet: their general
-//! compiles spill (hd96 with 32 keys: 504 B on sm_80; hd192 with 16 keys: 2.7 KB on sm_80)
-//! while hd128 and hd256 do not.
+//! compile spills 8 B, so [`forward`] refuses windows there ([`WINDOW_HEAD_DIMS`]).
+//!
+//! Head dims 96 and 192 run blocks of 6 warps (96 rows): a block's thread count and the tile's
+//! columns then divide one another, which the element-wise copies of views without alignment
+//! facts need to step from element to element by constant strides (with 128 or 256 threads each
+//! element's row and column are divided out, and the general compiles spilled: hd96 with 32
+//! keys and 8 warps 504 B on sm_80, hd192 with 16 keys and 4 warps 2.7 KB). On sm_80 and sm_90a
+//! hd96 takes 64 keys and hd192 32 (K and V copied in 16-key chunks, Q read from shared memory;
+//! 66 and 84 KiB of shared memory); on AMD, whose 64 KiB of LDS does not hold those, 32 and 16
+//! (hd96 keeps Q in registers). `tilekit check`, 0 spill bytes everywhere; sm_80 registers and
+//! hot-loop figure, aligned / general: hd96 208–212 (0.95–0.96) / 254 (1.89), hd192 237–241
+//! (0.91–0.95) / 255 (1.77); with the AMD tiles on sm_80 the figures are 1.21–1.24 and
+//! 1.37 aligned.
 //!
 //! ALiBi ([`attention_fwd_alibi`], [`ForwardOptions::alibi`], [`forward_with_slopes`]): the
 //! score of row i and key j of query head h gets `−slope_h·|i + seq_kv − seq_q − j|` after the
@@ -110,6 +120,14 @@ use crate::{Device, LaunchArg, ScalarArg};
         <bf16, 128, 16, 32, 8, true>,
         <bf16, 128, 16, 64, 8, false> for [sm_80],
         <bf16, 128, 16, 64, 8, true> for [sm_80],
+        <bf16, 96, 16, 64, 6, false> for [sm_80, sm_90a],
+        <bf16, 96, 16, 64, 6, true> for [sm_80, sm_90a],
+        <bf16, 96, 16, 32, 6, false> for [gfx90a, gfx942, gfx950],
+        <bf16, 96, 16, 32, 6, true> for [gfx90a, gfx942, gfx950],
+        <bf16, 192, 16, 32, 6, false> for [sm_80, sm_90a],
+        <bf16, 192, 16, 32, 6, true> for [sm_80, sm_90a],
+        <bf16, 192, 16, 16, 6, false> for [gfx90a, gfx942, gfx950],
+        <bf16, 192, 16, 16, 6, true> for [gfx90a, gfx942, gfx950],
         <bf16, 256, 16, 16, 4, false>,
         <bf16, 256, 16, 16, 4, true>
     ),
@@ -1324,7 +1342,7 @@ fn forward_slopes(
             )
         };
     }
-    if plain && crate::kernels::attention_wg::native_on(device) && d != 256 {
+    if plain && crate::kernels::attention_wg::native_on(device) && matches!(d, 64 | 128) {
         // sm_90a: the warpgroup-mma kernel (hd 64 and 128; see `kernels::attention_wg`).
         crate::kernels::attention_wg::launch(device, (d, opts.causal), q, k, v, o_, l_, s)?;
         return Ok((o, lse));
@@ -1332,6 +1350,9 @@ fn forward_slopes(
     if plain {
         // hd128 with 64 keys per tile is registered for sm_80 (and runs on the interpreter).
         let keys64 = crate::registry::runs_on(&["sm_80"], device);
+        // hd96 and hd192 take their larger key tiles where those are registered (NVIDIA, and
+        // the interpreter).
+        let nvidia = crate::registry::runs_on(&WIDE_KEY_TILE_TARGETS, device);
         match (d, opts.causal) {
             (64, false) => plain!(64, 64, 8, false),
             (64, true) => plain!(64, 64, 8, true),
@@ -1339,6 +1360,14 @@ fn forward_slopes(
             (128, true) if keys64 => plain!(128, 64, 8, true),
             (128, false) => plain!(128, 32, 8, false),
             (128, true) => plain!(128, 32, 8, true),
+            (96, false) if nvidia => plain!(96, 64, 6, false),
+            (96, true) if nvidia => plain!(96, 64, 6, true),
+            (96, false) => plain!(96, 32, 6, false),
+            (96, true) => plain!(96, 32, 6, true),
+            (192, false) if nvidia => plain!(192, 32, 6, false),
+            (192, true) if nvidia => plain!(192, 32, 6, true),
+            (192, false) => plain!(192, 16, 6, false),
+            (192, true) => plain!(192, 16, 6, true),
             (_, false) => plain!(256, 16, 4, false),
             (_, true) => plain!(256, 16, 4, true),
         }?;
@@ -1604,8 +1633,17 @@ pub fn forward_varlen(
     Ok((o, lse))
 }
 
+/// The targets whose hd96 and hd192 [`attention_fwd`] variants take key tiles of 64 and 32
+/// (the variant attributes name them too).
+const WIDE_KEY_TILE_TARGETS: [&str; 2] = ["sm_80", "sm_90a"];
+
+/// The targets whose hd96 and hd192 [`attention_fwd`] variants take key tiles of 32 and 16:
+/// with 64 and 32 the K/V rings and the Q tiles need 66 and 84 KiB of shared memory, more than
+/// the 64 KiB of LDS.
+const NARROW_KEY_TILE_TARGETS: [&str; 3] = ["gfx90a", "gfx942", "gfx950"];
+
 /// The head dims [`forward`] runs.
-pub const HEAD_DIMS: [usize; 3] = [64, 128, 256];
+pub const HEAD_DIMS: [usize; 5] = [64, 96, 128, 192, 256];
 
 /// The head dims [`forward`] runs with options that need [`attention_fwd_window`] (at 256 its
 /// aligned sm_90a compile spills 8 B).
@@ -1893,6 +1931,30 @@ fn launch_bf16(
         (128, _, _, true) => {
             attention_fwd::<bf16, 128, 16, 32, 8, true>::launch(device, g, q, k, v, o, lse, s)
         }
+        (96, _, 64, false) => {
+            attention_fwd::<bf16, 96, 16, 64, 6, false>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (96, _, 64, true) => {
+            attention_fwd::<bf16, 96, 16, 64, 6, true>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (96, _, _, false) => {
+            attention_fwd::<bf16, 96, 16, 32, 6, false>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (96, _, _, true) => {
+            attention_fwd::<bf16, 96, 16, 32, 6, true>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (192, _, 32, false) => {
+            attention_fwd::<bf16, 192, 16, 32, 6, false>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (192, _, 32, true) => {
+            attention_fwd::<bf16, 192, 16, 32, 6, true>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (192, _, _, false) => {
+            attention_fwd::<bf16, 192, 16, 16, 6, false>::launch(device, g, q, k, v, o, lse, s)
+        }
+        (192, _, _, true) => {
+            attention_fwd::<bf16, 192, 16, 16, 6, true>::launch(device, g, q, k, v, o, lse, s)
+        }
         (_, _, _, false) => {
             attention_fwd::<bf16, 256, 16, 16, 4, false>::launch(device, g, q, k, v, o, lse, s)
         }
@@ -1913,6 +1975,12 @@ fn selftest(device: &Device) -> Result<String, String> {
     let mut configs = vec![(64, 64, 64), (64, 128, 64), (128, 128, 32), (256, 64, 16)];
     if crate::registry::runs_on(&["sm_80"], device) {
         configs.push((128, 128, 64));
+    }
+    if crate::registry::runs_on(&WIDE_KEY_TILE_TARGETS, device) {
+        configs.extend([(96, 96, 64), (192, 96, 32)]);
+    }
+    if crate::registry::runs_on(&NARROW_KEY_TILE_TARGETS, device) {
+        configs.extend([(96, 96, 32), (192, 96, 16)]);
     }
     for (bh, seq, masked) in shapes {
         for &(d, rows, keys) in &configs {
@@ -1965,8 +2033,8 @@ fn selftest(device: &Device) -> Result<String, String> {
     }
     features(device, &mut rng)?;
     Ok(
-        "full and causal, hd 64, 128 and 256, 64 and 128 rows per block, with and without -inf key \
-         tiles; GQA/MQA, bottom-right and top-left causal, windows and soft-capping at seq_q ≠ \
+        "full and causal, hd 64, 96, 128, 192 and 256, 64, 96 and 128 rows per block, with and \
+         without -inf key tiles; GQA/MQA, bottom-right and top-left causal, windows and soft-capping at seq_q ≠ \
          seq_kv (rows and blocks that see no key), ALiBi; against the f64 references"
             .into(),
     )

@@ -5,9 +5,12 @@
 //!   outside the view is masked (reads give 0, writes are dropped), which is what edge tiles
 //!   need. A coordinate computed from a value loaded from memory (a target id, a routing table
 //!   entry) that puts the whole tile outside the view is almost always a bad index in the data,
-//!   so it is an error. Values derived from loads are tracked through the ops of a function
-//!   and into calls (not through the results of loops and branches, which can only hide a bad
-//!   index, never invent one). Element accesses and row gathers check their indices always.
+//!   so it is an error. Values derived from loads are tracked through the ops of a function,
+//!   into calls, and through the values regions carry: a loop's or branch's results and
+//!   region arguments are from memory when the values that flow into them are (a loop's
+//!   induction variable when its start or step is). A value chosen by a condition from memory
+//!   without being computed from it is not tracked. Element accesses and row gathers check
+//!   their indices always.
 //! - *Unwritten outputs* ([`Launch::check_unwritten`](super::Launch::check_unwritten), off by
 //!   default): every writable view the kernel only writes (never reads, accumulates into or
 //!   passes to a call) is filled with a poison value before the run; an element still holding
@@ -41,6 +44,43 @@ impl<'m> BlockRun<'m, '_> {
                 *t = from_memory;
             }
         }
+    }
+
+    /// Values entering a region or leaving it as results: `to[i]` is from memory when
+    /// `from[i]` is (all read before any is written, as a loop may yield its arguments
+    /// permuted).
+    pub(super) fn carry_taint(&mut self, w: usize, from: &[Value], to: &[Value]) {
+        if !self.bounds.index_check {
+            return;
+        }
+        let Some(frame) = self.warps[w].frames.last_mut() else {
+            return;
+        };
+        let tainted = |v: &Value| frame.tainted.get(v.index()).copied().unwrap_or(false);
+        let from: Vec<bool> = from.iter().map(tainted).collect();
+        for (t, r) in from.into_iter().zip(to) {
+            if let Some(slot) = frame.tainted.get_mut(r.index()) {
+                *slot = t;
+            }
+        }
+    }
+
+    /// Entering a `for` loop's body: its induction variable (start + k·step) is from memory
+    /// when the start or the step is, its carried values when their initial values are.
+    pub(super) fn taint_loop_entry(&mut self, w: usize, op: &Op) {
+        let Some(&iv) = op.regions[0].args.first() else {
+            return;
+        };
+        if self.bounds.index_check {
+            if let Some(frame) = self.warps[w].frames.last_mut() {
+                let tainted = |v: Value| frame.tainted.get(v.index()).copied().unwrap_or(false);
+                let from_memory = tainted(op.operands[0]) || tainted(op.operands[2]);
+                if let Some(slot) = frame.tainted.get_mut(iv.index()) {
+                    *slot = from_memory;
+                }
+            }
+        }
+        self.carry_taint(w, &op.operands[3..], &op.regions[0].args[1..]);
     }
 
     /// Before a global access: coordinates from memory must not put the whole tile or vector

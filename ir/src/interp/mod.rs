@@ -1211,6 +1211,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
             }
             OpKind::While => {
                 let vals = self.vals(w, &op.operands)?;
+                self.carry_taint(w, &op.operands, &op.regions[0].args);
                 self.push_level(w, &op.regions[0], 0, LevelKind::WhileBefore { op }, &vals);
                 Ok(())
             }
@@ -1518,6 +1519,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
         if lo < hi {
             let mut args = vec![Val::Scalar(lo)];
             args.extend(inits);
+            self.taint_loop_entry(w, op);
             self.push_level(
                 w,
                 &op.regions[0],
@@ -1531,6 +1533,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 &args,
             );
         } else {
+            self.carry_taint(w, &op.operands[3..], &op.results);
             self.bind(w, &op.results, inits);
             self.advance(w);
         }
@@ -1574,6 +1577,7 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                 if next < hi {
                     let mut args = vec![Val::Scalar(next)];
                     args.extend(vals);
+                    self.carry_taint(w, &term.operands, &level.region.args[1..]);
                     self.push_level(
                         w,
                         level.region,
@@ -1587,11 +1591,13 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                         &args,
                     );
                 } else {
+                    self.carry_taint(w, &term.operands, &op.results);
                     self.bind(w, &op.results, vals);
                     self.advance(w);
                 }
             }
             LevelKind::IfBranch { op } => {
+                self.carry_taint(w, &term.operands, &op.results);
                 self.bind(w, &op.results, vals);
                 self.advance(w);
             }
@@ -1601,7 +1607,9 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                     .map(|v| matches!(v, Val::Scalar(c) if *c != 0.0))
                     .unwrap_or(false);
                 let forwarded = vals[1..].to_vec();
+                let carried = &term.operands[1..];
                 if go_on {
+                    self.carry_taint(w, carried, &op.regions[1].args);
                     self.push_level(
                         w,
                         &op.regions[1],
@@ -1610,11 +1618,13 @@ impl<'m, 'a> BlockRun<'m, 'a> {
                         &forwarded,
                     );
                 } else {
+                    self.carry_taint(w, carried, &op.results);
                     self.bind(w, &op.results, forwarded);
                     self.advance(w);
                 }
             }
             LevelKind::WhileAfter { op } => {
+                self.carry_taint(w, &term.operands, &op.regions[0].args);
                 self.push_level(w, &op.regions[0], 0, LevelKind::WhileBefore { op }, &vals);
             }
             LevelKind::Body => {

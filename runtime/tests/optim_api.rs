@@ -348,13 +348,18 @@ fn adamw_with_model_copy_writes_bf16_of_the_master_weights() {
 
 /// Ten Lion steps, each against the f64 step from the kernel's state before it: the weights
 /// within one rounding (plus lr·λ·|p|'s), the momentum within three, and the sign of `c` the
-/// reference's except where |c| is within [`LionHyper::SIGN_SLACK`] of 0.
-#[test]
-fn lion_ten_steps_match_the_paper() {
+/// reference's except where |c| is within [`LionHyper::SIGN_SLACK`] of 0. With `model_copy`,
+/// the steps are `step_with_model_copy`'s (f32 master weights, bf16 gradients), and after each
+/// the bf16 model copy must be the master weights rounded to nearest even, bit for bit.
+fn lion_ten_steps(model_copy: bool) {
     for (name, shapes) in cases() {
         let device = Device::from_name(name).unwrap();
         let mut rng = Rng::fresh();
         let params = random(&mut rng, shapes, &device, -1.0, 1.0);
+        let model: Vec<Tensor> = shapes
+            .iter()
+            .map(|s| Tensor::zeros(BF16, s, &device).unwrap())
+            .collect();
         let cfg = LionConfig {
             lr: 1e-2,
             betas: (0.9, 0.99),
@@ -370,16 +375,21 @@ fn lion_ten_steps_match_the_paper() {
         };
         let (lr, b1, b2, wd) = h.as_f64();
         let mut flips_allowed = 0;
-        for _ in 0..STEPS {
+        for t in 1..=STEPS {
             let before = values(&params);
             let m_before = if opt.steps() == 0 {
                 before.iter().map(|p| vec![0.0; p.len()]).collect()
             } else {
                 values(opt.exp_avg())
             };
-            let grads = random(&mut rng, shapes, &device, -1.0, 1.0);
-            opt.step(&device, &params, &grads)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let dtype = if model_copy { BF16 } else { F32 };
+            let grads = random_of(dtype, &mut rng, shapes, &device, -1.0, 1.0);
+            if model_copy {
+                opt.step_with_model_copy(&device, &params, &grads, &model)
+            } else {
+                opt.step(&device, &params, &grads)
+            }
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
             let (got_p, got_m) = (values(&params), values(opt.exp_avg()));
             for (e, g) in values(&grads).iter().enumerate() {
                 let (mut wp, mut wm) = (before[e].clone(), m_before[e].clone());
@@ -392,14 +402,25 @@ fn lion_ten_steps_match_the_paper() {
                         || (near_zero && (got_p[e][i] - wp[i]).abs() <= 2.0 * lr + tol);
                     assert!(
                         ok,
-                        "{name}: entry {e}[{i}] p {} vs {} (c = {:e}, seed {})",
+                        "{name}: step {t}, entry {e}[{i}] p {} vs {} (c = {:e}, seed {})",
                         got_p[e][i], wp[i], cs[i], rng.seed
                     );
                     assert!(
                         (got_m[e][i] - wm[i]).abs() <= 3.0 * U,
-                        "{name}: entry {e}[{i}] m {} vs {} (seed {})",
+                        "{name}: step {t}, entry {e}[{i}] m {} vs {} (seed {})",
                         got_m[e][i],
                         wm[i],
+                        rng.seed
+                    );
+                }
+            }
+            if model_copy {
+                for (e, (p, w)) in got_p.iter().zip(values(&model)).enumerate() {
+                    let want: Vec<f64> = p.iter().map(|&x| bf16(x)).collect();
+                    let same = want.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{name}: step {t}, entry {e}: model copy is not bf16(master) (seed {})",
                         rng.seed
                     );
                 }
@@ -411,6 +432,16 @@ fn lion_ten_steps_match_the_paper() {
             "{name}: {flips_allowed} elements with c ≈ 0"
         );
     }
+}
+
+#[test]
+fn lion_ten_steps_match_the_paper() {
+    lion_ten_steps(false);
+}
+
+#[test]
+fn lion_with_model_copy_ten_steps_match_the_paper_and_write_bf16_of_the_master_weights() {
+    lion_ten_steps(true);
 }
 
 /// Ten Lion steps over a list mixing f32 and bf16 parameters, each step from the kernel's
@@ -747,17 +778,22 @@ fn adam8bit_ten_steps_match_bitsandbytes_algorithm() {
 
 /// Ten Muon steps on matrices of odd shapes (wide, tall, one row), each against the f64 step of
 /// `torch.optim.Muon` from the kernel's state before it: the momentum within f32 rounding, the
-/// orthogonalized update within the bf16 error model's tolerance.
-#[test]
-fn muon_ten_steps_match_torch_definition() {
+/// orthogonalized update within the bf16 error model's tolerance. With `model_copy`, the steps
+/// are `step_with_model_copy`'s (f32 master weights, bf16 gradients), and after each the bf16
+/// model copy must be the master weights rounded to nearest even, bit for bit.
+fn muon_ten_steps(model_copy: bool) {
     let cases: [(&str, &[&[usize]]); 2] = [
         ("cpu", &[&[17, 33], &[40, 24], &[1, 20]]),
-        ("emu:sm_80", &[&[17, 33]]),
+        ("emu:sm_80", &[&[17, 33], &[20, 3]]),
     ];
     for (name, shapes) in cases {
         let device = Device::from_name(name).unwrap();
         let mut rng = Rng::fresh();
         let params = random(&mut rng, shapes, &device, -1.0, 1.0);
+        let model: Vec<Tensor> = shapes
+            .iter()
+            .map(|s| Tensor::zeros(BF16, s, &device).unwrap())
+            .collect();
         let cfg = MuonConfig {
             lr: 0.02,
             ..MuonConfig::default()
@@ -773,16 +809,21 @@ fn muon_ten_steps_match_torch_definition() {
                     .map(|s| s.momentum_buffer.to_f64_vec().unwrap())
                     .collect()
             };
-            let grads = random(&mut rng, shapes, &device, -1.0, 1.0);
-            opt.step(&device, &params, &grads)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let dtype = if model_copy { BF16 } else { F32 };
+            let grads = random_of(dtype, &mut rng, shapes, &device, -1.0, 1.0);
+            if model_copy {
+                opt.step_with_model_copy(&device, &params, &grads, &model)
+            } else {
+                opt.step(&device, &params, &grads)
+            }
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
             let got = values(&params);
             for (e, g) in values(&grads).iter().enumerate() {
                 let shape = [1, shapes[e][0], shapes[e][1]];
                 let exact = muon::reference(&before[e], g, &bufs[e], shape, &cfg, false);
-                let model = muon::reference(&before[e], g, &bufs[e], shape, &cfg, true);
+                let bf16_model = muon::reference(&before[e], g, &bufs[e], shape, &cfg, true);
                 let update = muon::recovered_update(&before[e], &got[e], shape, &cfg);
-                let tol = muon::update_tolerance(&exact.ortho, &model.ortho);
+                let tol = muon::update_tolerance(&exact.ortho, &bf16_model.ortho);
                 let err = normalized_max_error(&update, &exact.ortho);
                 assert!(
                     err <= tol,
@@ -791,10 +832,35 @@ fn muon_ten_steps_match_torch_definition() {
                 );
                 let buf = opt.states()[e].momentum_buffer.to_f64_vec().unwrap();
                 let eb = normalized_max_error(&buf, &exact.momentum_buffer);
-                assert!(eb <= 4.0 * U, "{name}: step {t}: momentum error {eb:.2e}");
+                assert!(
+                    eb <= 4.0 * U,
+                    "{name}: step {t}: momentum error {eb:.2e} (seed {})",
+                    rng.seed
+                );
+            }
+            if model_copy {
+                for (e, (p, w)) in got.iter().zip(values(&model)).enumerate() {
+                    let want: Vec<f64> = p.iter().map(|&x| bf16(x)).collect();
+                    let same = want.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{name}: step {t}, entry {e}: model copy is not bf16(master) (seed {})",
+                        rng.seed
+                    );
+                }
             }
         }
     }
+}
+
+#[test]
+fn muon_ten_steps_match_torch_definition() {
+    muon_ten_steps(false);
+}
+
+#[test]
+fn muon_with_model_copy_ten_steps_match_torch_definition_and_write_bf16_of_the_master_weights() {
+    muon_ten_steps(true);
 }
 
 #[test]

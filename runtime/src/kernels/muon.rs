@@ -12,7 +12,14 @@
 //!
 //! The Newton–Schulz products take bf16 operands with f32 accumulation; `A`, `B` and the
 //! intermediate `X` are stored in bf16 (they are the next product's operands), the last `X` is
-//! applied to the weights in f32 straight from the accumulator. The kernels:
+//! applied to the weights in f32 straight from the accumulator.
+//!
+//! For a bf16 model ([`Muon::step_with_model_copy`]) the weights are f32 master weights, the
+//! gradients bf16: [`muon_momentum`] and [`muon_prepare`] widen them to f32 as they read them,
+//! so the momentum buffer, `u` and its norm are f32 as in the f32 step; `X₀` is `u` scaled and
+//! cast to bf16 (as the reference `muon.py` casts before its bf16 iteration), the Newton–Schulz
+//! products are the same bf16 × bf16 → f32 GEMMs, and [`muon_apply`] updates the f32 weights
+//! and writes their bf16 copy (nearest even) in the same pass. The kernels:
 //!
 //! - [`muon_momentum`]: the EMA and one partial sum of `u²` per warp tile (no atomics: the
 //!   norm does not depend on the order blocks run in); [`muon_norm`] adds one matrix's partials
@@ -62,15 +69,16 @@ pub fn partials(r: usize, c: usize) -> usize {
 
 /// See the module documentation: `buf ← buf + (1 − β)(g − buf)` in place, and `partial[z, t]`
 /// = the sum of `u²` over warp tile `t` of matrix `z`, with `u = buf + mix·(g − buf)` (`mix` =
-/// `1 − β` for Nesterov, 0 without). Grid: `[⌈C / N⌉, ⌈R / (16·WARPS)⌉, B]`.
+/// `1 − β` for Nesterov, 0 without). The gradient is f32 or bf16 (widened to f32; `buf` is
+/// f32 either way). Grid: `[⌈C / N⌉, ⌈R / (16·WARPS)⌉, B]`.
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<64, 4>),
+    variants(<f32, 64, 4>, <bf16, 64, 4>),
     shapes(g: [B, R, C], buf: [B, R, C], partial: [B, P], P == ceil_div(R, 16) * ceil_div(C, N)),
     grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), B]
 )]
-pub fn muon_momentum<const N: usize, const WARPS: usize>(
-    g: Gl<f32, 3>,
+pub fn muon_momentum<G: RegDtype, const N: usize, const WARPS: usize>(
+    g: Gl<G, 3>,
     buf: GlMut<f32, 3>,
     partial: GlMut<f32, 2>,
     beta: Scalar<f32>,
@@ -78,7 +86,8 @@ pub fn muon_momentum<const N: usize, const WARPS: usize>(
 ) {
     let z = block_idx_z();
     let (rt, ct) = (block_idx_y() * WARPS as i32 + warp_idx(), block_idx_x());
-    let gt: Rt<f32, 16, N> = load(g.tile(z, rt, ct));
+    let gt: Rt<G, 16, N> = load(g.tile(z, rt, ct));
+    let gt = gt.cast::<f32>();
     let bt: Rt<f32, 16, N> = load(buf.tile(z, rt, ct));
     let b_new = bt + (gt - bt) * (lit::<f32>(1.0) - beta);
     store(buf.tile(z, rt, ct), b_new);
@@ -111,15 +120,16 @@ pub fn muon_norm<const N: usize>(partial: Gl<f32, 2>, scale: GlMut<f32, 1>, eps:
 }
 
 /// `x[z] = bf16(u·scale[z])` with `u` recomputed from `g` and the updated `buf` as in
-/// [`muon_momentum`], transposed (`x` is `[B, C, R]`) with `TRANS`. Grid as [`muon_momentum`].
+/// [`muon_momentum`] (f32 or bf16 `g`), transposed (`x` is `[B, C, R]`) with `TRANS`. Grid as
+/// [`muon_momentum`].
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<64, 4, false>, <64, 4, true>),
+    variants(<f32, 64, 4, false>, <f32, 64, 4, true>, <bf16, 64, 4, false>, <bf16, 64, 4, true>),
     shapes(g: [B, R, C], buf: [B, R, C], scale: [B], x: [B, _, _]),
     grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), B]
 )]
-pub fn muon_prepare<const N: usize, const WARPS: usize, const TRANS: bool>(
-    g: Gl<f32, 3>,
+pub fn muon_prepare<G: RegDtype, const N: usize, const WARPS: usize, const TRANS: bool>(
+    g: Gl<G, 3>,
     buf: Gl<f32, 3>,
     scale: Gl<f32, 1>,
     x: GlMut<bf16, 3>,
@@ -128,7 +138,8 @@ pub fn muon_prepare<const N: usize, const WARPS: usize, const TRANS: bool>(
     let z = block_idx_z();
     let (rt, ct) = (block_idx_y() * WARPS as i32 + warp_idx(), block_idx_x());
     let s: Scalar<f32> = load(scale.at(z));
-    let gt: Rt<f32, 16, N> = load(g.tile(z, rt, ct));
+    let gt: Rt<G, 16, N> = load(g.tile(z, rt, ct));
+    let gt = gt.cast::<f32>();
     let bt: Rt<f32, 16, N> = load(buf.tile(z, rt, ct));
     let u = (bt + (gt - bt) * mix) * s;
     if TRANS {
@@ -310,12 +321,19 @@ pub fn muon_combine<
 
 /// The last Newton–Schulz step applied to the weights: `O = a·X + B·X` (f32) and
 /// `p ← p·decay − scale·O` (`p` is `[B, m, n]`), or `p ← p·decay − scale·Oᵀ` with `TRANS`
-/// (`p` is `[B, n, m]`). Grid: `[⌈n / BN⌉, ⌈m / BM⌉, B]`.
+/// (`p` is `[B, n, m]`). With `MODEL` the new weights are also stored in `p_model` (`p`'s
+/// shape) rounded to bf16 (nearest even), the model copy of f32 master weights; without it
+/// `p_model` is not written. Grid: `[⌈n / BN⌉, ⌈m / BM⌉, B]`.
 #[crate::kernel(
     warps = ((BM / WM) * (BN / WN)) as u32,
-    variants(<64, 64, 32, 32, 32, false>, <64, 64, 32, 32, 32, true>),
+    variants(
+        <64, 64, 32, 32, 32, false, false>,
+        <64, 64, 32, 32, 32, true, false>,
+        <64, 64, 32, 32, 32, false, true>,
+        <64, 64, 32, 32, 32, true, true>
+    ),
     selftest = selftest,
-    shapes(bm: [B, M, M], x: [B, M, N], p: [B, _, _]),
+    shapes(bm: [B, M, M], x: [B, M, N], p: [B, _, _], p_model: [B, _, _]),
     grid = [ceil_div(N, BN), ceil_div(M, BM), B]
 )]
 #[allow(clippy::too_many_arguments)]
@@ -326,10 +344,12 @@ pub fn muon_apply<
     const WM: usize,
     const WN: usize,
     const TRANS: bool,
+    const MODEL: bool,
 >(
     bm: Gl<bf16, 3>,
     x: Gl<bf16, 3>,
     p: GlMut<f32, 3>,
+    p_model: GlMut<bf16, 3>,
     a: Scalar<f32>,
     decay: Scalar<f32>,
     scale: Scalar<f32>,
@@ -344,10 +364,18 @@ pub fn muon_apply<
     let o = acc + xt.cast::<f32>() * a;
     if TRANS {
         let pt: Rt<f32, WN, WM> = load(p.tile(batch, col, row));
-        store(p.tile(batch, col, row), pt * decay - transpose(o) * scale);
+        let p_new = pt * decay - transpose(o) * scale;
+        store(p.tile(batch, col, row), p_new);
+        if MODEL {
+            store(p_model.tile(batch, col, row), p_new.cast::<bf16>());
+        }
     } else {
         let pt: Rt<f32, WM, WN> = load(p.tile(batch, row, col));
-        store(p.tile(batch, row, col), pt * decay - o * scale);
+        let p_new = pt * decay - o * scale;
+        store(p.tile(batch, row, col), p_new);
+        if MODEL {
+            store(p_model.tile(batch, row, col), p_new.cast::<bf16>());
+        }
     }
 }
 
@@ -481,11 +509,42 @@ impl Muon {
         params: &mut dyn TensorArg,
         grads: &dyn TensorArg,
     ) -> Result<(), MuonError> {
-        for (name, t) in [("params", &*params), ("grads", grads)] {
-            if t.dtype() != ScalarType::F32 || t.shape() != self.shape {
+        self.run(device, params, grads, None)
+    }
+
+    /// One mixed-precision step: updates the f32 master weights `params` (`[B, R, C]`) in place
+    /// from bf16 `grads` (`[B, R, C]`) and writes `model = bf16(params)` (round to nearest
+    /// even, bf16 `[B, R, C]`) in the update's pass. The momentum buffer stays f32, and the
+    /// Newton–Schulz iteration runs as [`Muon::step`]'s does (bf16 operands, f32 accumulation).
+    pub fn step_with_model_copy(
+        &mut self,
+        device: &Device,
+        params: &mut dyn TensorArg,
+        grads: &dyn TensorArg,
+        model: &mut dyn TensorArg,
+    ) -> Result<(), MuonError> {
+        self.run(device, params, grads, Some(model))
+    }
+
+    /// The step: `grads` f32, or bf16 with a `model` copy to write.
+    fn run(
+        &mut self,
+        device: &Device,
+        params: &mut dyn TensorArg,
+        grads: &dyn TensorArg,
+        mut model: Option<&mut dyn TensorArg>,
+    ) -> Result<(), MuonError> {
+        use ScalarType::{BF16, F32};
+        let low = if model.is_some() { BF16 } else { F32 };
+        let mut expect = vec![("params", &*params, F32), ("grads", grads, low)];
+        if let Some(w) = &model {
+            expect.push(("model", &**w, BF16));
+        }
+        for (name, t, dtype) in expect {
+            if t.dtype() != dtype || t.shape() != self.shape {
                 return Err(MuonError::Argument {
                     name,
-                    expected: format!("f32 of shape {:?} (the state's)", self.shape),
+                    expected: format!("{dtype} of shape {:?} (the state's)", self.shape),
                     found: format!("{} of shape {:?}", t.dtype(), t.shape()),
                 });
             }
@@ -496,36 +555,35 @@ impl Muon {
         let trans = r > c;
         let s = |x: f32| ScalarArg::from(x);
         let mix = s(cfg.mix());
-        muon_momentum::<CHUNK, WARPS>::launch_auto(
-            device,
-            grads,
-            &mut self.momentum_buffer,
-            &mut self.partial,
-            s(cfg.momentum),
-            mix,
-        )?;
-        muon_norm::<NORM_CHUNK>::launch_auto(device, &self.partial, &mut self.scale, s(cfg.eps))?;
-        let [x0, x1] = &mut self.x;
-        let (mut cur, mut next) = (x0, x1);
-        if trans {
-            muon_prepare::<CHUNK, WARPS, true>::launch_auto(
-                device,
-                grads,
-                &self.momentum_buffer,
-                &self.scale,
-                cur,
-                mix,
+        let (beta, eps) = (s(cfg.momentum), s(cfg.eps));
+        let (buf, partial) = (&mut self.momentum_buffer, &mut self.partial);
+        if low == BF16 {
+            muon_momentum::<bf16, CHUNK, WARPS>::launch_auto(
+                device, grads, buf, partial, beta, mix,
             )?;
         } else {
-            muon_prepare::<CHUNK, WARPS, false>::launch_auto(
-                device,
-                grads,
-                &self.momentum_buffer,
-                &self.scale,
-                cur,
-                mix,
+            muon_momentum::<f32, CHUNK, WARPS>::launch_auto(
+                device, grads, buf, partial, beta, mix,
             )?;
         }
+        muon_norm::<NORM_CHUNK>::launch_auto(device, &self.partial, &mut self.scale, eps)?;
+        let [x0, x1] = &mut self.x;
+        let (mut cur, mut next) = (x0, x1);
+        let (buf, scale) = (&self.momentum_buffer, &self.scale);
+        match (low == BF16, trans) {
+            (false, false) => muon_prepare::<f32, CHUNK, WARPS, false>::launch_auto(
+                device, grads, buf, scale, cur, mix,
+            ),
+            (false, true) => muon_prepare::<f32, CHUNK, WARPS, true>::launch_auto(
+                device, grads, buf, scale, cur, mix,
+            ),
+            (true, false) => muon_prepare::<bf16, CHUNK, WARPS, false>::launch_auto(
+                device, grads, buf, scale, cur, mix,
+            ),
+            (true, true) => muon_prepare::<bf16, CHUNK, WARPS, true>::launch_auto(
+                device, grads, buf, scale, cur, mix,
+            ),
+        }?;
         let (a, b, c3) = NS_COEFFICIENTS;
         for step in 0..cfg.ns_steps {
             // A = X·Xᵀ (`z` is not read: the polynomial's buffer stands in).
@@ -559,27 +617,62 @@ impl Muon {
         }
         let decay = s((1.0 - f64::from(cfg.lr) * f64::from(cfg.weight_decay)) as f32);
         let scale = s(cfg.update_scale(r, c));
-        if trans {
-            muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, true>::launch_auto(
-                device,
-                &self.poly,
-                &*cur,
-                params,
-                s(a),
-                decay,
-                scale,
-            )?;
-        } else {
-            muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, false>::launch_auto(
-                device,
-                &self.poly,
-                &*cur,
-                params,
-                s(a),
-                decay,
-                scale,
-            )?;
-        }
+        let (poly, x) = (&self.poly, &*cur);
+        // Without a model copy the apply kernel writes no `p_model`: the Gram scratch stands in.
+        let (with_model, w): (bool, &mut dyn TensorArg) = match model.as_mut() {
+            Some(w) => (true, &mut **w),
+            None => (false, &mut self.gram),
+        };
+        match (trans, with_model) {
+            (false, false) => {
+                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, false, false>::launch_auto(
+                    device,
+                    poly,
+                    x,
+                    params,
+                    w,
+                    s(a),
+                    decay,
+                    scale,
+                )
+            }
+            (true, false) => {
+                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, true, false>::launch_auto(
+                    device,
+                    poly,
+                    x,
+                    params,
+                    w,
+                    s(a),
+                    decay,
+                    scale,
+                )
+            }
+            (false, true) => {
+                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, false, true>::launch_auto(
+                    device,
+                    poly,
+                    x,
+                    params,
+                    w,
+                    s(a),
+                    decay,
+                    scale,
+                )
+            }
+            (true, true) => {
+                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, true, true>::launch_auto(
+                    device,
+                    poly,
+                    x,
+                    params,
+                    w,
+                    s(a),
+                    decay,
+                    scale,
+                )
+            }
+        }?;
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{large, record, Rng};
-use crate::kernels::optim::{adamw_chunk, AdamwScalars, Hyper};
+use crate::kernels::optim::{adamw_chunk, widen_to_f32, AdamwScalars, Hyper};
 use crate::{Device, ScalarArg};
 
 /// Elements per warp of the elementwise kernels here.
@@ -189,30 +189,33 @@ pub fn lion_step<const N: usize, const WARPS: usize>(
     weight_decay: Scalar<f32>,
 ) {
     let chunk = block_idx_x() * WARPS as i32 + warp_idx();
-    lion_chunk::<N>(p, g, m, chunk, lr, beta1, beta2, weight_decay);
+    lion_chunk::<f32, N>(p, g, m, chunk, lr, beta1, beta2, weight_decay);
 }
 
-/// Chunk `chunk` of `N` elements of one Lion tensor: loads, steps (see the module
-/// documentation) and stores `p` and `m`. [`lion_step`] and the multi-tensor
-/// [`lion_multi`](super::optim_multi::lion_multi) step through it.
+/// Chunk `chunk` of `N` elements of one Lion tensor with f32 weights and momentum: loads the
+/// gradient (f32, or a narrower float widened to f32), steps (see the module documentation),
+/// stores `p` and `m` and returns the new weights (for a model copy). [`lion_step`] and the
+/// multi-tensor [`lion_multi`](super::optim_multi::lion_multi) and
+/// [`lion_mixed_multi`](super::optim_multi::lion_mixed_multi) step through it.
 #[crate::func]
 #[allow(clippy::too_many_arguments)]
-pub fn lion_chunk<const N: usize>(
+pub fn lion_chunk<G: RegDtype, const N: usize>(
     p: GlMut<f32, 1>,
-    g: Gl<f32, 1>,
+    g: Gl<G, 1>,
     m: GlMut<f32, 1>,
     chunk: Scalar<i32>,
     lr: Scalar<f32>,
     beta1: Scalar<f32>,
     beta2: Scalar<f32>,
     weight_decay: Scalar<f32>,
-) {
+) -> Rv<f32, N> {
     let pv: Rv<f32, N> = load(p.chunk(chunk));
-    let gv: Rv<f32, N> = load(g.chunk(chunk));
+    let gv = widen_to_f32::<G, N>(load(g.chunk(chunk)));
     let mv: Rv<f32, N> = load(m.chunk(chunk));
     let (p_new, m_new) = lion_update(pv, gv, mv, lr, beta1, beta2, weight_decay);
     store(p.chunk(chunk), p_new);
     store(m.chunk(chunk), m_new);
+    p_new
 }
 
 /// One Lion update of `N` elements in f32 (see the module documentation): `(p, m)` after the

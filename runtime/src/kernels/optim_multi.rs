@@ -14,6 +14,8 @@
 //! - [`adamw_multi`] (f32 weights) and [`adamw_bf16_multi`] (bf16 weights, f32 moments): the
 //!   two dtype groups of a mixed list, one launch each ([`AdamW`](crate::kernels::optim::AdamW)
 //!   groups a list by dtype, as torch's foreach does).
+//! - [`lion_multi`], [`lion_bf16_multi`] and [`lion_mixed_multi`]: Lion over lists, the last
+//!   with f32 master weights, bf16 gradients and a bf16 model copy written in the same pass.
 //! - The global gradient L2 norm and clip over a list (`torch.nn.utils.clip_grad_norm_` over
 //!   many parameters): [`sum_squares_multi`] writes one partial sum of squares per block (no
 //!   atomics, so the result does not depend on the order blocks run in),
@@ -240,7 +242,7 @@ pub fn lion_multi<const N: usize, const WARPS: usize>(
     let pe = p.view(e);
     // Warps past the entry's end (see `adamw_mixed_multi`) skip.
     if (chunk * N as i32).lt(pe.len()) {
-        lion_chunk::<N>(
+        lion_chunk::<f32, N>(
             pe,
             g.view(e),
             m.view(e),
@@ -250,6 +252,46 @@ pub fn lion_multi<const N: usize, const WARPS: usize>(
             beta2,
             weight_decay,
         );
+    }
+}
+
+/// [`lion_multi`] with f32 master weights `p`, bf16 gradients and a bf16 model copy `p_model`
+/// (entry e of the length of `p`'s) written in the same pass: `p_model = bf16(p)` after the
+/// step, rounded to nearest even. The master weights and momentum step exactly as
+/// [`lion_multi`]'s do from the widened gradients. Grid as [`lion_multi`].
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    selftest = selftest_lion_mixed_multi,
+    shapes(p: [E, 2], g: [E, 2], m: [E, 2], p_model: [E, 2], starts: [S], S == E + 1)
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn lion_mixed_multi<const N: usize, const WARPS: usize>(
+    p: GlTableMut<f32, 1>,
+    g: GlTable<bf16, 1>,
+    m: GlTableMut<f32, 1>,
+    p_model: GlTableMut<bf16, 1>,
+    starts: Gl<i32, 1>,
+    lr: Scalar<f32>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    weight_decay: Scalar<f32>,
+) {
+    let (e, chunk) = entry_and_unit::<WARPS>(starts, p.len());
+    let pe = p.view(e);
+    // Warps past the entry's end (see `adamw_mixed_multi`) skip.
+    if (chunk * N as i32).lt(pe.len()) {
+        let p_new = lion_chunk::<bf16, N>(
+            pe,
+            g.view(e),
+            m.view(e),
+            chunk,
+            lr,
+            beta1,
+            beta2,
+            weight_decay,
+        );
+        store(p_model.view(e).chunk(chunk), p_new.cast::<bf16>());
     }
 }
 
@@ -639,6 +681,38 @@ pub fn lion_multi_step(
     )
 }
 
+/// One Lion step over lists in one launch with a bf16 model copy (see [`lion_mixed_multi`]):
+/// `p` and `m` f32, `g` and `p_model` bf16, entry e of each of one length. An empty list does
+/// nothing.
+pub fn lion_mixed_multi_step(
+    device: &Device,
+    p: &mut TensorList,
+    g: &TensorList,
+    m: &mut TensorList,
+    p_model: &mut TensorList,
+    h: &LionHyper,
+) -> Result<(), Error> {
+    const NAME: &str = "lion_mixed_multi";
+    let others = [(g, "g"), (&*m, "m"), (&*p_model, "p_model")];
+    let Some((starts, blocks)) = elementwise_plan(NAME, p, &others)? else {
+        return Ok(());
+    };
+    let s = |x: f32| ScalarArg::from(x);
+    lion_mixed_multi::<CHUNK, WARPS>::launch(
+        device,
+        blocks,
+        p,
+        g,
+        m,
+        p_model,
+        &starts,
+        s(h.lr),
+        s(h.beta1),
+        s(h.beta2),
+        s(h.weight_decay),
+    )
+}
+
 /// One Lion step over lists of bf16 weights in one launch (see [`lion_bf16_multi`]): `p` and
 /// `g` bf16, `m` f32, entry e of each of one length. An empty list does nothing.
 pub fn lion_bf16_multi_step(
@@ -1007,9 +1081,11 @@ fn selftest_adamw_bf16_multi(device: &Device) -> Result<String, String> {
     Ok("bf16 p and f32 m of 5 tensors (sizes 1, 17, 0, 1000, 4099) against the f64 step in one launch".into())
 }
 
-/// One `lion_multi` step over awkward sizes against the f64 step; an element whose `c` lies
-/// within f32 rounding of 0 may take either sign.
-fn selftest_lion_multi(device: &Device) -> Result<String, String> {
+/// One Lion multi-tensor step over awkward sizes against the f64 step: `lion_multi` (f32
+/// gradients), or with `model` `lion_mixed_multi` (bf16 gradients, the bf16 model copy equal to
+/// the master weights rounded to nearest even). An element whose `c` lies within f32 rounding
+/// of 0 may take either sign.
+fn lion_selftest(device: &Device, model: bool) -> Result<String, String> {
     let mut rng = Rng::fresh();
     let h = LionHyper {
         lr: 1e-4,
@@ -1017,15 +1093,30 @@ fn selftest_lion_multi(device: &Device) -> Result<String, String> {
         beta2: 0.99,
         weight_decay: 0.1,
     };
-    let (p0, g) = (
-        random_list(&mut rng, -1.0, 1.0),
-        random_list(&mut rng, -1.0, 1.0),
-    );
+    let b = ScalarType::BF16;
+    let p0 = random_list(&mut rng, -1.0, 1.0);
+    let g: Vec<HostTensor> = SELFTEST_SIZES
+        .iter()
+        .map(|&n| {
+            let dtype = if model { b } else { ScalarType::F32 };
+            rng.tensor(dtype, &[n], -1.0, 1.0)
+        })
+        .collect();
     let m0 = random_list(&mut rng, -0.1, 0.1);
+    let model0: Vec<HostTensor> = SELFTEST_SIZES
+        .iter()
+        .map(|&n| HostTensor::full(b, &[n], f64::NAN))
+        .collect();
     let (mut p, gl, mut m) = (host_list(&p0)?, host_list(&g)?, host_list(&m0)?);
-    lion_multi_step(device, &mut p, &gl, &mut m, &h).map_err(|e| e.to_string())?;
+    let mut copy = host_list(&model0)?;
+    let launched = if model {
+        lion_mixed_multi_step(device, &mut p, &gl, &mut m, &mut copy, &h)
+    } else {
+        lion_multi_step(device, &mut p, &gl, &mut m, &h)
+    };
+    launched.map_err(|e| e.to_string())?;
     let (lr, b1, b2, wd) = h.as_f64();
-    for e in 0..SELFTEST_SIZES.len() {
+    for (e, &n) in SELFTEST_SIZES.iter().enumerate() {
         let (mut wp, mut wm) = (p0[e].to_vec(), m0[e].to_vec());
         let cs = reference::lion(&mut wp, &g[e].to_vec(), &mut wm, lr, b1, b2, wd);
         let got = p.host(e).ok_or("p entry not on the host")?.to_vec();
@@ -1053,11 +1144,38 @@ fn selftest_lion_multi(device: &Device) -> Result<String, String> {
                 rng.seed
             ));
         }
+        if model {
+            let rounded = HostTensor::new(b, &[n], &got).map_err(|e| e.to_string())?;
+            let got_model = copy.host(e).ok_or("model entry not on the host")?.to_vec();
+            if got_model
+                .iter()
+                .zip(rounded.to_vec())
+                .any(|(x, y)| x.to_bits() != y.to_bits())
+            {
+                return Err(format!(
+                    "entry {e} ({n}): model copy is not bf16(p) (seed {})",
+                    rng.seed
+                ));
+            }
+        }
     }
-    Ok(
-        "p and m of 5 tensors (sizes 1, 17, 0, 1000, 4099) against the f64 step in one launch"
-            .into(),
-    )
+    let what = if model {
+        "f32 p and m from bf16 g"
+    } else {
+        "p and m"
+    };
+    let copy_note = if model { "; model copy = bf16(p)" } else { "" };
+    Ok(format!(
+        "{what} of 5 tensors (sizes 1, 17, 0, 1000, 4099) against the f64 step in one launch{copy_note}"
+    ))
+}
+
+fn selftest_lion_multi(device: &Device) -> Result<String, String> {
+    lion_selftest(device, false)
+}
+
+fn selftest_lion_mixed_multi(device: &Device) -> Result<String, String> {
+    lion_selftest(device, true)
 }
 
 /// One Adam-mini multi-tensor step over tensors of several partitions against the f64 step:

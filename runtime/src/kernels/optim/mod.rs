@@ -4,10 +4,10 @@
 //! | optimizer | definition followed | launches per step |
 //! |---|---|---|
 //! | [`AdamW`] | `torch.optim.AdamW` | 1 per dtype in the list ([`adamw_multi`](super::optim_multi::adamw_multi) for f32, [`adamw_bf16_multi`](super::optim_multi::adamw_bf16_multi) for bf16), or 1 ([`adamw_mixed_multi`](super::optim_multi::adamw_mixed_multi)) with a bf16 model copy |
-//! | [`Lion`] | Chen et al. 2023, Algorithm 2 (as `lion-pytorch`) | 1 per dtype in the list ([`lion_multi`](super::optim_multi::lion_multi) for f32, [`lion_bf16_multi`](super::optim_multi::lion_bf16_multi) for bf16) |
+//! | [`Lion`] | Chen et al. 2023, Algorithm 2 (as `lion-pytorch`) | 1 per dtype in the list ([`lion_multi`](super::optim_multi::lion_multi) for f32, [`lion_bf16_multi`](super::optim_multi::lion_bf16_multi) for bf16), or 1 ([`lion_mixed_multi`](super::optim_multi::lion_mixed_multi)) with a bf16 model copy |
 //! | [`AdamMini`] | Zhang et al. 2024 (`adam-mini` 1.1): one `v` per block of the caller's [`Partition`] | 1 ([`adam_mini_multi`](super::optim_multi::adam_mini_multi), or [`adam_mini_mixed_multi`](super::optim_multi::adam_mini_mixed_multi) with a bf16 model copy) |
 //! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`]) | 1 ([`adam8bit_multi`](optim8::adam8bit_multi), or [`adam8bit_mixed_multi`](optim8::adam8bit_mixed_multi) with a bf16 model copy) |
-//! | [`Muon`] | `torch.optim.Muon` ([`muon`]) | `3·ns_steps + 2` per matrix |
+//! | [`Muon`] | `torch.optim.Muon` ([`muon`]); f32 weights, or f32 master weights with bf16 gradients and a bf16 model copy | `3·ns_steps + 2` per matrix |
 //! | [`Shampoo`] | Distributed Shampoo v1.0 (`DistributedShampoo`, [`shampoo`]): EMA statistics, coupled Newton inverse 4th roots in f32, Adam grafting, blocking | 1 per vector; per matrix block 4, or 8 once preconditioned, plus the roots' Newton iterations when due |
 //!
 //! ```
@@ -45,7 +45,8 @@ pub use super::muon::MuonConfig;
 pub use super::optim_family::LionHyper;
 use super::optim_multi::{
     adam_mini_mixed_multi_step, adam_mini_multi_step, adamw_bf16_multi_step,
-    adamw_mixed_multi_step, adamw_multi_step, lion_bf16_multi_step, lion_multi_step,
+    adamw_mixed_multi_step, adamw_multi_step, lion_bf16_multi_step, lion_mixed_multi_step,
+    lion_multi_step,
 };
 pub use super::shampoo::{RootReport, ShampooConfig, ShampooError};
 use super::{muon, optim8, shampoo};
@@ -547,7 +548,8 @@ impl LionConfig {
 }
 
 /// Lion over a list of f32 and bf16 parameters, grouped by dtype as [`AdamW`] groups them
-/// (one launch per dtype). State per parameter: `exp_avg` (f32, its shape).
+/// (one launch per dtype), or (with [`Lion::step_with_model_copy`]) f32 master weights of a
+/// bf16 model in one launch. State per parameter: `exp_avg` (f32, its shape).
 #[derive(Debug)]
 pub struct Lion {
     /// The hyper-parameters of the next step.
@@ -597,17 +599,7 @@ impl Lion {
     ) -> Result<(), OptimError> {
         let (f, b) = (ScalarType::F32, ScalarType::BF16);
         check_lists_of("Lion", params, grads, &[f, b], None, &self.shapes)?;
-        self.config.check()?;
-        if self.steps == 0 {
-            self.shapes = shapes(params);
-            self.exp_avg = zeros_like(params, device)?;
-        }
-        let h = LionHyper {
-            lr: self.config.lr,
-            beta1: self.config.betas.0,
-            beta2: self.config.betas.1,
-            weight_decay: self.config.weight_decay,
-        };
+        let h = self.prepare(device, params)?;
         let groups = dtype_groups(params);
         for (dtype, members) in &groups {
             let mut p = flat(*dtype, &pick(params, members))?;
@@ -622,6 +614,47 @@ impl Lion {
         self.groups = groups;
         self.steps += 1;
         Ok(())
+    }
+
+    /// One mixed-precision step, as [`AdamW::step_with_model_copy`]: updates the f32 master
+    /// weights `params` in place from bf16 `grads` and writes `model[i] = bf16(params[i])`
+    /// (round to nearest even) in the same launch
+    /// ([`lion_mixed_multi`](super::optim_multi::lion_mixed_multi)).
+    pub fn step_with_model_copy(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let (f, b) = (ScalarType::F32, ScalarType::BF16);
+        check_lists("Lion", params, grads, f, b, &self.shapes)?;
+        check_lists("Lion (model copy)", params, model, f, b, &self.shapes)?;
+        let h = self.prepare(device, params)?;
+        let mut p = flat(f, &refs(params))?;
+        let g = flat(b, &refs(grads))?;
+        let mut w = flat(b, &refs(model))?;
+        let mut m = flat(f, &refs(&self.exp_avg))?;
+        lion_mixed_multi_step(device, &mut p, &g, &mut m, &mut w, &h)?;
+        self.groups = vec![(f, (0..params.len()).collect())];
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// Checks the options, makes the state at the first step and gives the step's
+    /// hyper-parameters.
+    fn prepare(&mut self, device: &Device, params: &[Tensor]) -> Result<LionHyper, OptimError> {
+        self.config.check()?;
+        if self.steps == 0 {
+            self.shapes = shapes(params);
+            self.exp_avg = zeros_like(params, device)?;
+        }
+        Ok(LionHyper {
+            lr: self.config.lr,
+            beta1: self.config.betas.0,
+            beta2: self.config.betas.1,
+            weight_decay: self.config.weight_decay,
+        })
     }
 }
 
@@ -996,7 +1029,8 @@ impl Adam8bit {
 }
 
 /// Muon over a list of 2-D f32 parameters (`torch.optim.Muon`, which likewise takes only
-/// matrices: give biases and embeddings to another optimizer). Each matrix gets a
+/// matrices: give biases and embeddings to another optimizer), or (with
+/// [`Muon::step_with_model_copy`]) f32 master weights of a bf16 model. Each matrix gets a
 /// [`muon::Muon`] state of batch 1.
 #[derive(Debug)]
 pub struct Muon {
@@ -1038,6 +1072,34 @@ impl Muon {
     ) -> Result<(), OptimError> {
         let f = ScalarType::F32;
         check_lists("Muon", params, grads, f, f, &self.shapes)?;
+        self.run(device, params, grads, None)
+    }
+
+    /// One mixed-precision step, as [`AdamW::step_with_model_copy`]: updates the f32 master
+    /// weights `params` (2-D) in place from bf16 `grads` and writes `model[i] = bf16(params[i])`
+    /// (round to nearest even) in the update's pass ([`muon::Muon::step_with_model_copy`]:
+    /// f32 momentum, Newton–Schulz on bf16 operands with f32 accumulation).
+    pub fn step_with_model_copy(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let (f, b) = (ScalarType::F32, ScalarType::BF16);
+        check_lists("Muon", params, grads, f, b, &self.shapes)?;
+        check_lists("Muon (model copy)", params, model, f, b, &self.shapes)?;
+        self.run(device, params, grads, Some(model))
+    }
+
+    /// The step over checked lists, with a model copy to write when `model` is given.
+    fn run(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: Option<&[Tensor]>,
+    ) -> Result<(), OptimError> {
         if self.steps == 0 {
             let mut states = Vec::with_capacity(params.len());
             for (entry, p) in params.iter().enumerate() {
@@ -1055,25 +1117,27 @@ impl Muon {
             self.shapes = shapes(params);
             self.states = states;
         }
-        for ((p, g), state) in params.iter().zip(grads).zip(&mut self.states) {
+        for (e, ((p, g), state)) in params.iter().zip(grads).zip(&mut self.states).enumerate() {
             state.config = self.config;
-            let batch = |t: &Tensor| {
-                let mut shape = vec![1];
-                shape.extend_from_slice(t.shape());
-                shape
-            };
-            let mut pv = Reshaped {
-                tensor: p,
-                shape: batch(p),
-            };
-            let gv = Reshaped {
-                tensor: g,
-                shape: batch(g),
-            };
-            state.step(device, &mut pv, &gv)?;
+            let (mut pv, gv) = (batch_of_one(p), batch_of_one(g));
+            match model {
+                Some(model) => {
+                    let mut wv = batch_of_one(&model[e]);
+                    state.step_with_model_copy(device, &mut pv, &gv, &mut wv)?
+                }
+                None => state.step(device, &mut pv, &gv)?,
+            }
         }
         self.steps += 1;
         Ok(())
+    }
+}
+
+/// `t` as the batch of one matrix a [`muon::Muon`] state holds: shape `[1, ...]`.
+fn batch_of_one(t: &Tensor) -> Reshaped<'_> {
+    Reshaped {
+        tensor: t,
+        shape: [&[1], t.shape()].concat(),
     }
 }
 

@@ -32,6 +32,23 @@ pub fn lds_limit(target: Target) -> u64 {
     }
 }
 
+/// SIMDs (execution units) of a compute unit: a work-group's wavefronts are spread over them
+/// (CDNA3 ISA, *Compute Unit*).
+const SIMDS_PER_CU: u64 = 4;
+
+/// The occupancy, in wavefronts per SIMD, that the back end schedules an MFMA kernel for: 2,
+/// or 1 where the kernel's LDS leaves room for fewer work-groups than that per compute unit
+/// (LDS per compute unit: [`lds_limit`]). Left to itself, LLVM aims for the highest
+/// occupancy the LDS allows and shrinks register use to reach it: an attention step at 8
+/// wavefronts then reloads one MFMA operand at a time, each behind its own `s_waitcnt`. At
+/// two wavefronts per SIMD it keeps a step's operands in flight together (the knob Triton's
+/// AMD back end exposes as `waves_per_eu`).
+fn mfma_waves_per_eu(target: Target, threads: u32, shared_bytes: u64) -> u64 {
+    let waves = u64::from(threads).div_ceil(64);
+    let groups = lds_limit(target) / shared_bytes.max(1);
+    (groups * waves / SIMDS_PER_CU).clamp(1, 2)
+}
+
 /// Vector registers a lane may use: the unified register file of gfx90a and later holds 512
 /// per lane at one wave per SIMD, 256 architectural VGPRs plus 256 accumulation VGPRs (AGPRs)
 /// (LLVM AMDGPUUsage, *AMDGPU Processors*, "gfx90a: … unified VGPR file").
@@ -192,6 +209,37 @@ impl Rules for Amd {
         }
     }
 
+    /// On gfx90a and gfx942, which have no conversion instruction to bf16, the rounding on the
+    /// bits: `(bits + 0x7fff + bit 16) >> 16` rounds to nearest even (a carry out of the
+    /// mantissa steps the exponent, so the largest finite values round to infinity), and a NaN
+    /// becomes the quiet NaN `0x7fff` (the IR keeps a NaN a NaN, not its sign or payload:
+    /// `tilekit_ir::numeric`). Four instructions (`v_bfe_u32`, `v_add3_u32`, `v_cmp_o_f32`,
+    /// `v_cndmask_b32`); LLVM's own expansion keeps the NaN's sign and payload for a fifth.
+    /// gfx950 converts in hardware (`v_cvt_pk_bf16_f32`), so LLVM's `fptrunc` stays there.
+    fn f32_to_bf16(&self, e: &mut Emit, x: &str) -> Option<String> {
+        if self.target == Target::Gfx950 {
+            return None;
+        }
+        let bits = e.op(&format!("llvm.bitcast {x} : f32 to i32"));
+        let c16 = e.i32(16);
+        let one = e.i32(1);
+        let below_half = e.i32(0x7fff);
+        let nan = e.i32(0x7fff_0000);
+        let hi = e.op(&format!("arith.shrui {bits}, {c16} : i32"));
+        let odd = e.op(&format!("arith.andi {hi}, {one} : i32"));
+        let r = e.op(&format!("arith.addi {bits}, {below_half} : i32"));
+        let r = e.op(&format!("arith.addi {r}, {odd} : i32"));
+        let is_nan = e.op(&format!("arith.cmpf uno, {x}, {x} : f32"));
+        let r = e.op(&format!("arith.select {is_nan}, {nan}, {r} : i32"));
+        // Without the freeze, InstCombine moves the select past the shift onto the 16-bit
+        // halves, and the back end shifts every element down before packing two with
+        // `v_perm_b32`, which takes the high halves as they are.
+        let r = e.op(&format!("llvm.freeze {r} : i32"));
+        let r = e.op(&format!("arith.shrui {r}, {c16} : i32"));
+        let h = e.op(&format!("arith.trunci {r} : i32 to i16"));
+        Some(e.op(&format!("llvm.bitcast {h} : i16 to bf16")))
+    }
+
     /// A `v_mov_b32` that LLVM cannot see through, for the reason NVIDIA's `mov` has (see `copy`
     /// in `lower/memory.rs`): without it, loop strength reduction turns the element addresses
     /// of a copy in a loop whose trip count is bounded by a block index (causal attention) into
@@ -291,13 +339,32 @@ impl Rules for Amd {
         false
     }
 
+    /// The kernel function carries two back-end attributes (LLVM AMDGPUUsage, *LLVM IR
+    /// Attributes*):
+    /// - `amdgpu-ieee` = false: the mode register's IEEE bit off (kernel descriptor
+    ///   `.amdhsa_ieee_mode 0`). With it on, `v_max_f32`/`v_min_f32` quiet signaling NaNs, so
+    ///   LLVM puts a canonicalizing `v_max_f32 x, x` before every `maxnum`/`minnum` operand it
+    ///   cannot prove canonical; with it off they treat every NaN as missing data, which is
+    ///   what `maxnum`/`minnum` ask (their result for a signaling NaN may be either), and other
+    ///   arithmetic still propagates NaN.
+    /// - `amdgpu-waves-per-eu` for kernels that issue MFMA ([`mfma_waves_per_eu`]).
     fn module(&self, k: &KernelText<'_>) -> String {
+        let mut attrs = vec![("amdgpu-ieee", "false".to_string())];
+        if k.body.contains("rocdl.mfma") {
+            let w = mfma_waves_per_eu(self.target, k.threads, k.shared_bytes);
+            attrs.push(("amdgpu-waves-per-eu", format!("{w},{w}")));
+        }
+        let passthrough = attrs
+            .iter()
+            .map(|(key, v)| format!("[\"{key}\", \"{v}\"]"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let smem_decl = format!(
             "llvm.mlir.global internal @__tk_smem() {{addr_space = 3 : i32, alignment = 1024 : i64}} : !llvm.array<{} x i8>",
             k.shared_bytes.max(16)
         );
         format!(
-            "module attributes {{llvm.target_triple = \"amdgcn-amd-amdhsa\"}} {{\n  {smem_decl}\n  llvm.func @{name}({sig}) attributes {{rocdl.kernel, rocdl.flat_work_group_size = \"{threads},{threads}\", rocdl.reqd_work_group_size = array<i32: {threads}, 1, 1>}} {{\n{prologue}{body}  }}\n}}\n",
+            "module attributes {{llvm.target_triple = \"amdgcn-amd-amdhsa\"}} {{\n  {smem_decl}\n  llvm.func @{name}({sig}) attributes {{rocdl.kernel, rocdl.flat_work_group_size = \"{threads},{threads}\", rocdl.reqd_work_group_size = array<i32: {threads}, 1, 1>, passthrough = [{passthrough}]}} {{\n{prologue}{body}  }}\n}}\n",
             name = k.name,
             sig = k.sig,
             threads = k.threads,

@@ -179,10 +179,21 @@ impl Lowerer<'_> {
 
     fn narrow_f32(&mut self, d: ScalarType, x: &str) -> String {
         if is_half(d) {
-            self.e.op(&format!("arith.truncf {x} : f32 to {}", mty(d)))
+            self.truncf_f32(d, x)
         } else {
             x.to_string()
         }
+    }
+
+    /// `x` (f32) rounded to the narrower float `d`: by the target's own sequence for bf16
+    /// where it has one ([`super::rules::Rules::f32_to_bf16`]), else `arith.truncf`.
+    fn truncf_f32(&mut self, d: ScalarType, x: &str) -> String {
+        if d == ScalarType::BF16 {
+            if let Some(r) = self.rules.f32_to_bf16(&mut self.e, x) {
+                return r;
+            }
+        }
+        self.e.op(&format!("arith.truncf {x} : f32 to {}", mty(d)))
     }
 
     /// The target's fast form of an f32 function (`ex2.approx.f32`, `v_exp_f32`, …).
@@ -416,11 +427,11 @@ impl Lowerer<'_> {
                 } else if to == F32 {
                     unreachable!("f32 → f32 is the identity")
                 } else if from == F32 {
-                    self.e.op(&format!("arith.truncf {x} : {ft} to {tt}"))
+                    self.truncf_f32(to, x)
                 } else {
                     // bf16 ↔ f16: through f32, which holds both exactly.
                     let w = self.e.op(&format!("arith.extf {x} : {ft} to f32"));
-                    self.e.op(&format!("arith.truncf {w} : f32 to {tt}"))
+                    self.truncf_f32(to, &w)
                 }
             }
             (false, true) => {

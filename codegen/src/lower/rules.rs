@@ -82,6 +82,12 @@ pub(crate) trait Rules {
     /// `f(x)` on f32 with the target's fast instruction.
     fn math(&self, e: &mut Emit, f: HwMath, x: &str) -> String;
 
+    /// `x` (f32) rounded to bf16 (to nearest even) by the target's own sequence, where it
+    /// beats LLVM's lowering of `fptrunc`; `None` leaves it to LLVM.
+    fn f32_to_bf16(&self, _e: &mut Emit, _x: &str) -> Option<String> {
+        None
+    }
+
     /// `x` (i32) hidden from LLVM's scalar evolution (see `copy` in `memory.rs`), where the
     /// target needs it.
     fn opaque_i32(&self, e: &mut Emit, x: &str) -> String;

@@ -225,8 +225,18 @@ impl Rules for Nvidia {
         } else {
             ""
         };
+        // The address of a failed assert's record (0: none), set by the host after loading;
+        // declared where a `device_assert` refers to it.
+        let record = tilekit_ir::assert_record::SYMBOL;
+        let record_decl = if k.body.contains(&format!("@{record} ")) {
+            format!(
+                "\n  llvm.mlir.global external @{record}(0 : i64) {{addr_space = 1 : i32, alignment = 8 : i64}} : i64"
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "module attributes {{llvm.target_triple = \"nvptx64-nvidia-cuda\"}} {{\n  {smem_decl}\n  llvm.func @{name}({sig}) attributes {{nvvm.kernel, nvvm.maxntid = array<i32: {threads}, 1, 1>{min_blocks}}} {{\n{prologue}{body}  }}\n}}\n",
+            "module attributes {{llvm.target_triple = \"nvptx64-nvidia-cuda\"}} {{\n  {smem_decl}{record_decl}\n  llvm.func @{name}({sig}) attributes {{nvvm.kernel, nvvm.maxntid = array<i32: {threads}, 1, 1>{min_blocks}}} {{\n{prologue}{body}  }}\n}}\n",
             name = k.name,
             sig = k.sig,
             threads = k.threads,

@@ -1,6 +1,7 @@
 //! `device_assert`: a false condition stops the launch with an error naming the message and
-//! where (the interpreter: block, warp, element; the sm_80 emulator: block, warp, lanes and the
-//! trap's PTX line); a true one changes nothing. Compiled for sm_90a and the AMD targets.
+//! where (the interpreter: block, warp, element; the sm_80 emulator: the record the failing
+//! lane writes before its trap (block, thread), and the trap's PTX line, warp and lanes); a true
+//! one changes nothing. Compiled for sm_90a and the AMD targets.
 #![cfg(feature = "jit")]
 
 use tilekit::codegen::Target;
@@ -109,8 +110,12 @@ fn the_sm_80_emulator_reports_the_trap_with_the_message() {
         "{text}"
     );
     // Block 2, warp 1; the element sits in a lane of that warp (row 3 of the tile: the lanes
-    // of fragment row group 3, `lane / 4 == 3`).
+    // of fragment row group 3, `lane / 4 == 3`), which the record names as thread 32 + lane.
     assert!(text.contains("block [2, 0, 0], warp 1"), "{text}");
+    assert!(
+        (44..48).any(|t| text.contains(&format!("(block (2, 0, 0), thread {t})"))),
+        "{text}"
+    );
     assert!(
         text.contains("lanes [12")
             || text.contains("lanes [13")
@@ -124,9 +129,16 @@ fn the_sm_80_emulator_reports_the_trap_with_the_message() {
 fn asserts_compile_for_sm_90a_and_every_amd_target() {
     let c = tilekit::codegen::compile(checked_sqrt::module(), checked_sqrt::NAME, Target::Sm90a)
         .unwrap();
-    assert!(c
-        .ptx()
-        .contains("trap; // device_assert: x must not be negative"));
+    let ptx = c.ptx();
+    assert!(ptx.contains("trap; // device_assert: x must not be negative"));
+    // The record a GPU host reads after the trap: the module's pointer to it, one lane's claim,
+    // the system-scope fence before the trap.
+    assert!(
+        ptx.contains(".global .align 8 .u64 __tilekit_assert_record"),
+        "{ptx}"
+    );
+    assert!(ptx.contains("atom.global.cas.b32"), "{ptx}");
+    assert!(ptx.contains("fence.sc.sys; trap;"), "{ptx}");
     for t in [Target::Gfx90a, Target::Gfx942, Target::Gfx950] {
         let c = tilekit::codegen::compile(checked_sqrt::module(), checked_sqrt::NAME, t)
             .unwrap_or_else(|e| panic!("{t}: {e}"));

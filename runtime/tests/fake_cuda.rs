@@ -444,3 +444,63 @@ fn tensor_map_child() {
     );
     println!("child: all checks passed");
 }
+
+/// Square roots of 16-element chunks, which must not be negative; the fake driver traps every
+/// `trap_` kernel as a failed assert would.
+#[tilekit::kernel(warps = 1)]
+fn trap_negative(x: Gl<f32, 1>, y: GlMut<f32, 1>) {
+    let i = block_idx_x();
+    let v: Rv<f32, 16> = load(x.chunk(i));
+    device_assert(v.ge(0.0), "x must not be negative");
+    store(y.chunk(i), v.sqrt());
+}
+
+/// A failed `device_assert` on a GPU: the module's record pointer is set to host-mapped pinned
+/// memory after loading, and the trap's error (from the synchronization that sees it, or from a
+/// launch on the trapped context) names the message, the block and the thread the record holds.
+#[test]
+fn a_failed_device_assert_is_read_from_host_mapped_memory() {
+    if fake_driver::is_child() {
+        return trap_child();
+    }
+    let (_, stderr) = fake_driver::run_child(
+        "fake_cuda/libcuda.c",
+        "libcuda.so",
+        "a_failed_device_assert_is_read_from_host_mapped_memory",
+        &[],
+    );
+    assert!(
+        stderr.contains("fake-cuda: global __tilekit_assert_record"),
+        "{stderr}"
+    );
+    // A kernel without an assert declares no record.
+    assert_eq!(stderr.matches("fake-cuda: global").count(), 1, "{stderr}");
+}
+
+fn trap_child() {
+    let gpu = Device::cuda(0).expect("the fake driver opens");
+    let record = "device_assert failed: x must not be negative (block (2, 0, 0), thread 31)";
+    let xs: Vec<f64> = (0..48).map(|i| f64::from(i) - 40.0).collect();
+    let tx = Tensor::from_f64(F32, &[48], &xs, &gpu).unwrap();
+    let mut ty = Tensor::zeros(F32, &[48], &gpu).unwrap();
+    // An assert-free kernel first: its module has no record to map.
+    let zx = Tensor::zeros(F32, &[16], &gpu).unwrap();
+    let mut zy = Tensor::zeros(F32, &[16], &gpu).unwrap();
+    axpb::launch(&gpu, 1, &zx, &mut zy, 1.0f32.into(), 0i32.into()).unwrap();
+    // Device tensors: the launch returns; the trap shows at the next synchronization.
+    trap_negative::launch(&gpu, 3, &tx, &mut ty).expect("the launch itself succeeds");
+    let e = gpu.synchronize().unwrap_err();
+    assert!(matches!(e, Error::Driver { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains("CUDA_ERROR_LAUNCH_FAILED"), "{e}");
+    assert!(e.contains(&format!("@trap_negative: {record}")), "{e}");
+    // A launch on the trapped context fails; its error names the recorded assert.
+    let x = tilekit::ir::interp::HostTensor::new(F32, &[48], &xs).unwrap();
+    let mut y = tilekit::ir::interp::HostTensor::zeros(F32, &[48]);
+    let e = trap_negative::launch(&gpu, 3, &x, &mut y).unwrap_err();
+    assert!(matches!(e, Error::Launch { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains(&format!("{record} (")), "{e}");
+    assert!(e.contains("CUDA_ERROR_LAUNCH_FAILED"), "{e}");
+    println!("child: all checks passed");
+}

@@ -8,7 +8,7 @@
 //! over a value that is zero in every other lane); a tile's elements are updated by the lanes
 //! that hold them, each receiving its elements' old values.
 
-use tilekit_ir::{AtomicFn, Op, ScalarType, Type};
+use tilekit_ir::{assert_record, AtomicFn, Op, ScalarType, Type};
 
 use super::memory::Access;
 use super::{mty, Lowerer, Lv, R};
@@ -209,11 +209,10 @@ impl Lowerer<'_> {
     }
 
     /// `device_assert[@message] (c)`: a lane whose condition (any of its registers, for a tile
-    /// or vector) is false stops the kernel with a trap. On NVIDIA the trap is inline asm whose
-    /// PTX line carries the message in a comment (`trap; // device_assert: …`), so whoever
-    /// reports the trap's PTX line (the emulator does) can name the failed assert
-    /// (`tilekit::dsl::assertion::message_at_line` reads it back); a GPU reports only that the
-    /// launch trapped.
+    /// or vector) is false stops the kernel with a trap. On NVIDIA the lane first writes the
+    /// [`assert_record`] the module's `.global` [`assert_record::SYMBOL`] points at (when it is
+    /// not 0), then fences at system scope and traps; the trap's PTX line also carries the
+    /// message in a comment (`trap; // device_assert: …`) for readers of the PTX.
     pub(super) fn device_assert(&mut self, op: &Op, message: &str) -> R<()> {
         let c = op.operands[0];
         let conds = if self.ty(c).is_scalar() {
@@ -235,15 +234,67 @@ impl Lowerer<'_> {
         };
         self.e.open(&format!("scf.if {failed} {{"));
         if self.target.is_nvidia() {
+            self.write_assert_record(message);
+            // PTX ISA "Memory Consistency Model": `fence.sc.sys` orders the record's writes
+            // before the trap for observers outside the GPU (the host reading the mapped page).
             let text = assert_comment(message);
             self.e.line(&format!(
-                "llvm.inline_asm has_side_effects \"trap; // device_assert: {text}\", \"\" : () -> ()"
+                "llvm.inline_asm has_side_effects \"fence.sc.sys; trap; // device_assert: {text}\", \"~{{memory}}\" : () -> ()"
             ));
         } else {
             self.e.line("llvm.intr.trap");
         }
         self.e.close("}");
         Ok(())
+    }
+
+    /// Writes the failing lane's [`assert_record`] where the module's record pointer points:
+    /// the lane that moves the state word from 0 to 1 (`atom.global.cas`, so one lane of the
+    /// whole grid writes) stores its block, thread and `message`.
+    fn write_assert_record(&mut self, message: &str) {
+        let g = self.e.op(&format!(
+            "llvm.mlir.addressof @{} : !llvm.ptr<1>",
+            assert_record::SYMBOL
+        ));
+        let at = self.e.op(&format!(
+            "llvm.load {g} {{alignment = 8 : i64}} : !llvm.ptr<1> -> i64"
+        ));
+        let zero = self.e.i64(0);
+        let mapped = self.e.op(&format!("arith.cmpi ne, {at}, {zero} : i64"));
+        self.e.open(&format!("scf.if {mapped} {{"));
+        let old = self.e.op(&format!(
+            "llvm.inline_asm has_side_effects \"atom.global.cas.b32 $0, [$1+{}], 0, 1;\", \"=r,l,~{{memory}}\" {at} : (i64) -> i32",
+            assert_record::STATE
+        ));
+        let z = self.e.i32(0);
+        let first = self.e.op(&format!("arith.cmpi eq, {old}, {z} : i32"));
+        self.e.open(&format!("scf.if {first} {{"));
+        let base = self
+            .e
+            .op(&format!("llvm.inttoptr {at} : i64 to !llvm.ptr<1>"));
+        let (words, length) = assert_record::message_words(message);
+        let mut fields = Vec::new();
+        for (k, d) in ["x", "y", "z"].into_iter().enumerate() {
+            let b = self.e.op(&format!("nvvm.read.ptx.sreg.ctaid.{d} : i32"));
+            fields.push((assert_record::BLOCK + 4 * k, b));
+        }
+        let tid = self.e.op("nvvm.read.ptx.sreg.tid.x : i32");
+        fields.push((assert_record::THREAD, tid));
+        fields.push((assert_record::LENGTH, self.e.i32(length as i64)));
+        for (k, w) in words.into_iter().enumerate() {
+            // As i32 (MLIR prints the bits of a negative i32 constant fine).
+            fields.push((assert_record::MESSAGE + 4 * k, self.e.i32(w as i32 as i64)));
+        }
+        for (offset, v) in fields {
+            let p = self.e.op(&format!(
+                "llvm.getelementptr {base}[{offset}] : (!llvm.ptr<1>) -> !llvm.ptr<1>, i8"
+            ));
+            self.e.line(&format!(
+                "llvm.store {v}, {p} {{alignment = 4 : i64}} : i32, !llvm.ptr<1>"
+            ));
+        }
+        self.e.close("}");
+        self.e.close("}");
     }
 
     /// High and low words of the 64-bit product of u32 `x` and the constant `m` (an i64).

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::{result, sys};
 
 use super::Error;
+use crate::ir::assert_record;
 
 /// The driver's name and message for a result code.
 fn describe(e: result::DriverError) -> String {
@@ -391,6 +392,8 @@ pub(crate) struct Function {
     module: sys::CUmodule,
     func: sys::CUfunction,
     ctx: Arc<Context>,
+    /// Where a failed `device_assert` of the kernel leaves its record (kernels with one).
+    record: Option<MappedRecord>,
 }
 
 // SAFETY: module and function handles are usable from any thread with the context current.
@@ -480,11 +483,13 @@ impl Function {
                 });
             }
         };
-        let loaded = Function {
+        let mut loaded = Function {
             module,
             func,
             ctx: ctx.clone(),
+            record: None,
         };
+        loaded.record = MappedRecord::attach(ctx, module)?;
         if dynamic_shared > 48 * 1024 {
             // SAFETY: `func` is a live function handle.
             unsafe {
@@ -497,6 +502,12 @@ impl Function {
             .map_err(driver("cuFuncSetAttribute"))?;
         }
         Ok(loaded)
+    }
+
+    /// What a failed `device_assert` of this kernel wrote, once one has failed (read after the
+    /// launch or a synchronization reported the trap).
+    pub(crate) fn failed_assert(&self) -> Option<assert_record::AssertRecord> {
+        self.record.as_ref().and_then(MappedRecord::read)
     }
 
     /// Launches with `params`, the values of the entry's arguments in order (each as its
@@ -538,6 +549,81 @@ impl Drop for Function {
         if self.ctx.bind().is_ok() {
             // SAFETY: the module was loaded by `load` and is unloaded once.
             let _ = unsafe { result::module::unload(self.module) };
+        }
+    }
+}
+
+/// Host-mapped pinned memory for a kernel's [`assert_record`], which its module's
+/// [`assert_record::SYMBOL`] points at: the kernel writes it before it traps, and the host reads
+/// it from its own mapping, since a trapped context's device memory can no longer be copied
+/// (CUDA Driver API, "Memory Management": `cuMemHostAlloc` with `CU_MEMHOSTALLOC_DEVICEMAP`,
+/// `cuMemHostGetDevicePointer`).
+struct MappedRecord {
+    host: *mut c_void,
+    ctx: Arc<Context>,
+}
+
+impl MappedRecord {
+    /// Maps a record for `module` when it declares [`assert_record::SYMBOL`] (else `None`)
+    /// and stores the record's device address there.
+    fn attach(ctx: &Arc<Context>, module: sys::CUmodule) -> Result<Option<MappedRecord>, Error> {
+        let name = CString::new(assert_record::SYMBOL).expect("the symbol has no NUL byte");
+        // SAFETY: `module` is a loaded module of the current context.
+        let (slot, bytes) = match unsafe { result::module::get_global(module, name) } {
+            Ok(found) => found,
+            Err(e) if e.0 == sys::CUresult::CUDA_ERROR_NOT_FOUND => return Ok(None),
+            Err(e) => return Err(driver("cuModuleGetGlobal")(e)),
+        };
+        if bytes != 8 {
+            return Err(Error::Driver {
+                device: format!("{ctx:?}"),
+                call: "cuModuleGetGlobal".into(),
+                message: format!(
+                    "`{}` is {bytes} bytes; tilekit's kernels declare it as a 64-bit address",
+                    assert_record::SYMBOL
+                ),
+            });
+        }
+        // SAFETY: a plain pinned allocation, mapped into the device's address space; it is
+        // zeroed before anything reads it.
+        let host =
+            unsafe { result::malloc_host(assert_record::BYTES, sys::CU_MEMHOSTALLOC_DEVICEMAP) }
+                .map_err(driver("cuMemHostAlloc"))?;
+        let record = MappedRecord {
+            host,
+            ctx: ctx.clone(),
+        };
+        // SAFETY: `host` holds `BYTES` bytes.
+        unsafe { std::ptr::write_bytes(host.cast::<u8>(), 0, assert_record::BYTES) };
+        let mut device_address: sys::CUdeviceptr = 0;
+        // SAFETY: `host` was allocated with CU_MEMHOSTALLOC_DEVICEMAP; flags must be 0.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut device_address, host, 0) }
+            .result()
+            .map_err(driver("cuMemHostGetDevicePointer"))?;
+        // SAFETY: `slot` is the 8-byte module global found above.
+        unsafe { result::memcpy_htod_sync(slot, &device_address.to_le_bytes()) }
+            .map_err(driver("cuMemcpyHtoD"))?;
+        Ok(Some(record))
+    }
+
+    /// The record, once a lane has claimed it.
+    fn read(&self) -> Option<assert_record::AssertRecord> {
+        let mut bytes = [0u8; assert_record::BYTES];
+        // SAFETY: `host` holds `BYTES` bytes for as long as `self` lives; the device has
+        // finished writing (the caller reads after the trap was reported), and volatile reads
+        // keep the compiler from assuming the bytes unchanged since the host zeroed them.
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = unsafe { std::ptr::read_volatile(self.host.cast::<u8>().add(i)) };
+        }
+        assert_record::decode(&bytes)
+    }
+}
+
+impl Drop for MappedRecord {
+    fn drop(&mut self) {
+        if self.ctx.bind().is_ok() {
+            // SAFETY: allocated by `cuMemHostAlloc` in `attach` and freed once.
+            let _ = unsafe { result::free_host(self.host) };
         }
     }
 }

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::abi::Bundle;
 use crate::ir::interp::HostTensor;
-use crate::ir::Module;
+use crate::ir::{assert_record, Module};
 
 /// The code targets the emulator runs.
 pub const TARGETS: [&str; 2] = ["sm_80", "sm_90a"];
@@ -171,24 +171,39 @@ pub(super) fn launch(
     }
     let values = abi_values(device, k, args, &bases)?;
     let bytes: Vec<Vec<u8>> = values.iter().map(param_bytes).collect();
-    let emu_err = |err: EmuError| {
-        // A trap on a `device_assert`'s line names the assert's message.
-        let assert = match &err {
-            EmuError::Trap { line, .. } => assert_message_at_line(&loaded.code.ptx, *line),
+    let params = loaded
+        .func
+        .param_buffer(kernel, &bytes)
+        .map_err(|err| failed(err.to_string()))?;
+    let mut cfg = LaunchConfig::new(grid.0, [k.block_threads, 1, 1]);
+    cfg.dynamic_shared = shared;
+    // A kernel with a `device_assert` declares where its failure record goes; as a CUDA device
+    // does with host-mapped memory, point it at a record the launch reads back after a trap.
+    let declares_record = loaded
+        .func
+        .module()
+        .globals
+        .iter()
+        .any(|v| v.name == assert_record::SYMBOL);
+    let record = declares_record.then(|| {
+        let at = mem.alloc("device_assert record", vec![0; assert_record::BYTES]);
+        cfg.variables
+            .insert(assert_record::SYMBOL.into(), at.to_le_bytes().to_vec());
+        at
+    });
+    let launched = loaded.func.launch(kernel, &cfg, &params, &mut mem);
+    let report = launched.map_err(|err| {
+        let assert = match err {
+            EmuError::Trap { .. } => record
+                .and_then(|at| mem.get(at))
+                .and_then(|a| assert_record::decode(&a.data)),
             _ => None,
         };
         failed(match assert {
-            Some(m) => format!("device_assert failed: {m} ({err})"),
+            Some(r) => format!("{r} ({err})"),
             None => err.to_string(),
         })
-    };
-    let params = loaded.func.param_buffer(kernel, &bytes).map_err(emu_err)?;
-    let mut cfg = LaunchConfig::new(grid.0, [k.block_threads, 1, 1]);
-    cfg.dynamic_shared = shared;
-    let report = loaded
-        .func
-        .launch(kernel, &cfg, &params, &mut mem)
-        .map_err(emu_err)?;
+    })?;
     // Results back into the arguments.
     for (i, a) in args.iter_mut().enumerate() {
         match a {
@@ -222,29 +237,4 @@ pub(super) fn launch(
     }
     *e.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
     Ok(())
-}
-
-/// The message of the `device_assert` whose `trap` is on line `line` (1-based) of `ptx`, as the
-/// NVIDIA lowering writes it (`trap; // device_assert: message`), or `None` for any other line.
-fn assert_message_at_line(ptx: &str, line: u32) -> Option<String> {
-    let text = ptx.lines().nth(line.checked_sub(1)? as usize)?;
-    let (_, msg) = text.split_once("// device_assert: ")?;
-    Some(msg.trim_end().to_string())
-}
-
-#[cfg(test)]
-mod assert_message_tests {
-    use super::assert_message_at_line;
-
-    #[test]
-    fn the_message_is_read_back_from_its_trap_line() {
-        let ptx = "a\n\ttrap; // device_assert: row sums are finite\nb";
-        assert_eq!(
-            assert_message_at_line(ptx, 2).as_deref(),
-            Some("row sums are finite")
-        );
-        assert_eq!(assert_message_at_line(ptx, 1), None);
-        assert_eq!(assert_message_at_line(ptx, 0), None);
-        assert_eq!(assert_message_at_line(ptx, 9), None);
-    }
 }

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 pub use crate::abi::ir_hash;
 use crate::abi::{is_amd, AbiArg, Bundle, BundleKernel, ParamKind};
 pub use crate::error::Error;
+use crate::ir::assert_record::AssertRecord;
 use crate::ir::interp::HostTensor;
 use crate::ir::{Module, ScalarType};
 
@@ -317,7 +318,11 @@ impl Device {
     pub fn synchronize(&self) -> Result<(), Error> {
         match self {
             Device::Cpu | Device::CpuWith(_) | Device::Emu(_) => Ok(()),
-            Device::Cuda(g) => g.stream.synchronize().and_then(|_| g.ctx.synchronize()),
+            Device::Cuda(g) => g
+                .stream
+                .synchronize()
+                .and_then(|_| g.ctx.synchronize())
+                .map_err(|e| with_failed_asserts(&g.ctx, e)),
             Device::Hip(g) => g.stream.synchronize().and_then(|_| g.ctx.synchronize()),
         }
     }
@@ -838,6 +843,8 @@ trait Vendor {
     ) -> Result<(), String>;
     /// Waits for the handle's stream.
     fn wait(&self) -> Result<(), Error>;
+    /// What a failed `device_assert` of `f` recorded, where the vendor's code records one.
+    fn failed_assert(&self, f: &Self::Func) -> Option<AssertRecord>;
 }
 
 impl Vendor for Gpu<cuda::Context, cuda::Stream> {
@@ -865,6 +872,9 @@ impl Vendor for Gpu<cuda::Context, cuda::Stream> {
     }
     fn wait(&self) -> Result<(), Error> {
         self.stream.synchronize()
+    }
+    fn failed_assert(&self, f: &cuda::Function) -> Option<AssertRecord> {
+        f.failed_assert()
     }
 }
 
@@ -894,6 +904,10 @@ impl Vendor for Gpu<hip::Context, hip::Stream> {
     fn wait(&self) -> Result<(), Error> {
         self.stream.synchronize()
     }
+    fn failed_assert(&self, _: &hip::Function) -> Option<AssertRecord> {
+        // The AMD lowering traps without a record.
+        None
+    }
 }
 
 /// The vendor-neutral part of a GPU launch: checks the arguments against the loaded kernel's
@@ -911,11 +925,15 @@ fn launch_staged<V: Vendor>(
     let staged = Staged::<V::Buffer>::new(device, k, gpu.context(), args, |s| gpu.own(s))?;
     let values = abi_values(device, k, args, &staged.addresses)?;
     let shared = dynamic_shared(k);
+    // A trap shows as the launch's or the wait's error; a failed assert's record names it.
     let launch_failed = |message: String| Error::Launch {
         kernel: k.name.clone(),
         device: device.describe(),
         config: config(k, grid, shared),
-        message,
+        message: match gpu.failed_assert(&loaded.func) {
+            Some(record) => format!("{record} ({message})"),
+            None => message,
+        },
     };
     gpu.launch(&loaded.func, grid, k.block_threads, shared, &values)
         .map_err(launch_failed)?;
@@ -1065,6 +1083,30 @@ fn hip_compile(
              same source with `tilekit bundle --target <chip>`"
         ),
     })
+}
+
+/// A CUDA error seen after launches (a trap shows at the next synchronization), with the
+/// records of the loaded kernels whose `device_assert` failed.
+fn with_failed_asserts(ctx: &cuda::Context, e: Error) -> Error {
+    let Error::Driver {
+        device,
+        call,
+        mut message,
+    } = e
+    else {
+        return e;
+    };
+    let loaded = ctx.loaded.lock().unwrap_or_else(|p| p.into_inner());
+    for l in loaded.values() {
+        if let Some(record) = l.func.failed_assert() {
+            message.push_str(&format!("; @{}: {record}", l.code.name));
+        }
+    }
+    Error::Driver {
+        device,
+        call,
+        message,
+    }
 }
 
 /// `TILEKIT_SYNC=1`: wait after every launch, so a fault is reported by the launch that caused

@@ -2,12 +2,13 @@
 //!
 //! On the CPU interpreter a false condition stops the launch with
 //! `InterpError::AssertFailed`, naming the message, the block, the warp and (for a tile or
-//! vector condition) the first false element. On NVIDIA targets the failing lane executes
-//! `trap`, whose PTX line carries the message (`trap; // device_assert: …`): the PTX emulator
-//! reports the trap with its line, block, warp and lanes, and the emulator device reads the
-//! message back from that line into its launch error; a GPU launch reports
-//! only that the kernel trapped (the record in host-mapped memory that would name the message
-//! there is not built yet). On AMD targets the lane executes `s_trap`.
+//! vector condition) the first false element. On NVIDIA targets the first failing lane writes
+//! an [`assert_record`](crate::ir::assert_record) (message, block, thread) to memory the host
+//! can read after the trap, fences at system scope and executes `trap`: a CUDA device points
+//! the record at host-mapped pinned memory (a trapped context's device memory can no longer be
+//! read) and the emulator device at an allocation of its own, and both name the message, block
+//! and thread in the launch error (the emulator adds the trap's PTX line, warp and lanes). On
+//! AMD targets the lane executes `s_trap`.
 //!
 //! ```
 //! use tilekit::dsl::*;

@@ -5,7 +5,9 @@
 //! bit-exact references, from `fp8_moe`), and `h = silu(gate)·up` per 1×128 group of each
 //! routed row. Small Mixtral-like (E 8, top-2 softmax), Qwen3-like (E 16, top-8 softmax) and
 //! DeepSeek-like (E 32 and 64, grouped sigmoid top-4 / top-8) shapes with 1, 17 and 130 tokens,
-//! an expert every token chooses and one none does, the contiguous and the masked layouts.
+//! an expert every token chooses and one none does, the contiguous and the masked layouts;
+//! every forward is checked to copy nothing from the device to the host. `swiglu_quant` is
+//! also checked alone, and malformed arguments and targets without fp8 are refused by name.
 //!
 //! The routing itself (experts, gates, permutation) is the bf16 layer's, checked against its
 //! own f64 reference in `moe_gemm`; here the reference takes the device's choices and gates and
@@ -24,8 +26,8 @@
 use crate::fp8::{act_quant_reference, ocp_encode};
 use crate::fp8_moe::{weight_quant_reference, weights};
 use tilekit::ir::interp::HostTensor;
-use tilekit::ir::ScalarType::{self, BF16, F32, F8E4M3};
-use tilekit::kernels::check::Rng;
+use tilekit::ir::ScalarType::{self, BF16, F32, F8E4M3, I32};
+use tilekit::kernels::check::{poisoned, Rng};
 use tilekit::kernels::moe_fp8::{forward, Fp8Experts, AMAX_FLOOR, E4M3_MAX, GROUP};
 use tilekit::kernels::moe_gemm::{ExpertWeights, MoeOutput, Router};
 use tilekit::kernels::moe_routing::{GroupedRouting, Layout};
@@ -219,6 +221,44 @@ fn block_dot(
     (sum, mag)
 }
 
+/// The 1×128 quantization of one group of 128 values `h`, each within `eps` of the value the
+/// kernel quantizes, and how far the kernel's may be from it.
+struct Group {
+    /// The codes' values and the scale of `h` itself.
+    q: Vec<f64>,
+    scale: f64,
+    /// The kernel's scale is within `rho · scale` of `scale`.
+    rho: f64,
+    /// The kernel's code of element `i` lies in `lo[i] ..= hi[i]`.
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+fn quantize_group(h: &[f64], eps: &[f64]) -> Group {
+    let amax = h.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    let spread = eps.iter().copied().fold(0.0, f64::max);
+    // f64 quotients of f32 operands rounded once to f32 are the f32 quotients.
+    let scale = f64::from((amax.max(AMAX_FLOOR) / E4M3_MAX) as f32);
+    // The kernel's largest magnitude is within `spread` of `amax`; both scales round once.
+    let rho = 1.01 * spread / amax.max(AMAX_FLOOR) + 4.0 * U;
+    let mut g = Group {
+        q: Vec::with_capacity(h.len()),
+        scale,
+        rho,
+        lo: Vec::with_capacity(h.len()),
+        hi: Vec::with_capacity(h.len()),
+    };
+    for (&v, &e) in h.iter().zip(eps) {
+        let v = f64::from((v / scale) as f32);
+        // The kernel's quotient: its own h and scale, and its own rounding to f32.
+        let delta = 1.01 * (v.abs() * (1.01 * rho + 4.0 * U) + 1.01 * e / scale);
+        g.q.push(ocp_encode(F8E4M3, v));
+        g.lo.push(ocp_encode(F8E4M3, v - delta));
+        g.hi.push(ocp_encode(F8E4M3, v + delta));
+    }
+    g
+}
+
 /// The reference layer output `y` `[T, H]` and each element's bound, from the device's routing.
 fn reference(
     c: &Case,
@@ -260,23 +300,15 @@ fn reference(
                     + (sg.abs() + 1.1 * dg) * du
                     + 2f64.powi(-22) * hv[j].abs();
             }
-            // The 1×128 quantization of h, and how far the kernel's may be from it.
             let (mut hq, mut hs, mut herr) = (vec![0.0; f], vec![0.0; f / GROUP], vec![0.0; f]);
             for b in 0..f / GROUP {
                 let cols = b * GROUP..(b + 1) * GROUP;
-                let amax = cols.clone().map(|j| hv[j].abs()).fold(0.0, f64::max);
-                let spread = cols.clone().map(|j| eps[j]).fold(0.0, f64::max);
-                let s = f64::from((amax.max(AMAX_FLOOR) / E4M3_MAX) as f32);
-                let rho = 1.01 * spread / amax.max(AMAX_FLOOR) + 4.0 * U;
-                hs[b] = s;
-                for j in cols {
-                    let v = f64::from((hv[j] / s) as f32);
-                    let delta = (v.abs() * (1.01 * rho + 4.0 * U) + 1.01 * eps[j] / s) * 1.01;
-                    hq[j] = ocp_encode(F8E4M3, v);
-                    let lo = ocp_encode(F8E4M3, v - delta);
-                    let hi = ocp_encode(F8E4M3, v + delta);
-                    let moved = (hi - hq[j]).max(hq[j] - lo);
-                    herr[j] = s * (moved * (1.0 + rho) + hq[j].abs() * rho);
+                let g = quantize_group(&hv[cols.clone()], &eps[cols.clone()]);
+                hs[b] = g.scale;
+                for (i, j) in cols.enumerate() {
+                    hq[j] = g.q[i];
+                    let moved = (g.hi[i] - g.q[i]).max(g.q[i] - g.lo[i]);
+                    herr[j] = g.scale * (moved * (1.0 + g.rho) + g.q[i].abs() * g.rho);
                 }
             }
             for d in 0..h {
@@ -362,6 +394,80 @@ fn the_fp8_layer_matches_the_block_quantized_f64_layer_on_the_sm_90a_emulator() 
             check_layer(&emu, &c, t, &mut rng);
         }
     }
+}
+
+/// `swiglu_quant` alone: f32 gate and up values of varied magnitude per row and group, row
+/// tiles of an expert and of none (−1); codes and scales of the used tiles against the 1×128
+/// rule applied to `silu(gate)·up` in f64, the unused tiles' rows left as they were.
+fn swiglu_quant_on(device: &Device) {
+    use tilekit::kernels::moe_fp8::swiglu_quant;
+    let mut rng = Rng::fresh();
+    for (tile_expert, f) in [(vec![3.0, -1.0, 0.0], 256), (vec![-1.0, 7.0], 128)] {
+        let n = tile_expert.len() * 64;
+        let what = format!("{}, N {n}, F {f}, seed {}", device.name(), rng.seed);
+        let draw = |rng: &mut Rng| -> Vec<f64> {
+            (0..n * f)
+                .map(|i| {
+                    let mag = 2f64.powi(((i / f + 5 * (i % f / GROUP)) % 7) as i32 - 3);
+                    f64::from(rng.uniform(-mag, mag) as f32)
+                })
+                .collect()
+        };
+        let (gate, up) = (draw(&mut rng), draw(&mut rng));
+        let tensor_of =
+            |dtype, shape: &[usize], v: &[f64]| HostTensor::new(dtype, shape, v).unwrap();
+        let te = tensor_of(I32, &[tile_expert.len()], &tile_expert);
+        let mut q = poisoned(F8E4M3, &[n, f]);
+        let mut scales = poisoned(F32, &[f / GROUP, n]);
+        swiglu_quant::<4>::launch_auto(
+            device,
+            &tensor_of(F32, &[n, f], &gate),
+            &tensor_of(F32, &[n, f], &up),
+            &te,
+            &mut q,
+            &mut scales,
+        )
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+        let (q, scales) = (q.to_vec(), scales.to_vec());
+        for r in 0..n {
+            let used = tile_expert[r / 64] >= 0.0;
+            for b in 0..f / GROUP {
+                let cols = r * f + b * GROUP..r * f + (b + 1) * GROUP;
+                let got_s = scales[b * n + r];
+                if !used {
+                    assert!(got_s.is_nan(), "{what}: unused row {r} got a scale");
+                    assert!(q[cols].iter().all(|v| v.is_nan()), "{what}: unused row {r}");
+                    continue;
+                }
+                let h: Vec<f64> = cols.clone().map(|i| silu(gate[i]) * up[i]).collect();
+                // The f32 sigmoid (2⁻²⁰ relative) and two f32 products.
+                let eps: Vec<f64> = h.iter().map(|v| v.abs() * 2f64.powi(-19)).collect();
+                let g = quantize_group(&h, &eps);
+                assert!(
+                    (got_s - g.scale).abs() <= g.rho * g.scale,
+                    "{what}: scale of row {r} group {b}: {got_s} vs {}",
+                    g.scale
+                );
+                for (i, c) in cols.enumerate() {
+                    assert!(
+                        (g.lo[i]..=g.hi[i]).contains(&q[c]),
+                        "{what}: q[{r}][{}] {} outside {}..={} (h {})",
+                        c % f,
+                        q[c],
+                        g.lo[i],
+                        g.hi[i],
+                        h[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn swiglu_quant_applies_the_1x128_rule_to_silu_gate_times_up() {
+    swiglu_quant_on(&Device::Cpu);
+    swiglu_quant_on(&Device::emulator("sm_90a").unwrap());
 }
 
 #[test]

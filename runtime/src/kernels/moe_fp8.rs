@@ -514,11 +514,15 @@ impl Fp8Experts {
 /// permutation of the bf16 layer (rows in tiles of [`TILE_ROWS`], buffers for the worst case),
 /// the gather of the tokens' rows, their 1×128 quantization ([`act_quant`]), the gate and the up
 /// projections ([`moe_gemm_fp8`], f32 outputs), SwiGLU fused with the quantization of its
-/// output ([`swiglu_quant`]: the SwiGLU is a separate pass, not the GEMM's epilogue, because the
-/// down projection needs each row's 1×128 scales, which depend on a whole 128-column group of
-/// `h`), the down projection ([`moe_gemm_fp8`], f32) and the deterministic combine. Every
-/// GEMM accumulates in f32 with one promotion per 128-wide K block. Runs on sm_90a devices and
-/// the interpreter (see the module documentation).
+/// output ([`swiglu_quant`]), the down projection ([`moe_gemm_fp8`], f32) and the
+/// deterministic combine. Every GEMM accumulates in f32 with one promotion per 128-wide K
+/// block. Runs on sm_90a devices and the interpreter (see the module documentation).
+///
+/// The SwiGLU is a pass of its own rather than the gate/up GEMM's epilogue: a 1×128 scale
+/// needs a row's whole 128-column group of `h`, so a fused kernel would hold the gate's and
+/// the up's f32 accumulators of 128 columns (and their per-block partial sums) at once, twice
+/// the accumulator registers of [`moe_gemm_fp8`], which takes 196 per thread with one. The
+/// pass reads 8 bytes and writes about 1 per element of `h`.
 pub fn forward(
     device: &Device,
     x: &Tensor,

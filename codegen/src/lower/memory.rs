@@ -30,6 +30,43 @@ pub(super) struct SharedTileRef {
     pub d: ScalarType,
 }
 
+/// The loop-invariant values of one thread's share of a strided element copy
+/// ([`Lowerer::copy_strided_elements`]).
+struct StridedCopy<'a> {
+    tile: &'a SharedTileRef,
+    is_tile: bool,
+    threads: u32,
+    to_shared: bool,
+    /// The tile row and column of the thread's first element.
+    first: (String, String),
+    /// The view's column stride in elements, as i64.
+    scol: String,
+    /// The thread's first element has non-negative coordinates and valid leading indices.
+    first_ok: String,
+    /// The view's rows and columns left from the thread's first element (rows: tiles only).
+    row_lim: Option<String>,
+    col_lim: String,
+    /// The tile's rows left from the thread's first row, where the last round of elements
+    /// leaves threads without one.
+    tile_lim: Option<String>,
+}
+
+/// The most elements per thread a tile copy between global and shared memory unrolls; a
+/// larger one is a loop ([`copy_loop_group`]).
+const COPY_UNROLLED_MAX: u32 = 32;
+
+/// Elements a thread moves per iteration of a copy loop, at least: loads enough in flight.
+const COPY_GROUP_MIN: u32 = 8;
+
+/// The elements per iteration of the loop of a thread that copies `iters` elements of a tile
+/// `cols` wide among `threads` threads (its k-th element at flat index `rank + k·threads`):
+/// the smallest count of at least [`COPY_GROUP_MIN`] that spans whole tile rows, so that every
+/// iteration repeats the first one's pattern some rows further on, and that divides `iters`
+/// into at least two iterations. `None` where no count qualifies.
+fn copy_loop_group(iters: u32, threads: u32, cols: u32) -> Option<u32> {
+    (COPY_GROUP_MIN..=iters / 2).find(|&u| iters % u == 0 && (u * threads) % cols == 0)
+}
+
 /// What the compile knows of one coordinate of a register tile's origin in a shared tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Known {
@@ -1388,6 +1425,12 @@ impl Lowerer<'_> {
     /// or remainder per element. Each element is one access of its own type (the only
     /// alignment a view without facts guarantees), under its predicate; elements outside the
     /// view land in shared memory as zeros, as the IR defines.
+    ///
+    /// A tile copy of more than [`COPY_UNROLLED_MAX`] elements per thread is a loop whose
+    /// iterations each move a group of whole rows ([`copy_loop_group`]), the same pattern some
+    /// rows further on. Unrolled, every element's bounds test is a branch of its own: the
+    /// sm_90a 128×256 GEMM's producer lane copies 768 elements a step, which made 3391 blocks
+    /// of LLVM IR and 24 s of compile time, nearly all of it in GVN's memory dependences.
     #[allow(clippy::too_many_arguments)]
     fn copy_strided_elements(
         &mut self,
@@ -1413,7 +1456,7 @@ impl Lowerer<'_> {
         }
         terms.push((gc0.clone(), g.strides[n - 1].clone()));
         let off = self.offset(&terms);
-        let mut ptr = self.global_ptr(g, &off, d);
+        let ptr = self.global_ptr(g, &off, d);
         let srow = is_tile.then(|| {
             self.e
                 .op(&format!("arith.extsi {} : i32 to i64", g.strides[n - 2]))
@@ -1425,7 +1468,7 @@ impl Lowerer<'_> {
         // row and column are not negative and dr < nrows − gr0, dc < ncols − gc0 (signed; no
         // overflow, both sides being non-negative where it matters). One register per copy
         // and an immediate comparison per element, instead of one row or column index kept
-        // per element.
+        // per element. Likewise element `rank + step` exists when dr < rows − rb.
         let zero = self.e.i32(0);
         let col_ok = self.e.op(&format!("arith.cmpi sge, {gc0}, {zero} : i32"));
         let mut first_ok = self.and_opt(lead_pred.clone(), col_ok);
@@ -1438,17 +1481,72 @@ impl Lowerer<'_> {
         let col_lim = self
             .e
             .op(&format!("arith.subi {}, {gc0} : i32", g.shape[n - 1]));
+        let tile_lim = (total % threads != 0).then(|| {
+            let r = self.e.i32(i64::from(rows));
+            self.e.op(&format!("arith.subi {r}, {rb} : i32"))
+        });
+        let copy = StridedCopy {
+            tile,
+            is_tile,
+            threads,
+            to_shared,
+            first: (rb, cb),
+            scol,
+            first_ok,
+            row_lim,
+            col_lim,
+            tile_lim,
+        };
+        let iters = total.div_ceil(threads);
+        let group = srow
+            .as_ref()
+            .filter(|_| iters > COPY_UNROLLED_MAX)
+            .zip(copy_loop_group(iters, threads, cols));
+        let Some((srow, group)) = group else {
+            self.copy_element_run(&copy, srow.as_deref(), ptr, None, iters);
+            return;
+        };
+        let (lo, hi, one) = (zero, self.e.i32(i64::from(iters / group)), self.e.i32(1));
+        let t = self.e.fresh();
+        self.e
+            .open(&format!("scf.for {t} = {lo} to {hi} step {one} : i32 {{"));
+        // Opaque for the reason `row0` is (see `copy_elements`): seeing the rows as an
+        // induction variable, loop strength reduction gave every element of the group a
+        // 64-bit address of its own, live across the enclosing loop (the GEMM's producer,
+        // 40 registers, spilled).
+        let dr = self.e.mul_i32_const(&t, i64::from(group * threads / cols));
+        let dr = self.rules.opaque_i32(&mut self.e, &dr);
+        let dr64 = self.e.op(&format!("arith.extsi {dr} : i32 to i64"));
+        let step = self.e.op(&format!("arith.muli {dr64}, {srow} : i64"));
+        let ptr = self.e.op(&format!(
+            "llvm.getelementptr {ptr}[{step}] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {}",
+            mem_ty(d)
+        ));
+        self.copy_element_run(&copy, Some(srow.as_str()), ptr, Some(&dr), group);
+        self.e.close("}");
+    }
+
+    /// Elements `k·threads` (k in `0..count`) past the thread's first of a
+    /// [`StridedCopy`], moved `row` tile rows further on (none: 0); `ptr` is the global
+    /// address of the first of them and `srow` the view's row stride (tiles only).
+    fn copy_element_run(
+        &mut self,
+        c: &StridedCopy<'_>,
+        srow: Option<&str>,
+        mut ptr: String,
+        row: Option<&str>,
+        count: u32,
+    ) {
+        let (cols, d) = (c.tile.cols, c.tile.d);
+        let (rb, cb) = (&c.first.0, &c.first.1);
         let (mut prev_dr, mut prev_dc) = (0i64, 0i64);
-        for k in 0..total.div_ceil(threads) {
-            let step = i64::from(k * threads);
+        for k in 0..count {
+            let step = i64::from(k * c.threads);
             let (dr, dc) = (step / i64::from(cols), step % i64::from(cols));
             if k > 0 {
                 // The step from the previous element: rows and columns times the strides.
                 let mut delta: Option<String> = None;
-                for (dd, s) in [
-                    (dr - prev_dr, srow.as_deref()),
-                    (dc - prev_dc, Some(&scol[..])),
-                ] {
+                for (dd, s) in [(dr - prev_dr, srow), (dc - prev_dc, Some(&c.scol[..]))] {
                     let (Some(s), true) = (s, dd != 0) else {
                         continue;
                     };
@@ -1467,42 +1565,49 @@ impl Lowerer<'_> {
                 }
             }
             (prev_dr, prev_dc) = (dr, dc);
-            // Element `rank + step` exists when the thread's row plus `dr` is inside the tile
-            // (the column never wraps).
-            let guard = (total % threads != 0).then(|| {
-                let left = self.e.i32(i64::from(rows) - dr);
-                self.e.op(&format!("arith.cmpi ult, {rb}, {left} : i32"))
-            });
+            let dri = match row {
+                None => self.e.i32(dr),
+                Some(r) if dr == 0 => r.to_string(),
+                Some(r) => {
+                    let k = self.e.i32(dr);
+                    self.e.add_i32(r, &k)
+                }
+            };
+            let dci = self.e.i32(dc);
+            let guard = c
+                .tile_lim
+                .as_ref()
+                .map(|lim| self.e.op(&format!("arith.cmpi slt, {dri}, {lim} : i32")));
             // The comparison that repeats from element to element comes first, so that its
             // conjunction with `first_ok` is one value for all of them (and one predicate
             // register after ptxas): the column's where every element of the thread is in the
             // same column (threads a multiple of the columns), else the row's.
-            let dri = self.e.i32(dr);
-            let dci = self.e.i32(dc);
-            let row_ok = row_lim
+            let row_ok = c
+                .row_lim
                 .as_ref()
                 .map(|lim| self.e.op(&format!("arith.cmpi slt, {dri}, {lim} : i32")));
+            let col_lim = &c.col_lim;
             let col_ok = self
                 .e
                 .op(&format!("arith.cmpi slt, {dci}, {col_lim} : i32"));
-            let (first, second) = if threads % cols == 0 {
+            let (first, second) = if c.threads % cols == 0 {
                 (Some(col_ok), row_ok)
             } else {
                 (row_ok, Some(col_ok))
             };
-            let mut pred = Some(first_ok.clone());
+            let mut pred = Some(c.first_ok.clone());
             for ok in [first, second].into_iter().flatten() {
                 pred = Some(self.and_opt(pred, ok));
             }
             if let Some(gd) = &guard {
                 pred = Some(self.and_opt(pred, gd.clone()));
             }
-            let c = self.e.add_i32(&cb, &dci);
-            let sptr = if is_tile {
-                let r = self.e.add_i32(&rb, &dri);
-                self.shared_tile_ptr(tile, &r, &c)
+            let col = self.e.add_i32(cb, &dci);
+            let sptr = if c.is_tile {
+                let r = self.e.add_i32(rb, &dri);
+                self.shared_tile_ptr(c.tile, &r, &col)
             } else {
-                self.shared_vec_ptr(&tile.base, &c, d)
+                self.shared_vec_ptr(&c.tile.base, &col, d)
             };
             let ga = Access {
                 pred,
@@ -1512,7 +1617,7 @@ impl Lowerer<'_> {
                 pred: guard,
                 ptr: sptr,
             };
-            self.move_elem(&ga, &sa, d, to_shared);
+            self.move_elem(&ga, &sa, d, c.to_shared);
         }
     }
 }
@@ -1666,7 +1771,7 @@ fn contains_swizzled(t: &Type) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::contiguous_runs;
+    use super::{contiguous_runs, copy_loop_group, COPY_GROUP_MIN};
     use crate::layout::{Frag, VecLayout};
     use tilekit_ir::Layout;
 
@@ -1709,6 +1814,27 @@ mod tests {
     /// `2t, 2t+1`), fours on AMD's (columns `4t .. 4t+4`), single registers in col layouts
     /// (a register's neighbours sit in the next row), and for a cols vector the same as the
     /// row layout's columns.
+    #[test]
+    fn copy_loop_groups_span_whole_rows_and_divide_the_elements() {
+        // The sm_90a GEMM's producer lane: 64×64 and 64×256 tiles among 32 lanes.
+        assert_eq!(copy_loop_group(128, 32, 64), Some(8));
+        assert_eq!(copy_loop_group(512, 32, 256), Some(8));
+        // Wide rows: a group is a whole row of the thread's elements.
+        assert_eq!(copy_loop_group(64, 32, 512), Some(16));
+        // Narrow rows: any multiple of the group minimum spans whole rows.
+        assert_eq!(copy_loop_group(48, 128, 16), Some(8));
+        assert_eq!(copy_loop_group(60, 128, 32), Some(10));
+        // Too few elements for two groups, or no group that divides them.
+        assert_eq!(copy_loop_group(8, 32, 64), None);
+        assert_eq!(copy_loop_group(24, 32, 512), None);
+        for (iters, threads, cols) in [(128, 32, 64), (512, 32, 256), (96, 64, 128), (64, 256, 32)]
+        {
+            let u = copy_loop_group(iters, threads, cols).unwrap();
+            assert!(u >= COPY_GROUP_MIN && iters % u == 0 && iters / u >= 2);
+            assert_eq!((u * threads) % cols, 0, "{iters} {threads} {cols}");
+        }
+    }
+
     #[test]
     fn run_lengths_follow_the_fragment_layouts() {
         let longest = |f: Frag, layout: Layout| {

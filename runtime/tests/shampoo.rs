@@ -13,7 +13,7 @@
 //!   `kernels::shampoo::Shampoo` and through the list API `kernels::optim::Shampoo`.
 
 use tilekit::ir::interp::HostTensor;
-use tilekit::ir::ScalarType::F32;
+use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::check::Rng;
 use tilekit::kernels::optim::{self, OptimError};
 use tilekit::kernels::shampoo::{
@@ -398,14 +398,16 @@ impl Reference {
 /// error of one root (the module documentation's bound, with the statistics' f32 sums in the
 /// backward error): a step's direction has the errors of two roots and of the norm ratio.
 /// With `api`, the optimizer is [`optim::Shampoo`] (the state made at its first step), else
-/// [`Shampoo`] made here.
+/// [`Shampoo`] made here. With `model_copy`, the gradients are bf16 and the steps
+/// `step_with_model_copy`'s (f32 master weights), and after each the bf16 model copy must be
+/// the master weights rounded to nearest even, bit for bit.
 fn steps_on(
     device: &Device,
     rng: &mut Rng,
     shapes: &[Vec<usize>],
     cfg: ShampooConfig,
     steps: usize,
-    api: bool,
+    (api, model_copy): (bool, bool),
 ) {
     let p0: Vec<HostTensor> = shapes
         .iter()
@@ -419,23 +421,39 @@ fn steps_on(
     let mut direct = (!api).then(|| Shampoo::new(device, shapes, cfg).unwrap());
     let mut listed = optim::Shampoo::new(cfg).unwrap();
     let mut reference = Reference::new(shapes, cfg);
+    let model: Vec<Tensor> = shapes
+        .iter()
+        .map(|s| Tensor::zeros(BF16, s, device).unwrap())
+        .collect();
+    let grad_dtype = if model_copy { BF16 } else { F32 };
     let mut roots = 0;
     for _ in 0..steps {
         let g: Vec<HostTensor> = shapes
             .iter()
-            .map(|s| rng.tensor(F32, s, -1.0, 1.0))
+            .map(|s| rng.tensor(grad_dtype, s, -1.0, 1.0))
             .collect();
         let gt: Vec<Tensor> = g
             .iter()
             .map(|g| Tensor::from_host(g, device).unwrap())
             .collect();
-        let (last_roots, taken) = match &mut direct {
-            Some(opt) => {
+        let (last_roots, taken) = match (&mut direct, model_copy) {
+            (Some(opt), false) => {
                 opt.step(device, &params, &gt).unwrap();
                 (&opt.last_roots[..], opt.steps())
             }
-            None => {
+            (Some(opt), true) => {
+                opt.step_with_model_copy(device, &params, &gt, &model)
+                    .unwrap();
+                (&opt.last_roots[..], opt.steps())
+            }
+            (None, false) => {
                 listed.step(device, &params, &gt).unwrap();
+                (listed.last_roots(), listed.steps() as usize)
+            }
+            (None, true) => {
+                listed
+                    .step_with_model_copy(device, &params, &gt, &model)
+                    .unwrap();
                 (listed.last_roots(), listed.steps() as usize)
             }
         };
@@ -448,6 +466,19 @@ fn steps_on(
             );
         }
         roots += last_roots.len();
+        if model_copy {
+            for (i, (p, w)) in params.iter().zip(&model).enumerate() {
+                let (p, w) = (p.to_f64_vec().unwrap(), w.to_f64_vec().unwrap());
+                let want = HostTensor::new(BF16, &[p.len()], &p).unwrap().to_vec();
+                let same = want.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{} step {taken}, param {i}: model copy is not bf16(master) (seed {})",
+                    device.name(),
+                    rng.seed
+                );
+            }
+        }
         let gv: Vec<Vec<f64>> = g.iter().map(|g| g.to_vec()).collect();
         reference.step(&mut want, &gv);
     }
@@ -510,7 +541,7 @@ fn ten_steps_on_a_wide_layer_and_a_bias_match_f64() {
         &[vec![70, 130], vec![33]],
         step_config(),
         10,
-        false,
+        (false, false),
     );
 }
 
@@ -530,7 +561,7 @@ fn ten_steps_on_a_tall_layer_with_heavy_ball_match_f64() {
         &[vec![200, 33], vec![5]],
         cfg,
         10,
-        false,
+        (false, false),
     );
 }
 
@@ -542,7 +573,14 @@ fn steps_on_the_sm80_emulator_match_f64() {
         start_preconditioning_step: None,
         ..step_config()
     };
-    steps_on(&emu(), &mut rng, &[vec![20, 36], vec![7]], cfg, 2, false);
+    steps_on(
+        &emu(),
+        &mut rng,
+        &[vec![20, 36], vec![7]],
+        cfg,
+        2,
+        (false, false),
+    );
 }
 
 #[test]
@@ -607,7 +645,14 @@ fn wrong_shapes_and_options_are_refused() {
 fn the_optim_api_ten_steps_on_mixed_shapes_match_f64() {
     let mut rng = Rng::fresh();
     let shapes = [vec![70, 45], vec![33], vec![9, 17], vec![1]];
-    steps_on(&Device::Cpu, &mut rng, &shapes, step_config(), 10, true);
+    steps_on(
+        &Device::Cpu,
+        &mut rng,
+        &shapes,
+        step_config(),
+        10,
+        (true, false),
+    );
 }
 
 /// The list API on the sm_80 emulator: a weight over the block size in both dimensions cut
@@ -621,7 +666,45 @@ fn the_optim_api_steps_on_the_sm80_emulator_match_f64() {
         start_preconditioning_step: None,
         ..step_config()
     };
-    steps_on(&emu(), &mut rng, &[vec![20, 18], vec![3]], cfg, 3, true);
+    steps_on(
+        &emu(),
+        &mut rng,
+        &[vec![20, 18], vec![3]],
+        cfg,
+        3,
+        (true, false),
+    );
+}
+
+/// The list API's mixed-precision step (f32 master weights, bf16 gradients, bf16 model copy)
+/// over ten steps on the mixed shapes of the f32 test, against the f64 step from the same bf16
+/// gradients; the copy equal to the master weights rounded to nearest even after every step.
+#[test]
+fn the_optim_api_with_model_copy_ten_steps_on_mixed_shapes_match_f64() {
+    let mut rng = Rng::fresh();
+    let shapes = [vec![70, 45], vec![33], vec![9, 17], vec![1]];
+    steps_on(
+        &Device::Cpu,
+        &mut rng,
+        &shapes,
+        step_config(),
+        10,
+        (true, true),
+    );
+}
+
+/// The mixed-precision step on the sm_80 emulator: ten steps of an odd weight cut into two
+/// blocks (block size 16) and a bias, with roots from the second step.
+#[test]
+fn steps_with_model_copy_on_the_sm80_emulator_match_f64() {
+    let mut rng = Rng::fresh();
+    let cfg = ShampooConfig {
+        max_preconditioner_dim: 16,
+        precondition_frequency: 4,
+        ..step_config()
+    };
+    let shapes = [vec![9, 19], vec![5]];
+    steps_on(&emu(), &mut rng, &shapes, cfg, 10, (false, true));
 }
 
 /// The list API refuses options out of range at `new`, and at a step: lists of another

@@ -63,12 +63,20 @@
 //!   state and direction), [`shampoo_graft_scale`] (the graft coefficient, on the device),
 //!   [`shampoo_apply`] (momentum, decay, update) and [`shampoo_diag`] (the 1-D step).
 //!
-//! [`Shampoo`] holds the state and runs a step.
+//! - [`shampoo_widen`]: a bf16 gradient block widened to f32 for the mixed-precision step.
+//!
+//! [`Shampoo`] holds the state and runs a step. For a bf16 model
+//! ([`Shampoo::step_with_model_copy`]) the weights are f32 master weights and the gradients
+//! bf16: a block's gradient is widened exactly to f32 (one more pass over it) so the statistics'
+//! products, the roots and the preconditioning stay the f32 products above; Adam's state and
+//! the momentum are f32; [`shampoo_apply`] and [`shampoo_diag`] write the bf16 model copy
+//! (nearest even) in the update's pass.
 
 use crate::dsl::*;
 use crate::ir::ScalarType;
 use crate::kernels::check::{record, Rng};
 use crate::kernels::muon::upper_tile;
+use crate::kernels::optim::widen_to_f32;
 use crate::{Device, ScalarArg, Tensor};
 
 /// Block tile of the products (square).
@@ -470,20 +478,23 @@ pub fn shampoo_graft_scale<const N: usize>(
 
 /// The end of a step on one block: `s = dir·coef[0]` (with `PRECOND`; else `s = dir`, the
 /// graft), `b ← μ·b + δ·s`, `p ← p·decay − lr·(k_s·s + k_b·b)`; the host picks `(k_s, k_b)` =
-/// `(1, μ)` for Nesterov, `(0, 1)` for heavy ball, `(1, 0)` without momentum. Grid as
+/// `(1, μ)` for Nesterov, `(0, 1)` for heavy ball, `(1, 0)` without momentum. With `MODEL`
+/// the new weights are also stored in `p_model` (`p`'s shape) rounded to bf16 (nearest even),
+/// the model copy of f32 master weights; without it `p_model` is not written. Grid as
 /// [`shampoo_shift`].
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<32, 4, false>, <32, 4, true>),
-    shapes(p: [R, C], dir: [R, C], coef: [1], mom: [R, C]),
+    variants(<32, 4, false, false>, <32, 4, true, false>, <32, 4, false, true>, <32, 4, true, true>),
+    shapes(p: [R, C], dir: [R, C], coef: [1], mom: [R, C], p_model: [_, _]),
     grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
 )]
 #[allow(clippy::too_many_arguments)]
-pub fn shampoo_apply<const N: usize, const WARPS: usize, const PRECOND: bool>(
+pub fn shampoo_apply<const N: usize, const WARPS: usize, const PRECOND: bool, const MODEL: bool>(
     p: GlMut<f32, 2>,
     dir: Gl<f32, 2>,
     coef: Gl<f32, 1>,
     mom: GlMut<f32, 2>,
+    p_model: GlMut<bf16, 2>,
     decay: Scalar<f32>,
     lr: Scalar<f32>,
     momentum: Scalar<f32>,
@@ -503,25 +514,46 @@ pub fn shampoo_apply<const N: usize, const WARPS: usize, const PRECOND: bool>(
     let b_new = bt * momentum + s * damp;
     store(mom.tile(rt, ct), b_new);
     let pt: Rt<f32, 16, N> = load(p.tile(rt, ct));
-    store(p.tile(rt, ct), pt * decay - (s * k_s + b_new * k_b) * lr);
+    let p_new = pt * decay - (s * k_s + b_new * k_b) * lr;
+    store(p.tile(rt, ct), p_new);
+    if MODEL {
+        store(p_model.tile(rt, ct), p_new.cast::<bf16>());
+    }
+}
+
+/// `out = g` widened from bf16 to f32 (exactly): a bf16 gradient block made the f32 operand of
+/// the statistics' products and of Adam's half. Grid as [`shampoo_shift`].
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<32, 4>),
+    shapes(g: [R, C], out: [R, C]),
+    grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
+)]
+pub fn shampoo_widen<const N: usize, const WARPS: usize>(g: Gl<bf16, 2>, out: GlMut<f32, 2>) {
+    let (rt, ct) = (block_idx_y() * WARPS as i32 + warp_idx(), block_idx_x());
+    let gt: Rt<bf16, 16, N> = load(g.tile(rt, ct));
+    store(out.tile(rt, ct), gt.cast::<f32>());
 }
 
 /// The 1-D step (a bias; see the module documentation): Adam's half as [`shampoo_adam`], then
-/// the end of the step as [`shampoo_apply`] with `s` = Adam's direction. Grid:
+/// the end of the step as [`shampoo_apply`] with `s` = Adam's direction. The gradient is f32,
+/// or bf16 (widened as it is read) with `MODEL`, which also stores the new weights in
+/// `p_model` rounded to bf16 (nearest even); without `MODEL` `p_model` is not written. Grid:
 /// `[⌈n / (WARPS·N)⌉, 1, 1]`.
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<256, 4>),
-    shapes(p: [L], g: [L], m: [L], v: [L], mom: [L]),
+    variants(<f32, 256, 4, false>, <bf16, 256, 4, true>),
+    shapes(p: [L], g: [L], m: [L], v: [L], mom: [L], p_model: [_]),
     grid = [ceil_div(L, WARPS * N), 1, 1]
 )]
 #[allow(clippy::too_many_arguments)]
-pub fn shampoo_diag<const N: usize, const WARPS: usize>(
+pub fn shampoo_diag<G: RegDtype, const N: usize, const WARPS: usize, const MODEL: bool>(
     p: GlMut<f32, 1>,
-    g: Gl<f32, 1>,
+    g: Gl<G, 1>,
     m: GlMut<f32, 1>,
     v: GlMut<f32, 1>,
     mom: GlMut<f32, 1>,
+    p_model: GlMut<bf16, 1>,
     beta1: Scalar<f32>,
     beta2: Scalar<f32>,
     scale1: Scalar<f32>,
@@ -535,7 +567,7 @@ pub fn shampoo_diag<const N: usize, const WARPS: usize>(
     k_b: Scalar<f32>,
 ) {
     let chunk = block_idx_x() * WARPS as i32 + warp_idx();
-    let gv: Rv<f32, N> = load(g.chunk(chunk));
+    let gv = widen_to_f32::<G, N>(load(g.chunk(chunk)));
     let mv: Rv<f32, N> = load(m.chunk(chunk));
     let vv: Rv<f32, N> = load(v.chunk(chunk));
     let m_new = mv * beta1 + gv * (lit::<f32>(1.0) - beta1);
@@ -547,7 +579,11 @@ pub fn shampoo_diag<const N: usize, const WARPS: usize>(
     let b_new = bv * momentum + s * damp;
     store(mom.chunk(chunk), b_new);
     let pv: Rv<f32, N> = load(p.chunk(chunk));
-    store(p.chunk(chunk), pv * decay - (s * k_s + b_new * k_b) * lr);
+    let p_new = pv * decay - (s * k_s + b_new * k_b) * lr;
+    store(p.chunk(chunk), p_new);
+    if MODEL {
+        store(p_model.chunk(chunk), p_new.cast::<bf16>());
+    }
 }
 
 /// The root of each Kronecker factor of a matrix: Shampoo's `2·order` for order 2.
@@ -741,6 +777,9 @@ pub struct Shampoo {
     step: usize,
     /// The roots computed by the last step (empty when it computed none).
     pub last_roots: Vec<RootReport>,
+    /// Stands in for the model copy the update kernels do not write in an f32 step (bf16
+    /// `[1]` and `[1, 1]`).
+    no_copy: [Tensor; 2],
 }
 
 impl std::fmt::Debug for Shampoo {
@@ -827,6 +866,10 @@ impl Shampoo {
             scratch,
             step: 0,
             last_roots: Vec::new(),
+            no_copy: [
+                Tensor::zeros(ScalarType::BF16, &[1], device)?,
+                Tensor::zeros(ScalarType::BF16, &[1, 1], device)?,
+            ],
         })
     }
 
@@ -869,24 +912,55 @@ impl Shampoo {
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), ShampooError> {
+        self.run(device, params, grads, None)
+    }
+
+    /// One mixed-precision step: updates the f32 master weights `params` in place from bf16
+    /// `grads` and writes `model[i] = bf16(params[i])` (round to nearest even, bf16 of the
+    /// parameter's shape) in the update's pass. Statistics, roots, Adam's state and momentum
+    /// stay f32: a matrix block's gradient is widened exactly to f32 (into the block's scratch)
+    /// before the f32 products read it, a bias's as the diagonal step reads it.
+    pub fn step_with_model_copy(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: &[Tensor],
+    ) -> Result<(), ShampooError> {
+        self.run(device, params, grads, Some(model))
+    }
+
+    /// The step: `grads` f32, or bf16 with a `model` copy to write.
+    fn run(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: Option<&[Tensor]>,
+    ) -> Result<(), ShampooError> {
+        use ScalarType::{BF16, F32};
         let cfg = self.config;
         check_config(&cfg)?;
-        if params.len() != self.shapes.len() || grads.len() != self.shapes.len() {
+        let n = self.shapes.len();
+        if params.len() != n || grads.len() != n || model.is_some_and(|w| w.len() != n) {
             return Err(ShampooError::Argument {
-                name: "params, grads".into(),
-                expected: format!(
-                    "{} tensors each (the shapes given to new)",
-                    self.shapes.len()
-                ),
-                found: format!("{} and {}", params.len(), grads.len()),
+                name: String::from("params, grads") + if model.is_some() { ", model" } else { "" },
+                expected: format!("{n} tensors each (the shapes given to new)"),
+                found: format!("{} and {}", params.len(), grads.len())
+                    + &model.map_or(String::new(), |w| format!(" and {}", w.len())),
             });
         }
+        let low = if model.is_some() { BF16 } else { F32 };
         for (i, shape) in self.shapes.iter().enumerate() {
-            for (name, t) in [("params", &params[i]), ("grads", &grads[i])] {
-                if t.dtype() != ScalarType::F32 || t.shape() != &shape[..] {
+            let mut lists = vec![("params", &params[i], F32), ("grads", &grads[i], low)];
+            if let Some(w) = model {
+                lists.push(("model", &w[i], BF16));
+            }
+            for (name, t, dtype) in lists {
+                if t.dtype() != dtype || t.shape() != &shape[..] {
                     return Err(ShampooError::Argument {
                         name: format!("{name}[{i}]"),
-                        expected: format!("f32 of shape {shape:?}"),
+                        expected: format!("{dtype} of shape {shape:?}"),
                         found: format!("{} of shape {:?}", t.dtype(), t.shape()),
                     });
                 }
@@ -923,17 +997,14 @@ impl Shampoo {
         let decay = 1.0 - f64::from(cfg.lr) * f64::from(cfg.weight_decay);
         for (i, st) in self.state.iter_mut().enumerate() {
             let (p, g) = (&params[i], &grads[i]);
+            // The model copy, or the stand-in of its rank when there is none.
+            let copy = model.map_or(&self.no_copy[p.shape().len() - 1], |w| &w[i]);
             let blocks = match st {
                 ParamState::Vector(d) => {
-                    // A view of the whole vector: the launch writes its memory in place.
+                    // Views of the whole vectors: the launch writes their memory in place.
                     let mut pv = p.narrow(0, 0, p.shape()[0])?;
-                    shampoo_diag::<DIAG_CHUNK, WARPS>::launch_auto(
-                        device,
-                        &mut pv,
-                        g,
-                        &mut d.m,
-                        &mut d.v,
-                        &mut d.mom,
+                    let mut wv = copy.narrow(0, 0, copy.shape()[0])?;
+                    let args = (
                         s(f64::from(b1)),
                         s(f64::from(cfg.grafting_beta2)),
                         s(1.0 / bc1),
@@ -945,7 +1016,20 @@ impl Shampoo {
                         s(f64::from(damp)),
                         s(k_s),
                         s(f64::from(k_b)),
-                    )?;
+                    );
+                    let (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) = args;
+                    let (m, v, mom) = (&mut d.m, &mut d.v, &mut d.mom);
+                    if model.is_some() {
+                        shampoo_diag::<bf16, DIAG_CHUNK, WARPS, true>::launch_auto(
+                            device, &mut pv, g, m, v, mom, &mut wv, a0, a1, a2, a3, a4, a5, a6, a7,
+                            a8, a9, a10,
+                        )?;
+                    } else {
+                        shampoo_diag::<f32, DIAG_CHUNK, WARPS, false>::launch_auto(
+                            device, &mut pv, g, m, v, mom, &mut wv, a0, a1, a2, a3, a4, a5, a6, a7,
+                            a8, a9, a10,
+                        )?;
+                    }
                     continue;
                 }
                 ParamState::Matrix(blocks) => blocks,
@@ -955,8 +1039,20 @@ impl Shampoo {
                     t.narrow(0, blk.rows.0, blk.rows.1)?
                         .narrow(1, blk.cols.0, blk.cols.1)
                 };
-                let gb = view(g)?;
                 let mut pb = view(p)?;
+                // A bf16 gradient is widened into the block's scratch (which the
+                // preconditioning below overwrites only after the last read of the gradient).
+                let gb = if model.is_some() {
+                    shampoo_widen::<CHUNK, WARPS>::launch_auto(device, &view(g)?, &mut blk.half)?;
+                    blk.half.narrow(0, 0, blk.rows.1)?
+                } else {
+                    view(g)?
+                };
+                let mut wb = if model.is_some() {
+                    view(copy)?
+                } else {
+                    copy.narrow(0, 0, 1)?
+                };
                 let (sa, sb) = (s(f64::from(stat_alpha)), s(f64::from(stat_beta)));
                 shampoo_gram::<TILE, TILE_K, WARP_TILE, false>::launch_auto(
                     device,
@@ -1046,34 +1142,25 @@ impl Shampoo {
                         &blk.partial[1],
                         &mut blk.coef,
                     )?;
-                    shampoo_apply::<CHUNK, WARPS, true>::launch_auto(
-                        device,
-                        &mut pb,
-                        &blk.dir,
-                        &blk.coef,
-                        &mut blk.mom,
-                        sdecay,
-                        slr,
-                        smu,
-                        sdamp,
-                        s(k_s),
-                        s(f64::from(k_b)),
-                    )?;
-                } else {
-                    shampoo_apply::<CHUNK, WARPS, false>::launch_auto(
-                        device,
-                        &mut pb,
-                        &blk.graft,
-                        &blk.coef,
-                        &mut blk.mom,
-                        sdecay,
-                        slr,
-                        smu,
-                        sdamp,
-                        s(k_s),
-                        s(f64::from(k_b)),
-                    )?;
                 }
+                let preconditioned = precondition && blk.rooted;
+                let dir = if preconditioned { &blk.dir } else { &blk.graft };
+                let (coef, mom) = (&blk.coef, &mut blk.mom);
+                let (sks, skb) = (s(k_s), s(f64::from(k_b)));
+                match (preconditioned, model.is_some()) {
+                    (false, false) => shampoo_apply::<CHUNK, WARPS, false, false>::launch_auto(
+                        device, &mut pb, dir, coef, mom, &mut wb, sdecay, slr, smu, sdamp, sks, skb,
+                    ),
+                    (true, false) => shampoo_apply::<CHUNK, WARPS, true, false>::launch_auto(
+                        device, &mut pb, dir, coef, mom, &mut wb, sdecay, slr, smu, sdamp, sks, skb,
+                    ),
+                    (false, true) => shampoo_apply::<CHUNK, WARPS, false, true>::launch_auto(
+                        device, &mut pb, dir, coef, mom, &mut wb, sdecay, slr, smu, sdamp, sks, skb,
+                    ),
+                    (true, true) => shampoo_apply::<CHUNK, WARPS, true, true>::launch_auto(
+                        device, &mut pb, dir, coef, mom, &mut wb, sdecay, slr, smu, sdamp, sks, skb,
+                    ),
+                }?;
             }
         }
         Ok(())

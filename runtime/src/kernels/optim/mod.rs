@@ -8,7 +8,7 @@
 //! | [`AdamMini`] | Zhang et al. 2024 (`adam-mini` 1.1): one `v` per block of the caller's [`Partition`] | 1 ([`adam_mini_multi`](super::optim_multi::adam_mini_multi), or [`adam_mini_mixed_multi`](super::optim_multi::adam_mini_mixed_multi) with a bf16 model copy) |
 //! | [`Adam8bit`] | bitsandbytes 0.45 `AdamW8bit`, blockwise ([`optim8`]) | 1 ([`adam8bit_multi`](optim8::adam8bit_multi), or [`adam8bit_mixed_multi`](optim8::adam8bit_mixed_multi) with a bf16 model copy) |
 //! | [`Muon`] | `torch.optim.Muon` ([`muon`]); f32 weights, or f32 master weights with bf16 gradients and a bf16 model copy | `3·ns_steps + 2` per matrix |
-//! | [`Shampoo`] | Distributed Shampoo v1.0 (`DistributedShampoo`, [`shampoo`]): EMA statistics, coupled Newton inverse 4th roots in f32, Adam grafting, blocking | 1 per vector; per matrix block 4, or 8 once preconditioned, plus the roots' Newton iterations when due |
+//! | [`Shampoo`] | Distributed Shampoo v1.0 (`DistributedShampoo`, [`shampoo`]): EMA statistics, coupled Newton inverse 4th roots in f32, Adam grafting, blocking; f32 weights, or f32 master weights with bf16 gradients and a bf16 model copy | 1 per vector; per matrix block 4, or 8 once preconditioned, plus the roots' Newton iterations when due |
 //!
 //! ```
 //! use tilekit::kernels::optim::{AdamW, AdamWConfig};
@@ -1146,8 +1146,8 @@ fn batch_of_one(t: &Tensor) -> Reshaped<'_> {
 /// Distributed Shampoo's option names ([`ShampooConfig`]: `lr`, `betas`, `epsilon`,
 /// `precondition_frequency`, `start_preconditioning_step`, `max_preconditioner_dim`, Adam
 /// grafting's `grafting_beta2` and `grafting_epsilon`, `weight_decay`, `momentum`,
-/// `use_nesterov`). The state ([`shampoo::Shampoo`]) is made at the first step for that
-/// list's shapes.
+/// `use_nesterov`); with [`Shampoo::step_with_model_copy`], f32 master weights of a bf16
+/// model. The state ([`shampoo::Shampoo`]) is made at the first step for that list's shapes.
 #[derive(Debug)]
 pub struct Shampoo {
     /// The hyper-parameters of the next step (all but `max_preconditioner_dim` may change).
@@ -1190,9 +1190,37 @@ impl Shampoo {
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), OptimError> {
-        const NAME: &str = "Shampoo";
         let f = ScalarType::F32;
-        check_lists(NAME, params, grads, f, f, &self.shapes)?;
+        check_lists("Shampoo", params, grads, f, f, &self.shapes)?;
+        self.run(device, params, grads, None)
+    }
+
+    /// One mixed-precision step, as [`AdamW::step_with_model_copy`]: updates the f32 master
+    /// weights `params` in place from bf16 `grads` and writes `model[i] = bf16(params[i])`
+    /// (round to nearest even) in the update's pass
+    /// ([`shampoo::Shampoo::step_with_model_copy`]: statistics, roots and states in f32).
+    pub fn step_with_model_copy(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: &[Tensor],
+    ) -> Result<(), OptimError> {
+        let (f, b) = (ScalarType::F32, ScalarType::BF16);
+        check_lists("Shampoo", params, grads, f, b, &self.shapes)?;
+        check_lists("Shampoo (model copy)", params, model, f, b, &self.shapes)?;
+        self.run(device, params, grads, Some(model))
+    }
+
+    /// The step over checked lists, with a model copy to write when `model` is given.
+    fn run(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: Option<&[Tensor]>,
+    ) -> Result<(), OptimError> {
+        const NAME: &str = "Shampoo";
         self.config.check()?;
         let state = match &mut self.state {
             Some(state) => {
@@ -1226,7 +1254,10 @@ impl Shampoo {
             }
         };
         state.config = self.config;
-        state.step(device, params, grads)?;
+        match model {
+            Some(model) => state.step_with_model_copy(device, params, grads, model)?,
+            None => state.step(device, params, grads)?,
+        }
         Ok(())
     }
 }

@@ -4,11 +4,14 @@
 //! (`attention_fwd<bf16, 128, 16, 64, 8, _>`, K and V copied in 16-key chunks, Q read from
 //! shared memory); hd96 and hd192 run their blocks of 6 warps (rows of 96 and 192 columns are
 //! copied by 192 threads). O is checked element by element against a bound derived from the
-//! computation, LSE against its own magnitude.
+//! computation, LSE against its own magnitude. `attention_bwd::backward` at hd96 (plain and
+//! causal) against the f64 gradients, element by element within `check_against_reference`'s
+//! bounds.
 
 use tilekit::ir::interp::HostTensor;
-use tilekit::ir::ScalarType::BF16;
+use tilekit::ir::ScalarType::{BF16, F32};
 use tilekit::kernels::attention::{forward, reference_with, ForwardOptions};
+use tilekit::kernels::attention_bwd::{backward, check_against_reference};
 use tilekit::kernels::check::Rng;
 use tilekit::Device;
 
@@ -119,6 +122,78 @@ fn forward_names_the_supported_head_dims() {
         .to_string();
     assert!(
         err.contains("head dim 80 is not supported; supported: 64, 96, 128, 192, 256"),
+        "{err}"
+    );
+}
+
+/// Runs `backward` at head dim `d` on `device` for awkward lengths (one query, a ragged single
+/// tile, several key blocks with GQA, more queries than keys so that causal rows see no key),
+/// plain and causal, and checks dQ, dK and dV against the f64 gradients.
+fn check_backward(device: &Device, d: usize) {
+    let mut rng = Rng::fresh();
+    let cases = [
+        (2, 1, 1, 130, F32),
+        (2, 2, 17, 17, BF16),
+        (4, 2, 130, 100, F32),
+        (2, 1, 130, 17, F32),
+    ];
+    for (bh_q, bh_kv, seq_q, seq_kv, grads) in cases {
+        let q = rng.tensor(BF16, &[bh_q, seq_q, d], -2.0, 2.0);
+        let k = rng.tensor(BF16, &[bh_kv, seq_kv, d], -2.0, 2.0);
+        let v = rng.tensor(BF16, &[bh_kv, seq_kv, d], -1.0, 1.0);
+        let d_o = rng.tensor(BF16, &[bh_q, seq_q, d], -1.0, 1.0);
+        for causal in [false, true] {
+            let opts = ForwardOptions {
+                causal,
+                ..ForwardOptions::new(1.0 / (d as f32).sqrt())
+            };
+            let name = format!(
+                "{device:?} backward hd {d}, {bh_q}/{bh_kv} heads {seq_q}×{seq_kv}, causal \
+                 {causal}, {grads} gradients"
+            );
+            check_against_reference(device, (&q, &k, &v, &d_o), &opts, grads, (&name, rng.seed))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+#[test]
+fn hd96_backward_matches_the_reference_on_the_sm_80_emulator() {
+    check_backward(&Device::from_name("emu:sm_80").unwrap(), 96);
+}
+
+#[test]
+fn hd96_backward_matches_the_reference_on_the_interpreter() {
+    check_backward(&Device::Cpu, 96);
+}
+
+/// Head dim 96 has the plain and causal backward only: a window is refused with what is
+/// supported named.
+#[test]
+fn backward_at_hd96_refuses_a_window() {
+    let t = HostTensor::zeros(BF16, &[1, 16, 96]);
+    let lse = HostTensor::zeros(F32, &[1, 16]);
+    let grad = || HostTensor::zeros(F32, &[1, 16, 96]);
+    let (mut dq, mut dk, mut dv) = (grad(), grad(), grad());
+    let opts = ForwardOptions {
+        window_left: Some(4),
+        ..ForwardOptions::new(0.1)
+    };
+    let err = backward(
+        &Device::Cpu,
+        (&t, &t, &t),
+        (&t, &lse, &t),
+        &opts,
+        &mut dq,
+        &mut dk,
+        &mut dv,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(
+            "head dim 96 has the backward of plain or bottom-right causal bf16 attention only"
+        ),
         "{err}"
     );
 }

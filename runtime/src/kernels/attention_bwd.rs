@@ -1,7 +1,8 @@
 //! FlashAttention-2 backward pass of [`attention_fwd`](super::attention::attention_fwd) and
 //! [`attention_fwd_window`](super::attention::attention_fwd_window), for every option of
 //! [`forward`](super::attention::forward): GQA/MQA, causal (bottom-right or top-left), sliding
-//! windows and logit soft-capping, head dims 64 and 128.
+//! windows and logit soft-capping, head dims 64 and 128; at head dim 96 plain and bottom-right
+//! causal bf16 attention ([`PLAIN_ONLY_HEAD_DIMS`]).
 //!
 //! The forward computes `O = softmax(S)·V` over the keys each row sees, with `S = s·Q·Kᵀ` (or
 //! `c·tanh(s·Q·Kᵀ/c)` with a cap c), `s = sm_scale`, and returns the natural-log `LSE` per query
@@ -67,7 +68,14 @@
 //! registers), and head dim 128 with tiles of 16 in both. At 128 a warp's dK and dV
 //! accumulators take 2 × 64 f32 registers; its K and V fragments (2 × 32 more) spilled 136
 //! bytes on sm_80 when kept in registers, so at 128 each warp parks its K and V rows in shared
-//! memory and reads them back at each use (48 KiB of shared memory per block).
+//! memory and reads them back at each use (48 KiB of shared memory per block). Head dim 96
+//! runs blocks of 6 warps (96 keys or query rows: the thread count and the 96 columns divide
+//! one another, which the element-wise copies of views without alignment facts need) with
+//! tiles of 32 in both passes and K and V parked in shared memory as at 128. `tilekit check`,
+//! 0 spill bytes on sm_80, sm_90a, gfx90a, gfx942 and gfx950, aligned and general; sm_80
+//! aligned / general: key pass 230–243 / 254–255 registers (figure 0.95–1.09 / 1.64–1.78),
+//! query pass 205–207 / 227–228 (0.66–0.77 / 1.22–1.34); with tiles of 16 the figures were
+//! 1.11–1.30 and 0.77–0.94 aligned.
 //!
 //! `tilekit check` (ptxas 13.5), 0 spill bytes on sm_80, sm_90a and gfx942, aligned and
 //! general, for the f16 and head-dim-128 varlen variants. The f16 kernels compile as their
@@ -95,7 +103,14 @@ pub const KEYS_PER_WARP: usize = 16;
 /// `[⌈seq_q / (WARPS·R)⌉, bh, 1]` ([`rows_grid`]).
 #[crate::kernel(
     warps = WARPS as u32,
-    variants(<bf16, 64, 16, 4>, <f32, 64, 16, 4>, <bf16, 128, 16, 4>, <f32, 128, 16, 4>),
+    variants(
+        <bf16, 64, 16, 4>,
+        <f32, 64, 16, 4>,
+        <bf16, 96, 16, 4>,
+        <f32, 96, 16, 4>,
+        <bf16, 128, 16, 4>,
+        <f32, 128, 16, 4>
+    ),
     shapes(o: [BH, SQ, D], d_o: [BH, SQ, D], delta: [BH, SQ]),
     grid = [ceil_div(SQ, WARPS * R), BH, 1]
 )]
@@ -150,6 +165,10 @@ fn row_dots<O: RegDtype, T: RegDtype, const D: usize, const R: usize, const WARP
         <f32, 64, 32, 4, true>,
         <bf16, 64, 32, 4, false>,
         <bf16, 64, 32, 4, true>,
+        <f32, 96, 32, 6, false>,
+        <f32, 96, 32, 6, true>,
+        <bf16, 96, 32, 6, false>,
+        <bf16, 96, 32, 6, true>,
         <f32, 128, 16, 4, false>,
         <f32, 128, 16, 4, true>,
         <bf16, 128, 16, 4, false>,
@@ -484,6 +503,10 @@ fn key_tiles<
         <f32, 64, 16, 32, 4, true>,
         <bf16, 64, 16, 32, 4, false>,
         <bf16, 64, 16, 32, 4, true>,
+        <f32, 96, 16, 32, 6, false>,
+        <f32, 96, 16, 32, 6, true>,
+        <bf16, 96, 16, 32, 6, false>,
+        <bf16, 96, 16, 32, 6, true>,
         <f32, 128, 16, 16, 4, false>,
         <f32, 128, 16, 16, 4, true>,
         <bf16, 128, 16, 16, 4, false>,
@@ -1272,8 +1295,12 @@ fn positive_cap<const SOFTCAP: bool>(args: &[LaunchArg], at: usize) -> Result<()
     }
 }
 
-/// Head dims the backward has kernels for.
+/// Head dims the backward has kernels for, for every option of the forward.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// Head dims the backward has for plain and bottom-right causal bf16 attention only (no
+/// window, soft-capping, ALiBi, top-left causal alignment with `seq_q ≠ seq_kv`, or f16).
+pub const PLAIN_ONLY_HEAD_DIMS: [usize; 1] = [96];
 
 /// Head dims [`backward_varlen`] has kernels for. At 128 the varlen dQ pass keeps its Q rows
 /// in shared memory (in registers beside the table addressing it spilled on sm_80: table views
@@ -1285,7 +1312,8 @@ pub const VARLEN_HEAD_DIMS: [usize; 2] = [64, 128];
 /// `bh_q`), the forward's O (bf16 or f32) and LSE (f32, natural log), and the output gradient
 /// dO (bf16), writes dQ `[bh_q, seq_q, D]`, dK and dV `[bh_kv, seq_kv, D]` (all f32 or all
 /// bf16). `opts` must be the forward's (scale, causal mask and its alignment, window, cap).
-/// Head dims 64 and 128. The row sums Δ live in a scratch tensor of `bh_q·seq_q` f32.
+/// Head dims [`HEAD_DIMS`], and [`PLAIN_ONLY_HEAD_DIMS`] without a window, soft-capping, ALiBi
+/// or f16. The row sums Δ live in a scratch tensor of `bh_q·seq_q` f32.
 ///
 /// Every result is the same bits on every run: dQ has its own pass, and dK, dV of a K/V head
 /// sum its query heads in order in one block.
@@ -1362,9 +1390,10 @@ fn backward_slopes(
             k.shape()
         )));
     };
-    if !HEAD_DIMS.contains(&d) {
+    if !HEAD_DIMS.contains(&d) && !PLAIN_ONLY_HEAD_DIMS.contains(&d) {
         return Err(refuse(format!(
-            "head dim {d} is not supported; supported: {HEAD_DIMS:?}"
+            "head dim {d} is not supported; supported: {HEAD_DIMS:?}, and {PLAIN_ONLY_HEAD_DIMS:?} \
+             without a window, soft-capping, ALiBi or f16"
         )));
     }
     if bh_kv == 0 || bh_q % bh_kv != 0 {
@@ -1380,7 +1409,15 @@ fn backward_slopes(
         && opts.window_right.is_none()
         && opts.softcap.is_none()
         && (!opts.causal || opts.align == Align::BottomRight || seq_q == seq_kv);
-    if q.dtype() == ScalarType::F16 {
+    let half_inputs = q.dtype() == ScalarType::F16;
+    if PLAIN_ONLY_HEAD_DIMS.contains(&d) && (!plain || slopes.is_some() || half_inputs) {
+        return Err(refuse(format!(
+            "head dim {d} has the backward of plain or bottom-right causal bf16 attention only \
+             (no window, soft-capping, ALiBi, top-left causal alignment with seq_q ≠ seq_kv or \
+             f16 inputs); those are supported at head dims {HEAD_DIMS:?}"
+        )));
+    }
+    if half_inputs {
         if !plain || slopes.is_some() {
             return Err(refuse(
                 "f16 inputs have the backward of plain or bottom-right causal attention only \
@@ -1410,11 +1447,17 @@ fn backward_slopes(
         (ScalarType::F32, 64) => {
             attention_bwd_preprocess::<f32, 64, 16, 4>::launch(device, pre, o, d_o, &mut delta)
         }
+        (ScalarType::F32, 96) => {
+            attention_bwd_preprocess::<f32, 96, 16, 4>::launch(device, pre, o, d_o, &mut delta)
+        }
         (ScalarType::F32, _) => {
             attention_bwd_preprocess::<f32, 128, 16, 4>::launch(device, pre, o, d_o, &mut delta)
         }
         (_, 64) => {
             attention_bwd_preprocess::<bf16, 64, 16, 4>::launch(device, pre, o, d_o, &mut delta)
+        }
+        (_, 96) => {
+            attention_bwd_preprocess::<bf16, 96, 16, 4>::launch(device, pre, o, d_o, &mut delta)
         }
         _ => attention_bwd_preprocess::<bf16, 128, 16, 4>::launch(device, pre, o, d_o, &mut delta),
     }?;
@@ -1463,26 +1506,52 @@ fn backward_slopes(
             }
         };
     }
+    // Head dim 96 runs blocks of 6 warps: the thread count and the 96 columns of Q, K, V and
+    // dO then divide one another, as the element-wise copies of views without alignment facts
+    // need (see `attention`'s module documentation).
     macro_rules! plain {
-        ($g:ty, $d:literal, $qt:literal, $kv:literal, $causal:literal) => {{
-            attention_bwd_dkdv::<$g, $d, $qt, 4, $causal>::launch(
-                device, kg, q, k, v, d_o, lse, delta, dk, dv, s,
+        ($g:ty, $d:literal, $qt:literal, $kv:literal, $warps:literal, $causal:literal) => {{
+            attention_bwd_dkdv::<$g, $d, $qt, $warps, $causal>::launch(
+                device,
+                rows_grid(bh_kv, seq_kv, $warps * KEYS_PER_WARP),
+                q,
+                k,
+                v,
+                d_o,
+                lse,
+                delta,
+                dk,
+                dv,
+                s,
             )?;
-            attention_bwd_dq::<$g, $d, 16, $kv, 4, $causal>::launch(
-                device, qg, q, k, v, d_o, lse, delta, dq, s,
+            attention_bwd_dq::<$g, $d, 16, $kv, $warps, $causal>::launch(
+                device,
+                rows_grid(bh_q, seq_q, 16 * $warps),
+                q,
+                k,
+                v,
+                d_o,
+                lse,
+                delta,
+                dq,
+                s,
             )
         }};
     }
     if plain {
         return match (grads, d, opts.causal) {
-            (ScalarType::F32, 64, false) => plain!(f32, 64, 32, 32, false),
-            (ScalarType::F32, 64, true) => plain!(f32, 64, 32, 32, true),
-            (ScalarType::F32, _, false) => plain!(f32, 128, 16, 16, false),
-            (ScalarType::F32, _, true) => plain!(f32, 128, 16, 16, true),
-            (_, 64, false) => plain!(bf16, 64, 32, 32, false),
-            (_, 64, true) => plain!(bf16, 64, 32, 32, true),
-            (_, _, false) => plain!(bf16, 128, 16, 16, false),
-            (_, _, true) => plain!(bf16, 128, 16, 16, true),
+            (ScalarType::F32, 64, false) => plain!(f32, 64, 32, 32, 4, false),
+            (ScalarType::F32, 64, true) => plain!(f32, 64, 32, 32, 4, true),
+            (ScalarType::F32, 96, false) => plain!(f32, 96, 32, 32, 6, false),
+            (ScalarType::F32, 96, true) => plain!(f32, 96, 32, 32, 6, true),
+            (ScalarType::F32, _, false) => plain!(f32, 128, 16, 16, 4, false),
+            (ScalarType::F32, _, true) => plain!(f32, 128, 16, 16, 4, true),
+            (_, 64, false) => plain!(bf16, 64, 32, 32, 4, false),
+            (_, 64, true) => plain!(bf16, 64, 32, 32, 4, true),
+            (_, 96, false) => plain!(bf16, 96, 32, 32, 6, false),
+            (_, 96, true) => plain!(bf16, 96, 32, 32, 6, true),
+            (_, _, false) => plain!(bf16, 128, 16, 16, 4, false),
+            (_, _, true) => plain!(bf16, 128, 16, 16, 4, true),
         };
     }
     let (left, right) = opts.kernel_window(seq_q, seq_kv);
@@ -2141,9 +2210,12 @@ fn selftest(device: &Device) -> Result<String, String> {
     // (bh_q, bh_kv, seq_q, seq_kv, head dim, gradient dtype, options): ragged tiles; more
     // queries than keys (causal: the first 50 rows see no key, a whole 32-row query tile among
     // them); GQA 2:1 with more keys than queries; MQA; top-left causal; a window that empties
-    // whole tiles with a soft cap, at head dim 128.
+    // whole tiles with a soft cap, at head dim 128; head dim 96 plain and causal (more queries
+    // than keys).
     let cases = [
         (2, 2, 70, 70, 64, ScalarType::F32, base),
+        (2, 1, 50, 70, 96, ScalarType::BF16, base),
+        (2, 1, 70, 50, 96, ScalarType::F32, causal),
         (2, 2, 70, 70, 64, ScalarType::F32, causal),
         (1, 1, 90, 40, 64, ScalarType::F32, causal),
         (4, 2, 40, 90, 64, ScalarType::BF16, causal),
@@ -2221,8 +2293,8 @@ fn selftest(device: &Device) -> Result<String, String> {
         check_against_reference(device, (&q, &k, &v, &d_o), &opts, grads, (&name, rng.seed))?;
     }
     Ok(
-        "dQ, dK, dV (f32, bf16 and f16) from the reference forward's O and LSE at head dims 64 \
-         and 128: full and causal (bottom-right and top-left), ragged tiles, seq_kv ≠ seq_q, GQA \
+        "dQ, dK, dV (f32, bf16 and f16) from the reference forward's O and LSE at head dims 64, \
+         96 and 128: full and causal (bottom-right and top-left), ragged tiles, seq_kv ≠ seq_q, GQA \
          and MQA, a window with a soft cap, ALiBi, f16 inputs; each element within its bound \
          from the definition"
             .into(),

@@ -257,8 +257,8 @@ fn dsl_attention_with_masked_key_tiles_matches_torch() {
 }
 
 /// The variants `forward` runs at every head dim it supports (64: 128 query rows per block,
-/// key tiles of 64; 128: 128 rows, 64 keys on the interpreter and sm_80 (32 elsewhere); 256: 64
-/// rows, 16 keys, Q read from shared memory),
+/// key tiles of 64; 96: 96 rows (6 warps), 64 keys; 128: 128 rows, 64 keys on the interpreter and
+/// sm_80 (32 elsewhere); 192: 96 rows, 32 keys; 256: 64 rows, 16 keys, Q read from shared memory),
 /// plain and causal, on shapes with several key tiles per block, a partial last tile, more keys
 /// than queries, and causal blocks whose first rows are past several whole key tiles (the
 /// unmasked interior loop and the masked tail both run).
@@ -601,7 +601,7 @@ fn dsl_attention_forward_names_the_supported_head_dims() {
     let err = forward(&Device::Cpu, &q, &q, &q, &ForwardOptions::new(0.125)).unwrap_err();
     assert!(
         err.to_string()
-            .contains("head dim 80 is not supported; supported: 64, 128, 256"),
+            .contains("head dim 80 is not supported; supported: 64, 96, 128, 192, 256"),
         "{err}"
     );
 }

@@ -265,13 +265,21 @@ fn lds_over_the_chips_limit_is_rejected_with_the_numbers() {
 
 #[test]
 fn vgpr_overflow_is_rejected_with_the_numbers() {
-    // One wavefront moving 96 KiB element by element holds far more than 512 registers.
+    // One wavefront loads eight 64×128 f32 register tiles (1024 values a lane) before it stores
+    // any: the stores may alias the loads, so every value is live at once, far over 512.
     let mut b = FuncBuilder::kernel("spill", 1);
     let g = b.param("g", Type::global(ScalarType::F32, 2, true));
-    let s = b.alloc_shared(Type::shared_tile(ScalarType::F32, 384, 64, Swizzle::None));
     let z = b.const_i32(0);
-    b.copy(Scope::Warp, s, g, &[z, z]);
-    b.copy(Scope::Warp, g, s, &[z, z]);
+    let tiles: Vec<_> = (0..8)
+        .map(|i| {
+            let row = b.const_i32(i);
+            b.load(Type::tile(ScalarType::F32, 64, 128, tilekit_ir::Layout::Row), g, &[row, z])
+        })
+        .collect();
+    for (i, t) in tiles.into_iter().enumerate() {
+        let row = b.const_i32(8 + i as i32);
+        b.store(g, t, &[row, z]);
+    }
     let mut m = Module::new();
     m.push(b.finish());
     let e = compile(&m, "spill", Target::Gfx950).unwrap_err();

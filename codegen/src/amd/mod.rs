@@ -42,7 +42,10 @@ const SIMDS_PER_CU: u64 = 4;
 /// occupancy the LDS allows and shrinks register use to reach it: an attention step at 8
 /// wavefronts then reloads one MFMA operand at a time, each behind its own `s_waitcnt`. At
 /// two wavefronts per SIMD it keeps a step's operands in flight together (the knob Triton's
-/// AMD back end exposes as `waves_per_eu`).
+/// AMD back end exposes as `waves_per_eu`). The attribute is the range `1,w`: the scheduler aims
+/// for `w`, and the register budget stays that of one wavefront (512), so a kernel that needs more
+/// than 256 registers runs at one wavefront instead of spilling (`w,w` caps it at 256: the
+/// gfx950 warpgroup GEMMs spilled 43–48 registers).
 fn mfma_waves_per_eu(target: Target, threads: u32, shared_bytes: u64) -> u64 {
     let waves = u64::from(threads).div_ceil(64);
     let groups = lds_limit(target) / shared_bytes.max(1);
@@ -352,7 +355,7 @@ impl Rules for Amd {
         let mut attrs = vec![("amdgpu-ieee", "false".to_string())];
         if k.body.contains("rocdl.mfma") {
             let w = mfma_waves_per_eu(self.target, k.threads, k.shared_bytes);
-            attrs.push(("amdgpu-waves-per-eu", format!("{w},{w}")));
+            attrs.push(("amdgpu-waves-per-eu", format!("1,{w}")));
         }
         let passthrough = attrs
             .iter()

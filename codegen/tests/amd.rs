@@ -273,7 +273,11 @@ fn vgpr_overflow_is_rejected_with_the_numbers() {
     let tiles: Vec<_> = (0..8)
         .map(|i| {
             let row = b.const_i32(i);
-            b.load(Type::tile(ScalarType::F32, 64, 128, tilekit_ir::Layout::Row), g, &[row, z])
+            b.load(
+                Type::tile(ScalarType::F32, 64, 128, tilekit_ir::Layout::Row),
+                g,
+                &[row, z],
+            )
         })
         .collect();
     for (i, t) in tiles.into_iter().enumerate() {

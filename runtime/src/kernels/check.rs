@@ -155,6 +155,22 @@ pub fn record_bounded(case: impl Into<String>, got: &[f64], want: &[f64], bound:
     ratio
 }
 
+/// Per-element bound on an f32 moving average `β·m + (1 − β)·g` against its f64 value: eight
+/// roundings (2⁻²⁴ each: β and 1 − β in f32, the two products, the sum, with room) of the terms'
+/// magnitude `β·|m| + (1 − β)·|g|`, not of the result, which the terms can cancel to far below
+/// either (a one-element tensor's moment then has no larger neighbour to be normalized by).
+pub fn moving_average_bound(m: &[f64], g: &[f64], beta: f64) -> Vec<f64> {
+    const ROUNDINGS: f64 = 8.0;
+    let u = f64::from(f32::EPSILON) / 2.0;
+    m.iter()
+        .zip(g)
+        .map(|(m, g)| {
+            let scale = beta * m.abs() + (1.0 - beta) * g.abs();
+            (ROUNDINGS * u * scale).max(f64::from(f32::MIN_POSITIVE))
+        })
+        .collect()
+}
+
 fn push_case(case: String, max_abs: f64, max_rel: f64, tolerance: f64) {
     CASES.with(|c| {
         if let Some(cases) = c.borrow_mut().as_mut() {

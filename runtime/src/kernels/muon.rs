@@ -623,55 +623,26 @@ impl Muon {
             Some(w) => (true, &mut **w),
             None => (false, &mut self.gram),
         };
+        // The transposed layout and the model copy are const parameters: one launch per pair.
+        macro_rules! apply {
+            ($trans:literal, $model:literal) => {
+                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, $trans, $model>::launch_auto(
+                    device,
+                    poly,
+                    x,
+                    params,
+                    w,
+                    s(a),
+                    decay,
+                    scale,
+                )
+            };
+        }
         match (trans, with_model) {
-            (false, false) => {
-                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, false, false>::launch_auto(
-                    device,
-                    poly,
-                    x,
-                    params,
-                    w,
-                    s(a),
-                    decay,
-                    scale,
-                )
-            }
-            (true, false) => {
-                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, true, false>::launch_auto(
-                    device,
-                    poly,
-                    x,
-                    params,
-                    w,
-                    s(a),
-                    decay,
-                    scale,
-                )
-            }
-            (false, true) => {
-                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, false, true>::launch_auto(
-                    device,
-                    poly,
-                    x,
-                    params,
-                    w,
-                    s(a),
-                    decay,
-                    scale,
-                )
-            }
-            (true, true) => {
-                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, true, true>::launch_auto(
-                    device,
-                    poly,
-                    x,
-                    params,
-                    w,
-                    s(a),
-                    decay,
-                    scale,
-                )
-            }
+            (false, false) => apply!(false, false),
+            (true, false) => apply!(true, false),
+            (false, true) => apply!(false, true),
+            (true, true) => apply!(true, true),
         }?;
         Ok(())
     }

@@ -71,7 +71,7 @@
 //! | `topk_row[k]` | (`rt` keys, `rt<i32>`, best `rt<T, R x 16>`, `rt<i32, R x 16>`) → (`rt<T, R x 16>`, `rt<i32, R x 16>`) | the first k (≤ 16) pairs of the row and of best's first k, descending; the rest empty ([`topk_empty_key`], `i32::MAX`) |
 //! | `gather` | (gl of rank n, n × `rv<i32, N>`) → `rv<T, N>` | element k = `g[i0[k], …]`; 0 outside the view |
 //! | `scatter_rows`, `scatter_add_rows` | (gl mut, rt, `rv<i32>` rows, j) | global row `idx[r]` = / += row r |
-//! | `atomic_add` | (gl mut, x, idx…) | scalar at element indices, or tile at tile coordinates |
+//! | `atomic_add` | (gl mut, x, idx…) | scalar at element indices, vector at a chunk index (the last), or tile at tile coordinates; elements outside the view are skipped |
 //! | `atomic_max`, `atomic_min`, `atomic_exch` | (gl mut, x, idx…) → x's type | as `atomic_add` (i32, u32, f32); the old values |
 //! | `atomic_cas` | (gl mut, cmp, x, idx…) → x's type | where an element's bits equal cmp's it becomes x; the old values |
 //! | `philox` | (k0, k1, c0, c1, c2, c3) → 4 × T | Philox-4x32-10 words; u32 key scalars, u32 counters (scalars, tiles or vectors: T) |

@@ -554,12 +554,15 @@ pub enum OpKind {
     /// read 0 and stores there are dropped. `i` must lie in `0..entries`; the interpreter
     /// reports one outside, the lowerings give an empty view (every access masked).
     TableView,
-    /// `atomic_add (%g, %x, idx…)` — add a scalar (element indices) or a tile (tile coordinates).
+    /// `atomic_add (%g, %x, idx…)` — add a scalar (element indices), a register vector (chunk
+    /// index: elements `idx·len ..` of the last dimension) or a tile (tile coordinates); a
+    /// vector's or tile's elements outside the view are skipped. Adds by different warps and
+    /// blocks to one element are never a race.
     AtomicAdd,
     /// `atomic_max (%g, %x, idx…) : T` (also `atomic_min`, `atomic_exch`) — atomically updates
-    /// each addressed element (a scalar at element indices, or a register tile at tile
-    /// coordinates) and returns the elements' old values (a tile's elements outside the view are
-    /// left alone and read 0). Each element's update is indivisible; updates of one element by
+    /// each addressed element (a scalar at element indices, a register vector at a chunk index,
+    /// or a register tile at tile coordinates) and returns the elements' old values (a vector's
+    /// or tile's elements outside the view are left alone and read 0). Each element's update is indivisible; updates of one element by
     /// different warps and blocks take effect one after another, in some order.
     AtomicRmw(AtomicFn),
     /// `atomic_cas (%g, %cmp, %x, idx…) : T` — compare-and-swap: where an addressed element's

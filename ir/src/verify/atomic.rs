@@ -21,9 +21,25 @@ fn allowed(f: Option<AtomicFn>) -> (&'static [ScalarType], &'static str) {
     (ALL32, name)
 }
 
+/// How an atomic's operand `x` addresses its view: a scalar at element indices, a register
+/// vector at a chunk index (the last), a register tile at tile coordinates (the last two).
+/// Anything else is reported.
+pub(super) fn atomic_access(cx: &mut OpCx<'_, '_>, x: &Type) -> Option<Access> {
+    match x {
+        Type::Scalar(_) => Some(Access::Scalar),
+        Type::Vector { .. } => Some(Access::Vector),
+        Type::Tile { .. } => Some(Access::Tile),
+        _ => {
+            let expected = "a scalar, a register vector or a register tile";
+            cx.wrong_kind("x", expected, Space::Register, x);
+            None
+        }
+    }
+}
+
 /// `atomic_max|min|exch (g, x, idx…) : T` and `atomic_cas (g, cmp, x, idx…) : T` — g a mutable
-/// view of an allowed dtype; x (and cmp) a scalar of g's dtype at element indices, or a register
-/// tile at tile coordinates; the result has x's type.
+/// view of an allowed dtype; x (and cmp) of g's dtype as [`atomic_access`] takes it; the result
+/// has x's type.
 pub(super) fn check_atomic(cx: &mut OpCx<'_, '_>, f: Option<AtomicFn>) {
     let g = cx.operand(0);
     let Some(gt) = cx.expect_global("g", g) else {
@@ -41,13 +57,8 @@ pub(super) fn check_atomic(cx: &mut OpCx<'_, '_>, f: Option<AtomicFn>) {
     }
     let first_index = if f.is_none() { 3 } else { 2 };
     let x = cx.operand(first_index - 1);
-    let access = match x {
-        Type::Scalar(_) => Access::Scalar,
-        Type::Tile { .. } => Access::Tile,
-        _ => {
-            cx.wrong_kind("x", "a scalar or a register tile", Space::Register, x);
-            return;
-        }
+    let Some(access) = atomic_access(cx, x) else {
+        return;
     };
     let why = format!("the dtype of g: {g}");
     cx.expect_dtype("x", x, gt.dtype, &why);
@@ -185,6 +196,41 @@ mod tests {
         );
         assert!(e.contains("cmp"), "{e}");
         assert!(e.contains("mut"), "{e}");
+    }
+
+    #[test]
+    fn register_vectors_update_a_view_at_a_chunk_index() {
+        let m = parse_module(
+            r#"kernel @k(%g: gl<f32, 2, mut>, %u: gl<u32, 1, mut>) warps(1) {
+  %0 = const[0] () : i32
+  %1 = load (%g, %0, %0) : rv<f32, 32, rows>
+  atomic_add (%g, %1, %0, %0)
+  %2 = atomic_max (%g, %1, %0, %0) : rv<f32, 32, rows>
+  %3 = load (%u, %0) : rv<u32, 16, cols>
+  %4 = atomic_cas (%u, %3, %3, %0) : rv<u32, 16, cols>
+  return ()
+}
+"#,
+        )
+        .unwrap();
+        verify(&m).unwrap();
+    }
+
+    #[test]
+    fn atomics_of_shared_values_name_the_register_kinds() {
+        let e = errors(
+            r#"kernel @k(%g: gl<f32, 1, mut>) warps(1) {
+  %0 = const[0] () : i32
+  %s = alloc_shared @block () : sv<f32, 16>
+  atomic_add (%g, %s, %0)
+  return ()
+}
+"#,
+        );
+        assert!(
+            e.contains("a scalar, a register vector or a register tile"),
+            "{e}"
+        );
     }
 
     #[test]

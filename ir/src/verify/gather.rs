@@ -1,8 +1,8 @@
 //! Indexed updates of global views: `gather_rows`, `scatter_rows`, `scatter_add_rows`,
 //! `atomic_add`.
 
-use super::expect::{OpCx, Space};
-use super::memory::{check_global_indices, Access};
+use super::expect::OpCx;
+use super::memory::check_global_indices;
 use super::VerifyErrorKind;
 use crate::types::{ScalarType, Type, VecAxis};
 
@@ -112,7 +112,7 @@ fn has_atomic_add(d: ScalarType) -> bool {
 }
 
 /// `atomic_add (g, x, idx…)` — g a mutable view of x's dtype (one with atomic adds); x a scalar
-/// (element indices) or a register tile (tile coordinates).
+/// (element indices), a register vector (chunk index) or a register tile (tile coordinates).
 pub(super) fn check_atomic_add(cx: &mut OpCx<'_, '_>) {
     let (g, x) = (cx.operand(0), cx.operand(1));
     let Some(gt) = cx.expect_global("g", g) else {
@@ -126,14 +126,8 @@ pub(super) fn check_atomic_add(cx: &mut OpCx<'_, '_>) {
             found: g.to_string(),
         });
     }
-    let access = match x {
-        Type::Scalar(_) => Access::Scalar,
-        Type::Tile { .. } => Access::Tile,
-        _ => {
-            let expected = "a scalar or a register tile";
-            cx.wrong_kind("x", expected, Space::Register, x);
-            return;
-        }
+    let Some(access) = super::atomic::atomic_access(cx, x) else {
+        return;
     };
     cx.expect_dtype("x", x, gt.dtype, &format!("the dtype of g: {g}"));
     check_global_indices(cx, "g", g, gt, access, &cx.operands_from(2));

@@ -153,43 +153,54 @@ fn flat(dtype: ScalarType, tensors: &[&Tensor]) -> Result<TensorList, TableError
     list_of(dtype, 1, tensors, |_, t| vec![t.len()])
 }
 
-/// Checks a step's lists: as many gradients as parameters, each parameter a contiguous
-/// `param_dtype` tensor, each gradient a contiguous `grad_dtype` tensor of its shape, and the
-/// shapes those of the optimizer's state (`known`, empty before the first step).
-fn check_lists(
+/// Checks a step's lists against each other and against the optimizer's state (`known`, the
+/// shapes of the first step; empty before it). Without a `model` copy each parameter is a
+/// contiguous tensor of one of `plain` and its gradient a contiguous tensor of its dtype and
+/// shape; with one (a mixed-precision step) the parameters are f32 master weights and each
+/// gradient and model copy a contiguous bf16 tensor of its parameter's shape.
+fn check_step(
     optimizer: &'static str,
+    plain: &[ScalarType],
     params: &[Tensor],
     grads: &[Tensor],
-    param_dtype: ScalarType,
-    grad_dtype: ScalarType,
+    model: Option<&[Tensor]>,
     known: &[Vec<usize>],
 ) -> Result<(), OptimError> {
-    check_lists_of(
-        optimizer,
-        params,
-        grads,
-        &[param_dtype],
-        Some(grad_dtype),
-        known,
-    )
+    let (f, b) = (ScalarType::F32, ScalarType::BF16);
+    match model {
+        None => check_list(optimizer, params, ("grads", grads), plain, None, known),
+        Some(model) => {
+            check_list(optimizer, params, ("grads", grads), &[f], Some(b), known)?;
+            check_list(
+                optimizer,
+                params,
+                ("model copy", model),
+                &[f],
+                Some(b),
+                known,
+            )
+        }
+    }
 }
 
-/// [`check_lists`] where a parameter may be of any of `param_dtypes` and its gradient is of
-/// `grad_dtype`, or of the parameter's dtype when `None`.
-fn check_lists_of(
+/// [`check_step`] for one list that goes with the parameters entry by entry (`what`, named in
+/// errors): as many tensors as parameters, each parameter a contiguous tensor of one of
+/// `param_dtypes` with the state's shape, each tensor of the list a contiguous one of `dtype`
+/// (the parameter's dtype when `None`) and of its parameter's shape.
+fn check_list(
     optimizer: &'static str,
     params: &[Tensor],
-    grads: &[Tensor],
+    (what, list): (&'static str, &[Tensor]),
     param_dtypes: &[ScalarType],
-    grad_dtype: Option<ScalarType>,
+    dtype: Option<ScalarType>,
     known: &[Vec<usize>],
 ) -> Result<(), OptimError> {
-    if grads.len() != params.len() {
+    if list.len() != params.len() {
         return Err(OptimError::Count {
             optimizer,
-            what: "grads",
+            what,
             expected: params.len(),
-            found: grads.len(),
+            found: list.len(),
         });
     }
     if !known.is_empty() && known.len() != params.len() {
@@ -208,7 +219,7 @@ fn check_lists_of(
             if t.is_contiguous() { "" } else { ", strided" }
         )
     };
-    for (entry, (p, g)) in params.iter().zip(grads).enumerate() {
+    for (entry, (p, t)) in params.iter().zip(list).enumerate() {
         if !param_dtypes.contains(&p.dtype()) || !p.is_contiguous() {
             let names: Vec<String> = param_dtypes.iter().map(|d| d.to_string()).collect();
             return Err(OptimError::Entry {
@@ -219,7 +230,6 @@ fn check_lists_of(
                 found: describe(p),
             });
         }
-        let grad_dtype = grad_dtype.unwrap_or(p.dtype());
         if let Some(shape) = known.get(entry) {
             if p.shape() != shape.as_slice() {
                 return Err(OptimError::Entry {
@@ -231,16 +241,17 @@ fn check_lists_of(
                 });
             }
         }
-        if g.dtype() != grad_dtype || !g.is_contiguous() || g.shape() != p.shape() {
+        let dtype = dtype.unwrap_or(p.dtype());
+        if t.dtype() != dtype || !t.is_contiguous() || t.shape() != p.shape() {
             return Err(OptimError::Entry {
                 optimizer,
-                what: "grads",
+                what,
                 entry,
                 expected: format!(
-                    "a contiguous {grad_dtype} tensor of shape {:?} (its parameter's)",
+                    "a contiguous {dtype} tensor of shape {:?} (its parameter's)",
                     p.shape()
                 ),
-                found: describe(g),
+                found: describe(t),
             });
         }
     }
@@ -455,24 +466,7 @@ impl AdamW {
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), OptimError> {
-        let (f, b) = (ScalarType::F32, ScalarType::BF16);
-        check_lists_of("AdamW", params, grads, &[f, b], None, &self.shapes)?;
-        let h = self.prepare(device, params)?;
-        let groups = dtype_groups(params);
-        for (dtype, members) in &groups {
-            let mut p = flat(*dtype, &pick(params, members))?;
-            let g = flat(*dtype, &pick(grads, members))?;
-            let mut m = flat(f, &pick(&self.exp_avg, members))?;
-            let mut v = flat(f, &pick(&self.exp_avg_sq, members))?;
-            if *dtype == b {
-                adamw_bf16_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?;
-            } else {
-                adamw_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?;
-            }
-        }
-        self.groups = groups;
-        self.steps += 1;
-        Ok(())
+        self.run(device, params, grads, None)
     }
 
     /// One mixed-precision step: updates the f32 master weights `params` in place from bf16
@@ -485,19 +479,50 @@ impl AdamW {
         grads: &[Tensor],
         model: &[Tensor],
     ) -> Result<(), OptimError> {
+        self.run(device, params, grads, Some(model))
+    }
+
+    /// The step over the lists, with a model copy to write when `model` is given (then the
+    /// parameters are all f32: one group).
+    fn run(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: Option<&[Tensor]>,
+    ) -> Result<(), OptimError> {
         let (f, b) = (ScalarType::F32, ScalarType::BF16);
-        check_lists("AdamW", params, grads, f, b, &self.shapes)?;
-        check_lists("AdamW (model copy)", params, model, f, b, &self.shapes)?;
+        check_step("AdamW", &[f, b], params, grads, model, &self.shapes)?;
         let h = self.prepare(device, params)?;
-        let mut p = flat(f, &refs(params))?;
-        let g = flat(b, &refs(grads))?;
-        let mut w = flat(b, &refs(model))?;
-        let mut m = flat(f, &refs(&self.exp_avg))?;
-        let mut v = flat(f, &refs(&self.exp_avg_sq))?;
-        adamw_mixed_multi_step(device, &mut p, &g, &mut m, &mut v, &mut w, &h)?;
-        self.groups = vec![(f, (0..params.len()).collect())];
+        let groups = dtype_groups(params);
+        for (dtype, members) in &groups {
+            let mut p = flat(*dtype, &pick(params, members))?;
+            let g = flat(grad_dtype(*dtype, model), &pick(grads, members))?;
+            let mut m = flat(f, &pick(&self.exp_avg, members))?;
+            let mut v = flat(f, &pick(&self.exp_avg_sq, members))?;
+            match model {
+                Some(model) => {
+                    let mut w = flat(b, &pick(model, members))?;
+                    adamw_mixed_multi_step(device, &mut p, &g, &mut m, &mut v, &mut w, &h)?
+                }
+                None if *dtype == b => {
+                    adamw_bf16_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?
+                }
+                None => adamw_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?,
+            }
+        }
+        self.groups = groups;
         self.steps += 1;
         Ok(())
+    }
+}
+
+/// The gradients' dtype for parameters of `dtype`: theirs, or bf16 in a step with a `model`
+/// copy.
+fn grad_dtype(dtype: ScalarType, model: Option<&[Tensor]>) -> ScalarType {
+    match model {
+        Some(_) => ScalarType::BF16,
+        None => dtype,
     }
 }
 
@@ -597,23 +622,7 @@ impl Lion {
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), OptimError> {
-        let (f, b) = (ScalarType::F32, ScalarType::BF16);
-        check_lists_of("Lion", params, grads, &[f, b], None, &self.shapes)?;
-        let h = self.prepare(device, params)?;
-        let groups = dtype_groups(params);
-        for (dtype, members) in &groups {
-            let mut p = flat(*dtype, &pick(params, members))?;
-            let g = flat(*dtype, &pick(grads, members))?;
-            let mut m = flat(f, &pick(&self.exp_avg, members))?;
-            if *dtype == b {
-                lion_bf16_multi_step(device, &mut p, &g, &mut m, &h)?;
-            } else {
-                lion_multi_step(device, &mut p, &g, &mut m, &h)?;
-            }
-        }
-        self.groups = groups;
-        self.steps += 1;
-        Ok(())
+        self.run(device, params, grads, None)
     }
 
     /// One mixed-precision step, as [`AdamW::step_with_model_copy`]: updates the f32 master
@@ -627,16 +636,35 @@ impl Lion {
         grads: &[Tensor],
         model: &[Tensor],
     ) -> Result<(), OptimError> {
+        self.run(device, params, grads, Some(model))
+    }
+
+    /// The step over the lists, as [`AdamW`]'s.
+    fn run(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: Option<&[Tensor]>,
+    ) -> Result<(), OptimError> {
         let (f, b) = (ScalarType::F32, ScalarType::BF16);
-        check_lists("Lion", params, grads, f, b, &self.shapes)?;
-        check_lists("Lion (model copy)", params, model, f, b, &self.shapes)?;
+        check_step("Lion", &[f, b], params, grads, model, &self.shapes)?;
         let h = self.prepare(device, params)?;
-        let mut p = flat(f, &refs(params))?;
-        let g = flat(b, &refs(grads))?;
-        let mut w = flat(b, &refs(model))?;
-        let mut m = flat(f, &refs(&self.exp_avg))?;
-        lion_mixed_multi_step(device, &mut p, &g, &mut m, &mut w, &h)?;
-        self.groups = vec![(f, (0..params.len()).collect())];
+        let groups = dtype_groups(params);
+        for (dtype, members) in &groups {
+            let mut p = flat(*dtype, &pick(params, members))?;
+            let g = flat(grad_dtype(*dtype, model), &pick(grads, members))?;
+            let mut m = flat(f, &pick(&self.exp_avg, members))?;
+            match model {
+                Some(model) => {
+                    let mut w = flat(b, &pick(model, members))?;
+                    lion_mixed_multi_step(device, &mut p, &g, &mut m, &mut w, &h)?
+                }
+                None if *dtype == b => lion_bf16_multi_step(device, &mut p, &g, &mut m, &h)?,
+                None => lion_multi_step(device, &mut p, &g, &mut m, &h)?,
+            }
+        }
+        self.groups = groups;
         self.steps += 1;
         Ok(())
     }
@@ -833,16 +861,7 @@ impl AdamMini {
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), OptimError> {
-        let f = ScalarType::F32;
-        check_lists("AdamMini", params, grads, f, f, &self.shapes)?;
-        let h = self.prepare(device, params)?;
-        let mut p = self.as_blocks(f, params)?;
-        let g = self.as_blocks(f, grads)?;
-        let mut m = self.as_blocks(f, &self.exp_avg)?;
-        let mut v = flat(f, &refs(&self.v))?;
-        adam_mini_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?;
-        self.steps += 1;
-        Ok(())
+        self.run(device, params, grads, None)
     }
 
     /// One mixed-precision step, as [`AdamW::step_with_model_copy`]: updates the f32 master
@@ -856,16 +875,31 @@ impl AdamMini {
         grads: &[Tensor],
         model: &[Tensor],
     ) -> Result<(), OptimError> {
-        let (f, b) = (ScalarType::F32, ScalarType::BF16);
-        check_lists("AdamMini", params, grads, f, b, &self.shapes)?;
-        check_lists("AdamMini (model copy)", params, model, f, b, &self.shapes)?;
+        self.run(device, params, grads, Some(model))
+    }
+
+    /// The step over the lists, with a model copy to write when `model` is given.
+    fn run(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: Option<&[Tensor]>,
+    ) -> Result<(), OptimError> {
+        let f = ScalarType::F32;
+        check_step("AdamMini", &[f], params, grads, model, &self.shapes)?;
         let h = self.prepare(device, params)?;
         let mut p = self.as_blocks(f, params)?;
-        let g = self.as_blocks(b, grads)?;
-        let mut w = self.as_blocks(b, model)?;
+        let g = self.as_blocks(grad_dtype(f, model), grads)?;
         let mut m = self.as_blocks(f, &self.exp_avg)?;
         let mut v = flat(f, &refs(&self.v))?;
-        adam_mini_mixed_multi_step(device, &mut p, &g, &mut m, &mut v, &mut w, &h)?;
+        match model {
+            Some(model) => {
+                let mut w = self.as_blocks(ScalarType::BF16, model)?;
+                adam_mini_mixed_multi_step(device, &mut p, &g, &mut m, &mut v, &mut w, &h)?
+            }
+            None => adam_mini_multi_step(device, &mut p, &g, &mut m, &mut v, &h)?,
+        }
         self.steps += 1;
         Ok(())
     }
@@ -992,15 +1026,7 @@ impl Adam8bit {
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), OptimError> {
-        let f = ScalarType::F32;
-        check_lists("Adam8bit", params, grads, f, f, &self.shapes)?;
-        let (h, [mut mc, mut vc, mut ma, mut va], maps) = self.prepare(device, params)?;
-        let mut p = flat(f, &refs(params))?;
-        let g = flat(f, &refs(grads))?;
-        let state = [&mut mc, &mut vc, &mut ma, &mut va];
-        optim8::adam8bit_multi_step(device, &mut p, &g, state, maps, &h)?;
-        self.steps += 1;
-        Ok(())
+        self.run(device, params, grads, None)
     }
 
     /// One mixed-precision step, as [`AdamW::step_with_model_copy`]: updates the f32 master
@@ -1014,15 +1040,30 @@ impl Adam8bit {
         grads: &[Tensor],
         model: &[Tensor],
     ) -> Result<(), OptimError> {
-        let (f, b) = (ScalarType::F32, ScalarType::BF16);
-        check_lists("Adam8bit", params, grads, f, b, &self.shapes)?;
-        check_lists("Adam8bit (model copy)", params, model, f, b, &self.shapes)?;
+        self.run(device, params, grads, Some(model))
+    }
+
+    /// The step over the lists, with a model copy to write when `model` is given.
+    fn run(
+        &mut self,
+        device: &Device,
+        params: &[Tensor],
+        grads: &[Tensor],
+        model: Option<&[Tensor]>,
+    ) -> Result<(), OptimError> {
+        let f = ScalarType::F32;
+        check_step("Adam8bit", &[f], params, grads, model, &self.shapes)?;
         let (h, [mut mc, mut vc, mut ma, mut va], maps) = self.prepare(device, params)?;
         let mut p = flat(f, &refs(params))?;
-        let g = flat(b, &refs(grads))?;
-        let mut w = flat(b, &refs(model))?;
+        let g = flat(grad_dtype(f, model), &refs(grads))?;
         let state = [&mut mc, &mut vc, &mut ma, &mut va];
-        optim8::adam8bit_mixed_multi_step(device, &mut p, &g, state, &mut w, maps, &h)?;
+        match model {
+            Some(model) => {
+                let mut w = flat(ScalarType::BF16, &refs(model))?;
+                optim8::adam8bit_mixed_multi_step(device, &mut p, &g, state, &mut w, maps, &h)?
+            }
+            None => optim8::adam8bit_multi_step(device, &mut p, &g, state, maps, &h)?,
+        }
         self.steps += 1;
         Ok(())
     }
@@ -1070,8 +1111,6 @@ impl Muon {
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), OptimError> {
-        let f = ScalarType::F32;
-        check_lists("Muon", params, grads, f, f, &self.shapes)?;
         self.run(device, params, grads, None)
     }
 
@@ -1086,13 +1125,10 @@ impl Muon {
         grads: &[Tensor],
         model: &[Tensor],
     ) -> Result<(), OptimError> {
-        let (f, b) = (ScalarType::F32, ScalarType::BF16);
-        check_lists("Muon", params, grads, f, b, &self.shapes)?;
-        check_lists("Muon (model copy)", params, model, f, b, &self.shapes)?;
         self.run(device, params, grads, Some(model))
     }
 
-    /// The step over checked lists, with a model copy to write when `model` is given.
+    /// The step over the lists, with a model copy to write when `model` is given.
     fn run(
         &mut self,
         device: &Device,
@@ -1100,6 +1136,14 @@ impl Muon {
         grads: &[Tensor],
         model: Option<&[Tensor]>,
     ) -> Result<(), OptimError> {
+        check_step(
+            "Muon",
+            &[ScalarType::F32],
+            params,
+            grads,
+            model,
+            &self.shapes,
+        )?;
         if self.steps == 0 {
             let mut states = Vec::with_capacity(params.len());
             for (entry, p) in params.iter().enumerate() {
@@ -1190,8 +1234,6 @@ impl Shampoo {
         params: &[Tensor],
         grads: &[Tensor],
     ) -> Result<(), OptimError> {
-        let f = ScalarType::F32;
-        check_lists("Shampoo", params, grads, f, f, &self.shapes)?;
         self.run(device, params, grads, None)
     }
 
@@ -1206,13 +1248,10 @@ impl Shampoo {
         grads: &[Tensor],
         model: &[Tensor],
     ) -> Result<(), OptimError> {
-        let (f, b) = (ScalarType::F32, ScalarType::BF16);
-        check_lists("Shampoo", params, grads, f, b, &self.shapes)?;
-        check_lists("Shampoo (model copy)", params, model, f, b, &self.shapes)?;
         self.run(device, params, grads, Some(model))
     }
 
-    /// The step over checked lists, with a model copy to write when `model` is given.
+    /// The step over the lists, with a model copy to write when `model` is given.
     fn run(
         &mut self,
         device: &Device,
@@ -1221,6 +1260,7 @@ impl Shampoo {
         model: Option<&[Tensor]>,
     ) -> Result<(), OptimError> {
         const NAME: &str = "Shampoo";
+        check_step(NAME, &[ScalarType::F32], params, grads, model, &self.shapes)?;
         self.config.check()?;
         let state = match &mut self.state {
             Some(state) => {

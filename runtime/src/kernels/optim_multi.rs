@@ -557,29 +557,14 @@ pub fn adamw_mixed_multi_step(
     let Some((starts, blocks)) = elementwise_plan(
         NAME,
         p,
-        &[(&*g, "g"), (&*m, "m"), (&*v, "v"), (&*p_model, "p_model")],
+        &[(g, "g"), (&*m, "m"), (&*v, "v"), (&*p_model, "p_model")],
     )?
     else {
         return Ok(());
     };
-    let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
-    let s = |x: f32| ScalarArg::from(x);
+    let [lr, beta1, beta2, eps, decay, bc1, bc2] = adam_scalar_args(NAME, h)?;
     adamw_mixed_multi::<CHUNK, WARPS>::launch(
-        device,
-        blocks,
-        p,
-        g,
-        m,
-        v,
-        p_model,
-        &starts,
-        s(h.lr),
-        s(h.beta1),
-        s(h.beta2),
-        s(h.eps),
-        s(h.weight_decay),
-        s(bc1),
-        s(bc2),
+        device, blocks, p, g, m, v, p_model, &starts, lr, beta1, beta2, eps, decay, bc1, bc2,
     )
 }
 
@@ -594,27 +579,13 @@ pub fn adamw_multi_step(
     h: &Hyper,
 ) -> Result<(), Error> {
     const NAME: &str = "adamw_multi";
-    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(&*g, "g"), (&*m, "m"), (&*v, "v")])?
+    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(g, "g"), (&*m, "m"), (&*v, "v")])?
     else {
         return Ok(());
     };
-    let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
-    let s = |x: f32| ScalarArg::from(x);
+    let [lr, beta1, beta2, eps, decay, bc1, bc2] = adam_scalar_args(NAME, h)?;
     adamw_multi::<CHUNK, WARPS>::launch(
-        device,
-        blocks,
-        p,
-        g,
-        m,
-        v,
-        &starts,
-        s(h.lr),
-        s(h.beta1),
-        s(h.beta2),
-        s(h.eps),
-        s(h.weight_decay),
-        s(bc1),
-        s(bc2),
+        device, blocks, p, g, m, v, &starts, lr, beta1, beta2, eps, decay, bc1, bc2,
     )
 }
 
@@ -629,27 +600,13 @@ pub fn adamw_bf16_multi_step(
     h: &Hyper,
 ) -> Result<(), Error> {
     const NAME: &str = "adamw_bf16_multi";
-    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(&*g, "g"), (&*m, "m"), (&*v, "v")])?
+    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(g, "g"), (&*m, "m"), (&*v, "v")])?
     else {
         return Ok(());
     };
-    let (bc1, bc2) = h.checked_bias_corrections(NAME)?;
-    let s = |x: f32| ScalarArg::from(x);
+    let [lr, beta1, beta2, eps, decay, bc1, bc2] = adam_scalar_args(NAME, h)?;
     adamw_bf16_multi::<CHUNK, WARPS>::launch(
-        device,
-        blocks,
-        p,
-        g,
-        m,
-        v,
-        &starts,
-        s(h.lr),
-        s(h.beta1),
-        s(h.beta2),
-        s(h.eps),
-        s(h.weight_decay),
-        s(bc1),
-        s(bc2),
+        device, blocks, p, g, m, v, &starts, lr, beta1, beta2, eps, decay, bc1, bc2,
     )
 }
 
@@ -663,22 +620,11 @@ pub fn lion_multi_step(
     h: &LionHyper,
 ) -> Result<(), Error> {
     const NAME: &str = "lion_multi";
-    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(&*g, "g"), (&*m, "m")])? else {
+    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(g, "g"), (&*m, "m")])? else {
         return Ok(());
     };
-    let s = |x: f32| ScalarArg::from(x);
-    lion_multi::<CHUNK, WARPS>::launch(
-        device,
-        blocks,
-        p,
-        g,
-        m,
-        &starts,
-        s(h.lr),
-        s(h.beta1),
-        s(h.beta2),
-        s(h.weight_decay),
-    )
+    let [lr, beta1, beta2, decay] = lion_scalar_args(h);
+    lion_multi::<CHUNK, WARPS>::launch(device, blocks, p, g, m, &starts, lr, beta1, beta2, decay)
 }
 
 /// One Lion step over lists in one launch with a bf16 model copy (see [`lion_mixed_multi`]):
@@ -693,23 +639,14 @@ pub fn lion_mixed_multi_step(
     h: &LionHyper,
 ) -> Result<(), Error> {
     const NAME: &str = "lion_mixed_multi";
-    let others = [(g, "g"), (&*m, "m"), (&*p_model, "p_model")];
-    let Some((starts, blocks)) = elementwise_plan(NAME, p, &others)? else {
+    let Some((starts, blocks)) =
+        elementwise_plan(NAME, p, &[(g, "g"), (&*m, "m"), (&*p_model, "p_model")])?
+    else {
         return Ok(());
     };
-    let s = |x: f32| ScalarArg::from(x);
+    let [lr, beta1, beta2, decay] = lion_scalar_args(h);
     lion_mixed_multi::<CHUNK, WARPS>::launch(
-        device,
-        blocks,
-        p,
-        g,
-        m,
-        p_model,
-        &starts,
-        s(h.lr),
-        s(h.beta1),
-        s(h.beta2),
-        s(h.weight_decay),
+        device, blocks, p, g, m, p_model, &starts, lr, beta1, beta2, decay,
     )
 }
 
@@ -723,21 +660,12 @@ pub fn lion_bf16_multi_step(
     h: &LionHyper,
 ) -> Result<(), Error> {
     const NAME: &str = "lion_bf16_multi";
-    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(&*g, "g"), (&*m, "m")])? else {
+    let Some((starts, blocks)) = elementwise_plan(NAME, p, &[(g, "g"), (&*m, "m")])? else {
         return Ok(());
     };
-    let s = |x: f32| ScalarArg::from(x);
+    let [lr, beta1, beta2, decay] = lion_scalar_args(h);
     lion_bf16_multi::<CHUNK, WARPS>::launch(
-        device,
-        blocks,
-        p,
-        g,
-        m,
-        &starts,
-        s(h.lr),
-        s(h.beta1),
-        s(h.beta2),
-        s(h.weight_decay),
+        device, blocks, p, g, m, &starts, lr, beta1, beta2, decay,
     )
 }
 
@@ -803,22 +731,9 @@ pub fn adam_mini_multi_step(
     let Some((starts, blocks)) = adam_mini_plan(NAME, p, &[(g, "g"), (&*m, "m")], v)? else {
         return Ok(());
     };
-    let [lr, beta1, beta2, eps, weight_decay, bc1, bc2] = adam_scalar_args(NAME, h)?;
+    let [lr, beta1, beta2, eps, decay, bc1, bc2] = adam_scalar_args(NAME, h)?;
     adam_mini_multi::<MINI_COLS, WARPS>::launch(
-        device,
-        blocks,
-        p,
-        g,
-        m,
-        v,
-        &starts,
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        bc1,
-        bc2,
+        device, blocks, p, g, m, v, &starts, lr, beta1, beta2, eps, decay, bc1, bc2,
     )
 }
 
@@ -836,27 +751,14 @@ pub fn adam_mini_mixed_multi_step(
     h: &Hyper,
 ) -> Result<(), Error> {
     const NAME: &str = "adam_mini_mixed_multi";
-    let others = [(g, "g"), (&*m, "m"), (&*p_model, "p_model")];
-    let Some((starts, blocks)) = adam_mini_plan(NAME, p, &others, v)? else {
+    let Some((starts, blocks)) =
+        adam_mini_plan(NAME, p, &[(g, "g"), (&*m, "m"), (&*p_model, "p_model")], v)?
+    else {
         return Ok(());
     };
-    let [lr, beta1, beta2, eps, weight_decay, bc1, bc2] = adam_scalar_args(NAME, h)?;
+    let [lr, beta1, beta2, eps, decay, bc1, bc2] = adam_scalar_args(NAME, h)?;
     adam_mini_mixed_multi::<MINI_COLS, WARPS>::launch(
-        device,
-        blocks,
-        p,
-        g,
-        m,
-        v,
-        p_model,
-        &starts,
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        bc1,
-        bc2,
+        device, blocks, p, g, m, v, p_model, &starts, lr, beta1, beta2, eps, decay, bc1, bc2,
     )
 }
 
@@ -865,6 +767,12 @@ pub fn adam_mini_mixed_multi_step(
 fn adam_scalar_args(kernel: &str, h: &Hyper) -> Result<[ScalarArg; 7], Error> {
     let (bc1, bc2) = h.checked_bias_corrections(kernel)?;
     Ok([h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, bc1, bc2].map(ScalarArg::from))
+}
+
+/// The scalar arguments of a Lion kernel in its parameters' order: `lr`, `beta1`, `beta2` and
+/// `weight_decay`.
+fn lion_scalar_args(h: &LionHyper) -> [ScalarArg; 4] {
+    [h.lr, h.beta1, h.beta2, h.weight_decay].map(ScalarArg::from)
 }
 
 /// Clips the gradients of `g` (f32) in place to global L2 norm `max_norm` with three launches

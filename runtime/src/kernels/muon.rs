@@ -18,7 +18,7 @@
 //! gradients bf16: [`muon_momentum`] and [`muon_prepare`] widen them to f32 as they read them,
 //! so the momentum buffer, `u` and its norm are f32 as in the f32 step; `X₀` is `u` scaled and
 //! cast to bf16 (as the reference `muon.py` casts before its bf16 iteration), the Newton–Schulz
-//! products are the same bf16 × bf16 → f32 GEMMs, and [`muon_apply`] updates the f32 weights
+//! products are the same bf16 × bf16 → f32 GEMMs, and [`muon_apply_copy`] updates the f32 weights
 //! and writes their bf16 copy (nearest even) in the same pass. The kernels:
 //!
 //! - [`muon_momentum`]: the EMA and one partial sum of `u²` per warp tile (no atomics: the
@@ -31,12 +31,14 @@
 //!   so `A·A = A·Aᵀ`) are both this kernel, which is how flash-muon and Gram Newton–Schulz
 //!   halve the NS work.
 //! - [`muon_combine`]: `X ← a·X + B·X` (a batched GEMM with the `a·X` epilogue), and
-//!   [`muon_apply`]: the last step's `a·X + B·X` applied to the weights.
+//!   [`muon_apply`]: the last step's `a·X + B·X` applied to the weights ([`muon_apply_copy`]
+//!   also writes their bf16 model copy).
 //!
 //! Every kernel takes the batch index from `block_idx.z`: one launch per kernel serves all `B`
 //! matrices. [`Muon`] holds the state and scratch and runs a step.
 
 use crate::dsl::*;
+use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{record, Rng};
 use crate::{Device, ScalarArg, Tensor, TensorArg};
@@ -319,37 +321,24 @@ pub fn muon_combine<
     );
 }
 
-/// The last Newton–Schulz step applied to the weights: `O = a·X + B·X` (f32) and
-/// `p ← p·decay − scale·O` (`p` is `[B, m, n]`), or `p ← p·decay − scale·Oᵀ` with `TRANS`
-/// (`p` is `[B, n, m]`). With `MODEL` the new weights are also stored in `p_model` (`p`'s
-/// shape) rounded to bf16 (nearest even), the model copy of f32 master weights; without it
-/// `p_model` is not written. Grid: `[⌈n / BN⌉, ⌈m / BM⌉, B]`.
-#[crate::kernel(
-    warps = ((BM / WM) * (BN / WN)) as u32,
-    variants(
-        <64, 64, 32, 32, 32, false, false>,
-        <64, 64, 32, 32, 32, true, false>,
-        <64, 64, 32, 32, 32, false, true>,
-        <64, 64, 32, 32, 32, true, true>
-    ),
-    selftest = selftest,
-    shapes(bm: [B, M, M], x: [B, M, N], p: [B, _, _], p_model: [B, _, _]),
-    grid = [ceil_div(N, BN), ceil_div(M, BM), B]
-)]
+/// The last Newton–Schulz step applied to one warp tile of the weights: `O = a·X + B·X` (f32)
+/// and `p ← p·decay − scale·O`, or `p ← p·decay − scale·Oᵀ` with `TRANS`; with a `p_model`
+/// the new weights are also stored there rounded to bf16 (nearest even). The body of
+/// [`muon_apply`] and [`muon_apply_copy`].
+#[crate::func]
 #[allow(clippy::too_many_arguments)]
-pub fn muon_apply<
+fn apply_tile<
     const BM: usize,
     const BN: usize,
     const BK: usize,
     const WM: usize,
     const WN: usize,
     const TRANS: bool,
-    const MODEL: bool,
 >(
     bm: Gl<bf16, 3>,
     x: Gl<bf16, 3>,
     p: GlMut<f32, 3>,
-    p_model: GlMut<bf16, 3>,
+    p_model: Option<GlMut<bf16, 3>>,
     a: Scalar<f32>,
     decay: Scalar<f32>,
     scale: Scalar<f32>,
@@ -366,17 +355,76 @@ pub fn muon_apply<
         let pt: Rt<f32, WN, WM> = load(p.tile(batch, col, row));
         let p_new = pt * decay - transpose(o) * scale;
         store(p.tile(batch, col, row), p_new);
-        if MODEL {
-            store(p_model.tile(batch, col, row), p_new.cast::<bf16>());
+        if let Some(w) = p_model {
+            store(w.tile(batch, col, row), p_new.cast::<bf16>());
         }
     } else {
         let pt: Rt<f32, WM, WN> = load(p.tile(batch, row, col));
         let p_new = pt * decay - o * scale;
         store(p.tile(batch, row, col), p_new);
-        if MODEL {
-            store(p_model.tile(batch, row, col), p_new.cast::<bf16>());
+        if let Some(w) = p_model {
+            store(w.tile(batch, row, col), p_new.cast::<bf16>());
         }
     }
+}
+
+/// The last Newton–Schulz step applied to the weights: `O = a·X + B·X` (f32) and
+/// `p ← p·decay − scale·O` (`p` is `[B, m, n]`), or `p ← p·decay − scale·Oᵀ` with `TRANS`
+/// (`p` is `[B, n, m]`). [`muon_apply_copy`] also writes the bf16 model copy. Grid:
+/// `[⌈n / BN⌉, ⌈m / BM⌉, B]`.
+#[crate::kernel(
+    warps = ((BM / WM) * (BN / WN)) as u32,
+    variants(<64, 64, 32, 32, 32, false>, <64, 64, 32, 32, 32, true>),
+    selftest = selftest,
+    shapes(bm: [B, M, M], x: [B, M, N], p: [B, _, _]),
+    grid = [ceil_div(N, BN), ceil_div(M, BM), B]
+)]
+pub fn muon_apply<
+    const BM: usize,
+    const BN: usize,
+    const BK: usize,
+    const WM: usize,
+    const WN: usize,
+    const TRANS: bool,
+>(
+    bm: Gl<bf16, 3>,
+    x: Gl<bf16, 3>,
+    p: GlMut<f32, 3>,
+    a: Scalar<f32>,
+    decay: Scalar<f32>,
+    scale: Scalar<f32>,
+) {
+    apply_tile::<BM, BN, BK, WM, WN, TRANS>(bm, x, p, None, a, decay, scale);
+}
+
+/// [`muon_apply`] on f32 master weights that also stores the new weights in `p_model` (`p`'s
+/// shape) rounded to bf16 (nearest even): the model copy, written in the update's pass. Grid
+/// as [`muon_apply`].
+#[crate::kernel(
+    warps = ((BM / WM) * (BN / WN)) as u32,
+    variants(<64, 64, 32, 32, 32, false>, <64, 64, 32, 32, 32, true>),
+    selftest = selftest_copy,
+    shapes(bm: [B, M, M], x: [B, M, N], p: [B, R, C], p_model: [B, R, C]),
+    grid = [ceil_div(N, BN), ceil_div(M, BM), B]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn muon_apply_copy<
+    const BM: usize,
+    const BN: usize,
+    const BK: usize,
+    const WM: usize,
+    const WN: usize,
+    const TRANS: bool,
+>(
+    bm: Gl<bf16, 3>,
+    x: Gl<bf16, 3>,
+    p: GlMut<f32, 3>,
+    p_model: GlMut<bf16, 3>,
+    a: Scalar<f32>,
+    decay: Scalar<f32>,
+    scale: Scalar<f32>,
+) {
+    apply_tile::<BM, BN, BK, WM, WN, TRANS>(bm, x, p, Some(p_model), a, decay, scale);
 }
 
 /// Hyperparameters of [`Muon`], named as `torch.optim.Muon` names them.
@@ -618,32 +666,21 @@ impl Muon {
         let decay = s((1.0 - f64::from(cfg.lr) * f64::from(cfg.weight_decay)) as f32);
         let scale = s(cfg.update_scale(r, c));
         let (poly, x) = (&self.poly, &*cur);
-        // Without a model copy the apply kernel writes no `p_model`: the Gram scratch stands in.
-        let (with_model, w): (bool, &mut dyn TensorArg) = match model.as_mut() {
-            Some(w) => (true, &mut **w),
-            None => (false, &mut self.gram),
-        };
-        // The transposed layout and the model copy are const parameters: one launch per pair.
+        // The transposed layout is a const parameter, the model copy another kernel: one
+        // launch of four.
         macro_rules! apply {
-            ($trans:literal, $model:literal) => {
-                muon_apply::<TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, $trans, $model>::launch_auto(
-                    device,
-                    poly,
-                    x,
-                    params,
-                    w,
-                    s(a),
-                    decay,
-                    scale,
-                )
+            ($trans:literal) => {
+                match model.as_mut() {
+                    Some(w) => muon_apply_copy::<
+                        TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, $trans
+                    >::launch_auto(device, poly, x, params, &mut **w, s(a), decay, scale),
+                    None => muon_apply::<
+                        TILE, TILE, TILE_K, WARP_TILE, WARP_TILE, $trans
+                    >::launch_auto(device, poly, x, params, s(a), decay, scale),
+                }
             };
         }
-        match (trans, with_model) {
-            (false, false) => apply!(false, false),
-            (true, false) => apply!(true, false),
-            (false, true) => apply!(false, true),
-            (true, true) => apply!(true, true),
-        }?;
+        if trans { apply!(true) } else { apply!(false) }?;
         Ok(())
     }
 }
@@ -817,6 +854,18 @@ pub fn update_tolerance(exact: &[f64], bf16_model: &[f64]) -> f64 {
 /// One step on `B` random matrices of each shape; the update and the momentum buffer against
 /// the f64 step.
 fn selftest(device: &Device) -> Result<String, String> {
+    step_selftest(device, false)
+}
+
+/// [`selftest`] of the mixed-precision step: bf16 gradients, and the model copy equal to the
+/// f32 master weights rounded to nearest even, bit for bit.
+fn selftest_copy(device: &Device) -> Result<String, String> {
+    step_selftest(device, true)
+}
+
+/// One step (with `model`, a mixed-precision one) on `B` random matrices of each shape against
+/// the f64 step.
+fn step_selftest(device: &Device, model: bool) -> Result<String, String> {
     let mut rng = Rng::fresh();
     let cfg = MuonConfig {
         lr: 0.02,
@@ -827,21 +876,33 @@ fn selftest(device: &Device) -> Result<String, String> {
         // The f64 references (exact and bf16 model) run on the host: O(m²n) per NS step.
         shapes.extend([[3, 256, 256], [2, 192, 768], [1, 1024, 256]]);
     }
+    let (f, low) = (
+        ScalarType::F32,
+        if model {
+            ScalarType::BF16
+        } else {
+            ScalarType::F32
+        },
+    );
     for shape in shapes {
-        let f = ScalarType::F32;
         let p0 = rng.tensor(f, &shape, -1.0, 1.0);
-        let g = rng.tensor(f, &shape, -1.0, 1.0);
+        let g = rng.tensor(low, &shape, -1.0, 1.0);
         let b0 = rng.tensor(f, &shape, -0.5, 0.5);
         let mut muon = Muon::new(device, shape, cfg).map_err(|e| e.to_string())?;
         muon.momentum_buffer = Tensor::from_host(&b0, device).map_err(|e| e.to_string())?;
         let mut p = p0.clone();
-        muon.step(device, &mut p, &g)
-            .map_err(|e| format!("{shape:?}: {e}"))?;
+        let mut copy = HostTensor::zeros(ScalarType::BF16, &shape);
+        if model {
+            muon.step_with_model_copy(device, &mut p, &g, &mut copy)
+        } else {
+            muon.step(device, &mut p, &g)
+        }
+        .map_err(|e| format!("{shape:?}: {e}"))?;
         let (pv, gv, bv) = (p0.to_vec(), g.to_vec(), b0.to_vec());
         let exact = reference(&pv, &gv, &bv, shape, &cfg, false);
-        let model = reference(&pv, &gv, &bv, shape, &cfg, true);
+        let bf16_model = reference(&pv, &gv, &bv, shape, &cfg, true);
         let got = recovered_update(&pv, &p.to_vec(), shape, &cfg);
-        let tol = update_tolerance(&exact.ortho, &model.ortho);
+        let tol = update_tolerance(&exact.ortho, &bf16_model.ortho);
         let err = record(format!("{shape:?}: update"), &got, &exact.ortho, tol);
         let buf = muon
             .momentum_buffer
@@ -859,6 +920,25 @@ fn selftest(device: &Device) -> Result<String, String> {
                 rng.seed
             ));
         }
+        if model {
+            let master = p.to_vec();
+            let at = copy
+                .to_vec()
+                .iter()
+                .zip(&master)
+                .position(|(&w, &m)| w != round_bf16(m));
+            if let Some(i) = at {
+                return Err(format!(
+                    "{shape:?}: model copy [{i}] = {}, bf16 of the master weight {} is {} (seed {})",
+                    copy.to_vec()[i], master[i], round_bf16(master[i]), rng.seed
+                ));
+            }
+        }
     }
-    Ok("update and momentum against the f64 step (bf16 error model for the tolerance)".into())
+    Ok(if model {
+        "update and momentum against the f64 step from bf16 gradients; model copy = bf16(master)"
+    } else {
+        "update and momentum against the f64 step (bf16 error model for the tolerance)"
+    }
+    .into())
 }

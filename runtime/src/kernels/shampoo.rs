@@ -69,8 +69,9 @@
 //! ([`Shampoo::step_with_model_copy`]) the weights are f32 master weights and the gradients
 //! bf16: a block's gradient is widened exactly to f32 (one more pass over it) so the statistics'
 //! products, the roots and the preconditioning stay the f32 products above; Adam's state and
-//! the momentum are f32; [`shampoo_apply`] and [`shampoo_diag`] write the bf16 model copy
-//! (nearest even) in the update's pass.
+//! the momentum are f32; [`shampoo_apply_copy`] and [`shampoo_diag_copy`] (the update kernels
+//! with one more parameter, `p_model`) write the bf16 model copy (nearest even) in the
+//! update's pass.
 
 use crate::dsl::*;
 use crate::ir::ScalarType;
@@ -476,25 +477,17 @@ pub fn shampoo_graft_scale<const N: usize>(
     store(coef.at(0), na / (nb + 1e-16));
 }
 
-/// The end of a step on one block: `s = dir·coef[0]` (with `PRECOND`; else `s = dir`, the
-/// graft), `b ← μ·b + δ·s`, `p ← p·decay − lr·(k_s·s + k_b·b)`; the host picks `(k_s, k_b)` =
-/// `(1, μ)` for Nesterov, `(0, 1)` for heavy ball, `(1, 0)` without momentum. With `MODEL`
-/// the new weights are also stored in `p_model` (`p`'s shape) rounded to bf16 (nearest even),
-/// the model copy of f32 master weights; without it `p_model` is not written. Grid as
-/// [`shampoo_shift`].
-#[crate::kernel(
-    warps = WARPS as u32,
-    variants(<32, 4, false, false>, <32, 4, true, false>, <32, 4, false, true>, <32, 4, true, true>),
-    shapes(p: [R, C], dir: [R, C], coef: [1], mom: [R, C], p_model: [_, _]),
-    grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
-)]
+/// The end of a step on one warp tile of a block (see [`shampoo_apply`]); with a `p_model` the
+/// new weights are also stored there rounded to bf16 (nearest even). The body of
+/// [`shampoo_apply`] and [`shampoo_apply_copy`].
+#[crate::func]
 #[allow(clippy::too_many_arguments)]
-pub fn shampoo_apply<const N: usize, const WARPS: usize, const PRECOND: bool, const MODEL: bool>(
+fn apply_tile<const N: usize, const WARPS: usize, const PRECOND: bool>(
     p: GlMut<f32, 2>,
     dir: Gl<f32, 2>,
     coef: Gl<f32, 1>,
     mom: GlMut<f32, 2>,
-    p_model: GlMut<bf16, 2>,
+    p_model: Option<GlMut<bf16, 2>>,
     decay: Scalar<f32>,
     lr: Scalar<f32>,
     momentum: Scalar<f32>,
@@ -516,9 +509,62 @@ pub fn shampoo_apply<const N: usize, const WARPS: usize, const PRECOND: bool, co
     let pt: Rt<f32, 16, N> = load(p.tile(rt, ct));
     let p_new = pt * decay - (s * k_s + b_new * k_b) * lr;
     store(p.tile(rt, ct), p_new);
-    if MODEL {
-        store(p_model.tile(rt, ct), p_new.cast::<bf16>());
+    if let Some(w) = p_model {
+        store(w.tile(rt, ct), p_new.cast::<bf16>());
     }
+}
+
+/// The end of a step on one block: `s = dir·coef[0]` (with `PRECOND`; else `s = dir`, the
+/// graft), `b ← μ·b + δ·s`, `p ← p·decay − lr·(k_s·s + k_b·b)`; the host picks `(k_s, k_b)` =
+/// `(1, μ)` for Nesterov, `(0, 1)` for heavy ball, `(1, 0)` without momentum.
+/// [`shampoo_apply_copy`] also writes the bf16 model copy. Grid as [`shampoo_shift`].
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<32, 4, false>, <32, 4, true>),
+    shapes(p: [R, C], dir: [R, C], coef: [1], mom: [R, C]),
+    grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn shampoo_apply<const N: usize, const WARPS: usize, const PRECOND: bool>(
+    p: GlMut<f32, 2>,
+    dir: Gl<f32, 2>,
+    coef: Gl<f32, 1>,
+    mom: GlMut<f32, 2>,
+    decay: Scalar<f32>,
+    lr: Scalar<f32>,
+    momentum: Scalar<f32>,
+    damp: Scalar<f32>,
+    k_s: Scalar<f32>,
+    k_b: Scalar<f32>,
+) {
+    apply_tile::<N, WARPS, PRECOND>(p, dir, coef, mom, None, decay, lr, momentum, damp, k_s, k_b);
+}
+
+/// [`shampoo_apply`] on f32 master weights that also stores the new weights in `p_model`
+/// (`p`'s shape) rounded to bf16 (nearest even): the model copy, written in the update's
+/// pass. Grid as [`shampoo_shift`].
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<32, 4, false>, <32, 4, true>),
+    shapes(p: [R, C], dir: [R, C], coef: [1], mom: [R, C], p_model: [R, C]),
+    grid = [ceil_div(C, N), ceil_div(R, 16 * WARPS), 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn shampoo_apply_copy<const N: usize, const WARPS: usize, const PRECOND: bool>(
+    p: GlMut<f32, 2>,
+    dir: Gl<f32, 2>,
+    coef: Gl<f32, 1>,
+    mom: GlMut<f32, 2>,
+    p_model: GlMut<bf16, 2>,
+    decay: Scalar<f32>,
+    lr: Scalar<f32>,
+    momentum: Scalar<f32>,
+    damp: Scalar<f32>,
+    k_s: Scalar<f32>,
+    k_b: Scalar<f32>,
+) {
+    let w = Some(p_model);
+    apply_tile::<N, WARPS, PRECOND>(p, dir, coef, mom, w, decay, lr, momentum, damp, k_s, k_b);
 }
 
 /// `out = g` widened from bf16 to f32 (exactly): a bf16 gradient block made the f32 operand of
@@ -535,25 +581,18 @@ pub fn shampoo_widen<const N: usize, const WARPS: usize>(g: Gl<bf16, 2>, out: Gl
     store(out.tile(rt, ct), gt.cast::<f32>());
 }
 
-/// The 1-D step (a bias; see the module documentation): Adam's half as [`shampoo_adam`], then
-/// the end of the step as [`shampoo_apply`] with `s` = Adam's direction. The gradient is f32,
-/// or bf16 (widened as it is read) with `MODEL`, which also stores the new weights in
-/// `p_model` rounded to bf16 (nearest even); without `MODEL` `p_model` is not written. Grid:
-/// `[⌈n / (WARPS·N)⌉, 1, 1]`.
-#[crate::kernel(
-    warps = WARPS as u32,
-    variants(<f32, 256, 4, false>, <bf16, 256, 4, true>),
-    shapes(p: [L], g: [L], m: [L], v: [L], mom: [L], p_model: [_]),
-    grid = [ceil_div(L, WARPS * N), 1, 1]
-)]
+/// The 1-D step on one warp's chunk (see [`shampoo_diag`]) from an f32 or bf16 (widened as it
+/// is read) gradient; with a `p_model` the new weights are also stored there rounded to bf16
+/// (nearest even). The body of [`shampoo_diag`] and [`shampoo_diag_copy`].
+#[crate::func]
 #[allow(clippy::too_many_arguments)]
-pub fn shampoo_diag<G: RegDtype, const N: usize, const WARPS: usize, const MODEL: bool>(
+fn diag_chunk<G: RegDtype, const N: usize, const WARPS: usize>(
     p: GlMut<f32, 1>,
     g: Gl<G, 1>,
     m: GlMut<f32, 1>,
     v: GlMut<f32, 1>,
     mom: GlMut<f32, 1>,
-    p_model: GlMut<bf16, 1>,
+    p_model: Option<GlMut<bf16, 1>>,
     beta1: Scalar<f32>,
     beta2: Scalar<f32>,
     scale1: Scalar<f32>,
@@ -581,9 +620,79 @@ pub fn shampoo_diag<G: RegDtype, const N: usize, const WARPS: usize, const MODEL
     let pv: Rv<f32, N> = load(p.chunk(chunk));
     let p_new = pv * decay - (s * k_s + b_new * k_b) * lr;
     store(p.chunk(chunk), p_new);
-    if MODEL {
-        store(p_model.chunk(chunk), p_new.cast::<bf16>());
+    if let Some(w) = p_model {
+        store(w.chunk(chunk), p_new.cast::<bf16>());
     }
+}
+
+/// The 1-D step (a bias; see the module documentation) from an f32 gradient: Adam's half as
+/// [`shampoo_adam`], then the end of the step as [`shampoo_apply`] with `s` = Adam's direction.
+/// [`shampoo_diag_copy`] is the step of f32 master weights of a bf16 model. Grid:
+/// `[⌈n / (WARPS·N)⌉, 1, 1]`.
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    shapes(p: [L], g: [L], m: [L], v: [L], mom: [L]),
+    grid = [ceil_div(L, WARPS * N), 1, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn shampoo_diag<const N: usize, const WARPS: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<f32, 1>,
+    m: GlMut<f32, 1>,
+    v: GlMut<f32, 1>,
+    mom: GlMut<f32, 1>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    scale1: Scalar<f32>,
+    scale2: Scalar<f32>,
+    eps: Scalar<f32>,
+    decay: Scalar<f32>,
+    lr: Scalar<f32>,
+    momentum: Scalar<f32>,
+    damp: Scalar<f32>,
+    k_s: Scalar<f32>,
+    k_b: Scalar<f32>,
+) {
+    diag_chunk::<f32, N, WARPS>(
+        p, g, m, v, mom, None, beta1, beta2, scale1, scale2, eps, decay, lr, momentum, damp, k_s,
+        k_b,
+    );
+}
+
+/// [`shampoo_diag`] from a bf16 gradient (widened as it is read) that also stores the new f32
+/// master weights in `p_model` rounded to bf16 (nearest even): the model copy, written in the
+/// update's pass. Grid as [`shampoo_diag`].
+#[crate::kernel(
+    warps = WARPS as u32,
+    variants(<256, 4>),
+    shapes(p: [L], g: [L], m: [L], v: [L], mom: [L], p_model: [L]),
+    grid = [ceil_div(L, WARPS * N), 1, 1]
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn shampoo_diag_copy<const N: usize, const WARPS: usize>(
+    p: GlMut<f32, 1>,
+    g: Gl<bf16, 1>,
+    m: GlMut<f32, 1>,
+    v: GlMut<f32, 1>,
+    mom: GlMut<f32, 1>,
+    p_model: GlMut<bf16, 1>,
+    beta1: Scalar<f32>,
+    beta2: Scalar<f32>,
+    scale1: Scalar<f32>,
+    scale2: Scalar<f32>,
+    eps: Scalar<f32>,
+    decay: Scalar<f32>,
+    lr: Scalar<f32>,
+    momentum: Scalar<f32>,
+    damp: Scalar<f32>,
+    k_s: Scalar<f32>,
+    k_b: Scalar<f32>,
+) {
+    let w = Some(p_model);
+    diag_chunk::<bf16, N, WARPS>(
+        p, g, m, v, mom, w, beta1, beta2, scale1, scale2, eps, decay, lr, momentum, damp, k_s, k_b,
+    );
 }
 
 /// The root of each Kronecker factor of a matrix: Shampoo's `2·order` for order 2.
@@ -777,9 +886,6 @@ pub struct Shampoo {
     step: usize,
     /// The roots computed by the last step (empty when it computed none).
     pub last_roots: Vec<RootReport>,
-    /// Stands in for the model copy the update kernels do not write in an f32 step (bf16
-    /// `[1]` and `[1, 1]`).
-    no_copy: [Tensor; 2],
 }
 
 impl std::fmt::Debug for Shampoo {
@@ -866,10 +972,6 @@ impl Shampoo {
             scratch,
             step: 0,
             last_roots: Vec::new(),
-            no_copy: [
-                Tensor::zeros(ScalarType::BF16, &[1], device)?,
-                Tensor::zeros(ScalarType::BF16, &[1, 1], device)?,
-            ],
         })
     }
 
@@ -997,13 +1099,10 @@ impl Shampoo {
         let decay = 1.0 - f64::from(cfg.lr) * f64::from(cfg.weight_decay);
         for (i, st) in self.state.iter_mut().enumerate() {
             let (p, g) = (&params[i], &grads[i]);
-            // The model copy, or the stand-in of its rank when there is none.
-            let copy = model.map_or(&self.no_copy[p.shape().len() - 1], |w| &w[i]);
             let blocks = match st {
                 ParamState::Vector(d) => {
                     // Views of the whole vectors: the launch writes their memory in place.
                     let mut pv = p.narrow(0, 0, p.shape()[0])?;
-                    let mut wv = copy.narrow(0, 0, copy.shape()[0])?;
                     let args = (
                         s(f64::from(b1)),
                         s(f64::from(cfg.grafting_beta2)),
@@ -1019,16 +1118,18 @@ impl Shampoo {
                     );
                     let (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) = args;
                     let (m, v, mom) = (&mut d.m, &mut d.v, &mut d.mom);
-                    if model.is_some() {
-                        shampoo_diag::<bf16, DIAG_CHUNK, WARPS, true>::launch_auto(
-                            device, &mut pv, g, m, v, mom, &mut wv, a0, a1, a2, a3, a4, a5, a6, a7,
-                            a8, a9, a10,
-                        )?;
-                    } else {
-                        shampoo_diag::<f32, DIAG_CHUNK, WARPS, false>::launch_auto(
-                            device, &mut pv, g, m, v, mom, &mut wv, a0, a1, a2, a3, a4, a5, a6, a7,
-                            a8, a9, a10,
-                        )?;
+                    match model {
+                        Some(w) => {
+                            let mut wv = w[i].narrow(0, 0, p.shape()[0])?;
+                            shampoo_diag_copy::<DIAG_CHUNK, WARPS>::launch_auto(
+                                device, &mut pv, g, m, v, mom, &mut wv, a0, a1, a2, a3, a4, a5, a6,
+                                a7, a8, a9, a10,
+                            )?
+                        }
+                        None => shampoo_diag::<DIAG_CHUNK, WARPS>::launch_auto(
+                            device, &mut pv, g, m, v, mom, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9,
+                            a10,
+                        )?,
                     }
                     continue;
                 }
@@ -1048,11 +1149,7 @@ impl Shampoo {
                 } else {
                     view(g)?
                 };
-                let mut wb = if model.is_some() {
-                    view(copy)?
-                } else {
-                    copy.narrow(0, 0, 1)?
-                };
+                let mut wb = model.map(|w| view(&w[i])).transpose()?;
                 let (sa, sb) = (s(f64::from(stat_alpha)), s(f64::from(stat_beta)));
                 shampoo_gram::<TILE, TILE_K, WARP_TILE, false>::launch_auto(
                     device,
@@ -1147,18 +1244,18 @@ impl Shampoo {
                 let dir = if preconditioned { &blk.dir } else { &blk.graft };
                 let (coef, mom) = (&blk.coef, &mut blk.mom);
                 let (sks, skb) = (s(k_s), s(f64::from(k_b)));
-                match (preconditioned, model.is_some()) {
-                    (false, false) => shampoo_apply::<CHUNK, WARPS, false, false>::launch_auto(
-                        device, &mut pb, dir, coef, mom, &mut wb, sdecay, slr, smu, sdamp, sks, skb,
+                match (preconditioned, wb.as_mut()) {
+                    (false, None) => shampoo_apply::<CHUNK, WARPS, false>::launch_auto(
+                        device, &mut pb, dir, coef, mom, sdecay, slr, smu, sdamp, sks, skb,
                     ),
-                    (true, false) => shampoo_apply::<CHUNK, WARPS, true, false>::launch_auto(
-                        device, &mut pb, dir, coef, mom, &mut wb, sdecay, slr, smu, sdamp, sks, skb,
+                    (true, None) => shampoo_apply::<CHUNK, WARPS, true>::launch_auto(
+                        device, &mut pb, dir, coef, mom, sdecay, slr, smu, sdamp, sks, skb,
                     ),
-                    (false, true) => shampoo_apply::<CHUNK, WARPS, false, true>::launch_auto(
-                        device, &mut pb, dir, coef, mom, &mut wb, sdecay, slr, smu, sdamp, sks, skb,
+                    (false, Some(wb)) => shampoo_apply_copy::<CHUNK, WARPS, false>::launch_auto(
+                        device, &mut pb, dir, coef, mom, wb, sdecay, slr, smu, sdamp, sks, skb,
                     ),
-                    (true, true) => shampoo_apply::<CHUNK, WARPS, true, true>::launch_auto(
-                        device, &mut pb, dir, coef, mom, &mut wb, sdecay, slr, smu, sdamp, sks, skb,
+                    (true, Some(wb)) => shampoo_apply_copy::<CHUNK, WARPS, true>::launch_auto(
+                        device, &mut pb, dir, coef, mom, wb, sdecay, slr, smu, sdamp, sks, skb,
                     ),
                 }?;
             }

@@ -717,9 +717,10 @@ fn check_config(cfg: &MuonConfig) -> Result<(), MuonError> {
     Ok(())
 }
 
-/// `x` rounded to bf16 (nearest even), in f64.
+/// `x` rounded to bf16 (nearest even), in f64, from all of its bits (`half`'s `from_f64` drops
+/// the low 32 bits first, so a value just past a midpoint can round to the wrong neighbour).
 pub fn round_bf16(x: f64) -> f64 {
-    half::bf16::from_f64(x).to_f64()
+    crate::ir::numeric::round(ScalarType::BF16, x)
 }
 
 /// `steps` Newton–Schulz quintic steps on the row-major `m × n` matrix `x` (`m ≤ n`) in f64,

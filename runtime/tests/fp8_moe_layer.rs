@@ -6,8 +6,12 @@
 //! routed row. Small Mixtral-like (E 8, top-2 softmax), Qwen3-like (E 16, top-8 softmax) and
 //! DeepSeek-like (E 32 and 64, grouped sigmoid top-4 / top-8) shapes with 1, 17 and 130 tokens,
 //! an expert every token chooses and one none does, the contiguous and the masked layouts;
-//! every forward is checked to copy nothing from the device to the host. `swiglu_quant` is
-//! also checked alone, and malformed arguments and targets without fp8 are refused by name.
+//! every forward is checked to copy nothing from the device to the host. CI runs a subset that
+//! takes seconds (Mixtral-like, masked, DeepSeek-like); the whole sweep is `#[ignore]`d, run it
+//! with `cargo test -p tilekit --test all -- fp8_moe_layer:: --ignored`. `swiglu_quant` is also
+//! checked alone, quantizing each token once and gathering the codes is checked bit for bit
+//! against quantizing the gathered rows, and malformed arguments and targets without fp8 are
+//! refused by name.
 //!
 //! The routing itself (experts, gates, permutation) is the bf16 layer's, checked against its
 //! own f64 reference in `moe_gemm`; here the reference takes the device's choices and gates and
@@ -63,8 +67,51 @@ const fn grouped(top_k: usize, topk_groups: usize) -> Routing {
     })
 }
 
-fn cases() -> Vec<Case> {
+/// The CI cases and their token counts, small enough for seconds on both devices: top-2
+/// softmax routing with two K blocks in every GEMM, the masked layout overflowing its
+/// capacity (every token chooses expert 0), grouped sigmoid routing; 1, 17 and 130 tokens.
+fn ci_cases() -> Vec<(Case, Vec<usize>)> {
     vec![
+        (
+            Case {
+                what: "Mixtral-like top-2 of 8",
+                e: 8,
+                h: 256,
+                f: 256,
+                routing: Routing::Softmax(2),
+                layout: Layout::Contiguous,
+            },
+            vec![1, 17],
+        ),
+        (
+            Case {
+                what: "Mixtral-like top-2 of 8, masked at 64",
+                e: 8,
+                h: 128,
+                f: 128,
+                routing: Routing::Softmax(2),
+                layout: Layout::Masked { capacity: 64 },
+            },
+            vec![130],
+        ),
+        (
+            Case {
+                what: "DeepSeek-like top-4 of 32",
+                e: 32,
+                h: 128,
+                f: 128,
+                routing: grouped(4, 2),
+                layout: Layout::Contiguous,
+            },
+            vec![17],
+        ),
+    ]
+}
+
+/// The larger sweep (minutes on each device): wider experts, Qwen3-like top-8 of 16 and
+/// DeepSeek-like top-8 of 64 as well, each at 1, 17 and 130 tokens.
+fn sweep_cases() -> Vec<(Case, Vec<usize>)> {
+    let cases = vec![
         Case {
             what: "Mixtral-like top-2 of 8",
             e: 8,
@@ -105,7 +152,8 @@ fn cases() -> Vec<Case> {
             routing: grouped(8, 4),
             layout: Layout::Contiguous,
         },
-    ]
+    ];
+    cases.into_iter().map(|c| (c, vec![1, 17, 130])).collect()
 }
 
 /// A problem's host values (bf16-representable where the layer takes bf16).
@@ -375,25 +423,110 @@ fn check_layer(device: &Device, c: &Case, t: usize, rng: &mut Rng) {
     eprintln!("{what}: worst {worst:.3} of the bound");
 }
 
-#[test]
-fn the_fp8_layer_matches_the_block_quantized_f64_layer_on_the_interpreter() {
+fn check_cases(device: &Device, cases: Vec<(Case, Vec<usize>)>) {
     let mut rng = Rng::fresh();
-    for c in cases() {
-        for t in [1, 17, 130] {
-            check_layer(&Device::Cpu, &c, t, &mut rng);
+    for (c, tokens) in cases {
+        for t in tokens {
+            check_layer(device, &c, t, &mut rng);
         }
     }
 }
 
 #[test]
+fn the_fp8_layer_matches_the_block_quantized_f64_layer_on_the_interpreter() {
+    check_cases(&Device::Cpu, ci_cases());
+}
+
+#[test]
 fn the_fp8_layer_matches_the_block_quantized_f64_layer_on_the_sm_90a_emulator() {
-    let mut rng = Rng::fresh();
-    let emu = Device::emulator("sm_90a").unwrap();
-    for c in cases() {
-        for t in [1, 17, 130] {
-            check_layer(&emu, &c, t, &mut rng);
+    check_cases(&Device::emulator("sm_90a").unwrap(), ci_cases());
+}
+
+/// The larger sweep, left out of CI for its minutes: run it with
+/// `cargo test -p tilekit --test all -- fp8_moe_layer:: --ignored` (and `TILEKIT_SEED=<n>`).
+#[test]
+#[ignore = "minutes; run with `cargo test -p tilekit --test all -- fp8_moe_layer:: --ignored`"]
+fn the_fp8_layer_sweep_matches_the_block_quantized_f64_layer_on_the_interpreter() {
+    check_cases(&Device::Cpu, sweep_cases());
+}
+
+/// The larger sweep on the sm_90a emulator; run as the interpreter's.
+#[test]
+#[ignore = "minutes; run with `cargo test -p tilekit --test all -- fp8_moe_layer:: --ignored`"]
+fn the_fp8_layer_sweep_matches_the_block_quantized_f64_layer_on_the_sm_90a_emulator() {
+    check_cases(&Device::emulator("sm_90a").unwrap(), sweep_cases());
+}
+
+/// Quantizing each token once and gathering codes and scales (`gather_quantized_rows`, what
+/// the layer does) against gathering the bf16 rows and quantizing the gathered rows
+/// (`moe_gather`, then `quantize_activations`): bit for bit the same codes and scales, padding
+/// rows included. Tokens chosen several times, in shuffled order, tokens chosen by none, an
+/// all-zero group, padding rows (−1) between the experts' runs.
+fn quantize_then_gather_on(device: &Device, rng: &mut Rng) {
+    use tilekit::kernels::moe_fp8::{gather_quantized_rows, quantize_activations};
+    use tilekit::kernels::moe_gemm::{moe_gather, GATHER_COLS, GATHER_WARPS};
+    for (t, h, n) in [(1, 128, 64), (17, 256, 128), (130, 384, 320)] {
+        let what = format!(
+            "T {t}, H {h}, N {n} on {} (seed {})",
+            device.name(),
+            rng.seed
+        );
+        let mut x: Vec<f64> = (0..t * h)
+            .map(|i| {
+                let mag = 2f64.powi(((i / h + 3 * (i % h / GROUP)) % 7) as i32 - 3);
+                rng.uniform(-mag, mag)
+            })
+            .collect();
+        // Token 0's last group is all zeros: its scale is the floor's.
+        x[h - GROUP..h].fill(0.0);
+        // Each token chosen about twice over, a fifth of the rows padding.
+        let tokens: Vec<f64> = (0..n)
+            .map(|_| {
+                if rng.uniform(0.0, 1.0) < 0.2 {
+                    -1.0
+                } else {
+                    (rng.uniform(0.0, t as f64) as usize).min(t - 1) as f64
+                }
+            })
+            .collect();
+        let x = tensor(device, BF16, &[t, h], &x);
+        let sorted_token = tensor(device, I32, &[n, 1], &tokens);
+        let fail = |err: tilekit::Error| -> ! { panic!("{what}: {err}") };
+        let once = quantize_activations(device, &x)
+            .and_then(|xq| gather_quantized_rows(device, &xq, &sorted_token))
+            .unwrap_or_else(|e| fail(e));
+        let mut xp = Tensor::zeros(BF16, &[n, h], device).unwrap();
+        moe_gather::<GATHER_COLS, GATHER_WARPS>::launch_auto(device, &x, &sorted_token, &mut xp)
+            .unwrap_or_else(|e| fail(e));
+        let after = quantize_activations(device, &xp).unwrap_or_else(|e| fail(e));
+        for (name, got, want) in [
+            ("codes", &once.q, &after.q),
+            ("scales", &once.scales, &after.scales),
+        ] {
+            let (got, want) = (host(got), host(want));
+            assert_eq!(got.len(), want.len(), "{what}: {name}");
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "{what}: {name}[{i}] {a} vs {b} (quantized after the gather)"
+                );
+            }
+        }
+        let codes = host(&once.q);
+        for (r, _) in tokens.iter().enumerate().filter(|(_, &tok)| tok < 0.0) {
+            assert!(
+                codes[r * h..(r + 1) * h].iter().all(|&c| c == 0.0),
+                "{what}: padding row {r} has codes"
+            );
         }
     }
+}
+
+#[test]
+fn quantizing_each_token_once_then_gathering_is_bit_identical_to_quantizing_the_gathered_rows() {
+    let mut rng = Rng::fresh();
+    quantize_then_gather_on(&Device::Cpu, &mut rng);
+    quantize_then_gather_on(&Device::emulator("sm_90a").unwrap(), &mut rng);
 }
 
 /// `swiglu_quant` alone: f32 gate and up values of varied magnitude per row and group, row

@@ -1,13 +1,87 @@
-//! Mixture-of-experts projection with gathered inputs and scattered, weighted outputs:
+//! Mixture-of-experts layers: the place to start. The layer's pieces live in their own modules
+//! and are re-exported here under one name each:
+//!
+//! - routing: [`route_softmax`] (Mixtral, Qwen3) and [`route_sigmoid_grouped`] (DeepSeek-V3,
+//!   configured by [`GroupedRouting`]), the auxiliary-loss-free bias step [`update_bias`]
+//!   ([`moe_routing`](super::moe_routing));
+//! - permutation: [`permute`] into a [`Layout`] (contiguous or masked), [`combine`] back
+//!   ([`moe_routing`](super::moe_routing));
+//! - the bf16 layer: [`forward`] and [`backward`] over [`ExpertWeights`], routed by a
+//!   [`Router`] ([`moe_gemm`](super::moe_gemm), [`moe_bwd`](super::moe_bwd));
+//! - the FP8 layer with DeepSeek-V3's block scaling: [`fp8::forward`] over experts quantized
+//!   once by [`fp8::Fp8Experts::quantize`] ([`moe_fp8`](super::moe_fp8)).
+//!
+//! Every step is a launch on the device with buffers sized for the worst case; nothing is read
+//! back inside a layer. A layer in a few lines:
+//!
+//! ```no_run
+//! use tilekit::ir::ScalarType::{BF16, F32};
+//! use tilekit::kernels::moe::{self, ExpertWeights, Layout, Router};
+//! use tilekit::{Device, Tensor};
+//!
+//! # fn main() -> Result<(), tilekit::Error> {
+//! let device = Device::Cpu;
+//! let (t, e, h, f) = (17, 8, 128, 256);
+//! let x = Tensor::zeros(BF16, &[t, h], &device)?; // the tokens
+//! let logits = Tensor::zeros(F32, &[t, e], &device)?; // the router's projection of them
+//! let (gate, up) = (Tensor::zeros(BF16, &[e, f, h], &device)?, Tensor::zeros(BF16, &[e, f, h], &device)?);
+//! let down = Tensor::zeros(BF16, &[e, h, f], &device)?;
+//! let weights = ExpertWeights { gate: &gate, up: &up, down: &down };
+//! let router = Router::Softmax { top_k: 2 };
+//!
+//! let out = moe::forward(&device, &x, &logits, router, weights, Layout::Contiguous)?;
+//! let dy = Tensor::zeros(F32, &[t, h], &device)?; // dL/dy
+//! let grads = moe::backward(&device, &x, &logits, router, weights, Layout::Contiguous, &dy)?;
+//!
+//! // FP8 (sm_90a and the interpreter): quantize the experts once, then run the layer.
+//! let experts = moe::fp8::Fp8Experts::quantize(&device, weights)?;
+//! let out8 = moe::fp8::forward(&device, &x, &logits, router, &experts, Layout::Contiguous)?;
+//! # let _ = (out, grads, out8);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! This module also holds the library's first MoE kernel, [`moe_expert_proj`]: one projection
+//! with gathered inputs and scattered, weighted outputs,
 //! `Y[t] = Σ_{(e, w) routed from t} w · (X[t] · W[e])` for X `[T, d]` bf16, W `[E, d, f]` bf16,
 //! Y `[T, f]` f32.
 //!
-//! The routing is laid out on the host ([`Routing`]): per expert a run of *slots* (token
+//! Its routing is laid out on the host ([`Routing`]): per expert a run of *slots* (token
 //! indices, padded with -1 to whole tiles of `WARPS·R` slots) with a weight each, and the expert
 //! of every slot tile. A block takes one slot tile and one `BF`-column tile of Y; each warp
 //! gathers its `R` token rows of X (`gather_rows`), multiplies them by the expert's weight tile
 //! (staged in shared memory, `BD` deep per step), scales the rows by the routing weights
 //! (`mul_row`) and adds them into Y at the token indices (`scatter_add_rows`).
+
+pub use super::moe_bwd::{backward, MoeGrads};
+pub use super::moe_gemm::{forward, ExpertWeights, MoeOutput, Router};
+pub use super::moe_routing::{
+    combine, permute, permuted_rows, route_sigmoid_grouped, route_softmax, update_bias,
+    GroupedRouting, Layout, Permutation, Routed,
+};
+
+/// The FP8 layer and its pieces ([`moe_fp8`](crate::kernels::moe_fp8)): DeepSeek-V3's 1×128
+/// activation and 128×128 weight scaling, the grouped GEMM with periodic promotion.
+///
+/// **What an FP8 backward needs** (not built yet): the same block scaling on the gradients.
+/// `dh = dy_p · W_down` and `dx_p = dgate·W_gate + dup·W_up` read the weights N-major, but fp8
+/// `wgmma` takes K-major operands only, so they need transposed copies of the expert weights
+/// quantized per 128×128 block of the transpose (`[E, H, F]` for gate and up, `[E, F, H]` for
+/// down; a transpose of a 128×128 block keeps its scale, so these can be relaid from the
+/// forward's codes). The weight gradients `dW[e] = Σ_rows gradᵀ·input` reduce over the
+/// expert's rows, so both operands must be K-major along the rows: the saved inputs (`x_p`,
+/// `h`) and the incoming gradients quantized per 128×1 column group of each expert's run of
+/// rows (DeepSeek-V3 quantizes these per 1×128 along the token axis after a transpose), with
+/// each expert's run padded to whole 128-row blocks rather than the forward's 64, and a K loop
+/// of varying length per expert. SwiGLU's backward and the gate gradient stay f32/bf16 (they
+/// are element-wise and reductions), the incoming `dy` is quantized 1×128 per token before the
+/// `dh` GEMM, and the forward must keep its gate and up outputs (f32 or bf16) for them.
+pub mod fp8 {
+    pub use crate::kernels::moe_fp8::{
+        forward, gather_quantized_rows, grouped_gemm_fp8, quantize_activations, quantize_weights,
+        Fp8Experts, Quantized,
+    };
+}
 
 use crate::dsl::*;
 use crate::ir::interp::HostTensor;

@@ -48,10 +48,9 @@ use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{poisoned, record_bounded, Rng};
 use crate::kernels::moe_gemm::{
-    self as mg, host_layout, moe_gather, rows_to_write, ExpertWeights, MoeOutput, Router,
-    GATHER_COLS, GATHER_WARPS,
+    self as mg, host_layout, rows_to_write, ExpertWeights, MoeOutput, Router, GATHER_WARPS,
 };
-use crate::kernels::moe_routing::{combine_into, Layout};
+use crate::kernels::moe_routing::{combine_into, first_column, Layout};
 use crate::{Device, Error, Tensor};
 
 /// Columns of one quantization group.
@@ -96,6 +95,53 @@ fn store_quantized(
     let s = amax / E4M3_MAX;
     store(q.tile(rt, g), bcast_row(Bin::Div, xf, s).cast::<f8e4m3>());
     store(scales.chunk(g, rt), s);
+}
+
+/// Columns of codes [`gather_quantized`] moves per step.
+const GATHER_PART: usize = 32;
+
+/// The permuted rows of 1×128-quantized activations, codes and scales together:
+/// `q_p[r] = q[sorted_token[r]]` and `s_p[g][r] = s[g][sorted_token[r]]` for `q` `[T, H]` e4m3
+/// and `s` `[H/128, T]` from [`act_quant`], `sorted_token` `[N, 1]`. A padding row (token −1)
+/// gets zero codes and the scale of an all-zero group, `AMAX_FLOOR / 448`, so the result is
+/// bit for bit [`act_quant`] of the gathered rows: a row's groups and scales do not depend on
+/// where it lands. Grid: `[⌈N / (16·WARPS)⌉, H/128, 1]`.
+#[crate::kernel(
+    warps = WARPS as u32,
+    shapes(
+        q: [T, H],
+        scales: [G, T],
+        sorted_token: [N, 1],
+        q_p: [N, H],
+        scales_p: [G, N],
+        H == G * 128
+    ),
+    grid = [ceil_div(N, 16 * WARPS), G, 1]
+)]
+pub fn gather_quantized<const WARPS: usize>(
+    q: Gl<f8e4m3, 2>,
+    scales: Gl<f32, 2>,
+    sorted_token: Gl<i32, 2>,
+    q_p: GlMut<f8e4m3, 2>,
+    scales_p: GlMut<f32, 2>,
+) {
+    let (rt, g) = (block_idx_x() * WARPS as i32 + warp_idx(), block_idx_y());
+    if (rt * 16).lt(q_p.rows()) {
+        let tokens = first_column(sorted_token, rt);
+        // The group's codes a quarter at a time: a whole 16×128 byte tile per warp is 64
+        // loaded bytes per lane, which spills on sm_90a.
+        const PARTS: usize = GROUP / GATHER_PART;
+        for part in 0..PARTS {
+            let j = g * PARTS as i32 + part as i32;
+            let rows: Rt<f8e4m3, 16, GATHER_PART> = gather_rows(q, tokens, j);
+            store(q_p.tile(rt, j), rows);
+        }
+        // A padding row's token is −1, outside the view: it reads 0 and takes the scale of
+        // an all-zero group, computed as `act_quant` computes it (the smallest of any group).
+        let s: Rv<f32, 16> = gather(scales, (splat(g), tokens));
+        let floor: Rv<f32, 16> = fill(AMAX_FLOOR);
+        store(scales_p.chunk(g, rt), s.max(floor / E4M3_MAX));
+    }
 }
 
 /// SwiGLU of the FP8 layer's gate and up projections, quantized for the down projection:
@@ -361,6 +407,44 @@ pub fn quantize_activations(device: &Device, x: &Tensor) -> Result<Quantized, Er
     Ok(Quantized { q, scales })
 }
 
+/// The permuted rows of activations quantized by [`quantize_activations`] ([`gather_quantized`]):
+/// `x.q` `[T, H]` e4m3 and `x.scales` `[H/128, T]`, `sorted_token` `[N, 1]` i32 (−1: a padding
+/// row); the result is `q` `[N, H]` and `scales` `[H/128, N]`, bit for bit the quantization of
+/// the gathered rows. Quantizing the `T` tokens once and gathering their codes does `1/k` of
+/// the quantization work of quantizing the `T·k` routed rows.
+pub fn gather_quantized_rows(
+    device: &Device,
+    x: &Quantized,
+    sorted_token: &Tensor,
+) -> Result<Quantized, Error> {
+    check_device(device)?;
+    let xs = expect("x.q", &x.q, ScalarType::F8E4M3, &[None, None])?;
+    let (t, h) = (xs[0], xs[1]);
+    let g = whole_groups("x.q", h)?;
+    expect("x.scales", &x.scales, ScalarType::F32, &[Some(g), Some(t)])?;
+    let n = expect(
+        "sorted_token",
+        sorted_token,
+        ScalarType::I32,
+        &[None, Some(1)],
+    )?[0];
+    let mut out = Quantized {
+        q: Tensor::zeros(ScalarType::F8E4M3, &[n, h], device)?,
+        scales: Tensor::zeros(ScalarType::F32, &[g, n], device)?,
+    };
+    if n > 0 {
+        gather_quantized::<GATHER_WARPS>::launch_auto(
+            device,
+            &x.q,
+            &x.scales,
+            sorted_token,
+            &mut out.q,
+            &mut out.scales,
+        )?;
+    }
+    Ok(out)
+}
+
 /// 128×128 block weight quantization ([`weight_quant`]) of K-major expert weights `w`
 /// `[E, N, K]` (bf16 or f32, `K` a multiple of 128): `q` `[E, N, K]` e4m3, `scales`
 /// `[E, ⌈N/128⌉, K/128]` f32.
@@ -512,7 +596,8 @@ impl Fp8Experts {
 ///
 /// Launches, in order on `device` and with no read back in between: the routing and the
 /// permutation of the bf16 layer (rows in tiles of [`TILE_ROWS`], buffers for the worst case),
-/// the gather of the tokens' rows, their 1×128 quantization ([`act_quant`]), the gate and the up
+/// the 1×128 quantization of each token's row, once ([`act_quant`]), the gather of the codes and
+/// scales into expert order ([`gather_quantized`]), the gate and the up
 /// projections ([`moe_gemm_fp8`], f32 outputs), SwiGLU fused with the quantization of its
 /// output ([`swiglu_quant`]), the down projection ([`moe_gemm_fp8`], f32) and the
 /// deterministic combine. Every GEMM accumulates in f32 with one promotion per 128-wide K
@@ -541,9 +626,7 @@ pub fn forward(
     }
     let r = mg::route_and_permute(device, logits, router, layout)?;
     let n = r.sorted_token.shape()[0];
-    let mut xp = Tensor::zeros(ScalarType::BF16, &[n, h], device)?;
-    moe_gather::<GATHER_COLS, GATHER_WARPS>::launch_auto(device, x, &r.sorted_token, &mut xp)?;
-    let xq = quantize_activations(device, &xp)?;
+    let xq = gather_quantized_rows(device, &quantize_activations(device, x)?, &r.sorted_token)?;
     let project = |a: &Quantized, w: &Quantized| {
         grouped_gemm_fp8(
             device,

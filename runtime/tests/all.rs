@@ -39,6 +39,8 @@ mod dsl_pointer_tables;
 mod dsl_scan;
 #[path = "dsl_topk.rs"]
 mod dsl_topk;
+#[path = "dsl_vector_atomics.rs"]
+mod dsl_vector_atomics;
 #[path = "emulator.rs"]
 mod emulator;
 #[path = "fp8.rs"]

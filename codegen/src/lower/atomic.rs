@@ -6,9 +6,11 @@
 //! for f32 max/min before sm_90) and the AMDGPU back end into `global_atomic_*`. A scalar update
 //! is one atomic per warp, by lane 0, whose old value every lane then receives (an xor butterfly
 //! over a value that is zero in every other lane); a tile's elements are updated by the lanes
-//! that hold them, each receiving its elements' old values.
+//! that hold them, each receiving its elements' old values; a register vector's elements by
+//! the lanes that own them (a replicated element is updated once), whose copies then receive
+//! the old values by a butterfly over the lanes that share the element.
 
-use tilekit_ir::{assert_record, AtomicFn, Op, ScalarType, Type};
+use tilekit_ir::{assert_record, AtomicFn, Op, ScalarType, Type, Value};
 
 use super::memory::Access;
 use super::{mty, Lowerer, Lv, R};
@@ -49,22 +51,50 @@ impl Lowerer<'_> {
                 let all = self.lane0_to_all(&old, d);
                 self.set(op.results[0], Lv::Scalar(all));
             }
+            Type::Vector { len, .. } => {
+                // The lane that owns a replicated element updates it; its copies receive the
+                // old value from it.
+                let vl = self.vec_layout(x);
+                let acc = self.global_vector(&g, &idx, *len, vl, d, true);
+                let olds = self.atomic_each(&acc, x, cmp, d, kind);
+                let masks = self.frag.reduce_masks(vl);
+                let olds = olds
+                    .iter()
+                    .map(|o| self.xor_broadcast(o, d, masks))
+                    .collect();
+                self.set(op.results[0], Lv::Regs(olds));
+            }
             Type::Tile {
                 rows, cols, layout, ..
             } => {
                 let acc = self.global_tile(&g, &idx, *rows, *cols, *layout, d);
-                let xs = self.regs(x);
-                let cs = cmp.map(|c| self.regs(c));
-                let mut olds = Vec::with_capacity(xs.len());
-                for (k, a) in acc.iter().enumerate() {
-                    let c = cs.as_ref().map(|c| c[k].clone());
-                    olds.push(self.atomic_returning(a, c.as_deref(), &xs[k], d, kind));
-                }
+                let olds = self.atomic_each(&acc, x, cmp, d, kind);
                 self.set(op.results[0], Lv::Regs(olds));
             }
             other => return Err(self.unsupported(op, format!("atomic update of {other}"))),
         }
         Ok(())
+    }
+
+    /// The atomics of a register value's elements, one per access (register `k` of `x`, and
+    /// of `cmp` where given, at `acc[k]`): their old values.
+    fn atomic_each(
+        &mut self,
+        acc: &[Access],
+        x: Value,
+        cmp: Option<Value>,
+        d: ScalarType,
+        kind: &str,
+    ) -> Vec<String> {
+        let xs = self.regs(x);
+        let cs = cmp.map(|c| self.regs(c));
+        acc.iter()
+            .enumerate()
+            .map(|(k, a)| {
+                let c = cs.as_ref().map(|c| c[k].clone());
+                self.atomic_returning(a, c.as_deref(), &xs[k], d, kind)
+            })
+            .collect()
     }
 
     /// One element's atomic under the access's predicate: the old value, 0 where the predicate
@@ -124,14 +154,21 @@ impl Lowerer<'_> {
         }
     }
 
-    /// Lane 0's value of `x` (zero in every other lane) in every lane: an xor butterfly.
+    /// Lane 0's value of `x` (zero in every other lane) in every lane.
     fn lane0_to_all(&mut self, x: &str, d: ScalarType) -> String {
+        let masks = self.frag.all_lanes_masks();
+        self.xor_broadcast(x, d, masks)
+    }
+
+    /// The one lane's value of `x` that is not zero, among the lanes an xor butterfly over
+    /// `masks` joins, in each of them: the xor of theirs.
+    fn xor_broadcast(&mut self, x: &str, d: ScalarType, masks: &[u32]) -> String {
         let mut bits = if d == ScalarType::F32 {
             self.e.op(&format!("arith.bitcast {x} : f32 to i32"))
         } else {
             x.to_string()
         };
-        for &m in self.frag.all_lanes_masks() {
+        for &m in masks {
             let other = self.rules.shuffle_xor(&mut self.e, &bits, "i32", m);
             bits = self.e.op(&format!("arith.xori {bits}, {other} : i32"));
         }

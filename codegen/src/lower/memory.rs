@@ -276,8 +276,9 @@ impl Lowerer<'_> {
         Access { pred, ptr }
     }
 
-    /// Element accesses of a register vector at chunk `idx[rank-1]` of a global view.
-    fn global_vector(
+    /// Element accesses of a register vector at chunk `idx[rank-1]` of a global view (with
+    /// `owner_only`, a replicated element's only in the lane that owns it).
+    pub(super) fn global_vector(
         &mut self,
         g: &GlobalView,
         idx: &[String],
@@ -1400,6 +1401,12 @@ impl Lowerer<'_> {
                 let off = self.offset(&terms);
                 let ptr = self.global_ptr(&g, &off, d);
                 vec![(Access { pred, ptr }, self.scalar(x))]
+            }
+            Type::Vector { len, .. } => {
+                // A replicated element is added once, by the lane that owns it.
+                let vl = self.vec_layout(x);
+                let acc = self.global_vector(&g, &idx, *len, vl, d, true);
+                acc.into_iter().zip(self.regs(x)).collect()
             }
             Type::Tile {
                 rows, cols, layout, ..

@@ -292,7 +292,9 @@ fn vector_layouts(func: &Func, lanes: u32) -> HashMap<Value, layout::VecLayout> 
             | OpKind::Select
             | OpKind::Convert
             | OpKind::Gather
-            | OpKind::Bitcast => {
+            | OpKind::Bitcast
+            | OpKind::AtomicRmw(_)
+            | OpKind::AtomicCas => {
                 for &x in &op.operands {
                     union(&mut parent, x, op.results[0]);
                 }

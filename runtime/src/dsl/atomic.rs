@@ -3,8 +3,9 @@
 //! `i32`, `u32` and `f32` elements; [`atomic_add`](super::atomic_add) is the one without a result.
 //!
 //! A scalar update is one atomic per warp at element indices (`g.at(..)`), and every lane of the
-//! warp receives the old value; a tile update (`g.tile(..)`) updates each element inside the view
-//! and returns the old elements (0 outside it).
+//! warp receives the old value; a tile update (`g.tile(..)`) or a register-vector update at a
+//! chunk index (`g.chunk(..)`) updates each element inside the view and returns the old elements
+//! (0 outside it).
 //!
 //! ```
 //! use tilekit::dsl::*;
@@ -19,7 +20,7 @@
 //! ```
 
 use super::dtype::{Dtype, RegDtype};
-use super::handles::{Register, Rt, Scalar, TileLayout};
+use super::handles::{Register, Rt, Rv, Scalar, TileLayout, VecAlong};
 use super::ops::{GlAt, StoreTo};
 use super::trace::rec;
 use crate::ir::AtomicFn;
@@ -34,14 +35,15 @@ impl AtomicDtype for i32 {}
 impl AtomicDtype for u32 {}
 impl AtomicDtype for f32 {}
 
-/// What a returning atomic updates: a [`Scalar`] (at `g.at(..)`) or a register tile (at
-/// `g.tile(..)`).
+/// What a returning atomic updates: a [`Scalar`] (at `g.at(..)`), a register vector (at
+/// `g.chunk(..)`) or a register tile (at `g.tile(..)`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be applied atomically",
-    note = "atomics take a `Scalar<T>` at `g.at(..)` or an `Rt<T, ..>` at `g.tile(..)`"
+    note = "atomics take a `Scalar<T>` at `g.at(..)`, an `Rv<T, ..>` at `g.chunk(..)` or an `Rt<T, ..>` at `g.tile(..)`"
 )]
 pub trait AtomicValue: Register {}
 impl<T: AtomicDtype> AtomicValue for Scalar<T> {}
+impl<T: AtomicDtype + RegDtype, const N: usize, A: VecAlong> AtomicValue for Rv<T, N, A> {}
 impl<T: AtomicDtype + RegDtype, const R: usize, const C: usize, L: TileLayout> AtomicValue
     for Rt<T, R, C, L>
 {

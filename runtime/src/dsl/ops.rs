@@ -877,7 +877,9 @@ pub fn scatter_add_rows<
     rec!(|b| b.scatter_rows(true, g.value(), t.value(), rows.value(), j))
 }
 
-/// Atomically adds a scalar (at element indices) or a tile (at tile coordinates).
+/// Atomically adds a scalar (at element indices, `g.at(..)`), a register vector (at a chunk
+/// index, `g.chunk(..)`) or a tile (at tile coordinates, `g.tile(..)`); elements outside the
+/// view are skipped. Adds from different warps and blocks to one element all land.
 #[track_caller]
 pub fn atomic_add<V: Register>(dst: GlAt<V::Elem, true>, x: V)
 where

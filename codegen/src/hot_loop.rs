@@ -16,14 +16,23 @@
 //! 4. the hot loop: the loop with the most tensor-core instructions, ties to the smaller body
 //!    (the inner loop of a nest whose outer level adds none), then to the earlier header;
 //! 5. its common path, walked from the header over the loop's body with inner back-branches
-//!    dropped (so an inner loop counts one iteration) until a back-branch to the header is
-//!    taken. At each block the walk takes the successor from which the most tensor-core
+//!    dropped (so the walk passes an inner loop's body once) until a back-branch to the header
+//!    is taken. At each block the walk takes the successor from which the most tensor-core
 //!    instructions remain reachable before a back-branch; among equal ones it takes the
 //!    fall-through (the next block in the text), else the lowest-addressed target. Compilers
 //!    lay the in-bounds way of a guard out as the fall-through (`@!P0 BRA skip` over a guarded
 //!    copy, `s_cbranch_execz` over an exec-masked one) and jump out of line to fallbacks and
 //!    exits, so the fall-through is the in-bounds way; the tensor-core lookahead keeps the
-//!    walk from leaving the matrix work behind where a fallback happens to fall through.
+//!    walk from leaving the matrix work behind where a fallback happens to fall through;
+//! 6. the loops nested in the hot loop that the path enters (a general tile copy of more than
+//!    32 elements per lane is one): each block of the path counts once per trip of every such
+//!    loop holding it, so the figure counts what a warp issues per iteration of the hot loop.
+//!    The trips are read from the machine code (module `trips`: a counter stepped by a
+//!    constant from a constant, compared with a constant by the branch that closes the loop),
+//!    not carried from the lowering, because the assembler may unroll or rotate the loop and
+//!    only its output says how many trips of which body run. A loop whose trips are not such a
+//!    constant counts once and is listed with unknown trips ([`InnerLoop::trips`]), so the
+//!    undercount is said, not hidden.
 //!
 //! Tensor-core FLOPs per warp: `HMMA.16816` 2·16·8·16 = 4096, `HMMA.1688` 2048,
 //! `HGMMA.64xNx16` 2·64·N·16 / 4 (a warpgroup's instruction, a quarter per warp), `IMMA` the
@@ -31,6 +40,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+
+mod trips;
 
 /// What went wrong reading a disassembly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,8 +70,20 @@ struct Instr {
     /// Tensor-core FLOPs per warp (per wave on AMD); 0 for other instructions.
     tensor_flops: u64,
     flow: Flow,
+    /// The predicate guarding it (`P0`, `!UP1`), if any.
+    guard: Option<String>,
+    /// Its operands, destinations first, without SASS's `.reuse` hints.
+    args: Vec<String>,
     /// The source line (1-based), for errors.
     line: usize,
+}
+
+/// The comma-separated operands of an instruction.
+fn operands(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|a| a.trim().trim_end_matches(".reuse").to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 /// A disassembly: instructions in text order and the instruction index each label names.
@@ -84,6 +107,40 @@ pub struct HotLoop {
     /// How many instructions of each opcode (the part before the first `.` on NVIDIA, the
     /// mnemonic on AMD) the path holds.
     pub mix: BTreeMap<String, usize>,
+    /// The loops nested in the hot loop that the path enters, in the order of their headers
+    /// in the code. The counts above hold each of their instructions once per trip.
+    pub inner_loops: Vec<InnerLoop>,
+}
+
+/// A loop nested in the hot loop, on its common path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InnerLoop {
+    /// The label of the loop's header.
+    pub header: String,
+    /// Its trips each time the path enters it; `None` when the machine code does not show a
+    /// constant (the loop is then counted once, an undercount).
+    pub trips: Option<u64>,
+    /// Instructions of one trip along the path (loops nested in it counted once).
+    pub instructions: usize,
+}
+
+impl fmt::Display for InnerLoop {
+    /// `inner loop .L_x_10: 16 trips of 40 instrs`, or `inner loop .L_x_10 of unknown trip
+    /// count counted once`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.trips {
+            Some(n) => write!(
+                f,
+                "inner loop {}: {n} trips of {} instrs",
+                self.header, self.instructions
+            ),
+            None => write!(
+                f,
+                "inner loop {} of unknown trip count counted once ({} instrs)",
+                self.header, self.instructions
+            ),
+        }
+    }
 }
 
 impl HotLoop {
@@ -138,6 +195,9 @@ impl fmt::Display for HotLoop {
             },
             self.header
         )?;
+        for inner in &self.inner_loops {
+            write!(f, " ({inner})")?;
+        }
         match self.figure() {
             Some(x) => write!(f, ", figure {x:.2} non-tensor instrs / 1k tensor FLOPs"),
             None => write!(f, ", no figure (no tensor-core instructions)"),
@@ -152,12 +212,12 @@ fn is_tensor_opcode(op: &str) -> bool {
 
 /// The hot loop of `nvdisasm` output; `None` when the code has no loop.
 pub fn sass_hot_loop(sass: &str) -> Result<Option<HotLoop>, HotLoopError> {
-    hot_loop(&parse_sass(sass), sass_opcode)
+    hot_loop(&parse_sass(sass), sass_opcode, &trips::Sass)
 }
 
 /// The hot loop of AMDGPU assembly; `None` when the code has no loop.
 pub fn amdgpu_hot_loop(asm: &str) -> Result<Option<HotLoop>, HotLoopError> {
-    hot_loop(&parse_amdgpu(asm), |op| op.to_string())
+    hot_loop(&parse_amdgpu(asm), |op| op.to_string(), &trips::Amdgpu)
 }
 
 /// `HMMA.16816.F32.BF16` → `HMMA`.
@@ -278,6 +338,8 @@ fn parse_sass(sass: &str) -> Listing {
             op: op.to_string(),
             tensor_flops: sass_tensor_flops(op),
             flow,
+            args: operands(&rest.join(" ")),
+            guard,
             line: i + 1,
         });
     }
@@ -303,6 +365,7 @@ fn parse_amdgpu(asm: &str) -> Listing {
         }
         let mut words = t.split_whitespace();
         let Some(first) = words.next() else { continue };
+        let args = operands(t[first.len()..].trim());
         if let Some(label) = first.strip_suffix(':') {
             l.labels.insert(label.to_string(), l.instrs.len());
             continue;
@@ -327,6 +390,8 @@ fn parse_amdgpu(asm: &str) -> Listing {
             op: first.to_string(),
             tensor_flops: amdgpu_tensor_flops(first),
             flow,
+            guard: None,
+            args,
             line: i + 1,
         });
     }
@@ -404,8 +469,13 @@ fn blocks(l: &Listing) -> Result<Vec<Block>, HotLoopError> {
     Ok(out)
 }
 
-/// The hot loop of a parsed listing; `opcode` names an instruction in [`HotLoop::mix`].
-fn hot_loop(l: &Listing, opcode: impl Fn(&str) -> String) -> Result<Option<HotLoop>, HotLoopError> {
+/// The hot loop of a parsed listing; `opcode` names an instruction in [`HotLoop::mix`] and
+/// `isa` reads the trip counts of the loops nested in it.
+fn hot_loop(
+    l: &Listing,
+    opcode: impl Fn(&str) -> String,
+    isa: &impl trips::Counters,
+) -> Result<Option<HotLoop>, HotLoopError> {
     let bs = blocks(l)?;
     let tensor_in = |b: usize| {
         l.instrs[bs[b].start..bs[b].end]
@@ -464,34 +534,60 @@ fn hot_loop(l: &Listing, opcode: impl Fn(&str) -> String) -> Result<Option<HotLo
         return Ok(None);
     };
     let path = common_path(&bs, header, body, &tensor_in);
+    let label_of = |b: usize| {
+        l.labels
+            .iter()
+            .filter(|(_, &at)| at == bs[b].start)
+            .map(|(name, _)| name.as_str())
+            .min()
+            .map_or_else(|| format!("instruction {}", bs[b].start), str::to_string)
+    };
+    // The loops nested in the hot loop that the path enters, each with its trips; a block of
+    // the path runs once per trip of every one of them that holds it.
+    let on_path = |b: &usize| path.contains(b);
+    let nested: Vec<(usize, &Vec<bool>, Option<u64>)> = loops
+        .iter()
+        .filter(|(&h, _)| h != header && body[h] && on_path(&h))
+        .map(|(&h, inner)| {
+            let trips = trips::trip_count(isa, l, &bs, &preds, &dominates, h, inner);
+            (h, inner, trips)
+        })
+        .collect();
+    let runs = |b: usize| -> u64 {
+        nested
+            .iter()
+            .filter(|(_, inner, _)| inner[b])
+            .map(|(_, _, trips)| trips.unwrap_or(1))
+            .product()
+    };
     let mut mix = BTreeMap::new();
     let (mut instructions, mut tensor, mut tensor_flops) = (0, 0, 0);
     for &b in &path {
+        let n = runs(b);
         for ins in &l.instrs[bs[b].start..bs[b].end] {
-            instructions += 1;
+            instructions += n as usize;
             if ins.tensor_flops > 0 {
-                tensor += 1;
-                tensor_flops += ins.tensor_flops;
+                tensor += n as usize;
+                tensor_flops += n * ins.tensor_flops;
             }
-            *mix.entry(opcode(&ins.op)).or_insert(0) += 1;
+            *mix.entry(opcode(&ins.op)).or_insert(0) += n as usize;
         }
     }
-    let header_name = l
-        .labels
+    let inner_loops = nested
         .iter()
-        .filter(|(_, &at)| at == bs[header].start)
-        .map(|(name, _)| name.as_str())
-        .min()
-        .map_or_else(
-            || format!("instruction {}", bs[header].start),
-            str::to_string,
-        );
+        .map(|(h, inner, trips)| InnerLoop {
+            header: label_of(*h),
+            trips: *trips,
+            instructions: path.iter().filter(|&&b| inner[b]).map(|&b| size(b)).sum(),
+        })
+        .collect();
     Ok(Some(HotLoop {
-        header: header_name,
+        header: label_of(header),
         instructions,
         tensor,
         tensor_flops,
         mix,
+        inner_loops,
     }))
 }
 
@@ -736,7 +832,8 @@ mod tests {
     }
 
     #[test]
-    fn the_hot_loop_is_the_one_with_the_most_tensor_instructions_and_inner_loops_count_once() {
+    fn the_hot_loop_is_the_one_with_the_most_tensor_instructions_and_unknown_inner_loops_count_once(
+    ) {
         let s = sass(&[
             // A loop without tensor work (an epilogue-like loop) comes first.
             ".L_x_0:",
@@ -756,6 +853,9 @@ mod tests {
         let h = sass_hot_loop(&s).unwrap().unwrap();
         assert_eq!(h.header, ".L_x_1");
         assert_eq!((h.instructions, h.tensor), (5, 1));
+        // `P1` comes from outside the copy loop: its trips are unknown, and said to be.
+        assert_eq!(h.inner_loops.len(), 1);
+        assert_eq!(h.inner_loops[0].trips, None);
     }
 
     #[test]

@@ -16,10 +16,13 @@ demo: deps
 	$(CARGO) run --release -p tilekit-examples --features jit --bin demo
 	$(CARGO) run --release -p tilekit-examples --features jit --bin gpu_targets
 
+# The test binaries share compiled kernels through the compile cache (codegen/src/cache.rs; its
+# key holds the codegen sources' hash, so an edited lowering misses): the library sweeps compile
+# every variant for every target once, not once per binary.
 test: deps
 	@mkdir -p target
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
-	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log | grep -v '^test .* ok$$' ; \
+	TILEKIT_CACHE_DIR="$(CURDIR)/target/kernel-cache" $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log | grep -v '^test .* ok$$' ; \
 	  status=$${PIPESTATUS[0]}; scripts/test-summary.sh target/test-output.log; exit $$status
 
 # Every fuzz harness (tests/src/fuzz) for SECONDS of wall-clock time in all, two at a time, in

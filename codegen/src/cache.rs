@@ -105,14 +105,37 @@ fn entry(dir: &Path, key: &str) -> PathBuf {
     dir.join(format!("{:016x}", fnv1a(key)))
 }
 
+/// Writes the entry into a folder of its own and renames it into place, so a reader in another
+/// process (a test binary, the CLI) never sees a half-written entry. An entry already there
+/// with this key (another process stored the same kernel first) is kept; one with another key
+/// (written by other sources, or a hash collision) is replaced.
 fn store(dir: &Path, key: &str, c: &Compiled) -> std::io::Result<()> {
     let e = entry(dir, key);
-    std::fs::create_dir_all(&e)?;
+    let tmp = crate::ptxas::scratch_in(dir, "entry");
+    let mut written = write_entry(&tmp, key, c).and_then(|()| std::fs::rename(&tmp, &e));
+    if written.is_err() && e.exists() {
+        if std::fs::read_to_string(e.join("key")).is_ok_and(|k| k == key) {
+            written = Ok(());
+        } else {
+            let _ = std::fs::remove_dir_all(&e);
+            written = std::fs::rename(&tmp, &e);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    written
+}
+
+fn write_entry(e: &Path, key: &str, c: &Compiled) -> std::io::Result<()> {
+    std::fs::create_dir_all(e)?;
     for s in Stage::ALL.into_iter().filter(|s| *s != Stage::Hsaco) {
         std::fs::write(e.join(s.name()), c.stage(s))?;
     }
     if let Some(co) = c.code_object() {
         std::fs::write(e.join("code_object"), co)?;
+    }
+    if let Some(a) = c.assembly() {
+        std::fs::write(e.join("cubin"), &a.cubin)?;
+        std::fs::write(e.join("ptxas-log"), &a.log)?;
     }
     let mut meta = format!(
         "kernel {}\nwarps {}\nshared_bytes {}\ndynamic_shared {}\n",
@@ -133,7 +156,6 @@ fn store(dir: &Path, key: &str, c: &Compiled) -> std::io::Result<()> {
         meta.push_str(&format!("tensor_map {}\n", m.to_text()));
     }
     std::fs::write(e.join("meta"), meta)?;
-    // The key last: an entry without it (an interrupted write) is a miss.
     std::fs::write(e.join("key"), key)
 }
 
@@ -199,5 +221,16 @@ fn load(dir: &Path, key: &str) -> Option<Compiled> {
         code_object,
     );
     c.tensor_maps = tensor_maps;
+    // An entry stored without ptxas's output (ptxas not installed then) loads without it.
+    if let (Ok(cubin), Ok(log)) = (
+        std::fs::read(e.join("cubin")),
+        std::fs::read_to_string(e.join("ptxas-log")),
+    ) {
+        c.assembly = Some(crate::ptxas::Assembled {
+            cubin,
+            report: crate::ptxas::parse_report(&log),
+            log,
+        });
+    }
     Some(c)
 }

@@ -229,6 +229,9 @@ pub struct Compiled {
     stages: Vec<(Stage, String)>,
     /// The linked code object of an AMD target.
     code_object: Option<Vec<u8>>,
+    /// ptxas's output for the PTX, kept from the compile's own spill and advisory check (NVIDIA
+    /// targets where ptxas ran), so reading registers or SASS assembles nothing again.
+    assembly: Option<ptxas::Assembled>,
 }
 
 /// Wall-clock time of each compilation stage.
@@ -285,6 +288,7 @@ impl Compiled {
             timings,
             stages,
             code_object,
+            assembly: None,
         }
     }
 
@@ -317,9 +321,17 @@ impl Compiled {
         self.warps * self.target.lanes()
     }
 
-    /// Assembles the PTX with ptxas for the target and disassembles it with nvdisasm (NVIDIA
-    /// targets; an AMD target is an error that points at its `asm` stage).
-    pub fn sass(&self) -> Result<String, CodegenError> {
+    /// ptxas's output for the PTX (cubin, register report, log) if the compile assembled it
+    /// (NVIDIA targets with ptxas installed, unless the kernel allows both spills and
+    /// advisories); [`Compiled::assembled`] assembles it when not.
+    pub fn assembly(&self) -> Option<&ptxas::Assembled> {
+        self.assembly.as_ref()
+    }
+
+    /// ptxas's output for the PTX: the compile's own ([`Compiled::assembly`]) or, where it did
+    /// not assemble, a fresh `ptxas` run. An AMD target is an error that points at its `asm`
+    /// stage.
+    pub fn assembled(&self) -> Result<std::borrow::Cow<'_, ptxas::Assembled>, CodegenError> {
         if !self.target.is_nvidia() {
             return Err(CodegenError::Tool {
                 tool: "ptxas".into(),
@@ -329,8 +341,16 @@ impl Compiled {
                 ),
             });
         }
-        let cubin = ptxas::assemble(self.ptx(), self.target)?;
-        sass::disassemble(&cubin.cubin)
+        Ok(match &self.assembly {
+            Some(a) => std::borrow::Cow::Borrowed(a),
+            None => std::borrow::Cow::Owned(ptxas::assemble(self.ptx(), self.target)?),
+        })
+    }
+
+    /// The SASS of the PTX: [`Compiled::assembled`], disassembled with nvdisasm (NVIDIA
+    /// targets; an AMD target is an error that points at its `asm` stage).
+    pub fn sass(&self) -> Result<String, CodegenError> {
+        sass::disassemble(&self.assembled()?.cubin)
     }
 
     /// The start of the dump's file names: the kernel's name and 8 hex digits of a hash of its
@@ -473,6 +493,7 @@ pub fn compile_with_advisories(
     let mut code_object = None;
     // A resource overflow is reported after the stages are dumped, so they can be inspected.
     let mut resource_check = Ok(());
+    let mut assembly = None;
     let spills = if func.allow_spills {
         ptxas::SpillPolicy::Allow
     } else {
@@ -485,8 +506,8 @@ pub fn compile_with_advisories(
         // scheduling; a kernel that allows both skips the assembly.
         if spills == ptxas::SpillPolicy::Refuse || advisories == ptxas::AdvisoryPolicy::Refuse {
             let t0 = Instant::now();
-            resource_check =
-                ptxas::check_compiled(&ptx, target, kernel, spills, advisories).map(|_| ());
+            resource_check = ptxas::check_compiled(&ptx, target, kernel, spills, advisories)
+                .map(|a| assembly = a);
             timings.spill_check = t0.elapsed().as_secs_f64();
         }
         stages.push((Stage::LlvmOpt, opt_text));
@@ -514,6 +535,7 @@ pub fn compile_with_advisories(
         timings,
         stages,
         code_object,
+        assembly,
     };
     if let Some(dir) = std::env::var_os("TILEKIT_DUMP") {
         compiled

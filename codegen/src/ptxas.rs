@@ -73,9 +73,14 @@ pub(crate) fn find_tool(name: &str, env_var: &str) -> Result<PathBuf, CodegenErr
 
 /// A scratch file name unique to this process and call.
 pub(crate) fn scratch(ext: &str) -> PathBuf {
+    scratch_in(&std::env::temp_dir(), ext)
+}
+
+/// A name in `dir` unique to this process and call.
+pub(crate) fn scratch_in(dir: &Path, ext: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!("tilekit-{}-{n}.{ext}", std::process::id()))
+    dir.join(format!("tilekit-{}-{n}.{ext}", std::process::id()))
 }
 
 /// Assembles `ptx` for `target` (`ptxas -arch=<target> -v`).
@@ -205,7 +210,7 @@ pub fn check_advisories(
 }
 
 /// The checks of [`crate::compile`] on NVIDIA: assembles `ptx` and refuses it as
-/// [`check_spills`] and [`check_advisories`] do, returning ptxas's report; `Ok(None)` when
+/// [`check_spills`] and [`check_advisories`] do, returning ptxas's output; `Ok(None)` when
 /// ptxas is not installed (nothing found at `.venv/tools/ptxas` or on `PATH`, and
 /// `TILEKIT_PTXAS` unset), where the checks cannot run. A `TILEKIT_PTXAS` naming no file, or
 /// PTX that ptxas rejects, is an error.
@@ -215,13 +220,13 @@ pub fn check_compiled(
     kernel: &str,
     spills: SpillPolicy,
     advisories: AdvisoryPolicy,
-) -> Result<Option<Report>, CodegenError> {
+) -> Result<Option<Assembled>, CodegenError> {
     if std::env::var_os("TILEKIT_PTXAS").is_none() && find_tool("ptxas", "TILEKIT_PTXAS").is_err() {
         return Ok(None);
     }
     let a = assemble_checked(ptx, target, kernel, spills)?;
     check_advisories(kernel, target, &a.log, advisories)?;
-    Ok(Some(a.report))
+    Ok(Some(a))
 }
 
 /// [`assemble`], then [`check_spills`] on its report, so a kernel that does not fit its

@@ -72,6 +72,14 @@ fn environment_overrides_for_tools_and_dumps() {
         assert_eq!(first.stage(s), from_disk.stage(s));
     }
     assert_eq!(again.timings.total(), 0.0, "the second compile is a hit");
+    // ptxas's output from the compile's own check travels with the entry, so registers and
+    // SASS need no second assembly.
+    let assembly = |c: &tilekit_codegen::Compiled| {
+        let a = c.assembly().expect("the compile assembled its PTX");
+        (a.cubin.clone(), a.log.clone(), a.report.registers)
+    };
+    assert_eq!(assembly(&first), assembly(&from_disk));
+    assert!(assembly(&first).2 > 0);
     assert_eq!(from_disk.timings.total(), 0.0, "the third is a hit on disk");
     assert_eq!(
         (
@@ -113,6 +121,11 @@ fn environment_overrides_for_tools_and_dumps() {
         "a stale entry is compiled again"
     );
     assert_eq!(recompiled.ptx(), first.ptx());
+    assert_eq!(
+        std::fs::read_to_string(entry.join("key")).unwrap(),
+        key,
+        "the stale entry is replaced"
+    );
     let _ = std::fs::remove_dir_all(&cache_dir);
 
     // An AMD entry keeps its code object (bytes) with the text stages.

@@ -443,7 +443,7 @@ pub fn compile_registry_with(
                 message,
             };
             let module = (v.module)();
-            let c = tilekit_codegen::compile(module, k.name, target)
+            let c = tilekit_codegen::compile_cached(module, k.name, target)
                 .map_err(|e| fail(e.to_string()))?;
             let mut entries = vec![kernel_from_compiled(module, k.name, v.args, &c)?];
             // The variant for launches whose views are all 16-byte aligned, where assuming so
@@ -453,7 +453,7 @@ pub fn compile_registry_with(
                 .ok_or_else(|| fail("the module has no such kernel".into()))?;
             let facts = tilekit_codegen::Facts::all_aligned16(func);
             if !facts.is_general() {
-                let a = tilekit_codegen::compile_with(module, k.name, target, &facts)
+                let a = tilekit_codegen::compile_cached_with(module, k.name, target, &facts)
                     .map_err(|e| fail(format!("assuming {facts}: {e}")))?;
                 if a.ptx() != c.ptx() || a.code_object() != c.code_object() {
                     entries.push(kernel_from_compiled(module, k.name, v.args, &a)?);

@@ -1630,7 +1630,7 @@ mod tests {
     #[cfg(feature = "jit")]
     #[test]
     fn every_registered_variant_compiles_and_links_for_every_amd_chip() {
-        use tilekit_codegen::{compile, Target};
+        use tilekit_codegen::{compile_cached, Target};
         let chips = [Target::Gfx90a, Target::Gfx942, Target::Gfx950];
         let failures: Vec<String> = std::thread::scope(|scope| {
             let handles: Vec<_> = chips
@@ -1641,7 +1641,8 @@ mod tests {
                         for k in crate::registry::kernels() {
                             for v in k.variants.iter().filter(|v| v.is_for(t.name())) {
                                 let what = format!("{}{} on {t}", k.name, v.args);
-                                match compile((v.module)(), k.name, t) {
+                                // Cached: the bundle test compiles the same variants.
+                                match compile_cached((v.module)(), k.name, t) {
                                     Err(e) => failures.push(format!("{what}: {e}")),
                                     Ok(c) => match c.amd_resources() {
                                         None => failures.push(format!("{what}: no metadata")),

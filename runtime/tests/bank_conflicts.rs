@@ -10,13 +10,6 @@
 //! instructions with their wavefronts.
 #![cfg(feature = "jit")]
 
-use tilekit::Device;
-
-/// The library's kernels and this file's own (every test module's kernels register in one binary).
-fn kernels() -> Vec<&'static tilekit::registry::KernelInfo> {
-    crate::library_kernels_and(file!())
-}
-
 /// A conflict that is known and not fixed yet: every conflicting instruction of `kernel`'s
 /// self-test is an `opcode`, none worse than `ways`, in exactly `codes` compiled codes (variants
 /// × the general/aligned compiles the self-test's launches take) on each emulated target.
@@ -58,43 +51,33 @@ fn conflicts_on(target: &str) {
     let mut unexpected = Vec::new();
     // Per known entry: the codes in which it occurred.
     let mut known_codes = vec![0usize; KNOWN.len()];
-    for k in kernels() {
-        let Some(test) = k.selftest else {
-            continue;
-        };
-        let device = Device::emulator(target).expect("the emulator opens");
-        let (result, kernels) = tilekit_emu::banks::collect(|| {
-            std::panic::catch_unwind(|| test(&device)).unwrap_or_else(|_| Err("panicked".into()))
-        });
-        if let Err(e) = result {
-            unexpected.push(format!("{}: self-test failed on emu:{target}: {e}", k.name));
-            continue;
-        }
-        for code in &kernels {
-            let wavefronts: u64 = code.accesses.iter().map(|a| a.wavefronts).sum();
-            let ideal: u64 = code.accesses.iter().map(|a| a.ideal).sum();
-            println!(
+    // The run `emulator` checks for passing self-tests: one emulation of the library serves both.
+    let run = crate::emulator::library_selftests(target);
+    if run.code != 0 {
+        unexpected.push(format!("self-tests failed on emu:{target}:\n{}", run.out));
+    }
+    for code in &run.shared {
+        let wavefronts: u64 = code.accesses.iter().map(|a| a.wavefronts).sum();
+        let ideal: u64 = code.accesses.iter().map(|a| a.ideal).sum();
+        println!(
                 "{target} {} (code {:016x}): {} shared instructions, {wavefronts} wavefronts, ideal {ideal}",
                 code.kernel,
                 code.module,
                 code.accesses.len()
             );
-            let mut counted = vec![false; KNOWN.len()];
-            for a in code.conflicts() {
-                println!("    {a}");
-                let known = KNOWN.iter().position(|e| {
-                    e.kernel == code.kernel
-                        && a.opcode.starts_with(e.opcode)
-                        && a.worst_ways <= e.ways
-                });
-                match known {
-                    Some(i) => counted[i] = true,
-                    None => unexpected.push(format!("{target} {}: {a}", code.kernel)),
-                }
+        let mut counted = vec![false; KNOWN.len()];
+        for a in code.conflicts() {
+            println!("    {a}");
+            let known = KNOWN.iter().position(|e| {
+                e.kernel == code.kernel && a.opcode.starts_with(e.opcode) && a.worst_ways <= e.ways
+            });
+            match known {
+                Some(i) => counted[i] = true,
+                None => unexpected.push(format!("{target} {}: {a}", code.kernel)),
             }
-            for (n, c) in known_codes.iter_mut().zip(counted) {
-                *n += usize::from(c);
-            }
+        }
+        for (n, c) in known_codes.iter_mut().zip(counted) {
+            *n += usize::from(c);
         }
     }
     // A known conflict must occur exactly where it is said to: more codes is a new conflict,

@@ -3,17 +3,44 @@
 //! agrees with its f64 reference.
 #![cfg(feature = "jit")]
 
+use std::sync::OnceLock;
+
 use tilekit::{Device, Error, Tensor};
 
+/// One run of every registered self-test on `emu:<target>` through the CLI's `selftest`: its
+/// report and exit code, and the shared-memory statistics of every launch it made. This
+/// module's tests check that the self-tests pass; `bank_conflicts` reads the statistics of the
+/// same run (emulating the library twice would double the slowest tests of the suite).
+pub(crate) struct SelftestRun {
+    pub out: String,
+    pub code: i32,
+    pub shared: Vec<tilekit_emu::banks::KernelSharedAccesses>,
+}
+
+/// The run of [`SelftestRun`] on `emu:sm_80` or `emu:sm_90a`, made once per test binary.
+pub(crate) fn library_selftests(target: &str) -> &'static SelftestRun {
+    static SM80: OnceLock<SelftestRun> = OnceLock::new();
+    static SM90A: OnceLock<SelftestRun> = OnceLock::new();
+    let cell = match target {
+        "sm_80" => &SM80,
+        "sm_90a" => &SM90A,
+        _ => panic!("no emulated self-test run for {target}"),
+    };
+    cell.get_or_init(|| {
+        let device = Device::from_name(&format!("emu:{target}")).expect("the emulator opens");
+        let start = std::time::Instant::now();
+        let ((out, code), shared) = tilekit_emu::banks::collect(|| tilekit::cli::selftest(&device));
+        eprintln!(
+            "emu:{target} self-tests took {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+        SelftestRun { out, code, shared }
+    })
+}
+
 fn selftest_on(target: &str) {
-    let device = Device::from_name(&format!("emu:{target}")).expect("the emulator opens");
-    let start = std::time::Instant::now();
-    let (out, code) = tilekit::cli::selftest(&device);
-    eprintln!(
-        "{out}emu:{target} self-tests took {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    assert_eq!(code, 0, "self-tests failed on emu:{target}:\n{out}");
+    let SelftestRun { out, code, .. } = library_selftests(target);
+    assert_eq!(*code, 0, "self-tests failed on emu:{target}:\n{out}");
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
 

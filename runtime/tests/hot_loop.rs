@@ -7,7 +7,7 @@
 //! table docs/BENCHMARKS.md records.
 #![cfg(feature = "jit")]
 
-use tilekit_codegen::{amd, compile, hot_loop, ptxas, sass, Stage, Target};
+use tilekit_codegen::{amd, compile_cached, hot_loop, ptxas, sass, Stage, Target};
 
 /// The library's kernels and this file's own (every test module's kernels register in one binary).
 fn kernels() -> Vec<&'static tilekit::registry::KernelInfo> {
@@ -21,7 +21,8 @@ fn every_variant_has_a_figure(target: Target) {
         // A variant registered for other targets only (`<..> for [sm_90a]`) is not compiled there.
         for v in k.variants.iter().filter(|v| v.is_for(target.name())) {
             let name = format!("{}{} on {target}", k.name, v.args);
-            let c = match compile((v.module)(), k.name, target) {
+            // Through the compile cache: the spill sweep compiles the same variants.
+            let c = match compile_cached((v.module)(), k.name, target) {
                 Ok(c) => c,
                 Err(e) => {
                     failures.push(format!("{name}: does not compile: {e}"));
@@ -31,7 +32,7 @@ fn every_variant_has_a_figure(target: Target) {
             // The tensor-core instructions of the whole kernel, counted apart from the hot
             // loop's reading of the code.
             let (code, tensor_in_code, h) = if target.is_nvidia() {
-                let assembled = match ptxas::assemble(c.ptx(), target) {
+                let assembled = match c.assembled() {
                     Ok(a) => a,
                     Err(e) => {
                         failures.push(format!("{name}: ptxas: {e}"));

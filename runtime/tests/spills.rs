@@ -10,7 +10,7 @@
 //! Each variant is compiled once per target. `-- --nocapture` prints the table.
 #![cfg(feature = "jit")]
 
-use tilekit::codegen::{compile, ptxas, CodegenError, Target};
+use tilekit::codegen::{compile, compile_cached, ptxas, CodegenError, Target};
 use tilekit::dsl::*;
 use tilekit::ir::Module;
 
@@ -227,7 +227,9 @@ impl From<String> for Spilled {
 
 /// The resource figures of one compile when it does not spill.
 fn spills(module: &Module, kernel: &str, target: Target) -> Result<String, Spilled> {
-    let c = match compile(module, kernel, target) {
+    // Through the compile cache: the hot-loop, bank-conflict and emulator sweeps of this test
+    // binary compile the same variants.
+    let c = match compile_cached(module, kernel, target) {
         Ok(c) => c,
         // On AMD the compile itself refuses a code object with spilled VGPRs, naming the
         // registers it needed (allocated + spilled) against the unified limit.
@@ -247,14 +249,14 @@ fn spills(module: &Module, kernel: &str, target: Target) -> Result<String, Spill
         Err(e) => return Err(format!("does not compile: {e}").into()),
     };
     if target.is_nvidia() {
-        let a = ptxas::assemble(c.ptx(), target).map_err(|e| e.to_string())?;
+        let a = c.assembled().map_err(|e| e.to_string())?;
         // A serialized wgmma or an ignored setmaxnreg is refused with the spills: each costs
         // more than the registers it saves.
         let advisories = ptxas::performance_advisories(&a.log);
         if !advisories.is_empty() {
             return Err(format!("ptxas advisories: {}", advisories.join("; ")).into());
         }
-        let r = a.report;
+        let r = &a.report;
         let line = format!(
             "{} registers, {} B spill stores, {} B spill loads, {} B stack",
             r.registers, r.spill_store_bytes, r.spill_load_bytes, r.stack_frame_bytes

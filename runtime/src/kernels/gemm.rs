@@ -41,6 +41,23 @@ pub fn grouped_tile<const G: usize>() -> (Scalar<i32>, Scalar<i32>) {
     (first_m + local % band_rows, local / band_rows)
 }
 
+/// Tile `i` of a walk over `tiles_m × tiles_n` tiles of C in [`grouped_tile`]'s order (bands of
+/// `G` tile rows, column by column within a band) as `(tile row, tile column)`: the order of a
+/// persistent kernel, whose blocks take tiles `b`, `b + grid`, …. `i` < `tiles_m · tiles_n`.
+#[crate::func]
+pub fn banded_tile<const G: usize>(
+    i: Scalar<i32>,
+    tiles_m: Scalar<i32>,
+    tiles_n: Scalar<i32>,
+) -> (Scalar<i32>, Scalar<i32>) {
+    let band_tiles = tiles_n * G as i32;
+    let band = i / band_tiles;
+    let first_m = band * G as i32;
+    let band_rows = (tiles_m - first_m).min(G as i32);
+    let local = i - band * band_tiles;
+    (first_m + local % band_rows, local / band_rows)
+}
+
 /// See the module documentation. Grid: `[⌈N / BN⌉, ⌈M / BM⌉, 1]` ([`grid`]).
 #[crate::kernel(
     warps = ((BM / WM) * (BN / WN)) as u32,

@@ -342,6 +342,7 @@ fn child() {
         ("attention decode hd64 page16", 1),
         ("attention decode hd128 page32", 1),
         ("AdamW multi-tensor (model)", 1),
+        ("8-bit AdamW multi-tensor (model)", 1),
         ("clip_grad_norm multi-tensor (model)", 1),
         ("AdamW  ", 1),
         ("AdamW mixed (bf16 grads + model)", 1),

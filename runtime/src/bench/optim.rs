@@ -89,6 +89,18 @@ fn model_rows(b: &mut Bench<'_>) -> Result<(), Error> {
         // Reads p, g, m, v; writes p, m, v (f32).
         b.bytes_row("AdamW multi-tensor (model)", &label, ms, 28.0 * n as f64);
     }
+    {
+        let params = tensors(b, &shapes, 200)?;
+        let grads = tensors(b, &shapes, 400)?;
+        let mut opt = Adam8bit::new(Adam8bitConfig::default()).map_err(error)?;
+        let ms = b.time(|| opt.step(device, &params, &grads).map_err(error))?;
+        b.bytes_row(
+            "8-bit AdamW multi-tensor (model)",
+            &label,
+            ms,
+            ADAM8BIT_BYTES * n as f64,
+        );
+    }
     // The clip reads the gradients once for the norm, then reads and writes them to scale:
     // 12 bytes per element. Its list holds flat views of the same sizes (a tensor list has one
     // rank).
@@ -166,23 +178,23 @@ fn flat_rows(b: &mut Bench<'_>) -> Result<(), Error> {
     );
     drop(mini);
 
-    drop((params, grads));
-    // The 8-bit state lives on the device (`optim8::DeviceState`), as the other rows' does.
-    let n = rows * cols;
-    let params = vec![random(f, &[rows, cols], device, 34)?];
-    let grads = vec![random(f, &[rows, cols], device, 35)?];
+    // The 8-bit state lives on the device (`optim8::DeviceState`), as the other rows' does;
+    // the step is the multi-tensor launch (`adam8bit_multi`) over a list of one.
     let mut adam8 = Adam8bit::new(Adam8bitConfig::default()).map_err(error)?;
     let ms = b.time(|| adam8.step(device, &params, &grads).map_err(error))?;
-    // p read and written and g read (f32), the 8-bit m and v codes read and written, and
-    // their f32 absmax per 256-element block.
     b.bytes_row(
         "8-bit AdamW (blockwise 256)",
-        format!("{rows}×{cols}"),
+        &label,
         ms,
-        (16.0 + 16.0 / 256.0) * n as f64,
+        ADAM8BIT_BYTES * n as f64,
     );
     Ok(())
 }
+
+/// Bytes an 8-bit AdamW step moves per parameter: p read and written and g read (f32), the
+/// 8-bit codes of m and v read and written, and their f32 absmax per 256-element block read
+/// and written.
+const ADAM8BIT_BYTES: f64 = 16.0 + 16.0 / 256.0;
 
 /// Targets in `0 .. vocab` with every 17th token ignored (−100).
 fn targets(b: &Bench<'_>, t: usize, vocab: usize) -> Result<Tensor, Error> {

@@ -1,8 +1,8 @@
 //! FlashAttention-2 backward pass of [`attention_fwd`](super::attention::attention_fwd) and
 //! [`attention_fwd_window`](super::attention::attention_fwd_window), for every option of
 //! [`forward`](super::attention::forward): GQA/MQA, causal (bottom-right or top-left), sliding
-//! windows and logit soft-capping, head dims 64 and 128; at head dims 96 and 192 plain and
-//! bottom-right causal bf16 attention ([`PLAIN_ONLY_HEAD_DIMS`]).
+//! windows and logit soft-capping, head dims 64 and 128; at head dim 96 plain and bottom-right
+//! causal bf16 attention ([`PLAIN_ONLY_HEAD_DIMS`]).
 //!
 //! The forward computes `O = softmax(S)·V` over the keys each row sees, with `S = s·Q·Kᵀ` (or
 //! `c·tanh(s·Q·Kᵀ/c)` with a cap c), `s = sm_scale`, and returns the natural-log `LSE` per query
@@ -77,16 +77,6 @@
 //! query pass 205–207 / 227–228 (0.66–0.77 / 1.22–1.34); with tiles of 16 the figures were
 //! 1.11–1.30 and 0.77–0.94 aligned.
 //!
-//! Head dim 192 computes dK and dV in two key passes ([`attention_bwd_dk_or_dv`]: the two
-//! 16×192 f32 accumulators take 192 registers, and the joint pass spilled on sm_80) of 6 warps
-//! on sm_80 and sm_90a and 3 on AMD, K and V parked in shared memory, query tiles of 16; the
-//! query pass runs blocks of 3 warps with key tiles of 16 and Q and dO parked in shared memory
-//! (60 KiB per block); the preprocess sums rows 64 columns at a time. sm_80 aligned: dK pass
-//! 225–231 registers (figure 0.93–1.08), dV pass 224–231 (1.06–1.23), query pass 243 (0.82);
-//! general: the key passes spill 24–40 bytes at 255 registers on sm_80, inside their loops
-//! (`allow_spills`; 0 bytes on sm_90a and AMD), the query pass 255 registers and 0 bytes
-//! (2.28); gfx90a, gfx942, gfx950 general 242–260 VGPRs, 0 scratch.
-//!
 //! `tilekit check` (ptxas 13.5), 0 spill bytes on sm_80, sm_90a and gfx942, aligned and
 //! general, for the f16 and head-dim-128 varlen variants. The f16 kernels compile as their
 //! bf16 counterparts: sm_80 aligned, key pass 224–244 registers (figure 1.02–1.49), query pass
@@ -119,9 +109,7 @@ pub const KEYS_PER_WARP: usize = 16;
         <bf16, 96, 16, 4>,
         <f32, 96, 16, 4>,
         <bf16, 128, 16, 4>,
-        <f32, 128, 16, 4>,
-        <bf16, 192, 16, 4>,
-        <f32, 192, 16, 4>
+        <f32, 128, 16, 4>
     ),
     shapes(o: [BH, SQ, D], d_o: [BH, SQ, D], delta: [BH, SQ]),
     grid = [ceil_div(SQ, WARPS * R), BH, 1]
@@ -159,28 +147,13 @@ fn row_dots<O: RegDtype, T: RegDtype, const D: usize, const R: usize, const WARP
 ) {
     let head = block_idx_y();
     let q_tile = block_idx_x() * WARPS as i32 + warp_idx();
-    if D > 128 {
-        // 64 columns at a time: at head dim 192 whole rows of an f32 O and dO (96 + 48
-        // registers) spill beside the element-wise loads of views without alignment facts.
-        let mut sum: Rv<f32, R> = zeros();
-        for c in 0..D / ROW_DOT_COLS {
-            let o_frag: Rt<O, R, ROW_DOT_COLS> = load(o.tile(head, q_tile, c as i32));
-            let do_frag: Rt<T, R, ROW_DOT_COLS> = load(d_o.tile(head, q_tile, c as i32));
-            sum = sum + row_sum(o_frag.cast::<f32>() * do_frag.cast::<f32>());
-        }
-        store(delta.chunk(head, q_tile), sum);
-    } else {
-        let o_frag: Rt<O, R, D> = load(o.tile(head, q_tile, 0));
-        let do_frag: Rt<T, R, D> = load(d_o.tile(head, q_tile, 0));
-        store(
-            delta.chunk(head, q_tile),
-            row_sum(o_frag.cast::<f32>() * do_frag.cast::<f32>()),
-        );
-    }
+    let o_frag: Rt<O, R, D> = load(o.tile(head, q_tile, 0));
+    let do_frag: Rt<T, R, D> = load(d_o.tile(head, q_tile, 0));
+    store(
+        delta.chunk(head, q_tile),
+        row_sum(o_frag.cast::<f32>() * do_frag.cast::<f32>()),
+    );
 }
-
-/// Columns per chunk of [`row_dots`] past head dim 128.
-const ROW_DOT_COLS: usize = 64;
 
 /// dK and dV (dtype `G`) of `WARPS·16` keys of one K/V head per block, summed over the query
 /// heads of its GQA group; see the module documentation. Grid: `[⌈seq_kv / (WARPS·16)⌉, bh_kv,
@@ -235,7 +208,7 @@ pub fn attention_bwd_dkdv<
     sm_scale: Scalar<f32>,
 ) {
     // No window and no cap: their arguments are never read.
-    key_tiles::<bf16, G, D, QT, WARPS, CAUSAL, false, false, false, true, true>(
+    key_tiles::<bf16, G, D, QT, WARPS, CAUSAL, false, false, false>(
         q,
         k,
         v,
@@ -305,7 +278,7 @@ pub fn attention_bwd_dkdv_window<
     window_right: Scalar<i32>,
     softcap: Scalar<f32>,
 ) {
-    key_tiles::<bf16, G, D, QT, WARPS, false, true, SOFTCAP, false, true, true>(
+    key_tiles::<bf16, G, D, QT, WARPS, false, true, SOFTCAP, false>(
         q,
         k,
         v,
@@ -322,89 +295,12 @@ pub fn attention_bwd_dkdv_window<
     );
 }
 
-/// dV (`DV`) or dK (not `DV`) alone of [`attention_bwd_dkdv`], for head dims whose dK and dV
-/// accumulators do not fit one warp's registers together: at 192 they take 2 × 96 f32
-/// registers and the joint key pass spilled 16–160 bytes on sm_80, so [`backward`] runs this
-/// kernel once for each. The sm_80 compile for views without alignment facts still spills
-/// 24–40 bytes inside the query-tile loop (255 registers, 3–5 local loads and stores per
-/// iteration; aligned: 224–231 registers, 0 bytes), hence `allow_spills`; sm_90a and AMD
-/// compile with 0 bytes. The dV pass recomputes `Pᵀ` and skips `dPᵀ`; the dK pass is the whole key
-/// pass but for `dV += Pᵀ·dO`: one more score product than the joint pass. `grad` is dV or dK
-/// `[bh_kv, seq_kv, D]`; the other arguments are [`attention_bwd_dkdv`]'s (the scale at the
-/// place [`query_pass_arguments`] checks). Grid: `[⌈seq_kv / (WARPS·16)⌉, bh_kv, 1]`
-/// ([`rows_grid`]).
-#[crate::kernel(
-    warps = WARPS as u32,
-    allow_spills,
-    variants(
-        <f32, 192, 16, 6, false, false> for [sm_80, sm_90a],
-        <f32, 192, 16, 6, false, true> for [sm_80, sm_90a],
-        <f32, 192, 16, 6, true, false> for [sm_80, sm_90a],
-        <f32, 192, 16, 6, true, true> for [sm_80, sm_90a],
-        <bf16, 192, 16, 6, false, false> for [sm_80, sm_90a],
-        <bf16, 192, 16, 6, false, true> for [sm_80, sm_90a],
-        <bf16, 192, 16, 6, true, false> for [sm_80, sm_90a],
-        <bf16, 192, 16, 6, true, true> for [sm_80, sm_90a],
-        <f32, 192, 16, 3, false, false> for [gfx90a, gfx942, gfx950],
-        <f32, 192, 16, 3, false, true> for [gfx90a, gfx942, gfx950],
-        <f32, 192, 16, 3, true, false> for [gfx90a, gfx942, gfx950],
-        <f32, 192, 16, 3, true, true> for [gfx90a, gfx942, gfx950],
-        <bf16, 192, 16, 3, false, false> for [gfx90a, gfx942, gfx950],
-        <bf16, 192, 16, 3, false, true> for [gfx90a, gfx942, gfx950],
-        <bf16, 192, 16, 3, true, false> for [gfx90a, gfx942, gfx950],
-        <bf16, 192, 16, 3, true, true> for [gfx90a, gfx942, gfx950]
-    ),
-    check = query_pass_arguments::<false>,
-    shapes(
-        q: [BH, SQ, D],
-        k: [BHKV, SK, D],
-        v: [BHKV, SK, D],
-        d_o: [BH, SQ, D],
-        lse: [BH, SQ],
-        delta: [BH, SQ],
-        grad: [BHKV, SK, D],
-        SK >= 1,
-        BHKV >= 1
-    ),
-    grid = [ceil_div(SK, WARPS * 16), BHKV, 1]
-)]
-#[allow(clippy::too_many_arguments)]
-pub fn attention_bwd_dk_or_dv<
-    G: RegDtype,
-    const D: usize,
-    const QT: usize,
-    const WARPS: usize,
-    const CAUSAL: bool,
-    const DV: bool,
->(
-    q: Gl<bf16, 3>,
-    k: Gl<bf16, 3>,
-    v: Gl<bf16, 3>,
-    d_o: Gl<bf16, 3>,
-    lse: Gl<f32, 2>,
-    delta: Gl<f32, 2>,
-    grad: GlMut<G, 3>,
-    sm_scale: Scalar<f32>,
-) {
-    // No window and no cap: their arguments are never read.
-    let (none, one) = (lit(0), lit(1.0));
-    match DV {
-        true => key_tiles::<bf16, G, D, QT, WARPS, CAUSAL, false, false, false, false, true>(
-            q, k, v, d_o, lse, delta, grad, grad, sm_scale, none, none, one, None,
-        ),
-        false => key_tiles::<bf16, G, D, QT, WARPS, CAUSAL, false, false, false, true, false>(
-            q, k, v, d_o, lse, delta, grad, grad, sm_scale, none, none, one, None,
-        ),
-    }
-}
-
 /// `R` rows of head dim `D` (elements `T`) per warp of the block, in shared memory.
 type WarpRows<T, const R: usize, const D: usize, const WARPS: usize> =
     SharedArray<St<T, R, D>, WARPS>;
 
 /// The body of [`attention_bwd_dkdv`] (`CAUSAL`, no window) and [`attention_bwd_dkdv_window`]
-/// (`WINDOW`): see the module documentation. It accumulates and stores dK with `DK` and dV with
-/// `DV` (both but in [`attention_bwd_dk_or_dv`]).
+/// (`WINDOW`): see the module documentation.
 #[crate::func]
 #[allow(clippy::too_many_arguments)]
 fn key_tiles<
@@ -417,8 +313,6 @@ fn key_tiles<
     const WINDOW: bool,
     const SOFTCAP: bool,
     const PACKED: bool,
-    const DK: bool,
-    const DV: bool,
 >(
     q: Gl<T, 3>,
     k: Gl<T, 3>,
@@ -576,36 +470,28 @@ fn key_tiles<
             }
         }
         let pt = sub_col(st * scale_log2, lse2).exp2();
-        if DV {
-            let do_col: Rt<T, QT, D, Col> = load(do_ring.at(cur));
-            dv_acc = mma_ab(dv_acc, pt.cast::<T>(), do_col);
+        let do_col: Rt<T, QT, D, Col> = load(do_ring.at(cur));
+        dv_acc = mma_ab(dv_acc, pt.cast::<T>(), do_col);
+        let do_frag: Rt<T, QT, D> = load(do_ring.at(cur));
+        let v_frag: Rt<T, 16, D> = match &stash {
+            Some((_, v_sh)) => load(v_sh.at(warp_idx())),
+            None => v_own,
+        };
+        let dpt = mma_abt(zeros(), v_frag, do_frag);
+        let mut dst = pt * sub_col(dpt, d_row);
+        if SOFTCAP {
+            // d(cap·tanh(x/cap))/dx = 1 − tanh²; the scale multiplies dK at the end.
+            dst = dst - dst * (th * th);
         }
-        if DK {
-            let do_frag: Rt<T, QT, D> = load(do_ring.at(cur));
-            let v_frag: Rt<T, 16, D> = match &stash {
-                Some((_, v_sh)) => load(v_sh.at(warp_idx())),
-                None => v_own,
-            };
-            let dpt = mma_abt(zeros(), v_frag, do_frag);
-            let mut dst = pt * sub_col(dpt, d_row);
-            if SOFTCAP {
-                // d(cap·tanh(x/cap))/dx = 1 − tanh²; the scale multiplies dK at the end.
-                dst = dst - dst * (th * th);
-            }
-            let q_col: Rt<T, QT, D, Col> = load(q_ring.at(cur));
-            dk_acc = mma_ab(dk_acc, dst.cast::<T>(), q_col);
-        }
+        let q_col: Rt<T, QT, D, Col> = load(q_ring.at(cur));
+        dk_acc = mma_ab(dk_acc, dst.cast::<T>(), q_col);
         head = next_head;
         qt = next_qt;
     }
     // The copies of the pair after the last: none outstanding when the block ends.
     copy_wait(0);
-    if DK {
-        store(dk.tile(kv_z, k_tile, kv_c), (dk_acc * sm_scale).cast::<G>());
-    }
-    if DV {
-        store(dv.tile(kv_z, k_tile, kv_c), dv_acc.cast::<G>());
-    }
+    store(dk.tile(kv_z, k_tile, kv_c), (dk_acc * sm_scale).cast::<G>());
+    store(dv.tile(kv_z, k_tile, kv_c), dv_acc.cast::<G>());
 }
 
 /// dQ (dtype `G`) of `WARPS·R` query rows per block; see the module documentation. Grid:
@@ -624,11 +510,7 @@ fn key_tiles<
         <f32, 128, 16, 16, 4, false>,
         <f32, 128, 16, 16, 4, true>,
         <bf16, 128, 16, 16, 4, false>,
-        <bf16, 128, 16, 16, 4, true>,
-        <f32, 192, 16, 16, 3, false>,
-        <f32, 192, 16, 16, 3, true>,
-        <bf16, 192, 16, 16, 3, false>,
-        <bf16, 192, 16, 16, 3, true>
+        <bf16, 128, 16, 16, 4, true>
     ),
     selftest = selftest,
     check = query_pass_arguments::<false>,
@@ -797,7 +679,7 @@ pub fn attention_bwd_dkdv_f16<
     sm_scale: Scalar<f32>,
 ) {
     // No window and no cap: their arguments are never read.
-    key_tiles::<f16, G, D, QT, WARPS, CAUSAL, false, false, false, true, true>(
+    key_tiles::<f16, G, D, QT, WARPS, CAUSAL, false, false, false>(
         q,
         k,
         v,
@@ -924,7 +806,7 @@ pub fn attention_bwd_dkdv_alibi<
     window_right: Scalar<i32>,
     alibi_shift: Scalar<i32>,
 ) {
-    key_tiles::<bf16, G, D, QT, WARPS, false, true, false, false, true, true>(
+    key_tiles::<bf16, G, D, QT, WARPS, false, true, false, false>(
         q,
         k,
         v,
@@ -1086,26 +968,16 @@ fn query_tiles<
     copy_start(v_ring.at(first & 1), v.tile(kv_z, first, kv_c));
     copy_commit();
     let q_own: Rt<T, R, D> = load(q.tile(q_z, q_tile, q_c));
-    let do_own: Rt<T, R, D> = load(d_o.tile(q_z, q_tile, q_c));
+    let do_frag: Rt<T, R, D> = load(d_o.tile(q_z, q_tile, q_c));
     // With ALiBi past head dim 64 the bias's registers beside Q, dO and dQ spill on sm_80, and
     // so do a packed batch's table addressing's (255 registers): each warp parks its Q rows in
     // shared memory and reads them back at each key tile (after the loop's first barrier).
-    // Past head dim 128 Q and dO (2 × 48 registers at 192) beside the 96 of dQ spill on sm_80
-    // in the general compile: both wait in shared memory.
-    let q_stash: Option<WarpRows<T, R, D, WARPS>> =
-        match ((alibi.is_some() || PACKED) && D > 64) || D > 128 {
-            true => Some(alloc_shared()),
-            false => None,
-        };
-    if let Some(qs) = &q_stash {
-        store(qs.at(warp_idx()), q_own);
-    }
-    let do_stash: Option<WarpRows<T, R, D, WARPS>> = match D > 128 {
+    let q_stash: Option<WarpRows<T, R, D, WARPS>> = match (alibi.is_some() || PACKED) && D > 64 {
         true => Some(alloc_shared()),
         false => None,
     };
-    if let Some(ds) = &do_stash {
-        store(ds.at(warp_idx()), do_own);
+    if let Some(qs) = &q_stash {
+        store(qs.at(warp_idx()), q_own);
     }
     let lse_row: Rv<f32, R> = load(lse.chunk(head, q_tile));
     let mut d_row: Rv<f32, R> = load(delta.chunk(head, q_tile));
@@ -1174,10 +1046,6 @@ fn query_tiles<
         }
         let p = sub_row(s * scale_log2, lse2).exp2();
         let v_frag: Rt<T, KV, D> = load(v_ring.at(cur));
-        let do_frag: Rt<T, R, D> = match &do_stash {
-            Some(ds) => load(ds.at(warp_idx())),
-            None => do_own,
-        };
         let dp = mma_abt(zeros(), do_frag, v_frag);
         let mut ds = p * sub_row(dp, d_row);
         if SOFTCAP {
@@ -1241,7 +1109,7 @@ pub fn attention_bwd_dkdv_varlen<
     let b = block_idx_z();
     let (qb, kb) = (q.view(b), k.view(b));
     let (wl, wr) = varlen_window(qb.dim(1), kb.dim(1), window_left, window_right, top_left);
-    key_tiles::<bf16, G, D, QT, WARPS, false, true, SOFTCAP, true, true, true>(
+    key_tiles::<bf16, G, D, QT, WARPS, false, true, SOFTCAP, true>(
         qb,
         kb,
         v.view(b),
@@ -1432,7 +1300,7 @@ pub const HEAD_DIMS: [usize; 2] = [64, 128];
 
 /// Head dims the backward has for plain and bottom-right causal bf16 attention only (no
 /// window, soft-capping, ALiBi, top-left causal alignment with `seq_q ≠ seq_kv`, or f16).
-pub const PLAIN_ONLY_HEAD_DIMS: [usize; 2] = [96, 192];
+pub const PLAIN_ONLY_HEAD_DIMS: [usize; 1] = [96];
 
 /// Head dims [`backward_varlen`] has kernels for. At 128 the varlen dQ pass keeps its Q rows
 /// in shared memory (in registers beside the table addressing it spilled on sm_80: table views
@@ -1582,9 +1450,6 @@ fn backward_slopes(
         (ScalarType::F32, 96) => {
             attention_bwd_preprocess::<f32, 96, 16, 4>::launch(device, pre, o, d_o, &mut delta)
         }
-        (ScalarType::F32, 192) => {
-            attention_bwd_preprocess::<f32, 192, 16, 4>::launch(device, pre, o, d_o, &mut delta)
-        }
         (ScalarType::F32, _) => {
             attention_bwd_preprocess::<f32, 128, 16, 4>::launch(device, pre, o, d_o, &mut delta)
         }
@@ -1593,9 +1458,6 @@ fn backward_slopes(
         }
         (_, 96) => {
             attention_bwd_preprocess::<bf16, 96, 16, 4>::launch(device, pre, o, d_o, &mut delta)
-        }
-        (_, 192) => {
-            attention_bwd_preprocess::<bf16, 192, 16, 4>::launch(device, pre, o, d_o, &mut delta)
         }
         _ => attention_bwd_preprocess::<bf16, 128, 16, 4>::launch(device, pre, o, d_o, &mut delta),
     }?;
@@ -1676,56 +1538,18 @@ fn backward_slopes(
             )
         }};
     }
-    // Head dim 192: dK and dV in passes of their own (`attention_bwd_dk_or_dv`) of 6 warps on
-    // NVIDIA (and the interpreter) and 3 on AMD, whose 64 KiB of LDS does not hold the 6 warps'
-    // 96 KiB; the query pass in blocks of 3 warps (60 KiB). 96 and 192 threads both copy rows
-    // of 192 columns by constant strides.
-    let wide = crate::registry::runs_on(&["sm_80", "sm_90a"], device);
-    macro_rules! split {
-        ($g:ty, $causal:literal) => {{
-            match wide {
-                true => split!($g, $causal, 6),
-                false => split!($g, $causal, 3),
-            }
-            attention_bwd_dq::<$g, 192, 16, 16, 3, $causal>::launch(
-                device,
-                rows_grid(bh_q, seq_q, 16 * 3),
-                q,
-                k,
-                v,
-                d_o,
-                lse,
-                delta,
-                dq,
-                s,
-            )
-        }};
-        ($g:ty, $causal:literal, $warps:literal) => {{
-            let kg = rows_grid(bh_kv, seq_kv, $warps * KEYS_PER_WARP);
-            attention_bwd_dk_or_dv::<$g, 192, 16, $warps, $causal, false>::launch(
-                device, kg, q, k, v, d_o, lse, delta, dk, s,
-            )?;
-            attention_bwd_dk_or_dv::<$g, 192, 16, $warps, $causal, true>::launch(
-                device, kg, q, k, v, d_o, lse, delta, dv, s,
-            )?;
-        }};
-    }
     if plain {
         return match (grads, d, opts.causal) {
             (ScalarType::F32, 64, false) => plain!(f32, 64, 32, 32, 4, false),
             (ScalarType::F32, 64, true) => plain!(f32, 64, 32, 32, 4, true),
             (ScalarType::F32, 96, false) => plain!(f32, 96, 32, 32, 6, false),
             (ScalarType::F32, 96, true) => plain!(f32, 96, 32, 32, 6, true),
-            (ScalarType::F32, 192, false) => split!(f32, false),
-            (ScalarType::F32, 192, true) => split!(f32, true),
             (ScalarType::F32, _, false) => plain!(f32, 128, 16, 16, 4, false),
             (ScalarType::F32, _, true) => plain!(f32, 128, 16, 16, 4, true),
             (_, 64, false) => plain!(bf16, 64, 32, 32, 4, false),
             (_, 64, true) => plain!(bf16, 64, 32, 32, 4, true),
             (_, 96, false) => plain!(bf16, 96, 32, 32, 6, false),
             (_, 96, true) => plain!(bf16, 96, 32, 32, 6, true),
-            (_, 192, false) => split!(bf16, false),
-            (_, 192, true) => split!(bf16, true),
             (_, _, false) => plain!(bf16, 128, 16, 16, 4, false),
             (_, _, true) => plain!(bf16, 128, 16, 16, 4, true),
         };

@@ -18,7 +18,7 @@
 use std::ops;
 
 use super::arith::Operand;
-use super::dtype::RegDtype;
+use super::dtype::{FloatDtype, IntDtype, RegDtype};
 use super::handles::{Handle, Register, Rt, Rv, Scalar, TileLayout, VecAlong};
 use super::trace::rec;
 use crate::ir::{BinaryFn, CmpPred, Value};
@@ -118,45 +118,55 @@ fn binary_left<H: Register>(f: BinaryFn, x: Value, y: H) -> H {
     H::from_value(rec!(|b| b.binary(f, x, y.value())))
 }
 
-/// `lit op h` and `scalar op h` for one element type, with the literal or scalar on the left.
+/// `lit op h` and `scalar op h`, with the literal or scalar on the left: a float literal (`f32`)
+/// with tiles, vectors and scalars of every float dtype, an integer literal (`i32`) with those
+/// of every integer dtype (the literals a map takes on the right), and a [`Scalar`] with tiles
+/// and vectors of its dtype.
 macro_rules! left_ops {
-    ($t:ty; $($tr:ident $m:ident $f:ident),*) => {$(
-        impl<const R: usize, const C: usize, L: TileLayout> ops::$tr<Rt<$t, R, C, L>> for $t {
-            type Output = Rt<$t, R, C, L>;
+    ($($tr:ident $m:ident $f:ident),*) => {$(
+        left_ops!(@literal f32, FloatDtype, $tr $m $f);
+        left_ops!(@literal i32, IntDtype, $tr $m $f);
+        impl<T: RegDtype, const R: usize, const C: usize, L: TileLayout> ops::$tr<Rt<T, R, C, L>>
+            for Scalar<T>
+        {
+            type Output = Rt<T, R, C, L>;
             #[track_caller]
-            fn $m(self, y: Rt<$t, R, C, L>) -> Self::Output {
-                binary_left(BinaryFn::$f, super::lit::<$t>(self).value(), y)
-            }
-        }
-        impl<const N: usize, A: VecAlong> ops::$tr<Rv<$t, N, A>> for $t {
-            type Output = Rv<$t, N, A>;
-            #[track_caller]
-            fn $m(self, y: Rv<$t, N, A>) -> Self::Output {
-                binary_left(BinaryFn::$f, super::lit::<$t>(self).value(), y)
-            }
-        }
-        impl ops::$tr<Scalar<$t>> for $t {
-            type Output = Scalar<$t>;
-            #[track_caller]
-            fn $m(self, y: Scalar<$t>) -> Self::Output {
-                binary_left(BinaryFn::$f, super::lit::<$t>(self).value(), y)
-            }
-        }
-        impl<const R: usize, const C: usize, L: TileLayout> ops::$tr<Rt<$t, R, C, L>> for Scalar<$t> {
-            type Output = Rt<$t, R, C, L>;
-            #[track_caller]
-            fn $m(self, y: Rt<$t, R, C, L>) -> Self::Output {
+            fn $m(self, y: Rt<T, R, C, L>) -> Self::Output {
                 binary_left(BinaryFn::$f, self.value(), y)
             }
         }
-        impl<const N: usize, A: VecAlong> ops::$tr<Rv<$t, N, A>> for Scalar<$t> {
-            type Output = Rv<$t, N, A>;
+        impl<T: RegDtype, const N: usize, A: VecAlong> ops::$tr<Rv<T, N, A>> for Scalar<T> {
+            type Output = Rv<T, N, A>;
             #[track_caller]
-            fn $m(self, y: Rv<$t, N, A>) -> Self::Output {
+            fn $m(self, y: Rv<T, N, A>) -> Self::Output {
                 binary_left(BinaryFn::$f, self.value(), y)
             }
         }
     )*};
+    (@literal $lit:ty, $kind:ident, $tr:ident $m:ident $f:ident) => {
+        impl<T: $kind + RegDtype, const R: usize, const C: usize, L: TileLayout>
+            ops::$tr<Rt<T, R, C, L>> for $lit
+        {
+            type Output = Rt<T, R, C, L>;
+            #[track_caller]
+            fn $m(self, y: Rt<T, R, C, L>) -> Self::Output {
+                binary_left(BinaryFn::$f, super::lit::<T>(self).value(), y)
+            }
+        }
+        impl<T: $kind + RegDtype, const N: usize, A: VecAlong> ops::$tr<Rv<T, N, A>> for $lit {
+            type Output = Rv<T, N, A>;
+            #[track_caller]
+            fn $m(self, y: Rv<T, N, A>) -> Self::Output {
+                binary_left(BinaryFn::$f, super::lit::<T>(self).value(), y)
+            }
+        }
+        impl<T: $kind> ops::$tr<Scalar<T>> for $lit {
+            type Output = Scalar<T>;
+            #[track_caller]
+            fn $m(self, y: Scalar<T>) -> Self::Output {
+                binary_left(BinaryFn::$f, super::lit::<T>(self).value(), y)
+            }
+        }
+    };
 }
-left_ops!(f32; Add add Add, Sub sub Sub, Mul mul Mul, Div div Div);
-left_ops!(i32; Add add Add, Sub sub Sub, Mul mul Mul, Div div Div);
+left_ops!(Add add Add, Sub sub Sub, Mul mul Mul, Div div Div);

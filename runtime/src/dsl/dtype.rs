@@ -24,11 +24,17 @@ pub trait Dtype: Copy + Debug + Default + Send + Sync + 'static {
 pub trait RegDtype: Dtype {}
 
 /// Floating-point dtypes.
-#[diagnostic::on_unimplemented(message = "`{Self}` is not a floating-point dtype")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a floating-point dtype",
+    note = "float literals (`1.0`) and float-only maps need f32, bf16, f16 or fp8 elements; an integer dtype takes integer literals (`1`)"
+)]
 pub trait FloatDtype: RegDtype {}
 
 /// Integer dtypes.
-#[diagnostic::on_unimplemented(message = "`{Self}` is not an integer dtype")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an integer dtype",
+    note = "integer literals (`1`) and integer-only maps need i32, u32, i8 or i64 elements; a float dtype takes float literals (`1.0`)"
+)]
 pub trait IntDtype: Dtype {}
 
 /// Pairs of dtypes the tensor cores multiply: bf16·bf16, f16·f16, fp8·fp8 (either format), and

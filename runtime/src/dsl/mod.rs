@@ -58,7 +58,7 @@
 //! | `x + y`, `-`, `*`, `/`, `%`, `&`, `\|`, `^`, `<<`, `>>`, `+=` …, `x.max(y)`, `x.min(y)`, `x.pow(y)` | `map.f` | `(H, H \| Scalar<T> \| literal)` → `H` |
 //! | `s.lt(y)`, `.le`, `.gt`, `.ge`, `.eq`, `.ne` | `cmp.p` | `(Scalar<T>, Scalar<T>)` → `Scalar<bool>`; `(Rt<T,R,C,L>, Rt \| Scalar<T> \| literal)` → `Rt<bool,R,C,L>`; `Rv` likewise ([`compare`]) |
 //! | [`select(c, x, y)`](select) | `select` | `(Scalar<bool> \| mask of H's shape, H, H \| Scalar<T> \| literal)` → `H` ([`SelectMask`]) |
-//! | `1.0 - t`, `2.0 * v`, `s / t` (f32 and i32, literal or `Scalar` on the left) | `map.f` | `(Scalar<T> \| literal, H)` → `H` |
+//! | `1.0 - t`, `2.0 * v`, `s / t` (on the left: a float literal for float dtypes, an integer literal for integer dtypes, or a `Scalar` of the dtype) | `map.f` | `(Scalar<T> \| literal, H)` → `H` |
 //! | [`gather(g, (rows, cols))`](gather) | `gather` | `(Gl<T, n>, n × Rv<i32,N,A>)` → `Rv<T,N,A>`: element k = `g[rows[k], cols[k]]`, 0 outside the view |
 //! | [`row_argmax(t)`](row_argmax), [`row_argmin`] | `reduce_row.max`, `cmp.eq`, `select`, `reduce_row.min` | `Rt<T,R,C,L>` → `(Rv<T,R,Rows>, Rv<i32,R,Rows>)` (first column on ties) |
 //! | [`extract(v, i)`](extract), [`insert(v, i, s)`](insert) | `cmp.eq`, `select`, `reduce.max` | `Rv<T,N,A>` → `Scalar<T>`; `(Rv<T,N,A>, i32, Scalar<T>)` → `Rv<T,N,A>` |
@@ -93,8 +93,8 @@
 //! | [`copy_start(st, g.tile(..))`](copy_start), [`copy_commit()`](copy_commit), [`copy_wait(n)`](copy_wait) | `copy_start @block`, `copy_commit @block`, `copy_wait[N] @block` | global → `St` in flight until waited ([`pipeline`]: multistage rings) |
 //! | [`gather_rows(g, rows, j)`](gather_rows) | `gather_rows` | `(Gl<T>, Rv<i32,R,Rows>, i32)` → `Rt<T,R,C,L>` |
 //! | [`scatter_rows(g, t, rows, j)`](scatter_rows), [`scatter_add_rows`] | `scatter_rows`, `scatter_add_rows` | `(GlMut<T>, Rt<T,R,C,L>, Rv<i32,R,Rows>, i32)` |
-//! | [`atomic_add(g.at(..) \| g.tile(..), x)`](atomic_add) | `atomic_add` | `GlMut` place, `Scalar<T>` or `Rt<T,..>` |
-//! | [`atomic_max(g.at(..) \| g.tile(..), x)`](atomic_max), [`atomic_min`], [`atomic_exch`] | `atomic_max`, `atomic_min`, `atomic_exch` | `GlMut` place of i32/u32/f32, `Scalar<T>` or `Rt<T,..>` → the old values ([`atomic`]) |
+//! | [`atomic_add(g.at(..) \| g.chunk(..) \| g.tile(..), x)`](atomic_add) | `atomic_add` | `GlMut` place, `Scalar<T>`, `Rv<T,..>` or `Rt<T,..>` |
+//! | [`atomic_max(g.at(..) \| g.chunk(..) \| g.tile(..), x)`](atomic_max), [`atomic_min`], [`atomic_exch`] | `atomic_max`, `atomic_min`, `atomic_exch` | `GlMut` place of i32/u32/f32, `Scalar<T>`, `Rv<T,..>` or `Rt<T,..>` → the old values ([`atomic`]) |
 //! | [`atomic_cas(place, cmp, x)`](atomic_cas) | `atomic_cas` | as `atomic_max`, with `cmp` of x's type → the old values |
 //! | [`philox(key, [c0, c1, c2, c3])`](philox), [`rand_uniform(key, offset, ctr)`](rand_uniform), [`rand_normal`] | `philox` (+ maps) | `(Scalar<u32>, Scalar<u32>)` key, u32 `Scalar`/`Rt`/`Rv` counters → four words; `Rt<u32,R,C,L>` counters → `Rt<f32,R,C,L>` ([`random`]) |
 //! | [`device_assert(c, "message")`](device_assert) | `device_assert[@"message"]` | `Scalar<bool>` or a bool `Rt`/`Rv` (every element) ([`assertion`]) |

@@ -192,9 +192,9 @@ pub fn gemm_ws_wg_persistent<
     dispatch::<O, BM, BN, BK, STAGES, Plain, true>(a, b, c, Plain);
 }
 
-/// Blocks of a persistent launch where the device does not say how many SMs it has (the
-/// interpreter, the emulator): an H100 SXM's 132.
-pub const DEFAULT_BLOCKS: u32 = 132;
+/// Blocks of a persistent launch where the device does not say how many SMs it has: the
+/// grouped GEMMs' (an H100 SXM's 132).
+pub use crate::kernels::moe_gemm_wg::DEFAULT_BLOCKS;
 
 /// The grid of [`gemm_ws_wg_persistent`] for an `m × n` C on `device`: one block per SM
 /// ([`Device::multiprocessors`], else [`DEFAULT_BLOCKS`]), never more blocks than tiles.

@@ -46,6 +46,7 @@ use crate::dsl::*;
 use crate::ir::interp::HostTensor;
 use crate::ir::ScalarType;
 use crate::kernels::check::{record_bounded, Rng};
+use crate::kernels::gemm::banded_tile;
 use crate::kernels::moe_gemm::{
     copy_stage, host_layout, row_times_weights, rows_to_write, silu, Rings, TILE_ROWS,
 };
@@ -137,22 +138,6 @@ pub fn moe_gemm_wg<O: RegDtype, const BN: usize, const STAGES: usize>(
     persistent::<O, BN, STAGES, 1>(x, w, w, offsets, tile_expert, sorted_token, out);
 }
 
-/// Tile `i` of the order of the module documentation: `(row tile, column tile)` for `used` row
-/// tiles and `cols` column tiles, in bands of `G` row tiles walked column by column.
-#[crate::func]
-fn tile_at<const G: usize>(
-    i: Scalar<i32>,
-    used: Scalar<i32>,
-    cols: Scalar<i32>,
-) -> (Scalar<i32>, Scalar<i32>) {
-    let band_tiles = cols * G as i32;
-    let band = i / band_tiles;
-    let first = band * G as i32;
-    let band_rows = (used - first).min(G as i32);
-    let local = i - band * band_tiles;
-    (first + local % band_rows, local / band_rows)
-}
-
 /// The body of both kernels: each block walks its tiles, `x · w1[e]ᵀ` (and `· w2[e]ᵀ` with
 /// SwiGLU when `B` is 2; `w2` is not read when `B` is 1) into the rows that hold a token.
 #[crate::func]
@@ -183,7 +168,7 @@ fn persistent<O: RegDtype, const BN: usize, const STAGES: usize, const B: usize>
     // kt − 2, which `mma_wait::<1>` in step kt − 1 retired before step kt's barrier.
     let ahead_by = STAGES - 2;
     for i in range_step(block_idx_x(), used * cols, grid_dim_x()) {
-        let (tile_m, tile_n) = tile_at::<BAND>(i, used, cols);
+        let (tile_m, tile_n) = banded_tile::<BAND>(i, used, cols);
         let expert: Scalar<i32> = load(tile_expert.at(tile_m));
         // Uniform over the block: its barriers are reached by every warp or by none.
         if expert.ge(0) {
